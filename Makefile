@@ -1,0 +1,53 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   - run the whole stack end to end on this machine (tdslite + relay + connector + dev IdP)
+#   make test   - install everything and run the whole test suite (what .ci/run calls)
+# Both create .venv/ in the repo root and install what they need; run them from a fresh clone.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit deps python-deps system-deps node-deps bench clean
+
+demo: python-deps
+	$(BIN)/edgetds demo
+
+test: deps lint typecheck unit
+
+deps: system-deps node-deps python-deps
+
+# Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite).
+system-deps:
+	@scripts/install-system-deps
+
+node-deps: node_modules/.package-lock.json
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+lint: python-deps
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: python-deps
+	$(BIN)/mypy --strict protocol
+
+# protocol/ must keep 100% branch coverage: its own tests are run alone under the gate, then the rest.
+unit: python-deps
+	$(BIN)/pytest tests/protocol --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100 -p no:cacheprovider
+	$(BIN)/pytest tests --ignore=tests/protocol -p no:cacheprovider
+
+bench: python-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

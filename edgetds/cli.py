@@ -1,0 +1,54 @@
+"""The `edgetds` command line: one entry point, one subcommand module per area.
+
+Each module named in SUBCOMMANDS exposes ``register(subparsers)``, which adds its subcommand(s)
+and sets ``func`` (returning an exit code) on the parser it adds. Keep imports inside those
+modules' handlers cheap: `edgetds --help` should start fast (it also runs in the single binary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from edgetds import __version__
+
+#: Modules that add subcommands, in the order they appear in `edgetds --help`.
+SUBCOMMANDS: tuple[str, ...] = ("edgetds.demo",)
+
+EPILOG = """\
+Start here:
+  edgetds demo            run tdslite, the dev IdP, the relay and a connector, and tell a short story
+Every subcommand has its own --help.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgetds",
+        description=(
+            "Query a SQL Server behind a firewall from Cloudflare Workers: the connector dials out "
+            "to a relay, and every query carries the identity of the person who asked."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgetds {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        return 130
