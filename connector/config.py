@@ -1,0 +1,496 @@
+"""The connector's TOML configuration: schema, defaults, and errors that name file, table and key.
+
+`load_config(path)` returns a frozen `ConnectorConfig` or raises `ConfigError` listing EVERY problem
+found (``edgetds connector check`` prints them all, not just the first). Secrets never live in the
+file itself: the connector key comes from ``private_key_file`` or ``private_key_env``, database
+passwords from ``password_file`` or ``password_env``. Relative paths are resolved against the
+directory of the config file. See examples/connector.toml for a commented example.
+
+Issuers and the policy are validated by their owners (edgetds/oidc.py, connector/policy.py); this
+module only checks their shape and hands them over.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from connector.keys import KeyFileError, load_private_key, parse_public_key
+
+__all__ = [
+    "ConfigError",
+    "ConnectorConfig",
+    "DatabaseConfig",
+    "LoginConfig",
+    "Problem",
+    "TunnelConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (file + dotted key) and what to do about it."""
+
+    file: str
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: [{self.location}]" if self.location else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; `.problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    """How the connector reaches the relay(s) and keeps its connections healthy."""
+
+    connector_id: str
+    tunnel: str
+    relay_urls: tuple[str, ...]
+    private_key_pem: bytes = field(repr=False)
+    relay_public_keys: tuple[str, ...]
+    ha_connections: int = 2
+    max_concurrent_queries: int = 64
+    #: full-jitter backoff: sleep uniform in [0, min(cap, base * 2**n))
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    #: a connection that stayed up this long resets the backoff counter
+    stable_after_s: float = 30.0
+    #: delay between bringing up the first connection and each further one
+    stagger_s: float = 1.0
+    #: WebSocket ping interval, and the hard deadline after which a silent peer is declared dead
+    ping_interval_s: float = 5.0
+    dead_peer_after_s: float = 15.0
+    open_timeout_s: float = 10.0
+    drain_grace_s: float = 30.0
+    #: CA bundle for wss:// relays with private certificates ("" = system trust store)
+    relay_cafile: str = ""
+
+
+@dataclass(frozen=True)
+class LoginConfig:
+    """A SQL Server login that a policy role's pool uses."""
+
+    name: str
+    user: str
+    password: str = field(repr=False)
+    pool_size: int = 8
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    host: str
+    port: int
+    database: str
+    logins: Mapping[str, LoginConfig]
+    cafile: str = ""
+    validate_host: bool = True
+    login_timeout_s: float = 10.0
+    #: python-tds per-read timeout; also the granularity at which a query notices cancellation
+    read_timeout_s: float = 1.0
+    #: rows fetched from the cursor per worker-thread call
+    fetch_rows: int = 500
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    path: Path
+    tunnel: TunnelConfig
+    database: DatabaseConfig
+    #: [[issuers]] tables, validated by edgetds/oidc.py
+    issuers: tuple[Mapping[str, Any], ...]
+    #: the policy document (from [policy] file = ... or inline), validated by connector/policy.py
+    policy: Mapping[str, Any]
+    policy_path: Path | None
+    audit_file: Path | None
+    log_level: str = "info"
+
+
+_CONNECTOR_KEYS = {
+    "id",
+    "tunnel",
+    "relay_urls",
+    "private_key_file",
+    "private_key_env",
+    "relay_public_keys",
+    "ha_connections",
+    "max_concurrent_queries",
+    "backoff_base_s",
+    "backoff_cap_s",
+    "stable_after_s",
+    "stagger_s",
+    "ping_interval_s",
+    "dead_peer_after_s",
+    "open_timeout_s",
+    "drain_grace_s",
+    "relay_cafile",
+    "log_level",
+}
+_DATABASE_KEYS = {
+    "host",
+    "port",
+    "database",
+    "cafile",
+    "validate_host",
+    "login_timeout_s",
+    "read_timeout_s",
+    "fetch_rows",
+}
+_LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password"}
+_TOP_KEYS = {"connector", "database", "logins", "issuers", "policy", "audit"}
+
+
+class _Reader:
+    """Pulls typed values out of nested tables and records problems instead of raising."""
+
+    def __init__(self, file: str, base_dir: Path) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+
+    def problem(self, location: str, message: str) -> None:
+        self.problems.append(Problem(self.file, location, message))
+
+    def table(
+        self, doc: Mapping[str, Any], key: str, where: str, *, required: bool
+    ) -> dict[str, Any]:
+        value = doc.get(key)
+        loc = f"{where}.{key}" if where else key
+        if value is None:
+            if required:
+                self.problem(loc, f"missing table [{loc}]")
+            return {}
+        if not isinstance(value, dict):
+            self.problem(loc, f"must be a table, got {type(value).__name__}")
+            return {}
+        return value
+
+    def unknown(self, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = ", ".join(sorted(allowed))
+                self.problem(f"{where}.{key}", f"unknown key (allowed: {hint})")
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        kind: type | tuple[type, ...],
+        default: Any = None,
+        *,
+        required: bool = False,
+    ) -> Any:
+        loc = f"{where}.{key}"
+        if key not in table:
+            if required:
+                self.problem(loc, "missing (required)")
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int subclass: never accept true where a number is wanted
+        if isinstance(value, bool) and bool not in kinds:
+            ok = False
+        else:
+            ok = isinstance(value, kinds)
+        if not ok:
+            names = " or ".join(k.__name__ for k in kinds)
+            self.problem(loc, f"must be {names}, got {type(value).__name__} {value!r}")
+            return default
+        return value
+
+    def number(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        default: float,
+        *,
+        minimum: float,
+        maximum: float | None = None,
+    ) -> float:
+        value = self.get(table, key, where, (int, float), default)
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+            self.problem(f"{where}.{key}", f"must be {bounds}, got {value}")
+            return default
+        return float(value)
+
+    def integer(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        default: int,
+        *,
+        minimum: int,
+        maximum: int | None = None,
+    ) -> int:
+        value = self.get(table, key, where, int, default)
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+            self.problem(f"{where}.{key}", f"must be an integer {bounds}, got {value}")
+            return default
+        return int(value)
+
+    def path(self, value: str) -> Path:
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else self.base_dir / p
+
+    def secret(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        file_key: str,
+        env_key: str,
+        env: Mapping[str, str],
+        *,
+        what: str,
+    ) -> bytes | None:
+        """Read a secret from exactly one of `file_key` (a path) or `env_key` (an env var name)."""
+        file_name = self.get(table, file_key, where, str)
+        env_name = self.get(table, env_key, where, str)
+        if file_name and env_name:
+            self.problem(where, f"set only one of {file_key} and {env_key} for the {what}")
+            return None
+        if file_name:
+            path = self.path(file_name)
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                self.problem(
+                    f"{where}.{file_key}", f"cannot read {what} file {path}: {exc.strerror}"
+                )
+                return None
+        if env_name:
+            value = env.get(env_name)
+            if value is None:
+                self.problem(
+                    f"{where}.{env_key}",
+                    f"environment variable {env_name} (the {what}) is not set",
+                )
+                return None
+            return value.encode("utf-8")
+        self.problem(where, f"the {what} is missing: set {file_key} (a path) or {env_key}")
+        return None
+
+
+def _check_relay_url(r: _Reader, url: str, loc: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        r.problem(loc, f"{url!r} must be a ws:// or wss:// URL such as wss://relay.example.com")
+    elif parts.query or parts.fragment:
+        r.problem(loc, f"{url!r}: give the base URL only (the connector appends the tunnel path)")
+
+
+def _tunnel(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> TunnelConfig | None:
+    w = "connector"
+    t = r.table(doc, "connector", "", required=True)
+    r.unknown(t, _CONNECTOR_KEYS, w)
+    cid = r.get(t, "id", w, str, "", required=True)
+    tunnel = r.get(t, "tunnel", w, str, "", required=True)
+    for key, value in (("id", cid), ("tunnel", tunnel)):
+        if value and not all(c.isalnum() or c in "-_." for c in value):
+            r.problem(f"{w}.{key}", f"{value!r} may only hold letters, digits, '-', '_' and '.'")
+    urls = r.get(t, "relay_urls", w, list, [], required=True)
+    if "relay_urls" in t and not urls:
+        r.problem(f"{w}.relay_urls", "list at least one relay URL")
+    for i, url in enumerate(urls):
+        if not isinstance(url, str):
+            r.problem(f"{w}.relay_urls[{i}]", "must be a string")
+        else:
+            _check_relay_url(r, url, f"{w}.relay_urls[{i}]")
+    pem = r.secret(t, w, "private_key_file", "private_key_env", env, what="connector private key")
+    if pem is not None and "private_key_file" in t:
+        try:  # also checks the file mode
+            load_private_key(r.path(t["private_key_file"]))
+        except KeyFileError as exc:
+            r.problem(f"{w}.private_key_file", str(exc))
+            pem = None
+    pubs = r.get(t, "relay_public_keys", w, list, [], required=True)
+    if "relay_public_keys" in t and not pubs:
+        r.problem(f"{w}.relay_public_keys", "pin at least one relay public key (ed25519:...)")
+    for i, pub in enumerate(pubs):
+        try:
+            parse_public_key(pub if isinstance(pub, str) else "")
+        except KeyFileError as exc:
+            r.problem(f"{w}.relay_public_keys[{i}]", str(exc))
+    relay_cafile = r.get(t, "relay_cafile", w, str, "")
+    if relay_cafile and not r.path(relay_cafile).is_file():
+        r.problem(f"{w}.relay_cafile", f"no such file: {r.path(relay_cafile)}")
+    cfg = TunnelConfig(
+        connector_id=cid,
+        tunnel=tunnel,
+        relay_urls=tuple(u.rstrip("/") for u in urls if isinstance(u, str)),
+        private_key_pem=pem or b"",
+        relay_public_keys=tuple(p for p in pubs if isinstance(p, str)),
+        ha_connections=r.integer(t, "ha_connections", w, 2, minimum=1, maximum=4),
+        max_concurrent_queries=r.integer(
+            t, "max_concurrent_queries", w, 64, minimum=1, maximum=10_000
+        ),
+        backoff_base_s=r.number(t, "backoff_base_s", w, 1.0, minimum=0.01),
+        backoff_cap_s=r.number(t, "backoff_cap_s", w, 30.0, minimum=0.01),
+        stable_after_s=r.number(t, "stable_after_s", w, 30.0, minimum=0),
+        stagger_s=r.number(t, "stagger_s", w, 1.0, minimum=0),
+        ping_interval_s=r.number(t, "ping_interval_s", w, 5.0, minimum=0.05),
+        dead_peer_after_s=r.number(t, "dead_peer_after_s", w, 15.0, minimum=0.1),
+        open_timeout_s=r.number(t, "open_timeout_s", w, 10.0, minimum=0.1),
+        drain_grace_s=r.number(t, "drain_grace_s", w, 30.0, minimum=0),
+        relay_cafile=str(r.path(relay_cafile)) if relay_cafile else "",
+    )
+    if cfg.dead_peer_after_s <= cfg.ping_interval_s:
+        r.problem(f"{w}.dead_peer_after_s", "must be larger than ping_interval_s")
+    return cfg
+
+
+def _logins(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, LoginConfig]:
+    logins: dict[str, LoginConfig] = {}
+    table = r.table(doc, "logins", "", required=True)
+    if "logins" in doc and not table:
+        r.problem("logins", "define at least one [logins.NAME] table (user + password_file)")
+    for name, entry in table.items():
+        w = f"logins.{name}"
+        if not isinstance(entry, dict):
+            r.problem(w, "must be a table with user and password_file or password_env")
+            continue
+        r.unknown(entry, _LOGIN_KEYS, w)
+        if "password" in entry:
+            r.problem(
+                f"{w}.password",
+                "passwords are never read from the config file: use password_file or password_env",
+            )
+            continue
+        user = r.get(entry, "user", w, str, "", required=True)
+        pw = r.secret(entry, w, "password_file", "password_env", env, what=f"password of {name!r}")
+        size = r.integer(entry, "pool_size", w, 8, minimum=1, maximum=256)
+        if pw is not None:
+            text = pw.decode("utf-8", "replace").rstrip("\r\n")
+            logins[name] = LoginConfig(name=name, user=user, password=text, pool_size=size)
+    return logins
+
+
+def _database(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> DatabaseConfig:
+    w = "database"
+    t = r.table(doc, "database", "", required=True)
+    r.unknown(t, _DATABASE_KEYS, w)
+    cafile = r.get(t, "cafile", w, str, "")
+    if cafile and not r.path(cafile).is_file():
+        r.problem(f"{w}.cafile", f"no such file: {r.path(cafile)}")
+    return DatabaseConfig(
+        host=r.get(t, "host", w, str, "", required=True),
+        port=r.integer(t, "port", w, 1433, minimum=1, maximum=65535),
+        database=r.get(t, "database", w, str, "", required=True),
+        logins=_logins(r, doc, env),
+        cafile=str(r.path(cafile)) if cafile else "",
+        validate_host=r.get(t, "validate_host", w, bool, True),
+        login_timeout_s=r.number(t, "login_timeout_s", w, 10.0, minimum=0.1),
+        read_timeout_s=r.number(t, "read_timeout_s", w, 1.0, minimum=0.05, maximum=60),
+        fetch_rows=r.integer(t, "fetch_rows", w, 500, minimum=1, maximum=100_000),
+    )
+
+
+def _issuers(r: _Reader, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    raw = doc.get("issuers")
+    if raw is None:
+        r.problem(
+            "issuers", "missing [[issuers]]: list the IdPs whose tokens the connector accepts"
+        )
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(i, dict) for i in raw):
+        r.problem("issuers", "must be an array of tables: [[issuers]] issuer = ... audience = ...")
+        return ()
+    for i, entry in enumerate(raw):
+        for key in ("issuer", "audience"):
+            if not isinstance(entry.get(key), str | list) or not entry.get(key):
+                r.problem(f"issuers[{i}].{key}", "missing (required)")
+    return tuple(raw)
+
+
+def _policy(r: _Reader, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Path | None]:
+    t = r.table(doc, "policy", "", required=True)
+    if "file" in t:
+        name = r.get(t, "file", "policy", str, "")
+        if len(t) > 1:
+            r.problem("policy", "use either file = ... or inline policy tables, not both")
+        if not name:
+            return {}, None
+        path = r.path(name)
+        try:
+            with path.open("rb") as fh:
+                return tomllib.load(fh), path
+        except OSError as exc:
+            r.problem("policy.file", f"cannot read policy file {path}: {exc.strerror}")
+        except tomllib.TOMLDecodeError as exc:
+            r.problem("policy.file", f"{path} is not valid TOML: {exc}")
+        return {}, path
+    return t, None
+
+
+def parse_config(
+    doc: Mapping[str, Any], *, file: str | Path, env: Mapping[str, str] | None = None
+) -> ConnectorConfig:
+    """Validate a parsed TOML document. Raises ConfigError listing every problem."""
+    path = Path(file)
+    r = _Reader(str(path), path.parent.resolve())
+    env = os.environ if env is None else env
+    for key in doc:
+        if key not in _TOP_KEYS:
+            r.problem(key, f"unknown table (allowed: {', '.join(sorted(_TOP_KEYS))})")
+    tunnel = _tunnel(r, doc, env)
+    database = _database(r, doc, env)
+    issuers = _issuers(r, doc)
+    policy, policy_path = _policy(r, doc)
+    audit = r.table(doc, "audit", "", required=False)
+    r.unknown(audit, {"file"}, "audit")
+    audit_name = r.get(audit, "file", "audit", str, "")
+    log_level = "info"
+    if isinstance(doc.get("connector"), dict):
+        log_level = r.get(doc["connector"], "log_level", "connector", str, "info")
+        if log_level not in ("debug", "info", "warning", "error"):
+            r.problem("connector.log_level", "must be one of debug, info, warning, error")
+    if r.problems or tunnel is None:
+        raise ConfigError(r.problems)
+    return ConnectorConfig(
+        path=path,
+        tunnel=tunnel,
+        database=database,
+        issuers=issuers,
+        policy=policy,
+        policy_path=policy_path,
+        audit_file=r.path(audit_name) if audit_name else None,
+        log_level=log_level,
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> ConnectorConfig:
+    """Read and validate a connector TOML file.
+
+    Raises:
+        ConfigError: with one `Problem` per mistake (file, dotted key, what to do).
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError([Problem(str(p), "", f"cannot read config: {exc.strerror}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(str(p), "", f"not valid TOML: {exc}")]) from None
+    return parse_config(doc, file=p, env=env)

@@ -1,0 +1,490 @@
+"""SQL Server values <-> the FIXED JSON encoding of edgetds/1 (SPEC.md, "JSON encoding").
+
+Two directions:
+
+- results: python-tds column descriptions and row values -> NDJSON lines (`describe`,
+  `columns_line`, `RowEncoder`). bigint is always a decimal string, decimal/money a string with the
+  column's scale, binary base64, date/time ISO 8601 at the type's precision, uniqueidentifier
+  lowercase, NULL null.
+- parameters: the QUERY frame's JSON params -> typed python-tds parameters (`decode_params`), so
+  every value is BOUND with an explicit SQL type (never interpolated). Typing every parameter also
+  sidesteps two python-tds traps: `bytes` would go as NVARCHAR and `None` would be inlined as the
+  literal NULL (NOTES-tds.md).
+
+Known python-tds (1.17.1) limits, documented rather than hidden: COLMETADATA's char/nchar/binary
+arrive as the var- types (python-tds keeps no fixed/var distinction), numeric arrives as decimal,
+and time/datetime2/datetimeoffset values carry microseconds (the 7th fractional digit is read as 0;
+a parameter with a non-zero 7th digit is refused rather than silently rounded).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+import struct
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pytds import tds_base, tds_types
+
+__all__ = [
+    "BoundParam",
+    "ColumnInfo",
+    "ParamError",
+    "RowEncoder",
+    "columns_line",
+    "decode_params",
+    "describe",
+    "ndjson_line",
+]
+
+# TDS type ids as python-tds reports them in cursor.description (the serializer's get_typeid()).
+_TYPE_NAMES: dict[int, str] = {
+    tds_base.SYBBIT: "bit",
+    tds_base.SYBBITN: "bit",
+    tds_base.SYBINT1: "tinyint",
+    tds_base.SYBINT2: "smallint",
+    tds_base.SYBINT4: "int",
+    tds_base.SYBINT8: "bigint",
+    tds_base.SYBREAL: "real",
+    tds_base.SYBFLT8: "float",
+    tds_base.SYBMONEY4: "smallmoney",
+    tds_base.SYBMONEY: "money",
+    tds_base.SYBDATETIME4: "smalldatetime",
+    tds_base.SYBDATETIME: "datetime",
+    tds_base.SYBDECIMAL: "decimal",
+    tds_base.SYBNUMERIC: "numeric",
+    tds_base.SYBMSDATE: "date",
+    tds_base.SYBMSTIME: "time",
+    tds_base.SYBMSDATETIME2: "datetime2",
+    tds_base.SYBMSDATETIMEOFFSET: "datetimeoffset",
+    tds_base.XSYBVARCHAR: "varchar",
+    tds_base.XSYBCHAR: "char",
+    tds_base.XSYBNVARCHAR: "nvarchar",
+    tds_base.XSYBNCHAR: "nchar",
+    tds_base.SYBNTEXT: "nvarchar",  # python-tds reports nvarchar(max) (and ntext) as NTEXT
+    tds_base.SYBTEXT: "text",
+    tds_base.XSYBVARBINARY: "varbinary",
+    tds_base.XSYBBINARY: "binary",
+    tds_base.SYBIMAGE: "image",
+    tds_base.SYBUNIQUE: "uniqueidentifier",
+    tds_base.SYBMSXML: "xml",
+    tds_base.SYBVARIANT: "sql_variant",
+}
+
+#: fractional-second digits fixed by the type (datetime is 1/300 s, shown as milliseconds)
+_FIXED_SCALE = {"datetime": 3, "smalldatetime": 0, "money": 4, "smallmoney": 4}
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """One result column as the HTTP API describes it (`{"columns": [...]}` entries)."""
+
+    name: str
+    type: str
+    nullable: bool
+    precision: int | None = None
+    scale: int | None = None
+    length: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "nullable": self.nullable,
+            "precision": self.precision,
+            "scale": self.scale,
+            "length": self.length,
+        }
+
+
+def describe(description: Sequence[Sequence[Any]]) -> list[ColumnInfo]:
+    """Turn a python-tds ``cursor.description`` into column metadata.
+
+    description entries are (name, type_id, None, size, precision, scale, nullable) as built by
+    python-tds from COLMETADATA.
+    """
+    out = []
+    for name, type_id, _display, size, precision, scale, nullable in description:
+        type_name = _TYPE_NAMES.get(type_id, "sql_variant")
+        length: int | None = None
+        prec: int | None = None
+        sc: int | None = None
+        if type_name in ("varchar", "char", "varbinary", "binary"):
+            length = -1 if not size else int(size)  # python-tds: (max) has size 0
+        elif type_name in ("nvarchar", "nchar"):
+            length = -1 if size is None or size <= 0 else int(size)  # NTEXT/(max): -1
+        elif type_name in ("decimal", "numeric"):
+            prec, sc = int(precision), int(scale)
+        elif type_name in ("time", "datetime2", "datetimeoffset"):
+            sc = int(precision)  # python-tds keeps the fractional digits in .precision
+        elif type_name in _FIXED_SCALE:
+            sc = _FIXED_SCALE[type_name]
+            if type_name in ("money", "smallmoney"):
+                prec = 19 if type_name == "money" else 10
+        out.append(
+            ColumnInfo(
+                name=name or "",
+                type=type_name,
+                nullable=bool(nullable),
+                precision=prec,
+                scale=sc,
+                length=length,
+            )
+        )
+    return out
+
+
+def ndjson_line(obj: Any) -> bytes:
+    """One NDJSON line: compact JSON, UTF-8, ending in a newline."""
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def columns_line(columns: Sequence[ColumnInfo]) -> bytes:
+    return ndjson_line({"columns": [c.as_json() for c in columns]})
+
+
+# ---------------------------------------------------------------------------------------------
+# values -> JSON
+
+
+def _fraction(microsecond: int, scale: int) -> str:
+    if scale <= 0:
+        return ""
+    digits = f"{microsecond:06d}0"  # 7 digits: python-tds carries microseconds
+    return "." + digits[:scale]
+
+
+def _time_text(t: dt.time | dt.datetime, scale: int) -> str:
+    return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}" + _fraction(t.microsecond, scale)
+
+
+def _datetime_text(v: dt.datetime, scale: int) -> str:
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T" + _time_text(v, scale)
+
+
+def _offset_text(v: dt.datetime) -> str:
+    offset = v.utcoffset() or dt.timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _real(v: float) -> float:
+    # REAL is float32: print the shortest decimal that reads back as the same float32 (1.1, not
+    # 1.100000023841858), like SQL Server's own clients do.
+    packed = struct.pack("<f", v)
+    for digits in range(6, 10):
+        candidate = float(f"{v:.{digits}g}")
+        if struct.pack("<f", candidate) == packed:
+            return candidate
+    return v
+
+
+def _variant(v: Any) -> Any:
+    # sql_variant: encode by the Python type python-tds produced
+    if v is None or isinstance(v, bool | str | float):
+        return v
+    if isinstance(v, int):
+        return v if -(2**53) < v < 2**53 else str(v)
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode("ascii")
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, dt.datetime):
+        text = _datetime_text(v, 7 if v.microsecond else 0)
+        return text + _offset_text(v) if v.tzinfo else text
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, dt.time):
+        return _time_text(v, 7 if v.microsecond else 0)
+    return str(v)
+
+
+Encoder = Callable[[Any], Any]
+
+
+def _encoder(col: ColumnInfo) -> Encoder:
+    t = col.type
+    scale = col.scale or 0
+    if t == "bit":
+        return bool
+    if t in ("tinyint", "smallint", "int"):
+        return int
+    if t == "bigint":
+        return str
+    if t in ("decimal", "numeric", "money", "smallmoney"):
+        return lambda v: format(v, f".{scale}f")
+    if t == "real":
+        return _real
+    if t == "float":
+        return float
+    if t in ("varbinary", "binary", "image"):
+        return lambda v: base64.b64encode(v).decode("ascii")
+    if t == "date":
+        return lambda v: v.isoformat()
+    if t == "time":
+        return lambda v: _time_text(v, scale)
+    if t in ("datetime", "smalldatetime", "datetime2"):
+        return lambda v: _datetime_text(v, scale)
+    if t == "datetimeoffset":
+        return lambda v: _datetime_text(v, scale) + _offset_text(v)
+    if t == "uniqueidentifier":
+        return lambda v: str(v).lower()
+    if t in ("varchar", "char", "nvarchar", "nchar", "text", "ntext", "xml"):
+        return lambda v: v if isinstance(v, str) else bytes(v).decode("utf-8", "replace")
+    return _variant
+
+
+class RowEncoder:
+    """Encodes rows of one result set as NDJSON lines (JSON arrays in column order)."""
+
+    def __init__(self, columns: Sequence[ColumnInfo]) -> None:
+        self._encoders = [_encoder(c) for c in columns]
+        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+    def encode_value(self, index: int, value: Any) -> Any:
+        return None if value is None else self._encoders[index](value)
+
+    def encode(self, row: Sequence[Any]) -> bytes:
+        encs = self._encoders
+        out = [None if v is None else encs[i](v) for i, v in enumerate(row)]
+        return (self._dumps(out) + "\n").encode("utf-8")
+
+    def encode_many(self, rows: Sequence[Sequence[Any]]) -> bytes:
+        return b"".join(self.encode(r) for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON params -> bound, typed python-tds parameters
+
+
+class ParamError(ValueError):
+    """A query parameter is malformed; maps to request.invalid. Never includes the value."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"parameter {name!r}: {message}")
+
+
+@dataclass(frozen=True)
+class BoundParam:
+    """A decoded parameter: its T-SQL name (with '@'), declared type, and Python value."""
+
+    name: str
+    sql_type: str
+    value: Any
+
+    def to_pytds(self) -> tds_base.Param:
+        typ = tds_types.sql_type_by_declaration(self.sql_type)
+        return tds_base.Param(name=self.name, type=typ, value=self.value)
+
+
+_NAME = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]{0,127}")
+_TYPE = re.compile(r"\s*([A-Za-z0-9]+)\s*(?:\(\s*(max|\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*", re.I)
+_ISO_FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})(?:\.(\d{1,7}))?")
+
+_INTEGER_RANGES = {
+    "tinyint": (0, 255),
+    "smallint": (-(2**15), 2**15 - 1),
+    "int": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+_STRING_TYPES = {"char", "varchar", "nchar", "nvarchar", "text", "ntext", "xml"}
+_BINARY_TYPES = {"binary", "varbinary", "image"}
+_NO_ARGS = {
+    "bit",
+    "tinyint",
+    "smallint",
+    "int",
+    "bigint",
+    "real",
+    "float",
+    "money",
+    "smallmoney",
+    "date",
+    "datetime",
+    "smalldatetime",
+    "uniqueidentifier",
+    "text",
+    "ntext",
+    "image",
+    "xml",
+}
+
+
+def _fixed_fraction(name: str, text: str) -> str:
+    """Drop a 7th fractional digit if it is 0 (python-tds carries microseconds), else refuse."""
+
+    def repl(m: re.Match[str]) -> str:
+        frac = m.group(2)
+        if frac is None:
+            return m.group(1)
+        if len(frac) == 7:
+            if frac[6] != "0":
+                raise ParamError(name, "100-nanosecond digits cannot be carried (microseconds max)")
+            frac = frac[:6]
+        return f"{m.group(1)}.{frac}"
+
+    return _ISO_FRACTION.sub(repl, text, count=1)
+
+
+def _typed_value(name: str, base: str, value: Any) -> Any:
+    """Convert the JSON value of a typed param into the Python value python-tds binds."""
+    if value is None:
+        return None
+    try:
+        if base == "bit":
+            if not isinstance(value, bool | int) or value not in (0, 1):
+                raise ParamError(name, "bit takes true/false (or 0/1)")
+            return bool(value)
+        if base in _INTEGER_RANGES:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ParamError(name, f"{base} takes an integer (or a decimal string)")
+            number = int(value)
+            lo, hi = _INTEGER_RANGES[base]
+            if not lo <= number <= hi:
+                raise ParamError(name, f"value out of range for {base}")
+            return number
+        if base in ("decimal", "numeric", "money", "smallmoney"):
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise ParamError(name, f'{base} takes a string such as "12.34" (not a float)')
+            d = Decimal(value)
+            if not d.is_finite():
+                raise ParamError(name, f"{base} must be finite")
+            return d
+        if base in ("real", "float"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ParamError(name, f"{base} takes a number")
+            return float(value)
+        if base in _STRING_TYPES:
+            if not isinstance(value, str):
+                raise ParamError(name, f"{base} takes a string")
+            return value
+        if base in _BINARY_TYPES:
+            if not isinstance(value, str):
+                raise ParamError(name, f"{base} takes a base64 string")
+            return tds_types.Binary(base64.b64decode(value, validate=True))
+        if base == "uniqueidentifier":
+            if not isinstance(value, str):
+                raise ParamError(name, "uniqueidentifier takes a string")
+            return uuid.UUID(value)
+        if not isinstance(value, str):
+            raise ParamError(name, f"{base} takes an ISO 8601 string")
+        if base == "date":
+            return dt.date.fromisoformat(value)
+        if base == "time":
+            return dt.time.fromisoformat(_fixed_fraction(name, value))
+        if base in ("datetime", "smalldatetime", "datetime2"):
+            v = dt.datetime.fromisoformat(_fixed_fraction(name, value))
+            if v.tzinfo is not None:
+                raise ParamError(name, f"{base} takes a time without offset (use datetimeoffset)")
+            return v
+        if base == "datetimeoffset":
+            v = dt.datetime.fromisoformat(_fixed_fraction(name, value))
+            if v.tzinfo is None:
+                raise ParamError(name, "datetimeoffset needs an offset such as +02:00 or Z")
+            return v
+    except ParamError:
+        raise
+    except (ValueError, InvalidOperation, binascii.Error, TypeError):
+        raise ParamError(name, f"not a valid {base} value") from None
+    raise ParamError(name, f"unsupported type {base!r}")
+
+
+def _bare(name: str, value: Any) -> tuple[str, Any]:
+    if value is None:
+        return "nvarchar(4000)", None
+    if isinstance(value, bool):
+        return "bit", value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ParamError(name, "integer out of range for bigint (send a decimal type)")
+        return "bigint", value
+    if isinstance(value, float):
+        return "float", value
+    if isinstance(value, str):
+        return "nvarchar(max)", value
+    raise ParamError(name, 'must be a string, number, boolean, null or {"type", "value"}')
+
+
+def _normalize_type(name: str, text: str) -> tuple[str, str]:
+    """Validate a declared type; return (base name, canonical declaration)."""
+    m = _TYPE.fullmatch(text)
+    if not m:
+        raise ParamError(name, f"type {text[:40]!r} is not a SQL Server type such as decimal(18,4)")
+    base = m.group(1).lower()
+    arg1, arg2 = m.group(2), m.group(3)
+    known = (
+        _NO_ARGS
+        | _STRING_TYPES
+        | _BINARY_TYPES
+        | {"decimal", "numeric", "time", "datetime2", "datetimeoffset"}
+    )
+    if base not in known:
+        raise ParamError(name, f"unsupported type {base!r}")
+    if base in _NO_ARGS and arg1 is not None:
+        raise ParamError(name, f"{base} takes no length/precision")
+    if base in ("decimal", "numeric"):
+        p = int(arg1) if arg1 and arg1 != "max" else 18
+        s = int(arg2) if arg2 else 0
+        if not (1 <= p <= 38 and 0 <= s <= p):
+            raise ParamError(name, f"{base}({p},{s}) is out of range (precision 1-38, scale <= p)")
+        return base, f"decimal({p},{s})"
+    if base in ("time", "datetime2", "datetimeoffset"):
+        s = int(arg1) if arg1 and arg1 != "max" else 7
+        if arg2 is not None or not 0 <= s <= 7:
+            raise ParamError(name, f"{base} takes a fractional precision 0-7")
+        return base, f"{base}({s})"
+    if base in _STRING_TYPES | _BINARY_TYPES and base not in _NO_ARGS:
+        if arg2 is not None:
+            raise ParamError(name, f"{base} takes one length")
+        if arg1 is None:
+            return base, f"{base}(max)" if base.startswith(("var", "nvar")) else f"{base}(1)"
+        if arg1 != "max":
+            limit = 4000 if base.startswith("n") else 8000
+            if not 1 <= int(arg1) <= limit:
+                raise ParamError(name, f"{base} length must be 1-{limit} or max")
+        elif not base.startswith(("var", "nvar")):
+            raise ParamError(name, f"{base}(max) does not exist; use var{base}(max)")
+        return base, f"{base}({arg1})"
+    return base, base
+
+
+def decode_params(params: Mapping[str, Any]) -> list[BoundParam]:
+    """Decode the QUERY frame's params into typed, bound parameters.
+
+    Raises:
+        ParamError: a name or value is malformed (the message never contains the value).
+    """
+    if not isinstance(params, Mapping):
+        raise ParamError("params", "must be a JSON object {name: value}")
+    out: list[BoundParam] = []
+    seen: set[str] = set()
+    for raw_name, raw in params.items():
+        if not isinstance(raw_name, str) or not _NAME.fullmatch(raw_name):
+            raise ParamError(str(raw_name)[:64], "names are letters, digits and _ (an optional @)")
+        name = raw_name if raw_name.startswith("@") else "@" + raw_name
+        if name.lower() in seen:
+            raise ParamError(raw_name, "given twice")
+        seen.add(name.lower())
+        if isinstance(raw, dict):
+            if set(raw) - {"type", "value"} or not isinstance(raw.get("type"), str):
+                raise ParamError(raw_name, 'a typed parameter is {"type": "...", "value": ...}')
+            base, decl = _normalize_type(raw_name, raw["type"])
+            out.append(BoundParam(name, decl, _typed_value(raw_name, base, raw.get("value"))))
+        elif isinstance(raw, list):
+            raise ParamError(raw_name, "arrays are not SQL Server values")
+        else:
+            decl, value = _bare(raw_name, raw)
+            out.append(BoundParam(name, decl, value))
+    return out

@@ -1,0 +1,221 @@
+"""connector/encode.py: python-tds column metadata and values -> the FIXED JSON encoding, and
+JSON params -> typed python-tds parameters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+from pytds import tds_base, tds_types
+from pytds.tz import FixedOffsetTimezone
+
+from connector.encode import (
+    ParamError,
+    RowEncoder,
+    columns_line,
+    decode_params,
+    describe,
+)
+
+_FACTORY = tds_types.SerializerFactory(tds_base.TDS74)
+
+
+def _description(name: str, declaration: str, nullable: bool = True) -> tuple:
+    """A cursor.description entry built exactly as python-tds builds it from COLMETADATA."""
+    ser = _FACTORY.serializer_by_type(tds_types.sql_type_by_declaration(declaration))
+    flags = tds_base.Column.fNullable if nullable else 0
+    return (name, ser.get_typeid(), None, ser.size, ser.precision, ser.scale, flags)
+
+
+# (declaration, python-tds value, expected JSON value, expected column type name)
+CASES = [
+    ("bit", True, True, "bit"),
+    ("tinyint", 255, 255, "tinyint"),
+    ("smallint", -32768, -32768, "smallint"),
+    ("int", 2147483647, 2147483647, "int"),
+    ("bigint", 9223372036854775807, "9223372036854775807", "bigint"),
+    ("bigint", -5, "-5", "bigint"),
+    ("decimal(18,4)", Decimal("12.34"), "12.3400", "decimal"),
+    (
+        "decimal(38,6)",
+        Decimal("-12345678901234567890123456789012.345678"),
+        "-12345678901234567890123456789012.345678",
+        "decimal",
+    ),
+    ("numeric(5,0)", Decimal("99999"), "99999", "decimal"),
+    ("money", Decimal("922337203685477.5807"), "922337203685477.5807", "money"),
+    ("smallmoney", Decimal("-1.5"), "-1.5000", "smallmoney"),
+    ("real", 1.100000023841858, 1.1, "real"),
+    ("float", 0.1 + 0.2, 0.30000000000000004, "float"),
+    ("nvarchar(20)", "héllo ☃", "héllo ☃", "nvarchar"),
+    ("nvarchar(max)", "x" * 10, "x" * 10, "nvarchar"),
+    ("varchar(10)", "abc", "abc", "varchar"),
+    ("varbinary(16)", b"\x00\xffab", "AP9hYg==", "varbinary"),
+    ("varbinary(max)", b"", "", "varbinary"),
+    ("date", dt.date(1, 1, 1), "0001-01-01", "date"),
+    ("time(7)", dt.time(23, 59, 59, 123456), "23:59:59.1234560", "time"),
+    ("time(0)", dt.time(1, 2, 3), "01:02:03", "time"),
+    ("time(3)", dt.time(1, 2, 3, 450000), "01:02:03.450", "time"),
+    ("datetime", dt.datetime(2024, 2, 29, 12, 0, 0, 997000), "2024-02-29T12:00:00.997", "datetime"),
+    ("smalldatetime", dt.datetime(2024, 1, 2, 3, 4), "2024-01-02T03:04:00", "smalldatetime"),
+    (
+        "datetime2(7)",
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        "9999-12-31T23:59:59.9999990",
+        "datetime2",
+    ),
+    (
+        "datetime2(2)",
+        dt.datetime(2024, 1, 2, 3, 4, 5, 120000),
+        "2024-01-02T03:04:05.12",
+        "datetime2",
+    ),
+    (
+        "datetimeoffset(7)",
+        dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=FixedOffsetTimezone(-330)),
+        "2024-01-02T03:04:05.0000060-05:30",
+        "datetimeoffset",
+    ),
+    (
+        "datetimeoffset(0)",
+        dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=FixedOffsetTimezone(120)),
+        "2024-01-02T03:04:05+02:00",
+        "datetimeoffset",
+    ),
+    (
+        "uniqueidentifier",
+        uuid.UUID("6F9619FF-8B86-D011-B42D-00C04FC964FF"),
+        "6f9619ff-8b86-d011-b42d-00c04fc964ff",
+        "uniqueidentifier",
+    ),
+]
+
+
+@pytest.mark.parametrize(("decl", "value", "expected", "type_name"), CASES)
+def test_value_encoding(decl: str, value: object, expected: object, type_name: str) -> None:
+    cols = describe([_description("c", decl), _description("n", decl)])
+    assert cols[0].type == type_name
+    line = RowEncoder(cols).encode((value, None))
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert json.loads(line) == [expected, None]
+
+
+def test_column_metadata() -> None:
+    cols = describe(
+        [
+            _description("amount", "decimal(18,4)", nullable=False),
+            _description("name", "nvarchar(50)"),
+            _description("doc", "nvarchar(max)"),
+            _description("blob", "varbinary(max)"),
+            _description("code", "varchar(8)"),
+            _description("at", "datetime2(3)"),
+            _description("m", "money"),
+        ]
+    )
+    meta = json.loads(columns_line(cols))["columns"]
+    assert meta[0] == {
+        "name": "amount",
+        "type": "decimal",
+        "nullable": False,
+        "precision": 18,
+        "scale": 4,
+        "length": None,
+    }
+    assert (meta[1]["type"], meta[1]["length"]) == ("nvarchar", 50)
+    assert isinstance(meta[1]["length"], int)
+    assert (meta[2]["type"], meta[2]["length"]) == ("nvarchar", -1)
+    assert (meta[3]["type"], meta[3]["length"]) == ("varbinary", -1)
+    assert (meta[4]["type"], meta[4]["length"]) == ("varchar", 8)
+    assert (meta[5]["type"], meta[5]["scale"], meta[5]["precision"]) == ("datetime2", 3, None)
+    assert (meta[6]["type"], meta[6]["scale"]) == ("money", 4)
+
+
+def test_bigint_is_always_a_string_even_when_small() -> None:
+    cols = describe([_description("b", "bigint")])
+    assert json.loads(RowEncoder(cols).encode((1,))) == ["1"]
+
+
+# ----------------------------------------------------------------------- params
+
+
+def test_bare_params() -> None:
+    bound = decode_params({"s": "x", "i": 7, "f": 1.5, "b": False, "n": None})
+    assert [(p.name, p.sql_type, p.value) for p in bound] == [
+        ("@s", "nvarchar(max)", "x"),
+        ("@i", "bigint", 7),
+        ("@f", "float", 1.5),
+        ("@b", "bit", False),
+        ("@n", "nvarchar(4000)", None),
+    ]
+    # a NULL is bound as a typed parameter, never inlined (python-tds inlines a bare None)
+    assert isinstance(bound[4].to_pytds(), tds_base.Param)
+    assert bound[4].to_pytds().value is None
+
+
+def test_typed_params_convert_to_python_values() -> None:
+    bound = {
+        p.name: p
+        for p in decode_params(
+            {
+                "d": {"type": "decimal(18,4)", "value": "12.3400"},
+                "m": {"type": "MONEY", "value": "-3.5"},
+                "bin": {"type": "varbinary(max)", "value": "AP9hYg=="},
+                "dt2": {"type": "datetime2(7)", "value": "2024-01-02T03:04:05.1234560"},
+                "dto": {"type": "datetimeoffset", "value": "2024-01-02T03:04:05+02:00"},
+                "t": {"type": "time(7)", "value": "01:02:03.5"},
+                "day": {"type": "date", "value": "2024-02-29"},
+                "g": {"type": "uniqueidentifier", "value": "6F9619FF-8B86-D011-B42D-00C04FC964FF"},
+                "big": {"type": "bigint", "value": "9223372036854775807"},
+                "nv": {"type": "nvarchar(10)", "value": "hi"},
+                "tn": {"type": "int", "value": None},
+            }
+        )
+    }
+    assert bound["@d"].value == Decimal("12.3400")
+    assert bound["@d"].sql_type == "decimal(18,4)"
+    assert bound["@m"].value == Decimal("-3.5")
+    assert isinstance(bound["@bin"].value, tds_types.Binary)  # not NVARCHAR (python-tds trap)
+    assert bytes(bound["@bin"].value) == b"\x00\xffab"
+    assert bound["@dt2"].value == dt.datetime(2024, 1, 2, 3, 4, 5, 123456)
+    assert bound["@dto"].value.utcoffset() == dt.timedelta(hours=2)
+    assert bound["@t"].value == dt.time(1, 2, 3, 500000)
+    assert bound["@day"].value == dt.date(2024, 2, 29)
+    assert bound["@g"].value == uuid.UUID("6f9619ff-8b86-d011-b42d-00c04fc964ff")
+    assert bound["@big"].value == 2**63 - 1
+    assert bound["@tn"].value is None
+    assert bound["@tn"].sql_type == "int"
+    decl = {p.name: p.to_pytds().type.get_declaration() for p in bound.values()}
+    assert decl["@d"] == "DECIMAL(18, 4)"
+    assert decl["@bin"] == "VARBINARY(MAX)"
+    assert decl["@dt2"] == "DATETIME2(7)"
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"x": {"type": "decimal(18,4)", "value": 1.5}}, "not a float"),
+        ({"x": {"type": "int", "value": 2**31}}, "out of range"),
+        ({"x": {"type": "varbinary(10)", "value": "not base64!"}}, "not a valid varbinary"),
+        ({"x": {"type": "datetime2", "value": "2024-01-02T03:04:05.1234567"}}, "nanosecond"),
+        ({"x": {"type": "datetime2", "value": "2024-01-02T03:04:05+01:00"}}, "without offset"),
+        ({"x": {"type": "datetimeoffset", "value": "2024-01-02T03:04:05"}}, "needs an offset"),
+        ({"x": {"type": "geography", "value": "x"}}, "unsupported type"),
+        ({"x": {"type": "int; drop table t", "value": 1}}, "is not a SQL Server type"),
+        ({"x": {"type": "decimal(40,2)", "value": "1"}}, "out of range"),
+        ({"x": {"type": "nvarchar(5000)", "value": "a"}}, "length"),
+        ({"x y": 1}, "names are"),
+        ({"x": [1, 2]}, "arrays"),
+        ({"x": 2**70}, "out of range"),
+        ({"x": 1, "@X": 2}, "given twice"),
+        ({"x": {"type": "int"}, "y": {"value": 1}}, "typed parameter"),
+    ],
+)
+def test_bad_params_are_refused_without_echoing_values(params: dict, fragment: str) -> None:
+    with pytest.raises(ParamError) as info:
+        decode_params(params)
+    assert fragment in str(info.value)
+    assert "not base64!" not in str(info.value)
