@@ -1,0 +1,398 @@
+"""A small OIDC issuer for development, the demo and tests (never for production).
+
+It holds real signing keys (RSA RS256, EC P-256 ES256, Ed25519 EdDSA), serves the discovery
+document and the JWKS over HTTP on 127.0.0.1 (hypercorn + a tiny ASGI app on trio), and mints
+real signed tokens. Tests count its requests per path (``idp.requests``) to prove that verifiers
+do not fetch keys they should not.
+
+In-process::
+
+    async with open_dev_idp(key_dir=None) as idp:
+        token = idp.mint(sub="alice", groups=["analysts"], aud="edgetds", expires_in=300)
+        idp.rotate("RS256")          # new signing key (new kid) published in the JWKS
+
+Key directory (default ``.demo/idp``; the demo keeps its keys there so the CLI can mint tokens for
+a running ``edgetds demo --serve``):
+
+- ``keys.json``  private keys ``[{"kid", "alg", "pem"}]`` (mode 0600), newest last
+- ``jwks.json``  the public JWKS (usable as a static ``jwks_file`` by a verifier)
+- ``issuer``     the issuer URL of the last ``serve`` (read by ``dev-idp token``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+__all__ = [
+    "DEFAULT_KEY_DIR",
+    "DevIdP",
+    "DevKey",
+    "generate_key",
+    "open_dev_idp",
+    "register",
+    "sign_token",
+]
+
+#: Where the demo and the CLI keep the dev IdP's keys (relative to the current directory).
+DEFAULT_KEY_DIR = Path(".demo/idp")
+ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+JWKS_PATH = "/jwks.json"
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+@dataclass(frozen=True)
+class DevKey:
+    """A private signing key with its kid and algorithm."""
+
+    kid: str
+    alg: str
+    private_key: Any
+
+    def public_jwk(self) -> dict[str, Any]:
+        public = self.private_key.public_key()
+        codec: Any = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}[self.alg]
+        jwk_data: dict[str, Any] = dict(codec.to_jwk(public, as_dict=True))
+        jwk_data.update(kid=self.kid, alg=self.alg, use="sig")
+        return jwk_data
+
+    def pem(self) -> str:
+        pem: bytes = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return pem.decode()
+
+    def public_pem(self) -> bytes:
+        pem: bytes = self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem
+
+
+def generate_key(alg: str = "RS256", *, kid: str | None = None) -> DevKey:
+    """A fresh key for ``alg`` (RS256: RSA 2048, ES256: P-256, EdDSA: Ed25519)."""
+    key: Any
+    if alg == "RS256":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif alg == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif alg == "EdDSA":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ValueError(f"dev IdP cannot make {alg!r} keys; choose from {ALGORITHMS}")
+    return DevKey(kid=kid or f"{alg.lower()}-{secrets.token_hex(6)}", alg=alg, private_key=key)
+
+
+def sign_token(
+    claims: Mapping[str, Any], key: DevKey, *, headers: Mapping[str, Any] | None = None
+) -> str:
+    """Sign ``claims`` with ``key`` (kid and alg in the header, plus any extra ``headers``)."""
+    hdr = {"kid": key.kid, **(headers or {})}
+    return jwt.encode(dict(claims), key.private_key, algorithm=key.alg, headers=hdr)
+
+
+class DevIdP:
+    """The issuer's keys and state; :func:`open_dev_idp` serves it over HTTP."""
+
+    def __init__(self, keys: Sequence[DevKey], *, issuer: str = "", key_dir: Path | None = None):
+        self.keys: list[DevKey] = list(keys)
+        self.issuer = issuer
+        self.key_dir = key_dir
+        #: Requests served, by path (tests assert on the JWKS fetch count).
+        self.requests: Counter[str] = Counter()
+        for alg in ALGORITHMS:
+            if not any(k.alg == alg for k in self.keys):
+                self.keys.append(generate_key(alg))
+
+    @classmethod
+    def from_key_dir(cls, key_dir: Path) -> DevIdP:
+        """Load keys from ``key_dir`` (creating them, and the directory, when absent)."""
+        path = key_dir / "keys.json"
+        keys: list[DevKey] = []
+        if path.exists():
+            for item in json.loads(path.read_text()):
+                private = serialization.load_pem_private_key(item["pem"].encode(), password=None)
+                keys.append(DevKey(kid=item["kid"], alg=item["alg"], private_key=private))
+        issuer_file = key_dir / "issuer"
+        issuer = issuer_file.read_text().strip() if issuer_file.exists() else ""
+        idp = cls(keys, issuer=issuer, key_dir=key_dir)
+        idp.save()
+        return idp
+
+    def save(self) -> None:
+        """Write keys.json (0600), jwks.json and issuer into ``key_dir`` (no-op without one)."""
+        if self.key_dir is None:
+            return
+        self.key_dir.mkdir(parents=True, exist_ok=True)
+        private = [{"kid": k.kid, "alg": k.alg, "pem": k.pem()} for k in self.keys]
+        keys_path = self.key_dir / "keys.json"
+        fd = os.open(keys_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(private, f, indent=1)
+        (self.key_dir / "jwks.json").write_text(json.dumps(self.jwks(), indent=1))
+        if self.issuer:
+            (self.key_dir / "issuer").write_text(self.issuer + "\n")
+
+    def signing_key(self, alg: str = "RS256") -> DevKey:
+        """The current (newest) key for ``alg``."""
+        for key in reversed(self.keys):
+            if key.alg == alg:
+                return key
+        raise ValueError(f"no {alg} key; choose from {ALGORITHMS}")
+
+    def rotate(self, alg: str = "RS256") -> DevKey:
+        """Add a new signing key for ``alg``; the JWKS keeps the old ones (as IdPs do)."""
+        key = generate_key(alg)
+        self.keys.append(key)
+        self.save()
+        return key
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [k.public_jwk() for k in self.keys]}
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": self.issuer + JWKS_PATH,
+            "id_token_signing_alg_values_supported": list(ALGORITHMS),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+        }
+
+    def claims(
+        self,
+        *,
+        sub: str,
+        groups: Sequence[str] | None = None,
+        aud: str | Sequence[str] = "edgetds",
+        expires_in: int = 300,
+        extra_claims: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": aud if isinstance(aud, str) else list(aud),
+            "iat": now,
+            "nbf": now,
+            "exp": now + expires_in,
+            "jti": secrets.token_urlsafe(16),
+        }
+        if groups is not None:
+            claims["groups"] = list(groups)
+        claims.update(extra_claims or {})
+        return claims
+
+    def mint(
+        self,
+        *,
+        sub: str,
+        groups: Sequence[str] | None = None,
+        aud: str | Sequence[str] = "edgetds",
+        expires_in: int = 300,
+        alg: str = "RS256",
+        extra_claims: Mapping[str, Any] | None = None,
+        key: DevKey | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A signed token. ``extra_claims`` override the defaults (e.g. ``{"nbf": ...}``);
+        ``key``/``headers`` let attack tests sign with another key or add hostile headers."""
+        claims = self.claims(
+            sub=sub, groups=groups, aud=aud, expires_in=expires_in, extra_claims=extra_claims
+        )
+        return sign_token(claims, key or self.signing_key(alg), headers=headers)
+
+    async def asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI app: discovery document and JWKS; 404 for anything else."""
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        self.requests[path] += 1
+        body: dict[str, Any]
+        if scope["method"] != "GET":
+            status, body = 405, {"error": "only GET"}
+        elif path == DISCOVERY_PATH:
+            status, body = 200, self.discovery()
+        elif path == JWKS_PATH:
+            status, body = 200, self.jwks()
+        else:
+            status, body = 404, {"error": "not found"}
+        data = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+@asynccontextmanager
+async def open_dev_idp(
+    *, host: str = "127.0.0.1", port: int = 0, key_dir: str | Path | None = None
+) -> AsyncIterator[DevIdP]:
+    """Serve a dev IdP on ``host:port`` (port 0 = any free port) until the block exits."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    idp = DevIdP.from_key_dir(Path(key_dir)) if key_dir is not None else DevIdP([])
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.errorlog = None
+    config.accesslog = None
+    config.graceful_timeout = 1.0
+    stop = trio.Event()
+    app: Any = idp.asgi
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            functools.partial(serve, app, config, shutdown_trigger=stop.wait)
+        )
+        idp.issuer = binds[0]
+        idp.save()
+        try:
+            yield idp
+        finally:
+            stop.set()
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+EPILOG = """\
+examples:
+  edgetds dev-idp serve --port 8080              # issuer http://127.0.0.1:8080, keys in .demo/idp
+  edgetds dev-idp token --sub alice --groups analysts
+  edgetds dev-idp token --sub bob --groups admins --expires-in 60 --aud edgetds
+  curl -H "Authorization: Bearer $(edgetds dev-idp token --sub alice --groups analysts)" ...
+
+Keys live in --key-dir (default .demo/idp, where `edgetds demo --serve` keeps them), so `token`
+mints tokens the running demo accepts. `token` takes the issuer from --issuer, else from the
+'issuer' file that `serve` writes there. For development only: anyone who can read the key
+directory can mint any identity.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "dev-idp",
+        help="a local OIDC issuer for development: serve discovery/JWKS, mint tokens",
+        description="A development OIDC issuer on 127.0.0.1 with real keys and real tokens.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(title="actions", metavar="ACTION")
+    serve_p = sub.add_parser(
+        "serve",
+        help="serve discovery + JWKS until Ctrl-C",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve_p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    serve_p.add_argument(
+        "--key-dir",
+        type=Path,
+        default=DEFAULT_KEY_DIR,
+        help=f"key directory (default {DEFAULT_KEY_DIR})",
+    )
+    serve_p.set_defaults(func=_cmd_serve)
+    token_p = sub.add_parser(
+        "token",
+        help="print a signed token",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    token_p.add_argument("--sub", required=True, help="subject (the user's id)")
+    token_p.add_argument("--groups", default="", help="comma-separated groups, e.g. analysts,ops")
+    token_p.add_argument("--aud", default="edgetds", help="audience (default edgetds)")
+    token_p.add_argument("--expires-in", type=int, default=300, help="seconds (default 300)")
+    token_p.add_argument("--alg", choices=ALGORITHMS, default="RS256", help="default RS256")
+    token_p.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="extra claim, value as JSON (repeatable), e.g. roles='[\"r\"]'",
+    )
+    token_p.add_argument(
+        "--key-dir",
+        type=Path,
+        default=DEFAULT_KEY_DIR,
+        help=f"key directory (default {DEFAULT_KEY_DIR})",
+    )
+    token_p.add_argument("--issuer", help="issuer URL (default: the one `serve` wrote)")
+    token_p.set_defaults(func=_cmd_token)
+
+    def _usage(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(func=_usage)
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    idp = DevIdP.from_key_dir(args.key_dir)
+    if args.issuer:
+        idp.issuer = args.issuer
+    if not idp.issuer:
+        print(
+            f"dev-idp token: no issuer known; start `edgetds dev-idp serve --key-dir "
+            f"{args.key_dir}` (or `edgetds demo --serve`) first, or pass --issuer URL",
+            file=sys.stderr,
+        )
+        return 2
+    extra: dict[str, Any] = {}
+    for item in args.claim:
+        name, sep, value = item.partition("=")
+        try:
+            extra[name] = json.loads(value) if sep else None
+        except json.JSONDecodeError:
+            extra[name] = value
+    groups = [g for g in args.groups.split(",") if g]
+    print(
+        idp.mint(
+            sub=args.sub,
+            groups=groups,
+            aud=args.aud,
+            expires_in=args.expires_in,
+            alg=args.alg,
+            extra_claims=extra,
+        )
+    )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    async def main() -> None:
+        async with open_dev_idp(host=args.host, port=args.port, key_dir=args.key_dir) as idp:
+            print(f"dev IdP issuer: {idp.issuer}", flush=True)
+            print(f"keys in {args.key_dir} (jwks.json, keys.json); Ctrl-C to stop", flush=True)
+            await trio.sleep_forever()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 0
+    return 0
