@@ -1,0 +1,82 @@
+"""edgetds/1, sans-I/O: the wire protocol between the relay and the connector (see SPEC.md).
+
+Bytes in, events out, for either role; no sockets, no clock, no threads. The frame header codec,
+the event classes, the state machine, credit-based flow control, and the Ed25519 helpers for the
+connector token, the relay HELLO and query attestations.
+"""
+
+from __future__ import annotations
+
+from . import events
+from ._auth import (
+    ATTESTATION_MAX_SKEW,
+    TOKEN_LEEWAY,
+    TOKEN_MAX_LIFETIME,
+    ConnectorClaims,
+    ReplayCache,
+    make_attestation,
+    make_connector_token,
+    sign_hello,
+    verify_attestation,
+    verify_connector_token,
+    verify_hello,
+)
+from ._connection import Connection
+from ._errors import (
+    AuthError,
+    CloseCode,
+    ErrorCode,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    http_status,
+)
+from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_WINDOW, MIN_FRAME, Limits
+from ._frames import HEADER_SIZE, VERSION, Frame, FrameReader, FrameType, encode_frame, parse_frame
+from ._json import canonical_json
+from ._records import error_record
+from ._state import ConnectionState, Role, StreamState
+
+#: The WebSocket subprotocol of edgetds/1.
+SUBPROTOCOL = "edgetds.v1"
+
+__all__ = [
+    "ATTESTATION_MAX_SKEW",
+    "DEFAULT_FRAME",
+    "HEADER_SIZE",
+    "MAX_FRAME_HARD",
+    "MAX_WINDOW",
+    "MIN_FRAME",
+    "SUBPROTOCOL",
+    "TOKEN_LEEWAY",
+    "TOKEN_MAX_LIFETIME",
+    "VERSION",
+    "AuthError",
+    "CloseCode",
+    "Connection",
+    "ConnectionState",
+    "ConnectorClaims",
+    "ErrorCode",
+    "Frame",
+    "FrameReader",
+    "FrameType",
+    "Limits",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ReplayCache",
+    "Role",
+    "StreamState",
+    "canonical_json",
+    "encode_frame",
+    "error_record",
+    "events",
+    "http_status",
+    "make_attestation",
+    "make_connector_token",
+    "parse_frame",
+    "sign_hello",
+    "verify_attestation",
+    "verify_connector_token",
+    "verify_hello",
+]

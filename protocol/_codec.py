@@ -1,0 +1,258 @@
+"""Payload codec: turn a :class:`Frame` into an :class:`Event` and back, validating each payload.
+
+One validator per frame type, used in both directions: :func:`decode` checks what the peer sent,
+and :func:`encode` builds a frame and runs the same check on it, so this side can never send what it
+would refuse. Validation failures are ``ValueError``; the connection turns them into
+:class:`RemoteProtocolError` (received) or :class:`LocalProtocolError` (sent).
+
+Result payloads (COLUMNS, ROWS, DONE, ERROR) are checked for NDJSON framing only, plus a parse of
+the single small line of COLUMNS/DONE/ERROR: ROWS bytes are never parsed (the relay forwards them).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from . import events as ev
+from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_STREAMS_HARD, MIN_FRAME, Limits
+from ._frames import MAX_STREAM_ID, Frame, FrameType
+from ._json import canonical_json, loads_object
+
+__all__ = ["EVENT_TYPES", "decode", "encode"]
+
+_U32 = struct.Struct(">I")
+_HELLO_STRINGS = ("session_id", "tunnel", "connector_id", "nonce", "relay_key_id", "sig")
+
+
+def _string(obj: dict[str, Any], key: str, *, optional: bool = False) -> str:
+    value = obj.get(key, "" if optional else None)
+    if not isinstance(value, str):
+        raise ValueError(f'"{key}" must be a string')
+    return value
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f'"{name}" must be an integer in [{low}, {high}]')
+    return value
+
+
+def _caps(obj: dict[str, Any]) -> tuple[str, ...]:
+    caps = obj.get("caps")
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise ValueError('"caps" must be a list of strings')
+    return tuple(caps)
+
+
+def _hello(frame: Frame) -> ev.Hello:
+    obj = loads_object(frame.payload)
+    if obj.get("version") != 1 or type(obj.get("version")) is not int:
+        raise ValueError('HELLO "version" must be 1')
+    for key in _HELLO_STRINGS:
+        _string(obj, key)
+    _caps(obj)
+    limits = obj.get("limits")
+    if not isinstance(limits, dict):
+        raise ValueError('HELLO "limits" must be an object')
+    Limits.from_json(limits)
+    return ev.Hello(fields=obj)
+
+
+def _ready(frame: Frame) -> ev.Ready:
+    obj = loads_object(frame.payload)
+    max_streams = _int(obj.get("max_streams"), "max_streams", 1, MAX_STREAMS_HARD)
+    max_frame = _int(obj.get("max_frame", DEFAULT_FRAME), "max_frame", MIN_FRAME, MAX_FRAME_HARD)
+    return ev.Ready(_string(obj, "connector_id"), max_streams, _caps(obj), max_frame)
+
+
+def _query(frame: Frame) -> ev.Query:
+    obj = loads_object(frame.payload)
+    query_id = _string(obj, "query_id")
+    if not query_id:
+        raise ValueError('"query_id" must not be empty')
+    sql, name = obj.get("sql"), obj.get("query")
+    if not (isinstance(sql, str) and name is None or isinstance(name, str) and sql is None):
+        raise ValueError('exactly one of "sql" and "query" must be a string, the other null')
+    params, options, attestation = obj.get("params"), obj.get("options"), obj.get("attestation")
+    if not isinstance(params, dict):
+        raise ValueError('"params" must be an object')
+    if not isinstance(options, dict):
+        raise ValueError('"options" must be an object')
+    for key in ("max_rows", "timeout_ms"):
+        if options.get(key) is not None:
+            _int(options[key], key, 0, 2**53 - 1)
+    if not isinstance(attestation, dict):
+        raise ValueError('"attestation" must be an object')
+    return ev.Query(
+        stream_id=frame.stream_id,
+        query_id=query_id,
+        token=_string(obj, "token"),
+        sql=sql,
+        query=name,
+        params=params,
+        options=options,
+        attestation=attestation,
+    )
+
+
+def _cancel(frame: Frame) -> ev.Cancel:
+    if not frame.payload:
+        return ev.Cancel(frame.stream_id)
+    return ev.Cancel(frame.stream_id, _string(loads_object(frame.payload), "reason", optional=True))
+
+
+def _one_line(data: bytes, key: str) -> None:
+    if not data.endswith(b"\n") or data.count(b"\n") != 1:
+        raise ValueError(f'a "{key}" record must be exactly one line ending in "\\n"')
+    if not isinstance(loads_object(data).get(key), list if key == "columns" else dict):
+        raise ValueError(f'the record must be an object with a "{key}" member')
+
+
+def _columns(frame: Frame) -> ev.Columns:
+    _one_line(frame.payload, "columns")
+    return ev.Columns(frame.stream_id, frame.payload)
+
+
+def _rows(frame: Frame) -> ev.Rows:
+    data = frame.payload
+    if not data.endswith(b"\n") or data.startswith(b"\n") or b"\n\n" in data:
+        raise ValueError('ROWS must be one or more non-empty lines, each ending in "\\n"')
+    return ev.Rows(frame.stream_id, data)
+
+
+def _done(frame: Frame) -> ev.Done:
+    _one_line(frame.payload, "done")
+    return ev.Done(frame.stream_id, frame.payload)
+
+
+def _error(frame: Frame) -> ev.Error:
+    _one_line(frame.payload, "error")
+    if not isinstance(loads_object(frame.payload)["error"].get("code"), str):
+        raise ValueError('an "error" record must have a string "code"')
+    return ev.Error(frame.stream_id, frame.payload)
+
+
+def _credit(frame: Frame) -> ev.Credit:
+    if len(frame.payload) != 4:
+        raise ValueError(f"CREDIT payload must be 4 bytes, got {len(frame.payload)}")
+    (increment,) = _U32.unpack(frame.payload)
+    if increment == 0:
+        raise ValueError("CREDIT increment must be at least 1")
+    return ev.Credit(frame.stream_id, increment)
+
+
+def _ping_data(frame: Frame) -> bytes:
+    if len(frame.payload) != 8:
+        raise ValueError(f"{frame.type.name} payload must be 8 bytes, got {len(frame.payload)}")
+    return frame.payload
+
+
+def _drain(frame: Frame) -> ev.Drain:
+    return ev.Drain(_string(loads_object(frame.payload), "reason", optional=True))
+
+
+def _goaway(frame: Frame) -> ev.GoAway:
+    obj = loads_object(frame.payload)
+    last_stream = _int(obj.get("last_stream"), "last_stream", 0, MAX_STREAM_ID)
+    return ev.GoAway(_string(obj, "code"), _string(obj, "message", optional=True), last_stream)
+
+
+_DECODERS: dict[FrameType, Callable[[Frame], ev.Event]] = {
+    FrameType.HELLO: _hello,
+    FrameType.READY: _ready,
+    FrameType.QUERY: _query,
+    FrameType.CANCEL: _cancel,
+    FrameType.COLUMNS: _columns,
+    FrameType.ROWS: _rows,
+    FrameType.DONE: _done,
+    FrameType.ERROR: _error,
+    FrameType.CREDIT: _credit,
+    FrameType.PING: lambda frame: ev.Ping(_ping_data(frame)),
+    FrameType.PONG: lambda frame: ev.Pong(_ping_data(frame)),
+    FrameType.DRAIN: _drain,
+    FrameType.GOAWAY: _goaway,
+}
+
+#: The frame type of each event class that maps to a frame.
+EVENT_TYPES: dict[type[ev.Event], FrameType] = {
+    ev.Hello: FrameType.HELLO,
+    ev.Ready: FrameType.READY,
+    ev.Query: FrameType.QUERY,
+    ev.Cancel: FrameType.CANCEL,
+    ev.Columns: FrameType.COLUMNS,
+    ev.Rows: FrameType.ROWS,
+    ev.Done: FrameType.DONE,
+    ev.Error: FrameType.ERROR,
+    ev.Credit: FrameType.CREDIT,
+    ev.Ping: FrameType.PING,
+    ev.Pong: FrameType.PONG,
+    ev.Drain: FrameType.DRAIN,
+    ev.GoAway: FrameType.GOAWAY,
+}
+
+
+def decode(frame: Frame) -> ev.Event:
+    """The event a received frame carries.
+
+    Raises:
+        ValueError: the payload is invalid for the frame type.
+    """
+    return _DECODERS[frame.type](frame)
+
+
+def _payload(event: ev.Event) -> bytes:
+    if isinstance(event, ev.Hello):
+        return canonical_json(dict(event.fields))
+    if isinstance(event, ev.Ready):
+        obj: dict[str, Any] = {
+            "connector_id": event.connector_id,
+            "max_streams": event.max_streams,
+            "caps": list(event.caps),
+            "max_frame": event.max_frame,
+        }
+        return canonical_json(obj)
+    if isinstance(event, ev.Query):
+        obj = {
+            "query_id": event.query_id,
+            "token": event.token,
+            "sql": event.sql,
+            "query": event.query,
+            "params": dict(event.params),
+            "options": dict(event.options),
+            "attestation": dict(event.attestation),
+        }
+        return canonical_json(obj)
+    if isinstance(event, ev.Cancel):
+        return canonical_json({"reason": event.reason}) if event.reason else b""
+    if isinstance(event, ev.Columns | ev.Rows | ev.Done | ev.Error | ev.Ping | ev.Pong):
+        return event.data
+    if isinstance(event, ev.Credit):
+        if not 0 <= event.increment <= MAX_STREAM_ID:
+            raise ValueError(f"CREDIT increment {event.increment} does not fit in a u32")
+        return _U32.pack(event.increment)
+    if isinstance(event, ev.Drain):
+        return canonical_json({"reason": event.reason})
+    assert isinstance(event, ev.GoAway)
+    obj = {"code": event.code, "message": event.message, "last_stream": event.last_stream}
+    return canonical_json(obj)
+
+
+def stream_of(event: ev.Event) -> int:
+    """The stream id an event belongs to (0 for connection events)."""
+    stream_id = getattr(event, "stream_id", 0)
+    assert isinstance(stream_id, int)
+    return stream_id
+
+
+def encode(event: ev.Event) -> Frame:
+    """The frame that carries ``event``, validated exactly as the peer will validate it.
+
+    Raises:
+        ValueError: the event's fields are invalid.
+        TypeError: a JSON member is not serializable.
+    """
+    frame = Frame(EVENT_TYPES[type(event)], stream_of(event), _payload(event))
+    decode(frame)
+    return frame
