@@ -1,0 +1,22 @@
+"""tdslite: a TDS 7.4 server backed by SQLite that real SQL Server clients accept.
+
+Start one in process (tests, demo)::
+
+    async with tdslite.open_server(db=":memory:", users="users.toml", seed="sample") as server:
+        ...  # connect any TDS client to server.host, server.port
+
+or from the shell: ``edgetds tdslite serve --port 0 --db demo.sqlite --users users.toml``.
+See tdslite/README.md.
+"""
+
+from __future__ import annotations
+
+from tdslite.server import FedAuthConfig, StatementLog, TdsServer, make_ssl_context, open_server
+
+__all__ = [
+    "FedAuthConfig",
+    "StatementLog",
+    "TdsServer",
+    "make_ssl_context",
+    "open_server",
+]

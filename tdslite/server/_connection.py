@@ -1,0 +1,317 @@
+"""One client connection: PRELOGIN (+TLS), LOGIN7, then requests until the client leaves.
+
+Steps, as SQL Server does them:
+1. PRELOGIN: read the client's options, answer with ours and the encryption decision.
+2. TLS handshake inside PRELOGIN packets when encryption is ON or OFF (login-only).
+3. LOGIN7: SQL authentication against the engine, or a FEDAUTH access token; wrong credentials get
+   error 18456 class 14 and the connection is closed. Then LOGINACK, ENVCHANGEs, DONE.
+4. Requests: this task keeps reading the socket while a worker thread runs the statement, so an
+   ATTENTION cancels it (``Session.cancel()``) and is acknowledged with DONE(ATTN).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from tdslite.engine import Engine, SqlError, User
+
+from . import _login7, _prelogin
+from . import _tokens as tk
+from ._dispatch import Dispatcher
+from ._fedauth import FedAuthConfig, FedAuthError
+from ._packets import (
+    DEFAULT_PACKET_SIZE,
+    MAX_PACKET_SIZE,
+    MIN_PACKET_SIZE,
+    Message,
+    PacketType,
+    ProtocolError,
+)
+from ._reply import Reply
+from ._requests import Request, SessionState
+from ._statementlog import StatementLog
+from ._tokens import Done, EnvChange
+from ._transport import ConnectionClosed, PacketTransport
+
+log = logging.getLogger("tdslite.server")
+
+#: TDS versions we answer with in LOGINACK (7.4 is SQL Server 2012+; older requests get theirs).
+_TDS_74 = 0x74000004
+_KNOWN_TDS = {0x72090002, 0x730A0003, 0x730B0003, _TDS_74}
+
+
+@dataclass
+class ServerContext:
+    """What every connection of one server shares."""
+
+    engine: Engine
+    users: dict[str, User]
+    limiter: trio.CapacityLimiter
+    ssl_context: ssl.SSLContext | None = None
+    fedauth: FedAuthConfig | None = None
+    statement_log: StatementLog | None = None
+    _next_id: int = 50
+    _next_descriptor: int = 0
+
+    def new_connection_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def new_descriptor(self) -> int:
+        self._next_descriptor += 1
+        return self._next_descriptor
+
+
+class LoginFailed(Exception):
+    def __init__(self, error: SqlError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Connection:
+    def __init__(self, ctx: ServerContext, stream: trio.abc.Stream) -> None:
+        self.ctx = ctx
+        self.id = ctx.new_connection_id()
+        self.transport = PacketTransport(stream, spid=self.id)
+        self.dispatcher: Dispatcher | None = None
+        self._running: Request | None = None
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except ConnectionClosed as exc:
+            log.debug("connection %d closed: %s", self.id, exc)
+        except ProtocolError as exc:
+            log.warning("connection %d: protocol error, closing: %s", self.id, exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                if self.dispatcher is not None:
+                    session = self.dispatcher.state.session
+                    session.cancel()
+                    await trio.to_thread.run_sync(session.close)
+                await self.transport.aclose()
+
+    async def _run(self) -> None:
+        msg = await self.transport.receive_message()
+        if msg.type != PacketType.PRELOGIN:
+            raise ProtocolError(f"expected PRELOGIN, got packet type {msg.type}")
+        client = _prelogin.parse(msg.payload)
+        answer = _prelogin.choose_encryption(
+            client.encryption, have_cert=self.ctx.ssl_context is not None
+        )
+        reply = _prelogin.build_reply(answer, thread_id=self.id)
+        await self.transport.send_message(PacketType.REPLY, reply)
+        if answer == _prelogin.Encrypt.NOT_SUP and client.encryption in (
+            _prelogin.Encrypt.ON,
+            _prelogin.Encrypt.REQ,
+        ):
+            log.warning(
+                "connection %d: the client requires encryption but tdslite has no certificate "
+                "(start it with --tls-cert and --tls-key)",
+                self.id,
+            )
+        if answer in (_prelogin.Encrypt.ON, _prelogin.Encrypt.OFF):
+            assert self.ctx.ssl_context is not None
+            await self.transport.start_tls(self.ctx.ssl_context)
+        msg = await self.transport.receive_message()
+        if answer == _prelogin.Encrypt.OFF:
+            self.transport.use_clear()
+        if msg.type != PacketType.LOGIN7:
+            raise ProtocolError(f"expected LOGIN7, got packet type {msg.type}")
+        login = _login7.parse(msg.payload)
+        try:
+            state = await self._login(login)
+        except LoginFailed as exc:
+            out = Reply(packet_size=DEFAULT_PACKET_SIZE, spid=self.id)
+            err = exc.error
+            out.write(tk.message(err.number, err.message, state=err.state, severity=err.severity))
+            out.write(tk.done(Done.ERROR, 0))
+            await self.transport.send_raw(out.finish())
+            log.info("connection %d: login failed: %s", self.id, exc)
+            return
+        self.dispatcher = Dispatcher(state)
+        await self._serve_requests()
+
+    async def _login(self, login: _login7.Login7) -> SessionState:
+        user = await self._authenticate(login)
+        engine = self.ctx.engine
+        try:
+            session = await trio.to_thread.run_sync(
+                lambda: engine.open_session(user, database=login.database or None),
+                limiter=self.ctx.limiter,
+            )
+        except SqlError as exc:
+            raise LoginFailed(exc) from None
+        state = SessionState(
+            session=session,
+            connection_id=self.id,
+            login=user.login,
+            statement_log=self.ctx.statement_log,
+            database=session.database,
+            next_descriptor=self.ctx.new_descriptor,
+        )
+        version = login.tds_version if login.tds_version in _KNOWN_TDS else _TDS_74
+        size = login.packet_size or DEFAULT_PACKET_SIZE
+        size = max(MIN_PACKET_SIZE, min(MAX_PACKET_SIZE, size))
+        out = Reply(packet_size=DEFAULT_PACKET_SIZE, spid=self.id)
+        out.write(tk.database_changed(session.database, "master"))
+        out.write(tk.envchange_collation())
+        out.write(tk.envchange_text(EnvChange.LANGUAGE, "us_english", ""))
+        out.write(
+            tk.message(
+                5703, "Changed language setting to us_english.", severity=0, state=1, info=True
+            )
+        )
+        out.write(tk.loginack(version))
+        out.write(tk.envchange_text(EnvChange.PACKET_SIZE, str(size), str(DEFAULT_PACKET_SIZE)))
+        out.write(tk.done(Done.FINAL, 0))
+        await self.transport.send_raw(out.finish())
+        self.transport.packet_size = size
+        return state
+
+    async def _authenticate(self, login: _login7.Login7) -> User:
+        if login.access_token is not None:
+            if self.ctx.fedauth is None:
+                raise LoginFailed(
+                    SqlError(
+                        18456,
+                        "Login failed: this tdslite accepts no access tokens "
+                        "(start it with --fedauth-issuer/--fedauth-jwks/--fedauth-audience).",
+                        severity=14,
+                    )
+                )
+            fedauth = self.ctx.fedauth
+            try:
+                name = await trio.to_thread.run_sync(fedauth.verify, login.access_token)
+            except FedAuthError as exc:
+                log.info("connection %d: %s", self.id, exc)
+                raise LoginFailed(
+                    SqlError(
+                        18456, "Login failed for user '<token-identified principal>'.", severity=14
+                    )
+                ) from None
+            user = self.ctx.users.get(name)
+            if user is None:
+                log.info("connection %d: token login %r is not in the users file", self.id, name)
+                raise LoginFailed(SqlError(18456, f"Login failed for user '{name}'.", severity=14))
+            return user
+        if login.sspi:
+            raise LoginFailed(
+                SqlError(
+                    18452,
+                    "Login failed. Integrated (Windows) authentication is not supported by "
+                    "tdslite; use SQL authentication or an access token.",
+                    severity=14,
+                )
+            )
+        engine = self.ctx.engine
+        try:
+            return await trio.to_thread.run_sync(
+                engine.authenticate, login.username, login.password, limiter=self.ctx.limiter
+            )
+        except SqlError as exc:
+            raise LoginFailed(exc) from None
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    async def _serve_requests(self) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                while True:
+                    msg = await self.transport.receive_message()
+                    if msg.type == PacketType.ATTENTION:
+                        await self._attention()
+                        continue
+                    if self._running is not None:
+                        await self._running.done.wait()
+                    request = Request(
+                        Reply(packet_size=self.transport.packet_size, spid=self.id),
+                        done=trio.Event(),
+                    )
+                    self._running = request
+                    nursery.start_soon(self._handle, request, msg)
+            except ConnectionClosed as exc:
+                log.debug("connection %d closed: %s", self.id, exc)
+            except ProtocolError as exc:
+                log.warning("connection %d: protocol error, closing: %s", self.id, exc)
+            finally:
+                if self._running is not None:
+                    self._running.cancelled = True
+                    assert self.dispatcher is not None
+                    self.dispatcher.state.session.cancel()
+
+    async def _attention(self) -> None:
+        request = self._running
+        if request is None:
+            reply = Reply(packet_size=self.transport.packet_size, spid=self.id)
+            reply.write(tk.done(Done.ATTN, 0))
+            await self.transport.send_raw(reply.finish())
+            return
+        request.cancelled = True
+        assert self.dispatcher is not None
+        self.dispatcher.state.session.cancel()
+
+    async def _handle(self, request: Request, msg: Message) -> None:
+        assert self.dispatcher is not None
+        dispatcher = self.dispatcher
+        token = trio.lowlevel.current_trio_token()
+
+        def send(data: bytes) -> None:
+            try:
+                trio.from_thread.run(self.transport.send_raw, data, trio_token=token)
+            except (ConnectionClosed, trio.RunFinishedError, trio.Cancelled):
+                # nobody to send to: stop producing rows, the reader ends the connection
+                request.cancelled = True
+                request.reply.send = None
+
+        request.reply.send = send
+        try:
+            await trio.to_thread.run_sync(
+                self._dispatch, dispatcher, request, msg, limiter=self.ctx.limiter
+            )
+            if request.cancelled:
+                request.reply.write(tk.done(Done.ATTN, 0))
+            await self.transport.send_raw(request.reply.finish())
+        except ConnectionClosed:
+            pass  # the reader task sees the same and ends the connection
+        finally:
+            self._running = None
+            request.done.set()
+
+    @staticmethod
+    def _dispatch(dispatcher: Dispatcher, request: Request, msg: Message) -> None:
+        """Blocking: runs in a worker thread."""
+        reply = request.reply
+        if msg.ignored:
+            reply.write(tk.done(Done.FINAL, 0))
+            return
+        if msg.reset_connection:
+            dispatcher.reset()
+            reply.write(tk.envchange_bytes(EnvChange.RESET_ACK, b"", b""))
+        handlers: dict[int, Any] = {
+            PacketType.SQL_BATCH: dispatcher.batch,
+            PacketType.RPC: dispatcher.rpc,
+            PacketType.TRANSACTION_MANAGER: dispatcher.transaction,
+        }
+        handler = handlers.get(msg.type)
+        if handler is None:
+            what = {PacketType.BULK_LOAD: "bulk load"}.get(msg.type, f"packet type {msg.type}")
+            reply.write(
+                tk.message(
+                    40000 if msg.type != PacketType.BULK_LOAD else 4815,
+                    f"{what} is not supported by tdslite",
+                )
+            )
+            reply.write(tk.done(Done.ERROR, 0))
+            return
+        try:
+            handler(request, msg.payload)
+        except ProtocolError as exc:
+            # a malformed request body: say so and keep the connection (the framing was fine)
+            reply.write(tk.message(8009, f"The incoming TDS request is incorrect: {exc}"))
+            reply.write(tk.done(Done.ERROR, 0))

@@ -1,0 +1,208 @@
+"""What each client request means for the Session: SQL batches, RPC procedures, TM requests.
+
+Blocking code (runs in the worker thread, see `_requests`). sp_prepare handles are kept here per
+connection: a handle maps to (statement, parameter declaration).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tdslite.engine import Param, SqlError, SqlType
+
+from . import _rpc
+from . import _tokens as tk
+from ._buffer import Reader
+from ._packets import ProtocolError
+from ._params import UnsupportedParameter, WireType
+from ._requests import Request, SessionState, env_changes, run_statements, write_error
+from ._tokens import Done, EnvChange
+
+#: Transaction Manager request types (MS-TDS 2.2.6.9).
+TM_BEGIN_XACT = 5
+TM_COMMIT_XACT = 7
+TM_ROLLBACK_XACT = 8
+TM_SAVE_XACT = 9
+
+
+@dataclass
+class Prepared:
+    statement: str
+    names: list[str]
+
+
+@dataclass
+class Dispatcher:
+    state: SessionState
+    prepared: dict[int, Prepared] = field(default_factory=dict)
+    _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    # --- SQL batch -------------------------------------------------------------------------------
+
+    def batch(self, request: Request, payload: bytes) -> None:
+        r = Reader(payload)
+        if len(payload) >= 4 and 4 <= int.from_bytes(payload[:4], "little") <= len(payload):
+            r.skip_all_headers()
+        sql = r.take(r.remaining()).decode("utf-16-le", "replace")
+        run_statements(self.state, request, sql, in_proc=False)
+
+    # --- Transaction Manager ---------------------------------------------------------------------
+
+    def transaction(self, request: Request, payload: bytes) -> None:
+        r = Reader(payload)
+        r.skip_all_headers()
+        kind = r.u16()
+        session = self.state.session
+        reply = request.reply
+        try:
+            if kind == TM_BEGIN_XACT:
+                session.begin()
+            elif kind in (TM_COMMIT_XACT, TM_ROLLBACK_XACT):
+                r.take(r.u8())  # transaction name
+                flags = r.u8() if r.remaining() else 0
+                old = self.state.descriptor.to_bytes(8, "little")
+                if kind == TM_COMMIT_XACT:
+                    session.commit()
+                else:
+                    session.rollback()
+                if self.state.descriptor and not session.in_transaction:
+                    change = (
+                        EnvChange.COMMIT_TRAN if kind == TM_COMMIT_XACT else EnvChange.ROLLBACK_TRAN
+                    )
+                    reply.write(tk.envchange_bytes(change, b"", old))
+                    self.state.descriptor = 0
+                if flags & 0x01:  # fBeginXact: start the next transaction straight away
+                    session.begin()
+            else:
+                raise SqlError(
+                    8522,
+                    f"transaction manager request {kind} is not supported by tdslite "
+                    "(only begin, commit and rollback)",
+                )
+        except SqlError as exc:
+            env_changes(self.state, reply)
+            write_error(reply, exc)
+            return
+        env_changes(self.state, reply)
+        reply.write(tk.done(Done.INXACT if session.in_transaction else Done.FINAL, 0))
+
+    # --- RPC -------------------------------------------------------------------------------------
+
+    def rpc(self, request: Request, payload: bytes) -> None:
+        try:
+            calls = _rpc.parse(payload)
+        except UnsupportedParameter as exc:
+            write_error(request.reply, SqlError(8016, str(exc)), token=tk.TOKEN_DONEPROC)
+            return
+        for i, call in enumerate(calls):
+            ok, returns = self._call(request, call)
+            reply = request.reply
+            if ok:
+                reply.write(tk.returnstatus(0))
+            for ordinal, name, value in returns:
+                reply.write(tk.returnvalue_int(ordinal, name, value))
+            status = Done.FINAL if ok else Done.ERROR
+            if i < len(calls) - 1:
+                status |= Done.MORE
+            if self.state.session.in_transaction:
+                status |= Done.INXACT
+            reply.write(tk.done(status, 0, token=tk.TOKEN_DONEPROC))
+            if request.cancelled:
+                return
+
+    def _call(
+        self, request: Request, call: _rpc.RpcCall
+    ) -> tuple[bool, list[tuple[int, str, int]]]:
+        """Run one procedure call; returns (succeeded, output handles to send back)."""
+        p = call.params
+        try:
+            if call.name == "sp_executesql":
+                stmt = _text_param(p, 0, "@stmt")
+                decl = _text_param(p, 1, "@params") if len(p) > 1 else ""
+                params = _bind(p[2:], _rpc.declared_names(decl))
+                return self._run(request, stmt, params), []
+            if call.name == "sp_prepexec":
+                decl = _text_param(p, 1, "@params") if len(p) > 1 else ""
+                stmt = _text_param(p, 2, "@stmt")
+                handle = self._prepare(stmt, decl)
+                params = _bind(p[3:], self.prepared[handle].names)
+                return self._run(request, stmt, params), [(0, p[0].name or "@handle", handle)]
+            if call.name == "sp_prepare":
+                decl = _text_param(p, 1, "@params")
+                stmt = _text_param(p, 2, "@stmt")
+                handle = self._prepare(stmt, decl)
+                return True, [(0, p[0].name or "@handle", handle)]
+            if call.name == "sp_execute":
+                prepared = self.prepared.get(_int_param(p, 0, "@handle"))
+                if prepared is None:
+                    raise SqlError(8179, "Could not find prepared statement with handle.")
+                params = _bind(p[1:], prepared.names)
+                return self._run(request, prepared.statement, params), []
+            if call.name == "sp_unprepare":
+                self.prepared.pop(_int_param(p, 0, "@handle"), None)
+                return True, []
+            if call.name == "sp_reset_connection":
+                self.reset()
+                return True, []
+            if call.name in _rpc.PROC_IDS.values():
+                raise SqlError(
+                    2812,
+                    f"{call.name} (server cursors) is not supported by tdslite; "
+                    "use sp_executesql or a plain batch",
+                )
+            return self._run(request, _exec_text(call), _bind(p, [])), []
+        except SqlError as exc:
+            write_error(request.reply, exc, token=tk.TOKEN_DONEINPROC)
+            return False, []
+
+    def _run(self, request: Request, stmt: str, params: list[Param]) -> bool:
+        return run_statements(self.state, request, stmt, params, in_proc=True, kind="rpc")
+
+    def _prepare(self, stmt: str, decl: str) -> int:
+        handle = next(self._handles)
+        self.prepared[handle] = Prepared(stmt, _rpc.declared_names(decl))
+        return handle
+
+    def reset(self) -> None:
+        """RESETCONNECTION / sp_reset_connection: engine state back to a fresh login."""
+        self.state.session.reset()
+        self.prepared.clear()
+
+
+def _exec_text(call: _rpc.RpcCall) -> str:
+    """An RPC to a named procedure as the equivalent T-SQL ``EXEC name @a = @a, ...``."""
+    args = []
+    for i, param in enumerate(call.params):
+        name = param.name or f"@P{i + 1}"
+        args.append(f"{name} = {name}" + (" OUTPUT" if param.output else ""))
+    return f"EXEC {call.name} " + ", ".join(args) if args else f"EXEC {call.name}"
+
+
+def _text_param(params: Sequence[_rpc.RpcParam], index: int, name: str) -> str:
+    if len(params) <= index or not isinstance(params[index].value, str):
+        raise SqlError(214, f"Procedure expects parameter '{name}' of type 'ntext/nchar/nvarchar'.")
+    return str(params[index].value)
+
+
+def _int_param(params: Sequence[_rpc.RpcParam], index: int, name: str) -> int:
+    value = params[index].value if len(params) > index else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SqlError(8144, f"Procedure expects parameter '{name}' of type int.")
+    return value
+
+
+def _sql_type(wire: WireType) -> SqlType:
+    return SqlType(wire.name, length=wire.length, precision=wire.precision, scale=wire.scale)
+
+
+def _bind(params: Sequence[_rpc.RpcParam], names: Sequence[str]) -> list[Param]:
+    """Engine Params: the client's names, or else the declaration's names by position."""
+    out = []
+    for i, param in enumerate(params):
+        name = param.name or (names[i] if i < len(names) else f"@P{i + 1}")
+        if not name.startswith("@"):
+            raise ProtocolError(f"RPC parameter name {name!r} does not start with @")
+        out.append(Param(name, _sql_type(param.type), param.value, output=param.output))
+    return out

@@ -1,0 +1,221 @@
+"""RPC parameters: read one TYPE_INFO and its value into (SqlType fields, Python value).
+
+Covers every type tdslite carries, in the wire forms clients really use: the nullable N-types, the
+fixed-length types, the BIG* character/binary types, PLP for (max), and the legacy TEXT/NTEXT/IMAGE
+that FreeTDS ODBC sends for long strings. XML, UDT, sql_variant and table-valued parameters are
+refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from . import _datatypes as d
+from ._buffer import Reader
+from ._datatypes import CODEPAGE, PLP_NULL, PLP_UNKNOWN, T
+from ._packets import ProtocolError
+
+
+class UnsupportedParameter(Exception):
+    """A parameter type tdslite does not decode (reported to the client as a TDS error)."""
+
+
+@dataclass(frozen=True)
+class WireType:
+    name: str
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+
+
+_FIXED = {
+    T.INT1: ("tinyint", 1),
+    T.BIT: ("bit", 1),
+    T.INT2: ("smallint", 2),
+    T.INT4: ("int", 4),
+    T.INT8: ("bigint", 8),
+    T.DATETIM4: ("smalldatetime", 4),
+    T.DATETIME: ("datetime", 8),
+    T.FLT4: ("real", 4),
+    T.FLT8: ("float", 8),
+    T.MONEY4: ("smallmoney", 4),
+    T.MONEY: ("money", 8),
+}
+_INTN = {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}
+
+
+def read_param(r: Reader) -> tuple[WireType, object]:
+    """Read TYPE_INFO then the value; returns the type and the Python value (None for NULL)."""
+    code = r.u8()
+    if code in _FIXED:
+        name, size = _FIXED[code]
+        return WireType(name), _fixed_value(name, r.take(size))
+    if code == T.NULL:
+        return WireType("int"), None
+    if code in (T.INTN, T.BITN, T.FLTN, T.MONEYN, T.DATETIMN, T.GUID):
+        r.u8()  # max length
+        data = _bytelen(r)
+        return _bytelen_type(code, data), None if data is None else _bytelen_value(code, data)
+    if code in (T.DECIMALN, T.NUMERICN, T.DECIMAL, T.NUMERIC):
+        r.u8()
+        precision, scale = r.u8(), r.u8()
+        name = "numeric" if code in (T.NUMERICN, T.NUMERIC) else "decimal"
+        data = _bytelen(r)
+        value = None if data is None else d.decode_decimal(data, scale)
+        return WireType(name, precision=precision, scale=scale), value
+    if code == T.DATEN:
+        data = _bytelen(r)
+        return WireType("date"), None if data is None else d.decode_date(data)
+    if code in (T.TIMEN, T.DATETIME2N, T.DATETIMEOFFSETN):
+        scale = r.u8()
+        if scale > 7:
+            raise ProtocolError(f"fractional-second scale {scale} is over 7")
+        data = _bytelen(r)
+        return _temporal(code, scale, data)
+    if code in (T.BIGVARCHR, T.BIGCHAR, T.NVARCHAR, T.NCHAR, T.BIGVARBIN, T.BIGBINARY):
+        return _ushortlen(code, r)
+    if code in (T.VARCHAR, T.CHAR, T.VARBINARY, T.BINARY):
+        return _legacy_short(code, r)
+    if code in (T.TEXT, T.NTEXT, T.IMAGE):
+        return _long(code, r)
+    raise UnsupportedParameter(
+        f"parameters of TDS type 0x{code:02X} (xml, udt, sql_variant or table-valued) are not "
+        "supported by tdslite; send them as nvarchar/varbinary"
+    )
+
+
+def _bytelen(r: Reader) -> bytes | None:
+    n = r.u8()
+    return None if n == 0 else r.take(n)
+
+
+def _fixed_value(name: str, data: bytes) -> object:
+    if name == "bit":
+        return data != b"\x00"
+    if name in ("tinyint", "smallint", "int", "bigint"):
+        return d.decode_int(data)
+    if name in ("real", "float"):
+        return d.decode_float(data)
+    if name in ("money", "smallmoney"):
+        return d.decode_money(data)
+    return d.decode_datetime(data)
+
+
+def _bytelen_type(code: int, data: bytes | None) -> WireType:
+    n = len(data) if data else 0
+    if code == T.INTN:
+        return WireType(_INTN.get(n, "int"))
+    if code == T.BITN:
+        return WireType("bit")
+    if code == T.FLTN:
+        return WireType("real" if n == 4 else "float")
+    if code == T.MONEYN:
+        return WireType("smallmoney" if n == 4 else "money")
+    if code == T.DATETIMN:
+        return WireType("smalldatetime" if n == 4 else "datetime")
+    return WireType("uniqueidentifier")
+
+
+def _bytelen_value(code: int, data: bytes) -> object:
+    if code == T.INTN:
+        return d.decode_int(data)
+    if code == T.BITN:
+        return data != b"\x00"
+    if code == T.FLTN:
+        return d.decode_float(data)
+    if code == T.MONEYN:
+        return d.decode_money(data)
+    if code == T.DATETIMN:
+        return d.decode_datetime(data)
+    if len(data) != 16:
+        raise ProtocolError(f"uniqueidentifier value of {len(data)} bytes")
+    return uuid.UUID(bytes_le=data)
+
+
+def _temporal(code: int, scale: int, data: bytes | None) -> tuple[WireType, object]:
+    if code == T.TIMEN:
+        name = "time"
+        value = None if data is None else d.decode_time(data, scale)
+    elif code == T.DATETIME2N:
+        name = "datetime2"
+        value = None if data is None else d.decode_datetime2(data, scale)
+    else:
+        name = "datetimeoffset"
+        value = None if data is None else d.decode_datetimeoffset(data, scale)
+    return WireType(name, scale=scale), value
+
+
+_USHORT_NAMES = {
+    T.BIGVARCHR: "varchar",
+    T.BIGCHAR: "char",
+    T.NVARCHAR: "nvarchar",
+    T.NCHAR: "nchar",
+    T.BIGVARBIN: "varbinary",
+    T.BIGBINARY: "binary",
+    T.VARCHAR: "varchar",
+    T.CHAR: "char",
+    T.VARBINARY: "varbinary",
+    T.BINARY: "binary",
+}
+
+
+def _decode_text(name: str, data: bytes) -> object:
+    if name in ("nvarchar", "nchar"):
+        return data.decode("utf-16-le")
+    if name in ("varchar", "char"):
+        return data.decode(CODEPAGE, "replace")
+    return bytes(data)
+
+
+def _ushortlen(code: int, r: Reader) -> tuple[WireType, object]:
+    name = _USHORT_NAMES[code]
+    max_len = r.u16()
+    if name in ("varchar", "char", "nvarchar", "nchar"):
+        r.take(5)  # collation: tdslite stores text as Unicode whatever the client's collation
+    width = 2 if name in ("nvarchar", "nchar") else 1
+    if max_len == 0xFFFF:
+        data = read_plp(r)
+        return WireType(name, length=-1), None if data is None else _decode_text(name, data)
+    n = r.u16()
+    wtype = WireType(name, length=max(1, max_len // width))
+    if n == 0xFFFF:
+        return wtype, None
+    return wtype, _decode_text(name, r.take(n))
+
+
+def _legacy_short(code: int, r: Reader) -> tuple[WireType, object]:
+    name = _USHORT_NAMES[code]
+    max_len = r.u8()
+    data = _bytelen(r)
+    if data is None:
+        return WireType(name, length=max(1, max_len)), None
+    return WireType(name, length=max(1, max_len)), _decode_text(name, data)
+
+
+def _long(code: int, r: Reader) -> tuple[WireType, object]:
+    r.u32()  # max length
+    if code != T.IMAGE:
+        r.take(5)  # collation
+    name = {T.TEXT: "varchar", T.NTEXT: "nvarchar", T.IMAGE: "varbinary"}[code]
+    n = r.i32()
+    if n < 0:
+        return WireType(name, length=-1), None
+    return WireType(name, length=-1), _decode_text(name, r.take(n))
+
+
+def read_plp(r: Reader) -> bytes | None:
+    """A PLP value: 8-byte total (or NULL / unknown marker), then chunks ended by a 0 length."""
+    total = r.u64()
+    if total == PLP_NULL:
+        return None
+    chunks = []
+    while True:
+        n = r.u32()
+        if n == 0:
+            break
+        chunks.append(r.take(n))
+    data = b"".join(chunks)
+    if total != PLP_UNKNOWN and total != len(data):
+        raise ProtocolError(f"PLP value announced {total} bytes but carried {len(data)}")
+    return data

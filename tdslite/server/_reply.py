@@ -1,0 +1,60 @@
+"""One reply message under construction, shipped packet by packet as it grows.
+
+The worker thread that runs a statement appends tokens; once more than a few packets are buffered,
+all full packets but the last are sent (without END_OF_MESSAGE) through ``send``, which the caller
+binds to ``trio.from_thread.run(transport.send_raw, ...)``: rows stream out while the statement is
+still producing them, and a slow client slows the statement down instead of filling memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._packets import HEADER_SIZE, PacketType, encode_message
+
+_FLUSH_PACKETS = 8
+
+
+class Reply:
+    def __init__(
+        self, *, packet_size: int, spid: int, send: Callable[[bytes], None] | None = None
+    ) -> None:
+        self._buf = bytearray()
+        self._chunk = packet_size - HEADER_SIZE
+        self._packet_size = packet_size
+        self._spid = spid
+        self._packet_id = 1
+        self._flush_at = self._chunk * _FLUSH_PACKETS
+        self.send = send
+
+    def write(self, token: bytes) -> None:
+        self._buf += token
+        if self.send is not None and len(self._buf) > self._flush_at:
+            self._flush_full_packets()
+
+    def _flush_full_packets(self) -> None:
+        n = (len(self._buf) - 1) // self._chunk * self._chunk  # keep >= 1 byte for the EOM packet
+        data = encode_message(
+            PacketType.REPLY,
+            self._buf[:n],
+            packet_size=self._packet_size,
+            spid=self._spid,
+            eom=False,
+            packet_id=self._packet_id,
+        )
+        self._packet_id += n // self._chunk
+        del self._buf[:n]
+        assert self.send is not None
+        self.send(data)
+
+    def finish(self) -> bytes:
+        """The rest of the message, END_OF_MESSAGE on its last packet."""
+        data = encode_message(
+            PacketType.REPLY,
+            self._buf,
+            packet_size=self._packet_size,
+            spid=self._spid,
+            packet_id=self._packet_id,
+        )
+        self._buf.clear()
+        return data

@@ -1,0 +1,199 @@
+"""Running one client request against the engine Session, in a worker thread, into a Reply.
+
+Everything here is blocking and runs under ``trio.to_thread.run_sync``: the connection task keeps
+reading the socket meanwhile, so an ATTENTION can set `Request.cancelled` and call
+``Session.cancel()``. Results become tokens as they come: COLMETADATA, ROW/NBCROW, DONE (batch) or
+DONEINPROC (inside an RPC) with MORE/COUNT/INXACT, ENVCHANGE when the transaction or database
+changed, ERROR + DONE(ERROR) for a SqlError. The statement log gets one entry per statement text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tdslite.engine import Param, ResultSet, Session, SqlError
+
+from . import _tokens as tk
+from ._columns import RowEncoder
+from ._reply import Reply
+from ._statementlog import StatementLog
+from ._tokens import Done, EnvChange
+
+log = logging.getLogger("tdslite.server")
+
+#: Error number for a failure inside tdslite itself (reported, never a crash).
+INTERNAL_ERROR = 50000
+
+
+@dataclass
+class Request:
+    """One client request in flight; `cancelled` is set by the connection task on ATTENTION."""
+
+    reply: Reply
+    cancelled: bool = False
+    attention_acked: bool = False
+    done: Any = None  #: trio.Event set when the reply is sent
+
+
+@dataclass
+class SessionState:
+    """The connection's view of its session: the transaction and database last told the client."""
+
+    session: Session
+    connection_id: int
+    login: str
+    statement_log: StatementLog | None
+    descriptor: int = 0
+    database: str = ""
+    next_descriptor: Callable[[], int] = field(default=lambda: 1)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def env_changes(state: SessionState, reply: Reply) -> None:
+    """Emit ENVCHANGE for a transaction begun/ended or a database switched since last time."""
+    session = state.session
+    if session.database != state.database:
+        reply.write(tk.database_changed(session.database, state.database))
+        state.database = session.database
+    in_tran = bool(session.in_transaction)
+    if in_tran and not state.descriptor:
+        state.descriptor = state.next_descriptor()
+        reply.write(
+            tk.envchange_bytes(EnvChange.BEGIN_TRAN, state.descriptor.to_bytes(8, "little"), b"")
+        )
+    elif not in_tran and state.descriptor:
+        old = state.descriptor.to_bytes(8, "little")
+        state.descriptor = 0
+        reply.write(tk.envchange_bytes(EnvChange.COMMIT_TRAN, b"", old))
+
+
+def _status(state: SessionState, base: int) -> int:
+    return base | (Done.INXACT if state.session.in_transaction else 0)
+
+
+def _error_token(exc: SqlError) -> bytes:
+    return tk.message(
+        exc.number, exc.message, state=exc.state, severity=exc.severity, line=exc.line
+    )
+
+
+def internal_error(exc: BaseException) -> SqlError:
+    return SqlError(INTERNAL_ERROR, f"tdslite internal error ({type(exc).__name__}): {exc}")
+
+
+def run_statements(
+    state: SessionState,
+    request: Request,
+    sql: str,
+    params: Sequence[Param] = (),
+    *,
+    in_proc: bool,
+    kind: str = "batch",
+) -> bool:
+    """Run ``sql`` and write its tokens (without the final DONE/DONEPROC of an RPC).
+
+    Returns False when the request failed (an ERROR token was written).
+    For a batch (``in_proc=False``) the last DONE is written too, without MORE.
+    """
+    reply = request.reply
+    token = tk.TOKEN_DONEINPROC if in_proc else tk.TOKEN_DONE
+    pending: tuple[int, int, int] | None = None  # (status, count, curcmd) of the last statement
+    rows_total = affected = 0
+    outcome: dict[str, Any]
+    ok = True
+
+    def flush_pending(more: bool) -> None:
+        nonlocal pending
+        if pending is not None:
+            status, count, curcmd = pending
+            status |= Done.MORE if more else 0
+            reply.write(tk.done(_status(state, status), count, token=token, curcmd=curcmd))
+            pending = None
+
+    results = None
+    try:
+        results = state.session.execute(sql, params)
+        for result in results:
+            flush_pending(True)
+            env_changes(state, reply)
+            if isinstance(result, ResultSet):
+                n = _stream_rows(result, reply, request)
+                rows_total += n
+                pending = (Done.COUNT, n, tk.CURCMD_SELECT)
+            else:
+                affected += result.count
+                pending = (Done.COUNT, result.count, 0)
+            if request.cancelled:
+                break
+        outcome = {"rows": rows_total, "affected": affected}
+    except SqlError as exc:
+        if request.cancelled:
+            outcome = {"cancelled": True}
+        else:
+            ok = False
+            flush_pending(True)
+            env_changes(state, reply)
+            reply.write(_error_token(exc))
+            pending = (Done.ERROR, 0, 0)
+            outcome = {"error": exc.number}
+    except Exception as exc:  # an engine bug must not kill the connection
+        log.exception("statement failed inside tdslite")
+        ok = False
+        flush_pending(True)
+        err = internal_error(exc)
+        reply.write(_error_token(err))
+        pending = (Done.ERROR, 0, 0)
+        outcome = {"error": err.number}
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    if request.cancelled:
+        outcome = {"cancelled": True}
+        pending = None
+    env_changes(state, reply)
+    if in_proc:
+        flush_pending(True)
+    elif pending is None and not request.cancelled:
+        reply.write(tk.done(_status(state, Done.FINAL), 0))
+    else:
+        flush_pending(False)
+    if state.statement_log is not None:
+        state.statement_log.record(
+            connection=state.connection_id,
+            login=state.login,
+            user=state.session.effective_user,
+            statement=sql,
+            params=[(p.name, str(p.type)) for p in params],
+            outcome=outcome,
+            kind=kind,
+        )
+    return ok
+
+
+def _stream_rows(result: ResultSet, reply: Reply, request: Request) -> int:
+    encoder = RowEncoder(result.columns)
+    reply.write(encoder.colmetadata())
+    n = 0
+    rows = result.rows
+    try:
+        for row in rows:
+            reply.write(encoder.row(row))
+            n += 1
+            if request.cancelled:
+                break
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+    return n
+
+
+def write_error(reply: Reply, exc: SqlError, *, token: int = tk.TOKEN_DONE) -> None:
+    """An ERROR token then a DONE-family token with the ERROR bit."""
+    reply.write(_error_token(exc))
+    reply.write(tk.done(Done.ERROR, 0, token=token))

@@ -1,0 +1,111 @@
+"""RPC requests: proc name or id, option flags and parameters (MS-TDS 2.2.6.6).
+
+One RPC message may hold several calls separated by a batch flag byte (0xFF, or 0x80 before 7.2).
+System procedures arrive by ProcID (python-tds, FreeTDS, tedious) or by name; `canonical_name`
+maps both to one spelling.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._buffer import Reader
+from ._packets import ProtocolError
+from ._params import WireType, read_param
+
+#: ProcIDs of the special system procedures (MS-TDS 2.2.6.6).
+PROC_IDS = {
+    1: "sp_cursor",
+    2: "sp_cursoropen",
+    3: "sp_cursorprepare",
+    4: "sp_cursorexecute",
+    5: "sp_cursorprepexec",
+    6: "sp_cursorunprepare",
+    7: "sp_cursorfetch",
+    8: "sp_cursoroption",
+    9: "sp_cursorclose",
+    10: "sp_executesql",
+    11: "sp_prepare",
+    12: "sp_execute",
+    13: "sp_prepexec",
+    14: "sp_prepexecrpc",
+    15: "sp_unprepare",
+}
+_BATCH_FLAGS = (0xFF, 0x80)
+
+
+@dataclass(frozen=True)
+class RpcParam:
+    name: str  #: with its "@", or "" when the client sent none (positional)
+    type: WireType
+    value: object
+    output: bool
+
+    def __repr__(self) -> str:  # never show values (they may be secrets)
+        return f"RpcParam({self.name!r}, {self.type.name}, output={self.output})"
+
+
+@dataclass(frozen=True)
+class RpcCall:
+    name: str  #: canonical lowercase name, e.g. "sp_executesql"
+    params: tuple[RpcParam, ...]
+
+
+def canonical_name(name: str) -> str:
+    """``[sys].[sp_executesql]`` / ``master..sp_executesql`` -> ``sp_executesql``."""
+    last = re.split(r"\.", name.strip())[-1]
+    return last.strip('[] "').lower()
+
+
+def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
+    r = Reader(payload)
+    if skip_headers:
+        r.skip_all_headers()
+    calls: list[RpcCall] = []
+    while r.remaining():
+        name_len = r.u16()
+        if name_len == 0xFFFF:
+            proc_id = r.u16()
+            if proc_id not in PROC_IDS:
+                raise ProtocolError(f"unknown RPC ProcID {proc_id}")
+            name = PROC_IDS[proc_id]
+        else:
+            name = canonical_name(r.take(name_len * 2).decode("utf-16-le"))
+        r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
+        params: list[RpcParam] = []
+        while r.remaining() and r.data[r.pos] not in _BATCH_FLAGS:
+            pname = r.b_varchar()
+            status = r.u8()
+            wtype, value = read_param(r)
+            params.append(RpcParam(pname, wtype, value, bool(status & 0x01)))
+        calls.append(RpcCall(name, tuple(params)))
+        if r.remaining():
+            r.u8()  # batch separator
+    if not calls:
+        raise ProtocolError("empty RPC request")
+    return calls
+
+
+def declared_names(declaration: str) -> list[str]:
+    """Parameter names of an sp_executesql/sp_prepare declaration, in order.
+
+    ``"@P1 int, @P2 decimal(18, 4) OUTPUT"`` -> ``["@P1", "@P2"]`` (commas inside parentheses are
+    part of a type).
+    """
+    names: list[str] = []
+    depth = 0
+    item: list[str] = []
+    for ch in declaration + ",":
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            text = "".join(item).strip()
+            if text:
+                names.append(text.split()[0])
+            item = []
+        else:
+            item.append(ch)
+    return names

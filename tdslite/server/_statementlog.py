@@ -1,0 +1,73 @@
+"""The statement log: one JSON object per statement the server was asked to run.
+
+Each entry names the connection, the login, the effective database user, the statement text, the
+parameters' names and types (NEVER their values) and the outcome: ``{"rows": n, "affected": n}``,
+``{"error": number}`` or ``{"cancelled": true}``. Tests read `StatementLog.entries` (in process) or
+the JSON-lines file (``--statement-log``), e.g. to prove a refused query never reached the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+
+class StatementLog:
+    """Thread-safe sink of statement entries: kept in memory and, optionally, appended to a file.
+
+    Args:
+        path: a JSON-lines file to append to (flushed after each line), or None.
+        keep: how many entries to keep in `entries` (oldest dropped first).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, keep: int = 10_000) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._file: TextIO | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def record(
+        self,
+        *,
+        connection: int,
+        login: str,
+        user: str,
+        statement: str,
+        params: Sequence[tuple[str, str]] = (),
+        outcome: dict[str, Any],
+        kind: str = "batch",
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "time": time.time(),
+            "connection": connection,
+            "login": login,
+            "user": user,
+            "kind": kind,
+            "statement": statement,
+            "params": [{"name": n, "type": t} for n, t in params],
+            "outcome": outcome,
+        }
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        with self._lock:
+            self.entries.append(entry)
+            if len(self.entries) > self._keep:
+                del self.entries[: len(self.entries) - self._keep]
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+        return entry
+
+    def statements(self) -> list[str]:
+        """Statement texts recorded so far, oldest first."""
+        with self._lock:
+            return [e["statement"] for e in self.entries]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
