@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from edgetds import __version__
 
 #: Modules that add subcommands, in the order they appear in `edgetds --help`.
-SUBCOMMANDS: tuple[str, ...] = ("edgetds.demo", "edgetds.devidp")
+SUBCOMMANDS: tuple[str, ...] = ("edgetds.demo", "edgetds.devidp", "tdslite.cli")
 
 EPILOG = """\
 Start here:
