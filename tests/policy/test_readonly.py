@@ -1,0 +1,204 @@
+"""The read-only check: smuggling attempts refused, legitimate SELECTs allowed, never raises."""
+
+from __future__ import annotations
+
+import pytest
+import sqlglot
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlglot import exp
+
+from connector._readonly import (
+    _check_tokens,
+    _check_tree,
+    _tokenize,
+    check_read_only,
+    normalize_sql,
+    sql_fingerprint,
+)
+
+# Issue 7's policy attack list, plus the sqlglot traps of NOTES-tds.md, plus our own finds.
+REFUSED = [
+    "DELETE FROM orders",
+    "delete orders where 1=1",
+    "UPDATE orders SET total = 0",
+    "INSERT INTO orders (id) VALUES (1)",
+    "INSERT orders SELECT * FROM orders",
+    "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE;",
+    "EXEC sp_who",
+    "EXECUTE ('DELETE FROM orders')",
+    "exec xp_cmdshell 'whoami'",
+    "sp_executesql N'DELETE FROM t'",
+    "SELECT * INTO stolen FROM orders",
+    "SELECT id INTO #tmp FROM orders",
+    "WITH x AS (SELECT 1 AS a) DELETE FROM orders",
+    "WITH x AS (SELECT 1 AS a) UPDATE orders SET total = 0",
+    "WITH x AS (DELETE FROM orders OUTPUT deleted.id) SELECT * FROM x",
+    "SELECT 1; DELETE FROM orders",
+    "SELECT 1 DELETE FROM orders",
+    "SELECT 1\nGO\nDELETE FROM orders",
+    "SELECT 1; SELECT 2",
+    "SELECT 1 /* harmless */; DELETE FROM orders -- hidden",
+    "SELECT 1 -- comment\n; DELETE FROM orders",
+    "SELECT 1 /* ' */ DELETE FROM orders /* ' */",
+    "EXECUTE AS USER = 'dbo'; SELECT 1",
+    "EXECUTE AS LOGIN = 'sa'",
+    "SELECT 1; REVERT",
+    "REVERT",
+    "SETUSER 'dbo'",
+    "SELECT * FROM OPENROWSET(BULK 'C:\\secrets.txt', SINGLE_CLOB) AS x",
+    "SELECT * FROM OPENROWSET('SQLNCLI', 'Server=evil;', 'SELECT 1')",
+    "SELECT * FROM OPENQUERY(linked, 'DELETE FROM t')",
+    "SELECT * FROM OPENDATASOURCE('SQLNCLI', 'Data Source=evil').db.dbo.t",
+    "SELECT * FROM OPENXML(@h, '/root')",
+    "IF 1 = 1 DELETE FROM orders",
+    "IF (SELECT COUNT(*) FROM t) > 0 SELECT 1 ELSE DELETE FROM t",
+    "WHILE 1 = 1 SELECT 1",
+    "BEGIN TRY SELECT 1 END TRY BEGIN CATCH END CATCH",
+    "BEGIN TRAN; DELETE FROM t; COMMIT",
+    "WAITFOR DELAY '00:00:10'",
+    "SELECT 1 WAITFOR DELAY '00:00:10'",
+    "SELECT NEXT VALUE FOR dbo.seq",
+    "DECLARE @x INT; SELECT @x",
+    "SET ROWCOUNT 0",
+    "USE master",
+    "DROP TABLE orders",
+    "ALTER TABLE orders ADD x INT",
+    "CREATE TABLE t (id INT)",
+    "TRUNCATE TABLE orders",
+    "GRANT SELECT ON t TO public",
+    "REVOKE SELECT ON t FROM public",
+    "DENY SELECT ON t TO public",
+    "SHUTDOWN WITH NOWAIT",
+    "KILL 52",
+    "DBCC CHECKDB",
+    "RECONFIGURE",
+    "BACKUP DATABASE db TO DISK = 'x'",
+    "RESTORE DATABASE db FROM DISK = 'x'",
+    "BULK INSERT t FROM 'x'",
+    "GOTO done",
+    "RAISERROR('x', 16, 1)",
+    "THROW 50000, 'x', 1",
+    "SELECT * FROM orders WITH (TABLOCKX, HOLDLOCK)",
+    "SELECT * FROM orders WITH (UPDLOCK)",
+    "RECEIVE TOP (1) * FROM dbo.queue",
+    "(SELECT 1)",
+    "",
+    "   ",
+    "-- only a comment",
+    "/* unterminated comment",
+    "SELECT 'unterminated string",
+    "SELECT [unterminated",
+    "SELEKT * FROM t",
+    "SELECT * FROM",
+]
+
+ALLOWED = [
+    "SELECT 1",
+    "SELECT 1;",
+    "select id, total from orders where id = @id",
+    "SELECT [delete], [update] FROM [insert] WHERE [exec] = 'DELETE FROM orders; EXEC x'",
+    "SELECT note FROM t WHERE note = N'IF 1=1 DELETE FROM t'",
+    'SELECT "drop" FROM t',
+    "SELECT * FROM orders -- DELETE FROM orders",
+    "SELECT * FROM orders /* ; DROP TABLE orders */",
+    "SELECT TOP 10 * FROM dbo.orders ORDER BY total DESC",
+    "SELECT * FROM t ORDER BY id OFFSET 10 ROWS FETCH NEXT 5 ROWS ONLY",
+    "SELECT CASE WHEN total > 10 THEN 'big' ELSE 'small' END AS size FROM orders",
+    "WITH big AS (SELECT * FROM orders WHERE total > 100) SELECT COUNT(*) FROM big",
+    "WITH a AS (SELECT 1 AS x), b AS (SELECT x FROM a) SELECT * FROM b",
+    "SELECT id FROM a UNION ALL SELECT id FROM b",
+    "SELECT id FROM a INTERSECT SELECT id FROM b",
+    "SELECT id FROM a EXCEPT SELECT id FROM b",
+    "SELECT * FROM orders WITH (NOLOCK) WHERE id IN (SELECT id FROM paid)",
+    "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id",
+    "SELECT customer_id, SUM(total) FROM orders GROUP BY customer_id HAVING SUM(total) > 5",
+    "SELECT * FROM t WHERE name = @delete AND kind = @exec",
+    "SELECT ISNULL(x, 0), CAST(y AS DECIMAL(18, 4)), GETUTCDATE() FROM t",
+    "SELECT id FROM orders FOR JSON PATH",
+    "SELECT ROW_NUMBER() OVER (ORDER BY id) AS n FROM orders",
+]
+
+
+@pytest.mark.parametrize("sql", REFUSED)
+def test_refused(sql: str) -> None:
+    verdict = check_read_only(sql)
+    assert not verdict.allowed, sql
+    assert not verdict
+    assert verdict.reason
+
+
+@pytest.mark.parametrize("sql", ALLOWED)
+def test_allowed(sql: str) -> None:
+    verdict = check_read_only(sql)
+    assert verdict.allowed, verdict.reason
+    assert verdict.reason == ""
+
+
+def test_reason_names_the_keyword_not_the_values() -> None:
+    verdict = check_read_only("SELECT 'secret-value-42' AS x; DELETE FROM t WHERE k = 'pw123'")
+    assert "secret-value-42" not in verdict.reason
+    assert "pw123" not in verdict.reason
+    assert "DELETE" in check_read_only("DELETE FROM t WHERE k = 'pw123'").reason
+    assert "NEXT VALUE FOR" in check_read_only("SELECT NEXT VALUE FOR s").reason
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "IF 1 = 1 DELETE FROM t",  # parses to an IfBlock, not a SELECT
+        "SELECT * INTO x FROM t",
+        "SELECT NEXT VALUE FOR s",
+        "WITH x AS (SELECT 1 AS a) DELETE FROM t",
+        "SELECT * FROM OPENQUERY(s, 'x')",
+        "SELECT 1 UNION SELECT * INTO y FROM t",
+    ],
+)
+def test_tree_check_alone_refuses(sql: str) -> None:
+    # Defence in depth: even without the token deny-list, the tree check refuses these.
+    tree = sqlglot.parse(sql, read="tsql")[0]
+    assert tree is not None
+    assert not _check_tree(tree).allowed
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1 /* x */ ; DELETE FROM t", "IF 1=1 DELETE FROM t"])
+def test_token_check_alone_refuses(sql: str) -> None:
+    tokens = _tokenize(sql)
+    assert isinstance(tokens, list)
+    assert not _check_tokens(tokens).allowed
+
+
+VOCAB = [
+    "SELECT", "FROM", "WHERE", "DELETE", "INSERT", "INTO", "UPDATE", "SET", "EXEC", "IF", "BEGIN",
+    "END", "WITH", "AS", "UNION", "ALL", "(", ")", ",", ";", "*", "=", "1", "@p", "#t", "t", "x",
+    "[delete]", "'DELETE'", "N'x'", "/* c */", "-- c\n", "'", "[", "/*", "OPENROWSET", "NEXT",
+    "VALUE", "FOR", "TOP", "ORDER", "BY", "GO", "CASE", "WHEN", "THEN", "ELSE", "OVER", "\n",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(VOCAB), max_size=25))
+def test_token_soup_never_raises(words: list[str]) -> None:
+    sql = " ".join(words)
+    verdict = check_read_only(sql)
+    assert isinstance(verdict.allowed, bool)
+    if verdict.allowed:  # whatever it allows, sqlglot sees as exactly one SELECT-like statement
+        statements = [s for s in sqlglot.parse(sql, read="tsql") if s]
+        assert len(statements) == 1
+        assert isinstance(statements[0], exp.Select | exp.Union | exp.Intersect | exp.Except)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_never_raises(sql: str) -> None:
+    assert isinstance(check_read_only(sql).allowed, bool)
+    assert isinstance(sql_fingerprint(sql), str)
+
+
+def test_fingerprint_groups_literals_and_layout() -> None:
+    a = "SELECT id FROM t WHERE name = 'alice' AND n = 1"
+    b = "select id\n  from t   where name = 'bob' and n = 42 -- note"
+    assert sql_fingerprint(a) == sql_fingerprint(b)
+    assert sql_fingerprint(a) != sql_fingerprint("SELECT id FROM u WHERE name = 'alice' AND n = 1")
+    assert "alice" not in normalize_sql(a)
+    assert normalize_sql("SELECT [x] FROM t") == "SELECT [x] FROM t"
