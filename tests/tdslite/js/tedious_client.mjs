@@ -1,0 +1,100 @@
+// A small Node client for tdslite, run by tests/tdslite/test_client_tedious.py.
+// How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
+// The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "steps": [{"sql",
+//   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}], "reset"?}]}.
+// Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?}]}.
+// Values come back JSON-friendly: Date -> ISO string, Buffer -> {"hex": ...}.
+import { Connection, Request, TYPES } from "tedious";
+
+// tedious 20 wants Node >= 22 and calls Promise.withResolvers; this machine has Node 20.
+if (typeof Promise.withResolvers !== "function") {
+  Promise.withResolvers = function withResolvers() {
+    let resolve;
+    let reject;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    return { promise, resolve, reject };
+  };
+}
+
+const plan = JSON.parse(process.argv[2]);
+
+function toJson(value) {
+  if (value instanceof Date) return value.toISOString();
+  if (Buffer.isBuffer(value)) return { hex: value.toString("hex") };
+  if (typeof value === "bigint") return value.toString();
+  return value;
+}
+
+function fromJson(type, value) {
+  if (value === null) return null;
+  if (["Date", "DateTime", "DateTime2", "DateTimeOffset", "SmallDateTime", "Time"].includes(type)) {
+    return new Date(value);
+  }
+  if (["VarBinary", "Binary"].includes(type)) return Buffer.from(value.hex, "hex");
+  return value;
+}
+
+function connect() {
+  return new Promise((resolve, reject) => {
+    const connection = new Connection({
+      server: plan.host,
+      authentication: { type: "default", options: { userName: plan.user, password: plan.password } },
+      options: {
+        port: plan.port,
+        database: plan.database,
+        encrypt: plan.encrypt ?? false,
+        trustServerCertificate: true,
+        connectTimeout: 5000,
+        requestTimeout: 5000,
+      },
+    });
+    connection.on("connect", (err) => (err ? reject(err) : resolve(connection)));
+    connection.connect();
+  });
+}
+
+function runStep(connection, step) {
+  return new Promise((resolve) => {
+    const rows = [];
+    const request = new Request(step.sql, (err, rowCount) => {
+      const out = { rows, rowCount };
+      if (err) {
+        out.error = { number: err.number, class: err.class, state: err.state, message: err.message };
+      }
+      resolve(out);
+    });
+    for (const p of step.params ?? []) {
+      request.addParameter(p.name, TYPES[p.type], fromJson(p.type, p.value), p.options ?? {});
+    }
+    request.on("row", (columns) => {
+      rows.push(columns.map((c) => toJson(c.value)));
+    });
+    connection.execSql(request);
+  });
+}
+
+function reset(connection) {
+  return new Promise((resolve) => connection.reset((err) => resolve(err ? err.message : null)));
+}
+
+const result = { connected: false, steps: [] };
+let connection;
+try {
+  connection = await connect();
+  result.connected = true;
+  for (const step of plan.steps) {
+    if (step.reset) {
+      result.steps.push({ reset: await reset(connection) });
+      continue;
+    }
+    result.steps.push(await runStep(connection, step));
+  }
+} catch (err) {
+  result.error = { message: err.message, code: err.code };
+} finally {
+  if (connection) connection.close();
+}
+process.stdout.write(JSON.stringify(result) + "\n");

@@ -1,0 +1,103 @@
+"""TLS inside PRELOGIN, as SQL Server does it, checked with python-tds (pyOpenSSL), stand-in engine.
+
+Full encryption (client ON), login-only encryption (client OFF: only LOGIN7 inside TLS), a client
+that trusts another CA is refused, and a client that demands encryption from a server without a
+certificate gets a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytds
+import pytest
+import trio
+import trustme
+from _tds_standin import StandinEngine
+
+from tdslite.engine import User
+from tdslite.server import TdsServer, open_server
+
+USERS = {"alice": User("alice", "pw-alice", "admin", "alice")}
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, str]:
+    ca = trustme.CA()
+    # python-tds 1.17 compares the certificate's CN with the host name dialled (NOTES-tds.md)
+    cert = ca.issue_cert("localhost", common_name="localhost")
+    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(files["cert"]), append=True)
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    other = trustme.CA()
+    files["other_ca"] = tmp_path / "other.pem"
+    other.cert_pem.write_to_path(str(files["other_ca"]))
+    return {k: str(v) for k, v in files.items()}
+
+
+@pytest.fixture
+async def tls_server(tls_files: dict[str, str]) -> AsyncIterator[TdsServer]:
+    engine = StandinEngine(USERS)
+    async with open_server(
+        users=USERS,
+        engine=engine,  # type: ignore[arg-type]
+        tls_cert=tls_files["cert"],
+        tls_key=tls_files["key"],
+    ) as server:
+        yield server
+
+
+def _query(server: TdsServer, **kw: object) -> list[tuple[object, ...]]:
+    with (
+        pytds.connect(
+            "localhost",
+            port=server.port,
+            user="alice",
+            password="pw-alice",
+            autocommit=True,
+            login_timeout=5,
+            timeout=5,
+            **kw,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("ROWS 300")
+        return [tuple(r) for r in cur.fetchall()]
+
+
+async def _in_thread(fn, *args, **kw):  # type: ignore[no-untyped-def]
+    with trio.fail_after(15):
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kw))
+
+
+async def test_full_encryption_with_verified_certificate(
+    tls_server: TdsServer, tls_files: dict[str, str]
+) -> None:
+    rows = await _in_thread(_query, tls_server, cafile=tls_files["ca"], validate_host=True)
+    assert len(rows) == 300
+    assert rows[299] == (299, "row 299")
+
+
+async def test_login_only_encryption(tls_server: TdsServer, tls_files: dict[str, str]) -> None:
+    rows = await _in_thread(_query, tls_server, cafile=tls_files["ca"], enc_login_only=True)
+    assert len(rows) == 300
+
+
+async def test_plaintext_client_still_served(tls_server: TdsServer) -> None:
+    assert len(await _in_thread(_query, tls_server)) == 300
+
+
+async def test_wrong_ca_refused(tls_server: TdsServer, tls_files: dict[str, str]) -> None:
+    with pytest.raises(Exception, match="certificate verify failed|SSL") as err:
+        await _in_thread(_query, tls_server, cafile=tls_files["other_ca"], validate_host=True)
+    assert "pw-alice" not in str(err.value)
+
+
+async def test_encryption_required_but_no_certificate(tls_files: dict[str, str]) -> None:
+    async with open_server(users=USERS, engine=StandinEngine(USERS)) as server:  # type: ignore[arg-type]
+        with pytest.raises(pytds.Error, match="encryption but it is not supported"):
+            await _in_thread(_query, server, cafile=tls_files["ca"])
