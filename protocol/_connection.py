@@ -182,6 +182,7 @@ class Connection:
                 return
             if self._goaway_received:
                 self._fail(RemoteProtocolError(f"{frame.type.name} frame after GOAWAY"))
+            self._route(frame, local=False)
             event = self._decode(frame)
             if self._apply(frame, event, local=False):
                 self._events.append(event)
@@ -204,7 +205,11 @@ class Connection:
             )
             self._events.append(ev.Error(stream_id, record))
         self._streams.clear()
-        clean = (self._goaway_sent or self._goaway_received) and not self._reader.buffered
+        clean = (
+            self.state is not ConnectionState.ERROR
+            and (self._goaway_sent or self._goaway_received)
+            and not self._reader.buffered
+        )
         self._events.append(ev.ConnectionLost(clean=clean))
         if self.state is not ConnectionState.ERROR:
             self.state = ConnectionState.CLOSED
@@ -233,6 +238,7 @@ class Connection:
                     error_code=ErrorCode.LIMITS_RESULT_TOO_LARGE,
                 )
             )
+        self._route(frame, local=True)
         self._apply(frame, event, local=True)
         self._outbox.append(encode_frame(frame))
 
@@ -300,21 +306,25 @@ class Connection:
         if increment and not self._goaway_sent:
             self._outbox.append(encode_frame(encode(ev.Credit(stream_id, increment))))
 
-    def _apply(self, frame: Frame, event: ev.Event, *, local: bool) -> bool:
-        """Check ``frame`` against the tables and update the state; False = drop it silently."""
+    def _route(self, frame: Frame, *, local: bool) -> None:
+        """Rule 1, from the header alone (before any payload is parsed): role and stream scope."""
         sender = self.role if local else self._peer
         roles, scope = FRAME_RULES[frame.type]
         kind, sid = frame.type, frame.stream_id
-
-        def fail(message: str, code: ErrorCode = ErrorCode.PROTOCOL_ERROR) -> NoReturn:
-            self._fail(self._error_for(local, message, error_code=code))
-
         if sender not in roles:
-            fail(f"{kind.name} may not be sent by the {sender.value}")
+            self._fail(self._error_for(local, f"{kind.name} may not be sent by the {sender.value}"))
         if scope is Scope.CONNECTION and sid != 0:
-            fail(f"{kind.name} must be sent on stream 0, not stream {sid}")
+            self._fail(self._error_for(local, f"{kind.name} must be sent on stream 0, not {sid}"))
         if scope is Scope.STREAM and sid == 0:
-            fail(f"{kind.name} must be sent on a stream (id >= 1), not stream 0")
+            self._fail(self._error_for(local, f"{kind.name} must be sent on a stream, not 0"))
+
+    def _apply(self, frame: Frame, event: ev.Event, *, local: bool) -> bool:
+        """Rules 2-4: update the state from a routed frame; False = drop it silently."""
+        kind, sid = frame.type, frame.stream_id
+
+        def fail(message: str) -> NoReturn:
+            self._fail(self._error_for(local, message))
+
         if kind is FrameType.GOAWAY:
             if local:
                 self._goaway_sent = True
