@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+/**
+ * Bundle the relay Worker with esbuild and run it under the workerd binary from npm (no Cloudflare
+ * account, no network). Used by the pytest harness (tests/support/worker_relay.py) and by hand.
+ *
+ *   node relay/worker/scripts/workerd.mjs build --out DIR --env env.json [--app]
+ *       writes DIR/relay.js, DIR/config.capnp (and DIR/app.js with --app: examples/worker-app)
+ *   node relay/worker/scripts/workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app]
+ *       builds into a temporary directory, then runs `workerd serve` in the foreground
+ *
+ * env.json holds the Worker bindings, as wrangler would set them:
+ *   {"RELAY_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----...", "TUNNELS": {"demo": {"conn-1": "ed25519:..."}},
+ *    "ISSUERS": [{"issuer": "http://127.0.0.1:8080", "audience": "edgetds"}], "TUNNEL_SHARDS": 1,
+ *    "LIMITS": {...}, "EDGETDS_TEST_HOOKS": "0"}
+ * The rendered config contains the private key: DIR is created with mode 0700.
+ */
+import { spawn } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+import { build } from "esbuild";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const WORKER_DIR = resolve(HERE, "..");
+const ROOT = resolve(WORKER_DIR, "../..");
+/** Pinned with the workerd binary in package.json: a newer date is refused by the runtime. */
+export const COMPATIBILITY_DATE = "2026-11-17";
+
+const USAGE = `usage: workerd.mjs build --out DIR --env env.json [--app]
+       workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app]
+examples:
+  node relay/worker/scripts/workerd.mjs serve --env .demo/worker-env.json
+  node relay/worker/scripts/workerd.mjs build --out /tmp/relay --env env.json && \\
+    node_modules/.bin/workerd serve /tmp/relay/config.capnp --socket-addr http=127.0.0.1:8787`;
+
+function capnpString(value) {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  // JSON string escapes are valid capnp escapes except \\uXXXX: use \\xNN for control characters.
+  return JSON.stringify(text).replace(/\\u00([0-9a-f]{2})/gi, "\\x$1");
+}
+
+async function bundle(entry, outfile) {
+  await build({
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    format: "esm",
+    platform: "neutral",
+    mainFields: ["module", "main"],
+    conditions: ["workerd", "worker", "browser"],
+    external: ["cloudflare:*"],
+    target: "es2022",
+    logLevel: "warning",
+  });
+}
+
+/**
+ * Bundle and render the config into `out`.
+ * @param {{out: string, env: Record<string, any>, address?: string, app?: boolean, appTunnel?: string}} options
+ */
+export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = false, appTunnel = "demo" }) {
+  mkdirSync(out, { recursive: true, mode: 0o700 });
+  chmodSync(out, 0o700);
+  const storage = join(out, "do-storage");
+  mkdirSync(storage, { recursive: true });
+  await bundle(join(WORKER_DIR, "src/index.js"), join(out, "relay.js"));
+  if (app) await bundle(join(ROOT, "examples/worker-app/src/index.js"), join(out, "app.js"));
+  else writeFileSync(join(out, "app.js"), "export default { fetch() { return new Response(null, { status: 404 }); } };\n");
+  const values = {
+    STORAGE_DIR: storage,
+    ADDRESS: address,
+    COMPATIBILITY_DATE,
+    RELAY_PRIVATE_KEY: env.RELAY_PRIVATE_KEY ?? "",
+    TUNNELS: env.TUNNELS ?? "{}",
+    ISSUERS: env.ISSUERS ?? "[]",
+    TUNNEL_SHARDS: String(env.TUNNEL_SHARDS ?? "1"),
+    LIMITS: env.LIMITS ?? "{}",
+    EDGETDS_TEST_HOOKS: String(env.EDGETDS_TEST_HOOKS ?? "0"),
+    APP_TUNNEL: appTunnel,
+  };
+  let config = readFileSync(join(WORKER_DIR, "workerd.capnp.template"), "utf8");
+  for (const [name, value] of Object.entries(values)) config = config.replaceAll(`@${name}@`, capnpString(value));
+  config = config
+    .replace("@APP_SERVICE@", app ? '(name = "app", worker = .appWorker),' : "")
+    .replace("@APP_SOCKET@", app ? '(name = "app", address = "127.0.0.1:0", http = (), service = "app"),' : "");
+  writeFileSync(join(out, "config.capnp"), config, { mode: 0o600 });
+  return join(out, "config.capnp");
+}
+
+async function main() {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      out: { type: "string" },
+      env: { type: "string" },
+      address: { type: "string", default: "127.0.0.1:8787" },
+      app: { type: "boolean", default: false },
+      "app-tunnel": { type: "string", default: "demo" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const command = positionals[0];
+  if (values.help || !["build", "serve"].includes(command) || !values.env || (command === "build" && !values.out)) {
+    console.log(USAGE);
+    process.exit(values.help ? 0 : 2);
+  }
+  const env = JSON.parse(readFileSync(values.env, "utf8"));
+  const out = values.out ?? mkdtempSync(join(tmpdir(), "edgetds-workerd-"));
+  const config = await buildRelay({ out, env, address: values.address, app: values.app, appTunnel: values["app-tunnel"] });
+  if (command === "build") {
+    console.log(config);
+    return;
+  }
+  const workerd = join(ROOT, "node_modules/.bin/workerd");
+  console.error(`edgetds relay Worker on http://${values.address} (workerd, compatibilityDate ${COMPATIBILITY_DATE})`);
+  const child = spawn(workerd, ["serve", config], { stdio: "inherit" });
+  for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => child.kill(signal));
+  child.on("exit", (code) => process.exit(code ?? 1));
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err) => {
+    console.error(err.message);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,356 @@
+/**
+ * Mutual authentication and identity tagging on the Worker side (mirrors protocol/_auth.py).
+ *
+ * - canonicalJson(): byte-identical to Python's
+ *   `json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` encoded UTF-8,
+ *   including Python's float repr and code-point key order, so signatures and hashes agree.
+ * - verifyConnectorToken(): the connector's EdDSA JWT, checked before the WebSocket upgrade
+ *   (jose checks the signature; the claim rules are protocol/_auth.py's, step by step).
+ * - signHello(), makeAttestation(): WebCrypto Ed25519 signatures with the relay key.
+ * - Keys: public keys are "ed25519:" + base64url(raw 32 bytes); the relay private key is a PKCS#8
+ *   PEM or an OKP JWK; a key id is the first 16 chars of base64url(sha256(raw public key)).
+ *
+ * Failures throw AuthError carrying a FIXED error code; messages never contain tokens or keys.
+ */
+
+import { compactVerify, importJWK } from "jose";
+
+import { ErrorCode } from "./frames.js";
+
+export const HELLO_CONTEXT = "edgetds/1 hello\n";
+export const QUERY_CONTEXT = "edgetds/1 query\n";
+export const TOKEN_MAX_LIFETIME = 60;
+export const TOKEN_LEEWAY = 5;
+export const KEY_PREFIX = "ed25519:";
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A token, hello or attestation failed verification. */
+export class AuthError extends Error {
+  /** @param {string} code an auth.* error code @param {string} message safe to show */
+  constructor(code, message) {
+    super(message);
+    this.name = "AuthError";
+    this.code = code;
+  }
+}
+
+// ------------------------------------------------------------------------------------ base64url
+
+/** Unpadded base64url of bytes. @param {Uint8Array} bytes @returns {string} */
+export function b64url(bytes) {
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Strict unpadded base64url decode. @param {string} text @returns {Uint8Array} */
+export function unb64url(text) {
+  if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
+    throw new TypeError("not unpadded base64url");
+  }
+  const bin = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+/** 128 random bits, base64url. */
+export function randomB64url() {
+  return b64url(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/** Lowercase hex SHA-256. @param {Uint8Array | string} data @returns {Promise<string>} */
+export async function sha256Hex(data) {
+  const bytes = typeof data === "string" ? encoder.encode(data) : data;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// ------------------------------------------------------------------------------- canonical JSON
+
+/**
+ * Python's repr() of a float, from the shortest round-trip digits JavaScript also computes.
+ * Python switches to exponent form when the decimal exponent is < -4 or >= 16; JavaScript at
+ * < -6 or >= 21; and Python always shows a fraction (".0") in fixed form.
+ * @param {number} x a finite number with a fractional part, or a huge integral value
+ */
+export function pythonFloatRepr(x) {
+  if (!Number.isFinite(x)) throw new TypeError("NaN and Infinity are not JSON");
+  if (Object.is(x, -0)) return "-0.0";
+  if (x === 0) return "0.0";
+  const sign = x < 0 ? "-" : "";
+  const [mantissa, expText] = Math.abs(x).toExponential().split("e");
+  const digits = mantissa.replace(".", "");
+  const exp = Number(expText); // value = d.ddd * 10^exp
+  const decpt = exp + 1; // value = 0.ddd * 10^decpt
+  if (decpt <= -4 || decpt > 16) {
+    const frac = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+    const e = Math.abs(exp).toString().padStart(2, "0");
+    return `${sign}${frac}e${exp < 0 ? "-" : "+"}${e}`;
+  }
+  if (decpt <= 0) return `${sign}0.${"0".repeat(-decpt)}${digits}`;
+  if (decpt >= digits.length) return `${sign}${digits}${"0".repeat(decpt - digits.length)}.0`;
+  return `${sign}${digits.slice(0, decpt)}.${digits.slice(decpt)}`;
+}
+
+function compareCodePoints(a, b) {
+  // Python sorts str keys by code point; JavaScript's default sort uses UTF-16 units, which
+  // disagree for characters above U+FFFF against U+E000..U+FFFF.
+  const ia = a[Symbol.iterator]();
+  const ib = b[Symbol.iterator]();
+  for (;;) {
+    const x = ia.next();
+    const y = ib.next();
+    if (x.done || y.done) return x.done === y.done ? 0 : x.done ? -1 : 1;
+    const d = x.value.codePointAt(0) - y.value.codePointAt(0);
+    if (d !== 0) return d;
+  }
+}
+
+const ESCAPES = { '"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f" };
+
+function quote(s) {
+  if (!s.isWellFormed()) throw new TypeError("string contains a lone surrogate (not encodable as UTF-8)");
+  // eslint-disable-next-line no-control-regex
+  return `"${s.replace(/["\\\u0000-\u001f]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)}"`;
+}
+
+function canonicalText(value) {
+  if (value === null) return "null";
+  switch (typeof value) {
+    case "boolean":
+      return value ? "true" : "false";
+    case "string":
+      return quote(value);
+    case "number":
+      if (Number.isInteger(value) && !Object.is(value, -0)) {
+        if (!Number.isSafeInteger(value)) {
+          throw new RangeError("integer beyond 2^53 cannot be represented exactly; send it as a string");
+        }
+        return String(value);
+      }
+      return pythonFloatRepr(value);
+    case "object":
+      if (Array.isArray(value)) return `[${value.map(canonicalText).join(",")}]`;
+      return `{${Object.keys(value)
+        .sort(compareCodePoints)
+        .map((k) => `${quote(k)}:${canonicalText(value[k])}`)
+        .join(",")}}`;
+    default:
+      throw new TypeError(`${typeof value} is not JSON-serializable`);
+  }
+}
+
+/**
+ * The canonical JSON that edgetds/1 signatures and hashes cover, as UTF-8 bytes.
+ * @param {any} value JSON data (integers must be safe integers)
+ * @returns {Uint8Array}
+ */
+export function canonicalJson(value) {
+  return encoder.encode(canonicalText(value));
+}
+
+/** canonicalJson as a string. */
+export function canonicalJsonText(value) {
+  return canonicalText(value);
+}
+
+// ----------------------------------------------------------------------------------------- keys
+
+/**
+ * Parse "ed25519:<base64url raw 32 bytes>".
+ * @param {string} text @returns {Uint8Array}
+ */
+export function parsePublicKey(text) {
+  if (typeof text !== "string" || !text.startsWith(KEY_PREFIX)) {
+    throw new TypeError('a public key must look like "ed25519:<base64url of 32 bytes>"');
+  }
+  const raw = unb64url(text.slice(KEY_PREFIX.length));
+  if (raw.length !== 32) throw new TypeError(`an Ed25519 public key is 32 bytes, got ${raw.length}`);
+  return raw;
+}
+
+/** The key id of a raw public key: first 16 chars of base64url(sha256(raw)). */
+export async function keyId(raw) {
+  return b64url(new Uint8Array(await crypto.subtle.digest("SHA-256", raw))).slice(0, 16);
+}
+
+/**
+ * The relay signing key from RELAY_PRIVATE_KEY: a PKCS#8 PEM or an OKP/Ed25519 JWK (JSON).
+ * @param {string} text
+ * @returns {Promise<{privateKey: CryptoKey, publicRaw: Uint8Array, publicKey: string, keyId: string}>}
+ */
+export async function loadRelayKey(text) {
+  if (typeof text !== "string" || !text.trim()) {
+    throw new TypeError("RELAY_PRIVATE_KEY is not set: `wrangler secret put RELAY_PRIVATE_KEY < relay.key`");
+  }
+  let jwk;
+  if (text.trim().startsWith("{")) {
+    jwk = JSON.parse(text);
+  } else {
+    const body = text.replace(/-----(BEGIN|END) PRIVATE KEY-----/g, "").replace(/\s+/g, "");
+    const der = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+    const key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+    jwk = await crypto.subtle.exportKey("jwk", key);
+  }
+  if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string") {
+    throw new TypeError("RELAY_PRIVATE_KEY must be an Ed25519 private key (PKCS#8 PEM or OKP JWK)");
+  }
+  const privateKey = await crypto.subtle.importKey("jwk", { kty: "OKP", crv: "Ed25519", d: jwk.d, x: jwk.x }, { name: "Ed25519" }, false, ["sign"]);
+  const publicRaw = unb64url(jwk.x);
+  return { privateKey, publicRaw, publicKey: KEY_PREFIX + jwk.x, keyId: await keyId(publicRaw) };
+}
+
+// ------------------------------------------------------------------------------------- signing
+
+async function sign(privateKey, context, obj) {
+  const unsigned = Object.fromEntries(Object.entries(obj).filter(([k]) => k !== "sig"));
+  const message = encoder.encode(context + canonicalText(unsigned));
+  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, privateKey, message));
+  return { ...unsigned, sig: b64url(sig) };
+}
+
+/**
+ * Verify an object signed by `sign` (tests and tooling; the connector does this in Python).
+ * @param {Uint8Array} publicRaw @param {string} context @param {Record<string, any>} obj
+ */
+export async function verifySigned(publicRaw, context, obj) {
+  try {
+    const key = await crypto.subtle.importKey("raw", publicRaw, { name: "Ed25519" }, false, ["verify"]);
+    const unsigned = Object.fromEntries(Object.entries(obj).filter(([k]) => k !== "sig"));
+    const message = encoder.encode(context + canonicalText(unsigned));
+    return await crypto.subtle.verify({ name: "Ed25519" }, key, unb64url(obj.sig), message);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The relay's signed HELLO fields (protocol sign_hello).
+ * @param {{privateKey: CryptoKey, keyId: string}} relayKey
+ * @param {{sessionId: string, tunnel: string, connectorId: string, nonce: string,
+ *          limits: Record<string, number>, caps?: string[]}} fields
+ */
+export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, limits, caps = [] }) {
+  const hello = {
+    version: 1,
+    session_id: sessionId,
+    tunnel,
+    connector_id: connectorId,
+    nonce,
+    relay_key_id: relayKey.keyId,
+    caps: [...caps],
+    limits: {
+      max_frame: limits.max_frame,
+      stream_window: limits.stream_window,
+      connection_window: limits.connection_window,
+      max_streams: limits.max_streams,
+    },
+  };
+  return sign(relayKey.privateKey, HELLO_CONTEXT, hello);
+}
+
+/**
+ * The relay's attestation for a QUERY (protocol make_attestation).
+ * @param {{privateKey: CryptoKey, keyId: string}} relayKey
+ * @param {{sessionId: string, queryId: string, token: string, sql: string|null, query: string|null,
+ *          params: Record<string, any>, options: Record<string, any>, now: number, nonce?: string}} q
+ *        `now` in unix seconds (ts = round(now * 1000))
+ */
+export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, options, now, nonce }) {
+  const statement = sql !== null && sql !== undefined ? `sql:${sql}` : `query:${query}`;
+  const attestation = {
+    relay_key_id: relayKey.keyId,
+    session_id: sessionId,
+    ts: Math.round(now * 1000),
+    nonce: nonce ?? randomB64url(),
+    statement_sha256: await sha256Hex(statement),
+    params_sha256: await sha256Hex(canonicalJson(params)),
+    token_sha256: await sha256Hex(token),
+    options_sha256: await sha256Hex(canonicalJson(options)),
+    query_id: queryId,
+  };
+  return sign(relayKey.privateKey, QUERY_CONTEXT, attestation);
+}
+
+// ----------------------------------------------------------------------------- connector token
+
+function tokenPart(part, what) {
+  let obj;
+  try {
+    obj = JSON.parse(strictDecoder.decode(unb64url(part)));
+  } catch {
+    obj = null;
+  }
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `connector token ${what} is not base64url JSON`);
+  }
+  return obj;
+}
+
+function randomId(claims, name) {
+  let ok = false;
+  try {
+    ok = typeof claims[name] === "string" && unb64url(claims[name]).length >= 16;
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `connector token "${name}" must be >= 128 random bits, base64url`);
+  return claims[name];
+}
+
+const importedConnectorKeys = new Map(); // "ed25519:..." -> CryptoKey (module scope: reused)
+
+async function connectorKey(publicKey) {
+  let key = importedConnectorKeys.get(publicKey);
+  if (key === undefined) {
+    const x = publicKey.slice(KEY_PREFIX.length);
+    parsePublicKey(publicKey);
+    key = await importJWK({ kty: "OKP", crv: "Ed25519", x }, "EdDSA");
+    importedConnectorKeys.set(publicKey, key);
+  }
+  return key;
+}
+
+/**
+ * Check a connector token before the WebSocket upgrade (protocol verify_connector_token, without
+ * the replay check: the Durable Object owns the jti store).
+ * @param {string} token
+ * @param {Record<string, string>} connectorKeys connector id -> "ed25519:..."
+ * @param {{tunnel: string, now: number, leeway?: number}} options `now` in unix seconds
+ * @returns {Promise<{connectorId: string, tunnel: string, jti: string, nonce: string, iat: number, exp: number}>}
+ */
+export async function verifyConnectorToken(token, connectorKeys, { tunnel, now, leeway = TOKEN_LEEWAY }) {
+  const parts = typeof token === "string" ? token.split(".") : [];
+  if (parts.length !== 3) throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "connector token is not a JWT");
+  const header = tokenPart(parts[0], "header");
+  if (header.alg !== "EdDSA" || typeof header.kid !== "string") {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, 'connector token must have alg "EdDSA" and a "kid"');
+  }
+  const kid = header.kid;
+  if (!Object.hasOwn(connectorKeys, kid)) {
+    throw new AuthError(ErrorCode.AUTH_UNKNOWN_ISSUER, `connector ${JSON.stringify(kid.slice(0, 64))} is not registered at this relay`);
+  }
+  try {
+    await compactVerify(token, await connectorKey(connectorKeys[kid]), { algorithms: ["EdDSA"] });
+  } catch {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "connector token signature does not verify");
+  }
+  const claims = tokenPart(parts[1], "claims");
+  if (claims.iss !== kid || claims.sub !== kid) {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, 'connector token "iss" and "sub" must equal its "kid"');
+  }
+  if (claims.aud !== `edgetds:relay:${tunnel}`) {
+    throw new AuthError(ErrorCode.AUTH_WRONG_AUDIENCE, `connector token is not for tunnel ${JSON.stringify(tunnel)}`);
+  }
+  const { iat, exp } = claims;
+  if (!Number.isInteger(iat) || !Number.isInteger(exp) || !(exp - iat > 0 && exp - iat <= TOKEN_MAX_LIFETIME)) {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `connector token needs integer "iat" < "exp" at most ${TOKEN_MAX_LIFETIME} s apart`);
+  }
+  if (now > exp + leeway || now < iat - leeway) {
+    throw new AuthError(ErrorCode.AUTH_EXPIRED, "connector token expired or not yet valid (check the connector's clock)");
+  }
+  const jti = randomId(claims, "jti");
+  const nonce = randomId(claims, "nonce");
+  return { connectorId: kid, tunnel, jti, nonce, iat, exp };
+}

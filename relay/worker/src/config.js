@@ -1,0 +1,171 @@
+/**
+ * The Worker relay's configuration from its environment (the same facts as the Python relay's TOML).
+ *
+ * | binding            | kind   | shape                                                          |
+ * |--------------------|--------|----------------------------------------------------------------|
+ * | RELAY_PRIVATE_KEY  | secret | Ed25519 PKCS#8 PEM (`edgetds keygen` NAME.key) or an OKP JWK     |
+ * | TUNNELS            | var    | JSON `{"demo": {"conn-1": "ed25519:..."}}`                       |
+ * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?}]`     |
+ * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
+ * | LIMITS             | var    | optional JSON, keys of the Python relay's [limits] table         |
+ * | EDGETDS_TEST_HOOKS | var    | "1" only in tests: enables /v1/tunnels/{t}/_test/* (never deploy)|
+ *
+ * Parsed once per isolate (cached by the raw strings); every mistake is a ConfigError naming the
+ * binding and how to fix it.
+ */
+
+import { loadRelayKey, parsePublicKey } from "./auth.js";
+
+export const DEFAULT_ALGORITHMS = Object.freeze(["RS256", "ES256", "EdDSA"]);
+const SUPPORTED_ALGORITHMS = new Set(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]);
+
+/** Edge limits, the Python relay's relay/config.py Limits (rates per second; 0 disables). */
+export const DEFAULT_LIMITS = Object.freeze({
+  max_body_bytes: 1_048_576,
+  query_timeout_ms: 30_000,
+  auth_failures_per_second: 1.0,
+  auth_failure_burst: 20,
+  queries_per_second: 100.0,
+  query_burst: 200,
+  max_tracked_keys: 100_000,
+  max_token_bytes: 16_384,
+  leeway_s: 30,
+});
+
+export class ConfigError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+function parseJson(env, name, fallback) {
+  const raw = env[name];
+  if (raw === undefined || raw === null || raw === "") {
+    if (fallback !== undefined) return fallback;
+    throw new ConfigError(`${name} is not set; see relay/worker/README.md (wrangler.toml [vars])`);
+  }
+  if (typeof raw !== "string") return raw; // wrangler may pass JSON vars as objects
+  try {
+    return JSON.parse(raw);
+  } catch {
+    throw new ConfigError(`${name} is not valid JSON`);
+  }
+}
+
+function isLoopback(url) {
+  return ["127.0.0.1", "[::1]", "localhost"].includes(url.hostname);
+}
+
+function checkUrl(text, where) {
+  let url;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`${where}: ${JSON.stringify(text)} is not a URL`);
+  }
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopback(url))) {
+    throw new ConfigError(`${where}: must be https (http only on loopback for development)`);
+  }
+  return text;
+}
+
+function parseTunnels(env) {
+  const doc = parseJson(env, "TUNNELS");
+  if (doc === null || typeof doc !== "object" || Array.isArray(doc) || !Object.keys(doc).length) {
+    throw new ConfigError('TUNNELS must be a JSON object like {"demo": {"conn-1": "ed25519:..."}}');
+  }
+  const tunnels = {};
+  for (const [name, connectors] of Object.entries(doc)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) {
+      throw new ConfigError(`TUNNELS: tunnel name ${JSON.stringify(name)} must be 1-64 of letters, digits, _ . -`);
+    }
+    if (connectors === null || typeof connectors !== "object" || Array.isArray(connectors)) {
+      throw new ConfigError(`TUNNELS.${name} must map connector ids to "ed25519:..." public keys`);
+    }
+    for (const [id, key] of Object.entries(connectors)) {
+      try {
+        parsePublicKey(key);
+      } catch (err) {
+        throw new ConfigError(`TUNNELS.${name}.${id}: ${err.message}`);
+      }
+    }
+    tunnels[name] = Object.freeze({ ...connectors });
+  }
+  return Object.freeze(tunnels);
+}
+
+function parseIssuers(env) {
+  const list = parseJson(env, "ISSUERS");
+  if (!Array.isArray(list) || !list.length) {
+    throw new ConfigError('ISSUERS must be a JSON list like [{"issuer": "https://...", "audience": "edgetds"}]');
+  }
+  const issuers = new Map();
+  list.forEach((item, i) => {
+    const where = `ISSUERS[${i}]`;
+    if (item === null || typeof item !== "object") throw new ConfigError(`${where} must be an object`);
+    const unknown = Object.keys(item).filter((k) => !["issuer", "audience", "jwks_uri", "algorithms"].includes(k));
+    if (unknown.length) throw new ConfigError(`${where}: unknown key(s) ${unknown.join(", ")}`);
+    if (typeof item.issuer !== "string" || !item.issuer) throw new ConfigError(`${where}.issuer must be the issuer URL (the "iss" claim)`);
+    checkUrl(item.issuer, `${where}.issuer`);
+    const audience = typeof item.audience === "string" ? [item.audience] : item.audience;
+    if (!Array.isArray(audience) || !audience.length || !audience.every((a) => typeof a === "string")) {
+      throw new ConfigError(`${where}.audience must be a string or a list of strings`);
+    }
+    const algorithms = item.algorithms ?? [...DEFAULT_ALGORITHMS];
+    if (!Array.isArray(algorithms) || !algorithms.every((a) => SUPPORTED_ALGORITHMS.has(a))) {
+      throw new ConfigError(`${where}.algorithms must be a list of ${[...SUPPORTED_ALGORITHMS].join(", ")}`);
+    }
+    if (item.jwks_uri !== undefined) checkUrl(item.jwks_uri, `${where}.jwks_uri`);
+    issuers.set(item.issuer, Object.freeze({ issuer: item.issuer, audience, algorithms, jwksUri: item.jwks_uri ?? null }));
+  });
+  return issuers;
+}
+
+function parseLimits(env) {
+  const doc = parseJson(env, "LIMITS", {});
+  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) throw new ConfigError("LIMITS must be a JSON object");
+  const limits = { ...DEFAULT_LIMITS };
+  for (const [key, value] of Object.entries(doc)) {
+    if (!Object.hasOwn(DEFAULT_LIMITS, key)) {
+      throw new ConfigError(`LIMITS: unknown key ${JSON.stringify(key)}; known: ${Object.keys(DEFAULT_LIMITS).join(", ")}`);
+    }
+    if (typeof value !== "number" || !(value >= 0)) throw new ConfigError(`LIMITS.${key} must be a non-negative number`);
+    limits[key] = value;
+  }
+  return Object.freeze(limits);
+}
+
+function parseShards(env) {
+  const raw = env.TUNNEL_SHARDS ?? "1";
+  const shards = Number(raw);
+  if (!Number.isInteger(shards) || shards < 1 || shards > 64) throw new ConfigError("TUNNEL_SHARDS must be an integer in [1, 64]");
+  return shards;
+}
+
+let cached = null;
+
+/**
+ * The parsed configuration (cached per isolate; re-parsed if a binding string changes).
+ * @param {Record<string, any>} env
+ */
+export async function loadConfig(env) {
+  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.EDGETDS_TEST_HOOKS].map(String).join("\u0000");
+  if (cached && cached.fingerprint === fingerprint) return cached.value;
+  let relayKey;
+  try {
+    relayKey = await loadRelayKey(env.RELAY_PRIVATE_KEY);
+  } catch (err) {
+    throw new ConfigError(`RELAY_PRIVATE_KEY: ${err.message}`);
+  }
+  const value = Object.freeze({
+    relayKey,
+    tunnels: parseTunnels(env),
+    issuers: parseIssuers(env),
+    shards: parseShards(env),
+    limits: parseLimits(env),
+    testHooks: env.EDGETDS_TEST_HOOKS === "1",
+  });
+  cached = { fingerprint, value };
+  return value;
+}

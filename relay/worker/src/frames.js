@@ -1,0 +1,546 @@
+/**
+ * edgetds/1 frames: the constants of SPEC.md and the frame codec, in ONE module.
+ *
+ * Mirrors protocol/_frames.py (header codec, incremental reader), protocol/_codec.py (payload
+ * validators), protocol/_flow.py (limits) and protocol/_errors.py (error codes, close codes, HTTP
+ * statuses). Keep the two in step: the shared vectors in protocol/vectors/ are run against both.
+ *
+ * Frame header (12 bytes, big-endian): version u8 = 1 | type u8 | flags u8 = 0 | reserved u8 = 0 |
+ * stream id u32 (0 = the connection) | payload length u32 (<= the receiver's max frame payload).
+ *
+ * Validation failures are thrown as ProtocolError with the error code and close code to report.
+ */
+
+export const VERSION = 1;
+export const HEADER_SIZE = 12;
+export const MAX_STREAM_ID = 0xffffffff;
+
+/** Frame type codes (the header's second byte). */
+export const FrameType = Object.freeze({
+  HELLO: 0x01, // R->C, stream 0: the relay's signed hello
+  READY: 0x02, // C->R, stream 0: the connector verified HELLO
+  QUERY: 0x10, // R->C: opens stream n
+  CANCEL: 0x11, // R->C: stop stream n
+  COLUMNS: 0x20, // C->R: one {"columns": [...]} line, starts a result set
+  ROWS: 0x21, // C->R: NDJSON row lines
+  DONE: 0x22, // C->R: the terminal {"done": ...} line
+  ERROR: 0x23, // C->R: the terminal {"error": ...} line
+  CREDIT: 0x30, // R->C: u32 window increment (stream 0 = the connection)
+  PING: 0x31, // both, stream 0: 8 opaque bytes
+  PONG: 0x32, // both, stream 0: the PING's 8 bytes
+  DRAIN: 0x33, // both, stream 0: {"reason"}: no new streams
+  GOAWAY: 0x34, // both, stream 0: {"code", "message", "last_stream"}; then close
+});
+
+/** Frame type code -> name. */
+export const FRAME_NAMES = Object.freeze(
+  Object.fromEntries(Object.entries(FrameType).map(([name, code]) => [code, name])),
+);
+
+/** The error-code registry (protocol/_errors.py ErrorCode). */
+export const ErrorCode = Object.freeze({
+  REQUEST_INVALID: "request.invalid",
+  REQUEST_TOO_LARGE: "request.too_large",
+  AUTH_MISSING_TOKEN: "auth.missing_token",
+  AUTH_INVALID_TOKEN: "auth.invalid_token",
+  AUTH_EXPIRED: "auth.expired",
+  AUTH_UNKNOWN_ISSUER: "auth.unknown_issuer",
+  AUTH_WRONG_AUDIENCE: "auth.wrong_audience",
+  AUTH_ATTESTATION_INVALID: "auth.attestation_invalid",
+  AUTH_REPLAY: "auth.replay",
+  AUTH_CONNECTOR_REJECTED: "auth.connector_rejected",
+  AUTH_RELAY_REJECTED: "auth.relay_rejected",
+  POLICY_DENIED: "policy.denied",
+  POLICY_NOT_READ_ONLY: "policy.not_read_only",
+  POLICY_UNKNOWN_QUERY: "policy.unknown_query",
+  TUNNEL_UNKNOWN: "tunnel.unknown",
+  TUNNEL_NO_CONNECTOR: "tunnel.no_connector",
+  SQL_ERROR: "sql.error",
+  QUERY_TIMEOUT: "query.timeout",
+  QUERY_CANCELLED: "query.cancelled",
+  QUERY_DUPLICATE: "query.duplicate",
+  LIMITS_TOO_MANY_QUERIES: "limits.too_many_queries",
+  LIMITS_RATE_LIMITED: "limits.rate_limited",
+  LIMITS_RESULT_TOO_LARGE: "limits.result_too_large",
+  RELAY_OVERLOADED: "relay.overloaded",
+  CONNECTOR_DRAINING: "connector.draining",
+  CONNECTOR_DATABASE_UNAVAILABLE: "connector.database_unavailable",
+  TRANSPORT_LOST: "transport.lost",
+  PROTOCOL_ERROR: "protocol.error",
+  INTERNAL: "internal",
+});
+
+/** WebSocket close codes (protocol/_errors.py CloseCode). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  PROTOCOL_ERROR: 1002,
+  UNSUPPORTED_DATA: 1003,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  TRY_AGAIN_LATER: 1013,
+  AUTH_FAILED: 4001,
+  REPLACED: 4002,
+});
+
+const HTTP_STATUS_BY_CODE = {
+  "request.invalid": 400,
+  "request.too_large": 413,
+  "policy.unknown_query": 404,
+  "tunnel.unknown": 404,
+  "tunnel.no_connector": 503,
+  "sql.error": 422,
+  "query.timeout": 504,
+  "query.cancelled": 409,
+  "query.duplicate": 409,
+  "relay.overloaded": 503,
+  "connector.draining": 503,
+  "connector.database_unavailable": 503,
+  "transport.lost": 502,
+  "protocol.error": 502,
+  internal: 500,
+};
+const HTTP_STATUS_BY_PREFIX = [
+  ["auth.", 401],
+  ["policy.", 403],
+  ["limits.", 429],
+];
+
+/**
+ * The HTTP status of an error reported before any response byte was streamed.
+ * @param {string} code an error code
+ * @returns {number}
+ */
+export function httpStatus(code) {
+  if (Object.hasOwn(HTTP_STATUS_BY_CODE, code)) return HTTP_STATUS_BY_CODE[code];
+  for (const [prefix, status] of HTTP_STATUS_BY_PREFIX) if (code.startsWith(prefix)) return status;
+  return 500;
+}
+
+// Limits (protocol/_flow.py).
+export const DEFAULT_FRAME = 1024 * 1024;
+export const MAX_FRAME_HARD = 16 * 1024 * 1024;
+export const MIN_FRAME = 16 * 1024;
+export const MAX_WINDOW = 2 ** 31 - 1;
+export const MAX_STREAMS_HARD = 65535;
+export const DEFAULT_LIMITS = Object.freeze({
+  max_frame: DEFAULT_FRAME,
+  stream_window: 1024 * 1024,
+  connection_window: 8 * 1024 * 1024,
+  max_streams: 128,
+});
+
+/** A frame sequence or payload that edgetds/1 forbids. */
+export class ProtocolError extends Error {
+  /**
+   * @param {string} message safe to show to the peer (never SQL, tokens or values)
+   * @param {{errorCode?: string, closeCode?: number}} [options]
+   */
+  constructor(message, { errorCode = ErrorCode.PROTOCOL_ERROR, closeCode = CloseCode.PROTOCOL_ERROR } = {}) {
+    super(message);
+    this.name = "ProtocolError";
+    this.errorCode = errorCode;
+    this.closeCode = closeCode;
+  }
+}
+
+const TYPES = new Set(Object.values(FrameType));
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * @typedef {{type: number, streamId: number, payload: Uint8Array}} Frame
+ */
+
+/**
+ * Serialize one frame (header + payload).
+ * @param {number} type a FrameType code
+ * @param {number} streamId u32
+ * @param {Uint8Array | string} [payload] bytes, or a string encoded as UTF-8
+ * @returns {Uint8Array}
+ */
+export function encodeFrame(type, streamId, payload = new Uint8Array(0)) {
+  const body = typeof payload === "string" ? encoder.encode(payload) : payload;
+  if (!Number.isInteger(streamId) || streamId < 0 || streamId > MAX_STREAM_ID) {
+    throw new RangeError(`stream id ${streamId} does not fit in a u32`);
+  }
+  if (!TYPES.has(type)) throw new RangeError(`unknown frame type ${type}`);
+  const out = new Uint8Array(HEADER_SIZE + body.byteLength);
+  const view = new DataView(out.buffer);
+  out[0] = VERSION;
+  out[1] = type;
+  view.setUint32(4, streamId);
+  view.setUint32(8, body.byteLength);
+  out.set(body, HEADER_SIZE);
+  return out;
+}
+
+/** Concatenate byte arrays (several frames into one WebSocket message). */
+export function concatBytes(parts) {
+  let size = 0;
+  for (const part of parts) size += part.byteLength;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.byteLength;
+  }
+  return out;
+}
+
+function checkHeader(bytes, offset, maxPayload) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset + offset, HEADER_SIZE);
+  const [version, type, flags, reserved] = [bytes[offset], bytes[offset + 1], bytes[offset + 2], bytes[offset + 3]];
+  const streamId = view.getUint32(4);
+  const length = view.getUint32(8);
+  if (version !== VERSION) throw new ProtocolError(`unsupported frame version ${version} (this side speaks 1)`);
+  if (!TYPES.has(type)) throw new ProtocolError(`unknown frame type 0x${hex2(type)}`);
+  if (flags !== 0) throw new ProtocolError(`frame flags must be 0 in edgetds/1, got 0x${hex2(flags)}`);
+  if (reserved !== 0) throw new ProtocolError(`reserved header byte must be 0, got 0x${hex2(reserved)}`);
+  if (length > maxPayload) {
+    throw new ProtocolError(`frame payload of ${length} bytes exceeds the max frame payload ${maxPayload}`, {
+      closeCode: CloseCode.MESSAGE_TOO_BIG,
+    });
+  }
+  return { type, streamId, length };
+}
+
+function hex2(n) {
+  return n.toString(16).padStart(2, "0");
+}
+
+/**
+ * Incremental frame parser: feed bytes in any split, take whole frames out (protocol FrameReader).
+ */
+export class FrameReader {
+  /** @param {{maxPayload: number}} options */
+  constructor({ maxPayload }) {
+    this.maxPayload = maxPayload;
+    this.buffer = new Uint8Array(0);
+    this.pending = null;
+  }
+
+  /** @param {Uint8Array} data */
+  feed(data) {
+    this.buffer = this.buffer.byteLength ? concatBytes([this.buffer, data]) : data;
+  }
+
+  /** Bytes received but not yet returned as a frame (a partial frame at EOF = truncation). */
+  get buffered() {
+    return this.buffer.byteLength + (this.pending ? HEADER_SIZE : 0);
+  }
+
+  /** @returns {Frame | null} the next whole frame, or null when more bytes are needed */
+  nextFrame() {
+    if (this.pending === null) {
+      if (this.buffer.byteLength < HEADER_SIZE) return null;
+      this.pending = checkHeader(this.buffer, 0, this.maxPayload);
+      this.buffer = this.buffer.subarray(HEADER_SIZE);
+    }
+    const { type, streamId, length } = this.pending;
+    if (this.buffer.byteLength < length) return null;
+    const payload = this.buffer.slice(0, length);
+    this.buffer = this.buffer.subarray(length);
+    this.pending = null;
+    return { type, streamId, payload };
+  }
+}
+
+/**
+ * Split one WebSocket message into its frames. A message carries whole frames only (SPEC), so a
+ * trailing partial frame is a protocol error. Payloads are views into `message` (no copy).
+ * @param {Uint8Array} message
+ * @param {{maxPayload: number}} options
+ * @returns {Frame[]}
+ */
+export function splitMessage(message, { maxPayload }) {
+  const frames = [];
+  let at = 0;
+  while (at < message.byteLength) {
+    if (message.byteLength - at < HEADER_SIZE) {
+      throw new ProtocolError(`truncated frame: ${message.byteLength - at} bytes left, a header is 12`);
+    }
+    const { type, streamId, length } = checkHeader(message, at, maxPayload);
+    const end = at + HEADER_SIZE + length;
+    if (end > message.byteLength) {
+      throw new ProtocolError("truncated frame: a WebSocket message must carry whole frames");
+    }
+    frames.push({ type, streamId, payload: message.subarray(at + HEADER_SIZE, end) });
+    at = end;
+  }
+  return frames;
+}
+
+/**
+ * Parse exactly one whole frame (vectors, tooling).
+ * @param {Uint8Array} data
+ * @param {{maxPayload: number}} options
+ * @returns {Frame}
+ */
+export function parseFrame(data, { maxPayload }) {
+  const reader = new FrameReader({ maxPayload });
+  reader.feed(data);
+  const frame = reader.nextFrame();
+  if (frame === null) throw new ProtocolError(`truncated frame: ${data.byteLength} bytes is not a whole frame`);
+  if (reader.buffered) throw new ProtocolError(`${reader.buffered} bytes after the end of the frame`);
+  return frame;
+}
+
+// ----------------------------------------------------------------------------- payload checks
+
+/**
+ * Parse a payload as one UTF-8 JSON object, strictly (protocol/_json.py loads_object): invalid
+ * UTF-8, duplicate keys and non-objects are refused.
+ * @param {Uint8Array} data
+ * @returns {Record<string, any>}
+ */
+export function loadsObject(data) {
+  let text;
+  try {
+    text = strictDecoder.decode(data);
+  } catch {
+    throw new ProtocolError("payload is not valid UTF-8");
+  }
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ProtocolError("payload is not JSON");
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new ProtocolError("expected a JSON object");
+  }
+  if (hasDuplicateKeys(text)) throw new ProtocolError("duplicate JSON key");
+  return value;
+}
+
+// JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere.
+// A small scanner over the text finds duplicates per object without a second full parse.
+function hasDuplicateKeys(text) {
+  const stack = [];
+  let i = 0;
+  let expectKey = false;
+  while (i < text.length) {
+    const ch = text[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (expectKey && stack.length) {
+        const key = JSON.parse(text.slice(i, j + 1));
+        const keys = stack[stack.length - 1];
+        if (keys.has(key)) return true;
+        keys.add(key);
+      }
+      expectKey = false;
+      i = j + 1;
+      continue;
+    }
+    if (ch === "{") {
+      stack.push(new Set());
+      expectKey = true;
+    } else if (ch === "[") {
+      stack.push(null);
+    } else if (ch === "}" || ch === "]") {
+      stack.pop();
+    } else if (ch === ",") {
+      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
+    }
+    i += 1;
+  }
+  return false;
+}
+
+function str(obj, key, { optional = false } = {}) {
+  const value = Object.hasOwn(obj, key) ? obj[key] : optional ? "" : undefined;
+  if (typeof value !== "string") throw new ProtocolError(`"${key}" must be a string`);
+  return value;
+}
+
+function int(value, name, low, high) {
+  if (!Number.isInteger(value) || value < low || value > high) {
+    throw new ProtocolError(`"${name}" must be an integer in [${low}, ${high}]`);
+  }
+  return value;
+}
+
+function caps(obj) {
+  const value = obj.caps;
+  if (!Array.isArray(value) || !value.every((c) => typeof c === "string")) {
+    throw new ProtocolError('"caps" must be a list of strings');
+  }
+  return value;
+}
+
+/**
+ * Check a HELLO/limits object (protocol Limits.from_json).
+ * @param {Record<string, any>} limits
+ */
+export function checkLimits(limits) {
+  for (const name of ["max_frame", "stream_window", "connection_window", "max_streams"]) {
+    if (!Number.isInteger(limits?.[name])) throw new ProtocolError(`limits.${name} must be an integer`);
+  }
+  const { max_frame, stream_window, connection_window, max_streams } = limits;
+  if (max_frame < MIN_FRAME || max_frame > MAX_FRAME_HARD) {
+    throw new ProtocolError(`limits.max_frame must be in [${MIN_FRAME}, ${MAX_FRAME_HARD}], got ${max_frame}`);
+  }
+  if (!(max_frame <= stream_window && stream_window <= connection_window && connection_window <= MAX_WINDOW)) {
+    throw new ProtocolError("limits must satisfy max_frame <= stream_window <= connection_window <= 2^31-1");
+  }
+  if (max_streams < 1 || max_streams > MAX_STREAMS_HARD) {
+    throw new ProtocolError(`limits.max_streams must be in [1, ${MAX_STREAMS_HARD}], got ${max_streams}`);
+  }
+  return limits;
+}
+
+function oneLine(data, key) {
+  const newlines = data.reduce((n, b) => n + (b === 0x0a ? 1 : 0), 0);
+  if (data[data.byteLength - 1] !== 0x0a || newlines !== 1) {
+    throw new ProtocolError(`a "${key}" record must be exactly one line ending in "\\n"`);
+  }
+  const obj = loadsObject(data);
+  const member = obj[key];
+  const ok = key === "columns" ? Array.isArray(member) : member !== null && typeof member === "object" && !Array.isArray(member);
+  if (!ok) throw new ProtocolError(`the record must be an object with a "${key}" member`);
+  return obj;
+}
+
+function checkRows(data) {
+  const n = data.byteLength;
+  if (n === 0 || data[n - 1] !== 0x0a || data[0] === 0x0a) {
+    throw new ProtocolError('ROWS must be one or more non-empty lines, each ending in "\\n"');
+  }
+  for (let i = 1; i < n; i++) {
+    if (data[i] === 0x0a && data[i - 1] === 0x0a) {
+      throw new ProtocolError('ROWS must be one or more non-empty lines, each ending in "\\n"');
+    }
+  }
+}
+
+function pingData(frame) {
+  if (frame.payload.byteLength !== 8) {
+    throw new ProtocolError(`${FRAME_NAMES[frame.type]} payload must be 8 bytes, got ${frame.payload.byteLength}`);
+  }
+  return frame.payload;
+}
+
+/**
+ * Validate a frame's payload for its type and return its decoded event (protocol _codec.decode).
+ * Result frames (COLUMNS, ROWS, DONE, ERROR) keep `data` as the exact payload bytes; only the
+ * one-line COLUMNS/DONE/ERROR records are parsed (to check them); ROWS bytes never are.
+ * @param {Frame} frame
+ * @returns {Record<string, any>} an event `{type, streamId, ...}`
+ */
+export function decodePayload(frame) {
+  const { type, streamId, payload } = frame;
+  const base = { type, name: FRAME_NAMES[type], streamId };
+  switch (type) {
+    case FrameType.HELLO: {
+      const obj = loadsObject(payload);
+      if (obj.version !== 1) throw new ProtocolError('HELLO "version" must be 1');
+      for (const key of ["session_id", "tunnel", "connector_id", "nonce", "relay_key_id", "sig"]) str(obj, key);
+      caps(obj);
+      if (obj.limits === null || typeof obj.limits !== "object" || Array.isArray(obj.limits)) {
+        throw new ProtocolError('HELLO "limits" must be an object');
+      }
+      checkLimits(obj.limits);
+      return { ...base, fields: obj };
+    }
+    case FrameType.READY: {
+      const obj = loadsObject(payload);
+      const maxStreams = int(obj.max_streams, "max_streams", 1, MAX_STREAMS_HARD);
+      const maxFrame = int(Object.hasOwn(obj, "max_frame") ? obj.max_frame : DEFAULT_FRAME, "max_frame", MIN_FRAME, MAX_FRAME_HARD);
+      return { ...base, connectorId: str(obj, "connector_id"), maxStreams, caps: caps(obj), maxFrame };
+    }
+    case FrameType.QUERY: {
+      const obj = loadsObject(payload);
+      const queryId = str(obj, "query_id");
+      if (!queryId) throw new ProtocolError('"query_id" must not be empty');
+      const sql = obj.sql ?? null;
+      const name = obj.query ?? null;
+      if (!((typeof sql === "string" && name === null) || (typeof name === "string" && sql === null))) {
+        throw new ProtocolError('exactly one of "sql" and "query" must be a string, the other null');
+      }
+      for (const key of ["params", "options", "attestation"]) {
+        const v = obj[key];
+        if (v === null || typeof v !== "object" || Array.isArray(v)) throw new ProtocolError(`"${key}" must be an object`);
+      }
+      for (const key of ["max_rows", "timeout_ms"]) {
+        if (obj.options[key] !== undefined && obj.options[key] !== null) int(obj.options[key], key, 0, 2 ** 53 - 1);
+      }
+      return { ...base, queryId, token: str(obj, "token"), sql, query: name, params: obj.params, options: obj.options, attestation: obj.attestation };
+    }
+    case FrameType.CANCEL:
+      return { ...base, reason: payload.byteLength ? str(loadsObject(payload), "reason", { optional: true }) : "" };
+    case FrameType.COLUMNS:
+      oneLine(payload, "columns");
+      return { ...base, data: payload };
+    case FrameType.ROWS:
+      checkRows(payload);
+      return { ...base, data: payload };
+    case FrameType.DONE:
+      oneLine(payload, "done");
+      return { ...base, data: payload };
+    case FrameType.ERROR: {
+      const obj = oneLine(payload, "error");
+      if (typeof obj.error.code !== "string") throw new ProtocolError('an "error" record must have a string "code"');
+      return { ...base, data: payload, code: obj.error.code };
+    }
+    case FrameType.CREDIT: {
+      if (payload.byteLength !== 4) throw new ProtocolError(`CREDIT payload must be 4 bytes, got ${payload.byteLength}`);
+      const increment = new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0);
+      if (increment === 0) throw new ProtocolError("CREDIT increment must be at least 1");
+      return { ...base, increment };
+    }
+    case FrameType.PING:
+    case FrameType.PONG:
+      return { ...base, data: pingData(frame) };
+    case FrameType.DRAIN:
+      return { ...base, reason: str(loadsObject(payload), "reason", { optional: true }) };
+    case FrameType.GOAWAY: {
+      const obj = loadsObject(payload);
+      const lastStream = int(obj.last_stream, "last_stream", 0, MAX_STREAM_ID);
+      return { ...base, code: str(obj, "code"), message: str(obj, "message", { optional: true }), lastStream };
+    }
+    default:
+      throw new ProtocolError(`unknown frame type 0x${hex2(type)}`);
+  }
+}
+
+/** A CREDIT payload: u32 big-endian increment. */
+export function creditPayload(increment) {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, increment);
+  return out;
+}
+
+// Frame rules (protocol/_state.py FRAME_RULES): which role sends a type, on which stream scope.
+const R = "relay";
+const C = "connector";
+export const FRAME_RULES = Object.freeze({
+  [FrameType.HELLO]: [[R], "connection"],
+  [FrameType.READY]: [[C], "connection"],
+  [FrameType.QUERY]: [[R], "stream"],
+  [FrameType.CANCEL]: [[R], "stream"],
+  [FrameType.COLUMNS]: [[C], "stream"],
+  [FrameType.ROWS]: [[C], "stream"],
+  [FrameType.DONE]: [[C], "stream"],
+  [FrameType.ERROR]: [[C], "stream"],
+  [FrameType.CREDIT]: [[R], "either"],
+  [FrameType.PING]: [[R, C], "connection"],
+  [FrameType.PONG]: [[R, C], "connection"],
+  [FrameType.DRAIN]: [[R, C], "connection"],
+  [FrameType.GOAWAY]: [[R, C], "connection"],
+});
+
+/**
+ * Check Rule 1 for a frame received from `sender` (role and stream scope).
+ * @param {Frame} frame
+ * @param {"relay" | "connector"} sender
+ */
+export function checkFrameRule(frame, sender) {
+  const [roles, scope] = FRAME_RULES[frame.type];
+  const name = FRAME_NAMES[frame.type];
+  if (!roles.includes(sender)) throw new ProtocolError(`${name} may not be sent by the ${sender}`);
+  if (scope === "connection" && frame.streamId !== 0) throw new ProtocolError(`${name} must be on stream 0`);
+  if (scope === "stream" && frame.streamId === 0) throw new ProtocolError(`${name} must be on a stream (id >= 1)`);
+}

@@ -1,0 +1,57 @@
+/**
+ * HTTP helpers shared by the Worker and the Durable Object (mirrors relay/http.py): the
+ * `{"error": {...}}` record, JSON responses and the HttpError thrown by request handlers.
+ */
+
+import { httpStatus } from "./frames.js";
+
+const encoder = new TextEncoder();
+
+/** A refusal answered with `{"error": {...}}` and the status of its code. */
+export class HttpError extends Error {
+  /**
+   * @param {string} code a registry error code
+   * @param {string} message what failed and how to fix it (never tokens, SQL or values)
+   * @param {{status?: number, hint?: string, retryAfter?: string, queryId?: string}} [options]
+   */
+  constructor(code, message, { status, hint, retryAfter, queryId } = {}) {
+    super(`${code}: ${message}`);
+    this.name = "HttpError";
+    this.code = code;
+    this.detail = message;
+    this.status = status ?? httpStatus(code);
+    this.hint = hint;
+    this.retryAfter = retryAfter;
+    this.queryId = queryId;
+  }
+}
+
+/**
+ * One NDJSON `{"error": {...}}` line with its newline (the HTTP API's terminal record shape).
+ * @param {string} code @param {string} message
+ * @param {{queryId?: string, hint?: string}} [options]
+ * @returns {Uint8Array}
+ */
+export function errorRecord(code, message, { queryId, hint } = {}) {
+  const record = { code, message };
+  if (queryId !== undefined && queryId !== null) record.query_id = queryId;
+  if (hint) record.hint = hint;
+  return encoder.encode(`${JSON.stringify({ error: record })}\n`);
+}
+
+/** A complete JSON response (one body write). */
+export function jsonResponse(status, body, headers = {}) {
+  const data = typeof body === "string" || body instanceof Uint8Array ? body : `${JSON.stringify(body)}\n`;
+  return new Response(data, {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store", ...headers },
+  });
+}
+
+/** The response for an HttpError. @param {HttpError} error */
+export function errorResponse(error) {
+  const headers = {};
+  if (error.retryAfter !== undefined) headers["retry-after"] = error.retryAfter;
+  if (error.status === 401) headers["www-authenticate"] = 'Bearer realm="edgetds"';
+  return jsonResponse(error.status, errorRecord(error.code, error.detail, { queryId: error.queryId, hint: error.hint }), headers);
+}

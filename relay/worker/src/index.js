@@ -1,0 +1,201 @@
+/**
+ * The edgetds relay Worker: the HTTP API and the connector upgrade at the edge (SPEC.md).
+ *
+ * Routes (anything else is answered 404 from a constant, before any parsing or lookup):
+ *   GET  /v1/tunnels/{tunnel}/connect   connector WebSocket (token checked BEFORE the upgrade)
+ *   POST /v1/tunnels/{tunnel}/query     client query, NDJSON response streamed from the DO
+ *   GET  /v1/tunnels/{tunnel}/status    connectors/connections of the tunnel (client token)
+ *   *    /v1/tunnels/{tunnel}/_test/... only when EDGETDS_TEST_HOOKS = "1" (state, abort)
+ *
+ * The Worker verifies every credential itself, then sends the Durable Object a NEW request that
+ * carries only verified facts (connector claims, or the client token plus its verified identity);
+ * no client header is forwarded. Failed authentications are rate limited per client address and
+ * queries per identity (typed 429), and refusals are counted by reason (`/status` shows them).
+ */
+
+import { AuthError, verifyConnectorToken } from "./auth.js";
+import { ConfigError, loadConfig } from "./config.js";
+import { ErrorCode } from "./frames.js";
+import { errorResponse, HttpError, jsonResponse } from "./http.js";
+import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
+import { bearerToken, verifyClientToken } from "./oidc.js";
+import { parseQueryRequest, readBody } from "./request.js";
+
+export { Tunnel } from "./tunnel.js";
+
+const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|_test\/state|_test\/abort)$/;
+const NOT_FOUND = `{"error":{"code":"request.invalid","message":"unknown path; the API is under /v1/tunnels/{tunnel}/"}}\n`;
+const SUBPROTOCOL = "edgetds.v1";
+
+// Module scope: one set per isolate (see limits.js for what that means on Cloudflare).
+const counters = new RefusalCounters();
+let authFailures = null;
+let queryRate = null;
+
+function limiters(limits) {
+  if (authFailures === null) {
+    authFailures = new RateLimiter({ rate: limits.auth_failures_per_second, burst: limits.auth_failure_burst, maxKeys: limits.max_tracked_keys });
+    queryRate = new RateLimiter({ rate: limits.queries_per_second, burst: limits.query_burst, maxKeys: limits.max_tracked_keys });
+  }
+  return { authFailures, queryRate };
+}
+
+function clientAddress(request) {
+  // Set by Cloudflare's edge (clients cannot override it there); absent under local workerd.
+  return request.headers.get("cf-connecting-ip") ?? "local";
+}
+
+function now() {
+  return Date.now() / 1000;
+}
+
+/** A shard index in [0, k) from a string (FNV-1a). */
+function shardOf(text, k) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h % k;
+}
+
+function stub(env, config, tunnel, shard) {
+  const name = config.shards === 1 ? tunnel : `${tunnel}#${shard}`;
+  return env.TUNNEL.get(env.TUNNEL.idFromName(name));
+}
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const match = ROUTE.exec(url.pathname);
+    if (match === null) {
+      counters.refuse("http.not_found");
+      return new Response(NOT_FOUND, { status: 404, headers: { "content-type": "application/json" } });
+    }
+    const [, tunnel, action] = match;
+    let config;
+    try {
+      config = await loadConfig(env);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      console.error(`edgetds relay misconfigured: ${err.message}`);
+      return errorResponse(new HttpError(ErrorCode.INTERNAL, "the relay is misconfigured (see the Worker logs)"));
+    }
+    const address = clientAddress(request);
+    const { authFailures: failures } = limiters(config.limits);
+    try {
+      const wait = failures.retryAfter(address, now());
+      if (wait > 0) {
+        throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many failed authentications from this address; slow down", { retryAfter: retryAfterHeader(wait) });
+      }
+      if (action.startsWith("_test/")) return await testHook(request, env, config, tunnel, action);
+      if (action === "connect") return await connect(request, env, config, tunnel, address);
+      if (action === "query") return await query(request, env, config, tunnel, address);
+      return await status(request, env, config, tunnel, address);
+    } catch (err) {
+      if (err instanceof HttpError) {
+        counters.refuse(err.code);
+        return errorResponse(err);
+      }
+      console.error(`edgetds relay ${action} failed: ${err?.stack ?? err}`);
+      counters.refuse(ErrorCode.INTERNAL);
+      return errorResponse(new HttpError(ErrorCode.INTERNAL, "internal relay error (see the Worker logs)"));
+    }
+  },
+};
+
+function method(request, expected) {
+  if (request.method !== expected) {
+    throw new HttpError(ErrorCode.REQUEST_INVALID, `use ${expected} for this path`, { status: 405 });
+  }
+}
+
+function knownTunnel(config, tunnel) {
+  if (!Object.hasOwn(config.tunnels, tunnel)) throw new HttpError(ErrorCode.TUNNEL_UNKNOWN, `tunnel ${JSON.stringify(tunnel)} is not configured here`);
+  return config.tunnels[tunnel];
+}
+
+/** Turn an AuthError into a 401 and spend a failed-authentication token for the address. */
+function authFailed(err, address) {
+  if (!(err instanceof AuthError)) throw err;
+  authFailures.spend(address, now());
+  if (err.code === ErrorCode.INTERNAL) return new HttpError(ErrorCode.INTERNAL, err.message, { status: 503 });
+  return new HttpError(err.code, err.message);
+}
+
+async function connect(request, env, config, tunnel, address) {
+  method(request, "GET");
+  const connectors = knownTunnel(config, tunnel);
+  if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+    throw new HttpError(ErrorCode.REQUEST_INVALID, "this path only accepts a WebSocket upgrade", { status: 426 });
+  }
+  const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+  if (!offered.includes(SUBPROTOCOL)) {
+    throw new HttpError(ErrorCode.REQUEST_INVALID, `offer the WebSocket subprotocol ${SUBPROTOCOL}`, { status: 426 });
+  }
+  const token = bearerToken(request.headers.get("authorization"));
+  if (token === null) throw authFailed(new AuthError(ErrorCode.AUTH_MISSING_TOKEN, "no connector token was sent (Authorization: Bearer)"), address);
+  let claims;
+  try {
+    claims = await verifyConnectorToken(token, connectors, { tunnel, now: now() });
+  } catch (err) {
+    throw authFailed(err, address);
+  }
+  // The jti decides the shard, so a replayed token always reaches the object that saw it.
+  const shard = shardOf(claims.jti, config.shards);
+  const forwarded = new Request("https://tunnel.internal/connect", {
+    headers: { upgrade: "websocket", "x-edgetds-connector": JSON.stringify({ ...claims, shard }) },
+  });
+  const response = await stub(env, config, tunnel, shard).fetch(forwarded);
+  if (response.status === 401) authFailures.spend(address, now());
+  return response;
+}
+
+async function verifiedIdentity(request, config, address) {
+  try {
+    return await verifyClientToken(bearerToken(request.headers.get("authorization")), config);
+  } catch (err) {
+    throw authFailed(err, address);
+  }
+}
+
+async function query(request, env, config, tunnel, address) {
+  method(request, "POST");
+  const identity = await verifiedIdentity(request, config, address);
+  knownTunnel(config, tunnel);
+  const wait = queryRate.spend(`${identity.issuer}\u0000${identity.subject}`, now());
+  if (wait > 0) throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many queries for this identity; slow down", { retryAfter: retryAfterHeader(wait) });
+  const req = parseQueryRequest(await readBody(request, config.limits.max_body_bytes), { maxTimeoutMs: config.limits.query_timeout_ms });
+  counters.count("queries");
+  const body = JSON.stringify({
+    identity: { issuer: identity.issuer, subject: identity.subject },
+    token: bearerToken(request.headers.get("authorization")),
+    request: req,
+    deadlineMs: req.timeout_ms,
+  });
+  // Try a random shard first, then the others: a shard may have no connector yet.
+  const first = Math.floor(Math.random() * config.shards);
+  let response;
+  for (let i = 0; i < config.shards; i++) {
+    const forwarded = new Request("https://tunnel.internal/query", { method: "POST", body, headers: { "content-type": "application/json" }, signal: request.signal });
+    response = await stub(env, config, tunnel, (first + i) % config.shards).fetch(forwarded);
+    if (response.status !== 503 || i === config.shards - 1) break;
+    await response.body?.cancel();
+  }
+  return response;
+}
+
+async function status(request, env, config, tunnel, address) {
+  method(request, "GET");
+  await verifiedIdentity(request, config, address);
+  knownTunnel(config, tunnel);
+  const shards = await Promise.all(
+    Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).fetch("https://tunnel.internal/status").then((r) => r.json())),
+  );
+  const sum = (key) => shards.reduce((n, s) => n + s[key], 0);
+  return jsonResponse(200, { tunnel, connectors: sum("connectors"), connections: sum("connections"), shards: config.shards, edge: counters.snapshot() });
+}
+
+async function testHook(request, env, config, tunnel, action) {
+  if (!config.testHooks) throw new HttpError(ErrorCode.REQUEST_INVALID, "unknown path", { status: 404 });
+  knownTunnel(config, tunnel);
+  const shard = Number(new URL(request.url).searchParams.get("shard") ?? "0");
+  return stub(env, config, tunnel, shard).fetch(`https://tunnel.internal/${action}`);
+}

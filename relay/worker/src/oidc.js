@@ -1,0 +1,147 @@
+/**
+ * Verify end users' bearer tokens at the edge with jose (mirrors edgetds/oidc.py's rules).
+ *
+ * 1. Missing token -> auth.missing_token; over max_token_bytes -> auth.invalid_token, before parsing.
+ * 2. The unverified "iss" only picks the issuer; an unconfigured issuer is refused
+ *    (auth.unknown_issuer) before any key is looked up or fetched.
+ * 3. The header alg must be in that issuer's allowlist (default RS256, ES256, EdDSA; never none/HS*).
+ *    jose takes keys only from the issuer's JWKS: jku, x5u, jwk and x5c headers are ignored.
+ * 4. One createRemoteJWKSet per issuer, kept at module scope so its cache lives as long as the
+ *    isolate (an unknown kid refetches at most once per 30 s cooldown); discovery documents too.
+ * 5. jwtVerify checks the signature with the one alg, exp/iss/aud/sub required, nbf with leeway.
+ *
+ * Failures throw AuthError(code, message); the message never contains the token.
+ */
+
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
+
+import { AuthError } from "./auth.js";
+import { ErrorCode } from "./frames.js";
+
+const encoder = new TextEncoder();
+
+// Module scope on purpose: these survive across requests for the isolate's lifetime.
+const keySets = new Map(); // jwks_uri -> jose remote key set
+const discovered = new Map(); // issuer -> Promise<jwks_uri>
+
+/**
+ * The bearer token of an Authorization header, or null.
+ * @param {string | null} header
+ */
+export function bearerToken(header) {
+  if (!header) return null;
+  const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  return match ? match[1] : null;
+}
+
+async function discoverJwksUri(issuer) {
+  const url = `${issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`;
+  const response = await fetch(url, { headers: { accept: "application/json" }, redirect: "manual" });
+  if (response.status !== 200) throw new Error(`GET ${url} answered HTTP ${response.status}`);
+  const doc = await response.json();
+  if (doc?.issuer !== issuer) throw new Error(`discovery document at ${url} names another issuer`);
+  if (typeof doc.jwks_uri !== "string") throw new Error(`discovery document at ${url} has no jwks_uri`);
+  return doc.jwks_uri;
+}
+
+async function keySetFor(cfg) {
+  let jwksUri = cfg.jwksUri;
+  if (jwksUri === null) {
+    let pending = discovered.get(cfg.issuer);
+    if (pending === undefined) {
+      pending = discoverJwksUri(cfg.issuer);
+      discovered.set(cfg.issuer, pending);
+      pending.catch(() => discovered.delete(cfg.issuer)); // retry on the next request
+    }
+    jwksUri = await pending;
+  }
+  let keySet = keySets.get(jwksUri);
+  if (keySet === undefined) {
+    keySet = createRemoteJWKSet(new URL(jwksUri), { cooldownDuration: 30_000, cacheMaxAge: 3_600_000, timeoutDuration: 5_000 });
+    keySets.set(jwksUri, keySet);
+  }
+  return keySet;
+}
+
+const INVALID = new Set([
+  "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
+  "ERR_JWKS_NO_MATCHING_KEY",
+  "ERR_JWKS_MULTIPLE_MATCHING_KEYS",
+  "ERR_JOSE_ALG_NOT_ALLOWED",
+  "ERR_JWS_INVALID",
+  "ERR_JWT_INVALID",
+  "ERR_JOSE_NOT_SUPPORTED",
+  "ERR_JWK_INVALID",
+]);
+
+function mapJoseError(err, cfg) {
+  if (err?.code === "ERR_JWT_EXPIRED") return new AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one");
+  if (err?.code === "ERR_JWT_CLAIM_VALIDATION_FAILED") {
+    if (err.claim === "aud") {
+      return new AuthError(ErrorCode.AUTH_WRONG_AUDIENCE, `token audience is not one of ${JSON.stringify(cfg.audience)}; request a token for it`);
+    }
+    if (err.claim === "nbf" || err.claim === "iat") return new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token is not valid yet (nbf/iat)");
+    return new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `token claim ${JSON.stringify(String(err.claim))} is missing or invalid`);
+  }
+  if (INVALID.has(err?.code)) {
+    if (err.code === "ERR_JWKS_NO_MATCHING_KEY") return new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `no key of issuer ${JSON.stringify(cfg.issuer)} matches the token's kid/alg`);
+    return new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token signature does not verify or the token is malformed");
+  }
+  return new AuthError(ErrorCode.INTERNAL, `keys of issuer ${JSON.stringify(cfg.issuer)} are unavailable (${err?.code ?? err?.name ?? "error"})`);
+}
+
+/**
+ * Verify a client's bearer token.
+ * @param {string | null} token
+ * @param {{issuers: Map<string, any>, limits: {max_token_bytes: number, leeway_s: number}}} config
+ * @returns {Promise<{issuer: string, subject: string, claims: Record<string, any>}>}
+ */
+export async function verifyClientToken(token, config) {
+  if (!token || !token.trim()) throw new AuthError(ErrorCode.AUTH_MISSING_TOKEN, "no bearer token was sent");
+  const size = encoder.encode(token).byteLength;
+  if (size > config.limits.max_token_bytes) {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `token is ${size} bytes, over the ${config.limits.max_token_bytes}-byte limit`);
+  }
+  let header;
+  let unverified;
+  try {
+    header = decodeProtectedHeader(token);
+    unverified = decodeJwt(token);
+  } catch {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token is not a JWT");
+  }
+  const iss = unverified.iss;
+  if (typeof iss !== "string" || !iss) throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token has no 'iss' claim");
+  const cfg = config.issuers.get(iss);
+  if (cfg === undefined) {
+    // No key lookup, no fetch: an unknown issuer costs nothing.
+    throw new AuthError(ErrorCode.AUTH_UNKNOWN_ISSUER, `issuer ${JSON.stringify(iss.slice(0, 200))} is not trusted here`);
+  }
+  const alg = header.alg;
+  if (typeof alg !== "string" || !cfg.algorithms.includes(alg)) {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `algorithm ${JSON.stringify(String(alg).slice(0, 20))} is not allowed for issuer ${JSON.stringify(iss)} (allowed: ${cfg.algorithms.join(", ")})`);
+  }
+  let keySet;
+  try {
+    keySet = await keySetFor(cfg);
+  } catch (err) {
+    throw new AuthError(ErrorCode.INTERNAL, `could not load keys of issuer ${JSON.stringify(iss)}: ${err.message}`);
+  }
+  let payload;
+  try {
+    ({ payload } = await jwtVerify(token, keySet, {
+      issuer: cfg.issuer,
+      audience: cfg.audience,
+      algorithms: [alg],
+      clockTolerance: config.limits.leeway_s,
+      requiredClaims: ["exp", "iss", "aud", "sub"],
+    }));
+  } catch (err) {
+    throw mapJoseError(err, cfg);
+  }
+  if (typeof payload.iat === "number" && payload.iat > Date.now() / 1000 + config.limits.leeway_s) {
+    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token is not valid yet (nbf/iat)");
+  }
+  if (typeof payload.sub !== "string" || !payload.sub) throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token has no 'sub' claim");
+  return { issuer: iss, subject: payload.sub, claims: payload };
+}

@@ -1,0 +1,114 @@
+/**
+ * The client's query request: the JSON body of `POST /v1/tunnels/{tunnel}/query`, checked
+ * (mirrors relay/request.py). Every refusal is HttpError("request.invalid") naming the member that
+ * is wrong, never echoing SQL text or a parameter value.
+ */
+
+import { canonicalJson } from "./auth.js";
+import { ErrorCode } from "./frames.js";
+import { HttpError } from "./http.js";
+
+const ALLOWED = new Set(["sql", "query", "params", "max_rows", "timeout_ms", "query_id"]);
+const QUERY_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+const NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/;
+
+function invalid(message) {
+  return new HttpError(ErrorCode.REQUEST_INVALID, message);
+}
+
+/**
+ * Read the whole body, refusing more than `limit` bytes as soon as it is known.
+ * @param {Request} request @param {number} limit @returns {Promise<Uint8Array>}
+ */
+export async function readBody(request, limit) {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > limit) {
+    throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `request body is ${declared} bytes; this relay accepts at most ${limit}`);
+  }
+  if (request.body === null) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `request body is over this relay's limit of ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return out;
+}
+
+function optionalInt(body, key, minimum) {
+  const value = body[key];
+  if (value === undefined || value === null) return null;
+  if (!Number.isSafeInteger(value) || value < minimum) throw invalid(`'${key}' must be an integer >= ${minimum} (or null)`);
+  return value;
+}
+
+/**
+ * Parse and check a query request body.
+ * @param {Uint8Array} raw
+ * @param {{maxTimeoutMs: number}} options the relay's ceiling (and default) for timeout_ms
+ * @returns {{sql: string|null, query: string|null, params: Record<string, any>, max_rows: number|null,
+ *            timeout_ms: number, query_id: string, client_query_id: boolean}}
+ */
+export function parseQueryRequest(raw, { maxTimeoutMs }) {
+  let body;
+  try {
+    body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+  } catch {
+    throw invalid('body is not JSON; send {"sql": "...", "params": {...}} with Content-Type: application/json');
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw invalid('body must be a JSON object like {"sql": "...", "params": {...}}');
+  }
+  const unknown = Object.keys(body).filter((k) => !ALLOWED.has(k)).sort();
+  if (unknown.length) {
+    const shown = unknown.slice(0, 5).map((k) => `'${k.slice(0, 40)}'`).join(", ");
+    throw invalid(`unknown member(s) ${shown}; allowed: ${[...ALLOWED].sort().join(", ")}`);
+  }
+  const sql = body.sql ?? null;
+  const query = body.query ?? null;
+  if ((sql === null) === (query === null)) throw invalid("send exactly one of 'sql' (a statement) and 'query' (a named query)");
+  if (sql !== null && (typeof sql !== "string" || !sql.trim())) throw invalid("'sql' must be a non-empty string");
+  if (sql !== null && !sql.isWellFormed()) throw invalid("'sql' contains a lone surrogate (invalid Unicode)");
+  if (query !== null && (typeof query !== "string" || !NAME.test(query))) {
+    throw invalid("'query' must be a query name (letters, digits, _ . : -; at most 128)");
+  }
+  const params = body.params ?? {};
+  if (typeof params !== "object" || Array.isArray(params)) throw invalid("'params' must be a JSON object mapping parameter names to values");
+  for (const name of Object.keys(params)) {
+    if (!NAME.test(name.startsWith("@") ? name.slice(1) : name)) throw invalid(`parameter name '${name.slice(0, 40)}' is not a valid name`);
+  }
+  try {
+    canonicalJson(params); // what the attestation hashes must be exactly encodable
+  } catch (err) {
+    throw invalid(`'params' cannot be passed on exactly: ${err.message} (e.g. {"type": "bigint", "value": "9007199254740993"})`);
+  }
+  const maxRows = optionalInt(body, "max_rows", 0);
+  let timeoutMs = optionalInt(body, "timeout_ms", 1);
+  if (timeoutMs === null || timeoutMs > maxTimeoutMs) timeoutMs = maxTimeoutMs;
+  const queryId = body.query_id ?? null;
+  if (queryId !== null && (typeof queryId !== "string" || !QUERY_ID.test(queryId))) {
+    throw invalid("'query_id' must be a UUID (or 1-128 characters of letters, digits, . _ : -)");
+  }
+  return {
+    sql,
+    query,
+    params,
+    max_rows: maxRows,
+    timeout_ms: timeoutMs,
+    query_id: queryId ?? crypto.randomUUID(),
+    client_query_id: queryId !== null,
+  };
+}

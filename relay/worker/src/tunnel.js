@@ -1,0 +1,489 @@
+/**
+ * The `Tunnel` Durable Object: one per tunnel (or per shard `tunnel#k`). It terminates the
+ * connectors' WebSockets with the Hibernation API and turns HTTP queries into edgetds/1 streams.
+ *
+ * What lives where (the object can be evicted whenever no event is running, and rebuilt):
+ * - Per connector socket, in its attachment (survives hibernation): connector id, session id,
+ *   handshake state, next stream id, negotiated max streams / max frame, draining flag.
+ * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway;
+ *   an alarm purges them and closes connectors that never answered HELLO.
+ * - In memory only: the open HTTP streams and their credit windows. An open stream is an HTTP
+ *   request in flight, and the runtime never hibernates an object with a request in flight, so
+ *   nothing here is lost to hibernation; an eviction (deploy, ctx.abort()) kills both the sockets
+ *   and the requests, and every client sees a typed error or a missing terminal record.
+ *
+ * Frames are routed by header only: COLUMNS/ROWS/DONE/ERROR payload bytes go to the HTTP body as
+ * they are (the one-line records are checked, ROWS bytes are not parsed). CREDIT is re-granted as
+ * the client reads (write promise resolves), once half a window is consumed, and flushed when a
+ * stream ends so the connection window is whole again when the object goes idle.
+ */
+
+import { DurableObject } from "cloudflare:workers";
+
+import { canonicalJson, makeAttestation, signHello, TOKEN_LEEWAY } from "./auth.js";
+import { loadConfig } from "./config.js";
+import {
+  checkFrameRule,
+  CloseCode,
+  concatBytes,
+  creditPayload,
+  decodePayload,
+  DEFAULT_LIMITS,
+  encodeFrame,
+  ErrorCode,
+  FrameType,
+  httpStatus,
+  ProtocolError,
+  splitMessage,
+} from "./frames.js";
+import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
+
+const CONNECTOR_TAG = "conn";
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEADLINE_GRACE_MS = 5_000;
+const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
+
+/** Relay-side limits announced in HELLO (SPEC defaults). */
+export const RELAY_LIMITS = DEFAULT_LIMITS;
+
+function lostRecord(queryId) {
+  return errorRecord(ErrorCode.TRANSPORT_LOST, "the connector connection dropped before the query finished; it may or may not have run", { queryId });
+}
+
+export class Tunnel extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    /** Identifies this in-memory instance (tests see a new one after hibernation or reset). */
+    this.instance = crypto.randomUUID();
+    this.constructedAt = Date.now();
+    /** `${sessionId}:${streamId}` -> stream state (HTTP request in flight). */
+    this.streams = new Map();
+    /** sessionId -> {size, pending}: the connection receive window. */
+    this.connWindows = new Map();
+    this.roundRobin = 0;
+  }
+
+  // ------------------------------------------------------------------------------ HTTP entry
+
+  async fetch(request) {
+    const url = new URL(request.url);
+    try {
+      switch (url.pathname) {
+        case "/connect":
+          return await this.connect(request);
+        case "/query":
+          return await this.query(request);
+        case "/status":
+          return jsonResponse(200, this.status());
+        case "/_test/state":
+          return jsonResponse(200, { ...this.status(), instance: this.instance, constructed_at: this.constructedAt });
+        case "/_test/abort":
+          // A reset as the platform does it (code update, eviction): every socket and request dies.
+          this.ctx.abort("edgetds test hook: reset");
+          return jsonResponse(200, {});
+        default:
+          return jsonResponse(404, errorRecord("request.invalid", "unknown Durable Object path"));
+      }
+    } catch (err) {
+      if (err instanceof HttpError) return errorResponse(err);
+      console.error(`tunnel DO ${url.pathname} failed: ${err?.stack ?? err}`);
+      return errorResponse(new HttpError(ErrorCode.INTERNAL, "internal relay error (see the Worker logs)"));
+    }
+  }
+
+  status() {
+    const open = this.connectors().filter(({ att }) => att.state === "open");
+    return {
+      connectors: new Set(open.map(({ att }) => att.connectorId)).size,
+      connections: open.length,
+      draining: open.filter(({ att }) => att.draining).length,
+      streams: this.streams.size,
+    };
+  }
+
+  /** Every connector socket with its attachment. */
+  connectors() {
+    return this.ctx.getWebSockets(CONNECTOR_TAG).map((ws) => ({ ws, att: ws.deserializeAttachment() }));
+  }
+
+  // --------------------------------------------------------------------------- connector side
+
+  async connect(request) {
+    // The Worker verified the token; this header is built by the Worker, never by a client.
+    const claims = JSON.parse(request.headers.get("x-edgetds-connector"));
+    const config = await loadConfig(this.env);
+    const key = `jti:${claims.connectorId}:${claims.jti}`;
+    if ((await this.ctx.storage.get(key)) !== undefined) {
+      return errorResponse(new HttpError(ErrorCode.AUTH_REPLAY, "connector token was already used; mint a fresh token per connection"));
+    }
+    const forgetAt = (claims.exp + TOKEN_LEEWAY) * 1000;
+    await this.ctx.storage.put(key, forgetAt);
+    await this.scheduleAlarm(Math.min(forgetAt, Date.now() + HANDSHAKE_TIMEOUT_MS));
+
+    const [client, server] = Object.values(new WebSocketPair());
+    const sessionId = crypto.randomUUID();
+    this.ctx.acceptWebSocket(server, [CONNECTOR_TAG, `${CONNECTOR_TAG}:${claims.connectorId}`.slice(0, 256)]);
+    const att = {
+      connectorId: claims.connectorId,
+      sessionId,
+      state: "hello",
+      nextStream: 1,
+      maxStreams: 0,
+      maxFrame: RELAY_LIMITS.max_frame,
+      draining: false,
+      connectedAt: Date.now(),
+    };
+    server.serializeAttachment(att);
+    const hello = await signHello(config.relayKey, {
+      sessionId,
+      tunnel: claims.tunnel,
+      connectorId: claims.connectorId,
+      nonce: claims.nonce,
+      limits: RELAY_LIMITS,
+      caps: [],
+    });
+    server.send(encodeFrame(FrameType.HELLO, 0, canonicalJson(hello)));
+    return new Response(null, { status: 101, webSocket: client, headers: { "sec-websocket-protocol": "edgetds.v1" } });
+  }
+
+  async scheduleAlarm(at) {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+  }
+
+  async alarm() {
+    const now = Date.now();
+    let next = Infinity;
+    const expired = [];
+    for (const [key, forgetAt] of await this.ctx.storage.list({ prefix: "jti:" })) {
+      if (forgetAt <= now) expired.push(key);
+      else next = Math.min(next, forgetAt);
+    }
+    for (let i = 0; i < expired.length; i += 128) await this.ctx.storage.delete(expired.slice(i, i + 128));
+    for (const { ws, att } of this.connectors()) {
+      if (att.state !== "hello") continue;
+      const deadline = att.connectedAt + HANDSHAKE_TIMEOUT_MS;
+      if (deadline <= now) this.fail(ws, att, new ProtocolError("no READY within 10 s of HELLO"));
+      else next = Math.min(next, deadline);
+    }
+    if (next !== Infinity) await this.ctx.storage.setAlarm(next);
+  }
+
+  webSocketMessage(ws, message) {
+    const att = ws.deserializeAttachment();
+    if (typeof message === "string") {
+      this.fail(ws, att, new ProtocolError("text message received; edgetds/1 is binary-only", { closeCode: CloseCode.UNSUPPORTED_DATA }));
+      return;
+    }
+    try {
+      for (const frame of splitMessage(new Uint8Array(message), { maxPayload: RELAY_LIMITS.max_frame })) {
+        checkFrameRule(frame, "connector");
+        this.onFrame(ws, att, decodePayload(frame));
+      }
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) console.error(`connector frame handling failed: ${err?.stack ?? err}`);
+      this.fail(ws, att, err instanceof ProtocolError ? err : new ProtocolError("internal relay error", { errorCode: ErrorCode.INTERNAL, closeCode: CloseCode.INTERNAL_ERROR }));
+    }
+  }
+
+  onFrame(ws, att, event) {
+    if (att.state === "hello") {
+      if (event.type === FrameType.GOAWAY) return this.closeSession(ws, att, CloseCode.NORMAL, "goaway");
+      if (event.type !== FrameType.READY) throw new ProtocolError(`${event.name} before READY`);
+      if (event.connectorId !== att.connectorId) {
+        throw new ProtocolError("READY names another connector id than its token", { errorCode: ErrorCode.AUTH_CONNECTOR_REJECTED, closeCode: CloseCode.AUTH_FAILED });
+      }
+      att.state = "open";
+      att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
+      att.maxFrame = event.maxFrame;
+      ws.serializeAttachment(att);
+      return undefined;
+    }
+    switch (event.type) {
+      case FrameType.READY:
+        throw new ProtocolError("READY sent twice");
+      case FrameType.COLUMNS:
+      case FrameType.ROWS:
+      case FrameType.DONE:
+      case FrameType.ERROR:
+        return this.onResult(ws, att, event);
+      case FrameType.PING:
+        ws.send(encodeFrame(FrameType.PONG, 0, event.data));
+        return undefined;
+      case FrameType.PONG:
+        return undefined;
+      case FrameType.DRAIN:
+        att.draining = true;
+        ws.serializeAttachment(att);
+        return undefined;
+      case FrameType.GOAWAY:
+        return this.closeSession(ws, att, CloseCode.NORMAL, "goaway received");
+      default:
+        throw new ProtocolError(`unexpected ${event.name}`);
+    }
+  }
+
+  /** The connection receive window of a session (rebuilt whole after hibernation: see header). */
+  connWindow(sessionId) {
+    let win = this.connWindows.get(sessionId);
+    if (win === undefined) {
+      win = { size: RELAY_LIMITS.connection_window, pending: 0 };
+      this.connWindows.set(sessionId, win);
+    }
+    return win;
+  }
+
+  onResult(ws, att, event) {
+    const stream = this.streams.get(`${att.sessionId}:${event.streamId}`);
+    const flowed = event.type === FrameType.COLUMNS || event.type === FrameType.ROWS;
+    const n = event.data.byteLength;
+    if (flowed) {
+      const win = this.connWindow(att.sessionId);
+      win.size -= n;
+      if (win.size < 0) throw new ProtocolError("connector overran the connection window");
+    }
+    if (stream === undefined) {
+      // Stream ids below nextStream were opened by us; their stream may be gone after a relay-side
+      // timeout. Anything above was never opened: a protocol error.
+      if (event.streamId >= att.nextStream) throw new ProtocolError(`${event.name} on stream ${event.streamId}, which was never opened`);
+      if (flowed) this.grantConnection(ws, att, n, true);
+      return;
+    }
+    if (flowed) {
+      if (event.type === FrameType.ROWS && !stream.inResult) throw new ProtocolError("ROWS before COLUMNS");
+      if (event.type === FrameType.COLUMNS) stream.inResult = true;
+      stream.window -= n;
+      if (stream.window < 0) throw new ProtocolError(`connector overran the window of stream ${event.streamId}`);
+    }
+    if (event.type === FrameType.DONE || event.type === FrameType.ERROR) {
+      this.streams.delete(stream.key);
+      stream.finished = true;
+    }
+    if (stream.cancelled) {
+      if (flowed) this.grantConnection(ws, att, n, true);
+      if (stream.finished) this.settle(stream);
+      return;
+    }
+    if (!stream.started) {
+      if (event.type === FrameType.ERROR) {
+        // Nothing was streamed yet: the status can still say what happened.
+        this.settle(stream);
+        stream.respond(new Response(event.data, { status: httpStatus(event.code), headers: { "content-type": "application/json", "cache-control": "no-store" } }));
+        return;
+      }
+      this.start(stream);
+    }
+    this.write(stream, event.data, flowed ? n : 0);
+    if (stream.finished) {
+      this.settle(stream);
+      stream.writer.close().catch(() => {});
+    }
+  }
+
+  /** Answer 200 and start streaming the body. */
+  start(stream) {
+    const { readable, writable } = new TransformStream();
+    stream.writer = writable.getWriter();
+    stream.started = true;
+    stream.writer.closed.catch(() => this.clientGone(stream));
+    stream.respond(new Response(readable, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": stream.queryId } }));
+  }
+
+  write(stream, data, flowed) {
+    stream.writer.write(data).then(
+      () => {
+        if (flowed) this.credit(stream, flowed);
+      },
+      () => this.clientGone(stream),
+    );
+  }
+
+  /** Bytes reached the client: re-grant stream and connection credit (once half is consumed). */
+  credit(stream, n) {
+    const { ws } = stream;
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const frames = [];
+    if (!stream.finished && !stream.cancelled) {
+      stream.pending += n;
+      if (stream.pending * 2 >= RELAY_LIMITS.stream_window) {
+        frames.push(encodeFrame(FrameType.CREDIT, stream.streamId, creditPayload(stream.pending)));
+        stream.window += stream.pending;
+        stream.pending = 0;
+      }
+    }
+    const win = this.connWindow(stream.sessionId);
+    win.pending += n;
+    if (win.pending * 2 >= RELAY_LIMITS.connection_window || (stream.finished && this.idleSession(stream.sessionId))) {
+      frames.push(encodeFrame(FrameType.CREDIT, 0, creditPayload(win.pending)));
+      win.size += win.pending;
+      win.pending = 0;
+    }
+    if (frames.length) ws.send(concatBytes(frames));
+  }
+
+  idleSession(sessionId) {
+    for (const stream of this.streams.values()) if (stream.sessionId === sessionId) return false;
+    return true;
+  }
+
+  /** Give back connection credit for bytes nobody will read (cancelled or unknown stream). */
+  grantConnection(ws, att, n, flush) {
+    const win = this.connWindow(att.sessionId);
+    win.pending += n;
+    if (win.pending > 0 && (flush || win.pending * 2 >= RELAY_LIMITS.connection_window)) {
+      ws.send(encodeFrame(FrameType.CREDIT, 0, creditPayload(win.pending)));
+      win.size += win.pending;
+      win.pending = 0;
+    }
+  }
+
+  /** The HTTP client went away (or its body was cancelled): CANCEL the stream once. */
+  clientGone(stream) {
+    if (stream.cancelled || stream.finished) return;
+    stream.cancelled = true;
+    this.settle(stream); // later frames of this stream are absorbed as "unknown" (and credited)
+    const { ws } = stream;
+    if (ws.readyState === WebSocket.OPEN) {
+      ws.send(encodeFrame(FrameType.CANCEL, stream.streamId, canonicalJson({ reason: "client went away" })));
+    }
+  }
+
+  settle(stream) {
+    clearTimeout(stream.timer);
+    this.streams.delete(stream.key);
+  }
+
+  /** End every stream of a session with the typed transport.lost record. */
+  endSession(att) {
+    for (const stream of [...this.streams.values()]) {
+      if (stream.sessionId !== att.sessionId) continue;
+      this.settle(stream);
+      stream.finished = true;
+      if (stream.cancelled) continue;
+      if (!stream.started) {
+        stream.respond(errorResponse(new HttpError(ErrorCode.TRANSPORT_LOST, "the connector connection dropped before the query answered; it may or may not have run", { queryId: stream.queryId })));
+      } else {
+        stream.writer.write(lostRecord(stream.queryId)).catch(() => {});
+        stream.writer.close().catch(() => {});
+      }
+    }
+    this.connWindows.delete(att.sessionId);
+  }
+
+  closeSession(ws, att, code, reason) {
+    this.endSession(att);
+    try {
+      ws.close(code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  /** A protocol violation: GOAWAY with the code, close, end its streams. */
+  fail(ws, att, err) {
+    try {
+      const goaway = { code: err.errorCode, message: err.message.slice(0, 200), last_stream: att.nextStream - 1 };
+      ws.send(encodeFrame(FrameType.GOAWAY, 0, canonicalJson(goaway)));
+    } catch {
+      // socket already gone
+    }
+    this.closeSession(ws, att, err.closeCode, err.errorCode);
+  }
+
+  webSocketClose(ws, code, reason) {
+    this.closeSession(ws, ws.deserializeAttachment(), CloseCode.NORMAL, "closed");
+  }
+
+  webSocketError(ws, error) {
+    this.closeSession(ws, ws.deserializeAttachment(), CloseCode.INTERNAL_ERROR, "error");
+  }
+
+  // ---------------------------------------------------------------------------------- queries
+
+  /** Least-loaded open connector (ties: round robin); throws 503 when there is none. */
+  pickConnector() {
+    const load = new Map();
+    for (const stream of this.streams.values()) load.set(stream.sessionId, (load.get(stream.sessionId) ?? 0) + 1);
+    const all = this.connectors().filter(({ ws, att }) => att.state === "open" && ws.readyState === WebSocket.OPEN);
+    const usable = all.filter(({ att }) => !att.draining && (load.get(att.sessionId) ?? 0) < att.maxStreams);
+    if (!usable.length) {
+      if (all.some(({ att }) => att.draining)) throw new HttpError(ErrorCode.CONNECTOR_DRAINING, "every connector of this tunnel is draining; retry shortly");
+      if (all.length) throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, "every connector of this tunnel is at its concurrent query limit; retry shortly", { retryAfter: "1" });
+      throw new HttpError(ErrorCode.TUNNEL_NO_CONNECTOR, "no connector is connected to this tunnel; start `edgetds connector run` on-prem", { retryAfter: "5" });
+    }
+    const least = Math.min(...usable.map(({ att }) => load.get(att.sessionId) ?? 0));
+    const candidates = usable.filter(({ att }) => (load.get(att.sessionId) ?? 0) === least);
+    this.roundRobin = (this.roundRobin + 1) % 1_000_000;
+    return candidates[this.roundRobin % candidates.length];
+  }
+
+  async query(request) {
+    const { token, request: req, deadlineMs } = await request.json();
+    const config = await loadConfig(this.env);
+    const options = { max_rows: req.max_rows ?? null, timeout_ms: req.timeout_ms ?? null };
+    let picked = this.pickConnector();
+    let attestation = await makeAttestation(config.relayKey, {
+      sessionId: picked.att.sessionId,
+      queryId: req.query_id,
+      token,
+      sql: req.sql,
+      query: req.query,
+      params: req.params,
+      options,
+      now: Date.now() / 1000,
+    });
+    // Stream ids must increase in the order QUERY frames are sent: re-read the attachment and
+    // allocate the id synchronously right before sending (no await in between).
+    let att = picked.ws.deserializeAttachment();
+    if (picked.ws.readyState !== WebSocket.OPEN || att.state !== "open" || att.draining) {
+      picked = this.pickConnector();
+      attestation = await makeAttestation(config.relayKey, {
+        sessionId: picked.att.sessionId, queryId: req.query_id, token, sql: req.sql, query: req.query, params: req.params, options, now: Date.now() / 1000,
+      });
+      att = picked.ws.deserializeAttachment();
+    }
+    const payload = canonicalJson({ query_id: req.query_id, token, sql: req.sql, query: req.query, params: req.params, options, attestation });
+    if (payload.byteLength > att.maxFrame) {
+      throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `the query is ${payload.byteLength} bytes framed; the connector accepts at most ${att.maxFrame}`);
+    }
+    const streamId = att.nextStream;
+    att.nextStream += 1;
+    picked.ws.serializeAttachment(att);
+    const { promise, resolve } = Promise.withResolvers();
+    const stream = {
+      key: `${att.sessionId}:${streamId}`,
+      ws: picked.ws,
+      sessionId: att.sessionId,
+      streamId,
+      queryId: req.query_id,
+      window: RELAY_LIMITS.stream_window,
+      pending: 0,
+      inResult: false,
+      started: false,
+      finished: false,
+      cancelled: false,
+      writer: null,
+      respond: resolve,
+      timer: null,
+    };
+    this.streams.set(stream.key, stream);
+    picked.ws.send(encodeFrame(FrameType.QUERY, streamId, payload));
+    // A backstop deadline while a request is in flight (never while idle: it would keep the object
+    // awake; alarms are used for everything that outlives a request).
+    stream.timer = setTimeout(() => this.deadline(stream), deadlineMs + DEADLINE_GRACE_MS);
+    request.signal?.addEventListener?.("abort", () => this.clientGone(stream));
+    return promise;
+  }
+
+  deadline(stream) {
+    if (stream.finished || stream.cancelled) return;
+    this.clientGone(stream); // sends CANCEL; later frames are absorbed
+    const message = "the query did not finish within its timeout; it was cancelled";
+    if (!stream.started) {
+      stream.respond(errorResponse(new HttpError(ErrorCode.QUERY_TIMEOUT, message, { queryId: stream.queryId })));
+    } else {
+      stream.writer.write(errorRecord(ErrorCode.QUERY_TIMEOUT, message, { queryId: stream.queryId })).catch(() => {});
+      stream.writer.close().catch(() => {});
+    }
+  }
+}

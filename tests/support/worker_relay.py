@@ -1,0 +1,219 @@
+"""Start the Cloudflare relay Worker (relay/worker/) under the real workerd runtime, for tests.
+
+``start_worker_relay(...)`` is the Worker twin of ``start_python_relay(...)`` (tests/support/
+relays.py): same inputs (tunnel, connector ids, issuer URL + audience), same ``RelayHandle``, so the
+conformance suite can run against both. ``open_worker_relay(...)`` yields a :class:`WorkerRelay`
+with Worker-only extras (the example app's URL, the test hooks for DO state and ``ctx.abort()``).
+
+How it runs: ``node relay/worker/scripts/workerd.mjs build`` bundles the Worker with esbuild and
+renders ``workerd.capnp.template`` into a private temp dir; then ``workerd serve`` runs it on
+listening sockets this process bound on 127.0.0.1 port 0 (passed as ``--socket-fd``), so the port
+is known without races. workerd is killed at the end (SIGTERM would drain for ~20 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+try:
+    from tests.support.relays import RelayHandle
+except ImportError:  # pragma: no cover - until the Python relay's fixture module lands
+
+    @dataclass(frozen=True)
+    class RelayHandle:  # type: ignore[no-redef]
+        kind: str
+        http_url: str
+        ws_url: str
+        tunnel: str
+        relay_public_key: str
+        connector_keys: dict[str, Ed25519PrivateKey]
+
+
+__all__ = ["ROOT", "RelayHandle", "WorkerRelay", "open_worker_relay", "start_worker_relay"]
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERD = ROOT / "node_modules" / ".bin" / "workerd"
+BUILD_SCRIPT = ROOT / "relay" / "worker" / "scripts" / "workerd.mjs"
+#: Test runs raise the edge rate limits so that many auth-failure tests share one address.
+TEST_LIMITS = {"auth_failure_burst": 10_000, "query_burst": 10_000}
+
+
+def public_key_text(key: Ed25519PrivateKey) -> str:
+    """``ed25519:`` + base64url of the raw public key (integration.md)."""
+    import base64
+
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class WorkerRelay:
+    """A running workerd with the relay Worker (and optionally the example app)."""
+
+    handle: RelayHandle
+    app_url: str | None
+    out_dir: Path
+    process: trio.Process
+
+    def hook_url(self, action: str, *, shard: int = 0) -> str:
+        """URL of a test hook (``_test/state`` or ``_test/abort``) of the tunnel's DO shard."""
+        return (
+            f"{self.handle.http_url}/v1/tunnels/{self.handle.tunnel}/_test/{action}?shard={shard}"
+        )
+
+    async def do_state(self, client: httpx.AsyncClient, *, shard: int = 0) -> dict[str, Any]:
+        response = await client.get(self.hook_url("state", shard=shard))
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+
+def _listener() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _wait_ready(url: str, process: trio.Process) -> None:
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(20):
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"workerd exited with {process.returncode} while starting")
+                try:
+                    await client.get(url + "/ready-probe")
+                    return
+                except httpx.TransportError:
+                    await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def open_worker_relay(
+    *,
+    tunnel: str,
+    connector_ids: Sequence[str],
+    issuer: str,
+    audience: str = "edgetds",
+    jwks_uri: str | None = None,
+    shards: int = 1,
+    limits: Mapping[str, float] | None = None,
+    test_hooks: bool = True,
+    app: bool = False,
+    extra_tunnels: Mapping[str, Sequence[str]] | None = None,
+) -> AsyncIterator[WorkerRelay]:
+    """Run the relay Worker under workerd on 127.0.0.1 (random ports) until the block exits.
+
+    Args:
+        tunnel: the tunnel name; ``connector_ids`` get fresh Ed25519 keys registered for it.
+        issuer, audience, jwks_uri: the one trusted client-token issuer (discovery if no jwks_uri).
+        shards: TUNNEL_SHARDS (Durable Objects per tunnel).
+        limits: LIMITS overrides (default: TEST_LIMITS, high edge rate limits).
+        test_hooks: enable ``/v1/tunnels/{t}/_test/*`` (DO state and ctx.abort()).
+        app: also run examples/worker-app with a service binding to the relay.
+    """
+    relay_key = Ed25519PrivateKey.generate()
+    connector_keys = {cid: Ed25519PrivateKey.generate() for cid in connector_ids}
+    tunnels = {tunnel: {cid: public_key_text(key) for cid, key in connector_keys.items()}}
+    for name, ids in (extra_tunnels or {}).items():
+        tunnels[name] = {cid: public_key_text(Ed25519PrivateKey.generate()) for cid in ids}
+    issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
+    if jwks_uri is not None:
+        issuer_entry["jwks_uri"] = jwks_uri
+    pem = relay_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+    env = {
+        "RELAY_PRIVATE_KEY": pem,
+        "TUNNELS": json.dumps(tunnels),
+        "ISSUERS": json.dumps([issuer_entry]),
+        "TUNNEL_SHARDS": str(shards),
+        "LIMITS": json.dumps(dict(limits) if limits is not None else TEST_LIMITS),
+        "EDGETDS_TEST_HOOKS": "1" if test_hooks else "0",
+    }
+    out_dir = Path(tempfile.mkdtemp(prefix="edgetds-workerd-"))
+    env_file = out_dir / "env.json"
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(env, f)
+    build = ["node", str(BUILD_SCRIPT), "build", "--out", str(out_dir), "--env", str(env_file)]
+    if app:
+        build += ["--app", "--app-tunnel", tunnel]
+    with trio.fail_after(60):
+        await trio.run_process(build, stdout=subprocess.DEVNULL, cwd=ROOT)
+    http_sock = _listener()
+    app_sock = _listener() if app else None
+    fds = [http_sock.fileno()] + ([app_sock.fileno()] if app_sock else [])
+    command = [str(WORKERD), "serve", str(out_dir / "config.capnp")]
+    command += [f"--socket-fd=http={http_sock.fileno()}"]
+    if app_sock is not None:
+        command += [f"--socket-fd=app={app_sock.fileno()}"]
+    log = open(out_dir / "workerd.log", "wb")  # noqa: ASYNC230, SIM115 - closed in finally
+    process = await trio.lowlevel.open_process(
+        command, pass_fds=fds, stdout=log, stderr=subprocess.STDOUT, cwd=out_dir
+    )
+    port = http_sock.getsockname()[1]
+    http_url = f"http://127.0.0.1:{port}"
+    app_url = f"http://127.0.0.1:{app_sock.getsockname()[1]}" if app_sock else None
+    try:
+        await _wait_ready(http_url, process)
+        handle = RelayHandle(
+            kind="worker",
+            http_url=http_url,
+            ws_url=f"ws://127.0.0.1:{port}",
+            tunnel=tunnel,
+            relay_public_key=public_key_text(relay_key),
+            connector_keys=connector_keys,
+        )
+        yield WorkerRelay(handle=handle, app_url=app_url, out_dir=out_dir, process=process)
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+        log.close()
+        http_sock.close()
+        if app_sock is not None:
+            app_sock.close()
+        if os.environ.get("EDGETDS_KEEP_WORKERD") != "1":
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def start_worker_relay(
+    *,
+    tunnel: str,
+    connector_ids: Sequence[str],
+    issuer: str,
+    audience: str = "edgetds",
+    **options: Any,
+) -> AsyncIterator[RelayHandle]:
+    """The drop-in for ``start_python_relay``: yields only the :class:`RelayHandle`."""
+    async with open_worker_relay(
+        tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options
+    ) as relay:
+        yield relay.handle
+
+
+def workerd_log(relay: WorkerRelay) -> str:
+    """workerd's combined output so far (for assertion messages)."""
+    path = relay.out_dir / "workerd.log"
+    return path.read_text(errors="replace") if path.exists() else ""

@@ -1,0 +1,38 @@
+"""Fixtures for the Worker relay tests: a dev IdP and the relay Worker under real workerd."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from edgetds.devidp import DevIdP, open_dev_idp
+from tests.support.worker_relay import WORKERD, WorkerRelay, open_worker_relay
+
+TUNNEL = "demo"
+CONNECTORS = ("conn-1", "conn-2")
+
+if not WORKERD.exists() or shutil.which("node") is None:  # pragma: no cover
+    pytest.fail(
+        "workerd/node missing: run `npm ci` at the repo root (make node-deps)", pytrace=False
+    )
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[DevIdP]:
+    async with open_dev_idp() as idp:
+        yield idp
+
+
+@pytest.fixture
+async def relay(idp: DevIdP) -> AsyncIterator[WorkerRelay]:
+    async with open_worker_relay(tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer) as r:
+        yield r
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
