@@ -112,8 +112,9 @@ class ConnectorConfig:
     path: Path
     tunnel: TunnelConfig
     database: DatabaseConfig
-    #: [[issuers]] tables, validated by edgetds/oidc.py
-    issuers: tuple[Mapping[str, Any], ...]
+    #: the [identity] table for edgetds.oidc.TokenVerifier.from_config (top-level [[issuers]]
+    #: tables, the relay's shape, are folded into identity.issuers)
+    identity: Mapping[str, Any]
     #: the policy document (from [policy] file = ... or inline), validated by connector/policy.py
     policy: Mapping[str, Any]
     policy_path: Path | None
@@ -152,7 +153,7 @@ _DATABASE_KEYS = {
     "fetch_rows",
 }
 _LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password"}
-_TOP_KEYS = {"connector", "database", "logins", "issuers", "policy", "audit"}
+_TOP_KEYS = {"connector", "database", "logins", "issuers", "identity", "policy", "audit"}
 
 
 class _Reader:
@@ -404,21 +405,27 @@ def _database(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> Dat
     )
 
 
-def _issuers(r: _Reader, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+def _identity(r: _Reader, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """[identity] (edgetds/oidc.py's shape) plus top-level [[issuers]] (the relay's shape)."""
+    identity = dict(r.table(doc, "identity", "", required=False))
+    issuers = list(identity.get("issuers") or [])
     raw = doc.get("issuers")
-    if raw is None:
+    if raw is not None:
+        if not isinstance(raw, list) or not all(isinstance(i, dict) for i in raw):
+            r.problem("issuers", "must be an array of tables: [[issuers]] issuer = ...")
+        else:
+            issuers.extend(raw)
+    if not issuers:
         r.problem(
-            "issuers", "missing [[issuers]]: list the IdPs whose tokens the connector accepts"
+            "issuers",
+            "no token issuers: add [[issuers]] tables (issuer = URL, audience = ...) listing the "
+            "IdPs whose tokens the connector accepts",
         )
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(i, dict) for i in raw):
-        r.problem("issuers", "must be an array of tables: [[issuers]] issuer = ... audience = ...")
-        return ()
-    for i, entry in enumerate(raw):
-        for key in ("issuer", "audience"):
-            if not isinstance(entry.get(key), str | list) or not entry.get(key):
-                r.problem(f"issuers[{i}].{key}", "missing (required)")
-    return tuple(raw)
+    for i, entry in enumerate(issuers):
+        if not isinstance(entry, dict) or not isinstance(entry.get("issuer"), str):
+            r.problem(f"issuers[{i}].issuer", "missing (required): the issuer URL (iss claim)")
+    identity["issuers"] = issuers
+    return identity
 
 
 def _policy(r: _Reader, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Path | None]:
@@ -453,7 +460,7 @@ def parse_config(
             r.problem(key, f"unknown table (allowed: {', '.join(sorted(_TOP_KEYS))})")
     tunnel = _tunnel(r, doc, env)
     database = _database(r, doc, env)
-    issuers = _issuers(r, doc)
+    identity = _identity(r, doc)
     policy, policy_path = _policy(r, doc)
     audit = r.table(doc, "audit", "", required=False)
     r.unknown(audit, {"file"}, "audit")
@@ -469,7 +476,7 @@ def parse_config(
         path=path,
         tunnel=tunnel,
         database=database,
-        issuers=issuers,
+        identity=identity,
         policy=policy,
         policy_path=policy_path,
         audit_file=r.path(audit_name) if audit_name else None,

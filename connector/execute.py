@@ -1,0 +1,425 @@
+"""Run one authorized query on a pooled python-tds connection and stream its results.
+
+Strategy:
+
+1. Borrow a connection of the role's login (connector/pool.py). In ONE worker-thread call: reset
+   it (``sp_reset_connection``, unless it is fresh), set the ``sp_set_session_context`` keys
+   (subject, issuer, query id) with ``@read_only = 1`` so row-level security can rely on them and
+   nothing leaks to the next borrower, then run the statement with every parameter bound
+   (``sp_executesql``; never interpolated).
+2. A producer task fetches rows in chunks in worker threads, encodes them to NDJSON there (CPU off
+   the Trio thread), and hands each chunk over a bounded memory channel; the consumer passes it to
+   the `Sink` (the tunnel stream), which waits for send window (CREDIT). A slow client therefore
+   stalls the fetching: memory stays at a few chunks per query, whatever the result size.
+3. Caps: max_rows and max_bytes end the stream with ``limits.result_too_large``; the timeout and
+   a cancel request stop the statement on the server: between chunks with a clean
+   ``cursor.cancel()`` in the worker (the connection stays pooled), while a worker is blocked in
+   python-tds by an ATTENTION packet and, after a grace period, by cutting the socket (the
+   connection is discarded). See connector/pool.py.
+
+The caller writes the terminal DONE/ERROR line from the returned `Outcome` / raised `QueryFailed`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytds
+import trio
+from pytds import tds_base
+
+from connector.encode import BoundParam, RowEncoder, columns_line, describe
+from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
+
+__all__ = [
+    "CONTEXT_KEYS",
+    "CancelToken",
+    "ExecRequest",
+    "Outcome",
+    "QueryFailed",
+    "Sink",
+    "SinkClosed",
+    "execute",
+]
+
+log = logging.getLogger("edgetds.connector.execute")
+
+#: sp_set_session_context keys set (read-only) before every query: read them in SQL Server with
+#: SESSION_CONTEXT(N'edgetds.sub') etc., e.g. in a row-level security predicate.
+CONTEXT_KEYS = ("edgetds.sub", "edgetds.iss", "edgetds.query_id")
+
+#: how long a worker blocked in python-tds gets after ATTENTION before its socket is cut
+_INTERRUPT_GRACE_S = 2.0
+
+
+class SinkClosed(Exception):
+    """The stream the results go to is gone (client cancelled, transport lost)."""
+
+
+class Sink(Protocol):
+    """Where result bytes go (a tunnel stream): both wait for send window as needed and raise
+    `SinkClosed` when the stream can take no more."""
+
+    async def send_columns(self, data: bytes) -> None: ...
+
+    async def send_rows(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    query_id: str
+    sql: str
+    params: Sequence[BoundParam]
+    #: sp_set_session_context values, keyed like CONTEXT_KEYS
+    context: Mapping[str, str]
+    max_rows: int | None = None
+    max_bytes: int | None = None
+    timeout_s: float | None = None
+    #: target size of one ROWS payload (the SPEC recommends 16-64 KiB)
+    chunk_bytes: int = 32 * 1024
+    fetch_rows: int = 500
+
+
+@dataclass
+class Outcome:
+    rows: int = 0
+    result_sets: int = 0
+    bytes: int = 0
+    rows_affected: int = -1
+    elapsed_ms: float = 0.0
+    connection_discarded: bool = False
+
+
+class QueryFailed(Exception):
+    """The query ended with a typed error (code from the protocol's registry)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        sql: Mapping[str, int] | None = None,
+        outcome: Outcome | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.sql = dict(sql) if sql else None
+        self.outcome = outcome or Outcome()
+
+    def record(self, query_id: str) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message, "query_id": query_id}
+        if self.sql:
+            err["sql"] = self.sql
+        return {"error": err}
+
+
+@dataclass
+class CancelToken:
+    """Set by the tunnel when the relay sends CANCEL or the connection is lost."""
+
+    reason: str = ""
+    event: trio.Event = field(default_factory=trio.Event)
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+
+def sql_error(exc: tds_base.Error, outcome: Outcome | None = None) -> QueryFailed:
+    number = int(getattr(exc, "msg_no", 0) or 0)
+    text = getattr(exc, "text", None) or str(exc)
+    info = {
+        "number": number,
+        "state": int(getattr(exc, "state", 0) or 0),
+        "class": int(getattr(exc, "severity", 0) or 0),
+    }
+    return QueryFailed("sql.error", f"SQL Server error {number}: {text}", sql=info, outcome=outcome)
+
+
+# ------------------------------------------------------------------------------ worker side
+
+
+def _run_statement(cursor: Any, sql: str, params: Sequence[tds_base.Param]) -> None:
+    """Execute ``sql`` with bound parameters via sp_executesql.
+
+    python-tds's own execute() only knows %s / %(name)s placeholders and renames parameters to
+    @P1..; our statements use T-SQL @names, so build the sp_executesql RPC exactly as
+    ``_TdsSession.execute`` does (python-tds is pinned ==1.17.1), with our names and declared types.
+    """
+    if not params:
+        cursor.execute(sql)
+        return
+    sess = cursor._session
+    declaration = ",".join(f"{p.name} {p.type.get_declaration()}" for p in params)
+    sess.submit_rpc(
+        tds_base.SP_EXECUTESQL,
+        [sess.make_param("", sql), sess.make_param("", declaration), *params],
+        0,
+    )
+    sess.begin_response()
+    sess.find_result_or_done()
+
+
+def _drain(cursor: Any) -> None:
+    while cursor.nextset():
+        pass
+
+
+class _Reader:
+    """Worker-thread state of one query's cursor. Only ever touched by one thread at a time."""
+
+    def __init__(self, req: ExecRequest) -> None:
+        self.req = req
+        self.cursor: Any = None
+        self.encoder: RowEncoder | None = None
+        self.pending_columns: bytes | None = None
+        self.finished = False
+        self.rows_affected = -1
+
+    def start(self, conn: pytds.Connection, *, fresh: bool) -> None:
+        cursor = conn.cursor()
+        self.cursor = cursor
+        if not fresh:
+            cursor.callproc("sp_reset_connection", [])
+            _drain(cursor)
+        ctx = [
+            BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, "")).to_pytds()
+            for i, key in enumerate(CONTEXT_KEYS)
+        ]
+        batch = ";".join(
+            f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
+            for i, key in enumerate(CONTEXT_KEYS)
+        )
+        _run_statement(cursor, batch, ctx)
+        _drain(cursor)
+        _run_statement(cursor, self.req.sql, [p.to_pytds() for p in self.req.params])
+        self._enter_result_set()
+
+    def _enter_result_set(self) -> None:
+        """Skip row-count-only results; stage COLUMNS of the next result set, if any."""
+        while True:
+            description = self.cursor.description
+            if description:
+                cols = describe(description)
+                self.encoder = RowEncoder(cols)
+                self.pending_columns = columns_line(cols)
+                return
+            if self.cursor.rowcount is not None and self.cursor.rowcount >= 0:
+                self.rows_affected = max(self.rows_affected, 0) + self.cursor.rowcount
+            if not self.cursor.nextset():
+                self.finished = True
+                self.encoder = None
+                return
+
+    def next_chunk(self, row_budget: int, _conn: object = None) -> tuple[bytes | None, bytes, int]:
+        """Fetch up to chunk_bytes of rows: (columns line or None, row lines, row count)."""
+        columns, self.pending_columns = self.pending_columns, None
+        if self.finished or self.encoder is None:
+            return columns, b"", 0
+        out: list[bytes] = []
+        size = 0
+        count = 0
+        want = max(1, min(self.req.fetch_rows, row_budget))
+        while size < self.req.chunk_bytes and count < row_budget:
+            rows = self.cursor.fetchmany(min(want, row_budget - count))
+            if not rows:
+                if self.cursor.nextset():
+                    self._enter_result_set()
+                else:
+                    self.finished = True
+                break
+            for row in rows:
+                line = self.encoder.encode(row)
+                out.append(line)
+                size += len(line)
+            count += len(rows)
+        return columns, b"".join(out), count
+
+    def cancel(self) -> None:
+        if self.cursor is not None:
+            self.cursor.cancel()
+
+
+# ------------------------------------------------------------------------------ trio side
+
+
+async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelToken) -> Outcome:
+    """Run `req` on a connection of `pool`, streaming to `sink`.
+
+    Raises:
+        QueryFailed: with code sql.error, query.timeout, query.cancelled,
+            limits.result_too_large or connector.database_unavailable.
+    """
+    started = time.monotonic()
+    deadline = started + req.timeout_s if req.timeout_s else math.inf
+    outcome = Outcome()
+    try:
+        async with pool.borrow() as pc:
+            try:
+                await _execute_on(pool, pc, req, sink, cancel, deadline, outcome)
+            finally:
+                outcome.connection_discarded = pc.broken
+    except DatabaseUnavailable as exc:
+        raise QueryFailed("connector.database_unavailable", str(exc), outcome=outcome) from None
+    finally:
+        outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+    return outcome
+
+
+async def _watchdog(
+    pc: PooledConnection,
+    cancel: CancelToken,
+    deadline: float,
+    done: trio.Event,
+) -> None:
+    """On cancel or deadline: interrupt a worker blocked in python-tds (see module docstring)."""
+    with trio.move_on_at(_trio_time(deadline)):
+        await cancel.event.wait()
+    cancel.cancel("timeout")  # no-op if it was cancelled first
+    while not done.is_set():
+        if pc.busy:
+            sent = pc.send_attention()
+            log.info("interrupting a running statement", extra={"attention_sent": sent})
+            with trio.move_on_after(_INTERRUPT_GRACE_S):
+                await done.wait()
+            if not done.is_set():
+                pc.shutdown()
+            return
+        await trio.sleep(0.02)
+
+
+def _trio_time(deadline: float) -> float:
+    if math.isinf(deadline):
+        return math.inf
+    return trio.current_time() + (deadline - time.monotonic())
+
+
+async def _execute_on(
+    pool: LoginPool,
+    pc: PooledConnection,
+    req: ExecRequest,
+    sink: Sink,
+    cancel: CancelToken,
+    deadline: float,
+    outcome: Outcome,
+) -> None:
+    reader = _Reader(req)
+    fresh = not pc.used
+    pc.used = True
+    send, receive = trio.open_memory_channel[tuple[bytes | None, bytes, int]](2)
+    done = trio.Event()
+    failure: list[BaseException] = []
+    max_rows = req.max_rows if req.max_rows is not None else math.inf
+
+    def stopped() -> QueryFailed:
+        code = "query.timeout" if cancel.reason == "timeout" else "query.cancelled"
+        what = "timed out" if code == "query.timeout" else f"was cancelled ({cancel.reason})"
+        return QueryFailed(code, f"the query {what}", outcome=outcome)
+
+    async def produce() -> None:
+        async with send:
+            try:
+                if cancel.cancelled:
+                    raise stopped()
+                await pool.call(pc, lambda conn: reader.start(conn, fresh=fresh))
+                fetched = 0
+                while not reader.finished or reader.pending_columns is not None:
+                    if cancel.cancelled:
+                        break
+                    # fetch one row past max_rows so exceeding it is detected, not truncated
+                    budget = int(min(max_rows + 1 - fetched, 1 << 30))
+                    chunk = await pool.call(pc, functools.partial(reader.next_chunk, budget))
+                    fetched += chunk[2]
+                    await send.send(chunk)
+                    if fetched > max_rows:
+                        break
+            except tds_base.Error as exc:
+                if not cancel.cancelled:
+                    failure.append(sql_error(exc, outcome))
+            except (OSError, TimeoutError):
+                pc.broken = True
+                if not cancel.cancelled:
+                    failure.append(
+                        QueryFailed(
+                            "connector.database_unavailable",
+                            "the connection to SQL Server failed during the query",
+                            outcome=outcome,
+                        )
+                    )
+            except QueryFailed as exc:
+                failure.append(exc)
+            finally:
+                done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watchdog, pc, cancel, deadline, done)
+        nursery.start_soon(produce)
+        too_large: QueryFailed | None = None
+        async with receive:
+            async for columns, rows, count in receive:
+                if too_large is not None or cancel.cancelled:
+                    continue  # drain; the producer stops at its next check
+                try:
+                    await _deliver(sink, columns, rows, count, req, outcome, max_rows)
+                except QueryFailed as exc:
+                    too_large = exc
+                    cancel.cancel("result too large")
+                except SinkClosed:
+                    cancel.cancel("stream closed")
+        # the producer is done: stop the watchdog, and stop a statement left mid-result cleanly
+        nursery.cancel_scope.cancel()
+    if cancel.cancelled and not pc.broken and not reader.finished:
+        try:
+            with trio.CancelScope(shield=True):
+                await pool.call(pc, lambda conn: reader.cancel())
+        except (tds_base.Error, OSError):
+            pc.broken = True
+    outcome.rows_affected = reader.rows_affected
+    if too_large is not None:
+        raise too_large
+    if failure:
+        raise failure[0]
+    if cancel.cancelled:
+        raise stopped()
+
+
+async def _deliver(
+    sink: Sink,
+    columns: bytes | None,
+    rows: bytes,
+    count: int,
+    req: ExecRequest,
+    outcome: Outcome,
+    max_rows: float,
+) -> None:
+    if columns is not None:
+        outcome.result_sets += 1
+        await sink.send_columns(columns)
+    if count:
+        if outcome.rows + count > max_rows:
+            raise QueryFailed(
+                "limits.result_too_large",
+                f"the result has more than {req.max_rows} rows (max_rows)",
+                outcome=outcome,
+            )
+        if req.max_bytes is not None and outcome.bytes + len(rows) > req.max_bytes:
+            raise QueryFailed(
+                "limits.result_too_large",
+                f"the result exceeds {req.max_bytes} bytes (max_bytes)",
+                outcome=outcome,
+            )
+        outcome.rows += count
+        outcome.bytes += len(rows)
+        await sink.send_rows(rows)

@@ -1,0 +1,259 @@
+"""python-tds connection pools, one per SQL Server login, driven from Trio worker threads.
+
+Rules (NOTES-tds.md): a python-tds connection is not thread-safe, so a `PooledConnection` is used by
+at most one worker thread at a time, and only while a query task holds it (`LoginPool.borrow`).
+Every blocking call goes through `trio.to_thread.run_sync` with the pool's own CapacityLimiter, so
+one busy login cannot starve another of threads.
+
+Cancelling a call that is blocked inside python-tds is the one cross-thread operation, and it
+touches only the raw socket (`PooledConnection.interrupt`): on a plaintext connection it writes a
+TDS ATTENTION packet (the server stops the statement and acknowledges), and if the worker has not
+come back within a grace period it shuts the socket down. Either way the connection is marked
+broken and discarded when returned, because its token stream is no longer in a known state.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pytds
+import trio
+from pytds import tds_base
+
+from connector.config import DatabaseConfig, LoginConfig
+
+__all__ = ["DatabaseUnavailable", "LoginPool", "PoolStats", "PooledConnection", "Pools"]
+
+log = logging.getLogger("edgetds.connector.pool")
+
+T = TypeVar("T")
+
+#: TDS ATTENTION: packet type 6, status EOM, length 8 (header only).
+_ATTENTION = bytes([6, 1, 0, 8, 0, 0, 1, 0])
+
+
+class DatabaseUnavailable(Exception):
+    """SQL Server could not be reached or refused the login (connector.database_unavailable)."""
+
+
+class PooledConnection:
+    """One python-tds connection plus what is needed to interrupt it from another thread."""
+
+    def __init__(self, conn: pytds.Connection, login: str) -> None:
+        self.conn = conn
+        self.login = login
+        self.broken = False
+        #: False until a query ran on it: a fresh connection needs no sp_reset_connection
+        self.used = False
+        self.created = time.monotonic()
+        self._busy = threading.Event()  # set while a worker thread is inside python-tds
+
+    def _raw_socket(self) -> socket.socket | None:
+        tds_socket = getattr(self.conn, "_tds_socket", None)
+        sock = getattr(tds_socket, "sock", None)
+        # TLS: python-tds wraps the TCP socket in tls.EncryptedSocket(._transport)
+        return sock if isinstance(sock, socket.socket) else getattr(sock, "_transport", None)
+
+    @property
+    def encrypted(self) -> bool:
+        tds_socket = getattr(self.conn, "_tds_socket", None)
+        return not isinstance(getattr(tds_socket, "sock", None), socket.socket)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy.is_set()
+
+    def run(self, fn: Callable[[pytds.Connection], T]) -> T:
+        """Run fn(conn) in the CURRENT thread (call this from a worker thread)."""
+        if self.broken:
+            raise tds_base.InterfaceError("connection was interrupted and is being discarded")
+        self._busy.set()
+        try:
+            return fn(self.conn)
+        except (OSError, tds_base.InterfaceError, tds_base.ClosedConnectionError):
+            self.broken = True
+            raise
+        finally:
+            self._busy.clear()
+
+    def send_attention(self) -> bool:
+        """Ask the server to stop the running statement (plaintext TCP only). Thread-safe.
+
+        Returns True if the ATTENTION packet was written.
+        """
+        self.broken = True
+        sock = self._raw_socket()
+        if sock is None or self.encrypted:
+            return False  # a TLS record cannot be written from a second thread safely
+        try:
+            sock.sendall(_ATTENTION)
+        except OSError:
+            return False
+        return True
+
+    def shutdown(self) -> None:
+        """Cut the TCP connection so a blocked worker returns at once. Thread-safe."""
+        self.broken = True
+        sock = self._raw_socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # closing a broken connection may raise anything; it is gone anyway
+            log.debug("close failed", exc_info=True)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    login: str
+    idle: int
+    in_use: int
+    size: int
+    opened: int
+    discarded: int
+
+
+class LoginPool:
+    """Connections for one SQL Server login; at most `size` exist at once."""
+
+    def __init__(self, db: DatabaseConfig, login: LoginConfig, *, query_timeout_s: float) -> None:
+        self._db = db
+        self._login = login
+        self._idle: list[PooledConnection] = []
+        self._slots = trio.Semaphore(login.pool_size)
+        self.limiter = trio.CapacityLimiter(login.pool_size)
+        self._query_timeout_s = query_timeout_s
+        self._opened = 0
+        self._discarded = 0
+        self._in_use: set[PooledConnection] = set()
+
+    @property
+    def name(self) -> str:
+        return self._login.name
+
+    def _connect(self) -> pytds.Connection:
+        db = self._db
+        return pytds.connect(
+            dsn=db.host,
+            port=db.port,
+            database=db.database,
+            user=self._login.user,
+            password=self._login.password,
+            autocommit=True,
+            login_timeout=max(1, int(db.login_timeout_s)),
+            # A safety net only: queries are timed and cancelled from the Trio side.
+            timeout=self._query_timeout_s + 30,
+            cafile=db.cafile or None,
+            validate_host=db.validate_host,
+            appname="edgetds-connector",
+            disable_connect_retry=True,
+        )
+
+    async def _open(self) -> PooledConnection:
+        try:
+            conn = await trio.to_thread.run_sync(self._connect, limiter=self.limiter)
+        except tds_base.Error as exc:
+            number = getattr(exc, "msg_no", None) or getattr(exc, "number", None)
+            raise DatabaseUnavailable(
+                f"login {self._login.user!r} to {self._db.host}:{self._db.port} failed"
+                + (f" (SQL Server error {number})" if number else "")
+            ) from None
+        except (OSError, TimeoutError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach SQL Server at {self._db.host}:{self._db.port}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
+        self._opened += 1
+        return PooledConnection(conn, self._login.name)
+
+    @asynccontextmanager
+    async def borrow(self) -> AsyncIterator[PooledConnection]:
+        """Hold one connection exclusively; broken ones are discarded on return."""
+        async with self._slots:
+            pc = self._idle.pop() if self._idle else await self._open()
+            self._in_use.add(pc)
+            try:
+                yield pc
+            finally:
+                self._in_use.discard(pc)
+                if pc.broken:
+                    self._discarded += 1
+                    # close in a thread: python-tds may block writing to a dead socket
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(pc.close, abandon_on_cancel=True)
+                else:
+                    self._idle.append(pc)
+
+    async def call(self, pc: PooledConnection, fn: Callable[[pytds.Connection], T]) -> T:
+        """Run fn(conn) on a borrowed connection in a worker thread.
+
+        Not cancellable from Trio (the thread is waited for): interrupt it with
+        `PooledConnection.send_attention` / `shutdown` instead.
+        """
+        return await trio.to_thread.run_sync(pc.run, fn, limiter=self.limiter)
+
+    def statistics(self) -> PoolStats:
+        return PoolStats(
+            login=self._login.name,
+            idle=len(self._idle),
+            in_use=len(self._in_use),
+            size=self._login.pool_size,
+            opened=self._opened,
+            discarded=self._discarded,
+        )
+
+    def interrupt_all(self) -> None:
+        """Cut every connection in use (process exit): blocked worker threads return at once."""
+        for pc in list(self._in_use):
+            pc.shutdown()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for pc in idle:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(pc.close, abandon_on_cancel=True)
+
+
+class Pools:
+    """All login pools of a connector, by login name."""
+
+    def __init__(self, db: DatabaseConfig, *, query_timeout_s: float = 300.0) -> None:
+        self.db = db
+        self._pools = {
+            name: LoginPool(db, login, query_timeout_s=query_timeout_s)
+            for name, login in db.logins.items()
+        }
+
+    def __getitem__(self, login: str) -> LoginPool:
+        try:
+            return self._pools[login]
+        except KeyError:
+            raise KeyError(
+                f"policy names login {login!r} but the connector config has no [logins.{login}]"
+            ) from None
+
+    def __contains__(self, login: object) -> bool:
+        return login in self._pools
+
+    def statistics(self) -> list[PoolStats]:
+        return [p.statistics() for p in self._pools.values()]
+
+    def interrupt_all(self) -> None:
+        for pool in self._pools.values():
+            pool.interrupt_all()
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()

@@ -1,0 +1,508 @@
+"""One outbound WebSocket from the connector to a relay: dial, mutual authentication, frame loop.
+
+A `TunnelLink` is one connection (the HA supervisor in connector/runtime.py keeps several):
+
+1. Dial ``{relay}/v1/tunnels/{tunnel}/connect`` with subprotocol ``edgetds.v1`` and
+   ``Authorization: Bearer <connector token>`` (a fresh EdDSA token and nonce per dial).
+2. Verify the relay's HELLO against the pinned relay keys (signature, our nonce, our tunnel and
+   connector id). On any mismatch: log why, close with 4001 and serve nothing (`RelayRejected`).
+3. Send READY, then serve: every QUERY becomes a task running the `QueryHandler`; CANCEL sets the
+   stream's `CancelToken`; CREDIT wakes streams waiting for send window; DRAIN from the relay asks
+   the supervisor for a replacement connection while in-flight streams finish here; GOAWAY ends.
+
+One reader task per connection; every write happens under one lock (frames leave in the order
+the sans-I/O `protocol.Connection` queued them). Liveness: WebSocket pings every
+``ping_interval_s``; no pong within ``dead_peer_after_s - ping_interval_s`` fails the connection,
+and a closing handshake is bounded too, so a black-holed peer is declared dead in bounded time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.trio.client import ClientConnection, connect
+
+from connector.config import TunnelConfig
+from connector.execute import CancelToken, QueryFailed, SinkClosed
+from protocol import (
+    SUBPROTOCOL,
+    AuthError,
+    CloseCode,
+    Connection,
+    Limits,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Role,
+    error_record,
+    events,
+    make_connector_token,
+    verify_hello,
+)
+
+__all__ = [
+    "DialFailed",
+    "LinkEnd",
+    "LinkStats",
+    "QueryHandler",
+    "RelayRejected",
+    "StreamSink",
+    "TunnelLink",
+]
+
+log = logging.getLogger("edgetds.connector.tunnel")
+
+
+class DialFailed(Exception):
+    """The WebSocket could not be opened; the message names the failing step."""
+
+    def __init__(self, message: str, *, auth: bool = False) -> None:
+        super().__init__(message)
+        self.auth = auth
+
+
+class RelayRejected(Exception):
+    """The relay's HELLO did not verify: this connector serves nothing on that connection."""
+
+
+@dataclass(frozen=True)
+class LinkEnd:
+    """How a connection ended (for the supervisor's backoff decision)."""
+
+    reason: str  # "goaway" | "drained" | "closed" | "lost" | "local"
+    uptime_s: float
+    served: int
+    #: the relay asked us to go elsewhere (DRAIN/GOAWAY): reconnect at once
+    relay_requested: bool = False
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    url: str
+    session_id: str | None
+    open_streams: int
+    served: int
+    rtt_ms: float | None
+    ready: bool
+    draining: bool
+
+
+class QueryHandler(Protocol):
+    """Serves one QUERY and ends the stream with `StreamSink.finish` (else it is ended for it)."""
+
+    async def __call__(
+        self, link: TunnelLink, query: events.Query, sink: StreamSink, cancel: CancelToken
+    ) -> None: ...
+
+
+class StreamSink:
+    """The connector's sending side of one stream; respects the send window (CREDIT)."""
+
+    def __init__(self, link: TunnelLink, stream_id: int) -> None:
+        self.link = link
+        self.stream_id = stream_id
+        self.finished = False
+        self.bytes_sent = 0
+
+    async def _wait_window(self, need: int) -> int:
+        link = self.link
+        while True:
+            if self.stream_id not in link.conn.open_streams() or link.closed:
+                raise SinkClosed(f"stream {self.stream_id} is closed")
+            window = link.conn.send_window(self.stream_id)
+            if window >= need:
+                return window
+            await link.credit_changed()
+
+    async def _send(self, event: events.Event) -> None:
+        try:
+            await self.link.send(event)
+        except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError) as exc:
+            raise SinkClosed(str(exc)) from None
+
+    async def send_columns(self, data: bytes) -> None:
+        if len(data) > self.link.max_payload:
+            raise QueryFailed(
+                "limits.result_too_large",
+                f"the column list ({len(data)} bytes) exceeds the largest frame",
+            )
+        await self._wait_window(len(data))
+        await self._send(events.Columns(self.stream_id, data))
+        self.bytes_sent += len(data)
+
+    async def send_rows(self, data: bytes) -> None:
+        """Send whole NDJSON lines in frames that fit the window and the peer's max frame."""
+        pos, end = 0, len(data)
+        while pos < end:
+            window = await self._wait_window(1)
+            limit = min(window, self.link.max_payload)
+            cut = data.rfind(b"\n", pos, pos + limit) + 1
+            if cut <= pos:
+                line_end = data.index(b"\n", pos) + 1
+                size = line_end - pos
+                if size > self.link.max_payload:
+                    raise QueryFailed(
+                        "limits.result_too_large",
+                        f"a row of {size} bytes exceeds the largest frame "
+                        f"({self.link.max_payload} bytes)",
+                    )
+                await self._wait_window(size)
+                continue
+            await self._send(events.Rows(self.stream_id, data[pos:cut]))
+            self.bytes_sent += cut - pos
+            pos = cut
+
+    async def finish(self, line: bytes, *, error: bool) -> None:
+        """End the stream with a DONE or ERROR line (never needs credit)."""
+        if self.finished:
+            return
+        self.finished = True
+        event = events.Error if error else events.Done
+        try:
+            await self.link.send(event(self.stream_id, line))
+        except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
+            log.info("stream ended after its connection", extra={"stream": self.stream_id})
+
+
+def _ssl_context(cfg: TunnelConfig) -> ssl.SSLContext | None:
+    if not cfg.relay_cafile:
+        return None
+    return ssl.create_default_context(cafile=cfg.relay_cafile)
+
+
+class TunnelLink:
+    """One WebSocket connection to a relay. Create, then ``await link.run()``."""
+
+    def __init__(
+        self,
+        cfg: TunnelConfig,
+        url: str,
+        *,
+        private_key: Ed25519PrivateKey,
+        relay_keys: Mapping[str, Ed25519PublicKey],
+        handler: QueryHandler,
+        on_ready: Callable[[TunnelLink], None] | None = None,
+        on_relay_drain: Callable[[TunnelLink], None] | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.base_url = url
+        self.url = f"{url}/v1/tunnels/{cfg.tunnel}/connect"
+        self._key = private_key
+        self._relay_keys = relay_keys
+        self._handler = handler
+        self._on_ready = on_ready
+        self._on_relay_drain = on_relay_drain
+        self._clock = clock
+        max_streams = min(128, cfg.max_concurrent_queries)
+        self.limits = limits or Limits(max_streams=max_streams)
+        self.conn = Connection(Role.CONNECTOR, limits=self.limits)
+        self.ws: ClientConnection | None = None
+        self._send_lock = trio.Lock()
+        self._credit = trio.Event()
+        self._tokens: dict[int, CancelToken] = {}
+        self._idle = trio.Event()
+        self._idle.set()
+        self.closed = False
+        self.ready = False
+        self.draining = False
+        self.relay_draining = False
+        self.session_id: str | None = None
+        self.served = 0
+        self._started = 0.0
+        self._end_reason = "closed"
+        self._goaway_received = False
+
+    # -- what the streams use ---------------------------------------------------------------
+
+    @property
+    def max_payload(self) -> int:
+        """Largest COLUMNS/ROWS payload: the peer's max frame, and never above a stream window."""
+        return self.conn.max_frame
+
+    async def credit_changed(self) -> None:
+        await self._credit.wait()
+
+    def _wake_credit(self) -> None:
+        self._credit.set()
+        self._credit = trio.Event()
+
+    async def send(self, event: events.Event) -> None:
+        """Queue one event and write everything queued, in order, under the write lock."""
+        async with self._send_lock:
+            self.conn.send(event)
+            await self._flush_locked()
+
+    async def flush(self) -> None:
+        async with self._send_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        if self.ws is None:
+            return
+        while True:
+            data = self.conn.data_to_send(256 * 1024)
+            if not data:
+                return
+            await self.ws.send(data)
+
+    def statistics(self) -> LinkStats:
+        latency = self.ws.latency if self.ws is not None else None
+        return LinkStats(
+            url=self.base_url,
+            session_id=self.session_id,
+            open_streams=len(self._tokens),
+            served=self.served,
+            rtt_ms=round(latency * 1000, 2) if latency else None,
+            ready=self.ready,
+            draining=self.draining or self.relay_draining,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def _dial(self, nonce: str) -> ClientConnection:
+        token = make_connector_token(
+            self._key,
+            connector_id=self.cfg.connector_id,
+            tunnel=self.cfg.tunnel,
+            now=int(self._clock()),
+            nonce=nonce,
+        )
+        ping = self.cfg.ping_interval_s
+        try:
+            ws = await connect(
+                self.url,
+                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                additional_headers={"Authorization": f"Bearer {token}"},
+                ssl=_ssl_context(self.cfg),
+                compression=None,
+                open_timeout=self.cfg.open_timeout_s,
+                ping_interval=ping,
+                ping_timeout=max(0.05, self.cfg.dead_peer_after_s - ping),
+                close_timeout=min(5.0, self.cfg.dead_peer_after_s),
+                max_size=max(4 * self.limits.max_frame, 4 * 1024 * 1024),
+            ).__aenter__()
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            body = (exc.response.body or b"")[:300].decode("utf-8", "replace")
+            raise DialFailed(
+                f"relay {self.base_url} refused the connection: HTTP {status} {body}",
+                auth=status in (401, 403),
+            ) from None
+        except InvalidHandshake as exc:
+            raise DialFailed(f"WebSocket handshake with {self.base_url} failed: {exc}") from None
+        except ssl.SSLError as exc:
+            raise DialFailed(f"TLS with {self.base_url} failed: {exc.reason}") from None
+        except (OSError, trio.TooSlowError, TimeoutError) as exc:
+            what = getattr(exc, "strerror", None) or type(exc).__name__
+            raise DialFailed(f"cannot reach relay {self.base_url}: {what}") from None
+        if ws.subprotocol != SUBPROTOCOL:
+            await ws.aclose()
+            raise DialFailed(f"relay {self.base_url} did not accept subprotocol {SUBPROTOCOL}")
+        return ws
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> LinkEnd:
+        """Dial, authenticate, serve until the connection ends. `task_status.started()` after
+        READY was sent.
+
+        Raises:
+            DialFailed: the connection could not be opened (the step is named).
+            RelayRejected: the relay's HELLO did not verify.
+        """
+        nonce = secrets.token_urlsafe(16)
+        self.ws = await self._dial(nonce)
+        self._started = time.monotonic()
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._serve(nursery, nonce, task_status)
+                # the reader finished; in-flight queries end (their sinks fail fast when lost)
+        finally:
+            self.closed = True
+            self._wake_credit()
+            with trio.CancelScope(shield=True), trio.move_on_after(self.cfg.dead_peer_after_s):
+                await self.ws.aclose()
+        return LinkEnd(
+            reason=self._end_reason,
+            uptime_s=time.monotonic() - self._started,
+            served=self.served,
+            relay_requested=self.relay_draining or self._goaway_received,
+        )
+
+    async def _serve(
+        self, nursery: trio.Nursery, nonce: str, task_status: trio.TaskStatus[None]
+    ) -> None:
+        assert self.ws is not None
+        try:
+            async for message in self.ws:
+                if isinstance(message, str):
+                    await self.ws.aclose(CloseCode.UNSUPPORTED_DATA, "edgetds/1 is binary-only")
+                    self._end_reason = "lost"
+                    return
+                try:
+                    self.conn.receive_data(message)
+                except RemoteProtocolError as exc:
+                    log.warning("relay broke edgetds/1: %s", exc)
+                    await self.flush()  # the GOAWAY the protocol queued
+                    await self.ws.aclose(exc.close_code, str(exc)[:120])
+                    self._end_reason = "lost"
+                    return
+                for event in self.conn.events():
+                    if await self._handle(event, nursery, nonce, task_status):
+                        return
+                await self.flush()
+        except ConnectionClosed:
+            pass
+        if self._end_reason == "closed":
+            self._end_reason = "goaway" if self._goaway_received else "lost"
+        try:
+            self.conn.receive_eof()
+        except LocalProtocolError:
+            pass
+        self.conn.events()
+        for token in self._tokens.values():
+            token.cancel("connection lost")
+
+    async def _handle(
+        self,
+        event: events.Event,
+        nursery: trio.Nursery,
+        nonce: str,
+        task_status: trio.TaskStatus[None],
+    ) -> bool:
+        """Handle one event; True ends the connection."""
+        if isinstance(event, events.Hello):
+            try:
+                verify_hello(
+                    event,
+                    self._relay_keys,
+                    nonce=nonce,
+                    tunnel=self.cfg.tunnel,
+                    connector_id=self.cfg.connector_id,
+                )
+            except AuthError as exc:
+                log.error(
+                    "refusing to serve relay %s: %s (check [connector] relay_public_keys)",
+                    self.base_url,
+                    exc,
+                )
+                assert self.ws is not None
+                await self.ws.aclose(CloseCode.AUTH_FAILED, "relay HELLO rejected")
+                raise RelayRejected(f"relay {self.base_url}: {exc}") from None
+            self.session_id = event.session_id
+            await self.send(
+                events.Ready(
+                    connector_id=self.cfg.connector_id,
+                    max_streams=self.limits.max_streams,
+                    caps=(),
+                    max_frame=self.limits.max_frame,
+                )
+            )
+            self.ready = True
+            log.info(
+                "tunnel ready",
+                extra={"relay": self.base_url, "session": self.session_id},
+            )
+            task_status.started()
+            if self._on_ready is not None:
+                self._on_ready(self)
+        elif isinstance(event, events.Query):
+            token = CancelToken()
+            self._tokens[event.stream_id] = token
+            self._idle = trio.Event() if self._idle.is_set() else self._idle
+            nursery.start_soon(self._serve_query, event, token)
+        elif isinstance(event, events.Cancel):
+            token = self._tokens.get(event.stream_id)
+            if token is not None:
+                token.cancel(event.reason or "cancelled by the relay")
+        elif isinstance(event, events.Credit):
+            self._wake_credit()
+        elif isinstance(event, events.Drain):
+            self.relay_draining = True
+            log.info(
+                "relay is draining; opening a replacement connection",
+                extra={"relay": self.base_url},
+            )
+            if self._on_relay_drain is not None:
+                self._on_relay_drain(self)
+            if not self._tokens:
+                await self.close("relay drained")
+                return True
+        elif isinstance(event, events.GoAway):
+            self._goaway_received = True
+            log.info("relay sent GOAWAY: %s", event.code, extra={"relay": self.base_url})
+        return False
+
+    async def _serve_query(self, query: events.Query, token: CancelToken) -> None:
+        sink = StreamSink(self, query.stream_id)
+        try:
+            if self.draining:
+                await sink.finish(
+                    error_record(
+                        "connector.draining",
+                        "the connector is shutting down; retry (another connector may serve)",
+                        query_id=query.query_id,
+                    ),
+                    error=True,
+                )
+                return
+            await self._handler(self, query, sink, token)
+        finally:
+            if not sink.finished:
+                with trio.CancelScope(shield=True):
+                    await sink.finish(
+                        error_record(
+                            "internal", "the query ended without a result", query_id=query.query_id
+                        ),
+                        error=True,
+                    )
+            self.served += 1
+            del self._tokens[query.stream_id]
+            if not self._tokens:
+                self._idle.set()
+                if self.relay_draining and not self.closed:
+                    with trio.CancelScope(shield=True):
+                        await self.close("relay drained")
+
+    # -- drain and close --------------------------------------------------------------------
+
+    async def drain(self, reason: str = "connector shutting down") -> None:
+        """Tell the relay to send no new queries (DRAIN); in-flight ones continue."""
+        if self.draining or self.closed or not self.ready:
+            self.draining = True
+            return
+        self.draining = True
+        try:
+            await self.send(events.Drain(reason))
+        except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
+            pass
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def close(self, message: str = "bye", *, code: str = "connector.draining") -> None:
+        """Send GOAWAY (if possible) and close the WebSocket."""
+        if self.closed:
+            return
+        self.closed = True
+        self._end_reason = "drained" if self.draining or self.relay_draining else "local"
+        self._wake_credit()
+        for token in self._tokens.values():
+            token.cancel("connection closing")
+        try:
+            await self.send(events.GoAway(code, message, self.conn.last_stream_id))
+        except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
+            pass
+        if self.ws is not None:
+            with trio.move_on_after(self.cfg.dead_peer_after_s):
+                await self.ws.aclose(CloseCode.GOING_AWAY, message[:120])
