@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from edgetds import __version__
 
 #: Modules that add subcommands, in the order they appear in `edgetds --help`.
-SUBCOMMANDS: tuple[str, ...] = ("edgetds.demo", "edgetds.devidp", "tdslite.cli")
+SUBCOMMANDS: tuple[str, ...] = (
+    "edgetds.demo",
+    "edgetds.devidp",
+    "tdslite.cli",
+    "connector.audit",
+)
 
 EPILOG = """\
 Start here:

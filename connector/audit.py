@@ -1,0 +1,439 @@
+"""The connector's audit log: one hash-chained JSON line per query, and ``edgetds audit verify``.
+
+Record (one line, keys sorted)::
+
+    {"v": 1, "seq": 42, "time": "2026-11-27T00:01:02.345Z", "query_id": "...",
+     "subject": "alice", "issuer": "https://idp", "role": "analyst",
+     "statement": {"sql": "SELECT ..."} | {"query": "orders_by_customer"},
+     "fingerprint": "<sha256 hex of the normalized SQL>",
+     "params": [{"name": "id", "type": "bigint"}, ...],   # + "value" only if the role allows
+     "outcome": {"status": "ok" | "error" | "refused", "rows": n, "bytes": n, "duration_ms": n,
+                 "error_code": "policy.not_read_only" | null, "sql_error_number": 208 | null},
+     "prev": "<hash of the previous record>", "hash": "<this record's hash>"}
+
+Chain: ``hash = sha256(b"edgetds/1 audit\\n" + canonical_json(record without "hash"))`` in hex,
+where canonical_json is the protocol's (sorted keys, no spaces, UTF-8; no floats in records).
+The first record of a chain has ``prev`` = 64 zeros (GENESIS) and ``seq`` = 1. Each line is
+exactly canonical_json(record with "hash") + "\\n". Reopening a file continues its chain from the
+last line; :meth:`AuditLog.rotate` continues it into a new file, so ``verify old new`` checks
+both as one chain. Removing, editing, reordering or truncating lines breaks the chain at the
+first affected line, which ``edgetds audit verify`` reports (exit 1).
+
+Durability (``fsync``): ``"always"`` (default; fsync after every record), ``"interval"`` (at most
+every ``fsync_interval_s``, and on close), ``"never"`` (leave it to the OS).
+Parameter values are written only when the role sets ``log_param_values = true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import trio
+
+from connector._readonly import sql_fingerprint
+from protocol import canonical_json
+from protocol import param_type as _protocol_param_type
+
+__all__ = [
+    "GENESIS",
+    "AuditError",
+    "AuditLog",
+    "Outcome",
+    "VerifyResult",
+    "param_type",
+    "query_record",
+    "record_hash",
+    "register",
+    "verify_files",
+]
+
+GENESIS = "0" * 64
+_DOMAIN = b"edgetds/1 audit\n"
+_TAIL_BYTES = 1 << 20
+FsyncPolicy = Literal["always", "interval", "never"]
+
+
+class AuditError(Exception):
+    """The audit log cannot be written (or its existing tail is broken)."""
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """The chain hash of ``record`` (its "hash" key, if present, is not covered)."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(_DOMAIN + canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How a query ended. ``status``: ok, error (SQL/timeout/cancel...) or refused (auth/policy)."""
+
+    status: Literal["ok", "error", "refused"]
+    rows: int = 0
+    bytes: int = 0
+    duration_ms: int = 0
+    error_code: str | None = None
+    sql_error_number: int | None = None
+
+
+def param_type(value: Any) -> str:
+    """The SQL Server type a parameter binds as (protocol.param_type), for the audit record.
+
+    ``"null"`` for an untyped NULL and ``"invalid"`` for a value the protocol refuses.
+    """
+    try:
+        return _clean(_protocol_param_type(value) or "null")[:64]
+    except ValueError:
+        return "invalid"
+
+
+def query_record(
+    *,
+    query_id: str,
+    subject: str | None,
+    issuer: str | None,
+    role: str | None,
+    sql: str | None,
+    query: str | None,
+    params: Mapping[str, Any],
+    outcome: Outcome,
+    param_types: Mapping[str, str] | None = None,
+    log_param_values: bool = False,
+    statement_sql: str | None = None,
+) -> dict[str, Any]:
+    """An audit record (without seq/time/prev/hash, which :meth:`AuditLog.write` adds).
+
+    ``sql`` is the ad-hoc text or None; ``query`` the named query or None; ``statement_sql`` the
+    SQL actually run for a named query (fingerprinted, not logged: the template lives in policy).
+    """
+    statement: dict[str, str] = {}
+    if sql is not None:
+        statement["sql"] = _clean(sql)
+    if query is not None:
+        statement["query"] = _clean(query)
+    text = sql if sql is not None else statement_sql
+    types = param_types or {}
+    plist = []
+    for name in sorted(params):
+        ptype = types.get(name) or param_type(params[name])
+        item: dict[str, Any] = {"name": _clean(name), "type": ptype}
+        if log_param_values:
+            item["value"] = _jsonable(params[name])
+        plist.append(item)
+    return {
+        "query_id": _clean(query_id),
+        "subject": subject,
+        "issuer": issuer,
+        "role": role,
+        "statement": statement,
+        "fingerprint": sql_fingerprint(text) if text is not None else None,
+        "params": plist,
+        "outcome": {
+            "status": outcome.status,
+            "rows": int(outcome.rows),
+            "bytes": int(outcome.bytes),
+            "duration_ms": int(outcome.duration_ms),
+            "error_code": outcome.error_code,
+            "sql_error_number": outcome.sql_error_number,
+        },
+    }
+
+
+class AuditLog:
+    """Appends hash-chained records to one file. Thread-safe; ``write`` is the async face."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        fsync: FsyncPolicy = "always",
+        fsync_interval_s: float = 1.0,
+        continue_from: str | Path | None = None,
+    ) -> None:
+        """Open ``path`` for appending, continuing its chain (or ``continue_from``'s if empty).
+
+        Raises:
+            AuditError: the existing last line is incomplete or not a valid record.
+        """
+        if fsync not in ("always", "interval", "never"):
+            raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
+        self.path = Path(path)
+        self.fsync = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self._lock = threading.Lock()
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        self.seq, self.head = _tail(self.path)
+        if self.seq == 0 and continue_from is not None:
+            self.seq, self.head = _tail(Path(continue_from))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def write_sync(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Chain and append one record (blocking). Returns the record as written."""
+        with self._lock:
+            if self._fd is None:
+                raise AuditError(f"audit log {self.path} is closed")
+            full = dict(record)
+            full.update(v=1, seq=self.seq + 1, prev=self.head, time=_now())
+            full["hash"] = record_hash(full)
+            os.write(self._fd, canonical_json(full) + b"\n")
+            self.seq, self.head = full["seq"], full["hash"]
+            self._dirty = True
+            now = time.monotonic()
+            if self.fsync == "always" or (
+                self.fsync == "interval" and now - self._last_sync >= self.fsync_interval_s
+            ):
+                os.fsync(self._fd)
+                self._last_sync, self._dirty = now, False
+            return full
+
+    async def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Chain and append one record from trio (the file I/O runs in a worker thread)."""
+        return await trio.to_thread.run_sync(self.write_sync, record)
+
+    def rotate(self, new_path: str | Path) -> None:
+        """Close this file and continue the chain in ``new_path`` (which must be empty)."""
+        new_path = Path(new_path)
+        if new_path.exists() and new_path.stat().st_size:
+            raise AuditError(f"cannot rotate into {new_path}: it is not empty")
+        with self._lock:
+            self._close_locked()
+            self.path = new_path
+            self._fd = os.open(new_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._fd is None:
+            return
+        if self._dirty and self.fsync != "never":
+            os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self.close)
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _tail(path: Path) -> tuple[int, str]:
+    """(seq, hash) of the last record of ``path``; (0, GENESIS) if it is missing or empty."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size == 0:
+                return 0, GENESIS
+            fh.seek(max(0, size - _TAIL_BYTES))
+            data = fh.read()
+    except FileNotFoundError:
+        return 0, GENESIS
+    fix = f"run `edgetds audit verify {path}`, then move the file aside to start a new one"
+    if not data.endswith(b"\n"):
+        raise AuditError(f"{path}: the last line is incomplete (truncated write?); {fix}")
+    last = data[:-1].rsplit(b"\n", 1)[-1]
+    try:
+        record = loads_object(last)
+        seq, stored = record["seq"], record["hash"]
+    except (ValueError, KeyError):
+        raise AuditError(f"{path}: the last line is not an audit record; {fix}") from None
+    if not isinstance(seq, int) or stored != record_hash(record):
+        raise AuditError(f"{path}: the last record does not match its hash; {fix}")
+    return seq, str(stored)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """``ok``, how many records were checked, the head hash, or where the chain first breaks."""
+
+    ok: bool
+    records: int
+    head: str
+    file: str | None = None
+    line: int | None = None
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.records} records, chain intact; head hash {self.head}"
+        return f"{self.file}:{self.line}: {self.problem}"
+
+
+def verify_files(paths: Sequence[str | Path], *, prev: str = GENESIS) -> VerifyResult:
+    """Check one chain spread over ``paths`` (oldest first). Stops at the first broken line."""
+    head, seq, count = prev, None, 0
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            return VerifyResult(False, count, head, str(path), 0, f"cannot read: {exc.strerror}")
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the normal case: the file ends with a newline
+        for lineno, raw in enumerate(lines, start=1):
+            truncated = lineno == len(lines) and not data.endswith(b"\n")
+            problem, record = _check_line(raw, head, truncated=truncated)
+            if problem is None and record is not None and record.get("prev") != head:
+                expected = 1 if seq is None else seq + 1
+                problem = _chain_problem(record, expected, seq, lines, lineno, prev)
+            if problem is not None or record is None:
+                return VerifyResult(False, count, head, str(path), lineno, problem)
+            head, seq, count = record["hash"], record["seq"], count + 1
+    return VerifyResult(True, count, head)
+
+
+def _check_line(
+    raw: bytes, head: str, *, truncated: bool
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(problem, record) for one line on its own (chain linkage is checked by the caller)."""
+    try:
+        record = loads_object(raw)
+    except ValueError:
+        if truncated:
+            return "incomplete last line (truncated)", None
+        return "not a valid JSON record (garbage inserted or line damaged)", None
+    stored, rseq = record.get("hash"), record.get("seq")
+    if not isinstance(rseq, int) or not isinstance(stored, str):
+        return "not an audit record (no seq/hash)", None
+    if stored != record_hash(record):
+        return f"record seq {rseq} was edited: its hash does not match its content", None
+    if truncated and record.get("prev") == head:
+        return "last line has no newline (truncated after the record?)", None
+    return None, record
+
+
+def _chain_problem(
+    record: Mapping[str, Any],
+    expected: int,
+    last_seq: int | None,
+    lines: list[bytes],
+    lineno: int,
+    prev_arg: str,
+) -> str:
+    rseq = record["seq"]
+    if last_seq is None and prev_arg == GENESIS:
+        return (
+            f"the chain starts at seq {rseq}, not from the genesis value: earlier records or "
+            "files are missing (pass older files first, or --prev HASH)"
+        )
+    if rseq > expected:
+        for later, raw in enumerate(lines[lineno:], start=lineno + 1):
+            try:
+                if loads_object(raw).get("seq") == expected:
+                    return f"lines reordered: seq {rseq} comes before seq {expected} (line {later})"
+            except ValueError:
+                continue
+        return f"record(s) removed: seq jumps from {last_seq} to {rseq}"
+    if rseq < expected:
+        return f"lines reordered or duplicated: seq {rseq} after seq {last_seq}"
+    return (
+        f"prev does not match the hash of line {lineno - 1}: that line was replaced or "
+        "edited and re-hashed"
+    )
+
+
+def loads_object(data: bytes) -> dict[str, Any]:
+    """One JSON object; duplicate keys and NaN/Infinity refused (they could hide an edit)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            raise ValueError("duplicate key")
+        return obj
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not allowed")
+
+    try:
+        value = json.loads(data, object_pairs_hook=unique, parse_constant=no_constant)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _clean(text: str) -> str:
+    """Drop lone surrogates (not encodable as UTF-8) so one odd request cannot stop the log."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, float):
+        return repr(value)  # no floats in chained records (canonical form)
+    if isinstance(value, Mapping):
+        return {_clean(str(k)): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+EPILOG = """\
+examples:
+  edgetds audit verify .demo/audit.jsonl
+  edgetds audit verify audit.jsonl.1 audit.jsonl      # a rotated chain, oldest file first
+  edgetds audit verify audit.jsonl --prev 3f5a...     # a file whose predecessor is archived
+
+Exit status 0 when the chain is intact; 1 with FILE:LINE: what is wrong (a line edited, removed,
+reordered, garbage appended or the last line truncated) at the first broken line.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="check the connector's hash-chained audit log",
+        description="Tools for the connector's audit log (one hash-chained JSON line per query).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(title="actions", metavar="ACTION")
+    verify = sub.add_parser(
+        "verify",
+        help="check the hash chain; report the first broken line",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("files", nargs="+", type=Path, metavar="FILE", help="oldest first")
+    verify.add_argument(
+        "--prev", default=GENESIS, help="hash the first record chains from (default: genesis)"
+    )
+    verify.set_defaults(func=_cmd_verify)
+
+    def _usage(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(func=_usage)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    result = verify_files(args.files, prev=args.prev)
+    print(result, file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1

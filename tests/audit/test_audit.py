@@ -1,0 +1,250 @@
+"""Audit log: records, redaction, hash chain, continuation, rotation, tamper detection, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+
+from connector.audit import (
+    GENESIS,
+    AuditError,
+    AuditLog,
+    Outcome,
+    query_record,
+    record_hash,
+    verify_files,
+)
+from edgetds.cli import main
+
+OK = Outcome(status="ok", rows=3, bytes=120, duration_ms=7)
+
+
+def rec(i: int, **kw: object) -> dict[str, object]:
+    base = dict(
+        query_id=f"q{i}",
+        subject="alice",
+        issuer="https://idp",
+        role="analyst",
+        sql=f"SELECT * FROM t WHERE id = @id AND note = 'x{i}'",
+        query=None,
+        params={"id": i, "secret": "hunter2"},
+        outcome=OK,
+    )
+    base.update(kw)
+    return query_record(**base)  # type: ignore[arg-type]
+
+
+def write_log(path: Path, n: int) -> list[bytes]:
+    with AuditLog(path, fsync="never") as log:
+        for i in range(1, n + 1):
+            log.write_sync(rec(i))
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_record_fields_and_redaction(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        written = log.write_sync(rec(1))
+        named = log.write_sync(
+            rec(
+                2,
+                sql=None,
+                query="orders_by_customer",
+                statement_sql="SELECT 1 WHERE c = @cid",
+                params={"cid": {"type": "int", "value": "5"}, "when": None, "ok": True},
+                outcome=Outcome(status="error", duration_ms=3, sql_error_number=208,
+                                error_code="sql.error"),
+                log_param_values=True,
+            )
+        )  # fmt: skip
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first == written
+    assert first["seq"] == 1
+    assert first["prev"] == GENESIS
+    assert first["hash"] == record_hash(first)
+    assert first["params"] == [
+        {"name": "id", "type": "bigint"},
+        {"name": "secret", "type": "nvarchar"},
+    ]
+    assert "hunter2" not in lines[0]
+    assert first["statement"] == {"sql": "SELECT * FROM t WHERE id = @id AND note = 'x1'"}
+    assert len(first["fingerprint"]) == 64
+    assert first["outcome"] == {
+        "status": "ok", "rows": 3, "bytes": 120, "duration_ms": 7,
+        "error_code": None, "sql_error_number": None,
+    }  # fmt: skip
+    assert first["time"].endswith("Z")
+    second = json.loads(lines[1])
+    assert second["prev"] == first["hash"]
+    assert second["statement"] == {"query": "orders_by_customer"}
+    assert second["params"][0] == {
+        "name": "cid",
+        "type": "int",
+        "value": {"type": "int", "value": "5"},
+    }
+    assert second["outcome"]["sql_error_number"] == 208
+    assert named["hash"] == second["hash"]
+    # Same statement shape, different literals: same fingerprint.
+    assert rec(5)["fingerprint"] == rec(6)["fingerprint"]
+    assert (
+        lines[0].encode()
+        == json.dumps(first, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+
+
+def test_intact_chain_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    write_log(path, 10)
+    result = verify_files([path])
+    assert result.ok
+    assert result.records == 10
+    assert result.head == json.loads(path.read_text().splitlines()[-1])["hash"]
+
+
+def tamper(tmp_path: Path, lines: list[bytes]) -> Path:
+    out = tmp_path / "tampered.jsonl"
+    out.write_bytes(b"".join(lines))
+    return out
+
+
+def test_edited_line_detected(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 6)
+    lines[3] = lines[3].replace(b'"subject":"alice"', b'"subject":"bob"')
+    result = verify_files([tamper(tmp_path, lines)])
+    assert (result.ok, result.line) == (False, 4)
+    assert "edited" in str(result.problem)
+    assert result.records == 3
+
+
+def test_edited_and_rehashed_line_detected_at_next(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 6)
+    record = json.loads(lines[2])
+    record["role"] = "admin"
+    record["hash"] = record_hash(record)
+    lines[2] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    result = verify_files([tamper(tmp_path, lines)])
+    assert (result.ok, result.line) == (False, 4)
+    assert "line 3" in str(result.problem)
+
+
+def test_removed_line_detected(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 6)
+    del lines[2]
+    result = verify_files([tamper(tmp_path, lines)])
+    assert (result.ok, result.line) == (False, 3)
+    assert "removed: seq jumps from 2 to 4" in str(result.problem)
+
+
+def test_removed_first_line_detected(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 3)
+    result = verify_files([tamper(tmp_path, lines[1:])])
+    assert (result.ok, result.line) == (False, 1)
+    assert "not from the genesis value" in str(result.problem)
+
+
+def test_swapped_lines_detected(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 6)
+    lines[1], lines[2] = lines[2], lines[1]
+    result = verify_files([tamper(tmp_path, lines)])
+    assert (result.ok, result.line) == (False, 2)
+    assert "reordered" in str(result.problem)
+
+
+def test_appended_garbage_detected(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 4)
+    for garbage in (b"garbage\n", b"{}\n", b'{"seq": 5, "hash": "x"}\n', b"\n"):
+        result = verify_files([tamper(tmp_path, [*lines, garbage])])
+        assert (result.ok, result.line) == (False, 5), garbage
+
+
+def test_truncated_last_line_detected(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 4)
+    result = verify_files([tamper(tmp_path, [*lines[:3], lines[3][:40]])])
+    assert (result.ok, result.line) == (False, 4)
+    assert "truncated" in str(result.problem)
+    # Only the newline lost: still reported.
+    result = verify_files([tamper(tmp_path, [*lines[:3], lines[3][:-1]])])
+    assert (result.ok, result.line) == (False, 4)
+
+
+def test_duplicate_key_refused(tmp_path: Path) -> None:
+    lines = write_log(tmp_path / "a.jsonl", 2)
+    lines[1] = lines[1][:-2] + b',"role":"admin"}\n'
+    result = verify_files([tamper(tmp_path, lines)])
+    assert (result.ok, result.line) == (False, 2)
+
+
+def test_reopen_continues_chain(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    write_log(path, 3)
+    with AuditLog(path) as log:
+        assert log.seq == 3
+        assert log.write_sync(rec(4))["seq"] == 4
+    assert verify_files([path]).records == 4
+
+
+def test_reopen_refuses_broken_tail(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path, 3)
+    path.write_bytes(b"".join(lines)[:-5])
+    with pytest.raises(AuditError, match="incomplete"):
+        AuditLog(path)
+    path.write_bytes(b"".join(lines[:2]) + lines[2].replace(b"alice", b"mallory"))
+    with pytest.raises(AuditError, match="does not match its hash"):
+        AuditLog(path)
+
+
+def test_rotation_continues_chain_across_files(tmp_path: Path) -> None:
+    old, new = tmp_path / "a.jsonl.1", tmp_path / "a.jsonl"
+    with AuditLog(old, fsync="interval", fsync_interval_s=0.0) as log:
+        log.write_sync(rec(1))
+        log.write_sync(rec(2))
+        log.rotate(new)
+        log.write_sync(rec(3))
+    assert verify_files([old, new]).records == 3
+    alone = verify_files([new])
+    assert (alone.ok, alone.line) == (False, 1)
+    head_of_old = verify_files([old]).head
+    assert verify_files([new], prev=head_of_old).ok
+    # A new process continuing after an external rotation: continue_from the archived file.
+    third = tmp_path / "a.jsonl.next"
+    with AuditLog(third, continue_from=new) as log:
+        assert log.write_sync(rec(4))["seq"] == 4
+    assert verify_files([old, new, third]).records == 4
+
+
+async def test_concurrent_async_writes_keep_chain(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path, fsync="always")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(log.write, rec(i))
+        await log.aclose()
+    result = verify_files([path])
+    assert result.ok
+    assert result.records == 50
+
+
+def test_lone_surrogate_does_not_stop_the_log(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "a.jsonl") as log:
+        log.write_sync(rec(1, sql="SELECT '\ud800'", params={"p\udfff": "x"}))
+    assert verify_files([tmp_path / "a.jsonl"]).ok
+
+
+def test_cli_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path, 5)
+    assert main(["audit", "verify", str(path)]) == 0
+    assert "ok: 5 records" in capsys.readouterr().out
+    del lines[1]
+    bad = tamper(tmp_path, lines)
+    assert main(["audit", "verify", str(bad)]) == 1
+    assert f"{bad}:2: record(s) removed" in capsys.readouterr().err
+    assert main(["audit", "verify", str(tmp_path / "missing")]) == 1
+    assert "cannot read" in capsys.readouterr().err
