@@ -1,0 +1,331 @@
+"""The relay as one ASGI application: routing, the connector upgrade, status, stats, health.
+
+Routes (one port)::
+
+    GET  /healthz                          liveness: 200 {"status": "ok"}
+    GET  /v1/relay/stats                   refusal counters and tunnels (loopback or stats token)
+    WS   /v1/tunnels/{tunnel}/connect      connector WebSocket (subprotocol edgetds.v1)
+    POST /v1/tunnels/{tunnel}/query        client query (relay/query.py)
+    GET  /v1/tunnels/{tunnel}/status       {"tunnel", "connectors", "connections"} (client token)
+
+Anything else is answered 404 before any token is looked at, so scans cost nothing but a counter.
+Refusals of every kind are counted by error code (`RefusalCounters`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import trio
+
+from connector.keys import encode_public_key, key_id
+from edgetds.oidc import AuthError as ClientAuthError
+from edgetds.oidc import Identity, TokenVerifier, bearer_token
+from protocol import (
+    SUBPROTOCOL,
+    TOKEN_LEEWAY,
+    TOKEN_MAX_LIFETIME,
+    AuthError,
+    Limits,
+    ReplayCache,
+    verify_connector_token,
+)
+from relay.config import RelayConfig
+from relay.http import HttpError, Receive, Send, header, send_error, send_json
+from relay.limits import RateLimiter, RefusalCounters, retry_after_header
+from relay.logs import log_event
+from relay.registry import Registry
+from relay.session import ConnectorSession, HandshakeFailed, WebSocketIO
+
+__all__ = ["RelayApp"]
+
+Scope = MutableMapping[str, Any]
+
+_TUNNEL_ACTIONS = {"connect", "query", "status"}
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RelayApp:
+    """The ASGI app. Build it with a `RelayConfig` and an open `TokenVerifier`."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        verifier: TokenVerifier,
+        *,
+        protocol_limits: Limits | None = None,
+    ) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.protocol_limits = protocol_limits or Limits()
+        self.relay_key_id = key_id(config.private_key)
+        self.relay_public_key = encode_public_key(config.private_key)
+        limits = config.limits
+        self.registry = Registry.from_config(config.tunnels, query_id_ttl_s=limits.query_id_ttl_s)
+        self.auth_failures = RateLimiter(
+            rate=limits.auth_failures_per_second,
+            burst=limits.auth_failure_burst,
+            max_keys=limits.max_tracked_keys,
+        )
+        self.query_rate = RateLimiter(
+            rate=limits.queries_per_second,
+            burst=limits.query_burst,
+            max_keys=limits.max_tracked_keys,
+        )
+        self.counters = RefusalCounters()
+        self.jti_cache = ReplayCache(TOKEN_MAX_LIFETIME + 2 * TOKEN_LEEWAY)
+        self.started = time.time()
+
+    # -- ASGI entry ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        try:
+            if kind == "http":
+                await self._http(scope, receive, send)
+            elif kind == "websocket":
+                await self._websocket(scope, receive, send)
+        except HttpError as exc:
+            self.counters.refuse(exc.code)
+            if kind == "http":
+                await send_error(send, exc)
+            else:
+                await self._deny(send, exc)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    def _route(path: str) -> tuple[str, str | None]:
+        """(route name, tunnel): route is healthz, stats, connect, query, status or unknown."""
+        if path == "/healthz":
+            return "healthz", None
+        if path == "/v1/relay/stats":
+            return "stats", None
+        parts = path.split("/")
+        # "", "v1", "tunnels", NAME, ACTION
+        if (
+            len(parts) == 5
+            and parts[:3] == ["", "v1", "tunnels"]
+            and parts[4] in _TUNNEL_ACTIONS
+            and 0 < len(parts[3]) <= 128
+        ):
+            return parts[4], parts[3]
+        return "unknown", None
+
+    def client_host(self, scope: Scope) -> str:
+        client = scope.get("client")
+        return str(client[0]) if client else "unknown"
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route, tunnel = self._route(scope["path"])
+        method = scope["method"]
+        allowed = {"healthz": "GET", "stats": "GET", "status": "GET", "query": "POST"}
+        if route == "unknown":
+            raise HttpError("request.not_found", "no such path on this relay", status=404)
+        if route == "connect":
+            raise HttpError(
+                "request.invalid",
+                f"{scope['path']} is the connector WebSocket endpoint; upgrade with "
+                f"Sec-WebSocket-Protocol: {SUBPROTOCOL}",
+                status=426,
+            )
+        if method != allowed[route] and not (method == "HEAD" and allowed[route] == "GET"):
+            raise HttpError(
+                "request.invalid", f"use {allowed[route]} for this path, not {method}", status=405
+            )
+        if route == "healthz":
+            await send_json(send, 200, b'{"status":"ok"}\n')
+        elif route == "stats":
+            await self._stats(scope, send)
+        elif route == "status":
+            assert tunnel is not None
+            found = self.registry.get(tunnel)
+            await self.authenticate(scope)
+            await send_json(send, 200, _json(found.status()))
+        else:
+            assert tunnel is not None
+            from relay.query import handle_query
+
+            await handle_query(self, scope, receive, send, tunnel)
+
+    # -- authentication and limits ------------------------------------------------------------
+
+    def check_auth_rate(self, scope: Scope) -> None:
+        """Refuse (429, no work done) an address that failed authentication too often."""
+        host = self.client_host(scope)
+        wait = self.auth_failures.retry_after(host, trio.current_time())
+        if wait > 0:
+            raise HttpError(
+                "limits.rate_limited",
+                "too many failed authentications from this address; slow down",
+                retry_after=retry_after_header(wait),
+            )
+
+    def auth_failed(self, scope: Scope, code: str, message: str) -> HttpError:
+        """Count a failed authentication against the client address; the error to answer."""
+        self.auth_failures.spend(self.client_host(scope), trio.current_time())
+        log_event("auth.refused", level=logging.WARNING, peer=self.client_host(scope), code=code)
+        return HttpError(code, message)
+
+    async def authenticate(self, scope: Scope) -> tuple[Identity, str]:
+        """Verify the client's bearer token, after the failed-auth rate check."""
+        self.check_auth_rate(scope)
+        try:
+            token = bearer_token(header(scope, b"authorization"))
+            return await self.verifier.verify(token), token
+        except ClientAuthError as exc:
+            raise self.auth_failed(scope, exc.code, exc.message) from None
+
+    def check_query_rate(self, identity: Identity) -> None:
+        key = f"{identity.issuer}\n{identity.subject}"
+        wait = self.query_rate.spend(key, trio.current_time())
+        if wait > 0:
+            raise HttpError(
+                "limits.rate_limited",
+                "too many queries for this identity; slow down",
+                retry_after=retry_after_header(wait),
+            )
+
+    # -- stats --------------------------------------------------------------------------------
+
+    async def _stats(self, scope: Scope, send: Send) -> None:
+        if not _is_loopback(self.client_host(scope)):
+            self.check_auth_rate(scope)
+            secret = header(scope, b"authorization") or ""
+            scheme, _, token = secret.partition(" ")
+            digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+            expected = self.config.stats_token_sha256
+            if not (
+                expected and scheme.lower() == "bearer" and hmac.compare_digest(digest, expected)
+            ):
+                raise self.auth_failed(
+                    scope,
+                    "auth.invalid_token",
+                    "stats are served to loopback clients, or with the stats bearer token",
+                )
+        await send_json(send, 200, _json(self.stats()))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.counters.snapshot(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "relay_key_id": self.relay_key_id,
+            "tracked": {
+                "auth_failure_addresses": len(self.auth_failures),
+                "query_identities": len(self.query_rate),
+            },
+            "tunnels": {name: t.detail() for name, t in self.registry.tunnels.items()},
+        }
+
+    # -- connector WebSocket ------------------------------------------------------------------
+
+    async def _deny(self, send: Send, error: HttpError) -> None:
+        """Refuse a WebSocket upgrade with an HTTP response and a JSON error body."""
+        body = error.body()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]
+        if error.retry_after is not None:
+            headers.append((b"retry-after", error.retry_after.encode("ascii")))
+        await send(
+            {"type": "websocket.http.response.start", "status": error.status, "headers": headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        route, tunnel_name = self._route(scope["path"])
+        if route != "connect" or tunnel_name is None:
+            raise HttpError("request.not_found", "no WebSocket endpoint at this path", status=404)
+        if SUBPROTOCOL not in scope.get("subprotocols", ()):
+            raise HttpError(
+                "request.invalid",
+                f"no common WebSocket subprotocol; offer Sec-WebSocket-Protocol: {SUBPROTOCOL}",
+                status=426,
+            )
+        tunnel = self.registry.get(tunnel_name)
+        self.check_auth_rate(scope)
+        token = header(scope, b"authorization") or ""
+        scheme, _, token = token.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise self.auth_failed(
+                scope, "auth.missing_token", "send the connector token as Authorization: Bearer"
+            )
+        try:
+            claims = verify_connector_token(
+                token.strip(),
+                tunnel.config.connectors,
+                tunnel=tunnel.name,
+                now=time.time(),
+                replay=self.jti_cache,
+            )
+        except AuthError as exc:
+            raise self.auth_failed(scope, str(exc.error_code), str(exc)) from None
+        await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+        session = ConnectorSession(
+            WebSocketIO(receive, send),
+            tunnel=tunnel.name,
+            connector_id=claims.connector_id,
+            nonce=claims.nonce,
+            relay_key=self.config.private_key,
+            relay_key_id=self.relay_key_id,
+            limits=self.config.limits,
+            peer=self.client_host(scope),
+            protocol_limits=self.protocol_limits,
+        )
+        fields = {
+            "tunnel": tunnel.name,
+            "connector": claims.connector_id,
+            "session": session.session_id,
+            "peer": session.peer,
+        }
+        try:
+            await session.handshake()
+        except HandshakeFailed as exc:
+            self.counters.refuse("connector.handshake_failed")
+            log_event("connector.handshake_failed", level=logging.WARNING, **fields, why=exc)
+            return
+        log_event("connector.ready", **fields)
+        self.counters.count("connector_sessions")
+        try:
+            await session.run(on_ready=lambda: tunnel.add(session))
+        finally:
+            tunnel.remove(session)
+            log_event("connector.closed", **fields, queries=session.queries)
+
+    async def drain_all(self, reason: str) -> None:
+        """Send DRAIN to every connector connection (graceful shutdown)."""
+        for session in list(self.registry.sessions()):
+            session.drain(reason)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"

@@ -1,0 +1,284 @@
+"""The Python relay's configuration: a TOML file (or the same facts built in code), checked.
+
+Shape (see examples/relay.toml and /work/briefs/integration.md)::
+
+    [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
+                       stats_token_sha256
+    [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }
+    [[issuers]]        issuer, audience[, jwks_uri | jwks_file, algorithms]: handed as they are
+                       to edgetds.oidc.TokenVerifier (which checks them)
+    [identity]         optional verifier options (leeway_s, max_token_bytes, ...; edgetds.oidc)
+    [limits]           see `Limits` below (every key optional)
+
+Every mistake is reported as one `ConfigError` whose message names the file, the key and how to fix
+it; unknown keys are errors too (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from connector import keys
+from edgetds.oidc import TokenVerifier
+
+__all__ = [
+    "ConfigError",
+    "Limits",
+    "RelayConfig",
+    "TunnelConfig",
+    "load_config",
+    "parse_public_key",
+]
+
+
+class ConfigError(Exception):
+    """The relay configuration is unusable; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Edge limits. Rates are per second with a burst; 0 disables a limiter."""
+
+    #: Largest accepted HTTP request body (413 request.too_large above it).
+    max_body_bytes: int = 1_048_576
+    #: Default and maximum query time the relay waits for (the connector enforces it too).
+    query_timeout_ms: int = 30_000
+    #: Failed authentications allowed per client address: sustained rate and burst.
+    auth_failures_per_second: float = 1.0
+    auth_failure_burst: int = 20
+    #: Queries allowed per identity (issuer + subject): sustained rate and burst.
+    queries_per_second: float = 100.0
+    query_burst: int = 200
+    #: Connector keepalive: PING every interval; a connection silent longer than dead_after is dead.
+    ping_interval_s: float = 15.0
+    dead_after_s: float = 45.0
+    #: How long a connector has to answer HELLO with READY.
+    handshake_timeout_s: float = 10.0
+    #: How long a client-supplied query_id is remembered (duplicates refused with query.duplicate).
+    query_id_ttl_s: float = 600.0
+    #: Most client addresses / identities tracked by the rate limiters (oldest dropped first).
+    max_tracked_keys: int = 100_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class TunnelConfig:
+    """One tunnel: which connector ids may serve it, and their public keys."""
+
+    name: str
+    connectors: Mapping[str, Ed25519PublicKey]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayConfig:
+    """Everything the relay needs to run."""
+
+    listen: str = "127.0.0.1:8787"
+    public_url: str = ""
+    private_key: Ed25519PrivateKey
+    tunnels: Mapping[str, TunnelConfig]
+    #: The table for edgetds.oidc.TokenVerifier.from_config: {"issuers": [...], options...}.
+    identity: Mapping[str, Any]
+    #: Relative paths inside `identity` (jwks_file, ca_file) are resolved from here.
+    base_dir: Path = Path(".")
+    limits: Limits = field(default_factory=Limits)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: hex sha256 of a bearer secret that may read GET /v1/relay/stats from a non-loopback address.
+    stats_token_sha256: str = ""
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+    def make_verifier(self) -> TokenVerifier:
+        """The client-token verifier (use as `async with`); ConfigError if the issuers are bad."""
+        try:
+            return TokenVerifier.from_config(self.identity, base_dir=self.base_dir)
+        except ValueError as exc:
+            raise ConfigError(f"client token issuers: {exc}") from None
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:port`) into its parts, or ConfigError."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"[relay] listen = {listen!r} is not HOST:PORT; write e.g. listen = "
+            '"127.0.0.1:8787" (port 0 picks a free port)'
+        )
+    return host, int(port)
+
+
+def parse_public_key(text: Any, *, where: str) -> Ed25519PublicKey:
+    """Parse `ed25519:<base64url raw 32 bytes>` (the project's public key string)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected a public key string 'ed25519:<base64url>'")
+    try:
+        return keys.parse_public_key(text)
+    except keys.KeyFileError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Read the relay's Ed25519 PKCS#8 PEM private key (mode 0600)."""
+    try:
+        return keys.load_private_key(path)
+    except keys.KeyFileError as exc:
+        raise ConfigError(
+            f"[relay] private_key_file: {exc} (create one with `edgetds keygen --out DIR "
+            "--name relay`)"
+        ) from None
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _string(table: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be a string")
+    return value
+
+
+def parse_limits(table: Mapping[str, Any], *, where: str = "[limits]") -> Limits:
+    """Build Limits from a mapping, checking names, types and ranges."""
+    known = {f.name: f for f in fields(Limits)}
+    _check_keys(table, set(known), where)
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        default = getattr(Limits(), name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: {name} must be a number, got {type(value).__name__}")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{where}: {name} must be a whole number")
+        if value < 0:
+            raise ConfigError(f"{where}: {name} must be >= 0")
+        values[name] = value
+    limits = Limits(**values)
+    if limits.max_body_bytes < 1024:
+        raise ConfigError(f"{where}: max_body_bytes must be at least 1024")
+    if limits.ping_interval_s <= 0 or limits.dead_after_s <= limits.ping_interval_s:
+        raise ConfigError(f"{where}: need 0 < ping_interval_s < dead_after_s")
+    return limits
+
+
+def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelConfig]:
+    tunnels: dict[str, TunnelConfig] = {}
+    for name, body in table.items():
+        here = f"{where} [tunnels.{name}]"
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{here} must be a table")
+        _check_keys(body, {"connectors"}, here)
+        conns = body.get("connectors")
+        if not isinstance(conns, Mapping) or not conns:
+            raise ConfigError(
+                f'{here}: connectors = {{ "conn-1" = "ed25519:..." }} is required (connector id '
+                "-> public key)"
+            )
+        keys = {
+            str(cid): parse_public_key(key, where=f"{here} connectors.{cid}")
+            for cid, key in conns.items()
+        }
+        tunnels[name] = TunnelConfig(name=name, connectors=keys)
+    if not tunnels:
+        raise ConfigError(f"{where}: no [tunnels.NAME] table; a relay without tunnels is useless")
+    return tunnels
+
+
+def identity_table(issuers: Any, options: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """The edgetds.oidc verifier table from `[[issuers]]` plus the optional `[identity]` options."""
+    if (
+        not isinstance(issuers, list)
+        or not issuers
+        or not all(isinstance(item, Mapping) for item in issuers)
+    ):
+        raise ConfigError(
+            f"{where}: at least one [[issuers]] table (issuer, audience[, jwks_uri]) is required; "
+            "client tokens are verified against it"
+        )
+    if "issuers" in options:
+        raise ConfigError(f"{where}: list issuers as top-level [[issuers]], not [identity.issuers]")
+    return {**options, "issuers": [dict(item) for item in issuers]}
+
+
+def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -> RelayConfig:
+    """Build a RelayConfig from a parsed TOML document; relative file paths are from base_dir."""
+    _check_keys(doc, {"relay", "tunnels", "issuers", "identity", "limits"}, where)
+    relay = _table(doc, "relay", where)
+    here = f"{where} [relay]"
+    _check_keys(
+        relay,
+        {
+            "listen",
+            "public_url",
+            "private_key_file",
+            "tls_cert_file",
+            "tls_key_file",
+            "stats_token_sha256",
+        },
+        here,
+    )
+    listen = _string(relay, "listen", here, "127.0.0.1:8787")
+    split_listen(listen)
+    key_file = _string(relay, "private_key_file", here)
+    if not key_file:
+        raise ConfigError(f"{here}: private_key_file is required (Ed25519 PKCS#8 PEM)")
+    tls_cert = _string(relay, "tls_cert_file", here)
+    tls_key = _string(relay, "tls_key_file", here)
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError(f"{here}: set both tls_cert_file and tls_key_file, or neither")
+    stats_hash = _string(relay, "stats_token_sha256", here).lower()
+    if stats_hash and not re.fullmatch(r"[0-9a-f]{64}", stats_hash):
+        raise ConfigError(f"{here}: stats_token_sha256 must be 64 hex digits (sha256 of a secret)")
+    return RelayConfig(
+        listen=listen,
+        public_url=_string(relay, "public_url", here),
+        private_key=load_private_key(base_dir / key_file),
+        tls_cert_file=str(base_dir / tls_cert) if tls_cert else "",
+        tls_key_file=str(base_dir / tls_key) if tls_key else "",
+        stats_token_sha256=stats_hash,
+        tunnels=parse_tunnels(_table(doc, "tunnels", where), where=where),
+        identity=identity_table(doc.get("issuers"), _table(doc, "identity", where), where=where),
+        base_dir=base_dir,
+        limits=parse_limits(_table(doc, "limits", where), where=f"{where} [limits]"),
+    )
+
+
+def load_config(path: str | Path) -> RelayConfig:
+    """Read and check a relay TOML file.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or a key is wrong (the message says which).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read relay config {path}: {exc.strerror}; see examples/relay.toml"
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_mapping(doc, base_dir=path.parent, where=str(path))

@@ -1,0 +1,131 @@
+"""Small ASGI helpers for the relay's HTTP side: JSON/error responses, bounded body reads, headers.
+
+No framework: the relay has five routes and wants exact control over when bytes go out (a streamed
+NDJSON body is sent chunk by chunk with `more_body`, and credit is granted only after each send).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from protocol import http_status
+
+__all__ = [
+    "HttpError",
+    "Receive",
+    "Send",
+    "error_record",
+    "header",
+    "read_body",
+    "send_error",
+    "send_json",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = b"application/json"
+NDJSON_TYPE = b"application/x-ndjson"
+
+
+class HttpError(Exception):
+    """A refusal answered with `{"error": {...}}` and the status of its code (or `status`)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        hint: str | None = None,
+        retry_after: str | None = None,
+        query_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else http_status(code)
+        self.hint = hint
+        self.retry_after = retry_after
+        self.query_id = query_id
+
+    def body(self) -> bytes:
+        return error_record(self.code, self.message, hint=self.hint, query_id=self.query_id)
+
+
+def error_record(
+    code: str, message: str, *, hint: str | None = None, query_id: str | None = None
+) -> bytes:
+    """One NDJSON `{"error": {...}}` line (with its newline), the shape of the HTTP API."""
+    record: dict[str, Any] = {"code": code, "message": message}
+    if query_id is not None:
+        record["query_id"] = query_id
+    if hint:
+        record["hint"] = hint
+    return json.dumps({"error": record}, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def header(scope: Mapping[str, Any], name: bytes) -> str | None:
+    """The first value of a request header (name lower-case), decoded as latin-1."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = JSON_TYPE,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """A complete response in one body message (one write: no Nagle/delayed-ACK stall)."""
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"cache-control", b"no-store"),
+    ]
+    headers.extend(extra_headers or ())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_error(send: Send, error: HttpError) -> None:
+    extra = []
+    if error.retry_after is not None:
+        extra.append((b"retry-after", error.retry_after.encode("ascii")))
+    if error.status == 401:
+        extra.append((b"www-authenticate", b'Bearer realm="edgetds"'))
+    await send_json(send, error.status, error.body(), extra_headers=extra)
+
+
+async def read_body(scope: Mapping[str, Any], receive: Receive, *, limit: int) -> bytes:
+    """Read the whole request body, refusing more than `limit` bytes as soon as it is known.
+
+    Raises:
+        HttpError: request.too_large (413), or request.invalid if the client went away mid-body.
+    """
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(
+            "request.too_large",
+            f"request body is {int(declared)} bytes; this relay accepts at most {limit}",
+        )
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError("request.invalid", "client went away before the body was complete")
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise HttpError(
+                "request.too_large", f"request body is over this relay's limit of {limit} bytes"
+            )
+        if not message.get("more_body", False):
+            return bytes(body)

@@ -1,0 +1,263 @@
+"""`POST /v1/tunnels/{tunnel}/query`: from an HTTP request to a QUERY stream and back, bytes intact.
+
+Order of checks (cheapest first, nothing reaches a connector before the token is verified):
+
+1. the tunnel exists (404 tunnel.unknown);
+2. this address has not failed authentication too often (429, before any token work);
+3. the bearer token verifies (401 auth.*), then the identity's query rate (429 limits.rate_limited);
+4. the body is at most `max_body_bytes` (413) and a valid query request (400 request.invalid);
+5. a connection is picked (503 tunnel.no_connector / connector.draining, 429 too many queries), the
+   client's query_id is new (409 query.duplicate), and the QUERY goes out with the attestation.
+
+Then the first event decides the response: COLUMNS/ROWS -> 200 NDJSON streamed as the payload bytes
+arrive (never parsed or re-encoded), DONE -> 200, ERROR -> the status of its code with the record as
+body. Credit is returned only after the HTTP server accepted the bytes, so a slow client slows the
+connector instead of filling the relay's memory. If the client goes away the stream is CANCELled;
+if the connector connection is lost the body ends with the `transport.lost` record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import trio
+
+from protocol import (
+    ErrorCode,
+    LocalProtocolError,
+    canonical_json,
+    error_record,
+    events,
+    http_status,
+    make_attestation,
+)
+from relay.http import NDJSON_TYPE, HttpError, Receive, Send, read_body, send_json
+from relay.logs import log_event
+from relay.request import QueryRequest, parse_query_request
+from relay.session import RelayStream
+
+__all__ = ["handle_query"]
+
+#: Extra time the relay waits beyond the query's timeout before giving up on the connector.
+GRACE_S = 5.0
+#: Coalesce buffered chunks into HTTP writes of up to this many bytes.
+MAX_WRITE = 256 * 1024
+
+
+_Result = events.Columns | events.Rows | events.Done | events.Error
+_LOST = error_record(ErrorCode.TRANSPORT_LOST, "the stream ended without a terminal record")
+
+
+def _error_code(record: bytes) -> str:
+    try:
+        code = json.loads(record)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "internal"
+    return code if isinstance(code, str) else "internal"
+
+
+def _query_size(req: QueryRequest, token: str, attestation: dict[str, Any]) -> int:
+    """The QUERY payload size; ValueError if it cannot be canonically encoded (lone surrogates)."""
+    payload = {
+        "query_id": req.query_id,
+        "token": token,
+        "sql": req.sql,
+        "query": req.query,
+        "params": dict(req.params),
+        "options": req.options,
+        "attestation": attestation,
+    }
+    return len(canonical_json(payload))
+
+
+async def handle_query(
+    app: Any, scope: Any, receive: Receive, send: Send, tunnel_name: str
+) -> None:
+    started = trio.current_time()
+    tunnel = app.registry.get(tunnel_name)
+    identity, token = await app.authenticate(scope)
+    app.check_query_rate(identity)
+    limits = app.config.limits
+    body = await read_body(scope, receive, limit=limits.max_body_bytes)
+    req = parse_query_request(body, max_timeout_ms=limits.query_timeout_ms)
+    session = tunnel.pick()
+    attestation: dict[str, Any] = {}
+
+    def make_query(stream_id: int, session_id: str) -> events.Query:
+        return events.Query(
+            stream_id=stream_id,
+            query_id=req.query_id,
+            token=token,
+            sql=req.sql,
+            query=req.query,
+            params=req.params,
+            options=req.options,
+            attestation=attestation,
+        )
+
+    try:
+        attestation.update(
+            make_attestation(
+                app.config.private_key,
+                relay_key_id=app.relay_key_id,
+                session_id=session.session_id,
+                query_id=req.query_id,
+                token=token,
+                sql=req.sql,
+                query=req.query,
+                params=req.params,
+                options=req.options,
+                now=time.time(),
+            )
+        )
+        size = _query_size(req, token, attestation)
+    except (ValueError, TypeError):
+        raise HttpError(
+            "request.invalid", "the request holds text that is not valid Unicode"
+        ) from None
+    if size > session.conn.max_frame:
+        raise HttpError(
+            "request.too_large",
+            f"the query frame would be {size} bytes; the connector accepts at most "
+            f"{session.conn.max_frame}",
+        )
+    if req.client_query_id and not tunnel.query_ids.remember(req.query_id, now=time.time()):
+        raise HttpError(
+            "query.duplicate",
+            "a query with this query_id was already sent; use a new query_id to run it again",
+            query_id=req.query_id,
+        )
+    try:
+        stream = session.open_stream(make_query)
+    except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
+        raise HttpError("internal", f"could not send the query: {exc}") from None
+    fields = {
+        "tunnel": tunnel.name,
+        "connector": session.connector_id,
+        "session": session.session_id,
+        "stream": stream.stream_id,
+        "query_id": req.query_id,
+        "sub": identity.subject,
+    }
+    outcome = "cancelled"
+    sent = 0
+    try:
+        outcome, sent = await _relay_stream(stream, receive, send, req)
+    finally:
+        stream.release("client went away" if outcome == "cancelled" else "done")
+        elapsed = round((trio.current_time() - started) * 1000, 1)
+        app.counters.count("queries")
+        log_event("query", **fields, outcome=outcome, bytes=sent, elapsed_ms=elapsed)
+
+
+async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, gone: list[bool]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.append(True)
+            scope.cancel()
+            return
+
+
+async def _relay_stream(
+    stream: RelayStream, receive: Receive, send: Send, req: QueryRequest
+) -> tuple[str, int]:
+    """Forward the stream's events to the HTTP response; (outcome, bytes sent)."""
+    gone: list[bool] = []
+    idle_s = req.timeout_ms / 1000 + GRACE_S
+    sent = 0
+    outcome = "cancelled"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, gone)
+        first = await _next(stream, idle_s)
+        if first is None:
+            await _timeout(stream, send, req, started=False)
+            nursery.cancel_scope.cancel()
+            return "timeout", 0
+        if isinstance(first, events.Done | events.Error):
+            status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
+            ctype = NDJSON_TYPE if status == 200 else b"application/json"
+            await send_json(send, status, first.data, content_type=ctype, extra_headers=_qid(req))
+            nursery.cancel_scope.cancel()
+            return ("done" if status == 200 else _error_code(first.data)), len(first.data)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", NDJSON_TYPE),
+                    (b"cache-control", b"no-store"),
+                    (b"x-content-type-options", b"nosniff"),
+                    *_qid(req),
+                ],
+            }
+        )
+        pending: _Result | None = first
+        while True:
+            chunks: list[bytes] = []
+            credit = 0
+            terminal: _Result | None = None
+            event = pending
+            pending = None
+            while event is not None:
+                chunks.append(event.data)
+                if isinstance(event, events.Done | events.Error):
+                    terminal = event
+                    break
+                credit += len(event.data)
+                if sum(map(len, chunks)) >= MAX_WRITE:
+                    break
+                try:
+                    event = stream.receive.receive_nowait()  # type: ignore[assignment]
+                except trio.WouldBlock:
+                    event = None
+            data = b"".join(chunks)
+            await send({"type": "http.response.body", "body": data, "more_body": terminal is None})
+            sent += len(data)
+            stream.consumed(credit)
+            if terminal is not None:
+                outcome = (
+                    "done" if isinstance(terminal, events.Done) else _error_code(terminal.data)
+                )
+                break
+            pending = await _next(stream, idle_s)
+            if pending is None:
+                await _timeout(stream, send, req, started=True)
+                outcome = "timeout"
+                break
+        nursery.cancel_scope.cancel()
+    if gone:
+        outcome = "cancelled"
+    return outcome, sent
+
+
+async def _next(stream: RelayStream, idle_s: float) -> _Result | None:
+    """The stream's next event, or None after `idle_s` seconds of silence."""
+    with trio.move_on_after(idle_s):
+        try:
+            return await stream.receive.receive()  # type: ignore[return-value]
+        except trio.EndOfChannel:  # pragma: no cover - the session always ends streams with ERROR
+            return events.Error(stream.stream_id, _LOST)
+    return None
+
+
+def _qid(req: QueryRequest) -> list[tuple[bytes, bytes]]:
+    return [(b"x-edgetds-query-id", req.query_id.encode("ascii"))]
+
+
+async def _timeout(stream: RelayStream, send: Send, req: QueryRequest, *, started: bool) -> None:
+    """The connector said nothing for longer than the query may take: cancel, end the response."""
+    stream.release("timeout at the relay")
+    error = HttpError(
+        "query.timeout",
+        f"no answer from the connector within {req.timeout_ms} ms (+{GRACE_S:g} s grace)",
+        query_id=req.query_id,
+    )
+    log_event("query.timeout", level=logging.WARNING, query_id=req.query_id)
+    if started:
+        await send({"type": "http.response.body", "body": error.body(), "more_body": False})
+    else:
+        await send_json(send, error.status, error.body(), extra_headers=_qid(req))

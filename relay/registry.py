@@ -1,0 +1,111 @@
+"""The tunnel registry: which connector connections serve which tunnel, and which one gets a query.
+
+Several connectors, and several connections per connector (HA), may serve one tunnel. A query goes
+to an *accepting* connection (handshake done, not draining, below its max streams) with the fewest
+queries in flight; ties are broken round-robin so equal connections share the load evenly.
+
+A reconnect with the same connector id is just one more connection: it serves at once, and older
+connections keep serving their in-flight queries until they close (nothing waits for them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from protocol import ReplayCache
+from relay.config import TunnelConfig
+from relay.http import HttpError
+from relay.session import ConnectorSession
+
+__all__ = ["Registry", "Tunnel"]
+
+
+class Tunnel:
+    """One configured tunnel and its live connector connections."""
+
+    def __init__(self, config: TunnelConfig, *, query_id_ttl_s: float) -> None:
+        self.config = config
+        self.name = config.name
+        self.sessions: list[ConnectorSession] = []
+        self._turn = 0
+        #: Client-supplied query ids recently sent to a connector (query.duplicate on reuse).
+        self.query_ids = ReplayCache(query_id_ttl_s, max_entries=1_000_000)
+
+    def add(self, session: ConnectorSession) -> None:
+        self.sessions.append(session)
+
+    def remove(self, session: ConnectorSession) -> None:
+        if session in self.sessions:
+            self.sessions.remove(session)
+
+    def pick(self) -> ConnectorSession:
+        """The connection for the next query.
+
+        Raises:
+            HttpError: tunnel.no_connector (none connected), connector.draining (all draining), or
+                limits.too_many_queries (all at their max streams).
+        """
+        live = [s for s in self.sessions if not s.closed]
+        if not live:
+            raise HttpError(
+                "tunnel.no_connector",
+                f"no connector is connected to tunnel {self.name!r}",
+                hint="start one: edgetds connector run --config connector.toml (check its log "
+                "for authentication errors)",
+            )
+        candidates = [s for s in live if s.accepting]
+        if not candidates:
+            if all(s.draining for s in live):
+                raise HttpError(
+                    "connector.draining",
+                    f"every connector of tunnel {self.name!r} is draining",
+                    hint="retry in a few seconds; connectors reconnect after a drain",
+                    retry_after="1",
+                )
+            raise HttpError(
+                "limits.too_many_queries",
+                f"every connection of tunnel {self.name!r} is at its concurrent query limit",
+                retry_after="1",
+            )
+        least = min(s.in_flight for s in candidates)
+        tied = [s for s in candidates if s.in_flight == least]
+        self._turn += 1
+        return tied[self._turn % len(tied)]
+
+    def status(self) -> dict[str, Any]:
+        """`{"tunnel", "connectors", "connections"}`: serving (accepting) connections only."""
+        serving = [s for s in self.sessions if s.accepting]
+        return {
+            "tunnel": self.name,
+            "connectors": len({s.connector_id for s in serving}),
+            "connections": len(serving),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        return {**self.status(), "sessions": [s.describe() for s in self.sessions]}
+
+
+@dataclass
+class Registry:
+    """All tunnels of this relay, by name."""
+
+    tunnels: dict[str, Tunnel]
+
+    @classmethod
+    def from_config(cls, tunnels: Mapping[str, TunnelConfig], *, query_id_ttl_s: float) -> Registry:
+        return cls({n: Tunnel(t, query_id_ttl_s=query_id_ttl_s) for n, t in tunnels.items()})
+
+    def get(self, name: str) -> Tunnel:
+        """The tunnel called `name`, or HttpError tunnel.unknown."""
+        tunnel = self.tunnels.get(name)
+        if tunnel is None:
+            raise HttpError(
+                "tunnel.unknown", f"no tunnel named {name[:64]!r} on this relay", status=404
+            )
+        return tunnel
+
+    def sessions(self) -> Iterator[ConnectorSession]:
+        for tunnel in self.tunnels.values():
+            yield from tunnel.sessions

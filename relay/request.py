@@ -1,0 +1,112 @@
+"""The client's query request: the JSON body of `POST /v1/tunnels/{tunnel}/query`, checked.
+
+Every refusal is an `HttpError("request.invalid", ...)` whose message says which member is wrong
+and what is expected (never echoing the SQL text or a parameter value back).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.http import HttpError
+
+__all__ = ["QueryRequest", "parse_query_request"]
+
+_ALLOWED = frozenset({"sql", "query", "params", "max_rows", "timeout_ms", "query_id"})
+#: A client query_id: a UUID, or any short token of safe characters (it is logged and echoed).
+_QUERY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryRequest:
+    """A checked query request. Exactly one of `sql` and `query` is set."""
+
+    sql: str | None
+    query: str | None
+    params: Mapping[str, Any] = field(repr=False)
+    max_rows: int | None
+    timeout_ms: int
+    query_id: str
+    client_query_id: bool
+
+    @property
+    def options(self) -> dict[str, int | None]:
+        return {"max_rows": self.max_rows, "timeout_ms": self.timeout_ms}
+
+
+def _invalid(message: str) -> HttpError:
+    return HttpError("request.invalid", message)
+
+
+def _optional_int(body: Mapping[str, Any], key: str, *, minimum: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _invalid(f"'{key}' must be an integer >= {minimum} (or null)")
+    return value
+
+
+def parse_query_request(raw: bytes, *, max_timeout_ms: int) -> QueryRequest:
+    """Parse and check a query request body.
+
+    Args:
+        raw: the HTTP request body.
+        max_timeout_ms: the relay's ceiling (and default) for `timeout_ms`.
+
+    Raises:
+        HttpError: request.invalid naming the member that is wrong.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _invalid(
+            'body is not JSON; send {"sql": "...", "params": {...}} with '
+            "Content-Type: application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise _invalid('body must be a JSON object like {"sql": "...", "params": {...}}')
+    unknown = sorted(set(body) - _ALLOWED)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise _invalid(f"unknown member(s) {shown}; allowed: {', '.join(sorted(_ALLOWED))}")
+    sql, query = body.get("sql"), body.get("query")
+    if (sql is None) == (query is None):
+        raise _invalid("send exactly one of 'sql' (a statement) and 'query' (a named query)")
+    if sql is not None and (not isinstance(sql, str) or not sql.strip()):
+        raise _invalid("'sql' must be a non-empty string")
+    if query is not None and (not isinstance(query, str) or not _NAME.fullmatch(query)):
+        raise _invalid("'query' must be a query name (letters, digits, _ . : -; at most 128)")
+    params = body.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise _invalid("'params' must be a JSON object mapping parameter names to values")
+    for name in params:
+        if not _NAME.fullmatch(name.removeprefix("@")):
+            raise _invalid(f"parameter name {name[:40]!r} is not a valid name")
+    max_rows = _optional_int(body, "max_rows", minimum=0)
+    timeout_ms = _optional_int(body, "timeout_ms", minimum=1)
+    if timeout_ms is None or timeout_ms > max_timeout_ms:
+        timeout_ms = max_timeout_ms
+    query_id = body.get("query_id")
+    bad_id = not isinstance(query_id, str) or not _QUERY_ID.fullmatch(query_id)
+    if query_id is not None and bad_id:
+        raise _invalid(
+            "'query_id' must be a UUID (or 1-128 characters of letters, digits, . _ : -)"
+        )
+    return QueryRequest(
+        sql=sql,
+        query=query,
+        params=params,
+        max_rows=max_rows,
+        timeout_ms=timeout_ms,
+        query_id=query_id if query_id is not None else str(uuid.uuid4()),
+        client_query_id=query_id is not None,
+    )

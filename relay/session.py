@@ -1,0 +1,451 @@
+"""One connector WebSocket, from the relay's side: handshake, reader, writer, keepalive, streams.
+
+Strategy:
+
+1. The WebSocket is already accepted (the token was checked before the upgrade, in `app.py`).
+   `ConnectorSession.handshake()` sends the signed HELLO and waits (bounded) for READY.
+2. `run()` then runs three tasks until the socket ends: the *reader* (the only task that reads,
+   feeding `protocol.Connection` and routing each stream event to that stream's channel), the
+   *writer* (the only task that writes: it sends `data_to_send()` whenever woken, so writes are
+   serialized and an HTTP handler never blocks on a stuck socket), and the *keepalive* (PING every
+   interval; a connection silent for longer than `dead_after_s` is declared dead).
+3. HTTP handlers open streams with `open_stream()` (synchronous: the capacity check and the QUERY
+   happen with no await in between) and read events from the returned `RelayStream`.
+4. When the socket ends for any reason, `Connection.receive_eof()` synthesizes a `transport.lost`
+   ERROR for every open stream, so every HTTP response still ends with a terminal record.
+
+A stream channel is unbounded, but the connector cannot send more than the credit the relay
+granted, and credit is only re-granted once bytes were handed to the HTTP client: buffering per
+stream is bounded by the stream window, per connection by the connection window.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocol import (
+    HEADER_SIZE,
+    CloseCode,
+    Connection,
+    ErrorCode,
+    Limits,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    Role,
+    error_record,
+    events,
+    sign_hello,
+)
+from relay.config import Limits as RelayLimits
+from relay.logs import log_event
+
+__all__ = ["ConnectorSession", "HandshakeFailed", "RelayStream", "WebSocketIO"]
+
+_STREAM_EVENTS = (events.Columns, events.Rows, events.Done, events.Error)
+
+
+class HandshakeFailed(Exception):
+    """The connector did not complete the HELLO/READY exchange."""
+
+
+class WebSocketIO:
+    """The ASGI WebSocket calls the session needs, with ASGI's message dicts kept in one place."""
+
+    def __init__(self, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        self._receive = receive
+        self._send = send
+        self.closed = False
+
+    async def receive(self) -> bytes | None:
+        """The next binary message; None when the socket ended.
+
+        Raises:
+            RemoteProtocolError: a text message arrived (edgetds/1 is binary-only).
+        """
+        if self.closed:
+            return None
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self.closed = True
+            return None
+        data = message.get("bytes")
+        if data is None:
+            raise RemoteProtocolError(
+                "text WebSocket message; edgetds/1 is binary-only",
+                close_code=CloseCode.UNSUPPORTED_DATA,
+            )
+        return bytes(data)
+
+    async def send(self, data: bytes) -> None:
+        await self._send({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            await self._send({"type": "websocket.close", "code": int(code), "reason": reason[:120]})
+
+
+@dataclass(eq=False)
+class RelayStream:
+    """One open query stream: its events arrive on `receive`; report delivered bytes back."""
+
+    session: ConnectorSession
+    stream_id: int
+    query_id: str
+    _send: trio.MemorySendChannel[events.Event]
+    receive: trio.MemoryReceiveChannel[events.Event]
+    ended: bool = False
+
+    def consumed(self, nbytes: int) -> None:
+        """`nbytes` of COLUMNS/ROWS payload reached the HTTP client: let credit flow again."""
+        self.session.consumed(self.stream_id, nbytes)
+
+    def release(self, reason: str) -> None:
+        """The HTTP side is done with this stream: CANCEL it if still open, return its credit."""
+        self.session.release(self, reason)
+
+
+class ConnectorSession:
+    """The relay's end of one connector connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        ws: WebSocketIO,
+        *,
+        tunnel: str,
+        connector_id: str,
+        nonce: str,
+        relay_key: Ed25519PrivateKey,
+        relay_key_id: str,
+        limits: RelayLimits,
+        peer: str,
+        protocol_limits: Limits | None = None,
+    ) -> None:
+        self.ws = ws
+        self.tunnel = tunnel
+        self.connector_id = connector_id
+        self.session_id = str(uuid.uuid4())
+        self.peer = peer
+        self.conn = Connection(Role.RELAY, limits=protocol_limits)
+        self.limits = limits
+        self._nonce = nonce
+        self._relay_key = relay_key
+        self._relay_key_id = relay_key_id
+        self._streams: dict[int, RelayStream] = {}
+        self._wake = trio.Event()
+        self._cancel_scope = trio.CancelScope()
+        self.last_receive = trio.current_time()
+        self.rtt_ms: float | None = None
+        self._ping_sent: dict[bytes, float] = {}
+        self.closed = False
+        self.draining = False
+        self.opened = time.time()
+        self.queries = 0
+
+    # -- what the router looks at -------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._streams)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a new QUERY may go to this connection now."""
+        return not self.closed and not self.draining and self.conn.can_open_stream()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "connector_id": self.connector_id,
+            "session_id": self.session_id,
+            "in_flight": self.in_flight,
+            "draining": self.draining or not self.conn.can_open_stream(),
+            "queries": self.queries,
+            "rtt_ms": self.rtt_ms,
+        }
+
+    # -- handshake and lifetime ---------------------------------------------------------------
+
+    async def handshake(self) -> None:
+        """Send HELLO, wait for READY.
+
+        Raises:
+            HandshakeFailed: no READY within the handshake timeout, a READY for another connector,
+                or a protocol error (the socket is closed with the matching close code).
+        """
+        fields = sign_hello(
+            self._relay_key,
+            relay_key_id=self._relay_key_id,
+            session_id=self.session_id,
+            tunnel=self.tunnel,
+            connector_id=self.connector_id,
+            nonce=self._nonce,
+            limits=self.conn.limits,
+        )
+        self.conn.send(events.Hello(fields=fields))
+        await self.ws.send(self.conn.data_to_send())
+        with trio.move_on_after(self.limits.handshake_timeout_s):
+            while True:
+                try:
+                    data = await self.ws.receive()
+                    if data is None:
+                        raise HandshakeFailed("connector closed the socket before READY")
+                    self.conn.receive_data(data)
+                except RemoteProtocolError as exc:
+                    await self._fail_handshake(exc.close_code, str(exc))
+                received = self.conn.events()
+                for index, event in enumerate(received):
+                    if isinstance(event, events.Ready):
+                        if event.connector_id != self.connector_id:
+                            await self._goaway(
+                                ErrorCode.AUTH_CONNECTOR_REJECTED,
+                                "READY names another connector than its token",
+                            )
+                            await self._fail_handshake(CloseCode.AUTH_FAILED, "READY mismatch")
+                        self.last_receive = trio.current_time()
+                        self._dispatch(received[index + 1 :])
+                        return
+                    if isinstance(event, events.GoAway):
+                        await self._fail_handshake(CloseCode.NORMAL, f"GOAWAY {event.code}")
+        await self._goaway(ErrorCode.PROTOCOL_ERROR, "no READY within the handshake timeout")
+        await self._fail_handshake(CloseCode.PROTOCOL_ERROR, "handshake timeout")
+
+    async def _fail_handshake(self, code: int, reason: str) -> None:
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            await self._flush_now()
+            await self.ws.close(code, reason)
+        raise HandshakeFailed(reason)
+
+    async def _goaway(self, code: str, message: str) -> None:
+        try:
+            self.conn.send(events.GoAway(str(code), message, self.conn.last_stream_id))
+        except LocalProtocolError:
+            return
+
+    async def run(self, *, on_ready: Callable[[], None]) -> None:
+        """Serve the connection until it ends; every open stream then gets its terminal event."""
+        close_code = CloseCode.GOING_AWAY
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    nursery.start_soon(self._keepalive)
+                    on_ready()
+                    close_code = await self._reader()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.closed = True
+            self._end_streams()
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                try:
+                    await self._flush_now()
+                    await self.ws.close(close_code)
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+    def abort(self) -> None:
+        """Stop serving this connection now (dead peer, shutdown)."""
+        self._cancel_scope.cancel()
+
+    async def _reader(self) -> int:
+        """Read until the socket ends; return the close code to use."""
+        while True:
+            try:
+                data = await self.ws.receive()
+                if data is None:
+                    return CloseCode.NORMAL
+                self.last_receive = trio.current_time()
+                self.conn.receive_data(data)
+            except RemoteProtocolError as exc:
+                log_event(
+                    "connector.protocol_error",
+                    tunnel=self.tunnel,
+                    connector=self.connector_id,
+                    session=self.session_id,
+                    code=exc.error_code,
+                    message=str(exc),
+                )
+                self._dispatch(self.conn.events())
+                return exc.close_code
+            self._dispatch(self.conn.events())
+            self.kick()
+
+    def _end_streams(self) -> None:
+        if not self.conn.open_streams() and not self._streams:
+            return
+        try:
+            self.conn.receive_eof()
+        except LocalProtocolError:
+            pass
+        self._dispatch(self.conn.events())
+        for stream in list(self._streams.values()):
+            # Streams the protocol no longer knew (an error state): end them here.
+            self._deliver(stream, events.Error(stream.stream_id, _lost_record(stream.query_id)))
+
+    # -- events from the connector ------------------------------------------------------------
+
+    def _dispatch(self, received: list[events.Event]) -> None:
+        for event in received:
+            if isinstance(event, _STREAM_EVENTS):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    self._deliver(stream, event)
+                elif isinstance(event, events.Columns | events.Rows):
+                    self.consumed(event.stream_id, len(event.data))  # nobody listens: discard
+            elif isinstance(event, events.Pong):
+                sent = self._ping_sent.pop(event.data, None)
+                if sent is not None:
+                    self.rtt_ms = round((trio.current_time() - sent) * 1000, 3)
+            elif isinstance(event, events.Drain):
+                self.draining = True
+                log_event(
+                    "connector.drain",
+                    tunnel=self.tunnel,
+                    connector=self.connector_id,
+                    session=self.session_id,
+                    in_flight=self.in_flight,
+                )
+            elif isinstance(event, events.GoAway):
+                self.draining = True
+                log_event(
+                    "connector.goaway",
+                    tunnel=self.tunnel,
+                    connector=self.connector_id,
+                    session=self.session_id,
+                    code=event.code,
+                    last_stream=event.last_stream,
+                )
+
+    def _deliver(self, stream: RelayStream, event: events.Event) -> None:
+        terminal = isinstance(event, events.Done | events.Error)
+        try:
+            stream._send.send_nowait(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if isinstance(event, events.Columns | events.Rows):
+                self.consumed(stream.stream_id, len(event.data))
+        if terminal:
+            stream.ended = True
+            self._streams.pop(stream.stream_id, None)
+            stream._send.close()
+
+    # -- what HTTP handlers call --------------------------------------------------------------
+
+    def open_stream(self, make_query: Callable[[int, str], events.Query]) -> RelayStream:
+        """Send a QUERY built by `make_query(stream_id, session_id)`; synchronous on purpose.
+
+        Raises:
+            LocalProtocolError: the QUERY could not be sent (caller checked `accepting` first).
+        """
+        stream_id = self.conn.next_stream_id
+        query = make_query(stream_id, self.session_id)
+        self.conn.send(query)
+        send, receive = trio.open_memory_channel[events.Event](math.inf)
+        stream = RelayStream(self, stream_id, query.query_id, send, receive)
+        self._streams[stream_id] = stream
+        self.queries += 1
+        self.kick()
+        return stream
+
+    def consumed(self, stream_id: int, nbytes: int) -> None:
+        if nbytes and not self.closed:
+            try:
+                self.conn.consumed(stream_id, nbytes)
+            except LocalProtocolError:
+                return
+            self.kick()
+
+    def release(self, stream: RelayStream, reason: str) -> None:
+        # Events still buffered for a stream nobody will read: give their credit back.
+        leftover = 0
+        while True:
+            try:
+                event = stream.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if isinstance(event, events.Columns | events.Rows):
+                leftover += len(event.data)
+        stream.receive.close()
+        if not stream.ended and self._streams.pop(stream.stream_id, None) is not None:
+            stream.ended = True
+            stream._send.close()
+            if not self.closed:
+                try:
+                    self.conn.send(events.Cancel(stream.stream_id, reason))
+                except LocalProtocolError:
+                    pass
+        self.consumed(stream.stream_id, leftover)
+        self.kick()
+
+    def drain(self, reason: str) -> None:
+        """Tell the connector the relay goes away: no new queries here, reconnect elsewhere."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        try:
+            self.conn.send(events.Drain(reason))
+        except LocalProtocolError:
+            return
+        self.kick()
+
+    # -- writer and keepalive -----------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Wake the writer: the connection may have bytes to send."""
+        self._wake.set()
+
+    async def _flush_now(self) -> None:
+        limit = self.conn.max_frame + HEADER_SIZE
+        while data := self.conn.data_to_send(max_bytes=limit):
+            await self.ws.send(data)
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self._flush_now()
+
+    async def _keepalive(self) -> None:
+        interval, dead_after = self.limits.ping_interval_s, self.limits.dead_after_s
+        next_ping = trio.current_time() + interval
+        while True:
+            now = trio.current_time()
+            silent = now - self.last_receive
+            if silent >= dead_after:
+                log_event(
+                    "connector.dead",
+                    tunnel=self.tunnel,
+                    connector=self.connector_id,
+                    session=self.session_id,
+                    silent_s=round(silent, 1),
+                )
+                self.abort()
+                return
+            if now >= next_ping:
+                payload = os.urandom(8)
+                self._ping_sent = {payload: now}
+                try:
+                    self.conn.send(events.Ping(payload))
+                except ProtocolError:
+                    return
+                self.kick()
+                next_ping = now + interval
+            await trio.sleep_until(min(next_ping, self.last_receive + dead_after))
+
+
+def _lost_record(query_id: str) -> bytes:
+    return error_record(
+        ErrorCode.TRANSPORT_LOST,
+        "the connection between relay and connector was lost before the query finished",
+        query_id=query_id,
+    )

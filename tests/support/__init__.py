@@ -1,0 +1,1 @@
+"""Test helpers shared across areas: relay starters (relays.py), protocol peers, stacks."""

@@ -1,0 +1,129 @@
+"""Start a relay for tests: `start_python_relay(...)` runs the Python relay in this process.
+
+Both relays are started from the same inputs (tunnel name, connector ids, issuer URL + audience)
+and yield the same `RelayHandle`, so one conformance suite can run against either; the Worker
+twin is `tests.support.worker_relay.start_worker_relay`.
+
+    async with open_dev_idp() as idp:
+        async with start_python_relay(tunnel="demo", connector_ids=["conn-1"],
+                                      issuer=idp.issuer) as relay:
+            relay.http_url, relay.ws_url, relay.connector_keys["conn-1"], ...
+
+The relay listens on 127.0.0.1 port 0 with fresh Ed25519 keys (relay and one per connector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from connector.keys import encode_public_key
+from protocol import Limits as ProtocolLimits
+from relay.config import RelayConfig, TunnelConfig, parse_limits
+from relay.server import RunningRelay, open_relay
+
+__all__ = ["RelayHandle", "open_python_relay", "start_python_relay"]
+
+
+@dataclass(frozen=True)
+class RelayHandle:
+    """What a test needs to talk to a relay (FIXED shape, integration brief)."""
+
+    kind: str  # "python" | "worker"
+    http_url: str  # HTTP API base, e.g. "http://127.0.0.1:PORT"
+    ws_url: str  # connectors dial {ws_url}/v1/tunnels/{tunnel}/connect
+    tunnel: str
+    relay_public_key: str  # "ed25519:..."
+    connector_keys: dict[str, Ed25519PrivateKey]  # registered connector id -> private key
+
+
+def relay_config(
+    *,
+    tunnel: str,
+    connector_ids: Sequence[str],
+    issuer: str,
+    audience: str = "edgetds",
+    jwks_uri: str | None = None,
+    jwks_file: str | Path | None = None,
+    limits: Mapping[str, Any] | None = None,
+    relay_key: Ed25519PrivateKey | None = None,
+    connector_keys: Mapping[str, Ed25519PrivateKey] | None = None,
+    listen: str = "127.0.0.1:0",
+) -> tuple[RelayConfig, dict[str, Ed25519PrivateKey]]:
+    """A RelayConfig for one tunnel (fresh keys unless given) and the connectors' private keys."""
+    keys = dict(connector_keys or {})
+    for cid in connector_ids:
+        keys.setdefault(cid, Ed25519PrivateKey.generate())
+    issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
+    if jwks_uri:
+        issuer_entry["jwks_uri"] = jwks_uri
+    if jwks_file:
+        issuer_entry["jwks_file"] = str(jwks_file)
+    config = RelayConfig(
+        listen=listen,
+        private_key=relay_key or Ed25519PrivateKey.generate(),
+        tunnels={
+            tunnel: TunnelConfig(
+                name=tunnel, connectors={cid: keys[cid].public_key() for cid in connector_ids}
+            )
+        },
+        identity={"issuers": [issuer_entry]},
+        limits=parse_limits(dict(limits or {})),
+    )
+    return config, {cid: keys[cid] for cid in connector_ids}
+
+
+@asynccontextmanager
+async def open_python_relay(
+    *,
+    tunnel: str,
+    connector_ids: Sequence[str],
+    issuer: str,
+    audience: str = "edgetds",
+    protocol_limits: ProtocolLimits | None = None,
+    **options: Any,
+) -> AsyncIterator[tuple[RelayHandle, RunningRelay]]:
+    """Like `start_python_relay`, also yielding the `RunningRelay` (registry, counters)."""
+    config, keys = relay_config(
+        tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options
+    )
+    async with open_relay(config, protocol_limits=protocol_limits) as running:
+        handle = RelayHandle(
+            kind="python",
+            http_url=running.http_url,
+            ws_url=running.ws_url,
+            tunnel=tunnel,
+            relay_public_key=encode_public_key(config.private_key),
+            connector_keys=keys,
+        )
+        yield handle, running
+
+
+@asynccontextmanager
+async def start_python_relay(
+    *,
+    tunnel: str,
+    connector_ids: Sequence[str],
+    issuer: str,
+    audience: str = "edgetds",
+    **options: Any,
+) -> AsyncIterator[RelayHandle]:
+    """Run the Python relay in-process on 127.0.0.1 (port 0) until the block exits.
+
+    Args:
+        tunnel: the one tunnel it serves.
+        connector_ids: connector ids registered for it (a fresh Ed25519 key each).
+        issuer: client-token issuer URL (OIDC discovery, or `jwks_uri`/`jwks_file`).
+        audience: the client-token audience.
+        **options: `jwks_uri`, `jwks_file`, `limits` ({"queries_per_second": ..., ...}),
+            `relay_key`, `connector_keys` (reuse keys), `protocol_limits`.
+    """
+    async with open_python_relay(
+        tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options
+    ) as (handle, _running):
+        yield handle
