@@ -252,9 +252,17 @@ class DevIdP:
 
 @asynccontextmanager
 async def open_dev_idp(
-    *, host: str = "127.0.0.1", port: int = 0, key_dir: str | Path | None = None
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    key_dir: str | Path | None = None,
+    certfile: str | Path | None = None,
+    keyfile: str | Path | None = None,
 ) -> AsyncIterator[DevIdP]:
-    """Serve a dev IdP on ``host:port`` (port 0 = any free port) until the block exits."""
+    """Serve a dev IdP on ``host:port`` (port 0 = any free port) until the block exits.
+
+    With ``certfile``/``keyfile`` (PEM) it serves https and the issuer is ``https://...``.
+    """
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
@@ -264,6 +272,8 @@ async def open_dev_idp(
     config.errorlog = None
     config.accesslog = None
     config.graceful_timeout = 1.0
+    if certfile is not None:
+        config.certfile, config.keyfile = str(certfile), str(keyfile or certfile)
     stop = trio.Event()
     app: Any = idp.asgi
     async with trio.open_nursery() as nursery:

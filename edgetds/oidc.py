@@ -448,7 +448,7 @@ class TokenVerifier:
         try:
             keys = await self._load_keys(entry.config)
         except (OSError, ValueError, httpx.HTTPError) as exc:
-            entry.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            entry.last_error = _describe_error(exc)
             log.warning(
                 "jwks fetch failed issuer=%s error=%s", entry.config.issuer, entry.last_error
             )
@@ -501,6 +501,21 @@ class TokenVerifier:
         if not isinstance(doc, dict):
             raise ValueError(f"GET {url}: expected a JSON object")
         return doc
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, with the first non-empty message of its cause chain
+    (httpx's ConnectError says nothing itself; the TLS or socket error below it does)."""
+    parts = [type(exc).__name__]
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if str(seen):
+            parts.append(str(seen))
+            break
+        seen = seen.__cause__ or seen.__context__
+    return ": ".join(parts)[:300]
 
 
 def parse_jwks(doc: Any) -> dict[str | None, tuple[Mapping[str, Any], Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 
 import pytest
@@ -236,3 +237,25 @@ async def test_missing_token_and_claims(idp: DevIdP, verifier: TokenVerifier) ->
         claims = idp.claims(sub="a")
         del claims[claim]
         await refused(verifier, sign_token(claims, idp.signing_key()), "auth.invalid_token")
+
+
+async def test_no_token_in_logs(
+    idp: DevIdP, verifier: TokenVerifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tokens = [
+        idp.mint(sub="alice"),
+        idp.mint(sub="alice", expires_in=-300),
+        idp.mint(sub="alice", aud="other"),
+        sign_token(idp.claims(sub="m"), generate_key("ES256")),
+    ]
+    with trio.fail_after(10):
+        for token in tokens:
+            try:
+                await verifier.verify(token)
+            except AuthError as exc:
+                logging.getLogger("test").info("refused: %s", exc)
+    assert "jwks loaded" in caplog.text  # logging did happen
+    for token in tokens:
+        for piece in token.split("."):
+            assert piece not in caplog.text

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trustme
 
 from edgetds.devidp import DevIdP, open_dev_idp
 from edgetds.oidc import AuthError, IssuerConfig, TokenVerifier, bearer_token, claim_at
@@ -192,3 +193,24 @@ async def test_dev_idp_key_dir_round_trip(tmp_path: Path) -> None:
         reloaded = DevIdP.from_key_dir(tmp_path / "idp")
         assert [k.kid for k in reloaded.keys] == kids
         assert reloaded.issuer == issuer
+
+
+async def test_https_issuer_with_configured_ca(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    with trio.fail_after(10):
+        async with open_dev_idp(certfile=tmp_path / "server.pem") as idp:
+            assert idp.issuer.startswith("https://127.0.0.1:")
+            table = {"audience": "edgetds", "issuers": [{"issuer": idp.issuer}]}
+            # Without our CA the IdP's certificate is not trusted: keys cannot be loaded.
+            async with TokenVerifier.from_config(table) as untrusting:
+                with pytest.raises(AuthError) as info:
+                    await untrusting.verify(idp.mint(sub="alice"))
+            assert info.value.code == "internal"
+            assert "CERTIFICATE_VERIFY_FAILED" in info.value.message
+            trusting = TokenVerifier.from_config({**table, "ca_file": "ca.pem"}, base_dir=tmp_path)
+            async with trusting:
+                assert (await trusting.verify(idp.mint(sub="alice"))).subject == "alice"
