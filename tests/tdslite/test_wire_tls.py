@@ -8,35 +8,16 @@ certificate gets a clear error.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytds
 import pytest
 import trio
-import trustme
 from _tds_standin import StandinEngine
 
 from tdslite.engine import User
 from tdslite.server import TdsServer, open_server
 
 USERS = {"alice": User("alice", "pw-alice", "admin", "alice")}
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> dict[str, str]:
-    ca = trustme.CA()
-    # python-tds 1.17 compares the certificate's CN with the host name dialled (NOTES-tds.md)
-    cert = ca.issue_cert("localhost", common_name="localhost")
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(str(files["cert"]), append=True)
-    cert.private_key_pem.write_to_path(str(files["key"]))
-    other = trustme.CA()
-    files["other_ca"] = tmp_path / "other.pem"
-    other.cert_pem.write_to_path(str(files["other_ca"]))
-    return {k: str(v) for k, v in files.items()}
 
 
 @pytest.fixture

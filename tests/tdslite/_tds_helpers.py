@@ -1,0 +1,16 @@
+"""Small helpers shared by tdslite's client tests (blocking clients run in worker threads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, limit: float = 20, **kw: Any) -> T:
+    """Run a blocking client call in a worker thread, failing after ``limit`` seconds."""
+    with trio.fail_after(limit):
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kw))
