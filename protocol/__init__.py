@@ -34,7 +34,15 @@ from ._errors import (
 from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_WINDOW, MIN_FRAME, Limits
 from ._frames import HEADER_SIZE, VERSION, Frame, FrameReader, FrameType, encode_frame, parse_frame
 from ._json import canonical_json
-from ._records import error_record
+from ._records import (
+    SQL_TYPES,
+    ErrorRecord,
+    done_record,
+    error_record,
+    ndjson_line,
+    param_type,
+    parse_error_record,
+)
 from ._state import ConnectionState, Role, StreamState
 
 #: The WebSocket subprotocol of edgetds/1.
@@ -47,6 +55,7 @@ __all__ = [
     "MAX_FRAME_HARD",
     "MAX_WINDOW",
     "MIN_FRAME",
+    "SQL_TYPES",
     "SUBPROTOCOL",
     "TOKEN_LEEWAY",
     "TOKEN_MAX_LIFETIME",
@@ -57,6 +66,7 @@ __all__ = [
     "ConnectionState",
     "ConnectorClaims",
     "ErrorCode",
+    "ErrorRecord",
     "Frame",
     "FrameReader",
     "FrameType",
@@ -68,12 +78,16 @@ __all__ = [
     "Role",
     "StreamState",
     "canonical_json",
+    "done_record",
     "encode_frame",
     "error_record",
     "events",
     "http_status",
     "make_attestation",
     "make_connector_token",
+    "ndjson_line",
+    "param_type",
+    "parse_error_record",
     "parse_frame",
     "sign_hello",
     "verify_attestation",

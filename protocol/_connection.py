@@ -291,10 +291,13 @@ class Connection:
             self._goaway_sent = True
         raise exc
 
-    def _error_for(self, local: bool, message: str, **codes: ErrorCode) -> ProtocolError:
+    def _error_for(
+        self, local: bool, message: str, error_code: ErrorCode = ErrorCode.PROTOCOL_ERROR
+    ) -> ProtocolError:
+        # A specific code is a hint for our caller; a peer that broke a rule is protocol.error.
         if local:
-            return LocalProtocolError(message, **codes)  # type: ignore[arg-type]
-        return RemoteProtocolError(message, **codes)  # type: ignore[arg-type]
+            return LocalProtocolError(message, error_code=error_code)
+        return RemoteProtocolError(message)
 
     def _decode(self, frame: Frame) -> ev.Event:
         try:

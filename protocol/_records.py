@@ -1,23 +1,123 @@
-"""NDJSON records of the HTTP API (and of COLUMNS/ROWS/DONE/ERROR payloads): build and parse."""
+"""NDJSON records of the HTTP API, which are also the COLUMNS/ROWS/DONE/ERROR frame payloads.
+
+Builders for the terminal records (``{"done": ...}``, ``{"error": ...}``), a parser for the error
+record (the relay reads it to choose an HTTP status when nothing was streamed yet), and the shape
+check of query parameters (bare JSON values or ``{"type": ..., "value": ...}`` objects), so a relay
+can refuse a malformed request with 400 before it reaches a connector.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["error_record"]
+from ._json import loads_object
+
+__all__ = [
+    "SQL_TYPES",
+    "ErrorRecord",
+    "done_record",
+    "error_record",
+    "ndjson_line",
+    "param_type",
+    "parse_error_record",
+]
+
+#: SQL Server type names a typed parameter may name (lowercase).
+SQL_TYPES = frozenset(
+    "bit tinyint smallint int bigint decimal numeric money smallmoney real float char varchar "
+    "nchar nvarchar binary varbinary date time datetime smalldatetime datetime2 datetimeoffset "
+    "uniqueidentifier".split()
+)
+_TYPE = re.compile(r"([a-z0-9]+)(?:\((max|\d{1,4})(?:,(\d{1,2}))?\))?")
 
 
-def _line(obj: Mapping[str, Any]) -> bytes:
+def ndjson_line(obj: Mapping[str, Any]) -> bytes:
+    """One NDJSON record: compact UTF-8 JSON plus ``\\n``."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def done_record(*, rows: int, result_sets: int, elapsed_ms: int, query_id: str | None) -> bytes:
+    """The terminal ``{"done": {...}}`` line of a successful query."""
+    done = {"rows": rows, "result_sets": result_sets, "elapsed_ms": elapsed_ms}
+    return ndjson_line({"done": {**done, "query_id": query_id}})
 
 
 def error_record(
     code: str, message: str, *, query_id: str | None = None, sql: Mapping[str, int] | None = None
 ) -> bytes:
-    """The terminal ``{"error": {...}}`` line (with its ``\\n``)."""
+    """The terminal ``{"error": {...}}`` line.
+
+    Args:
+        code: an error code (:class:`ErrorCode`).
+        message: what failed and how to fix it; never SQL text, tokens or parameter values.
+        query_id: the query's id, if known.
+        sql: for ``sql.error``: ``{"number": ..., "state": ..., "class": ...}`` from SQL Server.
+    """
     error: dict[str, Any] = {"code": str(code), "message": message, "query_id": query_id}
     if sql is not None:
         error["sql"] = dict(sql)
-    return _line({"error": error})
+    return ndjson_line({"error": error})
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """A parsed ``{"error": {...}}`` record."""
+
+    code: str
+    message: str
+    query_id: str | None
+    sql: Mapping[str, Any] | None
+
+
+def parse_error_record(data: bytes) -> ErrorRecord:
+    """Parse an ERROR payload / error line.
+
+    Raises:
+        ValueError: not an ``{"error": {"code": str, "message": str, ...}}`` object.
+    """
+    error = loads_object(data).get("error")
+    if not isinstance(error, dict):
+        raise ValueError('not an {"error": {...}} record')
+    code, message, query_id, sql = (error.get(k) for k in ("code", "message", "query_id", "sql"))
+    if not isinstance(code, str) or not isinstance(message, str):
+        raise ValueError('an error record needs string "code" and "message"')
+    if not (query_id is None or isinstance(query_id, str)) or not (
+        sql is None or isinstance(sql, dict)
+    ):
+        raise ValueError('"query_id" must be a string or null and "sql" an object or null')
+    return ErrorRecord(code, message, query_id, sql)
+
+
+def param_type(value: Any) -> str | None:
+    """The SQL Server type a parameter value binds as (shape check only, not the value's syntax).
+
+    Bare values: string -> ``nvarchar``, integer -> ``bigint``, fractional number -> ``float``,
+    true/false -> ``bit``, null -> None (untyped NULL). Typed values ``{"type": t, "value": v}``:
+    ``t`` lowercased, e.g. ``decimal(18,4)``; ``v`` a string, number, boolean or null.
+
+    Raises:
+        ValueError: an array, an object that is not a typed value, or an unknown type.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bit"
+    if isinstance(value, int):
+        return "bigint"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "nvarchar"
+    if not isinstance(value, dict) or set(value) != {"type", "value"}:
+        raise ValueError('a parameter is a JSON scalar or {"type": ..., "value": ...}')
+    kind, inner = value["type"], value["value"]
+    match = _TYPE.fullmatch(kind.replace(" ", "").lower()) if isinstance(kind, str) else None
+    if match is None or match.group(1) not in SQL_TYPES:
+        raise ValueError(f"unknown SQL Server parameter type {kind!r}")
+    if isinstance(inner, list | dict):
+        raise ValueError("a typed parameter's value is a string, number, boolean or null")
+    return match.group(0)

@@ -1,0 +1,302 @@
+"""Connector tokens, relay HELLO and query attestations, with FIXED test keys (helpers.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from helpers import (
+    CONNECTOR_ID,
+    CONNECTOR_KEY,
+    NONCE,
+    NOW,
+    OTHER_KEY,
+    RELAY_KEY,
+    RELAY_KEY_ID,
+    SESSION_ID,
+    TUNNEL,
+    hello_fields,
+    make_query,
+)
+
+from protocol import (
+    AuthError,
+    CloseCode,
+    ErrorCode,
+    ReplayCache,
+    events,
+    make_connector_token,
+    verify_attestation,
+    verify_connector_token,
+    verify_hello,
+)
+from protocol._auth import b64url
+
+CONNECTOR_KEYS = {CONNECTOR_ID: CONNECTOR_KEY.public_key()}
+RELAY_KEYS = {RELAY_KEY_ID: RELAY_KEY.public_key()}
+JTI = b64url(b"j" * 16)
+
+
+def token(**kwargs: Any) -> str:
+    args: dict[str, Any] = {"connector_id": CONNECTOR_ID, "tunnel": TUNNEL, "now": NOW, "jti": JTI}
+    args.update(kwargs)
+    key = args.pop("key", CONNECTOR_KEY)
+    return make_connector_token(key, **args)
+
+
+def forge(header: dict[str, Any], claims: dict[str, Any], key: Any = CONNECTOR_KEY) -> str:
+    def part(obj: dict[str, Any]) -> str:
+        return b64url(json.dumps(obj).encode())
+
+    signing_input = f"{part(header)}.{part(claims)}"
+    return f"{signing_input}.{b64url(key.sign(signing_input.encode()))}"
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    base = {
+        "iss": CONNECTOR_ID,
+        "sub": CONNECTOR_ID,
+        "aud": f"edgetds:relay:{TUNNEL}",
+        "iat": NOW,
+        "exp": NOW + 60,
+        "jti": JTI,
+        "nonce": NONCE,
+    }
+    base.update(changes)
+    return base
+
+
+HEADER = {"alg": "EdDSA", "typ": "JWT", "kid": CONNECTOR_ID}
+
+
+def check(tok: str, *, now: float = NOW + 1, replay: ReplayCache | None = None) -> Any:
+    return verify_connector_token(tok, CONNECTOR_KEYS, tunnel=TUNNEL, now=now, replay=replay)
+
+
+# -- connector token -----------------------------------------------------------------------------
+
+
+def test_token_good_and_deterministic_fields() -> None:
+    tok = token(nonce=NONCE)
+    got = check(tok)
+    assert (got.connector_id, got.tunnel, got.jti, got.nonce) == (CONNECTOR_ID, TUNNEL, JTI, NONCE)
+    assert (got.iat, got.exp) == (NOW, NOW + 60)
+    header = json.loads(base64.urlsafe_b64decode(tok.split(".")[0] + "=="))
+    assert header == HEADER
+
+
+def test_token_random_ids_are_128_bits_and_fresh() -> None:
+    a, b = check(token(jti=None)), check(token(jti=None))
+    assert a.jti != b.jti
+    assert a.nonce != b.nonce
+    assert len(base64.urlsafe_b64decode(a.jti + "==")) == 16
+
+
+@pytest.mark.parametrize(
+    ("tok", "code"),
+    [
+        ("a.b", ErrorCode.AUTH_INVALID_TOKEN),
+        ("!!.b.c", ErrorCode.AUTH_INVALID_TOKEN),
+        (forge({"alg": "none", "kid": CONNECTOR_ID}, claims()), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge({"alg": "EdDSA"}, claims()), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge({**HEADER, "kid": "someone"}, claims()), ErrorCode.AUTH_UNKNOWN_ISSUER),
+        (forge(HEADER, claims(), key=OTHER_KEY), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(iss="x")), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(sub="x")), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(aud="edgetds:relay:other")), ErrorCode.AUTH_WRONG_AUDIENCE),
+        (forge(HEADER, claims(exp=NOW + 61)), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(exp=NOW)), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(iat="1")), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(exp=1.5)), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(jti=b64url(b"short"))), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(jti=7)), ErrorCode.AUTH_INVALID_TOKEN),
+        (forge(HEADER, claims(nonce="not base64url!")), ErrorCode.AUTH_INVALID_TOKEN),
+    ],
+)
+def test_token_rejections(tok: str, code: ErrorCode) -> None:
+    with pytest.raises(AuthError) as info:
+        check(tok)
+    assert info.value.error_code is code
+    assert info.value.close_code is CloseCode.AUTH_FAILED
+
+
+def test_token_tampered_claims_and_signature() -> None:
+    header, body, sig = token().split(".")
+    tampered = b64url(json.dumps(claims(aud="edgetds:relay:x")).encode())
+    for bad in (
+        f"{header}.{tampered}.{sig}",
+        f"{header}.{body}.{sig[:-4]}AAAA",
+        f"{header}.{body}.@",
+    ):
+        with pytest.raises(AuthError, match="signature does not verify"):
+            check(bad)
+    with pytest.raises(AuthError, match="signature does not verify"):
+        check(f"{header}.{body}é.{sig}")
+
+
+def test_token_expiry_with_leeway() -> None:
+    tok = token()
+    check(tok, now=NOW + 65)
+    check(tok, now=NOW - 5)
+    for now in (NOW + 65.5, NOW - 5.5):
+        with pytest.raises(AuthError) as info:
+            check(tok, now=now)
+        assert info.value.error_code is ErrorCode.AUTH_EXPIRED
+
+
+def test_token_replay() -> None:
+    cache = ReplayCache(60)
+    tok = token()
+    check(tok, replay=cache)
+    with pytest.raises(AuthError) as info:
+        check(tok, replay=cache)
+    assert info.value.error_code is ErrorCode.AUTH_REPLAY
+    assert len(cache) == 1
+    with pytest.raises(AuthError):  # still remembered until exp + leeway ...
+        check(tok, now=NOW + 64, replay=cache)
+    cache.remember("other", now=NOW + 65.5)  # ... and forgotten after it
+    assert len(cache) == 1
+
+
+def test_token_lifetime_argument() -> None:
+    with pytest.raises(ValueError, match="lifetime"):
+        token(lifetime=61)
+    assert check(token(lifetime=10)).exp == NOW + 10
+
+
+def test_replay_cache_ttl_and_capacity() -> None:
+    cache = ReplayCache(10, max_entries=2)
+    assert cache.remember("a", now=0)
+    assert not cache.remember("a", now=9.9)
+    assert cache.remember("b", now=1)
+    assert not cache.remember("c", now=2)  # full: fail closed
+    assert cache.remember("a", now=10)  # "a" expired
+    assert cache.remember("c", now=11)  # "b" expired
+
+
+# -- HELLO ---------------------------------------------------------------------------------------
+
+
+def hello_check(fields: Any, **changes: str) -> None:
+    expected = {"nonce": NONCE, "tunnel": TUNNEL, "connector_id": CONNECTOR_ID, **changes}
+    verify_hello(fields, RELAY_KEYS, **expected)
+
+
+def test_hello_good() -> None:
+    fields = hello_fields()
+    hello_check(fields)
+    hello_check(events.Hello(fields))
+    assert fields["version"] == 1
+    assert fields["session_id"] == SESSION_ID
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.update(nonce="other"), "signature"),
+        (lambda f: f.update(relay_key_id="other"), "not pinned"),
+        (lambda f: f.update(sig=f["sig"][:-4] + "AAAA"), "signature"),
+        (lambda f: f.update(sig="***"), "signature"),
+        (lambda f: f.update(sig=5), "signature"),
+        (lambda f: f.pop("sig"), "signature"),
+    ],
+)
+def test_hello_tampered(mutate: Any, message: str) -> None:
+    fields = hello_fields()
+    mutate(fields)
+    with pytest.raises(AuthError, match=message) as info:
+        hello_check(fields)
+    assert info.value.error_code is ErrorCode.AUTH_RELAY_REJECTED
+
+
+def test_hello_wrong_key_and_wrong_binding() -> None:
+    with pytest.raises(AuthError, match="signature"):
+        verify_hello(
+            hello_fields(),
+            {RELAY_KEY_ID: OTHER_KEY.public_key()},
+            nonce=NONCE,
+            tunnel=TUNNEL,
+            connector_id=CONNECTOR_ID,
+        )
+    for name in ("nonce", "tunnel", "connector_id"):
+        with pytest.raises(AuthError, match=f'"{name}" is not'):
+            hello_check(hello_fields(), **{name: "someone-else"})
+
+
+# -- attestation ---------------------------------------------------------------------------------
+
+
+def attest(query: events.Query, *, now: float = NOW, replay: ReplayCache | None = None) -> None:
+    verify_attestation(query, RELAY_KEYS, session_id=SESSION_ID, now=now, replay=replay)
+
+
+def test_attestation_good_named_query_and_skew() -> None:
+    attest(make_query(1))
+    attest(make_query(1, sql=None, query="orders_by_customer"))
+    attest(make_query(1), now=NOW + 60)
+    attest(make_query(1), now=NOW - 60)
+    with pytest.raises(AuthError, match="more than 60 s"):
+        attest(make_query(1), now=NOW + 60.001)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sql": "select 2"}, "statement_sha256"),
+        ({"sql": None, "query": "select 1"}, "statement_sha256"),
+        ({"params": {"id": 8}}, "params_sha256"),
+        ({"token": "someone-elses-token"}, "token_sha256"),
+        ({"options": {"max_rows": 1, "timeout_ms": None}}, "options_sha256"),
+        ({"query_id": "q-other"}, "query_id"),
+    ],
+)
+def test_attestation_detects_altered_query(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(AuthError, match=message) as info:
+        attest(replace(make_query(1), **change))
+    assert info.value.error_code is ErrorCode.AUTH_ATTESTATION_INVALID
+
+
+def with_attestation(**change: Any) -> events.Query:
+    query = make_query(1)
+    return replace(query, attestation={**query.attestation, **change})
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (with_attestation(sig=None), "missing a member"),
+        (with_attestation(ts="1"), '"ts" must be an integer'),
+        (with_attestation(relay_key_id="old"), "not pinned"),
+        (with_attestation(session_id="other-session"), "signature"),
+        (with_attestation(sig=b64url(bytes(64))), "signature"),
+        (replace(make_query(1), params={"x": "\ud800"}), "canonically"),
+    ],
+)
+def test_attestation_rejections(query: events.Query, message: str) -> None:
+    with pytest.raises(AuthError, match=message):
+        attest(query)
+
+
+def test_attestation_other_session_and_wrong_key() -> None:
+    with pytest.raises(AuthError, match="session_id"):
+        verify_attestation(make_query(1), RELAY_KEYS, session_id="other", now=NOW)
+    with pytest.raises(AuthError, match="signature"):
+        verify_attestation(
+            make_query(1), {RELAY_KEY_ID: OTHER_KEY.public_key()}, session_id=SESSION_ID, now=NOW
+        )
+
+
+def test_attestation_replay_and_duplicate_query_id() -> None:
+    cache = ReplayCache(120)
+    query = make_query(1, nonce=b64url(b"n" * 16))
+    attest(query, replay=cache)
+    with pytest.raises(AuthError) as info:
+        attest(query, replay=cache)
+    assert info.value.error_code is ErrorCode.AUTH_REPLAY
+    retry = make_query(2, query_id=query.query_id, nonce=b64url(b"m" * 16))
+    with pytest.raises(AuthError) as info:
+        attest(retry, replay=cache)
+    assert info.value.error_code is ErrorCode.QUERY_DUPLICATE
