@@ -103,6 +103,10 @@ _DENY_NODES: tuple[type, ...] = tuple(
 _READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
 _ROWSET_FUNCS = frozenset({"OPENROWSET", "OPENQUERY", "OPENDATASOURCE", "OPENXML"})
 _TOKENIZER = TSQL.Tokenizer
+# Where a "--" comment ends must not be in doubt: sqlglot ends it at CR or LF, and keeps going
+# through VT/FF/NEL/U+2028... SQL Server may disagree on a lone CR or the exotic breaks, and a
+# comment that ends in one reading but not the other can hide a statement. Refuse them all.
+_AMBIGUOUS_BREAK = re.compile("\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x85\u2028\u2029]")
 # sqlglot logs a warning with the SQL text when it falls back to a Command; keep SQL out of logs.
 logging.getLogger("sqlglot").addFilter(lambda record: "unsupported syntax" not in str(record.msg))
 
@@ -132,6 +136,13 @@ def check_read_only(sql: str) -> ReadOnlyVerdict:
 def _check(sql: str) -> ReadOnlyVerdict:
     if not isinstance(sql, str) or not sql.strip():
         return ReadOnlyVerdict(False, "empty statement")
+    if _AMBIGUOUS_BREAK.search(sql):
+        return ReadOnlyVerdict(
+            False,
+            "statement contains a control character or a line break other than LF/CRLF, "
+            "which SQL Server and this check might read differently (e.g. where a -- comment "
+            "ends); use plain LF or CRLF line breaks",
+        )
     tokens = _tokenize(sql)
     if isinstance(tokens, ReadOnlyVerdict):
         return tokens

@@ -326,7 +326,12 @@ class TokenVerifier:
             raise AuthError("auth.missing_token", "no bearer token was sent")
         if not isinstance(token, str):
             raise AuthError("auth.invalid_token", "token must be a string")
-        size = len(token.encode("utf-8", "surrogatepass"))
+        # Characters <= bytes: a huge token is refused without even encoding it.
+        size = (
+            len(token)
+            if len(token) > self.max_token_bytes
+            else len(token.encode("utf-8", "surrogatepass"))
+        )
         if size > self.max_token_bytes:
             raise AuthError(
                 "auth.invalid_token",

@@ -83,6 +83,14 @@ REFUSED = [
     "SELECT * FROM orders WITH (UPDLOCK)",
     "RECEIVE TOP (1) * FROM dbo.queue",
     "(SELECT 1)",
+    # Lexing disagreements: where a -- comment or a string ends must not be in doubt.
+    "SELECT 1 --\r' \n DELETE FROM orders --'",  # lone CR: sqlglot ends the comment there
+    "SELECT 1 --\u2028 '\n DELETE FROM orders --'",
+    "SELECT 1 --\x0b '\nDELETE FROM orders --'",
+    "SELECT 'a\x00' FROM t",
+    "SELECT 'a\\' ; DELETE FROM orders --'",  # backslash is no escape in T-SQL
+    "SELECT N'a\\' DELETE FROM orders --'",
+    "SELECT [a\\] FROM t; DELETE FROM orders --]",
     "",
     "   ",
     "-- only a comment",
@@ -117,6 +125,10 @@ ALLOWED = [
     "SELECT ISNULL(x, 0), CAST(y AS DECIMAL(18, 4)), GETUTCDATE() FROM t",
     "SELECT id FROM orders FOR JSON PATH",
     "SELECT ROW_NUMBER() OVER (ORDER BY id) AS n FROM orders",
+    "SELECT 'it''s DELETE FROM orders --' AS quoted",  # doubled quote: still one string
+    "SELECT [a]] DELETE FROM orders --] FROM t",  # doubled bracket: still one identifier
+    "SELECT id\r\nFROM orders -- note\r\nWHERE id = 1",
+    "SELECT id\tFROM orders /* a /* nested */ comment */",
 ]
 
 
