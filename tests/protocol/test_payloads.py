@@ -1,0 +1,277 @@
+"""Payload validation (the codec), records, limits, error codes, strict JSON, and the fuzz invariant
+for whole connections: any bytes either parse or raise RemoteProtocolError, nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from helpers import ProtocolPair, hello_fields, make_query
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol import (
+    Connection,
+    ErrorCode,
+    Frame,
+    FrameType,
+    Limits,
+    RemoteProtocolError,
+    Role,
+    canonical_json,
+    done_record,
+    encode_frame,
+    error_record,
+    events,
+    http_status,
+    param_type,
+    parse_error_record,
+)
+from protocol._codec import decode, encode
+from protocol._json import loads_object
+
+QUERY = json.loads(encode(make_query(1)).payload)
+
+
+def query_with(**changes: Any) -> Frame:
+    return Frame(FrameType.QUERY, 1, canonical_json({**QUERY, **changes}))
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (query_with(query_id=""), '"query_id" must not be empty'),
+        (query_with(query_id=5), '"query_id" must be a string'),
+        (query_with(token=None), '"token" must be a string'),
+        (query_with(sql=None), "exactly one of"),
+        (query_with(params=[]), '"params" must be an object'),
+        (query_with(options=None), '"options" must be an object'),
+        (query_with(options={"max_rows": -1}), '"max_rows" must be an integer'),
+        (query_with(options={"timeout_ms": True}), '"timeout_ms" must be an integer'),
+        (query_with(attestation="x"), '"attestation" must be an object'),
+        (Frame(FrameType.HELLO, 0, canonical_json({**hello_fields(), "caps": "x"})), '"caps"'),
+        (Frame(FrameType.HELLO, 0, canonical_json({**hello_fields(), "limits": 1})), '"limits"'),
+        (Frame(FrameType.HELLO, 0, canonical_json({**hello_fields(), "version": True})), "be 1"),
+        (Frame(FrameType.HELLO, 0, canonical_json({**hello_fields(), "sig": 1})), '"sig"'),
+        (Frame(FrameType.READY, 0, b'{"connector_id":"c","max_streams":1,"caps":[1]}'), '"caps"'),
+        (
+            Frame(
+                FrameType.READY,
+                0,
+                b'{"connector_id":"c","max_streams":1,"caps":[],"max_frame":1000}',
+            ),
+            '"max_frame"',
+        ),  # fmt: skip
+        (Frame(FrameType.CANCEL, 1, b'{"reason":5}'), '"reason" must be a string'),
+        (Frame(FrameType.COLUMNS, 1, b'{"columns":{}}\n'), '"columns" member'),
+        (Frame(FrameType.DONE, 1, b"[]\n"), "expected a JSON object"),
+        (Frame(FrameType.GOAWAY, 0, b'{"code":1,"last_stream":0}'), '"code"'),
+        (Frame(FrameType.GOAWAY, 0, b'{"code":"x","last_stream":4294967296}'), '"last_stream"'),
+        (Frame(FrameType.DRAIN, 0, b'{"reason":"x"} x'), "Extra data"),
+        (Frame(FrameType.DRAIN, 0, b"[" * 100000 + b"]" * 100000), "nested too deeply"),
+    ],
+)
+def test_invalid_payloads(frame: Frame, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decode(frame)
+
+
+def test_encode_validates_like_decode() -> None:
+    with pytest.raises(ValueError, match="does not fit in a u32"):
+        encode(events.Credit(1, 2**32))
+    assert encode(events.Drain()).payload == b'{"reason":""}'
+    assert decode(Frame(FrameType.DRAIN, 0, b"{}")) == events.Drain("")
+    assert decode(Frame(FrameType.GOAWAY, 0, b'{"code":"x","last_stream":3}')) == events.GoAway(
+        "x", "", 3
+    )
+    hello = decode(Frame(FrameType.HELLO, 0, canonical_json(hello_fields())))
+    assert isinstance(hello, events.Hello)
+    assert hello.nonce == hello_fields()["nonce"]
+    ready = decode(Frame(FrameType.READY, 0, b'{"connector_id":"c","max_streams":3,"caps":[]}'))
+    assert ready == events.Ready("c", 3, (), 1024 * 1024)
+
+
+def test_loads_object_is_strict() -> None:
+    assert loads_object(b' {"a": 1} ') == {"a": 1}
+    for bad in (b'{"a":1,"a":2}', b'{"a":Infinity}', b"\xff", b"1", b""):
+        with pytest.raises(ValueError, match="duplicate|constant|utf-8|object|Expecting"):
+            loads_object(bad)
+
+
+def test_records_round_trip() -> None:
+    done = done_record(rows=3, result_sets=1, elapsed_ms=12, query_id="q")
+    assert json.loads(done) == {
+        "done": {"rows": 3, "result_sets": 1, "elapsed_ms": 12, "query_id": "q"}
+    }
+    assert done.endswith(b"\n")
+    assert done.count(b"\n") == 1
+    line = error_record(
+        ErrorCode.SQL_ERROR,
+        "Invalid object name",
+        query_id="q",
+        sql={"number": 208, "state": 1, "class": 16},
+    )
+    record = parse_error_record(line)
+    assert (record.code, record.query_id, record.sql) == (
+        "sql.error",
+        "q",
+        {"number": 208, "state": 1, "class": 16},
+    )
+    assert parse_error_record(error_record("internal", "x")).sql is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"done":{}}',
+        b'{"error":{"code":"x"}}',
+        b'{"error":{"code":"x","message":"m","query_id":5}}',
+        b'{"error":{"code":"x","message":"m","sql":[]}}',
+    ],
+)
+def test_parse_error_record_rejects(line: bytes) -> None:
+    with pytest.raises(ValueError, match="record|string or null"):
+        parse_error_record(line)
+
+
+@pytest.mark.parametrize(
+    ("value", "sql_type"),
+    [
+        (None, None),
+        (True, "bit"),
+        (7, "bigint"),
+        (1.5, "float"),
+        ("x", "nvarchar"),
+        ({"type": "Decimal(18, 4)", "value": "1.5000"}, "decimal(18,4)"),
+        ({"type": "varbinary(max)", "value": "AAE="}, "varbinary(max)"),
+        ({"type": "uniqueidentifier", "value": None}, "uniqueidentifier"),
+    ],
+)
+def test_param_type(value: Any, sql_type: str | None) -> None:
+    assert param_type(value) == sql_type
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [1],
+        {"value": 1},
+        {"type": "text", "value": "x"},
+        {"type": 5, "value": "x"},
+        {"type": "int", "value": [1]},
+        {"type": "decimal(18,4", "value": "1"},
+    ],
+)
+def test_param_type_rejects(value: Any) -> None:
+    with pytest.raises(ValueError, match="parameter"):
+        param_type(value)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("request.invalid", 400),
+        ("request.too_large", 413),
+        ("auth.expired", 401),
+        ("auth.replay", 401),
+        ("policy.denied", 403),
+        ("policy.unknown_query", 404),
+        ("tunnel.unknown", 404),
+        ("tunnel.no_connector", 503),
+        ("sql.error", 422),
+        ("query.timeout", 504),
+        ("limits.rate_limited", 429),
+        ("transport.lost", 502),
+        ("internal", 500),
+        ("auth.some_future_code", 401),
+        ("something.else", 500),
+    ],
+)
+def test_http_status(code: str, status: int) -> None:
+    assert http_status(code) == status
+
+
+def test_every_error_code_has_a_status() -> None:
+    assert all(400 <= http_status(code) <= 504 for code in ErrorCode)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_frame": 1.5}, "must be an integer"),
+        ({"max_frame": 1000}, "max_frame must be in"),
+        ({"max_frame": 32 * 1024 * 1024}, "max_frame must be in"),
+        ({"stream_window": 1000}, "must satisfy"),
+        ({"connection_window": 2**31}, "must satisfy"),
+        ({"max_streams": 0}, "max_streams must be in"),
+    ],
+)
+def test_limits_validation(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Limits(**kwargs)
+
+
+def test_limits_json() -> None:
+    assert Limits.from_json(Limits().to_json()) == Limits()
+    with pytest.raises(ValueError, match="missing"):
+        Limits.from_json({"max_frame": 16384})
+
+
+# -- the fuzz invariant on whole connections -----------------------------------------------------
+
+
+def opened(role: Role) -> Connection:
+    """A connection of ``role`` past the handshake with stream 1 open."""
+    pair = ProtocolPair()
+    pair.handshake()
+    pair.query(1)
+    return pair.relay if role is Role.RELAY else pair.connector
+
+
+FRAME_BYTES = [
+    encode_frame(encode(e))
+    for e in (
+        events.Hello(hello_fields()),
+        events.Ready("c", 4),
+        make_query(1),
+        make_query(2),
+        events.Cancel(1),
+        events.Columns(1, b'{"columns":[]}\n'),
+        events.Rows(1, b"[1]\n"),
+        events.Done(1, b'{"done":{}}\n'),
+        events.Error(2, b'{"error":{"code":"x"}}\n'),
+        events.Credit(0, 5),
+        events.Credit(1, 5),
+        events.Ping(b"12345678"),
+        events.Pong(b"12345678"),
+        events.Drain("x"),
+        events.GoAway("x", "", 0),
+    )
+]
+chunks = st.lists(st.one_of(st.sampled_from(FRAME_BYTES), st.binary(max_size=24)), max_size=8).map(
+    b"".join
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.sampled_from([Role.RELAY, Role.CONNECTOR]),
+    st.booleans(),
+    chunks,
+    st.booleans(),
+)
+def test_fuzz_connection(role: Role, fresh: bool, data: bytes, byte_by_byte: bool) -> None:
+    conn = Connection(role) if fresh else opened(role)
+    try:
+        if byte_by_byte:
+            for i in range(len(data)):
+                conn.receive_data(data[i : i + 1])
+        else:
+            conn.receive_data(data)
+    except RemoteProtocolError:
+        assert conn.data_to_send()  # a GOAWAY is always queued for the peer
+        return
+    conn.events()
+    conn.receive_eof()
+    assert isinstance(conn.events()[-1], events.ConnectionLost)
