@@ -221,6 +221,7 @@ class TunnelLink:
         self._started = 0.0
         self._end_reason = "closed"
         self._goaway_received = False
+        self._rejected: RelayRejected | None = None
 
     # -- what the streams use ---------------------------------------------------------------
 
@@ -269,7 +270,7 @@ class TunnelLink:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def _dial(self, nonce: str) -> ClientConnection:
+    def _connect(self, nonce: str) -> connect:
         token = make_connector_token(
             self._key,
             connector_id=self.cfg.connector_id,
@@ -278,37 +279,34 @@ class TunnelLink:
             nonce=nonce,
         )
         ping = self.cfg.ping_interval_s
-        try:
-            ws = await connect(
-                self.url,
-                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                additional_headers={"Authorization": f"Bearer {token}"},
-                ssl=_ssl_context(self.cfg),
-                compression=None,
-                open_timeout=self.cfg.open_timeout_s,
-                ping_interval=ping,
-                ping_timeout=max(0.05, self.cfg.dead_peer_after_s - ping),
-                close_timeout=min(5.0, self.cfg.dead_peer_after_s),
-                max_size=max(4 * self.limits.max_frame, 4 * 1024 * 1024),
-            ).__aenter__()
-        except InvalidStatus as exc:
+        return connect(
+            self.url,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {token}"},
+            ssl=_ssl_context(self.cfg),
+            compression=None,
+            open_timeout=self.cfg.open_timeout_s,
+            ping_interval=ping,
+            ping_timeout=max(0.05, self.cfg.dead_peer_after_s - ping),
+            close_timeout=min(5.0, self.cfg.dead_peer_after_s),
+            max_size=max(4 * self.limits.max_frame, 4 * 1024 * 1024),
+        )
+
+    def _dial_failed(self, exc: BaseException) -> DialFailed:
+        """Name the step that failed: TCP, TLS, HTTP status (auth), WebSocket handshake."""
+        if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
             body = (exc.response.body or b"")[:300].decode("utf-8", "replace")
-            raise DialFailed(
+            return DialFailed(
                 f"relay {self.base_url} refused the connection: HTTP {status} {body}",
                 auth=status in (401, 403),
-            ) from None
-        except InvalidHandshake as exc:
-            raise DialFailed(f"WebSocket handshake with {self.base_url} failed: {exc}") from None
-        except ssl.SSLError as exc:
-            raise DialFailed(f"TLS with {self.base_url} failed: {exc.reason}") from None
-        except (OSError, trio.TooSlowError, TimeoutError) as exc:
-            what = getattr(exc, "strerror", None) or type(exc).__name__
-            raise DialFailed(f"cannot reach relay {self.base_url}: {what}") from None
-        if ws.subprotocol != SUBPROTOCOL:
-            await ws.aclose()
-            raise DialFailed(f"relay {self.base_url} did not accept subprotocol {SUBPROTOCOL}")
-        return ws
+            )
+        if isinstance(exc, InvalidHandshake):
+            return DialFailed(f"WebSocket handshake with {self.base_url} failed: {exc}")
+        if isinstance(exc, ssl.SSLError):
+            return DialFailed(f"TLS with {self.base_url} failed: {exc.reason}")
+        what = getattr(exc, "strerror", None) or type(exc).__name__
+        return DialFailed(f"cannot reach relay {self.base_url}: {what}")
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -321,17 +319,34 @@ class TunnelLink:
             RelayRejected: the relay's HELLO did not verify.
         """
         nonce = secrets.token_urlsafe(16)
-        self.ws = await self._dial(nonce)
-        self._started = time.monotonic()
+        opened = False
         try:
-            async with trio.open_nursery() as nursery:
-                await self._serve(nursery, nonce, task_status)
-                # the reader finished; in-flight queries end (their sinks fail fast when lost)
-        finally:
-            self.closed = True
-            self._wake_credit()
-            with trio.CancelScope(shield=True), trio.move_on_after(self.cfg.dead_peer_after_s):
-                await self.ws.aclose()
+            async with self._connect(nonce) as ws:
+                opened = True
+                self.ws = ws
+                self._started = time.monotonic()
+                if ws.subprotocol != SUBPROTOCOL:
+                    raise DialFailed(
+                        f"relay {self.base_url} did not accept subprotocol {SUBPROTOCOL}"
+                    )
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await self._serve(nursery, nonce, task_status)
+                        # the reader finished; in-flight queries end (sinks fail fast if lost)
+                finally:
+                    self.closed = True
+                    self._wake_credit()
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.cfg.dead_peer_after_s),
+                    ):
+                        await ws.aclose()
+        except (InvalidHandshake, ssl.SSLError, OSError, trio.TooSlowError, TimeoutError) as exc:
+            if opened:
+                raise
+            raise self._dial_failed(exc) from None
+        if self._rejected is not None:
+            raise self._rejected
         return LinkEnd(
             reason=self._end_reason,
             uptime_s=time.monotonic() - self._started,
@@ -344,7 +359,8 @@ class TunnelLink:
     ) -> None:
         assert self.ws is not None
         try:
-            async for message in self.ws:
+            while True:
+                message = await self.ws.recv()
                 if isinstance(message, str):
                     await self.ws.aclose(CloseCode.UNSUPPORTED_DATA, "edgetds/1 is binary-only")
                     self._end_reason = "lost"
@@ -398,7 +414,8 @@ class TunnelLink:
                 )
                 assert self.ws is not None
                 await self.ws.aclose(CloseCode.AUTH_FAILED, "relay HELLO rejected")
-                raise RelayRejected(f"relay {self.base_url}: {exc}") from None
+                self._rejected = RelayRejected(f"relay {self.base_url}: {exc}")
+                return True
             self.session_id = event.session_id
             await self.send(
                 events.Ready(

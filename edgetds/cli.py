@@ -20,6 +20,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "edgetds.devidp",
     "tdslite.cli",
     "connector.audit",
+    "connector.cli",
+    "relay.cli",
 )
 
 EPILOG = """\

@@ -1,0 +1,260 @@
+"""`edgetds connector run|check|explain` and `edgetds keygen`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+CONNECTOR_EPILOG = """\
+examples:
+  edgetds keygen --out keys --name conn-1            # the connector's identity (register the .pub)
+  edgetds connector check --config connector.toml    # every config problem, with its location
+  edgetds connector explain --config connector.toml --token "$TOKEN"   # which role, and why
+  edgetds connector run --config connector.toml      # dial out and serve; SIGTERM drains
+
+The connector needs no listening port: it dials OUT to the relay over ws(s)://, proves its key,
+checks the relay's key, then verifies every query's user token and runs it under the role's login.
+See examples/connector.toml and examples/policy.toml.
+"""
+
+KEYGEN_EPILOG = """\
+examples:
+  edgetds keygen --out keys --name conn-1     # keys/conn-1.key (0600) + keys/conn-1.pub
+  edgetds keygen --out keys --name relay      # the relay's key; pin relay.pub in connector.toml
+
+Put the .pub line into the relay config ([tunnels.NAME] connectors = { "conn-1" = "ed25519:..." })
+or into connector.toml (relay_public_keys = ["ed25519:..."]). Never copy the .key file anywhere.
+"""
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line; `extra` fields included. Callers never pass secrets."""
+
+    _SKIP = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self._SKIP and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # websockets/httpx debug logs could include headers (tokens): keep them at warning
+    for name in ("websockets", "httpx", "httpcore", "pytds"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def register(subparsers: Any) -> None:
+    conn = subparsers.add_parser(
+        "connector",
+        help="run, check or explain an on-prem connector",
+        description="The on-prem connector: dials out to the relay and runs identity-checked "
+        "queries on SQL Server.",
+        epilog=CONNECTOR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = conn.add_subparsers(title="actions", metavar="ACTION")
+    actions = (
+        ("run", "dial the relay(s) and serve queries until SIGTERM", _cmd_run),
+        ("check", "validate a config (and its policy) and print every problem", _cmd_check),
+        (
+            "explain",
+            "verify a token like the connector would and show which role it maps to and why",
+            _cmd_explain,
+        ),
+    )
+    for name, help_text, func in actions:
+        action = sub.add_parser(
+            name,
+            help=help_text,
+            epilog=CONNECTOR_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        action.add_argument("--config", required=True, type=Path, help="connector TOML file")
+        if name == "explain":
+            action.add_argument(
+                "--token", required=True, help="an end user's IdP token ('-' reads it from stdin)"
+            )
+        action.set_defaults(func=func)
+    conn.set_defaults(func=lambda _args: (conn.print_help(sys.stderr), 2)[1])
+
+    keygen = subparsers.add_parser(
+        "keygen",
+        help="create an Ed25519 key pair (connector or relay identity)",
+        description="Write NAME.key (PKCS#8 PEM, mode 0600) and NAME.pub (ed25519:...) into DIR.",
+        epilog=KEYGEN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keygen.add_argument("--out", required=True, type=Path, help="directory to write into")
+    keygen.add_argument("--name", required=True, help="file name stem, e.g. conn-1")
+    keygen.add_argument("--force", action="store_true", help="overwrite existing files")
+    keygen.set_defaults(func=_cmd_keygen)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from connector.keys import KeyFileError, generate_key_files
+
+    try:
+        gen = generate_key_files(args.out, args.name, overwrite=args.force)
+    except KeyFileError as exc:
+        print(f"edgetds keygen: {exc}", file=sys.stderr)
+        return 1
+    print(f"private key: {gen.private_path} (mode 0600; keep it here)")
+    print(f"public key:  {gen.public_path}")
+    print(f"public:      {gen.public_key}")
+    print(f"key id:      {gen.key_id}")
+    return 0
+
+
+def _load(path: Path) -> Any:
+    from connector.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {path}", file=sys.stderr)
+        return None
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import trio
+
+    from connector.policy import PolicyError
+    from connector.runtime import build_policy, build_verifier
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    problems: list[str] = []
+    try:
+        policy = build_policy(config)
+    except PolicyError as exc:
+        problems.extend(exc.problems)
+    except ValueError as exc:
+        problems.append(str(exc))
+    else:
+        roles = ", ".join(r.name for r in policy.roles) or "(none)"
+    try:
+        verifier = build_verifier(config)
+    except ValueError as exc:
+        problems.append(f"{args.config}: [identity]/[[issuers]]: {exc}")
+    else:
+        trio.run(verifier.aclose)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    t = config.tunnel
+    print(f"ok: connector {t.connector_id!r} for tunnel {t.tunnel!r}")
+    print(f"  relays: {', '.join(t.relay_urls)} ({t.ha_connections} connection(s))")
+    print(f"  database: {config.database.host}:{config.database.port}/{config.database.database}")
+    print(f"  logins: {', '.join(sorted(config.database.logins))}; roles: {roles}")
+    print(f"  audit: {config.audit_file or '(off)'}")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import trio
+
+    from connector.policy import PolicyError
+    from connector.runtime import build_policy, build_verifier
+    from edgetds.oidc import AuthError
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    token = sys.stdin.read().strip() if args.token == "-" else args.token.strip()
+    try:
+        policy = build_policy(config)
+    except (PolicyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    async def verify() -> Any:
+        async with build_verifier(config) as verifier:
+            return await verifier.verify(token)
+
+    try:
+        identity = trio.run(verify)
+    except AuthError as exc:
+        print(f"token refused: {exc.code}: {exc.message}", file=sys.stderr)
+        print("every query with this token would be refused before reaching SQL Server")
+        return 1
+    print(policy.explain(identity))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from connector.policy import PolicyError
+    from connector.runtime import open_connector
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    setup_logging(config.log_level)
+    log = logging.getLogger("edgetds.connector")
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with open_connector(config) as connector, trio.open_nursery() as nursery:
+                log.info(
+                    "connector started",
+                    extra={
+                        "connector_id": config.tunnel.connector_id,
+                        "tunnel": config.tunnel.tunnel,
+                        "relays": list(config.tunnel.relay_urls),
+                    },
+                )
+
+                async def on_signals() -> None:
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        if not connector.draining:
+                            log.info(
+                                "%s: draining (send it again to exit at once)",
+                                name,
+                                extra={"grace_s": config.tunnel.drain_grace_s},
+                            )
+                            connector.start_shutdown()
+                        else:
+                            log.warning("%s again: exiting now", name)
+                            connector.abort()
+
+                nursery.start_soon(on_signals)
+                await connector.wait_stopped()
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except (PolicyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

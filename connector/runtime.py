@@ -1,0 +1,295 @@
+"""The connector process: HA connections to the relay(s), reconnects, drain; and how to start it.
+
+In process (tests, the demo)::
+
+    async with open_connector(load_config("connector.toml")) as connector:
+        await connector.wait_ready()          # at least one connection verified HELLO and is READY
+        ...
+    # leaving the block drains (DRAIN, in-flight queries finish up to drain_grace_s) and closes
+
+From the shell: ``edgetds connector run --config connector.toml`` (SIGTERM/SIGINT drain; a
+second signal exits at once).
+
+HA: ``ha_connections`` slots each keep one connection up, to the relay URLs in turn. The first
+slot dials alone; the others start once it is ready (or failed), ``stagger_s`` apart. A slot whose
+connection ends reconnects with full-jitter backoff (connector/backoff.py), at once when the relay
+asked (DRAIN/GOAWAY); on a relay DRAIN the replacement is dialled while the old connection
+finishes its in-flight queries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from connector.audit import AuditLog
+from connector.backoff import Backoff
+from connector.config import ConnectorConfig
+from connector.keys import key_id, parse_public_key
+from connector.policy import Policy
+from connector.pool import Pools
+from connector.service import QueryService
+from connector.tunnel import DialFailed, LinkStats, RelayRejected, TunnelLink
+from edgetds.oidc import TokenVerifier
+
+__all__ = ["Connector", "ConnectorStats", "build_policy", "build_verifier", "open_connector"]
+
+log = logging.getLogger("edgetds.connector")
+
+
+@dataclass(frozen=True)
+class ConnectorStats:
+    connector_id: str
+    ready_links: int
+    links: tuple[LinkStats, ...]
+    in_flight: int
+    outcomes: dict[str, int]
+    reconnects: int
+    draining: bool
+
+
+def build_verifier(config: ConnectorConfig) -> TokenVerifier:
+    """The end-user token verifier from [identity] / [[issuers]]."""
+    return TokenVerifier.from_config(config.identity, base_dir=config.path.parent)
+
+
+def build_policy(config: ConnectorConfig) -> Policy:
+    """The policy from [policy] file = ... or inline [policy] tables; checks its logins exist."""
+    if config.policy_path is not None:
+        policy = Policy.from_dict(config.policy, source=str(config.policy_path))
+    else:
+        policy = Policy.from_dict(config.policy, source=str(config.path), prefix="policy.")
+    missing = sorted(policy.logins() - set(config.database.logins))
+    if missing:
+        raise ValueError(
+            f"{config.path}: the policy names login(s) {missing} with no [logins.NAME] table "
+            "(user + password_file or password_env)"
+        )
+    return policy
+
+
+def _relay_keys(config: ConnectorConfig) -> dict[str, Ed25519PublicKey]:
+    return {key_id(k): parse_public_key(k) for k in config.tunnel.relay_public_keys}
+
+
+def _private_key(config: ConnectorConfig) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(config.tunnel.private_key_pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the connector private key must be an Ed25519 key (edgetds keygen)")
+    return key
+
+
+class Connector:
+    """A running connector; create with `open_connector`."""
+
+    def __init__(self, config: ConnectorConfig, service: QueryService) -> None:
+        self.config = config
+        self.service = service
+        self._key = _private_key(config)
+        self._relay_keys = _relay_keys(config)
+        self._links: set[TunnelLink] = set()
+        self._ready_changed = trio.Event()
+        self._first_attempt = trio.Event()
+        self._stopping = False
+        self.draining = False
+        self.reconnects = 0
+        self._nursery: trio.Nursery | None = None
+        self._stopped = trio.Event()
+
+    # -- observation -----------------------------------------------------------------------
+
+    @property
+    def ready_links(self) -> int:
+        return sum(1 for link in self._links if link.ready and not link.closed)
+
+    async def wait_ready(self, count: int = 1) -> None:
+        """Wait until at least `count` connections are READY."""
+        while self.ready_links < count:
+            await self._ready_changed.wait()
+
+    def _notify(self) -> None:
+        self._ready_changed.set()
+        self._ready_changed = trio.Event()
+
+    def statistics(self) -> ConnectorStats:
+        return ConnectorStats(
+            connector_id=self.config.tunnel.connector_id,
+            ready_links=self.ready_links,
+            links=tuple(link.statistics() for link in self._links),
+            in_flight=self.service.in_flight,
+            outcomes=dict(self.service.counts),
+            reconnects=self.reconnects,
+            draining=self.draining,
+        )
+
+    # -- the HA slots ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep `ha_connections` connections up until `shutdown()`."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for index in range(self.config.tunnel.ha_connections):
+                    nursery.start_soon(self._slot, index, nursery)
+                task_status.started()
+        finally:
+            self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the connector stopped (after `shutdown()` or `abort()`)."""
+        await self._stopped.wait()
+
+    def start_shutdown(self) -> None:
+        """Begin `shutdown()` in the background (e.g. from a signal handler loop)."""
+        if self._nursery is not None and not self.draining:
+            self._nursery.start_soon(self.shutdown)
+
+    async def _slot(self, index: int, nursery: trio.Nursery) -> None:
+        cfg = self.config.tunnel
+        if index > 0:
+            await self._first_attempt.wait()
+            await trio.sleep(index * cfg.stagger_s)
+        backoff = Backoff(cfg.backoff_base_s, cfg.backoff_cap_s, cfg.stable_after_s)
+        attempt = 0
+        while not self._stopping:
+            url = cfg.relay_urls[(index + attempt) % len(cfg.relay_urls)]
+            attempt += 1
+            replace = trio.Event()
+            ended = trio.Event()
+            result: dict[str, Any] = {}
+            link = TunnelLink(
+                cfg,
+                url,
+                private_key=self._key,
+                relay_keys=self._relay_keys,
+                handler=self.service,
+                on_ready=lambda _link: self._notify(),
+                on_relay_drain=lambda _link, ev=replace: ev.set(),  # type: ignore[misc]
+            )
+            nursery.start_soon(self._run_link, link, result, ended)
+            with trio.CancelScope() as wait_scope:
+                async with trio.open_nursery() as waiters:
+                    waiters.start_soon(_set_then_cancel, ended, wait_scope)
+                    waiters.start_soon(_set_then_cancel, replace, wait_scope)
+            if index == 0:
+                self._first_attempt.set()
+            if self._stopping:
+                return
+            self.reconnects += 1
+            end = result.get("end")
+            if replace.is_set() or (end is not None and end.relay_requested):
+                backoff.connection_ended(end.uptime_s if end is not None else cfg.stable_after_s)
+                log.info("reconnecting at once (relay asked)", extra={"slot": index})
+                continue
+            if end is not None:
+                backoff.connection_ended(end.uptime_s)
+            delay = backoff.next_delay()
+            log.info(
+                "reconnecting",
+                extra={"slot": index, "delay_s": round(delay, 3), "failures": backoff.failures},
+            )
+            await trio.sleep(delay)
+
+    async def _run_link(self, link: TunnelLink, result: dict[str, Any], ended: trio.Event) -> None:
+        self._links.add(link)
+        try:
+            result["end"] = await link.run()
+        except DialFailed as exc:
+            level = logging.ERROR if exc.auth else logging.WARNING
+            log.log(level, "%s", exc)
+        except RelayRejected as exc:
+            log.error("%s", exc)
+        finally:
+            self._links.discard(link)
+            self._notify()
+            ended.set()
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def shutdown(self, *, grace_s: float | None = None) -> None:
+        """Drain: DRAIN to the relay, in-flight queries finish up to grace_s, then close."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.tunnel.drain_grace_s if grace_s is None else grace_s
+        self._stopping = True
+        self.draining = True
+        links = list(self._links)
+        for link in links:
+            await link.drain()
+        with trio.move_on_after(grace) as scope:
+            for link in links:
+                await link.wait_idle()
+        if scope.cancelled_caught:
+            log.warning("drain grace period over; closing with queries in flight")
+        for link in links:
+            await link.close("connector shut down")
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def abort(self) -> None:
+        """Exit at once (second signal): cut running statements, close everything."""
+        self._stopping = True
+        self.service.pools.interrupt_all()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+@asynccontextmanager
+async def open_connector(
+    config: ConnectorConfig,
+    *,
+    audit: AuditLog | None = None,
+    verifier: TokenVerifier | None = None,
+) -> AsyncIterator[Connector]:
+    """Start a connector in the current trio run; leaving the block drains and stops it.
+
+    Args:
+        config: a loaded `ConnectorConfig`.
+        audit: the hash-chained audit log (default: one on the config's [audit] file, if set).
+        verifier: a token verifier (default: built from the config's issuers).
+    """
+    policy = build_policy(config)
+    own_verifier = verifier is None
+    verifier = verifier or build_verifier(config)
+    pools = Pools(config.database)
+    own_audit = audit is None and config.audit_file is not None
+    if own_audit:
+        assert config.audit_file is not None
+        audit = AuditLog(config.audit_file)
+    service = QueryService(
+        relay_keys=_relay_keys(config),
+        verifier=verifier,
+        policy=policy,
+        pools=pools,
+        max_concurrent=config.tunnel.max_concurrent_queries,
+        audit=audit,
+        fetch_rows=config.database.fetch_rows,
+    )
+    connector = Connector(config, service)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(connector.run)
+            try:
+                yield connector
+            finally:
+                with trio.CancelScope(shield=True):
+                    await connector.shutdown()
+    finally:
+        with trio.CancelScope(shield=True):
+            await pools.aclose()
+            if own_verifier:
+                await verifier.aclose()
+            if own_audit and audit is not None:
+                await audit.aclose()

@@ -1,0 +1,269 @@
+"""The QUERY pipeline: zero trust, every step fails closed, in this order.
+
+1. The relay attestation (`protocol.verify_attestation`): signature by a pinned relay key, this
+   connection's session id, a fresh timestamp, every hash recomputed from the frame, and a
+   connector-wide replay cache of nonces and query ids (a query id is never executed twice, even
+   across HA connections).
+2. The connector-wide concurrency cap (excess refused with ``limits.too_many_queries``).
+3. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
+4. The policy (connector/policy.py): role, read-only check, named queries, caps.
+5. Parameters decoded into typed, bound values (connector/encode.py).
+6. Execution and streaming (connector/execute.py) with the smaller of role caps and request
+   options; then exactly one terminal DONE or ERROR line, and one audit record.
+
+Nothing in a refused request reaches SQL Server. Logs carry ids, codes and counts: never tokens,
+SQL parameter values or SQL Server error texts (which can quote values).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from connector.audit import AuditLog, query_record
+from connector.audit import Outcome as AuditOutcome
+from connector.encode import ParamError, decode_params, ndjson_line
+from connector.execute import (
+    CONTEXT_KEYS,
+    CancelToken,
+    ExecRequest,
+    Outcome,
+    QueryFailed,
+    execute,
+)
+from connector.policy import Decision, Policy, QueryRequest
+from connector.pool import Pools
+from connector.tunnel import StreamSink, TunnelLink
+from edgetds.oidc import AuthError as TokenError
+from edgetds.oidc import Identity, TokenVerifier
+from protocol import ATTESTATION_MAX_SKEW, AuthError, ReplayCache, events, verify_attestation
+
+__all__ = ["AuditEvent", "QueryService"]
+
+log = logging.getLogger("edgetds.connector.query")
+
+
+#: error codes that mean "refused before reaching SQL Server" in the audit log
+_REFUSED_PREFIXES = ("auth.", "policy.", "request.", "query.duplicate", "limits.too_many")
+
+
+@dataclass
+class AuditEvent:
+    """What we learn about one query as it goes through the pipeline (-> one audit record)."""
+
+    query_id: str
+    stream_id: int
+    session_id: str | None
+    sql: str | None = None
+    query: str | None = None
+    statement_sql: str | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    role: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    param_types: dict[str, str] = field(default_factory=dict)
+    log_param_values: bool = False
+    outcome: str = "ok"  # "ok" or the error code
+    message: str | None = None
+    rows: int = 0
+    bytes: int = 0
+    result_sets: int = 0
+    elapsed_ms: float = 0.0
+    sql_error: Mapping[str, int] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The connector/audit.py record (values only when the role allows it)."""
+        if self.outcome == "ok":
+            status = "ok"
+        elif self.outcome.startswith(_REFUSED_PREFIXES):
+            status = "refused"
+        else:
+            status = "error"
+        return query_record(
+            query_id=self.query_id,
+            subject=self.subject,
+            issuer=self.issuer,
+            role=self.role,
+            sql=self.sql,
+            query=self.query,
+            params=self.params,
+            param_types=self.param_types,
+            log_param_values=self.log_param_values,
+            statement_sql=self.statement_sql,
+            outcome=AuditOutcome(
+                status=status,
+                rows=self.rows,
+                bytes=self.bytes,
+                duration_ms=int(self.elapsed_ms),
+                error_code=None if self.outcome == "ok" else self.outcome,
+                sql_error_number=(self.sql_error or {}).get("number"),
+            ),
+        )
+
+
+def _typed_params(raw: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:
+    """Named queries: the template declares each parameter's SQL Server type."""
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            value = value.get("value")
+        out[name] = {"type": types[name], "value": value}
+    return out
+
+
+class QueryService:
+    """The `QueryHandler` the tunnel links call for every QUERY."""
+
+    def __init__(
+        self,
+        *,
+        relay_keys: Mapping[str, Ed25519PublicKey],
+        verifier: TokenVerifier,
+        policy: Policy,
+        pools: Pools,
+        max_concurrent: int,
+        audit: AuditLog | None = None,
+        fetch_rows: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.relay_keys = relay_keys
+        self.verifier = verifier
+        self.policy = policy
+        self.pools = pools
+        self.max_concurrent = max_concurrent
+        self.audit = audit
+        self.fetch_rows = fetch_rows
+        self.clock = clock
+        self.replay = ReplayCache(ttl=2 * ATTESTATION_MAX_SKEW + 5)
+        self.in_flight = 0
+        self.counts: dict[str, int] = {}
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    async def __call__(
+        self, link: TunnelLink, query: events.Query, sink: StreamSink, cancel: CancelToken
+    ) -> None:
+        started = time.monotonic()
+        ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
+        ev.sql, ev.query, ev.params = query.sql, query.query, query.params
+        counted = False
+        try:
+            try:
+                verify_attestation(
+                    query,
+                    self.relay_keys,
+                    session_id=link.session_id or "",
+                    now=self.clock(),
+                    replay=self.replay,
+                )
+            except AuthError as exc:
+                raise QueryFailed(str(exc.error_code), str(exc)) from None
+            if self.in_flight >= self.max_concurrent:
+                raise QueryFailed(
+                    "limits.too_many_queries",
+                    f"the connector runs at most {self.max_concurrent} queries at once; retry",
+                )
+            self.in_flight += 1
+            counted = True
+            outcome = await self._run(query, sink, cancel, ev)
+            ev.rows, ev.bytes, ev.result_sets = outcome.rows, outcome.bytes, outcome.result_sets
+            done: dict[str, Any] = {
+                "rows": outcome.rows,
+                "result_sets": outcome.result_sets,
+                "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+                "query_id": query.query_id,
+            }
+            if outcome.rows_affected >= 0:
+                done["rows_affected"] = outcome.rows_affected
+            await sink.finish(ndjson_line({"done": done}), error=False)
+        except QueryFailed as exc:
+            ev.outcome, ev.message, ev.sql_error = exc.code, exc.message, exc.sql
+            ev.rows, ev.bytes = exc.outcome.rows, exc.outcome.bytes
+            ev.result_sets = exc.outcome.result_sets
+            await sink.finish(ndjson_line(exc.record(query.query_id)), error=True)
+        finally:
+            if counted:
+                self.in_flight -= 1
+            ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            self._count(ev.outcome)
+            log.info(
+                "query %s",
+                ev.outcome,
+                extra={
+                    "query_id": ev.query_id,
+                    "subject": ev.subject,
+                    "role": ev.role,
+                    "rows": ev.rows,
+                    "elapsed_ms": ev.elapsed_ms,
+                    "sql_number": (ev.sql_error or {}).get("number"),
+                },
+            )
+            if self.audit is not None:
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self.audit.write(ev.record())
+                except Exception:  # the audit log failing must be loud, never silent
+                    log.exception("audit record could not be written")
+
+    async def _run(
+        self, query: events.Query, sink: StreamSink, cancel: CancelToken, ev: AuditEvent
+    ) -> Outcome:
+        try:
+            identity: Identity = await self.verifier.verify(query.token)
+        except TokenError as exc:
+            raise QueryFailed(exc.code, exc.message) from None
+        ev.subject, ev.issuer = identity.subject, identity.issuer
+        decision: Decision = self.policy.authorize(
+            identity, QueryRequest(sql=query.sql, query=query.query, params=query.params)
+        )
+        if decision.role is not None:
+            ev.role = decision.role.name
+        if not decision.allowed:
+            raise QueryFailed(decision.code or "policy.denied", decision.reason)
+        assert decision.role is not None
+        assert decision.sql is not None
+        raw = query.params
+        if decision.param_types:
+            raw = _typed_params(raw, decision.param_types)
+        try:
+            bound = decode_params(raw)
+        except ParamError as exc:
+            raise QueryFailed("request.invalid", str(exc)) from None
+        ev.statement_sql = decision.sql
+        ev.log_param_values = decision.role.log_param_values
+        ev.param_types = {name: p.sql_type for name, p in zip(raw, bound, strict=True)}
+        options = query.options
+        max_rows, max_bytes, timeout_ms = decision.limits(
+            max_rows=_opt_int(options.get("max_rows")),
+            timeout_ms=_opt_int(options.get("timeout_ms")),
+        )
+        context = dict(
+            zip(CONTEXT_KEYS, (identity.subject, identity.issuer, query.query_id), strict=True)
+        )
+        req = ExecRequest(
+            query_id=query.query_id,
+            sql=decision.sql,
+            params=bound,
+            context=context,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            chunk_bytes=min(32 * 1024, sink.link.max_payload),
+            fetch_rows=self.fetch_rows,
+        )
+        try:
+            pool = self.pools[decision.role.login]
+        except KeyError as exc:
+            raise QueryFailed("internal", str(exc.args[0])) from None
+        return await execute(pool, req, sink, cancel)
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
