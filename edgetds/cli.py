@@ -21,7 +21,6 @@ SUBCOMMANDS: tuple[str, ...] = (
     "tdslite.cli",
     "connector.audit",
     "connector.cli",
-    "relay.cli",
 )
 
 EPILOG = """\
