@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "tdslite.cli",
     "connector.audit",
     "connector.cli",
+    "relay.cli",
 )
 
 EPILOG = """\

@@ -29,6 +29,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_TYPE = b"application/json"
+#: Bytes of an oversized request body read and thrown away so the client can see the 413.
+DISCARD_LIMIT = 16 * 1024 * 1024
 NDJSON_TYPE = b"application/x-ndjson"
 
 
@@ -106,26 +108,39 @@ async def send_error(send: Send, error: HttpError) -> None:
 
 
 async def read_body(scope: Mapping[str, Any], receive: Receive, *, limit: int) -> bytes:
-    """Read the whole request body, refusing more than `limit` bytes as soon as it is known.
+    """Read the whole request body, refusing more than `limit` bytes.
+
+    An oversized body is read on and discarded (up to `DISCARD_LIMIT`) before the refusal is
+    answered: hypercorn stops reading the socket when the app stops reading the body, and a
+    client that is still writing would never see the 413.
 
     Raises:
         HttpError: request.too_large (413), or request.invalid if the client went away mid-body.
     """
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpError(
+        too_large = HttpError(
             "request.too_large",
             f"request body is {int(declared)} bytes; this relay accepts at most {limit}",
         )
+        limit = -1
+    else:
+        too_large = HttpError(
+            "request.too_large", f"request body is over this relay's limit of {limit} bytes"
+        )
     body = bytearray()
+    seen = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise HttpError("request.invalid", "client went away before the body was complete")
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise HttpError(
-                "request.too_large", f"request body is over this relay's limit of {limit} bytes"
-            )
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen <= limit:
+            body += chunk
+        elif seen > DISCARD_LIMIT:
+            raise too_large
         if not message.get("more_body", False):
+            if seen > limit:
+                raise too_large
             return bytes(body)

@@ -40,6 +40,25 @@ class QueryRequest:
         return {"max_rows": self.max_rows, "timeout_ms": self.timeout_ms}
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"JSON constant {name} is not allowed")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate JSON key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _strict_json(raw: bytes) -> Any:
+    """Parse like the protocol's payload parser does (no NaN/Infinity, no duplicate keys), so a
+    request the relay accepts always makes a QUERY frame the connector accepts."""
+    return json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+
+
 def _invalid(message: str) -> HttpError:
     return HttpError("request.invalid", message)
 
@@ -48,8 +67,8 @@ def _optional_int(body: Mapping[str, Any], key: str, *, minimum: int) -> int | N
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _invalid(f"'{key}' must be an integer >= {minimum} (or null)")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < 2**53:
+        raise _invalid(f"'{key}' must be an integer >= {minimum} and < 2^53 (or null)")
     return value
 
 
@@ -64,10 +83,12 @@ def parse_query_request(raw: bytes, *, max_timeout_ms: int) -> QueryRequest:
         HttpError: request.invalid naming the member that is wrong.
     """
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = _strict_json(raw)
+    except (ValueError, RecursionError) as exc:
+        why = str(exc) if "JSON constant" in str(exc) or "duplicate" in str(exc) else "syntax"
         raise _invalid(
-            'body is not JSON; send {"sql": "...", "params": {...}} with '
+            f"body is not JSON ({why[:80]});"
+            ' send {"sql": "...", "params": {...}} with '
             "Content-Type: application/json"
         ) from None
     if not isinstance(body, dict):

@@ -1,0 +1,67 @@
+"""Small helpers shared by the Python relay tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import trio
+
+from relay.server import RunningRelay
+from tests.support.protocol_peer import Peer, QueryHandler, open_peer, rows_handler
+from tests.support.relays import RelayHandle
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def query_url(relay: RelayHandle, tunnel: str | None = None) -> str:
+    return f"{relay.http_url}/v1/tunnels/{tunnel or relay.tunnel}/query"
+
+
+def ndjson(text: str) -> list[Any]:
+    assert text.endswith("\n"), "an NDJSON body ends with a newline"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@asynccontextmanager
+async def peer(
+    relay: RelayHandle,
+    connector_id: str = "conn-1",
+    *,
+    handler: QueryHandler | None = rows_handler,
+    **options: Any,
+) -> AsyncIterator[Peer]:
+    """A protocol peer connected as `connector_id`, registered at the relay before it yields."""
+    async with open_peer(
+        relay.ws_url,
+        relay.tunnel,
+        connector_id,
+        relay.connector_keys[connector_id],
+        relay.relay_public_key,
+        handler=handler,
+        **options,
+    ) as p:
+        await wait_registered(relay, p.session_id)
+        yield p
+
+
+async def wait_registered(relay: RelayHandle, session_id: str) -> None:
+    """Poll the relay's stats (loopback) until the session serves its tunnel."""
+    async with httpx.AsyncClient() as http:
+        while True:
+            stats = (await http.get(f"{relay.http_url}/v1/relay/stats")).json()
+            sessions = stats["tunnels"][relay.tunnel]["sessions"]
+            if any(s["session_id"] == session_id for s in sessions):
+                return
+            await trio.sleep(0.01)
+
+
+async def wait_connections(running: RunningRelay, tunnel: str, count: int) -> None:
+    """Wait until `count` connections serve `tunnel` (READY crossed and registered)."""
+    while running.app.registry.tunnels[tunnel].status()["connections"] != count:  # noqa: ASYNC110
+        await trio.sleep(0.01)
