@@ -1,0 +1,31 @@
+"""tdslite's SQL engine: T-SQL over SQLite with SQL Server types, errors and permissions.
+
+The wire layer (tdslite/server) uses only the names below; see tdslite/README.md, "Supported
+T-SQL", for what the engine accepts.
+"""
+
+from __future__ import annotations
+
+from ._engine import Engine
+from ._errors import SqlError
+from ._results import ResultSet, RowCount
+from ._session import Session
+from ._types import Column, Param, PreciseDateTime, PreciseTime, SqlType
+from ._users import User, UsersFileError, load_users, parse_users
+
+__all__ = [
+    "Column",
+    "Engine",
+    "Param",
+    "PreciseDateTime",
+    "PreciseTime",
+    "ResultSet",
+    "RowCount",
+    "Session",
+    "SqlError",
+    "SqlType",
+    "User",
+    "UsersFileError",
+    "load_users",
+    "parse_users",
+]

@@ -1,0 +1,241 @@
+"""Splitting a T-SQL batch into statements, with sqlglot's T-SQL tokenizer.
+
+T-SQL does not need semicolons (``SELECT 1 SELECT 2`` is two statements) and sqlglot cannot parse
+such a batch, so we split it ourselves.  Strategy: walk the tokens keeping the parenthesis depth; a
+statement keyword at depth 0 starts a new statement unless it continues the current one (SELECT
+after UNION or inside INSERT ... SELECT, the main statement after a CTE, the SET of an UPDATE).
+Statements that carry a body we do not run (IF, WHILE, BEGIN ... END, MERGE, CREATE PROCEDURE ...)
+swallow everything up to the next semicolon, so they are refused as a whole and nothing in them can
+slip through as a statement of its own.
+
+Each statement's text is also rewritten at the token level (strings, [identifiers] and comments are
+never touched) so that sqlglot keeps apart what it would otherwise merge: special functions
+``F(`` become ``TDSFN_F(`` (GETDATE and SYSDATETIME both parse to CURRENT_TIMESTAMP otherwise) and
+globals ``@@NAME`` become the bound parameter ``@__G_NAME``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot.dialects.tsql import TSQL
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
+
+from . import _errors
+
+#: Keywords that begin a statement.
+STATEMENT_KEYWORDS = frozenset(
+    """SELECT WITH INSERT UPDATE DELETE CREATE DROP ALTER DECLARE SET EXEC EXECUTE USE BEGIN
+    COMMIT ROLLBACK SAVE REVERT TRUNCATE MERGE IF WHILE PRINT GRANT REVOKE DENY RETURN THROW
+    RAISERROR GOTO BACKUP RESTORE DBCC KILL SHUTDOWN WAITFOR GO BREAK CONTINUE""".split()
+)
+#: Statements whose body is swallowed up to the next semicolon (all unsupported).
+_SWALLOWING = frozenset({"IF", "WHILE", "MERGE", "GOTO", "WAITFOR"})
+#: Functions sqlglot would translate or merge on its own; we handle them (see _functions.py).
+SPECIAL_FUNCTIONS = frozenset(
+    """GETDATE SYSDATETIME SYSUTCDATETIME SYSDATETIMEOFFSET GETUTCDATE SUSER_NAME SUSER_SNAME
+    USER_NAME NEWID SCOPE_IDENTITY DB_NAME SESSION_CONTEXT LEN DATALENGTH DATEADD DATEDIFF
+    DATEPART YEAR MONTH DAY EOMONTH LEFT RIGHT CHARINDEX ISNULL CONCAT REPLICATE FLOOR
+    CEILING""".split()
+)
+#: Niladic keywords that are really functions.
+NILADIC = frozenset({"CURRENT_TIMESTAMP", "CURRENT_USER", "SYSTEM_USER", "SESSION_USER"})
+#: Type names sqlglot would merge with others (REAL with FLOAT, NTEXT with TEXT).
+_TYPE_RENAMES = {"REAL": "FLOAT(24)", "NTEXT": "NVARCHAR(MAX)"}
+_LITERAL_TOKENS = frozenset(
+    {TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.IDENTIFIER, TokenType.NUMBER}
+)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a batch.
+
+    Attributes:
+        keyword: its first word, upper-case ("SELECT", "WITH", "EXEC", ...), or "(".
+        text: the statement as written.
+        sql: the text rewritten for sqlglot (special functions and @@globals renamed).
+        words: upper-case keywords/words of the statement (not strings, identifiers or comments).
+        line: 1-based line of the batch where it starts.
+    """
+
+    keyword: str
+    text: str
+    sql: str
+    words: tuple[str, ...]
+    line: int
+
+
+def tokenize(sql: str) -> list[Token]:
+    """T-SQL tokens of ``sql``; an unclosed string or identifier is SQL Server's error 105."""
+    try:
+        return list(TSQL().tokenize(sql))
+    except TokenError:
+        raise _errors.SqlError(
+            105, "Unclosed quotation mark after the character string.", severity=15
+        ) from None
+
+
+def word(tokens: list[Token], index: int) -> str:
+    """The upper-case word at ``index`` or "" for strings, quoted names, variables and names
+    after a dot (so ``[delete]``, ``'delete'``, ``@delete`` and ``t.delete`` are not keywords)."""
+    if index < 0 or index >= len(tokens):
+        return ""
+    token = tokens[index]
+    if token.token_type in _LITERAL_TOKENS:
+        return ""
+    if index > 0 and tokens[index - 1].token_type in (TokenType.PARAMETER, TokenType.DOT):
+        if tokens[index - 1].end + 1 == token.start:
+            return ""
+    return token.text.upper()
+
+
+class _Splitter:
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        self.groups: list[list[int]] = []
+        self.current: list[int] = []
+        self.main_seen = False  # WITH ... : the main statement after the CTEs
+        self.select_seen = False  # INSERT ... SELECT / VALUES
+        self.set_seen = False  # UPDATE ... SET
+
+    def flush(self) -> None:
+        if self.current:
+            self.groups.append(self.current)
+        self.current = []
+        self.main_seen = self.select_seen = self.set_seen = False
+
+    def continues(self, index: int, kw: str) -> bool:
+        """Does keyword ``kw`` at depth 0 continue the current statement?"""
+        first = word(self.tokens, self.current[0])
+        previous = word(self.tokens, index - 1)
+        if first in _SWALLOWING or (
+            first == "BEGIN" and not _is_transaction(self.tokens, self.current[0])
+        ):
+            return True
+        if first == "CREATE" and word(self.tokens, self.current[0] + 1) not in ("TABLE", "INDEX"):
+            return True  # procedure/view/function/trigger bodies: refused whole
+        if (
+            kw == "WITH"
+            and self.tokens[index + 1 : index + 2]
+            and (
+                self.tokens[index + 1].token_type == TokenType.L_PAREN
+                or word(self.tokens, index + 1) in ("TIES", "CHECK", "ROLLUP", "CUBE")
+            )
+        ):
+            return True
+        if (
+            first == "WITH"
+            and not self.main_seen
+            and kw in ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE")
+        ):
+            self.main_seen = True
+            return True
+        if kw == "SELECT":
+            if previous in ("UNION", "ALL", "EXCEPT", "INTERSECT", "DISTINCT"):
+                return True
+            if first == "INSERT" and not self.select_seen:
+                self.select_seen = True
+                return True
+        if kw == "SET" and first == "UPDATE" and not self.set_seen:
+            self.set_seen = True
+            return True
+        if kw in ("EXEC", "EXECUTE") and first == "INSERT" and not self.select_seen:
+            return True
+        return False
+
+    def split(self) -> list[list[int]]:
+        depth = 0
+        for index, token in enumerate(self.tokens):
+            if token.token_type == TokenType.SEMICOLON and depth == 0:
+                self.flush()
+                continue
+            kw = word(self.tokens, index)
+            if depth == 0 and self.current and kw in STATEMENT_KEYWORDS:
+                if not self.continues(index, kw):
+                    self.flush()
+            elif depth == 0 and kw == "VALUES" and self.current:
+                self.select_seen = True
+            if token.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif token.token_type == TokenType.R_PAREN:
+                depth = max(0, depth - 1)
+            self.current.append(index)
+        self.flush()
+        return self.groups
+
+
+def _is_transaction(tokens: list[Token], index: int) -> bool:
+    return word(tokens, index + 1) in ("TRAN", "TRANSACTION", "DISTRIBUTED")
+
+
+def _rewrite(sql: str, tokens: list[Token], indexes: list[int]) -> str:
+    """The statement's text with special functions and @@globals renamed (see module doc)."""
+    pieces: list[str] = []
+    first = tokens[indexes[0]]
+    position = first.start
+    skip_until = -1
+    for pos, index in enumerate(indexes):
+        if index <= skip_until:
+            continue
+        token = tokens[index]
+        kw = word(tokens, index)
+        following = tokens[indexes[pos + 1]] if pos + 1 < len(indexes) else None
+        replacement: str | None = None
+        end = token.end
+        if kw in _TYPE_RENAMES:
+            replacement = _TYPE_RENAMES[kw]
+        elif (
+            kw in SPECIAL_FUNCTIONS
+            and following is not None
+            and following.token_type == TokenType.L_PAREN
+        ):
+            replacement = f"TDSFN_{kw}"
+        elif kw in NILADIC and not (
+            following is not None and following.token_type == TokenType.L_PAREN
+        ):
+            replacement = f"TDSFN_{kw}()"
+        elif (
+            token.token_type == TokenType.PARAMETER
+            and pos + 2 < len(indexes)
+            and tokens[indexes[pos + 1]].token_type == TokenType.PARAMETER
+            and tokens[indexes[pos + 1]].start == token.end + 1
+            and tokens[indexes[pos + 2]].start == token.end + 2
+        ):
+            name = tokens[indexes[pos + 2]].text.upper()
+            replacement = f"@__G_{name}"
+            end = tokens[indexes[pos + 2]].end
+            skip_until = indexes[pos + 2]
+        if replacement is not None:
+            pieces.append(sql[position : token.start])
+            pieces.append(replacement)
+            position = end + 1
+    last = tokens[indexes[-1]]
+    pieces.append(sql[position : last.end + 1])
+    return "".join(pieces)
+
+
+def split_batch(sql: str) -> list[Statement]:
+    """Split a batch into statements (see the module docstring).
+
+    Raises:
+        SqlError: 105 for an unclosed quotation mark.
+    """
+    tokens = tokenize(sql)
+    statements = []
+    for indexes in _Splitter(tokens).split():
+        first, last = tokens[indexes[0]], tokens[indexes[-1]]
+        keyword = "(" if first.token_type == TokenType.L_PAREN else word(tokens, indexes[0])
+        # A quoted last token's end points at its closing quote/bracket already.
+        text = sql[first.start : last.end + 1]
+        statements.append(
+            Statement(
+                keyword=keyword,
+                text=text,
+                sql=_rewrite(sql, tokens, indexes),
+                words=tuple(w for w in (word(tokens, i) for i in indexes) if w),
+                line=first.line,
+            )
+        )
+    return statements

@@ -1,0 +1,109 @@
+"""The catalog: each table's columns with their declared SQL Server types, kept in SQLite.
+
+SQLite keeps only storage classes, so tdslite records every column's SQL Server type in its own
+table ``__tds_columns`` (written in the same transaction as the CREATE TABLE it describes).  The
+catalog is re-read when SQLite's schema version changes, so a table created by another session is
+seen at once.  Names are case-insensitive, as in SQL Server's default collation.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from ._types import SqlType
+
+CATALOG_TABLE = "__tds_columns"
+#: Prefixes of tables no user statement may touch.
+INTERNAL_PREFIXES = ("__tds_", "sqlite_")
+
+CREATE_CATALOG = f"""
+CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} (
+    tbl TEXT NOT NULL COLLATE NOCASE,
+    ord INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    nullable INTEGER NOT NULL,
+    ident INTEGER NOT NULL,
+    pk_name TEXT,
+    PRIMARY KEY (tbl, ord)
+)"""
+
+
+def is_internal(table: str) -> bool:
+    return table.lower().startswith(INTERNAL_PREFIXES)
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: SqlType
+    nullable: bool
+    identity: bool = False
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    columns: tuple[ColumnInfo, ...]
+    pk_name: str | None = None
+    by_name: dict[str, ColumnInfo] = field(default_factory=dict, compare=False)
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return self.by_name.get(name.lower())
+
+    @property
+    def identity(self) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.identity), None)
+
+
+def make_table(name: str, columns: list[ColumnInfo], pk_name: str | None) -> TableInfo:
+    return TableInfo(name, tuple(columns), pk_name, {c.name.lower(): c for c in columns})
+
+
+class Catalog:
+    """The tables of one database as one connection sees them."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._tables: dict[str, TableInfo] = {}
+
+    def refresh(self, conn: sqlite3.Connection) -> None:
+        """Re-read the catalog if the schema changed since the last read."""
+        version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        if version == self._version:
+            return
+        rows = conn.execute(
+            f"SELECT tbl, name, type, nullable, ident, pk_name FROM {CATALOG_TABLE} "
+            "ORDER BY tbl, ord"
+        ).fetchall()
+        grouped: dict[str, tuple[str, list[ColumnInfo], str | None]] = {}
+        for tbl, name, type_text, nullable, ident, pk_name in rows:
+            entry = grouped.setdefault(tbl.lower(), (tbl, [], pk_name))
+            entry[1].append(ColumnInfo(name, SqlType.parse(type_text), bool(nullable), bool(ident)))
+        self._tables = {key: make_table(tbl, cols, pk) for key, (tbl, cols, pk) in grouped.items()}
+        self._version = version
+
+    def invalidate(self) -> None:
+        self._version = -1
+
+    def table(self, name: str) -> TableInfo | None:
+        return self._tables.get(name.lower())
+
+    def tables(self) -> list[TableInfo]:
+        return list(self._tables.values())
+
+
+def record_table(conn: sqlite3.Connection, table: TableInfo) -> None:
+    conn.executemany(
+        f"INSERT INTO {CATALOG_TABLE} (tbl, ord, name, type, nullable, ident, pk_name) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (table.name, i, c.name, str(c.type), int(c.nullable), int(c.identity), table.pk_name)
+            for i, c in enumerate(table.columns)
+        ],
+    )
+
+
+def forget_table(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute(f"DELETE FROM {CATALOG_TABLE} WHERE tbl = ?", (name,))

@@ -1,0 +1,314 @@
+"""Statements that are not queries: SET, DECLARE, USE, EXEC, EXECUTE AS, REVERT, transactions.
+
+These are recognised from their tokens (sqlglot parses several of them as opaque commands).
+Session options clients send on connect (SET ANSI_NULLS ON, SET LANGUAGE, SET TEXTSIZE, ...) are
+accepted and ignored; options that would change results in ways tdslite cannot honour are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+from sqlglot.tokens import Token, TokenType
+
+from . import _errors
+from ._batch import Statement, tokenize, word
+from ._results import ResultSet, RowCount
+from ._translate import Translator, is_unknown, sql_type_of, to_sqlite
+from ._types import SqlType
+from ._typing import literal_number
+from ._values import convert, decode, encode
+
+if TYPE_CHECKING:
+    from ._session import Session, _Variable
+
+#: SET options accepted as no-ops (they do not change what tdslite computes).
+NOOP_OPTIONS = frozenset(
+    """ANSI_NULLS ANSI_PADDING ANSI_WARNINGS ANSI_NULL_DFLT_ON ANSI_NULL_DFLT_OFF ANSI_DEFAULTS
+    ARITHABORT ARITHIGNORE CONCAT_NULL_YIELDS_NULL QUOTED_IDENTIFIER NUMERIC_ROUNDABORT
+    CURSOR_CLOSE_ON_COMMIT LANGUAGE DATEFORMAT DATEFIRST TEXTSIZE LOCK_TIMEOUT XACT_ABORT
+    DEADLOCK_PRIORITY STATISTICS QUERY_GOVERNOR_COST_LIMIT NO_BROWSETABLE TRANSACTION""".split()
+)
+
+
+def run(
+    session: Session, statement: Statement, variables: dict[str, _Variable]
+) -> Iterator[ResultSet | RowCount]:
+    """Run a statement recognised by its keyword (see the module docstring)."""
+    tokens = tokenize(statement.text)
+    words = [word(tokens, i) for i in range(len(tokens))]
+    keyword = statement.keyword
+    if keyword == "SET":
+        _set_option(session, tokens, words)
+    elif keyword == "USE":
+        name = tokens[1].text if len(tokens) == 2 else ""
+        if name.lower() != session.database.lower():
+            raise _errors.unknown_database(name or statement.text[4:])
+    elif keyword == "BEGIN" and words[1:2] in (["TRAN"], ["TRANSACTION"]):
+        session.begin()
+    elif keyword == "COMMIT" and len(words) <= 3:
+        session.commit(all_levels=False)
+    elif keyword == "ROLLBACK" and len(words) <= 3:
+        session.rollback()
+    elif keyword == "REVERT" and len(words) == 1:
+        session.revert()
+    elif keyword in ("EXEC", "EXECUTE"):
+        yield from _exec(session, tokens, words, variables)
+    else:
+        raise _errors.unsupported(" ".join(w for w in words[:2] if w) or keyword)
+    return
+
+
+def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None:
+    options = [w for w in words[1:] if w not in ("ON", "OFF", ",", "")]
+    value = words[-1] if words else ""
+    first = options[0] if options else ""
+    if first == "NOCOUNT":
+        session.nocount = value == "ON"
+        return
+    if first == "IDENTITY_INSERT":
+        name = tokens[2].text
+        session._catalog.refresh(session._conn_internal())
+        info = session._catalog.table(name)
+        if info is None:
+            raise _errors.invalid_object(name)
+        if not session.principal.may("INSERT", info.name):
+            raise _errors.permission_denied("ALTER", info.name, session.database)
+        if value == "ON":
+            session._identity_insert.add(info.name.lower())
+        else:
+            session._identity_insert.discard(info.name.lower())
+        return
+    if first in ("IMPLICIT_TRANSACTIONS", "FMTONLY", "NOEXEC", "PARSEONLY", "SHOWPLAN_ALL"):
+        if value == "OFF":
+            return
+        raise _errors.unsupported(f"SET {first} ON")
+    if first == "ROWCOUNT":
+        if tokens[-1].text == "0":
+            return
+        raise _errors.unsupported("SET ROWCOUNT n")
+    if first in NOOP_OPTIONS:
+        return
+    raise _errors.unsupported(f"SET {first or '?'}")
+
+
+def _value(
+    session: Session, tokens: list[Token], index: int, variables: dict[str, _Variable]
+) -> tuple[object, SqlType | None, int]:
+    """A literal or @variable argument at ``index``: (Python value, type, next index)."""
+    token = tokens[index]
+    negative = False
+    if token.token_type == TokenType.DASH:
+        negative, index = True, index + 1
+        token = tokens[index]
+    if token.token_type == TokenType.NATIONAL_STRING:
+        return token.text, SqlType("nvarchar", length=max(1, len(token.text))), index + 1
+    if token.token_type == TokenType.STRING:
+        return token.text, SqlType("varchar", length=max(1, len(token.text))), index + 1
+    if token.token_type == TokenType.NUMBER:
+        sql_type = literal_number(("-" if negative else "") + token.text)
+        number: object = (
+            Decimal(token.text)
+            if sql_type.name == "decimal"
+            else (float(token.text) if sql_type.name == "float" else int(token.text))
+        )
+        return (-number if negative else number), sql_type, index + 1  # type: ignore[operator]
+    if word(tokens, index) == "NULL":
+        return None, None, index + 1
+    if token.token_type == TokenType.PARAMETER and index + 1 < len(tokens):
+        name = tokens[index + 1].text.lower()
+        variable = variables.get(name)
+        if variable is None:
+            raise _errors.undeclared_variable("@" + tokens[index + 1].text)
+        return decode(variable.type, variable.value), variable.type, index + 2
+    raise _errors.syntax_error(token.text)
+
+
+def _arguments(
+    session: Session, tokens: list[Token], start: int, variables: dict[str, _Variable]
+) -> tuple[list[tuple[object, SqlType | None]], dict[str, tuple[object, SqlType | None]]]:
+    positional: list[tuple[object, SqlType | None]] = []
+    named: dict[str, tuple[object, SqlType | None]] = {}
+    index = start
+    while index < len(tokens):
+        name = None
+        if (
+            tokens[index].token_type == TokenType.PARAMETER
+            and index + 2 < len(tokens)
+            and tokens[index + 2].token_type == TokenType.EQ
+        ):
+            name = tokens[index + 1].text.lower()
+            index += 3
+        value, sql_type, index = _value(session, tokens, index, variables)
+        if word(tokens, index) in ("OUTPUT", "OUT"):
+            index += 1
+        if name is None:
+            if named:
+                raise _errors.SqlError(
+                    119,
+                    "Must pass parameter number 2 and subsequent parameters as '@name = value'.",
+                    severity=15,
+                )
+            positional.append((value, sql_type))
+        else:
+            named[name] = (value, sql_type)
+        if index < len(tokens):
+            if tokens[index].token_type != TokenType.COMMA:
+                raise _errors.syntax_error(tokens[index].text)
+            index += 1
+    return positional, named
+
+
+def _exec(
+    session: Session, tokens: list[Token], words: list[str], variables: dict[str, _Variable]
+) -> Iterator[ResultSet | RowCount]:
+    if words[1:2] == ["AS"]:
+        kind = words[2] if len(words) > 2 else ""
+        if kind == "LOGIN" and len(tokens) >= 5:
+            raise _errors.SqlError(
+                15406,
+                f'Cannot execute as the server principal because the principal "{tokens[4].text}" does not exist, this type of principal cannot be impersonated, or you do not have permission.',
+            )
+        if kind != "USER" or len(tokens) != 5 or tokens[3].token_type != TokenType.EQ:
+            raise _errors.unsupported("EXECUTE AS " + kind)
+        value, _, _ = _value(session, tokens, 4, variables)
+        if not isinstance(value, str):
+            raise _errors.syntax_error(tokens[4].text)
+        session.impersonate(value)
+        return
+    index = 1
+    if index < len(tokens) and tokens[index].token_type == TokenType.L_PAREN:
+        raise _errors.unsupported("EXEC (dynamic SQL)")
+    parts = [tokens[index].text]
+    index += 1
+    while index + 1 < len(tokens) and tokens[index].token_type == TokenType.DOT:
+        parts.append(tokens[index + 1].text)
+        index += 2
+    procedure = parts[-1]
+    if len(parts) > 1 and parts[-2].lower() not in ("sys", "dbo", ""):
+        raise _errors.unknown_procedure(".".join(parts))
+    positional, named = _arguments(session, tokens, index, variables)
+    lowered = procedure.lower()
+    if lowered == "sp_set_session_context":
+        _set_session_context(session, positional, named)
+        return
+    if lowered == "sp_reset_connection":
+        session.reset()
+        return
+    raise _errors.unknown_procedure(procedure)
+    yield  # pragma: no cover  (makes this a generator)
+
+
+def _set_session_context(
+    session: Session,
+    positional: list[tuple[object, SqlType | None]],
+    named: dict[str, tuple[object, SqlType | None]],
+) -> None:
+    names = ["key", "value", "read_only"]
+    args = dict(zip(names, positional, strict=False))
+    for name, value in named.items():
+        if name not in names:
+            raise _errors.SqlError(
+                8145, f"@{name} is not a parameter for procedure sp_set_session_context."
+            )
+        args[name] = value
+    key, key_type = args.get("key", (None, None))
+    if not isinstance(key, str) or key == "":
+        raise _errors.SqlError(
+            201,
+            "Procedure or function 'sp_set_session_context' expects parameter '@key', which was not supplied.",
+        )
+    value, value_type = args.get("value", (None, None))
+    read_only_value, _ = args.get("read_only", (0, None))
+    sql_type = value_type or SqlType("int")
+    if (
+        sql_type.name in ("varchar", "nvarchar")
+        and sql_type.length == -1
+        and isinstance(value, str)
+    ):
+        sql_type = SqlType(sql_type.name, length=max(1, min(len(value), 4000)))
+    session.set_context(key, value, sql_type, bool(read_only_value))
+
+
+def _evaluate(
+    session: Session, expression: exp.Expression, variables: dict[str, _Variable]
+) -> tuple[object, SqlType | None]:
+    """Evaluate a scalar expression with SQLite: (storage value, its type)."""
+    select = exp.Select(expressions=[expression])
+    session._catalog.refresh(session._conn_internal())
+    tr = Translator(session._context_for(variables))
+    columns = tr.query(select, None)
+    session.principal.check(verb="SELECT", reads=tr.tables, writes=set(), database=session.database)
+    result = session._result(to_sqlite(select), columns, variables)
+    rows = list(result.rows)
+    column_type = result.columns[0].type
+    value = rows[0][0] if rows else None
+    return value, None if is_unknown(column_type) else column_type
+
+
+def _store(variable_type: SqlType, value: object) -> object:
+    return encode(variable_type, convert(value, variable_type, source=None))
+
+
+def assign(session: Session, tree: exp.Set, variables: dict[str, _Variable]) -> None:
+    """SET @var = expression."""
+    from ._session import _Variable
+
+    for item in tree.expressions:
+        target = item.this
+        if not isinstance(target, exp.EQ) or not isinstance(target.this, exp.Parameter):
+            raise _errors.unsupported("SET " + item.sql("tsql")[:40])
+        name = target.this.name.lower()
+        if name not in variables:
+            raise _errors.undeclared_variable("@" + target.this.name)
+        value, _ = _evaluate(session, target.expression, variables)
+        declared = variables[name].type
+        variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+    session._rowcount = 1
+
+
+def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]) -> None:
+    """DECLARE @a type [= expression], ..."""
+    from ._session import _Variable
+
+    for item in tree.expressions:
+        kind = item.args.get("kind")
+        if not isinstance(kind, exp.DataType):
+            raise _errors.unsupported("DECLARE of a table or cursor variable")
+        declared = sql_type_of(kind)
+        for parameter in item.this if isinstance(item.this, list) else [item.this]:
+            name = parameter.name.lower()
+            if name in variables:
+                raise _errors.redeclared_variable("@" + parameter.name)
+            value = None
+            if item.args.get("default"):
+                value, _ = _evaluate(session, item.args["default"], variables)
+            variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+
+
+def select_assign(
+    session: Session, tree: exp.Select, tr: Translator, variables: dict[str, _Variable]
+) -> None:
+    """SELECT @a = expr, @b = expr FROM ...: assigns the last row's values."""
+    from ._session import _Variable
+
+    targets = []
+    for item in tree.expressions:
+        name = item.this.name.lower()
+        if name not in variables:
+            raise _errors.undeclared_variable("@" + item.this.name)
+        targets.append(name)
+        item.replace(item.expression)
+    columns = tr.query(tree, None)
+    session.principal.check(verb="SELECT", reads=tr.tables, writes=set(), database=session.database)
+    result = session._result(to_sqlite(tree), columns, variables)
+    last = None
+    for row in result.rows:
+        last = row
+    if last is not None:
+        for name, value in zip(targets, last, strict=True):
+            declared = variables[name].type
+            variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]

@@ -1,0 +1,148 @@
+"""Engine: the SQLite database, the users, logins, and the sessions opened on them."""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from pathlib import Path
+
+from . import _errors
+from ._catalog import CATALOG_TABLE, CREATE_CATALOG
+from ._perms import Principal, principals
+from ._session import Session
+from ._users import User
+
+#: What SELECT @@VERSION answers (clients parse the "Microsoft SQL Server" prefix).
+VERSION = (
+    "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n"
+    "\ttdslite (edgetds): a TDS server backed by SQLite " + sqlite3.sqlite_version
+)
+BUSY_TIMEOUT_SECONDS = 5.0
+
+
+class Engine:
+    """A tdslite database: SQLite file + users + sessions.
+
+    Args:
+        db_path: the SQLite file (created if missing); ":memory:" uses a private temporary file
+            (removed by close) so that every session sees the same database.
+        users: login -> User (see load_users).
+        seed: "sample" creates the demo schema and rows if the database has no tables.
+        database: the database name clients see (DB_NAME(), USE); default "sample" when seeded
+            with it, else the file's stem ("tdslite" for ":memory:").
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        users: dict[str, User],
+        *,
+        seed: str | None = None,
+        database: str | None = None,
+    ) -> None:
+        self._tempdir: str | None = None
+        if os.fspath(db_path) == ":memory:":
+            self._tempdir = tempfile.mkdtemp(prefix="tdslite-")
+            path = Path(self._tempdir) / "tdslite.db"
+            default_name = "tdslite"
+        else:
+            path = Path(db_path)
+            default_name = path.stem
+        self.path = path
+        self.database = database or ("sample" if seed == "sample" else default_name)
+        self.users = dict(users)
+        self.principals: dict[str, Principal] = principals(self.users)
+        self._spids = itertools.count(51)
+        self._sessions: set[Session] = set()
+        self._lock = threading.Lock()
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(CREATE_CATALOG)
+            empty = conn.execute(f"SELECT COUNT(*) FROM {CATALOG_TABLE}").fetchone()[0] == 0
+        finally:
+            conn.close()
+        if seed is not None:
+            from ._seed import SEEDS
+
+            if seed not in SEEDS:
+                raise ValueError(f"unknown seed {seed!r}; known: {', '.join(sorted(SEEDS))}")
+            if empty:
+                self._seed(SEEDS[seed])
+
+    def _seed(self, batches: list[str]) -> None:
+        owner = User(login="__seed", password=None, role="admin", database_user="__seed")
+        self.principals.setdefault("__seed", Principal("__seed", "admin"))
+        session = self.open_session(owner)
+        try:
+            session.begin()
+            for batch in batches:
+                for _ in session.execute(batch):
+                    pass
+            session.commit()
+        finally:
+            session.close()
+            del self.principals["__seed"]
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def principal(self, database_user: str) -> Principal:
+        principal = self.principals.get(database_user.lower())
+        if principal is None:
+            raise _errors.cannot_impersonate(database_user)
+        return principal
+
+    def authenticate(self, login: str, password: str) -> User:
+        """Check a SQL-authentication login; raises SqlError 18456 (class 14) on failure."""
+        user = self.users.get(login)
+        expected = user.password if user is not None else None
+        # Compare even when the login is unknown so timing does not reveal which logins exist.
+        ok = hmac.compare_digest((expected or "\0invalid").encode(), password.encode())
+        if user is None or expected is None or not ok:
+            raise _errors.login_failed(login)
+        return user
+
+    def open_session(self, user: User, *, database: str | None = None) -> Session:
+        """A new session for ``user`` (already authenticated by password or token).
+
+        Raises:
+            SqlError: 4060 if ``database`` is not this engine's database.
+        """
+        if database and database.lower() != self.database.lower():
+            raise _errors.SqlError(
+                4060,
+                f'Cannot open database "{database}" requested by the login. The login failed.',
+                severity=11,
+            )
+        conn = self._connect()
+        session = Session(self, user, conn, spid=next(self._spids), database=self.database)
+        with self._lock:
+            self._sessions.add(session)
+        return session
+
+    def _forget(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+
+    def close(self) -> None:
+        """Close every session; remove the private file of a ":memory:" engine."""
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+        if self._tempdir is not None:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+            self._tempdir = None
+
+
+__all__ = ["CATALOG_TABLE", "Engine", "VERSION"]

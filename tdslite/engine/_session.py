@@ -1,0 +1,539 @@
+"""Session: one per TDS connection; runs batches, holds session state, enforces permissions.
+
+State: the login, the EXECUTE AS stack, session context, transaction count, @@ROWCOUNT,
+SCOPE_IDENTITY, SET NOCOUNT / IDENTITY_INSERT.  ``execute`` parses the whole batch first (a syntax
+error or unsupported construct anywhere runs nothing, as in SQL Server), then runs one statement
+each time its iterator is advanced.  The first error ends the batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, SqlglotError
+
+from . import _errors, _statements
+from ._batch import Statement, split_batch, tokenize, word
+from ._catalog import Catalog, TableInfo, forget_table, record_table
+from ._errmap import map_sqlite_error
+from ._errors import SqlError
+from ._functions import FunctionErrors
+from ._perms import Authorizer, Principal
+from ._results import ResultSet, RowCount
+from ._translate import Context, Translator, is_unknown, to_sqlite
+from ._types import Column, Param, SqlType
+from ._users import User
+from ._values import Storage, decode, encode, python_type_of
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+#: Keywords that must survive sqlglot's parse: if the regenerated statement has fewer of one,
+#: sqlglot dropped part of the statement and we refuse it.
+_SIGNIFICANT = frozenset(
+    """SELECT INSERT UPDATE DELETE MERGE DROP CREATE ALTER TRUNCATE INTO EXEC EXECUTE FOR OPTION
+    IF WHILE GRANT REVOKE DENY OUTPUT OPENROWSET OPENQUERY OPENDATASOURCE OPENXML NEXT BEGIN END
+    WAITFOR SHUTDOWN KILL DBCC BACKUP RESTORE PIVOT UNPIVOT APPLY COLLATE TABLESAMPLE RETURN
+    WITH UNION EXCEPT INTERSECT WHERE JOIN ON GROUP HAVING TOP OFFSET FETCH""".split()
+)
+_SQLGLOT_KEYWORDS = frozenset(
+    {"SELECT", "WITH", "(", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "TRUNCATE", "DECLARE"}
+)
+
+
+@dataclass
+class _Prepared:
+    statement: Statement
+    tree: exp.Expression | None
+
+
+@dataclass
+class _Variable:
+    type: SqlType
+    value: Storage
+
+
+class Session:
+    """One client connection's session (NOT thread-safe, except `cancel`).
+
+    Attributes:
+        user: the login.
+        effective_user: the database user now in effect (after EXECUTE AS).
+        database: the database name.
+        spid: the session id (@@SPID).
+        nocount: SET NOCOUNT is ON (the wire layer may then omit DONE_COUNT).
+    """
+
+    def __init__(
+        self, engine: Engine, user: User, conn: sqlite3.Connection, *, spid: int, database: str
+    ) -> None:
+        from . import _functions
+
+        self._engine = engine
+        self.user = user
+        self.database = database
+        self.spid = spid
+        self.nocount = False
+        self._conn = conn
+        self._catalog = Catalog()
+        self._stack: list[Principal] = [engine.principal(user.database_user)]
+        self._context: dict[str, tuple[object, SqlType, bool]] = {}
+        self._trancount = 0
+        self._rowcount = 0
+        self._identity: int | None = None
+        self._identity_insert: set[str] = set()
+        self._open_rows: Iterator[Any] | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._fn_errors = FunctionErrors()
+        self._authorizer = Authorizer(self._stack[-1])
+        _functions.register(conn, self._fn_errors, self._session_context_value)
+        conn.set_authorizer(self._authorizer)
+
+    # -- public state -----------------------------------------------------------------------
+
+    @property
+    def effective_user(self) -> str:
+        return self._stack[-1].name
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._trancount > 0
+
+    @property
+    def trancount(self) -> int:
+        return self._trancount
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Param] = ()) -> Iterator[ResultSet | RowCount]:
+        """Run a batch; yields one result per statement that produces one.
+
+        The batch is parsed first: a syntax error (102/105) or an unsupported construct (40517)
+        anywhere raises before anything runs.  Then each statement runs when the iterator reaches
+        it; the first error (SqlError) ends the batch.
+
+        Raises:
+            SqlError: from parsing here, or from running as the iterator is advanced.
+        """
+        if self._closed:
+            raise SqlError(6005, "The session is closed.", severity=16)
+        self._finish_rows()
+        prepared = [self._prepare(statement) for statement in split_batch(sql)]
+        batch_params: dict[str, _Variable] = {}
+        for param in params:
+            name = param.name.lstrip("@").lower()
+            batch_params[name] = _Variable(param.type, encode(param.type, param.value))
+        return self._run(prepared, batch_params)
+
+    def _prepare(self, statement: Statement) -> _Prepared:
+        if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
+            return _Prepared(statement, None)
+        if statement.keyword == "SET" and "@" not in statement.words[1:2]:
+            return _Prepared(statement, None)
+        try:
+            trees = [t for t in sqlglot.parse(statement.sql, read="tsql") if t is not None]
+        except ParseError as exc:
+            near = (exc.errors[0].get("highlight") if exc.errors else None) or statement.words[0]
+            raise _errors.syntax_error(str(near)).at_line(statement.line) from None
+        except SqlglotError as exc:
+            raise _errors.syntax_error(str(exc)[:60]).at_line(statement.line) from None
+        if len(trees) != 1:
+            raise _errors.syntax_error(statement.words[-1] if statement.words else "").at_line(
+                statement.line
+            )
+        tree = trees[0]
+        if isinstance(tree, exp.Command):
+            raise _errors.unsupported(statement.keyword).at_line(statement.line)
+        regenerated = [
+            word(tokenize(tree.sql("tsql")), i) for i in range(len(tokenize(tree.sql("tsql"))))
+        ]
+        for keyword in _SIGNIFICANT:
+            if statement.words.count(keyword) > regenerated.count(keyword):
+                raise _errors.unsupported(keyword).at_line(statement.line)
+        return _Prepared(statement, tree)
+
+    def _run(
+        self, prepared: list[_Prepared], params: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount]:
+        variables: dict[str, _Variable] = dict(params)
+        for item in prepared:
+            self._finish_rows()
+            try:
+                yield from self._statement(item, variables)
+            except SqlError as exc:
+                if exc.line == 1 and item.statement.line != 1:
+                    exc.line = item.statement.line
+                raise
+
+    def _finish_rows(self) -> None:
+        if self._open_rows is not None:
+            rows, self._open_rows = self._open_rows, None
+            rows.close()  # type: ignore[attr-defined]
+
+    # -- one statement ---------------------------------------------------------------------
+
+    def _statement(
+        self, item: _Prepared, variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount]:
+        from . import _control
+
+        keyword = item.statement.keyword
+        tree = item.tree
+        if tree is None:
+            yield from _control.run(self, item.statement, variables)
+            return
+        if isinstance(tree, exp.Set):
+            _control.assign(self, tree, variables)
+            return
+        if isinstance(tree, exp.Declare):
+            _control.declare(self, tree, variables)
+            return
+        self._catalog.refresh(self._conn_internal())
+        tr = Translator(self._context_for(variables))
+        if isinstance(tree, exp.Select | exp.Union | exp.Except | exp.Intersect | exp.Subquery):
+            if tree.args.get("into"):
+                self.principal.check(
+                    verb="SELECT INTO", reads=set(), writes=set(), database=self.database
+                )
+                raise _errors.unsupported("SELECT ... INTO")
+            if (
+                isinstance(tree, exp.Select)
+                and tree.expressions
+                and all(
+                    isinstance(e, exp.EQ) and isinstance(e.this, exp.Parameter)
+                    for e in tree.expressions
+                )
+            ):
+                _control.select_assign(self, tree, tr, variables)
+                return
+            columns = tr.query(tree, None)
+            self.principal.check(
+                verb="SELECT", reads=tr.tables, writes=set(), database=self.database
+            )
+            yield self._result(to_sqlite(tree), columns, variables)
+            return
+        plan = self._plan(tree, tr, keyword)
+        writes = (
+            {plan.table.name.lower()}
+            if plan.table is not None
+            else set(n.lower() for n in plan.dropped)
+        )
+        reads = tr.tables - writes if plan.verb != "INSERT" else tr.tables - writes
+        self.principal.check(verb=plan.verb, reads=reads, writes=writes, database=self.database)
+        count = self._apply(plan, variables)
+        if plan.verb in ("INSERT", "UPDATE", "DELETE"):
+            yield RowCount(count)
+
+    def _plan(self, tree: exp.Expression, tr: Translator, keyword: str) -> _statements.Plan:
+        if isinstance(tree, exp.Insert):
+            table = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+            on = (
+                table.name.lower() in self._identity_insert
+                if isinstance(table, exp.Table)
+                else False
+            )
+            return _statements.insert(tree, tr, on)
+        if isinstance(tree, exp.Update):
+            return _statements.update(tree, tr)
+        if isinstance(tree, exp.Delete):
+            return _statements.delete(tree, tr)
+        if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
+            if not self.principal.may_ddl:
+                raise _errors.ddl_denied("CREATE TABLE", self.database)
+            return _statements.create_table(tree, tr)
+        if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "INDEX":
+            return _statements.create_index(tree, tr)
+        if isinstance(tree, exp.Drop):
+            if not self.principal.may_ddl:
+                names = [t.name for t in (tree.args.get("tables") or [tree.this]) if t is not None]
+                raise _errors.drop_denied(names[0] if names else "")
+            return _statements.drop_tables(tree, tr)
+        if isinstance(tree, exp.TruncateTable):
+            return _statements.truncate(tree, tr)
+        raise _errors.unsupported(f"{keyword} {type(tree).__name__.upper()}")
+
+    def _apply(self, plan: _statements.Plan, variables: dict[str, _Variable]) -> int:
+        bindings = self._bindings(variables)
+        ddl = plan.verb in ("CREATE TABLE", "DROP TABLE", "CREATE INDEX")
+        count = 0
+        try:
+            if ddl:
+                self._conn.execute("SAVEPOINT tds_ddl")
+            try:
+                for sql in plan.sql:
+                    cursor = self._conn.execute(sql, bindings if not ddl else ())
+                    count = cursor.rowcount
+                    if (
+                        plan.verb == "INSERT"
+                        and plan.table is not None
+                        and plan.table.identity
+                        and count > 0
+                    ):
+                        self._identity = cursor.lastrowid
+                if plan.verb == "CREATE TABLE" and plan.table is not None:
+                    with self._authorizer.internal():
+                        record_table(self._conn, plan.table)
+                for name in plan.dropped:
+                    with self._authorizer.internal():
+                        forget_table(self._conn, name)
+            except BaseException:
+                if ddl:
+                    self._conn.execute("ROLLBACK TO tds_ddl")
+                    self._conn.execute("RELEASE tds_ddl")
+                raise
+            if ddl:
+                self._conn.execute("RELEASE tds_ddl")
+                self._catalog.invalidate()
+        except sqlite3.Error as exc:
+            raise self._map(exc, plan.verb, plan.table) from None
+        self._rowcount = max(count, 0)
+        return self._rowcount
+
+    def _result(
+        self, sql: str, columns: list[Column], variables: dict[str, _Variable]
+    ) -> ResultSet:
+        try:
+            cursor = self._conn.execute(sql, self._bindings(variables))
+            first = cursor.fetchone() if any(is_unknown(c.type) for c in columns) else None
+        except sqlite3.Error as exc:
+            raise self._map(exc, "SELECT", None) from None
+        if len(cursor.description or ()) != len(columns):
+            columns = [Column(d[0], SqlType("sql_variant")) for d in cursor.description or ()]
+            if first is None:
+                try:
+                    first = cursor.fetchone()
+                except sqlite3.Error as exc:
+                    raise self._map(exc, "SELECT", None) from None
+        if any(is_unknown(c.type) for c in columns):
+            columns = [
+                Column(c.name, _guess(first[i] if first else None), c.nullable)
+                if is_unknown(c.type)
+                else c
+                for i, c in enumerate(columns)
+            ]
+        decoders = [_decoder(c.type) for c in columns]
+        rows = self._rows(cursor, first, decoders)
+        self._open_rows = rows
+        return ResultSet(columns, rows)
+
+    def _rows(
+        self, cursor: sqlite3.Cursor, first: tuple[Any, ...] | None, decoders: list[Any]
+    ) -> Iterator[tuple[object, ...]]:
+        count = 0
+        try:
+            if first is not None:
+                count += 1
+                yield tuple(d(v) for d, v in zip(decoders, first, strict=True))
+            for raw in cursor:
+                count += 1
+                yield tuple(d(v) for d, v in zip(decoders, raw, strict=True))
+        except sqlite3.Error as exc:
+            raise self._map(exc, "SELECT", None) from None
+        finally:
+            self._rowcount = count
+            cursor.close()
+            if self._open_rows is not None:
+                self._open_rows = None
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def principal(self) -> Principal:
+        return self._stack[-1]
+
+    def _conn_internal(self) -> sqlite3.Connection:
+        return _InternalConn(self._conn, self._authorizer)  # type: ignore[return-value]
+
+    def _context_for(self, variables: dict[str, _Variable]) -> Context:
+        return Context(
+            catalog=self._catalog,
+            database=self.database,
+            variables={k: v.type for k, v in variables.items()},
+            context_types={k: v[1] for k, v in self._context.items()},
+        )
+
+    def _globals(self) -> dict[str, Storage]:
+        from ._engine import VERSION
+
+        return {
+            "__g_rowcount": self._rowcount, "__g_identity": self._identity,
+            "__g_scope_identity": self._identity, "__g_version": VERSION, "__g_spid": self.spid,
+            "__g_trancount": self._trancount, "__g_servername": "tdslite",
+            "__g_servicename": "MSSQLSERVER", "__g_language": "us_english", "__g_error": 0,
+            "__g_max_precision": 38, "__g_textsize": 2147483647, "__g_datefirst": 7,
+            "__g_lock_timeout": -1, "__g_nestlevel": 0, "__g_options": 5496,
+            "__g_db_name": self.database, "__g_login": self.user.login,
+            "__g_user": self.effective_user,
+        }  # fmt: skip
+
+    def _bindings(self, variables: dict[str, _Variable]) -> dict[str, Storage]:
+        bindings = self._globals()
+        bindings.update({k: v.value for k, v in variables.items()})
+        return bindings
+
+    def _map(self, exc: sqlite3.Error, verb: str, table: TableInfo | None) -> SqlError:
+        parked = self._fn_errors.take()
+        if parked is not None:
+            return parked
+        return map_sqlite_error(
+            exc, verb=verb, table=table, database=self.database, denied=self._authorizer.denied
+        )
+
+    def _session_context_value(self, key: Storage) -> Storage:
+        entry = self._context.get(str(key)) if key is not None else None
+        return None if entry is None else encode(entry[1], entry[0])
+
+    def _set_principal(self, principal: Principal) -> None:
+        self._authorizer.principal = principal
+
+    # -- EXECUTE AS / session context (used by _control) --------------------------------------
+
+    def impersonate(self, database_user: str) -> None:
+        target = self._engine.principals.get(database_user.lower())
+        allowed = {u.lower() for u in self.user.can_impersonate} | {self.user.database_user.lower()}
+        if target is None or database_user.lower() not in allowed:
+            raise _errors.cannot_impersonate(database_user)
+        self._stack.append(target)
+        self._set_principal(target)
+
+    def revert(self) -> None:
+        if len(self._stack) > 1:
+            self._stack.pop()
+            self._set_principal(self._stack[-1])
+
+    def set_context(self, key: str, value: object, sql_type: SqlType, read_only: bool) -> None:
+        existing = self._context.get(key)
+        if existing is not None and existing[2]:
+            raise _errors.read_only_key(key)
+        if len(key) > 128:
+            raise SqlError(15665, "The key passed to sp_set_session_context is too long (max 128).")
+        self._context[key] = (value, sql_type, read_only)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """BEGIN TRANSACTION (also the TDS transaction manager's BEGIN request)."""
+        self._finish_rows()
+        if self._trancount == 0:
+            self._run_control("BEGIN")
+        self._trancount += 1
+
+    def commit(self, *, all_levels: bool = True) -> None:
+        """COMMIT; the transaction manager's COMMIT ends every nesting level."""
+        self._finish_rows()
+        if self._trancount == 0:
+            raise _errors.no_begin("COMMIT")
+        self._trancount = 0 if all_levels else self._trancount - 1
+        if self._trancount == 0:
+            self._run_control("COMMIT")
+
+    def rollback(self) -> None:
+        """ROLLBACK: undoes the whole transaction, whatever the nesting."""
+        self._finish_rows()
+        if self._trancount == 0:
+            raise _errors.no_begin("ROLLBACK")
+        self._trancount = 0
+        self._run_control("ROLLBACK")
+
+    def _run_control(self, sql: str) -> None:
+        try:
+            self._conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise self._map(exc, sql, None) from None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Interrupt the running statement (thread-safe); it raises SqlError 3617."""
+        if not self._closed:
+            self._conn.interrupt()
+
+    def reset(self) -> None:
+        """RESETCONNECTION / sp_reset_connection: roll back, REVERT all, clear session state."""
+        self._finish_rows()
+        if self._trancount or self._conn.in_transaction:
+            self._trancount = 0
+            self._conn.execute("ROLLBACK")
+        del self._stack[1:]
+        self._set_principal(self._stack[0])
+        self._context.clear()
+        self._identity_insert.clear()
+        self.nocount = False
+        self._rowcount = 0
+        self._identity = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._finish_rows()
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        finally:
+            self._closed = True
+            self._conn.close()
+            self._engine._forget(self)
+
+
+class _InternalConn:
+    """A view of the connection whose statements bypass the authorizer (catalog reads)."""
+
+    def __init__(self, conn: sqlite3.Connection, authorizer: Authorizer) -> None:
+        self._conn = conn
+        self._authorizer = authorizer
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        with self._authorizer.internal():
+            cursor = self._conn.execute(sql, params)
+            return _Materialized(cursor.fetchall())  # type: ignore[return-value]
+
+
+class _Materialized:
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+
+def _guess(value: object) -> SqlType:
+    if value is None:
+        return SqlType("int")
+    if isinstance(value, str):
+        return SqlType("nvarchar", length=-1)
+    return python_type_of(value)
+
+
+_INT_LIMITS = {
+    "tinyint": (0, 255),
+    "smallint": (-32768, 32767),
+    "int": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+
+
+def _decoder(sql_type: SqlType) -> Any:
+    """A fast raw -> Python converter for one result column."""
+    name = sql_type.name
+    if name in _INT_LIMITS:
+        low, high = _INT_LIMITS[name]
+        return lambda v: (
+            v
+            if type(v) is int and low <= v <= high
+            else (None if v is None else decode(sql_type, v))
+        )
+    if name in ("varchar", "nvarchar", "char", "nchar"):
+        return lambda v: v if type(v) is str or v is None else decode(sql_type, v)
+    if name == "float":
+        return lambda v: v if type(v) is float or v is None else decode(sql_type, v)
+    return lambda v: None if v is None else decode(sql_type, v)

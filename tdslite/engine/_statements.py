@@ -1,0 +1,378 @@
+"""DDL and DML statements: CREATE/DROP TABLE, CREATE INDEX, INSERT, UPDATE, DELETE.
+
+CREATE TABLE is written by us rather than sqlglot: each column gets the SQLite affinity of its
+storage form (_values.py), a length CHECK for (n)varchar(n)/varbinary(n) (SQL Server error 2628),
+NOCASE collation for strings and GUIDs (SQL Server's default collation is case-insensitive), and an
+IDENTITY primary key becomes ``INTEGER PRIMARY KEY AUTOINCREMENT``.  Other integer primary keys
+are declared ``INT`` so that SQLite does not turn them into rowid aliases that accept NULL.
+INSERT and UPDATE convert every value to its column's declared type (``tds_cast``), as SQL Server's
+implicit conversion does, so the stored form is always the canonical one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from . import _errors
+from ._catalog import ColumnInfo, TableInfo, is_internal, make_table
+from ._translate import Scope, Translator, anon, check_args, sql_type_of, text, to_sqlite
+from ._types import (
+    BINARY_TYPES,
+    DECIMAL_TYPES,
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    MONEY_TYPES,
+    STRING_TYPES,
+    Column,
+    SqlType,
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A translated DDL/DML statement.
+
+    Attributes:
+        verb: "INSERT" | "UPDATE" | "DELETE" | "CREATE TABLE" | "DROP TABLE" | "CREATE INDEX".
+        sql: SQLite statements to run in order.
+        table: the table written (for INSERT/UPDATE/DELETE, and the new table of CREATE TABLE).
+        dropped: the tables DROP TABLE removes.
+    """
+
+    verb: str
+    sql: tuple[str, ...]
+    table: TableInfo | None = None
+    dropped: tuple[str, ...] = ()
+
+
+def affinity(sql_type: SqlType) -> str:
+    """The SQLite column declaration for a SQL Server type (see the module docstring)."""
+    name = sql_type.name
+    if name in INTEGER_TYPES:
+        return "INT"
+    if name in FLOAT_TYPES:
+        return "REAL"
+    if name in BINARY_TYPES:
+        return "BLOB"
+    if name in DECIMAL_TYPES or name in MONEY_TYPES:
+        return ""  # no affinity: INTEGER, REAL or TEXT as _values.decimal_storage chose
+    if name in STRING_TYPES or name == "uniqueidentifier":
+        return "TEXT COLLATE NOCASE"
+    return "TEXT"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _identity(kind: exp.Expression) -> tuple[int, int]:
+    start = kind.args.get("start")
+    step = kind.args.get("increment")
+    return int(start.this) if start else 1, int(step.this) if step else 1
+
+
+def create_table(node: exp.Create, tr: Translator) -> Plan:
+    """Plan a CREATE TABLE (see the module docstring)."""
+    check_args(node, {"this", "kind"}, "CREATE TABLE")
+    schema = node.this
+    if not isinstance(schema, exp.Schema) or not isinstance(schema.this, exp.Table):
+        raise _errors.unsupported("CREATE TABLE ... AS / without columns")
+    table = schema.this
+    check_args(table, {"this", "db", "catalog"}, "CREATE TABLE")
+    if table.this.args.get("temporary") or table.name.startswith("#"):
+        raise _errors.unsupported("temporary tables (#name)")
+    if (table.db and table.db.lower() != "dbo") or (
+        table.catalog and table.catalog.lower() != tr.ctx.database.lower()
+    ):
+        raise _errors.invalid_object(table.sql("tsql"))
+    name = table.name
+    if is_internal(name) or tr.ctx.catalog.table(name) is not None:
+        raise _errors.already_exists(name)
+    columns: list[ColumnInfo] = []
+    lines: list[str] = []
+    primary: list[str] = []
+    pk_name = f"PK_{name}"
+    identity: tuple[str, int] | None = None
+    table_constraints: list[str] = []
+    for item in schema.expressions:
+        if isinstance(item, exp.ColumnDef):
+            info, line, is_pk, seed = _column(item, tr)
+            columns.append(info)
+            lines.append(line)
+            if is_pk:
+                primary.append(info.name)
+            if seed is not None:
+                identity = (info.name, seed)
+            continue
+        if isinstance(item, exp.Constraint) and len(item.expressions) == 1:
+            inner = item.expressions[0]
+            if isinstance(inner, exp.PrimaryKey):
+                pk_name = item.name
+                item = inner
+        if isinstance(item, exp.PrimaryKey):
+            primary.extend(
+                o.this.name if isinstance(o, exp.Ordered) else o.name for o in item.expressions
+            )
+        elif isinstance(item, exp.UniqueColumnConstraint) and isinstance(item.this, exp.Schema):
+            names = ", ".join(_quote(i.name) for i in item.this.expressions)
+            table_constraints.append(f"UNIQUE ({names})")
+        elif isinstance(item, exp.ForeignKey):
+            table_constraints.append(to_sqlite(item))
+        else:
+            raise _errors.unsupported(f"table constraint {item.sql('tsql')[:60]}")
+    by_name = {c.name.lower(): c for c in columns}
+    for pk_column in primary:
+        if pk_column.lower() not in by_name:
+            raise _errors.invalid_column(pk_column)
+    if len(primary) != len({p.lower() for p in primary}):
+        raise _errors.SqlError(
+            8110, f"Cannot add multiple PRIMARY KEY constraints to table '{name}'."
+        )
+    if identity is not None:
+        if [p.lower() for p in primary] != [identity[0].lower()]:
+            raise _errors.unsupported("an IDENTITY column that is not the whole primary key")
+        index = next(i for i, c in enumerate(columns) if c.name.lower() == identity[0].lower())
+        lines[index] = lines[index].replace(" INT ", " INTEGER PRIMARY KEY AUTOINCREMENT ", 1)
+    elif primary:
+        table_constraints.insert(
+            0, f"CONSTRAINT {_quote(pk_name)} PRIMARY KEY ({', '.join(_quote(p) for p in primary)})"
+        )
+    # SQL Server primary key columns are NOT NULL.
+    pk_lower = {p.lower() for p in primary}
+    columns = [
+        ColumnInfo(c.name, c.type, c.nullable and c.name.lower() not in pk_lower, c.identity)
+        for c in columns
+    ]
+    lines = [
+        line if "NOT NULL" in line or c.name.lower() not in pk_lower else line + " NOT NULL"
+        for line, c in zip(lines, columns, strict=True)
+    ]
+    sql = [f"CREATE TABLE {_quote(name)} (\n  " + ",\n  ".join(lines + table_constraints) + "\n)"]
+    if identity is not None and identity[1] != 1:
+        sql.append(
+            f"INSERT INTO sqlite_sequence (name, seq) VALUES ('{name.replace(chr(39), chr(39) * 2)}', {identity[1] - 1})"
+        )
+    return Plan("CREATE TABLE", tuple(sql), make_table(name, columns, pk_name if primary else None))
+
+
+def _column(item: exp.ColumnDef, tr: Translator) -> tuple[ColumnInfo, str, bool, int | None]:
+    check_args(item, {"this", "kind", "constraints"}, "column definition")
+    if item.args.get("kind") is None:
+        raise _errors.SqlError(
+            173, f"The definition for column '{item.name}' must include a data type.", severity=15
+        )
+    sql_type = sql_type_of(item.args["kind"])
+    if sql_type.name in STRING_TYPES | BINARY_TYPES and sql_type.length == 30:
+        sql_type = (
+            SqlType(sql_type.name, length=1)
+            if "(" not in item.args["kind"].sql("tsql")
+            else sql_type
+        )
+    nullable, is_pk, seed = True, False, None
+    parts = [_quote(item.name), affinity(sql_type)]
+    for constraint in item.args.get("constraints") or []:
+        kind = constraint.args.get("kind")
+        if isinstance(kind, exp.NotNullColumnConstraint):
+            nullable = bool(kind.args.get("allow_null"))
+        elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
+            is_pk = True
+        elif isinstance(kind, exp.GeneratedAsIdentityColumnConstraint):
+            start, step = _identity(kind)
+            if step != 1 or sql_type.name not in ("int", "bigint", "smallint", "tinyint"):
+                raise _errors.unsupported("IDENTITY other than an integer column with increment 1")
+            seed = start
+            nullable = False
+        elif isinstance(kind, exp.DefaultColumnConstraint):
+            value = kind.this.copy()
+            holder = exp.Paren(this=value)
+            source = tr.expr(holder.this, Scope())
+            converted = anon(
+                "tds_cast", holder.this, text(str(sql_type)), text(str(source) if source else "")
+            )
+            parts.append(f"DEFAULT ({to_sqlite(converted)})")
+        elif isinstance(kind, exp.UniqueColumnConstraint):
+            parts.append("UNIQUE")
+        elif isinstance(kind, exp.Reference):
+            parts.append(to_sqlite(kind))
+        else:
+            raise _errors.unsupported(f"column constraint {constraint.sql('tsql')[:60]}")
+    if not nullable:
+        parts.append("NOT NULL")
+    if (
+        sql_type.length is not None
+        and sql_type.length > 0
+        and sql_type.name.startswith(("var", "nvar"))
+    ):
+        check = f"length({_quote(item.name)}) <= {sql_type.length}"
+        parts.append(f"CONSTRAINT {_quote('tds_len_' + item.name)} CHECK ({check})")
+    parts.insert(2, "")  # keeps " INT " matchable for the IDENTITY rewrite
+    line = " ".join(p for p in parts[:2]) + " " + " ".join(p for p in parts[3:] if p)
+    return (
+        ColumnInfo(item.name, sql_type, nullable, seed is not None),
+        line.rstrip() + " ",
+        is_pk,
+        seed,
+    )
+
+
+def drop_tables(node: exp.Drop, tr: Translator) -> Plan:
+    check_args(node, {"this", "kind", "exists", "tables"}, "DROP")
+    if str(node.args.get("kind", "")).upper() != "TABLE":
+        raise _errors.unsupported(f"DROP {node.args.get('kind')}")
+    tables = node.args.get("tables") or [node.this]
+    names: list[str] = []
+    for table in tables:
+        info = (
+            None
+            if is_internal(table.name) or (table.db and table.db.lower() != "dbo")
+            else tr.ctx.catalog.table(table.name)
+        )
+        if info is None:
+            if node.args.get("exists"):
+                continue
+            raise _errors.drop_denied(table.name)
+        names.append(info.name)
+    return Plan("DROP TABLE", tuple(f"DROP TABLE {_quote(n)}" for n in names), dropped=tuple(names))
+
+
+def create_index(node: exp.Create, tr: Translator) -> Plan:
+    index = node.this
+    check_args(node, {"this", "kind", "unique"}, "CREATE INDEX")
+    table_node = index.args.get("table")
+    info = tr.table(table_node)
+    columns = []
+    for ordered in index.args["params"].args.get("columns") or []:
+        name = ordered.this.name
+        if info.column(name) is None:
+            raise _errors.invalid_column(name)
+        columns.append(_quote(name) + (" DESC" if ordered.args.get("desc") else ""))
+    unique = "UNIQUE " if node.args.get("unique") else ""
+    sql = f"CREATE {unique}INDEX {_quote(index.name)} ON {_quote(info.name)} ({', '.join(columns)})"
+    return Plan("CREATE INDEX", (sql,), info)
+
+
+def _convert_to(node: exp.Expression, source: SqlType | None, target: SqlType) -> None:
+    if isinstance(node, exp.Null) or source == target:
+        return
+    node.replace(
+        anon("tds_cast", node.copy(), text(str(target)), text(str(source) if source else ""))
+    )
+
+
+def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
+    check_args(node, {"this", "expression", "default", "with_"}, "INSERT")
+    scope = Scope()
+    tr._with(node, scope)
+    target = node.this
+    table_node = target.this if isinstance(target, exp.Schema) else target
+    info = tr.table(table_node)
+    if isinstance(target, exp.Schema):
+        names = [i.name for i in target.expressions]
+        columns = []
+        for name in names:
+            column = info.column(name)
+            if column is None:
+                raise _errors.invalid_column(name)
+            columns.append(column)
+    else:
+        columns = [c for c in info.columns if not c.identity or identity_insert]
+    if any(c.identity for c in columns) and not identity_insert:
+        raise _errors.identity_insert(info.name)
+    if len({c.name.lower() for c in columns}) != len(columns):
+        raise _errors.SqlError(
+            264,
+            f"The column name '{columns[0].name}' is specified more than once in the SET clause or column list of an INSERT.",
+        )
+    schema = exp.Schema(
+        this=table_node.copy(),
+        expressions=[exp.to_identifier(c.name, quoted=True) for c in columns],
+    )
+    source = node.expression
+    if node.args.get("default") or source is None:
+        node.set("this", table_node.copy())
+    else:
+        node.set("this", schema)
+        if isinstance(source, exp.Values):
+            check_args(source, {"expressions"}, "VALUES")
+            for row in source.expressions:
+                values = list(row.expressions)
+                if len(values) != len(columns):
+                    more = len(values) > len(columns)
+                    raise _errors.SqlError(
+                        110 if more else 109,
+                        f"There are {'fewer' if more else 'more'} columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.",
+                    )
+                for value, column in zip(values, columns, strict=True):
+                    if isinstance(value, exp.Var) and value.name.upper() == "DEFAULT":
+                        raise _errors.unsupported("DEFAULT in VALUES")
+                    _convert_to(value, tr.expr(value, scope), column.type)
+        else:
+            produced = tr.query(source, None, scope.ctes)
+            if len(produced) != len(columns):
+                raise _errors.SqlError(
+                    121,
+                    "The select list for the INSERT statement contains more items than the insert list. The number of SELECT values must match the number of INSERT columns."
+                    if len(produced) > len(columns)
+                    else "The select list for the INSERT statement contains fewer items than the insert list. The number of SELECT values must match the number of INSERT columns.",
+                )
+            if isinstance(source, exp.Select) and not any(
+                isinstance(e, exp.Star)
+                or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+                for e in source.expressions
+            ):
+                for item, made, column in zip(
+                    list(source.expressions), produced, columns, strict=True
+                ):
+                    value = item.this if isinstance(item, exp.Alias) else item
+                    _convert_to(
+                        value, None if made.type.name == "sql_variant" else made.type, column.type
+                    )
+    return Plan("INSERT", (to_sqlite(node),), info)
+
+
+def update(node: exp.Update, tr: Translator) -> Plan:
+    check_args(node, {"this", "expressions", "where", "with_"}, "UPDATE")
+    scope = Scope()
+    tr._with(node, scope)
+    info = tr.table(node.this)
+    scope.add(node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
+    for assignment in node.expressions:
+        if not isinstance(assignment, exp.EQ) or not isinstance(assignment.this, exp.Column):
+            raise _errors.unsupported("UPDATE SET of anything but a column")
+        column = info.column(assignment.this.name)
+        if column is None:
+            raise _errors.invalid_column(assignment.this.name)
+        if column.identity:
+            raise _errors.SqlError(8102, f"Cannot update identity column '{column.name}'.")
+        assignment.this.set("table", None)
+        _convert_to(assignment.expression, tr.expr(assignment.expression, scope), column.type)
+    if node.args.get("where"):
+        tr.expr(node.args["where"].this, scope)
+    return Plan("UPDATE", (to_sqlite(node),), info)
+
+
+def delete(node: exp.Delete, tr: Translator) -> Plan:
+    check_args(node, {"this", "tables", "where", "with_"}, "DELETE")
+    scope = Scope()
+    tr._with(node, scope)
+    tables = node.args.get("tables") or []
+    if node.this is None and len(tables) == 1:
+        node.set("this", tables[0])
+        node.set("tables", None)
+    elif tables:
+        raise _errors.unsupported("DELETE ... FROM with several tables")
+    info = tr.table(node.this)
+    scope.add(node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
+    if node.args.get("where"):
+        tr.expr(node.args["where"].this, scope)
+    return Plan("DELETE", (to_sqlite(node),), info)
+
+
+def truncate(node: exp.Expression, tr: Translator) -> Plan:
+    check_args(node, {"expressions"}, "TRUNCATE TABLE")
+    if len(node.expressions) != 1:
+        raise _errors.unsupported("TRUNCATE TABLE of several tables")
+    info = tr.table(node.expressions[0])
+    return Plan("TRUNCATE TABLE", (f"DELETE FROM {_quote(info.name)}",), info)

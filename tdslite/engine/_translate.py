@@ -1,0 +1,779 @@
+"""T-SQL statement trees (sqlglot, read="tsql") -> SQLite SQL, with SQL Server result types.
+
+Strategy: walk the tree ourselves and accept only node types listed in `Translator._handlers`
+(and only the arguments we understand on statements, joins and tables); anything else raises
+SqlError 40517 naming the construct, so nothing is ever dropped silently.  While walking we infer
+each expression's SQL Server type (_typing.py) and rewrite what SQLite lacks into calls of our own
+functions (_functions.py): typed CAST/CONVERT, division (divide-by-zero error), LEFT/RIGHT/LEN,
+date functions, NEWID, GETDATE & co., SESSION_CONTEXT; session values (@@ROWCOUNT, SCOPE_IDENTITY,
+DB_NAME, USER_NAME, ...) become bound parameters ``@__g_name``.  Finally sqlglot writes SQLite SQL
+with unsupported_level=RAISE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, SqlglotError
+
+from . import _errors
+from . import _typing as ty
+from ._catalog import Catalog, TableInfo, is_internal
+from ._functions import unit_name
+from ._types import DATETIME_TYPES, Column, SqlType
+from ._values import decimal_storage
+
+TEMPORAL = DATETIME_TYPES | {"date", "time", "datetimeoffset"}
+_TABLE_HINTS = {"NOLOCK", "READUNCOMMITTED", "ROWLOCK", "UPDLOCK", "HOLDLOCK", "READPAST",
+                "NOWAIT", "PAGLOCK", "TABLOCK", "TABLOCKX", "XLOCK", "READCOMMITTED", "SERIALIZABLE",
+                "REPEATABLEREAD"}  # fmt: skip
+_STYLES = {0, 20, 21, 23, 100, 120, 121, 126, 127}
+
+#: Types of the session values bound as @__g_name.
+GLOBAL_TYPES = {
+    "__g_rowcount": ty.INT,
+    "__g_identity": SqlType("numeric", precision=38, scale=0),
+    "__g_scope_identity": SqlType("numeric", precision=38, scale=0),
+    "__g_version": SqlType("nvarchar", length=300),
+    "__g_spid": SqlType("smallint"),
+    "__g_trancount": ty.INT,
+    "__g_servername": SqlType("nvarchar", length=128),
+    "__g_servicename": SqlType("nvarchar", length=128),
+    "__g_language": SqlType("nvarchar", length=128),
+    "__g_error": ty.INT,
+    "__g_max_precision": SqlType("tinyint"),
+    "__g_textsize": ty.INT,
+    "__g_datefirst": SqlType("tinyint"),
+    "__g_lock_timeout": ty.INT,
+    "__g_nestlevel": ty.INT,
+    "__g_options": ty.INT,
+    "__g_db_name": SqlType("nvarchar", length=128),
+    "__g_login": SqlType("nvarchar", length=128),
+    "__g_user": SqlType("nvarchar", length=128),
+}
+
+
+@dataclass
+class Context:
+    """What a statement is translated against."""
+
+    catalog: Catalog
+    database: str
+    variables: dict[str, SqlType]  # lower-case name without "@" -> declared type
+    context_types: dict[str, SqlType] = field(default_factory=dict)  # SESSION_CONTEXT keys
+
+
+def anon(name: str, *args: exp.Expression) -> exp.Anonymous:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def text(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+_DTYPE_NAMES = {
+    "BIT": "bit", "UTINYINT": "tinyint", "TINYINT": "tinyint", "SMALLINT": "smallint",
+    "INT": "int", "BIGINT": "bigint", "DECIMAL": "decimal", "MONEY": "money",
+    "SMALLMONEY": "smallmoney", "FLOAT": "float", "DOUBLE": "float", "CHAR": "char",
+    "VARCHAR": "varchar", "NCHAR": "nchar", "NVARCHAR": "nvarchar", "BINARY": "binary",
+    "VARBINARY": "varbinary", "DATE": "date", "TIME": "time", "DATETIME": "datetime",
+    "SMALLDATETIME": "smalldatetime", "DATETIME2": "datetime2", "TIMESTAMPTZ": "datetimeoffset",
+    "UUID": "uniqueidentifier", "TEXT": "varchar(max)", "IMAGE": "varbinary(max)",
+}  # fmt: skip
+
+
+def sql_type_of(node: exp.DataType) -> SqlType:
+    """SqlType of a parsed DataType (REAL and NTEXT arrive renamed by _batch)."""
+    dtype = node.this.name if hasattr(node.this, "name") else str(node.this)
+    params = [p.sql("tsql") for p in node.expressions]
+    name = _DTYPE_NAMES.get(dtype)
+    if dtype == "USERDEFINED" and node.sql("tsql").lower() == "sysname":
+        name = "sysname"
+    if name is None:
+        raise _errors.SqlError(
+            2715, f"Column, parameter, or variable: cannot find data type {node.sql('tsql')}."
+        )
+    spelled = f"{name}({', '.join(params)})" if params else name
+    try:
+        return SqlType.parse(spelled, in_cast=True)
+    except ValueError as exc:
+        raise _errors.SqlError(2715, f"Data type {spelled} is not valid: {exc}.") from None
+
+
+class Scope:
+    """The row sources of one SELECT (alias -> columns), chained to the enclosing query."""
+
+    def __init__(self, parent: Scope | None = None, ctes: dict[str, list[Column]] | None = None):
+        self.parent = parent
+        self.sources: list[tuple[str, list[Column]]] = []
+        self.ctes: dict[str, list[Column]] = dict(
+            ctes if ctes is not None else parent.ctes if parent else {}
+        )
+
+    def add(self, alias: str, columns: list[Column]) -> None:
+        self.sources.append((alias.lower(), columns))
+
+    def resolve(self, table: str, name: str) -> Column | None:
+        """The column, None if it is not ours to judge (e.g. an ORDER BY alias)."""
+        lowered = name.lower()
+        if table:
+            for alias, columns in self.sources:
+                if alias == table.lower():
+                    found = next((c for c in columns if c.name.lower() == lowered), None)
+                    if found is None:
+                        raise _errors.invalid_column(name)
+                    return found
+            return self.parent.resolve(table, name) if self.parent else None
+        matches = [c for _, cols in self.sources for c in cols if c.name.lower() == lowered]
+        if len(matches) > 1:
+            raise _errors.SqlError(209, f"Ambiguous column name '{name}'.")
+        if matches:
+            return matches[0]
+        return self.parent.resolve(table, name) if self.parent else None
+
+
+def check_args(node: exp.Expression, allowed: set[str], what: str) -> None:
+    """Refuse a node that carries arguments we do not translate (fail closed)."""
+    for key, value in node.args.items():
+        if value and key not in allowed:
+            raise _errors.unsupported(f"{what} {key.rstrip('_').upper()}")
+
+
+class Translator:
+    """Rewrites one statement tree in place; see the module docstring."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.tables: set[str] = set()  # catalog tables the statement reads
+        self._handlers: dict[
+            type[exp.Expression], Callable[[exp.Expression, Scope], SqlType | None]
+        ]
+        self._handlers = {
+            exp.Column: self._column, exp.Literal: self._literal, exp.National: self._national,
+            exp.HexString: self._hex, exp.Null: lambda n, s: None, exp.Parameter: self._parameter,
+            exp.Paren: self._first, exp.Neg: self._first, exp.Add: self._arith, exp.Sub: self._arith,
+            exp.Mul: self._arith, exp.Div: self._arith, exp.Mod: self._arith,
+            exp.EQ: self._compare, exp.NEQ: self._compare, exp.GT: self._compare,
+            exp.GTE: self._compare, exp.LT: self._compare, exp.LTE: self._compare,
+            exp.And: self._logic, exp.Or: self._logic, exp.Not: self._logic, exp.Is: self._logic,
+            exp.Like: self._logic, exp.In: self._in, exp.Between: self._between,
+            exp.Exists: self._exists, exp.Subquery: self._scalar_subquery, exp.Case: self._case,
+            exp.If: self._branches, exp.Coalesce: self._branches, exp.Cast: self._cast,
+            exp.TryCast: self._cast, exp.Convert: self._convert, exp.Count: self._aggregate,
+            exp.Sum: self._aggregate, exp.Avg: self._aggregate, exp.Min: self._aggregate,
+            exp.Max: self._aggregate, exp.GroupConcat: self._string_agg, exp.Window: self._window,
+            exp.RowNumber: lambda n, s: ty.BIGINT, exp.Upper: self._first, exp.Lower: self._first,
+            exp.Trim: self._trim, exp.Substring: self._first, exp.Replace: self._first,
+            exp.Abs: self._first, exp.Round: self._first, exp.Anonymous: self._function,
+            exp.Ordered: self._first, exp.Distinct: self._distinct,
+        }  # fmt: skip
+        for name in ("Rank", "DenseRank"):
+            if hasattr(exp, name):
+                self._handlers[getattr(exp, name)] = lambda n, s: ty.BIGINT
+
+    # -- queries --------------------------------------------------------------------------
+
+    def query(
+        self,
+        node: exp.Expression,
+        parent: Scope | None,
+        ctes: dict[str, list[Column]] | None = None,
+    ) -> list[Column]:
+        """Translate a query (SELECT, set operation, parenthesised query); its result columns."""
+        if isinstance(node, exp.Subquery):
+            check_args(node, {"this", "alias"}, "subquery")
+            return self.query(node.this, parent, ctes)
+        if isinstance(node, exp.Union | exp.Except | exp.Intersect):
+            check_args(
+                node,
+                {"this", "expression", "distinct", "order", "limit", "offset", "with_"},
+                "set operation",
+            )
+            scope = Scope(parent, ctes)
+            self._with(node, scope)
+            columns = self.query(node.this, parent, scope.ctes)
+            self.query(node.expression, parent, scope.ctes)
+            self._order_limit(node, Scope(parent, scope.ctes))
+            return columns
+        if isinstance(node, exp.Select):
+            return self.select(node, parent, ctes)
+        raise _errors.unsupported(type(node).__name__.upper())
+
+    def _with(self, node: exp.Expression, scope: Scope) -> None:
+        with_ = node.args.get("with_")
+        if not with_:
+            return
+        check_args(with_, {"expressions"}, "WITH")
+        for cte in with_.expressions:
+            check_args(cte, {"this", "alias"}, "common table expression")
+            name = cte.alias_or_name
+            scope.ctes[name.lower()] = None  # type: ignore[assignment]  # recursion marker
+            columns = self.query(cte.this, None, scope.ctes)
+            names = [c.name for c in cte.args["alias"].columns] if cte.args["alias"].columns else []
+            if names:
+                if len(names) != len(columns):
+                    raise _errors.SqlError(
+                        8158, f"'{name}' has more columns than were specified in the column list."
+                    )
+                columns = [
+                    Column(n, c.type, c.nullable) for n, c in zip(names, columns, strict=True)
+                ]
+            scope.ctes[name.lower()] = columns
+
+    def select(
+        self, node: exp.Select, parent: Scope | None, ctes: dict[str, list[Column]] | None = None
+    ) -> list[Column]:
+        check_args(
+            node,
+            {"expressions", "from_", "joins", "where", "group", "having", "order", "limit",
+             "offset", "distinct", "with_"},
+            "SELECT",
+        )  # fmt: skip
+        scope = Scope(parent, ctes)
+        self._with(node, scope)
+        from_ = node.args.get("from_")
+        if from_:
+            self._source(from_.this, scope)
+        for join in node.args.get("joins") or []:
+            check_args(join, {"this", "on", "side", "kind", "using"}, "JOIN")
+            if join.args.get("kind") and join.args["kind"].upper() not in (
+                "INNER",
+                "OUTER",
+                "CROSS",
+            ):
+                raise _errors.unsupported(f"{join.args['kind']} JOIN")
+            self._source(join.this, scope)
+        for join in node.args.get("joins") or []:
+            if join.args.get("on"):
+                self.expr(join.args["on"], scope)
+        columns = self._projections(node, scope)
+        for key in ("where", "having"):
+            if node.args.get(key):
+                self.expr(node.args[key].this, scope)
+        if node.args.get("group"):
+            check_args(node.args["group"], {"expressions"}, "GROUP BY")
+            for item in node.args["group"].expressions:
+                self.expr(item, scope)
+        distinct = node.args.get("distinct")
+        if distinct is not None and distinct.args.get("on"):
+            raise _errors.unsupported("DISTINCT ON")
+        self._order_limit(node, scope)
+        return columns
+
+    def _order_limit(self, node: exp.Expression, scope: Scope) -> None:
+        if node.args.get("order"):
+            check_args(node.args["order"], {"expressions"}, "ORDER BY")
+            for item in node.args["order"].expressions:
+                check_args(item, {"this", "desc", "nulls_first"}, "ORDER BY")
+                self.expr(item.this, scope)
+        limit = node.args.get("limit")
+        if limit is not None:
+            options = limit.args.get("limit_options")
+            if options is not None and (
+                options.args.get("percent") or options.args.get("with_ties")
+            ):
+                raise _errors.unsupported("TOP ... PERCENT / WITH TIES")
+            if isinstance(limit, exp.Fetch):
+                check_args(limit, {"direction", "count", "limit_options"}, "FETCH")
+                if limit.args.get("count") is not None:
+                    self.expr(limit.args["count"], scope)
+            else:
+                check_args(limit, {"expression", "limit_options"}, "TOP")
+                self.expr(limit.expression, scope)
+        if node.args.get("offset") is not None:
+            self.expr(node.args["offset"].expression, scope)
+
+    def table(self, node: exp.Table) -> TableInfo:
+        """The catalog table a Table node names (qualifiers checked and stripped)."""
+        check_args(node, {"this", "db", "catalog", "alias", "hints"}, "table")
+        if node.this.args.get("temporary") or node.name.startswith("#"):
+            raise _errors.unsupported("temporary tables (#name)")
+        full = ".".join(p for p in (node.catalog, node.db, node.name) if p)
+        if node.catalog and node.catalog.lower() != self.ctx.database.lower():
+            raise _errors.invalid_object(full)
+        if node.db and node.db.lower() != "dbo":
+            raise _errors.invalid_object(full)
+        for hint in node.args.get("hints") or []:
+            names = {e.name.upper() for e in hint.expressions}
+            if not names <= _TABLE_HINTS:
+                raise _errors.unsupported(f"table hint {', '.join(sorted(names - _TABLE_HINTS))}")
+        node.set("hints", None)
+        node.set("db", None)
+        node.set("catalog", None)
+        info = None if is_internal(node.name) else self.ctx.catalog.table(node.name)
+        if info is None:
+            raise _errors.invalid_object(full)
+        self.tables.add(info.name.lower())
+        return info
+
+    def _source(self, node: exp.Expression, scope: Scope) -> None:
+        if isinstance(node, exp.Table) and node.name.lower() in scope.ctes and not node.db:
+            check_args(node, {"this", "alias"}, "table")
+            columns = scope.ctes[node.name.lower()]
+            if columns is None:
+                raise _errors.unsupported("recursive common table expressions")
+            scope.add(node.alias_or_name, columns)
+            return
+        if isinstance(node, exp.Table):
+            info = self.table(node)
+            scope.add(
+                node.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns]
+            )
+            return
+        if isinstance(node, exp.Subquery):
+            alias = node.args.get("alias")
+            if alias is None:
+                raise _errors.SqlError(
+                    102, "Incorrect syntax near ')'. A derived table needs an alias.", severity=15
+                )
+            if alias.columns:
+                raise _errors.unsupported("derived table column list")
+            columns = self.query(node.this, None, scope.ctes)
+            scope.add(node.alias_or_name, columns)
+            return
+        raise _errors.unsupported(f"{type(node).__name__.upper()} as a row source")
+
+    def _projections(self, node: exp.Select, scope: Scope) -> list[Column]:
+        columns: list[Column] = []
+        for item in node.expressions:
+            if isinstance(item, exp.Star):
+                columns.extend(c for _, cols in scope.sources for c in cols)
+                continue
+            if isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                source = next(
+                    (cols for alias, cols in scope.sources if alias == item.table.lower()), None
+                )
+                if source is None:
+                    raise _errors.SqlError(
+                        107,
+                        f"The column prefix '{item.table}' does not match with a table name or alias name used in the query.",
+                    )
+                columns.extend(source)
+                continue
+            if isinstance(item, exp.EQ) and isinstance(item.this, exp.Parameter):
+                raise _errors.unsupported("SELECT @variable = ... here")
+            target = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(item, exp.Alias):
+                check_args(item, {"this", "alias"}, "alias")
+            sql_type = self.expr(target, scope)
+            target = item.this if isinstance(item, exp.Alias) else node.expressions[len(columns)]
+            name = (
+                item.alias
+                if isinstance(item, exp.Alias)
+                else (target.name if isinstance(target, exp.Column) else "")
+            )
+            nullable = True
+            if isinstance(target, exp.Column):
+                found = scope.resolve(target.table, target.name)
+                nullable = found.nullable if found is not None else True
+            elif isinstance(target, exp.Literal):
+                nullable = False
+            columns.append(Column(name, sql_type or _UNKNOWN, nullable))
+        return columns
+
+    # -- expressions ----------------------------------------------------------------------
+
+    def expr(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        """Translate one expression in place; its SQL Server type (None: unknown)."""
+        handler = self._handlers.get(type(node))
+        if handler is None:
+            raise _errors.unsupported(_describe(node))
+        return handler(node, scope)
+
+    def _first(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        result = self.expr(node.this, scope)
+        for key, value in node.args.items():
+            if key != "this" and isinstance(value, exp.Expression):
+                self.expr(value, scope)
+        return result
+
+    def _column(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        assert isinstance(node, exp.Column)
+        if isinstance(node.this, exp.Star):
+            raise _errors.unsupported("* here")
+        if node.args.get("db") or node.args.get("catalog"):
+            node.set("db", None)
+            node.set("catalog", None)
+        found = scope.resolve(node.table, node.name)
+        return found.type if found is not None else None
+
+    def _literal(self, node: exp.Expression, scope: Scope) -> SqlType:
+        assert isinstance(node, exp.Literal)
+        if node.is_string:
+            return SqlType("varchar", length=max(1, len(node.this)))
+        result = ty.literal_number(node.this)
+        if result.name == "decimal" and isinstance(decimal_storage(Decimal(node.this)), str):
+            # SQLite would read it as a REAL and lose digits: keep the exact text.
+            node.replace(text(node.this))
+        return result
+
+    def _national(self, node: exp.Expression, scope: Scope) -> SqlType:
+        node.replace(text(node.this))
+        return SqlType("nvarchar", length=max(1, len(node.this)))
+
+    def _hex(self, node: exp.Expression, scope: Scope) -> SqlType:
+        return SqlType("varbinary", length=max(1, len(node.this) // 2))
+
+    def _parameter(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        name = node.name.lower()
+        if not isinstance(node.this, exp.Var) or not name:
+            raise _errors.unsupported(node.sql("tsql"))
+        node.this.set("this", name)
+        if name.startswith("__g_"):
+            if name not in GLOBAL_TYPES:
+                raise _errors.undeclared_variable("@@" + name[4:].upper())
+            return GLOBAL_TYPES[name]
+        if name not in self.ctx.variables:
+            raise _errors.undeclared_variable("@" + name)
+        return self.ctx.variables[name]
+
+    def _arith(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        left, right = self.expr(node.this, scope), self.expr(node.expression, scope)
+        if isinstance(node, exp.Add) and (ty.is_string(left) or ty.is_string(right)):
+            if (ty.is_string(left) or left is None) and (ty.is_string(right) or right is None):
+                node.replace(exp.DPipe(this=node.this, expression=node.expression))
+                return ty.concatenated(left, right)
+        for side, other in ((node.this, right), (node.expression, left)):
+            mine = left if side is node.this else right
+            if ty.is_string(mine) and ty.is_numeric(other):
+                self._coerce(side, mine, other)
+        symbol = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"}[type(node)]
+        result = ty.arithmetic(symbol, left, right)
+        if symbol in "/%":
+            node.replace(
+                anon("tds_div" if symbol == "/" else "tds_mod", node.this, node.expression)
+            )
+        return result
+
+    def _coerce(
+        self, node: exp.Expression, source: SqlType | None, target: SqlType
+    ) -> exp.Expression:
+        """Wrap ``node`` in a conversion to ``target`` (returns the new node)."""
+        wrapped = anon(
+            "tds_cast", node.copy(), text(str(target)), text(str(source) if source else "")
+        )
+        node.replace(wrapped)
+        return wrapped
+
+    def _compare(self, node: exp.Expression, scope: Scope) -> SqlType:
+        left, right = self.expr(node.this, scope), self.expr(node.expression, scope)
+        self._align(node.this, left, node.expression, right)
+        return ty.BIT
+
+    def _align(
+        self, a: exp.Expression, at: SqlType | None, b: exp.Expression, bt: SqlType | None
+    ) -> None:
+        """Convert one side of a comparison to the other's type where SQL Server would."""
+        if at is None or bt is None or at.name == bt.name:
+            return
+        if ty.is_string(at) and not ty.is_string(bt) and bt.name not in ("varbinary", "binary"):
+            self._coerce(a, at, bt)
+        elif ty.is_string(bt) and not ty.is_string(at) and at.name not in ("varbinary", "binary"):
+            self._coerce(b, bt, at)
+        elif at.name in TEMPORAL and bt.name in TEMPORAL:
+            target = ty.higher(at, bt)
+            assert target is not None
+            self._coerce(a if target is bt else b, at if target is bt else bt, target)
+
+    def _logic(self, node: exp.Expression, scope: Scope) -> SqlType:
+        for key in ("this", "expression"):
+            if isinstance(node.args.get(key), exp.Expression):
+                self.expr(node.args[key], scope)
+        if node.args.get("escape"):
+            self.expr(node.args["escape"], scope)
+        return ty.BIT
+
+    def _in(self, node: exp.Expression, scope: Scope) -> SqlType:
+        check_args(node, {"this", "expressions", "query"}, "IN")
+        self.expr(node.this, scope)
+        for item in node.expressions:
+            self.expr(item, scope)
+        if node.args.get("query"):
+            self.query(node.args["query"], scope)
+        return ty.BIT
+
+    def _between(self, node: exp.Expression, scope: Scope) -> SqlType:
+        this = self.expr(node.this, scope)
+        for key in ("low", "high"):
+            other = node.args[key]
+            self._align(node.this, this, other, self.expr(other, scope))
+            this = self.expr(node.this, scope) if node.this is not None else this
+        return ty.BIT
+
+    def _exists(self, node: exp.Expression, scope: Scope) -> SqlType:
+        self.query(node.this, scope)
+        return ty.BIT
+
+    def _scalar_subquery(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        columns = self.query(node, scope)
+        return columns[0].type if columns and columns[0].type is not _UNKNOWN else None
+
+    def _case(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        if node.this is not None:
+            self.expr(node.this, scope)
+        result = None
+        for branch in node.args.get("ifs") or []:
+            self.expr(branch.this, scope)
+            result = ty.higher(result, self.expr(branch.args["true"], scope))
+        if node.args.get("default") is not None:
+            result = ty.higher(result, self.expr(node.args["default"], scope))
+        return result
+
+    def _branches(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        if isinstance(node, exp.If):
+            self.expr(node.this, scope)
+            values = [node.args.get("true"), node.args.get("false")]
+        else:
+            values = [node.this, *node.expressions]
+        result = None
+        for value in values:
+            if value is not None:
+                result = ty.higher(result, self.expr(value, scope))
+        return result
+
+    def _cast(self, node: exp.Expression, scope: Scope) -> SqlType:
+        check_args(node, {"this", "to", "safe"}, "CAST")
+        target = sql_type_of(node.args["to"])
+        source = self.expr(node.this, scope)
+        name = (
+            "tds_try_cast" if isinstance(node, exp.TryCast) or node.args.get("safe") else "tds_cast"
+        )
+        node.replace(anon(name, node.this, text(str(target)), text(str(source) if source else "")))
+        return target
+
+    def _convert(self, node: exp.Expression, scope: Scope) -> SqlType:
+        check_args(node, {"this", "expression", "style", "safe"}, "CONVERT")
+        target = sql_type_of(node.this)
+        source = self.expr(node.expression, scope)
+        style = node.args.get("style")
+        source_text = text(str(source) if source else "")
+        if style is not None:
+            if not (
+                isinstance(style, exp.Literal)
+                and style.this.isdigit()
+                and int(style.this) in _STYLES
+            ):
+                raise _errors.unsupported(f"CONVERT style {style.sql('tsql')}")
+            new = anon("tds_convert", node.expression, text(str(target)), source_text, style.copy())
+        else:
+            name = "tds_try_cast" if node.args.get("safe") else "tds_cast"
+            new = anon(name, node.expression, text(str(target)), source_text)
+        node.replace(new)
+        return target
+
+    def _aggregate(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        if isinstance(node, exp.Count):
+            if node.this is not None and not isinstance(node.this, exp.Star):
+                self.expr(node.this, scope)
+            return ty.aggregate("count_big" if node.args.get("big_int") else "count", None)
+        check_args(node, {"this"}, type(node).__name__.upper())
+        arg = self.expr(node.this, scope)
+        return ty.aggregate(type(node).__name__.lower(), arg)
+
+    def _distinct(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        result = None
+        for item in node.expressions:
+            result = self.expr(item, scope)
+        return result
+
+    def _string_agg(self, node: exp.Expression, scope: Scope) -> SqlType:
+        check_args(node, {"this", "separator"}, "STRING_AGG")
+        arg = self.expr(node.this, scope)
+        if not ty.is_string(arg):
+            self._coerce(node.this, arg, ty.NVARCHAR_MAX)
+        if node.args.get("separator") is not None:
+            self.expr(node.args["separator"], scope)
+        wide = arg is None or not ty.is_string(arg) or arg.name.startswith("n")
+        return SqlType("nvarchar" if wide else "varchar", length=-1)
+
+    def _window(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        check_args(node, {"this", "partition_by", "order", "over"}, "OVER")
+        result = self.expr(node.this, scope)
+        for item in node.args.get("partition_by") or []:
+            self.expr(item, scope)
+        if node.args.get("order"):
+            for item in node.args["order"].expressions:
+                self.expr(item.this, scope)
+        return result
+
+    def _trim(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        check_args(node, {"this", "position"}, "TRIM")
+        return self.expr(node.this, scope)
+
+    # -- functions sqlglot would mangle (renamed TDSFN_X by _batch) ------------------------
+
+    def _function(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        assert isinstance(node, exp.Anonymous)
+        name = str(node.this).upper()
+        if not name.startswith("TDSFN_"):
+            raise _errors.SqlError(
+                195, f"'{name}' is not a recognized built-in function name.", severity=15
+            )
+        name = name[6:]
+        args = list(node.expressions)
+        spec = _FUNCTIONS.get(name)
+        if spec is None or not spec[0] <= len(args) <= spec[1]:
+            raise _errors.SqlError(
+                174,
+                f"The {name.lower()} function requires {spec[0] if spec else 0} argument(s).",
+                severity=15,
+            )
+        return getattr(self, f"_fn_{spec[2]}")(node, name, args, scope)
+
+    def _fn_now(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType:
+        kind = {"CURRENT_TIMESTAMP": "getdate"}.get(name, name.lower())
+        node.replace(anon("tds_now", text(kind)))
+        return {
+            "getdate": SqlType("datetime"), "getutcdate": SqlType("datetime"),
+            "sysdatetime": SqlType("datetime2", scale=7), "sysutcdatetime": SqlType("datetime2", scale=7),
+        }.get(kind, SqlType("datetimeoffset", scale=7))  # fmt: skip
+
+    def _fn_global(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType:
+        key = {"SUSER_NAME": "__g_login", "SUSER_SNAME": "__g_login", "SYSTEM_USER": "__g_login",
+               "USER_NAME": "__g_user", "CURRENT_USER": "__g_user", "SESSION_USER": "__g_user",
+               "DB_NAME": "__g_db_name", "SCOPE_IDENTITY": "__g_scope_identity"}[name]  # fmt: skip
+        node.replace(exp.Parameter(this=exp.Var(this=key)))
+        return GLOBAL_TYPES[key]
+
+    def _fn_newid(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType:
+        node.replace(anon("tds_newid"))
+        return SqlType("uniqueidentifier")
+
+    def _fn_context(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType | None:
+        key = args[0]
+        self.expr(key, scope)
+        key = node.expressions[0]
+        node.replace(anon("tds_session_context", key))
+        if isinstance(key, exp.Literal) and key.is_string:
+            return self.ctx.context_types.get(key.this)
+        return None
+
+    def _fn_simple(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType | None:
+        types = [self.expr(a, scope) for a in args]
+        args = list(node.expressions)
+        fn = {"LEN": "tds_len", "LEFT": "tds_left", "RIGHT": "tds_right", "CHARINDEX": "tds_charindex",
+              "CONCAT": "tds_concat", "REPLICATE": "tds_replicate", "FLOOR": "tds_floor",
+              "CEILING": "tds_ceiling", "ISNULL": "coalesce"}[name]  # fmt: skip
+        if name == "ISNULL":
+            new: exp.Expression = exp.Coalesce(this=args[0], expressions=[args[1]])
+        else:
+            new = anon(fn, *args)
+        node.replace(new)
+        if name in ("LEN", "CHARINDEX"):
+            return ty.BIGINT if types[0] is not None and types[0].is_max else ty.INT
+        if name in ("LEFT", "RIGHT", "REPLICATE"):
+            base = types[0] if ty.is_string(types[0]) else SqlType("varchar", length=8000)
+            return SqlType(
+                base.name.replace("char", "varchar")
+                .replace("varvarchar", "varchar")
+                .replace("nvarvarchar", "nvarchar"),
+                length=base.length if name != "REPLICATE" else -1,
+            )
+        if name == "CONCAT":
+            wide = any(t is None or not ty.is_string(t) or t.name.startswith("n") for t in types)
+            return SqlType("nvarchar", length=4000) if wide else SqlType("varchar", length=8000)
+        if name == "ISNULL":
+            return types[0] or types[1]
+        return types[0]
+
+    def _fn_datalength(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType:
+        source = self.expr(args[0], scope)
+        node.replace(
+            anon("tds_datalength", node.expressions[0], text(str(source) if source else ""))
+        )
+        return ty.INT
+
+    def _unit(self, node: exp.Expression) -> str:
+        if isinstance(node, exp.Column | exp.Var) and not (
+            isinstance(node, exp.Column) and node.table
+        ):
+            return unit_name(node.name)
+        raise _errors.SqlError(
+            1023, f"Invalid parameter 1 specified for datepart: {node.sql('tsql')}.", severity=15
+        )
+
+    def _fn_date(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType:
+        if name in ("YEAR", "MONTH", "DAY"):
+            unit, values = name.lower(), args
+        else:
+            unit, values = self._unit(args[0]), args[1:]
+        types = [self.expr(v, scope) for v in values]
+        values = list(node.expressions)[len(node.expressions) - len(values) :]
+        names = [text(str(t) if t else "") for t in types]
+        if name == "DATEADD":
+            target = (
+                types[1]
+                if types[1] is not None and types[1].name in TEMPORAL
+                else SqlType("datetime")
+            )
+            node.replace(
+                anon(
+                    "tds_dateadd",
+                    text(unit),
+                    values[0],
+                    values[1],
+                    text(str(target) if types[1] and types[1].name in TEMPORAL else "datetime"),
+                )
+            )
+            return target
+        if name == "DATEDIFF":
+            node.replace(anon("tds_datediff", text(unit), values[0], names[0], values[1], names[1]))
+            return ty.INT
+        if name == "EOMONTH":
+            node.replace(anon("tds_eomonth", values[0], names[0]))
+            return SqlType("date")
+        node.replace(anon("tds_datepart", text(unit), values[0], names[0]))
+        return ty.INT
+
+
+_UNKNOWN = SqlType("sql_variant")
+#: name -> (min args, max args, handler suffix)
+_FUNCTIONS = {
+    "GETDATE": (0, 0, "now"), "CURRENT_TIMESTAMP": (0, 0, "now"), "GETUTCDATE": (0, 0, "now"),
+    "SYSDATETIME": (0, 0, "now"), "SYSUTCDATETIME": (0, 0, "now"),
+    "SYSDATETIMEOFFSET": (0, 0, "now"), "SUSER_NAME": (0, 0, "global"),
+    "SUSER_SNAME": (0, 0, "global"), "SYSTEM_USER": (0, 0, "global"), "USER_NAME": (0, 0, "global"),
+    "CURRENT_USER": (0, 0, "global"), "SESSION_USER": (0, 0, "global"), "DB_NAME": (0, 0, "global"),
+    "SCOPE_IDENTITY": (0, 0, "global"), "NEWID": (0, 0, "newid"),
+    "SESSION_CONTEXT": (1, 1, "context"), "LEN": (1, 1, "simple"), "LEFT": (2, 2, "simple"),
+    "RIGHT": (2, 2, "simple"), "CHARINDEX": (2, 3, "simple"), "CONCAT": (2, 254, "simple"),
+    "REPLICATE": (2, 2, "simple"), "FLOOR": (1, 1, "simple"), "CEILING": (1, 1, "simple"),
+    "ISNULL": (2, 2, "simple"), "DATALENGTH": (1, 1, "datalength"), "DATEADD": (3, 3, "date"),
+    "DATEDIFF": (3, 3, "date"), "DATEPART": (2, 2, "date"), "YEAR": (1, 1, "date"),
+    "MONTH": (1, 1, "date"), "DAY": (1, 1, "date"), "EOMONTH": (1, 1, "date"),
+}  # fmt: skip
+
+
+def is_unknown(sql_type: SqlType) -> bool:
+    return sql_type is _UNKNOWN
+
+
+def _describe(node: exp.Expression) -> str:
+    if isinstance(node, exp.Func):
+        return f"{node.sql_name()} function"
+    return type(node).__name__.upper()
+
+
+def to_sqlite(node: exp.Expression) -> str:
+    """SQLite SQL for a translated tree; sqlglot must not drop anything (RAISE)."""
+    try:
+        return node.sql(dialect="sqlite", unsupported_level=ErrorLevel.RAISE)
+    except SqlglotError as exc:
+        raise _errors.unsupported(str(exc).splitlines()[0]) from None

@@ -1,0 +1,477 @@
+"""Values: SQL Server Python values <-> SQLite storage, and CAST/CONVERT semantics.
+
+SQLite has no DECIMAL, DATETIME2 or GUID, so each SQL Server type has one lossless storage form:
+
+- bit, tinyint..bigint: INTEGER.   real, float: REAL.   char types: TEXT.   binary types: BLOB.
+- decimal/numeric/money/smallmoney: INTEGER when integral, else REAL when the REAL reads back as
+  exactly the same decimal (always true up to 15 significant digits), else canonical TEXT.  Numbers
+  then compare and sort as numbers; only decimals of more than 15 significant digits are TEXT.
+- date 'YYYY-MM-DD'; time 'HH:MM:SS.fffffff'; datetime/smalldatetime/datetime2
+  'YYYY-MM-DD HH:MM:SS.fffffff' (sorts chronologically, and SQLite's date functions read it).
+- datetimeoffset: the UTC instant then the offset, 'YYYY-MM-DD HH:MM:SS.fffffff @+HH:MM', so that
+  ORDER BY and comparisons follow the instant as SQL Server's do.
+- uniqueidentifier: upper-case 36-character TEXT (SQL Server's string form).
+
+`encode` and `decode` convert one value; `convert` is CAST/CONVERT from one type to another,
+rounding, truncating and failing as SQL Server does (errors 245, 241, 8115, 8169).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+import struct
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from . import _errors
+from ._types import (
+    BINARY_TYPES,
+    DATETIME_TYPES,
+    DECIMAL_TYPES,
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    MONEY_TYPES,
+    STRING_TYPES,
+    PreciseDateTime,
+    PreciseTime,
+    SqlType,
+    ticks_of,
+)
+
+Storage = int | float | str | bytes | None
+
+_INT_RANGES = {
+    "bit": (0, 1),
+    "tinyint": (0, 255),
+    "smallint": (-(2**15), 2**15 - 1),
+    "int": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+_MONEY_LIMIT = {
+    "money": (Decimal("-922337203685477.5808"), Decimal("922337203685477.5807")),
+    "smallmoney": (Decimal("-214748.3648"), Decimal("214748.3647")),
+}
+_DECIMAL_CONTEXT = decimal.Context(prec=80, rounding=decimal.ROUND_HALF_UP)
+
+_DATE_RE = re.compile(
+    r"^\s*(\d{4})-?(\d{2})-?(\d{2})"
+    r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?"
+    r"\s*(Z|[+-]\d{2}:\d{2})?\s*$",
+    re.IGNORECASE,
+)
+_TIME_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?\s*$")
+
+
+# -- storage ---------------------------------------------------------------------------------
+
+
+def decimal_storage(value: Decimal) -> Storage:
+    """The storage form of an exact number (see the module docstring)."""
+    if value == value.to_integral_value() and -(2**63) <= value < 2**63:
+        return int(value)
+    as_float = float(value)
+    if Decimal(repr(as_float)) == value:
+        return as_float
+    return format(value, "f")
+
+
+def _fraction(value: object, digits: int = 7) -> str:
+    ticks = getattr(value, "microsecond", 0) * 10 + ticks_of(value)
+    return f"{ticks:07d}"[:digits]
+
+
+def _utc_offset_text(value: dt.datetime) -> str:
+    offset = value.utcoffset() or dt.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def encode(sql_type: SqlType, value: object) -> Storage:
+    """Storage form of a Python value already of the type's Python class (see _types)."""
+    if value is None:
+        return None
+    name = sql_type.name
+    if name in INTEGER_TYPES:
+        return int(value)  # type: ignore[call-overload]
+    if name in DECIMAL_TYPES or name in MONEY_TYPES:
+        return decimal_storage(Decimal(value))  # type: ignore[arg-type]
+    if name in FLOAT_TYPES:
+        return float(value)  # type: ignore[arg-type]
+    if name in STRING_TYPES:
+        return str(value)
+    if name in BINARY_TYPES:
+        return bytes(value)  # type: ignore[call-overload]
+    if name == "uniqueidentifier":
+        return str(value).upper()
+    if name == "date":
+        assert isinstance(value, dt.date)
+        return value.isoformat()[:10]
+    if name == "time":
+        assert isinstance(value, dt.time)
+        return f"{value:%H:%M:%S}.{_fraction(value)}"
+    if name in DATETIME_TYPES:
+        assert isinstance(value, dt.datetime)
+        return f"{value:%Y-%m-%d %H:%M:%S}.{_fraction(value)}"
+    if name == "datetimeoffset":
+        assert isinstance(value, dt.datetime) and value.tzinfo is not None
+        utc = value.astimezone(dt.UTC)
+        return f"{utc:%Y-%m-%d %H:%M:%S}.{_fraction(value)} @{_utc_offset_text(value)}"
+    raise ValueError(f"cannot store type {sql_type}")
+
+
+def decode(sql_type: SqlType, raw: Storage) -> object:
+    """Python value of a stored (or computed) SQLite value, typed as ``sql_type``."""
+    if raw is None:
+        return None
+    # Computed values may be longer than an inferred length: never truncate on the way out.
+    if sql_type.name in STRING_TYPES:
+        return raw if isinstance(raw, str) else to_text(raw)
+    if sql_type.name in BINARY_TYPES and isinstance(raw, bytes):
+        return raw
+    return convert(raw, sql_type, source=None)
+
+
+def python_type_of(raw: object) -> SqlType:
+    """The SQL Server type a Python value is given when nothing better is known."""
+    if isinstance(raw, bool):
+        return SqlType("bit")
+    if isinstance(raw, int):
+        return SqlType("int") if -(2**31) <= raw < 2**31 else SqlType("bigint")
+    if isinstance(raw, float):
+        return SqlType("float")
+    if isinstance(raw, Decimal):
+        return SqlType("decimal", precision=38, scale=max(0, -raw.as_tuple().exponent))  # type: ignore[operator]
+    if isinstance(raw, bytes):
+        return SqlType("varbinary", length=-1)
+    if isinstance(raw, uuid.UUID):
+        return SqlType("uniqueidentifier")
+    if isinstance(raw, dt.datetime):
+        return SqlType("datetimeoffset" if raw.tzinfo else "datetime2", scale=7)
+    if isinstance(raw, dt.date):
+        return SqlType("date")
+    if isinstance(raw, dt.time):
+        return SqlType("time", scale=7)
+    return SqlType("nvarchar", length=-1)
+
+
+# -- CAST / CONVERT ---------------------------------------------------------------------------
+
+
+def _source_name(value: object, source: SqlType | None) -> str:
+    if source is not None:
+        return source.name
+    return "nvarchar" if isinstance(value, str) else python_type_of(value).name
+
+
+def convert(value: object, target: SqlType, *, source: SqlType | None) -> object:
+    """CAST ``value`` (a Python or storage value, of type ``source`` if known) to ``target``.
+
+    Raises:
+        SqlError: 245/241/8169 conversion failed, 8115 overflow.
+    """
+    if value is None:
+        return None
+    if source is not None and isinstance(value, str | int | float | bytes):
+        if source.name not in STRING_TYPES and source.name not in INTEGER_TYPES | FLOAT_TYPES:
+            value = _parse_stored(value, source)
+    name = target.name
+    if name in INTEGER_TYPES:
+        return _to_int(value, target, source)
+    if name in DECIMAL_TYPES or name in MONEY_TYPES:
+        return _to_decimal(value, target, source)
+    if name in FLOAT_TYPES:
+        return _to_float(value, target, source)
+    if name in STRING_TYPES:
+        return _to_string(value, target, style=0)
+    if name in BINARY_TYPES:
+        return _to_binary(value, target, source)
+    if name == "uniqueidentifier":
+        return _to_uuid(value)
+    return _to_temporal(value, target, source)
+
+
+def _parse_stored(value: object, source: SqlType) -> object:
+    """A stored value of a non-text type back to its Python class (e.g. '2024-..' -> datetime)."""
+    if source.name in DECIMAL_TYPES or source.name in MONEY_TYPES:
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    if source.name == "uniqueidentifier" and isinstance(value, str):
+        return _to_uuid(value)
+    if isinstance(value, str):
+        return _to_temporal(value, source, source=None)
+    return value
+
+
+def _to_int(value: object, target: SqlType, source: SqlType | None) -> int | bool:
+    low, high = _INT_RANGES[target.name]
+    if isinstance(value, str):
+        text = value.strip()
+        if target.name == "bit" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise _errors.conversion_failed(_source_name(value, source), value, target.name)
+        number = int(text)
+    elif isinstance(value, bool | int):
+        number = int(value)
+    elif isinstance(value, float | Decimal):
+        number = int(value)  # truncates toward zero, as SQL Server does
+        if target.name == "bit":
+            return value != 0
+    else:
+        raise _errors.conversion_failed(_source_name(value, source), str(value), target.name)
+    if target.name == "bit":
+        return number != 0
+    if not low <= number <= high:
+        raise _errors.overflow(target.name)
+    return number
+
+
+def _to_decimal(value: object, target: SqlType, source: SqlType | None) -> Decimal:
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, bool | int):
+        number = Decimal(int(value))
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip().replace("$", "", 1))
+        except decimal.InvalidOperation:
+            raise _errors.SqlError(
+                8114, f"Error converting data type {_source_name(value, source)} to numeric."
+            ) from None
+        if not number.is_finite():
+            raise _errors.SqlError(8114, "Error converting data type nvarchar to numeric.")
+    else:
+        raise _errors.conversion_failed(_source_name(value, source), str(value), target.name)
+    scale = 4 if target.name in MONEY_TYPES else int(target.scale or 0)
+    rounded = number.quantize(Decimal(1).scaleb(-scale), context=_DECIMAL_CONTEXT)
+    if target.name in MONEY_TYPES:
+        low, high = _MONEY_LIMIT[target.name]
+        if not low <= rounded <= high:
+            raise _errors.overflow(target.name)
+    elif len(rounded.as_tuple().digits) > int(target.precision or 18) and rounded != 0:
+        raise _errors.overflow(f"{target.name}")
+    return rounded
+
+
+def _to_float(value: object, target: SqlType, source: SqlType | None) -> float:
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise _errors.SqlError(
+            8114, f"Error converting data type {_source_name(value, source)} to {target.name}."
+        ) from None
+    if target.name == "real":
+        number = struct.unpack("<f", struct.pack("<f", number))[0]
+    return number
+
+
+def _fraction_digits(value: object, digits: int) -> str:
+    return "." + _fraction(value, digits) if digits else ""
+
+
+def to_text(value: object, *, style: int = 0) -> str:
+    """The string SQL Server makes of a value in CAST/CONVERT (styles 0, 23, 120, 121, 126)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return format(value, ".6g") if style == 0 else repr(value)
+    if isinstance(value, Decimal | int):
+        return format(value, "f") if isinstance(value, Decimal) else str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value).upper()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dt.datetime):
+        if style == 23:
+            return f"{value:%Y-%m-%d}"
+        sep = "T" if style in (126, 127) else " "
+        text = f"{value:%Y-%m-%d}{sep}{value:%H:%M:%S}"
+        if style == 120:
+            return text
+        text += "." + _fraction(value, 7)
+        if value.tzinfo is not None:
+            text += " " + _utc_offset_text(value)
+        return text
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return f"{value:%H:%M:%S}.{_fraction(value)}"
+    return str(value)
+
+
+def _to_string(value: object, target: SqlType, *, style: int) -> str:
+    text = value if isinstance(value, str) else to_text(value, style=style)
+    if target.length is not None and target.length > 0:
+        text = text[: target.length]
+        if target.name in ("char", "nchar"):
+            text = text.ljust(target.length)
+    return text
+
+
+def _to_binary(value: object, target: SqlType, source: SqlType | None) -> bytes:
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        wide = source is not None and source.name.startswith("n")
+        data = value.encode("utf-16-le" if wide else "utf-8")
+    elif isinstance(value, bool | int):
+        size = 8 if (source is not None and source.name == "bigint") else 4
+        data = int(value).to_bytes(size, "big", signed=True)
+    elif isinstance(value, uuid.UUID):
+        data = value.bytes_le
+    else:
+        raise _errors.conversion_failed(_source_name(value, source), str(value), target.name)
+    if target.length is not None and target.length > 0:
+        data = data[: target.length]
+        if target.name == "binary":
+            data = data.ljust(target.length, b"\0")
+    return data
+
+
+def _to_uuid(value: object) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, bytes) and len(value) == 16:
+        return uuid.UUID(bytes_le=value)
+    try:
+        return uuid.UUID(str(value).strip().strip("{}"))
+    except ValueError:
+        raise _errors.SqlError(
+            8169, "Conversion failed when converting from a character string to uniqueidentifier."
+        ) from None
+
+
+def _round_fraction(ticks: int, scale: int) -> int:
+    """Round 100 ns ticks (0..9_999_999) to ``scale`` digits; may return 10_000_000 (carry)."""
+    unit = 10 ** (7 - scale)
+    return (ticks + unit // 2) // unit * unit
+
+
+def _parse_temporal(text: str) -> tuple[dt.datetime, int, dt.tzinfo | None, bool]:
+    """Parse a date/time string: (naive datetime, 100ns ticks, tz or None, had a time part)."""
+    match = _DATE_RE.match(text)
+    if match is not None:
+        year, month, day, hour, minute, second, frac, zone = match.groups()
+        ticks = int((frac or "0").ljust(7, "0"))
+        try:
+            base = dt.datetime(
+                int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)
+            )
+        except ValueError:
+            raise _errors.datetime_conversion() from None
+        tz: dt.tzinfo | None = None
+        if zone is not None:
+            if zone.upper() == "Z":
+                tz = dt.UTC
+            else:
+                sign = -1 if zone[0] == "-" else 1
+                tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:])))
+        return base, ticks, tz, hour is not None
+    match = _TIME_RE.match(text)
+    if match is not None:
+        hour, minute, second, frac = match.groups()
+        ticks = int((frac or "0").ljust(7, "0"))
+        if int(hour) > 23 or int(minute) > 59 or int(second or 0) > 59:
+            raise _errors.datetime_conversion()
+        base = dt.datetime(1900, 1, 1, int(hour), int(minute), int(second or 0))
+        return base, ticks, None, True
+    raise _errors.datetime_conversion()
+
+
+def _temporal_parts(value: object) -> tuple[dt.datetime, int, dt.tzinfo | None]:
+    if isinstance(value, str):
+        text = value
+        # Our datetimeoffset storage: the UTC instant then " @+HH:MM".
+        if len(text) > 8 and text[-8:-6] == " @" and text[-6] in "+-" and text[-3] == ":":
+            base, ticks, _, _ = _parse_temporal(text[:-8])
+            sign = -1 if text[-6] == "-" else 1
+            tz = dt.timezone(sign * dt.timedelta(hours=int(text[-5:-3]), minutes=int(text[-2:])))
+            local = base.replace(tzinfo=dt.UTC).astimezone(tz)
+            return local.replace(tzinfo=None), ticks, tz
+        base, ticks, tz, _ = _parse_temporal(text)
+        return base, ticks, tz
+    if isinstance(value, dt.datetime):
+        ticks = value.microsecond * 10 + ticks_of(value)
+        return value.replace(microsecond=0, tzinfo=None), ticks, value.tzinfo
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day), 0, None
+    if isinstance(value, dt.time):
+        ticks = value.microsecond * 10 + ticks_of(value)
+        return dt.datetime(1900, 1, 1, value.hour, value.minute, value.second), ticks, None
+    raise _errors.conversion_failed(python_type_of(value).name, str(value), "datetime")
+
+
+def _make_datetime(
+    base: dt.datetime, ticks: int, tz: dt.tzinfo | None
+) -> dt.datetime | PreciseDateTime:
+    base = base + dt.timedelta(seconds=ticks // 10_000_000)
+    ticks %= 10_000_000
+    micro, extra = divmod(ticks, 10)
+    if extra:
+        return PreciseDateTime(
+            base.year, base.month, base.day, base.hour, base.minute, base.second, micro, tz,
+            nanosecond_100=extra,
+        )  # fmt: skip
+    return base.replace(microsecond=micro, tzinfo=tz)
+
+
+def _to_temporal(value: object, target: SqlType, source: SqlType | None) -> object:
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        if target.name not in ("datetime", "smalldatetime"):
+            raise _errors.SqlError(
+                529,
+                f"Explicit conversion from data type {_source_name(value, source)} to "
+                f"{target.name} is not allowed.",
+            )
+        days = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        base = dt.datetime(1900, 1, 1) + dt.timedelta(days=float(days))
+        value = base
+    base, ticks, tz = _temporal_parts(value)
+    name = target.name
+    if name == "date":
+        return base.date()
+    if name == "time":
+        ticks = _round_fraction(ticks, int(target.scale if target.scale is not None else 7))
+        moment = _make_datetime(base, ticks, None)
+        extra = ticks_of(moment)
+        if extra:
+            return PreciseTime(
+                moment.hour, moment.minute, moment.second, moment.microsecond,
+                nanosecond_100=extra,
+            )  # fmt: skip
+        return moment.time()
+    if name == "datetime":
+        # datetime keeps 1/300 s: milliseconds end in 0, 3 or 7.
+        three_hundredths = round(ticks / (10_000_000 / 300))
+        ms = round(three_hundredths * 1000 / 300)
+        if not 1753 <= base.year <= 9999:
+            raise _errors.SqlError(
+                242,
+                "The conversion of a varchar data type to a datetime data type resulted in an "
+                "out-of-range value.",
+            )
+        return base + dt.timedelta(milliseconds=ms)
+    if name == "smalldatetime":
+        total = base.second * 10_000_000 + ticks
+        minute = base.replace(second=0)
+        return minute + dt.timedelta(minutes=1) if total >= 299_990_000 else minute
+    scale = int(target.scale if target.scale is not None else 7)
+    ticks = _round_fraction(ticks, scale)
+    if name == "datetime2":
+        return _make_datetime(base, ticks, None)
+    # datetimeoffset: a value without an offset is taken as +00:00, as SQL Server does.
+    return _make_datetime(base, ticks, tz if tz is not None else dt.UTC)
+
+
+def convert_style(value: object, target: SqlType, style: int, *, source: SqlType | None) -> Any:
+    """CONVERT(target, value, style) for string targets; other targets ignore the style."""
+    if target.name in STRING_TYPES and not isinstance(value, str):
+        if source is not None and isinstance(value, str | int | float | bytes):
+            value = _parse_stored(value, source)
+        return _to_string(value, target, style=style)
+    return convert(value, target, source=source)
