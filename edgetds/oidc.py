@@ -406,11 +406,11 @@ class TokenVerifier:
     async def _key_for(
         self, entry: _IssuerKeys, kid: str | None, alg: str
     ) -> tuple[Mapping[str, Any], Any]:
-        async with entry.lock:
-            now = trio.current_time()
-            stale = entry.fetched_at is None or now - entry.fetched_at > self.jwks_max_age_s
-            if stale or (kid is not None and kid not in entry.keys):
-                await self._maybe_refresh(entry, now)
+        if self._needs_refresh(entry, kid):
+            # Only tokens that need a fetch queue here; known kids never wait behind a slow IdP.
+            async with entry.lock:
+                if self._needs_refresh(entry, kid):  # another task may have just fetched
+                    await self._maybe_refresh(entry, trio.current_time())
         cfg = entry.config
         if kid is None:
             candidates = [v for v in entry.keys.values() if _key_matches(v[1], alg)]
@@ -434,6 +434,31 @@ class TokenVerifier:
                 f"key {kid[:64]!r} of issuer {cfg.issuer!r} cannot verify {alg} tokens",
             )
         return found
+
+    def _needs_refresh(self, entry: _IssuerKeys, kid: str | None) -> bool:
+        now = trio.current_time()
+        if entry.fetched_at is None or now - entry.fetched_at > self.jwks_max_age_s:
+            return True
+        if kid is None or kid in entry.keys:
+            return False
+        # Unknown kid: worth a fetch only once the rate limit allows one.
+        return entry.attempted_at is None or now - entry.attempted_at >= self.min_refresh_interval_s
+
+    async def warm_up(self) -> dict[str, str | None]:
+        """Fetch every issuer's keys now (at startup), so config mistakes surface early.
+
+        Returns:
+            issuer -> None when its keys loaded, else what went wrong (also logged).
+        """
+        result: dict[str, str | None] = {}
+        for issuer, entry in self._issuers.items():
+            try:
+                async with entry.lock:
+                    await self._maybe_refresh(entry, trio.current_time())
+                result[issuer] = entry.last_error
+            except AuthError as exc:
+                result[issuer] = exc.message
+        return result
 
     async def _maybe_refresh(self, entry: _IssuerKeys, now: float) -> None:
         """Fetch keys unless a fetch was attempted less than min_refresh_interval_s ago."""

@@ -214,3 +214,32 @@ async def test_https_issuer_with_configured_ca(tmp_path: Path) -> None:
             trusting = TokenVerifier.from_config({**table, "ca_file": "ca.pem"}, base_dir=tmp_path)
             async with trusting:
                 assert (await trusting.verify(idp.mint(sub="alice"))).subject == "alice"
+
+
+async def test_warm_up_reports_each_issuer(idp: DevIdP) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    configs = [
+        IssuerConfig(issuer=idp.issuer, audiences=("edgetds",)),
+        IssuerConfig(issuer=dead, audiences=("edgetds",)),
+    ]
+    with trio.fail_after(10):
+        async with TokenVerifier(configs, http_timeout_s=2) as verifier:
+            report = await verifier.warm_up()
+            assert report[idp.issuer] is None
+            assert dead in str(report[dead])
+            assert idp.requests[JWKS] == 1
+            await verifier.verify(idp.mint(sub="a"))  # no further fetch
+    assert idp.requests[JWKS] == 1
+
+
+async def test_known_kid_does_not_wait_for_a_refresh(idp: DevIdP) -> None:
+    cfg = IssuerConfig(issuer=idp.issuer, audiences=("edgetds",))
+    with trio.fail_after(10):
+        async with TokenVerifier([cfg], min_refresh_interval_s=0) as verifier:
+            await verifier.verify(idp.mint(sub="a"))
+            entry = verifier._issuers[idp.issuer]
+            async with entry.lock:  # as if a slow refresh were in progress
+                with trio.fail_after(1):
+                    assert (await verifier.verify(idp.mint(sub="b"))).subject == "b"
