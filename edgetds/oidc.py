@@ -30,7 +30,7 @@ Configuration (a TOML table, passed as a dict to :meth:`TokenVerifier.from_confi
     jwks_max_age_s = 3600           # refetch cached keys older than this
     http_timeout_s = 5
     max_response_bytes = 262144     # discovery document / JWKS size limit
-    ca_file = "/etc/edgetds/ca.pem" # optional CA bundle for https discovery/JWKS
+    ca_file = "/etc/edgetds/ca.pem" # optional: trust only this CA bundle for discovery/JWKS
 
     [[identity.issuers]]            # discovery: {issuer}/.well-known/openid-configuration
     issuer = "https://login.example.com/tenant/v2.0"
