@@ -29,8 +29,8 @@ __all__ = [
 #: SQL Server type names a typed parameter may name (lowercase).
 SQL_TYPES = frozenset(
     "bit tinyint smallint int bigint decimal numeric money smallmoney real float char varchar "
-    "nchar nvarchar binary varbinary date time datetime smalldatetime datetime2 datetimeoffset "
-    "uniqueidentifier".split()
+    "nchar nvarchar text ntext xml binary varbinary image date time datetime smalldatetime "
+    "datetime2 datetimeoffset uniqueidentifier".split()
 )
 _TYPE = re.compile(r"([a-z0-9]+)(?:\((max|\d{1,4})(?:,(\d{1,2}))?\))?")
 
@@ -95,7 +95,7 @@ def parse_error_record(data: bytes) -> ErrorRecord:
 def param_type(value: Any) -> str | None:
     """The SQL Server type a parameter value binds as (shape check only, not the value's syntax).
 
-    Bare values: string -> ``nvarchar``, integer -> ``bigint``, fractional number -> ``float``,
+    Bare values: string -> ``nvarchar(max)``, integer -> ``bigint``, fractional number -> ``float``,
     true/false -> ``bit``, null -> None (untyped NULL). Typed values ``{"type": t, "value": v}``:
     ``t`` lowercased, e.g. ``decimal(18,4)``; ``v`` a string, number, boolean or null.
 
@@ -111,7 +111,7 @@ def param_type(value: Any) -> str | None:
     if isinstance(value, float):
         return "float"
     if isinstance(value, str):
-        return "nvarchar"
+        return "nvarchar(max)"
     if not isinstance(value, dict) or set(value) != {"type", "value"}:
         raise ValueError('a parameter is a JSON scalar or {"type": ..., "value": ...}')
     kind, inner = value["type"], value["value"]

@@ -142,7 +142,7 @@ def test_parse_error_record_rejects(line: bytes) -> None:
         (True, "bit"),
         (7, "bigint"),
         (1.5, "float"),
-        ("x", "nvarchar"),
+        ("x", "nvarchar(max)"),
         ({"type": "Decimal(18, 4)", "value": "1.5000"}, "decimal(18,4)"),
         ({"type": "varbinary(max)", "value": "AAE="}, "varbinary(max)"),
         ({"type": "uniqueidentifier", "value": None}, "uniqueidentifier"),
@@ -157,7 +157,7 @@ def test_param_type(value: Any, sql_type: str | None) -> None:
     [
         [1],
         {"value": 1},
-        {"type": "text", "value": "x"},
+        {"type": "sql_variant", "value": "x"},
         {"type": 5, "value": "x"},
         {"type": "int", "value": [1]},
         {"type": "decimal(18,4", "value": "1"},
