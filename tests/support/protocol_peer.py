@@ -73,6 +73,7 @@ class Peer:
     attestation_errors: list[str] = field(default_factory=list)
     credit_changed: trio.Event = field(default_factory=trio.Event)
     query_arrived: trio.Event = field(default_factory=trio.Event)
+    cancel_arrived: trio.Event = field(default_factory=trio.Event)
     closed: trio.Event = field(default_factory=trio.Event)
     _lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -112,6 +113,11 @@ class Peer:
             await self.query_arrived.wait()
         return self.queries[count - 1]
 
+    async def wait_cancel(self, stream_id: int) -> None:
+        while stream_id not in self.cancels:
+            self.cancel_arrived = trio.Event()
+            await self.cancel_arrived.wait()
+
     async def drop(self) -> None:
         """Vanish without a close frame (a crashed connector / cut network)."""
         await self.ws.stream.aclose()
@@ -147,6 +153,7 @@ async def _reader(peer: Peer, relay_keys: dict[str, Ed25519PublicKey], nursery: 
                         nursery.start_soon(peer.handler, peer, event)
                 elif isinstance(event, events.Cancel):
                     peer.cancels.append(event.stream_id)
+                    peer.cancel_arrived.set()
                 elif isinstance(event, events.Credit):
                     peer.credit_changed.set()
             await peer.flush()
@@ -170,7 +177,10 @@ async def open_peer(
 ) -> AsyncIterator[Peer]:
     """Connect, check HELLO, send READY; serve queries with ``handler`` until the block exits."""
     nonce = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-    if token is None:
+    if token is not None:  # the HELLO must echo the given token's nonce
+        claims = token.split(".")[1]
+        nonce = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["nonce"]
+    else:
         token = make_connector_token(
             key, connector_id=connector_id, tunnel=tunnel, now=int(time.time()), nonce=nonce
         )

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERD = ROOT / "node_modules" / ".bin" / "workerd"
 BUILD_SCRIPT = ROOT / "relay" / "worker" / "scripts" / "workerd.mjs"
 #: Test runs raise the edge rate limits so that many auth-failure tests share one address.
-TEST_LIMITS = {"auth_failure_burst": 10_000, "query_burst": 10_000}
+TEST_LIMITS = {"auth_failure_burst": 10_000, "query_burst": 10_000, "deadline_grace_ms": 300}
 
 
 def public_key_text(key: Ed25519PrivateKey) -> str:

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import json
+from contextlib import aclosing
 
 import httpx
 import trio
 
 from edgetds.devidp import DevIdP
-from tests.support.protocol_peer import open_peer
+from protocol import events
+from tests.support.protocol_peer import Peer
 from tests.support.worker_relay import WorkerRelay
-
-
-def query_url(relay: WorkerRelay) -> str:
-    return f"{relay.handle.http_url}/v1/tunnels/{relay.handle.tunnel}/query"
-
-
-def peer(relay: WorkerRelay, connector_id: str = "conn-1", **options: object):  # type: ignore[no-untyped-def]
-    h = relay.handle
-    return open_peer(
-        h.ws_url,
-        h.tunnel,
-        connector_id,
-        h.connector_keys[connector_id],
-        h.relay_public_key,
-        **options,  # type: ignore[arg-type]
-    )
+from tests.worker.helpers import bearer, ndjson, peer, query_url
 
 
 async def test_query_streams_rows_and_done(
@@ -37,16 +23,74 @@ async def test_query_streams_rows_and_done(
             response = await client.post(
                 query_url(relay),
                 json={"sql": "select n from t where n < @k", "params": {"k": 3, "f": 0.5e-5}},
-                headers={"Authorization": f"Bearer {token}"},
+                headers=bearer(token),
             )
             assert response.status_code == 200, response.text
             assert response.headers["content-type"] == "application/x-ndjson"
-            lines = [json.loads(x) for x in response.text.splitlines()]
+            lines = ndjson(response.text)
             assert lines[0]["columns"][0]["name"] == "n"
             assert lines[1:4] == [[0], [1], [2]]
             assert lines[4]["done"]["rows"] == 3
+            # The peer checked the Worker's attestation with protocol.verify_attestation.
             assert p.attestation_errors == []
             (q,) = p.queries
             assert q.token == token
             assert q.sql == "select n from t where n < @k"
             assert dict(q.params) == {"k": 3, "f": 0.5e-5}
+
+
+async def test_error_first_sets_the_http_status(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async def deny(p: Peer, q: events.Query) -> None:
+        await p.error(q.stream_id, "policy.denied", "no role for this identity", q.query_id)
+
+    with trio.fail_after(20):
+        async with peer(relay, handler=deny):
+            response = await client.post(
+                query_url(relay), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="bob"))
+            )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "policy.denied"
+
+
+async def test_large_result_flows_under_credit(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    # 3 MiB of rows: three times the per-stream window, so the peer must wait for CREDIT.
+    chunk = [["x" * 1000] for _ in range(60)]
+
+    async def big(p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        for _ in range(52):
+            await p.rows(q.stream_id, chunk)
+        await p.done(q.stream_id, rows=52 * 60, query_id=q.query_id)
+
+    with trio.fail_after(30):
+        async with peer(relay, handler=big):
+            async with client.stream(
+                "POST",
+                query_url(relay),
+                json={"sql": "select big"},
+                headers=bearer(idp.mint(sub="carol")),
+            ) as response:
+                assert response.status_code == 200
+                rows = 0
+                async with aclosing(response.aiter_lines()) as lines:
+                    async for text in lines:
+                        if text.startswith("["):
+                            rows += 1
+                        last = text
+    assert rows == 52 * 60
+    assert '"done"' in last
+
+
+async def test_no_connector_is_503(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    with trio.fail_after(10):
+        response = await client.post(
+            query_url(relay), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="dan"))
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "tunnel.no_connector"

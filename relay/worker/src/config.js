@@ -30,6 +30,8 @@ export const DEFAULT_LIMITS = Object.freeze({
   max_tracked_keys: 100_000,
   max_token_bytes: 16_384,
   leeway_s: 30,
+  /** Worker only: how long past timeout_ms the relay waits before it cancels the stream itself. */
+  deadline_grace_ms: 5_000,
 });
 
 export class ConfigError extends Error {

@@ -16,7 +16,7 @@
 import { AuthError, verifyConnectorToken } from "./auth.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { ErrorCode } from "./frames.js";
-import { errorResponse, HttpError, jsonResponse } from "./http.js";
+import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
 import { bearerToken, verifyClientToken } from "./oidc.js";
 import { parseQueryRequest, readBody } from "./request.js";
@@ -62,7 +62,7 @@ function stub(env, config, tunnel, shard) {
 }
 
 export default {
-  async fetch(request, env) {
+  async fetch(request, env, ctx) {
     const url = new URL(request.url);
     const match = ROUTE.exec(url.pathname);
     if (match === null) {
@@ -87,7 +87,7 @@ export default {
       }
       if (action.startsWith("_test/")) return await testHook(request, env, config, tunnel, action);
       if (action === "connect") return await connect(request, env, config, tunnel, address);
-      if (action === "query") return await query(request, env, config, tunnel, address);
+      if (action === "query") return await query(request, env, ctx, config, tunnel, address);
       return await status(request, env, config, tunnel, address);
     } catch (err) {
       if (err instanceof HttpError) {
@@ -156,7 +156,7 @@ async function verifiedIdentity(request, config, address) {
   }
 }
 
-async function query(request, env, config, tunnel, address) {
+async function query(request, env, ctx, config, tunnel, address) {
   method(request, "POST");
   const identity = await verifiedIdentity(request, config, address);
   knownTunnel(config, tunnel);
@@ -168,18 +168,61 @@ async function query(request, env, config, tunnel, address) {
     identity: { issuer: identity.issuer, subject: identity.subject },
     token: bearerToken(request.headers.get("authorization")),
     request: req,
-    deadlineMs: req.timeout_ms,
+    deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
   });
   // Try a random shard first, then the others: a shard may have no connector yet.
   const first = Math.floor(Math.random() * config.shards);
   let response;
   for (let i = 0; i < config.shards; i++) {
-    const forwarded = new Request("https://tunnel.internal/query", { method: "POST", body, headers: { "content-type": "application/json" }, signal: request.signal });
-    response = await stub(env, config, tunnel, (first + i) % config.shards).fetch(forwarded);
+    const forwarded = new Request("https://tunnel.internal/query", { method: "POST", body, headers: { "content-type": "application/json" } });
+    try {
+      response = await stub(env, config, tunnel, (first + i) % config.shards).fetch(forwarded);
+    } catch (err) {
+      // The object was reset (deploy, eviction, ctx.abort()) before it answered.
+      console.error(`tunnel DO failed before answering: ${err?.message ?? err}`);
+      throw new HttpError(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel before the query answered; it may or may not have run; retry", { queryId: req.query_id });
+    }
     if (response.status !== 503 || i === config.shards - 1) break;
     await response.body?.cancel();
   }
-  return response;
+  return guardStream(response, req.query_id, ctx);
+}
+
+/**
+ * Pass a streamed body through, and if the Durable Object dies mid-stream (reset, eviction),
+ * append the terminal transport.lost record so the client never sees a silently short result.
+ * Bytes are not parsed; a client that hangs up cancels the object's stream (-> CANCEL frame).
+ */
+function guardStream(response, queryId, ctx) {
+  if (response.status !== 200 || response.body === null) return response;
+  const { readable, writable } = new TransformStream();
+  const reader = response.body.getReader();
+  const writer = writable.getWriter();
+  const pump = (async () => {
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        console.error(`tunnel DO stream broke: ${err?.message ?? err}`);
+        await writer.write(errorRecord(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel mid-stream; the result is incomplete", { queryId })).catch(() => {});
+        await writer.close().catch(() => {});
+        return;
+      }
+      if (chunk.done) {
+        await writer.close().catch(() => {});
+        return;
+      }
+      try {
+        await writer.write(chunk.value);
+      } catch {
+        await reader.cancel("client went away").catch(() => {});
+        return;
+      }
+    }
+  })();
+  ctx?.waitUntil?.(pump);
+  return new Response(readable, { status: 200, headers: response.headers });
 }
 
 async function status(request, env, config, tunnel, address) {

@@ -5,8 +5,9 @@
  * What lives where (the object can be evicted whenever no event is running, and rebuilt):
  * - Per connector socket, in its attachment (survives hibernation): connector id, session id,
  *   handshake state, next stream id, negotiated max streams / max frame, draining flag.
- * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway;
- *   an alarm purges them and closes connectors that never answered HELLO.
+ * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway
+ *   (expired ones are dropped on the next connect). The one alarm closes connectors that never
+ *   answered HELLO; it is deleted on READY so that an idle object can hibernate.
  * - In memory only: the open HTTP streams and their credit windows. An open stream is an HTTP
  *   request in flight, and the runtime never hibernates an object with a request in flight, so
  *   nothing here is lost to hibernation; an eviction (deploy, ctx.abort()) kills both the sockets
@@ -40,7 +41,6 @@ import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 
 const CONNECTOR_TAG = "conn";
 const HANDSHAKE_TIMEOUT_MS = 10_000;
-const DEADLINE_GRACE_MS = 5_000;
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
 
 /** Relay-side limits announced in HELLO (SPEC defaults). */
@@ -116,9 +116,10 @@ export class Tunnel extends DurableObject {
     if ((await this.ctx.storage.get(key)) !== undefined) {
       return errorResponse(new HttpError(ErrorCode.AUTH_REPLAY, "connector token was already used; mint a fresh token per connection"));
     }
-    const forgetAt = (claims.exp + TOKEN_LEEWAY) * 1000;
-    await this.ctx.storage.put(key, forgetAt);
-    await this.scheduleAlarm(Math.min(forgetAt, Date.now() + HANDSHAKE_TIMEOUT_MS));
+    await this.forgetExpiredTokens();
+    await this.ctx.storage.put(key, (claims.exp + TOKEN_LEEWAY) * 1000);
+    // The only alarm: the handshake deadline (deleted on READY, so an idle object can hibernate).
+    await this.ctx.storage.setAlarm(Date.now() + HANDSHAKE_TIMEOUT_MS);
 
     const [client, server] = Object.values(new WebSocketPair());
     const sessionId = crypto.randomUUID();
@@ -146,20 +147,18 @@ export class Tunnel extends DurableObject {
     return new Response(null, { status: 101, webSocket: client, headers: { "sec-websocket-protocol": "edgetds.v1" } });
   }
 
-  async scheduleAlarm(at) {
-    const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+  /** Drop replay records past their token's exp + leeway (done on connect: no timer needed). */
+  async forgetExpiredTokens() {
+    const now = Date.now();
+    const expired = [];
+    for (const [key, forgetAt] of await this.ctx.storage.list({ prefix: "jti:" })) if (forgetAt <= now) expired.push(key);
+    for (let i = 0; i < expired.length; i += 128) await this.ctx.storage.delete(expired.slice(i, i + 128));
   }
 
+  /** Close connectors that never answered HELLO with READY. */
   async alarm() {
     const now = Date.now();
     let next = Infinity;
-    const expired = [];
-    for (const [key, forgetAt] of await this.ctx.storage.list({ prefix: "jti:" })) {
-      if (forgetAt <= now) expired.push(key);
-      else next = Math.min(next, forgetAt);
-    }
-    for (let i = 0; i < expired.length; i += 128) await this.ctx.storage.delete(expired.slice(i, i + 128));
     for (const { ws, att } of this.connectors()) {
       if (att.state !== "hello") continue;
       const deadline = att.connectedAt + HANDSHAKE_TIMEOUT_MS;
@@ -197,6 +196,7 @@ export class Tunnel extends DurableObject {
       att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
       att.maxFrame = event.maxFrame;
       ws.serializeAttachment(att);
+      if (!this.connectors().some((c) => c.att.state === "hello")) this.ctx.storage.deleteAlarm();
       return undefined;
     }
     switch (event.type) {
@@ -470,8 +470,7 @@ export class Tunnel extends DurableObject {
     picked.ws.send(encodeFrame(FrameType.QUERY, streamId, payload));
     // A backstop deadline while a request is in flight (never while idle: it would keep the object
     // awake; alarms are used for everything that outlives a request).
-    stream.timer = setTimeout(() => this.deadline(stream), deadlineMs + DEADLINE_GRACE_MS);
-    request.signal?.addEventListener?.("abort", () => this.clientGone(stream));
+    stream.timer = setTimeout(() => this.deadline(stream), deadlineMs);
     return promise;
   }
 

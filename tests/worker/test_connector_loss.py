@@ -1,0 +1,130 @@
+"""In-flight outcomes when the connector goes away, and spreading over two connectors."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from edgetds.devidp import DevIdP
+from protocol import events
+from tests.support.protocol_peer import Peer
+from tests.support.worker_relay import WorkerRelay
+from tests.worker.helpers import bearer, ndjson, peer, post_and_hang_up, query_url
+
+
+async def test_drop_mid_stream_ends_with_transport_lost(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async def half_then_vanish(p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        await p.rows(q.stream_id, [[1], [2]])
+        await trio.sleep(0.2)
+        await p.drop()
+
+    with trio.fail_after(20):
+        async with peer(relay, handler=half_then_vanish):
+            response = await client.post(
+                query_url(relay), json={"sql": "select n"}, headers=bearer(idp.mint(sub="a"))
+            )
+    assert response.status_code == 200  # the status went out with the first bytes
+    lines = ndjson(response.text)
+    assert lines[1:3] == [[1], [2]]
+    assert lines[-1]["error"]["code"] == "transport.lost"
+    assert lines[-1]["error"]["query_id"]
+    assert len(lines) == 4  # exactly one terminal record
+
+
+async def test_drop_before_first_frame_is_502(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async def vanish(p: Peer, q: events.Query) -> None:
+        await p.drop()
+
+    with trio.fail_after(20):
+        async with peer(relay, handler=vanish):
+            response = await client.post(
+                query_url(relay), json={"sql": "select n"}, headers=bearer(idp.mint(sub="a"))
+            )
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "transport.lost"
+
+
+async def test_queries_spread_over_two_connectors(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    release = trio.Event()
+    all_placed = trio.Event()
+    placed: list[int] = []
+
+    async def slow(p: Peer, q: events.Query) -> None:
+        placed.append(q.stream_id)
+        if len(placed) == 6:
+            all_placed.set()
+        await release.wait()
+        await p.columns(q.stream_id)
+        await p.rows(q.stream_id, [[q.stream_id]])
+        await p.done(q.stream_id, rows=1, query_id=q.query_id)
+
+    results: list[int] = []
+
+    async def one() -> None:
+        response = await client.post(
+            query_url(relay), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="s"))
+        )
+        assert response.status_code == 200
+        results.append(len(ndjson(response.text)))
+
+    with trio.fail_after(20):
+        async with (
+            peer(relay, "conn-1", handler=slow) as p1,
+            peer(relay, "conn-2", handler=slow) as p2,
+        ):
+            async with trio.open_nursery() as nursery:
+                for _ in range(6):
+                    nursery.start_soon(one)
+                await all_placed.wait()
+                # Least-loaded placement: three concurrent queries on each connector.
+                assert (len(p1.queries), len(p2.queries)) == (3, 3)
+                release.set()
+    assert results == [3] * 6
+
+
+async def test_client_going_away_cancels_the_stream(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    stop = trio.Event()
+
+    async def endless(p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        while q.stream_id not in p.cancels:
+            await p.rows(q.stream_id, [["y" * 100] for _ in range(100)])
+            await trio.sleep(0.01)
+        await p.error(q.stream_id, "query.cancelled", "cancelled", q.query_id)
+        stop.set()
+
+    with trio.fail_after(20):
+        async with peer(relay, handler=endless) as p:
+            head = await post_and_hang_up(
+                relay, {"sql": "select *"}, bearer(idp.mint(sub="c")), read=2000
+            )
+            assert head.startswith(b"HTTP/1.1 200")
+            await stop.wait()
+            assert p.cancels == [1]  # exactly one CANCEL
+
+
+async def test_relay_deadline_cancels_a_silent_query(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async def silent(p: Peer, q: events.Query) -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with peer(relay, handler=silent) as p:
+            response = await client.post(
+                query_url(relay),
+                json={"sql": "waitfor delay '01:00'", "timeout_ms": 100},
+                headers=bearer(idp.mint(sub="t")),
+            )
+            assert response.status_code == 504
+            assert response.json()["error"]["code"] == "query.timeout"
+            await p.wait_cancel(1)
