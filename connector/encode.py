@@ -285,13 +285,22 @@ class BoundParam:
     value: Any
 
     def to_pytds(self) -> tds_base.Param:
-        typ = tds_types.sql_type_by_declaration(self.sql_type)
-        return tds_base.Param(name=self.name, type=typ, value=self.value)
+        """The python-tds parameter (its TDS type; the DECLARED type is `sql_type`)."""
+        declaration = "nvarchar(64)" if isinstance(self.value, PreciseText) else self.sql_type
+        typ = tds_types.sql_type_by_declaration(declaration)
+        value = str(self.value) if isinstance(self.value, PreciseText) else self.value
+        return tds_base.Param(name=self.name, type=typ, value=value)
 
 
 _NAME = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]{0,127}")
 _TYPE = re.compile(r"\s*([A-Za-z0-9]+)\s*(?:\(\s*(max|\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*", re.I)
 _ISO_FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})(?:\.(\d{1,7}))?")
+_OFFSET = re.compile(r"(Z|[+-]\d{2}:\d{2})$")
+
+
+def _has_offset(text: str) -> bool:
+    return bool(_OFFSET.search(text.strip()))
+
 
 _INTEGER_RANGES = {
     "tinyint": (0, 255),
@@ -322,20 +331,21 @@ _NO_ARGS = {
 }
 
 
-def _fixed_fraction(name: str, text: str) -> str:
-    """Drop a 7th fractional digit if it is 0 (python-tds carries microseconds), else refuse."""
+class PreciseText(str):
+    """A time value with 100-nanosecond digits, sent as text: python-tds carries microseconds,
+    so it travels as NVARCHAR and SQL Server converts it to the DECLARED type (sp_executesql
+    converts each value to its declared type), keeping all 7 digits."""
 
-    def repl(m: re.Match[str]) -> str:
-        frac = m.group(2)
-        if frac is None:
-            return m.group(1)
-        if len(frac) == 7:
-            if frac[6] != "0":
-                raise ParamError(name, "100-nanosecond digits cannot be carried (microseconds max)")
-            frac = frac[:6]
-        return f"{m.group(1)}.{frac}"
 
-    return _ISO_FRACTION.sub(repl, text, count=1)
+def _time_value(name: str, text: str, parse: Any) -> Any:
+    """Parse an ISO 8601 time/datetime; 7 fractional digits with a non-zero last one stay text."""
+    m = _ISO_FRACTION.search(text)
+    frac = m.group(2) if m else None
+    if m is None or frac is None or len(frac) < 7:
+        return parse(text)
+    short = text[: m.start(2)] + frac[:6] + text[m.end(2) :]
+    value = parse(short)  # validates everything but the last digit
+    return value if frac[6] == "0" else PreciseText(text)
 
 
 def _typed_value(name: str, base: str, value: Any) -> Any:
@@ -383,15 +393,15 @@ def _typed_value(name: str, base: str, value: Any) -> Any:
         if base == "date":
             return dt.date.fromisoformat(value)
         if base == "time":
-            return dt.time.fromisoformat(_fixed_fraction(name, value))
+            return _time_value(name, value, dt.time.fromisoformat)
+        v = _time_value(name, value, dt.datetime.fromisoformat)
+        aware_ok = _has_offset(value) if isinstance(v, PreciseText) else v.tzinfo is not None
         if base in ("datetime", "smalldatetime", "datetime2"):
-            v = dt.datetime.fromisoformat(_fixed_fraction(name, value))
-            if v.tzinfo is not None:
+            if aware_ok:
                 raise ParamError(name, f"{base} takes a time without offset (use datetimeoffset)")
             return v
         if base == "datetimeoffset":
-            v = dt.datetime.fromisoformat(_fixed_fraction(name, value))
-            if v.tzinfo is None:
+            if not aware_ok:
                 raise ParamError(name, "datetimeoffset needs an offset such as +02:00 or Z")
             return v
     except ParamError:

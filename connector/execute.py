@@ -151,7 +151,7 @@ def sql_error(exc: tds_base.Error, outcome: Outcome | None = None) -> QueryFaile
 # ------------------------------------------------------------------------------ worker side
 
 
-def _run_statement(cursor: Any, sql: str, params: Sequence[tds_base.Param]) -> None:
+def _run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
     """Execute ``sql`` with bound parameters via sp_executesql.
 
     python-tds's own execute() only knows %s / %(name)s placeholders and renames parameters to
@@ -162,10 +162,12 @@ def _run_statement(cursor: Any, sql: str, params: Sequence[tds_base.Param]) -> N
         cursor.execute(sql)
         return
     sess = cursor._session
-    declaration = ",".join(f"{p.name} {p.type.get_declaration()}" for p in params)
+    # declared types come from our validated BoundParam.sql_type (see encode.PreciseText)
+    declaration = ",".join(f"{p.name} {p.sql_type}" for p in params)
     sess.submit_rpc(
         tds_base.SP_EXECUTESQL,
-        [sess.make_param("", sql), sess.make_param("", declaration), *params],
+        [sess.make_param("", sql), sess.make_param("", declaration)]
+        + [p.to_pytds() for p in params],
         0,
     )
     sess.begin_response()
@@ -195,7 +197,7 @@ class _Reader:
             cursor.callproc("sp_reset_connection", [])
             _drain(cursor)
         ctx = [
-            BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, "")).to_pytds()
+            BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, ""))
             for i, key in enumerate(CONTEXT_KEYS)
         ]
         batch = ";".join(
@@ -204,7 +206,7 @@ class _Reader:
         )
         _run_statement(cursor, batch, ctx)
         _drain(cursor)
-        _run_statement(cursor, self.req.sql, [p.to_pytds() for p in self.req.params])
+        _run_statement(cursor, self.req.sql, self.req.params)
         self._enter_result_set()
 
     def _enter_result_set(self) -> None:
