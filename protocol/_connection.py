@@ -218,8 +218,11 @@ class Connection:
         """Queue ``event`` as a frame (collect it with :meth:`data_to_send`).
 
         Raises:
-            LocalProtocolError: the event is invalid, not allowed for this role or in this state, or
-                exceeds the send window / max frame. The connection is then in ERROR.
+            LocalProtocolError: the event is invalid, not allowed for this role or in this state,
+                or exceeds the send window: the connection is then in ERROR. One exception: a
+                payload larger than :attr:`max_frame` is refused with ``error_code``
+                ``request.too_large`` (QUERY) or ``limits.result_too_large`` and the connection
+                stays usable (nothing was queued).
         """
         self._check_usable("send")
         if self._goaway_sent:
@@ -231,12 +234,17 @@ class Connection:
         except (ValueError, TypeError) as exc:
             self._fail(LocalProtocolError(f"invalid {type(event).__name__} event: {exc}"))
         if len(frame.payload) > self._send_max_frame:
-            self._fail(
-                LocalProtocolError(
-                    f"{frame.type.name} payload of {len(frame.payload)} bytes exceeds the peer's "
-                    f"max frame payload {self._send_max_frame}: send smaller chunks",
-                    error_code=ErrorCode.LIMITS_RESULT_TOO_LARGE,
-                )
+            # Not a protocol violation yet: nothing was queued and the connection stays usable,
+            # so a relay can answer 413 for one oversized request without losing the others.
+            too_large = (
+                ErrorCode.REQUEST_TOO_LARGE
+                if frame.type is FrameType.QUERY
+                else ErrorCode.LIMITS_RESULT_TOO_LARGE
+            )
+            raise LocalProtocolError(
+                f"{frame.type.name} payload of {len(frame.payload)} bytes exceeds the peer's "
+                f"max frame payload {self._send_max_frame}",
+                error_code=too_large,
             )
         self._route(frame, local=True)
         self._apply(frame, event, local=True)

@@ -259,6 +259,18 @@ def test_max_frame_on_send() -> None:
     with pytest.raises(LocalProtocolError, match="max frame payload 16384") as info:
         p.connector.send(events.Rows(1, rows(16385)))
     assert info.value.error_code is ErrorCode.LIMITS_RESULT_TOO_LARGE
+    assert p.connector.state is ConnectionState.OPEN  # still usable: nothing was queued
+    assert p.send(p.connector, events.Rows(1, rows(16384))) == [events.Rows(1, rows(16384))]
+
+
+def test_oversized_query_is_refused_without_breaking_the_connection() -> None:
+    p = ProtocolPair(connector_limits=SMALL)
+    p.handshake()
+    with pytest.raises(LocalProtocolError) as info:
+        p.relay.send(make_query(1, params={"blob": "x" * 20000}))
+    assert info.value.error_code is ErrorCode.REQUEST_TOO_LARGE
+    assert p.relay.can_open_stream()
+    p.query(1)
 
 
 def test_max_frame_on_receive() -> None:
