@@ -275,3 +275,45 @@ def test_fuzz_connection(role: Role, fresh: bool, data: bytes, byte_by_byte: boo
     conn.events()
     conn.receive_eof()
     assert isinstance(conn.events()[-1], events.ConnectionLost)
+
+
+# -- event round trips ---------------------------------------------------------------------------
+
+sid = st.integers(1, 2**32 - 1)
+text = st.text(max_size=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+lines = st.lists(
+    st.lists(st.integers(-9, 9), max_size=3).map(lambda r: json.dumps(r).encode() + b"\n"),
+    min_size=1,
+    max_size=4,
+).map(b"".join)
+any_event = st.one_of(
+    st.builds(events.Ready, text, st.integers(1, 65535), st.lists(text, max_size=3).map(tuple)),
+    st.builds(
+        events.Query,
+        sid,
+        text.filter(bool),
+        text,
+        text,
+        st.none(),
+        st.dictionaries(text, json_values, max_size=3),
+        st.fixed_dictionaries({"max_rows": st.none() | st.integers(0, 10**6)}),
+        st.dictionaries(text, json_values, max_size=3),
+    ),
+    st.builds(events.Cancel, sid, text),
+    st.builds(events.Rows, sid, lines),
+    st.builds(events.Credit, st.integers(0, 2**32 - 1), st.integers(1, 2**32 - 1)),
+    st.builds(events.Ping, st.binary(min_size=8, max_size=8)),
+    st.builds(events.Pong, st.binary(min_size=8, max_size=8)),
+    st.builds(events.Drain, text),
+    st.builds(events.GoAway, text, text, st.integers(0, 2**32 - 1)),
+)
+
+
+@given(any_event)
+def test_event_round_trip(event: events.Event) -> None:
+    assert decode(encode(event)) == event
