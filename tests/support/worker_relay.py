@@ -30,19 +30,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-try:
-    from tests.support.relays import RelayHandle
-except ImportError:  # pragma: no cover - until the Python relay's fixture module lands
-
-    @dataclass(frozen=True)
-    class RelayHandle:  # type: ignore[no-redef]
-        kind: str
-        http_url: str
-        ws_url: str
-        tunnel: str
-        relay_public_key: str
-        connector_keys: dict[str, Ed25519PrivateKey]
-
+from tests.support.relays import RelayHandle
 
 __all__ = ["ROOT", "RelayHandle", "WorkerRelay", "open_worker_relay", "start_worker_relay"]
 
