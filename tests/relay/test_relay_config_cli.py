@@ -1,0 +1,143 @@
+"""Relay configuration (TOML -> RelayConfig, errors that say how to fix them) and the CLI."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from connector.keys import encode_public_key, generate_key_files
+from relay.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "relay.toml"
+
+
+def write_config(tmp_path: Path, *, listen: str = "127.0.0.1:0", extra: str = "") -> Path:
+    """The example config with real keys, listening on `listen`."""
+    generate_key_files(tmp_path / "keys", "relay")
+    conn = generate_key_files(tmp_path / "keys", "conn-1")
+    text = EXAMPLE.read_text()
+    text = text.replace("ed25519:REPLACE_WITH_THE_LINE_FROM_conn-1.pub", conn.public_key)
+    text = text.replace('listen = "127.0.0.1:8787"', f'listen = "{listen}"')
+    path = tmp_path / "relay.toml"
+    path.write_text(text + extra)
+    return path
+
+
+def test_the_example_config_loads(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert config.listen == "127.0.0.1:0"
+    assert list(config.tunnels) == ["demo"]
+    key = (tmp_path / "keys" / "conn-1.pub").read_text().strip()
+    assert encode_public_key(config.tunnels["demo"].connectors["conn-1"]) == key
+    assert config.identity["issuers"][0]["issuer"] == "http://127.0.0.1:8080"
+    assert config.limits.max_body_bytes == 1048576
+    assert config.limits.query_burst == 200
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (("[relay]", "[relay]\nlisten_port = 1"), "unknown key(s) listen_port"),
+        (('listen = "127.0.0.1:0"', 'listen = "localhost"'), "is not HOST:PORT"),
+        (('"keys/relay.key"', '"keys/missing.key"'), "private_key_file"),
+        (('tls_cert_file = ""', 'tls_cert_file = "cert.pem"'), "set both tls_cert_file"),
+        (("query_burst = 200", 'query_burst = "lots"'), "query_burst must be a number"),
+        (("query_burst = 200", "query_burst = 2.5"), "query_burst must be a whole number"),
+        (("max_body_bytes = 1048576", "max_body_bytes = -1"), "max_body_bytes must be >= 0"),
+        (("dead_after_s = 45.0", "dead_after_s = 1.0"), "ping_interval_s < dead_after_s"),
+        (('stats_token_sha256 = ""', 'stats_token_sha256 = "abc"'), "64 hex digits"),
+        (("[[issuers]]", "[[not_issuers]]"), "unknown key(s) not_issuers"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert needle in str(info.value)
+
+
+def test_bad_public_key_and_missing_parts(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace('"ed25519:', '"ed25519:!!', 1))
+    with pytest.raises(ConfigError, match=r"tunnels\.demo\] connectors\.conn-1"):
+        load_config(path)
+    path.write_text('[relay]\nprivate_key_file = "keys/relay.key"\n')
+    with pytest.raises(ConfigError, match=r"no \[tunnels\.NAME\] table"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read relay config"):
+        load_config(tmp_path / "nope.toml")
+    path.write_text("[relay\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_bad_issuer_is_reported_when_the_verifier_is_built(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("http://127.0.0.1:8080", "http://idp.example.com"))
+    config = load_config(path)
+    with pytest.raises(ConfigError, match="must be an https URL"):
+        config.make_verifier()
+
+
+async def test_cli_serve_prints_the_url_first_and_drains_on_sigterm(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "edgetds", "relay", "serve", "--config", str(path), "--grace", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        with trio.fail_after(20):
+            assert process.stdout is not None
+            first = b""
+            while not first.endswith(b"\n"):
+                first += await process.stdout.receive_some(1)
+            text = first.decode()
+            assert text.startswith("relay listening on http://127.0.0.1:")
+            url = text.split()[-1]
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"{url}/healthz")).status_code == 200
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_cli_bad_config_exits_2_with_the_reason(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "edgetds", "relay", "serve", "--config", str(tmp_path / "x.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "cannot read relay config" in out.stderr
+    assert out.stdout == ""
+
+
+def test_cli_help_teaches() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "edgetds", "relay", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0
+    assert "examples:" in out.stdout
+    assert "edgetds relay serve --config" in out.stdout
