@@ -52,10 +52,8 @@ def tds_users_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def tds_server(tmp_path: Path, tds_users_file: Path) -> AsyncIterator[TdsServer]:
-    """tdslite on 127.0.0.1:<free port>, real engine, a fresh SQLite file with the sample seed."""
-    async with open_server(
-        db=tmp_path / "tdslite.sqlite", users=tds_users_file, seed="sample"
-    ) as server:
+    """tdslite on 127.0.0.1:<free port>, real engine, a fresh empty SQLite file."""
+    async with open_server(db=tmp_path / "tdslite.sqlite", users=tds_users_file) as server:
         yield server
 
 
