@@ -114,6 +114,11 @@ class Connector:
         while self.ready_links < count:
             await self._ready_changed.wait()
 
+    def _link_ready(self, first_slot: bool) -> None:
+        if first_slot:
+            self._first_attempt.set()  # the other slots may start now
+        self._notify()
+
     def _notify(self) -> None:
         self._ready_changed.set()
         self._ready_changed = trio.Event()
@@ -170,7 +175,7 @@ class Connector:
                 private_key=self._key,
                 relay_keys=self._relay_keys,
                 handler=self.service,
-                on_ready=lambda _link: self._notify(),
+                on_ready=lambda _link, first=(index == 0): self._link_ready(first),
                 on_relay_drain=lambda _link, ev=replace: ev.set(),  # type: ignore[misc]
             )
             nursery.start_soon(self._run_link, link, result, ended)
@@ -200,7 +205,16 @@ class Connector:
     async def _run_link(self, link: TunnelLink, result: dict[str, Any], ended: trio.Event) -> None:
         self._links.add(link)
         try:
-            result["end"] = await link.run()
+            end = result["end"] = await link.run()
+            log.info(
+                "connection ended",
+                extra={
+                    "relay": link.base_url,
+                    "reason": end.reason,
+                    "uptime_s": round(end.uptime_s, 3),
+                    "served": end.served,
+                },
+            )
         except DialFailed as exc:
             level = logging.ERROR if exc.auth else logging.WARNING
             log.log(level, "%s", exc)
