@@ -301,7 +301,7 @@ class RelayApp:
             peer=self.client_host(scope),
             protocol_limits=self.protocol_limits,
         )
-        fields = {
+        fields: dict[str, Any] = {
             "tunnel": tunnel.name,
             "connector": claims.connector_id,
             "session": session.session_id,

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -87,10 +88,11 @@ async def serve_relay(
         app = RelayApp(config, verifier, protocol_limits=limits)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
+            asgi: Any = app  # hypercorn's ASGIFramework type is stricter than plain dicts
             binds = await nursery.start(
                 functools.partial(
-                    serve, app, hypercorn_config(config, limits), shutdown_trigger=stop.wait
-                )  # type: ignore[arg-type]
+                    serve, asgi, hypercorn_config(config, limits), shutdown_trigger=stop.wait
+                )
             )
             http_url = str(binds[0])
             ws_url = "ws" + http_url.removeprefix("http")

@@ -234,7 +234,7 @@ class ConnectorSession:
 
     async def run(self, *, on_ready: Callable[[], None]) -> None:
         """Serve the connection until it ends; every open stream then gets its terminal event."""
-        close_code = CloseCode.GOING_AWAY
+        close_code: int = CloseCode.GOING_AWAY
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
