@@ -27,7 +27,13 @@ export const DEFAULT_LIMITS = Object.freeze({
   auth_failure_burst: 20,
   queries_per_second: 100.0,
   query_burst: 200,
+  /** Accepted for parity with the Python relay; the Worker sends no keepalive PINGs (see README). */
+  ping_interval_s: 15,
+  dead_after_s: 45,
+  handshake_timeout_s: 10,
+  query_id_ttl_s: 600,
   max_tracked_keys: 100_000,
+  /** Worker only (the Python relay has them in [identity]): client-token size and clock leeway. */
   max_token_bytes: 16_384,
   leeway_s: 30,
   /** Worker only: how long past timeout_ms the relay waits before it cancels the stream itself. */

@@ -170,6 +170,15 @@ async function query(request, env, ctx, config, tunnel, address) {
     request: req,
     deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
   });
+  // A client-supplied query_id is remembered for 10 minutes by its home shard (SPEC 7.3).
+  const home = shardOf(req.query_id, config.shards);
+  if (req.client_query_id) {
+    const remembered = await stub(env, config, tunnel, home).fetch("https://tunnel.internal/remember", {
+      method: "POST",
+      body: JSON.stringify({ queryId: req.query_id, ttlMs: config.limits.query_id_ttl_s * 1000 }),
+    });
+    if (remembered.status !== 200) return remembered;
+  }
   // Try a random shard first, then the others: a shard may have no connector yet.
   const first = Math.floor(Math.random() * config.shards);
   let response;
@@ -184,6 +193,10 @@ async function query(request, env, ctx, config, tunnel, address) {
     }
     if (response.status !== 503 || i === config.shards - 1) break;
     await response.body?.cancel();
+  }
+  if (req.client_query_id && (response.status === 503 || response.status === 429 || response.status === 413)) {
+    // Never sent to a connector: the client may retry with the same query_id.
+    await stub(env, config, tunnel, home).fetch("https://tunnel.internal/forget", { method: "POST", body: JSON.stringify({ queryId: req.query_id }) });
   }
   return guardStream(response, req.query_id, ctx);
 }
@@ -232,8 +245,9 @@ async function status(request, env, config, tunnel, address) {
   const shards = await Promise.all(
     Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).fetch("https://tunnel.internal/status").then((r) => r.json())),
   );
-  const sum = (key) => shards.reduce((n, s) => n + s[key], 0);
-  return jsonResponse(200, { tunnel, connectors: sum("connectors"), connections: sum("connections"), shards: config.shards, edge: counters.snapshot() });
+  const connectors = new Set(shards.flatMap((s) => s.connector_ids));
+  const connections = shards.reduce((n, s) => n + s.connections, 0);
+  return jsonResponse(200, { tunnel, connectors: connectors.size, connections, shards: config.shards, edge: counters.snapshot() });
 }
 
 async function testHook(request, env, config, tunnel, action) {

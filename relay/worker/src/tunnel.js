@@ -40,7 +40,6 @@ import {
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 
 const CONNECTOR_TAG = "conn";
-const HANDSHAKE_TIMEOUT_MS = 10_000;
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
 
 /** Relay-side limits announced in HELLO (SPEC defaults). */
@@ -75,6 +74,10 @@ export class Tunnel extends DurableObject {
           return await this.query(request);
         case "/status":
           return jsonResponse(200, this.status());
+        case "/remember":
+          return await this.remember(request);
+        case "/forget":
+          return await this.forget(request);
         case "/_test/state":
           return jsonResponse(200, { ...this.status(), instance: this.instance, constructed_at: this.constructedAt });
         case "/_test/abort":
@@ -93,8 +96,10 @@ export class Tunnel extends DurableObject {
 
   status() {
     const open = this.connectors().filter(({ att }) => att.state === "open");
+    const ids = [...new Set(open.map(({ att }) => att.connectorId))].sort();
     return {
-      connectors: new Set(open.map(({ att }) => att.connectorId)).size,
+      connector_ids: ids,
+      connectors: ids.length,
       connections: open.length,
       draining: open.filter(({ att }) => att.draining).length,
       streams: this.streams.size,
@@ -119,7 +124,7 @@ export class Tunnel extends DurableObject {
     await this.forgetExpiredTokens();
     await this.ctx.storage.put(key, (claims.exp + TOKEN_LEEWAY) * 1000);
     // The only alarm: the handshake deadline (deleted on READY, so an idle object can hibernate).
-    await this.ctx.storage.setAlarm(Date.now() + HANDSHAKE_TIMEOUT_MS);
+    await this.ctx.storage.setAlarm(Date.now() + config.limits.handshake_timeout_s * 1000);
 
     const [client, server] = Object.values(new WebSocketPair());
     const sessionId = crypto.randomUUID();
@@ -157,12 +162,13 @@ export class Tunnel extends DurableObject {
 
   /** Close connectors that never answered HELLO with READY. */
   async alarm() {
+    const config = await loadConfig(this.env);
     const now = Date.now();
     let next = Infinity;
     for (const { ws, att } of this.connectors()) {
       if (att.state !== "hello") continue;
-      const deadline = att.connectedAt + HANDSHAKE_TIMEOUT_MS;
-      if (deadline <= now) this.fail(ws, att, new ProtocolError("no READY within 10 s of HELLO"));
+      const deadline = att.connectedAt + config.limits.handshake_timeout_s * 1000;
+      if (deadline <= now) this.fail(ws, att, new ProtocolError(`no READY within ${config.limits.handshake_timeout_s} s of HELLO`));
       else next = Math.min(next, deadline);
     }
     if (next !== Infinity) await this.ctx.storage.setAlarm(next);
@@ -268,6 +274,10 @@ export class Tunnel extends DurableObject {
       if (event.type === FrameType.ERROR) {
         // Nothing was streamed yet: the status can still say what happened.
         this.settle(stream);
+        if (event.code === ErrorCode.CONNECTOR_DRAINING) {
+          this.redispatch(ws, att, stream, event.data);
+          return;
+        }
         stream.respond(new Response(event.data, { status: httpStatus(event.code), headers: { "content-type": "application/json", "cache-control": "no-store" } }));
         return;
       }
@@ -419,28 +429,39 @@ export class Tunnel extends DurableObject {
 
   async query(request) {
     const { token, request: req, deadlineMs } = await request.json();
-    const config = await loadConfig(this.env);
+    const { promise, resolve } = Promise.withResolvers();
     const options = { max_rows: req.max_rows ?? null, timeout_ms: req.timeout_ms ?? null };
-    let picked = this.pickConnector();
-    let attestation = await makeAttestation(config.relayKey, {
-      sessionId: picked.att.sessionId,
-      queryId: req.query_id,
-      token,
-      sql: req.sql,
-      query: req.query,
-      params: req.params,
-      options,
-      now: Date.now() / 1000,
-    });
-    // Stream ids must increase in the order QUERY frames are sent: re-read the attachment and
-    // allocate the id synchronously right before sending (no await in between).
-    let att = picked.ws.deserializeAttachment();
-    if (picked.ws.readyState !== WebSocket.OPEN || att.state !== "open" || att.draining) {
+    await this.dispatch({ token, req, options, deadlineMs, respond: resolve });
+    return promise;
+  }
+
+  /**
+   * Send a query to a connector: pick, attest, allocate the stream id, send. Throws HttpError when
+   * no connector can take it (nothing was sent).
+   */
+  async dispatch(job) {
+    const { token, req, options } = job;
+    const config = await loadConfig(this.env);
+    let picked;
+    let attestation;
+    let att;
+    // Stream ids must increase in the order QUERY frames are sent: the attestation is awaited
+    // first, then the attachment is re-read and the id allocated and sent with no await between.
+    for (let attempt = 0; ; attempt++) {
       picked = this.pickConnector();
       attestation = await makeAttestation(config.relayKey, {
-        sessionId: picked.att.sessionId, queryId: req.query_id, token, sql: req.sql, query: req.query, params: req.params, options, now: Date.now() / 1000,
+        sessionId: picked.att.sessionId,
+        queryId: req.query_id,
+        token,
+        sql: req.sql,
+        query: req.query,
+        params: req.params,
+        options,
+        now: Date.now() / 1000,
       });
       att = picked.ws.deserializeAttachment();
+      if (picked.ws.readyState === WebSocket.OPEN && att.state === "open" && !att.draining) break;
+      if (attempt === 2) throw new HttpError(ErrorCode.RELAY_OVERLOADED, "connectors kept changing while placing the query; retry");
     }
     const payload = canonicalJson({ query_id: req.query_id, token, sql: req.sql, query: req.query, params: req.params, options, attestation });
     if (payload.byteLength > att.maxFrame) {
@@ -449,7 +470,6 @@ export class Tunnel extends DurableObject {
     const streamId = att.nextStream;
     att.nextStream += 1;
     picked.ws.serializeAttachment(att);
-    const { promise, resolve } = Promise.withResolvers();
     const stream = {
       key: `${att.sessionId}:${streamId}`,
       ws: picked.ws,
@@ -463,15 +483,53 @@ export class Tunnel extends DurableObject {
       finished: false,
       cancelled: false,
       writer: null,
-      respond: resolve,
+      respond: job.respond,
+      job,
       timer: null,
     };
     this.streams.set(stream.key, stream);
     picked.ws.send(encodeFrame(FrameType.QUERY, streamId, payload));
     // A backstop deadline while a request is in flight (never while idle: it would keep the object
     // awake; alarms are used for everything that outlives a request).
-    stream.timer = setTimeout(() => this.deadline(stream), deadlineMs);
-    return promise;
+    stream.timer = setTimeout(() => this.deadline(stream), job.deadlineMs);
+  }
+
+  /** A connector refused the query unexecuted (connector.draining): place it on another one. */
+  redispatch(ws, att, stream, errorBody) {
+    att.draining = true;
+    ws.serializeAttachment(att);
+    this.dispatch(stream.job).catch((err) => {
+      const fallback = new Response(errorBody, { status: httpStatus(ErrorCode.CONNECTOR_DRAINING), headers: { "content-type": "application/json", "cache-control": "no-store" } });
+      stream.respond(err instanceof HttpError && err.code !== ErrorCode.CONNECTOR_DRAINING ? errorResponse(err) : fallback);
+    });
+  }
+
+  // ------------------------------------------------------------------ client query id replay
+
+  /** Remember a client-supplied query_id for 10 minutes; 409 query.duplicate if seen. */
+  async remember(request) {
+    const { queryId, ttlMs } = await request.json();
+    const key = `qid:${queryId}`;
+    const now = Date.now();
+    const seen = await this.ctx.storage.get(key);
+    if (seen !== undefined && seen > now) {
+      return errorResponse(new HttpError(ErrorCode.QUERY_DUPLICATE, "a query with this query_id was already sent; use a new query_id for a new query", { queryId }));
+    }
+    // Lazy purge, no alarm: each new id drops up to 256 expired ones (an index ordered by expiry).
+    const expired = await this.ctx.storage.list({ prefix: "qexp:", end: `qexp:${String(now).padStart(15, "0")}`, limit: 256 });
+    const stale = [...expired.keys()];
+    stale.push(...[...expired.values()].map((id) => `qid:${id}`));
+    for (let i = 0; i < stale.length; i += 128) await this.ctx.storage.delete(stale.slice(i, i + 128));
+    const until = now + ttlMs;
+    await this.ctx.storage.put({ [key]: until, [`qexp:${String(until).padStart(15, "0")}:${queryId}`]: queryId });
+    return jsonResponse(200, {});
+  }
+
+  /** Forget a query_id that was never sent to a connector (the client may retry with it). */
+  async forget(request) {
+    const { queryId } = await request.json();
+    await this.ctx.storage.delete(`qid:${queryId}`);
+    return jsonResponse(200, {});
   }
 
   deadline(stream) {
