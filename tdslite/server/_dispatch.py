@@ -144,7 +144,7 @@ class Dispatcher:
                 self.prepared.pop(_int_param(p, 0, "@handle"), None)
                 return True, []
             if call.name == "sp_reset_connection":
-                self.reset()
+                self.reset(how="sp_reset_connection")
                 return True, []
             if call.name in _rpc.PROC_IDS.values():
                 raise SqlError(
@@ -165,10 +165,21 @@ class Dispatcher:
         self.prepared[handle] = Prepared(stmt, _rpc.declared_names(decl))
         return handle
 
-    def reset(self) -> None:
+    def reset(self, *, how: str = "RESETCONNECTION") -> None:
         """RESETCONNECTION / sp_reset_connection: engine state back to a fresh login."""
         self.state.session.reset()
         self.prepared.clear()
+        self.state.descriptor = 0
+        log = self.state.statement_log
+        if log is not None:
+            log.record(
+                connection=self.state.connection_id,
+                login=self.state.login,
+                user=self.state.session.effective_user,
+                statement=how,
+                outcome={"reset": True},
+                kind="reset",
+            )
 
 
 def _exec_text(call: _rpc.RpcCall) -> str:

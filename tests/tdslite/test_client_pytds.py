@@ -11,6 +11,7 @@ import datetime
 import decimal
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytds
@@ -18,7 +19,7 @@ import pytest
 from _tds_helpers import in_thread
 from conftest import PASSWORDS
 
-from tdslite import TdsServer
+from tdslite import TdsServer, open_server
 
 D = decimal.Decimal
 TZ = datetime.timezone(datetime.timedelta(hours=-3, minutes=-30))
@@ -327,3 +328,35 @@ async def test_wrong_password(tds_server: TdsServer) -> None:
     with pytest.raises(pytds.OperationalError) as err:
         await in_thread(run)
     assert (err.value.msg_no, err.value.severity) == (18456, 14)
+
+
+async def test_tls_verified_and_wrong_ca_refused(
+    tmp_path: Path, tds_users_file: Path, tls_files: dict[str, str]
+) -> None:
+    async with open_server(
+        db=tmp_path / "tls.sqlite",
+        users=tds_users_file,
+        tls_cert=tls_files["cert"],
+        tls_key=tls_files["key"],
+    ) as server:
+
+        def run(cafile: str) -> Any:
+            with (
+                pytds.connect(
+                    "localhost",
+                    port=server.port,
+                    user="reader",
+                    password=PASSWORDS["reader"],
+                    cafile=cafile,
+                    validate_host=True,
+                    login_timeout=5,
+                    timeout=5,
+                ) as conn,
+                conn.cursor() as cur,
+            ):
+                cur.execute("SELECT N'over TLS' AS s")
+                return cur.fetchone()[0]
+
+        assert await in_thread(run, tls_files["ca"]) == "over TLS"
+        with pytest.raises(Exception, match="certificate verify failed"):
+            await in_thread(run, tls_files["other_ca"])
