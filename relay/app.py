@@ -141,6 +141,18 @@ class RelayApp:
         client = scope.get("client")
         return str(client[0]) if client else "unknown"
 
+    def limit_key(self, scope: Scope) -> str:
+        """The failed-auth rate-limit key: the client address, or its /64 for IPv6 (one host
+        usually owns a whole /64, so rotating addresses inside it must not reset the limit)."""
+        host = self.client_host(scope)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        if address.version == 6 and not address.is_loopback:
+            return str(ipaddress.ip_network(f"{host}/64", strict=False))
+        return host
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, tunnel = self._route(scope["path"])
         method = scope["method"]
@@ -177,8 +189,7 @@ class RelayApp:
 
     def check_auth_rate(self, scope: Scope) -> None:
         """Refuse (429, no work done) an address that failed authentication too often."""
-        host = self.client_host(scope)
-        wait = self.auth_failures.retry_after(host, trio.current_time())
+        wait = self.auth_failures.retry_after(self.limit_key(scope), trio.current_time())
         if wait > 0:
             raise HttpError(
                 "limits.rate_limited",
@@ -188,7 +199,7 @@ class RelayApp:
 
     def auth_failed(self, scope: Scope, code: str, message: str) -> HttpError:
         """Count a failed authentication against the client address; the error to answer."""
-        self.auth_failures.spend(self.client_host(scope), trio.current_time())
+        self.auth_failures.spend(self.limit_key(scope), trio.current_time())
         log_event("auth.refused", level=logging.WARNING, peer=self.client_host(scope), code=code)
         return HttpError(code, message)
 

@@ -75,8 +75,9 @@ class Tunnel:
         return tied[self._turn % len(tied)]
 
     def status(self) -> dict[str, Any]:
-        """`{"tunnel", "connectors", "connections"}`: serving (accepting) connections only."""
-        serving = [s for s in self.sessions if s.accepting]
+        """`{"tunnel", "connectors", "connections"}`: connections that take queries (READY crossed,
+        not closed, not draining; one at its concurrent-query limit still counts)."""
+        serving = [s for s in self.sessions if not s.closed and not s.draining]
         return {
             "tunnel": self.name,
             "connectors": len({s.connector_id for s in serving}),

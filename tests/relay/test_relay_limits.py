@@ -162,6 +162,11 @@ async def test_stats_need_the_stats_token_off_loopback() -> None:
         assert b'"refused"' in body
         assert (await _call(app, scope("::1", None)))[0] == 200
         assert app.counters.refused["auth.invalid_token"] == 2
+        # Failed-auth limits key IPv6 clients by /64 (one host owns the whole /64).
+        key = app.limit_key
+        assert key(scope("2001:db8:1:2::1", None)) == key(scope("2001:db8:1:2:ffff::9", None))
+        assert key(scope("2001:db8:1:3::1", None)) != key(scope("2001:db8:1:2::1", None))
+        assert key(scope("203.0.113.7", None)) == "203.0.113.7"
 
 
 def test_rate_limiter_burst_refill_and_bound() -> None:
