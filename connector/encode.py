@@ -287,6 +287,10 @@ class BoundParam:
     def to_pytds(self) -> tds_base.Param:
         """The python-tds parameter (its TDS type; the DECLARED type is `sql_type`)."""
         declaration = "nvarchar(64)" if isinstance(self.value, PreciseText) else self.sql_type
+        if declaration.startswith("binary("):
+            # python-tds 1.17.1 cannot build a BINARY(n) parameter (its serializer lacks the
+            # size): send VARBINARY(n); the declared binary(n) converts (and pads) server-side
+            declaration = "var" + declaration
         typ = tds_types.sql_type_by_declaration(declaration)
         value = str(self.value) if isinstance(self.value, PreciseText) else self.value
         return tds_base.Param(name=self.name, type=typ, value=value)

@@ -362,6 +362,12 @@ async def _execute_on(
                     )
             except QueryFailed as exc:
                 failure.append(exc)
+            except Exception:  # a bug (ours or python-tds's): fail this query, keep serving
+                log.exception("query failed unexpectedly", extra={"query_id": req.query_id})
+                pc.broken = True
+                failure.append(
+                    QueryFailed("internal", "the connector failed to run the query (see its log)")
+                )
             finally:
                 done.set()
 

@@ -474,6 +474,8 @@ class TunnelLink:
                 )
                 return
             await self._handler(self, query, sink, token)
+        except Exception:  # never let one query take the connection down
+            log.exception("query handler failed", extra={"query_id": query.query_id})
         finally:
             if not sink.finished:
                 with trio.CancelScope(shield=True):
