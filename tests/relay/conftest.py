@@ -17,8 +17,6 @@ from tests.support.relays import RelayHandle, open_python_relay
 
 TUNNEL = "demo"
 CONNECTORS = ("conn-1", "conn-2")
-#: Many refusal tests share one client address: keep the edge limits out of their way.
-TEST_LIMITS = {"auth_failure_burst": 10_000, "query_burst": 10_000}
 
 
 @pytest.fixture
@@ -29,8 +27,9 @@ async def idp() -> AsyncIterator[DevIdP]:
 
 @pytest.fixture
 async def relay_pair(idp: DevIdP) -> AsyncIterator[tuple[RelayHandle, RunningRelay]]:
+    # Default test limits (tests.support.relays.TEST_LIMITS): refusal tests share one address.
     async with open_python_relay(
-        tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, limits=TEST_LIMITS
+        tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer
     ) as pair:
         yield pair
 

@@ -27,7 +27,13 @@ from protocol import Limits as ProtocolLimits
 from relay.config import RelayConfig, TunnelConfig, parse_limits
 from relay.server import RunningRelay, open_relay
 
-__all__ = ["RelayHandle", "open_python_relay", "start_python_relay"]
+__all__ = ["TEST_LIMITS", "RelayHandle", "open_python_relay", "start_python_relay"]
+
+#: Default [limits] for test relays: every test client shares 127.0.0.1, so the per-address
+#: failed-auth limit and the per-identity query rate are raised (as the Worker twin does).
+#: Pass `limits=...` to test the limits themselves (then only what you pass differs from the
+#: production defaults).
+TEST_LIMITS: Mapping[str, Any] = {"auth_failure_burst": 10_000, "query_burst": 10_000}
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def relay_config(
             )
         },
         identity={"issuers": [issuer_entry]},
-        limits=parse_limits(dict(limits or {})),
+        limits=parse_limits(dict(TEST_LIMITS if limits is None else limits)),
     )
     return config, {cid: keys[cid] for cid in connector_ids}
 
@@ -120,8 +126,8 @@ async def start_python_relay(
         connector_ids: connector ids registered for it (a fresh Ed25519 key each).
         issuer: client-token issuer URL (OIDC discovery, or `jwks_uri`/`jwks_file`).
         audience: the client-token audience.
-        **options: `jwks_uri`, `jwks_file`, `limits` ({"queries_per_second": ..., ...}),
-            `relay_key`, `connector_keys` (reuse keys), `protocol_limits`.
+        **options: `jwks_uri`, `jwks_file`, `limits` ([limits] keys, default `TEST_LIMITS`),
+            `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`.
     """
     async with open_python_relay(
         tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options
