@@ -417,6 +417,15 @@ async def _deliver(
         await sink.send_columns(columns)
     if count:
         if outcome.rows + count > max_rows:
+            # deliver the rows up to the cap, then the typed error: never a silent truncation
+            allowed = int(max_rows - outcome.rows)
+            if allowed > 0:
+                cut = 0
+                for _ in range(allowed):
+                    cut = rows.index(b"\n", cut) + 1
+                outcome.rows += allowed
+                outcome.bytes += cut
+                await sink.send_rows(rows[:cut])
             raise QueryFailed(
                 "limits.result_too_large",
                 f"the result has more than {req.max_rows} rows (max_rows)",
