@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit deps python-deps system-deps node-deps bench clean
+.PHONY: demo test lint typecheck unit deps python-deps system-deps node-deps bench clean binary
 
 demo: python-deps
 	$(BIN)/edgetds demo
@@ -45,6 +45,10 @@ typecheck: python-deps
 unit: python-deps
 	$(BIN)/pytest tests/protocol --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100 -p no:cacheprovider
 	$(BIN)/pytest tests --ignore=tests/protocol -p no:cacheprovider
+
+# One self-contained executable, dist/edgetds (PyInstaller onefile; see packaging/edgetds.spec).
+binary: python-deps
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller packaging/edgetds.spec
 
 bench: python-deps
 	$(BIN)/python -m bench

@@ -1,0 +1,416 @@
+"""The connector's operations surface: Prometheus metrics, ``/healthz``, ``/ready``, sd_notify.
+
+The connector runtime owns an `Ops` object and tells it what happens; a small HTTP server on a
+localhost port (``[ops] listen = "127.0.0.1:9464"``) exposes it::
+
+    ops = Ops(connector_id="conn-1", tunnel="demo")
+    ops.observe_links(connector.link_statistics)     # RTT per connection, read at scrape time
+    ops.observe_pools(pools.statistics)              # pool usage per login, read at scrape time
+    async with ops.serve("127.0.0.1", 9464, ready_check=database_probe(pools)) as server:
+        ops.connection_up(url)                       # a relay connection verified HELLO (READY)
+        ops.query_finished(role="analyst", outcome="ok", duration_s=0.01, rows=3, nbytes=120)
+        ops.set_draining()                           # /ready answers 503 from now on
+
+Routes (GET only): ``/metrics`` (Prometheus text format, from a dedicated `CollectorRegistry`, so
+nothing else in the process leaks into it), ``/healthz`` (200 while the process runs), ``/ready``
+(200 only when at least one relay connection is registered AND the database answers; 503 with the
+reason as soon as draining starts; a JSON body with the counts either way).
+
+Why the database check is cached: a probe borrows a pooled connection, and under load every
+connection may be busy with real queries. A query that succeeded within ``ready_cache_s`` proves
+the database answers, so a busy connector never reports itself unready (a health check that lies
+under load is worse than none). Otherwise the probe runs with ``ready_timeout_s``.
+
+Labels stay bounded: ``outcome`` is an error code from the registry in SPEC.md, ``role`` a policy
+role, ``reason`` a close/refusal code, ``relay`` a configured relay URL. Never a user, token, SQL
+text or parameter value.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from connector import sdnotify
+from edgetds import __version__
+
+__all__ = ["Ops", "OpsServer", "ReadyCheck", "database_probe", "probe_login"]
+
+#: Raise (any Exception, with a message an operator can act on) when the database does not answer.
+ReadyCheck = Callable[[], Awaitable[None]]
+
+PREFIX = "edgetds_connector"
+#: query durations: 1 ms .. 5 min
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _LinkStats(Protocol):
+    url: str
+    session_id: str | None
+    rtt_ms: float | None
+    open_streams: int
+
+
+class _PoolStats(Protocol):
+    login: str
+    idle: int
+    in_use: int
+    size: int
+
+
+class _ScrapeCollector:
+    """Gauges read at scrape time from the runtime's own statistics (no stale series)."""
+
+    def __init__(self) -> None:
+        self.links: Callable[[], Iterable[_LinkStats]] | None = None
+        self.pools: Callable[[], Iterable[_PoolStats]] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        rtt = GaugeMetricFamily(
+            f"{PREFIX}_relay_rtt_seconds",
+            "WebSocket ping round-trip time per relay connection",
+            labels=["relay", "session"],
+        )
+        streams = GaugeMetricFamily(
+            f"{PREFIX}_relay_open_streams",
+            "Queries open on each relay connection",
+            labels=["relay", "session"],
+        )
+        for link in self.links() if self.links is not None else ():
+            labels = [link.url, link.session_id or ""]
+            streams.add_metric(labels, link.open_streams)
+            if link.rtt_ms is not None:
+                rtt.add_metric(labels, link.rtt_ms / 1000)
+        usage = GaugeMetricFamily(
+            f"{PREFIX}_pool_connections",
+            "SQL Server connections per login pool, by state",
+            labels=["login", "state"],
+        )
+        size = GaugeMetricFamily(
+            f"{PREFIX}_pool_size", "Largest number of connections per login pool", labels=["login"]
+        )
+        for pool in self.pools() if self.pools is not None else ():
+            usage.add_metric([pool.login, "in_use"], pool.in_use)
+            usage.add_metric([pool.login, "idle"], pool.idle)
+            size.add_metric([pool.login], pool.size)
+        return [rtt, streams, usage, size]
+
+
+@dataclass(frozen=True)
+class ReadyState:
+    """What ``/ready`` answered (also its JSON body)."""
+
+    ready: bool
+    reason: str
+    connections: int
+    relays: dict[str, int]
+    draining: bool
+    database: str
+    in_flight: int
+
+    def body(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True).encode() + b"\n"
+
+
+class Ops:
+    """Metrics and readiness of one connector process. All methods are cheap and never raise."""
+
+    def __init__(
+        self,
+        *,
+        connector_id: str,
+        tunnel: str,
+        registry: CollectorRegistry | None = None,
+        ready_cache_s: float = 2.0,
+        ready_timeout_s: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.ready_cache_s = ready_cache_s
+        self.ready_timeout_s = ready_timeout_s
+        self._clock = clock
+        self._relays: dict[str, int] = {}
+        self._draining = False
+        self._notified_ready = False
+        self._last_db_ok = -1e18
+        self._in_flight = 0
+        r, p = self.registry, PREFIX
+        info = Info(f"{p}", "The connector's identity", registry=r)
+        info.info({"connector_id": connector_id, "tunnel": tunnel, "version": __version__})
+        self.connections = Gauge(
+            f"{p}_relay_connections",
+            "Relay connections registered (HELLO verified, READY sent), per relay URL",
+            ["relay"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            f"{p}_reconnects",
+            "Relay connections that ended and were redialled",
+            ["reason"],
+            registry=r,
+        )
+        self.queries = Counter(
+            f"{p}_queries",
+            "Queries finished, by role and outcome (ok or an error code)",
+            ["role", "outcome"],
+            registry=r,
+        )
+        self.in_flight = Gauge(f"{p}_queries_in_flight", "Queries running now", registry=r)
+        self.duration = Histogram(
+            f"{p}_query_duration_seconds",
+            "Query time from QUERY to DONE/ERROR",
+            ["role"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.rows = Counter(f"{p}_result_rows", "Rows streamed back", ["role"], registry=r)
+        self.result_bytes = Counter(
+            f"{p}_result_bytes", "Result bytes (NDJSON) streamed back", ["role"], registry=r
+        )
+        self.frames = Counter(
+            f"{p}_frames", "edgetds/1 frames, by direction (in/out)", ["direction"], registry=r
+        )
+        self.frame_bytes = Counter(
+            f"{p}_frame_bytes",
+            "edgetds/1 bytes on the WebSocket, by direction (in/out)",
+            ["direction"],
+            registry=r,
+        )
+        self.stalls = Counter(
+            f"{p}_backpressure_stalls",
+            "Times a result stream waited for CREDIT (the client reads slower than SQL Server)",
+            registry=r,
+        )
+        self.refusals = Counter(
+            f"{p}_refusals",
+            "Queries refused before reaching SQL Server (auth.*, policy.*, limits.too_many_*)",
+            ["reason"],
+            registry=r,
+        )
+        self.draining = Gauge(f"{p}_draining", "1 once draining started", registry=r)
+        self._scrape = _ScrapeCollector()
+        r.register(self._scrape)
+        for direction in ("in", "out"):
+            self.frames.labels(direction)
+            self.frame_bytes.labels(direction)
+
+    # -- what the runtime reports --------------------------------------------------------------
+
+    def observe_links(self, stats: Callable[[], Iterable[_LinkStats]]) -> None:
+        """Read RTT and open streams per connection from `stats()` at every scrape."""
+        self._scrape.links = stats
+
+    def observe_pools(self, stats: Callable[[], Iterable[_PoolStats]]) -> None:
+        """Read pool usage per login from `stats()` at every scrape."""
+        self._scrape.pools = stats
+
+    def connection_up(self, relay_url: str) -> None:
+        """A relay connection is registered. The first one tells systemd READY=1."""
+        self._relays[relay_url] = self._relays.get(relay_url, 0) + 1
+        self.connections.labels(relay_url).set(self._relays[relay_url])
+        if not self._notified_ready and not self._draining:
+            self._notified_ready = True
+            sdnotify.notify(f"READY=1\nSTATUS=connected to {relay_url}")
+
+    def connection_down(self, relay_url: str, reason: str) -> None:
+        """A registered relay connection ended (`reason`: goaway, drained, lost, ...)."""
+        count = max(0, self._relays.get(relay_url, 0) - 1)
+        self._relays[relay_url] = count
+        self.connections.labels(relay_url).set(count)
+
+    def reconnect(self, reason: str) -> None:
+        """A connection slot dials again (`reason`: why the previous attempt ended)."""
+        self.reconnects.labels(reason).inc()
+
+    def query_started(self) -> None:
+        self._in_flight += 1
+        self.in_flight.set(self._in_flight)
+
+    def query_finished(
+        self, *, role: str | None, outcome: str, duration_s: float, rows: int, nbytes: int
+    ) -> None:
+        """A query ended. `outcome` is "ok" or its error code; refusals are counted from it."""
+        self._in_flight = max(0, self._in_flight - 1)
+        self.in_flight.set(self._in_flight)
+        role_label = role or "none"
+        self.queries.labels(role_label, outcome).inc()
+        self.duration.labels(role_label).observe(duration_s)
+        self.rows.labels(role_label).inc(rows)
+        self.result_bytes.labels(role_label).inc(nbytes)
+        if outcome.startswith(("auth.", "policy.", "limits.too_many")):
+            self.refusals.labels(outcome).inc()
+        if outcome == "ok":
+            self._last_db_ok = self._clock()
+
+    def frame_sent(self, nbytes: int, frames: int = 1) -> None:
+        self.frames.labels("out").inc(frames)
+        self.frame_bytes.labels("out").inc(nbytes)
+
+    def frame_received(self, nbytes: int, frames: int = 1) -> None:
+        self.frames.labels("in").inc(frames)
+        self.frame_bytes.labels("in").inc(nbytes)
+
+    def backpressure_stall(self) -> None:
+        self.stalls.inc()
+
+    def set_draining(self) -> None:
+        """From now on /ready answers 503 (and systemd hears STOPPING=1)."""
+        if not self._draining:
+            self._draining = True
+            self.draining.set(1)
+            sdnotify.notify("STOPPING=1\nSTATUS=draining")
+
+    # -- readiness -----------------------------------------------------------------------------
+
+    @property
+    def registered(self) -> int:
+        return sum(self._relays.values())
+
+    async def ready(self, check: ReadyCheck | None) -> ReadyState:
+        """Decide readiness: not draining, >= 1 registered connection, the database answers."""
+        relays = {url: n for url, n in self._relays.items() if n}
+
+        def state(ready: bool, reason: str, database: str) -> ReadyState:
+            return ReadyState(
+                ready=ready,
+                reason=reason,
+                connections=self.registered,
+                relays=relays,
+                draining=self._draining,
+                database=database,
+                in_flight=self._in_flight,
+            )
+
+        if self._draining:
+            return state(False, "draining", "not checked")
+        if not self.registered:
+            return state(False, "no relay connection is registered", "not checked")
+        if check is None or self._clock() - self._last_db_ok < self.ready_cache_s:
+            return state(True, "ok", "ok")
+        try:
+            with trio.fail_after(self.ready_timeout_s):
+                await check()
+        except trio.TooSlowError:
+            detail = f"no answer within {self.ready_timeout_s} s"
+            return state(False, "database does not answer", detail)
+        except Exception as exc:  # any failure of the probe means "not ready", with its message
+            return state(False, "database does not answer", str(exc) or type(exc).__name__)
+        self._last_db_ok = self._clock()
+        return state(True, "ok", "ok")
+
+    # -- the HTTP side -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def serve(
+        self, host: str, port: int, *, ready_check: ReadyCheck | None = None
+    ) -> AsyncIterator[OpsServer]:
+        """Serve /metrics, /healthz and /ready on host:port (port 0: a free one) in this block."""
+        app = _OpsApp(self, ready_check)
+        config = HypercornConfig()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.accesslog = None
+        config.include_server_header = False
+        config.graceful_timeout = 0.5
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config)
+            try:
+                yield OpsServer(url=str(binds[0]))
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+@dataclass(frozen=True)
+class OpsServer:
+    url: str  # e.g. "http://127.0.0.1:9464"
+
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class _OpsApp:
+    """Three GET routes over ASGI; everything else is 404/405."""
+
+    def __init__(self, ops: Ops, ready_check: ReadyCheck | None) -> None:
+        self.ops = ops
+        self.ready_check = ready_check
+
+    async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path not in ("/metrics", "/healthz", "/ready"):
+            await _respond(send, 404, b"not found: try /metrics, /healthz or /ready\n")
+        elif method not in ("GET", "HEAD"):
+            await _respond(send, 405, b"GET only\n")
+        elif path == "/metrics":
+            body = generate_latest(self.ops.registry)
+            await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
+        elif path == "/healthz":
+            await _respond(send, 200, b'{"alive": true}\n', b"application/json")
+        else:
+            state = await self.ops.ready(self.ready_check)
+            await _respond(send, 200 if state.ready else 503, state.body(), b"application/json")
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes = b"text/plain"
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- the database probe (shared with connector/diag.py) ---------------------------------------
+
+
+def _select_one(conn: Any) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchall()
+
+
+async def probe_login(pool: Any) -> None:
+    """Borrow a connection from a `connector.pool.LoginPool` (logging in if none is idle) and run
+    ``SELECT 1``. Raises `connector.pool.DatabaseUnavailable` or a python-tds error on failure."""
+    async with pool.borrow() as pc:
+        await pool.call(pc, _select_one)
+
+
+def database_probe(pools: Any) -> ReadyCheck:
+    """A `ReadyCheck` for the connector's `connector.pool.Pools`: SELECT 1 with its first login."""
+
+    async def check() -> None:
+        for stats in pools.statistics():
+            await probe_login(pools[stats.login])
+            return
+        raise RuntimeError("no [logins.NAME] configured")
+
+    return check

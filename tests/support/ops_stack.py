@@ -1,0 +1,99 @@
+"""A whole real stack for operations tests: dev IdP, tdslite, the Python relay, a connector config.
+
+    async with open_stack(tmp_path) as stack:
+        stack.config_path                    # connector.toml the relay accepts (keys registered)
+        async with open_connector(load_config(stack.config_path)) as connector: ...
+        response = await post_query(stack, sql="SELECT 1 AS n")
+
+Everything listens on 127.0.0.1 port 0; the connector key is a real key file registered at the
+relay; tokens come from the dev IdP. Used by tests/ops and tests/binary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import tdslite
+from connector.keys import GeneratedKey, generate_key_files, load_private_key
+from edgetds.devidp import DevIdP, open_dev_idp
+from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
+from tests.support.relays import RelayHandle, start_python_relay
+
+__all__ = ["Stack", "open_stack", "post_query", "write_stack_config"]
+
+
+@dataclass
+class Stack:
+    directory: Path
+    idp: DevIdP
+    tds: Any  # tdslite.TdsServer
+    relay: RelayHandle
+    key: GeneratedKey
+    users_file: Path
+    config_path: Path
+
+    def token(self, sub: str = "alice", groups: Sequence[str] = ("analysts",)) -> str:
+        return self.idp.mint(sub=sub, groups=list(groups))
+
+
+def write_stack_config(stack: Stack, name: str = "connector", **overrides: Any) -> Path:
+    """A connector.toml for this stack in ``directory/name`` (overrides: write_connector_config)."""
+    options: dict[str, Any] = {
+        "relay_urls": [stack.relay.ws_url],
+        "relay_public_keys": [stack.relay.relay_public_key],
+        "private_key_file": stack.key.private_path,
+        "issuer": stack.idp.issuer,
+        "db_host": "127.0.0.1",
+        "db_port": stack.tds.port,
+        "database": stack.tds.engine.database,
+        "ha_connections": 1,
+        **overrides,
+    }
+    return write_connector_config(stack.directory / name, **options)
+
+
+def _prepare(directory: Path) -> tuple[GeneratedKey, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    users_file = directory / "tds-users.toml"
+    users_file.write_text(TDSLITE_USERS)
+    return generate_key_files(directory / "keys", "conn-1"), users_file
+
+
+@asynccontextmanager
+async def open_stack(directory: Path, **config: Any) -> AsyncIterator[Stack]:
+    """Start the dev IdP, tdslite (logins reader/writer) and a Python relay; write the config."""
+    key, users_file = _prepare(directory)
+    async with (
+        open_dev_idp(key_dir=directory / "idp") as idp,
+        tdslite.open_server(users=users_file) as tds,
+        start_python_relay(
+            tunnel="demo",
+            connector_ids=["conn-1"],
+            issuer=idp.issuer,
+            connector_keys={"conn-1": load_private_key(key.private_path)},
+        ) as relay,
+    ):
+        stack = Stack(directory, idp, tds, relay, key, users_file, directory / "none")
+        stack.config_path = write_stack_config(stack, **config)
+        yield stack
+
+
+async def post_query(
+    stack: Stack, *, sql: str, token: str | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """POST a query to the relay's HTTP API; returns the status and the NDJSON lines."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.post(
+            f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query",
+            json={"sql": sql},
+            headers={"Authorization": f"Bearer {token or stack.token()}"},
+        )
+    lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+    return response.status_code, lines
