@@ -101,11 +101,12 @@ async def test_connector_that_never_sends_ready_is_closed(idp: DevIdP) -> None:
         token = make_connector_token(
             h.connector_keys["conn-1"], connector_id="conn-1", tunnel=TUNNEL, now=int(time.time())
         )
-        with trio.fail_after(5):
+        with trio.fail_after(8):
             async with connect(
                 f"{h.ws_url}/v1/tunnels/{TUNNEL}/connect",
                 subprotocols=["edgetds.v1"],  # type: ignore[list-item]
                 additional_headers={"Authorization": f"Bearer {token}"},
+                close_timeout=0.5,
             ) as ws:
                 await ws.recv()  # HELLO; then stay silent
                 goaway = await ws.recv()
