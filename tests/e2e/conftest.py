@@ -130,38 +130,73 @@ def write_key(path: Path, key: Any) -> Path:
     return path
 
 
-@pytest.fixture
-async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
-    """The whole stack; ``@pytest.mark.parametrize("stack", [{...}], indirect=True)`` passes
-    extra [connector] settings."""
-    options = getattr(request, "param", {}) or {}
+@dataclass
+class Base:
+    """IdP + tdslite + Python relay, no connector yet (tests start it in or out of process)."""
+
+    idp: DevIdP
+    db: TdsServer
+    relay: RelayHandle
+    workdir: Path
+
+    def write_config(self, **options: Any) -> Path:
+        key = write_key(self.workdir / "conn-1.key", self.relay.connector_keys["conn-1"])
+        return write_connector_config(
+            self.workdir / "connector",
+            relay_urls=[self.relay.ws_url],
+            relay_public_keys=[self.relay.relay_public_key],
+            private_key_file=key,
+            issuer=self.idp.issuer,
+            db_host=self.db.host,
+            db_port=self.db.port,
+            database=self.db.engine.database,
+            **options,
+        )
+
+
+async def _enter_base(contexts: AsyncExitStack, tmp_path: Path) -> Base:
     users = tmp_path / "users.toml"
     users.write_text(TDSLITE_USERS)
+    idp = await contexts.enter_async_context(open_dev_idp(key_dir=tmp_path / "idp"))
+    db = await contexts.enter_async_context(open_server(users=users, db=":memory:"))
+    await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+    relay = await contexts.enter_async_context(
+        start_python_relay(tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer)
+    )
+    return Base(idp, db, relay, tmp_path)
+
+
+@pytest.fixture
+async def base(tmp_path: Path) -> AsyncIterator[Base]:
     with trio.CancelScope(deadline=trio.current_time() + 30) as scope:  # setup deadline
         async with AsyncExitStack() as contexts:
-            idp = await contexts.enter_async_context(open_dev_idp(key_dir=tmp_path / "idp"))
-            db = await contexts.enter_async_context(open_server(users=users, db=":memory:"))
-            await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
-            relay = await contexts.enter_async_context(
-                start_python_relay(tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer)
-            )
-            key = write_key(tmp_path / "conn-1.key", relay.connector_keys["conn-1"])
-            path = write_connector_config(
-                tmp_path / "connector",
-                relay_urls=[relay.ws_url],
-                relay_public_keys=[relay.relay_public_key],
-                private_key_file=key,
-                issuer=idp.issuer,
-                db_host=db.host,
-                db_port=db.port,
-                database=db.engine.database,
-                **options,
-            )
+            result = await _enter_base(contexts, tmp_path)
+            scope.deadline = trio.current_time() + 300  # only bounds a hung teardown
+            yield result
+    if scope.cancelled_caught:
+        raise trio.TooSlowError("the e2e base stack did not start or stop in time")
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The whole stack, connector in process. ``@pytest.mark.parametrize("stack", [{...}],
+    indirect=True)`` passes extra [connector] settings."""
+    options = getattr(request, "param", {}) or {}
+    with trio.CancelScope(deadline=trio.current_time() + 30) as scope:  # setup deadline
+        async with AsyncExitStack() as contexts:
+            b = await _enter_base(contexts, tmp_path)
+            path = b.write_config(**options)
             connector = await contexts.enter_async_context(open_connector(load_config(path)))
             http = await contexts.enter_async_context(httpx.AsyncClient(timeout=60))
             await connector.wait_ready(connector.config.tunnel.ha_connections)
             # each test sets its own deadline; this one only bounds a hung teardown
             scope.deadline = trio.current_time() + 300
-            yield Stack(idp, db, relay, connector, http, tmp_path)
+            yield Stack(b.idp, b.db, b.relay, connector, http, tmp_path)
     if scope.cancelled_caught:
         raise trio.TooSlowError("the e2e stack did not start or stop in time")
+
+
+async def eventually(predicate: Any, interval: float = 0.05) -> None:
+    """Poll state owned by another component until predicate() holds (callers set a deadline)."""
+    while not predicate():  # noqa: ASYNC110 - no event to wait on: the state is not ours
+        await trio.sleep(interval)

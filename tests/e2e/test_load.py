@@ -1,0 +1,38 @@
+"""Many queries at once over one connector (two HA connections, one pool per role)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.e2e.conftest import Stack
+
+
+@pytest.mark.parametrize("stack", [{"max_concurrent_queries": 256}], indirect=True)
+async def test_200_concurrent_queries_over_one_connector(stack: Stack) -> None:
+    tokens = [stack.token(sub=f"user{i}") for i in range(4)]  # the relay limits per identity
+    results: dict[int, list] = {}
+
+    async def one(i: int) -> None:
+        resp = await stack.query(
+            "SELECT @i AS i, COUNT(*) AS c FROM d a, d b",
+            token=tokens[i % 4],
+            params={"i": {"type": "int", "value": i}},
+        )
+        assert resp.status == 200, resp.lines
+        assert "done" in resp.terminal
+        results[i] = resp.rows
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+    assert len(results) == 200
+    assert all(results[i] == [[i, 100]] for i in range(200))
+    assert stack.connector.service.counts == {"ok": 200}
+    # both HA connections carried queries
+    served = [link.served for link in stack.connector.statistics().links]
+    assert len(served) == 2
+    assert sum(served) == 200
+    stats = {p.login: p for p in stack.connector.service.pools.statistics()}
+    assert stats["reader"].opened <= 16  # bounded by pool_size, reused across queries
