@@ -61,6 +61,9 @@ class Limits:
     dead_after_s: float = 45.0
     #: How long a connector has to answer HELLO with READY.
     handshake_timeout_s: float = 10.0
+    #: How long past a query's timeout_ms the relay waits for the connector's next frame before
+    #: it cancels the stream itself (504, or a query.timeout terminal record mid-stream).
+    deadline_grace_ms: int = 5_000
     #: How long a client-supplied query_id is remembered (duplicates refused with query.duplicate).
     query_id_ttl_s: float = 600.0
     #: Most client addresses / identities tracked by the rate limiters (oldest dropped first).

@@ -41,8 +41,6 @@ from relay.session import RelayStream
 
 __all__ = ["handle_query"]
 
-#: Extra time the relay waits beyond the query's timeout before giving up on the connector.
-GRACE_S = 5.0
 #: Coalesce buffered chunks into HTTP writes of up to this many bytes.
 MAX_WRITE = 256 * 1024
 
@@ -145,7 +143,8 @@ async def handle_query(
     outcome = "cancelled"
     sent = 0
     try:
-        outcome, sent = await _relay_stream(stream, receive, send, req)
+        grace_s = limits.deadline_grace_ms / 1000
+        outcome, sent = await _relay_stream(stream, receive, send, req, grace_s=grace_s)
     finally:
         stream.release("client went away" if outcome == "cancelled" else "done")
         elapsed = round((trio.current_time() - started) * 1000, 1)
@@ -163,18 +162,22 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, gone: lis
 
 
 async def _relay_stream(
-    stream: RelayStream, receive: Receive, send: Send, req: QueryRequest
+    stream: RelayStream, receive: Receive, send: Send, req: QueryRequest, *, grace_s: float
 ) -> tuple[str, int]:
-    """Forward the stream's events to the HTTP response; (outcome, bytes sent)."""
+    """Forward the stream's events to the HTTP response; (outcome, bytes sent).
+
+    The connector enforces timeout_ms; the relay's own backstop is an idle deadline: no frame for
+    timeout_ms + grace_s (time spent writing to a slow client does not count) -> CANCEL.
+    """
     gone: list[bool] = []
-    idle_s = req.timeout_ms / 1000 + GRACE_S
+    idle_s = req.timeout_ms / 1000 + grace_s
     sent = 0
     outcome = "cancelled"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, gone)
         first = await _next(stream, idle_s)
         if first is None:
-            await _timeout(stream, send, req, started=False)
+            await _timeout(stream, send, req, started=False, grace_s=grace_s)
             nursery.cancel_scope.cancel()
             return "timeout", 0
         if isinstance(first, events.Done | events.Error):
@@ -225,7 +228,7 @@ async def _relay_stream(
                 break
             pending = await _next(stream, idle_s)
             if pending is None:
-                await _timeout(stream, send, req, started=True)
+                await _timeout(stream, send, req, started=True, grace_s=grace_s)
                 outcome = "timeout"
                 break
         nursery.cancel_scope.cancel()
@@ -248,12 +251,14 @@ def _qid(req: QueryRequest) -> list[tuple[bytes, bytes]]:
     return [(b"x-edgetds-query-id", req.query_id.encode("ascii"))]
 
 
-async def _timeout(stream: RelayStream, send: Send, req: QueryRequest, *, started: bool) -> None:
+async def _timeout(
+    stream: RelayStream, send: Send, req: QueryRequest, *, started: bool, grace_s: float
+) -> None:
     """The connector said nothing for longer than the query may take: cancel, end the response."""
     stream.release("timeout at the relay")
     error = HttpError(
         "query.timeout",
-        f"no answer from the connector within {req.timeout_ms} ms (+{GRACE_S:g} s grace)",
+        f"no answer from the connector within {req.timeout_ms} ms (+{grace_s:g} s grace)",
         query_id=req.query_id,
     )
     log_event("query.timeout", level=logging.WARNING, query_id=req.query_id)

@@ -199,14 +199,15 @@ class ConnectorSession:
                     data = await self.ws.receive()
                     if data is None:
                         raise HandshakeFailed("connector closed the socket before READY")
-                    self.conn.receive_data(data)
+                    self._receive(data)
                 except RemoteProtocolError as exc:
+                    self._goaway(exc.error_code, str(exc))
                     await self._fail_handshake(exc.close_code, str(exc))
                 received = self.conn.events()
                 for index, event in enumerate(received):
                     if isinstance(event, events.Ready):
                         if event.connector_id != self.connector_id:
-                            await self._goaway(
+                            self._goaway(
                                 ErrorCode.AUTH_CONNECTOR_REJECTED,
                                 "READY names another connector than its token",
                             )
@@ -216,7 +217,7 @@ class ConnectorSession:
                         return
                     if isinstance(event, events.GoAway):
                         await self._fail_handshake(CloseCode.NORMAL, f"GOAWAY {event.code}")
-        await self._goaway(ErrorCode.PROTOCOL_ERROR, "no READY within the handshake timeout")
+        self._goaway(ErrorCode.PROTOCOL_ERROR, "no READY within the handshake timeout")
         await self._fail_handshake(CloseCode.PROTOCOL_ERROR, "handshake timeout")
 
     async def _fail_handshake(self, code: int, reason: str) -> None:
@@ -226,7 +227,17 @@ class ConnectorSession:
             await self.ws.close(code, reason)
         raise HandshakeFailed(reason)
 
-    async def _goaway(self, code: str, message: str) -> None:
+    def _receive(self, message: bytes) -> None:
+        """Feed one WebSocket message; SPEC 3.2: the relay refuses a message that ends inside a
+        frame (else a truncated frame from a live peer would sit in the buffer indefinitely)."""
+        self.conn.receive_data(message)
+        if self.conn._reader.buffered:
+            raise RemoteProtocolError(
+                f"a WebSocket message ended inside a frame ({self.conn._reader.buffered} bytes "
+                "left over); send whole frames per message"
+            )
+
+    def _goaway(self, code: str, message: str) -> None:
         try:
             self.conn.send(events.GoAway(str(code), message, self.conn.last_stream_id))
         except LocalProtocolError:
@@ -266,8 +277,9 @@ class ConnectorSession:
                 if data is None:
                     return CloseCode.NORMAL
                 self.last_receive = trio.current_time()
-                self.conn.receive_data(data)
+                self._receive(data)
             except RemoteProtocolError as exc:
+                self._goaway(exc.error_code, str(exc))
                 log_event(
                     "connector.protocol_error",
                     tunnel=self.tunnel,

@@ -65,3 +65,9 @@ async def wait_connections(running: RunningRelay, tunnel: str, count: int) -> No
     """Wait until `count` connections serve `tunnel` (READY crossed and registered)."""
     while running.app.registry.tunnels[tunnel].status()["connections"] != count:  # noqa: ASYNC110
         await trio.sleep(0.01)
+
+
+async def read_until_closed(ws: Any) -> None:
+    """Read a websockets connection until it closes (raises ConnectionClosed)."""
+    while True:
+        await ws.recv()

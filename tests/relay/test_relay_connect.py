@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, peer, query_url, wait_connections
+from _relay_helpers import bearer, peer, query_url, read_until_closed, wait_connections
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import connect
@@ -132,11 +132,6 @@ async def test_hello_is_signed_and_ready_registers(
             assert session.connector_id == "conn-2"
             assert session.session_id == p.session_id
         await wait_connections(running, "demo", 0)
-
-
-async def read_until_closed(ws: Any) -> None:
-    while True:
-        await ws.recv()
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 import trustme
-from _relay_helpers import bearer, ndjson, peer, query_url, wait_connections
+from _relay_helpers import bearer, ndjson, peer, query_url, read_until_closed, wait_connections
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect
 
@@ -21,7 +21,7 @@ from edgetds.devidp import DevIdP
 from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events, make_connector_token
 from relay.server import RunningRelay, open_relay, serve_relay
 from tests.support.protocol_peer import Peer
-from tests.support.relays import RelayHandle, relay_config
+from tests.support.relays import RelayHandle, open_python_relay, relay_config
 
 
 async def test_shutdown_drains_connectors_and_lets_queries_finish(
@@ -159,3 +159,87 @@ async def test_tls_serves_https_and_wss(idp: DevIdP, tmp_path: Path) -> None:
             async with httpx.AsyncClient(verify=ssl.create_default_context()) as untrusting:
                 with pytest.raises(httpx.ConnectError):
                     await untrusting.get(f"{running.http_url}/healthz")
+
+
+async def test_a_connector_that_never_answers_gets_cancelled_and_504(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async def mute(p: Peer, q: events.Query) -> None:
+        await trio.sleep_forever()
+
+    async def stall_mid_stream(p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        await trio.sleep_forever()
+
+    limits = {"deadline_grace_ms": 200}
+    async with open_python_relay(
+        tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer, limits=limits
+    ) as (relay, _running):
+        with trio.fail_after(10):
+            async with peer(relay, handler=mute) as p:
+                started = trio.current_time()
+                response = await client.post(
+                    query_url(relay),
+                    json={"sql": "waitfor delay '1:00'", "timeout_ms": 300},
+                    headers=bearer(idp.mint(sub="a")),
+                )
+                assert trio.current_time() - started < 3
+                assert response.status_code == 504
+                assert response.json()["error"]["code"] == "query.timeout"
+                while not p.cancels:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                p.handler = stall_mid_stream
+                response = await client.post(
+                    query_url(relay),
+                    json={"sql": "select slowly", "timeout_ms": 300},
+                    headers=bearer(idp.mint(sub="a")),
+                )
+                assert response.status_code == 200
+                assert ndjson(response.text)[-1]["error"]["code"] == "query.timeout"
+                while len(p.cancels) < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+
+
+async def test_garbage_from_a_connector_never_takes_the_relay_down(
+    relay: RelayHandle, running: RunningRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    import random
+
+    rng = random.Random(7)
+    blobs = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))) for _ in range(12)]
+    # Valid headers with hostile payloads / types / streams, too.
+    blobs += [
+        bytes([1, 0x20, 0, 0, 0, 0, 0, 9, 0, 0, 0, 2]) + b"{}",  # COLUMNS on a stream never opened
+        bytes([1, 0x7F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),  # unknown type
+        bytes([1, 0x31, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]),  # PING claiming 4 GiB
+        bytes([1, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]) + b"{}",  # a second READY
+    ]
+    with trio.fail_after(30):
+        for blob in blobs:
+            token = make_connector_token(
+                relay.connector_keys["conn-2"],
+                connector_id="conn-2",
+                tunnel="demo",
+                now=int(time.time()),
+            )
+            async with connect(
+                f"{relay.ws_url}/v1/tunnels/demo/connect",
+                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                additional_headers=bearer(token),
+            ) as ws:
+                conn = Connection(Role.CONNECTOR)
+                conn.receive_data(await ws.recv())
+                conn.send(events.Ready("conn-2", 16))
+                await ws.send(conn.data_to_send())
+                await wait_connections(running, "demo", 1)
+                await ws.send(blob)
+                with pytest.raises(ConnectionClosed):
+                    await read_until_closed(ws)
+            await wait_connections(running, "demo", 0)
+        # Still serving, with a well-behaved connector.
+        async with peer(relay) as p:
+            response = await client.post(
+                query_url(relay), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="a"))
+            )
+    assert response.status_code == 200
+    assert len(p.queries) == 1
