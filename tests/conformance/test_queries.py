@@ -1,0 +1,86 @@
+"""Conformance: query results, streaming, concurrency and in-flight outcomes, on both relays."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from tests.conformance.conftest import Conformance
+
+SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
+
+
+async def test_select_with_params_streams_columns_rows_done(conf: Conformance) -> None:
+    with trio.fail_after(20):
+        resp = await conf.query(
+            "SELECT id, body FROM notes WHERE id >= @low ORDER BY id", params={"low": 1}
+        )
+    assert resp.status == 200
+    assert [c["name"] for c in resp.columns] == ["id", "body"]
+    assert resp.rows == [[1, "first"], [2, "second"]]
+    assert resp.terminal["done"]["rows"] == 2
+    assert resp.raw.endswith(b"\n")
+
+
+async def test_large_result_streams_in_order_with_one_terminal_record(conf: Conformance) -> None:
+    sql = "SELECT a.n * 1000 + b.n * 100 + c.n * 10 + e.n AS v FROM d a, d b, d c, d e ORDER BY v"
+    url = f"{conf.relay.http_url}/v1/tunnels/demo/query"
+    headers = {"Authorization": f"Bearer {conf.token()}"}
+    chunks = 0
+    body = b""
+    with trio.fail_after(60):
+        async with conf.http.stream("POST", url, json={"sql": sql}, headers=headers) as response:
+            assert response.status_code == 200
+            async for chunk in response.aiter_raw():
+                chunks += 1
+                body += chunk
+    lines = [json.loads(x) for x in body.decode().splitlines()]
+    assert [row[0] for row in lines[1:-1]] == list(range(10_000))
+    assert lines[-1]["done"]["rows"] == 10_000
+    assert chunks > 1  # it streamed
+
+
+async def test_concurrent_queries_all_complete(conf: Conformance) -> None:
+    results: list[int] = []
+
+    async def one(i: int) -> None:
+        resp = await conf.query("SELECT @i AS i", params={"i": i})
+        assert resp.status == 200, resp.raw
+        results.append(int(resp.rows[0][0]))  # a JSON integer binds as bigint: a string
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(one, i)
+    assert sorted(results) == list(range(40))
+
+
+async def test_sql_error_before_rows_sets_the_status(conf: Conformance) -> None:
+    with trio.fail_after(20):
+        resp = await conf.query("SELECT * FROM no_such_table")
+    assert resp.status == 422
+    assert resp.terminal["error"]["code"] == "sql.error"
+
+
+async def test_timeout_is_504_and_the_server_stops(conf: Conformance) -> None:
+    with trio.fail_after(30):
+        resp = await conf.query(SLOW, timeout_ms=800)
+    assert resp.status == 504
+    assert resp.terminal["error"]["code"] == "query.timeout"
+
+
+async def test_client_disconnect_cancels_the_query_on_the_server(conf: Conformance) -> None:
+    url = f"{conf.relay.http_url}/v1/tunnels/demo/query"
+    headers = {"Authorization": f"Bearer {conf.token()}"}
+    with trio.fail_after(40):
+        with trio.move_on_after(1.0):  # the client gives up and goes away
+            await conf.http.post(url, json={"sql": SLOW, "params": {}}, headers=headers)
+        while True:
+            outcomes = [
+                e["outcome"] for e in conf.db.statement_log.entries if e["statement"] == SLOW
+            ]
+            if outcomes:
+                break
+            await trio.sleep(0.05)
+    assert outcomes[0].get("cancelled") is True, outcomes
