@@ -324,3 +324,38 @@ async def test_healthz(relay: RelayHandle, client: httpx.AsyncClient) -> None:
 
 def test_line_helper_matches_the_ndjson_shape() -> None:
     assert line({"a": 1}) == b'{"a":1}\n'
+
+
+async def test_logs_carry_no_token_sql_or_parameter_value(
+    relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    secret_sql = "select * from payroll where ssn = @ssn -- s3cr3t-sql"
+    secret_value = "078-05-1120-s3cr3t-param"
+    token = idp.mint(sub="alice")
+    bad_token = idp.mint(sub="alice", aud="elsewhere")
+
+    async def fail(p: Peer, q: events.Query) -> None:
+        await p.error(q.stream_id, "sql.error", "no such table", q.query_id)
+
+    with trio.fail_after(10):
+        async with peer(relay) as p:
+            ok = await client.post(
+                query_url(relay),
+                json={"sql": secret_sql, "params": {"ssn": secret_value}},
+                headers=bearer(token),
+            )
+            p.handler = fail
+            await client.post(
+                query_url(relay),
+                json={"sql": secret_sql, "params": {"ssn": secret_value}},
+                headers=bearer(token),
+            )
+            await client.post(query_url(relay), json={"sql": secret_sql}, headers=bearer(bad_token))
+            await client.post(query_url(relay), content=b'{"sql": "x", "bad": 1}')
+    assert ok.status_code == 200
+    text = caplog.text
+    assert "query tunnel=demo" in text  # the relay did log the queries ...
+    assert "auth.refused" in text
+    for secret in (token, bad_token, token.split(".")[2], "s3cr3t-sql", "s3cr3t-param", "payroll"):
+        assert secret not in text  # ... but nothing secret
