@@ -1,0 +1,343 @@
+"""The demo's scripted story: a few people query the running stack through the relay's HTTP API.
+
+Each step prints the request (SQL and parameters, never the token), the answer (a table, or the
+error code, message and HTTP status) and a verdict against what the script expects. The demo is
+also a smoke test: any unexpected answer makes `edgetds demo` exit non-zero.
+
+    client = DemoClient("http://127.0.0.1:PORT", tunnel="demo")
+    ok = Story(client, idp, layout, out).run()
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from edgetds._demo_output import Output
+from edgetds._demo_stack import Layout
+from edgetds.devidp import DevIdP
+
+__all__ = ["DemoClient", "QueryResult", "Story"]
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One HTTP answer of the query API, parsed (first result set only for the table)."""
+
+    status: int
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def code(self) -> str | None:
+        return None if self.error is None else str(self.error.get("code"))
+
+    def describe(self) -> str:
+        if self.error is not None:
+            return f"{self.status} {self.code}: {self.error.get('message', '')}"
+        assert self.done is not None
+        done = self.done
+        if "rows_affected" in done and not self.columns:
+            what = f"{done['rows_affected']} row(s) affected"
+        else:
+            what = f"{done.get('rows', len(self.rows))} row(s)"
+        return f"{self.status} OK: {what} in {done.get('elapsed_ms', '?')} ms"
+
+
+class DemoClient:
+    """The relay's client HTTP API (SPEC.md): POST .../query and GET .../status."""
+
+    def __init__(self, base_url: str, *, tunnel: str, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.tunnel = tunnel
+        self.http = httpx.Client(timeout=timeout_s)
+
+    @property
+    def query_path(self) -> str:
+        return f"/v1/tunnels/{self.tunnel}/query"
+
+    def close(self) -> None:
+        self.http.close()
+
+    def status(self, token: str) -> dict[str, Any]:
+        """``{"tunnel", "connectors", "connections"}``; raises httpx errors or ValueError."""
+        response = self.http.get(
+            f"{self.base_url}/v1/tunnels/{self.tunnel}/status",
+            headers={"authorization": f"Bearer {token}"},
+        )
+        if response.status_code != 200:
+            raise ValueError(f"status answered {response.status_code}: {response.text.strip()}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    def query(self, token: str, sql: str, params: Mapping[str, Any]) -> QueryResult:
+        response = self.http.post(
+            self.base_url + self.query_path,
+            headers={"authorization": f"Bearer {token}"},
+            json={"sql": sql, "params": dict(params)},
+        )
+        return parse_response(response.status_code, response.content)
+
+
+def parse_response(status: int, body: bytes) -> QueryResult:
+    """NDJSON (200) or one JSON error object (4xx/5xx) into a QueryResult."""
+    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+    columns: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    done = error = None
+    for line in lines:
+        if isinstance(line, list):
+            rows.append(line)
+        elif "columns" in line and not columns:
+            columns = line["columns"]
+        elif "done" in line:
+            done = line["done"]
+        elif "error" in line:
+            error = line["error"]
+    if done is None and error is None:
+        error = {"code": "demo.truncated", "message": "the response had no terminal line"}
+    return QueryResult(status, columns, rows, done, error)
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    groups: tuple[str, ...]
+    expired: bool = False
+
+    @property
+    def who(self) -> str:
+        groups = ", ".join(self.groups) if self.groups else "no group"
+        return f"{self.name} ({'expired token' if self.expired else groups})"
+
+
+ALICE = Person("alice", ("analysts",))
+BOB = Person("bob", ("admins",))
+MALLORY = Person("mallory", ("analysts",), expired=True)
+CAROL = Person("carol", ())
+
+TOP_CUSTOMERS = """
+SELECT TOP 3 c.name, COUNT(*) AS orders, SUM(o.amount) AS total
+FROM customers c JOIN orders o ON o.customer_id = c.id
+WHERE c.region = @region AND o.status <> @skip
+GROUP BY c.name
+ORDER BY total DESC
+"""
+DELETE_CANCELLED = "DELETE FROM orders WHERE status = @status"
+UPDATE_PRICE = "UPDATE products SET price = @price WHERE name = @name"
+PARTS_PRICES = "SELECT name, category, price FROM products WHERE category = @category ORDER BY name"
+NEW_PRICE = "5.49"
+
+
+class Story:
+    """The script. `run()` prints every step and returns True when all went as expected."""
+
+    def __init__(self, client: DemoClient, idp: DevIdP, layout: Layout, out: Output) -> None:
+        self.client = client
+        self.idp = idp
+        self.layout = layout
+        self.out = out
+        self.failures: list[str] = []
+
+    def token(self, person: Person) -> str:
+        if person.expired:
+            now = int(time.time())  # issued an hour ago, expired five minutes ago
+            extra = {"iat": now - 3900, "nbf": now - 3900, "exp": now - 300}
+            return self.idp.mint(sub=person.name, groups=person.groups, extra_claims=extra)
+        return self.idp.mint(sub=person.name, groups=person.groups, expires_in=600)
+
+    def check(self, step: str, ok: bool, good: str, bad: str) -> bool:
+        self.out.verdict(ok, good if ok else bad)
+        if not ok:
+            self.failures.append(f"{step}: {bad}")
+        return ok
+
+    def ask(
+        self, step: str, person: Person, title: str, sql: str, params: Mapping[str, Any]
+    ) -> QueryResult:
+        self.out.heading(f"{step}. {person.who}: {title}")
+        self.out.request(person.name, self.client.query_path, sql, params)
+        result = self.client.query(self.token(person), sql.strip(), params)
+        self.out.say("<- " + result.describe(), indent=2)
+        if result.columns:
+            self.out.table(result.columns, result.rows)
+        return result
+
+    def expect_error(self, step: str, result: QueryResult, code: str, status: int) -> bool:
+        return self.check(
+            step,
+            (result.status, result.code) == (status, code),
+            f"refused with {code} ({status}), as the script expects",
+            f"expected {status} {code}, got {result.describe()}",
+        )
+
+    def run(self) -> bool:
+        steps: list[Callable[[], None]] = [
+            self.step_read,
+            self.step_delete,
+            self.step_write,
+            self.step_expired,
+            self.step_no_group,
+            self.step_audit,
+        ]
+        for step in steps:
+            step()
+        return not self.failures
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def step_read(self) -> None:
+        params = {"region": "north", "skip": "cancelled"}
+        result = self.ask("1", ALICE, "top customers in the north", TOP_CUSTOMERS, params)
+        self.check(
+            "1",
+            result.status == 200 and result.error is None and len(result.rows) > 0,
+            f"{len(result.rows)} rows for alice, through the read-only 'analyst' role",
+            f"expected 200 with rows, got {result.describe()}",
+        )
+
+    def step_delete(self) -> None:
+        params = {"status": "cancelled"}
+        title = "delete the cancelled orders"
+        result = self.ask("2", ALICE, title, DELETE_CANCELLED, params)
+        self.expect_error("2", result, "policy.not_read_only", 403)
+        statements = self.statements()
+        deletes = [s for s in statements if "DELETE" in str(s.get("statement", "")).upper()]
+        selects = [s for s in statements if "TOP 3" in str(s.get("statement", "")).upper()]
+        self.check(
+            "2",
+            bool(selects) and not deletes,
+            f"tdslite's statement log ({self.layout.statement_log.name}) has {len(statements)} "
+            "statements, step 1's SELECT among them, and no DELETE: it never reached the database",
+            f"statement log: {len(deletes)} DELETE(s), {len(selects)} SELECT(s) of step 1 "
+            f"(expected 0 and 1) in {self.layout.statement_log}",
+        )
+
+    def step_write(self) -> None:
+        params = {"price": {"type": "decimal(10,2)", "value": NEW_PRICE}, "name": "Widget"}
+        result = self.ask("3", BOB, "raise the price of the Widget", UPDATE_PRICE, params)
+        affected = (result.done or {}).get("rows_affected")
+        self.check(
+            "3",
+            result.status == 200 and affected == 1,
+            "1 row updated, through the read-write 'admin' role",
+            f"expected 200 with rows_affected 1, got {result.describe()}",
+        )
+        params = {"category": "widgets"}
+        result = self.ask("3b", BOB, "check the widget prices", PARTS_PRICES, params)
+        names = [c.get("name") for c in result.columns]
+        prices = {}
+        if "name" in names and "price" in names:
+            at_name, at_price = names.index("name"), names.index("price")
+            prices = {row[at_name]: row[at_price] for row in result.rows}
+        self.check(
+            "3b",
+            prices.get("Widget") == NEW_PRICE,
+            f"the Widget now costs {NEW_PRICE}",
+            f"expected Widget at {NEW_PRICE}, got {prices.get('Widget')!r} ({result.describe()})",
+        )
+
+    def step_expired(self) -> None:
+        result = self.ask("4", MALLORY, "replay an old token", "SELECT name FROM customers", {})
+        if self.expect_error("4", result, "auth.expired", 401):
+            self.out.say("the relay refused it; the connector never saw the query", indent=2)
+
+    def step_no_group(self) -> None:
+        result = self.ask("5", CAROL, "read the customers", "SELECT name FROM customers", {})
+        self.expect_error("5", result, "policy.denied", 403)
+
+    def step_audit(self) -> None:
+        from connector.audit import verify_files
+
+        path = self.layout.audit_log
+        self.out.heading(f"6. the connector's audit log ({path})")
+        expected = ["alice", "alice", "bob", "bob", "carol"]
+        # The connector appends a query's audit line just after it answered: give the last one
+        # a moment to land before reading.
+        deadline = time.monotonic() + 5.0
+        records = self.audit_records()
+        while len(records) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            records = self.audit_records()
+        columns = [
+            {"name": n, "type": t}
+            for n, t in (
+                ("seq", "int"),
+                ("subject", ""),
+                ("role", ""),
+                ("statement", ""),
+                ("outcome", ""),
+                ("rows", "int"),
+                ("hash", ""),
+            )
+        ]
+        rows = [_audit_row(r) for r in records]
+        self.out.table(columns, rows)
+        if records:
+            self.out.say(
+                "the first line in full (one key a line here; one line on disk):", indent=2
+            )
+            self.out.say(_one_key_a_line(records[0]), indent=4)
+        subjects = [str(r.get("subject")) for r in records]
+        self.check(
+            "6",
+            subjects == expected,
+            "one line per query that reached the connector (mallory's never did)",
+            f"expected audit subjects {expected}, got {subjects}",
+        )
+        self.out.say(f"$ edgetds audit verify {path}", indent=2)
+        result = verify_files([path])
+        self.out.say(str(result), indent=4)
+        self.check(
+            "6",
+            result.ok and result.records == len(records),
+            "hash chain verified: no line edited, removed or reordered",
+            f"audit verification failed: {result}",
+        )
+
+    # -- files --------------------------------------------------------------------------------
+
+    def statements(self) -> list[dict[str, Any]]:
+        return _json_lines(self.layout.statement_log)
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        return _json_lines(self.layout.audit_log)
+
+
+def _json_lines(path: Any) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _one_key_a_line(record: Mapping[str, Any]) -> str:
+    items = [f"  {json.dumps(k)}: {json.dumps(record[k])}" for k in sorted(record)]
+    return "{\n" + ",\n".join(items) + "\n}"
+
+
+def _audit_row(record: Mapping[str, Any]) -> list[Any]:
+    statement = record.get("statement") or {}
+    text = statement.get("sql") or f"query {statement.get('query')}"
+    outcome = record.get("outcome") or {}
+    status = str(outcome.get("status"))
+    if outcome.get("error_code"):
+        status += f" {outcome['error_code']}"
+    rows = outcome.get("rows")
+    return [
+        record.get("seq"),
+        record.get("subject"),
+        record.get("role") or "-",
+        " ".join(str(text).split()),
+        status,
+        rows,
+        str(record.get("hash", ""))[:12],
+    ]
