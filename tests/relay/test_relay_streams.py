@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import aclosing
 
 import httpx
@@ -11,7 +12,7 @@ from _relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 from edgetds.devidp import DevIdP
 from protocol import events
 from relay.server import RunningRelay
-from tests.support.protocol_peer import Peer, line
+from tests.support.protocol_peer import Peer, line, rows_handler
 from tests.support.relays import RelayHandle
 
 CHUNK_ROWS = 64
@@ -238,3 +239,47 @@ async def test_many_concurrent_queries_over_one_connection(
     assert len(bodies) == 64
     assert len({q.stream_id for q in p.queries}) == 64
     assert all(b.endswith(b"}}\n") and b'"done"' in b for b in bodies)
+
+
+async def test_one_of_two_connections_dropped_the_other_keeps_serving(
+    relay: RelayHandle, running: RunningRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async def crash(p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        await p.drop()
+
+    with trio.fail_after(15):
+        async with peer(relay, "conn-1", handler=crash) as doomed, peer(relay, "conn-1") as healthy:
+            # Make the doomed connection the next pick: the healthy one is busy with one stream.
+            release = trio.Event()
+
+            async def hold(p: Peer, q: events.Query) -> None:
+                await release.wait()
+                await p.done(q.stream_id, rows=0, query_id=q.query_id)
+
+            healthy.handler = hold
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(
+                        client.post,
+                        query_url(relay),
+                        json={"sql": "hold"},
+                        headers=bearer(idp.mint(sub="j")),
+                    )
+                )
+                await healthy.wait_query()
+                lost = await client.post(
+                    query_url(relay), json={"sql": "x"}, headers=bearer(idp.mint(sub="j"))
+                )
+                release.set()
+            assert len(doomed.queries) == 1
+            await wait_connections(running, "demo", 1)
+            healthy.handler = rows_handler
+            after = await client.post(
+                query_url(relay), json={"sql": "y"}, headers=bearer(idp.mint(sub="j"))
+            )
+    assert lost.status_code == 200
+    assert ndjson(lost.text)[-1]["error"]["code"] == "transport.lost"
+    assert after.status_code == 200
+    assert ndjson(after.text)[-1]["done"]["rows"] == 3
+    assert len(healthy.queries) == 2
