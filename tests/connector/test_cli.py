@@ -1,0 +1,120 @@
+"""`edgetds keygen` and `edgetds connector check|explain`, run as real processes; the commented
+examples/ files stay valid."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from connector.keys import encode_public_key, generate_key_files
+from edgetds.devidp import DevIdP
+from tests.connector.conftest import Keys, closed_port, config_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def edgetds(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    with trio.fail_after(60):
+        return await trio.run_process(
+            [sys.executable, "-m", "edgetds", *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
+
+
+async def test_keygen_cli(tmp_path: Path) -> None:
+    done = await edgetds("keygen", "--out", str(tmp_path), "--name", "conn-9")
+    assert done.returncode == 0, done.stderr
+    pub = (tmp_path / "conn-9.pub").read_text().strip()
+    assert pub.encode() in done.stdout
+    assert (tmp_path / "conn-9.key").stat().st_mode & 0o077 == 0
+    again = await edgetds("keygen", "--out", str(tmp_path), "--name", "conn-9")
+    assert again.returncode == 1
+    assert b"already exists" in again.stderr
+
+
+async def test_example_config_checks_ok(tmp_path: Path) -> None:
+    shutil.copy(REPO / "examples" / "connector.toml", tmp_path / "connector.toml")
+    shutil.copy(REPO / "examples" / "policy.toml", tmp_path / "policy.toml")
+    generate_key_files(tmp_path / "keys", "conn-1")
+    relay = generate_key_files(tmp_path, "relay")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "reader.password").write_text("pw\n")
+    text = (tmp_path / "connector.toml").read_text()
+    text = text.replace(
+        "ed25519:REPLACE_WITH_THE_RELAY_PUBLIC_KEY_FROM_relay.pub_0000000", relay.public_key
+    )
+    (tmp_path / "connector.toml").write_text(text)
+    done = await edgetds(
+        "connector",
+        "check",
+        "--config",
+        str(tmp_path / "connector.toml"),
+        env={"EDGETDS_WRITER_PASSWORD": "pw"},
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"ok: connector 'conn-1' for tunnel 'demo'" in done.stdout
+    assert b"roles: analyst, admin" in done.stdout
+
+
+async def test_check_lists_every_problem_with_its_location(tmp_path: Path) -> None:
+    (tmp_path / "connector.toml").write_text(
+        """
+[connector]
+id = "conn 1"
+tunnel = "demo"
+relay_urls = ["https://relay.example.com"]
+private_key_file = "missing.key"
+relay_public_keys = ["ed25519:short"]
+ha_connections = 7
+
+[database]
+host = "db"
+database = "x"
+
+[logins.reader]
+user = "r"
+password = "inline-secret"
+
+[policy]
+file = "policy.toml"
+"""
+    )
+    done = await edgetds("connector", "check", "--config", str(tmp_path / "connector.toml"))
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    for where in (
+        "[connector.id]",
+        "[connector.relay_urls[0]]",
+        "[connector.private_key_file]",
+        "[connector.relay_public_keys[0]]",
+        "[connector.ha_connections]",
+        "[logins.reader.password]",
+        "[issuers]",
+        "[policy.file]",
+    ):
+        assert where in err, where
+    assert "inline-secret" not in err
+    assert str(tmp_path / "connector.toml") in err
+
+
+async def test_explain_shows_the_role_and_why(tmp_path: Path, keys: Keys, idp: DevIdP) -> None:
+    path = config_for(tmp_path, keys, idp, "ws://127.0.0.1:9", db_port=closed_port())
+    token = idp.mint(sub="alice", groups=["analysts"])
+    done = await edgetds("connector", "explain", "--config", str(path), "--token", token)
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode()
+    assert "subject 'alice'" in out
+    assert "role analyst: MATCH via groups=analysts" in out
+    expired = idp.mint(sub="alice", groups=["analysts"], expires_in=-300)
+    refused = await edgetds("connector", "explain", "--config", str(path), "--token", expired)
+    assert refused.returncode == 1
+    assert b"auth.expired" in refused.stderr
+    assert encode_public_key(keys.relay) not in out
