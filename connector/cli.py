@@ -99,6 +99,9 @@ def register(subparsers: Any) -> None:
                 "--token", required=True, help="an end user's IdP token ('-' reads it from stdin)"
             )
         action.set_defaults(func=func)
+    from connector.diag import register_diag  # `connector diag` lives in connector/diag.py
+
+    register_diag(sub)
     conn.set_defaults(func=lambda _args: (conn.print_help(sys.stderr), 2)[1])
 
     keygen = subparsers.add_parser(

@@ -1,0 +1,184 @@
+"""`edgetds connector diag` against real peers: each broken setup names the right first step.
+
+Healthy: dev IdP + tdslite + the Python relay, all real. Broken: the relay down (tcp), a wrong
+relay key pinned (relay_identity), an unregistered connector key (auth), a wrong SQL password
+(sql_login), a wss:// relay with a certificate from an unknown CA (tls, issuer printed).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+import trustme
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from connector.config import load_config
+from connector.diag import DiagReport, run_diag
+from connector.keys import encode_public_key, generate_key_files
+from tests.support.ops_stack import Stack, open_stack, write_stack_config
+
+
+def _statuses(report: DiagReport) -> list[tuple[str, str]]:
+    return [(s.step, s.status) for s in report.steps]
+
+
+async def _diag(path: Path) -> DiagReport:
+    with trio.fail_after(30):
+        return await run_diag(load_config(path))
+
+
+async def test_healthy_setup_passes_every_step(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        report = await _diag(stack.config_path)
+    assert _statuses(report) == [
+        ("dns", "ok"),
+        ("tcp", "ok"),
+        ("tls", "skip"),  # ws:// has no TLS
+        ("websocket", "ok"),
+        ("auth", "ok"),
+        ("relay_identity", "ok"),
+        ("idp", "ok"),
+        ("sql_login", "ok"),
+        ("sql_login", "ok"),
+    ], report.as_text()
+    assert report.ok and report.first_failure is None
+    assert "127.0.0.1" in report.steps[0].detail
+    assert "HELLO verified" in report.steps[5].detail
+
+
+async def test_relay_down_fails_at_tcp(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    async with open_stack(tmp_path) as stack:
+        path = write_stack_config(stack, "down", relay_urls=[f"ws://127.0.0.1:{port}"])
+        report = await _diag(path)
+    first = report.first_failure
+    assert first is not None and first.step == "tcp", report.as_text()
+    assert "refused" in first.detail.lower()
+    assert "firewall" in first.hint
+    steps = dict(_statuses(report)[:6])
+    assert steps["websocket"] == steps["auth"] == steps["relay_identity"] == "skip"
+    # the independent checks still ran
+    assert ("idp", "ok") in _statuses(report) and ("sql_login", "ok") in _statuses(report)
+
+
+async def test_wrong_relay_key_fails_at_relay_identity(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        wrong = encode_public_key(Ed25519PrivateKey.generate())
+        path = write_stack_config(stack, "wrongkey", relay_public_keys=[wrong])
+        report = await _diag(path)
+    first = report.first_failure
+    assert first is not None and first.step == "relay_identity", report.as_text()
+    assert "relay_public_keys" in first.hint
+    assert dict(_statuses(report)[:5])["auth"] == "ok"
+
+
+async def test_unregistered_connector_key_fails_at_auth(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        other = generate_key_files(tmp_path / "other", "conn-1")
+        path = write_stack_config(stack, "unregistered", private_key_file=other.private_path)
+        report = await _diag(path)
+    first = report.first_failure
+    assert first is not None and first.step == "auth", report.as_text()
+    assert "401" in first.detail or "403" in first.detail
+    assert "[tunnels.demo]" in first.hint
+
+
+async def test_wrong_sql_password_fails_at_sql_login(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        path = write_stack_config(
+            stack,
+            "badpw",
+            logins={"reader": ("reader", "not-the-password"), "writer": ("writer", "writer-pw")},
+        )
+        report = await _diag(path)
+    first = report.first_failure
+    assert first is not None and first.step == "sql_login", report.as_text()
+    assert first.target.startswith("reader (reader@127.0.0.1:")
+    assert "18456" in first.detail
+    assert "password_file" in first.hint
+    assert "not-the-password" not in report.as_text()
+    assert ("sql_login", "ok") in _statuses(report)  # the writer login still works
+
+
+async def test_tls_names_the_certificate_issuer(tmp_path: Path) -> None:
+    # A wss:// endpoint whose certificate comes from a CA we do not trust (like a TLS-inspecting
+    # proxy's): the tls step fails and says so; with that CA as relay_cafile it passes and prints
+    # the issuer.
+    ca = trustme.CA(organization_name="Corp Inspection CA")
+    server_ctx = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "corp-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def tls_server(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, server_ctx, server_side=True)
+        try:
+            await tls.do_handshake()
+            await tls.aclose()
+        except trio.BrokenResourceError:
+            pass
+
+    async with open_stack(tmp_path) as stack, trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, tls_server, 0)
+        port = listeners[0].socket.getsockname()[1]
+        url = f"wss://127.0.0.1:{port}"
+        untrusted = await _diag(write_stack_config(stack, "tls1", relay_urls=[url]))
+        trusted = await _diag(
+            write_stack_config(stack, "tls2", relay_urls=[url], relay_cafile=str(ca_file))
+        )
+        nursery.cancel_scope.cancel()
+    first = untrusted.first_failure
+    assert first is not None and first.step == "tls", untrusted.as_text()
+    assert "certificate verify failed" in first.detail or "unable to get" in first.detail
+    tls_step = next(s for s in trusted.steps if s.step == "tls")
+    assert tls_step.status == "ok", trusted.as_text()
+    assert "Corp Inspection CA" in tls_step.detail
+    # past TLS the endpoint is not a relay: the WebSocket step fails, not TLS
+    assert trusted.first_failure is not None and trusted.first_failure.step == "websocket"
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from edgetds.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_cli_json_output_names_the_first_failure(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        good = stack.config_path
+        bad = write_stack_config(
+            stack, "badpw", logins={"reader": ("reader", "nope"), "writer": ("writer", "nope")}
+        )
+        ok_run, bad_run = await trio.to_thread.run_sync(_both, good, bad, stack)
+    assert ok_run.returncode == 0, ok_run.stdout + ok_run.stderr
+    assert "all checks passed" in ok_run.stdout
+    assert bad_run.returncode == 1, bad_run.stdout + bad_run.stderr
+    doc = json.loads(bad_run.stdout)
+    assert doc["ok"] is False
+    assert doc["first_failure"]["step"] == "sql_login"
+    assert [s["step"] for s in doc["steps"]][:6] == [
+        "dns",
+        "tcp",
+        "tls",
+        "websocket",
+        "auth",
+        "relay_identity",
+    ]
+
+
+def _both(
+    good: Path, bad: Path, stack: Stack
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    del stack
+    return (
+        _run_cli("connector", "diag", "--config", str(good)),
+        _run_cli("connector", "diag", "--config", str(bad), "--json"),
+    )
