@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,20 @@ import trustme
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.config import load_config
-from connector.diag import DiagReport, run_diag
+from connector.diag import DiagReport, Step, run_diag
 from connector.keys import encode_public_key, generate_key_files
 from tests.support.ops_stack import Stack, open_stack, write_stack_config
 
 
 def _statuses(report: DiagReport) -> list[tuple[str, str]]:
     return [(s.step, s.status) for s in report.steps]
+
+
+def _failed_at(report: DiagReport, step: str) -> Step:
+    first = report.first_failure
+    assert first is not None, report.as_text()
+    assert first.step == step, report.as_text()
+    return first
 
 
 async def _diag(path: Path) -> DiagReport:
@@ -46,7 +54,8 @@ async def test_healthy_setup_passes_every_step(tmp_path: Path) -> None:
         ("sql_login", "ok"),
         ("sql_login", "ok"),
     ], report.as_text()
-    assert report.ok and report.first_failure is None
+    assert report.ok
+    assert report.first_failure is None
     assert "127.0.0.1" in report.steps[0].detail
     assert "HELLO verified" in report.steps[5].detail
 
@@ -58,14 +67,14 @@ async def test_relay_down_fails_at_tcp(tmp_path: Path) -> None:
     async with open_stack(tmp_path) as stack:
         path = write_stack_config(stack, "down", relay_urls=[f"ws://127.0.0.1:{port}"])
         report = await _diag(path)
-    first = report.first_failure
-    assert first is not None and first.step == "tcp", report.as_text()
+    first = _failed_at(report, "tcp")
     assert "refused" in first.detail.lower()
     assert "firewall" in first.hint
     steps = dict(_statuses(report)[:6])
     assert steps["websocket"] == steps["auth"] == steps["relay_identity"] == "skip"
     # the independent checks still ran
-    assert ("idp", "ok") in _statuses(report) and ("sql_login", "ok") in _statuses(report)
+    assert ("idp", "ok") in _statuses(report)
+    assert ("sql_login", "ok") in _statuses(report)
 
 
 async def test_wrong_relay_key_fails_at_relay_identity(tmp_path: Path) -> None:
@@ -73,8 +82,7 @@ async def test_wrong_relay_key_fails_at_relay_identity(tmp_path: Path) -> None:
         wrong = encode_public_key(Ed25519PrivateKey.generate())
         path = write_stack_config(stack, "wrongkey", relay_public_keys=[wrong])
         report = await _diag(path)
-    first = report.first_failure
-    assert first is not None and first.step == "relay_identity", report.as_text()
+    first = _failed_at(report, "relay_identity")
     assert "relay_public_keys" in first.hint
     assert dict(_statuses(report)[:5])["auth"] == "ok"
 
@@ -84,8 +92,7 @@ async def test_unregistered_connector_key_fails_at_auth(tmp_path: Path) -> None:
         other = generate_key_files(tmp_path / "other", "conn-1")
         path = write_stack_config(stack, "unregistered", private_key_file=other.private_path)
         report = await _diag(path)
-    first = report.first_failure
-    assert first is not None and first.step == "auth", report.as_text()
+    first = _failed_at(report, "auth")
     assert "401" in first.detail or "403" in first.detail
     assert "[tunnels.demo]" in first.hint
 
@@ -98,8 +105,7 @@ async def test_wrong_sql_password_fails_at_sql_login(tmp_path: Path) -> None:
             logins={"reader": ("reader", "not-the-password"), "writer": ("writer", "writer-pw")},
         )
         report = await _diag(path)
-    first = report.first_failure
-    assert first is not None and first.step == "sql_login", report.as_text()
+    first = _failed_at(report, "sql_login")
     assert first.target.startswith("reader (reader@127.0.0.1:")
     assert "18456" in first.detail
     assert "password_file" in first.hint
@@ -112,7 +118,7 @@ async def test_tls_names_the_certificate_issuer(tmp_path: Path) -> None:
     # proxy's): the tls step fails and says so; with that CA as relay_cafile it passes and prints
     # the issuer.
     ca = trustme.CA(organization_name="Corp Inspection CA")
-    server_ctx = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     ca_file = tmp_path / "corp-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -134,14 +140,13 @@ async def test_tls_names_the_certificate_issuer(tmp_path: Path) -> None:
             write_stack_config(stack, "tls2", relay_urls=[url], relay_cafile=str(ca_file))
         )
         nursery.cancel_scope.cancel()
-    first = untrusted.first_failure
-    assert first is not None and first.step == "tls", untrusted.as_text()
+    first = _failed_at(untrusted, "tls")
     assert "certificate verify failed" in first.detail or "unable to get" in first.detail
     tls_step = next(s for s in trusted.steps if s.step == "tls")
     assert tls_step.status == "ok", trusted.as_text()
     assert "Corp Inspection CA" in tls_step.detail
     # past TLS the endpoint is not a relay: the WebSocket step fails, not TLS
-    assert trusted.first_failure is not None and trusted.first_failure.step == "websocket"
+    _failed_at(trusted, "websocket")
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
