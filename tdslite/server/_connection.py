@@ -274,9 +274,14 @@ class Connection:
             await trio.to_thread.run_sync(
                 self._dispatch, dispatcher, request, msg, limiter=self.ctx.limiter
             )
+            # No checkpoint from here to `_running = None`: an ATTENTION read before this point
+            # is acknowledged at the end of this reply, one read after it gets its own reply
+            # (queued behind this one on the send lock). Either way exactly one DONE(ATTN).
             if request.cancelled:
                 request.reply.write(tk.done(Done.ATTN, 0))
-            await self.transport.send_raw(request.reply.finish())
+            data = request.reply.finish()
+            self._running = None
+            await self.transport.send_raw(data)
         except ConnectionClosed:
             pass  # the reader task sees the same and ends the connection
         finally:

@@ -360,3 +360,18 @@ async def test_tls_verified_and_wrong_ca_refused(
         assert await in_thread(run, tls_files["ca"]) == "over TLS"
         with pytest.raises(Exception, match="certificate verify failed"):
             await in_thread(run, tls_files["other_ca"])
+
+
+async def test_many_parameterised_statements_in_a_row(tds_server: TdsServer) -> None:
+    """python-tds sends ATTENTION before each RPC that follows another (success path): every one
+    must be acknowledged exactly once, however the ATTENTION races the end of the previous reply."""
+
+    def run() -> int:
+        with connect(tds_server, timeout=5) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE many (id int PRIMARY KEY, v nvarchar(20))")
+            for i in range(100):
+                cur.execute("INSERT INTO many VALUES (%s, %s)", (i, f"v{i}"))
+            cur.execute("SELECT COUNT(*) FROM many")
+            return int(cur.fetchone()[0])
+
+    assert await in_thread(run, limit=60) == 100

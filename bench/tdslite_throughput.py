@@ -1,0 +1,247 @@
+"""How fast is tdslite? Simple-query throughput with python-tds, straight at a tdslite process.
+
+Measured, each for ``--seconds`` on one python-tds connection (sequential round trips):
+
+1. ``SELECT 1`` (a SQL batch);
+2. a 100-row select (id, nvarchar, decimal(10,2), datetime2) from a table;
+3. a parameterised point query (sp_executesql RPC, one row);
+4. ``SELECT 1`` from ``--clients`` client processes at once (aggregate queries/s).
+
+Baseline, in the same run: the same client against the same TDS server code backed by a constant
+engine (precomputed results, no SQL translation, no SQLite): the ceiling of the wire layer +
+python-tds. tdslite's figure is also given as a ratio to it, so the engine's share shows.
+Both servers run as separate processes (``edgetds tdslite serve``), so the client's GIL is its own.
+
+Run: ``.venv/bin/python -m bench.tdslite_throughput [--seconds 3] [--clients 4]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import decimal
+import importlib.metadata
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytds
+
+USERS = '[users.bench]\npassword = "bench-pw"\nrole = "admin"\n'
+ROWS_SQL = "SELECT id, name, amount, created FROM bench_rows ORDER BY id"
+POINT_SQL = "SELECT id, name, amount, created FROM bench_rows WHERE id = %s"
+
+
+@contextmanager
+def server_process(args: Sequence[str]) -> Iterator[int]:
+    """Start a server subprocess that prints '... listening on HOST:PORT' first; yield the port."""
+    proc = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(
+                f"server did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
+        yield int(line.rsplit(":", 1)[1])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def connect(port: int) -> pytds.Connection:
+    return pytds.connect(
+        "127.0.0.1", port=port, user="bench", password="bench-pw", autocommit=True, timeout=30
+    )
+
+
+def rate(fn: Callable[[], None], seconds: float) -> float:
+    """Calls of ``fn`` per second over ``seconds`` (after a short warm-up)."""
+    for _ in range(20):
+        fn()
+    n = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(10):
+            fn()
+        n += 10
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - start)
+
+
+def sequential(port: int, seconds: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with connect(port) as conn, conn.cursor() as cur:
+
+        def select_1() -> None:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+
+        def rows_100() -> None:
+            cur.execute(ROWS_SQL)
+            assert len(cur.fetchall()) == 100
+
+        def point() -> None:
+            cur.execute(POINT_SQL, (42,))
+            cur.fetchall()
+
+        out["SELECT 1"] = rate(select_1, seconds)
+        out["100-row select"] = rate(rows_100, seconds)
+        out["point query (RPC)"] = rate(point, seconds)
+    return out
+
+
+def _client(port: int, seconds: float, queue: Any) -> None:
+    with connect(port) as conn, conn.cursor() as cur:
+
+        def select_1() -> None:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+
+        queue.put(rate(select_1, seconds))
+
+
+def concurrent(port: int, seconds: float, clients: int) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_client, args=(port, seconds, queue)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    total = sum(queue.get(timeout=seconds + 60) for _ in procs)
+    for p in procs:
+        p.join()
+    return float(total)
+
+
+def seed(port: int) -> None:
+    with connect(port) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE bench_rows (id int PRIMARY KEY, name nvarchar(50), "
+            "amount decimal(10,2), created datetime2)"
+        )
+        base = datetime.datetime(2026, 1, 1)
+        for i in range(100):
+            cur.execute(
+                "INSERT INTO bench_rows VALUES (%s, %s, %s, %s)",
+                (i, f"customer {i}", decimal.Decimal(i) / 4, base + datetime.timedelta(hours=i)),
+            )
+
+
+# --- the baseline: the same TDS server code over a constant engine ---------------------------
+
+
+def serve_constant() -> None:
+    """Run tdslite's server with an engine that answers from precomputed results."""
+    import trio
+
+    from tdslite.engine import Column, ResultSet, SqlType, User
+    from tdslite.server import open_server
+
+    one = ([Column("", SqlType("int"))], [(1,)])
+    cols = [
+        Column("id", SqlType("int")),
+        Column("name", SqlType("nvarchar", length=50)),
+        Column("amount", SqlType("decimal", precision=10, scale=2)),
+        Column("created", SqlType("datetime2", scale=7)),
+    ]
+    base = datetime.datetime(2026, 1, 1)
+    rows = [
+        (i, f"customer {i}", decimal.Decimal(i) / 4, base + datetime.timedelta(hours=i))
+        for i in range(100)
+    ]
+
+    class Session:
+        effective_user = "bench"
+        database = "bench"
+        in_transaction = False
+
+        def execute(self, sql: str, params: Sequence[Any] = ()) -> Iterator[ResultSet]:
+            if sql.startswith("SELECT 1"):
+                yield ResultSet(one[0], iter(one[1]))
+            elif "WHERE id" in sql:
+                yield ResultSet(cols, iter(rows[42:43]))
+            else:
+                yield ResultSet(cols, iter(rows))
+
+        def cancel(self) -> None: ...
+        def reset(self) -> None: ...
+        def close(self) -> None: ...
+
+    user = User("bench", "bench-pw", "admin", "bench")
+
+    class Engine:
+        def authenticate(self, login: str, password: str) -> User:
+            return user
+
+        def open_session(self, user: User, *, database: str | None = None) -> Session:
+            return Session()
+
+        def close(self) -> None: ...
+
+    async def main() -> None:
+        async with open_server(users={"bench": user}, engine=Engine()) as server:  # type: ignore[arg-type]
+            print(f"constant tdslite listening on {server.address}", flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--clients", type=int, default=4, help="client processes for the last one")
+    parser.add_argument("--serve-constant", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_constant:
+        serve_constant()
+        return 0
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        users = Path(tmp) / "users.toml"
+        users.write_text(USERS)
+        servers = {
+            "tdslite": [
+                "-m",
+                "edgetds",
+                "tdslite",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(Path(tmp) / "bench.sqlite"),
+                "--users",
+                str(users),
+            ],
+            "constant engine (baseline)": ["-m", "bench.tdslite_throughput", "--serve-constant"],
+        }
+        for name, cmd in servers.items():
+            with server_process(cmd) as port:
+                if name == "tdslite":
+                    seed(port)
+                res = sequential(port, args.seconds)
+                res[f"SELECT 1, {args.clients} clients"] = concurrent(
+                    port, args.seconds, args.clients
+                )
+                results[name] = res
+    base = results["constant engine (baseline)"]
+    client = f"python-tds {importlib.metadata.version('python-tds')}"
+    print(f"tdslite throughput, {client}, {os.cpu_count()} CPUs, {args.seconds:g} s each")
+    print(f"{'query':<26}{'tdslite q/s':>14}{'baseline q/s':>15}{'ratio':>8}")
+    for query, value in results["tdslite"].items():
+        print(f"{query:<26}{value:>14.0f}{base[query]:>15.0f}{value / base[query]:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
