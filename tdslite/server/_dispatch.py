@@ -154,7 +154,7 @@ class Dispatcher:
                 )
             return self._run(request, _exec_text(call), _bind(p, [])), []
         except SqlError as exc:
-            write_error(request.reply, exc, token=tk.TOKEN_DONEINPROC)
+            write_error(request.reply, exc, token=None)  # rpc() ends it with DONEPROC(ERROR)
             return False, []
 
     def _run(self, request: Request, stmt: str, params: list[Param]) -> bool:

@@ -138,7 +138,10 @@ def run_statements(
             flush_pending(True)
             env_changes(state, reply)
             reply.write(_error_token(exc))
-            pending = (Done.ERROR, 0, 0)
+            # in an RPC the DONEPROC(ERROR) that follows carries the error bit: a DONEINPROC(ERROR)
+            # here would make python-tds raise before the end of the reply (and its callproc never
+            # reads the rest)
+            pending = None if in_proc else (Done.ERROR, 0, 0)
             outcome = {"error": exc.number}
     except Exception as exc:  # an engine bug must not kill the connection
         log.exception("statement failed inside tdslite")
@@ -146,7 +149,7 @@ def run_statements(
         flush_pending(True)
         err = internal_error(exc)
         reply.write(_error_token(err))
-        pending = (Done.ERROR, 0, 0)
+        pending = None if in_proc else (Done.ERROR, 0, 0)
         outcome = {"error": err.number}
     finally:
         close = getattr(results, "close", None)
@@ -193,7 +196,8 @@ def _stream_rows(result: ResultSet, reply: Reply, request: Request) -> int:
     return n
 
 
-def write_error(reply: Reply, exc: SqlError, *, token: int = tk.TOKEN_DONE) -> None:
-    """An ERROR token then a DONE-family token with the ERROR bit."""
+def write_error(reply: Reply, exc: SqlError, *, token: int | None = tk.TOKEN_DONE) -> None:
+    """An ERROR token then (unless ``token`` is None) a DONE-family token with the ERROR bit."""
     reply.write(_error_token(exc))
-    reply.write(tk.done(Done.ERROR, 0, token=token))
+    if token is not None:
+        reply.write(tk.done(Done.ERROR, 0, token=token))

@@ -375,3 +375,36 @@ async def test_many_parameterised_statements_in_a_row(tds_server: TdsServer) -> 
             return int(cur.fetchone()[0])
 
     assert await in_thread(run, limit=60) == 100
+
+
+async def test_prepare_execute_unprepare_by_proc_id(tds_server: TdsServer) -> None:
+    """sp_prepare (11) returns a handle as RETURNVALUE, sp_execute (12) runs it, sp_unprepare (15)
+    drops it; sp_executesql also works when called by name."""
+    from pytds import tds_base
+
+    def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            handle = cur.callproc(
+                tds_base.SP_PREPARE,
+                [pytds.output(param_type="int", value=None), "@a int", "SELECT @a * 2 AS d"],
+            )[0]
+            out["handle"] = handle
+            cur.callproc(tds_base.SP_EXECUTE, [handle, 21])
+            out["first"] = cur.fetchall()
+            cur.callproc(tds_base.SP_EXECUTE, [handle, 50])
+            out["second"] = cur.fetchall()
+            cur.callproc(tds_base.InternalProc(15, "sp_unprepare"), [handle])
+            with pytest.raises(pytds.Error) as err:
+                cur.callproc(tds_base.SP_EXECUTE, [handle, 1])
+            out["gone"] = err.value.msg_no
+            cur.callproc("sp_executesql", ["SELECT @x + 1 AS y", "@x int", 41])
+            out["by_name"] = cur.fetchall()
+        return out
+
+    out = await in_thread(run)
+    assert isinstance(out["handle"], int)
+    assert [tuple(r) for r in out["first"]] == [(42,)]
+    assert [tuple(r) for r in out["second"]] == [(100,)]
+    assert out["gone"] == 8179
+    assert [tuple(r) for r in out["by_name"]] == [(42,)]
