@@ -100,6 +100,8 @@ class Connector:
         self._stopping = False
         self.draining = False
         self.reconnects = 0
+        #: reconnects made at once because the relay asked (DRAIN/GOAWAY), without backoff
+        self.immediate_reconnects = 0
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
 
@@ -192,6 +194,7 @@ class Connector:
             if replace.is_set() or (end is not None and end.relay_requested):
                 backoff.connection_ended(end.uptime_s if end is not None else cfg.stable_after_s)
                 log.info("reconnecting at once (relay asked)", extra={"slot": index})
+                self.immediate_reconnects += 1
                 continue
             if end is not None:
                 backoff.connection_ended(end.uptime_s)

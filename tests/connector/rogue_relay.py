@@ -9,6 +9,7 @@ control is exercised as with the real relay. It is a test peer, not a stand-in f
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -254,6 +255,7 @@ async def open_rogue_relay(
     connector_public_key: Ed25519PublicKey,
     relay_key: Ed25519PrivateKey,
     limits: Limits | None = None,
+    port: int = 0,
 ) -> AsyncIterator[RogueRelay]:
     relay = RogueRelay(
         tunnel=tunnel,
@@ -266,7 +268,7 @@ async def open_rogue_relay(
         server = await nursery.start(
             lambda task_status: serve(
                 relay._handler,
-                0,
+                port,
                 host="127.0.0.1",
                 subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                 process_request=relay._check_upgrade,
@@ -281,4 +283,66 @@ async def open_rogue_relay(
             yield relay
         finally:
             await server.aclose()
+            nursery.cancel_scope.cancel()
+
+
+class FreezableProxy:
+    """A TCP proxy on 127.0.0.1 that can black-hole traffic without closing the sockets (a
+    network cut that neither side is told about)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.frozen = False
+        self._thaw = trio.Event()
+        self.connections = 0
+
+    def freeze(self) -> None:
+        self.frozen = True
+        self._thaw = trio.Event()
+
+    def thaw(self) -> None:
+        self.frozen = False
+        self._thaw.set()
+
+    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        try:
+            while True:
+                data = await src.receive_some(65536)
+                if not data:
+                    break
+                while self.frozen:
+                    await self._thaw.wait()  # the bytes are swallowed by the "network"
+                    data = b""
+                if data:
+                    await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await dst.aclose()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self.connections += 1
+        try:
+            upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        except OSError:
+            await client.aclose()
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, client, upstream)
+            nursery.start_soon(self._pump, upstream, client)
+
+
+@asynccontextmanager
+async def open_proxy(target_port: int) -> AsyncIterator[FreezableProxy]:
+    proxy = FreezableProxy(target_port)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, proxy._handle, 0, host="127.0.0.1")
+        )
+        proxy.port = listeners[0].socket.getsockname()[1]
+        try:
+            yield proxy
+        finally:
             nursery.cancel_scope.cancel()

@@ -1,0 +1,153 @@
+"""Connector resilience against a scripted relay: DRAIN/GOAWAY reconnect at once, a black-holed
+network is detected within the dead-peer deadline, a restarted relay is rejoined, the concurrency
+cap refuses excess queries with a typed error, and CANCEL stops the statement in the database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+
+from connector.config import load_config
+from connector.keys import load_private_key
+from connector.runtime import open_connector
+from edgetds.devidp import DevIdP
+from protocol import events
+from tdslite import open_server
+from tests.connector.conftest import Keys, closed_port, config_for
+from tests.connector.rogue_relay import RogueRelay, open_proxy, open_rogue_relay
+from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
+
+SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
+
+
+async def test_relay_drain_gets_a_replacement_connection_at_once(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    path = config_for(
+        tmp_path, keys, idp, rogue.ws_url, db_port=closed_port(), ha_connections=1,
+        backoff_base_s=30.0, backoff_cap_s=30.0,
+    )  # fmt: skip
+    with trio.fail_after(20):
+        async with open_connector(load_config(path)) as connector:
+            first = await rogue.wait_session()
+            await first.ready.wait()
+            started = trio.current_time()
+            await first.send(events.Drain("relay deploy"))
+            second = await rogue.wait_session(2)
+            await second.ready.wait()
+            took = trio.current_time() - started
+            await first.closed.wait()  # idle: the old connection closes itself
+            assert connector.immediate_reconnects == 1
+            assert connector.ready_links == 1
+    assert took < 2.0
+    assert any(isinstance(e, events.GoAway) for e in first.received)
+
+
+async def test_goaway_reconnects_at_once(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    path = config_for(
+        tmp_path, keys, idp, rogue.ws_url, db_port=closed_port(), ha_connections=1,
+        backoff_base_s=30.0, backoff_cap_s=30.0,
+    )  # fmt: skip
+    with trio.fail_after(20):
+        async with open_connector(load_config(path)) as connector:
+            first = await rogue.wait_session()
+            await first.ready.wait()
+            await first.send(events.GoAway("relay.overloaded", "going away", 0))
+            await first.ws.aclose()
+            second = await rogue.wait_session(2)
+            await second.ready.wait()
+            assert connector.immediate_reconnects == 1
+
+
+async def test_black_holed_network_is_detected_within_the_deadline(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    port = int(rogue.ws_url.rsplit(":", 1)[1])
+    async with open_proxy(port) as proxy:
+        path = config_for(
+            tmp_path, keys, idp, f"ws://127.0.0.1:{proxy.port}", db_port=closed_port(),
+            ha_connections=1, ping_interval_s=0.2, dead_peer_after_s=1.0,
+        )  # fmt: skip
+        with trio.fail_after(30):
+            async with open_connector(load_config(path)) as connector:
+                await connector.wait_ready()
+                proxy.freeze()
+                started = trio.current_time()
+                while connector.ready_links:  # noqa: ASYNC110 - observing the connector
+                    await trio.sleep(0.05)
+                detected = trio.current_time() - started
+                proxy.thaw()
+                await connector.wait_ready()  # a new connection through the healed network
+                healed = trio.current_time() - started
+    # ping every 0.2 s, dead after 1.0 s, closing handshake bounded by 1.0 s
+    assert detected < 3.0, detected
+    assert healed < 6.0, healed
+    assert proxy.connections >= 2
+
+
+async def test_restarted_relay_is_rejoined(tmp_path: Path, keys: Keys, idp: DevIdP) -> None:
+    pub = load_private_key(keys.connector.private_path).public_key()
+    kw = dict(tunnel="demo", connector_id="conn-1", connector_public_key=pub, relay_key=keys.relay)
+    port = closed_port()
+    path = config_for(tmp_path, keys, idp, f"ws://127.0.0.1:{port}", db_port=closed_port())
+    with trio.fail_after(30):
+        async with open_connector(load_config(path)) as connector:
+            # the relay is not up yet: the connector retries with backoff until it is
+            await trio.sleep(0.3)
+            async with open_rogue_relay(port=port, **kw) as relay:  # type: ignore[arg-type]
+                await connector.wait_ready(2)
+                assert len(relay.sessions) == 2
+            # the relay went away: the connector notices and backs off
+            while connector.ready_links:  # noqa: ASYNC110 - observing the connector
+                await trio.sleep(0.05)
+            await trio.sleep(0.3)
+            async with open_rogue_relay(port=port, **kw) as again:  # type: ignore[arg-type]
+                await connector.wait_ready(2)
+                assert len(again.sessions) >= 2
+            assert connector.reconnects >= 2
+
+
+async def test_concurrency_cap_and_cancel_frame(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    async with open_server(users=users, db=":memory:") as db:
+        await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+        path = config_for(
+            tmp_path, keys, idp, rogue.ws_url, db_port=db.port, database=db.engine.database,
+            ha_connections=2, max_concurrent_queries=1,
+        )  # fmt: skip
+        token = idp.mint(sub="alice", groups=["analysts"])
+        with trio.fail_after(30):
+            async with open_connector(load_config(path)) as connector:
+                session = await rogue.wait_session()
+                other = await rogue.wait_session(2)
+                await session.ready.wait()
+                await other.ready.wait()
+                # each connection takes 1 stream (READY max_streams), the connector 1 in total
+                slow = await session.query(token=token, sql=SLOW)
+                while connector.service.in_flight < 1:  # noqa: ASYNC110 - observing
+                    await trio.sleep(0.01)
+                excess = await other.query(token=token, sql="SELECT 1 AS one")
+                await excess.done.wait()
+                err = json.loads(excess.body)["error"]
+                assert err["code"] == "limits.too_many_queries"
+                await trio.sleep(0.5)  # the slow statement is running in tdslite
+                await session.cancel(slow.stream_id)
+                await slow.done.wait()
+                assert json.loads(slow.body.splitlines()[-1])["error"]["code"] == (
+                    "query.cancelled"
+                )
+                while not any(e["statement"] == SLOW for e in db.statement_log.entries):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                (entry,) = [e for e in db.statement_log.entries if e["statement"] == SLOW]
+                assert entry["outcome"].get("cancelled") is True
+                # the slot is free again
+                ok = await session.query(token=token, sql="SELECT n FROM d WHERE n = 3")
+                await ok.done.wait()
+                assert ok.terminal == "done", ok.body
