@@ -89,7 +89,6 @@ class Conformance:
     kind: str
     proxy: CutProxy
     tmp_path: Path
-    contexts: AsyncExitStack
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stack, name)
@@ -101,11 +100,14 @@ class Conformance:
     def relay_url_via_proxy(self) -> str:
         return f"ws://127.0.0.1:{self.proxy.port}"
 
-    async def start_connector(self, connector_id: str, **options: Any) -> Connector:
-        """Start another real connector (registered id) through the proxy; ready on return."""
-        key = write_key(
-            self.tmp_path / f"{connector_id}.key", self.relay.connector_keys[connector_id]
-        )
+    @asynccontextmanager
+    async def open_connector(self, connector_id: str, **options: Any) -> AsyncIterator[Connector]:
+        """Run a real connector (a registered id) through the proxy; READY on entry.
+
+        Use it as ``async with`` in the task that owns it (a test, or the fixture for conn-1).
+        """
+        key_file = self.tmp_path / f"{connector_id}.key"
+        key = write_key(key_file, self.relay.connector_keys[connector_id])
         path = write_connector_config(
             self.tmp_path / connector_id,
             relay_urls=[self.relay_url_via_proxy()],
@@ -118,9 +120,9 @@ class Conformance:
             connector_id=connector_id,
             **options,
         )
-        connector = await self.contexts.enter_async_context(open_connector(load_config(path)))
-        await connector.wait_ready(connector.config.tunnel.ha_connections)
-        return connector
+        async with open_connector(load_config(path)) as connector:
+            await connector.wait_ready(connector.config.tunnel.ha_connections)
+            yield connector
 
 
 @asynccontextmanager
@@ -139,8 +141,8 @@ async def open_conformance(kind: str, tmp_path: Path) -> AsyncIterator[Conforman
         await nursery.start(proxy.serve)
         http = await contexts.enter_async_context(httpx.AsyncClient(timeout=60))
         partial = Stack(idp, db, relay, None, http, tmp_path)  # type: ignore[arg-type]
-        conf = Conformance(partial, kind, proxy, tmp_path, contexts)
-        conf.stack.connector = await conf.start_connector("conn-1")
+        conf = Conformance(partial, kind, proxy, tmp_path)
+        conf.stack.connector = await contexts.enter_async_context(conf.open_connector("conn-1"))
         try:
             yield conf
         finally:
