@@ -73,11 +73,6 @@ def _serve(args: argparse.Namespace) -> int:
     from relay.config import ConfigError, load_config, split_listen
     from relay.server import RunningRelay, serve_relay
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     try:
         config = load_config(args.config)
         if args.listen:
@@ -86,6 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"edgetds relay: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

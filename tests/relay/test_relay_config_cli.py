@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from connector.keys import encode_public_key, generate_key_files
+from edgetds.cli import main
 from relay.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,27 +118,24 @@ async def test_cli_serve_prints_the_url_first_and_drains_on_sigterm(tmp_path: Pa
             await process.wait()
 
 
-def test_cli_bad_config_exits_2_with_the_reason(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "edgetds", "relay", "serve", "--config", str(tmp_path / "x.toml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2
-    assert "cannot read relay config" in out.stderr
-    assert out.stdout == ""
+def test_cli_bad_config_exits_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["relay", "serve", "--config", str(tmp_path / "x.toml")]) == 2
+    out = capsys.readouterr()
+    assert "cannot read relay config" in out.err
+    assert out.out == ""
+    path = write_config(tmp_path)
+    assert main(["relay", "serve", "--config", str(path), "--listen", "nowhere"]) == 2
+    assert "is not HOST:PORT" in capsys.readouterr().err
 
 
-def test_cli_help_teaches() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "edgetds", "relay", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0
-    assert "examples:" in out.stdout
-    assert "edgetds relay serve --config" in out.stdout
+def test_cli_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["relay", "serve", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    assert "edgetds relay serve --config" in out
+    assert main(["relay"]) == 2  # no subcommand: usage on stderr
+    assert "serve" in capsys.readouterr().err
