@@ -1,0 +1,134 @@
+"""The single binary (dist/edgetds, `make binary`): --version, connector check, and a real query
+through the BINARY connector (a subprocess) against the Python relay, tdslite and the dev IdP.
+
+The binary is built once (PyInstaller, ~1 min; longer on a loaded machine) unless dist/edgetds is
+newer than every source file it packages. A binary that starts but misses a module loaded by name
+(sqlglot dialects, websockets' lazy imports, ...) fails the end-to-end query, not --version.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.support.ops_stack import open_stack, post_query
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "dist" / "edgetds"
+SOURCES = ("edgetds", "connector", "relay", "tdslite", "protocol", "packaging")
+BUILD_TIMEOUT_S = 900
+
+
+def _newest_source() -> float:
+    newest = (ROOT / "pyproject.toml").stat().st_mtime
+    for package in SOURCES:
+        for path in (ROOT / package).rglob("*"):
+            if path.suffix in (".py", ".spec", ".json") and "__pycache__" not in path.parts:
+                newest = max(newest, path.stat().st_mtime)
+    return newest
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    if BINARY.exists() and BINARY.stat().st_mtime > _newest_source():
+        return BINARY
+    command = [
+        sys.executable,
+        "-m",
+        "PyInstaller",
+        "--noconfirm",
+        "--log-level",
+        "WARN",
+        "--distpath",
+        str(ROOT / "dist"),
+        "--workpath",
+        str(ROOT / "build" / "pyinstaller"),
+        str(ROOT / "packaging" / "edgetds.spec"),
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, f"PyInstaller failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    assert BINARY.exists()
+    return BINARY
+
+
+def _env() -> dict[str, str]:
+    # the binary must not need the venv: no PYTHONPATH, no VIRTUAL_ENV
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"
+    return env
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT_S + 60)
+def test_version(binary: Path) -> None:
+    done = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=60, env=_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "edgetds 0.1.0"
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT_S + 60)
+async def test_check_and_a_real_query_through_the_binary_connector(
+    binary: Path, tmp_path: Path
+) -> None:
+    async with open_stack(tmp_path) as stack:
+        with trio.fail_after(60):
+            check = await trio.run_process(
+                [str(binary), "connector", "check", "--config", str(stack.config_path)],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=_env(),
+            )
+        assert check.returncode == 0, check.stderr.decode()
+        assert "ok: connector 'conn-1' for tunnel 'demo'" in check.stdout.decode()
+
+        stderr = tmp_path / "connector.log"
+        async with trio.open_nursery() as nursery:
+            with stderr.open("wb") as log:
+                run = [str(binary), "connector", "run", "--config", str(stack.config_path)]
+                process = await nursery.start(
+                    functools.partial(trio.run_process, run, stderr=log, check=False, env=_env())
+                )
+                try:
+                    with trio.fail_after(60):
+                        await _wait_for_connector(stack.relay.http_url, stack.token())
+                        # a real ad-hoc query: sqlglot's read-only check runs in the binary
+                        token = stack.token()
+                        status, lines = await post_query(
+                            stack, sql="SELECT 41 + 1 AS answer", token=token
+                        )
+                    process.send_signal(signal.SIGTERM)  # drain, then exit 0
+                    with trio.fail_after(30):
+                        code = await process.wait()
+                finally:
+                    if process.returncode is None:
+                        process.kill()
+        logs = stderr.read_text()
+    assert status == 200, (lines, logs[-3000:])
+    assert lines[1] == [42], lines
+    assert lines[-1]["done"]["rows"] == 1
+    assert code == 0, logs[-3000:]
+    assert "tunnel ready" in logs
+    assert token not in logs  # never a token in the logs
+
+
+async def _wait_for_connector(http_url: str, token: str) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        while True:
+            response = await client.get(
+                f"{http_url}/v1/tunnels/demo/status", headers={"Authorization": f"Bearer {token}"}
+            )
+            if response.status_code == 200 and response.json().get("connections"):
+                return
+            await trio.sleep(0.1)
