@@ -41,8 +41,8 @@ SPECIAL_FUNCTIONS = frozenset(
 )
 #: Niladic keywords that are really functions.
 NILADIC = frozenset({"CURRENT_TIMESTAMP", "CURRENT_USER", "SYSTEM_USER", "SESSION_USER"})
-#: Type names sqlglot would merge with others (REAL with FLOAT, NTEXT with TEXT).
-_TYPE_RENAMES = {"REAL": "FLOAT(24)", "NTEXT": "NVARCHAR(MAX)"}
+#: Type names sqlglot would merge with others (REAL/FLOAT, NTEXT/TEXT, NUMERIC/DECIMAL).
+_TYPE_RENAMES = {"REAL": "FLOAT(24)", "NTEXT": "NVARCHAR(MAX)", "NUMERIC": "TDS_NUMERIC"}
 _LITERAL_TOKENS = frozenset(
     {TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.IDENTIFIER, TokenType.NUMBER}
 )

@@ -58,8 +58,15 @@ class Principal:
             raise _errors.ddl_denied(
                 "CREATE TABLE" if verb != "CREATE INDEX" else "CREATE INDEX", database
             )
-        if verb in ("DROP TABLE", "TRUNCATE TABLE") and not self.may_ddl:
+        if verb == "DROP TABLE" and not self.may_ddl:
             raise _errors.drop_denied(sorted(writes)[0] if writes else "")
+        if verb == "TRUNCATE TABLE" and not self.may_ddl:
+            name = sorted(writes)[0] if writes else ""
+            raise _errors.SqlError(
+                1088,
+                f'Cannot find the object "{name}" because it does not exist or you do not have '
+                "permissions.",
+            )
         permission = verb if verb in _WRITE_VERBS else "DELETE"
         for table in sorted(writes):
             if verb in _WRITE_VERBS and not self.may(permission, table):
@@ -96,6 +103,9 @@ class Authorizer:
         self.principal = principal
         self.denied: tuple[str, str] | None = None  # (permission, object) of the last denial
         self._internal = 0
+        #: While a DML statement that passed `Principal.check` runs, SQLite's own foreign-key
+        #: enforcement reads parent/child tables; SQL Server needs no SELECT permission for that.
+        self.constraint_reads = False
 
     @contextmanager
     def internal(self) -> Iterator[None]:
@@ -116,6 +126,8 @@ class Authorizer:
         if action == sqlite3.SQLITE_READ:
             table = arg1 or ""
             if table in _SCHEMA_TABLES and self.principal.may_ddl:
+                return sqlite3.SQLITE_OK
+            if self.constraint_reads and not is_internal(table):
                 return sqlite3.SQLITE_OK
             return self._decide(self.principal.may("SELECT", table), "SELECT", table)
         if action in self._WRITES:

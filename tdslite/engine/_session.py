@@ -47,6 +47,9 @@ _SQLGLOT_KEYWORDS = frozenset(
 )
 
 
+_CONTROL_KEYWORDS = frozenset({"USE", "BEGIN", "COMMIT", "ROLLBACK", "REVERT", "EXEC", "EXECUTE"})
+
+
 @dataclass
 class _Prepared:
     statement: Statement
@@ -134,6 +137,15 @@ class Session:
 
     def _prepare(self, statement: Statement) -> _Prepared:
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
+            if statement.keyword not in _CONTROL_KEYWORDS:
+                raise _errors.unsupported(statement.keyword or statement.text[:20]).at_line(
+                    statement.line
+                )
+            if statement.keyword == "BEGIN" and statement.words[1:2] not in (
+                ("TRAN",),
+                ("TRANSACTION",),
+            ):
+                raise _errors.unsupported("BEGIN ... END blocks").at_line(statement.line)
             return _Prepared(statement, None)
         if statement.keyword == "SET" and "@" not in statement.words[1:2]:
             return _Prepared(statement, None)
@@ -151,9 +163,8 @@ class Session:
         tree = trees[0]
         if isinstance(tree, exp.Command):
             raise _errors.unsupported(statement.keyword).at_line(statement.line)
-        regenerated = [
-            word(tokenize(tree.sql("tsql")), i) for i in range(len(tokenize(tree.sql("tsql"))))
-        ]
+        tokens = tokenize(tree.sql("tsql"))
+        regenerated = [word(tokens, i) for i in range(len(tokens))]
         for keyword in _SIGNIFICANT:
             if statement.words.count(keyword) > regenerated.count(keyword):
                 raise _errors.unsupported(keyword).at_line(statement.line)
@@ -268,7 +279,11 @@ class Session:
                 self._conn.execute("SAVEPOINT tds_ddl")
             try:
                 for sql in plan.sql:
-                    cursor = self._conn.execute(sql, bindings if not ddl else ())
+                    self._authorizer.constraint_reads = not ddl
+                    try:
+                        cursor = self._conn.execute(sql, bindings if not ddl else ())
+                    finally:
+                        self._authorizer.constraint_reads = False
                     count = cursor.rowcount
                     if (
                         plan.verb == "INSERT"

@@ -90,8 +90,9 @@ def sql_type_of(node: exp.DataType) -> SqlType:
     dtype = node.this.name if hasattr(node.this, "name") else str(node.this)
     params = [p.sql("tsql") for p in node.expressions]
     name = _DTYPE_NAMES.get(dtype)
-    if dtype == "USERDEFINED" and node.sql("tsql").lower() == "sysname":
-        name = "sysname"
+    if dtype == "USERDEFINED":
+        kind = str(node.args.get("kind") or node.sql("tsql")).lower()
+        name = {"sysname": "sysname", "tds_numeric": "numeric"}.get(kind)
     if name is None:
         raise _errors.SqlError(
             2715, f"Column, parameter, or variable: cannot find data type {node.sql('tsql')}."
@@ -461,6 +462,12 @@ class Translator:
     def _compare(self, node: exp.Expression, scope: Scope) -> SqlType:
         left, right = self.expr(node.this, scope), self.expr(node.expression, scope)
         self._align(node.this, left, node.expression, right)
+        if "datetimeoffset" in (getattr(left, "name", None), getattr(right, "name", None)):
+            # Stored as "<UTC instant> @<offset>": compare the instants only.
+            for side in (node.this, node.expression):
+                side.replace(
+                    anon("substr", side.copy(), exp.Literal.number(1), exp.Literal.number(27))
+                )
         return ty.BIT
 
     def _align(
@@ -710,7 +717,7 @@ class Translator:
     def _fn_date(
         self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
     ) -> SqlType:
-        if name in ("YEAR", "MONTH", "DAY"):
+        if name in ("YEAR", "MONTH", "DAY", "EOMONTH"):
             unit, values = name.lower(), args
         else:
             unit, values = self._unit(args[0]), args[1:]

@@ -51,6 +51,15 @@ def higher(a: SqlType | None, b: SqlType | None) -> SqlType | None:
         wide = a.name.startswith("n") or b.name.startswith("n")
         length = -1 if -1 in (a.length, b.length) else max(a.length or 1, b.length or 1)
         return SqlType("nvarchar" if wide else "varchar", length=length)
+    if (a.name in DECIMAL_TYPES and b.name in INTEGER_TYPES) or (
+        b.name in DECIMAL_TYPES and a.name in INTEGER_TYPES
+    ):
+        a, b = (
+            SqlType("decimal", precision=INT_PRECISION[t.name], scale=0)
+            if t.name in INTEGER_TYPES
+            else t
+            for t in (a, b)
+        )
     if a.name in DECIMAL_TYPES and b.name in DECIMAL_TYPES:
         scale = max(a.scale or 0, b.scale or 0)
         digits = max((a.precision or 18) - (a.scale or 0), (b.precision or 18) - (b.scale or 0))

@@ -90,6 +90,11 @@ def _utc_offset_text(value: dt.datetime) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+def _ymd(value: dt.date) -> str:
+    # strftime("%Y") does not zero-pad years before 1000 on Linux.
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+
+
 def encode(sql_type: SqlType, value: object) -> Storage:
     """Storage form of a Python value already of the type's Python class (see _types)."""
     if value is None:
@@ -109,17 +114,17 @@ def encode(sql_type: SqlType, value: object) -> Storage:
         return str(value).upper()
     if name == "date":
         assert isinstance(value, dt.date)
-        return value.isoformat()[:10]
+        return _ymd(value)
     if name == "time":
         assert isinstance(value, dt.time)
         return f"{value:%H:%M:%S}.{_fraction(value)}"
     if name in DATETIME_TYPES:
         assert isinstance(value, dt.datetime)
-        return f"{value:%Y-%m-%d %H:%M:%S}.{_fraction(value)}"
+        return f"{_ymd(value)} {value:%H:%M:%S}.{_fraction(value)}"
     if name == "datetimeoffset":
         assert isinstance(value, dt.datetime) and value.tzinfo is not None
         utc = value.astimezone(dt.UTC)
-        return f"{utc:%Y-%m-%d %H:%M:%S}.{_fraction(value)} @{_utc_offset_text(value)}"
+        return f"{_ymd(utc)} {utc:%H:%M:%S}.{_fraction(value)} @{_utc_offset_text(value)}"
     raise ValueError(f"cannot store type {sql_type}")
 
 
@@ -288,9 +293,9 @@ def to_text(value: object, *, style: int = 0) -> str:
         return value.decode("utf-8", errors="replace")
     if isinstance(value, dt.datetime):
         if style == 23:
-            return f"{value:%Y-%m-%d}"
+            return _ymd(value)
         sep = "T" if style in (126, 127) else " "
-        text = f"{value:%Y-%m-%d}{sep}{value:%H:%M:%S}"
+        text = f"{_ymd(value)}{sep}{value:%H:%M:%S}"
         if style == 120:
             return text
         text += "." + _fraction(value, 7)
@@ -470,8 +475,12 @@ def _to_temporal(value: object, target: SqlType, source: SqlType | None) -> obje
 
 def convert_style(value: object, target: SqlType, style: int, *, source: SqlType | None) -> Any:
     """CONVERT(target, value, style) for string targets; other targets ignore the style."""
+    if (
+        source is not None
+        and source.name not in STRING_TYPES
+        and isinstance(value, str | int | float | bytes)
+    ):
+        value = _parse_stored(value, source)
     if target.name in STRING_TYPES and not isinstance(value, str):
-        if source is not None and isinstance(value, str | int | float | bytes):
-            value = _parse_stored(value, source)
         return _to_string(value, target, style=style)
     return convert(value, target, source=source)
