@@ -22,6 +22,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "connector.audit",
     "connector.cli",
     "relay.cli",
+    "edgetds.loadtest.cli",
 )
 
 EPILOG = """\

@@ -1,0 +1,54 @@
+"""Load testing: drive the relay's HTTP API (or SQL Server directly) with a TOML scenario.
+
+`edgetds loadtest` is the command (edgetds/loadtest/cli.py); in Python::
+
+    plan = Plan(scenario=load_scenario("s.toml"), target_url="http://127.0.0.1:8443",
+                tunnel="demo", tokens=TokenSource.from_file("tokens.txt"))
+    runs = await run_loadtest(plan)            # {"tunnel": RunResult}
+    write_report("out", plan.scenario.name, runs)   # results.json + report.html
+"""
+
+from __future__ import annotations
+
+from edgetds.loadtest.report import compare, write_report
+from edgetds.loadtest.runner import Plan, drive, run_direct, run_loadtest, run_tunnel
+from edgetds.loadtest.scenario import (
+    Scenario,
+    ScenarioError,
+    WeightedPicker,
+    load_scenario,
+    parse_scenario,
+)
+from edgetds.loadtest.stats import Outcome, Recorder, RunResult
+from edgetds.loadtest.targets import (
+    DirectSpec,
+    DirectTarget,
+    HttpTarget,
+    TargetError,
+    TokenSource,
+    parse_direct,
+)
+
+__all__ = [
+    "DirectSpec",
+    "DirectTarget",
+    "HttpTarget",
+    "Outcome",
+    "Plan",
+    "Recorder",
+    "RunResult",
+    "Scenario",
+    "ScenarioError",
+    "TargetError",
+    "TokenSource",
+    "WeightedPicker",
+    "compare",
+    "drive",
+    "load_scenario",
+    "parse_direct",
+    "parse_scenario",
+    "run_direct",
+    "run_loadtest",
+    "run_tunnel",
+    "write_report",
+]

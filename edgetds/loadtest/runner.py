@@ -1,0 +1,291 @@
+"""Drive a target with a scenario: closed-loop virtual users or an open-loop arrival schedule.
+
+Strategy:
+
+1. A *slot* is one in-flight query's seat (one HTTP connection of the pool, or one python-tds
+   connection in `--direct`); there are ``load.concurrency`` slots, handed out through a channel,
+   so a slot's connection is never used by two queries at once.
+2. Closed loop: ``concurrency`` virtual users, each sends a query, waits for the end of its
+   stream, sends the next. User i starts at ``i * ramp_up_s / concurrency``.
+3. Open loop (``load.rate``): queries are *due* at a fixed schedule (the rate rises linearly over
+   the ramp-up), whatever the latencies; a query waiting for a free slot is late, and its latency
+   is measured from when it was due (no coordinated omission: a stalled server shows up as
+   latency, not as a politely lower request rate).
+4. It stops by itself: no query starts after the duration or past the count; queries in flight
+   then get ``timeout_s`` to finish, after which they are cancelled and counted as
+   ``client.timeout``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from edgetds.loadtest.progress import show_progress
+from edgetds.loadtest.scenario import QuerySpec, Scenario, WeightedPicker
+from edgetds.loadtest.stats import Outcome, Recorder, RunResult
+from edgetds.loadtest.targets import (
+    DirectSpec,
+    DirectTarget,
+    HttpTarget,
+    TargetError,
+    TokenSource,
+    check_loopback,
+)
+
+__all__ = ["Plan", "Target", "drive", "run_direct", "run_loadtest", "run_tunnel"]
+
+
+class Target(Protocol):
+    async def __call__(
+        self, slot: int, vu: int, query: QuerySpec, rng: random.Random
+    ) -> Outcome: ...
+
+
+@dataclass
+class _Budget:
+    """Shared stop conditions: a deadline (perf_counter) and/or a count of queries to start."""
+
+    deadline: float | None
+    remaining: int | None
+
+    def take(self) -> bool:
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            return False
+        if self.remaining is not None:
+            if self.remaining <= 0:
+                return False
+            self.remaining -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class _Run:
+    scenario: Scenario
+    target: Target
+    recorder: Recorder
+    picker: WeightedPicker
+    base_rng: random.Random
+    budget: _Budget
+
+
+async def _one(
+    target: Target,
+    recorder: Recorder,
+    slot: int,
+    vu: int,
+    query: QuerySpec,
+    rng: random.Random,
+    due: float,
+    timeout_s: float,
+) -> None:
+    outcome: Outcome | None = None
+    with trio.move_on_after(timeout_s):
+        outcome = await target(slot, vu, query, rng)
+    recorder.record(query.name, due, time.perf_counter(), outcome or Outcome("client.timeout"))
+
+
+async def drive(
+    scenario: Scenario,
+    target: Target,
+    recorder: Recorder,
+) -> None:
+    """Run ``scenario`` against ``target``, recording into ``recorder``; returns when done."""
+    load = scenario.load
+    picker = WeightedPicker(scenario.queries)
+    base_rng = random.Random(scenario.seed)
+    recorder.start()
+    start = recorder.started
+    budget = _Budget(
+        deadline=start + load.duration_s if load.duration_s is not None else None,
+        remaining=load.count,
+    )
+    # Hard bound: the run plus one query timeout, whatever the target does.
+    hard_s = (load.duration_s or math.inf) + load.ramp_up_s + load.timeout_s + 5
+    with trio.move_on_after(hard_s):
+        run = _Run(scenario, target, recorder, picker, base_rng, budget)
+        await (_closed_loop(run) if load.rate is None else _open_loop(run))
+    recorder.finish()
+
+
+async def _closed_loop(run: _Run) -> None:
+    load, target, recorder, picker, base_rng = (
+        run.scenario.load,
+        run.target,
+        run.recorder,
+        run.picker,
+        run.base_rng,
+    )
+
+    async def user(vu: int) -> None:
+        rng = random.Random(base_rng.getrandbits(64))
+        if load.ramp_up_s:
+            await trio.sleep(vu * load.ramp_up_s / load.concurrency)
+        while run.budget.take():
+            query = picker.pick(rng)
+            await _one(target, recorder, vu, vu, query, rng, time.perf_counter(), load.timeout_s)
+
+    async with trio.open_nursery() as nursery:
+        for vu in range(load.concurrency):
+            nursery.start_soon(user, vu)
+
+
+def _interval(rate: float, ramp_up_s: float, elapsed: float) -> float:
+    """Seconds to the next arrival: the rate rises linearly over the ramp-up (from 5 %)."""
+    if ramp_up_s > 0 and elapsed < ramp_up_s:
+        rate = rate * max(elapsed / ramp_up_s, 0.05)
+    return 1.0 / rate
+
+
+async def _open_loop(run: _Run) -> None:
+    load, target, recorder, picker, base_rng = (
+        run.scenario.load,
+        run.target,
+        run.recorder,
+        run.picker,
+        run.base_rng,
+    )
+    assert load.rate is not None
+    send_slot, free_slots = trio.open_memory_channel[int](load.concurrency)
+    for slot in range(load.concurrency):
+        send_slot.send_nowait(slot)
+
+    async def query_task(slot: int, vu: int, query: QuerySpec, rng: random.Random, due: float):  # type: ignore[no-untyped-def]
+        try:
+            await _one(target, recorder, slot, vu, query, rng, due, load.timeout_s)
+        finally:
+            send_slot.send_nowait(slot)
+
+    async with trio.open_nursery() as nursery:
+        due = recorder.started
+        arrival = 0
+        while run.budget.take():
+            now = time.perf_counter()
+            if due > now:
+                await trio.sleep(due - now)
+            slot = await free_slots.receive()  # late when all slots are busy: latency counts it
+            rng = random.Random(base_rng.getrandbits(64))
+            query = picker.pick(rng)
+            nursery.start_soon(query_task, slot, arrival % load.concurrency, query, rng, due)
+            arrival += 1
+            due += _interval(load.rate, load.ramp_up_s, due - recorder.started)
+
+
+# ------------------------------------------------------------------------------- orchestration
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `run_loadtest` runs: the tunnel (HTTP API), the direct baseline, or both."""
+
+    scenario: Scenario
+    target_url: str | None = None
+    tunnel: str = "demo"
+    tokens: TokenSource | None = None
+    direct: DirectSpec | None = None
+    #: None: rich on a terminal, plain lines otherwise; False: no progress output at all
+    live: bool | None = None
+    progress_interval_s: float = 5.0
+    allow_remote: bool = False
+
+    def check(self) -> None:
+        """Refuse what cannot run (and non-loopback hosts unless allowed)."""
+        if self.target_url is None and self.direct is None:
+            raise TargetError("nothing to run: give --target URL (and --tunnel) and/or --direct")
+        if self.target_url is not None:
+            parts = urlsplit(self.target_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise TargetError(
+                    f"--target {self.target_url!r}: expected the relay's HTTP base URL, "
+                    "e.g. http://127.0.0.1:8443"
+                )
+            check_loopback(parts.hostname, what="--target", allow_remote=self.allow_remote)
+            if self.tokens is None:
+                raise TargetError("--target needs tokens: --dev-idp-key-dir DIR or --token-file F")
+        if self.direct is not None:
+            check_loopback(self.direct.host, what="--direct", allow_remote=self.allow_remote)
+            missing = [q.name for q in self.scenario.queries if q.sql_for_direct() is None]
+            if missing:
+                raise TargetError(
+                    f'--direct: named queries {missing} have no SQL; add direct_sql = "..." '
+                    "to them in the scenario (the connector's policy holds the real text)"
+                )
+
+
+async def _with_progress(
+    plan: Plan, recorder: Recorder, run: Callable[[], Awaitable[None]]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        if plan.live is not False:
+            nursery.start_soon(
+                partial(
+                    show_progress,
+                    recorder,
+                    live=plan.live,
+                    interval_s=plan.progress_interval_s,
+                )
+            )
+        await run()
+        nursery.cancel_scope.cancel()
+
+
+async def run_tunnel(plan: Plan) -> RunResult:
+    assert plan.target_url is not None
+    assert plan.tokens is not None
+    load = plan.scenario.load
+    limits = httpx.Limits(
+        max_connections=load.concurrency, max_keepalive_connections=load.concurrency
+    )
+    timeout = httpx.Timeout(load.timeout_s, connect=min(load.timeout_s, 10.0))
+    recorder = Recorder("tunnel", seed=plan.scenario.seed)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+        target = HttpTarget(client, plan.target_url, plan.tunnel, plan.tokens)
+        await _with_progress(plan, recorder, partial(drive, plan.scenario, target, recorder))
+    return recorder.result(**_context(plan, url=plan.target_url, tunnel=plan.tunnel))
+
+
+async def run_direct(plan: Plan) -> RunResult:
+    assert plan.direct is not None
+    load = plan.scenario.load
+    target = DirectTarget(plan.direct, slots=load.concurrency, timeout_s=load.timeout_s)
+    recorder = Recorder("direct", seed=plan.scenario.seed)
+    try:
+        await _with_progress(plan, recorder, partial(drive, plan.scenario, target, recorder))
+    finally:
+        await trio.to_thread.run_sync(target.close)
+    where = f"{plan.direct.host}:{plan.direct.port}/{plan.direct.database}"
+    return recorder.result(**_context(plan, url=f"tds://{where}"))
+
+
+def _context(plan: Plan, **extra: Any) -> dict[str, Any]:
+    load = plan.scenario.load
+    return {
+        "scenario": plan.scenario.name,
+        "mode": load.mode,
+        "concurrency": load.concurrency,
+        "rate": load.rate,
+        "planned_duration_s": load.duration_s,
+        "planned_count": load.count,
+        "ramp_up_s": load.ramp_up_s,
+        **extra,
+    }
+
+
+async def run_loadtest(plan: Plan) -> dict[str, RunResult]:
+    """Run the tunnel and/or the direct baseline one after the other; results by target."""
+    plan.check()
+    results: dict[str, RunResult] = {}
+    if plan.target_url is not None:
+        results["tunnel"] = await run_tunnel(plan)
+    if plan.direct is not None:
+        results["direct"] = await run_direct(plan)
+    return results

@@ -1,0 +1,222 @@
+"""What a load-test run measured: an HDR latency histogram, counters, and a sampled timeline.
+
+`Recorder` is fed one `Outcome` per query by the runner (one Trio thread, no locks needed) and
+turns into a `RunResult` (plain JSON-ready data) at the end. Latencies are kept in microseconds
+in an HDR histogram (1 us .. 1 h, 3 significant digits), so percentiles are exact to 0.1 %
+whatever the number of queries; the timeline for the plot is a reservoir sample of at most
+`TIMELINE_MAX` points, so memory stays flat on long runs.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = ["Outcome", "Recorder", "RunResult", "Snapshot", "new_histogram"]
+
+#: points kept for the latency-over-time plot
+TIMELINE_MAX = 20_000
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
+
+
+def new_histogram() -> HdrHistogram:
+    """Microseconds from 1 us to 1 hour, 3 significant digits."""
+    return HdrHistogram(1, 3_600_000_000, 3)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one query ended: ``code`` is None when it succeeded, else an error code."""
+
+    code: str | None
+    rows: int = 0
+    nbytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Live figures for the progress display."""
+
+    elapsed_s: float
+    count: int
+    ok: int
+    errors: int
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    rows: int
+
+
+@dataclass
+class _PerQuery:
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    errors: int = 0
+
+
+class Recorder:
+    """Accumulates outcomes of one run (a target: "tunnel" or "direct")."""
+
+    def __init__(self, target: str, *, seed: int | None = None) -> None:
+        self.target = target
+        self.hist = new_histogram()
+        self.errors: Counter[str] = Counter()
+        self.ok = 0
+        self.rows = 0
+        self.nbytes = 0
+        self.by_query: dict[str, _PerQuery] = {}
+        self.timeline: list[tuple[float, float, bool]] = []  # (t_s, latency_ms, ok)
+        self._seen = 0
+        self._rng = random.Random(seed)
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
+        self.ended: float | None = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
+
+    def record(self, query: str, start: float, end: float, outcome: Outcome) -> None:
+        """Record one query that was due at ``start`` and ended at ``end`` (perf_counter s)."""
+        micros = max(1, round((end - start) * 1e6))
+        self.hist.record_value(micros)
+        per = self.by_query.get(query)
+        if per is None:
+            per = self.by_query[query] = _PerQuery()
+        per.hist.record_value(micros)
+        if outcome.code is None:
+            self.ok += 1
+        else:
+            self.errors[outcome.code] += 1
+            per.errors += 1
+        self.rows += outcome.rows
+        self.nbytes += outcome.nbytes
+        point = (round(end - self.started, 4), micros / 1000, outcome.code is None)
+        self._seen += 1
+        if len(self.timeline) < TIMELINE_MAX:
+            self.timeline.append(point)
+        else:  # reservoir sampling (algorithm R): every query equally likely to be plotted
+            slot = self._rng.randrange(self._seen)
+            if slot < TIMELINE_MAX:
+                self.timeline[slot] = point
+
+    def finish(self) -> None:
+        self.ended = time.perf_counter()
+
+    @property
+    def count(self) -> int:
+        return self.ok + sum(self.errors.values())
+
+    def snapshot(self) -> Snapshot:
+        elapsed = (self.ended or time.perf_counter()) - self.started
+        count = self.count
+        return Snapshot(
+            elapsed_s=elapsed,
+            count=count,
+            ok=self.ok,
+            errors=count - self.ok,
+            qps=count / elapsed if elapsed > 0 else 0.0,
+            p50_ms=self.hist.get_value_at_percentile(50) / 1000 if count else 0.0,
+            p99_ms=self.hist.get_value_at_percentile(99) / 1000 if count else 0.0,
+            rows=self.rows,
+        )
+
+    def result(self, **context: Any) -> RunResult:
+        """The final figures; ``context`` (mode, concurrency, url, ...) is stored as given."""
+        snap = self.snapshot()
+        return RunResult(
+            target=self.target,
+            started_at=self.started_wall,
+            duration_s=round(snap.elapsed_s, 4),
+            count=snap.count,
+            ok=self.ok,
+            errors=snap.errors,
+            errors_by_code=dict(sorted(self.errors.items())),
+            rows=self.rows,
+            bytes=self.nbytes,
+            throughput_qps=round(snap.qps, 3),
+            rows_per_s=round(self.rows / snap.elapsed_s, 3) if snap.elapsed_s > 0 else 0.0,
+            latency_ms=latency_summary(self.hist),
+            by_query={
+                name: {
+                    "count": per.hist.get_total_count(),
+                    "errors": per.errors,
+                    **latency_summary(per.hist),
+                }
+                for name, per in sorted(self.by_query.items())
+            },
+            distribution=distribution(self.hist),
+            timeline=sorted(self.timeline),
+            context=dict(context),
+        )
+
+
+def latency_summary(hist: HdrHistogram) -> dict[str, float]:
+    """p50/p90/p99/p99.9/max/min/mean in milliseconds (zeros for an empty histogram)."""
+    if hist.get_total_count() == 0:
+        return {name: 0.0 for name in ("p50", "p90", "p99", "p99_9", "max", "min", "mean")}
+    out = {name: hist.get_value_at_percentile(p) / 1000 for name, p in PERCENTILES}
+    out["max"] = hist.get_max_value() / 1000
+    out["min"] = hist.get_min_value() / 1000
+    out["mean"] = round(hist.get_mean_value() / 1000, 4)
+    return out
+
+
+def distribution(hist: HdrHistogram) -> list[tuple[float, float]]:
+    """(percentile, latency_ms) points on a log-ish percentile scale, for the distribution plot."""
+    if hist.get_total_count() == 0:
+        return []
+    points = []
+    for p in (0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100):
+        points.append((float(p), hist.get_value_at_percentile(p) / 1000))
+    return points
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run's figures (JSON-ready via `as_json`)."""
+
+    target: str
+    started_at: float
+    duration_s: float
+    count: int
+    ok: int
+    errors: int
+    errors_by_code: dict[str, int]
+    rows: int
+    bytes: int
+    throughput_qps: float
+    rows_per_s: float
+    latency_ms: dict[str, float]
+    by_query: dict[str, dict[str, float]]
+    distribution: list[tuple[float, float]]
+    timeline: list[tuple[float, float, bool]]
+    context: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            **self.context,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "count": self.count,
+            "ok": self.ok,
+            "errors": self.errors,
+            "errors_by_code": self.errors_by_code,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "throughput_qps": self.throughput_qps,
+            "rows_per_s": self.rows_per_s,
+            "latency_ms": self.latency_ms,
+            "by_query": self.by_query,
+            "distribution": [list(p) for p in self.distribution],
+            "timeline": [list(p) for p in self.timeline],
+        }

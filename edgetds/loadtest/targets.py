@@ -1,0 +1,370 @@
+"""Where a load test sends its queries: the relay's HTTP API, or SQL Server directly.
+
+- `HttpTarget`: ``POST {url}/v1/tunnels/{tunnel}/query`` over one shared httpx.AsyncClient
+  (HTTP/1.1 keep-alive, pool sized to the concurrency). The NDJSON body is split by newline (never
+  by chunk) and must end with exactly one terminal line (``{"done": ...}`` or ``{"error": ...}``);
+  a body without one counts as the error ``truncated``. Row lines are counted, not parsed.
+- `DirectTarget`: the same statements with python-tds, one connection per virtual-user slot, each
+  call in a worker thread (``trio.to_thread.run_sync`` under a limiter), parameters bound through
+  ``sp_executesql`` exactly as the connector binds them: the baseline of the tunnel's cost.
+- `TokenSource`: one real IdP token per virtual user, minted by the dev IdP or read from a file.
+
+Tokens, SQL parameter values and passwords are never logged or written to results.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from edgetds.loadtest.scenario import Identity, QuerySpec
+from edgetds.loadtest.stats import Outcome
+
+__all__ = [
+    "DirectSpec",
+    "DirectTarget",
+    "HttpTarget",
+    "TargetError",
+    "TokenSource",
+    "check_loopback",
+    "parse_direct",
+]
+
+
+class TargetError(ValueError):
+    """A target, token source or connection string is unusable (the message says how to fix it)."""
+
+
+def check_loopback(host: str, *, what: str, allow_remote: bool) -> None:
+    """Refuse a non-loopback host unless ``allow_remote`` (load tests hit only what you name)."""
+    if allow_remote:
+        return
+    name = host.strip("[]")
+    if name == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(name).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise TargetError(
+        f"{what} host {host!r} is not a loopback address; a load test sends a lot of traffic, so "
+        "it only targets 127.0.0.1/::1/localhost unless you pass --allow-remote"
+    )
+
+
+# ------------------------------------------------------------------------------------ tokens
+
+
+class TokenSource:
+    """Bearer tokens by virtual user (round robin over the list)."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        if not tokens:
+            raise TargetError("no tokens: the token file is empty")
+        self.tokens = tuple(tokens)
+
+    def for_vu(self, vu: int) -> str:
+        return self.tokens[vu % len(self.tokens)]
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TokenSource:
+        """One token per line (blank lines and lines starting with '#' are skipped)."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TargetError(f"--token-file {path}: cannot read it ({exc.strerror})") from None
+        lines = [ln.strip() for ln in text.splitlines()]
+        tokens = [ln for ln in lines if ln and not ln.startswith("#")]
+        if not tokens:
+            raise TargetError(f"--token-file {path}: no tokens in it (one JWT per line)")
+        return cls(tokens)
+
+    @classmethod
+    def from_dev_idp(
+        cls,
+        key_dir: str | Path,
+        identity: Identity,
+        *,
+        users: int,
+        expires_in: int,
+        issuer: str | None = None,
+    ) -> TokenSource:
+        """Mint one token per virtual user with the dev IdP's keys in ``key_dir``."""
+        from edgetds.devidp import DevIdP
+
+        key_dir = Path(key_dir)
+        if not (key_dir / "keys.json").exists():
+            raise TargetError(
+                f"--dev-idp-key-dir {key_dir}: no keys.json there; start the dev IdP with "
+                f"`edgetds dev-idp serve --key-dir {key_dir}` (or `edgetds demo --serve`)"
+            )
+        idp = DevIdP.from_key_dir(key_dir)
+        if issuer:
+            idp.issuer = issuer
+        if not idp.issuer:
+            raise TargetError(
+                f"--dev-idp-key-dir {key_dir}: no 'issuer' file; pass --issuer URL (the dev IdP's "
+                "URL the relay trusts)"
+            )
+        tokens = [
+            idp.mint(
+                sub=identity.subject(vu),
+                groups=list(identity.groups),
+                aud=identity.audience,
+                expires_in=expires_in,
+                alg=identity.alg,
+            )
+            for vu in range(max(1, users))
+        ]
+        return cls(tokens)
+
+
+# -------------------------------------------------------------------------------------- HTTP
+
+
+def query_url(base: str, tunnel: str) -> str:
+    return f"{base.rstrip('/')}/v1/tunnels/{tunnel}/query"
+
+
+def _code_of(record: Any, status: int) -> str:
+    """The error code of an ``{"error": {"code": ...}}`` record, else ``http.<status>``."""
+    try:
+        code = record["error"]["code"]
+        if isinstance(code, str) and code:
+            return code
+    except (KeyError, TypeError):
+        pass
+    return f"http.{status}"
+
+
+def _error_code(body: bytes, status: int) -> str:
+    try:
+        return _code_of(json.loads(body), status)
+    except ValueError:
+        return f"http.{status}"
+
+
+class _NdjsonCounter:
+    """Splits an NDJSON body by newline across chunks; counts rows, parses the `{...}` lines."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+        self.rows = 0
+        self.terminal: dict[str, Any] | None = None
+        self.extra_after_terminal = False
+        self.bad_line = False
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.partial + chunk if self.partial else chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.partial = data
+            return
+        self.partial = data[end + 1 :]
+        complete = data[: end + 1]
+        lines = complete.count(b"\n")
+        # Record lines start with '{' (columns, done, error); row lines start with '['.
+        starts = [0] if complete[:1] == b"{" else []
+        pos = complete.find(b"\n{")
+        while pos >= 0:
+            starts.append(pos + 1)
+            pos = complete.find(b"\n{", pos + 1)
+        self.rows += lines - len(starts)
+        if self.terminal is not None and lines:
+            self.extra_after_terminal = True
+        for start in starts:
+            line = complete[start : complete.index(b"\n", start)]
+            if line.startswith(b'{"columns"'):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                self.bad_line = True
+                continue
+            if isinstance(record, dict) and ("done" in record or "error" in record):
+                if self.terminal is not None:
+                    self.extra_after_terminal = True
+                self.terminal = record
+            else:
+                self.bad_line = True
+
+    def outcome(self, nbytes: int) -> Outcome:
+        if self.terminal is None or self.partial:
+            return Outcome("truncated", self.rows, nbytes)
+        if self.extra_after_terminal or self.bad_line:
+            return Outcome("client.bad_ndjson", self.rows, nbytes)
+        if "error" in self.terminal:
+            return Outcome(_code_of(self.terminal, 200), self.rows, nbytes)
+        done = self.terminal["done"]
+        if isinstance(done, dict) and isinstance(done.get("rows"), int):
+            if done["rows"] != self.rows:
+                return Outcome("client.rows_mismatch", self.rows, nbytes)
+        return Outcome(None, self.rows, nbytes)
+
+
+class HttpTarget:
+    """Sends scenario queries to the relay's HTTP API (see module docstring)."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, base_url: str, tunnel: str, tokens: TokenSource
+    ) -> None:
+        self.client = client
+        self.url = query_url(base_url, tunnel)
+        self.tokens = tokens
+
+    async def __call__(self, slot: int, vu: int, query: QuerySpec, rng: random.Random) -> Outcome:
+        body = json.dumps(query.http_body(rng), separators=(",", ":")).encode()
+        headers = {
+            "authorization": "Bearer " + self.tokens.for_vu(vu),
+            "content-type": "application/json",
+        }
+        nbytes = 0
+        try:
+            async with self.client.stream("POST", self.url, content=body, headers=headers) as resp:
+                if resp.status_code != 200:
+                    data = await resp.aread()
+                    return Outcome(_error_code(data, resp.status_code), 0, len(data))
+                counter = _NdjsonCounter()
+                async for chunk in resp.aiter_raw():
+                    nbytes += len(chunk)
+                    counter.feed(chunk)
+                return counter.outcome(nbytes)
+        except httpx.RemoteProtocolError:
+            return Outcome("truncated", 0, nbytes)
+        except httpx.TimeoutException:
+            return Outcome("client.timeout", 0, nbytes)
+        except httpx.TransportError as exc:
+            return Outcome("client." + type(exc).__name__, 0, nbytes)
+
+
+# ------------------------------------------------------------------------------------ direct
+
+
+@dataclass(frozen=True)
+class DirectSpec:
+    host: str
+    port: int
+    user: str
+    password: str = ""
+    database: str = ""
+
+    def __repr__(self) -> str:  # never show the password
+        return f"DirectSpec({self.user}@{self.host}:{self.port}/{self.database})"
+
+
+def parse_direct(text: str) -> DirectSpec:
+    """Parse ``host=..;port=..;user=..;password=..;database=..`` (password may be @FILE)."""
+    fields: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in {"host", "port", "user", "password", "database"}:
+            raise TargetError(
+                f"--direct: bad item {key or part!r}; expected "
+                '"host=127.0.0.1;port=1433;user=reader;password=...;database=sample"'
+            )
+        fields[key] = value.strip()
+    for key in ("host", "user"):
+        if not fields.get(key):
+            raise TargetError(f"--direct: {key}= is missing")
+    try:
+        port = int(fields.get("port", "1433"))
+    except ValueError:
+        raise TargetError("--direct: port= must be a number") from None
+    password = fields.get("password", "")
+    if password.startswith("@"):
+        try:
+            password = Path(password[1:]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise TargetError(f"--direct: password file: {exc.strerror}") from None
+    return DirectSpec(fields["host"], port, fields["user"], password, fields.get("database", ""))
+
+
+class DirectTarget:
+    """Runs scenario queries straight against SQL Server with python-tds (the baseline)."""
+
+    def __init__(self, spec: DirectSpec, *, slots: int, timeout_s: float) -> None:
+        self.spec = spec
+        self.timeout_s = timeout_s
+        self.limiter = trio.CapacityLimiter(max(1, slots))
+        self._conns: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        import pytds
+
+        return pytds.connect(
+            dsn=self.spec.host,
+            port=self.spec.port,
+            user=self.spec.user,
+            password=self.spec.password,
+            database=self.spec.database or None,
+            autocommit=True,
+            login_timeout=10,
+            timeout=self.timeout_s,
+            appname="edgetds-loadtest",
+            disable_connect_retry=True,
+        )
+
+    def _run(self, slot: int, sql: str, params: Any) -> Outcome:
+        from pytds import tds_base
+
+        from connector.execute import _run_statement  # the connector's exact binding
+
+        with self._lock:
+            conn = self._conns.pop(slot, None)
+        try:
+            if conn is None:
+                conn = self._connect()
+            rows = 0
+            with conn.cursor() as cursor:
+                _run_statement(cursor, sql, params)
+                while True:
+                    if cursor.description:
+                        while batch := cursor.fetchmany(1000):
+                            rows += len(batch)
+                    if not cursor.nextset():
+                        break
+        except tds_base.Error as exc:
+            code = "sql.error" if isinstance(exc, tds_base.DatabaseError) else "direct.error"
+            if isinstance(exc, tds_base.OperationalError | tds_base.InterfaceError):
+                conn = None  # the connection may be broken: open a new one next time
+            return Outcome(code, 0, 0)
+        except OSError:
+            return Outcome("direct.transport", 0, 0)
+        with self._lock:
+            self._conns[slot] = conn
+        return Outcome(None, rows, 0)
+
+    async def __call__(self, slot: int, vu: int, query: QuerySpec, rng: random.Random) -> Outcome:
+        from connector.encode import ParamError, decode_params
+
+        sql = query.sql_for_direct()
+        if sql is None:
+            return Outcome("direct.no_sql")
+        try:
+            params = decode_params(query.make_params(rng))
+        except ParamError:
+            return Outcome("request.invalid")
+        return await trio.to_thread.run_sync(self._run, slot, sql, params, limiter=self.limiter)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing best effort at the end of a run
+                pass
