@@ -43,6 +43,8 @@ log = logging.getLogger("tdslite.server")
 #: TDS versions we answer with in LOGINACK (7.4 is SQL Server 2012+; older requests get theirs).
 _TDS_74 = 0x74000004
 _KNOWN_TDS = {0x72090002, 0x730A0003, 0x730B0003, _TDS_74}
+#: Seconds a client has from connecting to being logged in.
+LOGIN_TIMEOUT = 30.0
 
 
 @dataclass
@@ -97,6 +99,18 @@ class Connection:
                 await self.transport.aclose()
 
     async def _run(self) -> None:
+        # PRELOGIN, TLS and LOGIN7 must be done within LOGIN_TIMEOUT (a silent or trickling
+        # client must not hold a connection slot forever)
+        with trio.move_on_after(LOGIN_TIMEOUT) as scope:
+            ok = await self._handshake()
+        if scope.cancelled_caught:
+            log.info("connection %d: no login within %s s, closing", self.id, LOGIN_TIMEOUT)
+            return
+        if ok:
+            await self._serve_requests()
+
+    async def _handshake(self) -> bool:
+        """PRELOGIN, TLS, LOGIN7; True when logged in (`self.dispatcher` is set)."""
         msg = await self.transport.receive_message()
         if msg.type != PacketType.PRELOGIN:
             raise ProtocolError(f"expected PRELOGIN, got packet type {msg.type}")
@@ -133,9 +147,9 @@ class Connection:
             out.write(tk.done(Done.ERROR, 0))
             await self.transport.send_raw(out.finish())
             log.info("connection %d: login failed: %s", self.id, exc)
-            return
+            return False
         self.dispatcher = Dispatcher(state)
-        await self._serve_requests()
+        return True
 
     async def _login(self, login: _login7.Login7) -> SessionState:
         user = await self._authenticate(login)

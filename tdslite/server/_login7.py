@@ -49,6 +49,14 @@ def deobfuscate(raw: bytes) -> str:
 
 
 def parse(payload: bytes) -> Login7:
+    """Decode a LOGIN7 record; raises ProtocolError on anything malformed."""
+    try:
+        return _parse(payload)
+    except (ValueError, OverflowError) as exc:  # e.g. UnicodeDecodeError in a name
+        raise ProtocolError(f"invalid LOGIN7: {exc}") from None
+
+
+def _parse(payload: bytes) -> Login7:
     if len(payload) < 94:
         raise ProtocolError(f"LOGIN7 of {len(payload)} bytes is shorter than its fixed part")
     (

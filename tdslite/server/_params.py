@@ -46,7 +46,19 @@ _INTN = {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}
 
 
 def read_param(r: Reader) -> tuple[WireType, object]:
-    """Read TYPE_INFO then the value; returns the type and the Python value (None for NULL)."""
+    """Read TYPE_INFO then the value; returns the type and the Python value (None for NULL).
+
+    Raises:
+        ProtocolError: malformed bytes, or a value out of its type's range.
+        UnsupportedParameter: a type tdslite does not take as a parameter.
+    """
+    try:
+        return _read_param(r)
+    except (ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise ProtocolError(f"invalid parameter value: {exc}") from None
+
+
+def _read_param(r: Reader) -> tuple[WireType, object]:
     code = r.u8()
     if code in _FIXED:
         name, size = _FIXED[code]

@@ -71,11 +71,17 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
                 raise ProtocolError(f"unknown RPC ProcID {proc_id}")
             name = PROC_IDS[proc_id]
         else:
-            name = canonical_name(r.take(name_len * 2).decode("utf-16-le"))
+            try:
+                name = canonical_name(r.take(name_len * 2).decode("utf-16-le"))
+            except UnicodeDecodeError:
+                raise ProtocolError("RPC procedure name is not UTF-16") from None
         r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
         params: list[RpcParam] = []
         while r.remaining() and r.data[r.pos] not in _BATCH_FLAGS:
-            pname = r.b_varchar()
+            try:
+                pname = r.b_varchar()
+            except UnicodeDecodeError:
+                raise ProtocolError("RPC parameter name is not UTF-16") from None
             status = r.u8()
             wtype, value = read_param(r)
             params.append(RpcParam(pname, wtype, value, bool(status & 0x01)))

@@ -16,6 +16,7 @@ import trio
 
 from ._packets import (
     HEADER_SIZE,
+    MAX_PACKET_SIZE,
     Message,
     PacketType,
     ProtocolError,
@@ -26,6 +27,7 @@ from ._packets import (
 
 #: Largest client message we accept (a guard against unbounded memory use).
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+_KNOWN_TYPES = frozenset(int(t) for t in PacketType)
 
 
 class ConnectionClosed(Exception):
@@ -108,6 +110,10 @@ class PacketTransport:
         size = 0
         while True:
             ptype, status, length = parse_header(await self._io.receive_exactly(HEADER_SIZE))
+            if ptype not in _KNOWN_TYPES:
+                raise ProtocolError(f"not a TDS packet (type 0x{ptype:02x})")
+            if length > MAX_PACKET_SIZE:
+                raise ProtocolError(f"TDS packet of {length} bytes is over {MAX_PACKET_SIZE}")
             payload = await self._io.receive_exactly(length)
             if first_type < 0:
                 first_type, first_status = ptype, status

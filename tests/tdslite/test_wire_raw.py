@@ -1,0 +1,134 @@
+"""What real clients rarely send, sent on purpose by a small raw client (_tds_raw) to tdslite over
+the stand-in engine: the IGNORE and RESETCONNECTION bits, a lone ATTENTION, bulk load, malformed
+and batched RPCs, garbage instead of PRELOGIN. The server must answer each with TDS and survive."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from _tds_raw import IGNORE, RESETCONNECTION, RawClient, all_headers, sql_batch, utf16
+from _tds_standin import StandinEngine
+
+from tdslite.engine import User
+from tdslite.server import TdsServer, open_server
+
+USERS = {"alice": User("alice", "pw-alice", "admin", "alice")}
+DONE, DONEPROC, DONEINPROC = 0xFD, 0xFE, 0xFF
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[TdsServer, StandinEngine]]:
+    engine = StandinEngine(USERS)
+    async with open_server(users=USERS, engine=engine) as srv:  # type: ignore[arg-type]
+        yield srv, engine
+
+
+@pytest.fixture
+async def client(server: tuple[TdsServer, StandinEngine]) -> AsyncIterator[RawClient]:
+    srv, _ = server
+    with trio.fail_after(10):
+        raw = await RawClient.connect(srv.host, srv.port, "alice", "pw-alice")
+    yield raw
+    await raw.aclose()
+
+
+async def test_ignore_bit_drops_the_message_but_replies(
+    client: RawClient, server: tuple[TdsServer, StandinEngine]
+) -> None:
+    _, engine = server
+    with trio.fail_after(10):
+        ignored = await client.request(0x01, sql_batch("COUNT 5"), status=IGNORE)
+        normal = await client.request(0x01, sql_batch("COUNT 6"))
+    assert ignored.dones == [(DONE, 0, 0)]
+    assert normal.dones == [(DONE, 0x10, 6)]
+    assert engine.sessions[0].executed == ["COUNT 6"]
+
+
+async def test_reset_connection_bit(
+    client: RawClient, server: tuple[TdsServer, StandinEngine]
+) -> None:
+    _, engine = server
+    with trio.fail_after(10):
+        reply = await client.request(0x01, sql_batch("COUNT 1"), status=RESETCONNECTION)
+    assert engine.sessions[0].resets == 1
+    assert 18 in reply.envchanges  # ENVCHANGE type 18: reset acknowledged
+    assert reply.dones == [(DONE, 0x10, 1)]
+
+
+async def test_lone_attention_is_acknowledged(client: RawClient) -> None:
+    with trio.fail_after(10):
+        reply = await client.request(0x06, b"")
+    assert reply.dones == [(DONE, 0x20, 0)]
+
+
+async def test_bulk_load_refused_clearly(client: RawClient) -> None:
+    with trio.fail_after(10):
+        reply = await client.request(0x07, b"\x00" * 10)
+        after = await client.request(0x01, sql_batch("COUNT 2"))
+    assert reply.errors == [4815]
+    assert reply.dones == [(DONE, 0x02, 0)]
+    assert after.dones == [(DONE, 0x10, 2)]
+
+
+def rpc_by_id(proc_id: int, params: bytes) -> bytes:
+    return struct.pack("<HHH", 0xFFFF, proc_id, 0) + params
+
+
+def nvarchar_param(name: str, value: str) -> bytes:
+    raw = utf16(value)
+    head = bytes([len(name)]) + utf16(name) + b"\x00"
+    return (
+        head
+        + bytes([0xE7])
+        + struct.pack("<H", 8000)
+        + b"\x09\x04\xd0\x00\x34"
+        + struct.pack("<H", len(raw))
+        + raw
+    )
+
+
+async def test_two_rpcs_in_one_message(client: RawClient) -> None:
+    first = rpc_by_id(10, nvarchar_param("@stmt", "COUNT 3"))
+    second = rpc_by_id(10, nvarchar_param("@stmt", "COUNT 4"))
+    with trio.fail_after(10):
+        reply = await client.request(0x03, all_headers() + first + b"\xff" + second)
+    assert reply.dones == [
+        (DONEINPROC, 0x11, 3),
+        (DONEPROC, 0x01, 0),
+        (DONEINPROC, 0x11, 4),
+        (DONEPROC, 0x00, 0),
+    ]
+
+
+async def test_malformed_rpc_is_an_error_not_a_disconnect(client: RawClient) -> None:
+    truncated = rpc_by_id(10, nvarchar_param("@stmt", "COUNT 3"))[:-5]
+    with trio.fail_after(10):
+        reply = await client.request(0x03, all_headers() + truncated)
+        after = await client.request(0x01, sql_batch("COUNT 2"))
+    assert reply.errors == [8009]
+    assert after.dones == [(DONE, 0x10, 2)]
+
+
+async def test_unknown_proc_id_and_cursor_procs(client: RawClient) -> None:
+    with trio.fail_after(10):
+        cursor = await client.request(0x03, all_headers() + rpc_by_id(2, b""))
+    assert cursor.errors == [2812]
+    assert cursor.dones[-1][0] == DONEPROC
+    assert cursor.dones[-1][1] & 0x02
+
+
+async def test_garbage_instead_of_prelogin(server: tuple[TdsServer, StandinEngine]) -> None:
+    srv, _ = server
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(srv.host, srv.port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await stream.receive_some(100) == b""  # closed, not hung
+        await stream.aclose()
+        # and the server still serves
+        ok = await RawClient.connect(srv.host, srv.port, "alice", "pw-alice")
+        reply = await ok.request(0x01, sql_batch("COUNT 1"))
+        await ok.aclose()
+    assert reply.dones == [(DONE, 0x10, 1)]
