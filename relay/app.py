@@ -8,8 +8,9 @@ Routes (one port)::
     POST /v1/tunnels/{tunnel}/query        client query (relay/query.py)
     GET  /v1/tunnels/{tunnel}/status       {"tunnel", "connectors", "connections"} (client token)
 
-Anything else is answered 404 before any token is looked at, so scans cost nothing but a counter.
-Refusals of every kind are counted by error code (`RefusalCounters`).
+Anything else is answered 404 (`request.invalid`, counted as `http.not_found`) before any token
+is looked at, so scans cost nothing but a counter. Refusals of every kind are counted by error
+code (`RefusalCounters`), as the Worker relay does.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class RelayApp:
             elif kind == "websocket":
                 await self._websocket(scope, receive, send)
         except HttpError as exc:
-            self.counters.refuse(exc.code)
+            self.counters.refuse(exc.reason)
             if kind == "http":
                 await send_error(send, exc)
             else:
@@ -158,7 +159,12 @@ class RelayApp:
         method = scope["method"]
         allowed = {"healthz": "GET", "stats": "GET", "status": "GET", "query": "POST"}
         if route == "unknown":
-            raise HttpError("request.not_found", "no such path on this relay", status=404)
+            raise HttpError(
+                "request.invalid",
+                "unknown path; the API is under /v1/tunnels/{tunnel}/",
+                status=404,
+                reason="http.not_found",
+            )
         if route == "connect":
             raise HttpError(
                 "request.invalid",
@@ -275,7 +281,12 @@ class RelayApp:
             return
         route, tunnel_name = self._route(scope["path"])
         if route != "connect" or tunnel_name is None:
-            raise HttpError("request.not_found", "no WebSocket endpoint at this path", status=404)
+            raise HttpError(
+                "request.invalid",
+                "unknown path; connectors dial /v1/tunnels/{tunnel}/connect",
+                status=404,
+                reason="http.not_found",
+            )
         if SUBPROTOCOL not in scope.get("subprotocols", ()):
             raise HttpError(
                 "request.invalid",

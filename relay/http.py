@@ -46,8 +46,11 @@ class HttpError(Exception):
         hint: str | None = None,
         retry_after: str | None = None,
         query_id: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
+        #: What the refusal counters count it as (default: the error code).
+        self.reason = reason or code
         self.code = code
         self.message = message
         self.status = status if status is not None else http_status(code)

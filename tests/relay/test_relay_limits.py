@@ -113,7 +113,7 @@ async def test_stats_count_refusals_by_reason(idp: DevIdP, client: httpx.AsyncCl
             stats = (await client.get(f"{relay.http_url}/v1/relay/stats")).json()
     assert stats["refused"] == {
         "auth.missing_token": 1,
-        "request.not_found": 2,
+        "http.not_found": 2,
         "tunnel.unknown": 1,
     }
     assert stats["tunnels"]["demo"]["connections"] == 0
