@@ -95,3 +95,21 @@ async def test_diag_goes_through_the_proxy_and_names_a_407(
     assert "credentials" in first.hint
     assert "wrong" not in bad.as_text()  # the proxy password is never printed
     assert proxy.refused == 1
+
+
+async def test_ipv6_relay_directly_and_through_the_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_stack(tmp_path, relay_listen="[::1]:0") as stack:
+        assert stack.relay.ws_url.startswith("ws://[::1]:")
+        direct, _ = await _query_through_connector(stack)
+        with trio.fail_after(30):
+            report = await run_diag(load_config(stack.config_path))
+        async with open_connect_proxy() as proxy:
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+            proxied, _ = await _query_through_connector(stack)
+    assert direct == 200
+    assert report.ok, report.as_text()
+    assert "::1 -> ::1" in report.steps[0].detail
+    assert proxied == 200
+    assert set(proxy.tunnels) == {("::1", _relay_port(stack))}

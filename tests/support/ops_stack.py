@@ -67,8 +67,13 @@ def _prepare(directory: Path) -> tuple[GeneratedKey, Path]:
 
 
 @asynccontextmanager
-async def open_stack(directory: Path, **config: Any) -> AsyncIterator[Stack]:
-    """Start the dev IdP, tdslite (logins reader/writer) and a Python relay; write the config."""
+async def open_stack(
+    directory: Path, *, relay_listen: str = "127.0.0.1:0", **config: Any
+) -> AsyncIterator[Stack]:
+    """Start the dev IdP, tdslite (logins reader/writer) and a Python relay; write the config.
+
+    `relay_listen` "[::1]:0" puts the relay on IPv6 loopback.
+    """
     key, users_file = _prepare(directory)
     async with (
         open_dev_idp(key_dir=directory / "idp") as idp,
@@ -78,6 +83,7 @@ async def open_stack(directory: Path, **config: Any) -> AsyncIterator[Stack]:
             connector_ids=["conn-1"],
             issuer=idp.issuer,
             connector_keys={"conn-1": load_private_key(key.private_path)},
+            listen=relay_listen,
         ) as relay,
     ):
         stack = Stack(directory, idp, tds, relay, key, users_file, directory / "none")
