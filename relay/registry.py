@@ -75,13 +75,20 @@ class Tunnel:
         return tied[self._turn % len(tied)]
 
     def status(self) -> dict[str, Any]:
-        """`{"tunnel", "connectors", "connections"}`: connections that take queries (READY crossed,
-        not closed, not draining; one at its concurrent-query limit still counts)."""
-        serving = [s for s in self.sessions if not s.closed and not s.draining]
+        """`{"tunnel", "connectors", "connections"}` (FIXED) plus what the Worker relay reports
+        too: `connector_ids`, `draining` (of `connections`) and `streams` in flight.
+
+        `connections` counts every connection past READY that is not closed, draining or not.
+        """
+        live = [s for s in self.sessions if not s.closed]
+        ids = sorted({s.connector_id for s in live})
         return {
             "tunnel": self.name,
-            "connectors": len({s.connector_id for s in serving}),
-            "connections": len(serving),
+            "connectors": len(ids),
+            "connections": len(live),
+            "connector_ids": ids,
+            "draining": sum(1 for s in live if s.draining),
+            "streams": sum(s.in_flight for s in live),
         }
 
     def detail(self) -> dict[str, Any]:

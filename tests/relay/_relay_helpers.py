@@ -62,8 +62,11 @@ async def wait_registered(relay: RelayHandle, session_id: str) -> None:
 
 
 async def wait_connections(running: RunningRelay, tunnel: str, count: int) -> None:
-    """Wait until `count` connections serve `tunnel` (READY crossed and registered)."""
-    while running.app.registry.tunnels[tunnel].status()["connections"] != count:  # noqa: ASYNC110
+    """Wait until `count` connections take queries on `tunnel` (registered, not draining)."""
+    while True:
+        status = running.app.registry.tunnels[tunnel].status()
+        if status["connections"] - status["draining"] == count:
+            return
         await trio.sleep(0.01)
 
 

@@ -308,10 +308,18 @@ async def test_status_counts_connectors_and_connections(
             "tunnel": "demo",
             "connectors": 0,
             "connections": 0,
+            "connector_ids": [],
+            "draining": 0,
+            "streams": 0,
         }
-        async with peer(relay, "conn-1"), peer(relay, "conn-1"), peer(relay, "conn-2"):
+        async with peer(relay, "conn-1") as a, peer(relay, "conn-1"), peer(relay, "conn-2"):
             status = (await client.get(url, headers=headers)).json()
-            assert status == {"tunnel": "demo", "connectors": 2, "connections": 3}
+            assert status["connectors"] == 2
+            assert status["connections"] == 3
+            assert status["connector_ids"] == ["conn-1", "conn-2"]
+            await a.send(events.Drain("restarting"))
+            while (await client.get(url, headers=headers)).json()["draining"] != 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
     unauthenticated = await client.get(url)
     assert unauthenticated.status_code == 401
 
