@@ -4,7 +4,8 @@
  *
  * What lives where (the object can be evicted whenever no event is running, and rebuilt):
  * - Per connector socket, in its attachment (survives hibernation): connector id, session id,
- *   handshake state, next stream id, negotiated max streams / max frame, draining flag.
+ *   handshake state, next stream id, negotiated max streams / max frame, draining flag, and the
+ *   streams it CANCELled whose DONE/ERROR has not arrived yet.
  * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway
  *   (expired ones are dropped on the next connect). The one alarm closes connectors that never
  *   answered HELLO; it is deleted on READY so that an idle object can hibernate.
@@ -249,10 +250,16 @@ export class Tunnel extends DurableObject {
       if (win.size < 0) throw new ProtocolError("connector overran the connection window");
     }
     if (stream === undefined) {
-      // Stream ids below nextStream were opened by us; their stream may be gone after a relay-side
-      // timeout. Anything above was never opened: a protocol error.
-      if (event.streamId >= att.nextStream) throw new ProtocolError(`${event.name} on stream ${event.streamId}, which was never opened`);
+      // Only a stream this relay CANCELled (client gone, deadline) may still carry frames: they are
+      // discarded (and credited) until its DONE/ERROR. The ids live in the socket's attachment, so
+      // a late answer after hibernation is still recognised. Any other id is not open: an error.
+      const cancelled = att.cancelled ?? [];
+      if (!cancelled.includes(event.streamId)) throw new ProtocolError(`${event.name} on stream ${event.streamId}, which is not open`);
       if (flowed) this.grantConnection(ws, att, n, true);
+      if (event.type === FrameType.DONE || event.type === FrameType.ERROR) {
+        att.cancelled = cancelled.filter((id) => id !== event.streamId);
+        ws.serializeAttachment(att);
+      }
       return;
     }
     if (flowed) {
@@ -264,11 +271,6 @@ export class Tunnel extends DurableObject {
     if (event.type === FrameType.DONE || event.type === FrameType.ERROR) {
       this.streams.delete(stream.key);
       stream.finished = true;
-    }
-    if (stream.cancelled) {
-      if (flowed) this.grantConnection(ws, att, n, true);
-      if (stream.finished) this.settle(stream);
-      return;
     }
     if (!stream.started) {
       if (event.type === FrameType.ERROR) {
@@ -351,9 +353,12 @@ export class Tunnel extends DurableObject {
   clientGone(stream) {
     if (stream.cancelled || stream.finished) return;
     stream.cancelled = true;
-    this.settle(stream); // later frames of this stream are absorbed as "unknown" (and credited)
+    this.settle(stream);
     const { ws } = stream;
     if (ws.readyState === WebSocket.OPEN) {
+      const att = ws.deserializeAttachment();
+      att.cancelled = [...(att.cancelled ?? []), stream.streamId].slice(-512); // bounded (16 KiB)
+      ws.serializeAttachment(att);
       ws.send(encodeFrame(FrameType.CANCEL, stream.streamId, canonicalJson({ reason: "client went away" })));
     }
   }
