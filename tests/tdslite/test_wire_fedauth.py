@@ -108,3 +108,60 @@ async def test_token_signed_by_another_key_refused(fed_server: TdsServer) -> Non
     with pytest.raises(pytds.OperationalError) as err:
         await _in_thread(_rows, fed_server, _token(other))
     assert err.value.msg_no == 18456
+
+
+async def test_real_engine_with_jwks_url(
+    tmp_path: Path, tds_users_file: Path, key: rsa.RSAPrivateKey
+) -> None:
+    """The full path with the real engine: JWKS fetched over HTTP (127.0.0.1), the token's
+    preferred_username is the users-file login "ana@example.com" (read-only, no password)."""
+    import http.server
+    import threading
+
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    body = json.dumps({"keys": [jwk]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
+        fedauth = FedAuthConfig(issuer=ISSUER, jwks=url, audience=AUDIENCE)
+        async with open_server(
+            db=tmp_path / "fed.sqlite", users=tds_users_file, fedauth=fedauth
+        ) as server:
+
+            def run() -> tuple[object, ...]:
+                with (
+                    pytds.connect(
+                        server.host,
+                        port=server.port,
+                        access_token_callable=lambda: _token(key),
+                        autocommit=True,
+                        login_timeout=5,
+                        timeout=5,
+                    ) as conn,
+                    conn.cursor() as cur,
+                ):
+                    cur.execute("SELECT SUSER_NAME() AS login, USER_NAME() AS db_user")
+                    return tuple(cur.fetchone())
+
+            row = await _in_thread(run)
+            assert row == ("ana@example.com", "analyst")
+            entry = server.statement_log.entries[-1]
+            assert (entry["login"], entry["user"]) == ("ana@example.com", "analyst")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
