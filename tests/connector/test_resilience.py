@@ -70,7 +70,7 @@ async def test_black_holed_network_is_detected_within_the_deadline(
     async with open_proxy(port) as proxy:
         path = config_for(
             tmp_path, keys, idp, f"ws://127.0.0.1:{proxy.port}", db_port=closed_port(),
-            ha_connections=1, ping_interval_s=0.2, dead_peer_after_s=1.0,
+            ha_connections=1, ping_interval_s=0.2, dead_peer_after_s=1.0, open_timeout_s=1.0,
         )  # fmt: skip
         with trio.fail_after(30):
             async with open_connector(load_config(path)) as connector:
