@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -208,7 +209,11 @@ class Story:
         title = "delete the cancelled orders"
         result = self.ask("2", ALICE, title, DELETE_CANCELLED, params)
         self.expect_error("2", result, "policy.not_read_only", 403)
-        statements = self.statements()
+        # tdslite logs a statement as its reply goes out: give step 1's line a moment to land
+        statements = _wait_json_lines(
+            self.layout.statement_log,
+            lambda items: any("TOP 3" in str(s.get("statement", "")).upper() for s in items),
+        )
         deletes = [s for s in statements if "DELETE" in str(s.get("statement", "")).upper()]
         selects = [s for s in statements if "TOP 3" in str(s.get("statement", "")).upper()]
         self.check(
@@ -259,13 +264,8 @@ class Story:
         path = self.layout.audit_log
         self.out.heading(f"6. the connector's audit log ({path})")
         expected = ["alice", "alice", "bob", "bob", "carol"]
-        # The connector appends a query's audit line just after it answered: give the last one
-        # a moment to land before reading.
-        deadline = time.monotonic() + 5.0
-        records = self.audit_records()
-        while len(records) < len(expected) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            records = self.audit_records()
+        # the connector appends a query's audit line just after it answered
+        records = _wait_json_lines(path, lambda items: len(items) >= len(expected))
         columns = [
             {"name": n, "type": t}
             for n, t in (
@@ -302,21 +302,26 @@ class Story:
             f"audit verification failed: {result}",
         )
 
-    # -- files --------------------------------------------------------------------------------
 
-    def statements(self) -> list[dict[str, Any]]:
-        return _json_lines(self.layout.statement_log)
-
-    def audit_records(self) -> list[dict[str, Any]]:
-        return _json_lines(self.layout.audit_log)
-
-
-def _json_lines(path: Any) -> list[dict[str, Any]]:
+def _json_lines(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    # a line being written may be incomplete: only whole lines count
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
+def _wait_json_lines(
+    path: Path, enough: Callable[[list[dict[str, Any]]], bool], *, timeout_s: float = 5.0
+) -> list[dict[str, Any]]:
+    """The JSON lines of ``path`` once ``enough(lines)`` holds, or whatever is there at timeout."""
+    deadline = time.monotonic() + timeout_s
+    items = _json_lines(path)
+    while not enough(items) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        items = _json_lines(path)
+    return items
 
 
 def _one_key_a_line(record: Mapping[str, Any]) -> str:

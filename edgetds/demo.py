@@ -85,7 +85,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--start-timeout",
         type=float,
-        default=30.0,
+        default=60.0,
         metavar="SECONDS",
         help="how long each part may take to start (default: %(default)s)",
     )
@@ -243,7 +243,7 @@ def _start(group: Any, layout: Any, out: Any, *, timeout_s: float) -> dict[str, 
     except DemoError:
         out.say("FAILED")
         raise
-    out.say(f"ok (tunnel '{TUNNEL}': {status['connections']} connection(s) from {CONNECTOR_ID})")
+    out.say(f"ok (tunnel '{TUNNEL}' is served: {status['connections']} connection(s))")
     return {"relay_url": relay_url, "idp": idp, "issuer": issuer, "db": db_address}
 
 
@@ -304,7 +304,7 @@ def _serve(group: Any, layout: Any, stack: dict[str, Any], out: Any) -> None:
         }
     )
     key_dir = "" if layout.idp_dir == DEFAULT_STATE_DIR.absolute() / "idp" else layout.idp_dir
-    mint = "edgetds dev-idp token" + (f" --key-dir {_show(key_dir)}" if key_dir else "")
+    mint = f"{_self_command()} dev-idp token" + (f" --key-dir {_show(key_dir)}" if key_dir else "")
     out.heading("the stack stays up until Ctrl-C")
     out.say(f"relay:      {relay_url}   (tunnel 'demo', HTTP API in SPEC.md)", indent=2)
     out.say("a token for alice (analysts), valid for an hour:", indent=2)
@@ -320,7 +320,7 @@ def _serve(group: Any, layout: Any, stack: dict[str, Any], out: Any) -> None:
         f"TOKEN=$({mint} --sub bob --groups admins [--aud edgetds] [--expires-in 300])", indent=4
     )
     out.say(f"audit log:       {_show(layout.audit_log)}", indent=2)
-    out.say(f"  check it:      edgetds audit verify {_show(layout.audit_log)}", indent=2)
+    out.say(f"  check it:      {_self_command()} audit verify {_show(layout.audit_log)}", indent=2)
     out.say(f"statement log:   {_show(layout.statement_log)} (what tdslite really ran)", indent=2)
     out.say(f"logs:            {_show(layout.logs_dir)}/", indent=2)
     out.say("press Ctrl-C to stop everything", indent=2)
@@ -333,6 +333,22 @@ def _serve(group: Any, layout: Any, stack: dict[str, Any], out: Any) -> None:
                 f"log: {part.log_path}{part.log_tail()}"
             )
         time.sleep(0.25)
+
+
+def _self_command() -> str:
+    """How the user can run this same edgetds again (``edgetds``, ``.venv/bin/edgetds``, ...)."""
+    import os
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "edgetds":
+        on_path = shutil.which("edgetds")
+        if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+            return "edgetds"
+        return _show(os.path.abspath(argv0))
+    if getattr(sys, "frozen", False):
+        return _show(sys.executable)
+    return f"{_show(sys.executable)} -m edgetds"
 
 
 def _show(path: Any) -> str:
