@@ -96,7 +96,7 @@ class _Splitter:
         self.tokens = tokens
         self.groups: list[list[int]] = []
         self.current: list[int] = []
-        self.main_seen = False  # WITH ... : the main statement after the CTEs
+        self.main: str | None = None  # WITH ... : the main statement's keyword after the CTEs
         self.select_seen = False  # INSERT ... SELECT / VALUES
         self.set_seen = False  # UPDATE ... SET
 
@@ -104,7 +104,8 @@ class _Splitter:
         if self.current:
             self.groups.append(self.current)
         self.current = []
-        self.main_seen = self.select_seen = self.set_seen = False
+        self.main = None
+        self.select_seen = self.set_seen = False
 
     def continues(self, index: int, kw: str) -> bool:
         """Does keyword ``kw`` at depth 0 continue the current statement?"""
@@ -125,13 +126,11 @@ class _Splitter:
             )
         ):
             return True
-        if (
-            first == "WITH"
-            and not self.main_seen
-            and kw in ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE")
-        ):
-            self.main_seen = True
-            return True
+        if first == "WITH":
+            if self.main is None and kw in ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"):
+                self.main = kw
+                return True
+            first = self.main or first
         if kw == "SELECT":
             if previous in ("UNION", "ALL", "EXCEPT", "INTERSECT", "DISTINCT"):
                 return True

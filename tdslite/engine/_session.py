@@ -19,7 +19,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
 from . import _errors, _statements
-from ._batch import Statement, split_batch, tokenize, word
+from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table, record_table
 from ._errmap import map_sqlite_error
 from ._errors import SqlError
@@ -137,6 +137,9 @@ class Session:
 
     def _prepare(self, statement: Statement) -> _Prepared:
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
+            if statement.keyword not in STATEMENT_KEYWORDS:
+                near = statement.text.split()[0] if statement.text.split() else ""
+                raise _errors.syntax_error(near).at_line(statement.line)
             if statement.keyword not in _CONTROL_KEYWORDS:
                 raise _errors.unsupported(statement.keyword or statement.text[:20]).at_line(
                     statement.line

@@ -358,7 +358,7 @@ def delete(node: exp.Delete, tr: Translator) -> Plan:
     scope = Scope()
     tr._with(node, scope)
     tables = node.args.get("tables") or []
-    if node.this is None and len(tables) == 1:
+    if not node.this and len(tables) == 1:
         node.set("this", tables[0])
         node.set("tables", None)
     elif tables:

@@ -290,6 +290,8 @@ class Translator:
     def table(self, node: exp.Table) -> TableInfo:
         """The catalog table a Table node names (qualifiers checked and stripped)."""
         check_args(node, {"this", "db", "catalog", "alias", "hints"}, "table")
+        if not isinstance(node.this, exp.Identifier):
+            raise _errors.unsupported(f"{node.this.sql('tsql')[:40]} as a table")
         if node.this.args.get("temporary") or node.name.startswith("#"):
             raise _errors.unsupported("temporary tables (#name)")
         full = ".".join(p for p in (node.catalog, node.db, node.name) if p)
