@@ -318,7 +318,7 @@ async def _check_handshake(config: ConnectorConfig, url: str, steps: dict[str, S
     except RelayRejected as exc:
         failure = (
             "relay_identity",
-            str(exc),
+            str(exc).removeprefix(f"relay {url}: "),
             "the relay's key is not one of [connector] relay_public_keys: pin the relay's .pub "
             "(during a relay key rotation pin both the old and the new key)",
         )
