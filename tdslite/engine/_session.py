@@ -259,15 +259,17 @@ class Session:
         if isinstance(tree, exp.Delete):
             return _statements.delete(tree, tr)
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
-            if not self.principal.may_ddl:
-                raise _errors.ddl_denied("CREATE TABLE", self.database)
+            self.principal.check(
+                verb="CREATE TABLE", reads=set(), writes=set(), database=self.database
+            )
             return _statements.create_table(tree, tr)
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "INDEX":
             return _statements.create_index(tree, tr)
         if isinstance(tree, exp.Drop):
-            if not self.principal.may_ddl:
-                names = [t.name for t in (tree.args.get("tables") or [tree.this]) if t is not None]
-                raise _errors.drop_denied(names[0] if names else "")
+            names = {t.name.lower() for t in (tree.args.get("tables") or [tree.this]) if t}
+            self.principal.check(
+                verb="DROP TABLE", reads=set(), writes=names, database=self.database
+            )
             return _statements.drop_tables(tree, tr)
         if isinstance(tree, exp.TruncateTable):
             return _statements.truncate(tree, tr)
