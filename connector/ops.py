@@ -29,6 +29,7 @@ text or parameter value.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from contextlib import asynccontextmanager
@@ -57,6 +58,8 @@ __all__ = ["Ops", "OpsServer", "ReadyCheck", "database_probe", "probe_login"]
 
 #: Raise (any Exception, with a message an operator can act on) when the database does not answer.
 ReadyCheck = Callable[[], Awaitable[None]]
+
+log = logging.getLogger("edgetds.connector.ops")
 
 PREFIX = "edgetds_connector"
 #: query durations: 1 ms .. 5 min
@@ -336,6 +339,21 @@ class Ops:
                 yield OpsServer(url=str(binds[0]))
             finally:
                 nursery.cancel_scope.cancel()
+
+    async def serve_forever(
+        self,
+        listen: str,
+        *,
+        ready_check: ReadyCheck | None = None,
+        task_status: trio.TaskStatus[OpsServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """`serve` on ``listen`` ("host:port", IPv6 as "[::1]:9464") until cancelled;
+        ``task_status.started(server)`` once listening (for ``nursery.start``)."""
+        host, _, port = listen.rpartition(":")
+        async with self.serve(host.strip("[]"), int(port), ready_check=ready_check) as server:
+            log.info("ops server listening", extra={"url": server.url})
+            task_status.started(server)
+            await trio.sleep_forever()
 
 
 @dataclass(frozen=True)
