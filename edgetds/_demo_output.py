@@ -96,9 +96,22 @@ class Output:
         if params:
             self.say("params: " + json.dumps(params), indent=4)
 
+    def wrapped(self, text: str, *, indent: int = 2, hang: int = 3) -> None:
+        """One logical line, wrapped at WIDTH, continuation lines indented by ``hang`` more."""
+        lines = textwrap.wrap(
+            text,
+            width=WIDTH,
+            initial_indent=" " * indent,
+            subsequent_indent=" " * (indent + hang),
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+        for line in lines:
+            self.say(line)
+
     def table(self, columns: Sequence[Mapping[str, Any]], rows: Sequence[Sequence[Any]]) -> None:
         for line in format_table(columns, rows):
             self.say(line, indent=4)
 
     def verdict(self, ok: bool, text: str) -> None:
-        self.say(("ok: " if ok else "UNEXPECTED: ") + text, indent=2)
+        self.wrapped(("ok: " if ok else "UNEXPECTED: ") + text, hang=4)

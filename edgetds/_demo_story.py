@@ -166,7 +166,7 @@ class Story:
         self.out.heading(f"{step}. {person.who}: {title}")
         self.out.request(person.name, self.client.query_path, sql, params)
         result = self.client.query(self.token(person), sql.strip(), params)
-        self.out.say("<- " + result.describe(), indent=2)
+        self.out.wrapped("<- " + result.describe())
         if result.columns:
             self.out.table(result.columns, result.rows)
         return result
