@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -34,10 +34,13 @@ from protocol import (
     http_status,
     make_attestation,
 )
-from relay.http import NDJSON_TYPE, HttpError, Receive, Send, read_body, send_json
+from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, read_body, send_json
 from relay.logs import log_event
 from relay.request import QueryRequest, parse_query_request
 from relay.session import RelayStream
+
+if TYPE_CHECKING:
+    from relay.app import RelayApp
 
 __all__ = ["handle_query"]
 
@@ -72,8 +75,9 @@ def _query_size(req: QueryRequest, token: str, attestation: dict[str, Any]) -> i
 
 
 async def handle_query(
-    app: Any, scope: Any, receive: Receive, send: Send, tunnel_name: str
+    app: RelayApp, scope: Scope, receive: Receive, send: Send, tunnel_name: str
 ) -> None:
+    """Serve one query request (see the module docstring); refusals raise `HttpError`."""
     started = trio.current_time()
     tunnel = app.registry.get(tunnel_name)
     identity, token = await app.authenticate(scope)
@@ -132,7 +136,7 @@ async def handle_query(
         stream = session.open_stream(make_query)
     except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
         raise HttpError("internal", f"could not send the query: {exc}") from None
-    fields = {
+    fields: dict[str, Any] = {
         "tunnel": tunnel.name,
         "connector": session.connector_id,
         "session": session.session_id,
