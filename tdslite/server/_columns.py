@@ -10,7 +10,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+
+from tdslite.engine import Column, SqlType
 
 from . import _datatypes as d
 from ._datatypes import CODEPAGE, COLLATION, PLP_NULL, T
@@ -26,19 +27,6 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _PLP_CHUNK = 8000
-
-
-class SqlTypeLike(Protocol):
-    name: str
-    length: int | None
-    precision: int | None
-    scale: int | None
-
-
-class ColumnLike(Protocol):
-    name: str
-    type: SqlTypeLike
-    nullable: bool
 
 
 @dataclass(frozen=True)
@@ -144,7 +132,7 @@ def _bin_codec(kind: str, length: int | None) -> ColumnCodec:
 _INT_SIZES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8}
 
 
-def codec_for(sql_type: SqlTypeLike) -> ColumnCodec:
+def codec_for(sql_type: SqlType) -> ColumnCodec:
     """The wire form of one column of ``sql_type`` (unknown types travel as nvarchar(max))."""
     name = sql_type.name
     if name in _INT_SIZES:
@@ -211,7 +199,7 @@ def _b_varchar(text: str) -> bytes:
 class RowEncoder:
     """COLMETADATA for ``columns`` and ROW/NBCROW tokens for their rows."""
 
-    def __init__(self, columns: Sequence[ColumnLike]) -> None:
+    def __init__(self, columns: Sequence[Column]) -> None:
         self.codecs = [codec_for(c.type) for c in columns]
         self._columns = columns
         self._bitmap_len = (len(columns) + 7) // 8

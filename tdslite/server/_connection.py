@@ -319,7 +319,8 @@ class Connection:
         }
         handler = handlers.get(msg.type)
         if handler is None:
-            what = {PacketType.BULK_LOAD: "bulk load"}.get(msg.type, f"packet type {msg.type}")
+            names: dict[int, str] = {PacketType.BULK_LOAD: "bulk load"}
+            what = names.get(msg.type, f"packet type {msg.type}")
             reply.write(
                 tk.message(
                     40000 if msg.type != PacketType.BULK_LOAD else 4815,

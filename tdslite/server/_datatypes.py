@@ -160,7 +160,7 @@ def _time_units(t: datetime.time | datetime.datetime, scale: int, ticks: int | N
     # rounded to the column's scale.
     micro = ((t.hour * 60 + t.minute) * 60 + t.second) * 1_000_000 + t.microsecond
     units = micro * 10 + (int(getattr(t, "nanosecond_100", 0)) if ticks is None else ticks)
-    div = 10 ** (7 - scale)
+    div: int = 10 ** (7 - scale)
     return (units + div // 2) // div
 
 
@@ -170,7 +170,7 @@ def encode_time(value: object, scale: int) -> bytes:
         value = datetime.time.fromisoformat(value)
     if not isinstance(value, datetime.time | datetime.datetime):
         raise TypeError(f"cannot send {type(value).__name__} as time")
-    units = min(_time_units(value, scale), 86400 * 10**scale - 1)
+    units = min(_time_units(value, scale), int(86400 * 10**scale - 1))
     return units.to_bytes(time_size(scale), "little")
 
 
@@ -196,7 +196,7 @@ def encode_datetimeoffset(value: object, scale: int) -> bytes:
     minutes = int(offset.total_seconds()) // 60
     # the subtraction above drops a 100 ns digit: take it from the original value
     units = _time_units(utc, scale, ticks=int(getattr(dt, "nanosecond_100", 0)))
-    body = min(units, 86400 * 10**scale - 1).to_bytes(time_size(scale), "little")
+    body = min(units, int(86400 * 10**scale - 1)).to_bytes(time_size(scale), "little")
     return body + encode_date(utc.date()) + _I16.pack(minutes)
 
 
@@ -209,7 +209,9 @@ def encode_guid(value: object) -> bytes:
 
 
 def encode_int(value: object, size: int) -> bytes:
-    return int(value).to_bytes(size, "little", signed=size != 1)  # type: ignore[call-overload]
+    if not isinstance(value, int | str | float | decimal.Decimal):
+        raise TypeError(f"cannot send {type(value).__name__} as an integer")
+    return int(value).to_bytes(size, "little", signed=size != 1)
 
 
 # --- from wire ------------------------------------------------------------------------------
@@ -252,10 +254,12 @@ def decode_datetime(data: bytes) -> datetime.datetime:
 
 def decode_time_units(data: bytes, scale: int) -> tuple[int, int]:
     """(microseconds of the day, extra 100 ns digit) of a TIMEN value."""
-    units = int.from_bytes(data, "little") * 10 ** (7 - scale)
+    factor: int = 10 ** (7 - scale)
+    units = int.from_bytes(data, "little") * factor
     if units >= 86400 * 10**7:
         raise ProtocolError("time value past midnight")
-    return divmod(units, 10)
+    micro, ticks = divmod(units, 10)
+    return micro, ticks
 
 
 def decode_time(data: bytes, scale: int) -> datetime.time:

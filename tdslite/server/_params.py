@@ -29,7 +29,7 @@ class WireType:
     scale: int | None = None
 
 
-_FIXED = {
+_FIXED: dict[int, tuple[str, int]] = {
     T.INT1: ("tinyint", 1),
     T.BIT: ("bit", 1),
     T.INT2: ("smallint", 2),
@@ -146,6 +146,7 @@ def _bytelen_value(code: int, data: bytes) -> object:
 
 
 def _temporal(code: int, scale: int, data: bytes | None) -> tuple[WireType, object]:
+    value: object
     if code == T.TIMEN:
         name = "time"
         value = None if data is None else d.decode_time(data, scale)
@@ -158,7 +159,7 @@ def _temporal(code: int, scale: int, data: bytes | None) -> tuple[WireType, obje
     return WireType(name, scale=scale), value
 
 
-_USHORT_NAMES = {
+_USHORT_NAMES: dict[int, str] = {
     T.BIGVARCHR: "varchar",
     T.BIGCHAR: "char",
     T.NVARCHAR: "nvarchar",
@@ -209,7 +210,8 @@ def _long(code: int, r: Reader) -> tuple[WireType, object]:
     r.u32()  # max length
     if code != T.IMAGE:
         r.take(5)  # collation
-    name = {T.TEXT: "varchar", T.NTEXT: "nvarchar", T.IMAGE: "varbinary"}[code]
+    names: dict[int, str] = {T.TEXT: "varchar", T.NTEXT: "nvarchar", T.IMAGE: "varbinary"}
+    name = names[code]
     n = r.i32()
     if n < 0:
         return WireType(name, length=-1), None

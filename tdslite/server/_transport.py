@@ -78,7 +78,7 @@ class _PreloginWrapped(trio.abc.Stream):
                 out = bytes(self.raw.buffer)
                 self.raw.buffer.clear()
                 return out
-            return await self.raw.stream.receive_some(max_bytes)
+            return bytes(await self.raw.stream.receive_some(max_bytes))
         try:
             ptype, _status, length = parse_header(await self.raw.receive_exactly(HEADER_SIZE))
             payload = await self.raw.receive_exactly(length)
