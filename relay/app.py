@@ -91,6 +91,8 @@ class RelayApp:
         self.counters = RefusalCounters()
         self.jti_cache = ReplayCache(TOKEN_MAX_LIFETIME + 2 * TOKEN_LEEWAY)
         self.started = time.time()
+        #: Set by `drain_all` (shutdown): new connector connections are refused.
+        self.shutting_down = False
 
     # -- ASGI entry ---------------------------------------------------------------------------
 
@@ -294,6 +296,12 @@ class RelayApp:
                 status=426,
             )
         tunnel = self.registry.get(tunnel_name)
+        if self.shutting_down:
+            raise HttpError(
+                "relay.overloaded",
+                "this relay is shutting down; connect to another relay or retry shortly",
+                retry_after="5",
+            )
         self.check_auth_rate(scope)
         token = header(scope, b"authorization") or ""
         scheme, _, token = token.partition(" ")
@@ -344,7 +352,8 @@ class RelayApp:
             log_event("connector.closed", **fields, queries=session.queries)
 
     async def drain_all(self, reason: str) -> None:
-        """Send DRAIN to every connector connection (graceful shutdown)."""
+        """Send DRAIN to every connector connection and refuse new ones (graceful shutdown)."""
+        self.shutting_down = True
         for session in list(self.registry.sessions()):
             session.drain(reason)
 

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trustme
 from _relay_helpers import bearer, ndjson, peer, query_url, read_until_closed, wait_connections
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import connect
 
 from connector.keys import encode_public_key
@@ -74,6 +74,11 @@ async def test_shutdown_drains_connectors_and_lets_queries_finish(
                 )
                 assert refused.status_code == 503
                 assert refused.json()["error"]["code"] == "connector.draining"
+                # A connector reconnecting to this relay now is sent elsewhere.
+                with pytest.raises(InvalidStatus) as info:
+                    async with peer(handle):
+                        pass  # pragma: no cover
+                assert info.value.response.status_code == 503
                 finish.set()
                 while not results:  # noqa: ASYNC110
                     await trio.sleep(0.01)
