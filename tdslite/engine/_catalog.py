@@ -67,6 +67,8 @@ class Catalog:
     def __init__(self) -> None:
         self._version = -1
         self._tables: dict[str, TableInfo] = {}
+        #: Changes whenever the tables or their types change (a translation-cache key).
+        self.fingerprint = 0
 
     def refresh(self, conn: sqlite3.Connection) -> None:
         """Re-read the catalog if the schema changed since the last read."""
@@ -83,6 +85,7 @@ class Catalog:
             entry[1].append(ColumnInfo(name, SqlType.parse(type_text), bool(nullable), bool(ident)))
         self._tables = {key: make_table(tbl, cols, pk) for key, (tbl, cols, pk) in grouped.items()}
         self._version = version
+        self.fingerprint = hash(tuple(rows))
 
     def invalidate(self) -> None:
         self._version = -1

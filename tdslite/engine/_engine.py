@@ -9,7 +9,9 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from . import _errors
 from ._catalog import CATALOG_TABLE, CREATE_CATALOG
@@ -23,6 +25,29 @@ VERSION = (
     "\ttdslite (edgetds): a TDS server backed by SQLite " + sqlite3.sqlite_version
 )
 BUSY_TIMEOUT_SECONDS = 5.0
+
+
+class LruCache:
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[object, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: object, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 class Engine:
@@ -60,6 +85,8 @@ class Engine:
         self._spids = itertools.count(51)
         self._sessions: set[Session] = set()
         self._lock = threading.Lock()
+        #: Translated statements, shared by sessions (keyed by text, catalog and types).
+        self.translations = LruCache(1024)
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")

@@ -8,6 +8,7 @@ each time its iterator is advanced.  The first error ends the batch.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ from ._results import ResultSet, RowCount
 from ._translate import Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
-from ._values import Storage, decode, encode, python_type_of
+from ._values import Storage, decoder, encode, python_type_of
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -48,6 +49,41 @@ _SQLGLOT_KEYWORDS = frozenset(
 
 
 _CONTROL_KEYWORDS = frozenset({"USE", "BEGIN", "COMMIT", "ROLLBACK", "REVERT", "EXEC", "EXECUTE"})
+
+
+@functools.lru_cache(maxsize=256)
+def _split(sql: str) -> tuple[Statement, ...]:
+    return tuple(split_batch(sql))
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(sql: str, words: tuple[str, ...]) -> exp.Expression:
+    """Parse one statement (cached: callers copy the tree before changing it).
+
+    Raises:
+        SqlError: 102 syntax error; 40517 when sqlglot would drop part of the statement.
+    """
+    try:
+        trees = [t for t in sqlglot.parse(sql, read="tsql") if t is not None]
+    except ParseError as exc:
+        near = (exc.errors[0].get("highlight") if exc.errors else None) or words[0]
+        raise _errors.syntax_error(str(near)) from None
+    except SqlglotError as exc:
+        raise _errors.syntax_error(str(exc)[:60]) from None
+    if len(trees) != 1:
+        raise _errors.syntax_error(words[-1] if words else "")
+    tree = trees[0]
+    if isinstance(tree, exp.Command):
+        raise _errors.unsupported(words[0] if words else "?")
+    # Strategy: sqlglot silently drops what it does not understand (FOR JSON, the DELETE of
+    # "IF 1 = 1 DELETE ..."); a significant keyword that the regenerated statement lacks means
+    # part of the statement was lost, so we refuse it.
+    tokens = tokenize(tree.sql("tsql"))
+    regenerated = [word(tokens, i) for i in range(len(tokens))]
+    for keyword in _SIGNIFICANT:
+        if words.count(keyword) > regenerated.count(keyword):
+            raise _errors.unsupported(keyword)
+    return tree
 
 
 @dataclass
@@ -128,7 +164,7 @@ class Session:
         if self._closed:
             raise SqlError(6005, "The session is closed.", severity=16)
         self._finish_rows()
-        prepared = [self._prepare(statement) for statement in split_batch(sql)]
+        prepared = [self._prepare(statement) for statement in _split(sql)]
         batch_params: dict[str, _Variable] = {}
         for param in params:
             name = param.name.lstrip("@").lower()
@@ -153,24 +189,9 @@ class Session:
         if statement.keyword == "SET" and "@" not in statement.words[1:2]:
             return _Prepared(statement, None)
         try:
-            trees = [t for t in sqlglot.parse(statement.sql, read="tsql") if t is not None]
-        except ParseError as exc:
-            near = (exc.errors[0].get("highlight") if exc.errors else None) or statement.words[0]
-            raise _errors.syntax_error(str(near)).at_line(statement.line) from None
-        except SqlglotError as exc:
-            raise _errors.syntax_error(str(exc)[:60]).at_line(statement.line) from None
-        if len(trees) != 1:
-            raise _errors.syntax_error(statement.words[-1] if statement.words else "").at_line(
-                statement.line
-            )
-        tree = trees[0]
-        if isinstance(tree, exp.Command):
-            raise _errors.unsupported(statement.keyword).at_line(statement.line)
-        tokens = tokenize(tree.sql("tsql"))
-        regenerated = [word(tokens, i) for i in range(len(tokens))]
-        for keyword in _SIGNIFICANT:
-            if statement.words.count(keyword) > regenerated.count(keyword):
-                raise _errors.unsupported(keyword).at_line(statement.line)
+            tree = _parse(statement.sql, statement.words)
+        except SqlError as exc:
+            raise exc.at_line(statement.line) from None
         return _Prepared(statement, tree)
 
     def _run(
@@ -204,12 +225,53 @@ class Session:
             yield from _control.run(self, item.statement, variables)
             return
         if isinstance(tree, exp.Set):
-            _control.assign(self, tree, variables)
+            _control.assign(self, tree.copy(), variables)
             return
         if isinstance(tree, exp.Declare):
-            _control.declare(self, tree, variables)
+            _control.declare(self, tree.copy(), variables)
             return
         self._catalog.refresh(self._conn_internal())
+        key = (
+            item.statement.sql,
+            self._catalog.fingerprint,
+            tuple(sorted((k, str(v.type)) for k, v in variables.items())),
+            tuple(sorted((k, str(v[1])) for k, v in self._context.items())),
+            tuple(sorted(self._identity_insert)),
+        )
+        cached = self._engine.translations.get(key)
+        if cached is None:
+            cached = self._translate(tree.copy(), keyword, variables)
+            if cached is None:
+                return  # SELECT @var = ... ran already
+            if cached[0] != "ddl":
+                self._engine.translations.put(key, cached)
+        kind, payload, tables = cached
+        if kind == "select":
+            sql, columns = payload
+            self.principal.check(
+                verb="SELECT", reads=set(tables), writes=set(), database=self.database
+            )
+            yield self._result(sql, columns, variables)
+            return
+        plan = payload
+        writes = (
+            {plan.table.name.lower()}
+            if plan.table is not None
+            else {n.lower() for n in plan.dropped}
+        )
+        self.principal.check(
+            verb=plan.verb, reads=set(tables) - writes, writes=writes, database=self.database
+        )
+        count = self._apply(plan, variables)
+        if plan.verb in ("INSERT", "UPDATE", "DELETE"):
+            yield RowCount(count)
+
+    def _translate(
+        self, tree: exp.Expression, keyword: str, variables: dict[str, _Variable]
+    ) -> tuple[str, Any, frozenset[str]] | None:
+        """Translate a (copied) tree: ("select", (sql, columns), tables) or ("plan"|"ddl", ...)."""
+        from . import _control
+
         tr = Translator(self._context_for(variables))
         if isinstance(tree, exp.Select | exp.Union | exp.Except | exp.Intersect | exp.Subquery):
             if tree.args.get("into"):
@@ -226,24 +288,12 @@ class Session:
                 )
             ):
                 _control.select_assign(self, tree, tr, variables)
-                return
+                return None
             columns = tr.query(tree, None)
-            self.principal.check(
-                verb="SELECT", reads=tr.tables, writes=set(), database=self.database
-            )
-            yield self._result(to_sqlite(tree), columns, variables)
-            return
+            return "select", (to_sqlite(tree), columns), frozenset(tr.tables)
         plan = self._plan(tree, tr, keyword)
-        writes = (
-            {plan.table.name.lower()}
-            if plan.table is not None
-            else set(n.lower() for n in plan.dropped)
-        )
-        reads = tr.tables - writes if plan.verb != "INSERT" else tr.tables - writes
-        self.principal.check(verb=plan.verb, reads=reads, writes=writes, database=self.database)
-        count = self._apply(plan, variables)
-        if plan.verb in ("INSERT", "UPDATE", "DELETE"):
-            yield RowCount(count)
+        kind = "plan" if plan.verb in ("INSERT", "UPDATE", "DELETE") else "ddl"
+        return kind, plan, frozenset(tr.tables)
 
     def _plan(self, tree: exp.Expression, tr: Translator, keyword: str) -> _statements.Plan:
         if isinstance(tree, exp.Insert):
@@ -338,7 +388,7 @@ class Session:
                 else c
                 for i, c in enumerate(columns)
             ]
-        decoders = [_decoder(c.type) for c in columns]
+        decoders = [decoder(c.type) for c in columns]
         rows = self._rows(cursor, first, decoders)
         self._open_rows = rows
         return ResultSet(columns, rows)
@@ -532,28 +582,3 @@ def _guess(value: object) -> SqlType:
     if isinstance(value, str):
         return SqlType("nvarchar", length=-1)
     return python_type_of(value)
-
-
-_INT_LIMITS = {
-    "tinyint": (0, 255),
-    "smallint": (-32768, 32767),
-    "int": (-(2**31), 2**31 - 1),
-    "bigint": (-(2**63), 2**63 - 1),
-}
-
-
-def _decoder(sql_type: SqlType) -> Any:
-    """A fast raw -> Python converter for one result column."""
-    name = sql_type.name
-    if name in _INT_LIMITS:
-        low, high = _INT_LIMITS[name]
-        return lambda v: (
-            v
-            if type(v) is int and low <= v <= high
-            else (None if v is None else decode(sql_type, v))
-        )
-    if name in ("varchar", "nvarchar", "char", "nchar"):
-        return lambda v: v if type(v) is str or v is None else decode(sql_type, v)
-    if name == "float":
-        return lambda v: v if type(v) is float or v is None else decode(sql_type, v)
-    return lambda v: None if v is None else decode(sql_type, v)

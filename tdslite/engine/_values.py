@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import re
 import struct
 import uuid
@@ -484,3 +485,77 @@ def convert_style(value: object, target: SqlType, style: int, *, source: SqlType
     if target.name in STRING_TYPES and not isinstance(value, str):
         return _to_string(value, target, style=style)
     return convert(value, target, source=source)
+
+
+# -- fast column decoders (result rows) ---------------------------------------------------------
+
+_INT_LIMITS = {name: _INT_RANGES[name] for name in ("tinyint", "smallint", "int", "bigint")}
+
+
+def _fast_datetime(text: str) -> dt.datetime | None:
+    """'YYYY-MM-DD HH:MM:SS.fffffff' (our storage form) without regular expressions."""
+    if len(text) != 27 or text[4] != "-" or text[19] != ".":
+        return None
+    try:
+        base = dt.datetime.fromisoformat(text[:26])
+    except ValueError:
+        return None
+    extra = ord(text[26]) - 48
+    if extra:
+        return PreciseDateTime(
+            base.year, base.month, base.day, base.hour, base.minute, base.second,
+            base.microsecond, nanosecond_100=extra,
+        )  # fmt: skip
+    return base
+
+
+def decoder(sql_type: SqlType) -> Any:
+    """A fast ``raw -> Python value`` function for one result column of ``sql_type``."""
+    name = sql_type.name
+    slow = functools.partial(decode, sql_type)
+    if name in _INT_LIMITS:
+        low, high = _INT_LIMITS[name]
+        return lambda v: v if type(v) is int and low <= v <= high else slow(v)
+    if name == "bit":
+        return lambda v: (v != 0) if type(v) is int else slow(v)
+    if name in STRING_TYPES:
+        return lambda v: v if type(v) is str or v is None else slow(v)
+    if name == "float":
+        return lambda v: v if type(v) is float or v is None else slow(v)
+    if name in DECIMAL_TYPES or name in MONEY_TYPES:
+        quantum = Decimal(1).scaleb(-(4 if name in MONEY_TYPES else int(sql_type.scale or 0)))
+
+        def decimal_value(v: object) -> object:
+            if type(v) is float:
+                return Decimal(repr(v)).quantize(quantum, context=_DECIMAL_CONTEXT)
+            if type(v) is int:
+                return Decimal(v).quantize(quantum, context=_DECIMAL_CONTEXT)
+            return slow(v)
+
+        if sql_type.precision is not None and sql_type.precision > 28 or name == "money":
+            return slow  # keep the precision/overflow checks for the widest types
+        return decimal_value
+    if name == "datetime2" and (sql_type.scale or 0) == 7:
+        return lambda v: (_fast_datetime(v) or slow(v)) if type(v) is str else slow(v)
+    if name == "datetimeoffset":
+
+        def offset_value(v: object) -> object:
+            if type(v) is str and len(v) == 35 and v[27:29] == " @":
+                utc = _fast_datetime(v[:27])
+                if utc is not None:
+                    sign = -1 if v[29] == "-" else 1
+                    tz = dt.timezone(
+                        sign * dt.timedelta(hours=int(v[30:32]), minutes=int(v[33:35]))
+                    )
+                    local = (utc.replace(tzinfo=dt.UTC) + tz.utcoffset(None)).replace(tzinfo=tz)
+                    extra = ticks_of(utc)
+                    if extra:
+                        return PreciseDateTime(
+                            local.year, local.month, local.day, local.hour, local.minute,
+                            local.second, local.microsecond, tz, nanosecond_100=extra,
+                        )  # fmt: skip
+                    return local
+            return slow(v)
+
+        return offset_value
+    return lambda v: None if v is None else slow(v)
