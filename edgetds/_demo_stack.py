@@ -148,6 +148,12 @@ def prepare_state(layout: Layout) -> None:
                 f"{root} is not empty and was not made by `edgetds demo` (no {MARKER} file); "
                 "pass an empty or new --state-dir, the demo wipes it on every run"
             )
+        running = _running_parts(layout)
+        if running:
+            raise DemoError(
+                f"another `edgetds demo` is using {root} ({', '.join(running)} still running); "
+                "stop it (Ctrl-C in its terminal) or pass another --state-dir"
+            )
         for entry in root.iterdir():
             if entry.name == "idp":
                 continue
@@ -170,6 +176,23 @@ def prepare_state(layout: Layout) -> None:
             handle.write(password + "\n")
     layout.users_file.write_text("# tdslite logins (tdslite/README.md)\n" + "\n".join(users))
     layout.policy_file.write_text(POLICY)
+
+
+def _running_parts(layout: Layout) -> list[str]:
+    """'NAME (pid N)' for each process in the pids file that still runs with this state dir."""
+    try:
+        words = layout.pids_file.read_text().split()
+    except OSError:
+        return []
+    running = []
+    for name, pid in zip(words[::2], words[1::2], strict=False):
+        try:
+            cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if os.fsencode(layout.root) in cmdline:
+            running.append(f"{name} (pid {pid})")
+    return running
 
 
 def _q(value: str) -> str:

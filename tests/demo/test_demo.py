@@ -213,6 +213,18 @@ def test_demo_serve_answers_the_printed_curl_command_until_ctrl_c(tmp_path: Path
         assert response.status_code == 200, response.text
         assert json.loads(response.text.splitlines()[-1])["done"]["rows_affected"] == 1
 
+        # a second demo must not wipe the state of the running one
+        second = subprocess.run(
+            [*DEMO, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert second.returncode == 1
+        assert "another `edgetds demo` is using" in second.stdout
+        assert (state / "audit.jsonl").exists()
+
         # paths are shown relative to the current directory (tmp_path here)
         assert any("audit log:       state/audit.jsonl" in line for line in seen)
         assert any("statement log:   state/statements.jsonl" in line for line in seen)
