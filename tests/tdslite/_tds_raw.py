@@ -70,6 +70,7 @@ class Reply:
     envchanges: list[int] = field(default_factory=list)
     dones: list[tuple[int, int, int]] = field(default_factory=list)  # (token, status, count)
     other: list[int] = field(default_factory=list)
+    returns: list[tuple[str, int]] = field(default_factory=list)  # int RETURNVALUEs
 
 
 def parse_reply(data: bytes) -> Reply:
@@ -93,6 +94,15 @@ def parse_reply(data: bytes) -> Reply:
         elif token == 0x79:
             pos += 4
             reply.other.append(token)
+        elif token == 0xAC:  # RETURNVALUE; only int (INTN) values are understood here
+            pos += 2
+            name = data[pos + 1 : pos + 1 + 2 * data[pos]].decode("utf-16-le")
+            pos += 1 + 2 * data[pos] + 1 + 4 + 2
+            assert data[pos] == 0x26, "only INTN return values are understood"
+            size = data[pos + 2]
+            value = int.from_bytes(data[pos + 3 : pos + 3 + size], "little", signed=True)
+            reply.returns.append((name, value))
+            pos += 3 + size
         else:
             raise AssertionError(f"token 0x{token:02x} not understood by the raw test client")
     return reply

@@ -23,12 +23,14 @@ class StandinSession:
         self.database = "standin"
         self.in_transaction = False
         self.executed: list[str] = []
+        self.params: list[list[Param]] = []
         self.resets = 0
         self._cancel = threading.Event()
 
     def execute(self, sql: str, params: Sequence[Param] = ()) -> Iterator[ResultSet | RowCount]:
         self._cancel.clear()
         self.executed.append(sql)
+        self.params.append(list(params))
         for stmt in [s.strip() for s in sql.split(";") if s.strip()]:
             word, _, arg = stmt.partition(" ")
             word = word.upper()

@@ -132,3 +132,68 @@ async def test_garbage_instead_of_prelogin(server: tuple[TdsServer, StandinEngin
         reply = await ok.request(0x01, sql_batch("COUNT 1"))
         await ok.aclose()
     assert reply.dones == [(DONE, 0x10, 1)]
+
+
+def ntext_param(value: str) -> bytes:
+    """An unnamed NTEXT parameter, as FreeTDS ODBC sends statements and declarations."""
+    raw = utf16(value)
+    return (
+        b"\x00\x00"
+        + bytes([0x63])
+        + struct.pack("<I", 0x7FFFFFFF)
+        + b"\x09\x04\xd0\x00\x34"
+        + (struct.pack("<i", len(raw)) + raw)
+    )
+
+
+def int_param(value: int | None, *, output: bool = False) -> bytes:
+    body = b"\x00" if value is None else b"\x04" + struct.pack("<i", value)
+    return b"\x00" + (b"\x01" if output else b"\x00") + bytes([0x26, 4]) + body
+
+
+async def test_prepexec_with_ntext_and_unnamed_params(
+    client: RawClient, server: tuple[TdsServer, StandinEngine]
+) -> None:
+    """sp_prepexec (13) the FreeTDS ODBC way: NTEXT @params/@stmt, parameters without names
+    (named from the declaration), the handle back as RETURNVALUE; then sp_execute (12) by handle."""
+    _, engine = server
+    params = (
+        int_param(None, output=True)
+        + ntext_param("@P1 int,@P2 int")
+        + ntext_param("COUNT 3")
+        + int_param(7)
+        + int_param(None)
+    )
+    with trio.fail_after(10):
+        reply = await client.request(0x03, all_headers() + rpc_by_id(13, params))
+        assert reply.errors == []
+        assert len(reply.returns) == 1
+        handle = reply.returns[0][1]
+        again = await client.request(
+            0x03, all_headers() + rpc_by_id(12, int_param(handle) + int_param(8) + int_param(9))
+        )
+    assert reply.dones == [(DONEINPROC, 0x11, 3), (DONEPROC, 0x00, 0)]
+    assert again.errors == []
+    session = engine.sessions[0]
+    assert session.executed == ["COUNT 3", "COUNT 3"]
+    assert [(p.name, str(p.type), p.value) for p in session.params[0]] == [
+        ("@P1", "int", 7),
+        ("@P2", "int", None),
+    ]
+    assert [p.value for p in session.params[1]] == [8, 9]
+
+
+async def test_client_vanishing_mid_statement_cancels_it(
+    server: tuple[TdsServer, StandinEngine],
+) -> None:
+    srv, engine = server
+    with trio.fail_after(10):
+        raw = await RawClient.connect(srv.host, srv.port, "alice", "pw-alice")
+        await raw.send(0x01, sql_batch("SLEEP"))
+        while not engine.sessions or not engine.sessions[0].executed:
+            await trio.sleep(0.01)
+        await raw.aclose()
+        while not any(e["statement"] == "SLEEP" for e in srv.statement_log.entries):
+            await trio.sleep(0.01)
+    entry = next(e for e in srv.statement_log.entries if e["statement"] == "SLEEP")
+    assert entry["outcome"] == {"cancelled": True}
