@@ -14,3 +14,9 @@ async def in_thread(fn: Callable[..., T], *args: Any, limit: float = 20, **kw: A
     """Run a blocking client call in a worker thread, failing after ``limit`` seconds."""
     with trio.fail_after(limit):
         return await trio.to_thread.run_sync(lambda: fn(*args, **kw))
+
+
+async def wait_until(predicate: Callable[[], bool], *, interval: float = 0.01) -> None:
+    """Poll ``predicate`` (state written by worker threads, which cannot set a trio.Event)."""
+    while not predicate():  # noqa: ASYNC110
+        await trio.sleep(interval)

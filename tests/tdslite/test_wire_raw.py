@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+from _tds_helpers import wait_until
 from _tds_raw import IGNORE, RESETCONNECTION, RawClient, all_headers, sql_batch, utf16
 from _tds_standin import StandinEngine
 
@@ -190,10 +191,8 @@ async def test_client_vanishing_mid_statement_cancels_it(
     with trio.fail_after(10):
         raw = await RawClient.connect(srv.host, srv.port, "alice", "pw-alice")
         await raw.send(0x01, sql_batch("SLEEP"))
-        while not engine.sessions or not engine.sessions[0].executed:
-            await trio.sleep(0.01)
+        await wait_until(lambda: bool(engine.sessions and engine.sessions[0].executed))
         await raw.aclose()
-        while not any(e["statement"] == "SLEEP" for e in srv.statement_log.entries):
-            await trio.sleep(0.01)
+        await wait_until(lambda: any(e["statement"] == "SLEEP" for e in srv.statement_log.entries))
     entry = next(e for e in srv.statement_log.entries if e["statement"] == "SLEEP")
     assert entry["outcome"] == {"cancelled": True}
