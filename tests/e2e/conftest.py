@@ -161,7 +161,12 @@ async def _enter_base(contexts: AsyncExitStack, tmp_path: Path) -> Base:
     db = await contexts.enter_async_context(open_server(users=users, db=":memory:"))
     await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
     relay = await contexts.enter_async_context(
-        start_python_relay(tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer)
+        start_python_relay(
+            tunnel="demo",
+            connector_ids=["conn-1"],
+            issuer=idp.issuer,
+            limits={"query_timeout_ms": 240_000},  # the 200k-row stream under a loaded CI
+        )
     )
     return Base(idp, db, relay, tmp_path)
 

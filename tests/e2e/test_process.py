@@ -83,7 +83,7 @@ async def test_200k_row_stream_keeps_connector_memory_bounded(base: Base) -> Non
         paused_rss = 0
         with trio.fail_after(240):
             async with http.stream(
-                "POST", url, json={"sql": BIG, "params": {}}, headers=headers
+                "POST", url, json={"sql": BIG, "params": {}, "timeout_ms": 200_000}, headers=headers
             ) as resp:
                 assert resp.status_code == 200
                 async for chunk in resp.aiter_raw():
@@ -96,6 +96,7 @@ async def test_200k_row_stream_keeps_connector_memory_bounded(base: Base) -> Non
                         paused_rss = _proc_kib(proc.pid, "VmRSS")
         peak = _proc_kib(proc.pid, "VmHWM")
     terminal = json.loads(tail.decode().rstrip("\n").rsplit("\n", 1)[-1])
+    assert "done" in terminal, terminal
     assert terminal["done"]["rows"] == ROWS
     assert rows == ROWS + 2  # columns line + rows + done line
     growth_mib = (peak - baseline_peak) / 1024

@@ -28,7 +28,7 @@ login = "reader"
 read_only = true
 allow_sql = true
 max_rows = 1000000
-timeout_ms = 30000
+timeout_ms = 240000
 
 [roles.analyst.queries.echo_int]
 sql = "SELECT @n AS n"
