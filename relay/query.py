@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["handle_query"]
 
+#: A client must deliver its (small) request body within this many seconds (slow-loris guard).
+BODY_TIMEOUT_S = 30.0
 #: Coalesce buffered chunks into HTTP writes of up to this many bytes.
 MAX_WRITE = 256 * 1024
 
@@ -83,7 +85,15 @@ async def handle_query(
     identity, token = await app.authenticate(scope)
     app.check_query_rate(identity)
     limits = app.config.limits
-    body = await read_body(scope, receive, limit=limits.max_body_bytes)
+    body = b""
+    with trio.move_on_after(BODY_TIMEOUT_S) as body_wait:
+        body = await read_body(scope, receive, limit=limits.max_body_bytes)
+    if body_wait.cancelled_caught:
+        raise HttpError(
+            "request.invalid",
+            f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
+            status=408,
+        )
     req = parse_query_request(body, max_timeout_ms=limits.query_timeout_ms)
     session = tunnel.pick()
     attestation: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from edgetds.devidp import DevIdP
 from protocol import SUBPROTOCOL, make_connector_token
 from relay.app import RelayApp
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
-from tests.support.relays import open_python_relay, relay_config
+from tests.support.relays import RelayHandle, open_python_relay, relay_config
 
 
 async def test_failed_authentications_are_rate_limited_per_address(
@@ -192,3 +192,27 @@ def test_disabled_limiter_and_retry_after_header() -> None:
     counters.refuse("a")
     counters.refuse("a")
     assert counters.snapshot()["refused"] == {"a": 2, "b": 1}
+
+
+async def test_a_body_that_never_finishes_is_408(
+    relay: RelayHandle, idp: DevIdP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relay import query as query_module
+
+    monkeypatch.setattr(query_module, "BODY_TIMEOUT_S", 0.3)
+    host, port = relay.http_url.removeprefix("http://").rsplit(":", 1)
+    token = idp.mint(sub="slow")
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                (
+                    f"POST /v1/tunnels/demo/query HTTP/1.1\r\nHost: {host}\r\n"
+                    f"Authorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"
+                    '{"sql": "sel'
+                ).encode()
+            )
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive_some(65536)
+    assert received.startswith(b"HTTP/1.1 408")
