@@ -18,17 +18,18 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
 from connector.config import load_config
-from connector.keys import GeneratedKey, generate_key_files, load_private_key
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from edgetds.loadtest.targets import DirectSpec
@@ -74,11 +75,40 @@ async def _wait_connected(relay: RelayHandle, idp: DevIdP, timeout_s: float = 20
                 await trio.sleep(0.05)
 
 
-def _prepare(workdir: Path) -> tuple[Path, GeneratedKey]:
+def _prepare(workdir: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     users = workdir / "tdslite-users.toml"
     users.write_text(USERS)
-    return users, generate_key_files(workdir / "keys", "conn-1", overwrite=True)
+    return users
+
+
+def _write_key(path: Path, key: Ed25519PrivateKey) -> Path:
+    """The relay's registered connector key as the PKCS#8 PEM file (0600) the connector reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return path
+
+
+def _start_relay(
+    kind: str, issuer: str, limits: dict[str, Any] | None
+) -> AbstractAsyncContextManager[RelayHandle]:
+    if kind == "worker":
+        from tests.support.worker_relay import start_worker_relay
+
+        return start_worker_relay(
+            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=issuer, limits=limits
+        )
+    return start_python_relay(
+        tunnel=TUNNEL,
+        connector_ids=["conn-1"],
+        issuer=issuer,
+        limits={**NO_RATE_LIMITS, **(limits or {})},
+    )
 
 
 def _set_pool_size(config: Path, pool_size: int) -> None:
@@ -86,15 +116,49 @@ def _set_pool_size(config: Path, pool_size: int) -> None:
     config.write_text(text)
 
 
-def _setup(host: str, port: int, database: str) -> None:
+def _setup(host: str, port: int) -> str:
+    """Create the benchmark tables; returns the database name."""
     import pytds
 
     with pytds.connect(
-        dsn=host, port=port, user="owner", password="owner-pw", database=database, autocommit=True
+        dsn=host, port=port, user="owner", password="owner-pw", autocommit=True
     ) as conn:
         with conn.cursor() as cursor:
             for sql in SETUP_SQL:
                 cursor.execute(sql)
+            cursor.execute("SELECT DB_NAME()")
+            return str(cursor.fetchone()[0])
+
+
+@asynccontextmanager
+async def _open_tdslite(
+    users: Path, *, db: str, seed: str | None, process: bool
+) -> AsyncIterator[tuple[str, int]]:
+    """tdslite in this Trio run, or as ``edgetds tdslite serve`` (its own GIL) when process."""
+    if not process:
+        async with tdslite.open_server(db=db, users=users, seed=seed) as tds:
+            yield tds.host, tds.port
+        return
+    cmd = [sys.executable, "-m", "edgetds", "tdslite", "serve", "--port", "0", "--db", db]
+    cmd += ["--users", str(users)] + (["--seed", seed] if seed else [])
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(
+            partial(trio.run_process, cmd, check=False, stdout=subprocess.PIPE)
+        )
+        assert proc.stdout is not None
+        line = b""
+        with trio.fail_after(60):
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some(1)
+                if not chunk:
+                    raise RuntimeError("edgetds tdslite serve exited before listening")
+                line += chunk
+        # "tdslite listening on HOST:PORT"
+        host, _, port = line.decode().split()[-1].rpartition(":")
+        try:
+            yield host, int(port)
+        finally:
+            proc.kill()
 
 
 @asynccontextmanager
@@ -102,43 +166,47 @@ async def open_demo_stack(
     workdir: Path,
     *,
     connector: str = "inprocess",
+    relay_kind: str = "python",
     pool_size: int = 16,
     relay_limits: dict[str, Any] | None = None,
     db: str = ":memory:",
     seed: str | None = None,
+    tds_process: bool = False,
     **connector_options: Any,
 ) -> AsyncIterator[DemoStack]:
-    """Run the stack until the block exits. ``connector``: "inprocess" | "subprocess" | "none"."""
-    users, key = _prepare(workdir)
+    """Run the stack until the block exits.
+
+    Args:
+        connector: "inprocess" | "subprocess" (``edgetds connector run``) | "none".
+        relay_kind: "python" (in this process) | "worker" (workerd; needs node_modules).
+        pool_size: the connector's python-tds pool per login.
+        relay_limits: relay [limits] overrides (the Python relay's rate limiter is off).
+        seed: tdslite seed ("sample" adds the demo schema; slow to load).
+        tds_process: run tdslite as its own process (benchmarks: the client's GIL is its own)."""
+    users = _prepare(workdir)
     idp_dir = workdir / "idp"
     async with (
-        tdslite.open_server(db=db, users=users, seed=seed) as tds,
+        _open_tdslite(users, db=db, seed=seed, process=tds_process) as (tds_host, tds_port),
         open_dev_idp(key_dir=idp_dir) as idp,
-        start_python_relay(
-            tunnel=TUNNEL,
-            connector_ids=["conn-1"],
-            issuer=idp.issuer,
-            limits={**NO_RATE_LIMITS, **(relay_limits or {})},
-            connector_keys={"conn-1": load_private_key(key.private_path)},
-        ) as relay,
+        _start_relay(relay_kind, idp.issuer, relay_limits) as relay,
     ):
-        database = tds.engine.database
-        await trio.to_thread.run_sync(_setup, tds.host, tds.port, database)
+        key_file = _write_key(workdir / "keys" / "conn-1.key", relay.connector_keys["conn-1"])
+        database = await trio.to_thread.run_sync(_setup, tds_host, tds_port)
         config = write_connector_config(
             workdir / "connector",
             relay_urls=[relay.ws_url],
             relay_public_keys=[relay.relay_public_key],
-            private_key_file=key.private_path,
+            private_key_file=key_file,
             issuer=idp.issuer,
-            db_host=tds.host,
-            db_port=tds.port,
+            db_host=tds_host,
+            db_port=tds_port,
             database=database,
             audit=False,
             **connector_options,
         )
         if pool_size != 16:
             _set_pool_size(config, pool_size)
-        direct = DirectSpec(tds.host, tds.port, "reader", "reader-pw", database)
+        direct = DirectSpec(tds_host, tds_port, "reader", "reader-pw", database)
 
         def stack(process: trio.Process | None) -> DemoStack:
             return DemoStack(relay, idp, idp_dir, direct, config, process)

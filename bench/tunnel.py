@@ -1,0 +1,137 @@
+"""What does the tunnel cost? Latency and throughput through relay + connector vs direct python-tds.
+
+Everything real on 127.0.0.1: tdslite in its own process (``edgetds tdslite serve``), the
+connector in its own process (``edgetds connector run``), the Python relay (or the Worker relay
+under workerd with ``--relay worker``) and the load generator (edgetds.loadtest) in this one.
+The baseline, measured in the same run against the same tdslite, is the same scenario with
+python-tds straight to the database (`edgetds loadtest --direct`), same concurrency.
+
+1. latency: ``SELECT @n AS n`` (one row), closed loop, at concurrency 1 and 64 (the connector's
+   pool is 64 then, so both sides have 64 database connections): p50/p99 and the added ms.
+2. throughput: the same query, concurrency = connector pool size (16) on both sides: queries/s.
+
+Goals (issue 6): added p50 <= 1.0 ms, added p99 <= 3 ms, throughput >= 90 % of direct.
+Run: ``.venv/bin/python -m bench.tunnel [--relay python|worker] [--count N] [--seconds S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.stack import DemoStack, open_demo_stack
+from edgetds.loadtest import Plan, RunResult, TokenSource, compare, parse_scenario, run_loadtest
+
+ECHO = {"name": "echo", "sql": "SELECT @n AS n", "params": {"n": {"int": [1, 1_000_000]}}}
+
+
+def scenario(concurrency: int, *, count: int | None = None, seconds: float | None = None) -> Any:
+    load: dict[str, Any] = {"concurrency": concurrency, "timeout_s": 60}
+    load.update({"count": count} if count else {"duration_s": seconds})
+    return parse_scenario({"name": "echo", "seed": 1, "load": load, "queries": [ECHO]})
+
+
+async def measure(stack: DemoStack, sc: Any, *, warmup: int) -> dict[str, RunResult]:
+    """Warm both paths up (unrecorded), then run tunnel and direct one after the other."""
+    tokens = TokenSource.from_dev_idp(
+        stack.idp_key_dir, sc.identity, users=sc.load.concurrency, expires_in=3600
+    )
+
+    def plan(s: Any) -> Plan:
+        return Plan(
+            scenario=s,
+            target_url=stack.relay.http_url,
+            tunnel=stack.relay.tunnel,
+            tokens=tokens,
+            direct=stack.direct,
+            live=False,
+        )
+
+    await run_loadtest(plan(sc.with_load(count=warmup)))
+    return await run_loadtest(plan(sc))
+
+
+def line(label: str, run: RunResult) -> str:
+    lat = run.latency_ms
+    return (
+        f"  {label:<24} {run.target:<7} p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  "
+        f"{run.throughput_qps:9.1f} q/s  errors {run.errors}"
+    )
+
+
+def verdict(value: float | None, goal: float, *, higher_is_better: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    ok = value >= goal if higher_is_better else value <= goal
+    return "meets goal" if ok else "MISSES goal"
+
+
+async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="edgetds-bench-") as tmp:
+        print(f"(1) latency added by {relay} relay + connector over direct python-tds")
+        for concurrency, pool in ((1, 16), (64, 64)):
+            async with open_demo_stack(
+                Path(tmp) / f"c{concurrency}",
+                connector="subprocess",
+                tds_process=True,
+                relay_kind=relay,
+                pool_size=pool,
+            ) as stack:
+                n = count if concurrency == 1 else count * 4
+                runs = await measure(stack, scenario(concurrency, count=n), warmup=50 + concurrency)
+            ratios = compare(runs["tunnel"], runs["direct"])
+            for r in runs.values():
+                print(line(f"concurrency {concurrency}", r))
+            p50_verdict = verdict(ratios["added_p50_ms"], 1.0)
+            print(
+                f"  -> added p50 {ratios['added_p50_ms']} ms ({p50_verdict} <= 1.0), "
+                f"added p99 {ratios['added_p99_ms']} ms "
+                f"({verdict(ratios['added_p99_ms'], 3.0)} <= 3), p50 ratio {ratios['p50']}x, "
+                f"p99 ratio {ratios['p99']}x"
+            )
+            out[f"latency_c{concurrency}"] = {
+                "runs": {k: v.as_json() | {"timeline": None} for k, v in runs.items()},
+                "ratios": ratios,
+            }
+        print(f"(2) throughput through one connector vs direct, pool 16, {seconds:.0f} s each")
+        async with open_demo_stack(
+            Path(tmp) / "tput", connector="subprocess", tds_process=True, relay_kind=relay
+        ) as stack:
+            runs = await measure(stack, scenario(16, seconds=seconds), warmup=100)
+        ratios = compare(runs["tunnel"], runs["direct"])
+        for r in runs.values():
+            print(line("concurrency 16", r))
+        print(
+            f"  -> throughput ratio {ratios['throughput']} "
+            f"({verdict(ratios['throughput'], 0.9, higher_is_better=True)} >= 0.90)"
+        )
+        out["throughput"] = {
+            "runs": {k: v.as_json() | {"timeline": None} for k, v in runs.items()},
+            "ratios": ratios,
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--relay", choices=("python", "worker"), default="python")
+    parser.add_argument(
+        "--count", type=int, default=500, help="queries at concurrency 1 (x4 at 64)"
+    )
+    parser.add_argument("--seconds", type=float, default=10, help="throughput run length")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {"relay": args.relay}
+    trio.run(run, args.relay, args.count, args.seconds, out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
