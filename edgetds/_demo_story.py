@@ -252,7 +252,9 @@ class Story:
     def step_expired(self) -> None:
         result = self.ask("4", MALLORY, "replay an old token", "SELECT name FROM customers", {})
         if self.expect_error("4", result, "auth.expired", 401):
-            self.out.say("the relay refused it; the connector never saw the query", indent=2)
+            self.out.say(
+                "refused at the relay: the audit log below has no line for mallory", indent=2
+            )
 
     def step_no_group(self) -> None:
         result = self.ask("5", CAROL, "read the customers", "SELECT name FROM customers", {})

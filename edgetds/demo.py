@@ -11,9 +11,27 @@ import argparse
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+# cheap (standard library only): safe to import when the CLI builds its parsers
+from edgetds._demo_output import Output
+from edgetds._demo_stack import (
+    CONNECTOR_ID,
+    TUNNEL,
+    DemoError,
+    Layout,
+    Part,
+    PartGroup,
+    prepare_state,
+    write_connector_config,
+    write_relay_config,
+)
+
+if TYPE_CHECKING:
+    from edgetds.devidp import DevIdP
 
 __all__ = ["register", "run"]
 
@@ -100,10 +118,17 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def run(args: argparse.Namespace) -> int:
-    from edgetds._demo_output import Output
-    from edgetds._demo_stack import DemoError, Layout, PartGroup
+@dataclass(frozen=True)
+class Stack:
+    """The running parts' addresses, and the dev IdP's keys to mint tokens with."""
 
+    relay_url: str
+    issuer: str
+    db_address: str
+    idp: DevIdP
+
+
+def run(args: argparse.Namespace) -> int:
     out = Output()
     layout = Layout(args.state_dir.absolute())
     group = PartGroup(layout)
@@ -138,18 +163,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(
-    args: argparse.Namespace, layout: Any, group: Any, out: Any, progress: dict[str, bool]
+    args: argparse.Namespace,
+    layout: Layout,
+    group: PartGroup,
+    out: Output,
+    progress: dict[str, bool],
 ) -> int:
-    from edgetds._demo_stack import prepare_state
     from edgetds._demo_story import DemoClient, Story
 
     out.title("edgetds demo: the whole stack on 127.0.0.1, then a short story")
     out.say(f"state directory: {_show(layout.root)} (see `edgetds demo --help` for its layout)")
     prepare_state(layout)
     stack = _start(group, layout, out, timeout_s=args.start_timeout)
-    client = DemoClient(stack["relay_url"], tunnel="demo")
+    client = DemoClient(stack.relay_url, tunnel=TUNNEL)
     try:
-        story = Story(client, stack["idp"], layout, out)
+        story = Story(client, stack.idp, layout, out)
         ok = story.run()
         out.heading("the end")
         if ok:
@@ -168,16 +196,9 @@ def _run(
         client.close()
 
 
-def _start(group: Any, layout: Any, out: Any, *, timeout_s: float) -> dict[str, Any]:
+def _start(group: PartGroup, layout: Layout, out: Output, *, timeout_s: float) -> Stack:
     """Start the four parts in dependency order; the connector is up when the relay says so."""
     from connector.keys import generate_key_files
-    from edgetds._demo_stack import (
-        CONNECTOR_ID,
-        TUNNEL,
-        DemoError,
-        write_connector_config,
-        write_relay_config,
-    )
     from edgetds.devidp import DevIdP
 
     relay_key = generate_key_files(layout.keys_dir, "relay")
@@ -205,10 +226,10 @@ def _start(group: Any, layout: Any, out: Any, *, timeout_s: float) -> dict[str, 
         "idp", "the dev IdP", ["dev-idp", "serve", "--port", "0", "--key-dir", str(layout.idp_dir)]
     )
 
-    def wait(part: Any, prefix: str, what: str) -> str:
+    def wait(part: Part, prefix: str, what: str) -> str:
         out.partial(_starting(what))
         try:
-            address = str(part.wait_for_line(prefix, timeout_s=timeout_s))
+            address = part.wait_for_line(prefix, timeout_s=timeout_s)
         except DemoError:
             out.say("FAILED")
             raise
@@ -244,7 +265,7 @@ def _start(group: Any, layout: Any, out: Any, *, timeout_s: float) -> dict[str, 
         out.say("FAILED")
         raise
     out.say(f"ok (tunnel '{TUNNEL}' is served: {status['connections']} connection(s))")
-    return {"relay_url": relay_url, "idp": idp, "issuer": issuer, "db": db_address}
+    return Stack(relay_url=relay_url, issuer=issuer, db_address=db_address, idp=idp)
 
 
 def _starting(what: str) -> str:
@@ -252,12 +273,11 @@ def _starting(what: str) -> str:
 
 
 def _wait_connected(
-    relay_url: str, idp: Any, connector: Any, tunnel: str, *, timeout_s: float
+    relay_url: str, idp: DevIdP, connector: Part, tunnel: str, *, timeout_s: float
 ) -> dict[str, Any]:
     """Poll GET /v1/tunnels/{tunnel}/status until the relay has a connector serving it."""
     import httpx
 
-    from edgetds._demo_stack import DemoError
     from edgetds._demo_story import DemoClient
 
     client = DemoClient(relay_url, tunnel=tunnel, timeout_s=5)
@@ -289,14 +309,12 @@ def _wait_connected(
         client.close()
 
 
-def _serve(group: Any, layout: Any, stack: dict[str, Any], out: Any) -> None:
+def _serve(group: PartGroup, layout: Layout, stack: Stack, out: Output) -> None:
     """Print how to poke the running stack, then wait for Ctrl-C (or a part dying)."""
     import json
 
-    from edgetds._demo_stack import DemoError
-
-    relay_url = stack["relay_url"]
-    token = stack["idp"].mint(sub="alice", groups=["analysts"], expires_in=3600)
+    relay_url = stack.relay_url
+    token = stack.idp.mint(sub="alice", groups=["analysts"], expires_in=3600)
     body = json.dumps(
         {
             "sql": "SELECT TOP 5 name, region FROM customers WHERE region = @region ORDER BY name",
@@ -351,7 +369,7 @@ def _self_command() -> str:
     return f"{_show(sys.executable)} -m edgetds"
 
 
-def _show(path: Any) -> str:
+def _show(path: str | Path) -> str:
     """A path relative to the current directory when it is inside it (shorter to read)."""
     path = Path(path)
     try:
