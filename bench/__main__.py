@@ -1,0 +1,62 @@
+"""Run every benchmark in bench/, one after the other (``make bench`` = ``python -m bench``).
+
+Each prints its own figures with a ratio against a baseline measured in the same run. Not part of
+``make test``: the numbers depend on the machine and on what else runs on it.
+
+    python -m bench            # everything, full sizes (1,000,000-row result: minutes)
+    python -m bench --quick    # smaller sizes, for a first look
+    python -m bench tunnel codec   # some of them
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: name -> (module, full args, quick args)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "tunnel": ("bench.tunnel", [], ["--count", "200", "--seconds", "5"]),
+    "big_result": ("bench.big_result", [], ["--rows", "100000"]),
+    "codec": ("bench.codec", [], ["--frames", "50000", "--rounds", "1000"]),
+    "worker": ("bench.tunnel", ["--relay", "worker"], ["--relay", "worker", "--count", "200",
+                                                       "--seconds", "5"]),
+    "ws_transport": ("bench.ws_transport", [], ["--rounds", "1000", "--messages", "5000"]),
+    "relay_latency": ("bench.relay_latency", [], []),
+    "tdslite_throughput": ("bench.tdslite_throughput", [], []),
+}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help=f"some of: {', '.join(BENCHES)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    args = parser.parse_args()
+    unknown = [n for n in args.names if n not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
+    root = Path(__file__).resolve().parent.parent
+    failed = []
+    for name in args.names or list(BENCHES):
+        module, full, quick = BENCHES[name]
+        if not (root / (module.replace(".", "/") + ".py")).exists():
+            print(f"== {name}: skipped ({module} is not in this tree)")
+            continue
+        if name == "worker" and not (root / "node_modules" / ".bin" / "workerd").exists():
+            print("== worker: skipped (no workerd: run `make node-deps`)")
+            continue
+        print(f"\n== {name} ({module})", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", module, *(quick if args.quick else full)])
+        print(f"   [{name}: exit {done.returncode}, {time.perf_counter() - start:.0f} s]")
+        if done.returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
