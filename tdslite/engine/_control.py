@@ -170,7 +170,9 @@ def _exec(
         if kind == "LOGIN" and len(tokens) >= 5:
             raise _errors.SqlError(
                 15406,
-                f'Cannot execute as the server principal because the principal "{tokens[4].text}" does not exist, this type of principal cannot be impersonated, or you do not have permission.',
+                "Cannot execute as the server principal because the principal "
+                f'"{tokens[4].text}" does not exist, this type of principal cannot be '
+                "impersonated, or you do not have permission.",
             )
         if kind != "USER" or len(tokens) != 5 or tokens[3].token_type != TokenType.EQ:
             raise _errors.unsupported("EXECUTE AS " + kind)
@@ -209,20 +211,21 @@ def _set_session_context(
 ) -> None:
     names = ["key", "value", "read_only"]
     args = dict(zip(names, positional, strict=False))
-    for name, value in named.items():
+    for name, argument in named.items():
         if name not in names:
             raise _errors.SqlError(
                 8145, f"@{name} is not a parameter for procedure sp_set_session_context."
             )
-        args[name] = value
-    key, key_type = args.get("key", (None, None))
+        args[name] = argument
+    key = args.get("key", (None, None))[0]
     if not isinstance(key, str) or key == "":
         raise _errors.SqlError(
             201,
-            "Procedure or function 'sp_set_session_context' expects parameter '@key', which was not supplied.",
+            "Procedure or function 'sp_set_session_context' expects parameter '@key', which "
+            "was not supplied.",
         )
     value, value_type = args.get("value", (None, None))
-    read_only_value, _ = args.get("read_only", (0, None))
+    read_only_value = args.get("read_only", (0, None))[0]
     sql_type = value_type or SqlType("int")
     if (
         sql_type.name in ("varchar", "nvarchar")

@@ -48,7 +48,8 @@ def map_sqlite_error(
         return SqlError(
             547,
             f"The {verb} statement conflicted with a FOREIGN KEY constraint"
-            f"{' on table ' + repr(table.name) if table else ''}. The statement has been terminated.",
+            f"{' on table ' + repr(table.name) if table else ''}. "
+            "The statement has been terminated.",
         )
     for pattern, number in (
         (r"no such table: (?:main\.)?(.+)", 208),

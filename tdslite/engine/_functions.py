@@ -92,7 +92,8 @@ def _mod(a: Storage, b: Storage) -> Storage:
     result = math.fmod(x, y) if not (isinstance(x, int) and isinstance(y, int)) else None
     if result is not None:
         return result
-    assert isinstance(x, int) and isinstance(y, int)
+    assert isinstance(x, int)
+    assert isinstance(y, int)
     remainder = abs(x) % abs(y)
     return remainder if x >= 0 else -remainder
 

@@ -137,9 +137,8 @@ class Authorizer:
             permission = self._WRITES[action]
             return self._decide(self.principal.may(permission, table), permission, table)
         if action in self._DDL:
-            table = (
-                arg2 if action in (sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_DROP_INDEX) else arg1
-            )
+            index_action = action in (sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_DROP_INDEX)
+            table = (arg2 if index_action else arg1) or ""
             internal = is_internal(table or "") and table != "sqlite_sequence"
             allowed = self.principal.may_ddl and not internal
             return self._decide(allowed, "ALTER", table or "")

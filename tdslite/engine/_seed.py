@@ -102,7 +102,8 @@ def _sample_rows() -> list[str]:
         placed = start + dt.timedelta(days=30 + i, hours=rng.randrange(0, 24))
         offset = ["+00:00", "+01:00", "-05:00", "+05:30"][i % 4]
         orders.append(
-            f"({customer}, {product}, {quantity}, {amount}, N'{status}', '{placed:%Y-%m-%d %H:%M:%S}.000 {offset}')"
+            f"({customer}, {product}, {quantity}, {amount}, N'{status}',"
+            f" '{placed:%Y-%m-%d %H:%M:%S}.000 {offset}')"
         )
     lines.append(
         "INSERT INTO orders (customer_id, product_id, quantity, amount, status, placed_at) VALUES"

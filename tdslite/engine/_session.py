@@ -83,6 +83,7 @@ def _parse(sql: str, words: tuple[str, ...]) -> exp.Expression:
     for keyword in _SIGNIFICANT:
         if words.count(keyword) > regenerated.count(keyword):
             raise _errors.unsupported(keyword)
+    assert isinstance(tree, exp.Expression)
     return tree
 
 

@@ -152,7 +152,8 @@ def create_table(node: exp.Create, tr: Translator) -> Plan:
     sql = [f"CREATE TABLE {_quote(name)} (\n  " + ",\n  ".join(lines + table_constraints) + "\n)"]
     if identity is not None and identity[1] != 1:
         sql.append(
-            f"INSERT INTO sqlite_sequence (name, seq) VALUES ('{name.replace(chr(39), chr(39) * 2)}', {identity[1] - 1})"
+            "INSERT INTO sqlite_sequence (name, seq) VALUES "
+            f"('{name.replace(chr(39), chr(39) * 2)}', {identity[1] - 1})"
         )
     return Plan("CREATE TABLE", tuple(sql), make_table(name, columns, pk_name if primary else None))
 
@@ -283,7 +284,8 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
     if len({c.name.lower() for c in columns}) != len(columns):
         raise _errors.SqlError(
             264,
-            f"The column name '{columns[0].name}' is specified more than once in the SET clause or column list of an INSERT.",
+            f"The column name '{columns[0].name}' is specified more than once in the SET clause "
+            "or column list of an INSERT.",
         )
     schema = exp.Schema(
         this=table_node.copy(),
@@ -302,7 +304,10 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                     more = len(values) > len(columns)
                     raise _errors.SqlError(
                         110 if more else 109,
-                        f"There are {'fewer' if more else 'more'} columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.",
+                        f"There are {'fewer' if more else 'more'} columns in the INSERT "
+                        "statement than values specified in the VALUES clause. The number of "
+                        "values in the VALUES clause must match the number of columns "
+                        "specified in the INSERT statement.",
                     )
                 for value, column in zip(values, columns, strict=True):
                     if isinstance(value, exp.Var) and value.name.upper() == "DEFAULT":
@@ -313,9 +318,13 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
             if len(produced) != len(columns):
                 raise _errors.SqlError(
                     121,
-                    "The select list for the INSERT statement contains more items than the insert list. The number of SELECT values must match the number of INSERT columns."
+                    "The select list for the INSERT statement contains more items than the "
+                    "insert list. The number of SELECT values must match the number of INSERT "
+                    "columns."
                     if len(produced) > len(columns)
-                    else "The select list for the INSERT statement contains fewer items than the insert list. The number of SELECT values must match the number of INSERT columns.",
+                    else "The select list for the INSERT statement contains fewer items than the "
+                    "insert list. The number of SELECT values must match the number of INSERT "
+                    "columns.",
                 )
             if isinstance(source, exp.Select) and not any(
                 isinstance(e, exp.Star)

@@ -123,7 +123,8 @@ def encode(sql_type: SqlType, value: object) -> Storage:
         assert isinstance(value, dt.datetime)
         return f"{_ymd(value)} {value:%H:%M:%S}.{_fraction(value)}"
     if name == "datetimeoffset":
-        assert isinstance(value, dt.datetime) and value.tzinfo is not None
+        assert isinstance(value, dt.datetime)
+        assert value.tzinfo is not None
         utc = value.astimezone(dt.UTC)
         return f"{_ymd(utc)} {utc:%H:%M:%S}.{_fraction(value)} @{_utc_offset_text(value)}"
     raise ValueError(f"cannot store type {sql_type}")
@@ -399,8 +400,8 @@ def _temporal_parts(value: object) -> tuple[dt.datetime, int, dt.tzinfo | None]:
             tz = dt.timezone(sign * dt.timedelta(hours=int(text[-5:-3]), minutes=int(text[-2:])))
             local = base.replace(tzinfo=dt.UTC).astimezone(tz)
             return local.replace(tzinfo=None), ticks, tz
-        base, ticks, tz, _ = _parse_temporal(text)
-        return base, ticks, tz
+        base, ticks, parsed_tz, _ = _parse_temporal(text)
+        return base, ticks, parsed_tz
     if isinstance(value, dt.datetime):
         ticks = value.microsecond * 10 + ticks_of(value)
         return value.replace(microsecond=0, tzinfo=None), ticks, value.tzinfo
@@ -512,7 +513,7 @@ def _fast_datetime(text: str) -> dt.datetime | None:
 def decoder(sql_type: SqlType) -> Any:
     """A fast ``raw -> Python value`` function for one result column of ``sql_type``."""
     name = sql_type.name
-    slow = functools.partial(decode, sql_type)
+    slow: Any = functools.partial(decode, sql_type)
     if name in _INT_LIMITS:
         low, high = _INT_LIMITS[name]
         return lambda v: v if type(v) is int and low <= v <= high else slow(v)

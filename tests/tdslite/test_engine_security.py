@@ -1,4 +1,4 @@
-"""tdslite engine: least privilege (roles, grants, authorizer), EXECUTE AS, session context, users."""
+"""tdslite engine: least privilege (roles, grants, authorizer), EXECUTE AS, context, users."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def order_count(engine: Engine) -> int:
         ("UPDATE orders SET amount = 0", 229),
         ("DELETE FROM orders", 229),
         ("DELETE orders WHERE id = 1", 229),
-        ("WITH doomed AS (SELECT id FROM orders) DELETE FROM orders WHERE id IN (SELECT id FROM doomed)", 229),
+        ("WITH doomed AS (SELECT id FROM orders)"
+         " DELETE FROM orders WHERE id IN (SELECT id FROM doomed)", 229),
         ("SELECT * INTO stolen FROM orders", 262),
         ("CREATE TABLE evil (a int)", 262),
         ("DROP TABLE orders", 3701),
@@ -220,7 +221,8 @@ def test_execute_as_user_and_revert(engine: Engine) -> None:
     assert refused(session, "DELETE FROM orders WHERE id = 1").number == 229
     results = run(
         session,
-        "EXECUTE AS USER = 'app'; SELECT USER_NAME(), SUSER_NAME(); DELETE FROM orders WHERE id = 1",
+        "EXECUTE AS USER = 'app'; SELECT USER_NAME(), SUSER_NAME();"
+        " DELETE FROM orders WHERE id = 1",
     )
     assert results[0] == [("app", "analyst_ro")]
     assert session.effective_user == "app"
@@ -256,11 +258,13 @@ def test_session_context_and_read_only_keys(engine: Engine) -> None:
     run(
         session,
         "EXEC sp_set_session_context @key = N'customer_id', @value = 7, @read_only = 1;"
-        "EXEC sp_set_session_context N'note', N'first'; EXEC sp_set_session_context N'note', N'second'",
+        "EXEC sp_set_session_context N'note', N'first';"
+        " EXEC sp_set_session_context N'note', N'second'",
     )
     results = run(
         session,
-        "SELECT SESSION_CONTEXT(N'customer_id'), SESSION_CONTEXT(N'note'), SESSION_CONTEXT(N'none');"
+        "SELECT SESSION_CONTEXT(N'customer_id'), SESSION_CONTEXT(N'note'),"
+        " SESSION_CONTEXT(N'none');"
         "SELECT COUNT(*) FROM orders WHERE customer_id = SESSION_CONTEXT(N'customer_id')",
     )
     assert results[0] == [(7, "second", None)]
@@ -313,7 +317,8 @@ def test_load_users(users: dict[str, User]) -> None:
         ('[users.a]\nrole = "admin"\npasword = "x"\n', "pasword"),
         ('[users.a]\nrole = "read-only"\ngrants = { t = "write" }\n', "users.a.grants.t"),
         ('[users.a]\nrole = "read-only"\ncan_impersonate = ["ghost"]\n', "users.a.can_impersonate"),
-        ('[users.a]\nrole = "admin"\ndatabase_user = "u"\n[users.b]\nrole = "read-only"\ndatabase_user = "u"\n',
+        ('[users.a]\nrole = "admin"\ndatabase_user = "u"\n'
+         '[users.b]\nrole = "read-only"\ndatabase_user = "u"\n',
          "users.b"),
         ("[users.a\n", "not valid TOML"),
         ("[other]\n", "other"),

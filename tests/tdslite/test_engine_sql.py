@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sqlite3
 import threading
@@ -67,13 +68,15 @@ def test_several_statements_per_batch_each_yield_a_result(session: Session) -> N
 def test_sample_seed_schema(session: Session) -> None:
     counts = run(
         session,
-        "SELECT COUNT(*) FROM customers; SELECT COUNT(*) FROM orders; SELECT COUNT(*) FROM products;"
+        "SELECT COUNT(*) FROM customers; SELECT COUNT(*) FROM orders;"
+        " SELECT COUNT(*) FROM products;"
         "SELECT COUNT(*) FROM all_types",
     )
     assert counts == [[(24,)], [(60,)], [(12,)], [(2,)]]
     (rows,) = run(
         session,
-        "SELECT c.region, COUNT(*), SUM(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id"
+        "SELECT c.region, COUNT(*), SUM(o.amount) FROM orders o"
+        " JOIN customers c ON c.id = o.customer_id"
         " GROUP BY c.region HAVING COUNT(*) > 0 ORDER BY c.region",
     )
     assert [r[0] for r in rows] == ["east", "north", "south", "west"]
@@ -95,13 +98,15 @@ def test_queries_joins_ctes_subqueries_top_offset(session: Session) -> None:
     assert 0 < cte[0][0] < 24
     (exists,) = run(
         session,
-        "SELECT COUNT(*) FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id)"
+        "SELECT COUNT(*) FROM customers c"
+        " WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id)"
         " AND c.id IN (SELECT customer_id FROM orders WHERE status = 'paid')",
     )
     assert exists[0][0] > 0
     (left,) = run(
         session,
-        "SELECT COUNT(*) FROM customers c LEFT JOIN orders o ON o.customer_id = c.id WHERE o.id IS NULL",
+        "SELECT COUNT(*) FROM customers c LEFT JOIN orders o ON o.customer_id = c.id"
+        " WHERE o.id IS NULL",
     )
     assert left[0][0] >= 0
 
@@ -109,7 +114,8 @@ def test_queries_joins_ctes_subqueries_top_offset(session: Session) -> None:
 def test_identity_scope_identity_and_rowcount(session: Session) -> None:
     results = run(
         session,
-        "INSERT INTO customers (name, email, region) VALUES (N'A', N'a@x', N'north'), (N'B', N'b@x', N'east');"
+        "INSERT INTO customers (name, email, region)"
+        " VALUES (N'A', N'a@x', N'north'), (N'B', N'b@x', N'east');"
         "SELECT @@ROWCOUNT, SCOPE_IDENTITY(), @@IDENTITY;"
         "SELECT name FROM customers WHERE id = SCOPE_IDENTITY()",
     )
@@ -183,8 +189,7 @@ def test_divide_by_zero_in_a_later_row_raises_while_streaming(session: Session) 
     assert next(result.rows) == (-5,)  # id 1
     # sqlite3 steps one row ahead, so the error of row 3 may surface with row 2.
     with pytest.raises(SqlError) as caught:
-        for _ in range(2):
-            next(result.rows)
+        list(itertools.islice(result.rows, 2))
     assert caught.value.number == 8134
 
 
@@ -281,7 +286,8 @@ def test_variables_declare_set_and_select_assignment(session: Session) -> None:
     results = run(
         session,
         "DECLARE @n int = 3, @name nvarchar(50); SET @name = N'Ada' + N'!';"
-        " SELECT @n * 2, @name; SELECT @n = COUNT(*) FROM orders WHERE status = @status_p; SELECT @n",
+        " SELECT @n * 2, @name; SELECT @n = COUNT(*) FROM orders WHERE status = @status_p;"
+        " SELECT @n",
         (Param("@status_p", SqlType("nvarchar", length=-1), "paid"),),
     )
     assert results[0] == [(6, "Ada!")]

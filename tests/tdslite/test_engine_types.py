@@ -158,7 +158,8 @@ def test_parameter_echoed_keeps_its_type(session: Session, type_name: str, value
          PreciseDateTime(2024, 2, 29, 13, 14, 15, 123456, nanosecond_100=7)),
         ("CAST('2024-02-29 13:14:15.1234567' AS datetime2(2))", "datetime2(2)",
          dt.datetime(2024, 2, 29, 13, 14, 15, 120000)),
-        ("CAST('2024-02-29 13:14:15.999' AS datetime)", "datetime", dt.datetime(2024, 2, 29, 13, 14, 16)),
+        ("CAST('2024-02-29 13:14:15.999' AS datetime)", "datetime",
+         dt.datetime(2024, 2, 29, 13, 14, 16)),
         ("CAST('2024-02-29 10:00:00 +02:00' AS datetimeoffset(0))", "datetimeoffset(0)",
          dt.datetime(2024, 2, 29, 10, tzinfo=dt.timezone(dt.timedelta(hours=2)))),
         ("CAST('6F9619FF-8B86-D011-B42D-00C04FC964FF' AS uniqueidentifier)", "uniqueidentifier",
@@ -168,7 +169,8 @@ def test_parameter_echoed_keeps_its_type(session: Session, type_name: str, value
         ("CAST('abcdef' AS varchar(3))", "varchar(3)", "abc"),
         ("CAST(12.5 AS money)", "money", Decimal("12.5000")),
         ("CAST(1 AS bit)", "bit", True),
-        ("CAST('23:59:59.9999999' AS time)", "time(7)", PreciseTime(23, 59, 59, 999999, nanosecond_100=9)),
+        ("CAST('23:59:59.9999999' AS time)", "time(7)",
+         PreciseTime(23, 59, 59, 999999, nanosecond_100=9)),
         ("CAST('2024-02-29' AS date)", "date", dt.date(2024, 2, 29)),
         ("CAST(1.5 AS real)", "real", 1.5),
         ("CONVERT(int, '42')", "int", 42),
@@ -229,7 +231,8 @@ def test_aggregate_types_follow_sql_server(session: Session) -> None:
     )
     result, rows = one(
         session,
-        "SELECT COUNT(*), COUNT_BIG(*), SUM(a), AVG(a), SUM(b), AVG(b), SUM(c), SUM(d), MIN(b), MAX(a) FROM m",
+        "SELECT COUNT(*), COUNT_BIG(*), SUM(a), AVG(a), SUM(b), AVG(b), SUM(c), SUM(d), MIN(b),"
+        " MAX(a) FROM m",
     )
     assert [str(c.type) for c in result.columns] == [
         "int", "bigint", "int", "int", "decimal(38,2)", "decimal(38,6)", "float", "bigint",
