@@ -42,6 +42,7 @@ from relay.config import RelayConfig
 from relay.http import HttpError, Receive, Send, header, send_error, send_json
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
 from relay.logs import log_event
+from relay.query import handle_query
 from relay.registry import Registry
 from relay.session import ConnectorSession, HandshakeFailed, WebSocketIO
 
@@ -189,8 +190,6 @@ class RelayApp:
             await send_json(send, 200, _json(found.status()))
         else:
             assert tunnel is not None
-            from relay.query import handle_query
-
             await handle_query(self, scope, receive, send, tunnel)
 
     # -- authentication and limits ------------------------------------------------------------
