@@ -94,3 +94,26 @@ async def test_no_connector_is_503(
         )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "tunnel.no_connector"
+
+
+async def test_number_literals_reach_the_connector_as_python_reads_them(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    # JavaScript numbers cannot tell 2.0 from 2 or hold 1e308 as an integer: the Worker keeps the
+    # client's literal form (workerd's JSON.parse source text) so the connector sees Python floats
+    # and the attestation's params hash matches.
+    body = (
+        b'{"sql": "select @a", '
+        b'"params": {"a": 2.0, "b": -1.7976931348623157e308, "c": 7, "d": 1e-7}}'
+    )
+    with trio.fail_after(20):
+        async with peer(relay) as p:
+            response = await client.post(
+                query_url(relay), content=body, headers=bearer(idp.mint(sub="f"))
+            )
+            assert response.status_code == 200, response.text
+            (q,) = p.queries
+            assert p.attestation_errors == []
+    params = dict(q.params)
+    assert params == {"a": 2.0, "b": -1.7976931348623157e308, "c": 7, "d": 1e-7}
+    assert [type(params[k]) for k in "abcd"] == [float, float, int, float]

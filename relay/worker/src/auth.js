@@ -93,6 +93,22 @@ export function pythonFloatRepr(x) {
   return `${sign}${digits.slice(0, decpt)}.${digits.slice(decpt)}`;
 }
 
+/**
+ * A number the client wrote with a fraction or exponent ("2.0", "1e300"): Python parses it as a
+ * float, so its canonical form is Python's float repr even when the value is integral.
+ * (Created by request.js where the runtime offers JSON.parse source text, as workerd does.)
+ */
+export class PyFloat {
+  /** @param {number} value */
+  constructor(value) {
+    this.value = value;
+  }
+
+  toJSON() {
+    return this.value;
+  }
+}
+
 function compareCodePoints(a, b) {
   // Python sorts str keys by code point; JavaScript's default sort uses UTF-16 units, which
   // disagree for characters above U+FFFF against U+E000..U+FFFF.
@@ -131,6 +147,7 @@ function canonicalText(value) {
       }
       return pythonFloatRepr(value);
     case "object":
+      if (value instanceof PyFloat) return pythonFloatRepr(value.value);
       if (Array.isArray(value)) return `[${value.map(canonicalText).join(",")}]`;
       return `{${Object.keys(value)
         .sort(compareCodePoints)
@@ -153,6 +170,18 @@ export function canonicalJson(value) {
 /** canonicalJson as a string. */
 export function canonicalJsonText(value) {
   return canonicalText(value);
+}
+
+/**
+ * The QUERY payload in canonical JSON, with `params` spliced in as canonical text (so float
+ * literals keep Python's form). Keys in code-point order.
+ */
+export function queryPayload({ queryId, token, sql, query, paramsJson, options, attestation }) {
+  const text =
+    `{"attestation":${canonicalText(attestation)},"options":${canonicalText(options)},` +
+    `"params":${paramsJson},"query":${canonicalText(query)},"query_id":${canonicalText(queryId)},` +
+    `"sql":${canonicalText(sql)},"token":${canonicalText(token)}}`;
+  return encoder.encode(text);
 }
 
 // ----------------------------------------------------------------------------------------- keys
@@ -254,10 +283,11 @@ export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, lim
  * The relay's attestation for a QUERY (protocol make_attestation).
  * @param {{privateKey: CryptoKey, keyId: string}} relayKey
  * @param {{sessionId: string, queryId: string, token: string, sql: string|null, query: string|null,
- *          params: Record<string, any>, options: Record<string, any>, now: number, nonce?: string}} q
- *        `now` in unix seconds (ts = round(now * 1000))
+ *          params?: Record<string, any>, paramsJson?: string, options: Record<string, any>,
+ *          now: number, nonce?: string}} q  `now` in unix seconds (ts = round(now * 1000));
+ *        `paramsJson`: the params already in canonical JSON (used as is when given)
  */
-export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, options, now, nonce }) {
+export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, paramsJson, options, now, nonce }) {
   const statement = sql !== null && sql !== undefined ? `sql:${sql}` : `query:${query}`;
   const attestation = {
     relay_key_id: relayKey.keyId,
@@ -265,7 +295,7 @@ export async function makeAttestation(relayKey, { sessionId, queryId, token, sql
     ts: Math.round(now * 1000),
     nonce: nonce ?? randomB64url(),
     statement_sha256: await sha256Hex(statement),
-    params_sha256: await sha256Hex(canonicalJson(params)),
+    params_sha256: await sha256Hex(paramsJson ?? canonicalJson(params)),
     token_sha256: await sha256Hex(token),
     options_sha256: await sha256Hex(canonicalJson(options)),
     query_id: queryId,

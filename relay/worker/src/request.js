@@ -4,7 +4,7 @@
  * is wrong, never echoing SQL text or a parameter value.
  */
 
-import { canonicalJson } from "./auth.js";
+import { canonicalJsonText, PyFloat } from "./auth.js";
 import { ErrorCode } from "./frames.js";
 import { HttpError } from "./http.js";
 
@@ -59,13 +59,17 @@ function optionalInt(body, key, minimum) {
  * Parse and check a query request body.
  * @param {Uint8Array} raw
  * @param {{maxTimeoutMs: number}} options the relay's ceiling (and default) for timeout_ms
- * @returns {{sql: string|null, query: string|null, params: Record<string, any>, max_rows: number|null,
+ * @returns {{sql: string|null, query: string|null, params_json: string, max_rows: number|null,
  *            timeout_ms: number, query_id: string, client_query_id: boolean}}
  */
 export function parseQueryRequest(raw, { maxTimeoutMs }) {
   let body;
   try {
-    body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+    // Where the runtime gives the literal's source (workerd does), keep float literals as floats:
+    // Python reads "2.0" as a float and hashes it as 2.0, JavaScript would make it 2.
+    body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw), (key, value, context) =>
+      typeof value === "number" && /[.eE]/.test(context?.source ?? "") ? new PyFloat(value) : value,
+    );
   } catch {
     throw invalid('body is not JSON; send {"sql": "...", "params": {...}} with Content-Type: application/json');
   }
@@ -86,12 +90,13 @@ export function parseQueryRequest(raw, { maxTimeoutMs }) {
     throw invalid("'query' must be a query name (letters, digits, _ . : -; at most 128)");
   }
   const params = body.params ?? {};
-  if (typeof params !== "object" || Array.isArray(params)) throw invalid("'params' must be a JSON object mapping parameter names to values");
+  if (typeof params !== "object" || Array.isArray(params) || params instanceof PyFloat) throw invalid("'params' must be a JSON object mapping parameter names to values");
   for (const name of Object.keys(params)) {
     if (!NAME.test(name.startsWith("@") ? name.slice(1) : name)) throw invalid(`parameter name '${name.slice(0, 40)}' is not a valid name`);
   }
+  let paramsJson;
   try {
-    canonicalJson(params); // what the attestation hashes must be exactly encodable
+    paramsJson = canonicalJsonText(params); // what the attestation hashes and QUERY carries
   } catch (err) {
     throw invalid(`'params' cannot be passed on exactly: ${err.message} (e.g. {"type": "bigint", "value": "9007199254740993"})`);
   }
@@ -105,7 +110,7 @@ export function parseQueryRequest(raw, { maxTimeoutMs }) {
   return {
     sql,
     query,
-    params,
+    params_json: paramsJson,
     max_rows: maxRows,
     timeout_ms: timeoutMs,
     query_id: queryId ?? crypto.randomUUID(),

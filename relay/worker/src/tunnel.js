@@ -22,7 +22,7 @@
 
 import { DurableObject } from "cloudflare:workers";
 
-import { canonicalJson, makeAttestation, signHello, TOKEN_LEEWAY } from "./auth.js";
+import { canonicalJson, makeAttestation, queryPayload, signHello, TOKEN_LEEWAY } from "./auth.js";
 import { loadConfig } from "./config.js";
 import {
   checkFrameRule,
@@ -460,7 +460,7 @@ export class Tunnel extends DurableObject {
         token,
         sql: req.sql,
         query: req.query,
-        params: req.params,
+        paramsJson: req.params_json,
         options,
         now: Date.now() / 1000,
       });
@@ -468,7 +468,7 @@ export class Tunnel extends DurableObject {
       if (picked.ws.readyState === WebSocket.OPEN && att.state === "open" && !att.draining) break;
       if (attempt === 2) throw new HttpError(ErrorCode.RELAY_OVERLOADED, "connectors kept changing while placing the query; retry");
     }
-    const payload = canonicalJson({ query_id: req.query_id, token, sql: req.sql, query: req.query, params: req.params, options, attestation });
+    const payload = queryPayload({ queryId: req.query_id, token, sql: req.sql, query: req.query, paramsJson: req.params_json, options, attestation });
     if (payload.byteLength > att.maxFrame) {
       throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `the query is ${payload.byteLength} bytes framed; the connector accepts at most ${att.maxFrame}`);
     }
