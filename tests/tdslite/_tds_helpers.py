@@ -9,6 +9,34 @@ import trio
 
 T = TypeVar("T")
 
+#: Logins of the users file written by `tds_users_file` -> their passwords.
+PASSWORDS = {
+    "admin": "Adm1n-pw",
+    "writer": "Wr1ter-pw",
+    "reader": "Re4der-pw",
+}
+
+USERS_TOML = """\
+[users.admin]
+password = "Adm1n-pw"
+role = "admin"
+database_user = "dbo_admin"
+
+[users.writer]
+password = "Wr1ter-pw"
+role = "read-write"
+database_user = "app"
+
+[users.reader]
+password = "Re4der-pw"
+role = "read-only"
+database_user = "analyst"
+
+[users."ana@example.com"]
+role = "read-only"
+database_user = "analyst"
+"""
+
 
 async def in_thread(fn: Callable[..., T], *args: Any, limit: float = 20, **kw: Any) -> T:
     """Run a blocking client call in a worker thread, failing after ``limit`` seconds."""

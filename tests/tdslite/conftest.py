@@ -11,36 +11,9 @@ from pathlib import Path
 
 import pytest
 import trustme
+from _tds_helpers import USERS_TOML  # tests/tdslite is on sys.path (rootdir-relative import)
 
 from tdslite import TdsServer, open_server
-
-#: Logins of the users file written by `tds_users_file` -> their passwords.
-PASSWORDS = {
-    "admin": "Adm1n-pw",
-    "writer": "Wr1ter-pw",
-    "reader": "Re4der-pw",
-}
-
-USERS_TOML = """\
-[users.admin]
-password = "Adm1n-pw"
-role = "admin"
-database_user = "dbo_admin"
-
-[users.writer]
-password = "Wr1ter-pw"
-role = "read-write"
-database_user = "app"
-
-[users.reader]
-password = "Re4der-pw"
-role = "read-only"
-database_user = "analyst"
-
-[users."ana@example.com"]
-role = "read-only"
-database_user = "analyst"
-"""
 
 
 @pytest.fixture

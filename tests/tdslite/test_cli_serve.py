@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytds
 import trio
-from _tds_helpers import in_thread
-from conftest import PASSWORDS
+from _tds_helpers import PASSWORDS, in_thread
 
 
 async def test_serve_prints_address_logs_statements_and_stops(

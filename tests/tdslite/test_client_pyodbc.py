@@ -13,8 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from _tds_helpers import in_thread
-from conftest import PASSWORDS
+from _tds_helpers import PASSWORDS, in_thread
 
 from tdslite import TdsServer
 

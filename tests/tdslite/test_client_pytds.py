@@ -16,8 +16,7 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import in_thread
-from conftest import PASSWORDS
+from _tds_helpers import PASSWORDS, in_thread
 
 from tdslite import TdsServer, open_server
 

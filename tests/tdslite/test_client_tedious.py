@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import PASSWORDS
+from _tds_helpers import PASSWORDS
 
 from tdslite import TdsServer, open_server
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import PASSWORDS
+from _tds_helpers import PASSWORDS
 
 from tdslite import TdsServer, open_server
 
