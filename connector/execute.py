@@ -120,6 +120,10 @@ class QueryFailed(Exception):
         return {"error": err}
 
 
+class _StaleConnection(Exception):
+    """A reused connection failed at reset, before the statement was sent."""
+
+
 @dataclass
 class CancelToken:
     """Set by the tunnel when the relay sends CANCEL or the connection is lost."""
@@ -190,12 +194,15 @@ class _Reader:
         self.finished = False
         self.rows_affected = -1
 
-    def start(self, conn: pytds.Connection, *, fresh: bool) -> None:
+    def reset(self, conn: pytds.Connection) -> None:
+        """sp_reset_connection on a reused connection: nothing of the last borrower remains."""
+        cursor = conn.cursor()
+        cursor.callproc("sp_reset_connection", [])
+        _drain(cursor)
+
+    def start(self, conn: pytds.Connection) -> None:
         cursor = conn.cursor()
         self.cursor = cursor
-        if not fresh:
-            cursor.callproc("sp_reset_connection", [])
-            _drain(cursor)
         ctx = [
             BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, ""))
             for i, key in enumerate(CONTEXT_KEYS)
@@ -268,11 +275,23 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
     deadline = started + req.timeout_s if req.timeout_s else math.inf
     outcome = Outcome()
     try:
-        async with pool.borrow() as pc:
-            try:
-                await _execute_on(pool, pc, req, sink, cancel, deadline, outcome)
-            finally:
-                outcome.connection_discarded = pc.broken
+        for attempt in (1, 2):
+            async with pool.borrow() as pc:
+                try:
+                    await _execute_on(pool, pc, req, sink, cancel, deadline, outcome)
+                    break
+                except _StaleConnection:
+                    # a pooled connection died while idle (SQL Server restarted, network cut):
+                    # its siblings are as old, drop them; retry once on a new connection. Safe:
+                    # the failure came from the reset, before the statement was sent.
+                    log.info("stale pooled connection replaced", extra={"login": pool.name})
+                    pool.discard_idle()
+                    if attempt == 2:
+                        raise DatabaseUnavailable(
+                            "the connection to SQL Server failed before the query"
+                        ) from None
+                finally:
+                    outcome.connection_discarded = pc.broken
     except DatabaseUnavailable as exc:
         raise QueryFailed("connector.database_unavailable", str(exc), outcome=outcome) from None
     finally:
@@ -318,7 +337,7 @@ async def _execute_on(
     outcome: Outcome,
 ) -> None:
     reader = _Reader(req)
-    fresh = not pc.used
+    reused = pc.used
     pc.used = True
     send, receive = trio.open_memory_channel[tuple[bytes | None, bytes, int]](2)
     done = trio.Event()
@@ -335,7 +354,15 @@ async def _execute_on(
             try:
                 if cancel.cancelled:
                     raise stopped()
-                await pool.call(pc, lambda conn: reader.start(conn, fresh=fresh))
+                if reused:
+                    try:
+                        await pool.call(pc, reader.reset)
+                    except (OSError, TimeoutError, tds_base.InterfaceError):
+                        pc.broken = True
+                        if not cancel.cancelled:
+                            failure.append(_StaleConnection())
+                        return
+                await pool.call(pc, reader.start)
                 fetched = 0
                 while not reader.finished or reader.pending_columns is not None:
                     if cancel.cancelled:
@@ -398,7 +425,7 @@ async def _execute_on(
     if too_large is not None:
         raise too_large
     if failure:
-        raise failure[0]
+        raise failure[0]  # QueryFailed, or _StaleConnection for execute() to retry
     if cancel.cancelled:
         raise stopped()
 

@@ -214,6 +214,17 @@ class LoginPool:
             discarded=self._discarded,
         )
 
+    def discard_idle(self) -> None:
+        """Forget every idle connection (they outlived an outage); closed in the background."""
+        idle, self._idle = self._idle, []
+        for pc in idle:
+            self._discarded += 1
+            pc.broken = True
+            try:
+                pc.close()  # no I/O worth waiting for: the socket is dead or about to be
+            except Exception:  # pragma: no cover - close() already swallows errors
+                pass
+
     def interrupt_all(self) -> None:
         """Cut every connection in use (process exit): blocked worker threads return at once."""
         for pc in list(self._in_use):
