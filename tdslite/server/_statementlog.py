@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 
@@ -22,11 +22,20 @@ class StatementLog:
     Args:
         path: a JSON-lines file to append to (flushed after each line), or None.
         keep: how many entries to keep in `entries` (oldest dropped first).
+        on_entry: called with each new entry (from a worker thread: keep it quick and
+            thread-safe, e.g. ``trio.from_thread.run_sync`` or a queue put).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, keep: int = 10_000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        keep: int = 10_000,
+        on_entry: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.entries: list[dict[str, Any]] = []
         self._keep = keep
+        self._on_entry = on_entry
         self._lock = threading.Lock()
         self._file: TextIO | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
 
@@ -59,6 +68,8 @@ class StatementLog:
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
+        if self._on_entry is not None:
+            self._on_entry(entry)
         return entry
 
     def statements(self) -> list[str]:
