@@ -177,7 +177,10 @@ class RelayApp:
             )
         if method != allowed[route] and not (method == "HEAD" and allowed[route] == "GET"):
             raise HttpError(
-                "request.invalid", f"use {allowed[route]} for this path, not {method}", status=405
+                "request.invalid",
+                f"use {allowed[route]} for this path, not {method}",
+                status=405,
+                headers=[(b"allow", allowed[route].encode("ascii"))],
             )
         if route == "healthz":
             await send_json(send, 200, b'{"status":"ok"}\n')

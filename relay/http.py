@@ -47,10 +47,13 @@ class HttpError(Exception):
         retry_after: str | None = None,
         query_id: str | None = None,
         reason: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         #: What the refusal counters count it as (default: the error code).
         self.reason = reason or code
+        #: Extra response headers (e.g. Allow on a 405).
+        self.headers = list(headers or ())
         self.code = code
         self.message = message
         self.status = status if status is not None else http_status(code)
@@ -102,7 +105,7 @@ async def send_json(
 
 
 async def send_error(send: Send, error: HttpError) -> None:
-    extra = []
+    extra = list(error.headers)
     if error.retry_after is not None:
         extra.append((b"retry-after", error.retry_after.encode("ascii")))
     if error.status == 401:
