@@ -118,6 +118,12 @@ class Connection:
         answer = _prelogin.choose_encryption(
             client.encryption, have_cert=self.ctx.ssl_context is not None
         )
+        log.debug(
+            "connection %d: PRELOGIN encryption client=%s answer=%s",
+            self.id,
+            client.encryption.name,
+            answer.name,
+        )
         reply = _prelogin.build_reply(answer, thread_id=self.id)
         await self.transport.send_message(PacketType.REPLY, reply)
         if answer == _prelogin.Encrypt.NOT_SUP and client.encryption in (

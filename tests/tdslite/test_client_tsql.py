@@ -6,6 +6,7 @@ Run once in clear and once with FreeTDS's `encryption = require` (TLS inside PRE
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -79,16 +80,30 @@ async def test_tsql_clear(tds_server: TdsServer, tmp_path: Path) -> None:
     assert "SELECT id, name, price FROM fruit ORDER BY id" in statements
 
 
-async def test_tsql_encryption_required(
-    tmp_path: Path, tds_users_file: Path, tls_files: dict[str, str]
+@pytest.mark.parametrize(
+    "encryption",
+    ["request", "require"],
+    ids=["request-login-only-tls", "require-full-tls"],
+)
+async def test_tsql_with_tls_server(
+    tmp_path: Path,
+    tds_users_file: Path,
+    tls_files: dict[str, str],
+    encryption: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """FreeTDS's default "request" gets login-only encryption (PRELOGIN answer OFF), "require"
+    gets the whole connection in TLS (answer ON)."""
     async with open_server(
         db=tmp_path / "tls.sqlite",
         users=tds_users_file,
         tls_cert=tls_files["cert"],
         tls_key=tls_files["key"],
     ) as server:
-        check_output(await run_tsql(server, tmp_path, encryption="require"))
+        with caplog.at_level(logging.DEBUG, logger="tdslite.server"):
+            check_output(await run_tsql(server, tmp_path, encryption=encryption))
+    expected = {"request": "client=OFF answer=OFF", "require": "client=ON answer=ON"}
+    assert expected[encryption] in caplog.text
 
 
 async def test_tsql_wrong_password_refused(tds_server: TdsServer) -> None:

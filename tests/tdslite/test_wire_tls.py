@@ -7,6 +7,7 @@ certificate gets a clear error.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytds
@@ -56,16 +57,22 @@ async def _in_thread(fn, *args, **kw):  # type: ignore[no-untyped-def]
 
 
 async def test_full_encryption_with_verified_certificate(
-    tls_server: TdsServer, tls_files: dict[str, str]
+    tls_server: TdsServer, tls_files: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    rows = await _in_thread(_query, tls_server, cafile=tls_files["ca"], validate_host=True)
+    with caplog.at_level(logging.DEBUG, logger="tdslite.server"):
+        rows = await _in_thread(_query, tls_server, cafile=tls_files["ca"], validate_host=True)
     assert len(rows) == 300
     assert rows[299] == (299, "row 299")
+    assert "client=ON answer=ON" in caplog.text
 
 
-async def test_login_only_encryption(tls_server: TdsServer, tls_files: dict[str, str]) -> None:
-    rows = await _in_thread(_query, tls_server, cafile=tls_files["ca"], enc_login_only=True)
+async def test_login_only_encryption(
+    tls_server: TdsServer, tls_files: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="tdslite.server"):
+        rows = await _in_thread(_query, tls_server, cafile=tls_files["ca"], enc_login_only=True)
     assert len(rows) == 300
+    assert "client=OFF answer=OFF" in caplog.text
 
 
 async def test_plaintext_client_still_served(tls_server: TdsServer) -> None:
