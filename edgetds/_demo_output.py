@@ -7,12 +7,15 @@ pipe). Tokens are never printed here: requests show the SQL and the parameters o
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["Output", "format_table"]
+__all__ = ["Output", "format_table", "self_command", "show_path"]
 
 _NUMERIC = {
     "bit",
@@ -115,3 +118,25 @@ class Output:
 
     def verdict(self, ok: bool, text: str) -> None:
         self.wrapped(("ok: " if ok else "UNEXPECTED: ") + text, hang=4)
+
+
+def self_command() -> str:
+    """How the user can run this same edgetds again (``edgetds``, ``.venv/bin/edgetds``, ...)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "edgetds":
+        on_path = shutil.which("edgetds")
+        if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+            return "edgetds"
+        return show_path(os.path.abspath(argv0))
+    if getattr(sys, "frozen", False):
+        return show_path(sys.executable)
+    return f"{show_path(sys.executable)} -m edgetds"
+
+
+def show_path(path: str | Path) -> str:
+    """A path relative to the current directory when it is inside it (shorter to read)."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from edgetds._demo_output import Output
+from edgetds._demo_output import Output, self_command, show_path
 from edgetds._demo_stack import Layout
 from edgetds.devidp import DevIdP
 
@@ -131,6 +131,10 @@ WHERE c.region = @region AND o.status <> @skip
 GROUP BY c.name
 ORDER BY total DESC
 """
+WHO_IS_ASKING = """
+SELECT SUSER_NAME() AS sql_login,
+       CAST(SESSION_CONTEXT(N'edgetds.sub') AS nvarchar(100)) AS end_user
+"""
 DELETE_CANCELLED = "DELETE FROM orders WHERE status = @status"
 UPDATE_PRICE = "UPDATE products SET price = @price WHERE name = @name"
 PARTS_PRICES = "SELECT name, category, price FROM products WHERE category = @category ORDER BY name"
@@ -182,6 +186,7 @@ class Story:
     def run(self) -> bool:
         steps: list[Callable[[], None]] = [
             self.step_read,
+            self.step_who,
             self.step_delete,
             self.step_write,
             self.step_expired,
@@ -202,6 +207,18 @@ class Story:
             result.status == 200 and result.error is None and len(result.rows) > 0,
             f"{len(result.rows)} rows for alice, through the read-only 'analyst' role",
             f"expected 200 with rows, got {result.describe()}",
+        )
+
+    def step_who(self) -> None:
+        title = "who is asking, as SQL Server sees it"
+        result = self.ask("1b", ALICE, title, WHO_IS_ASKING, {})
+        self.check(
+            "1b",
+            result.status == 200 and result.rows == [["reader", "alice"]],
+            "SQL Server sees the role's least-privilege login 'reader', and alice in "
+            "SESSION_CONTEXT(N'edgetds.sub') (set read-only by the connector; row-level security "
+            "can use it)",
+            f"expected one row ['reader', 'alice'], got {result.rows} ({result.describe()})",
         )
 
     def step_delete(self) -> None:
@@ -264,8 +281,8 @@ class Story:
         from connector.audit import verify_files
 
         path = self.layout.audit_log
-        self.out.heading(f"6. the connector's audit log ({path})")
-        expected = ["alice", "alice", "bob", "bob", "carol"]
+        self.out.heading(f"6. the connector's audit log ({show_path(path)})")
+        expected = ["alice", "alice", "alice", "bob", "bob", "carol"]
         # the connector appends a query's audit line just after it answered
         records = _wait_json_lines(path, lambda items: len(items) >= len(expected))
         columns = [
@@ -294,7 +311,7 @@ class Story:
             "one line per query that reached the connector (mallory's never did)",
             f"expected audit subjects {expected}, got {subjects}",
         )
-        self.out.say(f"$ edgetds audit verify {path}", indent=2)
+        self.out.say(f"$ {self_command()} audit verify {show_path(path)}", indent=2)
         result = verify_files([path])
         self.out.say(str(result), indent=4)
         self.check(

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 # cheap (standard library only): safe to import when the CLI builds its parsers
-from edgetds._demo_output import Output
+from edgetds._demo_output import Output, self_command, show_path
 from edgetds._demo_stack import (
     CONNECTOR_ID,
     TUNNEL,
@@ -50,7 +50,8 @@ relay's HTTP API, exactly as an app would:
              appends a hash-chained audit line per query
 
 The story:
-  1. alice (analysts) runs a SELECT with parameters: rows come back
+  1. alice (analysts) runs a SELECT with parameters: rows come back; then asks who SQL Server
+     thinks she is: the read-only login 'reader', with 'alice' in SESSION_CONTEXT
   2. alice tries a DELETE: refused by policy (403 policy.not_read_only); tdslite's statement log
      shows it never reached the database
   3. bob (admins) runs an UPDATE (1 row affected), then a SELECT shows the change
@@ -172,7 +173,7 @@ def _run(
     from edgetds._demo_story import DemoClient, Story
 
     out.title("edgetds demo: the whole stack on 127.0.0.1, then a short story")
-    out.say(f"state directory: {_show(layout.root)} (see `edgetds demo --help` for its layout)")
+    out.say(f"state directory: {show_path(layout.root)} (see `edgetds demo --help` for its layout)")
     prepare_state(layout)
     stack = _start(group, layout, out, timeout_s=args.start_timeout)
     client = DemoClient(stack.relay_url, tunnel=TUNNEL)
@@ -186,7 +187,7 @@ def _run(
             out.say("the story did NOT go as written:", indent=2)
             for failure in story.failures:
                 out.say(f"- step {failure}", indent=4)
-            out.say(f"logs: {_show(layout.logs_dir)}", indent=2)
+            out.say(f"logs: {show_path(layout.logs_dir)}", indent=2)
             return 1
         progress["story_ok"] = True
         if args.serve:
@@ -322,7 +323,9 @@ def _serve(group: PartGroup, layout: Layout, stack: Stack, out: Output) -> None:
         }
     )
     key_dir = "" if layout.idp_dir == DEFAULT_STATE_DIR.absolute() / "idp" else layout.idp_dir
-    mint = f"{_self_command()} dev-idp token" + (f" --key-dir {_show(key_dir)}" if key_dir else "")
+    mint = f"{self_command()} dev-idp token" + (
+        f" --key-dir {show_path(key_dir)}" if key_dir else ""
+    )
     out.heading("the stack stays up until Ctrl-C")
     out.say(f"relay:      {relay_url}   (tunnel 'demo', HTTP API in SPEC.md)", indent=2)
     out.say("a token for alice (analysts), valid for an hour:", indent=2)
@@ -337,10 +340,14 @@ def _serve(group: PartGroup, layout: Layout, stack: Stack, out: Output) -> None:
     out.say(
         f"TOKEN=$({mint} --sub bob --groups admins [--aud edgetds] [--expires-in 300])", indent=4
     )
-    out.say(f"audit log:       {_show(layout.audit_log)}", indent=2)
-    out.say(f"  check it:      {_self_command()} audit verify {_show(layout.audit_log)}", indent=2)
-    out.say(f"statement log:   {_show(layout.statement_log)} (what tdslite really ran)", indent=2)
-    out.say(f"logs:            {_show(layout.logs_dir)}/", indent=2)
+    out.say(f"audit log:       {show_path(layout.audit_log)}", indent=2)
+    out.say(
+        f"  check it:      {self_command()} audit verify {show_path(layout.audit_log)}", indent=2
+    )
+    out.say(
+        f"statement log:   {show_path(layout.statement_log)} (what tdslite really ran)", indent=2
+    )
+    out.say(f"logs:            {show_path(layout.logs_dir)}/", indent=2)
     out.say("press Ctrl-C to stop everything", indent=2)
     while True:
         dead = group.dead()
@@ -351,31 +358,6 @@ def _serve(group: PartGroup, layout: Layout, stack: Stack, out: Output) -> None:
                 f"log: {part.log_path}{part.log_tail()}"
             )
         time.sleep(0.25)
-
-
-def _self_command() -> str:
-    """How the user can run this same edgetds again (``edgetds``, ``.venv/bin/edgetds``, ...)."""
-    import os
-    import shutil
-
-    argv0 = sys.argv[0] if sys.argv else ""
-    if os.path.basename(argv0) == "edgetds":
-        on_path = shutil.which("edgetds")
-        if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
-            return "edgetds"
-        return _show(os.path.abspath(argv0))
-    if getattr(sys, "frozen", False):
-        return _show(sys.executable)
-    return f"{_show(sys.executable)} -m edgetds"
-
-
-def _show(path: str | Path) -> str:
-    """A path relative to the current directory when it is inside it (shorter to read)."""
-    path = Path(path)
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -90,6 +90,9 @@ def test_demo_tells_the_story_and_leaves_nothing_running(tmp_path: Path) -> None
     assert table[0].split() == ["name", "orders", "total"]
     assert len([line for line in table[2:] if re.match(r"^\s+\S.*\d+\.\d\d$", line)]) == 3
 
+    who = _section(out, "1b. alice")
+    assert re.search(r"^\s+reader\s+alice$", who, re.M)
+
     delete = _section(out, "2. alice")
     assert "<- 403 policy.not_read_only:" in delete
     statements = [
@@ -106,12 +109,13 @@ def test_demo_tells_the_story_and_leaves_nothing_running(tmp_path: Path) -> None
     assert "<- 403 policy.denied:" in _section(out, "5. carol")
 
     audit = _section(out, "6. the connector's audit log")
-    assert "ok: 5 records, chain intact" in audit
+    assert "ok: 6 records, chain intact" in audit
     result = verify_files([state / "audit.jsonl"])
     assert result.ok
-    assert result.records == 5
+    assert result.records == 6
     records = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert [(r["subject"], r["outcome"]["status"]) for r in records] == [
+        ("alice", "ok"),
         ("alice", "ok"),
         ("alice", "refused"),
         ("bob", "ok"),
@@ -235,10 +239,10 @@ def test_demo_serve_answers_the_printed_curl_command_until_ctrl_c(tmp_path: Path
     assert demo.process.returncode == 0, output
     assert "stopping 4 processes ... done" in output
     _assert_no_children(state)
-    # our two queries are in the audit chain after the story's five, and the chain verifies
+    # our two queries are in the audit chain after the story's six, and the chain verifies
     result = verify_files([state / "audit.jsonl"])
     assert result.ok
-    assert result.records == 7
+    assert result.records == 8
 
 
 def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
