@@ -10,7 +10,6 @@ changed, ERROR + DONE(ERROR) for a SqlError. The statement log gets one entry pe
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,6 @@ class Request:
 
     reply: Reply
     cancelled: bool = False
-    attention_acked: bool = False
     done: Any = None  #: trio.Event set when the reply is sent
 
 
@@ -50,7 +48,6 @@ class SessionState:
     descriptor: int = 0
     database: str = ""
     next_descriptor: Callable[[], int] = field(default=lambda: 1)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def env_changes(state: SessionState, reply: Reply) -> None:
