@@ -25,7 +25,7 @@ class Backoff:
     def ceiling(self) -> float:
         """Upper bound of the next delay: min(cap, base * 2**failures)."""
         # cap the exponent: 2**n overflows to inf long before anyone waits that long
-        return min(self.cap, self.base * 2 ** min(self.failures, 62))
+        return float(min(self.cap, self.base * 2.0 ** min(self.failures, 62)))
 
     def next_delay(self) -> float:
         """The delay before the next attempt; counts one more failure."""

@@ -19,6 +19,7 @@ finishes its in-flight queries.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -116,7 +117,7 @@ class Connector:
         while self.ready_links < count:
             await self._ready_changed.wait()
 
-    def _link_ready(self, first_slot: bool) -> None:
+    def _on_link_ready(self, first_slot: bool, _link: TunnelLink) -> None:
         if first_slot:
             self._first_attempt.set()  # the other slots may start now
         self._notify()
@@ -177,8 +178,8 @@ class Connector:
                 private_key=self._key,
                 relay_keys=self._relay_keys,
                 handler=self.service,
-                on_ready=lambda _link, first=(index == 0): self._link_ready(first),
-                on_relay_drain=lambda _link, ev=replace: ev.set(),  # type: ignore[misc]
+                on_ready=functools.partial(self._on_link_ready, index == 0),
+                on_relay_drain=functools.partial(_set_event, replace),
             )
             nursery.start_soon(self._run_link, link, result, ended)
             with trio.CancelScope() as wait_scope:
@@ -256,6 +257,10 @@ class Connector:
         self.service.pools.interrupt_all()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+
+def _set_event(event: trio.Event, _link: TunnelLink) -> None:
+    event.set()
 
 
 async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:

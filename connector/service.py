@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -79,6 +79,7 @@ class AuditEvent:
 
     def record(self) -> dict[str, Any]:
         """The connector/audit.py record (values only when the role allows it)."""
+        status: Literal["ok", "error", "refused"]
         if self.outcome == "ok":
             status = "ok"
         elif self.outcome.startswith(_REFUSED_PREFIXES):

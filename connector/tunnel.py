@@ -439,9 +439,9 @@ class TunnelLink:
             self._idle = trio.Event() if self._idle.is_set() else self._idle
             nursery.start_soon(self._serve_query, event, token)
         elif isinstance(event, events.Cancel):
-            token = self._tokens.get(event.stream_id)
-            if token is not None:
-                token.cancel(event.reason or "cancelled by the relay")
+            target = self._tokens.get(event.stream_id)
+            if target is not None:
+                target.cancel(event.reason or "cancelled by the relay")
         elif isinstance(event, events.Credit):
             self._wake_credit()
         elif isinstance(event, events.Drain):
