@@ -151,10 +151,10 @@ class ServingDemo:
             self.lines.put(line)
         self.lines.put(None)
 
-    def wait_ready(self) -> list[str]:
-        """Lines up to and including "press Ctrl-C ..."."""
+    def wait_ready(self, until: str = "press Ctrl-C") -> list[str]:
+        """Lines up to and including the first that contains ``until``."""
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not self.seen or "press Ctrl-C" not in self.seen[-1]:
+        while not self.seen or until not in self.seen[-1]:
             line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
             assert line is not None, "demo --serve exited early:\n" + "".join(self.seen)
             self.seen.append(line.rstrip("\n"))
@@ -250,11 +250,13 @@ def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
     state = tmp_path / "state"
     demo = ServingDemo(tmp_path, state)
     try:
-        demo.wait_ready()
+        demo.wait_ready(until="starting the relay")  # three children run, a fourth may start
         pids = _pids(state)
+        assert {"tdslite", "idp", "relay"} <= set(pids)
         assert all(_alive(pid) for pid in pids.values())
     finally:
         demo.stop(signal.SIGKILL)
+    pids = _pids(state)  # the connector too, if the demo got to start it
     deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
