@@ -7,7 +7,10 @@ The baseline, measured in the same run against the same tdslite, is the same sce
 python-tds straight to the database (`edgetds loadtest --direct`), same concurrency.
 
 1. latency: ``SELECT @n AS n`` (one row), closed loop, at concurrency 1 and 64 (the connector's
-   pool is 64 then, so both sides have 64 database connections): p50/p99 and the added ms.
+   pool is 64 then, so both sides have 64 database connections): p50/p99 and the added ms. At
+   concurrency 1 a second baseline, direct+preamble, also runs the connector's per-query
+   preamble (sp_reset_connection + sp_set_session_context): what is left over it is the cost of
+   HTTP + relay + WebSocket + connector code.
 2. throughput: the same query, concurrency = connector pool size (16) on both sides: queries/s.
 
 Goals (issue 6): added p50 <= 1.0 ms, added p99 <= 3 ms, throughput >= 90 % of direct.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,11 @@ def scenario(concurrency: int, *, count: int | None = None, seconds: float | Non
     return parse_scenario({"name": "echo", "seed": 1, "load": load, "queries": [ECHO]})
 
 
-async def measure(stack: DemoStack, sc: Any, *, warmup: int) -> dict[str, RunResult]:
-    """Warm both paths up (unrecorded), then run tunnel and direct one after the other."""
+async def measure(
+    stack: DemoStack, sc: Any, *, warmup: int, preamble: bool = False
+) -> dict[str, RunResult]:
+    """Warm both paths up (unrecorded), then run tunnel and direct one after the other; with
+    ``preamble`` also direct + the connector's per-query preamble (as "direct+preamble")."""
     tokens = TokenSource.from_dev_idp(
         stack.idp_key_dir, sc.identity, users=sc.load.concurrency, expires_in=3600
     )
@@ -53,7 +60,13 @@ async def measure(stack: DemoStack, sc: Any, *, warmup: int) -> dict[str, RunRes
         )
 
     await run_loadtest(plan(sc.with_load(count=warmup)))
-    return await run_loadtest(plan(sc))
+    runs = await run_loadtest(plan(sc))
+    if preamble:
+        like = replace(plan(sc), target_url=None, direct_like_connector=True)
+        runs["direct+preamble"] = replace(
+            (await run_loadtest(like))["direct"], target="direct+preamble"
+        )
+    return runs
 
 
 def line(label: str, run: RunResult) -> str:
@@ -83,7 +96,12 @@ async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> No
                 pool_size=pool,
             ) as stack:
                 n = count if concurrency == 1 else count * 4
-                runs = await measure(stack, scenario(concurrency, count=n), warmup=50 + concurrency)
+                runs = await measure(
+                    stack,
+                    scenario(concurrency, count=n),
+                    warmup=50 + concurrency,
+                    preamble=concurrency == 1,
+                )
             ratios = compare(runs["tunnel"], runs["direct"])
             for r in runs.values():
                 print(line(f"concurrency {concurrency}", r))
@@ -94,6 +112,13 @@ async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> No
                 f"({verdict(ratios['added_p99_ms'], 3.0)} <= 3), p50 ratio {ratios['p50']}x, "
                 f"p99 ratio {ratios['p99']}x"
             )
+            if "direct+preamble" in runs:
+                rest = compare(runs["tunnel"], runs["direct+preamble"])
+                print(
+                    f"  -> over direct+preamble (the connector's sp_reset_connection + "
+                    f"sp_set_session_context round trips): added p50 {rest['added_p50_ms']} ms, "
+                    f"p99 {rest['added_p99_ms']} ms"
+                )
             out[f"latency_c{concurrency}"] = {
                 "runs": {k: v.as_json() | {"timeline": None} for k, v in runs.items()},
                 "ratios": ratios,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,18 +205,19 @@ def _row(cells: Sequence[Any], header: bool = False) -> str:
 def _summary_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     names = list(runs)
     rows = [_row(["", *names], header=True)]
-    for label, get in (
+    fields: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
         ("queries", lambda r: r["count"]),
         ("ok", lambda r: r["ok"]),
         ("errors", lambda r: r["errors"]),
         ("throughput (queries/s)", lambda r: r["throughput_qps"]),
         ("rows", lambda r: r["rows"]),
         ("rows/s", lambda r: r["rows_per_s"]),
-        ("bytes received", lambda r: r["bytes"] if r["target"] != "direct" else "n/a"),
+        ("bytes received", lambda r: r["bytes"] if r["target"] == "tunnel" else "n/a"),
         ("duration (s)", lambda r: r["duration_s"]),
         ("concurrency", lambda r: r.get("concurrency", "")),
         ("target rate (queries/s)", lambda r: r.get("rate") or "closed loop"),
-    ):
+    ]
+    for label, get in fields:
         rows.append(_row([label, *(get(runs[n]) for n in names)]))
     for key in ("p50", "p90", "p99", "p99_9", "max", "mean"):
         rows.append(_row([f"latency {key} (ms)", *(runs[n]["latency_ms"][key] for n in names)]))

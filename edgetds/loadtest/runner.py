@@ -192,6 +192,8 @@ class Plan:
     tunnel: str = "demo"
     tokens: TokenSource | None = None
     direct: DirectSpec | None = None
+    #: --direct also runs the connector's per-query preamble (reset + session context)
+    direct_like_connector: bool = False
     #: None: rich on a terminal, plain lines otherwise; False: no progress output at all
     live: bool | None = None
     progress_interval_s: float = 5.0
@@ -256,7 +258,12 @@ async def run_tunnel(plan: Plan) -> RunResult:
 async def run_direct(plan: Plan) -> RunResult:
     assert plan.direct is not None
     load = plan.scenario.load
-    target = DirectTarget(plan.direct, slots=load.concurrency, timeout_s=load.timeout_s)
+    target = DirectTarget(
+        plan.direct,
+        slots=load.concurrency,
+        timeout_s=load.timeout_s,
+        like_connector=plan.direct_like_connector,
+    )
     recorder = Recorder("direct", seed=plan.scenario.seed)
     try:
         await _with_progress(plan, recorder, partial(drive, plan.scenario, target, recorder))

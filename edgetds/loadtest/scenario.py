@@ -211,7 +211,8 @@ def _generator(where: str, spec: Any) -> Generator:
     if not isinstance(spec, dict):
         if isinstance(spec, list):
             raise _fail(where, "a list is not a parameter value; use { choice = [...] }")
-        return Generator("constant", lambda _rng, v=spec: v)
+        constant: Any = spec
+        return Generator("constant", lambda _rng: constant)
     sql_type = spec.get("type")
     if sql_type is not None and not isinstance(sql_type, str):
         raise _fail(f"{where}.type", 'must be a SQL Server type name, e.g. "decimal(18,2)"')

@@ -292,12 +292,38 @@ def parse_direct(text: str) -> DirectSpec:
     return DirectSpec(fields["host"], port, fields["user"], password, fields.get("database", ""))
 
 
+def _drain(cursor: Any) -> None:
+    while cursor.nextset():
+        pass
+
+
+def _session_setup(cursor: Any) -> None:
+    """The connector's per-query preamble (connector/execute.py), with placeholder values."""
+    from connector.encode import BoundParam
+    from connector.execute import CONTEXT_KEYS, _run_statement
+
+    cursor.callproc("sp_reset_connection", [])
+    _drain(cursor)
+    batch = ";".join(
+        f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
+        for i, key in enumerate(CONTEXT_KEYS)
+    )
+    params = [BoundParam(f"@c{i}", "nvarchar(4000)", "loadtest") for i in range(len(CONTEXT_KEYS))]
+    _run_statement(cursor, batch, params)
+    _drain(cursor)
+
+
 class DirectTarget:
     """Runs scenario queries straight against SQL Server with python-tds (the baseline)."""
 
-    def __init__(self, spec: DirectSpec, *, slots: int, timeout_s: float) -> None:
+    def __init__(
+        self, spec: DirectSpec, *, slots: int, timeout_s: float, like_connector: bool = False
+    ) -> None:
         self.spec = spec
         self.timeout_s = timeout_s
+        #: also run what the connector runs before each statement (sp_reset_connection and the
+        #: sp_set_session_context keys): a baseline that isolates those round trips' cost
+        self.like_connector = like_connector
         self.limiter = trio.CapacityLimiter(max(1, slots))
         self._conns: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -330,6 +356,8 @@ class DirectTarget:
                 conn = self._connect()
             rows = 0
             with conn.cursor() as cursor:
+                if self.like_connector:
+                    _session_setup(cursor)
                 _run_statement(cursor, sql, params)
                 while True:
                     if cursor.description:
