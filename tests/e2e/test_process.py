@@ -128,6 +128,13 @@ async def test_sigterm_drains_in_flight_then_exits(base: Base) -> None:
                     url, json={"sql": medium, "params": {}}, headers=headers
                 )
 
+            secret = "SECRET-PARAM-VALUE-7431"
+            with_param = await http.post(
+                url,
+                json={"sql": "SELECT @p AS p", "params": {"p": secret}},
+                headers=headers,
+            )
+            assert secret in with_param.text  # it reached the database as data...
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(in_flight)
                 await eventually(
@@ -150,6 +157,10 @@ async def test_sigterm_drains_in_flight_then_exits(base: Base) -> None:
     log = (base.workdir / "connector.log").read_text()
     assert "draining" in log
     assert token not in log  # tokens never reach the log
+    assert "SECRET-PARAM-VALUE-7431" not in log  # ...but never reached the log
+    audit = (base.workdir / "connector" / "audit.jsonl").read_text()
+    assert "SECRET-PARAM-VALUE-7431" not in audit  # analysts' values are redacted
+    assert '"name":"p"' in audit
 
 
 async def test_second_signal_exits_at_once(base: Base) -> None:

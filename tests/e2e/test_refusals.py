@@ -115,3 +115,13 @@ async def test_max_rows_ends_with_a_typed_error_not_silent_truncation(stack: Sta
         fits = await stack.query("SELECT n FROM d ORDER BY n", max_rows=10)
     assert len(fits.rows) == 10
     assert fits.terminal["done"]["rows"] == 10
+
+
+async def test_max_bytes_cap_of_the_role(stack: Stack) -> None:
+    tiny = stack.token(sub="t", groups=["tiny"])
+    with trio.fail_after(20):
+        small = await stack.query("SELECT n FROM d WHERE n < 3 ORDER BY n", token=tiny)
+        big = await stack.query("SELECT n, N'0123456789abcdef' AS s FROM d", token=tiny)
+    assert small.terminal["done"]["rows"] == 3
+    assert big.terminal["error"]["code"] == "limits.result_too_large"
+    assert "max_bytes" in big.terminal["error"]["message"]

@@ -34,6 +34,12 @@ timeout_ms = 240000
 sql = "SELECT @n AS n"
 params = { n = "int" }
 
+[roles.tiny]
+match = { groups = ["tiny"] }
+login = "reader"
+allow_sql = true
+max_bytes = 64
+
 [roles.admin]
 match = { groups = ["admins"] }
 login = "writer"
