@@ -50,8 +50,12 @@ class SessionState:
     next_descriptor: Callable[[], int] = field(default=lambda: 1)
 
 
-def env_changes(state: SessionState, reply: Reply) -> None:
-    """Emit ENVCHANGE for a transaction begun/ended or a database switched since last time."""
+def env_changes(state: SessionState, reply: Reply, *, rolled_back: bool = False) -> None:
+    """Emit ENVCHANGE for a transaction begun/ended or a database switched since last time.
+
+    An ended transaction is reported as a rollback (10) when ``rolled_back`` says the batch asked
+    for one, else as a commit (9); clients treat both as "no transaction any more".
+    """
     session = state.session
     if session.database != state.database:
         reply.write(tk.database_changed(session.database, state.database))
@@ -65,7 +69,8 @@ def env_changes(state: SessionState, reply: Reply) -> None:
     elif not in_tran and state.descriptor:
         old = state.descriptor.to_bytes(8, "little")
         state.descriptor = 0
-        reply.write(tk.envchange_bytes(EnvChange.COMMIT_TRAN, b"", old))
+        kind = EnvChange.ROLLBACK_TRAN if rolled_back else EnvChange.COMMIT_TRAN
+        reply.write(tk.envchange_bytes(kind, b"", old))
 
 
 def _status(state: SessionState, base: int) -> int:
@@ -98,6 +103,8 @@ def run_statements(
     """
     reply = request.reply
     token = tk.TOKEN_DONEINPROC if in_proc else tk.TOKEN_DONE
+    # an error can roll back too (e.g. XACT_ABORT); a batch saying ROLLBACK most likely did
+    rolled_back = "ROLLBACK" in sql.upper()
     pending: tuple[int, int, int] | None = None  # (status, count, curcmd) of the last statement
     rows_total = affected = 0
     outcome: dict[str, Any]
@@ -116,7 +123,7 @@ def run_statements(
         results = state.session.execute(sql, params)
         for result in results:
             flush_pending(True)
-            env_changes(state, reply)
+            env_changes(state, reply, rolled_back=rolled_back)
             if isinstance(result, ResultSet):
                 n = _stream_rows(result, reply, request)
                 rows_total += n
@@ -133,7 +140,7 @@ def run_statements(
         else:
             ok = False
             flush_pending(True)
-            env_changes(state, reply)
+            env_changes(state, reply, rolled_back=rolled_back)
             reply.write(_error_token(exc))
             # in an RPC the DONEPROC(ERROR) that follows carries the error bit: a DONEINPROC(ERROR)
             # here would make python-tds raise before the end of the reply (and its callproc never
@@ -155,7 +162,7 @@ def run_statements(
     if request.cancelled:
         outcome = {"cancelled": True}
         pending = None
-    env_changes(state, reply)
+    env_changes(state, reply, rolled_back=rolled_back or not ok)
     if in_proc:
         flush_pending(True)
     elif pending is None and not request.cancelled:

@@ -196,3 +196,25 @@ async def test_client_vanishing_mid_statement_cancels_it(
         await wait_until(lambda: any(e["statement"] == "SLEEP" for e in srv.statement_log.entries))
     entry = next(e for e in srv.statement_log.entries if e["statement"] == "SLEEP")
     assert entry["outcome"] == {"cancelled": True}
+
+
+async def test_transaction_envchanges(client: RawClient) -> None:
+    """ENVCHANGE 8 (begin), 9 (commit), 10 (rollback), from T-SQL and from TM requests, and
+    the INXACT bit on DONE while a transaction is open."""
+    tm_begin = all_headers() + struct.pack("<HBB", 5, 0, 0)
+    tm_commit = all_headers() + struct.pack("<HBB", 7, 0, 0)
+    tm_rollback_and_begin = all_headers() + struct.pack("<HBBBB", 8, 0, 1, 0, 0)
+    with trio.fail_after(10):
+        begin = await client.request(0x01, sql_batch("BEGIN"))
+        inside = await client.request(0x01, sql_batch("COUNT 1"))
+        rollback = await client.request(0x01, sql_batch("ROLLBACK"))
+        tm_b = await client.request(0x0E, tm_begin)
+        tm_c = await client.request(0x0E, tm_commit)
+        tm_b2 = await client.request(0x0E, tm_begin)
+        tm_rb = await client.request(0x0E, tm_rollback_and_begin)
+    assert begin.envchanges == [8]
+    assert inside.dones == [(DONE, 0x10 | 0x04, 1)]
+    assert rollback.envchanges == [10]
+    assert (tm_b.envchanges, tm_c.envchanges, tm_b2.envchanges) == ([8], [9], [8])
+    assert tm_rb.envchanges == [10, 8]  # rolled back, and the next one begun
+    assert tm_rb.dones == [(DONE, 0x04, 0)]
