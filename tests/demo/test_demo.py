@@ -264,6 +264,20 @@ def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
     assert _processes_mentioning(str(state)) == []
 
 
+def test_ctrl_c_while_starting_stops_what_was_started(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    demo = ServingDemo(tmp_path, state)
+    try:
+        demo.wait_ready(until="starting the dev IdP")
+    finally:
+        output = demo.stop(signal.SIGINT)
+    assert demo.process.returncode == 130, output
+    assert "edgetds demo: stopping (Ctrl-C)" in output
+    assert re.search(r"stopping [234] processes \.\.\. done", output)
+    assert [name for name, pid in _pids(state).items() if _alive(pid)] == []
+    assert _processes_mentioning(str(state)) == []
+
+
 def test_demo_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path) -> None:
     precious = tmp_path / "precious.txt"
     precious.write_text("keep me\n")
