@@ -6,13 +6,13 @@ and what is expected (never echoing the SQL text or a parameter value back).
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol._json import loads_object
 from relay.http import HttpError
 
 __all__ = ["QueryRequest", "parse_query_request"]
@@ -40,25 +40,6 @@ class QueryRequest:
         return {"max_rows": self.max_rows, "timeout_ms": self.timeout_ms}
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"JSON constant {name} is not allowed")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate JSON key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _strict_json(raw: bytes) -> Any:
-    """Parse like the protocol's payload parser does (no NaN/Infinity, no duplicate keys), so a
-    request the relay accepts always makes a QUERY frame the connector accepts."""
-    return json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
-
-
 def _invalid(message: str) -> HttpError:
     return HttpError("request.invalid", message)
 
@@ -83,16 +64,14 @@ def parse_query_request(raw: bytes, *, max_timeout_ms: int) -> QueryRequest:
         HttpError: request.invalid naming the member that is wrong.
     """
     try:
-        body = _strict_json(raw)
-    except (ValueError, RecursionError) as exc:
-        why = str(exc) if "JSON constant" in str(exc) or "duplicate" in str(exc) else "syntax"
+        # The protocol's own strict parser (no NaN/Infinity, no duplicate keys, an object): a
+        # request the relay accepts always makes a QUERY frame the connector accepts.
+        body = loads_object(raw)
+    except ValueError as exc:
         raise _invalid(
-            f"body is not JSON ({why[:80]});"
-            ' send {"sql": "...", "params": {...}} with '
-            "Content-Type: application/json"
+            f"body is not a JSON object ({str(exc)[:80]}); send "
+            '{"sql": "...", "params": {...}} with Content-Type: application/json'
         ) from None
-    if not isinstance(body, dict):
-        raise _invalid('body must be a JSON object like {"sql": "...", "params": {...}}')
     unknown = sorted(set(body) - _ALLOWED)
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])

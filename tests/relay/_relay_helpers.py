@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import trio
+from websockets.trio.client import connect
 
+from protocol import SUBPROTOCOL, Connection, Role, events, make_connector_token
 from relay.server import RunningRelay
 from tests.support.protocol_peer import Peer, QueryHandler, open_peer, rows_handler
 from tests.support.relays import RelayHandle
@@ -74,3 +77,32 @@ async def read_until_closed(ws: Any) -> None:
     """Read a websockets connection until it closes (raises ConnectionClosed)."""
     while True:
         await ws.recv()
+
+
+def connector_token(relay: RelayHandle, connector_id: str = "conn-1", **options: Any) -> str:
+    """A fresh connector token (options: key, tunnel, now) for `connector_id`."""
+    key = options.pop("key", None) or relay.connector_keys[connector_id]
+    tunnel = options.pop("tunnel", relay.tunnel)
+    now = options.pop("now", None)
+    return make_connector_token(
+        key, connector_id=connector_id, tunnel=tunnel, now=int(time.time()) if now is None else now
+    )
+
+
+@asynccontextmanager
+async def raw_connector(
+    relay: RelayHandle, connector_id: str = "conn-1", *, ready: bool = False
+) -> AsyncIterator[tuple[Any, Connection]]:
+    """An upgraded socket that read HELLO and, if `ready`, sent READY (nothing else)."""
+    async with connect(
+        f"{relay.ws_url}/v1/tunnels/{relay.tunnel}/connect",
+        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+        additional_headers=bearer(connector_token(relay, connector_id)),
+    ) as ws:
+        conn = Connection(Role.CONNECTOR)
+        conn.receive_data(await ws.recv())
+        assert isinstance(conn.events()[0], events.Hello)
+        if ready:
+            conn.send(events.Ready(connector_id, 16))
+            await ws.send(conn.data_to_send())
+        yield ws, conn

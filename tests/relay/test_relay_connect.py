@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, peer, query_url, read_until_closed, wait_connections
+from _relay_helpers import (
+    bearer,
+    connector_token,
+    peer,
+    query_url,
+    raw_connector,
+    read_until_closed,
+    wait_connections,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import connect
 
 from edgetds.devidp import DevIdP
-from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events, make_connector_token
+from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events
 from relay.server import RunningRelay
 from tests.support.protocol_peer import Peer
 from tests.support.relays import RelayHandle, open_python_relay
@@ -31,20 +37,7 @@ def connect_url(relay: RelayHandle, tunnel: str = "demo") -> str:
     return f"{relay.ws_url}/v1/tunnels/{tunnel}/connect"
 
 
-def token_for(
-    relay: RelayHandle,
-    connector_id: str = "conn-1",
-    *,
-    key: Ed25519PrivateKey | None = None,
-    tunnel: str = "demo",
-    now: int | None = None,
-) -> str:
-    return make_connector_token(
-        key or relay.connector_keys[connector_id],
-        connector_id=connector_id,
-        tunnel=tunnel,
-        now=int(time.time()) if now is None else now,
-    )
+token_for = connector_token
 
 
 async def refused(url: str, token: str | None, *, subprotocols: list[str] | None = None) -> Any:
@@ -132,22 +125,6 @@ async def test_hello_is_signed_and_ready_registers(
             assert session.connector_id == "conn-2"
             assert session.session_id == p.session_id
         await wait_connections(running, "demo", 0)
-
-
-@asynccontextmanager
-async def raw_connector(
-    relay: RelayHandle, connector_id: str = "conn-1"
-) -> AsyncIterator[tuple[Any, Connection]]:
-    """An upgraded socket that read HELLO and sent nothing yet."""
-    async with connect(
-        connect_url(relay),
-        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-        additional_headers=bearer(token_for(relay, connector_id)),
-    ) as ws:
-        conn = Connection(Role.CONNECTOR)
-        conn.receive_data(await ws.recv())
-        assert isinstance(conn.events()[0], events.Hello)
-        yield ws, conn
 
 
 async def test_ready_for_another_connector_is_refused(

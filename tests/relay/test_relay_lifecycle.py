@@ -12,7 +12,15 @@ import httpx
 import pytest
 import trio
 import trustme
-from _relay_helpers import bearer, ndjson, peer, query_url, read_until_closed, wait_connections
+from _relay_helpers import (
+    bearer,
+    ndjson,
+    peer,
+    query_url,
+    raw_connector,
+    read_until_closed,
+    wait_connections,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import connect
 
@@ -106,19 +114,8 @@ async def test_goaway_from_the_connector_stops_routing_to_it(
 async def test_a_broken_frame_gets_goaway_and_close_1002(
     relay: RelayHandle, running: RunningRelay
 ) -> None:
-    token = make_connector_token(
-        relay.connector_keys["conn-1"], connector_id="conn-1", tunnel="demo", now=int(time.time())
-    )
     with trio.fail_after(10):
-        async with connect(
-            f"{relay.ws_url}/v1/tunnels/demo/connect",
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            additional_headers=bearer(token),
-        ) as ws:
-            conn = Connection(Role.CONNECTOR)
-            conn.receive_data(await ws.recv())
-            conn.send(events.Ready("conn-1", 16))
-            await ws.send(conn.data_to_send())
+        async with raw_connector(relay, ready=True) as (ws, conn):
             await wait_connections(running, "demo", 1)
             await ws.send(bytes([2, 0x31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8]) + b"12345678")
             goaway = await ws.recv()
@@ -221,21 +218,7 @@ async def test_garbage_from_a_connector_never_takes_the_relay_down(
     ]
     with trio.fail_after(30):
         for blob in blobs:
-            token = make_connector_token(
-                relay.connector_keys["conn-2"],
-                connector_id="conn-2",
-                tunnel="demo",
-                now=int(time.time()),
-            )
-            async with connect(
-                f"{relay.ws_url}/v1/tunnels/demo/connect",
-                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                additional_headers=bearer(token),
-            ) as ws:
-                conn = Connection(Role.CONNECTOR)
-                conn.receive_data(await ws.recv())
-                conn.send(events.Ready("conn-2", 16))
-                await ws.send(conn.data_to_send())
+            async with raw_connector(relay, "conn-2", ready=True) as (ws, _conn):
                 await wait_connections(running, "demo", 1)
                 await ws.send(blob)
                 with pytest.raises(ConnectionClosed):

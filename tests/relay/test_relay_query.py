@@ -162,8 +162,8 @@ async def test_no_connector_is_503_with_a_hint(
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        (b"{not json", "not JSON"),
-        (b"[1, 2]", "JSON object"),
+        (b"{not json", "not a JSON object"),
+        (b"[1, 2]", "got list"),
         (b'{"params": {}}', "exactly one of 'sql'"),
         (b'{"sql": "select 1", "query": "q"}', "exactly one of 'sql'"),
         (b'{"sql": ""}', "non-empty"),
@@ -172,8 +172,8 @@ async def test_no_connector_is_503_with_a_hint(
         (b'{"sql": "select 1", "timeout_ms": "soon"}', "'timeout_ms'"),
         (b'{"sql": "select 1", "query_id": "has spaces"}', "'query_id'"),
         (b'{"sql": "select 1", "extra": 1}', "unknown member"),
-        (b'{"sql": "select 1", "params": {"x": NaN}}', "not JSON"),
-        (b'{"sql": "select 1", "sql": "select 2"}', "not JSON"),
+        (b'{"sql": "select 1", "params": {"x": NaN}}', "NaN is not allowed"),
+        (b'{"sql": "select 1", "sql": "select 2"}', "duplicate JSON key"),
         (b'{"sql": "select \\ud800"}', "Unicode"),
     ],
 )
