@@ -135,6 +135,10 @@ class Session:
         self._authorizer = Authorizer(self._stack[-1])
         _functions.register(conn, self._fn_errors, self._session_context_value)
         conn.set_authorizer(self._authorizer)
+        # cancel() may arrive just before SQLite starts stepping, when interrupt() is a no-op:
+        # the flag makes the statement stop at its next progress check instead.
+        self._cancel_requested = False
+        conn.set_progress_handler(self._progress, 1000)
 
     # -- public state -----------------------------------------------------------------------
 
@@ -165,6 +169,7 @@ class Session:
         if self._closed:
             raise SqlError(6005, "The session is closed.", severity=16)
         self._finish_rows()
+        self._cancel_requested = False  # a new request: an earlier ATTENTION no longer applies
         prepared = [self._prepare(statement) for statement in _split(sql)]
         batch_params: dict[str, _Variable] = {}
         for param in params:
@@ -201,6 +206,8 @@ class Session:
         variables: dict[str, _Variable] = dict(params)
         for item in prepared:
             self._finish_rows()
+            if self._cancel_requested:
+                raise _errors.cancelled().at_line(item.statement.line)
             try:
                 yield from self._statement(item, variables)
             except SqlError as exc:
@@ -514,6 +521,7 @@ class Session:
         self._run_control("ROLLBACK")
 
     def _run_control(self, sql: str) -> None:
+        self._cancel_requested = False  # a transaction request is a new request
         try:
             self._conn.execute(sql)
         except sqlite3.Error as exc:
@@ -522,9 +530,17 @@ class Session:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Interrupt the running statement (thread-safe); it raises SqlError 3617."""
+        """Stop the running request (thread-safe): its statement raises SqlError 3617.
+
+        Takes effect for the request in progress (from `execute` until its iterator is done);
+        the next `execute` starts afresh.
+        """
         if not self._closed:
+            self._cancel_requested = True
             self._conn.interrupt()
+
+    def _progress(self) -> int:
+        return 1 if self._cancel_requested else 0
 
     def reset(self) -> None:
         """RESETCONNECTION / sp_reset_connection: roll back, REVERT all, clear session state."""
