@@ -111,6 +111,11 @@ class PacketTransport:
         while True:
             ptype, status, length = parse_header(await self._io.receive_exactly(HEADER_SIZE))
             if ptype not in _KNOWN_TYPES:
+                if ptype == 0x16:  # a TLS record: the client speaks TDS 8.0 "strict" (TLS first)
+                    raise ProtocolError(
+                        "the client starts with TLS (TDS 8.0 strict encryption), which tdslite "
+                        "does not support; use encrypt=true/mandatory (TLS inside PRELOGIN)"
+                    )
                 raise ProtocolError(f"not a TDS packet (type 0x{ptype:02x})")
             if length > MAX_PACKET_SIZE:
                 raise ProtocolError(f"TDS packet of {length} bytes is over {MAX_PACKET_SIZE}")
