@@ -47,11 +47,15 @@ from protocol import (
     sign_hello,
 )
 from relay.config import Limits as RelayLimits
+from relay.limits import RateLimiter
 from relay.logs import log_event
 
 __all__ = ["ConnectorSession", "HandshakeFailed", "RelayStream", "WebSocketIO"]
 
 _STREAM_EVENTS = (events.Columns, events.Rows, events.Done, events.Error)
+#: PINGs a connector may send: a burst, then a sustained rate per second (keepalives need ~1/15 s).
+PING_BURST = 20
+PING_RATE = 5.0
 
 
 class HandshakeFailed(Exception):
@@ -147,6 +151,7 @@ class ConnectorSession:
         self.last_receive = trio.current_time()
         self.rtt_ms: float | None = None
         self._ping_sent: dict[bytes, float] = {}
+        self._pings = RateLimiter(rate=PING_RATE, burst=PING_BURST, max_keys=1)
         self.closed = False
         self.draining = False
         self.opened = time.time()
@@ -272,12 +277,15 @@ class ConnectorSession:
     async def _reader(self) -> int:
         """Read until the socket ends; return the close code to use."""
         while True:
+            received: list[events.Event] = []
             try:
                 data = await self.ws.receive()
                 if data is None:
                     return CloseCode.NORMAL
                 self.last_receive = trio.current_time()
                 self._receive(data)
+                received = self.conn.events()
+                self._check_pings(received)
             except RemoteProtocolError as exc:
                 self._goaway(exc.error_code, str(exc))
                 log_event(
@@ -288,10 +296,19 @@ class ConnectorSession:
                     code=exc.error_code,
                     message=str(exc),
                 )
-                self._dispatch(self.conn.events())
+                self._dispatch(received or self.conn.events())
                 return exc.close_code
-            self._dispatch(self.conn.events())
+            self._dispatch(received)
             self.kick()
+
+    def _check_pings(self, received: list[events.Event]) -> None:
+        """Each PING costs a queued PONG: a connector that floods them is cut off."""
+        now = trio.current_time()
+        for event in received:
+            if isinstance(event, events.Ping) and self._pings.spend("ping", now) > 0:
+                raise RemoteProtocolError(
+                    f"PING flood: more than {PING_BURST} PINGs at once or {PING_RATE:g}/s sustained"
+                )
 
     def _end_streams(self) -> None:
         if not self.conn.open_streams() and not self._streams:

@@ -231,3 +231,26 @@ async def test_garbage_from_a_connector_never_takes_the_relay_down(
             )
     assert response.status_code == 200
     assert len(p.queries) == 1
+
+
+async def test_a_ping_flood_is_cut_off(relay: RelayHandle, running: RunningRelay) -> None:
+    with trio.fail_after(10):
+        async with raw_connector(relay, ready=True) as (ws, conn):
+            await wait_connections(running, "demo", 1)
+            # A few PINGs are answered with PONGs ...
+            for i in range(3):
+                conn.send(events.Ping(b"%08d" % i))
+            await ws.send(conn.data_to_send())
+            pongs: list[events.Event] = []
+            while len(pongs) < 3:
+                conn.receive_data(await ws.recv())
+                pongs += [e for e in conn.events() if isinstance(e, events.Pong)]
+            # ... a flood (each PING would cost the relay a queued PONG) is refused.
+            for i in range(10_000):
+                conn.send(events.Ping(b"%08d" % i))
+            await ws.send(conn.data_to_send())
+            with pytest.raises(ConnectionClosed) as info:
+                await read_until_closed(ws)
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == CloseCode.PROTOCOL_ERROR
+    await wait_connections(running, "demo", 0)
