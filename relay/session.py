@@ -336,7 +336,7 @@ class ConnectorSession:
                 sent = self._ping_sent.pop(event.data, None)
                 if sent is not None:
                     self.rtt_ms = round((trio.current_time() - sent) * 1000, 3)
-            elif isinstance(event, events.Drain):
+            elif isinstance(event, events.Drain) and not self.draining:
                 self.draining = True
                 log_event(
                     "connector.drain",
