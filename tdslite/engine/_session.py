@@ -490,8 +490,11 @@ class Session:
         existing = self._context.get(key)
         if existing is not None and existing[2]:
             raise _errors.read_only_key(key)
-        if len(key) > 128:
+        if len(key.encode("utf-16-le")) > 256:
             raise SqlError(15665, "The key passed to sp_set_session_context is too long (max 128).")
+        if value is None and not read_only:
+            self._context.pop(key, None)  # "Setting a value of NULL frees the memory."
+            return
         self._context[key] = (value, sql_type, read_only)
 
     # -- transactions ------------------------------------------------------------------------

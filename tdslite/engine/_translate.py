@@ -141,6 +141,14 @@ class Translator(BuiltinsMixin):
             exp.Abs: self._first, exp.Round: self._first, exp.Anonymous: self._function,
             exp.Ordered: self._first, exp.Distinct: self._distinct,
         }  # fmt: skip
+        kinds: tuple[type[exp.Expression], ...]
+        for kinds, handler in (
+            ((exp.Sqrt, exp.Exp, exp.Ln, exp.Pi), self._float_function),
+            ((exp.Nullif, exp.Pow, exp.Sign, exp.BitwiseNot), self._first),
+            ((exp.BitwiseAnd, exp.BitwiseOr), self._branches),
+        ):
+            for kind in kinds:
+                self._handlers[kind] = handler
         for name in ("Rank", "DenseRank"):
             if hasattr(exp, name):
                 self._handlers[getattr(exp, name)] = lambda n, s: ty.BIGINT
@@ -483,7 +491,11 @@ class Translator(BuiltinsMixin):
         for key in ("low", "high"):
             other = node.args[key]
             self._align(node.this, this, other, self.expr(other, scope))
-            this = self.expr(node.this, scope) if node.this is not None else this
+        if this is not None and this.name == "datetimeoffset":
+            for side in (node.this, node.args["low"], node.args["high"]):
+                side.replace(
+                    anon("substr", side.copy(), exp.Literal.number(1), exp.Literal.number(27))
+                )
         return ty.BIT
 
     def _exists(self, node: exp.Expression, scope: Scope) -> SqlType:
@@ -509,6 +521,8 @@ class Translator(BuiltinsMixin):
         if isinstance(node, exp.If):
             self.expr(node.this, scope)
             values = [node.args.get("true"), node.args.get("false")]
+        elif isinstance(node, exp.Binary):
+            values = [node.this, node.expression]
         else:
             values = [node.this, *node.expressions]
         result = None
@@ -581,6 +595,12 @@ class Translator(BuiltinsMixin):
             for item in node.args["order"].expressions:
                 self.expr(item.this, scope)
         return result
+
+    def _float_function(self, node: exp.Expression, scope: Scope) -> SqlType:
+        for value in node.args.values():
+            if isinstance(value, exp.Expression):
+                self.expr(value, scope)
+        return ty.FLOAT
 
     def _trim(self, node: exp.Expression, scope: Scope) -> SqlType | None:
         check_args(node, {"this", "position"}, "TRIM")

@@ -274,6 +274,8 @@ def test_session_context_and_read_only_keys(engine: Engine) -> None:
     assert error.number == 15664
     assert "customer_id" in error.message
     assert run(session, "SELECT SESSION_CONTEXT(N'customer_id')") == [[(7,)]]
+    run(session, "EXEC sys.sp_set_session_context N'note', NULL")  # NULL removes a key
+    assert run(session, "SELECT SESSION_CONTEXT(N'note')") == [[(None,)]]
 
 
 def test_session_context_from_parameters(engine: Engine) -> None:

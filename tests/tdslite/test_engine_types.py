@@ -213,6 +213,11 @@ def test_cast_keeps_the_sql_server_result_type(
         ("YEAR(CAST('2024-02-29' AS date))", "int", 2024),
         ("CONCAT('a', 1, NULL, N'b')", "nvarchar(4000)", "a1b"),
         ("CASE WHEN 1 = 1 THEN 'yes' ELSE 'no' END", "varchar(3)", "yes"),
+        ("NULLIF(2, 1)", "int", 2),
+        ("POWER(2, 10)", "int", 1024),
+        ("SQRT(16)", "float", 4.0),
+        ("5 & 3", "int", 1),
+        ("ABS(-2.50)", "decimal(3,2)", Decimal("2.50")),
     ],
 )
 def test_expression_types(
