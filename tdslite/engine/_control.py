@@ -284,6 +284,8 @@ def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]
         declared = sql_type_of(kind)
         for parameter in item.this if isinstance(item.this, list) else [item.this]:
             name = parameter.name.lower()
+            if name.startswith("__g_"):
+                raise _errors.syntax_error("@" + parameter.name)  # reserved for @@globals
             if name in variables:
                 raise _errors.redeclared_variable("@" + parameter.name)
             value = None

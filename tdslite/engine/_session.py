@@ -174,6 +174,8 @@ class Session:
         batch_params: dict[str, _Variable] = {}
         for param in params:
             name = param.name.lstrip("@").lower()
+            if name.startswith("__g_") or not name:
+                raise _errors.SqlError(8145, f"{param.name} is not a valid parameter name.")
             batch_params[name] = _Variable(param.type, encode(param.type, param.value))
         return self._run(prepared, batch_params)
 

@@ -166,6 +166,9 @@ def test_create_table_identity_default_not_null(session: Session) -> None:
         ("SELECT @undeclared", 137, 15),
         ("USE master", 911, 16),
         ("SELECT NOSUCHFUNC(1)", 195, 15),
+        ("SELECT sqlite_version()", 195, 15),
+        ("SELECT load_extension('x')", 195, 15),
+        ("DECLARE @__g_user nvarchar(10) = N'dbo'", 102, 15),
     ],
 )
 def test_errors_carry_sql_server_numbers(
