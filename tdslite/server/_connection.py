@@ -45,6 +45,8 @@ _TDS_74 = 0x74000004
 _KNOWN_TDS = {0x72090002, 0x730A0003, 0x730B0003, _TDS_74}
 #: Seconds a client has from connecting to being logged in.
 LOGIN_TIMEOUT = 30.0
+#: Seconds between repeated Session.cancel() calls while a cancelled request is still running.
+CANCEL_REPEAT = 0.05
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Connection:
         self.transport = PacketTransport(stream, spid=self.id)
         self.dispatcher: Dispatcher | None = None
         self._running: Request | None = None
+        self._nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
         try:
@@ -241,6 +244,7 @@ class Connection:
 
     async def _serve_requests(self) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             try:
                 while True:
                     msg = await self.transport.receive_message()
@@ -261,20 +265,34 @@ class Connection:
                 log.warning("connection %d: protocol error, closing: %s", self.id, exc)
             finally:
                 if self._running is not None:
-                    self._running.cancelled = True
-                    assert self.dispatcher is not None
-                    self.dispatcher.state.session.cancel()
+                    await self._attention()  # the client is gone: stop what it asked for
 
     async def _attention(self) -> None:
         request = self._running
         if request is None:
-            reply = Reply(packet_size=self.transport.packet_size, spid=self.id)
-            reply.write(tk.done(Done.ATTN, 0))
-            await self.transport.send_raw(reply.finish())
+            await self.transport.send_raw(self._attention_ack())
             return
-        request.cancelled = True
+        if not request.cancelled:
+            request.cancelled = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._keep_cancelling, request)
+
+    def _attention_ack(self) -> bytes:
+        """The attention acknowledgement: a message holding only DONE(ATTN)."""
+        reply = Reply(packet_size=self.transport.packet_size, spid=self.id)
+        reply.write(tk.done(Done.ATTN, 0))
+        return reply.finish()
+
+    async def _keep_cancelling(self, request: Request) -> None:
+        # Session.cancel() interrupts the SQLite statement running *now*; a statement that starts
+        # a moment later (still being translated when the ATTENTION came) would miss it. So
+        # repeat until the request is over.
         assert self.dispatcher is not None
-        self.dispatcher.state.session.cancel()
+        session = self.dispatcher.state.session
+        while not request.done.is_set():
+            session.cancel()
+            with trio.move_on_after(CANCEL_REPEAT):
+                await request.done.wait()
 
     async def _handle(self, request: Request, msg: Message) -> None:
         assert self.dispatcher is not None
@@ -295,11 +313,16 @@ class Connection:
                 self._dispatch, dispatcher, request, msg, limiter=self.ctx.limiter
             )
             # No checkpoint from here to `_running = None`: an ATTENTION read before this point
-            # is acknowledged at the end of this reply, one read after it gets its own reply
-            # (queued behind this one on the send lock). Either way exactly one DONE(ATTN).
+            # is acknowledged here, one read after it by `_attention` (queued behind this reply on
+            # the send lock). Either way exactly one DONE(ATTN), and always in a message of its
+            # own after the request's reply: tedious reads one message for the request and then
+            # exactly one for the acknowledgement.
+            reply = request.reply
+            if request.cancelled and reply.empty:
+                reply.write(tk.done(Done.FINAL, 0))
+            data = reply.finish()
             if request.cancelled:
-                request.reply.write(tk.done(Done.ATTN, 0))
-            data = request.reply.finish()
+                data += self._attention_ack()
             self._running = None
             await self.transport.send_raw(data)
         except ConnectionClosed:

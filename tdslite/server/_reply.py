@@ -27,6 +27,11 @@ class Reply:
         self._flush_at = self._chunk * _FLUSH_PACKETS
         self.send = send
 
+    @property
+    def empty(self) -> bool:
+        """Nothing written yet (and so nothing sent)."""
+        return self._packet_id == 1 and not self._buf
+
     def write(self, token: bytes) -> None:
         self._buf += token
         if self.send is not None and len(self._buf) > self._flush_at:

@@ -149,3 +149,23 @@ async def test_tedious_encrypted(
     ) as server:
         result = await run_plan(server, [{"sql": "SELECT N'secret' AS s"}], encrypt=True)
     assert result["steps"] == [{"rows": [["secret"]], "rowCount": 1}], result
+
+
+async def test_tedious_cancel_long_query(tds_server: TdsServer) -> None:
+    """connection.cancel() after the request was sent: ATTENTION, then DONE(ATTN) ends it."""
+    long_query = "SELECT COUNT(*) FROM " + ", ".join(f"ten t{i}" for i in range(10))
+    steps = [
+        {"sql": "CREATE TABLE ten (i int)"},
+        {"sql": "INSERT INTO ten VALUES " + ", ".join(f"({i})" for i in range(10))},
+        {"sql": long_query, "cancelAfterMs": 300},
+        {"sql": "SELECT 42"},
+    ]
+    with trio.fail_after(30):
+        result = await run_plan(tds_server, steps)
+    cancelled, after = result["steps"][2], result["steps"][3]
+    assert cancelled["error"]["message"] == "Canceled.", result
+    assert after["rows"] == [[42]], result
+    outcome = [
+        e["outcome"] for e in tds_server.statement_log.entries if e["statement"] == long_query
+    ]
+    assert outcome == [{"cancelled": True}]

@@ -1,7 +1,8 @@
 // A small Node client for tdslite, run by tests/tdslite/test_client_tedious.py.
 // How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
 // The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "steps": [{"sql",
-//   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}], "reset"?}]}.
+//   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}],
+//   "cancelAfterMs"?}, or {"reset": true}]}.
 // Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?}]}.
 // Values come back JSON-friendly: Date -> ISO string, Buffer -> {"hex": ...}.
 import { Connection, Request, TYPES } from "tedious";
@@ -73,6 +74,9 @@ function runStep(connection, step) {
       rows.push(columns.map((c) => toJson(c.value)));
     });
     connection.execSql(request);
+    if (step.cancelAfterMs !== undefined) {
+      setTimeout(() => connection.cancel(), step.cancelAfterMs);
+    }
   });
 }
 
