@@ -87,3 +87,25 @@ async def test_pyodbc_params_rows_errors(tds_server: TdsServer) -> None:
     assert "Invalid object name 'missing_table'" in out["error"]
     kinds = {e["kind"] for e in tds_server.statement_log.entries if "odbc_t" in e["statement"]}
     assert "rpc" in kinds
+
+
+async def test_pyodbc_transactions(tds_server: TdsServer) -> None:
+    def run() -> tuple[int, int]:
+        conn = connect(tds_server)
+        try:
+            conn.cursor().execute("CREATE TABLE odbc_tx (i int)")
+            conn.autocommit = False
+            cur = conn.cursor()
+            cur.execute("INSERT INTO odbc_tx VALUES (?)", 1)
+            conn.rollback()
+            cur.execute("SELECT COUNT(*) FROM odbc_tx")
+            after_rollback = cur.fetchone()[0]
+            cur.execute("INSERT INTO odbc_tx VALUES (?)", 2)
+            conn.commit()
+            cur.execute("SELECT COUNT(*) FROM odbc_tx")
+            after_commit = cur.fetchone()[0]
+        finally:
+            conn.close()
+        return after_rollback, after_commit
+
+    assert await in_thread(run) == (0, 1)
