@@ -17,7 +17,8 @@ import trio
 import tdslite
 from connector.config import load_config
 from connector.ops import Ops, database_probe
-from connector.pool import Pools
+from connector.pool import Pools, PoolStats
+from connector.tunnel import LinkStats
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
 
 
@@ -47,14 +48,18 @@ async def _get(url: str) -> httpx.Response:
 
 async def test_metrics_expose_every_family(tmp_path: Path) -> None:
     ops = Ops(connector_id="conn-1", tunnel="demo")
-    ops.observe_pools(
-        lambda: [type("S", (), {"login": "reader", "idle": 1, "in_use": 2, "size": 8})()]
+    pool = PoolStats(login="reader", idle=1, in_use=2, size=8, opened=3, discarded=0)
+    link = LinkStats(
+        url="ws://r",
+        session_id="s1",
+        open_streams=1,
+        served=0,
+        rtt_ms=4.0,
+        ready=True,
+        draining=False,
     )
-    ops.observe_links(
-        lambda: [
-            type("L", (), {"url": "ws://r", "session_id": "s1", "rtt_ms": 4.0, "open_streams": 1})()
-        ]
-    )
+    ops.observe_pools(lambda: [pool])
+    ops.observe_links(lambda: [link])
     ops.connection_up("ws://r")
     ops.reconnect("lost")
     ops.query_started()
