@@ -272,7 +272,11 @@ class Session:
         self.principal.check(
             verb=plan.verb, reads=set(tables) - writes, writes=writes, database=self.database
         )
-        count = self._apply(plan, variables)
+        count, returned = self._apply(plan, variables)
+        if plan.output:
+            decoders = [decoder(c.type) for c in plan.output]
+            rows = [tuple(d(v) for d, v in zip(decoders, row, strict=True)) for row in returned]
+            yield ResultSet(list(plan.output), iter(rows))
         if plan.verb in ("INSERT", "UPDATE", "DELETE"):
             yield RowCount(count)
 
@@ -335,10 +339,14 @@ class Session:
             return _statements.truncate(tree, tr)
         raise _errors.unsupported(f"{keyword} {type(tree).__name__.upper()}")
 
-    def _apply(self, plan: _statements.Plan, variables: dict[str, _Variable]) -> int:
+    def _apply(
+        self, plan: _statements.Plan, variables: dict[str, _Variable]
+    ) -> tuple[int, list[Any]]:
+        """Run a DDL/DML plan: (rows affected, rows of OUTPUT/RETURNING)."""
         bindings = self._bindings(variables)
         ddl = plan.verb in ("CREATE TABLE", "DROP TABLE", "CREATE INDEX")
         count = 0
+        returned: list[Any] = []
         try:
             if ddl:
                 self._conn.execute("SAVEPOINT tds_ddl")
@@ -347,6 +355,8 @@ class Session:
                     self._authorizer.constraint_reads = not ddl
                     try:
                         cursor = self._conn.execute(sql, bindings if not ddl else ())
+                        if plan.output:
+                            returned = cursor.fetchall()  # the statement completes here
                     finally:
                         self._authorizer.constraint_reads = False
                     count = cursor.rowcount
@@ -374,7 +384,7 @@ class Session:
         except sqlite3.Error as exc:
             raise self._map(exc, plan.verb, plan.table) from None
         self._rowcount = max(count, 0)
-        return self._rowcount
+        return self._rowcount, returned
 
     def _result(
         self, sql: str, columns: list[Column], variables: dict[str, _Variable]

@@ -45,6 +45,7 @@ class Plan:
     sql: tuple[str, ...]
     table: TableInfo | None = None
     dropped: tuple[str, ...] = ()
+    output: tuple[Column, ...] = ()  # OUTPUT inserted.* columns (SQLite RETURNING)
 
 
 def affinity(sql_type: SqlType) -> str:
@@ -262,8 +263,38 @@ def _convert_to(node: exp.Expression, source: SqlType | None, target: SqlType) -
     )
 
 
+def output(node: exp.Expression, info: TableInfo) -> tuple[Column, ...]:
+    """Translate ``OUTPUT inserted.col, inserted.*`` into SQLite's RETURNING; its columns.
+
+    Only INSERTED values: SQLite's RETURNING has no DELETED (old) row.
+    """
+    returning = node.args.get("returning")
+    if not returning:
+        return ()
+    check_args(returning, {"expressions"}, "OUTPUT")
+    columns: list[Column] = []
+    items: list[exp.Expression] = []
+    for item in returning.expressions:
+        alias = item.alias if isinstance(item, exp.Alias) else None
+        target = item.this if isinstance(item, exp.Alias) else item
+        if not isinstance(target, exp.Column) or target.table.lower() != "inserted":
+            raise _errors.unsupported("OUTPUT of anything but INSERTED.column")
+        if isinstance(target.this, exp.Star):
+            chosen = list(info.columns)
+        else:
+            found = info.column(target.name)
+            if found is None:
+                raise _errors.invalid_column(target.name)
+            chosen = [found]
+        for column in chosen:
+            columns.append(Column(alias or column.name, column.type, column.nullable))
+            items.append(exp.column(column.name, quoted=True))
+    node.set("returning", exp.Returning(expressions=items))
+    return tuple(columns)
+
+
 def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
-    check_args(node, {"this", "expression", "default", "with_"}, "INSERT")
+    check_args(node, {"this", "expression", "default", "with_", "returning"}, "INSERT")
     scope = Scope()
     tr._with(node, scope)
     target = node.this
@@ -338,11 +369,12 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                     _convert_to(
                         value, None if made.type.name == "sql_variant" else made.type, column.type
                     )
-    return Plan("INSERT", (to_sqlite(node),), info)
+    returned = output(node, info)
+    return Plan("INSERT", (to_sqlite(node),), info, output=returned)
 
 
 def update(node: exp.Update, tr: Translator) -> Plan:
-    check_args(node, {"this", "expressions", "where", "with_"}, "UPDATE")
+    check_args(node, {"this", "expressions", "where", "with_", "returning"}, "UPDATE")
     scope = Scope()
     tr._with(node, scope)
     info = tr.table(node.this)
@@ -359,7 +391,8 @@ def update(node: exp.Update, tr: Translator) -> Plan:
         _convert_to(assignment.expression, tr.expr(assignment.expression, scope), column.type)
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
-    return Plan("UPDATE", (to_sqlite(node),), info)
+    returned = output(node, info)
+    return Plan("UPDATE", (to_sqlite(node),), info, output=returned)
 
 
 def delete(node: exp.Delete, tr: Translator) -> Plan:

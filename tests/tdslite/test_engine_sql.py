@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,27 @@ def test_identity_scope_identity_and_rowcount(session: Session) -> None:
     assert results[2] == [("B",)]
 
 
+def test_output_inserted(session: Session) -> None:
+    results = list(
+        session.execute(
+            "INSERT INTO products (name, category, price) OUTPUT inserted.id, INSERTED.price AS p"
+            " VALUES (N'a', N'b', 1.5), (N'c', N'd', 2);"
+            "UPDATE products SET price = price * 2 OUTPUT inserted.* WHERE id = 13"
+        )
+    )
+    inserted, count, updated, count2 = results
+    assert isinstance(inserted, ResultSet)
+    assert [(c.name, str(c.type)) for c in inserted.columns] == [
+        ("id", "int"),
+        ("p", "decimal(10,2)"),
+    ]
+    assert list(inserted.rows) == [(13, Decimal("1.50")), (14, Decimal("2.00"))]
+    assert count == RowCount(2)
+    assert isinstance(updated, ResultSet)
+    assert list(updated.rows) == [(13, "a", "b", Decimal("3.00"), True)]
+    assert count2 == RowCount(1)
+
+
 def test_create_table_identity_default_not_null(session: Session) -> None:
     run(
         session,
@@ -233,7 +255,8 @@ def test_statements_run_only_when_the_iterator_reaches_them(session: Session) ->
         "SELECT * FROM #temp",
         "SELECT TOP 10 PERCENT * FROM orders",
         "SELECT a FROM (SELECT 1) AS t(a)",
-        "INSERT INTO products (name, category, price) OUTPUT inserted.id VALUES (N'a', N'b', 1)",
+        "UPDATE products SET price = 1 OUTPUT deleted.price WHERE id = 1",
+        "DELETE FROM products OUTPUT deleted.id WHERE id = 1",
         "SELECT FORMAT(amount, 'N2') FROM orders",
         "CREATE PROCEDURE p AS SELECT 1",
         "SET IMPLICIT_TRANSACTIONS ON",
