@@ -1,6 +1,7 @@
 """How fast is tdslite? Simple-query throughput with python-tds, straight at a tdslite process.
 
-Measured, each for ``--seconds`` on one python-tds connection (sequential round trips):
+Measured on one python-tds connection (sequential round trips), ``--rounds`` times for
+``--seconds`` each, alternating between tdslite and the baseline; the median is reported:
 
 1. ``SELECT 1`` (a SQL batch);
 2. a 100-row select (id, nvarchar, decimal(10,2), datetime2) from a table;
@@ -12,7 +13,7 @@ engine (precomputed results, no SQL translation, no SQLite): the ceiling of the 
 python-tds. tdslite's figure is also given as a ratio to it, so the engine's share shows.
 Both servers run as separate processes (``edgetds tdslite serve``), so the client's GIL is its own.
 
-Run: ``.venv/bin/python -m bench.tdslite_throughput [--seconds 3] [--clients 4]``
+Run: ``.venv/bin/python -m bench.tdslite_throughput [--seconds 1] [--rounds 5] [--clients 4]``
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import decimal
 import importlib.metadata
 import multiprocessing
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,26 +82,23 @@ def rate(fn: Callable[[], None], seconds: float) -> float:
             return n / (now - start)
 
 
-def sequential(port: int, seconds: float) -> dict[str, float]:
-    out: dict[str, float] = {}
-    with connect(port) as conn, conn.cursor() as cur:
+QUERIES: dict[str, tuple[str, tuple[Any, ...] | None, int | None]] = {
+    # name: (sql, params, expected row count)
+    "SELECT 1": ("SELECT 1", None, 1),
+    "100-row select": (ROWS_SQL, None, 100),
+    "point query (RPC)": (POINT_SQL, (42,), 1),
+}
 
-        def select_1() -> None:
-            cur.execute("SELECT 1")
-            cur.fetchall()
 
-        def rows_100() -> None:
-            cur.execute(ROWS_SQL)
-            assert len(cur.fetchall()) == 100
+def measure(cur: Any, query: str, seconds: float) -> float:
+    sql, params, expected = QUERIES[query]
 
-        def point() -> None:
-            cur.execute(POINT_SQL, (42,))
-            cur.fetchall()
+    def once() -> None:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+        assert expected is None or len(rows) == expected
 
-        out["SELECT 1"] = rate(select_1, seconds)
-        out["100-row select"] = rate(rows_100, seconds)
-        out["point query (RPC)"] = rate(point, seconds)
-    return out
+    return rate(once, seconds)
 
 
 def _client(port: int, seconds: float, queue: Any) -> None:
@@ -199,47 +198,48 @@ def serve_constant() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="per measurement round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per query")
     parser.add_argument("--clients", type=int, default=4, help="client processes for the last one")
     parser.add_argument("--serve-constant", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_constant:
         serve_constant()
         return 0
-    results: dict[str, dict[str, float]] = {}
+    # The two servers run side by side and are measured in alternating rounds (median per
+    # query), so that a busy machine slows both alike instead of skewing the ratio.
+    results: dict[str, dict[str, list[float]]] = {"tdslite": {}, "baseline": {}}
     with tempfile.TemporaryDirectory() as tmp:
         users = Path(tmp) / "users.toml"
         users.write_text(USERS)
-        servers = {
-            "tdslite": [
-                "-m",
-                "edgetds",
-                "tdslite",
-                "serve",
-                "--port",
-                "0",
-                "--db",
-                str(Path(tmp) / "bench.sqlite"),
-                "--users",
-                str(users),
-            ],
-            "constant engine (baseline)": ["-m", "bench.tdslite_throughput", "--serve-constant"],
-        }
-        for name, cmd in servers.items():
-            with server_process(cmd) as port:
-                if name == "tdslite":
-                    seed(port)
-                res = sequential(port, args.seconds)
-                res[f"SELECT 1, {args.clients} clients"] = concurrent(
-                    port, args.seconds, args.clients
-                )
-                results[name] = res
-    base = results["constant engine (baseline)"]
+        tds_cmd = ["-m", "edgetds", "tdslite", "serve", "--port", "0",
+                   "--db", str(Path(tmp) / "bench.sqlite"), "--users", str(users)]  # fmt: skip
+        base_cmd = ["-m", "bench.tdslite_throughput", "--serve-constant"]
+        with server_process(tds_cmd) as tds_port, server_process(base_cmd) as base_port:
+            seed(tds_port)
+            ports = {"tdslite": tds_port, "baseline": base_port}
+            with connect(tds_port) as tds_conn, connect(base_port) as base_conn:
+                cursors = {"tdslite": tds_conn.cursor(), "baseline": base_conn.cursor()}
+                for _ in range(args.rounds):
+                    for query in QUERIES:
+                        for name, cur in cursors.items():
+                            value = measure(cur, query, args.seconds)
+                            results[name].setdefault(query, []).append(value)
+            concurrent_name = f"SELECT 1, {args.clients} clients"
+            for _ in range(args.rounds):
+                for name, port in ports.items():
+                    value = concurrent(port, args.seconds, args.clients)
+                    results[name].setdefault(concurrent_name, []).append(value)
     client = f"python-tds {importlib.metadata.version('python-tds')}"
-    print(f"tdslite throughput, {client}, {os.cpu_count()} CPUs, {args.seconds:g} s each")
+    print(
+        f"tdslite throughput, {client}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}, median of {args.rounds} rounds of {args.seconds:g} s"
+    )
     print(f"{'query':<26}{'tdslite q/s':>14}{'baseline q/s':>15}{'ratio':>8}")
-    for query, value in results["tdslite"].items():
-        print(f"{query:<26}{value:>14.0f}{base[query]:>15.0f}{value / base[query]:>8.2f}")
+    for query, values in results["tdslite"].items():
+        tds = statistics.median(values)
+        base = statistics.median(results["baseline"][query])
+        print(f"{query:<26}{tds:>14.0f}{base:>15.0f}{tds / base:>8.2f}")
     return 0
 
 
