@@ -139,6 +139,15 @@ class Session:
         # the flag makes the statement stop at its next progress check instead.
         self._cancel_requested = False
         conn.set_progress_handler(self._progress, 1000)
+        # Third guard: a login that can never write (read-only, and every user it may
+        # impersonate is read-only) gets a connection SQLite itself keeps read-only.
+        reachable = [
+            self._stack[0],
+            *(engine.principals.get(u.lower()) for u in user.can_impersonate),
+        ]
+        if all(p is not None and p.role == "read-only" for p in reachable):
+            with self._authorizer.internal():
+                conn.execute("PRAGMA query_only = ON")
 
     # -- public state -----------------------------------------------------------------------
 

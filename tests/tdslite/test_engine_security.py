@@ -197,6 +197,18 @@ def test_authorizer_on_a_real_connection() -> None:
     conn.close()
 
 
+def test_pure_read_only_login_gets_a_query_only_connection(engine: Engine) -> None:
+    engine.users["viewer"] = User("viewer", "v-pw", "read-only", "analyst")
+    session = login(engine, "viewer", "v-pw")
+    raw = session._conn  # below the statement check and the authorizer
+    raw.set_authorizer(None)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        raw.execute("DELETE FROM orders")
+    assert order_count(engine) == 60
+    # analyst_ro may impersonate a writer, so its connection cannot be query-only.
+    assert run(login(engine, "analyst_ro", "ro-pw"), "SELECT COUNT(*) FROM orders") == [[(60,)]]
+
+
 def test_authorizer_blocks_writes_even_if_the_statement_check_is_bypassed(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
