@@ -1,5 +1,6 @@
-"""The single binary (dist/edgetds, `make binary`): --version, connector check, and a real query
-through the BINARY connector (a subprocess) against the Python relay, tdslite and the dev IdP.
+"""The single binary (dist/edgetds, `make binary`): --version, connector check and diag, and a
+real query through the BINARY connector (a subprocess) against the Python relay, tdslite and the
+dev IdP.
 
 The binary is built once (PyInstaller, ~1 min; longer on a loaded machine) unless dist/edgetds is
 newer than every source file it packages. A binary that starts but misses a module loaded by name
@@ -9,6 +10,7 @@ newer than every source file it packages. A binary that starts but misses a modu
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +94,16 @@ async def test_check_and_a_real_query_through_the_binary_connector(
             )
         assert check.returncode == 0, check.stderr.decode()
         assert "ok: connector 'conn-1' for tunnel 'demo'" in check.stdout.decode()
+        with trio.fail_after(60):
+            diag = await trio.run_process(
+                [str(binary), "connector", "diag", "--config", str(stack.config_path), "--json"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=_env(),
+            )
+        assert diag.returncode == 0, diag.stdout.decode() + diag.stderr.decode()
+        assert json.loads(diag.stdout)["ok"] is True
 
         stderr = tmp_path / "connector.log"
         async with trio.open_nursery() as nursery:
