@@ -41,7 +41,7 @@ def parse_proxy(r: Any, t: Mapping[str, Any], env: Mapping[str, str]) -> str | N
         return None
     user = r.get(t, "proxy_user", w, str, "")
     if not user:
-        return value
+        return str(value)
     secret = r.secret(t, w, "proxy_password_file", "proxy_password_env", env, what="proxy password")
     if secret is None:
         return None
@@ -60,4 +60,4 @@ def parse_ops_listen(r: Any, doc: Mapping[str, Any]) -> str:
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             r.problem("ops.listen", f'{listen!r} must be host:port, e.g. "127.0.0.1:9464"')
             return ""
-    return listen
+    return str(listen)
