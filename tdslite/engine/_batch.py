@@ -32,6 +32,8 @@ STATEMENT_KEYWORDS = frozenset(
 )
 #: Statements whose body is swallowed up to the next semicolon (all unsupported).
 _SWALLOWING = frozenset({"IF", "WHILE", "MERGE", "GOTO", "WAITFOR"})
+#: CREATE statements that do not carry a body (the rest are refused whole).
+_CREATE_OK = frozenset({"TABLE", "INDEX", "UNIQUE", "CLUSTERED", "NONCLUSTERED"})
 #: Functions sqlglot would translate or merge on its own; we handle them (see _functions.py).
 SPECIAL_FUNCTIONS = frozenset(
     """GETDATE SYSDATETIME SYSUTCDATETIME SYSDATETIMEOFFSET GETUTCDATE SUSER_NAME SUSER_SNAME
@@ -115,7 +117,7 @@ class _Splitter:
             first == "BEGIN" and not _is_transaction(self.tokens, self.current[0])
         ):
             return True
-        if first == "CREATE" and word(self.tokens, self.current[0] + 1) not in ("TABLE", "INDEX"):
+        if first == "CREATE" and word(self.tokens, self.current[0] + 1) not in _CREATE_OK:
             return True  # procedure/view/function/trigger bodies: refused whole
         if (
             kw == "WITH"

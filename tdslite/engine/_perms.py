@@ -96,7 +96,7 @@ class Authorizer:
     }
     _DDL = {
         sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_CREATE_INDEX,
-        sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_ALTER_TABLE,
+        sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_ALTER_TABLE, sqlite3.SQLITE_REINDEX,
     }  # fmt: skip
 
     def __init__(self, principal: Principal) -> None:

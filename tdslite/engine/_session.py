@@ -336,7 +336,7 @@ class Session:
                 verb="CREATE TABLE", reads=set(), writes=set(), database=self.database
             )
             return _statements.create_table(tree, tr)
-        if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "INDEX":
+        if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper().endswith("INDEX"):
             return _statements.create_index(tree, tr)
         if isinstance(tree, exp.Drop):
             names = {t.name.lower() for t in (tree.args.get("tables") or [tree.this]) if t}

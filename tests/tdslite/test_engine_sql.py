@@ -163,6 +163,12 @@ def test_create_table_identity_default_not_null(session: Session) -> None:
         == 2628
     )
     assert error_of(session, "CREATE TABLE notes (a int)").number == 2714
+    run(
+        session,
+        "CREATE UNIQUE NONCLUSTERED INDEX ux_body ON notes (body)"
+        " CREATE INDEX ix ON notes (made DESC)",
+    )
+    assert error_of(session, "INSERT INTO notes (body) VALUES (N'hello')").number == 2627
     run(session, "DROP TABLE notes")
     assert error_of(session, "SELECT * FROM notes").number == 208
 
