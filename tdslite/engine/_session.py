@@ -179,12 +179,20 @@ class Session:
             raise SqlError(6005, "The session is closed.", severity=16)
         self._finish_rows()
         self._cancel_requested = False  # a new request: an earlier ATTENTION no longer applies
+        if not _encodable(sql):
+            raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
         prepared = [self._prepare(statement) for statement in _split(sql)]
         batch_params: dict[str, _Variable] = {}
         for param in params:
             name = param.name.lstrip("@").lower()
             if name.startswith("__g_") or not name:
                 raise _errors.SqlError(8145, f"{param.name} is not a valid parameter name.")
+            if isinstance(param.value, str) and not _encodable(param.value):
+                raise _errors.SqlError(
+                    8016,
+                    f"The incoming RPC parameter {param.name} holds an unpaired UTF-16 surrogate; "
+                    "tdslite cannot store it.",
+                )
             batch_params[name] = _Variable(param.type, encode(param.type, param.value))
         return self._run(prepared, batch_params)
 
@@ -615,6 +623,14 @@ class _Materialized:
 
     def fetchall(self) -> list[Any]:
         return self._rows
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _guess(value: object) -> SqlType:

@@ -194,6 +194,7 @@ def test_create_table_identity_default_not_null(session: Session) -> None:
         ("SELECT @undeclared", 137, 15),
         ("USE master", 911, 16),
         ("SELECT NOSUCHFUNC(1)", 195, 15),
+        ("SELECT '\ud800'", 102, 15),
         ("SELECT sqlite_version()", 195, 15),
         ("SELECT load_extension('x')", 195, 15),
         ("DECLARE @__g_user nvarchar(10) = N'dbo'", 102, 15),
@@ -447,3 +448,9 @@ def test_file_database_persists_and_uses_wal(tmp_path: Path) -> None:
         second.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_unpaired_surrogate_parameter_is_an_error_not_a_crash(session: Session) -> None:
+    with pytest.raises(SqlError) as caught:
+        run(session, "SELECT @p", (Param("@p", SqlType("nvarchar", length=-1), "a\ud800"),))
+    assert caught.value.number == 8016
