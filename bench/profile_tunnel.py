@@ -1,11 +1,9 @@
 """Where does a tunnelled query spend its time? py-spy profiles of the hot path.
 
-Starts the benchmark stack (tdslite and the connector as their own processes, the Python relay and
+Starts the benchmark stack (tdslite, the connector and the Python relay as their own processes,
 the load generator in this one), runs ``SELECT @n AS n`` closed loop for ``--seconds``, and
-samples with py-spy (``--idle`` off: CPU only; ``--idle`` on: wall clock, to see waits):
-
-- the connector process, and
-- this process (relay + load generator; the load generator's share is visible by its frames),
+samples with py-spy (``--idle`` off: CPU only; ``--idle`` on: wall clock, to see waits) the
+connector, the relay and the load generator,
 
 then prints the top functions by self time and by inclusive time (file:line), and writes the
 raw collapsed stacks and a speedscope JSON next to each other in ``--out`` for a flame graph.
@@ -78,7 +76,11 @@ def report(name: str, collapsed: Path) -> None:
 async def run(seconds: float, concurrency: int, idle: bool, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="edgetds-profile-") as tmp:
         async with open_demo_stack(
-            Path(tmp), connector="subprocess", tds_process=True, pool_size=max(16, concurrency)
+            Path(tmp),
+            connector="subprocess",
+            tds_process=True,
+            relay_kind="python-process",
+            pool_size=max(16, concurrency),
         ) as stack:
             assert stack.connector_process is not None
             sc = scenario(concurrency, seconds=seconds)
@@ -93,7 +95,12 @@ async def run(seconds: float, concurrency: int, idle: bool, out: Path) -> None:
                 live=False,
             )
             await run_loadtest(Plan(**{**plan.__dict__, "scenario": sc.with_load(count=100)}))
-            targets = {"connector": stack.connector_process.pid, "relay+client": os.getpid()}
+            assert stack.relay_pid is not None
+            targets = {
+                "connector": stack.connector_process.pid,
+                "relay": stack.relay_pid,
+                "loadgen": os.getpid(),
+            }
             procs = []
             for name, pid in targets.items():
                 for fmt, suffix in (("raw", "txt"), ("speedscope", "json")):

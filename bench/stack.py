@@ -14,11 +14,12 @@ tests.support.relays.start_python_relay, tests.support.connector_stack, connecto
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
 from connector.config import load_config
+from connector.keys import encode_public_key
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from edgetds.loadtest.targets import DirectSpec
@@ -58,6 +60,10 @@ class DemoStack:
     connector_config: Path
     #: the connector subprocess (connector="subprocess"), else None
     connector_process: trio.Process | None
+    #: the tdslite process id (tds_process=True), else None (tdslite runs in this process)
+    tds_pid: int | None = None
+    #: the relay process id (relay_kind "python-process" or "worker"), else None
+    relay_pid: int | None = None
 
 
 async def _wait_connected(relay: RelayHandle, idp: DevIdP, timeout_s: float = 20) -> None:
@@ -94,21 +100,30 @@ def _write_key(path: Path, key: Ed25519PrivateKey) -> Path:
     return path
 
 
-def _start_relay(
-    kind: str, issuer: str, limits: dict[str, Any] | None
-) -> AbstractAsyncContextManager[RelayHandle]:
+@asynccontextmanager
+async def _start_relay(
+    kind: str, issuer: str, limits: dict[str, Any] | None, workdir: Path
+) -> AsyncIterator[tuple[RelayHandle, int | None]]:
+    """(relay handle, relay pid if it is its own process)."""
+    if kind == "python-process":
+        async with _relay_process(workdir, issuer, {**NO_RATE_LIMITS, **(limits or {})}) as pair:
+            yield pair
+        return
     if kind == "worker":
-        from tests.support.worker_relay import start_worker_relay
+        from tests.support.worker_relay import open_worker_relay
 
-        return start_worker_relay(
+        async with open_worker_relay(
             tunnel=TUNNEL, connector_ids=["conn-1"], issuer=issuer, limits=limits
-        )
-    return start_python_relay(
+        ) as worker:
+            yield worker.handle, worker.process.pid
+        return
+    async with start_python_relay(
         tunnel=TUNNEL,
         connector_ids=["conn-1"],
         issuer=issuer,
         limits={**NO_RATE_LIMITS, **(limits or {})},
-    )
+    ) as handle:
+        yield handle, None
 
 
 def _set_pool_size(config: Path, pool_size: int) -> None:
@@ -133,17 +148,28 @@ def _setup(host: str, port: int) -> str:
 @asynccontextmanager
 async def _open_tdslite(
     users: Path, *, db: str, seed: str | None, process: bool
-) -> AsyncIterator[tuple[str, int]]:
+) -> AsyncIterator[tuple[str, int, int | None]]:
     """tdslite in this Trio run, or as ``edgetds tdslite serve`` (its own GIL) when process."""
     if not process:
         async with tdslite.open_server(db=db, users=users, seed=seed) as tds:
-            yield tds.host, tds.port
+            yield tds.host, tds.port, None
         return
-    cmd = [sys.executable, "-m", "edgetds", "tdslite", "serve", "--port", "0", "--db", db]
-    cmd += ["--users", str(users)] + (["--seed", seed] if seed else [])
+    cmd = ["tdslite", "serve", "--port", "0", "--db", db, "--users", str(users)]
+    async with _edgetds_process(cmd + (["--seed", seed] if seed else [])) as (proc, address):
+        # "tdslite listening on HOST:PORT"
+        host, _, port = address.rpartition(":")
+        yield host, int(port), proc.pid
+
+
+@asynccontextmanager
+async def _edgetds_process(
+    args: list[str], stderr: Any = None
+) -> AsyncIterator[tuple[trio.Process, str]]:
+    """Run ``edgetds ARGS``; yield it and the last word of its first stdout line (its address)."""
+    cmd = [sys.executable, "-m", "edgetds", *args]
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
-            partial(trio.run_process, cmd, check=False, stdout=subprocess.PIPE)
+            partial(trio.run_process, cmd, check=False, stdout=subprocess.PIPE, stderr=stderr)
         )
         assert proc.stdout is not None
         line = b""
@@ -151,14 +177,59 @@ async def _open_tdslite(
             while not line.endswith(b"\n"):
                 chunk = await proc.stdout.receive_some(1)
                 if not chunk:
-                    raise RuntimeError("edgetds tdslite serve exited before listening")
+                    raise RuntimeError(f"edgetds {args[0]} exited before listening")
                 line += chunk
-        # "tdslite listening on HOST:PORT"
-        host, _, port = line.decode().split()[-1].rpartition(":")
         try:
-            yield host, int(port)
+            yield proc, line.decode().split()[-1]
         finally:
             proc.kill()
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _relay_process(
+    workdir: Path, issuer: str, limits: dict[str, Any]
+) -> AsyncIterator[tuple[RelayHandle, int]]:
+    """The Python relay as ``edgetds relay serve`` (its own process and GIL), and its pid."""
+    relay_key, conn_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    config = _write_relay_config(workdir, issuer, limits, relay_key, conn_key)
+    args = ["relay", "serve", "--config", str(config), "--log-level", "warning"]
+    async with _edgetds_process(args) as (proc, url):
+        # "relay listening on http://HOST:PORT"
+        handle = RelayHandle(
+            kind="python",
+            http_url=url,
+            ws_url="ws://" + url.split("://", 1)[1],
+            tunnel=TUNNEL,
+            relay_public_key=encode_public_key(relay_key),
+            connector_keys={"conn-1": conn_key},
+        )
+        yield handle, proc.pid
+
+
+def _write_relay_config(
+    workdir: Path,
+    issuer: str,
+    limits: dict[str, Any],
+    relay_key: Ed25519PrivateKey,
+    conn_key: Ed25519PrivateKey,
+) -> Path:
+    key_file = _write_key(workdir / "keys" / "relay.key", relay_key)
+    lines = [
+        "[relay]",
+        'listen = "127.0.0.1:0"',
+        f"private_key_file = {json.dumps(str(key_file))}",
+        f"[tunnels.{TUNNEL}]",
+        f'connectors = {{ "conn-1" = "{encode_public_key(conn_key)}" }}',
+        "[[issuers]]",
+        f"issuer = {json.dumps(issuer)}",
+        'audience = "edgetds"',
+        "[limits]",
+        *(f"{k} = {v!r}" for k, v in limits.items()),
+    ]
+    path = workdir / "relay.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @asynccontextmanager
@@ -178,7 +249,8 @@ async def open_demo_stack(
 
     Args:
         connector: "inprocess" | "subprocess" (``edgetds connector run``) | "none".
-        relay_kind: "python" (in this process) | "worker" (workerd; needs node_modules).
+        relay_kind: "python" (in this process) | "python-process" (``edgetds relay serve``, its
+            own process) | "worker" (workerd; needs node_modules).
         pool_size: the connector's python-tds pool per login.
         relay_limits: relay [limits] overrides (the Python relay's rate limiter is off).
         seed: tdslite seed ("sample" adds the demo schema; slow to load).
@@ -186,9 +258,13 @@ async def open_demo_stack(
     users = _prepare(workdir)
     idp_dir = workdir / "idp"
     async with (
-        _open_tdslite(users, db=db, seed=seed, process=tds_process) as (tds_host, tds_port),
+        _open_tdslite(users, db=db, seed=seed, process=tds_process) as (
+            tds_host,
+            tds_port,
+            tds_pid,
+        ),
         open_dev_idp(key_dir=idp_dir) as idp,
-        _start_relay(relay_kind, idp.issuer, relay_limits) as relay,
+        _start_relay(relay_kind, idp.issuer, relay_limits, workdir) as (relay, relay_pid),
     ):
         key_file = _write_key(workdir / "keys" / "conn-1.key", relay.connector_keys["conn-1"])
         database = await trio.to_thread.run_sync(_setup, tds_host, tds_port)
@@ -209,7 +285,7 @@ async def open_demo_stack(
         direct = DirectSpec(tds_host, tds_port, "reader", "reader-pw", database)
 
         def stack(process: trio.Process | None) -> DemoStack:
-            return DemoStack(relay, idp, idp_dir, direct, config, process)
+            return DemoStack(relay, idp, idp_dir, direct, config, process, tds_pid, relay_pid)
 
         if connector == "none":
             yield stack(None)

@@ -1,8 +1,8 @@
 """What does the tunnel cost? Latency and throughput through relay + connector vs direct python-tds.
 
-Everything real on 127.0.0.1: tdslite in its own process (``edgetds tdslite serve``), the
-connector in its own process (``edgetds connector run``), the Python relay (or the Worker relay
-under workerd with ``--relay worker``) and the load generator (edgetds.loadtest) in this one.
+Everything real on 127.0.0.1, each part in its own process: tdslite (``edgetds tdslite serve``),
+the connector (``edgetds connector run``), the Python relay (``edgetds relay serve``; or the
+Worker relay under workerd with ``--relay worker``) and the load generator (edgetds.loadtest).
 The baseline, measured in the same run against the same tdslite, is the same scenario with
 python-tds straight to the database (`edgetds loadtest --direct`), same concurrency.
 
@@ -13,6 +13,10 @@ python-tds straight to the database (`edgetds loadtest --direct`), same concurre
    HTTP + relay + WebSocket + connector code.
 2. throughput: the same query, concurrency = connector pool size (16) on both sides: queries/s.
 
+Each run also reports the CPU time used per query by each process (``/proc/PID/stat``): this
+process (relay + load generator), the connector and tdslite. On a busy machine latency and
+throughput swing with the other load, CPU per query much less: it says where the cost is.
+
 Goals (issue 6): added p50 <= 1.0 ms, added p99 <= 3 ms, throughput >= 90 % of direct.
 Run: ``.venv/bin/python -m bench.tunnel [--relay python|worker] [--count N] [--seconds S]``.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -60,20 +65,50 @@ async def measure(
         )
 
     await run_loadtest(plan(sc.with_load(count=warmup)))
-    runs = await run_loadtest(plan(sc))
+    variants = {
+        "tunnel": replace(plan(sc), direct=None),
+        "direct": replace(plan(sc), target_url=None),
+    }
     if preamble:
-        like = replace(plan(sc), target_url=None, direct_like_connector=True)
-        runs["direct+preamble"] = replace(
-            (await run_loadtest(like))["direct"], target="direct+preamble"
+        variants["direct+preamble"] = replace(variants["direct"], direct_like_connector=True)
+    runs: dict[str, RunResult] = {}
+    for name, variant in variants.items():
+        before = cpu_seconds(stack)
+        [result] = (await run_loadtest(variant)).values()
+        used = {k: v - before[k] for k, v in cpu_seconds(stack).items()}
+        per_query = {k: round(1000 * v / max(result.count, 1), 3) for k, v in used.items()}
+        runs[name] = replace(
+            result, target=name, context={**result.context, "cpu_ms_per_query": per_query}
         )
     return runs
 
 
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(stack: DemoStack) -> dict[str, float]:
+    """CPU seconds used so far by each process of the stack (user + system)."""
+    times = os.times()
+    here = "loadgen" if stack.relay_pid is not None else "relay+loadgen"
+    out = {here: times.user + times.system}
+    if stack.relay_pid is not None:
+        out["relay"] = _proc_cpu(stack.relay_pid)
+    if stack.connector_process is not None:
+        out["connector"] = _proc_cpu(stack.connector_process.pid)
+    if stack.tds_pid is not None:
+        out["tdslite"] = _proc_cpu(stack.tds_pid)
+    return out
+
+
 def line(label: str, run: RunResult) -> str:
     lat = run.latency_ms
+    cpu = run.context.get("cpu_ms_per_query", {})
+    cpu_text = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v > 0.005)
     return (
-        f"  {label:<24} {run.target:<7} p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  "
-        f"{run.throughput_qps:9.1f} q/s  errors {run.errors}"
+        f"  {label:<16} {run.target:<15} p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  "
+        f"{run.throughput_qps:8.1f} q/s  errors {run.errors}  CPU ms/query: {cpu_text}"
     )
 
 
@@ -145,7 +180,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--relay", choices=("python", "worker"), default="python")
+    parser.add_argument(
+        "--relay",
+        choices=("python-process", "python", "worker"),
+        default="python-process",
+        help="python-process: `edgetds relay serve` (default); python: in the load generator's "
+        "process; worker: the Worker under workerd",
+    )
     parser.add_argument(
         "--count", type=int, default=500, help="queries at concurrency 1 (x4 at 64)"
     )
