@@ -304,11 +304,15 @@ async def _watchdog(
     cancel: CancelToken,
     deadline: float,
     done: trio.Event,
+    delivery: list[trio.CancelScope],
 ) -> None:
-    """On cancel or deadline: interrupt a worker blocked in python-tds (see module docstring)."""
+    """On cancel or deadline: stop a delivery stalled on a slow client's credit, and interrupt a
+    worker blocked in python-tds (see module docstring)."""
     with trio.move_on_at(_trio_time(deadline)):
         await cancel.event.wait()
     cancel.cancel("timeout")  # no-op if it was cancelled first
+    for scope in delivery:
+        scope.cancel()
     while not done.is_set():
         if pc.busy:
             sent = pc.send_attention()
@@ -319,6 +323,21 @@ async def _watchdog(
                 pc.shutdown()
             return
         await trio.sleep(0.02)
+
+
+async def _bounded_call(pool: LoginPool, pc: PooledConnection, fn: Any) -> None:
+    """A worker-thread call that cannot outlive the interrupt grace: the socket is cut then."""
+
+    async def guard() -> None:
+        await trio.sleep(_INTERRUPT_GRACE_S)
+        pc.shutdown()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard)
+        try:
+            await pool.call(pc, fn)
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 def _trio_time(deadline: float) -> float:
@@ -398,8 +417,9 @@ async def _execute_on(
             finally:
                 done.set()
 
+    delivery: list[trio.CancelScope] = []  # the one in progress, for the watchdog
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watchdog, pc, cancel, deadline, done)
+        nursery.start_soon(_watchdog, pc, cancel, deadline, done, delivery)
         nursery.start_soon(produce)
         too_large: QueryFailed | None = None
         async with receive:
@@ -407,7 +427,10 @@ async def _execute_on(
                 if too_large is not None or cancel.cancelled:
                     continue  # drain; the producer stops at its next check
                 try:
-                    await _deliver(sink, columns, rows, count, req, outcome, max_rows)
+                    with trio.CancelScope() as scope:
+                        delivery[:] = [scope]
+                        await _deliver(sink, columns, rows, count, req, outcome, max_rows)
+                    delivery.clear()
                 except QueryFailed as exc:
                     too_large = exc
                     cancel.cancel("result too large")
@@ -418,8 +441,9 @@ async def _execute_on(
     if cancel.cancelled and not pc.broken and not reader.finished:
         try:
             with trio.CancelScope(shield=True):
-                await pool.call(pc, lambda conn: reader.cancel())
-        except (tds_base.Error, OSError):
+                await _bounded_call(pool, pc, lambda conn: reader.cancel())
+        except Exception:  # python-tds can trip over a half-read stream: discard, never reuse
+            log.info("clean cancel failed; discarding the connection", exc_info=True)
             pc.broken = True
     outcome.rows_affected = reader.rows_affected
     if too_large is not None:

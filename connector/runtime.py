@@ -285,7 +285,9 @@ async def open_connector(
     policy = build_policy(config)
     own_verifier = verifier is None
     verifier = verifier or build_verifier(config)
-    pools = Pools(config.database)
+    # python-tds's own per-read timeout is only a safety net above the longest role timeout
+    longest_ms = max((role.timeout_ms for role in policy.roles), default=30_000)
+    pools = Pools(config.database, query_timeout_s=longest_ms / 1000)
     own_audit = audit is None and config.audit_file is not None
     if own_audit:
         assert config.audit_file is not None

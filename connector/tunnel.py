@@ -254,7 +254,10 @@ class TunnelLink:
             data = self.conn.data_to_send(256 * 1024)
             if not data:
                 return
-            await self.ws.send(data)
+            # never cancel half-way through a message (the frame sequence would be broken);
+            # a peer that stops reading is bounded by the dead-peer deadline instead
+            with trio.CancelScope(shield=True):
+                await self.ws.send(data)
 
     def statistics(self) -> LinkStats:
         latency = self.ws.latency if self.ws is not None else None

@@ -70,6 +70,7 @@ class RogueSession:
         self.received: list[events.Event] = []
         self.close_code: int | None = None
         self.read_delay = 0.0  # seconds to wait before granting credit for each chunk
+        self.grant_credit = True  # False: a client that never reads (no CREDIT ever)
         self._lock = trio.Lock()
 
     async def flush(self) -> None:
@@ -183,6 +184,8 @@ class RogueSession:
         result = self.streams[sid]
         result.chunks.append((kind, data))
         if kind in ("columns", "rows"):
+            if not self.grant_credit:
+                return
             if self.read_delay:
                 await trio.sleep(self.read_delay)
             self.conn.consumed(sid, len(data))

@@ -151,3 +151,40 @@ async def test_concurrency_cap_and_cancel_frame(
                 ok = await session.query(token=token, sql="SELECT n FROM d WHERE n = 3")
                 await ok.done.wait()
                 assert ok.terminal == "done", ok.body
+
+
+async def test_timeout_ends_a_query_stalled_on_a_client_that_never_reads(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    big = (
+        "SELECT a.n AS a, b.n AS b, c.n AS c, N'padding padding padding' AS p "
+        "FROM d a, d b, d c, d e, d f"
+    )
+    async with open_server(users=users, db=":memory:") as db:
+        await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+        path = config_for(
+            tmp_path, keys, idp, rogue.ws_url, db_port=db.port, database=db.engine.database,
+            ha_connections=1,
+        )  # fmt: skip
+        token = idp.mint(sub="alice", groups=["analysts"])
+        with trio.fail_after(30):
+            async with open_connector(load_config(path)) as connector:
+                session = await rogue.wait_session()
+                await session.ready.wait()
+                session.grant_credit = False  # the client stopped reading: no CREDIT ever
+                started = trio.current_time()
+                stalled = await session.query(
+                    token=token, sql=big, options={"max_rows": None, "timeout_ms": 4000}
+                )
+                await stalled.done.wait()
+                took = trio.current_time() - started
+                last = json.loads(stalled.chunks[-1][1])
+                assert last["error"]["code"] == "query.timeout"
+                sent = sum(len(data) for kind, data in stalled.chunks if kind != "error")
+                window = session.relay.limits.stream_window
+                assert window - 64 * 1024 < sent <= window  # stalled on credit, never overran it
+                (pool,) = [p for p in connector.service.pools.statistics() if p.login == "reader"]
+                assert pool.in_use == 0  # the connection came back (or was discarded)
+    assert took < 9
