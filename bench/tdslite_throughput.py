@@ -8,6 +8,8 @@ Measured on one python-tds connection (sequential round trips), ``--rounds`` tim
 3. a parameterised point query (sp_executesql RPC, one row);
 4. ``SELECT 1`` from ``--clients`` client processes at once (aggregate queries/s).
 
+Also the server's own CPU time per query (from /proc), which a busy machine does not skew.
+
 Baseline, in the same run: the same client against the same TDS server code backed by a constant
 engine (precomputed results, no SQL translation, no SQLite): the ceiling of the wire layer +
 python-tds. tdslite's figure is also given as a ratio to it, so the engine's share shows.
@@ -42,22 +44,31 @@ POINT_SQL = "SELECT id, name, amount, created FROM bench_rows WHERE id = %s"
 
 
 @contextmanager
-def server_process(args: Sequence[str]) -> Iterator[int]:
-    """Start a server subprocess that prints '... listening on HOST:PORT' first; yield the port."""
-    proc = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening on" not in line:
-            raise RuntimeError(
-                f"server did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-            )
-        yield int(line.rsplit(":", 1)[1])
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def server_process(args: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """Start a server subprocess that prints '... listening on HOST:PORT' first.
+
+    Yields (port, pid). Its stderr goes to a file: an unread pipe would fill up and stall it.
+    """
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.PIPE, stderr=errors, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "listening on" not in line:
+                errors.seek(0)
+                raise RuntimeError(f"server did not start: {line!r} {errors.read()[-2000:]}")
+            yield int(line.rsplit(":", 1)[1]), proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def connect(port: int) -> pytds.Connection:
@@ -99,6 +110,16 @@ def measure(cur: Any, query: str, seconds: float) -> float:
         assert expected is None or len(rows) == expected
 
     return rate(once, seconds)
+
+
+def cpu_per_query(cur: Any, pid: int, query: str, count: int) -> float:
+    """Server CPU milliseconds per query: independent of how busy the machine is."""
+    sql, params, _ = QUERIES[query]
+    before = cpu_seconds(pid)
+    for _ in range(count):
+        cur.execute(sql, params)
+        cur.fetchall()
+    return (cpu_seconds(pid) - before) * 1000 / count
 
 
 def _client(port: int, seconds: float, queue: Any) -> None:
@@ -200,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="per measurement round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per query")
+    parser.add_argument("--cpu-queries", type=int, default=200, help="queries per CPU run")
     parser.add_argument("--clients", type=int, default=4, help="client processes for the last one")
     parser.add_argument("--serve-constant", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -209,15 +231,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The two servers run side by side and are measured in alternating rounds (median per
     # query), so that a busy machine slows both alike instead of skewing the ratio.
     results: dict[str, dict[str, list[float]]] = {"tdslite": {}, "baseline": {}}
+    cpu: dict[str, dict[str, float]] = {"tdslite": {}, "baseline": {}}
     with tempfile.TemporaryDirectory() as tmp:
         users = Path(tmp) / "users.toml"
         users.write_text(USERS)
         tds_cmd = ["-m", "edgetds", "tdslite", "serve", "--port", "0",
                    "--db", str(Path(tmp) / "bench.sqlite"), "--users", str(users)]  # fmt: skip
         base_cmd = ["-m", "bench.tdslite_throughput", "--serve-constant"]
-        with server_process(tds_cmd) as tds_port, server_process(base_cmd) as base_port:
+        with (
+            server_process(tds_cmd) as (tds_port, tds_pid),
+            server_process(base_cmd) as (
+                base_port,
+                base_pid,
+            ),
+        ):
             seed(tds_port)
             ports = {"tdslite": tds_port, "baseline": base_port}
+            pids = {"tdslite": tds_pid, "baseline": base_pid}
             with connect(tds_port) as tds_conn, connect(base_port) as base_conn:
                 cursors = {"tdslite": tds_conn.cursor(), "baseline": base_conn.cursor()}
                 for _ in range(args.rounds):
@@ -225,6 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for name, cur in cursors.items():
                             value = measure(cur, query, args.seconds)
                             results[name].setdefault(query, []).append(value)
+                for _ in range(args.rounds):
+                    for query in QUERIES:
+                        for name, cur in cursors.items():
+                            ms = cpu_per_query(cur, pids[name], query, args.cpu_queries)
+                            cpu[name][query] = min(ms, cpu[name].get(query, ms))
             concurrent_name = f"SELECT 1, {args.clients} clients"
             for _ in range(args.rounds):
                 for name, port in ports.items():
@@ -240,6 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         tds = statistics.median(values)
         base = statistics.median(results["baseline"][query])
         print(f"{query:<26}{tds:>14.0f}{base:>15.0f}{tds / base:>8.2f}")
+    print(f"\nserver CPU per query (ms), best of {args.rounds} runs of {args.cpu_queries} queries")
+    print(f"{'query':<26}{'tdslite':>14}{'baseline':>15}{'ratio':>8}")
+    for query, ms in cpu["tdslite"].items():
+        base_ms = cpu["baseline"][query]
+        print(f"{query:<26}{ms:>14.2f}{base_ms:>15.2f}{ms / base_ms:>8.1f}")
     return 0
 
 
