@@ -80,6 +80,9 @@ class TunnelConfig:
     drain_grace_s: float = 30.0
     #: CA bundle for wss:// relays with private certificates ("" = system trust store)
     relay_cafile: str = ""
+    #: outbound proxy: "auto" (HTTPS_PROXY/HTTP_PROXY/NO_PROXY from the environment), "none",
+    #: or a URL such as http://proxy.corp:3128 (HTTP CONNECT) or socks5://...
+    proxy: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ _CONNECTOR_KEYS = {
     "open_timeout_s",
     "drain_grace_s",
     "relay_cafile",
+    "proxy",
     "log_level",
 }
 _DATABASE_KEYS = {
@@ -334,6 +338,17 @@ def _tunnel(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> Tunne
     relay_cafile = r.get(t, "relay_cafile", w, str, "")
     if relay_cafile and not r.path(relay_cafile).is_file():
         r.problem(f"{w}.relay_cafile", f"no such file: {r.path(relay_cafile)}")
+    proxy = r.get(t, "proxy", w, str, "auto")
+    if proxy not in ("auto", "none") and urlsplit(proxy).scheme not in (
+        "http",
+        "https",
+        "socks5",
+        "socks5h",
+        "socks4",
+        "socks4a",
+    ):
+        r.problem(f"{w}.proxy", f"{proxy!r}: use auto, none, or http://HOST:PORT (or socks5://)")
+        proxy = "auto"
     cfg = TunnelConfig(
         connector_id=cid,
         tunnel=tunnel,
@@ -353,6 +368,7 @@ def _tunnel(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> Tunne
         open_timeout_s=r.number(t, "open_timeout_s", w, 10.0, minimum=0.1),
         drain_grace_s=r.number(t, "drain_grace_s", w, 30.0, minimum=0),
         relay_cafile=str(r.path(relay_cafile)) if relay_cafile else "",
+        proxy=proxy,
     )
     if cfg.dead_peer_after_s <= cfg.ping_interval_s:
         r.problem(f"{w}.dead_peer_after_s", "must be larger than ping_interval_s")

@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -172,6 +172,15 @@ class StreamSink:
             log.info("stream ended after its connection", extra={"stream": self.stream_id})
 
 
+def _proxy_option(setting: str) -> str | Literal[True] | None:
+    """websockets' proxy argument: True = from the environment, None = direct, or a URL."""
+    if setting == "auto":
+        return True
+    if setting == "none":
+        return None
+    return setting
+
+
 def _ssl_context(cfg: TunnelConfig) -> ssl.SSLContext | None:
     if not cfg.relay_cafile:
         return None
@@ -293,6 +302,7 @@ class TunnelLink:
             ping_timeout=max(0.05, self.cfg.dead_peer_after_s - ping),
             close_timeout=min(5.0, self.cfg.dead_peer_after_s),
             max_size=max(4 * self.limits.max_frame, 4 * 1024 * 1024),
+            proxy=_proxy_option(self.cfg.proxy),
         )
 
     def _dial_failed(self, exc: BaseException) -> DialFailed:

@@ -349,3 +349,59 @@ async def open_proxy(target_port: int) -> AsyncIterator[FreezableProxy]:
             yield proxy
         finally:
             nursery.cancel_scope.cancel()
+
+
+class ConnectProxy:
+    """A minimal HTTP CONNECT proxy on 127.0.0.1 (a corporate proxy stand-in for tests)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.tunnels: list[str] = []
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = await client.receive_some(4096)
+            if not data:
+                return
+            head += data
+        request_line = head.split(b"\r\n", 1)[0].decode()
+        method, target, _ = request_line.split(" ", 2)
+        if method != "CONNECT":
+            await client.send_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            return
+        host, port = target.rsplit(":", 1)
+        upstream = await trio.open_tcp_stream(host, int(port))
+        self.tunnels.append(target)
+        await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        if rest:
+            await upstream.send_all(rest)
+
+        async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+            try:
+                while data := await src.receive_some(65536):
+                    await dst.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                with trio.CancelScope(shield=True):
+                    await dst.aclose()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client, upstream)
+            nursery.start_soon(pump, upstream, client)
+
+
+@asynccontextmanager
+async def open_connect_proxy() -> AsyncIterator[ConnectProxy]:
+    proxy = ConnectProxy()
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, proxy._handle, 0, host="127.0.0.1")
+        )
+        proxy.port = listeners[0].socket.getsockname()[1]
+        try:
+            yield proxy
+        finally:
+            nursery.cancel_scope.cancel()

@@ -16,7 +16,12 @@ from edgetds.devidp import DevIdP
 from protocol import events
 from tdslite import open_server
 from tests.connector.conftest import Keys, closed_port, config_for
-from tests.connector.rogue_relay import RogueRelay, open_proxy, open_rogue_relay
+from tests.connector.rogue_relay import (
+    RogueRelay,
+    open_connect_proxy,
+    open_proxy,
+    open_rogue_relay,
+)
 from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
@@ -188,3 +193,18 @@ async def test_timeout_ends_a_query_stalled_on_a_client_that_never_reads(
                 (pool,) = [p for p in connector.service.pools.statistics() if p.login == "reader"]
                 assert pool.in_use == 0  # the connection came back (or was discarded)
     assert took < 9
+
+
+async def test_dials_through_an_http_connect_proxy(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    async with open_connect_proxy() as proxy:
+        path = config_for(
+            tmp_path, keys, idp, rogue.ws_url, db_port=closed_port(),
+            proxy=f"http://127.0.0.1:{proxy.port}",
+        )  # fmt: skip
+        with trio.fail_after(20):
+            async with open_connector(load_config(path)) as connector:
+                await connector.wait_ready(2)
+    target = rogue.ws_url.removeprefix("ws://")
+    assert proxy.tunnels == [target, target]
