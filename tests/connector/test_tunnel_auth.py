@@ -135,3 +135,23 @@ async def test_hello_for_another_connection_is_refused(
             await session.closed.wait()
             assert session.close_code == 4001
             assert not session.ready.is_set()
+
+
+async def test_key_rotation_any_pinned_key_is_accepted(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    from connector.keys import encode_public_key
+
+    old = encode_public_key(Ed25519PrivateKey.generate())
+    path = config_for(tmp_path, keys, idp, rogue.ws_url, db_port=closed_port(), ha_connections=1)
+    text = path.read_text().replace(
+        f'relay_public_keys = ["{keys.relay_public}"]',
+        f'relay_public_keys = ["{old}", "{keys.relay_public}"]',
+    )
+    path.write_text(text)
+    assert old in path.read_text()
+    with trio.fail_after(20):
+        async with open_connector(load_config(path)) as connector:
+            await connector.wait_ready()
+            session = await rogue.wait_session()
+            assert session.ready.is_set()
