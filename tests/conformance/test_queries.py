@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from tests.conformance.conftest import Conformance
+from tests.worker.helpers import post_and_hang_up
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
@@ -70,17 +72,50 @@ async def test_timeout_is_504_and_the_server_stops(conf: Conformance) -> None:
     assert resp.terminal["error"]["code"] == "query.timeout"
 
 
-async def test_client_disconnect_cancels_the_query_on_the_server(conf: Conformance) -> None:
+async def _cancelled_on_the_server(conf: Conformance, sql: str) -> None:
+    """tdslite logged the statement as cancelled (the database stopped working on it)."""
+    while True:  # noqa: ASYNC110 - the state is tdslite's, not ours
+        outcomes = [e["outcome"] for e in conf.db.statement_log.entries if e["statement"] == sql]
+        if outcomes:
+            break
+        await trio.sleep(0.05)
+    assert outcomes[0].get("cancelled") is True, outcomes
+
+
+async def test_client_disconnect_mid_stream_cancels_the_query_on_the_server(
+    conf: Conformance,
+) -> None:
+    sql = (
+        "SELECT a.n AS a, b.n AS b, c.n AS c, e.n AS e, f.n AS f, g.n AS g "
+        "FROM d a, d b, d c, d e, d f, d g"
+    )
+    headers = {"Authorization": f"Bearer {conf.token()}"}
+    with trio.fail_after(20):
+        head = await post_and_hang_up(
+            conf.relay.http_url, "demo", {"sql": sql}, headers, read=20_000
+        )
+        assert head.startswith(b"HTTP/1.1 200")  # streaming had started (10^6 rows: far from done)
+        await _cancelled_on_the_server(conf, sql)
+        resp = await conf.query("SELECT COUNT(*) AS c FROM notes")  # the connector still serves
+        assert resp.rows == [[2]]
+
+
+async def test_client_disconnect_before_the_first_byte_cancels_on_the_server(
+    conf: Conformance, request: pytest.FixtureRequest
+) -> None:
+    if conf.kind == "worker":
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="local workerd reports a client disconnect only when it writes; on "
+                "Cloudflare request.signal aborts and the Worker CANCELs (not testable here)",
+                strict=True,
+            )
+        )
     url = f"{conf.relay.http_url}/v1/tunnels/demo/query"
     headers = {"Authorization": f"Bearer {conf.token()}"}
-    with trio.fail_after(40):
+    with trio.fail_after(15):
         with trio.move_on_after(1.0):  # the client gives up and goes away
-            await conf.http.post(url, json={"sql": SLOW, "params": {}}, headers=headers)
-        while True:
-            outcomes = [
-                e["outcome"] for e in conf.db.statement_log.entries if e["statement"] == SLOW
-            ]
-            if outcomes:
-                break
-            await trio.sleep(0.05)
-    assert outcomes[0].get("cancelled") is True, outcomes
+            await conf.http.post(url, json={"sql": SLOW, "timeout_ms": 8000}, headers=headers)
+        # Well before the query's own 8 s timeout:
+        with trio.fail_after(4):
+            await _cancelled_on_the_server(conf, SLOW)

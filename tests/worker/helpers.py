@@ -33,15 +33,16 @@ def ndjson(text: str) -> list[Any]:
 
 
 async def post_and_hang_up(
-    relay: WorkerRelay, body: dict[str, Any], headers: dict[str, str], *, read: int
+    http_url: str, tunnel: str, body: dict[str, Any], headers: dict[str, str], *, read: int
 ) -> bytes:
-    """POST a query over a raw socket, read about ``read`` bytes, then close the connection."""
+    """POST a query over a raw socket, read about ``read`` bytes, then close the connection
+    (a client that goes away mid-stream; no HTTP client library state left behind)."""
     import trio
 
     payload = json.dumps(body).encode()
-    port = int(relay.handle.http_url.rsplit(":", 1)[1])
+    port = int(http_url.rsplit(":", 1)[1])
     lines = [
-        f"POST /v1/tunnels/{relay.handle.tunnel}/query HTTP/1.1",
+        f"POST /v1/tunnels/{tunnel}/query HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
         "Content-Type: application/json",
         f"Content-Length: {len(payload)}",

@@ -105,7 +105,11 @@ async def test_client_going_away_cancels_the_stream(
     with trio.fail_after(20):
         async with peer(relay, handler=endless) as p:
             head = await post_and_hang_up(
-                relay, {"sql": "select *"}, bearer(idp.mint(sub="c")), read=2000
+                relay.handle.http_url,
+                relay.handle.tunnel,
+                {"sql": "select *"},
+                bearer(idp.mint(sub="c")),
+                read=2000,
             )
             assert head.startswith(b"HTTP/1.1 200")
             await stop.wait()

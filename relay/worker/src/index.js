@@ -182,10 +182,20 @@ async function query(request, env, ctx, config, tunnel, address) {
   // Try a random shard first, then the others: a shard may have no connector yet.
   const first = Math.floor(Math.random() * config.shards);
   let response;
+  let shard = first;
+  // A client that hangs up before the answer starts is invisible to the object: tell it, so it
+  // CANCELs the stream (after the answer started, the cancelled body stream does that).
+  // request.signal is on by default from compatibility date 2026-11-17. Cloudflare's edge aborts
+  // it when the client disconnects; local workerd notices only when it writes (README).
+  request.signal?.addEventListener("abort", () => {
+    const cancel = stub(env, config, tunnel, shard).fetch("https://tunnel.internal/cancel", { method: "POST", body: JSON.stringify({ queryId: req.query_id }) });
+    ctx?.waitUntil?.(cancel.catch(() => {}));
+  });
   for (let i = 0; i < config.shards; i++) {
+    shard = (first + i) % config.shards;
     const forwarded = new Request("https://tunnel.internal/query", { method: "POST", body, headers: { "content-type": "application/json" } });
     try {
-      response = await stub(env, config, tunnel, (first + i) % config.shards).fetch(forwarded);
+      response = await stub(env, config, tunnel, shard).fetch(forwarded);
     } catch (err) {
       // The object was reset (deploy, eviction, ctx.abort()) before it answered.
       console.error(`tunnel DO failed before answering: ${err?.message ?? err}`);

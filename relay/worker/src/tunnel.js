@@ -79,6 +79,8 @@ export class Tunnel extends DurableObject {
           return await this.remember(request);
         case "/forget":
           return await this.forget(request);
+        case "/cancel":
+          return await this.cancel(request);
         case "/_test/state":
           return jsonResponse(200, { ...this.status(), instance: this.instance, constructed_at: this.constructedAt });
         case "/_test/abort":
@@ -527,6 +529,18 @@ export class Tunnel extends DurableObject {
     for (let i = 0; i < stale.length; i += 128) await this.ctx.storage.delete(stale.slice(i, i + 128));
     const until = now + ttlMs;
     await this.ctx.storage.put({ [key]: until, [`qexp:${String(until).padStart(15, "0")}:${queryId}`]: queryId });
+    return jsonResponse(200, {});
+  }
+
+  /** The Worker saw the client hang up: CANCEL the query's stream if it is still open here. */
+  async cancel(request) {
+    const { queryId } = await request.json();
+    for (const stream of this.streams.values()) {
+      if (stream.queryId === queryId) {
+        this.clientGone(stream);
+        stream.respond(errorResponse(new HttpError(ErrorCode.QUERY_CANCELLED, "the client went away", { queryId })));
+      }
+    }
     return jsonResponse(200, {});
   }
 
