@@ -182,7 +182,9 @@ def _exec(
         session.impersonate(value)
         return
     index = 1
-    if index < len(tokens) and tokens[index].token_type == TokenType.L_PAREN:
+    if len(tokens) < 2:
+        raise _errors.syntax_error(tokens[0].text)
+    if tokens[index].token_type == TokenType.L_PAREN:
         raise _errors.unsupported("EXEC (dynamic SQL)")
     parts = [tokens[index].text]
     index += 1

@@ -181,7 +181,10 @@ class Session:
         self._cancel_requested = False  # a new request: an earlier ATTENTION no longer applies
         if not _encodable(sql):
             raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
-        prepared = [self._prepare(statement) for statement in _split(sql)]
+        try:
+            prepared = [self._prepare(statement) for statement in _split(sql)]
+        except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise _internal(exc) from exc
         batch_params: dict[str, _Variable] = {}
         for param in params:
             name = param.name.lstrip("@").lower()
@@ -233,6 +236,9 @@ class Session:
                 if exc.line == 1 and item.statement.line != 1:
                     exc.line = item.statement.line
                 raise
+            except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                # A statement shape the translator did not expect: an error, never a crash.
+                raise _internal(exc).at_line(item.statement.line) from exc
 
     def _finish_rows(self) -> None:
         if self._open_rows is not None:
@@ -443,6 +449,10 @@ class Session:
                 yield tuple(d(v) for d, v in zip(decoders, raw, strict=True))
         except sqlite3.Error as exc:
             raise self._map(exc, "SELECT", None) from None
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            raise _errors.SqlError(
+                8114, f"Error converting a result value ({type(exc).__name__})."
+            ) from exc
         finally:
             self._rowcount = count
             cursor.close()
@@ -623,6 +633,14 @@ class _Materialized:
 
     def fetchall(self) -> list[Any]:
         return self._rows
+
+
+def _internal(exc: Exception) -> SqlError:
+    return SqlError(
+        40517,
+        f"tdslite cannot run this statement (internal {type(exc).__name__}); "
+        "see tdslite/README.md, 'Supported T-SQL'.",
+    )
 
 
 def _encodable(text: str) -> bool:
