@@ -199,7 +199,14 @@ async def _relay_stream(
             ctype = NDJSON_TYPE if status == 200 else b"application/json"
             await send_json(send, status, first.data, content_type=ctype, extra_headers=_qid(req))
             nursery.cancel_scope.cancel()
-            return ("done" if status == 200 else _error_code(first.data)), len(first.data)
+            return _outcome(first), len(first.data)
+        data, credit, terminal = _collect(stream, first)
+        if terminal is not None:
+            # The whole result came at once: one complete response, no chunked encoding.
+            await send_json(send, 200, data, content_type=NDJSON_TYPE, extra_headers=_qid(req))
+            stream.consumed(credit)
+            nursery.cancel_scope.cancel()
+            return _outcome(terminal), len(data)
         await send(
             {
                 "type": "http.response.start",
@@ -207,48 +214,51 @@ async def _relay_stream(
                 "headers": [
                     (b"content-type", NDJSON_TYPE),
                     (b"cache-control", b"no-store"),
-                    (b"x-content-type-options", b"nosniff"),
                     *_qid(req),
                 ],
             }
         )
-        pending: _Result | None = first
         while True:
-            chunks: list[bytes] = []
-            credit = 0
-            terminal: _Result | None = None
-            event = pending
-            pending = None
-            while event is not None:
-                chunks.append(event.data)
-                if isinstance(event, events.Done | events.Error):
-                    terminal = event
-                    break
-                credit += len(event.data)
-                if sum(map(len, chunks)) >= MAX_WRITE:
-                    break
-                try:
-                    event = stream.receive.receive_nowait()  # type: ignore[assignment]
-                except trio.WouldBlock:
-                    event = None
-            data = b"".join(chunks)
             await send({"type": "http.response.body", "body": data, "more_body": terminal is None})
             sent += len(data)
             stream.consumed(credit)
             if terminal is not None:
-                outcome = (
-                    "done" if isinstance(terminal, events.Done) else _error_code(terminal.data)
-                )
+                outcome = _outcome(terminal)
                 break
             pending = await _next(stream, idle_s)
             if pending is None:
                 await _timeout(stream, send, req, started=True, grace_s=grace_s)
                 outcome = "timeout"
                 break
+            data, credit, terminal = _collect(stream, pending)
         nursery.cancel_scope.cancel()
     if gone:
         outcome = "cancelled"
     return outcome, sent
+
+
+def _collect(stream: RelayStream, event: _Result) -> tuple[bytes, int, _Result | None]:
+    """`event` plus whatever else is already buffered (up to MAX_WRITE bytes) as one write:
+    (bytes, flow-controlled bytes among them, the terminal event if it is among them)."""
+    chunks: list[bytes] = []
+    size = credit = 0
+    while True:
+        chunks.append(event.data)
+        size += len(event.data)
+        if isinstance(event, events.Done | events.Error):
+            return b"".join(chunks), credit, event
+        credit += len(event.data)
+        if size >= MAX_WRITE:
+            break
+        try:
+            event = stream.receive.receive_nowait()  # type: ignore[assignment]
+        except trio.WouldBlock:
+            break
+    return b"".join(chunks), credit, None
+
+
+def _outcome(terminal: _Result) -> str:
+    return "done" if isinstance(terminal, events.Done) else _error_code(terminal.data)
 
 
 async def _next(stream: RelayStream, idle_s: float) -> _Result | None:
@@ -262,7 +272,10 @@ async def _next(stream: RelayStream, idle_s: float) -> _Result | None:
 
 
 def _qid(req: QueryRequest) -> list[tuple[bytes, bytes]]:
-    return [(b"x-edgetds-query-id", req.query_id.encode("ascii"))]
+    return [
+        (b"x-edgetds-query-id", req.query_id.encode("ascii")),
+        (b"x-content-type-options", b"nosniff"),
+    ]
 
 
 async def _timeout(
