@@ -37,6 +37,8 @@ __all__ = ["ROOT", "RelayHandle", "WorkerRelay", "open_worker_relay", "start_wor
 ROOT = Path(__file__).resolve().parents[2]
 WORKERD = ROOT / "node_modules" / ".bin" / "workerd"
 BUILD_SCRIPT = ROOT / "relay" / "worker" / "scripts" / "workerd.mjs"
+#: Bundles keyed by a digest of the sources (built once per source change, not per test).
+BUNDLE_CACHE = Path(tempfile.gettempdir()) / "edgetds-worker-bundles"
 #: Test runs raise the edge rate limits so that many auth-failure tests share one address.
 TEST_LIMITS = {"auth_failure_burst": 10_000, "query_burst": 10_000, "deadline_grace_ms": 300}
 
@@ -144,6 +146,7 @@ async def open_worker_relay(
     with os.fdopen(fd, "w") as f:
         json.dump(env, f)
     build = ["node", str(BUILD_SCRIPT), "build", "--out", str(out_dir), "--env", str(env_file)]
+    build += ["--cache", str(BUNDLE_CACHE)]
     if app:
         build += ["--app", "--app-tunnel", tunnel]
     with trio.fail_after(60):

@@ -4,7 +4,8 @@
  * account, no network). Used by the pytest harness (tests/support/worker_relay.py) and by hand.
  *
  *   node relay/worker/scripts/workerd.mjs build --out DIR --env env.json [--app]
- *       writes DIR/relay.js, DIR/config.capnp (and DIR/app.js with --app: examples/worker-app)
+ *       writes DIR/relay.js, DIR/config.capnp (and DIR/app.js with --app: examples/worker-app);
+ *       --cache DIR reuses bundles built from the same sources (tests start many relays)
  *   node relay/worker/scripts/workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app]
  *       builds into a temporary directory, then runs `workerd serve` in the foreground
  *
@@ -15,13 +16,12 @@
  * The rendered config contains the private key: DIR is created with mode 0700.
  */
 import { spawn } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-
-import { build } from "esbuild";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const WORKER_DIR = resolve(HERE, "..");
@@ -29,7 +29,7 @@ const ROOT = resolve(WORKER_DIR, "../..");
 /** Pinned with the workerd binary in package.json: a newer date is refused by the runtime. */
 export const COMPATIBILITY_DATE = "2026-11-17";
 
-const USAGE = `usage: workerd.mjs build --out DIR --env env.json [--app]
+const USAGE = `usage: workerd.mjs build --out DIR --env env.json [--app] [--cache DIR]
        workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app]
 examples:
   node relay/worker/scripts/workerd.mjs serve --env .demo/worker-env.json
@@ -43,6 +43,7 @@ function capnpString(value) {
 }
 
 async function bundle(entry, outfile) {
+  const { build } = await import("esbuild"); // loaded only when a bundle is not cached
   await build({
     entryPoints: [entry],
     outfile,
@@ -57,17 +58,42 @@ async function bundle(entry, outfile) {
   });
 }
 
+/** A digest of every input of a bundle (sources, lockfile), naming the cache entry. */
+function sourceDigest() {
+  const hash = createHash("sha256");
+  const dirs = [join(WORKER_DIR, "src"), join(ROOT, "examples/worker-app/src")];
+  for (const dir of dirs) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir).sort()) hash.update(name).update(readFileSync(join(dir, name)));
+  }
+  hash.update(readFileSync(join(ROOT, "package-lock.json")));
+  return hash.digest("hex").slice(0, 16);
+}
+
+/** Bundle `entry` into `outfile`, reusing `cacheDir/<digest>-<name>` when given. */
+async function cachedBundle(entry, outfile, cacheDir) {
+  if (!cacheDir) return bundle(entry, outfile);
+  mkdirSync(cacheDir, { recursive: true });
+  const cached = join(cacheDir, `${sourceDigest()}-${outfile.split("/").pop()}`);
+  if (!existsSync(cached)) {
+    const partial = `${cached}.${process.pid}.tmp`;
+    await bundle(entry, partial);
+    renameSync(partial, cached); // atomic: parallel builds never see half a file
+  }
+  copyFileSync(cached, outfile);
+}
+
 /**
  * Bundle and render the config into `out`.
  * @param {{out: string, env: Record<string, any>, address?: string, app?: boolean, appTunnel?: string}} options
  */
-export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = false, appTunnel = "demo" }) {
+export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = false, appTunnel = "demo", cacheDir = null }) {
   mkdirSync(out, { recursive: true, mode: 0o700 });
   chmodSync(out, 0o700);
   const storage = join(out, "do-storage");
   mkdirSync(storage, { recursive: true });
-  await bundle(join(WORKER_DIR, "src/index.js"), join(out, "relay.js"));
-  if (app) await bundle(join(ROOT, "examples/worker-app/src/index.js"), join(out, "app.js"));
+  await cachedBundle(join(WORKER_DIR, "src/index.js"), join(out, "relay.js"), cacheDir);
+  if (app) await cachedBundle(join(ROOT, "examples/worker-app/src/index.js"), join(out, "app.js"), cacheDir);
   else writeFileSync(join(out, "app.js"), "export default { fetch() { return new Response(null, { status: 404 }); } };\n");
   const values = {
     STORAGE_DIR: storage,
@@ -99,6 +125,7 @@ async function main() {
       address: { type: "string", default: "127.0.0.1:8787" },
       app: { type: "boolean", default: false },
       "app-tunnel": { type: "string", default: "demo" },
+      cache: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -109,7 +136,7 @@ async function main() {
   }
   const env = JSON.parse(readFileSync(values.env, "utf8"));
   const out = values.out ?? mkdtempSync(join(tmpdir(), "edgetds-workerd-"));
-  const config = await buildRelay({ out, env, address: values.address, app: values.app, appTunnel: values["app-tunnel"] });
+  const config = await buildRelay({ out, env, address: values.address, app: values.app, appTunnel: values["app-tunnel"], cacheDir: values.cache ?? null });
   if (command === "build") {
     console.log(config);
     return;
