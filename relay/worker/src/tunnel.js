@@ -39,6 +39,7 @@ import {
   splitMessage,
 } from "./frames.js";
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
+import { LOST_MESSAGE, lostRecordText, nextStreamState } from "./session.js";
 
 const CONNECTOR_TAG = "conn";
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
@@ -46,8 +47,10 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
 /** Relay-side limits announced in HELLO (SPEC defaults). */
 export const RELAY_LIMITS = DEFAULT_LIMITS;
 
+const encoder = new TextEncoder();
+
 function lostRecord(queryId) {
-  return errorRecord(ErrorCode.TRANSPORT_LOST, "the connector connection dropped before the query finished; it may or may not have run", { queryId });
+  return encoder.encode(lostRecordText(queryId));
 }
 
 export class Tunnel extends DurableObject {
@@ -264,13 +267,12 @@ export class Tunnel extends DurableObject {
       }
       return;
     }
+    stream.state = nextStreamState(stream.state, event.type, event.streamId); // the table (session.js)
     if (flowed) {
-      if (event.type === FrameType.ROWS && !stream.inResult) throw new ProtocolError("ROWS before COLUMNS");
-      if (event.type === FrameType.COLUMNS) stream.inResult = true;
       stream.window -= n;
       if (stream.window < 0) throw new ProtocolError(`connector overran the window of stream ${event.streamId}`);
     }
-    if (event.type === FrameType.DONE || event.type === FrameType.ERROR) {
+    if (stream.state === "closed") {
       this.streams.delete(stream.key);
       stream.finished = true;
     }
@@ -378,7 +380,7 @@ export class Tunnel extends DurableObject {
       stream.finished = true;
       if (stream.cancelled) continue;
       if (!stream.started) {
-        stream.respond(errorResponse(new HttpError(ErrorCode.TRANSPORT_LOST, "the connector connection dropped before the query answered; it may or may not have run", { queryId: stream.queryId })));
+        stream.respond(errorResponse(new HttpError(ErrorCode.TRANSPORT_LOST, LOST_MESSAGE, { queryId: stream.queryId })));
       } else {
         stream.writer.write(lostRecord(stream.queryId)).catch(() => {});
         stream.writer.close().catch(() => {});
@@ -485,7 +487,7 @@ export class Tunnel extends DurableObject {
       queryId: req.query_id,
       window: RELAY_LIMITS.stream_window,
       pending: 0,
-      inResult: false,
+      state: "open",
       started: false,
       finished: false,
       cancelled: false,

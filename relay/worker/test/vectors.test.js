@@ -6,6 +6,7 @@ import { test } from "node:test";
 
 import { b64url, canonicalJson, HELLO_CONTEXT, loadRelayKey, makeAttestation, QUERY_CONTEXT, sha256Hex, signHello, verifyConnectorToken, verifySigned } from "../src/auth.js";
 import { creditPayload, decodePayload, encodeFrame, FrameReader, FRAME_NAMES, FrameType, parseFrame, ProtocolError } from "../src/frames.js";
+import { RelayConnection } from "../src/session.js";
 
 const DIR = new URL("../../../protocol/vectors/", import.meta.url);
 const load = (name) => JSON.parse(readFileSync(new URL(name, DIR), "utf8"));
@@ -198,5 +199,29 @@ test("auth.json: attestations reproduce byte for byte and verify", async () => {
       params: q.params, options: q.options, now: q.attestation.ts / 1000, nonce: q.attestation.nonce,
     });
     assert.deepEqual(made, q.attestation, `${v.name}: reproduced`);
+  }
+});
+
+const sequences = load("sequences.json").vectors.filter((v) => v.role === "relay");
+
+test(`sequences.json: ${sequences.length} relay-side connections`, () => {
+  assert.ok(sequences.length >= 10);
+  for (const v of sequences) {
+    const conn = new RelayConnection({ limits: v.limits });
+    const events = [];
+    let error = null;
+    for (const step of v.steps) {
+      try {
+        if (step.send) conn.send(parseFrame(unhex(step.send), { maxPayload: 16 * 1024 * 1024 }));
+        else if (step.receive) events.push(...conn.receive(unhex(step.receive)).map(eventJson));
+        else for (const e of conn.eof()) events.push(e.type === "lost" ? { event: "ConnectionLost", clean: e.clean } : eventJson(e));
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        error = { code: err.errorCode, close_code: err.closeCode };
+        break;
+      }
+    }
+    assert.deepEqual(events, v.events, `${v.name}: events`);
+    assert.deepEqual(error, v.error, `${v.name}: error`);
   }
 });
