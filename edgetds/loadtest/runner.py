@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -57,15 +57,20 @@ class _Budget:
 
     deadline: float | None
     remaining: int | None
+    seed: int
+    issued: int = 0
 
-    def take(self) -> bool:
+    def take(self) -> random.Random | None:
+        """The random source of the next query (None: stop). Query n always gets the same
+        source for a given seed, so a tunnel run and a direct run send the same queries."""
         if self.deadline is not None and time.perf_counter() >= self.deadline:
-            return False
+            return None
         if self.remaining is not None:
             if self.remaining <= 0:
-                return False
+                return None
             self.remaining -= 1
-        return True
+        self.issued += 1
+        return random.Random(f"{self.seed}:{self.issued}")
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,6 @@ class _Run:
     target: Target
     recorder: Recorder
     picker: WeightedPicker
-    base_rng: random.Random
     budget: _Budget
 
 
@@ -102,35 +106,29 @@ async def drive(
     """Run ``scenario`` against ``target``, recording into ``recorder``; returns when done."""
     load = scenario.load
     picker = WeightedPicker(scenario.queries)
-    base_rng = random.Random(scenario.seed)
+    seed = scenario.seed if scenario.seed is not None else random.getrandbits(64)
     recorder.start()
     start = recorder.started
     budget = _Budget(
         deadline=start + load.duration_s if load.duration_s is not None else None,
         remaining=load.count,
+        seed=seed,
     )
     # Hard bound: the run plus one query timeout, whatever the target does.
     hard_s = (load.duration_s or math.inf) + load.ramp_up_s + load.timeout_s + 5
     with trio.move_on_after(hard_s):
-        run = _Run(scenario, target, recorder, picker, base_rng, budget)
+        run = _Run(scenario, target, recorder, picker, budget)
         await (_closed_loop(run) if load.rate is None else _open_loop(run))
     recorder.finish()
 
 
 async def _closed_loop(run: _Run) -> None:
-    load, target, recorder, picker, base_rng = (
-        run.scenario.load,
-        run.target,
-        run.recorder,
-        run.picker,
-        run.base_rng,
-    )
+    load, target, recorder, picker = run.scenario.load, run.target, run.recorder, run.picker
 
     async def user(vu: int) -> None:
-        rng = random.Random(base_rng.getrandbits(64))
         if load.ramp_up_s:
             await trio.sleep(vu * load.ramp_up_s / load.concurrency)
-        while run.budget.take():
+        while (rng := run.budget.take()) is not None:
             query = picker.pick(rng)
             await _one(target, recorder, vu, vu, query, rng, time.perf_counter(), load.timeout_s)
 
@@ -147,13 +145,7 @@ def _interval(rate: float, ramp_up_s: float, elapsed: float) -> float:
 
 
 async def _open_loop(run: _Run) -> None:
-    load, target, recorder, picker, base_rng = (
-        run.scenario.load,
-        run.target,
-        run.recorder,
-        run.picker,
-        run.base_rng,
-    )
+    load, target, recorder, picker = run.scenario.load, run.target, run.recorder, run.picker
     assert load.rate is not None
     send_slot, free_slots = trio.open_memory_channel[int](load.concurrency)
     for slot in range(load.concurrency):
@@ -168,12 +160,11 @@ async def _open_loop(run: _Run) -> None:
     async with trio.open_nursery() as nursery:
         due = recorder.started
         arrival = 0
-        while run.budget.take():
+        while (rng := run.budget.take()) is not None:
             now = time.perf_counter()
             if due > now:
                 await trio.sleep(due - now)
             slot = await free_slots.receive()  # late when all slots are busy: latency counts it
-            rng = random.Random(base_rng.getrandbits(64))
             query = picker.pick(rng)
             nursery.start_soon(query_task, slot, arrival % load.concurrency, query, rng, due)
             arrival += 1
@@ -290,6 +281,8 @@ def _context(plan: Plan, **extra: Any) -> dict[str, Any]:
 async def run_loadtest(plan: Plan) -> dict[str, RunResult]:
     """Run the tunnel and/or the direct baseline one after the other; results by target."""
     plan.check()
+    if plan.scenario.seed is None:  # one seed for both runs: tunnel and direct get the same queries
+        plan = replace(plan, scenario=replace(plan.scenario, seed=random.getrandbits(64)))
     results: dict[str, RunResult] = {}
     if plan.target_url is not None:
         results["tunnel"] = await run_tunnel(plan)
