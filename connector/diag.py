@@ -123,11 +123,13 @@ async def _timed(step: Step, check: Callable[[], Awaitable[str]]) -> bool:
     return step.status == "ok"
 
 
-def _proxy_for(url: str, configured: str | None) -> str | None:
-    """The proxy the connector would use for `url`: the config's, else HTTPS_PROXY/NO_PROXY."""
-    if configured is not None:
-        return configured or None
-    return get_proxy(parse_uri(url))
+def _proxy_for(url: str, config: ConnectorConfig) -> str | None:
+    """The proxy the connector itself uses for `url` ([connector] proxy; "auto" = HTTPS_PROXY /
+    NO_PROXY from the environment, as websockets resolves it)."""
+    from connector.tunnel import _proxy_option
+
+    option = _proxy_option(config.tunnel.proxy)
+    return get_proxy(parse_uri(url)) if option is True else option
 
 
 def _redact(proxy: str) -> str:
@@ -148,7 +150,7 @@ def _describe_os_error(exc: OSError) -> str:
 
 async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) -> None:
     uri = parse_uri(url)
-    proxy = _proxy_for(url, getattr(config.tunnel, "proxy", None))
+    proxy = _proxy_for(url, config)
     names = ["dns", "tcp", "tls", "websocket", "auth", "relay_identity"]
     steps = {name: Step(name, url) for name in names}
     report.steps.extend(steps.values())
@@ -175,15 +177,23 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
         nonlocal stream
         if proxy:
             p = parse_proxy(proxy)
-            if not p.scheme.startswith("http"):
-                raise _Failed(f"{p.scheme} proxies are not supported", "use an http:// proxy")
+            if p.scheme.startswith("socks"):
+                try:
+                    stream = await trio.open_tcp_stream(p.host, p.port)
+                except OSError as exc:
+                    raise _Failed(
+                        f"cannot connect to SOCKS proxy {_redact(proxy)}: "
+                        + _describe_os_error(exc),
+                        "check [connector] proxy / the proxy environment variables",
+                    ) from None
+                return f"connected to SOCKS proxy {_redact(proxy)} (the tunnel is tested below)"
             try:
                 stream = await connect_http_proxy(p, uri)
             except InvalidProxyStatus as exc:
                 status = exc.response.status_code
                 hint = (
                     "the proxy wants credentials: put user:password in the proxy URL "
-                    "(http://user:pass@proxy:3128) or the proxy_password_file"
+                    "(http://user:pass@proxy:3128, in HTTPS_PROXY or [connector] proxy)"
                     if status == 407
                     else "the proxy refused the tunnel: ask for CONNECT to this host:port to be "
                     "allowed (port 443 for wss://)"
@@ -231,6 +241,15 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
         return f"{tls_stream.version()} subject {subject!r}, issuer {issuer!r}"
 
     if await _timed(steps["dns"], dns) and await _timed(steps["tcp"], tcp):
+        if proxy and parse_proxy(proxy).scheme.startswith("socks"):
+            steps["tls"].status, steps["tls"].detail = (
+                "skip",
+                "through a SOCKS proxy: see websocket",
+            )
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            await _check_handshake(config, url, steps)
+            return
         if uri.secure:
             tls_ok = await _timed(steps["tls"], tls)
         else:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
 from connector.keys import GeneratedKey, generate_key_files, load_private_key
@@ -34,10 +35,30 @@ class Stack:
     directory: Path
     idp: DevIdP
     tds: Any  # tdslite.TdsServer
-    relay: RelayHandle
-    key: GeneratedKey
+    relay: RelayHandle | None  # the running relay (None between `run_relay` blocks)
+    keys: dict[str, GeneratedKey]  # connector id -> its key files (registered at the relay)
     users_file: Path
     config_path: Path
+
+    @property
+    def key(self) -> GeneratedKey:
+        return self.keys["conn-1"]
+
+    @asynccontextmanager
+    async def run_relay(
+        self, *, listen: str = "127.0.0.1:0", relay_key: Ed25519PrivateKey | None = None
+    ) -> AsyncIterator[RelayHandle]:
+        """Run a Python relay with this stack's connectors registered; sets `self.relay`."""
+        async with start_python_relay(
+            tunnel="demo",
+            connector_ids=list(self.keys),
+            issuer=self.idp.issuer,
+            connector_keys={cid: load_private_key(k.private_path) for cid, k in self.keys.items()},
+            listen=listen,
+            relay_key=relay_key,
+        ) as relay:
+            self.relay = relay
+            yield relay
 
     def token(self, sub: str = "alice", groups: Sequence[str] = ("analysts",)) -> str:
         return self.idp.mint(sub=sub, groups=list(groups))
@@ -45,9 +66,10 @@ class Stack:
 
 def write_stack_config(stack: Stack, name: str = "connector", **overrides: Any) -> Path:
     """A connector.toml for this stack in ``directory/name`` (overrides: write_connector_config)."""
+    relay = stack.relay
     options: dict[str, Any] = {
-        "relay_urls": [stack.relay.ws_url],
-        "relay_public_keys": [stack.relay.relay_public_key],
+        "relay_urls": [relay.ws_url] if relay else [],
+        "relay_public_keys": [relay.relay_public_key] if relay else [],
         "private_key_file": stack.key.private_path,
         "issuer": stack.idp.issuer,
         "db_host": "127.0.0.1",
@@ -59,42 +81,49 @@ def write_stack_config(stack: Stack, name: str = "connector", **overrides: Any) 
     return write_connector_config(stack.directory / name, **options)
 
 
-def _prepare(directory: Path) -> tuple[GeneratedKey, Path]:
+def _prepare(directory: Path, connector_ids: Sequence[str]) -> tuple[dict[str, GeneratedKey], Path]:
     directory.mkdir(parents=True, exist_ok=True)
     users_file = directory / "tds-users.toml"
     users_file.write_text(TDSLITE_USERS)
-    return generate_key_files(directory / "keys", "conn-1"), users_file
+    keys = {cid: generate_key_files(directory / "keys", cid) for cid in connector_ids}
+    return keys, users_file
 
 
 @asynccontextmanager
 async def open_stack(
-    directory: Path, *, relay_listen: str = "127.0.0.1:0", **config: Any
+    directory: Path,
+    *,
+    relay_listen: str = "127.0.0.1:0",
+    connector_ids: Sequence[str] = ("conn-1",),
+    relay_key: Ed25519PrivateKey | None = None,
+    relay: bool = True,
+    **config: Any,
 ) -> AsyncIterator[Stack]:
-    """Start the dev IdP, tdslite (logins reader/writer) and a Python relay; write the config.
+    """Start the dev IdP, tdslite (logins reader/writer) and a Python relay; write the config
+    (for "conn-1", which must be among `connector_ids`).
 
-    `relay_listen` "[::1]:0" puts the relay on IPv6 loopback.
+    `relay_listen` "[::1]:0" puts the relay on IPv6 loopback; `relay_key` fixes its key.
+    With ``relay=False`` no relay runs (start one with `Stack.run_relay`) and no config is written.
     """
-    key, users_file = _prepare(directory)
+    keys, users_file = _prepare(directory, connector_ids)
     async with (
         open_dev_idp(key_dir=directory / "idp") as idp,
         tdslite.open_server(users=users_file) as tds,
-        start_python_relay(
-            tunnel="demo",
-            connector_ids=["conn-1"],
-            issuer=idp.issuer,
-            connector_keys={"conn-1": load_private_key(key.private_path)},
-            listen=relay_listen,
-        ) as relay,
     ):
-        stack = Stack(directory, idp, tds, relay, key, users_file, directory / "none")
-        stack.config_path = write_stack_config(stack, **config)
-        yield stack
+        stack = Stack(directory, idp, tds, None, keys, users_file, directory / "none")
+        if not relay:
+            yield stack
+            return
+        async with stack.run_relay(listen=relay_listen, relay_key=relay_key):
+            stack.config_path = write_stack_config(stack, **config)
+            yield stack
 
 
 async def post_query(
     stack: Stack, *, sql: str, token: str | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
     """POST a query to the relay's HTTP API; returns the status and the NDJSON lines."""
+    assert stack.relay is not None, "no relay is running"
     async with httpx.AsyncClient(timeout=10.0) as client:
         response = await client.post(
             f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query",
