@@ -60,13 +60,12 @@ class StatementLog:
             "params": [{"name": n, "type": t} for n, t in params],
             "outcome": outcome,
         }
-        line = json.dumps(entry, ensure_ascii=False, default=str)
         with self._lock:
             self.entries.append(entry)
             if len(self.entries) > self._keep:
                 del self.entries[: len(self.entries) - self._keep]
             if self._file is not None:
-                self._file.write(line + "\n")
+                self._file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
                 self._file.flush()
         if self._on_entry is not None:
             self._on_entry(entry)
