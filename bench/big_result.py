@@ -1,7 +1,7 @@
 """A 1,000,000-row result through the tunnel vs direct: rows/s and the connector's memory.
 
-The stack of bench/tunnel.py (tdslite and the connector as their own processes, the Python relay
-here). The result is ``--rows`` rows of (int, nvarchar) made by cross joining a 10-row table.
+The stack of bench/tunnel.py (tdslite, the connector and the Python relay each in its own
+process). The result is ``--rows`` rows of (int, nvarchar) made by cross joining a 10-row table.
 
 - direct: python-tds straight to tdslite, ``fetchmany`` until the end -> rows/s (the baseline,
   same run, same tdslite);
@@ -116,6 +116,7 @@ async def run(rows: int, out: dict[str, Any]) -> None:
             Path(tmp),
             connector="subprocess",
             tds_process=True,
+            relay_kind="python-process",
             policy=POLICY,
             relay_limits={"query_timeout_ms": 1_800_000},
         ) as stack:
