@@ -1,0 +1,105 @@
+"""The Durable Object lifecycle with the REAL connector (connector/) and tdslite behind it:
+hibernation while the connector stays connected (its WebSocket pings are answered by the runtime
+without waking the object), and a reset (ctx.abort()) that the connector recovers from by itself."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from connector.config import load_config
+from connector.runtime import Connector, open_connector
+from edgetds.devidp import DevIdP, open_dev_idp
+from tdslite import open_server
+from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
+from tests.support.connector_stack import write_connector_config
+from tests.support.worker_relay import WorkerRelay, open_worker_relay
+from tests.worker.helpers import bearer, ndjson, query_url
+
+
+@dataclass
+class RealStack:
+    idp: DevIdP
+    relay: WorkerRelay
+    connector: Connector
+    http: httpx.AsyncClient
+
+    async def count_notes(self) -> httpx.Response:
+        token = self.idp.mint(sub="alice", groups=["analysts"])
+        return await self.http.post(
+            query_url(self.relay),
+            json={"sql": "SELECT COUNT(*) AS c FROM notes"},
+            headers=bearer(token),
+        )
+
+
+@asynccontextmanager
+async def real_stack(tmp_path: Path) -> AsyncIterator[RealStack]:
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    async with (
+        open_dev_idp(key_dir=tmp_path / "idp") as idp,
+        open_server(users=users, db=":memory:") as db,
+    ):
+        await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+        async with open_worker_relay(
+            tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer
+        ) as relay:
+            h = relay.handle
+            path = write_connector_config(
+                tmp_path / "connector",
+                relay_urls=[h.ws_url],
+                relay_public_keys=[h.relay_public_key],
+                private_key_file=write_key(tmp_path / "conn-1.key", h.connector_keys["conn-1"]),
+                issuer=idp.issuer,
+                db_host=db.host,
+                db_port=db.port,
+                database=db.engine.database,
+            )
+            async with (
+                open_connector(load_config(path)) as connector,
+                httpx.AsyncClient(timeout=20) as http,
+            ):
+                await connector.wait_ready(connector.config.tunnel.ha_connections)
+                yield RealStack(idp, relay, connector, http)
+
+
+@pytest.mark.timeout(90)
+async def test_object_hibernates_while_the_real_connector_stays_connected(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with real_stack(tmp_path) as stack:
+            response = await stack.count_notes()
+            assert ndjson(response.text)[1] == [2]
+            before = await stack.relay.do_state(stack.http)
+            await trio.sleep(12)  # idle: workerd evicts the object after ~10 s
+            response = await stack.count_notes()
+            assert response.status_code == 200, response.text
+            assert ndjson(response.text)[1] == [2]
+            after = await stack.relay.do_state(stack.http)
+            assert after["instance"] != before["instance"], "the object did not hibernate"
+            assert after["connections"] == before["connections"] == 2
+            assert stack.connector.reconnects == 0  # the sockets survived hibernation
+
+
+async def test_reset_and_the_real_connector_reconnects_by_itself(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with real_stack(tmp_path) as stack:
+            assert (await stack.count_notes()).status_code == 200
+            await stack.http.post(stack.relay.hook_url("abort"))
+            started = trio.current_time()
+            while True:  # noqa: ASYNC110 - the connector's and the relay's state, not ours
+                response = await stack.count_notes()
+                if response.status_code == 200:
+                    break
+                assert response.json()["error"]["code"] == "tunnel.no_connector"
+                await trio.sleep(0.05)
+            recovered_after = trio.current_time() - started
+            assert ndjson(response.text)[1] == [2]
+            assert stack.connector.reconnects >= 1
+            assert recovered_after < 10
