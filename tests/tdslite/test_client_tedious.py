@@ -35,7 +35,7 @@ async def run_plan(server: TdsServer, steps: list[dict[str, Any]], **extra: Any)
         "steps": steps,
         **extra,
     }
-    with trio.fail_after(30):
+    with trio.fail_after(60):
         proc = await trio.run_process(
             ["node", str(SCRIPT), json.dumps(plan)],
             capture_stdout=True,

@@ -48,8 +48,10 @@ function connect() {
         database: plan.database,
         encrypt: plan.encrypt ?? false,
         trustServerCertificate: true,
-        connectTimeout: 5000,
-        requestTimeout: 5000,
+        // generous: the suite also runs on busy CI machines
+        connectTimeout: 20000,
+        requestTimeout: 20000,
+        cancelTimeout: 20000,
       },
     });
     connection.on("connect", (err) => (err ? reject(err) : resolve(connection)));
