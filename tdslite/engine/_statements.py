@@ -373,12 +373,58 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
     return Plan("INSERT", (to_sqlite(node),), info, output=returned)
 
 
+def _update_from(node: exp.Update, tr: Translator, scope: Scope) -> TableInfo:
+    """T-SQL ``UPDATE t SET ... FROM a t JOIN b ON ...`` -> SQLite ``UPDATE a AS t SET ...
+    FROM b WHERE <join conditions> AND <where>`` (inner joins only)."""
+    first = node.args["from_"].this
+    joins = list(first.args.get("joins") or [])
+    first.set("joins", None)
+    sources: list[exp.Expression] = [first]
+    conditions: list[exp.Expression] = []
+    for join in joins:
+        check_args(join, {"this", "on", "kind"}, "UPDATE ... FROM join")
+        if str(join.args.get("kind") or "INNER").upper() not in ("INNER", "CROSS"):
+            raise _errors.unsupported("UPDATE ... FROM with an outer join")
+        sources.append(join.this)
+        if join.args.get("on") is not None:
+            conditions.append(join.args["on"])
+    wanted = node.this.name.lower()
+    matches = [s for s in sources if isinstance(s, exp.Table) and s.alias_or_name.lower() == wanted]
+    if len(matches) > 1:
+        raise _errors.unsupported("UPDATE ... FROM naming its target twice")
+    target = matches[0] if matches else node.this  # T-SQL: the target may stay out of FROM
+    others = [s for s in sources if s is not target]
+    info = tr.table(target)
+    scope.add(target.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
+    for other in others:
+        tr._source(other, scope)
+    node.set("this", target.copy())
+    if others:
+        from_ = exp.From(this=others[0].copy())
+        node.set("from_", from_)
+        node.set("joins", None)
+        for other in others[1:]:
+            from_.this.append("joins", exp.Join(this=other.copy(), kind="CROSS"))
+    else:
+        node.set("from_", None)
+    where = node.args.get("where")
+    predicates = [c.copy() for c in conditions] + ([where.this] if where is not None else [])
+    if predicates:
+        node.set("where", exp.Where(this=exp.and_(*predicates)))
+    return info
+
+
 def update(node: exp.Update, tr: Translator) -> Plan:
-    check_args(node, {"this", "expressions", "where", "with_", "returning"}, "UPDATE")
+    check_args(node, {"this", "expressions", "where", "with_", "returning", "from_"}, "UPDATE")
     scope = Scope()
     tr._with(node, scope)
-    info = tr.table(node.this)
-    scope.add(node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
+    if node.args.get("from_"):
+        info = _update_from(node, tr, scope)
+    else:
+        info = tr.table(node.this)
+        scope.add(
+            node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns]
+        )
     for assignment in node.expressions:
         if not isinstance(assignment, exp.EQ) or not isinstance(assignment.this, exp.Column):
             raise _errors.unsupported("UPDATE SET of anything but a column")

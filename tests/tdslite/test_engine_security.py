@@ -141,6 +141,10 @@ def test_per_table_grants(engine: Engine) -> None:
     assert (error.number, "'customers'" in error.message) == (229, True)
     error = refused(clerk, "SELECT * FROM products")
     assert (error.number, "SELECT" in error.message) == (229, True)
+    error = refused(
+        clerk, "UPDATE o SET amount = 0 FROM orders o JOIN products p ON p.id = o.product_id"
+    )
+    assert (error.number, "'products'" in error.message) == (229, True)
     # A join through a table outside the grants is refused as a whole.
     assert (
         refused(clerk, "SELECT o.id FROM orders o JOIN products p ON p.id = o.product_id").number

@@ -146,6 +146,31 @@ def test_output_inserted(session: Session) -> None:
     assert count2 == RowCount(1)
 
 
+def test_update_from_joins(session: Session) -> None:
+    results = run(
+        session,
+        "UPDATE o SET o.status = N'vip' FROM orders o JOIN customers c ON c.id = o.customer_id"
+        " WHERE c.region = 'north';"
+        "SELECT COUNT(*) FROM orders o JOIN customers c ON c.id = o.customer_id"
+        " WHERE c.region = 'north' AND o.status = 'vip';"
+        "SELECT amount + p.price FROM orders JOIN products p ON p.id = orders.product_id"
+        " WHERE orders.id = 1;"
+        "UPDATE orders SET amount = amount + p.price FROM products p"
+        " WHERE p.id = orders.product_id AND orders.id = 1;"
+        "SELECT amount FROM orders WHERE id = 1",
+    )
+    assert results[0] == RowCount(14)
+    assert results[1] == [(14,)]
+    assert results[3] == RowCount(1)
+    assert results[4] == results[2]
+    assert (
+        error_of(
+            session, "UPDATE o SET status = N'x' FROM orders o LEFT JOIN products p ON 1 = 1"
+        ).number
+        == 40517
+    )
+
+
 def test_create_table_identity_default_not_null(session: Session) -> None:
     run(
         session,
