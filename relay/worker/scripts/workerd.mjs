@@ -30,7 +30,7 @@ const ROOT = resolve(WORKER_DIR, "../..");
 export const COMPATIBILITY_DATE = "2026-11-17";
 
 const USAGE = `usage: workerd.mjs build --out DIR --env env.json [--app] [--cache DIR]
-       workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app]
+       workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app [--app-address 127.0.0.1:8788]]
 examples:
   node relay/worker/scripts/workerd.mjs serve --env .demo/worker-env.json
   node relay/worker/scripts/workerd.mjs build --out /tmp/relay --env env.json && \\
@@ -87,7 +87,7 @@ async function cachedBundle(entry, outfile, cacheDir) {
  * Bundle and render the config into `out`.
  * @param {{out: string, env: Record<string, any>, address?: string, app?: boolean, appTunnel?: string}} options
  */
-export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = false, appTunnel = "demo", cacheDir = null }) {
+export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = false, appAddress = "127.0.0.1:8788", appTunnel = "demo", cacheDir = null }) {
   mkdirSync(out, { recursive: true, mode: 0o700 });
   chmodSync(out, 0o700);
   const storage = join(out, "do-storage");
@@ -111,7 +111,7 @@ export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = f
   for (const [name, value] of Object.entries(values)) config = config.replaceAll(`@${name}@`, capnpString(value));
   config = config
     .replace("@APP_SERVICE@", app ? '(name = "app", worker = .appWorker),' : "")
-    .replace("@APP_SOCKET@", app ? '(name = "app", address = "127.0.0.1:0", http = (), service = "app"),' : "");
+    .replace("@APP_SOCKET@", app ? `(name = "app", address = ${capnpString(appAddress)}, http = (), service = "app"),` : "");
   writeFileSync(join(out, "config.capnp"), config, { mode: 0o600 });
   return join(out, "config.capnp");
 }
@@ -125,6 +125,7 @@ async function main() {
       address: { type: "string", default: "127.0.0.1:8787" },
       app: { type: "boolean", default: false },
       "app-tunnel": { type: "string", default: "demo" },
+      "app-address": { type: "string", default: "127.0.0.1:8788" },
       cache: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -136,7 +137,7 @@ async function main() {
   }
   const env = JSON.parse(readFileSync(values.env, "utf8"));
   const out = values.out ?? mkdtempSync(join(tmpdir(), "edgetds-workerd-"));
-  const config = await buildRelay({ out, env, address: values.address, app: values.app, appTunnel: values["app-tunnel"], cacheDir: values.cache ?? null });
+  const config = await buildRelay({ out, env, address: values.address, app: values.app, appAddress: values["app-address"], appTunnel: values["app-tunnel"], cacheDir: values.cache ?? null });
   if (command === "build") {
     console.log(config);
     return;
