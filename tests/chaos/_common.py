@@ -67,7 +67,7 @@ def check_and_record(
     record_result(result)
     assert tally.accounted == tally.sent, (tally.accounted, tally.sent)
     assert tally.sent > 0
-    assert not tally.lost, tally.lost[:5]
+    assert not tally.lost, (tally.lost[:5], tally.samples.get("lost"))
     assert not tally.duplicated, f"executed twice: {tally.duplicated[:5]}"
     unexpected = set(tally.typed) - set(allowed)
     assert not unexpected, f"unexpected codes {unexpected}: {tally.typed} {tally.samples}"

@@ -1,0 +1,66 @@
+"""Chaos: the network between connector and relay becomes a black hole (a TCP proxy that swallows
+every byte and keeps both sockets open, so no one is told). Both ends' keepalives must notice:
+in-flight queries end with a typed error within a bound, and the connector reconnects through
+the healed network by itself."""
+
+from __future__ import annotations
+
+import trio
+
+from tests.chaos._common import check_and_record, under_load
+from tests.chaos.conftest import TUNNEL, Chaos
+from tests.support.chaos import BlackHoleProxy, Tally, rss_kib
+from tests.support.relays import TEST_LIMITS, start_python_relay
+
+CUT_S = 3.0
+#: relay keepalive (SPEC 6.3 defaults are 15 s / 45 s; shortened so the test takes seconds)
+RELAY_LIMITS = {**TEST_LIMITS, "ping_interval_s": 0.5, "dead_after_s": 2.0}
+
+
+async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos) -> None:
+    tally = Tally("network_cut")
+    async with (
+        start_python_relay(
+            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer, limits=RELAY_LIMITS
+        ) as relay,
+        trio.open_nursery() as nursery,
+    ):
+        chaos.use_relay(relay)
+        proxy = BlackHoleProxy(int(relay.ws_url.rsplit(":", 1)[1]))
+        await nursery.start(proxy.serve)
+        with trio.fail_after(120):
+            async with chaos.connector(
+                "conn-1", [f"ws://127.0.0.1:{proxy.port}"],
+                ping_interval_s=0.2, dead_peer_after_s=1.0, open_timeout_s=1.0,
+            ) as proc:  # fmt: skip
+                await chaos.wait_connections(2)
+                rss_before = rss_kib(proc.pid)
+                async with under_load(chaos, tally):
+                    await trio.sleep(1.5)
+                    proxy.blackhole()
+                    cut_at = trio.current_time()
+                    relay_gave_up_s = await chaos.wait_connections(0)
+                    await trio.sleep(max(0.0, CUT_S - (trio.current_time() - cut_at)))
+                    proxy.heal()
+                    reconnect_s = await chaos.wait_connections(2)
+                    await trio.sleep(1.0)
+                rss_peak = rss_kib(proc.pid, "VmHWM")
+        nursery.cancel_scope.cancel()
+    # queries running when the network went dark, and how long each took to get its answer
+    hit = [e for e in tally.events if e[0] - e[3] < cut_at < e[0]]
+    slowest_hit = max((e[0] - cut_at for e in hit), default=0.0)
+    check_and_record(
+        tally,
+        chaos.db.log.entries,
+        allowed={"transport.lost", "tunnel.no_connector"},
+        rss_kib=(rss_before, rss_peak),
+        in_flight_at_cut=len(hit),
+        in_flight_ended_within_s=round(slowest_hit, 2),
+        relay_gave_up_s=round(relay_gave_up_s, 2),
+        reconnect_after_heal_s=round(reconnect_s, 2),
+    )
+    assert hit, "no query was in flight at the cut"
+    assert all(e[1] != "ok" or e[0] - cut_at < 0.3 for e in hit), "a cut query reported ok late"
+    assert slowest_hit < 6.0, "in-flight queries must end within the dead-peer bound"
+    assert relay_gave_up_s < 6.0
+    assert reconnect_s < 6.0
