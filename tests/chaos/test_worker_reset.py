@@ -5,33 +5,43 @@ the connector (a real process) reconnects to the new object by itself."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 
 from tests.chaos._common import check_and_record, under_load
 from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import HYGIENE, PARTIAL_LINE, Tally, one_query, rss_kib
-from tests.support.worker_relay import open_worker_relay, workerd_log
+from tests.support.worker_relay import WorkerRelay, open_worker_relay, workerd_log
+
+
+@asynccontextmanager
+async def worker_with_connector(chaos: Chaos) -> AsyncIterator[tuple[WorkerRelay, trio.Process]]:
+    """The relay Worker on workerd and conn-1 as a process, both links up."""
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer
+    ) as worker:
+        chaos.use_relay(worker.handle)
+        async with chaos.connector("conn-1") as proc:
+            await chaos.wait_connections(2)
+            yield worker, proc
 
 
 async def test_durable_object_reset_mid_stream(chaos: Chaos) -> None:
     tally = Tally("worker_do_reset")
     with trio.fail_after(150):
-        async with open_worker_relay(
-            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer
-        ) as worker:
-            chaos.use_relay(worker.handle)
-            async with chaos.connector("conn-1") as proc:
-                await chaos.wait_connections(2)
-                rss_before = rss_kib(proc.pid)
-                async with under_load(chaos, tally):
-                    await trio.sleep(2.0)
-                    in_flight_before = tally.sent - tally.accounted
-                    abort = await chaos.http.post(worker.hook_url("abort"))
-                    reset_at = trio.current_time()
-                    reconnect_s = await chaos.wait_connections(2)
-                    await trio.sleep(1.5)
-                rss_peak = rss_kib(proc.pid, "VmHWM")
+        async with worker_with_connector(chaos) as (worker, proc):
+            rss_before = rss_kib(proc.pid)
+            async with under_load(chaos, tally):
+                await trio.sleep(2.0)
+                in_flight_before = tally.sent - tally.accounted
+                abort = await chaos.http.post(worker.hook_url("abort"))
+                reset_at = trio.current_time()
+                reconnect_s = await chaos.wait_connections(2)
+                await trio.sleep(1.5)
+            rss_peak = rss_kib(proc.pid, "VmHWM")
             log = chaos.workdir / "workerd.log"
             log.write_text(workerd_log(worker))
             HYGIENE.file(log)
@@ -72,21 +82,17 @@ def wide(tag: str) -> str:
 async def test_reset_never_glues_the_terminal_record_to_a_cut_line(chaos: Chaos) -> None:
     tally = Tally("worker_partial")
     with trio.fail_after(150):
-        async with open_worker_relay(
-            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer
-        ) as worker:
-            chaos.use_relay(worker.handle)
-            async with chaos.connector("conn-1"):
-                for _attempt in range(8):
-                    await chaos.wait_connections(2)
-                    async with trio.open_nursery() as nursery:
-                        for _ in range(4):
-                            nursery.start_soon(
-                                one_query, chaos.http, chaos.query_url, chaos.token, tally, wide
-                            )
-                        await trio.sleep(0.6)
-                        await chaos.http.post(worker.hook_url("abort"))
-                    if tally.lost:
-                        break
+        async with worker_with_connector(chaos) as (worker, _proc):
+            for _attempt in range(8):
+                await chaos.wait_connections(2)
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(
+                            one_query, chaos.http, chaos.query_url, chaos.token, tally, wide
+                        )
+                    await trio.sleep(0.6)
+                    await chaos.http.post(worker.hook_url("abort"))
+                if tally.lost:
+                    break
     assert tally.accounted == tally.sent
     assert not tally.lost, (tally.lost, tally.samples.get("lost"))
