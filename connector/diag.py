@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-from websockets.exceptions import InvalidProxyStatus, ProxyError
+from websockets.exceptions import InvalidProxy, InvalidProxyStatus, ProxyError
 from websockets.proxy import get_proxy, parse_proxy
 from websockets.trio.client import connect_http_proxy
 from websockets.uri import parse_uri
@@ -150,11 +150,20 @@ def _describe_os_error(exc: OSError) -> str:
 
 async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) -> None:
     uri = parse_uri(url)
-    proxy = _proxy_for(url, config)
     names = ["dns", "tcp", "tls", "websocket", "auth", "relay_identity"]
     steps = {name: Step(name, url) for name in names}
     report.steps.extend(steps.values())
     stream: trio.abc.Stream | None = None
+    try:
+        proxy = _proxy_for(url, config)
+        if proxy:
+            parse_proxy(proxy)
+    except InvalidProxy as exc:
+        steps["dns"].status, steps["dns"].detail = "fail", f"unusable proxy setting: {exc}"
+        steps["dns"].hint = "fix HTTPS_PROXY / [connector] proxy (http://host:port)"
+        for name in names[1:]:
+            steps[name].status, steps[name].detail = "skip", "an earlier step failed"
+        return
 
     async def dns() -> str:
         host, port = (uri.host, uri.port)
@@ -237,8 +246,9 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
         cert = tls_stream.getpeercert() or {}
         issuer = _name(cert.get("issuer", ()))
         subject = _name(cert.get("subject", ()))
+        version = tls_stream.version()
         await trio.aclose_forcefully(tls_stream)
-        return f"{tls_stream.version()} subject {subject!r}, issuer {issuer!r}"
+        return f"{version} subject {subject!r}, issuer {issuer!r}"
 
     if await _timed(steps["dns"], dns) and await _timed(steps["tcp"], tcp):
         if proxy and parse_proxy(proxy).scheme.startswith("socks"):
@@ -260,7 +270,7 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
         if tls_ok:
             await _check_handshake(config, url, steps)
             return
-    elif stream is not None:
+    if stream is not None:  # after a failed or timed-out step
         await trio.aclose_forcefully(stream)
     for step in steps.values():
         if step.status == "ok" and not step.detail:

@@ -113,3 +113,17 @@ async def test_ipv6_relay_directly_and_through_the_proxy(
     assert "::1 -> ::1" in report.steps[0].detail
     assert proxied == 200
     assert set(proxy.tunnels) == {("::1", _relay_port(stack))}
+
+
+async def test_diag_names_an_unusable_proxy_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_stack(tmp_path) as stack:
+        monkeypatch.setenv("HTTPS_PROXY", "ftp://proxy.corp:21")
+        with trio.fail_after(30):
+            report = await run_diag(load_config(stack.config_path))
+    first = report.first_failure
+    assert first is not None, report.as_text()
+    assert first.step == "dns"
+    assert "unusable proxy setting" in first.detail
+    assert [s.status for s in report.steps[1:6]] == ["skip"] * 5
