@@ -328,7 +328,8 @@ class Connection:
         except ConnectionClosed:
             pass  # the reader task sees the same and ends the connection
         finally:
-            self._running = None
+            if self._running is request:  # a next request may already be running
+                self._running = None
             request.done.set()
 
     @staticmethod
