@@ -82,3 +82,29 @@ def test_byte_layouts() -> None:
     # datetime: days since 1900-01-01, then 1/300 s ticks
     one_sec = d.encode_datetime(datetime.datetime(1900, 1, 2, 0, 0, 1), 8)
     assert one_sec == (1).to_bytes(4, "little") + (300).to_bytes(4, "little")
+
+
+def test_nbcrow_when_nulls_pay_and_row_otherwise() -> None:
+    from tdslite.engine import Column, SqlType
+    from tdslite.server._columns import RowEncoder
+
+    enc = RowEncoder([Column(f"c{i}", SqlType("int")) for i in range(10)])
+    sparse = enc.row([None] * 9 + [7])
+    dense = enc.row(list(range(10)))
+    # NBCROW: token, 2-byte null bitmap (bits 0-8 set), then only the one non-NULL INTN value
+    assert sparse == bytes([0xD2, 0xFF, 0x01, 4]) + (7).to_bytes(4, "little")
+    assert dense[0] == 0xD1
+    assert len(dense) == 1 + 10 * 5
+
+
+def test_plp_value_is_chunked_and_terminated() -> None:
+    from tdslite.engine import SqlType
+    from tdslite.server._columns import codec_for
+
+    codec = codec_for(SqlType("nvarchar", length=-1))
+    raw = codec.encode("x" * 5000)  # 10,000 bytes: two chunks of 8,000 and 2,000
+    assert raw[:8] == (10000).to_bytes(8, "little")
+    assert raw[8:12] == (8000).to_bytes(4, "little")
+    assert raw[12 + 8000 : 16 + 8000] == (2000).to_bytes(4, "little")
+    assert raw[-4:] == b"\x00\x00\x00\x00"
+    assert codec.null == b"\xff" * 8
