@@ -83,6 +83,6 @@ def map_sqlite_error(
             "Column is invalid in the select list because it is not contained in either an "
             "aggregate function or the GROUP BY clause.",
         )
-    if "syntax error" in message:
+    if "syntax error" in message or message == "incomplete input":
         return SqlError(102, f"Incorrect syntax ({message}).", severity=15)
     return SqlError(50000, f"tdslite could not run this statement on SQLite: {message}")

@@ -299,6 +299,8 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
     tr._with(node, scope)
     target = node.this
     table_node = target.this if isinstance(target, exp.Schema) else target
+    if not isinstance(table_node, exp.Table):
+        raise _errors.syntax_error("INSERT")
     info = tr.table(table_node)
     if isinstance(target, exp.Schema):
         names = [i.name for i in target.expressions]
@@ -416,6 +418,8 @@ def _update_from(node: exp.Update, tr: Translator, scope: Scope) -> TableInfo:
 
 def update(node: exp.Update, tr: Translator) -> Plan:
     check_args(node, {"this", "expressions", "where", "with_", "returning", "from_"}, "UPDATE")
+    if not node.expressions or not isinstance(node.this, exp.Table):
+        raise _errors.syntax_error("SET")
     scope = Scope()
     tr._with(node, scope)
     if node.args.get("from_"):

@@ -211,6 +211,8 @@ class Translator(BuiltinsMixin):
              "offset", "distinct", "with_"},
             "SELECT",
         )  # fmt: skip
+        if not node.expressions:
+            raise _errors.syntax_error("SELECT")
         scope = Scope(parent, ctes)
         self._with(node, scope)
         from_ = node.args.get("from_")
