@@ -27,8 +27,17 @@ SUBCOMMANDS: tuple[str, ...] = (
 
 EPILOG = """\
 Start here:
-  edgetds demo            run tdslite, the dev IdP, the relay and a connector, and tell a short story
-Every subcommand has its own --help.
+  edgetds demo                      the whole stack on 127.0.0.1 and a short scripted story
+  edgetds demo --serve              the same, then keep it up to poke at (prints a curl line)
+
+Run it for real:
+  edgetds keygen --out keys --name conn-1          an Ed25519 key pair for a connector
+  edgetds connector check --config connector.toml  validate a config, every problem listed
+  edgetds connector diag --config connector.toml   DNS, TCP, TLS, relay, IdP, SQL: first failure
+  edgetds connector run --config connector.toml    dial out to the relay and serve queries
+  edgetds relay serve --config relay.toml          the self-hosted relay
+
+Every subcommand has its own --help with examples.
 """
 
 
