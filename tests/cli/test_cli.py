@@ -37,4 +37,4 @@ def test_module_entry_point_runs() -> None:
         [sys.executable, "-m", "edgetds", "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0
-    assert "Every subcommand has its own --help." in out.stdout
+    assert "Every subcommand has its own --help with examples." in out.stdout
