@@ -101,6 +101,7 @@ async def test_hostile_frames_are_refused_and_the_connector_keeps_serving(chaos:
                 for r in (replay, altered, other_params)
             ]
             assert proc.returncode is None
+    print(f"\nconnector close codes: {codes}")
     wrong = {
         name: code
         for name, code in codes.items()

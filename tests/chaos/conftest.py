@@ -119,7 +119,7 @@ class Chaos:
         path = write_connector_config(
             directory,
             relay_urls=list(relay_urls or [self.relay.ws_url]),
-            relay_public_keys=[self.relay.relay_public_key],
+            relay_public_keys=options.pop("relay_public_keys", [self.relay.relay_public_key]),
             private_key_file=key,
             issuer=self.idp.issuer,
             db_host="127.0.0.1",
