@@ -23,7 +23,7 @@ async def _outcome_of(stack: Stack, sql: str) -> dict:
 async def test_client_disconnect_cancels_the_query_on_the_server(stack: Stack) -> None:
     url = f"{stack.relay.http_url}/v1/tunnels/demo/query"
     headers = {"Authorization": f"Bearer {stack.token()}"}
-    with trio.fail_after(30):
+    with trio.fail_after(45):
         async with httpx.AsyncClient(timeout=30) as client:
             with trio.move_on_after(1.0):  # the client gives up and goes away
                 await client.post(url, json={"sql": SLOW, "params": {}}, headers=headers)
@@ -31,7 +31,7 @@ async def test_client_disconnect_cancels_the_query_on_the_server(stack: Stack) -
         outcome = await _outcome_of(stack, SLOW)
         stopped_after = trio.current_time() - started
     assert outcome.get("cancelled") is True, outcome
-    assert stopped_after < 10
+    assert stopped_after < 20  # seconds, generous for loaded CI machines
     # the connector still serves
     with trio.fail_after(20):
         resp = await stack.query("SELECT COUNT(*) AS c FROM notes")
@@ -48,5 +48,5 @@ async def test_timeout_stops_the_query_and_answers_504(stack: Stack) -> None:
         outcome = await _outcome_of(stack, SLOW)
     assert resp.status == 504
     assert resp.terminal["error"]["code"] == "query.timeout"
-    assert took < 6
+    assert took < 15  # the relay-side deadline is the request's 0.8 s + grace
     assert outcome.get("cancelled") is True, outcome
