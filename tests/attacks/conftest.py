@@ -1,21 +1,21 @@
 """Fixtures for the attack tests: the chaos stack (dev IdP, tdslite, connectors as processes),
-both relays, and a log file capturing the in-process Python relay's log lines so the final
-log-hygiene test (tests/chaos/test_zz_log_hygiene.py) can grep them for secrets."""
+both relays as real processes, and a log file of this process's own log lines (rogue peers,
+clients) so the final log-hygiene test (tests/chaos/test_zz_log_hygiene.py) greps them too."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.chaos.conftest import TUNNEL, Chaos, chaos  # noqa: F401 - the fixture is shared
-from tests.support.chaos import HYGIENE
-from tests.support.relays import RelayHandle, start_python_relay
+from tests.chaos.conftest import TUNNEL, Chaos, RelayProcess, chaos  # noqa: F401 - shared fixture
+from tests.support.chaos import HYGIENE, read_log
+from tests.support.relays import RelayHandle
 from tests.support.worker_relay import open_worker_relay, workerd_log
 
 RELAY_KINDS = ("python", "worker")
@@ -44,13 +44,14 @@ def relay_log(tmp_path: Path) -> Iterator[Path]:
 async def open_relay(
     kind: str, stack: Chaos, connector_ids: tuple[str, ...] = ("conn-1", "conn-2")
 ) -> AsyncIterator[RelayHandle]:
-    """The Python relay (in process) or the relay Worker (workerd), registered with `stack`."""
+    """The Python relay (`edgetds relay serve`, a process) or the relay Worker (workerd),
+    registered with `stack`. Either process must still be alive when the block ends."""
     if kind == "python":
-        async with start_python_relay(
-            tunnel=TUNNEL, connector_ids=list(connector_ids), issuer=stack.idp.issuer
-        ) as relay:
-            stack.use_relay(relay)
-            yield relay
+        relay = RelayProcess(stack.workdir, issuer=stack.idp.issuer, connector_ids=connector_ids)
+        stack.use_relay(relay.handle)
+        async with relay.running() as process:
+            yield relay.handle
+            assert process.returncode is None, f"the relay died:\n{read_log(relay.log)[-2000:]}"
         return
     async with open_worker_relay(
         tunnel=TUNNEL, connector_ids=list(connector_ids), issuer=stack.idp.issuer
@@ -58,13 +59,11 @@ async def open_relay(
         stack.use_relay(worker.handle)
         try:
             yield worker.handle
+            assert worker.process.returncode is None, f"workerd died:\n{workerd_log(worker)}"
         finally:
             log = stack.workdir / "workerd.log"
             await trio.to_thread.run_sync(log.write_text, workerd_log(worker))
             HYGIENE.file(log)
-
-
-OpenRelay = Callable[..., AbstractAsyncContextManager[RelayHandle]]
 
 
 @pytest.fixture(params=RELAY_KINDS)
