@@ -2,11 +2,12 @@
 
 Strategy:
 
-1. Borrow a connection of the role's login (connector/pool.py). In ONE worker-thread call: reset
-   it (``sp_reset_connection``, unless it is fresh), set the ``sp_set_session_context`` keys
-   (subject, issuer, query id) with ``@read_only = 1`` so row-level security can rely on them and
-   nothing leaks to the next borrower, then run the statement with every parameter bound
-   (``sp_executesql``; never interpolated).
+1. Borrow a connection of the role's login (connector/pool.py). In ONE worker-thread call: set
+   the ``sp_set_session_context`` keys (subject, issuer, query id) with ``@read_only = 1`` so
+   row-level security can rely on them, on a reused connection in a request that carries the TDS
+   RESETCONNECTION flag (the server resets the session first, as ``sp_reset_connection`` does:
+   nothing of the last borrower remains), then run the statement with every parameter bound
+   (``sp_executesql``; never interpolated) and fetch the first chunk of rows.
 2. A producer task fetches rows in chunks in worker threads, encodes them to NDJSON there (CPU off
    the Trio thread), and hands each chunk over a bounded memory channel; the consumer passes it to
    the `Sink` (the tunnel stream), which waits for send window (CREDIT). A slow client therefore
@@ -22,11 +23,12 @@ The caller writes the terminal DONE/ERROR line from the returned `Outcome` / rai
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -124,6 +126,56 @@ class _StaleConnection(Exception):
     """A reused connection failed at reset, before the statement was sent."""
 
 
+class _ResetFailed(Exception):
+    """Worker side of `_StaleConnection`: the request carrying the reset failed in transport."""
+
+
+#: TDS packet header status bit RESETCONNECTION (MS-TDS 2.2.3.1.2): the server resets the session
+#: (as sp_reset_connection does) before it runs the request; valid on a request's first packet.
+_RESETCONNECTION = 0x08
+
+
+class _FirstRpcPacketFlag:
+    """Stands in for python-tds's writer transport for one request: sets RESETCONNECTION in the
+    status byte of the first RPC packet written (python-tds has no API for the flag)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.pending = True
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        if self.pending and data[0] == tds_base.PacketType.RPC:
+            self.pending = False
+            packet = bytearray(data)
+            packet[1] |= _RESETCONNECTION
+            data = bytes(packet)
+        self.transport.sendall(data, flags)
+
+
+@contextlib.contextmanager
+def _reset_connection_flag(session: Any) -> Iterator[None]:
+    """Send the next RPC with RESETCONNECTION: the reset rides on that request (one round trip
+    instead of an sp_reset_connection RPC of its own)."""
+    writer = session._writer
+    original = writer._transport
+    writer._transport = _FirstRpcPacketFlag(original)
+    try:
+        yield
+    finally:
+        writer._transport = original
+
+
+class _ResetAckFilter(logging.Filter):
+    """python-tds 1.17.1 logs the server's RESETCONNECTION acknowledgement (ENVCHANGE type 18) as
+    an unknown type at warning level, once per query: drop exactly that record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "unknown env type: %d, skipping" and record.args == (18,))
+
+
+logging.getLogger("pytds").addFilter(_ResetAckFilter())
+
+
 @dataclass
 class CancelToken:
     """Set by the tunnel when the relay sends CANCEL or the connection is lost."""
@@ -194,13 +246,16 @@ class _Reader:
         self.finished = False
         self.rows_affected = -1
 
-    def reset(self, conn: pytds.Connection) -> None:
-        """sp_reset_connection on a reused connection: nothing of the last borrower remains."""
-        cursor = conn.cursor()
-        cursor.callproc("sp_reset_connection", [])
-        _drain(cursor)
+    def begin(
+        self, reset: bool, row_budget: int, conn: pytds.Connection
+    ) -> tuple[bytes | None, bytes, int]:
+        """Everything up to the first chunk in ONE worker-thread call: set the session context
+        (on a reused connection with RESETCONNECTION on that request: nothing of the last
+        borrower remains), run the statement, fetch the first chunk (`next_chunk`).
 
-    def start(self, conn: pytds.Connection) -> None:
+        Raises:
+            _ResetFailed: the reused connection failed before the statement was sent.
+        """
         cursor = conn.cursor()
         self.cursor = cursor
         ctx = [
@@ -211,10 +266,18 @@ class _Reader:
             f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
             for i, key in enumerate(CONTEXT_KEYS)
         )
-        _run_statement(cursor, batch, ctx)
+        if reset:
+            try:
+                with _reset_connection_flag(cursor._session):
+                    _run_statement(cursor, batch, ctx)
+            except (OSError, TimeoutError, tds_base.InterfaceError) as exc:
+                raise _ResetFailed() from exc
+        else:
+            _run_statement(cursor, batch, ctx)
         _drain(cursor)
         _run_statement(cursor, self.req.sql, self.req.params)
         self._enter_result_set()
+        return self.next_chunk(row_budget)
 
     def _enter_result_set(self) -> None:
         """Skip row-count-only results; stage COLUMNS of the next result set, if any."""
@@ -373,26 +436,27 @@ async def _execute_on(
             try:
                 if cancel.cancelled:
                     raise stopped()
-                if reused:
-                    try:
-                        await pool.call(pc, reader.reset)
-                    except (OSError, TimeoutError, tds_base.InterfaceError):
-                        pc.broken = True
-                        if not cancel.cancelled:
-                            failure.append(_StaleConnection())
-                        return
-                await pool.call(pc, reader.start)
-                fetched = 0
-                while not reader.finished or reader.pending_columns is not None:
+                # fetch one row past max_rows so exceeding it is detected, not truncated
+                budget = int(min(max_rows + 1, 1 << 30))
+                try:
+                    # reset + session context + statement + first chunk: one thread hop
+                    chunk = await pool.call(pc, functools.partial(reader.begin, reused, budget))
+                except _ResetFailed:
+                    pc.broken = True
+                    if not cancel.cancelled:
+                        failure.append(_StaleConnection())
+                    return
+                fetched = chunk[2]
+                await send.send(chunk)
+                while (
+                    not reader.finished or reader.pending_columns is not None
+                ) and fetched <= max_rows:
                     if cancel.cancelled:
                         break
-                    # fetch one row past max_rows so exceeding it is detected, not truncated
                     budget = int(min(max_rows + 1 - fetched, 1 << 30))
                     chunk = await pool.call(pc, functools.partial(reader.next_chunk, budget))
                     fetched += chunk[2]
                     await send.send(chunk)
-                    if fetched > max_rows:
-                        break
             except tds_base.Error as exc:
                 if not cancel.cancelled:
                     failure.append(sql_error(exc, outcome))
