@@ -5,16 +5,23 @@ the healed network by itself."""
 
 from __future__ import annotations
 
+import functools
+
 import trio
 
 from tests.chaos._common import check_and_record, under_load
 from tests.chaos.conftest import TUNNEL, Chaos
-from tests.support.chaos import BlackHoleProxy, Tally, rss_kib
+from tests.support.chaos import BlackHoleProxy, Tally, one_query, rss_kib
 from tests.support.relays import TEST_LIMITS, start_python_relay
 
 CUT_S = 3.0
 #: relay keepalive (SPEC 6.3 defaults are 15 s / 45 s; shortened so the test takes seconds)
 RELAY_LIMITS = {**TEST_LIMITS, "ping_interval_s": 0.5, "dead_after_s": 2.0}
+
+
+def long_running(tag: str) -> str:
+    """A statement that runs for many seconds in tdslite (10^8 rows counted)."""
+    return f"SELECT COUNT(*) AS c, '{tag}' AS tag FROM d a, d b, d c, d e, d f, d g, d h, d i"
 
 
 async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos) -> None:
@@ -36,6 +43,14 @@ async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos
                 await chaos.wait_connections(2)
                 rss_before = rss_kib(proc.pid)
                 async with under_load(chaos, tally):
+                    # one long statement is certainly in flight when the network goes dark
+                    long_tag = tally.new_tag()
+                    nursery.start_soon(
+                        functools.partial(
+                            one_query, chaos.http, chaos.query_url, chaos.token, tally,
+                            long_running, tag=long_tag,
+                        )
+                    )  # fmt: skip
                     await trio.sleep(1.5)
                     proxy.blackhole()
                     cut_at = trio.current_time()
@@ -60,6 +75,9 @@ async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos
         reconnect_after_heal_s=round(reconnect_s, 2),
     )
     assert hit, "no query was in flight at the cut"
+    (long_one,) = [e for e in tally.events if e[4] == long_tag]
+    assert long_one[1:3] == ("typed", "transport.lost"), long_one
+    assert long_one[0] - cut_at < 6.0
     assert all(e[1] != "ok" or e[0] - cut_at < 0.3 for e in hit), "a cut query reported ok late"
     assert slowest_hit < 6.0, "in-flight queries must end within the dead-peer bound"
     assert relay_gave_up_s < 6.0

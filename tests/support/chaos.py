@@ -343,8 +343,8 @@ class Tally:
     client_errors: Counter[str] = field(default_factory=Counter)
     tags: dict[str, str] = field(default_factory=dict)  # unique literal -> outcome
     latencies: list[float] = field(default_factory=list)
-    #: (trio time it ended, outcome, detail, seconds it took) per query, in order
-    events: list[tuple[float, str, str, float]] = field(default_factory=list)
+    #: (trio time it ended, outcome, detail, seconds it took, tag) per query, in order
+    events: list[tuple[float, str, str, float, str]] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     #: code -> the first message seen with it (for assertion messages)
@@ -355,7 +355,7 @@ class Tally:
 
     def add(self, tag: str, outcome: str, detail: str, seconds: float) -> None:
         self.latencies.append(seconds)
-        self.events.append((trio.current_time(), outcome, detail, seconds))
+        self.events.append((trio.current_time(), outcome, detail, seconds, tag))
         if outcome == "ok":
             self.ok += 1
         elif outcome == "typed":
@@ -374,7 +374,7 @@ class Tally:
 
     def first_ok_after(self, when: float) -> float | None:
         """Seconds from `when` to the first query that ended ok after it (None: none did)."""
-        ends = [t for t, outcome, _, _ in self.events if outcome == "ok" and t > when]
+        ends = [e[0] for e in self.events if e[1] == "ok" and e[0] > when]
         return min(ends) - when if ends else None
 
     def check_statement_log(self, entries: Iterable[Mapping[str, Any]]) -> Counter[str]:
@@ -413,9 +413,10 @@ async def one_query(
     *,
     params: Mapping[str, Any] | None = None,
     timeout_s: float = 30.0,
+    tag: str | None = None,
 ) -> tuple[str, str]:
     """Send one tagged query and file its outcome in `tally`."""
-    tag = tally.new_tag()
+    tag = tag or tally.new_tag()
     tally.sent += 1
     started = trio.current_time()
     body = {"sql": sql_for(tag), "params": dict(params or {})}
