@@ -81,12 +81,14 @@ def wide(tag: str) -> str:
 )
 async def test_reset_never_glues_the_terminal_record_to_a_cut_line(chaos: Chaos) -> None:
     tally = Tally("worker_partial")
-    with trio.fail_after(150):
+    with trio.fail_after(240):
         async with worker_with_connector(chaos) as (worker, _proc):
-            for _attempt in range(8):
+            # A reset cuts a line in about one attempt out of two to four; once fixed, all 30
+            # attempts run (~40 s): then lower the count and drop the xfail.
+            for _attempt in range(30):
                 await chaos.wait_connections(2)
                 async with trio.open_nursery() as nursery:
-                    for _ in range(4):
+                    for _ in range(6):
                         nursery.start_soon(
                             one_query, chaos.http, chaos.query_url, chaos.token, tally, wide
                         )
