@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 import trio
 
 from tests.chaos._common import check_and_record, under_load
@@ -74,11 +73,6 @@ def wide(tag: str) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F2 (resilience-findings.md): relay/worker/src/index.js guardStream appends the "
-    "transport.lost record right after a row line the reset cut in the middle",
-)
 async def test_reset_never_glues_the_terminal_record_to_a_cut_line(chaos: Chaos) -> None:
     tally = Tally("worker_partial")
     with trio.fail_after(240):

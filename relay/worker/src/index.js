@@ -16,10 +16,11 @@
 import { AuthError, verifyConnectorToken } from "./auth.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { ErrorCode } from "./frames.js";
-import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
+import { errorResponse, HttpError, jsonResponse } from "./http.js";
 import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
 import { bearerToken, verifyClientToken } from "./oidc.js";
 import { parseQueryRequest, readBody } from "./request.js";
+import { guardStream } from "./stream.js";
 
 export { Tunnel } from "./tunnel.js";
 
@@ -209,43 +210,6 @@ async function query(request, env, ctx, config, tunnel, address) {
     await stub(env, config, tunnel, home).fetch("https://tunnel.internal/forget", { method: "POST", body: JSON.stringify({ queryId: req.query_id }) });
   }
   return guardStream(response, req.query_id, ctx);
-}
-
-/**
- * Pass a streamed body through, and if the Durable Object dies mid-stream (reset, eviction),
- * append the terminal transport.lost record so the client never sees a silently short result.
- * Bytes are not parsed; a client that hangs up cancels the object's stream (-> CANCEL frame).
- */
-function guardStream(response, queryId, ctx) {
-  if (response.status !== 200 || response.body === null) return response;
-  const { readable, writable } = new TransformStream();
-  const reader = response.body.getReader();
-  const writer = writable.getWriter();
-  const pump = (async () => {
-    for (;;) {
-      let chunk;
-      try {
-        chunk = await reader.read();
-      } catch (err) {
-        console.error(`tunnel DO stream broke: ${err?.message ?? err}`);
-        await writer.write(errorRecord(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel mid-stream; the result is incomplete", { queryId })).catch(() => {});
-        await writer.close().catch(() => {});
-        return;
-      }
-      if (chunk.done) {
-        await writer.close().catch(() => {});
-        return;
-      }
-      try {
-        await writer.write(chunk.value);
-      } catch {
-        await reader.cancel("client went away").catch(() => {});
-        return;
-      }
-    }
-  })();
-  ctx?.waitUntil?.(pump);
-  return new Response(readable, { status: 200, headers: response.headers });
 }
 
 async function status(request, env, config, tunnel, address) {
