@@ -12,7 +12,7 @@ import trio
 
 from tests.chaos._common import check_and_record, under_load
 from tests.chaos.conftest import TUNNEL, Chaos
-from tests.support.chaos import HYGIENE, PARTIAL_LINE, Tally, one_query, rss_kib
+from tests.support.chaos import HYGIENE, Tally, one_query, rss_kib
 from tests.support.worker_relay import WorkerRelay, open_worker_relay, workerd_log
 
 
@@ -45,12 +45,6 @@ async def test_durable_object_reset_mid_stream(chaos: Chaos) -> None:
             log.write_text(workerd_log(worker))
             HYGIENE.file(log)
     hit = [e for e in tally.events if e[0] - e[3] < reset_at < e[0]]
-    # F2 (resilience-findings.md): the Worker may glue the terminal record to a cut row line.
-    # Counted apart (the dedicated xfail test below pins it) so the other invariants still hold.
-    glued = [x for x in tally.lost if x.endswith(PARTIAL_LINE)]
-    tally.lost = [x for x in tally.lost if not x.endswith(PARTIAL_LINE)]
-    if glued:
-        tally.client_errors["F2: terminal record glued to a cut line"] += len(glued)
     check_and_record(
         tally,
         chaos.db.log.entries,
@@ -59,7 +53,6 @@ async def test_durable_object_reset_mid_stream(chaos: Chaos) -> None:
         in_flight_at_reset=in_flight_before,
         reconnect_s=round(reconnect_s, 2),
         abort_status=abort.status_code,
-        terminal_record_glued_to_cut_line=len(glued),
     )
     assert in_flight_before > 0 or hit, "no query was in flight at the reset"
     assert reconnect_s < 10.0
@@ -77,9 +70,8 @@ async def test_reset_never_glues_the_terminal_record_to_a_cut_line(chaos: Chaos)
     tally = Tally("worker_partial")
     with trio.fail_after(240):
         async with worker_with_connector(chaos) as (worker, _proc):
-            # A reset cuts a line in about one attempt out of two to four; once fixed, all 30
-            # attempts run (~40 s): then lower the count and drop the xfail.
-            for _attempt in range(30):
+            # Before F2 was fixed a reset cut a line in about one attempt out of two to four.
+            for _attempt in range(6):
                 await chaos.wait_connections(2)
                 async with trio.open_nursery() as nursery:
                     for _ in range(6):
