@@ -66,11 +66,12 @@ class SinkClosed(Exception):
 
 class Sink(Protocol):
     """Where result bytes go (a tunnel stream): both wait for send window as needed and raise
-    `SinkClosed` when the stream can take no more."""
+    `SinkClosed` when the stream can take no more. ``flush=False`` (the result is complete: the
+    terminal line follows at once) lets the sink hold the bytes to write them with that line."""
 
-    async def send_columns(self, data: bytes) -> None: ...
+    async def send_columns(self, data: bytes, *, flush: bool = True) -> None: ...
 
-    async def send_rows(self, data: bytes) -> None: ...
+    async def send_rows(self, data: bytes, *, flush: bool = True) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -493,7 +494,12 @@ async def _execute_on(
                 try:
                     with trio.CancelScope() as scope:
                         delivery[:] = [scope]
-                        await _deliver(sink, columns, rows, count, req, outcome, max_rows)
+                        # the last chunk: no flush, DONE follows at once in the same message
+                        # (finished only turns True once no database fetch is left to wait for)
+                        last = reader.finished and reader.pending_columns is None
+                        await _deliver(
+                            sink, columns, rows, count, req, outcome, max_rows, flush=not last
+                        )
                     delivery.clear()
                 except QueryFailed as exc:
                     too_large = exc
@@ -526,10 +532,12 @@ async def _deliver(
     req: ExecRequest,
     outcome: Outcome,
     max_rows: float,
+    *,
+    flush: bool,
 ) -> None:
     if columns is not None:
         outcome.result_sets += 1
-        await sink.send_columns(columns)
+        await sink.send_columns(columns, flush=flush and not count)
     if count:
         if outcome.rows + count > max_rows:
             # deliver the rows up to the cap, then the typed error: never a silent truncation
@@ -554,4 +562,4 @@ async def _deliver(
             )
         outcome.rows += count
         outcome.bytes += len(rows)
-        await sink.send_rows(rows)
+        await sink.send_rows(rows, flush=flush)

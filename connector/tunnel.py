@@ -111,6 +111,7 @@ class StreamSink:
         self.stream_id = stream_id
         self.finished = False
         self.bytes_sent = 0
+        self._queued = False  # events of this stream queued on the link but not yet written
 
     async def _wait_window(self, need: int) -> int:
         link = self.link
@@ -120,26 +121,40 @@ class StreamSink:
             window = link.conn.send_window(self.stream_id)
             if window >= need:
                 return window
+            if self._queued:  # the peer grants credit only for what it received
+                await self._send_queued()
+                continue  # credit may have come in meanwhile: look again before waiting
             await link.credit_changed()
 
-    async def _send(self, event: events.Event) -> None:
+    async def _send(self, event: events.Event, *, flush: bool) -> None:
         try:
-            await self.link.send(event)
+            await self.link.send(event, flush=flush)
         except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError) as exc:
             raise SinkClosed(str(exc)) from None
+        self._queued = not flush
 
-    async def send_columns(self, data: bytes) -> None:
+    async def _send_queued(self) -> None:
+        self._queued = False
+        try:
+            await self.link.flush()
+        except (ConnectionClosed, trio.BrokenResourceError) as exc:
+            raise SinkClosed(str(exc)) from None
+
+    async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
+        """``flush=False``: only queue it; the next flushing send of this link (at the latest
+        `finish`) writes it in the same WebSocket message as what follows."""
         if len(data) > self.link.max_payload:
             raise QueryFailed(
                 "limits.result_too_large",
                 f"the column list ({len(data)} bytes) exceeds the largest frame",
             )
         await self._wait_window(len(data))
-        await self._send(events.Columns(self.stream_id, data))
+        await self._send(events.Columns(self.stream_id, data), flush=flush)
         self.bytes_sent += len(data)
 
-    async def send_rows(self, data: bytes) -> None:
-        """Send whole NDJSON lines in frames that fit the window and the peer's max frame."""
+    async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
+        """Send whole NDJSON lines in frames that fit the window and the peer's max frame
+        (``flush`` as in `send_columns`)."""
         pos, end = 0, len(data)
         while pos < end:
             window = await self._wait_window(1)
@@ -156,7 +171,7 @@ class StreamSink:
                     )
                 await self._wait_window(size)
                 continue
-            await self._send(events.Rows(self.stream_id, data[pos:cut]))
+            await self._send(events.Rows(self.stream_id, data[pos:cut]), flush=flush)
             self.bytes_sent += cut - pos
             pos = cut
 
@@ -246,11 +261,13 @@ class TunnelLink:
         self._credit.set()
         self._credit = trio.Event()
 
-    async def send(self, event: events.Event) -> None:
-        """Queue one event and write everything queued, in order, under the write lock."""
+    async def send(self, event: events.Event, *, flush: bool = True) -> None:
+        """Queue one event and (``flush``) write everything queued, in order, under the write
+        lock: a small result's COLUMNS, ROWS and DONE then go out as one WebSocket message."""
         async with self._send_lock:
             self.conn.send(event)
-            await self._flush_locked()
+            if flush:
+                await self._flush_locked()
 
     async def flush(self) -> None:
         async with self._send_lock:

@@ -68,6 +68,8 @@ class RogueSession:
         self.closed = trio.Event()
         self.streams: dict[int, StreamResult] = {}
         self.received: list[events.Event] = []
+        #: the event types of each WebSocket message received, in order
+        self.messages: list[list[str]] = []
         self.close_code: int | None = None
         self.read_delay = 0.0  # seconds to wait before granting credit for each chunk
         self.grant_credit = True  # False: a client that never reads (no CREDIT ever)
@@ -159,7 +161,9 @@ class RogueSession:
                 except RemoteProtocolError:
                     await self.flush()
                     raise
-                for event in self.conn.events():
+                received = self.conn.events()
+                self.messages.append([type(event).__name__ for event in received])
+                for event in received:
                     self.received.append(event)
                     await self._on_event(event)
                 await self.flush()

@@ -21,10 +21,10 @@ class _Collect:
     def __init__(self) -> None:
         self.data = b""
 
-    async def send_columns(self, data: bytes) -> None:
+    async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
         self.data += data
 
-    async def send_rows(self, data: bytes) -> None:
+    async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
         self.data += data
 
 
