@@ -15,6 +15,11 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
    ``min_refresh_interval_s`` per issuer, so a flood of random kids costs at most one fetch.
 5. pyjwt checks the signature with ``algorithms=[alg]`` (one explicit algorithm), ``exp``, ``iss``
    and ``aud`` required, ``nbf``/``iat`` checked when present, with ``leeway_s`` of clock skew.
+6. A token that passed all of the above is remembered by its sha256 (at most
+   ``verified_cache_size``, 0 = off), so the same token sent again skips the signature check: a
+   remembered verification is used only while the exact key object that verified it is still the
+   issuer's current key for that ``kid`` (no refresh due), and ``exp`` is checked again at every
+   use with the same leeway. Refusals are never remembered.
 
 Errors are :class:`AuthError` carrying a FIXED protocol error code and a message that names what
 failed and never contains the token. If an issuer's keys cannot be fetched the code is
@@ -30,6 +35,7 @@ Configuration (a TOML table, passed as a dict to :meth:`TokenVerifier.from_confi
     jwks_max_age_s = 3600           # refetch cached keys older than this
     http_timeout_s = 5
     max_response_bytes = 262144     # discovery document / JWKS size limit
+    verified_cache_size = 4096      # verified tokens remembered by sha256 (0 = off)
     ca_file = "/etc/edgetds/ca.pem" # optional: trust only this CA bundle for discovery/JWKS
 
     [[identity.issuers]]            # discovery: {issuer}/.well-known/openid-configuration
@@ -57,7 +63,8 @@ import hashlib
 import json
 import logging
 import ssl
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +218,14 @@ class TokenVerifier:
         max_response_bytes: int = 262144,
         ca_file: str | Path | None = None,
         http_client: httpx.AsyncClient | None = None,
+        verified_cache_size: int = 4096,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._issuers = {cfg.issuer: _IssuerKeys(cfg) for cfg in issuers}
+        #: token sha256 -> (its Identity, the key object that verified it); insertion order
+        self._verified: dict[str, tuple[Identity, Any]] = {}
+        self.verified_cache_size = int(verified_cache_size)
+        self._clock = clock  # the wall clock exp is compared with (pyjwt uses the same)
         if not self._issuers:
             raise ValueError("no issuers configured: add at least one [[identity.issuers]] table")
         self.leeway_s = leeway_s
@@ -251,6 +264,7 @@ class TokenVerifier:
             "jwks_max_age_s",
             "http_timeout_s",
             "max_response_bytes",
+            "verified_cache_size",
             "ca_file",
             "issuers",
         }
@@ -337,6 +351,11 @@ class TokenVerifier:
                 "auth.invalid_token",
                 f"token is {size} bytes, over the {self.max_token_bytes}-byte limit",
             )
+        # (a valid JWT is ASCII; anything else takes the full path and fails there as before)
+        digest = token_sha256(token) if token.isascii() else None
+        remembered = self._remembered(digest) if digest is not None else None
+        if remembered is not None:
+            return remembered
         header, payload = _split_unverified(token)
         iss = payload.get("iss")
         if not isinstance(iss, str) or not iss:
@@ -363,16 +382,52 @@ class TokenVerifier:
         if not isinstance(sub, str) or not sub:
             raise AuthError("auth.invalid_token", "token has no 'sub' claim")
         aud = claims["aud"]
-        return Identity(
+        identity = Identity(
             subject=sub,
             issuer=iss,
             audience=tuple(aud) if isinstance(aud, list) else (aud,),
             claims=MappingProxyType(claims),
-            token_sha256=token_sha256(token),
+            token_sha256=digest or token_sha256(token),
             expires_at=int(claims["exp"]),
             algorithm=alg,
             key_id=kid,
         )
+        self._remember(identity, key)
+        return identity
+
+    def _remembered(self, digest: str) -> Identity | None:
+        """The Identity of an already verified token, if that verification still holds now: the
+        same key object is still the issuer's key for its kid (no refresh due), and it has not
+        expired (pyjwt's rule: refused once ``exp <= now - leeway``)."""
+        found = self._verified.get(digest)
+        if found is None:
+            return None
+        identity, key = found
+        entry = self._issuers[identity.issuer]
+        kid = identity.key_id
+        current = (
+            entry.keys.get(kid)
+            if kid is not None
+            else next((v for v in entry.keys.values() if v[1] is key), None)
+        )
+        if current is None or current[1] is not key or self._needs_refresh(entry, kid):
+            del self._verified[digest]
+            return None  # verify from scratch (and refresh keys if due)
+        if identity.expires_at <= self._clock() - self.leeway_s:
+            del self._verified[digest]
+            raise AuthError("auth.expired", "token has expired; get a fresh one")
+        return identity
+
+    def _remember(self, identity: Identity, key: Any) -> None:
+        if self.verified_cache_size <= 0:
+            return
+        if len(self._verified) >= self.verified_cache_size:
+            now = self._clock() - self.leeway_s
+            for digest in [d for d, (i, _) in self._verified.items() if i.expires_at <= now]:
+                del self._verified[digest]
+            while len(self._verified) >= self.verified_cache_size:
+                del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[identity.token_sha256] = (identity, key)
 
     def _decode(self, token: str, key: Any, alg: str, cfg: IssuerConfig) -> dict[str, Any]:
         try:
