@@ -205,10 +205,12 @@ class ConnectorSession:
                     if data is None:
                         raise HandshakeFailed("connector closed the socket before READY")
                     self._receive(data)
+                    received = self.conn.events()
+                    # PINGs before READY or bundled after it in the same message count too.
+                    self._check_pings(received)
                 except RemoteProtocolError as exc:
                     self._goaway(exc.error_code, str(exc))
                     await self._fail_handshake(exc.close_code, str(exc))
-                received = self.conn.events()
                 for index, event in enumerate(received):
                     if isinstance(event, events.Ready):
                         if event.connector_id != self.connector_id:

@@ -85,11 +85,6 @@ async def test_hostile_and_random_frames_are_refused_by_the_relay(
 PING_FLOOD = TO_RELAY["ping_flood"][0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3 (resilience-findings.md): relay/session.py checks PING floods in _reader only; "
-    "PINGs that arrive in the same message as READY are answered without the check",
-)
 async def test_python_relay_cuts_a_ping_flood_sent_with_ready(chaos: Chaos) -> None:
     with trio.fail_after(30):
         async with open_relay("python", chaos) as relay:
