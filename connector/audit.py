@@ -39,9 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import trio
-
-from connector._readonly import sql_fingerprint
 from protocol import canonical_json
 from protocol import param_type as _protocol_param_type
 
@@ -84,6 +81,13 @@ class Outcome:
     duration_ms: int = 0
     error_code: str | None = None
     sql_error_number: int | None = None
+
+
+def _fingerprint(text: str) -> str:
+    # imported here: `edgetds audit ...` and `edgetds --help` need no SQL parser (sqlglot)
+    from connector._readonly import sql_fingerprint
+
+    return sql_fingerprint(text)
 
 
 def param_type(value: Any) -> str:
@@ -136,7 +140,7 @@ def query_record(
         "issuer": issuer,
         "role": role,
         "statement": statement,
-        "fingerprint": sql_fingerprint(text) if text is not None else None,
+        "fingerprint": _fingerprint(text) if text is not None else None,
         "params": plist,
         "outcome": {
             "status": outcome.status,
@@ -200,6 +204,8 @@ class AuditLog:
 
     async def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Chain and append one record from trio (the file I/O runs in a worker thread)."""
+        import trio
+
         return await trio.to_thread.run_sync(self.write_sync, record)
 
     def rotate(self, new_path: str | Path) -> None:
@@ -225,6 +231,8 @@ class AuditLog:
         self._fd = None
 
     async def aclose(self) -> None:
+        import trio
+
         await trio.to_thread.run_sync(self.close)
 
     def __enter__(self) -> AuditLog:

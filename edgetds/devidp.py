@@ -35,11 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
-import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 __all__ = [
     "DEFAULT_KEY_DIR",
@@ -67,6 +64,8 @@ class DevKey:
     private_key: Any
 
     def public_jwk(self) -> dict[str, Any]:
+        from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
         public = self.private_key.public_key()
         codec: Any = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}[self.alg]
         jwk_data: dict[str, Any] = dict(codec.to_jwk(public, as_dict=True))
@@ -106,6 +105,8 @@ def sign_token(
     claims: Mapping[str, Any], key: DevKey, *, headers: Mapping[str, Any] | None = None
 ) -> str:
     """Sign ``claims`` with ``key`` (kid and alg in the header, plus any extra ``headers``)."""
+    import jwt  # here, as trio below: `edgetds --help` registers this module's commands
+
     hdr = {"kid": key.kid, **(headers or {})}
     return jwt.encode(dict(claims), key.private_key, algorithm=key.alg, headers=hdr)
 
@@ -263,6 +264,7 @@ async def open_dev_idp(
 
     With ``certfile``/``keyfile`` (PEM) it serves https and the issuer is ``https://...``.
     """
+    import trio
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
@@ -395,6 +397,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import trio
+
     async def main() -> None:
         async with open_dev_idp(host=args.host, port=args.port, key_dir=args.key_dir) as idp:
             print(f"dev IdP issuer: {idp.issuer}", flush=True)

@@ -11,7 +11,17 @@ See tdslite/README.md.
 
 from __future__ import annotations
 
-from tdslite.server import FedAuthConfig, StatementLog, TdsServer, make_ssl_context, open_server
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tdslite.server import (
+        FedAuthConfig,
+        StatementLog,
+        TdsServer,
+        make_ssl_context,
+        open_server,
+    )
 
 __all__ = [
     "FedAuthConfig",
@@ -20,3 +30,10 @@ __all__ = [
     "make_ssl_context",
     "open_server",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `edgetds --help` imports tdslite.cli, which must not load the engine (sqlglot, ...).
+    if name in __all__:
+        return getattr(importlib.import_module("tdslite.server"), name)
+    raise AttributeError(f"module 'tdslite' has no attribute {name!r}")
