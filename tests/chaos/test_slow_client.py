@@ -52,6 +52,7 @@ async def test_one_byte_a_second_client_stalls_only_its_own_query(chaos: Chaos) 
                 while not [e for e in chaos.db.log.entries if slow_tag in e["statement"]]:  # noqa: ASYNC110
                     await trio.sleep(0.1)
                 stopped_s = trio.current_time() - hung_up_at
+                links_after = await chaos.connections()
     during = [e for e in tally.events if e[0] - e[3] > started]
     (entry,) = [e for e in chaos.db.log.entries if slow_tag in e["statement"]]
     check_and_record(
@@ -71,3 +72,4 @@ async def test_one_byte_a_second_client_stalls_only_its_own_query(chaos: Chaos) 
     assert max(e[3] for e in during) < 5.0
     assert entry["outcome"].get("cancelled") is True, entry  # stopped, not run to the end
     assert stopped_s < 15.0
+    assert links_after == 1, "the slow client must not cost the connector its link"
