@@ -9,8 +9,8 @@ python-tds straight to the database (`edgetds loadtest --direct`), same concurre
 1. latency: ``SELECT @n AS n`` (one row), closed loop, at concurrency 1 and 64 (the connector's
    pool is 64 then, so both sides have 64 database connections): p50/p99 and the added ms. At
    concurrency 1 a second baseline, direct+preamble, also runs the connector's per-query
-   preamble (sp_reset_connection + sp_set_session_context): what is left over it is the cost of
-   HTTP + relay + WebSocket + connector code.
+   preamble (sp_set_session_context on a request with the RESETCONNECTION flag): what is left
+   over it is the cost of HTTP + relay + WebSocket + connector code.
 2. throughput: the same query, concurrency = connector pool size (16) on both sides: queries/s.
 
 Each run also reports the CPU time used per query by each process (``/proc/PID/stat``): this
@@ -150,8 +150,8 @@ async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> No
             if "direct+preamble" in runs:
                 rest = compare(runs["tunnel"], runs["direct+preamble"])
                 print(
-                    f"  -> over direct+preamble (the connector's sp_reset_connection + "
-                    f"sp_set_session_context round trips): added p50 {rest['added_p50_ms']} ms, "
+                    f"  -> over direct+preamble (the connector's reset + "
+                    f"sp_set_session_context round trip): added p50 {rest['added_p50_ms']} ms, "
                     f"p99 {rest['added_p99_ms']} ms"
                 )
             out[f"latency_c{concurrency}"] = {

@@ -300,16 +300,16 @@ def _drain(cursor: Any) -> None:
 def _session_setup(cursor: Any) -> None:
     """The connector's per-query preamble (connector/execute.py), with placeholder values."""
     from connector.encode import BoundParam
-    from connector.execute import CONTEXT_KEYS, _run_statement
+    from connector.execute import CONTEXT_KEYS, _reset_connection_flag, _run_statement
 
-    cursor.callproc("sp_reset_connection", [])
-    _drain(cursor)
     batch = ";".join(
         f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
         for i, key in enumerate(CONTEXT_KEYS)
     )
     params = [BoundParam(f"@c{i}", "nvarchar(4000)", "loadtest") for i in range(len(CONTEXT_KEYS))]
-    _run_statement(cursor, batch, params)
+    # the reset rides on this request as the TDS RESETCONNECTION flag, as in the connector
+    with _reset_connection_flag(cursor._session):
+        _run_statement(cursor, batch, params)
     _drain(cursor)
 
 
@@ -321,8 +321,8 @@ class DirectTarget:
     ) -> None:
         self.spec = spec
         self.timeout_s = timeout_s
-        #: also run what the connector runs before each statement (sp_reset_connection and the
-        #: sp_set_session_context keys): a baseline that isolates those round trips' cost
+        #: also run what the connector runs before each statement (the sp_set_session_context
+        #: keys, on a request that resets the session): a baseline that isolates that round trip
         self.like_connector = like_connector
         self.limiter = trio.CapacityLimiter(max(1, slots))
         self._conns: dict[int, Any] = {}
