@@ -67,3 +67,20 @@ async def test_window_overrun_cuts_the_connector_and_ends_the_stream(
     lines = ndjson(response.text)
     assert lines[-1]["error"]["code"] == "transport.lost"
     assert all("done" not in line for line in lines if isinstance(line, dict))
+
+
+async def test_a_ping_flood_is_cut_off_like_the_python_relay(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    with trio.fail_after(20):
+        async with peer(relay) as p:
+            # The burst (20, relay/session.py PING_BURST) is answered and the link keeps serving ...
+            await p.ws.send(b"".join(raw(FrameType.PING, 0, b"%08d" % i) for i in range(20)))
+            response = await client.post(
+                query_url(relay), json={"sql": "select n"}, headers=bearer(idp.mint(sub="p"))
+            )
+            assert response.status_code == 200, response.text
+            assert ndjson(response.text)[-1]["done"]["rows"] == 3  # type: ignore[index]
+            # ... a flood (each PING costs a PONG) is cut off with GOAWAY protocol.error + 1002.
+            await p.ws.send(b"".join(raw(FrameType.PING, 0, b"%08d" % i) for i in range(1000)))
+            assert await goaway_then_close(p) == 1002

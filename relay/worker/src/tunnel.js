@@ -9,6 +9,10 @@
  * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway
  *   (expired ones are dropped on the next connect). The one alarm closes connectors that never
  *   answered HELLO; it is deleted on READY so that an idle object can hibernate.
+ * - In memory only: each connection's PING budget (the Python relay's: burst 20, 5/s; beyond it
+ *   GOAWAY protocol.error + 1002). It restarts full when the object wakes from hibernation, which
+ *   gives nothing away: the object hibernates only after seconds of silence, and a budget refills
+ *   whole in 4 s.
  * - In memory only: the open HTTP streams and their credit windows. An open stream is an HTTP
  *   request in flight, and the runtime never hibernates an object with a request in flight, so
  *   nothing here is lost to hibernation; an eviction (deploy, ctx.abort()) kills both the sockets
@@ -39,9 +43,13 @@ import {
   splitMessage,
 } from "./frames.js";
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
+import { RateLimiter } from "./limits.js";
 import { LOST_MESSAGE, lostRecordText, nextStreamState } from "./session.js";
 
 const CONNECTOR_TAG = "conn";
+/** Each PING costs a PONG: a connector that floods them is cut off (relay/session.py, same numbers). */
+const PING_BURST = 20;
+const PING_RATE = 5;
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
 
 /** Relay-side limits announced in HELLO (SPEC defaults). */
@@ -64,6 +72,8 @@ export class Tunnel extends DurableObject {
     /** sessionId -> {size, pending}: the connection receive window. */
     this.connWindows = new Map();
     this.roundRobin = 0;
+    /** sessionId -> PING token bucket (see the header: restarts full after hibernation). */
+    this.pings = new RateLimiter({ rate: PING_RATE, burst: PING_BURST, maxKeys: 10_000 });
   }
 
   // ------------------------------------------------------------------------------ HTTP entry
@@ -220,6 +230,9 @@ export class Tunnel extends DurableObject {
       case FrameType.ERROR:
         return this.onResult(ws, att, event);
       case FrameType.PING:
+        if (this.pings.spend(att.sessionId, Date.now() / 1000) > 0) {
+          throw new ProtocolError(`PING flood: more than ${PING_BURST} PINGs at once or ${PING_RATE}/s sustained`);
+        }
         ws.send(encodeFrame(FrameType.PONG, 0, event.data));
         return undefined;
       case FrameType.PONG:
@@ -374,6 +387,7 @@ export class Tunnel extends DurableObject {
 
   /** End every stream of a session with the typed transport.lost record. */
   endSession(att) {
+    this.pings.buckets.delete(att.sessionId);
     for (const stream of [...this.streams.values()]) {
       if (stream.sessionId !== att.sessionId) continue;
       this.settle(stream);
