@@ -458,10 +458,9 @@ async def _execute_on(
                     chunk = await pool.call(pc, functools.partial(reader.next_chunk, budget))
                     fetched += chunk[2]
                     await send.send(chunk)
-            except tds_base.Error as exc:
-                if not cancel.cancelled:
-                    failure.append(sql_error(exc, outcome))
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError, tds_base.ClosedConnectionError):
+                # before tds_base.Error: python-tds reports a server gone mid-statement as
+                # ClosedConnectionError, which is no SQL error
                 pc.broken = True
                 if not cancel.cancelled:
                     failure.append(
@@ -471,6 +470,9 @@ async def _execute_on(
                             outcome=outcome,
                         )
                     )
+            except tds_base.Error as exc:
+                if not cancel.cancelled:
+                    failure.append(sql_error(exc, outcome))
             except QueryFailed as exc:
                 failure.append(exc)
             except Exception:  # a bug (ours or python-tds's): fail this query, keep serving

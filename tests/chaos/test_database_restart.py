@@ -4,7 +4,6 @@ itself when the database returns."""
 
 from __future__ import annotations
 
-import pytest
 import trio
 
 from tests.chaos._common import check_and_record, under_load, wait_ok_after
@@ -61,11 +60,6 @@ async def test_database_stopped_and_restarted(chaos: Chaos) -> None:
     assert recover_s < 10.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F1 (resilience-findings.md): connector/execute.py maps pytds ClosedConnectionError "
-    "(a tds_base.Error) to sql.error 422 number 0 instead of connector.database_unavailable 503",
-)
 async def test_statement_cut_by_a_database_stop_is_database_unavailable(chaos: Chaos) -> None:
     async with start_python_relay(
         tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer
