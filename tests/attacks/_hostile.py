@@ -52,7 +52,7 @@ TO_RELAY: dict[str, tuple[bytes, set[int]]] = {
     "columns_on_a_stream_never_opened": (raw(T.COLUMNS, 9, b'{"columns":[]}\n'), {PROTOCOL_ERROR}),
     "second_ready": (raw(T.READY, 0, b"{}"), {PROTOCOL_ERROR}),
     "done_not_json": (raw(T.DONE, 1, b"nope\n"), {PROTOCOL_ERROR}),
-    "ping_flood": (raw(T.PING, 0, b"12345678") * 10_000, set()),
+    "ping_flood": (raw(T.PING, 0, b"12345678") * 10_000, {PROTOCOL_ERROR}),  # F3/F4
     "tiny_frame_flood": (raw(T.PONG, 0, b"12345678") * 20_000, set()),
     "truncated_frame": (raw(T.PING, 0, b"1234", length=8), set()),
 }
