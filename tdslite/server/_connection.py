@@ -72,9 +72,11 @@ class ServerContext:
 
 
 class LoginFailed(Exception):
-    def __init__(self, error: SqlError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    """The login is refused with ``errors`` (each one an ERROR token, in order)."""
+
+    def __init__(self, *errors: SqlError) -> None:
+        super().__init__(" ".join(err.message for err in errors))
+        self.errors = errors
 
 
 class Connection:
@@ -151,8 +153,10 @@ class Connection:
             state = await self._login(login)
         except LoginFailed as exc:
             out = Reply(packet_size=DEFAULT_PACKET_SIZE, spid=self.id)
-            err = exc.error
-            out.write(tk.message(err.number, err.message, state=err.state, severity=err.severity))
+            for err in exc.errors:
+                out.write(
+                    tk.message(err.number, err.message, state=err.state, severity=err.severity)
+                )
             out.write(tk.done(Done.ERROR, 0))
             await self.transport.send_raw(out.finish())
             log.info("connection %d: login failed: %s", self.id, exc)
@@ -169,7 +173,10 @@ class Connection:
                 limiter=self.ctx.limiter,
             )
         except SqlError as exc:
-            raise LoginFailed(exc) from None
+            # As SQL Server: 4060 "Cannot open database" is followed by 18456, which tells the
+            # client the login is over (python-tds retries a lone 4060 until its login timeout).
+            failed = SqlError(18456, f"Login failed for user '{user.login}'.", severity=14)
+            raise LoginFailed(exc, failed) from None
         state = SessionState(
             session=session,
             connection_id=self.id,

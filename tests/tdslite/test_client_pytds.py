@@ -330,6 +330,22 @@ async def test_wrong_password(tds_server: TdsServer) -> None:
     assert (err.value.msg_no, err.value.severity) == (18456, 14)
 
 
+async def test_unknown_database_fails_the_login_at_once(tds_server: TdsServer) -> None:
+    """4060 then 18456, as SQL Server sends them: python-tds gives up at once (a lone 4060 is
+    retried until login_timeout and surfaces as a bare TimeoutError)."""
+
+    def run() -> None:
+        connect(tds_server, login="reader", database="nope", login_timeout=8)
+
+    with pytest.raises(pytds.OperationalError) as err:
+        await in_thread(run, limit=10)
+    assert (err.value.msg_no, err.value.severity) == (18456, 14)
+    assert err.value.args[0] == (
+        'Cannot open database "nope" requested by the login. The login failed. '
+        "Login failed for user 'reader'."
+    )
+
+
 async def test_tls_verified_and_wrong_ca_refused(
     tmp_path: Path, tds_users_file: Path, tls_files: dict[str, str]
 ) -> None:
