@@ -21,6 +21,7 @@ carries the real guarantee (grant it SELECT only).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -125,9 +126,20 @@ class ReadOnlyVerdict:
 _REFUSE_HINT = "a read-only role may only run a single SELECT (no INTO, no batches)"
 
 
+#: statements up to this many characters have their verdict remembered (see check_read_only)
+_CACHED_SQL_CHARS = 4096
+
+
 def check_read_only(sql: str) -> ReadOnlyVerdict:
-    """Decide whether ``sql`` is one plain SELECT. Never raises: anything odd is refused."""
+    """Decide whether ``sql`` is one plain SELECT. Never raises: anything odd is refused.
+
+    The verdict is a pure function of the text, so the last 1,024 verdicts for statements up to
+    4 KiB are remembered by their exact text (an application sends the same parameterized
+    statement again and again; the parse is the costly part). A check that raised is never
+    remembered."""
     try:
+        if isinstance(sql, str) and len(sql) <= _CACHED_SQL_CHARS:
+            return _check_remembered(sql)
         return _check(sql)
     except Exception as exc:  # fail closed on any sqlglot surprise (RecursionError included)
         return ReadOnlyVerdict(False, f"statement could not be checked ({type(exc).__name__})")
@@ -158,6 +170,9 @@ def _check(sql: str) -> ReadOnlyVerdict:
     if len(statements) != 1:
         return ReadOnlyVerdict(False, f"{len(statements)} statements in one batch; {_REFUSE_HINT}")
     return _check_tree(statements[0])
+
+
+_check_remembered = functools.lru_cache(maxsize=1024)(_check)
 
 
 def _tokenize(sql: str) -> list[Token] | ReadOnlyVerdict:
