@@ -165,18 +165,31 @@ class LoginPool:
         try:
             conn = await trio.to_thread.run_sync(self._connect, limiter=self.limiter)
         except tds_base.Error as exc:
-            number = getattr(exc, "msg_no", None) or getattr(exc, "number", None)
-            raise DatabaseUnavailable(
-                f"login {self._login.user!r} to {self._db.host}:{self._db.port} failed"
-                + (f" (SQL Server error {number})" if number else "")
-            ) from None
+            raise self._login_failed(exc) from None
         except (OSError, TimeoutError) as exc:
+            # python-tds retries some refusals (a lone 4060, 40613) until login_timeout, then raises
+            # TimeoutError from the server's answer: report that answer, not the timeout
+            if isinstance(exc.__cause__, tds_base.Error):
+                raise self._login_failed(exc.__cause__) from None
             raise DatabaseUnavailable(
                 f"cannot reach SQL Server at {self._db.host}:{self._db.port}: "
                 f"{exc.strerror or type(exc).__name__}"
             ) from None
         self._opened += 1
         return PooledConnection(conn, self._login.name)
+
+    def _login_failed(self, exc: tds_base.Error) -> DatabaseUnavailable:
+        """SQL Server answered the login with an error: its number and message, also logged."""
+        number = getattr(exc, "msg_no", None) or getattr(exc, "number", None)
+        text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        detail = f"SQL Server error {number}: {text}" if number else text
+        message = f"login {self._login.user!r} to {self._db.host}:{self._db.port} failed" + (
+            f" ({detail})" if detail else ""
+        )
+        log.warning(
+            "SQL Server refused the login", extra={"login": self._login.name, "error": message}
+        )
+        return DatabaseUnavailable(message)
 
     @asynccontextmanager
     async def borrow(self) -> AsyncIterator[PooledConnection]:
