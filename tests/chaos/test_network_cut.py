@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import trio
 
-from tests.chaos._common import check_and_record, under_load
+from tests.chaos._common import check_and_record, under_load, wait_ok_after
 from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import BlackHoleProxy, Tally, one_query, rss_kib
 from tests.support.relays import TEST_LIMITS, start_python_relay
+from tests.support.worker_relay import TEST_LIMITS as WORKER_TEST_LIMITS
+from tests.support.worker_relay import open_worker_relay
 
 CUT_S = 3.0
 #: relay keepalive (SPEC 6.3 defaults are 15 s / 45 s; shortened so the test takes seconds)
@@ -82,3 +85,74 @@ async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos
     assert slowest_hit < 6.0, "in-flight queries must end within the dead-peer bound"
     assert relay_gave_up_s < 6.0
     assert reconnect_s < 6.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F5 (resilience-findings.md): the Worker relay never drops a black-holed connector "
+    "connection (no keepalive, no replacement): after the connector is back it counts 4 "
+    "connections for 2 links and routes queries to the dead ones until their deadline (504)",
+)
+async def test_black_holed_network_to_the_worker_relay(chaos: Chaos) -> None:
+    """The Worker sends no keepalive PINGs (a timer would keep the object awake, see
+    relay/worker/README.md): it learns that a black-holed connection is dead only when the
+    connector, which did notice, reconnects with the same id and replaces it. So in-flight
+    queries end when the network heals and the connector is back, or at their deadline."""
+    tally = Tally("network_cut_worker")
+    async with (
+        open_worker_relay(
+            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer,
+            limits={**WORKER_TEST_LIMITS, "query_timeout_ms": 8_000},
+        ) as worker,
+        trio.open_nursery() as nursery,
+    ):  # fmt: skip
+        chaos.use_relay(worker.handle)
+        proxy = BlackHoleProxy(int(worker.handle.ws_url.rsplit(":", 1)[1]))
+        await nursery.start(proxy.serve)
+        with trio.fail_after(120):
+            async with chaos.connector(
+                "conn-1", [f"ws://127.0.0.1:{proxy.port}"],
+                ping_interval_s=0.2, dead_peer_after_s=1.0, open_timeout_s=1.0,
+            ) as proc:  # fmt: skip
+                await chaos.wait_connections(2)
+                rss_before = rss_kib(proc.pid)
+                async with under_load(chaos, tally):
+                    long_tag = tally.new_tag()
+                    nursery.start_soon(
+                        functools.partial(
+                            one_query, chaos.http, chaos.query_url, chaos.token, tally,
+                            long_running, tag=long_tag,
+                        )
+                    )  # fmt: skip
+                    await trio.sleep(1.5)
+                    proxy.blackhole()
+                    cut_at = trio.current_time()
+                    await trio.sleep(CUT_S)
+                    during = await chaos.connections()
+                    proxy.heal()
+                    healed_at = trio.current_time()
+                    first_ok = await wait_ok_after(tally, healed_at)
+                    samples = []
+                    settled_s = -1.0
+                    with trio.move_on_after(10):
+                        settled_s = await chaos.wait_connections(2)
+                    for _ in range(4):
+                        samples.append(await chaos.connections())
+                        await trio.sleep(0.5)
+                rss_peak = rss_kib(proc.pid, "VmHWM")
+        nursery.cancel_scope.cancel()
+    (long_one,) = [e for e in tally.events if e[4] == long_tag]
+    check_and_record(
+        tally,
+        chaos.db.log.entries,
+        allowed={"transport.lost", "tunnel.no_connector", "query.timeout"},
+        rss_kib=(rss_before, rss_peak),
+        worker_connections_during_cut=during,
+        long_query=f"{long_one[2] or long_one[1]} after {long_one[0] - cut_at:.2f} s",
+        first_ok_after_heal_s=round(first_ok, 2),
+        connections_settled_after_heal_s=round(settled_s, 2),
+        connections_after_heal=samples,
+    )
+    assert long_one[1:3] == ("typed", "transport.lost"), long_one
+    assert long_one[0] - cut_at < CUT_S + 6.0, "the cut query must end once the connector is back"
+    assert 0 <= settled_s < 10.0, f"the dead connections are still counted: {samples}"

@@ -156,6 +156,10 @@ class BlackHoleProxy:
                 await dst.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        if link.dead:
+            # the FIN (or RST) is swallowed too: the far end keeps its socket open and learns
+            # nothing; the other pump keeps swallowing what it sends until the proxy stops
+            await trio.sleep_forever()
         scope.cancel()
 
 
