@@ -12,6 +12,7 @@ from ._results import ResultSet, RowCount
 from ._session import Session
 from ._types import Column, Param, PreciseDateTime, PreciseTime, SqlType
 from ._users import User, UsersFileError, load_users, parse_users
+from ._values import convert
 
 __all__ = [
     "Column",
@@ -26,6 +27,7 @@ __all__ = [
     "SqlType",
     "User",
     "UsersFileError",
+    "convert",
     "load_users",
     "parse_users",
 ]

@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tdslite.engine import Param, SqlError, SqlType
+from tdslite.engine import Param, SqlError, SqlType, convert
 
 from . import _rpc
 from . import _tokens as tk
@@ -30,7 +30,7 @@ TM_SAVE_XACT = 9
 @dataclass
 class Prepared:
     statement: str
-    names: list[str]
+    declared: list[tuple[str, str]]
 
 
 @dataclass
@@ -121,13 +121,13 @@ class Dispatcher:
             if call.name == "sp_executesql":
                 stmt = _text_param(p, 0, "@stmt")
                 decl = _text_param(p, 1, "@params") if len(p) > 1 else ""
-                params = _bind(p[2:], _rpc.declared_names(decl))
+                params = _bind(p[2:], _rpc.declared_params(decl))
                 return self._run(request, stmt, params), []
             if call.name == "sp_prepexec":
                 decl = _text_param(p, 1, "@params") if len(p) > 1 else ""
                 stmt = _text_param(p, 2, "@stmt")
                 handle = self._prepare(stmt, decl)
-                params = _bind(p[3:], self.prepared[handle].names)
+                params = _bind(p[3:], self.prepared[handle].declared)
                 return self._run(request, stmt, params), [(0, p[0].name or "@handle", handle)]
             if call.name == "sp_prepare":
                 decl = _text_param(p, 1, "@params")
@@ -138,7 +138,7 @@ class Dispatcher:
                 prepared = self.prepared.get(_int_param(p, 0, "@handle"))
                 if prepared is None:
                     raise SqlError(8179, "Could not find prepared statement with handle.")
-                params = _bind(p[1:], prepared.names)
+                params = _bind(p[1:], prepared.declared)
                 return self._run(request, prepared.statement, params), []
             if call.name == "sp_unprepare":
                 self.prepared.pop(_int_param(p, 0, "@handle"), None)
@@ -162,7 +162,7 @@ class Dispatcher:
 
     def _prepare(self, stmt: str, decl: str) -> int:
         handle = next(self._handles)
-        self.prepared[handle] = Prepared(stmt, _rpc.declared_names(decl))
+        self.prepared[handle] = Prepared(stmt, _rpc.declared_params(decl))
         return handle
 
     def reset(self, *, how: str = "RESETCONNECTION") -> None:
@@ -208,12 +208,32 @@ def _sql_type(wire: WireType) -> SqlType:
     return SqlType(wire.name, length=wire.length, precision=wire.precision, scale=wire.scale)
 
 
-def _bind(params: Sequence[_rpc.RpcParam], names: Sequence[str]) -> list[Param]:
-    """Engine Params: the client's names, or else the declaration's names by position."""
+def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) -> list[Param]:
+    """Engine Params: the client's names, or else the declaration's names by position.
+
+    As sp_executesql does, a value is converted to its DECLARED type when the client sent it as
+    another (e.g. a datetime2(7) with all 7 digits sent as nvarchar, which python-tds cannot
+    carry as datetime2): the statement sees the declared type, not the wire type.
+    """
+    types = {name.lower(): text for name, text in declared}
     out = []
     for i, param in enumerate(params):
-        name = param.name or (names[i] if i < len(names) else f"@P{i + 1}")
+        name = param.name or (declared[i][0] if i < len(declared) else f"@P{i + 1}")
         if not name.startswith("@"):
             raise ProtocolError(f"RPC parameter name {name!r} does not start with @")
-        out.append(Param(name, _sql_type(param.type), param.value, output=param.output))
+        sql_type, value = _sql_type(param.type), param.value
+        target = _declared_type(types.get(name.lower(), ""))
+        if target is not None and target != sql_type:
+            value, sql_type = convert(value, target, source=sql_type), target
+        out.append(Param(name, sql_type, value, output=param.output))
     return out
+
+
+def _declared_type(text: str) -> SqlType | None:
+    """The declared type, or None when absent or not one tdslite knows (the wire type is used)."""
+    if not text:
+        return None
+    try:
+        return SqlType.parse(text)
+    except ValueError:
+        return None

@@ -93,13 +93,13 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
     return calls
 
 
-def declared_names(declaration: str) -> list[str]:
-    """Parameter names of an sp_executesql/sp_prepare declaration, in order.
+def declared_params(declaration: str) -> list[tuple[str, str]]:
+    """(name, type text) of each parameter of an sp_executesql/sp_prepare declaration, in order.
 
-    ``"@P1 int, @P2 decimal(18, 4) OUTPUT"`` -> ``["@P1", "@P2"]`` (commas inside parentheses are
-    part of a type).
+    ``"@P1 int, @P2 decimal(18, 4) OUTPUT"`` -> ``[("@P1", "int"), ("@P2", "decimal(18, 4)")]``
+    (commas inside parentheses are part of a type).
     """
-    names: list[str] = []
+    params: list[tuple[str, str]] = []
     depth = 0
     item: list[str] = []
     for ch in declaration + ",":
@@ -108,10 +108,12 @@ def declared_names(declaration: str) -> list[str]:
         elif ch == ")":
             depth -= 1
         if ch == "," and depth == 0:
-            text = "".join(item).strip()
-            if text:
-                names.append(text.split()[0])
+            words = "".join(item).split()
+            if words:
+                if len(words) > 1 and words[-1].upper() in ("OUTPUT", "OUT"):
+                    words.pop()
+                params.append((words[0], " ".join(words[1:])))
             item = []
         else:
             item.append(ch)
-    return names
+    return params

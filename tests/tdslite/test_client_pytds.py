@@ -424,3 +424,52 @@ async def test_prepare_execute_unprepare_by_proc_id(tds_server: TdsServer) -> No
     assert [tuple(r) for r in out["second"]] == [(100,)]
     assert out["gone"] == 8179
     assert [tuple(r) for r in out["by_name"]] == [(42,)]
+
+
+async def test_date_and_time_bounds_as_parameters(tds_server: TdsServer) -> None:
+    """The smallest and largest date/datetime2 values round-trip as python-tds parameters."""
+    values = [
+        datetime.datetime(1, 1, 1),
+        datetime.date(1, 1, 1),
+        datetime.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        datetime.date(9999, 12, 31),
+    ]
+
+    def run() -> list[Any]:
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            out = []
+            for value in values:
+                cur.execute("SELECT %s AS v", (value,))
+                out.append(cur.fetchone()[0])
+            return out
+
+    assert await in_thread(run) == values
+
+
+async def test_sp_executesql_converts_a_value_to_its_declared_type(tds_server: TdsServer) -> None:
+    """python-tds cannot carry a 7th fractional digit, so clients send such a datetime2 as
+    nvarchar declared datetime2(7): the statement must see a datetime2 (as SQL Server's
+    sp_executesql converts each value to its declared type), never the string."""
+    sql = "SELECT @d AS d, CONVERT(nvarchar(40), @d, 121) AS t, DATEPART(year, @d) AS y"
+    cases = {
+        "0001-01-01T00:00:00.0000001": (
+            datetime.datetime(1, 1, 1),
+            "0001-01-01 00:00:00.0000001",
+            1,
+        ),
+        "9999-12-31T23:59:59.9999999": (
+            datetime.datetime(9999, 12, 31, 23, 59, 59, 999999),
+            "9999-12-31 23:59:59.9999999",
+            9999,
+        ),
+    }
+
+    def run() -> dict[str, tuple[Any, ...]]:
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            out = {}
+            for text in cases:
+                cur.callproc("sp_executesql", [sql, "@d datetime2(7)", text])
+                out[text] = tuple(cur.fetchone())
+            return out
+
+    assert await in_thread(run) == cases
