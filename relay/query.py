@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -166,12 +167,23 @@ async def handle_query(
         log_event("query", **fields, outcome=outcome, bytes=sent, elapsed_ms=elapsed)
 
 
-async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, gone: list[bool]) -> None:
+@dataclass
+class _Exchange:
+    """What the disconnect watcher needs: whether the answer's last bytes were handed over."""
+
+    answered: bool = False
+    gone: bool = False
+
+
+async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange: _Exchange) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            gone.append(True)
-            scope.cancel()
+            # The server also reports http.disconnect once a complete answer is sent: only a
+            # disconnect before that is a client that went away.
+            if not exchange.answered:
+                exchange.gone = True
+                scope.cancel()
             return
 
 
@@ -183,26 +195,29 @@ async def _relay_stream(
     The connector enforces timeout_ms; the relay's own backstop is an idle deadline: no frame for
     timeout_ms + grace_s (time spent writing to a slow client does not count) -> CANCEL.
     """
-    gone: list[bool] = []
+    exchange = _Exchange()
     idle_s = req.timeout_ms / 1000 + grace_s
     sent = 0
     outcome = "cancelled"
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, gone)
+        nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, exchange)
         first = await _next(stream, idle_s)
         if first is None:
+            exchange.answered = True  # the timeout record ends the answer
             await _timeout(stream, send, req, started=False, grace_s=grace_s)
             nursery.cancel_scope.cancel()
             return "timeout", 0
         if isinstance(first, events.Done | events.Error):
             status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
             ctype = NDJSON_TYPE if status == 200 else b"application/json"
+            exchange.answered = True
             await send_json(send, status, first.data, content_type=ctype, extra_headers=_qid(req))
             nursery.cancel_scope.cancel()
             return _outcome(first), len(first.data)
         data, credit, terminal = _collect(stream, first)
         if terminal is not None:
             # The whole result came at once: one complete response, no chunked encoding.
+            exchange.answered = True
             await send_json(send, 200, data, content_type=NDJSON_TYPE, extra_headers=_qid(req))
             stream.consumed(credit)
             nursery.cancel_scope.cancel()
@@ -219,6 +234,7 @@ async def _relay_stream(
             }
         )
         while True:
+            exchange.answered = terminal is not None
             await send({"type": "http.response.body", "body": data, "more_body": terminal is None})
             sent += len(data)
             stream.consumed(credit)
@@ -227,12 +243,13 @@ async def _relay_stream(
                 break
             pending = await _next(stream, idle_s)
             if pending is None:
+                exchange.answered = True  # the timeout record ends the answer
                 await _timeout(stream, send, req, started=True, grace_s=grace_s)
                 outcome = "timeout"
                 break
             data, credit, terminal = _collect(stream, pending)
         nursery.cancel_scope.cancel()
-    if gone:
+    if exchange.gone:
         outcome = "cancelled"
     return outcome, sent
 

@@ -6,6 +6,7 @@ import functools
 from contextlib import aclosing
 
 import httpx
+import pytest
 import trio
 from _relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 
@@ -60,6 +61,36 @@ async def test_large_result_is_streamed_with_bounded_buffering(
     assert b'"done"' in last
 
 
+async def test_a_completed_streamed_query_is_logged_done(
+    relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's http.disconnect after a complete answer is not a client that went away."""
+    caplog.set_level("INFO", logger="edgetds.relay")
+
+    async def chunked(p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        for _ in range(4):  # more than one write (MAX_WRITE), so the answer is streamed
+            await p.rows(q.stream_id, [ROW] * 100)
+            await trio.sleep(0.01)
+        await p.done(q.stream_id, rows=400, query_id=q.query_id)
+
+    with trio.fail_after(20):
+        async with peer(relay, handler=chunked):
+            for _ in range(5):
+                response = await client.post(
+                    query_url(relay), json={"sql": "select"}, headers=bearer(idp.mint(sub="o"))
+                )
+                assert response.status_code == 200
+                assert "done" in ndjson(response.text)[-1]
+    outcomes = [
+        word
+        for r in caplog.records
+        for word in r.getMessage().split()
+        if word.startswith("outcome=")
+    ]
+    assert outcomes == ["outcome=done"] * 5
+
+
 async def post_and_hang_up(relay: RelayHandle, token: str, body: bytes) -> None:
     """POST by hand, read until the first NDJSON line arrived, then close the socket."""
     host, port = relay.http_url.removeprefix("http://").rsplit(":", 1)
@@ -78,8 +109,13 @@ async def post_and_hang_up(relay: RelayHandle, token: str, body: bytes) -> None:
 
 
 async def test_client_disconnect_cancels_the_stream(
-    relay: RelayHandle, running: RunningRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: RelayHandle,
+    running: RunningRelay,
+    idp: DevIdP,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("INFO", logger="edgetds.relay")
     stop = trio.Event()
 
     async def endless(p: Peer, q: events.Query) -> None:
@@ -102,6 +138,8 @@ async def test_client_disconnect_cancels_the_stream(
             stop.set()
             p.handler = None
             assert session.accepting
+            while "outcome=cancelled" not in caplog.text:  # noqa: ASYNC110 - logged on release
+                await trio.sleep(0.01)
 
 
 async def test_connector_drop_mid_stream_ends_with_transport_lost(
