@@ -104,57 +104,79 @@ class QueryHandler(Protocol):
 
 
 class StreamSink:
-    """The connector's sending side of one stream; respects the send window (CREDIT)."""
+    """The connector's sending side of one stream; respects the send window (CREDIT).
+
+    ``flush=False`` on `send_columns`/`send_rows` (the result is complete; the terminal line
+    follows at once): the frame is held here, if it fits the stream's window as one frame, and
+    `finish` writes the held frames and the terminal line as one WebSocket message (held in
+    the sink, not in the link's outbox, so another stream's write cannot split them)."""
 
     def __init__(self, link: TunnelLink, stream_id: int) -> None:
         self.link = link
         self.stream_id = stream_id
         self.finished = False
         self.bytes_sent = 0
-        self._queued = False  # events of this stream queued on the link but not yet written
+        self._held: list[events.Event] = []
+        self._held_bytes = 0  # flow-controlled bytes among them (window not yet taken)
+
+    def _open(self) -> bool:
+        return self.stream_id in self.link.conn.open_streams() and not self.link.closed
+
+    def _hold(self, event: events.Columns | events.Rows) -> bool:
+        """Keep ``event`` for `finish` if the window takes it on top of what is held."""
+        size = len(event.data)
+        if size > self.link.max_payload or not self._open():
+            return False
+        if self.link.conn.send_window(self.stream_id) < self._held_bytes + size:
+            return False
+        self._held.append(event)
+        self._held_bytes += size
+        self.bytes_sent += size
+        return True
+
+    async def _release(self) -> None:
+        """Write what is held (before anything else of this stream)."""
+        if self._held:
+            held, self._held, self._held_bytes = self._held, [], 0
+            await self._send(*held)
 
     async def _wait_window(self, need: int) -> int:
         link = self.link
         while True:
-            if self.stream_id not in link.conn.open_streams() or link.closed:
+            if not self._open():
                 raise SinkClosed(f"stream {self.stream_id} is closed")
             window = link.conn.send_window(self.stream_id)
             if window >= need:
                 return window
-            if self._queued:  # the peer grants credit only for what it received
-                await self._send_queued()
-                continue  # credit may have come in meanwhile: look again before waiting
             await link.credit_changed()
 
-    async def _send(self, event: events.Event, *, flush: bool) -> None:
+    async def _send(self, *batch: events.Event) -> None:
         try:
-            await self.link.send(event, flush=flush)
+            await self.link.send(*batch)
         except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError) as exc:
-            raise SinkClosed(str(exc)) from None
-        self._queued = not flush
-
-    async def _send_queued(self) -> None:
-        self._queued = False
-        try:
-            await self.link.flush()
-        except (ConnectionClosed, trio.BrokenResourceError) as exc:
             raise SinkClosed(str(exc)) from None
 
     async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
-        """``flush=False``: only queue it; the next flushing send of this link (at the latest
-        `finish`) writes it in the same WebSocket message as what follows."""
         if len(data) > self.link.max_payload:
             raise QueryFailed(
                 "limits.result_too_large",
                 f"the column list ({len(data)} bytes) exceeds the largest frame",
             )
+        if not flush and self._hold(events.Columns(self.stream_id, data)):
+            return
+        await self._release()
         await self._wait_window(len(data))
-        await self._send(events.Columns(self.stream_id, data), flush=flush)
+        await self._send(events.Columns(self.stream_id, data))
         self.bytes_sent += len(data)
 
     async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
-        """Send whole NDJSON lines in frames that fit the window and the peer's max frame
-        (``flush`` as in `send_columns`)."""
+        """Send whole NDJSON lines in frames that fit the window and the peer's max frame."""
+        # rows that fit go with a held COLUMNS (one message), or are held for finish
+        if data and (self._held or not flush) and self._hold(events.Rows(self.stream_id, data)):
+            if flush:
+                await self._release()
+            return
+        await self._release()
         pos, end = 0, len(data)
         while pos < end:
             window = await self._wait_window(1)
@@ -171,18 +193,19 @@ class StreamSink:
                     )
                 await self._wait_window(size)
                 continue
-            await self._send(events.Rows(self.stream_id, data[pos:cut]), flush=flush)
+            await self._send(events.Rows(self.stream_id, data[pos:cut]))
             self.bytes_sent += cut - pos
             pos = cut
 
     async def finish(self, line: bytes, *, error: bool) -> None:
-        """End the stream with a DONE or ERROR line (never needs credit)."""
+        """End the stream with a DONE or ERROR line (never needs credit), after what is held."""
         if self.finished:
             return
         self.finished = True
         event = events.Error if error else events.Done
+        held, self._held, self._held_bytes = self._held, [], 0
         try:
-            await self.link.send(event(self.stream_id, line))
+            await self.link.send(*held, event(self.stream_id, line))
         except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
             log.info("stream ended after its connection", extra={"stream": self.stream_id})
 
@@ -261,13 +284,13 @@ class TunnelLink:
         self._credit.set()
         self._credit = trio.Event()
 
-    async def send(self, event: events.Event, *, flush: bool = True) -> None:
-        """Queue one event and (``flush``) write everything queued, in order, under the write
-        lock: a small result's COLUMNS, ROWS and DONE then go out as one WebSocket message."""
+    async def send(self, *batch: events.Event) -> None:
+        """Queue the events and write everything queued, in order, under the write lock (the
+        events of one call go out in one WebSocket message when they fit 256 KiB)."""
         async with self._send_lock:
-            self.conn.send(event)
-            if flush:
-                await self._flush_locked()
+            for event in batch:
+                self.conn.send(event)
+            await self._flush_locked()
 
     async def flush(self) -> None:
         async with self._send_lock:

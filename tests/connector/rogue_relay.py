@@ -68,8 +68,8 @@ class RogueSession:
         self.closed = trio.Event()
         self.streams: dict[int, StreamResult] = {}
         self.received: list[events.Event] = []
-        #: the event types of each WebSocket message received, in order
-        self.messages: list[list[str]] = []
+        #: (event type, stream id or 0) of each WebSocket message received, in order
+        self.messages: list[list[tuple[str, int]]] = []
         self.close_code: int | None = None
         self.read_delay = 0.0  # seconds to wait before granting credit for each chunk
         self.grant_credit = True  # False: a client that never reads (no CREDIT ever)
@@ -162,7 +162,9 @@ class RogueSession:
                     await self.flush()
                     raise
                 received = self.conn.events()
-                self.messages.append([type(event).__name__ for event in received])
+                self.messages.append(
+                    [(type(e).__name__, getattr(e, "stream_id", 0)) for e in received]
+                )
                 for event in received:
                     self.received.append(event)
                     await self._on_event(event)
