@@ -397,13 +397,18 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
     import trio
 
     async def main() -> None:
-        async with open_dev_idp(host=args.host, port=args.port, key_dir=args.key_dir) as idp:
-            print(f"dev IdP issuer: {idp.issuer}", flush=True)
-            print(f"keys in {args.key_dir} (jwks.json, keys.json); Ctrl-C to stop", flush=True)
-            await trio.sleep_forever()
+        # SIGTERM (a service manager, a parent process) stops it like Ctrl-C: exit status 0
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with open_dev_idp(host=args.host, port=args.port, key_dir=args.key_dir) as idp:
+                print(f"dev IdP issuer: {idp.issuer}", flush=True)
+                print(f"keys in {args.key_dir} (jwks.json, keys.json); Ctrl-C to stop", flush=True)
+                async for _ in signals:
+                    break
 
     try:
         trio.run(main)

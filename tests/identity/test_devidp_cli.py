@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from functools import partial
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
 from edgetds.cli import main
 from edgetds.devidp import open_dev_idp
 from edgetds.oidc import IssuerConfig, TokenVerifier
+from tests.support.processes import first_line
 
 
 async def test_cli_token_verifies_against_served_idp(
@@ -38,3 +44,21 @@ def test_cli_token_without_issuer_explains(
     err = capsys.readouterr().err
     assert "dev-idp serve" in err
     assert "--issuer" in err
+
+
+async def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "edgetds", "dev-idp", "serve", "--port", "0",
+           "--key-dir", str(tmp_path / "idp")]  # fmt: skip
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            proc: trio.Process = await nursery.start(
+                partial(trio.run_process, cmd, stdout=subprocess.PIPE, check=False)
+            )
+            first = await first_line(proc)
+            issuer = first.removeprefix("dev IdP issuer: ")
+            assert issuer.startswith("http://127.0.0.1:"), first
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"{issuer}/.well-known/openid-configuration")
+            assert response.json()["issuer"] == issuer
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0

@@ -14,6 +14,7 @@ import trio
 from connector.keys import encode_public_key, generate_key_files
 from edgetds.cli import main
 from relay.config import ConfigError, load_config
+from tests.support.processes import first_line
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "relay.toml"
@@ -101,11 +102,7 @@ async def test_cli_serve_prints_the_url_first_and_drains_on_sigterm(tmp_path: Pa
     )
     try:
         with trio.fail_after(20):
-            assert process.stdout is not None
-            first = b""
-            while not first.endswith(b"\n"):
-                first += await process.stdout.receive_some(1)
-            text = first.decode()
+            text = await first_line(process)
             assert text.startswith("relay listening on http://127.0.0.1:")
             url = text.split()[-1]
             async with httpx.AsyncClient() as client:

@@ -15,6 +15,8 @@ import pytds
 import trio
 from _tds_helpers import PASSWORDS, in_thread
 
+from tests.support.processes import first_line
+
 
 async def test_serve_prints_address_logs_statements_and_stops(
     tmp_path: Path, tds_users_file: Path
@@ -28,11 +30,7 @@ async def test_serve_prints_address_logs_statements_and_stops(
             proc: trio.Process = await nursery.start(
                 partial(trio.run_process, cmd, stdout=subprocess.PIPE, check=False)
             )
-            assert proc.stdout is not None
-            first = b""
-            while not first.endswith(b"\n"):
-                first += await proc.stdout.receive_some(1)
-            line = first.decode().strip()
+            line = await first_line(proc)
             assert line.startswith("tdslite listening on 127.0.0.1:"), line
             port = int(line.rsplit(":", 1)[1])
 
