@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from connector._opsconfig import parse_ops_listen
 from connector.keys import KeyFileError, load_private_key, parse_public_key
 
 __all__ = [
@@ -123,6 +124,8 @@ class ConnectorConfig:
     policy_path: Path | None
     audit_file: Path | None
     log_level: str = "info"
+    #: [ops] listen: host:port of /metrics, /healthz, /ready ("" = off); connector/ops.py
+    ops_listen: str = ""
 
 
 _CONNECTOR_KEYS = {
@@ -157,7 +160,7 @@ _DATABASE_KEYS = {
     "fetch_rows",
 }
 _LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password"}
-_TOP_KEYS = {"connector", "database", "logins", "issuers", "identity", "policy", "audit"}
+_TOP_KEYS = {"connector", "database", "logins", "issuers", "identity", "policy", "audit", "ops"}
 
 
 class _Reader:
@@ -481,6 +484,7 @@ def parse_config(
     audit = r.table(doc, "audit", "", required=False)
     r.unknown(audit, {"file"}, "audit")
     audit_name = r.get(audit, "file", "audit", str, "")
+    ops_listen = parse_ops_listen(r, doc)
     log_level = "info"
     if isinstance(doc.get("connector"), dict):
         log_level = r.get(doc["connector"], "log_level", "connector", str, "info")
@@ -497,6 +501,7 @@ def parse_config(
         policy_path=policy_path,
         audit_file=r.path(audit_name) if audit_name else None,
         log_level=log_level,
+        ops_listen=ops_listen,
     )
 
 

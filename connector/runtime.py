@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -34,6 +35,7 @@ from connector.audit import AuditLog
 from connector.backoff import Backoff
 from connector.config import ConnectorConfig
 from connector.keys import key_id, parse_public_key
+from connector.ops import Ops, database_probe
 from connector.policy import Policy
 from connector.pool import Pools
 from connector.service import QueryService
@@ -105,6 +107,10 @@ class Connector:
         self.immediate_reconnects = 0
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
+        #: metrics and readiness (connector/ops.py); served when [ops] listen is set
+        self.ops = Ops(connector_id=config.tunnel.connector_id, tunnel=config.tunnel.tunnel)
+        self.ops_server: Any = None  # `OpsServer` (its URL) while serving
+        service.ops = self.ops
 
     # -- observation -----------------------------------------------------------------------
 
@@ -181,6 +187,7 @@ class Connector:
                 on_ready=functools.partial(self._on_link_ready, index == 0),
                 on_relay_drain=functools.partial(_set_event, replace),
             )
+            link.ops = self.ops
             nursery.start_soon(self._run_link, link, result, ended)
             with trio.CancelScope() as wait_scope:
                 async with trio.open_nursery() as waiters:
@@ -192,6 +199,7 @@ class Connector:
                 return
             self.reconnects += 1
             end = result.get("end")
+            self.ops.reconnect(end.reason if end is not None else result.get("error", "dial"))
             if replace.is_set() or (end is not None and end.relay_requested):
                 backoff.connection_ended(end.uptime_s if end is not None else cfg.stable_after_s)
                 log.info("reconnecting at once (relay asked)", extra={"slot": index})
@@ -220,9 +228,11 @@ class Connector:
                 },
             )
         except DialFailed as exc:
+            result["error"] = "auth_failed" if exc.auth else "dial_failed"
             level = logging.ERROR if exc.auth else logging.WARNING
             log.log(level, "%s", exc)
         except RelayRejected as exc:
+            result["error"] = "relay_rejected"
             log.error("%s", exc)
         finally:
             self._links.discard(link)
@@ -238,6 +248,7 @@ class Connector:
         grace = self.config.tunnel.drain_grace_s if grace_s is None else grace_s
         self._stopping = True
         self.draining = True
+        self.ops.set_draining()
         links = list(self._links)
         for link in links:
             await link.drain()
@@ -302,14 +313,22 @@ async def open_connector(
         fetch_rows=config.database.fetch_rows,
     )
     connector = Connector(config, service)
+    connector.ops.observe_links(lambda: connector.statistics().links)
+    connector.ops.observe_pools(pools.statistics)
     try:
         async with trio.open_nursery() as nursery:
+            if config.ops_listen:  # /metrics, /healthz, /ready (connector/ops.py)
+                connector.ops_server = await nursery.start(
+                    partial(connector.ops.serve_forever, ready_check=database_probe(pools)),
+                    config.ops_listen,
+                )
             await nursery.start(connector.run)
             try:
                 yield connector
             finally:
                 with trio.CancelScope(shield=True):
                     await connector.shutdown()
+                nursery.cancel_scope.cancel()  # the ops server
     finally:
         with trio.CancelScope(shield=True):
             await pools.aclose()

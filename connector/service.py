@@ -144,6 +144,8 @@ class QueryService:
         self.replay = ReplayCache(ttl=2 * ATTESTATION_MAX_SKEW + 5)
         self.in_flight = 0
         self.counts: dict[str, int] = {}
+        #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
+        self.ops: Any = None
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -155,6 +157,8 @@ class QueryService:
         ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
         ev.sql, ev.query, ev.params = query.sql, query.query, query.params
         counted = False
+        if self.ops is not None:
+            self.ops.query_started()
         try:
             try:
                 verify_attestation(
@@ -194,6 +198,14 @@ class QueryService:
                 self.in_flight -= 1
             ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             self._count(ev.outcome)
+            if self.ops is not None:
+                self.ops.query_finished(
+                    role=ev.role,
+                    outcome=ev.outcome,
+                    duration_s=ev.elapsed_ms / 1000,
+                    rows=ev.rows,
+                    nbytes=ev.bytes,
+                )
             log.info(
                 "query %s",
                 ev.outcome,

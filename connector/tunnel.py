@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -148,6 +148,8 @@ class StreamSink:
             window = link.conn.send_window(self.stream_id)
             if window >= need:
                 return window
+            if link.ops is not None:
+                link.ops.backpressure_stall()
             await link.credit_changed()
 
     async def _send(self, *batch: events.Event) -> None:
@@ -269,6 +271,8 @@ class TunnelLink:
         self._end_reason = "closed"
         self._goaway_received = False
         self._rejected: RelayRejected | None = None
+        #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
+        self.ops: Any = None
 
     # -- what the streams use ---------------------------------------------------------------
 
@@ -290,6 +294,8 @@ class TunnelLink:
         async with self._send_lock:
             for event in batch:
                 self.conn.send(event)
+                if self.ops is not None:
+                    self.ops.frame_sent(0)
             await self._flush_locked()
 
     async def flush(self) -> None:
@@ -307,6 +313,8 @@ class TunnelLink:
             # a peer that stops reading is bounded by the dead-peer deadline instead
             with trio.CancelScope(shield=True):
                 await self.ws.send(data)
+                if self.ops is not None:
+                    self.ops.frame_sent(len(data), frames=0)
 
     def statistics(self) -> LinkStats:
         latency = self.ws.latency if self.ws is not None else None
@@ -388,6 +396,8 @@ class TunnelLink:
                         # the reader finished; in-flight queries end (sinks fail fast if lost)
                 finally:
                     self.closed = True
+                    if self.ready and self.ops is not None:
+                        self.ops.connection_down(self.base_url, self._end_reason)
                     self._wake_credit()
                     with (
                         trio.CancelScope(shield=True),
@@ -426,7 +436,11 @@ class TunnelLink:
                     await self.ws.aclose(exc.close_code, str(exc)[:120])
                     self._end_reason = "lost"
                     return
+                if self.ops is not None:
+                    self.ops.frame_received(len(message), frames=0)
                 for event in self.conn.events():
+                    if self.ops is not None:
+                        self.ops.frame_received(0)
                     if await self._handle(event, nursery, nonce, task_status):
                         return
                 await self.flush()
@@ -479,6 +493,8 @@ class TunnelLink:
                 )
             )
             self.ready = True
+            if self.ops is not None:
+                self.ops.connection_up(self.base_url)
             log.info(
                 "tunnel ready",
                 extra={"relay": self.base_url, "session": self.session_id},

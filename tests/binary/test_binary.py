@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,28 +106,44 @@ async def test_check_and_a_real_query_through_the_binary_connector(
         assert diag.returncode == 0, diag.stdout.decode() + diag.stderr.decode()
         assert json.loads(diag.stdout)["ok"] is True
 
+        # run it as systemd would: Type=notify ($NOTIFY_SOCKET) and [ops] listen for /ready
+        ops_port = _free_port()
+        config = stack.config_path
+        config.write_text(config.read_text() + f'\n[ops]\nlisten = "127.0.0.1:{ops_port}"\n')
+        notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        await notify.bind(str(tmp_path / "notify"))
+        env = {**_env(), "NOTIFY_SOCKET": str(tmp_path / "notify")}
         stderr = tmp_path / "connector.log"
-        async with trio.open_nursery() as nursery:
-            with stderr.open("wb") as log:
-                run = [str(binary), "connector", "run", "--config", str(stack.config_path)]
+        async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=5) as client:
+            with stderr.open("wb") as log, notify:
+                run = [str(binary), "connector", "run", "--config", str(config)]
                 process = await nursery.start(
-                    functools.partial(trio.run_process, run, stderr=log, check=False, env=_env())
+                    functools.partial(trio.run_process, run, stderr=log, check=False, env=env)
                 )
                 try:
                     with trio.fail_after(60):
-                        await _wait_for_connector(stack.relay.http_url, stack.token())
+                        # READY=1 comes from the launcher's child: NotifyAccess=all in the unit
+                        ready_message = (await notify.recv(4096)).decode()
+                        ready = await client.get(f"http://127.0.0.1:{ops_port}/ready")
+                        await _wait_for_connector(client, stack.relay.http_url, stack.token())
                         # a real ad-hoc query: sqlglot's read-only check runs in the binary
                         token = stack.token()
                         status, lines = await post_query(
                             stack, sql="SELECT 41 + 1 AS answer", token=token
                         )
+                        metrics = await client.get(f"http://127.0.0.1:{ops_port}/metrics")
                     process.send_signal(signal.SIGTERM)  # drain, then exit 0
                     with trio.fail_after(30):
+                        stopping_message = (await notify.recv(4096)).decode()
                         code = await process.wait()
                 finally:
                     if process.returncode is None:
                         process.kill()
         logs = stderr.read_text()
+    assert ready_message.startswith("READY=1"), ready_message
+    assert stopping_message.startswith("STOPPING=1"), stopping_message
+    assert ready.status_code == 200, ready.text
+    assert 'edgetds_connector_queries_total{outcome="ok",role="analyst"} 1.0' in metrics.text
     assert status == 200, (lines, logs[-3000:])
     assert lines[1] == [42], lines
     assert lines[-1]["done"]["rows"] == 1
@@ -135,12 +152,18 @@ async def test_check_and_a_real_query_through_the_binary_connector(
     assert token not in logs  # never a token in the logs
 
 
-async def _wait_for_connector(http_url: str, token: str) -> None:
-    async with httpx.AsyncClient(timeout=5) as client:
-        while True:
-            response = await client.get(
-                f"{http_url}/v1/tunnels/demo/status", headers={"Authorization": f"Bearer {token}"}
-            )
-            if response.status_code == 200 and response.json().get("connections"):
-                return
-            await trio.sleep(0.1)
+async def _wait_for_connector(client: httpx.AsyncClient, http_url: str, token: str) -> None:
+    """Until the relay itself lists the connection (READY=1 is sent as READY leaves)."""
+    while True:
+        response = await client.get(
+            f"{http_url}/v1/tunnels/demo/status", headers={"Authorization": f"Bearer {token}"}
+        )
+        if response.status_code == 200 and response.json().get("connections"):
+            return
+        await trio.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
