@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 
-import pytest
 import trio
 
 from tests.chaos._common import check_and_record, under_load, wait_ok_after
@@ -87,12 +86,6 @@ async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos
     assert reconnect_s < 6.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F5 (resilience-findings.md): the Worker relay never drops a black-holed connector "
-    "connection (no keepalive, no replacement): after the connector is back it counts 4 "
-    "connections for 2 links and routes queries to the dead ones until their deadline (504)",
-)
 async def test_black_holed_network_to_the_worker_relay(chaos: Chaos) -> None:
     """The Worker sends no keepalive PINGs (a timer would keep the object awake, see
     relay/worker/README.md): it learns that a black-holed connection is dead only when the

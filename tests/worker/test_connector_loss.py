@@ -132,3 +132,43 @@ async def test_relay_deadline_cancels_a_silent_query(
             assert response.status_code == 504
             assert response.json()["error"]["code"] == "query.timeout"
             await p.wait_cancel(1)
+
+
+async def test_a_silent_connection_is_closed_once_its_connector_reconnects(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    """F5: a black-holed link (the connector gave up on it, the runtime did not) is probed with a
+    PING when the connector opens another; silent, it is closed and its query ends transport.lost
+    at once, not at its deadline. A live link answers the probe and stays."""
+    started = trio.Event()
+
+    async def stalls(p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        started.set()
+        await trio.sleep_forever()
+
+    async def silent() -> None:  # the black hole: nothing this peer queues ever leaves
+        return
+
+    answers: list[httpx.Response] = []
+
+    async def run_query() -> None:
+        answers.append(
+            await client.post(
+                query_url(relay), json={"sql": "select n"}, headers=bearer(idp.mint(sub="f5"))
+            )
+        )
+
+    with trio.fail_after(30):
+        async with peer(relay, handler=stalls) as old:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_query)
+                await started.wait()
+                old.flush = silent  # type: ignore[method-assign]
+                async with peer(relay) as live, peer(relay):
+                    await old.closed.wait()  # probed by the first reconnect, closed ~3 s later
+                    await trio.sleep(3.5)  # past the probe of the live one too (3 s)
+                    assert (await relay.do_state(client))["connections"] == 2
+                    assert not live.closed.is_set()  # probed by the second, answered, kept
+    (response,) = answers
+    assert ndjson(response.text)[-1]["error"]["code"] == "transport.lost"

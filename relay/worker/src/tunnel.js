@@ -6,6 +6,8 @@
  * - Per connector socket, in its attachment (survives hibernation): connector id, session id,
  *   handshake state, next stream id, negotiated max streams / max frame, draining flag, and the
  *   streams it CANCELled whose DONE/ERROR has not arrived yet.
+ * - A connection under probe (see probeSiblings): `probeAt` in its attachment, so the alarm that
+ *   closes it if it stays silent survives hibernation.
  * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway
  *   (expired ones are dropped on the next connect). The one alarm closes connectors that never
  *   answered HELLO; it is deleted on READY so that an idle object can hibernate.
@@ -50,6 +52,8 @@ const CONNECTOR_TAG = "conn";
 /** Each PING costs a PONG: a connector that floods them is cut off (relay/session.py, same numbers). */
 const PING_BURST = 20;
 const PING_RATE = 5;
+/** A connection probed because its connector opened another must answer (any frame) within this. */
+export const PROBE_TIMEOUT_MS = 3_000;
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
 
 /** Relay-side limits announced in HELLO (SPEC defaults). */
@@ -139,8 +143,9 @@ export class Tunnel extends DurableObject {
     }
     await this.forgetExpiredTokens();
     await this.ctx.storage.put(key, (claims.exp + TOKEN_LEEWAY) * 1000);
-    // The only alarm: the handshake deadline (deleted on READY, so an idle object can hibernate).
-    await this.ctx.storage.setAlarm(Date.now() + config.limits.handshake_timeout_s * 1000);
+    // The one alarm: handshake deadlines and probes (deleted when none is left, so an idle object
+    // can hibernate).
+    await this.scheduleAlarm(Date.now() + config.limits.handshake_timeout_s * 1000);
 
     const [client, server] = Object.values(new WebSocketPair());
     const sessionId = crypto.randomUUID();
@@ -176,22 +181,70 @@ export class Tunnel extends DurableObject {
     for (let i = 0; i < expired.length; i += 128) await this.ctx.storage.delete(expired.slice(i, i + 128));
   }
 
-  /** Close connectors that never answered HELLO with READY. */
+  /** No handshake or probe left to time: delete the alarm, so that an idle object can hibernate. */
+  dropIdleAlarm() {
+    if (!this.connectors().some(({ att }) => att.state === "hello" || att.probeAt !== undefined)) this.ctx.storage.deleteAlarm();
+  }
+
+  /** Arm the one alarm for `at` unless it is due earlier already (alarm() re-arms for the rest). */
+  async scheduleAlarm(at, stillNeeded = () => true) {
+    const current = await this.ctx.storage.getAlarm();
+    if ((current === null || at < current) && stillNeeded()) await this.ctx.storage.setAlarm(at);
+  }
+
+  /** Close connectors that never answered HELLO with READY, and probed ones that stayed silent. */
   async alarm() {
     const config = await loadConfig(this.env);
     const now = Date.now();
     let next = Infinity;
     for (const { ws, att } of this.connectors()) {
-      if (att.state !== "hello") continue;
-      const deadline = att.connectedAt + config.limits.handshake_timeout_s * 1000;
-      if (deadline <= now) this.fail(ws, att, new ProtocolError(`no READY within ${config.limits.handshake_timeout_s} s of HELLO`));
-      else next = Math.min(next, deadline);
+      if (att.state === "hello") {
+        const deadline = att.connectedAt + config.limits.handshake_timeout_s * 1000;
+        if (deadline <= now) this.fail(ws, att, new ProtocolError(`no READY within ${config.limits.handshake_timeout_s} s of HELLO`));
+        else next = Math.min(next, deadline);
+      } else if (att.probeAt !== undefined) {
+        const deadline = att.probeAt + PROBE_TIMEOUT_MS;
+        if (deadline <= now) this.closeSession(ws, att, CloseCode.GOING_AWAY, "no answer to PING");
+        else next = Math.min(next, deadline);
+      }
     }
     if (next !== Infinity) await this.ctx.storage.setAlarm(next);
   }
 
+  /**
+   * A connector that opens a connection may have lost its others without either end being told
+   * (a black-holed network: the connector gave up on them, the runtime did not, and the
+   * connector's WebSocket-level pings never reach this object). So its other connections get an
+   * edgetds PING and no new query; one that sends no frame within PROBE_TIMEOUT_MS is closed and
+   * its streams end transport.lost, instead of queries waiting on it until their deadline.
+   */
+  probeSiblings(att) {
+    const now = Date.now();
+    let probed = false;
+    for (const other of this.connectors()) {
+      const o = other.att;
+      if (o.sessionId === att.sessionId || o.connectorId !== att.connectorId || o.state !== "open" || o.probeAt !== undefined) continue;
+      try {
+        other.ws.send(encodeFrame(FrameType.PING, 0, crypto.getRandomValues(new Uint8Array(8))));
+      } catch {
+        continue; // already closed: webSocketClose ends it
+      }
+      o.probeAt = now;
+      other.ws.serializeAttachment(o);
+      probed = true;
+    }
+    // (a probe answered while getAlarm ran needs no alarm: the object may hibernate)
+    const pending = () => this.connectors().some(({ att: a }) => a.probeAt !== undefined);
+    if (probed) this.scheduleAlarm(now + PROBE_TIMEOUT_MS, pending).catch((err) => console.error(`probe alarm failed: ${err?.message ?? err}`));
+  }
+
   webSocketMessage(ws, message) {
     const att = ws.deserializeAttachment();
+    if (att.probeAt !== undefined) {
+      delete att.probeAt; // any frame answers a probe
+      ws.serializeAttachment(att);
+      this.dropIdleAlarm();
+    }
     if (typeof message === "string") {
       this.fail(ws, att, new ProtocolError("text message received; edgetds/1 is binary-only", { closeCode: CloseCode.UNSUPPORTED_DATA }));
       return;
@@ -218,7 +271,8 @@ export class Tunnel extends DurableObject {
       att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
       att.maxFrame = event.maxFrame;
       ws.serializeAttachment(att);
-      if (!this.connectors().some((c) => c.att.state === "hello")) this.ctx.storage.deleteAlarm();
+      this.probeSiblings(att);
+      this.dropIdleAlarm();
       return undefined;
     }
     switch (event.type) {
@@ -406,6 +460,11 @@ export class Tunnel extends DurableObject {
   closeSession(ws, att, code, reason) {
     this.endSession(att);
     try {
+      // A socket whose peer is gone stays listed (CLOSING) until the runtime gives up on it: the
+      // attachment says it no longer counts or serves.
+      att.state = "closed";
+      delete att.probeAt;
+      ws.serializeAttachment(att);
       ws.close(code, reason);
     } catch {
       // already closed
@@ -438,7 +497,7 @@ export class Tunnel extends DurableObject {
     const load = new Map();
     for (const stream of this.streams.values()) load.set(stream.sessionId, (load.get(stream.sessionId) ?? 0) + 1);
     const all = this.connectors().filter(({ ws, att }) => att.state === "open" && ws.readyState === WebSocket.OPEN);
-    const usable = all.filter(({ att }) => !att.draining && (load.get(att.sessionId) ?? 0) < att.maxStreams);
+    const usable = all.filter(({ att }) => !att.draining && att.probeAt === undefined && (load.get(att.sessionId) ?? 0) < att.maxStreams);
     if (!usable.length) {
       if (all.some(({ att }) => att.draining)) throw new HttpError(ErrorCode.CONNECTOR_DRAINING, "every connector of this tunnel is draining; retry shortly");
       if (all.length) throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, "every connector of this tunnel is at its concurrent query limit; retry shortly", { retryAfter: "1" });
