@@ -66,18 +66,26 @@ PREFIX = "edgetds_connector"
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-class _LinkStats(Protocol):
-    url: str
-    session_id: str | None
-    rtt_ms: float | None
-    open_streams: int
+class _LinkStats(Protocol):  # connector.tunnel.LinkStats (read-only, frozen)
+    @property
+    def url(self) -> str: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def rtt_ms(self) -> float | None: ...
+    @property
+    def open_streams(self) -> int: ...
 
 
-class _PoolStats(Protocol):
-    login: str
-    idle: int
-    in_use: int
-    size: int
+class _PoolStats(Protocol):  # connector.pool.PoolStats
+    @property
+    def login(self) -> str: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def size(self) -> int: ...
 
 
 class _ScrapeCollector:
