@@ -17,9 +17,8 @@ from connector.keys import generate_key_files
 from edgetds.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-#: the production examples (examples/connector.toml, the connector helper's annotated reference,
-#: is checked by its owner's tests)
-CONFIGS = sorted(EXAMPLES.glob("*/connector.toml"))
+#: the annotated reference (examples/connector.toml) and the production examples
+CONFIGS = [EXAMPLES / "connector.toml", *sorted(EXAMPLES.glob("*/connector.toml"))]
 
 
 def _provide_secrets(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
