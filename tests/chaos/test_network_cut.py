@@ -87,15 +87,15 @@ async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos
 
 
 async def test_black_holed_network_to_the_worker_relay(chaos: Chaos) -> None:
-    """The Worker sends no keepalive PINGs (a timer would keep the object awake, see
-    relay/worker/README.md): it learns that a black-holed connection is dead only when the
-    connector, which did notice, reconnects with the same id and replaces it. So in-flight
-    queries end when the network heals and the connector is back, or at their deadline."""
+    """The Worker keeps no timer while idle (relay/worker/README.md, dead connector links): while
+    a query is in flight it PINGs a connection silent for ping_interval_s and closes it 3 s later
+    if it stays silent, and it probes a connector's other connections when that connector opens a
+    new one. So the query in flight at the cut ends transport.lost, never at its deadline."""
     tally = Tally("network_cut_worker")
     async with (
         open_worker_relay(
             tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer,
-            limits={**WORKER_TEST_LIMITS, "query_timeout_ms": 8_000},
+            limits={**WORKER_TEST_LIMITS, "query_timeout_ms": 8_000, "ping_interval_s": 0.5},
         ) as worker,
         trio.open_nursery() as nursery,
     ):  # fmt: skip

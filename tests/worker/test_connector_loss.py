@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 import trio
 
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer
-from tests.support.worker_relay import WorkerRelay
+from tests.support.worker_relay import TEST_LIMITS, WorkerRelay, open_worker_relay
 from tests.worker.helpers import bearer, ndjson, peer, post_and_hang_up, query_url
+
+
+async def black_hole() -> None:
+    """A peer's flush that sends nothing: what it queues never leaves (a black-holed network)."""
+
+
+class StallAfterColumns:
+    """A query handler that starts the result (COLUMNS), sets `started`, then stalls."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+
+    async def __call__(self, p: Peer, q: events.Query) -> None:
+        await p.columns(q.stream_id)
+        self.started.set()
+        await trio.sleep_forever()
 
 
 async def test_drop_mid_stream_ends_with_transport_lost(
@@ -140,15 +158,7 @@ async def test_a_silent_connection_is_closed_once_its_connector_reconnects(
     """F5: a black-holed link (the connector gave up on it, the runtime did not) is probed with a
     PING when the connector opens another; silent, it is closed and its query ends transport.lost
     at once, not at its deadline. A live link answers the probe and stays."""
-    started = trio.Event()
-
-    async def stalls(p: Peer, q: events.Query) -> None:
-        await p.columns(q.stream_id)
-        started.set()
-        await trio.sleep_forever()
-
-    async def silent() -> None:  # the black hole: nothing this peer queues ever leaves
-        return
+    stalls = StallAfterColumns()
 
     answers: list[httpx.Response] = []
 
@@ -163,8 +173,8 @@ async def test_a_silent_connection_is_closed_once_its_connector_reconnects(
         async with peer(relay, handler=stalls) as old:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(run_query)
-                await started.wait()
-                old.flush = silent  # type: ignore[method-assign]
+                await stalls.started.wait()
+                old.flush = black_hole  # type: ignore[method-assign]
                 async with peer(relay) as live, peer(relay):
                     await old.closed.wait()  # probed by the first reconnect, closed ~3 s later
                     await trio.sleep(3.5)  # past the probe of the live one too (3 s)
@@ -172,3 +182,37 @@ async def test_a_silent_connection_is_closed_once_its_connector_reconnects(
                     assert not live.closed.is_set()  # probed by the second, answered, kept
     (response,) = answers
     assert ndjson(response.text)[-1]["error"]["code"] == "transport.lost"
+
+
+async def test_a_link_that_dies_mid_query_is_closed_by_the_keepalive(idp: DevIdP) -> None:
+    """F5, no reconnect: while a query is in flight the object PINGs a connection silent for
+    ping_interval_s; one that stays silent is closed 3 s later and the query ends transport.lost
+    long before its deadline. A live connection carrying a silent query answers and is kept."""
+    stalls = StallAfterColumns()
+
+    limits = {**TEST_LIMITS, "ping_interval_s": 0.3, "query_timeout_ms": 30_000}
+    with trio.fail_after(30):
+        async with (
+            open_worker_relay(
+                tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer, limits=limits
+            ) as relay,
+            httpx.AsyncClient(timeout=20) as client,
+            peer(relay, handler=stalls) as p,
+        ):
+            url, headers = query_url(relay), bearer(idp.mint(sub="k"))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(client.post, url, json={"sql": "x"}, headers=headers)
+                )
+                await stalls.started.wait()
+                await trio.sleep(1.5)  # several ping intervals: answered, the link is kept
+                assert not p.closed.is_set()
+                assert (await relay.do_state(client))["connections"] == 1
+                p.flush = black_hole  # type: ignore[method-assign]
+                t0 = trio.current_time()
+                response = await client.post(url, json={"sql": "select 2"}, headers=headers)
+                nursery.cancel_scope.cancel()
+            assert response.status_code == 502  # nothing of it was streamed yet
+            assert response.json()["error"]["code"] == "transport.lost"
+            assert trio.current_time() - t0 < 5.0  # probe after 0.3 s, closed 3 s later
+            assert (await relay.do_state(client))["connections"] == 0

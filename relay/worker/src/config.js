@@ -27,8 +27,9 @@ export const DEFAULT_LIMITS = Object.freeze({
   auth_failure_burst: 20,
   queries_per_second: 100.0,
   query_burst: 200,
-  /** Accepted for parity with the Python relay; the Worker sends no keepalive PINGs (see README). */
+  /** While a query is in flight, a connection silent this long gets a PING (README: keepalive). */
   ping_interval_s: 15,
+  /** Accepted for parity with the Python relay; the Worker closes a probed connection after 3 s. */
   dead_after_s: 45,
   handshake_timeout_s: 10,
   query_id_ttl_s: 600,
@@ -141,6 +142,7 @@ function parseLimits(env) {
     if (typeof value !== "number" || !(value >= 0)) throw new ConfigError(`LIMITS.${key} must be a non-negative number`);
     limits[key] = value;
   }
+  if (!(limits.ping_interval_s > 0)) throw new ConfigError("LIMITS.ping_interval_s must be above 0 (seconds)");
   return Object.freeze(limits);
 }
 

@@ -6,11 +6,15 @@
  * - Per connector socket, in its attachment (survives hibernation): connector id, session id,
  *   handshake state, next stream id, negotiated max streams / max frame, draining flag, and the
  *   streams it CANCELled whose DONE/ERROR has not arrived yet.
- * - A connection under probe (see probeSiblings): `probeAt` in its attachment, so the alarm that
- *   closes it if it stays silent survives hibernation.
+ * - A connection under probe (see probe(): keepalive, dispatch, probeSiblings): `probeAt` in its
+ *   attachment, so the alarm that closes it if it stays silent survives hibernation.
  * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway
  *   (expired ones are dropped on the next connect). The one alarm closes connectors that never
- *   answered HELLO; it is deleted on READY so that an idle object can hibernate.
+ *   answered HELLO and probed ones that stayed silent; it is deleted once none is left, so that
+ *   an idle object can hibernate.
+ * - In memory only: when each connection last sent a frame (unknown after hibernation, which
+ *   counts as long silent), and the keepalive timer, which exists only while queries are in
+ *   flight (the object is awake for them anyway).
  * - In memory only: each connection's PING budget (the Python relay's: burst 20, 5/s; beyond it
  *   GOAWAY protocol.error + 1002). It restarts full when the object wakes from hibernation, which
  *   gives nothing away: the object hibernates only after seconds of silence, and a budget refills
@@ -46,14 +50,13 @@ import {
 } from "./frames.js";
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 import { RateLimiter } from "./limits.js";
+import { keepaliveDue, preferAnswering, PROBE_TIMEOUT_MS, silentSinceQuery } from "./liveness.js";
 import { LOST_MESSAGE, lostRecordText, nextStreamState } from "./session.js";
 
 const CONNECTOR_TAG = "conn";
 /** Each PING costs a PONG: a connector that floods them is cut off (relay/session.py, same numbers). */
 const PING_BURST = 20;
 const PING_RATE = 5;
-/** A connection probed because its connector opened another must answer (any frame) within this. */
-export const PROBE_TIMEOUT_MS = 3_000;
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
 
 /** Relay-side limits announced in HELLO (SPEC defaults). */
@@ -78,6 +81,10 @@ export class Tunnel extends DurableObject {
     this.roundRobin = 0;
     /** sessionId -> PING token bucket (see the header: restarts full after hibernation). */
     this.pings = new RateLimiter({ rate: PING_RATE, burst: PING_BURST, maxKeys: 10_000 });
+    /** sessionId -> Date.now() of its last message (unknown after hibernation: long silent). */
+    this.lastReceived = new Map();
+    /** The keepalive check: a timer that runs only while queries are in flight (keepalive()). */
+    this.keepaliveTimer = null;
   }
 
   // ------------------------------------------------------------------------------ HTTP entry
@@ -212,6 +219,49 @@ export class Tunnel extends DurableObject {
   }
 
   /**
+   * Keepalive, only while queries are in flight: the object is awake for their requests anyway,
+   * so a timer costs nothing then, and it is cleared with the last stream so that an idle object
+   * can hibernate (an idle dead link is found when its connector reconnects, probeSiblings, or
+   * when a query is placed on it, dispatch). A connection carrying a stream that has sent nothing
+   * for ping_interval_s is probed; silent PROBE_TIMEOUT_MS more, the alarm closes it and its
+   * streams end transport.lost, instead of waiting for their deadline on a link that died.
+   */
+  keepalive(intervalMs) {
+    clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+    if (!this.streams.size) return;
+    const now = Date.now();
+    const busy = new Set([...this.streams.values()].map((stream) => stream.sessionId));
+    const { probe, next } = keepaliveDue({ connections: this.connectors(), busy, lastReceived: this.lastReceived, now, intervalMs });
+    if (probe.map(({ ws, att }) => this.probe(ws, att, now)).some(Boolean)) this.armProbeAlarm(now);
+    this.keepaliveTimer = setTimeout(() => this.keepalive(intervalMs), next - now);
+  }
+
+  /** When the connection last sent a frame (0 if unknown: the object hibernated since). */
+  silentSince(att) {
+    return this.lastReceived.get(att.sessionId) ?? 0;
+  }
+
+  /** Send a PING that must be answered (by any frame) within PROBE_TIMEOUT_MS; false if gone. */
+  probe(ws, att, now) {
+    try {
+      ws.send(encodeFrame(FrameType.PING, 0, crypto.getRandomValues(new Uint8Array(8))));
+    } catch {
+      return false; // already closed: webSocketClose ends it
+    }
+    att.probeAt = now;
+    ws.serializeAttachment(att);
+    return true;
+  }
+
+  /** The alarm that closes probed connections which stay silent (it survives hibernation). */
+  armProbeAlarm(now) {
+    // (a probe answered while getAlarm ran needs no alarm: the object may hibernate)
+    const pending = () => this.connectors().some(({ att: a }) => a.probeAt !== undefined);
+    this.scheduleAlarm(now + PROBE_TIMEOUT_MS, pending).catch((err) => console.error(`probe alarm failed: ${err?.message ?? err}`));
+  }
+
+  /**
    * A connector that opens a connection may have lost its others without either end being told
    * (a black-holed network: the connector gave up on them, the runtime did not, and the
    * connector's WebSocket-level pings never reach this object). So its other connections get an
@@ -224,22 +274,15 @@ export class Tunnel extends DurableObject {
     for (const other of this.connectors()) {
       const o = other.att;
       if (o.sessionId === att.sessionId || o.connectorId !== att.connectorId || o.state !== "open" || o.probeAt !== undefined) continue;
-      try {
-        other.ws.send(encodeFrame(FrameType.PING, 0, crypto.getRandomValues(new Uint8Array(8))));
-      } catch {
-        continue; // already closed: webSocketClose ends it
-      }
-      o.probeAt = now;
-      other.ws.serializeAttachment(o);
-      probed = true;
+      probed = this.probe(other.ws, o, now) || probed;
     }
-    // (a probe answered while getAlarm ran needs no alarm: the object may hibernate)
-    const pending = () => this.connectors().some(({ att: a }) => a.probeAt !== undefined);
-    if (probed) this.scheduleAlarm(now + PROBE_TIMEOUT_MS, pending).catch((err) => console.error(`probe alarm failed: ${err?.message ?? err}`));
+    if (probed) this.armProbeAlarm(now);
   }
 
   webSocketMessage(ws, message) {
     const att = ws.deserializeAttachment();
+    if (att.state === "closed") return; // declared dead and closed here: a late frame changes nothing
+    this.lastReceived.set(att.sessionId, Date.now());
     if (att.probeAt !== undefined) {
       delete att.probeAt; // any frame answers a probe
       ws.serializeAttachment(att);
@@ -437,11 +480,16 @@ export class Tunnel extends DurableObject {
   settle(stream) {
     clearTimeout(stream.timer);
     this.streams.delete(stream.key);
+    if (!this.streams.size) {
+      clearTimeout(this.keepaliveTimer); // idle: nothing may keep the object awake
+      this.keepaliveTimer = null;
+    }
   }
 
   /** End every stream of a session with the typed transport.lost record. */
   endSession(att) {
     this.pings.buckets.delete(att.sessionId);
+    this.lastReceived.delete(att.sessionId);
     for (const stream of [...this.streams.values()]) {
       if (stream.sessionId !== att.sessionId) continue;
       this.settle(stream);
@@ -497,7 +545,7 @@ export class Tunnel extends DurableObject {
     const load = new Map();
     for (const stream of this.streams.values()) load.set(stream.sessionId, (load.get(stream.sessionId) ?? 0) + 1);
     const all = this.connectors().filter(({ ws, att }) => att.state === "open" && ws.readyState === WebSocket.OPEN);
-    const usable = all.filter(({ att }) => !att.draining && att.probeAt === undefined && (load.get(att.sessionId) ?? 0) < att.maxStreams);
+    const usable = preferAnswering(all.filter(({ att }) => !att.draining && (load.get(att.sessionId) ?? 0) < att.maxStreams));
     if (!usable.length) {
       if (all.some(({ att }) => att.draining)) throw new HttpError(ErrorCode.CONNECTOR_DRAINING, "every connector of this tunnel is draining; retry shortly");
       if (all.length) throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, "every connector of this tunnel is at its concurrent query limit; retry shortly", { retryAfter: "1" });
@@ -571,6 +619,11 @@ export class Tunnel extends DurableObject {
     };
     this.streams.set(stream.key, stream);
     picked.ws.send(encodeFrame(FrameType.QUERY, streamId, payload));
+    stream.sentAt = Date.now();
+    // Keepalive while queries are in flight; a connection silent for ping_interval_s already (an
+    // idle tunnel: WebSocket pings never reach the object) is probed at once.
+    const intervalMs = config.limits.ping_interval_s * 1000;
+    if (this.keepaliveTimer === null || this.silentSince(att) + intervalMs <= stream.sentAt) this.keepalive(intervalMs);
     // A backstop deadline while a request is in flight (never while idle: it would keep the object
     // awake; alarms are used for everything that outlives a request).
     stream.timer = setTimeout(() => this.deadline(stream), job.deadlineMs);
@@ -628,6 +681,14 @@ export class Tunnel extends DurableObject {
 
   deadline(stream) {
     if (stream.finished || stream.cancelled) return;
+    // Nothing at all came back on the connection since this QUERY: probe it (closed if it stays
+    // silent), so later queries do not wait on a dead link too. This query was sent, so it ends
+    // query.timeout and is never re-sent (at-most-once).
+    const att = stream.ws.readyState === WebSocket.OPEN ? stream.ws.deserializeAttachment() : null;
+    const now = Date.now();
+    if (att !== null && silentSinceQuery(att, this.lastReceived.get(att.sessionId), stream.sentAt) && this.probe(stream.ws, att, now)) {
+      this.armProbeAlarm(now);
+    }
     this.clientGone(stream); // sends CANCEL; later frames are absorbed
     const message = "the query did not finish within its timeout; it was cancelled";
     if (!stream.started) {
