@@ -465,6 +465,9 @@ class TunnelLink:
     ) -> bool:
         """Handle one event; True ends the connection."""
         if isinstance(event, events.Hello):
+            if self.closed:
+                # close() (shutdown) raced the handshake: GOAWAY is already sent, serve nothing
+                return True
             try:
                 verify_hello(
                     event,
