@@ -182,52 +182,42 @@ class Param:
     output: bool = False
 
 
-class PreciseDateTime(dt.datetime):
+class _HundredNanoseconds:
+    """Mixin for a datetime/time that carries a 100 ns digit (``nanosecond_100``, 0-9) beyond
+    ``microsecond``; ``_compared_with`` is the stdlib class equality is defined against."""
+
+    nanosecond_100: int
+    _compared_with: type
+
+    def __new__(cls, *args: Any, nanosecond_100: int = 0, **kwargs: Any) -> Any:
+        self = super().__new__(cls, *args, **kwargs)  # type: ignore[misc]
+        if not 0 <= nanosecond_100 <= 9:
+            raise ValueError("nanosecond_100 must be 0..9")
+        self.nanosecond_100 = nanosecond_100
+        return self
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, nanosecond_100={self.nanosecond_100})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, self._compared_with):
+            return super().__eq__(other) and self.nanosecond_100 == ticks_of(other)  # type: ignore[arg-type]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((super().__hash__(), self.nanosecond_100))
+
+
+class PreciseDateTime(_HundredNanoseconds, dt.datetime):
     """A datetime with a 100 ns digit (``nanosecond_100``, 0-9) beyond ``microsecond``."""
 
-    nanosecond_100: int
-
-    def __new__(cls, *args: Any, nanosecond_100: int = 0, **kwargs: Any) -> PreciseDateTime:
-        self = super().__new__(cls, *args, **kwargs)
-        if not 0 <= nanosecond_100 <= 9:
-            raise ValueError("nanosecond_100 must be 0..9")
-        self.nanosecond_100 = nanosecond_100
-        return self
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, nanosecond_100={self.nanosecond_100})"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, dt.datetime):
-            return super().__eq__(other) and self.nanosecond_100 == ticks_of(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((super().__hash__(), self.nanosecond_100))
+    _compared_with = dt.datetime
 
 
-class PreciseTime(dt.time):
+class PreciseTime(_HundredNanoseconds, dt.time):
     """A time with a 100 ns digit (``nanosecond_100``, 0-9) beyond ``microsecond``."""
 
-    nanosecond_100: int
-
-    def __new__(cls, *args: Any, nanosecond_100: int = 0, **kwargs: Any) -> PreciseTime:
-        self = super().__new__(cls, *args, **kwargs)
-        if not 0 <= nanosecond_100 <= 9:
-            raise ValueError("nanosecond_100 must be 0..9")
-        self.nanosecond_100 = nanosecond_100
-        return self
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, nanosecond_100={self.nanosecond_100})"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, dt.time):
-            return super().__eq__(other) and self.nanosecond_100 == ticks_of(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((super().__hash__(), self.nanosecond_100))
+    _compared_with = dt.time
 
 
 def ticks_of(value: object) -> int:
