@@ -236,6 +236,12 @@ class Session:
                 if exc.line == 1 and item.statement.line != 1:
                     exc.line = item.statement.line
                 raise
+            except sqlite3.OperationalError as exc:
+                # cancel() interrupts whatever SQLite runs at that moment, including the engine's
+                # own catalog queries around the statement: that is a cancel too, never a crash
+                if str(exc) != "interrupted":
+                    raise
+                raise _errors.cancelled().at_line(item.statement.line) from None
             except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
                 # A statement shape the translator did not expect: an error, never a crash.
                 raise _internal(exc).at_line(item.statement.line) from exc
