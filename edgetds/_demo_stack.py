@@ -9,6 +9,12 @@ Why files rather than pipes for the children's output: a pipe nobody reads fills
 its writer, and reading it needs a thread (and threads make ``preexec_fn`` unsafe). Each part's
 stdout goes to ``logs/NAME.out`` (its first line names its address, which we poll for) and its
 stderr to ``logs/NAME.log``.
+
+Ctrl-C (and SIGTERM/SIGHUP) are blocked while a part is forked and recorded: after ``fork()``
+Python runs at-fork hooks in the parent (logging releases its locks there), and a
+``KeyboardInterrupt`` raised inside such a hook is printed as "Exception ignored" and lost -- the
+demo then carried on as if nobody had pressed Ctrl-C. Blocked, the signal waits until the new part
+is in the group, so the stop that follows also stops it.
 """
 
 from __future__ import annotations
@@ -268,15 +274,22 @@ def edgetds_argv() -> list[str]:
     return [sys.executable, "-m", "edgetds"]
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM this child when the demo dies, even by SIGKILL."""
-    try:
-        import ctypes
+#: What stops the demo; blocked while a part is forked (see the module's docstring).
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Unblock the stop signals the parent blocked around the fork; on Linux, also ask the kernel
+    to SIGTERM this child when the demo dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 @dataclass
@@ -344,19 +357,23 @@ class PartGroup:
         out_path = self.layout.logs_dir / f"{name}.out"
         log_path = self.layout.logs_dir / f"{name}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with out_path.open("wb") as out, log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*edgetds_argv(), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        part = Part(name, label, process, out_path, log_path)
-        self.parts.append(part)
-        self._write_pids()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            with out_path.open("wb") as out, log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    [*edgetds_argv(), *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=log,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_child_setup,
+                )
+            part = Part(name, label, process, out_path, log_path)
+            self.parts.append(part)
+            self._write_pids()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C lands here
         return part
 
     def _write_pids(self) -> None:
