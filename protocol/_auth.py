@@ -20,11 +20,12 @@ import hashlib
 import heapq
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import events as ev
@@ -83,6 +84,10 @@ def _unb64url(text: str) -> bytes:
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not unpadded base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _raw_public_key(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _random_b64url() -> str:
@@ -160,6 +165,9 @@ class ConnectorClaims:
     nonce: str
     iat: int
     exp: int
+    #: The registered key the token verified with (raw 32 bytes, hex): during a key rotation a
+    #: connector id has several, and the relay ends sessions whose key was unregistered.
+    public_key_hex: str
 
 
 def _audience(tunnel: str) -> str:
@@ -229,7 +237,7 @@ def _random_id(claims: Mapping[str, Any], name: str) -> str:
 
 def verify_connector_token(
     token: str,
-    connector_keys: Mapping[str, Ed25519PublicKey],
+    connector_keys: Mapping[str, Ed25519PublicKey | Sequence[Ed25519PublicKey]],
     *,
     tunnel: str,
     now: float,
@@ -240,7 +248,8 @@ def verify_connector_token(
 
     Args:
         token: the bearer token.
-        connector_keys: registered connector public keys by connector id (``kid``).
+        connector_keys: registered connector public keys by connector id (``kid``): one key, or
+            several while that connector's key rotates (any of them may have signed).
         tunnel: the tunnel in the upgrade URL (``aud`` must be ``edgetds:relay:<tunnel>``).
         now: unix seconds.
         replay: where seen ``jti`` values are kept until ``exp + leeway`` (None: no replay check).
@@ -264,18 +273,17 @@ def verify_connector_token(
             error_code=ErrorCode.AUTH_INVALID_TOKEN,
         )
     kid = header["kid"]
-    key = connector_keys.get(kid)
-    if key is None:
+    registered = connector_keys.get(kid)
+    if registered is None:
         raise AuthError(
             f"connector {kid!r} is not registered at this relay",
             error_code=ErrorCode.AUTH_UNKNOWN_ISSUER,
         )
-    try:
-        key.verify(_unb64url(parts[2]), f"{parts[0]}.{parts[1]}".encode("ascii"))
-    except (InvalidSignature, ValueError, UnicodeEncodeError):
-        raise AuthError(
-            "connector token signature does not verify", error_code=ErrorCode.AUTH_INVALID_TOKEN
-        ) from None
+    key = _verifying_key(
+        registered if isinstance(registered, Sequence) else (registered,),
+        signature=parts[2],
+        signed=f"{parts[0]}.{parts[1]}",
+    )
     claims = _token_part(parts[1], "claims")
     if claims.get("iss") != kid or claims.get("sub") != kid:
         raise AuthError(
@@ -303,7 +311,28 @@ def verify_connector_token(
         f"jti:{kid}:{jti}", now=now, expires_at=exp + leeway
     ):
         raise AuthError("connector token was already used", error_code=ErrorCode.AUTH_REPLAY)
-    return ConnectorClaims(kid, tunnel, jti, nonce, iat, exp)
+    return ConnectorClaims(kid, tunnel, jti, nonce, iat, exp, _raw_public_key(key).hex())
+
+
+def _verifying_key(
+    keys: Sequence[Ed25519PublicKey], *, signature: str, signed: str
+) -> Ed25519PublicKey:
+    """The first of ``keys`` under which ``signature`` verifies, or AuthError."""
+    try:
+        sig, data = _unb64url(signature), signed.encode("ascii")
+    except (ValueError, UnicodeEncodeError):
+        keys = ()  # not a signature any key could have made
+    for key in keys:
+        try:
+            key.verify(sig, data)
+        except InvalidSignature:
+            continue
+        return key
+    raise AuthError(
+        "connector token signature does not verify"
+        + (f" under any of its {len(keys)} registered keys" if len(keys) > 1 else ""),
+        error_code=ErrorCode.AUTH_INVALID_TOKEN,
+    )
 
 
 # -- HELLO ----------------------------------------------------------------------------------------

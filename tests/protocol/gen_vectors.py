@@ -437,14 +437,26 @@ def token_vectors() -> list[dict[str, Any]]:
             2,
         ),
     ]
+    # a key rotation: the connector id has two registered keys, the new one listed first
+    rotation = [
+        ("token-rotation-old-key", "signed by the second of two registered keys", good,
+         ["other", "connector"]),
+        ("token-rotation-new-key", "signed by the first of two registered keys", other,
+         ["other", "connector"]),
+        ("token-rotation-neither", "two keys registered, signed by neither", good,
+         ["other", "relay"]),
+    ]  # fmt: skip
+    all_cases = [(*case, ["connector"]) for case in cases]
+    all_cases += [(n, d, tok, NOW + 1, TUNNEL, 1, names) for n, d, tok, names in rotation]
+    by_name = {"connector": CONNECTOR_KEY, "other": OTHER_KEY, "relay": RELAY_KEY}
     vectors = []
-    for name, description, tok, now, tunnel, uses in cases:
-        keys = {CONNECTOR_ID: CONNECTOR_KEY.public_key()}
+    for name, description, tok, now, tunnel, uses, names in all_cases:
+        keys = {CONNECTOR_ID: [by_name[n].public_key() for n in names]}
         cache = ReplayCache(60)
         verify = partial(verify_connector_token, tok, keys, tunnel=tunnel, now=now, replay=cache)
         vectors.append({
             "name": name, "description": description, "token": tok,
-            "verify": {"tunnel": tunnel, "now": now, "uses": uses, "connector_key": "connector"},
+            "verify": {"tunnel": tunnel, "now": now, "uses": uses, "connector_keys": names},
             **outcome(verify, uses),
         })  # fmt: skip
     return vectors

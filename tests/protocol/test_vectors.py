@@ -114,7 +114,9 @@ TOKENS = AUTH["connector_tokens"]
 def test_connector_token_vector(vector: dict[str, Any]) -> None:
     check = vector["verify"]
     cache = ReplayCache(60)
-    keys = {AUTH["keys"]["connector"]["key_id"]: public_key(check["connector_key"])}
+    keys = {
+        AUTH["keys"]["connector"]["key_id"]: [public_key(name) for name in check["connector_keys"]]
+    }
 
     def verify() -> Any:
         tunnel, now = check["tunnel"], check["now"]
