@@ -108,6 +108,7 @@ async def open_worker_relay(
     test_hooks: bool = True,
     app: bool = False,
     extra_tunnels: Mapping[str, Sequence[str]] | None = None,
+    rotation: Mapping[str, Sequence[str]] | None = None,
 ) -> AsyncIterator[WorkerRelay]:
     """Run the relay Worker under workerd on 127.0.0.1 (random ports) until the block exits.
 
@@ -118,10 +119,16 @@ async def open_worker_relay(
         limits: LIMITS overrides (default: TEST_LIMITS, high edge rate limits).
         test_hooks: enable ``/v1/tunnels/{t}/_test/*`` (DO state and ctx.abort()).
         app: also run examples/worker-app with a service binding to the relay.
+        rotation: connector id -> newer public keys (``ed25519:...``) registered ahead of its
+            generated key, as during a key rotation (TUNNELS lists ``[*newer, generated]``).
     """
     relay_key = Ed25519PrivateKey.generate()
     connector_keys = {cid: Ed25519PrivateKey.generate() for cid in connector_ids}
-    tunnels = {tunnel: {cid: public_key_text(key) for cid, key in connector_keys.items()}}
+    tunnels: dict[str, dict[str, Any]] = {
+        tunnel: {cid: public_key_text(key) for cid, key in connector_keys.items()}
+    }
+    for cid, newer in (rotation or {}).items():
+        tunnels[tunnel][cid] = [*newer, tunnels[tunnel][cid]]
     for name, ids in (extra_tunnels or {}).items():
         tunnels[name] = {cid: public_key_text(Ed25519PrivateKey.generate()) for cid in ids}
     issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}

@@ -5,7 +5,8 @@
  *   `json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` encoded UTF-8,
  *   including Python's float repr and code-point key order, so signatures and hashes agree.
  * - verifyConnectorToken(): the connector's EdDSA JWT, checked before the WebSocket upgrade
- *   (jose checks the signature; the claim rules are protocol/_auth.py's, step by step).
+ *   (jose checks the signature against each registered key of its connector id: several during a
+ *   key rotation; the claim rules are protocol/_auth.py's, step by step).
  * - signHello(), makeAttestation(): WebCrypto Ed25519 signatures with the relay key.
  * - Keys: public keys are "ed25519:" + base64url(raw 32 bytes); the relay private key is a PKCS#8
  *   PEM or an OKP JWK; a key id is the first 16 chars of base64url(sha256(raw public key)).
@@ -59,11 +60,15 @@ export function randomB64url() {
   return b64url(crypto.getRandomValues(new Uint8Array(16)));
 }
 
+/** Lowercase hex of bytes. @param {Uint8Array} bytes @returns {string} */
+export function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Lowercase hex SHA-256. @param {Uint8Array | string} data @returns {Promise<string>} */
 export async function sha256Hex(data) {
   const bytes = typeof data === "string" ? encoder.encode(data) : data;
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  return hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
 }
 
 // ------------------------------------------------------------------------------- canonical JSON
@@ -343,12 +348,33 @@ async function connectorKey(publicKey) {
 }
 
 /**
+ * The first of the registered keys (in order) under which the token's signature verifies, as
+ * "ed25519:..." text; AuthError auth.invalid_token when none does.
+ * @param {string} token @param {string[]} keys
+ */
+async function verifyingKey(token, keys) {
+  for (const publicKey of keys) {
+    try {
+      await compactVerify(token, await connectorKey(publicKey), { algorithms: ["EdDSA"] });
+      return publicKey;
+    } catch {
+      // not this key: a rotation registers several
+    }
+  }
+  const which = keys.length > 1 ? ` under any of its ${keys.length} registered keys` : "";
+  throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `connector token signature does not verify${which}`);
+}
+
+/**
  * Check a connector token before the WebSocket upgrade (protocol verify_connector_token, without
  * the replay check: the Durable Object owns the jti store).
  * @param {string} token
- * @param {Record<string, string>} connectorKeys connector id -> "ed25519:..."
+ * @param {Record<string, string | string[]>} connectorKeys connector id -> "ed25519:..." public
+ *        key, or several while that connector's key rotates (any of them may have signed)
  * @param {{tunnel: string, now: number, leeway?: number}} options `now` in unix seconds
- * @returns {Promise<{connectorId: string, tunnel: string, jti: string, nonce: string, iat: number, exp: number}>}
+ * @returns {Promise<{connectorId: string, tunnel: string, jti: string, nonce: string, iat: number,
+ *          exp: number, publicKeyHex: string}>} `publicKeyHex`: the raw 32-byte registered key
+ *          that verified the token, lowercase hex
  */
 export async function verifyConnectorToken(token, connectorKeys, { tunnel, now, leeway = TOKEN_LEEWAY }) {
   const parts = typeof token === "string" ? token.split(".") : [];
@@ -361,11 +387,8 @@ export async function verifyConnectorToken(token, connectorKeys, { tunnel, now, 
   if (!Object.hasOwn(connectorKeys, kid)) {
     throw new AuthError(ErrorCode.AUTH_UNKNOWN_ISSUER, `connector ${JSON.stringify(kid.slice(0, 64))} is not registered at this relay`);
   }
-  try {
-    await compactVerify(token, await connectorKey(connectorKeys[kid]), { algorithms: ["EdDSA"] });
-  } catch {
-    throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "connector token signature does not verify");
-  }
+  const registered = connectorKeys[kid];
+  const publicKey = await verifyingKey(token, Array.isArray(registered) ? registered : [registered]);
   const claims = tokenPart(parts[1], "claims");
   if (claims.iss !== kid || claims.sub !== kid) {
     throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, 'connector token "iss" and "sub" must equal its "kid"');
@@ -382,5 +405,5 @@ export async function verifyConnectorToken(token, connectorKeys, { tunnel, now, 
   }
   const jti = randomId(claims, "jti");
   const nonce = randomId(claims, "nonce");
-  return { connectorId: kid, tunnel, jti, nonce, iat, exp };
+  return { connectorId: kid, tunnel, jti, nonce, iat, exp, publicKeyHex: hex(parsePublicKey(publicKey)) };
 }

@@ -4,7 +4,8 @@
  * | binding            | kind   | shape                                                          |
  * |--------------------|--------|----------------------------------------------------------------|
  * | RELAY_PRIVATE_KEY  | secret | Ed25519 PKCS#8 PEM (`edgetds keygen` NAME.key) or an OKP JWK     |
- * | TUNNELS            | var    | JSON `{"demo": {"conn-1": "ed25519:..."}}`                       |
+ * | TUNNELS            | var    | JSON `{"demo": {"conn-1": "ed25519:..."}}`; a list of keys       |
+ * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates   |
  * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?}]`     |
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
  * | LIMITS             | var    | optional JSON, keys of the Python relay's [limits] table         |
@@ -14,7 +15,7 @@
  * binding and how to fix it.
  */
 
-import { loadRelayKey, parsePublicKey } from "./auth.js";
+import { hex, loadRelayKey, parsePublicKey } from "./auth.js";
 
 export const DEFAULT_ALGORITHMS = Object.freeze(["RS256", "ES256", "EdDSA"]);
 const SUPPORTED_ALGORITHMS = new Set(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]);
@@ -79,10 +80,33 @@ function checkUrl(text, where) {
   return text;
 }
 
+const TUNNELS_SHAPE = '{"demo": {"conn-1": "ed25519:..."}} (or, while a key rotates, {"demo": {"conn-1": ["ed25519:NEW", "ed25519:OLD"]}})';
+
+/** A connector id's registered key(s): one "ed25519:..." string, or a rotation's list of them. */
+function parseConnectorKeys(where, keys) {
+  const list = Array.isArray(keys) ? keys : [keys];
+  if (!list.length) {
+    throw new ConfigError(`${where}: the list of keys is empty; register at least one "ed25519:..." key (or remove the connector id)`);
+  }
+  const seen = new Set();
+  list.forEach((key, i) => {
+    const at = Array.isArray(keys) ? `${where}[${i}]` : where;
+    let raw;
+    try {
+      raw = hex(parsePublicKey(key));
+    } catch (err) {
+      throw new ConfigError(`${at}: ${err.message}`);
+    }
+    if (seen.has(raw)) throw new ConfigError(`${at}: this key is listed twice; list each key once`);
+    seen.add(raw);
+  });
+  return Array.isArray(keys) ? Object.freeze([...keys]) : keys;
+}
+
 function parseTunnels(env) {
   const doc = parseJson(env, "TUNNELS");
   if (doc === null || typeof doc !== "object" || Array.isArray(doc) || !Object.keys(doc).length) {
-    throw new ConfigError('TUNNELS must be a JSON object like {"demo": {"conn-1": "ed25519:..."}}');
+    throw new ConfigError(`TUNNELS must be a JSON object like ${TUNNELS_SHAPE}`);
   }
   const tunnels = {};
   for (const [name, connectors] of Object.entries(doc)) {
@@ -90,16 +114,11 @@ function parseTunnels(env) {
       throw new ConfigError(`TUNNELS: tunnel name ${JSON.stringify(name)} must be 1-64 of letters, digits, _ . -`);
     }
     if (connectors === null || typeof connectors !== "object" || Array.isArray(connectors)) {
-      throw new ConfigError(`TUNNELS.${name} must map connector ids to "ed25519:..." public keys`);
+      throw new ConfigError(`TUNNELS.${name} must map connector ids to "ed25519:..." public keys (a list of them while a key rotates), like ${TUNNELS_SHAPE}`);
     }
-    for (const [id, key] of Object.entries(connectors)) {
-      try {
-        parsePublicKey(key);
-      } catch (err) {
-        throw new ConfigError(`TUNNELS.${name}.${id}: ${err.message}`);
-      }
-    }
-    tunnels[name] = Object.freeze({ ...connectors });
+    const parsed = {};
+    for (const [id, keys] of Object.entries(connectors)) parsed[id] = parseConnectorKeys(`TUNNELS.${name}.${id}`, keys);
+    tunnels[name] = Object.freeze(parsed);
   }
   return Object.freeze(tunnels);
 }

@@ -56,3 +56,17 @@ test("HELLO is signed over the context and canonical JSON", async () => {
   assert.ok(await verifySigned(relayKey.publicRaw, HELLO_CONTEXT, hello));
   assert.ok(!(await verifySigned(relayKey.publicRaw, HELLO_CONTEXT, { ...hello, nonce: "m" })));
 });
+
+test("during a key rotation a token signed by any registered key verifies, and says which", async () => {
+  const next = await generateKeyPair("EdDSA", { crv: "Ed25519", extractable: true });
+  const nextText = `ed25519:${(await exportJWK(next.publicKey)).x}`;
+  const rotating = { "conn-1": [nextText, registered["conn-1"]] };
+  const rawHex = (text) => Buffer.from(unb64url(text.slice("ed25519:".length))).toString("hex");
+  const verify = async (key, keys = rotating) => verifyConnectorToken(await token({}, { key }), keys, { tunnel: "demo", now: NOW + 1 });
+  assert.equal((await verify(privateKey)).publicKeyHex, rawHex(registered["conn-1"]));
+  assert.equal((await verify(next.privateKey)).publicKeyHex, rawHex(nextText));
+  assert.equal((await verify(privateKey, registered)).publicKeyHex, rawHex(registered["conn-1"]));
+  const third = (await generateKeyPair("EdDSA", { crv: "Ed25519" })).privateKey;
+  await assert.rejects(verify(third), (err) => err.code === "auth.invalid_token" && /any of its 2 registered keys/.test(err.message));
+  await refusedWith(verify(next.privateKey, { "conn-1": [registered["conn-1"]] }), "auth.invalid_token");
+});

@@ -116,7 +116,8 @@ test("auth.json: canonical JSON", () => {
 
 test("auth.json: connector tokens (jti replay as the Durable Object keeps it)", async () => {
   for (const v of auth.connector_tokens) {
-    const registered = { [auth.keys.connector.key_id]: `ed25519:${b64url(unhex(auth.keys[v.verify.connector_key].public_hex))}` };
+    const keys = v.verify.connector_keys.map((name) => `ed25519:${b64url(unhex(auth.keys[name].public_hex))}`);
+    const registered = { [auth.keys.connector.key_id]: keys };
     const seen = new Set();
     let outcome;
     for (let i = 0; i < v.verify.uses; i++) {
@@ -130,8 +131,8 @@ test("auth.json: connector tokens (jti replay as the Durable Object keeps it)", 
       }
     }
     if (v.valid) {
-      const { connectorId, tunnel, jti, nonce, iat, exp } = outcome.claims ?? {};
-      assert.deepEqual({ connector_id: connectorId, tunnel, jti, nonce, iat, exp }, v.claims, v.name);
+      const { connectorId, tunnel, jti, nonce, iat, exp, publicKeyHex } = outcome.claims ?? {};
+      assert.deepEqual({ connector_id: connectorId, tunnel, jti, nonce, iat, exp, public_key_hex: publicKeyHex }, v.claims, v.name);
     } else {
       assert.equal(outcome.error, v.error, v.name);
     }

@@ -1,0 +1,40 @@
+// TUNNELS shapes: one key per connector id, or a list of keys while that connector's key rotates.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { b64url } from "../src/auth.js";
+import { ConfigError, loadConfig } from "../src/config.js";
+
+const relay = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+const RELAY_PRIVATE_KEY = JSON.stringify(await crypto.subtle.exportKey("jwk", relay.privateKey));
+const ISSUERS = JSON.stringify([{ issuer: "https://idp.example.com", audience: "edgetds" }]);
+
+async function publicKeyText() {
+  const { publicKey } = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  return `ed25519:${b64url(new Uint8Array(await crypto.subtle.exportKey("raw", publicKey)))}`;
+}
+
+const NEW = await publicKeyText();
+const OLD = await publicKeyText();
+const load = (tunnels) => loadConfig({ RELAY_PRIVATE_KEY, ISSUERS, TUNNELS: JSON.stringify(tunnels) });
+
+async function refused(tunnels, pattern) {
+  await assert.rejects(load(tunnels), (err) => err instanceof ConfigError && pattern.test(err.message), JSON.stringify(tunnels));
+}
+
+test("TUNNELS: one key or a rotation's list of keys per connector id", async () => {
+  const config = await load({ demo: { "conn-1": [NEW, OLD], "conn-2": OLD } });
+  assert.deepEqual(config.tunnels.demo["conn-1"], [NEW, OLD]);
+  assert.equal(config.tunnels.demo["conn-2"], OLD);
+  assert.ok(Object.isFrozen(config.tunnels.demo["conn-1"]));
+});
+
+test("TUNNELS: an empty list, a bad entry or a duplicate names where it is", async () => {
+  await refused({ demo: { "conn-1": [] } }, /^TUNNELS\.demo\.conn-1: the list of keys is empty/);
+  await refused({ demo: { "conn-1": [NEW, "ed25519:AAAA"] } }, /^TUNNELS\.demo\.conn-1\[1\]: an Ed25519 public key is 32 bytes/);
+  await refused({ demo: { "conn-1": [NEW, 7] } }, /^TUNNELS\.demo\.conn-1\[1\]: a public key must look like "ed25519:/);
+  await refused({ demo: { "conn-1": [NEW, OLD, NEW] } }, /^TUNNELS\.demo\.conn-1\[2\]: this key is listed twice/);
+  await refused({ demo: { "conn-1": "rsa:abc" } }, /^TUNNELS\.demo\.conn-1: a public key must look like/);
+  await refused({ demo: ["conn-1", NEW] }, /^TUNNELS\.demo must map connector ids .*\["ed25519:NEW", "ed25519:OLD"\]/);
+  await refused([], /^TUNNELS must be a JSON object like .*\["ed25519:NEW", "ed25519:OLD"\]/);
+});
