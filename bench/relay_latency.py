@@ -81,7 +81,7 @@ async def _stack(chunks: int) -> AsyncIterator[tuple[str, str]]:
         config = RelayConfig(
             listen="127.0.0.1:0",
             private_key=Ed25519PrivateKey.generate(),
-            tunnels={"bench": TunnelConfig(name="bench", connectors={"c": key.public_key()})},
+            tunnels={"bench": TunnelConfig(name="bench", connectors={"c": (key.public_key(),)})},
             identity={"issuers": [{"issuer": idp.issuer, "audience": "edgetds"}]},
             limits=parse_limits({"query_burst": 10**6, "queries_per_second": 10**6}),
         )

@@ -19,10 +19,20 @@ examples:
   edgetds connector check --config connector.toml    # every config problem, with its location
   edgetds connector explain --config connector.toml --token "$TOKEN"   # which role, and why
   edgetds connector run --config connector.toml      # dial out and serve; SIGTERM drains
+  kill -HUP <pid>                                     # reload the key and relay_public_keys live
 
 The connector needs no listening port: it dials OUT to the relay over ws(s)://, proves its key,
 checks the relay's key, then verifies every query's user token and runs it under the role's login.
 See examples/connector.toml and examples/policy.toml.
+
+signals (connector run):
+  SIGTERM, SIGINT   drain: no new queries, in-flight ones get drain_grace_s, then exit
+                    (a second signal exits at once)
+  SIGHUP            re-read the config and apply the connector key (new connections use it)
+                    and relay_public_keys (connections whose relay key is no longer pinned are
+                    replaced; their in-flight queries finish). A config with an error is refused
+                    and the running one kept; other settings need a restart. Key rotation: README,
+                    "Rotate keys".
 """
 
 KEYGEN_EPILOG = """\
@@ -213,6 +223,27 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload_keys(path: str, connector: Any, log: logging.Logger) -> None:
+    """SIGHUP: re-read the config; apply the connector key and relay pins, keep the rest."""
+    from connector.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        log.error(
+            "SIGHUP: config not reloaded, the running one is kept: %s",
+            "; ".join(str(p) for p in exc.problems),
+        )
+        return
+    summary = connector.reload_keys(config)
+    log.info("SIGHUP: connector key and relay pins reloaded", extra=summary)
+    if summary["restart_needed"]:
+        log.warning(
+            "SIGHUP: these settings changed but need a restart: %s",
+            ", ".join(summary["restart_needed"]),
+        )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import trio
 
@@ -226,7 +257,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("edgetds.connector")
 
     async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with open_connector(config) as connector, trio.open_nursery() as nursery:
                 log.info(
                     "connector started",
@@ -240,7 +271,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 async def on_signals() -> None:
                     async for signum in signals:
                         name = signal.Signals(signum).name
-                        if not connector.draining:
+                        if signum == signal.SIGHUP:
+                            _reload_keys(args.config, connector, log)
+                        elif not connector.draining:
                             log.info(
                                 "%s: draining (send it again to exit at once)",
                                 name,

@@ -82,6 +82,10 @@ def _relay_keys(config: ConnectorConfig) -> dict[str, Ed25519PublicKey]:
     return {key_id(k): parse_public_key(k) for k in config.tunnel.relay_public_keys}
 
 
+def _raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def _private_key(config: ConnectorConfig) -> Ed25519PrivateKey:
     key = serialization.load_pem_private_key(config.tunnel.private_key_pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
@@ -261,6 +265,63 @@ class Connector:
             await link.close("connector shut down")
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    def reload_keys(self, config: ConnectorConfig) -> dict[str, Any]:
+        """Take the connector key and relay pins of a re-read config (SIGHUP), live.
+
+        New connections use the new connector key and pins. When the connector key changed, every
+        connection is replaced, make before break (a new one is dialed and READY before the old
+        one drains; in-flight queries finish), so the relay's old key can be removed next without
+        a failed query; otherwise only connections whose relay HELLO was signed by a key that is
+        no longer pinned are replaced. Other settings need a restart; their names are in the
+        summary's ``restart_needed``.
+        """
+        new_t, old_t = config.tunnel, self.config.tunnel
+        restart_needed = [
+            name
+            for name in ("connector_id", "tunnel", "relay_urls", "ha_connections")
+            if getattr(new_t, name) != getattr(old_t, name)
+        ]
+        restart_needed += [
+            name
+            for name in ("database", "identity", "policy", "audit_file", "ops_listen")
+            if getattr(config, name) != getattr(self.config, name)
+        ]
+        new_key = _private_key(config)
+        key_changed = _raw(new_key) != _raw(self._key)
+        self._key = new_key
+        self._relay_keys = _relay_keys(config)
+        up = [link for link in self._links if link.ready and not link.closed]
+        replaced = [link for link in up if key_changed or link.relay_key_id not in self._relay_keys]
+        if self._nursery is not None:
+            for link in replaced:
+                reason = (
+                    "the connector key changed"
+                    if key_changed
+                    else "its relay key is no longer pinned"
+                )
+                self._nursery.start_soon(self._replace_link, link, set(up), reason)
+        return {
+            "key_id": key_id(self._key),
+            "key_changed": key_changed,
+            "relay_keys_pinned": len(self._relay_keys),
+            "replaced_connections": len(replaced),
+            "restart_needed": restart_needed,
+        }
+
+    async def _replace_link(self, link: TunnelLink, old: set[TunnelLink], reason: str) -> None:
+        """Make before break: dial a replacement, wait until a new connection is READY (up to
+        drain_grace_s), then DRAIN this one, let its in-flight queries finish and close it."""
+        grace = self.config.tunnel.drain_grace_s
+        link.request_replacement()
+        with trio.move_on_after(grace):
+            while not any(n.ready and not n.closed and n not in old for n in self._links):
+                await self._ready_changed.wait()
+        log.info("replacing a connection: %s", reason, extra={"relay": link.base_url})
+        await link.drain(reason)
+        with trio.move_on_after(grace):
+            await link.wait_idle()
+        await link.close(reason)
 
     def abort(self) -> None:
         """Exit at once (second signal): cut running statements, close everything."""

@@ -266,6 +266,9 @@ class TunnelLink:
         self.draining = False
         self.relay_draining = False
         self.session_id: str | None = None
+        #: The pinned relay key that signed this connection's HELLO (a reload that unpins it
+        #: retires the connection).
+        self.relay_key_id: str | None = None
         self.served = 0
         self._started = 0.0
         self._end_reason = "closed"
@@ -487,6 +490,7 @@ class TunnelLink:
                 self._rejected = RelayRejected(f"relay {self.base_url}: {exc}")
                 return True
             self.session_id = event.session_id
+            self.relay_key_id = event.relay_key_id
             await self.send(
                 events.Ready(
                     connector_id=self.cfg.connector_id,
@@ -577,6 +581,12 @@ class TunnelLink:
             await self.send(events.Drain(reason))
         except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
             pass
+
+    def request_replacement(self) -> None:
+        """Ask this connection's slot to dial a new one now (as a relay DRAIN does); this one
+        keeps serving until it is drained and closed."""
+        if self._on_relay_drain is not None:
+            self._on_relay_drain(self)
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

@@ -15,6 +15,7 @@ code (`RefusalCounters`), as the Worker relay does.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -332,6 +333,7 @@ class RelayApp:
             limits=self.config.limits,
             peer=self.client_host(scope),
             protocol_limits=self.protocol_limits,
+            connector_key_hex=claims.public_key_hex,
         )
         fields: dict[str, Any] = {
             "tunnel": tunnel.name,
@@ -352,6 +354,64 @@ class RelayApp:
         finally:
             tunnel.remove(session)
             log_event("connector.closed", **fields, queries=session.queries)
+
+    def reload(self, config: RelayConfig) -> dict[str, Any]:
+        """Take the keys of a re-read config without dropping a session (SIGHUP).
+
+        The relay key signs the HELLOs of new connections from now on; connections made before
+        keep the key their HELLO was signed with (SPEC.md 8.3). Connector keys are replaced per
+        tunnel: connections whose key is no longer registered are drained (they reconnect with
+        their current key while in-flight queries finish), the others are untouched. Settings that
+        need a restart (listen, TLS, issuers, limits) are kept as they are and named in the
+        returned summary's ``restart_needed``.
+        """
+        restart_needed = [
+            name
+            for name in ("listen", "tls_cert_file", "tls_key_file", "identity", "limits")
+            if getattr(config, name) != getattr(self.config, name)
+        ]
+        old_key_id = self.relay_key_id
+        self.config = dataclasses.replace(
+            self.config,
+            private_key=config.private_key,
+            tunnels=config.tunnels,
+            public_url=config.public_url,
+            stats_token_sha256=config.stats_token_sha256,
+        )
+        self.relay_key_id = key_id(config.private_key)
+        self.relay_public_key = encode_public_key(config.private_key)
+        drained = self.registry.reconfigure(
+            config.tunnels, query_id_ttl_s=self.config.limits.query_id_ttl_s
+        )
+        summary: dict[str, Any] = {
+            "relay_key_id": self.relay_key_id,
+            "previous_relay_key_id": old_key_id,
+            "tunnels": len(config.tunnels),
+            "connector_keys": sum(
+                len(k) for t in config.tunnels.values() for k in t.connectors.values()
+            ),
+            "drained": len(drained),
+            "kept": sum(1 for s in self.registry.sessions() if not s.closed and not s.draining),
+            "restart_needed": restart_needed,
+        }
+        for session in drained:
+            log_event(
+                "connector.key_unregistered",
+                level=logging.WARNING,
+                tunnel=session.tunnel,
+                connector=session.connector_id,
+                session=session.session_id,
+                action="drained",
+            )
+        log_event("relay.reloaded", **{k: v for k, v in summary.items() if k != "restart_needed"})
+        if restart_needed:
+            log_event(
+                "relay.reload_partial",
+                level=logging.WARNING,
+                changed=",".join(restart_needed),
+                hint="restart the relay to apply these; keys and tunnels were applied",
+            )
+        return summary
 
     async def drain_all(self, reason: str) -> None:
         """Send DRAIN to every connector connection and refuse new ones (graceful shutdown)."""

@@ -4,6 +4,8 @@ The first line on stdout is `relay listening on http://HOST:PORT` (flushed), so 
 (the demo, a test) can read the port even with `listen = "127.0.0.1:0"`. Logs go to stderr as
 `key=value` lines. SIGTERM/SIGINT drain: connectors are told to stop sending queries here,
 in-flight queries get `--grace` seconds, then the relay exits; a second signal exits at once.
+SIGHUP re-reads the config and applies its keys and tunnels without dropping a session (key
+rotation, README "Rotate keys"); a config with a mistake is refused and the running one kept.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ examples:
 Connectors dial ws://HOST:PORT/v1/tunnels/TUNNEL/connect; the relay checks their token before the
 upgrade. Client queries must carry a token from an issuer listed in [[issuers]].
 See examples/relay.toml for every key, and SPEC.md for the HTTP API.
+
+signals:
+  SIGTERM, SIGINT   drain: connectors stop getting queries, in-flight ones get --grace seconds
+  SIGHUP            reload keys and tunnels from --config, live: the relay key signs new
+                    connections' HELLOs (connections made before keep theirs); a connector id may
+                    list ["ed25519:NEW", "ed25519:OLD"] (both accepted); connections whose key was
+                    removed are drained and reconnect with their current key. A config with an
+                    error is refused (logged) and the running one kept. listen, TLS, [[issuers]],
+                    [identity] and [limits] need a restart.
 """
 
 
@@ -88,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
     async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             stop = trio.Event()
             async with trio.open_nursery() as nursery:
 
@@ -105,7 +116,10 @@ def _serve(args: argparse.Namespace) -> int:
 
                 running: RunningRelay = await nursery.start(run_server)
                 print(f"relay listening on {running.http_url}", flush=True)
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        _reload(args, running)
+                        continue
                     if stop.is_set():
                         nursery.cancel_scope.cancel()  # second signal: exit at once
                         return
@@ -123,6 +137,28 @@ def _serve(args: argparse.Namespace) -> int:
             return 1
         raise
     return 0
+
+
+def _reload(args: argparse.Namespace, running: Any) -> None:
+    """SIGHUP: re-read --config and apply its keys and tunnels; keep the running config on error."""
+    import dataclasses
+
+    from relay.config import ConfigError, load_config
+    from relay.logs import log_event
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        log_event(
+            "relay.reload_failed",
+            level=logging.ERROR,
+            why=exc,
+            hint="fix the file and send SIGHUP again; the running config is unchanged",
+        )
+        return
+    if args.listen:
+        config = dataclasses.replace(config, listen=args.listen)
+    running.app.reload(config)
 
 
 def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:

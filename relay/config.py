@@ -4,7 +4,8 @@ Shape (see examples/relay.toml and /work/briefs/integration.md)::
 
     [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
                        stats_token_sha256
-    [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }
+    [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }, or during a key rotation
+                       connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] }
     [[issuers]]        issuer, audience[, jwks_uri | jwks_file, algorithms]: handed as they are
                        to edgetds.oidc.TokenVerifier (which checks them)
     [identity]         optional verifier options (leeway_s, max_token_bytes, ...; edgetds.oidc)
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from connector import keys
 from edgetds.oidc import TokenVerifier
@@ -72,10 +74,18 @@ class Limits:
 
 @dataclass(frozen=True, kw_only=True)
 class TunnelConfig:
-    """One tunnel: which connector ids may serve it, and their public keys."""
+    """One tunnel: which connector ids may serve it, and their public keys (several while a
+    connector's key rotates: a token signed by any of them is accepted)."""
 
     name: str
-    connectors: Mapping[str, Ed25519PublicKey]
+    connectors: Mapping[str, tuple[Ed25519PublicKey, ...]]
+
+    def registers(self, connector_id: str, public_key_hex: str) -> bool:
+        """Whether ``public_key_hex`` (raw, hex) is a registered key of ``connector_id``."""
+        raw = (Encoding.Raw, PublicFormat.Raw)
+        return public_key_hex in {
+            key.public_bytes(*raw).hex() for key in self.connectors.get(connector_id, ())
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,14 +208,28 @@ def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelCo
                 f'{here}: connectors = {{ "conn-1" = "ed25519:..." }} is required (connector id '
                 "-> public key)"
             )
-        keys = {
-            str(cid): parse_public_key(key, where=f"{here} connectors.{cid}")
-            for cid, key in conns.items()
+        registered = {
+            str(cid): _connector_keys(value, where=f"{here} connectors.{cid}")
+            for cid, value in conns.items()
         }
-        tunnels[name] = TunnelConfig(name=name, connectors=keys)
+        tunnels[name] = TunnelConfig(name=name, connectors=registered)
     if not tunnels:
         raise ConfigError(f"{where}: no [tunnels.NAME] table; a relay without tunnels is useless")
     return tunnels
+
+
+def _connector_keys(value: Any, *, where: str) -> tuple[Ed25519PublicKey, ...]:
+    """One key string, or a non-empty list of distinct ones (a key rotation's overlap window)."""
+    if isinstance(value, str):
+        return (parse_public_key(value, where=where),)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f'{where}: expected "ed25519:..." or, while rotating its key, a list '
+            '["ed25519:NEW", "ed25519:OLD"]'
+        )
+    if len(set(map(str, value))) != len(value):
+        raise ConfigError(f"{where}: the same key is listed twice")
+    return tuple(parse_public_key(key, where=f"{where}[{i}]") for i, key in enumerate(value))
 
 
 def identity_table(issuers: Any, options: Mapping[str, Any], *, where: str) -> dict[str, Any]:

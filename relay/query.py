@@ -114,8 +114,8 @@ async def handle_query(
     try:
         attestation.update(
             make_attestation(
-                app.config.private_key,
-                relay_key_id=app.relay_key_id,
+                session.relay_key,  # the key the connector verified in this session's HELLO
+                relay_key_id=session.relay_key_id,
                 session_id=session.session_id,
                 query_id=req.query_id,
                 token=token,

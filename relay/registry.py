@@ -35,6 +35,23 @@ class Tunnel:
 
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
+        if not self.config.registers(session.connector_id, session.connector_key_hex):
+            # a reload unregistered its key while it was in the handshake
+            session.drain("connector key no longer registered at this relay")
+
+    def reconfigure(self, config: TunnelConfig) -> list[ConnectorSession]:
+        """Take new connector keys; DRAIN (and return) connections whose key is no longer one."""
+        self.config = config
+        drained = [
+            s
+            for s in self.sessions
+            if not s.closed
+            and not s.draining
+            and not config.registers(s.connector_id, s.connector_key_hex)
+        ]
+        for session in drained:
+            session.drain("connector key no longer registered at this relay")
+        return drained
 
     def remove(self, session: ConnectorSession) -> None:
         if session in self.sessions:
@@ -104,6 +121,25 @@ class Registry:
     @classmethod
     def from_config(cls, tunnels: Mapping[str, TunnelConfig], *, query_id_ttl_s: float) -> Registry:
         return cls({n: Tunnel(t, query_id_ttl_s=query_id_ttl_s) for n, t in tunnels.items()})
+
+    def reconfigure(
+        self, tunnels: Mapping[str, TunnelConfig], *, query_id_ttl_s: float
+    ) -> list[ConnectorSession]:
+        """Apply a reloaded config: new tunnels appear, removed ones are gone (their connections
+        drained), kept ones take their new keys. Returns the connections that were drained."""
+        drained: list[ConnectorSession] = []
+        for name in set(self.tunnels) - set(tunnels):
+            gone = self.tunnels.pop(name)
+            for session in gone.sessions:
+                if not session.closed and not session.draining:
+                    session.drain(f"tunnel {name!r} was removed from this relay")
+                    drained.append(session)
+        for name, config in tunnels.items():
+            if name in self.tunnels:
+                drained += self.tunnels[name].reconfigure(config)
+            else:
+                self.tunnels[name] = Tunnel(config, query_id_ttl_s=query_id_ttl_s)
+        return drained
 
     def get(self, name: str) -> Tunnel:
         """The tunnel called `name`, or HttpError tunnel.unknown."""

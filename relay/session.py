@@ -134,6 +134,7 @@ class ConnectorSession:
         limits: RelayLimits,
         peer: str,
         protocol_limits: Limits | None = None,
+        connector_key_hex: str = "",
     ) -> None:
         self.ws = ws
         self.tunnel = tunnel
@@ -143,8 +144,13 @@ class ConnectorSession:
         self.conn = Connection(Role.RELAY, limits=protocol_limits)
         self.limits = limits
         self._nonce = nonce
-        self._relay_key = relay_key
-        self._relay_key_id = relay_key_id
+        #: The relay key this connection's HELLO is signed with; its attestations use it too, also
+        #: after a reload changed the relay's key (SPEC.md 8.3), so live sessions survive.
+        self.relay_key = relay_key
+        self.relay_key_id = relay_key_id
+        #: The registered connector key its token verified with (a reload that unregisters it
+        #: drains this connection).
+        self.connector_key_hex = connector_key_hex
         self._streams: dict[int, RelayStream] = {}
         self._wake = trio.Event()
         self._cancel_scope = trio.CancelScope()
@@ -188,8 +194,8 @@ class ConnectorSession:
                 or a protocol error (the socket is closed with the matching close code).
         """
         fields = sign_hello(
-            self._relay_key,
-            relay_key_id=self._relay_key_id,
+            self.relay_key,
+            relay_key_id=self.relay_key_id,
             session_id=self.session_id,
             tunnel=self.tunnel,
             connector_id=self.connector_id,

@@ -37,7 +37,7 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert config.listen == "127.0.0.1:0"
     assert list(config.tunnels) == ["demo"]
     key = (tmp_path / "keys" / "conn-1.pub").read_text().strip()
-    assert encode_public_key(config.tunnels["demo"].connectors["conn-1"]) == key
+    assert [encode_public_key(k) for k in config.tunnels["demo"].connectors["conn-1"]] == [key]
     assert config.identity["issuers"][0]["issuer"] == "http://127.0.0.1:8080"
     assert config.limits.max_body_bytes == 1048576
     assert config.limits.query_burst == 200

@@ -75,7 +75,7 @@ def relay_config(
         private_key=relay_key or Ed25519PrivateKey.generate(),
         tunnels={
             tunnel: TunnelConfig(
-                name=tunnel, connectors={cid: keys[cid].public_key() for cid in connector_ids}
+                name=tunnel, connectors={cid: (keys[cid].public_key(),) for cid in connector_ids}
             )
         },
         identity={"issuers": [issuer_entry]},

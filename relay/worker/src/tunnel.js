@@ -32,7 +32,7 @@
 
 import { DurableObject } from "cloudflare:workers";
 
-import { canonicalJson, makeAttestation, queryPayload, signHello, TOKEN_LEEWAY } from "./auth.js";
+import { canonicalJson, hex, makeAttestation, parsePublicKey, queryPayload, signHello, TOKEN_LEEWAY } from "./auth.js";
 import { loadConfig } from "./config.js";
 import {
   checkFrameRule,
@@ -144,6 +144,12 @@ export class Tunnel extends DurableObject {
     // The Worker verified the token; this header is built by the Worker, never by a client.
     const claims = JSON.parse(request.headers.get("x-edgetds-connector"));
     const config = await loadConfig(this.env);
+    // During a gradual deploy an older Worker version (older TUNNELS) may have verified the
+    // token: accept only a key this object's own configuration still registers (SPEC 8.2).
+    const registered = [config.tunnels[claims.tunnel]?.[claims.connectorId] ?? []].flat();
+    if (!registered.some((k) => hex(parsePublicKey(k)) === claims.publicKeyHex)) {
+      return errorResponse(new HttpError(ErrorCode.AUTH_CONNECTOR_REJECTED, "this connector key is not registered for the tunnel (any more)", { status: 401 }));
+    }
     const key = `jti:${claims.connectorId}:${claims.jti}`;
     if ((await this.ctx.storage.get(key)) !== undefined) {
       return errorResponse(new HttpError(ErrorCode.AUTH_REPLAY, "connector token was already used; mint a fresh token per connection"));
@@ -159,6 +165,7 @@ export class Tunnel extends DurableObject {
     this.ctx.acceptWebSocket(server, [CONNECTOR_TAG, `${CONNECTOR_TAG}:${claims.connectorId}`.slice(0, 256)]);
     const att = {
       connectorId: claims.connectorId,
+      connectorKeyHex: claims.publicKeyHex,
       sessionId,
       state: "hello",
       nextStream: 1,
