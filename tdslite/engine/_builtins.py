@@ -17,7 +17,12 @@ from ._functions import unit_name
 from ._types import DATETIME_TYPES, SqlType
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._translate import Context, Scope
+
+    #: A ``_fn_<kind>`` handler: (call node, function name, its arguments, scope) -> its type.
+    _Typer = Callable[[exp.Expression, str, list[exp.Expression], Scope], SqlType | None]
 
 TEMPORAL = DATETIME_TYPES | {"date", "time", "datetimeoffset"}
 
@@ -79,7 +84,8 @@ class BuiltinsMixin:
                 f"The {name.lower()} function requires {spec[0] if spec else 0} argument(s).",
                 severity=15,
             )
-        return getattr(self, f"_fn_{spec[2]}")(node, name, args, scope)
+        typer: _Typer = getattr(self, f"_fn_{spec[2]}")
+        return typer(node, name, args, scope)
 
     def _fn_now(
         self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope

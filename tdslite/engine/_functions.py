@@ -78,7 +78,7 @@ def _div(a: Storage, b: Storage) -> Storage:
         quotient = abs(x) // abs(y)
         return quotient if (x >= 0) == (y >= 0) else -quotient
     if isinstance(x, Decimal) or isinstance(y, Decimal):
-        result = Decimal(x) / Decimal(y)  # type: ignore[arg-type]
+        result = Decimal(x) / Decimal(y)
         return float(result)
     return x / y
 
@@ -127,18 +127,18 @@ def _left(value: Storage, n: Storage) -> Storage:
     text = _text(value)
     if text is None or n is None:
         return None
-    if int(n) < 0:  # type: ignore[arg-type]
+    if int(n) < 0:
         raise SqlError(536, "Invalid length parameter passed to the left function.")
-    return text[: int(n)]  # type: ignore[arg-type]
+    return text[: int(n)]
 
 
 def _right(value: Storage, n: Storage) -> Storage:
     text = _text(value)
     if text is None or n is None:
         return None
-    if int(n) < 0:  # type: ignore[arg-type]
+    if int(n) < 0:
         raise SqlError(536, "Invalid length parameter passed to the right function.")
-    return text[len(text) - int(n) :] if int(n) else ""  # type: ignore[arg-type]
+    return text[len(text) - int(n) :] if int(n) else ""
 
 
 def _len(value: Storage) -> Storage:
@@ -164,7 +164,7 @@ def _datalength(value: Storage, type_name: str) -> Storage:
 def _charindex(needle: Storage, haystack: Storage, start: Storage = 1) -> Storage:
     if needle is None or haystack is None:
         return None
-    offset = max(int(start or 1), 1) - 1  # type: ignore[arg-type]
+    offset = max(int(start or 1), 1) - 1
     return str(haystack).lower().find(str(needle).lower(), offset) + 1
 
 
@@ -173,9 +173,9 @@ def _concat(*values: Storage) -> Storage:
 
 
 def _replicate(value: Storage, times: Storage) -> Storage:
-    if value is None or times is None or int(times) < 0:  # type: ignore[arg-type]
+    if value is None or times is None or int(times) < 0:
         return None
-    return (_text(value) or "") * int(times)  # type: ignore[arg-type]
+    return (_text(value) or "") * int(times)
 
 
 _UNITS = {
@@ -213,7 +213,7 @@ def _dateadd(unit: str, number: Storage, value: Storage, type_name: str) -> Stor
     source = parse_type(type_name) or SqlType("datetime")
     moment = convert(value, source, source=source)
     assert isinstance(moment, dt.datetime | dt.date)
-    amount = int(number)  # type: ignore[arg-type]
+    amount = int(number)
     unit = unit_name(unit)
     if unit in ("year", "quarter", "month"):
         months = amount * {"year": 12, "quarter": 3, "month": 1}[unit]

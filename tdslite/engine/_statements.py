@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from . import _errors
+from ._builtins import anon, text
 from ._catalog import ColumnInfo, TableInfo, is_internal, make_table
-from ._translate import Scope, Translator, anon, check_args, sql_type_of, text, to_sqlite
+from ._translate import Scope, Translator, check_args, sql_type_of, to_sqlite
 from ._types import (
     BINARY_TYPES,
     DECIMAL_TYPES,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 #: Types whose length is a number of characters / bytes, with ``max`` allowed.
 SIZED_TYPES = frozenset({"char", "varchar", "nchar", "nvarchar", "binary", "varbinary"})
@@ -189,8 +189,8 @@ class _HundredNanoseconds:
     nanosecond_100: int
     _compared_with: type
 
-    def __new__(cls, *args: Any, nanosecond_100: int = 0, **kwargs: Any) -> Any:
-        self = super().__new__(cls, *args, **kwargs)  # type: ignore[misc]
+    def __new__(cls, *args: Any, nanosecond_100: int = 0, **kwargs: Any) -> Self:
+        self = super().__new__(cls, *args, **kwargs)
         if not 0 <= nanosecond_100 <= 9:
             raise ValueError("nanosecond_100 must be 0..9")
         self.nanosecond_100 = nanosecond_100
@@ -201,7 +201,7 @@ class _HundredNanoseconds:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, self._compared_with):
-            return super().__eq__(other) and self.nanosecond_100 == ticks_of(other)  # type: ignore[arg-type]
+            return super().__eq__(other) and self.nanosecond_100 == ticks_of(other)
         return NotImplemented
 
     def __hash__(self) -> int:

@@ -25,7 +25,7 @@ import re
 import struct
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _errors
 from ._types import (
@@ -41,6 +41,9 @@ from ._types import (
     SqlType,
     ticks_of,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ConvertibleToInt, ReadableBuffer
 
 Storage = int | float | str | bytes | None
 
@@ -102,7 +105,7 @@ def encode(sql_type: SqlType, value: object) -> Storage:
         return None
     name = sql_type.name
     if name in INTEGER_TYPES:
-        return int(value)  # type: ignore[call-overload]
+        return int(cast("ConvertibleToInt", value))
     if name in DECIMAL_TYPES or name in MONEY_TYPES:
         return decimal_storage(Decimal(value))  # type: ignore[arg-type]
     if name in FLOAT_TYPES:
@@ -110,7 +113,7 @@ def encode(sql_type: SqlType, value: object) -> Storage:
     if name in STRING_TYPES:
         return str(value)
     if name in BINARY_TYPES:
-        return bytes(value)  # type: ignore[call-overload]
+        return bytes(cast("ReadableBuffer", value))
     if name == "uniqueidentifier":
         return str(value).upper()
     if name == "date":
@@ -355,7 +358,7 @@ def _to_uuid(value: object) -> uuid.UUID:
 
 def _round_fraction(ticks: int, scale: int) -> int:
     """Round 100 ns ticks (0..9_999_999) to ``scale`` digits; may return 10_000_000 (carry)."""
-    unit = 10 ** (7 - scale)
+    unit: int = 10 ** (7 - scale)  # int ** int is typed Any (a negative exponent gives a float)
     return (ticks + unit // 2) // unit * unit
 
 
