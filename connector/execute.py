@@ -48,6 +48,8 @@ __all__ = [
     "Sink",
     "SinkClosed",
     "execute",
+    "reset_connection_flag",
+    "run_statement",
 ]
 
 log = logging.getLogger("edgetds.connector.execute")
@@ -154,7 +156,7 @@ class _FirstRpcPacketFlag:
 
 
 @contextlib.contextmanager
-def _reset_connection_flag(session: Any) -> Iterator[None]:
+def reset_connection_flag(session: Any) -> Iterator[None]:
     """Send the next RPC with RESETCONNECTION: the reset rides on that request (one round trip
     instead of an sp_reset_connection RPC of its own)."""
     writer = session._writer
@@ -208,7 +210,7 @@ def sql_error(exc: tds_base.Error, outcome: Outcome | None = None) -> QueryFaile
 # ------------------------------------------------------------------------------ worker side
 
 
-def _run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
+def run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
     """Execute ``sql`` with bound parameters via sp_executesql.
 
     python-tds's own execute() only knows %s / %(name)s placeholders and renames parameters to
@@ -269,14 +271,14 @@ class _Reader:
         )
         if reset:
             try:
-                with _reset_connection_flag(cursor._session):
-                    _run_statement(cursor, batch, ctx)
+                with reset_connection_flag(cursor._session):
+                    run_statement(cursor, batch, ctx)
             except (OSError, TimeoutError, tds_base.InterfaceError) as exc:
                 raise _ResetFailed() from exc
         else:
-            _run_statement(cursor, batch, ctx)
+            run_statement(cursor, batch, ctx)
         _drain(cursor)
-        _run_statement(cursor, self.req.sql, self.req.params)
+        run_statement(cursor, self.req.sql, self.req.params)
         self._enter_result_set()
         return self.next_chunk(row_budget)
 

@@ -33,7 +33,7 @@ from ._errors import (
 )
 from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_WINDOW, MIN_FRAME, Limits
 from ._frames import HEADER_SIZE, VERSION, Frame, FrameReader, FrameType, encode_frame, parse_frame
-from ._json import canonical_json
+from ._json import canonical_json, loads_object
 from ._records import (
     SQL_TYPES,
     ErrorRecord,
@@ -83,6 +83,7 @@ __all__ = [
     "error_record",
     "events",
     "http_status",
+    "loads_object",
     "make_attestation",
     "make_connector_token",
     "ndjson_line",

@@ -96,6 +96,12 @@ class Connection:
         return self._last_stream_id
 
     @property
+    def buffered(self) -> int:
+        """Bytes received but not yet parsed into a frame (a partial frame). A relay that carries
+        one frame per WebSocket message refuses a message that leaves this above 0 (SPEC 3.2)."""
+        return self._reader.buffered
+
+    @property
     def next_stream_id(self) -> int:
         """The stream id the relay's next QUERY should use."""
         return self._last_stream_id + 1

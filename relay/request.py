@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol._json import loads_object
+from protocol import loads_object
 from relay.http import HttpError
 
 __all__ = ["QueryRequest", "parse_query_request"]

@@ -244,9 +244,9 @@ class ConnectorSession:
         """Feed one WebSocket message; SPEC 3.2: the relay refuses a message that ends inside a
         frame (else a truncated frame from a live peer would sit in the buffer indefinitely)."""
         self.conn.receive_data(message)
-        if self.conn._reader.buffered:
+        if self.conn.buffered:
             raise RemoteProtocolError(
-                f"a WebSocket message ended inside a frame ({self.conn._reader.buffered} bytes "
+                f"a WebSocket message ended inside a frame ({self.conn.buffered} bytes "
                 "left over); send whole frames per message"
             )
 

@@ -300,7 +300,7 @@ def _drain(cursor: Any) -> None:
 def _session_setup(cursor: Any) -> None:
     """The connector's per-query preamble (connector/execute.py), with placeholder values."""
     from connector.encode import BoundParam
-    from connector.execute import CONTEXT_KEYS, _reset_connection_flag, _run_statement
+    from connector.execute import CONTEXT_KEYS, reset_connection_flag, run_statement
 
     batch = ";".join(
         f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
@@ -308,8 +308,8 @@ def _session_setup(cursor: Any) -> None:
     )
     params = [BoundParam(f"@c{i}", "nvarchar(4000)", "loadtest") for i in range(len(CONTEXT_KEYS))]
     # the reset rides on this request as the TDS RESETCONNECTION flag, as in the connector
-    with _reset_connection_flag(cursor._session):
-        _run_statement(cursor, batch, params)
+    with reset_connection_flag(cursor._session):
+        run_statement(cursor, batch, params)
     _drain(cursor)
 
 
@@ -347,7 +347,7 @@ class DirectTarget:
     def _run(self, slot: int, sql: str, params: Any) -> Outcome:
         from pytds import tds_base
 
-        from connector.execute import _run_statement  # the connector's exact binding
+        from connector.execute import run_statement  # the connector's exact binding
 
         with self._lock:
             conn = self._conns.pop(slot, None)
@@ -358,7 +358,7 @@ class DirectTarget:
             with conn.cursor() as cursor:
                 if self.like_connector:
                     _session_setup(cursor)
-                _run_statement(cursor, sql, params)
+                run_statement(cursor, sql, params)
                 while True:
                     if cursor.description:
                         while batch := cursor.fetchmany(1000):

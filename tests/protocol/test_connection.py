@@ -56,6 +56,17 @@ def test_handshake_state(pair: ProtocolPair) -> None:
     assert pair.connector.max_frame == pair.relay.limits.max_frame
 
 
+def test_buffered_counts_the_bytes_of_a_partial_frame() -> None:
+    p = ProtocolPair()
+    p.handshake()
+    frame = encode_frame(Frame(FrameType.PING, 0, b"12345678"))
+    p.relay.receive_data(frame[:5])
+    assert p.relay.buffered == 5
+    p.relay.receive_data(frame[5:])
+    assert p.relay.buffered == 0
+    assert [type(e) for e in p.relay.events()] == [events.Ping]
+
+
 def test_negotiated_limits_and_caps() -> None:
     p = ProtocolPair(relay_limits=Limits(max_streams=10))
     [hello] = p.send(p.relay, events.Hello(hello_fields(p.relay.limits, ("a", "b"))))
