@@ -32,10 +32,14 @@ class Tunnel:
         self._turn = 0
         #: Client-supplied query ids recently sent to a connector (query.duplicate on reuse).
         self.query_ids = ReplayCache(query_id_ttl_s, max_entries=1_000_000)
+        #: Set when a reload removed this tunnel (its connections are drained).
+        self.removed = False
 
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
-        if not self.config.registers(session.connector_id, session.connector_key_hex):
+        if self.removed:  # a reload removed the tunnel while this connection was in the handshake
+            session.drain(f"tunnel {self.name!r} was removed from this relay")
+        elif not self.config.registers(session.connector_id, session.connector_key_hex):
             # a reload unregistered its key while it was in the handshake
             session.drain("connector key no longer registered at this relay")
 
@@ -130,6 +134,7 @@ class Registry:
         drained: list[ConnectorSession] = []
         for name in set(self.tunnels) - set(tunnels):
             gone = self.tunnels.pop(name)
+            gone.removed = True
             for session in gone.sessions:
                 if not session.closed and not session.draining:
                     session.drain(f"tunnel {name!r} was removed from this relay")

@@ -440,6 +440,25 @@ async def _stack_with_app(
             yield stack, running
 
 
+async def test_a_reload_that_removes_a_tunnel_drains_its_connections(tmp_path: Path) -> None:
+    async with _stack_with_app(tmp_path, Ed25519PrivateKey.generate()) as (stack, running):
+        with trio.fail_after(60):
+            async with open_connector(load_config(write_stack_config(stack, "only"))) as connector:
+                await connector.wait_ready()
+                app = running.app
+                await _relay_serves(app, 1)
+                demo = app.registry.get("demo")
+                other = TunnelConfig(name="other", connectors=demo.config.connectors)
+                summary = app.reload(dataclasses.replace(app.config, tunnels={"other": other}))
+                status, lines = await post_query(stack, sql="SELECT 1 AS n")
+    assert summary["drained"] == 1
+    assert demo.removed
+    assert all(s.draining or s.closed for s in demo.sessions)
+    assert status == 404
+    assert lines[-1]["error"]["code"] == "tunnel.unknown"
+    assert list(app.registry.tunnels) == ["other"]
+
+
 async def _relay_serves(app: Any, connections: int) -> None:
     """Wait until the relay has registered ``connections`` (READY is processed there a bit after
     the connector sent it)."""

@@ -68,6 +68,26 @@ def test_config_errors_name_the_key(tmp_path: Path, edit: tuple[str, str], needl
     assert needle in str(info.value)
 
 
+def test_a_connector_id_may_list_several_keys_while_it_rotates(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    old = (tmp_path / "keys" / "conn-1.pub").read_text().strip()
+    new = generate_key_files(tmp_path / "keys", "conn-1-new").public_key
+    text = path.read_text()
+    path.write_text(text.replace(f'"{old}"', f'["{new}", "{old}"]', 1))
+    keys = load_config(path).tunnels["demo"].connectors["conn-1"]
+    assert [encode_public_key(k) for k in keys] == [new, old]
+    for listed, needle in [
+        ("[]", "while rotating its key, a list"),
+        (f'["{new}", "{new}"]', "the same key is listed twice"),
+        (f'["{new}", "ed25519:!!"]', r"connectors.conn-1[1]"),
+        ("42", "while rotating its key, a list"),
+    ]:
+        path.write_text(text.replace(f'"{old}"', listed, 1))
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert needle in str(info.value)
+
+
 def test_bad_public_key_and_missing_parts(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     text = path.read_text()
