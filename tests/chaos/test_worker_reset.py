@@ -35,6 +35,9 @@ async def test_durable_object_reset_mid_stream(chaos: Chaos) -> None:
             rss_before = rss_kib(proc.pid)
             async with under_load(chaos, tally):
                 await trio.sleep(2.0)
+                # reset while a query is in flight (the load has short gaps between queries)
+                while tally.sent == tally.accounted:  # noqa: ASYNC110 - the load runs in tasks
+                    await trio.sleep(0.001)
                 in_flight_before = tally.sent - tally.accounted
                 abort = await chaos.http.post(worker.hook_url("abort"))
                 reset_at = trio.current_time()
