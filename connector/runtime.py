@@ -318,8 +318,9 @@ class Connector:
             while not any(n.ready and not n.closed and n not in old for n in self._links):
                 await self._ready_changed.wait()
         log.info("replacing a connection: %s", reason, extra={"relay": link.base_url})
-        await link.drain(reason)
+        await link.drain(reason, refuse_new=False)  # QUERYs already on the way are still served
         with trio.move_on_after(grace):
+            await link.relay_caught_up()  # after this, no QUERY is on the way any more
             await link.wait_idle()
         await link.close(reason)
 

@@ -264,6 +264,10 @@ class TunnelLink:
         self.closed = False
         self.ready = False
         self.draining = False
+        #: while draining: refuse QUERYs that still arrive (shutdown), or serve them (a
+        #: replacement, where the connector is healthy and the relay sent them before our DRAIN)
+        self._refuse_new = True
+        self._pongs: dict[bytes, trio.Event] = {}
         self.relay_draining = False
         self.session_id: str | None = None
         #: The pinned relay key that signed this connection's HELLO (a reload that unpins it
@@ -520,6 +524,10 @@ class TunnelLink:
                 target.cancel(event.reason or "cancelled by the relay")
         elif isinstance(event, events.Credit):
             self._wake_credit()
+        elif isinstance(event, events.Pong):
+            waiter = self._pongs.get(event.data)
+            if waiter is not None:
+                waiter.set()
         elif isinstance(event, events.Drain):
             self.relay_draining = True
             log.info(
@@ -539,7 +547,7 @@ class TunnelLink:
     async def _serve_query(self, query: events.Query, token: CancelToken) -> None:
         sink = StreamSink(self, query.stream_id)
         try:
-            if self.draining:
+            if self.draining and self._refuse_new:
                 await sink.finish(
                     error_record(
                         "connector.draining",
@@ -571,8 +579,12 @@ class TunnelLink:
 
     # -- drain and close --------------------------------------------------------------------
 
-    async def drain(self, reason: str = "connector shutting down") -> None:
-        """Tell the relay to send no new queries (DRAIN); in-flight ones continue."""
+    async def drain(
+        self, reason: str = "connector shutting down", *, refuse_new: bool = True
+    ) -> None:
+        """Tell the relay to send no new queries (DRAIN); in-flight ones continue. A QUERY the
+        relay sent before it read the DRAIN is refused (``refuse_new``) or served."""
+        self._refuse_new = refuse_new
         if self.draining or self.closed or not self.ready:
             self.draining = True
             return
@@ -581,6 +593,20 @@ class TunnelLink:
             await self.send(events.Drain(reason))
         except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
             pass
+
+    async def relay_caught_up(self) -> None:
+        """Return once the relay has read everything sent so far (a PING it answers after our
+        earlier frames): after a DRAIN, no QUERY sent before it is still on the way."""
+        payload = secrets.token_bytes(8)
+        answered = self._pongs[payload] = trio.Event()
+        try:
+            await self.send(events.Ping(payload))
+        except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
+            return
+        try:
+            await answered.wait()
+        finally:
+            self._pongs.pop(payload, None)
 
     def request_replacement(self) -> None:
         """Ask this connection's slot to dial a new one now (as a relay DRAIN does); this one

@@ -380,8 +380,12 @@ class RelayApp:
         )
         self.relay_key_id = key_id(config.private_key)
         self.relay_public_key = encode_public_key(config.private_key)
+        limits = self.config.limits
         drained = self.registry.reconfigure(
-            config.tunnels, query_id_ttl_s=self.config.limits.query_id_ttl_s
+            config.tunnels,
+            query_id_ttl_s=limits.query_id_ttl_s,
+            # a revoked key's connection may finish what it runs, then it is closed
+            close_after_s=(limits.query_timeout_ms + limits.deadline_grace_ms) / 1000,
         )
         summary: dict[str, Any] = {
             "relay_key_id": self.relay_key_id,

@@ -38,13 +38,14 @@ class Tunnel:
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
         if self.removed:  # a reload removed the tunnel while this connection was in the handshake
-            session.drain(f"tunnel {self.name!r} was removed from this relay")
+            session.drain(f"tunnel {self.name!r} was removed from this relay", close_after_s=0)
         elif not self.config.registers(session.connector_id, session.connector_key_hex):
-            # a reload unregistered its key while it was in the handshake
-            session.drain("connector key no longer registered at this relay")
+            # a reload unregistered its key while it was in the handshake (nothing in flight)
+            session.drain("connector key no longer registered at this relay", close_after_s=0)
 
-    def reconfigure(self, config: TunnelConfig) -> list[ConnectorSession]:
-        """Take new connector keys; DRAIN (and return) connections whose key is no longer one."""
+    def reconfigure(self, config: TunnelConfig, *, close_after_s: float) -> list[ConnectorSession]:
+        """Take new connector keys; DRAIN (and return) connections whose key is no longer one;
+        they are closed after ``close_after_s`` (time for their in-flight queries)."""
         self.config = config
         drained = [
             s
@@ -54,7 +55,9 @@ class Tunnel:
             and not config.registers(s.connector_id, s.connector_key_hex)
         ]
         for session in drained:
-            session.drain("connector key no longer registered at this relay")
+            session.drain(
+                "connector key no longer registered at this relay", close_after_s=close_after_s
+            )
         return drained
 
     def remove(self, session: ConnectorSession) -> None:
@@ -127,21 +130,25 @@ class Registry:
         return cls({n: Tunnel(t, query_id_ttl_s=query_id_ttl_s) for n, t in tunnels.items()})
 
     def reconfigure(
-        self, tunnels: Mapping[str, TunnelConfig], *, query_id_ttl_s: float
+        self, tunnels: Mapping[str, TunnelConfig], *, query_id_ttl_s: float, close_after_s: float
     ) -> list[ConnectorSession]:
         """Apply a reloaded config: new tunnels appear, removed ones are gone (their connections
-        drained), kept ones take their new keys. Returns the connections that were drained."""
+        drained, and closed after ``close_after_s``), kept ones take their new keys. Returns the
+        connections that were drained."""
         drained: list[ConnectorSession] = []
         for name in set(self.tunnels) - set(tunnels):
             gone = self.tunnels.pop(name)
             gone.removed = True
             for session in gone.sessions:
                 if not session.closed and not session.draining:
-                    session.drain(f"tunnel {name!r} was removed from this relay")
+                    session.drain(
+                        f"tunnel {name!r} was removed from this relay",
+                        close_after_s=close_after_s,
+                    )
                     drained.append(session)
         for name, config in tunnels.items():
             if name in self.tunnels:
-                drained += self.tunnels[name].reconfigure(config)
+                drained += self.tunnels[name].reconfigure(config, close_after_s=close_after_s)
             else:
                 self.tunnels[name] = Tunnel(config, query_id_ttl_s=query_id_ttl_s)
         return drained

@@ -21,6 +21,7 @@ stream is bounded by the stream window, per connection by the connection window.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -160,6 +161,8 @@ class ConnectorSession:
         self._pings = RateLimiter(rate=PING_RATE, burst=PING_BURST, max_keys=1)
         self.closed = False
         self.draining = False
+        #: trio time after which a drained connection is closed by us (see `drain`)
+        self._close_at = math.inf
         self.opened = time.time()
         self.queries = 0
 
@@ -424,8 +427,14 @@ class ConnectorSession:
         self.consumed(stream.stream_id, leftover)
         self.kick()
 
-    def drain(self, reason: str) -> None:
-        """Tell the connector the relay goes away: no new queries here, reconnect elsewhere."""
+    def drain(self, reason: str, *, close_after_s: float | None = None) -> None:
+        """Tell the connector the relay goes away: no new queries here, reconnect elsewhere.
+
+        ``close_after_s``: close the connection then even if the connector keeps it open (a
+        revoked key must not keep a socket here; checked at the keepalive's pace).
+        """
+        if close_after_s is not None and not self.closed:
+            self._close_at = trio.current_time() + close_after_s
         if self.closed or self.draining:
             return
         self.draining = True
@@ -468,6 +477,18 @@ class ConnectorSession:
                 )
                 self.abort()
                 return
+            if now >= self._close_at:
+                log_event(
+                    "connector.drain_expired",
+                    level=logging.WARNING,
+                    tunnel=self.tunnel,
+                    connector=self.connector_id,
+                    session=self.session_id,
+                    in_flight=self.in_flight,
+                )
+                self._goaway(ErrorCode.AUTH_CONNECTOR_REJECTED, "drained and not closed in time")
+                self.abort()
+                return
             if now >= next_ping:
                 payload = os.urandom(8)
                 self._ping_sent = {payload: now}
@@ -477,7 +498,7 @@ class ConnectorSession:
                     return
                 self.kick()
                 next_ping = now + interval
-            await trio.sleep_until(min(next_ping, self.last_receive + dead_after))
+            await trio.sleep_until(min(next_ping, self.last_receive + dead_after, self._close_at))
 
 
 def _lost_record(query_id: str) -> bytes:

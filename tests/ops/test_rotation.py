@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -42,7 +43,8 @@ from connector.runtime import open_connector
 from relay.config import TunnelConfig
 from relay.server import RunningRelay
 from tests.support.ops_stack import Stack, open_stack, post_query, write_stack_config
-from tests.support.relays import open_python_relay
+from tests.support.protocol_peer import open_peer
+from tests.support.relays import TEST_LIMITS, open_python_relay
 
 
 async def _query_ok(stack: Stack, failures: list[object] | None = None) -> bool:
@@ -378,6 +380,39 @@ async def test_a_reload_keeps_live_sessions_and_drains_a_revoked_connector_key(
     assert app.counters.snapshot()["refused"].get("auth.invalid_token", 0) >= 1
 
 
+async def test_a_connector_that_ignores_the_drain_of_its_revoked_key_is_closed_by_the_relay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a hostile connector keeps its drained socket open; the relay closes it once in-flight
+    # queries had their time (query_timeout_ms + deadline_grace_ms: 1.5 s here)
+    key = Ed25519PrivateKey.generate()
+    fast = {**TEST_LIMITS, "query_timeout_ms": 1000, "deadline_grace_ms": 500}
+    async with open_python_relay(
+        tunnel="demo",
+        connector_ids=["conn-1"],
+        issuer="http://127.0.0.1:9/unused",
+        connector_keys={"conn-1": key},
+        limits={**fast, "ping_interval_s": 0.2},
+    ) as (handle, running):
+        app = running.app
+        with trio.fail_after(30):
+            async with open_peer(
+                handle.ws_url, "demo", "conn-1", key, handle.relay_public_key
+            ) as peer:
+                await _relay_serves(app, 1)
+                other = Ed25519PrivateKey.generate().public_key()
+                tunnels = {"demo": TunnelConfig(name="demo", connectors={"conn-1": (other,)})}
+                revoked_at = trio.current_time()
+                summary = app.reload(dataclasses.replace(app.config, tunnels=tunnels))
+                await peer.closed.wait()
+                closed_after_s = trio.current_time() - revoked_at
+                received = [type(e).__name__ for e in peer.conn.events()]
+    assert summary["drained"] == 1
+    assert 1.5 <= closed_after_s < 5
+    assert "connector.drain_expired" in caplog.text
+    assert received == [] or "GoAway" in received
+
+
 async def test_unpinning_a_relay_key_replaces_its_connections_without_a_failed_query(
     tmp_path: Path,
 ) -> None:
@@ -425,9 +460,10 @@ async def test_unpinning_a_relay_key_replaces_its_connections_without_a_failed_q
 
 @asynccontextmanager
 async def _stack_with_app(
-    tmp_path: Path, relay_key: Ed25519PrivateKey
+    tmp_path: Path, relay_key: Ed25519PrivateKey, **limits: Any
 ) -> AsyncIterator[tuple[Stack, RunningRelay]]:
-    """A stack whose relay runs in this process with ``relay_key`` (its app is reloadable)."""
+    """A stack whose relay runs in this process with ``relay_key`` (its app is reloadable);
+    ``limits`` are [limits] keys on top of the test defaults."""
     async with open_stack(tmp_path, relay=False) as stack:
         async with open_python_relay(
             tunnel="demo",
@@ -435,6 +471,7 @@ async def _stack_with_app(
             issuer=stack.idp.issuer,
             connector_keys={"conn-1": load_private_key(stack.key.private_path)},
             relay_key=relay_key,
+            limits={**TEST_LIMITS, **limits},
         ) as (handle, running):
             stack.relay = handle
             yield stack, running
