@@ -255,9 +255,10 @@ class Connector:
         self.ops.set_draining()
         links = list(self._links)
         for link in links:
-            await link.drain()
+            await link.drain(refuse_new=False)  # a QUERY already on the way is still served
         with trio.move_on_after(grace) as scope:
             for link in links:
+                await link.relay_caught_up()  # the relay read our DRAIN: nothing more is coming
                 await link.wait_idle()
         if scope.cancelled_caught:
             log.warning("drain grace period over; closing with queries in flight")

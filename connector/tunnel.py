@@ -403,6 +403,8 @@ class TunnelLink:
                         # the reader finished; in-flight queries end (sinks fail fast if lost)
                 finally:
                     self.closed = True
+                    for waiter in self._pongs.values():  # nothing more comes: stop waiting
+                        waiter.set()
                     if self.ready and self.ops is not None:
                         self.ops.connection_down(self.base_url, self._end_reason)
                     self._wake_credit()
@@ -597,6 +599,8 @@ class TunnelLink:
     async def relay_caught_up(self) -> None:
         """Return once the relay has read everything sent so far (a PING it answers after our
         earlier frames): after a DRAIN, no QUERY sent before it is still on the way."""
+        if not self.ready or self.closed:
+            return
         payload = secrets.token_bytes(8)
         answered = self._pongs[payload] = trio.Event()
         try:
