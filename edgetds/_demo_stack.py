@@ -19,6 +19,7 @@ is in the group, so the stop that follows also stops it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -278,7 +279,7 @@ def edgetds_argv() -> list[str]:
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _child_setup(parent: int) -> None:  # pragma: no cover - runs in the child before exec
     """Unblock the stop signals the parent blocked around the fork; on Linux, also ask the kernel
     to SIGTERM this child when the demo dies, even by SIGKILL."""
     if sys.platform == "linux":
@@ -289,6 +290,8 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child between fork
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+        if os.getppid() != parent:  # the demo died before prctl: no signal will come
+            os._exit(1)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
@@ -367,7 +370,7 @@ class PartGroup:
                     stderr=log,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=_child_setup,
+                    preexec_fn=functools.partial(_child_setup, os.getpid()),
                 )
             part = Part(name, label, process, out_path, log_path)
             self.parts.append(part)
