@@ -6,6 +6,9 @@ the healed network by itself."""
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import trio
 
@@ -26,6 +29,47 @@ def long_running(tag: str) -> str:
     return f"SELECT COUNT(*) AS c, '{tag}' AS tag FROM d a, d b, d c, d e, d f, d g, d h, d i"
 
 
+@dataclass
+class Cut:
+    """A network cut under load: when it happened, the long query's tag, the connector's RSS."""
+
+    proxy: BlackHoleProxy
+    at: float
+    long_tag: str
+    rss_before: int
+    rss_peak: int = 0
+
+
+@asynccontextmanager
+async def cut_under_load(
+    chaos: Chaos, ws_url: str, tally: Tally, nursery: trio.Nursery
+) -> AsyncIterator[Cut]:
+    """conn-1 dials the relay at ``ws_url`` through a black-hole proxy; under load, with one long
+    statement certainly in flight, the network goes dark; the block runs during the cut (heal it
+    with ``cut.proxy.heal()``); the load stops when it exits."""
+    proxy = BlackHoleProxy(int(ws_url.rsplit(":", 1)[1]))
+    await nursery.start(proxy.serve)
+    async with chaos.connector(
+        "conn-1", [f"ws://127.0.0.1:{proxy.port}"],
+        ping_interval_s=0.2, dead_peer_after_s=1.0, open_timeout_s=1.0,
+    ) as proc:  # fmt: skip
+        await chaos.wait_connections(2)
+        rss_before = rss_kib(proc.pid)
+        async with under_load(chaos, tally):
+            long_tag = tally.new_tag()
+            nursery.start_soon(
+                functools.partial(
+                    one_query, chaos.http, chaos.query_url, chaos.token, tally,
+                    long_running, tag=long_tag,
+                )
+            )  # fmt: skip
+            await trio.sleep(1.5)
+            proxy.blackhole()
+            cut = Cut(proxy, trio.current_time(), long_tag, rss_before)
+            yield cut
+        cut.rss_peak = rss_kib(proc.pid, "VmHWM")
+
+
 async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos) -> None:
     tally = Tally("network_cut")
     async with (
@@ -35,52 +79,32 @@ async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos
         trio.open_nursery() as nursery,
     ):
         chaos.use_relay(relay)
-        proxy = BlackHoleProxy(int(relay.ws_url.rsplit(":", 1)[1]))
-        await nursery.start(proxy.serve)
         with trio.fail_after(120):
-            async with chaos.connector(
-                "conn-1", [f"ws://127.0.0.1:{proxy.port}"],
-                ping_interval_s=0.2, dead_peer_after_s=1.0, open_timeout_s=1.0,
-            ) as proc:  # fmt: skip
-                await chaos.wait_connections(2)
-                rss_before = rss_kib(proc.pid)
-                async with under_load(chaos, tally):
-                    # one long statement is certainly in flight when the network goes dark
-                    long_tag = tally.new_tag()
-                    nursery.start_soon(
-                        functools.partial(
-                            one_query, chaos.http, chaos.query_url, chaos.token, tally,
-                            long_running, tag=long_tag,
-                        )
-                    )  # fmt: skip
-                    await trio.sleep(1.5)
-                    proxy.blackhole()
-                    cut_at = trio.current_time()
-                    relay_gave_up_s = await chaos.wait_connections(0)
-                    await trio.sleep(max(0.0, CUT_S - (trio.current_time() - cut_at)))
-                    proxy.heal()
-                    reconnect_s = await chaos.wait_connections(2)
-                    await trio.sleep(1.0)
-                rss_peak = rss_kib(proc.pid, "VmHWM")
+            async with cut_under_load(chaos, relay.ws_url, tally, nursery) as cut:
+                relay_gave_up_s = await chaos.wait_connections(0)
+                await trio.sleep(max(0.0, CUT_S - (trio.current_time() - cut.at)))
+                cut.proxy.heal()
+                reconnect_s = await chaos.wait_connections(2)
+                await trio.sleep(1.0)
         nursery.cancel_scope.cancel()
     # queries running when the network went dark, and how long each took to get its answer
-    hit = [e for e in tally.events if e[0] - e[3] < cut_at < e[0]]
-    slowest_hit = max((e[0] - cut_at for e in hit), default=0.0)
+    hit = [e for e in tally.events if e[0] - e[3] < cut.at < e[0]]
+    slowest_hit = max((e[0] - cut.at for e in hit), default=0.0)
     check_and_record(
         tally,
         chaos.db.log.entries,
         allowed={"transport.lost", "tunnel.no_connector"},
-        rss_kib=(rss_before, rss_peak),
+        rss_kib=(cut.rss_before, cut.rss_peak),
         in_flight_at_cut=len(hit),
         in_flight_ended_within_s=round(slowest_hit, 2),
         relay_gave_up_s=round(relay_gave_up_s, 2),
         reconnect_after_heal_s=round(reconnect_s, 2),
     )
     assert hit, "no query was in flight at the cut"
-    (long_one,) = [e for e in tally.events if e[4] == long_tag]
+    (long_one,) = [e for e in tally.events if e[4] == cut.long_tag]
     assert long_one[1:3] == ("typed", "transport.lost"), long_one
-    assert long_one[0] - cut_at < 6.0
-    assert all(e[1] != "ok" or e[0] - cut_at < 0.3 for e in hit), "a cut query reported ok late"
+    assert long_one[0] - cut.at < 6.0
+    assert all(e[1] != "ok" or e[0] - cut.at < 0.3 for e in hit), "a cut query reported ok late"
     assert slowest_hit < 6.0, "in-flight queries must end within the dead-peer bound"
     assert relay_gave_up_s < 6.0
     assert reconnect_s < 6.0
@@ -100,52 +124,33 @@ async def test_black_holed_network_to_the_worker_relay(chaos: Chaos) -> None:
         trio.open_nursery() as nursery,
     ):  # fmt: skip
         chaos.use_relay(worker.handle)
-        proxy = BlackHoleProxy(int(worker.handle.ws_url.rsplit(":", 1)[1]))
-        await nursery.start(proxy.serve)
         with trio.fail_after(120):
-            async with chaos.connector(
-                "conn-1", [f"ws://127.0.0.1:{proxy.port}"],
-                ping_interval_s=0.2, dead_peer_after_s=1.0, open_timeout_s=1.0,
-            ) as proc:  # fmt: skip
-                await chaos.wait_connections(2)
-                rss_before = rss_kib(proc.pid)
-                async with under_load(chaos, tally):
-                    long_tag = tally.new_tag()
-                    nursery.start_soon(
-                        functools.partial(
-                            one_query, chaos.http, chaos.query_url, chaos.token, tally,
-                            long_running, tag=long_tag,
-                        )
-                    )  # fmt: skip
-                    await trio.sleep(1.5)
-                    proxy.blackhole()
-                    cut_at = trio.current_time()
-                    await trio.sleep(CUT_S)
-                    during = await chaos.connections()
-                    proxy.heal()
-                    healed_at = trio.current_time()
-                    first_ok = await wait_ok_after(tally, healed_at)
-                    samples = []
-                    settled_s = -1.0
-                    with trio.move_on_after(10):
-                        settled_s = await chaos.wait_connections(2)
-                    for _ in range(4):
-                        samples.append(await chaos.connections())
-                        await trio.sleep(0.5)
-                rss_peak = rss_kib(proc.pid, "VmHWM")
+            async with cut_under_load(chaos, worker.handle.ws_url, tally, nursery) as cut:
+                await trio.sleep(CUT_S)
+                during = await chaos.connections()
+                cut.proxy.heal()
+                healed_at = trio.current_time()
+                first_ok = await wait_ok_after(tally, healed_at)
+                samples = []
+                settled_s = -1.0
+                with trio.move_on_after(10):
+                    settled_s = await chaos.wait_connections(2)
+                for _ in range(4):
+                    samples.append(await chaos.connections())
+                    await trio.sleep(0.5)
         nursery.cancel_scope.cancel()
-    (long_one,) = [e for e in tally.events if e[4] == long_tag]
+    (long_one,) = [e for e in tally.events if e[4] == cut.long_tag]
     check_and_record(
         tally,
         chaos.db.log.entries,
         allowed={"transport.lost", "tunnel.no_connector", "query.timeout"},
-        rss_kib=(rss_before, rss_peak),
+        rss_kib=(cut.rss_before, cut.rss_peak),
         worker_connections_during_cut=during,
-        long_query=f"{long_one[2] or long_one[1]} after {long_one[0] - cut_at:.2f} s",
+        long_query=f"{long_one[2] or long_one[1]} after {long_one[0] - cut.at:.2f} s",
         first_ok_after_heal_s=round(first_ok, 2),
         connections_settled_after_heal_s=round(settled_s, 2),
         connections_after_heal=samples,
     )
     assert long_one[1:3] == ("typed", "transport.lost"), long_one
-    assert long_one[0] - cut_at < CUT_S + 6.0, "the cut query must end once the connector is back"
+    assert long_one[0] - cut.at < CUT_S + 6.0, "the cut query must end once the connector is back"
     assert 0 <= settled_s < 10.0, f"the dead connections are still counted: {samples}"

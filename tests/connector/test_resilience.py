@@ -18,11 +18,11 @@ from tdslite import open_server
 from tests.connector.conftest import Keys, closed_port, config_for
 from tests.connector.rogue_relay import (
     RogueRelay,
-    open_connect_proxy,
     open_proxy,
     open_rogue_relay,
 )
 from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
+from tests.support.connect_proxy import open_connect_proxy
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
@@ -208,10 +208,10 @@ async def test_dials_through_an_http_connect_proxy(
     async with open_connect_proxy() as proxy:
         path = config_for(
             tmp_path, keys, idp, rogue.ws_url, db_port=closed_port(),
-            proxy=f"http://127.0.0.1:{proxy.port}",
+            proxy=proxy.url,
         )  # fmt: skip
         with trio.fail_after(20):
             async with open_connector(load_config(path)) as connector:
                 await connector.wait_ready(2)
-    target = rogue.ws_url.removeprefix("ws://")
-    assert proxy.tunnels == [target, target]
+    host, port = rogue.ws_url.removeprefix("ws://").rsplit(":", 1)
+    assert proxy.tunnels == [(host, int(port))] * 2
