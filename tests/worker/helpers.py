@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.e2e.conftest import write_key
+from tests.support.connector_stack import write_connector_config
 from tests.support.protocol_peer import open_peer
 from tests.support.worker_relay import WorkerRelay
 
@@ -58,3 +63,30 @@ async def post_and_hang_up(
                 break
             received += chunk
     return received
+
+
+def connector_config(
+    directory: Path,
+    relay: WorkerRelay,
+    *,
+    issuer: str,
+    db: Any,
+    key: Ed25519PrivateKey | None = None,
+    connector_id: str = "conn-1",
+) -> Path:
+    """A real connector's config (and key file) in ``directory`` for the Worker ``relay`` and the
+    tdslite server ``db``; ``key`` defaults to the key registered for ``connector_id``."""
+    h = relay.handle
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file = write_key(directory / f"{connector_id}.key", key or h.connector_keys[connector_id])
+    return write_connector_config(
+        directory,
+        relay_urls=[h.ws_url],
+        relay_public_keys=[h.relay_public_key],
+        private_key_file=key_file,
+        issuer=issuer,
+        db_host=db.host,
+        db_port=db.port,
+        database=db.engine.database,
+        connector_id=connector_id,
+    )

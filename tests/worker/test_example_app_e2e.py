@@ -12,9 +12,9 @@ from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
 from tdslite import open_server
-from tests.e2e.conftest import TDSLITE_USERS, admin_batch, write_key
-from tests.support.connector_stack import write_connector_config
+from tests.e2e.conftest import TDSLITE_USERS, admin_batch
 from tests.support.worker_relay import open_worker_relay
+from tests.worker.helpers import connector_config
 
 ORDERS = [
     "CREATE TABLE orders (id int NOT NULL, owner nvarchar(50) NOT NULL, item nvarchar(50), "
@@ -36,18 +36,7 @@ async def test_example_app_serves_the_signed_in_users_orders(tmp_path: Path) -> 
             async with open_worker_relay(
                 tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer, app=True
             ) as relay:
-                h = relay.handle
-                key = write_key(tmp_path / "conn-1.key", h.connector_keys["conn-1"])
-                path = write_connector_config(
-                    tmp_path / "connector",
-                    relay_urls=[h.ws_url],
-                    relay_public_keys=[h.relay_public_key],
-                    private_key_file=key,
-                    issuer=idp.issuer,
-                    db_host=db.host,
-                    db_port=db.port,
-                    database=db.engine.database,
-                )
+                path = connector_config(tmp_path / "connector", relay, issuer=idp.issuer, db=db)
                 async with (
                     open_connector(load_config(path)) as connector,
                     httpx.AsyncClient(timeout=20) as client,

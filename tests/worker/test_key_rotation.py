@@ -22,10 +22,9 @@ from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import TdsServer, open_server
-from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
-from tests.support.connector_stack import write_connector_config
+from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.worker_relay import WorkerRelay, open_worker_relay, public_key_text
-from tests.worker.helpers import bearer, ndjson, query_url
+from tests.worker.helpers import bearer, connector_config, ndjson, query_url
 
 CONNECTOR_ID = "conn-1"
 
@@ -41,18 +40,7 @@ async def connector_with(
     db: TdsServer,
 ) -> AsyncIterator[Connector]:
     """A real connector for ``conn-1`` signing its tokens with ``key`` (its own config dir)."""
-    h = relay.handle
-    path = write_connector_config(
-        tmp_path / name,
-        relay_urls=[h.ws_url],
-        relay_public_keys=[h.relay_public_key],
-        private_key_file=write_key(tmp_path / f"{name}.key", key),
-        issuer=idp.issuer,
-        db_host=db.host,
-        db_port=db.port,
-        database=db.engine.database,
-        connector_id=CONNECTOR_ID,
-    )
+    path = connector_config(tmp_path / name, relay, issuer=idp.issuer, db=db, key=key)
     async with open_connector(load_config(path)) as connector:
         yield connector
 

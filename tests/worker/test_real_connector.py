@@ -17,10 +17,9 @@ from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import open_server
-from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
-from tests.support.connector_stack import write_connector_config
+from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.worker_relay import WorkerRelay, open_worker_relay
-from tests.worker.helpers import bearer, ndjson, query_url
+from tests.worker.helpers import bearer, connector_config, ndjson, query_url
 
 
 @dataclass
@@ -51,17 +50,7 @@ async def real_stack(tmp_path: Path) -> AsyncIterator[RealStack]:
         async with open_worker_relay(
             tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer
         ) as relay:
-            h = relay.handle
-            path = write_connector_config(
-                tmp_path / "connector",
-                relay_urls=[h.ws_url],
-                relay_public_keys=[h.relay_public_key],
-                private_key_file=write_key(tmp_path / "conn-1.key", h.connector_keys["conn-1"]),
-                issuer=idp.issuer,
-                db_host=db.host,
-                db_port=db.port,
-                database=db.engine.database,
-            )
+            path = connector_config(tmp_path / "connector", relay, issuer=idp.issuer, db=db)
             async with (
                 open_connector(load_config(path)) as connector,
                 httpx.AsyncClient(timeout=20) as http,
