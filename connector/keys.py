@@ -30,6 +30,7 @@ __all__ = [
     "key_id",
     "load_private_key",
     "parse_public_key",
+    "raw_public_key",
 ]
 
 PUBLIC_KEY_PREFIX = "ed25519:"
@@ -43,22 +44,22 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def raw_public_key(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
+    """The 32 raw bytes of a public key (or of a private key's public half)."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def encode_public_key(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
     """Return ``ed25519:<base64url>`` of a public key (or of a private key's public half)."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return PUBLIC_KEY_PREFIX + _b64url(_raw_public(public))
+    return PUBLIC_KEY_PREFIX + _b64url(raw_public_key(key))
 
 
 def key_id(key: Ed25519PublicKey | Ed25519PrivateKey | str) -> str:
     """Return the 16-character key id of a public key (object or ``ed25519:`` string)."""
     if isinstance(key, str):
         key = parse_public_key(key)
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return _b64url(hashlib.sha256(_raw_public(public)).digest())[:16]
+    return _b64url(hashlib.sha256(raw_public_key(key)).digest())[:16]
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from connector.audit import AuditLog
 from connector.backoff import Backoff
 from connector.config import ConnectorConfig
-from connector.keys import key_id, parse_public_key
+from connector.keys import key_id, parse_public_key, raw_public_key
 from connector.ops import Ops, database_probe
 from connector.policy import Policy
 from connector.pool import Pools
@@ -80,10 +80,6 @@ def build_policy(config: ConnectorConfig) -> Policy:
 
 def _relay_keys(config: ConnectorConfig) -> dict[str, Ed25519PublicKey]:
     return {key_id(k): parse_public_key(k) for k in config.tunnel.relay_public_keys}
-
-
-def _raw(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _private_key(config: ConnectorConfig) -> Ed25519PrivateKey:
@@ -255,11 +251,10 @@ class Connector:
         self.ops.set_draining()
         links = list(self._links)
         for link in links:
-            await link.drain(refuse_new=False)  # a QUERY already on the way is still served
+            await link.drain()
         with trio.move_on_after(grace) as scope:
             for link in links:
-                await link.relay_caught_up()  # the relay read our DRAIN: nothing more is coming
-                await link.wait_idle()
+                await link.settle()
         if scope.cancelled_caught:
             log.warning("drain grace period over; closing with queries in flight")
         for link in links:
@@ -289,7 +284,7 @@ class Connector:
             if getattr(config, name) != getattr(self.config, name)
         ]
         new_key = _private_key(config)
-        key_changed = _raw(new_key) != _raw(self._key)
+        key_changed = raw_public_key(new_key) != raw_public_key(self._key)
         self._key = new_key
         self._relay_keys = _relay_keys(config)
         up = [link for link in self._links if link.ready and not link.closed]
@@ -319,10 +314,9 @@ class Connector:
             while not any(n.ready and not n.closed and n not in old for n in self._links):
                 await self._ready_changed.wait()
         log.info("replacing a connection: %s", reason, extra={"relay": link.base_url})
-        await link.drain(reason, refuse_new=False)  # QUERYs already on the way are still served
+        await link.drain(reason)
         with trio.move_on_after(grace):
-            await link.relay_caught_up()  # after this, no QUERY is on the way any more
-            await link.wait_idle()
+            await link.settle()
         await link.close(reason)
 
     def abort(self) -> None:

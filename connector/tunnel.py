@@ -264,9 +264,6 @@ class TunnelLink:
         self.closed = False
         self.ready = False
         self.draining = False
-        #: while draining: refuse QUERYs that still arrive (shutdown), or serve them (a
-        #: replacement, where the connector is healthy and the relay sent them before our DRAIN)
-        self._refuse_new = True
         self._pongs: dict[bytes, trio.Event] = {}
         self.relay_draining = False
         self.session_id: str | None = None
@@ -549,16 +546,6 @@ class TunnelLink:
     async def _serve_query(self, query: events.Query, token: CancelToken) -> None:
         sink = StreamSink(self, query.stream_id)
         try:
-            if self.draining and self._refuse_new:
-                await sink.finish(
-                    error_record(
-                        "connector.draining",
-                        "the connector is shutting down; retry (another connector may serve)",
-                        query_id=query.query_id,
-                    ),
-                    error=True,
-                )
-                return
             await self._handler(self, query, sink, token)
         except Exception:  # never let one query take the connection down
             log.exception("query handler failed", extra={"query_id": query.query_id})
@@ -581,12 +568,9 @@ class TunnelLink:
 
     # -- drain and close --------------------------------------------------------------------
 
-    async def drain(
-        self, reason: str = "connector shutting down", *, refuse_new: bool = True
-    ) -> None:
-        """Tell the relay to send no new queries (DRAIN); in-flight ones continue. A QUERY the
-        relay sent before it read the DRAIN is refused (``refuse_new``) or served."""
-        self._refuse_new = refuse_new
+    async def drain(self, reason: str = "connector shutting down") -> None:
+        """Tell the relay to send no new queries (DRAIN); in-flight ones continue, and a QUERY
+        the relay sent before it read the DRAIN is still served (SPEC 6.4)."""
         if self.draining or self.closed or not self.ready:
             self.draining = True
             return
@@ -596,9 +580,16 @@ class TunnelLink:
         except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError):
             pass
 
-    async def relay_caught_up(self) -> None:
-        """Return once the relay has read everything sent so far (a PING it answers after our
-        earlier frames): after a DRAIN, no QUERY sent before it is still on the way."""
+    async def settle(self) -> None:
+        """After `drain`: return once no QUERY is on the way any more and none is in flight.
+
+        The relay answers a PING after the frames sent before it, so its PONG means it has read
+        our DRAIN: every QUERY it sent before has arrived (SPEC 6.4). Then wait for idle.
+        """
+        await self._relay_caught_up()
+        await self._idle.wait()
+
+    async def _relay_caught_up(self) -> None:
         if not self.ready or self.closed:
             return
         payload = secrets.token_bytes(8)
@@ -617,9 +608,6 @@ class TunnelLink:
         keeps serving until it is drained and closed."""
         if self._on_relay_drain is not None:
             self._on_relay_drain(self)
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
 
     async def close(self, message: str = "bye", *, code: str = "connector.draining") -> None:
         """Send GOAWAY (if possible) and close the WebSocket."""

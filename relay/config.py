@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from connector import keys
 from edgetds.oidc import TokenVerifier
@@ -82,9 +81,8 @@ class TunnelConfig:
 
     def registers(self, connector_id: str, public_key_hex: str) -> bool:
         """Whether ``public_key_hex`` (raw, hex) is a registered key of ``connector_id``."""
-        raw = (Encoding.Raw, PublicFormat.Raw)
         return public_key_hex in {
-            key.public_bytes(*raw).hex() for key in self.connectors.get(connector_id, ())
+            keys.raw_public_key(key).hex() for key in self.connectors.get(connector_id, ())
         }
 
 
