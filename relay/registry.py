@@ -37,27 +37,33 @@ class Tunnel:
 
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
-        if self.removed:  # a reload removed the tunnel while this connection was in the handshake
-            session.drain(f"tunnel {self.name!r} was removed from this relay", close_after_s=0)
-        elif not self.config.registers(session.connector_id, session.connector_key_hex):
-            # a reload unregistered its key while it was in the handshake (nothing in flight)
-            session.drain("connector key no longer registered at this relay", close_after_s=0)
+        # a reload may have unregistered its key, or removed this tunnel, during its handshake
+        self._drain_unwelcome([session], close_after_s=0)
 
-    def reconfigure(self, config: TunnelConfig, *, close_after_s: float) -> list[ConnectorSession]:
-        """Take new connector keys; DRAIN (and return) connections whose key is no longer one;
-        they are closed after ``close_after_s`` (time for their in-flight queries)."""
-        self.config = config
-        drained = [
-            s
-            for s in self.sessions
-            if not s.closed
-            and not s.draining
-            and not config.registers(s.connector_id, s.connector_key_hex)
-        ]
-        for session in drained:
-            session.drain(
-                "connector key no longer registered at this relay", close_after_s=close_after_s
-            )
+    def reconfigure(
+        self, config: TunnelConfig, *, close_after_s: float, removed: bool = False
+    ) -> list[ConnectorSession]:
+        """Take new connector keys (or, ``removed``, end this tunnel); DRAIN and return the
+        connections that no longer belong: they are closed after ``close_after_s`` (time for
+        their in-flight queries)."""
+        self.config, self.removed = config, removed
+        return self._drain_unwelcome(self.sessions, close_after_s=close_after_s)
+
+    def _drain_unwelcome(
+        self, sessions: list[ConnectorSession], *, close_after_s: float
+    ) -> list[ConnectorSession]:
+        drained = []
+        for session in sessions:
+            if session.closed or session.draining:
+                continue
+            if self.removed:
+                why = f"tunnel {self.name!r} was removed from this relay"
+            elif not self.config.registers(session.connector_id, session.connector_key_hex):
+                why = "connector key no longer registered at this relay"
+            else:
+                continue
+            session.drain(why, close_after_s=close_after_s)
+            drained.append(session)
         return drained
 
     def remove(self, session: ConnectorSession) -> None:
@@ -138,14 +144,7 @@ class Registry:
         drained: list[ConnectorSession] = []
         for name in set(self.tunnels) - set(tunnels):
             gone = self.tunnels.pop(name)
-            gone.removed = True
-            for session in gone.sessions:
-                if not session.closed and not session.draining:
-                    session.drain(
-                        f"tunnel {name!r} was removed from this relay",
-                        close_after_s=close_after_s,
-                    )
-                    drained.append(session)
+            drained += gone.reconfigure(gone.config, close_after_s=close_after_s, removed=True)
         for name, config in tunnels.items():
             if name in self.tunnels:
                 drained += self.tunnels[name].reconfigure(config, close_after_s=close_after_s)
