@@ -20,6 +20,7 @@ import { ErrorCode } from "./frames.js";
 
 export const HELLO_CONTEXT = "edgetds/1 hello\n";
 export const QUERY_CONTEXT = "edgetds/1 query\n";
+export const CHECKPOINT_CONTEXT = "edgetds/1 checkpoint\n";
 export const TOKEN_MAX_LIFETIME = 60;
 export const TOKEN_LEEWAY = 5;
 export const KEY_PREFIX = "ed25519:";
