@@ -45,8 +45,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -361,8 +361,8 @@ class VerifyResult:
     problem: str | None = None
     #: the seq of the last record checked (None: none)
     last_seq: int | None = None
-    #: the hash of the record whose seq is ``at_seq`` (see :func:`verify_files`), if checked
-    hash_at_seq: str | None = None
+    #: seq -> hash of the records asked for by ``at_seqs`` (see :func:`verify_files`) and checked
+    hashes: Mapping[int, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         if self.ok:
@@ -371,15 +371,15 @@ class VerifyResult:
 
 
 def verify_files(
-    paths: Sequence[str | Path], *, prev: str = GENESIS, at_seq: int | None = None
+    paths: Sequence[str | Path], *, prev: str = GENESIS, at_seqs: Collection[int] = ()
 ) -> VerifyResult:
     """Check one chain spread over ``paths`` (oldest first). Stops at the first broken line.
 
-    ``at_seq``: also report the hash of the record with that seq (``hash_at_seq``), which a
-    checkpoint is compared with.
+    ``at_seqs``: also report the hashes of the records with these seqs (``hashes``), which
+    checkpoints are compared with.
     """
     head, seq, count = prev, None, 0
-    found: str | None = None
+    found: dict[int, str] = {}
     for path in paths:
         try:
             data = Path(path).read_bytes()
@@ -397,9 +397,9 @@ def verify_files(
             if problem is not None or record is None:
                 return VerifyResult(False, count, head, str(path), lineno, problem, seq, found)
             head, seq, count = record["hash"], record["seq"], count + 1
-            if seq == at_seq:
-                found = head
-    return VerifyResult(True, count, head, last_seq=seq, hash_at_seq=found)
+            if seq in at_seqs:
+                found[seq] = head
+    return VerifyResult(True, count, head, last_seq=seq, hashes=found)
 
 
 def _check_line(
@@ -590,19 +590,27 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         keys, connector_id = _checkpoint_keys(args)
         token = cp.token_from_env(args.token_env)
-        checkpoint = cp.load_checkpoint(args.checkpoint, token=token, cafile=args.cafile)
-        cp.verify_loaded(checkpoint, keys, connector_id=connector_id)
+        loaded = cp.load_checkpoint(args.checkpoint, token=token, cafile=args.cafile)
+        for checkpoint in loaded:
+            cp.verify_loaded(checkpoint, keys, connector_id=connector_id)
     except cp.CheckpointError as exc:
         print(f"checkpoint: {exc}", file=sys.stderr)
         return cp.EXIT_CHECKPOINT_UNUSABLE
-    result = verify_files(args.files, prev=args.prev, at_seq=checkpoint["seq"])
+    result = verify_files(args.files, prev=args.prev, at_seqs={c["seq"] for c in loaded})
     if not result.ok:
         print(result, file=sys.stderr)
         return 1
-    ok, message = cp.compare(result, checkpoint)
     print(result)
-    print(message, file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else cp.EXIT_TRUNCATED
+    status = 0
+    for index, checkpoint in enumerate(loaded):
+        ok, message = cp.compare(result, checkpoint)
+        if index:  # the relay's conflict: the checkpoint held when the log first went backwards
+            message = (
+                f"conflict (the connector once sent a checkpoint that went backwards): {message}"
+            )
+        print(message, file=sys.stdout if ok else sys.stderr)
+        status = status if ok else cp.EXIT_TRUNCATED
+    return status
 
 
 def _checkpoint_keys(args: argparse.Namespace) -> tuple[list[Any], str | None]:

@@ -130,10 +130,12 @@ class CheckpointError(Exception):
 
 def load_checkpoint(
     source: str, *, token: str | None = None, cafile: str | None = None, timeout_s: float = 10.0
-) -> dict[str, Any]:
-    """The checkpoint object from the relay endpoint (an http(s) URL) or a JSON file.
+) -> list[dict[str, Any]]:
+    """The checkpoint from the relay endpoint (an http(s) URL) or a JSON file, followed by the
+    relay's ``conflict`` checkpoint when it holds one (the connector once went backwards).
 
-    Both the endpoint's answer ``{"checkpoint": {...}, ...}`` and a bare checkpoint are accepted.
+    Both the endpoint's answer ``{"checkpoint": {...}, "conflict": ..., ...}`` (saved or fetched)
+    and a bare checkpoint object are accepted.
 
     Raises:
         CheckpointError: unreachable, refused, not JSON, or the relay holds none.
@@ -147,16 +149,17 @@ def load_checkpoint(
             raise CheckpointError(f"cannot read {source}: {exc.strerror}") from None
         except ValueError:
             raise CheckpointError(f"{source} is not JSON") from None
+    found = [doc]
     if isinstance(doc, dict) and "checkpoint" in doc:
-        doc = doc["checkpoint"]
-        if doc is None:
+        found = [doc["checkpoint"]] + ([doc["conflict"]] if doc.get("conflict") else [])
+        if doc["checkpoint"] is None:
             raise CheckpointError(
                 f"{source}: the relay holds no checkpoint for this connector (none received "
                 "yet: is the connector running with an [audit] file, and connected?)"
             )
-    if not isinstance(doc, dict):
+    if not all(isinstance(item, dict) for item in found):
         raise CheckpointError(f"{source}: not a checkpoint object")
-    return doc
+    return found
 
 
 def _fetch(url: str, *, token: str | None, cafile: str | None, timeout_s: float) -> Any:
@@ -216,14 +219,15 @@ def compare(result: VerifyResult, checkpoint: Mapping[str, Any]) -> tuple[bool, 
         )
     if seq == 0:
         return True, "checkpoint: an empty chain (nothing to compare)"
-    if result.hash_at_seq is None:
+    found = result.hashes.get(seq)
+    if found is None:
         return False, (
             f"the checkpoint covers {where}, which is before the first file given; pass the "
             "older (rotated) files first"
         )
-    if result.hash_at_seq != head:
+    if found != head:
         return False, (
-            f"the head does not match the checkpoint: record {seq} has hash {result.hash_at_seq}"
+            f"the head does not match the checkpoint: record {seq} has hash {found}"
             f" but the relay's checkpoint says {where}: the log was rewritten or replaced"
         )
     return True, f"checkpoint: matches {where}; {ends - seq} record(s) written after it"

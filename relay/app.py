@@ -315,6 +315,7 @@ class RelayApp:
             "connector_id": connector_id,
             "checkpoint": held["checkpoint"] if held else None,
             "received_at": held["received_at"] if held else None,
+            "conflict": held.get("conflict") if held else None,
         }
         await send_json(send, 200, _json(body))
 

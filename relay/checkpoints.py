@@ -3,10 +3,12 @@
 Per (tunnel, connector id) the relay keeps the checkpoint with the highest ``seq``: a higher one
 replaces it, the same ``seq`` and ``head`` refreshes it, anything else (a lower ``seq``, or the
 same ``seq`` with another ``head``) is refused and reported: the connector's log lost its end, or
-was replaced. A checkpoint is stored only after its signature verified under one of the
-connector id's registered keys. In memory, plus, with ``[relay] checkpoint_file``, a JSON file
-rewritten atomically (temporary file + rename) on every change and read at start, so a restart
-keeps them.
+was replaced. The checkpoint held when that first happens is kept from then on as ``conflict``,
+so a log that was cut and then grew past the old checkpoint still fails ``audit verify`` (its
+record at the conflict's seq has another hash). A checkpoint is stored only after its signature
+verified under one of the connector id's registered keys. In memory, plus, with ``[relay]
+checkpoint_file``, a JSON file rewritten atomically (temporary file + rename) on every change and
+read at start, so a restart keeps them.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class CheckpointStore:
                 self._items[(cp["tunnel"], cp["connector_id"])] = item
 
     def get(self, tunnel: str, connector_id: str) -> dict[str, Any] | None:
-        """``{"checkpoint": {...}, "received_at": unix s}`` or None."""
+        """``{"checkpoint": {...}, "received_at": unix s, "conflict": {...} | None}`` or None."""
         return self._items.get((tunnel, connector_id))
 
     def offer(
@@ -70,12 +72,16 @@ class CheckpointStore:
             if fields["seq"] < old["seq"] or (
                 fields["seq"] == old["seq"] and fields["head"] != old["head"]
             ):
+                if held.get("conflict") is None:
+                    held["conflict"] = old
+                    self._save()
                 return "regressed", (
                     f"seq {fields['seq']} (head {fields['head'][:16]}...) after seq {old['seq']} "
                     f"(head {old['head'][:16]}...): the connector's audit log lost its end or "
                     "was replaced; the higher checkpoint is kept"
                 )
-        item = {"checkpoint": dict(fields), "received_at": int(time.time())}
+        conflict = held.get("conflict") if held is not None else None
+        item = {"checkpoint": dict(fields), "received_at": int(time.time()), "conflict": conflict}
         self._items[(tunnel, connector_id)] = item
         self._save()
         return "stored", f"seq {fields['seq']}"

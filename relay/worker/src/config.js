@@ -10,6 +10,7 @@
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
  * | LIMITS             | var    | optional JSON, keys of the Python relay's [limits] table         |
  * | EDGETDS_TEST_HOOKS | var    | "1" only in tests: enables /v1/tunnels/{t}/_test/* (never deploy)|
+ * | AUDIT_TOKEN_SHA256 | var    | optional hex sha256 of the audit token (GET .../audit/checkpoint)|
  *
  * Parsed once per isolate (cached by the raw strings); every mistake is a ConfigError naming the
  * binding and how to fix it.
@@ -172,6 +173,12 @@ function parseShards(env) {
   return shards;
 }
 
+function parseAuditToken(env) {
+  const value = (env.AUDIT_TOKEN_SHA256 ?? "").toLowerCase();
+  if (value && !/^[0-9a-f]{64}$/.test(value)) throw new ConfigError("AUDIT_TOKEN_SHA256 must be 64 hex digits (sha256 of a secret) or empty");
+  return value;
+}
+
 let cached = null;
 
 /**
@@ -179,7 +186,7 @@ let cached = null;
  * @param {Record<string, any>} env
  */
 export async function loadConfig(env) {
-  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.EDGETDS_TEST_HOOKS].map(String).join("\u0000");
+  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.EDGETDS_TEST_HOOKS, env.AUDIT_TOKEN_SHA256].map(String).join("\u0000");
   if (cached && cached.fingerprint === fingerprint) return cached.value;
   let relayKey;
   try {
@@ -194,6 +201,7 @@ export async function loadConfig(env) {
     shards: parseShards(env),
     limits: parseLimits(env),
     testHooks: env.EDGETDS_TEST_HOOKS === "1",
+    auditTokenSha256: parseAuditToken(env),
   });
   cached = { fingerprint, value };
   return value;
