@@ -31,7 +31,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from connector.audit import AuditLog
+from connector.audit import AuditError, AuditLog
 from connector.backoff import Backoff
 from connector.checkpoints import AuditCheckpoints
 from connector.config import ConnectorConfig
@@ -156,7 +156,7 @@ class Connector:
             return
         try:
             rotated = await audit.rotate_async()
-        except OSError as exc:
+        except (OSError, AuditError) as exc:
             log.error("SIGHUP: audit log not rotated: %s", exc)
             return
         if rotated is not None:

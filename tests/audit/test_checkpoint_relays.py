@@ -25,8 +25,7 @@ from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from protocol import verify_checkpoint
 from tdslite import TdsServer, open_server
-from tests.e2e.conftest import TDSLITE_USERS, write_key
-from tests.support.connector_stack import write_connector_config
+from tests.e2e.conftest import TDSLITE_USERS, Base
 from tests.support.relays import RelayHandle, start_python_relay
 from tests.support.worker_relay import start_worker_relay
 
@@ -48,16 +47,7 @@ class Setup:
         return f"{self.relay.http_url}/v1/tunnels/demo/audit/checkpoint?connector=conn-1"
 
     def config(self) -> Path:
-        key = write_key(self.directory / "conn-1.key", self.relay.connector_keys["conn-1"])
-        return write_connector_config(
-            self.directory / "connector",
-            relay_urls=[self.relay.ws_url],
-            relay_public_keys=[self.relay.relay_public_key],
-            private_key_file=key,
-            issuer=self.idp.issuer,
-            db_host=self.db.host,
-            db_port=self.db.port,
-            database=self.db.engine.database,
+        return Base(self.idp, self.db, self.relay, self.directory).write_config(
             ha_connections=1,
             audit_options={"checkpoint_every_records": 1, "checkpoint_interval_s": 3600},
         )

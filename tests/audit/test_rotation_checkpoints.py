@@ -193,3 +193,28 @@ def test_cli_verify_against_a_saved_checkpoint(
     saved.write_text(json.dumps({"checkpoint": None}))
     assert main(args) == 4
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_relay_config_keys_and_a_damaged_checkpoint_file(tmp_path: Path) -> None:
+    from connector.keys import generate_key_files
+    from relay.config import ConfigError as RelayConfigError
+    from relay.config import config_from_mapping
+
+    key = generate_key_files(tmp_path, "relay")
+    relay = {"private_key_file": key.private_path.name, "checkpoint_file": "checkpoints.json"}
+    doc: dict[str, Any] = {
+        "relay": relay,
+        "tunnels": {"demo": {"connectors": {"conn-1": encode_public_key(KEY)}}},
+        "issuers": [{"issuer": "http://127.0.0.1:1", "audience": "edgetds"}],
+    }
+    digest = "ab" * 32
+    relay["audit_token_sha256"] = digest.upper()
+    config = config_from_mapping(doc, base_dir=tmp_path, where="relay.toml")
+    assert config.audit_token_sha256 == digest
+    assert config.checkpoint_file == str(tmp_path / "checkpoints.json")
+    relay["audit_token_sha256"] = "not-a-digest"
+    with pytest.raises(RelayConfigError, match="audit_token_sha256 must be 64 hex digits"):
+        config_from_mapping(doc, base_dir=tmp_path, where="relay.toml")
+    (tmp_path / "checkpoints.json").write_text("{not json")
+    with pytest.raises(RelayConfigError, match="move it aside"):
+        CheckpointStore(tmp_path / "checkpoints.json")
