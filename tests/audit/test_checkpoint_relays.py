@@ -183,3 +183,25 @@ async def test_a_truncated_log_fails_against_the_checkpoint_and_a_regression_is_
         assert f"record 3 has hash {json.loads(lines[2])['hash']}" not in rewritten.stderr
         assert "conflict (the connector once sent a checkpoint that went backwards): the head " \
             "does not match the checkpoint: record 3 has hash" in rewritten.stderr  # fmt: skip
+
+
+async def test_a_checkpoint_on_connect_and_on_shutdown(setup: Setup) -> None:
+    config = Base(setup.idp, setup.db, setup.relay, setup.directory).write_config(
+        ha_connections=1,
+        audit_options={"checkpoint_every_records": 100, "checkpoint_interval_s": 3600},
+    )
+
+    async def seq_is(seq: int) -> bool:
+        checkpoint = (await setup.held())["checkpoint"]
+        return checkpoint is not None and checkpoint["seq"] == seq
+
+    with trio.fail_after(60):
+        async with open_connector(load_config(config)) as connector:
+            await connector.wait_ready()
+            await until("the connect-time checkpoint of the empty chain", lambda: seq_is(0))
+            await setup.query(1)
+            await setup.query(2)
+            # neither 100 records nor an hour: the relay still holds the connect-time checkpoint
+            assert await seq_is(0)
+        # leaving the block drains the connector: its last word is the head after the last query
+        await until("the shutdown checkpoint", lambda: seq_is(2))
