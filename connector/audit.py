@@ -504,7 +504,7 @@ examples:
 
   # was the END cut off? compare with the relay's latest signed checkpoint of this connector
   EDGETDS_AUDIT_TOKEN=... edgetds audit verify audit.jsonl.* audit.jsonl \\
-      --checkpoint https://relay.example/v1/tunnels/demo/audit/checkpoint?connector=conn-1 \\
+      --checkpoint 'https://relay.example/v1/tunnels/demo/audit/checkpoint?connector=conn-1' \\
       --config connector.toml                          # or --public-key conn-1.pub
   edgetds audit verify audit.jsonl --checkpoint saved-checkpoint.json --public-key ed25519:...
 
