@@ -19,13 +19,24 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
-from protocol import verify_checkpoint
+from protocol import (
+    CHECKPOINT_CAP,
+    Frame,
+    FrameType,
+    canonical_json,
+    encode_frame,
+    events,
+    sign_checkpoint,
+    verify_checkpoint,
+)
 from tdslite import TdsServer, open_server
 from tests.e2e.conftest import TDSLITE_USERS, Base
+from tests.support.protocol_peer import open_peer
 from tests.support.relays import RelayHandle, start_python_relay
 from tests.support.worker_relay import start_worker_relay
 
@@ -205,3 +216,38 @@ async def test_a_checkpoint_on_connect_and_on_shutdown(setup: Setup) -> None:
             assert await seq_is(0)
         # leaving the block drains the connector: its last word is the head after the last query
         await until("the shutdown checkpoint", lambda: seq_is(2))
+
+
+async def test_the_relay_stores_only_checkpoints_signed_by_the_connector(setup: Setup) -> None:
+    relay = setup.relay
+    key = relay.connector_keys["conn-1"]
+
+    def checkpoint(seq: int, *, signer: Ed25519PrivateKey = key, **kw: Any) -> events.Checkpoint:
+        fields = {"connector_id": "conn-1", "tunnel": "demo", "file": "audit.jsonl", **kw}
+        return events.Checkpoint(
+            sign_checkpoint(signer, seq=seq, head=f"{seq:064x}", now=1, **fields)
+        )
+
+    async def seq_is(seq: int) -> bool:
+        held = (await setup.held())["checkpoint"]
+        return held is not None and held["seq"] == seq
+
+    peer_args = (relay.ws_url, "demo", "conn-1", key, relay.relay_public_key)
+    with trio.fail_after(30):
+        async with open_peer(*peer_args, caps=(CHECKPOINT_CAP,)) as peer:
+            await peer.send(checkpoint(7))
+            await until("the relay stored seq 7", lambda: seq_is(7))
+            # not the connector's key, another connector's, another tunnel's: never stored (the
+            # frames are handled in order, so once seq 8 is held the three were refused)
+            await peer.send(checkpoint(9, signer=Ed25519PrivateKey.generate()))
+            await peer.send(checkpoint(10, connector_id="conn-2"))
+            await peer.send(checkpoint(11, tunnel="other"))
+            await peer.send(checkpoint(8))
+            await until("the relay stored seq 8", lambda: seq_is(8))
+            assert (await setup.held())["conflict"] is None
+        # without the negotiated capability, a CHECKPOINT is a protocol error
+        async with open_peer(*peer_args) as peer:
+            payload = canonical_json(dict(checkpoint(12).fields))
+            await peer.ws.send(encode_frame(Frame(FrameType.CHECKPOINT, 0, payload)))
+            await peer.closed.wait()
+        assert await seq_is(8)
