@@ -69,6 +69,11 @@ class Setup:
         body: dict[str, Any] = response.json()
         return body
 
+    async def holds(self, seq: int) -> bool:
+        """Whether the relay's checkpoint for conn-1 is the one of record ``seq``."""
+        checkpoint = (await self.held())["checkpoint"]
+        return checkpoint is not None and checkpoint["seq"] == seq
+
     async def query(self, n: int) -> None:
         token = self.idp.mint(sub="alice", groups=["analysts"])
         response = await self.http.post(
@@ -147,16 +152,12 @@ async def test_a_truncated_log_fails_against_the_checkpoint_and_a_regression_is_
     audit_file = config.parent / "audit.jsonl"
     public_key = setup.relay.connector_keys["conn-1"].public_key()
 
-    async def at(seq: int) -> bool:
-        checkpoint = (await setup.held())["checkpoint"]
-        return checkpoint is not None and checkpoint["seq"] == seq
-
     with trio.fail_after(90):
         async with open_connector(load_config(config)) as connector:
             await connector.wait_ready()
             for n in (1, 2, 3):
                 await setup.query(n)
-            await until("the relay holds the checkpoint of record 3", lambda: at(3))
+            await until("the relay holds the checkpoint of record 3", lambda: setup.holds(3))
         held = await setup.held()
         checkpoint = held["checkpoint"]
         verify_checkpoint(checkpoint, [public_key], connector_id="conn-1", tunnel="demo")
@@ -183,7 +184,9 @@ async def test_a_truncated_log_fails_against_the_checkpoint_and_a_regression_is_
             await connector.wait_ready()
             await setup.query(4)
             await setup.query(5)
-            await until("the relay holds the checkpoint of the new record 4", lambda: at(4))
+            await until(
+                "the relay holds the checkpoint of the new record 4", lambda: setup.holds(4)
+            )
         held = await setup.held()
         assert held["conflict"] == checkpoint
         rewritten = await verify(
@@ -202,20 +205,16 @@ async def test_a_checkpoint_on_connect_and_on_shutdown(setup: Setup) -> None:
         audit_options={"checkpoint_every_records": 100, "checkpoint_interval_s": 3600},
     )
 
-    async def seq_is(seq: int) -> bool:
-        checkpoint = (await setup.held())["checkpoint"]
-        return checkpoint is not None and checkpoint["seq"] == seq
-
     with trio.fail_after(60):
         async with open_connector(load_config(config)) as connector:
             await connector.wait_ready()
-            await until("the connect-time checkpoint of the empty chain", lambda: seq_is(0))
+            await until("the connect-time checkpoint of the empty chain", lambda: setup.holds(0))
             await setup.query(1)
             await setup.query(2)
             # neither 100 records nor an hour: the relay still holds the connect-time checkpoint
-            assert await seq_is(0)
+            assert await setup.holds(0)
         # leaving the block drains the connector: its last word is the head after the last query
-        await until("the shutdown checkpoint", lambda: seq_is(2))
+        await until("the shutdown checkpoint", lambda: setup.holds(2))
 
 
 async def test_the_relay_stores_only_checkpoints_signed_by_the_connector(setup: Setup) -> None:
@@ -228,26 +227,22 @@ async def test_the_relay_stores_only_checkpoints_signed_by_the_connector(setup: 
             sign_checkpoint(signer, seq=seq, head=f"{seq:064x}", now=1, **fields)
         )
 
-    async def seq_is(seq: int) -> bool:
-        held = (await setup.held())["checkpoint"]
-        return held is not None and held["seq"] == seq
-
     peer_args = (relay.ws_url, "demo", "conn-1", key, relay.relay_public_key)
     with trio.fail_after(30):
         async with open_peer(*peer_args, caps=(CHECKPOINT_CAP,)) as peer:
             await peer.send(checkpoint(7))
-            await until("the relay stored seq 7", lambda: seq_is(7))
+            await until("the relay stored seq 7", lambda: setup.holds(7))
             # not the connector's key, another connector's, another tunnel's: never stored (the
             # frames are handled in order, so once seq 8 is held the three were refused)
             await peer.send(checkpoint(9, signer=Ed25519PrivateKey.generate()))
             await peer.send(checkpoint(10, connector_id="conn-2"))
             await peer.send(checkpoint(11, tunnel="other"))
             await peer.send(checkpoint(8))
-            await until("the relay stored seq 8", lambda: seq_is(8))
+            await until("the relay stored seq 8", lambda: setup.holds(8))
             assert (await setup.held())["conflict"] is None
         # without the negotiated capability, a CHECKPOINT is a protocol error
         async with open_peer(*peer_args) as peer:
             payload = canonical_json(dict(checkpoint(12).fields))
             await peer.ws.send(encode_frame(Frame(FrameType.CHECKPOINT, 0, payload)))
             await peer.closed.wait()
-        assert await seq_is(8)
+        assert await setup.holds(8)
