@@ -91,6 +91,54 @@ REFUSED = [
     "SELECT 'a\\' ; DELETE FROM orders --'",  # backslash is no escape in T-SQL
     "SELECT N'a\\' DELETE FROM orders --'",
     "SELECT [a\\] FROM t; DELETE FROM orders --]",
+    # SQL Server needs no ";" and takes a lone # or @ as a name: what follows is a statement.
+    "SELECT 1 # DELETE FROM customers WHERE id = 1",
+    "SELECT 1 # REVERT",
+    "SELECT 1 # SHUTDOWN",
+    "SELECT 1 #\nDELETE FROM orders WHERE id = 1",
+    "SELECT 1 ## DELETE FROM orders",
+    "SELECT 1 @ DELETE FROM orders",
+    "SELECT 1 @@ DELETE FROM orders",
+    "SELECT 1 #\r\nREVERT",
+    "SELECT 1 # /* c */ SHUTDOWN",
+    "SELECT 1 # -- c\nSHUTDOWN",
+    "SELECT # FROM orders",
+    "SELECT 1 #",
+    "SELECT 1 AS # ",
+    "SELECT 1 ### x",
+    "SELECT 1 #@x",
+    "SELECT @1",
+    # $ and currency signs start money literals; \\ is a currency sign to SQL Server.
+    "SELECT $DELETE FROM orders",
+    "SELECT 1 $ DELETE FROM orders",
+    "SELECT $1",
+    "SELECT \u20acDELETE FROM orders",
+    "SELECT a\u00a3DELETE FROM orders",
+    "SELECT 1 \\ DELETE FROM orders",
+    "SELECT {fn CURDATE()}",
+    # A 0x literal running into letters; words and numbers run together.
+    "SELECT 0x1SHUTDOWN",
+    "SELECT 0xZZ",
+    "SELECT 1DELETE FROM orders",
+    "SELECT 1e5REVERT",
+    "SELECT 1#x",
+    # Unicode spaces and invisible characters: SQL Server and sqlglot may split words differently.
+    "SELECT 1\u00a0DELETE FROM orders",
+    "SELECT 1 x\u200bSHUTDOWN",
+    "SELECT 1 x\u3000REVERT",
+    "SELECT 1 --\u0085 \nSELECT 2",
+    "SELECT 1 AS x\x1cDELETE FROM orders",
+    "SELECT 1 AS x\ufeff",
+    # Reserved keywords are never names to SQL Server (CLOSE/OPEN/FETCH start statements).
+    "SELECT 1 close",
+    "SELECT open FROM prices",
+    "SELECT 1 AS fetch",
+    "SELECT t.file FROM t",
+    # No separator needed: a second statement right after the first.
+    "SELECT 1 SELECT 2",
+    "SELECT 1 (SELECT 2)",
+    "SELECT 1 WITH x AS (SELECT 2) SELECT * FROM x",
+    "SELECT 1 /* a /* nested */ still a comment */ DELETE FROM orders",
     "",
     "   ",
     "-- only a comment",
@@ -129,6 +177,17 @@ ALLOWED = [
     "SELECT [a]] DELETE FROM orders --] FROM t",  # doubled bracket: still one identifier
     "SELECT id\r\nFROM orders -- note\r\nWHERE id = 1",
     "SELECT id\tFROM orders /* a /* nested */ comment */",
+    "SELECT 1 /* /* */ DELETE FROM orders */",  # comments nest: all of it is one comment
+    "SELECT * FROM #tmp JOIN ##shared s ON s.id = #tmp.id WHERE #tmp.x = @x",
+    "SELECT @@ROWCOUNT AS n, @@VERSION AS v",
+    "SELECT a#b, a$b, a@b FROM t",
+    'SELECT [close], [open], "fetch" FROM prices',
+    "SELECT USER, CURRENT_USER, SESSION_USER, SYSTEM_USER, CURRENT_TIMESTAMP",
+    "SELECT N'caf\u00e9 \u20ac' AS price, Gr\u00f6\u00dfe FROM t",
+    "SELECT DATEPART(yy, d), DATEADD(dd, 1, d), DATEDIFF(mi, d, e) FROM t",
+    "SELECT id FROM t ORDER BY id OFFSET 3 ROWS FETCH NEXT 2 ROWS ONLY",
+    "SELECT .5 AS half, 1.e3 AS k, 0x1F AS b",
+    "SELECT id FROM t WITH (NOLOCK) FOR JSON PATH",
 ]
 
 
