@@ -167,6 +167,13 @@ _ODD_TOKENS = {
     TokenType.L_BRACE: "{ (an ODBC escape)",
     TokenType.R_BRACE: "} (an ODBC escape)",
 }
+# Each of these keywords makes exactly one node of the tree: a SELECT, TOP or FETCH the parser
+# invented (T-SQL has no LIMIT: sqlglot makes TOP a Limit) or swallowed is a misreading.
+_COUNTED: tuple[tuple[TokenType, type[exp.Expr], str], ...] = (
+    (TokenType.SELECT, exp.Select, "SELECT"),
+    (TokenType.TOP, exp.Limit, "TOP"),
+    (TokenType.FETCH, exp.Fetch, "FETCH"),
+)
 # The date-part argument of these is rewritten by sqlglot (yy -> YEAR): not a name to account for.
 _DATE_PART_FUNCS = frozenset(
     {"DATEADD", "DATEDIFF", "DATEDIFF_BIG", "DATEPART", "DATENAME", "DATETRUNC", "DATE_BUCKET"}
@@ -359,6 +366,14 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
         if isinstance(node, _DENY_NODES):
             kind = _spaced(type(node).__name__)
             return ReadOnlyVerdict(False, f"statement contains {kind}; {_REFUSE_HINT}")
+        if isinstance(node, exp.Fetch) and not _offset_fetch(node):
+            return ReadOnlyVerdict(
+                False,
+                f"FETCH outside ORDER BY ... OFFSET ... FETCH (FETCH alone is a cursor "
+                f"statement to SQL Server); {_REFUSE_HINT}",
+            )
+        if isinstance(node, exp.TableSample) and not isinstance(node.parent, exp.Table):
+            return ReadOnlyVerdict(False, f"TABLESAMPLE not after a table; {_REFUSE_HINT}")
         if isinstance(node, exp.CTE) and not isinstance(node.this, _READ_ROOTS):
             return ReadOnlyVerdict(False, f"a CTE body is not a SELECT; {_REFUSE_HINT}")
         if isinstance(node, exp.Func):
@@ -368,6 +383,18 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
     return ReadOnlyVerdict(True, "")
 
 
+def _offset_fetch(node: exp.Fetch) -> bool:
+    """Is ``node`` the FETCH of ORDER BY ... OFFSET n ROWS FETCH NEXT m ROWS ONLY?"""
+    select = node.parent
+    return (
+        isinstance(select, exp.Select)
+        and select.args.get("limit") is node
+        and select.args.get("offset") is not None
+        and select.args.get("order") is not None
+        and node.args.get("limit_options") is not None
+    )
+
+
 def _number_key(text: str) -> str:
     try:
         return str(Decimal(text).normalize())
@@ -375,12 +402,14 @@ def _number_key(text: str) -> str:
         return text
 
 
-def _text_items(tokens: list[Token]) -> tuple[Counter[str], Counter[tuple[str, str]], int]:
+def _text_items(
+    tokens: list[Token],
+) -> tuple[Counter[str], Counter[tuple[str, str]], Counter[str]]:
     """What the text holds: its words (sigils glued, upper-case), the items the tree must hold
-    (names, quoted names, strings, numbers) and its number of SELECT keywords."""
+    (names, quoted names, strings, numbers) and how many of each `_COUNTED` keyword."""
     words: Counter[str] = Counter()
     needed: Counter[tuple[str, str]] = Counter()
-    selects = 0
+    clauses: Counter[str] = Counter()
     prefix = ""
     for i, tok in enumerate(tokens):
         kind = tok.token_type
@@ -389,8 +418,9 @@ def _text_items(tokens: list[Token]) -> tuple[Counter[str], Counter[tuple[str, s
         if kind in _SIGILS:
             prefix += tok.text
             continue
-        if kind == TokenType.SELECT:
-            selects += 1
+        for token_type, _, keyword in _COUNTED:
+            if kind == token_type:
+                clauses[keyword] += 1
         if kind == TokenType.IDENTIFIER:
             needed["quoted", tok.text] += 1
         elif kind in (TokenType.STRING, TokenType.NATIONAL_STRING):
@@ -414,7 +444,7 @@ def _text_items(tokens: list[Token]) -> tuple[Counter[str], Counter[tuple[str, s
             if kept and not function and not date_part:
                 needed["name", word] += 1
         prefix = ""
-    return words, needed, selects
+    return words, needed, clauses
 
 
 def _tree_name(node: exp.Expr) -> str:
@@ -430,12 +460,13 @@ def _tree_name(node: exp.Expr) -> str:
 
 def _check_coverage(root: exp.Expr, tokens: list[Token]) -> ReadOnlyVerdict:
     """Does the tree account for every token, no more and no less? (see the module docstring)"""
-    words, needed, selects = _text_items(tokens)
+    words, needed, clauses = _text_items(tokens)
     held: Counter[tuple[str, str]] = Counter()
-    tree_selects = 0
+    nodes: Counter[str] = Counter()
     for node in root.walk():
-        if isinstance(node, exp.Select):
-            tree_selects += 1
+        for _, node_type, keyword in _COUNTED:
+            if isinstance(node, node_type):
+                nodes[keyword] += 1
         if isinstance(node, exp.Parameter) and isinstance(node.parent, exp.Parameter):
             continue
         if isinstance(node, exp.Var) and isinstance(node.parent, exp.Parameter):
@@ -464,11 +495,13 @@ def _check_coverage(root: exp.Expr, tokens: list[Token]) -> ReadOnlyVerdict:
             held["string", str(node.this)] += 1
         elif isinstance(node, exp.Literal):
             held["number", _number_key(str(node.this))] += 1
-    if tree_selects != selects:
-        return ReadOnlyVerdict(
-            False,
-            f"{selects} SELECT keywords but {tree_selects} SELECTs parsed; {_REFUSE_HINT}",
-        )
+    for _, _, keyword in _COUNTED:
+        if nodes[keyword] != clauses[keyword]:
+            return ReadOnlyVerdict(
+                False,
+                f"{clauses[keyword]} {keyword} keywords but {nodes[keyword]} {keyword} clauses "
+                f"parsed; {_REFUSE_HINT}",
+            )
     missing = needed - held
     if missing:
         return ReadOnlyVerdict(False, f"the parser dropped part of the statement; {_REFUSE_HINT}")
