@@ -47,7 +47,7 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlglot import exp, parse
+from sqlglot import exp
 from sqlglot.dialects.tsql import TSQL
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokenizer_core import Token, TokenType
@@ -124,6 +124,8 @@ _DENY_NODES: tuple[type, ...] = tuple(
 _READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
 _ROWSET_FUNCS = frozenset({"OPENROWSET", "OPENQUERY", "OPENDATASOURCE", "OPENXML"})
 _TOKENIZER = TSQL.Tokenizer
+# The parser runs on the tokens the checks above saw (one tokenization, not two).
+_DIALECT = TSQL()
 # Where a "--" comment ends, and what separates two words, must not be in doubt: sqlglot ends a
 # comment at CR or LF and treats every Unicode space as white space; SQL Server may disagree on a
 # lone CR, the exotic breaks (VT, FF, NEL, U+2028...), the Unicode spaces and the invisible format
@@ -234,8 +236,10 @@ def _check(sql: str) -> ReadOnlyVerdict:
     for verdict in (_check_lexemes(sql, tokens), _check_tokens(tokens)):
         if not verdict.allowed:
             return verdict
+    items = _text_items(tokens)  # before the parser sees (and may annotate) the tokens
     try:
-        statements = [s for s in parse(sql, read="tsql", error_level=ErrorLevel.RAISE) if s]
+        parser = _DIALECT.parser(error_level=ErrorLevel.RAISE)
+        statements = [s for s in parser.parse(tokens, sql) if s]
     except Exception:
         return ReadOnlyVerdict(False, f"statement does not parse as T-SQL; {_REFUSE_HINT}")
     if len(statements) != 1:
@@ -243,7 +247,7 @@ def _check(sql: str) -> ReadOnlyVerdict:
     verdict = _check_tree(statements[0])
     if not verdict.allowed:
         return verdict
-    return _check_coverage(statements[0], tokens)
+    return _check_coverage(statements[0], items)
 
 
 _check_remembered = functools.lru_cache(maxsize=1024)(_check)
@@ -402,9 +406,10 @@ def _number_key(text: str) -> str:
         return text
 
 
-def _text_items(
-    tokens: list[Token],
-) -> tuple[Counter[str], Counter[tuple[str, str]], Counter[str]]:
+_TextItems = tuple[Counter[str], Counter[tuple[str, str]], Counter[str]]
+
+
+def _text_items(tokens: list[Token]) -> _TextItems:
     """What the text holds: its words (sigils glued, upper-case), the items the tree must hold
     (names, quoted names, strings, numbers) and how many of each `_COUNTED` keyword."""
     words: Counter[str] = Counter()
@@ -458,9 +463,9 @@ def _tree_name(node: exp.Expr) -> str:
     return "@" * depth + str(node.name).upper()
 
 
-def _check_coverage(root: exp.Expr, tokens: list[Token]) -> ReadOnlyVerdict:
+def _check_coverage(root: exp.Expr, items: _TextItems) -> ReadOnlyVerdict:
     """Does the tree account for every token, no more and no less? (see the module docstring)"""
-    words, needed, clauses = _text_items(tokens)
+    words, needed, clauses = items
     held: Counter[tuple[str, str]] = Counter()
     nodes: Counter[str] = Counter()
     for node in root.walk():
