@@ -421,8 +421,22 @@ def _text_items(tokens: list[Token]) -> _TextItems:
         prev = tokens[i - 1] if i > 0 else None
         after = tokens[i + 1] if i + 1 < len(tokens) else None
         if kind in _SIGILS:
+            if prefix and prev is not None and not _glued(prev, tok):
+                words[prefix] += 1  # a lone sigil run: a name of its own to SQL Server
+                needed["name", prefix] += 1
+                prefix = ""
             prefix += tok.text
             continue
+        glued_name = (
+            prev is not None
+            and _glued(prev, tok)
+            and kind not in _DATA_TOKENS
+            and _name_char(tok.text[0])
+        )
+        if prefix and not glued_name:
+            words[prefix] += 1
+            needed["name", prefix] += 1
+            prefix = ""
         for token_type, _, keyword in _COUNTED:
             if kind == token_type:
                 clauses[keyword] += 1
@@ -449,6 +463,9 @@ def _text_items(tokens: list[Token]) -> _TextItems:
             if kept and not function and not date_part:
                 needed["name", word] += 1
         prefix = ""
+    if prefix:
+        words[prefix] += 1
+        needed["name", prefix] += 1
     return words, needed, clauses
 
 

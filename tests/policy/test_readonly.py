@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from connector._readonly import (
+    _check_coverage,
+    _check_lexemes,
     _check_tokens,
     _check_tree,
+    _text_items,
     _tokenize,
     check_read_only,
     normalize_sql,
@@ -273,3 +276,48 @@ def test_fingerprint_groups_literals_and_layout() -> None:
     assert sql_fingerprint(a) != sql_fingerprint("SELECT id FROM u WHERE name = 'alice' AND n = 1")
     assert "alice" not in normalize_sql(a)
     assert normalize_sql("SELECT [x] FROM t") == "SELECT [x] FROM t"
+
+
+def test_each_layer_alone_refuses_the_lone_sigil() -> None:
+    # Defence in depth: the token deny-list no longer skips a word after a sigil it is not
+    # glued to, and the coverage check sees the parser merge "#" and "DELETE" into one name.
+    sql = "SELECT 1 # DELETE FROM customers WHERE id = 1"
+    tokens = _tokenize(sql)
+    assert isinstance(tokens, list)
+    assert not _check_lexemes(sql, tokens).allowed
+    assert "DELETE" in _check_tokens(tokens).reason
+    tree = sqlglot.parse(sql, read="tsql")[0]
+    assert tree is not None
+    assert _check_tree(tree).allowed  # the tree alone looks harmless
+    coverage = _check_coverage(tree, _text_items(tokens))
+    assert not coverage.allowed
+    assert "merged" in coverage.reason
+
+
+@pytest.mark.parametrize(
+    ("sql", "word"),
+    [
+        ("SELECT 1 LIMIT 1", "TOP"),  # no LIMIT in T-SQL; sqlglot makes it the Limit of a TOP
+        ("SELECT 1 close", "CLOSE"),  # reserved: a statement to SQL Server, an alias to sqlglot
+        ("SELECT 1 #", "dropped"),  # sqlglot drops the lone # SQL Server reads as a name
+    ],
+)
+def test_coverage_alone_refuses_misreadings(sql: str, word: str) -> None:
+    tokens = _tokenize(sql)
+    assert isinstance(tokens, list)
+    tree = sqlglot.parse(sql, read="tsql")[0]
+    assert tree is not None
+    assert _check_tree(tree).allowed
+    verdict = _check_coverage(tree, _text_items(tokens))
+    assert not verdict.allowed
+    assert word in verdict.reason
+
+
+def test_tree_check_refuses_a_fetch_that_is_a_cursor_statement() -> None:
+    # SQL Server reads FETCH c as a cursor statement; sqlglot as a limit of the SELECT
+    tree = sqlglot.parse("SELECT 1 FETCH c", read="tsql")[0]
+    assert tree is not None
+    assert "FETCH" in _check_tree(tree).reason
+    ok = sqlglot.parse("SELECT id FROM t ORDER BY id OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY", "tsql")
+    assert ok[0] is not None
+    assert _check_tree(ok[0]).allowed
