@@ -16,7 +16,9 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    a name starting with ``$`` or holding a character SQL Server does not allow in a name (``$``
    and currency signs start money literals: ``$DELETE`` is ``$`` then DELETE); ``\\`` (a currency
    sign to SQL Server); ``{ }`` (ODBC escapes); a ``0x`` literal running into letters; two words
-   or numbers run together (``1DELETE``).
+   or numbers run together (``1DELETE``); a comment holding the other kind of comment marker
+   (``--`` inside ``/* */``, or ``/*`` ``*/`` after ``--``: which marker wins decides where the
+   comment ends, and ``/* -- /* <LF> */ DELETE ... -- */`` is one comment to sqlglot).
 3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
    token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
    ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
@@ -285,6 +287,13 @@ def _glued(a: Token, b: Token) -> bool:
 
 def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
     """Refuse where SQL Server's lexer may cut the text differently from sqlglot's."""
+    gaps = zip([-1] + [t.end for t in tokens], [t.start for t in tokens] + [len(sql)], strict=True)
+    if any(_mixed_comment(sql[a + 1 : b]) for a, b in gaps):
+        return ReadOnlyVerdict(
+            False,
+            "a comment holds the other kind of comment marker (-- inside /* */, or /* */ after "
+            f"--), which readers may end in different places; {_REFUSE_HINT}",
+        )
     for i, tok in enumerate(tokens):
         source = sql[tok.start : tok.end + 1]
         kind = tok.token_type
@@ -318,6 +327,35 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
                 f"sign starts a money literal); write such names in [brackets]; {_REFUSE_HINT}",
             )
     return ReadOnlyVerdict(True, "")
+
+
+def _mixed_comment(gap: str) -> bool:
+    """Does this text between two tokens (white space and comments) hold a ``--`` inside a
+    ``/* */`` comment, or a ``/*``/``*/`` inside a ``--`` comment? Which of the two markers
+    wins there is where readers could part ways on where the comment ends."""
+    i = 0
+    while i < len(gap):
+        if gap.startswith("--", i):
+            end = gap.find("\n", i)
+            end = len(gap) if end < 0 else end
+            line = gap[i:end]
+            if "/*" in line or "*/" in line:
+                return True
+            i = end
+        elif gap.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < len(gap) and depth:
+                if gap.startswith("--", i):
+                    return True
+                if gap.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif gap.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            i += 1
+    return False
 
 
 def _check_sigil(sql: str, tokens: list[Token], i: int) -> ReadOnlyVerdict:

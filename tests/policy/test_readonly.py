@@ -142,6 +142,11 @@ REFUSED = [
     "SELECT 1 (SELECT 2)",
     "SELECT 1 WITH x AS (SELECT 2) SELECT * FROM x",
     "SELECT 1 /* a /* nested */ still a comment */ DELETE FROM orders",
+    # Comment markers inside the other kind of comment: which one wins decides where it ends.
+    "SELECT 1 /* -- /* \n */ DELETE FROM orders -- */",
+    "SELECT 1 -- */ \n /* x */",
+    "SELECT 1 /* -- */",
+    "SELECT 1 -- /* not opened?\nFROM t",
     "",
     "   ",
     "-- only a comment",
@@ -181,6 +186,7 @@ ALLOWED = [
     "SELECT id\r\nFROM orders -- note\r\nWHERE id = 1",
     "SELECT id\tFROM orders /* a /* nested */ comment */",
     "SELECT 1 /* /* */ DELETE FROM orders */",  # comments nest: all of it is one comment
+    "-- a report\n/* v2: /* nested */ */ SELECT 1 -- trailing note",
     "SELECT * FROM #tmp JOIN ##shared s ON s.id = #tmp.id WHERE #tmp.x = @x",
     "SELECT @@ROWCOUNT AS n, @@VERSION AS v",
     "SELECT a#b, a$b, a@b FROM t",
