@@ -518,6 +518,17 @@ def _tree_name(node: exp.Expr) -> str:
     return "@" * depth + str(node.name).upper()
 
 
+def _not_reserved(name: str) -> ReadOnlyVerdict:
+    for word in name.split():  # a multi-word keyword token such as "CLUSTERED INDEX"
+        if word in RESERVED_WORDS:
+            return ReadOnlyVerdict(
+                False,
+                f"the reserved keyword {word} is read as a name; SQL Server never does that "
+                f"(write it as [{word.lower()}] if it is a name); {_REFUSE_HINT}",
+            )
+    return ReadOnlyVerdict(True, "")
+
+
 def _check_coverage(root: exp.Expr, items: _TextItems) -> ReadOnlyVerdict:
     """Does the tree account for every token, no more and no less? (see the module docstring)"""
     words, needed, clauses = items
@@ -540,15 +551,18 @@ def _check_coverage(root: exp.Expr, items: _TextItems) -> ReadOnlyVerdict:
                     False, f"the parser merged or invented a name; {_REFUSE_HINT}"
                 )
             bare_column = isinstance(node.parent, exp.Column) and not node.parent.table
-            if name in RESERVED_WORDS and not (bare_column and name in _NILADIC):
-                return ReadOnlyVerdict(
-                    False,
-                    f"the reserved keyword {name} is read as a name; SQL Server never does that "
-                    f"(write it as [{name.lower()}] if it is a name); {_REFUSE_HINT}",
-                )
+            if not (bare_column and name in _NILADIC):
+                verdict = _not_reserved(name)
+                if not verdict.allowed:
+                    return verdict
             held["name", name] += 1
         elif isinstance(node, exp.Var):
-            held["name", str(node.this).upper()] += 1
+            # a word sqlglot keeps as is (a collation, hint or option name): never a reserved one
+            name = str(node.this).upper()
+            verdict = _not_reserved(name)
+            if not verdict.allowed:
+                return verdict
+            held["name", name] += 1
         elif isinstance(node, exp.National):
             held["string", str(node.this)] += 1
         elif isinstance(node, exp.Literal) and node.is_string:

@@ -137,6 +137,8 @@ REFUSED = [
     "SELECT open FROM prices",
     "SELECT 1 AS fetch",
     "SELECT t.file FROM t",
+    "SELECT 1 COLLATE CLOSE",  # a collation name sqlglot keeps as a word
+    "SELECT 1 CLUSTERED INDEX",
     # No separator needed: a second statement right after the first.
     "SELECT 1 SELECT 2",
     "SELECT 1 (SELECT 2)",
@@ -197,6 +199,7 @@ ALLOWED = [
     "SELECT id FROM t ORDER BY id OFFSET 3 ROWS FETCH NEXT 2 ROWS ONLY",
     "SELECT .5 AS half, 1.e3 AS k, 0x1F AS b",
     "SELECT id FROM t WITH (NOLOCK) FOR JSON PATH",
+    "SELECT name COLLATE Latin1_General_CI_AS AS n FROM t ORDER BY name DESC",
 ]
 
 
