@@ -26,11 +26,14 @@ from sqlglot.errors import TokenError
 
 from . import _errors
 
-#: Keywords that begin a statement.
+#: Keywords that begin a statement (the last line: reserved keywords that begin statements tdslite
+#: does not run, such as cursor and text statements; they split the batch as in SQL Server).
 STATEMENT_KEYWORDS = frozenset(
     """SELECT WITH INSERT UPDATE DELETE CREATE DROP ALTER DECLARE SET EXEC EXECUTE USE BEGIN
     COMMIT ROLLBACK SAVE REVERT TRUNCATE MERGE IF WHILE PRINT GRANT REVOKE DENY RETURN THROW
-    RAISERROR GOTO BACKUP RESTORE DBCC KILL SHUTDOWN WAITFOR GO BREAK CONTINUE""".split()
+    RAISERROR GOTO BACKUP RESTORE DBCC KILL SHUTDOWN WAITFOR GO BREAK CONTINUE
+    OPEN CLOSE FETCH DEALLOCATE CHECKPOINT READTEXT WRITETEXT UPDATETEXT SETUSER RECONFIGURE
+    BULK""".split()
 )
 #: Statements whose body is swallowed up to the next semicolon (all unsupported).
 _SWALLOWING = frozenset({"IF", "WHILE", "MERGE", "GOTO", "WAITFOR"})
@@ -207,6 +210,8 @@ class _Splitter:
                 self.main = kw
                 return True
             first = self.main or first
+        if kw == "FETCH" and previous in ("ROW", "ROWS"):
+            return True  # ORDER BY ... OFFSET n ROWS FETCH NEXT m ROWS ONLY
         if kw == "SELECT":
             if previous in ("UNION", "ALL", "EXCEPT", "INTERSECT", "DISTINCT"):
                 return True

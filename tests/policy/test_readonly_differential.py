@@ -67,6 +67,12 @@ SECOND = [
     "SELECT 2",
     "CLOSE c",
     "OPEN c",
+    "FETCH c",
+    "FETCH NEXT FROM c",
+    "DEALLOCATE c",
+    "CHECKPOINT",
+    "SETUSER",
+    "RECONFIGURE",
     "SET NOCOUNT ON",
     "BEGIN TRAN",
     "COMMIT",
@@ -173,6 +179,8 @@ def test_reported_attacks_are_refused(session: Session, sql: str) -> None:
 @example(sql="SELECT 1 AS x\nGO\nDELETE FROM orders")
 @example(sql="SELECT 1 SELECT 2")
 @example(sql="SELECT 1 CLOSE c")
+@example(sql="SELECT 1 FETCH c")  # a cursor FETCH to SQL Server, a limit to sqlglot
+@example(sql="SELECT 1 /* -- /* \n */ DELETE FROM orders -- */")
 def test_what_the_check_allows_runs_as_one_select(session: Session, sql: str) -> None:
     verdict = _check(sql)
     if verdict.allowed:

@@ -31,6 +31,11 @@ from tdslite.engine._batch import split_batch
         ("SELECT \u00a35REVERT", ["SELECT", "REVERT"]),
         ("SELECT a$b FROM t", ["SELECT"]),  # $ inside a name is part of it
         ("SELECT [0x1SHUTDOWN], '$DELETE'", ["SELECT"]),
+        # Reserved keywords that begin statements tdslite does not run still cut the batch.
+        ("SELECT 1 CLOSE c", ["SELECT", "CLOSE"]),
+        ("SELECT 1 FETCH c", ["SELECT", "FETCH"]),
+        ("SELECT 1 OPEN c DEALLOCATE c", ["SELECT", "OPEN", "DEALLOCATE"]),
+        ("SELECT id FROM t ORDER BY id OFFSET 1 ROWS FETCH NEXT 1 ROWS ONLY", ["SELECT"]),
     ],
 )
 def test_statements_are_cut_as_sql_server_cuts_them(sql: str, keywords: list[str]) -> None:
