@@ -22,14 +22,18 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
 3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
    token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
    ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
-4. Parse with the T-SQL dialect: exactly one statement, positively an ``exp.Select`` or a
-   UNION/INTERSECT/EXCEPT of them, with CTE bodies of the same kind; no DML/DDL/Command/INTO/NEXT
-   VALUE FOR node and no OPEN* rowset function.
-5. Coverage: the tree must account for the tokens. Every name in the tree is a name token of the
-   text (nothing merged, e.g. ``#`` and ``DELETE`` into ``#DELETE``); every name, number, string
-   and quoted name of the text is in the tree (nothing dropped); there are as many SELECT nodes as
-   SELECT keywords; and no SQL Server reserved keyword (``CLOSE``, ``OPEN``, ``FETCH``...) became a
-   name, since SQL Server never reads one unquoted as a name.
+4. Parse the same tokens with the T-SQL dialect: exactly one statement, positively an
+   ``exp.Select`` or a UNION/INTERSECT/EXCEPT of them, with CTE bodies of the same kind; no
+   DML/DDL/Command/INTO/NEXT VALUE FOR node, no OPEN* rowset function, FETCH only as ``ORDER BY
+   ... OFFSET ... FETCH ... ROWS ONLY`` (``SELECT 1 FETCH c`` is a cursor statement to SQL Server)
+   and TABLESAMPLE only after a table.
+5. Coverage: the tree must account for the tokens. Every name in the tree is a word of the text
+   (nothing merged, e.g. ``#`` and ``DELETE`` into ``#DELETE``); every string, number, quoted
+   name, ``@``/``#`` name and reserved keyword used as a word is in the tree (nothing dropped);
+   each SELECT, TOP and FETCH keyword makes exactly one Select, Limit and Fetch node (sqlglot
+   also makes a Limit of LIMIT, which T-SQL lacks); and no SQL Server reserved keyword
+   (``CLOSE``, ``OPEN``...) became a name or a kept word (a collation, a hint), since SQL
+   Server never reads one unquoted as a name.
 6. Anything else, including any exception from sqlglot, refuses. The function never raises.
 
 Unquoted column names that collide with the deny-list or SQL Server's reserved keywords (``kill``,
