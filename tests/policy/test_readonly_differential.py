@@ -180,6 +180,10 @@ def test_reported_attacks_are_refused(session: Session, sql: str) -> None:
 @example(sql="SELECT 1 SELECT 2")
 @example(sql="SELECT 1 CLOSE c")
 @example(sql="SELECT 1 FETCH c")  # a cursor FETCH to SQL Server, a limit to sqlglot
+# found by the grammar against earlier versions of the check
+@example(sql="SELECT 1.FETCH c")
+@example(sql="SELECT 1 @ @ COMMIT")
+@example(sql="SELECT 1\t/* c */# \u20ac#REVERT")
 @example(sql="SELECT 1 /* -- /* \n */ DELETE FROM orders -- */")
 def test_what_the_check_allows_runs_as_one_select(session: Session, sql: str) -> None:
     verdict = _check(sql)
