@@ -8,9 +8,10 @@ opaque Command, ``OPENROWSET``/``NEXT VALUE FOR`` as plain SELECTs, and ``SELECT
 as one SELECT with the alias ``#DELETE``, while SQL Server (which needs no ``;`` between
 statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DELETE.
 
-1. Characters. Control characters, line breaks other than LF/CRLF, Unicode spaces and invisible
-   format characters are refused anywhere (they decide where a ``--`` comment ends, and SQL Server
-   and sqlglot need not agree which of them are white space).
+1. Characters. Control characters are refused anywhere; line breaks other than LF/CRLF, Unicode
+   spaces and invisible format characters outside strings and quoted names (they decide where a
+   ``--`` comment ends and where a word ends, and SQL Server and sqlglot need not agree which of
+   them are white space; inside a string they are data, as a string ends only at its quote).
 2. Lexemes, where SQL Server's lexer and sqlglot's may cut the text differently: a ``#``, ``##``,
    ``@`` or ``@@`` not immediately followed by a name (SQL Server reads it as a name of its own);
    a name starting with ``$`` or holding a character SQL Server does not allow in a name (``$``
@@ -138,6 +139,8 @@ _DIALECT = TSQL()
 # characters (zero-width space, BOM...). A comment that ends in one reading but not the other, or
 # a word split in one but not the other, can hide a statement. Refuse them all, anywhere.
 _AMBIGUOUS_ASCII = re.compile("\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Strings and quoted names: what is inside is data.
+_QUOTED_TOKENS = frozenset({TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.IDENTIFIER})
 # Unicode categories refused outside ASCII: controls, format characters, spaces and separators,
 # private use, surrogates and unassigned code points.
 _AMBIGUOUS_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Co", "Cs", "Cn"})
@@ -204,6 +207,14 @@ class ReadOnlyVerdict:
 _REFUSE_HINT = "a read-only role may only run a single SELECT (no INTO, no batches)"
 
 
+_AMBIGUOUS_REFUSAL = ReadOnlyVerdict(
+    False,
+    "statement contains a control character, or outside a string an invisible or Unicode space "
+    "character or a line break other than LF/CRLF, which SQL Server and this check might read "
+    "differently (e.g. where a -- comment ends); use plain spaces, tabs and LF or CRLF line "
+    "breaks, and pass such characters as parameters",
+)
+
 #: statements up to this many characters have their verdict remembered (see check_read_only)
 _CACHED_SQL_CHARS = 4096
 
@@ -226,19 +237,15 @@ def check_read_only(sql: str) -> ReadOnlyVerdict:
 def _check(sql: str) -> ReadOnlyVerdict:
     if not isinstance(sql, str) or not sql.strip():
         return ReadOnlyVerdict(False, "empty statement")
-    if _ambiguous_char(sql):
-        return ReadOnlyVerdict(
-            False,
-            "statement contains a control character, an invisible or Unicode space character or "
-            "a line break other than LF/CRLF, which SQL Server and this check might read "
-            "differently (e.g. where a -- comment ends); use plain spaces, tabs and LF or CRLF "
-            "line breaks, and pass such characters as parameters",
-        )
+    if _AMBIGUOUS_ASCII.search(sql):
+        return _AMBIGUOUS_REFUSAL
     tokens = _tokenize(sql)
     if isinstance(tokens, ReadOnlyVerdict):
         return tokens
     if not tokens:
         return ReadOnlyVerdict(False, "empty statement")
+    if _ambiguous_char(sql, tokens):
+        return _AMBIGUOUS_REFUSAL
     for verdict in (_check_lexemes(sql, tokens), _check_tokens(tokens)):
         if not verdict.allowed:
             return verdict
@@ -259,11 +266,21 @@ def _check(sql: str) -> ReadOnlyVerdict:
 _check_remembered = functools.lru_cache(maxsize=1024)(_check)
 
 
-def _ambiguous_char(sql: str) -> bool:
-    if _AMBIGUOUS_ASCII.search(sql):
-        return True
-    return not sql.isascii() and any(
-        unicodedata.category(c) in _AMBIGUOUS_CATEGORIES for c in sql if c > "\x7f"
+def _ambiguous_char(sql: str, tokens: list[Token]) -> bool:
+    """A character SQL Server and sqlglot may read differently: any control character; other
+    Unicode spaces, format, private-use or unassigned characters outside strings and quoted
+    names (inside them they are data: a string ends only at its quote, and every character
+    before it has passed this same check)."""
+    if sql.isascii():
+        return False
+    outside, position = [], 0
+    for tok in tokens:
+        if tok.token_type in _QUOTED_TOKENS:
+            outside.append(sql[position : tok.start])
+            position = tok.end + 1
+    outside.append(sql[position:])
+    return any(unicodedata.category(c) == "Cc" for c in sql if c > "\x7f") or any(
+        unicodedata.category(c) in _AMBIGUOUS_CATEGORIES for c in "".join(outside) if c > "\x7f"
     )
 
 

@@ -132,6 +132,8 @@ REFUSED = [
     "SELECT 1 --\u0085 \nSELECT 2",
     "SELECT 1 AS x\x1cDELETE FROM orders",
     "SELECT 1 AS x\ufeff",
+    "SELECT N'a\x85' AS s",  # a control character is refused even inside a string
+    "SELECT 1 -- note\u2028DELETE FROM orders",
     # Reserved keywords are never names to SQL Server (CLOSE/OPEN/FETCH start statements).
     "SELECT 1 close",
     "SELECT open FROM prices",
@@ -195,6 +197,8 @@ ALLOWED = [
     'SELECT [close], [open], "fetch" FROM prices',
     "SELECT USER, CURRENT_USER, SESSION_USER, SYSTEM_USER, CURRENT_TIMESTAMP",
     "SELECT N'caf\u00e9 \u20ac' AS price, Gr\u00f6\u00dfe FROM t",
+    # inside a string or quoted name a Unicode space or joiner is data (it ends at its quote)
+    "SELECT N'a\u00a0b \U0001f469\u200d\U0001f4bb\u2028' AS s, [x\u3000y] FROM t",
     "SELECT DATEPART(yy, d), DATEADD(dd, 1, d), DATEDIFF(mi, d, e) FROM t",
     "SELECT id FROM t ORDER BY id OFFSET 3 ROWS FETCH NEXT 2 ROWS ONLY",
     "SELECT .5 AS half, 1.e3 AS k, 0x1F AS b",
