@@ -164,6 +164,10 @@ def test_from_config_errors_name_the_key(tmp_path: Path) -> None:
         ({**good, "issuers": [{"issuer": "https://x", "jwks_uri": "http://evil/k"}]}, "https"),
         ({**good, "leeway_s": "thirty"}, "leeway_s"),
         ({**good, "issuers": [{"issuer": "https://x", "aud": "y"}]}, "issuers]] #1"),
+        *(
+            ({**good, "issuers": [{"issuer": "https://x", "max_token_lifetime_s": bad}]}, "life")
+            for bad in (0, -5, "3600", True)
+        ),
     ]
     for table, expected in cases:
         with pytest.raises(ValueError, match=expected):

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gen_id_tokens import id_token_document
 from helpers import (
     CONNECTOR_ID,
     CONNECTOR_KEY,
@@ -601,6 +602,8 @@ def main() -> None:
         {"comment": "edgetds/1 connection sequences; see README.md", "vectors": sequences},
     )
     dump("auth.json", auth)
+    id_tokens = id_token_document()["vectors"]
+    dump("id_tokens.json", id_token_document())
     count = (
         len(frames)
         + len(sequences)
@@ -611,6 +614,8 @@ def main() -> None:
     invalid = sum(not v["valid"] for v in frames + sequences) + sum(
         not v["valid"] for k in ("connector_tokens", "hellos", "attestations") for v in auth[k]
     )
+    count += len(id_tokens)
+    invalid += sum(not v["valid"] for v in id_tokens)
     print(f"{count} vectors, {invalid} invalid, written to {OUT}")
 
 
