@@ -414,6 +414,14 @@ def token_vectors() -> list[dict[str, Any]]:
     tampered_claims = json.loads(__import__("base64").urlsafe_b64decode(body + "=="))
     tampered_claims["aud"] = "edgetds:relay:other"
     tampered = f"{head}.{b64url(canonical_json(tampered_claims))}.{sig}"
+
+    def signed(payload_text: bytes) -> str:
+        signing_input = f"{head}.{b64url(payload_text)}"
+        return f"{signing_input}.{b64url(CONNECTOR_KEY.sign(signing_input.encode()))}"
+
+    claims_text = canonical_json(tampered_claims)[:-1]  # ...,"aud":"edgetds:relay:other",...
+    twice = signed(claims_text + b',"aud":"edgetds:relay:' + TUNNEL.encode() + b'"}')
+    bom = signed(b"\xef\xbb\xbf" + __import__("base64").urlsafe_b64decode(body + "=="))
     cases = [
         ("token-good", "a fresh token", good, NOW + 1, TUNNEL, 1),
         ("token-good-leeway", "4 s past exp is inside the 5 s leeway", good, NOW + 64, TUNNEL, 1),
@@ -428,6 +436,15 @@ def token_vectors() -> list[dict[str, Any]]:
             1,
         ),
         ("token-tampered", "aud changed after signing", tampered, NOW + 1, TUNNEL, 1),
+        (
+            "token-duplicate-aud",
+            "signed claims with aud twice, the last one right (fools a parser keeping the last)",
+            twice,
+            NOW + 1,
+            TUNNEL,
+            1,
+        ),
+        ("token-bom", "signed claims after a UTF-8 BOM", bom, NOW + 1, TUNNEL, 1),
         ("token-wrong-audience", "verified for another tunnel", good, NOW + 1, "other", 1),
         (
             "token-replayed",

@@ -21,6 +21,7 @@
 
 import { AuthError, unb64url } from "./auth.js";
 import { ErrorCode } from "./frames.js";
+import { parseStrictObject } from "./strictjson.js";
 
 /** Default per-issuer max_token_lifetime_s (24 h). */
 export const DEFAULT_MAX_TOKEN_LIFETIME_S = 86_400;
@@ -35,71 +36,20 @@ const REFUSED_HEADERS = {
   cty: "nested or typed-content tokens ('cty') are not accepted",
   b64: "unencoded payloads ('b64') are not accepted",
 };
-// ignoreBOM keeps a leading BOM in the text, so JSON.parse refuses it (as Python's json does).
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
 const invalid = (message) => new AuthError(ErrorCode.AUTH_INVALID_TOKEN, message);
-const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
-
-/**
- * Walk JSON text that JSON.parse already accepted: refuse duplicate member names (compared after
- * unescaping, like Python's object_pairs_hook sees them), deep nesting and long number literals.
- * @param {string} text @returns {string | null} what is wrong, or null
- */
-function scanJson(text) {
-  const stack = []; // per open container: a Set of member names (object) or null (array)
-  let expectKey = false;
-  let i = 0;
-  while (i < text.length) {
-    const c = text[i];
-    if (c === '"') {
-      let j = i + 1;
-      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      if (expectKey) {
-        const key = JSON.parse(text.slice(i, j + 1));
-        const names = stack[stack.length - 1];
-        if (names.has(key)) return `has a duplicate member name ${JSON.stringify(key.slice(0, 40))}`;
-        names.add(key);
-        expectKey = false;
-      }
-      i = j + 1;
-    } else if (c === "{" || c === "[") {
-      stack.push(c === "{" ? new Set() : null);
-      if (stack.length > MAX_NESTING) return `is nested deeper than ${MAX_NESTING} levels`;
-      expectKey = c === "{";
-      i += 1;
-    } else if (c === "}" || c === "]") {
-      stack.pop();
-      expectKey = false;
-      i += 1;
-    } else if (c === ",") {
-      expectKey = stack[stack.length - 1] !== null;
-      i += 1;
-    } else if (c === "-" || (c >= "0" && c <= "9")) {
-      let j = i;
-      while (j < text.length && "0123456789+-.eE".includes(text[j])) j += 1;
-      if (j - i > MAX_NUMBER_CHARS) return `has a number literal over ${MAX_NUMBER_CHARS} characters`;
-      i = j;
-    } else {
-      i += 1; // whitespace, ':' and the letters of true/false/null
-    }
-  }
-  return null;
-}
 
 function segmentJson(segment, what) {
-  let value;
-  let text;
+  let bytes;
   try {
-    text = strictUtf8.decode(unb64url(segment));
-    value = JSON.parse(text);
+    bytes = unb64url(segment);
   } catch {
-    throw invalid(`token ${what} is not base64url JSON (strict UTF-8)`);
+    throw invalid(`token ${what} is not base64url`);
   }
-  const problem = scanJson(text);
-  if (problem !== null) throw invalid(`token ${what} ${problem}`);
-  if (!isObject(value)) throw invalid(`token ${what} is not a JSON object`);
-  return value;
+  try {
+    return parseStrictObject(bytes, { maxNesting: MAX_NESTING, maxNumberChars: MAX_NUMBER_CHARS });
+  } catch (err) {
+    throw invalid(`token ${what} ${err.message}`);
+  }
 }
 
 /**
