@@ -130,8 +130,11 @@ async def test_check_explains_claim_matching_misuse(
 match = { groups = [" contractors"] }
 
 [roles.reader]
-match = { groups = { values = ["readers"], split = "space" }, scope = { values = ["a"], split = "csv" } }
 login = "reader"
+
+[roles.reader.match]
+groups = { values = ["readers"], split = "space" }
+scope = { values = ["a"], split = "csv" }
 """
     )
     done = await edgetds("connector", "check", "--config", str(path))

@@ -24,7 +24,7 @@ from edgetds.oidc import Identity, IssuerConfig, TokenVerifier
 
 POLICY = """
 [[deny]]
-match = { groups = ["contractors"], tier = [7] }
+match = { groups = ["contractors"], tier = [7], "org.status" = ["suspended"] }
 reason = "contractors have no database access"
 
 [roles.reader]
@@ -116,6 +116,10 @@ async def test_deny_rules_cast_the_wider_net(policy: Policy, idp: DevIdP) -> Non
         assert (decision.allowed, decision.code) == (False, "policy.denied"), variant
         assert "deny rule #1" in decision.reason
     assert role_of(policy, await verified(idp, groups=["admins", "contract"])) == "admin"
+    nested = await verified(idp, groups=["admins"], org={"status": "Suspended"})
+    assert "deny rule #1 (org.status=Suspended)" in policy.authorize(nested, SELECT).reason
+    absent = await verified(idp, groups=["admins"], org={"status": None, "name": "x"})
+    assert role_of(policy, absent) == "admin"
 
 
 async def test_strings_and_integers_are_different_values(policy: Policy, idp: DevIdP) -> None:
@@ -137,6 +141,8 @@ async def test_strings_and_integers_are_different_values(policy: Policy, idp: De
         ({"groups": ["admins"], "tenant": True}, "a boolean"),
         ({"groups": ["admins"], "tier": 7.0}, "a number with a fraction or exponent"),
         ({"groups": ["admins"], "scope": {"db.read": 1}}, "is an object, but the policy splits"),
+        ({"groups": ["admins"], "org": ["suspended"]}, "'org' is a list, but the policy reads"),
+        ({"groups": ["admins"], "org": "suspended"}, "'org' is a string, but the policy reads"),
     ],
 )
 async def test_claims_of_an_unusable_shape_are_refused(
