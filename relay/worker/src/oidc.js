@@ -36,9 +36,10 @@ const discovered = new Map(); // issuer -> Promise<jwks_uri>
  * @param {string | null} header
  */
 export function bearerToken(header) {
-  if (!header) return null;
-  const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
-  return match ? match[1] : null;
+  // As edgetds.oidc.bearer_token: "Bearer" and a space, then everything else, trimmed; a value
+  // with spaces inside is passed on (and refused as a malformed token, auth.invalid_token).
+  const match = /^Bearer (.*\S)/i.exec((header ?? "").trim());
+  return match ? match[1].trim() : null;
 }
 
 async function discoverJwksUri(issuer) {

@@ -6,7 +6,7 @@ import { test } from "node:test";
 
 import { AuthError } from "../src/auth.js";
 import { ConfigError, loadConfig } from "../src/config.js";
-import { verifyClientToken } from "../src/oidc.js";
+import { bearerToken, verifyClientToken } from "../src/oidc.js";
 
 const DOC = JSON.parse(readFileSync(new URL("../../../protocol/vectors/id_tokens.json", import.meta.url), "utf8"));
 
@@ -52,4 +52,15 @@ test("ISSUERS: max_token_lifetime_s and a static jwks are checked", async () => 
   }
   await assert.rejects(load([{ ...base, jwks: [] }]), (err) => err instanceof ConfigError && /jwks must be a JWKS object/.test(err.message));
   await assert.rejects(load([{ ...base, jwks: { keys: [] }, jwks_uri: "https://idp.example.com/k" }]), /set jwks_uri or jwks, not both/);
+});
+
+test("Authorization header: the same token text as edgetds.oidc.bearer_token", async () => {
+  assert.equal(bearerToken("Bearer abc.def.ghi"), "abc.def.ghi");
+  assert.equal(bearerToken("bearer  abc "), "abc");
+  for (const bad of [null, "", "Basic dXNlcg==", "Bearer ", "Bearer", "Bearer\tabc"]) assert.equal(bearerToken(bad), null, bad);
+  // Two words after "Bearer": passed on, then refused as malformed (not as missing).
+  const good = DOC.vectors.find((v) => v.name === "good").token;
+  const twoWords = bearerToken(`Bearer ${good} ${good}`);
+  assert.equal(twoWords, `${good} ${good}`);
+  await assert.rejects(verifyClientToken(twoWords, await loadConfig(env), DOC.now), (err) => err.code === "auth.invalid_token");
 });
