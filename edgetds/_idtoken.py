@@ -103,10 +103,10 @@ def _depth_ok(value: Any) -> bool:
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
         if isinstance(node, dict | list):
             if depth > MAX_NESTING:
                 return False
+            children = node.values() if isinstance(node, dict) else node
             stack.extend((child, depth + 1) for child in children)
     return True
 
