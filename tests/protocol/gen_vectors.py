@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gen_id_tokens import id_token_document
 from helpers import (
     CONNECTOR_ID,
     CONNECTOR_KEY,
@@ -466,6 +467,14 @@ def token_vectors() -> list[dict[str, Any]]:
     tampered_claims = json.loads(__import__("base64").urlsafe_b64decode(body + "=="))
     tampered_claims["aud"] = "edgetds:relay:other"
     tampered = f"{head}.{b64url(canonical_json(tampered_claims))}.{sig}"
+
+    def signed(payload_text: bytes) -> str:
+        signing_input = f"{head}.{b64url(payload_text)}"
+        return f"{signing_input}.{b64url(CONNECTOR_KEY.sign(signing_input.encode()))}"
+
+    claims_text = canonical_json(tampered_claims)[:-1]  # ...,"aud":"edgetds:relay:other",...
+    twice = signed(claims_text + b',"aud":"edgetds:relay:' + TUNNEL.encode() + b'"}')
+    bom = signed(b"\xef\xbb\xbf" + __import__("base64").urlsafe_b64decode(body + "=="))
     cases = [
         ("token-good", "a fresh token", good, NOW + 1, TUNNEL, 1),
         ("token-good-leeway", "4 s past exp is inside the 5 s leeway", good, NOW + 64, TUNNEL, 1),
@@ -480,6 +489,15 @@ def token_vectors() -> list[dict[str, Any]]:
             1,
         ),
         ("token-tampered", "aud changed after signing", tampered, NOW + 1, TUNNEL, 1),
+        (
+            "token-duplicate-aud",
+            "signed claims with aud twice, the last one right (fools a parser keeping the last)",
+            twice,
+            NOW + 1,
+            TUNNEL,
+            1,
+        ),
+        ("token-bom", "signed claims after a UTF-8 BOM", bom, NOW + 1, TUNNEL, 1),
         ("token-wrong-audience", "verified for another tunnel", good, NOW + 1, "other", 1),
         (
             "token-replayed",
@@ -684,6 +702,8 @@ def main() -> None:
         {"comment": "edgetds/1 connection sequences; see README.md", "vectors": sequences},
     )
     dump("auth.json", auth)
+    id_tokens = id_token_document()["vectors"]
+    dump("id_tokens.json", id_token_document())
     count = (
         len(frames)
         + len(sequences)
@@ -697,6 +717,8 @@ def main() -> None:
         for k in ("connector_tokens", "hellos", "attestations", "checkpoints")
         for v in auth[k]
     )
+    count += len(id_tokens)
+    invalid += sum(not v["valid"] for v in id_tokens)
     print(f"{count} vectors, {invalid} invalid, written to {OUT}")
 
 
