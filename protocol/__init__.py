@@ -31,7 +31,14 @@ from ._errors import (
     RemoteProtocolError,
     http_status,
 )
-from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_WINDOW, MIN_FRAME, Limits
+from ._flow import (
+    DEFAULT_FRAME,
+    DEFAULT_STATEMENT_BYTES,
+    MAX_FRAME_HARD,
+    MAX_WINDOW,
+    MIN_FRAME,
+    Limits,
+)
 from ._frames import HEADER_SIZE, VERSION, Frame, FrameReader, FrameType, encode_frame, parse_frame
 from ._json import canonical_json, loads_object
 from ._records import (
@@ -51,6 +58,7 @@ SUBPROTOCOL = "edgetds.v1"
 __all__ = [
     "ATTESTATION_MAX_SKEW",
     "DEFAULT_FRAME",
+    "DEFAULT_STATEMENT_BYTES",
     "HEADER_SIZE",
     "MAX_FRAME_HARD",
     "MAX_WINDOW",
