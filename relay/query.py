@@ -95,7 +95,9 @@ async def handle_query(
             f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
             status=408,
         )
-    req = parse_query_request(body, max_timeout_ms=limits.query_timeout_ms)
+    req = parse_query_request(
+        body, max_timeout_ms=limits.query_timeout_ms, max_param_bytes=limits.max_param_bytes
+    )
     session = tunnel.pick()
     attestation: dict[str, Any] = {}
 
@@ -136,6 +138,13 @@ async def handle_query(
             "request.too_large",
             f"the query frame would be {size} bytes; the connector accepts at most "
             f"{session.conn.max_frame}",
+        )
+    if req.sql_bytes > session.conn.max_statement_bytes:
+        raise HttpError(
+            "request.too_large",
+            f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
+            f"{session.conn.max_statement_bytes}: send a shorter statement, pass values as "
+            "parameters, or use a named query",
         )
     if req.client_query_id and not tunnel.query_ids.remember(req.query_id, now=time.time()):
         raise HttpError(

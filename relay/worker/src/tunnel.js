@@ -320,6 +320,7 @@ export class Tunnel extends DurableObject {
       att.state = "open";
       att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
       att.maxFrame = event.maxFrame;
+      att.maxStatementBytes = event.maxStatementBytes;
       ws.serializeAttachment(att);
       this.probeSiblings(att);
       this.dropIdleAlarm();
@@ -603,6 +604,9 @@ export class Tunnel extends DurableObject {
     const payload = queryPayload({ queryId: req.query_id, token, sql: req.sql, query: req.query, paramsJson: req.params_json, options, attestation });
     if (payload.byteLength > att.maxFrame) {
       throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `the query is ${payload.byteLength} bytes framed; the connector accepts at most ${att.maxFrame}`);
+    }
+    if (req.sql_bytes > att.maxStatementBytes) {
+      throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${att.maxStatementBytes}: send a shorter statement, pass values as parameters, or use a named query`);
     }
     const streamId = att.nextStream;
     att.nextStream += 1;
