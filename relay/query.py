@@ -99,6 +99,13 @@ async def handle_query(
         body, max_timeout_ms=limits.query_timeout_ms, max_param_bytes=limits.max_param_bytes
     )
     session = tunnel.pick()
+    if req.sql_bytes > session.conn.max_statement_bytes:  # before any signing or encoding
+        raise HttpError(
+            "request.too_large",
+            f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
+            f"{session.conn.max_statement_bytes}: send a shorter statement, pass values as "
+            "parameters, or use a named query",
+        )
     attestation: dict[str, Any] = {}
 
     def make_query(stream_id: int, session_id: str) -> events.Query:
@@ -138,13 +145,6 @@ async def handle_query(
             "request.too_large",
             f"the query frame would be {size} bytes; the connector accepts at most "
             f"{session.conn.max_frame}",
-        )
-    if req.sql_bytes > session.conn.max_statement_bytes:
-        raise HttpError(
-            "request.too_large",
-            f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
-            f"{session.conn.max_statement_bytes}: send a shorter statement, pass values as "
-            "parameters, or use a named query",
         )
     if req.client_query_id and not tunnel.query_ids.remember(req.query_id, now=time.time()):
         raise HttpError(

@@ -587,6 +587,10 @@ export class Tunnel extends DurableObject {
     // first, then the attachment is re-read and the id allocated and sent with no await between.
     for (let attempt = 0; ; attempt++) {
       picked = this.pickConnector();
+      if (req.sql_bytes > picked.att.maxStatementBytes) {
+        // before any signing or encoding
+        throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${picked.att.maxStatementBytes}: send a shorter statement, pass values as parameters, or use a named query`);
+      }
       attestation = await makeAttestation(config.relayKey, {
         sessionId: picked.att.sessionId,
         queryId: req.query_id,
@@ -604,9 +608,6 @@ export class Tunnel extends DurableObject {
     const payload = queryPayload({ queryId: req.query_id, token, sql: req.sql, query: req.query, paramsJson: req.params_json, options, attestation });
     if (payload.byteLength > att.maxFrame) {
       throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `the query is ${payload.byteLength} bytes framed; the connector accepts at most ${att.maxFrame}`);
-    }
-    if (req.sql_bytes > att.maxStatementBytes) {
-      throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${att.maxStatementBytes}: send a shorter statement, pass values as parameters, or use a named query`);
     }
     const streamId = att.nextStream;
     att.nextStream += 1;
