@@ -224,7 +224,10 @@ class ReadOnlyChecker:
     Statements of up to ``small_chars`` characters parse in their own lane (``small_threads``),
     so a few huge statements occupying the ``threads`` lane never hold up a small one. Both lanes
     have their own :class:`trio.CapacityLimiter`, apart from the database pools' limiters, so
-    parses can never take the threads python-tds needs.
+    parses can never take the threads python-tds needs. One thread for big statements: parses
+    hold the GIL (sqlglot is compiled and keeps it for tens of milliseconds at a time on a big
+    statement), so a second parse thread would add no throughput, only contention with the event
+    loop.
 
     Args:
         threads: worker threads for statements longer than ``small_chars``.
@@ -236,7 +239,7 @@ class ReadOnlyChecker:
     def __init__(
         self,
         *,
-        threads: int = 2,
+        threads: int = 1,
         small_threads: int = 2,
         small_chars: int = 16 * 1024,
         max_budget_s: float = 5.0,
