@@ -54,7 +54,9 @@ def _tail(size: int) -> str:
 
 async def admin_latencies(stack: DemoStack, client: httpx.AsyncClient, count: int) -> list[float]:
     url = f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query"
-    headers = {"authorization": f"Bearer {stack.idp.mint(sub='admin', groups=['admins'])}"}
+    headers = {
+        "authorization": f"Bearer {stack.idp.mint(sub='admin', groups=['admins'], expires_in=3600)}"
+    }
     out = []
     for _ in range(count):
         started = time.perf_counter()
@@ -74,7 +76,9 @@ async def sender(
     statuses: Counter[str],
 ) -> None:
     url = f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query"
-    headers = {"authorization": f"Bearer {stack.idp.mint(sub=name, groups=['analysts'])}"}
+    headers = {
+        "authorization": f"Bearer {stack.idp.mint(sub=name, groups=['analysts'], expires_in=3600)}"
+    }
     while True:
         body = {"sql": big_select(size), "timeout_ms": timeout_ms}
         response = await client.post(url, json=body, headers=headers)
