@@ -128,3 +128,22 @@ async def test_a_check_over_its_budget_is_refused(stack: Stack) -> None:
     assert "timeout_ms" in error["message"]
     assert stack.statements() == before
     assert stack.connector.service.counts == {"policy.check_timeout": 1}
+
+
+#: analysts' queries may take 100 ms in all, the read-only check included
+HURRIED_POLICY = TEST_POLICY.replace("timeout_ms = 240000\n", "timeout_ms = 100\n")
+
+
+@pytest.mark.parametrize("stack", [{"policy": HURRIED_POLICY}], indirect=True)
+async def test_the_check_counts_against_the_query_timeout(stack: Stack) -> None:
+    before = list(stack.statements())
+    with trio.fail_after(60):
+        # the client allows 60 s, so the check has its full budget; the role allows 100 ms in
+        # all, and checking 200 KB takes longer than that: nothing is left to run it
+        resp = await stack.query(in_list(200_000), timeout_ms=60_000)
+    assert resp.status == 504
+    error = resp.terminal["error"]
+    assert error["code"] == "query.timeout"
+    assert "the read-only check took" in error["message"]
+    assert "of the query's 100 ms" in error["message"]
+    assert stack.statements() == before
