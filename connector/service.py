@@ -6,7 +6,9 @@
    across HA connections).
 2. The connector-wide concurrency cap (excess refused with ``limits.too_many_queries``).
 3. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
-4. The policy (connector/policy.py): role, read-only check, named queries, caps.
+4. The policy (connector/policy.py): role, statement size, named queries, caps, and the
+   read-only check, which parses in a worker thread within a time budget taken from the query's
+   timeout (connector/_readonly.py `ReadOnlyChecker`): the event loop never parses.
 5. Parameters decoded into typed, bound values (connector/encode.py).
 6. Execution and streaming (connector/execute.py) with the smaller of role caps and request
    options; then exactly one terminal DONE or ERROR line, and one audit record.
@@ -18,6 +20,7 @@ SQL parameter values or SQL Server error texts (which can quote values).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from typing import Any, Literal
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
 from connector.audit import AuditLog, query_record
 from connector.audit import Outcome as AuditOutcome
 from connector.encode import ParamError, decode_params, ndjson_line
@@ -146,6 +150,8 @@ class QueryService:
         self.counts: dict[str, int] = {}
         #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
         self.ops: Any = None
+        #: parses statements for read-only roles off the event loop
+        self.read_only = ReadOnlyChecker()
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -221,7 +227,11 @@ class QueryService:
             if self.audit is not None:
                 try:
                     with trio.CancelScope(shield=True):
-                        await self.audit.write(ev.record())
+                        # the record's fingerprint tokenizes the SQL: off the event loop too
+                        text = ev.sql if ev.sql is not None else ev.statement_sql
+                        lane = self.read_only.limiter_for(text)
+                        record = await trio.to_thread.run_sync(ev.record, limiter=lane)
+                        await self.audit.write(record)
                 except Exception:  # the audit log failing must be loud, never silent
                     log.exception("audit record could not be written")
 
@@ -233,9 +243,23 @@ class QueryService:
         except TokenError as exc:
             raise QueryFailed(exc.code, exc.message) from None
         ev.subject, ev.issuer = identity.subject, identity.issuer
-        decision: Decision = self.policy.authorize(
-            identity, QueryRequest(sql=query.sql, query=query.query, params=query.params)
-        )
+        request = QueryRequest(sql=query.sql, query=query.query, params=query.params)
+        options = query.options
+        asked_ms = _opt_int(options.get("timeout_ms"))
+        checked = time.monotonic()
+        verdict: ReadOnlyVerdict | None = None
+        if query.sql is not None and self.policy.needs_read_only_check(identity, request):
+            budget_s = asked_ms / 1000 if asked_ms and asked_ms > 0 else math.inf
+            try:
+                verdict = await self.read_only.check(query.sql, budget_s=budget_s)
+            except CheckTimeout as exc:
+                raise QueryFailed(
+                    "policy.check_timeout",
+                    f"{exc}: the statement is too long or too complex to check for a read-only "
+                    "role; send a shorter statement, raise timeout_ms, or use a named query",
+                ) from None
+        check_ms = (time.monotonic() - checked) * 1000
+        decision: Decision = self.policy.authorize(identity, request, read_only=verdict)
         if decision.role is not None:
             ev.role = decision.role.name
         if not decision.allowed:
@@ -252,11 +276,15 @@ class QueryService:
         ev.statement_sql = decision.sql
         ev.log_param_values = decision.role.log_param_values
         ev.param_types = {name: p.sql_type for name, p in zip(raw, bound, strict=True)}
-        options = query.options
         max_rows, max_bytes, timeout_ms = decision.limits(
-            max_rows=_opt_int(options.get("max_rows")),
-            timeout_ms=_opt_int(options.get("timeout_ms")),
+            max_rows=_opt_int(options.get("max_rows")), timeout_ms=asked_ms
         )
+        # the check's time counts against the query's timeout
+        if timeout_ms - check_ms <= 0:
+            raise QueryFailed(
+                "query.timeout",
+                f"the read-only check took {check_ms:.0f} ms of the query's {timeout_ms} ms",
+            )
         context = dict(
             zip(CONTEXT_KEYS, (identity.subject, identity.issuer, query.query_id), strict=True)
         )
@@ -267,7 +295,7 @@ class QueryService:
             context=context,
             max_rows=max_rows,
             max_bytes=max_bytes,
-            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            timeout_s=(timeout_ms - check_ms) / 1000,
             chunk_bytes=min(32 * 1024, sink.link.max_payload),
             fetch_rows=self.fetch_rows,
         )

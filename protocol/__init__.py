@@ -39,7 +39,14 @@ from ._errors import (
     RemoteProtocolError,
     http_status,
 )
-from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_WINDOW, MIN_FRAME, Limits
+from ._flow import (
+    DEFAULT_FRAME,
+    DEFAULT_STATEMENT_BYTES,
+    MAX_FRAME_HARD,
+    MAX_WINDOW,
+    MIN_FRAME,
+    Limits,
+)
 from ._frames import HEADER_SIZE, VERSION, Frame, FrameReader, FrameType, encode_frame, parse_frame
 from ._json import canonical_json, loads_object
 from ._records import (
@@ -60,6 +67,7 @@ __all__ = [
     "ATTESTATION_MAX_SKEW",
     "CHECKPOINT_CAP",
     "DEFAULT_FRAME",
+    "DEFAULT_STATEMENT_BYTES",
     "GENESIS",
     "HEADER_SIZE",
     "MAX_CHECKPOINT",

@@ -49,6 +49,9 @@ class Limits:
 
     #: Largest accepted HTTP request body (413 request.too_large above it).
     max_body_bytes: int = 1_048_576
+    #: Largest `params` of a query request, in bytes of its canonical JSON (400 request.invalid
+    #: above it, before anything is signed or sent; at most 2,100 parameters either way).
+    max_param_bytes: int = 262_144
     #: Default and maximum query time the relay waits for (the connector enforces it too).
     query_timeout_ms: int = 30_000
     #: Failed authentications allowed per client address: sustained rate and burst.
@@ -192,6 +195,8 @@ def parse_limits(table: Mapping[str, Any], *, where: str = "[limits]") -> Limits
     limits = Limits(**values)
     if limits.max_body_bytes < 1024:
         raise ConfigError(f"{where}: max_body_bytes must be at least 1024")
+    if limits.max_param_bytes < 1024:
+        raise ConfigError(f"{where}: max_param_bytes must be at least 1024")
     if limits.ping_interval_s <= 0 or limits.dead_after_s <= limits.ping_interval_s:
         raise ConfigError(f"{where}: need 0 < ping_interval_s < dead_after_s")
     return limits

@@ -95,8 +95,17 @@ async def handle_query(
             f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
             status=408,
         )
-    req = parse_query_request(body, max_timeout_ms=limits.query_timeout_ms)
+    req = parse_query_request(
+        body, max_timeout_ms=limits.query_timeout_ms, max_param_bytes=limits.max_param_bytes
+    )
     session = tunnel.pick()
+    if req.sql_bytes > session.conn.max_statement_bytes:  # before any signing or encoding
+        raise HttpError(
+            "request.too_large",
+            f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
+            f"{session.conn.max_statement_bytes}: send a shorter statement, pass values as "
+            "parameters, or use a named query",
+        )
     attestation: dict[str, Any] = {}
 
     def make_query(stream_id: int, session_id: str) -> events.Query:

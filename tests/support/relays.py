@@ -27,7 +27,13 @@ from protocol import Limits as ProtocolLimits
 from relay.config import RelayConfig, TunnelConfig, parse_limits
 from relay.server import RunningRelay, open_relay
 
-__all__ = ["TEST_LIMITS", "RelayHandle", "open_python_relay", "start_python_relay"]
+__all__ = [
+    "TEST_LIMITS",
+    "RelayHandle",
+    "open_python_relay",
+    "start_python_relay",
+    "statement",
+]
 
 #: Default [limits] for test relays: every test client shares 127.0.0.1, so the per-address
 #: failed-auth limit and the per-identity query rate are raised (as the Worker twin does).
@@ -138,3 +144,10 @@ async def start_python_relay(
         tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options
     ) as (handle, _running):
         yield handle
+
+
+def statement(size: int) -> str:
+    """A SQL statement of exactly ``size`` UTF-8 bytes (two per é), for size-limit tests."""
+    head, tail = "select N'", "'"
+    body = size - len(head) - len(tail)
+    return head + "é" * (body // 2) + "x" * (body % 2) + tail

@@ -26,6 +26,8 @@ const SUPPORTED_ALGORITHMS = new Set(["RS256", "RS384", "RS512", "PS256", "PS384
 /** Edge limits, the Python relay's relay/config.py Limits (rates per second; 0 disables). */
 export const DEFAULT_LIMITS = Object.freeze({
   max_body_bytes: 1_048_576,
+  /** Largest `params`, in bytes of its canonical JSON (400 request.invalid above it). */
+  max_param_bytes: 262_144,
   query_timeout_ms: 30_000,
   auth_failures_per_second: 1.0,
   auth_failure_burst: 20,
@@ -174,6 +176,7 @@ function parseLimits(env) {
     limits[key] = value;
   }
   if (!(limits.ping_interval_s > 0)) throw new ConfigError("LIMITS.ping_interval_s must be above 0 (seconds)");
+  if (!(limits.max_param_bytes >= 1024)) throw new ConfigError("LIMITS.max_param_bytes must be at least 1024");
   return Object.freeze(limits);
 }
 

@@ -63,6 +63,7 @@ export const ErrorCode = Object.freeze({
   POLICY_DENIED: "policy.denied",
   POLICY_NOT_READ_ONLY: "policy.not_read_only",
   POLICY_UNKNOWN_QUERY: "policy.unknown_query",
+  POLICY_CHECK_TIMEOUT: "policy.check_timeout",
   TUNNEL_UNKNOWN: "tunnel.unknown",
   TUNNEL_NO_CONNECTOR: "tunnel.no_connector",
   SQL_ERROR: "sql.error",
@@ -97,6 +98,7 @@ const HTTP_STATUS_BY_CODE = {
   "request.invalid": 400,
   "request.too_large": 413,
   "policy.unknown_query": 404,
+  "policy.check_timeout": 413,
   "tunnel.unknown": 404,
   "tunnel.no_connector": 503,
   "sql.error": 422,
@@ -133,6 +135,7 @@ export const MAX_FRAME_HARD = 16 * 1024 * 1024;
 export const MIN_FRAME = 16 * 1024;
 export const MAX_WINDOW = 2 ** 31 - 1;
 export const MAX_STREAMS_HARD = 65535;
+export const DEFAULT_STATEMENT_BYTES = 256 * 1024;
 export const DEFAULT_LIMITS = Object.freeze({
   max_frame: DEFAULT_FRAME,
   stream_window: 1024 * 1024,
@@ -478,7 +481,9 @@ export function decodePayload(frame) {
       const obj = loadsObject(payload);
       const maxStreams = int(obj.max_streams, "max_streams", 1, MAX_STREAMS_HARD);
       const maxFrame = int(Object.hasOwn(obj, "max_frame") ? obj.max_frame : DEFAULT_FRAME, "max_frame", MIN_FRAME, MAX_FRAME_HARD);
-      return { ...base, connectorId: str(obj, "connector_id"), maxStreams, caps: caps(obj), maxFrame };
+      const statement = Object.hasOwn(obj, "max_statement_bytes") ? obj.max_statement_bytes : DEFAULT_STATEMENT_BYTES;
+      const maxStatementBytes = int(statement, "max_statement_bytes", 1, MAX_FRAME_HARD);
+      return { ...base, connectorId: str(obj, "connector_id"), maxStreams, caps: caps(obj), maxFrame, maxStatementBytes };
     }
     case FrameType.QUERY: {
       const obj = loadsObject(payload);

@@ -332,6 +332,7 @@ export class Tunnel extends DurableObject {
       att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
       att.maxFrame = event.maxFrame;
       att.caps = [...negotiatedCaps(RELAY_CAPS, event.caps)];
+      att.maxStatementBytes = event.maxStatementBytes;
       ws.serializeAttachment(att);
       this.probeSiblings(att);
       this.dropIdleAlarm();
@@ -633,6 +634,10 @@ export class Tunnel extends DurableObject {
     // first, then the attachment is re-read and the id allocated and sent with no await between.
     for (let attempt = 0; ; attempt++) {
       picked = this.pickConnector();
+      if (req.sql_bytes > picked.att.maxStatementBytes) {
+        // before any signing or encoding
+        throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${picked.att.maxStatementBytes}: send a shorter statement, pass values as parameters, or use a named query`);
+      }
       attestation = await makeAttestation(config.relayKey, {
         sessionId: picked.att.sessionId,
         queryId: req.query_id,

@@ -1,4 +1,4 @@
-// TUNNELS shapes: one key per connector id, or a list of keys while that connector's key rotates.
+// TUNNELS shapes (one key per connector id, or a list of keys while that key rotates) and LIMITS.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -37,4 +37,12 @@ test("TUNNELS: an empty list, a bad entry or a duplicate names where it is", asy
   await refused({ demo: { "conn-1": "rsa:abc" } }, /^TUNNELS\.demo\.conn-1: a public key must look like/);
   await refused({ demo: ["conn-1", NEW] }, /^TUNNELS\.demo must map connector ids .*\["ed25519:NEW", "ed25519:OLD"\]/);
   await refused([], /^TUNNELS must be a JSON object like .*\["ed25519:NEW", "ed25519:OLD"\]/);
+});
+
+test("LIMITS: max_param_bytes defaults to 262144, may be set, and is at least 1024", async () => {
+  const tunnels = JSON.stringify({ demo: { "conn-1": NEW } });
+  const withLimits = (limits) => loadConfig({ RELAY_PRIVATE_KEY, ISSUERS, TUNNELS: tunnels, LIMITS: JSON.stringify(limits) });
+  assert.equal((await withLimits({})).limits.max_param_bytes, 262144);
+  assert.equal((await withLimits({ max_param_bytes: 4096 })).limits.max_param_bytes, 4096);
+  await assert.rejects(withLimits({ max_param_bytes: 10 }), (err) => err instanceof ConfigError && /max_param_bytes must be at least 1024/.test(err.message));
 });
