@@ -8,6 +8,7 @@ connector token, the relay HELLO and query attestations.
 from __future__ import annotations
 
 from . import events
+from ._admission import AdmissionStatistics, FairAdmission, Refusal
 from ._auth import (
     ATTESTATION_MAX_SKEW,
     TOKEN_LEEWAY,
@@ -49,6 +50,9 @@ from ._state import ConnectionState, Role, StreamState
 SUBPROTOCOL = "edgetds.v1"
 
 __all__ = [
+    "AdmissionStatistics",
+    "FairAdmission",
+    "Refusal",
     "ATTESTATION_MAX_SKEW",
     "DEFAULT_FRAME",
     "HEADER_SIZE",
