@@ -38,3 +38,13 @@ test("TUNNELS: an empty list, a bad entry or a duplicate names where it is", asy
   await refused({ demo: ["conn-1", NEW] }, /^TUNNELS\.demo must map connector ids .*\["ed25519:NEW", "ed25519:OLD"\]/);
   await refused([], /^TUNNELS must be a JSON object like .*\["ed25519:NEW", "ed25519:OLD"\]/);
 });
+
+test("TUNNELS: per-tunnel settings beside the connectors (the Python relay's [tunnels.NAME])", async () => {
+  const config = await load({ demo: { connectors: { "conn-1": NEW }, max_queries_per_identity: 4 }, other: { "conn-2": OLD } });
+  assert.equal(config.tunnels.demo["conn-1"], NEW);
+  assert.equal(config.tunnelSettings.demo.max_queries_per_identity, 4);
+  assert.equal(config.tunnelSettings.other.max_queries_per_identity, 32);
+  assert.equal(config.limits.admission_wait_ms, 5000);
+  await refused({ demo: { connectors: { "conn-1": NEW }, max_queries_per_identity: 0 } }, /^TUNNELS\.demo\.max_queries_per_identity must be a whole number >= 1/);
+  await refused({ demo: { connectors: { "conn-1": NEW }, max_queries: 3 } }, /^TUNNELS\.demo: unknown key "max_queries"/);
+});
