@@ -17,6 +17,8 @@ connector.toml)::
     max_rows = 10000            # default 100000
     max_bytes = 16777216        # default 64 MiB of encoded rows
     timeout_ms = 30000          # default 30000
+    max_concurrent_per_identity = 32   # default 32: one identity's queries running or waiting
+                                # at this connector; more are refused (limits.too_many_queries)
     log_param_values = false    # default false: the audit log records parameter names and types
 
     [roles.analyst.queries.orders_by_customer]
@@ -76,10 +78,16 @@ _ROLE_KEYS = {
     "max_rows",
     "max_bytes",
     "timeout_ms",
+    "max_concurrent_per_identity",
     "log_param_values",
     "queries",
 }
-_DEFAULT_CAPS = {"max_rows": 100_000, "max_bytes": 64 * 1024 * 1024, "timeout_ms": 30_000}
+_DEFAULT_CAPS = {
+    "max_rows": 100_000,
+    "max_bytes": 64 * 1024 * 1024,
+    "timeout_ms": 30_000,
+    "max_concurrent_per_identity": 32,
+}
 
 
 class PolicyError(ValueError):
@@ -140,6 +148,8 @@ class Role:
     max_rows: int = _DEFAULT_CAPS["max_rows"]
     max_bytes: int = _DEFAULT_CAPS["max_bytes"]
     timeout_ms: int = _DEFAULT_CAPS["timeout_ms"]
+    #: queries one identity (issuer + subject) may have running or waiting at this connector
+    max_concurrent_per_identity: int = _DEFAULT_CAPS["max_concurrent_per_identity"]
     log_param_values: bool = False
     queries: Mapping[str, QueryTemplate] = field(default_factory=dict)
 
@@ -492,6 +502,7 @@ class _Loader:
             max_rows=caps["max_rows"],
             max_bytes=caps["max_bytes"],
             timeout_ms=caps["timeout_ms"],
+            max_concurrent_per_identity=caps["max_concurrent_per_identity"],
         )
 
     def queries(self, table: str, raw: Any, *, read_only: bool) -> dict[str, QueryTemplate]:

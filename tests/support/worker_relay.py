@@ -109,6 +109,7 @@ async def open_worker_relay(
     app: bool = False,
     extra_tunnels: Mapping[str, Sequence[str]] | None = None,
     rotation: Mapping[str, Sequence[str]] | None = None,
+    tunnel_settings: Mapping[str, int] | None = None,
 ) -> AsyncIterator[WorkerRelay]:
     """Run the relay Worker under workerd on 127.0.0.1 (random ports) until the block exits.
 
@@ -121,6 +122,7 @@ async def open_worker_relay(
         app: also run examples/worker-app with a service binding to the relay.
         rotation: connector id -> newer public keys (``ed25519:...``) registered ahead of its
             generated key, as during a key rotation (TUNNELS lists ``[*newer, generated]``).
+        tunnel_settings: per-tunnel settings of ``tunnel`` (e.g. max_queries_per_identity).
     """
     relay_key = Ed25519PrivateKey.generate()
     connector_keys = {cid: Ed25519PrivateKey.generate() for cid in connector_ids}
@@ -131,6 +133,8 @@ async def open_worker_relay(
         tunnels[tunnel][cid] = [*newer, tunnels[tunnel][cid]]
     for name, ids in (extra_tunnels or {}).items():
         tunnels[name] = {cid: public_key_text(Ed25519PrivateKey.generate()) for cid in ids}
+    if tunnel_settings:
+        tunnels[tunnel] = {"connectors": tunnels[tunnel], **tunnel_settings}
     issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
     if jwks_uri is not None:
         issuer_entry["jwks_uri"] = jwks_uri

@@ -1,0 +1,119 @@
+"""One identity floods a tunnel; another identity's query must still get the next free slot.
+
+The same scenario runs on both relays (tests/e2e/test_fairness.py, tests/worker/test_fairness.py)
+with a real connector and tdslite behind them. The tunnel has `SLOTS` slots (one connector
+connection, ``max_concurrent_queries = SLOTS``) and the relay caps one identity at
+`PER_IDENTITY` queries in flight or waiting.
+
+What the design promises, and what is asserted (no timing, only order and counts):
+
+1. Of `FLOOD` concurrent slow queries of one identity, `PER_IDENTITY` are admitted or wait; every
+   other one is refused at once: 429 limits.too_many_queries, ``"limit": "identity"``, with
+   Retry-After.
+2. The victim's query, sent while the flood fills every slot and the queue, is answered 200.
+3. It takes the first slot that frees: the flooder's statements that tdslite finished after the
+   victim's request was sent and before the victim's statement are at most the `SLOTS` that held
+   the slots (each frees one; the first free one goes to the victim) plus `SLOTS` - 1 that may
+   finish while the victim's own statement runs, plus one that may finish while the victim's
+   request crosses the relay: ``2 * SLOTS``. A FIFO queue would put the victim behind every
+   queued flood query (``PER_IDENTITY - SLOTS`` of them).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import trio
+
+from edgetds.devidp import DevIdP
+from tdslite import TdsServer
+
+#: the tunnel's capacity: one connector connection taking this many queries at once
+SLOTS = 2
+#: the relay's max_queries_per_identity in this scenario
+PER_IDENTITY = 100
+#: concurrent queries of the flooding identity
+FLOOD = 300
+#: about 2 s of tdslite CPU: long enough to hold a slot while the victim queues, cheap to queue
+FLOOD_SQL = "SELECT 'flood' AS who, COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i"
+VICTIM_SQL = "SELECT 'victim' AS who"
+#: relay [limits] for the scenario: a long admission wait (the flood queue must outlive setup)
+RELAY_LIMITS = {
+    "auth_failure_burst": 10_000,
+    "query_burst": 10_000,
+    "admission_wait_ms": 120_000,
+    "query_timeout_ms": 240_000,
+}
+#: the connector's [connector] settings for the scenario
+CONNECTOR_OPTIONS = {"ha_connections": 1, "max_concurrent_queries": SLOTS}
+
+#: GET the relay's admission counts for the tunnel: {"admitted", "waiting", "waiting_identities"}
+State = Callable[[httpx.AsyncClient], Awaitable[dict[str, int]]]
+
+
+@dataclass
+class Outcome:
+    """What the flood and the victim saw (figures for the report)."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)
+    retry_after: set[str | None] = field(default_factory=set)
+    flood_done_before_victim_sent: int = 0
+    flood_done_before_victim_ran: int = 0
+    victim_status: int = 0
+    victim_body: str = field(default="", repr=False)
+
+
+def _flood_statements(db: TdsServer) -> list[str]:
+    return [s for s in db.statement_log.statements() if "'flood'" in s or "'victim'" in s]
+
+
+async def flood_and_victim(*, query_url: str, idp: DevIdP, db: TdsServer, state: State) -> Outcome:
+    """Run the scenario (module docstring) and check its promises; returns the figures."""
+    flooder = {"Authorization": f"Bearer {idp.mint(sub='flooder', groups=['analysts'])}"}
+    victim = {"Authorization": f"Bearer {idp.mint(sub='victim', groups=['analysts'])}"}
+    out = Outcome()
+    pool = httpx.Limits(max_connections=FLOOD + 10, max_keepalive_connections=FLOOD + 10)
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(300), limits=pool) as http,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def flood_one() -> None:
+            response = await http.post(query_url, json={"sql": FLOOD_SQL}, headers=flooder)
+            out.statuses[response.status_code] += 1
+            if response.status_code == 429:
+                error = response.json()["error"]
+                out.refusals[error["code"], error.get("limit", "")] += 1
+                out.retry_after.add(response.headers.get("retry-after"))
+
+        for _ in range(FLOOD):
+            nursery.start_soon(flood_one)
+        # Every flood request reached the relay: admitted, waiting, or answered.
+        while True:
+            counts = await state(http)
+            if counts["admitted"] + counts["waiting"] + out.statuses.total() >= FLOOD:
+                break
+            await trio.sleep(0.05)
+        assert counts["admitted"] == SLOTS, counts
+        assert counts["waiting"] > SLOTS, counts  # the flooder's queue is long
+        out.flood_done_before_victim_sent = len(_flood_statements(db))
+        response = await http.post(query_url, json={"sql": VICTIM_SQL}, headers=victim)
+        out.victim_status, out.victim_body = response.status_code, response.text
+        statements = _flood_statements(db)
+        nursery.cancel_scope.cancel()  # the rest of the flood is not needed
+
+    assert out.victim_status == 200, out.victim_body
+    assert '["victim"]' in out.victim_body, out.victim_body
+    out.flood_done_before_victim_ran = statements.index(VICTIM_SQL)
+    # 1. the per-identity cap: the excess was refused at once, naming the limit
+    assert out.statuses[429] == FLOOD - PER_IDENTITY, out.statuses
+    assert set(out.refusals) == {("limits.too_many_queries", "identity")}
+    assert out.retry_after == {"1"}
+    # 3. the victim took the first slot that freed (see the module docstring for the bound)
+    ran_after_sent = out.flood_done_before_victim_ran - out.flood_done_before_victim_sent
+    assert ran_after_sent <= 2 * SLOTS, (ran_after_sent, statements)
+    return out
