@@ -15,6 +15,7 @@ from edgetds.devidp import DevIdP
 from protocol import SUBPROTOCOL, make_connector_token
 from relay.app import RelayApp
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
+from tests.support import fairness
 from tests.support.relays import RelayHandle, open_python_relay, relay_config
 
 
@@ -216,3 +217,29 @@ async def test_a_body_that_never_finishes_is_408(
             while b"\r\n\r\n" not in received:
                 received += await stream.receive_some(65536)
     assert received.startswith(b"HTTP/1.1 408")
+
+
+async def test_fair_admission_per_identity_and_per_tunnel(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    """tests/support/fairness.py `relay_admission_scenario` (the Worker runs it too)."""
+    async with open_python_relay(
+        tunnel="demo",
+        connector_ids=["conn-1"],
+        issuer=idp.issuer,
+        max_queries_per_identity=fairness.SMALL_CAP,
+    ) as (relay, _running):
+
+        async def state(http: httpx.AsyncClient) -> dict[str, int]:
+            stats = (await http.get(f"{relay.http_url}/v1/relay/stats")).json()
+            admission: dict[str, int] = stats["tunnels"]["demo"]["admission"]
+            return admission
+
+        with trio.fail_after(30):
+            await fairness.relay_admission_scenario(
+                client=client,
+                url=query_url(relay),
+                idp=idp,
+                peer=lambda **options: peer(relay, **options),
+                state=state,
+            )

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import trio
 
 from edgetds.devidp import DevIdP
+from protocol import events
 from tdslite import TdsServer
+from tests.support.protocol_peer import Peer
 
 #: the tunnel's capacity: one connector connection taking this many queries at once
 SLOTS = 2
@@ -117,3 +121,77 @@ async def flood_and_victim(*, query_url: str, idp: DevIdP, db: TdsServer, state:
     ran_after_sent = out.flood_done_before_victim_ran - out.flood_done_before_victim_sent
     assert ran_after_sent <= 2 * SLOTS, (ran_after_sent, statements)
     return out
+
+
+#: the relay's max_queries_per_identity in `relay_admission_scenario`
+SMALL_CAP = 3
+
+
+async def relay_admission_scenario(
+    *,
+    client: httpx.AsyncClient,
+    url: str,
+    idp: DevIdP,
+    peer: Callable[..., AbstractAsyncContextManager[Peer]],
+    state: State,
+) -> None:
+    """The relay's admission against a protocol peer that takes ONE stream and holds each query
+    until the test releases it (the relay's tunnel has `SMALL_CAP` as max_queries_per_identity):
+
+    1. a's first query holds the only slot; a's next two wait; a's fourth is refused at once
+       (429, "limit": "identity", Retry-After);
+    2. b's query waits behind a's two; when a's first ends, the slot goes to b (fewest in
+       flight), then to a's in order;
+    3. a query that cannot get a slot within its timeout_ms is refused (429, "limit": "tunnel");
+    4. a connector's own 429 reaches the client with Retry-After.
+    """
+    gates: dict[str, trio.Event] = {}
+
+    async def hold(p: Peer, q: events.Query) -> None:
+        assert q.sql is not None
+        if q.sql == "connector full":
+            await p.error(q.stream_id, "limits.too_many_queries", "busy", q.query_id)
+            return
+        await gates.setdefault(q.sql, trio.Event()).wait()
+        await p.done(q.stream_id, rows=0, query_id=q.query_id)
+
+    a = {"Authorization": f"Bearer {idp.mint(sub='a')}"}
+    b = {"Authorization": f"Bearer {idp.mint(sub='b')}"}
+    answers: dict[str, httpx.Response] = {}
+
+    async def send(sql: str, headers: dict[str, str], **body: Any) -> None:
+        answers[sql] = await client.post(url, json={"sql": sql, **body}, headers=headers)
+
+    async def waiting(count: int) -> None:
+        while (await state(client))["waiting"] < count:  # noqa: ASYNC110 - over HTTP
+            await trio.sleep(0.02)
+
+    async with peer(handler=hold, max_streams=1) as p, trio.open_nursery() as nursery:
+        nursery.start_soon(send, "a1", a)
+        await p.wait_query(1)
+        nursery.start_soon(send, "a2", a)
+        await waiting(1)
+        nursery.start_soon(send, "a3", a)
+        await waiting(2)
+        await send("a4", a)
+        refused = answers["a4"]
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["limit"] == "identity"
+        nursery.start_soon(send, "b1", b)
+        await waiting(3)
+        await send("b-late", b, timeout_ms=100)  # no slot frees within its timeout
+        late = answers["b-late"]
+        assert late.status_code == 429, late.text
+        assert late.headers["retry-after"] == "1"
+        assert late.json()["error"]["limit"] == "tunnel"
+        for sql in ("a1", "b1", "a2", "a3"):
+            gates.setdefault(sql, trio.Event()).set()
+        await p.wait_query(4)
+    assert [q.sql for q in p.queries] == ["a1", "b1", "a2", "a3"]
+    assert all(answers[sql].status_code == 200 for sql in ("a1", "b1", "a2", "a3"))
+    async with peer(handler=hold) as p:
+        await send("connector full", b)
+    full = answers["connector full"]
+    assert full.status_code == 429, full.text
+    assert full.headers["retry-after"] == "1"
