@@ -22,17 +22,21 @@ What the design promises, and what is asserted (no timing, only order and counts
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from edgetds.devidp import DevIdP
+from connector.config import load_config
+from connector.runtime import open_connector
+from edgetds.devidp import DevIdP, open_dev_idp
 from protocol import events
-from tdslite import TdsServer
+from tdslite import TdsServer, open_server
+from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.protocol_peer import Peer
 
 #: the tunnel's capacity: one connector connection taking this many queries at once
@@ -69,6 +73,30 @@ class Outcome:
     flood_done_before_victim_ran: int = 0
     victim_status: int = 0
     victim_body: str = field(default="", repr=False)
+
+
+@asynccontextmanager
+async def idp_and_db(tmp_path: Path) -> AsyncIterator[tuple[DevIdP, TdsServer]]:
+    """The dev IdP and tdslite (with the e2e tables) for the scenario."""
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    async with (
+        open_dev_idp(key_dir=tmp_path / "idp") as idp,
+        open_server(users=users, db=":memory:") as db,
+    ):
+        await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+        yield idp, db
+
+
+async def run_flood(
+    connector_config: Path, *, query_url: str, idp: DevIdP, db: TdsServer, state: State
+) -> Outcome:
+    """Start the real connector from `connector_config`, then run `flood_and_victim`."""
+    async with open_connector(load_config(connector_config)) as connector:
+        await connector.wait_ready(1)
+        outcome = await flood_and_victim(query_url=query_url, idp=idp, db=db, state=state)
+    print(outcome)  # the figures (pytest -s shows them)
+    return outcome
 
 
 def _flood_statements(db: TdsServer) -> list[str]:
