@@ -101,9 +101,13 @@ async def handle_query(
         )
     req = parse_query_request(body, max_timeout_ms=limits.query_timeout_ms)
     key = f"{identity.issuer}\n{identity.subject}"
-    async with tunnel.slot(
-        key, wait_s=min(limits.admission_wait_ms, req.timeout_ms) / 1000
-    ) as slot:
+    wait_s = min(limits.admission_wait_ms, req.timeout_ms) / 1000
+
+    async def client_gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async with tunnel.slot(key, wait_s=wait_s, client_gone=client_gone) as slot:
         if slot.waited_s > 0:  # the admission wait counts against the query's deadline
             waited_ms = round(slot.waited_s * 1000)
             req = replace(req, timeout_ms=max(1, req.timeout_ms - waited_ms))

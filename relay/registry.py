@@ -16,7 +16,7 @@ its QUERY is sent, so a slot is never promised twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,13 +86,21 @@ class Tunnel:
                 slot.event.set()
 
     @asynccontextmanager
-    async def slot(self, key: str, *, wait_s: float) -> AsyncIterator[AdmissionSlot]:
+    async def slot(
+        self,
+        key: str,
+        *,
+        wait_s: float,
+        client_gone: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[AdmissionSlot]:
         """Admit one query of identity `key`, waiting at most `wait_s` for a slot of a full
-        tunnel; the slot is released (and handed on) when the block exits.
+        tunnel; the slot is released (and handed on) when the block exits. `client_gone`
+        returns when the client hangs up: a query whose client left stops waiting.
 
         Raises:
-            HttpError: tunnel.no_connector / connector.draining (nothing to wait for), or
-                limits.too_many_queries with ``limit`` "identity" or "tunnel" (and Retry-After).
+            HttpError: tunnel.no_connector / connector.draining (nothing to wait for),
+                limits.too_many_queries with ``limit`` "identity" or "tunnel" (and Retry-After),
+                or query.cancelled (the client left while it waited).
         """
         self._connectable()
         slot = AdmissionSlot(key)
@@ -110,13 +118,28 @@ class Tunnel:
             raise self._full(f"{MAX_WAITING} queries are already waiting for a slot")
         self.pump()
         started = trio.current_time()
+        gone = False
+
+        async def watch(scope: trio.CancelScope) -> None:
+            nonlocal gone
+            if client_gone is not None:
+                await client_gone()
+                gone = True
+                scope.cancel()
+
         try:
             with trio.move_on_after(wait_s):
-                await slot.event.wait()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watch, nursery.cancel_scope)
+                    await slot.event.wait()
+                    nursery.cancel_scope.cancel()
         except BaseException:  # cancelled while waiting (perhaps just granted): give it back
             self._give_back(slot)
             raise
         slot.waited_s = trio.current_time() - started
+        if gone:
+            self._give_back(slot)
+            raise HttpError("query.cancelled", "the client went away while the query waited")
         if not slot.granted:
             self._give_back(slot)
             raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")

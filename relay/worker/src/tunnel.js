@@ -95,6 +95,8 @@ export class Tunnel extends DurableObject {
     this.admission = new FairAdmission({ maxWaiting: MAX_WAITING });
     /** Slots granted whose QUERY is not sent yet (so a slot is never promised twice). */
     this.reserved = 0;
+    /** query_id -> its waiting slot (a client that hangs up leaves the queue: cancel()). */
+    this.waitingSlots = new Map();
   }
 
   // ------------------------------------------------------------------------------ HTTP entry
@@ -611,10 +613,10 @@ export class Tunnel extends DurableObject {
    * identity's cap; on a full tunnel it waits up to `waitMs` for a slot. Resolves to the slot
    * (give it back with giveBack once the query ended); throws HttpError.
    */
-  async admit(key, limit, waitMs) {
+  async admit(key, limit, waitMs, queryId) {
     this.connectable();
     const { promise, resolve } = Promise.withResolvers();
-    const slot = { key, granted: false, reserved: false, released: false, waitedMs: 0, resolve, timer: null };
+    const slot = { key, granted: false, reserved: false, released: false, gone: false, waitedMs: 0, resolve, timer: null };
     const refusal = this.admission.offer(key, slot, limit);
     if (refusal === "identity") {
       throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, `this identity already has ${limit} queries in flight or waiting on this tunnel (max_queries_per_identity); wait for one to finish, then retry`, { retryAfter: "1", limit: "identity" });
@@ -625,8 +627,11 @@ export class Tunnel extends DurableObject {
     const started = Date.now();
     // A timer only while a request waits (the object is awake for it anyway).
     slot.timer = setTimeout(resolve, waitMs);
+    this.waitingSlots.set(queryId, slot);
     await promise;
+    this.waitingSlots.delete(queryId);
     slot.waitedMs = Date.now() - started;
+    if (slot.gone) throw new HttpError(ErrorCode.QUERY_CANCELLED, "the client went away while the query waited", { queryId });
     if (!slot.granted) {
       this.admission.withdraw(key, slot);
       throw this.tunnelFull(`no slot freed within ${waitMs} ms`);
@@ -671,7 +676,7 @@ export class Tunnel extends DurableObject {
     const config = await loadConfig(this.env);
     const { promise, resolve } = Promise.withResolvers();
     const key = `${identity.issuer}\u0000${identity.subject}`;
-    const slot = await this.admit(key, maxQueriesPerIdentity, Math.min(config.limits.admission_wait_ms, req.timeout_ms));
+    const slot = await this.admit(key, maxQueriesPerIdentity, Math.min(config.limits.admission_wait_ms, req.timeout_ms), req.query_id);
     // The admission wait counts against the query's deadline.
     const timeoutMs = Math.max(1, req.timeout_ms - slot.waitedMs);
     const options = { max_rows: req.max_rows ?? null, timeout_ms: timeoutMs };
@@ -784,6 +789,12 @@ export class Tunnel extends DurableObject {
   /** The Worker saw the client hang up: CANCEL the query's stream if it is still open here. */
   async cancel(request) {
     const { queryId } = await request.json();
+    const waiting = this.waitingSlots.get(queryId);
+    if (waiting !== undefined && !waiting.granted && this.admission.withdraw(waiting.key, waiting)) {
+      waiting.gone = true; // admit() answers query.cancelled; no QUERY is ever sent for it
+      clearTimeout(waiting.timer);
+      waiting.resolve();
+    }
     for (const stream of this.streams.values()) {
       if (stream.queryId === queryId) {
         this.clientGone(stream);
