@@ -128,11 +128,12 @@ class Tunnel:
                 scope.cancel()
 
         try:
-            with trio.move_on_after(wait_s):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(watch, nursery.cancel_scope)
-                    await slot.event.wait()
-                    nursery.cancel_scope.cancel()
+            if not slot.granted:  # a full tunnel: wait (the common case needs no task)
+                with trio.move_on_after(wait_s):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(watch, nursery.cancel_scope)
+                        await slot.event.wait()
+                        nursery.cancel_scope.cancel()
         except BaseException:  # cancelled while waiting (perhaps just granted): give it back
             self._give_back(slot)
             raise
