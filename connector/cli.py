@@ -32,7 +32,9 @@ signals (connector run):
                     and relay_public_keys (connections whose relay key is no longer pinned are
                     replaced; their in-flight queries finish). A config with an error is refused
                     and the running one kept; other settings need a restart. Key rotation: README,
-                    "Rotate keys".
+                    "Rotate keys". It also rotates the [audit] file: audit.jsonl becomes
+                    audit.jsonl.<seq of its last record, 12 digits> and the chain continues in a
+                    new audit.jsonl (edgetds audit verify audit.jsonl.* audit.jsonl).
 """
 
 KEYGEN_EPILOG = """\
@@ -273,6 +275,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         name = signal.Signals(signum).name
                         if signum == signal.SIGHUP:
                             _reload_keys(args.config, connector, log)
+                            nursery.start_soon(connector.rotate_audit)
                         elif not connector.draining:
                             log.info(
                                 "%s: draining (send it again to exit at once)",

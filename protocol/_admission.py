@@ -1,7 +1,7 @@
 """Fair admission of queries to a shared set of slots, across identities (sans-I/O).
 
 The two relays (per tunnel) and the connector (connector-wide) drive one `FairAdmission` each; the
-caller owns time, capacity and waking (SPEC.md 11.3). An identity is the issuer + subject of the
+caller owns time, capacity and waking (SPEC.md 11.4). An identity is the issuer + subject of the
 verified end-user token; `key` is any string made from both.
 
 Rules:

@@ -3,7 +3,7 @@
 Shape (see examples/relay.toml and /work/briefs/integration.md)::
 
     [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
-                       stats_token_sha256
+                       stats_token_sha256, audit_token_sha256, checkpoint_file
     [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }, or during a key rotation
                        connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] };
                        max_queries_per_identity (optional, default 32)
@@ -74,7 +74,7 @@ class Limits:
     query_id_ttl_s: float = 600.0
     #: How long a query may wait for a free slot of a full tunnel (counted against its timeout_ms;
     #: then 429 limits.too_many_queries, limit "tunnel"). Waiters are served fewest-in-flight
-    #: identity first (SPEC.md 11.3).
+    #: identity first (SPEC.md 11.4).
     admission_wait_ms: int = 5_000
     #: Most client addresses / identities tracked by the rate limiters (oldest dropped first).
     max_tracked_keys: int = 100_000
@@ -115,6 +115,10 @@ class RelayConfig:
     tls_key_file: str = ""
     #: hex sha256 of a bearer secret that may read GET /v1/relay/stats from a non-loopback address.
     stats_token_sha256: str = ""
+    #: hex sha256 of the bearer secret that may read GET /v1/tunnels/T/audit/checkpoint ("" = none)
+    audit_token_sha256: str = ""
+    #: where connectors' latest signed audit checkpoints are kept across restarts ("" = memory)
+    checkpoint_file: str = ""
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -280,6 +284,8 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
             "tls_cert_file",
             "tls_key_file",
             "stats_token_sha256",
+            "audit_token_sha256",
+            "checkpoint_file",
         },
         here,
     )
@@ -295,6 +301,10 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
     stats_hash = _string(relay, "stats_token_sha256", here).lower()
     if stats_hash and not re.fullmatch(r"[0-9a-f]{64}", stats_hash):
         raise ConfigError(f"{here}: stats_token_sha256 must be 64 hex digits (sha256 of a secret)")
+    audit_hash = _string(relay, "audit_token_sha256", here).lower()
+    if audit_hash and not re.fullmatch(r"[0-9a-f]{64}", audit_hash):
+        raise ConfigError(f"{here}: audit_token_sha256 must be 64 hex digits (sha256 of a secret)")
+    checkpoint_file = _string(relay, "checkpoint_file", here)
     return RelayConfig(
         listen=listen,
         public_url=_string(relay, "public_url", here),
@@ -302,6 +312,8 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
         tls_cert_file=str(base_dir / tls_cert) if tls_cert else "",
         tls_key_file=str(base_dir / tls_key) if tls_key else "",
         stats_token_sha256=stats_hash,
+        audit_token_sha256=audit_hash,
+        checkpoint_file=str(base_dir / checkpoint_file) if checkpoint_file else "",
         tunnels=parse_tunnels(_table(doc, "tunnels", where), where=where),
         identity=identity_table(doc.get("issuers"), _table(doc, "identity", where), where=where),
         base_dir=base_dir,

@@ -7,7 +7,7 @@ queries in flight; ties are broken round-robin so equal connections share the lo
 A reconnect with the same connector id is just one more connection: it serves at once, and older
 connections keep serving their in-flight queries until they close (nothing waits for them).
 
-Admission (SPEC.md 11.3) comes before the pick: `Tunnel.slot()` admits a query through the
+Admission (SPEC.md 11.4) comes before the pick: `Tunnel.slot()` admits a query through the
 tunnel's `protocol.FairAdmission`. An identity at its `max_queries_per_identity` is refused at once;
 when every stream of every connection is taken, the query waits (bounded) and each slot that frees
 goes to the waiting identity with the fewest queries in flight. A granted slot is *reserved* until

@@ -60,6 +60,8 @@ def relay_config(
     relay_key: Ed25519PrivateKey | None = None,
     connector_keys: Mapping[str, Ed25519PrivateKey] | None = None,
     listen: str = "127.0.0.1:0",
+    audit_token_sha256: str = "",
+    checkpoint_file: str = "",
     max_queries_per_identity: int | None = None,
 ) -> tuple[RelayConfig, dict[str, Ed25519PrivateKey]]:
     """A RelayConfig for one tunnel (fresh keys unless given) and the connectors' private keys."""
@@ -86,6 +88,8 @@ def relay_config(
         },
         identity={"issuers": [issuer_entry]},
         limits=parse_limits(dict(TEST_LIMITS if limits is None else limits)),
+        audit_token_sha256=audit_token_sha256,
+        checkpoint_file=checkpoint_file,
     )
     return config, {cid: keys[cid] for cid in connector_ids}
 
@@ -134,6 +138,7 @@ async def start_python_relay(
         audience: the client-token audience.
         **options: `jwks_uri`, `jwks_file`, `limits` ([limits] keys, default `TEST_LIMITS`),
             `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`,
+            `audit_token_sha256`, `checkpoint_file`,
             `max_queries_per_identity` (the tunnel's).
     """
     async with open_python_relay(
