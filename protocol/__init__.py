@@ -2,7 +2,8 @@
 
 Bytes in, events out, for either role; no sockets, no clock, no threads. The frame header codec,
 the event classes, the state machine, credit-based flow control, and the Ed25519 helpers for the
-connector token, the relay HELLO and query attestations.
+connector token, the relay HELLO and query attestations. Also `FairAdmission`, the admission rule
+both relays and the connector apply to queries (SPEC.md 11.4).
 """
 
 from __future__ import annotations
