@@ -111,17 +111,22 @@ class QueryFailed(Exception):
         *,
         sql: Mapping[str, int] | None = None,
         outcome: Outcome | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.sql = dict(sql) if sql else None
         self.outcome = outcome or Outcome()
+        #: which limit a limits.too_many_queries refusal hit ("identity" or "connector")
+        self.limit = limit
 
     def record(self, query_id: str) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message, "query_id": query_id}
         if self.sql:
             err["sql"] = self.sql
+        if self.limit:
+            err["limit"] = self.limit
         return {"error": err}
 
 

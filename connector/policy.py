@@ -19,6 +19,8 @@ connector.toml)::
     timeout_ms = 30000          # default 30000
     max_statement_bytes = 262144  # default 256 KiB: longer ad-hoc SQL (UTF-8 bytes) is refused
                                   # with request.too_large before it is checked or run
+    max_concurrent_per_identity = 32  # default 32: one identity's queries running or waiting
+                                      # at this connector; more: 429 limits.too_many_queries
     log_param_values = false    # default false: the audit log records parameter names and types
 
     [roles.analyst.queries.orders_by_customer]
@@ -102,6 +104,7 @@ _ROLE_KEYS = {
     "max_bytes",
     "timeout_ms",
     "max_statement_bytes",
+    "max_concurrent_per_identity",
     "log_param_values",
     "queries",
 }
@@ -112,6 +115,7 @@ _DEFAULT_CAPS = {
     "max_bytes": 64 * 1024 * 1024,
     "timeout_ms": 30_000,
     "max_statement_bytes": DEFAULT_STATEMENT_BYTES,
+    "max_concurrent_per_identity": 32,
 }
 #: A statement cannot be longer than a QUERY frame, whose payload is at most 16 MiB.
 _CAP_MAXIMUM = {"max_statement_bytes": MAX_FRAME_HARD}
@@ -212,6 +216,8 @@ class Role:
     max_bytes: int = _DEFAULT_CAPS["max_bytes"]
     timeout_ms: int = _DEFAULT_CAPS["timeout_ms"]
     max_statement_bytes: int = _DEFAULT_CAPS["max_statement_bytes"]
+    #: queries one identity (issuer + subject) may have running or waiting at this connector
+    max_concurrent_per_identity: int = _DEFAULT_CAPS["max_concurrent_per_identity"]
     log_param_values: bool = False
     queries: Mapping[str, QueryTemplate] = field(default_factory=dict)
 
@@ -758,6 +764,7 @@ class _Loader:
             max_bytes=caps["max_bytes"],
             timeout_ms=caps["timeout_ms"],
             max_statement_bytes=caps["max_statement_bytes"],
+            max_concurrent_per_identity=caps["max_concurrent_per_identity"],
         )
 
     def queries(self, table: str, raw: Any, *, read_only: bool) -> dict[str, QueryTemplate]:

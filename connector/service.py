@@ -4,12 +4,16 @@
    connection's session id, a fresh timestamp, every hash recomputed from the frame, and a
    connector-wide replay cache of nonces and query ids (a query id is never executed twice, even
    across HA connections).
-2. The connector-wide concurrency cap (excess refused with ``limits.too_many_queries``).
-3. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
-4. The policy (connector/policy.py): role, statement size, named queries, caps, and the
+2. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
+3. The policy (connector/policy.py): role, statement size, named queries, caps, and the
    read-only check, which parses in a worker thread within a time budget taken from the query's
    timeout (connector/_readonly.py `ReadOnlyChecker`): the event loop never parses.
-5. Parameters decoded into typed, bound values (connector/encode.py).
+4. Parameters decoded into typed, bound values (connector/encode.py).
+5. Fair admission (`protocol.FairAdmission`): an identity with its role's
+   ``max_concurrent_per_identity`` queries running or waiting is refused at once; when all
+   ``max_concurrent_queries`` slots are taken the query waits (at most `ADMISSION_WAIT_S`, counted
+   against its timeout) and each freed slot goes to the waiting identity with the fewest running.
+   Refusals are ``limits.too_many_queries`` with ``"limit": "identity"`` or ``"connector"``.
 6. Execution and streaming (connector/execute.py) with the smaller of role caps and request
    options; then exactly one terminal DONE or ERROR line, and one audit record.
 
@@ -22,7 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,17 +46,29 @@ from connector.execute import (
     QueryFailed,
     execute,
 )
-from connector.policy import Decision, Policy, QueryRequest
+from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
 from connector.tunnel import StreamSink, TunnelLink
 from edgetds.oidc import AuthError as TokenError
 from edgetds.oidc import Identity, TokenVerifier
-from protocol import ATTESTATION_MAX_SKEW, AuthError, ReplayCache, events, verify_attestation
+from protocol import (
+    ATTESTATION_MAX_SKEW,
+    AuthError,
+    FairAdmission,
+    ReplayCache,
+    events,
+    verify_attestation,
+)
 
 __all__ = ["AuditEvent", "QueryService"]
 
 log = logging.getLogger("edgetds.connector.query")
 
+
+#: How long a query may wait for a connector slot when all are taken (then limits.too_many_queries).
+ADMISSION_WAIT_S = 5.0
+#: Most queries waiting for a connector slot; beyond it a full connector refuses at once.
+MAX_WAITING = 10_000
 
 #: error codes that mean "refused before reaching SQL Server" in the audit log
 _REFUSED_PREFIXES = ("auth.", "policy.", "request.", "query.duplicate", "limits.too_many")
@@ -122,6 +139,14 @@ def _typed_params(raw: Mapping[str, Any], types: Mapping[str, str]) -> dict[str,
     return out
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A query waiting for a connector slot."""
+
+    granted: bool = False
+    event: trio.Event = field(default_factory=trio.Event)
+
+
 class QueryService:
     """The `QueryHandler` the tunnel links call for every QUERY."""
 
@@ -146,7 +171,9 @@ class QueryService:
         self.fetch_rows = fetch_rows
         self.clock = clock
         self.replay = ReplayCache(ttl=2 * ATTESTATION_MAX_SKEW + 5)
+        #: queries admitted (running), across every tunnel link
         self.in_flight = 0
+        self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
         self.counts: dict[str, int] = {}
         #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
         self.ops: Any = None
@@ -162,7 +189,6 @@ class QueryService:
         started = time.monotonic()
         ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
         ev.sql, ev.query, ev.params = query.sql, query.query, query.params
-        counted = False
         if self.ops is not None:
             self.ops.query_started()
         try:
@@ -176,13 +202,6 @@ class QueryService:
                 )
             except AuthError as exc:
                 raise QueryFailed(str(exc.error_code), str(exc)) from None
-            if self.in_flight >= self.max_concurrent:
-                raise QueryFailed(
-                    "limits.too_many_queries",
-                    f"the connector runs at most {self.max_concurrent} queries at once; retry",
-                )
-            self.in_flight += 1
-            counted = True
             outcome = await self._run(query, sink, cancel, ev)
             ev.rows, ev.bytes, ev.result_sets = outcome.rows, outcome.bytes, outcome.result_sets
             done: dict[str, Any] = {
@@ -200,8 +219,6 @@ class QueryService:
             ev.result_sets = exc.outcome.result_sets
             await sink.finish(ndjson_line(exc.record(query.query_id)), error=True)
         finally:
-            if counted:
-                self.in_flight -= 1
             ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             self._count(ev.outcome)
             if self.ops is not None:
@@ -288,22 +305,86 @@ class QueryService:
         context = dict(
             zip(CONTEXT_KEYS, (identity.subject, identity.issuer, query.query_id), strict=True)
         )
-        req = ExecRequest(
-            query_id=query.query_id,
-            sql=decision.sql,
-            params=bound,
-            context=context,
-            max_rows=max_rows,
-            max_bytes=max_bytes,
-            timeout_s=(timeout_ms - check_ms) / 1000,
-            chunk_bytes=min(32 * 1024, sink.link.max_payload),
-            fetch_rows=self.fetch_rows,
-        )
         try:
             pool = self.pools[decision.role.login]
         except KeyError as exc:
             raise QueryFailed("internal", str(exc.args[0])) from None
-        return await execute(pool, req, sink, cancel)
+        left_ms = timeout_ms - check_ms
+        wait_s = min(ADMISSION_WAIT_S, left_ms / 1000) if timeout_ms else ADMISSION_WAIT_S
+        key = f"{identity.issuer}\n{identity.subject}"
+        async with self._slot(key, decision.role, wait_s=wait_s) as waited_s:
+            if timeout_ms:  # the check and the admission wait count against the query's timeout
+                timeout_ms = max(1, round(left_ms - waited_s * 1000))
+            req = ExecRequest(
+                query_id=query.query_id,
+                sql=decision.sql,
+                params=bound,
+                context=context,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+                timeout_s=timeout_ms / 1000 if timeout_ms else None,
+                chunk_bytes=min(32 * 1024, sink.link.max_payload),
+                fetch_rows=self.fetch_rows,
+            )
+            return await execute(pool, req, sink, cancel)
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Hand every free connector slot to a waiting query, fairest first."""
+        free = self.max_concurrent - self.admission.statistics().admitted
+        if free > 0 and self.admission.waiting():
+            for _key, waiter in self.admission.grant(free):
+                waiter.granted = True
+                waiter.event.set()
+
+    def _give_back(self, key: str, waiter: _Waiter) -> None:
+        if waiter.granted:
+            self.admission.release(key)
+            self._pump()
+        else:
+            self.admission.withdraw(key, waiter)
+
+    @asynccontextmanager
+    async def _slot(self, key: str, role: Role, *, wait_s: float) -> AsyncIterator[float]:
+        """Admit one query of identity `key` (step 5); yields the seconds it waited."""
+        waiter = _Waiter()
+        limit = role.max_concurrent_per_identity
+        refusal = self.admission.offer(key, waiter, limit=limit)
+        if refusal == "identity":
+            raise QueryFailed(
+                "limits.too_many_queries",
+                f"role {role.name!r} lets one identity run at most {limit} queries at once on "
+                "this connector (max_concurrent_per_identity); wait for one to finish, then retry",
+                limit="identity",
+            )
+        if refusal == "tunnel":
+            raise self._full(f"{MAX_WAITING} queries are already waiting")
+        self._pump()
+        started = trio.current_time()
+        try:
+            with trio.move_on_after(wait_s):
+                await waiter.event.wait()
+        except BaseException:  # cancelled while waiting (perhaps just granted): give it back
+            self._give_back(key, waiter)
+            raise
+        if not waiter.granted:
+            self._give_back(key, waiter)
+            raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
+        self.in_flight += 1
+        try:
+            yield trio.current_time() - started
+        finally:
+            self.in_flight -= 1
+            self._give_back(key, waiter)
+
+    def _full(self, why: str) -> QueryFailed:
+        return QueryFailed(
+            "limits.too_many_queries",
+            f"the connector runs at most {self.max_concurrent} queries at once "
+            f"(max_concurrent_queries) and {why}; retry after the Retry-After delay",
+            limit="connector",
+        )
 
 
 def _opt_int(value: Any) -> int | None:

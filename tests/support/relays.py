@@ -68,12 +68,16 @@ def relay_config(
     listen: str = "127.0.0.1:0",
     audit_token_sha256: str = "",
     checkpoint_file: str = "",
+    max_queries_per_identity: int | None = None,
 ) -> tuple[RelayConfig, dict[str, Ed25519PrivateKey]]:
     """A RelayConfig for one tunnel (fresh keys unless given) and the connectors' private keys."""
     keys = dict(connector_keys or {})
     for cid in connector_ids:
         keys.setdefault(cid, Ed25519PrivateKey.generate())
     issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
+    per_identity = {}
+    if max_queries_per_identity is not None:
+        per_identity["max_queries_per_identity"] = max_queries_per_identity
     if jwks_uri:
         issuer_entry["jwks_uri"] = jwks_uri
     if jwks_file:
@@ -83,7 +87,9 @@ def relay_config(
         private_key=relay_key or Ed25519PrivateKey.generate(),
         tunnels={
             tunnel: TunnelConfig(
-                name=tunnel, connectors={cid: (keys[cid].public_key(),) for cid in connector_ids}
+                name=tunnel,
+                connectors={cid: (keys[cid].public_key(),) for cid in connector_ids},
+                **per_identity,
             )
         },
         identity={"issuers": [issuer_entry]},
@@ -138,7 +144,8 @@ async def start_python_relay(
         audience: the client-token audience.
         **options: `jwks_uri`, `jwks_file`, `limits` ([limits] keys, default `TEST_LIMITS`),
             `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`,
-            `audit_token_sha256`, `checkpoint_file`.
+            `audit_token_sha256`, `checkpoint_file`,
+            `max_queries_per_identity` (the tunnel's).
     """
     async with open_python_relay(
         tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options

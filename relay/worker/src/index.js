@@ -173,6 +173,7 @@ async function query(request, env, ctx, config, tunnel, address) {
     token: bearerToken(request.headers.get("authorization")),
     request: req,
     deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
+    maxQueriesPerIdentity: config.tunnelSettings[tunnel].max_queries_per_identity,
   });
   // A client-supplied query_id is remembered for 10 minutes by its home shard (SPEC 7.3).
   const home = shardOf(req.query_id, config.shards);

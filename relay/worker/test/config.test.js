@@ -46,3 +46,13 @@ test("LIMITS: max_param_bytes defaults to 262144, may be set, and is at least 10
   assert.equal((await withLimits({ max_param_bytes: 4096 })).limits.max_param_bytes, 4096);
   await assert.rejects(withLimits({ max_param_bytes: 10 }), (err) => err instanceof ConfigError && /max_param_bytes must be at least 1024/.test(err.message));
 });
+
+test("TUNNELS: per-tunnel settings beside the connectors (the Python relay's [tunnels.NAME])", async () => {
+  const config = await load({ demo: { connectors: { "conn-1": NEW }, max_queries_per_identity: 4 }, other: { "conn-2": OLD } });
+  assert.equal(config.tunnels.demo["conn-1"], NEW);
+  assert.equal(config.tunnelSettings.demo.max_queries_per_identity, 4);
+  assert.equal(config.tunnelSettings.other.max_queries_per_identity, 32);
+  assert.equal(config.limits.admission_wait_ms, 5000);
+  await refused({ demo: { connectors: { "conn-1": NEW }, max_queries_per_identity: 0 } }, /^TUNNELS\.demo\.max_queries_per_identity must be a whole number >= 1/);
+  await refused({ demo: { connectors: { "conn-1": NEW }, max_queries: 3 } }, /^TUNNELS\.demo: unknown key "max_queries"/);
+});
