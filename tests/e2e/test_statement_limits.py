@@ -98,7 +98,10 @@ async def test_a_big_statement_does_not_hold_up_other_users(stack: Stack) -> Non
             nursery.start_soon(send, "analyst-big", big, ["analysts"])
             async with trio.open_nursery() as watch:
                 watch.start_soon(heartbeat)
-                await eventually(lambda: stack.connector.service.in_flight == 1)
+                # the big statement holds the big statements' lane: its check is running (it is
+                # admitted, and counted in flight, only once its check has passed)
+                lane = stack.connector.service.read_only.limiter
+                await eventually(lambda: lane.borrowed_tokens == 1)
                 # while the big statement is being checked: an admin's SELECT 1 (no check) and
                 # another analyst's never-seen SELECT (checked in the small statements' lane)
                 await send("admin", "SELECT 1 AS one", ["admins"])
