@@ -2,7 +2,9 @@
 signed or sent to the connector. A statement longer than the connector's READY
 max_statement_bytes (UTF-8 bytes; 256 KiB when READY does not say) is 413 request.too_large;
 more than 2,100 parameters, or params over the relay's max_param_bytes of canonical JSON, is 400
-request.invalid. The connector's side is a protocol peer (the real protocol/, checking HELLO and
+request.invalid. A body with a duplicate member name is 400 request.invalid at both relays too
+(JavaScript's JSON.parse and Python's json keep the last duplicate silently: the relays must not
+read one body two ways). The connector's side is a protocol peer (the real protocol/, checking HELLO and
 attestations), so each test also sees exactly what reached the connector: nothing refused."""
 
 from __future__ import annotations
@@ -119,4 +121,32 @@ async def test_a_configured_max_param_bytes_applies(kind: str, idp: DevIdP) -> N
             response = await post(relay, idp, {"sql": "select @x", "params": {"x": "y" * 2048}})
     assert response.status_code == 400
     assert "at most 2048" in response.json()["error"]["message"]
+    assert p.queries == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"sql": "select 1", "sql": "select 2"}',
+        b'{"sql": "select @a", "params": {"a": 1, "a": 2}}',
+        b'{"sql": "select @a", "params": {"a": {"type": "int", "value": 1, "value": 2}}}',
+        b'{"sql": "select 1", "s\\u0071l": "select 2"}',
+    ],
+    ids=["sql", "params", "typed-param", "escaped-name"],
+)
+async def test_duplicate_member_names_are_refused_before_the_connector(
+    relay: RelayHandle, idp: DevIdP, body: bytes
+) -> None:
+    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
+    headers = {
+        "Authorization": f"Bearer {idp.mint(sub='alice')}",
+        "Content-Type": "application/json",
+    }
+    with trio.fail_after(20):
+        async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
+            response = await client.post(url, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "request.invalid"
+    assert "duplicate" in error["message"]
     assert p.queries == []

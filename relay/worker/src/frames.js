@@ -11,6 +11,8 @@
  * Validation failures are thrown as ProtocolError with the error code and close code to report.
  */
 
+import { scanJson } from "./strictjson.js";
+
 export const VERSION = 1;
 export const HEADER_SIZE = 12;
 export const MAX_STREAM_ID = 0xffffffff;
@@ -323,44 +325,9 @@ export function loadsObject(data) {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new ProtocolError("expected a JSON object");
   }
-  if (hasDuplicateKeys(text)) throw new ProtocolError("duplicate JSON key");
+  // JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere
+  if (scanJson(text) !== null) throw new ProtocolError("duplicate JSON key");
   return value;
-}
-
-// JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere.
-// A small scanner over the text finds duplicates per object without a second full parse.
-function hasDuplicateKeys(text) {
-  const stack = [];
-  let i = 0;
-  let expectKey = false;
-  while (i < text.length) {
-    const ch = text[i];
-    if (ch === '"') {
-      let j = i + 1;
-      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      if (expectKey && stack.length) {
-        const key = JSON.parse(text.slice(i, j + 1));
-        const keys = stack[stack.length - 1];
-        if (keys.has(key)) return true;
-        keys.add(key);
-      }
-      expectKey = false;
-      i = j + 1;
-      continue;
-    }
-    if (ch === "{") {
-      stack.push(new Set());
-      expectKey = true;
-    } else if (ch === "[") {
-      stack.push(null);
-    } else if (ch === "}" || ch === "]") {
-      stack.pop();
-    } else if (ch === ",") {
-      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
-    }
-    i += 1;
-  }
-  return false;
 }
 
 function str(obj, key, { optional = false } = {}) {

@@ -8,6 +8,7 @@
 import { canonicalJsonText, PyFloat } from "./auth.js";
 import { ErrorCode } from "./frames.js";
 import { HttpError } from "./http.js";
+import { scanJson } from "./strictjson.js";
 
 const ALLOWED = new Set(["sql", "query", "params", "max_rows", "timeout_ms", "query_id"]);
 const QUERY_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -68,14 +69,22 @@ function optionalInt(body, key, minimum) {
  */
 export function parseQueryRequest(raw, { maxTimeoutMs, maxParamBytes = 262_144 }) {
   let body;
+  let text;
   try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
     // Where the runtime gives the literal's source (workerd does), keep float literals as floats:
     // Python reads "2.0" as a float and hashes it as 2.0, JavaScript would make it 2.
-    body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw), (key, value, context) =>
+    body = JSON.parse(text, (key, value, context) =>
       typeof value === "number" && /[.eE]/.test(context?.source ?? "") ? new PyFloat(value) : value,
     );
   } catch {
     throw invalid('body is not JSON; send {"sql": "...", "params": {...}} with Content-Type: application/json');
+  }
+  // JSON.parse keeps the last of two members with the same name; the Python relay refuses them,
+  // and so does this one: a body means one thing to both.
+  const problem = scanJson(text);
+  if (problem !== null) {
+    throw invalid(`body ${problem}; send {"sql": "...", "params": {...}} with each member once`);
   }
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw invalid('body must be a JSON object like {"sql": "...", "params": {...}}');
