@@ -11,16 +11,17 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import math
+import operator
 import sqlite3
 import uuid
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
 from . import _errors
 from ._errors import SqlError
-from ._types import SqlType
+from ._types import DECIMAL_TYPES, MONEY_TYPES, SqlType
 from ._values import Storage, convert, convert_style, encode
 
 
@@ -81,6 +82,40 @@ def _div(a: Storage, b: Storage) -> Storage:
         result = Decimal(x) / Decimal(y)
         return float(result)
     return x / y
+
+
+_EXACT_OPS: dict[str, Callable[[Decimal, Decimal], Decimal]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "%": operator.mod,  # Decimal's remainder takes the dividend's sign, as T-SQL's %
+}
+
+
+def _decimal_op(op: str, a: Storage, b: Storage, result: str) -> Storage:
+    """``a op b`` for a decimal/money result type, exactly, then fitted to ``result``: + - * and
+    % round half away from zero to the result scale, / truncates (SQL Server's 2.0/3 is
+    0.666666); a value too large for the result type is error 8115."""
+    x, y = _number(a), _number(b)
+    if x is None or y is None:
+        return None
+    to = parse_type(result)
+    assert to is not None
+    dx, dy = (Decimal(repr(v)) if isinstance(v, float) else Decimal(v) for v in (x, y))
+    if op in "/%" and dy == 0:
+        raise _errors.divide_by_zero()
+    with localcontext(prec=120):
+        if op == "/":
+            scale = 4 if to.name in MONEY_TYPES else int(to.scale or 0)
+            value = (dx / dy).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_DOWN)
+        else:
+            value = _EXACT_OPS[op](dx, dy)
+    try:
+        return encode(to, convert(value, to, source=to))
+    except SqlError as exc:
+        if exc.number == 8115:
+            raise _errors.overflow("numeric" if to.name in DECIMAL_TYPES else to.name) from None
+        raise
 
 
 def _mod(a: Storage, b: Storage) -> Storage:
@@ -317,6 +352,7 @@ def register(
         "tds_try_cast": (3, _try_cast, True),
         "tds_convert": (4, _convert, True),
         "tds_div": (2, _div, True),
+        "tds_decimal_op": (4, _decimal_op, True),
         "tds_mod": (2, _mod, True),
         "tds_left": (2, _left, True),
         "tds_right": (2, _right, True),

@@ -428,8 +428,17 @@ class Translator(BuiltinsMixin):
             exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"
         }  # fmt: skip
         symbol = symbols[type(node)]
+        left, right = (
+            ty.integer_constant(node.this, left, right),
+            ty.integer_constant(node.expression, right, left),
+        )
         result = ty.arithmetic(symbol, left, right)
-        if symbol in "/%":
+        if result is not None and result.name in ty.EXACT_FRACTIONAL:
+            # exact decimal/money arithmetic in Python (SQLite would use integers or doubles)
+            node.replace(
+                anon("tds_decimal_op", text(symbol), node.this, node.expression, text(str(result)))
+            )
+        elif symbol in "/%":
             node.replace(
                 anon("tds_div" if symbol == "/" else "tds_mod", node.this, node.expression)
             )

@@ -1,0 +1,115 @@
+"""SQL Server values that must not change on their way through tdslite, checked with two
+independent clients: python-tds and pyodbc over FreeTDS ODBC. Each case is one expression; both
+clients must read SQL Server's value (and, for decimals, its scale)."""
+
+from __future__ import annotations
+
+import glob
+from decimal import Decimal
+from typing import Any
+
+import pytds
+import pytest
+from _tds_helpers import PASSWORDS, in_thread
+
+from tdslite import TdsServer
+
+pyodbc = pytest.importorskip("pyodbc")
+DRIVERS = sorted(glob.glob("/usr/lib/*/odbc/libtdsodbc.so"))
+pytestmark = pytest.mark.skipif(
+    not DRIVERS, reason="FreeTDS ODBC driver missing: run scripts/install-system-deps"
+)
+
+
+def _pytds_rows(server: TdsServer, sql: str) -> list[tuple[Any, ...]]:
+    return _pytds_result(server, sql)[0]
+
+
+def _pytds_result(server: TdsServer, sql: str) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """(rows, [(precision, scale) per column]) as python-tds reads them."""
+    conn = pytds.connect(
+        server.host,
+        port=server.port,
+        user="admin",
+        password=PASSWORDS["admin"],
+        autocommit=True,
+        timeout=10,
+        login_timeout=5,
+    )
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        return [tuple(r) for r in cur.fetchall()], [(d[4], d[5]) for d in cur.description]
+    finally:
+        conn.close()
+
+
+def _pyodbc_rows(server: TdsServer, sql: str) -> list[tuple[Any, ...]]:
+    dsn = (
+        f"DRIVER={DRIVERS[0]};SERVER={server.host};PORT={server.port};"
+        f"UID=admin;PWD={PASSWORDS['admin']};TDS_Version=7.4;ClientCharset=UTF-8"
+    )
+    conn = pyodbc.connect(dsn, timeout=5, autocommit=True)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        return [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+async def both_clients(server: TdsServer, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of `sql` read by python-tds; asserts pyodbc+FreeTDS read the same values."""
+    by_pytds = await in_thread(_pytds_rows, server, sql)
+    by_odbc = await in_thread(_pyodbc_rows, server, sql)
+    assert by_odbc == by_pytds
+    assert [tuple(map(type, r)) for r in by_odbc] == [tuple(map(type, r)) for r in by_pytds]
+    return by_pytds
+
+
+# (expression, value, (precision, scale) of the result; money is (19, 4))
+DECIMAL_CASES = [
+    # decimal(12,2) / int constant 4 (as decimal(12,2)): scale 2 + 12 + 1 = 15
+    ("CAST(10 AS decimal(12,2)) / 4", Decimal("2.500000000000000"), (27, 15)),
+    ("CAST(7 AS money) / 2", Decimal("3.5000"), (19, 4)),
+    ("CAST(7 AS money) * CAST(2.5 AS money)", Decimal("17.5000"), (19, 4)),
+    ("CAST(10 AS money) / 3", Decimal("3.3333"), (19, 4)),
+    ("CAST(1.05 AS decimal(4,2)) * CAST(1.05 AS decimal(4,2))", Decimal("1.1025"), (9, 4)),
+    ("CAST(2 AS decimal(3,0)) / 3", Decimal("0.666666"), (9, 6)),  # division truncates
+    ("CAST(-7.5 AS decimal(5,1)) % 2", Decimal("-1.5"), (5, 1)),  # the dividend's sign
+    ("CAST(0.1 AS decimal(3,1)) + CAST(0.2 AS decimal(3,1))", Decimal("0.3"), (4, 1)),
+    ("CAST(1 AS decimal(38,4)) + CAST(1 AS decimal(38,4))", Decimal("2.0000"), (38, 4)),
+    ("CAST(1 AS decimal(38,10)) * CAST(3 AS decimal(38,10))", Decimal("3.000000"), (38, 6)),
+    ("7.0 / 2", Decimal("3.500000"), (8, 6)),
+    (
+        "CAST(12345678901234567.89 AS decimal(19,2)) - 0.01",
+        Decimal("12345678901234567.88"),
+        (20, 2),
+    ),
+]
+
+
+@pytest.mark.parametrize(("expression", "expected", "p_s"), DECIMAL_CASES)
+async def test_decimal_and_money_arithmetic(
+    tds_server: TdsServer, expression: str, expected: Decimal, p_s: tuple[int, int]
+) -> None:
+    assert await both_clients(tds_server, f"SELECT {expression}") == [(expected,)]
+    _, described = await in_thread(_pytds_result, tds_server, f"SELECT {expression}")
+    if p_s != (19, 4):  # python-tds describes money without precision/scale
+        assert described == [p_s]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "CAST(99999999999999999999999999999999999999 AS decimal(38,0)) + 1",
+        "CAST(922337203685477 AS money) * 10",
+        "CAST(999.9 AS decimal(4,1)) * CAST(999.9 AS decimal(4,1)) * CAST(999.9 AS decimal(38,37))",
+    ],
+)
+async def test_decimal_overflow_is_8115(tds_server: TdsServer, expression: str) -> None:
+    with pytest.raises(pytds.OperationalError) as info:
+        await in_thread(_pytds_rows, tds_server, f"SELECT {expression}")
+    assert info.value.msg_no == 8115
+    with pytest.raises(pyodbc.Error, match="8115|[Aa]rithmetic overflow"):
+        await in_thread(_pyodbc_rows, tds_server, f"SELECT {expression}")
