@@ -124,7 +124,7 @@ class Translator(BuiltinsMixin):
         self._handlers = {
             exp.Column: self._column, exp.Literal: self._literal, exp.National: self._national,
             exp.HexString: self._hex, exp.Null: lambda n, s: None, exp.Parameter: self._parameter,
-            exp.Paren: self._first, exp.Neg: self._first, exp.Add: self._arith,
+            exp.Paren: self._first, exp.Neg: self._neg, exp.Add: self._arith,
             exp.Sub: self._arith,
             exp.Mul: self._arith, exp.Div: self._arith, exp.Mod: self._arith,
             exp.EQ: self._compare, exp.NEQ: self._compare, exp.GT: self._compare,
@@ -392,6 +392,22 @@ class Translator(BuiltinsMixin):
         if result.name == "decimal" and isinstance(decimal_storage(Decimal(node.this)), str):
             # SQLite would read it as a REAL and lose digits: keep the exact text.
             node.replace(text(node.this))
+        return result
+
+    def _neg(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        inner = node.this
+        if isinstance(inner, exp.Literal) and not inner.is_string:
+            # a signed constant: -9223372036854775808 is exact (SQLite reads the unsigned text
+            # as a REAL), typed like its digits (decimal(19,0), as SQL Server does)
+            result = ty.literal_number(inner.this)
+            signed = "-" + inner.this
+            if result.name == "decimal" and isinstance(decimal_storage(Decimal(signed)), str):
+                node.replace(text(signed))
+            return result
+        result = self.expr(inner, scope)
+        if result is not None and result.name in ty.EXACT_FRACTIONAL:
+            zero = exp.Literal.number(0)
+            node.replace(anon("tds_decimal_op", text("-"), zero, node.this, text(str(result))))
         return result
 
     def _national(self, node: exp.Expression, scope: Scope) -> SqlType:

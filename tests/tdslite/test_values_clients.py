@@ -113,3 +113,25 @@ async def test_decimal_overflow_is_8115(tds_server: TdsServer, expression: str) 
     assert info.value.msg_no == 8115
     with pytest.raises(pyodbc.Error, match="8115|[Aa]rithmetic overflow"):
         await in_thread(_pyodbc_rows, tds_server, f"SELECT {expression}")
+
+
+async def test_bigint_limits_are_exact(tds_server: TdsServer) -> None:
+    sql = (
+        "SELECT -9223372036854775808, CAST(-9223372036854775808 AS bigint),"
+        " CAST(9223372036854775807 AS bigint), -(9223372036854775808),"
+        " -CAST(12345678901234567890123456789.5 AS decimal(38,1))"
+    )
+    assert await both_clients(tds_server, sql) == [
+        (
+            Decimal("-9223372036854775808"),  # the constant is decimal(19,0), as in SQL Server
+            -(2**63),
+            2**63 - 1,
+            Decimal("-9223372036854775808"),
+            Decimal("-12345678901234567890123456789.5"),
+        )
+    ]
+    _, described = await in_thread(_pytds_result, tds_server, sql)
+    assert described[0] == (19, 0)
+    with pytest.raises(pytds.OperationalError) as info:
+        await in_thread(_pytds_rows, tds_server, "SELECT CAST(-9223372036854775809 AS bigint)")
+    assert info.value.msg_no == 8115
