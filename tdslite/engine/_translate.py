@@ -404,11 +404,11 @@ class Translator(BuiltinsMixin):
             if result.name == "decimal" and isinstance(decimal_storage(Decimal(signed)), str):
                 node.replace(text(signed))
             return result
-        result = self.expr(inner, scope)
-        if result is not None and result.name in ty.EXACT_FRACTIONAL:
+        operand = self.expr(inner, scope)
+        if operand is not None and operand.name in ty.EXACT_FRACTIONAL:
             zero = exp.Literal.number(0)
-            node.replace(anon("tds_decimal_op", text("-"), zero, node.this, text(str(result))))
-        return result
+            node.replace(anon("tds_decimal_op", text("-"), zero, node.this, text(str(operand))))
+        return operand
 
     def _national(self, node: exp.Expression, scope: Scope) -> SqlType:
         node.replace(text(node.this))
