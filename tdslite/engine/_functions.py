@@ -22,7 +22,7 @@ from typing import Any
 from . import _errors
 from ._errors import SqlError
 from ._types import DECIMAL_TYPES, MONEY_TYPES, SqlType
-from ._values import Storage, convert, convert_style, encode
+from ._values import Storage, convert, convert_style, encode, utf16_len, utf16_slice
 
 
 @lru_cache(maxsize=512)
@@ -164,7 +164,7 @@ def _left(value: Storage, n: Storage) -> Storage:
         return None
     if int(n) < 0:
         raise SqlError(536, "Invalid length parameter passed to the left function.")
-    return text[: int(n)]
+    return utf16_slice(text, 0, int(n))
 
 
 def _right(value: Storage, n: Storage) -> Storage:
@@ -173,14 +173,29 @@ def _right(value: Storage, n: Storage) -> Storage:
         return None
     if int(n) < 0:
         raise SqlError(536, "Invalid length parameter passed to the right function.")
-    return text[len(text) - int(n) :] if int(n) else ""
+    return utf16_slice(text, utf16_len(text) - int(n)) if int(n) else ""
+
+
+def _substring(value: Storage, start: Storage, length: Storage) -> Storage:
+    """SUBSTRING(value, start, length): 1-based, in UTF-16 code units (bytes for binary); a start
+    before 1 eats into the length, as in SQL Server."""
+    if value is None or start is None or length is None:
+        return None
+    if int(length) < 0:
+        raise SqlError(537, "Invalid length parameter passed to the substring function.")
+    first, stop = int(start) - 1, int(start) - 1 + int(length)
+    if isinstance(value, bytes):
+        return value[max(0, first) : max(0, stop)]
+    text = _text(value)
+    assert text is not None
+    return utf16_slice(text, max(0, first), max(0, stop))
 
 
 def _len(value: Storage) -> Storage:
-    text = _text(value) if not isinstance(value, bytes) else None
     if isinstance(value, bytes):
         return len(value)
-    return None if text is None else len(text.rstrip(" "))
+    text = _text(value)
+    return None if text is None else utf16_len(text.rstrip(" "))
 
 
 def _datalength(value: Storage, type_name: str) -> Storage:
@@ -190,7 +205,7 @@ def _datalength(value: Storage, type_name: str) -> Storage:
         return len(value)
     sql_type = parse_type(type_name)
     if isinstance(value, str) and sql_type is not None and sql_type.name in ("nvarchar", "nchar"):
-        return len(value.encode("utf-16-le"))
+        return 2 * utf16_len(value)
     if isinstance(value, str):
         return len(value.encode("utf-8"))
     return 8 if isinstance(value, float) else 4
@@ -357,6 +372,8 @@ def register(
         "tds_left": (2, _left, True),
         "tds_right": (2, _right, True),
         "tds_len": (1, _len, True),
+        "tds_substring": (3, _substring, True),
+        "tds_utf16_length": (1, lambda v: None if v is None else utf16_len(str(v)), True),
         "tds_datalength": (2, _datalength, True),
         "tds_charindex": (-1, _charindex, True),
         "tds_concat": (-1, _concat, True),

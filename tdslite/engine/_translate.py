@@ -24,7 +24,7 @@ from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
 from ._catalog import Catalog, TableInfo, is_internal
 from ._types import Column, SqlType
-from ._values import decimal_storage
+from ._values import decimal_storage, utf16_len
 
 _TABLE_HINTS = {"NOLOCK", "READUNCOMMITTED", "ROWLOCK", "UPDLOCK", "HOLDLOCK", "READPAST",
                 "NOWAIT", "PAGLOCK", "TABLOCK", "TABLOCKX", "XLOCK", "READCOMMITTED",
@@ -137,7 +137,7 @@ class Translator(BuiltinsMixin):
             exp.Sum: self._aggregate, exp.Avg: self._aggregate, exp.Min: self._aggregate,
             exp.Max: self._aggregate, exp.GroupConcat: self._string_agg, exp.Window: self._window,
             exp.RowNumber: lambda n, s: ty.BIGINT, exp.Upper: self._first, exp.Lower: self._first,
-            exp.Trim: self._trim, exp.Substring: self._first, exp.Replace: self._first,
+            exp.Trim: self._trim, exp.Substring: self._substring, exp.Replace: self._first,
             exp.Abs: self._first, exp.Round: self._first, exp.Anonymous: self._function,
             exp.Ordered: self._first, exp.Distinct: self._distinct,
         }  # fmt: skip
@@ -374,6 +374,19 @@ class Translator(BuiltinsMixin):
                 self.expr(value, scope)
         return result
 
+    def _substring(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        """SUBSTRING in UTF-16 code units (SQLite's substr counts code points)."""
+        result = self._first(node, scope)
+        start, length = node.args.get("start"), node.args.get("length")
+        if start is None or length is None:
+            raise _errors.SqlError(174, "The substring function requires 3 argument(s).")
+        node.replace(anon("tds_substring", node.this, start, length))
+        if result is not None and result.name in ("char", "nchar"):
+            return SqlType(
+                "var" + result.name if result.name == "char" else "nvarchar", length=result.length
+            )
+        return result
+
     def _column(self, node: exp.Expression, scope: Scope) -> SqlType | None:
         assert isinstance(node, exp.Column)
         if isinstance(node.this, exp.Star):
@@ -412,7 +425,7 @@ class Translator(BuiltinsMixin):
 
     def _national(self, node: exp.Expression, scope: Scope) -> SqlType:
         node.replace(text(node.this))
-        return SqlType("nvarchar", length=max(1, len(node.this)))
+        return SqlType("nvarchar", length=max(1, utf16_len(node.this)))
 
     def _hex(self, node: exp.Expression, scope: Scope) -> SqlType:
         return SqlType("varbinary", length=max(1, len(node.this) // 2))

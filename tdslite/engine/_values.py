@@ -314,11 +314,32 @@ def to_text(value: object, *, style: int = 0) -> str:
     return str(value)
 
 
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units, as SQL Server counts nchar/nvarchar (a character outside the
+    Basic Multilingual Plane, such as an emoji, counts 2)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def utf16_slice(text: str, start: int, stop: int | None = None) -> str:
+    """``text[start:stop]`` counted in UTF-16 code units. A cut through a surrogate pair drops the
+    lone half (SQL Server would keep it; SQLite cannot store it)."""
+    if text.isascii() or not any(ord(ch) > 0xFFFF for ch in text):
+        return text[start:stop]
+    units = text.encode("utf-16-le")
+    end = None if stop is None else max(0, stop) * 2
+    return units[max(0, start) * 2 : end].decode("utf-16-le", "ignore")
+
+
 def _to_string(value: object, target: SqlType, *, style: int) -> str:
     text = value if isinstance(value, str) else to_text(value, style=style)
     if target.length is not None and target.length > 0:
+        if target.name in ("nchar", "nvarchar"):  # lengths in UTF-16 code units
+            text = utf16_slice(text, 0, target.length)
+            return (
+                text + " " * (target.length - utf16_len(text)) if target.name == "nchar" else text
+            )
         text = text[: target.length]
-        if target.name in ("char", "nchar"):
+        if target.name == "char":
             text = text.ljust(target.length)
     return text
 

@@ -39,6 +39,8 @@ def _pytds_result(server: TdsServer, sql: str) -> tuple[list[tuple[Any, ...]], l
     try:
         cur = conn.cursor()
         cur.execute(sql)
+        if cur.description is None:  # a statement without a result set
+            return [], []
         return [tuple(r) for r in cur.fetchall()], [(d[4], d[5]) for d in cur.description]
     finally:
         conn.close()
@@ -135,3 +137,21 @@ async def test_bigint_limits_are_exact(tds_server: TdsServer) -> None:
     with pytest.raises(pytds.OperationalError) as info:
         await in_thread(_pytds_rows, tds_server, "SELECT CAST(-9223372036854775809 AS bigint)")
     assert info.value.msg_no == 8115
+
+
+async def test_nvarchar_lengths_count_utf16_code_units(tds_server: TdsServer) -> None:
+    # U+1F600 is one character but two UTF-16 code units, and SQL Server counts code units
+    sql = (
+        "SELECT N'a😀b', LEN(N'a😀b'), DATALENGTH(N'a😀b'), SUBSTRING(N'a😀b', 2, 2),"
+        " LEFT(N'a😀b', 3), RIGHT(N'a😀b', 3), CAST(N'a😀b' AS nvarchar(3)),"
+        " SUBSTRING(N'xyz', 0, 3), SUBSTRING(0x0102030405, 2, 2)"
+    )
+    assert await both_clients(tds_server, sql) == [
+        ("a😀b", 4, 8, "😀", "a😀", "😀b", "a😀", "xy", b"\x02\x03")
+    ]
+    await in_thread(_pytds_rows, tds_server, "CREATE TABLE utf16 (v nvarchar(3))")
+    await in_thread(_pytds_rows, tds_server, "INSERT INTO utf16 VALUES (N'a😀')")
+    assert await both_clients(tds_server, "SELECT v, LEN(v) FROM utf16") == [("a😀", 3)]
+    with pytest.raises(pytds.OperationalError) as info:  # 4 code units into nvarchar(3)
+        await in_thread(_pytds_rows, tds_server, "INSERT INTO utf16 VALUES (N'a😀b')")
+    assert info.value.msg_no == 2628
