@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _errors
+from ._datetext import parse_temporal_text
 from ._types import (
     BINARY_TYPES,
     DATETIME_TYPES,
@@ -59,15 +60,6 @@ _MONEY_LIMIT = {
     "smallmoney": (Decimal("-214748.3648"), Decimal("214748.3647")),
 }
 _DECIMAL_CONTEXT = decimal.Context(prec=80, rounding=decimal.ROUND_HALF_UP)
-
-_DATE_RE = re.compile(
-    r"^\s*(\d{4})-?(\d{2})-?(\d{2})"
-    r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?"
-    r"\s*(Z|[+-]\d{2}:\d{2})?\s*$",
-    re.IGNORECASE,
-)
-_TIME_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?\s*$")
-
 
 # -- storage ---------------------------------------------------------------------------------
 
@@ -385,33 +377,10 @@ def _round_fraction(ticks: int, scale: int) -> int:
 
 def _parse_temporal(text: str) -> tuple[dt.datetime, int, dt.tzinfo | None, bool]:
     """Parse a date/time string: (naive datetime, 100ns ticks, tz or None, had a time part)."""
-    match = _DATE_RE.match(text)
-    if match is not None:
-        year, month, day, hour, minute, second, frac, zone = match.groups()
-        ticks = int((frac or "0").ljust(7, "0"))
-        try:
-            base = dt.datetime(
-                int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)
-            )
-        except ValueError:
-            raise _errors.datetime_conversion() from None
-        tz: dt.tzinfo | None = None
-        if zone is not None:
-            if zone.upper() == "Z":
-                tz = dt.UTC
-            else:
-                sign = -1 if zone[0] == "-" else 1
-                tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:])))
-        return base, ticks, tz, hour is not None
-    match = _TIME_RE.match(text)
-    if match is not None:
-        hour, minute, second, frac = match.groups()
-        ticks = int((frac or "0").ljust(7, "0"))
-        if int(hour) > 23 or int(minute) > 59 or int(second or 0) > 59:
-            raise _errors.datetime_conversion()
-        base = dt.datetime(1900, 1, 1, int(hour), int(minute), int(second or 0))
-        return base, ticks, None, True
-    raise _errors.datetime_conversion()
+    parsed = parse_temporal_text(text)
+    if parsed is None:
+        raise _errors.datetime_conversion()
+    return parsed
 
 
 def _temporal_parts(value: object) -> tuple[dt.datetime, int, dt.tzinfo | None]:
@@ -478,7 +447,8 @@ def _to_temporal(value: object, target: SqlType, source: SqlType | None) -> obje
         return moment.time()
     if name == "datetime":
         # datetime keeps 1/300 s: milliseconds end in 0, 3 or 7.
-        three_hundredths = round(ticks / (10_000_000 / 300))
+        # rounded half up: .995 is .997 (Python's round() would make it .993)
+        three_hundredths = (ticks * 300 + 5_000_000) // 10_000_000
         ms = round(three_hundredths * 1000 / 300)
         if not 1753 <= base.year <= 9999:
             raise _errors.SqlError(

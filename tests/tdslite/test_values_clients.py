@@ -4,6 +4,7 @@ clients must read SQL Server's value (and, for decimals, its scale)."""
 
 from __future__ import annotations
 
+import datetime
 import glob
 from decimal import Decimal
 from typing import Any
@@ -155,3 +156,50 @@ async def test_nvarchar_lengths_count_utf16_code_units(tds_server: TdsServer) ->
     with pytest.raises(pytds.OperationalError) as info:  # 4 code units into nvarchar(3)
         await in_thread(_pytds_rows, tds_server, "INSERT INTO utf16 VALUES (N'a😀b')")
     assert info.value.msg_no == 2628
+
+
+async def test_datetime_rounds_to_three_hundredths_like_sql_server(tds_server: TdsServer) -> None:
+    # SQL Server's documented table: .990/.991 -> .990, .992-.994 -> .993, .995-.998 -> .997,
+    # .999 -> the next second
+    fractions = ["990", "991", "992", "994", "995", "996", "998", "999"]
+    sql = "SELECT " + ", ".join(f"CAST('2024-02-29 23:59:59.{f}' AS datetime)" for f in fractions)
+    rows = await both_clients(tds_server, sql)
+    at = datetime.datetime(2024, 2, 29, 23, 59, 59)
+    assert rows == [
+        tuple(at.replace(microsecond=ms * 1000) for ms in (990, 990, 993, 993, 997, 997, 997))
+        + (datetime.datetime(2024, 3, 1),)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2011-12-4 10:04:23", datetime.datetime(2011, 12, 4, 10, 4, 23)),
+        ("2011-12-04T10:04:23.997", datetime.datetime(2011, 12, 4, 10, 4, 23, 997000)),
+        ("20111204 10:04", datetime.datetime(2011, 12, 4, 10, 4)),
+        ("2011/12/04", datetime.datetime(2011, 12, 4)),
+        ("12/4/2011 10:04 PM", datetime.datetime(2011, 12, 4, 22, 4)),
+        ("12-04-11", datetime.datetime(2011, 12, 4)),
+        ("Dec 4 2011 10:04AM", datetime.datetime(2011, 12, 4, 10, 4)),
+        ("December 4, 2011", datetime.datetime(2011, 12, 4)),
+        ("4 Dec 2011 10:04:23:997", datetime.datetime(2011, 12, 4, 10, 4, 23, 997000)),
+        ("", datetime.datetime(1900, 1, 1)),
+        ("10:04:23", datetime.datetime(1900, 1, 1, 10, 4, 23)),
+    ],
+)
+async def test_datetime_literal_formats(
+    tds_server: TdsServer, text: str, expected: datetime.datetime
+) -> None:
+    rows = await both_clients(
+        tds_server, f"SELECT CAST('{text}' AS datetime), CAST('{text}' AS datetime2(3))"
+    )
+    assert rows == [(expected, expected)]
+
+
+@pytest.mark.parametrize(
+    "text", ["2011-13-04", "2011-02-30", "12/4/2011 25:00", "hello", "4 Foo 2011"]
+)
+async def test_impossible_dates_are_error_241(tds_server: TdsServer, text: str) -> None:
+    with pytest.raises(pytds.OperationalError) as info:
+        await in_thread(_pytds_rows, tds_server, f"SELECT CAST('{text}' AS datetime)")
+    assert info.value.msg_no == 241
