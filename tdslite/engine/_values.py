@@ -34,6 +34,7 @@ from ._types import (
     DATETIME_TYPES,
     DECIMAL_TYPES,
     FLOAT_TYPES,
+    FRACTIONAL_TYPES,
     INTEGER_TYPES,
     MONEY_TYPES,
     STRING_TYPES,
@@ -188,7 +189,7 @@ def convert(value: object, target: SqlType, *, source: SqlType | None) -> object
     if name in FLOAT_TYPES:
         return _to_float(value, target, source)
     if name in STRING_TYPES:
-        return _to_string(value, target, style=0)
+        return _to_string(value, target, style=0, source=source)
     if name in BINARY_TYPES:
         return _to_binary(value, target, source)
     if name == "uniqueidentifier":
@@ -276,8 +277,13 @@ def _fraction_digits(value: object, digits: int) -> str:
     return "." + _fraction(value, digits) if digits else ""
 
 
-def to_text(value: object, *, style: int = 0) -> str:
-    """The string SQL Server makes of a value in CAST/CONVERT (styles 0, 23, 120, 121, 126)."""
+def to_text(value: object, *, style: int = 0, source: SqlType | None = None) -> str:
+    """The string SQL Server makes of a value in CAST/CONVERT (styles 0, 23, 120, 121, 126).
+
+    A time/datetime2/datetimeoffset prints the fractional digits of its type's scale (time(3):
+    ``13:14:15.123``; scale 0: no fraction); datetime/smalldatetime print style 0 as
+    ``Feb 29 2024  1:14PM`` and styles 121/126 with milliseconds, as SQL Server does.
+    """
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
@@ -288,22 +294,36 @@ def to_text(value: object, *, style: int = 0) -> str:
         return str(value).upper()
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    legacy = source is not None and source.name in ("datetime", "smalldatetime")
+    digits = 3 if legacy else _scale_of(source)
     if isinstance(value, dt.datetime):
         if style == 23:
             return _ymd(value)
+        if legacy and style in (0, 100):
+            hour = value.hour % 12 or 12
+            ampm = "AM" if value.hour < 12 else "PM"
+            return f"{value:%b} {value.day:2d} {value.year:04d} {hour:2d}:{value:%M}{ampm}"
         sep = "T" if style in (126, 127) else " "
         text = f"{_ymd(value)}{sep}{value:%H:%M:%S}"
         if style == 120:
             return text
-        text += "." + _fraction(value, 7)
+        if digits:
+            text += "." + _fraction(value, digits)
         if value.tzinfo is not None:
             text += " " + _utc_offset_text(value)
         return text
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, dt.time):
-        return f"{value:%H:%M:%S}.{_fraction(value)}"
+        return f"{value:%H:%M:%S}" + (f".{_fraction(value, digits)}" if digits else "")
     return str(value)
+
+
+def _scale_of(source: SqlType | None) -> int:
+    """Fractional digits of a time/datetime2/datetimeoffset type (7 when unknown)."""
+    if source is None or source.scale is None or source.name not in FRACTIONAL_TYPES:
+        return 7
+    return int(source.scale)
 
 
 def utf16_len(text: str) -> int:
@@ -322,8 +342,8 @@ def utf16_slice(text: str, start: int, stop: int | None = None) -> str:
     return units[max(0, start) * 2 : end].decode("utf-16-le", "ignore")
 
 
-def _to_string(value: object, target: SqlType, *, style: int) -> str:
-    text = value if isinstance(value, str) else to_text(value, style=style)
+def _to_string(value: object, target: SqlType, *, style: int, source: SqlType | None = None) -> str:
+    text = value if isinstance(value, str) else to_text(value, style=style, source=source)
     if target.length is not None and target.length > 0:
         if target.name in ("nchar", "nvarchar"):  # lengths in UTF-16 code units
             text = utf16_slice(text, 0, target.length)
@@ -478,7 +498,7 @@ def convert_style(value: object, target: SqlType, style: int, *, source: SqlType
     ):
         value = _parse_stored(value, source)
     if target.name in STRING_TYPES and not isinstance(value, str):
-        return _to_string(value, target, style=style)
+        return _to_string(value, target, style=style, source=source)
     return convert(value, target, source=source)
 
 

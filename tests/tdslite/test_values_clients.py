@@ -203,3 +203,29 @@ async def test_impossible_dates_are_error_241(tds_server: TdsServer, text: str) 
     with pytest.raises(pytds.OperationalError) as info:
         await in_thread(_pytds_rows, tds_server, f"SELECT CAST('{text}' AS datetime)")
     assert info.value.msg_no == 241
+
+
+async def test_temporal_to_text_prints_the_types_fractional_digits(tds_server: TdsServer) -> None:
+    t = "CAST('13:14:15.1234567' AS time({}))"
+    d2 = "CAST('2024-02-29 13:14:15.1234567' AS datetime2({}))"
+    sql = "SELECT " + ", ".join(
+        [f"CAST({t.format(n)} AS varchar(40))" for n in (0, 3, 7)]
+        + [f"CONVERT(nvarchar(40), {d2.format(n)})" for n in (0, 2)]
+        + [
+            "CAST(CAST('2024-02-29 13:14:15.1234567 +01:00' AS datetimeoffset(4)) AS varchar(40))",
+            "CAST(CAST('2024-02-29 13:14:15.997' AS datetime) AS varchar(30))",
+            "CONVERT(varchar(30), CAST('2024-02-29 13:14:15.997' AS datetime), 121)",
+        ]
+    )
+    assert await both_clients(tds_server, sql) == [
+        (
+            "13:14:15",
+            "13:14:15.123",
+            "13:14:15.1234567",
+            "2024-02-29 13:14:15",
+            "2024-02-29 13:14:15.12",
+            "2024-02-29 13:14:15.1235 +01:00",
+            "Feb 29 2024  1:14PM",
+            "2024-02-29 13:14:15.997",
+        )
+    ]
