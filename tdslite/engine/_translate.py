@@ -399,8 +399,9 @@ class Translator(BuiltinsMixin):
 
     def _literal(self, node: exp.Expression, scope: Scope) -> SqlType:
         assert isinstance(node, exp.Literal)
-        if node.is_string:
-            return SqlType("varchar", length=max(1, len(node.this)))
+        if node.is_string:  # longer than 8,000 characters: varchar(max), as in SQL Server
+            length = len(node.this)
+            return SqlType("varchar", length=max(1, length) if length <= 8000 else -1)
         result = ty.literal_number(node.this)
         if result.name == "decimal" and isinstance(decimal_storage(Decimal(node.this)), str):
             # SQLite would read it as a REAL and lose digits: keep the exact text.
@@ -425,7 +426,8 @@ class Translator(BuiltinsMixin):
 
     def _national(self, node: exp.Expression, scope: Scope) -> SqlType:
         node.replace(text(node.this))
-        return SqlType("nvarchar", length=max(1, utf16_len(node.this)))
+        units = utf16_len(node.this)
+        return SqlType("nvarchar", length=max(1, units) if units <= 4000 else -1)
 
     def _hex(self, node: exp.Expression, scope: Scope) -> SqlType:
         return SqlType("varbinary", length=max(1, len(node.this) // 2))

@@ -229,3 +229,31 @@ async def test_temporal_to_text_prints_the_types_fractional_digits(tds_server: T
             "2024-02-29 13:14:15.997",
         )
     ]
+
+
+async def test_a_literal_longer_than_8000_characters_is_max(tds_server: TdsServer) -> None:
+    long_v, long_n = "v" * 8001, "n" * 4001
+    sql = (
+        f"SELECT '{long_v}', CAST('{long_v}' AS varchar(max)), CONVERT(nvarchar(max), N'{long_n}'),"
+        f" LEN('{long_v}'), DATALENGTH(N'{long_n}'), LEFT('{long_v}', 2)"
+    )
+    assert await both_clients(tds_server, sql) == [(long_v, long_v, long_n, 8001, 8002, "vv")]
+    _, described = await in_thread(_pytds_result, tds_server, sql)
+    assert len(described) == 6
+
+
+def test_a_literal_longer_than_8000_characters_is_typed_max() -> None:
+    from tdslite.engine import Engine, ResultSet
+    from tests.tdslite.test_engine_types import ADMIN
+
+    engine = Engine(":memory:", {"sa": ADMIN})
+    try:
+        session = engine.open_session(ADMIN)
+        sql = f"SELECT '{'v' * 8001}', N'{'n' * 4001}', '{'v' * 8000}', N'{'n' * 4000}'"
+        (result,) = [r for r in session.execute(sql, ()) if isinstance(r, ResultSet)]
+        assert [str(c.type) for c in result.columns] == [
+            "varchar(max)", "nvarchar(max)", "varchar(8000)", "nvarchar(4000)"
+        ]  # fmt: skip
+        list(result.rows)
+    finally:
+        engine.close()
