@@ -11,7 +11,9 @@ from typing import Any
 
 import pytds
 import pytest
+import trio
 from _tds_helpers import PASSWORDS, in_thread
+from _tds_raw import RawClient, sql_batch
 
 from tdslite import TdsServer
 
@@ -22,13 +24,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _pytds_rows(server: TdsServer, sql: str) -> list[tuple[Any, ...]]:
-    return _pytds_result(server, sql)[0]
-
-
-def _pytds_result(server: TdsServer, sql: str) -> tuple[list[tuple[Any, ...]], list[Any]]:
-    """(rows, [(precision, scale) per column]) as python-tds reads them."""
-    conn = pytds.connect(
+def _pytds_connect(server: TdsServer) -> Any:
+    return pytds.connect(
         server.host,
         port=server.port,
         user="admin",
@@ -37,6 +34,23 @@ def _pytds_result(server: TdsServer, sql: str) -> tuple[list[tuple[Any, ...]], l
         timeout=10,
         login_timeout=5,
     )
+
+
+def _odbc_connect(server: TdsServer) -> Any:
+    dsn = (
+        f"DRIVER={DRIVERS[0]};SERVER={server.host};PORT={server.port};"
+        f"UID=admin;PWD={PASSWORDS['admin']};TDS_Version=7.4;ClientCharset=UTF-8"
+    )
+    return pyodbc.connect(dsn, timeout=5, autocommit=True)
+
+
+def _pytds_rows(server: TdsServer, sql: str) -> list[tuple[Any, ...]]:
+    return _pytds_result(server, sql)[0]
+
+
+def _pytds_result(server: TdsServer, sql: str) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """(rows, [(precision, scale) per column]) as python-tds reads them."""
+    conn = _pytds_connect(server)
     try:
         cur = conn.cursor()
         cur.execute(sql)
@@ -48,11 +62,7 @@ def _pytds_result(server: TdsServer, sql: str) -> tuple[list[tuple[Any, ...]], l
 
 
 def _pyodbc_rows(server: TdsServer, sql: str) -> list[tuple[Any, ...]]:
-    dsn = (
-        f"DRIVER={DRIVERS[0]};SERVER={server.host};PORT={server.port};"
-        f"UID=admin;PWD={PASSWORDS['admin']};TDS_Version=7.4;ClientCharset=UTF-8"
-    )
-    conn = pyodbc.connect(dsn, timeout=5, autocommit=True)
+    conn = _odbc_connect(server)
     try:
         cur = conn.cursor()
         cur.execute(sql)
@@ -257,3 +267,45 @@ def test_a_literal_longer_than_8000_characters_is_typed_max() -> None:
         list(result.rows)
     finally:
         engine.close()
+
+
+NOCOUNT_BATCH = (
+    "DECLARE @v int; SELECT @v = 1; CREATE TABLE nc (a int); INSERT INTO nc VALUES (1), (2);"
+    " SET NOCOUNT ON; SELECT @v = a FROM nc; INSERT INTO nc VALUES (3)"
+)
+
+
+async def test_done_tokens_of_assignments_and_nocount_on_the_wire(tds_server: TdsServer) -> None:
+    # DONE status bits: 0x01 MORE, 0x10 COUNT. SELECT @v = ... sends a DONE counting its rows;
+    # after SET NOCOUNT ON the DONEs come without the COUNT bit.
+    with trio.fail_after(20):
+        raw = await RawClient.connect(tds_server.host, tds_server.port, "admin", PASSWORDS["admin"])
+        try:
+            reply = await raw.request(0x01, sql_batch(NOCOUNT_BATCH))
+        finally:
+            await raw.aclose()
+    assert reply.errors == []
+    assert reply.dones == [(0xFD, 0x11, 1), (0xFD, 0x11, 2), (0xFD, 0x01, 2), (0xFD, 0x00, 1)]
+
+
+def _row_counts(connect: Any, server: TdsServer, batch: str) -> list[int]:
+    """The client's rowcount of each statement of `batch` that reports one."""
+    conn = connect(server)
+    try:
+        cur = conn.cursor()
+        cur.execute(batch)
+        counts = [cur.rowcount]
+        while cur.nextset():
+            counts.append(cur.rowcount)
+        return counts
+    finally:
+        conn.close()
+
+
+async def test_nocount_and_assignment_row_counts_in_two_clients(tds_server: TdsServer) -> None:
+    batch = NOCOUNT_BATCH.replace("nc", "nc2")
+    by_pytds = await in_thread(_row_counts, _pytds_connect, tds_server, batch)
+    batch = NOCOUNT_BATCH.replace("nc", "nc3")
+    by_odbc = await in_thread(_row_counts, _odbc_connect, tds_server, batch)
+    # SELECT @v = 1 counts 1 row, the INSERT 2; after SET NOCOUNT ON no statement reports a count
+    assert by_pytds == by_odbc == [1, 2]
