@@ -6,8 +6,9 @@ stops at microseconds, so the 7th fractional digit is lost: ``13:14:15.1234567``
 ``13:14:15.123456``.
 
 `install(conn)` swaps the three serializers in the connection's python-tds type factory for
-subclasses that return `PreciseTime` / `PreciseDateTime`: the stdlib classes plus the lost digit in
-``nanosecond_100`` (0-9 hundreds of nanoseconds past ``microsecond``). Everything that takes a
+subclasses that return `PreciseTime` / `PreciseDateTime` when that digit is not 0: the stdlib
+classes plus the lost digit in ``nanosecond_100`` (1-9 hundreds of nanoseconds past
+``microsecond``). Everything that takes a
 ``datetime``/``time`` takes them; the JSON encoder (encode.py) prints the digit. Writing parameters
 is unchanged (python-tds sends microseconds; encode.py binds a 7-digit value as text instead).
 
@@ -59,6 +60,9 @@ def _digit(time: tds_types.Time) -> int:
 
 
 def _with_digit(value: Any, digit: int) -> Any:
+    """`value` with the 100 ns digit; the plain stdlib value when that digit is 0."""
+    if not digit:
+        return value
     if isinstance(value, dt.datetime):
         return PreciseDateTime(
             value.year,

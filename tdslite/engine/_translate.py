@@ -389,6 +389,9 @@ class Translator(BuiltinsMixin):
 
     def _column(self, node: exp.Expression, scope: Scope) -> SqlType | None:
         assert isinstance(node, exp.Column)
+        if not node.table and node.name.lower() == "0x":  # the empty binary constant
+            node.replace(exp.HexString(this=""))
+            return SqlType("varbinary", length=1)
         if isinstance(node.this, exp.Star):
             raise _errors.unsupported("* here")
         if node.args.get("db") or node.args.get("catalog"):

@@ -206,7 +206,8 @@ def test_cast_keeps_the_sql_server_result_type(
         ("ISNULL(NULL, 5)", "int", 5),
         ("COALESCE(NULL, 1, 2.5)", "decimal(11,1)", Decimal("1.0")),
         ("LEN(N'abc  ')", "int", 3),
-        ("N'a😀b'", "nvarchar(4)", "a😀b"),  # lengths in UTF-16 code units
+        ("N'a😀b'", "nvarchar(4)", "a😀b"),
+        ("0x", "varbinary(1)", b""),  # the empty binary constant  # lengths in UTF-16 code units
         ("SUBSTRING(N'a😀b', 2, 2)", "nvarchar(4)", "😀"),
         ("LEFT(N'abcdef', 2) + RIGHT(N'abcdef', 2)", "nvarchar(12)", "abef"),
         ("CHARINDEX('C', 'abc')", "int", 3),
