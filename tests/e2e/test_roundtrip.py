@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import shutil
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytds
+import pytest
 import trio
 
 from connector import _timetypes
 from tdslite import TdsServer
 from tests.e2e.conftest import Stack, admin_connection
+from tests.e2e.test_worker_relay import worker_stack  # noqa: F401 - the Worker relay fixture
+from tests.support.worker_relay import WORKERD
 
 BIG_BLOB = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # varbinary(max) of 5 MiB
 FRAME_BLOB = BIG_BLOB[:700_000]  # as base64 in one row, within the default 1 MiB frame
@@ -229,6 +233,22 @@ def _expected_json(row: int) -> list[Any]:
 
 
 async def test_every_type_at_its_extremes_through_the_tunnel_and_directly(stack: Stack) -> None:
+    await _check_extremes(stack)
+
+
+@pytest.mark.skipif(
+    not WORKERD.exists() or shutil.which("node") is None,
+    reason="workerd (npm) or node is not installed: run `make node-deps`",
+)
+async def test_every_type_at_its_extremes_through_the_worker_relay(
+    worker_stack: Stack,  # noqa: F811 - the fixture imported above
+) -> None:
+    """The same rows through the Cloudflare Worker relay under workerd (it passes rows through
+    untouched)."""
+    await _check_extremes(worker_stack)
+
+
+async def _check_extremes(stack: Stack) -> None:
     with trio.fail_after(120):
         await trio.to_thread.run_sync(_fill, stack.db)
         resp = await stack.query("SELECT * FROM rt ORDER BY id")
