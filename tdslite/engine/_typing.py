@@ -5,7 +5,7 @@
   N'ab' -> nvarchar(2), 0x0A0B -> varbinary(2), NULL -> no type (int if nothing else is known)
 - CAST/CONVERT/TRY_CAST: the target type
 - + - * / %: the operand of higher data type precedence; decimal precision/scale as SQL Server
-  computes them (capped at 38; an integer constant next to a decimal takes that decimal's type);
+  computes them (capped at 38; an integer constant next to a decimal is decimal(digits,0));
   string + string is concatenation (nvarchar if either is)
 - CASE, IIF, COALESCE: the highest-precedence branch; ISNULL: its first argument
 - COUNT -> int, COUNT_BIG -> bigint; SUM: int family -> int (bigint stays bigint),
@@ -110,9 +110,9 @@ def integer_constant(
 ) -> SqlType | None:
     """The type of operand `node` in arithmetic with an operand of type `other`.
 
-    An integer constant next to a decimal operand takes that operand's decimal type, widened to
-    hold its digits: ``CAST(10 AS decimal(12,2)) / 4`` divides by a decimal(12,2) and so has
-    scale 2 + 12 + 1 = 15, where an int column would count as decimal(10,0).
+    Next to a decimal, an integer constant counts as decimal(digits, 0), the smallest type that
+    holds it (SQL Server: ``1 / 3.0`` is numeric(8,6), and a numeric(9,6) divided by 3 has scale
+    8); an int column or variable counts as decimal(10,0).
     """
     bare = node.this if isinstance(node, exp.Neg) else node
     if not (
@@ -125,9 +125,7 @@ def integer_constant(
         and mine.name in INTEGER_TYPES
     ):
         return mine
-    scale = int(other.scale or 0)
-    integral = max(int(other.precision or 18) - scale, len(bare.this.lstrip("0")) or 1)
-    return SqlType("decimal", precision=min(38, integral + scale), scale=scale)
+    return SqlType("decimal", precision=max(1, len(bare.this.lstrip("0"))), scale=0)
 
 
 def arithmetic(op: str, a: SqlType | None, b: SqlType | None) -> SqlType | None:

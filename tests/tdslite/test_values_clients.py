@@ -82,18 +82,23 @@ async def both_clients(server: TdsServer, sql: str) -> list[tuple[Any, ...]]:
 
 # (expression, value, (precision, scale) of the result; money is (19, 4))
 DECIMAL_CASES = [
-    # decimal(12,2) / int constant 4 (as decimal(12,2)): scale 2 + 12 + 1 = 15
-    ("CAST(10 AS decimal(12,2)) / 4", Decimal("2.500000000000000"), (27, 15)),
+    # the constant 4 is decimal(1,0): scale max(6, 2 + 1 + 1) = 6, precision 12 - 2 + 0 + 6
+    ("CAST(10 AS decimal(12,2)) / 4", Decimal("2.500000"), (16, 6)),
+    # measured on SQL Server: 1 / 3.0 is numeric(8,6); numeric(9,6) / 3 has scale 8
+    ("1 / 3.0", Decimal("0.333333"), (8, 6)),
+    ("CAST(1 AS numeric(9,6)) / 3", Decimal("0.33333333"), (11, 8)),
+    # an int column counts as decimal(10,0): scale max(6, 2 + 10 + 1) = 13
+    ("CAST(10 AS decimal(12,2)) / CAST(4 AS int)", Decimal("2.5000000000000"), (23, 13)),
     ("CAST(7 AS money) / 2", Decimal("3.5000"), (19, 4)),
     ("CAST(7 AS money) * CAST(2.5 AS money)", Decimal("17.5000"), (19, 4)),
     ("CAST(10 AS money) / 3", Decimal("3.3333"), (19, 4)),
     ("CAST(1.05 AS decimal(4,2)) * CAST(1.05 AS decimal(4,2))", Decimal("1.1025"), (9, 4)),
     ("CAST(2 AS decimal(3,0)) / 3", Decimal("0.666666"), (9, 6)),  # division truncates
-    ("CAST(-7.5 AS decimal(5,1)) % 2", Decimal("-1.5"), (5, 1)),  # the dividend's sign
+    ("CAST(-7.5 AS decimal(5,1)) % 2", Decimal("-1.5"), (2, 1)),  # the dividend's sign
     ("CAST(0.1 AS decimal(3,1)) + CAST(0.2 AS decimal(3,1))", Decimal("0.3"), (4, 1)),
     ("CAST(1 AS decimal(38,4)) + CAST(1 AS decimal(38,4))", Decimal("2.0000"), (38, 4)),
     ("CAST(1 AS decimal(38,10)) * CAST(3 AS decimal(38,10))", Decimal("3.000000"), (38, 6)),
-    ("7.0 / 2", Decimal("3.500000"), (8, 6)),
+    ("7.0 / 2", Decimal("3.500000"), (7, 6)),
     (
         "CAST(12345678901234567.89 AS decimal(19,2)) - 0.01",
         Decimal("12345678901234567.88"),
