@@ -214,8 +214,11 @@ def _datalength(value: Storage, type_name: str) -> Storage:
 def _charindex(needle: Storage, haystack: Storage, start: Storage = 1) -> Storage:
     if needle is None or haystack is None:
         return None
-    offset = max(int(start or 1), 1) - 1
-    return str(haystack).lower().find(str(needle).lower(), offset) + 1
+    # positions in UTF-16 code units, as SQL Server counts them (an emoji counts 2)
+    text = str(haystack).lower()
+    head = utf16_slice(text, 0, max(int(start or 1), 1) - 1)
+    found = text.find(str(needle).lower(), len(head))
+    return 0 if found < 0 else utf16_len(text[:found]) + 1
 
 
 def _concat(*values: Storage) -> Storage:

@@ -160,10 +160,10 @@ async def test_nvarchar_lengths_count_utf16_code_units(tds_server: TdsServer) ->
     sql = (
         "SELECT N'a😀b', LEN(N'a😀b'), DATALENGTH(N'a😀b'), SUBSTRING(N'a😀b', 2, 2),"
         " LEFT(N'a😀b', 3), RIGHT(N'a😀b', 3), CAST(N'a😀b' AS nvarchar(3)),"
-        " SUBSTRING(N'xyz', 0, 3), SUBSTRING(0x0102030405, 2, 2)"
+        " SUBSTRING(N'xyz', 0, 3), SUBSTRING(0x0102030405, 2, 2), CHARINDEX(N'b', N'a😀b')"
     )
     assert await both_clients(tds_server, sql) == [
-        ("a😀b", 4, 8, "😀", "a😀", "😀b", "a😀", "xy", b"\x02\x03")
+        ("a😀b", 4, 8, "😀", "a😀", "😀b", "a😀", "xy", b"\x02\x03", 4)
     ]
     await in_thread(_pytds_rows, tds_server, "CREATE TABLE utf16 (v nvarchar(3))")
     await in_thread(_pytds_rows, tds_server, "INSERT INTO utf16 VALUES (N'a😀')")
