@@ -5,7 +5,8 @@ A string is an optional date, an optional time and an optional offset:
 - date, numeric: ``2011-12-04``, ``2011-12-4``, ``2011/12/4``, ``2011.12.04`` (year first),
   ``12/4/2011``, ``12-04-11``, ``12.4.2011`` (month first, as DATEFORMAT mdy; a 2-digit year is
   1950-2049), unseparated ``20111204``;
-- date, alphabetic: ``Dec 4 2011``, ``December 4, 2011``, ``4 Dec 2011``, ``2011 December 4``;
+- date, alphabetic: ``Dec 4 2011``, ``December 4, 2011``, ``4 Dec 2011``, ``04-Dec-2011``,
+  ``2011 December 4`` (spaces, ``-`` or ``/`` between the parts);
 - time: ``10:04``, ``10:04:23``, ``10:04:23.1234567`` (up to 7 digits; ``10:04:23:997`` takes
   milliseconds after a colon), ``10AM``, ``10:04 PM``; separated from the date by spaces or ``T``;
 - offset (datetimeoffset): ``Z``, ``+05:30``, ``-14:00``.
@@ -43,9 +44,9 @@ _DATES = [
         r"(?P<y>\d{4})(?P<s>[-/.])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})",
         r"(?P<m>\d{1,2})(?P<s>[-/.])(?P<d>\d{1,2})(?P=s)(?P<y>\d{4}|\d{2})",
         r"(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})(?![\d:])",
-        _MONTH + r"\s+(?P<d>\d{1,2}),?\s+(?P<y>\d{4})",
-        r"(?P<d>\d{1,2})\s+" + _MONTH + r",?\s+(?P<y>\d{4})",
-        r"(?P<y>\d{4})\s+" + _MONTH + r"\s+(?P<d>\d{1,2})",
+        _MONTH + r"[\s/-]+(?P<d>\d{1,2}),?[\s/-]+(?P<y>\d{4})",
+        r"(?P<d>\d{1,2})[\s/-]+" + _MONTH + r",?[\s/-]+(?P<y>\d{4})",
+        r"(?P<y>\d{4})[\s/-]+" + _MONTH + r"[\s/-]+(?P<d>\d{1,2})",
     )
 ]
 _TIME = re.compile(

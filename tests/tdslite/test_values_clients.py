@@ -197,6 +197,7 @@ async def test_datetime_rounds_to_three_hundredths_like_sql_server(tds_server: T
         ("12-04-11", datetime.datetime(2011, 12, 4)),
         ("Dec 4 2011 10:04AM", datetime.datetime(2011, 12, 4, 10, 4)),
         ("December 4, 2011", datetime.datetime(2011, 12, 4)),
+        ("04-Dec-2011 10:04", datetime.datetime(2011, 12, 4, 10, 4)),
         ("4 Dec 2011 10:04:23:997", datetime.datetime(2011, 12, 4, 10, 4, 23, 997000)),
         ("", datetime.datetime(1900, 1, 1)),
         ("10:04:23", datetime.datetime(1900, 1, 1, 10, 4, 23)),
