@@ -36,6 +36,7 @@ import pytds
 import trio
 from pytds import tds_base
 
+from connector import _timetypes
 from connector.encode import BoundParam, RowEncoder, columns_line, describe
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
 
@@ -264,6 +265,7 @@ class _Reader:
         Raises:
             _ResetFailed: the reused connection failed before the statement was sent.
         """
+        _timetypes.install(conn)  # time/datetime2/datetimeoffset at 100 ns, not microseconds
         cursor = conn.cursor()
         self.cursor = cursor
         ctx = [
