@@ -4,8 +4,9 @@ max_statement_bytes (UTF-8 bytes; 256 KiB when READY does not say) is 413 reques
 more than 2,100 parameters, or params over the relay's max_param_bytes of canonical JSON, is 400
 request.invalid. A body with a duplicate member name is 400 request.invalid at both relays too
 (JavaScript's JSON.parse and Python's json keep the last duplicate silently: the relays must not
-read one body two ways). The connector's side is a protocol peer (the real protocol/, checking HELLO and
-attestations), so each test also sees exactly what reached the connector: nothing refused."""
+read one body two ways). The connector's side is a protocol peer (the real protocol/, checking
+HELLO and attestations), so each test also sees exactly what reached the connector: nothing
+refused."""
 
 from __future__ import annotations
 
