@@ -22,6 +22,7 @@ import ipaddress
 import json
 import logging
 import time
+import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -215,13 +216,32 @@ class RelayApp:
         return HttpError(code, message)
 
     async def authenticate(self, scope: Scope) -> tuple[Identity, str]:
-        """Verify the client's bearer token, after the failed-auth rate check."""
+        """Verify the client's bearer token, after the failed-auth rate check.
+
+        When the issuer's keys cannot be loaded (code ``internal``) the client is told only that;
+        the cause (the JWKS URL or file, the network's or TLS's answer) is logged under a fresh
+        query id that the answer names.
+        """
         self.check_auth_rate(scope)
         try:
             token = bearer_token(header(scope, b"authorization"))
             return await self.verifier.verify(token), token
         except ClientAuthError as exc:
-            raise self.auth_failed(scope, exc.code, exc.message) from None
+            if exc.code.startswith("auth."):
+                raise self.auth_failed(scope, exc.code, exc.message) from None
+            query_id = str(uuid.uuid4())
+            log_event(
+                "auth.keys_unavailable", level=logging.ERROR, query_id=query_id, why=exc.message
+            )
+            error = self.auth_failed(
+                scope,
+                exc.code,
+                "the relay could not verify the token: the identity provider's keys are "
+                f"unavailable; retry later (the cause is in the relay's log under query_id "
+                f"{query_id})",
+            )
+            error.query_id = query_id
+            raise error from None
 
     def check_query_rate(self, identity: Identity) -> None:
         key = f"{identity.issuer}\n{identity.subject}"
