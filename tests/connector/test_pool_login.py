@@ -112,3 +112,15 @@ async def test_an_unreachable_server_is_still_cannot_reach() -> None:
         port = closed_port()
         got = await _refusal(_pool(port), UNREACHABLE)
     assert got.startswith(f"cannot reach SQL Server at 127.0.0.1:{port}: "), got
+
+
+def test_redact_replaces_the_login_and_the_host_as_whole_names_only() -> None:
+    pool = _pool(1433)
+    text = (
+        'The server principal "reader" is not able to access the database "sales"; '
+        "server 127.0.0.1 (READER), table readers, 127.0.0.10"
+    )
+    assert pool.redact(text) == (
+        'The server principal "<login>" is not able to access the database "sales"; '
+        "server <server> (<login>), table readers, 127.0.0.10"
+    )
