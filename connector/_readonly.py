@@ -1,22 +1,46 @@
 """Is this T-SQL batch a plain read? A fail-closed check used by read-only roles.
 
-Strategy (see ../shared/NOTES-tds.md for why the parser alone is not enough: sqlglot parses
-``IF 1 = 1 DELETE FROM t`` as a SELECT-looking IfBlock, ``BEGIN TRY`` as an opaque Command, and
-``OPENROWSET``/``NEXT VALUE FOR`` as plain SELECTs):
+The check reads the text with sqlglot's T-SQL tokenizer and parser, and SQL Server reads it with
+its own. Wherever the two readings could differ, the check refuses: it allows a batch only when
+every token of the whole text is accounted for by exactly one SELECT. Why the parser alone is not
+enough: sqlglot parses ``IF 1 = 1 DELETE FROM t`` as a SELECT-looking IfBlock, ``BEGIN TRY`` as an
+opaque Command, ``OPENROWSET``/``NEXT VALUE FOR`` as plain SELECTs, and ``SELECT 1 # DELETE FROM t``
+as one SELECT with the alias ``#DELETE``, while SQL Server (which needs no ``;`` between
+statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DELETE.
 
-1. Tokenize with sqlglot's T-SQL tokenizer. Strings and quoted ``[identifiers]`` are their own
-   token types and comments are dropped, so ``'..DELETE..'`` and ``[delete]`` are data, while a
-   bare ``DELETE`` anywhere (even hidden behind a comment or after ``IF``) is a keyword. Any
-   keyword on the deny-list refuses the batch, as does a ``;`` that is not the last token.
-   Variable names (``@x``) and temp-table names (``#t``) are not keywords.
-2. Parse with the T-SQL dialect: exactly one statement, and it must positively be an
-   ``exp.Select`` or a UNION/INTERSECT/EXCEPT of them, with CTE bodies of the same kind; the
-   tree must contain no DML/DDL/Command/INTO/NEXT VALUE FOR node and no OPEN* rowset function.
-3. Anything else, including any exception from sqlglot, refuses. The function never raises.
+1. Characters. Control characters are refused anywhere; line breaks other than LF/CRLF, Unicode
+   spaces and invisible format characters outside strings and quoted names (they decide where a
+   ``--`` comment ends and where a word ends, and SQL Server and sqlglot need not agree which of
+   them are white space; inside a string they are data, as a string ends only at its quote).
+2. Lexemes, where SQL Server's lexer and sqlglot's may cut the text differently: a ``#``, ``##``,
+   ``@`` or ``@@`` not immediately followed by a name (SQL Server reads it as a name of its own);
+   a name starting with ``$`` or holding a character SQL Server does not allow in a name (``$``
+   and currency signs start money literals: ``$DELETE`` is ``$`` then DELETE); ``\\`` (a currency
+   sign to SQL Server); ``{ }`` (ODBC escapes); a ``0x`` literal running into letters; two words
+   or numbers run together (``1DELETE``); a comment holding the other kind of comment marker
+   (``--`` inside ``/* */``, or ``/*`` ``*/`` after ``--``: which marker wins decides where the
+   comment ends, and ``/* -- /* <LF> */ DELETE ... -- */`` is one comment to sqlglot).
+3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
+   token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
+   ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
+4. Parse the same tokens with the T-SQL dialect: exactly one statement, positively an
+   ``exp.Select`` or a UNION/INTERSECT/EXCEPT of them, with CTE bodies of the same kind; no
+   DML/DDL/Command/INTO/NEXT VALUE FOR node, no OPEN* rowset function, FETCH only as ``ORDER BY
+   ... OFFSET ... FETCH ... ROWS ONLY`` (``SELECT 1 FETCH c`` is a cursor statement to SQL Server)
+   and TABLESAMPLE only after a table.
+5. Coverage: the tree must account for the tokens. Every name in the tree is a word of the text
+   (nothing merged, e.g. ``#`` and ``DELETE`` into ``#DELETE``); every string, number, quoted
+   name, ``@``/``#`` name and reserved keyword used as a word is in the tree (nothing dropped);
+   each SELECT, TOP and FETCH keyword makes exactly one Select, Limit and Fetch node (sqlglot
+   also makes a Limit of LIMIT, which T-SQL lacks); and no SQL Server reserved keyword
+   (``CLOSE``, ``OPEN``...) became a name or a kept word (a collation, a hint), since SQL
+   Server never reads one unquoted as a name.
+6. Anything else, including any exception from sqlglot, refuses. The function never raises.
 
-Unquoted column names that collide with the deny-list (``kill``, ``backup``, ``set``...) must be
-written in brackets (``[kill]``). This check is a second line: the role's SQL Server login
-carries the real guarantee (grant it SELECT only).
+Unquoted column names that collide with the deny-list or SQL Server's reserved keywords (``kill``,
+``backup``, ``set``, ``open``, ``close``...) must be written in brackets (``[close]``), as SQL
+Server itself requires for reserved keywords. This check is a second line: the role's SQL Server
+login carries the real guarantee (grant it SELECT only).
 """
 
 from __future__ import annotations
@@ -25,9 +49,12 @@ import functools
 import hashlib
 import logging
 import re
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
-from sqlglot import exp, parse
+from sqlglot import exp
 from sqlglot.dialects.tsql import TSQL
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokenizer_core import Token, TokenType
@@ -104,10 +131,64 @@ _DENY_NODES: tuple[type, ...] = tuple(
 _READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
 _ROWSET_FUNCS = frozenset({"OPENROWSET", "OPENQUERY", "OPENDATASOURCE", "OPENXML"})
 _TOKENIZER = TSQL.Tokenizer
-# Where a "--" comment ends must not be in doubt: sqlglot ends it at CR or LF, and keeps going
-# through VT/FF/NEL/U+2028... SQL Server may disagree on a lone CR or the exotic breaks, and a
-# comment that ends in one reading but not the other can hide a statement. Refuse them all.
-_AMBIGUOUS_BREAK = re.compile("\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x85\u2028\u2029]")
+# The parser runs on the tokens the checks above saw (one tokenization, not two).
+_DIALECT = TSQL()
+# Where a "--" comment ends, and what separates two words, must not be in doubt: sqlglot ends a
+# comment at CR or LF and treats every Unicode space as white space; SQL Server may disagree on a
+# lone CR, the exotic breaks (VT, FF, NEL, U+2028...), the Unicode spaces and the invisible format
+# characters (zero-width space, BOM...). A comment that ends in one reading but not the other, or
+# a word split in one but not the other, can hide a statement. Refuse them all, anywhere.
+_AMBIGUOUS_ASCII = re.compile("\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Strings and quoted names: what is inside is data.
+_QUOTED_TOKENS = frozenset({TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.IDENTIFIER})
+# Unicode categories refused outside ASCII: controls, format characters, spaces and separators,
+# private use, surrogates and unassigned code points.
+_AMBIGUOUS_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Co", "Cs", "Cn"})
+#: SQL Server's reserved keywords: never a name unless [quoted] (so a tree that reads one as a
+#: name has read the text differently from SQL Server).
+RESERVED_WORDS: frozenset[str] = frozenset(
+    """
+    ADD ALL ALTER AND ANY AS ASC AUTHORIZATION BACKUP BEGIN BETWEEN BREAK BROWSE BULK BY CASCADE
+    CASE CHECK CHECKPOINT CLOSE CLUSTERED COALESCE COLLATE COLUMN COMMIT COMPUTE CONSTRAINT
+    CONTAINS CONTAINSTABLE CONTINUE CONVERT CREATE CROSS CURRENT CURRENT_DATE CURRENT_TIME
+    CURRENT_TIMESTAMP CURRENT_USER CURSOR DATABASE DBCC DEALLOCATE DECLARE DEFAULT DELETE DENY
+    DESC DISK DISTINCT DISTRIBUTED DOUBLE DROP DUMP ELSE END ERRLVL ESCAPE EXCEPT EXEC EXECUTE
+    EXISTS EXIT EXTERNAL FETCH FILE FILLFACTOR FOR FOREIGN FREETEXT FREETEXTTABLE FROM FULL
+    FUNCTION GOTO GRANT GROUP HAVING HOLDLOCK IDENTITY IDENTITY_INSERT IDENTITYCOL IF IN INDEX
+    INNER INSERT INTERSECT INTO IS JOIN KEY KILL LEFT LIKE LINENO LOAD MERGE NATIONAL NOCHECK
+    NONCLUSTERED NOT NULL NULLIF OF OFF OFFSETS ON OPEN OPENDATASOURCE OPENQUERY OPENROWSET
+    OPENXML OPTION OR ORDER OUTER OVER PERCENT PIVOT PLAN PRECISION PRIMARY PRINT PROC PROCEDURE
+    PUBLIC RAISERROR READ READTEXT RECONFIGURE REFERENCES REPLICATION RESTORE RESTRICT RETURN
+    REVERT REVOKE RIGHT ROLLBACK ROWCOUNT ROWGUIDCOL RULE SAVE SCHEMA SECURITYAUDIT SELECT
+    SEMANTICKEYPHRASETABLE SEMANTICSIMILARITYDETAILSTABLE SEMANTICSIMILARITYTABLE SESSION_USER
+    SET SETUSER SHUTDOWN SOME STATISTICS SYSTEM_USER TABLE TABLESAMPLE TEXTSIZE THEN TO TOP TRAN
+    TRANSACTION TRIGGER TRUNCATE TRY_CONVERT TSEQUAL UNION UNIQUE UNPIVOT UPDATE UPDATETEXT USE
+    USER VALUES VARYING VIEW WAITFOR WHEN WHERE WHILE WITH WITHIN WRITETEXT
+    """.split()
+)
+# Reserved words SQL Server reads as niladic functions: fine as a bare column of the tree.
+_NILADIC = frozenset({"USER", "CURRENT_USER", "SESSION_USER", "SYSTEM_USER", "CURRENT_TIMESTAMP"})
+# "#", "##", "@", "@@" glued to a name make one name (#temp, ##global, @var, @@ROWCOUNT).
+_SIGILS = frozenset({TokenType.HASH, TokenType.PARAMETER})
+_SIGIL_RUNS = frozenset({"#", "##", "@", "@@"})
+# Tokens SQL Server reads differently or not at all: "\\" is a currency sign (money literal),
+# "{ }" open ODBC escapes.
+_ODD_TOKENS = {
+    TokenType.BACKSLASH: "\\ (a currency sign to SQL Server)",
+    TokenType.L_BRACE: "{ (an ODBC escape)",
+    TokenType.R_BRACE: "} (an ODBC escape)",
+}
+# Each of these keywords makes exactly one node of the tree: a SELECT, TOP or FETCH the parser
+# invented (T-SQL has no LIMIT: sqlglot makes TOP a Limit) or swallowed is a misreading.
+_COUNTED: tuple[tuple[TokenType, type[exp.Expr], str], ...] = (
+    (TokenType.SELECT, exp.Select, "SELECT"),
+    (TokenType.TOP, exp.Limit, "TOP"),
+    (TokenType.FETCH, exp.Fetch, "FETCH"),
+)
+# The date-part argument of these is rewritten by sqlglot (yy -> YEAR): not a name to account for.
+_DATE_PART_FUNCS = frozenset(
+    {"DATEADD", "DATEDIFF", "DATEDIFF_BIG", "DATEPART", "DATENAME", "DATETRUNC", "DATE_BUCKET"}
+)
 # sqlglot logs a warning with the SQL text when it falls back to a Command; keep SQL out of logs.
 logging.getLogger("sqlglot").addFilter(lambda record: "unsupported syntax" not in str(record.msg))
 
@@ -125,6 +206,14 @@ class ReadOnlyVerdict:
 
 _REFUSE_HINT = "a read-only role may only run a single SELECT (no INTO, no batches)"
 
+
+_AMBIGUOUS_REFUSAL = ReadOnlyVerdict(
+    False,
+    "statement contains a control character, or outside a string an invisible or Unicode space "
+    "character or a line break other than LF/CRLF, which SQL Server and this check might read "
+    "differently (e.g. where a -- comment ends); use plain spaces, tabs and LF or CRLF line "
+    "breaks, and pass such characters as parameters",
+)
 
 #: statements up to this many characters have their verdict remembered (see check_read_only)
 _CACHED_SQL_CHARS = 4096
@@ -148,31 +237,51 @@ def check_read_only(sql: str) -> ReadOnlyVerdict:
 def _check(sql: str) -> ReadOnlyVerdict:
     if not isinstance(sql, str) or not sql.strip():
         return ReadOnlyVerdict(False, "empty statement")
-    if _AMBIGUOUS_BREAK.search(sql):
-        return ReadOnlyVerdict(
-            False,
-            "statement contains a control character or a line break other than LF/CRLF, "
-            "which SQL Server and this check might read differently (e.g. where a -- comment "
-            "ends); use plain LF or CRLF line breaks",
-        )
+    if _AMBIGUOUS_ASCII.search(sql):
+        return _AMBIGUOUS_REFUSAL
     tokens = _tokenize(sql)
     if isinstance(tokens, ReadOnlyVerdict):
         return tokens
     if not tokens:
         return ReadOnlyVerdict(False, "empty statement")
-    verdict = _check_tokens(tokens)
-    if not verdict.allowed:
-        return verdict
+    if _ambiguous_char(sql, tokens):
+        return _AMBIGUOUS_REFUSAL
+    for verdict in (_check_lexemes(sql, tokens), _check_tokens(tokens)):
+        if not verdict.allowed:
+            return verdict
+    items = _text_items(tokens)  # before the parser sees (and may annotate) the tokens
     try:
-        statements = [s for s in parse(sql, read="tsql", error_level=ErrorLevel.RAISE) if s]
+        parser = _DIALECT.parser(error_level=ErrorLevel.RAISE)
+        statements = [s for s in parser.parse(tokens, sql) if s]
     except Exception:
         return ReadOnlyVerdict(False, f"statement does not parse as T-SQL; {_REFUSE_HINT}")
     if len(statements) != 1:
         return ReadOnlyVerdict(False, f"{len(statements)} statements in one batch; {_REFUSE_HINT}")
-    return _check_tree(statements[0])
+    verdict = _check_tree(statements[0])
+    if not verdict.allowed:
+        return verdict
+    return _check_coverage(statements[0], items)
 
 
 _check_remembered = functools.lru_cache(maxsize=1024)(_check)
+
+
+def _ambiguous_char(sql: str, tokens: list[Token]) -> bool:
+    """A character SQL Server and sqlglot may read differently: any control character; other
+    Unicode spaces, format, private-use or unassigned characters outside strings and quoted
+    names (inside them they are data: a string ends only at its quote, and every character
+    before it has passed this same check)."""
+    if sql.isascii():
+        return False
+    outside, position = [], 0
+    for tok in tokens:
+        if tok.token_type in _QUOTED_TOKENS:
+            outside.append(sql[position : tok.start])
+            position = tok.end + 1
+    outside.append(sql[position:])
+    return any(unicodedata.category(c) == "Cc" for c in sql if c > "\x7f") or any(
+        unicodedata.category(c) in _AMBIGUOUS_CATEGORIES for c in "".join(outside) if c > "\x7f"
+    )
 
 
 def _tokenize(sql: str) -> list[Token] | ReadOnlyVerdict:
@@ -182,14 +291,129 @@ def _tokenize(sql: str) -> list[Token] | ReadOnlyVerdict:
         return ReadOnlyVerdict(False, "statement does not tokenize (unterminated string/comment?)")
 
 
-def _check_tokens(tokens: list[Token]) -> ReadOnlyVerdict:
-    prev: Token | None = None
+def _name_char(c: str) -> bool:
+    """Can ``c`` be part of an unquoted SQL Server name? (letters, decimal digits, _ @ # $)"""
+    return (
+        c in "_@#$"
+        or c.isascii()
+        and c.isalnum()
+        or unicodedata.category(c)[0] == "L"
+        or (unicodedata.category(c) == "Nd")
+    )
+
+
+def _glued(a: Token, b: Token) -> bool:
+    return a.end + 1 == b.start
+
+
+def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
+    """Refuse where SQL Server's lexer may cut the text differently from sqlglot's."""
+    gaps = zip([-1] + [t.end for t in tokens], [t.start for t in tokens] + [len(sql)], strict=True)
+    if any(_mixed_comment(sql[a + 1 : b]) for a, b in gaps):
+        return ReadOnlyVerdict(
+            False,
+            "a comment holds the other kind of comment marker (-- inside /* */, or /* */ after "
+            f"--), which readers may end in different places; {_REFUSE_HINT}",
+        )
     for i, tok in enumerate(tokens):
-        after_sigil = prev is not None and prev.token_type in (TokenType.PARAMETER, TokenType.HASH)
-        prev = tok
+        source = sql[tok.start : tok.end + 1]
+        kind = tok.token_type
+        if kind in _ODD_TOKENS:
+            return ReadOnlyVerdict(False, f"statement contains {_ODD_TOKENS[kind]}; {_REFUSE_HINT}")
+        if kind == TokenType.IDENTIFIER and source[:1] not in ('"', "["):
+            # sqlglot's fallback for a 0x literal it cannot read (0x1SHUTDOWN): SQL Server reads
+            # the hex digits as a binary literal and the rest as the next word.
+            return ReadOnlyVerdict(False, f"a 0x binary literal runs into letters; {_REFUSE_HINT}")
+        if i > 0 and _glued(tokens[i - 1], tok) and tokens[i - 1].token_type not in _SIGILS:
+            if _name_char(sql[tokens[i - 1].end]) and _name_char(source[0]):
+                return ReadOnlyVerdict(
+                    False,
+                    "two words or numbers run together (such as 1DELETE), which SQL Server may "
+                    f"split differently; separate them with a space; {_REFUSE_HINT}",
+                )
+        if kind in _SIGILS:
+            verdict = _check_sigil(sql, tokens, i)
+            if not verdict.allowed:
+                return verdict
+        elif kind == TokenType.VAR and source[0] == "$":
+            return ReadOnlyVerdict(
+                False,
+                "a word starts with $ (a money literal or pseudo-column to SQL Server); "
+                f"{_REFUSE_HINT}",
+            )
+        elif kind == TokenType.VAR and not all(_name_char(c) for c in source):
+            return ReadOnlyVerdict(
+                False,
+                "a name holds a character SQL Server does not allow in a name (a currency "
+                f"sign starts a money literal); write such names in [brackets]; {_REFUSE_HINT}",
+            )
+    return ReadOnlyVerdict(True, "")
+
+
+def _mixed_comment(gap: str) -> bool:
+    """Does this text between two tokens (white space and comments) hold a ``--`` inside a
+    ``/* */`` comment, or a ``/*``/``*/`` inside a ``--`` comment? Which of the two markers
+    wins there is where readers could part ways on where the comment ends."""
+    i = 0
+    while i < len(gap):
+        if gap.startswith("--", i):
+            end = gap.find("\n", i)
+            end = len(gap) if end < 0 else end
+            line = gap[i:end]
+            if "/*" in line or "*/" in line:
+                return True
+            i = end
+        elif gap.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < len(gap) and depth:
+                if gap.startswith("--", i):
+                    return True
+                if gap.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif gap.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            i += 1
+    return False
+
+
+def _check_sigil(sql: str, tokens: list[Token], i: int) -> ReadOnlyVerdict:
+    """A run of sigils at ``i`` must be #, ##, @ or @@ glued to a name that follows it."""
+    if i > 0 and tokens[i - 1].token_type in _SIGILS and _glued(tokens[i - 1], tokens[i]):
+        return ReadOnlyVerdict(True, "")  # checked with the run's first sigil
+    j = i
+    while j + 1 < len(tokens) and tokens[j + 1].token_type in _SIGILS:
+        if not _glued(tokens[j], tokens[j + 1]):
+            break
+        j += 1
+    run = "".join(t.text for t in tokens[i : j + 1])
+    name = tokens[j + 1] if j + 1 < len(tokens) else None
+    if (
+        run in _SIGIL_RUNS
+        and name is not None
+        and _glued(tokens[j], name)
+        and name.token_type not in _DATA_TOKENS
+        and _name_char(sql[name.start])
+    ):
+        return ReadOnlyVerdict(True, "")
+    return ReadOnlyVerdict(
+        False,
+        f"a {run} not immediately followed by a name (SQL Server reads a lone {run} as a name "
+        f"of its own, and what follows as the next statement); {_REFUSE_HINT}",
+    )
+
+
+def _check_tokens(tokens: list[Token]) -> ReadOnlyVerdict:
+    for i, tok in enumerate(tokens):
         if tok.token_type == TokenType.SEMICOLON and i != len(tokens) - 1:
             return ReadOnlyVerdict(False, f"';' separates statements; {_REFUSE_HINT}")
-        if tok.token_type in _DATA_TOKENS or after_sigil:
+        if tok.token_type in _DATA_TOKENS:
+            continue
+        # A word glued to its sigil is a name to SQL Server (@delete, #t); after a sigil with
+        # anything between, it is a word like any other.
+        if i > 0 and tokens[i - 1].token_type in _SIGILS and _glued(tokens[i - 1], tok):
             continue
         for word in tok.text.upper().split():  # multi-word tokens such as "ORDER BY"
             if word in DENY_WORDS:
@@ -205,12 +429,177 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
         if isinstance(node, _DENY_NODES):
             kind = _spaced(type(node).__name__)
             return ReadOnlyVerdict(False, f"statement contains {kind}; {_REFUSE_HINT}")
+        if isinstance(node, exp.Fetch) and not _offset_fetch(node):
+            return ReadOnlyVerdict(
+                False,
+                f"FETCH outside ORDER BY ... OFFSET ... FETCH (FETCH alone is a cursor "
+                f"statement to SQL Server); {_REFUSE_HINT}",
+            )
+        if isinstance(node, exp.TableSample) and not isinstance(node.parent, exp.Table):
+            return ReadOnlyVerdict(False, f"TABLESAMPLE not after a table; {_REFUSE_HINT}")
         if isinstance(node, exp.CTE) and not isinstance(node.this, _READ_ROOTS):
             return ReadOnlyVerdict(False, f"a CTE body is not a SELECT; {_REFUSE_HINT}")
         if isinstance(node, exp.Func):
             name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
             if str(name).upper() in _ROWSET_FUNCS:
                 return ReadOnlyVerdict(False, f"statement calls {name.upper()}; {_REFUSE_HINT}")
+    return ReadOnlyVerdict(True, "")
+
+
+def _offset_fetch(node: exp.Fetch) -> bool:
+    """Is ``node`` the FETCH of ORDER BY ... OFFSET n ROWS FETCH NEXT m ROWS ONLY?"""
+    select = node.parent
+    return (
+        isinstance(select, exp.Select)
+        and select.args.get("limit") is node
+        and select.args.get("offset") is not None
+        and select.args.get("order") is not None
+        and node.args.get("limit_options") is not None
+    )
+
+
+def _number_key(text: str) -> str:
+    try:
+        return str(Decimal(text).normalize())
+    except InvalidOperation:
+        return text
+
+
+_TextItems = tuple[Counter[str], Counter[tuple[str, str]], Counter[str]]
+
+
+def _text_items(tokens: list[Token]) -> _TextItems:
+    """What the text holds: its words (sigils glued, upper-case), the items the tree must hold
+    (names, quoted names, strings, numbers) and how many of each `_COUNTED` keyword."""
+    words: Counter[str] = Counter()
+    needed: Counter[tuple[str, str]] = Counter()
+    clauses: Counter[str] = Counter()
+    prefix = ""
+    for i, tok in enumerate(tokens):
+        kind = tok.token_type
+        prev = tokens[i - 1] if i > 0 else None
+        after = tokens[i + 1] if i + 1 < len(tokens) else None
+        if kind in _SIGILS:
+            if prefix and prev is not None and not _glued(prev, tok):
+                words[prefix] += 1  # a lone sigil run: a name of its own to SQL Server
+                needed["name", prefix] += 1
+                prefix = ""
+            prefix += tok.text
+            continue
+        glued_name = (
+            prev is not None
+            and _glued(prev, tok)
+            and kind not in _DATA_TOKENS
+            and _name_char(tok.text[0])
+        )
+        if prefix and not glued_name:
+            words[prefix] += 1
+            needed["name", prefix] += 1
+            prefix = ""
+        for token_type, _, keyword in _COUNTED:
+            if kind == token_type:
+                clauses[keyword] += 1
+        if kind == TokenType.IDENTIFIER:
+            needed["quoted", tok.text] += 1
+        elif kind in (TokenType.STRING, TokenType.NATIONAL_STRING):
+            needed["string", tok.text] += 1
+        elif kind == TokenType.NUMBER:
+            if not (prev is not None and prev.token_type == TokenType.DOT and _glued(prev, tok)):
+                needed["number", _number_key(tok.text)] += 1
+        elif kind not in _DATA_TOKENS:
+            word = prefix + tok.text.upper()
+            words[word] += 1
+            function = after is not None and after.token_type == TokenType.L_PAREN
+            date_part = (
+                i >= 2
+                and prev is not None
+                and prev.token_type == TokenType.L_PAREN
+                and tokens[i - 2].text.upper() in _DATE_PART_FUNCS
+            )
+            # sqlglot folds some plain words into flags (FETCH ... ROWS ONLY): only a reserved
+            # keyword, which could start a statement of its own, or a @/# name must be kept.
+            kept = prefix or (kind == TokenType.VAR and word in RESERVED_WORDS)
+            if kept and not function and not date_part:
+                needed["name", word] += 1
+        prefix = ""
+    if prefix:
+        words[prefix] += 1
+        needed["name", prefix] += 1
+    return words, needed, clauses
+
+
+def _tree_name(node: exp.Expr) -> str:
+    if isinstance(node, exp.Identifier):
+        sigil = "##" if node.args.get("global_") else "#" if node.args.get("temporary") else ""
+        return sigil + str(node.this).upper()
+    depth = 0
+    while isinstance(node, exp.Parameter):
+        depth += 1
+        node = node.this
+    return "@" * depth + str(node.name).upper()
+
+
+def _not_reserved(name: str) -> ReadOnlyVerdict:
+    for word in name.split():  # a multi-word keyword token such as "CLUSTERED INDEX"
+        if word in RESERVED_WORDS:
+            return ReadOnlyVerdict(
+                False,
+                f"the reserved keyword {word} is read as a name; SQL Server never does that "
+                f"(write it as [{word.lower()}] if it is a name); {_REFUSE_HINT}",
+            )
+    return ReadOnlyVerdict(True, "")
+
+
+def _check_coverage(root: exp.Expr, items: _TextItems) -> ReadOnlyVerdict:
+    """Does the tree account for every token, no more and no less? (see the module docstring)"""
+    words, needed, clauses = items
+    held: Counter[tuple[str, str]] = Counter()
+    nodes: Counter[str] = Counter()
+    for node in root.walk():
+        for _, node_type, keyword in _COUNTED:
+            if isinstance(node, node_type):
+                nodes[keyword] += 1
+        if isinstance(node, exp.Parameter) and isinstance(node.parent, exp.Parameter):
+            continue
+        if isinstance(node, exp.Var) and isinstance(node.parent, exp.Parameter):
+            continue
+        if isinstance(node, exp.Identifier) and node.quoted:
+            held["quoted", str(node.this)] += 1
+        elif isinstance(node, exp.Identifier | exp.Parameter):
+            name = _tree_name(node)
+            if name not in words:
+                return ReadOnlyVerdict(
+                    False, f"the parser merged or invented a name; {_REFUSE_HINT}"
+                )
+            bare_column = isinstance(node.parent, exp.Column) and not node.parent.table
+            if not (bare_column and name in _NILADIC):
+                verdict = _not_reserved(name)
+                if not verdict.allowed:
+                    return verdict
+            held["name", name] += 1
+        elif isinstance(node, exp.Var):
+            # a word sqlglot keeps as is (a collation, hint or option name): never a reserved one
+            name = str(node.this).upper()
+            verdict = _not_reserved(name)
+            if not verdict.allowed:
+                return verdict
+            held["name", name] += 1
+        elif isinstance(node, exp.National):
+            held["string", str(node.this)] += 1
+        elif isinstance(node, exp.Literal) and node.is_string:
+            held["string", str(node.this)] += 1
+        elif isinstance(node, exp.Literal):
+            held["number", _number_key(str(node.this))] += 1
+    for _, _, keyword in _COUNTED:
+        if nodes[keyword] != clauses[keyword]:
+            return ReadOnlyVerdict(
+                False,
+                f"{clauses[keyword]} {keyword} keywords but {nodes[keyword]} {keyword} clauses "
+                f"parsed; {_REFUSE_HINT}",
+            )
+    missing = needed - held
+    if missing:
+        return ReadOnlyVerdict(False, f"the parser dropped part of the statement; {_REFUSE_HINT}")
     return ReadOnlyVerdict(True, "")
 
 

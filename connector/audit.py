@@ -19,6 +19,16 @@ last line; :meth:`AuditLog.rotate` continues it into a new file, so ``verify old
 both as one chain. Removing, editing, reordering or truncating lines breaks the chain at the
 first affected line, which ``edgetds audit verify`` reports (exit 1).
 
+Rotation (``[audit] rotate_bytes``, and SIGHUP): :meth:`AuditLog.rotate_now` renames the file to
+``<name>.<seq of its last record, 12 digits>`` (``audit.jsonl.000000001234``) and starts an empty
+``<name>`` whose first record chains from that last one; the rotated names sort in chain order, so
+``edgetds audit verify audit.jsonl.* audit.jsonl`` checks the whole chain. A connector that starts
+on an empty or missing file continues from the newest rotated file beside it.
+
+Removing lines from the END still leaves a valid chain. The signed checkpoints the connector sends
+the relay (connector/checkpoints.py, SPEC.md 5.2) catch that: ``verify --checkpoint`` compares the
+files with the relay's latest one (:func:`check_checkpoint`).
+
 Durability (``fsync``): ``"always"`` (default; fsync after every record), ``"interval"`` (at most
 every ``fsync_interval_s``, and on close), ``"never"`` (leave it to the OS).
 Parameter values are written only when the role sets ``log_param_values = true``.
@@ -31,11 +41,12 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,8 +174,13 @@ class AuditLog:
         fsync: FsyncPolicy = "always",
         fsync_interval_s: float = 1.0,
         continue_from: str | Path | None = None,
+        rotate_bytes: int = 0,
     ) -> None:
-        """Open ``path`` for appending, continuing its chain (or ``continue_from``'s if empty).
+        """Open ``path`` for appending, continuing its chain (or, if it is empty,
+        ``continue_from``'s, else the newest rotated file's beside it).
+
+        Args:
+            rotate_bytes: rotate (:meth:`rotate_now`) once the file reaches this size; 0 = never.
 
         Raises:
             AuditError: the existing last line is incomplete or not a valid record.
@@ -177,11 +193,18 @@ class AuditLog:
         self._lock = threading.Lock()
         self._last_sync = time.monotonic()
         self._dirty = False
+        self.rotate_bytes = rotate_bytes
+        #: called by :meth:`write` (in trio) with each record written; connector/checkpoints.py
+        self.on_write: Callable[[Mapping[str, Any]], None] | None = None
         self.seq, self.head = _tail(self.path)
-        if self.seq == 0 and continue_from is not None:
-            self.seq, self.head = _tail(Path(continue_from))
+        if self.seq == 0:
+            previous = Path(continue_from) if continue_from is not None else None
+            previous = previous or newest_rotated(self.path)
+            if previous is not None:
+                self.seq, self.head = _tail(previous)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = os.fstat(self._fd).st_size
 
     def write_sync(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Chain and append one record (blocking). Returns the record as written."""
@@ -191,7 +214,9 @@ class AuditLog:
             full = dict(record)
             full.update(v=1, seq=self.seq + 1, prev=self.head, time=_now())
             full["hash"] = record_hash(full)
-            os.write(self._fd, canonical_json(full) + b"\n")
+            line = canonical_json(full) + b"\n"
+            os.write(self._fd, line)
+            self._size += len(line)
             self.seq, self.head = full["seq"], full["hash"]
             self._dirty = True
             now = time.monotonic()
@@ -200,13 +225,23 @@ class AuditLog:
             ):
                 os.fsync(self._fd)
                 self._last_sync, self._dirty = now, False
+            if self.rotate_bytes and self._size >= self.rotate_bytes:
+                self._rotate_locked()
             return full
 
     async def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Chain and append one record from trio (the file I/O runs in a worker thread)."""
         import trio
 
-        return await trio.to_thread.run_sync(self.write_sync, record)
+        full = await trio.to_thread.run_sync(self.write_sync, record)
+        if self.on_write is not None:
+            self.on_write(full)
+        return full
+
+    def position(self) -> tuple[int, str, str]:
+        """(seq, head hash, file name) of the last record written: what a checkpoint signs."""
+        with self._lock:
+            return self.seq, self.head, self.path.name
 
     def rotate(self, new_path: str | Path) -> None:
         """Close this file and continue the chain in ``new_path`` (which must be empty)."""
@@ -217,6 +252,35 @@ class AuditLog:
             self._close_locked()
             self.path = new_path
             self._fd = os.open(new_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._size = os.fstat(self._fd).st_size
+
+    def rotate_now(self) -> Path | None:
+        """Rename the file to ``<name>.<last seq>`` and continue the chain in a new ``<name>``.
+
+        Returns the rotated file's path, or None when the file has no record yet (nothing to do).
+        """
+        with self._lock:
+            if self._fd is None:
+                raise AuditError(f"audit log {self.path} is closed")
+            return self._rotate_locked()
+
+    def _rotate_locked(self) -> Path | None:
+        if self._size == 0:
+            return None
+        rotated = self.path.with_name(f"{self.path.name}.{self.seq:012d}")
+        if rotated.exists():
+            raise AuditError(f"cannot rotate {self.path} to {rotated}: that file exists")
+        self._close_locked()
+        os.rename(self.path, rotated)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = 0
+        return rotated
+
+    async def rotate_async(self) -> Path | None:
+        """:meth:`rotate_now` from trio (in a worker thread)."""
+        import trio
+
+        return await trio.to_thread.run_sync(self.rotate_now)
 
     def close(self) -> None:
         with self._lock:
@@ -240,6 +304,23 @@ class AuditLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def rotated_files(path: str | Path) -> list[Path]:
+    """The rotated files of ``path`` (``<name>.<12 digits>``), oldest first."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.name) + r"\.[0-9]{12}")
+    try:
+        names = [p.name for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except FileNotFoundError:
+        return []
+    return [path.with_name(name) for name in sorted(names)]
+
+
+def newest_rotated(path: str | Path) -> Path | None:
+    """The most recent rotated file of ``path``, or None."""
+    files = rotated_files(path)
+    return files[-1] if files else None
 
 
 def _tail(path: Path) -> tuple[int, str]:
@@ -278,6 +359,10 @@ class VerifyResult:
     file: str | None = None
     line: int | None = None
     problem: str | None = None
+    #: the seq of the last record checked (None: none)
+    last_seq: int | None = None
+    #: seq -> hash of the records asked for by ``at_seqs`` (see :func:`verify_files`) and checked
+    hashes: Mapping[int, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         if self.ok:
@@ -285,9 +370,16 @@ class VerifyResult:
         return f"{self.file}:{self.line}: {self.problem}"
 
 
-def verify_files(paths: Sequence[str | Path], *, prev: str = GENESIS) -> VerifyResult:
-    """Check one chain spread over ``paths`` (oldest first). Stops at the first broken line."""
+def verify_files(
+    paths: Sequence[str | Path], *, prev: str = GENESIS, at_seqs: Collection[int] = ()
+) -> VerifyResult:
+    """Check one chain spread over ``paths`` (oldest first). Stops at the first broken line.
+
+    ``at_seqs``: also report the hashes of the records with these seqs (``hashes``), which
+    checkpoints are compared with.
+    """
     head, seq, count = prev, None, 0
+    found: dict[int, str] = {}
     for path in paths:
         try:
             data = Path(path).read_bytes()
@@ -303,9 +395,11 @@ def verify_files(paths: Sequence[str | Path], *, prev: str = GENESIS) -> VerifyR
                 expected = 1 if seq is None else seq + 1
                 problem = _chain_problem(record, expected, seq, lines, lineno, prev)
             if problem is not None or record is None:
-                return VerifyResult(False, count, head, str(path), lineno, problem)
+                return VerifyResult(False, count, head, str(path), lineno, problem, seq, found)
             head, seq, count = record["hash"], record["seq"], count + 1
-    return VerifyResult(True, count, head)
+            if seq in at_seqs:
+                found[seq] = head
+    return VerifyResult(True, count, head, last_seq=seq, hashes=found)
 
 
 def _check_line(
@@ -405,11 +499,30 @@ def _jsonable(value: Any) -> Any:
 EPILOG = """\
 examples:
   edgetds audit verify .demo/audit.jsonl
-  edgetds audit verify audit.jsonl.1 audit.jsonl      # a rotated chain, oldest file first
+  edgetds audit verify audit.jsonl.* audit.jsonl      # a rotated chain (names sort oldest first)
   edgetds audit verify audit.jsonl --prev 3f5a...     # a file whose predecessor is archived
 
-Exit status 0 when the chain is intact; 1 with FILE:LINE: what is wrong (a line edited, removed,
-reordered, garbage appended or the last line truncated) at the first broken line.
+  # was the END cut off? compare with the relay's latest signed checkpoint of this connector
+  EDGETDS_AUDIT_TOKEN=... edgetds audit verify audit.jsonl.* audit.jsonl \\
+      --checkpoint 'https://relay.example/v1/tunnels/demo/audit/checkpoint?connector=conn-1' \\
+      --config connector.toml                          # or --public-key conn-1.pub
+  edgetds audit verify audit.jsonl --checkpoint saved-checkpoint.json --public-key ed25519:...
+
+A hash chain shows a line edited, removed, reordered or inserted, but lines removed from the END
+leave a chain that still verifies. The connector therefore sends the relay a checkpoint (the seq
+and hash of its newest record, signed with the connector's key) every [audit]
+checkpoint_every_records records and every checkpoint_interval_s seconds; --checkpoint fetches the
+relay's latest one (or reads a saved copy), checks its signature with the connector's public key
+and that the files reach it with the same hash.
+
+exit status:
+  0  the chain is intact (and reaches the checkpoint with its hash)
+  1  the chain is broken: FILE:LINE: what is wrong (edited, removed, reordered, garbage, a
+     truncated last line)
+  2  usage error
+  3  truncated or replaced: the files end before the checkpoint's record, or that record's hash
+     differs from the checkpoint's
+  4  the checkpoint cannot be fetched or read, or its signature does not verify
 """
 
 
@@ -424,14 +537,40 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(title="actions", metavar="ACTION")
     verify = sub.add_parser(
         "verify",
-        help="check the hash chain; report the first broken line",
+        help="check the hash chain (and a relay checkpoint); report the first problem",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verify.add_argument("files", nargs="+", type=Path, metavar="FILE", help="oldest first")
+    verify.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="the audit files, oldest first"
+    )
     verify.add_argument(
         "--prev", default=GENESIS, help="hash the first record chains from (default: genesis)"
     )
+    verify.add_argument(
+        "--checkpoint",
+        metavar="URL-or-FILE",
+        help="the relay's checkpoint endpoint (GET /v1/tunnels/T/audit/checkpoint?connector=ID) "
+        "or a saved checkpoint JSON file",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="KEY-or-FILE",
+        help="the connector's public key (ed25519:...) or its NAME.pub file, to check the "
+        "checkpoint's signature",
+    )
+    verify.add_argument(
+        "--config",
+        metavar="CONNECTOR_TOML",
+        help="take the public key (and connector id) from this connector config instead",
+    )
+    verify.add_argument(
+        "--token-env",
+        default="EDGETDS_AUDIT_TOKEN",
+        metavar="NAME",
+        help="environment variable holding the relay's audit token (default: %(default)s)",
+    )
+    verify.add_argument("--cafile", help="CA bundle for an https relay with a private CA")
     verify.set_defaults(func=_cmd_verify)
 
     def _usage(args: argparse.Namespace) -> int:
@@ -442,6 +581,66 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    result = verify_files(args.files, prev=args.prev)
-    print(result, file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
+    if args.checkpoint is None:
+        result = verify_files(args.files, prev=args.prev)
+        print(result, file=sys.stdout if result.ok else sys.stderr)
+        return 0 if result.ok else 1
+    from connector import checkpoints as cp
+
+    try:
+        keys, connector_id = _checkpoint_keys(args)
+        token = cp.token_from_env(args.token_env)
+        loaded = cp.load_checkpoint(args.checkpoint, token=token, cafile=args.cafile)
+        for checkpoint in loaded:
+            cp.verify_loaded(checkpoint, keys, connector_id=connector_id)
+    except cp.CheckpointError as exc:
+        print(f"checkpoint: {exc}", file=sys.stderr)
+        return cp.EXIT_CHECKPOINT_UNUSABLE
+    result = verify_files(args.files, prev=args.prev, at_seqs={c["seq"] for c in loaded})
+    if not result.ok:
+        print(result, file=sys.stderr)
+        return 1
+    print(result)
+    status = 0
+    for index, checkpoint in enumerate(loaded):
+        ok, message = cp.compare(result, checkpoint)
+        if index:  # the relay's conflict: the checkpoint held when the log first went backwards
+            message = (
+                f"conflict (the connector once sent a checkpoint that went backwards): {message}"
+            )
+        print(message, file=sys.stdout if ok else sys.stderr)
+        status = status if ok else cp.EXIT_TRUNCATED
+    return status
+
+
+def _checkpoint_keys(args: argparse.Namespace) -> tuple[list[Any], str | None]:
+    """The connector public key(s) and id that a checkpoint must verify under."""
+    from connector.checkpoints import CheckpointError
+    from connector.keys import KeyFileError, parse_public_key
+
+    if args.config:
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        from connector.config import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+            key = load_pem_private_key(config.tunnel.private_key_pem, password=None)
+            return [key.public_key()], config.tunnel.connector_id
+        except (ConfigError, ValueError) as exc:
+            raise CheckpointError(f"cannot take the public key from {args.config}: {exc}") from None
+    if not args.public_key:
+        raise CheckpointError(
+            "pass --public-key ed25519:... (or NAME.pub) or --config connector.toml: the "
+            "checkpoint's signature is checked with the connector's public key"
+        )
+    text = args.public_key
+    if not text.startswith("ed25519:"):
+        try:
+            text = Path(text).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {args.public_key}: {exc.strerror}") from None
+    try:
+        return [parse_public_key(text)], None
+    except KeyFileError as exc:
+        raise CheckpointError(f"--public-key: {exc}") from None

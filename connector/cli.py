@@ -33,7 +33,9 @@ signals (connector run):
                     replaced; their in-flight queries finish). A config that `connector run`
                     would refuse at start is refused (connector.reload_failed lists every
                     problem) and the running one kept; other settings need a restart. Key
-                    rotation: README, "Rotate keys".
+                    rotation: README, "Rotate keys". It also rotates the [audit] file: audit.jsonl
+                    becomes audit.jsonl.<seq of its last record, 12 digits> and the chain continues
+                    in a new audit.jsonl (edgetds audit verify audit.jsonl.* audit.jsonl).
 """
 
 KEYGEN_EPILOG = """\
@@ -267,6 +269,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         name = signal.Signals(signum).name
                         if signum == signal.SIGHUP:
                             _reload_keys(args.config, connector, log)
+                            nursery.start_soon(connector.rotate_audit)
                         elif not connector.draining:
                             log.info(
                                 "%s: draining (send it again to exit at once)",

@@ -124,6 +124,11 @@ class ConnectorConfig:
     policy_path: Path | None
     audit_file: Path | None
     log_level: str = "info"
+    #: [audit] rotate_bytes: rotate the audit file at this size (0 = only on SIGHUP)
+    audit_rotate_bytes: int = 0
+    #: [audit] checkpoint_every_records / checkpoint_interval_s: signed checkpoints to the relay
+    audit_checkpoint_every_records: int = 100
+    audit_checkpoint_interval_s: float = 60.0
     #: [ops] listen: host:port of /metrics, /healthz, /ready ("" = off); connector/ops.py
     ops_listen: str = ""
 
@@ -482,8 +487,12 @@ def parse_config(
     identity = _identity(r, doc)
     policy, policy_path = _policy(r, doc)
     audit = r.table(doc, "audit", "", required=False)
-    r.unknown(audit, {"file"}, "audit")
+    audit_keys = {"file", "rotate_bytes", "checkpoint_every_records", "checkpoint_interval_s"}
+    r.unknown(audit, audit_keys, "audit")
     audit_name = r.get(audit, "file", "audit", str, "")
+    rotate_bytes = r.integer(audit, "rotate_bytes", "audit", 0, minimum=0)
+    every_records = r.integer(audit, "checkpoint_every_records", "audit", 100, minimum=1)
+    interval_s = r.number(audit, "checkpoint_interval_s", "audit", 60.0, minimum=1.0)
     ops_listen = parse_ops_listen(r, doc)
     log_level = "info"
     if isinstance(doc.get("connector"), dict):
@@ -501,6 +510,9 @@ def parse_config(
         policy_path=policy_path,
         audit_file=r.path(audit_name) if audit_name else None,
         log_level=log_level,
+        audit_rotate_bytes=rotate_bytes,
+        audit_checkpoint_every_records=every_records,
+        audit_checkpoint_interval_s=interval_s,
         ops_listen=ops_listen,
     )
 

@@ -33,8 +33,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from connector.audit import AuditLog
+from connector.audit import AuditError, AuditLog
 from connector.backoff import Backoff
+from connector.checkpoints import AuditCheckpoints
 from connector.config import ConfigError, ConnectorConfig, Problem, load_config
 from connector.keys import key_id, parse_public_key, raw_public_key
 from connector.ops import Ops, database_probe
@@ -43,6 +44,7 @@ from connector.pool import Pools
 from connector.service import QueryService
 from connector.tunnel import DialFailed, LinkStats, RelayRejected, TunnelLink
 from edgetds.oidc import TokenVerifier
+from protocol import CHECKPOINT_CAP
 
 __all__ = [
     "Connector",
@@ -154,6 +156,17 @@ class Connector:
         self.ops = Ops(connector_id=config.tunnel.connector_id, tunnel=config.tunnel.tunnel)
         self.ops_server: Any = None  # `OpsServer` (its URL) while serving
         service.ops = self.ops
+        #: signed audit checkpoints to the relays (connector/checkpoints.py); None without audit
+        self.checkpoints: AuditCheckpoints | None = None
+        if service.audit is not None:
+            self.checkpoints = AuditCheckpoints(
+                service.audit,
+                key=lambda: self._key,
+                connector_id=config.tunnel.connector_id,
+                tunnel=config.tunnel.tunnel,
+                every_records=config.audit_checkpoint_every_records,
+                interval_s=config.audit_checkpoint_interval_s,
+            )
 
     # -- observation -----------------------------------------------------------------------
 
@@ -166,10 +179,31 @@ class Connector:
         while self.ready_links < count:
             await self._ready_changed.wait()
 
-    def _on_link_ready(self, first_slot: bool, _link: TunnelLink) -> None:
+    def _on_link_ready(self, first_slot: bool, link: TunnelLink) -> None:
         if first_slot:
             self._first_attempt.set()  # the other slots may start now
+        if self.checkpoints is not None and self._nursery is not None:
+            # a relay that restarted without keeping checkpoints learns the head at once
+            self._nursery.start_soon(link.send_checkpoint, self.checkpoints.make())
         self._notify()
+
+    async def _send_checkpoint(self, fields: dict[str, Any]) -> None:
+        """Hand one signed checkpoint to every READY connection."""
+        for link in list(self._links):
+            await link.send_checkpoint(fields)
+
+    async def rotate_audit(self) -> None:
+        """SIGHUP: rotate the audit file (the chain continues in a new one)."""
+        audit = self.service.audit
+        if audit is None:
+            return
+        try:
+            rotated = await audit.rotate_async()
+        except (OSError, AuditError) as exc:
+            log.error("SIGHUP: audit log not rotated: %s", exc)
+            return
+        if rotated is not None:
+            log.info("SIGHUP: audit log rotated", extra={"rotated_to": str(rotated)})
 
     def _notify(self) -> None:
         self._ready_changed.set()
@@ -195,6 +229,8 @@ class Connector:
                 self._nursery = nursery
                 for index in range(self.config.tunnel.ha_connections):
                     nursery.start_soon(self._slot, index, nursery)
+                if self.checkpoints is not None:
+                    nursery.start_soon(self.checkpoints.run, self._send_checkpoint)
                 task_status.started()
         finally:
             self._stopped.set()
@@ -229,6 +265,7 @@ class Connector:
                 handler=self.service,
                 on_ready=functools.partial(self._on_link_ready, index == 0),
                 on_relay_drain=functools.partial(_set_event, replace),
+                caps=(CHECKPOINT_CAP,) if self.checkpoints is not None else (),
             )
             link.ops = self.ops
             nursery.start_soon(self._run_link, link, result, ended)
@@ -300,6 +337,8 @@ class Connector:
                 await link.settle()
         if scope.cancelled_caught:
             log.warning("drain grace period over; closing with queries in flight")
+        if self.checkpoints is not None:  # the last word on the audit head, after the last query
+            await self.checkpoints.send_now(self._send_checkpoint)
         for link in links:
             await link.close("connector shut down")
         if self._nursery is not None:
@@ -402,7 +441,7 @@ async def open_connector(
     own_audit = audit is None and config.audit_file is not None
     if own_audit:
         assert config.audit_file is not None
-        audit = AuditLog(config.audit_file)
+        audit = AuditLog(config.audit_file, rotate_bytes=config.audit_rotate_bytes)
     service = QueryService(
         relay_keys=_relay_keys(config),
         verifier=verifier,

@@ -34,6 +34,7 @@ from websockets.trio.client import ClientConnection, connect
 from connector.config import TunnelConfig
 from connector.execute import CancelToken, QueryFailed, SinkClosed
 from protocol import (
+    CHECKPOINT_CAP,
     SUBPROTOCOL,
     AuthError,
     CloseCode,
@@ -242,8 +243,11 @@ class TunnelLink:
         on_relay_drain: Callable[[TunnelLink], None] | None = None,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
+        caps: tuple[str, ...] = (),
     ) -> None:
         self.cfg = cfg
+        #: capabilities announced in READY (``audit.checkpoint`` when there is an audit log)
+        self.caps = caps
         self.base_url = url
         self.url = f"{url}/v1/tunnels/{cfg.tunnel}/connect"
         self._key = private_key
@@ -301,6 +305,18 @@ class TunnelLink:
                 if self.ops is not None:
                     self.ops.frame_sent(0)
             await self._flush_locked()
+
+    async def send_checkpoint(self, fields: Mapping[str, Any]) -> bool:
+        """Send a signed audit checkpoint if this connection is up and negotiated the
+        ``audit.checkpoint`` capability; False when it was not sent."""
+        if not self.ready or self.closed or CHECKPOINT_CAP not in self.conn.caps:
+            return False
+        try:
+            await self.send(events.Checkpoint(fields=dict(fields)))
+        except (LocalProtocolError, ConnectionClosed, trio.BrokenResourceError) as exc:
+            log.debug("checkpoint not sent: %s", exc, extra={"relay": self.base_url})
+            return False
+        return True
 
     async def flush(self) -> None:
         async with self._send_lock:
@@ -498,7 +514,7 @@ class TunnelLink:
                 events.Ready(
                     connector_id=self.cfg.connector_id,
                     max_streams=self.limits.max_streams,
-                    caps=(),
+                    caps=self.caps,
                     max_frame=self.limits.max_frame,
                 )
             )

@@ -21,6 +21,14 @@ from ._auth import (
     verify_connector_token,
     verify_hello,
 )
+from ._checkpoint import (
+    CHECKPOINT_CAP,
+    GENESIS,
+    MAX_CHECKPOINT,
+    check_checkpoint,
+    sign_checkpoint,
+    verify_checkpoint,
+)
 from ._connection import Connection
 from ._errors import (
     AuthError,
@@ -50,8 +58,11 @@ SUBPROTOCOL = "edgetds.v1"
 
 __all__ = [
     "ATTESTATION_MAX_SKEW",
+    "CHECKPOINT_CAP",
     "DEFAULT_FRAME",
+    "GENESIS",
     "HEADER_SIZE",
+    "MAX_CHECKPOINT",
     "MAX_FRAME_HARD",
     "MAX_WINDOW",
     "MIN_FRAME",
@@ -78,6 +89,7 @@ __all__ = [
     "Role",
     "StreamState",
     "canonical_json",
+    "check_checkpoint",
     "done_record",
     "encode_frame",
     "error_record",
@@ -90,8 +102,10 @@ __all__ = [
     "param_type",
     "parse_error_record",
     "parse_frame",
+    "sign_checkpoint",
     "sign_hello",
     "verify_attestation",
+    "verify_checkpoint",
     "verify_connector_token",
     "verify_hello",
 ]

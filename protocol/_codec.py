@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import events as ev
+from ._checkpoint import MAX_CHECKPOINT, check_checkpoint
 from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_STREAMS_HARD, MIN_FRAME, Limits
 from ._frames import MAX_STREAM_ID, Frame, FrameType
 from ._json import canonical_json, loads_object
@@ -159,6 +160,14 @@ def _goaway(frame: Frame) -> ev.GoAway:
     return ev.GoAway(_string(obj, "code"), _string(obj, "message", optional=True), last_stream)
 
 
+def _checkpoint(frame: Frame) -> ev.Checkpoint:
+    if len(frame.payload) > MAX_CHECKPOINT:
+        raise ValueError(f"CHECKPOINT payload must be at most {MAX_CHECKPOINT} bytes")
+    obj = loads_object(frame.payload)
+    check_checkpoint(obj)
+    return ev.Checkpoint(fields=obj)
+
+
 _DECODERS: dict[FrameType, Callable[[Frame], ev.Event]] = {
     FrameType.HELLO: _hello,
     FrameType.READY: _ready,
@@ -173,6 +182,7 @@ _DECODERS: dict[FrameType, Callable[[Frame], ev.Event]] = {
     FrameType.PONG: lambda frame: ev.Pong(_ping_data(frame)),
     FrameType.DRAIN: _drain,
     FrameType.GOAWAY: _goaway,
+    FrameType.CHECKPOINT: _checkpoint,
 }
 
 #: The frame type of each event class that maps to a frame.
@@ -190,6 +200,7 @@ EVENT_TYPES: dict[type[ev.Event], FrameType] = {
     ev.Pong: FrameType.PONG,
     ev.Drain: FrameType.DRAIN,
     ev.GoAway: FrameType.GOAWAY,
+    ev.Checkpoint: FrameType.CHECKPOINT,
 }
 
 
@@ -203,7 +214,7 @@ def decode(frame: Frame) -> ev.Event:
 
 
 def _payload(event: ev.Event) -> bytes:
-    if isinstance(event, ev.Hello):
+    if isinstance(event, ev.Hello | ev.Checkpoint):
         return canonical_json(dict(event.fields))
     if isinstance(event, ev.Ready):
         obj: dict[str, Any] = {

@@ -26,6 +26,7 @@ from ._frames import Frame, FrameReader, FrameType, encode_frame
 from ._records import error_record
 from ._state import (
     CONNECTION_TRANSITIONS,
+    FRAME_CAPS,
     FRAME_RULES,
     LATE_FRAMES,
     STREAM_TRANSITIONS,
@@ -355,6 +356,11 @@ class Connection:
             return True
         if self.state is not ConnectionState.OPEN or kind in (FrameType.HELLO, FrameType.READY):
             fail(f"{kind.name} is not allowed in state {self.state.value}")
+        cap = FRAME_CAPS.get(kind)
+        if cap is not None and cap not in self.caps:
+            fail(f"{kind.name} needs the {cap!r} capability, which was not negotiated")
+        if kind is FrameType.CHECKPOINT:
+            return True
         if kind is FrameType.PING:
             if not local and not self._goaway_sent:
                 self._outbox.append(encode_frame(Frame(FrameType.PONG, 0, frame.payload)))

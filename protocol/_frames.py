@@ -73,6 +73,8 @@ class FrameType(enum.IntEnum):
     DRAIN = 0x33
     #: Either side, stream 0: the sender is closing the connection.
     GOAWAY = 0x34
+    #: Connector -> relay, stream 0: a signed audit checkpoint (capability ``audit.checkpoint``).
+    CHECKPOINT = 0x35
 
 
 _TYPES = frozenset(int(t) for t in FrameType)

@@ -11,6 +11,8 @@ Rule 3: only the relay opens streams, with QUERY, on an id above every id used b
         connector's DONE or ERROR. Ids are never reused.
 Rule 4: CANCEL and CREDIT may race the connector's DONE/ERROR, so when *received* on a stream that
         is already closed they are dropped (:data:`LATE_FRAMES`); anything else is an error.
+Rule 5: a frame type that belongs to an optional feature may cross only when both sides announced
+        its capability (:data:`FRAME_CAPS`; ``Connection.caps`` is the intersection).
 
 Both ends run the same tables: a frame is checked when this side sends it (violations are
 ``LocalProtocolError``) and when it arrives (``RemoteProtocolError``).
@@ -24,6 +26,7 @@ from ._frames import FrameType
 
 __all__ = [
     "CONNECTION_TRANSITIONS",
+    "FRAME_CAPS",
     "FRAME_RULES",
     "LATE_FRAMES",
     "STREAM_TRANSITIONS",
@@ -97,6 +100,7 @@ FRAME_RULES: dict[FrameType, tuple[frozenset[Role], Scope]] = {
     FrameType.PONG: (frozenset({R, C}), Scope.CONNECTION),
     FrameType.DRAIN: (frozenset({R, C}), Scope.CONNECTION),
     FrameType.GOAWAY: (frozenset({R, C}), Scope.CONNECTION),
+    FrameType.CHECKPOINT: (frozenset({C}), Scope.CONNECTION),
 }
 
 #: Rule 2: (state, frame) -> next state during the handshake. In OPEN every frame type except
@@ -124,3 +128,6 @@ STREAM_TRANSITIONS: dict[tuple[StreamState, FrameType], StreamState] = {
 
 #: Rule 4: frames dropped without an event when received on an already closed stream.
 LATE_FRAMES = frozenset({FrameType.CANCEL, FrameType.CREDIT})
+
+#: Rule 5: frame types of optional features -> the capability both sides must have announced.
+FRAME_CAPS: dict[FrameType, str] = {FrameType.CHECKPOINT: "audit.checkpoint"}

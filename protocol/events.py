@@ -17,6 +17,7 @@ from ._flow import Limits
 
 __all__ = [
     "Cancel",
+    "Checkpoint",
     "Columns",
     "ConnectionLost",
     "Credit",
@@ -192,6 +193,30 @@ class GoAway(Event):
     code: str
     message: str = ""
     last_stream: int = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint(Event):
+    """CHECKPOINT: the connector's signed audit-chain head (stream 0, connector -> relay).
+
+    ``fields`` is the whole JSON object including ``"sig"`` (build it with
+    :func:`sign_checkpoint`, check it with :func:`verify_checkpoint`); the properties are its
+    validated members. Sent only when both sides announced the ``audit.checkpoint`` capability.
+    """
+
+    fields: Mapping[str, Any]
+
+    @property
+    def connector_id(self) -> str:
+        return str(self.fields["connector_id"])
+
+    @property
+    def seq(self) -> int:
+        return int(self.fields["seq"])
+
+    @property
+    def head(self) -> str:
+        return str(self.fields["head"])
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ Routes (one port)::
     WS   /v1/tunnels/{tunnel}/connect      connector WebSocket (subprotocol edgetds.v1)
     POST /v1/tunnels/{tunnel}/query        client query (relay/query.py)
     GET  /v1/tunnels/{tunnel}/status       {"tunnel", "connectors", "connections"} (client token)
+    GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
+                                           a connector's latest signed audit checkpoint (audit
+                                           token; relay/checkpoints.py, SPEC.md 11.3)
 
 Anything else is answered 404 (`request.invalid`, counted as `http.not_found`) before any token
 is looked at, so scans cost nothing but a counter. Refusals of every kind are counted by error
@@ -22,6 +25,7 @@ import ipaddress
 import json
 import logging
 import time
+import urllib.parse
 import uuid
 from collections.abc import MutableMapping
 from typing import Any
@@ -38,8 +42,10 @@ from protocol import (
     AuthError,
     Limits,
     ReplayCache,
+    events,
     verify_connector_token,
 )
+from relay.checkpoints import CheckpointStore
 from relay.config import RelayConfig
 from relay.http import HttpError, Receive, Send, header, send_error, send_json
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
@@ -96,6 +102,8 @@ class RelayApp:
         self.started = time.time()
         #: Set by `drain_all` (shutdown): new connector connections are refused.
         self.shutting_down = False
+        #: connectors' latest signed audit checkpoints (SPEC.md 5.2)
+        self.checkpoints = CheckpointStore(config.checkpoint_file)
 
     # -- ASGI entry ---------------------------------------------------------------------------
 
@@ -133,6 +141,12 @@ class RelayApp:
         if path == "/v1/relay/stats":
             return "stats", None
         parts = path.split("/")
+        if (
+            len(parts) == 6
+            and parts[4:] == ["audit", "checkpoint"]
+            and parts[:3] == ["", "v1", "tunnels"]
+        ):
+            return ("checkpoint", parts[3]) if 0 < len(parts[3]) <= 128 else ("unknown", None)
         # "", "v1", "tunnels", NAME, ACTION
         if (
             len(parts) == 5
@@ -162,7 +176,13 @@ class RelayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, tunnel = self._route(scope["path"])
         method = scope["method"]
-        allowed = {"healthz": "GET", "stats": "GET", "status": "GET", "query": "POST"}
+        allowed = {
+            "healthz": "GET",
+            "stats": "GET",
+            "status": "GET",
+            "query": "POST",
+            "checkpoint": "GET",
+        }
         if route == "unknown":
             raise HttpError(
                 "request.invalid",
@@ -193,6 +213,9 @@ class RelayApp:
             found = self.registry.get(tunnel)
             await self.authenticate(scope)
             await send_json(send, 200, _json(found.status()))
+        elif route == "checkpoint":
+            assert tunnel is not None
+            await self._checkpoint(scope, send, tunnel)
         else:
             assert tunnel is not None
             await handle_query(self, scope, receive, send, tunnel)
@@ -284,6 +307,53 @@ class RelayApp:
             "tunnels": {name: t.detail() for name, t in self.registry.tunnels.items()},
         }
 
+    # -- audit checkpoints ------------------------------------------------------------------
+
+    async def _checkpoint(self, scope: Scope, send: Send, tunnel_name: str) -> None:
+        """GET .../audit/checkpoint?connector=ID with the audit token (SPEC.md 11.3)."""
+        self.check_auth_rate(scope)
+        scheme, _, token = (header(scope, b"authorization") or "").partition(" ")
+        digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+        expected = self.config.audit_token_sha256
+        if not (expected and scheme.lower() == "bearer" and hmac.compare_digest(digest, expected)):
+            raise self.auth_failed(
+                scope,
+                "auth.invalid_token",
+                "audit checkpoints are served with the relay's audit token (Authorization: "
+                "Bearer <secret>, whose sha256 is [relay] audit_token_sha256)",
+            )
+        tunnel = self.registry.get(tunnel_name)
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        connector_id = (query.get("connector") or [""])[0]
+        if not connector_id:
+            raise HttpError(
+                "request.invalid", "name the connector: ?connector=<connector id>", status=400
+            )
+        held = self.checkpoints.get(tunnel.name, connector_id)
+        body = {
+            "tunnel": tunnel.name,
+            "connector_id": connector_id,
+            "checkpoint": held["checkpoint"] if held else None,
+            "received_at": held["received_at"] if held else None,
+            "conflict": held.get("conflict") if held else None,
+        }
+        await send_json(send, 200, _json(body))
+
+    def _on_checkpoint(self, session: ConnectorSession, event: events.Checkpoint) -> None:
+        """A connector sent a CHECKPOINT: keep it if it verifies and does not go backwards."""
+        tunnel = self.registry.tunnels.get(session.tunnel)
+        keys = tunnel.config.connectors.get(session.connector_id, ()) if tunnel else ()
+        outcome, why = self.checkpoints.offer(
+            event.fields, keys, tunnel=session.tunnel, connector_id=session.connector_id
+        )
+        fields: dict[str, Any] = {"tunnel": session.tunnel, "connector": session.connector_id}
+        if outcome == "stored":
+            self.counters.count("audit_checkpoints")
+            log_event("audit.checkpoint", **fields, seq=event.seq)
+            return
+        self.counters.refuse(f"audit.checkpoint_{outcome}")
+        log_event(f"audit.checkpoint_{outcome}", level=logging.WARNING, **fields, why=why)
+
     # -- connector WebSocket ------------------------------------------------------------------
 
     async def _deny(self, send: Send, error: HttpError) -> None:
@@ -355,6 +425,7 @@ class RelayApp:
             protocol_limits=self.protocol_limits,
             connector_key_hex=claims.public_key_hex,
         )
+        session.on_checkpoint = self._on_checkpoint
         fields: dict[str, Any] = {
             "tunnel": tunnel.name,
             "connector": claims.connector_id,

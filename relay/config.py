@@ -3,7 +3,7 @@
 Shape (see examples/relay.toml and /work/briefs/integration.md)::
 
     [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
-                       stats_token_sha256
+                       stats_token_sha256, audit_token_sha256, checkpoint_file
     [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }, or during a key rotation
                        connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] }
     [[issuers]]        issuer, audience[, jwks_uri | jwks_file, algorithms]: handed as they are
@@ -136,6 +136,10 @@ class RelayConfig:
     tls_key_file: str = ""
     #: hex sha256 of a bearer secret that may read GET /v1/relay/stats from a non-loopback address.
     stats_token_sha256: str = ""
+    #: hex sha256 of the bearer secret that may read GET /v1/tunnels/T/audit/checkpoint ("" = none)
+    audit_token_sha256: str = ""
+    #: where connectors' latest signed audit checkpoints are kept across restarts ("" = memory)
+    checkpoint_file: str = ""
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -317,6 +321,8 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
                 "tls_cert_file",
                 "tls_key_file",
                 "stats_token_sha256",
+                "audit_token_sha256",
+                "checkpoint_file",
             },
             here,
         ),
@@ -345,6 +351,12 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
         problems.found.append(
             f"{here}: stats_token_sha256 must be 64 hex digits (sha256 of a secret)"
         )
+    audit_hash = text("audit_token_sha256").lower()
+    if audit_hash and not re.fullmatch(r"[0-9a-f]{64}", audit_hash):
+        problems.found.append(
+            f"{here}: audit_token_sha256 must be 64 hex digits (sha256 of a secret)"
+        )
+    checkpoint_file = text("checkpoint_file")
     no_tunnels: dict[str, TunnelConfig] = {}
     tunnels = problems.check(
         lambda: parse_tunnels(_table(doc, "tunnels", where), where=where), no_tunnels
@@ -368,6 +380,8 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
         tls_cert_file=str(base_dir / tls_cert) if tls_cert else "",
         tls_key_file=str(base_dir / tls_key) if tls_key else "",
         stats_token_sha256=stats_hash,
+        audit_token_sha256=audit_hash,
+        checkpoint_file=str(base_dir / checkpoint_file) if checkpoint_file else "",
         tunnels=tunnels,
         identity=identity,
         base_dir=base_dir,

@@ -34,6 +34,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import (
+    CHECKPOINT_CAP,
     HEADER_SIZE,
     CloseCode,
     Connection,
@@ -165,6 +166,8 @@ class ConnectorSession:
         self._close_at = math.inf
         self.opened = time.time()
         self.queries = 0
+        #: called with each CHECKPOINT received (relay/app.py stores it; SPEC.md 5.2)
+        self.on_checkpoint: Callable[[ConnectorSession, events.Checkpoint], None] | None = None
 
     # -- what the router looks at -------------------------------------------------------------
 
@@ -204,6 +207,7 @@ class ConnectorSession:
             connector_id=self.connector_id,
             nonce=self._nonce,
             limits=self.conn.limits,
+            caps=(CHECKPOINT_CAP,),
         )
         self.conn.send(events.Hello(fields=fields))
         await self.ws.send(self.conn.data_to_send())
@@ -356,6 +360,8 @@ class ConnectorSession:
                     session=self.session_id,
                     in_flight=self.in_flight,
                 )
+            elif isinstance(event, events.Checkpoint) and self.on_checkpoint is not None:
+                self.on_checkpoint(self, event)
             elif isinstance(event, events.GoAway):
                 self.draining = True
                 log_event(

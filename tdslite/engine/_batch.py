@@ -16,6 +16,8 @@ globals ``@@NAME`` become the bound parameter ``@__G_NAME``.
 
 from __future__ import annotations
 
+import string
+import unicodedata
 from dataclasses import dataclass
 
 from sqlglot import Token, TokenType
@@ -24,11 +26,14 @@ from sqlglot.errors import TokenError
 
 from . import _errors
 
-#: Keywords that begin a statement.
+#: Keywords that begin a statement (the last line: reserved keywords that begin statements tdslite
+#: does not run, such as cursor and text statements; they split the batch as in SQL Server).
 STATEMENT_KEYWORDS = frozenset(
     """SELECT WITH INSERT UPDATE DELETE CREATE DROP ALTER DECLARE SET EXEC EXECUTE USE BEGIN
     COMMIT ROLLBACK SAVE REVERT TRUNCATE MERGE IF WHILE PRINT GRANT REVOKE DENY RETURN THROW
-    RAISERROR GOTO BACKUP RESTORE DBCC KILL SHUTDOWN WAITFOR GO BREAK CONTINUE""".split()
+    RAISERROR GOTO BACKUP RESTORE DBCC KILL SHUTDOWN WAITFOR GO BREAK CONTINUE
+    OPEN CLOSE FETCH DEALLOCATE CHECKPOINT READTEXT WRITETEXT UPDATETEXT SETUSER RECONFIGURE
+    BULK""".split()
 )
 #: Statements whose body is swallowed up to the next semicolon (all unsupported).
 _SWALLOWING = frozenset({"IF", "WHILE", "MERGE", "GOTO", "WAITFOR"})
@@ -70,7 +75,12 @@ class Statement:
 
 
 def tokenize(sql: str) -> list[Token]:
-    """T-SQL tokens of ``sql``; an unclosed string or identifier is SQL Server's error 105."""
+    """T-SQL tokens of ``sql``, cut where SQL Server cuts them (see `_relex`); an unclosed string
+    or identifier is SQL Server's error 105."""
+    return _relex(sql, _sqlglot_tokens(sql), 0)
+
+
+def _sqlglot_tokens(sql: str) -> list[Token]:
     try:
         return list(TSQL().tokenize(sql))
     except TokenError:
@@ -79,15 +89,82 @@ def tokenize(sql: str) -> list[Token]:
         ) from None
 
 
+def _name_char(c: str) -> bool:
+    """Can ``c`` be part of an unquoted SQL Server name? (letters, decimal digits, _ @ # $)"""
+    return c in "_@#$" or unicodedata.category(c)[0] == "L" or unicodedata.category(c) == "Nd"
+
+
+def _currency(char: str, index: int) -> bool:
+    """A currency sign starts a money literal ("$" only at the start: a$b is a name)."""
+    return unicodedata.category(char) == "Sc" and (char != "$" or index == 0)
+
+
+def _relex(sql: str, tokens: list[Token], offset: int, line: int = 0) -> list[Token]:
+    """Where sqlglot's tokenizer and SQL Server's part ways, cut as SQL Server does.
+
+    sqlglot reads ``0x1SHUTDOWN`` as one quoted name and ``$DELETE`` or ``a€DELETE`` as one word;
+    SQL Server reads a binary literal (``0x`` and hex digits) or a money literal (a currency sign
+    such as ``$``, ``€`` or ``£`` and digits), and then the rest as the next word, which may start
+    a statement of its own. A character that is neither a name character nor a currency sign
+    inside a word is a syntax error (102), as in SQL Server.
+    """
+    out: list[Token] = []
+    for token in tokens:
+        start, end = token.start + offset, token.end + offset
+        source = sql[start : end + 1]
+        cut = 0
+        if token.token_type == TokenType.IDENTIFIER and source[:2].lower() == "0x":
+            cut = 2
+            while cut < len(source) and source[cut] in string.hexdigits:
+                cut += 1
+            piece_type = TokenType.HEX_STRING
+        elif token.token_type == TokenType.VAR:
+            money = next((i for i, c in enumerate(source) if _currency(c, i)), None)
+            odd = next((c for c in source[:money] if not _name_char(c)), None)
+            if odd is not None:
+                raise _errors.syntax_error(odd).at_line(token.line)
+            if money:  # a name, then a money literal
+                cut, piece_type = money, TokenType.VAR
+            elif money == 0:  # a money literal: the sign, then digits
+                cut, piece_type = 1, TokenType.NUMBER
+                while cut < len(source) and (source[cut].isdecimal() or source[cut] == "."):
+                    cut += 1
+        if not cut or cut >= len(source):
+            out.append(_moved(token, offset, line) if offset else token)
+            continue
+        piece = sql[start : start + cut]
+        out.append(Token(piece_type, piece, token.line + line, token.col, start, start + cut - 1))
+        rest = _sqlglot_tokens(sql[start + cut : end + 1])
+        out.extend(_relex(sql, rest, start + cut, token.line + line - 1))
+    return out
+
+
+def _moved(token: Token, offset: int, line: int) -> Token:
+    return Token(
+        token.token_type,
+        token.text,
+        token.line + line,
+        token.col,
+        token.start + offset,
+        token.end + offset,
+        token.comments,
+    )
+
+
 def word(tokens: list[Token], index: int) -> str:
-    """The upper-case word at ``index`` or "" for strings, quoted names, variables and names
-    after a dot (so ``[delete]``, ``'delete'``, ``@delete`` and ``t.delete`` are not keywords)."""
+    """The upper-case word at ``index`` or "" for strings, quoted names, variables, temporary
+    names and names after a dot (so ``[delete]``, ``'delete'``, ``@delete``, ``#delete`` and
+    ``t.delete`` are not keywords: SQL Server reads a word glued to ``@``/``#`` as one name)."""
     if index < 0 or index >= len(tokens):
         return ""
     token = tokens[index]
     if token.token_type in _LITERAL_TOKENS:
         return ""
-    if index > 0 and tokens[index - 1].token_type in (TokenType.PARAMETER, TokenType.DOT):
+    if index > 0 and tokens[index - 1].token_type in (
+        TokenType.PARAMETER,
+        TokenType.HASH,
+        TokenType.DOT,
+    ):
         if tokens[index - 1].end + 1 == token.start:
             return ""
     return token.text.upper()
@@ -133,6 +210,8 @@ class _Splitter:
                 self.main = kw
                 return True
             first = self.main or first
+        if kw == "FETCH" and previous in ("ROW", "ROWS"):
+            return True  # ORDER BY ... OFFSET n ROWS FETCH NEXT m ROWS ONLY
         if kw == "SELECT":
             if previous in ("UNION", "ALL", "EXCEPT", "INTERSECT", "DISTINCT"):
                 return True

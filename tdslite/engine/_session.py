@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ _SQLGLOT_KEYWORDS = frozenset(
 
 
 _CONTROL_KEYWORDS = frozenset({"USE", "BEGIN", "COMMIT", "ROLLBACK", "REVERT", "EXEC", "EXECUTE"})
+#: How many started statements a session keeps in `Session.started`.
+_STARTED_KEPT = 64
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,6 +111,8 @@ class Session:
         database: the database name.
         spid: the session id (@@SPID).
         nocount: SET NOCOUNT is ON (the wire layer may then omit DONE_COUNT).
+        started: the keywords (SELECT, DELETE, REVERT...) of the last statements this session
+            started to run, oldest first: what a batch actually ran, as opposed to what it said.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class Session:
         self.database = database
         self.spid = spid
         self.nocount = False
+        self.started: deque[str] = deque(maxlen=_STARTED_KEPT)
         self._conn = conn
         self._catalog = Catalog()
         self._stack: list[Principal] = [engine.principal(user.database_user)]
@@ -230,6 +236,7 @@ class Session:
             self._finish_rows()
             if self._cancel_requested:
                 raise _errors.cancelled().at_line(item.statement.line)
+            self.started.append(item.statement.keyword)
             try:
                 yield from self._statement(item, variables)
             except SqlError as exc:

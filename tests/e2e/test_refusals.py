@@ -32,6 +32,18 @@ async def test_sql_error_surfaces_with_its_number(stack: Stack) -> None:
         ("IF 1 = 1 DELETE FROM notes", ["analysts"], 403, "policy.not_read_only"),
         ("SELECT 1; DELETE FROM notes", ["analysts"], 403, "policy.not_read_only"),
         ("EXECUTE AS USER = 'dbo'; SELECT 1", ["analysts"], 403, "policy.not_read_only"),
+        # T-SQL reads a lone # as a name and needs no ";": these ran a second statement
+        (
+            "SELECT 1 # DELETE FROM customers WHERE id = 1",
+            ["analysts"],
+            403,
+            "policy.not_read_only",
+        ),
+        ("SELECT 1 # REVERT", ["analysts"], 403, "policy.not_read_only"),
+        ("SELECT 1 # SHUTDOWN", ["analysts"], 403, "policy.not_read_only"),
+        ("SELECT 1 #\nDELETE FROM orders WHERE id = 1", ["analysts"], 403, "policy.not_read_only"),
+        ("SELECT 0x1SHUTDOWN", ["analysts"], 403, "policy.not_read_only"),
+        ("SELECT $DELETE FROM notes", ["analysts"], 403, "policy.not_read_only"),
         ("SELECT id FROM notes", ["contractors", "analysts"], 403, "policy.denied"),
         ("SELECT id FROM notes", ["nobody"], 403, "policy.denied"),
     ],

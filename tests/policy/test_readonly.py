@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from connector._readonly import (
+    _check_coverage,
+    _check_lexemes,
     _check_tokens,
     _check_tree,
+    _text_items,
     _tokenize,
     check_read_only,
     normalize_sql,
@@ -91,6 +94,63 @@ REFUSED = [
     "SELECT 'a\\' ; DELETE FROM orders --'",  # backslash is no escape in T-SQL
     "SELECT N'a\\' DELETE FROM orders --'",
     "SELECT [a\\] FROM t; DELETE FROM orders --]",
+    # SQL Server needs no ";" and takes a lone # or @ as a name: what follows is a statement.
+    "SELECT 1 # DELETE FROM customers WHERE id = 1",
+    "SELECT 1 # REVERT",
+    "SELECT 1 # SHUTDOWN",
+    "SELECT 1 #\nDELETE FROM orders WHERE id = 1",
+    "SELECT 1 ## DELETE FROM orders",
+    "SELECT 1 @ DELETE FROM orders",
+    "SELECT 1 @@ DELETE FROM orders",
+    "SELECT 1 #\r\nREVERT",
+    "SELECT 1 # /* c */ SHUTDOWN",
+    "SELECT 1 # -- c\nSHUTDOWN",
+    "SELECT # FROM orders",
+    "SELECT 1 #",
+    "SELECT 1 AS # ",
+    "SELECT 1 ### x",
+    "SELECT 1 #@x",
+    "SELECT @1",
+    # $ and currency signs start money literals; \\ is a currency sign to SQL Server.
+    "SELECT $DELETE FROM orders",
+    "SELECT 1 $ DELETE FROM orders",
+    "SELECT $1",
+    "SELECT \u20acDELETE FROM orders",
+    "SELECT a\u00a3DELETE FROM orders",
+    "SELECT 1 \\ DELETE FROM orders",
+    "SELECT {fn CURDATE()}",
+    # A 0x literal running into letters; words and numbers run together.
+    "SELECT 0x1SHUTDOWN",
+    "SELECT 0xZZ",
+    "SELECT 1DELETE FROM orders",
+    "SELECT 1e5REVERT",
+    "SELECT 1#x",
+    # Unicode spaces and invisible characters: SQL Server and sqlglot may split words differently.
+    "SELECT 1\u00a0DELETE FROM orders",
+    "SELECT 1 x\u200bSHUTDOWN",
+    "SELECT 1 x\u3000REVERT",
+    "SELECT 1 --\u0085 \nSELECT 2",
+    "SELECT 1 AS x\x1cDELETE FROM orders",
+    "SELECT 1 AS x\ufeff",
+    "SELECT N'a\x85' AS s",  # a control character is refused even inside a string
+    "SELECT 1 -- note\u2028DELETE FROM orders",
+    # Reserved keywords are never names to SQL Server (CLOSE/OPEN/FETCH start statements).
+    "SELECT 1 close",
+    "SELECT open FROM prices",
+    "SELECT 1 AS fetch",
+    "SELECT t.file FROM t",
+    "SELECT 1 COLLATE CLOSE",  # a collation name sqlglot keeps as a word
+    "SELECT 1 CLUSTERED INDEX",
+    # No separator needed: a second statement right after the first.
+    "SELECT 1 SELECT 2",
+    "SELECT 1 (SELECT 2)",
+    "SELECT 1 WITH x AS (SELECT 2) SELECT * FROM x",
+    "SELECT 1 /* a /* nested */ still a comment */ DELETE FROM orders",
+    # Comment markers inside the other kind of comment: which one wins decides where it ends.
+    "SELECT 1 /* -- /* \n */ DELETE FROM orders -- */",
+    "SELECT 1 -- */ \n /* x */",
+    "SELECT 1 /* -- */",
+    "SELECT 1 -- /* not opened?\nFROM t",
     "",
     "   ",
     "-- only a comment",
@@ -129,6 +189,21 @@ ALLOWED = [
     "SELECT [a]] DELETE FROM orders --] FROM t",  # doubled bracket: still one identifier
     "SELECT id\r\nFROM orders -- note\r\nWHERE id = 1",
     "SELECT id\tFROM orders /* a /* nested */ comment */",
+    "SELECT 1 /* /* */ DELETE FROM orders */",  # comments nest: all of it is one comment
+    "-- a report\n/* v2: /* nested */ */ SELECT 1 -- trailing note",
+    "SELECT * FROM #tmp JOIN ##shared s ON s.id = #tmp.id WHERE #tmp.x = @x",
+    "SELECT @@ROWCOUNT AS n, @@VERSION AS v",
+    "SELECT a#b, a$b, a@b FROM t",
+    'SELECT [close], [open], "fetch" FROM prices',
+    "SELECT USER, CURRENT_USER, SESSION_USER, SYSTEM_USER, CURRENT_TIMESTAMP",
+    "SELECT N'caf\u00e9 \u20ac' AS price, Gr\u00f6\u00dfe FROM t",
+    # inside a string or quoted name a Unicode space or joiner is data (it ends at its quote)
+    "SELECT N'a\u00a0b \U0001f469\u200d\U0001f4bb\u2028' AS s, [x\u3000y] FROM t",
+    "SELECT DATEPART(yy, d), DATEADD(dd, 1, d), DATEDIFF(mi, d, e) FROM t",
+    "SELECT id FROM t ORDER BY id OFFSET 3 ROWS FETCH NEXT 2 ROWS ONLY",
+    "SELECT .5 AS half, 1.e3 AS k, 0x1F AS b",
+    "SELECT id FROM t WITH (NOLOCK) FOR JSON PATH",
+    "SELECT name COLLATE Latin1_General_CI_AS AS n FROM t ORDER BY name DESC",
 ]
 
 
@@ -214,3 +289,48 @@ def test_fingerprint_groups_literals_and_layout() -> None:
     assert sql_fingerprint(a) != sql_fingerprint("SELECT id FROM u WHERE name = 'alice' AND n = 1")
     assert "alice" not in normalize_sql(a)
     assert normalize_sql("SELECT [x] FROM t") == "SELECT [x] FROM t"
+
+
+def test_each_layer_alone_refuses_the_lone_sigil() -> None:
+    # Defence in depth: the token deny-list no longer skips a word after a sigil it is not
+    # glued to, and the coverage check sees the parser merge "#" and "DELETE" into one name.
+    sql = "SELECT 1 # DELETE FROM customers WHERE id = 1"
+    tokens = _tokenize(sql)
+    assert isinstance(tokens, list)
+    assert not _check_lexemes(sql, tokens).allowed
+    assert "DELETE" in _check_tokens(tokens).reason
+    tree = sqlglot.parse(sql, read="tsql")[0]
+    assert tree is not None
+    assert _check_tree(tree).allowed  # the tree alone looks harmless
+    coverage = _check_coverage(tree, _text_items(tokens))
+    assert not coverage.allowed
+    assert "merged" in coverage.reason
+
+
+@pytest.mark.parametrize(
+    ("sql", "word"),
+    [
+        ("SELECT 1 LIMIT 1", "TOP"),  # no LIMIT in T-SQL; sqlglot makes it the Limit of a TOP
+        ("SELECT 1 close", "CLOSE"),  # reserved: a statement to SQL Server, an alias to sqlglot
+        ("SELECT 1 #", "dropped"),  # sqlglot drops the lone # SQL Server reads as a name
+    ],
+)
+def test_coverage_alone_refuses_misreadings(sql: str, word: str) -> None:
+    tokens = _tokenize(sql)
+    assert isinstance(tokens, list)
+    tree = sqlglot.parse(sql, read="tsql")[0]
+    assert tree is not None
+    assert _check_tree(tree).allowed
+    verdict = _check_coverage(tree, _text_items(tokens))
+    assert not verdict.allowed
+    assert word in verdict.reason
+
+
+def test_tree_check_refuses_a_fetch_that_is_a_cursor_statement() -> None:
+    # SQL Server reads FETCH c as a cursor statement; sqlglot as a limit of the SELECT
+    tree = sqlglot.parse("SELECT 1 FETCH c", read="tsql")[0]
+    assert tree is not None
+    assert "FETCH" in _check_tree(tree).reason
+    ok = sqlglot.parse("SELECT id FROM t ORDER BY id OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY", "tsql")
+    assert ok[0] is not None
+    assert _check_tree(ok[0]).allowed

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gen_id_tokens import id_token_document
 from helpers import (
     CONNECTOR_ID,
     CONNECTOR_KEY,
@@ -32,6 +33,8 @@ from helpers import (
 )
 
 from protocol import (
+    CHECKPOINT_CAP,
+    GENESIS,
     AuthError,
     Connection,
     FrameType,
@@ -43,11 +46,14 @@ from protocol import (
     encode_frame,
     events,
     make_connector_token,
+    sign_checkpoint,
     verify_attestation,
+    verify_checkpoint,
     verify_connector_token,
     verify_hello,
 )
 from protocol._auth import HELLO_CONTEXT, QUERY_CONTEXT, b64url
+from protocol._checkpoint import CHECKPOINT_CONTEXT
 from protocol._codec import encode
 
 OUT = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
@@ -111,6 +117,13 @@ ERROR = events.Error(
     b'"sql":{"number":208,"state":1,"class":16}}}\n',
 )
 
+HEAD = "9f" * 32
+CHECKPOINT_FIELDS = sign_checkpoint(
+    CONNECTOR_KEY, connector_id=CONNECTOR_ID, tunnel=TUNNEL, seq=42, head=HEAD,
+    file="audit.jsonl", now=NOW,
+)  # fmt: skip
+CHECKPOINT = events.Checkpoint(CHECKPOINT_FIELDS)
+
 VALID_FRAMES: list[tuple[str, str, events.Event]] = [
     ("hello", "the relay's signed HELLO with default limits", events.Hello(hello_fields())),
     ("ready", "the connector's READY", events.Ready(CONNECTOR_ID, 64, ("x-example",))),
@@ -151,7 +164,16 @@ VALID_FRAMES: list[tuple[str, str, events.Event]] = [
     ("pong", "PONG echoing them", events.Pong(bytes.fromhex("0001020304050607"))),
     ("drain", "DRAIN", events.Drain("deploy in progress")),
     ("goaway", "GOAWAY", events.GoAway("protocol.error", "unknown frame type 0x03", 12)),
-]
+    ("checkpoint", "CHECKPOINT: the connector's signed audit head", CHECKPOINT),
+    ("checkpoint-empty-chain", "CHECKPOINT of an empty chain (seq 0, genesis head)",
+     events.Checkpoint(sign_checkpoint(CONNECTOR_KEY, connector_id=CONNECTOR_ID, tunnel=TUNNEL,
+                                       seq=0, head=GENESIS, file="", now=NOW))),
+]  # fmt: skip
+
+
+def checkpoint_raw(**changes: Any) -> bytes:
+    return raw(0x35, 0, canonical_json({**CHECKPOINT_FIELDS, **changes}))
+
 
 COLUMNS_LINE = b'{"columns":[]}\n'
 PE = "protocol.error"
@@ -208,6 +230,21 @@ INVALID_FRAMES: list[tuple[str, str, bytes, int, str, int]] = [
      MAX, PE, 1002),
     ("drain-not-object", "DRAIN payload is a JSON array", raw(0x33, 0, b"[]"), MAX, PE, 1002),
     ("bad-utf8", "CANCEL payload is not UTF-8", raw(0x11, 1, b'{"reason":"\xff"}'), MAX, PE, 1002),
+    ("checkpoint-seq-negative", "CHECKPOINT seq -1", checkpoint_raw(seq=-1), MAX, PE, 1002),
+    ("checkpoint-seq-string", "CHECKPOINT seq as a string", checkpoint_raw(seq="42"), MAX, PE,
+     1002),
+    ("checkpoint-head-upper", "CHECKPOINT head in upper case", checkpoint_raw(head="9F" * 32),
+     MAX, PE, 1002),
+    ("checkpoint-head-short", "CHECKPOINT head of 63 hex digits", checkpoint_raw(head="9" * 63),
+     MAX, PE, 1002),
+    ("checkpoint-no-sig", "CHECKPOINT without sig", raw(0x35, 0, canonical_json(
+        {k: v for k, v in CHECKPOINT_FIELDS.items() if k != "sig"})), MAX, PE, 1002),
+    ("checkpoint-empty-connector", "CHECKPOINT connector_id empty",
+     checkpoint_raw(connector_id=""), MAX, PE, 1002),
+    ("checkpoint-seq0-head", "CHECKPOINT seq 0 with a non-genesis head", checkpoint_raw(seq=0),
+     MAX, PE, 1002),
+    ("checkpoint-too-large", "CHECKPOINT payload over 4096 bytes",
+     checkpoint_raw(pad="x" * 4096), MAX, PE, 1002),
 ]
 # fmt: on
 
@@ -265,6 +302,9 @@ def inn(data: events.Event | bytes) -> dict[str, str]:
 
 
 RELAY_OPEN = [out(HELLO), inn(READY)]
+HELLO_CP = events.Hello(hello_fields(caps=(CHECKPOINT_CAP,)))
+READY_CP = events.Ready(CONNECTOR_ID, 128, (CHECKPOINT_CAP,))
+RELAY_OPEN_CP = [out(HELLO_CP), inn(READY_CP)]
 CONNECTOR_OPEN = [inn(HELLO), out(READY)]
 RELAY_SMALL = [
     out(HELLO_SMALL),
@@ -293,7 +333,21 @@ SEQUENCES: list[tuple[str, str, str, Limits, list[dict[str, Any]]]] = [
      [*RELAY_OPEN, out(Q1), out(Q2), inn(events.Done(2, DONE.data)), {"eof": True}]),
     ("connector-eof-clean", "EOF after GOAWAY with no open stream is clean", "connector", Limits(),
      [*CONNECTOR_OPEN, inn(events.GoAway("internal", "restarting", 0)), {"eof": True}]),
+    ("relay-checkpoint", "CHECKPOINT once both sides announced audit.checkpoint", "relay",
+     Limits(), [*RELAY_OPEN_CP, out(Q1), inn(CHECKPOINT), inn(DONE), inn(CHECKPOINT)]),
+    ("connector-checkpoint", "the connector sends CHECKPOINT after the capability crossed",
+     "connector", Limits(), [inn(HELLO_CP), out(READY_CP), out(CHECKPOINT)]),
     # invalid
+    ("relay-checkpoint-without-cap", "CHECKPOINT when the connector did not announce the "
+     "capability", "relay", Limits(), [out(HELLO_CP), inn(READY), inn(CHECKPOINT)]),
+    ("relay-checkpoint-relay-without-cap", "CHECKPOINT when the relay did not announce the "
+     "capability", "relay", Limits(), [out(HELLO), inn(READY_CP), inn(CHECKPOINT)]),
+    ("relay-checkpoint-before-ready", "CHECKPOINT before READY", "relay", Limits(),
+     [out(HELLO_CP), inn(CHECKPOINT)]),
+    ("relay-checkpoint-on-stream", "CHECKPOINT on stream 1", "relay", Limits(),
+     [*RELAY_OPEN_CP, out(Q1), inn(raw(0x35, 1, canonical_json(CHECKPOINT_FIELDS)))]),
+    ("connector-checkpoint-from-relay", "a CHECKPOINT sent by the relay", "connector", Limits(),
+     [inn(HELLO_CP), out(READY_CP), inn(CHECKPOINT)]),
     ("relay-ready-before-hello", "READY before the relay sent HELLO", "relay", Limits(),
      [inn(READY)]),
     ("connector-query-before-hello", "QUERY as the relay's first frame", "connector", Limits(),
@@ -413,6 +467,14 @@ def token_vectors() -> list[dict[str, Any]]:
     tampered_claims = json.loads(__import__("base64").urlsafe_b64decode(body + "=="))
     tampered_claims["aud"] = "edgetds:relay:other"
     tampered = f"{head}.{b64url(canonical_json(tampered_claims))}.{sig}"
+
+    def signed(payload_text: bytes) -> str:
+        signing_input = f"{head}.{b64url(payload_text)}"
+        return f"{signing_input}.{b64url(CONNECTOR_KEY.sign(signing_input.encode()))}"
+
+    claims_text = canonical_json(tampered_claims)[:-1]  # ...,"aud":"edgetds:relay:other",...
+    twice = signed(claims_text + b',"aud":"edgetds:relay:' + TUNNEL.encode() + b'"}')
+    bom = signed(b"\xef\xbb\xbf" + __import__("base64").urlsafe_b64decode(body + "=="))
     cases = [
         ("token-good", "a fresh token", good, NOW + 1, TUNNEL, 1),
         ("token-good-leeway", "4 s past exp is inside the 5 s leeway", good, NOW + 64, TUNNEL, 1),
@@ -427,6 +489,15 @@ def token_vectors() -> list[dict[str, Any]]:
             1,
         ),
         ("token-tampered", "aud changed after signing", tampered, NOW + 1, TUNNEL, 1),
+        (
+            "token-duplicate-aud",
+            "signed claims with aud twice, the last one right (fools a parser keeping the last)",
+            twice,
+            NOW + 1,
+            TUNNEL,
+            1,
+        ),
+        ("token-bom", "signed claims after a UTF-8 BOM", bom, NOW + 1, TUNNEL, 1),
         ("token-wrong-audience", "verified for another tunnel", good, NOW + 1, "other", 1),
         (
             "token-replayed",
@@ -551,6 +622,35 @@ def attestation_vectors() -> list[dict[str, Any]]:
     return vectors
 
 
+def checkpoint_vectors() -> list[dict[str, Any]]:
+    good = CHECKPOINT_FIELDS
+    unsigned = {k: v for k, v in good.items() if k != "sig"}
+    cases = [
+        ("checkpoint-good", "signed by the connector's key", good, ["connector"]),
+        ("checkpoint-rotation", "two keys registered, signed by the second", good,
+         ["other", "connector"]),
+        ("checkpoint-wrong-key", "signed by another key", good, ["other"]),
+        ("checkpoint-moved-forward", "seq raised after signing", {**good, "seq": 43},
+         ["connector"]),
+        ("checkpoint-other-head", "head changed after signing", {**good, "head": "00" * 32},
+         ["connector"]),
+        ("checkpoint-other-connector", "valid, but for another connector id",
+         {**good, "connector_id": "someone-else"}, ["connector"]),
+    ]  # fmt: skip
+    by_name = {"connector": CONNECTOR_KEY, "other": OTHER_KEY}
+    vectors = []
+    for name, description, fields, names in cases:
+        keys = [by_name[n].public_key() for n in names]
+        verify = partial(verify_checkpoint, fields, keys, connector_id=CONNECTOR_ID, tunnel=TUNNEL)
+        vectors.append({
+            "name": name, "description": description, "fields": fields,
+            "signing_input_hex": (CHECKPOINT_CONTEXT + canonical_json(unsigned)).hex(),
+            "verify": {"connector_id": CONNECTOR_ID, "tunnel": TUNNEL, "connector_keys": names},
+            **outcome(verify),
+        })  # fmt: skip
+    return vectors
+
+
 CANONICAL = [
     {"b": 1, "a": [True, None, "é"]},
     {"params": {"z": 'x"y\\', "a": {"type": "decimal(18,4)", "value": "1.5000"}}},
@@ -572,6 +672,7 @@ def auth_document() -> dict[str, Any]:
         "connector_tokens": token_vectors(),
         "hellos": hello_vectors(),
         "attestations": attestation_vectors(),
+        "checkpoints": checkpoint_vectors(),
     }
 
 
@@ -601,16 +702,23 @@ def main() -> None:
         {"comment": "edgetds/1 connection sequences; see README.md", "vectors": sequences},
     )
     dump("auth.json", auth)
+    id_tokens = id_token_document()["vectors"]
+    dump("id_tokens.json", id_token_document())
     count = (
         len(frames)
         + len(sequences)
         + sum(
-            len(auth[k]) for k in ("connector_tokens", "hellos", "attestations", "canonical_json")
+            len(auth[k])
+            for k in ("connector_tokens", "hellos", "attestations", "checkpoints", "canonical_json")
         )
     )
     invalid = sum(not v["valid"] for v in frames + sequences) + sum(
-        not v["valid"] for k in ("connector_tokens", "hellos", "attestations") for v in auth[k]
+        not v["valid"]
+        for k in ("connector_tokens", "hellos", "attestations", "checkpoints")
+        for v in auth[k]
     )
+    count += len(id_tokens)
+    invalid += sum(not v["valid"] for v in id_tokens)
     print(f"{count} vectors, {invalid} invalid, written to {OUT}")
 
 

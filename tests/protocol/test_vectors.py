@@ -21,6 +21,7 @@ from protocol import (
     ReplayCache,
     canonical_json,
     verify_attestation,
+    verify_checkpoint,
     verify_connector_token,
     verify_hello,
 )
@@ -37,7 +38,8 @@ def public_key(name: str) -> Ed25519PublicKey:
 
 
 def test_counts() -> None:
-    auth = [v for k in ("connector_tokens", "hellos", "attestations") for v in AUTH[k]]
+    kinds = ("connector_tokens", "hellos", "attestations", "checkpoints")
+    auth = [v for k in kinds for v in AUTH[k]]
     every = FRAMES + SEQUENCES + auth
     assert len(every) + len(AUTH["canonical_json"]) >= 40
     assert sum(not v["valid"] for v in every) >= 15
@@ -165,3 +167,24 @@ def test_attestation_vector(vector: dict[str, Any]) -> None:
 
     expected = {k: vector[k] for k in ("valid", "error") if k in vector}
     assert auth_outcome(verify, check["uses"]) == expected
+
+
+CHECKPOINTS = AUTH["checkpoints"]
+
+
+@pytest.mark.parametrize("vector", CHECKPOINTS, ids=[v["name"] for v in CHECKPOINTS])
+def test_checkpoint_vector(vector: dict[str, Any]) -> None:
+    check = vector["verify"]
+    fields = vector["fields"]
+    if vector["valid"]:
+        unsigned = {k: v for k, v in fields.items() if k != "sig"}
+        signing_input = b"edgetds/1 checkpoint\n" + canonical_json(unsigned)
+        assert signing_input.hex() == vector["signing_input_hex"]
+    keys = [public_key(name) for name in check["connector_keys"]]
+
+    def verify() -> None:
+        connector_id, tunnel = check["connector_id"], check["tunnel"]
+        verify_checkpoint(fields, keys, connector_id=connector_id, tunnel=tunnel)
+
+    expected = {k: vector[k] for k in ("valid", "error") if k in vector}
+    assert auth_outcome(verify, 1) == expected

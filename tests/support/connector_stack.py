@@ -77,6 +77,7 @@ def write_connector_config(
     tunnel: str = "demo",
     audit: bool = True,
     audience: str = "edgetds",
+    audit_options: Mapping[str, Any] | None = None,
     **connector: Any,
 ) -> Path:
     """Write connector.toml (+ policy.toml and password files) into ``directory``."""
@@ -122,6 +123,7 @@ def write_connector_config(
     lines += ["", "[policy]", 'file = "policy.toml"']
     if audit:
         lines += ["", "[audit]", 'file = "audit.jsonl"']
+        lines += [f"{k} = {_toml_value(v)}" for k, v in (audit_options or {}).items()]
     path = directory / "connector.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -174,6 +174,7 @@ async def open_peer(
     handler: QueryHandler | None = rows_handler,
     max_streams: int = 16,
     token: str | None = None,
+    caps: tuple[str, ...] = (),
 ) -> AsyncIterator[Peer]:
     """Connect, check HELLO, send READY; serve queries with ``handler`` until the block exits."""
     nonce = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
@@ -198,7 +199,7 @@ async def open_peer(
         relay_keys = {key_id(relay_public_key): parse_public_key(relay_public_key)}
         verify_hello(hello, relay_keys, nonce=nonce, tunnel=tunnel, connector_id=connector_id)
         peer = Peer(connector_id, conn, ws, hello.session_id, handler)
-        await peer.send(events.Ready(connector_id, max_streams, ()))
+        await peer.send(events.Ready(connector_id, max_streams, caps))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_reader, peer, relay_keys, nursery)
             try:

@@ -60,6 +60,8 @@ def relay_config(
     relay_key: Ed25519PrivateKey | None = None,
     connector_keys: Mapping[str, Ed25519PrivateKey] | None = None,
     listen: str = "127.0.0.1:0",
+    audit_token_sha256: str = "",
+    checkpoint_file: str = "",
 ) -> tuple[RelayConfig, dict[str, Ed25519PrivateKey]]:
     """A RelayConfig for one tunnel (fresh keys unless given) and the connectors' private keys."""
     keys = dict(connector_keys or {})
@@ -80,6 +82,8 @@ def relay_config(
         },
         identity={"issuers": [issuer_entry]},
         limits=parse_limits(dict(TEST_LIMITS if limits is None else limits)),
+        audit_token_sha256=audit_token_sha256,
+        checkpoint_file=checkpoint_file,
     )
     return config, {cid: keys[cid] for cid in connector_ids}
 
@@ -127,7 +131,8 @@ async def start_python_relay(
         issuer: client-token issuer URL (OIDC discovery, or `jwks_uri`/`jwks_file`).
         audience: the client-token audience.
         **options: `jwks_uri`, `jwks_file`, `limits` ([limits] keys, default `TEST_LIMITS`),
-            `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`.
+            `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`,
+            `audit_token_sha256`, `checkpoint_file`.
     """
     async with open_python_relay(
         tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options

@@ -109,6 +109,7 @@ async def open_worker_relay(
     app: bool = False,
     extra_tunnels: Mapping[str, Sequence[str]] | None = None,
     rotation: Mapping[str, Sequence[str]] | None = None,
+    audit_token_sha256: str = "",
 ) -> AsyncIterator[WorkerRelay]:
     """Run the relay Worker under workerd on 127.0.0.1 (random ports) until the block exits.
 
@@ -121,6 +122,7 @@ async def open_worker_relay(
         app: also run examples/worker-app with a service binding to the relay.
         rotation: connector id -> newer public keys (``ed25519:...``) registered ahead of its
             generated key, as during a key rotation (TUNNELS lists ``[*newer, generated]``).
+        audit_token_sha256: AUDIT_TOKEN_SHA256 (who may read audit checkpoints; "" = nobody).
     """
     relay_key = Ed25519PrivateKey.generate()
     connector_keys = {cid: Ed25519PrivateKey.generate() for cid in connector_ids}
@@ -146,6 +148,7 @@ async def open_worker_relay(
         "TUNNEL_SHARDS": str(shards),
         "LIMITS": json.dumps(dict(limits) if limits is not None else TEST_LIMITS),
         "EDGETDS_TEST_HOOKS": "1" if test_hooks else "0",
+        "AUDIT_TOKEN_SHA256": audit_token_sha256,
     }
     out_dir = Path(tempfile.mkdtemp(prefix="edgetds-workerd-"))
     env_file = out_dir / "env.json"

@@ -105,6 +105,7 @@ export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = f
     TUNNEL_SHARDS: String(env.TUNNEL_SHARDS ?? "1"),
     LIMITS: env.LIMITS ?? "{}",
     EDGETDS_TEST_HOOKS: String(env.EDGETDS_TEST_HOOKS ?? "0"),
+    AUDIT_TOKEN_SHA256: env.AUDIT_TOKEN_SHA256 ?? "",
     APP_TUNNEL: appTunnel,
   };
   let config = readFileSync(join(WORKER_DIR, "workerd.capnp.template"), "utf8");

@@ -6,16 +6,19 @@
  * | RELAY_PRIVATE_KEY  | secret | Ed25519 PKCS#8 PEM (`edgetds keygen` NAME.key) or an OKP JWK     |
  * | TUNNELS            | var    | JSON `{"demo": {"conn-1": "ed25519:..."}}`; a list of keys       |
  * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates   |
- * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?}]`     |
+ * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?,       |
+ * |                    |        | "max_token_lifetime_s"? (default 86400), "jwks"? (static keys)}]`|
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
  * | LIMITS             | var    | optional JSON, keys of the Python relay's [limits] table         |
  * | EDGETDS_TEST_HOOKS | var    | "1" only in tests: enables /v1/tunnels/{t}/_test/* (never deploy)|
+ * | AUDIT_TOKEN_SHA256 | var    | optional hex sha256 of the audit token (GET .../audit/checkpoint)|
  *
  * Parsed once per isolate (cached by the raw strings); every mistake is a ConfigError naming the
  * binding and how to fix it.
  */
 
 import { hex, loadRelayKey, parsePublicKey } from "./auth.js";
+import { DEFAULT_MAX_TOKEN_LIFETIME_S } from "./idtoken.js";
 
 export const DEFAULT_ALGORITHMS = Object.freeze(["RS256", "ES256", "EdDSA"]);
 const SUPPORTED_ALGORITHMS = new Set(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]);
@@ -132,7 +135,7 @@ function parseIssuers(env) {
   list.forEach((item, i) => {
     const where = `ISSUERS[${i}]`;
     if (item === null || typeof item !== "object") throw new ConfigError(`${where} must be an object`);
-    const unknown = Object.keys(item).filter((k) => !["issuer", "audience", "jwks_uri", "algorithms"].includes(k));
+    const unknown = Object.keys(item).filter((k) => !["issuer", "audience", "jwks_uri", "jwks", "algorithms", "max_token_lifetime_s"].includes(k));
     if (unknown.length) throw new ConfigError(`${where}: unknown key(s) ${unknown.join(", ")}`);
     if (typeof item.issuer !== "string" || !item.issuer) throw new ConfigError(`${where}.issuer must be the issuer URL (the "iss" claim)`);
     checkUrl(item.issuer, `${where}.issuer`);
@@ -145,7 +148,16 @@ function parseIssuers(env) {
       throw new ConfigError(`${where}.algorithms must be a list of ${[...SUPPORTED_ALGORITHMS].join(", ")}`);
     }
     if (item.jwks_uri !== undefined) checkUrl(item.jwks_uri, `${where}.jwks_uri`);
-    issuers.set(item.issuer, Object.freeze({ issuer: item.issuer, audience, algorithms, jwksUri: item.jwks_uri ?? null }));
+    const jwks = Object.hasOwn(item, "jwks") ? item.jwks : null;
+    if (Object.hasOwn(item, "jwks") && (jwks === null || typeof jwks !== "object" || !Array.isArray(jwks.keys))) {
+      throw new ConfigError(`${where}.jwks must be a JWKS object like {"keys": [...]} (static public keys)`);
+    }
+    if (jwks !== null && item.jwks_uri !== undefined) throw new ConfigError(`${where}: set jwks_uri or jwks, not both`);
+    const maxTokenLifetimeS = Object.hasOwn(item, "max_token_lifetime_s") ? item.max_token_lifetime_s : DEFAULT_MAX_TOKEN_LIFETIME_S;
+    if (typeof maxTokenLifetimeS !== "number" || !(maxTokenLifetimeS > 0) || !Number.isFinite(maxTokenLifetimeS)) {
+      throw new ConfigError(`${where}.max_token_lifetime_s must be a positive number of seconds (default ${DEFAULT_MAX_TOKEN_LIFETIME_S})`);
+    }
+    issuers.set(item.issuer, Object.freeze({ issuer: item.issuer, audience, algorithms, jwksUri: item.jwks_uri ?? null, jwks, maxTokenLifetimeS }));
   });
   return issuers;
 }
@@ -172,6 +184,12 @@ function parseShards(env) {
   return shards;
 }
 
+function parseAuditToken(env) {
+  const value = (env.AUDIT_TOKEN_SHA256 ?? "").toLowerCase();
+  if (value && !/^[0-9a-f]{64}$/.test(value)) throw new ConfigError("AUDIT_TOKEN_SHA256 must be 64 hex digits (sha256 of a secret) or empty");
+  return value;
+}
+
 let cached = null;
 
 /**
@@ -179,7 +197,7 @@ let cached = null;
  * @param {Record<string, any>} env
  */
 export async function loadConfig(env) {
-  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.EDGETDS_TEST_HOOKS].map(String).join("\u0000");
+  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.EDGETDS_TEST_HOOKS, env.AUDIT_TOKEN_SHA256].map(String).join("\u0000");
   if (cached && cached.fingerprint === fingerprint) return cached.value;
   let relayKey;
   try {
@@ -194,6 +212,7 @@ export async function loadConfig(env) {
     shards: parseShards(env),
     limits: parseLimits(env),
     testHooks: env.EDGETDS_TEST_HOOKS === "1",
+    auditTokenSha256: parseAuditToken(env),
   });
   cached = { fingerprint, value };
   return value;

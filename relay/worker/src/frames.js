@@ -30,7 +30,17 @@ export const FrameType = Object.freeze({
   PONG: 0x32, // both, stream 0: the PING's 8 bytes
   DRAIN: 0x33, // both, stream 0: {"reason"}: no new streams
   GOAWAY: 0x34, // both, stream 0: {"code", "message", "last_stream"}; then close
+  CHECKPOINT: 0x35, // C->R, stream 0: the connector's signed audit head (cap "audit.checkpoint")
 });
+
+/** Frame types of optional features -> the capability both sides must announce (protocol FRAME_CAPS). */
+export const FRAME_CAPS = Object.freeze({ [FrameType.CHECKPOINT]: "audit.checkpoint" });
+/** The capability that allows CHECKPOINT. */
+export const CHECKPOINT_CAP = FRAME_CAPS[FrameType.CHECKPOINT];
+/** The largest CHECKPOINT payload (protocol MAX_CHECKPOINT). */
+export const MAX_CHECKPOINT = 4096;
+/** The head of an empty audit chain. */
+export const GENESIS = "0".repeat(64);
 
 /** Frame type code -> name. */
 export const FRAME_NAMES = Object.freeze(
@@ -423,6 +433,25 @@ function pingData(frame) {
   return frame.payload;
 }
 
+const CHECKPOINT_STRINGS = { connector_id: [1, 128], tunnel: [1, 128], file: [0, 255], sig: [1, 128] };
+
+/**
+ * Check the members of a checkpoint object, not its signature (protocol check_checkpoint).
+ * @param {Record<string, any>} obj
+ */
+export function checkCheckpoint(obj) {
+  for (const [name, [low, high]] of Object.entries(CHECKPOINT_STRINGS)) {
+    const value = obj[name];
+    if (typeof value !== "string" || value.length < low || value.length > high) {
+      throw new ProtocolError(`checkpoint "${name}" must be a string of ${low}..${high} characters`);
+    }
+  }
+  for (const name of ["seq", "time"]) int(obj[name], `checkpoint ${name}`, 0, Number.MAX_SAFE_INTEGER);
+  if (typeof obj.head !== "string" || !/^[0-9a-f]{64}$/.test(obj.head)) throw new ProtocolError('checkpoint "head" must be 64 lowercase hex digits');
+  if (obj.seq === 0 && obj.head !== GENESIS) throw new ProtocolError('checkpoint with "seq" 0 (an empty chain) must have the genesis "head"');
+  return obj;
+}
+
 /**
  * Validate a frame's payload for its type and return its decoded event (protocol _codec.decode).
  * Result frames (COLUMNS, ROWS, DONE, ERROR) keep `data` as the exact payload bytes; only the
@@ -496,6 +525,11 @@ export function decodePayload(frame) {
       return { ...base, data: pingData(frame) };
     case FrameType.DRAIN:
       return { ...base, reason: str(loadsObject(payload), "reason", { optional: true }) };
+    case FrameType.CHECKPOINT: {
+      if (payload.byteLength > MAX_CHECKPOINT) throw new ProtocolError(`CHECKPOINT payload must be at most ${MAX_CHECKPOINT} bytes`);
+      const obj = checkCheckpoint(loadsObject(payload));
+      return { ...base, fields: obj };
+    }
     case FrameType.GOAWAY: {
       const obj = loadsObject(payload);
       const lastStream = int(obj.last_stream, "last_stream", 0, MAX_STREAM_ID);
@@ -530,6 +564,7 @@ export const FRAME_RULES = Object.freeze({
   [FrameType.PONG]: [[R, C], "connection"],
   [FrameType.DRAIN]: [[R, C], "connection"],
   [FrameType.GOAWAY]: [[R, C], "connection"],
+  [FrameType.CHECKPOINT]: [[C], "connection"],
 });
 
 /**

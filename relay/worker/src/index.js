@@ -5,6 +5,8 @@
  *   GET  /v1/tunnels/{tunnel}/connect   connector WebSocket (token checked BEFORE the upgrade)
  *   POST /v1/tunnels/{tunnel}/query     client query, NDJSON response streamed from the DO
  *   GET  /v1/tunnels/{tunnel}/status    connectors/connections of the tunnel (client token)
+ *   GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
+ *                                       a connector's latest signed audit checkpoint (audit token)
  *   *    /v1/tunnels/{tunnel}/_test/... only when EDGETDS_TEST_HOOKS = "1" (state, abort)
  *
  * The Worker verifies every credential itself, then sends the Durable Object a NEW request that
@@ -13,7 +15,7 @@
  * queries per identity (typed 429), and refusals are counted by reason (`/status` shows them).
  */
 
-import { AuthError, verifyConnectorToken } from "./auth.js";
+import { AuthError, sha256Hex, verifyConnectorToken } from "./auth.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { ErrorCode } from "./frames.js";
 import { errorResponse, HttpError, jsonResponse } from "./http.js";
@@ -24,7 +26,7 @@ import { guardStream } from "./stream.js";
 
 export { Tunnel } from "./tunnel.js";
 
-const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|_test\/state|_test\/abort)$/;
+const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|audit\/checkpoint|_test\/state|_test\/abort)$/;
 const NOT_FOUND = `{"error":{"code":"request.invalid","message":"unknown path; the API is under /v1/tunnels/{tunnel}/"}}\n`;
 const SUBPROTOCOL = "edgetds.v1";
 
@@ -89,6 +91,7 @@ export default {
       if (action.startsWith("_test/")) return await testHook(request, env, config, tunnel, action);
       if (action === "connect") return await connect(request, env, config, tunnel, address);
       if (action === "query") return await query(request, env, ctx, config, tunnel, address);
+      if (action === "audit/checkpoint") return await checkpoint(request, env, config, tunnel, address);
       return await status(request, env, config, tunnel, address);
     } catch (err) {
       if (err instanceof HttpError) {
@@ -231,6 +234,36 @@ async function status(request, env, config, tunnel, address) {
   const connectors = new Set(shards.flatMap((s) => s.connector_ids));
   const connections = shards.reduce((n, s) => n + s.connections, 0);
   return jsonResponse(200, { tunnel, connectors: connectors.size, connections, shards: config.shards, edge: counters.snapshot() });
+}
+
+/** Equal strings, compared in time independent of where they differ. */
+function sameText(a, b) {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+/** A connector's latest signed audit checkpoint: the highest seq any shard holds (SPEC 11.3). */
+async function checkpoint(request, env, config, tunnel, address) {
+  method(request, "GET");
+  const [scheme, token] = (request.headers.get("authorization") ?? "").split(" ", 2);
+  const digest = await sha256Hex(token ?? "");
+  if (!(config.auditTokenSha256 && scheme?.toLowerCase() === "bearer" && sameText(digest, config.auditTokenSha256))) {
+    throw authFailed(new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "audit checkpoints are served with the relay's audit token (Authorization: Bearer <secret>, whose sha256 is AUDIT_TOKEN_SHA256)"), address);
+  }
+  knownTunnel(config, tunnel);
+  const connectorId = new URL(request.url).searchParams.get("connector") ?? "";
+  if (!connectorId) throw new HttpError(ErrorCode.REQUEST_INVALID, "name the connector: ?connector=<connector id>", { status: 400 });
+  const held = await Promise.all(
+    Array.from({ length: config.shards }, (_, k) =>
+      stub(env, config, tunnel, k).fetch(`https://tunnel.internal/checkpoint?connector=${encodeURIComponent(connectorId)}`).then((r) => r.json()),
+    ),
+  );
+  const entries = held.filter((h) => h !== null);
+  const best = entries.sort((a, b) => b.checkpoint.seq - a.checkpoint.seq)[0] ?? null;
+  const conflict = entries.find((h) => h.conflict)?.conflict ?? null;
+  return jsonResponse(200, { tunnel, connector_id: connectorId, checkpoint: best?.checkpoint ?? null, received_at: best?.received_at ?? null, conflict });
 }
 
 async function testHook(request, env, config, tunnel, action) {

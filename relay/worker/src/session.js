@@ -6,6 +6,8 @@
  * Rule 3: only the relay opens streams (QUERY, ids strictly increasing); a stream then follows
  *         STREAM_TRANSITIONS and ends with the connector's DONE or ERROR.
  * Rule 4: nothing may follow a received GOAWAY.
+ * Rule 5: a frame of an optional feature (frames.js FRAME_CAPS) crosses only when HELLO and READY
+ *         both announced its capability.
  *
  * The Durable Object applies `nextStreamState` to every result frame (its streams and windows live
  * in attachments and memory, see tunnel.js). `RelayConnection` is the same rules as a pure object
@@ -17,6 +19,7 @@ import {
   checkFrameRule,
   decodePayload,
   ErrorCode,
+  FRAME_CAPS,
   FRAME_NAMES,
   FrameReader,
   FrameType,
@@ -53,6 +56,17 @@ export function nextStreamState(state, type, streamId) {
   return next;
 }
 
+/** The capabilities both HELLO and READY announced (a feature is used only when both did). */
+export function negotiatedCaps(helloCaps, readyCaps) {
+  return new Set(readyCaps.filter((c) => helloCaps.includes(c)));
+}
+
+/** Rule 5: a frame of an optional feature needs its negotiated capability. */
+export function checkFrameCap(type, caps) {
+  const cap = FRAME_CAPS[type];
+  if (cap !== undefined && !caps.has(cap)) throw new ProtocolError(`${FRAME_NAMES[type]} needs the "${cap}" capability, which was not negotiated`);
+}
+
 /** One connection seen from the relay, as a pure state machine (tests, vectors). */
 export class RelayConnection {
   /** @param {{limits: {max_frame: number, stream_window: number, connection_window: number, max_streams: number}}} options */
@@ -65,6 +79,9 @@ export class RelayConnection {
     this.window = limits.connection_window;
     this.goawaySent = false;
     this.goawayReceived = false;
+    this.helloCaps = [];
+    /** Capabilities both sides announced (set when READY arrives). */
+    this.caps = new Set();
     this.reader = new FrameReader({ maxPayload: limits.max_frame });
   }
 
@@ -79,6 +96,7 @@ export class RelayConnection {
     switch (frame.type) {
       case FrameType.HELLO:
         if (this.state !== "await_hello") this.fail(new ProtocolError("HELLO sent twice"));
+        this.helloCaps = event.fields.caps;
         this.state = "await_ready";
         return;
       case FrameType.GOAWAY:
@@ -133,10 +151,13 @@ export class RelayConnection {
     }
     if (this.state === "await_ready" && type === FrameType.READY) {
       this.maxStreams = Math.min(this.maxStreams, event.maxStreams);
+      this.caps = negotiatedCaps(this.helloCaps, event.caps);
       this.state = "open";
       return true;
     }
     if (this.state !== "open" || type === FrameType.READY) throw new ProtocolError(`${FRAME_NAMES[type]} is not allowed in state ${this.state}`);
+    checkFrameCap(type, this.caps);
+    if (type === FrameType.CHECKPOINT) return true;
     if (type === FrameType.PING || type === FrameType.PONG || type === FrameType.DRAIN) return true;
     const stream = this.streams.get(streamId);
     if (stream === undefined) throw new ProtocolError(`${FRAME_NAMES[type]} on stream ${streamId}, which is not open`);

@@ -8,6 +8,8 @@
  *   streams it CANCELled whose DONE/ERROR has not arrived yet.
  * - A connection under probe (see probe(): keepalive, dispatch, probeSiblings): `probeAt` in its
  *   attachment, so the alarm that closes it if it stays silent survives hibernation.
+ * - Each connector's latest signed audit checkpoint (SPEC 5.2): `ckpt:<connector>` in DO storage,
+ *   `{checkpoint, received_at}`, the highest seq this shard received (the Worker asks every shard).
  * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway
  *   (expired ones are dropped on the next connect). The one alarm closes connectors that never
  *   answered HELLO and probed ones that stayed silent; it is deleted once none is left, so that
@@ -32,9 +34,10 @@
 
 import { DurableObject } from "cloudflare:workers";
 
-import { canonicalJson, hex, makeAttestation, parsePublicKey, queryPayload, signHello, TOKEN_LEEWAY } from "./auth.js";
+import { canonicalJson, CHECKPOINT_CONTEXT, hex, makeAttestation, parsePublicKey, queryPayload, signHello, TOKEN_LEEWAY, verifySigned } from "./auth.js";
 import { loadConfig } from "./config.js";
 import {
+  CHECKPOINT_CAP,
   checkFrameRule,
   CloseCode,
   concatBytes,
@@ -51,7 +54,7 @@ import {
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 import { RateLimiter } from "./limits.js";
 import { keepaliveDue, preferAnswering, PROBE_TIMEOUT_MS, silentSinceQuery } from "./liveness.js";
-import { LOST_MESSAGE, lostRecordText, nextStreamState } from "./session.js";
+import { checkFrameCap, LOST_MESSAGE, lostRecordText, negotiatedCaps, nextStreamState } from "./session.js";
 
 const CONNECTOR_TAG = "conn";
 /** Each PING costs a PONG: a connector that floods them is cut off (relay/session.py, same numbers). */
@@ -61,6 +64,8 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
 
 /** Relay-side limits announced in HELLO (SPEC defaults). */
 export const RELAY_LIMITS = DEFAULT_LIMITS;
+/** Capabilities announced in HELLO (SPEC 6.2). */
+export const RELAY_CAPS = Object.freeze([CHECKPOINT_CAP]);
 
 const encoder = new TextEncoder();
 
@@ -85,6 +90,8 @@ export class Tunnel extends DurableObject {
     this.lastReceived = new Map();
     /** The keepalive check: a timer that runs only while queries are in flight (keepalive()). */
     this.keepaliveTimer = null;
+    /** Checkpoints are verified and stored one after the other, in the order they arrived. */
+    this.checkpoints = Promise.resolve();
   }
 
   // ------------------------------------------------------------------------------ HTTP entry
@@ -105,6 +112,8 @@ export class Tunnel extends DurableObject {
           return await this.forget(request);
         case "/cancel":
           return await this.cancel(request);
+        case "/checkpoint":
+          return jsonResponse(200, (await this.ctx.storage.get(`ckpt:${url.searchParams.get("connector")}`)) ?? null);
         case "/_test/state":
           return jsonResponse(200, { ...this.status(), instance: this.instance, constructed_at: this.constructedAt });
         case "/_test/abort":
@@ -165,6 +174,7 @@ export class Tunnel extends DurableObject {
     this.ctx.acceptWebSocket(server, [CONNECTOR_TAG, `${CONNECTOR_TAG}:${claims.connectorId}`.slice(0, 256)]);
     const att = {
       connectorId: claims.connectorId,
+      tunnel: claims.tunnel,
       connectorKeyHex: claims.publicKeyHex,
       sessionId,
       state: "hello",
@@ -181,7 +191,7 @@ export class Tunnel extends DurableObject {
       connectorId: claims.connectorId,
       nonce: claims.nonce,
       limits: RELAY_LIMITS,
-      caps: [],
+      caps: RELAY_CAPS,
     });
     server.send(encodeFrame(FrameType.HELLO, 0, canonicalJson(hello)));
     return new Response(null, { status: 101, webSocket: client, headers: { "sec-websocket-protocol": "edgetds.v1" } });
@@ -304,6 +314,7 @@ export class Tunnel extends DurableObject {
         checkFrameRule(frame, "connector");
         this.onFrame(ws, att, decodePayload(frame));
       }
+      return this.checkpoints; // the runtime keeps the object alive until they are stored
     } catch (err) {
       if (!(err instanceof ProtocolError)) console.error(`connector frame handling failed: ${err?.stack ?? err}`);
       this.fail(ws, att, err instanceof ProtocolError ? err : new ProtocolError("internal relay error", { errorCode: ErrorCode.INTERNAL, closeCode: CloseCode.INTERNAL_ERROR }));
@@ -320,14 +331,19 @@ export class Tunnel extends DurableObject {
       att.state = "open";
       att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
       att.maxFrame = event.maxFrame;
+      att.caps = [...negotiatedCaps(RELAY_CAPS, event.caps)];
       ws.serializeAttachment(att);
       this.probeSiblings(att);
       this.dropIdleAlarm();
       return undefined;
     }
+    checkFrameCap(event.type, new Set(att.caps ?? []));
     switch (event.type) {
       case FrameType.READY:
         throw new ProtocolError("READY sent twice");
+      case FrameType.CHECKPOINT:
+        this.checkpoints = this.checkpoints.then(() => this.storeCheckpoint(att, event.fields));
+        return undefined;
       case FrameType.COLUMNS:
       case FrameType.ROWS:
       case FrameType.DONE:
@@ -349,6 +365,37 @@ export class Tunnel extends DurableObject {
         return this.closeSession(ws, att, CloseCode.NORMAL, "goaway received");
       default:
         throw new ProtocolError(`unexpected ${event.name}`);
+    }
+  }
+
+  /**
+   * Keep a connector's signed audit checkpoint if it verifies under one of the connector id's
+   * registered keys and does not go backwards (relay/checkpoints.py, the same rules; SPEC 5.2).
+   * A refused one is logged, never stored; the connection stays.
+   */
+  async storeCheckpoint(att, fields) {
+    try {
+      const config = await loadConfig(this.env);
+      const keys = [config.tunnels[att.tunnel]?.[att.connectorId] ?? []].flat();
+      let verified = fields.connector_id === att.connectorId && fields.tunnel === att.tunnel;
+      if (verified) verified = (await Promise.all(keys.map((k) => verifySigned(parsePublicKey(k), CHECKPOINT_CONTEXT, fields)))).some(Boolean);
+      const where = `tunnel=${att.tunnel} connector=${att.connectorId}`;
+      if (!verified) {
+        console.warn(`audit.checkpoint_invalid ${where}: it does not name this connection's connector and tunnel, or no registered key verifies it`);
+        return;
+      }
+      const key = `ckpt:${att.connectorId}`;
+      const entry = await this.ctx.storage.get(key);
+      const held = entry?.checkpoint;
+      if (held !== undefined && (fields.seq < held.seq || (fields.seq === held.seq && fields.head !== held.head))) {
+        console.warn(`audit.checkpoint_regressed ${where}: seq ${fields.seq} after seq ${held.seq}; the connector's audit log lost its end or was replaced; the higher checkpoint is kept`);
+        // the checkpoint held at the first regression stays as evidence (see relay/checkpoints.py)
+        if (!entry.conflict) await this.ctx.storage.put(key, { ...entry, conflict: held });
+        return;
+      }
+      await this.ctx.storage.put(key, { checkpoint: fields, received_at: Math.floor(Date.now() / 1000), conflict: entry?.conflict ?? null });
+    } catch (err) {
+      console.error(`storing an audit checkpoint failed: ${err?.stack ?? err}`);
     }
   }
 

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { b64url, canonicalJson, HELLO_CONTEXT, loadRelayKey, makeAttestation, QUERY_CONTEXT, sha256Hex, signHello, verifyConnectorToken, verifySigned } from "../src/auth.js";
-import { creditPayload, decodePayload, encodeFrame, FrameReader, FRAME_NAMES, FrameType, parseFrame, ProtocolError } from "../src/frames.js";
+import { b64url, canonicalJson, CHECKPOINT_CONTEXT, HELLO_CONTEXT, loadRelayKey, makeAttestation, QUERY_CONTEXT, sha256Hex, signHello, verifyConnectorToken, verifySigned } from "../src/auth.js";
+import { checkCheckpoint, creditPayload, decodePayload, encodeFrame, FrameReader, FRAME_NAMES, FrameType, parseFrame, ProtocolError } from "../src/frames.js";
 import { RelayConnection } from "../src/session.js";
 
 const DIR = new URL("../../../protocol/vectors/", import.meta.url);
@@ -38,6 +38,8 @@ function eventJson(event) {
       return { event: name === "PING" ? "Ping" : "Pong", data_hex: hex(event.data) };
     case FrameType.DRAIN:
       return { event: "Drain", reason: event.reason };
+    case FrameType.CHECKPOINT:
+      return { event: "Checkpoint", fields: event.fields };
     default:
       return { event: "GoAway", code: event.code, message: event.message, last_stream: event.lastStream };
   }
@@ -68,6 +70,8 @@ function encodeEvent(e) {
       return frame(FrameType[e.event.toUpperCase()], 0, unhex(e.data_hex));
     case "Drain":
       return frame(FrameType.DRAIN, 0, canonicalJson({ reason: e.reason }));
+    case "Checkpoint":
+      return frame(FrameType.CHECKPOINT, 0, canonicalJson(e.fields));
     default:
       return frame(FrameType.GOAWAY, 0, canonicalJson({ code: e.code, message: e.message, last_stream: e.last_stream }));
   }
@@ -200,6 +204,22 @@ test("auth.json: attestations reproduce byte for byte and verify", async () => {
       params: q.params, options: q.options, now: q.attestation.ts / 1000, nonce: q.attestation.nonce,
     });
     assert.deepEqual(made, q.attestation, `${v.name}: reproduced`);
+  }
+});
+
+test("auth.json: checkpoints verify under the connector's key(s) as the relay checks them", async () => {
+  for (const v of auth.checkpoints) {
+    const f = v.fields;
+    checkCheckpoint(f);
+    const keys = v.verify.connector_keys.map((name) => unhex(auth.keys[name].public_hex));
+    let outcome = null;
+    if (f.connector_id !== v.verify.connector_id || f.tunnel !== v.verify.tunnel) outcome = "auth.invalid_token";
+    else if (!(await Promise.all(keys.map((k) => verifySigned(k, CHECKPOINT_CONTEXT, f)))).some(Boolean)) outcome = "auth.invalid_token";
+    assert.equal(outcome, v.valid ? null : v.error, v.name);
+    if (!v.valid) continue;
+    const { sig, ...unsigned } = f;
+    assert.equal(hex(new TextEncoder().encode(CHECKPOINT_CONTEXT + new TextDecoder().decode(canonicalJson(unsigned)))), v.signing_input_hex);
+    assert.ok(sig);
   }
 });
 

@@ -1,0 +1,102 @@
+"""The relay's store of connectors' signed audit checkpoints (SPEC.md 5.2, 11.3).
+
+Per (tunnel, connector id) the relay keeps the checkpoint with the highest ``seq``: a higher one
+replaces it, the same ``seq`` and ``head`` refreshes it, anything else (a lower ``seq``, or the
+same ``seq`` with another ``head``) is refused and reported: the connector's log lost its end, or
+was replaced. The checkpoint held when that first happens is kept from then on as ``conflict``,
+so a log that was cut and then grew past the old checkpoint still fails ``audit verify`` (its
+record at the conflict's seq has another hash). A checkpoint is stored only after its signature
+verified under one of the connector id's registered keys. In memory, plus, with ``[relay]
+checkpoint_file``, a JSON file rewritten atomically (temporary file + rename) on every change and
+read at start, so a restart keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from protocol import AuthError, verify_checkpoint
+from relay.config import ConfigError
+
+__all__ = ["CheckpointStore", "Offer"]
+
+#: What :meth:`CheckpointStore.offer` did with a checkpoint.
+Offer = Literal["stored", "invalid", "regressed"]
+
+
+class CheckpointStore:
+    """The latest signed checkpoint per (tunnel, connector id); see the module docstring.
+
+    Args:
+        path: the JSON file that keeps them across restarts ("" = memory only).
+    """
+
+    def __init__(self, path: str | Path = "") -> None:
+        self.path = Path(path) if path else None
+        self._items: dict[tuple[str, str], dict[str, Any]] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                doc = json.loads(self.path.read_text(encoding="utf-8"))
+                for item in doc["checkpoints"]:
+                    cp = item["checkpoint"]
+                    self._items[(cp["tunnel"], cp["connector_id"])] = item
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(
+                    f"[relay] checkpoint_file {self.path} is not a checkpoint file ({exc}); "
+                    "move it aside to start with no checkpoints"
+                ) from None
+
+    def get(self, tunnel: str, connector_id: str) -> dict[str, Any] | None:
+        """``{"checkpoint": {...}, "received_at": unix s, "conflict": {...} | None}`` or None."""
+        return self._items.get((tunnel, connector_id))
+
+    def offer(
+        self,
+        fields: Mapping[str, Any],
+        keys: Sequence[Ed25519PublicKey],
+        *,
+        tunnel: str,
+        connector_id: str,
+    ) -> tuple[Offer, str]:
+        """Verify and maybe store a checkpoint received on a connection of ``connector_id``.
+
+        Returns what was done and why (for the log).
+        """
+        try:
+            verify_checkpoint(fields, keys, connector_id=connector_id, tunnel=tunnel)
+        except AuthError as exc:
+            return "invalid", str(exc)
+        held = self._items.get((tunnel, connector_id))
+        if held is not None:
+            old = held["checkpoint"]
+            if fields["seq"] < old["seq"] or (
+                fields["seq"] == old["seq"] and fields["head"] != old["head"]
+            ):
+                if held.get("conflict") is None:
+                    held["conflict"] = old
+                    self._save()
+                return "regressed", (
+                    f"seq {fields['seq']} (head {fields['head'][:16]}...) after seq {old['seq']} "
+                    f"(head {old['head'][:16]}...): the connector's audit log lost its end or "
+                    "was replaced; the higher checkpoint is kept"
+                )
+        conflict = held.get("conflict") if held is not None else None
+        item = {"checkpoint": dict(fields), "received_at": int(time.time()), "conflict": conflict}
+        self._items[(tunnel, connector_id)] = item
+        self._save()
+        return "stored", f"seq {fields['seq']}"
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        doc = {"checkpoints": [self._items[k] for k in sorted(self._items)]}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path)
