@@ -458,7 +458,15 @@ class RelayApp:
         """
         restart_needed = [
             name
-            for name in ("listen", "tls_cert_file", "tls_key_file", "identity", "limits")
+            for name in (
+                "listen",
+                "tls_cert_file",
+                "tls_key_file",
+                "identity",
+                "limits",
+                "audit_token_sha256",
+                "checkpoint_file",
+            )
             if getattr(config, name) != getattr(self.config, name)
         ]
         old_key_id = self.relay_key_id

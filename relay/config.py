@@ -13,10 +13,10 @@ Shape (see examples/relay.toml and /work/briefs/integration.md)::
 
 `load_config` is THE validation: `edgetds relay serve` runs it at start-up and again on SIGHUP, so
 a reload refuses exactly what start-up refuses. Besides the file's own keys it builds the client
-token verifier from [[issuers]]/[identity] and loads the TLS certificate and key, the two things
-serving would otherwise only find wrong later. It reports EVERY problem at once in one
-`ConfigError` (``.problems``), each naming the file, the key and how to fix it; unknown keys are
-errors too (a typo must not silently fall back to a default).
+token verifier from [[issuers]]/[identity] and loads the TLS certificate and key and the
+checkpoint file, the things serving would otherwise only find wrong later. It reports EVERY
+problem at once in one `ConfigError` (``.problems``), each naming the file, the key and how to fix
+it; unknown keys are errors too (a typo must not silently fall back to a default).
 """
 
 from __future__ import annotations
@@ -357,6 +357,8 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
             f"{here}: audit_token_sha256 must be 64 hex digits (sha256 of a secret)"
         )
     checkpoint_file = text("checkpoint_file")
+    if checkpoint_file:
+        problems.check(lambda: _check_checkpoint_file(base_dir / checkpoint_file), None)
     no_tunnels: dict[str, TunnelConfig] = {}
     tunnels = problems.check(
         lambda: parse_tunnels(_table(doc, "tunnels", where), where=where), no_tunnels
@@ -398,6 +400,13 @@ def _check_identity(identity: Mapping[str, Any], base_dir: Path, where: str) -> 
         TokenVerifier.from_config(identity, base_dir=base_dir)
     except ValueError as exc:
         raise ConfigError(f"{where} [[issuers]]/[identity]: {exc}") from None
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """The checkpoint file loads (as the relay loads it when it starts)."""
+    from relay.checkpoints import CheckpointStore  # it imports this module
+
+    CheckpointStore(path)
 
 
 def _check_tls(cert: Path, key: Path, where: str) -> None:

@@ -59,6 +59,8 @@ STARTUP_REFUSALS: list[tuple[tuple[str, str], str]] = [
     (('audience = "edgetds"', 'audience = "edgetds"\njwks_url = "x"'), "jwks_url"),
     (('audience = "edgetds"', 'audience = "edgetds"\nalgorithms = "RS256"'), "algorithms"),
     (("[limits]", "[identity]\nleeway_s = -1\n[limits]"), "leeway_s"),
+    (('checkpoint_file = ""', 'checkpoint_file = "relay.toml"'), "is not a checkpoint file"),
+    (('audit_token_sha256 = ""', 'audit_token_sha256 = "abc"'), "64 hex digits"),
 ]
 
 
