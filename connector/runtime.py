@@ -95,7 +95,7 @@ def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
 
     The file (connector/config.py), then what start-up builds from it: the policy and the logins
     it names, the token verifier (nothing is fetched: its HTTP client connects on the first key
-    fetch) and the connector key.
+    fetch), the connector key and the tail of an existing [audit] file.
 
     Raises:
         ConfigError: listing every problem.
@@ -118,6 +118,11 @@ def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
         _private_key(config)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         problems.append(Problem(file, "connector", f"the connector private key: {exc}"))
+    if config.audit_file is not None and config.audit_file.exists():
+        try:  # the chain's tail must continue, as open_connector checks it (nothing is written)
+            AuditLog(config.audit_file).close()
+        except (AuditError, OSError) as exc:
+            problems.append(Problem(file, "audit.file", str(exc)))
     if problems:
         raise ConfigError(problems)
     return config

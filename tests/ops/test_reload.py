@@ -147,6 +147,7 @@ CONNECTOR_REFUSALS: list[tuple[str, tuple[str, str], str]] = [
     ("connector.toml", ('"edgetds"', '"edgetds"\njwks_url = "x"'), "jwks_url"),
     ("policy.toml", ('login = "writer"', 'login = "nobody"'), "nobody"),
     ("policy.toml", ("max_rows = 1000000", "max_rows = -5"), "max_rows"),
+    ("connector.toml", ('file = "audit.jsonl"', 'file = "policy.toml"'), "not an audit record"),
 ]  # fmt: skip
 
 
