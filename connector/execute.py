@@ -37,6 +37,7 @@ import trio
 from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
 
+from connector import _timetypes
 from connector.encode import BoundParam, RowEncoder, columns_line, describe
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
 
@@ -120,6 +121,7 @@ class QueryFailed(Exception):
         sql: Mapping[str, int] | None = None,
         outcome: Outcome | None = None,
         detail: str | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -127,6 +129,8 @@ class QueryFailed(Exception):
         self.sql = dict(sql) if sql else None
         self.outcome = outcome or Outcome()
         self.detail = detail
+        #: which limit a limits.too_many_queries refusal hit ("identity" or "connector")
+        self.limit = limit
 
     def record(self, query_id: str) -> dict[str, Any]:
         message = self.message
@@ -135,6 +139,8 @@ class QueryFailed(Exception):
         err: dict[str, Any] = {"code": self.code, "message": message, "query_id": query_id}
         if self.sql:
             err["sql"] = self.sql
+        if self.limit:
+            err["limit"] = self.limit
         return {"error": err}
 
 
@@ -301,6 +307,7 @@ class _Reader:
         Raises:
             _ResetFailed: the reused connection failed before the statement was sent.
         """
+        _timetypes.install(conn)  # time/datetime2/datetimeoffset at 100 ns, not microseconds
         cursor = conn.cursor()
         self.cursor = cursor
         ctx = [

@@ -17,6 +17,10 @@ connector.toml)::
     max_rows = 10000            # default 100000
     max_bytes = 16777216        # default 64 MiB of encoded rows
     timeout_ms = 30000          # default 30000
+    max_statement_bytes = 262144  # default 256 KiB: longer ad-hoc SQL (UTF-8 bytes) is refused
+                                  # with request.too_large before it is checked or run
+    max_concurrent_per_identity = 32  # default 32: one identity's queries running or waiting
+                                      # at this connector; more: 429 limits.too_many_queries
     log_param_values = false    # default false: the audit log records parameter names and types
 
     [roles.analyst.queries.orders_by_customer]
@@ -55,20 +59,27 @@ reads as the analyst and only a write as the admin. When no matching role permit
 the refusal is the first matching role's (``policy.not_read_only``, ``policy.unknown_query``,
 ``policy.denied``); with no matching role at all it is ``policy.denied``. Refusal reasons name
 roles, claims and keywords, never parameter values.
+
+The read-only check parses the statement, which costs microseconds per character. The connector
+runs it off the event loop (:func:`connector._readonly.check_read_only_in_thread`) when
+:meth:`Policy.needs_read_only_check` says a role needs it, and hands the verdict to
+:meth:`Policy.authorize`; without one, ``authorize`` checks inline (tools, tests).
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from connector._readonly import check_read_only
+from connector._readonly import ReadOnlyVerdict, check_read_only
 from edgetds.oidc import Identity
+from protocol import DEFAULT_STATEMENT_BYTES, MAX_FRAME_HARD
 
 __all__ = [
     "Decision",
@@ -92,12 +103,22 @@ _ROLE_KEYS = {
     "max_rows",
     "max_bytes",
     "timeout_ms",
+    "max_statement_bytes",
+    "max_concurrent_per_identity",
     "log_param_values",
     "queries",
 }
-_DEFAULT_CAPS = {"max_rows": 100_000, "max_bytes": 64 * 1024 * 1024, "timeout_ms": 30_000}
 #: Claims that IdPs send as LISTS of names: splitting them is always a mistake.
 _LIST_CLAIMS = frozenset({"groups", "roles", "realm_access.roles", "amr", "aud", "wids"})
+_DEFAULT_CAPS = {
+    "max_rows": 100_000,
+    "max_bytes": 64 * 1024 * 1024,
+    "timeout_ms": 30_000,
+    "max_statement_bytes": DEFAULT_STATEMENT_BYTES,
+    "max_concurrent_per_identity": 32,
+}
+#: A statement cannot be longer than a QUERY frame, whose payload is at most 16 MiB.
+_CAP_MAXIMUM = {"max_statement_bytes": MAX_FRAME_HARD}
 
 
 class PolicyError(ValueError):
@@ -194,6 +215,9 @@ class Role:
     max_rows: int = _DEFAULT_CAPS["max_rows"]
     max_bytes: int = _DEFAULT_CAPS["max_bytes"]
     timeout_ms: int = _DEFAULT_CAPS["timeout_ms"]
+    max_statement_bytes: int = _DEFAULT_CAPS["max_statement_bytes"]
+    #: queries one identity (issuer + subject) may have running or waiting at this connector
+    max_concurrent_per_identity: int = _DEFAULT_CAPS["max_concurrent_per_identity"]
     log_param_values: bool = False
     queries: Mapping[str, QueryTemplate] = field(default_factory=dict)
 
@@ -211,7 +235,8 @@ class Role:
         what = "; ".join(runs) or "nothing (no allow_sql, no queries)"
         return (
             f"login {self.login!r}; may run {what}; caps: {self.max_rows} rows, "
-            f"{self.max_bytes} bytes, {self.timeout_ms} ms; parameter values "
+            f"{self.max_bytes} bytes, {self.timeout_ms} ms, statements up to "
+            f"{self.max_statement_bytes} bytes; parameter values "
             f"{'logged' if self.log_param_values else 'redacted'} in the audit log"
         )
 
@@ -223,6 +248,12 @@ class QueryRequest:
     sql: str | None = None
     query: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def sql_bytes(self) -> int:
+        """The size of ``sql`` in UTF-8 bytes (what ``max_statement_bytes`` limits); 0 if none."""
+        # surrogatepass: a lone surrogate from JSON counts as its 3 bytes instead of raising
+        return len(self.sql.encode("utf-8", "surrogatepass")) if self.sql is not None else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,8 +379,53 @@ class Policy:
         """Every login a role names (the connector checks each has a [logins.NAME] table)."""
         return frozenset(role.login for role in self.roles)
 
-    def authorize(self, identity: Identity, request: QueryRequest) -> Decision:
-        """Pick the role for this identity and request, or refuse (see module docstring)."""
+    @property
+    def max_statement_bytes(self) -> int:
+        """The largest ``max_statement_bytes`` of a role that runs ad-hoc SQL (what READY
+        announces: the relay refuses longer SQL for everyone, each role enforces its own)."""
+        sizes = [r.max_statement_bytes for r in self.roles if r.allow_sql]
+        return max(sizes, default=DEFAULT_STATEMENT_BYTES)
+
+    def needs_read_only_check(self, identity: Identity, request: QueryRequest) -> bool:
+        """Whether :meth:`authorize` would parse ``request.sql``: some role that matches the
+        identity is read-only, runs ad-hoc SQL and takes a statement of this size."""
+        roles = self._matching(identity, request)
+        return not isinstance(roles, Decision) and any(
+            _needs_check(role, request) for role in roles
+        )
+
+    def authorize(
+        self,
+        identity: Identity,
+        request: QueryRequest,
+        *,
+        read_only: ReadOnlyVerdict | None = None,
+    ) -> Decision:
+        """Pick the role for this identity and request, or refuse (see module docstring).
+
+        Args:
+            identity: the verified end user.
+            request: what the user asked to run.
+            read_only: ``check_read_only(request.sql)`` when the caller already has it (the
+                connector computes it in a worker thread); None checks here, if a role needs it.
+        """
+        roles = self._matching(identity, request)
+        if isinstance(roles, Decision):
+            return roles
+        first: Decision | None = None
+        for role in roles:
+            if read_only is None and _needs_check(role, request):
+                assert request.sql is not None
+                read_only = check_read_only(request.sql)
+            decision = _try_role(role, request, read_only)
+            if decision.allowed:
+                return decision
+            first = first or decision
+        assert first is not None
+        return first
+
+    def _matching(self, identity: Identity, request: QueryRequest) -> Decision | Sequence[Role]:
+        """The roles that match ``identity`` in file order, or the refusal if there are none."""
         if (request.sql is None) == (request.query is None):
             return _refuse("request.invalid", "send exactly one of 'sql' or 'query'")
         try:
@@ -369,14 +445,7 @@ class Policy:
                 f"no role matches subject {identity.subject!r} of issuer {identity.issuer!r}; "
                 f"run `edgetds connector explain` to see which claims the roles look at",
             )
-        first: Decision | None = None
-        for role in matching:
-            decision = _try_role(role, request)
-            if decision.allowed:
-                return decision
-            first = first or decision
-        assert first is not None
-        return first
+        return matching
 
     def explain(self, identity: Identity) -> str:
         """Human-readable: which deny rules and roles this identity matches, and why."""
@@ -458,7 +527,16 @@ def _refuse(code: str, reason: str, role: Role | None = None) -> Decision:
     return Decision(allowed=False, code=code, reason=reason, role=role)
 
 
-def _try_role(role: Role, request: QueryRequest) -> Decision:
+def _needs_check(role: Role, request: QueryRequest) -> bool:
+    return (
+        request.sql is not None
+        and role.allow_sql
+        and role.read_only
+        and request.sql_bytes <= role.max_statement_bytes
+    )
+
+
+def _try_role(role: Role, request: QueryRequest, read_only: ReadOnlyVerdict | None) -> Decision:
     if request.query is not None:
         template = role.queries.get(request.query)
         if template is None:
@@ -492,10 +570,18 @@ def _try_role(role: Role, request: QueryRequest) -> Decision:
             f"role {role.name!r} runs named queries only (allow_sql = false)",
             role,
         )
+    if request.sql_bytes > role.max_statement_bytes:
+        return _refuse(
+            "request.too_large",
+            f"role {role.name!r} accepts statements up to {role.max_statement_bytes} bytes "
+            f"(UTF-8); this one is {request.sql_bytes}: send a shorter statement, pass values "
+            "as parameters, or use a named query",
+            role,
+        )
     if role.read_only:
-        verdict = check_read_only(request.sql)
-        if not verdict.allowed:
-            return _refuse("policy.not_read_only", f"role {role.name!r}: {verdict.reason}", role)
+        assert read_only is not None  # authorize() computed it, or the caller passed it
+        if not read_only.allowed:
+            return _refuse("policy.not_read_only", f"role {role.name!r}: {read_only.reason}", role)
     kind = "read-only SQL" if role.read_only else "ad-hoc SQL"
     return Decision(allowed=True, reason=f"role {role.name!r}: {kind}", role=role, sql=request.sql)
 
@@ -654,8 +740,12 @@ class _Loader:
         caps: dict[str, int] = {}
         for cap, cap_default in _DEFAULT_CAPS.items():
             number = raw.get(cap, cap_default)
+            most = _CAP_MAXIMUM.get(cap)
             if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
                 self.problem(table, f"key {cap!r}: a positive integer")
+                number = cap_default
+            elif most is not None and number > most:
+                self.problem(table, f"key {cap!r}: at most {most}")
                 number = cap_default
             caps[cap] = number
         queries = self.queries(table, raw.get("queries", {}), read_only=flags["read_only"])
@@ -673,6 +763,8 @@ class _Loader:
             max_rows=caps["max_rows"],
             max_bytes=caps["max_bytes"],
             timeout_ms=caps["timeout_ms"],
+            max_statement_bytes=caps["max_statement_bytes"],
+            max_concurrent_per_identity=caps["max_concurrent_per_identity"],
         )
 
     def queries(self, table: str, raw: Any, *, read_only: bool) -> dict[str, QueryTemplate]:

@@ -128,6 +128,11 @@ VALID_FRAMES: list[tuple[str, str, events.Event]] = [
     ("hello", "the relay's signed HELLO with default limits", events.Hello(hello_fields())),
     ("ready", "the connector's READY", events.Ready(CONNECTOR_ID, 64, ("x-example",))),
     (
+        "ready-statement-limit",
+        "READY announcing a 1 MiB statement limit",
+        events.Ready(CONNECTOR_ID, 8, max_statement_bytes=1024 * 1024),
+    ),
+    (
         "query-sql",
         "QUERY with SQL, a bare and a typed parameter",
         make_query(
@@ -208,6 +213,8 @@ INVALID_FRAMES: list[tuple[str, str, bytes, int, str, int]] = [
      1002),
     ("ready-max-streams-0", "READY max_streams 0",
      raw(0x02, 0, b'{"connector_id":"c","max_streams":0,"caps":[]}'), MAX, PE, 1002),
+    ("ready-statement-0", "READY max_statement_bytes 0", raw(0x02, 0,
+        b'{"connector_id":"c","max_streams":1,"caps":[],"max_statement_bytes":0}'), MAX, PE, 1002),
     ("query-both", "QUERY with both sql and query", raw(0x10, 1, canonical_json({
         "query_id": "q", "token": "t", "sql": "select 1", "query": "n", "params": {},
         "options": {}, "attestation": {}})), MAX, PE, 1002),
