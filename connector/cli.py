@@ -30,11 +30,12 @@ signals (connector run):
                     (a second signal exits at once)
   SIGHUP            re-read the config and apply the connector key (new connections use it)
                     and relay_public_keys (connections whose relay key is no longer pinned are
-                    replaced; their in-flight queries finish). A config with an error is refused
-                    and the running one kept; other settings need a restart. Key rotation: README,
-                    "Rotate keys". It also rotates the [audit] file: audit.jsonl becomes
-                    audit.jsonl.<seq of its last record, 12 digits> and the chain continues in a
-                    new audit.jsonl (edgetds audit verify audit.jsonl.* audit.jsonl).
+                    replaced; their in-flight queries finish). A config that `connector run`
+                    would refuse at start is refused (connector.reload_failed lists every
+                    problem) and the running one kept; other settings need a restart. Key
+                    rotation: README, "Rotate keys". It also rotates the [audit] file: audit.jsonl
+                    becomes audit.jsonl.<seq of its last record, 12 digits> and the chain continues
+                    in a new audit.jsonl (edgetds audit verify audit.jsonl.* audit.jsonl).
 """
 
 KEYGEN_EPILOG = """\
@@ -145,10 +146,13 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _load(path: Path) -> Any:
-    from connector.config import ConfigError, load_config
+    """The validated config (`connector.runtime.check_config`), or None after printing every
+    problem."""
+    from connector.config import ConfigError
+    from connector.runtime import check_config
 
     try:
-        return load_config(path)
+        return check_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -157,34 +161,12 @@ def _load(path: Path) -> Any:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    import trio
-
-    from connector.policy import PolicyError
-    from connector.runtime import build_policy, build_verifier
+    from connector.runtime import build_policy
 
     config = _load(args.config)
     if config is None:
         return 1
-    problems: list[str] = []
-    try:
-        policy = build_policy(config)
-    except PolicyError as exc:
-        problems.extend(exc.problems)
-    except ValueError as exc:
-        problems.append(str(exc))
-    else:
-        roles = ", ".join(r.name for r in policy.roles) or "(none)"
-    try:
-        verifier = build_verifier(config)
-    except ValueError as exc:
-        problems.append(f"{args.config}: [identity]/[[issuers]]: {exc}")
-    else:
-        trio.run(verifier.aclose)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem(s)", file=sys.stderr)
-        return 1
+    roles = ", ".join(r.name for r in build_policy(config).roles) or "(none)"
     t = config.tunnel
     print(f"ok: connector {t.connector_id!r} for tunnel {t.tunnel!r}")
     print(f"  relays: {', '.join(t.relay_urls)} ({t.ha_connections} connection(s))")
@@ -226,19 +208,31 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _reload_keys(path: str, connector: Any, log: logging.Logger) -> None:
-    """SIGHUP: re-read the config; apply the connector key and relay pins, keep the rest."""
-    from connector.config import ConfigError, load_config
+    """SIGHUP: re-validate the config as start-up does; apply the connector key and relay pins,
+    keep the rest. Any problem: the running config is kept and `connector.reload_failed` lists
+    every problem."""
+    from connector.config import ConfigError
+    from connector.runtime import check_config
 
     try:
-        config = load_config(path)
+        config = check_config(path)
     except ConfigError as exc:
+        problems = [str(p) for p in exc.problems]
         log.error(
-            "SIGHUP: config not reloaded, the running one is kept: %s",
-            "; ".join(str(p) for p in exc.problems),
+            "connector.reload_failed: SIGHUP: config not reloaded, the running one is kept: %s",
+            "; ".join(problems),
+            extra={
+                "event": "connector.reload_failed",
+                "problems": problems,
+                "hint": "fix the file and send SIGHUP again; the running config is unchanged",
+            },
         )
         return
     summary = connector.reload_keys(config)
-    log.info("SIGHUP: connector key and relay pins reloaded", extra=summary)
+    log.info(
+        "SIGHUP: connector key and relay pins reloaded",
+        extra={"event": "connector.reloaded", **summary},
+    )
     if summary["restart_needed"]:
         log.warning(
             "SIGHUP: these settings changed but need a restart: %s",

@@ -28,12 +28,13 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pytds
 import trio
+from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
 
 from connector import _timetypes
@@ -48,6 +49,7 @@ __all__ = [
     "QueryFailed",
     "Sink",
     "SinkClosed",
+    "describe_sql_error",
     "execute",
     "reset_connection_flag",
     "run_statement",
@@ -103,7 +105,13 @@ class Outcome:
 
 
 class QueryFailed(Exception):
-    """The query ended with a typed error (code from the protocol's registry)."""
+    """The query ended with a typed error (code from the protocol's registry).
+
+    ``message`` goes to the client: the failure class and what to do, never a host, port, login,
+    file path or a server text about them. ``detail`` (the cause: login, host, SQL Server's or
+    the network's answer; never parameter values or tokens) goes only to the connector's log,
+    under the query id the client's record names.
+    """
 
     def __init__(
         self,
@@ -112,6 +120,7 @@ class QueryFailed(Exception):
         *,
         sql: Mapping[str, int] | None = None,
         outcome: Outcome | None = None,
+        detail: str | None = None,
         limit: str | None = None,
     ) -> None:
         super().__init__(message)
@@ -119,11 +128,15 @@ class QueryFailed(Exception):
         self.message = message
         self.sql = dict(sql) if sql else None
         self.outcome = outcome or Outcome()
+        self.detail = detail
         #: which limit a limits.too_many_queries refusal hit ("identity" or "connector")
         self.limit = limit
 
     def record(self, query_id: str) -> dict[str, Any]:
-        err: dict[str, Any] = {"code": self.code, "message": self.message, "query_id": query_id}
+        message = self.message
+        if self.detail:
+            message += f" (the cause is in the connector's log under query_id {query_id})"
+        err: dict[str, Any] = {"code": self.code, "message": message, "query_id": query_id}
         if self.sql:
             err["sql"] = self.sql
         if self.limit:
@@ -137,6 +150,11 @@ class _StaleConnection(Exception):
 
 class _ResetFailed(Exception):
     """Worker side of `_StaleConnection`: the request carrying the reset failed in transport."""
+
+
+class _SessionSetupFailed(Exception):
+    """SQL Server answered the reset + session context request (before the statement) with an
+    error: the connector's side of the query failed, not the client's SQL."""
 
 
 #: TDS packet header status bit RESETCONNECTION (MS-TDS 2.2.3.1.2): the server resets the session
@@ -202,14 +220,38 @@ class CancelToken:
         return self.event.is_set()
 
 
-def sql_error(exc: tds_base.Error, outcome: Outcome | None = None) -> QueryFailed:
-    number = int(getattr(exc, "msg_no", 0) or 0)
+#: SQL Server severities from 20 up are fatal: the server ends the connection (no SQL mistake)
+_FATAL_SEVERITY = 20
+
+
+def describe_sql_error(exc: BaseException) -> str:
+    """``SQL Server error N (state S, class C): text`` (or the exception's type and text): the
+    detail a log gets."""
+    number = getattr(exc, "msg_no", None)
     text = getattr(exc, "text", None) or str(exc)
-    info = {
-        "number": number,
-        "state": int(getattr(exc, "state", 0) or 0),
-        "class": int(getattr(exc, "severity", 0) or 0),
-    }
+    if number is None:
+        return f"{type(exc).__name__}: {text}"
+    state, severity = getattr(exc, "state", 0), getattr(exc, "severity", 0)
+    return f"SQL Server error {number} (state {state}, class {severity}): {text}"
+
+
+def sql_error(
+    exc: tds_base.Error, outcome: Outcome | None = None, *, redact: Callable[[str], str] = str
+) -> QueryFailed:
+    """The client's own statement failed with ``exc``: ``sql.error`` with SQL Server's number and
+    message (``redact`` takes the login and host out of it). A fatal severity or a client-side
+    connection error is no SQL mistake: ``connector.database_unavailable``, cause logged."""
+    number = int(getattr(exc, "msg_no", 0) or 0)
+    severity = int(getattr(exc, "severity", 0) or 0)
+    if severity >= _FATAL_SEVERITY or isinstance(exc, tds_base.InterfaceError):
+        return QueryFailed(
+            "connector.database_unavailable",
+            "the connection to SQL Server failed during the query; retry it",
+            outcome=outcome,
+            detail=describe_sql_error(exc),
+        )
+    text = redact(getattr(exc, "text", None) or str(exc))
+    info = {"number": number, "state": int(getattr(exc, "state", 0) or 0), "class": severity}
     return QueryFailed("sql.error", f"SQL Server error {number}: {text}", sql=info, outcome=outcome)
 
 
@@ -276,15 +318,19 @@ class _Reader:
             f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
             for i, key in enumerate(CONTEXT_KEYS)
         )
-        if reset:
-            try:
+        try:
+            if reset:
                 with reset_connection_flag(cursor._session):
                     run_statement(cursor, batch, ctx)
-            except (OSError, TimeoutError, tds_base.InterfaceError) as exc:
+            else:
+                run_statement(cursor, batch, ctx)
+            _drain(cursor)
+        except (OSError, TimeoutError, tds_base.InterfaceError) as exc:
+            if reset:
                 raise _ResetFailed() from exc
-        else:
-            run_statement(cursor, batch, ctx)
-        _drain(cursor)
+            raise
+        except tds_base.Error as exc:
+            raise _SessionSetupFailed() from exc
         run_statement(cursor, self.req.sql, self.req.params)
         self._enter_result_set()
         return self.next_chunk(row_budget)
@@ -361,12 +407,16 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
                     pool.discard_idle()
                     if attempt == 2:
                         raise DatabaseUnavailable(
-                            "the connection to SQL Server failed before the query"
+                            "the connection to SQL Server failed before the query; retry it",
+                            detail=f"login {pool.name!r}: a reused and a new connection both "
+                            "failed at the session reset",
                         ) from None
                 finally:
                     outcome.connection_discarded = pc.broken
     except DatabaseUnavailable as exc:
-        raise QueryFailed("connector.database_unavailable", str(exc), outcome=outcome) from None
+        raise QueryFailed(
+            "connector.database_unavailable", exc.message, outcome=outcome, detail=exc.detail
+        ) from None
     finally:
         outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     return outcome
@@ -456,6 +506,18 @@ async def _execute_on(
                     if not cancel.cancelled:
                         failure.append(_StaleConnection())
                     return
+                except _SessionSetupFailed as exc:
+                    pc.broken = True
+                    if not cancel.cancelled:
+                        failure.append(
+                            QueryFailed(
+                                "connector.database_unavailable",
+                                "SQL Server refused to set up the session for the query; retry it",
+                                outcome=outcome,
+                                detail=describe_sql_error(exc.__cause__ or exc),
+                            )
+                        )
+                    return
                 fetched = chunk[2]
                 await send.send(chunk)
                 while (
@@ -467,7 +529,7 @@ async def _execute_on(
                     chunk = await pool.call(pc, functools.partial(reader.next_chunk, budget))
                     fetched += chunk[2]
                     await send.send(chunk)
-            except (OSError, TimeoutError, tds_base.ClosedConnectionError):
+            except (OSError, TimeoutError, tds_base.ClosedConnectionError, OpenSSLError) as exc:
                 # before tds_base.Error: python-tds reports a server gone mid-statement as
                 # ClosedConnectionError, which is no SQL error
                 pc.broken = True
@@ -475,20 +537,27 @@ async def _execute_on(
                     failure.append(
                         QueryFailed(
                             "connector.database_unavailable",
-                            "the connection to SQL Server failed during the query",
+                            "the connection to SQL Server failed during the query; retry it",
                             outcome=outcome,
+                            detail=describe_sql_error(exc),
                         )
                     )
             except tds_base.Error as exc:
                 if not cancel.cancelled:
-                    failure.append(sql_error(exc, outcome))
+                    failed = sql_error(exc, outcome, redact=pool.redact)
+                    pc.broken = pc.broken or failed.code != "sql.error"
+                    failure.append(failed)
             except QueryFailed as exc:
                 failure.append(exc)
             except Exception:  # a bug (ours or python-tds's): fail this query, keep serving
                 log.exception("query failed unexpectedly", extra={"query_id": req.query_id})
                 pc.broken = True
                 failure.append(
-                    QueryFailed("internal", "the connector failed to run the query (see its log)")
+                    QueryFailed(
+                        "internal",
+                        "the connector failed to run the query",
+                        detail="an unexpected error; its traceback is logged",
+                    )
                 )
             finally:
                 done.set()

@@ -324,7 +324,9 @@ class Ops:
             detail = f"no answer within {self.ready_timeout_s} s"
             return state(False, "database does not answer", detail)
         except Exception as exc:  # any failure of the probe means "not ready", with its message
-            return state(False, "database does not answer", str(exc) or type(exc).__name__)
+            # /ready is the operator's: the cause as the connector's log has it (host, login, ...)
+            detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+            return state(False, "database does not answer", detail)
         self._last_db_ok = self._clock()
         return state(True, "ok", "ok")
 

@@ -15,6 +15,7 @@ broken and discarded when returned, because its token stream is no longer in a k
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import TypeVar
 
 import pytds
 import trio
+from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
 
 from connector.config import DatabaseConfig, LoginConfig
@@ -40,7 +42,25 @@ _ATTENTION = bytes([6, 1, 0, 8, 0, 0, 1, 0])
 
 
 class DatabaseUnavailable(Exception):
-    """SQL Server could not be reached or refused the login (connector.database_unavailable)."""
+    """SQL Server could not be reached or refused the login (connector.database_unavailable).
+
+    ``message`` (also ``str()``) may be shown to a client: the failure class and what to do.
+    ``detail`` names the login, host, port and SQL Server's or the network's answer: it belongs
+    in the connector's log only.
+    """
+
+    def __init__(self, message: str, *, detail: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+#: What a client is told; the cause (login, host, port, server text) is in the connector's log.
+UNREACHABLE = "the connector cannot reach SQL Server; retry later"
+LOGIN_REFUSED = (
+    "SQL Server refused the connector's login for this query's role; retry later (the "
+    "connector's operator can check it with `edgetds connector diag`)"
+)
 
 
 class PooledConnection:
@@ -172,14 +192,21 @@ class LoginPool:
             if isinstance(exc.__cause__, tds_base.Error):
                 raise self._login_failed(exc.__cause__) from None
             raise DatabaseUnavailable(
-                f"cannot reach SQL Server at {self._db.host}:{self._db.port}: "
-                f"{exc.strerror or type(exc).__name__}"
+                UNREACHABLE,
+                detail=f"cannot reach SQL Server at {self._db.host}:{self._db.port}: "
+                f"{exc.strerror or type(exc).__name__}",
+            ) from None
+        except OpenSSLError as exc:  # python-tds does TLS with pyOpenSSL
+            raise DatabaseUnavailable(
+                UNREACHABLE,
+                detail=f"TLS with SQL Server at {self._db.host}:{self._db.port} failed: {exc}",
             ) from None
         self._opened += 1
         return PooledConnection(conn, self._login.name)
 
     def _login_failed(self, exc: tds_base.Error) -> DatabaseUnavailable:
-        """SQL Server answered the login with an error: its number and message, also logged."""
+        """SQL Server answered the login with an error: its number and message (the detail),
+        also logged."""
         number = getattr(exc, "msg_no", None) or getattr(exc, "number", None)
         text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
         detail = f"SQL Server error {number}: {text}" if number else text
@@ -189,7 +216,17 @@ class LoginPool:
         log.warning(
             "SQL Server refused the login", extra={"login": self._login.name, "error": message}
         )
-        return DatabaseUnavailable(message)
+        return DatabaseUnavailable(LOGIN_REFUSED, detail=message)
+
+    def redact(self, text: str) -> str:
+        """SQL Server's ``text`` with this pool's login name and server host replaced: an error a
+        client's own statement raised may name them (e.g. 916 names the login)."""
+        for name, placeholder in ((self._login.user, "<login>"), (self._db.host, "<server>")):
+            if name:
+                text = re.sub(
+                    rf"(?<![\w.-]){re.escape(name)}(?![\w-])", placeholder, text, flags=re.I
+                )
+        return text
 
     @asynccontextmanager
     async def borrow(self) -> AsyncIterator[PooledConnection]:

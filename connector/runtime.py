@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,23 +29,31 @@ from functools import partial
 from typing import Any
 
 import trio
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from connector.audit import AuditError, AuditLog
 from connector.backoff import Backoff
 from connector.checkpoints import AuditCheckpoints
-from connector.config import ConnectorConfig
+from connector.config import ConfigError, ConnectorConfig, Problem, load_config
 from connector.keys import key_id, parse_public_key, raw_public_key
 from connector.ops import Ops, database_probe
-from connector.policy import Policy
+from connector.policy import Policy, PolicyError
 from connector.pool import Pools
 from connector.service import QueryService
 from connector.tunnel import DialFailed, LinkStats, RelayRejected, TunnelLink
 from edgetds.oidc import TokenVerifier
 from protocol import CHECKPOINT_CAP
 
-__all__ = ["Connector", "ConnectorStats", "build_policy", "build_verifier", "open_connector"]
+__all__ = [
+    "Connector",
+    "ConnectorStats",
+    "build_policy",
+    "build_verifier",
+    "check_config",
+    "open_connector",
+]
 
 log = logging.getLogger("edgetds.connector")
 
@@ -78,6 +87,45 @@ def build_policy(config: ConnectorConfig) -> Policy:
             "(user + password_file or password_env)"
         )
     return policy
+
+
+def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
+    """Read and validate a connector config as start-up uses it: the one check `connector run`,
+    `connector check` and SIGHUP share, so a reload refuses exactly what start-up refuses.
+
+    The file (connector/config.py), then what start-up builds from it: the policy and the logins
+    it names, the token verifier (nothing is fetched: its HTTP client connects on the first key
+    fetch), the connector key and the tail of an existing [audit] file.
+
+    Raises:
+        ConfigError: listing every problem.
+    """
+    config = load_config(path)
+    problems: list[Problem] = []
+    file = str(config.path)
+    try:
+        build_policy(config)
+    except PolicyError as exc:
+        source = str(config.policy_path or config.path)
+        problems += [Problem(source, "", p.removeprefix(f"{source}: ")) for p in exc.problems]
+    except ValueError as exc:
+        problems.append(Problem(file, "", str(exc).removeprefix(f"{file}: ")))
+    try:
+        build_verifier(config)
+    except ValueError as exc:
+        problems.append(Problem(file, "", f"[identity]/[[issuers]]: {exc}"))
+    try:
+        _private_key(config)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        problems.append(Problem(file, "connector", f"the connector private key: {exc}"))
+    if config.audit_file is not None and config.audit_file.exists():
+        try:  # the chain's tail must continue, as open_connector checks it (nothing is written)
+            AuditLog(config.audit_file).close()
+        except (AuditError, OSError) as exc:
+            problems.append(Problem(file, "audit.file", str(exc)))
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def _relay_keys(config: ConnectorConfig) -> dict[str, Ed25519PublicKey]:

@@ -18,7 +18,12 @@
    options; then exactly one terminal DONE or ERROR line, and one audit record.
 
 Nothing in a refused request reaches SQL Server. Logs carry ids, codes and counts: never tokens,
-SQL parameter values or SQL Server error texts (which can quote values).
+SQL parameter values or the texts of SQL errors a statement raised (which can quote values).
+
+What the client's ERROR record says names the failure class and what to do; when the cause is
+internal (a refused login, an unreachable or failing SQL Server, its host, port and answer, an
+identity provider's keys that cannot be fetched) the record says so and the cause is logged here
+under the query id (`QueryFailed.detail`), never sent.
 """
 
 from __future__ import annotations
@@ -215,6 +220,13 @@ class QueryService:
             await sink.finish(ndjson_line({"done": done}), error=False)
         except QueryFailed as exc:
             ev.outcome, ev.message, ev.sql_error = exc.code, exc.message, exc.sql
+            if exc.detail:
+                log.warning(
+                    "query %s: %s",
+                    exc.code,
+                    exc.detail,
+                    extra={"query_id": query.query_id, "code": exc.code, "detail": exc.detail},
+                )
             ev.rows, ev.bytes = exc.outcome.rows, exc.outcome.bytes
             ev.result_sets = exc.outcome.result_sets
             await sink.finish(ndjson_line(exc.record(query.query_id)), error=True)
@@ -258,7 +270,16 @@ class QueryService:
         try:
             identity: Identity = await self.verifier.verify(query.token)
         except TokenError as exc:
-            raise QueryFailed(exc.code, exc.message) from None
+            if exc.code.startswith("auth."):
+                raise QueryFailed(exc.code, exc.message) from None
+            # the identity provider's keys could not be loaded: its URL, file or TLS answer
+            # are the connector's business, not the client's
+            raise QueryFailed(
+                exc.code,
+                "the connector could not verify the token: its identity provider's keys are "
+                "unavailable; retry later",
+                detail=exc.message,
+            ) from None
         ev.subject, ev.issuer = identity.subject, identity.issuer
         request = QueryRequest(sql=query.sql, query=query.query, params=query.params)
         options = query.options
@@ -308,7 +329,12 @@ class QueryService:
         try:
             pool = self.pools[decision.role.login]
         except KeyError as exc:
-            raise QueryFailed("internal", str(exc.args[0])) from None
+            raise QueryFailed(
+                "internal",
+                "the connector's policy and its configuration disagree; its operator must fix "
+                "them (`edgetds connector check`)",
+                detail=str(exc.args[0]),
+            ) from None
         left_ms = timeout_ms - check_ms
         wait_s = min(ADMISSION_WAIT_S, left_ms / 1000) if timeout_ms else ADMISSION_WAIT_S
         key = f"{identity.issuer}\n{identity.subject}"

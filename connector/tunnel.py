@@ -575,7 +575,10 @@ class TunnelLink:
                 with trio.CancelScope(shield=True):
                     await sink.finish(
                         error_record(
-                            "internal", "the query ended without a result", query_id=query.query_id
+                            "internal",
+                            "the query ended without a result (the cause is in the connector's "
+                            f"log under query_id {query.query_id})",
+                            query_id=query.query_id,
                         ),
                         error=True,
                     )

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import urllib.parse
+import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -238,13 +239,32 @@ class RelayApp:
         return HttpError(code, message)
 
     async def authenticate(self, scope: Scope) -> tuple[Identity, str]:
-        """Verify the client's bearer token, after the failed-auth rate check."""
+        """Verify the client's bearer token, after the failed-auth rate check.
+
+        When the issuer's keys cannot be loaded (code ``internal``) the client is told only that;
+        the cause (the JWKS URL or file, the network's or TLS's answer) is logged under a fresh
+        query id that the answer names.
+        """
         self.check_auth_rate(scope)
         try:
             token = bearer_token(header(scope, b"authorization"))
             return await self.verifier.verify(token), token
         except ClientAuthError as exc:
-            raise self.auth_failed(scope, exc.code, exc.message) from None
+            if exc.code.startswith("auth."):
+                raise self.auth_failed(scope, exc.code, exc.message) from None
+            query_id = str(uuid.uuid4())
+            log_event(
+                "auth.keys_unavailable", level=logging.ERROR, query_id=query_id, why=exc.message
+            )
+            error = self.auth_failed(
+                scope,
+                exc.code,
+                "the relay could not verify the token: the identity provider's keys are "
+                f"unavailable; retry later (the cause is in the relay's log under query_id "
+                f"{query_id})",
+            )
+            error.query_id = query_id
+            raise error from None
 
     def check_query_rate(self, identity: Identity) -> None:
         key = f"{identity.issuer}\n{identity.subject}"
@@ -438,7 +458,15 @@ class RelayApp:
         """
         restart_needed = [
             name
-            for name in ("listen", "tls_cert_file", "tls_key_file", "identity", "limits")
+            for name in (
+                "listen",
+                "tls_cert_file",
+                "tls_key_file",
+                "identity",
+                "limits",
+                "audit_token_sha256",
+                "checkpoint_file",
+            )
             if getattr(config, name) != getattr(self.config, name)
         ]
         old_key_id = self.relay_key_id

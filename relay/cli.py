@@ -5,7 +5,9 @@ The first line on stdout is `relay listening on http://HOST:PORT` (flushed), so 
 `key=value` lines. SIGTERM/SIGINT drain: connectors are told to stop sending queries here,
 in-flight queries get `--grace` seconds, then the relay exits; a second signal exits at once.
 SIGHUP re-reads the config and applies its keys and tunnels without dropping a session (key
-rotation, README "Rotate keys"); a config with a mistake is refused and the running one kept.
+rotation, README "Rotate keys"). Start-up and SIGHUP validate the config the same way
+(`_load_config`): a config start-up would refuse is refused by a reload too, the running one is
+kept, and `relay.reload_failed` lists every problem.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ signals:
   SIGHUP            reload keys and tunnels from --config, live: the relay key signs new
                     connections' HELLOs (connections made before keep theirs); a connector id may
                     list ["ed25519:NEW", "ed25519:OLD"] (both accepted); connections whose key was
-                    removed are drained and reconnect with their current key. A config with an
-                    error is refused (logged) and the running one kept. listen, TLS, [[issuers]],
+                    removed are drained and reconnect with their current key. A config that
+                    `relay serve` would refuse at start is refused (relay.reload_failed lists
+                    every problem) and the running one kept. listen, TLS, [[issuers]],
                     [identity] and [limits] need a restart.
 """
 
@@ -76,21 +79,45 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load_config(args: argparse.Namespace) -> Any:
+    """The relay config of --config (and --listen): the one validation start-up and SIGHUP share.
+
+    Raises:
+        ConfigError: listing every problem.
+    """
     import dataclasses
 
+    from relay.config import ConfigError, load_config, split_listen
+
+    problems: list[str] = []
+    config = None
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if args.listen:
+        try:
+            split_listen(args.listen)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems or config is None:
+        raise ConfigError(problems)
+    if args.listen:
+        config = dataclasses.replace(config, listen=args.listen)
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
     import trio
 
-    from relay.config import ConfigError, load_config, split_listen
+    from relay.config import ConfigError
     from relay.server import RunningRelay, serve_relay
 
     try:
-        config = load_config(args.config)
-        if args.listen:
-            split_listen(args.listen)
-            config = dataclasses.replace(config, listen=args.listen)
+        config = _load_config(args)
     except ConfigError as exc:
-        print(f"edgetds relay: {exc}", file=sys.stderr)
+        for line in exc.problems:
+            print(f"edgetds relay: {line}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -140,24 +167,27 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace, running: Any) -> None:
-    """SIGHUP: re-read --config and apply its keys and tunnels; keep the running config on error."""
-    import dataclasses
-
-    from relay.config import ConfigError, load_config
+    """SIGHUP: re-validate --config as start-up does and apply its keys and tunnels; on any
+    problem keep the running config and log `relay.reload_failed` with every problem."""
+    from relay.config import ConfigError
     from relay.logs import log_event
 
     try:
-        config = load_config(args.config)
+        config = _load_config(args)
     except ConfigError as exc:
+        prefix = f"{args.config} "
         log_event(
             "relay.reload_failed",
             level=logging.ERROR,
-            why=exc,
+            file=args.config,
+            problems=len(exc.problems),
+            **{
+                f"problem{i}": problem.removeprefix(prefix)
+                for i, problem in enumerate(exc.problems, 1)
+            },
             hint="fix the file and send SIGHUP again; the running config is unchanged",
         )
         return
-    if args.listen:
-        config = dataclasses.replace(config, listen=args.listen)
     running.app.reload(config)
 
 

@@ -12,18 +12,24 @@ Shape (see examples/relay.toml and /work/briefs/integration.md)::
     [identity]         optional verifier options (leeway_s, max_token_bytes, ...; edgetds.oidc)
     [limits]           see `Limits` below (every key optional)
 
-Every mistake is reported as one `ConfigError` whose message names the file, the key and how to fix
+`load_config` is THE validation: `edgetds relay serve` runs it at start-up and again on SIGHUP, so
+a reload refuses exactly what start-up refuses. Besides the file's own keys it builds the client
+token verifier from [[issuers]]/[identity] and loads the TLS certificate and key and the
+checkpoint file, the things serving would otherwise only find wrong later. It reports EVERY
+problem at once in one `ConfigError` (``.problems``), each naming the file, the key and how to fix
 it; unknown keys are errors too (a typo must not silently fall back to a default).
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -40,12 +46,38 @@ __all__ = [
 ]
 
 
+T = TypeVar("T")
+
 #: [tunnels.NAME] max_queries_per_identity when absent (the Worker's default too).
 DEFAULT_MAX_QUERIES_PER_IDENTITY = 32
 
 
 class ConfigError(Exception):
-    """The relay configuration is unusable; the message says where and how to fix it."""
+    """The relay configuration is unusable; ``problems`` lists every problem found (each says
+    where and how to fix it), the message is all of them, one per line."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Problems:
+    """Collects the problems of a config instead of stopping at the first one."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def check(self, parse: Callable[[], T], fallback: T) -> T:
+        """``parse()``, or ``fallback`` after recording the problems it raised."""
+        try:
+            return parse()
+        except ConfigError as exc:
+            self.found.extend(exc.problems)
+            return fallback
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ConfigError(self.found)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,57 +223,73 @@ def _string(table: Mapping[str, Any], key: str, where: str, default: str = "") -
 
 
 def parse_limits(table: Mapping[str, Any], *, where: str = "[limits]") -> Limits:
-    """Build Limits from a mapping, checking names, types and ranges."""
+    """Build Limits from a mapping, checking names, types and ranges (every problem reported)."""
     known = {f.name: f for f in fields(Limits)}
-    _check_keys(table, set(known), where)
+    problems = _Problems()
+    problems.check(lambda: _check_keys(table, set(known), where), None)
     values: dict[str, Any] = {}
     for name, value in table.items():
+        if name not in known:
+            continue
         default = getattr(Limits(), name)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: {name} must be a number, got {type(value).__name__}")
-        if isinstance(default, int) and not isinstance(value, int):
-            raise ConfigError(f"{where}: {name} must be a whole number")
-        if value < 0:
-            raise ConfigError(f"{where}: {name} must be >= 0")
-        values[name] = value
+            problems.found.append(f"{where}: {name} must be a number, got {type(value).__name__}")
+        elif isinstance(default, int) and not isinstance(value, int):
+            problems.found.append(f"{where}: {name} must be a whole number")
+        elif value < 0:
+            problems.found.append(f"{where}: {name} must be >= 0")
+        else:
+            values[name] = value
     limits = Limits(**values)
     if limits.max_body_bytes < 1024:
-        raise ConfigError(f"{where}: max_body_bytes must be at least 1024")
+        problems.found.append(f"{where}: max_body_bytes must be at least 1024")
     if limits.max_param_bytes < 1024:
-        raise ConfigError(f"{where}: max_param_bytes must be at least 1024")
+        problems.found.append(f"{where}: max_param_bytes must be at least 1024")
     if limits.ping_interval_s <= 0 or limits.dead_after_s <= limits.ping_interval_s:
-        raise ConfigError(f"{where}: need 0 < ping_interval_s < dead_after_s")
+        problems.found.append(f"{where}: need 0 < ping_interval_s < dead_after_s")
+    problems.raise_any()
     return limits
 
 
 def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelConfig]:
+    problems = _Problems()
     tunnels: dict[str, TunnelConfig] = {}
     for name, body in table.items():
         here = f"{where} [tunnels.{name}]"
         if not isinstance(body, Mapping):
-            raise ConfigError(f"{here} must be a table")
-        _check_keys(body, {"connectors", "max_queries_per_identity"}, here)
+            problems.found.append(f"{here} must be a table")
+            continue
+        problems.check(
+            partial(_check_keys, body, {"connectors", "max_queries_per_identity"}, here), None
+        )
         per_identity = body.get("max_queries_per_identity", DEFAULT_MAX_QUERIES_PER_IDENTITY)
         if isinstance(per_identity, bool) or not isinstance(per_identity, int) or per_identity < 1:
-            raise ConfigError(
+            problems.found.append(
                 f"{here}: max_queries_per_identity must be a whole number >= 1 (queries one "
                 "identity may have in flight or waiting)"
             )
         conns = body.get("connectors")
         if not isinstance(conns, Mapping) or not conns:
-            raise ConfigError(
+            problems.found.append(
                 f'{here}: connectors = {{ "conn-1" = "ed25519:..." }} is required (connector id '
                 "-> public key)"
             )
+            continue
+        none: tuple[Ed25519PublicKey, ...] = ()
         registered = {
-            str(cid): _connector_keys(value, where=f"{here} connectors.{cid}")
+            str(cid): problems.check(
+                partial(_connector_keys, value, where=f"{here} connectors.{cid}"), none
+            )
             for cid, value in conns.items()
         }
         tunnels[name] = TunnelConfig(
             name=name, connectors=registered, max_queries_per_identity=per_identity
         )
-    if not tunnels:
-        raise ConfigError(f"{where}: no [tunnels.NAME] table; a relay without tunnels is useless")
+    if not table:
+        problems.found.append(
+            f"{where}: no [tunnels.NAME] table; a relay without tunnels is useless"
+        )
+    problems.raise_any()
     return tunnels
 
 
@@ -276,54 +324,126 @@ def identity_table(issuers: Any, options: Mapping[str, Any], *, where: str) -> d
 
 
 def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -> RelayConfig:
-    """Build a RelayConfig from a parsed TOML document; relative file paths are from base_dir."""
-    _check_keys(doc, {"relay", "tunnels", "issuers", "identity", "limits"}, where)
-    relay = _table(doc, "relay", where)
-    here = f"{where} [relay]"
-    _check_keys(
-        relay,
-        {
-            "listen",
-            "public_url",
-            "private_key_file",
-            "tls_cert_file",
-            "tls_key_file",
-            "stats_token_sha256",
-            "audit_token_sha256",
-            "checkpoint_file",
-        },
-        here,
+    """Build a RelayConfig from a parsed TOML document; relative file paths are from base_dir.
+
+    Raises:
+        ConfigError: listing every problem (keys, values, key files, issuers, TLS files).
+    """
+    problems = _Problems()
+    problems.check(
+        lambda: _check_keys(doc, {"relay", "tunnels", "issuers", "identity", "limits"}, where),
+        None,
     )
-    listen = _string(relay, "listen", here, "127.0.0.1:8787")
-    split_listen(listen)
-    key_file = _string(relay, "private_key_file", here)
+    empty: Mapping[str, Any] = {}
+    relay = problems.check(lambda: _table(doc, "relay", where), empty)
+    here = f"{where} [relay]"
+    problems.check(
+        lambda: _check_keys(
+            relay,
+            {
+                "listen",
+                "public_url",
+                "private_key_file",
+                "tls_cert_file",
+                "tls_key_file",
+                "stats_token_sha256",
+                "audit_token_sha256",
+                "checkpoint_file",
+            },
+            here,
+        ),
+        None,
+    )
+
+    def text(key: str, default: str = "") -> str:
+        return problems.check(lambda: _string(relay, key, here, default), default)
+
+    listen = text("listen", "127.0.0.1:8787")
+    problems.check(lambda: split_listen(listen), None)
+    key_file = text("private_key_file")
+    private_key: Ed25519PrivateKey | None = None
     if not key_file:
-        raise ConfigError(f"{here}: private_key_file is required (Ed25519 PKCS#8 PEM)")
-    tls_cert = _string(relay, "tls_cert_file", here)
-    tls_key = _string(relay, "tls_key_file", here)
+        problems.found.append(f"{here}: private_key_file is required (Ed25519 PKCS#8 PEM)")
+    else:
+        private_key = problems.check(lambda: load_private_key(base_dir / key_file), None)
+    tls_cert = text("tls_cert_file")
+    tls_key = text("tls_key_file")
     if bool(tls_cert) != bool(tls_key):
-        raise ConfigError(f"{here}: set both tls_cert_file and tls_key_file, or neither")
-    stats_hash = _string(relay, "stats_token_sha256", here).lower()
+        problems.found.append(f"{here}: set both tls_cert_file and tls_key_file, or neither")
+    elif tls_cert:
+        problems.check(lambda: _check_tls(base_dir / tls_cert, base_dir / tls_key, here), None)
+    stats_hash = text("stats_token_sha256").lower()
     if stats_hash and not re.fullmatch(r"[0-9a-f]{64}", stats_hash):
-        raise ConfigError(f"{here}: stats_token_sha256 must be 64 hex digits (sha256 of a secret)")
-    audit_hash = _string(relay, "audit_token_sha256", here).lower()
+        problems.found.append(
+            f"{here}: stats_token_sha256 must be 64 hex digits (sha256 of a secret)"
+        )
+    audit_hash = text("audit_token_sha256").lower()
     if audit_hash and not re.fullmatch(r"[0-9a-f]{64}", audit_hash):
-        raise ConfigError(f"{here}: audit_token_sha256 must be 64 hex digits (sha256 of a secret)")
-    checkpoint_file = _string(relay, "checkpoint_file", here)
+        problems.found.append(
+            f"{here}: audit_token_sha256 must be 64 hex digits (sha256 of a secret)"
+        )
+    checkpoint_file = text("checkpoint_file")
+    if checkpoint_file:
+        problems.check(lambda: _check_checkpoint_file(base_dir / checkpoint_file), None)
+    no_tunnels: dict[str, TunnelConfig] = {}
+    tunnels = problems.check(
+        lambda: parse_tunnels(_table(doc, "tunnels", where), where=where), no_tunnels
+    )
+    identity = problems.check(
+        lambda: identity_table(doc.get("issuers"), _table(doc, "identity", where), where=where),
+        None,
+    )
+    limits = problems.check(
+        lambda: parse_limits(_table(doc, "limits", where), where=f"{where} [limits]"), Limits()
+    )
+    if identity is not None:
+        problems.check(lambda: _check_identity(identity, base_dir, where), None)
+    problems.raise_any()
+    assert private_key is not None
+    assert identity is not None
     return RelayConfig(
         listen=listen,
-        public_url=_string(relay, "public_url", here),
-        private_key=load_private_key(base_dir / key_file),
+        public_url=text("public_url"),
+        private_key=private_key,
         tls_cert_file=str(base_dir / tls_cert) if tls_cert else "",
         tls_key_file=str(base_dir / tls_key) if tls_key else "",
         stats_token_sha256=stats_hash,
         audit_token_sha256=audit_hash,
         checkpoint_file=str(base_dir / checkpoint_file) if checkpoint_file else "",
-        tunnels=parse_tunnels(_table(doc, "tunnels", where), where=where),
-        identity=identity_table(doc.get("issuers"), _table(doc, "identity", where), where=where),
+        tunnels=tunnels,
+        identity=identity,
         base_dir=base_dir,
-        limits=parse_limits(_table(doc, "limits", where), where=f"{where} [limits]"),
+        limits=limits,
     )
+
+
+def _check_identity(identity: Mapping[str, Any], base_dir: Path, where: str) -> None:
+    """The client-token verifier builds from these issuers (as serving will build it).
+
+    Nothing is fetched or opened: the verifier's HTTP client connects on its first key fetch.
+    """
+    try:
+        TokenVerifier.from_config(identity, base_dir=base_dir)
+    except ValueError as exc:
+        raise ConfigError(f"{where} [[issuers]]/[identity]: {exc}") from None
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """The checkpoint file loads (as the relay loads it when it starts)."""
+    from relay.checkpoints import CheckpointStore  # it imports this module
+
+    CheckpointStore(path)
+
+
+def _check_tls(cert: Path, key: Path, where: str) -> None:
+    """The TLS certificate and key load as a server pair (as serving will load them)."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{where}: tls_cert_file {cert} / tls_key_file {key} do not load as a PEM "
+            f"certificate and its private key: {exc.strerror or exc}"
+        ) from None
 
 
 def load_config(path: str | Path) -> RelayConfig:

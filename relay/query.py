@@ -186,7 +186,13 @@ async def _send_admitted(
     try:
         stream = session.open_stream(make_query)
     except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
-        raise HttpError("internal", f"could not send the query: {exc}") from None
+        log_event("query.not_sent", level=logging.ERROR, query_id=req.query_id, why=exc)
+        raise HttpError(
+            "internal",
+            "the relay could not send the query to the connector; retry it (the cause is in "
+            f"the relay's log under query_id {req.query_id})",
+            query_id=req.query_id,
+        ) from None
     tunnel.placed(slot)
     fields: dict[str, Any] = {
         "tunnel": tunnel.name,

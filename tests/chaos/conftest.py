@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +110,14 @@ class Chaos:
             HYGIENE.secret(pem_body(key), "a connector private key")
 
     def connector_config(
-        self, connector_id: str, relay_urls: Sequence[str] | None = None, **options: Any
+        self,
+        connector_id: str,
+        relay_urls: Sequence[str] | None = None,
+        *,
+        edit: Callable[[str], str] | None = None,
+        **options: Any,
     ) -> Path:
+        """The connector.toml of `connector_id` (`edit` rewrites its text, e.g. [database])."""
         assert self.relay is not None
         directory = self.workdir / connector_id
         directory.mkdir(exist_ok=True)
@@ -129,14 +135,21 @@ class Chaos:
             **options,
         )
         HYGIENE.file(directory / "audit.jsonl")
+        if edit is not None:
+            path.write_text(edit(path.read_text()))
         return path
 
     @asynccontextmanager
     async def connector(
-        self, connector_id: str, relay_urls: Sequence[str] | None = None, **options: Any
+        self,
+        connector_id: str,
+        relay_urls: Sequence[str] | None = None,
+        *,
+        edit: Callable[[str], str] | None = None,
+        **options: Any,
     ) -> AsyncIterator[trio.Process]:
         """`edgetds connector run` as a process (SIGKILLed when the block exits)."""
-        path = self.connector_config(connector_id, relay_urls, **options)
+        path = self.connector_config(connector_id, relay_urls, edit=edit, **options)
         log = self.workdir / f"{connector_id}.log"
         self.logs.append(log)
         HYGIENE.file(log)

@@ -46,26 +46,33 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert config.limits.admission_wait_ms == 5000
 
 
-@pytest.mark.parametrize(
-    ("edit", "needle"),
-    [
-        (("[relay]", "[relay]\nlisten_port = 1"), "unknown key(s) listen_port"),
-        (('listen = "127.0.0.1:0"', 'listen = "localhost"'), "is not HOST:PORT"),
-        (('"keys/relay.key"', '"keys/missing.key"'), "private_key_file"),
-        (('tls_cert_file = ""', 'tls_cert_file = "cert.pem"'), "set both tls_cert_file"),
-        (("query_burst = 200", 'query_burst = "lots"'), "query_burst must be a number"),
-        (("query_burst = 200", "query_burst = 2.5"), "query_burst must be a whole number"),
-        (("max_body_bytes = 1048576", "max_body_bytes = -1"), "max_body_bytes must be >= 0"),
-        (("max_param_bytes = 262144", "max_param_bytes = 10"), "max_param_bytes must be at least"),
-        (("dead_after_s = 45.0", "dead_after_s = 1.0"), "ping_interval_s < dead_after_s"),
-        (('stats_token_sha256 = ""', 'stats_token_sha256 = "abc"'), "64 hex digits"),
-        (("[[issuers]]", "[[not_issuers]]"), "unknown key(s) not_issuers"),
-        (
-            ("max_queries_per_identity = 32", "max_queries_per_identity = 0"),
-            "max_queries_per_identity must be a whole number >= 1",
-        ),
-    ],
-)
+#: Edits of the example config that `relay serve` refuses at start, each with a piece of its
+#: message (tests/ops/test_reload.py checks that SIGHUP refuses every one of them too).
+STARTUP_REFUSALS: list[tuple[tuple[str, str], str]] = [
+    (("[relay]", "[relay]\nlisten_port = 1"), "unknown key(s) listen_port"),
+    (('listen = "127.0.0.1:0"', 'listen = "localhost"'), "is not HOST:PORT"),
+    (('"keys/relay.key"', '"keys/missing.key"'), "private_key_file"),
+    (('tls_cert_file = ""', 'tls_cert_file = "cert.pem"'), "set both tls_cert_file"),
+    (("query_burst = 200", 'query_burst = "lots"'), "query_burst must be a number"),
+    (("query_burst = 200", "query_burst = 2.5"), "query_burst must be a whole number"),
+    (("max_body_bytes = 1048576", "max_body_bytes = -1"), "max_body_bytes must be >= 0"),
+    (("max_param_bytes = 262144", "max_param_bytes = 10"), "max_param_bytes must be at least"),
+    (("dead_after_s = 45.0", "dead_after_s = 1.0"), "ping_interval_s < dead_after_s"),
+    (('stats_token_sha256 = ""', 'stats_token_sha256 = "abc"'), "64 hex digits"),
+    (("[[issuers]]", "[[not_issuers]]"), "unknown key(s) not_issuers"),
+    (
+        ("max_queries_per_identity = 32", "max_queries_per_identity = 0"),
+        "max_queries_per_identity must be a whole number >= 1",
+    ),
+    (('audience = "edgetds"', 'audience = "edgetds"\njwks_url = "x"'), "jwks_url"),
+    (('audience = "edgetds"', 'audience = "edgetds"\nalgorithms = "RS256"'), "algorithms"),
+    (("[limits]", "[identity]\nleeway_s = -1\n[limits]"), "leeway_s"),
+    (('checkpoint_file = ""', 'checkpoint_file = "relay.toml"'), "is not a checkpoint file"),
+    (('audit_token_sha256 = ""', 'audit_token_sha256 = "abc"'), "64 hex digits"),
+]
+
+
+@pytest.mark.parametrize(("edit", "needle"), STARTUP_REFUSALS)
 def test_config_errors_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
     path = write_config(tmp_path)
     text = path.read_text()
@@ -112,12 +119,53 @@ def test_bad_public_key_and_missing_parts(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_bad_issuer_is_reported_when_the_verifier_is_built(tmp_path: Path) -> None:
+def test_issuers_and_tls_files_are_checked_when_the_config_loads(tmp_path: Path) -> None:
+    # what serving builds from the file (the token verifier, the TLS context) is checked by
+    # load_config itself, so start-up and SIGHUP refuse the same configs
     path = write_config(tmp_path)
-    path.write_text(path.read_text().replace("http://127.0.0.1:8080", "http://idp.example.com"))
-    config = load_config(path)
+    text = path.read_text()
+    path.write_text(text.replace("http://127.0.0.1:8080", "http://idp.example.com"))
     with pytest.raises(ConfigError, match="must be an https URL"):
-        config.make_verifier()
+        load_config(path)
+    path.write_text(text.replace('audience = "edgetds"', 'audience = "edgetds"\njwks_url = "x"'))
+    with pytest.raises(ConfigError, match="jwks_url"):
+        load_config(path)
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    path.write_text(
+        text.replace('tls_cert_file = ""', 'tls_cert_file = "cert.pem"').replace(
+            'tls_key_file = ""', 'tls_key_file = "cert.pem"'
+        )
+    )
+    with pytest.raises(ConfigError, match="do not load as a PEM certificate"):
+        load_config(path)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text()
+    for old, new in [
+        ("[relay]", "[relay]\nlisten_port = 1"),
+        ('"keys/relay.key"', '"keys/missing.key"'),
+        ("query_burst = 200", 'query_burst = "lots"'),
+        ("dead_after_s = 45.0", "dead_after_s = 1.0"),
+        ('audience = "edgetds"', 'audience = "edgetds"\njwks_url = "x"'),
+    ]:
+        assert old in text
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    for needle in (
+        "unknown key(s) listen_port",
+        "cannot read private key file",
+        "query_burst must be a number",
+        "ping_interval_s < dead_after_s",
+        "jwks_url",
+    ):
+        assert sum(needle in p for p in problems) == 1, (needle, problems)
+    assert len(problems) == 5
+    assert str(info.value) == "\n".join(problems)
 
 
 async def test_cli_serve_prints_the_url_first_and_drains_on_sigterm(tmp_path: Path) -> None:

@@ -116,11 +116,20 @@ function knownTunnel(config, tunnel) {
   return config.tunnels[tunnel];
 }
 
-/** Turn an AuthError into a 401 and spend a failed-authentication token for the address. */
+/**
+ * Turn an AuthError into a 401 and spend a failed-authentication token for the address. When the
+ * issuer's keys cannot be loaded (internal) the client is told only that; the cause (JWKS URL, the
+ * fetch's answer) goes to the Worker log under a fresh query id that the answer names.
+ */
 function authFailed(err, address) {
   if (!(err instanceof AuthError)) throw err;
   authFailures.spend(address, now());
-  if (err.code === ErrorCode.INTERNAL) return new HttpError(ErrorCode.INTERNAL, err.message, { status: 503 });
+  if (err.code === ErrorCode.INTERNAL) {
+    const queryId = crypto.randomUUID();
+    console.error(`auth.keys_unavailable query_id=${queryId} why=${JSON.stringify(err.detail ?? err.message)}`);
+    const message = `the relay could not verify the token: the identity provider's keys are unavailable; retry later (the cause is in the relay's log under query_id ${queryId})`;
+    return new HttpError(ErrorCode.INTERNAL, message, { status: 503, queryId });
+  }
   return new HttpError(err.code, err.message);
 }
 

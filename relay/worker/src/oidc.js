@@ -97,7 +97,18 @@ function mapJoseError(err, cfg) {
     if (err.code === "ERR_JWKS_NO_MATCHING_KEY") return new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `no key of issuer ${JSON.stringify(cfg.issuer)} matches the token's kid/alg`);
     return new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token signature does not verify or the token is malformed");
   }
-  return new AuthError(ErrorCode.INTERNAL, `keys of issuer ${JSON.stringify(cfg.issuer)} are unavailable (${err?.code ?? err?.name ?? "error"})`);
+  return keysUnavailable(cfg, err);
+}
+
+/**
+ * The issuer's keys could not be loaded: an AuthError `internal` whose `detail` (the JWKS URL and
+ * the fetch's answer) is for the relay's log only; index.js tells the client just the class.
+ */
+function keysUnavailable(cfg, err) {
+  const error = new AuthError(ErrorCode.INTERNAL, `keys of issuer ${JSON.stringify(cfg.issuer)} are unavailable`);
+  const where = cfg.jwksUri ? ` from ${cfg.jwksUri}` : " (OIDC discovery)";
+  error.detail = `keys of issuer ${JSON.stringify(cfg.issuer)}${where} are unavailable: ${err?.code ?? err?.name ?? "error"}: ${err?.message ?? err}`;
+  return error;
 }
 
 /**
@@ -130,7 +141,7 @@ export async function verifyClientToken(token, config, now = Date.now() / 1000) 
   try {
     keySet = await keySetFor(cfg);
   } catch (err) {
-    throw new AuthError(ErrorCode.INTERNAL, `could not load keys of issuer ${JSON.stringify(iss)}: ${err.message}`);
+    throw keysUnavailable(cfg, err);
   }
   try {
     await compactVerify(token, keySet, { algorithms: [alg] });
