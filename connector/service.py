@@ -230,6 +230,12 @@ class QueryService:
             ev.rows, ev.bytes = exc.outcome.rows, exc.outcome.bytes
             ev.result_sets = exc.outcome.result_sets
             await sink.finish(ndjson_line(exc.record(query.query_id)), error=True)
+        except BaseException as exc:
+            # Anything else (a bug, a driver surprise, the connection's cancellation) is no
+            # success: the audit record and the counters say what it was; the link answers the
+            # client with "internal" and logs the traceback.
+            ev.outcome = "query.cancelled" if isinstance(exc, trio.Cancelled) else "internal"
+            raise
         finally:
             ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             self._count(ev.outcome)

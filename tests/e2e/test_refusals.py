@@ -3,6 +3,8 @@ neither reaches SQL Server (tdslite's statement log is unchanged). SQL errors ca
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import trio
 
@@ -137,3 +139,28 @@ async def test_max_bytes_cap_of_the_role(stack: Stack) -> None:
     assert small.terminal["done"]["rows"] == 3
     assert big.terminal["error"]["code"] == "limits.result_too_large"
     assert "max_bytes" in big.terminal["error"]["message"]
+
+
+async def test_an_unexpected_failure_is_audited_as_internal_not_ok(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fault injection: the role's pool cannot be taken (a failure no code path expects)
+    class BrokenPools(dict):  # type: ignore[type-arg]
+        def __getitem__(self, login: str) -> None:
+            raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(stack.connector.service, "pools", BrokenPools())
+    before = list(stack.statements())
+    with trio.fail_after(20):
+        resp = await stack.query("SELECT id FROM notes")
+    assert resp.terminal["error"]["code"] == "internal"
+    assert b"injected" not in resp.raw
+    assert stack.statements() == before
+    assert stack.connector.service.counts == {"internal": 1}
+    from connector.audit import verify_files
+
+    audit = stack.workdir / "connector" / "audit.jsonl"
+    assert verify_files([audit]).ok
+    last = json.loads(audit.read_text().splitlines()[-1])
+    assert last["outcome"]["status"] != "ok", last["outcome"]
+    assert last["outcome"]["error_code"] == "internal"
