@@ -264,6 +264,7 @@ class RelayApp:
                 f"{query_id})",
             )
             error.query_id = query_id
+            error.status = 503  # the identity provider's, not ours: retry later (as the Worker)
             raise error from None
 
     def check_query_rate(self, identity: Identity) -> None:
