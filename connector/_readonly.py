@@ -19,7 +19,13 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    sign to SQL Server); ``{ }`` (ODBC escapes); a ``0x`` literal running into letters; two words
    or numbers run together (``1DELETE``); a comment holding the other kind of comment marker
    (``--`` inside ``/* */``, or ``/*`` ``*/`` after ``--``: which marker wins decides where the
-   comment ends, and ``/* -- /* <LF> */ DELETE ... -- */`` is one comment to sqlglot).
+   comment ends, and ``/* -- /* <LF> */ DELETE ... -- */`` is one comment to sqlglot). What
+   sqlglot skips between two tokens must be white space and comments as SQL Server reads them,
+   ending where sqlglot ended them: sqlglot counts the ``/`` of ``*/*`` again as an opener
+   (``SELECT 1 /* /* */* */ DELETE FROM t SELECT 2 AS "*/" -- "`` is one SELECT with an alias
+   to it, three statements to SQL Server), so overlapping markers ``*/*`` and ``/*/`` are
+   refused, and it skips ``{# #}`` as a template comment (``{`` is code to SQL Server). A
+   name's letters are Unicode 3.2's within the Basic Multilingual Plane, as SQL Server's are.
 3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
    token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
    ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
@@ -27,7 +33,10 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    ``exp.Select`` or a UNION/INTERSECT/EXCEPT of them, with CTE bodies of the same kind; no
    DML/DDL/Command/INTO/NEXT VALUE FOR node, no OPEN* rowset function, FETCH only as ``ORDER BY
    ... OFFSET ... FETCH ... ROWS ONLY`` (``SELECT 1 FETCH c`` is a cursor statement to SQL Server)
-   and TABLESAMPLE only after a table.
+   and TABLESAMPLE only after a table; no four-part table name ``server.db.schema.table``: it
+   reads through a linked server as whatever remote login that server maps the caller to, which
+   the role's own login (the real guarantee, below) does not bound. Three-part names
+   (``db.dbo.t``) stay on this server and are allowed.
 5. Coverage: the tree must account for the tokens. Every name in the tree is a word of the text
    (nothing merged, e.g. ``#`` and ``DELETE`` into ``#DELETE``); every string, number, quoted
    name, ``@``/``#`` name and reserved keyword used as a word is in the tree (nothing dropped);
@@ -36,6 +45,15 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    (``CLOSE``, ``OPEN``...) became a name or a kept word (a collation, a hint), since SQL
    Server never reads one unquoted as a name.
 6. Anything else, including any exception from sqlglot, refuses. The function never raises.
+
+Allowed on purpose: NOLOCK/READUNCOMMITTED and other table hints that take no locks beyond
+a plain read's (the lock-taking ones, XLOCK, UPDLOCK, TABLOCK(X), HOLDLOCK, PAGLOCK,
+SERIALIZABLE and REPEATABLEREAD, are on the deny-list); OPTION (...) query hints (they shape the
+plan of this one read, and lock hints inside OPTION (TABLE HINT ...) meet the same deny-list);
+``::`` static methods of CLR types (``geometry::Point``) and methods on columns: SQL Server itself
+refuses mutator methods (``.modify()``, ``.Write()``) outside UPDATE ... SET. Calls of scalar or
+table-valued functions are allowed: what a user-defined function may do is the business of the
+EXECUTE permissions of the role's login, as are synonyms that point at a linked server.
 
 Unquoted column names that collide with the deny-list or SQL Server's reserved keywords (``kill``,
 ``backup``, ``set``, ``open``, ``close``...) must be written in brackets (``[close]``), as SQL
@@ -292,14 +310,15 @@ def _tokenize(sql: str) -> list[Token] | ReadOnlyVerdict:
 
 
 def _name_char(c: str) -> bool:
-    """Can ``c`` be part of an unquoted SQL Server name? (letters, decimal digits, _ @ # $)"""
-    return (
-        c in "_@#$"
-        or c.isascii()
-        and c.isalnum()
-        or unicodedata.category(c)[0] == "L"
-        or (unicodedata.category(c) == "Nd")
-    )
+    """Can ``c`` be part of an unquoted SQL Server name? (letters, decimal digits, _ @ # $)
+
+    SQL Server's letters are those of Unicode 3.2, not of the Unicode this Python knows: a
+    letter added later (such as U+2C65) is no name character to it, and neither is a character
+    beyond the Basic Multilingual Plane (two UTF-16 code units to SQL Server)."""
+    if c in "_@#$" or c.isascii() and c.isalnum():
+        return True
+    category = unicodedata.ucd_3_2_0.category(c)
+    return c <= "\uffff" and (category[0] == "L" or category == "Nd")
 
 
 def _glued(a: Token, b: Token) -> bool:
@@ -309,12 +328,10 @@ def _glued(a: Token, b: Token) -> bool:
 def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
     """Refuse where SQL Server's lexer may cut the text differently from sqlglot's."""
     gaps = zip([-1] + [t.end for t in tokens], [t.start for t in tokens] + [len(sql)], strict=True)
-    if any(_mixed_comment(sql[a + 1 : b]) for a, b in gaps):
-        return ReadOnlyVerdict(
-            False,
-            "a comment holds the other kind of comment marker (-- inside /* */, or /* */ after "
-            f"--), which readers may end in different places; {_REFUSE_HINT}",
-        )
+    for a, b in gaps:
+        problem = _gap_problem(sql[a + 1 : b], last=b == len(sql))
+        if problem:
+            return ReadOnlyVerdict(False, f"{problem}; {_REFUSE_HINT}")
     for i, tok in enumerate(tokens):
         source = sql[tok.start : tok.end + 1]
         kind = tok.token_type
@@ -350,33 +367,55 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
     return ReadOnlyVerdict(True, "")
 
 
-def _mixed_comment(gap: str) -> bool:
-    """Does this text between two tokens (white space and comments) hold a ``--`` inside a
-    ``/* */`` comment, or a ``/*``/``*/`` inside a ``--`` comment? Which of the two markers
-    wins there is where readers could part ways on where the comment ends."""
+_MIXED_COMMENT = (
+    "a comment holds the other kind of comment marker (-- inside /* */, or /* */ after --), "
+    "which readers may end in different places"
+)
+_NOT_BLANK = (
+    "text between two tokens that SQL Server does not read as white space and comments (such "
+    "as comment markers that overlap, */* or /*/, whose nesting readers count differently, or "
+    "a {# #} template comment)"
+)
+
+
+def _gap_problem(gap: str, *, last: bool) -> str | None:
+    """What is wrong with this text between two tokens, if anything? sqlglot skipped it, so SQL
+    Server must read all of it as white space and comments, ending each comment where sqlglot
+    ended it: a ``--`` comment at LF (or the end of the batch), a ``/* */`` comment at the
+    ``*/`` that closes the nesting. Overlapping markers (``*/*``, ``/*/``) are refused: sqlglot
+    reads the ``/`` of ``*/*`` again as an opener, one nesting level more than SQL Server.
+    A ``--`` inside ``/* */``, or a ``/*``/``*/`` after ``--``, is refused too: which of the
+    two markers wins there is where readers could part ways on where the comment ends."""
     i = 0
     while i < len(gap):
-        if gap.startswith("--", i):
+        if gap[i] in " \t\r\n":
+            i += 1
+        elif gap.startswith("--", i):
             end = gap.find("\n", i)
-            end = len(gap) if end < 0 else end
-            line = gap[i:end]
+            if end < 0 and not last:
+                return _NOT_BLANK
+            line = gap[i:] if end < 0 else gap[i:end]
             if "/*" in line or "*/" in line:
-                return True
-            i = end
+                return _MIXED_COMMENT
+            i = len(gap) if end < 0 else end
         elif gap.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < len(gap) and depth:
+            start, depth, i = i, 1, i + 2
+            while depth:
+                if i >= len(gap):
+                    return _NOT_BLANK  # sqlglot ended the comment before SQL Server does
                 if gap.startswith("--", i):
-                    return True
+                    return _MIXED_COMMENT
                 if gap.startswith("/*", i):
                     depth, i = depth + 1, i + 2
                 elif gap.startswith("*/", i):
                     depth, i = depth - 1, i + 2
                 else:
                     i += 1
+            if "*/*" in gap[start:i] or "/*/" in gap[start:i]:
+                return _NOT_BLANK
         else:
-            i += 1
-    return False
+            return _NOT_BLANK
+    return None
 
 
 def _check_sigil(sql: str, tokens: list[Token], i: int) -> ReadOnlyVerdict:
@@ -434,6 +473,13 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
                 False,
                 f"FETCH outside ORDER BY ... OFFSET ... FETCH (FETCH alone is a cursor "
                 f"statement to SQL Server); {_REFUSE_HINT}",
+            )
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Dot):
+            return ReadOnlyVerdict(
+                False,
+                "a four-part table name (server.database.schema.table) reads through a linked "
+                "server, as whatever remote login that server maps to, beyond this role's own "
+                f"login; {_REFUSE_HINT}",
             )
         if isinstance(node, exp.TableSample) and not isinstance(node.parent, exp.Table):
             return ReadOnlyVerdict(False, f"TABLESAMPLE not after a table; {_REFUSE_HINT}")

@@ -151,6 +151,21 @@ REFUSED = [
     "SELECT 1 -- */ \n /* x */",
     "SELECT 1 /* -- */",
     "SELECT 1 -- /* not opened?\nFROM t",
+    # Overlapping comment markers: sqlglot reads the "/" of "*/*" again as an opener, so to it
+    # all this is one comment and an alias; SQL Server ends the comment before DELETE.
+    'SELECT 1 /* /* */* */ DELETE FROM orders SELECT 2 AS "*/" -- "',
+    "SELECT 1 /*/ x */",
+    "SELECT 1 /* a /* b */*/ */",
+    # "{# #}" is a template comment to sqlglot, code ("{" an ODBC escape) to SQL Server.
+    "SELECT 1 {# DELETE FROM orders #}",
+    "SELECT 1 {##}",
+    # A four-part name reads through a linked server, as the remote login it maps to.
+    "SELECT * FROM srv.db.dbo.orders",
+    "SELECT o.id FROM [srv].[db].[dbo].[orders] AS o JOIN customers c ON c.id = o.customer_id",
+    "SELECT * FROM srv...orders",
+    # SQL Server's name letters are Unicode 3.2's, within the Basic Multilingual Plane.
+    "SELECT 1 AS x\u2c65DELETE",
+    "SELECT 1 AS \U0001d400",
     "",
     "   ",
     "-- only a comment",
@@ -204,6 +219,27 @@ ALLOWED = [
     "SELECT .5 AS half, 1.e3 AS k, 0x1F AS b",
     "SELECT id FROM t WITH (NOLOCK) FOR JSON PATH",
     "SELECT name COLLATE Latin1_General_CI_AS AS n FROM t ORDER BY name DESC",
+    # What ORMs and query builders send (Kysely, Prisma, Entity Framework, Sequelize).
+    "select top(@p1) [id], [name] from [users] where [id] = @p2",
+    "SELECT [dbo].[User].[id] FROM [dbo].[User] WHERE ([dbo].[User].[email] = @P1) ORDER BY "
+    "[dbo].[User].[id] ASC OFFSET @P2 ROWS FETCH NEXT @P3 ROWS ONLY",
+    "select [u].[id], count(*) as [n] from [users] as [u] left join [posts] as [p] on "
+    "[p].[user_id] = [u].[id] group by [u].[id] having count(*) > @p1 order by [n] desc "
+    "offset @p2 rows fetch next @p3 rows only",
+    "SELECT TOP(1) [u].[Id], [u].[Name] FROM [Users] AS [u] WHERE [u].[Id] = @__id_0",
+    "SELECT [Extent1].[Id] AS [Id] FROM [dbo].[Users] AS [Extent1] WHERE [Extent1].[Id] = "
+    "@p__linq__0",
+    # NOLOCK/READUNCOMMITTED read uncommitted rows but take no locks that block anyone: a read.
+    "select 1 as [a] from [t] with (nolock)",
+    "SELECT * FROM t WITH (INDEX(ix_t), FORCESEEK, READPAST, ROWLOCK)",
+    "SELECT TRY_CAST(x AS INT), TRY_CONVERT(INT, x), IIF(a > 1, 'y', 'n') FROM t",
+    "SELECT * FROM OPENJSON(@j) WITH (a INT '$.a', b NVARCHAR(50) '$.b')",
+    "SELECT a.id, b.x FROM a CROSS APPLY (SELECT TOP 1 x FROM b WHERE b.a = a.id) AS b",
+    "SELECT geometry::STGeomFromText('POINT(1 1)', 0) AS g, hierarchyid::GetRoot() AS r",
+    # Three-part names stay on this server (the role's login decides), as does db..t.
+    "SELECT db.dbo.t.c FROM db.dbo.t JOIN db..u ON u.id = t.id",
+    "SELECT 1 /**/ AS a /****/ -- banner\n/* a /* b */ c */",
+    "SELECT 1 AS Gr\u00f6\u00dfe, 2 AS \u0414\u0430\u043d\u043d\u044b\u0435, 3 AS \u540d\u524d",
 ]
 
 
@@ -334,3 +370,24 @@ def test_tree_check_refuses_a_fetch_that_is_a_cursor_statement() -> None:
     ok = sqlglot.parse("SELECT id FROM t ORDER BY id OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY", "tsql")
     assert ok[0] is not None
     assert _check_tree(ok[0]).allowed
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'SELECT 1 /* /* */* */ DELETE FROM orders SELECT 2 AS "*/" -- "',
+        "SELECT 1 {# DELETE FROM orders #}",
+    ],
+)
+def test_lexeme_check_alone_refuses_what_sqlglot_skips_and_sql_server_reads(sql: str) -> None:
+    # sqlglot's tokens hide the DELETE in a comment, so the token and tree checks see one SELECT
+    tokens = _tokenize(sql)
+    assert isinstance(tokens, list)
+    assert _check_tokens(tokens).allowed
+    tree = sqlglot.parse(sql, read="tsql")[0]
+    assert tree is not None
+    assert _check_tree(tree).allowed
+    assert _check_coverage(tree, _text_items(tokens)).allowed
+    verdict = _check_lexemes(sql, tokens)
+    assert not verdict.allowed
+    assert "white space and comments" in verdict.reason
