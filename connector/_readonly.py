@@ -25,7 +25,9 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    (``SELECT 1 /* /* */* */ DELETE FROM t SELECT 2 AS "*/" -- "`` is one SELECT with an alias
    to it, three statements to SQL Server), so overlapping markers ``*/*`` and ``/*/`` are
    refused, and it skips ``{# #}`` as a template comment (``{`` is code to SQL Server). A
-   name's letters are Unicode 3.2's within the Basic Multilingual Plane, as SQL Server's are.
+   name's letters are Unicode 3.2's within the Basic Multilingual Plane, as SQL Server's are;
+   a word whose compatibility form is a keyword (full-width ``ＤＥＬＥＴＥ``) and a number with
+   an exponent marker but no digits (``1e``) are refused.
 3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
    token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
    ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
@@ -43,7 +45,9 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    each SELECT, TOP and FETCH keyword makes exactly one Select, Limit and Fetch node (sqlglot
    also makes a Limit of LIMIT, which T-SQL lacks); and no SQL Server reserved keyword
    (``CLOSE``, ``OPEN``...) became a name or a kept word (a collation, a hint), since SQL
-   Server never reads one unquoted as a name.
+   Server never reads one unquoted as a name. CURRENT before ROW and WITHIN before GROUP are
+   folded into flags by sqlglot and start no statement; JSON paths and FORMAT patterns are
+   compared as sqlglot writes them back.
 6. Anything else, including any exception from sqlglot, refuses. The function never raises.
 
 Allowed on purpose: NOLOCK/READUNCOMMITTED and other table hints that take no locks beyond
@@ -184,6 +188,7 @@ RESERVED_WORDS: frozenset[str] = frozenset(
     USER VALUES VARYING VIEW WAITFOR WHEN WHERE WHILE WITH WITHIN WRITETEXT
     """.split()
 )
+_KEYWORDS = DENY_WORDS | RESERVED_WORDS
 # Reserved words SQL Server reads as niladic functions: fine as a bare column of the tree.
 _NILADIC = frozenset({"USER", "CURRENT_USER", "SESSION_USER", "SYSTEM_USER", "CURRENT_TIMESTAMP"})
 # "#", "##", "@", "@@" glued to a name make one name (#temp, ##global, @var, @@ROWCOUNT).
@@ -207,6 +212,12 @@ _COUNTED: tuple[tuple[TokenType, type[exp.Expr], str], ...] = (
 _DATE_PART_FUNCS = frozenset(
     {"DATEADD", "DATEDIFF", "DATEDIFF_BIG", "DATEPART", "DATENAME", "DATETRUNC", "DATE_BUCKET"}
 )
+# Reserved words sqlglot folds into a flag when the word after them follows (a window frame's
+# CURRENT ROW, an ordered set's WITHIN GROUP): no statement starts with them.
+_PHRASES = {"CURRENT": "ROW", "WITHIN": "GROUP"}
+# sqlglot's tree holds these strings rewritten (JSON paths, FORMAT patterns): read them back from
+# the node's T-SQL.
+_REWRITES_STRINGS = (exp.JSONPath, exp.TimeToStr, exp.NumberToStr)
 # sqlglot logs a warning with the SQL text when it falls back to a Command; keep SQL out of logs.
 logging.getLogger("sqlglot").addFilter(lambda record: "unsupported syntax" not in str(record.msg))
 
@@ -364,6 +375,23 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
                 "a name holds a character SQL Server does not allow in a name (a currency "
                 f"sign starts a money literal); write such names in [brackets]; {_REFUSE_HINT}",
             )
+        elif kind == TokenType.NUMBER and source[-1:] in ("e", "E"):
+            return ReadOnlyVerdict(
+                False,
+                "a number has an exponent marker but no exponent digits (such as 1e), which "
+                f"SQL Server may read as a number and a name; {_REFUSE_HINT}",
+            )
+        glued_name = i > 0 and tokens[i - 1].token_type in _SIGILS and _glued(tokens[i - 1], tok)
+        if kind not in _DATA_TOKENS and not source.isascii() and not glued_name:
+            folded = unicodedata.normalize("NFKC", source).upper()
+            keyword = next((w for w in folded.split() if w in _KEYWORDS), None)
+            if keyword and keyword not in source.upper().split():
+                return ReadOnlyVerdict(
+                    False,
+                    f"a word folds (full-width or other compatibility letters) to the keyword "
+                    f"{keyword}, which SQL Server could read as that keyword; write names in "
+                    f"[brackets]; {_REFUSE_HINT}",
+                )
     return ReadOnlyVerdict(True, "")
 
 
@@ -565,7 +593,8 @@ def _text_items(tokens: list[Token]) -> _TextItems:
             # sqlglot folds some plain words into flags (FETCH ... ROWS ONLY): only a reserved
             # keyword, which could start a statement of its own, or a @/# name must be kept.
             kept = prefix or (kind == TokenType.VAR and word in RESERVED_WORDS)
-            if kept and not function and not date_part:
+            phrase = after is not None and after.text.upper() == _PHRASES.get(word)
+            if kept and not function and not date_part and not phrase:
                 needed["name", word] += 1
         prefix = ""
     if prefix:
@@ -605,6 +634,10 @@ def _check_coverage(root: exp.Expr, items: _TextItems) -> ReadOnlyVerdict:
         for _, node_type, keyword in _COUNTED:
             if isinstance(node, node_type):
                 nodes[keyword] += 1
+        if isinstance(node, _REWRITES_STRINGS):
+            for tok in _TOKENIZER().tokenize(node.sql("tsql")):
+                if tok.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING):
+                    held["string", tok.text] += 1
         if isinstance(node, exp.Parameter) and isinstance(node.parent, exp.Parameter):
             continue
         if isinstance(node, exp.Var) and isinstance(node.parent, exp.Parameter):

@@ -166,6 +166,12 @@ REFUSED = [
     # SQL Server's name letters are Unicode 3.2's, within the Basic Multilingual Plane.
     "SELECT 1 AS x\u2c65DELETE",
     "SELECT 1 AS \U0001d400",
+    # Full-width (compatibility) letters of a keyword: refused, in case SQL Server folds them.
+    "SELECT 1 \uff24\uff25\uff2c\uff25\uff34\uff25 FROM orders",
+    "SELECT 1 AS \uff43\uff4c\uff4f\uff53\uff45",
+    # An exponent marker without digits: a number and a name to some readers.
+    "SELECT 1e FROM t",
+    "SELECT 1.E AS x",
     "",
     "   ",
     "-- only a comment",
@@ -236,6 +242,18 @@ ALLOWED = [
     "SELECT * FROM OPENJSON(@j) WITH (a INT '$.a', b NVARCHAR(50) '$.b')",
     "SELECT a.id, b.x FROM a CROSS APPLY (SELECT TOP 1 x FROM b WHERE b.a = a.id) AS b",
     "SELECT geometry::STGeomFromText('POINT(1 1)', 0) AS g, hierarchyid::GetRoot() AS r",
+    # Window frames, ordered-set aggregates, JSON and FORMAT (sqlglot folds or rewrites parts).
+    "SELECT SUM(x) OVER (PARTITION BY g ORDER BY d ROWS BETWEEN UNBOUNDED PRECEDING AND "
+    "CURRENT ROW) AS running FROM t",
+    "SELECT COUNT(*) OVER (ORDER BY d RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) FROM t",
+    "SELECT STRING_AGG(name, ',') WITHIN GROUP (ORDER BY name) AS names FROM t",
+    "SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY x) OVER (PARTITION BY g) FROM t",
+    "SELECT JSON_VALUE(doc, '$.a') AS a, JSON_QUERY(doc, '$.b.c[0]') AS b, ISJSON(doc) FROM t "
+    "FOR JSON PATH, ROOT('x')",
+    "SELECT FORMAT(d, 'yyyy-MM-dd') AS day, FORMAT(n, 'N2') AS money, d AT TIME ZONE 'UTC' AS u, "
+    "CONCAT_WS('-', a, b) AS ab, TRIM(x) AS tx FROM t",
+    "SELECT 1.e3 AS k, 2E+5 AS m, 1e-3 AS milli",
+    "SELECT @\uff43\uff4c\uff4f\uff53\uff45 AS v",  # a variable: SQL Server reads no keyword
     # Three-part names stay on this server (the role's login decides), as does db..t.
     "SELECT db.dbo.t.c FROM db.dbo.t JOIN db..u ON u.id = t.id",
     "SELECT 1 /**/ AS a /****/ -- banner\n/* a /* b */ c */",
