@@ -26,8 +26,10 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    to it, three statements to SQL Server), so overlapping markers ``*/*`` and ``/*/`` are
    refused, and it skips ``{# #}`` as a template comment (``{`` is code to SQL Server). A
    name's letters are Unicode 3.2's within the Basic Multilingual Plane, as SQL Server's are;
-   a word whose compatibility form is a keyword (full-width ``ＤＥＬＥＴＥ``) and a number with
-   an exponent marker but no digits (``1e``) are refused.
+   a word whose compatibility form is a keyword (full-width ``ＤＥＬＥＴＥ``), a number with
+   an exponent marker but no digits (``1e``) and any operator T-SQL lacks (sqlglot knows other
+   dialects': ``-|-`` swallows the first ``-`` of what SQL Server reads as ``--``, ``#>`` holds
+   a lone ``#``) are refused.
 3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
    token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
    ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
@@ -201,6 +203,10 @@ _ODD_TOKENS = {
     TokenType.L_BRACE: "{ (an ODBC escape)",
     TokenType.R_BRACE: "} (an ODBC escape)",
 }
+# T-SQL's operators and punctuation. sqlglot also knows other dialects' operators (-|-, #>>,
+# ==, :=, ??...): SQL Server reads those as several tokens, a "--" formed with a neighbour as a
+# comment (1 -|--' <LF> ... ' is a string to sqlglot) and a "#" in them as a name.
+_OPERATORS = frozenset("+ - * / % & | ^ ~ = > < >= <= <> != !< !> ( ) , . ; :: || << >>".split())
 # Each of these keywords makes exactly one node of the tree: a SELECT, TOP or FETCH the parser
 # invented (T-SQL has no LIMIT: sqlglot makes TOP a Limit) or swallowed is a misreading.
 _COUNTED: tuple[tuple[TokenType, type[exp.Expr], str], ...] = (
@@ -348,6 +354,15 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
         kind = tok.token_type
         if kind in _ODD_TOKENS:
             return ReadOnlyVerdict(False, f"statement contains {_ODD_TOKENS[kind]}; {_REFUSE_HINT}")
+        if (
+            kind not in _DATA_TOKENS
+            and kind not in _SIGILS
+            and not any(c.isalnum() or c == "_" for c in source)
+            and source not in _OPERATORS
+        ):
+            return ReadOnlyVerdict(
+                False, f"statement contains {source}, which is no T-SQL operator; {_REFUSE_HINT}"
+            )
         if kind == TokenType.IDENTIFIER and source[:1] not in ('"', "["):
             # sqlglot's fallback for a 0x literal it cannot read (0x1SHUTDOWN): SQL Server reads
             # the hex digits as a binary literal and the rest as the next word.

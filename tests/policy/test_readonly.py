@@ -169,6 +169,15 @@ REFUSED = [
     # Full-width (compatibility) letters of a keyword: refused, in case SQL Server folds them.
     "SELECT 1 \uff24\uff25\uff2c\uff25\uff34\uff25 FROM orders",
     "SELECT 1 AS \uff43\uff4c\uff4f\uff53\uff45",
+    # Other dialects' operators: sqlglot reads "-|-" then a string, SQL Server "-", "|" and a
+    # -- comment; "#>" holds a lone # (a name to SQL Server).
+    "SELECT 1 -|--'\nDELETE FROM orders --'",
+    "SELECT doc #>> 'a' FROM t",
+    "SELECT 1 #> 2",
+    "SELECT 1 WHERE 1 == 1",
+    "SELECT x := 1",
+    "SELECT 1 WHERE 1 = ?",
+    "SELECT 1 {%- x %}",
     # An exponent marker without digits: a number and a name to some readers.
     "SELECT 1e FROM t",
     "SELECT 1.E AS x",
@@ -253,6 +262,7 @@ ALLOWED = [
     "SELECT FORMAT(d, 'yyyy-MM-dd') AS day, FORMAT(n, 'N2') AS money, d AT TIME ZONE 'UTC' AS u, "
     "CONCAT_WS('-', a, b) AS ab, TRIM(x) AS tx FROM t",
     "SELECT 1.e3 AS k, 2E+5 AS m, 1e-3 AS milli",
+    "SELECT 1 << 2, 8 >> 1, ~1, 1 ^ 2, 1 % 2, 1 & 3 | 4, a || b FROM t WHERE 1 <> 2 AND 1 != 3",
     "SELECT @\uff43\uff4c\uff4f\uff53\uff45 AS v",  # a variable: SQL Server reads no keyword
     # Three-part names stay on this server (the role's login decides), as does db..t.
     "SELECT db.dbo.t.c FROM db.dbo.t JOIN db..u ON u.id = t.id",
