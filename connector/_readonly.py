@@ -26,8 +26,10 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    to it, three statements to SQL Server), so overlapping markers ``*/*`` and ``/*/`` are
    refused, and it skips ``{# #}`` as a template comment (``{`` is code to SQL Server). A
    name's letters are Unicode 3.2's within the Basic Multilingual Plane, as SQL Server's are;
-   a word whose compatibility form is a keyword (full-width ``ＤＥＬＥＴＥ``), a number with
-   an exponent marker but no digits (``1e``) and any operator T-SQL lacks (sqlglot knows other
+   a word whose compatibility form is a keyword (full-width ``ＤＥＬＥＴＥ``) or that starts
+   with a digit of another script, a number or ``0x`` literal that is no T-SQL one (``1e``,
+   ``.1e.``, ``0x1_1``, ``.0x1``), ``N"..."`` (a string to sqlglot, a name N and a quoted name
+   to SQL Server) and any operator T-SQL lacks (sqlglot knows other
    dialects': ``-|-`` swallows the first ``-`` of what SQL Server reads as ``--``, ``#>`` holds
    a lone ``#``) are refused.
 3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
@@ -191,6 +193,10 @@ RESERVED_WORDS: frozenset[str] = frozenset(
     """.split()
 )
 _KEYWORDS = DENY_WORDS | RESERVED_WORDS
+# T-SQL's numbers and binary literals, as sqlglot's token text must read (its NUMBER token also
+# takes "1e", "1e." and digits of other scripts; its HEX_STRING "0x1_1").
+_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]*")
 # Reserved words SQL Server reads as niladic functions: fine as a bare column of the tree.
 _NILADIC = frozenset({"USER", "CURRENT_USER", "SESSION_USER", "SYSTEM_USER", "CURRENT_TIMESTAMP"})
 # "#", "##", "@", "@@" glued to a name make one name (#temp, ##global, @var, @@ROWCOUNT).
@@ -390,11 +396,30 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
                 "a name holds a character SQL Server does not allow in a name (a currency "
                 f"sign starts a money literal); write such names in [brackets]; {_REFUSE_HINT}",
             )
-        elif kind == TokenType.NUMBER and source[-1:] in ("e", "E"):
+        elif kind == TokenType.VAR and unicodedata.category(source[0]) == "Nd":
             return ReadOnlyVerdict(
                 False,
-                "a number has an exponent marker but no exponent digits (such as 1e), which "
-                f"SQL Server may read as a number and a name; {_REFUSE_HINT}",
+                "a name starts with a digit other than 0-9, which SQL Server reads as no name; "
+                f"{_REFUSE_HINT}",
+            )
+        elif (
+            (kind == TokenType.NUMBER and not _NUMBER.fullmatch(source))
+            or (kind == TokenType.HEX_STRING and not _HEX.fullmatch(source))
+            or (
+                kind == TokenType.HEX_STRING
+                and i > 0
+                and tokens[i - 1].token_type == TokenType.DOT
+                and _glued(tokens[i - 1], tok)
+            )
+        ):
+            return ReadOnlyVerdict(
+                False,
+                "a number or 0x literal that SQL Server reads as a shorter one and a name (such "
+                f"as 1e, .1e., .0x1 or 0x1_1); {_REFUSE_HINT}",
+            )
+        elif kind == TokenType.NATIONAL_STRING and source[1:2] != "'":
+            return ReadOnlyVerdict(
+                False, f'N"..." is a name N and a quoted name to SQL Server; {_REFUSE_HINT}'
             )
         glued_name = i > 0 and tokens[i - 1].token_type in _SIGILS and _glued(tokens[i - 1], tok)
         if kind not in _DATA_TOKENS and not source.isascii() and not glued_name:

@@ -178,9 +178,14 @@ REFUSED = [
     "SELECT x := 1",
     "SELECT 1 WHERE 1 = ?",
     "SELECT 1 {%- x %}",
-    # An exponent marker without digits: a number and a name to some readers.
+    # sqlglot's numbers that SQL Server reads as a shorter number and a name (or as no name).
     "SELECT 1e FROM t",
     "SELECT 1.E AS x",
+    "SELECT 1 .1e.",
+    "SELECT 0x1_1",
+    "SELECT 1 .0x1",
+    'SELECT N"x"',
+    "SELECT a < \u0661DELETE",
     "",
     "   ",
     "-- only a comment",

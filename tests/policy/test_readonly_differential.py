@@ -55,6 +55,7 @@ TROUBLE = [
     "1", "1.", ".5", "1e5", "/* c */", "/* /* n */ */", "/* /* n */", "*/", "-- c\n", "-- c",
     "{fn NOW()}", "(", ")", ",", ".", "=", "'",
     "/* /* */* */", "*/*", "/*/", "*/", "{#", "#}", "{# c #}", "-|-", "#>", "#>>", "{%-", "==",
+    "1e", ".1e.", "0x1_1", ".0x1", "\u0661", 'N"x"', "\uff24\uff25\uff2c\uff25\uff34\uff25",
 ]  # fmt: skip
 # Traps: an opener before the second statement and a closer after it, where one reader may
 # see the second statement inside a comment, string or name and the other may not.
