@@ -344,6 +344,11 @@ def _name_char(c: str) -> bool:
     return c <= "\uffff" and (category[0] == "L" or category == "Nd")
 
 
+def _name_letter(c: str) -> bool:
+    """Is ``c`` a letter to SQL Server (Unicode 3.2, Basic Multilingual Plane)?"""
+    return c <= "\uffff" and unicodedata.ucd_3_2_0.category(c)[0] == "L"
+
+
 def _glued(a: Token, b: Token) -> bool:
     return a.end + 1 == b.start
 
@@ -396,11 +401,11 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
                 "a name holds a character SQL Server does not allow in a name (a currency "
                 f"sign starts a money literal); write such names in [brackets]; {_REFUSE_HINT}",
             )
-        elif kind == TokenType.VAR and unicodedata.category(source[0]) == "Nd":
+        elif kind == TokenType.VAR and not (source[0] in "_@#" or _name_letter(source[0])):
             return ReadOnlyVerdict(
                 False,
-                "a name starts with a digit other than 0-9, which SQL Server reads as no name; "
-                f"{_REFUSE_HINT}",
+                "a name starts with a digit (of another script), which SQL Server reads as no "
+                f"name; {_REFUSE_HINT}",
             )
         elif (
             (kind == TokenType.NUMBER and not _NUMBER.fullmatch(source))

@@ -186,6 +186,7 @@ REFUSED = [
     "SELECT 1 .0x1",
     'SELECT N"x"',
     "SELECT a < \u0661DELETE",
+    "SELECT 1 \u136bSELECT",  # an Ethiopic digit: No today, Nd (no name start) in Unicode 3.2
     "",
     "   ",
     "-- only a comment",

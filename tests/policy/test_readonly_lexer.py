@@ -109,7 +109,12 @@ def check_words_and_strings(sql: str) -> tuple[list[str], list[str]]:
     tokens = _tokenize(sql)
     assert isinstance(tokens, list)
     words, _, _ = _text_items(tokens)
-    named = sorted(w for w in words.elements() if any(c.isalnum() or c in "_@#$" for c in w))
+    named = sorted(
+        part
+        for w in words.elements()
+        for part in w.split()  # a multi-word token such as ORDER BY
+        if any(c.isalnum() or c in "_@#$" for c in part)
+    )
     strings = [sql[t.start : t.end + 1] for t in tokens if t.token_type.name.endswith("STRING")]
     return named, [s for s in strings if s[:1] in "'Nn"]
 
@@ -133,6 +138,7 @@ PIECES = [
 @example(first="SELECT ", pieces=["0x1", "_", "1"])
 @example(first="SELECT 1 ", pieces=[".", "0x1"])
 @example(first="SELECT a", pieces=["<", "\u0661", "DELETE"])
+@example(first="SELECT 1 ", pieces=["\u136b", "SELECT"])
 @example(first="SELECT ", pieces=["N", '"', "x", '"'])
 @example(first="SELECT 1 ", pieces=["-|-", "-", "'", "\n", "DELETE", " ", "--", "'"])
 @example(first="SELECT 1 ", pieces=["/*", " ", "/*", " ", "*/*", " ", "*/", " ", "DELETE", '"'])
