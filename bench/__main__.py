@@ -26,6 +26,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "ws_transport": ("bench.ws_transport", [], ["--rounds", "1000", "--messages", "5000"]),
     "relay_latency": ("bench.relay_latency", [], []),
     "tdslite_throughput": ("bench.tdslite_throughput", [], []),
+    "big_statements": ("bench.big_statements", [], ["--count", "50"]),
 }  # fmt: skip
 
 

@@ -63,6 +63,10 @@ refuses mutator methods (``.modify()``, ``.Write()``) outside UPDATE ... SET. Ca
 table-valued functions are allowed: what a user-defined function may do is the business of the
 EXECUTE permissions of the role's login, as are synonyms that point at a linked server.
 
+Parsing costs microseconds per character (seconds for a megabyte), so the connector never runs it
+on its event loop: :class:`ReadOnlyChecker` runs it in a worker thread with its own limiter and a
+time budget, and verdicts are remembered by the SHA-256 of the text (see :func:`check_read_only`).
+
 Unquoted column names that collide with the deny-list or SQL Server's reserved keywords (``kill``,
 ``backup``, ``set``, ``open``, ``close``...) must be written in brackets (``[close]``), as SQL
 Server itself requires for reserved keywords. This check is a second line: the role's SQL Server
@@ -71,21 +75,29 @@ login carries the real guarantee (grant it SELECT only).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import re
+import threading
 import unicodedata
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+import trio
 from sqlglot import exp
 from sqlglot.dialects.tsql import TSQL
 from sqlglot.errors import ErrorLevel
 from sqlglot.tokenizer_core import Token, TokenType
 
-__all__ = ["ReadOnlyVerdict", "check_read_only", "normalize_sql", "sql_fingerprint"]
+__all__ = [
+    "CheckTimeout",
+    "ReadOnlyChecker",
+    "ReadOnlyVerdict",
+    "check_read_only",
+    "normalize_sql",
+    "sql_fingerprint",
+]
 
 #: Words that never appear in a plain read (outside strings and [quoted] names).
 DENY_WORDS: frozenset[str] = frozenset(
@@ -256,23 +268,148 @@ _AMBIGUOUS_REFUSAL = ReadOnlyVerdict(
     "breaks, and pass such characters as parameters",
 )
 
-#: statements up to this many characters have their verdict remembered (see check_read_only)
-_CACHED_SQL_CHARS = 4096
+
+class _Verdicts:
+    """The last ``maxsize`` verdicts, keyed by the SHA-256 of the statement (a fixed 32 bytes
+    whatever the statement's size, so a megabyte statement costs no more to remember than
+    ``SELECT 1``). Thread-safe: checks run in worker threads."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._items: OrderedDict[bytes, ReadOnlyVerdict] = OrderedDict()
+
+    def get(self, key: bytes) -> ReadOnlyVerdict | None:
+        with self._lock:
+            verdict = self._items.get(key)
+            if verdict is not None:
+                self._items.move_to_end(key)
+            return verdict
+
+    def put(self, key: bytes, verdict: ReadOnlyVerdict) -> None:
+        with self._lock:
+            self._items[key] = verdict
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+#: The remembered verdicts (see check_read_only).
+_VERDICTS = _Verdicts(maxsize=1024)
+
+
+def _key(sql: str) -> bytes:
+    # surrogatepass: a lone surrogate (valid JSON, invalid UTF-8) still hashes, to its own key
+    return hashlib.sha256(sql.encode("utf-8", "surrogatepass")).digest()
+
+
+def remembered_verdict(sql: str) -> ReadOnlyVerdict | None:
+    """The remembered verdict for exactly this text, or None. A hash, never a parse."""
+    return _VERDICTS.get(_key(sql)) if isinstance(sql, str) else None
 
 
 def check_read_only(sql: str) -> ReadOnlyVerdict:
     """Decide whether ``sql`` is one plain SELECT. Never raises: anything odd is refused.
 
-    The verdict is a pure function of the text, so the last 1,024 verdicts for statements up to
-    4 KiB are remembered by their exact text (an application sends the same parameterized
-    statement again and again; the parse is the costly part). A check that raised is never
-    remembered."""
+    The verdict is a pure function of the text, so the last 1,024 verdicts, refusals included,
+    are remembered by the SHA-256 of the text, for statements of any size (an application sends
+    the same statement again and again; the parse is the costly part). A check that raised is
+    never remembered: its refusal says nothing about the text.
+
+    This parses on the calling thread; the connector calls it through :class:`ReadOnlyChecker`.
+    """
+    if not isinstance(sql, str):
+        return ReadOnlyVerdict(False, "empty statement")
+    return _check_remembered(sql)
+
+
+def _check_remembered(sql: str) -> ReadOnlyVerdict:
+    key = _key(sql)
+    verdict = _VERDICTS.get(key)
+    if verdict is not None:
+        return verdict
     try:
-        if isinstance(sql, str) and len(sql) <= _CACHED_SQL_CHARS:
-            return _check_remembered(sql)
-        return _check(sql)
+        verdict = _check(sql)
     except Exception as exc:  # fail closed on any sqlglot surprise (RecursionError included)
         return ReadOnlyVerdict(False, f"statement could not be checked ({type(exc).__name__})")
+    _VERDICTS.put(key, verdict)
+    return verdict
+
+
+class CheckTimeout(Exception):
+    """The read-only check did not finish within its budget; the statement is refused."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        super().__init__(f"the read-only check did not finish within {budget_s:g} s")
+
+
+class ReadOnlyChecker:
+    """Runs :func:`check_read_only` in worker threads so that parsing never blocks the event loop.
+
+    Statements of up to ``small_chars`` characters parse in their own lane (``small_threads``),
+    so a few huge statements occupying the ``threads`` lane never hold up a small one. Both lanes
+    have their own :class:`trio.CapacityLimiter`, apart from the database pools' limiters, so
+    parses can never take the threads python-tds needs. One thread for big statements: parses
+    hold the GIL (sqlglot is compiled and keeps it for tens of milliseconds at a time on a big
+    statement), so a second parse thread would add no throughput, only contention with the event
+    loop.
+
+    Args:
+        threads: worker threads for statements longer than ``small_chars``.
+        small_threads: worker threads for statements of at most ``small_chars``.
+        small_chars: where the small lane ends.
+        max_budget_s: the longest any one check may take, whatever the query's timeout.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        small_threads: int = 2,
+        small_chars: int = 16 * 1024,
+        max_budget_s: float = 5.0,
+    ) -> None:
+        self.limiter = trio.CapacityLimiter(threads)
+        self.small_limiter = trio.CapacityLimiter(small_threads)
+        self.small_chars = small_chars
+        self.max_budget_s = max_budget_s
+
+    def limiter_for(self, sql: str | None) -> trio.CapacityLimiter:
+        """The lane for work that tokenizes ``sql`` (the check; the audit's fingerprint)."""
+        small = not isinstance(sql, str) or len(sql) <= self.small_chars
+        return self.small_limiter if small else self.limiter
+
+    async def check(self, sql: str, *, budget_s: float) -> ReadOnlyVerdict:
+        """The verdict for ``sql``, computed in a worker thread unless it is remembered.
+
+        Args:
+            sql: the statement.
+            budget_s: how long the check may take (waiting for a thread included); it is capped
+                at ``max_budget_s``.
+
+        Raises:
+            CheckTimeout: the budget ran out. The caller refuses the statement.
+        """
+        verdict = remembered_verdict(sql)
+        if verdict is not None:
+            return verdict
+        budget_s = max(0.0, min(budget_s, self.max_budget_s))
+        limiter = self.limiter_for(sql)
+        # When the budget runs out the thread cannot be stopped: abandon_on_cancel returns at
+        # once and the parse finishes on its own, its verdict then remembered for the next try.
+        # Its cost is bounded: the statement is at most the role's max_statement_bytes (checked
+        # before any parse), and the abandoned thread keeps its limiter slot until it ends, so at
+        # most `threads` + `small_threads` parses ever run at once, abandoned ones included.
+        with trio.move_on_after(budget_s):
+            return await trio.to_thread.run_sync(
+                check_read_only, sql, limiter=limiter, abandon_on_cancel=True
+            )
+        raise CheckTimeout(budget_s)
 
 
 def _check(sql: str) -> ReadOnlyVerdict:
@@ -302,9 +439,6 @@ def _check(sql: str) -> ReadOnlyVerdict:
     if not verdict.allowed:
         return verdict
     return _check_coverage(statements[0], items)
-
-
-_check_remembered = functools.lru_cache(maxsize=1024)(_check)
 
 
 def _ambiguous_char(sql: str, tokens: list[Token]) -> bool:

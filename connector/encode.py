@@ -13,8 +13,10 @@ Two directions:
 
 Known python-tds (1.17.1) limits, documented rather than hidden: COLMETADATA's char/nchar/binary
 arrive as the var- types (python-tds keeps no fixed/var distinction), numeric arrives as decimal,
-and time/datetime2/datetimeoffset values carry microseconds (the 7th fractional digit is read as 0;
-a parameter with a non-zero 7th digit is refused rather than silently rounded).
+and time/datetime2/datetimeoffset values carry microseconds: results get their 7th fractional digit
+back through the type handler in _timetypes.py (installed on each connection before a statement),
+and a parameter with a non-zero 7th digit is bound as text that SQL Server converts to the declared
+type.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pytds import tds_base, tds_types
+
+from ._timetypes import nanosecond_100
 
 __all__ = [
     "BoundParam",
@@ -154,15 +158,15 @@ def columns_line(columns: Sequence[ColumnInfo]) -> bytes:
 # values -> JSON
 
 
-def _fraction(microsecond: int, scale: int) -> str:
+def _fraction(t: dt.time | dt.datetime, scale: int) -> str:
     if scale <= 0:
         return ""
-    digits = f"{microsecond:06d}0"  # 7 digits: python-tds carries microseconds
+    digits = f"{t.microsecond:06d}{nanosecond_100(t)}"  # 100 ns: see _timetypes
     return "." + digits[:scale]
 
 
 def _time_text(t: dt.time | dt.datetime, scale: int) -> str:
-    return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}" + _fraction(t.microsecond, scale)
+    return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}" + _fraction(t, scale)
 
 
 def _datetime_text(v: dt.datetime, scale: int) -> str:
@@ -201,12 +205,12 @@ def _variant(v: Any) -> Any:
     if isinstance(v, uuid.UUID):
         return str(v)
     if isinstance(v, dt.datetime):
-        text = _datetime_text(v, 7 if v.microsecond else 0)
+        text = _datetime_text(v, 7 if v.microsecond or nanosecond_100(v) else 0)
         return text + _offset_text(v) if v.tzinfo else text
     if isinstance(v, dt.date):
         return v.isoformat()
     if isinstance(v, dt.time):
-        return _time_text(v, 7 if v.microsecond else 0)
+        return _time_text(v, 7 if v.microsecond or nanosecond_100(v) else 0)
     return str(v)
 
 

@@ -36,6 +36,7 @@ import pytds
 import trio
 from pytds import tds_base
 
+from connector import _timetypes
 from connector.encode import BoundParam, RowEncoder, columns_line, describe
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
 
@@ -111,17 +112,22 @@ class QueryFailed(Exception):
         *,
         sql: Mapping[str, int] | None = None,
         outcome: Outcome | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.sql = dict(sql) if sql else None
         self.outcome = outcome or Outcome()
+        #: which limit a limits.too_many_queries refusal hit ("identity" or "connector")
+        self.limit = limit
 
     def record(self, query_id: str) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message, "query_id": query_id}
         if self.sql:
             err["sql"] = self.sql
+        if self.limit:
+            err["limit"] = self.limit
         return {"error": err}
 
 
@@ -259,6 +265,7 @@ class _Reader:
         Raises:
             _ResetFailed: the reused connection failed before the statement was sent.
         """
+        _timetypes.install(conn)  # time/datetime2/datetimeoffset at 100 ns, not microseconds
         cursor = conn.cursor()
         self.cursor = cursor
         ctx = [

@@ -8,7 +8,7 @@ connector.toml)::
     reason = "contractors have no database access"
 
     [roles.analyst]                            # roles are tried in file order (see below)
-    match = { groups = ["analysts"], "realm_access.roles" = ["analyst"], scp = ["db.read"] }
+    match = { groups = ["analysts"], scp = { values = ["db.read"], split = "space" } }
     issuers = ["https://login.example.com/v2.0"]   # optional: only tokens from these issuers
     login = "reader"            # a [logins.reader] table of connector.toml (user + password_env
                                 # or password_file); credentials never come from the relay
@@ -17,6 +17,10 @@ connector.toml)::
     max_rows = 10000            # default 100000
     max_bytes = 16777216        # default 64 MiB of encoded rows
     timeout_ms = 30000          # default 30000
+    max_statement_bytes = 262144  # default 256 KiB: longer ad-hoc SQL (UTF-8 bytes) is refused
+                                  # with request.too_large before it is checked or run
+    max_concurrent_per_identity = 32  # default 32: one identity's queries running or waiting
+                                      # at this connector; more: 429 limits.too_many_queries
     log_param_values = false    # default false: the audit log records parameter names and types
 
     [roles.analyst.queries.orders_by_customer]
@@ -31,9 +35,22 @@ connector.toml)::
 
 Matching: ``match`` maps a claim path (dotted, e.g. ``realm_access.roles``; an exact top-level
 key such as ``"https://example.com/groups"`` wins) to accepted values. A role (or deny rule)
-matches when ANY listed path holds ANY listed value. Claim values may be a list (strings or
-numbers) or a string, which is split on whitespace (OAuth ``scp``/``scope``); ``sub`` and
-``iss`` work as paths too.
+matches when ANY listed path holds ANY listed value; ``sub`` and ``iss`` work as paths too.
+
+- A claim is a string, an integer, or a list of strings/integers; each is matched WHOLE: the
+  group ``"finance admins"`` is one name and never matches ``admins``. A string ``"42"`` and an
+  integer ``42`` are different values.
+- Only a claim that is ONE space-delimited string, such as OAuth ``scope`` or Entra's ``scp``, is
+  split, and only when the policy says so for that path:
+  ``scp = { values = ["db.read"], split = "space" }`` (the claim must then be a string; it is
+  split on spaces).
+- Any other shape (an object, a float, a boolean, a list holding one of those or a list) where an
+  applicable rule looks is refused (``policy.denied``): the policy cannot be evaluated, so nothing
+  runs. Fix the IdP's claim mapping.
+- Roles compare exactly (case-sensitive, no Unicode normalization, no trimming): ``Admins`` and
+  ``admins`` are different groups. Deny rules cast the wider net: they compare case-insensitively
+  after Unicode NFKC normalization and trimming, so a deny of ``contractors`` also refuses
+  ``Contractors`` and `` contractors``.
 
 Choosing a role (deterministic): deny rules first (any match refuses with ``policy.denied``);
 then the matching roles are tried in FILE ORDER and the first that permits the request is used.
@@ -42,24 +59,34 @@ reads as the analyst and only a write as the admin. When no matching role permit
 the refusal is the first matching role's (``policy.not_read_only``, ``policy.unknown_query``,
 ``policy.denied``); with no matching role at all it is ``policy.denied``. Refusal reasons name
 roles, claims and keywords, never parameter values.
+
+The read-only check parses the statement, which costs microseconds per character. The connector
+runs it off the event loop (:func:`connector._readonly.check_read_only_in_thread`) when
+:meth:`Policy.needs_read_only_check` says a role needs it, and hands the verdict to
+:meth:`Policy.authorize`; without one, ``authorize`` checks inline (tools, tests).
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from connector._readonly import check_read_only
-from edgetds.oidc import Identity, claim_at
+from connector._readonly import ReadOnlyVerdict, check_read_only
+from edgetds.oidc import Identity
+from protocol import DEFAULT_STATEMENT_BYTES, MAX_FRAME_HARD
 
 __all__ = [
     "Decision",
     "DenyRule",
     "Policy",
+    "ClaimRule",
+    "ClaimShapeError",
     "PolicyError",
     "QueryRequest",
     "QueryTemplate",
@@ -76,10 +103,22 @@ _ROLE_KEYS = {
     "max_rows",
     "max_bytes",
     "timeout_ms",
+    "max_statement_bytes",
+    "max_concurrent_per_identity",
     "log_param_values",
     "queries",
 }
-_DEFAULT_CAPS = {"max_rows": 100_000, "max_bytes": 64 * 1024 * 1024, "timeout_ms": 30_000}
+#: Claims that IdPs send as LISTS of names: splitting them is always a mistake.
+_LIST_CLAIMS = frozenset({"groups", "roles", "realm_access.roles", "amr", "aud", "wids"})
+_DEFAULT_CAPS = {
+    "max_rows": 100_000,
+    "max_bytes": 64 * 1024 * 1024,
+    "timeout_ms": 30_000,
+    "max_statement_bytes": DEFAULT_STATEMENT_BYTES,
+    "max_concurrent_per_identity": 32,
+}
+#: A statement cannot be longer than a QUERY frame, whose payload is at most 16 MiB.
+_CAP_MAXIMUM = {"max_statement_bytes": MAX_FRAME_HARD}
 
 
 class PolicyError(ValueError):
@@ -99,17 +138,53 @@ class QueryTemplate:
     params: Mapping[str, str]
 
 
+ClaimValue = str | int
+
+
+class ClaimShapeError(ValueError):
+    """A claim an applicable rule looks at has a shape the policy cannot evaluate."""
+
+
+@dataclass(frozen=True)
+class ClaimRule:
+    """The accepted values at one claim path; ``split``: the claim is one space-delimited string."""
+
+    values: frozenset[ClaimValue]
+    split: bool = False
+
+
+def _fold(value: ClaimValue) -> ClaimValue:
+    """How deny rules compare: NFKC, case-folded, trimmed (integers as they are)."""
+    if not isinstance(value, str):
+        return value
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold()).strip()
+
+
 @dataclass(frozen=True)
 class Matcher:
-    """claim path -> accepted values; matches when any path holds any value."""
+    """claim path -> accepted values; matches when any path holds any value.
 
-    rules: Mapping[str, frozenset[str]]
+    ``fold`` (deny rules): compare case-insensitively after NFKC normalization and trimming.
+    """
+
+    rules: Mapping[str, ClaimRule]
+    fold: bool = False
 
     def hits(self, identity: Identity) -> list[str]:
-        """``path=value`` for every (path, value) pair that matched (empty: no match)."""
+        """``path=value`` for every (path, value) pair that matched (empty: no match).
+
+        Raises:
+            ClaimShapeError: a claim this matcher reads has a shape it cannot evaluate.
+        """
         found = []
-        for path, accepted in self.rules.items():
-            for value in sorted(claim_values(identity, path) & accepted):
+        for path, rule in self.rules.items():
+            values = claim_values(identity, path, split=rule.split)
+            if self.fold:
+                accepted = {_fold(v) for v in rule.values}
+                matched = {v for v in values if _fold(v) in accepted}
+            else:
+                matched = set(values & rule.values)
+            for value in sorted(matched, key=str):
                 found.append(f"{path}={value}")
         return found
 
@@ -140,6 +215,9 @@ class Role:
     max_rows: int = _DEFAULT_CAPS["max_rows"]
     max_bytes: int = _DEFAULT_CAPS["max_bytes"]
     timeout_ms: int = _DEFAULT_CAPS["timeout_ms"]
+    max_statement_bytes: int = _DEFAULT_CAPS["max_statement_bytes"]
+    #: queries one identity (issuer + subject) may have running or waiting at this connector
+    max_concurrent_per_identity: int = _DEFAULT_CAPS["max_concurrent_per_identity"]
     log_param_values: bool = False
     queries: Mapping[str, QueryTemplate] = field(default_factory=dict)
 
@@ -157,7 +235,8 @@ class Role:
         what = "; ".join(runs) or "nothing (no allow_sql, no queries)"
         return (
             f"login {self.login!r}; may run {what}; caps: {self.max_rows} rows, "
-            f"{self.max_bytes} bytes, {self.timeout_ms} ms; parameter values "
+            f"{self.max_bytes} bytes, {self.timeout_ms} ms, statements up to "
+            f"{self.max_statement_bytes} bytes; parameter values "
             f"{'logged' if self.log_param_values else 'redacted'} in the audit log"
         )
 
@@ -169,6 +248,12 @@ class QueryRequest:
     sql: str | None = None
     query: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def sql_bytes(self) -> int:
+        """The size of ``sql`` in UTF-8 bytes (what ``max_statement_bytes`` limits); 0 if none."""
+        # surrogatepass: a lone surrogate from JSON counts as its 3 bytes instead of raising
+        return len(self.sql.encode("utf-8", "surrogatepass")) if self.sql is not None else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,17 +287,66 @@ class Decision:
         return rows, self.role.max_bytes, ms
 
 
-def claim_values(identity: Identity, path: str) -> frozenset[str]:
-    """The claim at ``path`` as a set of strings (lists flattened, strings split on whitespace)."""
-    value = claim_at(identity.claims, path)
+def _shape(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a number with a fraction or exponent"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return "an integer" if isinstance(value, int) else type(value).__name__
+
+
+def _claim(claims: Mapping[str, Any], path: str) -> Any:
+    """edgetds.oidc.claim_at, except that a dotted path through a non-object is refused: a deny
+    rule on ``org.status`` must not read a list ``org`` as "no status"."""
+    if path in claims:
+        return claims[path]
+    node: Any = claims
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if node is None:
+            return None
+        if not isinstance(node, Mapping):
+            inside = ".".join(parts[:i])
+            raise ClaimShapeError(
+                f"claim {inside!r} is {_shape(node)}, but the policy reads {path!r} inside it"
+            )
+        node = node.get(part)
+    return node
+
+
+def claim_values(identity: Identity, path: str, *, split: bool = False) -> frozenset[ClaimValue]:
+    """The claim at ``path`` as a set of values, each matched whole (see the module docstring).
+
+    Absent (or null): the empty set. ``split``: the claim must be one string, split on spaces.
+
+    Raises:
+        ClaimShapeError: naming the path and the shape found.
+    """
+    value = _claim(identity.claims, path)
+    if value is None:
+        return frozenset()
+    if split:
+        if not isinstance(value, str):
+            raise ClaimShapeError(
+                f"claim {path!r} is {_shape(value)}, but the policy splits it "
+                f'(split = "space" expects one space-delimited string)'
+            )
+        return frozenset(part for part in value.split(" ") if part)
     items = value if isinstance(value, list) else [value]
-    out: set[str] = set()
     for item in items:
-        if isinstance(item, str):
-            out.update(item.split())
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            out.add(str(item))
-    return frozenset(out)
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            where = f"a list holding {_shape(item)}" if isinstance(value, list) else _shape(item)
+            raise ClaimShapeError(
+                f"claim {path!r} is {where}; the policy matches strings and integers "
+                f"(or a list of them)"
+            )
+    return frozenset(items)
 
 
 class Policy:
@@ -245,65 +379,121 @@ class Policy:
         """Every login a role names (the connector checks each has a [logins.NAME] table)."""
         return frozenset(role.login for role in self.roles)
 
-    def authorize(self, identity: Identity, request: QueryRequest) -> Decision:
-        """Pick the role for this identity and request, or refuse (see module docstring)."""
-        if (request.sql is None) == (request.query is None):
-            return _refuse("request.invalid", "send exactly one of 'sql' or 'query'")
-        for rule in self.deny:
-            hits = rule.hits(identity)
-            if hits:
-                why = f": {rule.reason}" if rule.reason else ""
-                return _refuse(
-                    "policy.denied", f"denied by deny rule #{rule.index} ({hits[0]}){why}"
-                )
-        matching = [role for role in self.roles if role.hits(identity)]
-        if not matching:
-            return _refuse(
-                "policy.denied",
-                f"no role matches subject {identity.subject!r} of issuer {identity.issuer!r}; "
-                f"run `edgetds connector explain` to see which claims the roles look at",
-            )
+    @property
+    def max_statement_bytes(self) -> int:
+        """The largest ``max_statement_bytes`` of a role that runs ad-hoc SQL (what READY
+        announces: the relay refuses longer SQL for everyone, each role enforces its own)."""
+        sizes = [r.max_statement_bytes for r in self.roles if r.allow_sql]
+        return max(sizes, default=DEFAULT_STATEMENT_BYTES)
+
+    def needs_read_only_check(self, identity: Identity, request: QueryRequest) -> bool:
+        """Whether :meth:`authorize` would parse ``request.sql``: some role that matches the
+        identity is read-only, runs ad-hoc SQL and takes a statement of this size."""
+        roles = self._matching(identity, request)
+        return not isinstance(roles, Decision) and any(
+            _needs_check(role, request) for role in roles
+        )
+
+    def authorize(
+        self,
+        identity: Identity,
+        request: QueryRequest,
+        *,
+        read_only: ReadOnlyVerdict | None = None,
+    ) -> Decision:
+        """Pick the role for this identity and request, or refuse (see module docstring).
+
+        Args:
+            identity: the verified end user.
+            request: what the user asked to run.
+            read_only: ``check_read_only(request.sql)`` when the caller already has it (the
+                connector computes it in a worker thread); None checks here, if a role needs it.
+        """
+        roles = self._matching(identity, request)
+        if isinstance(roles, Decision):
+            return roles
         first: Decision | None = None
-        for role in matching:
-            decision = _try_role(role, request)
+        for role in roles:
+            if read_only is None and _needs_check(role, request):
+                assert request.sql is not None
+                read_only = check_read_only(request.sql)
+            decision = _try_role(role, request, read_only)
             if decision.allowed:
                 return decision
             first = first or decision
         assert first is not None
         return first
 
+    def _matching(self, identity: Identity, request: QueryRequest) -> Decision | Sequence[Role]:
+        """The roles that match ``identity`` in file order, or the refusal if there are none."""
+        if (request.sql is None) == (request.query is None):
+            return _refuse("request.invalid", "send exactly one of 'sql' or 'query'")
+        try:
+            for rule in self.deny:
+                hits = rule.hits(identity)
+                if hits:
+                    why = f": {rule.reason}" if rule.reason else ""
+                    return _refuse(
+                        "policy.denied", f"denied by deny rule #{rule.index} ({hits[0]}){why}"
+                    )
+            matching = [role for role in self.roles if role.hits(identity)]
+        except ClaimShapeError as exc:
+            return _refuse("policy.denied", _unusable(exc))
+        if not matching:
+            return _refuse(
+                "policy.denied",
+                f"no role matches subject {identity.subject!r} of issuer {identity.issuer!r}; "
+                f"run `edgetds connector explain` to see which claims the roles look at",
+            )
+        return matching
+
     def explain(self, identity: Identity) -> str:
         """Human-readable: which deny rules and roles this identity matches, and why."""
         lines = [
             f"subject {identity.subject!r}, issuer {identity.issuer!r} (policy {self.source})",
         ]
-        paths = sorted(
-            {p for r in self.roles for p in r.match.rules}
-            | {p for d in self.deny for p in d.match.rules}
+        looks = sorted(
+            {(p, r.split) for role in self.roles for p, r in role.match.rules.items()}
+            | {(p, r.split) for deny in self.deny for p, r in deny.match.rules.items()}
         )
-        for path in paths:
-            values = sorted(claim_values(identity, path))
-            lines.append(f"  claim {path}: {values if values else '(absent)'}")
+        for path, split in looks:
+            label = f"{path} (split on spaces)" if split else path
+            try:
+                values = sorted(claim_values(identity, path, split=split), key=str)
+            except ClaimShapeError as exc:
+                lines.append(f"  claim {label}: UNUSABLE: {exc}")
+                continue
+            lines.append(f"  claim {label}: {values if values else '(absent)'}")
         denied = False
+        unusable: ClaimShapeError | None = None
         for rule in self.deny:
-            hits = rule.hits(identity)
-            if hits:
+            hits, problem = _hits(rule, identity)
+            if problem is not None:
+                unusable = unusable or problem
+                lines.append(f"  deny rule #{rule.index}: cannot be evaluated ({problem})")
+            elif hits:
                 denied = True
                 lines.append(f"DENIED by deny rule #{rule.index} ({', '.join(hits)}) {rule.reason}")
         chosen = None
         for role in self.roles:
-            hits = role.hits(identity)
+            hits, problem = _hits(role, identity)
+            if problem is not None:
+                unusable = unusable or problem
+                lines.append(f"  role {role.name}: cannot be evaluated ({problem})")
+                continue
             if not hits:
                 why = f"needs one of {_describe(role.match)}"
                 if role.issuers and identity.issuer not in role.issuers:
                     why = f"only for issuers {sorted(role.issuers)}"
                 lines.append(f"  role {role.name}: no match ({why})")
                 continue
-            mark = "" if chosen or denied else "  <- first match, tried first"
+            mark = "" if chosen or denied or unusable else "  <- first match, tried first"
             chosen = chosen or role
             lines.append(f"  role {role.name}: MATCH via {', '.join(hits)}{mark}")
             lines.append(f"      {role.summary()}")
-        if denied:
+        if unusable is not None:
+            lines.append(f"result: every query is refused (policy.denied): {_unusable(unusable)}")
+        elif denied:
             lines.append("result: every query is refused (policy.denied)")
         elif chosen is None:
             lines.append("result: no role matches; every query is refused (policy.denied)")
@@ -314,15 +504,39 @@ class Policy:
         return "\n".join(lines)
 
 
+def _hits(rule: DenyRule | Role, identity: Identity) -> tuple[list[str], ClaimShapeError | None]:
+    """``rule.hits(identity)``, or the reason it cannot be evaluated."""
+    try:
+        return rule.hits(identity), None
+    except ClaimShapeError as exc:
+        return [], exc
+
+
+def _unusable(exc: ClaimShapeError) -> str:
+    return f"{exc}; the policy cannot be evaluated for this token (fix the IdP's claim mapping)"
+
+
 def _describe(matcher: Matcher) -> str:
-    return ", ".join(f"{p} in {sorted(v)}" for p, v in matcher.rules.items())
+    return ", ".join(
+        f"{p} in {sorted(r.values, key=str)}" + (" (split on spaces)" if r.split else "")
+        for p, r in matcher.rules.items()
+    )
 
 
 def _refuse(code: str, reason: str, role: Role | None = None) -> Decision:
     return Decision(allowed=False, code=code, reason=reason, role=role)
 
 
-def _try_role(role: Role, request: QueryRequest) -> Decision:
+def _needs_check(role: Role, request: QueryRequest) -> bool:
+    return (
+        request.sql is not None
+        and role.allow_sql
+        and role.read_only
+        and request.sql_bytes <= role.max_statement_bytes
+    )
+
+
+def _try_role(role: Role, request: QueryRequest, read_only: ReadOnlyVerdict | None) -> Decision:
     if request.query is not None:
         template = role.queries.get(request.query)
         if template is None:
@@ -356,10 +570,18 @@ def _try_role(role: Role, request: QueryRequest) -> Decision:
             f"role {role.name!r} runs named queries only (allow_sql = false)",
             role,
         )
+    if request.sql_bytes > role.max_statement_bytes:
+        return _refuse(
+            "request.too_large",
+            f"role {role.name!r} accepts statements up to {role.max_statement_bytes} bytes "
+            f"(UTF-8); this one is {request.sql_bytes}: send a shorter statement, pass values "
+            "as parameters, or use a named query",
+            role,
+        )
     if role.read_only:
-        verdict = check_read_only(request.sql)
-        if not verdict.allowed:
-            return _refuse("policy.not_read_only", f"role {role.name!r}: {verdict.reason}", role)
+        assert read_only is not None  # authorize() computed it, or the caller passed it
+        if not read_only.allowed:
+            return _refuse("policy.not_read_only", f"role {role.name!r}: {read_only.reason}", role)
     kind = "read-only SQL" if role.read_only else "ad-hoc SQL"
     return Decision(allowed=True, reason=f"role {role.name!r}: {kind}", role=role, sql=request.sql)
 
@@ -401,24 +623,69 @@ class _Loader:
             raise PolicyError(self.problems)
         return Policy(roles, deny, source=self.source)
 
-    def matcher(self, table: str, raw: Any) -> Matcher | None:
+    def matcher(self, table: str, raw: Any, *, deny: bool = False) -> Matcher | None:
         if not isinstance(raw, Mapping) or not raw:
             example = '{ groups = ["analysts"] }'
             self.problem(table, f"key 'match': a table of claim path -> [values], e.g. {example}")
             return None
-        rules: dict[str, frozenset[str]] = {}
-        for path, values in raw.items():
-            if isinstance(values, str):
-                values = [values]
-            if (
-                not isinstance(values, list)
-                or not values
-                or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values)
-            ):
-                self.problem(table, f"key 'match.{path}': a non-empty list of strings")
-                continue
-            rules[str(path)] = frozenset(str(v) for v in values)
-        return Matcher(MappingProxyType(rules))
+        rules: dict[str, ClaimRule] = {}
+        for path, spec in raw.items():
+            rule = self.claim_rule(table, str(path), spec)
+            if rule is not None:
+                rules[str(path)] = rule
+        return Matcher(MappingProxyType(rules), fold=deny)
+
+    def claim_rule(self, table: str, path: str, spec: Any) -> ClaimRule | None:
+        where = f"key 'match.{path}'"
+        split = False
+        if isinstance(spec, Mapping):
+            unknown = sorted(set(spec) - {"values", "split"})
+            if unknown:
+                self.problem(table, f"{where}: unknown key(s) {unknown} (allowed: values, split)")
+                return None
+            mode = spec.get("split")
+            if mode is not None and mode != "space":
+                self.problem(
+                    table,
+                    f'{where}: split = {mode!r} is not supported; the only mode is "space" (for '
+                    f"a claim that is one space-delimited string, such as scope or scp)",
+                )
+                return None
+            split = mode == "space"
+            if split and (path in _LIST_CLAIMS or path.endswith(".roles")):
+                self.problem(
+                    table,
+                    f'{where}: split = "space" is for a claim that is ONE space-delimited '
+                    f"string (scope, scp); {path!r} is a list of names, each matched whole: "
+                    f"remove split",
+                )
+                return None
+            spec = spec.get("values")
+        values = [spec] if isinstance(spec, str) else spec
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values)
+        ):
+            self.problem(table, f"{where}: a non-empty list of strings (or integers)")
+            return None
+        ok = True
+        for value in values:
+            if isinstance(value, str) and (not value or value != value.strip()):
+                self.problem(
+                    table,
+                    f"{where}: value {value!r} is empty or has leading/trailing whitespace; "
+                    f"claim values are matched exactly, so it would never match",
+                )
+                ok = False
+            elif split and isinstance(value, str) and " " in value:
+                self.problem(
+                    table,
+                    f'{where}: value {value!r} contains a space, but split = "space" splits the '
+                    f"claim into single words, so it would never match",
+                )
+                ok = False
+        return ClaimRule(frozenset(values), split=split) if ok else None
 
     def issuers(self, table: str, raw: Mapping[str, Any]) -> frozenset[str]:
         value = raw.get("issuers", [])
@@ -435,7 +702,7 @@ class _Loader:
         for key in raw:
             if key not in ("match", "issuers", "reason"):
                 self.problem(table, f"unknown key {key!r} (allowed: match, issuers, reason)")
-        match = self.matcher(table, raw.get("match"))
+        match = self.matcher(table, raw.get("match"), deny=True)
         reason = raw.get("reason", "")
         if not isinstance(reason, str):
             self.problem(table, "key 'reason': a string")
@@ -473,8 +740,12 @@ class _Loader:
         caps: dict[str, int] = {}
         for cap, cap_default in _DEFAULT_CAPS.items():
             number = raw.get(cap, cap_default)
+            most = _CAP_MAXIMUM.get(cap)
             if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
                 self.problem(table, f"key {cap!r}: a positive integer")
+                number = cap_default
+            elif most is not None and number > most:
+                self.problem(table, f"key {cap!r}: at most {most}")
                 number = cap_default
             caps[cap] = number
         queries = self.queries(table, raw.get("queries", {}), read_only=flags["read_only"])
@@ -492,6 +763,8 @@ class _Loader:
             max_rows=caps["max_rows"],
             max_bytes=caps["max_bytes"],
             timeout_ms=caps["timeout_ms"],
+            max_statement_bytes=caps["max_statement_bytes"],
+            max_concurrent_per_identity=caps["max_concurrent_per_identity"],
         )
 
     def queries(self, table: str, raw: Any, *, read_only: bool) -> dict[str, QueryTemplate]:

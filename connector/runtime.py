@@ -223,6 +223,7 @@ class Connector:
                 on_ready=functools.partial(self._on_link_ready, index == 0),
                 on_relay_drain=functools.partial(_set_event, replace),
                 caps=(CHECKPOINT_CAP,) if self.checkpoints is not None else (),
+                max_statement_bytes=self.service.policy.max_statement_bytes,
             )
             link.ops = self.ops
             nursery.start_soon(self._run_link, link, result, ended)

@@ -4,10 +4,16 @@
    connection's session id, a fresh timestamp, every hash recomputed from the frame, and a
    connector-wide replay cache of nonces and query ids (a query id is never executed twice, even
    across HA connections).
-2. The connector-wide concurrency cap (excess refused with ``limits.too_many_queries``).
-3. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
-4. The policy (connector/policy.py): role, read-only check, named queries, caps.
-5. Parameters decoded into typed, bound values (connector/encode.py).
+2. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
+3. The policy (connector/policy.py): role, statement size, named queries, caps, and the
+   read-only check, which parses in a worker thread within a time budget taken from the query's
+   timeout (connector/_readonly.py `ReadOnlyChecker`): the event loop never parses.
+4. Parameters decoded into typed, bound values (connector/encode.py).
+5. Fair admission (`protocol.FairAdmission`): an identity with its role's
+   ``max_concurrent_per_identity`` queries running or waiting is refused at once; when all
+   ``max_concurrent_queries`` slots are taken the query waits (at most `ADMISSION_WAIT_S`, counted
+   against its timeout) and each freed slot goes to the waiting identity with the fewest running.
+   Refusals are ``limits.too_many_queries`` with ``"limit": "identity"`` or ``"connector"``.
 6. Execution and streaming (connector/execute.py) with the smaller of role caps and request
    options; then exactly one terminal DONE or ERROR line, and one audit record.
 
@@ -18,14 +24,17 @@ SQL parameter values or SQL Server error texts (which can quote values).
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
 from connector.audit import AuditLog, query_record
 from connector.audit import Outcome as AuditOutcome
 from connector.encode import ParamError, decode_params, ndjson_line
@@ -37,17 +46,29 @@ from connector.execute import (
     QueryFailed,
     execute,
 )
-from connector.policy import Decision, Policy, QueryRequest
+from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
 from connector.tunnel import StreamSink, TunnelLink
 from edgetds.oidc import AuthError as TokenError
 from edgetds.oidc import Identity, TokenVerifier
-from protocol import ATTESTATION_MAX_SKEW, AuthError, ReplayCache, events, verify_attestation
+from protocol import (
+    ATTESTATION_MAX_SKEW,
+    AuthError,
+    FairAdmission,
+    ReplayCache,
+    events,
+    verify_attestation,
+)
 
 __all__ = ["AuditEvent", "QueryService"]
 
 log = logging.getLogger("edgetds.connector.query")
 
+
+#: How long a query may wait for a connector slot when all are taken (then limits.too_many_queries).
+ADMISSION_WAIT_S = 5.0
+#: Most queries waiting for a connector slot; beyond it a full connector refuses at once.
+MAX_WAITING = 10_000
 
 #: error codes that mean "refused before reaching SQL Server" in the audit log
 _REFUSED_PREFIXES = ("auth.", "policy.", "request.", "query.duplicate", "limits.too_many")
@@ -118,6 +139,14 @@ def _typed_params(raw: Mapping[str, Any], types: Mapping[str, str]) -> dict[str,
     return out
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A query waiting for a connector slot."""
+
+    granted: bool = False
+    event: trio.Event = field(default_factory=trio.Event)
+
+
 class QueryService:
     """The `QueryHandler` the tunnel links call for every QUERY."""
 
@@ -142,10 +171,14 @@ class QueryService:
         self.fetch_rows = fetch_rows
         self.clock = clock
         self.replay = ReplayCache(ttl=2 * ATTESTATION_MAX_SKEW + 5)
+        #: queries admitted (running), across every tunnel link
         self.in_flight = 0
+        self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
         self.counts: dict[str, int] = {}
         #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
         self.ops: Any = None
+        #: parses statements for read-only roles off the event loop
+        self.read_only = ReadOnlyChecker()
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -156,7 +189,6 @@ class QueryService:
         started = time.monotonic()
         ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
         ev.sql, ev.query, ev.params = query.sql, query.query, query.params
-        counted = False
         if self.ops is not None:
             self.ops.query_started()
         try:
@@ -170,13 +202,6 @@ class QueryService:
                 )
             except AuthError as exc:
                 raise QueryFailed(str(exc.error_code), str(exc)) from None
-            if self.in_flight >= self.max_concurrent:
-                raise QueryFailed(
-                    "limits.too_many_queries",
-                    f"the connector runs at most {self.max_concurrent} queries at once; retry",
-                )
-            self.in_flight += 1
-            counted = True
             outcome = await self._run(query, sink, cancel, ev)
             ev.rows, ev.bytes, ev.result_sets = outcome.rows, outcome.bytes, outcome.result_sets
             done: dict[str, Any] = {
@@ -194,8 +219,6 @@ class QueryService:
             ev.result_sets = exc.outcome.result_sets
             await sink.finish(ndjson_line(exc.record(query.query_id)), error=True)
         finally:
-            if counted:
-                self.in_flight -= 1
             ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             self._count(ev.outcome)
             if self.ops is not None:
@@ -221,7 +244,11 @@ class QueryService:
             if self.audit is not None:
                 try:
                     with trio.CancelScope(shield=True):
-                        await self.audit.write(ev.record())
+                        # the record's fingerprint tokenizes the SQL: off the event loop too
+                        text = ev.sql if ev.sql is not None else ev.statement_sql
+                        lane = self.read_only.limiter_for(text)
+                        record = await trio.to_thread.run_sync(ev.record, limiter=lane)
+                        await self.audit.write(record)
                 except Exception:  # the audit log failing must be loud, never silent
                     log.exception("audit record could not be written")
 
@@ -233,9 +260,23 @@ class QueryService:
         except TokenError as exc:
             raise QueryFailed(exc.code, exc.message) from None
         ev.subject, ev.issuer = identity.subject, identity.issuer
-        decision: Decision = self.policy.authorize(
-            identity, QueryRequest(sql=query.sql, query=query.query, params=query.params)
-        )
+        request = QueryRequest(sql=query.sql, query=query.query, params=query.params)
+        options = query.options
+        asked_ms = _opt_int(options.get("timeout_ms"))
+        checked = time.monotonic()
+        verdict: ReadOnlyVerdict | None = None
+        if query.sql is not None and self.policy.needs_read_only_check(identity, request):
+            budget_s = asked_ms / 1000 if asked_ms and asked_ms > 0 else math.inf
+            try:
+                verdict = await self.read_only.check(query.sql, budget_s=budget_s)
+            except CheckTimeout as exc:
+                raise QueryFailed(
+                    "policy.check_timeout",
+                    f"{exc}: the statement is too long or too complex to check for a read-only "
+                    "role; send a shorter statement, raise timeout_ms, or use a named query",
+                ) from None
+        check_ms = (time.monotonic() - checked) * 1000
+        decision: Decision = self.policy.authorize(identity, request, read_only=verdict)
         if decision.role is not None:
             ev.role = decision.role.name
         if not decision.allowed:
@@ -252,30 +293,98 @@ class QueryService:
         ev.statement_sql = decision.sql
         ev.log_param_values = decision.role.log_param_values
         ev.param_types = {name: p.sql_type for name, p in zip(raw, bound, strict=True)}
-        options = query.options
         max_rows, max_bytes, timeout_ms = decision.limits(
-            max_rows=_opt_int(options.get("max_rows")),
-            timeout_ms=_opt_int(options.get("timeout_ms")),
+            max_rows=_opt_int(options.get("max_rows")), timeout_ms=asked_ms
         )
+        # the check's time counts against the query's timeout
+        if timeout_ms - check_ms <= 0:
+            raise QueryFailed(
+                "query.timeout",
+                f"the read-only check took {check_ms:.0f} ms of the query's {timeout_ms} ms",
+            )
         context = dict(
             zip(CONTEXT_KEYS, (identity.subject, identity.issuer, query.query_id), strict=True)
-        )
-        req = ExecRequest(
-            query_id=query.query_id,
-            sql=decision.sql,
-            params=bound,
-            context=context,
-            max_rows=max_rows,
-            max_bytes=max_bytes,
-            timeout_s=timeout_ms / 1000 if timeout_ms else None,
-            chunk_bytes=min(32 * 1024, sink.link.max_payload),
-            fetch_rows=self.fetch_rows,
         )
         try:
             pool = self.pools[decision.role.login]
         except KeyError as exc:
             raise QueryFailed("internal", str(exc.args[0])) from None
-        return await execute(pool, req, sink, cancel)
+        left_ms = timeout_ms - check_ms
+        wait_s = min(ADMISSION_WAIT_S, left_ms / 1000) if timeout_ms else ADMISSION_WAIT_S
+        key = f"{identity.issuer}\n{identity.subject}"
+        async with self._slot(key, decision.role, wait_s=wait_s) as waited_s:
+            if timeout_ms:  # the check and the admission wait count against the query's timeout
+                timeout_ms = max(1, round(left_ms - waited_s * 1000))
+            req = ExecRequest(
+                query_id=query.query_id,
+                sql=decision.sql,
+                params=bound,
+                context=context,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+                timeout_s=timeout_ms / 1000 if timeout_ms else None,
+                chunk_bytes=min(32 * 1024, sink.link.max_payload),
+                fetch_rows=self.fetch_rows,
+            )
+            return await execute(pool, req, sink, cancel)
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Hand every free connector slot to a waiting query, fairest first."""
+        free = self.max_concurrent - self.admission.statistics().admitted
+        if free > 0 and self.admission.waiting():
+            for _key, waiter in self.admission.grant(free):
+                waiter.granted = True
+                waiter.event.set()
+
+    def _give_back(self, key: str, waiter: _Waiter) -> None:
+        if waiter.granted:
+            self.admission.release(key)
+            self._pump()
+        else:
+            self.admission.withdraw(key, waiter)
+
+    @asynccontextmanager
+    async def _slot(self, key: str, role: Role, *, wait_s: float) -> AsyncIterator[float]:
+        """Admit one query of identity `key` (step 5); yields the seconds it waited."""
+        waiter = _Waiter()
+        limit = role.max_concurrent_per_identity
+        refusal = self.admission.offer(key, waiter, limit=limit)
+        if refusal == "identity":
+            raise QueryFailed(
+                "limits.too_many_queries",
+                f"role {role.name!r} lets one identity run at most {limit} queries at once on "
+                "this connector (max_concurrent_per_identity); wait for one to finish, then retry",
+                limit="identity",
+            )
+        if refusal == "tunnel":
+            raise self._full(f"{MAX_WAITING} queries are already waiting")
+        self._pump()
+        started = trio.current_time()
+        try:
+            with trio.move_on_after(wait_s):
+                await waiter.event.wait()
+        except BaseException:  # cancelled while waiting (perhaps just granted): give it back
+            self._give_back(key, waiter)
+            raise
+        if not waiter.granted:
+            self._give_back(key, waiter)
+            raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
+        self.in_flight += 1
+        try:
+            yield trio.current_time() - started
+        finally:
+            self.in_flight -= 1
+            self._give_back(key, waiter)
+
+    def _full(self, why: str) -> QueryFailed:
+        return QueryFailed(
+            "limits.too_many_queries",
+            f"the connector runs at most {self.max_concurrent} queries at once "
+            f"(max_concurrent_queries) and {why}; retry after the Retry-After delay",
+            limit="connector",
+        )
 
 
 def _opt_int(value: Any) -> int | None:

@@ -35,6 +35,7 @@ from connector.config import TunnelConfig
 from connector.execute import CancelToken, QueryFailed, SinkClosed
 from protocol import (
     CHECKPOINT_CAP,
+    DEFAULT_STATEMENT_BYTES,
     SUBPROTOCOL,
     AuthError,
     CloseCode,
@@ -242,6 +243,7 @@ class TunnelLink:
         on_ready: Callable[[TunnelLink], None] | None = None,
         on_relay_drain: Callable[[TunnelLink], None] | None = None,
         limits: Limits | None = None,
+        max_statement_bytes: int = DEFAULT_STATEMENT_BYTES,
         clock: Callable[[], float] = time.time,
         caps: tuple[str, ...] = (),
     ) -> None:
@@ -258,6 +260,8 @@ class TunnelLink:
         self._clock = clock
         max_streams = min(128, cfg.max_concurrent_queries)
         self.limits = limits or Limits(max_streams=max_streams)
+        #: announced in READY: the relay refuses longer ad-hoc SQL (the largest of any role's)
+        self.max_statement_bytes = max_statement_bytes
         self.conn = Connection(Role.CONNECTOR, limits=self.limits)
         self.ws: ClientConnection | None = None
         self._send_lock = trio.Lock()
@@ -516,6 +520,7 @@ class TunnelLink:
                     max_streams=self.limits.max_streams,
                     caps=self.caps,
                     max_frame=self.limits.max_frame,
+                    max_statement_bytes=self.max_statement_bytes,
                 )
             )
             self.ready = True

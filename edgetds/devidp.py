@@ -189,12 +189,15 @@ class DevIdP:
         extra_claims: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         now = int(time.time())
+        # An already expired token (expires_in <= 0) was issued 300 s before it expired: a token
+        # issued after its own expiry is malformed, and verifiers refuse it as such.
+        issued = now if expires_in > 0 else now + expires_in - 300
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": sub,
             "aud": aud if isinstance(aud, str) else list(aud),
-            "iat": now,
-            "nbf": now,
+            "iat": issued,
+            "nbf": issued,
             "exp": now + expires_in,
             "jti": secrets.token_urlsafe(16),
         }
@@ -337,7 +340,11 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     token_p.add_argument("--sub", required=True, help="subject (the user's id)")
-    token_p.add_argument("--groups", default="", help="comma-separated groups, e.g. analysts,ops")
+    token_p.add_argument(
+        "--groups",
+        default="",
+        help="comma-separated groups, each kept whole, e.g. 'analysts,finance admins'",
+    )
     token_p.add_argument("--aud", default="edgetds", help="audience (default edgetds)")
     token_p.add_argument("--expires-in", type=int, default=300, help="seconds (default 300)")
     token_p.add_argument("--alg", choices=ALGORITHMS, default="RS256", help="default RS256")
@@ -382,7 +389,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
             extra[name] = json.loads(value) if sep else None
         except json.JSONDecodeError:
             extra[name] = value
-    groups = [g for g in args.groups.split(",") if g]
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     print(
         idp.mint(
             sub=args.sub,

@@ -7,14 +7,19 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
    parsing (``auth.invalid_token``).
 2. Read the *unverified* ``iss`` claim only to pick the issuer; an issuer that is not configured is
    refused (``auth.unknown_issuer``) before any key is looked up or fetched.
+   Header and payload are parsed strictly first (edgetds/_idtoken.py: no duplicate member names,
+   no NaN, bounded nesting and numbers), so what is checked is what the signature covers.
 3. The header ``alg`` must be in that issuer's allowlist (default RS256, ES256, EdDSA; ``none`` and
    HS* are never accepted) and the key found by ``kid`` in *our* copy of the issuer's JWKS must be
    of the matching type (RSA for RS*/PS*, the right EC curve for ES*, OKP for EdDSA). The ``jku``,
    ``x5u``, ``jwk`` and ``x5c`` headers are ignored entirely: keys only come from configuration.
+   ``crit``, ``cty`` and ``b64`` are refused, and ``typ`` must be ``JWT`` or ``at+jwt``.
 4. Keys are cached per issuer; an unknown ``kid`` triggers a refresh, at most one per
    ``min_refresh_interval_s`` per issuer, so a flood of random kids costs at most one fetch.
-5. pyjwt checks the signature with ``algorithms=[alg]`` (one explicit algorithm), ``exp``, ``iss``
-   and ``aud`` required, ``nbf``/``iat`` checked when present, with ``leeway_s`` of clock skew.
+5. pyjwt checks the signature with ``algorithms=[alg]`` (one explicit algorithm); then the claims
+   are checked by edgetds/_idtoken.py: ``exp``, ``iss``, ``sub`` and ``aud`` required with their
+   JSON types, ``nbf``/``iat`` checked when present, with ``leeway_s`` of clock skew, and a
+   lifetime of at most the issuer's ``max_token_lifetime_s`` (default 24 h).
 6. A token that passed all of the above is remembered by its sha256 (at most
    ``verified_cache_size``, 0 = off), so the same token sent again skips the signature check: a
    remembered verification is used only while the exact key object that verified it is still the
@@ -46,6 +51,7 @@ Configuration (a TOML table, passed as a dict to :meth:`TokenVerifier.from_confi
     jwks_uri = "https://idp.internal/keys"   # skip discovery
     audience = ["api://edgetds", "edgetds"]  # overrides the default audience
     algorithms = ["ES256"]
+    max_token_lifetime_s = 3600              # refuse tokens valid longer (default 86400)
 
     [[identity.issuers]]
     issuer = "https://offline.example"
@@ -57,8 +63,6 @@ development with ``edgetds dev-idp``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -77,8 +81,17 @@ import jwt
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from edgetds._idtoken import (
+    DEFAULT_MAX_TOKEN_LIFETIME_S,
+    AuthError,
+    check_claims,
+    check_header,
+    parse_token,
+)
+
 __all__ = [
     "DEFAULT_ALGORITHMS",
+    "DEFAULT_MAX_TOKEN_LIFETIME_S",
     "AuthError",
     "Identity",
     "IssuerConfig",
@@ -100,15 +113,6 @@ SUPPORTED_ALGORITHMS = frozenset(_RSA_ALGS | set(_EC_CURVES) | {"EdDSA"})
 _ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _MAX_KEYS = 100
-
-
-class AuthError(Exception):
-    """A token was refused. ``code`` is a FIXED protocol error code (``auth.*`` or ``internal``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,10 +169,18 @@ class IssuerConfig:
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     jwks_uri: str | None = None
     jwks_file: Path | None = None
+    #: tokens valid for longer than this (exp - iat) are refused
+    max_token_lifetime_s: float = DEFAULT_MAX_TOKEN_LIFETIME_S
 
     def __post_init__(self) -> None:
         if not self.audiences:
             raise ValueError(f"issuer {self.issuer!r}: no audience configured")
+        lifetime = self.max_token_lifetime_s
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
+            raise ValueError(
+                f"issuer {self.issuer!r}: max_token_lifetime_s must be a positive number of "
+                f"seconds (default {DEFAULT_MAX_TOKEN_LIFETIME_S})"
+            )
         bad = [a for a in self.algorithms if a not in SUPPORTED_ALGORITHMS]
         if bad or not self.algorithms:
             raise ValueError(
@@ -225,7 +237,7 @@ class TokenVerifier:
         #: token sha256 -> (its Identity, the key object that verified it); insertion order
         self._verified: dict[str, tuple[Identity, Any]] = {}
         self.verified_cache_size = int(verified_cache_size)
-        self._clock = clock  # the wall clock exp is compared with (pyjwt uses the same)
+        self._clock = clock  # the wall clock exp, nbf and iat are compared with
         if not self._issuers:
             raise ValueError("no issuers configured: add at least one [[identity.issuers]] table")
         self.leeway_s = leeway_s
@@ -250,6 +262,7 @@ class TokenVerifier:
         *,
         base_dir: str | Path = ".",
         http_client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> TokenVerifier:
         """Build from the ``[identity]`` TOML table (see the module docstring for its shape).
 
@@ -280,7 +293,16 @@ class TokenVerifier:
             if not isinstance(raw, Mapping):
                 raise ValueError(f"{where}: expected a table")
             _no_unknown_keys(
-                raw, {"issuer", "audience", "algorithms", "jwks_uri", "jwks_file"}, where
+                raw,
+                {
+                    "issuer",
+                    "audience",
+                    "algorithms",
+                    "jwks_uri",
+                    "jwks_file",
+                    "max_token_lifetime_s",
+                },
+                where,
             )
             issuer = raw.get("issuer")
             if not isinstance(issuer, str) or not issuer:
@@ -298,6 +320,9 @@ class TokenVerifier:
                         algorithms=tuple(algs),
                         jwks_uri=raw.get("jwks_uri"),
                         jwks_file=(base / jwks_file) if jwks_file else None,
+                        max_token_lifetime_s=raw.get(
+                            "max_token_lifetime_s", DEFAULT_MAX_TOKEN_LIFETIME_S
+                        ),
                     )
                 )
             except ValueError as exc:
@@ -308,7 +333,7 @@ class TokenVerifier:
                 raise ValueError(f"[identity]: key {key!r} must be a non-negative number")
         if "ca_file" in opts:
             opts["ca_file"] = base / opts["ca_file"]
-        return cls(issuers, http_client=http_client, **opts)
+        return cls(issuers, http_client=http_client, clock=clock, **opts)
 
     @property
     def issuers(self) -> tuple[str, ...]:
@@ -356,7 +381,7 @@ class TokenVerifier:
         remembered = self._remembered(digest) if digest is not None else None
         if remembered is not None:
             return remembered
-        header, payload = _split_unverified(token)
+        header, payload = parse_token(token)
         iss = payload.get("iss")
         if not isinstance(iss, str) or not iss:
             raise AuthError("auth.invalid_token", "token has no 'iss' claim")
@@ -373,22 +398,26 @@ class TokenVerifier:
                 f"algorithm {shown[:20]!r} is not allowed for issuer {iss!r} "
                 f"(allowed: {', '.join(cfg.algorithms)})",
             )
+        check_header(header)
         kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise AuthError("auth.invalid_token", "token header 'kid' is not a string")
         _, key = await self._key_for(entry, kid, alg)
-        claims = self._decode(token, key, alg, cfg)
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise AuthError("auth.invalid_token", "token has no 'sub' claim")
-        aud = claims["aud"]
+        self._check_signature(token, key, alg)
+        # The payload parsed above is exactly the bytes the signature covers: now it is verified.
+        sub, aud, exp = check_claims(
+            payload,
+            issuer=cfg.issuer,
+            audiences=cfg.audiences,
+            max_lifetime_s=cfg.max_token_lifetime_s,
+            leeway_s=self.leeway_s,
+            now=self._clock(),
+        )
         identity = Identity(
             subject=sub,
             issuer=iss,
-            audience=tuple(aud) if isinstance(aud, list) else (aud,),
-            claims=MappingProxyType(claims),
+            audience=aud,
+            claims=MappingProxyType(payload),
             token_sha256=digest or token_sha256(token),
-            expires_at=int(claims["exp"]),
+            expires_at=int(exp),
             algorithm=alg,
             key_id=kid,
         )
@@ -429,34 +458,15 @@ class TokenVerifier:
                 del self._verified[next(iter(self._verified))]  # the oldest
         self._verified[identity.token_sha256] = (identity, key)
 
-    def _decode(self, token: str, key: Any, alg: str, cfg: IssuerConfig) -> dict[str, Any]:
+    @staticmethod
+    def _check_signature(token: str, key: Any, alg: str) -> None:
+        """Verify the signature of ``token`` under ``key`` with exactly ``alg``."""
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key=key,
-                algorithms=[alg],
-                audience=list(cfg.audiences),
-                issuer=cfg.issuer,
-                leeway=self.leeway_s,
-                options={"require": ["exp", "iss", "aud"], "strict_aud": False},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("auth.expired", "token has expired; get a fresh one") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError("auth.invalid_token", "token is not valid yet (nbf/iat)") from None
-        except jwt.InvalidAudienceError:
-            raise AuthError(
-                "auth.wrong_audience",
-                f"token audience is not one of {list(cfg.audiences)}; request a token for it",
-            ) from None
-        except jwt.MissingRequiredClaimError as exc:
-            code = "auth.wrong_audience" if exc.claim == "aud" else "auth.invalid_token"
-            raise AuthError(code, f"token has no {exc.claim!r} claim") from None
+            jwt.PyJWS().decode_complete(token, key=key, algorithms=[alg])
         except jwt.InvalidSignatureError:
             raise AuthError("auth.invalid_token", "token signature does not verify") from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
             raise AuthError("auth.invalid_token", f"token refused: {type(exc).__name__}") from None
-        return claims
 
     async def _key_for(
         self, entry: _IssuerKeys, kid: str | None, alg: str
@@ -630,26 +640,6 @@ def _key_matches(key: Any, alg: str) -> bool:
     if alg == "EdDSA":
         return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
     return False
-
-
-def _b64url_json(segment: str, what: str) -> dict[str, Any]:
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
-        raise AuthError("auth.invalid_token", f"token {what} is not base64url JSON") from None
-    if not isinstance(value, dict):
-        raise AuthError("auth.invalid_token", f"token {what} is not a JSON object")
-    return value
-
-
-def _split_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise AuthError(
-            "auth.invalid_token", "token is not a signed JWT (header.payload.signature)"
-        )
-    return _b64url_json(parts[0], "header"), _b64url_json(parts[1], "payload")
 
 
 def _audiences(value: Any, where: str) -> tuple[str, ...]:

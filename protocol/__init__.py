@@ -2,12 +2,14 @@
 
 Bytes in, events out, for either role; no sockets, no clock, no threads. The frame header codec,
 the event classes, the state machine, credit-based flow control, and the Ed25519 helpers for the
-connector token, the relay HELLO and query attestations.
+connector token, the relay HELLO and query attestations. Also `FairAdmission`, the admission rule
+both relays and the connector apply to queries (SPEC.md 11.4).
 """
 
 from __future__ import annotations
 
 from . import events
+from ._admission import AdmissionStatistics, FairAdmission, Refusal
 from ._auth import (
     ATTESTATION_MAX_SKEW,
     TOKEN_LEEWAY,
@@ -39,7 +41,14 @@ from ._errors import (
     RemoteProtocolError,
     http_status,
 )
-from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_WINDOW, MIN_FRAME, Limits
+from ._flow import (
+    DEFAULT_FRAME,
+    DEFAULT_STATEMENT_BYTES,
+    MAX_FRAME_HARD,
+    MAX_WINDOW,
+    MIN_FRAME,
+    Limits,
+)
 from ._frames import HEADER_SIZE, VERSION, Frame, FrameReader, FrameType, encode_frame, parse_frame
 from ._json import canonical_json, loads_object
 from ._records import (
@@ -57,9 +66,13 @@ from ._state import ConnectionState, Role, StreamState
 SUBPROTOCOL = "edgetds.v1"
 
 __all__ = [
+    "AdmissionStatistics",
+    "FairAdmission",
+    "Refusal",
     "ATTESTATION_MAX_SKEW",
     "CHECKPOINT_CAP",
     "DEFAULT_FRAME",
+    "DEFAULT_STATEMENT_BYTES",
     "GENESIS",
     "HEADER_SIZE",
     "MAX_CHECKPOINT",

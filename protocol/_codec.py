@@ -17,7 +17,14 @@ from typing import Any
 
 from . import events as ev
 from ._checkpoint import MAX_CHECKPOINT, check_checkpoint
-from ._flow import DEFAULT_FRAME, MAX_FRAME_HARD, MAX_STREAMS_HARD, MIN_FRAME, Limits
+from ._flow import (
+    DEFAULT_FRAME,
+    DEFAULT_STATEMENT_BYTES,
+    MAX_FRAME_HARD,
+    MAX_STREAMS_HARD,
+    MIN_FRAME,
+    Limits,
+)
 from ._frames import MAX_STREAM_ID, Frame, FrameType
 from ._json import canonical_json, loads_object
 
@@ -65,7 +72,9 @@ def _ready(frame: Frame) -> ev.Ready:
     obj = loads_object(frame.payload)
     max_streams = _int(obj.get("max_streams"), "max_streams", 1, MAX_STREAMS_HARD)
     max_frame = _int(obj.get("max_frame", DEFAULT_FRAME), "max_frame", MIN_FRAME, MAX_FRAME_HARD)
-    return ev.Ready(_string(obj, "connector_id"), max_streams, _caps(obj), max_frame)
+    statement = obj.get("max_statement_bytes", DEFAULT_STATEMENT_BYTES)
+    max_statement = _int(statement, "max_statement_bytes", 1, MAX_FRAME_HARD)
+    return ev.Ready(_string(obj, "connector_id"), max_streams, _caps(obj), max_frame, max_statement)
 
 
 def _query(frame: Frame) -> ev.Query:
@@ -222,6 +231,7 @@ def _payload(event: ev.Event) -> bytes:
             "max_streams": event.max_streams,
             "caps": list(event.caps),
             "max_frame": event.max_frame,
+            "max_statement_bytes": event.max_statement_bytes,
         }
         return canonical_json(obj)
     if isinstance(event, ev.Query):

@@ -21,7 +21,7 @@ from typing import NoReturn
 from . import events as ev
 from ._codec import EVENT_TYPES, decode, encode
 from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._flow import MIN_FRAME, Limits, Window
+from ._flow import DEFAULT_STATEMENT_BYTES, MIN_FRAME, Limits, Window
 from ._frames import Frame, FrameReader, FrameType, encode_frame
 from ._records import error_record
 from ._state import (
@@ -72,6 +72,9 @@ class Connection:
         self.session_id: str | None = None
         #: Capabilities both sides announced (set when READY crossed).
         self.caps: frozenset[str] = frozenset()
+        #: The largest ad-hoc statement (UTF-8 bytes) the connector accepts: its READY's
+        #: ``max_statement_bytes`` (the default until READY crossed).
+        self.max_statement_bytes = DEFAULT_STATEMENT_BYTES
         self._peer = Role.CONNECTOR if role is Role.RELAY else Role.RELAY
         self._reader = FrameReader(max_payload=self.limits.max_frame)
         self._events: list[ev.Event] = []
@@ -415,6 +418,7 @@ class Connection:
         if not local:
             self._send_max_frame = event.max_frame
         self._max_streams = min(self._max_streams, event.max_streams)
+        self.max_statement_bytes = event.max_statement_bytes
         self.caps = self._hello_caps & frozenset(event.caps)
 
     def _open(self, sid: int, event: ev.Event, local: bool) -> None:

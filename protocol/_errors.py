@@ -63,6 +63,8 @@ class ErrorCode(enum.StrEnum):
     POLICY_NOT_READ_ONLY = "policy.not_read_only"
     #: The named query does not exist.
     POLICY_UNKNOWN_QUERY = "policy.unknown_query"
+    #: The read-only check of the statement did not finish within its time budget.
+    POLICY_CHECK_TIMEOUT = "policy.check_timeout"
     #: The tunnel does not exist.
     TUNNEL_UNKNOWN = "tunnel.unknown"
     #: The tunnel exists but no connector is connected.
@@ -122,6 +124,7 @@ _HTTP_STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_INVALID: 400,
     ErrorCode.REQUEST_TOO_LARGE: 413,
     ErrorCode.POLICY_UNKNOWN_QUERY: 404,
+    ErrorCode.POLICY_CHECK_TIMEOUT: 413,
     ErrorCode.TUNNEL_UNKNOWN: 404,
     ErrorCode.TUNNEL_NO_CONNECTOR: 503,
     ErrorCode.SQL_ERROR: 422,

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_FRAME",
+    "DEFAULT_STATEMENT_BYTES",
     "MAX_FRAME_HARD",
     "MAX_STREAMS_HARD",
     "MAX_WINDOW",
@@ -26,6 +27,9 @@ __all__ = [
 
 #: The default max frame payload (1 MiB).
 DEFAULT_FRAME = 1024 * 1024
+#: The default largest ad-hoc statement (UTF-8 bytes of the SQL text) a connector accepts (256 KiB),
+#: assumed when its READY does not say (connectors that predate READY ``max_statement_bytes``).
+DEFAULT_STATEMENT_BYTES = 256 * 1024
 #: The largest max frame payload an endpoint may announce (16 MiB; Cloudflare accepts 32 MiB).
 MAX_FRAME_HARD = 16 * 1024 * 1024
 #: The largest window: a window above 2^31-1 is a flow-control error.

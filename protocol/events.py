@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._flow import Limits
+from ._flow import DEFAULT_STATEMENT_BYTES, Limits
 
 __all__ = [
     "Cancel",
@@ -88,6 +88,9 @@ class Ready(Event):
     caps: tuple[str, ...] = ()
     #: The largest frame payload the connector accepts (the relay's QUERY frames must fit).
     max_frame: int = 1024 * 1024
+    #: The largest ad-hoc statement (UTF-8 bytes of ``sql``) any of the connector's roles accepts;
+    #: the relay refuses a longer one with ``request.too_large`` before sending it.
+    max_statement_bytes: int = DEFAULT_STATEMENT_BYTES
 
 
 @dataclass(frozen=True)

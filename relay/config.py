@@ -5,7 +5,8 @@ Shape (see examples/relay.toml and /work/briefs/integration.md)::
     [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
                        stats_token_sha256, audit_token_sha256, checkpoint_file
     [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }, or during a key rotation
-                       connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] }
+                       connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] };
+                       max_queries_per_identity (optional, default 32)
     [[issuers]]        issuer, audience[, jwks_uri | jwks_file, algorithms]: handed as they are
                        to edgetds.oidc.TokenVerifier (which checks them)
     [identity]         optional verifier options (leeway_s, max_token_bytes, ...; edgetds.oidc)
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 
+#: [tunnels.NAME] max_queries_per_identity when absent (the Worker's default too).
+DEFAULT_MAX_QUERIES_PER_IDENTITY = 32
+
+
 class ConfigError(Exception):
     """The relay configuration is unusable; the message says where and how to fix it."""
 
@@ -49,6 +54,9 @@ class Limits:
 
     #: Largest accepted HTTP request body (413 request.too_large above it).
     max_body_bytes: int = 1_048_576
+    #: Largest `params` of a query request, in bytes of its canonical JSON (400 request.invalid
+    #: above it, before anything is signed or sent; at most 2,100 parameters either way).
+    max_param_bytes: int = 262_144
     #: Default and maximum query time the relay waits for (the connector enforces it too).
     query_timeout_ms: int = 30_000
     #: Failed authentications allowed per client address: sustained rate and burst.
@@ -67,6 +75,10 @@ class Limits:
     deadline_grace_ms: int = 5_000
     #: How long a client-supplied query_id is remembered (duplicates refused with query.duplicate).
     query_id_ttl_s: float = 600.0
+    #: How long a query may wait for a free slot of a full tunnel (counted against its timeout_ms;
+    #: then 429 limits.too_many_queries, limit "tunnel"). Waiters are served fewest-in-flight
+    #: identity first (SPEC.md 11.4).
+    admission_wait_ms: int = 5_000
     #: Most client addresses / identities tracked by the rate limiters (oldest dropped first).
     max_tracked_keys: int = 100_000
 
@@ -78,6 +90,9 @@ class TunnelConfig:
 
     name: str
     connectors: Mapping[str, tuple[Ed25519PublicKey, ...]]
+    #: Queries one identity (issuer + subject) may have in flight or waiting on this tunnel; more
+    #: are refused at once with 429 limits.too_many_queries, limit "identity".
+    max_queries_per_identity: int = DEFAULT_MAX_QUERIES_PER_IDENTITY
 
     def registers(self, connector_id: str, public_key_hex: str) -> bool:
         """Whether ``public_key_hex`` (raw, hex) is a registered key of ``connector_id``."""
@@ -192,6 +207,8 @@ def parse_limits(table: Mapping[str, Any], *, where: str = "[limits]") -> Limits
     limits = Limits(**values)
     if limits.max_body_bytes < 1024:
         raise ConfigError(f"{where}: max_body_bytes must be at least 1024")
+    if limits.max_param_bytes < 1024:
+        raise ConfigError(f"{where}: max_param_bytes must be at least 1024")
     if limits.ping_interval_s <= 0 or limits.dead_after_s <= limits.ping_interval_s:
         raise ConfigError(f"{where}: need 0 < ping_interval_s < dead_after_s")
     return limits
@@ -203,7 +220,13 @@ def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelCo
         here = f"{where} [tunnels.{name}]"
         if not isinstance(body, Mapping):
             raise ConfigError(f"{here} must be a table")
-        _check_keys(body, {"connectors"}, here)
+        _check_keys(body, {"connectors", "max_queries_per_identity"}, here)
+        per_identity = body.get("max_queries_per_identity", DEFAULT_MAX_QUERIES_PER_IDENTITY)
+        if isinstance(per_identity, bool) or not isinstance(per_identity, int) or per_identity < 1:
+            raise ConfigError(
+                f"{here}: max_queries_per_identity must be a whole number >= 1 (queries one "
+                "identity may have in flight or waiting)"
+            )
         conns = body.get("connectors")
         if not isinstance(conns, Mapping) or not conns:
             raise ConfigError(
@@ -214,7 +237,9 @@ def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelCo
             str(cid): _connector_keys(value, where=f"{here} connectors.{cid}")
             for cid, value in conns.items()
         }
-        tunnels[name] = TunnelConfig(name=name, connectors=registered)
+        tunnels[name] = TunnelConfig(
+            name=name, connectors=registered, max_queries_per_identity=per_identity
+        )
     if not tunnels:
         raise ConfigError(f"{where}: no [tunnels.NAME] table; a relay without tunnels is useless")
     return tunnels

@@ -48,6 +48,7 @@ class HttpError(Exception):
         query_id: str | None = None,
         reason: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         #: What the refusal counters count it as (default: the error code).
@@ -60,13 +61,22 @@ class HttpError(Exception):
         self.hint = hint
         self.retry_after = retry_after
         self.query_id = query_id
+        #: Which limit a limits.too_many_queries refusal hit: "identity", "tunnel", "connector".
+        self.limit = limit
 
     def body(self) -> bytes:
-        return error_record(self.code, self.message, hint=self.hint, query_id=self.query_id)
+        return error_record(
+            self.code, self.message, hint=self.hint, query_id=self.query_id, limit=self.limit
+        )
 
 
 def error_record(
-    code: str, message: str, *, hint: str | None = None, query_id: str | None = None
+    code: str,
+    message: str,
+    *,
+    hint: str | None = None,
+    query_id: str | None = None,
+    limit: str | None = None,
 ) -> bytes:
     """One NDJSON `{"error": {...}}` line (with its newline), the shape of the HTTP API."""
     record: dict[str, Any] = {"code": code, "message": message}
@@ -74,6 +84,8 @@ def error_record(
         record["query_id"] = query_id
     if hint:
         record["hint"] = hint
+    if limit:
+        record["limit"] = limit
     return json.dumps({"error": record}, separators=(",", ":")).encode("utf-8") + b"\n"
 
 

@@ -6,7 +6,9 @@ Order of checks (cheapest first, nothing reaches a connector before the token is
 2. this address has not failed authentication too often (429, before any token work);
 3. the bearer token verifies (401 auth.*), then the identity's query rate (429 limits.rate_limited);
 4. the body is at most `max_body_bytes` (413) and a valid query request (400 request.invalid);
-5. a connection is picked (503 tunnel.no_connector / connector.draining, 429 too many queries), the
+5. the query is admitted (503 tunnel.no_connector / connector.draining; 429
+   limits.too_many_queries for an identity at its cap, or a tunnel still full after the admission
+   wait, which counts against timeout_ms; see relay/registry.py), a connection is picked, the
    client's query_id is new (409 query.duplicate), and the QUERY goes out with the attestation.
 
 Then the first event decides the response: COLUMNS/ROWS -> 200 NDJSON streamed as the payload bytes
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -41,7 +43,9 @@ from relay.request import QueryRequest, parse_query_request
 from relay.session import RelayStream
 
 if TYPE_CHECKING:
+    from edgetds.oidc import Identity
     from relay.app import RelayApp
+    from relay.registry import AdmissionSlot, Tunnel
 
 __all__ = ["handle_query"]
 
@@ -95,8 +99,44 @@ async def handle_query(
             f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
             status=408,
         )
-    req = parse_query_request(body, max_timeout_ms=limits.query_timeout_ms)
+    req = parse_query_request(
+        body, max_timeout_ms=limits.query_timeout_ms, max_param_bytes=limits.max_param_bytes
+    )
+    key = f"{identity.issuer}\n{identity.subject}"
+    wait_s = min(limits.admission_wait_ms, req.timeout_ms) / 1000
+
+    async def client_gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async with tunnel.slot(key, wait_s=wait_s, client_gone=client_gone) as slot:
+        if slot.waited_s > 0:  # the admission wait counts against the query's deadline
+            waited_ms = round(slot.waited_s * 1000)
+            req = replace(req, timeout_ms=max(1, req.timeout_ms - waited_ms))
+        await _send_admitted(app, tunnel, slot, receive, send, req, identity, token, started)
+
+
+async def _send_admitted(
+    app: RelayApp,
+    tunnel: Tunnel,
+    slot: AdmissionSlot,
+    receive: Receive,
+    send: Send,
+    req: QueryRequest,
+    identity: Identity,
+    token: str,
+    started: float,
+) -> None:
+    """Place an admitted query on a connection and relay its answer (steps 5 and on)."""
+    limits = app.config.limits
     session = tunnel.pick()
+    if req.sql_bytes > session.conn.max_statement_bytes:  # before any signing or encoding
+        raise HttpError(
+            "request.too_large",
+            f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
+            f"{session.conn.max_statement_bytes}: send a shorter statement, pass values as "
+            "parameters, or use a named query",
+        )
     attestation: dict[str, Any] = {}
 
     def make_query(stream_id: int, session_id: str) -> events.Query:
@@ -147,6 +187,7 @@ async def handle_query(
         stream = session.open_stream(make_query)
     except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
         raise HttpError("internal", f"could not send the query: {exc}") from None
+    tunnel.placed(slot)
     fields: dict[str, Any] = {
         "tunnel": tunnel.name,
         "connector": session.connector_id,
@@ -210,8 +251,11 @@ async def _relay_stream(
         if isinstance(first, events.Done | events.Error):
             status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
             ctype = NDJSON_TYPE if status == 200 else b"application/json"
+            headers = _qid(req)
+            if status == 429:  # a connector's limit: the client should come back later
+                headers.append((b"retry-after", b"1"))
             exchange.answered = True
-            await send_json(send, status, first.data, content_type=ctype, extra_headers=_qid(req))
+            await send_json(send, status, first.data, content_type=ctype, extra_headers=headers)
             nursery.cancel_scope.cancel()
             return _outcome(first), len(first.data)
         data, credit, terminal = _collect(stream, first)

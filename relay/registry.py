@@ -6,20 +6,45 @@ queries in flight; ties are broken round-robin so equal connections share the lo
 
 A reconnect with the same connector id is just one more connection: it serves at once, and older
 connections keep serving their in-flight queries until they close (nothing waits for them).
+
+Admission (SPEC.md 11.4) comes before the pick: `Tunnel.slot()` admits a query through the
+tunnel's `protocol.FairAdmission`. An identity at its `max_queries_per_identity` is refused at once;
+when every stream of every connection is taken, the query waits (bounded) and each slot that frees
+goes to the waiting identity with the fewest queries in flight. A granted slot is *reserved* until
+its QUERY is sent, so a slot is never promised twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import ReplayCache
+import trio
+
+from protocol import FairAdmission, ReplayCache
 from relay.config import TunnelConfig
 from relay.http import HttpError
 from relay.session import ConnectorSession
 
-__all__ = ["Registry", "Tunnel"]
+__all__ = ["AdmissionSlot", "Registry", "Tunnel"]
+
+#: Most queries waiting for a slot of one tunnel; beyond it a full tunnel refuses at once.
+MAX_WAITING = 10_000
+
+
+@dataclass(eq=False)
+class AdmissionSlot:
+    """One query's place in a tunnel's admission: waiting, then granted (a reserved slot until
+    `placed()`), then released when the query ends."""
+
+    key: str
+    granted: bool = False
+    reserved: bool = False
+    #: trio time spent waiting for the slot (counted against the query's timeout)
+    waited_s: float = 0.0
+    event: trio.Event = field(default_factory=trio.Event)
 
 
 class Tunnel:
@@ -34,11 +59,118 @@ class Tunnel:
         self.query_ids = ReplayCache(query_id_ttl_s, max_entries=1_000_000)
         #: Set when a reload removed this tunnel (its connections are drained).
         self.removed = False
+        self.admission: FairAdmission[AdmissionSlot] = FairAdmission(max_waiting=MAX_WAITING)
+        #: granted slots whose QUERY is not sent yet
+        self._reserved = 0
 
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
         # a reload may have unregistered its key, or removed this tunnel, during its handshake
         self._drain_unwelcome([session], close_after_s=0)
+        session.on_capacity = self.pump
+        self.pump()
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        """Streams the connections take now, less the slots granted but not yet used."""
+        return sum(s.free_streams for s in self.sessions) - self._reserved
+
+    def pump(self) -> None:
+        """Hand every free slot to a waiting query, fairest first."""
+        free = self.free_slots()
+        if free > 0 and self.admission.waiting():
+            for _key, slot in self.admission.grant(free):
+                slot.granted = slot.reserved = True
+                self._reserved += 1
+                slot.event.set()
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        key: str,
+        *,
+        wait_s: float,
+        client_gone: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[AdmissionSlot]:
+        """Admit one query of identity `key`, waiting at most `wait_s` for a slot of a full
+        tunnel; the slot is released (and handed on) when the block exits. `client_gone`
+        returns when the client hangs up: a query whose client left stops waiting.
+
+        Raises:
+            HttpError: tunnel.no_connector / connector.draining (nothing to wait for),
+                limits.too_many_queries with ``limit`` "identity" or "tunnel" (and Retry-After),
+                or query.cancelled (the client left while it waited).
+        """
+        self._connectable()
+        slot = AdmissionSlot(key)
+        limit = self.config.max_queries_per_identity
+        refusal = self.admission.offer(key, slot, limit=limit)
+        if refusal == "identity":
+            raise HttpError(
+                "limits.too_many_queries",
+                f"this identity already has {limit} queries in flight or waiting on tunnel "
+                f"{self.name!r} (max_queries_per_identity); wait for one to finish, then retry",
+                retry_after="1",
+                limit="identity",
+            )
+        if refusal == "tunnel":
+            raise self._full(f"{MAX_WAITING} queries are already waiting for a slot")
+        self.pump()
+        started = trio.current_time()
+        gone = False
+
+        async def watch(scope: trio.CancelScope) -> None:
+            nonlocal gone
+            if client_gone is not None:
+                await client_gone()
+                gone = True
+                scope.cancel()
+
+        try:
+            if not slot.granted:  # a full tunnel: wait (the common case needs no task)
+                with trio.move_on_after(wait_s):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(watch, nursery.cancel_scope)
+                        await slot.event.wait()
+                        nursery.cancel_scope.cancel()
+        except BaseException:  # cancelled while waiting (perhaps just granted): give it back
+            self._give_back(slot)
+            raise
+        slot.waited_s = trio.current_time() - started
+        if gone:
+            self._give_back(slot)
+            raise HttpError("query.cancelled", "the client went away while the query waited")
+        if not slot.granted:
+            self._give_back(slot)
+            raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
+        try:
+            yield slot
+        finally:
+            self._give_back(slot)
+
+    def _give_back(self, slot: AdmissionSlot) -> None:
+        if not slot.granted:
+            self.admission.withdraw(slot.key, slot)
+            return
+        self.placed(slot)
+        self.admission.release(slot.key)
+        self.pump()
+
+    def placed(self, slot: AdmissionSlot) -> None:
+        """The slot's QUERY was sent (or never will be): its reservation ends."""
+        if slot.reserved:
+            slot.reserved = False
+            self._reserved -= 1
+
+    def _full(self, why: str) -> HttpError:
+        return HttpError(
+            "limits.too_many_queries",
+            f"tunnel {self.name!r} is at its concurrent query limit and {why}; retry after the "
+            "Retry-After delay",
+            retry_after="1",
+            limit="tunnel",
+        )
 
     def reconfigure(
         self, config: TunnelConfig, *, close_after_s: float, removed: bool = False
@@ -70,13 +202,8 @@ class Tunnel:
         if session in self.sessions:
             self.sessions.remove(session)
 
-    def pick(self) -> ConnectorSession:
-        """The connection for the next query.
-
-        Raises:
-            HttpError: tunnel.no_connector (none connected), connector.draining (all draining), or
-                limits.too_many_queries (all at their max streams).
-        """
+    def _connectable(self) -> list[ConnectorSession]:
+        """The live connections; HttpError if none can ever take a query now."""
         live = [s for s in self.sessions if not s.closed]
         if not live:
             raise HttpError(
@@ -85,20 +212,26 @@ class Tunnel:
                 hint="start one: edgetds connector run --config connector.toml (check its log "
                 "for authentication errors)",
             )
-        candidates = [s for s in live if s.accepting]
-        if not candidates:
-            if all(s.draining for s in live):
-                raise HttpError(
-                    "connector.draining",
-                    f"every connector of tunnel {self.name!r} is draining",
-                    hint="retry in a few seconds; connectors reconnect after a drain",
-                    retry_after="1",
-                )
+        if all(s.draining for s in live):
             raise HttpError(
-                "limits.too_many_queries",
-                f"every connection of tunnel {self.name!r} is at its concurrent query limit",
+                "connector.draining",
+                f"every connector of tunnel {self.name!r} is draining",
+                hint="retry in a few seconds; connectors reconnect after a drain",
                 retry_after="1",
             )
+        return live
+
+    def pick(self) -> ConnectorSession:
+        """The connection for the next query (admitted by `slot()` first).
+
+        Raises:
+            HttpError: tunnel.no_connector (none connected), connector.draining (all draining), or
+                limits.too_many_queries (all at their max streams).
+        """
+        live = self._connectable()
+        candidates = [s for s in live if s.accepting]
+        if not candidates:
+            raise self._full("every connection is at its max streams")
         least = min(s.in_flight for s in candidates)
         tied = [s for s in candidates if s.in_flight == least]
         self._turn += 1
@@ -122,7 +255,17 @@ class Tunnel:
         }
 
     def detail(self) -> dict[str, Any]:
-        return {**self.status(), "sessions": [s.describe() for s in self.sessions]}
+        admission = self.admission.statistics()
+        return {
+            **self.status(),
+            "sessions": [s.describe() for s in self.sessions],
+            "admission": {
+                "max_queries_per_identity": self.config.max_queries_per_identity,
+                "admitted": admission.admitted,
+                "waiting": admission.waiting,
+                "waiting_identities": admission.waiting_identities,
+            },
+        }
 
 
 @dataclass

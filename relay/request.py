@@ -1,7 +1,9 @@
 """The client's query request: the JSON body of `POST /v1/tunnels/{tunnel}/query`, checked.
 
 Every refusal is an `HttpError("request.invalid", ...)` whose message says which member is wrong
-and what is expected (never echoing the SQL text or a parameter value back).
+and what is expected (never echoing the SQL text or a parameter value back). Parameters are
+capped here, before anything is signed or sent: at most `MAX_PARAMS` (SQL Server's limit per
+request) and at most `max_param_bytes` of canonical JSON.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import loads_object
+from protocol import canonical_json, loads_object
 from relay.http import HttpError
 
-__all__ = ["QueryRequest", "parse_query_request"]
+__all__ = ["MAX_PARAMS", "QueryRequest", "parse_query_request"]
+
+#: SQL Server accepts at most 2,100 parameters in one request.
+MAX_PARAMS = 2100
 
 _ALLOWED = frozenset({"sql", "query", "params", "max_rows", "timeout_ms", "query_id"})
 #: A client query_id: a UUID, or any short token of safe characters (it is logged and echoed).
@@ -39,6 +44,11 @@ class QueryRequest:
     def options(self) -> dict[str, int | None]:
         return {"max_rows": self.max_rows, "timeout_ms": self.timeout_ms}
 
+    @property
+    def sql_bytes(self) -> int:
+        """The size of `sql` in UTF-8 bytes (what the connector's max_statement_bytes limits)."""
+        return len(self.sql.encode("utf-8", "surrogatepass")) if self.sql is not None else 0
+
 
 def _invalid(message: str) -> HttpError:
     return HttpError("request.invalid", message)
@@ -53,12 +63,15 @@ def _optional_int(body: Mapping[str, Any], key: str, *, minimum: int) -> int | N
     return value
 
 
-def parse_query_request(raw: bytes, *, max_timeout_ms: int) -> QueryRequest:
+def parse_query_request(
+    raw: bytes, *, max_timeout_ms: int, max_param_bytes: int = 262_144
+) -> QueryRequest:
     """Parse and check a query request body.
 
     Args:
         raw: the HTTP request body.
         max_timeout_ms: the relay's ceiling (and default) for `timeout_ms`.
+        max_param_bytes: the most bytes the canonical JSON of `params` may take.
 
     Raises:
         HttpError: request.invalid naming the member that is wrong.
@@ -88,6 +101,20 @@ def parse_query_request(raw: bytes, *, max_timeout_ms: int) -> QueryRequest:
         params = {}
     if not isinstance(params, dict):
         raise _invalid("'params' must be a JSON object mapping parameter names to values")
+    if len(params) > MAX_PARAMS:
+        raise _invalid(
+            f"{len(params)} parameters; SQL Server accepts at most {MAX_PARAMS} in one request: "
+            "pass a list as one parameter (e.g. JSON text read with OPENJSON) or split the query"
+        )
+    try:
+        params_bytes = len(canonical_json(params))
+    except ValueError:  # a lone surrogate: not encodable as UTF-8
+        raise _invalid("'params' holds text that is not valid Unicode") from None
+    if params_bytes > max_param_bytes:
+        raise _invalid(
+            f"'params' is {params_bytes} bytes as JSON; this relay accepts at most "
+            f"{max_param_bytes}: send fewer or smaller values"
+        )
     for name in params:
         if not _NAME.fullmatch(name.removeprefix("@")):
             raise _invalid(f"parameter name {name[:40]!r} is not a valid name")

@@ -58,6 +58,9 @@ def hypercorn_config(config: RelayConfig, limits: Limits) -> HypercornConfig:
         16 * 1024 * 1024, limits.connection_window + 2 * (limits.max_frame + HEADER_SIZE)
     )
     hc.include_server_header = False
+    # Bursts of hundreds of clients connecting at once (queries wait for admission, not for
+    # accept()); the kernel caps it at net.core.somaxconn.
+    hc.backlog = 1024
     return hc
 
 

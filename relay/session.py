@@ -168,6 +168,8 @@ class ConnectorSession:
         self.queries = 0
         #: called with each CHECKPOINT received (relay/app.py stores it; SPEC.md 5.2)
         self.on_checkpoint: Callable[[ConnectorSession, events.Checkpoint], None] | None = None
+        #: Called when a stream ends at the protocol level (a slot frees): the tunnel's pump.
+        self.on_capacity: Callable[[], None] = _nothing
 
     # -- what the router looks at -------------------------------------------------------------
 
@@ -179,6 +181,13 @@ class ConnectorSession:
     def accepting(self) -> bool:
         """Whether a new QUERY may go to this connection now."""
         return not self.closed and not self.draining and self.conn.can_open_stream()
+
+    @property
+    def free_streams(self) -> int:
+        """How many more QUERYs this connection takes now (0 when closed, draining or full)."""
+        if not self.accepting:
+            return 0
+        return self.conn.max_streams - len(self.conn.open_streams())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -340,6 +349,11 @@ class ConnectorSession:
     # -- events from the connector ------------------------------------------------------------
 
     def _dispatch(self, received: list[events.Event]) -> None:
+        self._route(received)
+        if any(isinstance(event, events.Done | events.Error) for event in received):
+            self.on_capacity()
+
+    def _route(self, received: list[events.Event]) -> None:
         for event in received:
             if isinstance(event, _STREAM_EVENTS):
                 stream = self._streams.get(event.stream_id)
@@ -505,6 +519,10 @@ class ConnectorSession:
                 self.kick()
                 next_ping = now + interval
             await trio.sleep_until(min(next_ping, self.last_receive + dead_after, self._close_at))
+
+
+def _nothing() -> None:
+    return None
 
 
 def _lost_record(query_id: str) -> bytes:

@@ -297,8 +297,9 @@ def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]
 
 def select_assign(
     session: Session, tree: exp.Select, tr: Translator, variables: dict[str, _Variable]
-) -> None:
-    """SELECT @a = expr, @b = expr FROM ...: assigns the last row's values."""
+) -> int:
+    """SELECT @a = expr, @b = expr FROM ...: assigns the last row's values; returns the number of
+    rows read (SQL Server reports it in the statement's DONE)."""
     from ._session import _Variable
 
     targets = []
@@ -312,9 +313,12 @@ def select_assign(
     session.principal.check(verb="SELECT", reads=tr.tables, writes=set(), database=session.database)
     result = session._result(to_sqlite(tree), columns, variables)
     last = None
+    count = 0
     for row in result.rows:
         last = row
+        count += 1
     if last is not None:
         for name, value in zip(targets, last, strict=True):
             declared = variables[name].type
             variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+    return count

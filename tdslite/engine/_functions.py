@@ -11,17 +11,18 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import math
+import operator
 import sqlite3
 import uuid
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
 from . import _errors
 from ._errors import SqlError
-from ._types import SqlType
-from ._values import Storage, convert, convert_style, encode
+from ._types import DECIMAL_TYPES, MONEY_TYPES, SqlType
+from ._values import Storage, convert, convert_style, encode, utf16_len, utf16_slice
 
 
 @lru_cache(maxsize=512)
@@ -83,6 +84,40 @@ def _div(a: Storage, b: Storage) -> Storage:
     return x / y
 
 
+_EXACT_OPS: dict[str, Callable[[Decimal, Decimal], Decimal]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "%": operator.mod,  # Decimal's remainder takes the dividend's sign, as T-SQL's %
+}
+
+
+def _decimal_op(op: str, a: Storage, b: Storage, result: str) -> Storage:
+    """``a op b`` for a decimal/money result type, exactly, then fitted to ``result``: + - * and
+    % round half away from zero to the result scale, / truncates (SQL Server's 2.0/3 is
+    0.666666); a value too large for the result type is error 8115."""
+    x, y = _number(a), _number(b)
+    if x is None or y is None:
+        return None
+    to = parse_type(result)
+    assert to is not None
+    dx, dy = (Decimal(repr(v)) if isinstance(v, float) else Decimal(v) for v in (x, y))
+    if op in "/%" and dy == 0:
+        raise _errors.divide_by_zero()
+    with localcontext(prec=120):
+        if op == "/":
+            scale = 4 if to.name in MONEY_TYPES else int(to.scale or 0)
+            value = (dx / dy).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_DOWN)
+        else:
+            value = _EXACT_OPS[op](dx, dy)
+    try:
+        return encode(to, convert(value, to, source=to))
+    except SqlError as exc:
+        if exc.number == 8115:
+            raise _errors.overflow("numeric" if to.name in DECIMAL_TYPES else to.name) from None
+        raise
+
+
 def _mod(a: Storage, b: Storage) -> Storage:
     x, y = _number(a), _number(b)
     if x is None or y is None:
@@ -129,7 +164,7 @@ def _left(value: Storage, n: Storage) -> Storage:
         return None
     if int(n) < 0:
         raise SqlError(536, "Invalid length parameter passed to the left function.")
-    return text[: int(n)]
+    return utf16_slice(text, 0, int(n))
 
 
 def _right(value: Storage, n: Storage) -> Storage:
@@ -138,14 +173,29 @@ def _right(value: Storage, n: Storage) -> Storage:
         return None
     if int(n) < 0:
         raise SqlError(536, "Invalid length parameter passed to the right function.")
-    return text[len(text) - int(n) :] if int(n) else ""
+    return utf16_slice(text, utf16_len(text) - int(n)) if int(n) else ""
+
+
+def _substring(value: Storage, start: Storage, length: Storage) -> Storage:
+    """SUBSTRING(value, start, length): 1-based, in UTF-16 code units (bytes for binary); a start
+    before 1 eats into the length, as in SQL Server."""
+    if value is None or start is None or length is None:
+        return None
+    if int(length) < 0:
+        raise SqlError(537, "Invalid length parameter passed to the substring function.")
+    first, stop = int(start) - 1, int(start) - 1 + int(length)
+    if isinstance(value, bytes):
+        return value[max(0, first) : max(0, stop)]
+    text = _text(value)
+    assert text is not None
+    return utf16_slice(text, max(0, first), max(0, stop))
 
 
 def _len(value: Storage) -> Storage:
-    text = _text(value) if not isinstance(value, bytes) else None
     if isinstance(value, bytes):
         return len(value)
-    return None if text is None else len(text.rstrip(" "))
+    text = _text(value)
+    return None if text is None else utf16_len(text.rstrip(" "))
 
 
 def _datalength(value: Storage, type_name: str) -> Storage:
@@ -155,7 +205,7 @@ def _datalength(value: Storage, type_name: str) -> Storage:
         return len(value)
     sql_type = parse_type(type_name)
     if isinstance(value, str) and sql_type is not None and sql_type.name in ("nvarchar", "nchar"):
-        return len(value.encode("utf-16-le"))
+        return 2 * utf16_len(value)
     if isinstance(value, str):
         return len(value.encode("utf-8"))
     return 8 if isinstance(value, float) else 4
@@ -164,8 +214,11 @@ def _datalength(value: Storage, type_name: str) -> Storage:
 def _charindex(needle: Storage, haystack: Storage, start: Storage = 1) -> Storage:
     if needle is None or haystack is None:
         return None
-    offset = max(int(start or 1), 1) - 1
-    return str(haystack).lower().find(str(needle).lower(), offset) + 1
+    # positions in UTF-16 code units, as SQL Server counts them (an emoji counts 2)
+    text = str(haystack).lower()
+    head = utf16_slice(text, 0, max(int(start or 1), 1) - 1)
+    found = text.find(str(needle).lower(), len(head))
+    return 0 if found < 0 else utf16_len(text[:found]) + 1
 
 
 def _concat(*values: Storage) -> Storage:
@@ -317,10 +370,13 @@ def register(
         "tds_try_cast": (3, _try_cast, True),
         "tds_convert": (4, _convert, True),
         "tds_div": (2, _div, True),
+        "tds_decimal_op": (4, _decimal_op, True),
         "tds_mod": (2, _mod, True),
         "tds_left": (2, _left, True),
         "tds_right": (2, _right, True),
         "tds_len": (1, _len, True),
+        "tds_substring": (3, _substring, True),
+        "tds_utf16_length": (1, lambda v: None if v is None else utf16_len(str(v)), True),
         "tds_datalength": (2, _datalength, True),
         "tds_charindex": (-1, _charindex, True),
         "tds_concat": (-1, _concat, True),

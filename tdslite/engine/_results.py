@@ -23,6 +23,8 @@ class ResultSet:
 
 @dataclass(frozen=True)
 class RowCount:
-    """A statement that affected ``count`` rows (DONE with DONE_COUNT)."""
+    """A statement that affected ``count`` rows (DONE with DONE_COUNT), or with ``select`` a
+    ``SELECT @v = ...`` that assigned variables from ``count`` rows (its DONE says SELECT)."""
 
     count: int
+    select: bool = False

@@ -125,6 +125,7 @@ class Session:
         self.database = database
         self.spid = spid
         self.nocount = False
+        self._assigned_rows = 0  # rows read by the last SELECT @v = ...
         self.started: deque[str] = deque(maxlen=_STARTED_KEPT)
         self._conn = conn
         self._catalog = Catalog()
@@ -287,8 +288,9 @@ class Session:
         cached = self._engine.translations.get(key)
         if cached is None:
             cached = self._translate(tree.copy(), keyword, variables)
-            if cached is None:
-                return  # SELECT @var = ... ran already
+            if cached is None:  # SELECT @var = ... ran already
+                yield RowCount(self._assigned_rows, select=True)
+                return
             if cached[0] != "ddl":
                 self._engine.translations.put(key, cached)
         kind, payload, tables = cached
@@ -337,7 +339,7 @@ class Session:
                     for e in tree.expressions
                 )
             ):
-                _control.select_assign(self, tree, tr, variables)
+                self._assigned_rows = _control.select_assign(self, tree, tr, variables)
                 return None
             columns = tr.query(tree, None)
             return "select", (to_sqlite(tree), columns), frozenset(tr.tables)

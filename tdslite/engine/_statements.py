@@ -208,7 +208,8 @@ def _column(item: exp.ColumnDef, tr: Translator) -> tuple[ColumnInfo, str, bool,
         and sql_type.length > 0
         and sql_type.name.startswith(("var", "nvar"))
     ):
-        check = f"length({_quote(item.name)}) <= {sql_type.length}"
+        counted = "tds_utf16_length" if sql_type.name == "nvarchar" else "length"
+        check = f"{counted}({_quote(item.name)}) <= {sql_type.length}"
         parts.append(f"CONSTRAINT {_quote('tds_len_' + item.name)} CHECK ({check})")
     parts.insert(2, "")  # keeps " INT " matchable for the IDENTITY rewrite
     line = " ".join(p for p in parts[:2]) + " " + " ".join(p for p in parts[3:] if p)

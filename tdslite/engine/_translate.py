@@ -24,7 +24,7 @@ from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
 from ._catalog import Catalog, TableInfo, is_internal
 from ._types import Column, SqlType
-from ._values import decimal_storage
+from ._values import decimal_storage, utf16_len
 
 _TABLE_HINTS = {"NOLOCK", "READUNCOMMITTED", "ROWLOCK", "UPDLOCK", "HOLDLOCK", "READPAST",
                 "NOWAIT", "PAGLOCK", "TABLOCK", "TABLOCKX", "XLOCK", "READCOMMITTED",
@@ -124,7 +124,7 @@ class Translator(BuiltinsMixin):
         self._handlers = {
             exp.Column: self._column, exp.Literal: self._literal, exp.National: self._national,
             exp.HexString: self._hex, exp.Null: lambda n, s: None, exp.Parameter: self._parameter,
-            exp.Paren: self._first, exp.Neg: self._first, exp.Add: self._arith,
+            exp.Paren: self._first, exp.Neg: self._neg, exp.Add: self._arith,
             exp.Sub: self._arith,
             exp.Mul: self._arith, exp.Div: self._arith, exp.Mod: self._arith,
             exp.EQ: self._compare, exp.NEQ: self._compare, exp.GT: self._compare,
@@ -137,7 +137,7 @@ class Translator(BuiltinsMixin):
             exp.Sum: self._aggregate, exp.Avg: self._aggregate, exp.Min: self._aggregate,
             exp.Max: self._aggregate, exp.GroupConcat: self._string_agg, exp.Window: self._window,
             exp.RowNumber: lambda n, s: ty.BIGINT, exp.Upper: self._first, exp.Lower: self._first,
-            exp.Trim: self._trim, exp.Substring: self._first, exp.Replace: self._first,
+            exp.Trim: self._trim, exp.Substring: self._substring, exp.Replace: self._first,
             exp.Abs: self._first, exp.Round: self._first, exp.Anonymous: self._function,
             exp.Ordered: self._first, exp.Distinct: self._distinct,
         }  # fmt: skip
@@ -374,8 +374,24 @@ class Translator(BuiltinsMixin):
                 self.expr(value, scope)
         return result
 
+    def _substring(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        """SUBSTRING in UTF-16 code units (SQLite's substr counts code points)."""
+        result = self._first(node, scope)
+        start, length = node.args.get("start"), node.args.get("length")
+        if start is None or length is None:
+            raise _errors.SqlError(174, "The substring function requires 3 argument(s).")
+        node.replace(anon("tds_substring", node.this, start, length))
+        if result is not None and result.name in ("char", "nchar"):
+            return SqlType(
+                "var" + result.name if result.name == "char" else "nvarchar", length=result.length
+            )
+        return result
+
     def _column(self, node: exp.Expression, scope: Scope) -> SqlType | None:
         assert isinstance(node, exp.Column)
+        if not node.table and node.name.lower() == "0x":  # the empty binary constant
+            node.replace(exp.HexString(this=""))
+            return SqlType("varbinary", length=1)
         if isinstance(node.this, exp.Star):
             raise _errors.unsupported("* here")
         if node.args.get("db") or node.args.get("catalog"):
@@ -386,17 +402,35 @@ class Translator(BuiltinsMixin):
 
     def _literal(self, node: exp.Expression, scope: Scope) -> SqlType:
         assert isinstance(node, exp.Literal)
-        if node.is_string:
-            return SqlType("varchar", length=max(1, len(node.this)))
+        if node.is_string:  # longer than 8,000 characters: varchar(max), as in SQL Server
+            length = len(node.this)
+            return SqlType("varchar", length=max(1, length) if length <= 8000 else -1)
         result = ty.literal_number(node.this)
         if result.name == "decimal" and isinstance(decimal_storage(Decimal(node.this)), str):
             # SQLite would read it as a REAL and lose digits: keep the exact text.
             node.replace(text(node.this))
         return result
 
+    def _neg(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        inner = node.this
+        if isinstance(inner, exp.Literal) and not inner.is_string:
+            # a signed constant: -9223372036854775808 is exact (SQLite reads the unsigned text
+            # as a REAL), typed like its digits (decimal(19,0), as SQL Server does)
+            result = ty.literal_number(inner.this)
+            signed = "-" + inner.this
+            if result.name == "decimal" and isinstance(decimal_storage(Decimal(signed)), str):
+                node.replace(text(signed))
+            return result
+        operand = self.expr(inner, scope)
+        if operand is not None and operand.name in ty.EXACT_FRACTIONAL:
+            zero = exp.Literal.number(0)
+            node.replace(anon("tds_decimal_op", text("-"), zero, node.this, text(str(operand))))
+        return operand
+
     def _national(self, node: exp.Expression, scope: Scope) -> SqlType:
         node.replace(text(node.this))
-        return SqlType("nvarchar", length=max(1, len(node.this)))
+        units = utf16_len(node.this)
+        return SqlType("nvarchar", length=max(1, units) if units <= 4000 else -1)
 
     def _hex(self, node: exp.Expression, scope: Scope) -> SqlType:
         return SqlType("varbinary", length=max(1, len(node.this) // 2))
@@ -428,8 +462,17 @@ class Translator(BuiltinsMixin):
             exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"
         }  # fmt: skip
         symbol = symbols[type(node)]
+        left, right = (
+            ty.integer_constant(node.this, left, right),
+            ty.integer_constant(node.expression, right, left),
+        )
         result = ty.arithmetic(symbol, left, right)
-        if symbol in "/%":
+        if result is not None and result.name in ty.EXACT_FRACTIONAL:
+            # exact decimal/money arithmetic in Python (SQLite would use integers or doubles)
+            node.replace(
+                anon("tds_decimal_op", text(symbol), node.this, node.expression, text(str(result)))
+            )
+        elif symbol in "/%":
             node.replace(
                 anon("tds_div" if symbol == "/" else "tds_mod", node.this, node.expression)
             )

@@ -5,7 +5,8 @@
   N'ab' -> nvarchar(2), 0x0A0B -> varbinary(2), NULL -> no type (int if nothing else is known)
 - CAST/CONVERT/TRY_CAST: the target type
 - + - * / %: the operand of higher data type precedence; decimal precision/scale as SQL Server
-  computes them (capped at 38); string + string is concatenation (nvarchar if either is)
+  computes them (capped at 38; an integer constant next to a decimal is decimal(digits,0));
+  string + string is concatenation (nvarchar if either is)
 - CASE, IIF, COALESCE: the highest-precedence branch; ISNULL: its first argument
 - COUNT -> int, COUNT_BIG -> bigint; SUM: int family -> int (bigint stays bigint),
   decimal(p,s) -> decimal(38,s), money -> money, real/float -> float; AVG: int family -> int
@@ -15,6 +16,8 @@ When nothing is known, the first row's value decides (int/bigint, float, nvarcha
 """
 
 from __future__ import annotations
+
+from sqlglot import exp
 
 from ._types import (
     DECIMAL_TYPES,
@@ -84,12 +87,45 @@ def _as_decimal(t: SqlType) -> tuple[int, int]:
     return INT_PRECISION.get(t.name, 10), 0
 
 
-def _cap(precision: int, scale: int) -> SqlType:
+def _cap(precision: int, scale: int, *, additive: bool = False) -> SqlType:
+    """decimal(precision, scale) brought within 38 digits as SQL Server does: + and - keep the
+    integral digits (the scale gives way); * and / keep at least 6 decimals when the integral
+    part would need more than 32 digits."""
     if precision > 38:
         integral = precision - scale
-        scale = max(min(scale, 6), 38 - integral) if integral < 32 else min(scale, 6)
+        if additive:  # 38 - max(p1 - s1, p2 - s2): the carry digit is not reserved
+            scale = min(scale, 39 - integral)
+        else:
+            scale = max(min(scale, 6), 38 - integral) if integral < 32 else min(scale, 6)
         precision = 38
     return SqlType("decimal", precision=precision, scale=max(0, scale))
+
+
+#: result types computed exactly by ``tds_decimal_op`` (not by SQLite's integers/doubles)
+EXACT_FRACTIONAL = DECIMAL_TYPES | MONEY_TYPES
+
+
+def integer_constant(
+    node: exp.Expression, mine: SqlType | None, other: SqlType | None
+) -> SqlType | None:
+    """The type of operand `node` in arithmetic with an operand of type `other`.
+
+    Next to a decimal, an integer constant counts as decimal(digits, 0), the smallest type that
+    holds it (SQL Server: ``1 / 3.0`` is numeric(8,6), and a numeric(9,6) divided by 3 has scale
+    8); an int column or variable counts as decimal(10,0).
+    """
+    bare = node.this if isinstance(node, exp.Neg) else node
+    if not (
+        isinstance(bare, exp.Literal)
+        and not bare.is_string
+        and bare.this.isdigit()
+        and other is not None
+        and other.name in DECIMAL_TYPES
+        and mine is not None
+        and mine.name in INTEGER_TYPES
+    ):
+        return mine
+    return SqlType("decimal", precision=max(1, len(bare.this.lstrip("0"))), scale=0)
 
 
 def arithmetic(op: str, a: SqlType | None, b: SqlType | None) -> SqlType | None:
@@ -108,7 +144,7 @@ def arithmetic(op: str, a: SqlType | None, b: SqlType | None) -> SqlType | None:
     (p1, s1), (p2, s2) = _as_decimal(a), _as_decimal(b)
     if op in "+-":
         scale = max(s1, s2)
-        return _cap(max(p1 - s1, p2 - s2) + scale + 1, scale)
+        return _cap(max(p1 - s1, p2 - s2) + scale + 1, scale, additive=True)
     if op == "*":
         return _cap(p1 + p2 + 1, s1 + s2)
     if op == "/":

@@ -28,11 +28,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _errors
+from ._datetext import parse_temporal_text
 from ._types import (
     BINARY_TYPES,
     DATETIME_TYPES,
     DECIMAL_TYPES,
     FLOAT_TYPES,
+    FRACTIONAL_TYPES,
     INTEGER_TYPES,
     MONEY_TYPES,
     STRING_TYPES,
@@ -59,15 +61,6 @@ _MONEY_LIMIT = {
     "smallmoney": (Decimal("-214748.3648"), Decimal("214748.3647")),
 }
 _DECIMAL_CONTEXT = decimal.Context(prec=80, rounding=decimal.ROUND_HALF_UP)
-
-_DATE_RE = re.compile(
-    r"^\s*(\d{4})-?(\d{2})-?(\d{2})"
-    r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?"
-    r"\s*(Z|[+-]\d{2}:\d{2})?\s*$",
-    re.IGNORECASE,
-)
-_TIME_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?\s*$")
-
 
 # -- storage ---------------------------------------------------------------------------------
 
@@ -196,7 +189,7 @@ def convert(value: object, target: SqlType, *, source: SqlType | None) -> object
     if name in FLOAT_TYPES:
         return _to_float(value, target, source)
     if name in STRING_TYPES:
-        return _to_string(value, target, style=0)
+        return _to_string(value, target, style=0, source=source)
     if name in BINARY_TYPES:
         return _to_binary(value, target, source)
     if name == "uniqueidentifier":
@@ -284,8 +277,13 @@ def _fraction_digits(value: object, digits: int) -> str:
     return "." + _fraction(value, digits) if digits else ""
 
 
-def to_text(value: object, *, style: int = 0) -> str:
-    """The string SQL Server makes of a value in CAST/CONVERT (styles 0, 23, 120, 121, 126)."""
+def to_text(value: object, *, style: int = 0, source: SqlType | None = None) -> str:
+    """The string SQL Server makes of a value in CAST/CONVERT (styles 0, 23, 120, 121, 126).
+
+    A time/datetime2/datetimeoffset prints the fractional digits of its type's scale (time(3):
+    ``13:14:15.123``; scale 0: no fraction); datetime/smalldatetime print style 0 as
+    ``Feb 29 2024  1:14PM`` and styles 121/126 with milliseconds, as SQL Server does.
+    """
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
@@ -296,29 +294,64 @@ def to_text(value: object, *, style: int = 0) -> str:
         return str(value).upper()
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    legacy = source is not None and source.name in ("datetime", "smalldatetime")
+    digits = 3 if legacy else _scale_of(source)
     if isinstance(value, dt.datetime):
         if style == 23:
             return _ymd(value)
+        if legacy and style in (0, 100):
+            hour = value.hour % 12 or 12
+            ampm = "AM" if value.hour < 12 else "PM"
+            return f"{value:%b} {value.day:2d} {value.year:04d} {hour:2d}:{value:%M}{ampm}"
         sep = "T" if style in (126, 127) else " "
         text = f"{_ymd(value)}{sep}{value:%H:%M:%S}"
         if style == 120:
             return text
-        text += "." + _fraction(value, 7)
+        if digits:
+            text += "." + _fraction(value, digits)
         if value.tzinfo is not None:
             text += " " + _utc_offset_text(value)
         return text
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, dt.time):
-        return f"{value:%H:%M:%S}.{_fraction(value)}"
+        return f"{value:%H:%M:%S}" + (f".{_fraction(value, digits)}" if digits else "")
     return str(value)
 
 
-def _to_string(value: object, target: SqlType, *, style: int) -> str:
-    text = value if isinstance(value, str) else to_text(value, style=style)
+def _scale_of(source: SqlType | None) -> int:
+    """Fractional digits of a time/datetime2/datetimeoffset type (7 when unknown)."""
+    if source is None or source.scale is None or source.name not in FRACTIONAL_TYPES:
+        return 7
+    return int(source.scale)
+
+
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units, as SQL Server counts nchar/nvarchar (a character outside the
+    Basic Multilingual Plane, such as an emoji, counts 2)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def utf16_slice(text: str, start: int, stop: int | None = None) -> str:
+    """``text[start:stop]`` counted in UTF-16 code units. A cut through a surrogate pair drops the
+    lone half (SQL Server would keep it; SQLite cannot store it)."""
+    if text.isascii() or not any(ord(ch) > 0xFFFF for ch in text):
+        return text[start:stop]
+    units = text.encode("utf-16-le")
+    end = None if stop is None else max(0, stop) * 2
+    return units[max(0, start) * 2 : end].decode("utf-16-le", "ignore")
+
+
+def _to_string(value: object, target: SqlType, *, style: int, source: SqlType | None = None) -> str:
+    text = value if isinstance(value, str) else to_text(value, style=style, source=source)
     if target.length is not None and target.length > 0:
+        if target.name in ("nchar", "nvarchar"):  # lengths in UTF-16 code units
+            text = utf16_slice(text, 0, target.length)
+            return (
+                text + " " * (target.length - utf16_len(text)) if target.name == "nchar" else text
+            )
         text = text[: target.length]
-        if target.name in ("char", "nchar"):
+        if target.name == "char":
             text = text.ljust(target.length)
     return text
 
@@ -364,33 +397,10 @@ def _round_fraction(ticks: int, scale: int) -> int:
 
 def _parse_temporal(text: str) -> tuple[dt.datetime, int, dt.tzinfo | None, bool]:
     """Parse a date/time string: (naive datetime, 100ns ticks, tz or None, had a time part)."""
-    match = _DATE_RE.match(text)
-    if match is not None:
-        year, month, day, hour, minute, second, frac, zone = match.groups()
-        ticks = int((frac or "0").ljust(7, "0"))
-        try:
-            base = dt.datetime(
-                int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)
-            )
-        except ValueError:
-            raise _errors.datetime_conversion() from None
-        tz: dt.tzinfo | None = None
-        if zone is not None:
-            if zone.upper() == "Z":
-                tz = dt.UTC
-            else:
-                sign = -1 if zone[0] == "-" else 1
-                tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:])))
-        return base, ticks, tz, hour is not None
-    match = _TIME_RE.match(text)
-    if match is not None:
-        hour, minute, second, frac = match.groups()
-        ticks = int((frac or "0").ljust(7, "0"))
-        if int(hour) > 23 or int(minute) > 59 or int(second or 0) > 59:
-            raise _errors.datetime_conversion()
-        base = dt.datetime(1900, 1, 1, int(hour), int(minute), int(second or 0))
-        return base, ticks, None, True
-    raise _errors.datetime_conversion()
+    parsed = parse_temporal_text(text)
+    if parsed is None:
+        raise _errors.datetime_conversion()
+    return parsed
 
 
 def _temporal_parts(value: object) -> tuple[dt.datetime, int, dt.tzinfo | None]:
@@ -457,7 +467,8 @@ def _to_temporal(value: object, target: SqlType, source: SqlType | None) -> obje
         return moment.time()
     if name == "datetime":
         # datetime keeps 1/300 s: milliseconds end in 0, 3 or 7.
-        three_hundredths = round(ticks / (10_000_000 / 300))
+        # rounded half up: .995 is .997 (Python's round() would make it .993)
+        three_hundredths = (ticks * 300 + 5_000_000) // 10_000_000
         ms = round(three_hundredths * 1000 / 300)
         if not 1753 <= base.year <= 9999:
             raise _errors.SqlError(
@@ -487,7 +498,7 @@ def convert_style(value: object, target: SqlType, style: int, *, source: SqlType
     ):
         value = _parse_stored(value, source)
     if target.name in STRING_TYPES and not isinstance(value, str):
-        return _to_string(value, target, style=style)
+        return _to_string(value, target, style=style, source=source)
     return convert(value, target, source=source)
 
 

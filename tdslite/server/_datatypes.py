@@ -13,6 +13,9 @@ import enum
 import struct
 import uuid
 
+from tdslite.engine import PreciseDateTime, PreciseTime
+from tdslite.engine._types import ticks_of
+
 from ._packets import ProtocolError
 
 
@@ -263,9 +266,20 @@ def decode_time_units(data: bytes, scale: int) -> tuple[int, int]:
 
 
 def decode_time(data: bytes, scale: int) -> datetime.time:
-    micro, _ = decode_time_units(data, scale)
+    """A TIMEN value; a non-zero 100 ns digit makes it a `PreciseTime`."""
+    micro, ticks = decode_time_units(data, scale)
     secs, us = divmod(micro, 1_000_000)
-    return datetime.time(secs // 3600, secs // 60 % 60, secs % 60, us)
+    hms = (secs // 3600, secs // 60 % 60, secs % 60, us)
+    return PreciseTime(*hms, nanosecond_100=ticks) if ticks else datetime.time(*hms)
+
+
+def _with_ticks(value: datetime.datetime, ticks: int) -> datetime.datetime:
+    """`value` as a `PreciseDateTime` when the 100 ns digit `ticks` is not zero."""
+    if not ticks:
+        return value
+    v = value
+    fields = (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.tzinfo)
+    return PreciseDateTime(*fields, nanosecond_100=ticks)
 
 
 def decode_date(data: bytes) -> datetime.date:
@@ -278,17 +292,20 @@ def decode_datetime2(data: bytes, scale: int) -> datetime.datetime:
     n = time_size(scale)
     if len(data) != n + 3:
         raise ProtocolError(f"datetime2({scale}) value of {len(data)} bytes")
-    return datetime.datetime.combine(decode_date(data[n:]), decode_time(data[:n], scale))
+    t = decode_time(data[:n], scale)
+    return _with_ticks(datetime.datetime.combine(decode_date(data[n:]), t), ticks_of(t))
 
 
 def decode_datetimeoffset(data: bytes, scale: int) -> datetime.datetime:
     n = time_size(scale)
     if len(data) != n + 5:
         raise ProtocolError(f"datetimeoffset({scale}) value of {len(data)} bytes")
-    utc = datetime.datetime.combine(decode_date(data[n : n + 3]), decode_time(data[:n], scale))
+    t = decode_time(data[:n], scale)
+    utc = datetime.datetime.combine(decode_date(data[n : n + 3]), t)
     minutes = _I16.unpack(data[n + 3 :])[0]
     tz = datetime.timezone(datetime.timedelta(minutes=minutes))
-    return (utc + datetime.timedelta(minutes=minutes)).replace(tzinfo=tz)
+    local = (utc + datetime.timedelta(minutes=minutes)).replace(tzinfo=tz)
+    return _with_ticks(local, ticks_of(t))
 
 
 def decode_float(data: bytes) -> float:

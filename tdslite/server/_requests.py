@@ -124,13 +124,18 @@ def run_statements(
         for result in results:
             flush_pending(True)
             env_changes(state, reply, rolled_back=rolled_back)
+            # SET NOCOUNT ON: the DONE still comes, without DONE_COUNT (as SQL Server does)
+            counted = 0 if getattr(state.session, "nocount", False) else Done.COUNT
             if isinstance(result, ResultSet):
                 n = _stream_rows(result, reply, request)
                 rows_total += n
-                pending = (Done.COUNT, n, tk.CURCMD_SELECT)
+                pending = (counted, n, tk.CURCMD_SELECT)
+            elif result.select:  # SELECT @v = ...: a SELECT's DONE, without rows
+                rows_total += result.count
+                pending = (counted, result.count, tk.CURCMD_SELECT)
             else:
                 affected += result.count
-                pending = (Done.COUNT, result.count, 0)
+                pending = (counted, result.count, 0)
             if request.cancelled:
                 break
         outcome = {"rows": rows_total, "affected": affected}

@@ -118,3 +118,29 @@ async def test_explain_shows_the_role_and_why(tmp_path: Path, keys: Keys, idp: D
     assert refused.returncode == 1
     assert b"auth.expired" in refused.stderr
     assert encode_public_key(keys.relay) not in out
+
+
+async def test_check_explains_claim_matching_misuse(
+    tmp_path: Path, keys: Keys, idp: DevIdP
+) -> None:
+    path = config_for(tmp_path, keys, idp, "ws://127.0.0.1:9", db_port=closed_port())
+    (path.parent / "policy.toml").write_text(
+        """
+[[deny]]
+match = { groups = [" contractors"] }
+
+[roles.reader]
+login = "reader"
+
+[roles.reader.match]
+groups = { values = ["readers"], split = "space" }
+scope = { values = ["a"], split = "csv" }
+"""
+    )
+    done = await edgetds("connector", "check", "--config", str(path))
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "[deny #1] key 'match.groups': value ' contractors' is empty or has leading" in err
+    assert "[roles.reader] key 'match.groups': split = \"space\" is for a claim that is ONE" in err
+    assert "[roles.reader] key 'match.scope': split = 'csv' is not supported" in err
+    assert "3 problem(s)" in err

@@ -23,6 +23,7 @@ from tests.connector.rogue_relay import (
 )
 from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.connect_proxy import open_connect_proxy
+from tests.support.connector_stack import TEST_POLICY
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
@@ -139,15 +140,19 @@ async def test_concurrency_cap_and_cancel_frame(
                 while connector.service.in_flight < 1:  # noqa: ASYNC110 - observing
                     await trio.sleep(0.01)
                 excess = await other.query(token=token, sql="SELECT 1 AS one")
-                await excess.done.wait()
-                err = json.loads(excess.body)["error"]
-                assert err["code"] == "limits.too_many_queries"
+                # every connector slot is taken: it waits for one (nothing reaches tdslite)
+                while connector.service.admission.waiting() < 1:  # noqa: ASYNC110 - observing
+                    await trio.sleep(0.01)
+                assert not excess.done.is_set()
                 await trio.sleep(0.5)  # the slow statement is running in tdslite
                 await session.cancel(slow.stream_id)
                 await slow.done.wait()
                 assert json.loads(slow.body.splitlines()[-1])["error"]["code"] == (
                     "query.cancelled"
                 )
+                # the freed slot goes to the waiting query
+                await excess.done.wait()
+                assert excess.terminal == "done", excess.body
                 while not any(e["statement"] == SLOW for e in db.statement_log.entries):  # noqa: ASYNC110
                     await trio.sleep(0.05)
                 (entry,) = [e for e in db.statement_log.entries if e["statement"] == SLOW]
@@ -215,3 +220,39 @@ async def test_dials_through_an_http_connect_proxy(
                 await connector.wait_ready(2)
     host, port = rogue.ws_url.removeprefix("ws://").rsplit(":", 1)
     assert proxy.tunnels == [(host, int(port))] * 2
+
+
+async def test_an_identity_at_its_role_cap_is_refused_others_are_not(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    policy = TEST_POLICY.replace(
+        "timeout_ms = 240000\n", "timeout_ms = 240000\nmax_concurrent_per_identity = 1\n", 1
+    )
+    async with open_server(users=users, db=":memory:") as db:
+        await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+        path = config_for(
+            tmp_path, keys, idp, rogue.ws_url, db_port=db.port, database=db.engine.database,
+            ha_connections=1, max_concurrent_queries=4, policy=policy,
+        )  # fmt: skip
+        alice = idp.mint(sub="alice", groups=["analysts"])
+        with trio.fail_after(30):
+            async with open_connector(load_config(path)) as connector:
+                session = await rogue.wait_session()
+                await session.ready.wait()
+                slow = await session.query(token=alice, sql=SLOW)
+                while connector.service.in_flight < 1:  # noqa: ASYNC110 - observing
+                    await trio.sleep(0.01)
+                again = await session.query(token=alice, sql="SELECT 1 AS one")
+                await again.done.wait()
+                err = json.loads(again.body)["error"]
+                assert (err["code"], err["limit"]) == ("limits.too_many_queries", "identity")
+                assert "max_concurrent_per_identity" in err["message"]
+                bob = await session.query(
+                    token=idp.mint(sub="bob", groups=["analysts"]), sql="SELECT 1 AS one"
+                )
+                await bob.done.wait()
+                assert bob.terminal == "done", bob.body
+                await session.cancel(slow.stream_id)
+                await slow.done.wait()

@@ -100,8 +100,9 @@ class Stack:
         return self.db.statement_log.statements()
 
 
-def admin_batch(db: TdsServer, statements: Sequence[str]) -> None:
-    conn = pytds.connect(
+def admin_connection(db: TdsServer, **options: Any) -> pytds.Connection:
+    """A python-tds connection to tdslite as its admin login (extra pytds.connect options)."""
+    return pytds.connect(
         dsn=db.host,
         port=db.port,
         database=db.engine.database,
@@ -109,7 +110,12 @@ def admin_batch(db: TdsServer, statements: Sequence[str]) -> None:
         password="admin-pw",
         autocommit=True,
         login_timeout=5,
+        **options,
     )
+
+
+def admin_batch(db: TdsServer, statements: Sequence[str]) -> None:
+    conn = admin_connection(db)
     try:
         cursor = conn.cursor()
         for sql in statements:

@@ -10,13 +10,13 @@ from tests.e2e.conftest import Stack, eventually
 
 @pytest.mark.parametrize("stack", [{"max_concurrent_queries": 256}], indirect=True)
 async def test_200_concurrent_queries_over_one_connector(stack: Stack) -> None:
-    tokens = [stack.token(sub=f"user{i}") for i in range(4)]  # the relay limits per identity
+    tokens = [stack.token(sub=f"user{i}") for i in range(8)]  # 25 each: below the per-identity caps
     results: dict[int, list] = {}
 
     async def one(i: int) -> None:
         resp = await stack.query(
             "SELECT @i AS i, COUNT(*) AS c FROM d a, d b",
-            token=tokens[i % 4],
+            token=tokens[i % 8],
             params={"i": {"type": "int", "value": i}},
         )
         assert resp.status == 200, resp.lines

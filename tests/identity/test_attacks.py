@@ -134,12 +134,27 @@ async def test_expired_refused_with_leeway(idp: DevIdP, verifier: TokenVerifier)
 
 async def test_nbf_in_future_refused(idp: DevIdP, verifier: TokenVerifier) -> None:
     now = int(time.time())
-    err = await refused(
-        verifier, idp.mint(sub="a", extra_claims={"nbf": now + 600}), "auth.invalid_token"
-    )
+    late = idp.mint(sub="a", expires_in=900, extra_claims={"nbf": now + 600})
+    err = await refused(verifier, late, "auth.invalid_token")
     assert "not valid yet" in err.message
     ident = await verifier.verify(idp.mint(sub="a", extra_claims={"nbf": now + 10}))
     assert ident.subject == "a"
+
+
+async def test_token_lifetime_capped_per_issuer(idp: DevIdP) -> None:
+    # Real tokens from the dev IdP over real HTTP: a ten-year token is refused by default (24 h),
+    # and an issuer may set a shorter cap of its own.
+    table = {"audience": "edgetds", "issuers": [{"issuer": idp.issuer}]}
+    with trio.fail_after(10):
+        async with TokenVerifier.from_config(table) as verifier:
+            decade = idp.mint(sub="a", expires_in=10 * 365 * 86_400)
+            err = await refused(verifier, decade, "auth.invalid_token")
+            assert "max_token_lifetime_s" in err.message
+            assert (await verifier.verify(idp.mint(sub="a", expires_in=7200))).subject == "a"
+        table["issuers"] = [{"issuer": idp.issuer, "max_token_lifetime_s": 3600}]
+        async with TokenVerifier.from_config(table) as verifier:
+            await refused(verifier, idp.mint(sub="a", expires_in=7200), "auth.invalid_token")
+            assert (await verifier.verify(idp.mint(sub="a", expires_in=3600))).subject == "a"
 
 
 async def test_wrong_or_missing_audience_refused(idp: DevIdP, verifier: TokenVerifier) -> None:

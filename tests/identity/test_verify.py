@@ -164,6 +164,10 @@ def test_from_config_errors_name_the_key(tmp_path: Path) -> None:
         ({**good, "issuers": [{"issuer": "https://x", "jwks_uri": "http://evil/k"}]}, "https"),
         ({**good, "leeway_s": "thirty"}, "leeway_s"),
         ({**good, "issuers": [{"issuer": "https://x", "aud": "y"}]}, "issuers]] #1"),
+        *(
+            ({**good, "issuers": [{"issuer": "https://x", "max_token_lifetime_s": bad}]}, "life")
+            for bad in (0, -5, "3600", True)
+        ),
     ]
     for table, expected in cases:
         with pytest.raises(ValueError, match=expected):
@@ -173,7 +177,8 @@ def test_from_config_errors_name_the_key(tmp_path: Path) -> None:
 def test_bearer_and_claim_helpers() -> None:
     assert bearer_token("Bearer abc.def.ghi") == "abc.def.ghi"
     assert bearer_token("bearer  abc ") == "abc"
-    for bad in (None, "", "Basic dXNlcg==", "Bearer ", "Bearer"):
+    assert bearer_token("Bearer a.b.c d.e.f") == "a.b.c d.e.f"  # refused later as malformed
+    for bad in (None, "", "Basic dXNlcg==", "Bearer ", "Bearer", "Bearer\tabc"):
         with pytest.raises(AuthError) as info:
             bearer_token(bad)
         assert info.value.code == "auth.missing_token"

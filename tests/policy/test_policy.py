@@ -26,7 +26,7 @@ reason = "contractors have no database access"
 match = {{ sub = ["mallory"] }}
 
 [roles.reporter]
-match = {{ scp = ["reports.read"] }}
+match = {{ scp = {{ values = ["reports.read"], split = "space" }} }}
 login = "reports"
 [roles.reporter.queries.orders_by_customer]
 sql = "SELECT id, total FROM orders WHERE customer_id = @cid"
@@ -106,7 +106,7 @@ def test_analyst_reads_but_cannot_write(policy: Policy) -> None:
         {"groups": ["analysts"]},
         {"realm_access": {"roles": ["analyst"]}},
         {"https://example.com/roles": ["analyst"]},
-        {"groups": "analysts other"},  # a space-separated string claim
+        {"groups": "analysts"},  # one string: matched whole
     ],
 )
 def test_claim_paths(policy: Policy, claims: dict[str, Any]) -> None:
@@ -185,7 +185,9 @@ def test_explain(policy: Policy) -> None:
     text = policy.explain(ident("bob", groups=["analysts", "admins"]))
     assert "role analyst: MATCH via groups=analysts  <- first match" in text
     assert "role admin: MATCH via groups=admins" in text
-    assert "role reporter: no match (needs one of scp in ['reports.read'])" in text
+    assert (
+        "role reporter: no match (needs one of scp in ['reports.read'] (split on spaces))" in text
+    )
     assert "claim groups: ['admins', 'analysts']" in text
     denied = policy.explain(ident("carl", groups=["contractors", "analysts"]))
     assert "DENIED by deny rule #1" in denied

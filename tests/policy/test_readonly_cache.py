@@ -1,10 +1,15 @@
-"""connector/_readonly.py remembers verdicts of short statements by their exact text: the same
-statement gets the same verdict object, a refusal stays a refusal, and long statements are
-checked every time."""
+"""connector/_readonly.py remembers verdicts by the SHA-256 of the text, for statements of any
+size: the same statement gets the same verdict object, a refusal stays a refusal, a check that
+raised is not remembered, and the cache holds digests, never the text."""
 
 from __future__ import annotations
 
-from connector._readonly import _CACHED_SQL_CHARS, _check_remembered, check_read_only
+import uuid
+
+import pytest
+
+from connector import _readonly
+from connector._readonly import _VERDICTS, _Verdicts, check_read_only, remembered_verdict
 
 
 def test_same_text_same_verdict_refusals_too() -> None:
@@ -16,21 +21,56 @@ def test_same_text_same_verdict_refusals_too() -> None:
     refused = check_read_only(bad)
     assert not refused.allowed
     assert check_read_only(bad) is refused
+    assert remembered_verdict(bad) is refused
     # one character different: checked on its own
     assert not check_read_only("SELECT id INTO x FROM t WHERE id = @id -- remembered").allowed
 
 
-def test_long_statements_are_not_remembered() -> None:
-    long_sql = "SELECT " + " + ".join(["1"] * (_CACHED_SQL_CHARS // 4)) + " AS n"
-    assert len(long_sql) > _CACHED_SQL_CHARS
-    before = _check_remembered.cache_info().currsize
+def test_long_statements_are_remembered_too() -> None:
+    tag = uuid.uuid4().hex  # a text no earlier test checked
+    long_sql = f"SELECT '{tag}' AS tag, {' + '.join(['1'] * 20_000)} AS n"
+    assert len(long_sql) > 64 * 1024
     verdict = check_read_only(long_sql)
     assert verdict.allowed
-    assert _check_remembered.cache_info().currsize == before
-    assert check_read_only(long_sql) is not verdict
+    assert check_read_only(long_sql) is verdict
+    long_bad = long_sql + "; DELETE FROM t"
+    refused = check_read_only(long_bad)
+    assert not refused.allowed
+    assert check_read_only(long_bad) is refused
+
+
+def test_the_cache_holds_digests_and_forgets_the_oldest() -> None:
+    check_read_only("SELECT 2 AS two")
+    assert all(isinstance(k, bytes) and len(k) == 32 for k in _VERDICTS._items)
+    small = _Verdicts(maxsize=2)
+    a, b, c = (check_read_only(f"SELECT {n}") for n in (1, 2, 3))
+    small.put(b"a", a)
+    small.put(b"b", b)
+    assert small.get(b"a") is a  # now the most recently used
+    small.put(b"c", c)
+    assert (small.get(b"a"), small.get(b"b"), small.get(b"c")) == (a, None, c)
+    assert len(small) == 2
 
 
 def test_non_text_is_refused_not_remembered() -> None:
-    before = _check_remembered.cache_info().currsize
+    before = len(_VERDICTS)
     assert not check_read_only(None).allowed  # type: ignore[arg-type]
-    assert _check_remembered.cache_info().currsize == before
+    assert remembered_verdict(None) is None  # type: ignore[arg-type]
+    assert len(_VERDICTS) == before
+
+
+def test_a_check_that_raised_is_refused_and_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sql = f"SELECT 1 AS one -- {uuid.uuid4().hex}"
+
+    def surprise(text: str) -> _readonly.ReadOnlyVerdict:
+        raise RecursionError("sqlglot went too deep")
+
+    monkeypatch.setattr(_readonly, "_check", surprise)
+    verdict = check_read_only(sql)
+    assert not verdict.allowed
+    assert "RecursionError" in verdict.reason
+    assert remembered_verdict(sql) is None
+    monkeypatch.undo()
+    assert check_read_only(sql).allowed  # checked afresh, not the remembered failure

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gen_id_tokens import id_token_document
 from helpers import (
     CONNECTOR_ID,
     CONNECTOR_KEY,
@@ -127,6 +128,11 @@ VALID_FRAMES: list[tuple[str, str, events.Event]] = [
     ("hello", "the relay's signed HELLO with default limits", events.Hello(hello_fields())),
     ("ready", "the connector's READY", events.Ready(CONNECTOR_ID, 64, ("x-example",))),
     (
+        "ready-statement-limit",
+        "READY announcing a 1 MiB statement limit",
+        events.Ready(CONNECTOR_ID, 8, max_statement_bytes=1024 * 1024),
+    ),
+    (
         "query-sql",
         "QUERY with SQL, a bare and a typed parameter",
         make_query(
@@ -207,6 +213,8 @@ INVALID_FRAMES: list[tuple[str, str, bytes, int, str, int]] = [
      1002),
     ("ready-max-streams-0", "READY max_streams 0",
      raw(0x02, 0, b'{"connector_id":"c","max_streams":0,"caps":[]}'), MAX, PE, 1002),
+    ("ready-statement-0", "READY max_statement_bytes 0", raw(0x02, 0,
+        b'{"connector_id":"c","max_streams":1,"caps":[],"max_statement_bytes":0}'), MAX, PE, 1002),
     ("query-both", "QUERY with both sql and query", raw(0x10, 1, canonical_json({
         "query_id": "q", "token": "t", "sql": "select 1", "query": "n", "params": {},
         "options": {}, "attestation": {}})), MAX, PE, 1002),
@@ -466,6 +474,14 @@ def token_vectors() -> list[dict[str, Any]]:
     tampered_claims = json.loads(__import__("base64").urlsafe_b64decode(body + "=="))
     tampered_claims["aud"] = "edgetds:relay:other"
     tampered = f"{head}.{b64url(canonical_json(tampered_claims))}.{sig}"
+
+    def signed(payload_text: bytes) -> str:
+        signing_input = f"{head}.{b64url(payload_text)}"
+        return f"{signing_input}.{b64url(CONNECTOR_KEY.sign(signing_input.encode()))}"
+
+    claims_text = canonical_json(tampered_claims)[:-1]  # ...,"aud":"edgetds:relay:other",...
+    twice = signed(claims_text + b',"aud":"edgetds:relay:' + TUNNEL.encode() + b'"}')
+    bom = signed(b"\xef\xbb\xbf" + __import__("base64").urlsafe_b64decode(body + "=="))
     cases = [
         ("token-good", "a fresh token", good, NOW + 1, TUNNEL, 1),
         ("token-good-leeway", "4 s past exp is inside the 5 s leeway", good, NOW + 64, TUNNEL, 1),
@@ -480,6 +496,15 @@ def token_vectors() -> list[dict[str, Any]]:
             1,
         ),
         ("token-tampered", "aud changed after signing", tampered, NOW + 1, TUNNEL, 1),
+        (
+            "token-duplicate-aud",
+            "signed claims with aud twice, the last one right (fools a parser keeping the last)",
+            twice,
+            NOW + 1,
+            TUNNEL,
+            1,
+        ),
+        ("token-bom", "signed claims after a UTF-8 BOM", bom, NOW + 1, TUNNEL, 1),
         ("token-wrong-audience", "verified for another tunnel", good, NOW + 1, "other", 1),
         (
             "token-replayed",
@@ -684,6 +709,8 @@ def main() -> None:
         {"comment": "edgetds/1 connection sequences; see README.md", "vectors": sequences},
     )
     dump("auth.json", auth)
+    id_tokens = id_token_document()["vectors"]
+    dump("id_tokens.json", id_token_document())
     count = (
         len(frames)
         + len(sequences)
@@ -697,6 +724,8 @@ def main() -> None:
         for k in ("connector_tokens", "hellos", "attestations", "checkpoints")
         for v in auth[k]
     )
+    count += len(id_tokens)
+    invalid += sum(not v["valid"] for v in id_tokens)
     print(f"{count} vectors, {invalid} invalid, written to {OUT}")
 
 

@@ -78,10 +78,13 @@ def test_negotiated_limits_and_caps() -> None:
     )
     assert hello.caps == ("a", "b")
     assert hello.limits == Limits(max_streams=10)
-    p.send(p.connector, events.Ready(CONNECTOR_ID, 4, ("b", "c"), max_frame=65536))
+    assert p.relay.max_statement_bytes == 256 * 1024  # the default until READY says otherwise
+    ready = events.Ready(CONNECTOR_ID, 4, ("b", "c"), max_frame=65536, max_statement_bytes=70_000)
+    p.send(p.connector, ready)
     assert p.relay.caps == p.connector.caps == frozenset({"b"})
     assert p.relay.max_streams == p.connector.max_streams == 4
     assert p.relay.max_frame == 65536
+    assert p.relay.max_statement_bytes == 70_000
 
 
 def test_query_result_stream(pair: ProtocolPair) -> None:

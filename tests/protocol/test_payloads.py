@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import (
+    DEFAULT_STATEMENT_BYTES,
     Connection,
     ErrorCode,
     Frame,
@@ -90,6 +91,15 @@ def test_encode_validates_like_decode() -> None:
     assert hello.nonce == hello_fields()["nonce"]
     ready = decode(Frame(FrameType.READY, 0, b'{"connector_id":"c","max_streams":3,"caps":[]}'))
     assert ready == events.Ready("c", 3, (), 1024 * 1024)
+    # a READY without max_statement_bytes (a connector that predates it): the 256 KiB default
+    assert isinstance(ready, events.Ready)
+    assert ready.max_statement_bytes == DEFAULT_STATEMENT_BYTES == 256 * 1024
+    for bad in (0, 16 * 1024 * 1024 + 1, "1", True):
+        payload = canonical_json(
+            {"connector_id": "c", "max_streams": 3, "caps": [], "max_statement_bytes": bad}
+        )
+        with pytest.raises(ValueError, match="max_statement_bytes"):
+            decode(Frame(FrameType.READY, 0, payload))
 
 
 def test_loads_object_is_strict() -> None:
@@ -177,6 +187,7 @@ def test_param_type_rejects(value: Any) -> None:
         ("auth.replay", 401),
         ("policy.denied", 403),
         ("policy.unknown_query", 404),
+        ("policy.check_timeout", 413),
         ("tunnel.unknown", 404),
         ("tunnel.no_connector", 503),
         ("sql.error", 422),

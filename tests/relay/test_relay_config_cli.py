@@ -40,7 +40,10 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert [encode_public_key(k) for k in config.tunnels["demo"].connectors["conn-1"]] == [key]
     assert config.identity["issuers"][0]["issuer"] == "http://127.0.0.1:8080"
     assert config.limits.max_body_bytes == 1048576
+    assert config.limits.max_param_bytes == 262144
     assert config.limits.query_burst == 200
+    assert config.tunnels["demo"].max_queries_per_identity == 32
+    assert config.limits.admission_wait_ms == 5000
 
 
 @pytest.mark.parametrize(
@@ -53,9 +56,14 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
         (("query_burst = 200", 'query_burst = "lots"'), "query_burst must be a number"),
         (("query_burst = 200", "query_burst = 2.5"), "query_burst must be a whole number"),
         (("max_body_bytes = 1048576", "max_body_bytes = -1"), "max_body_bytes must be >= 0"),
+        (("max_param_bytes = 262144", "max_param_bytes = 10"), "max_param_bytes must be at least"),
         (("dead_after_s = 45.0", "dead_after_s = 1.0"), "ping_interval_s < dead_after_s"),
         (('stats_token_sha256 = ""', 'stats_token_sha256 = "abc"'), "64 hex digits"),
         (("[[issuers]]", "[[not_issuers]]"), "unknown key(s) not_issuers"),
+        (
+            ("max_queries_per_identity = 32", "max_queries_per_identity = 0"),
+            "max_queries_per_identity must be a whole number >= 1",
+        ),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:

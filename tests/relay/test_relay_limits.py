@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ from edgetds.devidp import DevIdP
 from protocol import SUBPROTOCOL, make_connector_token
 from relay.app import RelayApp
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
-from tests.support.relays import RelayHandle, open_python_relay, relay_config
+from tests.support import fairness
+from tests.support.relays import TEST_LIMITS, RelayHandle, open_python_relay, relay_config
 
 
 async def test_failed_authentications_are_rate_limited_per_address(
@@ -216,3 +218,67 @@ async def test_a_body_that_never_finishes_is_408(
             while b"\r\n\r\n" not in received:
                 received += await stream.receive_some(65536)
     assert received.startswith(b"HTTP/1.1 408")
+
+
+async def test_fair_admission_per_identity_and_per_tunnel(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    """tests/support/fairness.py `relay_admission_scenario` (the Worker runs it too)."""
+    async with open_python_relay(
+        tunnel="demo",
+        connector_ids=["conn-1"],
+        issuer=idp.issuer,
+        max_queries_per_identity=fairness.SMALL_CAP,
+    ) as (relay, _running):
+
+        async def state(http: httpx.AsyncClient) -> dict[str, int]:
+            stats = (await http.get(f"{relay.http_url}/v1/relay/stats")).json()
+            admission: dict[str, int] = stats["tunnels"]["demo"]["admission"]
+            return admission
+
+        with trio.fail_after(30):
+            await fairness.relay_admission_scenario(
+                client=client,
+                url=query_url(relay),
+                idp=idp,
+                peer=lambda **options: peer(relay, **options),
+                state=state,
+            )
+
+
+async def test_a_query_whose_client_left_stops_waiting(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    """A client that hangs up while its query waits for a slot leaves the queue at once (no
+    QUERY is ever sent for it), however long the admission wait."""
+    limits = {**TEST_LIMITS, "admission_wait_ms": 60_000}
+    async with open_python_relay(
+        tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer, limits=limits
+    ) as (relay, running):
+        tunnel = running.app.registry.get("demo")
+        gate = trio.Event()
+
+        async def hold(p: Any, q: Any) -> None:
+            await gate.wait()
+            await p.done(q.stream_id, rows=0, query_id=q.query_id)
+
+        headers = bearer(idp.mint(sub="a"))
+        with trio.fail_after(20):
+            async with peer(relay, handler=hold, max_streams=1) as p, trio.open_nursery() as n:
+                n.start_soon(
+                    partial(client.post, query_url(relay), json={"sql": "first"}, headers=headers)
+                )
+                await p.wait_query(1)
+                async with trio.open_nursery() as waiting:
+                    waiting.start_soon(
+                        partial(
+                            client.post, query_url(relay), json={"sql": "left"}, headers=headers
+                        )
+                    )
+                    while not tunnel.admission.waiting():  # noqa: ASYNC110 - observing
+                        await trio.sleep(0.01)
+                    waiting.cancel_scope.cancel()  # the client hangs up
+                while tunnel.admission.waiting():  # noqa: ASYNC110 - observing
+                    await trio.sleep(0.01)
+                gate.set()
+        assert [q.sql for q in p.queries] == ["first"]

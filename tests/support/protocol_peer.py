@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from websockets.trio.client import connect
 
 from protocol import (
+    DEFAULT_STATEMENT_BYTES,
     SUBPROTOCOL,
     AuthError,
     Connection,
@@ -173,6 +174,7 @@ async def open_peer(
     *,
     handler: QueryHandler | None = rows_handler,
     max_streams: int = 16,
+    max_statement_bytes: int = DEFAULT_STATEMENT_BYTES,
     token: str | None = None,
     caps: tuple[str, ...] = (),
 ) -> AsyncIterator[Peer]:
@@ -199,7 +201,10 @@ async def open_peer(
         relay_keys = {key_id(relay_public_key): parse_public_key(relay_public_key)}
         verify_hello(hello, relay_keys, nonce=nonce, tunnel=tunnel, connector_id=connector_id)
         peer = Peer(connector_id, conn, ws, hello.session_id, handler)
-        await peer.send(events.Ready(connector_id, max_streams, caps))
+        ready = events.Ready(
+            connector_id, max_streams, caps, max_statement_bytes=max_statement_bytes
+        )
+        await peer.send(ready)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_reader, peer, relay_keys, nursery)
             try:

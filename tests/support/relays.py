@@ -27,7 +27,13 @@ from protocol import Limits as ProtocolLimits
 from relay.config import RelayConfig, TunnelConfig, parse_limits
 from relay.server import RunningRelay, open_relay
 
-__all__ = ["TEST_LIMITS", "RelayHandle", "open_python_relay", "start_python_relay"]
+__all__ = [
+    "TEST_LIMITS",
+    "RelayHandle",
+    "open_python_relay",
+    "start_python_relay",
+    "statement",
+]
 
 #: Default [limits] for test relays: every test client shares 127.0.0.1, so the per-address
 #: failed-auth limit and the per-identity query rate are raised (as the Worker twin does).
@@ -62,12 +68,16 @@ def relay_config(
     listen: str = "127.0.0.1:0",
     audit_token_sha256: str = "",
     checkpoint_file: str = "",
+    max_queries_per_identity: int | None = None,
 ) -> tuple[RelayConfig, dict[str, Ed25519PrivateKey]]:
     """A RelayConfig for one tunnel (fresh keys unless given) and the connectors' private keys."""
     keys = dict(connector_keys or {})
     for cid in connector_ids:
         keys.setdefault(cid, Ed25519PrivateKey.generate())
     issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
+    per_identity = {}
+    if max_queries_per_identity is not None:
+        per_identity["max_queries_per_identity"] = max_queries_per_identity
     if jwks_uri:
         issuer_entry["jwks_uri"] = jwks_uri
     if jwks_file:
@@ -77,7 +87,9 @@ def relay_config(
         private_key=relay_key or Ed25519PrivateKey.generate(),
         tunnels={
             tunnel: TunnelConfig(
-                name=tunnel, connectors={cid: (keys[cid].public_key(),) for cid in connector_ids}
+                name=tunnel,
+                connectors={cid: (keys[cid].public_key(),) for cid in connector_ids},
+                **per_identity,
             )
         },
         identity={"issuers": [issuer_entry]},
@@ -132,9 +144,17 @@ async def start_python_relay(
         audience: the client-token audience.
         **options: `jwks_uri`, `jwks_file`, `limits` ([limits] keys, default `TEST_LIMITS`),
             `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`,
-            `audit_token_sha256`, `checkpoint_file`.
+            `audit_token_sha256`, `checkpoint_file`,
+            `max_queries_per_identity` (the tunnel's).
     """
     async with open_python_relay(
         tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options
     ) as (handle, _running):
         yield handle
+
+
+def statement(size: int) -> str:
+    """A SQL statement of exactly ``size`` UTF-8 bytes (two per é), for size-limit tests."""
+    head, tail = "select N'", "'"
+    body = size - len(head) - len(tail)
+    return head + "é" * (body // 2) + "x" * (body % 2) + tail

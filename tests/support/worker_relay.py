@@ -110,6 +110,7 @@ async def open_worker_relay(
     extra_tunnels: Mapping[str, Sequence[str]] | None = None,
     rotation: Mapping[str, Sequence[str]] | None = None,
     audit_token_sha256: str = "",
+    tunnel_settings: Mapping[str, int] | None = None,
 ) -> AsyncIterator[WorkerRelay]:
     """Run the relay Worker under workerd on 127.0.0.1 (random ports) until the block exits.
 
@@ -123,6 +124,7 @@ async def open_worker_relay(
         rotation: connector id -> newer public keys (``ed25519:...``) registered ahead of its
             generated key, as during a key rotation (TUNNELS lists ``[*newer, generated]``).
         audit_token_sha256: AUDIT_TOKEN_SHA256 (who may read audit checkpoints; "" = nobody).
+        tunnel_settings: per-tunnel settings of ``tunnel`` (e.g. max_queries_per_identity).
     """
     relay_key = Ed25519PrivateKey.generate()
     connector_keys = {cid: Ed25519PrivateKey.generate() for cid in connector_ids}
@@ -133,6 +135,8 @@ async def open_worker_relay(
         tunnels[tunnel][cid] = [*newer, tunnels[tunnel][cid]]
     for name, ids in (extra_tunnels or {}).items():
         tunnels[name] = {cid: public_key_text(Ed25519PrivateKey.generate()) for cid in ids}
+    if tunnel_settings:
+        tunnels[tunnel] = {"connectors": tunnels[tunnel], **tunnel_settings}
     issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
     if jwks_uri is not None:
         issuer_entry["jwks_uri"] = jwks_uri

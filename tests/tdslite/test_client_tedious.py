@@ -169,3 +169,46 @@ async def test_tedious_cancel_long_query(tds_server: TdsServer) -> None:
         e["outcome"] for e in tds_server.statement_log.entries if e["statement"] == long_query
     ]
     assert outcome == [{"cancelled": True}]
+
+
+async def test_tedious_100ns_digit_of_parameters_and_results(tds_server: TdsServer) -> None:
+    # tedious carries the digits past the millisecond in nanosecondDelta (seconds): .123 + .0004567
+    def precise(iso: str) -> dict[str, Any]:
+        return {"iso": iso, "nanosecondDelta": 0.0004567}
+
+    steps = [
+        {
+            "sql": "SELECT CONVERT(varchar(40), @t), CONVERT(varchar(40), @d), "
+            "CONVERT(varchar(40), @o), @t, @d, @o",
+            "params": [
+                {
+                    "name": "t",
+                    "type": "Time",
+                    "value": precise("1970-01-01T13:14:15.123Z"),
+                    "options": {"scale": 7},
+                },
+                {
+                    "name": "d",
+                    "type": "DateTime2",
+                    "value": precise("2024-02-29T13:14:15.123Z"),
+                    "options": {"scale": 7},
+                },
+                {
+                    "name": "o",
+                    "type": "DateTimeOffset",
+                    "value": precise("2024-02-29T13:14:15.123Z"),
+                    "options": {"scale": 7},
+                },
+            ],
+        }
+    ]
+    result = await run_plan(tds_server, steps, precise=True)
+    (row,) = result["steps"][0]["rows"]
+    assert row[:3] == [
+        "13:14:15.1234567",
+        "2024-02-29 13:14:15.1234567",
+        "2024-02-29 13:14:15.1234567 +00:00",
+    ]
+    for value in row[3:]:
+        assert value["iso"].endswith("13:14:15.123Z")
+        assert round(value["nanosecondsDelta"], 7) == 0.0004567

@@ -349,7 +349,8 @@ def test_variables_declare_set_and_select_assignment(session: Session) -> None:
         (Param("@status_p", SqlType("nvarchar", length=-1), "paid"),),
     )
     assert results[0] == [(6, "Ada!")]
-    assert results[1][0][0] > 0  # type: ignore[index]
+    assert results[1] == RowCount(1, select=True)  # SELECT @n = ... reads one row
+    assert results[2][0][0] > 0  # type: ignore[index]
     assert error_of(session, "DECLARE @a int; DECLARE @a int").number == 134
 
 

@@ -7,9 +7,11 @@ import datetime
 import decimal
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tdslite.engine._types import ticks_of
 from tdslite.server import _datatypes as d
 
 TZ = st.integers(-14 * 60, 14 * 60).map(lambda m: datetime.timezone(datetime.timedelta(minutes=m)))
@@ -108,3 +110,22 @@ def test_plp_value_is_chunked_and_terminated() -> None:
     assert raw[12 + 8000 : 16 + 8000] == (2000).to_bytes(4, "little")
     assert raw[-4:] == b"\x00\x00\x00\x00"
     assert codec.null == b"\xff" * 8
+
+
+@pytest.mark.parametrize("scale", range(8))
+def test_temporal_parameters_keep_the_100ns_digit_at_every_scale(scale: int) -> None:
+    units = 13 * 36_000_000_000 + 14 * 600_000_000 + 15 * 10_000_000 + 1_234_567  # 13:14:15.1234567
+    wire = units // 10 ** (7 - scale)  # what a client sends at `scale`
+    data = wire.to_bytes(d.time_size(scale), "little")
+    kept = wire * 10 ** (7 - scale) % 10_000_000  # the fraction in 100 ns units
+    t = d.decode_time(data, scale)
+    assert (t.microsecond, ticks_of(t)) == divmod(kept, 10)
+    day = (738_944).to_bytes(3, "little")  # 2024-02-29
+    v = d.decode_datetime2(data + day, scale)
+    assert (v.date(), v.microsecond, ticks_of(v)) == (datetime.date(2024, 2, 29), *divmod(kept, 10))
+    o = d.decode_datetimeoffset(data + day + (-210).to_bytes(2, "little", signed=True), scale)
+    assert (o.hour, o.minute, o.microsecond, ticks_of(o)) == (9, 44, *divmod(kept, 10))
+    assert o.utcoffset() == datetime.timedelta(minutes=-210)
+    assert d.encode_datetimeoffset(o, scale) == data + day + (-210).to_bytes(
+        2, "little", signed=True
+    )

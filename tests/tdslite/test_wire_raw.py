@@ -218,3 +218,36 @@ async def test_transaction_envchanges(client: RawClient) -> None:
     assert (tm_b.envchanges, tm_c.envchanges, tm_b2.envchanges) == ([8], [9], [8])
     assert tm_rb.envchanges == [10, 8]  # rolled back, and the next one begun
     assert tm_rb.dones == [(DONE, 0x04, 0)]
+
+
+def temporal_param(name: str, type_id: int, value: bytes) -> bytes:
+    """A TIMEN (0x29) / DATETIME2N (0x2A) / DATETIMEOFFSETN (0x2B) parameter at scale 7."""
+    head = bytes([len(name)]) + utf16(name) + b"\x00"
+    return head + bytes([type_id, 7, len(value)]) + value
+
+
+async def test_7_digit_temporal_parameters_keep_the_100ns_digit(
+    client: RawClient, server: tuple[TdsServer, StandinEngine]
+) -> None:
+    _, engine = server
+    units = (13 * 3600 + 14 * 60 + 15) * 10_000_000 + 1_234_567  # 13:14:15.1234567
+    time7 = units.to_bytes(5, "little")
+    day = (738_944).to_bytes(3, "little")  # 2024-02-29 (days since 0001-01-01)
+    offset = struct.pack("<h", 330)  # +05:30
+    params = (
+        nvarchar_param("@stmt", "COUNT 1")
+        + nvarchar_param("@params", "@t time(7),@d datetime2(7),@o datetimeoffset(7)")
+        + temporal_param("@t", 0x29, time7)
+        + temporal_param("@d", 0x2A, time7 + day)
+        + temporal_param("@o", 0x2B, time7 + day + offset)
+    )
+    with trio.fail_after(10):
+        reply = await client.request(0x03, all_headers() + rpc_by_id(10, params))
+    assert reply.errors == []
+    t, d, o = (p.value for p in engine.sessions[0].params[0])
+    assert (t.microsecond, t.nanosecond_100) == (123456, 7)  # type: ignore[attr-defined]
+    assert (d.isoformat(), d.nanosecond_100) == (  # type: ignore[attr-defined]
+        "2024-02-29T13:14:15.123456",
+        7,
+    )
+    assert (o.hour, o.minute, o.microsecond, o.nanosecond_100) == (18, 44, 123456, 7)  # type: ignore[attr-defined]

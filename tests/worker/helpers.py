@@ -73,9 +73,11 @@ def connector_config(
     db: Any,
     key: Ed25519PrivateKey | None = None,
     connector_id: str = "conn-1",
+    **options: Any,
 ) -> Path:
     """A real connector's config (and key file) in ``directory`` for the Worker ``relay`` and the
-    tdslite server ``db``; ``key`` defaults to the key registered for ``connector_id``."""
+    tdslite server ``db``; ``key`` defaults to the key registered for ``connector_id``;
+    ``options`` are more [connector] settings."""
     h = relay.handle
     directory.mkdir(parents=True, exist_ok=True)
     key_file = write_key(directory / f"{connector_id}.key", key or h.connector_keys[connector_id])
@@ -89,4 +91,5 @@ def connector_config(
         db_port=db.port,
         database=db.engine.database,
         connector_id=connector_id,
+        **options,
     )

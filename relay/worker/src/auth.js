@@ -17,6 +17,7 @@
 import { compactVerify, importJWK } from "jose";
 
 import { ErrorCode } from "./frames.js";
+import { parseStrictObject } from "./strictjson.js";
 
 export const HELLO_CONTEXT = "edgetds/1 hello\n";
 export const QUERY_CONTEXT = "edgetds/1 query\n";
@@ -26,7 +27,6 @@ export const TOKEN_LEEWAY = 5;
 export const KEY_PREFIX = "ed25519:";
 
 const encoder = new TextEncoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** A token, hello or attestation failed verification. */
 export class AuthError extends Error {
@@ -312,16 +312,12 @@ export async function makeAttestation(relayKey, { sessionId, queryId, token, sql
 // ----------------------------------------------------------------------------- connector token
 
 function tokenPart(part, what) {
-  let obj;
   try {
-    obj = JSON.parse(strictDecoder.decode(unb64url(part)));
+    // Duplicate member names and a BOM are refused, as protocol/_json.py loads_object does.
+    return parseStrictObject(unb64url(part));
   } catch {
-    obj = null;
-  }
-  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
     throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `connector token ${what} is not base64url JSON`);
   }
-  return obj;
 }
 
 function randomId(claims, name) {

@@ -5,8 +5,11 @@
  * |--------------------|--------|----------------------------------------------------------------|
  * | RELAY_PRIVATE_KEY  | secret | Ed25519 PKCS#8 PEM (`edgetds keygen` NAME.key) or an OKP JWK     |
  * | TUNNELS            | var    | JSON `{"demo": {"conn-1": "ed25519:..."}}`; a list of keys       |
- * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates   |
- * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?}]`     |
+ * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates;  |
+ * |                    |        | or, with per-tunnel settings (the Python relay's [tunnels.NAME]),|
+ * |                    |        | `{"demo": {"connectors": {...}, "max_queries_per_identity": 32}}`|
+ * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?,       |
+ * |                    |        | "max_token_lifetime_s"? (default 86400), "jwks"? (static keys)}]`|
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
  * | LIMITS             | var    | optional JSON, keys of the Python relay's [limits] table         |
  * | EDGETDS_TEST_HOOKS | var    | "1" only in tests: enables /v1/tunnels/{t}/_test/* (never deploy)|
@@ -17,6 +20,7 @@
  */
 
 import { hex, loadRelayKey, parsePublicKey } from "./auth.js";
+import { DEFAULT_MAX_TOKEN_LIFETIME_S } from "./idtoken.js";
 
 export const DEFAULT_ALGORITHMS = Object.freeze(["RS256", "ES256", "EdDSA"]);
 const SUPPORTED_ALGORITHMS = new Set(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]);
@@ -24,6 +28,8 @@ const SUPPORTED_ALGORITHMS = new Set(["RS256", "RS384", "RS512", "PS256", "PS384
 /** Edge limits, the Python relay's relay/config.py Limits (rates per second; 0 disables). */
 export const DEFAULT_LIMITS = Object.freeze({
   max_body_bytes: 1_048_576,
+  /** Largest `params`, in bytes of its canonical JSON (400 request.invalid above it). */
+  max_param_bytes: 262_144,
   query_timeout_ms: 30_000,
   auth_failures_per_second: 1.0,
   auth_failure_burst: 20,
@@ -41,7 +47,12 @@ export const DEFAULT_LIMITS = Object.freeze({
   leeway_s: 30,
   /** Worker only: how long past timeout_ms the relay waits before it cancels the stream itself. */
   deadline_grace_ms: 5_000,
+  /** A full tunnel: how long a query may wait for a slot (counted against its timeout_ms). */
+  admission_wait_ms: 5_000,
 });
+
+/** Per-tunnel settings (relay/config.py TunnelConfig) and their defaults. */
+export const DEFAULT_TUNNEL_SETTINGS = Object.freeze({ max_queries_per_identity: 32 });
 
 export class ConfigError extends Error {
   constructor(message) {
@@ -110,10 +121,13 @@ function parseTunnels(env) {
     throw new ConfigError(`TUNNELS must be a JSON object like ${TUNNELS_SHAPE}`);
   }
   const tunnels = {};
-  for (const [name, connectors] of Object.entries(doc)) {
+  const settings = {};
+  for (const [name, value] of Object.entries(doc)) {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) {
       throw new ConfigError(`TUNNELS: tunnel name ${JSON.stringify(name)} must be 1-64 of letters, digits, _ . -`);
     }
+    const { connectors, ...tunnelSettings } = withSettings(name, value);
+    settings[name] = tunnelSettings;
     if (connectors === null || typeof connectors !== "object" || Array.isArray(connectors)) {
       throw new ConfigError(`TUNNELS.${name} must map connector ids to "ed25519:..." public keys (a list of them while a key rotates), like ${TUNNELS_SHAPE}`);
     }
@@ -121,7 +135,25 @@ function parseTunnels(env) {
     for (const [id, keys] of Object.entries(connectors)) parsed[id] = parseConnectorKeys(`TUNNELS.${name}.${id}`, keys);
     tunnels[name] = Object.freeze(parsed);
   }
-  return Object.freeze(tunnels);
+  return [Object.freeze(tunnels), Object.freeze(settings)];
+}
+
+/** A tunnel's value in either shape: {connectors, settings...} or the bare connectors map. */
+function withSettings(name, value) {
+  const detailed = value !== null && typeof value === "object" && !Array.isArray(value) && value.connectors !== null && typeof value.connectors === "object" && !Array.isArray(value.connectors);
+  if (!detailed) return { connectors: value, ...DEFAULT_TUNNEL_SETTINGS };
+  const out = { ...DEFAULT_TUNNEL_SETTINGS };
+  for (const [key, setting] of Object.entries(value)) {
+    if (key === "connectors") continue;
+    if (!Object.hasOwn(DEFAULT_TUNNEL_SETTINGS, key)) {
+      throw new ConfigError(`TUNNELS.${name}: unknown key ${JSON.stringify(key)}; allowed: connectors, ${Object.keys(DEFAULT_TUNNEL_SETTINGS).join(", ")}`);
+    }
+    if (!Number.isSafeInteger(setting) || setting < 1) {
+      throw new ConfigError(`TUNNELS.${name}.${key} must be a whole number >= 1 (queries one identity may have in flight or waiting)`);
+    }
+    out[key] = setting;
+  }
+  return { connectors: value.connectors, ...out };
 }
 
 function parseIssuers(env) {
@@ -133,7 +165,7 @@ function parseIssuers(env) {
   list.forEach((item, i) => {
     const where = `ISSUERS[${i}]`;
     if (item === null || typeof item !== "object") throw new ConfigError(`${where} must be an object`);
-    const unknown = Object.keys(item).filter((k) => !["issuer", "audience", "jwks_uri", "algorithms"].includes(k));
+    const unknown = Object.keys(item).filter((k) => !["issuer", "audience", "jwks_uri", "jwks", "algorithms", "max_token_lifetime_s"].includes(k));
     if (unknown.length) throw new ConfigError(`${where}: unknown key(s) ${unknown.join(", ")}`);
     if (typeof item.issuer !== "string" || !item.issuer) throw new ConfigError(`${where}.issuer must be the issuer URL (the "iss" claim)`);
     checkUrl(item.issuer, `${where}.issuer`);
@@ -146,7 +178,16 @@ function parseIssuers(env) {
       throw new ConfigError(`${where}.algorithms must be a list of ${[...SUPPORTED_ALGORITHMS].join(", ")}`);
     }
     if (item.jwks_uri !== undefined) checkUrl(item.jwks_uri, `${where}.jwks_uri`);
-    issuers.set(item.issuer, Object.freeze({ issuer: item.issuer, audience, algorithms, jwksUri: item.jwks_uri ?? null }));
+    const jwks = Object.hasOwn(item, "jwks") ? item.jwks : null;
+    if (Object.hasOwn(item, "jwks") && (jwks === null || typeof jwks !== "object" || !Array.isArray(jwks.keys))) {
+      throw new ConfigError(`${where}.jwks must be a JWKS object like {"keys": [...]} (static public keys)`);
+    }
+    if (jwks !== null && item.jwks_uri !== undefined) throw new ConfigError(`${where}: set jwks_uri or jwks, not both`);
+    const maxTokenLifetimeS = Object.hasOwn(item, "max_token_lifetime_s") ? item.max_token_lifetime_s : DEFAULT_MAX_TOKEN_LIFETIME_S;
+    if (typeof maxTokenLifetimeS !== "number" || !(maxTokenLifetimeS > 0) || !Number.isFinite(maxTokenLifetimeS)) {
+      throw new ConfigError(`${where}.max_token_lifetime_s must be a positive number of seconds (default ${DEFAULT_MAX_TOKEN_LIFETIME_S})`);
+    }
+    issuers.set(item.issuer, Object.freeze({ issuer: item.issuer, audience, algorithms, jwksUri: item.jwks_uri ?? null, jwks, maxTokenLifetimeS }));
   });
   return issuers;
 }
@@ -163,6 +204,7 @@ function parseLimits(env) {
     limits[key] = value;
   }
   if (!(limits.ping_interval_s > 0)) throw new ConfigError("LIMITS.ping_interval_s must be above 0 (seconds)");
+  if (!(limits.max_param_bytes >= 1024)) throw new ConfigError("LIMITS.max_param_bytes must be at least 1024");
   return Object.freeze(limits);
 }
 
@@ -194,9 +236,11 @@ export async function loadConfig(env) {
   } catch (err) {
     throw new ConfigError(`RELAY_PRIVATE_KEY: ${err.message}`);
   }
+  const [tunnels, tunnelSettings] = parseTunnels(env);
   const value = Object.freeze({
     relayKey,
-    tunnels: parseTunnels(env),
+    tunnels,
+    tunnelSettings,
     issuers: parseIssuers(env),
     shards: parseShards(env),
     limits: parseLimits(env),

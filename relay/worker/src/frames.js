@@ -11,6 +11,8 @@
  * Validation failures are thrown as ProtocolError with the error code and close code to report.
  */
 
+import { scanJson } from "./strictjson.js";
+
 export const VERSION = 1;
 export const HEADER_SIZE = 12;
 export const MAX_STREAM_ID = 0xffffffff;
@@ -63,6 +65,7 @@ export const ErrorCode = Object.freeze({
   POLICY_DENIED: "policy.denied",
   POLICY_NOT_READ_ONLY: "policy.not_read_only",
   POLICY_UNKNOWN_QUERY: "policy.unknown_query",
+  POLICY_CHECK_TIMEOUT: "policy.check_timeout",
   TUNNEL_UNKNOWN: "tunnel.unknown",
   TUNNEL_NO_CONNECTOR: "tunnel.no_connector",
   SQL_ERROR: "sql.error",
@@ -97,6 +100,7 @@ const HTTP_STATUS_BY_CODE = {
   "request.invalid": 400,
   "request.too_large": 413,
   "policy.unknown_query": 404,
+  "policy.check_timeout": 413,
   "tunnel.unknown": 404,
   "tunnel.no_connector": 503,
   "sql.error": 422,
@@ -133,6 +137,7 @@ export const MAX_FRAME_HARD = 16 * 1024 * 1024;
 export const MIN_FRAME = 16 * 1024;
 export const MAX_WINDOW = 2 ** 31 - 1;
 export const MAX_STREAMS_HARD = 65535;
+export const DEFAULT_STATEMENT_BYTES = 256 * 1024;
 export const DEFAULT_LIMITS = Object.freeze({
   max_frame: DEFAULT_FRAME,
   stream_window: 1024 * 1024,
@@ -320,44 +325,9 @@ export function loadsObject(data) {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new ProtocolError("expected a JSON object");
   }
-  if (hasDuplicateKeys(text)) throw new ProtocolError("duplicate JSON key");
+  // JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere
+  if (scanJson(text) !== null) throw new ProtocolError("duplicate JSON key");
   return value;
-}
-
-// JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere.
-// A small scanner over the text finds duplicates per object without a second full parse.
-function hasDuplicateKeys(text) {
-  const stack = [];
-  let i = 0;
-  let expectKey = false;
-  while (i < text.length) {
-    const ch = text[i];
-    if (ch === '"') {
-      let j = i + 1;
-      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      if (expectKey && stack.length) {
-        const key = JSON.parse(text.slice(i, j + 1));
-        const keys = stack[stack.length - 1];
-        if (keys.has(key)) return true;
-        keys.add(key);
-      }
-      expectKey = false;
-      i = j + 1;
-      continue;
-    }
-    if (ch === "{") {
-      stack.push(new Set());
-      expectKey = true;
-    } else if (ch === "[") {
-      stack.push(null);
-    } else if (ch === "}" || ch === "]") {
-      stack.pop();
-    } else if (ch === ",") {
-      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
-    }
-    i += 1;
-  }
-  return false;
 }
 
 function str(obj, key, { optional = false } = {}) {
@@ -478,7 +448,9 @@ export function decodePayload(frame) {
       const obj = loadsObject(payload);
       const maxStreams = int(obj.max_streams, "max_streams", 1, MAX_STREAMS_HARD);
       const maxFrame = int(Object.hasOwn(obj, "max_frame") ? obj.max_frame : DEFAULT_FRAME, "max_frame", MIN_FRAME, MAX_FRAME_HARD);
-      return { ...base, connectorId: str(obj, "connector_id"), maxStreams, caps: caps(obj), maxFrame };
+      const statement = Object.hasOwn(obj, "max_statement_bytes") ? obj.max_statement_bytes : DEFAULT_STATEMENT_BYTES;
+      const maxStatementBytes = int(statement, "max_statement_bytes", 1, MAX_FRAME_HARD);
+      return { ...base, connectorId: str(obj, "connector_id"), maxStreams, caps: caps(obj), maxFrame, maxStatementBytes };
     }
     case FrameType.QUERY: {
       const obj = loadsObject(payload);

@@ -12,9 +12,10 @@ export class HttpError extends Error {
   /**
    * @param {string} code a registry error code
    * @param {string} message what failed and how to fix it (never tokens, SQL or values)
-   * @param {{status?: number, hint?: string, retryAfter?: string, queryId?: string}} [options]
+   * @param {{status?: number, hint?: string, retryAfter?: string, queryId?: string, limit?: string}} [options]
+   *   `limit`: which limit a limits.too_many_queries refusal hit ("identity", "tunnel", "connector")
    */
-  constructor(code, message, { status, hint, retryAfter, queryId } = {}) {
+  constructor(code, message, { status, hint, retryAfter, queryId, limit } = {}) {
     super(`${code}: ${message}`);
     this.name = "HttpError";
     this.code = code;
@@ -23,19 +24,21 @@ export class HttpError extends Error {
     this.hint = hint;
     this.retryAfter = retryAfter;
     this.queryId = queryId;
+    this.limit = limit;
   }
 }
 
 /**
  * One NDJSON `{"error": {...}}` line with its newline (the HTTP API's terminal record shape).
  * @param {string} code @param {string} message
- * @param {{queryId?: string, hint?: string}} [options]
+ * @param {{queryId?: string, hint?: string, limit?: string}} [options]
  * @returns {Uint8Array}
  */
-export function errorRecord(code, message, { queryId, hint } = {}) {
+export function errorRecord(code, message, { queryId, hint, limit } = {}) {
   const record = { code, message };
   if (queryId !== undefined && queryId !== null) record.query_id = queryId;
   if (hint) record.hint = hint;
+  if (limit) record.limit = limit;
   return encoder.encode(`${JSON.stringify({ error: record })}\n`);
 }
 
@@ -53,5 +56,5 @@ export function errorResponse(error) {
   const headers = {};
   if (error.retryAfter !== undefined) headers["retry-after"] = error.retryAfter;
   if (error.status === 401) headers["www-authenticate"] = 'Bearer realm="edgetds"';
-  return jsonResponse(error.status, errorRecord(error.code, error.detail, { queryId: error.queryId, hint: error.hint }), headers);
+  return jsonResponse(error.status, errorRecord(error.code, error.detail, { queryId: error.queryId, hint: error.hint, limit: error.limit }), headers);
 }

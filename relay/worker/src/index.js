@@ -166,13 +166,14 @@ async function query(request, env, ctx, config, tunnel, address) {
   knownTunnel(config, tunnel);
   const wait = queryRate.spend(`${identity.issuer}\u0000${identity.subject}`, now());
   if (wait > 0) throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many queries for this identity; slow down", { retryAfter: retryAfterHeader(wait) });
-  const req = parseQueryRequest(await readBody(request, config.limits.max_body_bytes), { maxTimeoutMs: config.limits.query_timeout_ms });
+  const req = parseQueryRequest(await readBody(request, config.limits.max_body_bytes), { maxTimeoutMs: config.limits.query_timeout_ms, maxParamBytes: config.limits.max_param_bytes });
   counters.count("queries");
   const body = JSON.stringify({
     identity: { issuer: identity.issuer, subject: identity.subject },
     token: bearerToken(request.headers.get("authorization")),
     request: req,
     deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
+    maxQueriesPerIdentity: config.tunnelSettings[tunnel].max_queries_per_identity,
   });
   // A client-supplied query_id is remembered for 10 minutes by its home shard (SPEC 7.3).
   const home = shardOf(req.query_id, config.shards);

@@ -81,3 +81,119 @@ export class RefusalCounters {
     };
   }
 }
+
+/**
+ * Fair admission of queries to a shared set of slots, across identities (mirrors
+ * protocol/_admission.py rule for rule; both run protocol/vectors/admission.json).
+ *
+ * 1. `offer(key, ticket, limit)`: an identity with `limit` queries admitted or waiting is refused at
+ *    once ("identity"); a full wait room (`maxWaiting` in all) refuses at once ("tunnel");
+ *    otherwise the ticket waits in its identity's queue (FIFO per identity). Returns null when queued.
+ * 2. `grant(free)`: up to `free` waiting tickets, one at a time from the waiting identity with the
+ *    FEWEST admitted queries; among equals the one granted least recently (round robin), then the
+ *    one whose head ticket has waited longest.
+ * 3. `withdraw(key, ticket)`: a waiter gave up; `release(key)`: an admitted query ended.
+ */
+export class FairAdmission {
+  /** @param {{maxWaiting: number}} options */
+  constructor({ maxWaiting }) {
+    if (!(maxWaiting >= 0)) throw new RangeError("maxWaiting must be >= 0");
+    this.maxWaiting = maxWaiting;
+    /** @type {Map<string, number>} */
+    this.admittedBy = new Map();
+    /** @type {Map<string, Array<[number, any]>>} */
+    this.queues = new Map();
+    /** @type {Map<string, number>} grant sequence number of each identity's last grant */
+    this.lastGrant = new Map();
+    this.waitingCount = 0;
+    this.seq = 0;
+  }
+
+  admitted(key) {
+    return this.admittedBy.get(key) ?? 0;
+  }
+
+  /** Queries waiting (of `key`, or in all). */
+  waiting(key) {
+    if (key === undefined) return this.waitingCount;
+    return this.queues.get(key)?.length ?? 0;
+  }
+
+  /** Counts only (no identities). */
+  statistics() {
+    let admitted = 0;
+    for (const n of this.admittedBy.values()) admitted += n;
+    return { admitted, waiting: this.waitingCount, waiting_identities: this.queues.size };
+  }
+
+  /** @returns {"identity" | "tunnel" | null} */
+  offer(key, ticket, limit) {
+    if (this.admitted(key) + this.waiting(key) >= limit) return "identity";
+    if (this.waitingCount >= this.maxWaiting) return "tunnel";
+    this.seq += 1;
+    let queue = this.queues.get(key);
+    if (queue === undefined) {
+      queue = [];
+      this.queues.set(key, queue);
+    }
+    queue.push([this.seq, ticket]);
+    this.waitingCount += 1;
+    return null;
+  }
+
+  /** @returns {Array<[string, any]>} (key, ticket) in the order admitted */
+  grant(free) {
+    const granted = [];
+    while (granted.length < free && this.queues.size) {
+      let best = null;
+      let bestRank = null;
+      for (const key of this.queues.keys()) {
+        const rank = [this.admitted(key), this.lastGrant.get(key) ?? 0, this.queues.get(key)[0][0]];
+        if (bestRank === null || rank[0] < bestRank[0] || (rank[0] === bestRank[0] && (rank[1] < bestRank[1] || (rank[1] === bestRank[1] && rank[2] < bestRank[2])))) {
+          best = key;
+          bestRank = rank;
+        }
+      }
+      const queue = this.queues.get(best);
+      const [, ticket] = queue.shift();
+      if (!queue.length) this.queues.delete(best);
+      this.waitingCount -= 1;
+      this.admittedBy.set(best, this.admitted(best) + 1);
+      this.seq += 1;
+      this.lastGrant.set(best, this.seq);
+      granted.push([best, ticket]);
+    }
+    return granted;
+  }
+
+  /** Take a waiting ticket out of its queue; false if it is not waiting (granted). */
+  withdraw(key, ticket) {
+    const queue = this.queues.get(key);
+    const at = queue === undefined ? -1 : queue.findIndex(([, t]) => t === ticket);
+    if (at < 0) return false;
+    queue.splice(at, 1);
+    this.waitingCount -= 1;
+    if (!queue.length) {
+      this.queues.delete(key);
+      this.forget(key);
+    }
+    return true;
+  }
+
+  /** An admitted query of `key` ended (its slot is free: grant again). */
+  release(key) {
+    const count = this.admitted(key);
+    if (count <= 0) throw new RangeError("release() without an admitted query for this identity");
+    if (count === 1) {
+      this.admittedBy.delete(key);
+      this.forget(key);
+    } else {
+      this.admittedBy.set(key, count - 1);
+    }
+  }
+
+  forget(key) {
+    // An identity with nothing admitted or waiting leaves no trace (bounded memory).
+    if (!this.admittedBy.has(key) && !this.queues.has(key)) this.lastGrant.delete(key);
+  }
+}

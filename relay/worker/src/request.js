@@ -1,16 +1,20 @@
 /**
  * The client's query request: the JSON body of `POST /v1/tunnels/{tunnel}/query`, checked
  * (mirrors relay/request.py). Every refusal is HttpError("request.invalid") naming the member that
- * is wrong, never echoing SQL text or a parameter value.
+ * is wrong, never echoing SQL text or a parameter value. Parameters are capped here, before
+ * anything is signed or sent: at most MAX_PARAMS, at most maxParamBytes of canonical JSON.
  */
 
 import { canonicalJsonText, PyFloat } from "./auth.js";
 import { ErrorCode } from "./frames.js";
 import { HttpError } from "./http.js";
+import { scanJson } from "./strictjson.js";
 
 const ALLOWED = new Set(["sql", "query", "params", "max_rows", "timeout_ms", "query_id"]);
 const QUERY_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/;
+/** SQL Server accepts at most 2,100 parameters in one request. */
+export const MAX_PARAMS = 2100;
 
 function invalid(message) {
   return new HttpError(ErrorCode.REQUEST_INVALID, message);
@@ -58,20 +62,29 @@ function optionalInt(body, key, minimum) {
 /**
  * Parse and check a query request body.
  * @param {Uint8Array} raw
- * @param {{maxTimeoutMs: number}} options the relay's ceiling (and default) for timeout_ms
+ * @param {{maxTimeoutMs: number, maxParamBytes?: number}} options the relay's ceiling (and
+ *   default) for timeout_ms; the most bytes the canonical JSON of `params` may take
  * @returns {{sql: string|null, query: string|null, params_json: string, max_rows: number|null,
- *            timeout_ms: number, query_id: string, client_query_id: boolean}}
+ *            timeout_ms: number, query_id: string, client_query_id: boolean, sql_bytes: number}}
  */
-export function parseQueryRequest(raw, { maxTimeoutMs }) {
+export function parseQueryRequest(raw, { maxTimeoutMs, maxParamBytes = 262_144 }) {
   let body;
+  let text;
   try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
     // Where the runtime gives the literal's source (workerd does), keep float literals as floats:
     // Python reads "2.0" as a float and hashes it as 2.0, JavaScript would make it 2.
-    body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw), (key, value, context) =>
+    body = JSON.parse(text, (key, value, context) =>
       typeof value === "number" && /[.eE]/.test(context?.source ?? "") ? new PyFloat(value) : value,
     );
   } catch {
     throw invalid('body is not JSON; send {"sql": "...", "params": {...}} with Content-Type: application/json');
+  }
+  // JSON.parse keeps the last of two members with the same name; the Python relay refuses them,
+  // and so does this one: a body means one thing to both.
+  const problem = scanJson(text);
+  if (problem !== null) {
+    throw invalid(`body ${problem}; send {"sql": "...", "params": {...}} with each member once`);
   }
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw invalid('body must be a JSON object like {"sql": "...", "params": {...}}');
@@ -91,6 +104,10 @@ export function parseQueryRequest(raw, { maxTimeoutMs }) {
   }
   const params = body.params ?? {};
   if (typeof params !== "object" || Array.isArray(params) || params instanceof PyFloat) throw invalid("'params' must be a JSON object mapping parameter names to values");
+  const count = Object.keys(params).length;
+  if (count > MAX_PARAMS) {
+    throw invalid(`${count} parameters; SQL Server accepts at most ${MAX_PARAMS} in one request: pass a list as one parameter (e.g. JSON text read with OPENJSON) or split the query`);
+  }
   for (const name of Object.keys(params)) {
     if (!NAME.test(name.startsWith("@") ? name.slice(1) : name)) throw invalid(`parameter name '${name.slice(0, 40)}' is not a valid name`);
   }
@@ -99,6 +116,11 @@ export function parseQueryRequest(raw, { maxTimeoutMs }) {
     paramsJson = canonicalJsonText(params); // what the attestation hashes and QUERY carries
   } catch (err) {
     throw invalid(`'params' cannot be passed on exactly: ${err.message} (e.g. {"type": "bigint", "value": "9007199254740993"})`);
+  }
+  const encoder = new TextEncoder();
+  const paramsBytes = encoder.encode(paramsJson).byteLength;
+  if (paramsBytes > maxParamBytes) {
+    throw invalid(`'params' is ${paramsBytes} bytes as JSON; this relay accepts at most ${maxParamBytes}: send fewer or smaller values`);
   }
   const maxRows = optionalInt(body, "max_rows", 0);
   let timeoutMs = optionalInt(body, "timeout_ms", 1);
@@ -115,5 +137,6 @@ export function parseQueryRequest(raw, { maxTimeoutMs }) {
     timeout_ms: timeoutMs,
     query_id: queryId ?? crypto.randomUUID(),
     client_query_id: queryId !== null,
+    sql_bytes: sql === null ? 0 : encoder.encode(sql).byteLength,
   };
 }

@@ -52,7 +52,7 @@ import {
   splitMessage,
 } from "./frames.js";
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
-import { RateLimiter } from "./limits.js";
+import { FairAdmission, RateLimiter } from "./limits.js";
 import { keepaliveDue, preferAnswering, PROBE_TIMEOUT_MS, silentSinceQuery } from "./liveness.js";
 import { checkFrameCap, LOST_MESSAGE, lostRecordText, negotiatedCaps, nextStreamState } from "./session.js";
 
@@ -61,6 +61,8 @@ const CONNECTOR_TAG = "conn";
 const PING_BURST = 20;
 const PING_RATE = 5;
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
+/** Most queries waiting for a slot of one object; beyond it a full tunnel refuses at once. */
+const MAX_WAITING = 10_000;
 
 /** Relay-side limits announced in HELLO (SPEC defaults). */
 export const RELAY_LIMITS = DEFAULT_LIMITS;
@@ -92,6 +94,16 @@ export class Tunnel extends DurableObject {
     this.keepaliveTimer = null;
     /** Checkpoints are verified and stored one after the other, in the order they arrived. */
     this.checkpoints = Promise.resolve();
+    /**
+     * Fair admission (relay/registry.py's twin): per-identity caps, and a full tunnel's waiters
+     * served fewest-in-flight identity first. In memory only: every admitted or waiting query is
+     * an HTTP request in flight, so the object is awake for all of them.
+     */
+    this.admission = new FairAdmission({ maxWaiting: MAX_WAITING });
+    /** Slots granted whose QUERY is not sent yet (so a slot is never promised twice). */
+    this.reserved = 0;
+    /** query_id -> its waiting slot (a client that hangs up leaves the queue: cancel()). */
+    this.waitingSlots = new Map();
   }
 
   // ------------------------------------------------------------------------------ HTTP entry
@@ -115,7 +127,7 @@ export class Tunnel extends DurableObject {
         case "/checkpoint":
           return jsonResponse(200, (await this.ctx.storage.get(`ckpt:${url.searchParams.get("connector")}`)) ?? null);
         case "/_test/state":
-          return jsonResponse(200, { ...this.status(), instance: this.instance, constructed_at: this.constructedAt });
+          return jsonResponse(200, { ...this.status(), admission: this.admission.statistics(), instance: this.instance, constructed_at: this.constructedAt });
         case "/_test/abort":
           // A reset as the platform does it (code update, eviction): every socket and request dies.
           this.ctx.abort("edgetds test hook: reset");
@@ -332,9 +344,11 @@ export class Tunnel extends DurableObject {
       att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
       att.maxFrame = event.maxFrame;
       att.caps = [...negotiatedCaps(RELAY_CAPS, event.caps)];
+      att.maxStatementBytes = event.maxStatementBytes;
       ws.serializeAttachment(att);
       this.probeSiblings(att);
       this.dropIdleAlarm();
+      this.pump();
       return undefined;
     }
     checkFrameCap(event.type, new Set(att.caps ?? []));
@@ -443,12 +457,16 @@ export class Tunnel extends DurableObject {
     if (!stream.started) {
       if (event.type === FrameType.ERROR) {
         // Nothing was streamed yet: the status can still say what happened.
+        stream.redispatching = event.code === ErrorCode.CONNECTOR_DRAINING; // keeps its slot
         this.settle(stream);
         if (event.code === ErrorCode.CONNECTOR_DRAINING) {
           this.redispatch(ws, att, stream, event.data);
           return;
         }
-        stream.respond(new Response(event.data, { status: httpStatus(event.code), headers: { "content-type": "application/json", "cache-control": "no-store" } }));
+        const status = httpStatus(event.code);
+        // A connector's limit (429): the client should come back later.
+        const retry = status === 429 ? { "retry-after": "1" } : {};
+        stream.respond(new Response(event.data, { status, headers: { "content-type": "application/json", "cache-control": "no-store", ...retry } }));
         return;
       }
       this.start(stream);
@@ -538,6 +556,7 @@ export class Tunnel extends DurableObject {
       clearTimeout(this.keepaliveTimer); // idle: nothing may keep the object awake
       this.keepaliveTimer = null;
     }
+    if (!stream.redispatching) this.giveBack(stream.job.slot);
   }
 
   /** End every stream of a session with the typed transport.lost record. */
@@ -594,16 +613,105 @@ export class Tunnel extends DurableObject {
 
   // ---------------------------------------------------------------------------------- queries
 
-  /** Least-loaded open connector (ties: round robin); throws 503 when there is none. */
-  pickConnector() {
+  /** Streams per session (the HTTP requests in flight on it). */
+  load() {
     const load = new Map();
     for (const stream of this.streams.values()) load.set(stream.sessionId, (load.get(stream.sessionId) ?? 0) + 1);
+    return load;
+  }
+
+  /** The open connections; throws 503 when none can take a query now (nothing to wait for). */
+  connectable() {
     const all = this.connectors().filter(({ ws, att }) => att.state === "open" && ws.readyState === WebSocket.OPEN);
+    if (!all.length) throw new HttpError(ErrorCode.TUNNEL_NO_CONNECTOR, "no connector is connected to this tunnel; start `edgetds connector run` on-prem", { retryAfter: "5" });
+    if (all.every(({ att }) => att.draining)) throw new HttpError(ErrorCode.CONNECTOR_DRAINING, "every connector of this tunnel is draining; retry shortly");
+    return all;
+  }
+
+  tunnelFull(why) {
+    return new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, `this tunnel is at its concurrent query limit and ${why}; retry after the Retry-After delay`, { retryAfter: "1", limit: "tunnel" });
+  }
+
+  // -------------------------------------------------------------------------------- admission
+
+  /** Streams the open connections take now, less the slots granted but not yet used. */
+  freeSlots() {
+    const load = this.load();
+    let free = 0;
+    for (const { ws, att } of this.connectors()) {
+      if (att.state === "open" && ws.readyState === WebSocket.OPEN && !att.draining) free += Math.max(0, att.maxStreams - (load.get(att.sessionId) ?? 0));
+    }
+    return free - this.reserved;
+  }
+
+  /** Hand every free slot to a waiting query, fairest first. */
+  pump() {
+    const free = this.freeSlots();
+    if (free <= 0 || !this.admission.waiting()) return;
+    for (const [, slot] of this.admission.grant(free)) {
+      slot.granted = slot.reserved = true;
+      this.reserved += 1;
+      clearTimeout(slot.timer);
+      slot.resolve();
+    }
+  }
+
+  /**
+   * Admit one query of identity `key` (relay/registry.py Tunnel.slot): refused at once at the
+   * identity's cap; on a full tunnel it waits up to `waitMs` for a slot. Resolves to the slot
+   * (give it back with giveBack once the query ended); throws HttpError.
+   */
+  async admit(key, limit, waitMs, queryId) {
+    this.connectable();
+    const { promise, resolve } = Promise.withResolvers();
+    const slot = { key, granted: false, reserved: false, released: false, gone: false, waitedMs: 0, resolve, timer: null };
+    const refusal = this.admission.offer(key, slot, limit);
+    if (refusal === "identity") {
+      throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, `this identity already has ${limit} queries in flight or waiting on this tunnel (max_queries_per_identity); wait for one to finish, then retry`, { retryAfter: "1", limit: "identity" });
+    }
+    if (refusal === "tunnel") throw this.tunnelFull(`${MAX_WAITING} queries are already waiting for a slot`);
+    this.pump();
+    if (slot.granted) return slot;
+    const started = Date.now();
+    // A timer only while a request waits (the object is awake for it anyway).
+    slot.timer = setTimeout(resolve, waitMs);
+    this.waitingSlots.set(queryId, slot);
+    await promise;
+    this.waitingSlots.delete(queryId);
+    slot.waitedMs = Date.now() - started;
+    if (slot.gone) throw new HttpError(ErrorCode.QUERY_CANCELLED, "the client went away while the query waited", { queryId });
+    if (!slot.granted) {
+      this.admission.withdraw(key, slot);
+      throw this.tunnelFull(`no slot freed within ${waitMs} ms`);
+    }
+    return slot;
+  }
+
+  /** The slot's QUERY was sent (or never will be): its reservation ends. */
+  placed(slot) {
+    if (slot?.reserved) {
+      slot.reserved = false;
+      this.reserved -= 1;
+    }
+  }
+
+  /** The slot's query ended: release it once and hand the slot on. */
+  giveBack(slot) {
+    if (!slot || slot.released) return;
+    slot.released = true;
+    this.placed(slot);
+    this.admission.release(slot.key);
+    this.pump();
+  }
+
+  /** Least-loaded open connector (ties: round robin); throws 503/429 when there is none. */
+  pickConnector() {
+    const load = this.load();
+    const all = this.connectable();
     const usable = preferAnswering(all.filter(({ att }) => !att.draining && (load.get(att.sessionId) ?? 0) < att.maxStreams));
     if (!usable.length) {
       if (all.some(({ att }) => att.draining)) throw new HttpError(ErrorCode.CONNECTOR_DRAINING, "every connector of this tunnel is draining; retry shortly");
-      if (all.length) throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, "every connector of this tunnel is at its concurrent query limit; retry shortly", { retryAfter: "1" });
-      throw new HttpError(ErrorCode.TUNNEL_NO_CONNECTOR, "no connector is connected to this tunnel; start `edgetds connector run` on-prem", { retryAfter: "5" });
+      throw this.tunnelFull("every connection is at its max streams");
     }
     const least = Math.min(...usable.map(({ att }) => load.get(att.sessionId) ?? 0));
     const candidates = usable.filter(({ att }) => (load.get(att.sessionId) ?? 0) === least);
@@ -612,10 +720,20 @@ export class Tunnel extends DurableObject {
   }
 
   async query(request) {
-    const { token, request: req, deadlineMs } = await request.json();
+    const { token, request: req, deadlineMs, identity, maxQueriesPerIdentity } = await request.json();
+    const config = await loadConfig(this.env);
     const { promise, resolve } = Promise.withResolvers();
-    const options = { max_rows: req.max_rows ?? null, timeout_ms: req.timeout_ms ?? null };
-    await this.dispatch({ token, req, options, deadlineMs, respond: resolve });
+    const key = `${identity.issuer}\u0000${identity.subject}`;
+    const slot = await this.admit(key, maxQueriesPerIdentity, Math.min(config.limits.admission_wait_ms, req.timeout_ms), req.query_id);
+    // The admission wait counts against the query's deadline.
+    const timeoutMs = Math.max(1, req.timeout_ms - slot.waitedMs);
+    const options = { max_rows: req.max_rows ?? null, timeout_ms: timeoutMs };
+    try {
+      await this.dispatch({ token, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot });
+    } catch (err) {
+      this.giveBack(slot);
+      throw err;
+    }
     return promise;
   }
 
@@ -633,6 +751,10 @@ export class Tunnel extends DurableObject {
     // first, then the attachment is re-read and the id allocated and sent with no await between.
     for (let attempt = 0; ; attempt++) {
       picked = this.pickConnector();
+      if (req.sql_bytes > picked.att.maxStatementBytes) {
+        // before any signing or encoding
+        throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${picked.att.maxStatementBytes}: send a shorter statement, pass values as parameters, or use a named query`);
+      }
       attestation = await makeAttestation(config.relayKey, {
         sessionId: picked.att.sessionId,
         queryId: req.query_id,
@@ -672,6 +794,7 @@ export class Tunnel extends DurableObject {
       timer: null,
     };
     this.streams.set(stream.key, stream);
+    this.placed(job.slot);
     picked.ws.send(encodeFrame(FrameType.QUERY, streamId, payload));
     stream.sentAt = Date.now();
     // Keepalive while queries are in flight; a connection silent for ping_interval_s already (an
@@ -688,6 +811,7 @@ export class Tunnel extends DurableObject {
     att.draining = true;
     ws.serializeAttachment(att);
     this.dispatch(stream.job).catch((err) => {
+      this.giveBack(stream.job.slot);
       const fallback = new Response(errorBody, { status: httpStatus(ErrorCode.CONNECTOR_DRAINING), headers: { "content-type": "application/json", "cache-control": "no-store" } });
       stream.respond(err instanceof HttpError && err.code !== ErrorCode.CONNECTOR_DRAINING ? errorResponse(err) : fallback);
     });
@@ -717,6 +841,12 @@ export class Tunnel extends DurableObject {
   /** The Worker saw the client hang up: CANCEL the query's stream if it is still open here. */
   async cancel(request) {
     const { queryId } = await request.json();
+    const waiting = this.waitingSlots.get(queryId);
+    if (waiting !== undefined && !waiting.granted && this.admission.withdraw(waiting.key, waiting)) {
+      waiting.gone = true; // admit() answers query.cancelled; no QUERY is ever sent for it
+      clearTimeout(waiting.timer);
+      waiting.resolve();
+    }
     for (const stream of this.streams.values()) {
       if (stream.queryId === queryId) {
         this.clientGone(stream);

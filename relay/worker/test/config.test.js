@@ -1,4 +1,4 @@
-// TUNNELS shapes: one key per connector id, or a list of keys while that connector's key rotates.
+// TUNNELS shapes (one key per connector id, or a list of keys while that key rotates) and LIMITS.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -37,4 +37,22 @@ test("TUNNELS: an empty list, a bad entry or a duplicate names where it is", asy
   await refused({ demo: { "conn-1": "rsa:abc" } }, /^TUNNELS\.demo\.conn-1: a public key must look like/);
   await refused({ demo: ["conn-1", NEW] }, /^TUNNELS\.demo must map connector ids .*\["ed25519:NEW", "ed25519:OLD"\]/);
   await refused([], /^TUNNELS must be a JSON object like .*\["ed25519:NEW", "ed25519:OLD"\]/);
+});
+
+test("LIMITS: max_param_bytes defaults to 262144, may be set, and is at least 1024", async () => {
+  const tunnels = JSON.stringify({ demo: { "conn-1": NEW } });
+  const withLimits = (limits) => loadConfig({ RELAY_PRIVATE_KEY, ISSUERS, TUNNELS: tunnels, LIMITS: JSON.stringify(limits) });
+  assert.equal((await withLimits({})).limits.max_param_bytes, 262144);
+  assert.equal((await withLimits({ max_param_bytes: 4096 })).limits.max_param_bytes, 4096);
+  await assert.rejects(withLimits({ max_param_bytes: 10 }), (err) => err instanceof ConfigError && /max_param_bytes must be at least 1024/.test(err.message));
+});
+
+test("TUNNELS: per-tunnel settings beside the connectors (the Python relay's [tunnels.NAME])", async () => {
+  const config = await load({ demo: { connectors: { "conn-1": NEW }, max_queries_per_identity: 4 }, other: { "conn-2": OLD } });
+  assert.equal(config.tunnels.demo["conn-1"], NEW);
+  assert.equal(config.tunnelSettings.demo.max_queries_per_identity, 4);
+  assert.equal(config.tunnelSettings.other.max_queries_per_identity, 32);
+  assert.equal(config.limits.admission_wait_ms, 5000);
+  await refused({ demo: { connectors: { "conn-1": NEW }, max_queries_per_identity: 0 } }, /^TUNNELS\.demo\.max_queries_per_identity must be a whole number >= 1/);
+  await refused({ demo: { connectors: { "conn-1": NEW }, max_queries: 3 } }, /^TUNNELS\.demo: unknown key "max_queries"/);
 });

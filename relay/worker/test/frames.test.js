@@ -92,6 +92,9 @@ test("result payload checks: one-line records, ROWS lines, ERROR code", () => {
   assert.throws(() => decodePayload(frame(FrameType.ERROR, '{"error":{"message":"x"}}\n')), /string "code"/);
   assert.throws(() => decodePayload({ type: FrameType.READY, streamId: 0, payload: enc.encode('{"connector_id":"a","max_streams":1,"caps":[],"max_streams":2}') }), /duplicate/);
   assert.throws(() => decodePayload({ type: FrameType.READY, streamId: 0, payload: new Uint8Array([0xff]) }), /UTF-8/);
+  // a READY without max_statement_bytes (a connector that predates it) means the 256 KiB default
+  const old = decodePayload({ type: FrameType.READY, streamId: 0, payload: enc.encode('{"connector_id":"a","max_streams":1,"caps":[]}') });
+  assert.equal(old.maxStatementBytes, 256 * 1024);
 });
 
 test("frame rules: sender role and stream scope", () => {
@@ -104,6 +107,7 @@ test("frame rules: sender role and stream scope", () => {
 test("HTTP status mapping mirrors the registry", () => {
   assert.equal(httpStatus("auth.expired"), 401);
   assert.equal(httpStatus("policy.not_read_only"), 403);
+  assert.equal(httpStatus("policy.check_timeout"), 413);
   assert.equal(httpStatus("limits.rate_limited"), 429);
   assert.equal(httpStatus("transport.lost"), 502);
   assert.equal(httpStatus("sql.error"), 422);

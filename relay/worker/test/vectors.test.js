@@ -21,7 +21,7 @@ function eventJson(event) {
     case FrameType.HELLO:
       return { event: "Hello", fields: event.fields };
     case FrameType.READY:
-      return { event: "Ready", connector_id: event.connectorId, max_streams: event.maxStreams, caps: event.caps, max_frame: event.maxFrame };
+      return { event: "Ready", connector_id: event.connectorId, max_streams: event.maxStreams, caps: event.caps, max_frame: event.maxFrame, max_statement_bytes: event.maxStatementBytes };
     case FrameType.QUERY:
       return { event: "Query", stream_id: event.streamId, query_id: event.queryId, token: event.token, sql: event.sql, query: event.query, params: event.params, options: event.options, attestation: event.attestation };
     case FrameType.CANCEL:
@@ -53,7 +53,7 @@ function encodeEvent(e) {
     case "Hello":
       return frame(FrameType.HELLO, 0, canonicalJson(e.fields));
     case "Ready":
-      return frame(FrameType.READY, 0, canonicalJson({ connector_id: e.connector_id, max_streams: e.max_streams, caps: e.caps, max_frame: e.max_frame }));
+      return frame(FrameType.READY, 0, canonicalJson({ connector_id: e.connector_id, max_streams: e.max_streams, caps: e.caps, max_frame: e.max_frame, max_statement_bytes: e.max_statement_bytes }));
     case "Query":
       return frame(FrameType.QUERY, e.stream_id, canonicalJson({ query_id: e.query_id, token: e.token, sql: e.sql, query: e.query, params: e.params, options: e.options, attestation: e.attestation }));
     case "Cancel":

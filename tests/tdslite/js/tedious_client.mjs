@@ -5,6 +5,9 @@
 //   "cancelAfterMs"?}, or {"reset": true}]}.
 // Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?}]}.
 // Values come back JSON-friendly: Date -> ISO string, Buffer -> {"hex": ...}.
+// 100 ns precision: a temporal param value {"iso", "nanosecondDelta"} sets tedious's
+// nanosecondDelta (seconds past the millisecond); a plan with "precise": true returns temporal
+// values as {"iso", "nanosecondsDelta"} (tedious reports the digits past the millisecond there).
 import { Connection, Request, TYPES } from "tedious";
 
 // tedious 20 wants Node >= 22 and calls Promise.withResolvers; this machine has Node 20.
@@ -23,6 +26,9 @@ if (typeof Promise.withResolvers !== "function") {
 const plan = JSON.parse(process.argv[2]);
 
 function toJson(value) {
+  if (value instanceof Date && plan.precise) {
+    return { iso: value.toISOString(), nanosecondsDelta: value.nanosecondsDelta ?? 0 };
+  }
   if (value instanceof Date) return value.toISOString();
   if (Buffer.isBuffer(value)) return { hex: value.toString("hex") };
   if (typeof value === "bigint") return value.toString();
@@ -32,6 +38,11 @@ function toJson(value) {
 function fromJson(type, value) {
   if (value === null) return null;
   if (["Date", "DateTime", "DateTime2", "DateTimeOffset", "SmallDateTime", "Time"].includes(type)) {
+    if (typeof value === "object") {
+      const date = new Date(value.iso);
+      date.nanosecondDelta = value.nanosecondDelta;
+      return date;
+    }
     return new Date(value);
   }
   if (["VarBinary", "Binary"].includes(type)) return Buffer.from(value.hex, "hex");

@@ -1,0 +1,153 @@
+"""Conformance: size limits at both relays (Python and Worker under workerd), before anything is
+signed or sent to the connector. A statement longer than the connector's READY
+max_statement_bytes (UTF-8 bytes; 256 KiB when READY does not say) is 413 request.too_large;
+more than 2,100 parameters, or params over the relay's max_param_bytes of canonical JSON, is 400
+request.invalid. A body with a duplicate member name is 400 request.invalid at both relays too
+(JavaScript's JSON.parse and Python's json keep the last duplicate silently: the relays must not
+read one body two ways). The connector's side is a protocol peer (the real protocol/, checking
+HELLO and attestations), so each test also sees exactly what reached the connector: nothing
+refused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from edgetds.devidp import DevIdP, open_dev_idp
+from tests.conformance.conftest import RELAYS
+from tests.support.protocol_peer import Peer, open_peer
+from tests.support.relays import TEST_LIMITS, RelayHandle, statement
+from tests.support.worker_relay import TEST_LIMITS as WORKER_TEST_LIMITS
+
+BASE_LIMITS: dict[str, Mapping[str, Any]] = {"python": TEST_LIMITS, "worker": WORKER_TEST_LIMITS}
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[DevIdP]:
+    async with open_dev_idp() as idp:
+        yield idp
+
+
+def start(kind: str, idp: DevIdP, **limits: Any) -> AbstractAsyncContextManager[RelayHandle]:
+    return RELAYS[kind](
+        tunnel="demo",
+        connector_ids=["conn-1"],
+        issuer=idp.issuer,
+        limits={**BASE_LIMITS[kind], **limits},
+    )
+
+
+@pytest.fixture(params=sorted(RELAYS))
+async def relay(request: pytest.FixtureRequest, idp: DevIdP) -> AsyncIterator[RelayHandle]:
+    with trio.fail_after(60):
+        async with start(request.param, idp) as relay:
+            yield relay
+
+
+def peer(relay: RelayHandle, **options: Any) -> AbstractAsyncContextManager[Peer]:
+    key = relay.connector_keys["conn-1"]
+    return open_peer(relay.ws_url, relay.tunnel, "conn-1", key, relay.relay_public_key, **options)
+
+
+async def post(relay: RelayHandle, idp: DevIdP, body: dict[str, Any]) -> httpx.Response:
+    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
+    headers = {"Authorization": f"Bearer {idp.mint(sub='alice')}"}
+    async with httpx.AsyncClient(timeout=20) as client:
+        return await client.post(url, json=body, headers=headers)
+
+
+async def test_statements_over_the_announced_limit_are_413(relay: RelayHandle, idp: DevIdP) -> None:
+    with trio.fail_after(20):
+        async with peer(relay, max_statement_bytes=1000) as p:
+            over = await post(relay, idp, {"sql": statement(1001)})
+            at = await post(relay, idp, {"sql": statement(1000)})
+    assert over.status_code == 413
+    error = over.json()["error"]
+    assert error["code"] == "request.too_large"
+    assert "1001 bytes" in error["message"]
+    assert "up to 1000" in error["message"]
+    assert "é" not in error["message"]
+    assert at.status_code == 200, at.text
+    assert [q.sql for q in p.queries] == [statement(1000)]  # the refused one never left the relay
+
+
+async def test_a_connector_that_does_not_say_gets_the_256_kib_default(
+    relay: RelayHandle, idp: DevIdP
+) -> None:
+    with trio.fail_after(20):
+        async with peer(relay) as p:  # READY with the default max_statement_bytes
+            over = await post(relay, idp, {"sql": statement(256 * 1024 + 1)})
+    assert over.status_code == 413
+    assert over.json()["error"]["code"] == "request.too_large"
+    assert p.queries == []
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "words"),
+    [
+        (
+            {f"p{i}": i for i in range(2101)},
+            400,
+            "2101 parameters; SQL Server accepts at most 2100",
+        ),
+        ({"blob": "x" * (256 * 1024)}, 400, "this relay accepts at most 262144"),
+        ({f"p{i}": i for i in range(2100)}, 200, None),
+    ],
+    ids=["2101-params", "params-over-262144-bytes", "2100-params"],
+)
+async def test_parameter_caps_refuse_before_the_connector(
+    relay: RelayHandle, idp: DevIdP, params: dict[str, object], status: int, words: str | None
+) -> None:
+    with trio.fail_after(20):
+        async with peer(relay) as p:
+            response = await post(relay, idp, {"sql": "select 1", "params": params})
+    assert response.status_code == status, response.text
+    if words is None:
+        assert len(p.queries) == 1
+        return
+    assert response.json()["error"]["code"] == "request.invalid"
+    assert words in response.json()["error"]["message"]
+    assert p.queries == []
+
+
+@pytest.mark.parametrize("kind", sorted(RELAYS))
+async def test_a_configured_max_param_bytes_applies(kind: str, idp: DevIdP) -> None:
+    with trio.fail_after(60):
+        async with start(kind, idp, max_param_bytes=2048) as relay, peer(relay) as p:
+            response = await post(relay, idp, {"sql": "select @x", "params": {"x": "y" * 2048}})
+    assert response.status_code == 400
+    assert "at most 2048" in response.json()["error"]["message"]
+    assert p.queries == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"sql": "select 1", "sql": "select 2"}',
+        b'{"sql": "select @a", "params": {"a": 1, "a": 2}}',
+        b'{"sql": "select @a", "params": {"a": {"type": "int", "value": 1, "value": 2}}}',
+        b'{"sql": "select 1", "s\\u0071l": "select 2"}',
+    ],
+    ids=["sql", "params", "typed-param", "escaped-name"],
+)
+async def test_duplicate_member_names_are_refused_before_the_connector(
+    relay: RelayHandle, idp: DevIdP, body: bytes
+) -> None:
+    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
+    headers = {
+        "Authorization": f"Bearer {idp.mint(sub='alice')}",
+        "Content-Type": "application/json",
+    }
+    with trio.fail_after(20):
+        async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
+            response = await client.post(url, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "request.invalid"
+    assert "duplicate" in error["message"]
+    assert p.queries == []
