@@ -585,6 +585,9 @@ _NOT_BLANK = (
 )
 
 
+_COMMENT_MARK = re.compile(r"/\*|\*/|--")
+
+
 def _gap_problem(gap: str, *, last: bool) -> str | None:
     """What is wrong with this text between two tokens, if anything? sqlglot skipped it, so SQL
     Server must read all of it as white space and comments, ending each comment where sqlglot
@@ -608,16 +611,12 @@ def _gap_problem(gap: str, *, last: bool) -> str | None:
         elif gap.startswith("/*", i):
             start, depth, i = i, 1, i + 2
             while depth:
-                if i >= len(gap):
+                mark = _COMMENT_MARK.search(gap, i)
+                if mark is None:
                     return _NOT_BLANK  # sqlglot ended the comment before SQL Server does
-                if gap.startswith("--", i):
+                if mark.group() == "--":
                     return _MIXED_COMMENT
-                if gap.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif gap.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
+                depth, i = depth + (1 if mark.group() == "/*" else -1), mark.end()
             if "*/*" in gap[start:i] or "/*/" in gap[start:i]:
                 return _NOT_BLANK
         else:
