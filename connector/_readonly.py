@@ -500,10 +500,10 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
         if kind in _ODD_TOKENS:
             return ReadOnlyVerdict(False, f"statement contains {_ODD_TOKENS[kind]}; {_REFUSE_HINT}")
         if (
-            kind not in _DATA_TOKENS
+            source not in _OPERATORS
+            and kind not in _DATA_TOKENS
             and kind not in _SIGILS
             and not any(c.isalnum() or c == "_" for c in source)
-            and source not in _OPERATORS
         ):
             return ReadOnlyVerdict(
                 False, f"statement contains {source}, which is no T-SQL operator; {_REFUSE_HINT}"
