@@ -19,7 +19,19 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    sign to SQL Server); ``{ }`` (ODBC escapes); a ``0x`` literal running into letters; two words
    or numbers run together (``1DELETE``); a comment holding the other kind of comment marker
    (``--`` inside ``/* */``, or ``/*`` ``*/`` after ``--``: which marker wins decides where the
-   comment ends, and ``/* -- /* <LF> */ DELETE ... -- */`` is one comment to sqlglot).
+   comment ends, and ``/* -- /* <LF> */ DELETE ... -- */`` is one comment to sqlglot). What
+   sqlglot skips between two tokens must be white space and comments as SQL Server reads them,
+   ending where sqlglot ended them: sqlglot counts the ``/`` of ``*/*`` again as an opener
+   (``SELECT 1 /* /* */* */ DELETE FROM t SELECT 2 AS "*/" -- "`` is one SELECT with an alias
+   to it, three statements to SQL Server), so overlapping markers ``*/*`` and ``/*/`` are
+   refused, and it skips ``{# #}`` as a template comment (``{`` is code to SQL Server). A
+   name's letters are Unicode 3.2's within the Basic Multilingual Plane, as SQL Server's are;
+   a word whose compatibility form is a keyword (full-width ``ＤＥＬＥＴＥ``) or that starts
+   with a digit of another script, a number or ``0x`` literal that is no T-SQL one (``1e``,
+   ``.1e.``, ``0x1_1``, ``.0x1``), ``N"..."`` (a string to sqlglot, a name N and a quoted name
+   to SQL Server) and any operator T-SQL lacks (sqlglot knows other
+   dialects': ``-|-`` swallows the first ``-`` of what SQL Server reads as ``--``, ``#>`` holds
+   a lone ``#``) are refused.
 3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
    token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
    ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
@@ -27,15 +39,29 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    ``exp.Select`` or a UNION/INTERSECT/EXCEPT of them, with CTE bodies of the same kind; no
    DML/DDL/Command/INTO/NEXT VALUE FOR node, no OPEN* rowset function, FETCH only as ``ORDER BY
    ... OFFSET ... FETCH ... ROWS ONLY`` (``SELECT 1 FETCH c`` is a cursor statement to SQL Server)
-   and TABLESAMPLE only after a table.
+   and TABLESAMPLE only after a table; no four-part table name ``server.db.schema.table``: it
+   reads through a linked server as whatever remote login that server maps the caller to, which
+   the role's own login (the real guarantee, below) does not bound. Three-part names
+   (``db.dbo.t``) stay on this server and are allowed.
 5. Coverage: the tree must account for the tokens. Every name in the tree is a word of the text
    (nothing merged, e.g. ``#`` and ``DELETE`` into ``#DELETE``); every string, number, quoted
    name, ``@``/``#`` name and reserved keyword used as a word is in the tree (nothing dropped);
    each SELECT, TOP and FETCH keyword makes exactly one Select, Limit and Fetch node (sqlglot
    also makes a Limit of LIMIT, which T-SQL lacks); and no SQL Server reserved keyword
    (``CLOSE``, ``OPEN``...) became a name or a kept word (a collation, a hint), since SQL
-   Server never reads one unquoted as a name.
+   Server never reads one unquoted as a name. CURRENT before ROW and WITHIN before GROUP are
+   folded into flags by sqlglot and start no statement; JSON paths and FORMAT patterns are
+   compared as sqlglot writes them back.
 6. Anything else, including any exception from sqlglot, refuses. The function never raises.
+
+Allowed on purpose: NOLOCK/READUNCOMMITTED and other table hints that take no locks beyond
+a plain read's (the lock-taking ones, XLOCK, UPDLOCK, TABLOCK(X), HOLDLOCK, PAGLOCK,
+SERIALIZABLE and REPEATABLEREAD, are on the deny-list); OPTION (...) query hints (they shape the
+plan of this one read, and lock hints inside OPTION (TABLE HINT ...) meet the same deny-list);
+``::`` static methods of CLR types (``geometry::Point``) and methods on columns: SQL Server itself
+refuses mutator methods (``.modify()``, ``.Write()``) outside UPDATE ... SET. Calls of scalar or
+table-valued functions are allowed: what a user-defined function may do is the business of the
+EXECUTE permissions of the role's login, as are synonyms that point at a linked server.
 
 Parsing costs microseconds per character (seconds for a megabyte), so the connector never runs it
 on its event loop: :class:`ReadOnlyChecker` runs it in a worker thread with its own limiter and a
@@ -178,6 +204,11 @@ RESERVED_WORDS: frozenset[str] = frozenset(
     USER VALUES VARYING VIEW WAITFOR WHEN WHERE WHILE WITH WITHIN WRITETEXT
     """.split()
 )
+_KEYWORDS = DENY_WORDS | RESERVED_WORDS
+# T-SQL's numbers and binary literals, as sqlglot's token text must read (its NUMBER token also
+# takes "1e", "1e." and digits of other scripts; its HEX_STRING "0x1_1").
+_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]*")
 # Reserved words SQL Server reads as niladic functions: fine as a bare column of the tree.
 _NILADIC = frozenset({"USER", "CURRENT_USER", "SESSION_USER", "SYSTEM_USER", "CURRENT_TIMESTAMP"})
 # "#", "##", "@", "@@" glued to a name make one name (#temp, ##global, @var, @@ROWCOUNT).
@@ -190,6 +221,10 @@ _ODD_TOKENS = {
     TokenType.L_BRACE: "{ (an ODBC escape)",
     TokenType.R_BRACE: "} (an ODBC escape)",
 }
+# T-SQL's operators and punctuation. sqlglot also knows other dialects' operators (-|-, #>>,
+# ==, :=, ??...): SQL Server reads those as several tokens, a "--" formed with a neighbour as a
+# comment (1 -|--' <LF> ... ' is a string to sqlglot) and a "#" in them as a name.
+_OPERATORS = frozenset("+ - * / % & | ^ ~ = > < >= <= <> != !< !> ( ) , . ; :: || << >>".split())
 # Each of these keywords makes exactly one node of the tree: a SELECT, TOP or FETCH the parser
 # invented (T-SQL has no LIMIT: sqlglot makes TOP a Limit) or swallowed is a misreading.
 _COUNTED: tuple[tuple[TokenType, type[exp.Expr], str], ...] = (
@@ -201,6 +236,12 @@ _COUNTED: tuple[tuple[TokenType, type[exp.Expr], str], ...] = (
 _DATE_PART_FUNCS = frozenset(
     {"DATEADD", "DATEDIFF", "DATEDIFF_BIG", "DATEPART", "DATENAME", "DATETRUNC", "DATE_BUCKET"}
 )
+# Reserved words sqlglot folds into a flag when the word after them follows (a window frame's
+# CURRENT ROW, an ordered set's WITHIN GROUP): no statement starts with them.
+_PHRASES = {"CURRENT": "ROW", "WITHIN": "GROUP"}
+# sqlglot's tree holds these strings rewritten (JSON paths, FORMAT patterns): read them back from
+# the node's T-SQL.
+_REWRITES_STRINGS = (exp.JSONPath, exp.TimeToStr, exp.NumberToStr)
 # sqlglot logs a warning with the SQL text when it falls back to a Command; keep SQL out of logs.
 logging.getLogger("sqlglot").addFilter(lambda record: "unsupported syntax" not in str(record.msg))
 
@@ -426,14 +467,20 @@ def _tokenize(sql: str) -> list[Token] | ReadOnlyVerdict:
 
 
 def _name_char(c: str) -> bool:
-    """Can ``c`` be part of an unquoted SQL Server name? (letters, decimal digits, _ @ # $)"""
-    return (
-        c in "_@#$"
-        or c.isascii()
-        and c.isalnum()
-        or unicodedata.category(c)[0] == "L"
-        or (unicodedata.category(c) == "Nd")
-    )
+    """Can ``c`` be part of an unquoted SQL Server name? (letters, decimal digits, _ @ # $)
+
+    SQL Server's letters are those of Unicode 3.2, not of the Unicode this Python knows: a
+    letter added later (such as U+2C65) is no name character to it, and neither is a character
+    beyond the Basic Multilingual Plane (two UTF-16 code units to SQL Server)."""
+    if c in "_@#$" or c.isascii() and c.isalnum():
+        return True
+    category = unicodedata.ucd_3_2_0.category(c)
+    return c <= "\uffff" and (category[0] == "L" or category == "Nd")
+
+
+def _name_letter(c: str) -> bool:
+    """Is ``c`` a letter to SQL Server (Unicode 3.2, Basic Multilingual Plane)?"""
+    return c <= "\uffff" and unicodedata.ucd_3_2_0.category(c)[0] == "L"
 
 
 def _glued(a: Token, b: Token) -> bool:
@@ -443,17 +490,24 @@ def _glued(a: Token, b: Token) -> bool:
 def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
     """Refuse where SQL Server's lexer may cut the text differently from sqlglot's."""
     gaps = zip([-1] + [t.end for t in tokens], [t.start for t in tokens] + [len(sql)], strict=True)
-    if any(_mixed_comment(sql[a + 1 : b]) for a, b in gaps):
-        return ReadOnlyVerdict(
-            False,
-            "a comment holds the other kind of comment marker (-- inside /* */, or /* */ after "
-            f"--), which readers may end in different places; {_REFUSE_HINT}",
-        )
+    for a, b in gaps:
+        problem = _gap_problem(sql[a + 1 : b], last=b == len(sql))
+        if problem:
+            return ReadOnlyVerdict(False, f"{problem}; {_REFUSE_HINT}")
     for i, tok in enumerate(tokens):
         source = sql[tok.start : tok.end + 1]
         kind = tok.token_type
         if kind in _ODD_TOKENS:
             return ReadOnlyVerdict(False, f"statement contains {_ODD_TOKENS[kind]}; {_REFUSE_HINT}")
+        if (
+            source not in _OPERATORS
+            and kind not in _DATA_TOKENS
+            and kind not in _SIGILS
+            and not any(c.isalnum() or c == "_" for c in source)
+        ):
+            return ReadOnlyVerdict(
+                False, f"statement contains {source}, which is no T-SQL operator; {_REFUSE_HINT}"
+            )
         if kind == TokenType.IDENTIFIER and source[:1] not in ('"', "["):
             # sqlglot's fallback for a 0x literal it cannot read (0x1SHUTDOWN): SQL Server reads
             # the hex digits as a binary literal and the rest as the next word.
@@ -481,36 +535,93 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
                 "a name holds a character SQL Server does not allow in a name (a currency "
                 f"sign starts a money literal); write such names in [brackets]; {_REFUSE_HINT}",
             )
+        elif kind == TokenType.VAR and not (source[0] in "_@#" or _name_letter(source[0])):
+            return ReadOnlyVerdict(
+                False,
+                "a name starts with a digit (of another script), which SQL Server reads as no "
+                f"name; {_REFUSE_HINT}",
+            )
+        elif (
+            (kind == TokenType.NUMBER and not _NUMBER.fullmatch(source))
+            or (kind == TokenType.HEX_STRING and not _HEX.fullmatch(source))
+            or (
+                kind == TokenType.HEX_STRING
+                and i > 0
+                and tokens[i - 1].token_type == TokenType.DOT
+                and _glued(tokens[i - 1], tok)
+            )
+        ):
+            return ReadOnlyVerdict(
+                False,
+                "a number or 0x literal that SQL Server reads as a shorter one and a name (such "
+                f"as 1e, .1e., .0x1 or 0x1_1); {_REFUSE_HINT}",
+            )
+        elif kind == TokenType.NATIONAL_STRING and source[1:2] != "'":
+            return ReadOnlyVerdict(
+                False, f'N"..." is a name N and a quoted name to SQL Server; {_REFUSE_HINT}'
+            )
+        glued_name = i > 0 and tokens[i - 1].token_type in _SIGILS and _glued(tokens[i - 1], tok)
+        if kind not in _DATA_TOKENS and not source.isascii() and not glued_name:
+            folded = unicodedata.normalize("NFKC", source).upper()
+            keyword = next((w for w in folded.split() if w in _KEYWORDS), None)
+            if keyword and keyword not in source.upper().split():
+                return ReadOnlyVerdict(
+                    False,
+                    f"a word folds (full-width or other compatibility letters) to the keyword "
+                    f"{keyword}, which SQL Server could read as that keyword; write names in "
+                    f"[brackets]; {_REFUSE_HINT}",
+                )
     return ReadOnlyVerdict(True, "")
 
 
-def _mixed_comment(gap: str) -> bool:
-    """Does this text between two tokens (white space and comments) hold a ``--`` inside a
-    ``/* */`` comment, or a ``/*``/``*/`` inside a ``--`` comment? Which of the two markers
-    wins there is where readers could part ways on where the comment ends."""
+_MIXED_COMMENT = (
+    "a comment holds the other kind of comment marker (-- inside /* */, or /* */ after --), "
+    "which readers may end in different places"
+)
+_NOT_BLANK = (
+    "text between two tokens that SQL Server does not read as white space and comments (such "
+    "as comment markers that overlap, */* or /*/, whose nesting readers count differently, or "
+    "a {# #} template comment)"
+)
+
+
+_COMMENT_MARK = re.compile(r"/\*|\*/|--")
+
+
+def _gap_problem(gap: str, *, last: bool) -> str | None:
+    """What is wrong with this text between two tokens, if anything? sqlglot skipped it, so SQL
+    Server must read all of it as white space and comments, ending each comment where sqlglot
+    ended it: a ``--`` comment at LF (or the end of the batch), a ``/* */`` comment at the
+    ``*/`` that closes the nesting. Overlapping markers (``*/*``, ``/*/``) are refused: sqlglot
+    reads the ``/`` of ``*/*`` again as an opener, one nesting level more than SQL Server.
+    A ``--`` inside ``/* */``, or a ``/*``/``*/`` after ``--``, is refused too: which of the
+    two markers wins there is where readers could part ways on where the comment ends."""
     i = 0
     while i < len(gap):
-        if gap.startswith("--", i):
-            end = gap.find("\n", i)
-            end = len(gap) if end < 0 else end
-            line = gap[i:end]
-            if "/*" in line or "*/" in line:
-                return True
-            i = end
-        elif gap.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < len(gap) and depth:
-                if gap.startswith("--", i):
-                    return True
-                if gap.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif gap.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
-        else:
+        if gap[i] in " \t\r\n":
             i += 1
-    return False
+        elif gap.startswith("--", i):
+            end = gap.find("\n", i)
+            if end < 0 and not last:
+                return _NOT_BLANK
+            line = gap[i:] if end < 0 else gap[i:end]
+            if "/*" in line or "*/" in line:
+                return _MIXED_COMMENT
+            i = len(gap) if end < 0 else end
+        elif gap.startswith("/*", i):
+            start, depth, i = i, 1, i + 2
+            while depth:
+                mark = _COMMENT_MARK.search(gap, i)
+                if mark is None:
+                    return _NOT_BLANK  # sqlglot ended the comment before SQL Server does
+                if mark.group() == "--":
+                    return _MIXED_COMMENT
+                depth, i = depth + (1 if mark.group() == "/*" else -1), mark.end()
+            if "*/*" in gap[start:i] or "/*/" in gap[start:i]:
+                return _NOT_BLANK
+        else:
+            return _NOT_BLANK
+    return None
 
 
 def _check_sigil(sql: str, tokens: list[Token], i: int) -> ReadOnlyVerdict:
@@ -568,6 +679,13 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
                 False,
                 f"FETCH outside ORDER BY ... OFFSET ... FETCH (FETCH alone is a cursor "
                 f"statement to SQL Server); {_REFUSE_HINT}",
+            )
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Dot):
+            return ReadOnlyVerdict(
+                False,
+                "a four-part table name (server.database.schema.table) reads through a linked "
+                "server, as whatever remote login that server maps to, beyond this role's own "
+                f"login; {_REFUSE_HINT}",
             )
         if isinstance(node, exp.TableSample) and not isinstance(node.parent, exp.Table):
             return ReadOnlyVerdict(False, f"TABLESAMPLE not after a table; {_REFUSE_HINT}")
@@ -653,7 +771,8 @@ def _text_items(tokens: list[Token]) -> _TextItems:
             # sqlglot folds some plain words into flags (FETCH ... ROWS ONLY): only a reserved
             # keyword, which could start a statement of its own, or a @/# name must be kept.
             kept = prefix or (kind == TokenType.VAR and word in RESERVED_WORDS)
-            if kept and not function and not date_part:
+            phrase = after is not None and after.text.upper() == _PHRASES.get(word)
+            if kept and not function and not date_part and not phrase:
                 needed["name", word] += 1
         prefix = ""
     if prefix:
@@ -693,6 +812,10 @@ def _check_coverage(root: exp.Expr, items: _TextItems) -> ReadOnlyVerdict:
         for _, node_type, keyword in _COUNTED:
             if isinstance(node, node_type):
                 nodes[keyword] += 1
+        if isinstance(node, _REWRITES_STRINGS):
+            for tok in _TOKENIZER().tokenize(node.sql("tsql")):
+                if tok.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING):
+                    held["string", tok.text] += 1
         if isinstance(node, exp.Parameter) and isinstance(node.parent, exp.Parameter):
             continue
         if isinstance(node, exp.Var) and isinstance(node.parent, exp.Parameter):

@@ -75,9 +75,66 @@ class Statement:
 
 
 def tokenize(sql: str) -> list[Token]:
-    """T-SQL tokens of ``sql``, cut where SQL Server cuts them (see `_relex`); an unclosed string
-    or identifier is SQL Server's error 105."""
-    return _relex(sql, _sqlglot_tokens(sql), 0)
+    """T-SQL tokens of ``sql``, cut where SQL Server cuts them (see `_recomment` and `_relex`);
+    an unclosed string or identifier is SQL Server's error 105, an unclosed comment 113."""
+    return _relex(sql, _recomment(sql), 0)
+
+
+def _recomment(sql: str) -> list[Token]:
+    """sqlglot's tokens, re-cut where SQL Server ends a comment elsewhere.
+
+    sqlglot counts the ``/`` of ``*/*`` inside a nested comment again as an opener (so
+    ``/* /* */* */ DELETE ...`` stays a comment to it, while SQL Server ends the comment before
+    DELETE), and reads ``{# ... #}`` as a template comment (``{`` is code to SQL Server). Where
+    SQL Server's first character after white space and comments is not where sqlglot's next
+    token starts, the rest of the batch is tokenized again from that character."""
+    out: list[Token] = []
+    tokens, base, position = _sqlglot_tokens(sql), 0, 0
+    while True:
+        start = tokens[0].start + base if tokens else len(sql)
+        code = _skip_blank(sql, position)
+        if code == start:
+            if not tokens:
+                return out
+            out.append(_moved(tokens[0], base, 0) if base else tokens[0])
+            position = tokens[0].end + base + 1
+            tokens = tokens[1:]
+            continue
+        if code == len(sql):
+            return out  # the rest is a comment to SQL Server
+        again = _sqlglot_tokens(sql[code:])
+        if not again or again[0].start != 0:
+            raise _errors.syntax_error(sql[code]).at_line(sql.count("\n", 0, code) + 1)
+        line = sql.count("\n", 0, code)
+        tokens = [_moved(t, 0, line) for t in again]
+        base, position = code, code
+
+
+def _skip_blank(sql: str, index: int) -> int:
+    """Where SQL Server's next token starts: after white space, ``--`` comments (ended, as
+    sqlglot ends them, at a line break) and nested ``/* */`` comments."""
+    while index < len(sql):
+        if sql[index].isspace():
+            index += 1
+        elif sql.startswith("--", index):
+            ends = [i for i in (sql.find("\n", index), sql.find("\r", index)) if i >= 0]
+            index = min(ends, default=len(sql))
+        elif sql.startswith("/*", index):
+            depth, index = 1, index + 2
+            while depth:
+                if index >= len(sql):
+                    raise _errors.SqlError(
+                        113, "Missing end comment mark '*/'.", severity=15
+                    ).at_line(sql.count("\n") + 1)
+                if sql.startswith("/*", index):
+                    depth, index = depth + 1, index + 2
+                elif sql.startswith("*/", index):
+                    depth, index = depth - 1, index + 2
+                else:
+                    index += 1
+        else:
+            break
+    return index
 
 
 def _sqlglot_tokens(sql: str) -> list[Token]:

@@ -46,6 +46,14 @@ async def test_sql_error_surfaces_with_its_number(stack: Stack) -> None:
         ("SELECT 1 #\nDELETE FROM orders WHERE id = 1", ["analysts"], 403, "policy.not_read_only"),
         ("SELECT 0x1SHUTDOWN", ["analysts"], 403, "policy.not_read_only"),
         ("SELECT $DELETE FROM notes", ["analysts"], 403, "policy.not_read_only"),
+        # sqlglot counts the "/" of "*/*" again as an opener: one SELECT to it, three to SQL Server
+        (
+            'SELECT 1 /* /* */* */ DELETE FROM notes SELECT 2 AS "*/" -- "',
+            ["analysts"],
+            403,
+            "policy.not_read_only",
+        ),
+        ("SELECT * FROM srv.db.dbo.notes", ["analysts"], 403, "policy.not_read_only"),
         ("SELECT id FROM notes", ["contractors", "analysts"], 403, "policy.denied"),
         ("SELECT id FROM notes", ["nobody"], 403, "policy.denied"),
     ],

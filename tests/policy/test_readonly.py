@@ -151,6 +151,42 @@ REFUSED = [
     "SELECT 1 -- */ \n /* x */",
     "SELECT 1 /* -- */",
     "SELECT 1 -- /* not opened?\nFROM t",
+    # Overlapping comment markers: sqlglot reads the "/" of "*/*" again as an opener, so to it
+    # all this is one comment and an alias; SQL Server ends the comment before DELETE.
+    'SELECT 1 /* /* */* */ DELETE FROM orders SELECT 2 AS "*/" -- "',
+    "SELECT 1 /*/ x */",
+    "SELECT 1 /* a /* b */*/ */",
+    # "{# #}" is a template comment to sqlglot, code ("{" an ODBC escape) to SQL Server.
+    "SELECT 1 {# DELETE FROM orders #}",
+    "SELECT 1 {##}",
+    # A four-part name reads through a linked server, as the remote login it maps to.
+    "SELECT * FROM srv.db.dbo.orders",
+    "SELECT o.id FROM [srv].[db].[dbo].[orders] AS o JOIN customers c ON c.id = o.customer_id",
+    "SELECT * FROM srv...orders",
+    # SQL Server's name letters are Unicode 3.2's, within the Basic Multilingual Plane.
+    "SELECT 1 AS x\u2c65DELETE",
+    "SELECT 1 AS \U0001d400",
+    # Full-width (compatibility) letters of a keyword: refused, in case SQL Server folds them.
+    "SELECT 1 \uff24\uff25\uff2c\uff25\uff34\uff25 FROM orders",
+    "SELECT 1 AS \uff43\uff4c\uff4f\uff53\uff45",
+    # Other dialects' operators: sqlglot reads "-|-" then a string, SQL Server "-", "|" and a
+    # -- comment; "#>" holds a lone # (a name to SQL Server).
+    "SELECT 1 -|--'\nDELETE FROM orders --'",
+    "SELECT doc #>> 'a' FROM t",
+    "SELECT 1 #> 2",
+    "SELECT 1 WHERE 1 == 1",
+    "SELECT x := 1",
+    "SELECT 1 WHERE 1 = ?",
+    "SELECT 1 {%- x %}",
+    # sqlglot's numbers that SQL Server reads as a shorter number and a name (or as no name).
+    "SELECT 1e FROM t",
+    "SELECT 1.E AS x",
+    "SELECT 1 .1e.",
+    "SELECT 0x1_1",
+    "SELECT 1 .0x1",
+    'SELECT N"x"',
+    "SELECT a < \u0661DELETE",
+    "SELECT 1 \u136bSELECT",  # an Ethiopic digit: No today, Nd (no name start) in Unicode 3.2
     "",
     "   ",
     "-- only a comment",
@@ -204,6 +240,40 @@ ALLOWED = [
     "SELECT .5 AS half, 1.e3 AS k, 0x1F AS b",
     "SELECT id FROM t WITH (NOLOCK) FOR JSON PATH",
     "SELECT name COLLATE Latin1_General_CI_AS AS n FROM t ORDER BY name DESC",
+    # What ORMs and query builders send (Kysely, Prisma, Entity Framework, Sequelize).
+    "select top(@p1) [id], [name] from [users] where [id] = @p2",
+    "SELECT [dbo].[User].[id] FROM [dbo].[User] WHERE ([dbo].[User].[email] = @P1) ORDER BY "
+    "[dbo].[User].[id] ASC OFFSET @P2 ROWS FETCH NEXT @P3 ROWS ONLY",
+    "select [u].[id], count(*) as [n] from [users] as [u] left join [posts] as [p] on "
+    "[p].[user_id] = [u].[id] group by [u].[id] having count(*) > @p1 order by [n] desc "
+    "offset @p2 rows fetch next @p3 rows only",
+    "SELECT TOP(1) [u].[Id], [u].[Name] FROM [Users] AS [u] WHERE [u].[Id] = @__id_0",
+    "SELECT [Extent1].[Id] AS [Id] FROM [dbo].[Users] AS [Extent1] WHERE [Extent1].[Id] = "
+    "@p__linq__0",
+    # NOLOCK/READUNCOMMITTED read uncommitted rows but take no locks that block anyone: a read.
+    "select 1 as [a] from [t] with (nolock)",
+    "SELECT * FROM t WITH (INDEX(ix_t), FORCESEEK, READPAST, ROWLOCK)",
+    "SELECT TRY_CAST(x AS INT), TRY_CONVERT(INT, x), IIF(a > 1, 'y', 'n') FROM t",
+    "SELECT * FROM OPENJSON(@j) WITH (a INT '$.a', b NVARCHAR(50) '$.b')",
+    "SELECT a.id, b.x FROM a CROSS APPLY (SELECT TOP 1 x FROM b WHERE b.a = a.id) AS b",
+    "SELECT geometry::STGeomFromText('POINT(1 1)', 0) AS g, hierarchyid::GetRoot() AS r",
+    # Window frames, ordered-set aggregates, JSON and FORMAT (sqlglot folds or rewrites parts).
+    "SELECT SUM(x) OVER (PARTITION BY g ORDER BY d ROWS BETWEEN UNBOUNDED PRECEDING AND "
+    "CURRENT ROW) AS running FROM t",
+    "SELECT COUNT(*) OVER (ORDER BY d RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) FROM t",
+    "SELECT STRING_AGG(name, ',') WITHIN GROUP (ORDER BY name) AS names FROM t",
+    "SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY x) OVER (PARTITION BY g) FROM t",
+    "SELECT JSON_VALUE(doc, '$.a') AS a, JSON_QUERY(doc, '$.b.c[0]') AS b, ISJSON(doc) FROM t "
+    "FOR JSON PATH, ROOT('x')",
+    "SELECT FORMAT(d, 'yyyy-MM-dd') AS day, FORMAT(n, 'N2') AS money, d AT TIME ZONE 'UTC' AS u, "
+    "CONCAT_WS('-', a, b) AS ab, TRIM(x) AS tx FROM t",
+    "SELECT 1.e3 AS k, 2E+5 AS m, 1e-3 AS milli",
+    "SELECT 1 << 2, 8 >> 1, ~1, 1 ^ 2, 1 % 2, 1 & 3 | 4, a || b FROM t WHERE 1 <> 2 AND 1 != 3",
+    "SELECT @\uff43\uff4c\uff4f\uff53\uff45 AS v",  # a variable: SQL Server reads no keyword
+    # Three-part names stay on this server (the role's login decides), as does db..t.
+    "SELECT db.dbo.t.c FROM db.dbo.t JOIN db..u ON u.id = t.id",
+    "SELECT 1 /**/ AS a /****/ -- banner\n/* a /* b */ c */",
+    "SELECT 1 AS Gr\u00f6\u00dfe, 2 AS \u0414\u0430\u043d\u043d\u044b\u0435, 3 AS \u540d\u524d",
 ]
 
 
@@ -334,3 +404,24 @@ def test_tree_check_refuses_a_fetch_that_is_a_cursor_statement() -> None:
     ok = sqlglot.parse("SELECT id FROM t ORDER BY id OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY", "tsql")
     assert ok[0] is not None
     assert _check_tree(ok[0]).allowed
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'SELECT 1 /* /* */* */ DELETE FROM orders SELECT 2 AS "*/" -- "',
+        "SELECT 1 {# DELETE FROM orders #}",
+    ],
+)
+def test_lexeme_check_alone_refuses_what_sqlglot_skips_and_sql_server_reads(sql: str) -> None:
+    # sqlglot's tokens hide the DELETE in a comment, so the token and tree checks see one SELECT
+    tokens = _tokenize(sql)
+    assert isinstance(tokens, list)
+    assert _check_tokens(tokens).allowed
+    tree = sqlglot.parse(sql, read="tsql")[0]
+    assert tree is not None
+    assert _check_tree(tree).allowed
+    assert _check_coverage(tree, _text_items(tokens)).allowed
+    verdict = _check_lexemes(sql, tokens)
+    assert not verdict.allowed
+    assert "white space and comments" in verdict.reason

@@ -35,6 +35,9 @@ ATTACKS = [
     "SELECT 1 # SHUTDOWN",
     "SELECT 1 #\nDELETE FROM orders WHERE id = 1",
 ]
+#: Found later: sqlglot reads the "/" of "*/*" again as a comment opener, one nesting level more
+#: than SQL Server, so to it the DELETE is inside a comment and '" -- "' is an alias.
+COMMENT_ATTACK = 'SELECT 1 /* /* */* */ DELETE FROM orders SELECT 2 AS "*/" -- "'
 
 SELECTS = [
     "SELECT 1",
@@ -51,6 +54,16 @@ TROUBLE = [
     "0x", "[x]", "[a]]b]", "[#]", '"q"', '"a""b"', "N'x'", "'it''s'", "''", "x", "AS", "AS x",
     "1", "1.", ".5", "1e5", "/* c */", "/* /* n */ */", "/* /* n */", "*/", "-- c\n", "-- c",
     "{fn NOW()}", "(", ")", ",", ".", "=", "'",
+    "/* /* */* */", "*/*", "/*/", "*/", "{#", "#}", "{# c #}", "-|-", "#>", "#>>", "{%-", "==",
+    "1e", ".1e.", "0x1_1", ".0x1", "\u0661", 'N"x"', "\uff24\uff25\uff2c\uff25\uff34\uff25",
+]  # fmt: skip
+# Traps: an opener before the second statement and a closer after it, where one reader may
+# see the second statement inside a comment, string or name and the other may not.
+OPENERS = [
+    "/* /* */* */", "/* /* */*", "/*/", "{#", "/*", "--", "'", '"', "[", "#", "N'", "-|--'",
+]  # fmt: skip
+CLOSERS = [
+    "*/", "#}", '"*/" -- "', "'*/' -- '", "[*/] -- ]", '"*/"', "-- */", "'", '"', "]", "\n",
 ]  # fmt: skip
 SPACES = [
     "", " ", "\t", "\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029",
@@ -83,7 +96,7 @@ SECOND = [
 ]
 
 # Mostly one space between pieces, else any of SPACES (nothing, exotic breaks, ";", GO); a
-# SELECT, some trouble, and (half the time) a second statement that must never run.
+# SELECT, some trouble, and (half the time) a second statement that must never run; or a trap.
 separators = st.one_of(st.just(" "), st.sampled_from(SPACES))
 trouble = st.one_of(st.sampled_from(SIGILS), st.sampled_from(TROUBLE))
 statements = st.builds(
@@ -91,6 +104,12 @@ statements = st.builds(
     st.sampled_from(SELECTS),
     st.lists(st.tuples(separators, trouble), max_size=4),
     st.one_of(st.just(""), st.builds(str.__add__, separators, st.sampled_from(SECOND))),
+) | st.builds(
+    lambda first, opener, second, closer: f"{first} {opener} {second} {closer}",
+    st.sampled_from(SELECTS),
+    st.sampled_from(OPENERS),
+    st.sampled_from(SECOND),
+    st.sampled_from(CLOSERS),
 )
 
 
@@ -150,6 +169,7 @@ def test_the_engine_sees_what_an_attack_would_run(session: Session) -> None:
     assert ran(session, ATTACKS[0]) == ["SELECT", "DELETE"]
     assert ran(session, ATTACKS[3]) == ["SELECT", "DELETE"]
     assert ran(session, "SELECT id FROM customers") == ["SELECT"]
+    assert ran(session, COMMENT_ATTACK) == ["SELECT", "DELETE", "SELECT"]
 
 
 @pytest.mark.parametrize("sql", ATTACKS)
@@ -185,6 +205,8 @@ def test_reported_attacks_are_refused(session: Session, sql: str) -> None:
 @example(sql="SELECT 1 @ @ COMMIT")
 @example(sql="SELECT 1\t/* c */# \u20ac#REVERT")
 @example(sql="SELECT 1 /* -- /* \n */ DELETE FROM orders -- */")
+@example(sql=COMMENT_ATTACK)
+@example(sql="SELECT 1 {# c #} DELETE FROM orders")
 def test_what_the_check_allows_runs_as_one_select(session: Session, sql: str) -> None:
     verdict = _check(sql)
     if verdict.allowed:
@@ -194,7 +216,7 @@ def test_what_the_check_allows_runs_as_one_select(session: Session, sql: str) ->
 
 
 # Raw text after a SELECT, drawn from the characters T-SQL lexes in its own way.
-ALPHABET = "#@$\u20ac\\[]\"' \t\n\r\x0b\x85\u2028\xa0\u200b;-/*(),.0x1eNGOAS"
+ALPHABET = "#@$\u20ac\\[]\"' \t\n\r\x0b\x85\u2028\xa0\u200b;-/*(),.0x1eNGOAS{}"
 
 
 @EXAMPLES
