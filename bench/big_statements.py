@@ -18,8 +18,8 @@ to the default ``max_statement_bytes`` of 256 KiB), admins are not (no check).
    refused (413 policy.check_timeout) and never run, and the worker process of each is killed
    (and a new one started for the next): the connector's own cost, without tdslite's.
 
-Then it prints the resident memory (RSS) of the connector process and of each of its child
-processes (the read-only check's worker, multiprocessing's resource tracker).
+After each phase it prints the resident memory (RSS) of the connector process and of each of its
+child processes (the read-only check's worker, multiprocessing's resource tracker).
 
 Each phase prints the admin's p50/p99, the ratio of its p99 to the baseline p99, and what the
 analysts' statements got (HTTP status counts).
@@ -133,12 +133,16 @@ async def run(count: int, senders: int) -> None:
                     f"(p99 ratio to alone {p99 / base_p99:.2f}); their statements got "
                     f"{dict(sorted(statuses.items()))}"
                 )
-            assert stack.connector_process is not None
-            total = 0
-            for pid, rss_kib, command in process_tree_rss(stack.connector_process.pid):
-                total += rss_kib
-                print(f"RSS pid {pid}: {rss_kib / 1024:.1f} MiB  {command[:80]}")
-            print(f"RSS connector in all: {total / 1024:.1f} MiB")
+                assert stack.connector_process is not None
+                print_rss(stack.connector_process.pid)
+
+
+def print_rss(pid: int) -> None:
+    tree = process_tree_rss(pid)
+    parts = ", ".join(
+        f"{command.split(' -c ')[-1][:40]} {rss / 1024:.1f}" for _, rss, command in tree
+    )
+    print(f"  RSS (MiB): {parts}; in all {sum(rss for _, rss, _ in tree) / 1024:.1f}")
 
 
 def process_tree_rss(pid: int) -> list[tuple[int, int, str]]:
