@@ -170,7 +170,7 @@ async def test_the_worker_process_gives_the_in_process_verdict(checker: ReadOnly
     checker.inline_chars = 0  # every statement goes to the worker process
     with trio.fail_after(60):
         for sql in STATEMENTS:
-            fresh = f"{sql}\n-- {uuid.uuid4().hex}" if sql else sql
+            fresh = f"{sql}\n-- {uuid.uuid4().hex}"
             assert remembered_verdict(fresh) is None
             assert await checker.check(fresh, budget_s=math.inf) == _check(fresh), sql
     assert len(checker.worker_pids) == 1
