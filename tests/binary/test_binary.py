@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from tests.support.ops_stack import open_stack, post_query
+from tests.support.processes import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "dist" / "edgetds"
@@ -162,7 +163,7 @@ async def test_check_and_a_real_query_through_the_binary_connector(
     assert worker is not None, logs[-3000:]
     worker_pid = int(worker.group(1))
     assert worker_pid != process.pid
-    assert not _alive(worker_pid)  # stopped with the connector: no orphan
+    assert not alive(worker_pid)  # stopped with the connector: no orphan
     assert token not in logs  # never a token in the logs
 
 
@@ -175,14 +176,6 @@ async def _wait_for_connector(client: httpx.AsyncClient, http_url: str, token: s
         if response.status_code == 200 and response.json().get("connections"):
             return
         await trio.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _free_port() -> int:

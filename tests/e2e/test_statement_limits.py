@@ -8,7 +8,6 @@ Server."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from contextlib import AsyncExitStack
 from typing import Any
@@ -22,6 +21,7 @@ from connector.config import load_config
 from connector.runtime import open_connector
 from tests.e2e.conftest import Base, Response, Stack, eventually
 from tests.support.connector_stack import TEST_POLICY
+from tests.support.processes import alive
 
 SIZED_POLICY = (
     TEST_POLICY.replace(
@@ -166,14 +166,6 @@ async def test_the_check_counts_against_the_query_timeout(stack: Stack) -> None:
     assert "the read-only check took" in error["message"]
     assert "of the query's 100 ms" in error["message"]
     assert stack.statements() == before
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_the_worker_processes_stop_with_the_connector(base: Base) -> None:

@@ -25,19 +25,12 @@ from connector._readonly import (
     _check_in_worker,
     remembered_verdict,
 )
+from tests.support.processes import alive
 
 
 def big_select(terms: int = 20_000) -> str:
     """A fresh (never checked) read-only statement of about 4 characters per term."""
     return f"SELECT '{uuid.uuid4().hex}' AS tag, {' + '.join(['1'] * terms)} AS n"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
