@@ -12,11 +12,14 @@ to the default ``max_statement_bytes`` of 256 KiB), admins are not (no check).
    connector's announced 256 KiB: the relay answers 413 request.too_large, the connector never
    sees them).
 3. the same while they send 200 KB statements, each new (no remembered verdict): the connector
-   checks every one in a worker thread, then tdslite runs it (tdslite's own T-SQL translation of
+   checks every one in its worker process, then tdslite runs it (tdslite's own T-SQL translation of
    200 KB takes seconds of its CPU: SQL Server would not be on these 2 cores).
 4. the same with ``timeout_ms`` 50 on the 200 KB statements: the check's budget runs out, they are
-   refused (413 policy.check_timeout) and never run, while the abandoned parses keep the
-   connector's parse threads busy: the connector's own cost, without tdslite's.
+   refused (413 policy.check_timeout) and never run, and the worker process of each is killed
+   (and a new one started for the next): the connector's own cost, without tdslite's.
+
+After each phase it prints the resident memory (RSS) of the connector process and of each of its
+child processes (the read-only check's worker, multiprocessing's resource tracker).
 
 Each phase prints the admin's p50/p99, the ratio of its p99 to the baseline p99, and what the
 analysts' statements got (HTTP status counts).
@@ -130,6 +133,35 @@ async def run(count: int, senders: int) -> None:
                     f"(p99 ratio to alone {p99 / base_p99:.2f}); their statements got "
                     f"{dict(sorted(statuses.items()))}"
                 )
+                assert stack.connector_process is not None
+                print_rss(stack.connector_process.pid)
+
+
+def print_rss(pid: int) -> None:
+    tree = process_tree_rss(pid)
+    parts = ", ".join(
+        f"{command.split(' -c ')[-1][:40]} {rss / 1024:.1f}" for _, rss, command in tree
+    )
+    print(f"  RSS (MiB): {parts}; in all {sum(rss for _, rss, _ in tree) / 1024:.1f}")
+
+
+def process_tree_rss(pid: int) -> list[tuple[int, int, str]]:
+    """(pid, VmRSS in KiB, command line) of ``pid`` and its descendants, from /proc (Linux)."""
+    out = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        proc = Path("/proc") / str(current)
+        try:
+            status = (proc / "status").read_text()
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            for task in (proc / "task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        rss = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        out.append((current, int(rss.split()[1]), command.strip()))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

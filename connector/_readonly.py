@@ -64,8 +64,9 @@ table-valued functions are allowed: what a user-defined function may do is the b
 EXECUTE permissions of the role's login, as are synonyms that point at a linked server.
 
 Parsing costs microseconds per character (seconds for a megabyte), so the connector never runs it
-on its event loop: :class:`ReadOnlyChecker` runs it in a worker thread with its own limiter and a
-time budget, and verdicts are remembered by the SHA-256 of the text (see :func:`check_read_only`).
+on its event loop: :class:`ReadOnlyChecker` runs it in a worker process (a worker thread for
+statements of at most 1 KiB) with its own limiter and a time budget, and verdicts are remembered
+by the SHA-256 of the text (see :func:`check_read_only`).
 
 Unquoted column names that collide with the deny-list or SQL Server's reserved keywords (``kill``,
 ``backup``, ``set``, ``open``, ``close``...) must be written in brackets (``[close]``), as SQL
@@ -75,14 +76,19 @@ login carries the real guarantee (grant it SELECT only).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import math
+import os
 import re
 import threading
 import unicodedata
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import trio
 from sqlglot import exp
@@ -243,6 +249,7 @@ _PHRASES = {"CURRENT": "ROW", "WITHIN": "GROUP"}
 # the node's T-SQL.
 _REWRITES_STRINGS = (exp.JSONPath, exp.TimeToStr, exp.NumberToStr)
 # sqlglot logs a warning with the SQL text when it falls back to a Command; keep SQL out of logs.
+log = logging.getLogger(__name__)
 logging.getLogger("sqlglot").addFilter(lambda record: "unsupported syntax" not in str(record.msg))
 
 
@@ -348,49 +355,75 @@ class CheckTimeout(Exception):
         super().__init__(f"the read-only check did not finish within {budget_s:g} s")
 
 
-class ReadOnlyChecker:
-    """Runs :func:`check_read_only` in worker threads so that parsing never blocks the event loop.
+def _check_in_worker(sql: str) -> tuple[ReadOnlyVerdict, bool, int]:
+    """Runs in a worker process: the verdict, whether it may be remembered (a check that raised
+    is not), and the worker's pid."""
+    verdict = check_read_only(sql)
+    return verdict, remembered_verdict(sql) is verdict, os.getpid()
 
-    Statements of up to ``small_chars`` characters parse in their own lane (``small_threads``),
-    so a few huge statements occupying the ``threads`` lane never hold up a small one. Both lanes
-    have their own :class:`trio.CapacityLimiter`, apart from the database pools' limiters, so
-    parses can never take the threads python-tds needs. One thread for big statements: parses
-    hold the GIL (sqlglot is compiled and keeps it for tens of milliseconds at a time on a big
-    statement), so a second parse thread would add no throughput, only contention with the event
-    loop.
+
+class ReadOnlyChecker:
+    """Runs :func:`check_read_only` off the event loop: big statements in worker PROCESSES.
+
+    A parse holds the GIL (sqlglot is compiled and keeps it for tens of milliseconds at a time on
+    a big statement), so a parse in a thread of the connector's own process still stalls the
+    event loop: each time the loop waits for I/O it then waits up to the interpreter's switch
+    interval to get the GIL back. Statements longer than ``inline_chars`` therefore parse in at
+    most ``processes`` long-lived worker processes (trio-parallel), which share nothing with the
+    loop; a parse that outlives its budget has its worker process killed (a new one is started on
+    the next need) and the statement is refused. A worker that dies mid-parse (killed, out of
+    memory, a crash in the parser) refuses the statement: never a pass.
+
+    Statements of up to ``inline_chars`` characters parse in a worker thread of their own lane
+    (``small_threads``): there a process round trip (about 0.3 ms measured, spawn excluded) would
+    be a large share of the parse (about 6 us per character: ~6 ms at 1 KiB, ~1.2 ms at 256
+    characters), and small statements never queue behind big ones that occupy the processes.
+    The worker processes are started lazily, on the first big statement (about 0.2 s to spawn,
+    counted against that statement's budget), and stopped by :meth:`aclose`.
+
+    All lanes have their own limiters, apart from the database pools' limiters. ``limiter_for``
+    also picks the thread lane for the audit's fingerprint, which tokenizes the statement.
 
     Args:
-        threads: worker threads for statements longer than ``small_chars``.
-        small_threads: worker threads for statements of at most ``small_chars``.
-        small_chars: where the small lane ends.
+        processes: worker processes for statements longer than ``inline_chars``.
+        small_threads: worker threads for statements of at most ``inline_chars``.
+        threads: worker threads for other work on long statements (the audit's fingerprint).
+        inline_chars: where the thread lane ends and the process lane begins.
         max_budget_s: the longest any one check may take, whatever the query's timeout.
     """
 
     def __init__(
         self,
         *,
-        threads: int = 1,
+        processes: int = 1,
         small_threads: int = 2,
-        small_chars: int = 16 * 1024,
+        threads: int = 1,
+        inline_chars: int = 1024,
         max_budget_s: float = 5.0,
     ) -> None:
+        self.process_limiter = trio.CapacityLimiter(processes)
         self.limiter = trio.CapacityLimiter(threads)
         self.small_limiter = trio.CapacityLimiter(small_threads)
-        self.small_chars = small_chars
+        self.inline_chars = inline_chars
         self.max_budget_s = max_budget_s
+        #: pids of the worker processes that have answered a check (logged once each)
+        self.worker_pids: set[int] = set()
+        self._workers: Any = None  # trio_parallel.WorkerContext, opened on first use
+        self._exit = contextlib.AsyncExitStack()
+        self._closed = False
 
     def limiter_for(self, sql: str | None) -> trio.CapacityLimiter:
-        """The lane for work that tokenizes ``sql`` (the check; the audit's fingerprint)."""
-        small = not isinstance(sql, str) or len(sql) <= self.small_chars
+        """The thread lane for work that tokenizes ``sql`` (the audit's fingerprint)."""
+        small = not isinstance(sql, str) or len(sql) <= self.inline_chars
         return self.small_limiter if small else self.limiter
 
     async def check(self, sql: str, *, budget_s: float) -> ReadOnlyVerdict:
-        """The verdict for ``sql``, computed in a worker thread unless it is remembered.
+        """The verdict for ``sql``, computed off the event loop unless it is remembered.
 
         Args:
             sql: the statement.
-            budget_s: how long the check may take (waiting for a thread included); it is capped
-                at ``max_budget_s``.
+            budget_s: how long the check may take (waiting for a worker, and starting one,
+                included); it is capped at ``max_budget_s``.
 
         Raises:
             CheckTimeout: the budget ran out. The caller refuses the statement.
@@ -399,17 +432,61 @@ class ReadOnlyChecker:
         if verdict is not None:
             return verdict
         budget_s = max(0.0, min(budget_s, self.max_budget_s))
-        limiter = self.limiter_for(sql)
-        # When the budget runs out the thread cannot be stopped: abandon_on_cancel returns at
-        # once and the parse finishes on its own, its verdict then remembered for the next try.
-        # Its cost is bounded: the statement is at most the role's max_statement_bytes (checked
-        # before any parse), and the abandoned thread keeps its limiter slot until it ends, so at
-        # most `threads` + `small_threads` parses ever run at once, abandoned ones included.
         with trio.move_on_after(budget_s):
-            return await trio.to_thread.run_sync(
-                check_read_only, sql, limiter=limiter, abandon_on_cancel=True
-            )
+            if not isinstance(sql, str) or len(sql) <= self.inline_chars:
+                # a thread cannot be stopped: abandon_on_cancel returns at once and the parse
+                # (of at most inline_chars, a few ms) ends on its own, keeping its slot till then
+                return await trio.to_thread.run_sync(
+                    check_read_only, sql, limiter=self.small_limiter, abandon_on_cancel=True
+                )
+            return await self._check_in_process(sql)
         raise CheckTimeout(budget_s)
+
+    async def _check_in_process(self, sql: str) -> ReadOnlyVerdict:
+        import trio_parallel  # here, not at import: `edgetds --version` never needs it
+
+        if self._closed:
+            return ReadOnlyVerdict(
+                False, "statement could not be checked: the connector is stopping"
+            )
+        if self._workers is None:
+            self._workers = await self._exit.enter_async_context(
+                trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0)
+            )
+        try:
+            # kill_on_cancel: when the budget runs out, the worker process is killed (and
+            # reaped) before this returns; the next check starts a new one
+            answer: tuple[ReadOnlyVerdict, bool, int] = await self._workers.run_sync(
+                self._job, sql, kill_on_cancel=True, limiter=self.process_limiter
+            )
+        except (trio_parallel.BrokenWorkerError, OSError, EOFError) as exc:
+            log.warning("read-only check: the parse worker process failed (%s)", type(exc).__name__)
+            return ReadOnlyVerdict(
+                False,
+                "statement could not be checked: the parse worker process died; send a shorter "
+                "or simpler statement, or use a named query",
+            )
+        verdict, remembered, pid = answer
+        if pid not in self.worker_pids:
+            self.worker_pids.add(pid)
+            log.info("read-only check: parse worker process %d started", pid)
+        if remembered:
+            _VERDICTS.put(_key(sql), verdict)
+        return verdict
+
+    #: what a worker process runs (a module-level function: it is pickled by reference)
+    _job: Callable[[str], tuple[ReadOnlyVerdict, bool, int]] = staticmethod(_check_in_worker)
+
+    async def aclose(self) -> None:
+        """Stop the worker processes (idle ones exit when their pipe closes; a worker still
+        running a check is waited for, at most a few seconds, then killed). Later checks of big
+        statements are refused."""
+        self._closed = True
+        try:
+            await self._exit.aclose()
+        except Exception as exc:  # a worker that had to be killed: it is gone all the same
+            log.warning("read-only check: parse workers stopped uncleanly (%s)", exc)
+        self._workers = None
 
 
 def _check(sql: str) -> ReadOnlyVerdict:

@@ -477,6 +477,7 @@ async def open_connector(
     finally:
         with trio.CancelScope(shield=True):
             await pools.aclose()
+            await service.read_only.aclose()  # the read-only check's worker processes
             if own_verifier:
                 await verifier.aclose()
             if own_audit and audit is not None:

@@ -6,8 +6,9 @@
    across HA connections).
 2. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
 3. The policy (connector/policy.py): role, statement size, named queries, caps, and the
-   read-only check, which parses in a worker thread within a time budget taken from the query's
-   timeout (connector/_readonly.py `ReadOnlyChecker`): the event loop never parses.
+   read-only check, which parses in a worker process (a thread for statements of at most 1 KiB)
+   within a time budget taken from the query's timeout (connector/_readonly.py
+   `ReadOnlyChecker`): the event loop never parses, and a parse over budget is killed.
 4. Parameters decoded into typed, bound values (connector/encode.py).
 5. Fair admission (`protocol.FairAdmission`): an identity with its role's
    ``max_concurrent_per_identity`` queries running or waiting is refused at once; when all

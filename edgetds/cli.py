@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if getattr(sys, "frozen", False):
+        # In the single binary, a worker process of the read-only check is this same executable
+        # started by multiprocessing (spawn): freeze_support() runs the worker there and exits.
+        # (Imported only here: `edgetds --version` from source need not pay for it.)
+        import multiprocessing
+
+        multiprocessing.freeze_support()
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

@@ -1,6 +1,6 @@
 """The single binary (dist/edgetds, `make binary`): --version, connector check and diag, and a
 real query through the BINARY connector (a subprocess) against the Python relay, tdslite and the
-dev IdP.
+dev IdP, and one whose read-only check runs in a worker process of the binary.
 
 The binary is built once (PyInstaller, ~1 min; longer on a loaded machine) unless dist/edgetds is
 newer than every source file it packages. A binary that starts but misses a module loaded by name
@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 import trio
 
 from tests.support.ops_stack import open_stack, post_query
+from tests.support.processes import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "dist" / "edgetds"
@@ -131,6 +133,12 @@ async def test_check_and_a_real_query_through_the_binary_connector(
                         status, lines = await post_query(
                             stack, sql="SELECT 41 + 1 AS answer", token=token
                         )
+                        # over 1 KiB: the check runs in a worker process (this same binary,
+                        # started by multiprocessing through freeze_support)
+                        big_sql = (
+                            f"SELECT 600 AS n WHERE 1 IN ({', '.join(map(str, range(1, 300)))})"
+                        )
+                        big_status, big_lines = await post_query(stack, sql=big_sql, token=token)
                         metrics = await client.get(f"http://127.0.0.1:{ops_port}/metrics")
                     process.send_signal(signal.SIGTERM)  # drain, then exit 0
                     with trio.fail_after(30):
@@ -143,12 +151,19 @@ async def test_check_and_a_real_query_through_the_binary_connector(
     assert ready_message.startswith("READY=1"), ready_message
     assert stopping_message.startswith("STOPPING=1"), stopping_message
     assert ready.status_code == 200, ready.text
-    assert 'edgetds_connector_queries_total{outcome="ok",role="analyst"} 1.0' in metrics.text
+    assert 'edgetds_connector_queries_total{outcome="ok",role="analyst"} 2.0' in metrics.text
     assert status == 200, (lines, logs[-3000:])
     assert lines[1] == [42], lines
     assert lines[-1]["done"]["rows"] == 1
     assert code == 0, logs[-3000:]
     assert "tunnel ready" in logs
+    assert big_status == 200, (big_lines, logs[-3000:])
+    assert big_lines[1] == [600], big_lines
+    worker = re.search(r"read-only check: parse worker process (\d+) started", logs)
+    assert worker is not None, logs[-3000:]
+    worker_pid = int(worker.group(1))
+    assert worker_pid != process.pid
+    assert not alive(worker_pid)  # stopped with the connector: no orphan
     assert token not in logs  # never a token in the logs
 
 

@@ -16,3 +16,12 @@ async def first_line(process: trio.Process) -> str:
             raise AssertionError(f"the process ended its stdout before a line: {line!r}")
         line += chunk
     return line.decode().strip()
+
+
+def alive(pid: int) -> bool:
+    """Is process ``pid`` running? A zombie (ended, not yet reaped) is not."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
