@@ -407,7 +407,8 @@ class Policy:
             identity: the verified end user.
             request: what the user asked to run.
             read_only: ``check_read_only(request.sql)`` when the caller already has it (the
-                connector computes it in a worker thread); None checks here, if a role needs it.
+                connector computes it off its event loop, in a worker process or thread); None
+                checks here, if a role needs it.
         """
         roles = self._matching(identity, request)
         if isinstance(roles, Decision):
