@@ -9,7 +9,7 @@ process). The result is ``--rows`` rows of (int, nvarchar) made by cross joining
   while the connector process's RSS (VmRSS in /proc/PID/status) is sampled every 20 ms: the peak
   growth over its RSS before the query is what a large result costs the connector.
 
-Goals (issue 6): tunnel >= 80 % of direct rows/s; connector RSS growth <= 32 MiB.
+Goals: tunnel >= 80 % of direct rows/s; connector RSS growth <= 32 MiB.
 Run: ``.venv/bin/python -m bench.big_result [--rows 1000000]``.
 """
 

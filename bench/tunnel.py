@@ -17,7 +17,7 @@ Each run also reports the CPU time used per query by each process (``/proc/PID/s
 process (relay + load generator), the connector and tdslite. On a busy machine latency and
 throughput swing with the other load, CPU per query much less: it says where the cost is.
 
-Goals (issue 6): added p50 <= 1.0 ms, added p99 <= 3 ms, throughput >= 90 % of direct.
+Goals: added p50 <= 1.0 ms, added p99 <= 3 ms, throughput >= 90 % of direct.
 Run: ``.venv/bin/python -m bench.tunnel [--relay python|worker] [--count N] [--seconds S]``.
 """
 

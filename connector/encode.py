@@ -9,7 +9,7 @@ Two directions:
 - parameters: the QUERY frame's JSON params -> typed python-tds parameters (`decode_params`), so
   every value is BOUND with an explicit SQL type (never interpolated). Typing every parameter also
   sidesteps two python-tds traps: `bytes` would go as NVARCHAR and `None` would be inlined as the
-  literal NULL (NOTES-tds.md).
+  literal NULL.
 
 Known python-tds (1.17.1) limits, documented rather than hidden: COLMETADATA's char/nchar/binary
 arrive as the var- types (python-tds keeps no fixed/var distinction), numeric arrives as decimal,

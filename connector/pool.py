@@ -1,7 +1,7 @@
 """python-tds connection pools, one per SQL Server login, driven from Trio worker threads.
 
-Rules (NOTES-tds.md): a python-tds connection is not thread-safe, so a `PooledConnection` is used by
-at most one worker thread at a time, and only while a query task holds it (`LoginPool.borrow`).
+Rules: a python-tds connection is not thread-safe, so a `PooledConnection` is used by at most
+one worker thread at a time, and only while a query task holds it (`LoginPool.borrow`).
 Every blocking call goes through `trio.to_thread.run_sync` with the pool's own CapacityLimiter, so
 one busy login cannot starve another of threads.
 

@@ -1,4 +1,4 @@
-"""Issue 7's token attack list: every forged or misused token is refused with the right code.
+"""Token attacks: every forged or misused token is refused with the right code.
 
 Real keys, real tokens, real HTTP to dev IdPs on 127.0.0.1; key fetches are counted on the IdP.
 """

@@ -20,7 +20,8 @@ from connector._readonly import (
     sql_fingerprint,
 )
 
-# Issue 7's policy attack list, plus the sqlglot traps of NOTES-tds.md, plus our own finds.
+# Statements an attacker would try, sqlglot's known misreadings of T-SQL (IF/BEGIN TRY/OPENROWSET/
+# NEXT VALUE FOR), and what attack testing found.
 REFUSED = [
     "DELETE FROM orders",
     "delete orders where 1=1",
