@@ -49,7 +49,9 @@ _SQLGLOT_KEYWORDS = frozenset(
 )
 
 
-_CONTROL_KEYWORDS = frozenset({"USE", "BEGIN", "COMMIT", "ROLLBACK", "REVERT", "EXEC", "EXECUTE"})
+_CONTROL_KEYWORDS = frozenset(
+    {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}
+)
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
 
@@ -132,6 +134,11 @@ class Session:
         self._stack: list[Principal] = [engine.principal(user.database_user)]
         self._context: dict[str, tuple[object, SqlType, bool]] = {}
         self._trancount = 0
+        self._tran_name: str | None = None  # the outermost BEGIN TRAN's name
+        self._savepoints: list[tuple[str, str]] = []  # (T-SQL name, SQLite savepoint name)
+        self._savepoint_ids = 0
+        self._tx_events: list[str] = []  # "begin" / "commit" / "rollback", not yet reported
+        self.xact_abort = False
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
@@ -169,6 +176,13 @@ class Session:
     @property
     def trancount(self) -> int:
         return self._trancount
+
+    @property
+    def options(self) -> int:
+        """@@OPTIONS: the ON defaults of a SQL Server client connection (ANSI_WARNINGS,
+        ANSI_PADDING, ANSI_NULLS, ARITHABORT, QUOTED_IDENTIFIER, ANSI_NULL_DFLT_ON,
+        CONCAT_NULL_YIELDS_NULL) plus SET NOCOUNT (512) and SET XACT_ABORT (16384)."""
+        return 5496 | (512 if self.nocount else 0) | (16384 if self.xact_abort else 0)
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -500,7 +514,7 @@ class Session:
             "__g_trancount": self._trancount, "__g_servername": "tdslite",
             "__g_servicename": "MSSQLSERVER", "__g_language": "us_english", "__g_error": 0,
             "__g_max_precision": 38, "__g_textsize": 2147483647, "__g_datefirst": 7,
-            "__g_lock_timeout": -1, "__g_nestlevel": 0, "__g_options": 5496,
+            "__g_lock_timeout": -1, "__g_nestlevel": 0, "__g_options": self.options,
             "__g_db_name": self.database, "__g_login": self.user.login,
             "__g_user": self.effective_user,
         }  # fmt: skip
@@ -553,29 +567,79 @@ class Session:
 
     # -- transactions ------------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """BEGIN TRANSACTION (also the TDS transaction manager's BEGIN request)."""
+    def begin(self, name: str | None = None) -> None:
+        """BEGIN TRANSACTION (also the TDS transaction manager's BEGIN request).
+
+        Nested: only the outermost one starts a transaction (and keeps its name); @@TRANCOUNT
+        counts them all.
+        """
         self._finish_rows()
         if self._trancount == 0:
             self._run_control("BEGIN")
+            self._tran_name = name
+            self._savepoints.clear()
+            self._tx_events.append("begin")
         self._trancount += 1
 
     def commit(self, *, all_levels: bool = True) -> None:
-        """COMMIT; the transaction manager's COMMIT ends every nesting level."""
+        """COMMIT decrements @@TRANCOUNT and commits at zero; the transaction manager's COMMIT
+        ends every nesting level."""
         self._finish_rows()
         if self._trancount == 0:
             raise _errors.no_begin("COMMIT")
         self._trancount = 0 if all_levels else self._trancount - 1
         if self._trancount == 0:
             self._run_control("COMMIT")
+            self._ended("commit")
 
-    def rollback(self) -> None:
-        """ROLLBACK: undoes the whole transaction, whatever the nesting."""
+    def rollback(self, name: str | None = None) -> None:
+        """ROLLBACK [name]: without a name (or with the outermost BEGIN TRAN's name) undoes the
+        whole transaction, whatever the nesting; with a savepoint's name undoes back to the latest
+        savepoint of that name and leaves @@TRANCOUNT as it is."""
         self._finish_rows()
         if self._trancount == 0:
             raise _errors.no_begin("ROLLBACK")
+        if name is not None:
+            for index in range(len(self._savepoints) - 1, -1, -1):
+                if self._savepoints[index][0] == name:  # names are case-sensitive
+                    self._run_control(f"ROLLBACK TO {self._savepoints[index][1]}")
+                    del self._savepoints[index + 1 :]
+                    return
+            if name != self._tran_name:
+                raise _errors.no_savepoint(name)
+        self._abort_transaction()
+
+    def save(self, name: str) -> None:
+        """SAVE TRANSACTION name (also the transaction manager's SAVE request)."""
+        self._finish_rows()
+        if self._trancount == 0:
+            raise _errors.save_without_transaction()
+        self._savepoint_ids += 1
+        savepoint = f"tds_sp_{self._savepoint_ids}"
+        self._run_control(f"SAVEPOINT {savepoint}")
+        self._savepoints.append((name, savepoint))
+
+    def take_transaction_events(self) -> list[str]:
+        """The transactions begun ("begin") and ended ("commit" / "rollback") since the last
+        call, in order: what the wire layer reports as ENVCHANGE 8 / 9 / 10."""
+        events, self._tx_events = self._tx_events, []
+        return events
+
+    def _abort_transaction(self) -> None:
+        """Roll back the whole transaction, if there is one."""
+        if self._trancount == 0 and not self._conn.in_transaction:
+            return
+        had = self._trancount > 0
         self._trancount = 0
-        self._run_control("ROLLBACK")
+        self._cancel_requested = False
+        self._conn.execute("ROLLBACK")
+        if had:
+            self._ended("rollback")
+
+    def _ended(self, how: str) -> None:
+        self._tran_name = None
+        self._savepoints.clear()
+        self._tx_events.append(how)
 
     def _run_control(self, sql: str) -> None:
         self._cancel_requested = False  # a transaction request is a new request
@@ -602,9 +666,8 @@ class Session:
     def reset(self) -> None:
         """RESETCONNECTION / sp_reset_connection: roll back, REVERT all, clear session state."""
         self._finish_rows()
-        if self._trancount or self._conn.in_transaction:
-            self._trancount = 0
-            self._conn.execute("ROLLBACK")
+        self._abort_transaction()
+        self.xact_abort = False
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()

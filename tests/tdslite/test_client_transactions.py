@@ -1,0 +1,140 @@
+"""Transactions as SQL Server runs them, seen by independent clients (python-tds, Node tedious).
+
+A reset (python-tds pooling's sp_reset_connection RPC, tedious `reset()`'s RESETCONNECTION bit)
+with an open transaction rolls it back and says so (ENVCHANGE 10); nested BEGIN TRAN counting;
+savepoints by T-SQL and by the Transaction Manager's SAVE request; XACT_ABORT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytds
+import pytest
+from _tds_helpers import in_thread
+from test_client_pytds import connect
+from test_client_tedious import pytestmark as tedious_mark
+from test_client_tedious import run_plan
+
+from tdslite import TdsServer
+
+NO_TRANSACTION = "00" * 8
+
+
+def _ids(cur: Any, table: str) -> list[int]:
+    cur.execute(f"SELECT id FROM {table} ORDER BY id")
+    return [row[0] for row in cur.fetchall()]
+
+
+async def test_pytds_pooled_connection_reused_after_open_transaction(tds_server: TdsServer) -> None:
+    """The first borrower leaves a transaction open; the reset rolls it back and python-tds
+    forgets its descriptor, so the next borrower's own transaction works."""
+
+    def run() -> tuple[list[int], list[int], list[int]]:
+        with connect(tds_server) as setup, setup.cursor() as cur:
+            cur.execute("CREATE TABLE pooled (id int PRIMARY KEY)")
+        with connect(tds_server, pooling=True, autocommit=False) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO pooled VALUES (1)")  # never committed
+        with connect(tds_server, pooling=True, autocommit=False) as conn, conn.cursor() as cur:
+            after_reset = _ids(cur, "pooled")
+            cur.execute("INSERT INTO pooled VALUES (2)")
+            conn.rollback()
+            after_rollback = _ids(cur, "pooled")
+            cur.execute("INSERT INTO pooled VALUES (3)")
+            conn.commit()
+        with connect(tds_server) as other, other.cursor() as cur:
+            seen = _ids(cur, "pooled")
+        return after_reset, after_rollback, seen
+
+    assert await in_thread(run) == ([], [], [3])
+    kinds = [(e["kind"], e["statement"]) for e in tds_server.statement_log.entries]
+    assert ("reset", "sp_reset_connection") in kinds
+
+
+async def test_pytds_nested_begin_and_savepoints(tds_server: TdsServer) -> None:
+    def run() -> list[Any]:
+        seen: list[Any] = []
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE sp (id int PRIMARY KEY)")
+            cur.execute("BEGIN TRAN outer_tx; BEGIN TRANSACTION; INSERT INTO sp VALUES (1)")
+            cur.execute("SAVE TRANSACTION s1; INSERT INTO sp VALUES (2); SAVE TRAN s2")
+            cur.execute("INSERT INTO sp VALUES (3); ROLLBACK TRAN s1")
+            cur.execute("SELECT @@TRANCOUNT")
+            seen.append(cur.fetchone()[0])
+            seen.append(_ids(cur, "sp"))
+            cur.execute("COMMIT")  # the inner level: nothing committed yet
+            cur.execute("SELECT @@TRANCOUNT")
+            seen.append(cur.fetchone()[0])
+            with pytest.raises(pytds.OperationalError) as no_such:
+                cur.execute("ROLLBACK TRAN s2")  # rolled back together with s1
+            seen.append(no_such.value.msg_no)
+            cur.execute("INSERT INTO sp VALUES (4); COMMIT TRAN outer_tx")
+            cur.execute("SELECT @@TRANCOUNT")
+            seen.append(cur.fetchone()[0])
+            cur.execute("BEGIN TRAN; BEGIN TRAN; INSERT INTO sp VALUES (5); ROLLBACK")
+            cur.execute("SELECT @@TRANCOUNT")
+            seen.append(cur.fetchone()[0])
+            with pytest.raises(pytds.OperationalError) as no_tran:
+                cur.execute("SAVE TRAN s3")
+            seen.append(no_tran.value.msg_no)
+            seen.append(_ids(cur, "sp"))
+        return seen
+
+    assert await in_thread(run) == [2, [1], 1, 6401, 0, 0, 628, [1, 4]]
+
+
+@tedious_mark
+async def test_tedious_reset_rolls_back_and_clears_transaction_state(tds_server: TdsServer) -> None:
+    steps = [
+        {"sql": "CREATE TABLE tr (id int PRIMARY KEY)"},
+        {"tx": "begin"},
+        {"sql": "INSERT INTO tr VALUES (1)"},
+        {"state": True},
+        {"reset": True},
+        {"state": True},
+        {"sql": "SELECT COUNT(*), @@TRANCOUNT FROM tr"},
+        {"tx": "begin"},
+        {"sql": "INSERT INTO tr VALUES (2)"},
+        {"tx": "commit"},
+        {"state": True},
+        {"sql": "SELECT id FROM tr"},
+    ]
+    result = await run_plan(tds_server, steps)
+    s = result["steps"]
+    assert s[1] == {"tx": None}, result
+    assert s[3]["inTransaction"] is True, result
+    assert s[3]["descriptor"] != NO_TRANSACTION
+    assert s[4] == {"reset": None}
+    assert s[5] == {"inTransaction": False, "descriptor": NO_TRANSACTION}, result
+    assert s[6]["rows"] == [[0, 0]]
+    assert s[7] == s[9] == {"tx": None}, result
+    assert s[10] == {"inTransaction": False, "descriptor": NO_TRANSACTION}
+    assert s[11]["rows"] == [[2]]
+
+
+@tedious_mark
+async def test_tedious_save_transaction_and_rollback_to_it(tds_server: TdsServer) -> None:
+    """tedious `saveTransaction` is the Transaction Manager's SAVE request (type 9); its
+    `rollbackTransaction(name)` rolls back to that savepoint and the transaction goes on."""
+    steps = [
+        {"sql": "CREATE TABLE ts (id int PRIMARY KEY)"},
+        {"tx": "begin"},
+        {"sql": "INSERT INTO ts VALUES (1)"},
+        {"tx": "save", "name": "sp1"},
+        {"sql": "INSERT INTO ts VALUES (2)"},
+        {"tx": "rollback", "name": "sp1"},
+        {"state": True},
+        {"sql": "SELECT id, @@TRANCOUNT FROM ts"},
+        {"tx": "rollback", "name": "nope"},
+        {"tx": "commit"},
+        {"state": True},
+        {"sql": "SELECT id FROM ts"},
+    ]
+    result = await run_plan(tds_server, steps)
+    s = result["steps"]
+    assert [s[i] for i in (1, 3, 5, 9)] == [{"tx": None}] * 4, result
+    assert s[6]["inTransaction"] is True
+    assert s[7]["rows"] == [[1, 1]]
+    assert "No transaction or savepoint of that name" in s[8]["tx"]
+    assert s[10] == {"inTransaction": False, "descriptor": NO_TRANSACTION}
+    assert s[11]["rows"] == [[1]]
