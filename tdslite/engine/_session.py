@@ -3,7 +3,8 @@
 State: the login, the EXECUTE AS stack, session context, transaction count, @@ROWCOUNT,
 SCOPE_IDENTITY, SET NOCOUNT / IDENTITY_INSERT.  ``execute`` parses the whole batch first (a syntax
 error or unsupported construct anywhere runs nothing, as in SQL Server), then runs one statement
-each time its iterator is advanced.  The first error ends the batch.
+each time its iterator is advanced.  An error ends the batch, or only its statement (see
+`Session.statement_failed`: SQL Server's rules with XACT_ABORT ON and OFF).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._errmap import map_sqlite_error
 from ._errors import SqlError
 from ._functions import FunctionErrors
 from ._perms import Authorizer, Principal
-from ._results import ResultSet, RowCount
+from ._results import ResultSet, RowCount, StatementFailed
 from ._translate import Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
@@ -48,6 +49,21 @@ _SQLGLOT_KEYWORDS = frozenset(
     {"SELECT", "WITH", "(", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "TRUNCATE", "DECLARE"}
 )
 
+
+#: Errors that end only their statement (undone alone); with XACT_ABORT OFF the batch goes on
+#: and an open transaction stays open: constraint violations, truncation, divide by zero and
+#: arithmetic overflow (ANSI_WARNINGS and ARITHABORT ON, the client default), permissions,
+#: transaction statements without a transaction, object errors of DDL.
+STATEMENT_ERRORS = frozenset(
+    {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
+    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
+)
+#: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
+#: conversion failures and a lock conflict (deadlock victim).
+ROLLBACK_ERRORS = frozenset({241, 245, 8114, 8169, 1205})
+#: Errors of a statement's compilation (syntax, unknown names, unsupported): they end the batch,
+#: and XACT_ABORT does not roll back the transaction for them.
+COMPILE_ERRORS = frozenset({102, 105, 134, 137, 195, 207, 208, 209, 40517})
 
 _CONTROL_KEYWORDS = frozenset(
     {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}
@@ -186,12 +202,15 @@ class Session:
 
     # -- batches -----------------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Param] = ()) -> Iterator[ResultSet | RowCount]:
+    def execute(
+        self, sql: str, params: Sequence[Param] = ()
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         """Run a batch; yields one result per statement that produces one.
 
         The batch is parsed first: a syntax error (102/105) or an unsupported construct (40517)
         anywhere raises before anything runs.  Then each statement runs when the iterator reaches
-        it; the first error (SqlError) ends the batch.
+        it; an error ends the batch (raised) or, when statement-level, only its statement
+        (yielded as StatementFailed, see `statement_failed`).
 
         Raises:
             SqlError: from parsing here, or from running as the iterator is advanced.
@@ -245,28 +264,51 @@ class Session:
 
     def _run(
         self, prepared: list[_Prepared], params: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount]:
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         variables: dict[str, _Variable] = dict(params)
-        for item in prepared:
+        for number, item in enumerate(prepared, 1):
             self._finish_rows()
             if self._cancel_requested:
+                self.statement_failed(_errors.cancelled())
                 raise _errors.cancelled().at_line(item.statement.line)
             self.started.append(item.statement.keyword)
             try:
-                yield from self._statement(item, variables)
+                try:
+                    yield from self._statement(item, variables)
+                except sqlite3.OperationalError as exc:
+                    # cancel() interrupts whatever SQLite runs at that moment, including the
+                    # engine's own catalog queries around the statement: a cancel, never a crash
+                    if str(exc) != "interrupted":
+                        raise
+                    raise _errors.cancelled().at_line(item.statement.line) from None
+                except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                    # A statement shape the translator did not expect: an error, never a crash.
+                    raise _internal(exc).at_line(item.statement.line) from exc
             except SqlError as exc:
                 if exc.line == 1 and item.statement.line != 1:
                     exc.line = item.statement.line
+                if self.statement_failed(exc) and number < len(prepared):
+                    yield StatementFailed(exc)
+                    continue
                 raise
-            except sqlite3.OperationalError as exc:
-                # cancel() interrupts whatever SQLite runs at that moment, including the engine's
-                # own catalog queries around the statement: that is a cancel too, never a crash
-                if str(exc) != "interrupted":
-                    raise
-                raise _errors.cancelled().at_line(item.statement.line) from None
-            except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
-                # A statement shape the translator did not expect: an error, never a crash.
-                raise _internal(exc).at_line(item.statement.line) from exc
+
+    def statement_failed(self, exc: SqlError) -> bool:
+        """A statement of a batch failed with ``exc``: apply SQL Server's consequences and say
+        whether the batch goes on.
+
+        XACT_ABORT ON: a run-time error rolls back the open transaction and ends the batch
+        (compile errors do not roll back). XACT_ABORT OFF: a statement-level error (see
+        `STATEMENT_ERRORS`) undoes only its statement (SQLite statements are atomic) and the batch
+        goes on; a conversion error or lock conflict rolls back and ends the batch; anything else
+        ends the batch and leaves the transaction open. A cancel (3617) ends the batch and, with
+        XACT_ABORT ON, rolls back.
+        """
+        if exc.number in COMPILE_ERRORS:
+            return False
+        if self.xact_abort or exc.number in ROLLBACK_ERRORS:
+            self._abort_transaction()
+            return False
+        return exc.number in STATEMENT_ERRORS
 
     def _finish_rows(self) -> None:
         if self._open_rows is not None:
@@ -627,6 +669,7 @@ class Session:
 
     def _abort_transaction(self) -> None:
         """Roll back the whole transaction, if there is one."""
+        self._finish_rows()
         if self._trancount == 0 and not self._conn.in_transaction:
             return
         had = self._trancount > 0

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdslite.engine import Param, ResultSet, Session, SqlError
+from tdslite.engine import Param, ResultSet, Session, SqlError, StatementFailed
 
 from . import _tokens as tk
 from ._columns import RowEncoder
@@ -113,6 +113,16 @@ def run_statements(
             reply.write(tk.done(_status(state, status), count, token=token, curcmd=curcmd))
             pending = None
 
+    failed: list[int] = []  # statement-level errors after which the batch went on
+
+    def statement_failed(exc: SqlError) -> None:
+        nonlocal pending
+        flush_pending(True)
+        env_changes(state, reply)
+        reply.write(_error_token(exc))
+        pending = (Done.ERROR, 0, 0)
+        failed.append(exc.number)
+
     results = None
     try:
         results = state.session.execute(sql, params)
@@ -121,8 +131,18 @@ def run_statements(
             env_changes(state, reply)
             # SET NOCOUNT ON: the DONE still comes, without DONE_COUNT (as SQL Server does)
             counted = 0 if getattr(state.session, "nocount", False) else Done.COUNT
-            if isinstance(result, ResultSet):
-                n = _stream_rows(result, reply, request)
+            if isinstance(result, StatementFailed):
+                statement_failed(result.error)
+            elif isinstance(result, ResultSet):
+                try:
+                    n = _stream_rows(result, reply, request)
+                except SqlError as exc:
+                    # an error while rows were produced (e.g. divide by zero in row 1,000)
+                    goes_on = state.session.statement_failed(exc)  # may roll back
+                    if request.cancelled or not goes_on:
+                        raise
+                    statement_failed(exc)
+                    continue
                 rows_total += n
                 pending = (counted, n, tk.CURCMD_SELECT)
             elif result.select:  # SELECT @v = ...: a SELECT's DONE, without rows
@@ -134,6 +154,9 @@ def run_statements(
             if request.cancelled:
                 break
         outcome = {"rows": rows_total, "affected": affected}
+        if failed:
+            ok = False
+            outcome["error"] = failed[0]
     except SqlError as exc:
         if request.cancelled:
             outcome = {"cancelled": True}

@@ -88,6 +88,9 @@ class StandinSession:
     def save(self, name: str) -> None:
         pass
 
+    def statement_failed(self, exc: SqlError) -> bool:
+        return False
+
     def take_transaction_events(self) -> list[str]:
         events, self.events = self.events, []
         return events

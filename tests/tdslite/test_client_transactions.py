@@ -138,3 +138,87 @@ async def test_tedious_save_transaction_and_rollback_to_it(tds_server: TdsServer
     assert "No transaction or savepoint of that name" in s[8]["tx"]
     assert s[10] == {"inTransaction": False, "descriptor": NO_TRANSACTION}
     assert s[11]["rows"] == [[1]]
+
+
+FK_SETUP = [
+    {"sql": "CREATE TABLE t1 (a int NOT NULL PRIMARY KEY)"},
+    {"sql": "CREATE TABLE t2 (a int NOT NULL REFERENCES t1(a))"},
+    {"sql": "INSERT INTO t1 VALUES (1), (3), (4), (6)"},
+]
+
+
+@tedious_mark
+async def test_tedious_xact_abort_off_and_on(tds_server: TdsServer) -> None:
+    """SQL Server's own SET XACT_ABORT example: with OFF the foreign-key error undoes only its
+    statement and the batch (and transaction) go on; with ON it rolls back and ends the batch."""
+    steps = [
+        *FK_SETUP,
+        {
+            "sql": "SET XACT_ABORT OFF; BEGIN TRANSACTION; INSERT INTO t2 VALUES (1); "
+            "INSERT INTO t2 VALUES (2); INSERT INTO t2 VALUES (3); COMMIT TRANSACTION"
+        },
+        {"state": True},
+        {
+            "sql": "SET XACT_ABORT ON; BEGIN TRANSACTION; INSERT INTO t2 VALUES (4); "
+            "INSERT INTO t2 VALUES (5); INSERT INTO t2 VALUES (6); COMMIT TRANSACTION"
+        },
+        {"state": True},
+        {"sql": "SELECT a FROM t2 ORDER BY a"},
+        {"sql": "SELECT @@TRANCOUNT, @@OPTIONS & 16384"},
+    ]
+    result = await run_plan(tds_server, steps)
+    off, off_state, on, on_state, rows, options = result["steps"][3:]
+    assert off["error"]["number"] == 547, result
+    assert off_state["inTransaction"] is False
+    assert on["error"]["number"] == 547
+    assert on_state == {"inTransaction": False, "descriptor": NO_TRANSACTION}, result
+    assert rows["rows"] == [[1], [3]], result
+    assert options["rows"] == [[0, 16384]]
+
+
+@tedious_mark
+async def test_tedious_statement_errors_go_on_conversion_errors_roll_back(
+    tds_server: TdsServer,
+) -> None:
+    steps = [
+        *FK_SETUP,
+        {"sql": "SELECT 1 / 0; SELECT 2; INSERT INTO t1 VALUES (1); SELECT 3"},
+        {"sql": "BEGIN TRAN; INSERT INTO t1 VALUES (7); SELECT CAST('abc' AS int); SELECT 4"},
+        {"state": True},
+        {"sql": "SELECT COUNT(*), @@TRANCOUNT FROM t1 WHERE a = 7"},
+    ]
+    result = await run_plan(tds_server, steps)
+    statement_level, conversion, state, count = result["steps"][3:]
+    # 8134 then 2627: each undoes its statement only, the batch goes on
+    assert statement_level["rows"] == [[2], [3]], result
+    assert statement_level["error"]["numbers"] == [8134, 2627]
+    # 245 ends the batch and rolls the transaction back even with XACT_ABORT OFF
+    assert conversion["rows"] == [], result
+    assert conversion["error"]["number"] == 245
+    assert state["inTransaction"] is False
+    assert count["rows"] == [[0, 0]]
+
+
+async def test_pytds_xact_abort_on_rolls_back_and_client_knows(tds_server: TdsServer) -> None:
+    def run() -> list[Any]:
+        seen: list[Any] = []
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE xa (id int PRIMARY KEY)")
+            cur.execute("SELECT @@OPTIONS & 16384")
+            seen.append(cur.fetchone()[0])
+            cur.execute("SET XACT_ABORT ON")
+            cur.execute("BEGIN TRAN; INSERT INTO xa VALUES (1)")
+            with pytest.raises(pytds.IntegrityError) as dup:
+                cur.execute("INSERT INTO xa VALUES (1); SELECT 5")
+            seen.append(dup.value.msg_no)
+            cur.execute("SELECT @@TRANCOUNT, COUNT(*), @@OPTIONS & 16384 FROM xa")
+            seen.append(tuple(cur.fetchone()))
+            seen.append(conn._tds_socket.tds72_transaction)  # python-tds's descriptor
+            cur.execute("SET XACT_ABORT OFF; BEGIN TRAN; INSERT INTO xa VALUES (1)")
+            with pytest.raises(pytds.IntegrityError):
+                cur.execute("INSERT INTO xa VALUES (1)")
+            cur.execute("COMMIT")
+            seen.append(_ids(cur, "xa"))
+        return seen
+
+    assert await in_thread(run) == [0, 2627, (0, 0, 16384), 0, [1]]

@@ -79,7 +79,12 @@ function runStep(connection, step) {
     const request = new Request(step.sql, (err, rowCount) => {
       const out = { rows, rowCount };
       if (err) {
-        out.error = { number: err.number, class: err.class, state: err.state, message: err.message };
+        // several errors in one batch come as an AggregateError: the first one, and all numbers
+        const all = err.errors ?? [err];
+        const first = all[0];
+        out.error = { number: first.number, class: first.class, state: first.state };
+        out.error.message = first.message;
+        out.error.numbers = all.map((e) => e.number);
       }
       resolve(out);
     });
