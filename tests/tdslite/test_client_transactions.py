@@ -222,3 +222,39 @@ async def test_pytds_xact_abort_on_rolls_back_and_client_knows(tds_server: TdsSe
         return seen
 
     assert await in_thread(run) == [0, 2627, (0, 0, 16384), 0, [1]]
+
+
+DROP_IF_EXISTS = [
+    {"sql": "DROP TABLE IF EXISTS gone"},
+    {"sql": "CREATE TABLE gone (id int); DROP TABLE IF EXISTS dbo.gone, never_was"},
+    {"sql": "DROP TABLE IF EXISTS [gone]\nCREATE TABLE gone (id int)\nINSERT INTO gone VALUES (1)"},
+    {"sql": "SELECT COUNT(*) FROM gone"},
+    {"sql": "DROP VIEW IF EXISTS v"},
+    {"sql": "DROP PROCEDURE IF EXISTS p"},
+]
+
+
+@tedious_mark
+async def test_tedious_drop_if_exists(tds_server: TdsServer) -> None:
+    result = await run_plan(tds_server, DROP_IF_EXISTS)
+    s = result["steps"]
+    assert [step.get("error") for step in s[:4]] == [None] * 4, result
+    assert s[3]["rows"] == [[1]]
+    # tdslite has no views or procedures: a clear "not supported", not a syntax error
+    assert s[4]["error"]["number"] == s[5]["error"]["number"] == 40517, result
+
+
+async def test_pytds_drop_if_exists(tds_server: TdsServer) -> None:
+    def run() -> list[Any]:
+        seen: list[Any] = []
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            for step in DROP_IF_EXISTS[:3]:
+                cur.execute(step["sql"])
+            seen.append(_ids(cur, "gone"))
+            for step in DROP_IF_EXISTS[4:]:
+                with pytest.raises(pytds.OperationalError) as refused:
+                    cur.execute(step["sql"])
+                seen.append(refused.value.msg_no)
+        return seen
+
+    assert await in_thread(run) == [[1], 40517, 40517]
