@@ -185,6 +185,8 @@ def run_statements(
     if request.cancelled:
         outcome = {"cancelled": True}
         pending = None
+        # an ATTENTION ends the batch; with XACT_ABORT ON it also rolls the transaction back
+        state.session.statement_failed(SqlError(3617, "cancelled by the client (attention)"))
     env_changes(state, reply)
     if in_proc:
         flush_pending(True)

@@ -12,7 +12,7 @@ from typing import Any
 import pytds
 import pytest
 from _tds_helpers import in_thread
-from test_client_pytds import connect
+from test_client_pytds import LONG_QUERY, connect
 from test_client_tedious import pytestmark as tedious_mark
 from test_client_tedious import run_plan
 
@@ -258,3 +258,29 @@ async def test_pytds_drop_if_exists(tds_server: TdsServer) -> None:
         return seen
 
     assert await in_thread(run) == [[1], 40517, 40517]
+
+
+async def test_pytds_timeout_with_xact_abort_on_rolls_back(tds_server: TdsServer) -> None:
+    """python-tds's timeout sends ATTENTION: with XACT_ABORT ON the transaction is rolled back
+    (and python-tds told), with OFF it stays open, as SQL Server."""
+
+    def run(xact_abort: str) -> tuple[Any, ...]:
+        with connect(tds_server, timeout=2) as conn, conn.cursor() as cur:
+            cur.execute(f"SET XACT_ABORT {xact_abort}; BEGIN TRAN")
+            cur.execute(f"INSERT INTO late VALUES ('{xact_abort}')")
+            with pytest.raises(pytds.TimeoutError):
+                cur.execute(LONG_QUERY)
+            cur.execute("SELECT @@TRANCOUNT")
+            trancount = cur.fetchone()[0]
+            descriptor = conn._tds_socket.tds72_transaction
+            cur.execute("SELECT COUNT(*) FROM late")
+            return trancount, bool(descriptor), cur.fetchone()[0]
+
+    def setup() -> None:
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE ten (i int); CREATE TABLE late (v varchar(3))")
+            cur.execute("INSERT INTO ten VALUES " + ", ".join(f"({i})" for i in range(10)))
+
+    await in_thread(setup)
+    assert await in_thread(run, "ON") == (0, False, 0)
+    assert await in_thread(run, "OFF") == (1, True, 1)
