@@ -79,6 +79,13 @@ def _transaction_name(tokens: list[Token], words: list[str]) -> str | None:
     if not rest:
         return None
     if len(rest) == 1 and rest[0].token_type in (TokenType.VAR, TokenType.IDENTIFIER):
+        if len(rest[0].text) > 32:
+            raise _errors.SqlError(
+                103,
+                f"The identifier that starts with '{rest[0].text[:32]}' is too long. "
+                "Maximum length is 32.",
+                severity=15,
+            )
         return rest[0].text
     if rest[0].token_type == TokenType.PARAMETER:
         raise _errors.unsupported("a transaction or savepoint name in a @variable")

@@ -30,12 +30,15 @@ async def test_pytds_pooled_connection_reused_after_open_transaction(tds_server:
     """The first borrower leaves a transaction open; the reset rolls it back and python-tds
     forgets its descriptor, so the next borrower's own transaction works."""
 
-    def run() -> tuple[list[int], list[int], list[int]]:
+    def run() -> tuple[int, list[int], list[int], list[int]]:
         with connect(tds_server) as setup, setup.cursor() as cur:
             cur.execute("CREATE TABLE pooled (id int PRIMARY KEY)")
         with connect(tds_server, pooling=True, autocommit=False) as conn, conn.cursor() as cur:
+            cur.execute("SET XACT_ABORT ON; SET NOCOUNT ON")
             cur.execute("INSERT INTO pooled VALUES (1)")  # never committed
         with connect(tds_server, pooling=True, autocommit=False) as conn, conn.cursor() as cur:
+            cur.execute("SELECT @@OPTIONS & (16384 | 512)")
+            options = cur.fetchone()[0]  # the reset set XACT_ABORT and NOCOUNT back to OFF
             after_reset = _ids(cur, "pooled")
             cur.execute("INSERT INTO pooled VALUES (2)")
             conn.rollback()
@@ -44,9 +47,9 @@ async def test_pytds_pooled_connection_reused_after_open_transaction(tds_server:
             conn.commit()
         with connect(tds_server) as other, other.cursor() as cur:
             seen = _ids(cur, "pooled")
-        return after_reset, after_rollback, seen
+        return options, after_reset, after_rollback, seen
 
-    assert await in_thread(run) == ([], [], [3])
+    assert await in_thread(run) == (0, [], [], [3])
     kinds = [(e["kind"], e["statement"]) for e in tds_server.statement_log.entries]
     assert ("reset", "sp_reset_connection") in kinds
 
@@ -77,10 +80,20 @@ async def test_pytds_nested_begin_and_savepoints(tds_server: TdsServer) -> None:
             with pytest.raises(pytds.OperationalError) as no_tran:
                 cur.execute("SAVE TRAN s3")
             seen.append(no_tran.value.msg_no)
+            # savepoint names are case-sensitive; a duplicate name means the latest one
+            cur.execute("BEGIN TRAN; SAVE TRAN s; INSERT INTO sp VALUES (6); SAVE TRAN s")
+            cur.execute("INSERT INTO sp VALUES (7); ROLLBACK TRAN s")
+            with pytest.raises(pytds.OperationalError) as wrong_case:
+                cur.execute("ROLLBACK TRAN S")
+            seen.append(wrong_case.value.msg_no)
+            with pytest.raises(pytds.Error) as too_long:
+                cur.execute("SAVE TRAN " + "s" * 33)  # names are at most 32 characters
+            seen.append(too_long.value.msg_no)
+            cur.execute("COMMIT")
             seen.append(_ids(cur, "sp"))
         return seen
 
-    assert await in_thread(run) == [2, [1], 1, 6401, 0, 0, 628, [1, 4]]
+    assert await in_thread(run) == [2, [1], 1, 6401, 0, 0, 628, 6401, 103, [1, 4, 6]]
 
 
 @tedious_mark
