@@ -297,3 +297,36 @@ async def test_pytds_timeout_with_xact_abort_on_rolls_back(tds_server: TdsServer
     await in_thread(setup)
     assert await in_thread(run, "ON") == (0, False, 0)
     assert await in_thread(run, "OFF") == (1, True, 1)
+
+
+async def test_pyodbc_savepoints_and_drop_if_exists(tds_server: TdsServer) -> None:
+    """FreeTDS ODBC, a third client stack: T-SQL savepoints and DROP TABLE IF EXISTS."""
+    pyodbc = pytest.importorskip("pyodbc")
+    from test_client_pyodbc import DRIVERS
+    from test_client_pyodbc import connect as odbc_connect
+
+    if not DRIVERS:
+        pytest.skip("FreeTDS ODBC driver missing: run scripts/install-system-deps")
+
+    def run() -> list[Any]:
+        conn = odbc_connect(tds_server)
+        try:
+            cur = conn.cursor()
+            cur.execute("DROP TABLE IF EXISTS od; CREATE TABLE od (id int PRIMARY KEY)")
+            cur.execute("BEGIN TRAN; INSERT INTO od VALUES (1); SAVE TRANSACTION s1")
+            cur.execute("INSERT INTO od VALUES (2); ROLLBACK TRANSACTION s1")
+            cur.execute("SELECT @@TRANCOUNT")
+            seen: list[Any] = [cur.fetchone()[0]]
+            with pytest.raises(pyodbc.Error) as unknown:
+                cur.execute("ROLLBACK TRANSACTION s9")
+            seen.append("6401" in str(unknown.value))
+            cur.execute("COMMIT")
+            cur.execute("SELECT id FROM od")
+            seen.append([r[0] for r in cur.fetchall()])
+            cur.execute("DROP TABLE IF EXISTS od")
+            cur.execute("DROP TABLE IF EXISTS od")  # gone: no error either
+            return seen
+        finally:
+            conn.close()
+
+    assert await in_thread(run) == [1, True, [1]]
