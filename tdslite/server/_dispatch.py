@@ -61,7 +61,7 @@ class Dispatcher:
             if kind == TM_BEGIN_XACT:
                 session.begin()
             elif kind in (TM_COMMIT_XACT, TM_ROLLBACK_XACT, TM_SAVE_XACT):
-                name = r.take(r.u8()).decode("utf-16-le") or None
+                name = r.take(r.u8()).decode("utf-16-le", "replace") or None
                 flags = r.u8() if r.remaining() and kind != TM_SAVE_XACT else 0
                 if kind == TM_COMMIT_XACT:
                     session.commit()
