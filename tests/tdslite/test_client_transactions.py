@@ -187,6 +187,12 @@ async def test_tedious_xact_abort_off_and_on(tds_server: TdsServer) -> None:
     assert on_state == {"inTransaction": False, "descriptor": NO_TRANSACTION}, result
     assert rows["rows"] == [[1], [3]], result
     assert options["rows"] == [[0, 16384]]
+    outcomes = [
+        e["outcome"]
+        for e in tds_server.statement_log.entries
+        if e["statement"].startswith("SET XACT_ABORT")
+    ]
+    assert outcomes == [{"rows": 0, "affected": 2, "error": 547}, {"error": 547}]
 
 
 @tedious_mark
