@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._engine import Engine
 from ._errors import SqlError
-from ._results import ResultSet, RowCount
+from ._results import ResultSet, RowCount, StatementFailed
 from ._session import Session
 from ._types import Column, Param, PreciseDateTime, PreciseTime, SqlType
 from ._users import User, UsersFileError, load_users, parse_users
@@ -25,6 +25,7 @@ __all__ = [
     "Session",
     "SqlError",
     "SqlType",
+    "StatementFailed",
     "User",
     "UsersFileError",
     "convert",

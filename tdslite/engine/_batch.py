@@ -267,6 +267,8 @@ class _Splitter:
                 self.main = kw
                 return True
             first = self.main or first
+        if kw == "IF" and first == "DROP" and index == self.current[0] + 2:
+            return word(self.tokens, index + 1) == "EXISTS"  # DROP TABLE|VIEW|... IF EXISTS
         if kw == "FETCH" and previous in ("ROW", "ROWS"):
             return True  # ORDER BY ... OFFSET n ROWS FETCH NEXT m ROWS ONLY
         if kw == "SELECT":

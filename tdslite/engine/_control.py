@@ -1,4 +1,5 @@
-"""Statements that are not queries: SET, DECLARE, USE, EXEC, EXECUTE AS, REVERT, transactions.
+"""Statements that are not queries: SET, DECLARE, USE, EXEC, EXECUTE AS, REVERT, transactions
+(BEGIN/COMMIT/ROLLBACK/SAVE TRANSACTION).
 
 These are recognised from their tokens (sqlglot parses several of them as opaque commands).
 Session options clients send on connect (SET ANSI_NULLS ON, SET LANGUAGE, SET TEXTSIZE, ...) are
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 NOOP_OPTIONS = frozenset(
     """ANSI_NULLS ANSI_PADDING ANSI_WARNINGS ANSI_NULL_DFLT_ON ANSI_NULL_DFLT_OFF ANSI_DEFAULTS
     ARITHABORT ARITHIGNORE CONCAT_NULL_YIELDS_NULL QUOTED_IDENTIFIER NUMERIC_ROUNDABORT
-    CURSOR_CLOSE_ON_COMMIT LANGUAGE DATEFORMAT DATEFIRST TEXTSIZE LOCK_TIMEOUT XACT_ABORT
+    CURSOR_CLOSE_ON_COMMIT LANGUAGE DATEFORMAT DATEFIRST TEXTSIZE LOCK_TIMEOUT
     DEADLOCK_PRIORITY STATISTICS QUERY_GOVERNOR_COST_LIMIT NO_BROWSETABLE TRANSACTION""".split()
 )
 
@@ -47,11 +48,17 @@ def run(
         if name.lower() != session.database.lower():
             raise _errors.unknown_database(name or statement.text[4:])
     elif keyword == "BEGIN" and words[1:2] in (["TRAN"], ["TRANSACTION"]):
-        session.begin()
-    elif keyword == "COMMIT" and len(words) <= 3:
+        session.begin(_transaction_name(tokens, words))
+    elif keyword == "COMMIT":
+        _transaction_name(tokens, words)  # checked, then ignored (as SQL Server does)
         session.commit(all_levels=False)
-    elif keyword == "ROLLBACK" and len(words) <= 3:
-        session.rollback()
+    elif keyword == "ROLLBACK":
+        session.rollback(_transaction_name(tokens, words))
+    elif keyword == "SAVE" and words[1:2] in (["TRAN"], ["TRANSACTION"]):
+        savepoint = _transaction_name(tokens, words)
+        if savepoint is None:
+            raise _errors.syntax_error(tokens[-1].text)
+        session.save(savepoint)
     elif keyword == "REVERT" and len(words) == 1:
         session.revert()
     elif keyword in ("EXEC", "EXECUTE"):
@@ -61,12 +68,39 @@ def run(
     return
 
 
+def _transaction_name(tokens: list[Token], words: list[str]) -> str | None:
+    """The name in ``BEGIN|COMMIT|ROLLBACK|SAVE [TRAN[SACTION]|WORK] [name]`` (None: no name)."""
+    index = 2 if words[1:2] in (["TRAN"], ["TRANSACTION"]) else 1
+    if words[1:2] == ["WORK"] and words[0] != "SAVE":
+        if len(tokens) > 2:
+            raise _errors.syntax_error(tokens[2].text)
+        return None
+    rest = tokens[index:]
+    if not rest:
+        return None
+    if len(rest) == 1 and rest[0].token_type in (TokenType.VAR, TokenType.IDENTIFIER):
+        if len(rest[0].text) > 32:
+            raise _errors.SqlError(
+                103,
+                f"The identifier that starts with '{rest[0].text[:32]}' is too long. "
+                "Maximum length is 32.",
+                severity=15,
+            )
+        return rest[0].text
+    if rest[0].token_type == TokenType.PARAMETER:
+        raise _errors.unsupported("a transaction or savepoint name in a @variable")
+    raise _errors.syntax_error(rest[-1].text if len(rest) == 1 else rest[1].text)
+
+
 def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None:
     options = [w for w in words[1:] if w not in ("ON", "OFF", ",", "")]
     value = words[-1] if words else ""
     first = options[0] if options else ""
     if first == "NOCOUNT":
         session.nocount = value == "ON"
+        return
+    if first == "XACT_ABORT" and len(options) == 1:
+        session.xact_abort = value == "ON"
         return
     if first == "IDENTITY_INSERT":
         name = tokens[2].text

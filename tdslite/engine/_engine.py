@@ -16,6 +16,7 @@ from typing import Any
 from . import _errors
 from ._catalog import CATALOG_TABLE, CREATE_CATALOG
 from ._perms import Principal, principals
+from ._results import StatementFailed
 from ._session import Session
 from ._users import User
 
@@ -109,8 +110,9 @@ class Engine:
         try:
             session.begin()
             for batch in batches:
-                for _ in session.execute(batch):
-                    pass
+                for result in session.execute(batch):
+                    if isinstance(result, StatementFailed):
+                        raise result.error  # a seed must apply whole
             session.commit()
         finally:
             session.close()

@@ -208,3 +208,13 @@ def unknown_database(name: str) -> SqlError:
 
 def cancelled() -> SqlError:
     return SqlError(3617, "The statement was cancelled by the client (attention).", severity=16)
+
+
+def no_savepoint(name: str) -> SqlError:
+    return SqlError(
+        6401, f"Cannot roll back {name}. No transaction or savepoint of that name was found."
+    )
+
+
+def save_without_transaction() -> SqlError:
+    return SqlError(628, "Cannot issue SAVE TRANSACTION when there is no active transaction.")

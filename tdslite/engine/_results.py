@@ -1,10 +1,12 @@
-"""What Session.execute yields: a ResultSet (columns + lazily produced rows) or a RowCount."""
+"""What Session.execute yields: a ResultSet (columns + lazily produced rows), a RowCount, or a
+StatementFailed (a statement-level error after which the batch goes on)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ._errors import SqlError
 from ._types import Column
 
 
@@ -28,3 +30,13 @@ class RowCount:
 
     count: int
     select: bool = False
+
+
+@dataclass(frozen=True)
+class StatementFailed:
+    """A statement ended with a statement-level error (2627, 547, 8134...): only that statement
+    was undone and the batch goes on with the next one, as SQL Server with XACT_ABORT OFF.
+    (An error that ends the batch is raised instead, as is an error of the batch's last
+    statement.)"""
+
+    error: SqlError

@@ -3,7 +3,8 @@
 State: the login, the EXECUTE AS stack, session context, transaction count, @@ROWCOUNT,
 SCOPE_IDENTITY, SET NOCOUNT / IDENTITY_INSERT.  ``execute`` parses the whole batch first (a syntax
 error or unsupported construct anywhere runs nothing, as in SQL Server), then runs one statement
-each time its iterator is advanced.  The first error ends the batch.
+each time its iterator is advanced.  An error ends the batch, or only its statement (see
+`Session.statement_failed`: SQL Server's rules with XACT_ABORT ON and OFF).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._errmap import map_sqlite_error
 from ._errors import SqlError
 from ._functions import FunctionErrors
 from ._perms import Authorizer, Principal
-from ._results import ResultSet, RowCount
+from ._results import ResultSet, RowCount, StatementFailed
 from ._translate import Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
@@ -49,7 +50,24 @@ _SQLGLOT_KEYWORDS = frozenset(
 )
 
 
-_CONTROL_KEYWORDS = frozenset({"USE", "BEGIN", "COMMIT", "ROLLBACK", "REVERT", "EXEC", "EXECUTE"})
+#: Errors that end only their statement (undone alone); with XACT_ABORT OFF the batch goes on
+#: and an open transaction stays open: constraint violations, truncation, divide by zero and
+#: arithmetic overflow (ANSI_WARNINGS and ARITHABORT ON, the client default), permissions,
+#: transaction statements without a transaction, object errors of DDL.
+STATEMENT_ERRORS = frozenset(
+    {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
+    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
+)
+#: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
+#: conversion failures and a lock conflict (deadlock victim).
+ROLLBACK_ERRORS = frozenset({241, 245, 8114, 8169, 1205})
+#: Errors of a statement's compilation (syntax, unknown names, unsupported): they end the batch,
+#: and XACT_ABORT does not roll back the transaction for them.
+COMPILE_ERRORS = frozenset({102, 105, 134, 137, 195, 207, 208, 209, 40517})
+
+_CONTROL_KEYWORDS = frozenset(
+    {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}
+)
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
 
@@ -132,6 +150,11 @@ class Session:
         self._stack: list[Principal] = [engine.principal(user.database_user)]
         self._context: dict[str, tuple[object, SqlType, bool]] = {}
         self._trancount = 0
+        self._tran_name: str | None = None  # the outermost BEGIN TRAN's name
+        self._savepoints: list[tuple[str, str]] = []  # (T-SQL name, SQLite savepoint name)
+        self._savepoint_ids = 0
+        self._tx_events: list[str] = []  # "begin" / "commit" / "rollback", not yet reported
+        self.xact_abort = False
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
@@ -170,14 +193,24 @@ class Session:
     def trancount(self) -> int:
         return self._trancount
 
+    @property
+    def options(self) -> int:
+        """@@OPTIONS: the ON defaults of a SQL Server client connection (ANSI_WARNINGS,
+        ANSI_PADDING, ANSI_NULLS, ARITHABORT, QUOTED_IDENTIFIER, ANSI_NULL_DFLT_ON,
+        CONCAT_NULL_YIELDS_NULL) plus SET NOCOUNT (512) and SET XACT_ABORT (16384)."""
+        return 5496 | (512 if self.nocount else 0) | (16384 if self.xact_abort else 0)
+
     # -- batches -----------------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Param] = ()) -> Iterator[ResultSet | RowCount]:
+    def execute(
+        self, sql: str, params: Sequence[Param] = ()
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         """Run a batch; yields one result per statement that produces one.
 
         The batch is parsed first: a syntax error (102/105) or an unsupported construct (40517)
         anywhere raises before anything runs.  Then each statement runs when the iterator reaches
-        it; the first error (SqlError) ends the batch.
+        it; an error ends the batch (raised) or, when statement-level, only its statement
+        (yielded as StatementFailed, see `statement_failed`).
 
         Raises:
             SqlError: from parsing here, or from running as the iterator is advanced.
@@ -231,28 +264,51 @@ class Session:
 
     def _run(
         self, prepared: list[_Prepared], params: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount]:
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         variables: dict[str, _Variable] = dict(params)
-        for item in prepared:
+        for number, item in enumerate(prepared, 1):
             self._finish_rows()
             if self._cancel_requested:
+                self.statement_failed(_errors.cancelled())
                 raise _errors.cancelled().at_line(item.statement.line)
             self.started.append(item.statement.keyword)
             try:
-                yield from self._statement(item, variables)
+                try:
+                    yield from self._statement(item, variables)
+                except sqlite3.OperationalError as exc:
+                    # cancel() interrupts whatever SQLite runs at that moment, including the
+                    # engine's own catalog queries around the statement: a cancel, never a crash
+                    if str(exc) != "interrupted":
+                        raise
+                    raise _errors.cancelled().at_line(item.statement.line) from None
+                except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                    # A statement shape the translator did not expect: an error, never a crash.
+                    raise _internal(exc).at_line(item.statement.line) from exc
             except SqlError as exc:
                 if exc.line == 1 and item.statement.line != 1:
                     exc.line = item.statement.line
+                if self.statement_failed(exc) and number < len(prepared):
+                    yield StatementFailed(exc)
+                    continue
                 raise
-            except sqlite3.OperationalError as exc:
-                # cancel() interrupts whatever SQLite runs at that moment, including the engine's
-                # own catalog queries around the statement: that is a cancel too, never a crash
-                if str(exc) != "interrupted":
-                    raise
-                raise _errors.cancelled().at_line(item.statement.line) from None
-            except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
-                # A statement shape the translator did not expect: an error, never a crash.
-                raise _internal(exc).at_line(item.statement.line) from exc
+
+    def statement_failed(self, exc: SqlError) -> bool:
+        """A statement of a batch failed with ``exc``: apply SQL Server's consequences and say
+        whether the batch goes on.
+
+        XACT_ABORT ON: a run-time error rolls back the open transaction and ends the batch
+        (compile errors do not roll back). XACT_ABORT OFF: a statement-level error (see
+        `STATEMENT_ERRORS`) undoes only its statement (SQLite statements are atomic) and the batch
+        goes on; a conversion error or lock conflict rolls back and ends the batch; anything else
+        ends the batch and leaves the transaction open. A cancel (3617) ends the batch and, with
+        XACT_ABORT ON, rolls back.
+        """
+        if exc.number in COMPILE_ERRORS:
+            return False
+        if self.xact_abort or exc.number in ROLLBACK_ERRORS:
+            self._abort_transaction()
+            return False
+        return exc.number in STATEMENT_ERRORS
 
     def _finish_rows(self) -> None:
         if self._open_rows is not None:
@@ -500,7 +556,7 @@ class Session:
             "__g_trancount": self._trancount, "__g_servername": "tdslite",
             "__g_servicename": "MSSQLSERVER", "__g_language": "us_english", "__g_error": 0,
             "__g_max_precision": 38, "__g_textsize": 2147483647, "__g_datefirst": 7,
-            "__g_lock_timeout": -1, "__g_nestlevel": 0, "__g_options": 5496,
+            "__g_lock_timeout": -1, "__g_nestlevel": 0, "__g_options": self.options,
             "__g_db_name": self.database, "__g_login": self.user.login,
             "__g_user": self.effective_user,
         }  # fmt: skip
@@ -553,29 +609,80 @@ class Session:
 
     # -- transactions ------------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """BEGIN TRANSACTION (also the TDS transaction manager's BEGIN request)."""
+    def begin(self, name: str | None = None) -> None:
+        """BEGIN TRANSACTION (also the TDS transaction manager's BEGIN request).
+
+        Nested: only the outermost one starts a transaction (and keeps its name); @@TRANCOUNT
+        counts them all.
+        """
         self._finish_rows()
         if self._trancount == 0:
             self._run_control("BEGIN")
+            self._tran_name = name
+            self._savepoints.clear()
+            self._tx_events.append("begin")
         self._trancount += 1
 
     def commit(self, *, all_levels: bool = True) -> None:
-        """COMMIT; the transaction manager's COMMIT ends every nesting level."""
+        """COMMIT decrements @@TRANCOUNT and commits at zero; the transaction manager's COMMIT
+        ends every nesting level."""
         self._finish_rows()
         if self._trancount == 0:
             raise _errors.no_begin("COMMIT")
         self._trancount = 0 if all_levels else self._trancount - 1
         if self._trancount == 0:
             self._run_control("COMMIT")
+            self._ended("commit")
 
-    def rollback(self) -> None:
-        """ROLLBACK: undoes the whole transaction, whatever the nesting."""
+    def rollback(self, name: str | None = None) -> None:
+        """ROLLBACK [name]: without a name (or with the outermost BEGIN TRAN's name) undoes the
+        whole transaction, whatever the nesting; with a savepoint's name undoes back to the latest
+        savepoint of that name and leaves @@TRANCOUNT as it is."""
         self._finish_rows()
         if self._trancount == 0:
             raise _errors.no_begin("ROLLBACK")
+        if name is not None:
+            for index in range(len(self._savepoints) - 1, -1, -1):
+                if self._savepoints[index][0] == name:  # names are case-sensitive
+                    self._run_control(f"ROLLBACK TO {self._savepoints[index][1]}")
+                    del self._savepoints[index + 1 :]
+                    return
+            if name != self._tran_name:
+                raise _errors.no_savepoint(name)
+        self._abort_transaction()
+
+    def save(self, name: str) -> None:
+        """SAVE TRANSACTION name (also the transaction manager's SAVE request)."""
+        self._finish_rows()
+        if self._trancount == 0:
+            raise _errors.save_without_transaction()
+        self._savepoint_ids += 1
+        savepoint = f"tds_sp_{self._savepoint_ids}"
+        self._run_control(f"SAVEPOINT {savepoint}")
+        self._savepoints.append((name, savepoint))
+
+    def take_transaction_events(self) -> list[str]:
+        """The transactions begun ("begin") and ended ("commit" / "rollback") since the last
+        call, in order: what the wire layer reports as ENVCHANGE 8 / 9 / 10."""
+        events, self._tx_events = self._tx_events, []
+        return events
+
+    def _abort_transaction(self) -> None:
+        """Roll back the whole transaction, if there is one."""
+        self._finish_rows()
+        if self._trancount == 0 and not self._conn.in_transaction:
+            return
+        had = self._trancount > 0
         self._trancount = 0
-        self._run_control("ROLLBACK")
+        self._cancel_requested = False
+        self._conn.execute("ROLLBACK")
+        if had:
+            self._ended("rollback")
+
+    def _ended(self, how: str) -> None:
+        self._tran_name = None
+        self._savepoints.clear()
+        self._tx_events.append(how)
 
     def _run_control(self, sql: str) -> None:
         self._cancel_requested = False  # a transaction request is a new request
@@ -602,9 +709,8 @@ class Session:
     def reset(self) -> None:
         """RESETCONNECTION / sp_reset_connection: roll back, REVERT all, clear session state."""
         self._finish_rows()
-        if self._trancount or self._conn.in_transaction:
-            self._trancount = 0
-            self._conn.execute("ROLLBACK")
+        self._abort_transaction()
+        self.xact_abort = False
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()

@@ -347,7 +347,7 @@ class Connection:
             reply.write(tk.done(Done.FINAL, 0))
             return
         if msg.reset_connection:
-            dispatcher.reset()
+            dispatcher.reset(reply)
             reply.write(tk.envchange_bytes(EnvChange.RESET_ACK, b"", b""))
         handlers: dict[int, Any] = {
             PacketType.SQL_BATCH: dispatcher.batch,

@@ -17,8 +17,9 @@ from . import _tokens as tk
 from ._buffer import Reader
 from ._packets import ProtocolError
 from ._params import UnsupportedParameter, WireType
+from ._reply import Reply
 from ._requests import Request, SessionState, env_changes, run_statements, write_error
-from ._tokens import Done, EnvChange
+from ._tokens import Done
 
 #: Transaction Manager request types (MS-TDS 2.2.6.9).
 TM_BEGIN_XACT = 5
@@ -59,27 +60,26 @@ class Dispatcher:
         try:
             if kind == TM_BEGIN_XACT:
                 session.begin()
-            elif kind in (TM_COMMIT_XACT, TM_ROLLBACK_XACT):
-                r.take(r.u8())  # transaction name
-                flags = r.u8() if r.remaining() else 0
-                old = self.state.descriptor.to_bytes(8, "little")
+            elif kind in (TM_COMMIT_XACT, TM_ROLLBACK_XACT, TM_SAVE_XACT):
+                name = r.take(r.u8()).decode("utf-16-le", "replace") or None
+                flags = r.u8() if r.remaining() and kind != TM_SAVE_XACT else 0
                 if kind == TM_COMMIT_XACT:
                     session.commit()
-                else:
-                    session.rollback()
-                if self.state.descriptor and not session.in_transaction:
-                    change = (
-                        EnvChange.COMMIT_TRAN if kind == TM_COMMIT_XACT else EnvChange.ROLLBACK_TRAN
+                elif kind == TM_ROLLBACK_XACT:
+                    session.rollback(name)
+                elif name is None:
+                    raise SqlError(
+                        102, "Incorrect syntax near 'SAVE TRANSACTION': a name is needed."
                     )
-                    reply.write(tk.envchange_bytes(change, b"", old))
-                    self.state.descriptor = 0
+                else:
+                    session.save(name)
                 if flags & 0x01:  # fBeginXact: start the next transaction straight away
                     session.begin()
             else:
                 raise SqlError(
                     8522,
                     f"transaction manager request {kind} is not supported by tdslite "
-                    "(only begin, commit and rollback)",
+                    "(only begin, commit, rollback and save)",
                 )
         except SqlError as exc:
             env_changes(self.state, reply)
@@ -144,7 +144,7 @@ class Dispatcher:
                 self.prepared.pop(_int_param(p, 0, "@handle"), None)
                 return True, []
             if call.name == "sp_reset_connection":
-                self.reset(how="sp_reset_connection")
+                self.reset(request.reply, how="sp_reset_connection")
                 return True, []
             if call.name in _rpc.PROC_IDS.values():
                 raise SqlError(
@@ -165,11 +165,15 @@ class Dispatcher:
         self.prepared[handle] = Prepared(stmt, _rpc.declared_params(decl))
         return handle
 
-    def reset(self, *, how: str = "RESETCONNECTION") -> None:
-        """RESETCONNECTION / sp_reset_connection: engine state back to a fresh login."""
+    def reset(self, reply: Reply, *, how: str = "RESETCONNECTION") -> None:
+        """RESETCONNECTION / sp_reset_connection: engine state back to a fresh login.
+
+        An open transaction is rolled back and the client told so (ENVCHANGE 10) before anything
+        else: python-tds and tedious then drop the transaction descriptor they hold.
+        """
         self.state.session.reset()
+        env_changes(self.state, reply)
         self.prepared.clear()
-        self.state.descriptor = 0
         log = self.state.statement_log
         if log is not None:
             log.record(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdslite.engine import Param, ResultSet, Session, SqlError
+from tdslite.engine import Param, ResultSet, Session, SqlError, StatementFailed
 
 from . import _tokens as tk
 from ._columns import RowEncoder
@@ -50,27 +50,24 @@ class SessionState:
     next_descriptor: Callable[[], int] = field(default=lambda: 1)
 
 
-def env_changes(state: SessionState, reply: Reply, *, rolled_back: bool = False) -> None:
-    """Emit ENVCHANGE for a transaction begun/ended or a database switched since last time.
-
-    An ended transaction is reported as a rollback (10) when ``rolled_back`` says the batch asked
-    for one, else as a commit (9); clients treat both as "no transaction any more".
-    """
+def env_changes(state: SessionState, reply: Reply) -> None:
+    """Emit ENVCHANGE for each transaction begun (8) or ended by commit (9) or rollback (10), in
+    order, and for a database switched, since last time (as SQL Server: only the outermost BEGIN
+    and the end of the whole transaction are reported, not nesting levels or savepoints)."""
     session = state.session
     if session.database != state.database:
         reply.write(tk.database_changed(session.database, state.database))
         state.database = session.database
-    in_tran = bool(session.in_transaction)
-    if in_tran and not state.descriptor:
-        state.descriptor = state.next_descriptor()
-        reply.write(
-            tk.envchange_bytes(EnvChange.BEGIN_TRAN, state.descriptor.to_bytes(8, "little"), b"")
-        )
-    elif not in_tran and state.descriptor:
-        old = state.descriptor.to_bytes(8, "little")
-        state.descriptor = 0
-        kind = EnvChange.ROLLBACK_TRAN if rolled_back else EnvChange.COMMIT_TRAN
-        reply.write(tk.envchange_bytes(kind, b"", old))
+    for event in session.take_transaction_events():
+        if event == "begin":
+            state.descriptor = state.next_descriptor()
+            new = state.descriptor.to_bytes(8, "little")
+            reply.write(tk.envchange_bytes(EnvChange.BEGIN_TRAN, new, b""))
+        elif state.descriptor:
+            old = state.descriptor.to_bytes(8, "little")
+            state.descriptor = 0
+            kind = EnvChange.ROLLBACK_TRAN if event == "rollback" else EnvChange.COMMIT_TRAN
+            reply.write(tk.envchange_bytes(kind, b"", old))
 
 
 def _status(state: SessionState, base: int) -> int:
@@ -103,8 +100,6 @@ def run_statements(
     """
     reply = request.reply
     token = tk.TOKEN_DONEINPROC if in_proc else tk.TOKEN_DONE
-    # an error can roll back too (e.g. XACT_ABORT); a batch saying ROLLBACK most likely did
-    rolled_back = "ROLLBACK" in sql.upper()
     pending: tuple[int, int, int] | None = None  # (status, count, curcmd) of the last statement
     rows_total = affected = 0
     outcome: dict[str, Any]
@@ -118,16 +113,36 @@ def run_statements(
             reply.write(tk.done(_status(state, status), count, token=token, curcmd=curcmd))
             pending = None
 
+    failed: list[int] = []  # statement-level errors after which the batch went on
+
+    def statement_failed(exc: SqlError) -> None:
+        nonlocal pending
+        flush_pending(True)
+        env_changes(state, reply)
+        reply.write(_error_token(exc))
+        pending = (Done.ERROR, 0, 0)
+        failed.append(exc.number)
+
     results = None
     try:
         results = state.session.execute(sql, params)
         for result in results:
             flush_pending(True)
-            env_changes(state, reply, rolled_back=rolled_back)
+            env_changes(state, reply)
             # SET NOCOUNT ON: the DONE still comes, without DONE_COUNT (as SQL Server does)
             counted = 0 if getattr(state.session, "nocount", False) else Done.COUNT
-            if isinstance(result, ResultSet):
-                n = _stream_rows(result, reply, request)
+            if isinstance(result, StatementFailed):
+                statement_failed(result.error)
+            elif isinstance(result, ResultSet):
+                try:
+                    n = _stream_rows(result, reply, request)
+                except SqlError as exc:
+                    # an error while rows were produced (e.g. divide by zero in row 1,000)
+                    goes_on = state.session.statement_failed(exc)  # may roll back
+                    if request.cancelled or not goes_on:
+                        raise
+                    statement_failed(exc)
+                    continue
                 rows_total += n
                 pending = (counted, n, tk.CURCMD_SELECT)
             elif result.select:  # SELECT @v = ...: a SELECT's DONE, without rows
@@ -139,13 +154,16 @@ def run_statements(
             if request.cancelled:
                 break
         outcome = {"rows": rows_total, "affected": affected}
+        if failed:
+            ok = False
+            outcome["error"] = failed[0]
     except SqlError as exc:
         if request.cancelled:
             outcome = {"cancelled": True}
         else:
             ok = False
             flush_pending(True)
-            env_changes(state, reply, rolled_back=rolled_back)
+            env_changes(state, reply)
             reply.write(_error_token(exc))
             # in an RPC the DONEPROC(ERROR) that follows carries the error bit: a DONEINPROC(ERROR)
             # here would make python-tds raise before the end of the reply (and its callproc never
@@ -167,7 +185,9 @@ def run_statements(
     if request.cancelled:
         outcome = {"cancelled": True}
         pending = None
-    env_changes(state, reply, rolled_back=rolled_back or not ok)
+        # an ATTENTION ends the batch; with XACT_ABORT ON it also rolls the transaction back
+        state.session.statement_failed(SqlError(3617, "cancelled by the client (attention)"))
+    env_changes(state, reply)
     if in_proc:
         flush_pending(True)
     elif pending is None and not request.cancelled:

@@ -22,6 +22,7 @@ class StandinSession:
         self.effective_user = user.database_user
         self.database = "standin"
         self.in_transaction = False
+        self.events: list[str] = []
         self.executed: list[str] = []
         self.params: list[list[Param]] = []
         self.resets = 0
@@ -55,9 +56,11 @@ class StandinSession:
             elif word == "COUNT":
                 yield RowCount(int(arg))
             elif word == "BEGIN":
-                self.in_transaction = True
-            elif word in ("COMMIT", "ROLLBACK"):
-                self.in_transaction = False
+                self.begin()
+            elif word == "COMMIT":
+                self.commit()
+            elif word == "ROLLBACK":
+                self.rollback()
             elif word == "SET":
                 pass
             else:
@@ -66,18 +69,35 @@ class StandinSession:
     def cancel(self) -> None:
         self._cancel.set()
 
+    def _end(self, how: str) -> None:
+        if self.in_transaction:
+            self.in_transaction = False
+            self.events.append(how)
+
     def begin(self) -> None:
-        self.in_transaction = True
+        if not self.in_transaction:
+            self.in_transaction = True
+            self.events.append("begin")
 
     def commit(self) -> None:
-        self.in_transaction = False
+        self._end("commit")
 
-    def rollback(self) -> None:
-        self.in_transaction = False
+    def rollback(self, name: str | None = None) -> None:
+        self._end("rollback")
+
+    def save(self, name: str) -> None:
+        pass
+
+    def statement_failed(self, exc: SqlError) -> bool:
+        return False
+
+    def take_transaction_events(self) -> list[str]:
+        events, self.events = self.events, []
+        return events
 
     def reset(self) -> None:
         self.resets += 1
-        self.in_transaction = False
+        self._end("rollback")
 
     def close(self) -> None:
         pass

@@ -291,10 +291,8 @@ async def test_pooling_resets_session_context(tds_server: TdsServer) -> None:
         return before, after
 
     assert await in_thread(run) == ("acme", None)
-    assert (
-        any("sp_reset_connection" in e["statement"] for e in tds_server.statement_log.entries)
-        or True
-    )
+    kinds = [(e["kind"], e["statement"]) for e in tds_server.statement_log.entries]
+    assert ("reset", "sp_reset_connection") in kinds
 
 
 async def test_refused_statement_logged_not_run(tds_server: TdsServer) -> None:

@@ -59,6 +59,20 @@ async def test_reset_connection_bit(
     assert reply.dones == [(DONE, 0x10, 1)]
 
 
+async def test_reset_connection_bit_in_a_transaction_reports_the_rollback_first(
+    client: RawClient, server: tuple[TdsServer, StandinEngine]
+) -> None:
+    _, engine = server
+    with trio.fail_after(10):
+        begun = await client.request(0x01, sql_batch("BEGIN"))
+        reply = await client.request(0x01, sql_batch("COUNT 1"), status=RESETCONNECTION)
+    assert begun.envchanges == [8]
+    assert engine.sessions[0].in_transaction is False
+    # ENVCHANGE 10 (rollback) before 18 (reset acknowledged), as the reset's first effect
+    assert reply.envchanges == [10, 18]
+    assert reply.dones == [(DONE, 0x10, 1)]
+
+
 async def test_lone_attention_is_acknowledged(client: RawClient) -> None:
     with trio.fail_after(10):
         reply = await client.request(0x06, b"")

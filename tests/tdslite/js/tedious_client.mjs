@@ -2,7 +2,10 @@
 // How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
 // The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "steps": [{"sql",
 //   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}],
-//   "cancelAfterMs"?}, or {"reset": true}]}.
+//   "cancelAfterMs"?}, or {"reset": true}, or {"tx": "begin"|"commit"|"rollback"|"save", "name"?}
+//   (tedious's Transaction Manager requests), or {"state": true}]}.
+// A "tx" step gives {"tx": error message or null}; a "state" step gives what tedious believes:
+// {"inTransaction", "descriptor" (hex of the descriptor it would send)}.
 // Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?}]}.
 // Values come back JSON-friendly: Date -> ISO string, Buffer -> {"hex": ...}.
 // 100 ns precision: a temporal param value {"iso", "nanosecondDelta"} sets tedious's
@@ -76,7 +79,12 @@ function runStep(connection, step) {
     const request = new Request(step.sql, (err, rowCount) => {
       const out = { rows, rowCount };
       if (err) {
-        out.error = { number: err.number, class: err.class, state: err.state, message: err.message };
+        // several errors in one batch come as an AggregateError: the first one, and all numbers
+        const all = err.errors ?? [err];
+        const first = all[0];
+        out.error = { number: first.number, class: first.class, state: first.state };
+        out.error.message = first.message;
+        out.error.numbers = all.map((e) => e.number);
       }
       resolve(out);
     });
@@ -97,6 +105,18 @@ function reset(connection) {
   return new Promise((resolve) => connection.reset((err) => resolve(err ? err.message : null)));
 }
 
+function transaction(connection, step) {
+  const methods = {
+    begin: "beginTransaction",
+    commit: "commitTransaction",
+    rollback: "rollbackTransaction",
+    save: "saveTransaction",
+  };
+  return new Promise((resolve) =>
+    connection[methods[step.tx]]((err) => resolve(err ? err.message : null), step.name ?? ""),
+  );
+}
+
 const result = { connected: false, steps: [] };
 let connection;
 try {
@@ -105,6 +125,15 @@ try {
   for (const step of plan.steps) {
     if (step.reset) {
       result.steps.push({ reset: await reset(connection) });
+      continue;
+    }
+    if (step.tx) {
+      result.steps.push({ tx: await transaction(connection, step) });
+      continue;
+    }
+    if (step.state) {
+      const descriptor = connection.currentTransactionDescriptor().toString("hex");
+      result.steps.push({ inTransaction: connection.inTransaction, descriptor });
       continue;
     }
     result.steps.push(await runStep(connection, step));
