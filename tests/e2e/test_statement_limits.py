@@ -120,9 +120,12 @@ async def test_a_big_statement_does_not_hold_up_other_users(stack: Stack) -> Non
                 assert big not in stack.statements()
                 assert remembered_verdict(big) is None
                 watch.cancel_scope.cancel()
-    # no GIL shared with the parse: measured gaps stay near the 10 ms beat (12-21 ms; 36-154 ms
-    # with the parse in a thread), well under this bound on a loaded machine
-    assert max(gaps) < 0.1, f"the event loop stalled for {max(gaps):.2f} s"
+    # A parse on the event loop stops it for the whole parse (over a second for this statement:
+    # 2.3 s measured); off the loop the gaps stay near the 10 ms beat (12-21 ms measured with the
+    # worker process, 36-154 ms with a thread). The bound tells the two apart with room for a
+    # loaded machine (0.12 s seen once while other suites ran); speed itself is measured by
+    # bench/big_statements.py, not here.
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
     assert answers["admin"].rows == [[1]]
     assert answers["analyst-small"].rows == [[1]]
     assert answers["analyst-big"].status == 200
