@@ -77,6 +77,7 @@ async def sender(
     size: int,
     timeout_ms: int | None,
     statuses: Counter[str],
+    answered: trio.Event,
 ) -> None:
     url = f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query"
     headers = {
@@ -89,6 +90,7 @@ async def sender(
             response.json().get("error", {}).get("code", "") if response.status_code != 200 else ""
         )
         statuses[f"{response.status_code} {code}".strip()] += 1
+        answered.set()  # its first answer: this sender's load is on
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,12 +120,14 @@ async def run(count: int, senders: int) -> None:
                     label += f" (timeout_ms {timeout_ms})"
                 statuses: Counter[str] = Counter()
                 async with trio.open_nursery() as nursery:
+                    answered = [trio.Event() for _ in range(senders)]
                     for k in range(senders):
                         name = f"analyst-{k}"
                         nursery.start_soon(
-                            sender, stack, analysts, name, size, timeout_ms, statuses
+                            sender, stack, analysts, name, size, timeout_ms, statuses, answered[k]
                         )
-                    await trio.sleep(1)  # the senders are under way
+                    for event in answered:  # every sender's load is on before measuring
+                        await event.wait()
                     during = await admin_latencies(stack, admin, count)
                     nursery.cancel_scope.cancel()
                 p99 = percentile(during, 99)
@@ -159,8 +163,9 @@ def process_tree_rss(pid: int) -> list[tuple[int, int, str]]:
                 pending += [int(c) for c in (task / "children").read_text().split()]
         except FileNotFoundError:  # ended meanwhile
             continue
-        rss = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        out.append((current, int(rss.split()[1]), command.strip()))
+        rss = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
+        if rss is not None:  # a zombie (a killed parse worker not yet reaped) has no memory
+            out.append((current, int(rss.split()[1]), command.strip()))
     return out
 
 

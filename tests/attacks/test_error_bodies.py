@@ -32,6 +32,7 @@ from tests.chaos.conftest import Chaos
 from tests.connector.conftest import closed_port
 from tests.support.chaos import HYGIENE
 from tests.support.relays import start_python_relay
+from tests.support.waiting import eventually
 from tests.support.worker_relay import open_worker_relay, workerd_log
 
 CLIENT_SQL = "SELECT n FROM d"
@@ -217,9 +218,12 @@ async def test_a_failing_database_is_named_by_class_never_by_address(
 
 
 async def _no_connections(chaos: Chaos) -> None:
-    """Wait until the relay has dropped the killed connector's connections."""
-    while await chaos.connections():  # noqa: ASYNC110 - the relay's state, over HTTP
-        await trio.sleep(0.05)
+    """Wait until the relay (over HTTP) has dropped the killed connector's connections."""
+
+    async def none() -> bool:
+        return not await chaos.connections()
+
+    await eventually(none)
 
 
 async def test_issuer_keys_that_cannot_be_loaded_are_not_described_to_the_client(

@@ -22,6 +22,7 @@ from connector.audit import rotated_files
 from connector.keys import load_private_key
 from tests.support.ops_stack import open_stack, post_query, write_stack_config
 from tests.support.relays import start_python_relay
+from tests.support.waiting import eventually
 
 PYTHON = [sys.executable, "-m", "edgetds"]
 AUDIT_TOKEN = "audit-reader-secret"
@@ -30,8 +31,7 @@ AUDIT_TOKEN = "audit-reader-secret"
 async def until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 30) -> None:
     """Poll state owned by another process until ``check`` holds."""
     with trio.move_on_after(timeout_s):
-        while not await check():  # noqa: ASYNC110 - the state is another process's
-            await trio.sleep(0.05)
+        await eventually(check)
         return
     raise AssertionError(f"timed out waiting until {what}")
 

@@ -38,6 +38,7 @@ from tdslite import TdsServer, open_server
 from tests.e2e.conftest import TDSLITE_USERS, Base
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import RelayHandle, start_python_relay
+from tests.support.waiting import eventually
 from tests.support.worker_relay import start_worker_relay
 
 RELAYS = {"python": start_python_relay, "worker": start_worker_relay}
@@ -106,9 +107,8 @@ async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll the relay (another component's state) until ``check`` holds; callers bound it."""
-    while not await check():  # noqa: ASYNC110 - the state is the relay's
-        await trio.sleep(0.05)
+    """Wait until ``check`` holds of the relay's state (over HTTP); callers bound it."""
+    await eventually(check)
 
 
 async def verify(*args: str) -> subprocess.CompletedProcess[str]:

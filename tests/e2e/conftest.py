@@ -205,9 +205,3 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
             yield Stack(b.idp, b.db, b.relay, connector, http, tmp_path)
     if scope.cancelled_caught:
         raise trio.TooSlowError("the e2e stack did not start or stop in time")
-
-
-async def eventually(predicate: Any, interval: float = 0.05) -> None:
-    """Poll state owned by another component until predicate() holds (callers set a deadline)."""
-    while not predicate():  # noqa: ASYNC110 - no event to wait on: the state is not ours
-        await trio.sleep(interval)

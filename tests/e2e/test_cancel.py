@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import trio
 
-from tests.e2e.conftest import Stack, eventually
+from tests.e2e.conftest import Stack
+from tests.support.waiting import eventually
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.e2e.conftest import Stack, eventually
+from tests.e2e.conftest import Stack
+from tests.support.waiting import eventually
 
 
 @pytest.mark.parametrize("stack", [{"max_concurrent_queries": 256}], indirect=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.e2e.conftest import Base, eventually
+from tests.e2e.conftest import Base
+from tests.support.waiting import eventually
 
 ROWS = 200_000
 PAD = "x" * 200

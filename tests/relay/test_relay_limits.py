@@ -18,6 +18,7 @@ from relay.app import RelayApp
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
 from tests.support import fairness
 from tests.support.relays import TEST_LIMITS, RelayHandle, open_python_relay, relay_config
+from tests.support.waiting import eventually
 
 
 async def test_failed_authentications_are_rate_limited_per_address(
@@ -275,10 +276,8 @@ async def test_a_query_whose_client_left_stops_waiting(
                             client.post, query_url(relay), json={"sql": "left"}, headers=headers
                         )
                     )
-                    while not tunnel.admission.waiting():  # noqa: ASYNC110 - observing
-                        await trio.sleep(0.01)
+                    await eventually(lambda: tunnel.admission.waiting() > 0, interval=0.01)
                     waiting.cancel_scope.cancel()  # the client hangs up
-                while tunnel.admission.waiting():  # noqa: ASYNC110 - observing
-                    await trio.sleep(0.01)
+                await eventually(lambda: tunnel.admission.waiting() == 0, interval=0.01)
                 gate.set()
         assert [q.sql for q in p.queries] == ["first"]

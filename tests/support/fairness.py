@@ -38,6 +38,7 @@ from protocol import events
 from tdslite import TdsServer, open_server
 from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.protocol_peer import Peer
+from tests.support.waiting import eventually
 
 #: the tunnel's capacity: one connector connection taking this many queries at once
 SLOTS = 2
@@ -125,11 +126,13 @@ async def flood_and_victim(*, query_url: str, idp: DevIdP, db: TdsServer, state:
         for _ in range(FLOOD):
             nursery.start_soon(flood_one)
         # Every flood request reached the relay: admitted, waiting, or answered.
-        while True:
-            counts = await state(http)
-            if counts["admitted"] + counts["waiting"] + out.statuses.total() >= FLOOD:
-                break
-            await trio.sleep(0.05)
+        counts: dict[str, int] = {}
+
+        async def all_arrived() -> bool:
+            counts.update(await state(http))
+            return counts["admitted"] + counts["waiting"] + out.statuses.total() >= FLOOD
+
+        await eventually(all_arrived)
         assert counts["admitted"] == SLOTS, counts
         assert counts["waiting"] > SLOTS, counts  # the flooder's queue is long
         out.flood_done_before_victim_sent = len(_flood_statements(db))
@@ -191,8 +194,10 @@ async def relay_admission_scenario(
         answers[sql] = await client.post(url, json={"sql": sql, **body}, headers=headers)
 
     async def waiting(count: int) -> None:
-        while (await state(client))["waiting"] < count:  # noqa: ASYNC110 - over HTTP
-            await trio.sleep(0.02)
+        async def enough() -> bool:
+            return (await state(client))["waiting"] >= count
+
+        await eventually(enough, interval=0.02)
 
     async with peer(handler=hold, max_streams=1) as p, trio.open_nursery() as nursery:
         nursery.start_soon(send, "a1", a)

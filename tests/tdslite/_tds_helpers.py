@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from tests.support.waiting import eventually
+
 T = TypeVar("T")
 
 #: Logins of the users file written by `tds_users_file` -> their passwords.
@@ -45,6 +47,5 @@ async def in_thread(fn: Callable[..., T], *args: Any, limit: float = 20, **kw: A
 
 
 async def wait_until(predicate: Callable[[], bool], *, interval: float = 0.01) -> None:
-    """Poll ``predicate`` (state written by worker threads, which cannot set a trio.Event)."""
-    while not predicate():  # noqa: ASYNC110
-        await trio.sleep(interval)
+    """Wait for state written by worker threads, which cannot set a trio.Event."""
+    await eventually(predicate, interval=interval)
