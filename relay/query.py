@@ -102,6 +102,8 @@ async def handle_query(
     req = parse_query_request(
         body, max_timeout_ms=limits.query_timeout_ms, max_param_bytes=limits.max_param_bytes
     )
+    # before admission: a statement no connection accepts neither waits for nor takes a slot
+    _check_size(req, tunnel.max_statement_bytes())
     key = f"{identity.issuer}\n{identity.subject}"
     wait_s = min(limits.admission_wait_ms, req.timeout_ms) / 1000
 
@@ -114,6 +116,16 @@ async def handle_query(
             waited_ms = round(slot.waited_s * 1000)
             req = replace(req, timeout_ms=max(1, req.timeout_ms - waited_ms))
         await _send_admitted(app, tunnel, slot, receive, send, req, identity, token, started)
+
+
+def _check_size(req: QueryRequest, limit: int | None) -> None:
+    """413 request.too_large when ``req.sql`` is longer than ``limit`` (None: no limit known)."""
+    if limit is not None and req.sql_bytes > limit:
+        raise HttpError(
+            "request.too_large",
+            f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
+            f"{limit}: send a shorter statement, pass values as parameters, or use a named query",
+        )
 
 
 async def _send_admitted(
@@ -130,13 +142,7 @@ async def _send_admitted(
     """Place an admitted query on a connection and relay its answer (steps 5 and on)."""
     limits = app.config.limits
     session = tunnel.pick()
-    if req.sql_bytes > session.conn.max_statement_bytes:  # before any signing or encoding
-        raise HttpError(
-            "request.too_large",
-            f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
-            f"{session.conn.max_statement_bytes}: send a shorter statement, pass values as "
-            "parameters, or use a named query",
-        )
+    _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     attestation: dict[str, Any] = {}
 
     def make_query(stream_id: int, session_id: str) -> events.Query:

@@ -221,6 +221,11 @@ class Tunnel:
             )
         return live
 
+    def max_statement_bytes(self) -> int | None:
+        """The longest statement (UTF-8 bytes) a live connection accepts; None: none is live."""
+        live = [s.conn.max_statement_bytes for s in self.sessions if not s.closed]
+        return max(live, default=None)
+
     def pick(self) -> ConnectorSession:
         """The connection for the next query (admitted by `slot()` first).
 

@@ -151,3 +151,28 @@ async def test_duplicate_member_names_are_refused_before_the_connector(
     assert error["code"] == "request.invalid"
     assert "duplicate" in error["message"]
     assert p.queries == []
+
+
+@pytest.mark.parametrize("kind", sorted(RELAYS))
+async def test_a_statement_over_the_limit_does_not_wait_for_a_slot(kind: str, idp: DevIdP) -> None:
+    gate = trio.Event()
+
+    async def hold(p: Any, q: Any) -> None:
+        await gate.wait()
+        await p.done(q.stream_id, rows=0, query_id=q.query_id)
+
+    # the tunnel is full (one stream, held) and a query would wait up to 60 s for a slot: one no
+    # connection accepts is refused before admission, well inside this test's 30 s
+    with trio.fail_after(30):
+        async with (
+            start(kind, idp, admission_wait_ms=60_000) as relay,
+            peer(relay, handler=hold, max_streams=1, max_statement_bytes=1000) as p,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(post, relay, idp, {"sql": "select 1"})
+            await p.wait_query(1)
+            over = await post(relay, idp, {"sql": statement(1001)})
+            gate.set()
+    assert over.status_code == 413, over.text
+    assert over.json()["error"]["code"] == "request.too_large"
+    assert [q.sql for q in p.queries] == ["select 1"]

@@ -75,6 +75,13 @@ function lostRecord(queryId) {
   return encoder.encode(lostRecordText(queryId));
 }
 
+/** 413 request.too_large when the statement is longer than the connector accepts. */
+function checkSize(req, limit) {
+  if (req.sql_bytes > limit) {
+    throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${limit}: send a shorter statement, pass values as parameters, or use a named query`);
+  }
+}
+
 export class Tunnel extends DurableObject {
   constructor(ctx, env) {
     super(ctx, env);
@@ -723,6 +730,9 @@ export class Tunnel extends DurableObject {
     const { token, request: req, deadlineMs, identity, maxQueriesPerIdentity } = await request.json();
     const config = await loadConfig(this.env);
     const { promise, resolve } = Promise.withResolvers();
+    // before admission: a statement no connection accepts neither waits for nor takes a slot
+    const open = this.connectors().filter(({ ws, att }) => att.state === "open" && ws.readyState === WebSocket.OPEN);
+    if (open.length) checkSize(req, Math.max(...open.map(({ att }) => att.maxStatementBytes)));
     const key = `${identity.issuer}\u0000${identity.subject}`;
     const slot = await this.admit(key, maxQueriesPerIdentity, Math.min(config.limits.admission_wait_ms, req.timeout_ms), req.query_id);
     // The admission wait counts against the query's deadline.
@@ -751,10 +761,7 @@ export class Tunnel extends DurableObject {
     // first, then the attachment is re-read and the id allocated and sent with no await between.
     for (let attempt = 0; ; attempt++) {
       picked = this.pickConnector();
-      if (req.sql_bytes > picked.att.maxStatementBytes) {
-        // before any signing or encoding
-        throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${picked.att.maxStatementBytes}: send a shorter statement, pass values as parameters, or use a named query`);
-      }
+      checkSize(req, picked.att.maxStatementBytes); // before any signing or encoding
       attestation = await makeAttestation(config.relayKey, {
         sessionId: picked.att.sessionId,
         queryId: req.query_id,
