@@ -23,6 +23,7 @@ from ._codec import EVENT_TYPES, decode, encode
 from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._flow import DEFAULT_STATEMENT_BYTES, MIN_FRAME, Limits, Window
 from ._frames import Frame, FrameReader, FrameType, encode_frame
+from ._json import loads_object
 from ._records import error_record
 from ._state import (
     CONNECTION_TRANSITIONS,
@@ -394,6 +395,9 @@ class Connection:
             self._flow(stream, len(frame.payload), local)
         elif kind is FrameType.CREDIT:
             self._credit(stream.window, frame, event, local)
+        elif not local and stream.state is StreamState.OPEN and _refused_draining(event):
+            # The connector refused the query unexecuted because it drains: that is its DRAIN.
+            self._drain_received = True
         stream.state = new_state
         if new_state is StreamState.CLOSED:
             del self._streams[sid]
@@ -465,3 +469,11 @@ class Connection:
             self._fail(
                 self._error_for(local, f"CREDIT on stream {frame.stream_id} overflows 2^31-1")
             )
+
+
+def _refused_draining(event: ev.Event) -> bool:
+    """An ERROR ``connector.draining``: the connector refused the query without running it."""
+    if not isinstance(event, ev.Error):
+        return False
+    error = loads_object(event.data)["error"]  # the codec checked the record's shape
+    return bool(error["code"] == ErrorCode.CONNECTOR_DRAINING)

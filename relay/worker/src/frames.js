@@ -159,12 +159,25 @@ export class ProtocolError extends Error {
   }
 }
 
+/**
+ * This side misused the connection (connection.js): nothing is sent to the peer for it. The
+ * error code is a hint for the caller (e.g. request.too_large for a QUERY over the peer's max).
+ */
+export class LocalProtocolError extends ProtocolError {
+  /** @param {string} message @param {{errorCode?: string, closeCode?: number}} [options] */
+  constructor(message, options) {
+    super(message, options);
+    this.name = "LocalProtocolError";
+  }
+}
+
 const TYPES = new Set(Object.values(FrameType));
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * @typedef {{type: number, streamId: number, payload: Uint8Array}} Frame
+ * @typedef {{max_frame: number, stream_window: number, connection_window: number, max_streams: number}} Limits
  */
 
 /**
