@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The shape rules of an end user's token (mirrors edgetds/_idtoken.py step for step; both run
  * protocol/vectors/id_tokens.json). Every rule refuses with auth.invalid_token unless it says otherwise:
@@ -115,7 +116,7 @@ export function checkClaims(claims, { issuer, audiences: accepted, maxLifetimeS,
     throw new AuthError(ErrorCode.AUTH_WRONG_AUDIENCE, `token audience is not one of ${JSON.stringify(accepted)}; request a token for it`);
   }
   if (exp <= now - leewayS) throw new AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one");
-  for (const [name, start] of [["nbf", nbf], ["iat", iat]]) {
+  for (const [name, start] of /** @type {Array<[string, number | undefined]>} */ ([["nbf", nbf], ["iat", iat]])) {
     if (start !== undefined && start >= exp) throw invalid(`token '${name}' is not before its 'exp': it is never valid`);
   }
   const lifetime = exp - (iat !== undefined ? iat : now);

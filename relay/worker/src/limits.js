@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Edge protections that cost almost nothing (mirrors relay/limits.py): token-bucket rate limiters
  * and refusal counters.
@@ -143,6 +144,7 @@ export class FairAdmission {
 
   /** @returns {Array<[string, any]>} (key, ticket) in the order admitted */
   grant(free) {
+    /** @type {Array<[string, any]>} */
     const granted = [];
     while (granted.length < free && this.queues.size) {
       let best = null;
@@ -155,7 +157,7 @@ export class FairAdmission {
         }
       }
       const queue = this.queues.get(best);
-      const [, ticket] = queue.shift();
+      const [, ticket] = /** @type {[number, any]} */ (queue.shift());
       if (!queue.length) this.queues.delete(best);
       this.waitingCount -= 1;
       this.admittedBy.set(best, this.admitted(best) + 1);

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Strict JSON objects, as Python's json.loads with an object_pairs_hook that refuses duplicates sees
  * them (protocol/_json.py loads_object, edgetds/_idtoken.py): JSON.parse keeps the LAST of two
