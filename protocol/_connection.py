@@ -121,6 +121,12 @@ class Connection:
         """The largest payload this side may send in one frame (what the peer announced)."""
         return self._send_max_frame
 
+    @property
+    def peer_draining(self) -> bool:
+        """Relay: whether the connector takes no new queries: it sent DRAIN, or refused a query
+        unexecuted with ERROR ``connector.draining`` (SPEC 6.4)."""
+        return self._drain_received
+
     def open_streams(self) -> frozenset[int]:
         """The ids of the streams that are open (QUERY crossed, DONE/ERROR not yet)."""
         return frozenset(self._streams)

@@ -21,7 +21,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -76,7 +76,7 @@ function sourceDigest() {
 async function cachedBundle(entry, outfile, cacheDir) {
   if (!cacheDir) return bundle(entry, outfile);
   mkdirSync(cacheDir, { recursive: true });
-  const cached = join(cacheDir, `${sourceDigest()}-${entry.split("/").slice(-2).join("-")}`);
+  const cached = join(cacheDir, `${sourceDigest()}-${relative(ROOT, entry).replaceAll("/", "-")}`);
   if (!existsSync(cached)) {
     const partial = `${cached}.${process.pid}.tmp`;
     await bundle(entry, partial);

@@ -136,7 +136,7 @@ export class Tunnel {
     }
     let resultSet = -1;
     let terminal = false;
-    for await (const record of ndjsonRecords(response.body)) {
+    for await (const record of ndjsonRecords(/** @type {ReadableStream<Uint8Array>} */ (response.body))) {
       if (terminal) throw new TunnelError({ code: "protocol.error", message: "data after the terminal record" }, 200);
       if (Array.isArray(record)) {
         yield { type: "row", values: record, resultSet };
@@ -186,6 +186,7 @@ export async function* ndjsonRecords(body) {
 
 /** @param {AsyncIterable<any>} events @param {boolean} arrays @returns {Promise<any>} */
 async function collect(events, arrays) {
+  /** @type {Array<{columns: any[], rows: any[]}>} */
   const resultSets = [];
   let done = null;
   for await (const event of events) {

@@ -442,7 +442,7 @@ export class Connection {
       return true;
     }
     if (this.state !== "open" || type === FrameType.HELLO || type === FrameType.READY) fail(`${name} is not allowed in state ${this.state}`);
-    const cap = FRAME_CAPS[type];
+    const cap = /** @type {Record<number, string | undefined>} */ (FRAME_CAPS)[type];
     if (cap !== undefined && !this.caps.has(cap)) fail(`${name} needs the "${cap}" capability, which was not negotiated`);
     switch (type) {
       case FrameType.CHECKPOINT:

@@ -79,6 +79,7 @@ export function checkHeader(header) {
   }
 }
 
+/** @param {Record<string, any>} claims @param {string} name @returns {number | undefined} */
 function numericDate(claims, name) {
   if (!Object.hasOwn(claims, name)) return undefined;
   const value = claims[name];
@@ -104,7 +105,7 @@ function audiences(claims) {
  */
 export function checkClaims(claims, { issuer, audiences: accepted, maxLifetimeS, leewayS, now }) {
   if (!Object.hasOwn(claims, "exp")) throw invalid("token has no 'exp' claim");
-  const exp = numericDate(claims, "exp");
+  const exp = /** @type {number} */ (numericDate(claims, "exp")); // present: checked above
   const nbf = numericDate(claims, "nbf");
   const iat = numericDate(claims, "iat");
   const sub = claims.sub;

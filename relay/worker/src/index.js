@@ -178,9 +178,10 @@ async function query(request, env, ctx, config, tunnel, address) {
   if (wait > 0) throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many queries for this identity; slow down", { retryAfter: retryAfterHeader(wait) });
   const req = parseQueryRequest(await readBody(request, config.limits.max_body_bytes), { maxTimeoutMs: config.limits.query_timeout_ms, maxParamBytes: config.limits.max_param_bytes });
   counters.count("queries");
+  /** @type {import("./query.js").QueryCall} */
   const call = {
     identity: { issuer: identity.issuer, subject: identity.subject },
-    token: bearerToken(request.headers.get("authorization")),
+    token: /** @type {string} */ (bearerToken(request.headers.get("authorization"))), // verified above
     request: req,
     deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
     maxQueriesPerIdentity: config.tunnelSettings[tunnel].max_queries_per_identity,
@@ -192,7 +193,8 @@ async function query(request, env, ctx, config, tunnel, address) {
   }
   // Try a random shard first, then the others: a shard may have no connector yet.
   const first = Math.floor(Math.random() * config.shards);
-  let response;
+  /** @type {Response} */
+  let response = /** @type {any} */ (undefined); // set by the loop: config.shards >= 1
   let shard = first;
   // A client that hangs up before the answer starts is invisible to the object: tell it, so it
   // CANCELs the stream (after the answer started, the cancelled body stream does that).

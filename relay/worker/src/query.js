@@ -37,7 +37,7 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
  * @typedef {{key: string, session: ConnectorSession, streamId: number, queryId: string, started: boolean,
  *   finished: boolean, cancelled: boolean, redispatching: boolean,
  *   writer: WritableStreamDefaultWriter<Uint8Array> | null, job: Job,
- *   timer: ReturnType<typeof setTimeout> | undefined, sentAt: number}} HttpStream
+ *   timer: ReturnType<typeof setTimeout> | null, sentAt: number}} HttpStream
  */
 
 /** 413 request.too_large when the statement is longer than the connector accepts. @param {Record<string, any>} req @param {number} limit */
@@ -148,7 +148,7 @@ export class Queries {
       redispatching: false,
       writer: null,
       job,
-      timer: undefined,
+      timer: null,
       sentAt,
     };
     this.streams.set(stream.key, stream);
@@ -197,8 +197,10 @@ export class Queries {
         }
         const status = httpStatus(event.code);
         // A connector's limit (429): the client should come back later.
-        const retry = status === 429 ? { "retry-after": "1" } : {};
-        stream.job.respond(new Response(event.data, { status, headers: { "content-type": "application/json", "cache-control": "no-store", ...retry } }));
+        /** @type {Record<string, string>} */
+        const headers = { "content-type": "application/json", "cache-control": "no-store" };
+        if (status === 429) headers["retry-after"] = "1";
+        stream.job.respond(new Response(event.data, { status, headers }));
         return;
       }
       this.start(stream);
@@ -236,7 +238,7 @@ export class Queries {
 
   /** The stream no longer needs the object: stop its timer, give its slot back. @param {HttpStream} stream */
   settle(stream) {
-    clearTimeout(stream.timer);
+    if (stream.timer !== null) clearTimeout(stream.timer);
     if (!this.streams.delete(stream.key)) return;
     if (!this.streams.size) this.hooks.idle();
     if (!stream.redispatching) this.tunnel.giveBack(stream.job.slot);

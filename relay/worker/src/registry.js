@@ -23,7 +23,7 @@ export const MAX_WAITING = 10_000;
 /**
  * A query's place in admission.
  * @typedef {{key: string, granted: boolean, reserved: boolean, released: boolean, gone: boolean,
- *   waitedMs: number, resolve: (value?: unknown) => void, timer: ReturnType<typeof setTimeout> | undefined}} AdmissionSlot
+ *   waitedMs: number, resolve: (value?: unknown) => void, timer: ReturnType<typeof setTimeout> | null}} AdmissionSlot
  */
 
 /** The connector sessions of one Durable Object and the admission of its queries. */
@@ -98,7 +98,7 @@ export class Tunnel {
     for (const [, slot] of this.admission.grant(free)) {
       slot.granted = slot.reserved = true;
       this.reserved += 1;
-      clearTimeout(slot.timer);
+      if (slot.timer !== null) clearTimeout(slot.timer);
       slot.resolve();
     }
   }
@@ -115,7 +115,7 @@ export class Tunnel {
     this.connectable();
     const { promise, resolve } = Promise.withResolvers();
     /** @type {AdmissionSlot} */
-    const slot = { key, granted: false, reserved: false, released: false, gone: false, waitedMs: 0, resolve, timer: undefined };
+    const slot = { key, granted: false, reserved: false, released: false, gone: false, waitedMs: 0, resolve, timer: null };
     const refusal = this.admission.offer(key, slot, limit);
     if (refusal === "identity") {
       throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, `this identity already has ${limit} queries in flight or waiting on this tunnel (max_queries_per_identity); wait for one to finish, then retry`, { retryAfter: "1", limit: "identity" });
@@ -143,7 +143,7 @@ export class Tunnel {
     const waiting = this.waitingSlots.get(queryId);
     if (waiting !== undefined && !waiting.granted && this.admission.withdraw(waiting.key, waiting)) {
       waiting.gone = true; // admit() answers query.cancelled; no QUERY is ever sent for it
-      clearTimeout(waiting.timer);
+      if (waiting.timer !== null) clearTimeout(waiting.timer);
       waiting.resolve();
     }
   }
