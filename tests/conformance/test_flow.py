@@ -8,12 +8,14 @@ connector's side is a protocol peer that records every CREDIT and QUERY it recei
   window stays smaller until half of it was consumed), and a large one gets it in half-window
   increments.
 - Draining: an ERROR connector.draining before any result is the connector refusing the query
-  unexecuted (SPEC 6.4): that connection gets no further QUERY.
+  unexecuted (SPEC 6.4): that connection gets no further QUERY, and the query is placed on another
+  connection (the refusal is the answer when none is left).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -21,8 +23,9 @@ import trio
 
 from edgetds.devidp import DevIdP, open_dev_idp
 from protocol import Limits, events
-from tests.conformance.test_sizes import peer, start
-from tests.support.protocol_peer import Peer
+from tests.conformance.conftest import RELAYS
+from tests.conformance.test_sizes import BASE_LIMITS, peer, start
+from tests.support.protocol_peer import Peer, QueryHandler, open_peer
 from tests.support.relays import RelayHandle
 
 WINDOW = Limits().connection_window
@@ -96,3 +99,39 @@ async def test_a_draining_refusal_ends_queries_on_that_connection(kind: str, idp
                 assert response.status_code == 503, response.text
                 assert response.json()["error"]["code"] == "connector.draining"
             assert len(p.queries) == 1  # the refusal counts as the connector's DRAIN
+
+
+@pytest.mark.parametrize("kind", ["python", "worker"])
+async def test_a_draining_refusal_is_placed_on_another_connector(kind: str, idp: DevIdP) -> None:
+    async def refuse(p: Peer, q: events.Query) -> None:
+        await p.error(q.stream_id, "connector.draining", "draining", q.query_id)
+
+    with trio.fail_after(60):
+        async with (
+            RELAYS[kind](
+                tunnel="demo",
+                connector_ids=["conn-1", "conn-2"],
+                issuer=idp.issuer,
+                limits=BASE_LIMITS[kind],
+            ) as relay,
+            two_peers(relay, refuse) as (refusing, serving),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            for _ in range(4):
+                response = await run(client, relay, idp, "select 1")
+                assert response.status_code == 200, response.text
+            # conn-1 refused at most one (then it counts as draining); conn-2 ran the rest
+            assert len(refusing.queries) <= 1
+            assert len(serving.queries) == 4
+
+
+@asynccontextmanager
+async def two_peers(relay: RelayHandle, first: QueryHandler) -> AsyncIterator[tuple[Peer, Peer]]:
+    keys, options = relay.connector_keys, (relay.tunnel, relay.relay_public_key)
+    async with (
+        open_peer(
+            relay.ws_url, options[0], "conn-1", keys["conn-1"], options[1], handler=first
+        ) as refusing,
+        open_peer(relay.ws_url, options[0], "conn-2", keys["conn-2"], options[1]) as serving,
+    ):
+        yield refusing, serving
