@@ -115,7 +115,20 @@ async def handle_query(
         if slot.waited_s > 0:  # the admission wait counts against the query's deadline
             waited_ms = round(slot.waited_s * 1000)
             req = replace(req, timeout_ms=max(1, req.timeout_ms - waited_ms))
-        await _send_admitted(app, tunnel, slot, receive, send, req, identity, token, started)
+        # A query refused unexecuted is placed on another connection (SPEC 6.4); when none is
+        # left, the refusal is the answer.
+        refusal: bytes | None = None
+        while True:
+            try:
+                refusal = await _send_admitted(app, tunnel, slot, receive, send, req, identity,
+                                               token, started, first=refusal is None)  # fmt: skip
+            except HttpError as exc:
+                if refusal is None or exc.code != "connector.draining":
+                    raise
+                await send_json(send, http_status(exc.code), refusal, extra_headers=_qid(req))
+                return
+            if refusal is None:
+                return
 
 
 def _check_size(req: QueryRequest, limit: int | None) -> None:
@@ -138,42 +151,12 @@ async def _send_admitted(
     identity: Identity,
     token: str,
     started: float,
-) -> None:
-    """Place an admitted query on a connection and relay its answer (steps 5 and on).
-
-    A connector that refuses the query unexecuted (ERROR connector.draining before any result;
-    its connection then counts as draining, protocol.Connection.peer_draining) has it placed on
-    another connection, as SPEC 6.4 asks; when none is left the refusal is the answer.
-    """
-    refusal: bytes | None = None
-    while True:
-        try:
-            refusal = await _place(app, tunnel, slot, receive, send, req, identity, token, started,
-                                   first=refusal is None)  # fmt: skip
-        except HttpError as exc:
-            if refusal is None or exc.code != "connector.draining":
-                raise
-            await send_json(send, http_status(exc.code), refusal, extra_headers=_qid(req))
-            return
-        if refusal is None:
-            return
-
-
-async def _place(
-    app: RelayApp,
-    tunnel: Tunnel,
-    slot: AdmissionSlot,
-    receive: Receive,
-    send: Send,
-    req: QueryRequest,
-    identity: Identity,
-    token: str,
-    started: float,
     *,
     first: bool,
 ) -> bytes | None:
-    """Send the query on one connection and relay its answer; the refusal record when the
-    connector refused it unexecuted (nothing was sent to the client then)."""
+    """Place an admitted query on a connection and relay its answer (steps 5 and on); return
+    the refusal record when the connector refused it unexecuted (ERROR connector.draining before
+    any result: nothing was sent to the client, and the connection now counts as draining)."""
     limits = app.config.limits
     session = tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding

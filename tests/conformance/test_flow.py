@@ -48,6 +48,11 @@ async def kilobytes_handler(peer: Peer, query: events.Query) -> None:
     await peer.done(query.stream_id, rows=n, query_id=query.query_id)
 
 
+async def refuse(p: Peer, q: events.Query) -> None:
+    """Refuse every query unexecuted: the connector drains (SPEC 6.4)."""
+    await p.error(q.stream_id, "connector.draining", "draining", q.query_id)
+
+
 async def run(
     client: httpx.AsyncClient, relay: RelayHandle, idp: DevIdP, sql: str
 ) -> httpx.Response:
@@ -85,9 +90,6 @@ async def test_connection_credit_comes_in_half_window_increments(kind: str, idp:
 
 @pytest.mark.parametrize("kind", ["python", "worker"])
 async def test_a_draining_refusal_ends_queries_on_that_connection(kind: str, idp: DevIdP) -> None:
-    async def refuse(p: Peer, q: events.Query) -> None:
-        await p.error(q.stream_id, "connector.draining", "draining", q.query_id)
-
     with trio.fail_after(60):
         async with (
             start(kind, idp) as relay,
@@ -103,9 +105,6 @@ async def test_a_draining_refusal_ends_queries_on_that_connection(kind: str, idp
 
 @pytest.mark.parametrize("kind", ["python", "worker"])
 async def test_a_draining_refusal_is_placed_on_another_connector(kind: str, idp: DevIdP) -> None:
-    async def refuse(p: Peer, q: events.Query) -> None:
-        await p.error(q.stream_id, "connector.draining", "draining", q.query_id)
-
     with trio.fail_after(60):
         async with (
             RELAYS[kind](
