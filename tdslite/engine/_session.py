@@ -58,13 +58,14 @@ _SQLGLOT_KEYWORDS = frozenset(
 STATEMENT_ERRORS = frozenset(
     {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
     | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
+    | {8144, 8162, 2760, 3705, 4506, 4511, 217}
 )
 #: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
 #: conversion failures and a lock conflict (deadlock victim).
 ROLLBACK_ERRORS = frozenset({241, 245, 8114, 8169, 1205})
 #: Errors of a statement's compilation (syntax, unknown names, unsupported): they end the batch,
 #: and XACT_ABORT does not roll back the transaction for them.
-COMPILE_ERRORS = frozenset({102, 105, 134, 137, 195, 207, 208, 209, 40517})
+COMPILE_ERRORS = frozenset({102, 105, 111, 134, 137, 178, 195, 207, 208, 209, 1087, 40517})
 
 _CONTROL_KEYWORDS = frozenset(
     {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}

@@ -282,6 +282,8 @@ class Translator(BuiltinsMixin):
         node.set("db", None)
         node.set("catalog", None)
         info = None if is_internal(name) else self.ctx.catalog.table(name)
+        if info is None and name.startswith("@"):
+            raise _errors.SqlError(1087, f'Must declare the table variable "{name}".', severity=15)
         if info is None:
             raise _errors.invalid_object(full if name.lower() == full.lower() else name)
         if info.name != node.name or not isinstance(node.this, exp.Identifier):
