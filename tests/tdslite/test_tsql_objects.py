@@ -45,11 +45,14 @@ def _last_rows(cur: Any) -> list[tuple[Any, ...]]:
             return rows
 
 
+def _last_rows_of(cur: Any, sql: str) -> list[tuple[Any, ...]]:
+    cur.execute(sql)
+    return _last_rows(cur)
+
+
 def _error(cur: Any, sql: str) -> int:
     with pytest.raises(pytds.Error) as raised:
-        cur.execute(sql)
-        while cur.nextset():
-            pass
+        _last_rows_of(cur, sql)
     return int(raised.value.msg_no)  # type: ignore[attr-defined]
 
 
@@ -127,7 +130,8 @@ async def test_tedious_temp_tables_reset_and_table_variables(tds_server: TdsServ
     s = result["steps"]
     assert s[2]["rows"] == [[1, "abc"]], result
     assert s[4]["error"]["number"] == 208, result
-    assert s[5].get("error") is None and s[5]["rows"] == [[2, "z"]], result
+    assert s[5].get("error") is None, result
+    assert s[5]["rows"] == [[2, "z"]], result
     assert s[6]["error"]["number"] == 1087, result
 
 
@@ -175,6 +179,7 @@ async def test_pyodbc_temp_table_and_select_into(tds_server: TdsServer) -> None:
 
 # -- stored procedures ---------------------------------------------------------------------------
 
+ITEMS = "CREATE TABLE items (id int IDENTITY(1,1) PRIMARY KEY, name nvarchar(20), qty int)"
 PROC = """CREATE PROCEDURE dbo.add_item @name nvarchar(20), @qty int = 1,
     @total int OUTPUT, @label nvarchar(40) = N'none' OUTPUT
 AS
@@ -196,9 +201,7 @@ async def test_pytds_procedures_exec_and_callproc(tds_server: TdsServer) -> None
     def run() -> list[Any]:
         seen: list[Any] = []
         with connect(tds_server) as conn, conn.cursor() as cur:
-            cur.execute(
-                "CREATE TABLE items (id int IDENTITY(1,1) PRIMARY KEY, name nvarchar(20), qty int)"
-            )
+            cur.execute(ITEMS)
             cur.execute(PROC)
             cur.execute(
                 "DECLARE @t int, @l nvarchar(40), @rc int; "
@@ -260,9 +263,7 @@ async def test_tedious_call_procedure_outputs_and_status(tds_server: TdsServer) 
     result = await run_plan(
         tds_server,
         [
-            {
-                "sql": "CREATE TABLE items (id int IDENTITY(1,1) PRIMARY KEY, name nvarchar(20), qty int)"
-            },
+            {"sql": ITEMS},
             {"sql": PROC},
             {
                 "proc": "add_item",
@@ -288,7 +289,8 @@ async def test_tedious_call_procedure_outputs_and_status(tds_server: TdsServer) 
     assert s[2]["outputs"] == {"total": 3, "label": "gear!"}, result
     assert s[2]["returnStatus"] == 42, result
     assert s[4]["rows"] == [[42]], result
-    assert s[5].get("error") is None and s[6]["returnStatus"] == -1, result
+    assert s[5].get("error") is None, result
+    assert s[6]["returnStatus"] == -1, result
     assert s[7]["error"]["number"] == 8145, result
 
 
@@ -301,8 +303,10 @@ async def test_pyodbc_call_procedure(tds_server: TdsServer) -> None:
         conn = odbc_connect(tds_server)
         try:
             cur = conn.cursor()
-            cur.execute("CREATE PROCEDURE dbo.top_products @n int AS "
-                        "SELECT TOP (@n) v FROM (SELECT 1 AS v UNION ALL SELECT 2) AS x ORDER BY v")  # fmt: skip
+            cur.execute(
+                "CREATE PROCEDURE dbo.top_products @n int AS "
+                "SELECT TOP (@n) v FROM (SELECT 1 AS v UNION ALL SELECT 2) AS x ORDER BY v"
+            )
             cur.execute("{CALL top_products(?)}", 1)
             first = [tuple(r) for r in cur.fetchall()]
             cur.execute("EXEC top_products ?", 2)
@@ -385,7 +389,8 @@ async def test_tedious_views(tds_server: TdsServer) -> None:
     )
     s = result["steps"]
     assert s[3]["rows"] == [[2, "B"]], result
-    assert s[4].get("error") is None and s[5]["error"]["number"] == 208, result
+    assert s[4].get("error") is None, result
+    assert s[5]["error"]["number"] == 208, result
 
 
 # -- permissions ---------------------------------------------------------------------------------
@@ -395,7 +400,8 @@ _USERS = {
     "writer": User(login="writer", password=PASSWORDS["writer"], role="read-write",
                    database_user="app"),
     "reader": User(login="reader", password=PASSWORDS["reader"], role="read-only",
-                   database_user="analyst", grants={"order_total": "execute", "open_orders": "read"}),
+                   database_user="analyst",
+                   grants={"order_total": "execute", "open_orders": "read"}),
 }  # fmt: skip
 
 
