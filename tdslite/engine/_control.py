@@ -164,6 +164,18 @@ def _value(
     raise _errors.syntax_error(token.text)
 
 
+def argument_name(tokens: list[Token], index: int) -> tuple[str | None, int]:
+    """``@name =`` at ``index`` of an EXEC's arguments: (lower-case name without "@", index of
+    the value), or (None, index) for a positional argument."""
+    if (
+        tokens[index].token_type == TokenType.PARAMETER
+        and index + 2 < len(tokens)
+        and tokens[index + 2].token_type == TokenType.EQ
+    ):
+        return tokens[index + 1].text.lower(), index + 3
+    return None, index
+
+
 def _arguments(
     session: Session, tokens: list[Token], start: int, variables: dict[str, _Variable]
 ) -> tuple[list[tuple[object, SqlType | None]], dict[str, tuple[object, SqlType | None]]]:
@@ -171,14 +183,7 @@ def _arguments(
     named: dict[str, tuple[object, SqlType | None]] = {}
     index = start
     while index < len(tokens):
-        name = None
-        if (
-            tokens[index].token_type == TokenType.PARAMETER
-            and index + 2 < len(tokens)
-            and tokens[index + 2].token_type == TokenType.EQ
-        ):
-            name = tokens[index + 1].text.lower()
-            index += 3
+        name, index = argument_name(tokens, index)
         value, sql_type, index = _value(session, tokens, index, variables)
         if word(tokens, index) in ("OUTPUT", "OUT"):
             index += 1

@@ -40,7 +40,6 @@ from ._batch import Statement, tokenize, word
 from ._catalog import ColumnInfo, TableInfo, forget_table, is_internal, make_table, record_table
 from ._translate import Translator, is_unknown, object_name, to_sqlite
 from ._types import SqlType
-from ._values import python_type_of
 
 if TYPE_CHECKING:
     from ._session import Session, _Variable
@@ -255,7 +254,7 @@ def _create_view(
     create: bool,
     or_alter: bool,
 ) -> None:
-    from ._session import _parse
+    from ._session import _guess, _parse
 
     _check_ddl(session, "CREATE VIEW")
     schema, short = split_name(name)
@@ -333,14 +332,6 @@ def _as_create(text: str) -> str:
     return "CREATE " + text[tokens[cut].start :]
 
 
-def _guess(value: object) -> SqlType:
-    if value is None:
-        return SqlType("int")
-    if isinstance(value, str):
-        return SqlType("nvarchar", length=-1)
-    return python_type_of(value)
-
-
 def _invalid_schema(schema: str) -> _errors.SqlError:
     return _errors.SqlError(
         2760,
@@ -402,22 +393,13 @@ def run_tree(session: Session, tree: exp.Expression) -> None:
 def _create_schema(session: Session, tree: exp.Create) -> None:
     table = tree.this
     name = table.db if isinstance(table, exp.Table) else ""
-    if (
-        not name
-        or set(tree.args)
-        - {"this", "kind", "replace", "refresh", "unique", "exists", "concurrently"}
-        and any(tree.args.get(k) for k in set(tree.args) - {"this", "kind"})
-    ):
+    if not name or any(v for k, v in tree.args.items() if k not in ("this", "kind")):
         raise _errors.unsupported("CREATE SCHEMA with options")
     _check_ddl(session, "CREATE SCHEMA")
     if schema_exists(session, name) or name.lower() in ("sys", "information_schema", "guest"):
         raise _errors.already_exists(name)
     with ddl(session, "CREATE SCHEMA"):
         record(session, ObjectRow(name, name, "SCHEMA", f"CREATE SCHEMA {name}"))
-
-
-def view_named(session: Session, info: TableInfo) -> bool:
-    return lookup(session, info.name, "VIEW") is not None
 
 
 # -- tables: CREATE TABLE checks, SELECT ... INTO, temporary tables, table variables --------
@@ -433,7 +415,9 @@ def check_create_table(session: Session, table: exp.Table) -> str:
     name = object_name(table)
     if table.catalog and table.catalog.lower() != session.database.lower():
         raise _errors.invalid_object(table.sql("tsql"))
-    if not name.startswith("#"):
+    if name.startswith("#"):
+        refuse_read_only(session)
+    else:
         session.principal.check(
             verb="CREATE TABLE", reads=set(), writes=set(), database=session.database
         )
@@ -492,6 +476,7 @@ def declare_table(
     key = "@" + name.lower()
     if key in variables:
         raise _errors.redeclared_variable("@" + name)
+    refuse_read_only(session)
     objects = session.objects
     objects.variable_ids += 1
     sqlite_name = f"@{name}~{objects.variable_ids}"
@@ -569,6 +554,7 @@ def table_variables_survive(session: Session) -> Iterator[None]:
 def reset(session: Session) -> None:
     """RESETCONNECTION / sp_reset_connection: the session's #tables and #procedures go."""
     session.objects.temp_procedures.clear()
+    session._cancel_requested = False  # a reset is a request of its own
     session._catalog.refresh(session._conn_internal())
     with session._authorizer.internal():
         for info in list(session._catalog.temp.values()):
@@ -589,16 +575,28 @@ def close(session: Session) -> None:
     session.objects.global_temps.clear()
 
 
-def temporary_ddl(sql: str) -> bool:
-    """Is this SQLite statement our CREATE of a temporary table (#t, ##t, @t) or its seed?"""
-    return sql.startswith(
-        (
-            "CREATE TEMP TABLE ",
-            'CREATE TABLE "##',
-            'DROP TABLE "#',
-            "INSERT INTO temp.sqlite_sequence ",
+def refuse_read_only(session: Session) -> None:
+    """A login that can never write has a read-only SQLite connection (its third guard):
+    SQLite refuses temporary tables there too, so say so clearly (fail closed)."""
+    if session._conn_internal().execute("PRAGMA query_only").fetchone()[0]:
+        raise _errors.SqlError(
+            3906,
+            'Failed to update database "tempdb" because the database is read-only (tdslite '
+            "gives a login that can never write a read-only connection; temporary tables and "
+            "table variables need a read-write login).",
         )
-    ) or (sql.startswith("INSERT INTO sqlite_sequence ") and "VALUES ('##" in sql)
+
+
+def temporary_ddl(sql: str) -> bool:
+    """Is this SQLite statement our DDL for a temporary table (#t, ##t, @t) or its seed?"""
+    return (
+        sql.startswith(
+            ("CREATE TEMP TABLE ", 'CREATE TABLE "##', 'DROP TABLE "#')
+            + ("INSERT INTO temp.sqlite_sequence ",)
+        )
+        or (sql.startswith("INSERT INTO sqlite_sequence ") and "VALUES ('##" in sql)
+        or (sql.startswith(("CREATE INDEX ", "CREATE UNIQUE INDEX ")) and ' ON "#' in sql)
+    )
 
 
 def dropped_tables(session: Session, tree: exp.Drop) -> set[str]:

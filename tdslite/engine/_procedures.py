@@ -69,6 +69,8 @@ def create(
     """CREATE [OR ALTER] / ALTER PROCEDURE name [params] AS body."""
     from ._objects import _as_create, _invalid_schema, exists, forget
 
+    if name.startswith("##"):
+        raise _errors.unsupported("global temporary procedures (##p)")
     temporary = name.startswith("#")
     if not temporary and not session.principal.may_ddl:
         raise _errors.ddl_denied("CREATE PROCEDURE", session.database)
@@ -296,18 +298,12 @@ def execute(
 def _arguments(
     session: Session, tokens: list[Token], i: int, variables: dict[str, _Variable]
 ) -> list[_Argument]:
-    from ._control import _value
+    from ._control import _value, argument_name
 
     out: list[_Argument] = []
     while i < len(tokens):
-        name = None
-        if (
-            tokens[i].token_type == TokenType.PARAMETER
-            and i + 2 < len(tokens)
-            and tokens[i + 2].token_type == TokenType.EQ
-        ):
-            name = "@" + tokens[i + 1].text
-            i += 3
+        bare, i = argument_name(tokens, i)
+        name = None if bare is None else "@" + bare
         if i >= len(tokens):
             raise _errors.syntax_error(tokens[-1].text)
         variable = None

@@ -58,7 +58,7 @@ _SQLGLOT_KEYWORDS = frozenset(
 STATEMENT_ERRORS = frozenset(
     {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
     | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
-    | {8144, 8162, 2760, 3705, 4506, 4511, 217}
+    | {8144, 8162, 2760, 3705, 4506, 4511, 217, 3906}
 )
 #: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
 #: conversion failures and a lock conflict (deadlock victim).

@@ -30,6 +30,11 @@ except pytest.skip.Exception:  # pyodbc missing: those tests skip
 odbc_mark = pytest.mark.skipif(not DRIVERS or odbc_connect is None, reason="FreeTDS ODBC missing")
 
 
+#: python-tds pools by host, login and application name but not by port: a name of our own keeps
+#: connections pooled by other tests (to servers since closed) out of this one.
+POOL_APP = "tdslite-tsql-objects"
+
+
 def _rows(cur: Any, sql: str) -> list[tuple[Any, ...]]:
     cur.execute(sql)
     return [tuple(r) for r in cur.fetchall()]
@@ -83,9 +88,9 @@ async def test_pytds_temp_tables_session_scope(tds_server: TdsServer) -> None:
             seen.append(_rows(cb, "SELECT v FROM ##shared"))  # global: every session
         with connect(tds_server, "writer") as c, c.cursor() as cc:
             seen.append(_error(cc, "SELECT v FROM ##shared"))  # its creator ended
-        with connect(tds_server, pooling=True) as p, p.cursor() as cp:
+        with connect(tds_server, pooling=True, appname=POOL_APP) as p, p.cursor() as cp:
             cp.execute("CREATE TABLE #pooled (id int)")
-        with connect(tds_server, pooling=True) as p, p.cursor() as cp:
+        with connect(tds_server, pooling=True, appname=POOL_APP) as p, p.cursor() as cp:
             seen.append(_error(cp, "SELECT * FROM #pooled"))  # sp_reset_connection dropped it
         return seen
 
@@ -444,3 +449,36 @@ async def test_pytds_permissions_and_ownership_chaining(perms_server: TdsServer)
         return seen
 
     assert await in_thread(run) == [229, 30, [(1,)], 229, 262, 3701, 262, 262, [(1,)], [(0,)]]
+
+
+# -- what tdslite refuses ------------------------------------------------------------------------
+
+REFUSED = [
+    ("CREATE PROCEDURE dbo.p_recompiled WITH RECOMPILE AS SELECT 1", 40517),
+    ("DROP SCHEMA sales", 40517),
+    ("CREATE PROCEDURE ##shared_proc AS SELECT 1", 40517),
+    ("CREATE VIEW v_cols (a) AS SELECT 1", 40517),
+    ("CREATE VIEW v_spid AS SELECT @@SPID AS s", 40517),
+    ("RETURN 5", 178),
+]
+
+
+async def test_refused_object_statements(tds_server: TdsServer) -> None:
+    """What tdslite does not offer is a clear error with SQL Server's number, never a crash;
+    a read-only login cannot make temporary tables (its connection is read-only)."""
+
+    def run() -> list[int]:
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            seen = [_error(cur, sql) for sql, _ in REFUSED]
+        with connect(tds_server, "reader") as conn, conn.cursor() as cur:
+            seen.append(_error(cur, "CREATE TABLE #t (a int)"))
+            seen.append(_error(cur, "DECLARE @t TABLE (a int)"))
+        return seen
+
+    assert await in_thread(run) == [n for _, n in REFUSED] + [3906, 3906]
+
+
+@tedious_mark
+async def test_tedious_refused_object_statements(tds_server: TdsServer) -> None:
+    result = await run_plan(tds_server, [{"sql": sql} for sql, _ in REFUSED])
+    assert [s["error"]["number"] for s in result["steps"]] == [n for _, n in REFUSED], result
