@@ -4,7 +4,8 @@ name with positional, named, DEFAULT and OUTPUT arguments, ``EXEC @rc = p``, RET
 A procedure is its registry row (see `_objects`): the parameter list and the body text. EXEC
 binds the arguments to fresh variables, runs the body through `Session.run_body` (the session's
 one entry point for statement lists) under ownership chaining (`_perms.ChainedPrincipal`: the
-body's statements on dbo tables need no permission of the caller's beyond EXECUTE), then copies
+body's statements on dbo tables need no permission of the caller's beyond EXECUTE; not for
+``#procedures``, which belong to their session), then copies
 OUTPUT parameters back to the caller's variables and records the return status for the wire
 layer (RETURNSTATUS / RETURNVALUE tokens of an RPC).
 """
@@ -264,8 +265,11 @@ def execute(
     stack = session._stack
     depth = len(stack)
     caller = stack[-1]
-    stack.append(ChainedPrincipal(caller.name, caller.role, dict(caller.grants)))
-    session._set_principal(stack[-1])
+    if not name.startswith("#"):
+        # Ownership chaining for dbo's procedures only: a #procedure belongs to the session
+        # that made it, so its statements run with the caller's own permissions.
+        stack.append(ChainedPrincipal(caller.name, caller.role, dict(caller.grants)))
+        session._set_principal(stack[-1])
     objects.depth += 1
     try:
         yield from session.run_body(row.body, local)

@@ -359,6 +359,7 @@ class Session:
 
         keyword = item.statement.keyword
         tree = item.tree
+        _objects.bind_table_variables(self, variables)  # FROM @t: this scope's tables
         if tree is None:
             yield from _control.run(self, item.statement, variables)
             return
@@ -371,7 +372,6 @@ class Session:
         if _objects.handles(tree):
             _objects.run_tree(self, tree)
             return
-        _objects.bind_table_variables(self, variables)
         self._catalog.refresh(self._conn_internal())
         key = (
             item.statement.sql,

@@ -437,6 +437,8 @@ async def test_pytds_permissions_and_ownership_chaining(perms_server: TdsServer)
             seen.append(_error(cur, "EXEC purge"))  # 229: no EXECUTE grant
             seen.append(_error(cur, "CREATE PROCEDURE mine AS SELECT 1"))  # 262
             seen.append(_error(cur, "DROP VIEW open_orders"))  # 3701
+            cur.execute("CREATE PROCEDURE #peek AS SELECT COUNT(*) FROM orders")
+            seen.append(_error(cur, "EXEC #peek"))  # 229: a #procedure does not chain
         with connect(perms_server, "writer") as conn, conn.cursor() as cur:
             seen.append(_error(cur, "CREATE VIEW w AS SELECT 1 AS a"))  # 262
             seen.append(_error(cur, "CREATE SCHEMA s"))  # 262
@@ -448,7 +450,7 @@ async def test_pytds_permissions_and_ownership_chaining(perms_server: TdsServer)
             seen.append(_rows(cur, "SELECT COUNT(*) FROM orders"))
         return seen
 
-    assert await in_thread(run) == [229, 30, [(1,)], 229, 262, 3701, 262, 262, [(1,)], [(0,)]]
+    assert await in_thread(run) == [229, 30, [(1,)], 229, 262, 3701, 229, 262, 262, [(1,)], [(0,)]]
 
 
 # -- what tdslite refuses ------------------------------------------------------------------------
