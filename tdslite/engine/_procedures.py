@@ -271,9 +271,11 @@ def execute(
         stack.append(ChainedPrincipal(caller.name, caller.role, dict(caller.grants)))
         session._set_principal(stack[-1])
     objects.depth += 1
+    options = session.nocount, session.xact_abort  # SET inside a procedure is its own
     try:
         yield from session.run_body(row.body, local)
     finally:
+        session.nocount, session.xact_abort = options
         objects.depth -= 1
         del stack[depth:]
         session._set_principal(stack[-1])

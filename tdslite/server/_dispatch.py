@@ -7,6 +7,7 @@ connection: a handle maps to (statement, parameter declaration).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -160,10 +161,13 @@ class Dispatcher:
 
     def _procedure(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
         """Any other procedure, by name: its return status and OUTPUT parameters."""
-        session = self.state.session
-        session.objects.outcome = None
+        # The engine records the call's outcome in `Session.objects` (an engine without
+        # procedures, such as the tests' stand-in, has none: status 0, no outputs).
+        objects = getattr(self.state.session, "objects", None)
+        if objects is not None:
+            objects.outcome = None
         ok = self._run(request, _exec_text(call), _bind(call.params, []))
-        outcome = session.objects.outcome
+        outcome = None if objects is None else objects.outcome
         if outcome is None:
             return ok, []
         self._status, outputs = outcome
@@ -208,15 +212,23 @@ def _handle(name: str, handle: int) -> bytes:
     return tk.returnvalue_int(0, name or "@handle", handle)
 
 
+_PARAM_NAME = re.compile(r"@[^\W\d][\w@#$]*|@[@#$_][\w@#$]*")
+
+
 def _exec_text(call: _rpc.RpcCall) -> str:
     """An RPC to a named procedure as the equivalent T-SQL ``EXEC name @a = @a, ...``
     (a parameter sent without a name is passed by position)."""
     args = []
     for i, param in enumerate(call.params):
         name = param.name or f"@P{i + 1}"
+        if not _PARAM_NAME.fullmatch(name):
+            raise ProtocolError(f"RPC parameter name {name!r} is not a T-SQL @name")
         passed = f"{name} = {name}" if param.name else name
         args.append(passed + (" OUTPUT" if param.output else ""))
-    return f"EXEC {call.name} " + ", ".join(args) if args else f"EXEC {call.name}"
+    parts = [p or "dbo" for p in call.parts] or [call.name]
+    # the name as written (a schema too), each part quoted: it is an object name, never SQL
+    procedure = ".".join("[" + p.replace("]", "]]") + "]" for p in parts)
+    return f"EXEC {procedure} " + ", ".join(args) if args else f"EXEC {procedure}"
 
 
 def _text_param(params: Sequence[_rpc.RpcParam], index: int, name: str) -> str:

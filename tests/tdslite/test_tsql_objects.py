@@ -217,10 +217,11 @@ async def test_pytds_procedures_exec_and_callproc(tds_server: TdsServer) -> None
             cur.nextset()
             seen.append([tuple(r) for r in cur.fetchall()])
             cur.execute(
-                "DECLARE @t int; EXEC dbo.add_item @name = N'nut', @total = @t OUT; SELECT @t"
+                "DECLARE @t int; EXEC dbo.add_item @name = N'nut', @total = @t OUT; "
+                "SELECT @t, @@OPTIONS & 512"  # the procedure's SET NOCOUNT ON ended with it
             )
             cur.nextset()
-            seen.append(cur.fetchone()[0])
+            seen.append(tuple(cur.fetchone()))
             cur.execute(
                 "CREATE PROCEDURE item_count @name nvarchar(20), @n int OUTPUT, "
                 "@label nvarchar(40) OUTPUT AS BEGIN SET NOCOUNT ON; "
@@ -248,7 +249,7 @@ async def test_pytds_procedures_exec_and_callproc(tds_server: TdsServer) -> None
     assert await in_thread(run) == [
         [("bolt", 5)],
         [(5, "bolt!", 42)],
-        6,
+        (6, 0),
         [["%t", 2, "%T"], 102],
         201,
         8144,
@@ -259,6 +260,24 @@ async def test_pytds_procedures_exec_and_callproc(tds_server: TdsServer) -> None
         4,
         3701,
     ]
+
+
+async def test_pytds_rpc_procedure_name_is_a_name(tds_server: TdsServer) -> None:
+    """An RPC's procedure name is an object name ([sales].[p] by its parts), never SQL text."""
+
+    def run() -> list[Any]:
+        with connect(tds_server) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)")
+            cur.execute("CREATE PROCEDURE p AS SELECT 1")
+            cur.execute("CREATE SCHEMA sales")
+            cur.execute("CREATE PROCEDURE sales.p AS RETURN 5")
+            with pytest.raises(pytds.ProgrammingError) as unknown:
+                cur.callproc("p; DELETE FROM kept --", ())
+            cur.callproc("[sales].[p]", ())
+            status = cur.get_proc_return_status()
+            return [unknown.value.msg_no, status, _rows(cur, "SELECT COUNT(*) FROM kept")]
+
+    assert await in_thread(run) == [2812, 5, [(1,)]]
 
 
 @tedious_mark
