@@ -78,17 +78,8 @@ class Catalog:
 
     def refresh(self, conn: sqlite3.Connection) -> None:
         """Re-read the catalog if the schema changed since the last read."""
-        temp_version = conn.execute("PRAGMA temp.schema_version").fetchone()[0]
-        if temp_version != self._temp_version:
-            # A rolled-back CREATE TABLE #t leaves no table behind: forget it too.
-            live = {
-                r[0].lower()
-                for r in conn.execute(
-                    "SELECT name FROM temp.sqlite_master WHERE type = 'table'"
-                ).fetchall()
-            }
-            self.temp = {k: v for k, v in self.temp.items() if v.name.lower() in live}
-            self._temp_version = temp_version
+        if self.temp:  # (nothing to check for a session without #tables: the common case)
+            self._prune_temp(conn)
         self._fingerprint()
         version = conn.execute("PRAGMA schema_version").fetchone()[0]
         if version == self._version:
@@ -106,7 +97,23 @@ class Catalog:
         self._main_fingerprint = hash(tuple(rows))
         self._fingerprint()
 
+    def _prune_temp(self, conn: sqlite3.Connection) -> None:
+        temp_version = conn.execute("PRAGMA temp.schema_version").fetchone()[0]
+        if temp_version != self._temp_version:
+            # A rolled-back CREATE TABLE #t leaves no table behind: forget it too.
+            live = {
+                r[0].lower()
+                for r in conn.execute(
+                    "SELECT name FROM temp.sqlite_master WHERE type = 'table'"
+                ).fetchall()
+            }
+            self.temp = {k: v for k, v in self.temp.items() if v.name.lower() in live}
+            self._temp_version = temp_version
+
     def _fingerprint(self) -> None:
+        if not self.temp and not self.table_variables:
+            self.fingerprint = self._main_fingerprint
+            return
         session_tables = (*self.temp.values(), *self.table_variables.values())
         self.fingerprint = hash((self._main_fingerprint, *session_tables))
 

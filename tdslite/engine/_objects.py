@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sqlglot import exp
 
 from . import _errors, _statements
-from ._batch import Statement, tokenize, word
+from ._batch import Statement, module_kind, tokenize, word
 from ._catalog import ColumnInfo, TableInfo, forget_table, is_internal, make_table, record_table
 from ._translate import Translator, is_unknown, object_name, to_sqlite
 from ._types import SqlType
@@ -172,9 +172,9 @@ def _quote(name: str) -> str:
 
 
 def is_module(statement: Statement) -> bool:
-    from ._batch import module_kind
-
-    return module_kind(list(statement.words[:4])) is not None
+    return statement.keyword in ("CREATE", "ALTER") and (
+        module_kind(list(statement.words[:4])) is not None
+    )
 
 
 def module_header(
@@ -504,6 +504,8 @@ def declare_table(
 def bind_table_variables(session: Session, variables: dict[str, _Variable]) -> None:
     """Make the scope's table variables visible to the translator (``FROM @t``)."""
     live = session.objects.table_variables
+    if not live and not session._catalog.table_variables:
+        return  # the common case: no table variables at all
     session._catalog.table_variables = {
         key: live[str(v.value)][0]
         for key, v in variables.items()
