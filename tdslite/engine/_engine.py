@@ -15,6 +15,7 @@ from typing import Any
 
 from . import _errors
 from ._catalog import CATALOG_TABLE, CREATE_CATALOG
+from ._objects import CREATE_OBJECTS
 from ._perms import Principal, principals
 from ._results import StatementFailed
 from ._session import Session
@@ -92,6 +93,7 @@ class Engine:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(CREATE_CATALOG)
+            conn.execute(CREATE_OBJECTS)
             empty = conn.execute(f"SELECT COUNT(*) FROM {CATALOG_TABLE}").fetchone()[0] == 0
         finally:
             conn.close()

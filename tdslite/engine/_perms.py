@@ -38,11 +38,13 @@ class Principal:
 
     def may(self, permission: str, table: str) -> bool:
         """May this user exercise ``permission`` (SELECT/INSERT/UPDATE/DELETE) on ``table``?"""
+        if table.startswith(("#", "@")):
+            return True  # temporary tables and table variables: anyone may use them
         if is_internal(table):
             return False
         if self.grants:
             level = self.grants.get(table.lower())
-            if level is None or (permission != "SELECT" and level != "write"):
+            if level not in ("read", "write") or (permission != "SELECT" and level != "write"):
                 return False
         if permission == "SELECT":
             return True
@@ -52,13 +54,24 @@ class Principal:
     def may_ddl(self) -> bool:
         return self.role == "admin"
 
+    def may_execute(self, procedure: str) -> bool:
+        """EXECUTE on a procedure: admin; read-write without grants; else a grant "execute"."""
+        if procedure.startswith("#"):
+            return True  # temporary procedures: anyone may run them
+        if self.grants:
+            return self.grants.get(procedure.lower()) == "execute"
+        return self.role in ("read-write", "admin")
+
     def check(self, *, verb: str, reads: set[str], writes: set[str], database: str) -> None:
         """Refuse a planned statement this user may not run (SQL Server's errors)."""
-        if verb in ("CREATE TABLE", "CREATE INDEX", "SELECT INTO") and not self.may_ddl:
+        temporary = bool(writes) and all(w.startswith(("#", "@")) for w in writes)
+        if temporary and verb in ("CREATE TABLE", "CREATE INDEX", "SELECT INTO", "DROP TABLE"):
+            writes = set()  # temporary tables and table variables belong to their session
+        elif verb in ("CREATE TABLE", "CREATE INDEX", "SELECT INTO") and not self.may_ddl:
             raise _errors.ddl_denied(
                 "CREATE TABLE" if verb != "CREATE INDEX" else "CREATE INDEX", database
             )
-        if verb == "DROP TABLE" and not self.may_ddl:
+        elif verb == "DROP TABLE" and not self.may_ddl:
             raise _errors.drop_denied(sorted(writes)[0] if writes else "")
         if verb == "TRUNCATE TABLE" and not self.may_ddl:
             name = sorted(writes)[0] if writes else ""
@@ -74,6 +87,20 @@ class Principal:
         for table in sorted(reads):
             if not self.may("SELECT", table):
                 raise _errors.permission_denied("SELECT", table, database)
+
+
+@dataclass(frozen=True)
+class ChainedPrincipal(Principal):
+    """The caller inside a procedure owned by dbo (every procedure in tdslite is): ownership
+    chaining lets its statements read and write the (dbo) tables they name without the caller's
+    own SELECT/INSERT/UPDATE/DELETE permission, while DDL still needs the caller's rights and the
+    internal tables stay out of reach."""
+
+    def may(self, permission: str, table: str) -> bool:
+        return not is_internal(table)
+
+    def may_execute(self, procedure: str) -> bool:
+        return True  # a procedure calling another of the same owner (dbo)
 
 
 def principals(users: dict[str, User]) -> dict[str, Principal]:
@@ -128,6 +155,10 @@ class Authorizer:
             if table in _SCHEMA_TABLES and self.principal.may_ddl:
                 return sqlite3.SQLITE_OK
             if self.constraint_reads and not is_internal(table):
+                return sqlite3.SQLITE_OK
+            if source and not is_internal(table) and self.principal.may("SELECT", source):
+                # Ownership chaining: a view (dbo-owned) reads its tables with its owner's
+                # rights once the user may read the view itself.
                 return sqlite3.SQLITE_OK
             return self._decide(self.principal.may("SELECT", table), "SELECT", table)
         if action in self._WRITES:

@@ -9,6 +9,7 @@ each time its iterator is advanced.  An error ends the batch, or only its statem
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -21,9 +22,9 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _statements
+from . import _errors, _objects, _statements
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
-from ._catalog import Catalog, TableInfo, forget_table, record_table
+from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
 from ._errors import SqlError
 from ._functions import FunctionErrors
@@ -57,13 +58,14 @@ _SQLGLOT_KEYWORDS = frozenset(
 STATEMENT_ERRORS = frozenset(
     {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
     | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
+    | {8144, 8162, 2760, 3705, 4506, 4511, 217, 3906}
 )
 #: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
 #: conversion failures and a lock conflict (deadlock victim).
 ROLLBACK_ERRORS = frozenset({241, 245, 8114, 8169, 1205})
 #: Errors of a statement's compilation (syntax, unknown names, unsupported): they end the batch,
 #: and XACT_ABORT does not roll back the transaction for them.
-COMPILE_ERRORS = frozenset({102, 105, 134, 137, 195, 207, 208, 209, 40517})
+COMPILE_ERRORS = frozenset({102, 105, 111, 134, 137, 178, 195, 207, 208, 209, 1087, 40517})
 
 _CONTROL_KEYWORDS = frozenset(
     {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}
@@ -158,6 +160,8 @@ class Session:
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
+        self.objects = _objects.SessionObjects()  # temporary objects, procedure calls
+        self.return_status = 0  # of the last statement list run (RETURN n)
         self._open_rows: Iterator[Any] | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -237,9 +241,29 @@ class Session:
                     "tdslite cannot store it.",
                 )
             batch_params[name] = _Variable(param.type, encode(param.type, param.value))
-        return self._run(prepared, batch_params)
+        return self._batch(prepared, batch_params)
+
+    def _batch(
+        self, prepared: list[_Prepared], variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
+        try:
+            yield from self._run(prepared, variables)
+        finally:
+            if not self._closed:
+                _objects.drop_table_variables(self, variables)
+
+    def run_body(
+        self, sql: str, variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
+        """Run the statements of ``sql`` in this session with ``variables`` (a procedure's
+        parameters and locals; changed in place): the one entry point for statement lists
+        that are not a client's batch. A RETURN ends them (`return_status`)."""
+        prepared = [self._prepare(statement) for statement in _split(sql)]
+        yield from self._run(prepared, variables)
 
     def _prepare(self, statement: Statement) -> _Prepared:
+        if statement.keyword == "RETURN" or _objects.is_module(statement):
+            return _Prepared(statement, None)
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
             if statement.keyword not in STATEMENT_KEYWORDS:
                 near = statement.text.split()[0] if statement.text.split() else ""
@@ -263,9 +287,20 @@ class Session:
         return _Prepared(statement, tree)
 
     def _run(
-        self, prepared: list[_Prepared], params: dict[str, _Variable]
+        self, prepared: list[_Prepared], variables: dict[str, _Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed]:
-        variables: dict[str, _Variable] = dict(params)
+        from ._procedures import Return
+
+        status = 0
+        try:
+            yield from self._steps(prepared, variables)
+        except Return as returned:
+            status = returned.status
+        self.return_status = status  # after any nested procedure's
+
+    def _steps(
+        self, prepared: list[_Prepared], variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         for number, item in enumerate(prepared, 1):
             self._finish_rows()
             if self._cancel_requested:
@@ -319,11 +354,12 @@ class Session:
 
     def _statement(
         self, item: _Prepared, variables: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount]:
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         from . import _control
 
         keyword = item.statement.keyword
         tree = item.tree
+        _objects.bind_table_variables(self, variables)  # FROM @t: this scope's tables
         if tree is None:
             yield from _control.run(self, item.statement, variables)
             return
@@ -332,6 +368,9 @@ class Session:
             return
         if isinstance(tree, exp.Declare):
             _control.declare(self, tree.copy(), variables)
+            return
+        if _objects.handles(tree):
+            _objects.run_tree(self, tree)
             return
         self._catalog.refresh(self._conn_internal())
         key = (
@@ -371,7 +410,7 @@ class Session:
             decoders = [decoder(c.type) for c in plan.output]
             rows = [tuple(d(v) for d, v in zip(decoders, row, strict=True)) for row in returned]
             yield ResultSet(list(plan.output), iter(rows))
-        if plan.verb in ("INSERT", "UPDATE", "DELETE"):
+        if plan.verb in ("INSERT", "UPDATE", "DELETE", "SELECT INTO"):
             yield RowCount(count)
 
     def _translate(
@@ -382,11 +421,9 @@ class Session:
 
         tr = Translator(self._context_for(variables))
         if isinstance(tree, exp.Select | exp.Union | exp.Except | exp.Intersect | exp.Subquery):
-            if tree.args.get("into"):
-                self.principal.check(
-                    verb="SELECT INTO", reads=set(), writes=set(), database=self.database
-                )
-                raise _errors.unsupported("SELECT ... INTO")
+            if isinstance(tree, exp.Select) and tree.args.get("into"):
+                plan = _objects.select_into(self, tree, tr)
+                return "ddl", plan, frozenset(tr.tables)
             if (
                 isinstance(tree, exp.Select)
                 and tree.expressions
@@ -417,14 +454,13 @@ class Session:
         if isinstance(tree, exp.Delete):
             return _statements.delete(tree, tr)
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
-            self.principal.check(
-                verb="CREATE TABLE", reads=set(), writes=set(), database=self.database
-            )
+            if isinstance(tree.this, exp.Schema) and isinstance(tree.this.this, exp.Table):
+                _objects.check_create_table(self, tree.this.this)
             return _statements.create_table(tree, tr)
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper().endswith("INDEX"):
             return _statements.create_index(tree, tr)
         if isinstance(tree, exp.Drop):
-            names = {t.name.lower() for t in (tree.args.get("tables") or [tree.this]) if t}
+            names = _objects.dropped_tables(self, tree)
             self.principal.check(
                 verb="DROP TABLE", reads=set(), writes=names, database=self.database
             )
@@ -438,7 +474,7 @@ class Session:
     ) -> tuple[int, list[Any]]:
         """Run a DDL/DML plan: (rows affected, rows of OUTPUT/RETURNING)."""
         bindings = self._bindings(variables)
-        ddl = plan.verb in ("CREATE TABLE", "DROP TABLE", "CREATE INDEX")
+        ddl = plan.verb in ("CREATE TABLE", "DROP TABLE", "CREATE INDEX", "SELECT INTO")
         count = 0
         returned: list[Any] = []
         try:
@@ -448,7 +484,12 @@ class Session:
                 for sql in plan.sql:
                     self._authorizer.constraint_reads = not ddl
                     try:
-                        cursor = self._conn.execute(sql, bindings if not ddl else ())
+                        # our own DDL for temporary tables, which need no permission
+                        own = _objects.temporary_ddl(sql)
+                        with self._authorizer.internal() if own else contextlib.nullcontext():
+                            cursor = self._conn.execute(
+                                sql, bindings if not ddl or plan.verb == "SELECT INTO" else ()
+                            )
                         if plan.output:
                             returned = cursor.fetchall()  # the statement completes here
                     finally:
@@ -461,9 +502,8 @@ class Session:
                         and count > 0
                     ):
                         self._identity = cursor.lastrowid
-                if plan.verb == "CREATE TABLE" and plan.table is not None:
-                    with self._authorizer.internal():
-                        record_table(self._conn, plan.table)
+                if plan.verb in ("CREATE TABLE", "SELECT INTO") and plan.table is not None:
+                    _objects.created(self, plan.table)
                 for name in plan.dropped:
                     with self._authorizer.internal():
                         forget_table(self._conn, name)
@@ -644,7 +684,8 @@ class Session:
         if name is not None:
             for index in range(len(self._savepoints) - 1, -1, -1):
                 if self._savepoints[index][0] == name:  # names are case-sensitive
-                    self._run_control(f"ROLLBACK TO {self._savepoints[index][1]}")
+                    with _objects.table_variables_survive(self):
+                        self._run_control(f"ROLLBACK TO {self._savepoints[index][1]}")
                     del self._savepoints[index + 1 :]
                     return
             if name != self._tran_name:
@@ -675,7 +716,8 @@ class Session:
         had = self._trancount > 0
         self._trancount = 0
         self._cancel_requested = False
-        self._conn.execute("ROLLBACK")
+        with _objects.table_variables_survive(self):
+            self._conn.execute("ROLLBACK")
         if had:
             self._ended("rollback")
 
@@ -718,6 +760,7 @@ class Session:
         self.nocount = False
         self._rowcount = 0
         self._identity = None
+        _objects.reset(self)
 
     def close(self) -> None:
         if self._closed:
@@ -726,6 +769,7 @@ class Session:
             self._finish_rows()
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
+            _objects.close(self)
         finally:
             self._closed = True
             self._conn.close()

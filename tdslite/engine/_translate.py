@@ -270,14 +270,9 @@ class Translator(BuiltinsMixin):
     def table(self, node: exp.Table) -> TableInfo:
         """The catalog table a Table node names (qualifiers checked and stripped)."""
         check_args(node, {"this", "db", "catalog", "alias", "hints"}, "table")
-        if not isinstance(node.this, exp.Identifier):
-            raise _errors.unsupported(f"{node.this.sql('tsql')[:40]} as a table")
-        if node.this.args.get("temporary") or node.name.startswith("#"):
-            raise _errors.unsupported("temporary tables (#name)")
+        name = object_name(node)
         full = ".".join(p for p in (node.catalog, node.db, node.name) if p)
         if node.catalog and node.catalog.lower() != self.ctx.database.lower():
-            raise _errors.invalid_object(full)
-        if node.db and node.db.lower() != "dbo":
             raise _errors.invalid_object(full)
         for hint in node.args.get("hints") or []:
             names = {e.name.upper() for e in hint.expressions}
@@ -286,9 +281,16 @@ class Translator(BuiltinsMixin):
         node.set("hints", None)
         node.set("db", None)
         node.set("catalog", None)
-        info = None if is_internal(node.name) else self.ctx.catalog.table(node.name)
+        info = None if is_internal(name) else self.ctx.catalog.table(name)
+        if info is None and name.startswith("@"):
+            raise _errors.SqlError(1087, f'Must declare the table variable "{name}".', severity=15)
         if info is None:
-            raise _errors.invalid_object(full)
+            raise _errors.invalid_object(full if name.lower() == full.lower() else name)
+        if info.name != node.name or not isinstance(node.this, exp.Identifier):
+            # #t, @t and sales.t are SQLite tables named "#t", "@t~N" and "sales.t"
+            if "." in name and not node.alias:
+                node.set("alias", exp.TableAlias(this=exp.to_identifier(node.name)))
+            node.set("this", exp.to_identifier(info.name, quoted=True))
         self.tables.add(info.name.lower())
         return info
 
@@ -653,6 +655,27 @@ class Translator(BuiltinsMixin):
 
 
 _UNKNOWN = SqlType("sql_variant")
+
+
+def object_name(node: exp.Table) -> str:
+    """A table reference's name as T-SQL writes it: ``t`` (also for ``dbo.t`` and
+    ``db.dbo.t``), ``sales.t``, ``#t``, ``##t``, or ``@t`` for a table variable.
+
+    Raises:
+        SqlError: 40517 for anything else used as a table (a function call, ...).
+    """
+    ident = node.this
+    if isinstance(ident, exp.Parameter) and not node.db:
+        return "@" + ident.name
+    if not isinstance(ident, exp.Identifier):
+        raise _errors.unsupported(f"{ident.sql('tsql')[:40]} as a table")
+    if ident.args.get("global_"):
+        return "##" + ident.name
+    if ident.args.get("temporary"):
+        return "#" + ident.name
+    if node.db and node.db.lower() != "dbo":
+        return f"{node.db}.{ident.name}"
+    return ident.name
 
 
 def is_unknown(sql_type: SqlType) -> bool:

@@ -234,3 +234,19 @@ class RowEncoder:
 
 
 NO_METADATA = bytes([TOKEN_COLMETADATA]) + b"\xff\xff"
+
+
+def returnvalue(ordinal: int, name: str, sql_type: SqlType, value: object) -> bytes:
+    """RETURNVALUE of an OUTPUT parameter of a procedure call (MS-TDS 2.2.7.19): its ordinal
+    and name as the client sent them, its type described as a column's, then its value."""
+    codec = codec_for(sql_type)
+    return (
+        bytes([0xAC])
+        + _U16.pack(ordinal)
+        + _b_varchar(name)
+        + bytes([0x01])  # status: output parameter
+        + _U32.pack(0)
+        + _U16.pack(_FLAG_NULLABLE)
+        + codec.type_info
+        + (codec.null if value is None else codec.encode(value))
+    )

@@ -7,6 +7,7 @@ connection: a handle maps to (statement, parameter declaration).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from tdslite.engine import Param, SqlError, SqlType, convert
 from . import _rpc
 from . import _tokens as tk
 from ._buffer import Reader
+from ._columns import returnvalue
 from ._packets import ProtocolError
 from ._params import UnsupportedParameter, WireType
 from ._reply import Reply
@@ -38,6 +40,7 @@ class Prepared:
 class Dispatcher:
     state: SessionState
     prepared: dict[int, Prepared] = field(default_factory=dict)
+    _status: int = 0  # RETURNSTATUS of the procedure call being answered
     _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- SQL batch -------------------------------------------------------------------------------
@@ -100,9 +103,9 @@ class Dispatcher:
             ok, returns = self._call(request, call)
             reply = request.reply
             if ok:
-                reply.write(tk.returnstatus(0))
-            for ordinal, name, value in returns:
-                reply.write(tk.returnvalue_int(ordinal, name, value))
+                reply.write(tk.returnstatus(self._status))
+            for token in returns:
+                reply.write(token)
             status = Done.FINAL if ok else Done.ERROR
             if i < len(calls) - 1:
                 status |= Done.MORE
@@ -112,11 +115,10 @@ class Dispatcher:
             if request.cancelled:
                 return
 
-    def _call(
-        self, request: Request, call: _rpc.RpcCall
-    ) -> tuple[bool, list[tuple[int, str, int]]]:
-        """Run one procedure call; returns (succeeded, output handles to send back)."""
+    def _call(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
+        """Run one procedure call; returns (succeeded, RETURNVALUE tokens to send back)."""
         p = call.params
+        self._status = 0
         try:
             if call.name == "sp_executesql":
                 stmt = _text_param(p, 0, "@stmt")
@@ -128,12 +130,12 @@ class Dispatcher:
                 stmt = _text_param(p, 2, "@stmt")
                 handle = self._prepare(stmt, decl)
                 params = _bind(p[3:], self.prepared[handle].declared)
-                return self._run(request, stmt, params), [(0, p[0].name or "@handle", handle)]
+                return self._run(request, stmt, params), [_handle(p[0].name, handle)]
             if call.name == "sp_prepare":
                 decl = _text_param(p, 1, "@params")
                 stmt = _text_param(p, 2, "@stmt")
                 handle = self._prepare(stmt, decl)
-                return True, [(0, p[0].name or "@handle", handle)]
+                return True, [_handle(p[0].name, handle)]
             if call.name == "sp_execute":
                 prepared = self.prepared.get(_int_param(p, 0, "@handle"))
                 if prepared is None:
@@ -152,10 +154,30 @@ class Dispatcher:
                     f"{call.name} (server cursors) is not supported by tdslite; "
                     "use sp_executesql or a plain batch",
                 )
-            return self._run(request, _exec_text(call), _bind(p, [])), []
+            return self._procedure(request, call)
         except SqlError as exc:
             write_error(request.reply, exc, token=None)  # rpc() ends it with DONEPROC(ERROR)
             return False, []
+
+    def _procedure(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
+        """Any other procedure, by name: its return status and OUTPUT parameters."""
+        # The engine records the call's outcome in `Session.objects` (an engine without
+        # procedures, such as the tests' stand-in, has none: status 0, no outputs).
+        objects = getattr(self.state.session, "objects", None)
+        if objects is not None:
+            objects.outcome = None
+        ok = self._run(request, _exec_text(call), _bind(call.params, []))
+        outcome = None if objects is None else objects.outcome
+        if outcome is None:
+            return ok, []
+        self._status, outputs = outcome
+        returns = []
+        for i, param in enumerate(call.params):
+            name = param.name or f"@P{i + 1}"
+            found = outputs.get(name[1:].lower()) if param.output else None
+            if found is not None:
+                returns.append(returnvalue(i, param.name, found[0], found[1]))
+        return ok, returns
 
     def _run(self, request: Request, stmt: str, params: list[Param]) -> bool:
         return run_statements(self.state, request, stmt, params, in_proc=True, kind="rpc")
@@ -186,13 +208,27 @@ class Dispatcher:
             )
 
 
+def _handle(name: str, handle: int) -> bytes:
+    return tk.returnvalue_int(0, name or "@handle", handle)
+
+
+_PARAM_NAME = re.compile(r"@[^\W\d][\w@#$]*|@[@#$_][\w@#$]*")
+
+
 def _exec_text(call: _rpc.RpcCall) -> str:
-    """An RPC to a named procedure as the equivalent T-SQL ``EXEC name @a = @a, ...``."""
+    """An RPC to a named procedure as the equivalent T-SQL ``EXEC name @a = @a, ...``
+    (a parameter sent without a name is passed by position)."""
     args = []
     for i, param in enumerate(call.params):
         name = param.name or f"@P{i + 1}"
-        args.append(f"{name} = {name}" + (" OUTPUT" if param.output else ""))
-    return f"EXEC {call.name} " + ", ".join(args) if args else f"EXEC {call.name}"
+        if not _PARAM_NAME.fullmatch(name):
+            raise ProtocolError(f"RPC parameter name {name!r} is not a T-SQL @name")
+        passed = f"{name} = {name}" if param.name else name
+        args.append(passed + (" OUTPUT" if param.output else ""))
+    parts = [p or "dbo" for p in call.parts] or [call.name]
+    # the name as written (a schema too), each part quoted: it is an object name, never SQL
+    procedure = ".".join("[" + p.replace("]", "]]") + "]" for p in parts)
+    return f"EXEC {procedure} " + ", ".join(args) if args else f"EXEC {procedure}"
 
 
 def _text_param(params: Sequence[_rpc.RpcParam], index: int, name: str) -> str:

@@ -2,7 +2,8 @@
 // How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
 // The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "steps": [{"sql",
 //   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}],
-//   "cancelAfterMs"?}, or {"reset": true}, or {"tx": "begin"|"commit"|"rollback"|"save", "name"?}
+//   "cancelAfterMs"?}, or {"proc": name, "params", "outputs": [{"name", "type", "value"?}]}
+//   (callProcedure; gives "outputs" {name: value} and "returnStatus" too), or {"reset": true}, or {"tx": "begin"|"commit"|"rollback"|"save", "name"?}
 //   (tedious's Transaction Manager requests), or {"state": true}]}.
 // A "tx" step gives {"tx": error message or null}; a "state" step gives what tedious believes:
 // {"inTransaction", "descriptor" (hex of the descriptor it would send)}.
@@ -76,8 +77,11 @@ function connect() {
 function runStep(connection, step) {
   return new Promise((resolve) => {
     const rows = [];
-    const request = new Request(step.sql, (err, rowCount) => {
+    const outputs = {};
+    let returnStatus;
+    const request = new Request(step.proc ?? step.sql, (err, rowCount) => {
       const out = { rows, rowCount };
+      if (step.proc) Object.assign(out, { outputs, returnStatus });
       if (err) {
         // several errors in one batch come as an AggregateError: the first one, and all numbers
         const all = err.errors ?? [err];
@@ -91,10 +95,20 @@ function runStep(connection, step) {
     for (const p of step.params ?? []) {
       request.addParameter(p.name, TYPES[p.type], fromJson(p.type, p.value), p.options ?? {});
     }
+    for (const p of step.outputs ?? []) {
+      request.addOutputParameter(p.name, TYPES[p.type], fromJson(p.type, p.value ?? null), p.options ?? {});
+    }
     request.on("row", (columns) => {
       rows.push(columns.map((c) => toJson(c.value)));
     });
-    connection.execSql(request);
+    request.on("returnValue", (name, value) => {
+      outputs[name] = toJson(value);
+    });
+    request.on("doneProc", (rowCount, more, status) => {
+      if (status !== undefined) returnStatus = status;
+    });
+    if (step.proc) connection.callProcedure(request);
+    else connection.execSql(request);
     if (step.cancelAfterMs !== undefined) {
       setTimeout(() => connection.cancel(), step.cancelAfterMs);
     }
