@@ -29,7 +29,7 @@ from ._errors import SqlError
 from ._functions import FunctionErrors
 from ._perms import Authorizer, Principal
 from ._results import ResultSet, RowCount, StatementFailed
-from ._translate import Context, Translator, is_unknown, to_sqlite
+from ._translate import UNKNOWN, Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
 from ._values import Storage, decoder, encode, python_type_of
@@ -489,7 +489,7 @@ class Session:
         except sqlite3.Error as exc:
             raise self._map(exc, "SELECT", None) from None
         if len(cursor.description or ()) != len(columns):
-            columns = [Column(d[0], SqlType("sql_variant")) for d in cursor.description or ()]
+            columns = [Column(d[0], UNKNOWN) for d in cursor.description or ()]
             if first is None:
                 try:
                     first = cursor.fetchone()

@@ -51,6 +51,7 @@ _DTYPE_NAMES = {
     "VARBINARY": "varbinary", "DATE": "date", "TIME": "time", "DATETIME": "datetime",
     "SMALLDATETIME": "smalldatetime", "DATETIME2": "datetime2", "TIMESTAMPTZ": "datetimeoffset",
     "UUID": "uniqueidentifier", "TEXT": "varchar(max)", "IMAGE": "varbinary(max)",
+    "VARIANT": "sql_variant", "XML": "xml",
 }  # fmt: skip
 
 
@@ -652,7 +653,9 @@ class Translator(BuiltinsMixin):
         return self.expr(node.this, scope)
 
 
-_UNKNOWN = SqlType("sql_variant")
+#: The type of a result column nothing is known about (the first row decides).
+_UNKNOWN = SqlType("__unknown")
+UNKNOWN = _UNKNOWN
 
 
 def is_unknown(sql_type: SqlType) -> bool:
