@@ -391,6 +391,7 @@ def register(
         "tds_newid": (0, lambda: str(uuid.uuid4()).upper(), False),
         "tds_session_context": (1, session_context, False),
         "tds_variant_property": (2, _variant.property_of, True),
+        "tds_unhex": (1, lambda v: None if v is None else bytes.fromhex(str(v)), True),
     }
     for name, (arity, fn, deterministic) in functions.items():
         conn.create_function(name, arity, guarded(fn), deterministic=deterministic)

@@ -200,3 +200,25 @@ async def test_bulk_column_list_must_match_insert_bulk(
             assert stray.errors == [4815]
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("statement", "number"),
+    [
+        ("INSERT BULK no_such_table ([a] int)", 208),
+        ("INSERT BULK [dbo].[r] ([a] int, [nope] int)", 207),
+        ("INSERT BULK r ([a] int, [a] int)", 264),
+        ("INSERT BULK r ([a] int) WITH (FORMAT_MAGIC)", 40517),
+    ],
+)
+async def test_insert_bulk_checks_table_columns_options(
+    tds_server: TdsServer, statement: str, number: int
+) -> None:
+    client = await RawClient.connect(tds_server.host, tds_server.port, "admin", PASSWORDS["admin"])
+    try:
+        with trio.fail_after(20):
+            created = await client.request(0x01, sql_batch("CREATE TABLE r (a int, b int)"))
+            assert created.errors == []
+            assert (await client.request(0x01, sql_batch(statement))).errors == [number]
+    finally:
+        await client.aclose()

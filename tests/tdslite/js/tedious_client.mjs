@@ -50,6 +50,12 @@ function fromJson(type, value) {
     return new Date(value);
   }
   if (["VarBinary", "Binary"].includes(type)) return Buffer.from(value.hex, "hex");
+  // a table-valued parameter: {"name", "schema", "columns": [{"name", "type", ...}], "rows"}
+  if (type === "TVP") {
+    const columns = value.columns.map((c) => ({ ...c, type: TYPES[c.type] }));
+    const rows = value.rows.map((row) => row.map((v, i) => fromJson(value.columns[i].type, v)));
+    return { ...value, columns, rows };
+  }
   return value;
 }
 
