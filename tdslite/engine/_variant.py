@@ -44,11 +44,11 @@ class SqlVariant:
 def wrap(value: object, source: SqlType | None) -> SqlVariant:
     """CAST(value AS sql_variant): keeps the source type (SQL Server error 206 for the types a
     sql_variant cannot hold: (max) types, xml, sql_variant itself is unwrapped)."""
-    from ._values import convert, python_type_of
+    from ._values import convert
 
     if isinstance(value, SqlVariant):
         return value
-    base = source if source is not None else python_type_of(value)
+    base = source if source is not None else natural_type(value)
     if base.is_max or base.name in ("xml", "sql_variant"):
         raise SqlError(206, f"Operand type clash: {base} is incompatible with sql_variant")
     if source is None or not _is_python_value(value, base):
@@ -84,7 +84,7 @@ def to_storage(variant: SqlVariant) -> str:
 
 def from_storage(raw: object) -> SqlVariant:
     """A stored sql_variant back to its SqlVariant (a plain value gets its natural type)."""
-    from ._values import decode, python_type_of
+    from ._values import decode
 
     if isinstance(raw, str) and _SEP in raw:
         type_text, _, payload = raw.partition(_SEP)
@@ -95,10 +95,20 @@ def from_storage(raw: object) -> SqlVariant:
             else bytes.fromhex(body) if kind == "b" else body
         )  # fmt: skip
         return SqlVariant(decode(base, stored), base)  # type: ignore[arg-type]
-    base = python_type_of(raw)
-    if base.is_max:
-        base = SqlType(base.name, length=max(1, len(raw) if isinstance(raw, str | bytes) else 1))
-    return SqlVariant(raw, base)
+    return SqlVariant(raw, natural_type(raw))
+
+
+def natural_type(value: object) -> SqlType:
+    """The base type of a value whose type is not known: a string or bytes get their length
+    (a sql_variant cannot hold a (max) type)."""
+    from ._values import python_type_of, utf16_len
+
+    base = python_type_of(value)
+    if isinstance(value, str) and utf16_len(value) <= 4000:
+        return SqlType("nvarchar", length=max(1, utf16_len(value)))
+    if isinstance(value, bytes) and len(value) <= 8000:
+        return SqlType("varbinary", length=max(1, len(value)))
+    return base
 
 
 def _max_length(base: SqlType) -> int:

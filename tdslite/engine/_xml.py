@@ -2,9 +2,10 @@
 
 Untyped xml holds a document or a fragment (several top-level elements, text), so the value is
 checked inside a synthetic root element, after its XML declaration (which SQL Server does not
-keep either). Expat never loads external entities, and parameter entities are not parsed. Errors
-are SQL Server's "XML parsing: line L, character C, ..." messages: 9400 unexpected end of input,
-9436 end tag does not match start tag, 9421 anything else (an illegal character or name).
+keep either). A DTD is refused (6359, as SQL Server's CAST does), so no entity is ever declared
+or expanded. Errors are SQL Server's "XML parsing: line L, character C, ..." messages: 9400
+unexpected end of input, 9436 end tag does not match start tag, 9421 anything else (an illegal
+character or name).
 """
 
 from __future__ import annotations
@@ -28,16 +29,22 @@ _ROOT = "tds-fragment-root"
 def check_xml(text: str) -> str:
     """The xml value of ``text`` (its XML declaration dropped), or SqlError 9400/9436/9421."""
     body = _DECLARATION.sub("", text, count=1)
-    document = "<!DOCTYPE" in body[:200].upper()
+    if "<!DOCTYPE" in body:
+        # as CAST/CONVERT without style 2 in SQL Server (and no entity expansion to guard)
+        raise SqlError(
+            6359,
+            "Parsing XML with internal subset DTDs not allowed. Use CONVERT with style option 2 "
+            "to enable limited internal subset DTD support.",
+        )
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     try:
-        parser.Parse(body if document else f"<{_ROOT}>{body}</{_ROOT}>", True)
+        parser.Parse(f"<{_ROOT}>{body}</{_ROOT}>", True)
     except expat.ExpatError as exc:
         line = exc.lineno
-        column = exc.offset + 1 - (0 if document or line > 1 else len(_ROOT) + 2)
+        column = exc.offset + 1 - (0 if line > 1 else len(_ROOT) + 2)
         # the synthetic root's end tag is where an unclosed element of the value shows up
-        unclosed = not document and exc.code == _MISMATCH and column > len(body)
+        unclosed = exc.code == _MISMATCH and column > len(body)
         if exc.code in _END_OF_INPUT or unclosed:
             number, what = 9400, "unexpected end of input"
         elif exc.code == _MISMATCH:

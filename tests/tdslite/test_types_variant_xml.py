@@ -94,6 +94,7 @@ async def test_variant_and_xml_columns_pytds(tds_server: TdsServer) -> None:
         ("SELECT CAST('<a>' AS xml)", 9400),
         ("SELECT CAST(N'<a></b>' AS xml)", 9436),
         ("SELECT CAST('<a x=1/>' AS xml)", 9421),
+        ("SELECT CAST('<!DOCTYPE a [<!ENTITY e \"x\">]><a>&e;</a>' AS xml)", 6359),
         ("CREATE TABLE tx (x xml); INSERT INTO tx VALUES ('<open>')", 9400),
         ("SELECT CAST(CAST(N'x' AS nvarchar(max)) AS sql_variant)", 206),
     ],
