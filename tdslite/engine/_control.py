@@ -127,9 +127,23 @@ def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None
         if tokens[-1].text == "0":
             return
         raise _errors.unsupported("SET ROWCOUNT n")
+    if first in ("LOCK_TIMEOUT", "TRANSACTION"):
+        _locking_option(session, tokens, options)
+        return
     if first in NOOP_OPTIONS:
         return
     raise _errors.unsupported(f"SET {first or '?'}")
+
+
+def _locking_option(session: Session, tokens: list[Token], options: list[str]) -> None:
+    """SET LOCK_TIMEOUT n and SET TRANSACTION ISOLATION LEVEL x (see _locks.py)."""
+    if options[0] == "LOCK_TIMEOUT":
+        text = "".join(t.text for t in tokens[2:])
+        if not text.lstrip("-").isdigit():
+            raise _errors.syntax_error(text or "LOCK_TIMEOUT")
+        session.lock_timeout_ms = max(-1, int(text))
+    else:
+        session.isolation = " ".join(options[3:])
 
 
 def _value(

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import _errors
 from ._catalog import CATALOG_TABLE, CREATE_CATALOG
+from ._locks import TableLocks
 from ._objects import CREATE_OBJECTS
 from ._perms import Principal, principals
 from ._results import StatementFailed
@@ -89,6 +90,8 @@ class Engine:
         self._lock = threading.Lock()
         #: Translated statements, shared by sessions (keyed by text, catalog and types).
         self.translations = LruCache(1024)
+        #: Tables written by open transactions (READ COMMITTED blocking, see _locks.py).
+        self.locks = TableLocks()
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")

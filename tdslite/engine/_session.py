@@ -22,7 +22,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _objects, _statements
+from . import _errors, _objects, _statements, _tvp
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
@@ -30,7 +30,7 @@ from ._errors import SqlError
 from ._functions import FunctionErrors
 from ._perms import Authorizer, Principal
 from ._results import ResultSet, RowCount, StatementFailed
-from ._translate import Context, Translator, is_unknown, to_sqlite
+from ._translate import UNKNOWN, Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
 from ._values import Storage, decoder, encode, python_type_of
@@ -57,7 +57,7 @@ _SQLGLOT_KEYWORDS = frozenset(
 #: transaction statements without a transaction, object errors of DDL.
 STATEMENT_ERRORS = frozenset(
     {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
-    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
+    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911, 1222}
     | {8144, 8162, 2760, 3705, 4506, 4511, 217, 3906}
 )
 #: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
@@ -163,6 +163,11 @@ class Session:
         self.objects = _objects.SessionObjects()  # temporary objects, procedure calls
         self.return_status = 0  # of the last statement list run (RETURN n)
         self._open_rows: Iterator[Any] | None = None
+        #: SET LOCK_TIMEOUT (ms, -1 waits forever) and SET TRANSACTION ISOLATION LEVEL
+        self.lock_timeout_ms = -1
+        self.isolation = "READ COMMITTED"
+        #: table-valued parameters of the running request: name -> the table type's columns
+        self._table_params: dict[str, list[Column]] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._fn_errors = FunctionErrors()
@@ -230,10 +235,16 @@ class Session:
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
         batch_params: dict[str, _Variable] = {}
+        self._table_params = {}
         for param in params:
             name = param.name.lstrip("@").lower()
             if name.startswith("__g_") or not name:
                 raise _errors.SqlError(8145, f"{param.name} is not a valid parameter name.")
+            if param.type == _tvp.TABLE:
+                columns, rows = _tvp.bind(self, param.name, param.value)
+                self._table_params[name] = columns
+                batch_params[name] = _Variable(_tvp.TABLE, rows)
+                continue
             if isinstance(param.value, str) and not _encodable(param.value):
                 raise _errors.SqlError(
                     8016,
@@ -262,7 +273,11 @@ class Session:
         yield from self._run(prepared, variables)
 
     def _prepare(self, statement: Statement) -> _Prepared:
-        if statement.keyword == "RETURN" or _objects.is_module(statement):
+        if (
+            statement.keyword == "RETURN"
+            or _objects.is_module(statement)
+            or _tvp.is_type_ddl(statement.words)  # CREATE/DROP TYPE: sqlglot has no tree
+        ):
             return _Prepared(statement, None)
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
             if statement.keyword not in STATEMENT_KEYWORDS:
@@ -361,6 +376,9 @@ class Session:
         tree = item.tree
         _objects.bind_table_variables(self, variables)  # FROM @t: this scope's tables
         if tree is None:
+            if _tvp.is_type_ddl(item.statement.words):
+                yield from _tvp.run_ddl(self, item.statement)
+                return
             yield from _control.run(self, item.statement, variables)
             return
         if isinstance(tree, exp.Set):
@@ -373,6 +391,9 @@ class Session:
             _objects.run_tree(self, tree)
             return
         self._catalog.refresh(self._conn_internal())
+        self._authorizer.tvp_rows = bool(self._table_params) and (
+            self._catalog.table("json_each") is None
+        )
         key = (
             item.statement.sql,
             self._catalog.fingerprint,
@@ -380,13 +401,14 @@ class Session:
             tuple(sorted((k, str(v[1])) for k, v in self._context.items())),
             tuple(sorted(self._identity_insert)),
         )
-        cached = self._engine.translations.get(key)
+        # a statement reading table-valued parameters depends on their types: not cached
+        cached = None if self._table_params else self._engine.translations.get(key)
         if cached is None:
             cached = self._translate(tree.copy(), keyword, variables)
             if cached is None:  # SELECT @var = ... ran already
                 yield RowCount(self._assigned_rows, select=True)
                 return
-            if cached[0] != "ddl":
+            if cached[0] != "ddl" and not self._table_params:
                 self._engine.translations.put(key, cached)
         kind, payload, tables = cached
         if kind == "select":
@@ -394,6 +416,8 @@ class Session:
             self.principal.check(
                 verb="SELECT", reads=set(tables), writes=set(), database=self.database
             )
+            if not ({"NOLOCK", "READUNCOMMITTED"} & set(item.statement.words)):
+                self._wait_for_writers(tables)
             yield self._result(sql, columns, variables)
             return
         plan = payload
@@ -405,7 +429,10 @@ class Session:
         self.principal.check(
             verb=plan.verb, reads=set(tables) - writes, writes=writes, database=self.database
         )
+        self._wait_for_writers(None)
         count, returned = self._apply(plan, variables)
+        if self._trancount > 0:
+            self._engine.locks.hold(self, writes)
         if plan.output:
             decoders = [decoder(c.type) for c in plan.output]
             rows = [tuple(d(v) for d, v in zip(decoders, row, strict=True)) for row in returned]
@@ -529,7 +556,7 @@ class Session:
         except sqlite3.Error as exc:
             raise self._map(exc, "SELECT", None) from None
         if len(cursor.description or ()) != len(columns):
-            columns = [Column(d[0], SqlType("sql_variant")) for d in cursor.description or ()]
+            columns = [Column(d[0], UNKNOWN) for d in cursor.description or ()]
             if first is None:
                 try:
                     first = cursor.fetchone()
@@ -585,6 +612,7 @@ class Session:
             database=self.database,
             variables={k: v.type for k, v in variables.items()},
             context_types={k: v[1] for k, v in self._context.items()},
+            table_params=self._table_params,
         )
 
     def _globals(self) -> dict[str, Storage]:
@@ -596,7 +624,8 @@ class Session:
             "__g_trancount": self._trancount, "__g_servername": "tdslite",
             "__g_servicename": "MSSQLSERVER", "__g_language": "us_english", "__g_error": 0,
             "__g_max_precision": 38, "__g_textsize": 2147483647, "__g_datefirst": 7,
-            "__g_lock_timeout": -1, "__g_nestlevel": 0, "__g_options": self.options,
+            "__g_lock_timeout": self.lock_timeout_ms, "__g_nestlevel": 0,
+            "__g_options": self.options,
             "__g_db_name": self.database, "__g_login": self.user.login,
             "__g_user": self.effective_user,
         }  # fmt: skip
@@ -716,12 +745,26 @@ class Session:
         had = self._trancount > 0
         self._trancount = 0
         self._cancel_requested = False
+        self._engine.locks.release(self)
         with _objects.table_variables_survive(self):
             self._conn.execute("ROLLBACK")
         if had:
             self._ended("rollback")
 
+    def _wait_for_writers(self, tables: frozenset[str] | None) -> None:
+        """READ COMMITTED: wait for other sessions' uncommitted writes (see _locks.py)."""
+        if self.isolation in ("READ UNCOMMITTED", "SNAPSHOT") and tables is not None:
+            return
+        self._engine.locks.wait(
+            self,
+            tables,
+            timeout_ms=self.lock_timeout_ms,
+            cancelled=lambda: self._cancel_requested,
+            on_cancel=_errors.cancelled,
+        )
+
     def _ended(self, how: str) -> None:
+        self._engine.locks.release(self)
         self._tran_name = None
         self._savepoints.clear()
         self._tx_events.append(how)
@@ -758,6 +801,8 @@ class Session:
         self._context.clear()
         self._identity_insert.clear()
         self.nocount = False
+        self.lock_timeout_ms = -1
+        self.isolation = "READ COMMITTED"
         self._rowcount = 0
         self._identity = None
         _objects.reset(self)
@@ -772,6 +817,7 @@ class Session:
             _objects.close(self)
         finally:
             self._closed = True
+            self._engine.locks.release(self)
             self._conn.close()
             self._engine._forget(self)
 

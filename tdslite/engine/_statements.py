@@ -25,6 +25,7 @@ from ._types import (
     FLOAT_TYPES,
     INTEGER_TYPES,
     MONEY_TYPES,
+    SPECIAL_TYPES,
     STRING_TYPES,
     Column,
     SqlType,
@@ -365,10 +366,15 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                         "values in the VALUES clause must match the number of columns "
                         "specified in the INSERT statement.",
                     )
-                for value, column in zip(values, columns, strict=True):
+                for index, (value, column) in enumerate(zip(values, columns, strict=True)):
                     if isinstance(value, exp.Var) and value.name.upper() == "DEFAULT":
                         raise _errors.unsupported("DEFAULT in VALUES")
-                    _convert_to(value, tr.expr(value, scope), column.type)
+                    source_type = tr.expr(value, scope)
+                    if column.type.name in SPECIAL_TYPES:
+                        # tr.expr may have replaced the node (a CAST becomes tds_cast): an xml
+                        # or sql_variant column converts the expression now in the row
+                        value = row.expressions[index]
+                    _convert_to(value, source_type, column.type)
         else:
             produced = tr.query(source, None, scope.ctes)
             if len(produced) != len(columns):
@@ -392,7 +398,7 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                 ):
                     value = item.this if isinstance(item, exp.Alias) else item
                     _convert_to(
-                        value, None if made.type.name == "sql_variant" else made.type, column.type
+                        value, None if made.type.name == "__unknown" else made.type, column.type
                     )
     returned = output(node, info)
     return Plan("INSERT", (to_sqlite(node),), info, output=returned)

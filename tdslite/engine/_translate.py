@@ -19,7 +19,7 @@ from decimal import Decimal
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
-from . import _errors
+from . import _errors, _tvp
 from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
 from ._catalog import Catalog, TableInfo, is_internal
@@ -41,6 +41,8 @@ class Context:
     database: str
     variables: dict[str, SqlType]  # lower-case name without "@" -> declared type
     context_types: dict[str, SqlType] = field(default_factory=dict)  # SESSION_CONTEXT keys
+    #: table-valued parameters: lower-case name without "@" -> the table type's columns
+    table_params: dict[str, list[Column]] = field(default_factory=dict)
 
 
 _DTYPE_NAMES = {
@@ -51,6 +53,7 @@ _DTYPE_NAMES = {
     "VARBINARY": "varbinary", "DATE": "date", "TIME": "time", "DATETIME": "datetime",
     "SMALLDATETIME": "smalldatetime", "DATETIME2": "datetime2", "TIMESTAMPTZ": "datetimeoffset",
     "UUID": "uniqueidentifier", "TEXT": "varchar(max)", "IMAGE": "varbinary(max)",
+    "VARIANT": "sql_variant", "XML": "xml",
 }  # fmt: skip
 
 
@@ -270,6 +273,8 @@ class Translator(BuiltinsMixin):
     def table(self, node: exp.Table) -> TableInfo:
         """The catalog table a Table node names (qualifiers checked and stripped)."""
         check_args(node, {"this", "db", "catalog", "alias", "hints"}, "table")
+        if isinstance(node.this, exp.Parameter) and node.this.name.lower() in self.ctx.table_params:
+            raise _tvp.readonly(node.this.name)
         name = object_name(node)
         full = ".".join(p for p in (node.catalog, node.db, node.name) if p)
         if node.catalog and node.catalog.lower() != self.ctx.database.lower():
@@ -302,6 +307,12 @@ class Translator(BuiltinsMixin):
                 raise _errors.unsupported("recursive common table expressions")
             scope.add(node.alias_or_name, columns)
             return
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Parameter):
+            table_type = self.ctx.table_params.get(node.this.name.lower())
+            if table_type is not None:  # a table-valued parameter
+                scope.add(node.alias_or_name, list(table_type))
+                node.replace(_tvp.source(node, table_type))
+                return
         if isinstance(node, exp.Table):
             info = self.table(node)
             scope.add(
@@ -654,7 +665,9 @@ class Translator(BuiltinsMixin):
         return self.expr(node.this, scope)
 
 
-_UNKNOWN = SqlType("sql_variant")
+#: The type of a result column nothing is known about (the first row decides).
+_UNKNOWN = SqlType("__unknown")
+UNKNOWN = _UNKNOWN
 
 
 def object_name(node: exp.Table) -> str:

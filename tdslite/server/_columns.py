@@ -15,6 +15,7 @@ from tdslite.engine import Column, SqlType
 
 from . import _datatypes as d
 from ._datatypes import CODEPAGE, COLLATION, PLP_NULL, T
+from ._variant import encode_variant, variant_type_info
 
 TOKEN_COLMETADATA = 0x81
 TOKEN_ROW = 0xD1
@@ -188,6 +189,13 @@ def codec_for(sql_type: SqlType) -> ColumnCodec:
         return _str_codec("varchar" if name == "text" else "nvarchar", -1)
     if name == "image":
         return _bin_codec("varbinary", -1)
+    if name == "sql_variant":
+        return ColumnCodec(variant_type_info(), b"\x00\x00\x00\x00", encode_variant)
+    if name == "xml":
+        # untyped xml: no schema; values are PLP UTF-16LE like nvarchar(max)
+        return ColumnCodec(
+            bytes([T.XML, 0]), _U64.pack(PLP_NULL), lambda v: _plp(_text(v).encode("utf-16-le"))
+        )
     return _str_codec("nvarchar", -1)
 
 

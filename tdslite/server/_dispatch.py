@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tdslite.engine import Param, SqlError, SqlType, convert
+from tdslite.engine._bulk import BulkTarget, is_insert_bulk
 
 from . import _rpc
 from . import _tokens as tk
 from ._buffer import Reader
+from ._bulkload import bulk_load, insert_bulk
 from ._columns import returnvalue
 from ._packets import ProtocolError
 from ._params import UnsupportedParameter, WireType
@@ -41,6 +43,8 @@ class Dispatcher:
     state: SessionState
     prepared: dict[int, Prepared] = field(default_factory=dict)
     _status: int = 0  # RETURNSTATUS of the procedure call being answered
+    #: the INSERT BULK whose rows the next message (a BulkLoad) carries
+    pending_bulk: BulkTarget | None = None
     _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- SQL batch -------------------------------------------------------------------------------
@@ -50,7 +54,17 @@ class Dispatcher:
         if len(payload) >= 4 and 4 <= int.from_bytes(payload[:4], "little") <= len(payload):
             r.skip_all_headers()
         sql = r.take(r.remaining()).decode("utf-16-le", "replace")
+        self.pending_bulk = None
+        if is_insert_bulk(sql):
+            self.pending_bulk = insert_bulk(self.state, request, sql)
+            return
         run_statements(self.state, request, sql, in_proc=False)
+
+    # --- Bulk load (after INSERT BULK) -----------------------------------------------------------
+
+    def bulk(self, request: Request, payload: bytes) -> None:
+        target, self.pending_bulk = self.pending_bulk, None
+        bulk_load(self.state, request, target, payload)
 
     # --- Transaction Manager ---------------------------------------------------------------------
 
@@ -94,6 +108,7 @@ class Dispatcher:
     # --- RPC -------------------------------------------------------------------------------------
 
     def rpc(self, request: Request, payload: bytes) -> None:
+        self.pending_bulk = None
         try:
             calls = _rpc.parse(payload)
         except UnsupportedParameter as exc:
@@ -265,6 +280,8 @@ def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) 
         target = _declared_type(types.get(name.lower(), ""))
         if target is not None and target != sql_type:
             value, sql_type = convert(value, target, source=sql_type), target
+        elif sql_type.name == "xml":  # an xml parameter is checked as SQL Server does (9400..)
+            value = convert(value, sql_type, source=SqlType("nvarchar", length=-1))
         out.append(Param(name, sql_type, value, output=param.output))
     return out
 

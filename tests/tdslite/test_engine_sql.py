@@ -332,7 +332,10 @@ def test_sessions_are_isolated_until_commit(engine: Engine, session: Session) ->
     other = engine.open_session(ADMIN)
     session.begin()
     run(session, "UPDATE products SET price = 99 WHERE id = 1")
-    assert run(other, "SELECT price FROM products WHERE id = 1") != [[(99,)]]
+    # READ COMMITTED: a reader waits for the uncommitted write (here: no wait, 1222) ...
+    assert error_of(other, "SET LOCK_TIMEOUT 0; SELECT price FROM products").number == 1222
+    # ... NOLOCK reads the last committed value
+    assert run(other, "SELECT price FROM products WITH (NOLOCK) WHERE id = 1") != [[(99,)]]
     session.commit()
     ((row,),) = run(other, "SELECT price FROM products WHERE id = 1")
     assert row[0] == 99

@@ -3,8 +3,10 @@
 // The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "steps": [{"sql",
 //   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}],
 //   "cancelAfterMs"?}, or {"proc": name, "params", "outputs": [{"name", "type", "value"?}]}
-//   (callProcedure; gives "outputs" {name: value} and "returnStatus" too), or {"reset": true}, or {"tx": "begin"|"commit"|"rollback"|"save", "name"?}
-//   (tedious's Transaction Manager requests), or {"state": true}]}.
+//   (callProcedure; gives "outputs" {name: value} and "returnStatus" too), or {"reset": true},
+//   or {"tx": "begin"|"commit"|"rollback"|"save", "name"?} (tedious's Transaction Manager
+//   requests), or {"state": true}, or {"bulk": {"table", "options" (newBulkLoad's), "columns":
+//   [{"name", "type", "options"}], "rows": [[...]]}}]}.
 // A "tx" step gives {"tx": error message or null}; a "state" step gives what tedious believes:
 // {"inTransaction", "descriptor" (hex of the descriptor it would send)}.
 // Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?}]}.
@@ -50,6 +52,12 @@ function fromJson(type, value) {
     return new Date(value);
   }
   if (["VarBinary", "Binary"].includes(type)) return Buffer.from(value.hex, "hex");
+  // a table-valued parameter: {"name", "schema", "columns": [{"name", "type", ...}], "rows"}
+  if (type === "TVP") {
+    const columns = value.columns.map((c) => ({ ...c, type: TYPES[c.type] }));
+    const rows = value.rows.map((row) => row.map((v, i) => fromJson(value.columns[i].type, v)));
+    return { ...value, columns, rows };
+  }
   return value;
 }
 
@@ -115,6 +123,17 @@ function runStep(connection, step) {
   });
 }
 
+function bulkLoad(connection, bulk) {
+  return new Promise((resolve) => {
+    const load = connection.newBulkLoad(bulk.table, bulk.options ?? {}, (err, rowCount) => {
+      resolve(err ? { error: { number: err.number, message: err.message } } : { rowCount });
+    });
+    for (const c of bulk.columns) load.addColumn(c.name, TYPES[c.type], c.options ?? {});
+    const rows = bulk.rows.map((row) => row.map((v, i) => fromJson(bulk.columns[i].type, v)));
+    connection.execBulkLoad(load, rows);
+  });
+}
+
 function reset(connection) {
   return new Promise((resolve) => connection.reset((err) => resolve(err ? err.message : null)));
 }
@@ -143,6 +162,10 @@ try {
     }
     if (step.tx) {
       result.steps.push({ tx: await transaction(connection, step) });
+      continue;
+    }
+    if (step.bulk) {
+      result.steps.push(await bulkLoad(connection, step.bulk));
       continue;
     }
     if (step.state) {
