@@ -93,6 +93,10 @@ def _transaction_name(tokens: list[Token], words: list[str]) -> str | None:
 
 
 def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None:
+    from ._options import apply
+
+    if apply(session.set_options, tokens, words):
+        return
     options = [w for w in words[1:] if w not in ("ON", "OFF", ",", "")]
     value = words[-1] if words else ""
     first = options[0] if options else ""

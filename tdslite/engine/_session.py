@@ -21,14 +21,15 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _statements
+from . import _errors, _flow, _statements
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table, record_table
 from ._errmap import map_sqlite_error
 from ._errors import SqlError
 from ._functions import FunctionErrors
+from ._options import SessionOptions
 from ._perms import Authorizer, Principal
-from ._results import ResultSet, RowCount, StatementFailed
+from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._translate import Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
@@ -56,7 +57,7 @@ _SQLGLOT_KEYWORDS = frozenset(
 #: transaction statements without a transaction, object errors of DDL.
 STATEMENT_ERRORS = frozenset(
     {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
-    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
+    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911, 3930, 2741, 1005}
 )
 #: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
 #: conversion failures and a lock conflict (deadlock victim).
@@ -155,6 +156,9 @@ class Session:
         self._savepoint_ids = 0
         self._tx_events: list[str] = []  # "begin" / "commit" / "rollback", not yet reported
         self.xact_abort = False
+        self.set_options = SessionOptions()  # SET options other than NOCOUNT / XACT_ABORT
+        self.flow = _flow.FlowState()  # CATCH errors, doomed transaction, @@ERROR
+        self.host_name = ""  # HOST_NAME(): the client's workstation name from LOGIN7
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
@@ -164,6 +168,9 @@ class Session:
         self._fn_errors = FunctionErrors()
         self._authorizer = Authorizer(self._stack[-1])
         _functions.register(conn, self._fn_errors, self._session_context_value)
+        from . import _sysfuncs
+
+        _sysfuncs.register(self)
         conn.set_authorizer(self._authorizer)
         # cancel() may arrive just before SQLite starts stepping, when interrupt() is a no-op:
         # the flag makes the statement stop at its next progress check instead.
@@ -195,17 +202,17 @@ class Session:
 
     @property
     def options(self) -> int:
-        """@@OPTIONS: the ON defaults of a SQL Server client connection (ANSI_WARNINGS,
-        ANSI_PADDING, ANSI_NULLS, ARITHABORT, QUOTED_IDENTIFIER, ANSI_NULL_DFLT_ON,
-        CONCAT_NULL_YIELDS_NULL) plus SET NOCOUNT (512) and SET XACT_ABORT (16384)."""
-        return 5496 | (512 if self.nocount else 0) | (16384 if self.xact_abort else 0)
+        """@@OPTIONS: the session's SET options as SQL Server's bit mask (see _options.py),
+        with SET NOCOUNT (512) and SET XACT_ABORT (16384)."""
+        bits = self.set_options.bits
+        return bits | (512 if self.nocount else 0) | (16384 if self.xact_abort else 0)
 
     # -- batches -----------------------------------------------------------------------------
 
     def execute(
         self, sql: str, params: Sequence[Param] = ()
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
-        """Run a batch; yields one result per statement that produces one.
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
+        """Run a batch; yields one result per statement that produces one (and Info messages).
 
         The batch is parsed first: a syntax error (102/105) or an unsupported construct (40517)
         anywhere raises before anything runs.  Then each statement runs when the iterator reaches
@@ -219,10 +226,12 @@ class Session:
             raise SqlError(6005, "The session is closed.", severity=16)
         self._finish_rows()
         self._cancel_requested = False  # a new request: an earlier ATTENTION no longer applies
+        self.flow.wake.clear()
         if not _encodable(sql):
             raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
         try:
             prepared = [self._prepare(statement) for statement in _split(sql)]
+            nodes = _flow.build(self, prepared)
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
         batch_params: dict[str, _Variable] = {}
@@ -237,22 +246,20 @@ class Session:
                     "tdslite cannot store it.",
                 )
             batch_params[name] = _Variable(param.type, encode(param.type, param.value))
-        return self._run(prepared, batch_params)
+        return _flow.run(self, nodes, batch_params)
 
     def _prepare(self, statement: Statement) -> _Prepared:
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
             if statement.keyword not in STATEMENT_KEYWORDS:
                 near = statement.text.split()[0] if statement.text.split() else ""
                 raise _errors.syntax_error(near).at_line(statement.line)
-            if statement.keyword not in _CONTROL_KEYWORDS:
+            if (
+                statement.keyword not in _CONTROL_KEYWORDS
+                and statement.keyword not in _flow.FLOW_KEYWORDS
+            ):
                 raise _errors.unsupported(statement.keyword or statement.text[:20]).at_line(
                     statement.line
                 )
-            if statement.keyword == "BEGIN" and statement.words[1:2] not in (
-                ("TRAN",),
-                ("TRANSACTION",),
-            ):
-                raise _errors.unsupported("BEGIN ... END blocks").at_line(statement.line)
             return _Prepared(statement, None)
         if statement.keyword == "SET" and "@" not in statement.words[1:2]:
             return _Prepared(statement, None)
@@ -262,35 +269,31 @@ class Session:
             raise exc.at_line(statement.line) from None
         return _Prepared(statement, tree)
 
-    def _run(
-        self, prepared: list[_Prepared], params: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
-        variables: dict[str, _Variable] = dict(params)
-        for number, item in enumerate(prepared, 1):
-            self._finish_rows()
-            if self._cancel_requested:
-                self.statement_failed(_errors.cancelled())
-                raise _errors.cancelled().at_line(item.statement.line)
-            self.started.append(item.statement.keyword)
+    def _run_statement(
+        self, item: _Prepared, variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount]:
+        """Run one statement (not control flow: _flow.py decides what an error means); raises
+        its SqlError with the statement's line."""
+        self._finish_rows()
+        if self._cancel_requested:
+            raise _errors.cancelled().at_line(item.statement.line)
+        self.started.append(item.statement.keyword)
+        try:
             try:
-                try:
-                    yield from self._statement(item, variables)
-                except sqlite3.OperationalError as exc:
-                    # cancel() interrupts whatever SQLite runs at that moment, including the
-                    # engine's own catalog queries around the statement: a cancel, never a crash
-                    if str(exc) != "interrupted":
-                        raise
-                    raise _errors.cancelled().at_line(item.statement.line) from None
-                except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
-                    # A statement shape the translator did not expect: an error, never a crash.
-                    raise _internal(exc).at_line(item.statement.line) from exc
-            except SqlError as exc:
-                if exc.line == 1 and item.statement.line != 1:
-                    exc.line = item.statement.line
-                if self.statement_failed(exc) and number < len(prepared):
-                    yield StatementFailed(exc)
-                    continue
-                raise
+                yield from self._statement(item, variables)
+            except sqlite3.OperationalError as exc:
+                # cancel() interrupts whatever SQLite runs at that moment, including the
+                # engine's own catalog queries around the statement: a cancel, never a crash
+                if str(exc) != "interrupted":
+                    raise
+                raise _errors.cancelled().at_line(item.statement.line) from None
+            except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                # A statement shape the translator did not expect: an error, never a crash.
+                raise _internal(exc).at_line(item.statement.line) from exc
+        except SqlError as exc:
+            if exc.line == 1 and item.statement.line != 1:
+                exc.line = item.statement.line
+            raise
 
     def statement_failed(self, exc: SqlError) -> bool:
         """A statement of a batch failed with ``exc``: apply SQL Server's consequences and say
@@ -563,6 +566,7 @@ class Session:
 
     def _bindings(self, variables: dict[str, _Variable]) -> dict[str, Storage]:
         bindings = self._globals()
+        bindings.update(_flow.session_globals(self))  # type: ignore[arg-type]
         bindings.update({k: v.value for k, v in variables.items()})
         return bindings
 
@@ -680,6 +684,7 @@ class Session:
             self._ended("rollback")
 
     def _ended(self, how: str) -> None:
+        self.flow.doomed = False
         self._tran_name = None
         self._savepoints.clear()
         self._tx_events.append(how)
@@ -701,6 +706,7 @@ class Session:
         """
         if not self._closed:
             self._cancel_requested = True
+            self.flow.wake.set()  # WAITFOR DELAY
             self._conn.interrupt()
 
     def _progress(self) -> int:
@@ -711,6 +717,8 @@ class Session:
         self._finish_rows()
         self._abort_transaction()
         self.xact_abort = False
+        self.set_options = SessionOptions()
+        self.flow = _flow.FlowState()
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()

@@ -52,6 +52,23 @@ class Reply:
         assert self.send is not None
         self.send(data)
 
+    def flush(self) -> None:
+        """Send everything written so far now, in packets without END_OF_MESSAGE (the last one
+        may be short): RAISERROR ... WITH NOWAIT. Without ``send`` it stays buffered."""
+        if self.send is None or not self._buf:
+            return
+        data = encode_message(
+            PacketType.REPLY,
+            self._buf,
+            packet_size=self._packet_size,
+            spid=self._spid,
+            eom=False,
+            packet_id=self._packet_id,
+        )
+        self._packet_id += -(-len(self._buf) // self._chunk)
+        self._buf.clear()
+        self.send(data)
+
     def finish(self) -> bytes:
         """The rest of the message, END_OF_MESSAGE on its last packet."""
         data = encode_message(
