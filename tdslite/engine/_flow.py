@@ -225,6 +225,8 @@ class _Builder:
                 self.index += 1
                 otherwise = self.statement()
             return If(item, condition, then, otherwise)
+        if keyword == "WAITFOR" and words[1:2] != ("DELAY",):
+            raise _errors.unsupported(" ".join(words[:2])).at_line(statement.line)
         if keyword in ("BREAK", "CONTINUE") and not self.loops:
             number = 135 if keyword == "BREAK" else 136
             raise SqlError(
@@ -464,7 +466,8 @@ class Runner:
                 self.return_status = _int(value[0]) if value else 0
             raise _Return
         if keyword == "THROW":
-            raise self._throw(tokens).at_line(statement.line)
+            error = self._throw(tokens)  # a rethrow keeps the original error's line
+            raise error if len(tokens) == 1 else error.at_line(statement.line)
         if keyword == "PRINT":
             values = self._arguments(tokens[1:])
             text = "" if not values or values[0] is None else _text(values[0])
