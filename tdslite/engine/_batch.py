@@ -328,10 +328,6 @@ class _Splitter:
         return self.groups
 
 
-def _is_transaction(tokens: list[Token], index: int) -> bool:
-    return word(tokens, index + 1) in ("TRAN", "TRANSACTION", "DISTRIBUTED")
-
-
 def _rewrite(sql: str, tokens: list[Token], indexes: list[int]) -> str:
     """The statement's text with special functions and @@globals renamed (see module doc)."""
     pieces: list[str] = []

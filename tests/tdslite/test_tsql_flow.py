@@ -356,12 +356,15 @@ DEFAULTS = (5496, 7, 2147483647, "us_english")
 
 async def test_pytds_set_options_and_pooled_reset(tds_server: TdsServer) -> None:
     def run() -> tuple[Any, ...]:
-        with connect(tds_server, pooling=True) as conn, conn.cursor() as cur:
+        # python-tds pools by host, not port: an app name of its own keeps other tests' pooled
+        # connections (to servers already gone) out of this test
+        pooled = {"pooling": True, "appname": "tdslite-set-options"}
+        with connect(tds_server, **pooled) as conn, conn.cursor() as cur:
             cur.execute(OPTIONS)
             changed = tuple(cur.fetchone())
             with pytest.raises(pytds.OperationalError) as bad:
                 cur.execute("SET LANGUAGE Klingon")
-        with connect(tds_server, pooling=True) as conn, conn.cursor() as cur:  # sp_reset_connection
+        with connect(tds_server, **pooled) as conn, conn.cursor() as cur:  # sp_reset_connection
             cur.execute("SELECT @@OPTIONS, @@DATEFIRST, @@TEXTSIZE, @@LANGUAGE")
             return changed, bad.value.msg_no, tuple(cur.fetchone())
 
