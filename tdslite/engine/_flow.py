@@ -388,6 +388,7 @@ class Runner:
     def truth(self, item: _Prepared, condition: _Prepared) -> Generator[Result, None, bool]:
         """Evaluate an IF/WHILE condition (a generator so errors go the usual way)."""
         self.session.started.append(item.statement.keyword)
+        rowcount = self.session._rowcount  # `UPDATE ...; IF @@ROWCOUNT = 0 ...` reads it
         try:
             value = None
             for result in self.session._run_statement(condition, self.variables):
@@ -395,6 +396,7 @@ class Runner:
                     rows = list(result.rows)
                     value = rows[0][0] if rows else None
             self.flow.last_error = 0
+            self.session._rowcount = rowcount
             return value == 1
         except SqlError as exc:
             if exc.line == 1:

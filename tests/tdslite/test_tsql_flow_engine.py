@@ -133,3 +133,11 @@ def test_raiserror_formats_like_printf(template: str, args: list[object], expect
 def test_raiserror_argument_of_the_wrong_type(session: Session) -> None:
     assert run(session, "BEGIN TRY RAISERROR('%d', 16, 1, N'x') END TRY BEGIN CATCH "
                "SELECT ERROR_NUMBER() END CATCH") == [[(2786,)]]  # fmt: skip
+
+
+def test_an_if_condition_leaves_rowcount_to_the_statement_before(session: Session) -> None:
+    assert run(
+        session,
+        "UPDATE products SET price = price WHERE id < 4; "
+        "IF @@ROWCOUNT = 3 SELECT @@ROWCOUNT ELSE SELECT -1",
+    ) == [[(3,)]]
