@@ -10,7 +10,7 @@ import pytest
 
 from tdslite.engine import Engine, Info, ResultSet, Session, SqlError, StatementFailed, User
 from tdslite.engine._batch import split_batch
-from tdslite.engine._flow import format_message
+from tdslite.engine._printf import format_message
 
 
 @pytest.fixture
