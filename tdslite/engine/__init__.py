@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._engine import Engine
 from ._errors import SqlError
-from ._results import ResultSet, RowCount, StatementFailed
+from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._session import Session
 from ._types import Column, Param, PreciseDateTime, PreciseTime, SqlType
 from ._users import User, UsersFileError, load_users, parse_users
@@ -17,6 +17,7 @@ from ._values import convert
 __all__ = [
     "Column",
     "Engine",
+    "Info",
     "Param",
     "PreciseDateTime",
     "PreciseTime",

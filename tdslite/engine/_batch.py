@@ -4,9 +4,12 @@ T-SQL does not need semicolons (``SELECT 1 SELECT 2`` is two statements) and sql
 such a batch, so we split it ourselves.  Strategy: walk the tokens keeping the parenthesis depth; a
 statement keyword at depth 0 starts a new statement unless it continues the current one (SELECT
 after UNION or inside INSERT ... SELECT, the main statement after a CTE, the SET of an UPDATE).
-Statements that carry a body we do not run (IF, WHILE, BEGIN ... END, MERGE, CREATE PROCEDURE ...)
-swallow everything up to the next semicolon, so they are refused as a whole and nothing in them can
-slip through as a statement of its own.
+Control flow is cut into pieces that _flow.py puts together: ``IF <condition>`` and ``WHILE
+<condition>`` end where their statement begins, and ``BEGIN`` / ``BEGIN TRY`` / ``BEGIN CATCH`` /
+``END [TRY|CATCH]`` / ``ELSE`` are pieces of their own (END and ELSE of a CASE expression are not).
+Statements that carry a body we do not run (MERGE, CREATE PROCEDURE ...) swallow everything up to
+the next semicolon, so they are refused as a whole and nothing in them can slip through as a
+statement of its own.
 
 Each statement's text is also rewritten at the token level (strings, [identifiers] and comments are
 never touched) so that sqlglot keeps apart what it would otherwise merge: special functions
@@ -19,6 +22,7 @@ from __future__ import annotations
 import string
 import unicodedata
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sqlglot import Token, TokenType
 from sqlglot.dialects.tsql import TSQL
@@ -33,10 +37,10 @@ STATEMENT_KEYWORDS = frozenset(
     COMMIT ROLLBACK SAVE REVERT TRUNCATE MERGE IF WHILE PRINT GRANT REVOKE DENY RETURN THROW
     RAISERROR GOTO BACKUP RESTORE DBCC KILL SHUTDOWN WAITFOR GO BREAK CONTINUE
     OPEN CLOSE FETCH DEALLOCATE CHECKPOINT READTEXT WRITETEXT UPDATETEXT SETUSER RECONFIGURE
-    BULK""".split()
+    BULK END ELSE""".split()
 )
 #: Statements whose body is swallowed up to the next semicolon (all unsupported).
-_SWALLOWING = frozenset({"IF", "WHILE", "MERGE", "GOTO", "WAITFOR"})
+_SWALLOWING = frozenset({"MERGE", "GOTO"})
 #: CREATE statements that do not carry a body (the rest are refused whole).
 _CREATE_OK = frozenset({"TABLE", "INDEX", "UNIQUE", "CLUSTERED", "NONCLUSTERED"})
 #: Functions sqlglot would translate or merge on its own; we handle them (see _functions.py).
@@ -44,7 +48,8 @@ SPECIAL_FUNCTIONS = frozenset(
     """GETDATE SYSDATETIME SYSUTCDATETIME SYSDATETIMEOFFSET GETUTCDATE SUSER_NAME SUSER_SNAME
     USER_NAME NEWID SCOPE_IDENTITY DB_NAME SESSION_CONTEXT LEN DATALENGTH DATEADD DATEDIFF
     DATEPART YEAR MONTH DAY EOMONTH LEFT RIGHT CHARINDEX ISNULL CONCAT REPLICATE FLOOR
-    CEILING""".split()
+    CEILING ERROR_NUMBER ERROR_MESSAGE ERROR_SEVERITY ERROR_STATE ERROR_LINE ERROR_PROCEDURE
+    XACT_STATE OBJECT_ID DB_ID SCHEMA_NAME HOST_NAME SERVERPROPERTY""".split()
 )
 #: Niladic keywords that are really functions.
 NILADIC = frozenset({"CURRENT_TIMESTAMP", "CURRENT_USER", "SYSTEM_USER", "SESSION_USER"})
@@ -89,16 +94,17 @@ def _recomment(sql: str) -> list[Token]:
     SQL Server's first character after white space and comments is not where sqlglot's next
     token starts, the rest of the batch is tokenized again from that character."""
     out: list[Token] = []
-    tokens, base, position = _sqlglot_tokens(sql), 0, 0
+    tokens, index, base, position = _sqlglot_tokens(sql), 0, 0, 0
     while True:
-        start = tokens[0].start + base if tokens else len(sql)
+        start = tokens[index].start + base if index < len(tokens) else len(sql)
         code = _skip_blank(sql, position)
         if code == start:
-            if not tokens:
+            if index >= len(tokens):
                 return out
-            out.append(_moved(tokens[0], base, 0) if base else tokens[0])
-            position = tokens[0].end + base + 1
-            tokens = tokens[1:]
+            token = tokens[index]
+            out.append(_moved(token, base, 0) if base else token)
+            position = token.end + base + 1
+            index += 1  # an index, not tokens[1:]: a 500 KB batch has 100,000s of tokens
             continue
         if code == len(sql):
             return out  # the rest is a comment to SQL Server
@@ -106,7 +112,7 @@ def _recomment(sql: str) -> list[Token]:
         if not again or again[0].start != 0:
             raise _errors.syntax_error(sql[code]).at_line(sql.count("\n", 0, code) + 1)
         line = sql.count("\n", 0, code)
-        tokens = [_moved(t, 0, line) for t in again]
+        tokens, index = [_moved(t, 0, line) for t in again], 0
         base, position = code, code
 
 
@@ -137,9 +143,17 @@ def _skip_blank(sql: str, index: int) -> int:
     return index
 
 
+class _Tokenizer(TSQL.Tokenizer):
+    """sqlglot's T-SQL tokenizer without "commands": sqlglot reads what follows a statement-initial
+    PRINT, END, FETCH, GO ... as one string up to the next semicolon (``; END CATCH`` would lose
+    CATCH), while SQL Server lexes it as usual."""
+
+    COMMANDS: ClassVar[set[TokenType]] = set()
+
+
 def _sqlglot_tokens(sql: str) -> list[Token]:
     try:
-        return list(TSQL().tokenize(sql))
+        return list(_Tokenizer().tokenize(sql))
     except TokenError:
         raise _errors.SqlError(
             105, "Unclosed quotation mark after the character string.", severity=15
@@ -235,6 +249,7 @@ class _Splitter:
         self.main: str | None = None  # WITH ... : the main statement's keyword after the CTEs
         self.select_seen = False  # INSERT ... SELECT / VALUES
         self.set_seen = False  # UPDATE ... SET
+        self.cases = 0  # CASE expressions open (their WHEN/ELSE/END continue the statement)
 
     def flush(self) -> None:
         if self.current:
@@ -242,15 +257,18 @@ class _Splitter:
         self.current = []
         self.main = None
         self.select_seen = self.set_seen = False
+        self.cases = 0
 
     def continues(self, index: int, kw: str) -> bool:
         """Does keyword ``kw`` at depth 0 continue the current statement?"""
         first = word(self.tokens, self.current[0])
         previous = word(self.tokens, index - 1)
-        if first in _SWALLOWING or (
-            first == "BEGIN" and not _is_transaction(self.tokens, self.current[0])
-        ):
+        if first in _SWALLOWING:
             return True
+        if kw in ("END", "ELSE") and self.cases:
+            return True  # the END / ELSE of a CASE expression
+        if kw == "WITH" and first == "RAISERROR":
+            return True  # RAISERROR (...) WITH NOWAIT | LOG | SETERROR
         if first == "CREATE" and word(self.tokens, self.current[0] + 1) not in _CREATE_OK:
             return True  # procedure/view/function/trigger bodies: refused whole
         if (
@@ -291,6 +309,8 @@ class _Splitter:
                 self.flush()
                 continue
             kw = word(self.tokens, index)
+            if kw == "CASE":
+                self.cases += 1
             if depth == 0 and self.current and kw in STATEMENT_KEYWORDS:
                 if not self.continues(index, kw):
                     self.flush()
@@ -301,12 +321,12 @@ class _Splitter:
             elif token.token_type == TokenType.R_PAREN:
                 depth = max(0, depth - 1)
             self.current.append(index)
+            if kw == "END" and self.cases:
+                self.cases -= 1
+            elif kw in ("ELSE", "BREAK", "CONTINUE") and len(self.current) == 1:
+                self.flush()  # a piece of its own: what follows is the next statement
         self.flush()
         return self.groups
-
-
-def _is_transaction(tokens: list[Token], index: int) -> bool:
-    return word(tokens, index + 1) in ("TRAN", "TRANSACTION", "DISTRIBUTED")
 
 
 def _rewrite(sql: str, tokens: list[Token], indexes: list[int]) -> str:

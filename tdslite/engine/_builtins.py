@@ -47,6 +47,15 @@ GLOBAL_TYPES = {
     "__g_db_name": SqlType("nvarchar", length=128),
     "__g_login": SqlType("nvarchar", length=128),
     "__g_user": SqlType("nvarchar", length=128),
+    # control flow (_flow.py): ERROR_*() in a CATCH block, XACT_STATE(), HOST_NAME()
+    "__g_error_number": ty.INT,
+    "__g_error_message": SqlType("nvarchar", length=4000),
+    "__g_error_severity": ty.INT,
+    "__g_error_state": ty.INT,
+    "__g_error_line": ty.INT,
+    "__g_error_procedure": SqlType("nvarchar", length=128),
+    "__g_xact_state": SqlType("smallint"),
+    "__g_host_name": SqlType("nvarchar", length=128),
 }
 
 
@@ -108,9 +117,25 @@ class BuiltinsMixin:
     ) -> SqlType:
         key = {"SUSER_NAME": "__g_login", "SUSER_SNAME": "__g_login", "SYSTEM_USER": "__g_login",
                "USER_NAME": "__g_user", "CURRENT_USER": "__g_user", "SESSION_USER": "__g_user",
-               "DB_NAME": "__g_db_name", "SCOPE_IDENTITY": "__g_scope_identity"}[name]  # fmt: skip
+               "DB_NAME": "__g_db_name", "SCOPE_IDENTITY": "__g_scope_identity",
+               "HOST_NAME": "__g_host_name", "XACT_STATE": "__g_xact_state",
+               }.get(name) or f"__g_{name.lower()}"  # fmt: skip
         node.replace(exp.Parameter(this=exp.Var(this=key)))
         return GLOBAL_TYPES[key]
+
+    def _fn_system(
+        self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
+    ) -> SqlType | None:
+        """OBJECT_ID, DB_ID, DB_NAME(id), SCHEMA_NAME, SERVERPROPERTY (see _sysfuncs.py)."""
+        from ._sysfuncs import result_type
+
+        if name == "DB_NAME" and not args:
+            return self._fn_global(node, name, args, scope)
+        for arg in args:
+            self.expr(arg, scope)
+        args = list(node.expressions)
+        node.replace(anon(f"tds_{name.lower()}", *args))
+        return result_type(name, args)
 
     def _fn_newid(
         self, node: exp.Expression, name: str, args: list[exp.Expression], scope: Scope
@@ -218,7 +243,7 @@ FUNCTIONS = {
     "SYSDATETIME": (0, 0, "now"), "SYSUTCDATETIME": (0, 0, "now"),
     "SYSDATETIMEOFFSET": (0, 0, "now"), "SUSER_NAME": (0, 0, "global"),
     "SUSER_SNAME": (0, 0, "global"), "SYSTEM_USER": (0, 0, "global"), "USER_NAME": (0, 0, "global"),
-    "CURRENT_USER": (0, 0, "global"), "SESSION_USER": (0, 0, "global"), "DB_NAME": (0, 0, "global"),
+    "CURRENT_USER": (0, 0, "global"), "SESSION_USER": (0, 0, "global"), "DB_NAME": (0, 1, "system"),
     "SCOPE_IDENTITY": (0, 0, "global"), "NEWID": (0, 0, "newid"),
     "SESSION_CONTEXT": (1, 1, "context"), "LEN": (1, 1, "simple"), "LEFT": (2, 2, "simple"),
     "RIGHT": (2, 2, "simple"), "CHARINDEX": (2, 3, "simple"), "CONCAT": (2, 254, "simple"),
@@ -226,4 +251,10 @@ FUNCTIONS = {
     "ISNULL": (2, 2, "simple"), "DATALENGTH": (1, 1, "datalength"), "DATEADD": (3, 3, "date"),
     "DATEDIFF": (3, 3, "date"), "DATEPART": (2, 2, "date"), "YEAR": (1, 1, "date"),
     "MONTH": (1, 1, "date"), "DAY": (1, 1, "date"), "EOMONTH": (1, 1, "date"),
+    "ERROR_NUMBER": (0, 0, "global"), "ERROR_MESSAGE": (0, 0, "global"),
+    "ERROR_SEVERITY": (0, 0, "global"), "ERROR_STATE": (0, 0, "global"),
+    "ERROR_LINE": (0, 0, "global"), "ERROR_PROCEDURE": (0, 0, "global"),
+    "XACT_STATE": (0, 0, "global"), "HOST_NAME": (0, 0, "global"),
+    "OBJECT_ID": (1, 2, "system"), "DB_ID": (0, 1, "system"), "SCHEMA_NAME": (0, 1, "system"),
+    "SERVERPROPERTY": (1, 1, "system"),
 }  # fmt: skip

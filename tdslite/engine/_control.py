@@ -16,7 +16,7 @@ from sqlglot import Token, TokenType, exp
 
 from . import _errors, _objects, _procedures
 from ._batch import Statement, tokenize, word
-from ._results import ResultSet, RowCount, StatementFailed
+from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._translate import Translator, is_unknown, sql_type_of, to_sqlite
 from ._types import SqlType
 from ._typing import literal_number
@@ -36,7 +36,7 @@ NOOP_OPTIONS = frozenset(
 
 def run(
     session: Session, statement: Statement, variables: dict[str, _Variable]
-) -> Iterator[ResultSet | RowCount | StatementFailed]:
+) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     """Run a statement recognised by its keyword (see the module docstring)."""
     tokens = tokenize(statement.text)
     words = [word(tokens, i) for i in range(len(tokens))]
@@ -63,8 +63,6 @@ def run(
         session.revert()
     elif keyword in ("EXEC", "EXECUTE"):
         yield from _exec(session, tokens, words, variables)
-    elif keyword == "RETURN":
-        _procedures.return_(session, statement, variables)
     elif keyword in ("CREATE", "ALTER"):
         yield from _objects.run_module(session, statement, variables)
     else:
@@ -97,6 +95,10 @@ def _transaction_name(tokens: list[Token], words: list[str]) -> str | None:
 
 
 def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None:
+    from ._options import apply
+
+    if apply(session.set_options, tokens, words):
+        return
     options = [w for w in words[1:] if w not in ("ON", "OFF", ",", "")]
     value = words[-1] if words else ""
     first = options[0] if options else ""
@@ -127,23 +129,12 @@ def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None
         if tokens[-1].text == "0":
             return
         raise _errors.unsupported("SET ROWCOUNT n")
-    if first in ("LOCK_TIMEOUT", "TRANSACTION"):
-        _locking_option(session, tokens, options)
+    if first == "TRANSACTION":  # ISOLATION LEVEL x (see _locks.py)
+        session.isolation = " ".join(options[3:])
         return
     if first in NOOP_OPTIONS:
         return
     raise _errors.unsupported(f"SET {first or '?'}")
-
-
-def _locking_option(session: Session, tokens: list[Token], options: list[str]) -> None:
-    """SET LOCK_TIMEOUT n and SET TRANSACTION ISOLATION LEVEL x (see _locks.py)."""
-    if options[0] == "LOCK_TIMEOUT":
-        text = "".join(t.text for t in tokens[2:])
-        if not text.lstrip("-").isdigit():
-            raise _errors.syntax_error(text or "LOCK_TIMEOUT")
-        session.lock_timeout_ms = max(-1, int(text))
-    else:
-        session.isolation = " ".join(options[3:])
 
 
 def _value(
@@ -220,7 +211,7 @@ def _arguments(
 
 def _exec(
     session: Session, tokens: list[Token], words: list[str], variables: dict[str, _Variable]
-) -> Iterator[ResultSet | RowCount | StatementFailed]:
+) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     if words[1:2] == ["AS"]:
         kind = words[2] if len(words) > 2 else ""
         if kind == "LOGIN" and len(tokens) >= 5:

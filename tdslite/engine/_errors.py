@@ -30,6 +30,10 @@ class SqlError(Exception):
         self.state = state
         self.severity = severity
         self.line = line
+        #: The procedure it was raised in (ERROR_PROCEDURE(), the ERROR token's ProcName).
+        self.procedure: str | None = None
+        #: It ended a DML statement and the batch went on: SQL Server adds INFO 3621.
+        self.terminated = False
 
     def __repr__(self) -> str:
         return (

@@ -24,7 +24,7 @@ from . import _errors
 from ._batch import Statement, split_batch, tokenize, word
 from ._objects import ObjectRow, drop_table_variables, lookup, record, schema_exists, split_name
 from ._perms import ChainedPrincipal
-from ._results import ResultSet, RowCount, StatementFailed
+from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._types import SqlType
 from ._values import decode
 
@@ -34,14 +34,6 @@ if TYPE_CHECKING:
 #: SQL Server's limit of nested procedure calls (error 217).
 MAX_NESTING = 32
 _ATTRIBUTES = ("OUTPUT", "OUT", "READONLY", "VARYING")
-
-
-class Return(Exception):  # noqa: N818 (a control-flow signal, not an error)
-    """RETURN [n]: ends the running batch or procedure with status ``n``."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -235,7 +227,7 @@ def is_user_call(session: Session, tokens: list[Token]) -> bool:
 
 def execute(
     session: Session, tokens: list[Token], variables: dict[str, _Variable]
-) -> Iterator[ResultSet | RowCount | StatementFailed]:
+) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     """EXEC [@rc =] name [args]: run the procedure, then set OUTPUT arguments and @rc."""
     from ._control import _store
     from ._session import _Variable
@@ -273,7 +265,7 @@ def execute(
     objects.depth += 1
     options = session.nocount, session.xact_abort  # SET inside a procedure is its own
     try:
-        yield from session.run_body(row.body, local)
+        yield from session.run_body(row.body, local, procedure=row.name)
     finally:
         session.nocount, session.xact_abort = options
         objects.depth -= 1
@@ -391,19 +383,13 @@ def _bind(session: Session, row: ObjectRow, arguments: list[_Argument]) -> dict[
     return local
 
 
-def return_(session: Session, statement: Statement, variables: dict[str, _Variable]) -> None:
-    """RETURN [expression]."""
+def return_status(session: Session, statement: Statement, variables: dict[str, _Variable]) -> int:
+    """The status of ``RETURN [expression]`` (0 without one); _flow.py ends the body."""
     from ._control import _evaluate
 
     rest = statement.sql.strip()[len("RETURN") :].strip().rstrip(";")
     if not rest:
-        raise Return(0)
-    if session.objects.depth == 0:
-        raise _errors.SqlError(
-            178,
-            "A RETURN statement with a return value cannot be used in this context.",
-            severity=15,
-        )
+        return 0
     try:
         tree = sqlglot.parse_one("SELECT " + rest, read="tsql")
     except SqlglotError:
@@ -411,7 +397,6 @@ def return_(session: Session, statement: Statement, variables: dict[str, _Variab
     value, sql_type = _evaluate(session, tree.expressions[0], variables)
     python = decode(sql_type, value) if sql_type is not None else value  # type: ignore[arg-type]
     try:
-        status = 0 if python is None else int(python)  # type: ignore[call-overload]
+        return 0 if python is None else int(python)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise _errors.conversion_failed("varchar", str(python)[:30], "int") from None
-    raise Return(status)

@@ -1,5 +1,5 @@
-"""What Session.execute yields: a ResultSet (columns + lazily produced rows), a RowCount, or a
-StatementFailed (a statement-level error after which the batch goes on)."""
+"""What Session.execute yields: a ResultSet (columns + lazily produced rows), a RowCount, a
+StatementFailed (a statement-level error after which the batch goes on), or an Info message."""
 
 from __future__ import annotations
 
@@ -40,3 +40,14 @@ class StatementFailed:
     statement.)"""
 
     error: SqlError
+
+
+@dataclass(frozen=True)
+class Info:
+    """An informational message (PRINT, RAISERROR of severity 0-10): an INFO token, no DONE.
+
+    ``error`` carries its number, text, state, class and line; ``nowait`` (RAISERROR ... WITH
+    NOWAIT) asks the wire layer to send everything it holds now instead of at the end."""
+
+    error: SqlError
+    nowait: bool = False

@@ -22,14 +22,15 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _objects, _statements, _tvp
+from . import _errors, _flow, _objects, _statements, _tvp
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
 from ._errors import SqlError
 from ._functions import FunctionErrors
+from ._options import SessionOptions
 from ._perms import Authorizer, Principal
-from ._results import ResultSet, RowCount, StatementFailed
+from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._translate import UNKNOWN, Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
@@ -57,7 +58,7 @@ _SQLGLOT_KEYWORDS = frozenset(
 #: transaction statements without a transaction, object errors of DDL.
 STATEMENT_ERRORS = frozenset(
     {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
-    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911, 1222}
+    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911, 1222, 3930, 2741, 1005}
     | {8144, 8162, 2760, 3705, 4506, 4511, 217, 3906}
 )
 #: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
@@ -157,14 +158,16 @@ class Session:
         self._savepoint_ids = 0
         self._tx_events: list[str] = []  # "begin" / "commit" / "rollback", not yet reported
         self.xact_abort = False
+        self.set_options = SessionOptions()  # SET options other than NOCOUNT / XACT_ABORT
+        self.flow = _flow.FlowState()  # CATCH errors, doomed transaction, @@ERROR
+        self.host_name = ""  # HOST_NAME(): the client's workstation name from LOGIN7
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
         self.objects = _objects.SessionObjects()  # temporary objects, procedure calls
         self.return_status = 0  # of the last statement list run (RETURN n)
         self._open_rows: Iterator[Any] | None = None
-        #: SET LOCK_TIMEOUT (ms, -1 waits forever) and SET TRANSACTION ISOLATION LEVEL
-        self.lock_timeout_ms = -1
+        #: SET TRANSACTION ISOLATION LEVEL (SET LOCK_TIMEOUT is in `set_options`)
         self.isolation = "READ COMMITTED"
         #: table-valued parameters of the running request: name -> the table type's columns
         self._table_params: dict[str, list[Column]] = {}
@@ -173,6 +176,9 @@ class Session:
         self._fn_errors = FunctionErrors()
         self._authorizer = Authorizer(self._stack[-1])
         _functions.register(conn, self._fn_errors, self._session_context_value)
+        from . import _sysfuncs
+
+        _sysfuncs.register(self)
         conn.set_authorizer(self._authorizer)
         # cancel() may arrive just before SQLite starts stepping, when interrupt() is a no-op:
         # the flag makes the statement stop at its next progress check instead.
@@ -203,18 +209,23 @@ class Session:
         return self._trancount
 
     @property
+    def lock_timeout_ms(self) -> int:
+        """SET LOCK_TIMEOUT: milliseconds a statement waits for a lock, -1 forever."""
+        return max(-1, self.set_options.lock_timeout)
+
+    @property
     def options(self) -> int:
-        """@@OPTIONS: the ON defaults of a SQL Server client connection (ANSI_WARNINGS,
-        ANSI_PADDING, ANSI_NULLS, ARITHABORT, QUOTED_IDENTIFIER, ANSI_NULL_DFLT_ON,
-        CONCAT_NULL_YIELDS_NULL) plus SET NOCOUNT (512) and SET XACT_ABORT (16384)."""
-        return 5496 | (512 if self.nocount else 0) | (16384 if self.xact_abort else 0)
+        """@@OPTIONS: the session's SET options as SQL Server's bit mask (see _options.py),
+        with SET NOCOUNT (512) and SET XACT_ABORT (16384)."""
+        bits = self.set_options.bits
+        return bits | (512 if self.nocount else 0) | (16384 if self.xact_abort else 0)
 
     # -- batches -----------------------------------------------------------------------------
 
     def execute(
         self, sql: str, params: Sequence[Param] = ()
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
-        """Run a batch; yields one result per statement that produces one.
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
+        """Run a batch; yields one result per statement that produces one (and Info messages).
 
         The batch is parsed first: a syntax error (102/105) or an unsupported construct (40517)
         anywhere raises before anything runs.  Then each statement runs when the iterator reaches
@@ -228,10 +239,12 @@ class Session:
             raise SqlError(6005, "The session is closed.", severity=16)
         self._finish_rows()
         self._cancel_requested = False  # a new request: an earlier ATTENTION no longer applies
+        self.flow.wake.clear()
         if not _encodable(sql):
             raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
         try:
             prepared = [self._prepare(statement) for statement in _split(sql)]
+            nodes = _flow.build(self, prepared)
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
         batch_params: dict[str, _Variable] = {}
@@ -252,46 +265,44 @@ class Session:
                     "tdslite cannot store it.",
                 )
             batch_params[name] = _Variable(param.type, encode(param.type, param.value))
-        return self._batch(prepared, batch_params)
+        return self._batch(nodes, batch_params)
 
     def _batch(
-        self, prepared: list[_Prepared], variables: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
+        self, nodes: list[_flow.Node], variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         try:
-            yield from self._run(prepared, variables)
+            yield from _flow.run(self, nodes, variables)
         finally:
             if not self._closed:
                 _objects.drop_table_variables(self, variables)
 
     def run_body(
-        self, sql: str, variables: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
+        self, sql: str, variables: dict[str, _Variable], *, procedure: str | None = None
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         """Run the statements of ``sql`` in this session with ``variables`` (a procedure's
-        parameters and locals; changed in place): the one entry point for statement lists
-        that are not a client's batch. A RETURN ends them (`return_status`)."""
+        parameters and locals; changed in place) through the block executor (_flow.py): the one
+        entry point for statement lists that are not a client's batch. A RETURN ends them and
+        sets `return_status`."""
         prepared = [self._prepare(statement) for statement in _split(sql)]
-        yield from self._run(prepared, variables)
+        runner = _flow.Runner(self, variables, procedure=procedure)
+        self.return_status = 0
+        yield from runner.run(_flow.build(self, prepared, procedure=True))
+        self.return_status = runner.return_status  # after any nested procedure's
 
     def _prepare(self, statement: Statement) -> _Prepared:
-        if (
-            statement.keyword == "RETURN"
-            or _objects.is_module(statement)
-            or _tvp.is_type_ddl(statement.words)  # CREATE/DROP TYPE: sqlglot has no tree
-        ):
-            return _Prepared(statement, None)
+        if _objects.is_module(statement) or _tvp.is_type_ddl(statement.words):
+            return _Prepared(statement, None)  # CREATE PROCEDURE/VIEW/TYPE: read as text
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
             if statement.keyword not in STATEMENT_KEYWORDS:
                 near = statement.text.split()[0] if statement.text.split() else ""
                 raise _errors.syntax_error(near).at_line(statement.line)
-            if statement.keyword not in _CONTROL_KEYWORDS:
+            if (
+                statement.keyword not in _CONTROL_KEYWORDS
+                and statement.keyword not in _flow.FLOW_KEYWORDS
+            ):
                 raise _errors.unsupported(statement.keyword or statement.text[:20]).at_line(
                     statement.line
                 )
-            if statement.keyword == "BEGIN" and statement.words[1:2] not in (
-                ("TRAN",),
-                ("TRANSACTION",),
-            ):
-                raise _errors.unsupported("BEGIN ... END blocks").at_line(statement.line)
             return _Prepared(statement, None)
         if statement.keyword == "SET" and "@" not in statement.words[1:2]:
             return _Prepared(statement, None)
@@ -301,46 +312,31 @@ class Session:
             raise exc.at_line(statement.line) from None
         return _Prepared(statement, tree)
 
-    def _run(
-        self, prepared: list[_Prepared], variables: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
-        from ._procedures import Return
-
-        status = 0
+    def _run_statement(
+        self, item: _Prepared, variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
+        """Run one statement (not control flow: _flow.py decides what an error means); raises
+        its SqlError with the statement's line."""
+        self._finish_rows()
+        if self._cancel_requested:
+            raise _errors.cancelled().at_line(item.statement.line)
+        self.started.append(item.statement.keyword)
         try:
-            yield from self._steps(prepared, variables)
-        except Return as returned:
-            status = returned.status
-        self.return_status = status  # after any nested procedure's
-
-    def _steps(
-        self, prepared: list[_Prepared], variables: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
-        for number, item in enumerate(prepared, 1):
-            self._finish_rows()
-            if self._cancel_requested:
-                self.statement_failed(_errors.cancelled())
-                raise _errors.cancelled().at_line(item.statement.line)
-            self.started.append(item.statement.keyword)
             try:
-                try:
-                    yield from self._statement(item, variables)
-                except sqlite3.OperationalError as exc:
-                    # cancel() interrupts whatever SQLite runs at that moment, including the
-                    # engine's own catalog queries around the statement: a cancel, never a crash
-                    if str(exc) != "interrupted":
-                        raise
-                    raise _errors.cancelled().at_line(item.statement.line) from None
-                except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
-                    # A statement shape the translator did not expect: an error, never a crash.
-                    raise _internal(exc).at_line(item.statement.line) from exc
-            except SqlError as exc:
-                if exc.line == 1 and item.statement.line != 1:
-                    exc.line = item.statement.line
-                if self.statement_failed(exc) and number < len(prepared):
-                    yield StatementFailed(exc)
-                    continue
-                raise
+                yield from self._statement(item, variables)
+            except sqlite3.OperationalError as exc:
+                # cancel() interrupts whatever SQLite runs at that moment, including the
+                # engine's own catalog queries around the statement: a cancel, never a crash
+                if str(exc) != "interrupted":
+                    raise
+                raise _errors.cancelled().at_line(item.statement.line) from None
+            except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                # A statement shape the translator did not expect: an error, never a crash.
+                raise _internal(exc).at_line(item.statement.line) from exc
+        except SqlError as exc:
+            if exc.line == 1 and item.statement.line != 1:
+                exc.line = item.statement.line
+            raise
 
     def statement_failed(self, exc: SqlError) -> bool:
         """A statement of a batch failed with ``exc``: apply SQL Server's consequences and say
@@ -369,7 +365,7 @@ class Session:
 
     def _statement(
         self, item: _Prepared, variables: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         from . import _control
 
         keyword = item.statement.keyword
@@ -632,6 +628,7 @@ class Session:
 
     def _bindings(self, variables: dict[str, _Variable]) -> dict[str, Storage]:
         bindings = self._globals()
+        bindings.update(_flow.session_globals(self))  # type: ignore[arg-type]
         bindings.update({k: v.value for k, v in variables.items()})
         return bindings
 
@@ -765,6 +762,7 @@ class Session:
 
     def _ended(self, how: str) -> None:
         self._engine.locks.release(self)
+        self.flow.doomed = False
         self._tran_name = None
         self._savepoints.clear()
         self._tx_events.append(how)
@@ -786,6 +784,7 @@ class Session:
         """
         if not self._closed:
             self._cancel_requested = True
+            self.flow.wake.set()  # WAITFOR DELAY
             self._conn.interrupt()
 
     def _progress(self) -> int:
@@ -796,12 +795,13 @@ class Session:
         self._finish_rows()
         self._abort_transaction()
         self.xact_abort = False
+        self.set_options = SessionOptions()
+        self.flow = _flow.FlowState()
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()
         self._identity_insert.clear()
         self.nocount = False
-        self.lock_timeout_ms = -1
         self.isolation = "READ COMMITTED"
         self._rowcount = 0
         self._identity = None

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from tdslite.engine import Engine, SqlError, User
+from tdslite.engine import Engine, Session, SqlError, User
 
 from . import _login7, _prelogin
 from . import _tokens as tk
@@ -169,7 +169,7 @@ class Connection:
         engine = self.ctx.engine
         try:
             session = await trio.to_thread.run_sync(
-                lambda: engine.open_session(user, database=login.database or None),
+                lambda: _open_session(engine, user, login.database, login.hostname),
                 limiter=self.ctx.limiter,
             )
         except SqlError as exc:
@@ -366,3 +366,10 @@ class Connection:
             # a malformed request body: say so and keep the connection (the framing was fine)
             reply.write(tk.message(8009, f"The incoming TDS request is incorrect: {exc}"))
             reply.write(tk.done(Done.ERROR, 0))
+
+
+def _open_session(engine: Engine, user: User, database: str, host_name: str) -> Session:
+    """A session for a login; HOST_NAME() answers the workstation name the client sent."""
+    session = engine.open_session(user, database=database or None)
+    session.host_name = host_name
+    return session

@@ -38,7 +38,17 @@ class Reply:
             self._flush_full_packets()
 
     def _flush_full_packets(self) -> None:
-        n = (len(self._buf) - 1) // self._chunk * self._chunk  # keep >= 1 byte for the EOM packet
+        # keep >= 1 byte for the END_OF_MESSAGE packet
+        self._send_packets((len(self._buf) - 1) // self._chunk * self._chunk)
+
+    def flush(self) -> None:
+        """Send everything written so far now, in packets without END_OF_MESSAGE (the last one
+        may be short): RAISERROR ... WITH NOWAIT. Without ``send`` it stays buffered."""
+        if self.send is not None and self._buf:
+            self._send_packets(len(self._buf))
+
+    def _send_packets(self, n: int) -> None:
+        """The first ``n`` buffered bytes as packets without END_OF_MESSAGE."""
         data = encode_message(
             PacketType.REPLY,
             self._buf[:n],
@@ -47,7 +57,7 @@ class Reply:
             eom=False,
             packet_id=self._packet_id,
         )
-        self._packet_id += n // self._chunk
+        self._packet_id += -(-n // self._chunk)
         del self._buf[:n]
         assert self.send is not None
         self.send(data)

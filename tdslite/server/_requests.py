@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdslite.engine import Param, ResultSet, Session, SqlError, StatementFailed
+from tdslite.engine import Info, Param, ResultSet, Session, SqlError, StatementFailed
 
 from . import _tokens as tk
 from ._columns import RowEncoder
@@ -74,10 +74,20 @@ def _status(state: SessionState, base: int) -> int:
     return base | (Done.INXACT if state.session.in_transaction else 0)
 
 
-def _error_token(exc: SqlError) -> bytes:
-    return tk.message(
-        exc.number, exc.message, state=exc.state, severity=exc.severity, line=exc.line
+def _error_token(exc: SqlError, *, info: bool = False) -> bytes:
+    token = tk.message(
+        exc.number,
+        exc.message,
+        state=exc.state,
+        severity=exc.severity,
+        line=exc.line,
+        info=info,
+        proc=exc.procedure or "",
     )
+    if exc.terminated:  # a DML statement ended by the error: SQL Server says so (INFO 3621)
+        token += tk.message(3621, "The statement has been terminated.", state=0, severity=0,
+                            line=exc.line, info=True)  # fmt: skip
+    return token
 
 
 def internal_error(exc: BaseException) -> SqlError:
@@ -133,6 +143,10 @@ def run_statements(
             counted = 0 if getattr(state.session, "nocount", False) else Done.COUNT
             if isinstance(result, StatementFailed):
                 statement_failed(result.error)
+            elif isinstance(result, Info):  # PRINT, RAISERROR severity <= 10: no DONE
+                reply.write(_error_token(result.error, info=True))
+                if result.nowait:
+                    reply.flush()
             elif isinstance(result, ResultSet):
                 try:
                     n = _stream_rows(result, reply, request)

@@ -2,14 +2,16 @@
 // How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
 // The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "steps": [{"sql",
 //   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}],
-//   "cancelAfterMs"?}, or {"proc": name, "params", "outputs": [{"name", "type", "value"?}]}
-//   (callProcedure; gives "outputs" {name: value} and "returnStatus" too), or {"reset": true},
-//   or {"tx": "begin"|"commit"|"rollback"|"save", "name"?} (tedious's Transaction Manager
-//   requests), or {"state": true}, or {"bulk": {"table", "options" (newBulkLoad's), "columns":
-//   [{"name", "type", "options"}], "rows": [[...]]}}]}.
+//   "cancelAfterMs"?, "cancelOnInfo"? (cancel when the first INFO message arrives)}, or
+//   {"proc": name, "params", "outputs": [{"name", "type", "value"?}]} (callProcedure; gives
+//   "outputs" {name: value} and "returnStatus" too), or {"reset": true}, or {"tx": "begin" |
+//   "commit"|"rollback"|"save", "name"?} (tedious's Transaction Manager requests), or
+//   {"state": true}, or {"bulk": {"table", "options" (newBulkLoad's), "columns": [{"name",
+//   "type", "options"}], "rows": [[...]]}}]}.
 // A "tx" step gives {"tx": error message or null}; a "state" step gives what tedious believes:
 // {"inTransaction", "descriptor" (hex of the descriptor it would send)}.
-// Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?}]}.
+// Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?,
+//   "infos": [{"number", "message", "class"}] (INFO messages: PRINT, RAISERROR 0-10, 3621)}]}.
 // Values come back JSON-friendly: Date -> ISO string, Buffer -> {"hex": ...}.
 // 100 ns precision: a temporal param value {"iso", "nanosecondDelta"} sets tedious's
 // nanosecondDelta (seconds past the millisecond); a plan with "precise": true returns temporal
@@ -87,9 +89,17 @@ function runStep(connection, step) {
     const rows = [];
     const outputs = {};
     let returnStatus;
+    const infos = [];
+    const onInfo = (info) => {
+      infos.push({ number: info.number, message: info.message, class: info.class });
+      if (step.cancelOnInfo && infos.length === 1) connection.cancel();
+    };
+    connection.on("infoMessage", onInfo);
     const request = new Request(step.proc ?? step.sql, (err, rowCount) => {
+      connection.removeListener("infoMessage", onInfo);
       const out = { rows, rowCount };
       if (step.proc) Object.assign(out, { outputs, returnStatus });
+      if (infos.length) out.infos = infos;
       if (err) {
         // several errors in one batch come as an AggregateError: the first one, and all numbers
         const all = err.errors ?? [err];
