@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._json import loads_object
+from ._sqltypes import SQL_TYPES
 
 __all__ = [
-    "SQL_TYPES",
     "ErrorRecord",
     "done_record",
     "error_record",
@@ -26,12 +26,6 @@ __all__ = [
     "parse_error_record",
 ]
 
-#: SQL Server type names a typed parameter may name (lowercase).
-SQL_TYPES = frozenset(
-    "bit tinyint smallint int bigint decimal numeric money smallmoney real float char varchar "
-    "nchar nvarchar text ntext xml binary varbinary image date time datetime smalldatetime "
-    "datetime2 datetimeoffset uniqueidentifier".split()
-)
 _TYPE = re.compile(r"([a-z0-9]+)(?:\((max|\d{1,4})(?:,(\d{1,2}))?\))?")
 
 
