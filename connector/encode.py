@@ -35,7 +35,7 @@ from typing import Any, assert_never
 
 from pytds import tds_base, tds_types
 
-from protocol import SQL_TYPE_TABLE, SqlArgs, SqlFamily, SqlType
+from protocol import SQL_TYPE_TABLE, SqlArgs, SqlFamily, SqlType, ndjson_line
 
 from ._timetypes import nanosecond_100
 
@@ -47,7 +47,6 @@ __all__ = [
     "columns_line",
     "decode_params",
     "describe",
-    "ndjson_line",
 ]
 
 # TDS type ids as python-tds reports them in cursor.description (the serializer's get_typeid()).
@@ -143,11 +142,6 @@ def describe(description: Sequence[Sequence[Any]]) -> list[ColumnInfo]:
             )
         )
     return out
-
-
-def ndjson_line(obj: Any) -> bytes:
-    """One NDJSON line: compact JSON, UTF-8, ending in a newline."""
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def columns_line(columns: Sequence[ColumnInfo]) -> bytes:

@@ -40,6 +40,7 @@ from protocol import (
     AuthError,
     CloseCode,
     Connection,
+    ErrorCode,
     Limits,
     LocalProtocolError,
     RemoteProtocolError,
@@ -163,7 +164,7 @@ class StreamSink:
     async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
         if len(data) > self.link.max_payload:
             raise QueryFailed(
-                "limits.result_too_large",
+                ErrorCode.LIMITS_RESULT_TOO_LARGE,
                 f"the column list ({len(data)} bytes) exceeds the largest frame",
             )
         if not flush and self._hold(events.Columns(self.stream_id, data)):
@@ -191,7 +192,7 @@ class StreamSink:
                 size = line_end - pos
                 if size > self.link.max_payload:
                     raise QueryFailed(
-                        "limits.result_too_large",
+                        ErrorCode.LIMITS_RESULT_TOO_LARGE,
                         f"a row of {size} bytes exceeds the largest frame "
                         f"({self.link.max_payload} bytes)",
                     )
@@ -575,7 +576,7 @@ class TunnelLink:
                 with trio.CancelScope(shield=True):
                     await sink.finish(
                         error_record(
-                            "internal",
+                            ErrorCode.INTERNAL,
                             "the query ended without a result (the cause is in the connector's "
                             f"log under query_id {query.query_id})",
                             query_id=query.query_id,
@@ -633,7 +634,9 @@ class TunnelLink:
         if self._on_relay_drain is not None:
             self._on_relay_drain(self)
 
-    async def close(self, message: str = "bye", *, code: str = "connector.draining") -> None:
+    async def close(
+        self, message: str = "bye", *, code: ErrorCode = ErrorCode.CONNECTOR_DRAINING
+    ) -> None:
         """Send GOAWAY (if possible) and close the WebSocket."""
         if self.closed:
             return

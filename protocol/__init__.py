@@ -33,6 +33,7 @@ from ._checkpoint import (
 )
 from ._connection import Connection
 from ._errors import (
+    REFUSALS,
     AuthError,
     CloseCode,
     ErrorCode,
@@ -80,6 +81,7 @@ __all__ = [
     "MAX_FRAME_HARD",
     "MAX_WINDOW",
     "MIN_FRAME",
+    "REFUSALS",
     "SQL_TYPE_TABLE",
     "SQL_TYPES",
     "SUBPROTOCOL",

@@ -266,7 +266,7 @@ class ConnectorSession:
                 "left over); send whole frames per message"
             )
 
-    def _goaway(self, code: str, message: str) -> None:
+    def _goaway(self, code: ErrorCode, message: str) -> None:
         try:
             self.conn.send(events.GoAway(str(code), message, self.conn.last_stream_id))
         except LocalProtocolError:
