@@ -101,8 +101,6 @@ class Outcome:
     result_sets: int = 0
     bytes: int = 0
     rows_affected: int = -1
-    elapsed_ms: float = 0.0
-    connection_discarded: bool = False
 
 
 class QueryFailed(Exception):
@@ -410,8 +408,6 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
                             detail=f"login {pool.name!r}: a reused and a new connection both "
                             "failed at the session reset",
                         ) from None
-                finally:
-                    outcome.connection_discarded = pc.broken
     except DatabaseUnavailable as exc:
         raise QueryFailed(
             ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
@@ -419,8 +415,6 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
             outcome=outcome,
             detail=exc.detail,
         ) from None
-    finally:
-        outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     return outcome
 
 

@@ -40,6 +40,7 @@ from typing import Any, Literal
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from connector._metrics import NO_METRICS, Metrics
 from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
 from connector.audit import AuditLog, query_record
 from connector.audit import Outcome as AuditOutcome
@@ -181,8 +182,8 @@ class QueryService:
         self.in_flight = 0
         self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
         self.counts: dict[str, int] = {}
-        #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
-        self.ops: Any = None
+        #: metrics sink (connector/ops.py `Ops`), set by the runtime
+        self.ops: Metrics = NO_METRICS
         #: parses statements for read-only roles off the event loop
         self.read_only = ReadOnlyChecker()
 
@@ -195,8 +196,7 @@ class QueryService:
         started = time.monotonic()
         ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
         ev.sql, ev.query, ev.params = query.sql, query.query, query.params
-        if self.ops is not None:
-            self.ops.query_started()
+        self.ops.query_started()
         try:
             try:
                 verify_attestation(
@@ -242,14 +242,13 @@ class QueryService:
         finally:
             ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             self._count(ev.outcome)
-            if self.ops is not None:
-                self.ops.query_finished(
-                    role=ev.role,
-                    outcome=ev.outcome,
-                    duration_s=ev.elapsed_ms / 1000,
-                    rows=ev.rows,
-                    nbytes=ev.bytes,
-                )
+            self.ops.query_finished(
+                role=ev.role,
+                outcome=ev.outcome,
+                duration_s=ev.elapsed_ms / 1000,
+                rows=ev.rows,
+                nbytes=ev.bytes,
+            )
             log.info(
                 "query %s",
                 ev.outcome,
