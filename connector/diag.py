@@ -43,6 +43,7 @@ from websockets.trio.client import connect_http_proxy
 from websockets.uri import parse_uri
 
 from connector.config import ConfigError, ConnectorConfig, load_config
+from protocol import ErrorCode, error_record
 
 __all__ = ["DiagReport", "Step", "register_diag", "run_diag"]
 
@@ -282,12 +283,7 @@ def _name(rdns: Any) -> str:
 
 
 async def _refuse(link: Any, query: Any, sink: Any, cancel: Any) -> None:
-    from connector.encode import ndjson_line
-
-    await sink.finish(
-        ndjson_line({"error": {"code": "connector.draining", "message": "diagnostics only"}}),
-        error=True,
-    )
+    await sink.finish(error_record(ErrorCode.CONNECTOR_DRAINING, "diagnostics only"), error=True)
 
 
 async def _dial_once(link: Any) -> None:

@@ -31,9 +31,11 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, assert_never
 
 from pytds import tds_base, tds_types
+
+from protocol import SQL_TYPE_TABLE, SqlArgs, SqlFamily, SqlType, ndjson_line
 
 from ._timetypes import nanosecond_100
 
@@ -45,7 +47,6 @@ __all__ = [
     "columns_line",
     "decode_params",
     "describe",
-    "ndjson_line",
 ]
 
 # TDS type ids as python-tds reports them in cursor.description (the serializer's get_typeid()).
@@ -82,9 +83,6 @@ _TYPE_NAMES: dict[int, str] = {
     tds_base.SYBVARIANT: "sql_variant",
 }
 
-#: fractional-second digits fixed by the type (datetime is 1/300 s, shown as milliseconds)
-_FIXED_SCALE = {"datetime": 3, "smalldatetime": 0, "money": 4, "smallmoney": 4}
-
 
 @dataclass(frozen=True)
 class ColumnInfo:
@@ -117,21 +115,22 @@ def describe(description: Sequence[Sequence[Any]]) -> list[ColumnInfo]:
     out = []
     for name, type_id, _display, size, precision, scale, nullable in description:
         type_name = _TYPE_NAMES.get(type_id, "sql_variant")
+        sql = SQL_TYPE_TABLE.get(type_name)  # None: sql_variant
         length: int | None = None
         prec: int | None = None
         sc: int | None = None
-        if type_name in ("varchar", "char", "varbinary", "binary"):
-            length = -1 if not size else int(size)  # python-tds: (max) has size 0
-        elif type_name in ("nvarchar", "nchar"):
-            length = -1 if size is None or size <= 0 else int(size)  # NTEXT/(max): -1
-        elif type_name in ("decimal", "numeric"):
+        if sql is None:
+            pass
+        elif sql.args is SqlArgs.LENGTH:
+            # python-tds: (max) has size 0 (varchar) or comes as NTEXT without a size: -1
+            length = -1 if size is None or size <= 0 else int(size)
+        elif sql.args is SqlArgs.PRECISION_SCALE:
             prec, sc = int(precision), int(scale)
-        elif type_name in ("time", "datetime2", "datetimeoffset"):
+        elif sql.args is SqlArgs.SCALE:
             sc = int(precision)  # python-tds keeps the fractional digits in .precision
-        elif type_name in _FIXED_SCALE:
-            sc = _FIXED_SCALE[type_name]
-            if type_name in ("money", "smallmoney"):
-                prec = 19 if type_name == "money" else 10
+        else:
+            # fixed by the type (datetime is 1/300 s, shown as milliseconds; money has 4 digits)
+            prec, sc = sql.fixed_precision, sql.fixed_scale
         out.append(
             ColumnInfo(
                 name=name or "",
@@ -143,11 +142,6 @@ def describe(description: Sequence[Sequence[Any]]) -> list[ColumnInfo]:
             )
         )
     return out
-
-
-def ndjson_line(obj: Any) -> bytes:
-    """One NDJSON line: compact JSON, UTF-8, ending in a newline."""
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def columns_line(columns: Sequence[ColumnInfo]) -> bytes:
@@ -218,35 +212,39 @@ Encoder = Callable[[Any], Any]
 
 
 def _encoder(col: ColumnInfo) -> Encoder:
-    t = col.type
+    sql = SQL_TYPE_TABLE.get(col.type)
+    if sql is None:
+        return _variant
     scale = col.scale or 0
-    if t == "bit":
-        return bool
-    if t in ("tinyint", "smallint", "int"):
-        return int
-    if t == "bigint":
-        return str
-    if t in ("decimal", "numeric", "money", "smallmoney"):
-        return lambda v: format(v, f".{scale}f")
-    if t == "real":
-        return _real
-    if t == "float":
-        return float
-    if t in ("varbinary", "binary", "image"):
-        return lambda v: base64.b64encode(v).decode("ascii")
-    if t == "date":
-        return lambda v: v.isoformat()
-    if t == "time":
-        return lambda v: _time_text(v, scale)
-    if t in ("datetime", "smalldatetime", "datetime2"):
-        return lambda v: _datetime_text(v, scale)
-    if t == "datetimeoffset":
-        return lambda v: _datetime_text(v, scale) + _offset_text(v)
-    if t == "uniqueidentifier":
-        return lambda v: str(v).lower()
-    if t in ("varchar", "char", "nvarchar", "nchar", "text", "ntext", "xml"):
-        return lambda v: v if isinstance(v, str) else bytes(v).decode("utf-8", "replace")
-    return _variant
+    match sql.family:
+        case SqlFamily.BIT:
+            return bool
+        case SqlFamily.INTEGER:
+            return int
+        case SqlFamily.BIGINT:
+            return str
+        case SqlFamily.DECIMAL:
+            return lambda v: format(v, f".{scale}f")
+        case SqlFamily.REAL:
+            return _real
+        case SqlFamily.FLOAT:
+            return float
+        case SqlFamily.BINARY:
+            return lambda v: base64.b64encode(v).decode("ascii")
+        case SqlFamily.DATE:
+            return lambda v: v.isoformat()
+        case SqlFamily.TIME:
+            return lambda v: _time_text(v, scale)
+        case SqlFamily.DATETIME:
+            return lambda v: _datetime_text(v, scale)
+        case SqlFamily.DATETIMEOFFSET:
+            return lambda v: _datetime_text(v, scale) + _offset_text(v)
+        case SqlFamily.UUID:
+            return lambda v: str(v).lower()
+        case SqlFamily.STRING:
+            return lambda v: v if isinstance(v, str) else bytes(v).decode("utf-8", "replace")
+        case _:
+            assert_never(sql.family)
 
 
 class RowEncoder:
@@ -256,16 +254,10 @@ class RowEncoder:
         self._encoders = [_encoder(c) for c in columns]
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-    def encode_value(self, index: int, value: Any) -> Any:
-        return None if value is None else self._encoders[index](value)
-
     def encode(self, row: Sequence[Any]) -> bytes:
         encs = self._encoders
         out = [None if v is None else encs[i](v) for i, v in enumerate(row)]
         return (self._dumps(out) + "\n").encode("utf-8")
-
-    def encode_many(self, rows: Sequence[Sequence[Any]]) -> bytes:
-        return b"".join(self.encode(r) for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,35 +302,6 @@ def _has_offset(text: str) -> bool:
     return bool(_OFFSET.search(text.strip()))
 
 
-_INTEGER_RANGES = {
-    "tinyint": (0, 255),
-    "smallint": (-(2**15), 2**15 - 1),
-    "int": (-(2**31), 2**31 - 1),
-    "bigint": (-(2**63), 2**63 - 1),
-}
-_STRING_TYPES = {"char", "varchar", "nchar", "nvarchar", "text", "ntext", "xml"}
-_BINARY_TYPES = {"binary", "varbinary", "image"}
-_NO_ARGS = {
-    "bit",
-    "tinyint",
-    "smallint",
-    "int",
-    "bigint",
-    "real",
-    "float",
-    "money",
-    "smallmoney",
-    "date",
-    "datetime",
-    "smalldatetime",
-    "uniqueidentifier",
-    "text",
-    "ntext",
-    "image",
-    "xml",
-}
-
-
 class PreciseText(str):
     """A time value with 100-nanosecond digits, sent as text: python-tds carries microseconds,
     so it travels as NVARCHAR and SQL Server converts it to the DECLARED type (sp_executesql
@@ -356,67 +319,73 @@ def _time_value(name: str, text: str, parse: Any) -> Any:
     return value if frac[6] == "0" else PreciseText(text)
 
 
-def _typed_value(name: str, base: str, value: Any) -> Any:
+def _typed_value(name: str, sql: SqlType, value: Any) -> Any:
     """Convert the JSON value of a typed param into the Python value python-tds binds."""
     if value is None:
         return None
+    base = sql.name
     try:
-        if base == "bit":
-            if not isinstance(value, bool | int) or value not in (0, 1):
-                raise ParamError(name, "bit takes true/false (or 0/1)")
-            return bool(value)
-        if base in _INTEGER_RANGES:
-            if isinstance(value, bool) or not isinstance(value, int | str):
-                raise ParamError(name, f"{base} takes an integer (or a decimal string)")
-            number = int(value)
-            lo, hi = _INTEGER_RANGES[base]
-            if not lo <= number <= hi:
-                raise ParamError(name, f"value out of range for {base}")
-            return number
-        if base in ("decimal", "numeric", "money", "smallmoney"):
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                raise ParamError(name, f'{base} takes a string such as "12.34" (not a float)')
-            d = Decimal(value)
-            if not d.is_finite():
-                raise ParamError(name, f"{base} must be finite")
-            return d
-        if base in ("real", "float"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ParamError(name, f"{base} takes a number")
-            return float(value)
-        if base in _STRING_TYPES:
-            if not isinstance(value, str):
-                raise ParamError(name, f"{base} takes a string")
-            return value
-        if base in _BINARY_TYPES:
-            if not isinstance(value, str):
-                raise ParamError(name, f"{base} takes a base64 string")
-            return tds_types.Binary(base64.b64decode(value, validate=True))
-        if base == "uniqueidentifier":
-            if not isinstance(value, str):
-                raise ParamError(name, "uniqueidentifier takes a string")
-            return uuid.UUID(value)
-        if not isinstance(value, str):
-            raise ParamError(name, f"{base} takes an ISO 8601 string")
-        if base == "date":
-            return dt.date.fromisoformat(value)
-        if base == "time":
-            return _time_value(name, value, dt.time.fromisoformat)
-        v = _time_value(name, value, dt.datetime.fromisoformat)
-        aware_ok = _has_offset(value) if isinstance(v, PreciseText) else v.tzinfo is not None
-        if base in ("datetime", "smalldatetime", "datetime2"):
-            if aware_ok:
-                raise ParamError(name, f"{base} takes a time without offset (use datetimeoffset)")
-            return v
-        if base == "datetimeoffset":
-            if not aware_ok:
-                raise ParamError(name, "datetimeoffset needs an offset such as +02:00 or Z")
-            return v
+        match sql.family:
+            case SqlFamily.BIT:
+                if not isinstance(value, bool | int) or value not in (0, 1):
+                    raise ParamError(name, "bit takes true/false (or 0/1)")
+                return bool(value)
+            case SqlFamily.INTEGER | SqlFamily.BIGINT:
+                if isinstance(value, bool) or not isinstance(value, int | str):
+                    raise ParamError(name, f"{base} takes an integer (or a decimal string)")
+                number = int(value)
+                lo, hi = sql.value_range or (number, number)
+                if not lo <= number <= hi:
+                    raise ParamError(name, f"value out of range for {base}")
+                return number
+            case SqlFamily.DECIMAL:
+                if isinstance(value, bool) or not isinstance(value, str | int):
+                    raise ParamError(name, f'{base} takes a string such as "12.34" (not a float)')
+                d = Decimal(value)
+                if not d.is_finite():
+                    raise ParamError(name, f"{base} must be finite")
+                return d
+            case SqlFamily.REAL | SqlFamily.FLOAT:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ParamError(name, f"{base} takes a number")
+                return float(value)
+            case SqlFamily.STRING:
+                if not isinstance(value, str):
+                    raise ParamError(name, f"{base} takes a string")
+                return value
+            case SqlFamily.BINARY:
+                if not isinstance(value, str):
+                    raise ParamError(name, f"{base} takes a base64 string")
+                return tds_types.Binary(base64.b64decode(value, validate=True))
+            case SqlFamily.UUID:
+                if not isinstance(value, str):
+                    raise ParamError(name, "uniqueidentifier takes a string")
+                return uuid.UUID(value)
+            case SqlFamily.DATE | SqlFamily.TIME | SqlFamily.DATETIME | SqlFamily.DATETIMEOFFSET:
+                if not isinstance(value, str):
+                    raise ParamError(name, f"{base} takes an ISO 8601 string")
+                return _time_typed(name, sql, value)
+            case _:
+                assert_never(sql.family)
     except ParamError:
         raise
     except (ValueError, InvalidOperation, binascii.Error, TypeError):
         raise ParamError(name, f"not a valid {base} value") from None
-    raise ParamError(name, f"unsupported type {base!r}")
+
+
+def _time_typed(name: str, sql: SqlType, value: str) -> Any:
+    """A date/time parameter from its ISO 8601 text (an offset only for datetimeoffset)."""
+    if sql.family is SqlFamily.DATE:
+        return dt.date.fromisoformat(value)
+    if sql.family is SqlFamily.TIME:
+        return _time_value(name, value, dt.time.fromisoformat)
+    v = _time_value(name, value, dt.datetime.fromisoformat)
+    aware = _has_offset(value) if isinstance(v, PreciseText) else v.tzinfo is not None
+    if sql.family is SqlFamily.DATETIME and aware:
+        raise ParamError(name, f"{sql.name} takes a time without offset (use datetimeoffset)")
+    if sql.family is SqlFamily.DATETIMEOFFSET and not aware:
+        raise ParamError(name, "datetimeoffset needs an offset such as +02:00 or Z")
+    return v
 
 
 def _bare(name: str, value: Any) -> tuple[str, Any]:
@@ -435,47 +404,48 @@ def _bare(name: str, value: Any) -> tuple[str, Any]:
     raise ParamError(name, 'must be a string, number, boolean, null or {"type", "value"}')
 
 
-def _normalize_type(name: str, text: str) -> tuple[str, str]:
-    """Validate a declared type; return (base name, canonical declaration)."""
+def _normalize_type(name: str, text: str) -> tuple[SqlType, str]:
+    """Validate a declared type; return (its table row, canonical declaration)."""
     m = _TYPE.fullmatch(text)
     if not m:
         raise ParamError(name, f"type {text[:40]!r} is not a SQL Server type such as decimal(18,4)")
     base = m.group(1).lower()
     arg1, arg2 = m.group(2), m.group(3)
-    known = (
-        _NO_ARGS
-        | _STRING_TYPES
-        | _BINARY_TYPES
-        | {"decimal", "numeric", "time", "datetime2", "datetimeoffset"}
-    )
-    if base not in known:
+    sql = SQL_TYPE_TABLE.get(base)
+    if sql is None:
         raise ParamError(name, f"unsupported type {base!r}")
-    if base in _NO_ARGS and arg1 is not None:
-        raise ParamError(name, f"{base} takes no length/precision")
-    if base in ("decimal", "numeric"):
-        p = int(arg1) if arg1 and arg1 != "max" else 18
-        s = int(arg2) if arg2 else 0
-        if not (1 <= p <= 38 and 0 <= s <= p):
-            raise ParamError(name, f"{base}({p},{s}) is out of range (precision 1-38, scale <= p)")
-        return base, f"decimal({p},{s})"
-    if base in ("time", "datetime2", "datetimeoffset"):
-        s = int(arg1) if arg1 and arg1 != "max" else 7
-        if arg2 is not None or not 0 <= s <= 7:
-            raise ParamError(name, f"{base} takes a fractional precision 0-7")
-        return base, f"{base}({s})"
-    if base in _STRING_TYPES | _BINARY_TYPES and base not in _NO_ARGS:
-        if arg2 is not None:
-            raise ParamError(name, f"{base} takes one length")
-        if arg1 is None:
-            return base, f"{base}(max)" if base.startswith(("var", "nvar")) else f"{base}(1)"
-        if arg1 != "max":
-            limit = 4000 if base.startswith("n") else 8000
-            if not 1 <= int(arg1) <= limit:
-                raise ParamError(name, f"{base} length must be 1-{limit} or max")
-        elif not base.startswith(("var", "nvar")):
-            raise ParamError(name, f"{base}(max) does not exist; use var{base}(max)")
-        return base, f"{base}({arg1})"
-    return base, base
+    match sql.args:
+        case SqlArgs.NONE:
+            if arg1 is not None:
+                raise ParamError(name, f"{base} takes no length/precision")
+            return sql, base
+        case SqlArgs.PRECISION_SCALE:
+            p = int(arg1) if arg1 and arg1 != "max" else 18
+            s = int(arg2) if arg2 else 0
+            if not (1 <= p <= 38 and 0 <= s <= p):
+                raise ParamError(
+                    name, f"{base}({p},{s}) is out of range (precision 1-38, scale <= p)"
+                )
+            return sql, f"decimal({p},{s})"
+        case SqlArgs.SCALE:
+            s = int(arg1) if arg1 and arg1 != "max" else 7
+            if arg2 is not None or not 0 <= s <= 7:
+                raise ParamError(name, f"{base} takes a fractional precision 0-7")
+            return sql, f"{base}({s})"
+        case SqlArgs.LENGTH:
+            if arg2 is not None:
+                raise ParamError(name, f"{base} takes one length")
+            if arg1 is None:
+                return sql, f"{base}(max)" if sql.takes_max else f"{base}(1)"
+            if arg1 != "max":
+                limit = sql.max_length
+                if limit is None or not 1 <= int(arg1) <= limit:
+                    raise ParamError(name, f"{base} length must be 1-{limit} or max")
+            elif not sql.takes_max:
+                raise ParamError(name, f"{base}(max) does not exist; use var{base}(max)")
+            return sql, f"{base}({arg1})"
+        case _:
+            assert_never(sql.args)
 
 
 def decode_params(params: Mapping[str, Any]) -> list[BoundParam]:
@@ -498,8 +468,8 @@ def decode_params(params: Mapping[str, Any]) -> list[BoundParam]:
         if isinstance(raw, dict):
             if set(raw) - {"type", "value"} or not isinstance(raw.get("type"), str):
                 raise ParamError(raw_name, 'a typed parameter is {"type": "...", "value": ...}')
-            base, decl = _normalize_type(raw_name, raw["type"])
-            out.append(BoundParam(name, decl, _typed_value(raw_name, base, raw.get("value"))))
+            sql, decl = _normalize_type(raw_name, raw["type"])
+            out.append(BoundParam(name, decl, _typed_value(raw_name, sql, raw.get("value"))))
         elif isinstance(raw, list):
             raise ParamError(raw_name, "arrays are not SQL Server values")
         else:

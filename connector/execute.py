@@ -40,6 +40,7 @@ from pytds import tds_base
 from connector import _timetypes
 from connector.encode import BoundParam, RowEncoder, columns_line, describe
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
+from protocol import ErrorCode, error_record
 
 __all__ = [
     "CONTEXT_KEYS",
@@ -100,8 +101,6 @@ class Outcome:
     result_sets: int = 0
     bytes: int = 0
     rows_affected: int = -1
-    elapsed_ms: float = 0.0
-    connection_discarded: bool = False
 
 
 class QueryFailed(Exception):
@@ -115,7 +114,7 @@ class QueryFailed(Exception):
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         sql: Mapping[str, int] | None = None,
@@ -132,16 +131,12 @@ class QueryFailed(Exception):
         #: which limit a limits.too_many_queries refusal hit ("identity" or "connector")
         self.limit = limit
 
-    def record(self, query_id: str) -> dict[str, Any]:
+    def record(self, query_id: str) -> bytes:
+        """The ERROR payload: the ``{"error": {...}}`` line the client gets."""
         message = self.message
         if self.detail:
             message += f" (the cause is in the connector's log under query_id {query_id})"
-        err: dict[str, Any] = {"code": self.code, "message": message, "query_id": query_id}
-        if self.sql:
-            err["sql"] = self.sql
-        if self.limit:
-            err["limit"] = self.limit
-        return {"error": err}
+        return error_record(self.code, message, query_id=query_id, sql=self.sql, limit=self.limit)
 
 
 class _StaleConnection(Exception):
@@ -245,14 +240,16 @@ def sql_error(
     severity = int(getattr(exc, "severity", 0) or 0)
     if severity >= _FATAL_SEVERITY or isinstance(exc, tds_base.InterfaceError):
         return QueryFailed(
-            "connector.database_unavailable",
+            ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
             "the connection to SQL Server failed during the query; retry it",
             outcome=outcome,
             detail=describe_sql_error(exc),
         )
     text = redact(getattr(exc, "text", None) or str(exc))
     info = {"number": number, "state": int(getattr(exc, "state", 0) or 0), "class": severity}
-    return QueryFailed("sql.error", f"SQL Server error {number}: {text}", sql=info, outcome=outcome)
+    return QueryFailed(
+        ErrorCode.SQL_ERROR, f"SQL Server error {number}: {text}", sql=info, outcome=outcome
+    )
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -411,14 +408,13 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
                             detail=f"login {pool.name!r}: a reused and a new connection both "
                             "failed at the session reset",
                         ) from None
-                finally:
-                    outcome.connection_discarded = pc.broken
     except DatabaseUnavailable as exc:
         raise QueryFailed(
-            "connector.database_unavailable", exc.message, outcome=outcome, detail=exc.detail
+            ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
+            exc.message,
+            outcome=outcome,
+            detail=exc.detail,
         ) from None
-    finally:
-        outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     return outcome
 
 
@@ -487,8 +483,10 @@ async def _execute_on(
     max_rows = req.max_rows if req.max_rows is not None else math.inf
 
     def stopped() -> QueryFailed:
-        code = "query.timeout" if cancel.reason == "timeout" else "query.cancelled"
-        what = "timed out" if code == "query.timeout" else f"was cancelled ({cancel.reason})"
+        code = ErrorCode.QUERY_TIMEOUT if cancel.reason == "timeout" else ErrorCode.QUERY_CANCELLED
+        what = (
+            "timed out" if code == ErrorCode.QUERY_TIMEOUT else f"was cancelled ({cancel.reason})"
+        )
         return QueryFailed(code, f"the query {what}", outcome=outcome)
 
     async def produce() -> None:
@@ -511,7 +509,7 @@ async def _execute_on(
                     if not cancel.cancelled:
                         failure.append(
                             QueryFailed(
-                                "connector.database_unavailable",
+                                ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
                                 "SQL Server refused to set up the session for the query; retry it",
                                 outcome=outcome,
                                 detail=describe_sql_error(exc.__cause__ or exc),
@@ -536,7 +534,7 @@ async def _execute_on(
                 if not cancel.cancelled:
                     failure.append(
                         QueryFailed(
-                            "connector.database_unavailable",
+                            ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
                             "the connection to SQL Server failed during the query; retry it",
                             outcome=outcome,
                             detail=describe_sql_error(exc),
@@ -545,7 +543,7 @@ async def _execute_on(
             except tds_base.Error as exc:
                 if not cancel.cancelled:
                     failed = sql_error(exc, outcome, redact=pool.redact)
-                    pc.broken = pc.broken or failed.code != "sql.error"
+                    pc.broken = pc.broken or failed.code != ErrorCode.SQL_ERROR
                     failure.append(failed)
             except QueryFailed as exc:
                 failure.append(exc)
@@ -554,7 +552,7 @@ async def _execute_on(
                 pc.broken = True
                 failure.append(
                     QueryFailed(
-                        "internal",
+                        ErrorCode.INTERNAL,
                         "the connector failed to run the query",
                         detail="an unexpected error; its traceback is logged",
                     )
@@ -630,13 +628,13 @@ async def _deliver(
                 outcome.bytes += cut
                 await sink.send_rows(rows[:cut])
             raise QueryFailed(
-                "limits.result_too_large",
+                ErrorCode.LIMITS_RESULT_TOO_LARGE,
                 f"the result has more than {req.max_rows} rows (max_rows)",
                 outcome=outcome,
             )
         if req.max_bytes is not None and outcome.bytes + len(rows) > req.max_bytes:
             raise QueryFailed(
-                "limits.result_too_large",
+                ErrorCode.LIMITS_RESULT_TOO_LARGE,
                 f"the result exceeds {req.max_bytes} bytes (max_bytes)",
                 outcome=outcome,
             )

@@ -53,6 +53,7 @@ from prometheus_client.metrics_core import Metric
 
 from connector import sdnotify
 from edgetds import __version__
+from protocol import REFUSALS
 
 __all__ = ["Ops", "OpsServer", "ReadyCheck", "database_probe", "probe_login"]
 
@@ -213,7 +214,8 @@ class Ops:
         )
         self.refusals = Counter(
             f"{p}_refusals",
-            "Queries refused before reaching SQL Server (auth.*, policy.*, limits.too_many_*)",
+            "Queries refused before reaching SQL Server (auth, policy, a malformed or duplicate "
+            "request, too many queries)",
             ["reason"],
             registry=r,
         )
@@ -267,7 +269,7 @@ class Ops:
         self.duration.labels(role_label).observe(duration_s)
         self.rows.labels(role_label).inc(rows)
         self.result_bytes.labels(role_label).inc(nbytes)
-        if outcome.startswith(("auth.", "policy.", "limits.too_many")):
+        if outcome in REFUSALS:
             self.refusals.labels(outcome).inc()
         if outcome == "ok":
             self._last_db_ok = self._clock()

@@ -79,7 +79,7 @@ from typing import Any
 
 from connector._readonly import ReadOnlyVerdict, check_read_only
 from edgetds.oidc import Identity
-from protocol import DEFAULT_STATEMENT_BYTES, MAX_FRAME_HARD
+from protocol import DEFAULT_STATEMENT_BYTES, MAX_FRAME_HARD, ErrorCode
 
 __all__ = [
     "Decision",
@@ -267,7 +267,7 @@ class Decision:
 
     allowed: bool
     reason: str
-    code: str | None = None
+    code: ErrorCode | None = None
     role: Role | None = None
     sql: str | None = None
     query: str | None = None
@@ -428,21 +428,22 @@ class Policy:
     def _matching(self, identity: Identity, request: QueryRequest) -> Decision | Sequence[Role]:
         """The roles that match ``identity`` in file order, or the refusal if there are none."""
         if (request.sql is None) == (request.query is None):
-            return _refuse("request.invalid", "send exactly one of 'sql' or 'query'")
+            return _refuse(ErrorCode.REQUEST_INVALID, "send exactly one of 'sql' or 'query'")
         try:
             for rule in self.deny:
                 hits = rule.hits(identity)
                 if hits:
                     why = f": {rule.reason}" if rule.reason else ""
                     return _refuse(
-                        "policy.denied", f"denied by deny rule #{rule.index} ({hits[0]}){why}"
+                        ErrorCode.POLICY_DENIED,
+                        f"denied by deny rule #{rule.index} ({hits[0]}){why}",
                     )
             matching = [role for role in self.roles if role.hits(identity)]
         except ClaimShapeError as exc:
-            return _refuse("policy.denied", _unusable(exc))
+            return _refuse(ErrorCode.POLICY_DENIED, _unusable(exc))
         if not matching:
             return _refuse(
-                "policy.denied",
+                ErrorCode.POLICY_DENIED,
                 f"no role matches subject {identity.subject!r} of issuer {identity.issuer!r}; "
                 f"run `edgetds connector explain` to see which claims the roles look at",
             )
@@ -524,7 +525,7 @@ def _describe(matcher: Matcher) -> str:
     )
 
 
-def _refuse(code: str, reason: str, role: Role | None = None) -> Decision:
+def _refuse(code: ErrorCode, reason: str, role: Role | None = None) -> Decision:
     return Decision(allowed=False, code=code, reason=reason, role=role)
 
 
@@ -542,7 +543,7 @@ def _try_role(role: Role, request: QueryRequest, read_only: ReadOnlyVerdict | No
         template = role.queries.get(request.query)
         if template is None:
             return _refuse(
-                "policy.unknown_query",
+                ErrorCode.POLICY_UNKNOWN_QUERY,
                 f"role {role.name!r} has no named query {request.query[:100]!r}",
                 role,
             )
@@ -550,7 +551,7 @@ def _try_role(role: Role, request: QueryRequest, read_only: ReadOnlyVerdict | No
         if given != declared:
             missing, extra = sorted(declared - given), sorted(given - declared)
             return _refuse(
-                "request.invalid",
+                ErrorCode.REQUEST_INVALID,
                 f"named query {template.name!r} takes parameters {sorted(declared)}"
                 + (f"; missing {missing}" if missing else "")
                 + (f"; unexpected {[n[:64] for n in extra]}" if extra else ""),
@@ -567,13 +568,13 @@ def _try_role(role: Role, request: QueryRequest, read_only: ReadOnlyVerdict | No
     assert request.sql is not None
     if not role.allow_sql:
         return _refuse(
-            "policy.denied",
+            ErrorCode.POLICY_DENIED,
             f"role {role.name!r} runs named queries only (allow_sql = false)",
             role,
         )
     if request.sql_bytes > role.max_statement_bytes:
         return _refuse(
-            "request.too_large",
+            ErrorCode.REQUEST_TOO_LARGE,
             f"role {role.name!r} accepts statements up to {role.max_statement_bytes} bytes "
             f"(UTF-8); this one is {request.sql_bytes}: send a shorter statement, pass values "
             "as parameters, or use a named query",
@@ -582,7 +583,9 @@ def _try_role(role: Role, request: QueryRequest, read_only: ReadOnlyVerdict | No
     if role.read_only:
         assert read_only is not None  # authorize() computed it, or the caller passed it
         if not read_only.allowed:
-            return _refuse("policy.not_read_only", f"role {role.name!r}: {read_only.reason}", role)
+            return _refuse(
+                ErrorCode.POLICY_NOT_READ_ONLY, f"role {role.name!r}: {read_only.reason}", role
+            )
     kind = "read-only SQL" if role.read_only else "ad-hoc SQL"
     return Decision(allowed=True, reason=f"role {role.name!r}: {kind}", role=role, sql=request.sql)
 

@@ -40,10 +40,11 @@ from typing import Any, Literal
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from connector._metrics import NO_METRICS, Metrics
 from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
 from connector.audit import AuditLog, query_record
 from connector.audit import Outcome as AuditOutcome
-from connector.encode import ParamError, decode_params, ndjson_line
+from connector.encode import ParamError, decode_params
 from connector.execute import (
     CONTEXT_KEYS,
     CancelToken,
@@ -59,10 +60,13 @@ from edgetds.oidc import AuthError as TokenError
 from edgetds.oidc import Identity, TokenVerifier
 from protocol import (
     ATTESTATION_MAX_SKEW,
+    REFUSALS,
     AuthError,
+    ErrorCode,
     FairAdmission,
     ReplayCache,
     events,
+    ndjson_line,
     verify_attestation,
 )
 
@@ -75,9 +79,6 @@ log = logging.getLogger("edgetds.connector.query")
 ADMISSION_WAIT_S = 5.0
 #: Most queries waiting for a connector slot; beyond it a full connector refuses at once.
 MAX_WAITING = 10_000
-
-#: error codes that mean "refused before reaching SQL Server" in the audit log
-_REFUSED_PREFIXES = ("auth.", "policy.", "request.", "query.duplicate", "limits.too_many")
 
 
 @dataclass
@@ -109,7 +110,7 @@ class AuditEvent:
         status: Literal["ok", "error", "refused"]
         if self.outcome == "ok":
             status = "ok"
-        elif self.outcome.startswith(_REFUSED_PREFIXES):
+        elif self.outcome in REFUSALS:
             status = "refused"
         else:
             status = "error"
@@ -181,8 +182,8 @@ class QueryService:
         self.in_flight = 0
         self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
         self.counts: dict[str, int] = {}
-        #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
-        self.ops: Any = None
+        #: metrics sink (connector/ops.py `Ops`), set by the runtime
+        self.ops: Metrics = NO_METRICS
         #: parses statements for read-only roles off the event loop
         self.read_only = ReadOnlyChecker()
 
@@ -195,8 +196,7 @@ class QueryService:
         started = time.monotonic()
         ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
         ev.sql, ev.query, ev.params = query.sql, query.query, query.params
-        if self.ops is not None:
-            self.ops.query_started()
+        self.ops.query_started()
         try:
             try:
                 verify_attestation(
@@ -207,7 +207,7 @@ class QueryService:
                     replay=self.replay,
                 )
             except AuthError as exc:
-                raise QueryFailed(str(exc.error_code), str(exc)) from None
+                raise QueryFailed(exc.error_code, str(exc)) from None
             outcome = await self._run(query, sink, cancel, ev)
             ev.rows, ev.bytes, ev.result_sets = outcome.rows, outcome.bytes, outcome.result_sets
             done: dict[str, Any] = {
@@ -230,24 +230,25 @@ class QueryService:
                 )
             ev.rows, ev.bytes = exc.outcome.rows, exc.outcome.bytes
             ev.result_sets = exc.outcome.result_sets
-            await sink.finish(ndjson_line(exc.record(query.query_id)), error=True)
+            await sink.finish(exc.record(query.query_id), error=True)
         except BaseException as exc:
             # Anything else (a bug, a driver surprise, the connection's cancellation) is no
             # success: the audit record and the counters say what it was; the link answers the
             # client with "internal" and logs the traceback.
-            ev.outcome = "query.cancelled" if isinstance(exc, trio.Cancelled) else "internal"
+            ev.outcome = (
+                ErrorCode.QUERY_CANCELLED if isinstance(exc, trio.Cancelled) else ErrorCode.INTERNAL
+            )
             raise
         finally:
             ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
             self._count(ev.outcome)
-            if self.ops is not None:
-                self.ops.query_finished(
-                    role=ev.role,
-                    outcome=ev.outcome,
-                    duration_s=ev.elapsed_ms / 1000,
-                    rows=ev.rows,
-                    nbytes=ev.bytes,
-                )
+            self.ops.query_finished(
+                role=ev.role,
+                outcome=ev.outcome,
+                duration_s=ev.elapsed_ms / 1000,
+                rows=ev.rows,
+                nbytes=ev.bytes,
+            )
             log.info(
                 "query %s",
                 ev.outcome,
@@ -299,7 +300,7 @@ class QueryService:
                 verdict = await self.read_only.check(query.sql, budget_s=budget_s)
             except CheckTimeout as exc:
                 raise QueryFailed(
-                    "policy.check_timeout",
+                    ErrorCode.POLICY_CHECK_TIMEOUT,
                     f"{exc}: the statement is too long or too complex to check for a read-only "
                     "role; send a shorter statement, raise timeout_ms, or use a named query",
                 ) from None
@@ -308,7 +309,7 @@ class QueryService:
         if decision.role is not None:
             ev.role = decision.role.name
         if not decision.allowed:
-            raise QueryFailed(decision.code or "policy.denied", decision.reason)
+            raise QueryFailed(decision.code or ErrorCode.POLICY_DENIED, decision.reason)
         assert decision.role is not None
         assert decision.sql is not None
         raw = query.params
@@ -317,7 +318,7 @@ class QueryService:
         try:
             bound = decode_params(raw)
         except ParamError as exc:
-            raise QueryFailed("request.invalid", str(exc)) from None
+            raise QueryFailed(ErrorCode.REQUEST_INVALID, str(exc)) from None
         ev.statement_sql = decision.sql
         ev.log_param_values = decision.role.log_param_values
         ev.param_types = {name: p.sql_type for name, p in zip(raw, bound, strict=True)}
@@ -327,7 +328,7 @@ class QueryService:
         # the check's time counts against the query's timeout
         if timeout_ms - check_ms <= 0:
             raise QueryFailed(
-                "query.timeout",
+                ErrorCode.QUERY_TIMEOUT,
                 f"the read-only check took {check_ms:.0f} ms of the query's {timeout_ms} ms",
             )
         context = dict(
@@ -337,7 +338,7 @@ class QueryService:
             pool = self.pools[decision.role.login]
         except KeyError as exc:
             raise QueryFailed(
-                "internal",
+                ErrorCode.INTERNAL,
                 "the connector's policy and its configuration disagree; its operator must fix "
                 "them (`edgetds connector check`)",
                 detail=str(exc.args[0]),
@@ -386,7 +387,7 @@ class QueryService:
         refusal = self.admission.offer(key, waiter, limit=limit)
         if refusal == "identity":
             raise QueryFailed(
-                "limits.too_many_queries",
+                ErrorCode.LIMITS_TOO_MANY_QUERIES,
                 f"role {role.name!r} lets one identity run at most {limit} queries at once on "
                 "this connector (max_concurrent_per_identity); wait for one to finish, then retry",
                 limit="identity",
@@ -413,7 +414,7 @@ class QueryService:
 
     def _full(self, why: str) -> QueryFailed:
         return QueryFailed(
-            "limits.too_many_queries",
+            ErrorCode.LIMITS_TOO_MANY_QUERIES,
             f"the connector runs at most {self.max_concurrent} queries at once "
             f"(max_concurrent_queries) and {why}; retry after the Retry-After delay",
             limit="connector",

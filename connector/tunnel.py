@@ -24,13 +24,14 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, assert_never
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.trio.client import ClientConnection, connect
 
+from connector._metrics import NO_METRICS, Metrics
 from connector.config import TunnelConfig
 from connector.execute import CancelToken, QueryFailed, SinkClosed
 from protocol import (
@@ -40,6 +41,7 @@ from protocol import (
     AuthError,
     CloseCode,
     Connection,
+    ErrorCode,
     Limits,
     LocalProtocolError,
     RemoteProtocolError,
@@ -150,8 +152,7 @@ class StreamSink:
             window = link.conn.send_window(self.stream_id)
             if window >= need:
                 return window
-            if link.ops is not None:
-                link.ops.backpressure_stall()
+            link.ops.backpressure_stall()
             await link.credit_changed()
 
     async def _send(self, *batch: events.Event) -> None:
@@ -163,7 +164,7 @@ class StreamSink:
     async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
         if len(data) > self.link.max_payload:
             raise QueryFailed(
-                "limits.result_too_large",
+                ErrorCode.LIMITS_RESULT_TOO_LARGE,
                 f"the column list ({len(data)} bytes) exceeds the largest frame",
             )
         if not flush and self._hold(events.Columns(self.stream_id, data)):
@@ -191,7 +192,7 @@ class StreamSink:
                 size = line_end - pos
                 if size > self.link.max_payload:
                     raise QueryFailed(
-                        "limits.result_too_large",
+                        ErrorCode.LIMITS_RESULT_TOO_LARGE,
                         f"a row of {size} bytes exceeds the largest frame "
                         f"({self.link.max_payload} bytes)",
                     )
@@ -283,8 +284,8 @@ class TunnelLink:
         self._end_reason = "closed"
         self._goaway_received = False
         self._rejected: RelayRejected | None = None
-        #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
-        self.ops: Any = None
+        #: metrics sink (connector/ops.py `Ops`), set by the runtime
+        self.ops: Metrics = NO_METRICS
 
     # -- what the streams use ---------------------------------------------------------------
 
@@ -306,8 +307,7 @@ class TunnelLink:
         async with self._send_lock:
             for event in batch:
                 self.conn.send(event)
-                if self.ops is not None:
-                    self.ops.frame_sent(0)
+                self.ops.frame_sent(0)
             await self._flush_locked()
 
     async def send_checkpoint(self, fields: Mapping[str, Any]) -> bool:
@@ -337,8 +337,7 @@ class TunnelLink:
             # a peer that stops reading is bounded by the dead-peer deadline instead
             with trio.CancelScope(shield=True):
                 await self.ws.send(data)
-                if self.ops is not None:
-                    self.ops.frame_sent(len(data), frames=0)
+                self.ops.frame_sent(len(data), frames=0)
 
     def statistics(self) -> LinkStats:
         latency = self.ws.latency if self.ws is not None else None
@@ -422,7 +421,7 @@ class TunnelLink:
                     self.closed = True
                     for waiter in self._pongs.values():  # nothing more comes: stop waiting
                         waiter.set()
-                    if self.ready and self.ops is not None:
+                    if self.ready:
                         self.ops.connection_down(self.base_url, self._end_reason)
                     self._wake_credit()
                     with (
@@ -462,11 +461,9 @@ class TunnelLink:
                     await self.ws.aclose(exc.close_code, str(exc)[:120])
                     self._end_reason = "lost"
                     return
-                if self.ops is not None:
-                    self.ops.frame_received(len(message), frames=0)
+                self.ops.frame_received(len(message), frames=0)
                 for event in self.conn.events():
-                    if self.ops is not None:
-                        self.ops.frame_received(0)
+                    self.ops.frame_received(0)
                     if await self._handle(event, nursery, nonce, task_status):
                         return
                 await self.flush()
@@ -484,84 +481,97 @@ class TunnelLink:
 
     async def _handle(
         self,
-        event: events.Event,
+        event: events.AnyEvent,
         nursery: trio.Nursery,
         nonce: str,
         task_status: trio.TaskStatus[None],
     ) -> bool:
         """Handle one event; True ends the connection."""
-        if isinstance(event, events.Hello):
-            if self.closed:
-                # close() (shutdown) raced the handshake: GOAWAY is already sent, serve nothing
-                return True
-            try:
-                verify_hello(
-                    event,
-                    self._relay_keys,
-                    nonce=nonce,
-                    tunnel=self.cfg.tunnel,
-                    connector_id=self.cfg.connector_id,
+        match event:
+            case events.Hello():
+                if self.closed:
+                    # close() (shutdown) raced the handshake: GOAWAY is already sent, serve nothing
+                    return True
+                try:
+                    verify_hello(
+                        event,
+                        self._relay_keys,
+                        nonce=nonce,
+                        tunnel=self.cfg.tunnel,
+                        connector_id=self.cfg.connector_id,
+                    )
+                except AuthError as exc:
+                    log.error(
+                        "refusing to serve relay %s: %s (check [connector] relay_public_keys)",
+                        self.base_url,
+                        exc,
+                    )
+                    assert self.ws is not None
+                    await self.ws.aclose(CloseCode.AUTH_FAILED, "relay HELLO rejected")
+                    self._rejected = RelayRejected(f"relay {self.base_url}: {exc}")
+                    return True
+                self.session_id = event.session_id
+                self.relay_key_id = event.relay_key_id
+                await self.send(
+                    events.Ready(
+                        connector_id=self.cfg.connector_id,
+                        max_streams=self.limits.max_streams,
+                        caps=self.caps,
+                        max_frame=self.limits.max_frame,
+                        max_statement_bytes=self.max_statement_bytes,
+                    )
                 )
-            except AuthError as exc:
-                log.error(
-                    "refusing to serve relay %s: %s (check [connector] relay_public_keys)",
-                    self.base_url,
-                    exc,
-                )
-                assert self.ws is not None
-                await self.ws.aclose(CloseCode.AUTH_FAILED, "relay HELLO rejected")
-                self._rejected = RelayRejected(f"relay {self.base_url}: {exc}")
-                return True
-            self.session_id = event.session_id
-            self.relay_key_id = event.relay_key_id
-            await self.send(
-                events.Ready(
-                    connector_id=self.cfg.connector_id,
-                    max_streams=self.limits.max_streams,
-                    caps=self.caps,
-                    max_frame=self.limits.max_frame,
-                    max_statement_bytes=self.max_statement_bytes,
-                )
-            )
-            self.ready = True
-            if self.ops is not None:
+                self.ready = True
                 self.ops.connection_up(self.base_url)
-            log.info(
-                "tunnel ready",
-                extra={"relay": self.base_url, "session": self.session_id},
-            )
-            task_status.started()
-            if self._on_ready is not None:
-                self._on_ready(self)
-        elif isinstance(event, events.Query):
-            token = CancelToken()
-            self._tokens[event.stream_id] = token
-            self._idle = trio.Event() if self._idle.is_set() else self._idle
-            nursery.start_soon(self._serve_query, event, token)
-        elif isinstance(event, events.Cancel):
-            target = self._tokens.get(event.stream_id)
-            if target is not None:
-                target.cancel(event.reason or "cancelled by the relay")
-        elif isinstance(event, events.Credit):
-            self._wake_credit()
-        elif isinstance(event, events.Pong):
-            waiter = self._pongs.get(event.data)
-            if waiter is not None:
-                waiter.set()
-        elif isinstance(event, events.Drain):
-            self.relay_draining = True
-            log.info(
-                "relay is draining; opening a replacement connection",
-                extra={"relay": self.base_url},
-            )
-            if self._on_relay_drain is not None:
-                self._on_relay_drain(self)
-            if not self._tokens:
-                await self.close("relay drained")
-                return True
-        elif isinstance(event, events.GoAway):
-            self._goaway_received = True
-            log.info("relay sent GOAWAY: %s", event.code, extra={"relay": self.base_url})
+                log.info(
+                    "tunnel ready",
+                    extra={"relay": self.base_url, "session": self.session_id},
+                )
+                task_status.started()
+                if self._on_ready is not None:
+                    self._on_ready(self)
+            case events.Query():
+                token = CancelToken()
+                self._tokens[event.stream_id] = token
+                self._idle = trio.Event() if self._idle.is_set() else self._idle
+                nursery.start_soon(self._serve_query, event, token)
+            case events.Cancel():
+                target = self._tokens.get(event.stream_id)
+                if target is not None:
+                    target.cancel(event.reason or "cancelled by the relay")
+            case events.Credit():
+                self._wake_credit()
+            case events.Pong():
+                waiter = self._pongs.get(event.data)
+                if waiter is not None:
+                    waiter.set()
+            case events.Drain():
+                self.relay_draining = True
+                log.info(
+                    "relay is draining; opening a replacement connection",
+                    extra={"relay": self.base_url},
+                )
+                if self._on_relay_drain is not None:
+                    self._on_relay_drain(self)
+                if not self._tokens:
+                    await self.close("relay drained")
+                    return True
+            case events.GoAway():
+                self._goaway_received = True
+                log.info("relay sent GOAWAY: %s", event.code, extra={"relay": self.base_url})
+            case events.Ping() | events.ConnectionLost():
+                pass  # the protocol queues the PONG; the reader handles the end
+            case (
+                events.Ready()
+                | events.Columns()
+                | events.Rows()
+                | events.Done()
+                | events.Error()
+                | events.Checkpoint()
+            ):
+                pass  # connector -> relay frames: the protocol refuses them from a relay
+            case _:
+                assert_never(event)
         return False
 
     async def _serve_query(self, query: events.Query, token: CancelToken) -> None:
@@ -575,7 +585,7 @@ class TunnelLink:
                 with trio.CancelScope(shield=True):
                     await sink.finish(
                         error_record(
-                            "internal",
+                            ErrorCode.INTERNAL,
                             "the query ended without a result (the cause is in the connector's "
                             f"log under query_id {query.query_id})",
                             query_id=query.query_id,
@@ -633,7 +643,9 @@ class TunnelLink:
         if self._on_relay_drain is not None:
             self._on_relay_drain(self)
 
-    async def close(self, message: str = "bye", *, code: str = "connector.draining") -> None:
+    async def close(
+        self, message: str = "bye", *, code: ErrorCode = ErrorCode.CONNECTOR_DRAINING
+    ) -> None:
         """Send GOAWAY (if possible) and close the WebSocket."""
         if self.closed:
             return

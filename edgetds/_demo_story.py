@@ -22,6 +22,7 @@ import httpx
 from edgetds._demo_output import Output, self_command, show_path
 from edgetds._demo_stack import Layout
 from edgetds.devidp import DevIdP
+from protocol import ErrorCode
 
 __all__ = ["DemoClient", "QueryResult", "Story"]
 
@@ -225,7 +226,7 @@ class Story:
         params = {"status": "cancelled"}
         title = "delete the cancelled orders"
         result = self.ask("2", ALICE, title, DELETE_CANCELLED, params)
-        self.expect_error("2", result, "policy.not_read_only", 403)
+        self.expect_error("2", result, ErrorCode.POLICY_NOT_READ_ONLY, 403)
         # tdslite logs a statement as its reply goes out: give step 1's line a moment to land
         statements = _wait_json_lines(
             self.layout.statement_log,
@@ -268,14 +269,14 @@ class Story:
 
     def step_expired(self) -> None:
         result = self.ask("4", MALLORY, "replay an old token", "SELECT name FROM customers", {})
-        if self.expect_error("4", result, "auth.expired", 401):
+        if self.expect_error("4", result, ErrorCode.AUTH_EXPIRED, 401):
             self.out.say(
                 "refused at the relay: the audit log below has no line for mallory", indent=2
             )
 
     def step_no_group(self) -> None:
         result = self.ask("5", CAROL, "read the customers", "SELECT name FROM customers", {})
-        self.expect_error("5", result, "policy.denied", 403)
+        self.expect_error("5", result, ErrorCode.POLICY_DENIED, 403)
 
     def step_audit(self) -> None:
         from connector.audit import verify_files

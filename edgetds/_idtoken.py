@@ -34,6 +34,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from protocol import ErrorCode
+
 __all__ = [
     "DEFAULT_MAX_TOKEN_LIFETIME_S",
     "MAX_NESTING",
@@ -66,14 +68,14 @@ _REFUSED_HEADERS = {
 class AuthError(Exception):
     """A token was refused. ``code`` is a FIXED protocol error code (``auth.*`` or ``internal``)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
 
 
 def _invalid(message: str) -> AuthError:
-    return AuthError("auth.invalid_token", message)
+    return AuthError(ErrorCode.AUTH_INVALID_TOKEN, message)
 
 
 class _Refused(ValueError):
@@ -182,7 +184,7 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | int | None:
 
 def _audiences(claims: dict[str, Any]) -> tuple[str, ...]:
     if "aud" not in claims:
-        raise AuthError("auth.wrong_audience", "token has no 'aud' claim")
+        raise AuthError(ErrorCode.AUTH_WRONG_AUDIENCE, "token has no 'aud' claim")
     aud = claims["aud"]
     if isinstance(aud, str) and aud:
         return (aud,)
@@ -224,11 +226,11 @@ def check_claims(
     aud = _audiences(claims)
     if not set(aud) & set(audiences):
         raise AuthError(
-            "auth.wrong_audience",
+            ErrorCode.AUTH_WRONG_AUDIENCE,
             f"token audience is not one of {list(audiences)}; request a token for it",
         )
     if exp <= now - leeway_s:
-        raise AuthError("auth.expired", "token has expired; get a fresh one")
+        raise AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one")
     for name, start in (("nbf", nbf), ("iat", iat)):
         if start is not None and start >= exp:
             raise _invalid(f"token '{name}' is not before its 'exp': it is never valid")

@@ -88,6 +88,7 @@ from edgetds._idtoken import (
     check_header,
     parse_token,
 )
+from protocol import ErrorCode
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -153,10 +154,14 @@ def token_sha256(token: str) -> str:
 def bearer_token(authorization: str | None) -> str:
     """Extract the token from an ``Authorization: Bearer <token>`` header value."""
     if not authorization:
-        raise AuthError("auth.missing_token", "no Authorization header; send 'Bearer <token>'")
+        raise AuthError(
+            ErrorCode.AUTH_MISSING_TOKEN, "no Authorization header; send 'Bearer <token>'"
+        )
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("auth.missing_token", "Authorization header is not 'Bearer <token>'")
+        raise AuthError(
+            ErrorCode.AUTH_MISSING_TOKEN, "Authorization header is not 'Bearer <token>'"
+        )
     return token.strip()
 
 
@@ -362,9 +367,9 @@ class TokenVerifier:
                 auth.wrong_audience, auth.unknown_issuer (or internal if keys cannot be fetched).
         """
         if token is None or not token.strip():
-            raise AuthError("auth.missing_token", "no bearer token was sent")
+            raise AuthError(ErrorCode.AUTH_MISSING_TOKEN, "no bearer token was sent")
         if not isinstance(token, str):
-            raise AuthError("auth.invalid_token", "token must be a string")
+            raise AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token must be a string")
         # Characters <= bytes: a huge token is refused without even encoding it.
         size = (
             len(token)
@@ -373,7 +378,7 @@ class TokenVerifier:
         )
         if size > self.max_token_bytes:
             raise AuthError(
-                "auth.invalid_token",
+                ErrorCode.AUTH_INVALID_TOKEN,
                 f"token is {size} bytes, over the {self.max_token_bytes}-byte limit",
             )
         # (a valid JWT is ASCII; anything else takes the full path and fails there as before)
@@ -384,17 +389,19 @@ class TokenVerifier:
         header, payload = parse_token(token)
         iss = payload.get("iss")
         if not isinstance(iss, str) or not iss:
-            raise AuthError("auth.invalid_token", "token has no 'iss' claim")
+            raise AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token has no 'iss' claim")
         entry = self._issuers.get(iss)
         if entry is None:
             # No key lookup, no fetch: an unknown issuer costs nothing.
-            raise AuthError("auth.unknown_issuer", f"issuer {iss[:200]!r} is not trusted here")
+            raise AuthError(
+                ErrorCode.AUTH_UNKNOWN_ISSUER, f"issuer {iss[:200]!r} is not trusted here"
+            )
         cfg = entry.config
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in cfg.algorithms:
             shown = alg if isinstance(alg, str) else type(alg).__name__
             raise AuthError(
-                "auth.invalid_token",
+                ErrorCode.AUTH_INVALID_TOKEN,
                 f"algorithm {shown[:20]!r} is not allowed for issuer {iss!r} "
                 f"(allowed: {', '.join(cfg.algorithms)})",
             )
@@ -444,7 +451,7 @@ class TokenVerifier:
             return None  # verify from scratch (and refresh keys if due)
         if identity.expires_at <= self._clock() - self.leeway_s:
             del self._verified[digest]
-            raise AuthError("auth.expired", "token has expired; get a fresh one")
+            raise AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one")
         return identity
 
     def _remember(self, identity: Identity, key: Any) -> None:
@@ -464,9 +471,13 @@ class TokenVerifier:
         try:
             jwt.PyJWS().decode_complete(token, key=key, algorithms=[alg])
         except jwt.InvalidSignatureError:
-            raise AuthError("auth.invalid_token", "token signature does not verify") from None
+            raise AuthError(
+                ErrorCode.AUTH_INVALID_TOKEN, "token signature does not verify"
+            ) from None
         except jwt.PyJWTError as exc:
-            raise AuthError("auth.invalid_token", f"token refused: {type(exc).__name__}") from None
+            raise AuthError(
+                ErrorCode.AUTH_INVALID_TOKEN, f"token refused: {type(exc).__name__}"
+            ) from None
 
     async def _key_for(
         self, entry: _IssuerKeys, kid: str | None, alg: str
@@ -481,7 +492,7 @@ class TokenVerifier:
             candidates = [v for v in entry.keys.values() if _key_matches(v[1], alg)]
             if len(candidates) != 1:
                 raise AuthError(
-                    "auth.invalid_token",
+                    ErrorCode.AUTH_INVALID_TOKEN,
                     f"token has no 'kid' and issuer {cfg.issuer!r} has "
                     f"{len(candidates)} {alg} keys; the IdP must send a kid",
                 )
@@ -489,13 +500,13 @@ class TokenVerifier:
         found = entry.keys.get(kid)
         if found is None:
             raise AuthError(
-                "auth.invalid_token",
+                ErrorCode.AUTH_INVALID_TOKEN,
                 f"key id {kid[:64]!r} is not in the JWKS of issuer {cfg.issuer!r}",
             )
         jwk_data, key = found
         if not _key_matches(key, alg) or jwk_data.get("alg", alg) != alg:
             raise AuthError(
-                "auth.invalid_token",
+                ErrorCode.AUTH_INVALID_TOKEN,
                 f"key {kid[:64]!r} of issuer {cfg.issuer!r} cannot verify {alg} tokens",
             )
         return found
@@ -533,7 +544,7 @@ class TokenVerifier:
         ):
             if entry.fetched_at is None:
                 raise AuthError(
-                    "internal",
+                    ErrorCode.INTERNAL,
                     f"keys of issuer {entry.config.issuer!r} are unavailable "
                     f"(last fetch failed: {entry.last_error})",
                 )
@@ -549,7 +560,7 @@ class TokenVerifier:
             )
             if entry.fetched_at is None:
                 raise AuthError(
-                    "internal",
+                    ErrorCode.INTERNAL,
                     f"could not load keys of issuer {entry.config.issuer!r}: {entry.last_error}",
                 ) from None
             return  # keep serving the keys we have

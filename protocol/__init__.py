@@ -33,6 +33,7 @@ from ._checkpoint import (
 )
 from ._connection import Connection
 from ._errors import (
+    REFUSALS,
     AuthError,
     CloseCode,
     ErrorCode,
@@ -52,7 +53,6 @@ from ._flow import (
 from ._frames import HEADER_SIZE, VERSION, Frame, FrameReader, FrameType, encode_frame, parse_frame
 from ._json import canonical_json, loads_object
 from ._records import (
-    SQL_TYPES,
     ErrorRecord,
     done_record,
     error_record,
@@ -60,6 +60,8 @@ from ._records import (
     param_type,
     parse_error_record,
 )
+from ._registry import wire_registry
+from ._sqltypes import SQL_TYPE_TABLE, SQL_TYPES, SqlArgs, SqlFamily, SqlType
 from ._state import ConnectionState, Role, StreamState
 
 #: The WebSocket subprotocol of edgetds/1.
@@ -79,6 +81,8 @@ __all__ = [
     "MAX_FRAME_HARD",
     "MAX_WINDOW",
     "MIN_FRAME",
+    "REFUSALS",
+    "SQL_TYPE_TABLE",
     "SQL_TYPES",
     "SUBPROTOCOL",
     "TOKEN_LEEWAY",
@@ -100,6 +104,9 @@ __all__ = [
     "RemoteProtocolError",
     "ReplayCache",
     "Role",
+    "SqlArgs",
+    "SqlFamily",
+    "SqlType",
     "StreamState",
     "canonical_json",
     "check_checkpoint",
@@ -121,4 +128,5 @@ __all__ = [
     "verify_checkpoint",
     "verify_connector_token",
     "verify_hello",
+    "wire_registry",
 ]

@@ -177,7 +177,7 @@ def _checkpoint(frame: Frame) -> ev.Checkpoint:
     return ev.Checkpoint(fields=obj)
 
 
-_DECODERS: dict[FrameType, Callable[[Frame], ev.Event]] = {
+_DECODERS: dict[FrameType, Callable[[Frame], ev.AnyEvent]] = {
     FrameType.HELLO: _hello,
     FrameType.READY: _ready,
     FrameType.QUERY: _query,
@@ -213,7 +213,7 @@ EVENT_TYPES: dict[type[ev.Event], FrameType] = {
 }
 
 
-def decode(frame: Frame) -> ev.Event:
+def decode(frame: Frame) -> ev.AnyEvent:
     """The event a received frame carries.
 
     Raises:

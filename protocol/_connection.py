@@ -78,7 +78,7 @@ class Connection:
         self.max_statement_bytes = DEFAULT_STATEMENT_BYTES
         self._peer = Role.CONNECTOR if role is Role.RELAY else Role.RELAY
         self._reader = FrameReader(max_payload=self.limits.max_frame)
-        self._events: list[ev.Event] = []
+        self._events: list[ev.AnyEvent] = []
         self._outbox: deque[bytes] = deque()
         self._streams: dict[int, _Stream] = {}
         self._last_stream_id = 0
@@ -156,7 +156,7 @@ class Connection:
             return 0
         return min(stream.window.size, self._window.size)
 
-    def events(self) -> list[ev.Event]:
+    def events(self) -> list[ev.AnyEvent]:
         """Return and forget the events parsed so far, oldest first."""
         events, self._events = self._events, []
         return events
@@ -324,7 +324,7 @@ class Connection:
             return LocalProtocolError(message, error_code=error_code)
         return RemoteProtocolError(message)
 
-    def _decode(self, frame: Frame) -> ev.Event:
+    def _decode(self, frame: Frame) -> ev.AnyEvent:
         try:
             return decode(frame)
         except ValueError as exc:

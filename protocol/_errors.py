@@ -25,6 +25,7 @@ __all__ = [
     "AuthError",
     "CloseCode",
     "ErrorCode",
+    "REFUSALS",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -139,6 +140,14 @@ _HTTP_STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL: 500,
 }
 _HTTP_STATUS_BY_PREFIX = {"auth.": 401, "policy.": 403, "limits.": 429}
+
+#: The codes of a query refused before it reached the database: authentication, policy, a
+#: malformed or duplicate request, or too many queries in flight. Audit records and metrics
+#: count these as refusals; every other code is an error of a query that was let through.
+REFUSALS = frozenset(
+    [code for code in ErrorCode if code.startswith(("auth.", "policy.", "request."))]
+    + [ErrorCode.QUERY_DUPLICATE, ErrorCode.LIMITS_TOO_MANY_QUERIES]
+)
 
 
 def http_status(code: str) -> int:

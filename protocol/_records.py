@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._errors import ErrorCode
 from ._json import loads_object
+from ._sqltypes import SQL_TYPES
 
 __all__ = [
-    "SQL_TYPES",
     "ErrorRecord",
     "done_record",
     "error_record",
@@ -26,12 +27,6 @@ __all__ = [
     "parse_error_record",
 ]
 
-#: SQL Server type names a typed parameter may name (lowercase).
-SQL_TYPES = frozenset(
-    "bit tinyint smallint int bigint decimal numeric money smallmoney real float char varchar "
-    "nchar nvarchar text ntext xml binary varbinary image date time datetime smalldatetime "
-    "datetime2 datetimeoffset uniqueidentifier".split()
-)
 _TYPE = re.compile(r"([a-z0-9]+)(?:\((max|\d{1,4})(?:,(\d{1,2}))?\))?")
 
 
@@ -47,19 +42,32 @@ def done_record(*, rows: int, result_sets: int, elapsed_ms: int, query_id: str |
 
 
 def error_record(
-    code: str, message: str, *, query_id: str | None = None, sql: Mapping[str, int] | None = None
+    code: ErrorCode,
+    message: str,
+    *,
+    query_id: str | None = None,
+    sql: Mapping[str, int] | None = None,
+    hint: str | None = None,
+    limit: str | None = None,
 ) -> bytes:
-    """The terminal ``{"error": {...}}`` line.
+    """The ``{"error": {...}}`` line: an ERROR frame's payload and every HTTP error body.
 
     Args:
-        code: an error code (:class:`ErrorCode`).
+        code: the failure class.
         message: what failed and how to fix it; never SQL text, tokens or parameter values.
-        query_id: the query's id, if known.
+        query_id: the query's id, if known (omitted when None).
         sql: for ``sql.error``: ``{"number": ..., "state": ..., "class": ...}`` from SQL Server.
+        hint: how to fix it, when the message alone does not say.
+        limit: for ``limits.too_many_queries``: whose limit was hit (SPEC.md 11.4).
     """
-    error: dict[str, Any] = {"code": str(code), "message": message, "query_id": query_id}
-    if sql is not None:
-        error["sql"] = dict(sql)
+    error: dict[str, Any] = {"code": code.value, "message": message}
+    optional = {
+        "query_id": query_id,
+        "sql": dict(sql) if sql else None,
+        "hint": hint,
+        "limit": limit,
+    }
+    error.update((key, value) for key, value in optional.items() if value)
     return ndjson_line({"error": error})
 
 

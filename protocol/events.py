@@ -16,6 +16,7 @@ from typing import Any
 from ._flow import DEFAULT_STATEMENT_BYTES, Limits
 
 __all__ = [
+    "AnyEvent",
     "Cancel",
     "Checkpoint",
     "Columns",
@@ -230,3 +231,24 @@ class ConnectionLost(Event):
     """
 
     clean: bool
+
+
+#: Every event, as a closed union: dispatch with ``match`` and end with ``assert_never`` so a
+#: type checker flags an event a side forgot to handle.
+AnyEvent = (
+    Hello
+    | Ready
+    | Query
+    | Cancel
+    | Columns
+    | Rows
+    | Done
+    | Error
+    | Credit
+    | Ping
+    | Pong
+    | Drain
+    | GoAway
+    | Checkpoint
+    | ConnectionLost
+)

@@ -40,6 +40,7 @@ from protocol import (
     TOKEN_LEEWAY,
     TOKEN_MAX_LIFETIME,
     AuthError,
+    ErrorCode,
     Limits,
     ReplayCache,
     events,
@@ -185,21 +186,21 @@ class RelayApp:
         }
         if route == "unknown":
             raise HttpError(
-                "request.invalid",
+                ErrorCode.REQUEST_INVALID,
                 "unknown path; the API is under /v1/tunnels/{tunnel}/",
                 status=404,
                 reason="http.not_found",
             )
         if route == "connect":
             raise HttpError(
-                "request.invalid",
+                ErrorCode.REQUEST_INVALID,
                 f"{scope['path']} is the connector WebSocket endpoint; upgrade with "
                 f"Sec-WebSocket-Protocol: {SUBPROTOCOL}",
                 status=426,
             )
         if method != allowed[route] and not (method == "HEAD" and allowed[route] == "GET"):
             raise HttpError(
-                "request.invalid",
+                ErrorCode.REQUEST_INVALID,
                 f"use {allowed[route]} for this path, not {method}",
                 status=405,
                 headers=[(b"allow", allowed[route].encode("ascii"))],
@@ -227,12 +228,12 @@ class RelayApp:
         wait = self.auth_failures.retry_after(self.limit_key(scope), trio.current_time())
         if wait > 0:
             raise HttpError(
-                "limits.rate_limited",
+                ErrorCode.LIMITS_RATE_LIMITED,
                 "too many failed authentications from this address; slow down",
                 retry_after=retry_after_header(wait),
             )
 
-    def auth_failed(self, scope: Scope, code: str, message: str) -> HttpError:
+    def auth_failed(self, scope: Scope, code: ErrorCode, message: str) -> HttpError:
         """Count a failed authentication against the client address; the error to answer."""
         self.auth_failures.spend(self.limit_key(scope), trio.current_time())
         log_event("auth.refused", level=logging.WARNING, peer=self.client_host(scope), code=code)
@@ -272,7 +273,7 @@ class RelayApp:
         wait = self.query_rate.spend(key, trio.current_time())
         if wait > 0:
             raise HttpError(
-                "limits.rate_limited",
+                ErrorCode.LIMITS_RATE_LIMITED,
                 "too many queries for this identity; slow down",
                 retry_after=retry_after_header(wait),
             )
@@ -291,7 +292,7 @@ class RelayApp:
             ):
                 raise self.auth_failed(
                     scope,
-                    "auth.invalid_token",
+                    ErrorCode.AUTH_INVALID_TOKEN,
                     "stats are served to loopback clients, or with the stats bearer token",
                 )
         await send_json(send, 200, _json(self.stats()))
@@ -319,7 +320,7 @@ class RelayApp:
         if not (expected and scheme.lower() == "bearer" and hmac.compare_digest(digest, expected)):
             raise self.auth_failed(
                 scope,
-                "auth.invalid_token",
+                ErrorCode.AUTH_INVALID_TOKEN,
                 "audit checkpoints are served with the relay's audit token (Authorization: "
                 "Bearer <secret>, whose sha256 is [relay] audit_token_sha256)",
             )
@@ -328,7 +329,9 @@ class RelayApp:
         connector_id = (query.get("connector") or [""])[0]
         if not connector_id:
             raise HttpError(
-                "request.invalid", "name the connector: ?connector=<connector id>", status=400
+                ErrorCode.REQUEST_INVALID,
+                "name the connector: ?connector=<connector id>",
+                status=400,
             )
         held = self.checkpoints.get(tunnel.name, connector_id)
         body = {
@@ -378,21 +381,21 @@ class RelayApp:
         route, tunnel_name = self._route(scope["path"])
         if route != "connect" or tunnel_name is None:
             raise HttpError(
-                "request.invalid",
+                ErrorCode.REQUEST_INVALID,
                 "unknown path; connectors dial /v1/tunnels/{tunnel}/connect",
                 status=404,
                 reason="http.not_found",
             )
         if SUBPROTOCOL not in scope.get("subprotocols", ()):
             raise HttpError(
-                "request.invalid",
+                ErrorCode.REQUEST_INVALID,
                 f"no common WebSocket subprotocol; offer Sec-WebSocket-Protocol: {SUBPROTOCOL}",
                 status=426,
             )
         tunnel = self.registry.get(tunnel_name)
         if self.shutting_down:
             raise HttpError(
-                "relay.overloaded",
+                ErrorCode.RELAY_OVERLOADED,
                 "this relay is shutting down; connect to another relay or retry shortly",
                 retry_after="5",
             )
@@ -401,7 +404,9 @@ class RelayApp:
         scheme, _, token = token.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise self.auth_failed(
-                scope, "auth.missing_token", "send the connector token as Authorization: Bearer"
+                scope,
+                ErrorCode.AUTH_MISSING_TOKEN,
+                "send the connector token as Authorization: Bearer",
             )
         try:
             claims = verify_connector_token(
@@ -412,7 +417,7 @@ class RelayApp:
                 replay=self.jti_cache,
             )
         except AuthError as exc:
-            raise self.auth_failed(scope, str(exc.error_code), str(exc)) from None
+            raise self.auth_failed(scope, exc.error_code, str(exc)) from None
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         session = ConnectorSession(
             WebSocketIO(receive, send),

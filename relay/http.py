@@ -6,17 +6,15 @@ NDJSON body is sent chunk by chunk with `more_body`, and credit is granted only 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from protocol import http_status
+from protocol import ErrorCode, error_record, http_status
 
 __all__ = [
     "HttpError",
     "Receive",
     "Send",
-    "error_record",
     "header",
     "read_body",
     "send_error",
@@ -39,7 +37,7 @@ class HttpError(Exception):
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         status: int | None = None,
@@ -68,25 +66,6 @@ class HttpError(Exception):
         return error_record(
             self.code, self.message, hint=self.hint, query_id=self.query_id, limit=self.limit
         )
-
-
-def error_record(
-    code: str,
-    message: str,
-    *,
-    hint: str | None = None,
-    query_id: str | None = None,
-    limit: str | None = None,
-) -> bytes:
-    """One NDJSON `{"error": {...}}` line (with its newline), the shape of the HTTP API."""
-    record: dict[str, Any] = {"code": code, "message": message}
-    if query_id is not None:
-        record["query_id"] = query_id
-    if hint:
-        record["hint"] = hint
-    if limit:
-        record["limit"] = limit
-    return json.dumps({"error": record}, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def header(scope: Mapping[str, Any], name: bytes) -> str | None:
@@ -138,20 +117,22 @@ async def read_body(scope: Mapping[str, Any], receive: Receive, *, limit: int) -
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         too_large = HttpError(
-            "request.too_large",
+            ErrorCode.REQUEST_TOO_LARGE,
             f"request body is {int(declared)} bytes; this relay accepts at most {limit}",
         )
         limit = -1
     else:
         too_large = HttpError(
-            "request.too_large", f"request body is over this relay's limit of {limit} bytes"
+            ErrorCode.REQUEST_TOO_LARGE, f"request body is over this relay's limit of {limit} bytes"
         )
     body = bytearray()
     seen = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise HttpError("request.invalid", "client went away before the body was complete")
+            raise HttpError(
+                ErrorCode.REQUEST_INVALID, "client went away before the body was complete"
+            )
         chunk = message.get("body", b"")
         seen += len(chunk)
         if seen <= limit:

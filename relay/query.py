@@ -63,8 +63,8 @@ def _error_code(record: bytes) -> str:
     try:
         code = json.loads(record)["error"]["code"]
     except (ValueError, KeyError, TypeError):
-        return "internal"
-    return code if isinstance(code, str) else "internal"
+        return ErrorCode.INTERNAL
+    return code if isinstance(code, str) else ErrorCode.INTERNAL
 
 
 def _query_size(req: QueryRequest, token: str, attestation: dict[str, Any]) -> int:
@@ -95,7 +95,7 @@ async def handle_query(
         body = await read_body(scope, receive, limit=limits.max_body_bytes)
     if body_wait.cancelled_caught:
         raise HttpError(
-            "request.invalid",
+            ErrorCode.REQUEST_INVALID,
             f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
             status=408,
         )
@@ -135,7 +135,7 @@ def _check_size(req: QueryRequest, limit: int | None) -> None:
     """413 request.too_large when ``req.sql`` is longer than ``limit`` (None: no limit known)."""
     if limit is not None and req.sql_bytes > limit:
         raise HttpError(
-            "request.too_large",
+            ErrorCode.REQUEST_TOO_LARGE,
             f"'sql' is {req.sql_bytes} bytes (UTF-8); the connector accepts statements up to "
             f"{limit}: send a shorter statement, pass values as parameters, or use a named query",
         )
@@ -192,11 +192,11 @@ async def _send_admitted(
         size = _query_size(req, token, attestation)
     except (ValueError, TypeError):
         raise HttpError(
-            "request.invalid", "the request holds text that is not valid Unicode"
+            ErrorCode.REQUEST_INVALID, "the request holds text that is not valid Unicode"
         ) from None
     if size > session.conn.max_frame:
         raise HttpError(
-            "request.too_large",
+            ErrorCode.REQUEST_TOO_LARGE,
             f"the query frame would be {size} bytes; the connector accepts at most "
             f"{session.conn.max_frame}",
         )
@@ -206,7 +206,7 @@ async def _send_admitted(
         and not tunnel.query_ids.remember(req.query_id, now=time.time())
     ):
         raise HttpError(
-            "query.duplicate",
+            ErrorCode.QUERY_DUPLICATE,
             "a query with this query_id was already sent; use a new query_id to run it again",
             query_id=req.query_id,
         )
@@ -215,7 +215,7 @@ async def _send_admitted(
     except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
         log_event("query.not_sent", level=logging.ERROR, query_id=req.query_id, why=exc)
         raise HttpError(
-            "internal",
+            ErrorCode.INTERNAL,
             "the relay could not send the query to the connector; retry it (the cause is in "
             f"the relay's log under query_id {req.query_id})",
             query_id=req.query_id,
@@ -391,7 +391,7 @@ async def _timeout(
     """The connector said nothing for longer than the query may take: cancel, end the response."""
     stream.release("timeout at the relay")
     error = HttpError(
-        "query.timeout",
+        ErrorCode.QUERY_TIMEOUT,
         f"no answer from the connector within {req.timeout_ms} ms (+{grace_s:g} s grace)",
         query_id=req.query_id,
     )

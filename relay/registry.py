@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from protocol import FairAdmission, ReplayCache
+from protocol import ErrorCode, FairAdmission, ReplayCache
 from relay.config import TunnelConfig
 from relay.http import HttpError
 from relay.session import ConnectorSession
@@ -108,7 +108,7 @@ class Tunnel:
         refusal = self.admission.offer(key, slot, limit=limit)
         if refusal == "identity":
             raise HttpError(
-                "limits.too_many_queries",
+                ErrorCode.LIMITS_TOO_MANY_QUERIES,
                 f"this identity already has {limit} queries in flight or waiting on tunnel "
                 f"{self.name!r} (max_queries_per_identity); wait for one to finish, then retry",
                 retry_after="1",
@@ -140,7 +140,9 @@ class Tunnel:
         slot.waited_s = trio.current_time() - started
         if gone:
             self._give_back(slot)
-            raise HttpError("query.cancelled", "the client went away while the query waited")
+            raise HttpError(
+                ErrorCode.QUERY_CANCELLED, "the client went away while the query waited"
+            )
         if not slot.granted:
             self._give_back(slot)
             raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
@@ -165,7 +167,7 @@ class Tunnel:
 
     def _full(self, why: str) -> HttpError:
         return HttpError(
-            "limits.too_many_queries",
+            ErrorCode.LIMITS_TOO_MANY_QUERIES,
             f"tunnel {self.name!r} is at its concurrent query limit and {why}; retry after the "
             "Retry-After delay",
             retry_after="1",
@@ -207,14 +209,14 @@ class Tunnel:
         live = [s for s in self.sessions if not s.closed]
         if not live:
             raise HttpError(
-                "tunnel.no_connector",
+                ErrorCode.TUNNEL_NO_CONNECTOR,
                 f"no connector is connected to tunnel {self.name!r}",
                 hint="start one: edgetds connector run --config connector.toml (check its log "
                 "for authentication errors)",
             )
         if all(s.draining for s in live):
             raise HttpError(
-                "connector.draining",
+                ErrorCode.CONNECTOR_DRAINING,
                 f"every connector of tunnel {self.name!r} is draining",
                 hint="retry in a few seconds; connectors reconnect after a drain",
                 retry_after="1",
@@ -305,7 +307,7 @@ class Registry:
         tunnel = self.tunnels.get(name)
         if tunnel is None:
             raise HttpError(
-                "tunnel.unknown", f"no tunnel named {name[:64]!r} on this relay", status=404
+                ErrorCode.TUNNEL_UNKNOWN, f"no tunnel named {name[:64]!r} on this relay", status=404
             )
         return tunnel
 

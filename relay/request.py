@@ -1,7 +1,7 @@
 """The client's query request: the JSON body of `POST /v1/tunnels/{tunnel}/query`, checked.
 
-Every refusal is an `HttpError("request.invalid", ...)` whose message says which member is wrong
-and what is expected (never echoing the SQL text or a parameter value back). Parameters are
+Every refusal is an `HttpError(ErrorCode.REQUEST_INVALID, ...)` whose message says which member
+is wrong and what is expected (never echoing the SQL text or a parameter value back). Parameters are
 capped here, before anything is signed or sent: at most `MAX_PARAMS` (SQL Server's limit per
 request) and at most `max_param_bytes` of canonical JSON.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import canonical_json, loads_object
+from protocol import ErrorCode, canonical_json, loads_object
 from relay.http import HttpError
 
 __all__ = ["MAX_PARAMS", "QueryRequest", "parse_query_request"]
@@ -51,7 +51,7 @@ class QueryRequest:
 
 
 def _invalid(message: str) -> HttpError:
-    return HttpError("request.invalid", message)
+    return HttpError(ErrorCode.REQUEST_INVALID, message)
 
 
 def _optional_int(body: Mapping[str, Any], key: str, *, minimum: int) -> int | None:

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -54,7 +54,6 @@ from relay.logs import log_event
 
 __all__ = ["ConnectorSession", "HandshakeFailed", "RelayStream", "WebSocketIO"]
 
-_STREAM_EVENTS = (events.Columns, events.Rows, events.Done, events.Error)
 #: PINGs a connector may send: a burst, then a sustained rate per second (keepalives need ~1/15 s).
 PING_BURST = 20
 PING_RATE = 5.0
@@ -266,7 +265,7 @@ class ConnectorSession:
                 "left over); send whole frames per message"
             )
 
-    def _goaway(self, code: str, message: str) -> None:
+    def _goaway(self, code: ErrorCode, message: str) -> None:
         try:
             self.conn.send(events.GoAway(str(code), message, self.conn.last_stream_id))
         except LocalProtocolError:
@@ -301,7 +300,7 @@ class ConnectorSession:
     async def _reader(self) -> int:
         """Read until the socket ends; return the close code to use."""
         while True:
-            received: list[events.Event] = []
+            received: list[events.AnyEvent] = []
             try:
                 data = await self.ws.receive()
                 if data is None:
@@ -325,7 +324,7 @@ class ConnectorSession:
             self._dispatch(received)
             self.kick()
 
-    def _check_pings(self, received: list[events.Event]) -> None:
+    def _check_pings(self, received: list[events.AnyEvent]) -> None:
         """Each PING costs a queued PONG: a connector that floods them is cut off."""
         now = trio.current_time()
         for event in received:
@@ -348,7 +347,7 @@ class ConnectorSession:
 
     # -- events from the connector ------------------------------------------------------------
 
-    def _dispatch(self, received: list[events.Event]) -> None:
+    def _dispatch(self, received: list[events.AnyEvent]) -> None:
         self._route(received)
         if self.conn.peer_draining and not self.draining:  # DRAIN, or a draining refusal
             self.draining = True
@@ -362,30 +361,42 @@ class ConnectorSession:
         if any(isinstance(event, events.Done | events.Error) for event in received):
             self.on_capacity()
 
-    def _route(self, received: list[events.Event]) -> None:
+    def _route(self, received: list[events.AnyEvent]) -> None:
         for event in received:
-            if isinstance(event, _STREAM_EVENTS):
-                stream = self._streams.get(event.stream_id)
-                if stream is not None:
-                    self._deliver(stream, event)
-                elif isinstance(event, events.Columns | events.Rows):
-                    self.consumed(event.stream_id, len(event.data))  # nobody listens: discard
-            elif isinstance(event, events.Pong):
-                sent = self._ping_sent.pop(event.data, None)
-                if sent is not None:
-                    self.rtt_ms = round((trio.current_time() - sent) * 1000, 3)
-            elif isinstance(event, events.Checkpoint) and self.on_checkpoint is not None:
-                self.on_checkpoint(self, event)
-            elif isinstance(event, events.GoAway):
-                self.draining = True
-                log_event(
-                    "connector.goaway",
-                    tunnel=self.tunnel,
-                    connector=self.connector_id,
-                    session=self.session_id,
-                    code=event.code,
-                    last_stream=event.last_stream,
-                )
+            match event:
+                case events.Columns() | events.Rows() | events.Done() | events.Error():
+                    stream = self._streams.get(event.stream_id)
+                    if stream is not None:
+                        self._deliver(stream, event)
+                    elif isinstance(event, events.Columns | events.Rows):
+                        self.consumed(event.stream_id, len(event.data))  # nobody listens: discard
+                case events.Pong():
+                    sent = self._ping_sent.pop(event.data, None)
+                    if sent is not None:
+                        self.rtt_ms = round((trio.current_time() - sent) * 1000, 3)
+                case events.Drain():
+                    pass  # _dispatch marks the session draining (Connection.peer_draining)
+                case events.Checkpoint():
+                    if self.on_checkpoint is not None:
+                        self.on_checkpoint(self, event)
+                case events.GoAway():
+                    self.draining = True
+                    log_event(
+                        "connector.goaway",
+                        tunnel=self.tunnel,
+                        connector=self.connector_id,
+                        session=self.session_id,
+                        code=event.code,
+                        last_stream=event.last_stream,
+                    )
+                case events.Ping() | events.Ready() | events.ConnectionLost():
+                    # the protocol queues the PONG (_check_pings bounds the rate); READY is the
+                    # handshake's; the end of the transport is handled by the reader
+                    pass
+                case events.Hello() | events.Query() | events.Cancel() | events.Credit():
+                    pass  # relay -> connector frames: the protocol refuses them from a connector
+                case _:
+                    assert_never(event)
 
     def _deliver(self, stream: RelayStream, event: events.Event) -> None:
         terminal = isinstance(event, events.Done | events.Error)

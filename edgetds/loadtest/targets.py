@@ -28,6 +28,7 @@ import trio
 
 from edgetds.loadtest.scenario import Identity, QuerySpec
 from edgetds.loadtest.stats import Outcome
+from protocol import ErrorCode
 
 __all__ = [
     "DirectSpec",
@@ -366,7 +367,9 @@ class DirectTarget:
                     if not cursor.nextset():
                         break
         except tds_base.Error as exc:
-            code = "sql.error" if isinstance(exc, tds_base.DatabaseError) else "direct.error"
+            code = (
+                ErrorCode.SQL_ERROR if isinstance(exc, tds_base.DatabaseError) else "direct.error"
+            )
             if isinstance(exc, tds_base.OperationalError | tds_base.InterfaceError):
                 conn = None  # the connection may be broken: open a new one next time
             return Outcome(code, 0, 0)
@@ -385,7 +388,7 @@ class DirectTarget:
         try:
             params = decode_params(query.make_params(rng))
         except ParamError:
-            return Outcome("request.invalid")
+            return Outcome(ErrorCode.REQUEST_INVALID)
         return await trio.to_thread.run_sync(self._run, slot, sql, params, limiter=self.limiter)
 
     def close(self) -> None:

@@ -330,10 +330,6 @@ def _to_float(value: object, target: SqlType, source: SqlType | None) -> float:
     return number
 
 
-def _fraction_digits(value: object, digits: int) -> str:
-    return "." + _fraction(value, digits) if digits else ""
-
-
 def to_text(value: object, *, style: int = 0, source: SqlType | None = None) -> str:
     """The string SQL Server makes of a value in CAST/CONVERT (styles 0, 23, 120, 121, 126).
 

@@ -18,7 +18,9 @@ import tdslite
 from connector.config import load_config
 from connector.ops import Ops, database_probe
 from connector.pool import Pools, PoolStats
+from connector.service import AuditEvent
 from connector.tunnel import LinkStats
+from protocol import ErrorCode
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
 
 
@@ -194,3 +196,26 @@ async def test_sd_notify_ready_after_the_first_connection(
             except BlockingIOError:
                 break
     assert messages == ["READY=1\nSTATUS=connected to ws://relay-a", "STOPPING=1\nSTATUS=draining"]
+
+
+def test_metrics_and_audit_agree_on_refusals() -> None:
+    # one predicate: a code the audit log records as "refused" is a refusal in the metrics too
+    ops = Ops(connector_id="conn-1", tunnel="demo")
+    for code in ErrorCode:
+        ops.query_started()
+        ops.query_finished(role=None, outcome=code, duration_s=0.0, rows=0, nbytes=0)
+    counted = {
+        sample.labels["reason"]
+        for metric in ops.registry.collect()
+        if metric.name == "edgetds_connector_refusals"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.value == 1
+    }
+    audited = {
+        code
+        for code in ErrorCode
+        if AuditEvent("q", 1, None, outcome=code).record()["outcome"]["status"] == "refused"
+    }
+    assert counted == audited
+    assert {"request.invalid", "query.duplicate", "policy.denied"} <= counted
+    assert not counted & {"sql.error", "query.timeout", "internal", "transport.lost"}

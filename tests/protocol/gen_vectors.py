@@ -52,6 +52,7 @@ from protocol import (
     verify_checkpoint,
     verify_connector_token,
     verify_hello,
+    wire_registry,
 )
 from protocol._auth import HELLO_CONTEXT, QUERY_CONTEXT, b64url
 from protocol._checkpoint import CHECKPOINT_CONTEXT
@@ -743,6 +744,7 @@ def main() -> None:
     dump("auth.json", auth)
     id_tokens = id_token_document()["vectors"]
     dump("id_tokens.json", id_token_document())
+    dump("registry.json", wire_registry())
     count = (
         len(frames)
         + len(sequences)

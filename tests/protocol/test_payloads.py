@@ -128,7 +128,7 @@ def test_records_round_trip() -> None:
         "q",
         {"number": 208, "state": 1, "class": 16},
     )
-    assert parse_error_record(error_record("internal", "x")).sql is None
+    assert parse_error_record(error_record(ErrorCode.INTERNAL, "x")).sql is None
 
 
 @pytest.mark.parametrize(

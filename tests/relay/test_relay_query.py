@@ -264,10 +264,15 @@ async def test_unknown_tunnel_is_404(
     relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:
     response = await client.post(
-        query_url(relay, "nope"), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="a"))
+        query_url(relay, "z\u00fcrich"), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="a"))
     )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "tunnel.unknown"
+    # protocol.error_record builds every error body: UTF-8 JSON with non-ASCII kept as is (what
+    # the Worker's JSON.stringify writes), not \u escapes
+    message = "no tunnel named 'z\u00fcrich' on this relay"
+    expected = '{"error":{"code":"tunnel.unknown","message":"' + message + '"}}\n'
+    assert response.content == expected.encode("utf-8")
 
 
 @pytest.mark.parametrize(
