@@ -10,7 +10,7 @@ Start one in process::
         await connector.wait_ready()
 
 or from the shell: ``edgetds connector run --config connector.toml``. The names below are loaded
-lazily so that importing one submodule (e.g. connector.keys) stays cheap.
+lazily so that importing one submodule (e.g. connector.config) stays cheap.
 """
 
 from __future__ import annotations

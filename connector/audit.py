@@ -616,7 +616,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _checkpoint_keys(args: argparse.Namespace) -> tuple[list[Any], str | None]:
     """The connector public key(s) and id that a checkpoint must verify under."""
     from connector.checkpoints import CheckpointError
-    from connector.keys import KeyFileError, parse_public_key
+    from identity.keys import KeyFileError, parse_public_key
 
     if args.config:
         from cryptography.hazmat.primitives.serialization import load_pem_private_key

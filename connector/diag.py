@@ -14,7 +14,7 @@ Steps, per relay URL (each needs the previous one; a failure skips the rest for 
 Steps 4-6 are one real dial with the connector's own code (`connector.tunnel.TunnelLink`): the
 connection is registered at the relay for a moment, then drained and closed. Then, independently:
 
-7. ``idp``       each issuer's discovery document and JWKS load (edgetds/oidc.py `warm_up`).
+7. ``idp``       each issuer's discovery document and JWKS load (identity/oidc.py `warm_up`).
 8. ``sql_login`` every ``[logins.NAME]`` logs in to SQL Server and runs ``SELECT 1`` (the
                  connector's own pool code, connector/pool.py).
 

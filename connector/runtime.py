@@ -37,14 +37,14 @@ from connector.audit import AuditError, AuditLog
 from connector.backoff import Backoff
 from connector.checkpoints import AuditCheckpoints
 from connector.config import ConfigError, ConnectorConfig, Problem, load_config
-from connector.keys import key_id, parse_public_key, raw_public_key
 from connector.ops import Ops, database_probe
 from connector.policy import Policy, PolicyError
 from connector.pool import Pools
 from connector.service import QueryService
 from connector.tunnel import DialFailed, LinkStats, RelayRejected, TunnelLink
-from edgetds.oidc import TokenVerifier
-from protocol import CHECKPOINT_CAP
+from identity.keys import key_id, parse_public_key
+from identity.oidc import TokenVerifier
+from protocol import CHECKPOINT_CAP, raw_public_key
 
 __all__ = [
     "Connector",

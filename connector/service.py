@@ -4,7 +4,7 @@
    connection's session id, a fresh timestamp, every hash recomputed from the frame, and a
    connector-wide replay cache of nonces and query ids (a query id is never executed twice, even
    across HA connections).
-2. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
+2. The end user's IdP token, verified HERE (identity/oidc.py), not trusted from the relay.
 3. The policy (connector/policy.py): role, statement size, named queries, caps, and the
    read-only check, which parses in a worker process (a thread for statements of at most 1 KiB)
    within a time budget taken from the query's timeout (connector/_readonly.py
@@ -55,8 +55,8 @@ from connector.execute import (
 from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
 from connector.tunnel import StreamSink, TunnelLink
-from edgetds.oidc import AuthError as TokenError
-from edgetds.oidc import Identity, TokenVerifier
+from identity.oidc import AuthError as TokenError
+from identity.oidc import Identity, TokenVerifier
 from protocol import (
     ATTESTATION_MAX_SKEW,
     AuthError,

@@ -7,7 +7,7 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
    parsing (``auth.invalid_token``).
 2. Read the *unverified* ``iss`` claim only to pick the issuer; an issuer that is not configured is
    refused (``auth.unknown_issuer``) before any key is looked up or fetched.
-   Header and payload are parsed strictly first (edgetds/_idtoken.py: no duplicate member names,
+   Header and payload are parsed strictly first (identity/_idtoken.py: no duplicate member names,
    no NaN, bounded nesting and numbers), so what is checked is what the signature covers.
 3. The header ``alg`` must be in that issuer's allowlist (default RS256, ES256, EdDSA; ``none`` and
    HS* are never accepted) and the key found by ``kid`` in *our* copy of the issuer's JWKS must be
@@ -17,7 +17,7 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
 4. Keys are cached per issuer; an unknown ``kid`` triggers a refresh, at most one per
    ``min_refresh_interval_s`` per issuer, so a flood of random kids costs at most one fetch.
 5. pyjwt checks the signature with ``algorithms=[alg]`` (one explicit algorithm); then the claims
-   are checked by edgetds/_idtoken.py: ``exp``, ``iss``, ``sub`` and ``aud`` required with their
+   are checked by identity/_idtoken.py: ``exp``, ``iss``, ``sub`` and ``aud`` required with their
    JSON types, ``nbf``/``iat`` checked when present, with ``leeway_s`` of clock skew, and a
    lifetime of at most the issuer's ``max_token_lifetime_s`` (default 24 h).
 6. A token that passed all of the above is remembered by its sha256 (at most
@@ -81,7 +81,7 @@ import jwt
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from edgetds._idtoken import (
+from identity._idtoken import (
     DEFAULT_MAX_TOKEN_LIFETIME_S,
     AuthError,
     check_claims,

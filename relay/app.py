@@ -32,9 +32,9 @@ from typing import Any
 
 import trio
 
-from connector.keys import encode_public_key, key_id
-from edgetds.oidc import AuthError as ClientAuthError
-from edgetds.oidc import Identity, TokenVerifier, bearer_token
+from identity.keys import encode_public_key, key_id
+from identity.oidc import AuthError as ClientAuthError
+from identity.oidc import Identity, TokenVerifier, bearer_token
 from protocol import (
     SUBPROTOCOL,
     TOKEN_LEEWAY,

@@ -8,8 +8,8 @@ Shape (see examples/relay.toml and /work/briefs/integration.md)::
                        connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] };
                        max_queries_per_identity (optional, default 32)
     [[issuers]]        issuer, audience[, jwks_uri | jwks_file, algorithms]: handed as they are
-                       to edgetds.oidc.TokenVerifier (which checks them)
-    [identity]         optional verifier options (leeway_s, max_token_bytes, ...; edgetds.oidc)
+                       to identity.oidc.TokenVerifier (which checks them)
+    [identity]         optional verifier options (leeway_s, max_token_bytes, ...; identity.oidc)
     [limits]           see `Limits` below (every key optional)
 
 `load_config` is THE validation: `edgetds relay serve` runs it at start-up and again on SIGHUP, so
@@ -33,8 +33,9 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from connector import keys
-from edgetds.oidc import TokenVerifier
+from identity import keys
+from identity.oidc import TokenVerifier
+from protocol import raw_public_key
 
 __all__ = [
     "ConfigError",
@@ -129,7 +130,7 @@ class TunnelConfig:
     def registers(self, connector_id: str, public_key_hex: str) -> bool:
         """Whether ``public_key_hex`` (raw, hex) is a registered key of ``connector_id``."""
         return public_key_hex in {
-            keys.raw_public_key(key).hex() for key in self.connectors.get(connector_id, ())
+            raw_public_key(key).hex() for key in self.connectors.get(connector_id, ())
         }
 
 
@@ -141,7 +142,7 @@ class RelayConfig:
     public_url: str = ""
     private_key: Ed25519PrivateKey
     tunnels: Mapping[str, TunnelConfig]
-    #: The table for edgetds.oidc.TokenVerifier.from_config: {"issuers": [...], options...}.
+    #: The table for identity.oidc.TokenVerifier.from_config: {"issuers": [...], options...}.
     identity: Mapping[str, Any]
     #: Relative paths inside `identity` (jwks_file, ca_file) are resolved from here.
     base_dir: Path = Path(".")
@@ -308,7 +309,8 @@ def _connector_keys(value: Any, *, where: str) -> tuple[Ed25519PublicKey, ...]:
 
 
 def identity_table(issuers: Any, options: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-    """The edgetds.oidc verifier table from `[[issuers]]` plus the optional `[identity]` options."""
+    """The identity.oidc verifier table from `[[issuers]]` plus the optional `[identity]`
+    options."""
     if (
         not isinstance(issuers, list)
         or not issuers

@@ -43,7 +43,7 @@ from relay.request import QueryRequest, parse_query_request
 from relay.session import RelayStream
 
 if TYPE_CHECKING:
-    from edgetds.oidc import Identity
+    from identity.oidc import Identity
     from relay.app import RelayApp
     from relay.registry import AdmissionSlot, Tunnel
 

@@ -16,7 +16,7 @@ import trio
 from _jwt_forge import b64url, forge
 
 from edgetds.devidp import DevIdP, DevKey, generate_key, sign_token
-from edgetds.oidc import AuthError, IssuerConfig, TokenVerifier
+from identity.oidc import AuthError, IssuerConfig, TokenVerifier
 
 JWKS = "/jwks.json"
 

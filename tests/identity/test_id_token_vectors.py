@@ -1,4 +1,4 @@
-"""protocol/vectors/id_tokens.json against edgetds/oidc.py (the Worker runs the same file).
+"""protocol/vectors/id_tokens.json against identity/oidc.py (the Worker runs the same file).
 
 Each issuer's static JWKS is written to a file (jwks_file) and the verifier's clock is the
 vectors' fixed ``now``: real Ed25519 signatures, the real verifier, no network.
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from edgetds.oidc import AuthError, TokenVerifier
+from identity.oidc import AuthError, TokenVerifier
 
 DOC = json.loads(
     (Path(__file__).resolve().parents[2] / "protocol" / "vectors" / "id_tokens.json").read_text(

@@ -1,4 +1,4 @@
-"""The verified-token cache of edgetds/oidc.py: the same token again skips the signature check,
+"""The verified-token cache of identity/oidc.py: the same token again skips the signature check,
 but exp is enforced at every use, a key that left the JWKS is not trusted through the cache, and
 the cache is bounded (0 = off)."""
 
@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from edgetds.devidp import DevIdP
-from edgetds.oidc import AuthError, IssuerConfig, TokenVerifier
+from identity.oidc import AuthError, IssuerConfig, TokenVerifier
 
 
 def _cfg(idp: DevIdP) -> IssuerConfig:

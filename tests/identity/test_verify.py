@@ -13,7 +13,7 @@ import trio
 import trustme
 
 from edgetds.devidp import DevIdP, open_dev_idp
-from edgetds.oidc import AuthError, IssuerConfig, TokenVerifier, bearer_token, claim_at
+from identity.oidc import AuthError, IssuerConfig, TokenVerifier, bearer_token, claim_at
 
 JWKS = "/jwks.json"
 DISCOVERY = "/.well-known/openid-configuration"

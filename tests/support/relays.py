@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from connector.keys import encode_public_key
+from identity.keys import encode_public_key
 from protocol import Limits as ProtocolLimits
 from relay.config import RelayConfig, TunnelConfig, parse_limits
 from relay.server import RunningRelay, open_relay
