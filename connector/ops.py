@@ -52,7 +52,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from connector import sdnotify
-from edgetds import __version__
+from protocol import __version__
 
 __all__ = ["Ops", "OpsServer", "ReadyCheck", "database_probe", "probe_login"]
 

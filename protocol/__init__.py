@@ -68,6 +68,11 @@ from ._state import ConnectionState, Role, StreamState
 #: The WebSocket subprotocol of edgetds/1.
 SUBPROTOCOL = "edgetds.v1"
 
+#: The version of the edgetds distribution, which every package in it shares (pyproject.toml):
+#: `edgetds --version` and the connector's info metric report it. It lives here, in the package
+#: every other one may import, so that no package imports the CLI's package for it.
+__version__ = "0.1.0"
+
 __all__ = [
     "AdmissionStatistics",
     "FairAdmission",
