@@ -57,7 +57,7 @@ __all__ = [
     "GENESIS",
     "AuditError",
     "AuditLog",
-    "Outcome",
+    "AuditOutcome",
     "VerifyResult",
     "param_type",
     "query_record",
@@ -83,7 +83,7 @@ def record_hash(record: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Outcome:
+class AuditOutcome:
     """How a query ended. ``status``: ok, error (SQL/timeout/cancel...) or refused (auth/policy)."""
 
     status: Literal["ok", "error", "refused"]
@@ -121,7 +121,7 @@ def query_record(
     sql: str | None,
     query: str | None,
     params: Mapping[str, Any],
-    outcome: Outcome,
+    outcome: AuditOutcome,
     param_types: Mapping[str, str] | None = None,
     log_param_values: bool = False,
     statement_sql: str | None = None,

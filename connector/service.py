@@ -41,19 +41,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
-from connector.audit import AuditLog, query_record
-from connector.audit import Outcome as AuditOutcome
+from connector.audit import AuditLog, AuditOutcome, query_record
 from connector.encode import ParamError, decode_params, ndjson_line
-from connector.execute import (
-    CONTEXT_KEYS,
-    CancelToken,
-    ExecRequest,
-    Outcome,
-    QueryFailed,
-    execute,
-)
+from connector.execute import CONTEXT_KEYS, ExecRequest, execute
 from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
+from connector.results import CancelToken, QueryFailed, ResultTotals
 from connector.tunnel import StreamSink, TunnelLink
 from identity.oidc import AuthError as TokenError
 from identity.oidc import Identity, TokenVerifier
@@ -273,7 +266,7 @@ class QueryService:
 
     async def _run(
         self, query: events.Query, sink: StreamSink, cancel: CancelToken, ev: AuditEvent
-    ) -> Outcome:
+    ) -> ResultTotals:
         try:
             identity: Identity = await self.verifier.verify(query.token)
         except TokenError as exc:

@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.trio.client import ClientConnection, connect
 
 from connector.config import TunnelConfig
-from connector.execute import CancelToken, QueryFailed, SinkClosed
+from connector.results import CancelToken, QueryFailed, SinkClosed
 from protocol import (
     CHECKPOINT_CAP,
     DEFAULT_STATEMENT_BYTES,

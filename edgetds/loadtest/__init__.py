@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         load_scenario,
         parse_scenario,
     )
-    from edgetds.loadtest.stats import Outcome, Recorder, RunResult
+    from edgetds.loadtest.stats import QueryOutcome, Recorder, RunResult
     from edgetds.loadtest.targets import (
         DirectSpec,
         DirectTarget,
@@ -37,7 +37,7 @@ __all__ = [
     "DirectSpec",
     "DirectTarget",
     "HttpTarget",
-    "Outcome",
+    "QueryOutcome",
     "Plan",
     "Recorder",
     "RunResult",
@@ -71,7 +71,7 @@ _MODULES = {
     "WeightedPicker": "scenario",
     "load_scenario": "scenario",
     "parse_scenario": "scenario",
-    "Outcome": "stats",
+    "QueryOutcome": "stats",
     "Recorder": "stats",
     "RunResult": "stats",
     "DirectSpec": "targets",

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from connector.audit import AuditLog, Outcome, query_record, rotated_files, verify_files
+from connector.audit import AuditLog, AuditOutcome, query_record, rotated_files, verify_files
 from connector.checkpoints import AuditCheckpoints
 from connector.config import ConfigError, load_config
 from edgetds.cli import main
@@ -27,7 +27,7 @@ OTHER = Ed25519PrivateKey.generate()
 def rec(i: int) -> dict[str, Any]:
     return query_record(
         query_id=f"q{i}", subject="alice", issuer="https://idp", role="analyst",
-        sql=f"SELECT {i}", query=None, params={}, outcome=Outcome(status="ok"),
+        sql=f"SELECT {i}", query=None, params={}, outcome=AuditOutcome(status="ok"),
     )  # fmt: skip
 
 
