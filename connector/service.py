@@ -48,8 +48,7 @@ from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
 from connector.results import CancelToken, QueryFailed, ResultTotals
 from connector.tunnel import StreamSink, TunnelLink
-from identity.oidc import AuthError as TokenError
-from identity.oidc import Identity, TokenVerifier
+from identity.oidc import Identity, TokenError, TokenVerifier
 from protocol import (
     ATTESTATION_MAX_SKEW,
     AuthError,

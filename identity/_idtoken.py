@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_MAX_TOKEN_LIFETIME_S",
     "MAX_NESTING",
     "MAX_NUMBER_CHARS",
-    "AuthError",
+    "TokenError",
     "check_claims",
     "check_header",
     "parse_token",
@@ -63,8 +63,10 @@ _REFUSED_HEADERS = {
 }
 
 
-class AuthError(Exception):
-    """A token was refused. ``code`` is a FIXED protocol error code (``auth.*`` or ``internal``)."""
+class TokenError(Exception):
+    """An end user's bearer token was refused. ``code`` is a FIXED protocol error code (``auth.*``
+    or ``internal``). (`protocol.AuthError` is the other kind: a connector token, HELLO or
+    attestation that failed.)"""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -72,8 +74,8 @@ class AuthError(Exception):
         self.message = message
 
 
-def _invalid(message: str) -> AuthError:
-    return AuthError("auth.invalid_token", message)
+def _invalid(message: str) -> TokenError:
+    return TokenError("auth.invalid_token", message)
 
 
 class _Refused(ValueError):
@@ -140,7 +142,7 @@ def parse_token(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The strictly parsed (still unverified) header and payload of a compact JWS.
 
     Raises:
-        AuthError: auth.invalid_token naming what is malformed (never quoting the token).
+        TokenError: auth.invalid_token naming what is malformed (never quoting the token).
     """
     parts = token.split(".")
     if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
@@ -182,7 +184,7 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | int | None:
 
 def _audiences(claims: dict[str, Any]) -> tuple[str, ...]:
     if "aud" not in claims:
-        raise AuthError("auth.wrong_audience", "token has no 'aud' claim")
+        raise TokenError("auth.wrong_audience", "token has no 'aud' claim")
     aud = claims["aud"]
     if isinstance(aud, str) and aud:
         return (aud,)
@@ -206,7 +208,7 @@ def check_claims(
         (sub, aud as a tuple, exp).
 
     Raises:
-        AuthError: auth.invalid_token, auth.wrong_audience or auth.expired.
+        TokenError: auth.invalid_token, auth.wrong_audience or auth.expired.
     """
     if "exp" not in claims:
         raise _invalid("token has no 'exp' claim")
@@ -223,12 +225,12 @@ def check_claims(
         raise _invalid("token claim 'jti' must be a string")
     aud = _audiences(claims)
     if not set(aud) & set(audiences):
-        raise AuthError(
+        raise TokenError(
             "auth.wrong_audience",
             f"token audience is not one of {list(audiences)}; request a token for it",
         )
     if exp <= now - leeway_s:
-        raise AuthError("auth.expired", "token has expired; get a fresh one")
+        raise TokenError("auth.expired", "token has expired; get a fresh one")
     for name, start in (("nbf", nbf), ("iat", iat)):
         if start is not None and start >= exp:
             raise _invalid(f"token '{name}' is not before its 'exp': it is never valid")

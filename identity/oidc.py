@@ -26,7 +26,7 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
    issuer's current key for that ``kid`` (no refresh due), and ``exp`` is checked again at every
    use with the same leeway. Refusals are never remembered.
 
-Errors are :class:`AuthError` carrying a FIXED protocol error code and a message that names what
+Errors are :class:`TokenError` carrying a FIXED protocol error code and a message that names what
 failed and never contains the token. If an issuer's keys cannot be fetched the code is
 ``internal`` (the client is not at fault; the message names the issuer and the failure).
 
@@ -83,7 +83,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from identity._idtoken import (
     DEFAULT_MAX_TOKEN_LIFETIME_S,
-    AuthError,
+    TokenError,
     check_claims,
     check_header,
     parse_token,
@@ -92,7 +92,7 @@ from identity._idtoken import (
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "DEFAULT_MAX_TOKEN_LIFETIME_S",
-    "AuthError",
+    "TokenError",
     "Identity",
     "IssuerConfig",
     "TokenVerifier",
@@ -153,10 +153,10 @@ def token_sha256(token: str) -> str:
 def bearer_token(authorization: str | None) -> str:
     """Extract the token from an ``Authorization: Bearer <token>`` header value."""
     if not authorization:
-        raise AuthError("auth.missing_token", "no Authorization header; send 'Bearer <token>'")
+        raise TokenError("auth.missing_token", "no Authorization header; send 'Bearer <token>'")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("auth.missing_token", "Authorization header is not 'Bearer <token>'")
+        raise TokenError("auth.missing_token", "Authorization header is not 'Bearer <token>'")
     return token.strip()
 
 
@@ -358,13 +358,13 @@ class TokenVerifier:
         """Verify ``token`` and return the identity it proves.
 
         Raises:
-            AuthError: with ``code`` one of auth.missing_token, auth.invalid_token, auth.expired,
+            TokenError: with ``code`` one of auth.missing_token, auth.invalid_token, auth.expired,
                 auth.wrong_audience, auth.unknown_issuer (or internal if keys cannot be fetched).
         """
         if token is None or not token.strip():
-            raise AuthError("auth.missing_token", "no bearer token was sent")
+            raise TokenError("auth.missing_token", "no bearer token was sent")
         if not isinstance(token, str):
-            raise AuthError("auth.invalid_token", "token must be a string")
+            raise TokenError("auth.invalid_token", "token must be a string")
         # Characters <= bytes: a huge token is refused without even encoding it.
         size = (
             len(token)
@@ -372,7 +372,7 @@ class TokenVerifier:
             else len(token.encode("utf-8", "surrogatepass"))
         )
         if size > self.max_token_bytes:
-            raise AuthError(
+            raise TokenError(
                 "auth.invalid_token",
                 f"token is {size} bytes, over the {self.max_token_bytes}-byte limit",
             )
@@ -384,16 +384,16 @@ class TokenVerifier:
         header, payload = parse_token(token)
         iss = payload.get("iss")
         if not isinstance(iss, str) or not iss:
-            raise AuthError("auth.invalid_token", "token has no 'iss' claim")
+            raise TokenError("auth.invalid_token", "token has no 'iss' claim")
         entry = self._issuers.get(iss)
         if entry is None:
             # No key lookup, no fetch: an unknown issuer costs nothing.
-            raise AuthError("auth.unknown_issuer", f"issuer {iss[:200]!r} is not trusted here")
+            raise TokenError("auth.unknown_issuer", f"issuer {iss[:200]!r} is not trusted here")
         cfg = entry.config
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in cfg.algorithms:
             shown = alg if isinstance(alg, str) else type(alg).__name__
-            raise AuthError(
+            raise TokenError(
                 "auth.invalid_token",
                 f"algorithm {shown[:20]!r} is not allowed for issuer {iss!r} "
                 f"(allowed: {', '.join(cfg.algorithms)})",
@@ -444,7 +444,7 @@ class TokenVerifier:
             return None  # verify from scratch (and refresh keys if due)
         if identity.expires_at <= self._clock() - self.leeway_s:
             del self._verified[digest]
-            raise AuthError("auth.expired", "token has expired; get a fresh one")
+            raise TokenError("auth.expired", "token has expired; get a fresh one")
         return identity
 
     def _remember(self, identity: Identity, key: Any) -> None:
@@ -464,9 +464,9 @@ class TokenVerifier:
         try:
             jwt.PyJWS().decode_complete(token, key=key, algorithms=[alg])
         except jwt.InvalidSignatureError:
-            raise AuthError("auth.invalid_token", "token signature does not verify") from None
+            raise TokenError("auth.invalid_token", "token signature does not verify") from None
         except jwt.PyJWTError as exc:
-            raise AuthError("auth.invalid_token", f"token refused: {type(exc).__name__}") from None
+            raise TokenError("auth.invalid_token", f"token refused: {type(exc).__name__}") from None
 
     async def _key_for(
         self, entry: _IssuerKeys, kid: str | None, alg: str
@@ -480,7 +480,7 @@ class TokenVerifier:
         if kid is None:
             candidates = [v for v in entry.keys.values() if _key_matches(v[1], alg)]
             if len(candidates) != 1:
-                raise AuthError(
+                raise TokenError(
                     "auth.invalid_token",
                     f"token has no 'kid' and issuer {cfg.issuer!r} has "
                     f"{len(candidates)} {alg} keys; the IdP must send a kid",
@@ -488,13 +488,13 @@ class TokenVerifier:
             return candidates[0]
         found = entry.keys.get(kid)
         if found is None:
-            raise AuthError(
+            raise TokenError(
                 "auth.invalid_token",
                 f"key id {kid[:64]!r} is not in the JWKS of issuer {cfg.issuer!r}",
             )
         jwk_data, key = found
         if not _key_matches(key, alg) or jwk_data.get("alg", alg) != alg:
-            raise AuthError(
+            raise TokenError(
                 "auth.invalid_token",
                 f"key {kid[:64]!r} of issuer {cfg.issuer!r} cannot verify {alg} tokens",
             )
@@ -521,7 +521,7 @@ class TokenVerifier:
                 async with entry.lock:
                     await self._maybe_refresh(entry, trio.current_time())
                 result[issuer] = entry.last_error
-            except AuthError as exc:
+            except TokenError as exc:
                 result[issuer] = exc.message
         return result
 
@@ -532,7 +532,7 @@ class TokenVerifier:
             and now - entry.attempted_at < self.min_refresh_interval_s
         ):
             if entry.fetched_at is None:
-                raise AuthError(
+                raise TokenError(
                     "internal",
                     f"keys of issuer {entry.config.issuer!r} are unavailable "
                     f"(last fetch failed: {entry.last_error})",
@@ -548,7 +548,7 @@ class TokenVerifier:
                 "jwks fetch failed issuer=%s error=%s", entry.config.issuer, entry.last_error
             )
             if entry.fetched_at is None:
-                raise AuthError(
+                raise TokenError(
                     "internal",
                     f"could not load keys of issuer {entry.config.issuer!r}: {entry.last_error}",
                 ) from None

@@ -33,8 +33,7 @@ from typing import Any
 import trio
 
 from identity.keys import encode_public_key, key_id
-from identity.oidc import AuthError as ClientAuthError
-from identity.oidc import Identity, TokenVerifier, bearer_token
+from identity.oidc import Identity, TokenError, TokenVerifier, bearer_token
 from protocol import (
     SUBPROTOCOL,
     TOKEN_LEEWAY,
@@ -51,7 +50,7 @@ from relay.http import HttpError, Receive, Send, header, send_error, send_json
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
 from relay.logs import log_event
 from relay.query import handle_query
-from relay.registry import Registry
+from relay.registry import Registry, RouteRefused
 from relay.session import ConnectorSession, HandshakeFailed, WebSocketIO
 
 __all__ = ["RelayApp"]
@@ -68,6 +67,17 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _http_error(refusal: RouteRefused) -> HttpError:
+    """The HTTP answer to a query the registry could not route (the status of its code)."""
+    return HttpError(
+        refusal.code,
+        refusal.message,
+        hint=refusal.hint,
+        retry_after=refusal.retry_after,
+        limit=refusal.limit,
+    )
 
 
 class RelayApp:
@@ -117,7 +127,8 @@ class RelayApp:
                 await self._http(scope, receive, send)
             elif kind == "websocket":
                 await self._websocket(scope, receive, send)
-        except HttpError as exc:
+        except (HttpError, RouteRefused) as refusal:
+            exc = refusal if isinstance(refusal, HttpError) else _http_error(refusal)
             self.counters.refuse(exc.reason)
             if kind == "http":
                 await send_error(send, exc)
@@ -218,7 +229,21 @@ class RelayApp:
             await self._checkpoint(scope, send, tunnel)
         else:
             assert tunnel is not None
-            await handle_query(self, scope, receive, send, tunnel)
+            started = trio.current_time()
+            found = self.registry.get(tunnel)
+            identity, token = await self.authenticate(scope)
+            self.check_query_rate(identity)
+            await handle_query(
+                scope,
+                receive,
+                send,
+                tunnel=found,
+                identity=identity,
+                token=token,
+                limits=self.config.limits,
+                counters=self.counters,
+                started=started,
+            )
 
     # -- authentication and limits ------------------------------------------------------------
 
@@ -249,7 +274,7 @@ class RelayApp:
         try:
             token = bearer_token(header(scope, b"authorization"))
             return await self.verifier.verify(token), token
-        except ClientAuthError as exc:
+        except TokenError as exc:
             if exc.code.startswith("auth."):
                 raise self.auth_failed(scope, exc.code, exc.message) from None
             query_id = str(uuid.uuid4())

@@ -5,6 +5,8 @@ Order of checks (cheapest first, nothing reaches a connector before the token is
 1. the tunnel exists (404 tunnel.unknown);
 2. this address has not failed authentication too often (429, before any token work);
 3. the bearer token verifies (401 auth.*), then the identity's query rate (429 limits.rate_limited);
+   (steps 1-3 are the relay app's, relay/app.py: it hands this module the tunnel, the verified
+   identity and token, the limits and the counters, and nothing else)
 4. the body is at most `max_body_bytes` (413) and a valid query request (400 request.invalid);
 5. the query is admitted (503 tunnel.no_connector / connector.draining; 429
    limits.too_many_queries for an identity at its cap, or a tunnel still full after the admission
@@ -44,8 +46,9 @@ from relay.session import RelayStream
 
 if TYPE_CHECKING:
     from identity.oidc import Identity
-    from relay.app import RelayApp
-    from relay.registry import AdmissionSlot, Tunnel
+    from relay.config import Limits
+    from relay.limits import RefusalCounters
+    from relay.registry import AdmissionSlot, TunnelState
 
 __all__ = ["handle_query"]
 
@@ -82,14 +85,20 @@ def _query_size(req: QueryRequest, token: str, attestation: dict[str, Any]) -> i
 
 
 async def handle_query(
-    app: RelayApp, scope: Scope, receive: Receive, send: Send, tunnel_name: str
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    tunnel: TunnelState,
+    identity: Identity,
+    token: str,
+    limits: Limits,
+    counters: RefusalCounters,
+    started: float,
 ) -> None:
-    """Serve one query request (see the module docstring); refusals raise `HttpError`."""
-    started = trio.current_time()
-    tunnel = app.registry.get(tunnel_name)
-    identity, token = await app.authenticate(scope)
-    app.check_query_rate(identity)
-    limits = app.config.limits
+    """Serve one query request from step 4 on (see the module docstring), for `identity` whose
+    bearer `token` verified, on `tunnel`, since trio time `started`; refusals raise `HttpError`
+    (or, from the registry, `RouteRefused`). Each answered query is counted in `counters`."""
     body = b""
     with trio.move_on_after(BODY_TIMEOUT_S) as body_wait:
         body = await read_body(scope, receive, limit=limits.max_body_bytes)
@@ -115,7 +124,9 @@ async def handle_query(
         if slot.waited_s > 0:  # the admission wait counts against the query's deadline
             waited_ms = round(slot.waited_s * 1000)
             req = replace(req, timeout_ms=max(1, req.timeout_ms - waited_ms))
-        await _send_admitted(app, tunnel, slot, receive, send, req, identity, token, started)
+        await _send_admitted(
+            tunnel, slot, receive, send, req, identity, token, started, limits, counters
+        )
 
 
 def _check_size(req: QueryRequest, limit: int | None) -> None:
@@ -129,8 +140,7 @@ def _check_size(req: QueryRequest, limit: int | None) -> None:
 
 
 async def _send_admitted(
-    app: RelayApp,
-    tunnel: Tunnel,
+    tunnel: TunnelState,
     slot: AdmissionSlot,
     receive: Receive,
     send: Send,
@@ -138,9 +148,10 @@ async def _send_admitted(
     identity: Identity,
     token: str,
     started: float,
+    limits: Limits,
+    counters: RefusalCounters,
 ) -> None:
     """Place an admitted query on a connection and relay its answer (steps 5 and on)."""
-    limits = app.config.limits
     session = tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     attestation: dict[str, Any] = {}
@@ -216,7 +227,7 @@ async def _send_admitted(
     finally:
         stream.release("client went away" if outcome == "cancelled" else "done")
         elapsed = round((trio.current_time() - started) * 1000, 1)
-        app.counters.count("queries")
+        counters.count("queries")
         log_event("query", **fields, outcome=outcome, bytes=sent, elapsed_ms=elapsed)
 
 

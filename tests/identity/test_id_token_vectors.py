@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from identity.oidc import AuthError, TokenVerifier
+from identity.oidc import TokenError, TokenVerifier
 
 DOC = json.loads(
     (Path(__file__).resolve().parents[2] / "protocol" / "vectors" / "id_tokens.json").read_text(
@@ -58,6 +58,6 @@ async def test_id_token_vector(verifier: TokenVerifier, vector: dict[str, Any]) 
             assert identity.subject == vector["subject"]
             assert dict(identity.claims) == vector["claims"]
             return
-        with pytest.raises(AuthError) as info:
+        with pytest.raises(TokenError) as info:
             await verifier.verify(vector["token"])
     assert info.value.code == vector["error"], info.value.message
