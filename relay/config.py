@@ -22,6 +22,7 @@ it; unknown keys are errors too (a typo must not silently fall back to a default
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import tomllib
@@ -44,6 +45,7 @@ __all__ = [
     "TunnelConfig",
     "load_config",
     "parse_public_key",
+    "read_checkpoint_file",
 ]
 
 
@@ -386,7 +388,7 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
         )
     checkpoint_file = text("checkpoint_file")
     if checkpoint_file:
-        problems.check(lambda: _check_checkpoint_file(base_dir / checkpoint_file), None)
+        problems.check(lambda: read_checkpoint_file(base_dir / checkpoint_file), None)
     no_tunnels: dict[str, TunnelConfig] = {}
     tunnels = problems.check(
         lambda: parse_tunnels(_table(doc, "tunnels", where), where=where), no_tunnels
@@ -430,11 +432,28 @@ def _check_identity(identity: Mapping[str, Any], base_dir: Path, where: str) -> 
         raise ConfigError(f"{where} [[issuers]]/[identity]: {exc}") from None
 
 
-def _check_checkpoint_file(path: Path) -> None:
-    """The checkpoint file loads (as the relay loads it when it starts)."""
-    from relay.checkpoints import CheckpointStore  # it imports this module
+def read_checkpoint_file(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The items of a ``[relay] checkpoint_file`` (relay/checkpoints.py keeps them) by (tunnel,
+    connector id); empty when it does not exist yet. Checked when the config loads, read when
+    the relay starts.
 
-    CheckpointStore(path)
+    Raises:
+        ConfigError: the file is not a checkpoint file.
+    """
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    if not path.exists():
+        return items
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        for item in doc["checkpoints"]:
+            cp = item["checkpoint"]
+            items[(cp["tunnel"], cp["connector_id"])] = item
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"[relay] checkpoint_file {path} is not a checkpoint file ({exc}); "
+            "move it aside to start with no checkpoints"
+        ) from None
+    return items
 
 
 def _check_tls(cert: Path, key: Path, where: str) -> None:
