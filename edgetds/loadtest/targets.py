@@ -33,6 +33,7 @@ __all__ = [
     "DirectSpec",
     "DirectTarget",
     "HttpTarget",
+    "NdjsonCounter",
     "TargetError",
     "TokenSource",
     "check_loopback",
@@ -154,7 +155,7 @@ def _error_code(body: bytes, status: int) -> str:
         return f"http.{status}"
 
 
-class _NdjsonCounter:
+class NdjsonCounter:
     """Splits an NDJSON body by newline across chunks; counts rows, parses the `{...}` lines."""
 
     def __init__(self) -> None:
@@ -236,7 +237,7 @@ class HttpTarget:
                 if resp.status_code != 200:
                     data = await resp.aread()
                     return QueryOutcome(_error_code(data, resp.status_code), 0, len(data))
-                counter = _NdjsonCounter()
+                counter = NdjsonCounter()
                 async for chunk in resp.aiter_raw():
                     nbytes += len(chunk)
                     counter.feed(chunk)
