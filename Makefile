@@ -38,9 +38,10 @@ lint: python-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-# mypy --strict: protocol/ (required), and the identity, relay, connector, CLI and tdslite packages.
+# mypy --strict: protocol/ (required), and the identity, asgiapp, relay, connector, CLI and tdslite
+# packages.
 typecheck: python-deps
-	$(BIN)/mypy --strict protocol identity relay connector edgetds tdslite
+	$(BIN)/mypy --strict protocol identity asgiapp relay connector edgetds tdslite
 
 # protocol/ must keep 100% branch coverage: its own tests are run alone under the gate, then the rest.
 unit: python-deps

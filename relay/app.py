@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from asgiapp import answer_lifespan
 from identity.keys import encode_public_key, key_id
 from identity.oidc import Identity, TokenError, TokenVerifier, bearer_token
 from protocol import (
@@ -120,7 +121,7 @@ class RelayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         try:
             if kind == "http":
@@ -134,15 +135,6 @@ class RelayApp:
                 await send_error(send, exc)
             else:
                 await self._deny(send, exc)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     @staticmethod
     def _route(path: str) -> tuple[str, str | None]:
