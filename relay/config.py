@@ -1,6 +1,6 @@
 """The Python relay's configuration: a TOML file (or the same facts built in code), checked.
 
-Shape (see examples/relay.toml and /work/briefs/integration.md)::
+Shape (see examples/relay.toml, which documents every key)::
 
     [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
                        stats_token_sha256, audit_token_sha256, checkpoint_file
