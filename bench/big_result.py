@@ -27,7 +27,7 @@ import httpx
 import trio
 
 from bench.stack import DemoStack, open_demo_stack
-from edgetds.loadtest.targets import _NdjsonCounter
+from edgetds.loadtest.targets import NdjsonCounter
 
 #: the analysts may stream big results for a long time in this benchmark
 POLICY = """
@@ -79,7 +79,7 @@ async def tunnel_rows(stack: DemoStack, sql: str, pid: int) -> tuple[int, float,
     url = f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query"
     before = rss_kib(pid)
     peak = before
-    counter = _NdjsonCounter()
+    counter = NdjsonCounter()
 
     async def sample() -> None:
         nonlocal peak

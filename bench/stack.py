@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
 from connector.config import load_config
-from connector.keys import encode_public_key
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from edgetds.loadtest.targets import DirectSpec
+from identity.keys import encode_public_key
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
 from tests.support.relays import RelayHandle, start_python_relay
 

@@ -10,27 +10,25 @@ Start one in process::
         await connector.wait_ready()
 
 or from the shell: ``edgetds connector run --config connector.toml``. The names below are loaded
-lazily so that importing one submodule (e.g. connector.keys) stays cheap.
+lazily so that importing one submodule (e.g. connector.config) stays cheap.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
+
+if TYPE_CHECKING:
+    from connector.config import ConfigError, ConnectorConfig, load_config
+    from connector.runtime import Connector, open_connector
 
 __all__ = ["ConfigError", "Connector", "ConnectorConfig", "load_config", "open_connector"]
 
-_LAZY = {
-    "ConfigError": "connector.config",
-    "ConnectorConfig": "connector.config",
-    "load_config": "connector.config",
-    "Connector": "connector.runtime",
-    "open_connector": "connector.runtime",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'connector' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "config": ["ConfigError", "ConnectorConfig", "load_config"],
+        "runtime": ["Connector", "open_connector"],
+    },
+)

@@ -131,7 +131,7 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from connector.keys import KeyFileError, generate_key_files
+    from identity.keys import KeyFileError, generate_key_files
 
     try:
         gen = generate_key_files(args.out, args.name, overwrite=args.force)
@@ -181,7 +181,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     from connector.policy import PolicyError
     from connector.runtime import build_policy, build_verifier
-    from edgetds.oidc import AuthError
+    from identity.oidc import TokenError
 
     config = _load(args.config)
     if config is None:
@@ -199,7 +199,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     try:
         identity = trio.run(verify)
-    except AuthError as exc:
+    except TokenError as exc:
         print(f"token refused: {exc.code}: {exc.message}", file=sys.stderr)
         print("every query with this token would be refused before reaching SQL Server")
         return 1

@@ -6,7 +6,7 @@ file itself: the connector key comes from ``private_key_file`` or ``private_key_
 passwords from ``password_file`` or ``password_env``. Relative paths are resolved against the
 directory of the config file. See examples/connector.toml for a commented example.
 
-Issuers and the policy are validated by their owners (edgetds/oidc.py, connector/policy.py); this
+Issuers and the policy are validated by their owners (identity/oidc.py, connector/policy.py); this
 module only checks their shape and hands them over.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connector._opsconfig import parse_ops_listen
-from connector.keys import KeyFileError, load_private_key, parse_public_key
+from identity.keys import KeyFileError, load_private_key, parse_public_key
 
 __all__ = [
     "ConfigError",
@@ -116,7 +116,7 @@ class ConnectorConfig:
     path: Path
     tunnel: TunnelConfig
     database: DatabaseConfig
-    #: the [identity] table for edgetds.oidc.TokenVerifier.from_config (top-level [[issuers]]
+    #: the [identity] table for identity.oidc.TokenVerifier.from_config (top-level [[issuers]]
     #: tables, the relay's shape, are folded into identity.issuers)
     identity: Mapping[str, Any]
     #: the policy document (from [policy] file = ... or inline), validated by connector/policy.py
@@ -430,7 +430,7 @@ def _database(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> Dat
 
 
 def _identity(r: _Reader, doc: Mapping[str, Any]) -> dict[str, Any]:
-    """[identity] (edgetds/oidc.py's shape) plus top-level [[issuers]] (the relay's shape)."""
+    """[identity] (identity/oidc.py's shape) plus top-level [[issuers]] (the relay's shape)."""
     identity = dict(r.table(doc, "identity", "", required=False))
     issuers = list(identity.get("issuers") or [])
     raw = doc.get("issuers")

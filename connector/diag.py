@@ -14,7 +14,7 @@ Steps, per relay URL (each needs the previous one; a failure skips the rest for 
 Steps 4-6 are one real dial with the connector's own code (`connector.tunnel.TunnelLink`): the
 connection is registered at the relay for a moment, then drained and closed. Then, independently:
 
-7. ``idp``       each issuer's discovery document and JWKS load (edgetds/oidc.py `warm_up`).
+7. ``idp``       each issuer's discovery document and JWKS load (identity/oidc.py `warm_up`).
 8. ``sql_login`` every ``[logins.NAME]`` logs in to SQL Server and runs ``SELECT 1`` (the
                  connector's own pool code, connector/pool.py).
 
@@ -127,9 +127,9 @@ async def _timed(step: Step, check: Callable[[], Awaitable[str]]) -> bool:
 def _proxy_for(url: str, config: ConnectorConfig) -> str | None:
     """The proxy the connector itself uses for `url` ([connector] proxy; "auto" = HTTPS_PROXY /
     NO_PROXY from the environment, as websockets resolves it)."""
-    from connector.tunnel import _proxy_option
+    from connector.tunnel import proxy_option
 
-    option = _proxy_option(config.tunnel.proxy)
+    option = proxy_option(config.tunnel.proxy)
     return get_proxy(parse_uri(url)) if option is True else option
 
 
@@ -309,14 +309,14 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
 
 async def _check_handshake(config: ConnectorConfig, url: str, steps: dict[str, Step]) -> None:
     """WebSocket upgrade, connector auth and relay identity: one real dial with TunnelLink."""
-    from connector.runtime import _private_key, _relay_keys
+    from connector.runtime import connector_private_key, pinned_relay_keys
     from connector.tunnel import DialFailed, RelayRejected, TunnelLink
 
     link = TunnelLink(
         config.tunnel,
         url,
-        private_key=_private_key(config),
-        relay_keys=_relay_keys(config),
+        private_key=connector_private_key(config),
+        relay_keys=pinned_relay_keys(config),
         handler=_refuse,
     )
     started = time.monotonic()

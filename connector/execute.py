@@ -18,7 +18,8 @@ Strategy:
    python-tds by an ATTENTION packet and, after a grace period, by cutting the socket (the
    connection is discarded). See connector/pool.py.
 
-The caller writes the terminal DONE/ERROR line from the returned `Outcome` / raised `QueryFailed`.
+The caller writes the terminal DONE/ERROR line from the returned `ResultTotals` or the raised
+`QueryFailed` (both in connector/results.py).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import pytds
 import trio
@@ -40,16 +41,12 @@ from pytds import tds_base
 from connector import _timetypes
 from connector.encode import BoundParam, RowEncoder, columns_line, describe
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
-from protocol import ErrorCode, error_record
+from connector.results import CancelToken, QueryFailed, ResultTotals, Sink, SinkClosed
+from protocol import ErrorCode
 
 __all__ = [
     "CONTEXT_KEYS",
-    "CancelToken",
     "ExecRequest",
-    "Outcome",
-    "QueryFailed",
-    "Sink",
-    "SinkClosed",
     "describe_sql_error",
     "execute",
     "reset_connection_flag",
@@ -66,20 +63,6 @@ CONTEXT_KEYS = ("edgetds.sub", "edgetds.iss", "edgetds.query_id")
 _INTERRUPT_GRACE_S = 2.0
 
 
-class SinkClosed(Exception):
-    """The stream the results go to is gone (client cancelled, transport lost)."""
-
-
-class Sink(Protocol):
-    """Where result bytes go (a tunnel stream): both wait for send window as needed and raise
-    `SinkClosed` when the stream can take no more. ``flush=False`` (the result is complete: the
-    terminal line follows at once) lets the sink hold the bytes to write them with that line."""
-
-    async def send_columns(self, data: bytes, *, flush: bool = True) -> None: ...
-
-    async def send_rows(self, data: bytes, *, flush: bool = True) -> None: ...
-
-
 @dataclass(frozen=True)
 class ExecRequest:
     query_id: str
@@ -93,50 +76,6 @@ class ExecRequest:
     #: target size of one ROWS payload (the SPEC recommends 16-64 KiB)
     chunk_bytes: int = 32 * 1024
     fetch_rows: int = 500
-
-
-@dataclass
-class Outcome:
-    rows: int = 0
-    result_sets: int = 0
-    bytes: int = 0
-    rows_affected: int = -1
-
-
-class QueryFailed(Exception):
-    """The query ended with a typed error (code from the protocol's registry).
-
-    ``message`` goes to the client: the failure class and what to do, never a host, port, login,
-    file path or a server text about them. ``detail`` (the cause: login, host, SQL Server's or
-    the network's answer; never parameter values or tokens) goes only to the connector's log,
-    under the query id the client's record names.
-    """
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        *,
-        sql: Mapping[str, int] | None = None,
-        outcome: Outcome | None = None,
-        detail: str | None = None,
-        limit: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.sql = dict(sql) if sql else None
-        self.outcome = outcome or Outcome()
-        self.detail = detail
-        #: which limit a limits.too_many_queries refusal hit ("identity" or "connector")
-        self.limit = limit
-
-    def record(self, query_id: str) -> bytes:
-        """The ERROR payload: the ``{"error": {...}}`` line the client gets."""
-        message = self.message
-        if self.detail:
-            message += f" (the cause is in the connector's log under query_id {query_id})"
-        return error_record(self.code, message, query_id=query_id, sql=self.sql, limit=self.limit)
 
 
 class _StaleConnection(Exception):
@@ -198,23 +137,6 @@ class _ResetAckFilter(logging.Filter):
 logging.getLogger("pytds").addFilter(_ResetAckFilter())
 
 
-@dataclass
-class CancelToken:
-    """Set by the tunnel when the relay sends CANCEL or the connection is lost."""
-
-    reason: str = ""
-    event: trio.Event = field(default_factory=trio.Event)
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        if not self.event.is_set():
-            self.reason = reason
-            self.event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.event.is_set()
-
-
 #: SQL Server severities from 20 up are fatal: the server ends the connection (no SQL mistake)
 _FATAL_SEVERITY = 20
 
@@ -231,7 +153,7 @@ def describe_sql_error(exc: BaseException) -> str:
 
 
 def sql_error(
-    exc: tds_base.Error, outcome: Outcome | None = None, *, redact: Callable[[str], str] = str
+    exc: tds_base.Error, outcome: ResultTotals | None = None, *, redact: Callable[[str], str] = str
 ) -> QueryFailed:
     """The client's own statement failed with ``exc``: ``sql.error`` with SQL Server's number and
     message (``redact`` takes the login and host out of it). A fatal severity or a client-side
@@ -380,7 +302,9 @@ class _Reader:
 # ------------------------------------------------------------------------------ trio side
 
 
-async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelToken) -> Outcome:
+async def execute(
+    pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelToken
+) -> ResultTotals:
     """Run `req` on a connection of `pool`, streaming to `sink`.
 
     Raises:
@@ -389,7 +313,7 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
     """
     started = time.monotonic()
     deadline = started + req.timeout_s if req.timeout_s else math.inf
-    outcome = Outcome()
+    outcome = ResultTotals()
     try:
         for attempt in (1, 2):
             async with pool.borrow() as pc:
@@ -472,7 +396,7 @@ async def _execute_on(
     sink: Sink,
     cancel: CancelToken,
     deadline: float,
-    outcome: Outcome,
+    outcome: ResultTotals,
 ) -> None:
     reader = _Reader(req)
     reused = pc.used
@@ -608,7 +532,7 @@ async def _deliver(
     rows: bytes,
     count: int,
     req: ExecRequest,
-    outcome: Outcome,
+    outcome: ResultTotals,
     max_rows: float,
     *,
     flush: bool,

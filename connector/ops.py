@@ -51,9 +51,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from asgiapp import answer_lifespan
 from connector import sdnotify
-from edgetds import __version__
-from protocol import REFUSALS
+from protocol import REFUSALS, __version__
 
 __all__ = ["Ops", "OpsServer", "ReadyCheck", "database_probe", "probe_login"]
 
@@ -386,13 +386,8 @@ class _OpsApp:
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]

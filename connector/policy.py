@@ -78,7 +78,7 @@ from types import MappingProxyType
 from typing import Any
 
 from connector._readonly import ReadOnlyVerdict, check_read_only
-from edgetds.oidc import Identity
+from identity.oidc import Identity
 from protocol import DEFAULT_STATEMENT_BYTES, MAX_FRAME_HARD, ErrorCode
 
 __all__ = [
@@ -302,7 +302,7 @@ def _shape(value: Any) -> str:
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
-    """edgetds.oidc.claim_at, except that a dotted path through a non-object is refused: a deny
+    """identity.oidc.claim_at, except that a dotted path through a non-object is refused: a deny
     rule on ``org.status`` must not read a list ``org`` as "no status"."""
     if path in claims:
         return claims[path]

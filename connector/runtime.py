@@ -37,14 +37,14 @@ from connector.audit import AuditError, AuditLog
 from connector.backoff import Backoff
 from connector.checkpoints import AuditCheckpoints
 from connector.config import ConfigError, ConnectorConfig, Problem, load_config
-from connector.keys import key_id, parse_public_key, raw_public_key
 from connector.ops import Ops, database_probe
 from connector.policy import Policy, PolicyError
 from connector.pool import Pools
 from connector.service import QueryService
 from connector.tunnel import DialFailed, LinkStats, RelayRejected, TunnelLink
-from edgetds.oidc import TokenVerifier
-from protocol import CHECKPOINT_CAP
+from identity.keys import key_id, parse_public_key
+from identity.oidc import TokenVerifier
+from protocol import CHECKPOINT_CAP, raw_public_key
 
 __all__ = [
     "Connector",
@@ -52,7 +52,9 @@ __all__ = [
     "build_policy",
     "build_verifier",
     "check_config",
+    "connector_private_key",
     "open_connector",
+    "pinned_relay_keys",
 ]
 
 log = logging.getLogger("edgetds.connector")
@@ -115,7 +117,7 @@ def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
     except ValueError as exc:
         problems.append(Problem(file, "", f"[identity]/[[issuers]]: {exc}"))
     try:
-        _private_key(config)
+        connector_private_key(config)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         problems.append(Problem(file, "connector", f"the connector private key: {exc}"))
     if config.audit_file is not None and config.audit_file.exists():
@@ -128,11 +130,17 @@ def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
     return config
 
 
-def _relay_keys(config: ConnectorConfig) -> dict[str, Ed25519PublicKey]:
+def pinned_relay_keys(config: ConnectorConfig) -> dict[str, Ed25519PublicKey]:
+    """The relay public keys the connector pins (``relay_public_keys``), by key id."""
     return {key_id(k): parse_public_key(k) for k in config.tunnel.relay_public_keys}
 
 
-def _private_key(config: ConnectorConfig) -> Ed25519PrivateKey:
+def connector_private_key(config: ConnectorConfig) -> Ed25519PrivateKey:
+    """The connector's Ed25519 signing key from its configuration.
+
+    Raises:
+        ValueError: the key is not an Ed25519 key.
+    """
     key = serialization.load_pem_private_key(config.tunnel.private_key_pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the connector private key must be an Ed25519 key (edgetds keygen)")
@@ -145,8 +153,8 @@ class Connector:
     def __init__(self, config: ConnectorConfig, service: QueryService) -> None:
         self.config = config
         self.service = service
-        self._key = _private_key(config)
-        self._relay_keys = _relay_keys(config)
+        self._key = connector_private_key(config)
+        self._relay_keys = pinned_relay_keys(config)
         self._links: set[TunnelLink] = set()
         self._ready_changed = trio.Event()
         self._first_attempt = trio.Event()
@@ -371,10 +379,10 @@ class Connector:
             for name in ("database", "identity", "policy", "audit_file", "ops_listen")
             if getattr(config, name) != getattr(self.config, name)
         ]
-        new_key = _private_key(config)
+        new_key = connector_private_key(config)
         key_changed = raw_public_key(new_key) != raw_public_key(self._key)
         self._key = new_key
-        self._relay_keys = _relay_keys(config)
+        self._relay_keys = pinned_relay_keys(config)
         up = [link for link in self._links if link.ready and not link.closed]
         replaced = [link for link in up if key_changed or link.relay_key_id not in self._relay_keys]
         if self._nursery is not None:
@@ -449,7 +457,7 @@ async def open_connector(
         assert config.audit_file is not None
         audit = AuditLog(config.audit_file, rotate_bytes=config.audit_rotate_bytes)
     service = QueryService(
-        relay_keys=_relay_keys(config),
+        relay_keys=pinned_relay_keys(config),
         verifier=verifier,
         policy=policy,
         pools=pools,

@@ -4,7 +4,7 @@
    connection's session id, a fresh timestamp, every hash recomputed from the frame, and a
    connector-wide replay cache of nonces and query ids (a query id is never executed twice, even
    across HA connections).
-2. The end user's IdP token, verified HERE (edgetds/oidc.py), not trusted from the relay.
+2. The end user's IdP token, verified HERE (identity/oidc.py), not trusted from the relay.
 3. The policy (connector/policy.py): role, statement size, named queries, caps, and the
    read-only check, which parses in a worker process (a thread for statements of at most 1 KiB)
    within a time budget taken from the query's timeout (connector/_readonly.py
@@ -42,22 +42,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from connector._metrics import NO_METRICS, Metrics
 from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
-from connector.audit import AuditLog, query_record
-from connector.audit import Outcome as AuditOutcome
+from connector.audit import AuditLog, AuditOutcome, query_record
 from connector.encode import ParamError, decode_params
-from connector.execute import (
-    CONTEXT_KEYS,
-    CancelToken,
-    ExecRequest,
-    Outcome,
-    QueryFailed,
-    execute,
-)
+from connector.execute import CONTEXT_KEYS, ExecRequest, execute
 from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
+from connector.results import CancelToken, QueryFailed, ResultTotals
 from connector.tunnel import StreamSink, TunnelLink
-from edgetds.oidc import AuthError as TokenError
-from edgetds.oidc import Identity, TokenVerifier
+from identity.oidc import Identity, TokenError, TokenVerifier
 from protocol import (
     ATTESTATION_MAX_SKEW,
     REFUSALS,
@@ -274,7 +266,7 @@ class QueryService:
 
     async def _run(
         self, query: events.Query, sink: StreamSink, cancel: CancelToken, ev: AuditEvent
-    ) -> Outcome:
+    ) -> ResultTotals:
         try:
             identity: Identity = await self.verifier.verify(query.token)
         except TokenError as exc:

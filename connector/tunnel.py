@@ -33,7 +33,7 @@ from websockets.trio.client import ClientConnection, connect
 
 from connector._metrics import NO_METRICS, Metrics
 from connector.config import TunnelConfig
-from connector.execute import CancelToken, QueryFailed, SinkClosed
+from connector.results import CancelToken, QueryFailed, SinkClosed
 from protocol import (
     CHECKPOINT_CAP,
     DEFAULT_STATEMENT_BYTES,
@@ -60,6 +60,7 @@ __all__ = [
     "RelayRejected",
     "StreamSink",
     "TunnelLink",
+    "proxy_option",
 ]
 
 log = logging.getLogger("edgetds.connector.tunnel")
@@ -215,7 +216,7 @@ class StreamSink:
             log.info("stream ended after its connection", extra={"stream": self.stream_id})
 
 
-def _proxy_option(setting: str) -> str | Literal[True] | None:
+def proxy_option(setting: str) -> str | Literal[True] | None:
     """websockets' proxy argument: True = from the environment, None = direct, or a URL."""
     if setting == "auto":
         return True
@@ -373,7 +374,7 @@ class TunnelLink:
             ping_timeout=max(0.05, self.cfg.dead_peer_after_s - ping),
             close_timeout=min(5.0, self.cfg.dead_peer_after_s),
             max_size=max(4 * self.limits.max_frame, 4 * 1024 * 1024),
-            proxy=_proxy_option(self.cfg.proxy),
+            proxy=proxy_option(self.cfg.proxy),
         )
 
     def _dial_failed(self, exc: BaseException) -> DialFailed:

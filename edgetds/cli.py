@@ -19,7 +19,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "edgetds.demo",
     "edgetds.devidp",
     "tdslite.cli",
-    "connector.audit",
+    "connector.audit_cli",
     "connector.cli",
     "relay.cli",
     "edgetds.loadtest.cli",

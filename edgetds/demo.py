@@ -199,8 +199,8 @@ def _run(
 
 def _start(group: PartGroup, layout: Layout, out: Output, *, timeout_s: float) -> Stack:
     """Start the four parts in dependency order; the connector is up when the relay says so."""
-    from connector.keys import generate_key_files
     from edgetds.devidp import DevIdP
+    from identity.keys import generate_key_files
 
     relay_key = generate_key_files(layout.keys_dir, "relay")
     connector_key = generate_key_files(layout.keys_dir, CONNECTOR_ID)

@@ -38,6 +38,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from asgiapp import answer_lifespan
+
 __all__ = [
     "DEFAULT_KEY_DIR",
     "DevIdP",
@@ -228,13 +230,8 @@ class DevIdP:
     async def asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI app: discovery document and JWKS; 404 for anything else."""
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path = scope["path"]

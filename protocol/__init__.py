@@ -16,8 +16,11 @@ from ._auth import (
     TOKEN_MAX_LIFETIME,
     ConnectorClaims,
     ReplayCache,
+    b64url,
+    key_id,
     make_attestation,
     make_connector_token,
+    raw_public_key,
     sign_hello,
     verify_attestation,
     verify_connector_token,
@@ -66,6 +69,11 @@ from ._state import ConnectionState, Role, StreamState
 
 #: The WebSocket subprotocol of edgetds/1.
 SUBPROTOCOL = "edgetds.v1"
+
+#: The version of the edgetds distribution, which every package in it shares (pyproject.toml):
+#: `edgetds --version` and the connector's info metric report it. It lives here, in the package
+#: every other one may import, so that no package imports the CLI's package for it.
+__version__ = "0.1.0"
 
 __all__ = [
     "AdmissionStatistics",
@@ -116,8 +124,11 @@ __all__ = [
     "events",
     "http_status",
     "loads_object",
+    "b64url",
+    "key_id",
     "make_attestation",
     "make_connector_token",
+    "raw_public_key",
     "ndjson_line",
     "param_type",
     "parse_error_record",

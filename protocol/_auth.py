@@ -42,8 +42,10 @@ __all__ = [
     "ConnectorClaims",
     "ReplayCache",
     "b64url",
+    "key_id",
     "make_attestation",
     "make_connector_token",
+    "raw_public_key",
     "sign_hello",
     "verify_attestation",
     "verify_connector_token",
@@ -86,8 +88,16 @@ def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _raw_public_key(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def raw_public_key(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
+    """The 32 raw bytes of a public key (or of a private key's public half)."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """The key id of an Ed25519 key (``relay_key_id``): the first 16 characters of
+    base64url(sha256(raw public key))."""
+    return b64url(hashlib.sha256(raw_public_key(key)).digest())[:16]
 
 
 def _random_b64url() -> str:
@@ -311,7 +321,7 @@ def verify_connector_token(
         f"jti:{kid}:{jti}", now=now, expires_at=exp + leeway
     ):
         raise AuthError("connector token was already used", error_code=ErrorCode.AUTH_REPLAY)
-    return ConnectorClaims(kid, tunnel, jti, nonce, iat, exp, _raw_public_key(key).hex())
+    return ConnectorClaims(kid, tunnel, jti, nonce, iat, exp, raw_public_key(key).hex())
 
 
 def _verifying_key(

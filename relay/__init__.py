@@ -12,8 +12,9 @@ See relay/README.md. Names are imported lazily so that ``edgetds --help`` (which
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 if TYPE_CHECKING:
     from relay.app import RelayApp
@@ -32,21 +33,11 @@ __all__ = [
     "serve_relay",
 ]
 
-_HOMES = {
-    "RelayApp": "relay.app",
-    "ConfigError": "relay.config",
-    "Limits": "relay.config",
-    "RelayConfig": "relay.config",
-    "TunnelConfig": "relay.config",
-    "load_config": "relay.config",
-    "RunningRelay": "relay.server",
-    "open_relay": "relay.server",
-    "serve_relay": "relay.server",
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'relay' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "app": ["RelayApp"],
+        "config": ["ConfigError", "Limits", "RelayConfig", "TunnelConfig", "load_config"],
+        "server": ["RunningRelay", "open_relay", "serve_relay"],
+    },
+)

@@ -32,9 +32,9 @@ from typing import Any
 
 import trio
 
-from connector.keys import encode_public_key, key_id
-from edgetds.oidc import AuthError as ClientAuthError
-from edgetds.oidc import Identity, TokenVerifier, bearer_token
+from asgiapp import answer_lifespan
+from identity.keys import encode_public_key, key_id
+from identity.oidc import Identity, TokenError, TokenVerifier, bearer_token
 from protocol import (
     SUBPROTOCOL,
     TOKEN_LEEWAY,
@@ -52,7 +52,7 @@ from relay.http import HttpError, Receive, Send, header, send_error, send_json
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
 from relay.logs import log_event
 from relay.query import handle_query
-from relay.registry import Registry
+from relay.registry import Registry, RouteRefused
 from relay.session import ConnectorSession, HandshakeFailed, WebSocketIO
 
 __all__ = ["RelayApp"]
@@ -69,6 +69,17 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _http_error(refusal: RouteRefused) -> HttpError:
+    """The HTTP answer to a query the registry could not route (the status of its code)."""
+    return HttpError(
+        refusal.code,
+        refusal.message,
+        hint=refusal.hint,
+        retry_after=refusal.retry_after,
+        limit=refusal.limit,
+    )
 
 
 class RelayApp:
@@ -111,28 +122,20 @@ class RelayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         try:
             if kind == "http":
                 await self._http(scope, receive, send)
             elif kind == "websocket":
                 await self._websocket(scope, receive, send)
-        except HttpError as exc:
+        except (HttpError, RouteRefused) as refusal:
+            exc = refusal if isinstance(refusal, HttpError) else _http_error(refusal)
             self.counters.refuse(exc.reason)
             if kind == "http":
                 await send_error(send, exc)
             else:
                 await self._deny(send, exc)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     @staticmethod
     def _route(path: str) -> tuple[str, str | None]:
@@ -219,7 +222,21 @@ class RelayApp:
             await self._checkpoint(scope, send, tunnel)
         else:
             assert tunnel is not None
-            await handle_query(self, scope, receive, send, tunnel)
+            started = trio.current_time()
+            found = self.registry.get(tunnel)
+            identity, token = await self.authenticate(scope)
+            self.check_query_rate(identity)
+            await handle_query(
+                scope,
+                receive,
+                send,
+                tunnel=found,
+                identity=identity,
+                token=token,
+                limits=self.config.limits,
+                counters=self.counters,
+                started=started,
+            )
 
     # -- authentication and limits ------------------------------------------------------------
 
@@ -250,7 +267,7 @@ class RelayApp:
         try:
             token = bearer_token(header(scope, b"authorization"))
             return await self.verifier.verify(token), token
-        except ClientAuthError as exc:
+        except TokenError as exc:
             if exc.code.startswith("auth."):
                 raise self.auth_failed(scope, exc.code, exc.message) from None
             query_id = str(uuid.uuid4())

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protocol import AuthError, verify_checkpoint
-from relay.config import ConfigError
+from relay.config import read_checkpoint_file
 
 __all__ = ["CheckpointStore", "Offer"]
 
@@ -40,18 +40,7 @@ class CheckpointStore:
 
     def __init__(self, path: str | Path = "") -> None:
         self.path = Path(path) if path else None
-        self._items: dict[tuple[str, str], dict[str, Any]] = {}
-        if self.path is not None and self.path.exists():
-            try:
-                doc = json.loads(self.path.read_text(encoding="utf-8"))
-                for item in doc["checkpoints"]:
-                    cp = item["checkpoint"]
-                    self._items[(cp["tunnel"], cp["connector_id"])] = item
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ConfigError(
-                    f"[relay] checkpoint_file {self.path} is not a checkpoint file ({exc}); "
-                    "move it aside to start with no checkpoints"
-                ) from None
+        self._items = read_checkpoint_file(self.path) if self.path is not None else {}
 
     def get(self, tunnel: str, connector_id: str) -> dict[str, Any] | None:
         """``{"checkpoint": {...}, "received_at": unix s, "conflict": {...} | None}`` or None."""

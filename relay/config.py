@@ -1,6 +1,6 @@
 """The Python relay's configuration: a TOML file (or the same facts built in code), checked.
 
-Shape (see examples/relay.toml and /work/briefs/integration.md)::
+Shape (see examples/relay.toml, which documents every key)::
 
     [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
                        stats_token_sha256, audit_token_sha256, checkpoint_file
@@ -8,8 +8,8 @@ Shape (see examples/relay.toml and /work/briefs/integration.md)::
                        connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] };
                        max_queries_per_identity (optional, default 32)
     [[issuers]]        issuer, audience[, jwks_uri | jwks_file, algorithms]: handed as they are
-                       to edgetds.oidc.TokenVerifier (which checks them)
-    [identity]         optional verifier options (leeway_s, max_token_bytes, ...; edgetds.oidc)
+                       to identity.oidc.TokenVerifier (which checks them)
+    [identity]         optional verifier options (leeway_s, max_token_bytes, ...; identity.oidc)
     [limits]           see `Limits` below (every key optional)
 
 `load_config` is THE validation: `edgetds relay serve` runs it at start-up and again on SIGHUP, so
@@ -22,6 +22,7 @@ it; unknown keys are errors too (a typo must not silently fall back to a default
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import tomllib
@@ -33,8 +34,9 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from connector import keys
-from edgetds.oidc import TokenVerifier
+from identity import keys
+from identity.oidc import TokenVerifier
+from protocol import raw_public_key
 
 __all__ = [
     "ConfigError",
@@ -43,6 +45,7 @@ __all__ = [
     "TunnelConfig",
     "load_config",
     "parse_public_key",
+    "read_checkpoint_file",
 ]
 
 
@@ -129,7 +132,7 @@ class TunnelConfig:
     def registers(self, connector_id: str, public_key_hex: str) -> bool:
         """Whether ``public_key_hex`` (raw, hex) is a registered key of ``connector_id``."""
         return public_key_hex in {
-            keys.raw_public_key(key).hex() for key in self.connectors.get(connector_id, ())
+            raw_public_key(key).hex() for key in self.connectors.get(connector_id, ())
         }
 
 
@@ -141,7 +144,7 @@ class RelayConfig:
     public_url: str = ""
     private_key: Ed25519PrivateKey
     tunnels: Mapping[str, TunnelConfig]
-    #: The table for edgetds.oidc.TokenVerifier.from_config: {"issuers": [...], options...}.
+    #: The table for identity.oidc.TokenVerifier.from_config: {"issuers": [...], options...}.
     identity: Mapping[str, Any]
     #: Relative paths inside `identity` (jwks_file, ca_file) are resolved from here.
     base_dir: Path = Path(".")
@@ -308,7 +311,8 @@ def _connector_keys(value: Any, *, where: str) -> tuple[Ed25519PublicKey, ...]:
 
 
 def identity_table(issuers: Any, options: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-    """The edgetds.oidc verifier table from `[[issuers]]` plus the optional `[identity]` options."""
+    """The identity.oidc verifier table from `[[issuers]]` plus the optional `[identity]`
+    options."""
     if (
         not isinstance(issuers, list)
         or not issuers
@@ -384,7 +388,7 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
         )
     checkpoint_file = text("checkpoint_file")
     if checkpoint_file:
-        problems.check(lambda: _check_checkpoint_file(base_dir / checkpoint_file), None)
+        problems.check(lambda: read_checkpoint_file(base_dir / checkpoint_file), None)
     no_tunnels: dict[str, TunnelConfig] = {}
     tunnels = problems.check(
         lambda: parse_tunnels(_table(doc, "tunnels", where), where=where), no_tunnels
@@ -428,11 +432,28 @@ def _check_identity(identity: Mapping[str, Any], base_dir: Path, where: str) -> 
         raise ConfigError(f"{where} [[issuers]]/[identity]: {exc}") from None
 
 
-def _check_checkpoint_file(path: Path) -> None:
-    """The checkpoint file loads (as the relay loads it when it starts)."""
-    from relay.checkpoints import CheckpointStore  # it imports this module
+def read_checkpoint_file(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The items of a ``[relay] checkpoint_file`` (relay/checkpoints.py keeps them) by (tunnel,
+    connector id); empty when it does not exist yet. Checked when the config loads, read when
+    the relay starts.
 
-    CheckpointStore(path)
+    Raises:
+        ConfigError: the file is not a checkpoint file.
+    """
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    if not path.exists():
+        return items
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        for item in doc["checkpoints"]:
+            cp = item["checkpoint"]
+            items[(cp["tunnel"], cp["connector_id"])] = item
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"[relay] checkpoint_file {path} is not a checkpoint file ({exc}); "
+            "move it aside to start with no checkpoints"
+        ) from None
+    return items
 
 
 def _check_tls(cert: Path, key: Path, where: str) -> None:

@@ -5,6 +5,8 @@ Order of checks (cheapest first, nothing reaches a connector before the token is
 1. the tunnel exists (404 tunnel.unknown);
 2. this address has not failed authentication too often (429, before any token work);
 3. the bearer token verifies (401 auth.*), then the identity's query rate (429 limits.rate_limited);
+   (steps 1-3 are the relay app's, relay/app.py: it hands this module the tunnel, the verified
+   identity and token, the limits and the counters, and nothing else)
 4. the body is at most `max_body_bytes` (413) and a valid query request (400 request.invalid);
 5. the query is admitted (503 tunnel.no_connector / connector.draining; 429
    limits.too_many_queries for an identity at its cap, or a tunnel still full after the admission
@@ -39,13 +41,15 @@ from protocol import (
 )
 from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, read_body, send_json
 from relay.logs import log_event
+from relay.registry import RouteRefused
 from relay.request import QueryRequest, parse_query_request
 from relay.session import RelayStream
 
 if TYPE_CHECKING:
-    from edgetds.oidc import Identity
-    from relay.app import RelayApp
-    from relay.registry import AdmissionSlot, Tunnel
+    from identity.oidc import Identity
+    from relay.config import Limits
+    from relay.limits import RefusalCounters
+    from relay.registry import AdmissionSlot, TunnelState
 
 __all__ = ["handle_query"]
 
@@ -82,14 +86,20 @@ def _query_size(req: QueryRequest, token: str, attestation: dict[str, Any]) -> i
 
 
 async def handle_query(
-    app: RelayApp, scope: Scope, receive: Receive, send: Send, tunnel_name: str
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    tunnel: TunnelState,
+    identity: Identity,
+    token: str,
+    limits: Limits,
+    counters: RefusalCounters,
+    started: float,
 ) -> None:
-    """Serve one query request (see the module docstring); refusals raise `HttpError`."""
-    started = trio.current_time()
-    tunnel = app.registry.get(tunnel_name)
-    identity, token = await app.authenticate(scope)
-    app.check_query_rate(identity)
-    limits = app.config.limits
+    """Serve one query request from step 4 on (see the module docstring), for `identity` whose
+    bearer `token` verified, on `tunnel`, since trio time `started`; refusals raise `HttpError`
+    (or, from the registry, `RouteRefused`). Each answered query is counted in `counters`."""
     body = b""
     with trio.move_on_after(BODY_TIMEOUT_S) as body_wait:
         body = await read_body(scope, receive, limit=limits.max_body_bytes)
@@ -120,10 +130,11 @@ async def handle_query(
         refusal: bytes | None = None
         while True:
             try:
-                refusal = await _send_admitted(app, tunnel, slot, receive, send, req, identity,
-                                               token, started, first=refusal is None)  # fmt: skip
-            except HttpError as exc:
-                if refusal is None or exc.code != "connector.draining":
+                refusal = await _send_admitted(tunnel, slot, receive, send, req, identity, token,
+                                               started, limits, counters,
+                                               first=refusal is None)  # fmt: skip
+            except (HttpError, RouteRefused) as exc:  # pick(): connector.draining
+                if refusal is None or exc.code != ErrorCode.CONNECTOR_DRAINING:
                     raise
                 await send_json(send, http_status(exc.code), refusal, extra_headers=_qid(req))
                 return
@@ -142,8 +153,7 @@ def _check_size(req: QueryRequest, limit: int | None) -> None:
 
 
 async def _send_admitted(
-    app: RelayApp,
-    tunnel: Tunnel,
+    tunnel: TunnelState,
     slot: AdmissionSlot,
     receive: Receive,
     send: Send,
@@ -151,13 +161,14 @@ async def _send_admitted(
     identity: Identity,
     token: str,
     started: float,
+    limits: Limits,
+    counters: RefusalCounters,
     *,
     first: bool,
 ) -> bytes | None:
     """Place an admitted query on a connection and relay its answer (steps 5 and on); return
     the refusal record when the connector refused it unexecuted (ERROR connector.draining before
     any result: nothing was sent to the client, and the connection now counts as draining)."""
-    limits = app.config.limits
     session = tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     attestation: dict[str, Any] = {}
@@ -238,7 +249,7 @@ async def _send_admitted(
     finally:
         stream.release("client went away" if outcome == "cancelled" else "done")
         elapsed = round((trio.current_time() - started) * 1000, 1)
-        app.counters.count("queries")
+        counters.count("queries")
         log_event("query", **fields, outcome=outcome, bytes=sent, elapsed_ms=elapsed)
     return exchange.refusal
 
@@ -290,7 +301,10 @@ async def _relay_stream(
             await _timeout(stream, send, req, started=False, grace_s=grace_s)
             nursery.cancel_scope.cancel()
             return "timeout", 0
-        if isinstance(first, events.Error) and _error_code(first.data) == "connector.draining":
+        if (
+            isinstance(first, events.Error)
+            and _error_code(first.data) == ErrorCode.CONNECTOR_DRAINING
+        ):
             exchange.refusal = first.data  # refused unexecuted (SPEC 6.4): placed again
             nursery.cancel_scope.cancel()
             return "connector.draining", 0

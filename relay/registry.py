@@ -7,11 +7,14 @@ queries in flight; ties are broken round-robin so equal connections share the lo
 A reconnect with the same connector id is just one more connection: it serves at once, and older
 connections keep serving their in-flight queries until they close (nothing waits for them).
 
-Admission (SPEC.md 11.4) comes before the pick: `Tunnel.slot()` admits a query through the
+Admission (SPEC.md 11.4) comes before the pick: `TunnelState.slot()` admits a query through the
 tunnel's `protocol.FairAdmission`. An identity at its `max_queries_per_identity` is refused at once;
 when every stream of every connection is taken, the query waits (bounded) and each slot that frees
 goes to the waiting identity with the fewest queries in flight. A granted slot is *reserved* until
 its QUERY is sent, so a slot is never promised twice.
+
+Routing knows no HTTP: a query that cannot be routed raises `RouteRefused` with its error code,
+and the HTTP side (relay/app.py) answers it with the status of that code.
 """
 
 from __future__ import annotations
@@ -25,13 +28,34 @@ import trio
 
 from protocol import ErrorCode, FairAdmission, ReplayCache
 from relay.config import TunnelConfig
-from relay.http import HttpError
 from relay.session import ConnectorSession
 
-__all__ = ["AdmissionSlot", "Registry", "Tunnel"]
+__all__ = ["AdmissionSlot", "Registry", "RouteRefused", "TunnelState"]
 
 #: Most queries waiting for a slot of one tunnel; beyond it a full tunnel refuses at once.
 MAX_WAITING = 10_000
+
+
+class RouteRefused(Exception):
+    """A query this relay cannot route now: ``code`` (the error code), a message that says what
+    to do, and optionally a hint, a Retry-After delay (seconds, as text) and, for
+    limits.too_many_queries, which ``limit`` it hit ("identity" or "tunnel")."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        hint: str | None = None,
+        retry_after: str | None = None,
+        limit: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.retry_after = retry_after
+        self.limit = limit
 
 
 @dataclass(eq=False)
@@ -47,7 +71,7 @@ class AdmissionSlot:
     event: trio.Event = field(default_factory=trio.Event)
 
 
-class Tunnel:
+class TunnelState:
     """One configured tunnel and its live connector connections."""
 
     def __init__(self, config: TunnelConfig, *, query_id_ttl_s: float) -> None:
@@ -98,7 +122,7 @@ class Tunnel:
         returns when the client hangs up: a query whose client left stops waiting.
 
         Raises:
-            HttpError: tunnel.no_connector / connector.draining (nothing to wait for),
+            RouteRefused: tunnel.no_connector / connector.draining (nothing to wait for),
                 limits.too_many_queries with ``limit`` "identity" or "tunnel" (and Retry-After),
                 or query.cancelled (the client left while it waited).
         """
@@ -107,7 +131,7 @@ class Tunnel:
         limit = self.config.max_queries_per_identity
         refusal = self.admission.offer(key, slot, limit=limit)
         if refusal == "identity":
-            raise HttpError(
+            raise RouteRefused(
                 ErrorCode.LIMITS_TOO_MANY_QUERIES,
                 f"this identity already has {limit} queries in flight or waiting on tunnel "
                 f"{self.name!r} (max_queries_per_identity); wait for one to finish, then retry",
@@ -140,7 +164,7 @@ class Tunnel:
         slot.waited_s = trio.current_time() - started
         if gone:
             self._give_back(slot)
-            raise HttpError(
+            raise RouteRefused(
                 ErrorCode.QUERY_CANCELLED, "the client went away while the query waited"
             )
         if not slot.granted:
@@ -165,8 +189,8 @@ class Tunnel:
             slot.reserved = False
             self._reserved -= 1
 
-    def _full(self, why: str) -> HttpError:
-        return HttpError(
+    def _full(self, why: str) -> RouteRefused:
+        return RouteRefused(
             ErrorCode.LIMITS_TOO_MANY_QUERIES,
             f"tunnel {self.name!r} is at its concurrent query limit and {why}; retry after the "
             "Retry-After delay",
@@ -205,17 +229,17 @@ class Tunnel:
             self.sessions.remove(session)
 
     def _connectable(self) -> list[ConnectorSession]:
-        """The live connections; HttpError if none can ever take a query now."""
+        """The live connections; RouteRefused if none can ever take a query now."""
         live = [s for s in self.sessions if not s.closed]
         if not live:
-            raise HttpError(
+            raise RouteRefused(
                 ErrorCode.TUNNEL_NO_CONNECTOR,
                 f"no connector is connected to tunnel {self.name!r}",
                 hint="start one: edgetds connector run --config connector.toml (check its log "
                 "for authentication errors)",
             )
         if all(s.draining for s in live):
-            raise HttpError(
+            raise RouteRefused(
                 ErrorCode.CONNECTOR_DRAINING,
                 f"every connector of tunnel {self.name!r} is draining",
                 hint="retry in a few seconds; connectors reconnect after a drain",
@@ -232,8 +256,8 @@ class Tunnel:
         """The connection for the next query (admitted by `slot()` first).
 
         Raises:
-            HttpError: tunnel.no_connector (none connected), connector.draining (all draining), or
-                limits.too_many_queries (all at their max streams).
+            RouteRefused: tunnel.no_connector (none connected), connector.draining (all
+                draining), or limits.too_many_queries (all at their max streams).
         """
         live = self._connectable()
         candidates = [s for s in live if s.accepting]
@@ -279,11 +303,11 @@ class Tunnel:
 class Registry:
     """All tunnels of this relay, by name."""
 
-    tunnels: dict[str, Tunnel]
+    tunnels: dict[str, TunnelState]
 
     @classmethod
     def from_config(cls, tunnels: Mapping[str, TunnelConfig], *, query_id_ttl_s: float) -> Registry:
-        return cls({n: Tunnel(t, query_id_ttl_s=query_id_ttl_s) for n, t in tunnels.items()})
+        return cls({n: TunnelState(t, query_id_ttl_s=query_id_ttl_s) for n, t in tunnels.items()})
 
     def reconfigure(
         self, tunnels: Mapping[str, TunnelConfig], *, query_id_ttl_s: float, close_after_s: float
@@ -299,15 +323,15 @@ class Registry:
             if name in self.tunnels:
                 drained += self.tunnels[name].reconfigure(config, close_after_s=close_after_s)
             else:
-                self.tunnels[name] = Tunnel(config, query_id_ttl_s=query_id_ttl_s)
+                self.tunnels[name] = TunnelState(config, query_id_ttl_s=query_id_ttl_s)
         return drained
 
-    def get(self, name: str) -> Tunnel:
-        """The tunnel called `name`, or HttpError tunnel.unknown."""
+    def get(self, name: str) -> TunnelState:
+        """The tunnel called `name`, or RouteRefused tunnel.unknown."""
         tunnel = self.tunnels.get(name)
         if tunnel is None:
-            raise HttpError(
-                ErrorCode.TUNNEL_UNKNOWN, f"no tunnel named {name[:64]!r} on this relay", status=404
+            raise RouteRefused(
+                ErrorCode.TUNNEL_UNKNOWN, f"no tunnel named {name[:64]!r} on this relay"
             )
         return tunnel
 

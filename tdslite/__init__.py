@@ -11,8 +11,9 @@ See tdslite/README.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 if TYPE_CHECKING:
     from tdslite.server import (
@@ -31,9 +32,5 @@ __all__ = [
     "open_server",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy: `edgetds --help` imports tdslite.cli, which must not load the engine (sqlglot, ...).
-    if name in __all__:
-        return getattr(importlib.import_module("tdslite.server"), name)
-    raise AttributeError(f"module 'tdslite' has no attribute {name!r}")
+# Lazy: `edgetds --help` imports tdslite.cli, which must not load the engine (sqlglot, ...).
+__getattr__, __dir__, _ = lazy_loader.attach(__name__, submod_attrs={"server": __all__})

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 if TYPE_CHECKING:
     from edgetds.loadtest.report import compare, write_report
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
         load_scenario,
         parse_scenario,
     )
-    from edgetds.loadtest.stats import Outcome, Recorder, RunResult
+    from edgetds.loadtest.stats import QueryOutcome, Recorder, RunResult
     from edgetds.loadtest.targets import (
         DirectSpec,
         DirectTarget,
@@ -37,7 +38,7 @@ __all__ = [
     "DirectSpec",
     "DirectTarget",
     "HttpTarget",
-    "Outcome",
+    "QueryOutcome",
     "Plan",
     "Recorder",
     "RunResult",
@@ -57,34 +58,27 @@ __all__ = [
     "write_report",
 ]
 
-#: public name -> the module that defines it (imported on first use: `edgetds --help` stays light)
-_MODULES = {
-    "compare": "report",
-    "write_report": "report",
-    "Plan": "runner",
-    "drive": "runner",
-    "run_direct": "runner",
-    "run_loadtest": "runner",
-    "run_tunnel": "runner",
-    "Scenario": "scenario",
-    "ScenarioError": "scenario",
-    "WeightedPicker": "scenario",
-    "load_scenario": "scenario",
-    "parse_scenario": "scenario",
-    "Outcome": "stats",
-    "Recorder": "stats",
-    "RunResult": "stats",
-    "DirectSpec": "targets",
-    "DirectTarget": "targets",
-    "HttpTarget": "targets",
-    "TargetError": "targets",
-    "TokenSource": "targets",
-    "parse_direct": "targets",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgetds.loadtest' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"edgetds.loadtest.{module}"), name)
+# imported on first use: `edgetds --help` stays light
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "report": ["compare", "write_report"],
+        "runner": ["Plan", "drive", "run_direct", "run_loadtest", "run_tunnel"],
+        "scenario": [
+            "Scenario",
+            "ScenarioError",
+            "WeightedPicker",
+            "load_scenario",
+            "parse_scenario",
+        ],
+        "stats": ["QueryOutcome", "Recorder", "RunResult"],
+        "targets": [
+            "DirectSpec",
+            "DirectTarget",
+            "HttpTarget",
+            "TargetError",
+            "TokenSource",
+            "parse_direct",
+        ],
+    },
+)

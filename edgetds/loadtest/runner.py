@@ -32,7 +32,7 @@ import trio
 
 from edgetds.loadtest.progress import show_progress
 from edgetds.loadtest.scenario import QuerySpec, Scenario, WeightedPicker
-from edgetds.loadtest.stats import Outcome, Recorder, RunResult
+from edgetds.loadtest.stats import QueryOutcome, Recorder, RunResult
 from edgetds.loadtest.targets import (
     DirectSpec,
     DirectTarget,
@@ -48,7 +48,7 @@ __all__ = ["Plan", "Target", "drive", "run_direct", "run_loadtest", "run_tunnel"
 class Target(Protocol):
     async def __call__(
         self, slot: int, vu: int, query: QuerySpec, rng: random.Random
-    ) -> Outcome: ...
+    ) -> QueryOutcome: ...
 
 
 @dataclass
@@ -92,10 +92,10 @@ async def _one(
     due: float,
     timeout_s: float,
 ) -> None:
-    outcome: Outcome | None = None
+    outcome: QueryOutcome | None = None
     with trio.move_on_after(timeout_s):
         outcome = await target(slot, vu, query, rng)
-    recorder.record(query.name, due, time.perf_counter(), outcome or Outcome("client.timeout"))
+    recorder.record(query.name, due, time.perf_counter(), outcome or QueryOutcome("client.timeout"))
 
 
 async def drive(

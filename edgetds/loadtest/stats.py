@@ -1,6 +1,6 @@
 """What a load-test run measured: an HDR latency histogram, counters, and a sampled timeline.
 
-`Recorder` is fed one `Outcome` per query by the runner (one Trio thread, no locks needed) and
+`Recorder` is fed one `QueryOutcome` per query by the runner (one Trio thread, no locks needed) and
 turns into a `RunResult` (plain JSON-ready data) at the end. Latencies are kept in microseconds
 in an HDR histogram (1 us .. 1 h, 3 significant digits), so percentiles are exact to 0.1 %
 whatever the number of queries; the timeline for the plot is a reservoir sample of at most
@@ -17,7 +17,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-__all__ = ["Outcome", "Recorder", "RunResult", "Snapshot", "new_histogram"]
+__all__ = ["QueryOutcome", "Recorder", "RunResult", "Snapshot", "new_histogram"]
 
 #: points kept for the latency-over-time plot
 TIMELINE_MAX = 20_000
@@ -30,7 +30,7 @@ def new_histogram() -> HdrHistogram:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class QueryOutcome:
     """How one query ended: ``code`` is None when it succeeded, else an error code."""
 
     code: str | None
@@ -84,7 +84,7 @@ class Recorder:
         self.started = time.perf_counter()
         self.started_wall = time.time()
 
-    def record(self, query: str, start: float, end: float, outcome: Outcome) -> None:
+    def record(self, query: str, start: float, end: float, outcome: QueryOutcome) -> None:
         """Record one query that was due at ``start`` and ended at ``end`` (perf_counter s)."""
         micros = max(1, round((end - start) * 1e6))
         self.hist.record_value(micros)

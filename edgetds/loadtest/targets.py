@@ -27,13 +27,14 @@ import httpx
 import trio
 
 from edgetds.loadtest.scenario import Identity, QuerySpec
-from edgetds.loadtest.stats import Outcome
+from edgetds.loadtest.stats import QueryOutcome
 from protocol import ErrorCode
 
 __all__ = [
     "DirectSpec",
     "DirectTarget",
     "HttpTarget",
+    "NdjsonCounter",
     "TargetError",
     "TokenSource",
     "check_loopback",
@@ -155,7 +156,7 @@ def _error_code(body: bytes, status: int) -> str:
         return f"http.{status}"
 
 
-class _NdjsonCounter:
+class NdjsonCounter:
     """Splits an NDJSON body by newline across chunks; counts rows, parses the `{...}` lines."""
 
     def __init__(self) -> None:
@@ -199,18 +200,18 @@ class _NdjsonCounter:
             else:
                 self.bad_line = True
 
-    def outcome(self, nbytes: int) -> Outcome:
+    def outcome(self, nbytes: int) -> QueryOutcome:
         if self.terminal is None or self.partial:
-            return Outcome("truncated", self.rows, nbytes)
+            return QueryOutcome("truncated", self.rows, nbytes)
         if self.extra_after_terminal or self.bad_line:
-            return Outcome("client.bad_ndjson", self.rows, nbytes)
+            return QueryOutcome("client.bad_ndjson", self.rows, nbytes)
         if "error" in self.terminal:
-            return Outcome(_code_of(self.terminal, 200), self.rows, nbytes)
+            return QueryOutcome(_code_of(self.terminal, 200), self.rows, nbytes)
         done = self.terminal["done"]
         if isinstance(done, dict) and isinstance(done.get("rows"), int):
             if done["rows"] != self.rows:
-                return Outcome("client.rows_mismatch", self.rows, nbytes)
-        return Outcome(None, self.rows, nbytes)
+                return QueryOutcome("client.rows_mismatch", self.rows, nbytes)
+        return QueryOutcome(None, self.rows, nbytes)
 
 
 class HttpTarget:
@@ -223,7 +224,9 @@ class HttpTarget:
         self.url = query_url(base_url, tunnel)
         self.tokens = tokens
 
-    async def __call__(self, slot: int, vu: int, query: QuerySpec, rng: random.Random) -> Outcome:
+    async def __call__(
+        self, slot: int, vu: int, query: QuerySpec, rng: random.Random
+    ) -> QueryOutcome:
         body = json.dumps(query.http_body(rng), separators=(",", ":")).encode()
         headers = {
             "authorization": "Bearer " + self.tokens.for_vu(vu),
@@ -234,18 +237,18 @@ class HttpTarget:
             async with self.client.stream("POST", self.url, content=body, headers=headers) as resp:
                 if resp.status_code != 200:
                     data = await resp.aread()
-                    return Outcome(_error_code(data, resp.status_code), 0, len(data))
-                counter = _NdjsonCounter()
+                    return QueryOutcome(_error_code(data, resp.status_code), 0, len(data))
+                counter = NdjsonCounter()
                 async for chunk in resp.aiter_raw():
                     nbytes += len(chunk)
                     counter.feed(chunk)
                 return counter.outcome(nbytes)
         except httpx.RemoteProtocolError:
-            return Outcome("truncated", 0, nbytes)
+            return QueryOutcome("truncated", 0, nbytes)
         except httpx.TimeoutException:
-            return Outcome("client.timeout", 0, nbytes)
+            return QueryOutcome("client.timeout", 0, nbytes)
         except httpx.TransportError as exc:
-            return Outcome("client." + type(exc).__name__, 0, nbytes)
+            return QueryOutcome("client." + type(exc).__name__, 0, nbytes)
 
 
 # ------------------------------------------------------------------------------------ direct
@@ -345,7 +348,7 @@ class DirectTarget:
             disable_connect_retry=True,
         )
 
-    def _run(self, slot: int, sql: str, params: Any) -> Outcome:
+    def _run(self, slot: int, sql: str, params: Any) -> QueryOutcome:
         from pytds import tds_base
 
         from connector.execute import run_statement  # the connector's exact binding
@@ -372,23 +375,25 @@ class DirectTarget:
             )
             if isinstance(exc, tds_base.OperationalError | tds_base.InterfaceError):
                 conn = None  # the connection may be broken: open a new one next time
-            return Outcome(code, 0, 0)
+            return QueryOutcome(code, 0, 0)
         except OSError:
-            return Outcome("direct.transport", 0, 0)
+            return QueryOutcome("direct.transport", 0, 0)
         with self._lock:
             self._conns[slot] = conn
-        return Outcome(None, rows, 0)
+        return QueryOutcome(None, rows, 0)
 
-    async def __call__(self, slot: int, vu: int, query: QuerySpec, rng: random.Random) -> Outcome:
+    async def __call__(
+        self, slot: int, vu: int, query: QuerySpec, rng: random.Random
+    ) -> QueryOutcome:
         from connector.encode import ParamError, decode_params
 
         sql = query.sql_for_direct()
         if sql is None:
-            return Outcome("direct.no_sql")
+            return QueryOutcome("direct.no_sql")
         try:
             params = decode_params(query.make_params(rng))
         except ParamError:
-            return Outcome(ErrorCode.REQUEST_INVALID)
+            return QueryOutcome(ErrorCode.REQUEST_INVALID)
         return await trio.to_thread.run_sync(self._run, slot, sql, params, limiter=self.limiter)
 
     def close(self) -> None:

@@ -13,14 +13,14 @@ from connector.audit import (
     GENESIS,
     AuditError,
     AuditLog,
-    Outcome,
+    AuditOutcome,
     query_record,
     record_hash,
     verify_files,
 )
 from edgetds.cli import main
 
-OK = Outcome(status="ok", rows=3, bytes=120, duration_ms=7)
+OK = AuditOutcome(status="ok", rows=3, bytes=120, duration_ms=7)
 
 
 def rec(i: int, **kw: object) -> dict[str, object]:
@@ -56,7 +56,7 @@ def test_record_fields_and_redaction(tmp_path: Path) -> None:
                 query="orders_by_customer",
                 statement_sql="SELECT 1 WHERE c = @cid",
                 params={"cid": {"type": "int", "value": "5"}, "when": None, "ok": True},
-                outcome=Outcome(status="error", duration_ms=3, sql_error_number=208,
+                outcome=AuditOutcome(status="error", duration_ms=3, sql_error_number=208,
                                 error_code="sql.error"),
                 log_param_values=True,
             )

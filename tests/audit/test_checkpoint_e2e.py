@@ -19,7 +19,7 @@ import httpx
 import trio
 
 from connector.audit import rotated_files
-from connector.keys import load_private_key
+from identity.keys import load_private_key
 from tests.support.ops_stack import open_stack, post_query, write_stack_config
 from tests.support.relays import start_python_relay
 from tests.support.waiting import eventually

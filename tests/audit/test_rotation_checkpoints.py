@@ -12,11 +12,11 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from connector.audit import AuditLog, Outcome, query_record, rotated_files, verify_files
+from connector.audit import AuditLog, AuditOutcome, query_record, rotated_files, verify_files
 from connector.checkpoints import AuditCheckpoints
 from connector.config import ConfigError, load_config
-from connector.keys import encode_public_key
 from edgetds.cli import main
+from identity.keys import encode_public_key
 from protocol import GENESIS, sign_checkpoint
 from relay.checkpoints import CheckpointStore
 
@@ -27,7 +27,7 @@ OTHER = Ed25519PrivateKey.generate()
 def rec(i: int) -> dict[str, Any]:
     return query_record(
         query_id=f"q{i}", subject="alice", issuer="https://idp", role="analyst",
-        sql=f"SELECT {i}", query=None, params={}, outcome=Outcome(status="ok"),
+        sql=f"SELECT {i}", query=None, params={}, outcome=AuditOutcome(status="ok"),
     )  # fmt: skip
 
 
@@ -196,7 +196,7 @@ def test_cli_verify_against_a_saved_checkpoint(
 
 
 def test_relay_config_keys_and_a_damaged_checkpoint_file(tmp_path: Path) -> None:
-    from connector.keys import generate_key_files
+    from identity.keys import generate_key_files
     from relay.config import ConfigError as RelayConfigError
     from relay.config import config_from_mapping
 

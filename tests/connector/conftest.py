@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from connector.keys import GeneratedKey, encode_public_key, generate_key_files, load_private_key
 from edgetds.devidp import DevIdP, open_dev_idp
+from identity.keys import GeneratedKey, encode_public_key, generate_key_files, load_private_key
 from tests.connector.rogue_relay import RogueRelay, open_rogue_relay
 from tests.support.connector_stack import write_connector_config
 

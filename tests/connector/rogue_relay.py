@@ -23,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 from websockets.trio.server import ServerConnection, serve
 
-from connector.keys import key_id
+from identity.keys import key_id
 from protocol import (
     SUBPROTOCOL,
     AuthError,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import trio
 
-from connector.keys import encode_public_key, generate_key_files
 from edgetds.devidp import DevIdP
+from identity.keys import encode_public_key, generate_key_files
 from tests.connector.conftest import Keys, closed_port, config_for
 
 REPO = Path(__file__).resolve().parents[2]

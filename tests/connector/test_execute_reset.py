@@ -11,8 +11,9 @@ import trio
 
 import tdslite
 from connector.config import DatabaseConfig, LoginConfig
-from connector.execute import CancelToken, ExecRequest, execute
+from connector.execute import ExecRequest, execute
 from connector.pool import LoginPool
+from connector.results import CancelToken
 from tdslite import StatementLog
 from tests.support.connector_stack import TDSLITE_USERS
 

@@ -1,4 +1,4 @@
-"""connector/keys.py (`edgetds keygen` files) and connector/config.py (errors naming file/key)."""
+"""identity/keys.py (`edgetds keygen` files) and connector/config.py (errors naming file/key)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.config import ConfigError, load_config
-from connector.keys import (
+from identity.keys import (
     KeyFileError,
     encode_public_key,
     generate_key_files,

@@ -10,9 +10,9 @@ from pathlib import Path
 import trio
 
 from connector.config import load_config
-from connector.keys import load_private_key
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP
+from identity.keys import load_private_key
 from protocol import events
 from tdslite import open_server
 from tests.connector.conftest import Keys, closed_port, config_for

@@ -17,8 +17,9 @@ import tdslite
 from connector import _timetypes
 from connector.config import DatabaseConfig, LoginConfig
 from connector.encode import BoundParam, RowEncoder, decode_params, describe
-from connector.execute import CancelToken, ExecRequest, execute
+from connector.execute import ExecRequest, execute
 from connector.pool import LoginPool
+from connector.results import CancelToken
 from tests.connector.test_execute_reset import _Collect
 from tests.support.connector_stack import TDSLITE_USERS
 

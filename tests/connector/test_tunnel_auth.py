@@ -140,7 +140,7 @@ async def test_hello_for_another_connection_is_refused(
 async def test_key_rotation_any_pinned_key_is_accepted(
     tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
 ) -> None:
-    from connector.keys import encode_public_key
+    from identity.keys import encode_public_key
 
     old = encode_public_key(Ed25519PrivateKey.generate())
     path = config_for(tmp_path, keys, idp, rogue.ws_url, db_port=closed_port(), ha_connections=1)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from edgetds.devidp import DevIdP, open_dev_idp
-from edgetds.oidc import IssuerConfig, TokenVerifier
+from identity.oidc import IssuerConfig, TokenVerifier
 
 
 @pytest.fixture

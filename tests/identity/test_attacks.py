@@ -16,14 +16,14 @@ import trio
 from _jwt_forge import b64url, forge
 
 from edgetds.devidp import DevIdP, DevKey, generate_key, sign_token
-from edgetds.oidc import AuthError, IssuerConfig, TokenVerifier
+from identity.oidc import IssuerConfig, TokenError, TokenVerifier
 
 JWKS = "/jwks.json"
 
 
-async def refused(verifier: TokenVerifier, token: str, code: str) -> AuthError:
+async def refused(verifier: TokenVerifier, token: str, code: str) -> TokenError:
     with trio.fail_after(10):
-        with pytest.raises(AuthError) as info:
+        with pytest.raises(TokenError) as info:
             await verifier.verify(token)
     assert info.value.code == code, info.value.message
     # The token (or any long piece of it) never appears in what we say about it.
@@ -245,7 +245,7 @@ async def test_issuer_a_token_signed_with_issuer_b_keys(idp: DevIdP, other_idp: 
 
 async def test_missing_token_and_claims(idp: DevIdP, verifier: TokenVerifier) -> None:
     for empty in (None, "", "   "):
-        with pytest.raises(AuthError) as info:
+        with pytest.raises(TokenError) as info:
             await verifier.verify(empty)
         assert info.value.code == "auth.missing_token"
     for claim in ("exp", "sub"):
@@ -268,7 +268,7 @@ async def test_no_token_in_logs(
         for token in tokens:
             try:
                 await verifier.verify(token)
-            except AuthError as exc:
+            except TokenError as exc:
                 logging.getLogger("test").info("refused: %s", exc)
     assert "jwks loaded" in caplog.text  # logging did happen
     for token in tokens:

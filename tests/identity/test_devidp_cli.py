@@ -14,7 +14,7 @@ import trio
 
 from edgetds.cli import main
 from edgetds.devidp import open_dev_idp
-from edgetds.oidc import IssuerConfig, TokenVerifier
+from identity.oidc import IssuerConfig, TokenVerifier
 from tests.support.processes import first_line
 
 

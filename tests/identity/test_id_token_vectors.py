@@ -1,4 +1,4 @@
-"""protocol/vectors/id_tokens.json against edgetds/oidc.py (the Worker runs the same file).
+"""protocol/vectors/id_tokens.json against identity/oidc.py (the Worker runs the same file).
 
 Each issuer's static JWKS is written to a file (jwks_file) and the verifier's clock is the
 vectors' fixed ``now``: real Ed25519 signatures, the real verifier, no network.
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from edgetds.oidc import AuthError, TokenVerifier
+from identity.oidc import TokenError, TokenVerifier
 
 DOC = json.loads(
     (Path(__file__).resolve().parents[2] / "protocol" / "vectors" / "id_tokens.json").read_text(
@@ -58,6 +58,6 @@ async def test_id_token_vector(verifier: TokenVerifier, vector: dict[str, Any]) 
             assert identity.subject == vector["subject"]
             assert dict(identity.claims) == vector["claims"]
             return
-        with pytest.raises(AuthError) as info:
+        with pytest.raises(TokenError) as info:
             await verifier.verify(vector["token"])
     assert info.value.code == vector["error"], info.value.message

@@ -1,4 +1,4 @@
-"""The verified-token cache of edgetds/oidc.py: the same token again skips the signature check,
+"""The verified-token cache of identity/oidc.py: the same token again skips the signature check,
 but exp is enforced at every use, a key that left the JWKS is not trusted through the cache, and
 the cache is bounded (0 = off)."""
 
@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from edgetds.devidp import DevIdP
-from edgetds.oidc import AuthError, IssuerConfig, TokenVerifier
+from identity.oidc import IssuerConfig, TokenError, TokenVerifier
 
 
 def _cfg(idp: DevIdP) -> IssuerConfig:
@@ -37,7 +37,7 @@ async def test_exp_is_checked_at_every_use(idp: DevIdP) -> None:
             now[0] = ident.expires_at + 29  # within the leeway: still good
             assert await verifier.verify(token) is ident
             now[0] = ident.expires_at + 30  # pyjwt's rule: exp <= now - leeway is expired
-            with pytest.raises(AuthError) as info:
+            with pytest.raises(TokenError) as info:
                 await verifier.verify(token)
             assert info.value.code == "auth.expired"
             # and again (the entry is gone; pyjwt refuses it on its own clock only if truly
@@ -59,7 +59,7 @@ async def test_a_key_gone_from_the_jwks_is_not_trusted_through_the_cache(idp: De
             idp.rotate("RS256")
             idp.keys.remove(old_key)  # revoked at the IdP
             await trio.sleep(0.3)  # the cached keys are now due for a refresh
-            with pytest.raises(AuthError) as info:
+            with pytest.raises(TokenError) as info:
                 await verifier.verify(token)
     assert info.value.code == "auth.invalid_token"
     assert "not in the JWKS" in info.value.message
@@ -96,7 +96,7 @@ async def test_refusals_are_not_remembered(idp: DevIdP) -> None:
         async with TokenVerifier([_cfg(idp)]) as verifier:
             token = idp.mint(sub="alice", aud="someone-else")
             for _ in range(2):
-                with pytest.raises(AuthError) as info:
+                with pytest.raises(TokenError) as info:
                     await verifier.verify(token)
                 assert info.value.code == "auth.wrong_audience"
             # a token that differs only in its signature is not taken for a remembered one
@@ -104,6 +104,6 @@ async def test_refusals_are_not_remembered(idp: DevIdP) -> None:
             await verifier.verify(good)
             header, payload, sig = good.split(".")
             forged = f"{header}.{payload}.{sig[:-4]}AAAA"
-            with pytest.raises(AuthError) as info:
+            with pytest.raises(TokenError) as info:
                 await verifier.verify(forged)
     assert info.value.code == "auth.invalid_token"

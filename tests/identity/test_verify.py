@@ -13,7 +13,7 @@ import trio
 import trustme
 
 from edgetds.devidp import DevIdP, open_dev_idp
-from edgetds.oidc import AuthError, IssuerConfig, TokenVerifier, bearer_token, claim_at
+from identity.oidc import IssuerConfig, TokenError, TokenVerifier, bearer_token, claim_at
 
 JWKS = "/jwks.json"
 DISCOVERY = "/.well-known/openid-configuration"
@@ -94,7 +94,7 @@ async def test_rotation_waits_for_rate_limit(idp: DevIdP) -> None:
         async with TokenVerifier([cfg], min_refresh_interval_s=30) as verifier:
             await verifier.verify(idp.mint(sub="alice"))
             idp.rotate("RS256")
-            with pytest.raises(AuthError) as info:
+            with pytest.raises(TokenError) as info:
                 await verifier.verify(idp.mint(sub="alice"))
     # Within the interval the new kid is unknown: refused, and no second fetch happened.
     assert info.value.code == "auth.invalid_token"
@@ -112,7 +112,7 @@ async def test_idp_down_is_internal_and_rate_limited() -> None:
     with trio.fail_after(10):
         async with TokenVerifier([cfg], http_timeout_s=2) as verifier:
             for _ in range(3):
-                with pytest.raises(AuthError) as info:
+                with pytest.raises(TokenError) as info:
                     await verifier.verify(idp.mint(sub="a"))
                 assert info.value.code == "internal"
                 assert issuer in info.value.message
@@ -125,7 +125,7 @@ async def test_discovery_naming_another_issuer_is_refused(idp: DevIdP) -> None:
     idp_alias = DevIdP(idp.keys, issuer=alias)
     with trio.fail_after(10):
         async with TokenVerifier([IssuerConfig(issuer=alias, audiences=("edgetds",))]) as v:
-            with pytest.raises(AuthError) as info:
+            with pytest.raises(TokenError) as info:
                 await v.verify(idp_alias.mint(sub="a"))
     assert info.value.code == "internal"
     assert "another issuer" in info.value.message
@@ -138,7 +138,7 @@ async def test_response_size_limit(idp: DevIdP) -> None:
     cfg = IssuerConfig(issuer=idp.issuer, audiences=("edgetds",))
     with trio.fail_after(10):
         async with TokenVerifier([cfg], max_response_bytes=8192) as verifier:
-            with pytest.raises(AuthError) as info:
+            with pytest.raises(TokenError) as info:
                 await verifier.verify(idp.mint(sub="a"))
     assert "over 8192 bytes" in info.value.message
 
@@ -179,7 +179,7 @@ def test_bearer_and_claim_helpers() -> None:
     assert bearer_token("bearer  abc ") == "abc"
     assert bearer_token("Bearer a.b.c d.e.f") == "a.b.c d.e.f"  # refused later as malformed
     for bad in (None, "", "Basic dXNlcg==", "Bearer ", "Bearer", "Bearer\tabc"):
-        with pytest.raises(AuthError) as info:
+        with pytest.raises(TokenError) as info:
             bearer_token(bad)
         assert info.value.code == "auth.missing_token"
     claims = {"realm_access": {"roles": ["r1"]}, "https://x.io/groups": ["g"], "scp": "a b"}
@@ -212,7 +212,7 @@ async def test_https_issuer_with_configured_ca(tmp_path: Path) -> None:
             table = {"audience": "edgetds", "issuers": [{"issuer": idp.issuer}]}
             # Without our CA the IdP's certificate is not trusted: keys cannot be loaded.
             async with TokenVerifier.from_config(table) as untrusting:
-                with pytest.raises(AuthError) as info:
+                with pytest.raises(TokenError) as info:
                     await untrusting.verify(idp.mint(sub="alice"))
             assert info.value.code == "internal"
             assert "CERTIFICATE_VERIFY_FAILED" in info.value.message

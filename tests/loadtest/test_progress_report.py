@@ -10,7 +10,7 @@ import trio
 
 from edgetds.loadtest.progress import show_progress
 from edgetds.loadtest.report import write_report
-from edgetds.loadtest.stats import Outcome, Recorder
+from edgetds.loadtest.stats import QueryOutcome, Recorder
 
 
 def recorder_with(n: int, target: str = "tunnel") -> Recorder:
@@ -18,7 +18,7 @@ def recorder_with(n: int, target: str = "tunnel") -> Recorder:
     for i in range(n):
         code = None if i % 4 else "sql.error"
         rec.record("q", rec.started + i * 0.001, rec.started + i * 0.001 + 0.002 + i * 1e-5,
-                   Outcome(code, rows=3, nbytes=30))  # fmt: skip
+                   QueryOutcome(code, rows=3, nbytes=30))  # fmt: skip
     rec.finish()
     return rec
 

@@ -14,7 +14,7 @@ import trio
 
 from edgetds.loadtest.runner import drive
 from edgetds.loadtest.scenario import QuerySpec, parse_scenario
-from edgetds.loadtest.stats import Outcome, Recorder
+from edgetds.loadtest.stats import QueryOutcome, Recorder
 
 
 def scenario(**load: Any):  # type: ignore[no-untyped-def]
@@ -28,7 +28,9 @@ class SleepTarget:
         self.max_in_flight = 0
         self.calls = 0
 
-    async def __call__(self, slot: int, vu: int, query: QuerySpec, rng: random.Random) -> Outcome:
+    async def __call__(
+        self, slot: int, vu: int, query: QuerySpec, rng: random.Random
+    ) -> QueryOutcome:
         assert slot not in self.busy, "a slot was used by two queries at once"
         self.busy.add(slot)
         self.calls += 1
@@ -38,7 +40,7 @@ class SleepTarget:
             await trio.sleep(self.delay)
         finally:
             self.busy.discard(slot)
-        return Outcome(None if number % 10 else "sql.error", rows=2, nbytes=10)
+        return QueryOutcome(None if number % 10 else "sql.error", rows=2, nbytes=10)
 
 
 async def test_closed_loop_stops_at_count() -> None:
@@ -110,10 +112,10 @@ async def test_same_seed_same_queries_whatever_the_timing() -> None:
             rng: random.Random,
             calls: list[tuple[str, str]] = calls,
             delays: tuple[float, float] = delays,
-        ) -> Outcome:
+        ) -> QueryOutcome:
             calls.append((query.name, repr(query.make_params(rng))))
             await trio.sleep(delays[vu % 2])
-            return Outcome(None)
+            return QueryOutcome(None)
 
         with trio.fail_after(10):
             await drive(sc, target, Recorder("t"))

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from edgetds.loadtest.targets import (
+    NdjsonCounter,
     TargetError,
     TokenSource,
-    _NdjsonCounter,
     check_loopback,
     parse_direct,
 )
@@ -19,8 +19,8 @@ ROWS = b"".join(b'[%d,"x{y}\\n"]\n' % i for i in range(5))
 DONE = b'{"done":{"rows":5,"result_sets":1,"elapsed_ms":1.5,"query_id":"q"}}\n'
 
 
-def feed(body: bytes, step: int | None) -> _NdjsonCounter:
-    counter = _NdjsonCounter()
+def feed(body: bytes, step: int | None) -> NdjsonCounter:
+    counter = NdjsonCounter()
     if step is None:
         counter.feed(body)
     else:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.config import load_config
 from connector.diag import DiagReport, Step, run_diag
-from connector.keys import encode_public_key, generate_key_files
+from identity.keys import encode_public_key, generate_key_files
 from tests.support.ops_stack import Stack, open_stack, write_stack_config
 
 

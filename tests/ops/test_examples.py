@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from connector.keys import generate_key_files
 from edgetds.cli import main
+from identity.keys import generate_key_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: the annotated reference (examples/connector.toml) and the production examples

@@ -38,7 +38,7 @@ def _config(tmp_path: Path, port: int, database: str) -> Path:
 
 
 def _key(tmp_path: Path) -> Path:
-    from connector.keys import generate_key_files
+    from identity.keys import generate_key_files
 
     return generate_key_files(tmp_path / "keys", "conn-1", overwrite=True).private_path
 

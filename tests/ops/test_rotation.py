@@ -32,14 +32,14 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.config import load_config
-from connector.keys import (
+from connector.runtime import open_connector
+from identity.keys import (
     GeneratedKey,
     encode_public_key,
     generate_key_files,
     key_id,
     load_private_key,
 )
-from connector.runtime import open_connector
 from relay.config import TunnelConfig
 from relay.server import RunningRelay
 from tests.support.ops_stack import Stack, open_stack, post_query, write_stack_config

@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from connector.config import ConfigError, load_config, parse_config
-from connector.keys import generate_key_files
 from connector.runtime import open_connector
+from identity.keys import generate_key_files
 from tests.support.ops_stack import open_stack, post_query
 
 

@@ -1,7 +1,7 @@
 """How policy reads claims: list members and strings matched whole, splitting only when the policy
 says so, exact role matches vs wide deny matches, and claims of an unusable shape refused.
 
-Tokens are real: minted by the dev IdP, fetched keys over HTTP, verified by edgetds/oidc.py.
+Tokens are real: minted by the dev IdP, fetched keys over HTTP, verified by identity/oidc.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import trio
 from connector.policy import Policy, PolicyError, QueryRequest
 from edgetds.cli import main
 from edgetds.devidp import DevIdP, open_dev_idp
-from edgetds.oidc import Identity, IssuerConfig, TokenVerifier
+from identity.oidc import Identity, IssuerConfig, TokenVerifier
 
 POLICY = """
 [[deny]]

@@ -12,7 +12,7 @@ import trio
 
 from connector.policy import Policy, PolicyError, QueryRequest
 from edgetds.devidp import open_dev_idp
-from edgetds.oidc import Identity, IssuerConfig, TokenVerifier
+from identity.oidc import Identity, IssuerConfig, TokenVerifier
 
 ISS = "https://idp.example"
 OTHER = "https://other.example"

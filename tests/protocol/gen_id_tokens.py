@@ -2,7 +2,7 @@
 
 ``gen_vectors.py`` writes it with the other vector files. The outcomes are stated here by hand
 (they are the specification, SPEC.md section 8.6), not computed by the Python verifier: both
-edgetds/oidc.py (tests/identity/test_id_token_vectors.py) and the Worker's oidc.js
+identity/oidc.py (tests/identity/test_id_token_vectors.py) and the Worker's oidc.js
 (relay/worker/test/idtokens.test.js) must reach them. Tokens are signed with Ed25519 (deterministic
 signatures) by FIXED TEST KEYS whose seeds are sha256 of a label: test-only.
 """

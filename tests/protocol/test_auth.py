@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from helpers import (
     CONNECTOR_ID,
     CONNECTOR_KEY,
@@ -27,13 +29,15 @@ from protocol import (
     CloseCode,
     ErrorCode,
     ReplayCache,
+    b64url,
     events,
+    key_id,
     make_connector_token,
+    raw_public_key,
     verify_attestation,
     verify_connector_token,
     verify_hello,
 )
-from protocol._auth import b64url
 
 CONNECTOR_KEYS = {CONNECTOR_ID: CONNECTOR_KEY.public_key()}
 RELAY_KEYS = {RELAY_KEY_ID: RELAY_KEY.public_key()}
@@ -300,3 +304,12 @@ def test_attestation_replay_and_duplicate_query_id() -> None:
     with pytest.raises(AuthError) as info:
         attest(retry, replay=cache)
     assert info.value.error_code is ErrorCode.QUERY_DUPLICATE
+
+
+def test_key_id_is_16_chars_of_base64url_sha256_of_the_raw_public_key() -> None:
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    raw = raw_public_key(key)
+    assert raw == raw_public_key(key.public_key())
+    assert len(raw) == 32
+    digest = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).decode()
+    assert key_id(key) == key_id(key.public_key()) == digest[:16] == "Vkdap1RjR0wChd9d"

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import trio
 
-from connector.keys import encode_public_key, generate_key_files
 from edgetds.cli import main
+from identity.keys import encode_public_key, generate_key_files
 from relay.config import ConfigError, load_config
 from tests.support.processes import first_line
 

@@ -24,8 +24,8 @@ from _relay_helpers import (
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import connect
 
-from connector.keys import encode_public_key
 from edgetds.devidp import DevIdP
+from identity.keys import encode_public_key
 from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events, make_connector_token
 from relay.server import RunningRelay, open_relay, serve_relay
 from tests.support.protocol_peer import Peer

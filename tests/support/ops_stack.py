@@ -22,8 +22,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
-from connector.keys import GeneratedKey, generate_key_files, load_private_key
 from edgetds.devidp import DevIdP, open_dev_idp
+from identity.keys import GeneratedKey, generate_key_files, load_private_key
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
 from tests.support.relays import RelayHandle, start_python_relay
 

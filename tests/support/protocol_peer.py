@@ -10,7 +10,6 @@ or a dropped socket. Use the real connector (connector/) for end-to-end tests.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import time
@@ -35,6 +34,7 @@ from protocol import (
     verify_attestation,
     verify_hello,
 )
+from protocol import key_id as protocol_key_id
 
 __all__ = ["Peer", "QueryHandler", "key_id", "open_peer", "parse_public_key", "rows_handler"]
 
@@ -47,8 +47,7 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
 
 
 def key_id(text: str) -> str:
-    raw = base64.urlsafe_b64decode(text.removeprefix("ed25519:") + "==")
-    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode()[:16]
+    return protocol_key_id(parse_public_key(text))
 
 
 def line(obj: Any) -> bytes:

@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from connector.keys import encode_public_key
+from identity.keys import encode_public_key
 from protocol import Limits as ProtocolLimits
 from relay.config import RelayConfig, TunnelConfig, parse_limits
 from relay.server import RunningRelay, open_relay
@@ -44,7 +44,8 @@ TEST_LIMITS: Mapping[str, Any] = {"auth_failure_burst": 10_000, "query_burst": 1
 
 @dataclass(frozen=True)
 class RelayHandle:
-    """What a test needs to talk to a relay (FIXED shape, integration brief)."""
+    """What a test needs to talk to a relay: the same shape for the Python and the Worker relay,
+    so one test runs against both."""
 
     kind: str  # "python" | "worker"
     http_url: str  # HTTP API base, e.g. "http://127.0.0.1:PORT"

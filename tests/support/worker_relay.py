@@ -30,6 +30,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from identity.keys import encode_public_key
 from tests.support.relays import RelayHandle
 
 __all__ = ["ROOT", "RelayHandle", "WorkerRelay", "open_worker_relay", "start_worker_relay"]
@@ -44,11 +45,9 @@ TEST_LIMITS = {"auth_failure_burst": 10_000, "query_burst": 10_000, "deadline_gr
 
 
 def public_key_text(key: Ed25519PrivateKey) -> str:
-    """``ed25519:`` + base64url of the raw public key (integration.md)."""
-    import base64
-
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519:" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    """``ed25519:`` + base64url of the raw public key, as relay.toml and the Worker's TUNNELS
+    variable name a connector's key."""
+    return encode_public_key(key)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@
  * may read at all is enforced on-prem (the connector's policy and the SQL login's grants).
  */
 
-import { Tunnel, TunnelError } from "../../../relay/worker/src/client.js";
+import { TunnelClient, TunnelError } from "../../../relay/worker/src/client.js";
 
 const ORDERS_SQL = "SELECT id, item, total FROM orders WHERE owner = @owner ORDER BY id";
 
@@ -36,7 +36,7 @@ export default {
     const token = /^Bearer (\S+)$/.exec(request.headers.get("authorization") ?? "")?.[1];
     const owner = token ? subjectOf(token) : null;
     if (!owner) return json(401, { error: "sign in: send Authorization: Bearer <your IdP token>" });
-    const tunnel = new Tunnel({ tunnel: env.TUNNEL_NAME ?? "demo", fetcher: env.RELAY });
+    const tunnel = new TunnelClient({ tunnel: env.TUNNEL_NAME ?? "demo", fetcher: env.RELAY });
     try {
       const rows = await tunnel.query(ORDERS_SQL, { owner }, { token, timeoutMs: 10_000 });
       return json(200, { owner, orders: rows, query_id: rows.done.query_id });

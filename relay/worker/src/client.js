@@ -3,9 +3,9 @@
  * The app developer's client for an edgetds tunnel, for Workers (service binding) and anything
  * with `fetch` (HTTPS).
  *
- *   import { Tunnel } from "edgetds-relay/client";               // relay/worker/src/client.js
- *   const tunnel = new Tunnel({ tunnel: "demo", fetcher: env.RELAY });          // service binding
- *   const tunnel = new Tunnel({ tunnel: "demo", url: "https://relay.example.com" });   // HTTPS
+ *   import { TunnelClient } from "edgetds-relay/client";         // relay/worker/src/client.js
+ *   const tunnel = new TunnelClient({ tunnel: "demo", fetcher: env.RELAY });    // service binding
+ *   const tunnel = new TunnelClient({ tunnel: "demo", url: "https://relay.example.com" }); // HTTPS
  *
  *   const rows = await tunnel.query("SELECT id, total FROM orders WHERE owner = @me", { me: 42 },
  *                                   { token });                 // the signed-in user's IdP token
@@ -53,7 +53,7 @@ export class TunnelError extends Error {
   }
 }
 
-export class Tunnel {
+export class TunnelClient {
   /**
    * @param {{tunnel: string, url?: string, fetcher?: Fetcher,
    *          token?: string | (() => string | Promise<string>)}} [options]
@@ -61,8 +61,8 @@ export class Tunnel {
    *   `url`: the relay's base URL otherwise; `token`: a default token (or a function returning one).
    */
   constructor({ tunnel, url, fetcher, token } = /** @type {any} */ ({})) {
-    if (!tunnel) throw new TypeError("Tunnel: `tunnel` (the tunnel name) is required");
-    if (!fetcher && !url) throw new TypeError("Tunnel: pass `fetcher` (a service binding) or `url`");
+    if (!tunnel) throw new TypeError("TunnelClient: `tunnel` (the tunnel name) is required");
+    if (!fetcher && !url) throw new TypeError("TunnelClient: pass `fetcher` (a service binding) or `url`");
     this.tunnel = tunnel;
     this.base = (url ?? "https://relay.internal").replace(/\/+$/, "");
     this.fetcher = fetcher ?? { fetch: (request) => fetch(request) };
@@ -108,7 +108,7 @@ export class Tunnel {
    */
   async raw(body, { token, maxRows, timeoutMs, queryId, signal } = {}) {
     const bearer = token ?? (typeof this.defaultToken === "function" ? await this.defaultToken() : this.defaultToken);
-    if (!bearer) throw new TypeError("Tunnel: pass { token } (the end user's IdP token)");
+    if (!bearer) throw new TypeError("TunnelClient: pass { token } (the end user's IdP token)");
     const payload = { ...body };
     if (maxRows !== undefined) payload.max_rows = maxRows;
     if (timeoutMs !== undefined) payload.timeout_ms = timeoutMs;

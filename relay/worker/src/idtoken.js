@@ -1,6 +1,6 @@
 // @ts-check
 /**
- * The shape rules of an end user's token (mirrors edgetds/_idtoken.py step for step; both run
+ * The shape rules of an end user's token (mirrors identity/_idtoken.py step for step; both run
  * protocol/vectors/id_tokens.json). Every rule refuses with auth.invalid_token unless it says otherwise:
  *
  * 1. Segments: exactly three non-empty unpadded base64url segments.

@@ -1,6 +1,6 @@
 // @ts-check
 /**
- * Verify end users' bearer tokens at the edge with jose (mirrors edgetds/oidc.py's rules).
+ * Verify end users' bearer tokens at the edge with jose (mirrors identity/oidc.py's rules).
  *
  * 1. Missing token -> auth.missing_token; over max_token_bytes -> auth.invalid_token, before parsing.
  * 2. The unverified "iss" only picks the issuer; an unconfigured issuer is refused
@@ -37,7 +37,7 @@ const discovered = new Map(); // issuer -> Promise<jwks_uri>
  * @param {string | null} header
  */
 export function bearerToken(header) {
-  // As edgetds.oidc.bearer_token: "Bearer" and a space, then everything else, trimmed; a value
+  // As identity.oidc.bearer_token: "Bearer" and a space, then everything else, trimmed; a value
   // with spaces inside is passed on (and refused as a malformed token, auth.invalid_token).
   const match = /^Bearer (.*\S)/i.exec((header ?? "").trim());
   return match ? match[1].trim() : null;

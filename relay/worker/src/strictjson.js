@@ -1,7 +1,7 @@
 // @ts-check
 /**
  * Strict JSON objects, as Python's json.loads with an object_pairs_hook that refuses duplicates sees
- * them (protocol/_json.py loads_object, edgetds/_idtoken.py): JSON.parse keeps the LAST of two
+ * them (protocol/_json.py loads_object, identity/_idtoken.py): JSON.parse keeps the LAST of two
  * members with the same name, so a second "aud" or "sub" would silently win. Text is decoded as
  * strict UTF-8 with a BOM kept (and so refused by JSON.parse, as Python refuses it).
  */

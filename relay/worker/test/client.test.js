@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { ndjsonRecords, Tunnel, TunnelError } from "../src/client.js";
+import { ndjsonRecords, TunnelClient, TunnelError } from "../src/client.js";
 
 function body(chunks) {
   const enc = new TextEncoder();
@@ -38,7 +38,7 @@ function tunnelAnswering(status, chunks) {
       return new Response(body(chunks), { status, headers: { "content-type": "application/x-ndjson" } });
     },
   };
-  return { tunnel: new Tunnel({ tunnel: "demo", fetcher }), requests };
+  return { tunnel: new TunnelClient({ tunnel: "demo", fetcher }), requests };
 }
 
 test("query collects rows as objects with columns and done", async () => {

@@ -54,7 +54,7 @@ test("ISSUERS: max_token_lifetime_s and a static jwks are checked", async () => 
   await assert.rejects(load([{ ...base, jwks: { keys: [] }, jwks_uri: "https://idp.example.com/k" }]), /set jwks_uri or jwks, not both/);
 });
 
-test("Authorization header: the same token text as edgetds.oidc.bearer_token", async () => {
+test("Authorization header: the same token text as identity.oidc.bearer_token", async () => {
   assert.equal(bearerToken("Bearer abc.def.ghi"), "abc.def.ghi");
   assert.equal(bearerToken("bearer  abc "), "abc");
   for (const bad of [null, "", "Basic dXNlcg==", "Bearer ", "Bearer", "Bearer\tabc"]) assert.equal(bearerToken(bad), null, bad);

@@ -1,10 +1,11 @@
 """Ed25519 key files for connectors and relays, and `edgetds keygen`.
 
-The conventions are FIXED in the integration brief:
+The conventions:
 
 - private keys on disk are PKCS#8 PEM files, mode 0600;
 - public keys travel as ``ed25519:`` + base64url (no padding) of the raw 32 bytes;
-- a key id is the first 16 characters of base64url(sha256(raw public key)).
+- a key id is the first 16 characters of base64url(sha256(raw public key)) (`protocol.key_id`,
+  the ``relay_key_id`` of SPEC.md section 8.3).
 
 ``edgetds keygen --out DIR --name NAME`` writes ``NAME.key`` and ``NAME.pub`` and prints the public
 key and its id.
@@ -13,7 +14,6 @@ key and its id.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -21,6 +21,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from protocol import b64url, raw_public_key
+from protocol import key_id as _protocol_key_id
 
 __all__ = [
     "KeyFileError",
@@ -30,7 +33,6 @@ __all__ = [
     "key_id",
     "load_private_key",
     "parse_public_key",
-    "raw_public_key",
 ]
 
 PUBLIC_KEY_PREFIX = "ed25519:"
@@ -40,26 +42,16 @@ class KeyFileError(ValueError):
     """A key file or key string is unusable; the message says which and how to fix it."""
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def raw_public_key(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
-    """The 32 raw bytes of a public key (or of a private key's public half)."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def encode_public_key(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
     """Return ``ed25519:<base64url>`` of a public key (or of a private key's public half)."""
-    return PUBLIC_KEY_PREFIX + _b64url(raw_public_key(key))
+    return PUBLIC_KEY_PREFIX + b64url(raw_public_key(key))
 
 
 def key_id(key: Ed25519PublicKey | Ed25519PrivateKey | str) -> str:
     """Return the 16-character key id of a public key (object or ``ed25519:`` string)."""
     if isinstance(key, str):
         key = parse_public_key(key)
-    return _b64url(hashlib.sha256(raw_public_key(key)).digest())[:16]
+    return _protocol_key_id(key)
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:

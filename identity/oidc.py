@@ -7,7 +7,7 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
    parsing (``auth.invalid_token``).
 2. Read the *unverified* ``iss`` claim only to pick the issuer; an issuer that is not configured is
    refused (``auth.unknown_issuer``) before any key is looked up or fetched.
-   Header and payload are parsed strictly first (edgetds/_idtoken.py: no duplicate member names,
+   Header and payload are parsed strictly first (identity/_idtoken.py: no duplicate member names,
    no NaN, bounded nesting and numbers), so what is checked is what the signature covers.
 3. The header ``alg`` must be in that issuer's allowlist (default RS256, ES256, EdDSA; ``none`` and
    HS* are never accepted) and the key found by ``kid`` in *our* copy of the issuer's JWKS must be
@@ -17,7 +17,7 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
 4. Keys are cached per issuer; an unknown ``kid`` triggers a refresh, at most one per
    ``min_refresh_interval_s`` per issuer, so a flood of random kids costs at most one fetch.
 5. pyjwt checks the signature with ``algorithms=[alg]`` (one explicit algorithm); then the claims
-   are checked by edgetds/_idtoken.py: ``exp``, ``iss``, ``sub`` and ``aud`` required with their
+   are checked by identity/_idtoken.py: ``exp``, ``iss``, ``sub`` and ``aud`` required with their
    JSON types, ``nbf``/``iat`` checked when present, with ``leeway_s`` of clock skew, and a
    lifetime of at most the issuer's ``max_token_lifetime_s`` (default 24 h).
 6. A token that passed all of the above is remembered by its sha256 (at most
@@ -26,7 +26,7 @@ Strategy (Pomerium's multi-issuer pattern, hardened):
    issuer's current key for that ``kid`` (no refresh due), and ``exp`` is checked again at every
    use with the same leeway. Refusals are never remembered.
 
-Errors are :class:`AuthError` carrying a FIXED protocol error code and a message that names what
+Errors are :class:`TokenError` carrying a FIXED protocol error code and a message that names what
 failed and never contains the token. If an issuer's keys cannot be fetched the code is
 ``internal`` (the client is not at fault; the message names the issuer and the failure).
 
@@ -81,9 +81,9 @@ import jwt
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from edgetds._idtoken import (
+from identity._idtoken import (
     DEFAULT_MAX_TOKEN_LIFETIME_S,
-    AuthError,
+    TokenError,
     check_claims,
     check_header,
     parse_token,
@@ -93,7 +93,7 @@ from protocol import ErrorCode
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "DEFAULT_MAX_TOKEN_LIFETIME_S",
-    "AuthError",
+    "TokenError",
     "Identity",
     "IssuerConfig",
     "TokenVerifier",
@@ -154,12 +154,12 @@ def token_sha256(token: str) -> str:
 def bearer_token(authorization: str | None) -> str:
     """Extract the token from an ``Authorization: Bearer <token>`` header value."""
     if not authorization:
-        raise AuthError(
+        raise TokenError(
             ErrorCode.AUTH_MISSING_TOKEN, "no Authorization header; send 'Bearer <token>'"
         )
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError(
+        raise TokenError(
             ErrorCode.AUTH_MISSING_TOKEN, "Authorization header is not 'Bearer <token>'"
         )
     return token.strip()
@@ -363,13 +363,13 @@ class TokenVerifier:
         """Verify ``token`` and return the identity it proves.
 
         Raises:
-            AuthError: with ``code`` one of auth.missing_token, auth.invalid_token, auth.expired,
+            TokenError: with ``code`` one of auth.missing_token, auth.invalid_token, auth.expired,
                 auth.wrong_audience, auth.unknown_issuer (or internal if keys cannot be fetched).
         """
         if token is None or not token.strip():
-            raise AuthError(ErrorCode.AUTH_MISSING_TOKEN, "no bearer token was sent")
+            raise TokenError(ErrorCode.AUTH_MISSING_TOKEN, "no bearer token was sent")
         if not isinstance(token, str):
-            raise AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token must be a string")
+            raise TokenError(ErrorCode.AUTH_INVALID_TOKEN, "token must be a string")
         # Characters <= bytes: a huge token is refused without even encoding it.
         size = (
             len(token)
@@ -377,7 +377,7 @@ class TokenVerifier:
             else len(token.encode("utf-8", "surrogatepass"))
         )
         if size > self.max_token_bytes:
-            raise AuthError(
+            raise TokenError(
                 ErrorCode.AUTH_INVALID_TOKEN,
                 f"token is {size} bytes, over the {self.max_token_bytes}-byte limit",
             )
@@ -389,18 +389,18 @@ class TokenVerifier:
         header, payload = parse_token(token)
         iss = payload.get("iss")
         if not isinstance(iss, str) or not iss:
-            raise AuthError(ErrorCode.AUTH_INVALID_TOKEN, "token has no 'iss' claim")
+            raise TokenError(ErrorCode.AUTH_INVALID_TOKEN, "token has no 'iss' claim")
         entry = self._issuers.get(iss)
         if entry is None:
             # No key lookup, no fetch: an unknown issuer costs nothing.
-            raise AuthError(
+            raise TokenError(
                 ErrorCode.AUTH_UNKNOWN_ISSUER, f"issuer {iss[:200]!r} is not trusted here"
             )
         cfg = entry.config
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in cfg.algorithms:
             shown = alg if isinstance(alg, str) else type(alg).__name__
-            raise AuthError(
+            raise TokenError(
                 ErrorCode.AUTH_INVALID_TOKEN,
                 f"algorithm {shown[:20]!r} is not allowed for issuer {iss!r} "
                 f"(allowed: {', '.join(cfg.algorithms)})",
@@ -451,7 +451,7 @@ class TokenVerifier:
             return None  # verify from scratch (and refresh keys if due)
         if identity.expires_at <= self._clock() - self.leeway_s:
             del self._verified[digest]
-            raise AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one")
+            raise TokenError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one")
         return identity
 
     def _remember(self, identity: Identity, key: Any) -> None:
@@ -471,11 +471,11 @@ class TokenVerifier:
         try:
             jwt.PyJWS().decode_complete(token, key=key, algorithms=[alg])
         except jwt.InvalidSignatureError:
-            raise AuthError(
+            raise TokenError(
                 ErrorCode.AUTH_INVALID_TOKEN, "token signature does not verify"
             ) from None
         except jwt.PyJWTError as exc:
-            raise AuthError(
+            raise TokenError(
                 ErrorCode.AUTH_INVALID_TOKEN, f"token refused: {type(exc).__name__}"
             ) from None
 
@@ -491,7 +491,7 @@ class TokenVerifier:
         if kid is None:
             candidates = [v for v in entry.keys.values() if _key_matches(v[1], alg)]
             if len(candidates) != 1:
-                raise AuthError(
+                raise TokenError(
                     ErrorCode.AUTH_INVALID_TOKEN,
                     f"token has no 'kid' and issuer {cfg.issuer!r} has "
                     f"{len(candidates)} {alg} keys; the IdP must send a kid",
@@ -499,13 +499,13 @@ class TokenVerifier:
             return candidates[0]
         found = entry.keys.get(kid)
         if found is None:
-            raise AuthError(
+            raise TokenError(
                 ErrorCode.AUTH_INVALID_TOKEN,
                 f"key id {kid[:64]!r} is not in the JWKS of issuer {cfg.issuer!r}",
             )
         jwk_data, key = found
         if not _key_matches(key, alg) or jwk_data.get("alg", alg) != alg:
-            raise AuthError(
+            raise TokenError(
                 ErrorCode.AUTH_INVALID_TOKEN,
                 f"key {kid[:64]!r} of issuer {cfg.issuer!r} cannot verify {alg} tokens",
             )
@@ -532,7 +532,7 @@ class TokenVerifier:
                 async with entry.lock:
                     await self._maybe_refresh(entry, trio.current_time())
                 result[issuer] = entry.last_error
-            except AuthError as exc:
+            except TokenError as exc:
                 result[issuer] = exc.message
         return result
 
@@ -543,7 +543,7 @@ class TokenVerifier:
             and now - entry.attempted_at < self.min_refresh_interval_s
         ):
             if entry.fetched_at is None:
-                raise AuthError(
+                raise TokenError(
                     ErrorCode.INTERNAL,
                     f"keys of issuer {entry.config.issuer!r} are unavailable "
                     f"(last fetch failed: {entry.last_error})",
@@ -559,7 +559,7 @@ class TokenVerifier:
                 "jwks fetch failed issuer=%s error=%s", entry.config.issuer, entry.last_error
             )
             if entry.fetched_at is None:
-                raise AuthError(
+                raise TokenError(
                     ErrorCode.INTERNAL,
                     f"could not load keys of issuer {entry.config.issuer!r}: {entry.last_error}",
                 ) from None

@@ -40,7 +40,7 @@ __all__ = [
     "DEFAULT_MAX_TOKEN_LIFETIME_S",
     "MAX_NESTING",
     "MAX_NUMBER_CHARS",
-    "AuthError",
+    "TokenError",
     "check_claims",
     "check_header",
     "parse_token",
@@ -65,8 +65,10 @@ _REFUSED_HEADERS = {
 }
 
 
-class AuthError(Exception):
-    """A token was refused. ``code`` is a FIXED protocol error code (``auth.*`` or ``internal``)."""
+class TokenError(Exception):
+    """An end user's bearer token was refused. ``code`` is a FIXED protocol error code (``auth.*``
+    or ``internal``). (`protocol.AuthError` is the other kind: a connector token, HELLO or
+    attestation that failed.)"""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -74,8 +76,8 @@ class AuthError(Exception):
         self.message = message
 
 
-def _invalid(message: str) -> AuthError:
-    return AuthError(ErrorCode.AUTH_INVALID_TOKEN, message)
+def _invalid(message: str) -> TokenError:
+    return TokenError(ErrorCode.AUTH_INVALID_TOKEN, message)
 
 
 class _Refused(ValueError):
@@ -142,7 +144,7 @@ def parse_token(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The strictly parsed (still unverified) header and payload of a compact JWS.
 
     Raises:
-        AuthError: auth.invalid_token naming what is malformed (never quoting the token).
+        TokenError: auth.invalid_token naming what is malformed (never quoting the token).
     """
     parts = token.split(".")
     if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
@@ -184,7 +186,7 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | int | None:
 
 def _audiences(claims: dict[str, Any]) -> tuple[str, ...]:
     if "aud" not in claims:
-        raise AuthError(ErrorCode.AUTH_WRONG_AUDIENCE, "token has no 'aud' claim")
+        raise TokenError(ErrorCode.AUTH_WRONG_AUDIENCE, "token has no 'aud' claim")
     aud = claims["aud"]
     if isinstance(aud, str) and aud:
         return (aud,)
@@ -208,7 +210,7 @@ def check_claims(
         (sub, aud as a tuple, exp).
 
     Raises:
-        AuthError: auth.invalid_token, auth.wrong_audience or auth.expired.
+        TokenError: auth.invalid_token, auth.wrong_audience or auth.expired.
     """
     if "exp" not in claims:
         raise _invalid("token has no 'exp' claim")
@@ -225,12 +227,12 @@ def check_claims(
         raise _invalid("token claim 'jti' must be a string")
     aud = _audiences(claims)
     if not set(aud) & set(audiences):
-        raise AuthError(
+        raise TokenError(
             ErrorCode.AUTH_WRONG_AUDIENCE,
             f"token audience is not one of {list(audiences)}; request a token for it",
         )
     if exp <= now - leeway_s:
-        raise AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one")
+        raise TokenError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one")
     for name, start in (("nbf", nbf), ("iat", iat)):
         if start is not None and start >= exp:
             raise _invalid(f"token '{name}' is not before its 'exp': it is never valid")

@@ -1,0 +1,12 @@
+"""What every ASGI app of ours shares (the relay's HTTP API, the connector's ops endpoint, the dev
+IdP): a leaf package that imports nothing of ours.
+
+- `answer_lifespan`: answer the server's lifespan messages when the app has nothing to start or
+  stop (hypercorn sends them to every app and logs a warning for an app that refuses them).
+"""
+
+from __future__ import annotations
+
+from asgiapp.lifespan import answer_lifespan
+
+__all__ = ["answer_lifespan"]
