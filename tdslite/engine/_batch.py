@@ -90,15 +90,17 @@ def _recomment(sql: str) -> list[Token]:
     token starts, the rest of the batch is tokenized again from that character."""
     out: list[Token] = []
     tokens, base, position = _sqlglot_tokens(sql), 0, 0
+    index = 0  # the next of ``tokens`` (an index, not slicing: linear in the batch's length)
     while True:
-        start = tokens[0].start + base if tokens else len(sql)
+        start = tokens[index].start + base if index < len(tokens) else len(sql)
         code = _skip_blank(sql, position)
         if code == start:
-            if not tokens:
+            if index == len(tokens):
                 return out
-            out.append(_moved(tokens[0], base, 0) if base else tokens[0])
-            position = tokens[0].end + base + 1
-            tokens = tokens[1:]
+            token = tokens[index]
+            out.append(_moved(token, base, 0) if base else token)
+            position = token.end + base + 1
+            index += 1
             continue
         if code == len(sql):
             return out  # the rest is a comment to SQL Server
@@ -106,7 +108,7 @@ def _recomment(sql: str) -> list[Token]:
         if not again or again[0].start != 0:
             raise _errors.syntax_error(sql[code]).at_line(sql.count("\n", 0, code) + 1)
         line = sql.count("\n", 0, code)
-        tokens = [_moved(t, 0, line) for t in again]
+        tokens, index = [_moved(t, 0, line) for t in again], 0
         base, position = code, code
 
 
