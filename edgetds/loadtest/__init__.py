@@ -5,7 +5,7 @@
     plan = Plan(scenario=load_scenario("s.toml"), target_url="http://127.0.0.1:8443",
                 tunnel="demo", tokens=TokenSource.from_file("tokens.txt"))
     runs = await run_loadtest(plan)            # {"tunnel": RunResult}
-    write_report("out", plan.scenario.name, runs)   # results.json + report.html
+    write_report("out", plan.scenario.name, runs)   # results.json, report.html (+ PNG charts)
 """
 
 from __future__ import annotations

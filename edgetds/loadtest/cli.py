@@ -27,11 +27,15 @@ examples:
   edgetds loadtest --scenario s.toml --target http://127.0.0.1:8443 --tunnel demo \\
       --dev-idp-key-dir .demo/idp --direct "host=...;..." --compare --duration 20
 
-Results go to --out (default loadtest-results/<time>): results.json and report.html (inline SVG,
-no external files). Targets must be loopback addresses unless --allow-remote is given. Scenario
+Results go to --out (default loadtest-results/<time>): results.json, report.html (inline SVG, no
+external files) and, with matplotlib installed (pip install 'edgetds[charts]'), timeline.png and
+distribution.png. Errors are counted by code, with the first message of each as a sample.
+Targets must be loopback addresses unless --allow-remote is given. Scenario
 format: examples/loadtest/*.toml and the module docstring of edgetds/loadtest/scenario.py.
-Exit status: 0 when the run finished with at least one successful query, 1 when every query
-failed, 2 when the command line or scenario is wrong.
+Exit status: 0 when every run finished with an error rate at or below --max-error-rate
+(default 0.01, i.e. 1% of queries); 1 when a run failed more often than that (the summary says
+which run, how many and the most frequent codes); 2 when the command line or scenario is wrong.
+A load test meant to push past the breaking point takes --max-error-rate 1.
 """
 
 
@@ -86,7 +90,26 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no live display or progress lines"
     )
+    parser.add_argument(
+        "--max-error-rate",
+        type=_error_rate,
+        default=0.01,
+        metavar="R",
+        help="exit 1 when more than this fraction of a run's queries fail (default 0.01 = 1%%)",
+    )
     parser.set_defaults(func=run)
+
+
+def _error_rate(text: str) -> float:
+    try:
+        rate = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a fraction between 0 and 1 (e.g. 0.01) or a percentage (e.g. 1%)"
+        )
+    return rate
 
 
 def _plan(args: argparse.Namespace) -> Any:
@@ -126,7 +149,7 @@ def _plan(args: argparse.Namespace) -> Any:
     )
 
 
-def _print_summary(runs: dict[str, Any], doc: dict[str, Any], out: Path) -> None:
+def _print_summary(runs: dict[str, Any], doc: dict[str, Any], written: list[Path]) -> None:
     for name, run in runs.items():
         lat = run.latency_ms
         print(
@@ -137,10 +160,12 @@ def _print_summary(runs: dict[str, Any], doc: dict[str, Any], out: Path) -> None
         )
         if run.errors_by_code:
             print(f"  errors by code: {run.errors_by_code}")
+            for code, message in run.error_samples.items():
+                print(f"  {code}: {message}")
     if doc.get("comparison"):
         ratios = doc["comparison"]["tunnel_over_direct"]
         print("tunnel over direct: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    print("wrote " + ", ".join(str(path) for path in written))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,6 +184,22 @@ def run(args: argparse.Namespace) -> int:
         return 2
     runs = trio.run(run_loadtest, plan)
     out = Path(args.out or Path("loadtest-results") / time.strftime("%Y%m%d-%H%M%S"))
-    write_report(out, plan.scenario.name, runs)
-    _print_summary(runs, results_document(plan.scenario.name, runs), out)
-    return 0 if any(r.ok for r in runs.values()) else 1
+    written = write_report(out, plan.scenario.name, runs)
+    _print_summary(runs, results_document(plan.scenario.name, runs), written)
+    failing = {
+        name: run
+        for name, run in runs.items()
+        if run.count == 0 or run.error_rate > args.max_error_rate
+    }
+    for name, run in failing.items():
+        if run.count == 0:
+            print(f"edgetds loadtest: {name}: no query finished", file=sys.stderr)
+            continue
+        codes = sorted(run.errors_by_code.items(), key=lambda item: -item[1])[:3]
+        print(
+            f"edgetds loadtest: {name}: {run.errors} of {run.count} queries failed "
+            f"({run.error_rate:.1%}), above --max-error-rate {args.max_error_rate:.1%}; "
+            "most frequent: " + ", ".join(f"{code} x{n}" for code, n in codes),
+            file=sys.stderr,
+        )
+    return 1 if failing else 0

@@ -7,8 +7,10 @@ results.json::
 
 Each run holds count/ok/errors/errors_by_code, rows, bytes, throughput_qps, rows_per_s,
 latency_ms {p50, p90, p99, p99_9, max, min, mean}, by_query, the distribution and a sampled
-timeline. The HTML report draws the latency over time and the latency distribution as inline SVG
-(no JavaScript, no external CSS or fonts), so it can be mailed or attached to a ticket as is.
+timeline. The HTML report draws the latency over time (in `TIME_BINS` time slices, so its size
+does not grow with the number of queries) and the latency distribution as inline SVG (no
+JavaScript, no external CSS or fonts), so it can be mailed or attached to a ticket as is; with
+matplotlib installed the same charts are also written beside it as PNG files (charts.py).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgetds.loadtest.charts import write_png_charts
+from edgetds.loadtest.plotdata import COLORS, percentile_x, timeline_bins, timeline_frame
 from edgetds.loadtest.stats import RunResult
 
 __all__ = ["compare", "write_report"]
 
-COLORS = {"tunnel": "#1f77b4", "direct": "#2ca02c"}
 RATIO_KEYS = ("p50", "p90", "p99", "p99_9", "max")
 
 
@@ -54,14 +57,16 @@ def results_document(scenario: str, runs: Mapping[str, RunResult]) -> dict[str, 
     }
 
 
-def write_report(out_dir: str | Path, scenario: str, runs: Mapping[str, RunResult]) -> Path:
-    """Write results.json and report.html into ``out_dir`` (created); returns the directory."""
+def write_report(out_dir: str | Path, scenario: str, runs: Mapping[str, RunResult]) -> list[Path]:
+    """Write results.json, report.html and (with matplotlib) timeline.png and distribution.png
+    into ``out_dir`` (created); returns the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = results_document(scenario, runs)
     (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    (out / "report.html").write_text(render_html(doc), encoding="utf-8")
-    return out
+    charts = write_png_charts(out, doc)
+    (out / "report.html").write_text(render_html(doc, charts=charts), encoding="utf-8")
+    return [out / "results.json", out / "report.html", *(charts or [])]
 
 
 # ----------------------------------------------------------------------------------------- SVG
@@ -130,27 +135,54 @@ def _scale(lo: float, hi: float, a: float, b: float) -> Any:
 
 
 def timeline_svg(runs: Mapping[str, Mapping[str, Any]]) -> str:
-    """Latency (ms) of sampled queries over time; errors drawn as red crosses."""
-    points = [(name, p) for name, run in runs.items() for p in run["timeline"]]
-    if not points:
+    """Latency over time in time slices: p50 (solid) and p99 (dashed) of the successful queries,
+    failed queries as red crosses, and a triangle at the top of every slice whose slowest query
+    is above the axis (with a caption naming the slowest latency)."""
+    if not any(run["timeline"] for run in runs.values()):
         return "<p>No queries were recorded.</p>"
-    t_max = max(p[0] for _, p in points) or 1.0
-    # Clip the y axis at the largest p99.9 so one outlier does not flatten the plot.
-    y_max = max(run["latency_ms"]["p99_9"] for run in runs.values()) * 1.15 or 1.0
+    t_max, y_max, slowest = timeline_frame(runs)
     sx, sy = _scale(0, t_max, LEFT, W - RIGHT), _scale(0, y_max, H - BOTTOM, TOP)
     x_ticks = [(t, _fmt(t)) for t in _nice_ticks(0, t_max)]
     parts = _axes(x_ticks, _nice_ticks(0, y_max), sx, sy, ("time since start (s)", "latency (ms)"))
-    for name, (t, ms, ok) in points:
-        px, py = sx(t), sy(min(ms, y_max))
-        if ok:
-            color = COLORS.get(name, "#555")
-            parts.append(
-                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="1.3" fill="{color}" fill-opacity="0.5"/>'
+    clipped = 0
+    for name, run in runs.items():
+        color = COLORS.get(name, "#555")
+        bins = timeline_bins(run, t_max)
+        for key, dash in (("p50", ""), ("p99", ' stroke-dasharray="4,3"')):
+            points = " ".join(
+                f"{sx(b['t']):.1f},{sy(min(b[key], y_max)):.1f}" for b in bins if b[key] is not None
             )
-        else:
-            parts.append(f'<path d="M{px - 2:.1f},{py - 2:.1f}l4,4m0,-4l-4,4" stroke="#d62728"/>')
+            if points:
+                parts.append(
+                    f'<polyline points="{points}" fill="none" stroke="{color}" '
+                    f'stroke-width="1.5"{dash}/>'
+                )
+        for b in bins:
+            px = sx(b["t"])
+            if b["max"] is not None and b["max"] > y_max:
+                clipped += 1
+                parts.append(
+                    f'<path d="M{px - 3:.1f},{TOP + 6}l3,-6l3,6z" fill="{color}">'
+                    f"<title>slowest {_fmt(b['max'])} ms</title></path>"
+                )
+            if b["errors"]:
+                py = sy(min(b["error_ms"], y_max))
+                parts.append(
+                    f'<path d="M{px - 3:.1f},{py - 3:.1f}l6,6m0,-6l-6,6" stroke="#d62728">'
+                    f"<title>{b['errors']} failed</title></path>"
+                )
     parts += _legend(runs)
-    return _svg(parts, "latency over time")
+    svg = _svg(parts, "latency over time")
+    caption = (
+        "Lines: p50 (solid) and p99 (dashed) of successful queries per time slice; red crosses: "
+        "failed queries."
+    )
+    if clipped:
+        caption += (
+            f" The axis stops at {_fmt(y_max)} ms: {clipped} slice(s) had slower queries "
+            f"(triangles; slowest {_fmt(slowest)} ms)."
+        )
+    return f"{svg}\n<p>{html.escape(caption)}</p>"
 
 
 def _legend(runs: Mapping[str, Any]) -> list[str]:
@@ -168,9 +200,6 @@ def _legend(runs: Mapping[str, Any]) -> list[str]:
 def distribution_svg(runs: Mapping[str, Mapping[str, Any]]) -> str:
     """Latency by percentile on the usual HDR axis (x = 1 / (1 - percentile), log scale)."""
 
-    def xval(pct: float) -> float:
-        return math.log10(1 / max(1 - pct / 100, 1e-5))
-
     series = {name: run["distribution"] for name, run in runs.items() if run["distribution"]}
     if not series:
         return "<p>No queries were recorded.</p>"
@@ -179,7 +208,7 @@ def distribution_svg(runs: Mapping[str, Mapping[str, Any]]) -> str:
     labels = [(0, "0%"), (1, "90%"), (2, "99%"), (3, "99.9%"), (4, "99.99%"), (5, "max")]
     parts = _axes(labels, _nice_ticks(0, y_max), sx, sy, ("percentile", "latency (ms)"))
     for name, pts in series.items():
-        path = " ".join(f"{sx(xval(p)):.1f},{sy(ms):.1f}" for p, ms in pts)
+        path = " ".join(f"{sx(percentile_x(p)):.1f},{sy(ms):.1f}" for p, ms in pts)
         color = COLORS.get(name, "#555")
         parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
     parts += _legend(series)
@@ -228,9 +257,15 @@ def _errors_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     codes = sorted({c for r in runs.values() for c in r["errors_by_code"]})
     if not codes:
         return "<p>No errors.</p>"
-    rows = [_row(["error code", *runs], header=True)]
+    rows = [_row(["error code", *runs, "sample message"], header=True)]
     for code in codes:
-        rows.append(_row([code, *(r["errors_by_code"].get(code, 0) for r in runs.values())]))
+        sample = next(
+            (r["error_samples"][code] for r in runs.values() if code in r.get("error_samples", {})),
+            "",
+        )
+        rows.append(
+            _row([code, *(r["errors_by_code"].get(code, 0) for r in runs.values()), sample])
+        )
     return '<table class="bad">' + "".join(rows) + "</table>"
 
 
@@ -241,7 +276,9 @@ def _queries_table(run: Mapping[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def render_html(doc: Mapping[str, Any]) -> str:
+def render_html(doc: Mapping[str, Any], *, charts: list[Path] | None = None) -> str:
+    """The report page; ``charts`` are the PNG files written beside it (None: matplotlib is not
+    installed, and the page says how to get them)."""
     runs = doc["runs"]
     parts = [
         "<!DOCTYPE html>",
@@ -273,6 +310,14 @@ def render_html(doc: Mapping[str, Any]) -> str:
         "<h2>Latency distribution</h2>",
         distribution_svg(runs),
     ]
+    if charts is None:
+        parts.append(
+            "<p>PNG copies of these charts need matplotlib: "
+            "<code>pip install 'edgetds[charts]'</code>.</p>"
+        )
+    elif charts:
+        names = ", ".join(html.escape(path.name) for path in charts)
+        parts.append(f"<p>The same charts as PNG files beside this page: {names}.</p>")
     for name, run in runs.items():
         parts += [f"<h2>Queries ({html.escape(name)})</h2>", _queries_table(run)]
     parts.append("</body></html>\n")

@@ -21,6 +21,8 @@ __all__ = ["QueryOutcome", "Recorder", "RunResult", "Snapshot", "new_histogram"]
 
 #: points kept for the latency-over-time plot
 TIMELINE_MAX = 20_000
+#: characters kept of an error's sample message
+SAMPLE_MAX = 300
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
 
 
@@ -36,6 +38,8 @@ class QueryOutcome:
     code: str | None
     rows: int = 0
     nbytes: int = 0
+    #: what the relay or SQL Server said about an error (the report keeps one per code)
+    message: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,6 +73,7 @@ class Recorder:
         self.target = target
         self.hist = new_histogram()
         self.errors: Counter[str] = Counter()
+        self.samples: dict[str, str] = {}  # error code -> the first message seen for it
         self.ok = 0
         self.rows = 0
         self.nbytes = 0
@@ -97,6 +102,8 @@ class Recorder:
         else:
             self.errors[outcome.code] += 1
             per.errors += 1
+            if outcome.message and outcome.code not in self.samples:
+                self.samples[outcome.code] = outcome.message[:SAMPLE_MAX]
         self.rows += outcome.rows
         self.nbytes += outcome.nbytes
         point = (round(end - self.started, 4), micros / 1000, outcome.code is None)
@@ -140,6 +147,7 @@ class Recorder:
             ok=self.ok,
             errors=snap.errors,
             errors_by_code=dict(sorted(self.errors.items())),
+            error_samples=dict(sorted(self.samples.items())),
             rows=self.rows,
             bytes=self.nbytes,
             throughput_qps=round(snap.qps, 3),
@@ -191,6 +199,7 @@ class RunResult:
     ok: int
     errors: int
     errors_by_code: dict[str, int]
+    error_samples: dict[str, str]
     rows: int
     bytes: int
     throughput_qps: float
@@ -200,6 +209,11 @@ class RunResult:
     distribution: list[tuple[float, float]]
     timeline: list[tuple[float, float, bool]]
     context: dict[str, Any]
+
+    @property
+    def error_rate(self) -> float:
+        """Failed queries over all queries (0.0 for a run that ran none)."""
+        return self.errors / self.count if self.count else 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -211,6 +225,7 @@ class RunResult:
             "ok": self.ok,
             "errors": self.errors,
             "errors_by_code": self.errors_by_code,
+            "error_samples": self.error_samples,
             "rows": self.rows,
             "bytes": self.bytes,
             "throughput_qps": self.throughput_qps,

@@ -9,7 +9,10 @@
   ``sp_executesql`` exactly as the connector binds them: the baseline of the tunnel's cost.
 - `TokenSource`: one real IdP token per virtual user, minted by the dev IdP or read from a file.
 
-Tokens, SQL parameter values and passwords are never logged or written to results.
+Tokens and passwords are never logged or written to results, nor are parameter values, except
+where an error's sample message (the first message per error code, as the relay or SQL Server sent
+it) quotes one: SQL Server's conversion errors quote the value, which here is one the scenario
+generated.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import httpx
 import trio
 
 from edgetds.loadtest.scenario import Identity, QuerySpec
-from edgetds.loadtest.stats import QueryOutcome
+from edgetds.loadtest.stats import SAMPLE_MAX, QueryOutcome
 from protocol import ErrorCode
 
 __all__ = [
@@ -138,22 +141,27 @@ def query_url(base: str, tunnel: str) -> str:
     return f"{base.rstrip('/')}/v1/tunnels/{tunnel}/query"
 
 
-def _code_of(record: Any, status: int) -> str:
-    """The error code of an ``{"error": {"code": ...}}`` record, else ``http.<status>``."""
-    try:
-        code = record["error"]["code"]
-        if isinstance(code, str) and code:
-            return code
-    except (KeyError, TypeError):
-        pass
-    return f"http.{status}"
+def _error_of(record: Any, status: int) -> tuple[str, str | None]:
+    """The code and message of an ``{"error": {"code", "message"}}`` record; ``http.<status>``
+    when the record has no code."""
+    error = record.get("error") if isinstance(record, dict) else None
+    if not isinstance(error, dict):
+        return f"http.{status}", None
+    code, message = error.get("code"), error.get("message")
+    message = message if isinstance(message, str) and message else None
+    if isinstance(code, str) and code:
+        return code, message
+    return f"http.{status}", message
 
 
-def _error_code(body: bytes, status: int) -> str:
+def _error_outcome(body: bytes, status: int) -> QueryOutcome:
+    """How a non-200 answer failed; a body that is not JSON (a proxy's page) is its sample."""
     try:
-        return _code_of(json.loads(body), status)
+        code, message = _error_of(json.loads(body), status)
     except ValueError:
-        return f"http.{status}"
+        text = body[:SAMPLE_MAX].decode("utf-8", "replace").strip()
+        return QueryOutcome(f"http.{status}", 0, len(body), text or None)
+    return QueryOutcome(code, 0, len(body), message)
 
 
 class NdjsonCounter:
@@ -206,7 +214,8 @@ class NdjsonCounter:
         if self.extra_after_terminal or self.bad_line:
             return QueryOutcome("client.bad_ndjson", self.rows, nbytes)
         if "error" in self.terminal:
-            return QueryOutcome(_code_of(self.terminal, 200), self.rows, nbytes)
+            code, message = _error_of(self.terminal, 200)
+            return QueryOutcome(code, self.rows, nbytes, message)
         done = self.terminal["done"]
         if isinstance(done, dict) and isinstance(done.get("rows"), int):
             if done["rows"] != self.rows:
@@ -236,19 +245,18 @@ class HttpTarget:
         try:
             async with self.client.stream("POST", self.url, content=body, headers=headers) as resp:
                 if resp.status_code != 200:
-                    data = await resp.aread()
-                    return QueryOutcome(_error_code(data, resp.status_code), 0, len(data))
+                    return _error_outcome(await resp.aread(), resp.status_code)
                 counter = NdjsonCounter()
                 async for chunk in resp.aiter_raw():
                     nbytes += len(chunk)
                     counter.feed(chunk)
                 return counter.outcome(nbytes)
         except httpx.RemoteProtocolError:
-            return QueryOutcome("truncated", 0, nbytes)
+            return QueryOutcome("truncated", 0, nbytes, "the relay closed the response early")
         except httpx.TimeoutException:
             return QueryOutcome("client.timeout", 0, nbytes)
         except httpx.TransportError as exc:
-            return QueryOutcome("client." + type(exc).__name__, 0, nbytes)
+            return QueryOutcome("client." + type(exc).__name__, 0, nbytes, str(exc) or None)
 
 
 # ------------------------------------------------------------------------------------ direct
@@ -375,9 +383,10 @@ class DirectTarget:
             )
             if isinstance(exc, tds_base.OperationalError | tds_base.InterfaceError):
                 conn = None  # the connection may be broken: open a new one next time
-            return QueryOutcome(code, 0, 0)
-        except OSError:
-            return QueryOutcome("direct.transport", 0, 0)
+            number = getattr(exc, "msg_no", 0)
+            return QueryOutcome(code, 0, 0, f"{number}: {exc}" if number else str(exc))
+        except OSError as exc:
+            return QueryOutcome("direct.transport", 0, 0, str(exc))
         with self._lock:
             self._conns[slot] = conn
         return QueryOutcome(None, rows, 0)

@@ -24,7 +24,9 @@ import pytest
 
 from connector.audit import verify_files
 
-DEMO = [sys.executable, "-m", "edgetds", "demo"]
+EDGETDS = [sys.executable, "-m", "edgetds"]
+DEMO = [*EDGETDS, "demo"]
+LOADTEST_QUERIES = 30  # per load-test example run against `demo --serve`
 #: starting four Python processes and telling the story takes ~15 s here; generous for slow CI
 RUN_TIMEOUT_S = 180
 
@@ -218,6 +220,19 @@ def test_demo_serve_answers_the_printed_curl_command_until_ctrl_c(tmp_path: Path
         assert response.status_code == 200, response.text
         assert json.loads(response.text.splitlines()[-1])["done"]["rows_affected"] == 1
 
+        # the load-test examples run as shipped against the demo, without errors
+        base = url.removesuffix("/v1/tunnels/demo/query")
+        for example in ("point-reads.toml", "open-loop.toml"):
+            scenario = Path(__file__).parents[2] / "examples" / "loadtest" / example
+            loadtest = subprocess.run(
+                [*EDGETDS, "loadtest", "--scenario", str(scenario), "--target", base,
+                 "--tunnel", "demo", "--dev-idp-key-dir", "state/idp", "--count",
+                 str(LOADTEST_QUERIES), "--no-progress", "--out", f"lt-{example}"],
+                capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+            )  # fmt: skip
+            assert loadtest.returncode == 0, loadtest.stdout + loadtest.stderr
+            assert f"({LOADTEST_QUERIES} ok, 0 errors)" in loadtest.stdout
+
         # a second demo must not wipe the state of the running one
         second = subprocess.run(
             [*DEMO, "--state-dir", str(state)],
@@ -243,7 +258,7 @@ def test_demo_serve_answers_the_printed_curl_command_until_ctrl_c(tmp_path: Path
     # our two queries are in the audit chain after the story's six, and the chain verifies
     result = verify_files([state / "audit.jsonl"])
     assert result.ok
-    assert result.records == 8
+    assert result.records == 8 + 2 * LOADTEST_QUERIES
 
 
 def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ themselves are not asserted (performance belongs in bench/, never in timed tests
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,14 @@ def check_run(run: dict[str, Any], *, planned: int) -> None:
     assert len(run["timeline"]) == planned
 
 
+def loadtest_command(scenario_file: Path, stack: Any, *options: str) -> list[str]:
+    """`edgetds loadtest` as a user types it, against ``stack``'s relay."""
+    return [
+        sys.executable, "-m", "edgetds", "loadtest", "--scenario", str(scenario_file),
+        "--target", stack.relay.http_url, "--tunnel", stack.relay.tunnel, *options,
+    ]  # fmt: skip
+
+
 def check_report(out: Path, runs: tuple[str, ...], planned: int) -> dict[str, Any]:
     doc = json.loads((out / "results.json").read_text())
     assert tuple(doc["runs"]) == runs
@@ -97,26 +106,10 @@ async def test_loadtest_against_the_stack_and_direct(tmp_path: Path) -> None:
             assert "Tunnel over direct" in (tmp_path / "out" / "report.html").read_text()
 
             # the real command line, as a user runs it, against the same running stack
-            cmd = [
-                sys.executable,
-                "-m",
-                "edgetds",
-                "loadtest",
-                "--scenario",
-                str(scenario_file),
-                "--target",
-                stack.relay.http_url,
-                "--tunnel",
-                stack.relay.tunnel,
-                "--dev-idp-key-dir",
-                str(stack.idp_key_dir),
-                "--count",
-                "20",
-                "--concurrency",
-                "2",
-                "--out",
-                str(tmp_path / "cli-out"),
-            ]
+            cmd = loadtest_command(
+                scenario_file, stack, "--dev-idp-key-dir", str(stack.idp_key_dir),
+                "--count", "20", "--concurrency", "2", "--out", str(tmp_path / "cli-out"),
+            )  # fmt: skip
             done = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True)
             assert done.returncode == 0, done.stderr.decode()
             assert b"tunnel: 20 queries (20 ok, 0 errors)" in done.stdout
@@ -141,3 +134,41 @@ async def test_bad_tokens_are_counted_by_code(tmp_path: Path) -> None:
             assert run.count == 6
             assert run.ok == 0
             assert run.errors_by_code == {"auth.expired": 6}
+            assert "expired" in run.error_samples["auth.expired"]
+
+            # the command line fails the run beyond --max-error-rate (default 1%), and says why
+            token_file = tmp_path / "tokens.txt"
+            token_file.write_text(expired + "\n")
+            token_file.chmod(0o600)
+            cmd = loadtest_command(
+                scenario_file, stack, "--token-file", str(token_file),
+                "--count", "6", "--concurrency", "2", "--no-progress",
+            )  # fmt: skip
+            failed = await trio.run_process(
+                [*cmd, "--out", str(tmp_path / "failed")], capture_stdout=True, capture_stderr=True,
+                check=False,
+            )  # fmt: skip
+            stderr = failed.stderr.decode()
+            assert failed.returncode == 1, stderr
+            assert "tunnel: 6 of 6 queries failed (100.0%), above --max-error-rate 1.0%" in stderr
+            assert "auth.expired x6" in stderr
+            assert "auth.expired: " in failed.stdout.decode()  # the sample message
+            assert expired not in failed.stdout.decode() + stderr  # never the token
+            accepted = await trio.run_process(
+                [*cmd, "--out", str(tmp_path / "accepted"), "--max-error-rate", "100%"],
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+            assert accepted.returncode == 0, accepted.stderr.decode()
+
+
+def test_max_error_rate_must_be_a_fraction_or_a_percentage(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "scenario.toml"
+    scenario_file.write_text(SCENARIO)
+    for bad in ("2", "-0.1", "lots", "150%"):
+        done = subprocess.run(
+            [sys.executable, "-m", "edgetds", "loadtest", "--scenario", str(scenario_file),
+             "--max-error-rate", bad],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert "is not a fraction between 0 and 1" in done.stderr

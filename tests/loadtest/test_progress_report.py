@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from edgetds.loadtest.progress import show_progress
@@ -62,3 +65,75 @@ def test_report_files_with_comparison(tmp_path: Path) -> None:
     assert page.count("<svg") == 2
     assert "sql.error" in page
     assert "<script" not in page
+
+
+def test_report_size_does_not_grow_with_the_queries(tmp_path: Path) -> None:
+    """17,000 queries (the timeline keeps them all) draw no more than a few hundred shapes."""
+    rec = recorder_with(17_000)
+    write_report(tmp_path, "many", {"tunnel": rec.result()})
+    page = (tmp_path / "report.html").read_text()
+    assert len(page) < 120_000, len(page)
+    assert "<circle" not in page
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    assert svg.count("<path") + svg.count("<polyline") <= 2 * 120 + 4
+
+
+def test_an_outlier_above_the_axis_is_shown_not_hidden(tmp_path: Path) -> None:
+    rec = Recorder("tunnel", seed=1)
+    for i in range(2000):
+        latency = 5.0 if i == 1000 else 0.002  # one query of 5 s among 2 ms ones
+        rec.record(
+            "q", rec.started + i * 0.001, rec.started + i * 0.001 + latency, QueryOutcome(None)
+        )
+    rec.finish()
+    write_report(tmp_path, "outlier", {"tunnel": rec.result()})
+    page = (tmp_path / "report.html").read_text()
+    assert "1 slice(s) had slower queries" in page
+    assert "slowest 5" in page  # 5,000 ms (HDR precision) named in the caption
+    assert "<title>slowest" in page
+
+
+def test_error_samples_reach_results_and_report(tmp_path: Path) -> None:
+    rec = Recorder("tunnel", seed=1)
+    for i, (code, message) in enumerate(
+        [("auth.expired", "the token expired 600 s ago; get a new one"), ("auth.expired", "2nd")]
+        + [("sql.error", "Invalid object name 'nope'.")]
+    ):
+        rec.record(
+            "q", rec.started + i, rec.started + i + 0.01, QueryOutcome(code, message=message)
+        )
+    rec.finish()
+    write_report(tmp_path, "errors", {"tunnel": rec.result()})
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["runs"]["tunnel"]["error_samples"] == {
+        "auth.expired": "the token expired 600 s ago; get a new one",  # the first one is kept
+        "sql.error": "Invalid object name 'nope'.",
+    }
+    page = (tmp_path / "report.html").read_text()
+    assert "the token expired 600 s ago; get a new one" in page
+    assert "Invalid object name &#x27;nope&#x27;." in page  # escaped
+
+
+def test_png_charts_beside_the_report(tmp_path: Path) -> None:
+    written = write_report(tmp_path, "png", {"tunnel": recorder_with(500).result()})
+    assert [p.name for p in written] == [
+        "results.json",
+        "report.html",
+        "timeline.png",
+        "distribution.png",
+    ]
+    for name in ("timeline.png", "distribution.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", data[16:24])  # IHDR
+        assert (width, height) == (900, 380)
+    assert "timeline.png, distribution.png" in (tmp_path / "report.html").read_text()
+
+
+def test_without_matplotlib_the_report_says_how_to_get_pngs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    written = write_report(tmp_path, "no png", {"tunnel": recorder_with(50).result()})
+    assert [p.name for p in written] == ["results.json", "report.html"]
+    assert "pip install 'edgetds[charts]'" in (tmp_path / "report.html").read_text()
