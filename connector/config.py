@@ -13,6 +13,7 @@ module only checks their shape and hands them over.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -284,12 +285,22 @@ class _Reader:
         if file_name:
             path = self.path(file_name)
             try:
-                return path.read_bytes()
+                mode = path.stat().st_mode
+                data = path.read_bytes()
             except OSError as exc:
                 self.problem(
                     f"{where}.{file_key}", f"cannot read {what} file {path}: {exc.strerror}"
                 )
                 return None
+            if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+                # as for the private key file: a secret others can read is no longer one
+                self.problem(
+                    f"{where}.{file_key}",
+                    f"{what} file {path} is accessible by group/others (mode "
+                    f"{stat.S_IMODE(mode):o}); run: chmod 600 {path}",
+                )
+                return None
+            return data
         if env_name:
             value = env.get(env_name)
             if value is None:

@@ -47,6 +47,7 @@ async def test_example_config_checks_ok(tmp_path: Path) -> None:
     relay = generate_key_files(tmp_path, "relay")
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "reader.password").write_text("pw\n")
+    (tmp_path / "secrets" / "reader.password").chmod(0o600)
     text = (tmp_path / "connector.toml").read_text()
     text = text.replace(
         "ed25519:REPLACE_WITH_THE_RELAY_PUBLIC_KEY_FROM_relay.pub_0000000", relay.public_key
