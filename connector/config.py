@@ -318,8 +318,12 @@ def _check_relay_url(r: _Reader, url: str, loc: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         r.problem(loc, f"{url!r} must be a ws:// or wss:// URL such as wss://relay.example.com")
-    elif parts.query or parts.fragment:
-        r.problem(loc, f"{url!r}: give the base URL only (the connector appends the tunnel path)")
+    elif parts.query or parts.fragment or parts.path not in ("", "/"):
+        r.problem(
+            loc,
+            f"{url!r}: give the relay's base URL only, such as wss://relay.example.com (the "
+            "connector appends /v1/tunnels/TUNNEL/connect itself)",
+        )
 
 
 def _tunnel(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> TunnelConfig | None:

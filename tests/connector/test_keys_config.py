@@ -153,6 +153,19 @@ def test_a_password_file_others_can_read_is_refused_like_a_key_file(
     assert "s3cret" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url", ["ws://127.0.0.1:9/v1/tunnels/demo/connect", "wss://relay.example.com/edgetds"]
+)
+def test_a_relay_url_with_a_path_is_refused(tmp_path: Path, url: str) -> None:
+    body = _valid(tmp_path).replace('relay_urls = ["ws://127.0.0.1:9"]', f'relay_urls = ["{url}"]')
+    with pytest.raises(ConfigError) as info:
+        load_config(_write_config(tmp_path, body))
+    (problem,) = info.value.problems
+    assert problem.location == "connector.relay_urls[0]"
+    assert "give the relay's base URL only" in problem.message
+    assert "appends /v1/tunnels/TUNNEL/connect" in problem.message
+
+
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.toml")
