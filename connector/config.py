@@ -110,6 +110,8 @@ class DatabaseConfig:
     read_timeout_s: float = 1.0
     #: rows fetched from the cursor per worker-thread call
     fetch_rows: int = 500
+    #: every login is checked at start-up and then this often (0: at start-up only)
+    login_check_interval_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ _DATABASE_KEYS = {
     "login_timeout_s",
     "read_timeout_s",
     "fetch_rows",
+    "login_check_interval_s",
 }
 _LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password"}
 _TOP_KEYS = {"connector", "database", "logins", "issuers", "identity", "policy", "audit", "ops"}
@@ -441,6 +444,7 @@ def _database(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> Dat
         login_timeout_s=r.number(t, "login_timeout_s", w, 10.0, minimum=0.1),
         read_timeout_s=r.number(t, "read_timeout_s", w, 1.0, minimum=0.05, maximum=60),
         fetch_rows=r.integer(t, "fetch_rows", w, 500, minimum=1, maximum=100_000),
+        login_check_interval_s=r.number(t, "login_check_interval_s", w, 60.0, minimum=0),
     )
 
 

@@ -39,7 +39,7 @@ from connector.backoff import Backoff
 from connector.checkpoints import AuditCheckpoints
 from connector.config import ConfigError, ConnectorConfig, Problem, load_config
 from connector.keys import key_id, parse_public_key, raw_public_key
-from connector.ops import Ops, database_probe
+from connector.ops import Ops, database_probe, watch_logins
 from connector.policy import Policy, PolicyError
 from connector.pool import Pools
 from connector.service import QueryService
@@ -501,6 +501,15 @@ async def open_connector(
                     config.ops_listen,
                 )
             await nursery.start(connector.run)
+            # the relay connections are dialled meanwhile; yield once every login was checked
+            await nursery.start(
+                partial(
+                    watch_logins,
+                    pools,
+                    connector.ops,
+                    interval_s=config.database.login_check_interval_s,
+                )
+            )
             try:
                 yield connector
             finally:
