@@ -12,6 +12,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -86,18 +88,33 @@ async def _datagram(sock: trio.socket.SocketType) -> str:
     return (await sock.recv(4096)).decode()
 
 
+@asynccontextmanager
+async def _run_under_systemd(
+    tmp_path: Path, config: Path
+) -> AsyncIterator[tuple[trio.Process, trio.socket.SocketType]]:
+    """`edgetds connector run` with $NOTIFY_SOCKET bound here; its output in connector.log."""
+    notify_path = str(tmp_path / "notify")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await sock.bind(notify_path)
+    env = {**os.environ, "NOTIFY_SOCKET": notify_path, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "edgetds", "connector", "run", "--config", str(config)]
+    log = (tmp_path / "connector.log").open("wb")
+    process = await trio.lowlevel.open_process(command, stdout=log, stderr=log, env=env)
+    try:
+        yield process, sock
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        log.close()
+        sock.close()
+
+
 async def test_connector_run_notifies_systemd_and_serves_ready(tmp_path: Path) -> None:
     port = _free_port()
-    notify_path = str(tmp_path / "notify")
     async with open_stack(tmp_path / "stack") as stack:
         path = _with_ops(stack.config_path, f"127.0.0.1:{port}")
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        await sock.bind(notify_path)
-        env = {**os.environ, "NOTIFY_SOCKET": notify_path, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "edgetds", "connector", "run", "--config", str(path)]
-        log = (tmp_path / "connector.log").open("wb")
-        process = await trio.lowlevel.open_process(command, stdout=log, stderr=log, env=env)
-        try:
+        async with _run_under_systemd(tmp_path, path) as (process, sock):
             with trio.fail_after(60):
                 ready_message = await _datagram(sock)
                 async with httpx.AsyncClient(timeout=5) as client:
@@ -105,12 +122,6 @@ async def test_connector_run_notifies_systemd_and_serves_ready(tmp_path: Path) -
                 process.send_signal(signal.SIGTERM)
                 stopping_message = await _datagram(sock)
                 code = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
-            sock.close()
     output = (tmp_path / "connector.log").read_text()
     assert ready_message.startswith("READY=1\n"), ready_message
     assert ready.status_code == 200, (ready.text, output[-2000:])
@@ -146,18 +157,11 @@ def test_ops_listen_mistakes_are_located(tmp_path: Path) -> None:
 async def test_a_wrong_database_password_is_reported_at_start_up(tmp_path: Path) -> None:
     """Before any query: logged at once, in systemd's STATUS and in /ready (503)."""
     port = _free_port()
-    notify_path = str(tmp_path / "notify")
     async with open_stack(tmp_path / "stack") as stack:
         bad = {"reader": ("reader", "not-the-password"), "writer": ("writer", "writer-pw")}
         path = _with_ops(write_stack_config(stack, "badpw", logins=bad), f"127.0.0.1:{port}")
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        await sock.bind(notify_path)
-        env = {**os.environ, "NOTIFY_SOCKET": notify_path, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "edgetds", "connector", "run", "--config", str(path)]
-        log = (tmp_path / "connector.log").open("wb")
-        process = await trio.lowlevel.open_process(command, stdout=log, stderr=log, env=env)
         messages: list[str] = []
-        try:
+        async with _run_under_systemd(tmp_path, path) as (process, sock):
             with trio.fail_after(60):
                 while not any("database login failing" in m for m in messages):
                     messages.append(await _datagram(sock))
@@ -165,12 +169,6 @@ async def test_a_wrong_database_password_is_reported_at_start_up(tmp_path: Path)
                     ready = await client.get(f"http://127.0.0.1:{port}/ready")
                 process.send_signal(signal.SIGTERM)
                 code = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
-            sock.close()
         queries = [e for e in stack.tds.statement_log.entries if "edgetds" in str(e)]
     output = (tmp_path / "connector.log").read_text()
     assert messages[0].startswith("READY=1\n"), messages  # started: the relay side works
