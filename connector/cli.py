@@ -290,4 +290,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (OSError, BaseExceptionGroup) as exc:
+        failures = _os_errors(exc)
+        if failures is None:
+            raise
+        for failure in failures:  # a file or port the system refused: no traceback, the cause
+            log.error("connector stopped: %s", failure)
+            print(f"error: the connector stopped: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _os_errors(exc: BaseException) -> list[str] | None:
+    """Each OSError in ``exc`` (a group's leaves) as one line, or None if anything else is
+    among them (a bug: its traceback is worth more than a line)."""
+    if isinstance(exc, BaseExceptionGroup):
+        lines: list[str] = []
+        for leaf in exc.exceptions:
+            sub = _os_errors(leaf)
+            if sub is None:
+                return None
+            lines += sub
+        return lines
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return [f"{exc.strerror or exc}{where}"]
+    return None

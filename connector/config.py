@@ -13,6 +13,7 @@ module only checks their shape and hands them over.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class DatabaseConfig:
     read_timeout_s: float = 1.0
     #: rows fetched from the cursor per worker-thread call
     fetch_rows: int = 500
+    #: every login is checked at start-up and then this often (0: at start-up only)
+    login_check_interval_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ _DATABASE_KEYS = {
     "login_timeout_s",
     "read_timeout_s",
     "fetch_rows",
+    "login_check_interval_s",
 }
 _LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password"}
 _TOP_KEYS = {"connector", "database", "logins", "issuers", "identity", "policy", "audit", "ops"}
@@ -284,12 +288,22 @@ class _Reader:
         if file_name:
             path = self.path(file_name)
             try:
-                return path.read_bytes()
+                mode = path.stat().st_mode
+                data = path.read_bytes()
             except OSError as exc:
                 self.problem(
                     f"{where}.{file_key}", f"cannot read {what} file {path}: {exc.strerror}"
                 )
                 return None
+            if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+                # as for the private key file: a secret others can read is no longer one
+                self.problem(
+                    f"{where}.{file_key}",
+                    f"{what} file {path} is accessible by group/others (mode "
+                    f"{stat.S_IMODE(mode):o}); run: chmod 600 {path}",
+                )
+                return None
+            return data
         if env_name:
             value = env.get(env_name)
             if value is None:
@@ -307,8 +321,12 @@ def _check_relay_url(r: _Reader, url: str, loc: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         r.problem(loc, f"{url!r} must be a ws:// or wss:// URL such as wss://relay.example.com")
-    elif parts.query or parts.fragment:
-        r.problem(loc, f"{url!r}: give the base URL only (the connector appends the tunnel path)")
+    elif parts.query or parts.fragment or parts.path not in ("", "/"):
+        r.problem(
+            loc,
+            f"{url!r}: give the relay's base URL only, such as wss://relay.example.com (the "
+            "connector appends /v1/tunnels/TUNNEL/connect itself)",
+        )
 
 
 def _tunnel(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> TunnelConfig | None:
@@ -426,6 +444,7 @@ def _database(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> Dat
         login_timeout_s=r.number(t, "login_timeout_s", w, 10.0, minimum=0.1),
         read_timeout_s=r.number(t, "read_timeout_s", w, 1.0, minimum=0.05, maximum=60),
         fetch_rows=r.integer(t, "fetch_rows", w, 500, minimum=1, maximum=100_000),
+        login_check_interval_s=r.number(t, "login_check_interval_s", w, 60.0, minimum=0),
     )
 
 

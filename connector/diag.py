@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.exceptions import InvalidProxy, InvalidProxyStatus, ProxyError
 from websockets.proxy import get_proxy, parse_proxy
 from websockets.trio.client import connect_http_proxy
@@ -239,10 +240,20 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
             await trio.aclose_forcefully(tls_stream)
             cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
             reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+            if str(reason) in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"):
+                hint = (
+                    f"port {uri.port} does not speak TLS (a plain HTTP server answered): use "
+                    f"ws://{uri.host}:{uri.port} if the relay serves plain HTTP there, or the "
+                    "relay's TLS port"
+                )
+            else:
+                hint = (
+                    "if the certificate is issued by your company's CA, a TLS-inspecting proxy "
+                    "is in the way: exempt the relay host, or give its CA in [connector] "
+                    "relay_cafile"
+                )
             raise _Failed(
-                f"TLS handshake with {uri.host} failed: {reason or cause}",
-                "if the certificate is issued by your company's CA, a TLS-inspecting proxy is in "
-                "the way: exempt the relay host, or give its CA in [connector] relay_cafile",
+                f"TLS handshake with {uri.host} failed: {reason or cause}", hint
             ) from None
         cert = tls_stream.getpeercert() or {}
         issuer = _name(cert.get("issuer", ()))
@@ -276,6 +287,19 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
     for step in steps.values():
         if step.status == "ok" and not step.detail:
             step.status, step.detail = "skip", "an earlier step failed"
+
+
+def _register_hint(config: ConnectorConfig, key: Ed25519PrivateKey) -> str:
+    """How to register this connector's key at the relay, with the key itself (it is public)."""
+    from identity.keys import encode_public_key
+
+    cid, tunnel = config.tunnel.connector_id, config.tunnel.tunnel
+    return (
+        f"the relay does not know this connector's key: register it (Python relay: in relay.toml "
+        f'[tunnels.{tunnel}] connectors = {{ "{cid}" = "{encode_public_key(key)}" }}, then '
+        "reload the relay; Worker: the same entry in the TUNNELS variable), or fix [connector] "
+        "id and tunnel if the relay knows this key under other names"
+    )
 
 
 def _name(rdns: Any) -> str:
@@ -312,10 +336,11 @@ async def _check_handshake(config: ConnectorConfig, url: str, steps: dict[str, S
     from connector.runtime import connector_private_key, pinned_relay_keys
     from connector.tunnel import DialFailed, RelayRejected, TunnelLink
 
+    private_key = connector_private_key(config)
     link = TunnelLink(
         config.tunnel,
         url,
-        private_key=connector_private_key(config),
+        private_key=private_key,
         relay_keys=pinned_relay_keys(config),
         handler=_refuse,
     )
@@ -326,13 +351,7 @@ async def _check_handshake(config: ConnectorConfig, url: str, steps: dict[str, S
             await _dial_once(link)
     except DialFailed as exc:
         if exc.auth:
-            failure = (
-                "auth",
-                str(exc),
-                f"register this connector at the relay: [tunnels.{config.tunnel.tunnel}] "
-                f'connectors = {{ "{config.tunnel.connector_id}" = "<contents of the .pub '
-                'file>" }}; check id and tunnel in [connector]',
-            )
+            failure = ("auth", str(exc), _register_hint(config, private_key))
         else:
             failure = (
                 "websocket",

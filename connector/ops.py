@@ -55,7 +55,7 @@ from asgiapp import answer_lifespan
 from connector import sdnotify
 from protocol import REFUSALS, __version__
 
-__all__ = ["Ops", "OpsServer", "ReadyCheck", "database_probe", "probe_login"]
+__all__ = ["Ops", "OpsServer", "ReadyCheck", "database_probe", "probe_login", "watch_logins"]
 
 #: Raise (any Exception, with a message an operator can act on) when the database does not answer.
 ReadyCheck = Callable[[], Awaitable[None]]
@@ -165,6 +165,9 @@ class Ops:
         self._notified_ready = False
         self._last_db_ok = -1e18
         self._in_flight = 0
+        self._status = "starting"
+        #: logins whose last check failed -> why (connector.runtime checks them all)
+        self.logins_failing: dict[str, str] = {}
         r, p = self.registry, PREFIX
         info = Info(f"{p}", "The connector's identity", registry=r)
         info.info({"connector_id": connector_id, "tunnel": tunnel, "version": __version__})
@@ -220,6 +223,12 @@ class Ops:
             registry=r,
         )
         self.draining = Gauge(f"{p}_draining", "1 once draining started", registry=r)
+        self.login_ok = Gauge(
+            f"{p}_database_login_ok",
+            "1 when the login's last check (log in + SELECT 1) worked, 0 when it failed",
+            ["login"],
+            registry=r,
+        )
         self._scrape = _ScrapeCollector()
         r.register(self._scrape)
         for direction in ("in", "out"):
@@ -240,9 +249,28 @@ class Ops:
         """A relay connection is registered. The first one tells systemd READY=1."""
         self._relays[relay_url] = self._relays.get(relay_url, 0) + 1
         self.connections.labels(relay_url).set(self._relays[relay_url])
+        self._status = f"connected to {relay_url}"
         if not self._notified_ready and not self._draining:
             self._notified_ready = True
-            sdnotify.notify(f"READY=1\nSTATUS=connected to {relay_url}")
+            sdnotify.notify(f"READY=1\nSTATUS={self.status_line()}")
+
+    def status_line(self) -> str:
+        """systemd's STATUS: the relay side, then any login that fails."""
+        if not self.logins_failing:
+            return self._status
+        failing = ", ".join(sorted(self.logins_failing))
+        return f"started, {self._status}; database login failing: {failing}"
+
+    def login_checked(self, login: str, failure: str | None) -> None:
+        """A login was checked: ``failure`` is why it failed, None when it worked."""
+        self.login_ok.labels(login).set(0 if failure else 1)
+        before = set(self.logins_failing)
+        if failure:
+            self.logins_failing[login] = failure
+        else:
+            self.logins_failing.pop(login, None)
+        if set(self.logins_failing) != before and not self._draining:
+            sdnotify.notify(f"STATUS={self.status_line()}")
 
     def connection_down(self, relay_url: str, reason: str) -> None:
         """A registered relay connection ended (`reason`: goaway, drained, lost, ...)."""
@@ -317,6 +345,9 @@ class Ops:
             return state(False, "draining", "not checked")
         if not self.registered:
             return state(False, "no relay connection is registered", "not checked")
+        if self.logins_failing:
+            failing = "; ".join(f"{k}: {v}" for k, v in sorted(self.logins_failing.items()))
+            return state(False, "database login failing", failing)
         if check is None or self._clock() - self._last_db_ok < self.ready_cache_s:
             return state(True, "ok", "ok")
         try:
@@ -427,6 +458,48 @@ async def probe_login(pool: Any) -> None:
     ``SELECT 1``. Raises `connector.pool.DatabaseUnavailable` or a python-tds error on failure."""
     async with pool.borrow() as pc:
         await pool.call(pc, _select_one)
+
+
+async def watch_logins(
+    pools: Any,
+    ops: Ops,
+    *,
+    interval_s: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Check every login of `connector.pool.Pools` now, then every ``interval_s`` (0: once):
+    ``SELECT 1`` on a pooled connection, logging in if none is idle. A login that fails is
+    logged at once (not at the first query that needs it), shown in systemd's STATUS and in
+    ``/ready``, and logged again when it works again. A pool whose connections are all busy is
+    not checked that round: its queries show it works. Started (``nursery.start``) once the
+    first round is done."""
+    failing: dict[str, str] = {}
+    while True:
+        for stats in pools.statistics():
+            if stats.idle == 0 and stats.in_use > 0:
+                continue
+            try:
+                await probe_login(pools[stats.login])
+            except Exception as exc:  # any failure: reported with its cause, never raised
+                failure = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+                if failing.get(stats.login) != failure:
+                    log.error(
+                        "database login %r failing: %s",
+                        stats.login,
+                        failure,
+                        extra={"login": stats.login, "hint": "edgetds connector diag"},
+                    )
+                failing[stats.login] = failure
+                ops.login_checked(stats.login, failure)
+            else:
+                if failing.pop(stats.login, None) is not None:
+                    log.info("database login %r works again", stats.login)
+                ops.login_checked(stats.login, None)
+        task_status.started()  # after the first round: start-up has checked every login
+        task_status = trio.TASK_STATUS_IGNORED
+        if interval_s <= 0:
+            return
+        await trio.sleep(interval_s)
 
 
 def database_probe(pools: Any) -> ReadyCheck:

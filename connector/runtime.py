@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -37,7 +38,7 @@ from connector.audit import AuditError, AuditLog
 from connector.backoff import Backoff
 from connector.checkpoints import AuditCheckpoints
 from connector.config import ConfigError, ConnectorConfig, Problem, load_config
-from connector.ops import Ops, database_probe
+from connector.ops import Ops, database_probe, watch_logins
 from connector.policy import Policy, PolicyError
 from connector.pool import Pools
 from connector.service import QueryService
@@ -120,14 +121,46 @@ def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
         connector_private_key(config)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         problems.append(Problem(file, "connector", f"the connector private key: {exc}"))
-    if config.audit_file is not None and config.audit_file.exists():
-        try:  # the chain's tail must continue, as open_connector checks it (nothing is written)
-            AuditLog(config.audit_file).close()
-        except (AuditError, OSError) as exc:
-            problems.append(Problem(file, "audit.file", str(exc)))
+    if config.audit_file is not None:
+        unwritable = _unwritable(config.audit_file)
+        if unwritable:
+            problems.append(
+                Problem(file, "audit.file", f"cannot write the audit log: {unwritable}")
+            )
+        elif config.audit_file.exists():
+            try:  # the chain's tail must continue, as open_connector checks it (nothing written)
+                AuditLog(config.audit_file).close()
+            except (AuditError, OSError) as exc:
+                problems.append(Problem(file, "audit.file", str(exc)))
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the connector could not append to ``path`` and rotate it beside itself, or None.
+
+    Asks the kernel (access(2)), so a read-only mount such as systemd's ProtectSystem=strict
+    counts, also for root; nothing is created."""
+    directory = path.parent
+    if not directory.is_dir():
+        return (
+            f"directory {directory} does not exist: create it (the systemd unit's "
+            "StateDirectory=edgetds creates /var/lib/edgetds)"
+        )
+    for target, mode in ((path, os.W_OK), (directory, os.W_OK | os.X_OK)):
+        if target is path and not path.exists():
+            continue
+        if os.access(target, mode):
+            continue
+        if os.statvfs(target).f_flag & os.ST_RDONLY:
+            return (
+                f"{target} is on a read-only file system (systemd's ProtectSystem=strict makes "
+                "/etc and /usr read-only: keep the audit log under the unit's StateDirectory, "
+                'e.g. [audit] file = "/var/lib/edgetds/audit.jsonl")'
+            )
+        return f"{target} is not writable by this user (uid {os.getuid()})"
+    return None
 
 
 def pinned_relay_keys(config: ConnectorConfig) -> dict[str, Ed25519PublicKey]:
@@ -476,6 +509,15 @@ async def open_connector(
                     config.ops_listen,
                 )
             await nursery.start(connector.run)
+            # the relay connections are dialled meanwhile; yield once every login was checked
+            await nursery.start(
+                partial(
+                    watch_logins,
+                    pools,
+                    connector.ops,
+                    interval_s=config.database.login_check_interval_s,
+                )
+            )
             try:
                 yield connector
             finally:

@@ -381,7 +381,7 @@ class TunnelLink:
         """Name the step that failed: TCP, TLS, HTTP status (auth), WebSocket handshake."""
         if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
-            body = (exc.response.body or b"")[:300].decode("utf-8", "replace")
+            body = (exc.response.body or b"")[:300].decode("utf-8", "replace").strip()
             return DialFailed(
                 f"relay {self.base_url} refused the connection: HTTP {status} {body}",
                 auth=status in (401, 403),

@@ -300,7 +300,8 @@ examples:
   curl -H "Authorization: Bearer $(edgetds dev-idp token --sub alice --groups analysts)" ...
 
 Keys live in --key-dir (default .demo/idp, where `edgetds demo --serve` keeps them), so `token`
-mints tokens the running demo accepts. `token` takes the issuer from --issuer, else from the
+mints tokens the running demo accepts; `token` never creates keys (it stops with exit status 2
+when the directory has none). `token` takes the issuer from --issuer, else from the
 'issuer' file that `serve` writes there. For development only: anyone who can read the key
 directory can mint any identity.
 """
@@ -369,6 +370,17 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
+    # Never create keys here: a token signed by keys no running issuer serves is refused by
+    # every relay, far from the mistake (usually a --key-dir relative to another directory).
+    if not (args.key_dir / "keys.json").is_file():
+        print(
+            f"dev-idp token: no dev IdP keys in {args.key_dir} (no keys.json there); start "
+            f"`edgetds dev-idp serve --key-dir DIR` or `edgetds demo --serve` first, and pass "
+            f"--key-dir with the directory it printed (the demo's is STATE/idp, default "
+            f"{DEFAULT_KEY_DIR})",
+            file=sys.stderr,
+        )
+        return 2
     idp = DevIdP.from_key_dir(args.key_dir)
     if args.issuer:
         idp.issuer = args.issuer

@@ -403,10 +403,13 @@ def verify_hello(
         AuthError: ``auth.relay_rejected``; close with ``CloseCode.AUTH_FAILED`` and serve nothing.
     """
     fields = hello.fields if isinstance(hello, ev.Hello) else hello
-    key = relay_keys.get(fields.get("relay_key_id"))  # type: ignore[arg-type]
+    presented = fields.get("relay_key_id")
+    key = relay_keys.get(presented)  # type: ignore[arg-type]
     if key is None:
+        # key ids are public (a hash of the public key); the relay's is cut short, it is untrusted
         raise AuthError(
-            "HELLO is signed by a relay key that is not pinned",
+            f"HELLO is signed by relay key {str(presented)[:64]!r}, which is not pinned "
+            f"(pinned: {', '.join(sorted(relay_keys)) or 'none'})",
             error_code=ErrorCode.AUTH_RELAY_REJECTED,
         )
     if not _signature_ok(key, HELLO_CONTEXT, fields):

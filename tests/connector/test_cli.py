@@ -4,6 +4,7 @@ examples/ files stay valid."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,27 +42,38 @@ async def test_keygen_cli(tmp_path: Path) -> None:
 
 
 async def test_example_config_checks_ok(tmp_path: Path) -> None:
-    shutil.copy(REPO / "examples" / "connector.toml", tmp_path / "connector.toml")
-    shutil.copy(REPO / "examples" / "policy.toml", tmp_path / "policy.toml")
-    generate_key_files(tmp_path / "keys", "conn-1")
+    """examples/connector.toml in the README's layout: /etc/edgetds (here tmp_path/etc) holds the
+    config, policy, key and password; the audit log goes to /var/lib/edgetds (here tmp_path/state,
+    the one path the test changes)."""
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    shutil.copy(REPO / "examples" / "policy.toml", etc / "policy.toml")
+    generate_key_files(etc, "conn-1")  # edgetds keygen --out /etc/edgetds --name conn-1
     relay = generate_key_files(tmp_path, "relay")
-    (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "reader.password").write_text("pw\n")
-    text = (tmp_path / "connector.toml").read_text()
-    text = text.replace(
-        "ed25519:REPLACE_WITH_THE_RELAY_PUBLIC_KEY_FROM_relay.pub_0000000", relay.public_key
+    (etc / "reader.password").write_text("pw\n")
+    (etc / "reader.password").chmod(0o600)
+    text = (REPO / "examples" / "connector.toml").read_text()
+    assert '"/var/lib/edgetds/audit.jsonl"' in text
+    text = text.replace("/var/lib/edgetds/", f"{state}/")
+    (etc / "connector.toml").write_text(
+        re.sub(
+            r'relay_public_keys = \["ed25519:[^"]+"\]',
+            f'relay_public_keys = ["{relay.public_key}"]',
+            text,
+        )
     )
-    (tmp_path / "connector.toml").write_text(text)
     done = await edgetds(
         "connector",
         "check",
         "--config",
-        str(tmp_path / "connector.toml"),
+        str(etc / "connector.toml"),
         env={"EDGETDS_WRITER_PASSWORD": "pw"},
     )
     assert done.returncode == 0, done.stderr.decode()
-    assert b"ok: connector 'conn-1' for tunnel 'demo'" in done.stdout
+    assert b"ok: connector 'conn-1' for tunnel 'sales'" in done.stdout
     assert b"roles: analyst, admin" in done.stdout
+    assert f"audit: {state}/audit.jsonl".encode() in done.stdout
 
 
 async def test_check_lists_every_problem_with_its_location(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ def _valid(tmp_path: Path) -> str:
     gen = generate_key_files(tmp_path, "conn-1")
     relay = generate_key_files(tmp_path, "relay")
     (tmp_path / "reader.pw").write_text("s3cret\n")
+    (tmp_path / "reader.pw").chmod(0o600)
     return f"""
 [connector]
 id = "conn-1"
@@ -136,6 +137,33 @@ def test_secret_from_env_and_missing_env(tmp_path: Path) -> None:
     assert cfg.database.logins["reader"].password == "from-env"
     with pytest.raises(ConfigError, match="READER_PW"):
         load_config(_write_config(tmp_path, body), env={})
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_password_file_others_can_read_is_refused_like_a_key_file(
+    tmp_path: Path, mode: int
+) -> None:
+    body = _valid(tmp_path)
+    (tmp_path / "reader.pw").chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        load_config(_write_config(tmp_path, body))
+    (problem,) = info.value.problems
+    assert problem.location == "logins.reader.password_file"
+    assert f"(mode {mode:o}); run: chmod 600 " in problem.message
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://127.0.0.1:9/v1/tunnels/demo/connect", "wss://relay.example.com/edgetds"]
+)
+def test_a_relay_url_with_a_path_is_refused(tmp_path: Path, url: str) -> None:
+    body = _valid(tmp_path).replace('relay_urls = ["ws://127.0.0.1:9"]', f'relay_urls = ["{url}"]')
+    with pytest.raises(ConfigError) as info:
+        load_config(_write_config(tmp_path, body))
+    (problem,) = info.value.problems
+    assert problem.location == "connector.relay_urls[0]"
+    assert "give the relay's base URL only" in problem.message
+    assert "appends /v1/tunnels/TUNNEL/connect" in problem.message
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from edgetds.cli import main
-from edgetds.devidp import open_dev_idp
+from edgetds.devidp import DevIdP, open_dev_idp
 from identity.oidc import IssuerConfig, TokenVerifier
 from tests.support.processes import first_line
 
@@ -40,10 +40,25 @@ async def test_cli_token_verifies_against_served_idp(
 def test_cli_token_without_issuer_explains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    DevIdP([], key_dir=tmp_path).save()  # keys, but no issuer file: serve never ran
     assert main(["dev-idp", "token", "--sub", "a", "--key-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "dev-idp serve" in err
     assert "--issuer" in err
+
+
+def test_cli_token_never_creates_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run where no dev IdP ever ran, without --key-dir: an error, and no key pair left behind
+    (a token from fresh keys would be refused by every relay)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["dev-idp", "token", "--sub", "a", "--issuer", "http://127.0.0.1:1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no dev IdP keys in .demo/idp" in err
+    assert "edgetds demo --serve" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

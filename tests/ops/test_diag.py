@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.config import load_config
 from connector.diag import DiagReport, Step, run_diag
-from identity.keys import encode_public_key, generate_key_files
+from identity.keys import encode_public_key, generate_key_files, key_id
 from tests.support.ops_stack import Stack, open_stack, write_stack_config
 
 
@@ -85,6 +85,11 @@ async def test_wrong_relay_key_fails_at_relay_identity(tmp_path: Path) -> None:
     first = _failed_at(report, "relay_identity")
     assert "relay_public_keys" in first.hint
     assert dict(_statuses(report)[:5])["auth"] == "ok"
+    # the key the relay presented and the keys pinned are named, so the mismatch is visible
+    presented, pinned = key_id(stack.relay.relay_public_key), key_id(wrong)
+    assert f"signed by relay key {presented!r}, which is not pinned (pinned: {pinned})" in (
+        first.detail
+    )
 
 
 async def test_unregistered_connector_key_fails_at_auth(tmp_path: Path) -> None:
@@ -95,6 +100,34 @@ async def test_unregistered_connector_key_fails_at_auth(tmp_path: Path) -> None:
     first = _failed_at(report, "auth")
     assert "401" in first.detail or "403" in first.detail
     assert "[tunnels.demo]" in first.hint
+    assert not first.detail.endswith("\n")
+
+
+async def test_an_unknown_connector_id_gets_the_line_to_register_it(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        other = generate_key_files(tmp_path / "other", "conn-9")
+        path = write_stack_config(
+            stack, "unknown", private_key_file=other.private_path, connector_id="conn-9"
+        )
+        report = await _diag(path)
+    first = _failed_at(report, "auth")
+    assert "connector 'conn-9' is not registered at this relay" in first.detail
+    assert "\n" not in first.detail  # the relay's body, without its trailing newline
+    line = f'[tunnels.demo] connectors = {{ "conn-9" = "{other.public_key}" }}'
+    assert line in first.hint
+    assert "TUNNELS" in first.hint  # the Worker's way too
+
+
+async def test_wss_to_a_plain_http_port_says_so(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        plain = stack.relay.ws_url  # the Python relay serves plain HTTP here
+        report = await _diag(
+            write_stack_config(stack, "wss", relay_urls=[plain.replace("ws://", "wss://")])
+        )
+    first = _failed_at(report, "tls")
+    port = plain.rsplit(":", 1)[1]
+    assert f"port {port} does not speak TLS (a plain HTTP server answered)" in first.hint
+    assert f"use {plain}" in first.hint
 
 
 async def test_wrong_sql_password_fails_at_sql_login(tmp_path: Path) -> None:

@@ -55,6 +55,10 @@ def test_example_config_passes_connector_check(
     work = tmp_path / "example"
     shutil.copytree(example.parent, work)
     config = work / "connector.toml"
+    # the state directory the systemd unit provides (/var/lib/edgetds), here a temporary one
+    state = tmp_path / "state"
+    state.mkdir()
+    config.write_text(config.read_text().replace("/var/lib/edgetds/", f"{state}/"))
     _provide_secrets(config, monkeypatch)
     code = main(["connector", "check", "--config", str(config)])
     out = capsys.readouterr()

@@ -6,10 +6,14 @@ STOPPING=1 on SIGTERM), as examples/systemd/edgetds-connector.service expects.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -19,7 +23,8 @@ import trio
 from connector.config import ConfigError, load_config, parse_config
 from connector.runtime import open_connector
 from identity.keys import generate_key_files
-from tests.support.ops_stack import open_stack, post_query
+from tests.support.ops_stack import open_stack, post_query, write_stack_config
+from tests.support.waiting import eventually
 
 
 def _metric(text: str, name: str) -> float:
@@ -83,18 +88,33 @@ async def _datagram(sock: trio.socket.SocketType) -> str:
     return (await sock.recv(4096)).decode()
 
 
+@asynccontextmanager
+async def _run_under_systemd(
+    tmp_path: Path, config: Path
+) -> AsyncIterator[tuple[trio.Process, trio.socket.SocketType]]:
+    """`edgetds connector run` with $NOTIFY_SOCKET bound here; its output in connector.log."""
+    notify_path = str(tmp_path / "notify")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await sock.bind(notify_path)
+    env = {**os.environ, "NOTIFY_SOCKET": notify_path, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "edgetds", "connector", "run", "--config", str(config)]
+    log = (tmp_path / "connector.log").open("wb")
+    process = await trio.lowlevel.open_process(command, stdout=log, stderr=log, env=env)
+    try:
+        yield process, sock
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        log.close()
+        sock.close()
+
+
 async def test_connector_run_notifies_systemd_and_serves_ready(tmp_path: Path) -> None:
     port = _free_port()
-    notify_path = str(tmp_path / "notify")
     async with open_stack(tmp_path / "stack") as stack:
         path = _with_ops(stack.config_path, f"127.0.0.1:{port}")
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        await sock.bind(notify_path)
-        env = {**os.environ, "NOTIFY_SOCKET": notify_path, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "edgetds", "connector", "run", "--config", str(path)]
-        log = (tmp_path / "connector.log").open("wb")
-        process = await trio.lowlevel.open_process(command, stdout=log, stderr=log, env=env)
-        try:
+        async with _run_under_systemd(tmp_path, path) as (process, sock):
             with trio.fail_after(60):
                 ready_message = await _datagram(sock)
                 async with httpx.AsyncClient(timeout=5) as client:
@@ -102,12 +122,6 @@ async def test_connector_run_notifies_systemd_and_serves_ready(tmp_path: Path) -
                 process.send_signal(signal.SIGTERM)
                 stopping_message = await _datagram(sock)
                 code = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
-            sock.close()
     output = (tmp_path / "connector.log").read_text()
     assert ready_message.startswith("READY=1\n"), ready_message
     assert ready.status_code == 200, (ready.text, output[-2000:])
@@ -138,3 +152,51 @@ def test_ops_listen_mistakes_are_located(tmp_path: Path) -> None:
         {**doc, "ops": {"listen": "[::1]:9464"}}, file=tmp_path / "c.toml", env={"PW": "x"}
     )
     assert good.ops_listen == "[::1]:9464"
+
+
+async def test_a_wrong_database_password_is_reported_at_start_up(tmp_path: Path) -> None:
+    """Before any query: logged at once, in systemd's STATUS and in /ready (503)."""
+    port = _free_port()
+    async with open_stack(tmp_path / "stack") as stack:
+        bad = {"reader": ("reader", "not-the-password"), "writer": ("writer", "writer-pw")}
+        path = _with_ops(write_stack_config(stack, "badpw", logins=bad), f"127.0.0.1:{port}")
+        messages: list[str] = []
+        async with _run_under_systemd(tmp_path, path) as (process, sock):
+            with trio.fail_after(60):
+                while not any("database login failing" in m for m in messages):
+                    messages.append(await _datagram(sock))
+                async with httpx.AsyncClient(timeout=5) as client:
+                    ready = await client.get(f"http://127.0.0.1:{port}/ready")
+                process.send_signal(signal.SIGTERM)
+                code = await process.wait()
+        queries = [e for e in stack.tds.statement_log.entries if "edgetds" in str(e)]
+    output = (tmp_path / "connector.log").read_text()
+    assert messages[0].startswith("READY=1\n"), messages  # started: the relay side works
+    status = next(m for m in messages if "database login failing" in m)
+    assert "STATUS=started, connected to ws://127.0.0.1:" in status
+    assert status.endswith("; database login failing: reader"), status
+    failing = [json.loads(line) for line in output.splitlines() if "login 'reader' failing" in line]
+    assert failing, output[-2000:]
+    assert failing[0]["level"] == "error"
+    assert "18456" in failing[0]["msg"]
+    assert "not-the-password" not in output
+    assert ready.status_code == 503
+    assert ready.json()["reason"] == "database login failing"
+    assert ready.json()["database"].startswith("reader: ")
+    assert queries == []  # nobody sent a query
+    assert code == 0, output[-2000:]
+
+
+async def test_a_login_that_starts_working_is_noticed(tmp_path: Path) -> None:
+    async with open_stack(tmp_path) as stack:
+        bad = {"reader": ("reader", "new-password"), "writer": ("writer", "writer-pw")}
+        path = write_stack_config(stack, "changed", logins=bad, login_check_interval_s=0.05)
+        with trio.fail_after(30):
+            async with open_connector(load_config(path)) as connector:
+                await eventually(lambda: "reader" in connector.ops.logins_failing)
+                assert "database login failing: reader" in connector.ops.status_line()
+                # the DBA sets the password the connector has
+                users = stack.tds.engine.users
+                users["reader"] = dataclasses.replace(users["reader"], password="new-password")
+                await eventually(lambda: not connector.ops.logins_failing)
+                assert "database login failing" not in connector.ops.status_line()

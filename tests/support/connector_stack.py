@@ -78,9 +78,13 @@ def write_connector_config(
     audit: bool = True,
     audience: str = "edgetds",
     audit_options: Mapping[str, Any] | None = None,
+    login_check_interval_s: float = 0,
     **connector: Any,
 ) -> Path:
-    """Write connector.toml (+ policy.toml and password files) into ``directory``."""
+    """Write connector.toml (+ policy.toml and password files) into ``directory``.
+
+    Logins are checked at start-up only (``login_check_interval_s = 0``), so no periodic
+    ``SELECT 1`` lands in a test's statement log; a test of the periodic check sets it."""
     directory.mkdir(parents=True, exist_ok=True)
     logins = logins or {"reader": ("reader", "reader-pw"), "writer": ("writer", "writer-pw")}
     lines = [
@@ -101,6 +105,7 @@ def write_connector_config(
         f"port = {db_port}",
         f"database = {_toml_value(database)}",
         "login_timeout_s = 3",
+        f"login_check_interval_s = {login_check_interval_s}",
     ]
     for name, (user, password) in logins.items():
         secret = directory / f"{name}.password"
