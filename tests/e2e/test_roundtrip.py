@@ -30,6 +30,7 @@ BIG_BLOB = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # varbinary(max) of 5 M
 FRAME_BLOB = BIG_BLOB[:700_000]  # as base64 in one row, within the default 1 MiB frame
 NVARCHAR_4000 = "é" * 3998 + "😀"  # 4,000 UTF-16 code units (the emoji counts 2)
 GUID = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
+XML_DOC = '<order id="7"><line sku="a&amp;b">Grüße 😀</line></order>'  # as SQL Server keeps it
 
 
 def _dto(text: str, minutes: int) -> dt.datetime:
@@ -150,6 +151,13 @@ COLUMNS: list[tuple[str, str, tuple[Any, ...], tuple[Any, ...]]] = [
     ("c_text", "text", ("''", "", ""), ("'plain text'", "plain text", "plain text")),
     ("c_ntext", "ntext", ("N''", "", ""), ("N'Grüße 😀'", "Grüße 😀", "Grüße 😀")),
     ("c_image", "image", ("0x", "", b""), ("0x00FF", "AP8=", b"\x00\xff")),
+    ("c_xml", "xml", ("N'<a>b</a>'", "<a>b</a>", "<a>b</a>"), (f"N'{XML_DOC}'", XML_DOC, XML_DOC)),
+    (
+        "c_variant",
+        "sql_variant",
+        ("CAST(CAST(-12.25 AS decimal(5,2)) AS sql_variant)", "-12.25", Decimal("-12.25")),
+        ("CAST(N'Grüße' AS sql_variant)", "Grüße", "Grüße"),
+    ),
     (
         "c_time0",
         "time(0)",
