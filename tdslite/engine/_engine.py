@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import itertools
 import os
@@ -18,6 +19,7 @@ from ._catalog import CATALOG_TABLE, CREATE_CATALOG
 from ._perms import Principal, principals
 from ._results import StatementFailed
 from ._session import Session
+from ._sysviews import CatalogProvider
 from ._users import User
 
 #: What SELECT @@VERSION answers (clients parse the "Microsoft SQL Server" prefix).
@@ -88,6 +90,10 @@ class Engine:
         self._lock = threading.Lock()
         #: Translated statements, shared by sessions (keyed by text, catalog and types).
         self.translations = LruCache(1024)
+        #: Catalog providers: object kind -> function (see tdslite/engine/_sysviews.py).
+        self.catalog_providers: dict[str, CatalogProvider] = {}
+        #: create_date of tables in the catalog views (tdslite does not record creation times).
+        self.started = dt.datetime.now().replace(microsecond=0)
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")

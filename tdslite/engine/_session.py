@@ -21,7 +21,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _statements
+from . import _errors, _statements, _sysviews
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table, record_table
 from ._errmap import map_sqlite_error
@@ -164,6 +164,15 @@ class Session:
         self._fn_errors = FunctionErrors()
         self._authorizer = Authorizer(self._stack[-1])
         _functions.register(conn, self._fn_errors, self._session_context_value)
+        #: Facts the wire layer knows (host_name, program_name, client_net_address, ...):
+        #: what sys.dm_exec_sessions / sys.dm_exec_connections show of this session.
+        self.client: dict[str, object] = {}
+        self._sysview_rows: dict[str, str] = {}
+        conn.create_function(
+            "tds_sysview", 1, lambda name: self._sysview_rows.get(name, "[]"), deterministic=True
+        )
+        with self._authorizer.internal():  # SQLite sets json_each up by writing its schema
+            conn.execute("SELECT 1 FROM json_each('[]')").fetchall()
         conn.set_authorizer(self._authorizer)
         # cancel() may arrive just before SQLite starts stepping, when interrupt() is a no-op:
         # the flag makes the statement stop at its next progress check instead.
@@ -350,6 +359,7 @@ class Session:
             if cached[0] != "ddl":
                 self._engine.translations.put(key, cached)
         kind, payload, tables = cached
+        tables = self._build_views(tables)
         if kind == "select":
             sql, columns = payload
             self.principal.check(
@@ -573,6 +583,25 @@ class Session:
         return map_sqlite_error(
             exc, verb=verb, table=table, database=self.database, denied=self._authorizer.denied
         )
+
+    def _build_views(self, tables: frozenset[str]) -> frozenset[str]:
+        """Build the rows of the catalog views a statement reads (for this caller only, see
+        _sysviews.py); the other names are tables, returned for the permission check."""
+        views = {t for t in tables if t in _sysviews.VIEWS}
+        self._sysview_rows = {}
+        if views:
+            conn = self._conn_internal()
+            viewer = _sysviews.Viewer(
+                database=self.database, served=self._engine.database,
+                tables=self._catalog.tables(),
+                may_see=lambda name: self.principal.may("SELECT", name),
+                pragma=lambda sql: list(conn.execute(sql).fetchall()),
+                session={**self.client, "session_id": self.spid, "login_name": self.user.login,
+                         "row_count": self._rowcount, "open_transaction_count": self._trancount},
+                providers=self._engine.catalog_providers, started=self._engine.started,
+            )  # fmt: skip
+            self._sysview_rows = {name: _sysviews.build(name, viewer) for name in views}
+        return tables - views
 
     def _session_context_value(self, key: Storage) -> Storage:
         entry = self._context.get(str(key)) if key is not None else None

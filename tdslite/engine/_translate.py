@@ -23,6 +23,7 @@ from . import _errors
 from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
 from ._catalog import Catalog, TableInfo, is_internal
+from ._sysviews import substitute
 from ._types import Column, SqlType
 from ._values import decimal_storage, utf16_len
 
@@ -299,6 +300,10 @@ class Translator(BuiltinsMixin):
             if columns is None:
                 raise _errors.unsupported("recursive common table expressions")
             scope.add(node.alias_or_name, columns)
+            return
+        if isinstance(node, exp.Table) and (view := substitute(node, self.ctx.database)):
+            self.tables.add(view[0])  # "sys.tables": the session builds its rows
+            scope.add(node.alias_or_name, view[1])
             return
         if isinstance(node, exp.Table):
             info = self.table(node)
