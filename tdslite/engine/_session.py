@@ -68,6 +68,8 @@ COMPILE_ERRORS = frozenset({102, 105, 134, 137, 195, 207, 208, 209, 40517})
 _CONTROL_KEYWORDS = frozenset(
     {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}
 )
+#: The catalog of master: no user tables.
+_NO_TABLES = Catalog()
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
 
@@ -230,8 +232,11 @@ class Session:
         self._cancel_requested = False  # a new request: an earlier ATTENTION no longer applies
         if not _encodable(sql):
             raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
+        statements = _split(sql)
+        if statements and _procedure_call(statements[0]):
+            statements = _split("EXEC " + sql)  # a batch may start with a procedure's bare name
         try:
-            prepared = [self._prepare(statement) for statement in _split(sql)]
+            prepared = [self._prepare(statement) for statement in statements]
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
         batch_params: dict[str, _Variable] = {}
@@ -345,6 +350,7 @@ class Session:
         self._catalog.refresh(self._conn_internal())
         key = (
             item.statement.sql,
+            self.database,
             self._catalog.fingerprint,
             tuple(sorted((k, str(v.type)) for k, v in variables.items())),
             tuple(sorted((k, str(v[1])) for k, v in self._context.items())),
@@ -426,6 +432,8 @@ class Session:
             return _statements.update(tree, tr)
         if isinstance(tree, exp.Delete):
             return _statements.delete(tree, tr)
+        if not self.in_served_database and isinstance(tree, exp.Create):
+            raise _errors.ddl_denied("CREATE TABLE", self.database)  # master is not ours
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
             self.principal.check(
                 verb="CREATE TABLE", reads=set(), writes=set(), database=self.database
@@ -551,7 +559,7 @@ class Session:
 
     def _context_for(self, variables: dict[str, _Variable]) -> Context:
         return Context(
-            catalog=self._catalog,
+            catalog=self._catalog if self.in_served_database else _NO_TABLES,
             database=self.database,
             variables={k: v.type for k, v in variables.items()},
             context_types={k: v[1] for k, v in self._context.items()},
@@ -590,18 +598,22 @@ class Session:
         views = {t for t in tables if t in _sysviews.VIEWS}
         self._sysview_rows = {}
         if views:
-            conn = self._conn_internal()
-            viewer = _sysviews.Viewer(
-                database=self.database, served=self._engine.database,
-                tables=self._catalog.tables(),
-                may_see=lambda name: self.principal.may("SELECT", name),
-                pragma=lambda sql: list(conn.execute(sql).fetchall()),
-                session={**self.client, "session_id": self.spid, "login_name": self.user.login,
-                         "row_count": self._rowcount, "open_transaction_count": self._trancount},
-                providers=self._engine.catalog_providers, started=self._engine.started,
-            )  # fmt: skip
+            viewer = self.viewer()
             self._sysview_rows = {name: _sysviews.build(name, viewer) for name in views}
         return tables - views
+
+    def viewer(self) -> _sysviews.Viewer:
+        """What the catalog views and sp_help show this caller (see _sysviews.py)."""
+        conn = self._conn_internal()
+        self._catalog.refresh(conn)
+        return _sysviews.Viewer(
+            database=self.database, served=self._engine.database, tables=self._catalog.tables(),
+            may_see=lambda name: self.principal.may("SELECT", name),
+            pragma=lambda sql: list(conn.execute(sql).fetchall()),
+            session={**self.client, "session_id": self.spid, "login_name": self.user.login,
+                     "row_count": self._rowcount, "open_transaction_count": self._trancount},
+            providers=self._engine.catalog_providers, started=self._engine.started,
+        )  # fmt: skip
 
     def _session_context_value(self, key: Storage) -> Storage:
         entry = self._context.get(str(key)) if key is not None else None
@@ -611,6 +623,18 @@ class Session:
         self._authorizer.principal = principal
 
     # -- EXECUTE AS / session context (used by _control) --------------------------------------
+
+    def use(self, name: str) -> None:
+        """USE name: the served database or master (911 for any other name)."""
+        known = self._engine.database_name(name)
+        if known is None:
+            raise _errors.unknown_database(name)
+        self.database = known
+
+    @property
+    def in_served_database(self) -> bool:
+        """False in master, which holds no user tables."""
+        return self.database == self._engine.database
 
     def impersonate(self, database_user: str) -> None:
         target = self._engine.principals.get(database_user.lower())
@@ -791,6 +815,12 @@ def _internal(exc: Exception) -> SqlError:
         f"tdslite cannot run this statement (internal {type(exc).__name__}); "
         "see tdslite/README.md, 'Supported T-SQL'.",
     )
+
+
+def _procedure_call(statement: Statement) -> bool:
+    """The first statement of a batch names a procedure without EXEC (``sp_help 'orders'``)."""
+    first = statement.text.split(None, 1)[0].lower().lstrip("[") if statement.text else ""
+    return statement.keyword not in STATEMENT_KEYWORDS and first.startswith("sp_")
 
 
 def _encodable(text: str) -> bool:

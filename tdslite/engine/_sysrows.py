@@ -54,7 +54,7 @@ class _Key:
         return object_id("dbo", self.name)
 
 
-def _keys(viewer: Viewer, table: TableInfo) -> list[_Key]:
+def table_keys(viewer: Viewer, table: TableInfo) -> list[_Key]:
     """The table's keys and indexes: primary key first, then unique constraints and indexes,
     then foreign keys."""
     cache_key = "keys:" + table.name.lower()
@@ -129,7 +129,7 @@ def _object_row(viewer: Viewer, name: str, kind: str, parent: int = 0, schema: s
     )  # fmt: skip
 
 
-def _defaults(viewer: Viewer, table: TableInfo) -> list[tuple[str, ColumnInfo, int, str]]:
+def table_defaults(viewer: Viewer, table: TableInfo) -> list[tuple[str, ColumnInfo, int, str]]:
     """(constraint name, column, column_id, definition) of each DEFAULT of the table."""
     out = []
     info = viewer.pragma(f"PRAGMA table_info({_q(table.name)})")
@@ -173,10 +173,10 @@ def _all_objects(viewer: Viewer) -> Iterator[tuple[Row, CatalogObject | None]]:
     for table in viewer.visible_tables():
         table_id = object_id("dbo", table.name)
         yield _object_row(viewer, table.name, "U"), None
-        for key in _keys(viewer, table):
+        for key in table_keys(viewer, table):
             if key.kind != "IX":
                 yield _object_row(viewer, key.name, key.kind, table_id), None
-        for name, _column, _cid, _text in _defaults(viewer, table):
+        for name, _column, _cid, _text in table_defaults(viewer, table):
             yield _object_row(viewer, name, "D", table_id), None
     for kind in ("views", "procedures", "functions"):
         for obj in viewer.objects(kind):
@@ -232,7 +232,9 @@ def _column_row(object_id_: int, column_id: int, column: ColumnInfo, default_id:
 def columns(viewer: Viewer) -> Iterator[Row]:
     for table in viewer.visible_tables():
         table_id = object_id("dbo", table.name)
-        defaults = {cid: object_id("dbo", name) for name, _c, cid, _t in _defaults(viewer, table)}
+        defaults = {
+            cid: object_id("dbo", name) for name, _c, cid, _t in table_defaults(viewer, table)
+        }
         for cid, column in enumerate(table.columns, 1):
             yield _column_row(table_id, cid, column, defaults.get(cid, 0))
     for obj in viewer.objects("views"):
@@ -271,7 +273,7 @@ def types(viewer: Viewer) -> Iterator[Row]:
 def indexes(viewer: Viewer) -> Iterator[Row]:
     for table in viewer.visible_tables():
         table_id = object_id("dbo", table.name)
-        keys = [k for k in _keys(viewer, table) if k.kind != "F"]
+        keys = [k for k in table_keys(viewer, table) if k.kind != "F"]
         clustered = bool(keys) and keys[0].kind == "PK"
         if not clustered:
             yield (table_id, None, 0, 0, "HEAP", False, 1, False, False, False, 0, False, False,
@@ -285,8 +287,8 @@ def indexes(viewer: Viewer) -> Iterator[Row]:
             )  # fmt: skip
 
 
-def _index_ids(viewer: Viewer, table: TableInfo) -> list[tuple[int, _Key]]:
-    keys = [k for k in _keys(viewer, table) if k.kind != "F"]
+def index_ids(viewer: Viewer, table: TableInfo) -> list[tuple[int, _Key]]:
+    keys = [k for k in table_keys(viewer, table) if k.kind != "F"]
     first = 1 if keys and keys[0].kind == "PK" else 2
     return list(enumerate(keys, first))
 
@@ -295,7 +297,7 @@ def index_columns(viewer: Viewer) -> Iterator[Row]:
     for table in viewer.visible_tables():
         table_id = object_id("dbo", table.name)
         ids = {c.name.lower(): i for i, c in enumerate(table.columns, 1)}
-        for index_id, key in _index_ids(viewer, table):
+        for index_id, key in index_ids(viewer, table):
             for ordinal, name in enumerate(key.columns, 1):
                 desc = key.descending[ordinal - 1] if len(key.descending) >= ordinal else False
                 yield (table_id, index_id, ordinal, ids.get(name.lower(), 0), ordinal, 0, desc,
@@ -305,7 +307,7 @@ def index_columns(viewer: Viewer) -> Iterator[Row]:
 def key_constraints(viewer: Viewer) -> Iterator[Row]:
     for table in viewer.visible_tables():
         table_id = object_id("dbo", table.name)
-        for index_id, key in _index_ids(viewer, table):
+        for index_id, key in index_ids(viewer, table):
             if key.kind in ("PK", "UQ"):
                 yield _object_row(viewer, key.name, key.kind, table_id) + (
                     index_id,
@@ -314,20 +316,20 @@ def key_constraints(viewer: Viewer) -> Iterator[Row]:
                 )
 
 
-def _foreign_keys(viewer: Viewer) -> Iterator[tuple[TableInfo, _Key, TableInfo]]:
+def table_foreign_keys(viewer: Viewer) -> Iterator[tuple[TableInfo, _Key, TableInfo]]:
     for table in viewer.visible_tables():
-        for key in _keys(viewer, table):
+        for key in table_keys(viewer, table):
             parent = _table(viewer, key.referenced or "") if key.kind == "F" else None
             if parent is not None and viewer.may_see(parent.name):
                 yield table, key, parent
 
 
 def foreign_keys(viewer: Viewer) -> Iterator[Row]:
-    for table, key, parent in _foreign_keys(viewer):
+    for table, key, parent in table_foreign_keys(viewer):
         pk = next(
             (
                 i
-                for i, k in _index_ids(viewer, parent)
+                for i, k in index_ids(viewer, parent)
                 if set(k.columns) == set(key.referenced_columns)
             ),
             1,
@@ -340,7 +342,7 @@ def foreign_keys(viewer: Viewer) -> Iterator[Row]:
 
 
 def foreign_key_columns(viewer: Viewer) -> Iterator[Row]:
-    for table, key, parent in _foreign_keys(viewer):
+    for table, key, parent in table_foreign_keys(viewer):
         mine = {c.name.lower(): i for i, c in enumerate(table.columns, 1)}
         theirs = {c.name.lower(): i for i, c in enumerate(parent.columns, 1)}
         for n, (col, ref) in enumerate(zip(key.columns, key.referenced_columns, strict=False), 1):
@@ -350,7 +352,7 @@ def foreign_key_columns(viewer: Viewer) -> Iterator[Row]:
 
 def default_constraints(viewer: Viewer) -> Iterator[Row]:
     for table in viewer.visible_tables():
-        for name, _column, cid, text in _defaults(viewer, table):
+        for name, _column, cid, text in table_defaults(viewer, table):
             yield _object_row(viewer, name, "D", object_id("dbo", table.name)) + (cid, text, True)
 
 
@@ -408,7 +410,7 @@ def is_columns(viewer: Viewer) -> Iterator[Row]:
     db = viewer.database
     sources: list[tuple[str, str, tuple[ColumnInfo, ...], dict[int, str]]] = []
     for table in viewer.visible_tables():
-        defaults = {cid: text for _n, _c, cid, text in _defaults(viewer, table)}
+        defaults = {cid: text for _n, _c, cid, text in table_defaults(viewer, table)}
         sources.append(("dbo", table.name, table.columns, defaults))
     for obj in viewer.objects("views"):
         sources.append((obj.schema, obj.name, obj.columns, {}))
@@ -448,7 +450,7 @@ _CONSTRAINT_TYPES = {"PK": "PRIMARY KEY", "UQ": "UNIQUE", "F": "FOREIGN KEY"}
 def is_table_constraints(viewer: Viewer) -> Iterator[Row]:
     db = viewer.database
     for table in viewer.visible_tables():
-        for key in _keys(viewer, table):
+        for key in table_keys(viewer, table):
             if key.kind in _CONSTRAINT_TYPES:
                 yield (db, "dbo", key.name, db, "dbo", table.name, _CONSTRAINT_TYPES[key.kind],
                        "NO", "NO")  # fmt: skip
@@ -457,7 +459,7 @@ def is_table_constraints(viewer: Viewer) -> Iterator[Row]:
 def is_key_column_usage(viewer: Viewer) -> Iterator[Row]:
     db = viewer.database
     for table in viewer.visible_tables():
-        for key in _keys(viewer, table):
+        for key in table_keys(viewer, table):
             if key.kind in _CONSTRAINT_TYPES:
                 for position, column in enumerate(key.columns, 1):
                     yield db, "dbo", key.name, db, "dbo", table.name, column, position
@@ -465,9 +467,9 @@ def is_key_column_usage(viewer: Viewer) -> Iterator[Row]:
 
 def is_referential_constraints(viewer: Viewer) -> Iterator[Row]:
     db = viewer.database
-    for _table_info, key, parent in _foreign_keys(viewer):
+    for _table_info, key, parent in table_foreign_keys(viewer):
         target = next(
-            (k for k in _keys(viewer, parent)
+            (k for k in table_keys(viewer, parent)
              if k.kind in ("PK", "UQ") and set(k.columns) == set(key.referenced_columns)),
             None,
         )  # fmt: skip

@@ -17,7 +17,7 @@ from . import _tokens as tk
 from ._buffer import Reader
 from ._packets import ProtocolError
 from ._params import UnsupportedParameter, WireType
-from ._reply import Reply
+from ._reply import TDS72, Reply
 from ._requests import Request, SessionState, env_changes, run_statements, write_error
 from ._tokens import Done
 
@@ -44,7 +44,12 @@ class Dispatcher:
 
     def batch(self, request: Request, payload: bytes) -> None:
         r = Reader(payload)
-        if len(payload) >= 4 and 4 <= int.from_bytes(payload[:4], "little") <= len(payload):
+        headers = request.reply.tds_version >= TDS72  # ALL_HEADERS came with TDS 7.2
+        if (
+            headers
+            and len(payload) >= 4
+            and 4 <= int.from_bytes(payload[:4], "little") <= len(payload)
+        ):
             r.skip_all_headers()
         sql = r.take(r.remaining()).decode("utf-16-le", "replace")
         run_statements(self.state, request, sql, in_proc=False)
@@ -53,7 +58,8 @@ class Dispatcher:
 
     def transaction(self, request: Request, payload: bytes) -> None:
         r = Reader(payload)
-        r.skip_all_headers()
+        if request.reply.tds_version >= TDS72:  # ALL_HEADERS came with TDS 7.2
+            r.skip_all_headers()
         kind = r.u16()
         session = self.state.session
         reply = request.reply
@@ -92,7 +98,7 @@ class Dispatcher:
 
     def rpc(self, request: Request, payload: bytes) -> None:
         try:
-            calls = _rpc.parse(payload)
+            calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
         except UnsupportedParameter as exc:
             write_error(request.reply, SqlError(8016, str(exc)), token=tk.TOKEN_DONEPROC)
             return
