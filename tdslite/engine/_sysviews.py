@@ -114,7 +114,14 @@ class Viewer:
         """What the provider of ``kind`` returns, kept for the statement; fail closed."""
         if kind not in self._cache:
             provider = self.providers.get(kind)
-            found = list(provider(self)) if provider is not None and self.in_served else []
+            try:
+                found = list(provider(self)) if provider is not None and self.in_served else []
+            except Exception as exc:  # fail closed: no rows that could not be checked
+                raise _errors.SqlError(
+                    50000,
+                    f"The catalog could not list {kind} ({type(exc).__name__}); "
+                    "the catalog view returns nothing.",
+                ) from exc
             self._cache[kind] = [o for o in found if o.kind == "" or self.may_see(o.name)]
         return list(self._cache[kind])
 

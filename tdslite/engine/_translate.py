@@ -23,7 +23,7 @@ from . import _errors
 from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
 from ._catalog import Catalog, TableInfo, is_internal
-from ._sysviews import substitute
+from ._sysviews import substitute, view_name
 from ._types import Column, SqlType
 from ._values import decimal_storage, utf16_len
 
@@ -278,6 +278,8 @@ class Translator(BuiltinsMixin):
         full = ".".join(p for p in (node.catalog, node.db, node.name) if p)
         if node.catalog and node.catalog.lower() != self.ctx.database.lower():
             raise _errors.invalid_object(full)
+        if node.db and view_name(node.db, node.name):
+            raise _errors.SqlError(259, "Ad hoc updates to system catalogs are not allowed.")
         if node.db and node.db.lower() != "dbo":
             raise _errors.invalid_object(full)
         for hint in node.args.get("hints") or []:
