@@ -171,6 +171,7 @@ def _run_pyodbc(port: int, sql: str) -> int | None:
         f"PWD={PASSWORDS['admin']};TDS_Version=7.4"
     )
     conn = pyodbc.connect(dsn, timeout=10, autocommit=True)
+    conn.add_output_converter(-155, bytes)  # datetimeoffset: pyodbc itself has no converter
     try:
         cur = conn.cursor()
         try:
