@@ -32,7 +32,8 @@ READER = User("reader", "pw", "read-only", "analyst", grants={"orders": "read"})
 
 TYPES_TABLE = (
     "CREATE TABLE typed (id int IDENTITY(1,1) PRIMARY KEY, n nvarchar(20) NOT NULL,"
-    " nm nvarchar(max), v varchar(30), c char(4), b varbinary(max), d decimal(12,3), m money, f float, r real,"
+    " nm nvarchar(max), v varchar(30), c char(4), b varbinary(max), d decimal(12,3), m money,"
+    " f float, r real,"
     " t time(7), t0 time(0), d2 datetime2(3), dto datetimeoffset(7), dt datetime, day date,"
     " g uniqueidentifier, flag bit DEFAULT 1, tiny tinyint, big bigint)"
 )
