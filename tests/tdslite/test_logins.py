@@ -176,7 +176,7 @@ def _versioned_pytds(srv: TdsServer, version: int) -> tuple[int, list[Any], int,
         cur = conn.cursor()
         cur.execute(VERSIONED)
         row = list(cur.fetchone())
-        cur.execute("UPDATE customers SET name = name WHERE id <= 3")
+        cur.execute("UPDATE customers SET name = name WHERE id <= %s", (3,))  # an RPC
         count = cur.rowcount
         try:
             cur.execute("SELECT * FROM missing_table")
