@@ -21,7 +21,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _statements, _sysviews
+from . import _errors, _statements, _sysfuncs, _sysviews
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table, record_table
 from ._errmap import map_sqlite_error
@@ -172,6 +172,9 @@ class Session:
         self._sysview_rows: dict[str, str] = {}
         conn.create_function(
             "tds_sysview", 1, lambda name: self._sysview_rows.get(name, "[]"), deterministic=True
+        )
+        conn.create_function(
+            "tds_meta", -1, lambda name, *args: _sysfuncs.evaluate(self.viewer(), name, args)
         )
         with self._authorizer.internal():  # SQLite sets json_each up by writing its schema
             conn.execute("SELECT 1 FROM json_each('[]')").fetchall()

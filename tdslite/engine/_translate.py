@@ -141,6 +141,7 @@ class Translator(BuiltinsMixin):
             exp.Trim: self._trim, exp.Substring: self._substring, exp.Replace: self._first,
             exp.Abs: self._first, exp.Round: self._first, exp.Anonymous: self._function,
             exp.Ordered: self._first, exp.Distinct: self._distinct,
+            exp.ObjectId: self._function, exp.CurrentSchema: self._function,
         }  # fmt: skip
         kinds: tuple[type[exp.Expression], ...]
         for kinds, handler in (

@@ -579,3 +579,24 @@ async def test_sp_help_through_pyodbc(sample_server: TdsServer) -> None:
     # customers is referenced by orders' foreign key: SQL Server's last result set says so
     assert len(sets[-1]) == 1
     assert sets[-1][0][0].startswith("sample.dbo.orders: FK__orders__customer")
+
+
+def test_metadata_functions_respect_visibility(engine: Engine) -> None:
+    sql = (
+        "SELECT OBJECT_ID(N'dbo.orders'), OBJECT_ID('customers'), OBJECT_ID('customers', 'U'),"
+        " OBJECT_ID('customers', 'V'), OBJECT_NAME(OBJECT_ID('[dbo].[orders]')), SCHEMA_NAME(),"
+        " SCHEMA_NAME(4), SCHEMA_ID('INFORMATION_SCHEMA'), TYPE_NAME(231), TYPE_ID('int'),"
+        " DB_ID(), DB_ID('master'), OBJECT_ID('sys.orders')"
+    )
+    ids = dict(rows(engine, "SELECT name, object_id FROM sys.tables"))
+    assert rows(engine, sql) == [
+        (ids["orders"], ids["customers"], ids["customers"], None, "orders", "dbo", "sys", 3,
+         "nvarchar", 56, 5, 1, None)
+    ]  # fmt: skip
+    # the reader may not use customers: no id, as SQL Server's metadata visibility
+    assert rows(engine, sql, READER)[0][:3] == (ids["orders"], None, None)
+    assert rows(
+        engine,
+        "SELECT SCHEMA_NAME(t.schema_id), t.name FROM sys.tables t"
+        " WHERE t.object_id = OBJECT_ID('orders')",
+    ) == [("dbo", "orders")]
