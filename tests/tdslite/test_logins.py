@@ -287,3 +287,40 @@ async def test_tds_versions_tsql(server: TdsServer, tmp_path: Path, version: str
         assert "\n2024-02-29 13:14:15.1234567\t" in out, out
     else:  # a datetime2, printed in tsql's date format
         assert "\nFeb 29 2024 01:14PM\t" in out, out
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None
+    or not (Path(__file__).resolve().parents[2] / "node_modules" / "tedious").is_dir(),
+    reason="node or node_modules/tedious missing: run `npm ci` at the repo root",
+)
+@pytest.mark.parametrize("version", ["7_1", "7_2", "7_3_A", "7_3_B", "7_4"])
+async def test_tds_versions_tedious(server: TdsServer, version: str) -> None:
+    from test_client_tedious import run_plan
+
+    steps = [
+        {"sql": VERSIONED},
+        {"sql": "SELECT name FROM sys.tables WHERE object_id = OBJECT_ID('orders')"},
+        {"sql": "UPDATE customers SET name = name WHERE id <= @n",
+         "params": [{"name": "n", "type": "Int", "value": 3}]},
+        {"sql": "SELECT * FROM missing_table"},
+    ]  # fmt: skip
+    result = await run_plan(server, steps, tdsVersion=version)
+    assert result["connected"] is True, result
+    versioned, catalog, update, missing = result["steps"]
+    row = versioned["rows"][0]
+    assert row[0] == "sample"
+    if version in ("7_1", "7_2"):
+        assert row[1:5] == [
+            "2024-02-29 13:14:15.1234567",
+            "2024-02-29",
+            "13:14:15.12",
+            "2024-02-29 13:14:15.123 -05:30",
+        ]
+    else:
+        assert row[1] == "2024-02-29T13:14:15.123Z"  # tedious reads datetime2 as UTC
+    assert row[5:7] == ["Zoë", "abc"]
+    assert row[8:19] == [None] * 11
+    assert catalog["rows"] == [["orders"]]
+    assert update["rowCount"] == 3
+    assert missing["error"]["number"] == 208
