@@ -2,7 +2,8 @@
 // How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
 // The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "tdsVersion"? (tedious's
 //   "7_1" .. "7_4"), "steps": [{"sql", "params": [{"name", "type" (a tedious TYPES name),
-//   "value", "options"?}], "cancelAfterMs"?}, or {"reset": true}, or {"tx": "begin"|"commit"|"rollback"|"save", "name"?}
+//   "value", "options"?}], "cancelAfterMs"?}, or {"reset": true}, or
+//   {"tx": "begin"|"commit"|"rollback"|"save", "name"?}
 //   (tedious's Transaction Manager requests), or {"state": true}]}.
 // A "tx" step gives {"tx": error message or null}; a "state" step gives what tedious believes:
 // {"inTransaction", "descriptor" (hex of the descriptor it would send)}.
