@@ -242,6 +242,9 @@ async def test_tds_versions_pyodbc(server: TdsServer, version: str) -> None:
                 cur.execute("SELECT * FROM missing_table")
             except pyodbc.Error as exc:
                 message = str(exc)
+            # SQLGetTypeInfo: FreeTDS calls sp_datatype_info (7.1), _90 (7.2) or _100 (7.3+)
+            types = {r[0] for r in cur.getTypeInfo().fetchall()}
+            assert {"int", "nvarchar", "datetime2", "decimal"} <= types
             return row, count, message
         finally:
             conn.close()
