@@ -34,9 +34,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-lint: python-deps
+# tsc: the Worker's JavaScript (// @ts-check + JSDoc) against Cloudflare's workers types.
+lint: python-deps node-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	node_modules/.bin/tsc -p relay/worker/tsconfig.json
 
 # mypy --strict: protocol/ (required), and the relay, connector, CLI and tdslite packages.
 typecheck: python-deps

@@ -23,6 +23,7 @@ from ._codec import EVENT_TYPES, decode, encode
 from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._flow import DEFAULT_STATEMENT_BYTES, MIN_FRAME, Limits, Window
 from ._frames import Frame, FrameReader, FrameType, encode_frame
+from ._json import loads_object
 from ._records import error_record
 from ._state import (
     CONNECTION_TRANSITIONS,
@@ -119,6 +120,12 @@ class Connection:
     def max_frame(self) -> int:
         """The largest payload this side may send in one frame (what the peer announced)."""
         return self._send_max_frame
+
+    @property
+    def peer_draining(self) -> bool:
+        """Relay: whether the connector takes no new queries: it sent DRAIN, or refused a query
+        unexecuted with ERROR ``connector.draining`` (SPEC 6.4)."""
+        return self._drain_received
 
     def open_streams(self) -> frozenset[int]:
         """The ids of the streams that are open (QUERY crossed, DONE/ERROR not yet)."""
@@ -394,6 +401,9 @@ class Connection:
             self._flow(stream, len(frame.payload), local)
         elif kind is FrameType.CREDIT:
             self._credit(stream.window, frame, event, local)
+        elif not local and stream.state is StreamState.OPEN and _refused_draining(event):
+            # The connector refused the query unexecuted because it drains: that is its DRAIN.
+            self._drain_received = True
         stream.state = new_state
         if new_state is StreamState.CLOSED:
             del self._streams[sid]
@@ -465,3 +475,11 @@ class Connection:
             self._fail(
                 self._error_for(local, f"CREDIT on stream {frame.stream_id} overflows 2^31-1")
             )
+
+
+def _refused_draining(event: ev.Event) -> bool:
+    """An ERROR ``connector.draining``: the connector refused the query without running it."""
+    if not isinstance(event, ev.Error):
+        return False
+    error = loads_object(event.data)["error"]  # the codec checked the record's shape
+    return bool(error["code"] == ErrorCode.CONNECTOR_DRAINING)

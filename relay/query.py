@@ -115,7 +115,20 @@ async def handle_query(
         if slot.waited_s > 0:  # the admission wait counts against the query's deadline
             waited_ms = round(slot.waited_s * 1000)
             req = replace(req, timeout_ms=max(1, req.timeout_ms - waited_ms))
-        await _send_admitted(app, tunnel, slot, receive, send, req, identity, token, started)
+        # A query refused unexecuted is placed on another connection (SPEC 6.4); when none is
+        # left, the refusal is the answer.
+        refusal: bytes | None = None
+        while True:
+            try:
+                refusal = await _send_admitted(app, tunnel, slot, receive, send, req, identity,
+                                               token, started, first=refusal is None)  # fmt: skip
+            except HttpError as exc:
+                if refusal is None or exc.code != "connector.draining":
+                    raise
+                await send_json(send, http_status(exc.code), refusal, extra_headers=_qid(req))
+                return
+            if refusal is None:
+                return
 
 
 def _check_size(req: QueryRequest, limit: int | None) -> None:
@@ -138,8 +151,12 @@ async def _send_admitted(
     identity: Identity,
     token: str,
     started: float,
-) -> None:
-    """Place an admitted query on a connection and relay its answer (steps 5 and on)."""
+    *,
+    first: bool,
+) -> bytes | None:
+    """Place an admitted query on a connection and relay its answer (steps 5 and on); return
+    the refusal record when the connector refused it unexecuted (ERROR connector.draining before
+    any result: nothing was sent to the client, and the connection now counts as draining)."""
     limits = app.config.limits
     session = tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
@@ -183,7 +200,11 @@ async def _send_admitted(
             f"the query frame would be {size} bytes; the connector accepts at most "
             f"{session.conn.max_frame}",
         )
-    if req.client_query_id and not tunnel.query_ids.remember(req.query_id, now=time.time()):
+    if (
+        first
+        and req.client_query_id
+        and not tunnel.query_ids.remember(req.query_id, now=time.time())
+    ):
         raise HttpError(
             "query.duplicate",
             "a query with this query_id was already sent; use a new query_id to run it again",
@@ -210,14 +231,16 @@ async def _send_admitted(
     }
     outcome = "cancelled"
     sent = 0
+    exchange = _Exchange()
     try:
         grace_s = limits.deadline_grace_ms / 1000
-        outcome, sent = await _relay_stream(stream, receive, send, req, grace_s=grace_s)
+        outcome, sent = await _relay_stream(stream, receive, send, req, exchange, grace_s=grace_s)
     finally:
         stream.release("client went away" if outcome == "cancelled" else "done")
         elapsed = round((trio.current_time() - started) * 1000, 1)
         app.counters.count("queries")
         log_event("query", **fields, outcome=outcome, bytes=sent, elapsed_ms=elapsed)
+    return exchange.refusal
 
 
 @dataclass
@@ -226,6 +249,8 @@ class _Exchange:
 
     answered: bool = False
     gone: bool = False
+    #: the connector's ERROR connector.draining record, when it refused the query unexecuted
+    refusal: bytes | None = None
 
 
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange: _Exchange) -> None:
@@ -241,14 +266,19 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange:
 
 
 async def _relay_stream(
-    stream: RelayStream, receive: Receive, send: Send, req: QueryRequest, *, grace_s: float
+    stream: RelayStream,
+    receive: Receive,
+    send: Send,
+    req: QueryRequest,
+    exchange: _Exchange,
+    *,
+    grace_s: float,
 ) -> tuple[str, int]:
     """Forward the stream's events to the HTTP response; (outcome, bytes sent).
 
     The connector enforces timeout_ms; the relay's own backstop is an idle deadline: no frame for
     timeout_ms + grace_s (time spent writing to a slow client does not count) -> CANCEL.
     """
-    exchange = _Exchange()
     idle_s = req.timeout_ms / 1000 + grace_s
     sent = 0
     outcome = "cancelled"
@@ -260,6 +290,10 @@ async def _relay_stream(
             await _timeout(stream, send, req, started=False, grace_s=grace_s)
             nursery.cancel_scope.cancel()
             return "timeout", 0
+        if isinstance(first, events.Error) and _error_code(first.data) == "connector.draining":
+            exchange.refusal = first.data  # refused unexecuted (SPEC 6.4): placed again
+            nursery.cancel_scope.cancel()
+            return "connector.draining", 0
         if isinstance(first, events.Done | events.Error):
             status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
             ctype = NDJSON_TYPE if status == 200 else b"application/json"

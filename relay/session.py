@@ -350,6 +350,15 @@ class ConnectorSession:
 
     def _dispatch(self, received: list[events.Event]) -> None:
         self._route(received)
+        if self.conn.peer_draining and not self.draining:  # DRAIN, or a draining refusal
+            self.draining = True
+            log_event(
+                "connector.drain",
+                tunnel=self.tunnel,
+                connector=self.connector_id,
+                session=self.session_id,
+                in_flight=self.in_flight,
+            )
         if any(isinstance(event, events.Done | events.Error) for event in received):
             self.on_capacity()
 
@@ -365,15 +374,6 @@ class ConnectorSession:
                 sent = self._ping_sent.pop(event.data, None)
                 if sent is not None:
                     self.rtt_ms = round((trio.current_time() - sent) * 1000, 3)
-            elif isinstance(event, events.Drain) and not self.draining:
-                self.draining = True
-                log_event(
-                    "connector.drain",
-                    tunnel=self.tunnel,
-                    connector=self.connector_id,
-                    session=self.session_id,
-                    in_flight=self.in_flight,
-                )
             elif isinstance(event, events.Checkpoint) and self.on_checkpoint is not None:
                 self.on_checkpoint(self, event)
             elif isinstance(event, events.GoAway):

@@ -355,6 +355,20 @@ def _rewrite(sql: str, tokens: list[Token], indexes: list[int]) -> str:
     return "".join(pieces)
 
 
+def module_kind(words: list[str]) -> str | None:
+    """``CREATE [OR ALTER] PROC|PROCEDURE|VIEW`` / ``ALTER PROC|VIEW`` at the start of ``words``
+    (the statement's first words): "CREATE/ALTER PROCEDURE" or "CREATE VIEW" ... else None."""
+    if words[:3] == ["CREATE", "OR", "ALTER"]:
+        words = ["CREATE", *words[3:]]
+    if words[:1] not in (["CREATE"], ["ALTER"]) or len(words) < 2:
+        return None
+    if words[1] in ("PROC", "PROCEDURE"):
+        return "CREATE/ALTER PROCEDURE"
+    if words[1] == "VIEW":
+        return f"{words[0]} VIEW"
+    return None
+
+
 def split_batch(sql: str) -> list[Statement]:
     """Split a batch into statements (see the module docstring).
 
@@ -363,7 +377,17 @@ def split_batch(sql: str) -> list[Statement]:
     """
     tokens = tokenize(sql)
     statements = []
-    for indexes in _Splitter(tokens).split():
+    groups = _Splitter(tokens).split()
+    for number, indexes in enumerate(groups):
+        module = module_kind([word(tokens, i) for i in indexes[:4]])
+        if module and number:
+            raise _errors.SqlError(
+                111, f"'{module}' must be the first statement in a query batch.", severity=15
+            ).at_line(tokens[indexes[0]].line)
+        if module:  # a procedure's or view's body runs to the end of the batch
+            groups = [[i for g in groups for i in g]]
+            break
+    for indexes in groups:
         first, last = tokens[indexes[0]], tokens[indexes[-1]]
         keyword = "(" if first.token_type == TokenType.L_PAREN else word(tokens, indexes[0])
         # A quoted last token's end points at its closing quote/bracket already.

@@ -76,6 +76,11 @@ class BuiltinsMixin:
             return metadata
         assert isinstance(node, exp.Anonymous)
         name = str(node.this).upper()
+        if name == "SQL_VARIANT_PROPERTY" and len(node.expressions) == 2:
+            for arg in node.expressions:
+                self.expr(arg, scope)
+            node.replace(anon("tds_variant_property", *node.expressions))
+            return SqlType("sql_variant")
         if not name.startswith("TDSFN_"):
             raise _errors.SqlError(
                 195, f"'{name}' is not a recognized built-in function name.", severity=15

@@ -67,11 +67,20 @@ class Catalog:
     def __init__(self) -> None:
         self._version = -1
         self._tables: dict[str, TableInfo] = {}
+        self._main_fingerprint = 0
+        #: Session-scoped tables: ``#name`` (SQLite temp schema) -> its TableInfo.
+        self.temp: dict[str, TableInfo] = {}
+        self._temp_version = -1
+        #: Table variables of the running scope: ``@name`` -> TableInfo (set per statement).
+        self.table_variables: dict[str, TableInfo] = {}
         #: Changes whenever the tables or their types change (a translation-cache key).
         self.fingerprint = 0
 
     def refresh(self, conn: sqlite3.Connection) -> None:
         """Re-read the catalog if the schema changed since the last read."""
+        if self.temp:  # (nothing to check for a session without #tables: the common case)
+            self._prune_temp(conn)
+        self._fingerprint()
         version = conn.execute("PRAGMA schema_version").fetchone()[0]
         if version == self._version:
             return
@@ -85,13 +94,42 @@ class Catalog:
             entry[1].append(ColumnInfo(name, SqlType.parse(type_text), bool(nullable), bool(ident)))
         self._tables = {key: make_table(tbl, cols, pk) for key, (tbl, cols, pk) in grouped.items()}
         self._version = version
-        self.fingerprint = hash(tuple(rows))
+        self._main_fingerprint = hash(tuple(rows))
+        self._fingerprint()
+
+    def _prune_temp(self, conn: sqlite3.Connection) -> None:
+        temp_version = conn.execute("PRAGMA temp.schema_version").fetchone()[0]
+        if temp_version != self._temp_version:
+            # A rolled-back CREATE TABLE #t leaves no table behind: forget it too.
+            live = {
+                r[0].lower()
+                for r in conn.execute(
+                    "SELECT name FROM temp.sqlite_master WHERE type = 'table'"
+                ).fetchall()
+            }
+            self.temp = {k: v for k, v in self.temp.items() if v.name.lower() in live}
+            self._temp_version = temp_version
+
+    def _fingerprint(self) -> None:
+        if not self.temp and not self.table_variables:
+            self.fingerprint = self._main_fingerprint
+            return
+        session_tables = (*self.temp.values(), *self.table_variables.values())
+        self.fingerprint = hash((self._main_fingerprint, *session_tables))
 
     def invalidate(self) -> None:
         self._version = -1
+        self._temp_version = -1
 
     def table(self, name: str) -> TableInfo | None:
-        return self._tables.get(name.lower())
+        """The table (or view) named ``name`` as T-SQL writes it: ``t``, ``sales.t``, ``#t``,
+        ``##t`` or ``@t``."""
+        lowered = name.lower()
+        if lowered.startswith("@"):
+            return self.table_variables.get(lowered)
+        if lowered.startswith("#") and not lowered.startswith("##"):
+            return self.temp.get(lowered)
+        return self._tables.get(lowered)
 
     def tables(self) -> list[TableInfo]:
         return list(self._tables.values())

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from sqlglot import Token, TokenType, exp
 
-from . import _errors, _sysprocs
+from . import _errors, _objects, _procedures, _sysprocs
 from ._batch import Statement, tokenize, word
-from ._results import ResultSet, RowCount
+from ._results import ResultSet, RowCount, StatementFailed
 from ._translate import Translator, is_unknown, sql_type_of, to_sqlite
 from ._types import SqlType
 from ._typing import literal_number
@@ -36,7 +36,7 @@ NOOP_OPTIONS = frozenset(
 
 def run(
     session: Session, statement: Statement, variables: dict[str, _Variable]
-) -> Iterator[ResultSet | RowCount]:
+) -> Iterator[ResultSet | RowCount | StatementFailed]:
     """Run a statement recognised by its keyword (see the module docstring)."""
     tokens = tokenize(statement.text)
     words = [word(tokens, i) for i in range(len(tokens))]
@@ -62,6 +62,10 @@ def run(
         session.revert()
     elif keyword in ("EXEC", "EXECUTE"):
         yield from _exec(session, tokens, words, variables)
+    elif keyword == "RETURN":
+        _procedures.return_(session, statement, variables)
+    elif keyword in ("CREATE", "ALTER"):
+        yield from _objects.run_module(session, statement, variables)
     else:
         raise _errors.unsupported(" ".join(w for w in words[:2] if w) or keyword)
     return
@@ -122,9 +126,23 @@ def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None
         if tokens[-1].text == "0":
             return
         raise _errors.unsupported("SET ROWCOUNT n")
+    if first in ("LOCK_TIMEOUT", "TRANSACTION"):
+        _locking_option(session, tokens, options)
+        return
     if first in NOOP_OPTIONS:
         return
     raise _errors.unsupported(f"SET {first or '?'}")
+
+
+def _locking_option(session: Session, tokens: list[Token], options: list[str]) -> None:
+    """SET LOCK_TIMEOUT n and SET TRANSACTION ISOLATION LEVEL x (see _locks.py)."""
+    if options[0] == "LOCK_TIMEOUT":
+        text = "".join(t.text for t in tokens[2:])
+        if not text.lstrip("-").isdigit():
+            raise _errors.syntax_error(text or "LOCK_TIMEOUT")
+        session.lock_timeout_ms = max(-1, int(text))
+    else:
+        session.isolation = " ".join(options[3:])
 
 
 def _value(
@@ -159,6 +177,18 @@ def _value(
     raise _errors.syntax_error(token.text)
 
 
+def argument_name(tokens: list[Token], index: int) -> tuple[str | None, int]:
+    """``@name =`` at ``index`` of an EXEC's arguments: (lower-case name without "@", index of
+    the value), or (None, index) for a positional argument."""
+    if (
+        tokens[index].token_type == TokenType.PARAMETER
+        and index + 2 < len(tokens)
+        and tokens[index + 2].token_type == TokenType.EQ
+    ):
+        return tokens[index + 1].text.lower(), index + 3
+    return None, index
+
+
 def _arguments(
     session: Session, tokens: list[Token], start: int, variables: dict[str, _Variable]
 ) -> tuple[list[tuple[object, SqlType | None]], dict[str, tuple[object, SqlType | None]]]:
@@ -166,14 +196,7 @@ def _arguments(
     named: dict[str, tuple[object, SqlType | None]] = {}
     index = start
     while index < len(tokens):
-        name = None
-        if (
-            tokens[index].token_type == TokenType.PARAMETER
-            and index + 2 < len(tokens)
-            and tokens[index + 2].token_type == TokenType.EQ
-        ):
-            name = tokens[index + 1].text.lower()
-            index += 3
+        name, index = argument_name(tokens, index)
         value, sql_type, index = _value(session, tokens, index, variables)
         if word(tokens, index) in ("OUTPUT", "OUT"):
             index += 1
@@ -196,7 +219,7 @@ def _arguments(
 
 def _exec(
     session: Session, tokens: list[Token], words: list[str], variables: dict[str, _Variable]
-) -> Iterator[ResultSet | RowCount]:
+) -> Iterator[ResultSet | RowCount | StatementFailed]:
     if words[1:2] == ["AS"]:
         kind = words[2] if len(words) > 2 else ""
         if kind == "LOGIN" and len(tokens) >= 5:
@@ -212,6 +235,9 @@ def _exec(
         if not isinstance(value, str):
             raise _errors.syntax_error(tokens[4].text)
         session.impersonate(value)
+        return
+    if _procedures.is_user_call(session, tokens):
+        yield from _procedures.execute(session, tokens, variables)
         return
     index = 1
     if len(tokens) < 2:
@@ -315,6 +341,9 @@ def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]
 
     for item in tree.expressions:
         kind = item.args.get("kind")
+        if isinstance(kind, exp.Schema) and len(item.this) == 1 and not item.args.get("default"):
+            _objects.declare_table(session, item.this[0].name, kind, variables)
+            continue
         if not isinstance(kind, exp.DataType):
             raise _errors.unsupported("DECLARE of a table or cursor variable")
         declared = sql_type_of(kind)

@@ -16,6 +16,8 @@ from typing import Any
 
 from . import _errors
 from ._catalog import CATALOG_TABLE, CREATE_CATALOG
+from ._locks import TableLocks
+from ._objects import CREATE_OBJECTS
 from ._perms import Principal, principals
 from ._results import StatementFailed
 from ._session import Session
@@ -92,6 +94,8 @@ class Engine:
         self._lock = threading.Lock()
         #: Translated statements, shared by sessions (keyed by text, catalog and types).
         self.translations = LruCache(1024)
+        #: Tables written by open transactions (READ COMMITTED blocking, see _locks.py).
+        self.locks = TableLocks()
         #: Catalog providers: object kind -> function (see tdslite/engine/_sysviews.py).
         self.catalog_providers: dict[str, CatalogProvider] = {}
         #: create_date of tables in the catalog views (tdslite does not record creation times).
@@ -100,6 +104,7 @@ class Engine:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(CREATE_CATALOG)
+            conn.execute(CREATE_OBJECTS)
             empty = conn.execute(f"SELECT COUNT(*) FROM {CATALOG_TABLE}").fetchone()[0] == 0
         finally:
             conn.close()

@@ -19,7 +19,7 @@ from decimal import ROUND_DOWN, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
-from . import _errors
+from . import _errors, _variant
 from ._errors import SqlError
 from ._types import DECIMAL_TYPES, MONEY_TYPES, SqlType
 from ._values import Storage, convert, convert_style, encode, utf16_len, utf16_slice
@@ -390,6 +390,8 @@ def register(
         "tds_now": (1, _now, False),
         "tds_newid": (0, lambda: str(uuid.uuid4()).upper(), False),
         "tds_session_context": (1, session_context, False),
+        "tds_variant_property": (2, _variant.property_of, True),
+        "tds_unhex": (1, lambda v: None if v is None else bytes.fromhex(str(v)), True),
     }
     for name, (arity, fn, deterministic) in functions.items():
         conn.create_function(name, arity, guarded(fn), deterministic=deterministic)

@@ -38,11 +38,13 @@ class Principal:
 
     def may(self, permission: str, table: str) -> bool:
         """May this user exercise ``permission`` (SELECT/INSERT/UPDATE/DELETE) on ``table``?"""
+        if table.startswith(("#", "@")):
+            return True  # temporary tables and table variables: anyone may use them
         if is_internal(table):
             return False
         if self.grants:
             level = self.grants.get(table.lower())
-            if level is None or (permission != "SELECT" and level != "write"):
+            if level not in ("read", "write") or (permission != "SELECT" and level != "write"):
                 return False
         if permission == "SELECT":
             return True
@@ -52,13 +54,24 @@ class Principal:
     def may_ddl(self) -> bool:
         return self.role == "admin"
 
+    def may_execute(self, procedure: str) -> bool:
+        """EXECUTE on a procedure: admin; read-write without grants; else a grant "execute"."""
+        if procedure.startswith("#"):
+            return True  # temporary procedures: anyone may run them
+        if self.grants:
+            return self.grants.get(procedure.lower()) == "execute"
+        return self.role in ("read-write", "admin")
+
     def check(self, *, verb: str, reads: set[str], writes: set[str], database: str) -> None:
         """Refuse a planned statement this user may not run (SQL Server's errors)."""
-        if verb in ("CREATE TABLE", "CREATE INDEX", "SELECT INTO") and not self.may_ddl:
+        temporary = bool(writes) and all(w.startswith(("#", "@")) for w in writes)
+        if temporary and verb in ("CREATE TABLE", "CREATE INDEX", "SELECT INTO", "DROP TABLE"):
+            writes = set()  # temporary tables and table variables belong to their session
+        elif verb in ("CREATE TABLE", "CREATE INDEX", "SELECT INTO") and not self.may_ddl:
             raise _errors.ddl_denied(
                 "CREATE TABLE" if verb != "CREATE INDEX" else "CREATE INDEX", database
             )
-        if verb == "DROP TABLE" and not self.may_ddl:
+        elif verb == "DROP TABLE" and not self.may_ddl:
             raise _errors.drop_denied(sorted(writes)[0] if writes else "")
         if verb == "TRUNCATE TABLE" and not self.may_ddl:
             name = sorted(writes)[0] if writes else ""
@@ -76,6 +89,20 @@ class Principal:
                 raise _errors.permission_denied("SELECT", table, database)
 
 
+@dataclass(frozen=True)
+class ChainedPrincipal(Principal):
+    """The caller inside a procedure owned by dbo (every procedure in tdslite is): ownership
+    chaining lets its statements read and write the (dbo) tables they name without the caller's
+    own SELECT/INSERT/UPDATE/DELETE permission, while DDL still needs the caller's rights and the
+    internal tables stay out of reach."""
+
+    def may(self, permission: str, table: str) -> bool:
+        return not is_internal(table)
+
+    def may_execute(self, procedure: str) -> bool:
+        return True  # a procedure calling another of the same owner (dbo)
+
+
 def principals(users: dict[str, User]) -> dict[str, Principal]:
     """database user name (lower-case) -> Principal, from the logins mapped to it."""
     return {
@@ -89,6 +116,7 @@ class Authorizer:
 
     _READ_ONLY_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
     _TRANSACTION_ACTIONS = {sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT}
+    _VTAB_DECLARE = {sqlite3.SQLITE_READ, sqlite3.SQLITE_UPDATE}
     _WRITES = {
         sqlite3.SQLITE_INSERT: "INSERT",
         sqlite3.SQLITE_UPDATE: "UPDATE",
@@ -106,6 +134,9 @@ class Authorizer:
         #: While a DML statement that passed `Principal.check` runs, SQLite's own foreign-key
         #: enforcement reads parent/child tables; SQL Server needs no SELECT permission for that.
         self.constraint_reads = False
+        #: A statement reads table-valued parameters (SQLite's json_each over bound JSON text)
+        #: and no user table shadows json_each.
+        self.tvp_rows = False
 
     @contextmanager
     def internal(self) -> Iterator[None]:
@@ -123,6 +154,10 @@ class Authorizer:
             return sqlite3.SQLITE_OK
         if action in self._READ_ONLY_ACTIONS or action in self._TRANSACTION_ACTIONS:
             return sqlite3.SQLITE_OK
+        if self.tvp_rows and arg1 == "sqlite_master" and action in self._VTAB_DECLARE:
+            # the first json_each of a connection declares its virtual table, which SQLite
+            # reports as a read and an update of sqlite_master
+            return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ:
             table = arg1 or ""
             if table in _SCHEMA_TABLES and self.principal.may_ddl:
@@ -130,6 +165,12 @@ class Authorizer:
             if table.lower() == "json_each" and not source:
                 return sqlite3.SQLITE_OK  # catalog views: rows built for this caller only
             if self.constraint_reads and not is_internal(table):
+                return sqlite3.SQLITE_OK
+            if source and not is_internal(table) and self.principal.may("SELECT", source):
+                # Ownership chaining: a view (dbo-owned) reads its tables with its owner's
+                # rights once the user may read the view itself.
+                return sqlite3.SQLITE_OK
+            if table == "json_each" and self.tvp_rows:  # a table-valued parameter's rows
                 return sqlite3.SQLITE_OK
             return self._decide(self.principal.may("SELECT", table), "SELECT", table)
         if action in self._WRITES:

@@ -9,6 +9,7 @@ each time its iterator is advanced.  An error ends the batch, or only its statem
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -21,15 +22,15 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _statements, _sysfuncs, _sysviews
+from . import _errors, _objects, _statements, _sysfuncs, _sysviews, _tvp
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
-from ._catalog import Catalog, TableInfo, forget_table, record_table
+from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
 from ._errors import SqlError
 from ._functions import FunctionErrors
 from ._perms import Authorizer, Principal
 from ._results import ResultSet, RowCount, StatementFailed
-from ._translate import Context, Translator, is_unknown, to_sqlite
+from ._translate import UNKNOWN, Context, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._users import User
 from ._values import Storage, decoder, encode, python_type_of
@@ -56,14 +57,15 @@ _SQLGLOT_KEYWORDS = frozenset(
 #: transaction statements without a transaction, object errors of DDL.
 STATEMENT_ERRORS = frozenset(
     {515, 544, 547, 2601, 2627, 2628, 8134, 8115, 229, 262, 2714, 3701, 1088, 3902, 3903, 6401}
-    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911}
+    | {628, 15517, 15406, 15664, 15665, 201, 8145, 119, 911, 1222}
+    | {8144, 8162, 2760, 3705, 4506, 4511, 217, 3906}
 )
 #: Errors that end the batch and roll back the open transaction even with XACT_ABORT OFF:
 #: conversion failures and a lock conflict (deadlock victim).
 ROLLBACK_ERRORS = frozenset({241, 245, 8114, 8169, 1205})
 #: Errors of a statement's compilation (syntax, unknown names, unsupported): they end the batch,
 #: and XACT_ABORT does not roll back the transaction for them.
-COMPILE_ERRORS = frozenset({102, 105, 134, 137, 195, 207, 208, 209, 40517})
+COMPILE_ERRORS = frozenset({102, 105, 111, 134, 137, 178, 195, 207, 208, 209, 1087, 40517})
 
 _CONTROL_KEYWORDS = frozenset(
     {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}
@@ -160,7 +162,14 @@ class Session:
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
+        self.objects = _objects.SessionObjects()  # temporary objects, procedure calls
+        self.return_status = 0  # of the last statement list run (RETURN n)
         self._open_rows: Iterator[Any] | None = None
+        #: SET LOCK_TIMEOUT (ms, -1 waits forever) and SET TRANSACTION ISOLATION LEVEL
+        self.lock_timeout_ms = -1
+        self.isolation = "READ COMMITTED"
+        #: table-valued parameters of the running request: name -> the table type's columns
+        self._table_params: dict[str, list[Column]] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._fn_errors = FunctionErrors()
@@ -243,10 +252,16 @@ class Session:
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
         batch_params: dict[str, _Variable] = {}
+        self._table_params = {}
         for param in params:
             name = param.name.lstrip("@").lower()
             if name.startswith("__g_") or not name:
                 raise _errors.SqlError(8145, f"{param.name} is not a valid parameter name.")
+            if param.type == _tvp.TABLE:
+                columns, rows = _tvp.bind(self, param.name, param.value)
+                self._table_params[name] = columns
+                batch_params[name] = _Variable(_tvp.TABLE, rows)
+                continue
             if isinstance(param.value, str) and not _encodable(param.value):
                 raise _errors.SqlError(
                     8016,
@@ -254,9 +269,33 @@ class Session:
                     "tdslite cannot store it.",
                 )
             batch_params[name] = _Variable(param.type, encode(param.type, param.value))
-        return self._run(prepared, batch_params)
+        return self._batch(prepared, batch_params)
+
+    def _batch(
+        self, prepared: list[_Prepared], variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
+        try:
+            yield from self._run(prepared, variables)
+        finally:
+            if not self._closed:
+                _objects.drop_table_variables(self, variables)
+
+    def run_body(
+        self, sql: str, variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
+        """Run the statements of ``sql`` in this session with ``variables`` (a procedure's
+        parameters and locals; changed in place): the one entry point for statement lists
+        that are not a client's batch. A RETURN ends them (`return_status`)."""
+        prepared = [self._prepare(statement) for statement in _split(sql)]
+        yield from self._run(prepared, variables)
 
     def _prepare(self, statement: Statement) -> _Prepared:
+        if (
+            statement.keyword == "RETURN"
+            or _objects.is_module(statement)
+            or _tvp.is_type_ddl(statement.words)  # CREATE/DROP TYPE: sqlglot has no tree
+        ):
+            return _Prepared(statement, None)
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
             if statement.keyword not in STATEMENT_KEYWORDS:
                 near = statement.text.split()[0] if statement.text.split() else ""
@@ -280,9 +319,20 @@ class Session:
         return _Prepared(statement, tree)
 
     def _run(
-        self, prepared: list[_Prepared], params: dict[str, _Variable]
+        self, prepared: list[_Prepared], variables: dict[str, _Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed]:
-        variables: dict[str, _Variable] = dict(params)
+        from ._procedures import Return
+
+        status = 0
+        try:
+            yield from self._steps(prepared, variables)
+        except Return as returned:
+            status = returned.status
+        self.return_status = status  # after any nested procedure's
+
+    def _steps(
+        self, prepared: list[_Prepared], variables: dict[str, _Variable]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         for number, item in enumerate(prepared, 1):
             self._finish_rows()
             if self._cancel_requested:
@@ -336,12 +386,16 @@ class Session:
 
     def _statement(
         self, item: _Prepared, variables: dict[str, _Variable]
-    ) -> Iterator[ResultSet | RowCount]:
+    ) -> Iterator[ResultSet | RowCount | StatementFailed]:
         from . import _control
 
         keyword = item.statement.keyword
         tree = item.tree
+        _objects.bind_table_variables(self, variables)  # FROM @t: this scope's tables
         if tree is None:
+            if _tvp.is_type_ddl(item.statement.words):
+                yield from _tvp.run_ddl(self, item.statement)
+                return
             yield from _control.run(self, item.statement, variables)
             return
         if isinstance(tree, exp.Set):
@@ -350,7 +404,13 @@ class Session:
         if isinstance(tree, exp.Declare):
             _control.declare(self, tree.copy(), variables)
             return
+        if _objects.handles(tree):
+            _objects.run_tree(self, tree)
+            return
         self._catalog.refresh(self._conn_internal())
+        self._authorizer.tvp_rows = bool(self._table_params) and (
+            self._catalog.table("json_each") is None
+        )
         key = (
             item.statement.sql,
             self.database,
@@ -359,13 +419,14 @@ class Session:
             tuple(sorted((k, str(v[1])) for k, v in self._context.items())),
             tuple(sorted(self._identity_insert)),
         )
-        cached = self._engine.translations.get(key)
+        # a statement reading table-valued parameters depends on their types: not cached
+        cached = None if self._table_params else self._engine.translations.get(key)
         if cached is None:
             cached = self._translate(tree.copy(), keyword, variables)
             if cached is None:  # SELECT @var = ... ran already
                 yield RowCount(self._assigned_rows, select=True)
                 return
-            if cached[0] != "ddl":
+            if cached[0] != "ddl" and not self._table_params:
                 self._engine.translations.put(key, cached)
         kind, payload, tables = cached
         tables = self._build_views(tables)
@@ -374,6 +435,8 @@ class Session:
             self.principal.check(
                 verb="SELECT", reads=set(tables), writes=set(), database=self.database
             )
+            if not ({"NOLOCK", "READUNCOMMITTED"} & set(item.statement.words)):
+                self._wait_for_writers(tables)
             yield self._result(sql, columns, variables)
             return
         plan = payload
@@ -385,12 +448,15 @@ class Session:
         self.principal.check(
             verb=plan.verb, reads=set(tables) - writes, writes=writes, database=self.database
         )
+        self._wait_for_writers(None)
         count, returned = self._apply(plan, variables)
+        if self._trancount > 0:
+            self._engine.locks.hold(self, writes)
         if plan.output:
             decoders = [decoder(c.type) for c in plan.output]
             rows = [tuple(d(v) for d, v in zip(decoders, row, strict=True)) for row in returned]
             yield ResultSet(list(plan.output), iter(rows))
-        if plan.verb in ("INSERT", "UPDATE", "DELETE"):
+        if plan.verb in ("INSERT", "UPDATE", "DELETE", "SELECT INTO"):
             yield RowCount(count)
 
     def _translate(
@@ -401,11 +467,9 @@ class Session:
 
         tr = Translator(self._context_for(variables))
         if isinstance(tree, exp.Select | exp.Union | exp.Except | exp.Intersect | exp.Subquery):
-            if tree.args.get("into"):
-                self.principal.check(
-                    verb="SELECT INTO", reads=set(), writes=set(), database=self.database
-                )
-                raise _errors.unsupported("SELECT ... INTO")
+            if isinstance(tree, exp.Select) and tree.args.get("into"):
+                plan = _objects.select_into(self, tree, tr)
+                return "ddl", plan, frozenset(tr.tables)
             if (
                 isinstance(tree, exp.Select)
                 and tree.expressions
@@ -438,14 +502,13 @@ class Session:
         if not self.in_served_database and isinstance(tree, exp.Create):
             raise _errors.ddl_denied("CREATE TABLE", self.database)  # master is not ours
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
-            self.principal.check(
-                verb="CREATE TABLE", reads=set(), writes=set(), database=self.database
-            )
+            if isinstance(tree.this, exp.Schema) and isinstance(tree.this.this, exp.Table):
+                _objects.check_create_table(self, tree.this.this)
             return _statements.create_table(tree, tr)
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper().endswith("INDEX"):
             return _statements.create_index(tree, tr)
         if isinstance(tree, exp.Drop):
-            names = {t.name.lower() for t in (tree.args.get("tables") or [tree.this]) if t}
+            names = _objects.dropped_tables(self, tree)
             self.principal.check(
                 verb="DROP TABLE", reads=set(), writes=names, database=self.database
             )
@@ -459,7 +522,7 @@ class Session:
     ) -> tuple[int, list[Any]]:
         """Run a DDL/DML plan: (rows affected, rows of OUTPUT/RETURNING)."""
         bindings = self._bindings(variables)
-        ddl = plan.verb in ("CREATE TABLE", "DROP TABLE", "CREATE INDEX")
+        ddl = plan.verb in ("CREATE TABLE", "DROP TABLE", "CREATE INDEX", "SELECT INTO")
         count = 0
         returned: list[Any] = []
         try:
@@ -469,7 +532,12 @@ class Session:
                 for sql in plan.sql:
                     self._authorizer.constraint_reads = not ddl
                     try:
-                        cursor = self._conn.execute(sql, bindings if not ddl else ())
+                        # our own DDL for temporary tables, which need no permission
+                        own = _objects.temporary_ddl(sql)
+                        with self._authorizer.internal() if own else contextlib.nullcontext():
+                            cursor = self._conn.execute(
+                                sql, bindings if not ddl or plan.verb == "SELECT INTO" else ()
+                            )
                         if plan.output:
                             returned = cursor.fetchall()  # the statement completes here
                     finally:
@@ -482,9 +550,8 @@ class Session:
                         and count > 0
                     ):
                         self._identity = cursor.lastrowid
-                if plan.verb == "CREATE TABLE" and plan.table is not None:
-                    with self._authorizer.internal():
-                        record_table(self._conn, plan.table)
+                if plan.verb in ("CREATE TABLE", "SELECT INTO") and plan.table is not None:
+                    _objects.created(self, plan.table)
                 for name in plan.dropped:
                     with self._authorizer.internal():
                         forget_table(self._conn, name)
@@ -510,7 +577,7 @@ class Session:
         except sqlite3.Error as exc:
             raise self._map(exc, "SELECT", None) from None
         if len(cursor.description or ()) != len(columns):
-            columns = [Column(d[0], SqlType("sql_variant")) for d in cursor.description or ()]
+            columns = [Column(d[0], UNKNOWN) for d in cursor.description or ()]
             if first is None:
                 try:
                     first = cursor.fetchone()
@@ -566,6 +633,7 @@ class Session:
             database=self.database,
             variables={k: v.type for k, v in variables.items()},
             context_types={k: v[1] for k, v in self._context.items()},
+            table_params=self._table_params,
         )
 
     def _globals(self) -> dict[str, Storage]:
@@ -577,7 +645,8 @@ class Session:
             "__g_trancount": self._trancount, "__g_servername": "tdslite",
             "__g_servicename": "MSSQLSERVER", "__g_language": "us_english", "__g_error": 0,
             "__g_max_precision": 38, "__g_textsize": 2147483647, "__g_datefirst": 7,
-            "__g_lock_timeout": -1, "__g_nestlevel": 0, "__g_options": self.options,
+            "__g_lock_timeout": self.lock_timeout_ms, "__g_nestlevel": 0,
+            "__g_options": self.options,
             "__g_db_name": self.database, "__g_login": self.user.login,
             "__g_user": self.effective_user,
         }  # fmt: skip
@@ -700,7 +769,8 @@ class Session:
         if name is not None:
             for index in range(len(self._savepoints) - 1, -1, -1):
                 if self._savepoints[index][0] == name:  # names are case-sensitive
-                    self._run_control(f"ROLLBACK TO {self._savepoints[index][1]}")
+                    with _objects.table_variables_survive(self):
+                        self._run_control(f"ROLLBACK TO {self._savepoints[index][1]}")
                     del self._savepoints[index + 1 :]
                     return
             if name != self._tran_name:
@@ -731,11 +801,26 @@ class Session:
         had = self._trancount > 0
         self._trancount = 0
         self._cancel_requested = False
-        self._conn.execute("ROLLBACK")
+        self._engine.locks.release(self)
+        with _objects.table_variables_survive(self):
+            self._conn.execute("ROLLBACK")
         if had:
             self._ended("rollback")
 
+    def _wait_for_writers(self, tables: frozenset[str] | None) -> None:
+        """READ COMMITTED: wait for other sessions' uncommitted writes (see _locks.py)."""
+        if self.isolation in ("READ UNCOMMITTED", "SNAPSHOT") and tables is not None:
+            return
+        self._engine.locks.wait(
+            self,
+            tables,
+            timeout_ms=self.lock_timeout_ms,
+            cancelled=lambda: self._cancel_requested,
+            on_cancel=_errors.cancelled,
+        )
+
     def _ended(self, how: str) -> None:
+        self._engine.locks.release(self)
         self._tran_name = None
         self._savepoints.clear()
         self._tx_events.append(how)
@@ -772,8 +857,11 @@ class Session:
         self._context.clear()
         self._identity_insert.clear()
         self.nocount = False
+        self.lock_timeout_ms = -1
+        self.isolation = "READ COMMITTED"
         self._rowcount = 0
         self._identity = None
+        _objects.reset(self)
 
     def close(self) -> None:
         if self._closed:
@@ -782,8 +870,10 @@ class Session:
             self._finish_rows()
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
+            _objects.close(self)
         finally:
             self._closed = True
+            self._engine.locks.release(self)
             self._conn.close()
             self._engine._forget(self)
 

@@ -18,13 +18,14 @@ from sqlglot import exp
 from . import _errors
 from ._builtins import anon, text
 from ._catalog import ColumnInfo, TableInfo, is_internal, make_table
-from ._translate import Scope, Translator, check_args, sql_type_of, to_sqlite
+from ._translate import Scope, Translator, check_args, object_name, sql_type_of, to_sqlite
 from ._types import (
     BINARY_TYPES,
     DECIMAL_TYPES,
     FLOAT_TYPES,
     INTEGER_TYPES,
     MONEY_TYPES,
+    SPECIAL_TYPES,
     STRING_TYPES,
     Column,
     SqlType,
@@ -75,22 +76,25 @@ def _identity(kind: exp.Expression) -> tuple[int, int]:
     return int(start.this) if start else 1, int(step.this) if step else 1
 
 
-def create_table(node: exp.Create, tr: Translator) -> Plan:
-    """Plan a CREATE TABLE (see the module docstring)."""
-    check_args(node, {"this", "kind"}, "CREATE TABLE")
+def create_table(node: exp.Create, tr: Translator, *, temp: bool = False) -> Plan:
+    """Plan a CREATE TABLE (see the module docstring); ``temp``: a table variable's table,
+    named by the caller."""
+    check_args(node, {"this", "kind", "properties"}, "CREATE TABLE")
     schema = node.this
     if not isinstance(schema, exp.Schema) or not isinstance(schema.this, exp.Table):
         raise _errors.unsupported("CREATE TABLE ... AS / without columns")
     table = schema.this
     check_args(table, {"this", "db", "catalog"}, "CREATE TABLE")
-    if table.this.args.get("temporary") or table.name.startswith("#"):
-        raise _errors.unsupported("temporary tables (#name)")
-    if (table.db and table.db.lower() != "dbo") or (
-        table.catalog and table.catalog.lower() != tr.ctx.database.lower()
+    properties = node.args.get("properties")
+    if properties is not None and not all(
+        isinstance(p, exp.TemporaryProperty) for p in properties.expressions
     ):
+        raise _errors.unsupported("CREATE TABLE options")
+    if table.catalog and table.catalog.lower() != tr.ctx.database.lower():
         raise _errors.invalid_object(table.sql("tsql"))
-    name = table.name
-    if is_internal(name) or tr.ctx.catalog.table(name) is not None:
+    name = table.name if temp else object_name(table)
+    local = temp or (name.startswith("#") and not name.startswith("##"))
+    if not temp and (is_internal(name) or tr.ctx.catalog.table(name) is not None):
         raise _errors.already_exists(name)
     columns: list[ColumnInfo] = []
     lines: list[str] = []
@@ -100,7 +104,7 @@ def create_table(node: exp.Create, tr: Translator) -> Plan:
     table_constraints: list[str] = []
     for item in schema.expressions:
         if isinstance(item, exp.ColumnDef):
-            info, line, is_pk, seed = _column(item, tr)
+            info, line, is_pk, seed = _column(item, tr, local)
             columns.append(info)
             lines.append(line)
             if is_pk:
@@ -121,7 +125,8 @@ def create_table(node: exp.Create, tr: Translator) -> Plan:
             names = ", ".join(_quote(i.name) for i in item.this.expressions)
             table_constraints.append(f"UNIQUE ({names})")
         elif isinstance(item, exp.ForeignKey):
-            table_constraints.append(to_sqlite(item))
+            if not local:  # SQL Server does not enforce foreign keys on temporary tables
+                table_constraints.append(to_sqlite(item))
         else:
             raise _errors.unsupported(f"table constraint {item.sql('tsql')[:60]}")
     by_name = {c.name.lower(): c for c in columns}
@@ -151,16 +156,19 @@ def create_table(node: exp.Create, tr: Translator) -> Plan:
         line if "NOT NULL" in line or c.name.lower() not in pk_lower else line + " NOT NULL"
         for line, c in zip(lines, columns, strict=True)
     ]
-    sql = [f"CREATE TABLE {_quote(name)} (\n  " + ",\n  ".join(lines + table_constraints) + "\n)"]
+    create = "CREATE TEMP TABLE" if local else "CREATE TABLE"
+    sql = [f"{create} {_quote(name)} (\n  " + ",\n  ".join(lines + table_constraints) + "\n)"]
     if identity is not None and identity[1] != 1:
         sql.append(
-            "INSERT INTO sqlite_sequence (name, seq) VALUES "
+            f"INSERT INTO {'temp.' if local else ''}sqlite_sequence (name, seq) VALUES "
             f"('{name.replace(chr(39), chr(39) * 2)}', {identity[1] - 1})"
         )
     return Plan("CREATE TABLE", tuple(sql), make_table(name, columns, pk_name if primary else None))
 
 
-def _column(item: exp.ColumnDef, tr: Translator) -> tuple[ColumnInfo, str, bool, int | None]:
+def _column(
+    item: exp.ColumnDef, tr: Translator, local: bool
+) -> tuple[ColumnInfo, str, bool, int | None]:
     check_args(item, {"this", "kind", "constraints"}, "column definition")
     if item.args.get("kind") is None:
         raise _errors.SqlError(
@@ -198,7 +206,8 @@ def _column(item: exp.ColumnDef, tr: Translator) -> tuple[ColumnInfo, str, bool,
         elif isinstance(kind, exp.UniqueColumnConstraint):
             parts.append("UNIQUE")
         elif isinstance(kind, exp.Reference):
-            parts.append(to_sqlite(kind))
+            if not local:  # not enforced on temporary tables (as SQL Server)
+                parts.append(to_sqlite(kind))
         else:
             raise _errors.unsupported(f"column constraint {constraint.sql('tsql')[:60]}")
     if not nullable:
@@ -221,6 +230,22 @@ def _column(item: exp.ColumnDef, tr: Translator) -> tuple[ColumnInfo, str, bool,
     )
 
 
+def create_plan(name: str, columns: list[ColumnInfo]) -> Plan:
+    """CREATE TABLE for ``columns`` (SELECT ... INTO): types, lengths and collations only."""
+    local = name.startswith("#") and not name.startswith("##")
+    lines = []
+    for column in columns:
+        line = f"{_quote(column.name)} {affinity(column.type)}"
+        sql_type = column.type
+        if sql_type.length and sql_type.length > 0 and sql_type.name.startswith(("var", "nvar")):
+            counted = "tds_utf16_length" if sql_type.name == "nvarchar" else "length"
+            line += f" CHECK ({counted}({_quote(column.name)}) <= {sql_type.length})"
+        lines.append(line)
+    create = "CREATE TEMP TABLE" if local else "CREATE TABLE"
+    sql = f"{create} {_quote(name)} (" + ", ".join(lines) + ")"
+    return Plan("CREATE TABLE", (sql,), make_table(name, columns, None))
+
+
 def drop_tables(node: exp.Drop, tr: Translator) -> Plan:
     check_args(node, {"this", "kind", "exists", "tables"}, "DROP")
     if str(node.args.get("kind", "")).upper() != "TABLE":
@@ -228,15 +253,12 @@ def drop_tables(node: exp.Drop, tr: Translator) -> Plan:
     tables = node.args.get("tables") or [node.this]
     names: list[str] = []
     for table in tables:
-        info = (
-            None
-            if is_internal(table.name) or (table.db and table.db.lower() != "dbo")
-            else tr.ctx.catalog.table(table.name)
-        )
+        name = object_name(table)
+        info = None if is_internal(name) else tr.ctx.catalog.table(name)
         if info is None:
             if node.args.get("exists"):
                 continue
-            raise _errors.drop_denied(table.name)
+            raise _errors.drop_denied(name)
         names.append(info.name)
     return Plan("DROP TABLE", tuple(f"DROP TABLE {_quote(n)}" for n in names), dropped=tuple(names))
 
@@ -344,10 +366,15 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                         "values in the VALUES clause must match the number of columns "
                         "specified in the INSERT statement.",
                     )
-                for value, column in zip(values, columns, strict=True):
+                for index, (value, column) in enumerate(zip(values, columns, strict=True)):
                     if isinstance(value, exp.Var) and value.name.upper() == "DEFAULT":
                         raise _errors.unsupported("DEFAULT in VALUES")
-                    _convert_to(value, tr.expr(value, scope), column.type)
+                    source_type = tr.expr(value, scope)
+                    if column.type.name in SPECIAL_TYPES:
+                        # tr.expr may have replaced the node (a CAST becomes tds_cast): an xml
+                        # or sql_variant column converts the expression now in the row
+                        value = row.expressions[index]
+                    _convert_to(value, source_type, column.type)
         else:
             produced = tr.query(source, None, scope.ctes)
             if len(produced) != len(columns):
@@ -371,7 +398,7 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                 ):
                     value = item.this if isinstance(item, exp.Alias) else item
                     _convert_to(
-                        value, None if made.type.name == "sql_variant" else made.type, column.type
+                        value, None if made.type.name == "__unknown" else made.type, column.type
                     )
     returned = output(node, info)
     return Plan("INSERT", (to_sqlite(node),), info, output=returned)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
-from . import _errors
+from . import _errors, _tvp
 from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
 from ._catalog import Catalog, TableInfo, is_internal
@@ -42,6 +42,8 @@ class Context:
     database: str
     variables: dict[str, SqlType]  # lower-case name without "@" -> declared type
     context_types: dict[str, SqlType] = field(default_factory=dict)  # SESSION_CONTEXT keys
+    #: table-valued parameters: lower-case name without "@" -> the table type's columns
+    table_params: dict[str, list[Column]] = field(default_factory=dict)
 
 
 _DTYPE_NAMES = {
@@ -52,6 +54,7 @@ _DTYPE_NAMES = {
     "VARBINARY": "varbinary", "DATE": "date", "TIME": "time", "DATETIME": "datetime",
     "SMALLDATETIME": "smalldatetime", "DATETIME2": "datetime2", "TIMESTAMPTZ": "datetimeoffset",
     "UUID": "uniqueidentifier", "TEXT": "varchar(max)", "IMAGE": "varbinary(max)",
+    "VARIANT": "sql_variant", "XML": "xml",
 }  # fmt: skip
 
 
@@ -272,17 +275,14 @@ class Translator(BuiltinsMixin):
     def table(self, node: exp.Table) -> TableInfo:
         """The catalog table a Table node names (qualifiers checked and stripped)."""
         check_args(node, {"this", "db", "catalog", "alias", "hints"}, "table")
-        if not isinstance(node.this, exp.Identifier):
-            raise _errors.unsupported(f"{node.this.sql('tsql')[:40]} as a table")
-        if node.this.args.get("temporary") or node.name.startswith("#"):
-            raise _errors.unsupported("temporary tables (#name)")
+        if isinstance(node.this, exp.Parameter) and node.this.name.lower() in self.ctx.table_params:
+            raise _tvp.readonly(node.this.name)
+        name = object_name(node)
         full = ".".join(p for p in (node.catalog, node.db, node.name) if p)
         if node.catalog and node.catalog.lower() != self.ctx.database.lower():
             raise _errors.invalid_object(full)
         if node.db and view_name(node.db, node.name):
             raise _errors.SqlError(259, "Ad hoc updates to system catalogs are not allowed.")
-        if node.db and node.db.lower() != "dbo":
-            raise _errors.invalid_object(full)
         for hint in node.args.get("hints") or []:
             names = {e.name.upper() for e in hint.expressions}
             if not names <= _TABLE_HINTS:
@@ -290,9 +290,16 @@ class Translator(BuiltinsMixin):
         node.set("hints", None)
         node.set("db", None)
         node.set("catalog", None)
-        info = None if is_internal(node.name) else self.ctx.catalog.table(node.name)
+        info = None if is_internal(name) else self.ctx.catalog.table(name)
+        if info is None and name.startswith("@"):
+            raise _errors.SqlError(1087, f'Must declare the table variable "{name}".', severity=15)
         if info is None:
-            raise _errors.invalid_object(full)
+            raise _errors.invalid_object(full if name.lower() == full.lower() else name)
+        if info.name != node.name or not isinstance(node.this, exp.Identifier):
+            # #t, @t and sales.t are SQLite tables named "#t", "@t~N" and "sales.t"
+            if "." in name and not node.alias:
+                node.set("alias", exp.TableAlias(this=exp.to_identifier(node.name)))
+            node.set("this", exp.to_identifier(info.name, quoted=True))
         self.tables.add(info.name.lower())
         return info
 
@@ -304,6 +311,12 @@ class Translator(BuiltinsMixin):
                 raise _errors.unsupported("recursive common table expressions")
             scope.add(node.alias_or_name, columns)
             return
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Parameter):
+            table_type = self.ctx.table_params.get(node.this.name.lower())
+            if table_type is not None:  # a table-valued parameter
+                scope.add(node.alias_or_name, list(table_type))
+                node.replace(_tvp.source(node, table_type))
+                return
         if isinstance(node, exp.Table) and (view := substitute(node, self.ctx.database)):
             self.tables.add(view[0])  # "sys.tables": the session builds its rows
             scope.add(node.alias_or_name, view[1])
@@ -660,7 +673,30 @@ class Translator(BuiltinsMixin):
         return self.expr(node.this, scope)
 
 
-_UNKNOWN = SqlType("sql_variant")
+#: The type of a result column nothing is known about (the first row decides).
+_UNKNOWN = SqlType("__unknown")
+UNKNOWN = _UNKNOWN
+
+
+def object_name(node: exp.Table) -> str:
+    """A table reference's name as T-SQL writes it: ``t`` (also for ``dbo.t`` and
+    ``db.dbo.t``), ``sales.t``, ``#t``, ``##t``, or ``@t`` for a table variable.
+
+    Raises:
+        SqlError: 40517 for anything else used as a table (a function call, ...).
+    """
+    ident = node.this
+    if isinstance(ident, exp.Parameter) and not node.db:
+        return "@" + ident.name
+    if not isinstance(ident, exp.Identifier):
+        raise _errors.unsupported(f"{ident.sql('tsql')[:40]} as a table")
+    if ident.args.get("global_"):
+        return "##" + ident.name
+    if ident.args.get("temporary"):
+        return "#" + ident.name
+    if node.db and node.db.lower() != "dbo":
+        return f"{node.db}.{ident.name}"
+    return ident.name
 
 
 def is_unknown(sql_type: SqlType) -> bool:

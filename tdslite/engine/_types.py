@@ -10,6 +10,7 @@ one.  The Python value of each type is fixed by the engine interface:
 - datetime/smalldatetime/datetime2 -> naive datetime.datetime (or `PreciseDateTime`)
 - datetimeoffset -> aware datetime.datetime (or `PreciseDateTime`)
 - uniqueidentifier -> uuid.UUID
+- xml -> str; sql_variant -> `SqlVariant` (the base value and its type, see _variant.py)
 
 Python's datetime stops at microseconds while SQL Server's time/datetime2/datetimeoffset go to
 100 ns.  `PreciseDateTime` / `PreciseTime` are subclasses that carry the extra digit in
@@ -42,8 +43,10 @@ SIMPLE_TYPES = (
     | FLOAT_TYPES
     | frozenset({"date", "datetime", "smalldatetime", "uniqueidentifier"})
 )
+#: xml (a string checked for well-formedness) and sql_variant (a value with its base type).
+SPECIAL_TYPES = frozenset({"xml", "sql_variant"})
 #: Every type name tdslite supports.
-SUPPORTED_TYPES = SIZED_TYPES | DECIMAL_TYPES | FRACTIONAL_TYPES | SIMPLE_TYPES
+SUPPORTED_TYPES = SIZED_TYPES | DECIMAL_TYPES | FRACTIONAL_TYPES | SIMPLE_TYPES | SPECIAL_TYPES
 
 #: Old or alias spellings accepted in DDL and CAST, mapped to what SQL Server treats them as.
 ALIASES = {

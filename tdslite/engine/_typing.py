@@ -29,9 +29,9 @@ from ._types import (
 )
 
 PRECEDENCE = (
-    "datetimeoffset datetime2 datetime smalldatetime date time float real decimal numeric money "
-    "smallmoney bigint int smallint tinyint bit uniqueidentifier nvarchar nchar varchar char "
-    "varbinary binary"
+    "sql_variant xml datetimeoffset datetime2 datetime smalldatetime date time float real decimal "
+    "numeric money smallmoney bigint int smallint tinyint bit uniqueidentifier nvarchar nchar "
+    "varchar char varbinary binary"
 ).split()
 _RANK = {name: i for i, name in enumerate(PRECEDENCE)}
 NUMERIC = INTEGER_TYPES | DECIMAL_TYPES | MONEY_TYPES | FLOAT_TYPES

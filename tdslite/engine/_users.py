@@ -7,7 +7,7 @@ Format (documented in tdslite/README.md, "Supported T-SQL")::
     role = "read-only"             # "read-only" | "read-write" | "admin"
     database_user = "analyst"      # default: the login name
     can_impersonate = []           # database users EXECUTE AS USER may switch to
-    grants = { orders = "read" }   # optional: only these tables, "read" or "write"
+    grants = { orders = "read" }   # optional: tables "read" | "write", procedures "execute"
     default_database = "master"    # optional: the database of a login that names none
 
 A database user's permissions are those of the login(s) mapped to it; logins that share a database
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("read-only", "read-write", "admin")
-GRANT_LEVELS = ("read", "write")
+GRANT_LEVELS = ("read", "write", "execute")
 _KEYS = {"password", "role", "database_user", "can_impersonate", "grants", "default_database"}
 
 
@@ -110,7 +110,11 @@ def parse_users(data: dict[str, Any], *, source: str = "users file") -> dict[str
             isinstance(grants, dict), f"{where}.grants", 'must be a table like { orders = "read" }'
         )
         for table, level in grants.items():
-            _check(level in GRANT_LEVELS, f"{where}.grants.{table}", 'must be "read" or "write"')
+            _check(
+                level in GRANT_LEVELS,
+                f"{where}.grants.{table}",
+                'must be "read", "write" or "execute"',
+            )
             _check(
                 not (level == "write" and role == "read-only"),
                 f"{where}.grants.{table}",

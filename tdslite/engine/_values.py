@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _errors
 from ._datetext import parse_temporal_text
+from ._errors import SqlError
 from ._types import (
     BINARY_TYPES,
     DATETIME_TYPES,
@@ -43,6 +44,7 @@ from ._types import (
     SqlType,
     ticks_of,
 )
+from ._variant import SqlVariant
 
 if TYPE_CHECKING:
     from _typeshed import ConvertibleToInt, ReadableBuffer
@@ -118,6 +120,12 @@ def encode(sql_type: SqlType, value: object) -> Storage:
     if name in DATETIME_TYPES:
         assert isinstance(value, dt.datetime)
         return f"{_ymd(value)} {value:%H:%M:%S}.{_fraction(value)}"
+    if name == "xml":
+        return str(value)
+    if name == "sql_variant":
+        from ._variant import to_storage, wrap
+
+        return to_storage(wrap(value, None))
     if name == "datetimeoffset":
         assert isinstance(value, dt.datetime)
         assert value.tzinfo is not None
@@ -135,6 +143,12 @@ def decode(sql_type: SqlType, raw: Storage) -> object:
         return raw if isinstance(raw, str) else to_text(raw)
     if sql_type.name in BINARY_TYPES and isinstance(raw, bytes):
         return raw
+    if sql_type.name == "xml":
+        return raw if isinstance(raw, str) else to_text(raw)
+    if sql_type.name == "sql_variant":
+        from ._variant import from_storage
+
+        return from_storage(raw)
     return convert(raw, sql_type, source=None)
 
 
@@ -158,6 +172,8 @@ def python_type_of(raw: object) -> SqlType:
         return SqlType("date")
     if isinstance(raw, dt.time):
         return SqlType("time", scale=7)
+    if isinstance(raw, SqlVariant):
+        return SqlType("sql_variant")
     return SqlType("nvarchar", length=-1)
 
 
@@ -178,6 +194,18 @@ def convert(value: object, target: SqlType, *, source: SqlType | None) -> object
     """
     if value is None:
         return None
+    if (
+        source is not None
+        and source.name in ("xml", "sql_variant")
+        or target.name
+        in (
+            "xml",
+            "sql_variant",
+        )
+    ):
+        value, source = _special(value, target, source)
+        if target.name in ("xml", "sql_variant"):
+            return value
     if source is not None and isinstance(value, str | int | float | bytes):
         if source.name not in STRING_TYPES and source.name not in INTEGER_TYPES | FLOAT_TYPES:
             value = _parse_stored(value, source)
@@ -195,6 +223,35 @@ def convert(value: object, target: SqlType, *, source: SqlType | None) -> object
     if name == "uniqueidentifier":
         return _to_uuid(value)
     return _to_temporal(value, target, source)
+
+
+def _special(value: object, target: SqlType, source: SqlType | None) -> tuple[object, SqlType]:
+    """Conversions to and from xml and sql_variant: (the value, its type now).
+
+    To xml: a string, checked for well-formedness (9400-range errors); to sql_variant: the value
+    with its base type. From xml: an nvarchar(max); from sql_variant: the base value and type.
+    """
+    from ._variant import from_storage, wrap
+    from ._xml import check_xml
+
+    if source is not None and source.name == "sql_variant":
+        variant = value if isinstance(value, SqlVariant) else from_storage(value)
+        value, source = variant.value, variant.base
+    elif source is not None and source.name == "xml":
+        source = SqlType("nvarchar", length=-1)
+    if target.name == "sql_variant":
+        return wrap(value, source), target
+    if target.name == "xml":
+        if isinstance(value, bytes):
+            value = value.decode("utf-16-le" if value[:2] == b"\xff\xfe" else "utf-8")
+        elif not isinstance(value, str):
+            raise SqlError(
+                529, f"Explicit conversion from data type {_source_name(value, source)} to xml "
+                "is not allowed.",
+            )  # fmt: skip
+        return check_xml(value), target
+    assert source is not None
+    return value, source
 
 
 def _parse_stored(value: object, source: SqlType) -> object:

@@ -16,6 +16,7 @@ from tdslite.engine import Column, SqlType
 
 from . import _datatypes as d
 from ._datatypes import CODEPAGE, COLLATION, PLP_NULL, T
+from ._variant import encode_variant, variant_type_info
 
 TOKEN_COLMETADATA = 0x81
 TOKEN_ROW = 0xD1
@@ -266,6 +267,13 @@ def codec_for(sql_type: SqlType, tds_version: int = TDS74) -> ColumnCodec:
         return _str_codec("varchar" if name == "text" else "nvarchar", -1)
     if name == "image":
         return _bin_codec("varbinary", -1)
+    if name == "sql_variant":
+        return ColumnCodec(variant_type_info(), b"\x00\x00\x00\x00", encode_variant)
+    if name == "xml":
+        # untyped xml: no schema; values are PLP UTF-16LE like nvarchar(max)
+        return ColumnCodec(
+            bytes([T.XML, 0]), _U64.pack(PLP_NULL), lambda v: _plp(_text(v).encode("utf-16-le"))
+        )
     return _str_codec("nvarchar", -1)
 
 
@@ -322,3 +330,19 @@ class RowEncoder:
 
 
 NO_METADATA = bytes([TOKEN_COLMETADATA]) + b"\xff\xff"
+
+
+def returnvalue(ordinal: int, name: str, sql_type: SqlType, value: object) -> bytes:
+    """RETURNVALUE of an OUTPUT parameter of a procedure call (MS-TDS 2.2.7.19): its ordinal
+    and name as the client sent them, its type described as a column's, then its value."""
+    codec = codec_for(sql_type)
+    return (
+        bytes([0xAC])
+        + _U16.pack(ordinal)
+        + _b_varchar(name)
+        + bytes([0x01])  # status: output parameter
+        + _U32.pack(0)
+        + _U16.pack(_FLAG_NULLABLE)
+        + codec.type_info
+        + (codec.null if value is None else codec.encode(value))
+    )

@@ -397,17 +397,11 @@ class Connection:
             PacketType.SQL_BATCH: dispatcher.batch,
             PacketType.RPC: dispatcher.rpc,
             PacketType.TRANSACTION_MANAGER: dispatcher.transaction,
+            PacketType.BULK_LOAD: dispatcher.bulk,
         }
         handler = handlers.get(msg.type)
         if handler is None:
-            names: dict[int, str] = {PacketType.BULK_LOAD: "bulk load"}
-            what = names.get(msg.type, f"packet type {msg.type}")
-            reply.write(
-                tk.message(
-                    40000 if msg.type != PacketType.BULK_LOAD else 4815,
-                    f"{what} is not supported by tdslite",
-                )
-            )
+            reply.write(tk.message(40000, f"packet type {msg.type} is not supported by tdslite"))
             reply.write(tk.done(Done.ERROR, 0))
             return
         try:

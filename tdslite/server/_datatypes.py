@@ -64,6 +64,7 @@ class T(enum.IntEnum):
     IMAGE = 0x22
     NTEXT = 0x63
     SSVARIANT = 0x62
+    TVP = 0xF3
 
 
 #: SQL_Latin1_General_CP1_CI_AS: LCID 0x0409 with case/kana/width-insensitive flags, sort id 52.

@@ -7,14 +7,18 @@ connection: a handle maps to (statement, parameter declaration).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tdslite.engine import Param, SqlError, SqlType, convert
+from tdslite.engine._bulk import BulkTarget, is_insert_bulk
 
 from . import _rpc
 from . import _tokens as tk
 from ._buffer import Reader
+from ._bulkload import bulk_load, insert_bulk
+from ._columns import returnvalue
 from ._packets import ProtocolError
 from ._params import UnsupportedParameter, WireType
 from ._reply import TDS72, Reply
@@ -38,6 +42,9 @@ class Prepared:
 class Dispatcher:
     state: SessionState
     prepared: dict[int, Prepared] = field(default_factory=dict)
+    _status: int = 0  # RETURNSTATUS of the procedure call being answered
+    #: the INSERT BULK whose rows the next message (a BulkLoad) carries
+    pending_bulk: BulkTarget | None = None
     _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- SQL batch -------------------------------------------------------------------------------
@@ -52,7 +59,17 @@ class Dispatcher:
         ):
             r.skip_all_headers()
         sql = r.take(r.remaining()).decode("utf-16-le", "replace")
+        self.pending_bulk = None
+        if is_insert_bulk(sql):
+            self.pending_bulk = insert_bulk(self.state, request, sql)
+            return
         run_statements(self.state, request, sql, in_proc=False)
+
+    # --- Bulk load (after INSERT BULK) -----------------------------------------------------------
+
+    def bulk(self, request: Request, payload: bytes) -> None:
+        target, self.pending_bulk = self.pending_bulk, None
+        bulk_load(self.state, request, target, payload)
 
     # --- Transaction Manager ---------------------------------------------------------------------
 
@@ -97,6 +114,7 @@ class Dispatcher:
     # --- RPC -------------------------------------------------------------------------------------
 
     def rpc(self, request: Request, payload: bytes) -> None:
+        self.pending_bulk = None
         try:
             calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
         except UnsupportedParameter as exc:
@@ -106,9 +124,9 @@ class Dispatcher:
             ok, returns = self._call(request, call)
             reply = request.reply
             if ok:
-                reply.write(tk.returnstatus(0))
-            for ordinal, name, value in returns:
-                reply.write(tk.returnvalue_int(ordinal, name, value))
+                reply.write(tk.returnstatus(self._status))
+            for token in returns:
+                reply.write(token)
             status = Done.FINAL if ok else Done.ERROR
             if i < len(calls) - 1:
                 status |= Done.MORE
@@ -118,11 +136,10 @@ class Dispatcher:
             if request.cancelled:
                 return
 
-    def _call(
-        self, request: Request, call: _rpc.RpcCall
-    ) -> tuple[bool, list[tuple[int, str, int]]]:
-        """Run one procedure call; returns (succeeded, output handles to send back)."""
+    def _call(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
+        """Run one procedure call; returns (succeeded, RETURNVALUE tokens to send back)."""
         p = call.params
+        self._status = 0
         try:
             if call.name == "sp_executesql":
                 stmt = _text_param(p, 0, "@stmt")
@@ -134,12 +151,12 @@ class Dispatcher:
                 stmt = _text_param(p, 2, "@stmt")
                 handle = self._prepare(stmt, decl)
                 params = _bind(p[3:], self.prepared[handle].declared)
-                return self._run(request, stmt, params), [(0, p[0].name or "@handle", handle)]
+                return self._run(request, stmt, params), [_handle(p[0].name, handle)]
             if call.name == "sp_prepare":
                 decl = _text_param(p, 1, "@params")
                 stmt = _text_param(p, 2, "@stmt")
                 handle = self._prepare(stmt, decl)
-                return True, [(0, p[0].name or "@handle", handle)]
+                return True, [_handle(p[0].name, handle)]
             if call.name == "sp_execute":
                 prepared = self.prepared.get(_int_param(p, 0, "@handle"))
                 if prepared is None:
@@ -158,10 +175,30 @@ class Dispatcher:
                     f"{call.name} (server cursors) is not supported by tdslite; "
                     "use sp_executesql or a plain batch",
                 )
-            return self._run(request, _exec_text(call), _bind(p, [])), []
+            return self._procedure(request, call)
         except SqlError as exc:
             write_error(request.reply, exc, token=None)  # rpc() ends it with DONEPROC(ERROR)
             return False, []
+
+    def _procedure(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
+        """Any other procedure, by name: its return status and OUTPUT parameters."""
+        # The engine records the call's outcome in `Session.objects` (an engine without
+        # procedures, such as the tests' stand-in, has none: status 0, no outputs).
+        objects = getattr(self.state.session, "objects", None)
+        if objects is not None:
+            objects.outcome = None
+        ok = self._run(request, _exec_text(call), _bind(call.params, []))
+        outcome = None if objects is None else objects.outcome
+        if outcome is None:
+            return ok, []
+        self._status, outputs = outcome
+        returns = []
+        for i, param in enumerate(call.params):
+            name = param.name or f"@P{i + 1}"
+            found = outputs.get(name[1:].lower()) if param.output else None
+            if found is not None:
+                returns.append(returnvalue(i, param.name, found[0], found[1]))
+        return ok, returns
 
     def _run(self, request: Request, stmt: str, params: list[Param]) -> bool:
         return run_statements(self.state, request, stmt, params, in_proc=True, kind="rpc")
@@ -192,13 +229,27 @@ class Dispatcher:
             )
 
 
+def _handle(name: str, handle: int) -> bytes:
+    return tk.returnvalue_int(0, name or "@handle", handle)
+
+
+_PARAM_NAME = re.compile(r"@[^\W\d][\w@#$]*|@[@#$_][\w@#$]*")
+
+
 def _exec_text(call: _rpc.RpcCall) -> str:
-    """An RPC to a named procedure as the equivalent T-SQL ``EXEC name @a = @a, ...``."""
+    """An RPC to a named procedure as the equivalent T-SQL ``EXEC name @a = @a, ...``
+    (a parameter sent without a name is passed by position)."""
     args = []
     for i, param in enumerate(call.params):
         name = param.name or f"@P{i + 1}"
-        args.append(f"{name} = {name}" + (" OUTPUT" if param.output else ""))
-    return f"EXEC {call.name} " + ", ".join(args) if args else f"EXEC {call.name}"
+        if not _PARAM_NAME.fullmatch(name):
+            raise ProtocolError(f"RPC parameter name {name!r} is not a T-SQL @name")
+        passed = f"{name} = {name}" if param.name else name
+        args.append(passed + (" OUTPUT" if param.output else ""))
+    parts = [p or "dbo" for p in call.parts] or [call.name]
+    # the name as written (a schema too), each part quoted: it is an object name, never SQL
+    procedure = ".".join("[" + p.replace("]", "]]") + "]" for p in parts)
+    return f"EXEC {procedure} " + ", ".join(args) if args else f"EXEC {procedure}"
 
 
 def _text_param(params: Sequence[_rpc.RpcParam], index: int, name: str) -> str:
@@ -235,6 +286,8 @@ def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) 
         target = _declared_type(types.get(name.lower(), ""))
         if target is not None and target != sql_type:
             value, sql_type = convert(value, target, source=sql_type), target
+        elif sql_type.name == "xml":  # an xml parameter is checked as SQL Server does (9400..)
+            value = convert(value, sql_type, source=SqlType("nvarchar", length=-1))
         out.append(Param(name, sql_type, value, output=param.output))
     return out
 

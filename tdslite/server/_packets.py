@@ -25,7 +25,7 @@ class PacketType(enum.IntEnum):
     RPC = 0x03  #: a remote procedure call (sp_executesql, sp_prepexec, ...)
     REPLY = 0x04  #: tabular result: every server -> client message after PRELOGIN
     ATTENTION = 0x06  #: cancel the running request
-    BULK_LOAD = 0x07  #: bulk load data (not supported)
+    BULK_LOAD = 0x07  #: bulk load data (after an INSERT BULK batch)
     FEDAUTH_TOKEN = 0x08  #: federated authentication token (not used: token rides in LOGIN7)
     TRANSACTION_MANAGER = 0x0E  #: begin/commit/rollback without T-SQL
     LOGIN7 = 0x10  #: the login record

@@ -2,8 +2,8 @@
 
 Covers every type tdslite carries, in the wire forms clients really use: the nullable N-types, the
 fixed-length types, the BIG* character/binary types, PLP for (max), and the legacy TEXT/NTEXT/IMAGE
-that FreeTDS ODBC sends for long strings. XML, UDT, sql_variant and table-valued parameters are
-refused with a clear error.
+that FreeTDS ODBC sends for long strings; xml and sql_variant (_variant.py) and table-valued
+parameters (_tvp.py). UDT parameters are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -91,9 +91,18 @@ def _read_param(r: Reader) -> tuple[WireType, object]:
         return _legacy_short(code, r)
     if code in (T.TEXT, T.NTEXT, T.IMAGE):
         return _long(code, r)
+    if code in (T.SSVARIANT, T.XML):
+        from ._variant import read_variant, read_xml
+
+        sql_type, special = read_variant(r) if code == T.SSVARIANT else read_xml(r)
+        return WireType(sql_type.name), special
+    if code == T.TVP:
+        from ._tvp import read_tvp
+
+        return read_tvp(r)
     raise UnsupportedParameter(
-        f"parameters of TDS type 0x{code:02X} (xml, udt, sql_variant or table-valued) are not "
-        "supported by tdslite; send them as nvarchar/varbinary"
+        f"parameters of TDS type 0x{code:02X} (udt) are not supported by tdslite; send them as "
+        "nvarchar/varbinary"
     )
 
 

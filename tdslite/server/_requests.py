@@ -194,17 +194,29 @@ def run_statements(
         reply.write(tk.done(_status(state, Done.FINAL), 0))
     else:
         flush_pending(False)
+    log_statement(state, sql, outcome, kind, params=[(p.name, str(p.type)) for p in params])
+    return ok
+
+
+def log_statement(
+    state: SessionState,
+    statement: str,
+    outcome: dict[str, Any],
+    kind: str,
+    *,
+    params: Sequence[tuple[str, str]] = (),
+) -> None:
+    """One statement-log entry (parameter names and types only, never values)."""
     if state.statement_log is not None:
         state.statement_log.record(
             connection=state.connection_id,
             login=state.login,
             user=state.session.effective_user,
-            statement=sql,
-            params=[(p.name, str(p.type)) for p in params],
+            statement=statement,
+            params=list(params),
             outcome=outcome,
             kind=kind,
         )
-    return ok
 
 
 def _stream_rows(result: ResultSet, reply: Reply, request: Request) -> int:

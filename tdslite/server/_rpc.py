@@ -50,6 +50,9 @@ class RpcParam:
 class RpcCall:
     name: str  #: canonical lowercase name, e.g. "sp_executesql"
     params: tuple[RpcParam, ...]
+    #: the name's parts as the client wrote them, brackets removed (``[sales].[p]`` ->
+    #: ``("sales", "p")``); empty for a ProcID
+    parts: tuple[str, ...] = ()
 
 
 def canonical_name(name: str) -> str:
@@ -65,6 +68,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
     calls: list[RpcCall] = []
     while r.remaining():
         name_len = r.u16()
+        parts: tuple[str, ...] = ()
         if name_len == 0xFFFF:
             proc_id = r.u16()
             if proc_id not in PROC_IDS:
@@ -72,9 +76,11 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             name = PROC_IDS[proc_id]
         else:
             try:
-                name = canonical_name(r.take(name_len * 2).decode("utf-16-le"))
+                written = r.take(name_len * 2).decode("utf-16-le")
             except UnicodeDecodeError:
                 raise ProtocolError("RPC procedure name is not UTF-16") from None
+            name = canonical_name(written)
+            parts = tuple(p.strip().strip('[] "') for p in written.strip().split("."))
         r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
         params: list[RpcParam] = []
         while r.remaining() and r.data[r.pos] not in _BATCH_FLAGS:
@@ -85,7 +91,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             status = r.u8()
             wtype, value = read_param(r)
             params.append(RpcParam(pname, wtype, value, bool(status & 0x01)))
-        calls.append(RpcCall(name, tuple(params)))
+        calls.append(RpcCall(name, tuple(params), parts))
         if r.remaining():
             r.u8()  # batch separator
     if not calls:

@@ -37,6 +37,7 @@ from protocol import (
     GENESIS,
     AuthError,
     Connection,
+    FrameReader,
     FrameType,
     Limits,
     ProtocolError,
@@ -296,6 +297,9 @@ HELLO = events.Hello(hello_fields())
 HELLO_SMALL = events.Hello(hello_fields(SMALL))
 
 
+DRAINING = b'{"error":{"code":"connector.draining","message":"draining","query_id":"q-1"}}\n'
+
+
 def rows(n: int, stream_id: int = 1) -> events.Rows:
     return events.Rows(stream_id, b"[" + b"7" * (n - 3) + b"]\n")
 
@@ -393,6 +397,26 @@ SEQUENCES: list[tuple[str, str, str, Limits, list[dict[str, Any]]]] = [
     ("relay-frame-after-goaway", "PING after the connector's GOAWAY", "relay", Limits(),
      [*RELAY_OPEN, inn(events.GoAway("connector.draining", "", 0)),
       inn(events.Ping(b"pingpong"))]),
+    # the credit policy: re-granted once half a window was consumed (16 KiB / 32 KiB windows)
+    ("relay-credit-half-window", "stream credit at half its window, connection credit at half "
+     "of its own; bytes consumed after the stream ended go to the connection only", "relay",
+     SMALL, [*RELAY_SMALL, {"consumed": [1, len(COLUMNS_LINE)]},
+             inn(rows(8192 - len(COLUMNS_LINE))), {"consumed": [1, 8192 - len(COLUMNS_LINE)]},
+             out(Q2), inn(events.Columns(2, COLUMNS_LINE)), inn(rows(8000, 2)),
+             inn(events.Done(2, DONE.data)), {"consumed": [2, 8000]},
+             {"consumed": [2, len(COLUMNS_LINE)]}, inn(rows(8192)), inn(DONE),
+             {"consumed": [1, 8192]}]),
+    ("relay-consumed-too-much", "reporting more bytes consumed than were received", "relay",
+     SMALL, [*RELAY_SMALL, {"consumed": [1, len(COLUMNS_LINE) + 1]}]),
+    # the draining policy (SPEC 6.4)
+    ("relay-draining-refusal", "an ERROR connector.draining before any result is the "
+     "connector's DRAIN: no QUERY may follow", "relay", Limits(),
+     [*RELAY_OPEN, out(Q1), inn(events.Error(1, DRAINING)), out(Q2)]),
+    ("relay-draining-error-after-result", "ERROR connector.draining after COLUMNS ends that "
+     "query only", "relay", Limits(),
+     [*RELAY_OPEN, out(Q1), inn(COLUMNS), inn(events.Error(1, DRAINING)), out(Q2)]),
+    ("relay-query-after-drain", "QUERY after the connector's DRAIN", "relay", Limits(),
+     [*RELAY_OPEN, inn(events.Drain("maintenance")), out(Q1)]),
 ]
 # fmt: on
 
@@ -404,6 +428,7 @@ def run_sequence(role: str, limits: Limits, steps: list[dict[str, Any]]) -> dict
 
     conn = Connection(Role(role), limits=limits)
     seen: list[dict[str, Any]] = []
+    credit: list[dict[str, Any]] = []
     try:
         for step in steps:
             if "send" in step:
@@ -413,17 +438,24 @@ def run_sequence(role: str, limits: Limits, steps: list[dict[str, Any]]) -> dict
                 assert sent == data, "send must reproduce the vector's bytes"
             elif "receive" in step:
                 conn.receive_data(bytes.fromhex(step["receive"]))
+            elif "consumed" in step:
+                conn.consumed(*step["consumed"])
             else:
                 conn.receive_eof()
             seen += [event_json(e) for e in conn.events()]
-            conn.data_to_send()
+            reader = FrameReader(max_payload=2**24)
+            reader.feed(conn.data_to_send())
+            while (frame := reader.next_frame()) is not None:
+                if frame.type is FrameType.CREDIT:
+                    credit.append(event_json(decode(frame)))
     except ProtocolError as exc:
         seen += [event_json(e) for e in conn.events()]
         return {
             "events": seen,
+            "credit": credit,
             "error": {"code": str(exc.error_code), "close_code": int(exc.close_code)},
         }
-    return {"events": seen, "error": None}
+    return {"events": seen, "credit": credit, "error": None}
 
 
 def sequence_vectors() -> list[dict[str, Any]]:

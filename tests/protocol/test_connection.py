@@ -19,6 +19,7 @@ from protocol import (
     RemoteProtocolError,
     Role,
     encode_frame,
+    error_record,
     events,
 )
 
@@ -552,3 +553,18 @@ def test_query_event_repr_hides_token_and_params() -> None:
     assert "SECRET-TOKEN" not in repr(query)
     assert "123-45-6789" not in repr(query)
     assert "SECRET" not in repr(events.Rows(1, b'["SECRET"]\n'))
+
+
+def test_a_draining_refusal_is_the_connectors_drain() -> None:
+    p = ProtocolPair()
+    p.handshake()
+    p.query(1)
+    assert not p.relay.peer_draining
+    record = error_record(ErrorCode.CONNECTOR_DRAINING, "draining", query_id="q-1")
+    p.connector.send(events.Error(1, record))
+    p.pipe(p.connector)
+    assert p.relay.peer_draining
+    assert not p.relay.can_open_stream()
+    with pytest.raises(LocalProtocolError) as info:
+        p.relay.send(make_query(2))
+    assert info.value.error_code is ErrorCode.CONNECTOR_DRAINING

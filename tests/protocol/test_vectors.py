@@ -79,7 +79,7 @@ def event_stream(event: Any) -> int:
 def test_sequence_vector(vector: dict[str, Any]) -> None:
     limits = Limits(**vector["limits"])
     got = run_sequence(vector["role"], limits, vector["steps"])
-    assert got == {"events": vector["events"], "error": vector["error"]}
+    assert got == {"events": vector["events"], "credit": vector["credit"], "error": vector["error"]}
     assert vector["valid"] is (vector["error"] is None)
 
 

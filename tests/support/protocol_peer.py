@@ -71,6 +71,7 @@ class Peer:
     handler: QueryHandler | None
     queries: list[events.Query] = field(default_factory=list)
     cancels: list[int] = field(default_factory=list)
+    credits: list[events.Credit] = field(default_factory=list)
     attestation_errors: list[str] = field(default_factory=list)
     credit_changed: trio.Event = field(default_factory=trio.Event)
     query_arrived: trio.Event = field(default_factory=trio.Event)
@@ -156,6 +157,7 @@ async def _reader(peer: Peer, relay_keys: dict[str, Ed25519PublicKey], nursery: 
                     peer.cancels.append(event.stream_id)
                     peer.cancel_arrived.set()
                 elif isinstance(event, events.Credit):
+                    peer.credits.append(event)
                     peer.credit_changed.set()
             await peer.flush()
     except Exception:  # noqa: BLE001 - the socket dropped: the test asserts on relay behaviour

@@ -119,7 +119,8 @@ async def open_worker_relay(
         issuer, audience, jwks_uri: the one trusted client-token issuer (discovery if no jwks_uri).
         shards: TUNNEL_SHARDS (Durable Objects per tunnel).
         limits: LIMITS overrides (default: TEST_LIMITS, high edge rate limits).
-        test_hooks: enable ``/v1/tunnels/{t}/_test/*`` (DO state and ctx.abort()).
+        test_hooks: run the test build (relay/worker/scripts/test-entry.js), which adds
+            ``/v1/tunnels/{t}/_test/*`` (DO state and ctx.abort()) to the production Worker.
         app: also run examples/worker-app with a service binding to the relay.
         rotation: connector id -> newer public keys (``ed25519:...``) registered ahead of its
             generated key, as during a key rotation (TUNNELS lists ``[*newer, generated]``).
@@ -151,7 +152,6 @@ async def open_worker_relay(
         "ISSUERS": json.dumps([issuer_entry]),
         "TUNNEL_SHARDS": str(shards),
         "LIMITS": json.dumps(dict(limits) if limits is not None else TEST_LIMITS),
-        "EDGETDS_TEST_HOOKS": "1" if test_hooks else "0",
         "AUDIT_TOKEN_SHA256": audit_token_sha256,
     }
     out_dir = Path(tempfile.mkdtemp(prefix="edgetds-workerd-"))
@@ -163,6 +163,8 @@ async def open_worker_relay(
     build += ["--cache", str(BUNDLE_CACHE)]
     if app:
         build += ["--app", "--app-tunnel", tunnel]
+    if test_hooks:
+        build += ["--test-hooks"]
     with trio.fail_after(60):
         await trio.run_process(build, stdout=subprocess.DEVNULL, cwd=ROOT)
     http_sock = _listener()

@@ -142,6 +142,21 @@ async def test_unknown_paths_are_404_without_work(
         assert response.json()["error"]["code"] == "request.invalid"
 
 
+async def test_the_production_bundle_has_no_test_hooks(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, test_hooks=False
+    ) as relay:
+        for action in ("state", "abort"):
+            response = await client.post(relay.hook_url(action))
+            assert response.status_code == 404, action
+            assert response.json()["error"]["code"] == "request.invalid"
+        bundle = (relay.out_dir / "relay.js").read_text(encoding="utf-8")
+    for marker in ("_test", "EDGETDS_TEST_HOOKS", "ctx.abort("):
+        assert marker not in bundle, f"{marker!r} is in the production bundle"
+
+
 async def test_unknown_tunnel_and_bad_bodies(
     relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:

@@ -3,23 +3,25 @@
  * Bundle the relay Worker with esbuild and run it under the workerd binary from npm (no Cloudflare
  * account, no network). Used by the pytest harness (tests/support/worker_relay.py) and by hand.
  *
- *   node relay/worker/scripts/workerd.mjs build --out DIR --env env.json [--app]
+ *   node relay/worker/scripts/workerd.mjs build --out DIR --env env.json [--app] [--test-hooks]
  *       writes DIR/relay.js, DIR/config.capnp (and DIR/app.js with --app: examples/worker-app);
- *       --cache DIR reuses bundles built from the same sources (tests start many relays)
+ *       --cache DIR reuses bundles built from the same sources (tests start many relays);
+ *       --test-hooks bundles scripts/test-entry.js (the Worker plus /_test/ routes) instead of
+ *       src/index.js: for tests only, never deployed
  *   node relay/worker/scripts/workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app]
  *       builds into a temporary directory, then runs `workerd serve` in the foreground
  *
  * env.json holds the Worker bindings, as wrangler would set them:
  *   {"RELAY_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----...", "TUNNELS": {"demo": {"conn-1": "ed25519:..."}},
  *    "ISSUERS": [{"issuer": "http://127.0.0.1:8080", "audience": "edgetds"}], "TUNNEL_SHARDS": 1,
- *    "LIMITS": {...}, "EDGETDS_TEST_HOOKS": "0"}
+ *    "LIMITS": {...}}
  * The rendered config contains the private key: DIR is created with mode 0700.
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -29,7 +31,7 @@ const ROOT = resolve(WORKER_DIR, "../..");
 /** Pinned with the workerd binary in package.json: a newer date is refused by the runtime. */
 export const COMPATIBILITY_DATE = "2026-11-17";
 
-const USAGE = `usage: workerd.mjs build --out DIR --env env.json [--app] [--cache DIR]
+const USAGE = `usage: workerd.mjs build --out DIR --env env.json [--app] [--cache DIR] [--test-hooks]
        workerd.mjs serve --env env.json [--address 127.0.0.1:8787] [--app [--app-address 127.0.0.1:8788]]
 examples:
   node relay/worker/scripts/workerd.mjs serve --env .demo/worker-env.json
@@ -61,7 +63,7 @@ async function bundle(entry, outfile) {
 /** A digest of every input of a bundle (sources, lockfile), naming the cache entry. */
 function sourceDigest() {
   const hash = createHash("sha256");
-  const dirs = [join(WORKER_DIR, "src"), join(ROOT, "examples/worker-app/src")];
+  const dirs = [join(WORKER_DIR, "src"), join(WORKER_DIR, "scripts"), join(ROOT, "examples/worker-app/src")];
   for (const dir of dirs) {
     if (!existsSync(dir)) continue;
     for (const name of readdirSync(dir).sort()) hash.update(name).update(readFileSync(join(dir, name)));
@@ -70,11 +72,11 @@ function sourceDigest() {
   return hash.digest("hex").slice(0, 16);
 }
 
-/** Bundle `entry` into `outfile`, reusing `cacheDir/<digest>-<name>` when given. */
+/** Bundle `entry` into `outfile`, reusing `cacheDir/<digest>-<entry name>` when given. */
 async function cachedBundle(entry, outfile, cacheDir) {
   if (!cacheDir) return bundle(entry, outfile);
   mkdirSync(cacheDir, { recursive: true });
-  const cached = join(cacheDir, `${sourceDigest()}-${outfile.split("/").pop()}`);
+  const cached = join(cacheDir, `${sourceDigest()}-${relative(ROOT, entry).replaceAll("/", "-")}`);
   if (!existsSync(cached)) {
     const partial = `${cached}.${process.pid}.tmp`;
     await bundle(entry, partial);
@@ -85,14 +87,15 @@ async function cachedBundle(entry, outfile, cacheDir) {
 
 /**
  * Bundle and render the config into `out`.
- * @param {{out: string, env: Record<string, any>, address?: string, app?: boolean, appTunnel?: string}} options
+ * @param {{out: string, env: Record<string, any>, address?: string, app?: boolean, appTunnel?: string, testHooks?: boolean}} options
  */
-export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = false, appAddress = "127.0.0.1:8788", appTunnel = "demo", cacheDir = null }) {
+export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = false, appAddress = "127.0.0.1:8788", appTunnel = "demo", cacheDir = null, testHooks = false }) {
   mkdirSync(out, { recursive: true, mode: 0o700 });
   chmodSync(out, 0o700);
   const storage = join(out, "do-storage");
   mkdirSync(storage, { recursive: true });
-  await cachedBundle(join(WORKER_DIR, "src/index.js"), join(out, "relay.js"), cacheDir);
+  const entry = testHooks ? join(WORKER_DIR, "scripts/test-entry.js") : join(WORKER_DIR, "src/index.js");
+  await cachedBundle(entry, join(out, "relay.js"), cacheDir);
   if (app) await cachedBundle(join(ROOT, "examples/worker-app/src/index.js"), join(out, "app.js"), cacheDir);
   else writeFileSync(join(out, "app.js"), "export default { fetch() { return new Response(null, { status: 404 }); } };\n");
   const values = {
@@ -104,7 +107,6 @@ export async function buildRelay({ out, env, address = "127.0.0.1:8787", app = f
     ISSUERS: env.ISSUERS ?? "[]",
     TUNNEL_SHARDS: String(env.TUNNEL_SHARDS ?? "1"),
     LIMITS: env.LIMITS ?? "{}",
-    EDGETDS_TEST_HOOKS: String(env.EDGETDS_TEST_HOOKS ?? "0"),
     AUDIT_TOKEN_SHA256: env.AUDIT_TOKEN_SHA256 ?? "",
     APP_TUNNEL: appTunnel,
   };
@@ -128,6 +130,7 @@ async function main() {
       "app-tunnel": { type: "string", default: "demo" },
       "app-address": { type: "string", default: "127.0.0.1:8788" },
       cache: { type: "string" },
+      "test-hooks": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -138,7 +141,7 @@ async function main() {
   }
   const env = JSON.parse(readFileSync(values.env, "utf8"));
   const out = values.out ?? mkdtempSync(join(tmpdir(), "edgetds-workerd-"));
-  const config = await buildRelay({ out, env, address: values.address, app: values.app, appAddress: values["app-address"], appTunnel: values["app-tunnel"], cacheDir: values.cache ?? null });
+  const config = await buildRelay({ out, env, address: values.address, app: values.app, appAddress: values["app-address"], appTunnel: values["app-tunnel"], cacheDir: values.cache ?? null, testHooks: values["test-hooks"] });
   if (command === "build") {
     console.log(config);
     return;

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Mutual authentication and identity tagging on the Worker side (mirrors protocol/_auth.py).
  *
@@ -35,6 +36,8 @@ export class AuthError extends Error {
     super(message);
     this.name = "AuthError";
     this.code = code;
+    /** @type {string | undefined} the cause, for the relay's log only (never sent to a client) */
+    this.detail = undefined;
   }
 }
 

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The app developer's client for an edgetds tunnel, for Workers (service binding) and anything
  * with `fetch` (HTTPS).
@@ -55,11 +56,11 @@ export class TunnelError extends Error {
 export class Tunnel {
   /**
    * @param {{tunnel: string, url?: string, fetcher?: Fetcher,
-   *          token?: string | (() => string | Promise<string>)}} options
+   *          token?: string | (() => string | Promise<string>)}} [options]
    *   `fetcher`: a service binding to the relay Worker (preferred inside Cloudflare);
    *   `url`: the relay's base URL otherwise; `token`: a default token (or a function returning one).
    */
-  constructor({ tunnel, url, fetcher, token } = {}) {
+  constructor({ tunnel, url, fetcher, token } = /** @type {any} */ ({})) {
     if (!tunnel) throw new TypeError("Tunnel: `tunnel` (the tunnel name) is required");
     if (!fetcher && !url) throw new TypeError("Tunnel: pass `fetcher` (a service binding) or `url`");
     this.tunnel = tunnel;
@@ -135,7 +136,7 @@ export class Tunnel {
     }
     let resultSet = -1;
     let terminal = false;
-    for await (const record of ndjsonRecords(response.body)) {
+    for await (const record of ndjsonRecords(/** @type {ReadableStream<Uint8Array>} */ (response.body))) {
       if (terminal) throw new TunnelError({ code: "protocol.error", message: "data after the terminal record" }, 200);
       if (Array.isArray(record)) {
         yield { type: "row", values: record, resultSet };
@@ -161,7 +162,7 @@ export class Tunnel {
  * @returns {AsyncGenerator<any>}
  */
 export async function* ndjsonRecords(body) {
-  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
   const reader = body.getReader();
   let buffered = "";
   try {
@@ -183,7 +184,9 @@ export async function* ndjsonRecords(body) {
   if (buffered) throw new TunnelError({ code: "transport.lost", message: TERMINAL_MISSING }, 200);
 }
 
+/** @param {AsyncIterable<any>} events @param {boolean} arrays @returns {Promise<any>} */
 async function collect(events, arrays) {
+  /** @type {Array<{columns: any[], rows: any[]}>} */
   const resultSets = [];
   let done = null;
   for await (const event of events) {

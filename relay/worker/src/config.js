@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The Worker relay's configuration from its environment (the same facts as the Python relay's TOML).
  *
@@ -12,7 +13,6 @@
  * |                    |        | "max_token_lifetime_s"? (default 86400), "jwks"? (static keys)}]`|
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
  * | LIMITS             | var    | optional JSON, keys of the Python relay's [limits] table         |
- * | EDGETDS_TEST_HOOKS | var    | "1" only in tests: enables /v1/tunnels/{t}/_test/* (never deploy)|
  * | AUDIT_TOKEN_SHA256 | var    | optional hex sha256 of the audit token (GET .../audit/checkpoint)|
  *
  * Parsed once per isolate (cached by the raw strings); every mistake is a ConfigError naming the
@@ -228,7 +228,7 @@ let cached = null;
  * @param {Record<string, any>} env
  */
 export async function loadConfig(env) {
-  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.EDGETDS_TEST_HOOKS, env.AUDIT_TOKEN_SHA256].map(String).join("\u0000");
+  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.AUDIT_TOKEN_SHA256].map(String).join("\u0000");
   if (cached && cached.fingerprint === fingerprint) return cached.value;
   let relayKey;
   try {
@@ -244,7 +244,6 @@ export async function loadConfig(env) {
     issuers: parseIssuers(env),
     shards: parseShards(env),
     limits: parseLimits(env),
-    testHooks: env.EDGETDS_TEST_HOOKS === "1",
     auditTokenSha256: parseAuditToken(env),
   });
   cached = { fingerprint, value };

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * edgetds/1 frames: the constants of SPEC.md and the frame codec, in ONE module.
  *
@@ -114,6 +115,7 @@ const HTTP_STATUS_BY_CODE = {
   "protocol.error": 502,
   internal: 500,
 };
+/** @type {Array<[string, number]>} */
 const HTTP_STATUS_BY_PREFIX = [
   ["auth.", 401],
   ["policy.", 403],
@@ -159,12 +161,26 @@ export class ProtocolError extends Error {
   }
 }
 
+/**
+ * This side misused the connection (connection.js): nothing is sent to the peer for it. The
+ * error code is a hint for the caller (e.g. request.too_large for a QUERY over the peer's max).
+ */
+export class LocalProtocolError extends ProtocolError {
+  /** @param {string} message @param {{errorCode?: string, closeCode?: number}} [options] */
+  constructor(message, options) {
+    super(message, options);
+    this.name = "LocalProtocolError";
+  }
+}
+
+/** @type {Set<number>} */
 const TYPES = new Set(Object.values(FrameType));
 const encoder = new TextEncoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 /**
  * @typedef {{type: number, streamId: number, payload: Uint8Array}} Frame
+ * @typedef {{max_frame: number, stream_window: number, connection_window: number, max_streams: number}} Limits
  */
 
 /**
@@ -231,7 +247,9 @@ export class FrameReader {
   /** @param {{maxPayload: number}} options */
   constructor({ maxPayload }) {
     this.maxPayload = maxPayload;
+    /** @type {Uint8Array} */
     this.buffer = new Uint8Array(0);
+    /** @type {{type: number, streamId: number, length: number} | null} */
     this.pending = null;
   }
 

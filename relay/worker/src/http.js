@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * HTTP helpers shared by the Worker and the Durable Object (mirrors relay/http.py): the
  * `{"error": {...}}` record, JSON responses and the HttpError thrown by request handlers.

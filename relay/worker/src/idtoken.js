@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The shape rules of an end user's token (mirrors edgetds/_idtoken.py step for step; both run
  * protocol/vectors/id_tokens.json). Every rule refuses with auth.invalid_token unless it says otherwise:
@@ -78,6 +79,7 @@ export function checkHeader(header) {
   }
 }
 
+/** @param {Record<string, any>} claims @param {string} name @returns {number | undefined} */
 function numericDate(claims, name) {
   if (!Object.hasOwn(claims, name)) return undefined;
   const value = claims[name];
@@ -103,7 +105,7 @@ function audiences(claims) {
  */
 export function checkClaims(claims, { issuer, audiences: accepted, maxLifetimeS, leewayS, now }) {
   if (!Object.hasOwn(claims, "exp")) throw invalid("token has no 'exp' claim");
-  const exp = numericDate(claims, "exp");
+  const exp = /** @type {number} */ (numericDate(claims, "exp")); // present: checked above
   const nbf = numericDate(claims, "nbf");
   const iat = numericDate(claims, "iat");
   const sub = claims.sub;
@@ -115,7 +117,7 @@ export function checkClaims(claims, { issuer, audiences: accepted, maxLifetimeS,
     throw new AuthError(ErrorCode.AUTH_WRONG_AUDIENCE, `token audience is not one of ${JSON.stringify(accepted)}; request a token for it`);
   }
   if (exp <= now - leewayS) throw new AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one");
-  for (const [name, start] of [["nbf", nbf], ["iat", iat]]) {
+  for (const [name, start] of /** @type {Array<[string, number | undefined]>} */ ([["nbf", nbf], ["iat", iat]])) {
     if (start !== undefined && start >= exp) throw invalid(`token '${name}' is not before its 'exp': it is never valid`);
   }
   const lifetime = exp - (iat !== undefined ? iat : now);

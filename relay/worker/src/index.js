@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The edgetds relay Worker: the HTTP API and the connector upgrade at the edge (SPEC.md).
  *
@@ -7,11 +8,11 @@
  *   GET  /v1/tunnels/{tunnel}/status    connectors/connections of the tunnel (client token)
  *   GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
  *                                       a connector's latest signed audit checkpoint (audit token)
- *   *    /v1/tunnels/{tunnel}/_test/... only when EDGETDS_TEST_HOOKS = "1" (state, abort)
  *
- * The Worker verifies every credential itself, then sends the Durable Object a NEW request that
- * carries only verified facts (connector claims, or the client token plus its verified identity);
- * no client header is forwarded. Failed authentications are rate limited per client address and
+ * The Worker verifies every credential itself, then calls the Durable Object with only verified
+ * facts (connector claims, or the client token plus its verified identity): the connector upgrade
+ * as a NEW request to its fetch(), everything else as RPC methods (tunnel.js); no client header is
+ * forwarded. Failed authentications are rate limited per client address and
  * queries per identity (typed 429), and refusals are counted by reason (`/status` shows them).
  */
 
@@ -26,7 +27,7 @@ import { guardStream } from "./stream.js";
 
 export { Tunnel } from "./tunnel.js";
 
-const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|audit\/checkpoint|_test\/state|_test\/abort)$/;
+const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|audit\/checkpoint)$/;
 const NOT_FOUND = `{"error":{"code":"request.invalid","message":"unknown path; the API is under /v1/tunnels/{tunnel}/"}}\n`;
 const SUBPROTOCOL = "edgetds.v1";
 
@@ -59,7 +60,8 @@ function shardOf(text, k) {
   return h % k;
 }
 
-function stub(env, config, tunnel, shard) {
+/** @returns {DurableObjectStub<import("./tunnel.js").Tunnel>} */
+export function stub(env, config, tunnel, shard) {
   const name = config.shards === 1 ? tunnel : `${tunnel}#${shard}`;
   return env.TUNNEL.get(env.TUNNEL.idFromName(name));
 }
@@ -88,7 +90,6 @@ export default {
       if (wait > 0) {
         throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many failed authentications from this address; slow down", { retryAfter: retryAfterHeader(wait) });
       }
-      if (action.startsWith("_test/")) return await testHook(request, env, config, tunnel, action);
       if (action === "connect") return await connect(request, env, config, tunnel, address);
       if (action === "query") return await query(request, env, ctx, config, tunnel, address);
       if (action === "audit/checkpoint") return await checkpoint(request, env, config, tunnel, address);
@@ -177,39 +178,36 @@ async function query(request, env, ctx, config, tunnel, address) {
   if (wait > 0) throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many queries for this identity; slow down", { retryAfter: retryAfterHeader(wait) });
   const req = parseQueryRequest(await readBody(request, config.limits.max_body_bytes), { maxTimeoutMs: config.limits.query_timeout_ms, maxParamBytes: config.limits.max_param_bytes });
   counters.count("queries");
-  const body = JSON.stringify({
+  /** @type {import("./query.js").QueryCall} */
+  const call = {
     identity: { issuer: identity.issuer, subject: identity.subject },
-    token: bearerToken(request.headers.get("authorization")),
+    token: /** @type {string} */ (bearerToken(request.headers.get("authorization"))), // verified above
     request: req,
     deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
     maxQueriesPerIdentity: config.tunnelSettings[tunnel].max_queries_per_identity,
-  });
+  };
   // A client-supplied query_id is remembered for 10 minutes by its home shard (SPEC 7.3).
   const home = shardOf(req.query_id, config.shards);
-  if (req.client_query_id) {
-    const remembered = await stub(env, config, tunnel, home).fetch("https://tunnel.internal/remember", {
-      method: "POST",
-      body: JSON.stringify({ queryId: req.query_id, ttlMs: config.limits.query_id_ttl_s * 1000 }),
-    });
-    if (remembered.status !== 200) return remembered;
+  if (req.client_query_id && !(await stub(env, config, tunnel, home).remember(req.query_id, config.limits.query_id_ttl_s * 1000))) {
+    return errorResponse(new HttpError(ErrorCode.QUERY_DUPLICATE, "a query with this query_id was already sent; use a new query_id for a new query", { queryId: req.query_id }));
   }
   // Try a random shard first, then the others: a shard may have no connector yet.
   const first = Math.floor(Math.random() * config.shards);
-  let response;
+  /** @type {Response} */
+  let response = /** @type {any} */ (undefined); // set by the loop: config.shards >= 1
   let shard = first;
   // A client that hangs up before the answer starts is invisible to the object: tell it, so it
   // CANCELs the stream (after the answer started, the cancelled body stream does that).
   // request.signal is on by default from compatibility date 2026-11-17. Cloudflare's edge aborts
   // it when the client disconnects; local workerd notices only when it writes (README).
   request.signal?.addEventListener("abort", () => {
-    const cancel = stub(env, config, tunnel, shard).fetch("https://tunnel.internal/cancel", { method: "POST", body: JSON.stringify({ queryId: req.query_id }) });
+    const cancel = stub(env, config, tunnel, shard).cancel(req.query_id);
     ctx?.waitUntil?.(cancel.catch(() => {}));
   });
   for (let i = 0; i < config.shards; i++) {
     shard = (first + i) % config.shards;
-    const forwarded = new Request("https://tunnel.internal/query", { method: "POST", body, headers: { "content-type": "application/json" } });
     try {
-      response = await stub(env, config, tunnel, shard).fetch(forwarded);
+      response = await stub(env, config, tunnel, shard).query(call);
     } catch (err) {
       // The object was reset (deploy, eviction, ctx.abort()) before it answered.
       console.error(`tunnel DO failed before answering: ${err?.message ?? err}`);
@@ -220,7 +218,7 @@ async function query(request, env, ctx, config, tunnel, address) {
   }
   if (req.client_query_id && (response.status === 503 || response.status === 429 || response.status === 413)) {
     // Never sent to a connector: the client may retry with the same query_id.
-    await stub(env, config, tunnel, home).fetch("https://tunnel.internal/forget", { method: "POST", body: JSON.stringify({ queryId: req.query_id }) });
+    await stub(env, config, tunnel, home).forget(req.query_id);
   }
   return guardStream(response, req.query_id, ctx);
 }
@@ -230,7 +228,7 @@ async function status(request, env, config, tunnel, address) {
   await verifiedIdentity(request, config, address);
   knownTunnel(config, tunnel);
   const shards = await Promise.all(
-    Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).fetch("https://tunnel.internal/status").then((r) => r.json())),
+    Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).status()),
   );
   const connectors = new Set(shards.flatMap((s) => s.connector_ids));
   const connections = shards.reduce((n, s) => n + s.connections, 0);
@@ -257,19 +255,10 @@ async function checkpoint(request, env, config, tunnel, address) {
   const connectorId = new URL(request.url).searchParams.get("connector") ?? "";
   if (!connectorId) throw new HttpError(ErrorCode.REQUEST_INVALID, "name the connector: ?connector=<connector id>", { status: 400 });
   const held = await Promise.all(
-    Array.from({ length: config.shards }, (_, k) =>
-      stub(env, config, tunnel, k).fetch(`https://tunnel.internal/checkpoint?connector=${encodeURIComponent(connectorId)}`).then((r) => r.json()),
-    ),
+    Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).checkpoint(connectorId)),
   );
   const entries = held.filter((h) => h !== null);
   const best = entries.sort((a, b) => b.checkpoint.seq - a.checkpoint.seq)[0] ?? null;
   const conflict = entries.find((h) => h.conflict)?.conflict ?? null;
   return jsonResponse(200, { tunnel, connector_id: connectorId, checkpoint: best?.checkpoint ?? null, received_at: best?.received_at ?? null, conflict });
-}
-
-async function testHook(request, env, config, tunnel, action) {
-  if (!config.testHooks) throw new HttpError(ErrorCode.REQUEST_INVALID, "unknown path", { status: 404 });
-  knownTunnel(config, tunnel);
-  const shard = Number(new URL(request.url).searchParams.get("shard") ?? "0");
-  return stub(env, config, tunnel, shard).fetch(`https://tunnel.internal/${action}`);
 }

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Edge protections that cost almost nothing (mirrors relay/limits.py): token-bucket rate limiters
  * and refusal counters.
@@ -143,19 +144,21 @@ export class FairAdmission {
 
   /** @returns {Array<[string, any]>} (key, ticket) in the order admitted */
   grant(free) {
+    /** @type {Array<[string, any]>} */
     const granted = [];
     while (granted.length < free && this.queues.size) {
-      let best = null;
+      let best = "";
+      /** @type {number[] | null} */
       let bestRank = null;
-      for (const key of this.queues.keys()) {
-        const rank = [this.admitted(key), this.lastGrant.get(key) ?? 0, this.queues.get(key)[0][0]];
+      for (const [key, waiting] of this.queues) {
+        const rank = [this.admitted(key), this.lastGrant.get(key) ?? 0, waiting[0][0]];
         if (bestRank === null || rank[0] < bestRank[0] || (rank[0] === bestRank[0] && (rank[1] < bestRank[1] || (rank[1] === bestRank[1] && rank[2] < bestRank[2])))) {
           best = key;
           bestRank = rank;
         }
       }
-      const queue = this.queues.get(best);
-      const [, ticket] = queue.shift();
+      const queue = /** @type {Array<[number, any]>} */ (this.queues.get(best));
+      const [, ticket] = /** @type {[number, any]} */ (queue.shift());
       if (!queue.length) this.queues.delete(best);
       this.waitingCount -= 1;
       this.admittedBy.set(best, this.admitted(best) + 1);
@@ -170,7 +173,7 @@ export class FairAdmission {
   withdraw(key, ticket) {
     const queue = this.queues.get(key);
     const at = queue === undefined ? -1 : queue.findIndex(([, t]) => t === ticket);
-    if (at < 0) return false;
+    if (queue === undefined || at < 0) return false;
     queue.splice(at, 1);
     this.waitingCount -= 1;
     if (!queue.length) {

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Dead connector links, as pure decisions for the Durable Object (no I/O, no clock: `now` is
  * passed in). A black-holed link is not reported by the runtime, and the connector's

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Verify end users' bearer tokens at the edge with jose (mirrors edgetds/oidc.py's rules).
  *

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The client's query request: the JSON body of `POST /v1/tunnels/{tunnel}/query`, checked
  * (mirrors relay/request.py). Every refusal is HttpError("request.invalid") naming the member that
@@ -71,7 +72,7 @@ export function parseQueryRequest(raw, { maxTimeoutMs, maxParamBytes = 262_144 }
   let body;
   let text;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(raw);
     // Where the runtime gives the literal's source (workerd does), keep float literals as floats:
     // Python reads "2.0" as a float and hashes it as 2.0, JavaScript would make it 2.
     body = JSON.parse(text, (key, value, context) =>

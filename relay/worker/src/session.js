@@ -1,187 +1,235 @@
+// @ts-check
 /**
- * The relay's side of one edgetds/1 connection as tables (mirrors protocol/_state.py).
+ * One connector WebSocket, from the relay's side (relay/session.py's ConnectorSession, on the
+ * Hibernation API instead of trio tasks).
  *
- * Rule 1: a frame type has one sender role and one stream scope (frames.js FRAME_RULES).
- * Rule 2: HELLO (relay) then READY (connector) open the connection; before that only GOAWAY.
- * Rule 3: only the relay opens streams (QUERY, ids strictly increasing); a stream then follows
- *         STREAM_TRANSITIONS and ends with the connector's DONE or ERROR.
- * Rule 4: nothing may follow a received GOAWAY.
- * Rule 5: a frame of an optional feature (frames.js FRAME_CAPS) crosses only when HELLO and READY
- *         both announced its capability.
+ * Strategy:
  *
- * The Durable Object applies `nextStreamState` to every result frame (its streams and windows live
- * in attachments and memory, see tunnel.js). `RelayConnection` is the same rules as a pure object
- * (bytes in, events out, no I/O): the shared vectors in protocol/vectors/sequences.json run
- * against it, so the table the DO uses is checked against the Python implementation's.
+ * 1. The Worker checked the connector token before the upgrade; the Durable Object accepts the
+ *    socket (`ConnectorSession.accept`), and `hello()` sends the signed HELLO. The one alarm closes
+ *    a connection whose READY does not come within the handshake timeout (tunnel.js).
+ * 2. Every message goes through `receive()` into the sans-I/O `Connection` (connection.js), which
+ *    checks every frame, keeps the windows and queues PONG, CREDIT and GOAWAY; the caller routes the
+ *    events it returns. Every call that changes the connection ends with `flush()`: the queued
+ *    bytes go out as one message and the connection's snapshot is stored in the socket's
+ *    attachment, so that it survives hibernation.
+ * 3. Query handling opens streams with `openStream()` (synchronous: the capacity check and the QUERY
+ *    happen with no await in between), reports delivered bytes with `consumed()` (credit flows
+ *    again) and cancels with `cancel()`.
+ * 4. When the socket ends, `end()` runs `Connection.receiveEof()`: a transport.lost ERROR for every
+ *    stream still open.
+ *
+ * What the attachment holds (16 KiB at most): connector id, tunnel, connector key, session id,
+ * handshake state ("hello" until READY, "open", "closed" once this side closed it), when it
+ * connected, `probeAt` while a PING probe is unanswered (tunnel.js), and the connection snapshot.
  */
 
-import {
-  checkFrameRule,
-  decodePayload,
-  ErrorCode,
-  FRAME_CAPS,
-  FRAME_NAMES,
-  FrameReader,
-  FrameType,
-  ProtocolError,
-} from "./frames.js";
+import { canonicalJson } from "./auth.js";
+import { Connection } from "./connection.js";
+import { CHECKPOINT_CAP, DEFAULT_LIMITS, FrameType, LocalProtocolError, ProtocolError } from "./frames.js";
 
-/** (stream state, frame type) -> next stream state; a missing pair is a protocol error. */
-export const STREAM_TRANSITIONS = Object.freeze({
-  open: { [FrameType.COLUMNS]: "result", [FrameType.DONE]: "closed", [FrameType.ERROR]: "closed" },
-  result: {
-    [FrameType.COLUMNS]: "result",
-    [FrameType.ROWS]: "result",
-    [FrameType.DONE]: "closed",
-    [FrameType.ERROR]: "closed",
-  },
-});
-
-/** The message of the synthesized transport.lost record (SPEC 7.3). */
-export const LOST_MESSAGE = "the connection between relay and connector was lost before the query finished";
-
-/** The terminal record of a stream whose connection was lost. @returns {string} */
-export function lostRecordText(queryId) {
-  return `${JSON.stringify({ error: { code: ErrorCode.TRANSPORT_LOST, message: LOST_MESSAGE, query_id: queryId } })}\n`;
-}
+/** The tag of every connector socket (and `conn:<connector id>`). */
+export const CONNECTOR_TAG = "conn";
+/** Relay-side limits announced in HELLO (SPEC defaults). */
+export const RELAY_LIMITS = DEFAULT_LIMITS;
+/** Capabilities announced in HELLO (SPEC 6.2). */
+export const RELAY_CAPS = Object.freeze([CHECKPOINT_CAP]);
+/** Each PING costs a PONG: a connector that floods them is cut off (relay/session.py, same numbers). */
+export const PING_BURST = 20;
+export const PING_RATE = 5;
 
 /**
- * Rule 3 for one received result frame.
- * @param {"open" | "result"} state @param {number} type @param {number} streamId
- * @returns {"result" | "closed"}
+ * @typedef {{
+ *   connectorId: string, tunnel: string, connectorKeyHex: string, sessionId: string,
+ *   state: "hello" | "open" | "closed", connectedAt: number, probeAt?: number,
+ *   conn?: import("./connection.js").Snapshot
+ * }} Attachment
+ * @typedef {{connectorId: string, tunnel: string, publicKeyHex: string}} ConnectorClaims
  */
-export function nextStreamState(state, type, streamId) {
-  const next = STREAM_TRANSITIONS[state]?.[type];
-  if (next === undefined) throw new ProtocolError(`${FRAME_NAMES[type]} is not allowed on stream ${streamId} in state ${state}`);
-  return next;
-}
 
-/** The capabilities both HELLO and READY announced (a feature is used only when both did). */
-export function negotiatedCaps(helloCaps, readyCaps) {
-  return new Set(readyCaps.filter((c) => helloCaps.includes(c)));
-}
-
-/** Rule 5: a frame of an optional feature needs its negotiated capability. */
-export function checkFrameCap(type, caps) {
-  const cap = FRAME_CAPS[type];
-  if (cap !== undefined && !caps.has(cap)) throw new ProtocolError(`${FRAME_NAMES[type]} needs the "${cap}" capability, which was not negotiated`);
-}
-
-/** One connection seen from the relay, as a pure state machine (tests, vectors). */
-export class RelayConnection {
-  /** @param {{limits: {max_frame: number, stream_window: number, connection_window: number, max_streams: number}}} options */
-  constructor({ limits }) {
-    this.limits = limits;
-    this.state = "await_hello";
-    this.streams = new Map(); // id -> {state, window, queryId}
-    this.lastStream = 0;
-    this.maxStreams = limits.max_streams;
-    this.window = limits.connection_window;
-    this.goawaySent = false;
-    this.goawayReceived = false;
-    this.helloCaps = [];
-    /** Capabilities both sides announced (set when READY arrives). */
-    this.caps = new Set();
-    this.reader = new FrameReader({ maxPayload: limits.max_frame });
+/** The relay's end of one connector connection (see the module comment). */
+export class ConnectorSession {
+  /** @param {WebSocket} ws @param {Attachment} att @param {Connection} conn */
+  constructor(ws, att, conn) {
+    this.ws = ws;
+    this.att = att;
+    this.conn = conn;
   }
 
-  fail(err) {
-    this.state = "error";
-    throw err;
+  /**
+   * A new connection on an accepted socket.
+   * @param {WebSocket} ws @param {ConnectorClaims} claims @param {string} sessionId @param {number} now
+   */
+  static accept(ws, claims, sessionId, now) {
+    /** @type {Attachment} */
+    const att = { connectorId: claims.connectorId, tunnel: claims.tunnel, connectorKeyHex: claims.publicKeyHex, sessionId, state: "hello", connectedAt: now };
+    const session = new ConnectorSession(ws, att, new Connection({ limits: RELAY_LIMITS }));
+    session.save();
+    return session;
   }
 
-  /** This side sends one frame (HELLO, QUERY, CANCEL, CREDIT, PING, PONG, DRAIN, GOAWAY). */
-  send(frame) {
-    const event = decodePayload(frame);
-    switch (frame.type) {
-      case FrameType.HELLO:
-        if (this.state !== "await_hello") this.fail(new ProtocolError("HELLO sent twice"));
-        this.helloCaps = event.fields.caps;
-        this.state = "await_ready";
-        return;
-      case FrameType.GOAWAY:
-        this.goawaySent = true;
-        return;
-      case FrameType.QUERY:
-        if (this.state !== "open") this.fail(new ProtocolError("QUERY before READY"));
-        if (frame.streamId <= this.lastStream) this.fail(new ProtocolError("QUERY stream id not above the last one"));
-        if (this.streams.size >= this.maxStreams) this.fail(new ProtocolError("too many streams", { errorCode: ErrorCode.LIMITS_TOO_MANY_QUERIES }));
-        this.lastStream = frame.streamId;
-        this.streams.set(frame.streamId, { state: "open", window: this.limits.stream_window, queryId: event.queryId });
-        return;
-      case FrameType.CREDIT:
-        if (frame.streamId === 0) this.window += event.increment;
-        else if (this.streams.has(frame.streamId)) this.streams.get(frame.streamId).window += event.increment;
-        return;
-      default:
-        if (this.state !== "open") this.fail(new ProtocolError(`${FRAME_NAMES[frame.type]} before READY`));
+  /** The session of a socket, rebuilt from its attachment (after hibernation). @param {WebSocket} ws */
+  static restore(ws) {
+    const att = /** @type {Attachment} */ (ws.deserializeAttachment());
+    const conn = att.conn === undefined ? new Connection({ limits: RELAY_LIMITS }) : Connection.restore(att.conn);
+    return new ConnectorSession(ws, att, conn);
+  }
+
+  get sessionId() {
+    return this.att.sessionId;
+  }
+
+  get connectorId() {
+    return this.att.connectorId;
+  }
+
+  /** Past READY, not closed by this side, and the socket is open. */
+  get open() {
+    return this.att.state === "open" && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Whether the connector takes no new queries (DRAIN, a draining refusal, GOAWAY). */
+  get draining() {
+    const { conn } = this;
+    return conn.peerDraining || conn.drainSent || conn.goawaySent || conn.goawayReceived;
+  }
+
+  /** Whether a new QUERY may go to this connection now. */
+  get accepting() {
+    return this.open && this.conn.canOpenStream();
+  }
+
+  /** How many more QUERYs this connection takes now (0 when closed, draining or full). */
+  get freeStreams() {
+    return this.accepting ? this.conn.maxStreams - this.conn.openStreams().length : 0;
+  }
+
+  /** Store the attachment (with the connection's snapshot): it survives hibernation. */
+  save() {
+    this.att.conn = this.conn.snapshot();
+    try {
+      this.ws.serializeAttachment(this.att);
+    } catch {
+      // the socket is gone: webSocketClose ends the session
     }
   }
 
-  /** Feed received bytes (any split); returns the events parsed. Throws ProtocolError. */
-  receive(bytes) {
-    if (this.state === "error") throw new ProtocolError("the connection already failed");
-    this.reader.feed(bytes);
-    const events = [];
-    for (;;) {
-      let frame;
+  /** Send what the connection queued as one message, then store the attachment. */
+  flush() {
+    const data = this.conn.dataToSend();
+    if (data.byteLength) {
       try {
-        frame = this.reader.nextFrame();
-      } catch (err) {
-        this.fail(err);
-      }
-      if (frame === null) return events;
-      if (this.goawayReceived) this.fail(new ProtocolError(`${FRAME_NAMES[frame.type]} frame after GOAWAY`));
-      try {
-        checkFrameRule(frame, "connector");
-        const event = decodePayload(frame);
-        if (this.apply(frame, event)) events.push(event);
-      } catch (err) {
-        if (err instanceof ProtocolError) this.fail(err);
-        throw err;
+        this.ws.send(data);
+      } catch {
+        // the socket is gone: webSocketClose ends the session
       }
     }
+    this.save();
   }
 
-  apply(frame, event) {
-    const { type, streamId } = frame;
-    if (type === FrameType.GOAWAY) {
-      this.goawayReceived = true;
-      return true;
-    }
-    if (this.state === "await_ready" && type === FrameType.READY) {
-      this.maxStreams = Math.min(this.maxStreams, event.maxStreams);
-      this.caps = negotiatedCaps(this.helloCaps, event.caps);
-      this.state = "open";
-      return true;
-    }
-    if (this.state !== "open" || type === FrameType.READY) throw new ProtocolError(`${FRAME_NAMES[type]} is not allowed in state ${this.state}`);
-    checkFrameCap(type, this.caps);
-    if (type === FrameType.CHECKPOINT) return true;
-    if (type === FrameType.PING || type === FrameType.PONG || type === FrameType.DRAIN) return true;
-    const stream = this.streams.get(streamId);
-    if (stream === undefined) throw new ProtocolError(`${FRAME_NAMES[type]} on stream ${streamId}, which is not open`);
-    const next = nextStreamState(stream.state, type, streamId);
-    if (type === FrameType.COLUMNS || type === FrameType.ROWS) {
-      const n = frame.payload.byteLength;
-      if (n > stream.window || n > this.window) throw new ProtocolError(`${n} payload bytes exceed the send window`);
-      stream.window -= n;
-      this.window -= n;
-    }
-    stream.state = next;
-    if (next === "closed") this.streams.delete(streamId);
-    return true;
+  /** @param {number} type @param {number} streamId @param {Uint8Array} payload */
+  send(type, streamId, payload) {
+    this.conn.send({ type, streamId, payload });
+    this.flush();
   }
 
-  /** The transport ended: transport.lost for every open stream (lowest id first), then the end. */
-  eof() {
-    const events = [...this.streams.keys()]
-      .sort((a, b) => a - b)
-      .map((id) => ({ type: FrameType.ERROR, name: "ERROR", streamId: id, data: new TextEncoder().encode(lostRecordText(this.streams.get(id).queryId)) }));
-    this.streams.clear();
-    const clean = this.state !== "error" && (this.goawaySent || this.goawayReceived) && this.reader.buffered === 0;
-    events.push({ type: "lost", clean });
-    if (this.state !== "error") this.state = "closed";
-    return events;
+  /** Send the signed HELLO. @param {Record<string, any>} fields */
+  hello(fields) {
+    this.send(FrameType.HELLO, 0, canonicalJson(fields));
+  }
+
+  /**
+   * Feed one WebSocket message; SPEC 3.2: a message that ends inside a frame is refused (a
+   * truncated frame from a live peer would sit in the buffer indefinitely).
+   * @param {Uint8Array} message
+   * @returns {import("./connection.js").Event[]} the events, including those parsed before an error
+   * @throws {ProtocolError} the connector broke the protocol (a GOAWAY is queued: fail() it)
+   */
+  receive(message) {
+    this.conn.receiveData(message);
+    if (this.conn.buffered) {
+      throw new ProtocolError(`a WebSocket message ended inside a frame (${this.conn.buffered} bytes left over); send whole frames per message`);
+    }
+    return this.conn.events();
+  }
+
+  /** Queue a GOAWAY unless one was sent (or the connection cannot send any more). @param {string} code @param {string} message */
+  goaway(code, message) {
+    try {
+      this.conn.send({ type: FrameType.GOAWAY, streamId: 0, payload: canonicalJson({ code, message: message.slice(0, 200), last_stream: this.conn.lastStreamId }) });
+    } catch (err) {
+      if (!(err instanceof LocalProtocolError)) throw err;
+    }
+  }
+
+  /**
+   * Send a QUERY with the next stream id; synchronous on purpose (see the module comment).
+   * @param {(streamId: number) => Uint8Array} makePayload
+   * @returns {number} the stream id
+   * @throws {LocalProtocolError} the QUERY could not be sent (request.too_large: nothing was sent)
+   */
+  openStream(makePayload) {
+    const streamId = this.conn.nextStreamId;
+    this.send(FrameType.QUERY, streamId, makePayload(streamId));
+    return streamId;
+  }
+
+  /** `nbytes` of COLUMNS/ROWS payload reached the HTTP client or were discarded: credit flows again. @param {number} streamId @param {number} nbytes */
+  consumed(streamId, nbytes) {
+    if (!nbytes || this.att.state === "closed") return;
+    try {
+      this.conn.consumed(streamId, nbytes);
+    } catch (err) {
+      if (!(err instanceof LocalProtocolError)) throw err;
+      return;
+    }
+    this.flush();
+  }
+
+  /** CANCEL a stream that is still open (its later frames are discarded and credited). @param {number} streamId @param {string} reason */
+  cancel(streamId, reason) {
+    if (this.att.state === "closed" || !this.conn.streams.has(streamId) || this.conn.goawaySent) return;
+    try {
+      this.send(FrameType.CANCEL, streamId, canonicalJson({ reason }));
+    } catch (err) {
+      if (!(err instanceof LocalProtocolError)) throw err;
+    }
+  }
+
+  /** Send an edgetds PING (a probe); false if the connection cannot send any more. */
+  ping() {
+    try {
+      this.send(FrameType.PING, 0, crypto.getRandomValues(new Uint8Array(8)));
+      return true;
+    } catch (err) {
+      if (!(err instanceof LocalProtocolError)) throw err;
+      return false;
+    }
+  }
+
+  /**
+   * The transport ended (or this side closes it): transport.lost for every open stream.
+   * @returns {import("./connection.js").Event[]}
+   */
+  end() {
+    try {
+      this.conn.receiveEof();
+    } catch (err) {
+      if (!(err instanceof LocalProtocolError)) throw err;
+    }
+    return this.conn.events();
+  }
+
+  /** Close the socket; the attachment says it no longer counts or serves. @param {number} code @param {string} reason */
+  close(code, reason) {
+    // A socket whose peer is gone stays listed (CLOSING) until the runtime gives up on it.
+    this.att.state = "closed";
+    delete this.att.probeAt;
+    this.save();
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      // already closed
+    }
   }
 }

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The query answer's body on its way from the Durable Object to the client (SPEC.md 11.1).
  *

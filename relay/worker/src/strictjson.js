@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Strict JSON objects, as Python's json.loads with an object_pairs_hook that refuses duplicates sees
  * them (protocol/_json.py loads_object, edgetds/_idtoken.py): JSON.parse keeps the LAST of two
@@ -14,6 +15,7 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
  * @returns {string | null} what is wrong, or null
  */
 export function scanJson(text, { maxNesting = Infinity, maxNumberChars = Infinity } = {}) {
+  /** @type {Array<Set<string> | null>} */
   const stack = []; // per open container: a Set of member names (object) or null (array)
   let expectKey = false;
   let i = 0;
@@ -24,7 +26,7 @@ export function scanJson(text, { maxNesting = Infinity, maxNumberChars = Infinit
       while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
       if (expectKey) {
         const key = JSON.parse(text.slice(i, j + 1));
-        const names = stack[stack.length - 1];
+        const names = /** @type {Set<string>} */ (stack[stack.length - 1]); // a key: inside an object
         if (names.has(key)) return `has a duplicate member name ${JSON.stringify(key.slice(0, 40))}`;
         names.add(key);
         expectKey = false;

@@ -1,11 +1,16 @@
+// @ts-check
 /**
  * The `Tunnel` Durable Object: one per tunnel (or per shard `tunnel#k`). It terminates the
  * connectors' WebSockets with the Hibernation API and turns HTTP queries into edgetds/1 streams.
+ * The parts, as in the Python relay: session.js (one connector WebSocket, driving the sans-I/O
+ * connection.js as relay/session.py drives protocol.Connection), registry.js (the sessions, fair
+ * admission, picking a connection), query.js (one HTTP query as a stream). This file wires them to
+ * the runtime: the WebSocket upgrade (fetch), the RPC methods the Worker calls, the socket events,
+ * the alarm, keepalive probes and audit checkpoints.
  *
  * What lives where (the object can be evicted whenever no event is running, and rebuilt):
- * - Per connector socket, in its attachment (survives hibernation): connector id, session id,
- *   handshake state, next stream id, negotiated max streams / max frame, draining flag, and the
- *   streams it CANCELled whose DONE/ERROR has not arrived yet.
+ * - Per connector socket, in its attachment (survives hibernation): the session's identity and
+ *   handshake state, and the connection's snapshot (stream states, credit windows, DRAIN/GOAWAY).
  * - A connection under probe (see probe(): keepalive, dispatch, probeSiblings): `probeAt` in its
  *   attachment, so the alarm that closes it if it stays silent survives hibernation.
  * - Each connector's latest signed audit checkpoint (SPEC 5.2): `ckpt:<connector>` in DO storage,
@@ -21,156 +26,130 @@
  *   GOAWAY protocol.error + 1002). It restarts full when the object wakes from hibernation, which
  *   gives nothing away: the object hibernates only after seconds of silence, and a budget refills
  *   whole in 4 s.
- * - In memory only: the open HTTP streams and their credit windows. An open stream is an HTTP
- *   request in flight, and the runtime never hibernates an object with a request in flight, so
- *   nothing here is lost to hibernation; an eviction (deploy, ctx.abort()) kills both the sockets
- *   and the requests, and every client sees a typed error or a missing terminal record.
+ * - In memory only: the HTTP queries in flight (query.js says why nothing is lost there).
  *
- * Frames are routed by header only: COLUMNS/ROWS/DONE/ERROR payload bytes go to the HTTP body as
- * they are (the one-line records are checked, ROWS bytes are not parsed). CREDIT is re-granted as
- * the client reads (write promise resolves), once half a window is consumed, and flushed when a
- * stream ends so the connection window is whole again when the object goes idle.
+ * Frames are routed by header: COLUMNS/ROWS/DONE/ERROR payload bytes go to the HTTP body as they
+ * are (the one-line records are checked, ROWS bytes are not parsed).
  */
 
 import { DurableObject } from "cloudflare:workers";
 
-import { canonicalJson, CHECKPOINT_CONTEXT, hex, makeAttestation, parsePublicKey, queryPayload, signHello, TOKEN_LEEWAY, verifySigned } from "./auth.js";
+import { CHECKPOINT_CONTEXT, hex, parsePublicKey, signHello, TOKEN_LEEWAY, verifySigned } from "./auth.js";
 import { loadConfig } from "./config.js";
-import {
-  CHECKPOINT_CAP,
-  checkFrameRule,
-  CloseCode,
-  concatBytes,
-  creditPayload,
-  decodePayload,
-  DEFAULT_LIMITS,
-  encodeFrame,
-  ErrorCode,
-  FrameType,
-  httpStatus,
-  ProtocolError,
-  splitMessage,
-} from "./frames.js";
-import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
-import { FairAdmission, RateLimiter } from "./limits.js";
-import { keepaliveDue, preferAnswering, PROBE_TIMEOUT_MS, silentSinceQuery } from "./liveness.js";
-import { checkFrameCap, LOST_MESSAGE, lostRecordText, negotiatedCaps, nextStreamState } from "./session.js";
+import { CloseCode, ErrorCode, FrameType, ProtocolError } from "./frames.js";
+import { errorResponse, HttpError } from "./http.js";
+import { RateLimiter } from "./limits.js";
+import { keepaliveDue, PROBE_TIMEOUT_MS, silentSinceQuery } from "./liveness.js";
+import { Queries } from "./query.js";
+import { Tunnel as Routes } from "./registry.js";
+import { CONNECTOR_TAG, ConnectorSession, PING_BURST, PING_RATE, RELAY_CAPS, RELAY_LIMITS } from "./session.js";
 
-const CONNECTOR_TAG = "conn";
-/** Each PING costs a PONG: a connector that floods them is cut off (relay/session.py, same numbers). */
-const PING_BURST = 20;
-const PING_RATE = 5;
-const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
-/** Most queries waiting for a slot of one object; beyond it a full tunnel refuses at once. */
-const MAX_WAITING = 10_000;
+export { RELAY_CAPS, RELAY_LIMITS };
 
-/** Relay-side limits announced in HELLO (SPEC defaults). */
-export const RELAY_LIMITS = DEFAULT_LIMITS;
-/** Capabilities announced in HELLO (SPEC 6.2). */
-export const RELAY_CAPS = Object.freeze([CHECKPOINT_CAP]);
+/**
+ * @typedef {import("./query.js").QueryCall} QueryCall
+ * @typedef {import("./query.js").HttpStream} HttpStream
+ * @typedef {import("./connection.js").FrameEvent} FrameEvent
+ */
 
-const encoder = new TextEncoder();
-
-function lostRecord(queryId) {
-  return encoder.encode(lostRecordText(queryId));
-}
-
-/** 413 request.too_large when the statement is longer than the connector accepts. */
-function checkSize(req, limit) {
-  if (req.sql_bytes > limit) {
-    throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${limit}: send a shorter statement, pass values as parameters, or use a named query`);
-  }
-}
-
+/** @extends {DurableObject<Record<string, any>>} */
 export class Tunnel extends DurableObject {
+  /** @param {DurableObjectState} ctx @param {Record<string, any>} env */
   constructor(ctx, env) {
     super(ctx, env);
-    /** Identifies this in-memory instance (tests see a new one after hibernation or reset). */
-    this.instance = crypto.randomUUID();
-    this.constructedAt = Date.now();
-    /** `${sessionId}:${streamId}` -> stream state (HTTP request in flight). */
-    this.streams = new Map();
-    /** sessionId -> {size, pending}: the connection receive window. */
-    this.connWindows = new Map();
-    this.roundRobin = 0;
+    this.routes = new Routes(ctx);
+    this.queries = new Queries(this.routes, env, {
+      sent: (session, sentAt, intervalMs) => this.sent(session, sentAt, intervalMs),
+      idle: () => this.idle(),
+      deadline: (stream) => this.probeSilent(stream),
+    });
     /** sessionId -> PING token bucket (see the header: restarts full after hibernation). */
     this.pings = new RateLimiter({ rate: PING_RATE, burst: PING_BURST, maxKeys: 10_000 });
-    /** sessionId -> Date.now() of its last message (unknown after hibernation: long silent). */
+    /** @type {Map<string, number>} sessionId -> Date.now() of its last message (unknown after hibernation: long silent) */
     this.lastReceived = new Map();
-    /** The keepalive check: a timer that runs only while queries are in flight (keepalive()). */
+    /** @type {ReturnType<typeof setTimeout> | null} The keepalive check: runs only while queries are in flight. */
     this.keepaliveTimer = null;
-    /** Checkpoints are verified and stored one after the other, in the order they arrived. */
+    /** @type {Promise<void>} Checkpoints are verified and stored one after the other, in the order they arrived. */
     this.checkpoints = Promise.resolve();
-    /**
-     * Fair admission (relay/registry.py's twin): per-identity caps, and a full tunnel's waiters
-     * served fewest-in-flight identity first. In memory only: every admitted or waiting query is
-     * an HTTP request in flight, so the object is awake for all of them.
-     */
-    this.admission = new FairAdmission({ maxWaiting: MAX_WAITING });
-    /** Slots granted whose QUERY is not sent yet (so a slot is never promised twice). */
-    this.reserved = 0;
-    /** query_id -> its waiting slot (a client that hangs up leaves the queue: cancel()). */
-    this.waitingSlots = new Map();
   }
 
-  // ------------------------------------------------------------------------------ HTTP entry
+  // ---------------------------------------------------------------- what the Worker calls (RPC)
 
-  async fetch(request) {
-    const url = new URL(request.url);
+  /**
+   * Run one query (the Worker verified the client token and the request); resolves to the
+   * response: 200 with the NDJSON body streamed, or a typed error.
+   * @param {QueryCall} call @returns {Promise<Response>}
+   */
+  async query(call) {
     try {
-      switch (url.pathname) {
-        case "/connect":
-          return await this.connect(request);
-        case "/query":
-          return await this.query(request);
-        case "/status":
-          return jsonResponse(200, this.status());
-        case "/remember":
-          return await this.remember(request);
-        case "/forget":
-          return await this.forget(request);
-        case "/cancel":
-          return await this.cancel(request);
-        case "/checkpoint":
-          return jsonResponse(200, (await this.ctx.storage.get(`ckpt:${url.searchParams.get("connector")}`)) ?? null);
-        case "/_test/state":
-          return jsonResponse(200, { ...this.status(), admission: this.admission.statistics(), instance: this.instance, constructed_at: this.constructedAt });
-        case "/_test/abort":
-          // A reset as the platform does it (code update, eviction): every socket and request dies.
-          this.ctx.abort("edgetds test hook: reset");
-          return jsonResponse(200, {});
-        default:
-          return jsonResponse(404, errorRecord("request.invalid", "unknown Durable Object path"));
-      }
+      return await this.queries.handle(call);
     } catch (err) {
       if (err instanceof HttpError) return errorResponse(err);
-      console.error(`tunnel DO ${url.pathname} failed: ${err?.stack ?? err}`);
+      console.error(`tunnel DO query failed: ${/** @type {Error} */ (err)?.stack ?? err}`);
       return errorResponse(new HttpError(ErrorCode.INTERNAL, "internal relay error (see the Worker logs)"));
     }
   }
 
+  /** What `/status` reports of this object. */
   status() {
-    const open = this.connectors().filter(({ att }) => att.state === "open");
-    const ids = [...new Set(open.map(({ att }) => att.connectorId))].sort();
-    return {
-      connector_ids: ids,
-      connectors: ids.length,
-      connections: open.length,
-      draining: open.filter(({ att }) => att.draining).length,
-      streams: this.streams.size,
-    };
+    return this.routes.status(this.queries.streams.size);
   }
 
-  /** Every connector socket with its attachment. */
-  connectors() {
-    return this.ctx.getWebSockets(CONNECTOR_TAG).map((ws) => ({ ws, att: ws.deserializeAttachment() }));
+  /**
+   * Remember a client-supplied query_id for `ttlMs`; false if it was seen (query.duplicate).
+   * @param {string} queryId @param {number} ttlMs @returns {Promise<boolean>}
+   */
+  async remember(queryId, ttlMs) {
+    const key = `qid:${queryId}`;
+    const now = Date.now();
+    const seen = await this.ctx.storage.get(key);
+    if (seen !== undefined && /** @type {number} */ (seen) > now) return false;
+    // Lazy purge, no alarm: each new id drops up to 256 expired ones (an index ordered by expiry).
+    const expired = await this.ctx.storage.list({ prefix: "qexp:", end: `qexp:${String(now).padStart(15, "0")}`, limit: 256 });
+    const stale = [...expired.keys()];
+    stale.push(...[...expired.values()].map((id) => `qid:${id}`));
+    for (let i = 0; i < stale.length; i += 128) await this.ctx.storage.delete(stale.slice(i, i + 128));
+    const until = now + ttlMs;
+    await this.ctx.storage.put({ [key]: until, [`qexp:${String(until).padStart(15, "0")}:${queryId}`]: queryId });
+    return true;
   }
 
-  // --------------------------------------------------------------------------- connector side
+  /** Forget a query_id that was never sent to a connector (the client may retry with it). @param {string} queryId */
+  async forget(queryId) {
+    await this.ctx.storage.delete(`qid:${queryId}`);
+  }
 
-  async connect(request) {
+  /** The Worker saw the client hang up: CANCEL the query's stream if it is still open here. @param {string} queryId */
+  cancel(queryId) {
+    this.queries.cancel(queryId);
+  }
+
+  /**
+   * A connector's latest checkpoint held here, or null.
+   * @param {string} connectorId
+   * @returns {Promise<{checkpoint: {seq: number, head: string}, received_at: number, conflict: {seq: number, head: string} | null} | null>}
+   */
+  async checkpoint(connectorId) {
+    return (await this.ctx.storage.get(`ckpt:${connectorId}`)) ?? null;
+  }
+
+  // ---------------------------------------------------------------------- the WebSocket upgrade
+
+  /** @param {Request} request */
+  async fetch(request) {
+    try {
+      return await this.acceptConnector(request);
+    } catch (err) {
+      if (err instanceof HttpError) return errorResponse(err);
+      console.error(`tunnel DO connect failed: ${/** @type {Error} */ (err)?.stack ?? err}`);
+      return errorResponse(new HttpError(ErrorCode.INTERNAL, "internal relay error (see the Worker logs)"));
+    }
+  }
+
+  /** @param {Request} request */
+  async acceptConnector(request) {
     // The Worker verified the token; this header is built by the Worker, never by a client.
-    const claims = JSON.parse(request.headers.get("x-edgetds-connector"));
+    const claims = JSON.parse(request.headers.get("x-edgetds-connector") ?? "null");
     const config = await loadConfig(this.env);
     // During a gradual deploy an older Worker version (older TUNNELS) may have verified the
     // token: accept only a key this object's own configuration still registers (SPEC 8.2).
@@ -191,28 +170,17 @@ export class Tunnel extends DurableObject {
     const [client, server] = Object.values(new WebSocketPair());
     const sessionId = crypto.randomUUID();
     this.ctx.acceptWebSocket(server, [CONNECTOR_TAG, `${CONNECTOR_TAG}:${claims.connectorId}`.slice(0, 256)]);
-    const att = {
-      connectorId: claims.connectorId,
-      tunnel: claims.tunnel,
-      connectorKeyHex: claims.publicKeyHex,
-      sessionId,
-      state: "hello",
-      nextStream: 1,
-      maxStreams: 0,
-      maxFrame: RELAY_LIMITS.max_frame,
-      draining: false,
-      connectedAt: Date.now(),
-    };
-    server.serializeAttachment(att);
+    const session = ConnectorSession.accept(server, claims, sessionId, Date.now());
+    this.routes.add(session);
     const hello = await signHello(config.relayKey, {
       sessionId,
       tunnel: claims.tunnel,
       connectorId: claims.connectorId,
       nonce: claims.nonce,
       limits: RELAY_LIMITS,
-      caps: RELAY_CAPS,
+      caps: [...RELAY_CAPS],
     });
-    server.send(encodeFrame(FrameType.HELLO, 0, canonicalJson(hello)));
+    session.hello(hello);
     return new Response(null, { status: 101, webSocket: client, headers: { "sec-websocket-protocol": "edgetds.v1" } });
   }
 
@@ -220,16 +188,18 @@ export class Tunnel extends DurableObject {
   async forgetExpiredTokens() {
     const now = Date.now();
     const expired = [];
-    for (const [key, forgetAt] of await this.ctx.storage.list({ prefix: "jti:" })) if (forgetAt <= now) expired.push(key);
+    for (const [key, forgetAt] of await this.ctx.storage.list({ prefix: "jti:" })) if (/** @type {number} */ (forgetAt) <= now) expired.push(key);
     for (let i = 0; i < expired.length; i += 128) await this.ctx.storage.delete(expired.slice(i, i + 128));
   }
 
+  // ---------------------------------------------------------------- alarm, keepalive and probes
+
   /** No handshake or probe left to time: delete the alarm, so that an idle object can hibernate. */
   dropIdleAlarm() {
-    if (!this.connectors().some(({ att }) => att.state === "hello" || att.probeAt !== undefined)) this.ctx.storage.deleteAlarm();
+    if (!this.routes.sessions().some((s) => s.att.state === "hello" || s.att.probeAt !== undefined)) this.ctx.storage.deleteAlarm();
   }
 
-  /** Arm the one alarm for `at` unless it is due earlier already (alarm() re-arms for the rest). */
+  /** Arm the one alarm for `at` unless it is due earlier already (alarm() re-arms for the rest). @param {number} at */
   async scheduleAlarm(at, stillNeeded = () => true) {
     const current = await this.ctx.storage.getAlarm();
     if ((current === null || at < current) && stillNeeded()) await this.ctx.storage.setAlarm(at);
@@ -240,14 +210,15 @@ export class Tunnel extends DurableObject {
     const config = await loadConfig(this.env);
     const now = Date.now();
     let next = Infinity;
-    for (const { ws, att } of this.connectors()) {
+    for (const session of this.routes.sessions()) {
+      const { att } = session;
       if (att.state === "hello") {
         const deadline = att.connectedAt + config.limits.handshake_timeout_s * 1000;
-        if (deadline <= now) this.fail(ws, att, new ProtocolError(`no READY within ${config.limits.handshake_timeout_s} s of HELLO`));
+        if (deadline <= now) this.fail(session, new ProtocolError(`no READY within ${config.limits.handshake_timeout_s} s of HELLO`));
         else next = Math.min(next, deadline);
       } else if (att.probeAt !== undefined) {
         const deadline = att.probeAt + PROBE_TIMEOUT_MS;
-        if (deadline <= now) this.closeSession(ws, att, CloseCode.GOING_AWAY, "no answer to PING");
+        if (deadline <= now) this.closeSession(session, CloseCode.GOING_AWAY, "no answer to PING");
         else next = Math.min(next, deadline);
       }
     }
@@ -255,46 +226,68 @@ export class Tunnel extends DurableObject {
   }
 
   /**
+   * A QUERY went out on `session`: keepalive while queries are in flight; a connection silent for
+   * ping_interval_s already (an idle tunnel: WebSocket pings never reach the object) is probed now.
+   * @param {ConnectorSession} session @param {number} sentAt @param {number} intervalMs
+   */
+  sent(session, sentAt, intervalMs) {
+    if (this.keepaliveTimer === null || (this.lastReceived.get(session.sessionId) ?? 0) + intervalMs <= sentAt) this.keepalive(intervalMs);
+  }
+
+  /** No query in flight: nothing may keep the object awake. */
+  idle() {
+    if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+  }
+
+  /**
    * Keepalive, only while queries are in flight: the object is awake for their requests anyway,
    * so a timer costs nothing then, and it is cleared with the last stream so that an idle object
    * can hibernate (an idle dead link is found when its connector reconnects, probeSiblings, or
-   * when a query is placed on it, dispatch). A connection carrying a stream that has sent nothing
+   * when a query is placed on it, sent). A connection carrying a stream that has sent nothing
    * for ping_interval_s is probed; silent PROBE_TIMEOUT_MS more, the alarm closes it and its
    * streams end transport.lost, instead of waiting for their deadline on a link that died.
+   * @param {number} intervalMs
    */
   keepalive(intervalMs) {
-    clearTimeout(this.keepaliveTimer);
-    this.keepaliveTimer = null;
-    if (!this.streams.size) return;
+    this.idle();
+    if (!this.queries.streams.size) return;
     const now = Date.now();
-    const busy = new Set([...this.streams.values()].map((stream) => stream.sessionId));
-    const { probe, next } = keepaliveDue({ connections: this.connectors(), busy, lastReceived: this.lastReceived, now, intervalMs });
-    if (probe.map(({ ws, att }) => this.probe(ws, att, now)).some(Boolean)) this.armProbeAlarm(now);
+    const { probe, next } = keepaliveDue({ connections: this.routes.sessions(), busy: this.queries.busy(), lastReceived: this.lastReceived, now, intervalMs });
+    if (probe.map((session) => this.probe(session, now)).some(Boolean)) this.armProbeAlarm(now);
     this.keepaliveTimer = setTimeout(() => this.keepalive(intervalMs), next - now);
   }
 
-  /** When the connection last sent a frame (0 if unknown: the object hibernated since). */
-  silentSince(att) {
-    return this.lastReceived.get(att.sessionId) ?? 0;
-  }
-
-  /** Send a PING that must be answered (by any frame) within PROBE_TIMEOUT_MS; false if gone. */
-  probe(ws, att, now) {
-    try {
-      ws.send(encodeFrame(FrameType.PING, 0, crypto.getRandomValues(new Uint8Array(8))));
-    } catch {
-      return false; // already closed: webSocketClose ends it
-    }
-    att.probeAt = now;
-    ws.serializeAttachment(att);
+  /**
+   * Send a PING that must be answered (by any frame) within PROBE_TIMEOUT_MS; false if gone.
+   * @param {ConnectorSession} session @param {number} now
+   */
+  probe(session, now) {
+    if (session.ws.readyState !== WebSocket.OPEN || !session.ping()) return false;
+    session.att.probeAt = now;
+    session.save();
     return true;
   }
 
-  /** The alarm that closes probed connections which stay silent (it survives hibernation). */
+  /** The alarm that closes probed connections which stay silent (it survives hibernation). @param {number} now */
   armProbeAlarm(now) {
     // (a probe answered while getAlarm ran needs no alarm: the object may hibernate)
-    const pending = () => this.connectors().some(({ att: a }) => a.probeAt !== undefined);
+    const pending = () => this.routes.sessions().some((s) => s.att.probeAt !== undefined);
     this.scheduleAlarm(now + PROBE_TIMEOUT_MS, pending).catch((err) => console.error(`probe alarm failed: ${err?.message ?? err}`));
+  }
+
+  /**
+   * A stream's deadline fired: if nothing at all came back on its connection since the QUERY,
+   * probe it (closed if it stays silent), so later queries do not wait on a dead link too. The
+   * query itself was sent, so it ends query.timeout and is never re-sent (at-most-once).
+   * @param {HttpStream} stream
+   */
+  probeSilent(stream) {
+    const { session } = stream;
+    const now = Date.now();
+    if (session.ws.readyState === WebSocket.OPEN && silentSinceQuery(session.att, this.lastReceived.get(session.sessionId), stream.sentAt) && this.probe(session, now)) {
+      this.armProbeAlarm(now);
+    }
   }
 
   /**
@@ -303,89 +296,97 @@ export class Tunnel extends DurableObject {
    * connector's WebSocket-level pings never reach this object). So its other connections get an
    * edgetds PING and no new query; one that sends no frame within PROBE_TIMEOUT_MS is closed and
    * its streams end transport.lost, instead of queries waiting on it until their deadline.
+   * @param {ConnectorSession} session
    */
-  probeSiblings(att) {
+  probeSiblings(session) {
     const now = Date.now();
     let probed = false;
-    for (const other of this.connectors()) {
+    for (const other of this.routes.sessions()) {
       const o = other.att;
-      if (o.sessionId === att.sessionId || o.connectorId !== att.connectorId || o.state !== "open" || o.probeAt !== undefined) continue;
-      probed = this.probe(other.ws, o, now) || probed;
+      if (o.sessionId === session.sessionId || o.connectorId !== session.connectorId || o.state !== "open" || o.probeAt !== undefined) continue;
+      probed = this.probe(other, now) || probed;
     }
     if (probed) this.armProbeAlarm(now);
   }
 
+  // ------------------------------------------------------------------------- connector sockets
+
+  /** @param {WebSocket} ws @param {ArrayBuffer | string} message */
   webSocketMessage(ws, message) {
-    const att = ws.deserializeAttachment();
-    if (att.state === "closed") return; // declared dead and closed here: a late frame changes nothing
-    this.lastReceived.set(att.sessionId, Date.now());
-    if (att.probeAt !== undefined) {
-      delete att.probeAt; // any frame answers a probe
-      ws.serializeAttachment(att);
+    const session = this.routes.session(ws);
+    if (session.att.state === "closed") return undefined; // declared dead and closed here: a late frame changes nothing
+    this.lastReceived.set(session.sessionId, Date.now());
+    if (session.att.probeAt !== undefined) {
+      delete session.att.probeAt; // any frame answers a probe
+      session.save();
       this.dropIdleAlarm();
     }
     if (typeof message === "string") {
-      this.fail(ws, att, new ProtocolError("text message received; edgetds/1 is binary-only", { closeCode: CloseCode.UNSUPPORTED_DATA }));
-      return;
+      this.fail(session, new ProtocolError("text message received; edgetds/1 is binary-only", { closeCode: CloseCode.UNSUPPORTED_DATA }));
+      return undefined;
+    }
+    /** @type {unknown} */
+    let error = null;
+    /** @type {import("./connection.js").Event[] | undefined} */
+    let received;
+    try {
+      received = session.receive(new Uint8Array(message));
+      this.checkPings(session, received);
+    } catch (err) {
+      error = err;
+      received ??= session.conn.events(); // the events parsed before a bad frame still count
     }
     try {
-      for (const frame of splitMessage(new Uint8Array(message), { maxPayload: RELAY_LIMITS.max_frame })) {
-        checkFrameRule(frame, "connector");
-        this.onFrame(ws, att, decodePayload(frame));
-      }
-      return this.checkpoints; // the runtime keeps the object alive until they are stored
+      for (const event of received) this.onEvent(session, /** @type {FrameEvent} */ (event));
     } catch (err) {
-      if (!(err instanceof ProtocolError)) console.error(`connector frame handling failed: ${err?.stack ?? err}`);
-      this.fail(ws, att, err instanceof ProtocolError ? err : new ProtocolError("internal relay error", { errorCode: ErrorCode.INTERNAL, closeCode: CloseCode.INTERNAL_ERROR }));
+      error ??= err;
+    }
+    if (error === null) {
+      session.flush();
+      return this.checkpoints; // the runtime keeps the object alive until they are stored
+    }
+    if (!(error instanceof ProtocolError)) console.error(`connector frame handling failed: ${/** @type {Error} */ (error)?.stack ?? error}`);
+    this.fail(session, error instanceof ProtocolError ? error : new ProtocolError("internal relay error", { errorCode: ErrorCode.INTERNAL, closeCode: CloseCode.INTERNAL_ERROR }));
+    return undefined;
+  }
+
+  /** Each PING costs a PONG: a connector that floods them is cut off. @param {ConnectorSession} session @param {import("./connection.js").Event[]} received */
+  checkPings(session, received) {
+    for (const event of received) {
+      if (event.type === FrameType.PING && this.pings.spend(session.sessionId, Date.now() / 1000) > 0) {
+        throw new ProtocolError(`PING flood: more than ${PING_BURST} PINGs at once or ${PING_RATE}/s sustained`);
+      }
     }
   }
 
-  onFrame(ws, att, event) {
-    if (att.state === "hello") {
-      if (event.type === FrameType.GOAWAY) return this.closeSession(ws, att, CloseCode.NORMAL, "goaway");
-      if (event.type !== FrameType.READY) throw new ProtocolError(`${event.name} before READY`);
-      if (event.connectorId !== att.connectorId) {
-        throw new ProtocolError("READY names another connector id than its token", { errorCode: ErrorCode.AUTH_CONNECTOR_REJECTED, closeCode: CloseCode.AUTH_FAILED });
-      }
-      att.state = "open";
-      att.maxStreams = Math.min(event.maxStreams, RELAY_LIMITS.max_streams);
-      att.maxFrame = event.maxFrame;
-      att.caps = [...negotiatedCaps(RELAY_CAPS, event.caps)];
-      att.maxStatementBytes = event.maxStatementBytes;
-      ws.serializeAttachment(att);
-      this.probeSiblings(att);
-      this.dropIdleAlarm();
-      this.pump();
-      return undefined;
-    }
-    checkFrameCap(event.type, new Set(att.caps ?? []));
+  /** One event of a connector's connection (connection.js checked it). @param {ConnectorSession} session @param {FrameEvent} event */
+  onEvent(session, event) {
     switch (event.type) {
       case FrameType.READY:
-        throw new ProtocolError("READY sent twice");
+        if (event.connectorId !== session.connectorId) {
+          throw new ProtocolError("READY names another connector id than its token", { errorCode: ErrorCode.AUTH_CONNECTOR_REJECTED, closeCode: CloseCode.AUTH_FAILED });
+        }
+        session.att.state = "open";
+        session.save();
+        this.probeSiblings(session);
+        this.dropIdleAlarm();
+        this.routes.pump();
+        return;
       case FrameType.CHECKPOINT:
-        this.checkpoints = this.checkpoints.then(() => this.storeCheckpoint(att, event.fields));
-        return undefined;
+        this.checkpoints = this.checkpoints.then(() => this.storeCheckpoint(session, event.fields));
+        return;
       case FrameType.COLUMNS:
       case FrameType.ROWS:
       case FrameType.DONE:
       case FrameType.ERROR:
-        return this.onResult(ws, att, event);
-      case FrameType.PING:
-        if (this.pings.spend(att.sessionId, Date.now() / 1000) > 0) {
-          throw new ProtocolError(`PING flood: more than ${PING_BURST} PINGs at once or ${PING_RATE}/s sustained`);
-        }
-        ws.send(encodeFrame(FrameType.PONG, 0, event.data));
-        return undefined;
-      case FrameType.PONG:
-        return undefined;
-      case FrameType.DRAIN:
-        att.draining = true;
-        ws.serializeAttachment(att);
-        return undefined;
+        this.queries.deliver(session, event);
+        if (event.type === FrameType.DONE || event.type === FrameType.ERROR) this.routes.pump(); // a slot freed
+        return;
       case FrameType.GOAWAY:
-        return this.closeSession(ws, att, CloseCode.NORMAL, "goaway received");
+        this.closeSession(session, CloseCode.NORMAL, session.att.state === "hello" ? "goaway" : "goaway received");
+        return;
       default:
-        throw new ProtocolError(`unexpected ${event.name}`);
+      // PING (the connection queued the PONG), PONG and DRAIN (the connection counts it)
     }
   }
 
@@ -393,8 +394,10 @@ export class Tunnel extends DurableObject {
    * Keep a connector's signed audit checkpoint if it verifies under one of the connector id's
    * registered keys and does not go backwards (relay/checkpoints.py, the same rules; SPEC 5.2).
    * A refused one is logged, never stored; the connection stays.
+   * @param {ConnectorSession} session @param {Record<string, any>} fields
    */
-  async storeCheckpoint(att, fields) {
+  async storeCheckpoint(session, fields) {
+    const { att } = session;
     try {
       const config = await loadConfig(this.env);
       const keys = [config.tunnels[att.tunnel]?.[att.connectorId] ?? []].flat();
@@ -406,9 +409,10 @@ export class Tunnel extends DurableObject {
         return;
       }
       const key = `ckpt:${att.connectorId}`;
+      /** @type {{checkpoint: Record<string, any>, conflict: Record<string, any> | null} | undefined} */
       const entry = await this.ctx.storage.get(key);
       const held = entry?.checkpoint;
-      if (held !== undefined && (fields.seq < held.seq || (fields.seq === held.seq && fields.head !== held.head))) {
+      if (entry !== undefined && held !== undefined && (fields.seq < held.seq || (fields.seq === held.seq && fields.head !== held.head))) {
         console.warn(`audit.checkpoint_regressed ${where}: seq ${fields.seq} after seq ${held.seq}; the connector's audit log lost its end or was replaced; the higher checkpoint is kept`);
         // the checkpoint held at the first regression stays as evidence (see relay/checkpoints.py)
         if (!entry.conflict) await this.ctx.storage.put(key, { ...entry, conflict: held });
@@ -416,477 +420,41 @@ export class Tunnel extends DurableObject {
       }
       await this.ctx.storage.put(key, { checkpoint: fields, received_at: Math.floor(Date.now() / 1000), conflict: entry?.conflict ?? null });
     } catch (err) {
-      console.error(`storing an audit checkpoint failed: ${err?.stack ?? err}`);
-    }
-  }
-
-  /** The connection receive window of a session (rebuilt whole after hibernation: see header). */
-  connWindow(sessionId) {
-    let win = this.connWindows.get(sessionId);
-    if (win === undefined) {
-      win = { size: RELAY_LIMITS.connection_window, pending: 0 };
-      this.connWindows.set(sessionId, win);
-    }
-    return win;
-  }
-
-  onResult(ws, att, event) {
-    const stream = this.streams.get(`${att.sessionId}:${event.streamId}`);
-    const flowed = event.type === FrameType.COLUMNS || event.type === FrameType.ROWS;
-    const n = event.data.byteLength;
-    if (flowed) {
-      const win = this.connWindow(att.sessionId);
-      win.size -= n;
-      if (win.size < 0) throw new ProtocolError("connector overran the connection window");
-    }
-    if (stream === undefined) {
-      // Only a stream this relay CANCELled (client gone, deadline) may still carry frames: they are
-      // discarded (and credited) until its DONE/ERROR. The ids live in the socket's attachment, so
-      // a late answer after hibernation is still recognised. Any other id is not open: an error.
-      const cancelled = att.cancelled ?? [];
-      if (!cancelled.includes(event.streamId)) throw new ProtocolError(`${event.name} on stream ${event.streamId}, which is not open`);
-      if (flowed) this.grantConnection(ws, att, n, true);
-      if (event.type === FrameType.DONE || event.type === FrameType.ERROR) {
-        att.cancelled = cancelled.filter((id) => id !== event.streamId);
-        ws.serializeAttachment(att);
-      }
-      return;
-    }
-    stream.state = nextStreamState(stream.state, event.type, event.streamId); // the table (session.js)
-    if (flowed) {
-      stream.window -= n;
-      if (stream.window < 0) throw new ProtocolError(`connector overran the window of stream ${event.streamId}`);
-    }
-    if (stream.state === "closed") {
-      this.streams.delete(stream.key);
-      stream.finished = true;
-    }
-    if (!stream.started) {
-      if (event.type === FrameType.ERROR) {
-        // Nothing was streamed yet: the status can still say what happened.
-        stream.redispatching = event.code === ErrorCode.CONNECTOR_DRAINING; // keeps its slot
-        this.settle(stream);
-        if (event.code === ErrorCode.CONNECTOR_DRAINING) {
-          this.redispatch(ws, att, stream, event.data);
-          return;
-        }
-        const status = httpStatus(event.code);
-        // A connector's limit (429): the client should come back later.
-        const retry = status === 429 ? { "retry-after": "1" } : {};
-        stream.respond(new Response(event.data, { status, headers: { "content-type": "application/json", "cache-control": "no-store", ...retry } }));
-        return;
-      }
-      this.start(stream);
-    }
-    this.write(stream, event.data, flowed ? n : 0);
-    if (stream.finished) {
-      this.settle(stream);
-      stream.writer.close().catch(() => {});
-    }
-  }
-
-  /** Answer 200 and start streaming the body. */
-  start(stream) {
-    const { readable, writable } = new TransformStream();
-    stream.writer = writable.getWriter();
-    stream.started = true;
-    stream.writer.closed.catch(() => this.clientGone(stream));
-    stream.respond(new Response(readable, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": stream.queryId } }));
-  }
-
-  write(stream, data, flowed) {
-    stream.writer.write(data).then(
-      () => {
-        if (flowed) this.credit(stream, flowed);
-      },
-      () => this.clientGone(stream),
-    );
-  }
-
-  /** Bytes reached the client: re-grant stream and connection credit (once half is consumed). */
-  credit(stream, n) {
-    const { ws } = stream;
-    if (ws.readyState !== WebSocket.OPEN) return;
-    const frames = [];
-    if (!stream.finished && !stream.cancelled) {
-      stream.pending += n;
-      if (stream.pending * 2 >= RELAY_LIMITS.stream_window) {
-        frames.push(encodeFrame(FrameType.CREDIT, stream.streamId, creditPayload(stream.pending)));
-        stream.window += stream.pending;
-        stream.pending = 0;
-      }
-    }
-    const win = this.connWindow(stream.sessionId);
-    win.pending += n;
-    if (win.pending * 2 >= RELAY_LIMITS.connection_window || (stream.finished && this.idleSession(stream.sessionId))) {
-      frames.push(encodeFrame(FrameType.CREDIT, 0, creditPayload(win.pending)));
-      win.size += win.pending;
-      win.pending = 0;
-    }
-    if (frames.length) ws.send(concatBytes(frames));
-  }
-
-  idleSession(sessionId) {
-    for (const stream of this.streams.values()) if (stream.sessionId === sessionId) return false;
-    return true;
-  }
-
-  /** Give back connection credit for bytes nobody will read (cancelled or unknown stream). */
-  grantConnection(ws, att, n, flush) {
-    const win = this.connWindow(att.sessionId);
-    win.pending += n;
-    if (win.pending > 0 && (flush || win.pending * 2 >= RELAY_LIMITS.connection_window)) {
-      ws.send(encodeFrame(FrameType.CREDIT, 0, creditPayload(win.pending)));
-      win.size += win.pending;
-      win.pending = 0;
-    }
-  }
-
-  /** The HTTP client went away (or its body was cancelled): CANCEL the stream once. */
-  clientGone(stream) {
-    if (stream.cancelled || stream.finished) return;
-    stream.cancelled = true;
-    this.settle(stream);
-    const { ws } = stream;
-    if (ws.readyState === WebSocket.OPEN) {
-      const att = ws.deserializeAttachment();
-      att.cancelled = [...(att.cancelled ?? []), stream.streamId].slice(-512); // bounded (16 KiB)
-      ws.serializeAttachment(att);
-      ws.send(encodeFrame(FrameType.CANCEL, stream.streamId, canonicalJson({ reason: "client went away" })));
-    }
-  }
-
-  settle(stream) {
-    clearTimeout(stream.timer);
-    this.streams.delete(stream.key);
-    if (!this.streams.size) {
-      clearTimeout(this.keepaliveTimer); // idle: nothing may keep the object awake
-      this.keepaliveTimer = null;
-    }
-    if (!stream.redispatching) this.giveBack(stream.job.slot);
-  }
-
-  /** End every stream of a session with the typed transport.lost record. */
-  endSession(att) {
-    this.pings.buckets.delete(att.sessionId);
-    this.lastReceived.delete(att.sessionId);
-    for (const stream of [...this.streams.values()]) {
-      if (stream.sessionId !== att.sessionId) continue;
-      this.settle(stream);
-      stream.finished = true;
-      if (stream.cancelled) continue;
-      if (!stream.started) {
-        stream.respond(errorResponse(new HttpError(ErrorCode.TRANSPORT_LOST, LOST_MESSAGE, { queryId: stream.queryId })));
-      } else {
-        stream.writer.write(lostRecord(stream.queryId)).catch(() => {});
-        stream.writer.close().catch(() => {});
-      }
-    }
-    this.connWindows.delete(att.sessionId);
-  }
-
-  closeSession(ws, att, code, reason) {
-    this.endSession(att);
-    try {
-      // A socket whose peer is gone stays listed (CLOSING) until the runtime gives up on it: the
-      // attachment says it no longer counts or serves.
-      att.state = "closed";
-      delete att.probeAt;
-      ws.serializeAttachment(att);
-      ws.close(code, reason);
-    } catch {
-      // already closed
-    }
-  }
-
-  /** A protocol violation: GOAWAY with the code, close, end its streams. */
-  fail(ws, att, err) {
-    try {
-      const goaway = { code: err.errorCode, message: err.message.slice(0, 200), last_stream: att.nextStream - 1 };
-      ws.send(encodeFrame(FrameType.GOAWAY, 0, canonicalJson(goaway)));
-    } catch {
-      // socket already gone
-    }
-    this.closeSession(ws, att, err.closeCode, err.errorCode);
-  }
-
-  webSocketClose(ws, code, reason) {
-    this.closeSession(ws, ws.deserializeAttachment(), CloseCode.NORMAL, "closed");
-  }
-
-  webSocketError(ws, error) {
-    this.closeSession(ws, ws.deserializeAttachment(), CloseCode.INTERNAL_ERROR, "error");
-  }
-
-  // ---------------------------------------------------------------------------------- queries
-
-  /** Streams per session (the HTTP requests in flight on it). */
-  load() {
-    const load = new Map();
-    for (const stream of this.streams.values()) load.set(stream.sessionId, (load.get(stream.sessionId) ?? 0) + 1);
-    return load;
-  }
-
-  /** The open connections; throws 503 when none can take a query now (nothing to wait for). */
-  connectable() {
-    const all = this.connectors().filter(({ ws, att }) => att.state === "open" && ws.readyState === WebSocket.OPEN);
-    if (!all.length) throw new HttpError(ErrorCode.TUNNEL_NO_CONNECTOR, "no connector is connected to this tunnel; start `edgetds connector run` on-prem", { retryAfter: "5" });
-    if (all.every(({ att }) => att.draining)) throw new HttpError(ErrorCode.CONNECTOR_DRAINING, "every connector of this tunnel is draining; retry shortly");
-    return all;
-  }
-
-  tunnelFull(why) {
-    return new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, `this tunnel is at its concurrent query limit and ${why}; retry after the Retry-After delay`, { retryAfter: "1", limit: "tunnel" });
-  }
-
-  // -------------------------------------------------------------------------------- admission
-
-  /** Streams the open connections take now, less the slots granted but not yet used. */
-  freeSlots() {
-    const load = this.load();
-    let free = 0;
-    for (const { ws, att } of this.connectors()) {
-      if (att.state === "open" && ws.readyState === WebSocket.OPEN && !att.draining) free += Math.max(0, att.maxStreams - (load.get(att.sessionId) ?? 0));
-    }
-    return free - this.reserved;
-  }
-
-  /** Hand every free slot to a waiting query, fairest first. */
-  pump() {
-    const free = this.freeSlots();
-    if (free <= 0 || !this.admission.waiting()) return;
-    for (const [, slot] of this.admission.grant(free)) {
-      slot.granted = slot.reserved = true;
-      this.reserved += 1;
-      clearTimeout(slot.timer);
-      slot.resolve();
+      console.error(`storing an audit checkpoint failed: ${/** @type {Error} */ (err)?.stack ?? err}`);
     }
   }
 
   /**
-   * Admit one query of identity `key` (relay/registry.py Tunnel.slot): refused at once at the
-   * identity's cap; on a full tunnel it waits up to `waitMs` for a slot. Resolves to the slot
-   * (give it back with giveBack once the query ended); throws HttpError.
+   * Close a session and end every stream it carried with the typed transport.lost record.
+   * @param {ConnectorSession} session @param {number} code @param {string} reason
    */
-  async admit(key, limit, waitMs, queryId) {
-    this.connectable();
-    const { promise, resolve } = Promise.withResolvers();
-    const slot = { key, granted: false, reserved: false, released: false, gone: false, waitedMs: 0, resolve, timer: null };
-    const refusal = this.admission.offer(key, slot, limit);
-    if (refusal === "identity") {
-      throw new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, `this identity already has ${limit} queries in flight or waiting on this tunnel (max_queries_per_identity); wait for one to finish, then retry`, { retryAfter: "1", limit: "identity" });
-    }
-    if (refusal === "tunnel") throw this.tunnelFull(`${MAX_WAITING} queries are already waiting for a slot`);
-    this.pump();
-    if (slot.granted) return slot;
-    const started = Date.now();
-    // A timer only while a request waits (the object is awake for it anyway).
-    slot.timer = setTimeout(resolve, waitMs);
-    this.waitingSlots.set(queryId, slot);
-    await promise;
-    this.waitingSlots.delete(queryId);
-    slot.waitedMs = Date.now() - started;
-    if (slot.gone) throw new HttpError(ErrorCode.QUERY_CANCELLED, "the client went away while the query waited", { queryId });
-    if (!slot.granted) {
-      this.admission.withdraw(key, slot);
-      throw this.tunnelFull(`no slot freed within ${waitMs} ms`);
-    }
-    return slot;
-  }
-
-  /** The slot's QUERY was sent (or never will be): its reservation ends. */
-  placed(slot) {
-    if (slot?.reserved) {
-      slot.reserved = false;
-      this.reserved -= 1;
-    }
-  }
-
-  /** The slot's query ended: release it once and hand the slot on. */
-  giveBack(slot) {
-    if (!slot || slot.released) return;
-    slot.released = true;
-    this.placed(slot);
-    this.admission.release(slot.key);
-    this.pump();
-  }
-
-  /** Least-loaded open connector (ties: round robin); throws 503/429 when there is none. */
-  pickConnector() {
-    const load = this.load();
-    const all = this.connectable();
-    const usable = preferAnswering(all.filter(({ att }) => !att.draining && (load.get(att.sessionId) ?? 0) < att.maxStreams));
-    if (!usable.length) {
-      if (all.some(({ att }) => att.draining)) throw new HttpError(ErrorCode.CONNECTOR_DRAINING, "every connector of this tunnel is draining; retry shortly");
-      throw this.tunnelFull("every connection is at its max streams");
-    }
-    const least = Math.min(...usable.map(({ att }) => load.get(att.sessionId) ?? 0));
-    const candidates = usable.filter(({ att }) => (load.get(att.sessionId) ?? 0) === least);
-    this.roundRobin = (this.roundRobin + 1) % 1_000_000;
-    return candidates[this.roundRobin % candidates.length];
-  }
-
-  async query(request) {
-    const { token, request: req, deadlineMs, identity, maxQueriesPerIdentity } = await request.json();
-    const config = await loadConfig(this.env);
-    const { promise, resolve } = Promise.withResolvers();
-    // before admission: a statement no connection accepts neither waits for nor takes a slot
-    const open = this.connectors().filter(({ ws, att }) => att.state === "open" && ws.readyState === WebSocket.OPEN);
-    if (open.length) checkSize(req, Math.max(...open.map(({ att }) => att.maxStatementBytes)));
-    const key = `${identity.issuer}\u0000${identity.subject}`;
-    const slot = await this.admit(key, maxQueriesPerIdentity, Math.min(config.limits.admission_wait_ms, req.timeout_ms), req.query_id);
-    // The admission wait counts against the query's deadline.
-    const timeoutMs = Math.max(1, req.timeout_ms - slot.waitedMs);
-    const options = { max_rows: req.max_rows ?? null, timeout_ms: timeoutMs };
-    try {
-      await this.dispatch({ token, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot });
-    } catch (err) {
-      this.giveBack(slot);
-      throw err;
-    }
-    return promise;
+  closeSession(session, code, reason) {
+    const open = session.att.state !== "closed";
+    session.close(code, reason); // first: nothing is placed on it while its streams end
+    this.pings.buckets.delete(session.sessionId);
+    this.lastReceived.delete(session.sessionId);
+    if (open || this.queries.busy().has(session.sessionId)) this.queries.endSession(session, session.end());
+    this.routes.remove(session);
   }
 
   /**
-   * Send a query to a connector: pick, attest, allocate the stream id, send. Throws HttpError when
-   * no connector can take it (nothing was sent).
+   * A protocol violation: GOAWAY with its code (the connection queued it when it found the
+   * violation), close, end its streams.
+   * @param {ConnectorSession} session @param {ProtocolError} err
    */
-  async dispatch(job) {
-    const { token, req, options } = job;
-    const config = await loadConfig(this.env);
-    let picked;
-    let attestation;
-    let att;
-    // Stream ids must increase in the order QUERY frames are sent: the attestation is awaited
-    // first, then the attachment is re-read and the id allocated and sent with no await between.
-    for (let attempt = 0; ; attempt++) {
-      picked = this.pickConnector();
-      checkSize(req, picked.att.maxStatementBytes); // before any signing or encoding
-      attestation = await makeAttestation(config.relayKey, {
-        sessionId: picked.att.sessionId,
-        queryId: req.query_id,
-        token,
-        sql: req.sql,
-        query: req.query,
-        paramsJson: req.params_json,
-        options,
-        now: Date.now() / 1000,
-      });
-      att = picked.ws.deserializeAttachment();
-      if (picked.ws.readyState === WebSocket.OPEN && att.state === "open" && !att.draining) break;
-      if (attempt === 2) throw new HttpError(ErrorCode.RELAY_OVERLOADED, "connectors kept changing while placing the query; retry");
-    }
-    const payload = queryPayload({ queryId: req.query_id, token, sql: req.sql, query: req.query, paramsJson: req.params_json, options, attestation });
-    if (payload.byteLength > att.maxFrame) {
-      throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `the query is ${payload.byteLength} bytes framed; the connector accepts at most ${att.maxFrame}`);
-    }
-    const streamId = att.nextStream;
-    att.nextStream += 1;
-    picked.ws.serializeAttachment(att);
-    const stream = {
-      key: `${att.sessionId}:${streamId}`,
-      ws: picked.ws,
-      sessionId: att.sessionId,
-      streamId,
-      queryId: req.query_id,
-      window: RELAY_LIMITS.stream_window,
-      pending: 0,
-      state: "open",
-      started: false,
-      finished: false,
-      cancelled: false,
-      writer: null,
-      respond: job.respond,
-      job,
-      timer: null,
-    };
-    this.streams.set(stream.key, stream);
-    this.placed(job.slot);
-    picked.ws.send(encodeFrame(FrameType.QUERY, streamId, payload));
-    stream.sentAt = Date.now();
-    // Keepalive while queries are in flight; a connection silent for ping_interval_s already (an
-    // idle tunnel: WebSocket pings never reach the object) is probed at once.
-    const intervalMs = config.limits.ping_interval_s * 1000;
-    if (this.keepaliveTimer === null || this.silentSince(att) + intervalMs <= stream.sentAt) this.keepalive(intervalMs);
-    // A backstop deadline while a request is in flight (never while idle: it would keep the object
-    // awake; alarms are used for everything that outlives a request).
-    stream.timer = setTimeout(() => this.deadline(stream), job.deadlineMs);
+  fail(session, err) {
+    session.goaway(err.errorCode, err.message);
+    session.flush();
+    this.closeSession(session, err.closeCode, err.errorCode);
   }
 
-  /** A connector refused the query unexecuted (connector.draining): place it on another one. */
-  redispatch(ws, att, stream, errorBody) {
-    att.draining = true;
-    ws.serializeAttachment(att);
-    this.dispatch(stream.job).catch((err) => {
-      this.giveBack(stream.job.slot);
-      const fallback = new Response(errorBody, { status: httpStatus(ErrorCode.CONNECTOR_DRAINING), headers: { "content-type": "application/json", "cache-control": "no-store" } });
-      stream.respond(err instanceof HttpError && err.code !== ErrorCode.CONNECTOR_DRAINING ? errorResponse(err) : fallback);
-    });
+  /** @param {WebSocket} ws */
+  webSocketClose(ws) {
+    this.closeSession(this.routes.session(ws), CloseCode.NORMAL, "closed");
   }
 
-  // ------------------------------------------------------------------ client query id replay
-
-  /** Remember a client-supplied query_id for 10 minutes; 409 query.duplicate if seen. */
-  async remember(request) {
-    const { queryId, ttlMs } = await request.json();
-    const key = `qid:${queryId}`;
-    const now = Date.now();
-    const seen = await this.ctx.storage.get(key);
-    if (seen !== undefined && seen > now) {
-      return errorResponse(new HttpError(ErrorCode.QUERY_DUPLICATE, "a query with this query_id was already sent; use a new query_id for a new query", { queryId }));
-    }
-    // Lazy purge, no alarm: each new id drops up to 256 expired ones (an index ordered by expiry).
-    const expired = await this.ctx.storage.list({ prefix: "qexp:", end: `qexp:${String(now).padStart(15, "0")}`, limit: 256 });
-    const stale = [...expired.keys()];
-    stale.push(...[...expired.values()].map((id) => `qid:${id}`));
-    for (let i = 0; i < stale.length; i += 128) await this.ctx.storage.delete(stale.slice(i, i + 128));
-    const until = now + ttlMs;
-    await this.ctx.storage.put({ [key]: until, [`qexp:${String(until).padStart(15, "0")}:${queryId}`]: queryId });
-    return jsonResponse(200, {});
-  }
-
-  /** The Worker saw the client hang up: CANCEL the query's stream if it is still open here. */
-  async cancel(request) {
-    const { queryId } = await request.json();
-    const waiting = this.waitingSlots.get(queryId);
-    if (waiting !== undefined && !waiting.granted && this.admission.withdraw(waiting.key, waiting)) {
-      waiting.gone = true; // admit() answers query.cancelled; no QUERY is ever sent for it
-      clearTimeout(waiting.timer);
-      waiting.resolve();
-    }
-    for (const stream of this.streams.values()) {
-      if (stream.queryId === queryId) {
-        this.clientGone(stream);
-        stream.respond(errorResponse(new HttpError(ErrorCode.QUERY_CANCELLED, "the client went away", { queryId })));
-      }
-    }
-    return jsonResponse(200, {});
-  }
-
-  /** Forget a query_id that was never sent to a connector (the client may retry with it). */
-  async forget(request) {
-    const { queryId } = await request.json();
-    await this.ctx.storage.delete(`qid:${queryId}`);
-    return jsonResponse(200, {});
-  }
-
-  deadline(stream) {
-    if (stream.finished || stream.cancelled) return;
-    // Nothing at all came back on the connection since this QUERY: probe it (closed if it stays
-    // silent), so later queries do not wait on a dead link too. This query was sent, so it ends
-    // query.timeout and is never re-sent (at-most-once).
-    const att = stream.ws.readyState === WebSocket.OPEN ? stream.ws.deserializeAttachment() : null;
-    const now = Date.now();
-    if (att !== null && silentSinceQuery(att, this.lastReceived.get(att.sessionId), stream.sentAt) && this.probe(stream.ws, att, now)) {
-      this.armProbeAlarm(now);
-    }
-    this.clientGone(stream); // sends CANCEL; later frames are absorbed
-    const message = "the query did not finish within its timeout; it was cancelled";
-    if (!stream.started) {
-      stream.respond(errorResponse(new HttpError(ErrorCode.QUERY_TIMEOUT, message, { queryId: stream.queryId })));
-    } else {
-      stream.writer.write(errorRecord(ErrorCode.QUERY_TIMEOUT, message, { queryId: stream.queryId })).catch(() => {});
-      stream.writer.close().catch(() => {});
-    }
+  /** @param {WebSocket} ws */
+  webSocketError(ws) {
+    this.closeSession(this.routes.session(ws), CloseCode.INTERNAL_ERROR, "error");
   }
 }

@@ -1,10 +1,13 @@
 // A small Node client for tdslite, run by tests/tdslite/test_client_tedious.py.
 // How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
-// The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "tdsVersion"? (tedious's
-//   "7_1" .. "7_4"), "steps": [{"sql", "params": [{"name", "type" (a tedious TYPES name),
-//   "value", "options"?}], "cancelAfterMs"?}, or {"reset": true}, or
-//   {"tx": "begin"|"commit"|"rollback"|"save", "name"?}
-//   (tedious's Transaction Manager requests), or {"state": true}]}.
+// The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "tdsVersion"?
+//   (tedious's "7_1" .. "7_4"), "steps": [{"sql",
+//   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}],
+//   "cancelAfterMs"?}, or {"proc": name, "params", "outputs": [{"name", "type", "value"?}]}
+//   (callProcedure; gives "outputs" {name: value} and "returnStatus" too), or {"reset": true},
+//   or {"tx": "begin"|"commit"|"rollback"|"save", "name"?} (tedious's Transaction Manager
+//   requests), or {"state": true}, or {"bulk": {"table", "options" (newBulkLoad's), "columns":
+//   [{"name", "type", "options"}], "rows": [[...]]}}]}.
 // A "tx" step gives {"tx": error message or null}; a "state" step gives what tedious believes:
 // {"inTransaction", "descriptor" (hex of the descriptor it would send)}.
 // Prints one JSON object: {"connected": true, "steps": [{"rows": [...], "rowCount", "error"?}]}.
@@ -50,6 +53,12 @@ function fromJson(type, value) {
     return new Date(value);
   }
   if (["VarBinary", "Binary"].includes(type)) return Buffer.from(value.hex, "hex");
+  // a table-valued parameter: {"name", "schema", "columns": [{"name", "type", ...}], "rows"}
+  if (type === "TVP") {
+    const columns = value.columns.map((c) => ({ ...c, type: TYPES[c.type] }));
+    const rows = value.rows.map((row) => row.map((v, i) => fromJson(value.columns[i].type, v)));
+    return { ...value, columns, rows };
+  }
   return value;
 }
 
@@ -78,8 +87,11 @@ function connect() {
 function runStep(connection, step) {
   return new Promise((resolve) => {
     const rows = [];
-    const request = new Request(step.sql, (err, rowCount) => {
+    const outputs = {};
+    let returnStatus;
+    const request = new Request(step.proc ?? step.sql, (err, rowCount) => {
       const out = { rows, rowCount };
+      if (step.proc) Object.assign(out, { outputs, returnStatus });
       if (err) {
         // several errors in one batch come as an AggregateError: the first one, and all numbers
         const all = err.errors ?? [err];
@@ -93,13 +105,34 @@ function runStep(connection, step) {
     for (const p of step.params ?? []) {
       request.addParameter(p.name, TYPES[p.type], fromJson(p.type, p.value), p.options ?? {});
     }
+    for (const p of step.outputs ?? []) {
+      request.addOutputParameter(p.name, TYPES[p.type], fromJson(p.type, p.value ?? null), p.options ?? {});
+    }
     request.on("row", (columns) => {
       rows.push(columns.map((c) => toJson(c.value)));
     });
-    connection.execSql(request);
+    request.on("returnValue", (name, value) => {
+      outputs[name] = toJson(value);
+    });
+    request.on("doneProc", (rowCount, more, status) => {
+      if (status !== undefined) returnStatus = status;
+    });
+    if (step.proc) connection.callProcedure(request);
+    else connection.execSql(request);
     if (step.cancelAfterMs !== undefined) {
       setTimeout(() => connection.cancel(), step.cancelAfterMs);
     }
+  });
+}
+
+function bulkLoad(connection, bulk) {
+  return new Promise((resolve) => {
+    const load = connection.newBulkLoad(bulk.table, bulk.options ?? {}, (err, rowCount) => {
+      resolve(err ? { error: { number: err.number, message: err.message } } : { rowCount });
+    });
+    for (const c of bulk.columns) load.addColumn(c.name, TYPES[c.type], c.options ?? {});
+    const rows = bulk.rows.map((row) => row.map((v, i) => fromJson(bulk.columns[i].type, v)));
+    connection.execBulkLoad(load, rows);
   });
 }
 
@@ -131,6 +164,10 @@ try {
     }
     if (step.tx) {
       result.steps.push({ tx: await transaction(connection, step) });
+      continue;
+    }
+    if (step.bulk) {
+      result.steps.push(await bulkLoad(connection, step.bulk));
       continue;
     }
     if (step.state) {
