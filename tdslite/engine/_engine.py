@@ -21,7 +21,7 @@ from ._objects import CREATE_OBJECTS
 from ._perms import Principal, principals
 from ._results import StatementFailed
 from ._session import Session
-from ._sysviews import CatalogProvider
+from ._sysviews import DEFAULT_PROVIDER_KINDS, CatalogProvider, registry_provider
 from ._users import User
 
 #: What SELECT @@VERSION answers (clients parse the "Microsoft SQL Server" prefix).
@@ -97,7 +97,9 @@ class Engine:
         #: Tables written by open transactions (READ COMMITTED blocking, see _locks.py).
         self.locks = TableLocks()
         #: Catalog providers: object kind -> function (see tdslite/engine/_sysviews.py).
-        self.catalog_providers: dict[str, CatalogProvider] = {}
+        self.catalog_providers: dict[str, CatalogProvider] = {
+            kind: registry_provider(kind) for kind in DEFAULT_PROVIDER_KINDS
+        }
         #: create_date of tables in the catalog views (tdslite does not record creation times).
         self.started = dt.datetime.now().replace(microsecond=0)
         conn = self._connect()

@@ -13,7 +13,7 @@ from sqlglot import exp
 
 from . import _sysrows
 from ._systypes import SYSTEM_TYPES
-from ._sysviews import SCHEMAS, SYSTEM_DATABASES, Viewer
+from ._sysviews import SCHEMAS, SYSTEM_DATABASES, Viewer, schema_id
 from ._types import SqlType
 
 _SYSNAME = SqlType("nvarchar", length=128)
@@ -67,16 +67,22 @@ def _object_name(viewer: Viewer, object_id: object, *_database: object) -> str |
     return next((str(r[0]) for r in _object_rows(viewer) if r[1] == object_id), None)
 
 
-def _schema_name(viewer: Viewer, schema_id: object = None) -> str | None:
-    if schema_id is None:
+def _schemas(viewer: Viewer) -> dict[str, int]:
+    found = dict(SCHEMAS)
+    found.update({o.name: schema_id(o.name) for o in viewer.objects("schemas")})
+    return found
+
+
+def _schema_name(viewer: Viewer, number: object = None) -> str | None:
+    if number is None:
         return "dbo"
-    return next((n for n, i in SCHEMAS.items() if i == schema_id), None)
+    return next((n for n, i in _schemas(viewer).items() if i == number), None)
 
 
 def _schema_id(viewer: Viewer, name: object = None) -> int | None:
     if name is None:
         return 1
-    return next((i for n, i in SCHEMAS.items() if n.lower() == str(name).lower()), None)
+    return next((i for n, i in _schemas(viewer).items() if n.lower() == str(name).lower()), None)
 
 
 def _type_name(viewer: Viewer, type_id: object) -> str | None:

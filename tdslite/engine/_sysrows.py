@@ -24,7 +24,15 @@ from ._systypes import (
     octet_length,
     shape,
 )
-from ._sysviews import SCHEMAS, SYSTEM_DATABASES, TYPE_DESC, CatalogObject, Viewer, object_id
+from ._sysviews import (
+    SCHEMAS,
+    SYSTEM_DATABASES,
+    TYPE_DESC,
+    CatalogObject,
+    Viewer,
+    object_id,
+    schema_id,
+)
 
 Row = tuple[object, ...]
 _ACTIONS = {"NO ACTION": 0, "CASCADE": 1, "SET NULL": 2, "SET DEFAULT": 3}
@@ -124,7 +132,7 @@ def _table(viewer: Viewer, name: str) -> TableInfo | None:
 def _object_row(viewer: Viewer, name: str, kind: str, parent: int = 0, schema: str = "dbo") -> Row:
     created = viewer.started
     return (
-        name, object_id(schema, name), None, SCHEMAS.get(schema, 1), parent, kind.ljust(2),
+        name, object_id(schema, name), None, schema_id(schema), parent, kind.ljust(2),
         TYPE_DESC.get(kind, kind), created, created, False, False, False,
     )  # fmt: skip
 
@@ -163,10 +171,11 @@ def _definition(sqlite_default: str) -> str:
 
 
 def schemas(viewer: Viewer) -> Iterator[Row]:
-    for name, schema_id in SCHEMAS.items():
-        yield name, schema_id, schema_id
+    for name, fixed_id in SCHEMAS.items():
+        yield name, fixed_id, fixed_id
     for obj in viewer.objects("schemas"):
-        yield obj.name, object_id("", obj.name) % 60000 + 5, 1
+        if obj.name.lower() not in {k.lower() for k in SCHEMAS}:
+            yield obj.name, schema_id(obj.name), 1
 
 
 def _all_objects(viewer: Viewer) -> Iterator[tuple[Row, CatalogObject | None]]:

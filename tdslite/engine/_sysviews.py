@@ -106,9 +106,15 @@ class Viewer:
         return self.database.lower() == self.served.lower()
 
     def visible_tables(self) -> list[TableInfo]:
+        """The user tables the caller may see (not views, temporary tables, table variables)."""
         if not self.in_served:
             return []
-        return [t for t in self.tables if self.may_see(t.name)]
+        views = {_qualified(v.schema, v.name) for v in self.objects("views")}
+        return [
+            t
+            for t in self.tables
+            if self.may_see(t.name) and t.name[:1] not in "#@" and t.name.lower() not in views
+        ]
 
     def objects(self, kind: str) -> list[CatalogObject]:
         """What the provider of ``kind`` returns, kept for the statement; fail closed."""
@@ -126,8 +132,43 @@ class Viewer:
         return list(self._cache[kind])
 
 
+def schema_id(schema: str) -> int:
+    """The schema_id of a schema: the fixed ones', else a stable number from its name."""
+    fixed = {k.lower(): v for k, v in SCHEMAS.items()}.get(schema.lower())
+    return fixed if fixed is not None else 5 + zlib.crc32(schema.lower().encode()) % 60000
+
+
+def _qualified(schema: str, name: str) -> str:
+    return (name if schema.lower() == "dbo" else f"{schema}.{name}").lower()
+
+
+def registry_provider(kind: str) -> CatalogProvider:
+    """A provider over the engine's object registry (``__tds_objects``, see _objects.py) for
+    ``kind`` ("views", "procedures" or "schemas"): views get their columns from the catalog."""
+    registry_type = {"views": "VIEW", "procedures": "PROCEDURE", "schemas": "SCHEMA"}[kind]
+
+    def provider(viewer: Viewer) -> Iterator[CatalogObject]:
+        rows = viewer.pragma(
+            "SELECT schema, name, definition FROM __tds_objects "
+            f"WHERE type = '{registry_type}' ORDER BY schema, name"
+        )
+        by_name = {t.name.lower(): t for t in viewer.tables}
+        for schema, name, definition in rows:
+            if kind == "schemas":
+                yield CatalogObject(str(name), "", str(schema))
+                continue
+            info = by_name.get(_qualified(str(schema), str(name)))
+            columns = info.columns if info is not None and kind == "views" else ()
+            code = "V" if kind == "views" else "P"
+            yield CatalogObject(str(name), code, str(schema), columns, str(definition))
+
+    return provider
+
+
 #: A provider: the objects of one kind the viewer may see.
 CatalogProvider = Callable[["Viewer"], Iterable[CatalogObject]]
+#: What the engine plugs in by default: its own registry of views, procedures and schemas.
+DEFAULT_PROVIDER_KINDS = ("views", "procedures", "schemas")
 
 
 def object_id(schema: str, name: str) -> int:

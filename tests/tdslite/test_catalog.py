@@ -600,3 +600,43 @@ def test_metadata_functions_respect_visibility(engine: Engine) -> None:
         "SELECT SCHEMA_NAME(t.schema_id), t.name FROM sys.tables t"
         " WHERE t.object_id = OBJECT_ID('orders')",
     ) == [("dbo", "orders")]
+
+
+def test_views_procedures_and_schemas_of_the_registry(engine: Engine) -> None:
+    """Objects made with CREATE VIEW / PROCEDURE / SCHEMA appear through the default providers;
+    a view is not a table, temporary tables are not in this database's catalog."""
+    for sql in (
+        "CREATE SCHEMA sales",
+        "CREATE VIEW dbo.north AS SELECT id, name FROM customers WHERE region = N'north'",
+        "CREATE PROCEDURE dbo.p_top @n int = 1 AS SELECT TOP (@n) id FROM orders",
+    ):
+        rows(engine, sql)
+    assert ("north",) not in rows(engine, "SELECT name FROM sys.tables")
+    assert rows(
+        engine,
+        "SELECT v.name, c.name, c.max_length FROM sys.views v"
+        " JOIN sys.columns c ON c.object_id = v.object_id ORDER BY c.column_id",
+    ) == [("north", "id", 4), ("north", "name", 200)]
+    assert rows(engine, "SELECT name, type_desc FROM sys.procedures") == [
+        ("p_top", "SQL_STORED_PROCEDURE")
+    ]
+    assert rows(engine, "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM INFORMATION_SCHEMA.ROUTINES") == [
+        ("p_top", "PROCEDURE")
+    ]
+    assert ("north", "VIEW") in rows(
+        engine, "SELECT TABLE_NAME, TABLE_TYPE FROM INFORMATION_SCHEMA.TABLES"
+    )
+    (definition,) = rows(engine, "SELECT VIEW_DEFINITION FROM INFORMATION_SCHEMA.VIEWS")[0]
+    assert definition.startswith("CREATE VIEW dbo.north AS SELECT")
+    assert rows(engine, "SELECT SCHEMA_NAME(SCHEMA_ID('sales')), SCHEMA_ID('nope')") == [
+        ("sales", None)
+    ]
+    assert ("sales",) in rows(engine, "SELECT name FROM sys.schemas")
+    session = engine.open_session(ADMIN)
+    try:
+        list(session.execute("CREATE TABLE #scratch (i int)"))
+        counted = [r for r in session.execute("SELECT COUNT(*) FROM sys.tables")]
+        assert isinstance(counted[0], ResultSet)
+        assert list(counted[0].rows) == [(4,)]
+    finally:
+        session.close()
