@@ -14,6 +14,7 @@ from sqlglot import exp
 from . import _errors
 from . import _typing as ty
 from ._functions import unit_name
+from ._sysfuncs import rewrite as rewrite_metadata
 from ._types import DATETIME_TYPES, SqlType
 
 if TYPE_CHECKING:
@@ -78,6 +79,10 @@ class BuiltinsMixin:
     # -- functions sqlglot would mangle (renamed TDSFN_X by _batch) ------------------------
 
     def _function(self, node: exp.Expression, scope: Scope) -> SqlType | None:
+        # OBJECT_ID, SCHEMA_NAME, ... (_sysfuncs.py)
+        metadata = rewrite_metadata(node, lambda arg: self.expr(arg, scope))
+        if metadata is not None:
+            return metadata
         assert isinstance(node, exp.Anonymous)
         name = str(node.this).upper()
         if name == "SQL_VARIANT_PROPERTY" and len(node.expressions) == 2:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlglot import Token, TokenType, exp
 
-from . import _errors, _objects, _procedures
+from . import _errors, _objects, _procedures, _sysprocs
 from ._batch import Statement, tokenize, word
 from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._translate import Translator, is_unknown, sql_type_of, to_sqlite
@@ -45,8 +45,7 @@ def run(
         _set_option(session, tokens, words)
     elif keyword == "USE":
         name = tokens[1].text if len(tokens) == 2 else ""
-        if name.lower() != session.database.lower():
-            raise _errors.unknown_database(name or statement.text[4:])
+        session.use(name or statement.text[4:])
     elif keyword == "BEGIN" and words[1:2] in (["TRAN"], ["TRANSACTION"]):
         session.begin(_transaction_name(tokens, words))
     elif keyword == "COMMIT":
@@ -252,8 +251,10 @@ def _exec(
     if lowered == "sp_reset_connection":
         session.reset()
         return
-    raise _errors.unknown_procedure(procedure)
-    yield  # pragma: no cover  (makes this a generator)
+    system = _sysprocs.PROCEDURES.get(lowered)
+    if system is None:
+        raise _errors.unknown_procedure(procedure)
+    yield from system(session, (positional, named))
 
 
 def _set_session_context(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import itertools
 import os
@@ -20,6 +21,7 @@ from ._objects import CREATE_OBJECTS
 from ._perms import Principal, principals
 from ._results import StatementFailed
 from ._session import Session
+from ._sysviews import DEFAULT_PROVIDER_KINDS, CatalogProvider, registry_provider
 from ._users import User
 
 #: What SELECT @@VERSION answers (clients parse the "Microsoft SQL Server" prefix).
@@ -28,6 +30,8 @@ VERSION = (
     "\ttdslite (edgetds): a TDS server backed by SQLite " + sqlite3.sqlite_version
 )
 BUSY_TIMEOUT_SECONDS = 5.0
+#: The system database every login may connect to; it holds no user tables here.
+MASTER = "master"
 
 
 class LruCache:
@@ -92,6 +96,12 @@ class Engine:
         self.translations = LruCache(1024)
         #: Tables written by open transactions (READ COMMITTED blocking, see _locks.py).
         self.locks = TableLocks()
+        #: Catalog providers: object kind -> function (see tdslite/engine/_sysviews.py).
+        self.catalog_providers: dict[str, CatalogProvider] = {
+            kind: registry_provider(kind) for kind in DEFAULT_PROVIDER_KINDS
+        }
+        #: create_date of tables in the catalog views (tdslite does not record creation times).
+        self.started = dt.datetime.now().replace(microsecond=0)
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -152,20 +162,33 @@ class Engine:
     def open_session(self, user: User, *, database: str | None = None) -> Session:
         """A new session for ``user`` (already authenticated by password or token).
 
+        ``database`` empty or None: the login's default database (``User.default_database``,
+        else the served one).  ``master`` always opens (no user tables there; ``USE`` the served
+        database to see them), as every SQL Server login may connect to master.
+
         Raises:
-            SqlError: 4060 if ``database`` is not this engine's database.
+            SqlError: 4060 if ``database`` is neither this engine's database nor master.
         """
-        if database and database.lower() != self.database.lower():
+        name = database or user.default_database or self.database
+        known = self.database_name(name)
+        if known is None:
             raise _errors.SqlError(
                 4060,
-                f'Cannot open database "{database}" requested by the login. The login failed.',
+                f'Cannot open database "{name}" requested by the login. The login failed.',
                 severity=11,
             )
         conn = self._connect()
-        session = Session(self, user, conn, spid=next(self._spids), database=self.database)
+        session = Session(self, user, conn, spid=next(self._spids), database=known)
         with self._lock:
             self._sessions.add(session)
         return session
+
+    def database_name(self, name: str) -> str | None:
+        """The database ``name`` designates as its canonical spelling (the served database or
+        master), or None for any other name."""
+        if name.lower() == self.database.lower():
+            return self.database
+        return MASTER if name.lower() == MASTER else None
 
     def _forget(self, session: Session) -> None:
         with self._lock:

@@ -162,6 +162,8 @@ class Authorizer:
             table = arg1 or ""
             if table in _SCHEMA_TABLES and self.principal.may_ddl:
                 return sqlite3.SQLITE_OK
+            if table.lower() == "json_each" and not source:
+                return sqlite3.SQLITE_OK  # catalog views: rows built for this caller only
             if self.constraint_reads and not is_internal(table):
                 return sqlite3.SQLITE_OK
             if source and not is_internal(table) and self.principal.may("SELECT", source):

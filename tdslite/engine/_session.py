@@ -22,7 +22,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _flow, _objects, _statements, _tvp
+from . import _errors, _flow, _objects, _statements, _sysfuncs, _sysviews, _tvp
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
@@ -71,6 +71,8 @@ COMPILE_ERRORS = frozenset({102, 105, 111, 134, 137, 178, 195, 207, 208, 209, 10
 _CONTROL_KEYWORDS = frozenset(
     {"USE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "REVERT", "EXEC", "EXECUTE"}
 )
+#: The catalog of master: no user tables.
+_NO_TABLES = Catalog()
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
 
@@ -176,9 +178,19 @@ class Session:
         self._fn_errors = FunctionErrors()
         self._authorizer = Authorizer(self._stack[-1])
         _functions.register(conn, self._fn_errors, self._session_context_value)
-        from . import _sysfuncs
-
-        _sysfuncs.register(self)
+        _sysfuncs.register(self)  # DB_NAME(id), SERVERPROPERTY
+        #: Facts the wire layer knows (host_name, program_name, client_net_address, ...):
+        #: what sys.dm_exec_sessions / sys.dm_exec_connections show of this session.
+        self.client: dict[str, object] = {}
+        self._sysview_rows: dict[str, str] = {}
+        conn.create_function(
+            "tds_sysview", 1, lambda name: self._sysview_rows.get(name, "[]"), deterministic=True
+        )
+        conn.create_function(
+            "tds_meta", -1, lambda name, *args: _sysfuncs.evaluate(self.viewer(), name, args)
+        )
+        with self._authorizer.internal():  # SQLite sets json_each up by writing its schema
+            conn.execute("SELECT 1 FROM json_each('[]')").fetchall()
         conn.set_authorizer(self._authorizer)
         # cancel() may arrive just before SQLite starts stepping, when interrupt() is a no-op:
         # the flag makes the statement stop at its next progress check instead.
@@ -242,8 +254,11 @@ class Session:
         self.flow.wake.clear()
         if not _encodable(sql):
             raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
+        statements = _split(sql)
+        if statements and _procedure_call(statements[0]):
+            statements = _split("EXEC " + sql)  # a batch may start with a procedure's bare name
         try:
-            prepared = [self._prepare(statement) for statement in _split(sql)]
+            prepared = [self._prepare(statement) for statement in statements]
             nodes = _flow.build(self, prepared)
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
@@ -392,6 +407,7 @@ class Session:
         )
         key = (
             item.statement.sql,
+            self.database,
             self._catalog.fingerprint,
             tuple(sorted((k, str(v.type)) for k, v in variables.items())),
             tuple(sorted((k, str(v[1])) for k, v in self._context.items())),
@@ -407,6 +423,7 @@ class Session:
             if cached[0] != "ddl" and not self._table_params:
                 self._engine.translations.put(key, cached)
         kind, payload, tables = cached
+        tables = self._build_views(tables)
         if kind == "select":
             sql, columns = payload
             self.principal.check(
@@ -476,6 +493,8 @@ class Session:
             return _statements.update(tree, tr)
         if isinstance(tree, exp.Delete):
             return _statements.delete(tree, tr)
+        if not self.in_served_database and isinstance(tree, exp.Create):
+            raise _errors.ddl_denied("CREATE TABLE", self.database)  # master is not ours
         if isinstance(tree, exp.Create) and str(tree.args.get("kind")).upper() == "TABLE":
             if isinstance(tree.this, exp.Schema) and isinstance(tree.this.this, exp.Table):
                 _objects.check_create_table(self, tree.this.this)
@@ -604,7 +623,7 @@ class Session:
 
     def _context_for(self, variables: dict[str, _Variable]) -> Context:
         return Context(
-            catalog=self._catalog,
+            catalog=self._catalog if self.in_served_database else _NO_TABLES,
             database=self.database,
             variables={k: v.type for k, v in variables.items()},
             context_types={k: v[1] for k, v in self._context.items()},
@@ -640,6 +659,29 @@ class Session:
             exc, verb=verb, table=table, database=self.database, denied=self._authorizer.denied
         )
 
+    def _build_views(self, tables: frozenset[str]) -> frozenset[str]:
+        """Build the rows of the catalog views a statement reads (for this caller only, see
+        _sysviews.py); the other names are tables, returned for the permission check."""
+        views = {t for t in tables if t in _sysviews.VIEWS}
+        self._sysview_rows = {}
+        if views:
+            viewer = self.viewer()
+            self._sysview_rows = {name: _sysviews.build(name, viewer) for name in views}
+        return tables - views
+
+    def viewer(self) -> _sysviews.Viewer:
+        """What the catalog views and sp_help show this caller (see _sysviews.py)."""
+        conn = self._conn_internal()
+        self._catalog.refresh(conn)
+        return _sysviews.Viewer(
+            database=self.database, served=self._engine.database, tables=self._catalog.tables(),
+            may_see=lambda name: self.principal.may("SELECT", name),
+            pragma=lambda sql: list(conn.execute(sql).fetchall()),
+            session={**self.client, "session_id": self.spid, "login_name": self.user.login,
+                     "row_count": self._rowcount, "open_transaction_count": self._trancount},
+            providers=self._engine.catalog_providers, started=self._engine.started,
+        )  # fmt: skip
+
     def _session_context_value(self, key: Storage) -> Storage:
         entry = self._context.get(str(key)) if key is not None else None
         return None if entry is None else encode(entry[1], entry[0])
@@ -648,6 +690,18 @@ class Session:
         self._authorizer.principal = principal
 
     # -- EXECUTE AS / session context (used by _control) --------------------------------------
+
+    def use(self, name: str) -> None:
+        """USE name: the served database or master (911 for any other name)."""
+        known = self._engine.database_name(name)
+        if known is None:
+            raise _errors.unknown_database(name)
+        self.database = known
+
+    @property
+    def in_served_database(self) -> bool:
+        """False in master, which holds no user tables."""
+        return self.database == self._engine.database
 
     def impersonate(self, database_user: str) -> None:
         target = self._engine.principals.get(database_user.lower())
@@ -852,6 +906,12 @@ def _internal(exc: Exception) -> SqlError:
         f"tdslite cannot run this statement (internal {type(exc).__name__}); "
         "see tdslite/README.md, 'Supported T-SQL'.",
     )
+
+
+def _procedure_call(statement: Statement) -> bool:
+    """The first statement of a batch names a procedure without EXEC (``sp_help 'orders'``)."""
+    first = statement.text.split(None, 1)[0].lower().lstrip("[") if statement.text else ""
+    return statement.keyword not in STATEMENT_KEYWORDS and first.startswith("sp_")
 
 
 def _encodable(text: str) -> bool:

@@ -23,6 +23,7 @@ from . import _errors, _tvp
 from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
 from ._catalog import Catalog, TableInfo, is_internal
+from ._sysviews import substitute, view_name
 from ._types import Column, SqlType
 from ._values import decimal_storage, utf16_len
 
@@ -143,6 +144,7 @@ class Translator(BuiltinsMixin):
             exp.Trim: self._trim, exp.Substring: self._substring, exp.Replace: self._first,
             exp.Abs: self._first, exp.Round: self._first, exp.Anonymous: self._function,
             exp.Ordered: self._first, exp.Distinct: self._distinct,
+            exp.ObjectId: self._function, exp.CurrentSchema: self._function,
         }  # fmt: skip
         kinds: tuple[type[exp.Expression], ...]
         for kinds, handler in (
@@ -279,6 +281,8 @@ class Translator(BuiltinsMixin):
         full = ".".join(p for p in (node.catalog, node.db, node.name) if p)
         if node.catalog and node.catalog.lower() != self.ctx.database.lower():
             raise _errors.invalid_object(full)
+        if node.db and view_name(node.db, node.name):
+            raise _errors.SqlError(259, "Ad hoc updates to system catalogs are not allowed.")
         for hint in node.args.get("hints") or []:
             names = {e.name.upper() for e in hint.expressions}
             if not names <= _TABLE_HINTS:
@@ -313,6 +317,10 @@ class Translator(BuiltinsMixin):
                 scope.add(node.alias_or_name, list(table_type))
                 node.replace(_tvp.source(node, table_type))
                 return
+        if isinstance(node, exp.Table) and (view := substitute(node, self.ctx.database)):
+            self.tables.add(view[0])  # "sys.tables": the session builds its rows
+            scope.add(node.alias_or_name, view[1])
+            return
         if isinstance(node, exp.Table):
             info = self.table(node)
             scope.add(

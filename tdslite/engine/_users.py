@@ -8,6 +8,7 @@ Format (documented in tdslite/README.md, "Supported T-SQL")::
     database_user = "analyst"      # default: the login name
     can_impersonate = []           # database users EXECUTE AS USER may switch to
     grants = { orders = "read" }   # optional: tables "read" | "write", procedures "execute"
+    default_database = "master"    # optional: the database of a login that names none
 
 A database user's permissions are those of the login(s) mapped to it; logins that share a database
 user must agree on role and grants.
@@ -22,7 +23,7 @@ from typing import Any
 
 ROLES = ("read-only", "read-write", "admin")
 GRANT_LEVELS = ("read", "write", "execute")
-_KEYS = {"password", "role", "database_user", "can_impersonate", "grants"}
+_KEYS = {"password", "role", "database_user", "can_impersonate", "grants", "default_database"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class User:
         can_impersonate: database users EXECUTE AS USER may switch to.
         grants: optional per-table grants: table -> "read" | "write"; when given, only these
             tables are accessible.
+        default_database: the database a login that names none (LOGIN7 database empty) starts
+            in; None: the served database.
     """
 
     login: str
@@ -45,6 +48,7 @@ class User:
     database_user: str
     can_impersonate: tuple[str, ...] = ()
     grants: dict[str, str] = field(default_factory=dict)
+    default_database: str | None = None
 
     def __hash__(self) -> int:
         return hash(self.login)
@@ -116,6 +120,12 @@ def parse_users(data: dict[str, Any], *, source: str = "users file") -> dict[str
                 f"{where}.grants.{table}",
                 'a read-only login cannot be granted "write"',
             )
+        default_db = entry.get("default_database")
+        _check(
+            default_db is None or (isinstance(default_db, str) and default_db != ""),
+            f"{where}.default_database",
+            "must be a database name",
+        )
         users[login] = User(
             login=login,
             password=password,
@@ -123,6 +133,7 @@ def parse_users(data: dict[str, Any], *, source: str = "users file") -> dict[str
             database_user=db_user,
             can_impersonate=tuple(imp),
             grants={str(k).lower(): str(v) for k, v in grants.items()},
+            default_database=default_db,
         )
     by_db_user: dict[str, User] = {}
     for user in users.values():

@@ -7,6 +7,7 @@ bytes per wire form (0x00 for BYTELEN types, 0xFFFF for USHORTLEN, the PLP NULL 
 
 from __future__ import annotations
 
+import datetime
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,10 +133,87 @@ def _bin_codec(kind: str, length: int | None) -> ColumnCodec:
 
 _INT_SIZES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8}
 
+#: TDS versions (LOGINACK TDSVersion) where the wire forms change.
+TDS71 = 0x71000001
+TDS72 = 0x72090002
+TDS73 = 0x730A0003
+TDS74 = 0x74000004
+_DATE_TEXT_WIDTH = {"date": 10, "time": 8, "datetime2": 19, "datetimeoffset": 26}
+_TEXTPTR = b"\x00" * 16 + b"\x00" * 8  # text pointer and timestamp of a TEXT/NTEXT/IMAGE value
 
-def codec_for(sql_type: SqlType) -> ColumnCodec:
-    """The wire form of one column of ``sql_type`` (unknown types travel as nvarchar(max))."""
+
+def _date_as_text(sql_type: SqlType) -> ColumnCodec:
+    """date/time/datetime2/datetimeoffset for clients below TDS 7.3: nvarchar strings in the
+    form SQL Server converts them to (``2024-02-29 13:14:15.1234567 +05:30``)."""
     name = sql_type.name
+    scale = 0 if name == "date" else 7 if sql_type.scale is None else sql_type.scale
+    width = _DATE_TEXT_WIDTH[name] + (scale + 1 if scale else 0)
+
+    def text(value: object) -> str:
+        if name == "date":
+            assert isinstance(value, datetime.date)
+            return value.isoformat()
+        assert isinstance(value, datetime.time | datetime.datetime)
+        units = value.microsecond * 10 + int(getattr(value, "nanosecond_100", 0))
+        fraction = f".{units:07d}"[: scale + 1] if scale else ""
+        clock = f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}{fraction}"
+        if name == "time":
+            return clock
+        assert isinstance(value, datetime.datetime)
+        out = f"{value.date().isoformat()} {clock}"
+        if name == "datetimeoffset":
+            offset = value.utcoffset() or datetime.timedelta(0)
+            minutes = int(offset.total_seconds()) // 60
+            sign = "-" if minutes < 0 else "+"
+            out += f" {sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+        return out
+
+    codec = _str_codec("nvarchar", width)
+    return ColumnCodec(codec.type_info, codec.null, lambda v: codec.encode(text(v)))
+
+
+def _legacy_lob(name: str) -> ColumnCodec:
+    """(max) types for TDS 7.1 clients, which have no PLP: TEXT, NTEXT or IMAGE with a dummy
+    text pointer, as SQL Server sends varchar(max)/nvarchar(max)/varbinary(max) to them."""
+    empty_table_name = b"\x00\x00"
+    if name in ("varchar", "char", "text"):
+        info = bytes([T.TEXT]) + _U32.pack(0x7FFFFFFF) + COLLATION + empty_table_name
+        return ColumnCodec(
+            info,
+            b"\x00",
+            lambda v: bytes([16]) + _TEXTPTR + _with_len(_text(v).encode(CODEPAGE, "replace")),
+        )
+    if name in ("binary", "varbinary", "image"):
+        info = bytes([T.IMAGE]) + _U32.pack(0x7FFFFFFF) + empty_table_name
+        return ColumnCodec(info, b"\x00", lambda v: bytes([16]) + _TEXTPTR + _with_len(_binary(v)))
+    info = bytes([T.NTEXT]) + _U32.pack(0x7FFFFFFE) + COLLATION + empty_table_name
+    return ColumnCodec(
+        info, b"\x00", lambda v: bytes([16]) + _TEXTPTR + _with_len(_text(v).encode("utf-16-le"))
+    )
+
+
+def _with_len(body: bytes) -> bytes:
+    return _U32.pack(len(body)) + body
+
+
+def _is_max(sql_type: SqlType) -> bool:
+    if sql_type.name in ("text", "ntext", "image"):
+        return True
+    if sql_type.name in ("char", "varchar", "nchar", "nvarchar", "binary", "varbinary"):
+        limit = 4000 if sql_type.name.startswith("n") else 8000
+        return sql_type.length is None or sql_type.length == -1 or sql_type.length > limit
+    return sql_type.name not in _KNOWN
+
+
+def codec_for(sql_type: SqlType, tds_version: int = TDS74) -> ColumnCodec:
+    """The wire form of one column of ``sql_type`` (unknown types travel as nvarchar(max)) for a
+    client logged in with ``tds_version``: below 7.3 date and time types are nvarchar strings,
+    below 7.2 (max) types are TEXT/NTEXT/IMAGE (as SQL Server sends them)."""
+    name = sql_type.name
+    if tds_version < TDS73 and name in _DATE_TEXT_WIDTH:
+        return _date_as_text(sql_type)
+    if tds_version < TDS72 and _is_max(sql_type):
+        return _legacy_lob(name)
     if name in _INT_SIZES:
         size = _INT_SIZES[name]
         return ColumnCodec(
@@ -199,6 +277,14 @@ def codec_for(sql_type: SqlType) -> ColumnCodec:
     return _str_codec("nvarchar", -1)
 
 
+_KNOWN = frozenset(
+    set(_INT_SIZES) | set(_DATE_TEXT_WIDTH)
+    | {"bit", "decimal", "numeric", "money", "smallmoney", "real", "float", "datetime",
+       "smalldatetime", "uniqueidentifier", "char", "varchar", "nchar", "nvarchar", "binary",
+       "varbinary", "text", "ntext", "image"}
+)  # fmt: skip
+
+
 def _b_varchar(text: str) -> bytes:
     raw = text[:128].encode("utf-16-le")
     return bytes([len(raw) // 2]) + raw
@@ -207,16 +293,18 @@ def _b_varchar(text: str) -> bytes:
 class RowEncoder:
     """COLMETADATA for ``columns`` and ROW/NBCROW tokens for their rows."""
 
-    def __init__(self, columns: Sequence[Column]) -> None:
-        self.codecs = [codec_for(c.type) for c in columns]
+    def __init__(self, columns: Sequence[Column], *, tds_version: int = TDS74) -> None:
+        self.codecs = [codec_for(c.type, tds_version) for c in columns]
         self._columns = columns
         self._bitmap_len = (len(columns) + 7) // 8
+        self._nbcrow = tds_version >= TDS73  # NBCROW came with TDS 7.3
+        self._user_type = b"\x00" * (4 if tds_version >= TDS72 else 2)  # ULONG since TDS 7.2
 
     def colmetadata(self) -> bytes:
         out = bytearray([TOKEN_COLMETADATA]) + _U16.pack(len(self.codecs))
         for column, codec in zip(self._columns, self.codecs, strict=True):
             flags = _FLAG_UPDATEABLE_UNKNOWN | (_FLAG_NULLABLE if column.nullable else 0)
-            out += _U32.pack(0) + _U16.pack(flags) + codec.type_info + _b_varchar(column.name)
+            out += self._user_type + _U16.pack(flags) + codec.type_info + _b_varchar(column.name)
         return bytes(out)
 
     def row(self, values: Sequence[object]) -> bytes:
@@ -224,7 +312,7 @@ class RowEncoder:
         if len(values) != len(codecs):
             raise ValueError(f"row has {len(values)} values for {len(codecs)} columns")
         nulls = sum(1 for v in values if v is None)
-        if nulls and nulls >= self._bitmap_len:
+        if nulls and nulls >= self._bitmap_len and self._nbcrow:
             # NBCROW: a null bitmap (bit i of byte i//8) and then only the non-NULL values.
             bitmap = bytearray(self._bitmap_len)
             parts = [b""]

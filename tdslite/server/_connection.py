@@ -11,8 +11,10 @@ Steps, as SQL Server does them:
 
 from __future__ import annotations
 
+import datetime
 import logging
 import ssl
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +42,10 @@ from ._transport import ConnectionClosed, PacketTransport
 
 log = logging.getLogger("tdslite.server")
 
-#: TDS versions we answer with in LOGINACK (7.4 is SQL Server 2012+; older requests get theirs).
+#: TDS versions we answer with in LOGINACK, as SQL Server 2022: 7.4 to 7.4 and newer clients,
+#: 7.3 (A or B), 7.2 and 7.1 (rev 1) to clients asking for those.
 _TDS_74 = 0x74000004
-_KNOWN_TDS = {0x72090002, 0x730A0003, 0x730B0003, _TDS_74}
+_KNOWN_TDS = (0x71000001, 0x72090002, 0x730A0003, 0x730B0003, _TDS_74)
 #: Seconds a client has from connecting to being logged in.
 LOGIN_TIMEOUT = 30.0
 #: Seconds between repeated Session.cancel() calls while a cancelled request is still running.
@@ -71,6 +74,13 @@ class ServerContext:
         return self._next_descriptor
 
 
+def agreed_version(requested: int) -> int:
+    """The LOGINACK TDS version for a client's LOGIN7 version: the newest we speak that is not
+    newer than the client's (7.1 rev 0 and older clients get 7.1 rev 1)."""
+    fitting = [v for v in _KNOWN_TDS if v <= requested]
+    return max(fitting) if fitting else _KNOWN_TDS[0]
+
+
 class LoginFailed(Exception):
     """The login is refused with ``errors`` (each one an ERROR token, in order)."""
 
@@ -84,6 +94,10 @@ class Connection:
         self.ctx = ctx
         self.id = ctx.new_connection_id()
         self.transport = PacketTransport(stream, spid=self.id)
+        self._stream = stream
+        self._encrypted = False
+        #: The TDS version agreed in LOGINACK (decides DONE and column wire forms).
+        self.tds_version = _TDS_74
         self.dispatcher: Dispatcher | None = None
         self._running: Request | None = None
         self._nursery: trio.Nursery | None = None
@@ -140,6 +154,7 @@ class Connection:
                 "(start it with --tls-cert and --tls-key)",
                 self.id,
             )
+        self._encrypted = answer == _prelogin.Encrypt.ON
         if answer in (_prelogin.Encrypt.ON, _prelogin.Encrypt.OFF):
             assert self.ctx.ssl_context is not None
             await self.transport.start_tls(self.ctx.ssl_context)
@@ -185,10 +200,13 @@ class Connection:
             database=session.database,
             next_descriptor=self.ctx.new_descriptor,
         )
-        version = login.tds_version if login.tds_version in _KNOWN_TDS else _TDS_74
+        version = self.tds_version = agreed_version(login.tds_version)
         size = login.packet_size or DEFAULT_PACKET_SIZE
         size = max(MIN_PACKET_SIZE, min(MAX_PACKET_SIZE, size))
-        out = Reply(packet_size=DEFAULT_PACKET_SIZE, spid=self.id)
+        facts = getattr(session, "client", None)  # an engine stand-in may keep none
+        if isinstance(facts, dict):
+            facts.update(self._client_facts(login, version), net_packet_size=size)
+        out = Reply(packet_size=DEFAULT_PACKET_SIZE, spid=self.id, tds_version=version)
         out.write(tk.database_changed(session.database, "master"))
         out.write(tk.envchange_collation())
         out.write(tk.envchange_text(EnvChange.LANGUAGE, "us_english", ""))
@@ -203,6 +221,26 @@ class Connection:
         await self.transport.send_raw(out.finish())
         self.transport.packet_size = size
         return state
+
+    def _client_facts(self, login: _login7.Login7, version: int) -> dict[str, object]:
+        """What sys.dm_exec_sessions / sys.dm_exec_connections show of this connection."""
+        sock = getattr(self._stream, "socket", None)
+        peer = local = (None, None)
+        try:
+            if sock is not None:
+                peer, local = sock.getpeername()[:2], sock.getsockname()[:2]
+        except OSError:
+            pass
+        return {
+            "login_time": datetime.datetime.now().replace(microsecond=0),
+            "host_name": login.hostname, "program_name": login.appname,
+            "host_process_id": login.client_pid, "client_version": version >> 24 & 0xFF,
+            "client_interface_name": None, "protocol_version": version,
+            "encrypt_option": "TRUE" if self._encrypted else "FALSE",
+            "client_net_address": peer[0], "client_tcp_port": peer[1],
+            "local_net_address": local[0], "local_tcp_port": local[1],
+            "connection_id": str(uuid.uuid4()).upper(),
+        }  # fmt: skip
 
     async def _authenticate(self, login: _login7.Login7) -> User:
         if login.access_token is not None:
@@ -261,7 +299,11 @@ class Connection:
                     if self._running is not None:
                         await self._running.done.wait()
                     request = Request(
-                        Reply(packet_size=self.transport.packet_size, spid=self.id),
+                        Reply(
+                            packet_size=self.transport.packet_size,
+                            spid=self.id,
+                            tds_version=self.tds_version,
+                        ),
                         done=trio.Event(),
                     )
                     self._running = request
@@ -286,7 +328,9 @@ class Connection:
 
     def _attention_ack(self) -> bytes:
         """The attention acknowledgement: a message holding only DONE(ATTN)."""
-        reply = Reply(packet_size=self.transport.packet_size, spid=self.id)
+        reply = Reply(
+            packet_size=self.transport.packet_size, spid=self.id, tds_version=self.tds_version
+        )
         reply.write(tk.done(Done.ATTN, 0))
         return reply.finish()
 

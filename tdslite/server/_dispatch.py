@@ -21,7 +21,7 @@ from ._bulkload import bulk_load, insert_bulk
 from ._columns import returnvalue
 from ._packets import ProtocolError
 from ._params import UnsupportedParameter, WireType
-from ._reply import Reply
+from ._reply import TDS72, Reply
 from ._requests import Request, SessionState, env_changes, run_statements, write_error
 from ._tokens import Done
 
@@ -51,7 +51,12 @@ class Dispatcher:
 
     def batch(self, request: Request, payload: bytes) -> None:
         r = Reader(payload)
-        if len(payload) >= 4 and 4 <= int.from_bytes(payload[:4], "little") <= len(payload):
+        headers = request.reply.tds_version >= TDS72  # ALL_HEADERS came with TDS 7.2
+        if (
+            headers
+            and len(payload) >= 4
+            and 4 <= int.from_bytes(payload[:4], "little") <= len(payload)
+        ):
             r.skip_all_headers()
         sql = r.take(r.remaining()).decode("utf-16-le", "replace")
         self.pending_bulk = None
@@ -70,7 +75,8 @@ class Dispatcher:
 
     def transaction(self, request: Request, payload: bytes) -> None:
         r = Reader(payload)
-        r.skip_all_headers()
+        if request.reply.tds_version >= TDS72:  # ALL_HEADERS came with TDS 7.2
+            r.skip_all_headers()
         kind = r.u16()
         session = self.state.session
         reply = request.reply
@@ -110,7 +116,7 @@ class Dispatcher:
     def rpc(self, request: Request, payload: bytes) -> None:
         self.pending_bulk = None
         try:
-            calls = _rpc.parse(payload)
+            calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
         except UnsupportedParameter as exc:
             write_error(request.reply, SqlError(8016, str(exc)), token=tk.TOKEN_DONEPROC)
             return

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ._legacy import downgrade
 from ._packets import HEADER_SIZE, PacketType, encode_message
 
 _FLUSH_PACKETS = 8
+TDS72 = 0x72090002
+TDS74 = 0x74000004
 
 
 class Reply:
     def __init__(
-        self, *, packet_size: int, spid: int, send: Callable[[bytes], None] | None = None
+        self,
+        *,
+        packet_size: int,
+        spid: int,
+        send: Callable[[bytes], None] | None = None,
+        tds_version: int = TDS74,
     ) -> None:
+        #: The client's TDS version: the forms of DONE and of result columns depend on it.
+        self.tds_version = tds_version
         self._buf = bytearray()
         self._chunk = packet_size - HEADER_SIZE
         self._packet_size = packet_size
@@ -33,6 +43,8 @@ class Reply:
         return self._packet_id == 1 and not self._buf
 
     def write(self, token: bytes) -> None:
+        if self.tds_version < TDS72:
+            token = downgrade(token)  # DONE and INFO/ERROR are shorter in TDS 7.1
         self._buf += token
         if self.send is not None and len(self._buf) > self._flush_at:
             self._flush_full_packets()

@@ -234,7 +234,7 @@ def log_statement(
 
 
 def _stream_rows(result: ResultSet, reply: Reply, request: Request) -> int:
-    encoder = RowEncoder(result.columns)
+    encoder = RowEncoder(result.columns, tds_version=reply.tds_version)
     reply.write(encoder.colmetadata())
     n = 0
     rows = result.rows

@@ -217,7 +217,7 @@ def test_create_table_identity_default_not_null(session: Session) -> None:
         ("COMMIT", 3902, 16),
         ("ROLLBACK", 3903, 16),
         ("SELECT @undeclared", 137, 15),
-        ("USE master", 911, 16),
+        ("USE model", 911, 16),
         ("SELECT NOSUCHFUNC(1)", 195, 15),
         ("SELECT '\ud800'", 102, 15),
         ("SELECT sqlite_version()", 195, 15),
@@ -451,7 +451,7 @@ def test_authenticate(engine: Engine) -> None:
 
 def test_open_session_other_database_is_refused(engine: Engine) -> None:
     with pytest.raises(SqlError) as caught:
-        engine.open_session(ADMIN, database="master")
+        engine.open_session(ADMIN, database="model")
     assert caught.value.number == 4060
     assert engine.open_session(ADMIN, database="SAMPLE").database == "sample"
 

@@ -1,6 +1,7 @@
 // A small Node client for tdslite, run by tests/tdslite/test_client_tedious.py.
 // How to poke it: node tests/tdslite/js/tedious_client.mjs '<plan json>'
-// The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "steps": [{"sql",
+// The plan: {"host", "port", "user", "password", "database"?, "encrypt"?, "tdsVersion"?
+//   (tedious's "7_1" .. "7_4"), "steps": [{"sql",
 //   "params": [{"name", "type" (a tedious TYPES name), "value", "options"?}],
 //   "cancelAfterMs"?, "cancelOnInfo"? (cancel when the first INFO message arrives)}, or
 //   {"proc": name, "params", "outputs": [{"name", "type", "value"?}]} (callProcedure; gives
@@ -72,6 +73,7 @@ function connect() {
         port: plan.port,
         database: plan.database,
         encrypt: plan.encrypt ?? false,
+        tdsVersion: plan.tdsVersion ?? "7_4",
         trustServerCertificate: true,
         // generous: the suite also runs on busy CI machines
         connectTimeout: 20000,
