@@ -27,7 +27,6 @@ import contextlib
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -390,7 +389,7 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
         QueryFailed: with code sql.error, query.timeout, query.cancelled,
             limits.result_too_large or connector.database_unavailable.
     """
-    started = time.monotonic()
+    started = trio.current_time()
     deadline = started + req.timeout_s if req.timeout_s else math.inf
     outcome = Outcome()
     try:
@@ -418,7 +417,7 @@ async def execute(pool: LoginPool, req: ExecRequest, sink: Sink, cancel: CancelT
             "connector.database_unavailable", exc.message, outcome=outcome, detail=exc.detail
         ) from None
     finally:
-        outcome.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        outcome.elapsed_ms = round((trio.current_time() - started) * 1000, 1)
     return outcome
 
 
@@ -431,7 +430,7 @@ async def _watchdog(
 ) -> None:
     """On cancel or deadline: stop a delivery stalled on a slow client's credit, and interrupt a
     worker blocked in python-tds (see module docstring)."""
-    with trio.move_on_at(_trio_time(deadline)):
+    with trio.move_on_at(deadline):
         await cancel.event.wait()
     cancel.cancel("timeout")  # no-op if it was cancelled first
     for scope in delivery:
@@ -461,12 +460,6 @@ async def _bounded_call(pool: LoginPool, pc: PooledConnection, fn: Any) -> None:
             await pool.call(pc, fn)
         finally:
             nursery.cancel_scope.cancel()
-
-
-def _trio_time(deadline: float) -> float:
-    if math.isinf(deadline):
-        return math.inf
-    return trio.current_time() + (deadline - time.monotonic())
 
 
 async def _execute_on(

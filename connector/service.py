@@ -192,7 +192,7 @@ class QueryService:
     async def __call__(
         self, link: TunnelLink, query: events.Query, sink: StreamSink, cancel: CancelToken
     ) -> None:
-        started = time.monotonic()
+        started = trio.current_time()
         ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
         ev.sql, ev.query, ev.params = query.sql, query.query, query.params
         if self.ops is not None:
@@ -213,7 +213,7 @@ class QueryService:
             done: dict[str, Any] = {
                 "rows": outcome.rows,
                 "result_sets": outcome.result_sets,
-                "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+                "elapsed_ms": round((trio.current_time() - started) * 1000, 1),
                 "query_id": query.query_id,
             }
             if outcome.rows_affected >= 0:
@@ -238,7 +238,7 @@ class QueryService:
             ev.outcome = "query.cancelled" if isinstance(exc, trio.Cancelled) else "internal"
             raise
         finally:
-            ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            ev.elapsed_ms = round((trio.current_time() - started) * 1000, 1)
             self._count(ev.outcome)
             if self.ops is not None:
                 self.ops.query_finished(
@@ -291,7 +291,7 @@ class QueryService:
         request = QueryRequest(sql=query.sql, query=query.query, params=query.params)
         options = query.options
         asked_ms = _opt_int(options.get("timeout_ms"))
-        checked = time.monotonic()
+        checked = trio.current_time()
         verdict: ReadOnlyVerdict | None = None
         if query.sql is not None and self.policy.needs_read_only_check(identity, request):
             budget_s = asked_ms / 1000 if asked_ms and asked_ms > 0 else math.inf
@@ -303,7 +303,7 @@ class QueryService:
                     f"{exc}: the statement is too long or too complex to check for a read-only "
                     "role; send a shorter statement, raise timeout_ms, or use a named query",
                 ) from None
-        check_ms = (time.monotonic() - checked) * 1000
+        check_ms = (trio.current_time() - checked) * 1000
         decision: Decision = self.policy.authorize(identity, request, read_only=verdict)
         if decision.role is not None:
             ev.role = decision.role.name
