@@ -8,19 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from helpers import (
-    CONNECTOR_ID,
-    CONNECTOR_KEY,
-    NONCE,
-    NOW,
-    OTHER_KEY,
-    RELAY_KEY,
-    RELAY_KEY_ID,
-    SESSION_ID,
-    TUNNEL,
-    hello_fields,
-    make_query,
-)
 
 from protocol import (
     AuthError,
@@ -34,6 +21,19 @@ from protocol import (
     verify_hello,
 )
 from protocol._auth import b64url
+from tests.protocol.helpers import (
+    CONNECTOR_ID,
+    CONNECTOR_KEY,
+    NONCE,
+    NOW,
+    OTHER_KEY,
+    RELAY_KEY,
+    RELAY_KEY_ID,
+    SESSION_ID,
+    TUNNEL,
+    hello_fields,
+    make_query,
+)
 
 CONNECTOR_KEYS = {CONNECTOR_ID: CONNECTOR_KEY.public_key()}
 RELAY_KEYS = {RELAY_KEY_ID: RELAY_KEY.public_key()}

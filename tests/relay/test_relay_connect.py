@@ -13,7 +13,14 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from _relay_helpers import (
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.trio.client import connect
+
+from edgetds.devidp import DevIdP
+from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events
+from relay.server import RunningRelay
+from tests.relay._relay_helpers import (
     bearer,
     connector_token,
     peer,
@@ -22,13 +29,6 @@ from _relay_helpers import (
     read_until_closed,
     wait_connections,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.trio.client import connect
-
-from edgetds.devidp import DevIdP
-from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events
-from relay.server import RunningRelay
 from tests.support.protocol_peer import Peer
 from tests.support.relays import RelayHandle, open_python_relay
 

@@ -12,7 +12,14 @@ import httpx
 import pytest
 import trio
 import trustme
-from _relay_helpers import (
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.trio.client import connect
+
+from connector.keys import encode_public_key
+from edgetds.devidp import DevIdP
+from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events, make_connector_token
+from relay.server import RunningRelay, open_relay, serve_relay
+from tests.relay._relay_helpers import (
     bearer,
     ndjson,
     peer,
@@ -21,13 +28,6 @@ from _relay_helpers import (
     read_until_closed,
     wait_connections,
 )
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.trio.client import connect
-
-from connector.keys import encode_public_key
-from edgetds.devidp import DevIdP
-from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events, make_connector_token
-from relay.server import RunningRelay, open_relay, serve_relay
 from tests.support.protocol_peer import Peer
 from tests.support.relays import RelayHandle, open_python_relay, relay_config
 

@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, peer, query_url
 
 from edgetds.devidp import DevIdP
 from protocol import SUBPROTOCOL, make_connector_token
 from relay.app import RelayApp
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
+from tests.relay._relay_helpers import bearer, peer, query_url
 from tests.support import fairness
 from tests.support.relays import TEST_LIMITS, RelayHandle, open_python_relay, relay_config
 from tests.support.waiting import eventually

@@ -13,11 +13,11 @@ import uuid
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, ndjson, peer, query_url
 
 from edgetds.devidp import DevIdP
 from protocol import events
 from relay.server import RunningRelay
+from tests.relay._relay_helpers import bearer, ndjson, peer, query_url
 from tests.support.protocol_peer import Peer, line
 from tests.support.relays import RelayHandle
 

@@ -8,11 +8,11 @@ from contextlib import aclosing
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 
 from edgetds.devidp import DevIdP
 from protocol import events
 from relay.server import RunningRelay
+from tests.relay._relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 from tests.support.protocol_peer import Peer, line, rows_handler
 from tests.support.relays import RelayHandle
 
