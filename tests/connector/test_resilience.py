@@ -15,15 +15,15 @@ from connector.runtime import open_connector
 from edgetds.devidp import DevIdP
 from protocol import events
 from tdslite import open_server
-from tests.connector.conftest import Keys, closed_port, config_for
 from tests.connector.rogue_relay import (
     RogueRelay,
     open_proxy,
     open_rogue_relay,
 )
-from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.connect_proxy import open_connect_proxy
+from tests.support.connector_keys import Keys, closed_port, config_for
 from tests.support.connector_stack import TEST_POLICY
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.waiting import eventually
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
