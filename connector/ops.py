@@ -63,6 +63,8 @@ log = logging.getLogger("edgetds.connector.ops")
 PREFIX = "edgetds_connector"
 #: query durations: 1 ms .. 5 min
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: reconnect backoff: full jitter below a ceiling that doubles from backoff_base_s to backoff_cap_s
+BACKOFF_BUCKETS = (0.1, 0.5, 1, 2, 4, 8, 16, 30, 60, 120)
 
 
 class _LinkStats(Protocol):  # connector.tunnel.LinkStats (read-only, frozen)
@@ -178,6 +180,12 @@ class Ops:
             ["reason"],
             registry=r,
         )
+        self.backoff = Histogram(
+            f"{p}_reconnect_backoff_seconds",
+            "Full-jitter delays a connection slot waited before redialling",
+            buckets=BACKOFF_BUCKETS,
+            registry=r,
+        )
         self.queries = Counter(
             f"{p}_queries",
             "Queries finished, by role and outcome (ok or an error code)",
@@ -250,6 +258,10 @@ class Ops:
     def reconnect(self, reason: str) -> None:
         """A connection slot dials again (`reason`: why the previous attempt ended)."""
         self.reconnects.labels(reason).inc()
+
+    def backoff_scheduled(self, delay_s: float) -> None:
+        """A connection slot waits `delay_s` (full-jitter backoff) before it dials again."""
+        self.backoff.observe(delay_s)
 
     def query_started(self) -> None:
         self._in_flight += 1

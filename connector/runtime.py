@@ -294,6 +294,7 @@ class Connector:
             if end is not None:
                 backoff.connection_ended(end.uptime_s)
             delay = backoff.next_delay()
+            self.ops.backoff_scheduled(delay)
             log.info(
                 "reconnecting",
                 extra={"slot": index, "delay_s": round(delay, 3), "failures": backoff.failures},
