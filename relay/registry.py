@@ -62,6 +62,16 @@ class Tunnel:
         self.admission: FairAdmission[AdmissionSlot] = FairAdmission(max_waiting=MAX_WAITING)
         #: granted slots whose QUERY is not sent yet
         self._reserved = 0
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of this tunnel's connections: one registers or ends, one
+        starts draining, or a slot frees. Re-read `status()` after it returns."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
@@ -78,6 +88,7 @@ class Tunnel:
 
     def pump(self) -> None:
         """Hand every free slot to a waiting query, fairest first."""
+        self._notify()
         free = self.free_slots()
         if free > 0 and self.admission.waiting():
             for _key, slot in self.admission.grant(free):
@@ -201,6 +212,7 @@ class Tunnel:
     def remove(self, session: ConnectorSession) -> None:
         if session in self.sessions:
             self.sessions.remove(session)
+            self._notify()
 
     def _connectable(self) -> list[ConnectorSession]:
         """The live connections; HttpError if none can ever take a query now."""

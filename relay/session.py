@@ -162,6 +162,9 @@ class ConnectorSession:
         self._pings = RateLimiter(rate=PING_RATE, burst=PING_BURST, max_keys=1)
         self.closed = False
         self.draining = False
+        #: Set once this connection drains (the relay's DRAIN, the connector's, or a GOAWAY):
+        #: no new query goes to it from then on.
+        self.drain_started = trio.Event()
         #: trio time after which a drained connection is closed by us (see `drain`)
         self._close_at = math.inf
         self.opened = time.time()
@@ -366,7 +369,7 @@ class ConnectorSession:
                 if sent is not None:
                     self.rtt_ms = round((trio.current_time() - sent) * 1000, 3)
             elif isinstance(event, events.Drain) and not self.draining:
-                self.draining = True
+                self._start_draining()
                 log_event(
                     "connector.drain",
                     tunnel=self.tunnel,
@@ -377,7 +380,7 @@ class ConnectorSession:
             elif isinstance(event, events.Checkpoint) and self.on_checkpoint is not None:
                 self.on_checkpoint(self, event)
             elif isinstance(event, events.GoAway):
-                self.draining = True
+                self._start_draining()
                 log_event(
                     "connector.goaway",
                     tunnel=self.tunnel,
@@ -457,12 +460,21 @@ class ConnectorSession:
             self._close_at = trio.current_time() + close_after_s
         if self.closed or self.draining:
             return
-        self.draining = True
+        self._start_draining()
         try:
             self.conn.send(events.Drain(reason))
         except LocalProtocolError:
             return
         self.kick()
+
+    def _start_draining(self) -> None:
+        self.draining = True
+        self.drain_started.set()
+        self.on_capacity()  # this connection's free slots are gone
+
+    async def wait_draining(self) -> None:
+        """Return once this connection drains (see `drain_started`)."""
+        await self.drain_started.wait()
 
     # -- writer and keepalive -----------------------------------------------------------------
 
