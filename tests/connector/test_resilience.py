@@ -84,8 +84,8 @@ async def test_black_holed_network_is_detected_within_the_deadline(
                 await connector.wait_ready()
                 proxy.freeze()
                 started = trio.current_time()
-                while connector.ready_links:  # noqa: ASYNC110 - observing the connector
-                    await trio.sleep(0.05)
+                while connector.ready_links:
+                    await connector.wait_changed()
                 detected = trio.current_time() - started
                 proxy.thaw()
                 await connector.wait_ready()  # a new connection through the healed network
@@ -104,14 +104,17 @@ async def test_restarted_relay_is_rejoined(tmp_path: Path, keys: Keys, idp: DevI
     with trio.fail_after(30):
         async with open_connector(load_config(path)) as connector:
             # the relay is not up yet: the connector retries with backoff until it is
-            await trio.sleep(0.3)
+            while connector.reconnects < 1:
+                await connector.wait_changed()
             async with open_rogue_relay(port=port, **kw) as relay:  # type: ignore[arg-type]
                 await connector.wait_ready(2)
                 assert len(relay.sessions) == 2
             # the relay went away: the connector notices and backs off
-            while connector.ready_links:  # noqa: ASYNC110 - observing the connector
-                await trio.sleep(0.05)
-            await trio.sleep(0.3)
+            while connector.ready_links:
+                await connector.wait_changed()
+            failed_before = connector.reconnects
+            while connector.reconnects < failed_before + 1:
+                await connector.wait_changed()
             async with open_rogue_relay(port=port, **kw) as again:  # type: ignore[arg-type]
                 await connector.wait_ready(2)
                 assert len(again.sessions) >= 2
