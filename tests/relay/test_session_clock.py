@@ -1,5 +1,6 @@
-"""relay/session.py's timers under trio's MockClock (autojump): keepalive PINGs, the dead-peer
-deadline and the expiry of a drain, at the production defaults (15 s / 45 s), in no real time.
+"""The relay's timers under trio's MockClock (autojump): keepalive PINGs, the dead-peer deadline
+and the expiry of a drain (relay/session.py), at the production defaults (15 s / 45 s), and the
+admission wait of a full tunnel (relay/registry.py), in no real time.
 
 The relay's `ConnectorSession` runs over an in-memory WebSocket (two trio memory channels carrying
 the ASGI messages `WebSocketIO` speaks); the far end is a real `protocol.Connection` in the
@@ -20,9 +21,12 @@ import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from protocol import CloseCode, Connection, ErrorCode, Role, events
-from relay.config import Limits
+from relay.config import Limits, TunnelConfig
+from relay.http import HttpError
+from relay.registry import Tunnel
 from relay.session import ConnectorSession, WebSocketIO
 
 
@@ -33,6 +37,8 @@ class FarEnd:
     to_relay: trio.MemorySendChannel[dict[str, Any]]
     from_relay: trio.MemoryReceiveChannel[dict[str, Any]]
     conn: Connection = field(default_factory=lambda: Connection(Role.CONNECTOR))
+    #: the READY's max_streams
+    max_streams: int = 16
     #: trio time of every PING the relay sent
     pings: list[float] = field(default_factory=list)
     goaways: list[events.GoAway] = field(default_factory=list)
@@ -50,7 +56,7 @@ class FarEnd:
             self.conn.receive_data(message["bytes"])
             for event in self.conn.events():
                 if isinstance(event, events.Hello):
-                    self.conn.send(events.Ready("conn-1", 16))
+                    self.conn.send(events.Ready("conn-1", self.max_streams))
                 elif isinstance(event, events.Ping):
                     self.pings.append(trio.current_time())
                 elif isinstance(event, events.GoAway):
@@ -63,12 +69,12 @@ class FarEnd:
 
 @asynccontextmanager
 async def session_over_memory(
-    limits: Limits, nursery: trio.Nursery
+    limits: Limits, nursery: trio.Nursery, *, max_streams: int = 16, connector_key_hex: str = ""
 ) -> AsyncIterator[tuple[ConnectorSession, FarEnd]]:
     """A handshaken relay session serving in `nursery`, and its far end."""
     to_relay, relay_in = trio.open_memory_channel[dict[str, Any]](math.inf)
     relay_out, from_relay = trio.open_memory_channel[dict[str, Any]](math.inf)
-    far = FarEnd(to_relay, from_relay)
+    far = FarEnd(to_relay, from_relay, max_streams=max_streams)
     session = ConnectorSession(
         WebSocketIO(relay_in.receive, relay_out.send),
         tunnel="demo",
@@ -78,6 +84,7 @@ async def session_over_memory(
         relay_key_id="relay-key",
         limits=limits,
         peer="127.0.0.1",
+        connector_key_hex=connector_key_hex,
     )
     nursery.start_soon(far.serve)
     await session.handshake()
@@ -143,3 +150,41 @@ async def test_a_drained_connection_the_connector_keeps_open_is_closed_when_the_
     assert closed_after == pytest.approx(35.5)
     assert [g.code for g in far.goaways] == [str(ErrorCode.AUTH_CONNECTOR_REJECTED)]
     assert "connector.drain_expired" in caplog.text
+
+
+async def test_a_full_tunnel_admits_a_waiting_query_when_a_slot_frees_or_refuses_it_at_the_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One connection with one stream: the first query holds it, the next ones wait for it.
+    key = Ed25519PrivateKey.generate().public_key()
+    tunnel = Tunnel(TunnelConfig(name="demo", connectors={"conn-1": (key,)}), query_id_ttl_s=600)
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            async with session_over_memory(
+                DEFAULTS,
+                nursery,
+                max_streams=1,
+                connector_key_hex=key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
+            ) as (session, _far):
+                tunnel.add(session)
+                async with tunnel.slot("alice", wait_s=5.0) as first:
+                    assert first.waited_s == 0
+                    started = trio.current_time()
+                    with pytest.raises(HttpError) as refused:
+                        async with tunnel.slot("bob", wait_s=5.0):
+                            pass  # pragma: no cover
+                    assert trio.current_time() - started == pytest.approx(5.0)
+                    assert refused.value.code == "limits.too_many_queries"
+                # a query that waits gets the slot the moment the one holding it ends
+                async with trio.open_nursery() as waiters:
+                    waited: list[float] = []
+
+                    async def wait_for_a_slot() -> None:
+                        async with tunnel.slot("carol", wait_s=30.0) as slot:
+                            waited.append(slot.waited_s)
+
+                    async with tunnel.slot("alice", wait_s=5.0):
+                        waiters.start_soon(wait_for_a_slot)
+                        await trio.sleep(3.0)  # virtual: the next query waits meanwhile
+                assert waited == [pytest.approx(3.0)]
+                session.abort()
