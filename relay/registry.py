@@ -65,8 +65,9 @@ class Tunnel:
         self._changed = trio.Event()
 
     async def wait_changed(self) -> None:
-        """Return at the next change of this tunnel's connections: one registers or ends, one
-        starts draining, or a slot frees. Re-read `status()` after it returns."""
+        """Return at the next change of this tunnel's connections or admission: a connection
+        registers, ends or starts draining, a slot frees, a query starts or stops waiting.
+        Re-read `status()` (or `admission`) after it returns."""
         await self._changed.wait()
 
     def _notify(self) -> None:
@@ -163,6 +164,7 @@ class Tunnel:
     def _give_back(self, slot: AdmissionSlot) -> None:
         if not slot.granted:
             self.admission.withdraw(slot.key, slot)
+            self._notify()
             return
         self.placed(slot)
         self.admission.release(slot.key)
