@@ -127,13 +127,13 @@ async def test_client_disconnect_cancels_the_stream(
     with trio.fail_after(10):
         async with peer(relay, handler=endless) as p:
             await post_and_hang_up(relay, idp.mint(sub="d"), b'{"sql": "select *"}')
-            while not p.cancels:  # noqa: ASYNC110 - the peer records CANCEL frames as they come
-                await trio.sleep(0.01)
+            await p.wait_cancels(1)
             (query,) = p.queries
             assert p.cancels == [query.stream_id]
-            (session,) = running.app.registry.tunnels["demo"].sessions
-            while session.in_flight:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            tunnel = running.app.registry.tunnels["demo"]
+            (session,) = tunnel.sessions
+            while session.in_flight:  # the stream ends once the CANCEL is through
+                await tunnel.wait_changed()
             # The connection still serves, with its credit returned.
             stop.set()
             p.handler = None
