@@ -189,8 +189,9 @@ async def test_two_connectors_share_the_load(
             async with trio.open_nursery() as nursery:
                 for _ in range(10):
                     nursery.start_soon(one)
-                while len(a.queries) + len(b.queries) < 10:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                # least in flight first: the ten concurrent queries split five and five
+                await a.wait_query(5)
+                await b.wait_query(5)
                 release.set()
             # Sequential queries alternate too (least in flight, then round-robin).
             for _ in range(4):
