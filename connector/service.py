@@ -180,6 +180,7 @@ class QueryService:
         #: queries admitted (running), across every tunnel link
         self.in_flight = 0
         self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
+        self._changed = trio.Event()
         self.counts: dict[str, int] = {}
         #: metrics sink (connector/ops.py `Ops`), set by the runtime; None = not observed
         self.ops: Any = None
@@ -363,8 +364,18 @@ class QueryService:
 
     # -- admission ------------------------------------------------------------------------------
 
+    async def wait_changed(self) -> None:
+        """Return at the next change of `in_flight` or of the admission queue (a query starts
+        waiting, is admitted, stops waiting or ends). Re-read them after it returns."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
     def _pump(self) -> None:
         """Hand every free connector slot to a waiting query, fairest first."""
+        self._notify()
         free = self.max_concurrent - self.admission.statistics().admitted
         if free > 0 and self.admission.waiting():
             for _key, waiter in self.admission.grant(free):
@@ -377,6 +388,7 @@ class QueryService:
             self._pump()
         else:
             self.admission.withdraw(key, waiter)
+            self._notify()
 
     @asynccontextmanager
     async def _slot(self, key: str, role: Role, *, wait_s: float) -> AsyncIterator[float]:
@@ -405,11 +417,13 @@ class QueryService:
             self._give_back(key, waiter)
             raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
         self.in_flight += 1
+        self._notify()
         try:
             yield trio.current_time() - started
         finally:
             self.in_flight -= 1
             self._give_back(key, waiter)
+            self._notify()
 
     def _full(self, why: str) -> QueryFailed:
         return QueryFailed(

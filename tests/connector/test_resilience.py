@@ -24,7 +24,6 @@ from tests.support.connect_proxy import open_connect_proxy
 from tests.support.connector_keys import Keys, closed_port, config_for
 from tests.support.connector_stack import TEST_POLICY
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
-from tests.support.waiting import eventually
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
@@ -141,10 +140,12 @@ async def test_concurrency_cap_and_cancel_frame(
                 await other.ready.wait()
                 # each connection takes 1 stream (READY max_streams), the connector 1 in total
                 slow = await session.query(token=token, sql=SLOW)
-                await eventually(lambda: connector.service.in_flight >= 1, interval=0.01)
+                while connector.service.in_flight < 1:
+                    await connector.service.wait_changed()
                 excess = await other.query(token=token, sql="SELECT 1 AS one")
                 # every connector slot is taken: it waits for one (nothing reaches tdslite)
-                await eventually(lambda: connector.service.admission.waiting() >= 1, interval=0.01)
+                while connector.service.admission.waiting() < 1:
+                    await connector.service.wait_changed()
                 assert not excess.done.is_set()
                 await trio.sleep(0.5)  # the slow statement is running in tdslite
                 await session.cancel(slow.stream_id)
@@ -244,7 +245,8 @@ async def test_an_identity_at_its_role_cap_is_refused_others_are_not(
                 session = await rogue.wait_session()
                 await session.ready.wait()
                 slow = await session.query(token=alice, sql=SLOW)
-                await eventually(lambda: connector.service.in_flight >= 1, interval=0.01)
+                while connector.service.in_flight < 1:
+                    await connector.service.wait_changed()
                 again = await session.query(token=alice, sql="SELECT 1 AS one")
                 await again.done.wait()
                 err = json.loads(again.body)["error"]
