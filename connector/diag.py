@@ -29,7 +29,6 @@ import json
 import logging
 import ssl
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,7 +110,7 @@ class _Failed(Exception):
 
 
 async def _timed(step: Step, check: Callable[[], Awaitable[str]]) -> bool:
-    started = time.monotonic()
+    started = trio.current_time()
     try:
         with trio.fail_after(STEP_TIMEOUT_S):
             step.detail = await check()
@@ -121,7 +120,7 @@ async def _timed(step: Step, check: Callable[[], Awaitable[str]]) -> bool:
         step.status = "fail"
         step.detail = f"no answer within {STEP_TIMEOUT_S:.0f} s"
         step.hint = "a firewall may drop the packets silently; check egress rules for this port"
-    step.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+    step.elapsed_ms = round((trio.current_time() - started) * 1000, 1)
     return step.status == "ok"
 
 
@@ -344,7 +343,7 @@ async def _check_handshake(config: ConnectorConfig, url: str, steps: dict[str, S
         relay_keys=pinned_relay_keys(config),
         handler=_refuse,
     )
-    started = time.monotonic()
+    started = trio.current_time()
     failure: tuple[str, str, str] | None = None
     try:
         with trio.fail_after(STEP_TIMEOUT_S):
@@ -368,7 +367,7 @@ async def _check_handshake(config: ConnectorConfig, url: str, steps: dict[str, S
         )
     except trio.TooSlowError:
         failure = ("websocket", "no HELLO from the relay in time", "is this really a relay?")
-    elapsed = round((time.monotonic() - started) * 1000, 1)
+    elapsed = round((trio.current_time() - started) * 1000, 1)
     order = ["websocket", "auth", "relay_identity"]
     failed_at = order.index(failure[0]) if failure else len(order)
     for i, name in enumerate(order):
@@ -398,10 +397,10 @@ async def _check_idp(report: DiagReport, config: ConnectorConfig) -> None:
         report.steps.append(Step("idp", "[[issuers]]", "fail", str(exc), "fix the issuer table"))
         return
     async with verifier:
-        started = time.monotonic()
+        started = trio.current_time()
         with trio.move_on_after(STEP_TIMEOUT_S):
             results = await verifier.warm_up()
-        elapsed = round((time.monotonic() - started) * 1000, 1)
+        elapsed = round((trio.current_time() - started) * 1000, 1)
     for issuer in issuers:
         error = results.get(issuer, "no answer in time")
         step = Step("idp", issuer, elapsed_ms=elapsed)

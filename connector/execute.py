@@ -28,7 +28,6 @@ import contextlib
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -311,7 +310,7 @@ async def execute(
         QueryFailed: with code sql.error, query.timeout, query.cancelled,
             limits.result_too_large or connector.database_unavailable.
     """
-    started = time.monotonic()
+    started = trio.current_time()
     deadline = started + req.timeout_s if req.timeout_s else math.inf
     outcome = ResultTotals()
     try:
@@ -351,7 +350,7 @@ async def _watchdog(
 ) -> None:
     """On cancel or deadline: stop a delivery stalled on a slow client's credit, and interrupt a
     worker blocked in python-tds (see module docstring)."""
-    with trio.move_on_at(_trio_time(deadline)):
+    with trio.move_on_at(deadline):
         await cancel.event.wait()
     cancel.cancel("timeout")  # no-op if it was cancelled first
     for scope in delivery:
@@ -381,12 +380,6 @@ async def _bounded_call(pool: LoginPool, pc: PooledConnection, fn: Any) -> None:
             await pool.call(pc, fn)
         finally:
             nursery.cancel_scope.cancel()
-
-
-def _trio_time(deadline: float) -> float:
-    if math.isinf(deadline):
-        return math.inf
-    return trio.current_time() + (deadline - time.monotonic())
 
 
 async def _execute_on(

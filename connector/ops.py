@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -65,6 +64,8 @@ log = logging.getLogger("edgetds.connector.ops")
 PREFIX = "edgetds_connector"
 #: query durations: 1 ms .. 5 min
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: reconnect backoff: full jitter below a ceiling that doubles from backoff_base_s to backoff_cap_s
+BACKOFF_BUCKETS = (0.1, 0.5, 1, 2, 4, 8, 16, 30, 60, 120)
 
 
 class _LinkStats(Protocol):  # connector.tunnel.LinkStats (read-only, frozen)
@@ -154,7 +155,7 @@ class Ops:
         registry: CollectorRegistry | None = None,
         ready_cache_s: float = 2.0,
         ready_timeout_s: float = 3.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.ready_cache_s = ready_cache_s
@@ -181,6 +182,12 @@ class Ops:
             f"{p}_reconnects",
             "Relay connections that ended and were redialled",
             ["reason"],
+            registry=r,
+        )
+        self.backoff = Histogram(
+            f"{p}_reconnect_backoff_seconds",
+            "Full-jitter delays a connection slot waited before redialling",
+            buckets=BACKOFF_BUCKETS,
             registry=r,
         )
         self.queries = Counter(
@@ -281,6 +288,10 @@ class Ops:
     def reconnect(self, reason: str) -> None:
         """A connection slot dials again (`reason`: why the previous attempt ended)."""
         self.reconnects.labels(reason).inc()
+
+    def backoff_scheduled(self, delay_s: float) -> None:
+        """A connection slot waits `delay_s` (full-jitter backoff) before it dials again."""
+        self.backoff.observe(delay_s)
 
     def query_started(self) -> None:
         self._in_flight += 1

@@ -225,6 +225,11 @@ class Connector:
         while self.ready_links < count:
             await self._ready_changed.wait()
 
+    async def wait_changed(self) -> None:
+        """Return at the next change `statistics()` shows: a connection became READY or ended,
+        a slot is about to redial, or draining started. Re-read the statistics after it returns."""
+        await self._ready_changed.wait()
+
     def _on_link_ready(self, first_slot: bool, link: TunnelLink) -> None:
         if first_slot:
             self._first_attempt.set()  # the other slots may start now
@@ -325,6 +330,7 @@ class Connector:
             if self._stopping:
                 return
             self.reconnects += 1
+            self._notify()
             end = result.get("end")
             self.ops.reconnect(end.reason if end is not None else result.get("error", "dial"))
             if replace.is_set() or (end is not None and end.relay_requested):
@@ -335,6 +341,7 @@ class Connector:
             if end is not None:
                 backoff.connection_ended(end.uptime_s)
             delay = backoff.next_delay()
+            self.ops.backoff_scheduled(delay)
             log.info(
                 "reconnecting",
                 extra={"slot": index, "delay_s": round(delay, 3), "failures": backoff.failures},
@@ -375,6 +382,7 @@ class Connector:
         grace = self.config.tunnel.drain_grace_s if grace_s is None else grace_s
         self._stopping = True
         self.draining = True
+        self._notify()
         self.ops.set_draining()
         links = list(self._links)
         for link in links:

@@ -173,6 +173,7 @@ class QueryService:
         #: queries admitted (running), across every tunnel link
         self.in_flight = 0
         self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
+        self._changed = trio.Event()
         self.counts: dict[str, int] = {}
         #: metrics sink (connector/ops.py `Ops`), set by the runtime
         self.ops: Metrics = NO_METRICS
@@ -185,7 +186,7 @@ class QueryService:
     async def __call__(
         self, link: TunnelLink, query: events.Query, sink: StreamSink, cancel: CancelToken
     ) -> None:
-        started = time.monotonic()
+        started = trio.current_time()
         ev = AuditEvent(query.query_id, query.stream_id, link.session_id)
         ev.sql, ev.query, ev.params = query.sql, query.query, query.params
         self.ops.query_started()
@@ -205,7 +206,7 @@ class QueryService:
             done: dict[str, Any] = {
                 "rows": outcome.rows,
                 "result_sets": outcome.result_sets,
-                "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+                "elapsed_ms": round((trio.current_time() - started) * 1000, 1),
                 "query_id": query.query_id,
             }
             if outcome.rows_affected >= 0:
@@ -232,7 +233,7 @@ class QueryService:
             )
             raise
         finally:
-            ev.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            ev.elapsed_ms = round((trio.current_time() - started) * 1000, 1)
             self._count(ev.outcome)
             self.ops.query_finished(
                 role=ev.role,
@@ -284,7 +285,7 @@ class QueryService:
         request = QueryRequest(sql=query.sql, query=query.query, params=query.params)
         options = query.options
         asked_ms = _opt_int(options.get("timeout_ms"))
-        checked = time.monotonic()
+        checked = trio.current_time()
         verdict: ReadOnlyVerdict | None = None
         if query.sql is not None and self.policy.needs_read_only_check(identity, request):
             budget_s = asked_ms / 1000 if asked_ms and asked_ms > 0 else math.inf
@@ -296,7 +297,7 @@ class QueryService:
                     f"{exc}: the statement is too long or too complex to check for a read-only "
                     "role; send a shorter statement, raise timeout_ms, or use a named query",
                 ) from None
-        check_ms = (time.monotonic() - checked) * 1000
+        check_ms = (trio.current_time() - checked) * 1000
         decision: Decision = self.policy.authorize(identity, request, read_only=verdict)
         if decision.role is not None:
             ev.role = decision.role.name
@@ -356,8 +357,18 @@ class QueryService:
 
     # -- admission ------------------------------------------------------------------------------
 
+    async def wait_changed(self) -> None:
+        """Return at the next change of `in_flight` or of the admission queue (a query starts
+        waiting, is admitted, stops waiting or ends). Re-read them after it returns."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
     def _pump(self) -> None:
         """Hand every free connector slot to a waiting query, fairest first."""
+        self._notify()
         free = self.max_concurrent - self.admission.statistics().admitted
         if free > 0 and self.admission.waiting():
             for _key, waiter in self.admission.grant(free):
@@ -370,6 +381,7 @@ class QueryService:
             self._pump()
         else:
             self.admission.withdraw(key, waiter)
+            self._notify()
 
     @asynccontextmanager
     async def _slot(self, key: str, role: Role, *, wait_s: float) -> AsyncIterator[float]:
@@ -398,11 +410,13 @@ class QueryService:
             self._give_back(key, waiter)
             raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
         self.in_flight += 1
+        self._notify()
         try:
             yield trio.current_time() - started
         finally:
             self.in_flight -= 1
             self._give_back(key, waiter)
+            self._notify()
 
     def _full(self, why: str) -> QueryFailed:
         return QueryFailed(

@@ -409,7 +409,7 @@ class TunnelLink:
             async with self._connect(nonce) as ws:
                 opened = True
                 self.ws = ws
-                self._started = time.monotonic()
+                self._started = trio.current_time()
                 if ws.subprotocol != SUBPROTOCOL:
                     raise DialFailed(
                         f"relay {self.base_url} did not accept subprotocol {SUBPROTOCOL}"
@@ -438,7 +438,7 @@ class TunnelLink:
             raise self._rejected
         return LinkEnd(
             reason=self._end_reason,
-            uptime_s=time.monotonic() - self._started,
+            uptime_s=trio.current_time() - self._started,
             served=self.served,
             relay_requested=self.relay_draining or self._goaway_received,
         )

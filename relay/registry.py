@@ -86,6 +86,17 @@ class TunnelState:
         self.admission: FairAdmission[AdmissionSlot] = FairAdmission(max_waiting=MAX_WAITING)
         #: granted slots whose QUERY is not sent yet
         self._reserved = 0
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of this tunnel's connections or admission: a connection
+        registers, ends or starts draining, a slot frees, a query starts or stops waiting.
+        Re-read `status()` (or `admission`) after it returns."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
@@ -102,6 +113,7 @@ class TunnelState:
 
     def pump(self) -> None:
         """Hand every free slot to a waiting query, fairest first."""
+        self._notify()
         free = self.free_slots()
         if free > 0 and self.admission.waiting():
             for _key, slot in self.admission.grant(free):
@@ -178,6 +190,7 @@ class TunnelState:
     def _give_back(self, slot: AdmissionSlot) -> None:
         if not slot.granted:
             self.admission.withdraw(slot.key, slot)
+            self._notify()
             return
         self.placed(slot)
         self.admission.release(slot.key)
@@ -227,6 +240,7 @@ class TunnelState:
     def remove(self, session: ConnectorSession) -> None:
         if session in self.sessions:
             self.sessions.remove(session)
+            self._notify()
 
     def _connectable(self) -> list[ConnectorSession]:
         """The live connections; RouteRefused if none can ever take a query now."""

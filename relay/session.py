@@ -161,6 +161,9 @@ class ConnectorSession:
         self._pings = RateLimiter(rate=PING_RATE, burst=PING_BURST, max_keys=1)
         self.closed = False
         self.draining = False
+        #: Set once this connection drains (the relay's DRAIN, the connector's, or a GOAWAY):
+        #: no new query goes to it from then on.
+        self.drain_started = trio.Event()
         #: trio time after which a drained connection is closed by us (see `drain`)
         self._close_at = math.inf
         self.opened = time.time()
@@ -350,7 +353,7 @@ class ConnectorSession:
     def _dispatch(self, received: list[events.AnyEvent]) -> None:
         self._route(received)
         if self.conn.peer_draining and not self.draining:  # DRAIN, or a draining refusal
-            self.draining = True
+            self._start_draining()
             log_event(
                 "connector.drain",
                 tunnel=self.tunnel,
@@ -380,7 +383,7 @@ class ConnectorSession:
                     if self.on_checkpoint is not None:
                         self.on_checkpoint(self, event)
                 case events.GoAway():
-                    self.draining = True
+                    self._start_draining()
                     log_event(
                         "connector.goaway",
                         tunnel=self.tunnel,
@@ -468,12 +471,21 @@ class ConnectorSession:
             self._close_at = trio.current_time() + close_after_s
         if self.closed or self.draining:
             return
-        self.draining = True
+        self._start_draining()
         try:
             self.conn.send(events.Drain(reason))
         except LocalProtocolError:
             return
         self.kick()
+
+    def _start_draining(self) -> None:
+        self.draining = True
+        self.drain_started.set()
+        self.on_capacity()  # this connection's free slots are gone
+
+    async def wait_draining(self) -> None:
+        """Return once this connection drains (see `drain_started`)."""
+        await self.drain_started.wait()
 
     # -- writer and keepalive -----------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -53,17 +52,18 @@ class Target(Protocol):
 
 @dataclass
 class _Budget:
-    """Shared stop conditions: a deadline (perf_counter) and/or a count of queries to start."""
+    """Shared stop conditions: a deadline (recorder clock) and/or a count of queries to start."""
 
     deadline: float | None
     remaining: int | None
     seed: int
+    clock: Callable[[], float]
     issued: int = 0
 
     def take(self) -> random.Random | None:
         """The random source of the next query (None: stop). Query n always gets the same
         source for a given seed, so a tunnel run and a direct run send the same queries."""
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
+        if self.deadline is not None and self.clock() >= self.deadline:
             return None
         if self.remaining is not None:
             if self.remaining <= 0:
@@ -95,7 +95,7 @@ async def _one(
     outcome: QueryOutcome | None = None
     with trio.move_on_after(timeout_s):
         outcome = await target(slot, vu, query, rng)
-    recorder.record(query.name, due, time.perf_counter(), outcome or QueryOutcome("client.timeout"))
+    recorder.record(query.name, due, recorder.clock(), outcome or QueryOutcome("client.timeout"))
 
 
 async def drive(
@@ -113,6 +113,7 @@ async def drive(
         deadline=start + load.duration_s if load.duration_s is not None else None,
         remaining=load.count,
         seed=seed,
+        clock=recorder.clock,
     )
     # Hard bound: the run plus one query timeout, whatever the target does.
     hard_s = (load.duration_s or math.inf) + load.ramp_up_s + load.timeout_s + 5
@@ -130,7 +131,7 @@ async def _closed_loop(run: _Run) -> None:
             await trio.sleep(vu * load.ramp_up_s / load.concurrency)
         while (rng := run.budget.take()) is not None:
             query = picker.pick(rng)
-            await _one(target, recorder, vu, vu, query, rng, time.perf_counter(), load.timeout_s)
+            await _one(target, recorder, vu, vu, query, rng, recorder.clock(), load.timeout_s)
 
     async with trio.open_nursery() as nursery:
         for vu in range(load.concurrency):
@@ -161,7 +162,7 @@ async def _open_loop(run: _Run) -> None:
         due = recorder.started
         arrival = 0
         while (rng := run.budget.take()) is not None:
-            now = time.perf_counter()
+            now = recorder.clock()
             if due > now:
                 await trio.sleep(due - now)
             slot = await free_slots.receive()  # late when all slots are busy: latency counts it

@@ -12,9 +12,11 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
 from hdrh.histogram import HdrHistogram
 
 __all__ = ["QueryOutcome", "Recorder", "RunResult", "Snapshot", "new_histogram"]
@@ -69,8 +71,17 @@ class _PerQuery:
 class Recorder:
     """Accumulates outcomes of one run (a target: "tunnel" or "direct")."""
 
-    def __init__(self, target: str, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        seed: int | None = None,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
         self.target = target
+        #: The run's clock (seconds): `drive` takes due and end times from it, so a run under
+        #: trio's MockClock is measured in virtual time; latency is not wall-clock time.
+        self.clock = clock
         self.hist = new_histogram()
         self.errors: Counter[str] = Counter()
         self.samples: dict[str, str] = {}  # error code -> the first message seen for it
@@ -81,16 +92,16 @@ class Recorder:
         self.timeline: list[tuple[float, float, bool]] = []  # (t_s, latency_ms, ok)
         self._seen = 0
         self._rng = random.Random(seed)
-        self.started = time.perf_counter()
+        self.started = 0.0  # set by `start`
         self.started_wall = time.time()
         self.ended: float | None = None
 
     def start(self) -> None:
-        self.started = time.perf_counter()
+        self.started = self.clock()
         self.started_wall = time.time()
 
     def record(self, query: str, start: float, end: float, outcome: QueryOutcome) -> None:
-        """Record one query that was due at ``start`` and ended at ``end`` (perf_counter s)."""
+        """Record one query that was due at ``start`` and ended at ``end`` (`clock` seconds)."""
         micros = max(1, round((end - start) * 1e6))
         self.hist.record_value(micros)
         per = self.by_query.get(query)
@@ -116,14 +127,14 @@ class Recorder:
                 self.timeline[slot] = point
 
     def finish(self) -> None:
-        self.ended = time.perf_counter()
+        self.ended = self.clock()
 
     @property
     def count(self) -> int:
         return self.ok + sum(self.errors.values())
 
     def snapshot(self) -> Snapshot:
-        elapsed = (self.ended or time.perf_counter()) - self.started
+        elapsed = (self.ended or self.clock()) - self.started
         count = self.count
         return Snapshot(
             elapsed_s=elapsed,

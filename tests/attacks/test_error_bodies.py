@@ -27,10 +27,9 @@ import trustme
 
 import tdslite
 from tdslite.engine import Engine, SqlError, User, load_users
-from tests.attacks.conftest import open_relay
-from tests.chaos.conftest import Chaos
-from tests.connector.conftest import closed_port
 from tests.support.chaos import HYGIENE
+from tests.support.chaos_stack import Chaos, open_relay
+from tests.support.connector_keys import closed_port
 from tests.support.relays import start_python_relay
 from tests.support.waiting import eventually
 from tests.support.worker_relay import open_worker_relay, workerd_log

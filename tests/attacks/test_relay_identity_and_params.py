@@ -10,9 +10,8 @@ import json
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.attacks.conftest import open_relay
-from tests.chaos.conftest import Chaos, public_text
 from tests.support.chaos import HYGIENE
+from tests.support.chaos_stack import Chaos, open_relay, public_text
 
 INJECTIONS = {
     "a": "'; DROP TABLE notes; --",

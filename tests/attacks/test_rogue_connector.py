@@ -14,10 +14,9 @@ from websockets.trio.client import connect
 
 from protocol import SUBPROTOCOL, Connection, Role, events, make_connector_token
 from tests.attacks._hostile import TO_RELAY, fuzz_blobs
-from tests.attacks.conftest import open_relay
 from tests.chaos._common import counted
-from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import Tally, one_query
+from tests.support.chaos_stack import TUNNEL, Chaos, open_relay
 from tests.support.relays import RelayHandle
 
 FUZZ_SEED = 7

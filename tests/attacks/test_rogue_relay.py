@@ -15,8 +15,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.attacks._hostile import TO_CONNECTOR, fuzz_blobs
-from tests.chaos.conftest import TUNNEL, Chaos, public_text
 from tests.connector.rogue_relay import RogueRelay, RogueSession, open_rogue_relay
+from tests.support.chaos_stack import TUNNEL, Chaos, public_text
 from tests.support.relays import RelayHandle
 
 FUZZ_SEED = 20261127

@@ -35,7 +35,7 @@ from protocol import (
     verify_checkpoint,
 )
 from tdslite import TdsServer, open_server
-from tests.e2e.conftest import TDSLITE_USERS, Base
+from tests.support.e2e_stack import TDSLITE_USERS, Base
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import RelayHandle, start_python_relay
 from tests.support.waiting import eventually

@@ -9,8 +9,8 @@ import signal
 import trio
 
 from tests.chaos._common import check_and_record, under_load
-from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import Tally, rss_kib
+from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.relays import start_python_relay
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import trio
 
 from tests.chaos._common import check_and_record, under_load, wait_ok_after
-from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import Tally, one_query, rss_kib
+from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.relays import start_python_relay
 
 OUTAGE_S = 2.5

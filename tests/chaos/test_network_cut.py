@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import trio
 
 from tests.chaos._common import check_and_record, under_load, wait_ok_after
-from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import BlackHoleProxy, Tally, one_query, rss_kib
+from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.relays import TEST_LIMITS, start_python_relay
 from tests.support.worker_relay import TEST_LIMITS as WORKER_TEST_LIMITS
 from tests.support.worker_relay import open_worker_relay

@@ -10,8 +10,8 @@ import signal
 import trio
 
 from tests.chaos._common import check_and_record, under_load, wait_ok_after
-from tests.chaos.conftest import Chaos, RelayProcess
 from tests.support.chaos import Tally, rss_kib
+from tests.support.chaos_stack import Chaos, RelayProcess
 
 DOWN_S = 1.5
 

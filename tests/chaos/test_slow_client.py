@@ -8,8 +8,8 @@ from __future__ import annotations
 import trio
 
 from tests.chaos._common import check_and_record, counted, under_load
-from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import Tally, rss_kib, slow_read
+from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.relays import start_python_relay
 
 SLOW_S = 8.0

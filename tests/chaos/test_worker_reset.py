@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 import trio
 
 from tests.chaos._common import check_and_record, under_load
-from tests.chaos.conftest import TUNNEL, Chaos
 from tests.support.chaos import HYGIENE, Tally, one_query, rss_kib
+from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.worker_relay import WorkerRelay, open_worker_relay, workerd_log
 
 

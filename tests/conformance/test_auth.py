@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.trio.client import connect
 
 from protocol import make_connector_token
-from tests.conformance.conftest import Conformance
+from tests.support.conformance import Conformance
 
 
 async def upgrade_status(conf: Conformance, token: str | None, tunnel: str = "demo") -> int:

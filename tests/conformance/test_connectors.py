@@ -6,7 +6,7 @@ import json
 
 import trio
 
-from tests.conformance.conftest import Conformance
+from tests.support.conformance import Conformance
 
 WIDE = (
     "SELECT a.n * 10000 + b.n * 1000 + c.n * 100 + e.n * 10 + f.n AS v, "

@@ -23,8 +23,8 @@ import trio
 
 from edgetds.devidp import DevIdP, open_dev_idp
 from protocol import Limits, events
-from tests.conformance.conftest import RELAYS
 from tests.conformance.test_sizes import BASE_LIMITS, peer, start
+from tests.support.conformance import RELAYS
 from tests.support.protocol_peer import Peer, QueryHandler, open_peer
 from tests.support.relays import RelayHandle
 

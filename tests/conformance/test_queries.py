@@ -7,7 +7,7 @@ import json
 import pytest
 import trio
 
-from tests.conformance.conftest import Conformance
+from tests.support.conformance import Conformance
 from tests.worker.helpers import post_and_hang_up
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"

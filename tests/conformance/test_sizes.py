@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from edgetds.devidp import DevIdP, open_dev_idp
-from tests.conformance.conftest import RELAYS
+from tests.support.conformance import RELAYS
 from tests.support.protocol_peer import Peer, open_peer
 from tests.support.relays import TEST_LIMITS, RelayHandle, statement
 from tests.support.worker_relay import TEST_LIMITS as WORKER_TEST_LIMITS

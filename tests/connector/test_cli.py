@@ -14,7 +14,7 @@ import trio
 
 from edgetds.devidp import DevIdP
 from identity.keys import encode_public_key, generate_key_files
-from tests.connector.conftest import Keys, closed_port, config_for
+from tests.support.connector_keys import Keys, closed_port, config_for
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ import tdslite
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP
-from tests.connector.conftest import Keys, config_for
 from tests.connector.rogue_relay import RogueRelay
+from tests.support.connector_keys import Keys, config_for
 from tests.support.connector_stack import TDSLITE_USERS
 
 ADMIN = '[users.owner]\npassword = "owner-pw"\nrole = "admin"\n'

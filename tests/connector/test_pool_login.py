@@ -18,7 +18,7 @@ from connector.pool import LOGIN_REFUSED, UNREACHABLE, DatabaseUnavailable, Logi
 from tdslite.server._packets import HEADER_SIZE, PacketType, encode_message, parse_header
 from tdslite.server._prelogin import Encrypt, build_reply
 from tdslite.server._tokens import Done, done, message
-from tests.connector.conftest import closed_port
+from tests.support.connector_keys import closed_port
 from tests.support.connector_stack import TDSLITE_USERS
 
 UNAVAILABLE = "Database 'sales' on server 'db1' is not currently available. Please retry."

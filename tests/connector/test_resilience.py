@@ -15,16 +15,15 @@ from edgetds.devidp import DevIdP
 from identity.keys import load_private_key
 from protocol import events
 from tdslite import open_server
-from tests.connector.conftest import Keys, closed_port, config_for
 from tests.connector.rogue_relay import (
     RogueRelay,
     open_proxy,
     open_rogue_relay,
 )
-from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.connect_proxy import open_connect_proxy
+from tests.support.connector_keys import Keys, closed_port, config_for
 from tests.support.connector_stack import TEST_POLICY
-from tests.support.waiting import eventually
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
@@ -84,8 +83,8 @@ async def test_black_holed_network_is_detected_within_the_deadline(
                 await connector.wait_ready()
                 proxy.freeze()
                 started = trio.current_time()
-                while connector.ready_links:  # noqa: ASYNC110 - observing the connector
-                    await trio.sleep(0.05)
+                while connector.ready_links:
+                    await connector.wait_changed()
                 detected = trio.current_time() - started
                 proxy.thaw()
                 await connector.wait_ready()  # a new connection through the healed network
@@ -104,14 +103,17 @@ async def test_restarted_relay_is_rejoined(tmp_path: Path, keys: Keys, idp: DevI
     with trio.fail_after(30):
         async with open_connector(load_config(path)) as connector:
             # the relay is not up yet: the connector retries with backoff until it is
-            await trio.sleep(0.3)
+            while connector.reconnects < 1:
+                await connector.wait_changed()
             async with open_rogue_relay(port=port, **kw) as relay:  # type: ignore[arg-type]
                 await connector.wait_ready(2)
                 assert len(relay.sessions) == 2
             # the relay went away: the connector notices and backs off
-            while connector.ready_links:  # noqa: ASYNC110 - observing the connector
-                await trio.sleep(0.05)
-            await trio.sleep(0.3)
+            while connector.ready_links:
+                await connector.wait_changed()
+            failed_before = connector.reconnects
+            while connector.reconnects < failed_before + 1:
+                await connector.wait_changed()
             async with open_rogue_relay(port=port, **kw) as again:  # type: ignore[arg-type]
                 await connector.wait_ready(2)
                 assert len(again.sessions) >= 2
@@ -138,10 +140,12 @@ async def test_concurrency_cap_and_cancel_frame(
                 await other.ready.wait()
                 # each connection takes 1 stream (READY max_streams), the connector 1 in total
                 slow = await session.query(token=token, sql=SLOW)
-                await eventually(lambda: connector.service.in_flight >= 1, interval=0.01)
+                while connector.service.in_flight < 1:
+                    await connector.service.wait_changed()
                 excess = await other.query(token=token, sql="SELECT 1 AS one")
                 # every connector slot is taken: it waits for one (nothing reaches tdslite)
-                await eventually(lambda: connector.service.admission.waiting() >= 1, interval=0.01)
+                while connector.service.admission.waiting() < 1:
+                    await connector.service.wait_changed()
                 assert not excess.done.is_set()
                 await trio.sleep(0.5)  # the slow statement is running in tdslite
                 await session.cancel(slow.stream_id)
@@ -241,7 +245,8 @@ async def test_an_identity_at_its_role_cap_is_refused_others_are_not(
                 session = await rogue.wait_session()
                 await session.ready.wait()
                 slow = await session.query(token=alice, sql=SLOW)
-                await eventually(lambda: connector.service.in_flight >= 1, interval=0.01)
+                while connector.service.in_flight < 1:
+                    await connector.service.wait_changed()
                 again = await session.query(token=alice, sql="SELECT 1 AS one")
                 await again.done.wait()
                 err = json.loads(again.body)["error"]

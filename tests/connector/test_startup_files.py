@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from identity.keys import encode_public_key, generate_key_files
-from tests.connector.conftest import closed_port
+from tests.support.connector_keys import closed_port
 from tests.support.connector_stack import write_connector_config
 
 EDGETDS = [sys.executable, "-m", "edgetds"]

@@ -17,8 +17,8 @@ from connector.audit import verify_files
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP
-from tests.connector.conftest import Keys, closed_port, config_for
 from tests.connector.rogue_relay import RogueRelay
+from tests.support.connector_keys import Keys, closed_port, config_for
 
 
 def _error(body: bytes) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import trio
 
-from tests.e2e.conftest import Stack
+from tests.support.e2e_stack import Stack
 from tests.support.waiting import eventually
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"

@@ -13,9 +13,9 @@ from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
 from tdslite import open_server
-from tests.connector.conftest import closed_port
-from tests.e2e.conftest import TDSLITE_USERS, Stack, write_key
+from tests.support.connector_keys import closed_port
 from tests.support.connector_stack import write_connector_config
+from tests.support.e2e_stack import TDSLITE_USERS, Stack, write_key
 from tests.support.relays import start_python_relay
 
 

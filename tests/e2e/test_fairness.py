@@ -9,9 +9,9 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.conftest import write_key
 from tests.support import fairness
 from tests.support.connector_stack import write_connector_config
+from tests.support.e2e_stack import write_key
 from tests.support.relays import start_python_relay
 
 

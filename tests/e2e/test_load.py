@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.e2e.conftest import Stack
+from tests.support.e2e_stack import Stack
 from tests.support.waiting import eventually
 
 

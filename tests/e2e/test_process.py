@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.e2e.conftest import Base
+from tests.support.e2e_stack import Base
 from tests.support.waiting import eventually
 
 ROWS = 200_000

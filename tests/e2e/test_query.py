@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from tests.e2e.conftest import Stack
+from tests.support.e2e_stack import Stack
 
 
 async def test_select_streams_columns_rows_done(stack: Stack) -> None:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from edgetds.devidp import DevIdP
-from tests.e2e.conftest import Stack
+from tests.support.e2e_stack import Stack
 
 
 async def test_sql_error_surfaces_with_its_number(stack: Stack) -> None:

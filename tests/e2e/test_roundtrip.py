@@ -22,8 +22,8 @@ import trio
 
 from connector import _timetypes
 from tdslite import TdsServer
-from tests.e2e.conftest import Stack, admin_connection
 from tests.e2e.test_worker_relay import worker_stack  # noqa: F401 - the Worker relay fixture
+from tests.support.e2e_stack import Stack, admin_connection
 from tests.support.worker_relay import WORKERD
 
 BIG_BLOB = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # varbinary(max) of 5 MiB

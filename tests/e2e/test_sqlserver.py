@@ -24,8 +24,8 @@ import trio
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
-from tests.e2e.conftest import Stack, write_key
 from tests.support.connector_stack import write_connector_config
+from tests.support.e2e_stack import Stack, write_key
 from tests.support.relays import start_python_relay
 
 DSN = os.environ.get("EDGETDS_TEST_MSSQL", "")

@@ -20,8 +20,8 @@ import trio
 from connector._readonly import remembered_verdict
 from connector.config import load_config
 from connector.runtime import open_connector
-from tests.e2e.conftest import Base, Response, Stack
 from tests.support.connector_stack import TEST_POLICY
+from tests.support.e2e_stack import Base, Response, Stack
 from tests.support.processes import alive
 from tests.support.waiting import eventually
 

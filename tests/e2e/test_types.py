@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.e2e.conftest import Stack
+from tests.support.e2e_stack import Stack
 
 # (declared type, JSON value, column type reported, column scale)
 CASES = [

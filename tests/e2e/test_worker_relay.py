@@ -17,8 +17,8 @@ from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
 from tdslite import open_server
-from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, Stack, admin_batch, write_key
 from tests.support.connector_stack import write_connector_config
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, Stack, admin_batch, write_key
 from tests.support.worker_relay import WORKERD, start_worker_relay
 
 pytestmark = pytest.mark.skipif(

@@ -13,10 +13,10 @@ import time
 
 import pytest
 import trio
-from _jwt_forge import b64url, forge
 
 from edgetds.devidp import DevIdP, DevKey, generate_key, sign_token
 from identity.oidc import IssuerConfig, TokenError, TokenVerifier
+from tests.identity._jwt_forge import b64url, forge
 
 JWKS = "/jwks.json"
 

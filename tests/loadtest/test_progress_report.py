@@ -17,7 +17,7 @@ from edgetds.loadtest.stats import QueryOutcome, Recorder
 
 
 def recorder_with(n: int, target: str = "tunnel") -> Recorder:
-    rec = Recorder(target, seed=1)
+    rec = Recorder(target, seed=1, clock=lambda: 1.0)  # the run ends 1 s after it started
     for i in range(n):
         code = None if i % 4 else "sql.error"
         rec.record("q", rec.started + i * 0.001, rec.started + i * 0.001 + 0.002 + i * 1e-5,
@@ -26,7 +26,7 @@ def recorder_with(n: int, target: str = "tunnel") -> Recorder:
     return rec
 
 
-async def test_plain_progress_lines_off_a_terminal() -> None:
+async def test_plain_progress_lines_off_a_terminal(autojump_clock: trio.testing.MockClock) -> None:
     out = io.StringIO()  # not a TTY: live=None picks plain lines
     rec = recorder_with(8)
     with trio.move_on_after(0.35):
@@ -38,7 +38,7 @@ async def test_plain_progress_lines_off_a_terminal() -> None:
     assert "errors 2" in lines[0]
 
 
-async def test_rich_progress_renders_a_table() -> None:
+async def test_rich_progress_renders_a_table(autojump_clock: trio.testing.MockClock) -> None:
     out = io.StringIO()
     with trio.move_on_after(0.3):
         await show_progress(recorder_with(5), live=True, stream=out)

@@ -2,15 +2,17 @@
 measures latency from when a query was due (a stall is not hidden by coordinated omission).
 
 The target here is a plain async callable that sleeps: the driver's input, not a stand-in for
-any of our components (those are exercised in test_loadtest_stack.py)."""
+any of our components (those are exercised in test_loadtest_stack.py). Every test runs under
+trio's MockClock (autojump): the driver measures on the recorder's clock (trio time), so the
+sleeps, durations and latencies are virtual and exact, and the module takes no real time."""
 
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import trio
+import trio.testing
 
 from edgetds.loadtest.runner import drive
 from edgetds.loadtest.scenario import QuerySpec, parse_scenario
@@ -43,7 +45,7 @@ class SleepTarget:
         return QueryOutcome(None if number % 10 else "sql.error", rows=2, nbytes=10)
 
 
-async def test_closed_loop_stops_at_count() -> None:
+async def test_closed_loop_stops_at_count(autojump_clock: trio.testing.MockClock) -> None:
     target = SleepTarget(0.001)
     recorder = Recorder("t")
     with trio.fail_after(10):
@@ -55,24 +57,26 @@ async def test_closed_loop_stops_at_count() -> None:
     assert recorder.rows == 100
 
 
-async def test_closed_loop_stops_at_duration() -> None:
+async def test_closed_loop_stops_at_duration(autojump_clock: trio.testing.MockClock) -> None:
     target = SleepTarget(0.01)
     recorder = Recorder("t")
-    start = time.perf_counter()
+    start = trio.current_time()
     with trio.fail_after(10):
         await drive(scenario(concurrency=2, duration_s=0.3), target, recorder)
-    assert 0.3 <= time.perf_counter() - start < 2
+    # no query starts after 0.3 s; the two in flight then finish 0.01 s later
+    assert 0.3 <= trio.current_time() - start <= 0.31 + 1e-9
     assert 10 < recorder.count < 70
+    assert recorder.count in (60, 62)
 
 
-async def test_per_query_timeout_is_counted() -> None:
+async def test_per_query_timeout_is_counted(autojump_clock: trio.testing.MockClock) -> None:
     recorder = Recorder("t")
     with trio.fail_after(10):
         await drive(scenario(concurrency=2, count=4, timeout_s=0.05), SleepTarget(5), recorder)
     assert recorder.errors == {"client.timeout": 4}
 
 
-async def test_open_loop_counts_lateness_as_latency() -> None:
+async def test_open_loop_counts_lateness_as_latency(autojump_clock: trio.testing.MockClock) -> None:
     # 100 queries/s due, but one slot and 30 ms each: they fall behind, latency grows.
     target = SleepTarget(0.03)
     recorder = Recorder("t")
@@ -88,7 +92,9 @@ async def test_open_loop_counts_lateness_as_latency() -> None:
     assert fast.snapshot().p99_ms < snap.p99_ms
 
 
-async def test_same_seed_same_queries_whatever_the_timing() -> None:
+async def test_same_seed_same_queries_whatever_the_timing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Query n gets the same random source in every run: a tunnel and a direct run of a
     --compare send the same queries even though their virtual users interleave differently."""
     sc = parse_scenario(

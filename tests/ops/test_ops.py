@@ -64,6 +64,7 @@ async def test_metrics_expose_every_family(tmp_path: Path) -> None:
     ops.observe_links(lambda: [link])
     ops.connection_up("ws://r")
     ops.reconnect("lost")
+    ops.backoff_scheduled(1.5)
     ops.query_started()
     ops.query_finished(role="analyst", outcome="ok", duration_s=0.02, rows=3, nbytes=120)
     ops.query_started()
@@ -83,6 +84,8 @@ async def test_metrics_expose_every_family(tmp_path: Path) -> None:
         'edgetds_connector_info{connector_id="conn-1",tunnel="demo",version="0.1.0"} 1.0',
         'edgetds_connector_relay_connections{relay="ws://r"} 1.0',
         'edgetds_connector_reconnects_total{reason="lost"} 1.0',
+        'edgetds_connector_reconnect_backoff_seconds_bucket{le="1.0"} 0.0',
+        'edgetds_connector_reconnect_backoff_seconds_bucket{le="2.0"} 1.0',
         'edgetds_connector_queries_total{outcome="ok",role="analyst"} 1.0',
         'edgetds_connector_queries_total{outcome="policy.denied",role="none"} 1.0',
         "edgetds_connector_queries_in_flight 0.0",

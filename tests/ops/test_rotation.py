@@ -501,5 +501,5 @@ async def _relay_serves(app: Any, connections: int) -> None:
     """Wait until the relay has registered ``connections`` (READY is processed there a bit after
     the connector sent it)."""
     tunnel = app.registry.get("demo")
-    while tunnel.status()["connections"] < connections:  # noqa: ASYNC110 - set by relay tasks
-        await trio.sleep(0.02)
+    while tunnel.status()["connections"] < connections:
+        await tunnel.wait_changed()

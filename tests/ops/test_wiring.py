@@ -57,8 +57,8 @@ async def test_ready_and_metrics_follow_the_real_connector(tmp_path: Path) -> No
                 )
                 metrics = (await client.get(base + "/metrics")).text
                 connector.start_shutdown()
-                while not connector.draining:  # noqa: ASYNC110 - drain starts in a task
-                    await trio.sleep(0.01)
+                while not connector.draining:
+                    await connector.wait_changed()
                 draining = await client.get(base + "/ready")
     relay = stack.relay.ws_url
     assert ready.status_code == 200, ready.text

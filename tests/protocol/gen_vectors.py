@@ -1,6 +1,6 @@
 """Generate protocol/vectors/*.json, the shared edgetds/1 test vectors (format: vectors/README.md).
 
-Run from the repository root: ``.venv/bin/python tests/protocol/gen_vectors.py``. Output is
+Run from the repository root: ``.venv/bin/python -m tests.protocol.gen_vectors``. Output is
 deterministic (Ed25519 signatures are, and every nonce/time is fixed), so a re-run that changes a
 file means the protocol changed. The keys are the FIXED TEST KEYS of helpers.py: test-only.
 """
@@ -13,24 +13,6 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-from gen_id_tokens import id_token_document
-from helpers import (
-    CONNECTOR_ID,
-    CONNECTOR_KEY,
-    CONNECTOR_SEED,
-    NONCE,
-    NOW,
-    OTHER_KEY,
-    OTHER_SEED,
-    RELAY_KEY,
-    RELAY_KEY_ID,
-    RELAY_SEED,
-    SESSION_ID,
-    TUNNEL,
-    hello_fields,
-    make_query,
-)
 
 from protocol import (
     CHECKPOINT_CAP,
@@ -57,6 +39,23 @@ from protocol import (
 from protocol._auth import HELLO_CONTEXT, QUERY_CONTEXT, b64url
 from protocol._checkpoint import CHECKPOINT_CONTEXT
 from protocol._codec import encode
+from tests.protocol.gen_id_tokens import id_token_document
+from tests.protocol.helpers import (
+    CONNECTOR_ID,
+    CONNECTOR_KEY,
+    CONNECTOR_SEED,
+    NONCE,
+    NOW,
+    OTHER_KEY,
+    OTHER_SEED,
+    RELAY_KEY,
+    RELAY_KEY_ID,
+    RELAY_SEED,
+    SESSION_ID,
+    TUNNEL,
+    hello_fields,
+    make_query,
+)
 
 OUT = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 MAX = 1024 * 1024

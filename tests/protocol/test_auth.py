@@ -10,19 +10,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from helpers import (
-    CONNECTOR_ID,
-    CONNECTOR_KEY,
-    NONCE,
-    NOW,
-    OTHER_KEY,
-    RELAY_KEY,
-    RELAY_KEY_ID,
-    SESSION_ID,
-    TUNNEL,
-    hello_fields,
-    make_query,
-)
 
 from protocol import (
     AuthError,
@@ -37,6 +24,19 @@ from protocol import (
     verify_attestation,
     verify_connector_token,
     verify_hello,
+)
+from tests.protocol.helpers import (
+    CONNECTOR_ID,
+    CONNECTOR_KEY,
+    NONCE,
+    NOW,
+    OTHER_KEY,
+    RELAY_KEY,
+    RELAY_KEY_ID,
+    SESSION_ID,
+    TUNNEL,
+    hello_fields,
+    make_query,
 )
 
 CONNECTOR_KEYS = {CONNECTOR_ID: CONNECTOR_KEY.public_key()}

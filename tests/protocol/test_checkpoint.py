@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import CONNECTOR_ID, CONNECTOR_KEY, NOW, OTHER_KEY, TUNNEL, ProtocolPair, hello_fields
 
 from protocol import (
     CHECKPOINT_CAP,
@@ -24,6 +23,15 @@ from protocol import (
     verify_checkpoint,
 )
 from protocol._codec import decode
+from tests.protocol.helpers import (
+    CONNECTOR_ID,
+    CONNECTOR_KEY,
+    NOW,
+    OTHER_KEY,
+    TUNNEL,
+    ProtocolPair,
+    hello_fields,
+)
 
 HEAD = "ab" * 32
 

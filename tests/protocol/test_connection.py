@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import CONNECTOR_ID, SESSION_ID, ProtocolPair, hello_fields, make_query
 
 from protocol import (
     CloseCode,
@@ -22,6 +21,7 @@ from protocol import (
     error_record,
     events,
 )
+from tests.protocol.helpers import CONNECTOR_ID, SESSION_ID, ProtocolPair, hello_fields, make_query
 
 COLUMNS = b'{"columns":[{"name":"x","type":"int"}]}\n'
 DONE = b'{"done":{"rows":2,"result_sets":1,"elapsed_ms":1,"query_id":"q-1"}}\n'

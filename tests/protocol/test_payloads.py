@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from helpers import ProtocolPair, hello_fields, make_query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +30,7 @@ from protocol import (
 )
 from protocol._codec import decode, encode
 from protocol._json import loads_object
+from tests.protocol.helpers import ProtocolPair, hello_fields, make_query
 
 QUERY = json.loads(encode(make_query(1)).payload)
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from gen_vectors import event_json, frame_json, parse, run_sequence
 
 from protocol import (
     AuthError,
@@ -26,6 +25,7 @@ from protocol import (
     verify_hello,
 )
 from protocol._codec import decode, encode
+from tests.protocol.gen_vectors import event_json, frame_json, parse, run_sequence
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 FRAMES = json.loads((VECTORS / "frames.json").read_text(encoding="utf-8"))["vectors"]

@@ -66,11 +66,12 @@ async def wait_registered(relay: RelayHandle, session_id: str) -> None:
 
 async def wait_connections(running: RunningRelay, tunnel: str, count: int) -> None:
     """Wait until `count` connections take queries on `tunnel` (registered, not draining)."""
+    registered = running.app.registry.tunnels[tunnel]
     while True:
-        status = running.app.registry.tunnels[tunnel].status()
+        status = registered.status()
         if status["connections"] - status["draining"] == count:
             return
-        await trio.sleep(0.01)
+        await registered.wait_changed()
 
 
 async def read_until_closed(ws: Any) -> None:

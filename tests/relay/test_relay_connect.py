@@ -13,7 +13,14 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from _relay_helpers import (
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.trio.client import connect
+
+from edgetds.devidp import DevIdP
+from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events
+from relay.server import RunningRelay
+from tests.relay._relay_helpers import (
     bearer,
     connector_token,
     peer,
@@ -22,14 +29,6 @@ from _relay_helpers import (
     read_until_closed,
     wait_connections,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.trio.client import connect
-
-from edgetds.devidp import DevIdP
-from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events
-from relay.server import RunningRelay
-from tests.support.protocol_peer import Peer
 from tests.support.relays import RelayHandle, open_python_relay
 
 
@@ -196,16 +195,3 @@ async def test_silent_connector_is_declared_dead_and_its_query_ends(
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "transport.lost"
     assert waited < 5
-
-
-async def test_keepalive_pings_and_measures_rtt(idp: DevIdP) -> None:
-    async with open_python_relay(
-        tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer, limits=QUICK
-    ) as (relay, running):
-        with trio.fail_after(10):
-            async with peer(relay) as p:
-                await trio.sleep(0.8)  # longer than dead_after_s: PONGs keep it alive
-                (session,) = running.app.registry.tunnels["demo"].sessions
-                assert session.rtt_ms is not None
-                assert not session.closed
-                assert isinstance(p, Peer)

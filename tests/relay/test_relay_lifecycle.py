@@ -12,7 +12,14 @@ import httpx
 import pytest
 import trio
 import trustme
-from _relay_helpers import (
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.trio.client import connect
+
+from edgetds.devidp import DevIdP
+from identity.keys import encode_public_key
+from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events, make_connector_token
+from relay.server import RunningRelay, open_relay, serve_relay
+from tests.relay._relay_helpers import (
     bearer,
     ndjson,
     peer,
@@ -21,13 +28,6 @@ from _relay_helpers import (
     read_until_closed,
     wait_connections,
 )
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.trio.client import connect
-
-from edgetds.devidp import DevIdP
-from identity.keys import encode_public_key
-from protocol import SUBPROTOCOL, CloseCode, Connection, Role, events, make_connector_token
-from relay.server import RunningRelay, open_relay, serve_relay
 from tests.support.protocol_peer import Peer
 from tests.support.relays import RelayHandle, open_python_relay, relay_config
 
@@ -46,6 +46,7 @@ async def test_shutdown_drains_connectors_and_lets_queries_finish(
         await p.done(q.stream_id, rows=1, query_id=q.query_id)
 
     results: list[httpx.Response] = []
+    answered = trio.Event()
 
     async def ask() -> None:
         results.append(
@@ -53,6 +54,7 @@ async def test_shutdown_drains_connectors_and_lets_queries_finish(
                 query_url(handle), json={"sql": "select 7"}, headers=bearer(idp.mint(sub="a"))
             )
         )
+        answered.set()
 
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
@@ -72,11 +74,9 @@ async def test_shutdown_drains_connectors_and_lets_queries_finish(
                 await p.wait_query()
                 stop.set()  # SIGTERM in the CLI
                 (session,) = running.app.registry.tunnels["demo"].sessions
-                while not session.draining:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await session.wait_draining()
                 # The connector was told (DRAIN crossed the wire) and gets no new query.
-                while not p.conn._drain_received:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await p.drained.wait()
                 refused = await client.post(
                     query_url(handle), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="b"))
                 )
@@ -88,8 +88,7 @@ async def test_shutdown_drains_connectors_and_lets_queries_finish(
                         pass  # pragma: no cover
                 assert info.value.response.status_code == 503
                 finish.set()
-                while not results:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await answered.wait()
             # serve_relay returned once the in-flight query ended (well before grace_s).
     (done,) = results
     assert done.status_code == 200
@@ -188,8 +187,7 @@ async def test_a_connector_that_never_answers_gets_cancelled_and_504(
                 assert trio.current_time() - started < 3
                 assert response.status_code == 504
                 assert response.json()["error"]["code"] == "query.timeout"
-                while not p.cancels:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await p.wait_cancels(1)
                 p.handler = stall_mid_stream
                 response = await client.post(
                     query_url(relay),
@@ -198,8 +196,7 @@ async def test_a_connector_that_never_answers_gets_cancelled_and_504(
                 )
                 assert response.status_code == 200
                 assert ndjson(response.text)[-1]["error"]["code"] == "query.timeout"
-                while len(p.cancels) < 2:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await p.wait_cancels(2)
 
 
 async def test_garbage_from_a_connector_never_takes_the_relay_down(

@@ -10,15 +10,14 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, peer, query_url
 
 from edgetds.devidp import DevIdP
 from protocol import SUBPROTOCOL, make_connector_token
 from relay.app import RelayApp
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
+from tests.relay._relay_helpers import bearer, peer, query_url
 from tests.support import fairness
 from tests.support.relays import TEST_LIMITS, RelayHandle, open_python_relay, relay_config
-from tests.support.waiting import eventually
 
 
 async def test_failed_authentications_are_rate_limited_per_address(
@@ -276,8 +275,10 @@ async def test_a_query_whose_client_left_stops_waiting(
                             client.post, query_url(relay), json={"sql": "left"}, headers=headers
                         )
                     )
-                    await eventually(lambda: tunnel.admission.waiting() > 0, interval=0.01)
+                    while not tunnel.admission.waiting():
+                        await tunnel.wait_changed()
                     waiting.cancel_scope.cancel()  # the client hangs up
-                await eventually(lambda: tunnel.admission.waiting() == 0, interval=0.01)
+                while tunnel.admission.waiting():
+                    await tunnel.wait_changed()
                 gate.set()
         assert [q.sql for q in p.queries] == ["first"]

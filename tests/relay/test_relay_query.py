@@ -13,11 +13,11 @@ import uuid
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, ndjson, peer, query_url
 
 from edgetds.devidp import DevIdP
 from protocol import events
 from relay.server import RunningRelay
+from tests.relay._relay_helpers import bearer, ndjson, peer, query_url
 from tests.support.protocol_peer import Peer, line
 from tests.support.relays import RelayHandle
 
@@ -306,7 +306,7 @@ async def test_unknown_paths_and_methods_do_no_work(
 
 
 async def test_status_counts_connectors_and_connections(
-    relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient
+    relay: RelayHandle, running: RunningRelay, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:
     url = f"{relay.http_url}/v1/tunnels/demo/status"
     headers = bearer(idp.mint(sub="ops"))
@@ -325,8 +325,10 @@ async def test_status_counts_connectors_and_connections(
             assert status["connections"] == 3
             assert status["connector_ids"] == ["conn-1", "conn-2"]
             await a.send(events.Drain("restarting"))
-            while (await client.get(url, headers=headers)).json()["draining"] != 1:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            sessions = running.app.registry.tunnels["demo"].sessions
+            (drained,) = [s for s in sessions if s.session_id == a.session_id]
+            await drained.wait_draining()
+            assert (await client.get(url, headers=headers)).json()["draining"] == 1
     unauthenticated = await client.get(url)
     assert unauthenticated.status_code == 401
 

@@ -8,11 +8,11 @@ from contextlib import aclosing
 import httpx
 import pytest
 import trio
-from _relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 
 from edgetds.devidp import DevIdP
 from protocol import events
 from relay.server import RunningRelay
+from tests.relay._relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 from tests.support.protocol_peer import Peer, line, rows_handler
 from tests.support.relays import RelayHandle
 
@@ -127,13 +127,13 @@ async def test_client_disconnect_cancels_the_stream(
     with trio.fail_after(10):
         async with peer(relay, handler=endless) as p:
             await post_and_hang_up(relay, idp.mint(sub="d"), b'{"sql": "select *"}')
-            while not p.cancels:  # noqa: ASYNC110 - the peer records CANCEL frames as they come
-                await trio.sleep(0.01)
+            await p.wait_cancels(1)
             (query,) = p.queries
             assert p.cancels == [query.stream_id]
-            (session,) = running.app.registry.tunnels["demo"].sessions
-            while session.in_flight:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            tunnel = running.app.registry.tunnels["demo"]
+            (session,) = tunnel.sessions
+            while session.in_flight:  # the stream ends once the CANCEL is through
+                await tunnel.wait_changed()
             # The connection still serves, with its credit returned.
             stop.set()
             p.handler = None
@@ -189,8 +189,9 @@ async def test_two_connectors_share_the_load(
             async with trio.open_nursery() as nursery:
                 for _ in range(10):
                     nursery.start_soon(one)
-                while len(a.queries) + len(b.queries) < 10:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                # least in flight first: the ten concurrent queries split five and five
+                await a.wait_query(5)
+                await b.wait_query(5)
                 release.set()
             # Sequential queries alternate too (least in flight, then round-robin).
             for _ in range(4):

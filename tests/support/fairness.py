@@ -36,7 +36,7 @@ from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from protocol import events
 from tdslite import TdsServer, open_server
-from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.protocol_peer import Peer
 from tests.support.waiting import eventually
 

@@ -75,6 +75,8 @@ class Peer:
     credit_changed: trio.Event = field(default_factory=trio.Event)
     query_arrived: trio.Event = field(default_factory=trio.Event)
     cancel_arrived: trio.Event = field(default_factory=trio.Event)
+    #: set when the relay's DRAIN arrived
+    drained: trio.Event = field(default_factory=trio.Event)
     closed: trio.Event = field(default_factory=trio.Event)
     _lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -119,6 +121,12 @@ class Peer:
             self.cancel_arrived = trio.Event()
             await self.cancel_arrived.wait()
 
+    async def wait_cancels(self, count: int) -> None:
+        """Return once the relay sent `count` CANCELs (of any streams)."""
+        while len(self.cancels) < count:
+            self.cancel_arrived = trio.Event()
+            await self.cancel_arrived.wait()
+
     async def drop(self) -> None:
         """Vanish without a close frame (a crashed connector / cut network)."""
         await self.ws.stream.aclose()
@@ -158,6 +166,8 @@ async def _reader(peer: Peer, relay_keys: dict[str, Ed25519PublicKey], nursery: 
                 elif isinstance(event, events.Credit):
                     peer.credits.append(event)
                     peer.credit_changed.set()
+                elif isinstance(event, events.Drain):
+                    peer.drained.set()
             await peer.flush()
     except Exception:  # noqa: BLE001 - the socket dropped: the test asserts on relay behaviour
         pass

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import trustme
-from _tds_helpers import USERS_TOML  # tests/tdslite is on sys.path (rootdir-relative import)
 
 from tdslite import TdsServer, open_server
+from tests.tdslite._tds_helpers import USERS_TOML
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ from typing import Any
 import pytds
 import pytest
 import trio
-from _tds_helpers import PASSWORDS, in_thread
-from _tds_raw import RawClient, sql_batch, utf16
 from pytds import tds_base
 from pytds.tds_types import DecimalType, IntType, NVarCharType
-from test_client_pytds import connect
-from test_client_tedious import run_plan
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
+from tests.tdslite._tds_raw import RawClient, sql_batch, utf16
+from tests.tdslite.test_client_pytds import connect
+from tests.tdslite.test_client_tedious import run_plan
 
 TABLE = (
     "CREATE TABLE bl (id int PRIMARY KEY, name nvarchar(20) NOT NULL DEFAULT N'dflt',"

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import PASSWORDS, USERS_TOML, in_thread
 
 from tdslite import TdsServer, open_server
 from tdslite.engine import Engine, ResultSet, SqlError, StatementFailed, User
 from tdslite.engine._catalog import ColumnInfo
 from tdslite.engine._sysviews import CatalogObject, Viewer
 from tdslite.engine._types import SqlType
+from tests.tdslite._tds_helpers import PASSWORDS, USERS_TOML, in_thread
 
 DRIVERS = sorted(glob.glob("/usr/lib/*/odbc/libtdsodbc.so"))
 needs_odbc = pytest.mark.skipif(not DRIVERS, reason="FreeTDS ODBC missing")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytds
 import trio
-from _tds_helpers import PASSWORDS, in_thread
 
 from tests.support.processes import first_line
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
 
 
 async def test_serve_prints_address_logs_statements_and_stops(

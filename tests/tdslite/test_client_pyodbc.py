@@ -13,9 +13,9 @@ import uuid
 from typing import Any
 
 import pytest
-from _tds_helpers import PASSWORDS, in_thread
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
 
 pyodbc = pytest.importorskip("pyodbc")
 DRIVERS = sorted(glob.glob("/usr/lib/*/odbc/libtdsodbc.so"))

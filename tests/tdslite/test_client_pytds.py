@@ -16,9 +16,9 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import PASSWORDS, in_thread
 
 from tdslite import TdsServer, open_server
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
 
 D = decimal.Decimal
 TZ = datetime.timezone(datetime.timedelta(hours=-3, minutes=-30))

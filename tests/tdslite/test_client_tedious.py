@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import trio
-from _tds_helpers import PASSWORDS
 
 from tdslite import TdsServer, open_server
+from tests.tdslite._tds_helpers import PASSWORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("js") / "tedious_client.mjs"

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import in_thread
-from test_client_pytds import LONG_QUERY, connect
-from test_client_tedious import pytestmark as tedious_mark
-from test_client_tedious import run_plan
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import in_thread
+from tests.tdslite.test_client_pytds import LONG_QUERY, connect
+from tests.tdslite.test_client_tedious import pytestmark as tedious_mark
+from tests.tdslite.test_client_tedious import run_plan
 
 NO_TRANSACTION = "00" * 8
 
@@ -306,8 +306,8 @@ async def test_pytds_timeout_with_xact_abort_on_rolls_back(tds_server: TdsServer
 async def test_pyodbc_savepoints_and_drop_if_exists(tds_server: TdsServer) -> None:
     """FreeTDS ODBC, a third client stack: T-SQL savepoints and DROP TABLE IF EXISTS."""
     pyodbc = pytest.importorskip("pyodbc")
-    from test_client_pyodbc import DRIVERS
-    from test_client_pyodbc import connect as odbc_connect
+    from tests.tdslite.test_client_pyodbc import DRIVERS
+    from tests.tdslite.test_client_pyodbc import connect as odbc_connect
 
     if not DRIVERS:
         pytest.skip("FreeTDS ODBC driver missing: run scripts/install-system-deps")

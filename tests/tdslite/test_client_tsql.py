@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from _tds_helpers import PASSWORDS
 
 from tdslite import TdsServer, open_server
+from tests.tdslite._tds_helpers import PASSWORDS
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tsql") is None, reason="FreeTDS tsql missing: run scripts/install-system-deps"

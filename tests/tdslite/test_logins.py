@@ -22,9 +22,9 @@ import pytds
 import pytds.tds_base as tds_base
 import pytest
 import trio
-from _tds_helpers import PASSWORDS, USERS_TOML, in_thread
 
 from tdslite import TdsServer, open_server
+from tests.tdslite._tds_helpers import PASSWORDS, USERS_TOML, in_thread
 
 DRIVERS = sorted(glob.glob("/usr/lib/*/odbc/libtdsodbc.so"))
 needs_odbc = pytest.mark.skipif(not DRIVERS, reason="FreeTDS ODBC missing")
@@ -299,7 +299,7 @@ async def test_tds_versions_tsql(server: TdsServer, tmp_path: Path, version: str
 )
 @pytest.mark.parametrize("version", ["7_1", "7_2", "7_3_A", "7_3_B", "7_4"])
 async def test_tds_versions_tedious(server: TdsServer, version: str) -> None:
-    from test_client_tedious import run_plan
+    from tests.tdslite.test_client_tedious import run_plan
 
     steps = [
         {"sql": VERSIONED},

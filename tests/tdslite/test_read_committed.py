@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import trio
-from _tds_helpers import in_thread, wait_until
-from test_client_pytds import connect
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import in_thread, wait_until
+from tests.tdslite.test_client_pytds import connect
 
 pyodbc = pytest.importorskip("pyodbc")
 
@@ -54,7 +54,7 @@ async def test_reader_waits_for_the_writer(tds_server: TdsServer, end: str) -> N
 
 
 async def test_lock_timeout_nolock_snapshot_pyodbc(tds_server: TdsServer) -> None:
-    from test_client_pyodbc import connect as odbc_connect
+    from tests.tdslite.test_client_pyodbc import connect as odbc_connect
 
     writer = await in_thread(setup, tds_server)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import PASSWORDS, in_thread
 
 from tdslite import open_server
 from tdslite.engine import Engine, load_users
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "tdslite" / "README.md"
@@ -126,7 +126,7 @@ def test_every_named_test_exists() -> None:
 @pytest.fixture(scope="module")
 def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database file seeded with `sample` once; each example runs on a copy of it."""
-    from _tds_helpers import USERS_TOML
+    from tests.tdslite._tds_helpers import USERS_TOML
 
     folder = tmp_path_factory.mktemp("template")
     users = folder / "users.toml"

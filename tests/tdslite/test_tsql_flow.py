@@ -14,14 +14,14 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import in_thread
-from test_client_pyodbc import DRIVERS
-from test_client_pyodbc import connect as odbc_connect
-from test_client_pytds import connect
-from test_client_tedious import pytestmark as tedious_mark
-from test_client_tedious import run_plan
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import in_thread
+from tests.tdslite.test_client_pyodbc import DRIVERS
+from tests.tdslite.test_client_pyodbc import connect as odbc_connect
+from tests.tdslite.test_client_pytds import connect
+from tests.tdslite.test_client_tedious import pytestmark as tedious_mark
+from tests.tdslite.test_client_tedious import run_plan
 
 odbc_mark = pytest.mark.skipif(not DRIVERS, reason="FreeTDS ODBC driver missing")
 

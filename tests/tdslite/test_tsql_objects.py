@@ -13,17 +13,17 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import PASSWORDS, in_thread
-from test_client_pytds import connect
-from test_client_tedious import pytestmark as tedious_mark
-from test_client_tedious import run_plan
 
 from tdslite import TdsServer, open_server
 from tdslite.engine import User
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
+from tests.tdslite.test_client_pytds import connect
+from tests.tdslite.test_client_tedious import pytestmark as tedious_mark
+from tests.tdslite.test_client_tedious import run_plan
 
 try:
-    from test_client_pyodbc import DRIVERS
-    from test_client_pyodbc import connect as odbc_connect
+    from tests.tdslite.test_client_pyodbc import DRIVERS
+    from tests.tdslite.test_client_pyodbc import connect as odbc_connect
 except pytest.skip.Exception:  # pyodbc missing: those tests skip
     DRIVERS, odbc_connect = [], None  # type: ignore[assignment]
 

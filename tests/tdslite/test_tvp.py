@@ -9,11 +9,11 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import in_thread
-from test_client_pytds import connect
-from test_client_tedious import run_plan
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import in_thread
+from tests.tdslite.test_client_pytds import connect
+from tests.tdslite.test_client_tedious import run_plan
 
 TYPE = "CREATE TYPE dbo.IdList AS TABLE (id int NOT NULL, label nvarchar(20), raw varbinary(4))"
 SETUP = (

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytds
 import pytest
-from _tds_helpers import PASSWORDS, in_thread
-from _tds_raw import RawClient, all_headers, utf16
-from test_client_pytds import connect
-from test_client_tedious import run_plan
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
+from tests.tdslite._tds_raw import RawClient, all_headers, utf16
+from tests.tdslite.test_client_pytds import connect
+from tests.tdslite.test_client_tedious import run_plan
 
 VARIANT_TABLE = (
     "CREATE TABLE tv (id int PRIMARY KEY, v sql_variant, x xml);"
@@ -113,7 +113,7 @@ async def test_xml_well_formedness_and_variant_clash_errors(
 
 async def test_xml_parameters_pyodbc_and_pytds(tds_server: TdsServer) -> None:
     pyodbc = pytest.importorskip("pyodbc")
-    from test_client_pyodbc import connect as odbc_connect
+    from tests.tdslite.test_client_pyodbc import connect as odbc_connect
 
     def run() -> dict[str, Any]:
         out: dict[str, Any] = {}

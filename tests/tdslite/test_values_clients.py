@@ -12,10 +12,10 @@ from typing import Any
 import pytds
 import pytest
 import trio
-from _tds_helpers import PASSWORDS, in_thread
-from _tds_raw import RawClient, sql_batch
 
 from tdslite import TdsServer
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
+from tests.tdslite._tds_raw import RawClient, sql_batch
 
 pyodbc = pytest.importorskip("pyodbc")
 DRIVERS = sorted(glob.glob("/usr/lib/*/odbc/libtdsodbc.so"))

@@ -12,11 +12,11 @@ import jwt
 import pytds
 import pytest
 import trio
-from _tds_standin import StandinEngine
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tdslite.engine import User
 from tdslite.server import FedAuthConfig, TdsServer, open_server
+from tests.tdslite._tds_standin import StandinEngine
 
 ISSUER = "https://idp.test/tenant"
 AUDIENCE = "api://tdslite-test"

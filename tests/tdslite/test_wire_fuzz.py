@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import struct
 
-from _tds_raw import all_headers, login7, prelogin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tdslite.server import _login7, _prelogin, _rpc
 from tdslite.server._packets import ProtocolError
 from tdslite.server._params import UnsupportedParameter
+from tests.tdslite._tds_raw import all_headers, login7, prelogin
 
 ALLOWED = (ProtocolError, UnsupportedParameter)
 

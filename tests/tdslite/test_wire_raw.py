@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from _tds_helpers import wait_until
-from _tds_raw import IGNORE, RESETCONNECTION, RawClient, all_headers, sql_batch, utf16
-from _tds_standin import StandinEngine
 
 from tdslite.engine import User
 from tdslite.server import TdsServer, open_server
+from tests.tdslite._tds_helpers import wait_until
+from tests.tdslite._tds_raw import IGNORE, RESETCONNECTION, RawClient, all_headers, sql_batch, utf16
+from tests.tdslite._tds_standin import StandinEngine
 
 USERS = {"alice": User("alice", "pw-alice", "admin", "alice")}
 DONE, DONEPROC, DONEINPROC = 0xFD, 0xFE, 0xFF

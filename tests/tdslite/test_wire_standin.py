@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytds
 import pytest
 import trio
-from _tds_standin import StandinEngine
 
 from tdslite.engine import User
 from tdslite.server import TdsServer, open_server
+from tests.tdslite._tds_standin import StandinEngine
 
 USERS = {"alice": User("alice", "pw-alice", "admin", "alice")}
 

@@ -10,9 +10,7 @@ import pytest
 
 from edgetds.devidp import DevIdP, open_dev_idp
 from tests.support.worker_relay import WORKERD, WorkerRelay, open_worker_relay
-
-TUNNEL = "demo"
-CONNECTORS = ("conn-1", "conn-2")
+from tests.worker.helpers import CONNECTORS, TUNNEL
 
 if not WORKERD.exists() or shutil.which("node") is None:  # pragma: no cover
     pytest.fail(

@@ -8,10 +8,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.e2e.conftest import write_key
 from tests.support.connector_stack import write_connector_config
+from tests.support.e2e_stack import write_key
 from tests.support.protocol_peer import open_peer
 from tests.support.worker_relay import WorkerRelay
+
+TUNNEL = "demo"
+CONNECTORS = ("conn-1", "conn-2")
 
 
 def query_url(relay: WorkerRelay, tunnel: str | None = None) -> str:

@@ -17,8 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from edgetds.devidp import DevIdP, generate_key
 from tests.support.worker_relay import WorkerRelay, open_worker_relay
-from tests.worker.conftest import CONNECTORS, TUNNEL
-from tests.worker.helpers import bearer, ndjson, peer, query_url
+from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer, query_url
 
 
 def b64(data: bytes) -> str:

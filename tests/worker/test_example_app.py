@@ -13,8 +13,7 @@ from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer
 from tests.support.worker_relay import WorkerRelay, open_worker_relay
-from tests.worker.conftest import CONNECTORS, TUNNEL
-from tests.worker.helpers import peer
+from tests.worker.helpers import CONNECTORS, TUNNEL, peer
 
 ORDER_COLUMNS = [
     {"name": n, "type": t, "nullable": False, "precision": None, "scale": None, "length": None}

@@ -12,7 +12,7 @@ from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
 from tdslite import open_server
-from tests.e2e.conftest import TDSLITE_USERS, admin_batch
+from tests.support.e2e_stack import TDSLITE_USERS, admin_batch
 from tests.support.worker_relay import open_worker_relay
 from tests.worker.helpers import connector_config
 

@@ -17,7 +17,7 @@ from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import open_server
-from tests.e2e.conftest import SETUP_SQL, TDSLITE_USERS, admin_batch
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.worker_relay import WorkerRelay, open_worker_relay
 from tests.worker.helpers import bearer, connector_config, ndjson, query_url
 

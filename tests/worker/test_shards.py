@@ -10,8 +10,7 @@ from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer
 from tests.support.worker_relay import open_worker_relay
-from tests.worker.conftest import CONNECTORS, TUNNEL
-from tests.worker.helpers import bearer, ndjson, peer, query_url
+from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer, query_url
 
 
 async def test_two_shards_serve_every_query_and_status_aggregates(

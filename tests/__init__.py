@@ -1,0 +1,1 @@
+"""The edgetds test suite (shared fixtures and helpers live in tests/support/)."""
