@@ -266,7 +266,8 @@ class Ops:
         if not self.logins_failing:
             return self._status
         failing = ", ".join(sorted(self.logins_failing))
-        return f"started, {self._status}; database login failing: {failing}"
+        started = "started, " if self._notified_ready else ""
+        return f"{started}{self._status}; database login failing: {failing}"
 
     def login_checked(self, login: str, failure: str | None) -> None:
         """A login was checked: ``failure`` is why it failed, None when it worked."""

@@ -516,8 +516,8 @@ async def open_connector(
                     partial(connector.ops.serve_forever, ready_check=database_probe(pools)),
                     config.ops_listen,
                 )
-            await nursery.start(connector.run)
-            # the relay connections are dialled meanwhile; yield once every login was checked
+            # every login is checked (each bounded by login_timeout_s) before the relay is
+            # dialled: a failing one is logged and in the status from the first moment on
             await nursery.start(
                 partial(
                     watch_logins,
@@ -526,6 +526,7 @@ async def open_connector(
                     interval_s=config.database.login_check_interval_s,
                 )
             )
+            await nursery.start(connector.run)
             try:
                 yield connector
             finally:

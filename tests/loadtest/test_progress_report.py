@@ -79,7 +79,7 @@ def test_report_size_does_not_grow_with_the_queries(tmp_path: Path) -> None:
 
 
 def test_an_outlier_above_the_axis_is_shown_not_hidden(tmp_path: Path) -> None:
-    rec = Recorder("tunnel", seed=1)
+    rec = Recorder("tunnel", seed=1, clock=lambda: 0.0)
     for i in range(2000):
         latency = 5.0 if i == 1000 else 0.002  # one query of 5 s among 2 ms ones
         rec.record(
@@ -94,7 +94,7 @@ def test_an_outlier_above_the_axis_is_shown_not_hidden(tmp_path: Path) -> None:
 
 
 def test_error_samples_reach_results_and_report(tmp_path: Path) -> None:
-    rec = Recorder("tunnel", seed=1)
+    rec = Recorder("tunnel", seed=1, clock=lambda: 0.0)
     for i, (code, message) in enumerate(
         [("auth.expired", "the token expired 600 s ago; get a new one"), ("auth.expired", "2nd")]
         + [("sql.error", "Invalid object name 'nope'.")]

@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from protocol import CloseCode, Connection, ErrorCode, Role, events
 from relay.config import Limits, TunnelConfig
-from relay.http import HttpError
-from relay.registry import TunnelState
+from relay.registry import RouteRefused, TunnelState
 from relay.session import ConnectorSession, WebSocketIO
 
 
@@ -172,7 +171,7 @@ async def test_a_full_tunnel_admits_a_waiting_query_when_a_slot_frees_or_refuses
                 async with tunnel.slot("alice", wait_s=5.0) as first:
                     assert first.waited_s == 0
                     started = trio.current_time()
-                    with pytest.raises(HttpError) as refused:
+                    with pytest.raises(RouteRefused) as refused:
                         async with tunnel.slot("bob", wait_s=5.0):
                             pass  # pragma: no cover
                     assert trio.current_time() - started == pytest.approx(5.0)
