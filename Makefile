@@ -62,4 +62,4 @@ bench: python-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis relay/worker/.wrangler examples/worker-app/.wrangler build/wrangler
