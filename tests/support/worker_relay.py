@@ -33,7 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from identity.keys import encode_public_key
 from tests.support.relays import RelayHandle
 
-__all__ = ["ROOT", "RelayHandle", "WorkerRelay", "open_worker_relay", "start_worker_relay"]
+__all__ = [
+    "ROOT",
+    "Bindings",
+    "RelayHandle",
+    "WorkerRelay",
+    "open_worker_relay",
+    "relay_bindings",
+    "start_worker_relay",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERD = ROOT / "node_modules" / ".bin" / "workerd"
@@ -94,6 +102,62 @@ async def _wait_ready(url: str, process: trio.Process) -> None:
                     await trio.sleep(0.05)
 
 
+@dataclass(frozen=True)
+class Bindings:
+    """A relay Worker's bindings for a test (``env``: name -> text, as wrangler sets them) and
+    the keys behind them."""
+
+    env: dict[str, str]
+    relay_key: Ed25519PrivateKey
+    connector_keys: dict[str, Ed25519PrivateKey]
+
+
+def relay_bindings(
+    *,
+    tunnel: str,
+    connector_ids: Sequence[str],
+    issuer: str,
+    audience: str = "edgetds",
+    jwks_uri: str | None = None,
+    shards: int = 1,
+    limits: Mapping[str, float] | None = None,
+    extra_tunnels: Mapping[str, Sequence[str]] | None = None,
+    rotation: Mapping[str, Sequence[str]] | None = None,
+    audit_token_sha256: str = "",
+    tunnel_settings: Mapping[str, int] | None = None,
+) -> Bindings:
+    """Fresh relay and connector keys and the bindings that register them (see
+    :func:`open_worker_relay` for the arguments)."""
+    relay_key = Ed25519PrivateKey.generate()
+    connector_keys = {cid: Ed25519PrivateKey.generate() for cid in connector_ids}
+    tunnels: dict[str, dict[str, Any]] = {
+        tunnel: {cid: public_key_text(key) for cid, key in connector_keys.items()}
+    }
+    for cid, newer in (rotation or {}).items():
+        tunnels[tunnel][cid] = [*newer, tunnels[tunnel][cid]]
+    for name, ids in (extra_tunnels or {}).items():
+        tunnels[name] = {cid: public_key_text(Ed25519PrivateKey.generate()) for cid in ids}
+    if tunnel_settings:
+        tunnels[tunnel] = {"connectors": tunnels[tunnel], **tunnel_settings}
+    issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
+    if jwks_uri is not None:
+        issuer_entry["jwks_uri"] = jwks_uri
+    pem = relay_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+    env = {
+        "RELAY_PRIVATE_KEY": pem,
+        "TUNNELS": json.dumps(tunnels),
+        "ISSUERS": json.dumps([issuer_entry]),
+        "TUNNEL_SHARDS": str(shards),
+        "LIMITS": json.dumps(dict(limits) if limits is not None else TEST_LIMITS),
+        "AUDIT_TOKEN_SHA256": audit_token_sha256,
+    }
+    return Bindings(env=env, relay_key=relay_key, connector_keys=connector_keys)
+
+
 @asynccontextmanager
 async def open_worker_relay(
     *,
@@ -126,33 +190,20 @@ async def open_worker_relay(
         audit_token_sha256: AUDIT_TOKEN_SHA256 (who may read audit checkpoints; "" = nobody).
         tunnel_settings: per-tunnel settings of ``tunnel`` (e.g. max_queries_per_identity).
     """
-    relay_key = Ed25519PrivateKey.generate()
-    connector_keys = {cid: Ed25519PrivateKey.generate() for cid in connector_ids}
-    tunnels: dict[str, dict[str, Any]] = {
-        tunnel: {cid: public_key_text(key) for cid, key in connector_keys.items()}
-    }
-    for cid, newer in (rotation or {}).items():
-        tunnels[tunnel][cid] = [*newer, tunnels[tunnel][cid]]
-    for name, ids in (extra_tunnels or {}).items():
-        tunnels[name] = {cid: public_key_text(Ed25519PrivateKey.generate()) for cid in ids}
-    if tunnel_settings:
-        tunnels[tunnel] = {"connectors": tunnels[tunnel], **tunnel_settings}
-    issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
-    if jwks_uri is not None:
-        issuer_entry["jwks_uri"] = jwks_uri
-    pem = relay_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
-    env = {
-        "RELAY_PRIVATE_KEY": pem,
-        "TUNNELS": json.dumps(tunnels),
-        "ISSUERS": json.dumps([issuer_entry]),
-        "TUNNEL_SHARDS": str(shards),
-        "LIMITS": json.dumps(dict(limits) if limits is not None else TEST_LIMITS),
-        "AUDIT_TOKEN_SHA256": audit_token_sha256,
-    }
+    bindings = relay_bindings(
+        tunnel=tunnel,
+        connector_ids=connector_ids,
+        issuer=issuer,
+        audience=audience,
+        jwks_uri=jwks_uri,
+        shards=shards,
+        limits=limits,
+        extra_tunnels=extra_tunnels,
+        rotation=rotation,
+        audit_token_sha256=audit_token_sha256,
+        tunnel_settings=tunnel_settings,
+    )
+    env, relay_key, connector_keys = bindings.env, bindings.relay_key, bindings.connector_keys
     out_dir = Path(tempfile.mkdtemp(prefix="edgetds-workerd-"))
     env_file = out_dir / "env.json"
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

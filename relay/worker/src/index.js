@@ -3,6 +3,7 @@
  * The edgetds relay Worker: the HTTP API and the connector upgrade at the edge (SPEC.md).
  *
  * Routes (anything else is answered 404 from a constant, before any parsing or lookup):
+ *   GET  /healthz                       liveness: 200 {"status":"ok"} (no config, no DO; as relay/app.py)
  *   GET  /v1/tunnels/{tunnel}/connect   connector WebSocket (token checked BEFORE the upgrade)
  *   POST /v1/tunnels/{tunnel}/query     client query, NDJSON response streamed from the DO
  *   GET  /v1/tunnels/{tunnel}/status    connectors/connections of the tunnel (client token)
@@ -19,7 +20,7 @@
 import { AuthError, sha256Hex, verifyConnectorToken } from "./auth.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { ErrorCode } from "./frames.js";
-import { errorResponse, HttpError, jsonResponse } from "./http.js";
+import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
 import { bearerToken, verifyClientToken } from "./oidc.js";
 import { parseQueryRequest, readBody } from "./request.js";
@@ -30,6 +31,7 @@ export { Tunnel } from "./tunnel.js";
 const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|audit\/checkpoint)$/;
 const NOT_FOUND = `{"error":{"code":"request.invalid","message":"unknown path; the API is under /v1/tunnels/{tunnel}/"}}\n`;
 const SUBPROTOCOL = "edgetds.v1";
+const HEALTHY = `{"status":"ok"}\n`;
 
 // Module scope: one set per isolate (see limits.js for what that means on Cloudflare).
 const counters = new RefusalCounters();
@@ -69,6 +71,7 @@ export function stub(env, config, tunnel, shard) {
 export default {
   async fetch(request, env, ctx) {
     const url = new URL(request.url);
+    if (url.pathname === "/healthz") return healthz(request);
     const match = ROUTE.exec(url.pathname);
     if (match === null) {
       counters.refuse("http.not_found");
@@ -105,6 +108,13 @@ export default {
     }
   },
 };
+
+/** Liveness, answered by the Worker alone: the isolate runs and serves requests. */
+function healthz(request) {
+  if (request.method === "GET" || request.method === "HEAD") return jsonResponse(200, HEALTHY);
+  const message = `use GET for this path, not ${request.method}`;
+  return jsonResponse(405, errorRecord(ErrorCode.REQUEST_INVALID, message), { allow: "GET" });
+}
 
 function method(request, expected) {
   if (request.method !== expected) {
