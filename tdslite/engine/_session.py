@@ -22,7 +22,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _flow, _objects, _statements, _sysfuncs, _sysviews, _tvp
+from . import _errors, _flow, _objects, _statements, _sysfuncs, _sysrows, _sysviews, _tvp
 from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
@@ -666,7 +666,7 @@ class Session:
         self._sysview_rows = {}
         if views:
             viewer = self.viewer()
-            self._sysview_rows = {name: _sysviews.build(name, viewer) for name in views}
+            self._sysview_rows = {name: _sysrows.build(name, viewer) for name in views}
         return tables - views
 
     def viewer(self) -> _sysviews.Viewer:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import struct
 
 from tdslite.engine import SqlType
-from tdslite.engine._variant import SqlVariant, wrap
+from tdslite.engine._types import SqlVariant
+from tdslite.engine._values import wrap
 
 from . import _datatypes as d
 from ._buffer import Reader
