@@ -17,9 +17,9 @@ from sqlglot import Token, TokenType, exp
 from . import _errors, _objects, _procedures, _sysprocs
 from ._batch import Statement, tokenize, word
 from ._results import Info, ResultSet, RowCount, StatementFailed
-from ._translate import Translator, is_unknown, sql_type_of, to_sqlite
+from ._translate import Translator, is_unknown, to_sqlite
 from ._types import SqlType
-from ._typing import literal_number
+from ._typing import literal_number, sql_type_of
 from ._values import convert, decode, encode
 
 if TYPE_CHECKING:

@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 from sqlglot import exp
 
 from . import _errors, _statements
-from ._batch import Statement, module_kind, tokenize, word
+from ._batch import Statement, module_kind, parse_statement, tokenize, word
 from ._catalog import ColumnInfo, TableInfo, forget_table, is_internal, make_table, record_table
 from ._translate import Translator, is_unknown, object_name, to_sqlite
 from ._types import SqlType
+from ._typing import guess_type
 
 if TYPE_CHECKING:
     from ._session import Session, _Variable
@@ -254,8 +255,6 @@ def _create_view(
     create: bool,
     or_alter: bool,
 ) -> None:
-    from ._session import _guess, _parse
-
     _check_ddl(session, "CREATE VIEW")
     schema, short = split_name(name)
     if not schema_exists(session, schema):
@@ -270,7 +269,7 @@ def _create_view(
         raise _errors.SqlError(
             111, "'CREATE VIEW' must be the only statement in the batch.", severity=15
         )
-    tree = _parse(pieces[0].sql, pieces[0].words).copy()
+    tree = parse_statement(pieces[0].sql, pieces[0].words).copy()
     if tree.args.get("into"):
         raise _errors.syntax_error("INTO")
     session._catalog.refresh(session._conn_internal())
@@ -313,7 +312,7 @@ def _create_view(
         infos = [
             ColumnInfo(
                 c.name,
-                (_guess(sample[i] if sample else None) if is_unknown(c.type) else c.type),
+                (guess_type(sample[i] if sample else None) if is_unknown(c.type) else c.type),
                 True,
             )
             for i, c in enumerate(columns)

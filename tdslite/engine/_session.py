@@ -18,12 +18,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, SqlglotError
 
 from . import _errors, _flow, _objects, _statements, _sysfuncs, _sysrows, _sysviews, _tvp
-from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
+from ._batch import STATEMENT_KEYWORDS, Statement, parse_statement, split_batch
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
 from ._errors import SqlError
@@ -31,22 +29,16 @@ from ._functions import FunctionErrors
 from ._options import SessionOptions
 from ._perms import Authorizer, Principal
 from ._results import Info, ResultSet, RowCount, StatementFailed
-from ._translate import UNKNOWN, Context, Translator, is_unknown, to_sqlite
+from ._scope import Context
+from ._translate import UNKNOWN, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
+from ._typing import guess_type
 from ._users import User
-from ._values import Storage, decoder, encode, python_type_of
+from ._values import Storage, decoder, encode
 
 if TYPE_CHECKING:
     from ._engine import Engine
 
-#: Keywords that must survive sqlglot's parse: if the regenerated statement has fewer of one,
-#: sqlglot dropped part of the statement and we refuse it.
-_SIGNIFICANT = frozenset(
-    """SELECT INSERT UPDATE DELETE MERGE DROP CREATE ALTER TRUNCATE INTO EXEC EXECUTE FOR OPTION
-    IF WHILE GRANT REVOKE DENY OUTPUT OPENROWSET OPENQUERY OPENDATASOURCE OPENXML NEXT BEGIN END
-    WAITFOR SHUTDOWN KILL DBCC BACKUP RESTORE PIVOT UNPIVOT APPLY COLLATE TABLESAMPLE RETURN
-    WITH UNION EXCEPT INTERSECT WHERE JOIN ON GROUP HAVING TOP OFFSET FETCH""".split()
-)
 _SQLGLOT_KEYWORDS = frozenset(
     {"SELECT", "WITH", "(", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "TRUNCATE", "DECLARE"}
 )
@@ -80,37 +72,6 @@ _STARTED_KEPT = 64
 @functools.lru_cache(maxsize=256)
 def _split(sql: str) -> tuple[Statement, ...]:
     return tuple(split_batch(sql))
-
-
-@functools.lru_cache(maxsize=512)
-def _parse(sql: str, words: tuple[str, ...]) -> exp.Expression:
-    """Parse one statement (cached: callers copy the tree before changing it).
-
-    Raises:
-        SqlError: 102 syntax error; 40517 when sqlglot would drop part of the statement.
-    """
-    try:
-        trees = [t for t in sqlglot.parse(sql, read="tsql") if t is not None]
-    except ParseError as exc:
-        near = (exc.errors[0].get("highlight") if exc.errors else None) or words[0]
-        raise _errors.syntax_error(str(near)) from None
-    except SqlglotError as exc:
-        raise _errors.syntax_error(str(exc)[:60]) from None
-    if len(trees) != 1:
-        raise _errors.syntax_error(words[-1] if words else "")
-    tree = trees[0]
-    if isinstance(tree, exp.Command):
-        raise _errors.unsupported(words[0] if words else "?")
-    # Strategy: sqlglot silently drops what it does not understand (FOR JSON, the DELETE of
-    # "IF 1 = 1 DELETE ..."); a significant keyword that the regenerated statement lacks means
-    # part of the statement was lost, so we refuse it.
-    tokens = tokenize(tree.sql("tsql"))
-    regenerated = [word(tokens, i) for i in range(len(tokens))]
-    for keyword in _SIGNIFICANT:
-        if words.count(keyword) > regenerated.count(keyword):
-            raise _errors.unsupported(keyword)
-    assert isinstance(tree, exp.Expression)
-    return tree
 
 
 @dataclass
@@ -322,7 +283,7 @@ class Session:
         if statement.keyword == "SET" and "@" not in statement.words[1:2]:
             return _Prepared(statement, None)
         try:
-            tree = _parse(statement.sql, statement.words)
+            tree = parse_statement(statement.sql, statement.words)
         except SqlError as exc:
             raise exc.at_line(statement.line) from None
         return _Prepared(statement, tree)
@@ -579,7 +540,7 @@ class Session:
                     raise self._map(exc, "SELECT", None) from None
         if any(is_unknown(c.type) for c in columns):
             columns = [
-                Column(c.name, _guess(first[i] if first else None), c.nullable)
+                Column(c.name, guess_type(first[i] if first else None), c.nullable)
                 if is_unknown(c.type)
                 else c
                 for i, c in enumerate(columns)
@@ -922,9 +883,4 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _guess(value: object) -> SqlType:
-    if value is None:
-        return SqlType("int")
-    if isinstance(value, str):
-        return SqlType("nvarchar", length=-1)
-    return python_type_of(value)
+# END

@@ -27,6 +27,7 @@ from ._batch import Statement
 from ._errors import SqlError
 from ._results import RowCount
 from ._types import BINARY_TYPES, Column, SqlType
+from ._typing import sql_type_of
 from ._values import convert, encode
 
 if TYPE_CHECKING:
@@ -108,8 +109,6 @@ def run_ddl(session: Session, statement: Statement) -> Iterator[RowCount]:
 
 
 def _columns(definition: str) -> list[Column]:
-    from ._translate import sql_type_of
-
     try:
         tree = sqlglot.parse_one(f"CREATE TABLE t {definition}", read="tsql")
     except SqlglotError:
