@@ -10,20 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from sqlglot import Token, TokenType, exp
 
 from . import _errors, _objects, _procedures, _sysprocs
 from ._batch import Statement, tokenize, word
 from ._results import Info, ResultSet, RowCount, StatementFailed
+from ._state import SessionView, Variable
 from ._translate import Translator, is_unknown, to_sqlite
 from ._types import SqlType
 from ._typing import literal_number, sql_type_of
 from ._values import convert, decode, encode
-
-if TYPE_CHECKING:
-    from ._session import Session, _Variable
 
 #: SET options accepted as no-ops (they do not change what tdslite computes).
 NOOP_OPTIONS = frozenset(
@@ -35,7 +32,7 @@ NOOP_OPTIONS = frozenset(
 
 
 def run(
-    session: Session, statement: Statement, variables: dict[str, _Variable]
+    session: SessionView, statement: Statement, variables: dict[str, Variable]
 ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     """Run a statement recognised by its keyword (see the module docstring)."""
     tokens = tokenize(statement.text)
@@ -93,7 +90,7 @@ def _transaction_name(tokens: list[Token], words: list[str]) -> str | None:
     raise _errors.syntax_error(rest[-1].text if len(rest) == 1 else rest[1].text)
 
 
-def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None:
+def _set_option(session: SessionView, tokens: list[Token], words: list[str]) -> None:
     from ._options import apply
 
     if apply(session.set_options, tokens, words):
@@ -137,7 +134,7 @@ def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None
 
 
 def _value(
-    session: Session, tokens: list[Token], index: int, variables: dict[str, _Variable]
+    session: SessionView, tokens: list[Token], index: int, variables: dict[str, Variable]
 ) -> tuple[object, SqlType | None, int]:
     """A literal or @variable argument at ``index``: (Python value, type, next index)."""
     token = tokens[index]
@@ -181,7 +178,7 @@ def argument_name(tokens: list[Token], index: int) -> tuple[str | None, int]:
 
 
 def _arguments(
-    session: Session, tokens: list[Token], start: int, variables: dict[str, _Variable]
+    session: SessionView, tokens: list[Token], start: int, variables: dict[str, Variable]
 ) -> tuple[list[tuple[object, SqlType | None]], dict[str, tuple[object, SqlType | None]]]:
     positional: list[tuple[object, SqlType | None]] = []
     named: dict[str, tuple[object, SqlType | None]] = {}
@@ -209,7 +206,7 @@ def _arguments(
 
 
 def _exec(
-    session: Session, tokens: list[Token], words: list[str], variables: dict[str, _Variable]
+    session: SessionView, tokens: list[Token], words: list[str], variables: dict[str, Variable]
 ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     if words[1:2] == ["AS"]:
         kind = words[2] if len(words) > 2 else ""
@@ -258,7 +255,7 @@ def _exec(
 
 
 def _set_session_context(
-    session: Session,
+    session: SessionView,
     positional: list[tuple[object, SqlType | None]],
     named: dict[str, tuple[object, SqlType | None]],
 ) -> None:
@@ -290,7 +287,7 @@ def _set_session_context(
 
 
 def _evaluate(
-    session: Session, expression: exp.Expression, variables: dict[str, _Variable]
+    session: SessionView, expression: exp.Expression, variables: dict[str, Variable]
 ) -> tuple[object, SqlType | None]:
     """Evaluate a scalar expression with SQLite: (storage value, its type)."""
     select = exp.Select(expressions=[expression])
@@ -309,10 +306,8 @@ def _store(variable_type: SqlType, value: object) -> object:
     return encode(variable_type, convert(value, variable_type, source=None))
 
 
-def assign(session: Session, tree: exp.Set, variables: dict[str, _Variable]) -> None:
+def assign(session: SessionView, tree: exp.Set, variables: dict[str, Variable]) -> None:
     """SET @var = expression."""
-    from ._session import _Variable
-
     for item in tree.expressions:
         target = item.this
         if not isinstance(target, exp.EQ) or not isinstance(target.this, exp.Parameter):
@@ -322,14 +317,12 @@ def assign(session: Session, tree: exp.Set, variables: dict[str, _Variable]) -> 
             raise _errors.undeclared_variable("@" + target.this.name)
         value, _ = _evaluate(session, target.expression, variables)
         declared = variables[name].type
-        variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+        variables[name] = Variable(declared, _store(declared, value))  # type: ignore[arg-type]
     session._rowcount = 1
 
 
-def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]) -> None:
+def declare(session: SessionView, tree: exp.Declare, variables: dict[str, Variable]) -> None:
     """DECLARE @a type [= expression], ..."""
-    from ._session import _Variable
-
     for item in tree.expressions:
         kind = item.args.get("kind")
         if isinstance(kind, exp.Schema) and len(item.this) == 1 and not item.args.get("default"):
@@ -347,16 +340,14 @@ def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]
             value = None
             if item.args.get("default"):
                 value, _ = _evaluate(session, item.args["default"], variables)
-            variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+            variables[name] = Variable(declared, _store(declared, value))  # type: ignore[arg-type]
 
 
 def select_assign(
-    session: Session, tree: exp.Select, tr: Translator, variables: dict[str, _Variable]
+    session: SessionView, tree: exp.Select, tr: Translator, variables: dict[str, Variable]
 ) -> int:
     """SELECT @a = expr, @b = expr FROM ...: assigns the last row's values; returns the number of
     rows read (SQL Server reports it in the statement's DONE)."""
-    from ._session import _Variable
-
     targets = []
     for item in tree.expressions:
         name = item.this.name.lower()
@@ -375,5 +366,5 @@ def select_assign(
     if last is not None:
         for name, value in zip(targets, last, strict=True):
             declared = variables[name].type
-            variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+            variables[name] = Variable(declared, _store(declared, value))  # type: ignore[arg-type]
     return count

@@ -15,8 +15,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlglot import exp
 
@@ -30,14 +29,12 @@ from ._options import SessionOptions
 from ._perms import Authorizer, Principal
 from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._scope import Context
+from ._state import EngineView, FlowState, Prepared, SessionObjects, Variable
 from ._translate import UNKNOWN, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._typing import guess_type
 from ._users import User
 from ._values import Storage, decoder, encode
-
-if TYPE_CHECKING:
-    from ._engine import Engine
 
 _SQLGLOT_KEYWORDS = frozenset(
     {"SELECT", "WITH", "(", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "TRUNCATE", "DECLARE"}
@@ -74,18 +71,6 @@ def _split(sql: str) -> tuple[Statement, ...]:
     return tuple(split_batch(sql))
 
 
-@dataclass
-class _Prepared:
-    statement: Statement
-    tree: exp.Expression | None
-
-
-@dataclass
-class _Variable:
-    type: SqlType
-    value: Storage
-
-
 class Session:
     """One client connection's session (NOT thread-safe, except `cancel`).
 
@@ -100,7 +85,7 @@ class Session:
     """
 
     def __init__(
-        self, engine: Engine, user: User, conn: sqlite3.Connection, *, spid: int, database: str
+        self, engine: EngineView, user: User, conn: sqlite3.Connection, *, spid: int, database: str
     ) -> None:
         from . import _functions
 
@@ -122,12 +107,12 @@ class Session:
         self._tx_events: list[str] = []  # "begin" / "commit" / "rollback", not yet reported
         self.xact_abort = False
         self.set_options = SessionOptions()  # SET options other than NOCOUNT / XACT_ABORT
-        self.flow = _flow.FlowState()  # CATCH errors, doomed transaction, @@ERROR
+        self.flow = FlowState()  # CATCH errors, doomed transaction, @@ERROR
         self.host_name = ""  # HOST_NAME(): the client's workstation name from LOGIN7
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
-        self.objects = _objects.SessionObjects()  # temporary objects, procedure calls
+        self.objects = SessionObjects()  # temporary objects, procedure calls
         self.return_status = 0  # of the last statement list run (RETURN n)
         self._open_rows: Iterator[Any] | None = None
         #: SET TRANSACTION ISOLATION LEVEL (SET LOCK_TIMEOUT is in `set_options`)
@@ -223,7 +208,7 @@ class Session:
             nodes = _flow.build(self, prepared)
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
-        batch_params: dict[str, _Variable] = {}
+        batch_params: dict[str, Variable] = {}
         self._table_params = {}
         for param in params:
             name = param.name.lstrip("@").lower()
@@ -232,7 +217,7 @@ class Session:
             if param.type == _tvp.TABLE:
                 columns, rows = _tvp.bind(self, param.name, param.value)
                 self._table_params[name] = columns
-                batch_params[name] = _Variable(_tvp.TABLE, rows)
+                batch_params[name] = Variable(_tvp.TABLE, rows)
                 continue
             if isinstance(param.value, str) and not _encodable(param.value):
                 raise _errors.SqlError(
@@ -240,11 +225,11 @@ class Session:
                     f"The incoming RPC parameter {param.name} holds an unpaired UTF-16 surrogate; "
                     "tdslite cannot store it.",
                 )
-            batch_params[name] = _Variable(param.type, encode(param.type, param.value))
+            batch_params[name] = Variable(param.type, encode(param.type, param.value))
         return self._batch(nodes, batch_params)
 
     def _batch(
-        self, nodes: list[_flow.Node], variables: dict[str, _Variable]
+        self, nodes: list[_flow.Node], variables: dict[str, Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         try:
             yield from _flow.run(self, nodes, variables)
@@ -253,7 +238,7 @@ class Session:
                 _objects.drop_table_variables(self, variables)
 
     def run_body(
-        self, sql: str, variables: dict[str, _Variable], *, procedure: str | None = None
+        self, sql: str, variables: dict[str, Variable], *, procedure: str | None = None
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         """Run the statements of ``sql`` in this session with ``variables`` (a procedure's
         parameters and locals; changed in place) through the block executor (_flow.py): the one
@@ -265,9 +250,9 @@ class Session:
         yield from runner.run(_flow.build(self, prepared, procedure=True))
         self.return_status = runner.return_status  # after any nested procedure's
 
-    def _prepare(self, statement: Statement) -> _Prepared:
+    def _prepare(self, statement: Statement) -> Prepared:
         if _objects.is_module(statement) or _tvp.is_type_ddl(statement.words):
-            return _Prepared(statement, None)  # CREATE PROCEDURE/VIEW/TYPE: read as text
+            return Prepared(statement, None)  # CREATE PROCEDURE/VIEW/TYPE: read as text
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
             if statement.keyword not in STATEMENT_KEYWORDS:
                 near = statement.text.split()[0] if statement.text.split() else ""
@@ -279,17 +264,17 @@ class Session:
                 raise _errors.unsupported(statement.keyword or statement.text[:20]).at_line(
                     statement.line
                 )
-            return _Prepared(statement, None)
+            return Prepared(statement, None)
         if statement.keyword == "SET" and "@" not in statement.words[1:2]:
-            return _Prepared(statement, None)
+            return Prepared(statement, None)
         try:
             tree = parse_statement(statement.sql, statement.words)
         except SqlError as exc:
             raise exc.at_line(statement.line) from None
-        return _Prepared(statement, tree)
+        return Prepared(statement, tree)
 
     def _run_statement(
-        self, item: _Prepared, variables: dict[str, _Variable]
+        self, item: Prepared, variables: dict[str, Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         """Run one statement (not control flow: _flow.py decides what an error means); raises
         its SqlError with the statement's line."""
@@ -340,7 +325,7 @@ class Session:
     # -- one statement ---------------------------------------------------------------------
 
     def _statement(
-        self, item: _Prepared, variables: dict[str, _Variable]
+        self, item: Prepared, variables: dict[str, Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         from . import _control
 
@@ -415,7 +400,7 @@ class Session:
             yield RowCount(count)
 
     def _translate(
-        self, tree: exp.Expression, keyword: str, variables: dict[str, _Variable]
+        self, tree: exp.Expression, keyword: str, variables: dict[str, Variable]
     ) -> tuple[str, Any, frozenset[str]] | None:
         """Translate a (copied) tree: ("select", (sql, columns), tables) or ("plan"|"ddl", ...)."""
         from . import _control
@@ -473,7 +458,7 @@ class Session:
         raise _errors.unsupported(f"{keyword} {type(tree).__name__.upper()}")
 
     def _apply(
-        self, plan: _statements.Plan, variables: dict[str, _Variable]
+        self, plan: _statements.Plan, variables: dict[str, Variable]
     ) -> tuple[int, list[Any]]:
         """Run a DDL/DML plan: (rows affected, rows of OUTPUT/RETURNING)."""
         bindings = self._bindings(variables)
@@ -523,9 +508,7 @@ class Session:
         self._rowcount = max(count, 0)
         return self._rowcount, returned
 
-    def _result(
-        self, sql: str, columns: list[Column], variables: dict[str, _Variable]
-    ) -> ResultSet:
+    def _result(self, sql: str, columns: list[Column], variables: dict[str, Variable]) -> ResultSet:
         try:
             cursor = self._conn.execute(sql, self._bindings(variables))
             first = cursor.fetchone() if any(is_unknown(c.type) for c in columns) else None
@@ -582,7 +565,7 @@ class Session:
     def _conn_internal(self) -> sqlite3.Connection:
         return _InternalConn(self._conn, self._authorizer)  # type: ignore[return-value]
 
-    def _context_for(self, variables: dict[str, _Variable]) -> Context:
+    def _context_for(self, variables: dict[str, Variable]) -> Context:
         return Context(
             catalog=self._catalog if self.in_served_database else _NO_TABLES,
             database=self.database,
@@ -592,12 +575,10 @@ class Session:
         )
 
     def _globals(self) -> dict[str, Storage]:
-        from ._engine import VERSION
-
         return {
             "__g_rowcount": self._rowcount, "__g_identity": self._identity,
-            "__g_scope_identity": self._identity, "__g_version": VERSION, "__g_spid": self.spid,
-            "__g_trancount": self._trancount, "__g_servername": "tdslite",
+            "__g_scope_identity": self._identity, "__g_version": _sysfuncs.VERSION,
+            "__g_spid": self.spid, "__g_trancount": self._trancount, "__g_servername": "tdslite",
             "__g_servicename": "MSSQLSERVER", "__g_language": "us_english", "__g_error": 0,
             "__g_max_precision": 38, "__g_textsize": 2147483647, "__g_datefirst": 7,
             "__g_lock_timeout": self.lock_timeout_ms, "__g_nestlevel": 0,
@@ -606,7 +587,7 @@ class Session:
             "__g_user": self.effective_user,
         }  # fmt: skip
 
-    def _bindings(self, variables: dict[str, _Variable]) -> dict[str, Storage]:
+    def _bindings(self, variables: dict[str, Variable]) -> dict[str, Storage]:
         bindings = self._globals()
         bindings.update(_flow.session_globals(self))  # type: ignore[arg-type]
         bindings.update({k: v.value for k, v in variables.items()})
@@ -811,7 +792,7 @@ class Session:
         self._abort_transaction()
         self.xact_abort = False
         self.set_options = SessionOptions()
-        self.flow = _flow.FlowState()
+        self.flow = FlowState()
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()
