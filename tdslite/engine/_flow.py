@@ -44,10 +44,9 @@ from ._batch import Statement, tokenize, word
 from ._errors import SqlError
 from ._printf import as_text as _text
 from ._printf import format_message
-from ._results import Info, ResultSet, RowCount, StatementFailed
-from ._state import FlowState, Prepared, SessionView, Variable
-
-Result = ResultSet | RowCount | StatementFailed | Info
+from ._results import Info, ResultSet, StatementFailed
+from ._scalars import value_at
+from ._state import FlowState, Prepared, Result, SessionView, Variable
 
 #: Statements this module runs itself (the rest go to Session._run_statement).
 FLOW_KEYWORDS = frozenset(
@@ -485,13 +484,11 @@ class Runner:
 
     def _arguments(self, tokens: list[Token]) -> list[object]:
         """Comma-separated literals or @variables."""
-        from ._control import _value
-
         values: list[object] = []
         index = 0
         toks = list(tokens)
         while index < len(toks):
-            value, _, index = _value(self.session, toks, index, self.variables)
+            value, _, index = value_at(self.session, toks, index, self.variables)
             values.append(value)
             if index < len(toks):
                 if toks[index].token_type != TokenType.COMMA:

@@ -187,36 +187,12 @@ def module_header(
     return kind, create, or_alter, name, index, tokens, catalog
 
 
-def run_module(
-    session: SessionView, statement: Statement, variables: dict[str, Variable]
-) -> Iterator[Any]:
-    """CREATE [OR ALTER] / ALTER VIEW or PROCEDURE."""
-    from . import _procedures
-
-    kind, create, or_alter, name, index, tokens, catalog = module_header(statement)
-    if catalog is not None and catalog.lower() != session.database.lower():
-        raise _errors.SqlError(
-            166,
-            f"'{kind.replace('PROCEDURE', 'CREATE/ALTER PROCEDURE')}' does not allow specifying "
-            "the database name as a prefix to the object name.",
-            severity=15,
-        )
-    if kind == "PROCEDURE":
-        _procedures.create(
-            session, statement, name, index, tokens, create=create, or_alter=or_alter
-        )
-        return
-    _create_view(session, statement, name, index, tokens, create=create, or_alter=or_alter)
-    return
-    yield  # pragma: no cover  (a generator like the other statement runners)
-
-
 def _check_ddl(session: SessionView, what: str) -> None:
     if not session.principal.may_ddl:
         raise _errors.ddl_denied(what, session.database)
 
 
-def _create_view(
+def create_view(
     session: SessionView,
     statement: Statement,
     name: str,

@@ -67,7 +67,7 @@ class FlowState:
 
 @dataclass(frozen=True)
 class ObjectRow:
-    """One registry row (see the module docstring)."""
+    """One row of the object registry (see the docstring of _objects.py)."""
 
     schema: str
     name: str
