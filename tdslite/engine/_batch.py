@@ -14,19 +14,22 @@ statement of its own.
 Each statement's text is also rewritten at the token level (strings, [identifiers] and comments are
 never touched) so that sqlglot keeps apart what it would otherwise merge: special functions
 ``F(`` become ``TDSFN_F(`` (GETDATE and SYSDATETIME both parse to CURRENT_TIMESTAMP otherwise) and
-globals ``@@NAME`` become the bound parameter ``@__G_NAME``.
+globals ``@@NAME`` become the bound parameter ``@__G_NAME``.  `parse_statement` then parses one
+statement into a sqlglot tree, refusing what sqlglot would drop.
 """
 
 from __future__ import annotations
 
+import functools
 import string
 import unicodedata
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sqlglot import Token, TokenType
+import sqlglot
+from sqlglot import Token, TokenType, exp
 from sqlglot.dialects.tsql import TSQL
-from sqlglot.errors import TokenError
+from sqlglot.errors import ParseError, SqlglotError, TokenError
 
 from . import _errors
 
@@ -422,3 +425,44 @@ def split_batch(sql: str) -> list[Statement]:
             )
         )
     return statements
+
+
+#: Keywords that must survive sqlglot's parse: if the regenerated statement has fewer of one,
+#: sqlglot dropped part of the statement and we refuse it.
+_SIGNIFICANT = frozenset(
+    """SELECT INSERT UPDATE DELETE MERGE DROP CREATE ALTER TRUNCATE INTO EXEC EXECUTE FOR OPTION
+    IF WHILE GRANT REVOKE DENY OUTPUT OPENROWSET OPENQUERY OPENDATASOURCE OPENXML NEXT BEGIN END
+    WAITFOR SHUTDOWN KILL DBCC BACKUP RESTORE PIVOT UNPIVOT APPLY COLLATE TABLESAMPLE RETURN
+    WITH UNION EXCEPT INTERSECT WHERE JOIN ON GROUP HAVING TOP OFFSET FETCH""".split()
+)
+
+
+@functools.lru_cache(maxsize=512)
+def parse_statement(sql: str, words: tuple[str, ...]) -> exp.Expression:
+    """Parse one statement (cached: callers copy the tree before changing it).
+
+    Raises:
+        SqlError: 102 syntax error; 40517 when sqlglot would drop part of the statement.
+    """
+    try:
+        trees = [t for t in sqlglot.parse(sql, read="tsql") if t is not None]
+    except ParseError as exc:
+        near = (exc.errors[0].get("highlight") if exc.errors else None) or words[0]
+        raise _errors.syntax_error(str(near)) from None
+    except SqlglotError as exc:
+        raise _errors.syntax_error(str(exc)[:60]) from None
+    if len(trees) != 1:
+        raise _errors.syntax_error(words[-1] if words else "")
+    tree = trees[0]
+    if isinstance(tree, exp.Command):
+        raise _errors.unsupported(words[0] if words else "?")
+    # Strategy: sqlglot silently drops what it does not understand (FOR JSON, the DELETE of
+    # "IF 1 = 1 DELETE ..."); a significant keyword that the regenerated statement lacks means
+    # part of the statement was lost, so we refuse it.
+    tokens = tokenize(tree.sql("tsql"))
+    regenerated = [word(tokens, i) for i in range(len(tokens))]
+    for keyword in _SIGNIFICANT:
+        if words.count(keyword) > regenerated.count(keyword):
+            raise _errors.unsupported(keyword)
+    assert isinstance(tree, exp.Expression)
+    return tree

@@ -20,7 +20,7 @@ from ._types import DATETIME_TYPES, SqlType
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._translate import Context, Scope
+    from ._scope import Context, Scope
 
     #: A ``_fn_<kind>`` handler: (call node, function name, its arguments, scope) -> its type.
     _Typer = Callable[[exp.Expression, str, list[exp.Expression], Scope], SqlType | None]

@@ -1,5 +1,6 @@
 """Statements that are not queries: SET, DECLARE, USE, EXEC, EXECUTE AS, REVERT, transactions
-(BEGIN/COMMIT/ROLLBACK/SAVE TRANSACTION).
+(BEGIN/COMMIT/ROLLBACK/SAVE TRANSACTION), and CREATE/ALTER VIEW or PROCEDURE (built by _objects.py
+and _procedures.py).
 
 These are recognised from their tokens (sqlglot parses several of them as opaque commands).
 Session options clients send on connect (SET ANSI_NULLS ON, SET LANGUAGE, SET TEXTSIZE, ...) are
@@ -9,21 +10,17 @@ accepted and ignored; options that would change results in ways tdslite cannot h
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from sqlglot import Token, TokenType, exp
 
 from . import _errors, _objects, _procedures, _sysprocs
 from ._batch import Statement, tokenize, word
 from ._results import Info, ResultSet, RowCount, StatementFailed
-from ._translate import Translator, is_unknown, sql_type_of, to_sqlite
+from ._scalars import argument_name, evaluate, store, value_at
+from ._state import SessionView, Variable
+from ._translate import Translator, to_sqlite
 from ._types import SqlType
-from ._typing import literal_number
-from ._values import convert, decode, encode
-
-if TYPE_CHECKING:
-    from ._session import Session, _Variable
+from ._typing import sql_type_of
 
 #: SET options accepted as no-ops (they do not change what tdslite computes).
 NOOP_OPTIONS = frozenset(
@@ -35,7 +32,7 @@ NOOP_OPTIONS = frozenset(
 
 
 def run(
-    session: Session, statement: Statement, variables: dict[str, _Variable]
+    session: SessionView, statement: Statement, variables: dict[str, Variable]
 ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     """Run a statement recognised by its keyword (see the module docstring)."""
     tokens = tokenize(statement.text)
@@ -63,7 +60,7 @@ def run(
     elif keyword in ("EXEC", "EXECUTE"):
         yield from _exec(session, tokens, words, variables)
     elif keyword in ("CREATE", "ALTER"):
-        yield from _objects.run_module(session, statement, variables)
+        yield from _run_module(session, statement, variables)
     else:
         raise _errors.unsupported(" ".join(w for w in words[:2] if w) or keyword)
     return
@@ -93,7 +90,7 @@ def _transaction_name(tokens: list[Token], words: list[str]) -> str | None:
     raise _errors.syntax_error(rest[-1].text if len(rest) == 1 else rest[1].text)
 
 
-def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None:
+def _set_option(session: SessionView, tokens: list[Token], words: list[str]) -> None:
     from ._options import apply
 
     if apply(session.set_options, tokens, words):
@@ -136,59 +133,37 @@ def _set_option(session: Session, tokens: list[Token], words: list[str]) -> None
     raise _errors.unsupported(f"SET {first or '?'}")
 
 
-def _value(
-    session: Session, tokens: list[Token], index: int, variables: dict[str, _Variable]
-) -> tuple[object, SqlType | None, int]:
-    """A literal or @variable argument at ``index``: (Python value, type, next index)."""
-    token = tokens[index]
-    negative = False
-    if token.token_type == TokenType.DASH:
-        negative, index = True, index + 1
-        token = tokens[index]
-    if token.token_type == TokenType.NATIONAL_STRING:
-        return token.text, SqlType("nvarchar", length=max(1, len(token.text))), index + 1
-    if token.token_type == TokenType.STRING:
-        return token.text, SqlType("varchar", length=max(1, len(token.text))), index + 1
-    if token.token_type == TokenType.NUMBER:
-        sql_type = literal_number(("-" if negative else "") + token.text)
-        number: object = (
-            Decimal(token.text)
-            if sql_type.name == "decimal"
-            else (float(token.text) if sql_type.name == "float" else int(token.text))
+def _run_module(
+    session: SessionView, statement: Statement, variables: dict[str, Variable]
+) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
+    """CREATE [OR ALTER] / ALTER VIEW or PROCEDURE."""
+    kind, create, or_alter, name, index, tokens, catalog = _objects.module_header(statement)
+    if catalog is not None and catalog.lower() != session.database.lower():
+        raise _errors.SqlError(
+            166,
+            f"'{kind.replace('PROCEDURE', 'CREATE/ALTER PROCEDURE')}' does not allow specifying "
+            "the database name as a prefix to the object name.",
+            severity=15,
         )
-        return (-number if negative else number), sql_type, index + 1  # type: ignore[operator]
-    if word(tokens, index) == "NULL":
-        return None, None, index + 1
-    if token.token_type == TokenType.PARAMETER and index + 1 < len(tokens):
-        name = tokens[index + 1].text.lower()
-        variable = variables.get(name)
-        if variable is None:
-            raise _errors.undeclared_variable("@" + tokens[index + 1].text)
-        return decode(variable.type, variable.value), variable.type, index + 2
-    raise _errors.syntax_error(token.text)
-
-
-def argument_name(tokens: list[Token], index: int) -> tuple[str | None, int]:
-    """``@name =`` at ``index`` of an EXEC's arguments: (lower-case name without "@", index of
-    the value), or (None, index) for a positional argument."""
-    if (
-        tokens[index].token_type == TokenType.PARAMETER
-        and index + 2 < len(tokens)
-        and tokens[index + 2].token_type == TokenType.EQ
-    ):
-        return tokens[index + 1].text.lower(), index + 3
-    return None, index
+    if kind == "PROCEDURE":
+        _procedures.create(
+            session, statement, name, index, tokens, create=create, or_alter=or_alter
+        )
+        return
+    _objects.create_view(session, statement, name, index, tokens, create=create, or_alter=or_alter)
+    return
+    yield  # pragma: no cover  (a generator like the other statement runners)
 
 
 def _arguments(
-    session: Session, tokens: list[Token], start: int, variables: dict[str, _Variable]
+    session: SessionView, tokens: list[Token], start: int, variables: dict[str, Variable]
 ) -> tuple[list[tuple[object, SqlType | None]], dict[str, tuple[object, SqlType | None]]]:
     positional: list[tuple[object, SqlType | None]] = []
     named: dict[str, tuple[object, SqlType | None]] = {}
     index = start
     while index < len(tokens):
         name, index = argument_name(tokens, index)
-        value, sql_type, index = _value(session, tokens, index, variables)
+        value, sql_type, index = value_at(session, tokens, index, variables)
         if word(tokens, index) in ("OUTPUT", "OUT"):
             index += 1
         if name is None:
@@ -209,7 +184,7 @@ def _arguments(
 
 
 def _exec(
-    session: Session, tokens: list[Token], words: list[str], variables: dict[str, _Variable]
+    session: SessionView, tokens: list[Token], words: list[str], variables: dict[str, Variable]
 ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     if words[1:2] == ["AS"]:
         kind = words[2] if len(words) > 2 else ""
@@ -222,7 +197,7 @@ def _exec(
             )
         if kind != "USER" or len(tokens) != 5 or tokens[3].token_type != TokenType.EQ:
             raise _errors.unsupported("EXECUTE AS " + kind)
-        value, _, _ = _value(session, tokens, 4, variables)
+        value, _, _ = value_at(session, tokens, 4, variables)
         if not isinstance(value, str):
             raise _errors.syntax_error(tokens[4].text)
         session.impersonate(value)
@@ -258,7 +233,7 @@ def _exec(
 
 
 def _set_session_context(
-    session: Session,
+    session: SessionView,
     positional: list[tuple[object, SqlType | None]],
     named: dict[str, tuple[object, SqlType | None]],
 ) -> None:
@@ -289,30 +264,8 @@ def _set_session_context(
     session.set_context(key, value, sql_type, bool(read_only_value))
 
 
-def _evaluate(
-    session: Session, expression: exp.Expression, variables: dict[str, _Variable]
-) -> tuple[object, SqlType | None]:
-    """Evaluate a scalar expression with SQLite: (storage value, its type)."""
-    select = exp.Select(expressions=[expression])
-    session._catalog.refresh(session._conn_internal())
-    tr = Translator(session._context_for(variables))
-    columns = tr.query(select, None)
-    session.principal.check(verb="SELECT", reads=tr.tables, writes=set(), database=session.database)
-    result = session._result(to_sqlite(select), columns, variables)
-    rows = list(result.rows)
-    column_type = result.columns[0].type
-    value = rows[0][0] if rows else None
-    return value, None if is_unknown(column_type) else column_type
-
-
-def _store(variable_type: SqlType, value: object) -> object:
-    return encode(variable_type, convert(value, variable_type, source=None))
-
-
-def assign(session: Session, tree: exp.Set, variables: dict[str, _Variable]) -> None:
+def assign(session: SessionView, tree: exp.Set, variables: dict[str, Variable]) -> None:
     """SET @var = expression."""
-    from ._session import _Variable
-
     for item in tree.expressions:
         target = item.this
         if not isinstance(target, exp.EQ) or not isinstance(target.this, exp.Parameter):
@@ -320,16 +273,14 @@ def assign(session: Session, tree: exp.Set, variables: dict[str, _Variable]) -> 
         name = target.this.name.lower()
         if name not in variables:
             raise _errors.undeclared_variable("@" + target.this.name)
-        value, _ = _evaluate(session, target.expression, variables)
+        value, _ = evaluate(session, target.expression, variables)
         declared = variables[name].type
-        variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+        variables[name] = Variable(declared, store(declared, value))  # type: ignore[arg-type]
     session._rowcount = 1
 
 
-def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]) -> None:
+def declare(session: SessionView, tree: exp.Declare, variables: dict[str, Variable]) -> None:
     """DECLARE @a type [= expression], ..."""
-    from ._session import _Variable
-
     for item in tree.expressions:
         kind = item.args.get("kind")
         if isinstance(kind, exp.Schema) and len(item.this) == 1 and not item.args.get("default"):
@@ -346,17 +297,15 @@ def declare(session: Session, tree: exp.Declare, variables: dict[str, _Variable]
                 raise _errors.redeclared_variable("@" + parameter.name)
             value = None
             if item.args.get("default"):
-                value, _ = _evaluate(session, item.args["default"], variables)
-            variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+                value, _ = evaluate(session, item.args["default"], variables)
+            variables[name] = Variable(declared, store(declared, value))  # type: ignore[arg-type]
 
 
 def select_assign(
-    session: Session, tree: exp.Select, tr: Translator, variables: dict[str, _Variable]
+    session: SessionView, tree: exp.Select, tr: Translator, variables: dict[str, Variable]
 ) -> int:
     """SELECT @a = expr, @b = expr FROM ...: assigns the last row's values; returns the number of
     rows read (SQL Server reports it in the statement's DONE)."""
-    from ._session import _Variable
-
     targets = []
     for item in tree.expressions:
         name = item.this.name.lower()
@@ -375,5 +324,5 @@ def select_assign(
     if last is not None:
         for name, value in zip(targets, last, strict=True):
             declared = variables[name].type
-            variables[name] = _Variable(declared, _store(declared, value))  # type: ignore[arg-type]
+            variables[name] = Variable(declared, store(declared, value))  # type: ignore[arg-type]
     return count

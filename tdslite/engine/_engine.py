@@ -10,51 +10,23 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 from . import _errors
 from ._catalog import CATALOG_TABLE, CREATE_CATALOG
 from ._locks import TableLocks
+from ._lru import LruCache
 from ._objects import CREATE_OBJECTS
 from ._perms import Principal, principals
 from ._results import StatementFailed
 from ._session import Session
+from ._sysfuncs import VERSION
 from ._sysviews import DEFAULT_PROVIDER_KINDS, CatalogProvider, registry_provider
 from ._users import User
 
-#: What SELECT @@VERSION answers (clients parse the "Microsoft SQL Server" prefix).
-VERSION = (
-    "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n"
-    "\ttdslite (edgetds): a TDS server backed by SQLite " + sqlite3.sqlite_version
-)
 BUSY_TIMEOUT_SECONDS = 5.0
 #: The system database every login may connect to; it holds no user tables here.
 MASTER = "master"
-
-
-class LruCache:
-    """A small thread-safe LRU map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[object, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: object) -> Any:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: object, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 class Engine:

@@ -33,10 +33,9 @@ Semantics, as SQL Server:
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from dataclasses import dataclass
+from typing import Union
 
 from sqlglot import Token, TokenType
 
@@ -45,12 +44,9 @@ from ._batch import Statement, tokenize, word
 from ._errors import SqlError
 from ._printf import as_text as _text
 from ._printf import format_message
-from ._results import Info, ResultSet, RowCount, StatementFailed
-
-if TYPE_CHECKING:
-    from ._session import Session, _Prepared, _Variable
-
-Result = ResultSet | RowCount | StatementFailed | Info
+from ._results import Info, ResultSet, StatementFailed
+from ._scalars import value_at
+from ._state import FlowState, Prepared, Result, SessionView, Variable
 
 #: Statements this module runs itself (the rest go to Session._run_statement).
 FLOW_KEYWORDS = frozenset(
@@ -68,24 +64,12 @@ _DOOMING = frozenset({241, 245, 8114, 8169, 1205})
 _WAITFOR_TIME = re.compile(r"^\s*(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.:](\d{1,3}))?)?\s*$")
 
 
-@dataclass
-class FlowState:
-    """What control flow keeps on a session: the errors being handled by CATCH blocks (innermost
-    last), whether the transaction is doomed, @@ERROR, and how many TRY blocks are open."""
-
-    caught: list[SqlError] = field(default_factory=list)
-    doomed: bool = False
-    last_error: int = 0
-    try_depth: int = 0
-    wake: threading.Event = field(default_factory=threading.Event)
-
-
 # -- the tree ---------------------------------------------------------------------------------
 
 
 @dataclass
 class Simple:
-    item: _Prepared
+    item: Prepared
 
 
 @dataclass
@@ -95,16 +79,16 @@ class Block:
 
 @dataclass
 class If:
-    item: _Prepared  #: the piece ``IF <cond>``
-    condition: _Prepared  #: ``SELECT CASE WHEN <cond> THEN 1 ELSE 0 END``
+    item: Prepared  #: the piece ``IF <cond>``
+    condition: Prepared  #: ``SELECT CASE WHEN <cond> THEN 1 ELSE 0 END``
     then: Node
     otherwise: Node | None
 
 
 @dataclass
 class While:
-    item: _Prepared
-    condition: _Prepared
+    item: Prepared
+    condition: Prepared
     body: Node
 
 
@@ -149,7 +133,7 @@ def _is_end(statement: Statement, kind: str | None) -> bool:
 
 
 class _Builder:
-    def __init__(self, session: Session, items: list[_Prepared], procedure: bool) -> None:
+    def __init__(self, session: SessionView, items: list[Prepared], procedure: bool) -> None:
         self.session = session
         self.items = items
         self.index = 0
@@ -251,7 +235,7 @@ class _Builder:
             ).at_line(statement.line)
         return Simple(item)
 
-    def _condition(self, statement: Statement) -> _Prepared:
+    def _condition(self, statement: Statement) -> Prepared:
         """``IF|WHILE <cond>`` as the query ``SELECT CASE WHEN <cond> THEN 1 ELSE 0 END``."""
         cond = statement.sql[len(statement.keyword) :]
         sql = f"SELECT CASE WHEN {cond} THEN 1 ELSE 0 END"
@@ -261,7 +245,7 @@ class _Builder:
         return self.session._prepare(query)
 
 
-def build(session: Session, items: list[_Prepared], *, procedure: bool = False) -> list[Node]:
+def build(session: SessionView, items: list[Prepared], *, procedure: bool = False) -> list[Node]:
     """The tree of a batch's (or procedure body's) prepared pieces (see the module docstring).
 
     Raises:
@@ -274,9 +258,9 @@ def build(session: Session, items: list[_Prepared], *, procedure: bool = False) 
 
 
 def run(
-    session: Session,
+    session: SessionView,
     nodes: list[Node],
-    variables: dict[str, _Variable],
+    variables: dict[str, Variable],
     *,
     procedure: str | None = None,
 ) -> Iterator[Result]:
@@ -315,7 +299,7 @@ class Runner:
     """Runs a tree of nodes in a session (see the module docstring)."""
 
     def __init__(
-        self, session: Session, variables: dict[str, _Variable], *, procedure: str | None = None
+        self, session: SessionView, variables: dict[str, Variable], *, procedure: str | None = None
     ) -> None:
         self.session = session
         self.flow: FlowState = session.flow
@@ -386,7 +370,7 @@ class Runner:
         finally:
             self.flow.caught.pop()
 
-    def truth(self, item: _Prepared, condition: _Prepared) -> Generator[Result, None, bool]:
+    def truth(self, item: Prepared, condition: Prepared) -> Generator[Result, None, bool]:
         """Evaluate an IF/WHILE condition (a generator so errors go the usual way)."""
         self.session.started.append(item.statement.keyword)
         rowcount = self.session._rowcount  # `UPDATE ...; IF @@ROWCOUNT = 0 ...` reads it
@@ -405,7 +389,7 @@ class Runner:
             yield from self.failed(exc, item.statement)
             return False
 
-    def simple(self, item: _Prepared) -> Iterator[Result]:
+    def simple(self, item: Prepared) -> Iterator[Result]:
         statement = item.statement
         keyword = statement.keyword
         try:
@@ -454,7 +438,7 @@ class Runner:
 
     # -- THROW, RAISERROR, PRINT, WAITFOR, RETURN, BREAK, CONTINUE ------------------------------
 
-    def flow_statement(self, item: _Prepared) -> Iterator[Result]:
+    def flow_statement(self, item: Prepared) -> Iterator[Result]:
         statement = item.statement
         keyword = statement.keyword
         session = self.session
@@ -500,13 +484,11 @@ class Runner:
 
     def _arguments(self, tokens: list[Token]) -> list[object]:
         """Comma-separated literals or @variables."""
-        from ._control import _value
-
         values: list[object] = []
         index = 0
         toks = list(tokens)
         while index < len(toks):
-            value, _, index = _value(self.session, toks, index, self.variables)
+            value, _, index = value_at(self.session, toks, index, self.variables)
             values.append(value)
             if index < len(toks):
                 if toks[index].token_type != TokenType.COMMA:
@@ -643,7 +625,7 @@ class Runner:
             raise _errors.cancelled()
 
 
-def session_globals(session: Session) -> dict[str, object]:
+def session_globals(session: SessionView) -> dict[str, object]:
     """The bound values (@__G_NAME) control flow and SET options provide (see _builtins)."""
     flow = session.flow
     caught = flow.caught[-1] if flow.caught else None

@@ -30,19 +30,17 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlglot import exp
 
 from . import _errors, _statements
-from ._batch import Statement, module_kind, tokenize, word
+from ._batch import Statement, module_kind, parse_statement, tokenize, word
 from ._catalog import ColumnInfo, TableInfo, forget_table, is_internal, make_table, record_table
+from ._state import ObjectRow, SessionView, Variable
 from ._translate import Translator, is_unknown, object_name, to_sqlite
 from ._types import SqlType
-
-if TYPE_CHECKING:
-    from ._session import Session, _Variable
+from ._typing import guess_type
 
 OBJECTS_TABLE = "__tds_objects"
 CREATE_OBJECTS = f"""
@@ -57,32 +55,6 @@ CREATE TABLE IF NOT EXISTS {OBJECTS_TABLE} (
 )"""
 
 
-@dataclass(frozen=True)
-class ObjectRow:
-    """One registry row (see the module docstring)."""
-
-    schema: str
-    name: str
-    type: str
-    definition: str
-    parameters: tuple[dict[str, Any], ...] = ()
-    body: str = ""
-
-
-@dataclass
-class SessionObjects:
-    """A session's own objects and procedure-call state."""
-
-    temp_procedures: dict[str, ObjectRow] = field(default_factory=dict)
-    global_temps: set[str] = field(default_factory=set)
-    #: live table variables: SQLite name -> (TableInfo, its CREATE statements)
-    table_variables: dict[str, tuple[TableInfo, tuple[str, ...]]] = field(default_factory=dict)
-    variable_ids: int = 0
-    depth: int = 0  # procedure nesting (@@NESTLEVEL)
-    #: the last EXEC's (return status, caller variables it set as OUTPUT: name -> (type, value))
-    outcome: tuple[int, dict[str, tuple[SqlType, object]]] | None = None
-
-
 # -- the registry ------------------------------------------------------------------------------
 
 
@@ -92,7 +64,7 @@ def split_name(name: str) -> tuple[str, str]:
     return (schema or "dbo"), short
 
 
-def lookup(session: Session, name: str, kind: str | None = None) -> ObjectRow | None:
+def lookup(session: SessionView, name: str, kind: str | None = None) -> ObjectRow | None:
     """The registry row of ``name`` (T-SQL spelling, ``sales.v`` or ``v``), of ``kind``."""
     if name.startswith("#"):
         row = session.objects.temp_procedures.get(name.lower())
@@ -110,7 +82,7 @@ def lookup(session: Session, name: str, kind: str | None = None) -> ObjectRow | 
     return None
 
 
-def schema_exists(session: Session, schema: str) -> bool:
+def schema_exists(session: SessionView, schema: str) -> bool:
     if schema.lower() == "dbo":
         return True
     found = session._conn_internal().execute(
@@ -119,7 +91,7 @@ def schema_exists(session: Session, schema: str) -> bool:
     return found.fetchone() is not None
 
 
-def record(session: Session, row: ObjectRow) -> None:
+def record(session: SessionView, row: ObjectRow) -> None:
     with session._authorizer.internal():
         session._conn.execute(
             f"INSERT INTO {OBJECTS_TABLE} (schema, name, type, definition, parameters, body) "
@@ -128,7 +100,7 @@ def record(session: Session, row: ObjectRow) -> None:
         )
 
 
-def forget(session: Session, row: ObjectRow) -> None:
+def forget(session: SessionView, row: ObjectRow) -> None:
     with session._authorizer.internal():
         session._conn.execute(
             f"DELETE FROM {OBJECTS_TABLE} WHERE schema = ? AND name = ? AND type = ?",
@@ -136,14 +108,14 @@ def forget(session: Session, row: ObjectRow) -> None:
         )
 
 
-def exists(session: Session, name: str) -> bool:
+def exists(session: SessionView, name: str) -> bool:
     """Is ``name`` taken by a table, view or procedure (one namespace per schema)?"""
     session._catalog.refresh(session._conn_internal())
     return session._catalog.table(name) is not None or lookup(session, name) is not None
 
 
 @contextmanager
-def ddl(session: Session, verb: str) -> Iterator[None]:
+def ddl(session: SessionView, verb: str) -> Iterator[None]:
     """Run DDL atomically (a savepoint), mapping SQLite failures to SQL Server errors."""
     session._finish_rows()
     conn = session._conn
@@ -215,37 +187,13 @@ def module_header(
     return kind, create, or_alter, name, index, tokens, catalog
 
 
-def run_module(
-    session: Session, statement: Statement, variables: dict[str, _Variable]
-) -> Iterator[Any]:
-    """CREATE [OR ALTER] / ALTER VIEW or PROCEDURE."""
-    from . import _procedures
-
-    kind, create, or_alter, name, index, tokens, catalog = module_header(statement)
-    if catalog is not None and catalog.lower() != session.database.lower():
-        raise _errors.SqlError(
-            166,
-            f"'{kind.replace('PROCEDURE', 'CREATE/ALTER PROCEDURE')}' does not allow specifying "
-            "the database name as a prefix to the object name.",
-            severity=15,
-        )
-    if kind == "PROCEDURE":
-        _procedures.create(
-            session, statement, name, index, tokens, create=create, or_alter=or_alter
-        )
-        return
-    _create_view(session, statement, name, index, tokens, create=create, or_alter=or_alter)
-    return
-    yield  # pragma: no cover  (a generator like the other statement runners)
-
-
-def _check_ddl(session: Session, what: str) -> None:
+def _check_ddl(session: SessionView, what: str) -> None:
     if not session.principal.may_ddl:
         raise _errors.ddl_denied(what, session.database)
 
 
-def _create_view(
-    session: Session,
+def create_view(
+    session: SessionView,
     statement: Statement,
     name: str,
     index: int,
@@ -254,8 +202,6 @@ def _create_view(
     create: bool,
     or_alter: bool,
 ) -> None:
-    from ._session import _guess, _parse
-
     _check_ddl(session, "CREATE VIEW")
     schema, short = split_name(name)
     if not schema_exists(session, schema):
@@ -270,7 +216,7 @@ def _create_view(
         raise _errors.SqlError(
             111, "'CREATE VIEW' must be the only statement in the batch.", severity=15
         )
-    tree = _parse(pieces[0].sql, pieces[0].words).copy()
+    tree = parse_statement(pieces[0].sql, pieces[0].words).copy()
     if tree.args.get("into"):
         raise _errors.syntax_error("INTO")
     session._catalog.refresh(session._conn_internal())
@@ -313,7 +259,7 @@ def _create_view(
         infos = [
             ColumnInfo(
                 c.name,
-                (_guess(sample[i] if sample else None) if is_unknown(c.type) else c.type),
+                (guess_type(sample[i] if sample else None) if is_unknown(c.type) else c.type),
                 True,
             )
             for i, c in enumerate(columns)
@@ -352,7 +298,7 @@ def handles(tree: exp.Expression) -> bool:
     return False
 
 
-def run_tree(session: Session, tree: exp.Expression) -> None:
+def run_tree(session: SessionView, tree: exp.Expression) -> None:
     """CREATE SCHEMA, DROP VIEW|PROCEDURE [IF EXISTS] a, b."""
     kind = str(tree.args.get("kind") or "").upper()
     if isinstance(tree, exp.Create):
@@ -390,7 +336,7 @@ def run_tree(session: Session, tree: exp.Expression) -> None:
             forget(session, row)
 
 
-def _create_schema(session: Session, tree: exp.Create) -> None:
+def _create_schema(session: SessionView, tree: exp.Create) -> None:
     table = tree.this
     name = table.db if isinstance(table, exp.Table) else ""
     if not name or any(v for k, v in tree.args.items() if k not in ("this", "kind")):
@@ -405,7 +351,7 @@ def _create_schema(session: Session, tree: exp.Create) -> None:
 # -- tables: CREATE TABLE checks, SELECT ... INTO, temporary tables, table variables --------
 
 
-def check_create_table(session: Session, table: exp.Table) -> str:
+def check_create_table(session: SessionView, table: exp.Table) -> str:
     """Who may create this table and where: the T-SQL name (``t``, ``sales.t``, ``#t``...).
 
     Raises:
@@ -429,7 +375,7 @@ def check_create_table(session: Session, table: exp.Table) -> str:
     return name
 
 
-def created(session: Session, info: TableInfo) -> None:
+def created(session: SessionView, info: TableInfo) -> None:
     """Bookkeeping after a CREATE TABLE ran (inside its savepoint)."""
     lowered = info.name.lower()
     if lowered.startswith("#") and not lowered.startswith("##"):
@@ -441,7 +387,7 @@ def created(session: Session, info: TableInfo) -> None:
         record_table(session._conn, info)
 
 
-def select_into(session: Session, tree: exp.Select, tr: Translator) -> _statements.Plan:
+def select_into(session: SessionView, tree: exp.Select, tr: Translator) -> _statements.Plan:
     """``SELECT ... INTO t FROM ...``: a new table with the SELECT's columns, then its rows."""
     into = tree.args["into"]
     target = into.this
@@ -468,11 +414,9 @@ def select_into(session: Session, tree: exp.Select, tr: Translator) -> _statemen
 
 
 def declare_table(
-    session: Session, name: str, schema: exp.Schema, variables: dict[str, _Variable]
+    session: SessionView, name: str, schema: exp.Schema, variables: dict[str, Variable]
 ) -> None:
     """``DECLARE @t TABLE (...)``: a temp table named ``@t~N`` for this batch or procedure."""
-    from ._session import _Variable
-
     key = "@" + name.lower()
     if key in variables:
         raise _errors.redeclared_variable("@" + name)
@@ -498,10 +442,10 @@ def declare_table(
     except sqlite3.Error as exc:
         raise session._map(exc, "DECLARE", None) from None
     objects.table_variables[plan.table.name] = (plan.table, plan.sql)
-    variables[key] = _Variable(SqlType("int"), plan.table.name)
+    variables[key] = Variable(SqlType("int"), plan.table.name)
 
 
-def bind_table_variables(session: Session, variables: dict[str, _Variable]) -> None:
+def bind_table_variables(session: SessionView, variables: dict[str, Variable]) -> None:
     """Make the scope's table variables visible to the translator (``FROM @t``)."""
     live = session.objects.table_variables
     if not live and not session._catalog.table_variables:
@@ -513,7 +457,7 @@ def bind_table_variables(session: Session, variables: dict[str, _Variable]) -> N
     }
 
 
-def drop_table_variables(session: Session, variables: dict[str, _Variable]) -> None:
+def drop_table_variables(session: SessionView, variables: dict[str, Variable]) -> None:
     """The end of a batch or procedure: its table variables go."""
     live = session.objects.table_variables
     for key, variable in list(variables.items()):
@@ -527,7 +471,7 @@ def drop_table_variables(session: Session, variables: dict[str, _Variable]) -> N
 
 
 @contextmanager
-def table_variables_survive(session: Session) -> Iterator[None]:
+def table_variables_survive(session: SessionView) -> Iterator[None]:
     """Around a ROLLBACK: table variables keep their rows, as in SQL Server."""
     live = session.objects.table_variables
     saved = []
@@ -553,7 +497,7 @@ def table_variables_survive(session: Session) -> Iterator[None]:
                 session._conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
 
-def reset(session: Session) -> None:
+def reset(session: SessionView) -> None:
     """RESETCONNECTION / sp_reset_connection: the session's #tables and #procedures go."""
     session.objects.temp_procedures.clear()
     session._cancel_requested = False  # a reset is a request of its own
@@ -565,7 +509,7 @@ def reset(session: Session) -> None:
     session._catalog.invalidate()
 
 
-def close(session: Session) -> None:
+def close(session: SessionView) -> None:
     """The session ends: its ##tables go (its #tables go with its SQLite connection)."""
     for name in sorted(session.objects.global_temps):
         try:
@@ -577,7 +521,7 @@ def close(session: Session) -> None:
     session.objects.global_temps.clear()
 
 
-def refuse_read_only(session: Session) -> None:
+def refuse_read_only(session: SessionView) -> None:
     """A login that can never write has a read-only SQLite connection (its third guard):
     SQLite refuses temporary tables there too, so say so clearly (fail closed)."""
     if session._conn_internal().execute("PRAGMA query_only").fetchone()[0]:
@@ -601,7 +545,7 @@ def temporary_ddl(sql: str) -> bool:
     )
 
 
-def dropped_tables(session: Session, tree: exp.Drop) -> set[str]:
+def dropped_tables(session: SessionView, tree: exp.Drop) -> set[str]:
     """The tables a DROP TABLE names (T-SQL spelling); 3705 for a view."""
     names: set[str] = set()
     for table in tree.args.get("tables") or [tree.this]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlglot
 from sqlglot import Token, TokenType
@@ -22,14 +22,13 @@ from sqlglot.errors import SqlglotError
 
 from . import _errors
 from ._batch import Statement, split_batch, tokenize, word
-from ._objects import ObjectRow, drop_table_variables, lookup, record, schema_exists, split_name
+from ._objects import drop_table_variables, lookup, record, schema_exists, split_name
 from ._perms import ChainedPrincipal
 from ._results import Info, ResultSet, RowCount, StatementFailed
+from ._scalars import argument_name, evaluate, store, value_at
+from ._state import ObjectRow, SessionView, Variable
 from ._types import SqlType
 from ._values import decode
-
-if TYPE_CHECKING:
-    from ._session import Session, _Variable
 
 #: SQL Server's limit of nested procedure calls (error 217).
 MAX_NESTING = 32
@@ -50,7 +49,7 @@ class _Argument:
 
 
 def create(
-    session: Session,
+    session: SessionView,
     statement: Statement,
     name: str,
     index: int,
@@ -213,7 +212,7 @@ def _name_at(tokens: list[Token], i: int) -> tuple[str, int]:
     return ".".join(parts), i
 
 
-def is_user_call(session: Session, tokens: list[Token]) -> bool:
+def is_user_call(session: SessionView, tokens: list[Token]) -> bool:
     """Does this EXEC call a procedure of ours (or assign a return status: EXEC @rc = p)?"""
     if len(tokens) < 2:
         return False
@@ -226,11 +225,9 @@ def is_user_call(session: Session, tokens: list[Token]) -> bool:
 
 
 def execute(
-    session: Session, tokens: list[Token], variables: dict[str, _Variable]
+    session: SessionView, tokens: list[Token], variables: dict[str, Variable]
 ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
     """EXEC [@rc =] name [args]: run the procedure, then set OUTPUT arguments and @rc."""
-    from ._control import _store
-    from ._session import _Variable
 
     i = 1
     status_variable = None
@@ -284,20 +281,18 @@ def execute(
         source = local[pname[1:]]
         target = variables[argument.variable]
         value = decode(source.type, source.value)
-        stored = _store(target.type, value)
-        variables[argument.variable] = _Variable(target.type, stored)  # type: ignore[arg-type]
+        stored = store(target.type, value)
+        variables[argument.variable] = Variable(target.type, stored)  # type: ignore[arg-type]
         outputs[argument.variable] = (target.type, decode(target.type, stored))  # type: ignore[arg-type]
     if status_variable is not None:
         target = variables[status_variable]
-        variables[status_variable] = _Variable(target.type, _store(target.type, status))  # type: ignore[arg-type]
+        variables[status_variable] = Variable(target.type, store(target.type, status))  # type: ignore[arg-type]
     objects.outcome = (status, outputs)
 
 
 def _arguments(
-    session: Session, tokens: list[Token], i: int, variables: dict[str, _Variable]
+    session: SessionView, tokens: list[Token], i: int, variables: dict[str, Variable]
 ) -> list[_Argument]:
-    from ._control import _value, argument_name
-
     out: list[_Argument] = []
     while i < len(tokens):
         bare, i = argument_name(tokens, i)
@@ -313,7 +308,7 @@ def _arguments(
         else:
             if tokens[i].token_type == TokenType.PARAMETER and i + 1 < len(tokens):
                 variable = tokens[i + 1].text.lower()
-            value, sql_type, i = _value(session, tokens, i, variables)
+            value, sql_type, i = value_at(session, tokens, i, variables)
         output = word(tokens, i) in ("OUTPUT", "OUT")
         if output:
             i += 1
@@ -333,10 +328,8 @@ def _arguments(
     return out
 
 
-def _bind(session: Session, row: ObjectRow, arguments: list[_Argument]) -> dict[str, _Variable]:
+def _bind(session: SessionView, row: ObjectRow, arguments: list[_Argument]) -> dict[str, Variable]:
     """The procedure's parameters as variables, from the arguments and the defaults."""
-    from ._control import _store, _value
-    from ._session import _Variable
 
     params = row.parameters
     by_name = {p["name"].lower(): p for p in params}
@@ -361,7 +354,7 @@ def _bind(session: Session, row: ObjectRow, arguments: list[_Argument]) -> dict[
                 "parameter, but the actual parameter passed in requested output.",
             )
         given[key] = passed
-    local: dict[str, _Variable] = {}
+    local: dict[str, Variable] = {}
     for param in params:
         key = param["name"].lower()
         sql_type = SqlType.parse(param["type"])
@@ -376,17 +369,17 @@ def _bind(session: Session, row: ObjectRow, arguments: list[_Argument]) -> dict[
                     )
                 value: object = None
             else:
-                value, _, _ = _value(session, tokenize(param["default"]), 0, {})
+                value, _, _ = value_at(session, tokenize(param["default"]), 0, {})
         else:
             value = argument.value
-        local[key[1:]] = _Variable(sql_type, _store(sql_type, value))  # type: ignore[arg-type]
+        local[key[1:]] = Variable(sql_type, store(sql_type, value))  # type: ignore[arg-type]
     return local
 
 
-def return_status(session: Session, statement: Statement, variables: dict[str, _Variable]) -> int:
+def return_status(
+    session: SessionView, statement: Statement, variables: dict[str, Variable]
+) -> int:
     """The status of ``RETURN [expression]`` (0 without one); _flow.py ends the body."""
-    from ._control import _evaluate
-
     rest = statement.sql.strip()[len("RETURN") :].strip().rstrip(";")
     if not rest:
         return 0
@@ -394,7 +387,7 @@ def return_status(session: Session, statement: Statement, variables: dict[str, _
         tree = sqlglot.parse_one("SELECT " + rest, read="tsql")
     except SqlglotError:
         raise _errors.syntax_error(rest[:20]) from None
-    value, sql_type = _evaluate(session, tree.expressions[0], variables)
+    value, sql_type = evaluate(session, tree.expressions[0], variables)
     python = decode(sql_type, value) if sql_type is not None else value  # type: ignore[arg-type]
     try:
         return 0 if python is None else int(python)  # type: ignore[call-overload]

@@ -15,15 +15,12 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, SqlglotError
 
-from . import _errors, _flow, _objects, _statements, _sysfuncs, _sysviews, _tvp
-from ._batch import STATEMENT_KEYWORDS, Statement, split_batch, tokenize, word
+from . import _errors, _flow, _objects, _statements, _sysfuncs, _sysrows, _sysviews, _tvp
+from ._batch import STATEMENT_KEYWORDS, Statement, parse_statement, split_batch
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
 from ._errors import SqlError
@@ -31,22 +28,14 @@ from ._functions import FunctionErrors
 from ._options import SessionOptions
 from ._perms import Authorizer, Principal
 from ._results import Info, ResultSet, RowCount, StatementFailed
-from ._translate import UNKNOWN, Context, Translator, is_unknown, to_sqlite
+from ._scope import Context
+from ._state import EngineView, FlowState, Prepared, SessionObjects, Variable
+from ._translate import UNKNOWN, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
+from ._typing import guess_type
 from ._users import User
-from ._values import Storage, decoder, encode, python_type_of
+from ._values import Storage, decoder, encode
 
-if TYPE_CHECKING:
-    from ._engine import Engine
-
-#: Keywords that must survive sqlglot's parse: if the regenerated statement has fewer of one,
-#: sqlglot dropped part of the statement and we refuse it.
-_SIGNIFICANT = frozenset(
-    """SELECT INSERT UPDATE DELETE MERGE DROP CREATE ALTER TRUNCATE INTO EXEC EXECUTE FOR OPTION
-    IF WHILE GRANT REVOKE DENY OUTPUT OPENROWSET OPENQUERY OPENDATASOURCE OPENXML NEXT BEGIN END
-    WAITFOR SHUTDOWN KILL DBCC BACKUP RESTORE PIVOT UNPIVOT APPLY COLLATE TABLESAMPLE RETURN
-    WITH UNION EXCEPT INTERSECT WHERE JOIN ON GROUP HAVING TOP OFFSET FETCH""".split()
-)
 _SQLGLOT_KEYWORDS = frozenset(
     {"SELECT", "WITH", "(", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "TRUNCATE", "DECLARE"}
 )
@@ -82,49 +71,6 @@ def _split(sql: str) -> tuple[Statement, ...]:
     return tuple(split_batch(sql))
 
 
-@functools.lru_cache(maxsize=512)
-def _parse(sql: str, words: tuple[str, ...]) -> exp.Expression:
-    """Parse one statement (cached: callers copy the tree before changing it).
-
-    Raises:
-        SqlError: 102 syntax error; 40517 when sqlglot would drop part of the statement.
-    """
-    try:
-        trees = [t for t in sqlglot.parse(sql, read="tsql") if t is not None]
-    except ParseError as exc:
-        near = (exc.errors[0].get("highlight") if exc.errors else None) or words[0]
-        raise _errors.syntax_error(str(near)) from None
-    except SqlglotError as exc:
-        raise _errors.syntax_error(str(exc)[:60]) from None
-    if len(trees) != 1:
-        raise _errors.syntax_error(words[-1] if words else "")
-    tree = trees[0]
-    if isinstance(tree, exp.Command):
-        raise _errors.unsupported(words[0] if words else "?")
-    # Strategy: sqlglot silently drops what it does not understand (FOR JSON, the DELETE of
-    # "IF 1 = 1 DELETE ..."); a significant keyword that the regenerated statement lacks means
-    # part of the statement was lost, so we refuse it.
-    tokens = tokenize(tree.sql("tsql"))
-    regenerated = [word(tokens, i) for i in range(len(tokens))]
-    for keyword in _SIGNIFICANT:
-        if words.count(keyword) > regenerated.count(keyword):
-            raise _errors.unsupported(keyword)
-    assert isinstance(tree, exp.Expression)
-    return tree
-
-
-@dataclass
-class _Prepared:
-    statement: Statement
-    tree: exp.Expression | None
-
-
-@dataclass
-class _Variable:
-    type: SqlType
-    value: Storage
-
-
 class Session:
     """One client connection's session (NOT thread-safe, except `cancel`).
 
@@ -139,7 +85,7 @@ class Session:
     """
 
     def __init__(
-        self, engine: Engine, user: User, conn: sqlite3.Connection, *, spid: int, database: str
+        self, engine: EngineView, user: User, conn: sqlite3.Connection, *, spid: int, database: str
     ) -> None:
         from . import _functions
 
@@ -161,12 +107,12 @@ class Session:
         self._tx_events: list[str] = []  # "begin" / "commit" / "rollback", not yet reported
         self.xact_abort = False
         self.set_options = SessionOptions()  # SET options other than NOCOUNT / XACT_ABORT
-        self.flow = _flow.FlowState()  # CATCH errors, doomed transaction, @@ERROR
+        self.flow = FlowState()  # CATCH errors, doomed transaction, @@ERROR
         self.host_name = ""  # HOST_NAME(): the client's workstation name from LOGIN7
         self._rowcount = 0
         self._identity: int | None = None
         self._identity_insert: set[str] = set()
-        self.objects = _objects.SessionObjects()  # temporary objects, procedure calls
+        self.objects = SessionObjects()  # temporary objects, procedure calls
         self.return_status = 0  # of the last statement list run (RETURN n)
         self._open_rows: Iterator[Any] | None = None
         #: SET TRANSACTION ISOLATION LEVEL (SET LOCK_TIMEOUT is in `set_options`)
@@ -262,7 +208,7 @@ class Session:
             nodes = _flow.build(self, prepared)
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _internal(exc) from exc
-        batch_params: dict[str, _Variable] = {}
+        batch_params: dict[str, Variable] = {}
         self._table_params = {}
         for param in params:
             name = param.name.lstrip("@").lower()
@@ -271,7 +217,7 @@ class Session:
             if param.type == _tvp.TABLE:
                 columns, rows = _tvp.bind(self, param.name, param.value)
                 self._table_params[name] = columns
-                batch_params[name] = _Variable(_tvp.TABLE, rows)
+                batch_params[name] = Variable(_tvp.TABLE, rows)
                 continue
             if isinstance(param.value, str) and not _encodable(param.value):
                 raise _errors.SqlError(
@@ -279,11 +225,11 @@ class Session:
                     f"The incoming RPC parameter {param.name} holds an unpaired UTF-16 surrogate; "
                     "tdslite cannot store it.",
                 )
-            batch_params[name] = _Variable(param.type, encode(param.type, param.value))
+            batch_params[name] = Variable(param.type, encode(param.type, param.value))
         return self._batch(nodes, batch_params)
 
     def _batch(
-        self, nodes: list[_flow.Node], variables: dict[str, _Variable]
+        self, nodes: list[_flow.Node], variables: dict[str, Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         try:
             yield from _flow.run(self, nodes, variables)
@@ -292,7 +238,7 @@ class Session:
                 _objects.drop_table_variables(self, variables)
 
     def run_body(
-        self, sql: str, variables: dict[str, _Variable], *, procedure: str | None = None
+        self, sql: str, variables: dict[str, Variable], *, procedure: str | None = None
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         """Run the statements of ``sql`` in this session with ``variables`` (a procedure's
         parameters and locals; changed in place) through the block executor (_flow.py): the one
@@ -304,9 +250,9 @@ class Session:
         yield from runner.run(_flow.build(self, prepared, procedure=True))
         self.return_status = runner.return_status  # after any nested procedure's
 
-    def _prepare(self, statement: Statement) -> _Prepared:
+    def _prepare(self, statement: Statement) -> Prepared:
         if _objects.is_module(statement) or _tvp.is_type_ddl(statement.words):
-            return _Prepared(statement, None)  # CREATE PROCEDURE/VIEW/TYPE: read as text
+            return Prepared(statement, None)  # CREATE PROCEDURE/VIEW/TYPE: read as text
         if statement.keyword not in _SQLGLOT_KEYWORDS and statement.keyword != "SET":
             if statement.keyword not in STATEMENT_KEYWORDS:
                 near = statement.text.split()[0] if statement.text.split() else ""
@@ -318,17 +264,17 @@ class Session:
                 raise _errors.unsupported(statement.keyword or statement.text[:20]).at_line(
                     statement.line
                 )
-            return _Prepared(statement, None)
+            return Prepared(statement, None)
         if statement.keyword == "SET" and "@" not in statement.words[1:2]:
-            return _Prepared(statement, None)
+            return Prepared(statement, None)
         try:
-            tree = _parse(statement.sql, statement.words)
+            tree = parse_statement(statement.sql, statement.words)
         except SqlError as exc:
             raise exc.at_line(statement.line) from None
-        return _Prepared(statement, tree)
+        return Prepared(statement, tree)
 
     def _run_statement(
-        self, item: _Prepared, variables: dict[str, _Variable]
+        self, item: Prepared, variables: dict[str, Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         """Run one statement (not control flow: _flow.py decides what an error means); raises
         its SqlError with the statement's line."""
@@ -379,7 +325,7 @@ class Session:
     # -- one statement ---------------------------------------------------------------------
 
     def _statement(
-        self, item: _Prepared, variables: dict[str, _Variable]
+        self, item: Prepared, variables: dict[str, Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         from . import _control
 
@@ -454,7 +400,7 @@ class Session:
             yield RowCount(count)
 
     def _translate(
-        self, tree: exp.Expression, keyword: str, variables: dict[str, _Variable]
+        self, tree: exp.Expression, keyword: str, variables: dict[str, Variable]
     ) -> tuple[str, Any, frozenset[str]] | None:
         """Translate a (copied) tree: ("select", (sql, columns), tables) or ("plan"|"ddl", ...)."""
         from . import _control
@@ -512,7 +458,7 @@ class Session:
         raise _errors.unsupported(f"{keyword} {type(tree).__name__.upper()}")
 
     def _apply(
-        self, plan: _statements.Plan, variables: dict[str, _Variable]
+        self, plan: _statements.Plan, variables: dict[str, Variable]
     ) -> tuple[int, list[Any]]:
         """Run a DDL/DML plan: (rows affected, rows of OUTPUT/RETURNING)."""
         bindings = self._bindings(variables)
@@ -562,9 +508,7 @@ class Session:
         self._rowcount = max(count, 0)
         return self._rowcount, returned
 
-    def _result(
-        self, sql: str, columns: list[Column], variables: dict[str, _Variable]
-    ) -> ResultSet:
+    def _result(self, sql: str, columns: list[Column], variables: dict[str, Variable]) -> ResultSet:
         try:
             cursor = self._conn.execute(sql, self._bindings(variables))
             first = cursor.fetchone() if any(is_unknown(c.type) for c in columns) else None
@@ -579,7 +523,7 @@ class Session:
                     raise self._map(exc, "SELECT", None) from None
         if any(is_unknown(c.type) for c in columns):
             columns = [
-                Column(c.name, _guess(first[i] if first else None), c.nullable)
+                Column(c.name, guess_type(first[i] if first else None), c.nullable)
                 if is_unknown(c.type)
                 else c
                 for i, c in enumerate(columns)
@@ -621,7 +565,7 @@ class Session:
     def _conn_internal(self) -> sqlite3.Connection:
         return _InternalConn(self._conn, self._authorizer)  # type: ignore[return-value]
 
-    def _context_for(self, variables: dict[str, _Variable]) -> Context:
+    def _context_for(self, variables: dict[str, Variable]) -> Context:
         return Context(
             catalog=self._catalog if self.in_served_database else _NO_TABLES,
             database=self.database,
@@ -631,12 +575,10 @@ class Session:
         )
 
     def _globals(self) -> dict[str, Storage]:
-        from ._engine import VERSION
-
         return {
             "__g_rowcount": self._rowcount, "__g_identity": self._identity,
-            "__g_scope_identity": self._identity, "__g_version": VERSION, "__g_spid": self.spid,
-            "__g_trancount": self._trancount, "__g_servername": "tdslite",
+            "__g_scope_identity": self._identity, "__g_version": _sysfuncs.VERSION,
+            "__g_spid": self.spid, "__g_trancount": self._trancount, "__g_servername": "tdslite",
             "__g_servicename": "MSSQLSERVER", "__g_language": "us_english", "__g_error": 0,
             "__g_max_precision": 38, "__g_textsize": 2147483647, "__g_datefirst": 7,
             "__g_lock_timeout": self.lock_timeout_ms, "__g_nestlevel": 0,
@@ -645,7 +587,7 @@ class Session:
             "__g_user": self.effective_user,
         }  # fmt: skip
 
-    def _bindings(self, variables: dict[str, _Variable]) -> dict[str, Storage]:
+    def _bindings(self, variables: dict[str, Variable]) -> dict[str, Storage]:
         bindings = self._globals()
         bindings.update(_flow.session_globals(self))  # type: ignore[arg-type]
         bindings.update({k: v.value for k, v in variables.items()})
@@ -666,7 +608,7 @@ class Session:
         self._sysview_rows = {}
         if views:
             viewer = self.viewer()
-            self._sysview_rows = {name: _sysviews.build(name, viewer) for name in views}
+            self._sysview_rows = {name: _sysrows.build(name, viewer) for name in views}
         return tables - views
 
     def viewer(self) -> _sysviews.Viewer:
@@ -850,7 +792,7 @@ class Session:
         self._abort_transaction()
         self.xact_abort = False
         self.set_options = SessionOptions()
-        self.flow = _flow.FlowState()
+        self.flow = FlowState()
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()
@@ -922,9 +864,4 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _guess(value: object) -> SqlType:
-    if value is None:
-        return SqlType("int")
-    if isinstance(value, str):
-        return SqlType("nvarchar", length=-1)
-    return python_type_of(value)
+# END

@@ -18,7 +18,8 @@ from sqlglot import exp
 from . import _errors
 from ._builtins import anon, text
 from ._catalog import ColumnInfo, TableInfo, is_internal, make_table
-from ._translate import Scope, Translator, check_args, object_name, sql_type_of, to_sqlite
+from ._scope import Scope
+from ._translate import Translator, check_args, object_name, to_sqlite
 from ._types import (
     BINARY_TYPES,
     DECIMAL_TYPES,
@@ -30,6 +31,7 @@ from ._types import (
     Column,
     SqlType,
 )
+from ._typing import sql_type_of
 
 
 @dataclass(frozen=True)

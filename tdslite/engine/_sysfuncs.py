@@ -13,19 +13,17 @@ database 5, as on a fresh SQL Server with one user database.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
 from . import _sysrows
+from ._state import SessionView
 from ._systypes import SYSTEM_TYPES
 from ._sysviews import SCHEMAS, SYSTEM_DATABASES, Viewer, schema_id
 from ._types import SqlType
 from ._values import Storage
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 _SYSNAME = SqlType("nvarchar", length=128)
 #: Function name -> its SQL Server result type.
@@ -132,6 +130,11 @@ def evaluate(viewer: Viewer, name: str, args: tuple[object, ...]) -> int | str |
         return None
 
 
+#: What SELECT @@VERSION answers (clients parse the "Microsoft SQL Server" prefix).
+VERSION = (
+    "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n"
+    "\ttdslite (edgetds): a TDS server backed by SQLite " + sqlite3.sqlite_version
+)
 #: What SERVERPROPERTY answers (the @@VERSION tdslite reports: SQL Server 2022 RTM).
 SERVER_PROPERTIES: dict[str, Storage] = {
     "productversion": "16.0.1000.6",
@@ -166,7 +169,7 @@ def result_type(name: str, args: list[exp.Expression]) -> SqlType:
     return _SYSNAME
 
 
-def register(session: Session) -> None:
+def register(session: SessionView) -> None:
     """Register DB_NAME(id) and SERVERPROPERTY on ``session``'s connection."""
 
     def db_name(number: Storage = None) -> Storage:

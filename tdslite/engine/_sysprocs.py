@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from . import _errors, _sysrows
 from ._results import ResultSet
+from ._state import SessionView
 from ._systypes import COLLATION, shape
 from ._types import Column, SqlType
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 Args = tuple[list[tuple[object, SqlType | None]], dict[str, tuple[object, SqlType | None]]]
 
@@ -93,7 +90,7 @@ def _argument(args: Args, index: int, name: str, default: object) -> object:
     return positional[index][0] if index < len(positional) else default
 
 
-def datatype_info(session: Session, args: Args) -> Iterator[ResultSet]:
+def datatype_info(session: SessionView, args: Args) -> Iterator[ResultSet]:
     """sp_datatype_info [@data_type =] n [, [@ODBCVer =] v]: one row per type (0: all)."""
     wanted = int(_argument(args, 0, "data_type", 0) or 0)  # type: ignore[call-overload]
     odbc = int(_argument(args, 1, "odbcver", 2) or 2)  # type: ignore[call-overload]
@@ -139,7 +136,7 @@ _HELP_REFERENCED[0] = Column("Table is referenced by foreign key", SqlType("nvar
 _STRING_LIKE = {"char", "varchar", "nchar", "nvarchar", "binary", "varbinary"}
 
 
-def help_(session: Session, args: Args) -> Iterator[ResultSet]:
+def help_(session: SessionView, args: Args) -> Iterator[ResultSet]:
     """sp_help [[@objname =] 'name']: the objects the caller sees, or one table's description."""
     viewer = session.viewer()
     name = _argument(args, 0, "objname", None)
@@ -228,7 +225,7 @@ def help_(session: Session, args: Args) -> Iterator[ResultSet]:
 
 
 #: Procedure name (lower case) -> implementation.
-PROCEDURES: dict[str, Callable[[Session, Args], Iterator[ResultSet]]] = {
+PROCEDURES: dict[str, Callable[[SessionView, Args], Iterator[ResultSet]]] = {
     "sp_datatype_info": datatype_info,
     "sp_datatype_info_90": datatype_info,
     "sp_datatype_info_100": datatype_info,

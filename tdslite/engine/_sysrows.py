@@ -8,6 +8,8 @@ providers.  Names of constraints SQLite does not keep are made as SQL Server mak
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ from ._sysviews import (
     SCHEMAS,
     SYSTEM_DATABASES,
     TYPE_DESC,
+    VIEWS,
     CatalogObject,
     Viewer,
     object_id,
@@ -500,3 +503,22 @@ BUILDERS: dict[str, Callable[[Viewer], Iterator[Row]]] = {
     "information_schema.key_column_usage": is_key_column_usage,
     "information_schema.referential_constraints": is_referential_constraints,
 }  # fmt: skip
+
+
+def build(name: str, viewer: Viewer) -> str:
+    """The rows of catalog view ``name`` for ``viewer``, as the JSON ``tds_sysview`` returns."""
+    rows: Iterator[tuple[object, ...]] = BUILDERS[name](viewer)
+    width = len(VIEWS[name])
+    out = []
+    for row in rows:
+        assert len(row) == width, (name, row)
+        out.append([_storage(v) for v in row])
+    return json.dumps(out, separators=(",", ":"))
+
+
+def _storage(value: object) -> object:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f") + "0"
+    return value

@@ -6,8 +6,8 @@ How a query over a catalog view runs:
    replaces it by ``(SELECT json_extract(value, '$[0]') AS object_id, ... FROM
    json_each(tds_sysview('sys.tables')))``, typed with the view's SQL Server columns (`VIEWS`).
    The statement's translation stays cacheable: it holds no rows.
-2. Before the statement runs, the session builds each view's rows for the caller (`build`) and
-   hands them to the SQLite function ``tds_sysview`` as JSON.
+2. Before the statement runs, the session builds each view's rows for the caller
+   (`_sysrows.build`) and hands them to the SQLite function ``tds_sysview`` as JSON.
 3. Metadata visibility, as SQL Server: rows only for objects the caller holds some permission on
    (a table it may SELECT, the constraints, indexes and columns of such tables), the caller's own
    session in sys.dm_exec_sessions / sys.dm_exec_connections; types, schemas and databases are
@@ -23,7 +23,6 @@ view's columns), INFORMATION_SCHEMA.TABLES/VIEWS/ROUTINES/COLUMNS.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -336,27 +335,6 @@ def view_name(schema: str, name: str) -> str | None:
     """The VIEWS key for ``schema.name`` if it is a catalog view tdslite offers."""
     key = f"{schema}.{name}".lower()
     return key if key in VIEWS else None
-
-
-def build(name: str, viewer: Viewer) -> str:
-    """The rows of catalog view ``name`` for ``viewer``, as the JSON ``tds_sysview`` returns."""
-    from . import _sysrows
-
-    rows: Iterator[tuple[object, ...]] = _sysrows.BUILDERS[name](viewer)
-    width = len(VIEWS[name])
-    out = []
-    for row in rows:
-        assert len(row) == width, (name, row)
-        out.append([_storage(v) for v in row])
-    return json.dumps(out, separators=(",", ":"))
-
-
-def _storage(value: object) -> object:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f") + "0"
-    return value
 
 
 def substitute(node: exp.Table, database: str) -> tuple[str, list[Column]] | None:

@@ -13,7 +13,6 @@ with unsupported_level=RAISE.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlglot import exp
@@ -22,7 +21,8 @@ from sqlglot.errors import ErrorLevel, SqlglotError
 from . import _errors, _tvp
 from . import _typing as ty
 from ._builtins import GLOBAL_TYPES, TEMPORAL, BuiltinsMixin, anon, text
-from ._catalog import Catalog, TableInfo, is_internal
+from ._catalog import TableInfo, is_internal
+from ._scope import Context, Scope
 from ._sysviews import substitute, view_name
 from ._types import Column, SqlType
 from ._values import decimal_storage, utf16_len
@@ -32,81 +32,6 @@ _TABLE_HINTS = {"NOLOCK", "READUNCOMMITTED", "ROWLOCK", "UPDLOCK", "HOLDLOCK", "
                 "SERIALIZABLE",
                 "REPEATABLEREAD"}  # fmt: skip
 _STYLES = {0, 20, 21, 23, 100, 120, 121, 126, 127}
-
-
-@dataclass
-class Context:
-    """What a statement is translated against."""
-
-    catalog: Catalog
-    database: str
-    variables: dict[str, SqlType]  # lower-case name without "@" -> declared type
-    context_types: dict[str, SqlType] = field(default_factory=dict)  # SESSION_CONTEXT keys
-    #: table-valued parameters: lower-case name without "@" -> the table type's columns
-    table_params: dict[str, list[Column]] = field(default_factory=dict)
-
-
-_DTYPE_NAMES = {
-    "BIT": "bit", "UTINYINT": "tinyint", "TINYINT": "tinyint", "SMALLINT": "smallint",
-    "INT": "int", "BIGINT": "bigint", "DECIMAL": "decimal", "MONEY": "money",
-    "SMALLMONEY": "smallmoney", "FLOAT": "float", "DOUBLE": "float", "CHAR": "char",
-    "VARCHAR": "varchar", "NCHAR": "nchar", "NVARCHAR": "nvarchar", "BINARY": "binary",
-    "VARBINARY": "varbinary", "DATE": "date", "TIME": "time", "DATETIME": "datetime",
-    "SMALLDATETIME": "smalldatetime", "DATETIME2": "datetime2", "TIMESTAMPTZ": "datetimeoffset",
-    "UUID": "uniqueidentifier", "TEXT": "varchar(max)", "IMAGE": "varbinary(max)",
-    "VARIANT": "sql_variant", "XML": "xml",
-}  # fmt: skip
-
-
-def sql_type_of(node: exp.DataType) -> SqlType:
-    """SqlType of a parsed DataType (REAL and NTEXT arrive renamed by _batch)."""
-    dtype = node.this.name if hasattr(node.this, "name") else str(node.this)
-    params = [p.sql("tsql") for p in node.expressions]
-    name = _DTYPE_NAMES.get(dtype)
-    if dtype == "USERDEFINED":
-        kind = str(node.args.get("kind") or node.sql("tsql")).lower()
-        name = {"sysname": "sysname", "tds_numeric": "numeric"}.get(kind)
-    if name is None:
-        raise _errors.SqlError(
-            2715, f"Column, parameter, or variable: cannot find data type {node.sql('tsql')}."
-        )
-    spelled = f"{name}({', '.join(params)})" if params else name
-    try:
-        return SqlType.parse(spelled, in_cast=True)
-    except ValueError as exc:
-        raise _errors.SqlError(2715, f"Data type {spelled} is not valid: {exc}.") from None
-
-
-class Scope:
-    """The row sources of one SELECT (alias -> columns), chained to the enclosing query."""
-
-    def __init__(self, parent: Scope | None = None, ctes: dict[str, list[Column]] | None = None):
-        self.parent = parent
-        self.sources: list[tuple[str, list[Column]]] = []
-        self.ctes: dict[str, list[Column]] = dict(
-            ctes if ctes is not None else parent.ctes if parent else {}
-        )
-
-    def add(self, alias: str, columns: list[Column]) -> None:
-        self.sources.append((alias.lower(), columns))
-
-    def resolve(self, table: str, name: str) -> Column | None:
-        """The column, None if it is not ours to judge (e.g. an ORDER BY alias)."""
-        lowered = name.lower()
-        if table:
-            for alias, columns in self.sources:
-                if alias == table.lower():
-                    found = next((c for c in columns if c.name.lower() == lowered), None)
-                    if found is None:
-                        raise _errors.invalid_column(name)
-                    return found
-            return self.parent.resolve(table, name) if self.parent else None
-        matches = [c for _, cols in self.sources for c in cols if c.name.lower() == lowered]
-        if len(matches) > 1:
-            raise _errors.SqlError(209, f"Ambiguous column name '{name}'.")
-        if matches:
-            return matches[0]
-        return self.parent.resolve(table, name) if self.parent else None
 
 
 def check_args(node: exp.Expression, allowed: set[str], what: str) -> None:
@@ -599,7 +524,7 @@ class Translator(BuiltinsMixin):
 
     def _cast(self, node: exp.Expression, scope: Scope) -> SqlType:
         check_args(node, {"this", "to", "safe"}, "CAST")
-        target = sql_type_of(node.args["to"])
+        target = ty.sql_type_of(node.args["to"])
         source = self.expr(node.this, scope)
         name = (
             "tds_try_cast" if isinstance(node, exp.TryCast) or node.args.get("safe") else "tds_cast"
@@ -609,7 +534,7 @@ class Translator(BuiltinsMixin):
 
     def _convert(self, node: exp.Expression, scope: Scope) -> SqlType:
         check_args(node, {"this", "expression", "style", "safe"}, "CONVERT")
-        target = sql_type_of(node.this)
+        target = ty.sql_type_of(node.this)
         source = self.expr(node.expression, scope)
         style = node.args.get("style")
         source_text = text(str(source) if source else "")

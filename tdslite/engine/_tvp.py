@@ -16,7 +16,6 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
@@ -26,11 +25,10 @@ from . import _errors
 from ._batch import Statement
 from ._errors import SqlError
 from ._results import RowCount
+from ._state import SessionView
 from ._types import BINARY_TYPES, Column, SqlType
+from ._typing import sql_type_of
 from ._values import convert, encode
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 TYPES_TABLE = "__tds_types"
 _CREATE = f"""CREATE TABLE IF NOT EXISTS {TYPES_TABLE} (
@@ -68,7 +66,7 @@ def _name(text: str) -> str:
     return parts[-1]
 
 
-def run_ddl(session: Session, statement: Statement) -> Iterator[RowCount]:
+def run_ddl(session: SessionView, statement: Statement) -> Iterator[RowCount]:
     """CREATE TYPE ... AS TABLE / DROP TYPE."""
     match = _DDL.match(statement.text)
     if match is None:
@@ -108,8 +106,6 @@ def run_ddl(session: Session, statement: Statement) -> Iterator[RowCount]:
 
 
 def _columns(definition: str) -> list[Column]:
-    from ._translate import sql_type_of
-
     try:
         tree = sqlglot.parse_one(f"CREATE TABLE t {definition}", read="tsql")
     except SqlglotError:
@@ -131,7 +127,7 @@ def _columns(definition: str) -> list[Column]:
     return columns
 
 
-def type_columns(session: Session, name: str) -> list[Column]:
+def type_columns(session: SessionView, name: str) -> list[Column]:
     conn = session._conn_internal()
     try:
         row = conn.execute(f"SELECT columns FROM {TYPES_TABLE} WHERE name = ?", (name,)).fetchone()
@@ -142,7 +138,7 @@ def type_columns(session: Session, name: str) -> list[Column]:
     return [Column(n, SqlType.parse(t), bool(nullable)) for n, t, nullable in json.loads(row[0])]
 
 
-def bind(session: Session, param_name: str, value: object) -> tuple[list[Column], str | None]:
+def bind(session: SessionView, param_name: str, value: object) -> tuple[list[Column], str | None]:
     """The table type's columns and the JSON text of the parameter's rows (None for NULL)."""
     if not isinstance(value, TableValue):
         raise SqlError(206, f"Operand type clash: {param_name} is not a table-valued parameter.")

@@ -10,7 +10,7 @@ one.  The Python value of each type is fixed by the engine interface:
 - datetime/smalldatetime/datetime2 -> naive datetime.datetime (or `PreciseDateTime`)
 - datetimeoffset -> aware datetime.datetime (or `PreciseDateTime`)
 - uniqueidentifier -> uuid.UUID
-- xml -> str; sql_variant -> `SqlVariant` (the base value and its type, see _variant.py)
+- xml -> str; sql_variant -> `SqlVariant` (the base value and its type; stored as _values.py says)
 
 Python's datetime stops at microseconds while SQL Server's time/datetime2/datetimeoffset go to
 100 ns.  `PreciseDateTime` / `PreciseTime` are subclasses that carry the extra digit in
@@ -226,3 +226,11 @@ class PreciseTime(_HundredNanoseconds, dt.time):
 def ticks_of(value: object) -> int:
     """The 100 ns digit of a datetime/time (0 for plain Python values)."""
     return int(getattr(value, "nanosecond_100", 0))
+
+
+@dataclass(frozen=True)
+class SqlVariant:
+    """A sql_variant value: ``value`` (the base type's Python value) of type ``base``."""
+
+    value: object
+    base: SqlType

@@ -12,6 +12,7 @@
   decimal(p,s) -> decimal(38,s), money -> money, real/float -> float; AVG: int family -> int
   (truncated like SQL Server), decimal(p,s) -> decimal(38,max(s,6)); MIN/MAX: the argument's type
 - functions: see FUNCTION_TYPES in _translate.py
+- a declared type (CAST target, DECLARE, column definition): `sql_type_of` reads the parsed one
 When nothing is known, the first row's value decides (int/bigint, float, nvarchar(max), ...).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from . import _errors
 from ._types import (
     DECIMAL_TYPES,
     FLOAT_TYPES,
@@ -27,6 +29,7 @@ from ._types import (
     STRING_TYPES,
     SqlType,
 )
+from ._values import python_type_of
 
 PRECEDENCE = (
     "sql_variant xml datetimeoffset datetime2 datetime smalldatetime date time float real decimal "
@@ -196,3 +199,43 @@ def literal_number(text: str) -> SqlType:
     if -(2**31) <= value < 2**31:
         return INT
     return SqlType("decimal", precision=max(1, len(text.lstrip("+-"))), scale=0)
+
+
+_DTYPE_NAMES = {
+    "BIT": "bit", "UTINYINT": "tinyint", "TINYINT": "tinyint", "SMALLINT": "smallint",
+    "INT": "int", "BIGINT": "bigint", "DECIMAL": "decimal", "MONEY": "money",
+    "SMALLMONEY": "smallmoney", "FLOAT": "float", "DOUBLE": "float", "CHAR": "char",
+    "VARCHAR": "varchar", "NCHAR": "nchar", "NVARCHAR": "nvarchar", "BINARY": "binary",
+    "VARBINARY": "varbinary", "DATE": "date", "TIME": "time", "DATETIME": "datetime",
+    "SMALLDATETIME": "smalldatetime", "DATETIME2": "datetime2", "TIMESTAMPTZ": "datetimeoffset",
+    "UUID": "uniqueidentifier", "TEXT": "varchar(max)", "IMAGE": "varbinary(max)",
+    "VARIANT": "sql_variant", "XML": "xml",
+}  # fmt: skip
+
+
+def sql_type_of(node: exp.DataType) -> SqlType:
+    """SqlType of a parsed DataType (REAL and NTEXT arrive renamed by _batch)."""
+    dtype = node.this.name if hasattr(node.this, "name") else str(node.this)
+    params = [p.sql("tsql") for p in node.expressions]
+    name = _DTYPE_NAMES.get(dtype)
+    if dtype == "USERDEFINED":
+        kind = str(node.args.get("kind") or node.sql("tsql")).lower()
+        name = {"sysname": "sysname", "tds_numeric": "numeric"}.get(kind)
+    if name is None:
+        raise _errors.SqlError(
+            2715, f"Column, parameter, or variable: cannot find data type {node.sql('tsql')}."
+        )
+    spelled = f"{name}({', '.join(params)})" if params else name
+    try:
+        return SqlType.parse(spelled, in_cast=True)
+    except ValueError as exc:
+        raise _errors.SqlError(2715, f"Data type {spelled} is not valid: {exc}.") from None
+
+
+def guess_type(value: object) -> SqlType:
+    """The type of a computed value whose type the translator could not infer (from a row)."""
+    if value is None:
+        return SqlType("int")
+    if isinstance(value, str):
+        return SqlType("nvarchar", length=-1)
+    return python_type_of(value)

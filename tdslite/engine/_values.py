@@ -11,6 +11,11 @@ SQLite has no DECIMAL, DATETIME2 or GUID, so each SQL Server type has one lossle
 - datetimeoffset: the UTC instant then the offset, 'YYYY-MM-DD HH:MM:SS.fffffff @+HH:MM', so that
   ORDER BY and comparisons follow the instant as SQL Server's do.
 - uniqueidentifier: upper-case 36-character TEXT (SQL Server's string form).
+- sql_variant (a `SqlVariant`: the base value and its type): TEXT ``<base type>\x1f<kind><payload>``
+  (kind ``i`` integer, ``f`` real, ``s`` text, ``b`` hex bytes: the base type's own storage form),
+  so a stored value reads back with the same base type.  Comparisons and ORDER BY on a sql_variant
+  column see that text, not SQL Server's sql_variant ordering (compare after a CAST to the base
+  type instead).
 
 `encode` and `decode` convert one value; `convert` is CAST/CONVERT from one type to another,
 rounding, truncating and failing as SQL Server does (errors 245, 241, 8115, 8169).
@@ -42,14 +47,15 @@ from ._types import (
     PreciseDateTime,
     PreciseTime,
     SqlType,
+    SqlVariant,
     ticks_of,
 )
-from ._variant import SqlVariant
 
 if TYPE_CHECKING:
     from _typeshed import ConvertibleToInt, ReadableBuffer
 
 Storage = int | float | str | bytes | None
+_SEP = "\x1f"  # between a stored sql_variant's base type and its value
 
 _INT_RANGES = {
     "bit": (0, 1),
@@ -123,8 +129,6 @@ def encode(sql_type: SqlType, value: object) -> Storage:
     if name == "xml":
         return str(value)
     if name == "sql_variant":
-        from ._variant import to_storage, wrap
-
         return to_storage(wrap(value, None))
     if name == "datetimeoffset":
         assert isinstance(value, dt.datetime)
@@ -146,8 +150,6 @@ def decode(sql_type: SqlType, raw: Storage) -> object:
     if sql_type.name == "xml":
         return raw if isinstance(raw, str) else to_text(raw)
     if sql_type.name == "sql_variant":
-        from ._variant import from_storage
-
         return from_storage(raw)
     return convert(raw, sql_type, source=None)
 
@@ -231,7 +233,6 @@ def _special(value: object, target: SqlType, source: SqlType | None) -> tuple[ob
     To xml: a string, checked for well-formedness (9400-range errors); to sql_variant: the value
     with its base type. From xml: an nvarchar(max); from sql_variant: the base value and type.
     """
-    from ._variant import from_storage, wrap
     from ._xml import check_xml
 
     if source is not None and source.name == "sql_variant":
@@ -627,3 +628,65 @@ def decoder(sql_type: SqlType) -> Any:
 
         return offset_value
     return lambda v: None if v is None else slow(v)
+
+
+def wrap(value: object, source: SqlType | None) -> SqlVariant:
+    """CAST(value AS sql_variant): keeps the source type (SQL Server error 206 for the types a
+    sql_variant cannot hold: (max) types, xml, sql_variant itself is unwrapped)."""
+    if isinstance(value, SqlVariant):
+        return value
+    base = source if source is not None else natural_type(value)
+    if base.is_max or base.name in ("xml", "sql_variant"):
+        raise SqlError(206, f"Operand type clash: {base} is incompatible with sql_variant")
+    if source is None or not _is_python_value(value, base):
+        value = convert(value, base, source=source)
+    return SqlVariant(value, base)
+
+
+def _is_python_value(value: object, base: SqlType) -> bool:
+    """A stored form (text of a date, number of a decimal...) still needs decoding."""
+    if base.name in STRING_TYPES:
+        return isinstance(value, str)
+    if base.name in BINARY_TYPES:
+        return isinstance(value, bytes)
+    return not isinstance(value, str | bytes | float | int) or base.name in (
+        "tinyint", "smallint", "int", "bigint", "real", "float",
+    )  # fmt: skip
+
+
+def to_storage(variant: SqlVariant) -> str:
+    raw = encode(variant.base, variant.value)
+    if isinstance(raw, bool | int):
+        payload = f"i{int(raw)}"
+    elif isinstance(raw, float):
+        payload = f"f{raw!r}"
+    elif isinstance(raw, bytes):
+        payload = f"b{raw.hex()}"
+    else:
+        payload = f"s{raw}"
+    return f"{variant.base}{_SEP}{payload}"
+
+
+def from_storage(raw: object) -> SqlVariant:
+    """A stored sql_variant back to its SqlVariant (a plain value gets its natural type)."""
+    if isinstance(raw, str) and _SEP in raw:
+        type_text, _, payload = raw.partition(_SEP)
+        base = SqlType.parse(type_text)
+        kind, body = payload[:1], payload[1:]
+        stored: object = (
+            int(body) if kind == "i" else float(body) if kind == "f"
+            else bytes.fromhex(body) if kind == "b" else body
+        )  # fmt: skip
+        return SqlVariant(decode(base, stored), base)  # type: ignore[arg-type]
+    return SqlVariant(raw, natural_type(raw))
+
+
+def natural_type(value: object) -> SqlType:
+    """The base type of a value whose type is not known: a string or bytes get their length
+    (a sql_variant cannot hold a (max) type)."""
+    base = python_type_of(value)
+    if isinstance(value, str) and utf16_len(value) <= 4000:
+        return SqlType("nvarchar", length=max(1, utf16_len(value)))
+    if isinstance(value, bytes) and len(value) <= 8000:
+        return SqlType("varbinary", length=max(1, len(value)))
+    return base

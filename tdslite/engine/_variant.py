@@ -1,28 +1,20 @@
-"""sql_variant: a value that carries its own SQL Server base type.
+"""SQL_VARIANT_PROPERTY: the base type, precision, scale, lengths and collation of a sql_variant.
 
-The Python value is `SqlVariant(value, base)`; results of sql_variant type hold them and the wire
-layer sends each with its base type's TYPE_INFO (SSVARIANTTYPE).  Storage keeps the base type
-next to the base type's own storage form, as TEXT ``<base type>\\x1f<kind><payload>`` (kind
-``i`` integer, ``f`` real, ``s`` text, ``b`` hex bytes), so a stored value reads back with the
-same base type.  Comparisons and ORDER BY on a sql_variant column see that text, not SQL
-Server's sql_variant ordering (compare after a CAST to the base type instead).
+A sql_variant value is a `SqlVariant` (_types.py); _values.py stores and converts it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ._errors import SqlError
 from ._types import (
     BINARY_TYPES,
     DECIMAL_TYPES,
     FRACTIONAL_TYPES,
     STRING_TYPES,
     SqlType,
+    SqlVariant,
 )
+from ._values import from_storage, to_storage
 
-VARIANT = SqlType("sql_variant")
-_SEP = "\x1f"
 _COLLATION = "SQL_Latin1_General_CP1_CI_AS"
 #: (precision, scale, bytes) of the fixed-size base types, as SQL_VARIANT_PROPERTY reports them.
 _FIXED = {
@@ -31,84 +23,6 @@ _FIXED = {
     "smallmoney": (10, 4, 4), "datetime": (23, 3, 8), "smalldatetime": (16, 0, 4),
     "date": (10, 0, 3), "uniqueidentifier": (0, 0, 16),
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SqlVariant:
-    """A sql_variant value: ``value`` (the base type's Python value) of type ``base``."""
-
-    value: object
-    base: SqlType
-
-
-def wrap(value: object, source: SqlType | None) -> SqlVariant:
-    """CAST(value AS sql_variant): keeps the source type (SQL Server error 206 for the types a
-    sql_variant cannot hold: (max) types, xml, sql_variant itself is unwrapped)."""
-    from ._values import convert
-
-    if isinstance(value, SqlVariant):
-        return value
-    base = source if source is not None else natural_type(value)
-    if base.is_max or base.name in ("xml", "sql_variant"):
-        raise SqlError(206, f"Operand type clash: {base} is incompatible with sql_variant")
-    if source is None or not _is_python_value(value, base):
-        value = convert(value, base, source=source)
-    return SqlVariant(value, base)
-
-
-def _is_python_value(value: object, base: SqlType) -> bool:
-    """A stored form (text of a date, number of a decimal...) still needs decoding."""
-    if base.name in STRING_TYPES:
-        return isinstance(value, str)
-    if base.name in BINARY_TYPES:
-        return isinstance(value, bytes)
-    return not isinstance(value, str | bytes | float | int) or base.name in (
-        "tinyint", "smallint", "int", "bigint", "real", "float",
-    )  # fmt: skip
-
-
-def to_storage(variant: SqlVariant) -> str:
-    from ._values import encode
-
-    raw = encode(variant.base, variant.value)
-    if isinstance(raw, bool | int):
-        payload = f"i{int(raw)}"
-    elif isinstance(raw, float):
-        payload = f"f{raw!r}"
-    elif isinstance(raw, bytes):
-        payload = f"b{raw.hex()}"
-    else:
-        payload = f"s{raw}"
-    return f"{variant.base}{_SEP}{payload}"
-
-
-def from_storage(raw: object) -> SqlVariant:
-    """A stored sql_variant back to its SqlVariant (a plain value gets its natural type)."""
-    from ._values import decode
-
-    if isinstance(raw, str) and _SEP in raw:
-        type_text, _, payload = raw.partition(_SEP)
-        base = SqlType.parse(type_text)
-        kind, body = payload[:1], payload[1:]
-        stored: object = (
-            int(body) if kind == "i" else float(body) if kind == "f"
-            else bytes.fromhex(body) if kind == "b" else body
-        )  # fmt: skip
-        return SqlVariant(decode(base, stored), base)  # type: ignore[arg-type]
-    return SqlVariant(raw, natural_type(raw))
-
-
-def natural_type(value: object) -> SqlType:
-    """The base type of a value whose type is not known: a string or bytes get their length
-    (a sql_variant cannot hold a (max) type)."""
-    from ._values import python_type_of, utf16_len
-
-    base = python_type_of(value)
-    if isinstance(value, str) and utf16_len(value) <= 4000:
-        return SqlType("nvarchar", length=max(1, utf16_len(value)))
-    if isinstance(value, bytes) and len(value) <= 8000:
-        return SqlType("varbinary", length=max(1, len(value)))
-    return base
 
 
 def _max_length(base: SqlType) -> int:

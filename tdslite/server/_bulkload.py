@@ -12,10 +12,12 @@ from tdslite.engine._bulk import BulkTarget, bulk_insert, check_columns, prepare
 
 from . import _tokens as tk
 from ._buffer import Reader
-from ._bulk import column_types, read_colmetadata, read_rows
-from ._params import UnsupportedParameter
+from ._bulk import read_colmetadata, read_rows
+from ._colmetadata import column_types
+from ._params import read_param
 from ._requests import Request, SessionState, env_changes, log_statement, write_error
 from ._tokens import Done
+from ._wiretype import UnsupportedParameter
 
 
 def _status(state: SessionState, base: int) -> int:
@@ -52,7 +54,7 @@ def bulk_load(
         r = Reader(payload)
         columns = read_colmetadata(r)
         check_columns(target, [c.name for c in columns])
-        types = column_types(r, columns)
+        types = column_types(r, columns, read_param)
         count = bulk_insert(state.session, target, types, read_rows(r, columns))
     except UnsupportedParameter as exc:
         err = SqlError(4816, str(exc))

@@ -20,10 +20,10 @@ from ._buffer import Reader
 from ._bulkload import bulk_load, insert_bulk
 from ._columns import returnvalue
 from ._packets import ProtocolError
-from ._params import UnsupportedParameter, WireType
 from ._reply import TDS72, Reply
 from ._requests import Request, SessionState, env_changes, run_statements, write_error
 from ._tokens import Done
+from ._wiretype import UnsupportedParameter, WireType
 
 #: Transaction Manager request types (MS-TDS 2.2.6.9).
 TM_BEGIN_XACT = 5

@@ -9,25 +9,15 @@ parameters (_tvp.py). UDT parameters are refused with a clear error.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 from . import _datatypes as d
 from ._buffer import Reader
-from ._datatypes import CODEPAGE, PLP_NULL, PLP_UNKNOWN, T
+from ._datatypes import CODEPAGE, T
 from ._packets import ProtocolError
-
-
-class UnsupportedParameter(Exception):
-    """A parameter type tdslite does not decode (reported to the client as a TDS error)."""
-
-
-@dataclass(frozen=True)
-class WireType:
-    name: str
-    length: int | None = None
-    precision: int | None = None
-    scale: int | None = None
-
+from ._plp import read_plp
+from ._tvp import read_tvp
+from ._variant import read_variant, read_xml
+from ._wiretype import UnsupportedParameter, WireType
 
 _FIXED: dict[int, tuple[str, int]] = {
     T.INT1: ("tinyint", 1),
@@ -92,14 +82,10 @@ def _read_param(r: Reader) -> tuple[WireType, object]:
     if code in (T.TEXT, T.NTEXT, T.IMAGE):
         return _long(code, r)
     if code in (T.SSVARIANT, T.XML):
-        from ._variant import read_variant, read_xml
-
         sql_type, special = read_variant(r) if code == T.SSVARIANT else read_xml(r)
         return WireType(sql_type.name), special
     if code == T.TVP:
-        from ._tvp import read_tvp
-
-        return read_tvp(r)
+        return read_tvp(r, read_param)
     raise UnsupportedParameter(
         f"parameters of TDS type 0x{code:02X} (udt) are not supported by tdslite; send them as "
         "nvarchar/varbinary"
@@ -225,20 +211,3 @@ def _long(code: int, r: Reader) -> tuple[WireType, object]:
     if n < 0:
         return WireType(name, length=-1), None
     return WireType(name, length=-1), _decode_text(name, r.take(n))
-
-
-def read_plp(r: Reader) -> bytes | None:
-    """A PLP value: 8-byte total (or NULL / unknown marker), then chunks ended by a 0 length."""
-    total = r.u64()
-    if total == PLP_NULL:
-        return None
-    chunks = []
-    while True:
-        n = r.u32()
-        if n == 0:
-            break
-        chunks.append(r.take(n))
-    data = b"".join(chunks)
-    if total != PLP_UNKNOWN and total != len(data):
-        raise ProtocolError(f"PLP value announced {total} bytes but carried {len(data)}")
-    return data

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from ._buffer import Reader
 from ._packets import ProtocolError
-from ._params import WireType, read_param
+from ._params import read_param
+from ._wiretype import WireType
 
 #: ProcIDs of the special system procedures (MS-TDS 2.2.6.6).
 PROC_IDS = {

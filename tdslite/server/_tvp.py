@@ -12,9 +12,9 @@ from __future__ import annotations
 from tdslite.engine._tvp import TableValue
 
 from ._buffer import Reader
-from ._bulk import BulkColumn, _Prefixed, _type_info, column_types
+from ._colmetadata import BulkColumn, Prefixed, column_types, read_type_info
 from ._packets import ProtocolError
-from ._params import WireType, read_param
+from ._wiretype import ReadParam, WireType
 
 TVP_NULL = 0xFFFF
 TVP_END = 0x00
@@ -25,8 +25,11 @@ TVP_COLUMN_ORDERING = 0x11
 _FLAG_DEFAULT = 0x0200
 
 
-def read_tvp(r: Reader) -> tuple[WireType, object]:
-    """A table-valued parameter after its type byte: (WireType("table"), TableValue)."""
+def read_tvp(r: Reader, read_param: ReadParam) -> tuple[WireType, object]:
+    """A table-valued parameter after its type byte: (WireType("table"), TableValue).
+
+    Its values are read with ``read_param``, the RPC parameter reader that called this one.
+    """
     r.b_varchar()  # database: always the current one
     schema = r.b_varchar()
     name = r.b_varchar()
@@ -41,7 +44,7 @@ def read_tvp(r: Reader) -> tuple[WireType, object]:
             flags = r.u16()
             if flags & _FLAG_DEFAULT:
                 raise ProtocolError("default columns in a table-valued parameter")
-            info = _type_info(r)
+            info = read_type_info(r)
             r.b_varchar()  # column name: empty
             columns.append(BulkColumn("", info))
     while True:
@@ -54,7 +57,7 @@ def read_tvp(r: Reader) -> tuple[WireType, object]:
             r.take(2 * r.u16())
         else:
             raise ProtocolError(f"token 0x{token:02X} in a table-valued parameter's metadata")
-    types = column_types(r, columns)
+    types = column_types(r, columns, read_param)
     rows = []
     while True:
         token = r.u8()
@@ -62,5 +65,5 @@ def read_tvp(r: Reader) -> tuple[WireType, object]:
             break
         if token != TVP_ROW or not columns:
             raise ProtocolError(f"token 0x{token:02X} in a table-valued parameter's rows")
-        rows.append(tuple(read_param(_Prefixed(c.type_info, r))[1] for c in columns))
+        rows.append(tuple(read_param(Prefixed(c.type_info, r))[1] for c in columns))
     return WireType("table"), TableValue(type_name, tuple(types), tuple(rows))

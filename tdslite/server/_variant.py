@@ -12,12 +12,14 @@ from __future__ import annotations
 import struct
 
 from tdslite.engine import SqlType
-from tdslite.engine._variant import SqlVariant, wrap
+from tdslite.engine._types import SqlVariant
+from tdslite.engine._values import wrap
 
 from . import _datatypes as d
 from ._buffer import Reader
 from ._datatypes import CODEPAGE, COLLATION, T
 from ._packets import ProtocolError
+from ._plp import read_plp
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -160,8 +162,6 @@ def _decode_base(code: int, props: Reader, data: bytes) -> tuple[SqlType, object
 
 def read_xml(r: Reader) -> tuple[SqlType, object]:
     """An xml parameter after its type byte: schema info, then a PLP UTF-16LE value."""
-    from ._params import read_plp
-
     if r.u8():  # a schema collection: database, owning schema, collection name
         r.b_varchar()
         r.b_varchar()

@@ -14,14 +14,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The packages whose modules may import each other in a cycle: tdslite.engine (the engine, a
-#: session and its control flow, the translator and its built-in functions import each other)
-#: and tdslite.server (the RPC parameter reader and the sql_variant, xml and table-valued
-#: parameter readers, which read their values with it). `test_every_allowed_cycle_is_still_there`
-#: fails once a package here has no cycle left, so that its entry is removed and a cycle cannot
-#: come back unnoticed.
-CYCLES_ALLOWED_INSIDE = frozenset({"tdslite.engine", "tdslite.server"})
-
 
 def top_level_packages() -> list[str]:
     """Every directory at the repository root that is a Python package, tests/ aside."""
@@ -206,22 +198,6 @@ def test_no_module_imports_a_private_name_of_another_package() -> None:
     assert wrong == []
 
 
-def allowed_inside(cycle: set[str]) -> str | None:
-    """The package of CYCLES_ALLOWED_INSIDE that holds every module of ``cycle``, if any."""
-    for package in CYCLES_ALLOWED_INSIDE:
-        if all(module.startswith(package + ".") for module in cycle):
-            return package
-    return None
-
-
 def test_no_cycles_between_the_modules_of_any_package() -> None:
     cycles = strongly_connected(module_graph())
-    unexpected = [sorted(c) for c in cycles if allowed_inside(c) is None]
-    assert unexpected == []
-
-
-def test_every_allowed_cycle_is_still_there() -> None:
-    cycles = strongly_connected(module_graph())
-    still = {allowed_inside(c) for c in cycles}
-    gone = sorted(CYCLES_ALLOWED_INSIDE - still)
-    assert gone == [], "no cycle is left inside these: remove them from CYCLES_ALLOWED_INSIDE"
+    assert [sorted(c) for c in cycles] == []

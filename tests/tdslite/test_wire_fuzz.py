@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tdslite.server import _login7, _prelogin, _rpc
 from tdslite.server._packets import ProtocolError
-from tdslite.server._params import UnsupportedParameter
+from tdslite.server._wiretype import UnsupportedParameter
 from tests.tdslite._tds_raw import all_headers, login7, prelogin
 
 ALLOWED = (ProtocolError, UnsupportedParameter)

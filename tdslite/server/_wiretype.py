@@ -1,0 +1,28 @@
+"""What the parameter readers return: the wire type of a value, and the refusal of a type.
+
+A leaf shared by the RPC parameter reader (`_params`) and the readers it calls for table-valued
+parameters (`_tvp`, through `_colmetadata`), so that none of them imports another's caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._buffer import Reader
+
+
+class UnsupportedParameter(Exception):
+    """A parameter type tdslite does not decode (reported to the client as a TDS error)."""
+
+
+@dataclass(frozen=True)
+class WireType:
+    name: str
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+
+
+#: Reads one TYPE_INFO and its value (`_params.read_param`), passed to the readers it calls.
+ReadParam = Callable[[Reader], tuple[WireType, object]]
