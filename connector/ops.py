@@ -479,34 +479,39 @@ async def watch_logins(
     interval_s: float,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Check every login of `connector.pool.Pools` now, then every ``interval_s`` (0: once):
-    ``SELECT 1`` on a pooled connection, logging in if none is idle. A login that fails is
+    """Check every login of `connector.pool.Pools` now, then every ``interval_s`` (0: once), all
+    logins at once: ``SELECT 1`` on a pooled connection, logging in if none is idle. A login that fails is
     logged at once (not at the first query that needs it), shown in systemd's STATUS and in
     ``/ready``, and logged again when it works again. A pool whose connections are all busy is
     not checked that round: its queries show it works. Started (``nursery.start``) once the
     first round is done."""
     failing: dict[str, str] = {}
+
+    async def check(login: str) -> None:
+        try:
+            await probe_login(pools[login])
+        except Exception as exc:  # any failure: reported with its cause, never raised
+            failure = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+            if failing.get(login) != failure:
+                log.error(
+                    "database login %r failing: %s",
+                    login,
+                    failure,
+                    extra={"login": login, "hint": "edgetds connector diag"},
+                )
+            failing[login] = failure
+            ops.login_checked(login, failure)
+        else:
+            if failing.pop(login, None) is not None:
+                log.info("database login %r works again", login)
+            ops.login_checked(login, None)
+
     while True:
-        for stats in pools.statistics():
-            if stats.idle == 0 and stats.in_use > 0:
-                continue
-            try:
-                await probe_login(pools[stats.login])
-            except Exception as exc:  # any failure: reported with its cause, never raised
-                failure = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
-                if failing.get(stats.login) != failure:
-                    log.error(
-                        "database login %r failing: %s",
-                        stats.login,
-                        failure,
-                        extra={"login": stats.login, "hint": "edgetds connector diag"},
-                    )
-                failing[stats.login] = failure
-                ops.login_checked(stats.login, failure)
-            else:
-                if failing.pop(stats.login, None) is not None:
-                    log.info("database login %r works again", stats.login)
-                ops.login_checked(stats.login, None)
+        async with trio.open_nursery() as nursery:  # all logins at once: a round takes the
+            for stats in pools.statistics():  # longest login, not their sum
+                if stats.idle == 0 and stats.in_use > 0:
+                    continue
+                nursery.start_soon(check, stats.login)
         task_status.started()  # after the first round: start-up has checked every login
         task_status = trio.TASK_STATUS_IGNORED
         if interval_s <= 0:

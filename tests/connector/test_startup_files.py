@@ -6,6 +6,7 @@ makes of /etc), in a private mount namespace."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -13,8 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from connector.config import load_config
+from connector.runtime import open_connector
 from identity.keys import encode_public_key, generate_key_files
 from tests.support.connector_keys import closed_port
 from tests.support.connector_stack import write_connector_config
@@ -106,3 +110,33 @@ def test_an_ops_port_in_use_stops_run_with_one_line(tmp_path: Path) -> None:
     assert "error: the connector stopped: " in done.stderr
     assert "ddress already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_the_logins_are_checked_at_the_same_time(tmp_path: Path) -> None:
+    """A database that accepts and never answers: both logins wait on it together, so start-up
+    waits one login timeout, not one per login."""
+    open_now, most_at_once = 0, 0
+
+    async def silent(stream: trio.SocketStream) -> None:
+        nonlocal open_now, most_at_once
+        open_now += 1
+        most_at_once = max(most_at_once, open_now)
+        try:
+            while await stream.receive_some():  # answers nothing, until the client's login
+                pass  # timeout closes the connection
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            open_now -= 1
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, silent, 0)
+        config = _config(tmp_path, "audit.jsonl")
+        port = listeners[0].socket.getsockname()[1]
+        text = config.read_text()
+        config.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", text, count=1))
+        with trio.fail_after(60):
+            async with open_connector(load_config(config)) as connector:
+                assert set(connector.ops.logins_failing) == {"reader", "writer"}
+        nursery.cancel_scope.cancel()
+    assert most_at_once == 2
