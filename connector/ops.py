@@ -480,11 +480,11 @@ async def watch_logins(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Check every login of `connector.pool.Pools` now, then every ``interval_s`` (0: once), all
-    logins at once: ``SELECT 1`` on a pooled connection, logging in if none is idle. A login that fails is
-    logged at once (not at the first query that needs it), shown in systemd's STATUS and in
-    ``/ready``, and logged again when it works again. A pool whose connections are all busy is
-    not checked that round: its queries show it works. Started (``nursery.start``) once the
-    first round is done."""
+    logins at once: ``SELECT 1`` on a pooled connection, logging in if none is idle. A login
+    that fails is logged at once (not at the first query that needs it), shown in systemd's
+    STATUS and in ``/ready``, and logged again when it works again. A pool whose connections
+    are all busy is not checked that round: its queries show it works. Started
+    (``nursery.start``) once the first round is done."""
     failing: dict[str, str] = {}
 
     async def check(login: str) -> None:

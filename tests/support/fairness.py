@@ -5,6 +5,11 @@ with a real connector and tdslite behind them. The tunnel has `SLOTS` slots (one
 connection, ``max_concurrent_queries = SLOTS``) and the relay caps one identity at
 `PER_IDENTITY` queries in flight or waiting.
 
+The flood's queries hold their slots until the test lets them go: an admin transaction keeps an
+uncommitted write to the table they read, so tdslite's READ COMMITTED makes them wait (the
+victim's query reads no table and does not wait). The test commits once every flood request has
+arrived and the victim's query waits for a slot; no figure depends on how fast the machine is.
+
 What the design promises, and what is asserted (no timing, only order and counts):
 
 1. Of `FLOOD` concurrent slow queries of one identity, `PER_IDENTITY` are admitted or wait; every
@@ -36,7 +41,7 @@ from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from protocol import events
 from tdslite import TdsServer, open_server
-from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, admin_connection
 from tests.support.protocol_peer import Peer
 from tests.support.waiting import eventually
 
@@ -46,8 +51,8 @@ SLOTS = 2
 PER_IDENTITY = 100
 #: concurrent queries of the flooding identity
 FLOOD = 300
-#: about 2 s of tdslite CPU: long enough to hold a slot while the victim queues, cheap to queue
-FLOOD_SQL = "SELECT 'flood' AS who, COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i"
+#: reads table d, which the scenario's open admin transaction has written: it waits for the commit
+FLOOD_SQL = "SELECT 'flood' AS who, COUNT(*) AS c FROM d"
 VICTIM_SQL = "SELECT 'victim' AS who"
 #: relay [limits] for the scenario: a long admission wait (the flood queue must outlive setup)
 RELAY_LIMITS = {
@@ -104,8 +109,32 @@ def _flood_statements(db: TdsServer) -> list[str]:
     return [s for s in db.statement_log.statements() if "'flood'" in s or "'victim'" in s]
 
 
+@asynccontextmanager
+async def _table_d_held(db: TdsServer) -> AsyncIterator[Callable[[], None]]:
+    """An admin transaction with an uncommitted write to table d; yields its commit (blocking:
+    call it in a thread, as every python-tds call here: tdslite runs on this trio loop)."""
+
+    def hold() -> Any:
+        conn = admin_connection(db)
+        conn.cursor().execute("BEGIN TRANSACTION; UPDATE d SET n = n WHERE n = 0")
+        return conn
+
+    conn = await trio.to_thread.run_sync(hold)
+    try:
+        yield lambda: conn.cursor().execute("COMMIT")
+    finally:
+        await trio.to_thread.run_sync(conn.close)  # rolls back if the commit was not reached
+
+
 async def flood_and_victim(*, query_url: str, idp: DevIdP, db: TdsServer, state: State) -> Outcome:
     """Run the scenario (module docstring) and check its promises; returns the figures."""
+    async with _table_d_held(db) as release_the_flood:
+        return await _flood_and_victim(query_url, idp, db, state, release_the_flood)
+
+
+async def _flood_and_victim(
+    query_url: str, idp: DevIdP, db: TdsServer, state: State, release: Callable[[], None]
+) -> Outcome:
     flooder = {"Authorization": f"Bearer {idp.mint(sub='flooder', groups=['analysts'])}"}
     victim = {"Authorization": f"Bearer {idp.mint(sub='victim', groups=['analysts'])}"}
     out = Outcome()
@@ -136,8 +165,21 @@ async def flood_and_victim(*, query_url: str, idp: DevIdP, db: TdsServer, state:
         assert counts["admitted"] == SLOTS, counts
         assert counts["waiting"] > SLOTS, counts  # the flooder's queue is long
         out.flood_done_before_victim_sent = len(_flood_statements(db))
-        response = await http.post(query_url, json={"sql": VICTIM_SQL}, headers=victim)
-        out.victim_status, out.victim_body = response.status_code, response.text
+        answered = trio.Event()
+
+        async def send_victim() -> None:
+            response = await http.post(query_url, json={"sql": VICTIM_SQL}, headers=victim)
+            out.victim_status, out.victim_body = response.status_code, response.text
+            answered.set()
+
+        nursery.start_soon(send_victim)
+
+        async def victim_waits() -> bool:
+            return (await state(http))["waiting_identities"] == 2
+
+        await eventually(victim_waits)  # queued behind the flooder's waiting queries
+        await trio.to_thread.run_sync(release)  # the flood's two slots free up now
+        await answered.wait()
         statements = _flood_statements(db)
         nursery.cancel_scope.cancel()  # the rest of the flood is not needed
 
