@@ -41,6 +41,7 @@ from tests.support.chaos import (
 from tests.support.connector_stack import write_connector_config
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
 from tests.support.relays import RelayHandle
+from tests.support.waiting import eventually
 from tests.support.worker_relay import open_worker_relay, workerd_log
 
 TUNNEL = "demo"
@@ -244,12 +245,13 @@ class RelayProcess:
         """The relay process; waits for its 'relay listening on' line; SIGKILL at exit."""
         mark = self.log.stat().st_size if self.log.exists() else 0
         async with spawn(edgetds("relay", "serve", "--config", str(self.config)), self.log) as p:
-            while True:  # the line printed by THIS start (the log is appended to)
-                if "relay listening on" in read_log(self.log, mark):
-                    break
+
+            async def listening() -> bool:  # the line printed by THIS start (the log is appended)
                 if p.returncode is not None:
                     await wait_for_line(self.log, "\x00never", p)  # raises with the log tail
-                await trio.sleep(0.05)
+                return "relay listening on" in read_log(self.log, mark)
+
+            await eventually(listening)
             yield p
 
 
