@@ -101,7 +101,10 @@ class Dispatcher:
                     )
                 if level:
                     session.isolation = TM_ISOLATION_LEVELS[level]
-                session.begin(named or None)
+                if named:
+                    session.begin(named)
+                else:
+                    session.begin()
             elif kind in (TM_COMMIT_XACT, TM_ROLLBACK_XACT, TM_SAVE_XACT):
                 name = r.take(r.u8()).decode("utf-16-le", "replace") or None
                 flags = r.u8() if r.remaining() and kind != TM_SAVE_XACT else 0
