@@ -199,7 +199,12 @@ async def test_prisma_client_with_adapter_mssql(tds_server: TdsServer, tmp_path:
     assert out["executeRaw"] == 3
     assert out["deleteMany"] == {"count": 1}
     assert out["delete"] == {"name": "Bö"}
-    assert out["final"] == [{"title": "first", "views": 10}, {"title": "second", "views": 15}]
+    assert out["nestedTransaction"] == {"error": "inner rolled back on purpose", "trancount": 1}
+    assert out["final"] == [
+        {"title": "first", "views": 10},
+        {"title": "second", "views": 15},
+        {"title": "outer", "views": 0},
+    ]
     # what Prisma's query compiler sent, as tdslite ran it: OUTPUT ... INTO a table variable,
     # a qualified INSERT column list, OFFSET/FETCH with parameters; only the duplicate failed
     sent = [e["statement"] for e in logged(tds_server)]
@@ -211,5 +216,7 @@ async def test_prisma_client_with_adapter_mssql(tds_server: TdsServer, tmp_path:
     ):
         assert any(shape in s for s in sent), shape
         assert any(shape in q for q in out["queries"]), shape
+    assert "SAVE TRANSACTION prisma_sp_0" in sent
+    assert "ROLLBACK TRANSACTION prisma_sp_0" in sent
     failed = [e["outcome"]["error"] for e in logged(tds_server) if "error" in e["outcome"]]
     assert failed == [2627]
