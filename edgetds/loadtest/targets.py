@@ -312,12 +312,9 @@ def _drain(cursor: Any) -> None:
 def _session_setup(cursor: Any) -> None:
     """The connector's per-query preamble (connector/execute.py), with placeholder values."""
     from connector.encode import BoundParam
-    from connector.execute import CONTEXT_KEYS, reset_connection_flag, run_statement
+    from connector.execute import CONTEXT_KEYS, preamble_batch, reset_connection_flag, run_statement
 
-    batch = ";".join(
-        f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
-        for i, key in enumerate(CONTEXT_KEYS)
-    )
+    batch = preamble_batch()
     params = [BoundParam(f"@c{i}", "nvarchar(4000)", "loadtest") for i in range(len(CONTEXT_KEYS))]
     # the reset rides on this request as the TDS RESETCONNECTION flag, as in the connector
     with reset_connection_flag(cursor._session):
