@@ -246,7 +246,22 @@ class Session:
         when the general path must run ``sql`` (it then raises the error the calls deserve)."""
         from . import _control
 
-        if self.flow.doomed or self.objects.table_variables or self._catalog.table_variables:
+        if self.flow.doomed:
+            return None
+        variables = self._preamble_variables(calls, params, self._context)
+        if variables is None:
+            return None
+        return self._run_contexts(sql, calls, params, variables, _control.set_session_context)
+
+    def _preamble_variables(
+        self,
+        calls: tuple[_preamble.Call, ...],
+        params: Sequence[Param],
+        context: dict[str, tuple[object, SqlType, bool]],
+    ) -> dict[str, Variable] | None:
+        """The bound parameters if the fast path answers as the general path would with the
+        session context ``context``, else None. No side effects."""
+        if self.objects.table_variables or self._catalog.table_variables:
             return None
         variables: dict[str, Variable] = {}
         try:
@@ -262,12 +277,26 @@ class Session:
         except (SqlError, sqlite3.Error, ValueError, TypeError):
             return None  # a value the general path refuses: it raises the error
         for key, name, _ in calls:
-            existing = self._context.get(key)
+            existing = context.get(key)
             if name not in variables or (existing is not None and existing[2]):
                 return None
             if len(key.encode("utf-16-le")) > 256:
                 return None
-        return self._run_contexts(sql, calls, params, variables, _control.set_session_context)
+        return variables
+
+    def preamble_inline(self, sql: str, params: Sequence[Param], *, reset: bool) -> bool:
+        """Whether (a reset, when ``reset``, then) running ``sql`` takes `_preamble`'s fast path
+        and neither waits nor takes long: no transaction to roll back, no #table, #procedure or
+        table variable to drop, no open rows. The wire layer then runs such a request on its
+        event loop instead of a worker thread (the answer is the same). No side effects."""
+        calls = _preamble.match(sql)
+        if calls is None or self._closed or self._trancount or self._conn.in_transaction:
+            return False
+        if self._open_rows is not None or self.objects.temp_procedures or self._catalog.temp:
+            return False
+        if not reset and self.flow.doomed:
+            return False
+        return self._preamble_variables(calls, params, {} if reset else self._context) is not None
 
     def _run_contexts(
         self,
