@@ -138,10 +138,8 @@ async def run(rows: int, out: dict[str, Any]) -> None:
         f"{growth_mib:.1f} MiB ({'meets' if growth_mib <= 32 else 'MISSES'} goal <= 32)"
     )
     found = [
-        Check(
-            f"1M rows: tunnel rows/s / direct rows/s ({rows:,} rows)", round(ratio, 3), 0.8, ">="
-        ),
-        Check("1M rows: connector RSS growth", round(growth_mib, 1), 32, "<=", " MiB"),
+        Check(f"big result ({rows:,} rows): tunnel / direct rows/s", round(ratio, 3), 0.8, ">="),
+        Check("big result: connector RSS growth", round(growth_mib, 1), 32, "<=", " MiB"),
     ]
     print_table(found, "big result")
     out.update(
