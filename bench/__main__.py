@@ -11,10 +11,15 @@ Each prints its own figures with a ratio against a baseline measured in the same
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from bench.checks import Check, print_table, ratio
 
 #: name -> (module, full args, quick args)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
@@ -30,6 +35,29 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
 }  # fmt: skip
 
 
+#: the benchmarks that write their figures and checks with ``--json FILE``
+WITH_JSON = ("tunnel", "big_result", "worker")
+
+
+def _relay_cpu(figures: dict[str, Any]) -> float | None:
+    runs = figures.get("latency_c1", {}).get("runs", {})
+    value = runs.get("tunnel", {}).get("context", {}).get("cpu_ms_per_query", {}).get("relay")
+    return float(value) if value else None
+
+
+def summary(figures: dict[str, dict[str, Any]]) -> list[Check]:
+    """Every module's checks, plus the one across two runs: the Worker relay's CPU per query
+    against the Python relay's (each measured against the same load at concurrency 1)."""
+    out = [Check.from_json(c) for f in figures.values() for c in f.get("checks", [])]
+    if "tunnel" in figures or "worker" in figures:
+        worker = _relay_cpu(figures.get("worker", {}))
+        python = _relay_cpu(figures.get("tunnel", {}))
+        out.append(
+            Check("Worker relay CPU / Python relay CPU per query (c1)", ratio(worker, python), 0.5)
+        )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help=f"some of: {', '.join(BENCHES)} (default: all)")
@@ -40,6 +68,8 @@ def main() -> int:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
     root = Path(__file__).resolve().parent.parent
     failed = []
+    figures: dict[str, dict[str, Any]] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="edgetds-bench-json-"))
     for name in args.names or list(BENCHES):
         module, full, quick = BENCHES[name]
         if not (root / (module.replace(".", "/") + ".py")).exists():
@@ -50,10 +80,17 @@ def main() -> int:
             continue
         print(f"\n== {name} ({module})", flush=True)
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", module, *(quick if args.quick else full)])
+        cmd = [sys.executable, "-m", module, *(quick if args.quick else full)]
+        output = scratch / f"{name}.json"
+        if name in WITH_JSON:
+            cmd += ["--json", str(output)]
+        done = subprocess.run(cmd)
         print(f"   [{name}: exit {done.returncode}, {time.perf_counter() - start:.0f} s]")
         if done.returncode != 0:
             failed.append(name)
+        elif output.exists():
+            figures[name] = json.loads(output.read_text())
+    print_table(summary(figures), "summary: every target (ratios measured in the same run)")
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0

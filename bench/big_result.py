@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench.checks import Check, print_table
 from bench.stack import DemoStack, open_demo_stack
 from edgetds.loadtest.targets import NdjsonCounter
 
@@ -136,7 +137,13 @@ async def run(rows: int, out: dict[str, Any]) -> None:
         f"connector RSS {before / 1024:.1f} MiB before, peak {peak / 1024:.1f} MiB, growth "
         f"{growth_mib:.1f} MiB ({'meets' if growth_mib <= 32 else 'MISSES'} goal <= 32)"
     )
+    found = [
+        Check(f"big result ({rows:,} rows): tunnel / direct rows/s", round(ratio, 3), 0.8, ">="),
+        Check("big result: connector RSS growth", round(growth_mib, 1), 32, "<=", " MiB"),
+    ]
+    print_table(found, "big result")
     out.update(
+        checks=[c.as_json() for c in found],
         rows=rows,
         direct_rows_per_s=round(d_rate),
         tunnel_rows_per_s=round(t_rate),

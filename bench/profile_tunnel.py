@@ -2,7 +2,8 @@
 
 Starts the benchmark stack (tdslite, the connector and the Python relay as their own processes,
 the load generator in this one), runs ``SELECT @n AS n`` closed loop for ``--seconds``, and
-samples with py-spy (``--idle`` off: CPU only; ``--idle`` on: wall clock, to see waits) the
+samples with py-spy (``--idle`` off: the thread holding the GIL only, i.e. Python CPU;
+``--idle`` on: wall clock, to see waits) the
 connector, the relay and the load generator,
 
 then prints the top functions by self time and by inclusive time (file:line), and writes the
@@ -106,7 +107,9 @@ async def run(seconds: float, concurrency: int, idle: bool, out: Path) -> None:
                 for fmt, suffix in (("raw", "txt"), ("speedscope", "json")):
                     cmd = [PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds))]
                     cmd += ["--rate", "200", "--format", fmt, "-o", str(out / f"{name}.{suffix}")]
-                    cmd += ["--nonblocking"] + (["--idle"] if idle else [])
+                    # --gil: only the thread holding the GIL is sampled, so a thread waiting in
+                    # epoll or on a lock (counted as running in some containers) is not
+                    cmd += ["--nonblocking"] + (["--idle"] if idle else ["--gil"])
                     procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))  # noqa: ASYNC220
             result = (await run_loadtest(plan))["tunnel"]
             for proc in procs:

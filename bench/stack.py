@@ -38,7 +38,7 @@ from identity.keys import encode_public_key
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
 from tests.support.relays import RelayHandle, start_python_relay
 
-__all__ = ["NO_RATE_LIMITS", "DemoStack", "open_demo_stack"]
+__all__ = ["NO_RATE_LIMITS", "DemoStack", "open_demo_stack", "open_diy_service"]
 
 #: an admin login to create the benchmark tables (the connector only has reader and writer)
 USERS = TDSLITE_USERS + '\n[users.owner]\npassword = "owner-pw"\nrole = "admin"\n'
@@ -163,10 +163,11 @@ async def _open_tdslite(
 
 @asynccontextmanager
 async def _edgetds_process(
-    args: list[str], stderr: Any = None
+    args: list[str], stderr: Any = None, *, module: str = "edgetds"
 ) -> AsyncIterator[tuple[trio.Process, str]]:
-    """Run ``edgetds ARGS``; yield it and the last word of its first stdout line (its address)."""
-    cmd = [sys.executable, "-m", "edgetds", *args]
+    """Run ``python -m MODULE ARGS`` (``edgetds ARGS``); yield it and the last word of its first
+    stdout line (its address)."""
+    cmd = [sys.executable, "-m", module, *args]
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
             partial(trio.run_process, cmd, check=False, stdout=subprocess.PIPE, stderr=stderr)
@@ -184,6 +185,24 @@ async def _edgetds_process(
         finally:
             proc.kill()
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_diy_service(
+    direct: DirectSpec, workdir: Path, *, pool: int = 16
+) -> AsyncIterator[tuple[str, int]]:
+    """bench/diy_service.py on ``direct``'s login as its own process: (its URL, its pid)."""
+    secret = trio.Path(workdir) / "diy-password"
+    await secret.parent.mkdir(parents=True, exist_ok=True)
+    await secret.write_text(direct.password)
+    spec = (
+        f"host={direct.host};port={direct.port};user={direct.user};password=@{secret};"
+        f"database={direct.database}"
+    )
+    args = ["--direct", spec, "--pool", str(pool)]
+    async with _edgetds_process(args, module="bench.diy_service") as (proc, url):
+        # "diy listening on http://HOST:PORT"
+        yield url, proc.pid
 
 
 @asynccontextmanager

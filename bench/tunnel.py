@@ -13,11 +13,19 @@ python-tds straight to the database (`edgetds loadtest --direct`), same concurre
    over it is the cost of HTTP + relay + WebSocket + connector code.
 2. throughput: the same query, concurrency = connector pool size (16) on both sides: queries/s.
 
-Each run also reports the CPU time used per query by each process (``/proc/PID/stat``): this
-process (relay + load generator), the connector and tdslite. On a busy machine latency and
-throughput swing with the other load, CPU per query much less: it says where the cost is.
+A third baseline runs in the same stacks: "diy", bench/diy_service.py, the HTTP service a team
+would write instead (one shared python-tds login, no identity, no policy, same NDJSON), as its
+own process, driven by the same load generator.
 
-Goals: added p50 <= 1.0 ms, added p99 <= 3 ms, throughput >= 90 % of direct.
+Each run also reports the CPU time used per query by each process (``/proc/PID/stat``): this
+process (the load generator), the relay, the connector, tdslite and the DIY service. On a busy
+machine latency and throughput swing with the other load, CPU per query much less: it says where
+the cost is.
+
+Targets (printed as a table at the end, MEETS/MISSES; see `checks`): tunnel p50 <= 1.6x of
+direct+preamble and <= 1.5x of the DIY service at concurrency 1; connector CPU per query <= 1.25x
+of the load generator's in direct+preamble (a bare python-tds client doing the same database
+work); throughput at pool 16 >= 0.6x of direct+preamble; tdslite CPU per query <= 1.2x of direct.
 Run: ``.venv/bin/python -m bench.tunnel [--relay python|worker] [--count N] [--seconds S]``.
 """
 
@@ -33,7 +41,8 @@ from typing import Any
 
 import trio
 
-from bench.stack import DemoStack, open_demo_stack
+from bench.checks import Check, print_table, ratio
+from bench.stack import DemoStack, open_demo_stack, open_diy_service
 from edgetds.loadtest import Plan, RunResult, TokenSource, compare, parse_scenario, run_loadtest
 
 ECHO = {"name": "echo", "sql": "SELECT @n AS n", "params": {"n": {"int": [1, 1_000_000]}}}
@@ -46,10 +55,16 @@ def scenario(concurrency: int, *, count: int | None = None, seconds: float | Non
 
 
 async def measure(
-    stack: DemoStack, sc: Any, *, warmup: int, preamble: bool = False
+    stack: DemoStack,
+    sc: Any,
+    *,
+    warmup: int,
+    preamble: bool = False,
+    diy: tuple[str, int] | None = None,
 ) -> dict[str, RunResult]:
     """Warm both paths up (unrecorded), then run tunnel and direct one after the other; with
-    ``preamble`` also direct + the connector's per-query preamble (as "direct+preamble")."""
+    ``preamble`` also direct + the connector's per-query preamble (as "direct+preamble"); with
+    ``diy`` (URL, pid of bench/diy_service.py) also the do-it-yourself service (as "diy")."""
     tokens = TokenSource.from_dev_idp(
         stack.idp_key_dir, sc.identity, users=sc.load.concurrency, expires_in=3600
     )
@@ -71,11 +86,14 @@ async def measure(
     }
     if preamble:
         variants["direct+preamble"] = replace(variants["direct"], direct_like_connector=True)
+    if diy is not None:
+        variants["diy"] = replace(plan(sc), direct=None, target_url=diy[0])
+        await run_loadtest(replace(variants["diy"], scenario=sc.with_load(count=warmup)))
     runs: dict[str, RunResult] = {}
     for name, variant in variants.items():
-        before = cpu_seconds(stack)
+        before = cpu_seconds(stack, diy)
         [result] = (await run_loadtest(variant)).values()
-        used = {k: v - before[k] for k, v in cpu_seconds(stack).items()}
+        used = {k: v - before[k] for k, v in cpu_seconds(stack, diy).items()}
         per_query = {k: round(1000 * v / max(result.count, 1), 3) for k, v in used.items()}
         runs[name] = replace(
             result, target=name, context={**result.context, "cpu_ms_per_query": per_query}
@@ -88,7 +106,7 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(stack: DemoStack) -> dict[str, float]:
+def cpu_seconds(stack: DemoStack, diy: tuple[str, int] | None = None) -> dict[str, float]:
     """CPU seconds used so far by each process of the stack (user + system)."""
     times = os.times()
     here = "loadgen" if stack.relay_pid is not None else "relay+loadgen"
@@ -99,6 +117,8 @@ def cpu_seconds(stack: DemoStack) -> dict[str, float]:
         out["connector"] = _proc_cpu(stack.connector_process.pid)
     if stack.tds_pid is not None:
         out["tdslite"] = _proc_cpu(stack.tds_pid)
+    if diy is not None:
+        out["diy"] = _proc_cpu(diy[1])
     return out
 
 
@@ -112,40 +132,82 @@ def line(label: str, run: RunResult) -> str:
     )
 
 
-def verdict(value: float | None, goal: float, *, higher_is_better: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    ok = value >= goal if higher_is_better else value <= goal
-    return "meets goal" if ok else "MISSES goal"
+def checks(out: dict[str, Any]) -> list[Check]:
+    """The targets this benchmark measures (see bench/checks.py), from its JSON figures."""
+    c1 = out["latency_c1"]["runs"]
+    tput = out["throughput"]["runs"]
+
+    def p50(runs: dict[str, Any], name: str) -> float | None:
+        return runs[name]["latency_ms"]["p50"] if name in runs else None
+
+    def cpu(runs: dict[str, Any], name: str, process: str) -> float | None:
+        return runs[name]["cpu_ms_per_query"].get(process) if name in runs else None
+
+    loadgen = "loadgen" if "loadgen" in c1["direct"]["cpu_ms_per_query"] else None
+    bare = cpu(c1, "direct+preamble", loadgen) if loadgen else None
+    relay = out["relay"]
+    return [
+        Check(
+            f"{relay}: tunnel p50 / direct+preamble p50 (c1)",
+            ratio(p50(c1, "tunnel"), p50(c1, "direct+preamble")),
+            1.6,
+        ),
+        Check(
+            f"{relay}: tunnel p50 / DIY service p50 (c1)",
+            ratio(p50(c1, "tunnel"), p50(c1, "diy")),
+            1.5,
+        ),
+        Check(
+            f"{relay}: connector CPU / bare python-tds client CPU per query (c1)",
+            ratio(cpu(c1, "tunnel", "connector"), bare),
+            1.25,
+        ),
+        Check(
+            f"{relay}: throughput tunnel / direct+preamble (pool 16)",
+            ratio(
+                tput["tunnel"]["throughput_qps"],
+                tput.get("direct+preamble", {}).get("throughput_qps"),
+            ),
+            0.6,
+            ">=",
+        ),
+        Check(
+            f"{relay}: tdslite CPU per query tunnel / direct (c1)",
+            ratio(cpu(c1, "tunnel", "tdslite"), cpu(c1, "direct", "tdslite")),
+            1.2,
+        ),
+    ]
 
 
 async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="edgetds-bench-") as tmp:
         print(f"(1) latency added by {relay} relay + connector over direct python-tds")
         for concurrency, pool in ((1, 16), (64, 64)):
-            async with open_demo_stack(
-                Path(tmp) / f"c{concurrency}",
-                connector="subprocess",
-                tds_process=True,
-                relay_kind=relay,
-                pool_size=pool,
-            ) as stack:
+            work = Path(tmp) / f"c{concurrency}"
+            async with (
+                open_demo_stack(
+                    work,
+                    connector="subprocess",
+                    tds_process=True,
+                    relay_kind=relay,
+                    pool_size=pool,
+                ) as stack,
+                open_diy_service(stack.direct, work, pool=pool) as diy,
+            ):
                 n = count if concurrency == 1 else count * 4
                 runs = await measure(
                     stack,
                     scenario(concurrency, count=n),
                     warmup=50 + concurrency,
                     preamble=concurrency == 1,
+                    diy=diy,
                 )
             ratios = compare(runs["tunnel"], runs["direct"])
             for r in runs.values():
                 print(line(f"concurrency {concurrency}", r))
-            p50_verdict = verdict(ratios["added_p50_ms"], 1.0)
             print(
-                f"  -> added p50 {ratios['added_p50_ms']} ms ({p50_verdict} <= 1.0), "
-                f"added p99 {ratios['added_p99_ms']} ms "
-                f"({verdict(ratios['added_p99_ms'], 3.0)} <= 3), p50 ratio {ratios['p50']}x, "
-                f"p99 ratio {ratios['p99']}x"
+                f"  -> added p50 {ratios['added_p50_ms']} ms, added p99 {ratios['added_p99_ms']} "
+                f"ms, p50 ratio {ratios['p50']}x, p99 ratio {ratios['p99']}x over direct"
             )
             if "direct+preamble" in runs:
                 rest = compare(runs["tunnel"], runs["direct+preamble"])
@@ -159,21 +221,26 @@ async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> No
                 "ratios": ratios,
             }
         print(f"(2) throughput through one connector vs direct, pool 16, {seconds:.0f} s each")
-        async with open_demo_stack(
-            Path(tmp) / "tput", connector="subprocess", tds_process=True, relay_kind=relay
-        ) as stack:
-            runs = await measure(stack, scenario(16, seconds=seconds), warmup=100)
+        work = Path(tmp) / "tput"
+        async with (
+            open_demo_stack(
+                work, connector="subprocess", tds_process=True, relay_kind=relay
+            ) as stack,
+            open_diy_service(stack.direct, work, pool=16) as diy,
+        ):
+            runs = await measure(
+                stack, scenario(16, seconds=seconds), warmup=100, preamble=True, diy=diy
+            )
         ratios = compare(runs["tunnel"], runs["direct"])
         for r in runs.values():
             print(line("concurrency 16", r))
-        print(
-            f"  -> throughput ratio {ratios['throughput']} "
-            f"({verdict(ratios['throughput'], 0.9, higher_is_better=True)} >= 0.90)"
-        )
+        print(f"  -> throughput ratio {ratios['throughput']} over direct")
         out["throughput"] = {
             "runs": {k: v.as_json() | {"timeline": None} for k, v in runs.items()},
             "ratios": ratios,
         }
+    out["checks"] = [c.as_json() for c in checks(out)]
+    print_table(checks(out), f"tunnel ({relay} relay)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,8 +30,10 @@ Removing lines from the END still leaves a valid chain. The signed checkpoints t
 the relay (connector/checkpoints.py, SPEC.md 5.2) catch that: ``verify --checkpoint`` compares the
 files with the relay's latest one (:func:`check_checkpoint`).
 
-Durability (``fsync``): ``"always"`` (default; fsync after every record), ``"interval"`` (at most
-every ``fsync_interval_s``, and on close), ``"never"`` (leave it to the OS).
+Durability (``fsync``): ``"always"`` (default; fsync after every write: one record, or the group of
+records concurrent queries queued while the previous write ran, see `AuditLog.write`; a query's
+record is on disk before its task goes on), ``"interval"`` (at most every ``fsync_interval_s``,
+and on close), ``"never"`` (leave it to the OS).
 Parameter values are written only when the role sets ``log_param_values = true``.
 """
 
@@ -192,6 +194,11 @@ class AuditLog:
         self._last_sync = time.monotonic()
         self._dirty = False
         self.rotate_bytes = rotate_bytes
+        #: records waiting for the group commit leader (see `write`), and whether one leads
+        self._queue: list[_Queued] = []
+        self._leading = False
+        #: worker-thread writes made by `write` so far (each one write + at most one fsync)
+        self.group_commits = 0
         #: called by :meth:`write` (in trio) with each record written; connector/checkpoints.py
         self.on_write: Callable[[Mapping[str, Any]], None] | None = None
         self.seq, self.head = _tail(self.path)
@@ -206,35 +213,119 @@ class AuditLog:
 
     def write_sync(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Chain and append one record (blocking). Returns the record as written."""
+        [written] = self.write_many_sync([record])
+        if isinstance(written, Exception):
+            raise written
+        return written
+
+    def write_many_sync(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | Exception]:
+        """Chain and append ``records`` in order (blocking): one ``write`` and at most one fsync
+        for all of them (group commit), except that the file still rotates right after the
+        record that reaches ``rotate_bytes``. Returns each record as written, or the exception
+        that kept that record (alone) out of the chain, e.g. a value JSON cannot carry.
+
+        Raises:
+            AuditError: the log is closed.
+            OSError: the file could not be written: none of the records since the last
+                successful write are in the chain (the chain's head is unchanged).
+        """
         with self._lock:
             if self._fd is None:
                 raise AuditError(f"audit log {self.path} is closed")
-            full = dict(record)
-            full.update(v=1, seq=self.seq + 1, prev=self.head, time=_now())
-            full["hash"] = record_hash(full)
-            line = canonical_json(full) + b"\n"
-            os.write(self._fd, line)
-            self._size += len(line)
-            self.seq, self.head = full["seq"], full["hash"]
-            self._dirty = True
-            now = time.monotonic()
-            if self.fsync == "always" or (
-                self.fsync == "interval" and now - self._last_sync >= self.fsync_interval_s
-            ):
-                os.fsync(self._fd)
-                self._last_sync, self._dirty = now, False
-            if self.rotate_bytes and self._size >= self.rotate_bytes:
-                self._rotate_locked()
-            return full
+            out: list[dict[str, Any] | Exception] = []
+            lines: list[bytes] = []
+            seq, head, size = self.seq, self.head, self._size
+            for record in records:
+                try:
+                    full = dict(record)
+                    full.update(v=1, seq=seq + 1, prev=head, time=_now())
+                    full["hash"] = record_hash(full)
+                    line = canonical_json(full) + b"\n"
+                except (ValueError, TypeError) as exc:
+                    out.append(exc)
+                    continue
+                lines.append(line)
+                out.append(full)
+                seq, head, size = full["seq"], full["hash"], size + len(line)
+                if self.rotate_bytes and size >= self.rotate_bytes:
+                    self._append_locked(lines, seq, head)
+                    lines = []
+                    self._rotate_locked()
+                    size = 0
+            if lines:
+                self._append_locked(lines, seq, head)
+            return out
+
+    def _append_locked(self, lines: list[bytes], seq: int, head: str) -> None:
+        """Write the chained ``lines`` (the last one's seq and hash given), then fsync by policy."""
+        assert self._fd is not None
+        data = b"".join(lines)
+        os.write(self._fd, data)
+        self._size += len(data)
+        self.seq, self.head = seq, head
+        self._dirty = True
+        now = time.monotonic()
+        if self.fsync == "always" or (
+            self.fsync == "interval" and now - self._last_sync >= self.fsync_interval_s
+        ):
+            os.fsync(self._fd)
+            self._last_sync, self._dirty = now, False
 
     async def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Chain and append one record from trio (the file I/O runs in a worker thread)."""
+        """Chain and append one record from trio, with group commit.
+
+        Strategy: the first caller while no write is in progress becomes the *leader*: it takes
+        every record queued so far and writes them in ONE worker-thread call (one write, one
+        fsync: `write_many_sync`). Callers that arrive meanwhile queue their record and wait; when
+        the leader is done it wakes them and, if more records queued up, hands the lead to the
+        first of them. Records are chained in the order `write` was called; each caller returns
+        only once its own record is on disk (per the fsync policy), as without group commit.
+        Shielded from cancellation: a record once queued is written, and the lead is never lost.
+
+        Raises:
+            AuditError: the log is closed.
+            OSError: the file could not be written.
+            ValueError, TypeError: this record cannot be serialized (the others are written).
+        """
         import trio
 
-        full = await trio.to_thread.run_sync(self.write_sync, record)
+        entry = _Queued(record, trio.Event())
+        with trio.CancelScope(shield=True):
+            self._queue.append(entry)
+            if self._leading:
+                await entry.done.wait()  # written by a leader, or handed the lead
+            if not entry.finished:
+                await self._lead()
+        if isinstance(entry.result, BaseException):
+            raise entry.result
+        written: dict[str, Any] = entry.result
+        return written
+
+    async def _lead(self) -> None:
+        import trio
+
+        self._leading = True
+        batch, self._queue = self._queue, []
+        try:
+            results: list[dict[str, Any] | Exception] = await trio.to_thread.run_sync(
+                self.write_many_sync, [e.record for e in batch]
+            )
+        except Exception as exc:  # the whole batch failed (closed, disk full): all of them
+            results = [exc] * len(batch)
+        for queued, result in zip(batch, results, strict=True):
+            queued.result, queued.finished = result, True
+            queued.done.set()
+        if self._queue:
+            self._queue[0].done.set()  # not finished: it leads the next batch
+        else:
+            self._leading = False
+        self.group_commits += 1
         if self.on_write is not None:
-            self.on_write(full)
-        return full
+            for result in results:
+                if not isinstance(result, Exception):
+                    self.on_write(result)
 
     def position(self) -> tuple[int, str, str]:
         """(seq, head hash, file name) of the last record written: what a checkpoint signs."""
@@ -302,6 +393,16 @@ class AuditLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(eq=False)
+class _Queued:
+    """A record waiting in `AuditLog.write`'s group commit queue."""
+
+    record: Mapping[str, Any]
+    done: Any  # trio.Event (trio is imported lazily: `edgetds audit verify` needs none)
+    finished: bool = False
+    result: Any = None
 
 
 def rotated_files(path: str | Path) -> list[Path]:

@@ -48,6 +48,7 @@ __all__ = [
     "ExecRequest",
     "describe_sql_error",
     "execute",
+    "preamble_batch",
     "reset_connection_flag",
     "run_statement",
 ]
@@ -57,6 +58,17 @@ log = logging.getLogger("edgetds.connector.execute")
 #: sp_set_session_context keys set (read-only) before every query: read them in SQL Server with
 #: SESSION_CONTEXT(N'edgetds.sub') etc., e.g. in a row-level security predicate.
 CONTEXT_KEYS = ("edgetds.sub", "edgetds.iss", "edgetds.query_id")
+
+
+def preamble_batch() -> str:
+    """The batch that sets the CONTEXT_KEYS (values bound as @c0, @c1, ..., in that order)."""
+    return _PREAMBLE
+
+
+_PREAMBLE = ";".join(
+    f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
+    for i, key in enumerate(CONTEXT_KEYS)
+)
 
 #: how long a worker blocked in python-tds gets after ATTENTION before its socket is cut
 _INTERRUPT_GRACE_S = 2.0
@@ -232,10 +244,7 @@ class _Reader:
             BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, ""))
             for i, key in enumerate(CONTEXT_KEYS)
         ]
-        batch = ";".join(
-            f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
-            for i, key in enumerate(CONTEXT_KEYS)
-        )
+        batch = _PREAMBLE
         try:
             if reset:
                 with reset_connection_flag(cursor._session):

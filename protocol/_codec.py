@@ -27,6 +27,7 @@ from ._flow import (
 )
 from ._frames import MAX_STREAM_ID, Frame, FrameType
 from ._json import canonical_json, loads_object
+from ._records import RecordLine
 from ._sessions import check_session
 
 __all__ = ["EVENT_TYPES", "decode", "encode"]
@@ -288,5 +289,21 @@ def encode(event: ev.Event) -> Frame:
         TypeError: a JSON member is not serializable.
     """
     frame = Frame(EVENT_TYPES[type(event)], stream_of(event), _payload(event))
-    decode(frame)
+    if not _built_valid(event):
+        decode(frame)
     return frame
+
+
+#: The record each result frame carries (see `RecordLine`).
+_RECORD_KEYS: dict[type[ev.Event], str] = {
+    ev.Columns: "columns",
+    ev.Done: "done",
+    ev.Error: "error",
+}
+
+
+def _built_valid(event: ev.Event) -> bool:
+    """A COLUMNS/DONE/ERROR payload that `ndjson_line` built with that record's shape: valid as
+    the receiver checks it, no need to parse it again."""
+    data = getattr(event, "data", None)
+    return isinstance(data, RecordLine) and data.key == _RECORD_KEYS.get(type(event))

@@ -20,6 +20,7 @@ from ._sqltypes import SQL_TYPES
 
 __all__ = [
     "ErrorRecord",
+    "RecordLine",
     "done_record",
     "error_record",
     "ndjson_line",
@@ -30,9 +31,39 @@ __all__ = [
 _TYPE = re.compile(r"([a-z0-9]+)(?:\((max|\d{1,4})(?:,(\d{1,2}))?\))?")
 
 
-def ndjson_line(obj: Mapping[str, Any]) -> bytes:
-    """One NDJSON record: compact UTF-8 JSON plus ``\\n``."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+class RecordLine(bytes):
+    """An NDJSON line built by `ndjson_line`, which knows its shape: ``key`` is "columns",
+    "done" or "error" when the line is a valid payload of that frame as the receiver checks it at
+    the top level (one line, one member of the right JSON type, an error's string "code", no
+    NaN/Infinity), else None. Sending such a line skips re-parsing the JSON that was just built
+    (`protocol._codec.encode`); the receiving side still parses and checks every payload."""
+
+    key: str | None = None
+
+
+def _record_key(obj: Mapping[str, Any]) -> str | None:
+    if len(obj) != 1:
+        return None
+    [(key, value)] = obj.items()
+    if key == "columns" and isinstance(value, list):
+        return key
+    if key == "done" and isinstance(value, dict):
+        return key
+    if key == "error" and isinstance(value, dict) and isinstance(value.get("code"), str):
+        return key
+    return None
+
+
+def ndjson_line(obj: Mapping[str, Any]) -> RecordLine:
+    """One NDJSON record: compact UTF-8 JSON plus ``\\n`` (see `RecordLine`)."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        key = _record_key(obj)
+    except ValueError:  # NaN/Infinity: written as before, and checked when sent
+        text, key = json.dumps(obj, separators=(",", ":"), ensure_ascii=False), None
+    line = RecordLine(text.encode("utf-8") + b"\n")
+    line.key = key
+    return line
 
 
 def done_record(

@@ -26,7 +26,6 @@ from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 import trio
 
 from edgetds.loadtest.progress import show_progress
@@ -235,15 +234,12 @@ async def _with_progress(
 async def run_tunnel(plan: Plan) -> RunResult:
     assert plan.target_url is not None
     assert plan.tokens is not None
-    load = plan.scenario.load
-    limits = httpx.Limits(
-        max_connections=load.concurrency, max_keepalive_connections=load.concurrency
-    )
-    timeout = httpx.Timeout(load.timeout_s, connect=min(load.timeout_s, 10.0))
     recorder = Recorder("tunnel", seed=plan.scenario.seed)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
-        target = HttpTarget(client, plan.target_url, plan.tunnel, plan.tokens)
+    target = HttpTarget(plan.target_url, plan.tunnel, plan.tokens)
+    try:
         await _with_progress(plan, recorder, partial(drive, plan.scenario, target, recorder))
+    finally:
+        await target.aclose()
     return recorder.result(**_context(plan, url=plan.target_url, tunnel=plan.tunnel))
 
 

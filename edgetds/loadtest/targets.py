@@ -1,7 +1,8 @@
 """Where a load test sends its queries: the relay's HTTP API, or SQL Server directly.
 
-- `HttpTarget`: ``POST {url}/v1/tunnels/{tunnel}/query`` over one shared httpx.AsyncClient
-  (HTTP/1.1 keep-alive, pool sized to the concurrency). The NDJSON body is split by newline (never
+- `HttpTarget`: ``POST {url}/v1/tunnels/{tunnel}/query`` over one HTTP/1.1 keep-alive
+  connection per slot (a lean client, edgetds/loadtest/_http.py: the load generator's own CPU per
+  query stays well below the service's). The NDJSON body is split by newline (never
   by chunk) and must end with exactly one terminal line (``{"done": ...}`` or ``{"error": ...}``);
   a body without one counts as the error ``truncated``. Row lines are counted, not parsed.
 - `DirectTarget`: the same statements with python-tds, one connection per virtual-user slot, each
@@ -25,10 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import trio
 
+from edgetds.loadtest._http import HttpConnection, ResponseTruncated
 from edgetds.loadtest.scenario import Identity, QuerySpec
 from edgetds.loadtest.stats import SAMPLE_MAX, QueryOutcome
 from protocol import ErrorCode
@@ -137,6 +139,9 @@ class TokenSource:
 # -------------------------------------------------------------------------------------- HTTP
 
 
+_JSON = (b"content-type", b"application/json")
+
+
 def query_url(base: str, tunnel: str) -> str:
     return f"{base.rstrip('/')}/v1/tunnels/{tunnel}/query"
 
@@ -224,39 +229,50 @@ class NdjsonCounter:
 
 
 class HttpTarget:
-    """Sends scenario queries to the relay's HTTP API (see module docstring)."""
+    """Sends scenario queries to the relay's HTTP API (see module docstring): one keep-alive
+    connection per slot (edgetds/loadtest/_http.py), opened on the slot's first query."""
 
-    def __init__(
-        self, client: httpx.AsyncClient, base_url: str, tunnel: str, tokens: TokenSource
-    ) -> None:
-        self.client = client
-        self.url = query_url(base_url, tunnel)
+    def __init__(self, base_url: str, tunnel: str, tokens: TokenSource) -> None:
+        self.base_url = base_url
+        self.path = urlsplit(query_url(base_url, tunnel)).path
         self.tokens = tokens
+        self._conns: dict[int, HttpConnection] = {}
+        self._headers = [
+            [(b"authorization", b"Bearer " + token.encode()), _JSON] for token in tokens.tokens
+        ]
 
     async def __call__(
         self, slot: int, vu: int, query: QuerySpec, rng: random.Random
     ) -> QueryOutcome:
         body = json.dumps(query.http_body(rng), separators=(",", ":")).encode()
-        headers = {
-            "authorization": "Bearer " + self.tokens.for_vu(vu),
-            "content-type": "application/json",
-        }
+        conn = self._conns.get(slot)
+        if conn is None:
+            conn = self._conns[slot] = HttpConnection(self.base_url)
+        counter = NdjsonCounter()
         nbytes = 0
+
+        def on_body(chunk: bytes) -> None:
+            nonlocal nbytes
+            nbytes += len(chunk)
+            counter.feed(chunk)
+
         try:
-            async with self.client.stream("POST", self.url, content=body, headers=headers) as resp:
-                if resp.status_code != 200:
-                    return _error_outcome(await resp.aread(), resp.status_code)
-                counter = NdjsonCounter()
-                async for chunk in resp.aiter_raw():
-                    nbytes += len(chunk)
-                    counter.feed(chunk)
-                return counter.outcome(nbytes)
-        except httpx.RemoteProtocolError:
+            status, other = await conn.post(
+                self.path, self._headers[vu % len(self._headers)], body, on_body
+            )
+        except ResponseTruncated:
             return QueryOutcome("truncated", 0, nbytes, "the relay closed the response early")
-        except httpx.TimeoutException:
-            return QueryOutcome("client.timeout", 0, nbytes)
-        except httpx.TransportError as exc:
-            return QueryOutcome("client." + type(exc).__name__, 0, nbytes, str(exc) or None)
+        except (OSError, trio.BrokenResourceError) as exc:
+            kind = "ReadError" if isinstance(exc, trio.BrokenResourceError) else "ConnectError"
+            return QueryOutcome("client." + kind, 0, nbytes, str(exc) or None)
+        if status != 200:
+            return _error_outcome(other, status)
+        return counter.outcome(nbytes)
+
+    async def aclose(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            await conn.aclose()
 
 
 # ------------------------------------------------------------------------------------ direct
@@ -312,12 +328,9 @@ def _drain(cursor: Any) -> None:
 def _session_setup(cursor: Any) -> None:
     """The connector's per-query preamble (connector/execute.py), with placeholder values."""
     from connector.encode import BoundParam
-    from connector.execute import CONTEXT_KEYS, reset_connection_flag, run_statement
+    from connector.execute import CONTEXT_KEYS, preamble_batch, reset_connection_flag, run_statement
 
-    batch = ";".join(
-        f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
-        for i, key in enumerate(CONTEXT_KEYS)
-    )
+    batch = preamble_batch()
     params = [BoundParam(f"@c{i}", "nvarchar(4000)", "loadtest") for i in range(len(CONTEXT_KEYS))]
     # the reset rides on this request as the TDS RESETCONNECTION flag, as in the connector
     with reset_connection_flag(cursor._session):

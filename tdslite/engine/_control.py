@@ -221,7 +221,7 @@ def _exec(
     positional, named = _arguments(session, tokens, index, variables)
     lowered = procedure.lower()
     if lowered == "sp_set_session_context":
-        _set_session_context(session, positional, named)
+        set_session_context(session, positional, named)
         return
     if lowered == "sp_reset_connection":
         session.reset()
@@ -232,7 +232,7 @@ def _exec(
     yield from system(session, (positional, named))
 
 
-def _set_session_context(
+def set_session_context(
     session: SessionView,
     positional: list[tuple[object, SqlType | None]],
     named: dict[str, tuple[object, SqlType | None]],

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from . import _errors, _flow, _objects, _statements, _sysfuncs, _sysrows, _sysviews, _tvp
+from . import _errors, _flow, _objects, _preamble, _statements, _sysfuncs, _sysrows, _sysviews, _tvp
 from ._batch import STATEMENT_KEYWORDS, Statement, parse_statement, split_batch
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
@@ -34,7 +34,7 @@ from ._translate import UNKNOWN, Translator, is_unknown, to_sqlite
 from ._types import Column, Param, SqlType
 from ._typing import guess_type
 from ._users import User
-from ._values import Storage, decoder, encode
+from ._values import Storage, decode, decoder, encode
 
 _SQLGLOT_KEYWORDS = frozenset(
     {"SELECT", "WITH", "(", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "TRUNCATE", "DECLARE"}
@@ -208,6 +208,17 @@ class Session:
         self.flow.wake.clear()
         if not _encodable(sql):
             raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
+        calls = _preamble.match(sql)
+        if calls is not None:
+            fast = self._set_contexts(sql, calls, params)
+            if fast is not None:
+                return fast
+        return self._general(sql, params)
+
+    def _general(
+        self, sql: str, params: Sequence[Param]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
+        """`execute` for any batch: parse it all, bind the parameters, run each statement."""
         statements = _split(sql)
         if statements and _procedure_call(statements[0]):
             statements = _split("EXEC " + sql)  # a batch may start with a procedure's bare name
@@ -235,6 +246,97 @@ class Session:
                 )
             batch_params[name] = Variable(param.type, encode(param.type, param.value))
         return self._batch(nodes, batch_params)
+
+    def _set_contexts(
+        self, sql: str, calls: tuple[_preamble.Call, ...], params: Sequence[Param]
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info] | None:
+        """The fast path of `_preamble` (see there): the iterator that sets the keys, or None
+        when the general path must run ``sql`` (it then raises the error the calls deserve)."""
+        from . import _control
+
+        if self.flow.doomed:
+            return None
+        variables = self._preamble_variables(calls, params, self._context)
+        if variables is None:
+            return None
+        return self._run_contexts(sql, calls, params, variables, _control.set_session_context)
+
+    def _preamble_variables(
+        self,
+        calls: tuple[_preamble.Call, ...],
+        params: Sequence[Param],
+        context: dict[str, tuple[object, SqlType, bool]],
+    ) -> dict[str, Variable] | None:
+        """The bound parameters if the fast path answers as the general path would with the
+        session context ``context``, else None. No side effects."""
+        if self.objects.table_variables or self._catalog.table_variables:
+            return None
+        variables: dict[str, Variable] = {}
+        try:
+            for param in params:
+                name = param.name.lstrip("@").lower()
+                if not name or name.startswith("__g_") or param.type == _tvp.TABLE:
+                    return None
+                if isinstance(param.value, str) and not _encodable(param.value):
+                    return None
+                variables[name] = Variable(param.type, encode(param.type, param.value))
+            if _objects.lookup(self, "sp_set_session_context", "PROCEDURE") is not None:
+                return None  # a procedure of that name: the general path runs it
+        except (SqlError, sqlite3.Error, ValueError, TypeError):
+            return None  # a value the general path refuses: it raises the error
+        for key, name, _ in calls:
+            existing = context.get(key)
+            if name not in variables or (existing is not None and existing[2]):
+                return None
+            if len(key.encode("utf-16-le")) > 256:
+                return None
+        return variables
+
+    def preamble_inline(self, sql: str, params: Sequence[Param], *, reset: bool) -> bool:
+        """Whether (a reset, when ``reset``, then) running ``sql`` takes `_preamble`'s fast path
+        and neither waits nor takes long: no transaction to roll back, no #table, #procedure or
+        table variable to drop, no open rows. The wire layer then runs such a request on its
+        event loop instead of a worker thread (the answer is the same). No side effects."""
+        calls = _preamble.match(sql)
+        if calls is None or self._closed or self._trancount or self._conn.in_transaction:
+            return False
+        if self._open_rows is not None or self.objects.temp_procedures or self._catalog.temp:
+            return False
+        if not reset and self.flow.doomed:
+            return False
+        return self._preamble_variables(calls, params, {} if reset else self._context) is not None
+
+    def _run_contexts(
+        self,
+        sql: str,
+        calls: tuple[_preamble.Call, ...],
+        params: Sequence[Param],
+        variables: dict[str, Variable],
+        set_session_context: Any,
+    ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
+        # Strategy: the calls run in one step when the iterator is first advanced (the general
+        # path runs them one per step, with nothing to yield between them), so a cancel can only
+        # come before them all: then the general path runs and reports it as it always does.
+        if self._cancel_requested:
+            yield from self._general(sql, params)
+            return
+        nvarchar = SqlType("nvarchar", length=max(1, len(sql)))
+        for key, name, read_only in calls:
+            self._finish_rows()
+            self.started.append("EXEC")
+            variable = variables[name]
+            set_session_context(
+                self,
+                [],
+                {
+                    "key": (key, nvarchar),
+                    "value": (decode(variable.type, variable.value), variable.type),
+                    "read_only": (int(read_only), SqlType("int")),
+                },
+            )
+            self.flow.last_error = 0
+        return
+        yield  # a generator, as the general path's iterator
 
     def _batch(
         self, nodes: list[_flow.Node], variables: dict[str, Variable]

@@ -358,11 +358,14 @@ class Connection:
                 request.cancelled = True
                 request.reply.send = None
 
-        request.reply.send = send
         try:
-            await trio.to_thread.run_sync(
-                self._dispatch, dispatcher, request, msg, limiter=self.ctx.limiter
-            )
+            if dispatcher.runs_inline(msg, request.reply.tds_version):
+                self._dispatch(dispatcher, request, msg)  # small and quick (the reply buffers)
+            else:
+                request.reply.send = send
+                await trio.to_thread.run_sync(
+                    self._dispatch, dispatcher, request, msg, limiter=self.ctx.limiter
+                )
             # No checkpoint from here to `_running = None`: an ATTENTION read before this point
             # is acknowledged here, one read after it by `_attention` (queued behind this reply on
             # the send lock). Either way exactly one DONE(ATTN), and always in a message of its
@@ -385,7 +388,7 @@ class Connection:
 
     @staticmethod
     def _dispatch(dispatcher: Dispatcher, request: Request, msg: Message) -> None:
-        """Blocking: runs in a worker thread."""
+        """Blocking: in a worker thread, or on the event loop when `Dispatcher.runs_inline`."""
         reply = request.reply
         if msg.ignored:
             reply.write(tk.done(Done.FINAL, 0))

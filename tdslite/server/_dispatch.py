@@ -19,11 +19,14 @@ from . import _tokens as tk
 from ._buffer import Reader
 from ._bulkload import bulk_load, insert_bulk
 from ._columns import returnvalue
-from ._packets import ProtocolError
+from ._packets import Message, PacketType, ProtocolError
 from ._reply import TDS72, Reply
 from ._requests import Request, SessionState, env_changes, run_statements, write_error
 from ._tokens import Done
 from ._wiretype import UnsupportedParameter, WireType
+
+#: The largest request `Dispatcher.runs_inline` considers (the preamble is a few hundred bytes).
+_INLINE_MAX = 8192
 
 #: Transaction Manager request types (MS-TDS 2.2.6.9).
 TM_BEGIN_XACT = 5
@@ -132,6 +135,34 @@ class Dispatcher:
             return
         env_changes(self.state, reply)
         reply.write(tk.done(Done.INXACT if session.in_transaction else Done.FINAL, 0))
+
+    # --- inline requests ---------------------------------------------------------------------
+
+    def runs_inline(self, msg: Message, tds_version: int) -> bool:
+        """Whether ``msg`` may be answered on the event loop instead of a worker thread: ONE
+        sp_executesql call that sets session context keys (the per-query preamble of a pooling
+        client, engine/_preamble.py), with or without RESETCONNECTION, on a session whose engine
+        says it runs at once (`Session.preamble_inline`), with an in-memory statement log. The
+        answer is the same either way (`Connection._dispatch` runs in both); a thread hop costs
+        more than this request's own work."""
+        log = self.state.statement_log
+        if msg.type != PacketType.RPC or msg.ignored or len(msg.payload) > _INLINE_MAX:
+            return False
+        if log is not None and not log.in_memory_only:
+            return False
+        check = getattr(self.state.session, "preamble_inline", None)
+        if check is None:
+            return False
+        try:
+            calls = _rpc.parse(msg.payload, skip_headers=tds_version >= TDS72)
+            if len(calls) != 1 or calls[0].name != "sp_executesql" or len(calls[0].params) < 2:
+                return False
+            p = calls[0].params
+            stmt, decl = _text_param(p, 0, "@stmt"), _text_param(p, 1, "@params")
+            params = _bind(p[2:], _rpc.declared_params(decl))
+        except Exception:  # noqa: BLE001 - whatever is wrong, the worker thread reports it
+            return False
+        return bool(check(stmt, params, reset=msg.reset_connection))
 
     # --- RPC -------------------------------------------------------------------------------------
 

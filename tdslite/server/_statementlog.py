@@ -71,6 +71,11 @@ class StatementLog:
             self._on_entry(entry)
         return entry
 
+    @property
+    def in_memory_only(self) -> bool:
+        """No file and no hook: `record` neither does I/O nor calls out (the event loop may)."""
+        return self._file is None and self._on_entry is None
+
     def statements(self) -> list[str]:
         """Statement texts recorded so far, oldest first."""
         with self._lock:

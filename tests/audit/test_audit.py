@@ -250,3 +250,66 @@ def test_cli_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"{bad}:2: record(s) removed" in capsys.readouterr().err
     assert main(["audit", "verify", str(tmp_path / "missing")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+async def test_group_commit_keeps_call_order_and_batches_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent writers: records are chained in the order `write` was called, written in
+    fewer worker-thread writes (and fsyncs) than records, and every caller returns its own
+    record as written; the checkpoint hook sees them in chain order."""
+    import connector.audit as audit_module
+
+    fsyncs: list[int] = []
+    real_fsync = audit_module.os.fsync
+    monkeypatch.setattr(audit_module.os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path, fsync="always")
+    hooked: list[int] = []
+    log.on_write = lambda record: hooked.append(record["seq"])
+    called: list[str] = []
+    returned: dict[str, int] = {}
+
+    async def one(i: int) -> None:
+        called.append(f"q{i}")  # no checkpoint between this and the write: the call order
+        returned[f"q{i}"] = (await log.write(rec(i)))["seq"]
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(one, i)
+        await log.aclose()
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [r["query_id"] for r in records] == called
+    assert returned == {r["query_id"]: r["seq"] for r in records}
+    assert hooked == list(range(1, 41))
+    assert verify_files([path]).ok
+    assert 2 <= log.group_commits < 40
+    assert len(fsyncs) == log.group_commits
+
+
+async def test_group_commit_a_bad_record_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path, fsync="never")
+    outcomes: dict[int, str] = {}
+
+    async def one(i: int) -> None:
+        record = rec(i)
+        if i == 3:
+            record["subject"] = object()  # JSON cannot carry it
+        try:
+            await log.write(record)
+        except TypeError:
+            outcomes[i] = "refused"
+        else:
+            outcomes[i] = "written"
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(one, i)
+        await log.aclose()
+    assert outcomes == {i: "refused" if i == 3 else "written" for i in range(8)}
+    result = verify_files([path])
+    assert result.ok
+    assert result.records == 7

@@ -336,3 +336,49 @@ def test_new_session_ids_are_valid_and_distinct() -> None:
     assert len(ids) == 100
     for sid in ids:
         assert protocol.check_session({"id": sid, "op": "commit"}, has_statement=False) == "commit"
+
+
+def test_built_record_lines_know_their_shape() -> None:
+    """`ndjson_line` marks a line with the frame record it is valid for; anything else (another
+    shape, NaN) is a plain line that `encode` checks as before."""
+    from protocol._records import RecordLine, ndjson_line
+
+    cases: list[tuple[dict[str, Any], str | None]] = [
+        ({"columns": [{"name": "n", "type": "int"}]}, "columns"),
+        ({"done": {"rows": 1}}, "done"),
+        ({"error": {"code": "sql.error", "message": "m"}}, "error"),
+        ({"error": {"code": 7}}, None),
+        ({"columns": {}}, None),
+        ({"done": []}, None),
+        ({"done": {}, "extra": 1}, None),
+        ({"other": 1}, None),
+        ({"done": {"elapsed_ms": float("nan")}}, None),
+    ]
+    for obj, key in cases:
+        line = ndjson_line(obj)
+        assert isinstance(line, RecordLine)
+        assert line.key == key
+        assert line.endswith(b"\n")
+        assert line.count(b"\n") == 1
+    assert ndjson_line({"done": {"x": float("nan")}}) == b'{"done":{"x":NaN}}\n'
+    assert done_record(rows=1, result_sets=1, elapsed_ms=2, query_id="q").key == "done"  # type: ignore[attr-defined]
+    assert error_record(ErrorCode.SQL_ERROR, "m").key == "error"  # type: ignore[attr-defined]
+
+
+def test_encode_skips_reparsing_built_lines_only() -> None:
+    """A COLUMNS/DONE/ERROR event carrying a line `ndjson_line` built for that record is not
+    parsed again when encoded; the same bytes as plain bytes, or under another frame type, are."""
+    from protocol._records import RecordLine, ndjson_line
+
+    done = ndjson_line({"done": {"rows": 1}})
+    assert encode(events.Done(1, done)).payload == done
+    assert encode(events.Done(1, bytes(done))).payload == done
+    forged = RecordLine(b"not json\n")
+    forged.key = "done"
+    assert encode(events.Done(1, forged)).payload == forged  # trusted: built by ndjson_line
+    with pytest.raises(ValueError, match="columns"):
+        encode(events.Columns(1, done))  # a DONE line is no COLUMNS record
+    with pytest.raises(ValueError, match="NaN"):
+        encode(events.Done(1, ndjson_line({"done": {"x": float("nan")}})))
+    rows = RecordLine(b"[1]\n")
+    assert encode(events.Rows(1, rows)).payload == rows

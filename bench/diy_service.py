@@ -1,0 +1,226 @@
+"""The do-it-yourself baseline: the small HTTP service a team would write instead of edgetds.
+
+What the tunnel is compared with: an ASGI app on hypercorn (Trio worker, as the relay runs) that
+takes the same ``POST .../query`` body (``{"sql", "params"}``), binds the parameters as the
+connector does (`connector.encode.decode_params`, sp_executesql through
+`connector.execute.run_statement`), runs the statement on ONE shared python-tds login (a pool of
+connections of that login, one per concurrent request), and streams the same NDJSON shape
+(``{"columns": ...}``, row arrays from `connector.encode.RowEncoder`, ``{"done": ...}``). No
+identity, no policy, no audit, no session context, no relay, no WebSocket: the floor of what any
+HTTP-to-SQL service costs on this machine.
+
+Run alone: ``.venv/bin/python -m bench.diy_service --direct "host=127.0.0.1;port=1433;
+user=reader;password=...;database=..." [--port 0] [--pool 16]``; it prints
+``diy listening on http://HOST:PORT`` and serves until killed. bench/tunnel.py starts it as its
+own process (its own GIL, its CPU read from /proc like the other parts').
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import time
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from connector.encode import (
+    BoundParam,
+    ParamError,
+    RowEncoder,
+    columns_line,
+    decode_params,
+    describe,
+)
+from connector.execute import run_statement
+from edgetds.loadtest.targets import DirectSpec, parse_direct
+from protocol import ErrorCode, done_record, error_record
+
+__all__ = ["DiyApp", "main"]
+
+_HEADERS = [(b"content-type", b"application/x-ndjson")]
+_FETCH_ROWS = 500
+
+
+class _Query:
+    """One request's cursor, touched by one worker thread at a time."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.cursor: Any = None
+        self.encoder: RowEncoder | None = None
+        self.result_sets = 0
+        self.rows = 0
+        self.finished = False
+
+    def start(self, sql: str, params: list[BoundParam]) -> bytes:
+        self.cursor = self.conn.cursor()
+        run_statement(self.cursor, sql, params)
+        return self._next_result()
+
+    def _next_result(self) -> bytes:
+        """COLUMNS of the next result set and its first rows (b"" and finished: none left)."""
+        while not self.finished:
+            if self.cursor.description:
+                cols = describe(self.cursor.description)
+                self.encoder = RowEncoder(cols)
+                self.result_sets += 1
+                return columns_line(cols) + self._fetch()
+            if not self.cursor.nextset():
+                self.finished = True
+        return b""
+
+    def _fetch(self) -> bytes:
+        assert self.encoder is not None
+        rows = self.cursor.fetchmany(_FETCH_ROWS)
+        if not rows:
+            self.encoder = None
+            if not self.cursor.nextset():
+                self.finished = True
+            return b""
+        self.rows += len(rows)
+        encode = self.encoder.encode
+        return b"".join([encode(row) for row in rows])
+
+    def more(self) -> bytes:
+        return self._next_result() if self.encoder is None else self._fetch()
+
+
+class DiyApp:
+    """The ASGI app (see the module docstring)."""
+
+    def __init__(self, spec: DirectSpec, *, pool: int) -> None:
+        self.spec = spec
+        self.limiter = trio.CapacityLimiter(pool)
+        self.idle: list[Any] = []
+
+    def _connect(self) -> Any:
+        import pytds
+
+        return pytds.connect(
+            dsn=self.spec.host,
+            port=self.spec.port,
+            user=self.spec.user,
+            password=self.spec.password,
+            database=self.spec.database or None,
+            autocommit=True,
+            timeout=60,
+            appname="edgetds-diy",
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["method"] != "POST":
+            await _answer(send, 405, error_record(ErrorCode.REQUEST_INVALID, "POST a query"))
+            return
+        try:
+            request = json.loads(body)
+            sql = request["sql"]
+            params = decode_params(request.get("params") or {})
+        except (ValueError, KeyError, TypeError, ParamError) as exc:
+            await _answer(send, 400, error_record(ErrorCode.REQUEST_INVALID, str(exc)))
+            return
+        await self._run(send, sql, params)
+
+    async def _run(self, send: Any, sql: str, params: list[BoundParam]) -> None:
+        from pytds import tds_base
+
+        started = time.monotonic()
+        async with self.limiter:
+            conn = self.idle.pop() if self.idle else None
+            try:
+                if conn is None:
+                    conn = await trio.to_thread.run_sync(self._connect)
+                query = _Query(conn)
+                try:
+                    data = await trio.to_thread.run_sync(query.start, sql, params)
+                except tds_base.Error as exc:
+                    number = int(getattr(exc, "msg_no", 0) or 0)
+                    line = error_record(ErrorCode.SQL_ERROR, f"SQL Server error {number}: {exc}")
+                    await _answer(send, 200, line)
+                    return
+                await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+                while not query.finished:
+                    if data:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                    data = await trio.to_thread.run_sync(query.more)
+                elapsed = int(1000 * (time.monotonic() - started))
+                done = done_record(
+                    rows=query.rows,
+                    result_sets=query.result_sets,
+                    elapsed_ms=elapsed,
+                    query_id=None,
+                )
+                await send({"type": "http.response.body", "body": data + done})
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                raise
+            finally:
+                if conn is not None:
+                    self.idle.append(conn)
+
+
+async def _answer(send: Any, status: int, line: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": line})
+
+
+async def serve_diy(
+    spec: DirectSpec,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    pool: int = 16,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `DiyApp` until cancelled; reports the bound URL."""
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    app: Any = DiyApp(spec, pool=pool)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(functools.partial(serve, app, config))
+        task_status.started(str(binds[0]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--direct", required=True, help="host=..;port=..;user=..;password=..")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pool", type=int, default=16, help="connections of the one login")
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(
+                functools.partial(
+                    serve_diy, parse_direct(args.direct), port=args.port, pool=args.pool
+                )
+            )
+            print(f"diy listening on {url}", flush=True)
+
+    trio.run(run)
+
+
+if __name__ == "__main__":
+    main()

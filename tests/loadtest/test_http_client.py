@@ -1,0 +1,158 @@
+"""The load generator's lean HTTP/1.1 client (edgetds/loadtest/_http.py) against a real server on
+127.0.0.1 that answers with scripted bytes: keep-alive reuse, a server that closed the idle
+connection, a response cut short, a non-200 answer."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+
+from edgetds.loadtest import TokenSource, parse_scenario
+from edgetds.loadtest._http import HttpConnection, ResponseTruncated
+from edgetds.loadtest.targets import HttpTarget
+
+BODY = b'{"columns":[{"name":"n","type":"int"}]}\n[1]\n[2]\n{"done":{"rows":2}}\n'
+
+
+def chunked(body: bytes, pieces: int = 3) -> bytes:
+    step = max(1, len(body) // pieces)
+    out = b""
+    for i in range(0, len(body), step):
+        part = body[i : i + step]
+        out += b"%x\r\n%s\r\n" % (len(part), part)
+    return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + out + b"0\r\n\r\n"
+
+
+async def read_request(stream: trio.SocketStream, buffer: bytearray) -> bytes | None:
+    """One request (head + Content-Length body) off ``stream``; None at EOF."""
+    while b"\r\n\r\n" not in buffer:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        buffer += data
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        rest += await stream.receive_some(65536)
+    buffer[:] = rest[length:]
+    return head + b"\r\n\r\n" + rest[:length]
+
+
+@asynccontextmanager
+async def scripted_server(
+    answer: Callable[[int, int], tuple[bytes, bool]],
+) -> AsyncIterator[tuple[str, list[bytes], list[int]]]:
+    """A server whose ``answer(connection number, request number on it)`` gives the bytes to send
+    and whether to close afterwards. Yields (base URL, requests seen, connections accepted)."""
+    requests: list[bytes] = []
+    accepted: list[int] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        accepted.append(len(accepted))
+        number = len(accepted) - 1
+        buffer = bytearray()
+        index = 0
+        async with stream:
+            while (request := await read_request(stream, buffer)) is not None:
+                requests.append(request)
+                data, close = answer(number, index)
+                index += 1
+                await stream.send_all(data)
+                if close:
+                    return
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        yield f"http://127.0.0.1:{port}", requests, accepted
+        nursery.cancel_scope.cancel()
+
+
+async def test_keep_alive_one_connection_many_requests() -> None:
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (chunked(BODY), False)) as (url, seen, accepted):
+            conn = HttpConnection(url)
+            for _ in range(3):
+                chunks: list[bytes] = []
+                status, other = await conn.post(
+                    "/v1/q", [(b"authorization", b"Bearer t")], b'{"a":1}', chunks.append
+                )
+                assert (status, other) == (200, b"")
+                assert b"".join(chunks) == BODY
+            await conn.aclose()
+    assert accepted == [0]
+    assert len(seen) == 3
+    assert seen[0].startswith(b"POST /v1/q HTTP/1.1\r\n")
+    assert b"authorization: Bearer t\r\n" in seen[0]
+    assert seen[0].endswith(b'\r\n\r\n{"a":1}')
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+    # the server closes after each answer without saying so (as on a keep-alive timeout)
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (chunked(BODY), True)) as (url, seen, accepted):
+            conn = HttpConnection(url)
+            for _ in range(2):
+                chunks: list[bytes] = []
+                assert (await conn.post("/q", [], b"{}", chunks.append))[0] == 200
+                assert b"".join(chunks) == BODY
+                await trio.testing.wait_all_tasks_blocked()
+            await conn.aclose()
+    assert accepted == [0, 1]
+    assert len(seen) == 2
+
+
+async def test_a_new_connection_closed_without_an_answer_is_no_retry() -> None:
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (b"", True)) as (url, seen, accepted):
+            conn = HttpConnection(url)
+            try:
+                await conn.post("/q", [], b"{}", lambda chunk: None)
+            except ResponseTruncated:
+                pass
+            else:
+                raise AssertionError("no ResponseTruncated")
+    assert accepted == [0]
+    assert len(seen) == 1
+
+
+def target_for(url: str) -> tuple[HttpTarget, object]:
+    sc = parse_scenario(
+        {
+            "name": "t",
+            "seed": 1,
+            "load": {"concurrency": 1, "count": 1},
+            "queries": [{"name": "one", "sql": "SELECT 1"}],
+        }
+    )
+    return HttpTarget(url, "demo", TokenSource(["tok"])), sc.queries[0]
+
+
+async def test_target_counts_rows_and_maps_failures() -> None:
+    cut = chunked(BODY)[:-20]  # the server goes away mid-body
+    refused = (
+        b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: 58\r\n\r\n"
+        b'{"error":{"code":"policy.denied","message":"not allowed"}}'
+    )
+    script = {0: (chunked(BODY), False), 1: (refused, False), 2: (cut, True)}
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: script[r]) as (url, seen, _):
+            target, query = target_for(url)
+            rng = random.Random(1)
+            ok = await target(0, 0, query, rng)  # type: ignore[arg-type]
+            denied = await target(0, 0, query, rng)  # type: ignore[arg-type]
+            truncated = await target(0, 0, query, rng)  # type: ignore[arg-type]
+            await target.aclose()
+    assert (ok.code, ok.rows, ok.nbytes) == (None, 2, len(BODY))
+    assert (denied.code, denied.message) == ("policy.denied", "not allowed")
+    assert truncated.code == "truncated"
+    assert seen[0].startswith(b"POST /v1/tunnels/demo/query HTTP/1.1\r\n")
+    assert b"authorization: Bearer tok\r\n" in seen[0]

@@ -1,0 +1,132 @@
+"""tdslite wire: the per-query preamble (sp_set_session_context keys on a request with the
+RESETCONNECTION flag, as the edgetds connector sends it through python-tds) is answered on the
+event loop without a worker thread, with the same answers as the worker-thread path: the same
+SESSION_CONTEXT values, the same 15664 for a read-only key set again without a reset, and the
+general path (in a worker thread) for whatever else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytds
+import pytest
+import trio
+from pytds import tds_base
+
+from connector.encode import BoundParam
+from connector.execute import CONTEXT_KEYS, preamble_batch, reset_connection_flag, run_statement
+from tdslite import TdsServer, open_server
+from tdslite.server import _connection
+from tests.tdslite._tds_helpers import PASSWORDS, in_thread
+
+
+@pytest.fixture
+def dispatched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """How each request of tdslite was dispatched: "thread" or "inline"."""
+    seen: list[str] = []
+    real_dispatch = _connection.Connection._dispatch
+    real_run_sync = trio.to_thread.run_sync
+
+    def dispatch(*args: Any) -> None:
+        seen.append("call")
+        real_dispatch(*args)
+
+    async def run_sync(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        if fn is dispatch:
+            seen.append("thread")
+        return await real_run_sync(fn, *args, **kw)
+
+    monkeypatch.setattr(_connection.trio.to_thread, "run_sync", run_sync)
+    monkeypatch.setattr(_connection.Connection, "_dispatch", staticmethod(dispatch))
+    return seen
+
+
+def preamble(cursor: Any, values: tuple[str, str, str], *, reset: bool) -> None:
+    params = [BoundParam(f"@c{i}", "nvarchar(4000)", v) for i, v in enumerate(values)]
+    if reset:
+        with reset_connection_flag(cursor._session):
+            run_statement(cursor, preamble_batch(), params)
+    else:
+        run_statement(cursor, preamble_batch(), params)
+    while cursor.nextset():
+        pass
+
+
+def session(server: TdsServer) -> tuple[list[Any], int | None]:
+    """Three queries as the connector runs them on one pooled connection: (context values seen
+    after each, the error number of setting the keys again without a reset)."""
+    seen: list[Any] = []
+    with (
+        pytds.connect(
+            server.host,
+            port=server.port,
+            user="reader",
+            password=PASSWORDS["reader"],
+            autocommit=True,
+            timeout=10,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        for i in range(3):
+            preamble(cur, (f"user{i}", "https://idp", f"q{i}"), reset=i > 0)
+            columns = ", ".join(f"SESSION_CONTEXT(N'{k}')" for k in CONTEXT_KEYS)
+            cur.execute(f"SELECT {columns}")
+            seen.append(tuple(cur.fetchone()))
+        try:
+            preamble(cur, ("mallory", "x", "q9"), reset=False)
+        except tds_base.Error as exc:
+            return seen, exc.msg_no
+    return seen, None
+
+
+@pytest.fixture
+async def logged_server(tmp_path: Path, tds_users_file: Path) -> AsyncIterator[TdsServer]:
+    """A server whose statement log is a file: every request takes the worker thread."""
+    async with open_server(
+        db=tmp_path / "other.sqlite",
+        users=tds_users_file,
+        statement_log=tmp_path / "statements.jsonl",
+    ) as server:
+        yield server
+
+
+async def test_preamble_inline_answers_as_the_worker_thread_does(
+    tds_server: TdsServer, logged_server: TdsServer, dispatched: list[str]
+) -> None:
+    inline = await in_thread(session, tds_server)
+    inline_dispatch, dispatched[:] = list(dispatched), []
+    threaded = await in_thread(session, logged_server)
+    assert inline == threaded
+    assert inline[0] == [(f"user{i}", "https://idp", f"q{i}") for i in range(3)]
+    assert inline[1] == 15664
+    # in memory: the three preambles (the first without reset) ran inline, the rest in threads
+    assert inline_dispatch.count("call") - inline_dispatch.count("thread") == 3
+    assert dispatched.count("call") == dispatched.count("thread")  # statement log file: none
+
+
+async def test_other_requests_take_the_worker_thread(
+    tds_server: TdsServer, dispatched: list[str]
+) -> None:
+    def run() -> Any:
+        with (
+            pytds.connect(
+                tds_server.host,
+                port=tds_server.port,
+                user="admin",
+                password=PASSWORDS["admin"],
+                autocommit=True,
+                timeout=10,
+            ) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute("CREATE TABLE #t (a int)")  # a #table: a reset has work to do
+            preamble(cur, ("a", "b", "c"), reset=False)
+            cur.execute("BEGIN TRANSACTION")  # an open transaction: the reset rolls it back
+            preamble(cur, ("a", "b", "c"), reset=True)
+            cur.execute("SELECT SESSION_CONTEXT(N'edgetds.sub'), @@TRANCOUNT")
+            return tuple(cur.fetchone())
+
+    assert await in_thread(run) == ("a", 0)
+    assert dispatched.count("call") == dispatched.count("thread")
