@@ -16,7 +16,8 @@ test: deps lint typecheck unit
 
 deps: system-deps node-deps python-deps
 
-# Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite).
+# Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite;
+# libkrb5-dev for the gssapi/krb5 wheels of the dev extra; MIT's KDC for the Kerberos login tests).
 system-deps:
 	@scripts/install-system-deps
 

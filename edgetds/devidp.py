@@ -17,6 +17,14 @@ a running ``edgetds demo --serve``):
 - ``keys.json``  private keys ``[{"kid", "alg", "pem"}]`` (mode 0600), newest last
 - ``jwks.json``  the public JWKS (usable as a static ``jwks_file`` by a verifier)
 - ``issuer``     the issuer URL of the last ``serve`` (read by ``dev-idp token``)
+
+It also stands in for a managed identity's token endpoint (``MSI_PATH``, the App Service form
+azure-identity's ``ManagedIdentityCredential`` calls when ``IDENTITY_ENDPOINT`` and
+``IDENTITY_HEADER`` are set): ``GET ?resource=R&api-version=2019-08-01`` with the header
+``X-IDENTITY-HEADER: idp.identity_header`` answers an access token for audience ``R`` (e.g.
+``https://database.windows.net/``, Azure SQL's) whose ``oid`` and ``sub`` are
+``idp.managed_identity`` (or the ``client_id`` asked for), valid for
+``idp.managed_identity_lifetime_s``.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ DEFAULT_KEY_DIR = Path(".demo/idp")
 ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
 JWKS_PATH = "/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+MSI_PATH = "/msi/token"
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,10 @@ class DevIdP:
         self.key_dir = key_dir
         #: Requests served, by path (tests assert on the JWKS fetch count).
         self.requests: Counter[str] = Counter()
+        #: The managed identity endpoint: its secret header, identity and token lifetime.
+        self.identity_header = secrets.token_urlsafe(16)
+        self.managed_identity = "00000000-0000-0000-0000-00000000a11e"
+        self.managed_identity_lifetime_s = 3600
         for alg in ALGORITHMS:
             if not any(k.alg == alg for k in self.keys):
                 self.keys.append(generate_key(alg))
@@ -243,12 +256,38 @@ class DevIdP:
             status, body = 200, self.discovery()
         elif path == JWKS_PATH:
             status, body = 200, self.jwks()
+        elif path == MSI_PATH:
+            status, body = self._managed_identity_token(scope)
         else:
             status, body = 404, {"error": "not found"}
         data = json.dumps(body).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+    def _managed_identity_token(self, scope: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The App Service managed identity answer (api-version 2019-08-01)."""
+        from urllib.parse import parse_qs
+
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if not secrets.compare_digest(headers.get("x-identity-header", ""), self.identity_header):
+            return 401, {"error": "invalid X-IDENTITY-HEADER"}
+        resource = query.get("resource", "")
+        if not resource:
+            return 400, {"error": "resource is required"}
+        oid = query.get("client_id") or self.managed_identity
+        lifetime = self.managed_identity_lifetime_s
+        token = self.mint(
+            sub=oid, aud=resource, expires_in=lifetime, extra_claims={"oid": oid, "appid": oid}
+        )
+        return 200, {
+            "access_token": token,
+            "expires_on": str(int(time.time()) + lifetime),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": oid,
+        }
 
 
 @asynccontextmanager
