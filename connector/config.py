@@ -564,8 +564,13 @@ def _entra(
     for key in sorted(set(_AUTH_KEYS["entra"]) - allowed - {"user", "credential", "scope"}):
         if key in entry and key != "refresh_before_s":
             r.problem(f"{w}.{key}", f"not used with credential = {credential!r}")
-    need = {"client_id", "tenant_id"} & allowed if credential != "workload_identity" else set()
-    for key in sorted(need):
+    # managed and workload identities find their ids in the environment when not given
+    need = (
+        ()
+        if credential in ("managed_identity", "workload_identity")
+        else ("client_id", "tenant_id")
+    )
+    for key in need:
         r.get(entry, key, w, str, "", required=True)
     secret = ""
     if credential == "client_secret":
