@@ -218,19 +218,24 @@ async def test_kerberos_with_a_keytab_of_another_principal_fails_at_step_ticket(
     assert "KRB5_CLIENT_KTNAME" in error.hint
 
 
-async def test_kerberos_by_default_spn_uses_the_default_credentials(
-    users: Path, realm: Realm, monkeypatch: pytest.MonkeyPatch
+async def test_kerberos_from_krb5_client_ktname_with_the_default_spn(
+    users: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No keytab in the config: KRB5_CLIENT_KTNAME (as a gMSA keytab is usually handed over), and
-    the SPN MSSQLSvc/HOST:PORT built from [database]."""
-    monkeypatch.setenv("KRB5_CLIENT_KTNAME", str(realm.client_keytab))
+    """No keytab and no user in the config: the ticket comes from KRB5_CLIENT_KTNAME (how a gMSA
+    keytab is usually handed over), for the SPN MSSQLSvc/HOST:PORT built from [database]."""
+    directory = tmp_path / "realm"
+    sspi = tdslite.SspiConfig(keytab=str(directory / "mssqlsvc.keytab"))
     with trio.fail_after(60):
-        async with tdslite.open_server(users=users, seed="sample") as server:
-            # the realm has no MSSQLSvc/localhost:PORT: the default SPN is asked for, and refused
-            login = LoginConfig("etl", "", "", auth="kerberos")
-            error = await _refused(_pool(server.port, login))
-    assert error.step == "ticket"
-    assert f"MSSQLSvc/localhost:{server.port}" in error.detail
+        async with tdslite.open_server(users=users, seed="sample", sspi=sspi) as server:
+            # the realm knows MSSQLSvc/localhost:PORT for this server's port
+            async with open_realm(directory, service_ports=(server.port,)) as realm:
+                for key, value in realm.env().items():
+                    monkeypatch.setenv(key, value)
+                monkeypatch.setenv("KRB5_KTNAME", str(realm.service_keytab))
+                monkeypatch.setenv("KRB5_CLIENT_KTNAME", str(realm.client_keytab))
+                login = LoginConfig("etl", "", "", auth="kerberos")
+                assert await _query(_pool(server.port, login)) == (realm.principal, 24)
+                assert f"MSSQLSvc/localhost:{server.port}@EDGETDS.TEST" in realm.log.read_text()
 
 
 # -- Entra ID -------------------------------------------------------------------------------------
