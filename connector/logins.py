@@ -165,7 +165,8 @@ class TokenSource:
         e = self._entra
         common: dict[str, Any] = {}
         if e.authority_host:
-            common["authority"] = e.authority_host
+            # a national cloud or a test issuer: MSAL's instance discovery only knows Microsoft's
+            common.update(authority=e.authority_host, disable_instance_discovery=True)
         if e.credential == "managed_identity":
             return identity.ManagedIdentityCredential(client_id=e.client_id or None)
         if e.credential == "workload_identity":
