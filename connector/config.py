@@ -17,7 +17,7 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,8 +202,7 @@ _DATABASE_KEYS = {
     "fetch_rows",
     "login_check_interval_s",
 }
-_LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password", "auth"}
-#: keys each auth method takes besides auth and pool_size
+#: [logins.NAME] keys of each auth method, besides auth and pool_size
 _AUTH_KEYS = {
     "sql": {"user", "password_file", "password_env", "password"},
     "ntlm": {"user", "password_file", "password_env", "password", "spn"},
@@ -478,16 +477,7 @@ def _logins(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> dict[
         size = r.integer(entry, "pool_size", w, 8, minimum=1, maximum=256)
         login = _login(r, entry, w, name, auth, env)
         if login is not None:
-            logins[name] = LoginConfig(
-                name=name,
-                user=login.user,
-                password=login.password,
-                pool_size=size,
-                auth=auth,
-                keytab=login.keytab,
-                spn=login.spn,
-                entra=login.entra,
-            )
+            logins[name] = replace(login, pool_size=size, auth=auth)
     return logins
 
 
