@@ -16,7 +16,8 @@ test: deps lint typecheck unit
 
 deps: system-deps node-deps python-deps
 
-# Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite).
+# Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite;
+# libkrb5-dev to build the kerberos extra (gssapi, krb5); MIT's KDC for the Kerberos login tests).
 system-deps:
 	@scripts/install-system-deps
 
@@ -36,6 +37,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@if command -v krb5-config >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip install --quiet -e '.[dev,kerberos]'; \
+	else \
+	  echo "note: no krb5-config (Debian libkrb5-dev): the kerberos extra is left out, so Kerberos logins and their tests will not work (make system-deps installs it)"; \
+	fi
 	@touch $@
 
 # tsc: the Worker's JavaScript (// @ts-check + JSDoc) against Cloudflare's workers types.

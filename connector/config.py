@@ -3,7 +3,8 @@
 `load_config(path)` returns a frozen `ConnectorConfig` or raises `ConfigError` listing EVERY problem
 found (``edgetds connector check`` prints them all, not just the first). Secrets never live in the
 file itself: the connector key comes from ``private_key_file`` or ``private_key_env``, database
-passwords from ``password_file`` or ``password_env``. Relative paths are resolved against the
+passwords from ``password_file`` or ``password_env`` (Entra client secrets likewise from
+``client_secret_file`` or ``client_secret_env``). Relative paths are resolved against the
 directory of the config file. See examples/connector.toml for a commented example.
 
 Issuers and the policy are validated by their owners (identity/oidc.py, connector/policy.py); this
@@ -16,7 +17,7 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "ConnectorConfig",
     "DatabaseConfig",
+    "EntraConfig",
     "LoginConfig",
     "Problem",
     "TunnelConfig",
@@ -87,6 +89,31 @@ class TunnelConfig:
     proxy: str = "auto"
 
 
+#: [logins.NAME] auth: how the login proves who it is (SQL Server's authentication methods).
+AUTH_METHODS = ("sql", "ntlm", "kerberos", "entra")
+#: [logins.NAME] credential (auth = "entra"): where the Entra ID access token comes from.
+ENTRA_CREDENTIALS = ("managed_identity", "workload_identity", "client_secret", "certificate")
+#: The scope of an Azure SQL access token: resource https://database.windows.net/ (with its
+#: slash: azure-identity drops "/.default" only, so the audience keeps the form SQL expects).
+AZURE_SQL_SCOPE = "https://database.windows.net//.default"
+
+
+@dataclass(frozen=True)
+class EntraConfig:
+    """How an ``auth = "entra"`` login gets its Entra ID access token (azure-identity)."""
+
+    credential: str = "managed_identity"
+    client_id: str = ""
+    tenant_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    certificate_file: str = ""
+    federated_token_file: str = ""
+    authority_host: str = ""
+    scope: str = AZURE_SQL_SCOPE
+    #: a token this close to its expiry is replaced before a new connection logs in with it
+    refresh_before_s: float = 300.0
+
+
 @dataclass(frozen=True)
 class LoginConfig:
     """A SQL Server login that a policy role's pool uses."""
@@ -95,6 +122,13 @@ class LoginConfig:
     user: str
     password: str = field(repr=False)
     pool_size: int = 8
+    #: "sql" (user + password), "ntlm" / "kerberos" (Windows, through SSPI), "entra" (token)
+    auth: str = "sql"
+    #: kerberos: the client keytab ("" = KRB5_CLIENT_KTNAME or the credential cache)
+    keytab: str = ""
+    #: ntlm/kerberos: SQL Server's SPN ("" = MSSQLSvc/HOST:PORT of [database])
+    spn: str = ""
+    entra: EntraConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +202,25 @@ _DATABASE_KEYS = {
     "fetch_rows",
     "login_check_interval_s",
 }
-_LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password"}
+#: [logins.NAME] keys of each auth method, besides auth and pool_size
+_AUTH_KEYS = {
+    "sql": {"user", "password_file", "password_env", "password"},
+    "ntlm": {"user", "password_file", "password_env", "password", "spn"},
+    "kerberos": {"user", "keytab", "spn"},
+    "entra": {
+        "user",
+        "credential",
+        "client_id",
+        "tenant_id",
+        "client_secret_file",
+        "client_secret_env",
+        "certificate_file",
+        "federated_token_file",
+        "authority_host",
+        "scope",
+        "refresh_before_s",
+    },
+}
 _TOP_KEYS = {"connector", "database", "logins", "issuers", "identity", "policy", "audit", "ops"}
 
 
@@ -411,20 +463,143 @@ def _logins(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> dict[
         if not isinstance(entry, dict):
             r.problem(w, "must be a table with user and password_file or password_env")
             continue
-        r.unknown(entry, _LOGIN_KEYS, w)
+        auth = r.get(entry, "auth", w, str, "sql")
+        if auth not in AUTH_METHODS:
+            r.problem(f"{w}.auth", f"{auth!r}: use one of {', '.join(AUTH_METHODS)}")
+            continue
+        r.unknown(entry, {"auth", "pool_size"} | _AUTH_KEYS[auth], w)
         if "password" in entry:
             r.problem(
                 f"{w}.password",
                 "passwords are never read from the config file: use password_file or password_env",
             )
             continue
-        user = r.get(entry, "user", w, str, "", required=True)
-        pw = r.secret(entry, w, "password_file", "password_env", env, what=f"password of {name!r}")
         size = r.integer(entry, "pool_size", w, 8, minimum=1, maximum=256)
-        if pw is not None:
-            text = pw.decode("utf-8", "replace").rstrip("\r\n")
-            logins[name] = LoginConfig(name=name, user=user, password=text, pool_size=size)
+        login = _login(r, entry, w, name, auth, env)
+        if login is not None:
+            logins[name] = replace(login, pool_size=size, auth=auth)
     return logins
+
+
+def _login(
+    r: _Reader, entry: Mapping[str, Any], w: str, name: str, auth: str, env: Mapping[str, str]
+) -> LoginConfig | None:
+    """One login's credentials for its auth method (pool_size is filled in by the caller)."""
+    spn = r.get(entry, "spn", w, str, "")
+    if spn and "/" not in spn:
+        r.problem(f"{w}.spn", f"{spn!r}: write it as MSSQLSvc/HOST:PORT (or MSSQLSvc/HOST)")
+    if auth in ("sql", "ntlm"):
+        user = r.get(entry, "user", w, str, "", required=True)
+        if auth == "ntlm" and user and "\\" not in user and "@" not in user:
+            r.problem(
+                f"{w}.user", f"{user!r}: write a Windows login as DOMAIN\\user or user@domain"
+            )
+        pw = r.secret(entry, w, "password_file", "password_env", env, what=f"password of {name!r}")
+        if pw is None:
+            return None
+        text = pw.decode("utf-8", "replace").rstrip("\r\n")
+        return LoginConfig(name=name, user=user, password=text, spn=spn)
+    if auth == "kerberos":
+        user = r.get(entry, "user", w, str, "")
+        keytab = r.get(entry, "keytab", w, str, "")
+        if keytab:
+            path = r.path(keytab)
+            if not _private_file(r, path, f"{w}.keytab", f"keytab of {name!r}"):
+                return None
+            keytab = str(path)
+            if not user:
+                r.problem(
+                    f"{w}.user", "name the principal of the keytab, e.g. svc@CORP.EXAMPLE.COM"
+                )
+        return LoginConfig(name=name, user=user, password="", keytab=keytab, spn=spn)
+    return _entra(r, entry, w, name, env)
+
+
+def _private_file(r: _Reader, path: Path, where: str, what: str) -> bool:
+    """A secret file (keytab, certificate) exists and only its owner can read it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        r.problem(where, f"cannot read {what} file {path}: {exc.strerror}")
+        return False
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        r.problem(
+            where,
+            f"{what} file {path} is accessible by group/others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {path}",
+        )
+        return False
+    return True
+
+
+def _entra(
+    r: _Reader, entry: Mapping[str, Any], w: str, name: str, env: Mapping[str, str]
+) -> LoginConfig | None:
+    credential = r.get(entry, "credential", w, str, "managed_identity")
+    if credential not in ENTRA_CREDENTIALS:
+        r.problem(f"{w}.credential", f"{credential!r}: use one of {', '.join(ENTRA_CREDENTIALS)}")
+        return None
+    allowed = {
+        "managed_identity": {"client_id"},
+        "workload_identity": {"client_id", "tenant_id", "federated_token_file", "authority_host"},
+        "client_secret": {
+            "client_id",
+            "tenant_id",
+            "client_secret_file",
+            "client_secret_env",
+            "authority_host",
+        },
+        "certificate": {"client_id", "tenant_id", "certificate_file", "authority_host"},
+    }[credential]
+    for key in sorted(set(_AUTH_KEYS["entra"]) - allowed - {"user", "credential", "scope"}):
+        if key in entry and key != "refresh_before_s":
+            r.problem(f"{w}.{key}", f"not used with credential = {credential!r}")
+    # managed and workload identities find their ids in the environment when not given
+    need = (
+        ()
+        if credential in ("managed_identity", "workload_identity")
+        else ("client_id", "tenant_id")
+    )
+    for key in need:
+        r.get(entry, key, w, str, "", required=True)
+    secret = ""
+    if credential == "client_secret":
+        raw = r.secret(
+            entry,
+            w,
+            "client_secret_file",
+            "client_secret_env",
+            env,
+            what=f"client secret of {name!r}",
+        )
+        if raw is None:
+            return None
+        secret = raw.decode("utf-8", "replace").strip()
+    certificate = ""
+    if credential == "certificate":
+        cert = r.get(entry, "certificate_file", w, str, "", required=True)
+        if not cert or not _private_file(
+            r, r.path(cert), f"{w}.certificate_file", f"certificate of {name!r}"
+        ):
+            return None
+        certificate = str(r.path(cert))
+    token_file = r.get(entry, "federated_token_file", w, str, "")
+    authority = r.get(entry, "authority_host", w, str, "")
+    if authority and urlsplit(authority).scheme != "https":
+        r.problem(f"{w}.authority_host", f"{authority!r}: an https:// URL")
+    entra = EntraConfig(
+        credential=credential,
+        client_id=r.get(entry, "client_id", w, str, ""),
+        tenant_id=r.get(entry, "tenant_id", w, str, ""),
+        client_secret=secret,
+        certificate_file=certificate,
+        federated_token_file=str(r.path(token_file)) if token_file else "",
+        authority_host=authority,
+        scope=r.get(entry, "scope", w, str, AZURE_SQL_SCOPE),
+        refresh_before_s=r.number(entry, "refresh_before_s", w, 300.0, minimum=0, maximum=3000),
+    )
+    user = r.get(entry, "user", w, str, "") or entra.client_id or credential
+    return LoginConfig(name=name, user=user, password="", entra=entra)
 
 
 def _database(r: _Reader, doc: Mapping[str, Any], env: Mapping[str, str]) -> DatabaseConfig:

@@ -15,8 +15,10 @@ Steps 4-6 are one real dial with the connector's own code (`connector.tunnel.Tun
 connection is registered at the relay for a moment, then drained and closed. Then, independently:
 
 7. ``idp``       each issuer's discovery document and JWKS load (identity/oidc.py `warm_up`).
-8. ``sql_login`` every ``[logins.NAME]`` logs in to SQL Server and runs ``SELECT 1`` (the
-                 connector's own pool code, connector/pool.py).
+8. ``sql_login`` every ``[logins.NAME]`` logs in to SQL Server with its ``auth`` method and runs
+                 ``SELECT 1`` (the connector's own pool code, connector/pool.py); a failure
+                 names its step: ``ticket`` (Kerberos), ``token`` (Entra ID), ``SSPI``
+                 (NTLM/Kerberos exchange refused, 18452), ``18456`` (login failed).
 
 Nothing secret is printed: no key, password or token; SQL Server error texts are reduced to their
 error number and a hint.
@@ -418,6 +420,13 @@ async def _check_idp(report: DiagReport, config: ConnectorConfig) -> None:
 
 def _sql_hint(exc: BaseException) -> tuple[str, str]:
     """What a login failure means, from the error chain (never the server's message text)."""
+    from connector.pool import DatabaseUnavailable
+
+    if isinstance(exc, DatabaseUnavailable) and exc.step in ("ticket", "token", "SSPI", "18456"):
+        # the connector's own words for its steps; SQL Server's text stays out (as below)
+        reason = exc.detail.split(": ", 1)[1] if exc.step in ("ticket", "token") else ""
+        what = {"SSPI": "error 18452 (SSPI refused)", "18456": "error 18456 (login failed)"}
+        return f"step {exc.step}: " + (reason or what.get(exc.step, "")), exc.hint
     seen: BaseException | None = exc
     number = None
     while seen is not None and number is None:
@@ -451,7 +460,8 @@ async def _check_sql(report: DiagReport, config: ConnectorConfig) -> None:
 
     db = config.database
     for name, login in db.logins.items():
-        step = Step("sql_login", f"{name} ({login.user}@{db.host}:{db.port}/{db.database})")
+        auth = "" if login.auth == "sql" else f"auth {login.auth}, "
+        step = Step("sql_login", f"{name} ({auth}{login.user}@{db.host}:{db.port}/{db.database})")
         pool = LoginPool(db, login, query_timeout_s=STEP_TIMEOUT_S)
 
         async def check(pool: LoginPool = pool) -> str:

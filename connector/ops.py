@@ -497,7 +497,11 @@ async def watch_logins(
                     "database login %r failing: %s",
                     login,
                     failure,
-                    extra={"login": login, "hint": "edgetds connector diag"},
+                    # the step's own hint (ticket, token, SSPI, 18456) when the pool named one
+                    extra={
+                        "login": login,
+                        "hint": getattr(exc, "hint", "") or "edgetds connector diag",
+                    },
                 )
             failing[login] = failure
             ops.login_checked(login, failure)

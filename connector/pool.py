@@ -30,6 +30,7 @@ from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
 
 from connector.config import DatabaseConfig, LoginConfig
+from connector.logins import LoginStepError, TokenSource, connect_arguments, step_hint
 
 __all__ = ["DatabaseUnavailable", "LoginPool", "PoolStats", "PooledConnection", "Pools"]
 
@@ -46,13 +47,17 @@ class DatabaseUnavailable(Exception):
 
     ``message`` (also ``str()``) may be shown to a client: the failure class and what to do.
     ``detail`` names the login, host, port and SQL Server's or the network's answer: it belongs
-    in the connector's log only.
+    in the connector's log only. ``step`` names what failed for a login (``ticket``, ``token``,
+    ``SSPI``, ``18456``, or another SQL Server error number; "" for the network) and ``hint``
+    what to check.
     """
 
-    def __init__(self, message: str, *, detail: str) -> None:
+    def __init__(self, message: str, *, detail: str, step: str = "", hint: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
+        self.step = step
+        self.hint = hint
 
 
 #: What a client is told; the cause (login, host, port, server text) is in the connector's log.
@@ -158,6 +163,8 @@ class LoginPool:
         self._opened = 0
         self._discarded = 0
         self._in_use: set[PooledConnection] = set()
+        #: auth = "entra": the access token, shared by the pool's connections until it expires
+        self._tokens = TokenSource(login.entra) if login.entra is not None else None
 
     @property
     def name(self) -> str:
@@ -169,8 +176,7 @@ class LoginPool:
             dsn=db.host,
             port=db.port,
             database=db.database,
-            user=self._login.user,
-            password=self._login.password,
+            **connect_arguments(self._login, db, self._tokens),
             autocommit=True,
             login_timeout=max(1, int(db.login_timeout_s)),
             # A safety net only: queries are timed and cancelled from the Trio side.
@@ -184,6 +190,8 @@ class LoginPool:
     async def _open(self) -> PooledConnection:
         try:
             conn = await trio.to_thread.run_sync(self._connect, limiter=self.limiter)
+        except LoginStepError as exc:
+            raise self._step_failed(exc) from None
         except tds_base.Error as exc:
             raise self._login_failed(exc) from None
         except (OSError, TimeoutError) as exc:
@@ -204,19 +212,37 @@ class LoginPool:
         self._opened += 1
         return PooledConnection(conn, self._login.name)
 
+    def _describe(self) -> str:
+        login = self._login
+        auth = "" if login.auth == "sql" else f" (auth {login.auth})"
+        return f"login {login.user!r}{auth} to {self._db.host}:{self._db.port} failed"
+
+    def _step_failed(self, exc: LoginStepError) -> DatabaseUnavailable:
+        """The ticket, token or SSPI step failed on the connector's side."""
+        message = f"{self._describe()} at step {exc.step}: {exc.message}"
+        hint = step_hint(exc.step)
+        log.warning(
+            "database login step failed",
+            extra={"login": self._login.name, "step": exc.step, "error": message, "hint": hint},
+        )
+        return DatabaseUnavailable(LOGIN_REFUSED, detail=message, step=exc.step, hint=hint)
+
     def _login_failed(self, exc: tds_base.Error) -> DatabaseUnavailable:
         """SQL Server answered the login with an error: its number and message (the detail),
         also logged."""
         number = getattr(exc, "msg_no", None) or getattr(exc, "number", None)
         text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
         detail = f"SQL Server error {number}: {text}" if number else text
-        message = f"login {self._login.user!r} to {self._db.host}:{self._db.port} failed" + (
-            f" ({detail})" if detail else ""
-        )
+        # 18452: SQL Server refused a Windows login's SSPI exchange
+        step = "SSPI" if number == 18452 else str(number or "")
+        at = " at step SSPI" if step == "SSPI" else ""
+        message = self._describe() + at + (f" ({detail})" if detail else "")
+        hint = step_hint(step)
         log.warning(
-            "SQL Server refused the login", extra={"login": self._login.name, "error": message}
+            "SQL Server refused the login",
+            extra={"login": self._login.name, "step": step, "error": message, "hint": hint},
         )
-        return DatabaseUnavailable(LOGIN_REFUSED, detail=message)
+        return DatabaseUnavailable(LOGIN_REFUSED, detail=message, step=step, hint=hint)
 
     def redact(self, text: str) -> str:
         """SQL Server's ``text`` with this pool's login name and server host replaced: an error a

@@ -17,6 +17,22 @@ a running ``edgetds demo --serve``):
 - ``keys.json``  private keys ``[{"kid", "alg", "pem"}]`` (mode 0600), newest last
 - ``jwks.json``  the public JWKS (usable as a static ``jwks_file`` by a verifier)
 - ``issuer``     the issuer URL of the last ``serve`` (read by ``dev-idp token``)
+
+It also stands in for a managed identity's token endpoint (``MSI_PATH``, the App Service form
+azure-identity's ``ManagedIdentityCredential`` calls when ``IDENTITY_ENDPOINT`` and
+``IDENTITY_HEADER`` are set): ``GET ?resource=R&api-version=2019-08-01`` with the header
+``X-IDENTITY-HEADER: idp.identity_header`` answers an access token for audience ``R`` (e.g.
+``https://database.windows.net/``, Azure SQL's) whose ``oid`` and ``sub`` are
+``idp.managed_identity`` (or the ``client_id`` asked for), valid for
+``idp.managed_identity_lifetime_s``.
+
+And for Entra ID's client credentials flow (azure-identity's ClientSecretCredential,
+CertificateCredential and WorkloadIdentityCredential, with ``authority`` = the issuer and
+``disable_instance_discovery``): ``GET /TENANT/v2.0/.well-known/openid-configuration`` and
+``POST /TENANT/oauth2/v2.0/token`` (``grant_type=client_credentials``, ``scope=R/.default``) for
+clients added with `DevIdP.register_client`: by secret, by a certificate's key (a signed
+``client_assertion``), or by a federated token this IdP signed (audience
+``api://AzureADTokenExchange``, ``sub`` as registered). The token's audience is ``R``.
 """
 
 from __future__ import annotations
@@ -55,6 +71,21 @@ DEFAULT_KEY_DIR = Path(".demo/idp")
 ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
 JWKS_PATH = "/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+MSI_PATH = "/msi/token"
+#: the audience of a workload identity's federated token (as Entra ID requires it)
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+
+
+@dataclass(frozen=True)
+class ClientRegistration:
+    """A confidential client of the token endpoint: exactly one way to authenticate."""
+
+    client_id: str
+    secret: str = ""
+    #: a certificate's public key (PEM): the client signs its client_assertion with the key
+    public_key_pem: bytes = b""
+    #: the ``sub`` of the federated token (a Kubernetes service account, ...)
+    federated_subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +153,12 @@ class DevIdP:
         self.key_dir = key_dir
         #: Requests served, by path (tests assert on the JWKS fetch count).
         self.requests: Counter[str] = Counter()
+        #: The managed identity endpoint: its secret header, identity and token lifetime.
+        self.identity_header = secrets.token_urlsafe(16)
+        self.managed_identity = "00000000-0000-0000-0000-00000000a11e"
+        self.managed_identity_lifetime_s = 3600
+        #: Confidential clients of the token endpoint, by client id.
+        self.clients: dict[str, ClientRegistration] = {}
         for alg in ALGORITHMS:
             if not any(k.alg == alg for k in self.keys):
                 self.keys.append(generate_key(alg))
@@ -168,6 +205,21 @@ class DevIdP:
         self.keys.append(key)
         self.save()
         return key
+
+    def register_client(
+        self,
+        client_id: str,
+        *,
+        secret: str = "",
+        public_key_pem: bytes = b"",
+        federated_subject: str = "",
+    ) -> None:
+        """Let ``client_id`` get tokens from the token endpoint by one of the three means."""
+        if sum(map(bool, (secret, public_key_pem, federated_subject))) != 1:
+            raise ValueError("give exactly one of secret, public_key_pem, federated_subject")
+        self.clients[client_id] = ClientRegistration(
+            client_id, secret, public_key_pem, federated_subject
+        )
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [k.public_jwk() for k in self.keys]}
@@ -237,18 +289,124 @@ class DevIdP:
         path = scope["path"]
         self.requests[path] += 1
         body: dict[str, Any]
-        if scope["method"] != "GET":
+        parts = path.strip("/").split("/")
+        if scope["method"] == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
+            status, body = self._client_credentials(parts[0], path, await _read_form(receive))
+        elif scope["method"] != "GET":
             status, body = 405, {"error": "only GET"}
+        elif parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
+            status, body = 200, self._tenant_discovery(parts[0])
         elif path == DISCOVERY_PATH:
             status, body = 200, self.discovery()
         elif path == JWKS_PATH:
             status, body = 200, self.jwks()
+        elif path == MSI_PATH:
+            status, body = self._managed_identity_token(scope)
         else:
             status, body = 404, {"error": "not found"}
         data = json.dumps(body).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+    def _tenant_discovery(self, tenant: str) -> dict[str, Any]:
+        base = f"{self.issuer}/{tenant}"
+        return {
+            **self.discovery(),
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+        }
+
+    def _client_credentials(
+        self, tenant: str, path: str, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        """Entra ID's client credentials grant: a token for ``scope`` minus ``/.default``."""
+        import jwt
+
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}
+        client = self.clients.get(form.get("client_id", ""))
+        scope = form.get("scope", "").split(" ")[0]
+        if client is None:
+            return 400, {"error": "unauthorized_client", "error_description": "unknown client"}
+        if not scope.endswith("/.default"):
+            return 400, {"error": "invalid_scope", "error_description": "use RESOURCE/.default"}
+        assertion = form.get("client_assertion", "")
+        try:
+            if client.secret:
+                ok = secrets.compare_digest(form.get("client_secret", ""), client.secret)
+            elif client.public_key_pem:
+                jwt.decode(
+                    assertion,
+                    serialization.load_pem_public_key(client.public_key_pem),  # type: ignore[arg-type]
+                    algorithms=["RS256", "PS256"],
+                    audience=self.issuer + path,
+                    issuer=client.client_id,
+                )
+                ok = True
+            else:
+                claims = jwt.decode(
+                    assertion,
+                    jwt.PyJWKSet.from_dict(self.jwks())[
+                        jwt.get_unverified_header(assertion)["kid"]
+                    ].key,
+                    algorithms=list(ALGORITHMS),
+                    audience=FEDERATED_AUDIENCE,
+                    issuer=self.issuer,
+                )
+                ok = claims.get("sub") == client.federated_subject
+        except (jwt.PyJWTError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "client authentication failed",
+            }
+        lifetime = self.managed_identity_lifetime_s
+        token = self.mint(
+            sub=client.client_id,
+            aud=scope.removesuffix("/.default"),
+            expires_in=lifetime,
+            extra_claims={"oid": client.client_id, "appid": client.client_id, "tid": tenant},
+        )
+        return 200, {"token_type": "Bearer", "expires_in": lifetime, "access_token": token}
+
+    def _managed_identity_token(self, scope: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The App Service managed identity answer (api-version 2019-08-01)."""
+        from urllib.parse import parse_qs
+
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if not secrets.compare_digest(headers.get("x-identity-header", ""), self.identity_header):
+            return 401, {"error": "invalid X-IDENTITY-HEADER"}
+        resource = query.get("resource", "")
+        if not resource:
+            return 400, {"error": "resource is required"}
+        oid = query.get("client_id") or self.managed_identity
+        lifetime = self.managed_identity_lifetime_s
+        token = self.mint(
+            sub=oid, aud=resource, expires_in=lifetime, extra_claims={"oid": oid, "appid": oid}
+        )
+        return 200, {
+            "access_token": token,
+            "expires_on": str(int(time.time()) + lifetime),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": oid,
+        }
+
+
+async def _read_form(receive: Any) -> dict[str, str]:
+    """An application/x-www-form-urlencoded request body (first value of each field)."""
+    from urllib.parse import parse_qs
+
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return {k: v[0] for k, v in parse_qs(body.decode()).items()}
 
 
 @asynccontextmanager

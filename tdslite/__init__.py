@@ -18,6 +18,7 @@ import lazy_loader
 if TYPE_CHECKING:
     from tdslite.server import (
         FedAuthConfig,
+        SspiConfig,
         StatementLog,
         TdsServer,
         make_ssl_context,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FedAuthConfig",
+    "SspiConfig",
     "StatementLog",
     "TdsServer",
     "make_ssl_context",

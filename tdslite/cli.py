@@ -26,6 +26,10 @@ examples:
       --fedauth-issuer https://idp.example/ --fedauth-jwks https://idp.example/jwks.json \\
       --fedauth-audience api://tdslite --fedauth-login-claim preferred_username
 
+  # accept Windows logins (windows = true in the users file) by NTLM and Kerberos
+  edgetds tdslite serve --port 1433 --db demo.sqlite --users users.toml \\
+      --ntlm-users ntlm.users --kerberos-keytab mssqlsvc.keytab
+
 then, e.g.: tsql -H 127.0.0.1 -p PORT -U analyst -P secret
 The users file format is in tdslite/README.md.
 """
@@ -66,6 +70,14 @@ def register(subparsers: Any) -> None:
         default="preferred_username",
         help="token claim whose value is the tdslite login (default %(default)s; e.g. oid, upn)",
     )
+    serve.add_argument(
+        "--ntlm-users",
+        help="NTLM credentials file (DOMAIN:USER:PASSWORD lines) for Windows logins",
+    )
+    serve.add_argument(
+        "--kerberos-keytab",
+        help="keytab of the service principal (MSSQLSvc/HOST:PORT) for Kerberos logins",
+    )
     serve.add_argument("--verbose", action="store_true", help="log connections to stderr")
     serve.set_defaults(func=run_serve)
 
@@ -73,7 +85,7 @@ def register(subparsers: Any) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import trio
 
-    from tdslite.server import FedAuthConfig, open_server
+    from tdslite.server import FedAuthConfig, SspiConfig, open_server
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -100,6 +112,10 @@ def run_serve(args: argparse.Namespace) -> int:
         print("edgetds tdslite serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
 
+    sspi = None
+    if args.ntlm_users or args.kerberos_keytab:
+        sspi = SspiConfig(ntlm_users=args.ntlm_users, keytab=args.kerberos_keytab)
+
     async def main() -> None:
         async with open_server(
             db=args.db,
@@ -110,6 +126,7 @@ def run_serve(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             fedauth=fedauth,
+            sspi=sspi,
             statement_log=args.statement_log,
         ) as server:
             print(f"tdslite listening on {server.address}", flush=True)

@@ -9,6 +9,8 @@ Format (documented in tdslite/README.md, "Supported T-SQL")::
     can_impersonate = []           # database users EXECUTE AS USER may switch to
     grants = { orders = "read" }   # optional: tables "read" | "write", procedures "execute"
     default_database = "master"    # optional: the database of a login that names none
+    windows = true                 # optional: a Windows login (DOMAIN\\user or user@REALM),
+                                   # only by integrated (SSPI: NTLM/Kerberos) authentication
 
 A database user's permissions are those of the login(s) mapped to it; logins that share a database
 user must agree on role and grants.
@@ -23,7 +25,15 @@ from typing import Any
 
 ROLES = ("read-only", "read-write", "admin")
 GRANT_LEVELS = ("read", "write", "execute")
-_KEYS = {"password", "role", "database_user", "can_impersonate", "grants", "default_database"}
+_KEYS = {
+    "password",
+    "role",
+    "database_user",
+    "can_impersonate",
+    "grants",
+    "default_database",
+    "windows",
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class User:
             tables are accessible.
         default_database: the database a login that names none (LOGIN7 database empty) starts
             in; None: the served database.
+        windows: a Windows login: it logs in only by integrated (SSPI) authentication, never
+            by password or FEDAUTH token.
     """
 
     login: str
@@ -49,6 +61,7 @@ class User:
     can_impersonate: tuple[str, ...] = ()
     grants: dict[str, str] = field(default_factory=dict)
     default_database: str | None = None
+    windows: bool = False
 
     def __hash__(self) -> int:
         return hash(self.login)
@@ -126,6 +139,13 @@ def parse_users(data: dict[str, Any], *, source: str = "users file") -> dict[str
             f"{where}.default_database",
             "must be a database name",
         )
+        windows = entry.get("windows", False)
+        _check(isinstance(windows, bool), f"{where}.windows", "must be true or false")
+        _check(
+            not (windows and password is not None),
+            f"{where}.password",
+            "a Windows login (windows = true) has no password: it logs in by NTLM or Kerberos",
+        )
         users[login] = User(
             login=login,
             password=password,
@@ -134,6 +154,7 @@ def parse_users(data: dict[str, Any], *, source: str = "users file") -> dict[str
             can_impersonate=tuple(imp),
             grants={str(k).lower(): str(v) for k, v in grants.items()},
             default_database=default_db,
+            windows=windows,
         )
     by_db_user: dict[str, User] = {}
     for user in users.values():

@@ -3,8 +3,10 @@
 Steps, as SQL Server does them:
 1. PRELOGIN: read the client's options, answer with ours and the encryption decision.
 2. TLS handshake inside PRELOGIN packets when encryption is ON or OFF (login-only).
-3. LOGIN7: SQL authentication against the engine, or a FEDAUTH access token; wrong credentials get
-   error 18456 class 14 and the connection is closed. Then LOGINACK, ENVCHANGEs, DONE.
+3. LOGIN7: SQL authentication against the engine, a FEDAUTH access token, or integrated (SSPI:
+   NTLM/Kerberos) authentication, whose tokens go back and forth in SSPI tokens and messages;
+   wrong credentials get error 18456 (18452 for a refused SSPI exchange) class 14 and the
+   connection is closed. Then LOGINACK, ENVCHANGEs, DONE.
 4. Requests: this task keeps reading the socket while a worker thread runs the statement, so an
    ATTENTION cancels it (``Session.cancel()``) and is acknowledged with DONE(ATTN).
 """
@@ -36,6 +38,7 @@ from ._packets import (
 )
 from ._reply import Reply
 from ._requests import Request, SessionState
+from ._sspi import SspiConfig, SspiError
 from ._statementlog import StatementLog
 from ._tokens import Done, EnvChange
 from ._transport import ConnectionClosed, PacketTransport
@@ -48,6 +51,13 @@ _TDS_74 = 0x74000004
 _KNOWN_TDS = (0x71000001, 0x72090002, 0x730A0003, 0x730B0003, _TDS_74)
 #: Seconds a client has from connecting to being logged in.
 LOGIN_TIMEOUT = 30.0
+#: SSPI round trips allowed before a login is refused (NTLM needs 2, Kerberos 1, SPNEGO 2-3).
+MAX_SSPI_ROUNDS = 4
+#: What SQL Server answers when integrated authentication fails (MS-TDS clients show it as is).
+_UNTRUSTED = (
+    "Login failed. The login is from an untrusted domain and cannot be used with Integrated "
+    "authentication."
+)
 #: Seconds between repeated Session.cancel() calls while a cancelled request is still running.
 CANCEL_REPEAT = 0.05
 
@@ -61,6 +71,7 @@ class ServerContext:
     limiter: trio.CapacityLimiter
     ssl_context: ssl.SSLContext | None = None
     fedauth: FedAuthConfig | None = None
+    sspi: SspiConfig | None = None
     statement_log: StatementLog | None = None
     _next_id: int = 50
     _next_descriptor: int = 0
@@ -96,6 +107,8 @@ class Connection:
         self.transport = PacketTransport(stream, spid=self.id)
         self._stream = stream
         self._encrypted = False
+        #: The last SSPI token of an integrated login, sent just before LOGINACK.
+        self._sspi_final: bytes | None = None
         #: The TDS version agreed in LOGINACK (decides DONE and column wire forms).
         self.tds_version = _TDS_74
         self.dispatcher: Dispatcher | None = None
@@ -207,6 +220,8 @@ class Connection:
         if isinstance(facts, dict):
             facts.update(self._client_facts(login, version), net_packet_size=size)
         out = Reply(packet_size=DEFAULT_PACKET_SIZE, spid=self.id, tds_version=version)
+        if self._sspi_final:
+            out.write(tk.sspi(self._sspi_final))
         out.write(tk.database_changed(session.database, "master"))
         out.write(tk.envchange_collation())
         out.write(tk.envchange_text(EnvChange.LANGUAGE, "us_english", ""))
@@ -264,19 +279,12 @@ class Connection:
                     )
                 ) from None
             user = self.ctx.users.get(name)
-            if user is None:
+            if user is None or user.windows:
                 log.info("connection %d: token login %r is not in the users file", self.id, name)
                 raise LoginFailed(SqlError(18456, f"Login failed for user '{name}'.", severity=14))
             return user
         if login.sspi:
-            raise LoginFailed(
-                SqlError(
-                    18452,
-                    "Login failed. Integrated (Windows) authentication is not supported by "
-                    "tdslite; use SQL authentication or an access token.",
-                    severity=14,
-                )
-            )
+            return await self._integrated(login)
         engine = self.ctx.engine
         try:
             return await trio.to_thread.run_sync(
@@ -284,6 +292,49 @@ class Connection:
             )
         except SqlError as exc:
             raise LoginFailed(exc) from None
+
+    async def _integrated(self, login: _login7.Login7) -> User:
+        """The SSPI exchange: tokens back and forth until the acceptor is complete."""
+        if self.ctx.sspi is None:
+            log.info(
+                "connection %d: integrated login refused: tdslite was started without "
+                "--ntlm-users or --kerberos-keytab",
+                self.id,
+            )
+            raise LoginFailed(SqlError(18452, _UNTRUSTED, severity=14))
+        acceptor = self.ctx.sspi.acceptor()
+        token = login.sspi_token
+        for _ in range(MAX_SSPI_ROUNDS):
+            try:
+                answer = await trio.to_thread.run_sync(
+                    acceptor.step, token, limiter=self.ctx.limiter
+                )
+            except SspiError as exc:
+                log.info("connection %d: integrated login refused: %s", self.id, exc)
+                raise LoginFailed(SqlError(18452, _UNTRUSTED, severity=14)) from None
+            if acceptor.complete:
+                self._sspi_final = answer
+                break
+            out = Reply(packet_size=DEFAULT_PACKET_SIZE, spid=self.id)
+            out.write(tk.sspi(answer or b""))
+            await self.transport.send_raw(out.finish())
+            msg = await self.transport.receive_message()
+            # python-tds 1.17 sends the next token with the LOGIN7 packet type, not SSPI's
+            if msg.type not in (PacketType.SSPI, PacketType.LOGIN7):
+                raise ProtocolError(f"expected an SSPI message, got packet type {msg.type}")
+            token = msg.payload
+        else:
+            log.info("connection %d: SSPI exchange not complete after %d rounds", self.id, _)
+            raise LoginFailed(SqlError(18452, _UNTRUSTED, severity=14))
+        name = acceptor.principal
+        user = next(
+            (u for u in self.ctx.users.values() if u.windows and u.login.lower() == name.lower()),
+            None,
+        )
+        if user is None:
+            log.info("connection %d: Windows login %r is not in the users file", self.id, name)
+            raise LoginFailed(SqlError(18456, f"Login failed for user '{name}'.", severity=14))
+        return user
 
     # --- requests ---------------------------------------------------------------------------------
 

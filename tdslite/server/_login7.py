@@ -35,6 +35,8 @@ class Login7:
     database: str = ""
     access_token: str | None = None
     sspi: bool = False
+    #: the client's first SSPI (integrated authentication) token
+    sspi_token: bytes = b""
 
     def __repr__(self) -> str:  # never show the password or the token
         return (
@@ -85,6 +87,9 @@ def _parse(payload: bytes) -> Login7:
     host, user, password, app, server, ext, _lib, lang, db = (field() for _ in range(9))
     r.take(6)  # ClientID (MAC address)
     sspi_off, sspi_len = field()
+    if sspi_len == 0xFFFF:  # cbSSPILong, after ibAtchDBFile/cchAtchDBFile/ibChangePassword/cch...
+        r.take(8)
+        sspi_len = r.u32()
     access_token: str | None = None
     if option3 & _OPTION3_EXTENSION and ext[1] >= 4:
         feature_off = Reader(payload, ext[0]).u32()
@@ -103,6 +108,7 @@ def _parse(payload: bytes) -> Login7:
         database=text(db),
         access_token=access_token,
         sspi=bool(option2 & 0x80) or sspi_len > 0,
+        sspi_token=Reader(payload, sspi_off).take(sspi_len) if sspi_len else b"",
     )
 
 

@@ -29,7 +29,7 @@ class PacketType(enum.IntEnum):
     FEDAUTH_TOKEN = 0x08  #: federated authentication token (not used: token rides in LOGIN7)
     TRANSACTION_MANAGER = 0x0E  #: begin/commit/rollback without T-SQL
     LOGIN7 = 0x10  #: the login record
-    SSPI = 0x11  #: integrated authentication (not supported)
+    SSPI = 0x11  #: integrated authentication: the client's next SSPI token
     PRELOGIN = 0x12  #: PRELOGIN, and the TLS handshake records during the handshake
 
 

@@ -21,6 +21,7 @@ from tdslite.engine import Engine, User, load_users
 
 from ._connection import Connection, ServerContext
 from ._fedauth import FedAuthConfig
+from ._sspi import SspiConfig
 from ._statementlog import StatementLog
 
 log = logging.getLogger("tdslite.server")
@@ -88,6 +89,7 @@ async def open_server(
     tls_key: str | os.PathLike[str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     fedauth: FedAuthConfig | None = None,
+    sspi: SspiConfig | None = None,
     statement_log: StatementLog | str | os.PathLike[str] | None = None,
     threads: int = DEFAULT_THREADS,
     engine: Engine | None = None,
@@ -104,6 +106,7 @@ async def open_server(
         tls_key: PEM private key.
         ssl_context: a ready server context (overrides tls_cert/tls_key).
         fedauth: accept FEDAUTH access tokens verified this way.
+        sspi: accept integrated (NTLM/Kerberos) logins of the users file's Windows logins.
         statement_log: a `StatementLog`, or a JSON-lines file path; an in-memory log by default.
         threads: worker threads running statements at once.
         engine: an existing engine to serve (then ``db``/``seed`` are ignored and the engine is
@@ -130,6 +133,7 @@ async def open_server(
         limiter=trio.CapacityLimiter(threads),
         ssl_context=ssl_context,
         fedauth=fedauth,
+        sspi=sspi,
         statement_log=slog,
     )
     listeners = await trio.open_tcp_listeners(port, host=host)

@@ -63,6 +63,11 @@ def done(status: int, count: int = 0, *, token: int = TOKEN_DONE, curcmd: int = 
     return _DONE.pack(token, status, curcmd, count)
 
 
+def sspi(data: bytes) -> bytes:
+    """SSPI token: the server's next integrated-authentication token (MS-TDS 2.2.7.22)."""
+    return _wrap(0xED, data)
+
+
 def loginack(tds_version: int) -> bytes:
     body = bytes([1]) + tds_version.to_bytes(4, "big") + _b_varchar("Microsoft SQL Server")
     return _wrap(0xAD, body + PROG_VERSION)

@@ -40,8 +40,12 @@ def _provide_secrets(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             secret.chmod(0o600)
         if "password_env" in login:
             monkeypatch.setenv(login["password_env"], "dummy-password")
+        for key in ("keytab", "certificate_file", "client_secret_file"):
+            if key in login and not Path(login[key]).is_absolute():
+                (base / login[key]).write_text("dummy secret\n")
+                (base / login[key]).chmod(0o600)
     for path in (doc.get("database", {}).get("cafile"), connector.get("relay_cafile")):
-        if path:
+        if path and not Path(path).is_absolute():  # an absolute one is the system's: never write it
             (base / path).write_text("dummy CA bundle\n")
 
 
@@ -70,6 +74,7 @@ def test_the_examples_we_promise_exist() -> None:
     for name in (
         "okta/connector.toml",
         "entra/connector.toml",
+        "windows-auth/connector.toml",
         "rls/policy.toml",
         "rls/rls.sql",
         "sql/create-logins.sql",
