@@ -27,6 +27,9 @@
  *   gives nothing away: the object hibernates only after seconds of silence, and a budget refills
  *   whole in 4 s.
  * - In memory only: the HTTP queries in flight (query.js says why nothing is lost there).
+ * - Sessions (transactions across requests, sessions.js): the open ones in the attachment of the
+ *   connector socket they are pinned to, ended ones as tombstones in DO storage (`send:<id>`,
+ *   `sexp:<at>:<id>`) for 10 minutes; the operation in flight per session in memory.
  *
  * Frames are routed by header: COLUMNS/ROWS/DONE/ERROR payload bytes go to the HTTP body as they
  * are (the one-line records are checked, ROWS bytes are not parsed).
