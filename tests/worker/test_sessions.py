@@ -300,9 +300,13 @@ async def test_reset_closes_the_connection_that_holds_the_session(
             await client.post(relay.hook_url("abort"))
             await p.closed.wait()  # the connector sees its connection end: it rolls back
         response = await client.post(sessions_url(relay, sid, "commit"), headers=bearer(token))
-        # the rebuilt object knows neither the session nor its end
-        assert response.status_code == 404, response.text
-        assert response.json()["error"]["code"] == "session.not_found"
+        # the rebuilt object has no socket holding it: it ended with its connection
+        assert response.status_code == 410, response.text
+        assert response.json()["error"]["session"]["reason"] == "transport.lost"
+        other = await client.post(
+            sessions_url(relay, sid, "commit"), headers=bearer(idp.mint(sub="bob"))
+        )
+        assert other.json()["error"]["code"] == "session.wrong_identity"
 
 
 async def test_transaction_runs_statements_and_commits(

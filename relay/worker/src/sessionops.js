@@ -159,6 +159,7 @@ export class SessionOps {
         return { ok: false, response: errorResponse(new HttpError(ErrorCode.TRANSPORT_LOST, "the connection between relay and connector was lost right after the session began; it was rolled back: begin again", { queryId, session: { id, state: "ended", reason: "transport.lost" } })) };
       }
       this.table.pin(connection, id, owner, state, Date.now());
+      await this.table.writes; // its storage record is written before the client learns the id
       return { ok: true, id, connection, state, queryId };
     } finally {
       this.table.pending.delete(id);

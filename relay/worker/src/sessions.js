@@ -14,15 +14,17 @@
  *   most MAX_SESSIONS_PER_CONNECTION of them, which keeps the attachment within its 16 KiB.
  * - Ended sessions: a tombstone (owner, reason) in memory and in Durable Object storage
  *   (`send:<id>`), forgotten FORGET_ENDED_MS after the end (purged lazily, by an expiry index
- *   `sexp:<at>:<id>`, when the next tombstone is written: no alarm keeps the object awake).
+ *   `sexp:<at>:<id>`, when the next session is pinned or ended: no alarm keeps the object awake).
+ * - Every session pinned, also in storage (`sopen:<id>`: its owner), until its tombstone replaces
+ *   it or FORGET_ENDED_MS after its lifetime: the one trace left after a reset (below).
  * - In memory only: the operation in flight per session (`busy`; an operation is an HTTP request
  *   in flight, so the object cannot hibernate under it) and the begins in flight (they count
  *   against the caps until their DONE pins them).
  *
  * A session whose connection closes ends `transport.lost` (the connector rolls it back on its
  * side). A Durable Object reset closes every socket without running this object's close
- * handlers: the connector rolls back; the relay, rebuilt without those sockets, knows neither the
- * session nor its end and answers `session.not_found`.
+ * handlers (and takes the attachments with them): the connector rolls back; the rebuilt object
+ * finds the session's `sopen:` record and no socket holding it, so it ended `transport.lost` too.
  *
  * The relay also ends a session by its own clock once the connector must have ended it: idle for
  * its idle timeout, or past its lifetime, each plus END_GRACE_MS (so the relay never declares a
@@ -202,6 +204,15 @@ export class SessionTable {
       if (stored !== undefined) tomb = stored;
     }
     if (tomb !== undefined && tomb.forgetAt > now) return { kind: "ended", id, owner: tomb.owner, reason: tomb.reason };
+    if (tomb === undefined) {
+      // pinned once, held by no socket now, no end recorded: its connection went with a reset
+      /** @type {{owner: string, forgetAt: number} | undefined} */
+      const pinned = await this.storage.get(`sopen:${id}`);
+      if (pinned !== undefined && pinned.forgetAt > now) {
+        this.bury(id, pinned.owner, "transport.lost", now);
+        return { kind: "ended", id, owner: pinned.owner, reason: "transport.lost" };
+      }
+    }
     return { kind: "unknown", id };
   }
 
@@ -236,6 +247,8 @@ export class SessionTable {
     connection.att.sessions ??= {};
     connection.att.sessions[id] = [owner, expiresAt, idle, now];
     connection.save();
+    const forgetAt = expiresAt + END_GRACE_MS + FORGET_ENDED_MS;
+    this.store({ [`sopen:${id}`]: { owner, forgetAt }, [`sexp:${String(forgetAt).padStart(15, "0")}:${id}`]: id }, [], now);
   }
 
   /**
@@ -298,14 +311,24 @@ export class SessionTable {
       this.tombstones.delete(old);
     }
     const at = String(forgetAt).padStart(15, "0");
+    this.store({ [`send:${id}`]: { owner, reason, forgetAt }, [`sexp:${at}:${id}`]: id }, [`sopen:${id}`], now);
+  }
+
+  /**
+   * Write `entries`, delete `keys`, then purge up to 256 expired records (in order, after the
+   * writes before it).
+   * @param {Record<string, any>} entries @param {string[]} keys @param {number} now
+   */
+  store(entries, keys, now) {
     const cutoff = String(now).padStart(15, "0");
     this.writes = this.writes
       .then(async () => {
-        await this.storage.put({ [`send:${id}`]: { owner, reason, forgetAt }, [`sexp:${at}:${id}`]: id });
+        await this.storage.put(entries);
+        if (keys.length) await this.storage.delete(keys);
         const stale = await this.storage.list({ prefix: "sexp:", end: `sexp:${cutoff}`, limit: 256 });
-        const keys = [...stale.keys(), ...[...stale.values()].map((old) => `send:${old}`)];
-        for (let i = 0; i < keys.length; i += 128) await this.storage.delete(keys.slice(i, i + 128));
+        const purge = [...stale.keys(), ...[...stale.values()].flatMap((old) => [`send:${old}`, `sopen:${old}`])];
+        for (let i = 0; i < purge.length; i += 128) await this.storage.delete(purge.slice(i, i + 128));
       })
-      .catch((err) => console.error(`storing a session end failed: ${err?.message ?? err}`));
+      .catch((err) => console.error(`storing a session's state failed: ${err?.message ?? err}`));
   }
 }

@@ -203,3 +203,26 @@ test("the checks before sending, in SPEC 7.4 order: not found, owner, ended, gon
   assert.equal(table.tombstones.get(id)?.reason, "transport.lost");
   assert.equal(await code(bob, id), "session.wrong_identity"); // owner before ended
 });
+
+test("after a reset (attachments gone) a pinned session is found ended transport.lost", async () => {
+  const storage = memoryStorage();
+  const table = new SessionTable(storage);
+  const id = "R".repeat(22);
+  table.pin(connection("c1"), id, "o", { expires_at: T0 + 300_000, idle_timeout_ms: 30_000 }, T0);
+  await table.writes;
+  const rebuilt = new SessionTable(storage); // no socket holds it any more
+  assert.deepEqual(await rebuilt.find([connection("c2")], id, T0 + 5), { kind: "ended", id, owner: "o", reason: "transport.lost" });
+  await rebuilt.writes;
+  assert.ok(!storage.map.has(`sopen:${id}`)); // the tombstone replaced it
+  assert.equal(storage.map.get(`send:${id}`).reason, "transport.lost");
+  // the tombstone is purged once expired, by the next write; the index of the pin with it later
+  const next = (/** @type {number} */ now) => {
+    rebuilt.pin(connection("c2"), newSessionId(), "o", { expires_at: now + 300_000, idle_timeout_ms: 1 }, now);
+    return rebuilt.writes;
+  };
+  await next(T0 + 6 + FORGET_ENDED_MS);
+  assert.ok(!storage.map.has(`send:${id}`));
+  assert.equal([...storage.map.keys()].filter((k) => k.includes(id)).length, 1); // the pin's index
+  await next(T0 + 300_000 + END_GRACE_MS + FORGET_ENDED_MS + 1);
+  assert.equal([...storage.map.keys()].filter((k) => k.includes(id)).length, 0);
+});
