@@ -33,13 +33,21 @@ const encoder = new TextEncoder();
  * @typedef {Caller & {id: string, op: string, name?: string, request?: Record<string, any>}} OpCall
  * @typedef {BeginCall & {statements: Record<string, any>[]}} TransactionCall
  * @typedef {import("./session.js").ConnectorSession} ConnectorSession
- * @typedef {{ok: true, id: string, connection: ConnectorSession, state: Record<string, any>, queryId: string}
+ * @typedef {{ok: true, id: string, connection: ConnectorSession, entry: import("./sessions.js").Entry, queryId: string}
  *   | {ok: false, response: Response}} Begun
  */
 
 /** A statement-less QUERY request (begin, commit, rollback, savepoint, rollback_to). @param {number} timeoutMs */
 function bare(timeoutMs) {
   return { sql: null, query: null, params_json: "{}", max_rows: null, timeout_ms: timeoutMs, query_id: crypto.randomUUID(), client_query_id: false, sql_bytes: 0 };
+}
+
+/**
+ * A whole JSON answer carrying a record; a 429 also says when to come back (SPEC 11.1).
+ * @param {number} status @param {Record<string, any> | Uint8Array} record
+ */
+function recordResponse(status, record) {
+  return jsonResponse(status, record, status === 429 ? { "retry-after": "1" } : {});
 }
 
 /** RFC 3339 UTC with milliseconds. @param {number} unixMs */
@@ -111,8 +119,9 @@ export class SessionOps {
   async begin(call) {
     const begun = await this.open(call);
     if (!begun.ok) return begun.response;
-    const { state } = begun;
-    return jsonResponse(201, { session: begun.id, expires_at: rfc3339(state.expires_at), idle_timeout_ms: state.idle_timeout_ms });
+    // as pinned (the connector's expires_at and idle_timeout_ms, or the SPEC defaults without them)
+    const [, expiresAt, idleTimeoutMs] = begun.entry;
+    return jsonResponse(201, { session: begun.id, expires_at: rfc3339(expiresAt), idle_timeout_ms: idleTimeoutMs });
   }
 
   /**
@@ -152,15 +161,19 @@ export class SessionOps {
       });
       const { status, record } = await terminalOf(response);
       const state = record.done?.session;
-      if (record.error || state?.state !== "open") return { ok: false, response: jsonResponse(status, record) };
+      if (record.error) return { ok: false, response: recordResponse(status, record) };
+      if (state?.state !== "open" || state.id !== id) {
+        console.error(`session.begin_unanswered query_id=${queryId}: the connector's DONE carried no open session`);
+        return { ok: false, response: errorResponse(new HttpError(ErrorCode.PROTOCOL_ERROR, `the connector did not open the session; retry (the cause is in the relay's log under query_id ${queryId})`, { queryId })) };
+      }
       const connection = /** @type {ConnectorSession | null} */ (sentOn);
       if (connection === null || !connection.open) {
         // the begin's DONE came, then its connection went: the connector rolled it back
         return { ok: false, response: errorResponse(new HttpError(ErrorCode.TRANSPORT_LOST, "the connection between relay and connector was lost right after the session began; it was rolled back: begin again", { queryId, session: { id, state: "ended", reason: "transport.lost" } })) };
       }
-      this.table.pin(connection, id, owner, state, Date.now());
+      const entry = this.table.pin(connection, id, owner, state, Date.now());
       await this.table.writes; // its storage record is written before the client learns the id
-      return { ok: true, id, connection, state, queryId };
+      return { ok: true, id, connection, entry, queryId };
     } finally {
       this.table.pending.delete(id);
     }
@@ -175,7 +188,7 @@ export class SessionOps {
     const response = await this.send(call, await this.check(call));
     if (call.op === "run") return response;
     const { status, record } = await terminalOf(response);
-    if (record.error) return jsonResponse(status, record);
+    if (record.error) return recordResponse(status, record);
     const state = record.done.session ?? { id: call.id, state: "open" };
     return jsonResponse(200, { session: call.id, state: state.state, ...(state.reason ? { reason: state.reason } : {}) });
   }
@@ -249,7 +262,7 @@ export class SessionOps {
     };
     const finish = async (/** @type {Uint8Array} */ line, /** @type {number} */ status) => {
       if (writer === null) {
-        resolve(new Response(line, { status, headers: { "content-type": "application/json", "cache-control": "no-store" } }));
+        resolve(recordResponse(status, line));
         return;
       }
       await writer.write(line).catch(() => {});

@@ -240,15 +240,19 @@ export class SessionTable {
    * Pin a session the connector opened (its begin's DONE) to the connection that answered.
    * @param {Pinned} connection @param {string} id @param {string} owner
    * @param {{expires_at?: number, idle_timeout_ms?: number}} state @param {number} now
+   * @returns {Entry}
    */
   pin(connection, id, owner, state, now) {
     const idle = Number.isSafeInteger(state.idle_timeout_ms) ? /** @type {number} */ (state.idle_timeout_ms) : 30_000;
     const expiresAt = Number.isSafeInteger(state.expires_at) ? /** @type {number} */ (state.expires_at) : now + 300_000;
+    /** @type {Entry} */
+    const entry = [owner, expiresAt, idle, now];
     connection.att.sessions ??= {};
-    connection.att.sessions[id] = [owner, expiresAt, idle, now];
+    connection.att.sessions[id] = entry;
     connection.save();
     const forgetAt = expiresAt + END_GRACE_MS + FORGET_ENDED_MS;
     this.store({ [`sopen:${id}`]: { owner, forgetAt }, [`sexp:${String(forgetAt).padStart(15, "0")}:${id}`]: id }, [], now);
+    return entry;
   }
 
   /**
