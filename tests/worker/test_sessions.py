@@ -371,3 +371,24 @@ async def test_transaction_failure_rolls_back_and_names_the_statement(
     assert last["session"]["reason"] == "rolled_back"
     ops = [op for _, _, op in handler.ops]
     assert ops == ["begin", "run", "rollback", "begin", "run", "run", "rollback"]
+
+
+async def test_a_draining_connectors_sessions_have_ended(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    handler = SessionPeer()
+    token = idp.mint(sub="alice")
+    with trio.fail_after(30):
+        async with session_peer(relay, handler) as p:
+            sid = await begin(client, relay, token)
+            await p.send(events.Drain("shutting down"))
+            while (await relay.do_state(client))["draining"] != 1:  # noqa: ASYNC110 - the DO's state
+                await trio.sleep(0.02)
+            response = await client.post(sessions_url(relay, sid, "commit"), headers=bearer(token))
+    assert response.status_code == 410, response.text
+    assert response.json()["error"]["session"] == {
+        "id": sid,
+        "state": "ended",
+        "reason": "connector.draining",
+    }
+    assert [op for _, _, op in handler.ops] == ["begin"]  # no QUERY after the DRAIN

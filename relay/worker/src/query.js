@@ -65,7 +65,7 @@ function checkSize(req, limit) {
  */
 function pinnedRefusal(session, queryId) {
   if (!session.open) return new HttpError(ErrorCode.TRANSPORT_LOST, "the connection between relay and connector that holds this session was lost; the session was rolled back: begin a new one", { queryId });
-  if (session.draining) return new HttpError(ErrorCode.CONNECTOR_DRAINING, "the connector that holds this session is draining and takes no more operations; it rolls the session back when its drain ends: begin a new session", { queryId });
+  if (session.draining) return new HttpError(ErrorCode.SESSION_ENDED, "the session has ended (connector.draining): its connector is shutting down and rolls it back; begin a new one", { queryId });
   return new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, "the connection that holds this session is at its max streams; retry after the Retry-After delay", { queryId, retryAfter: "1", limit: "connector" });
 }
 

@@ -194,7 +194,8 @@ export class SessionOps {
   }
 
   /**
-   * The session checks in SPEC 7.4 order; marks the session busy.
+   * The session checks in SPEC 7.4 order (a session on a draining connection has ended: SPEC 7.4);
+   * marks the session busy.
    * @param {{identity: {issuer: string, subject: string}, id: string}} call @returns {Promise<ConnectorSession>}
    */
   async check({ identity, id }) {
@@ -211,6 +212,11 @@ export class SessionOps {
     if (!found.connection.open) {
       this.table.end(found.connection, id, "transport.lost", Date.now());
       throw new HttpError(ErrorCode.SESSION_ENDED, "the session has ended (transport.lost): its connector connection went away; begin a new one", { session: { id, state: "ended", reason: "transport.lost" } });
+    }
+    if (found.connection.draining) {
+      // no QUERY after the connector's DRAIN (SPEC 6.4): the connector rolls it back (SPEC 7.4)
+      this.table.end(found.connection, id, "connector.draining", Date.now());
+      throw new HttpError(ErrorCode.SESSION_ENDED, "the session has ended (connector.draining): its connector is shutting down and rolls it back; begin a new one", { session: { id, state: "ended", reason: "connector.draining" } });
     }
     if (!this.table.claim(id)) throw new HttpError(ErrorCode.SESSION_BUSY, "another operation of this session is still running; wait for its answer, then retry", { session: { id, state: "open" } });
     return /** @type {ConnectorSession} */ (found.connection);
@@ -233,6 +239,11 @@ export class SessionOps {
       });
     } catch (err) {
       if (this.table.busy.get(id) === "") this.table.release(id); // never sent
+      if (err instanceof HttpError && err.code === ErrorCode.SESSION_ENDED) {
+        // its connection began draining while the operation was prepared
+        this.table.end(connection, id, "connector.draining", Date.now());
+        err.session = { id, state: "ended", reason: "connector.draining" };
+      }
       if (err instanceof HttpError) err.session ??= { id, state: "open" };
       throw err;
     }

@@ -47,7 +47,8 @@ const MAX_TOMBSTONES_IN_MEMORY = 10_000;
  * when its last operation ended (unix ms)]. A tuple to keep the attachment small.
  * @typedef {[string, number, number, number]} Entry
  * @typedef {{owner: string, reason: string, forgetAt: number}} Tombstone
- * @typedef {{att: {sessionId: string, sessions?: Record<string, Entry>}, conn: {caps: Set<string>}, open: boolean, save: () => void}} Pinned
+ * @typedef {{att: {sessionId: string, sessions?: Record<string, Entry>}, conn: {caps: Set<string>}, open: boolean,
+ *   draining: boolean, save: () => void}} Pinned
  *   what this module needs of a ConnectorSession
  */
 

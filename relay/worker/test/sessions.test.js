@@ -45,7 +45,7 @@ function memoryStorage() {
 }
 
 function connection(sessionId, { caps = ["session"], open = true } = {}) {
-  return { att: { sessionId }, conn: { caps: new Set(caps) }, open, saves: 0, save() { this.saves += 1; } };
+  return { att: { sessionId }, conn: { caps: new Set(caps) }, open, draining: false, saves: 0, save() { this.saves += 1; } };
 }
 
 function done(session) {
@@ -174,7 +174,7 @@ test("a lost connection ends every session it held transport.lost", async () => 
   for (const id of ["x", "y"]) assert.equal(table.tombstones.get(id)?.reason, "transport.lost");
 });
 
-test("the checks before sending, in SPEC 7.4 order: not found, owner, ended, gone, busy", async () => {
+test("the checks before sending, in SPEC 7.4 order: not found, owner, ended, gone, draining, busy", async () => {
   const table = new SessionTable(memoryStorage());
   const c1 = connection("c1");
   const ops = new SessionOps(/** @type {any} */ ({ sessions: () => [c1] }), /** @type {any} */ ({}), table);
@@ -198,6 +198,11 @@ test("the checks before sending, in SPEC 7.4 order: not found, owner, ended, gon
   assert.equal(await code(alice, id), "session.busy");
   assert.equal(await code(bob, id), "session.wrong_identity"); // owner before busy
   table.release(id);
+  c1.draining = true; // the connector sent DRAIN: no QUERY may go to it (SPEC 6.4, 7.4)
+  assert.equal(await code(alice, id), "session.ended");
+  assert.equal(table.tombstones.get(id)?.reason, "connector.draining");
+  c1.draining = false;
+  table.pin(c1, id, await ownerOf(alice), { expires_at: now + 300_000, idle_timeout_ms: 30_000 }, now);
   c1.open = false; // its socket went away before the close event ran
   assert.equal(await code(alice, id), "session.ended");
   assert.equal(table.tombstones.get(id)?.reason, "transport.lost");
