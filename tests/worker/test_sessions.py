@@ -18,7 +18,7 @@ import trio
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer, line
-from tests.support.worker_relay import WorkerRelay, open_worker_relay
+from tests.support.worker_relay import TEST_LIMITS, WorkerRelay, open_worker_relay
 from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer
 
 #: workerd hibernates an idle object after ~10 s; give it a margin.
@@ -191,10 +191,10 @@ async def test_busy_session_is_refused_at_the_relay(
 
 async def test_session_caps_per_identity_and_per_tunnel(idp: DevIdP) -> None:
     handler = SessionPeer()
-    settings = {"max_sessions_per_identity": 2, "max_sessions": 3}
+    limits = {**TEST_LIMITS, "max_sessions_per_identity": 2, "max_sessions_per_tunnel": 3}
     async with (
         open_worker_relay(
-            tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, tunnel_settings=settings
+            tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, limits=limits
         ) as relay,
         httpx.AsyncClient(timeout=10) as client,
     ):
