@@ -385,3 +385,36 @@ async def test_a_draining_connectors_sessions_have_ended(
         "reason": "connector.draining",
     }
     assert [op for _, _, op in handler.ops] == ["begin"]  # no QUERY after the DRAIN
+
+
+async def test_every_operation_reaches_the_shard_that_made_the_id(
+    idp: DevIdP, client: httpx.AsyncClient, handler: SessionPeer, token: str
+) -> None:
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, shards=4
+    ) as relay:
+        with trio.fail_after(40):
+            # one connection: on one of the 4 shards; a begin landing on another falls over
+            async with session_peer(relay, handler):
+                states = [await relay.do_state(client, shard=k) for k in range(4)]
+                home = next(k for k, s in enumerate(states) if s["connections"])
+                for _ in range(6):
+                    sid = await begin(client, relay, token)
+                    assert shard_of(sid, 4) == home
+                    response = await client.post(
+                        sessions_url(relay, sid, "query"), json={"sql": "x"}, headers=bearer(token)
+                    )
+                    assert response.status_code == 200, response.text
+                    done = await client.post(
+                        sessions_url(relay, sid, "commit"), headers=bearer(token)
+                    )
+                    assert done.json()["reason"] == "committed"
+    assert [op for _, _, op in handler.ops] == ["begin", "run", "commit"] * 6
+
+
+def shard_of(text: str, k: int) -> int:
+    """The Worker's shardOf (FNV-1a over UTF-16 code units; ids are ASCII)."""
+    h = 0x811C9DC5
+    for ch in text:
+        h = ((h ^ ord(ch)) * 0x01000193) & 0xFFFFFFFF
+    return h % k
