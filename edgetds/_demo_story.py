@@ -154,7 +154,7 @@ UPDATE_PRICE = "UPDATE products SET price = @price WHERE name = @name"
 ORDER_QUANTITIES = "SELECT id, quantity, product_id FROM orders WHERE id IN (1, 2) ORDER BY id"
 #: bob moves 2 units from order 1 to order 2, and (his mistake) onto a product that does not
 #: exist: the second UPDATE breaks the foreign key, so the first must not stay either
-MOVE_STOCK = [
+MOVE_STOCK: list[dict[str, Any]] = [
     {"sql": "UPDATE orders SET quantity = quantity - @n WHERE id = 1", "params": {"n": 2}},
     {
         "sql": "UPDATE orders SET quantity = quantity + @n, product_id = @product WHERE id = 2",
