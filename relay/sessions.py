@@ -403,7 +403,7 @@ async def _handle_session(
             "idle_timeout_ms": state.get("idle_timeout_ms"),
         }
         ctx.counters.count("queries")
-        await send_json(send, 201, (json.dumps(answer) + "\n").encode())
+        await send_json(send, 201, ndjson_line(answer))
         return
     session = ctx.table.lookup(ctx.tunnel.name, sid, ctx.owner)
     session.busy = True
@@ -441,7 +441,7 @@ async def _handle_session(
     if kind == "error":
         raise _Relayed(record)
     answer = {"session": session.id, **{k: v for k, v in session.state().items() if k != "id"}}
-    await send_json(send, 200, (json.dumps(answer) + "\n").encode())
+    await send_json(send, 200, ndjson_line(answer))
 
 
 async def _control(ctx: SessionRequest, session: RelaySession, member: Mapping[str, Any]) -> bytes:
