@@ -10,16 +10,9 @@ import trio
 from tests.support.conformance import Conformance
 from tests.support.sessions_http import SessionClient, make_stock, stock
 
-WORKER_PENDING = (
-    "the Worker's session endpoints are not in this branch yet (they come with its own sessions "
-    "work)"
-)
-
 
 @pytest.fixture
-def client(conf: Conformance, request: pytest.FixtureRequest) -> SessionClient:
-    if conf.kind == "worker":
-        request.applymarker(pytest.mark.xfail(reason=WORKER_PENDING, strict=True))
+def client(conf: Conformance) -> SessionClient:
     token = conf.token("bob", groups=["admins"])
     return SessionClient(conf.http, conf.relay.http_url, "demo", token)
 
