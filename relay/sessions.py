@@ -501,6 +501,17 @@ async def handle_transaction(
             "headers": [(b"content-type", NDJSON_TYPE), (b"cache-control", b"no-store")],
         }
     )
+    try:
+        await _run_transaction(ctx, session, requests, send)
+    finally:
+        if session.reason is None:  # the client went away, or a failure: nothing may stay
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await _control(ctx, session, {"id": session.id, "op": "rollback"})
+
+
+async def _run_transaction(
+    ctx: SessionRequest, session: RelaySession, requests: list[QueryRequest], send: Send
+) -> None:
     total = 0
     query_id = str(uuid.uuid4())
     for index, req in enumerate(requests):

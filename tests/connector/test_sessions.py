@@ -132,6 +132,10 @@ async def test_commit_keeps_rollback_undoes_and_ended_ids_say_why(
             unknown = await r.op(new_session_id(), "run", sql="SELECT 1")
             assert unknown["error"]["code"] == "session.not_found"
             assert r.connector.service.sessions.open_sessions() == []
+            metric = r.connector.ops.registry.get_sample_value
+            assert metric("edgetds_connector_sessions_open") == 0
+            for reason in ("committed", "rolled_back"):
+                assert metric("edgetds_connector_sessions_ended_total", {"reason": reason}) == 1
 
 
 async def test_a_failing_statement_keeps_the_transaction_a_fatal_one_ends_it(

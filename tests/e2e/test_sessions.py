@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
+import trio.testing
 
 from connector.config import load_config
 from connector.runtime import Connector, open_connector
@@ -213,3 +215,26 @@ async def test_a_connector_without_the_session_capability_gets_503(tmp_path: Pat
             assert answer.status == 503
             assert "too old for sessions" in answer.error["message"]
             assert relay.app.sessions.statistics() == {"open": 0, "remembered": 0}
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """Real time, plus jumps: the relay forgets ended sessions on trio's clock."""
+    return trio.testing.MockClock(rate=1.0)
+
+
+async def test_the_relay_forgets_ended_sessions_after_ten_minutes(
+    tmp_path: Path, clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(60 + 601):
+        async with rig(tmp_path) as r:
+            client = r.client()
+            sid = await client.open()
+            assert (await client.op(sid, "commit")).status == 200
+            assert (await client.op(sid, "commit")).status == 410
+            clock.jump(599)
+            assert (await client.op(sid, "commit")).status == 410
+            clock.jump(2)
+            forgotten = await client.op(sid, "commit")
+            assert (forgotten.status, forgotten.error["code"]) == (404, "session.not_found")
+            assert r.relay.app.sessions.statistics() == {"open": 0, "remembered": 0}
