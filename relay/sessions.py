@@ -420,10 +420,10 @@ async def _handle_session(
                                  ctx.started, ctx.limits, ctx.counters, first=True,
                                  connection=session.conn, exchange=exchange,
                                  session_member={"id": session.id, "op": "run"})  # fmt: skip
+            # no terminal record: the client went away (the stream was CANCELled) and the
+            # connector's verdict comes with the next op; a lost connection shows in `_refresh`
             if exchange.terminal is not None:
                 _learn(ctx.table, session, _record(exchange.terminal)[1])
-            else:
-                ctx.table.end(session, ErrorCode.TRANSPORT_LOST.value)
             return
         body = await _read_object(scope, receive, ctx.limits)
         member: dict[str, Any] = {"id": session.id, "op": op}
@@ -501,6 +501,17 @@ async def handle_transaction(
             "headers": [(b"content-type", NDJSON_TYPE), (b"cache-control", b"no-store")],
         }
     )
+    try:
+        await _run_transaction(ctx, session, requests, send)
+    finally:
+        if session.reason is None:  # the client went away, or a failure: nothing may stay
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await _control(ctx, session, {"id": session.id, "op": "rollback"})
+
+
+async def _run_transaction(
+    ctx: SessionRequest, session: RelaySession, requests: list[QueryRequest], send: Send
+) -> None:
     total = 0
     query_id = str(uuid.uuid4())
     for index, req in enumerate(requests):
