@@ -8,6 +8,7 @@ behaviour with the real connector and tdslite is in tests/conformance/ (both rel
 
 from __future__ import annotations
 
+import json
 import time
 from functools import partial
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 
 from edgetds.devidp import DevIdP
 from protocol import events
@@ -460,3 +462,46 @@ async def test_operations_bypass_admission_begin_does_not(
                 )
                 assert commit.status_code == 200, commit.text
                 release.set()
+
+
+async def test_a_client_that_leaves_a_transaction_leaves_nothing(
+    relay: WorkerRelay, client: httpx.AsyncClient, handler: SessionPeer, token: str
+) -> None:
+    cancelled = trio.Event()
+
+    async def endless(p: Peer, q: events.Query) -> None:
+        if q.session is None or q.session["op"] != "run":
+            await handler(p, q)
+            return
+        handler.ops.append((p.connector_id, q.session["id"], "run"))
+        await p.columns(q.stream_id)
+        while q.stream_id not in p.cancels:  # rows until the relay CANCELs the statement
+            await p.rows(q.stream_id, [[n] for n in range(500)])
+            await trio.lowlevel.checkpoint()
+        error = {"code": "query.cancelled", "message": "cancelled", "query_id": q.query_id}
+        error["session"] = {"id": q.session["id"], "state": "open"}
+        await p.send(events.Error(q.stream_id, line({"error": error})))
+        cancelled.set()
+
+    body = json.dumps({"statements": [{"sql": "SELECT n FROM big"}]}).encode()
+    port = int(relay.handle.http_url.rsplit(":", 1)[1])
+    head = [
+        "POST /v1/tunnels/demo/transaction HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        f"Authorization: Bearer {token}",
+    ]
+    with trio.fail_after(30):
+        async with peer(relay, handler=endless, caps=("session",)):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+                received = b""
+                while len(received) < 20_000:  # rows are streaming: then hang up
+                    received += await stream.receive_some(65536)
+            assert b" 200 " in received.split(b"\r\n", 1)[0]
+            await cancelled.wait()
+            while [op for _, _, op in handler.ops][-1:] != ["rollback"]:  # noqa: ASYNC110
+                await trio.sleep(0.02)  # the relay rolls back once the CANCELled statement ended
+    assert [op for _, _, op in handler.ops] == ["begin", "run", "rollback"]

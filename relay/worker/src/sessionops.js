@@ -13,7 +13,8 @@
  *    connector's terminal record carries the session state); the other ops answer one JSON object.
  * 3. `transaction()` is begin, the statements, commit; the first failure rolls back. A refused
  *    begin is answered with its status; once the session is open the answer is 200 NDJSON and a
- *    failure is its terminal record (as relay/sessions.py).
+ *    failure is its terminal record (as relay/sessions.py). A client that goes away mid-way
+ *    leaves nothing either: the statement running is CANCELled, then the session rolled back.
  */
 
 import { ErrorCode, httpStatus, SESSION_CAP } from "./frames.js";
@@ -62,20 +63,25 @@ function rfc3339(unixMs) {
 async function* lines(body) {
   const reader = body.getReader();
   let held = new Uint8Array(0);
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    const bytes = new Uint8Array(held.length + value.length);
-    bytes.set(held);
-    bytes.set(value, held.length);
-    let start = 0;
-    for (let i = bytes.indexOf(0x0a); i !== -1; i = bytes.indexOf(0x0a, start)) {
-      yield bytes.slice(start, i + 1);
-      start = i + 1;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const bytes = new Uint8Array(held.length + value.length);
+      bytes.set(held);
+      bytes.set(value, held.length);
+      let start = 0;
+      for (let i = bytes.indexOf(0x0a); i !== -1; i = bytes.indexOf(0x0a, start)) {
+        yield bytes.slice(start, i + 1);
+        start = i + 1;
+      }
+      held = bytes.slice(start);
     }
-    held = bytes.slice(start);
+    if (held.length) yield held;
+  } finally {
+    // a reader that stops early (its client went away) cancels the body: the stream is CANCELled
+    await reader.cancel().catch(() => {});
   }
-  if (held.length) yield held;
 }
 
 /** @param {Uint8Array} line @returns {Record<string, any> | null} */
@@ -263,7 +269,12 @@ export class SessionOps {
     /** @type {TransformStream<Uint8Array, Uint8Array>} */
     const { readable, writable } = new TransformStream();
     const writer = writable.getWriter();
-    const write = (/** @type {Uint8Array} */ bytes) => writer.write(bytes);
+    let gone = false; // the client went away (its body was cancelled)
+    const write = (/** @type {Uint8Array} */ bytes) =>
+      writer.write(bytes).catch((err) => {
+        gone = true;
+        throw err;
+      });
     const finish = async (/** @type {Uint8Array} */ line) => {
       await writer.write(line).catch(() => {});
       await writer.close().catch(() => {});
@@ -290,8 +301,8 @@ export class SessionOps {
       await finish(encoder.encode(`${JSON.stringify({ done })}\n`));
     };
     run().catch(async (err) => {
-      console.error(`transaction failed: ${err?.stack ?? err}`);
-      const error = { code: ErrorCode.INTERNAL, message: `internal relay error; the transaction was not committed (the cause is in the relay's log under query_id ${queryId})`, query_id: queryId };
+      if (!gone) console.error(`transaction failed: ${err?.stack ?? err}`);
+      const error = gone ? { code: ErrorCode.QUERY_CANCELLED, message: "the client went away; the transaction was rolled back", query_id: queryId } : { code: ErrorCode.INTERNAL, message: `internal relay error; the transaction was not committed (the cause is in the relay's log under query_id ${queryId})`, query_id: queryId };
       await finish(await this.rolledBack(call, id, error, null).catch(() => errorRecord(error.code, error.message, { queryId })));
     });
     return new Response(readable, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": queryId } });
@@ -346,6 +357,7 @@ export class SessionOps {
   async rolledBack(call, id, error, index) {
     let session = error.session;
     if (session?.state !== "ended") {
+      await this.table.free(id); // a statement the client left is CANCELled: its end comes first
       try {
         const { record } = await terminalOf(await this.send({ ...call, id, op: "rollback" }, await this.check({ ...call, id })));
         session = (record.done ?? record.error)?.session ?? session;

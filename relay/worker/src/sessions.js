@@ -143,6 +143,16 @@ export class SessionTable {
     this.streams = new Map();
     /** @type {Promise<unknown>} tombstone writes, in order */
     this.writes = Promise.resolve();
+    /** @type {Map<string, (() => void)[]>} id -> who waits for its operation in flight to end */
+    this.waiters = new Map();
+  }
+
+  /** Resolves once no operation of `id` runs (at once if none does). @param {string} id @returns {Promise<void>} */
+  free(id) {
+    if (!this.busy.has(id)) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers();
+    this.waiters.set(id, [...(this.waiters.get(id) ?? []), () => resolve(undefined)]);
+    return promise;
   }
 
   /**
@@ -235,6 +245,8 @@ export class SessionTable {
     const key = this.busy.get(id);
     if (key) this.streams.delete(key);
     this.busy.delete(id);
+    for (const wake of this.waiters.get(id) ?? []) wake();
+    this.waiters.delete(id);
   }
 
   /**
