@@ -380,6 +380,7 @@ class RelayApp:
                 "auth_failure_addresses": len(self.auth_failures),
                 "query_identities": len(self.query_rate),
             },
+            "sessions": self.sessions.statistics(),
             "tunnels": {name: t.detail() for name, t in self.registry.tunnels.items()},
         }
 

@@ -207,19 +207,23 @@ def _open(
     token: str,
     member: Mapping[str, Any],
     timeout_ms: int,
+    req: QueryRequest | None = None,
 ) -> RelayStream:
-    """Send one attested session QUERY without a statement (begin, commit, ...)."""
-    query_id = str(uuid.uuid4())
-    options: dict[str, int | None] = {"max_rows": None, "timeout_ms": timeout_ms}
+    """Send one attested session QUERY: ``req``'s statement (a ``run``), or none (begin,
+    commit, ...)."""
+    query_id = req.query_id if req is not None else str(uuid.uuid4())
+    sql, query = (req.sql, req.query) if req is not None else (None, None)
+    params = req.params if req is not None else {}
+    options = req.options if req is not None else {"max_rows": None, "timeout_ms": timeout_ms}
     attestation = make_attestation(
         conn.relay_key,
         relay_key_id=conn.relay_key_id,
         session_id=conn.session_id,
         query_id=query_id,
         token=token,
-        sql=None,
-        query=None,
-        params={},
+        sql=sql,
+        query=query,
+        params=params,
         options=options,
         now=time.time(),
         session=member,
@@ -230,9 +234,9 @@ def _open(
             stream_id=stream_id,
             query_id=query_id,
             token=token,
-            sql=None,
-            query=None,
-            params={},
+            sql=sql,
+            query=query,
+            params=params,
             options=options,
             attestation=attestation,
             session=dict(member),
@@ -546,29 +550,9 @@ async def _statement(
 ) -> tuple[dict[str, Any] | None, int]:
     """Run one statement of a /transaction; stream its results; (error object or None, rows)."""
     member = {"id": session.id, "op": "run"}
-    attestation = make_attestation(
-        session.conn.relay_key,
-        relay_key_id=session.conn.relay_key_id,
-        session_id=session.conn.session_id,
-        query_id=req.query_id,
-        token=ctx.token,
-        sql=req.sql,
-        query=req.query,
-        params=req.params,
-        options=req.options,
-        now=time.time(),
-        session=member,
-    )
-
-    def make(stream_id: int, _session_id: str) -> events.Query:
-        return events.Query(stream_id=stream_id, query_id=req.query_id, token=ctx.token,
-                            sql=req.sql, query=req.query, params=req.params,
-                            options=req.options, attestation=attestation,
-                            session=member)  # fmt: skip
-
     try:
-        stream = session.conn.open_stream(make)
-    except LocalProtocolError:
+        stream = _open(session.conn, token=ctx.token, member=member, timeout_ms=0, req=req)
+    except HttpError:
         ctx.table.end(session, ErrorCode.TRANSPORT_LOST.value)
         return {"code": ErrorCode.TRANSPORT_LOST.value, "message": "the connection was lost"}, 0
     try:

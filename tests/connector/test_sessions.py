@@ -320,3 +320,25 @@ async def test_a_drain_rolls_back_open_sessions_and_refuses_new_ones(
             audit = (tmp_path / "connector" / "audit.jsonl").read_text().splitlines()
             ends = [json.loads(x)["session"] for x in audit if '"end"' in x]
             assert ends == [{"id": sid, "op": "end", "reason": "connector.draining"}]
+
+
+async def test_a_second_op_while_one_runs_is_busy(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    slow = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
+    with trio.fail_after(60):
+        async with rig(tmp_path, keys, idp, rogue) as r:
+            sid = await r.begin()
+            (session,) = r.connector.service.sessions.open_sessions()
+            running = await r.relay.query(
+                token=r.token(), sql=slow, session={"id": sid, "op": "run"}
+            )
+            while not session.busy:
+                await session.changed.wait()
+            # this relay sends the second op anyway: the connector refuses it
+            second = await r.op(sid, "commit")
+            assert second["error"]["code"] == "session.busy"
+            assert second["error"]["session"] == {"id": sid, "state": "open"}
+            await r.relay.cancel(running.stream_id)
+            await running.done.wait()
+            assert b"query.cancelled" in running.body

@@ -53,14 +53,14 @@ async def _database(stack: AsyncExitStack, tmp_path: Path) -> tuple[DevIdP, TdsS
     return idp, db
 
 
-def _relay_config(idp: DevIdP, port: int) -> tuple[Any, dict[str, Any]]:
+def _relay_config(idp: DevIdP, port: int, **limits: int) -> tuple[Any, dict[str, Any]]:
     """The tunnels ``demo`` and ``other`` (the same connector may serve both)."""
     config, keys = relay_config(
         tunnel="demo",
         connector_ids=["conn-1"],
         issuer=idp.issuer,
         listen=f"127.0.0.1:{port}",
-        limits={"auth_failure_burst": 100_000, "query_burst": 100_000},
+        limits={"auth_failure_burst": 100_000, "query_burst": 100_000, **limits},
     )
     demo = config.tunnels["demo"]
     tunnels = {"demo": demo, "other": dataclasses.replace(demo, name="other")}
@@ -90,12 +90,12 @@ async def _connector(
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, **limits: int) -> AsyncIterator[Rig]:
     """IdP + tdslite (with the stock table) + a Python relay with the tunnels ``demo`` and
-    ``other`` + a connector serving ``demo``."""
+    ``other`` (and these [limits]) + a connector serving ``demo``."""
     async with AsyncExitStack() as stack:
         idp, db = await _database(stack, tmp_path)
-        config, keys = _relay_config(idp, 0)
+        config, keys = _relay_config(idp, 0, **limits)
         relay = await stack.enter_async_context(open_relay(config))
         connector = await _connector(stack, tmp_path, idp, db, relay.ws_url, config, keys)
         await connector.wait_ready()
@@ -135,6 +135,20 @@ async def test_ten_thousand_begins_hold_the_caps_and_leak_nothing(tmp_path: Path
             pools = {s.login: s for s in r.connector.service.pools.statistics()}
             assert pools["writer"].in_use == 0
             assert (await client.begin()).status == 201
+
+
+async def test_the_tunnel_cap_counts_every_identity(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with rig(tmp_path, max_sessions_per_tunnel=3) as r:
+            opened = [await r.client(f"user{i}").open() for i in range(3)]
+            over = await r.client("user3").begin()
+            assert (over.status, over.error["code"]) == (429, "limits.too_many_sessions")
+            assert over.error["limit"] == "tunnel"
+            assert over.headers["retry-after"] == "1"
+            stats = (await r.http.get(f"{r.relay.http_url}/v1/relay/stats")).json()
+            assert stats["sessions"] == {"open": 3, "remembered": 0}
+            assert (await r.client("user0").delete(opened[0])).status == 200
+            assert (await r.client("user3").begin()).status == 201
 
 
 async def test_another_tunnels_id_is_not_found_and_busy_is_refused(tmp_path: Path) -> None:
