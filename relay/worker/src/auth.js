@@ -183,7 +183,10 @@ export function canonicalJsonText(value) {
 
 /**
  * The QUERY payload in canonical JSON, with `params` spliced in as canonical text (so float
- * literals keep Python's form). Keys in code-point order.
+ * literals keep Python's form). Keys in code-point order. `session`: the QUERY member of a session
+ * operation (SPEC 7.4), absent for a one-shot query.
+ * @param {{queryId: string, token: string, sql: string|null, query: string|null, paramsJson: string,
+ *   options: Record<string, any>, attestation: Record<string, any>, session?: Record<string, any>|null}} q
  */
 export function queryPayload({ queryId, token, sql, query, paramsJson, options, attestation, session = null }) {
   const text =
@@ -299,7 +302,8 @@ export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, lim
  *        as is when given); `session`: the QUERY's session member (attested as session_sha256)
  */
 export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, paramsJson, options, now, nonce, session = null }) {
-  const statement = sql !== null && sql !== undefined ? `sql:${sql}` : `query:${query}`;
+  // A session op other than `run` has neither: protocol/_auth.py hashes "query:None" (SPEC 8.4).
+  const statement = sql !== null && sql !== undefined ? `sql:${sql}` : `query:${query ?? "None"}`;
   const attestation = {
     relay_key_id: relayKey.keyId,
     session_id: sessionId,
