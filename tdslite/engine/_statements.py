@@ -18,6 +18,7 @@ from sqlglot import exp
 from . import _errors
 from ._builtins import anon, text
 from ._catalog import ColumnInfo, TableInfo, is_internal, make_table
+from ._output import Output, output
 from ._scope import Scope
 from ._translate import Translator, check_args, object_name, to_sqlite
 from ._types import (
@@ -49,7 +50,14 @@ class Plan:
     sql: tuple[str, ...]
     table: TableInfo | None = None
     dropped: tuple[str, ...] = ()
-    output: tuple[Column, ...] = ()  # OUTPUT inserted.* columns (SQLite RETURNING)
+    returns: Output | None = None  # the OUTPUT clause (SQLite RETURNING)
+
+    @property
+    def output(self) -> tuple[Column, ...]:
+        """The columns of the result set OUTPUT sends the client (none with OUTPUT INTO)."""
+        if self.returns is None or self.returns.into is not None:
+            return ()
+        return self.returns.columns
 
 
 def affinity(sql_type: SqlType) -> str:
@@ -114,11 +122,19 @@ def create_table(node: exp.Create, tr: Translator, *, temp: bool = False) -> Pla
             if seed is not None:
                 identity = (info.name, seed)
             continue
-        if isinstance(item, exp.Constraint) and len(item.expressions) == 1:
-            inner = item.expressions[0]
-            if isinstance(inner, exp.PrimaryKey):
+        if isinstance(item, exp.Constraint):
+            # CONSTRAINT name PRIMARY KEY [CLUSTERED|NONCLUSTERED] (...) | UNIQUE ... | FOREIGN KEY
+            inner = item.expressions
+            if isinstance(inner[0], exp.PrimaryKeyColumnConstraint) and len(inner) == 2:
+                inner = [exp.PrimaryKey(expressions=_index_columns(inner[1]))]
+            if len(inner) == 1 and isinstance(inner[0], exp.PrimaryKey):
                 pk_name = item.name
-                item = inner
+            if len(inner) == 1 and isinstance(inner[0], exp.PrimaryKey | exp.ForeignKey):
+                item = inner[0]
+            elif len(inner) == 1 and isinstance(inner[0], exp.UniqueColumnConstraint):
+                item = exp.UniqueColumnConstraint(
+                    this=exp.Schema(expressions=_index_columns(inner[0].this))
+                )
         if isinstance(item, exp.PrimaryKey):
             primary.extend(
                 o.this.name if isinstance(o, exp.Ordered) else o.name for o in item.expressions
@@ -128,6 +144,7 @@ def create_table(node: exp.Create, tr: Translator, *, temp: bool = False) -> Pla
             table_constraints.append(f"UNIQUE ({names})")
         elif isinstance(item, exp.ForeignKey):
             if not local:  # SQL Server does not enforce foreign keys on temporary tables
+                _reference_by_name(item.args["reference"])
                 table_constraints.append(to_sqlite(item))
         else:
             raise _errors.unsupported(f"table constraint {item.sql('tsql')[:60]}")
@@ -166,6 +183,25 @@ def create_table(node: exp.Create, tr: Translator, *, temp: bool = False) -> Pla
             f"('{name.replace(chr(39), chr(39) * 2)}', {identity[1] - 1})"
         )
     return Plan("CREATE TABLE", tuple(sql), make_table(name, columns, pk_name if primary else None))
+
+
+def _index_columns(node: exp.Expression) -> list[exp.Expression]:
+    """The columns of ``PRIMARY KEY|UNIQUE [CLUSTERED|NONCLUSTERED] (a [ASC|DESC], ...)``."""
+    if isinstance(node, exp.Schema):
+        return list(node.expressions)
+    if isinstance(node, exp.ClusteredColumnConstraint | exp.NonClusteredColumnConstraint):
+        items = node.this if isinstance(node.this, list) else [node.this]
+        return [i.this if isinstance(i, exp.Ordered) else i for i in items]
+    raise _errors.unsupported(f"table constraint {node.sql('tsql')[:60]}")
+
+
+def _reference_by_name(reference: exp.Reference) -> None:
+    """``REFERENCES [dbo].[t] (id)``: name the referenced table as SQLite knows it (``t``;
+    ``sales.t`` for another schema)."""
+    target = reference.this
+    table = target.this if isinstance(target, exp.Schema) else target
+    if isinstance(table, exp.Table):
+        table.replace(exp.Table(this=exp.to_identifier(object_name(table), quoted=True)))
 
 
 def _column(
@@ -209,6 +245,7 @@ def _column(
             parts.append("UNIQUE")
         elif isinstance(kind, exp.Reference):
             if not local:  # not enforced on temporary tables (as SQL Server)
+                _reference_by_name(kind)
                 parts.append(to_sqlite(kind))
         else:
             raise _errors.unsupported(f"column constraint {constraint.sql('tsql')[:60]}")
@@ -289,36 +326,6 @@ def _convert_to(node: exp.Expression, source: SqlType | None, target: SqlType) -
     )
 
 
-def output(node: exp.Expression, info: TableInfo) -> tuple[Column, ...]:
-    """Translate ``OUTPUT inserted.col, inserted.*`` into SQLite's RETURNING; its columns.
-
-    Only INSERTED values: SQLite's RETURNING has no DELETED (old) row.
-    """
-    returning = node.args.get("returning")
-    if not returning:
-        return ()
-    check_args(returning, {"expressions"}, "OUTPUT")
-    columns: list[Column] = []
-    items: list[exp.Expression] = []
-    for item in returning.expressions:
-        alias = item.alias if isinstance(item, exp.Alias) else None
-        target = item.this if isinstance(item, exp.Alias) else item
-        if not isinstance(target, exp.Column) or target.table.lower() != "inserted":
-            raise _errors.unsupported("OUTPUT of anything but INSERTED.column")
-        if isinstance(target.this, exp.Star):
-            chosen = list(info.columns)
-        else:
-            found = info.column(target.name)
-            if found is None:
-                raise _errors.invalid_column(target.name)
-            chosen = [found]
-        for column in chosen:
-            columns.append(Column(alias or column.name, column.type, column.nullable))
-            items.append(exp.column(column.name, quoted=True))
-    node.set("returning", exp.Returning(expressions=items))
-    return tuple(columns)
-
-
 def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
     check_args(node, {"this", "expression", "default", "with_", "returning"}, "INSERT")
     scope = Scope()
@@ -351,6 +358,7 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
         expressions=[exp.to_identifier(c.name, quoted=True) for c in columns],
     )
     source = node.expression
+    defaults: list[list[int]] = []  # per VALUES row: the positions that say DEFAULT
     if node.args.get("default") or source is None:
         node.set("this", table_node.copy())
     else:
@@ -359,6 +367,9 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
             check_args(source, {"expressions"}, "VALUES")
             for row in source.expressions:
                 values = list(row.expressions)
+                defaults.append(
+                    [i for i, v in enumerate(values) if _is_default(v) and i < len(columns)]
+                )
                 if len(values) != len(columns):
                     more = len(values) > len(columns)
                     raise _errors.SqlError(
@@ -369,8 +380,8 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                         "specified in the INSERT statement.",
                     )
                 for index, (value, column) in enumerate(zip(values, columns, strict=True)):
-                    if isinstance(value, exp.Var) and value.name.upper() == "DEFAULT":
-                        raise _errors.unsupported("DEFAULT in VALUES")
+                    if index in defaults[-1]:
+                        continue
                     source_type = tr.expr(value, scope)
                     if column.type.name in SPECIAL_TYPES:
                         # tr.expr may have replaced the node (a CAST becomes tds_cast): an xml
@@ -402,8 +413,42 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                     _convert_to(
                         value, None if made.type.name == "__unknown" else made.type, column.type
                     )
-    returned = output(node, info)
-    return Plan("INSERT", (to_sqlite(node),), info, output=returned)
+    returned = output(node, info, tr, "INSERT")
+    if any(defaults):
+        return Plan("INSERT", _rows_with_defaults(node, defaults), info, returns=returned)
+    return Plan("INSERT", (to_sqlite(node),), info, returns=returned)
+
+
+def _is_default(value: exp.Expression) -> bool:
+    return isinstance(value, exp.Var) and value.name.upper() == "DEFAULT"
+
+
+def _rows_with_defaults(node: exp.Insert, defaults: list[list[int]]) -> tuple[str, ...]:
+    """``VALUES (1, DEFAULT), (DEFAULT, 2)`` (Kysely fills a multi-row INSERT's missing columns
+    so): SQLite has no DEFAULT in VALUES, so each row becomes an INSERT of its other columns
+    (``DEFAULT VALUES`` when none is left), which gives the rest their defaults."""
+    schema = node.this
+    statements = []
+    for row, skipped in zip(node.expression.expressions, defaults, strict=True):
+        keep = [i for i in range(len(row.expressions)) if i not in skipped]
+        one = node.copy()
+        if not keep:
+            one.set("this", schema.this.copy())
+            one.set("expression", None)
+            one.set("default", True)
+        else:
+            one.set(
+                "this",
+                exp.Schema(
+                    this=schema.this.copy(), expressions=[schema.expressions[i] for i in keep]
+                ),
+            )
+            one.set(
+                "expression",
+                exp.Values(expressions=[exp.Tuple(expressions=[row.expressions[i] for i in keep])]),
+            )
+        statements.append(to_sqlite(one))
+    return tuple(statements)
 
 
 def _update_from(node: exp.Update, tr: Translator, scope: Scope) -> TableInfo:
@@ -472,12 +517,12 @@ def update(node: exp.Update, tr: Translator) -> Plan:
         _convert_to(assignment.expression, tr.expr(assignment.expression, scope), column.type)
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
-    returned = output(node, info)
-    return Plan("UPDATE", (to_sqlite(node),), info, output=returned)
+    returned = output(node, info, tr, "UPDATE")
+    return Plan("UPDATE", (to_sqlite(node),), info, returns=returned)
 
 
 def delete(node: exp.Delete, tr: Translator) -> Plan:
-    check_args(node, {"this", "tables", "where", "with_"}, "DELETE")
+    check_args(node, {"this", "tables", "where", "with_", "returning"}, "DELETE")
     scope = Scope()
     tr._with(node, scope)
     tables = node.args.get("tables") or []
@@ -490,7 +535,8 @@ def delete(node: exp.Delete, tr: Translator) -> Plan:
     scope.add(node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
-    return Plan("DELETE", (to_sqlite(node),), info)
+    returned = output(node, info, tr, "DELETE")
+    return Plan("DELETE", (to_sqlite(node),), info, returns=returned)
 
 
 def truncate(node: exp.Expression, tr: Translator) -> Plan:
