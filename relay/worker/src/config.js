@@ -49,6 +49,9 @@ export const DEFAULT_LIMITS = Object.freeze({
   deadline_grace_ms: 5_000,
   /** A full tunnel: how long a query may wait for a slot (counted against its timeout_ms). */
   admission_wait_ms: 5_000,
+  /** Open sessions (SPEC 11.5) per identity and per tunnel object (429 limits.too_many_sessions). */
+  max_sessions_per_identity: 8,
+  max_sessions_per_tunnel: 1024,
 });
 
 /** Per-tunnel settings (relay/config.py TunnelConfig) and their defaults. */
@@ -205,6 +208,9 @@ function parseLimits(env) {
   }
   if (!(limits.ping_interval_s > 0)) throw new ConfigError("LIMITS.ping_interval_s must be above 0 (seconds)");
   if (!(limits.max_param_bytes >= 1024)) throw new ConfigError("LIMITS.max_param_bytes must be at least 1024");
+  for (const key of ["max_sessions_per_identity", "max_sessions_per_tunnel"]) {
+    if (!Number.isSafeInteger(limits[key]) || limits[key] < 1) throw new ConfigError(`LIMITS.${key} must be a whole number >= 1 (open sessions)`);
+  }
   return Object.freeze(limits);
 }
 
