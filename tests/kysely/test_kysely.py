@@ -38,8 +38,8 @@ KYSELY_SQL = [
     "INSERT INTO stock (id, item, qty) VALUES (1, N'apples', 10), (2, N'pears', 0)",
 ]
 
-#: Sessions (SPEC.md 7.4, 11.5) are not served by the relays of this branch yet.
-SESSIONS_MISSING = "the relays have no /v1/tunnels/{t}/sessions endpoints yet (SPEC.md 11.5)"
+#: Sessions (SPEC.md 7.4, 11.5): the Worker relay serves them; the Python relay not yet.
+PYTHON_SESSIONS_MISSING = "the Python relay has no /v1/tunnels/{t}/sessions endpoints yet"
 
 
 def run_suite(conf: Conformance, suite: str) -> dict[str, int]:
@@ -75,11 +75,14 @@ async def test_kysely_queries(conf: Conformance) -> None:
     streaming a 10,000-row select, introspection, and error codes."""
     await setup_tables(conf)
     summary = await trio.to_thread.run_sync(run_suite, conf, "queries.test.mjs")
-    # skipped: OUTPUT deleted.* (UPDATE, DELETE) and introspection, which tdslite does not run yet
-    assert (summary["pass"], summary["skipped"]) == (12, 3), summary
+    assert (summary["pass"], summary["skipped"]) == (16, 0), summary
 
 
-@pytest.mark.skip(reason=SESSIONS_MISSING)
+@pytest.mark.parametrize(
+    "conf",
+    [pytest.param("python", marks=pytest.mark.skip(reason=PYTHON_SESSIONS_MISSING)), "worker"],
+    indirect=True,
+)
 async def test_kysely_transactions(conf: Conformance) -> None:
     """db.transaction() commits / rolls back on throw, isolation, savepoints, controlled
     transactions, streaming in a transaction, a read-only role's write refused."""

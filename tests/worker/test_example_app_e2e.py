@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from connector.config import load_config
@@ -110,7 +109,6 @@ async def test_example_app_serves_the_signed_in_users_orders(tmp_path: Path) -> 
                 assert response.json()["error"] == "policy.denied"
 
 
-@pytest.mark.skip(reason="the relays have no /v1/tunnels/{t}/sessions endpoints yet (SPEC.md 11.5)")
 async def test_example_app_transfer_is_one_transaction(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with open_app(tmp_path) as app:
