@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { sql } from "kysely";
 
 import { TunnelError } from "../../relay/worker/src/client.js";
-import { database } from "./stack.mjs";
+import { database, tunnel, writerToken } from "./stack.mjs";
 
 const db = database();
 
@@ -103,4 +103,52 @@ test("a transaction of a read-only role is refused at its first write and rolled
     (err) => err instanceof TunnelError && (err.code === "policy.not_read_only" || err.code === "policy.denied"),
   );
   assert.equal(await qty(90), null);
+});
+
+test("the client's batch(): all statements in one request, or none", async () => {
+  const results = await tunnel.batch(
+    [
+      { sql: "INSERT INTO stock (id, item, qty) VALUES (@id, @item, 1)", params: { id: 200, item: "figs" } },
+      { sql: "SELECT id, item FROM stock WHERE id >= @min ORDER BY id", params: { min: 200 } },
+    ],
+    { token: writerToken, isolation: "serializable" },
+  );
+  assert.equal(results.length, 2);
+  assert.deepEqual([...results[1]], [{ id: 200, item: "figs" }]);
+  assert.equal(results.done.session.reason, "committed");
+  const err = await tunnel
+    .batch([{ sql: "INSERT INTO stock (id, item, qty) VALUES (201, N'kiwis', 1)" }, { sql: "INSERT INTO stock (id, item, qty) VALUES (200, N'again', 1)" }], { token: writerToken })
+    .catch((e) => e);
+  assert.ok(err instanceof TunnelError, String(err));
+  assert.equal(err.code, "sql.error");
+  assert.equal(err.statement, 1);
+  assert.equal(await qty(201), null); // the first statement was rolled back
+});
+
+test("the client's transaction(callback): commits on return, rolls back on throw", async () => {
+  const id = await tunnel.transaction(async (tx) => {
+    await tx.query("INSERT INTO stock (id, item, qty) VALUES (@id, N'plums', 4)", { id: 300 });
+    const rows = await tx.query("SELECT qty FROM stock WHERE id = @id", { id: 300 });
+    assert.deepEqual([...rows], [{ qty: 4 }]);
+    assert.equal(rows.done.session.state, "open");
+    return 300;
+  }, { token: writerToken });
+  assert.equal(await qty(id), 4);
+  const boom = new Error("no");
+  await assert.rejects(
+    tunnel.transaction(async (tx) => {
+      await tx.query("UPDATE stock SET qty = 0 WHERE id = 300");
+      throw boom;
+    }, { token: writerToken }),
+    (e) => e === boom,
+  );
+  assert.equal(await qty(300), 4);
+  // A session ended by commit refuses more work: the client fails fast, as the relay answers.
+  const s = await tunnel.session({ token: writerToken });
+  await s.commit();
+  await assert.rejects(s.query("SELECT 1"), { code: "session.ended", status: 410 });
+  const answer = await tunnel.post(`sessions/${s.id}/query`, { sql: "SELECT 1", params: {} }, { token: writerToken });
+  assert.equal(answer.status, 410);
+  assert.deepEqual((await answer.json()).error.session, { id: s.id, state: "ended", reason: "committed" });
+  await s.rollback(); // after the end: resolves
 });
