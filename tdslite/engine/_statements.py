@@ -492,8 +492,28 @@ def _update_from(node: exp.Update, tr: Translator, scope: Scope) -> TableInfo:
     return info
 
 
+def _top(node: exp.Update | exp.Delete, tr: Translator, scope: Scope) -> None:
+    """``UPDATE | DELETE TOP (n)``: n of the rows the WHERE picks, whichever SQLite reads first
+    (SQL Server does not say which either): ``WHERE rowid IN (SELECT rowid ... LIMIT n)``."""
+    limit = node.args.get("limit")
+    if limit is None:
+        return
+    if node.args.get("from_"):
+        raise _errors.unsupported("UPDATE TOP ... FROM")
+    tr.expr(limit.expression, scope)
+    rows = exp.select(exp.column("rowid")).from_(node.this.copy()).limit(limit.expression.copy())
+    where = node.args.get("where")
+    if where is not None:
+        rows.set("where", where.copy())
+    chosen = exp.In(this=exp.column("rowid"), query=exp.Subquery(this=rows))
+    node.set("where", exp.Where(this=chosen))
+    node.set("limit", None)
+
+
 def update(node: exp.Update, tr: Translator) -> Plan:
-    check_args(node, {"this", "expressions", "where", "with_", "returning", "from_"}, "UPDATE")
+    check_args(
+        node, {"this", "expressions", "where", "with_", "returning", "from_", "limit"}, "UPDATE"
+    )
     if not node.expressions or not isinstance(node.this, exp.Table):
         raise _errors.syntax_error("SET")
     scope = Scope()
@@ -517,12 +537,13 @@ def update(node: exp.Update, tr: Translator) -> Plan:
         _convert_to(assignment.expression, tr.expr(assignment.expression, scope), column.type)
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
+    _top(node, tr, scope)
     returned = output(node, info, tr, "UPDATE")
     return Plan("UPDATE", (to_sqlite(node),), info, returns=returned)
 
 
 def delete(node: exp.Delete, tr: Translator) -> Plan:
-    check_args(node, {"this", "tables", "where", "with_", "returning"}, "DELETE")
+    check_args(node, {"this", "tables", "where", "with_", "returning", "limit"}, "DELETE")
     scope = Scope()
     tr._with(node, scope)
     tables = node.args.get("tables") or []
@@ -535,6 +556,7 @@ def delete(node: exp.Delete, tr: Translator) -> Plan:
     scope.add(node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
+    _top(node, tr, scope)
     returned = output(node, info, tr, "DELETE")
     return Plan("DELETE", (to_sqlite(node),), info, returns=returned)
 

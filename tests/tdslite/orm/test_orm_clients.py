@@ -98,6 +98,10 @@ async def test_kysely_mssql_dialect(tds_server: TdsServer) -> None:
     }
     assert out["updateOutput"] == [{"old_name": "Cem", "new_name": "Cemil", "big": "42"}]
     assert out["deleteOutput"] == [{"id": 3, "name": "Kit", "owner_id": 2}]
+    assert out["updateDeleteTop"] == {
+        "updated": [{"name": "Topped"}],
+        "deleted": [{"name": "Topped"}],
+    }
     assert out["transactionCommit"] == {"trancount": 1, "rows": [{"name": "Committed"}]}
     assert out["transactionRollback"] == {"error": "rolled back on purpose", "rows": []}
     # TM_BEGIN_XACT carried SERIALIZABLE (4): the session's level, as SET TRANSACTION ISOLATION
