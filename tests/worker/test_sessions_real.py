@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,13 @@ import httpx
 import pytest
 import trio
 
-from connector.config import load_config
-from connector.runtime import Connector, open_connector
-from edgetds.devidp import DevIdP, open_dev_idp
-from tdslite import TdsServer, open_server
-from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, admin_connection
-from tests.support.worker_relay import WorkerRelay, open_worker_relay
-from tests.worker.helpers import bearer, connector_config, ndjson
+from tests.support.e2e_stack import admin_connection
+from tests.worker.helpers import bearer, ndjson
+from tests.worker.test_real_connector import RealStack, real_stack
 
 
-@dataclass
-class SessionStack:
-    idp: DevIdP
-    db: TdsServer
-    relay: WorkerRelay
-    connector: Connector
-    http: httpx.AsyncClient
-    directory: Path
+class SessionStack(RealStack):
+    """The real stack, plus the session calls of one admin identity and tdslite's truth."""
 
     def url(self, *parts: str) -> str:
         base = f"{self.relay.handle.http_url}/v1/tunnels/demo/sessions"
@@ -62,24 +51,8 @@ class SessionStack:
 
 @asynccontextmanager
 async def session_stack(tmp_path: Path) -> AsyncIterator[SessionStack]:
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
-    async with (
-        open_dev_idp(key_dir=tmp_path / "idp") as idp,
-        open_server(users=users, db=":memory:") as db,
-    ):
-        await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
-        async with open_worker_relay(
-            tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer
-        ) as relay:
-            directory = tmp_path / "connector"
-            path = connector_config(directory, relay, issuer=idp.issuer, db=db)
-            async with (
-                open_connector(load_config(path)) as connector,
-                httpx.AsyncClient(timeout=20) as http,
-            ):
-                await connector.wait_ready(connector.config.tunnel.ha_connections)
-                yield SessionStack(idp, db, relay, connector, http, directory)
+    async with real_stack(tmp_path) as stack:
+        yield SessionStack(**vars(stack))
 
 
 @pytest.mark.timeout(90)

@@ -282,7 +282,9 @@ export class SessionOps {
     const run = async () => {
       let rows = 0;
       for (const [index, request] of call.statements.entries()) {
-        const failed = await this.statement({ ...call, id, op: "run", request }, index, write);
+        // the statement's own timeout, with the relay's grace (as /query)
+        const deadlineMs = request.timeout_ms + (call.deadlineMs - call.timeoutMs);
+        const failed = await this.statement({ ...call, id, op: "run", request, deadlineMs }, index, write);
         if (typeof failed === "number") {
           rows += failed;
           continue;
