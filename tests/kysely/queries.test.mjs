@@ -130,6 +130,17 @@ test("delete with output deleted.*", async () => {
   assert.deepEqual(gone, [{ item: "nut" }]);
 });
 
+test("top(n) on update and delete touches n rows", async () => {
+  await db.insertInto("stock").values([{ id: 110, item: "t", qty: 0 }, { id: 111, item: "t", qty: 0 }, { id: 112, item: "t", qty: 0 }]).execute();
+  const updated = await db.updateTable("stock").top(2).set({ qty: 1 }).where("item", "=", "t").executeTakeFirstOrThrow();
+  assert.equal(updated.numUpdatedRows, 2n);
+  const deleted = await db.deleteFrom("stock").top(1).where("item", "=", "t").where("qty", "=", 1).executeTakeFirstOrThrow();
+  assert.equal(deleted.numDeletedRows, 1n);
+  const left = await db.selectFrom("stock").select("qty").where("item", "=", "t").orderBy("qty").execute();
+  assert.deepEqual(left, [{ qty: 0 }, { qty: 1 }]);
+  await db.deleteFrom("stock").where("item", "=", "t").execute();
+});
+
 test("JS values round-trip exactly: bigint, Date, Uint8Array, decimal text, bit, float, strings", async () => {
   const bytes = new Uint8Array([0, 1, 2, 253, 254, 255]);
   const at = new Date(Date.UTC(2026, 1, 28, 23, 59, 58, 987));
