@@ -27,6 +27,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "relay_latency": ("bench.relay_latency", [], []),
     "tdslite_throughput": ("bench.tdslite_throughput", [], []),
     "big_statements": ("bench.big_statements", [], ["--count", "50"]),
+    "sessions": ("bench.sessions", [], ["--count", "50"]),
 }  # fmt: skip
 
 

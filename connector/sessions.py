@@ -443,7 +443,13 @@ class SessionManager:
             session.end(SessionEnd.DATABASE_UNAVAILABLE)
             task_status.started()
         finally:
-            self._finish(session)
+            reason = self._finish(session)
+            # the end's audit record is written before anyone learns that the session ended
+            with trio.CancelScope(shield=True):
+                if self._audit_end is not None:
+                    await self._audit_end(session, reason)
+                session.finished.set()
+                self._notify()
 
     async def _watch(self, session: Session) -> None:
         """Wait for the end: asked for, or the idle timeout, or the lifetime."""
@@ -475,7 +481,7 @@ class SessionManager:
         if not pc.broken and _in_transaction(pc):
             pc.broken = True
 
-    def _finish(self, session: Session) -> None:
+    def _finish(self, session: Session) -> SessionEnd:
         reason = session.reason or SessionEnd.DATABASE_UNAVAILABLE
         session.reason = reason
         table = self._links.get(session.link, {})
@@ -486,11 +492,8 @@ class SessionManager:
             self.ops.session_ended(reason.value)
         self._ended[session.id] = _Ended(session.owner, reason, trio.current_time())
         self._forget_old()
-        session.finished.set()
-        self._notify()
         log.info("session ended", extra={"session": session.id, "reason": reason.value})
-        if self._audit_end is not None and self._nursery is not None:
-            self._nursery.start_soon(self._audit_end, session, reason)
+        return reason
 
 
 def _check_owner(holder: Owner, owner: Owner) -> None:

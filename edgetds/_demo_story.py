@@ -87,6 +87,19 @@ class DemoClient:
         )
         return parse_response(response.status_code, response.content)
 
+    @property
+    def transaction_path(self) -> str:
+        return f"/v1/tunnels/{self.tunnel}/transaction"
+
+    def transaction(self, token: str, statements: list[dict[str, Any]]) -> QueryResult:
+        """POST .../transaction (SPEC.md 11.6): all statements commit, or none."""
+        response = self.http.post(
+            self.base_url + self.transaction_path,
+            headers={"authorization": f"Bearer {token}"},
+            json={"statements": statements},
+        )
+        return parse_response(response.status_code, response.content)
+
 
 def parse_response(status: int, body: bytes) -> QueryResult:
     """NDJSON (200) or one JSON error object (4xx/5xx) into a QueryResult."""
@@ -138,6 +151,16 @@ SELECT SUSER_NAME() AS sql_login,
 """
 DELETE_CANCELLED = "DELETE FROM orders WHERE status = @status"
 UPDATE_PRICE = "UPDATE products SET price = @price WHERE name = @name"
+ORDER_QUANTITIES = "SELECT id, quantity, product_id FROM orders WHERE id IN (1, 2) ORDER BY id"
+#: bob moves 2 units from order 1 to order 2, and (his mistake) onto a product that does not
+#: exist: the second UPDATE breaks the foreign key, so the first must not stay either
+MOVE_STOCK: list[dict[str, Any]] = [
+    {"sql": "UPDATE orders SET quantity = quantity - @n WHERE id = 1", "params": {"n": 2}},
+    {
+        "sql": "UPDATE orders SET quantity = quantity + @n, product_id = @product WHERE id = 2",
+        "params": {"n": 2, "product": 9999},
+    },
+]
 PARTS_PRICES = "SELECT name, category, price FROM products WHERE category = @category ORDER BY name"
 NEW_PRICE = "5.49"
 
@@ -190,6 +213,7 @@ class Story:
             self.step_who,
             self.step_delete,
             self.step_write,
+            self.step_transaction,
             self.step_expired,
             self.step_no_group,
             self.step_audit,
@@ -267,6 +291,34 @@ class Story:
             f"expected Widget at {NEW_PRICE}, got {prices.get('Widget')!r} ({result.describe()})",
         )
 
+    def step_transaction(self) -> None:
+        before = self.client.query(self.token(BOB), ORDER_QUANTITIES, {})
+        self.out.heading(f"3c. {BOB.who}: move 2 units from order 1 to order 2, in one transaction")
+        for statement in MOVE_STOCK:
+            self.out.request(
+                BOB.name, self.client.transaction_path, statement["sql"], statement["params"]
+            )
+        result = self.client.transaction(self.token(BOB), MOVE_STOCK)
+        self.out.wrapped("<- " + result.describe())
+        error = result.error or {}
+        self.check(
+            "3c",
+            result.status == 200
+            and error.get("statement") == 1
+            and (error.get("sql") or {}).get("number") == 547
+            and (error.get("session") or {}).get("state") == "ended",
+            "the second UPDATE broke the foreign key (547), so the transaction was rolled back: "
+            "the first UPDATE did not stay either",
+            f"expected statement 1 to fail with SQL Server error 547, got {result.describe()}",
+        )
+        after = self.ask("3d", BOB, "the two orders after the failed move", ORDER_QUANTITIES, {})
+        self.check(
+            "3d",
+            after.status == 200 and after.rows == before.rows and len(after.rows) == 2,
+            "both orders hold what they held before: nothing of the failed transaction stayed",
+            f"expected the orders unchanged ({before.rows}), got {after.rows}",
+        )
+
     def step_expired(self) -> None:
         result = self.ask("4", MALLORY, "replay an old token", "SELECT name FROM customers", {})
         if self.expect_error("4", result, ErrorCode.AUTH_EXPIRED, 401):
@@ -283,7 +335,8 @@ class Story:
 
         path = self.layout.audit_log
         self.out.heading(f"6. the connector's audit log ({show_path(path)})")
-        expected = ["alice", "alice", "alice", "bob", "bob", "carol"]
+        # bob's transaction: begin, two statements, rollback, its end; the SELECTs around it
+        expected = ["alice", "alice", "alice", "bob", "bob"] + ["bob"] * 7 + ["carol"]
         # the connector appends a query's audit line just after it answered
         records = _wait_json_lines(path, lambda items: len(items) >= len(expected))
         columns = [

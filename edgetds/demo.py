@@ -54,7 +54,9 @@ The story:
      thinks she is: the read-only login 'reader', with 'alice' in SESSION_CONTEXT
   2. alice tries a DELETE: refused by policy (403 policy.not_read_only); tdslite's statement log
      shows it never reached the database
-  3. bob (admins) runs an UPDATE (1 row affected), then a SELECT shows the change
+  3. bob (admins) runs an UPDATE (1 row affected), then a SELECT shows the change; then he moves
+     2 units from one order to another in one transaction (POST .../transaction) whose second
+     UPDATE fails: nothing of it stays, as a SELECT after it shows
   4. mallory sends an expired token: 401 auth.expired, refused at the relay
   5. carol (no group) is denied: 403 policy.denied
   6. the audit lines of these queries, and their hash chain verified

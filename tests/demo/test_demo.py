@@ -108,14 +108,18 @@ def test_demo_tells_the_story_and_leaves_nothing_running(tmp_path: Path) -> None
 
     assert "<- 200 OK: 1 row(s) affected" in _section(out, "3. bob")
     assert re.search(r"^\s+Widget\s+widgets\s+5\.49$", _section(out, "3b. bob"), re.M)
+    moved = _section(out, "3c. bob")
+    assert "<- 200 sql.error: SQL Server error 547" in moved
+    assert "the transaction was rolled back" in moved
+    assert "nothing of the failed transaction stayed" in _section(out, "3d. bob")
     assert "<- 401 auth.expired:" in _section(out, "4. mallory")
     assert "<- 403 policy.denied:" in _section(out, "5. carol")
 
     audit = _section(out, "6. the connector's audit log")
-    assert "ok: 6 records, chain intact" in audit
+    assert "ok: 13 records, chain intact" in audit
     result = verify_files([state / "audit.jsonl"])
     assert result.ok
-    assert result.records == 6
+    assert result.records == 13
     records = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert [(r["subject"], r["outcome"]["status"]) for r in records] == [
         ("alice", "ok"),
@@ -123,8 +127,19 @@ def test_demo_tells_the_story_and_leaves_nothing_running(tmp_path: Path) -> None
         ("alice", "refused"),
         ("bob", "ok"),
         ("bob", "ok"),
+        # the transaction of step 3c between two SELECTs: begin, the UPDATE that worked, the
+        # one that failed, the session's end (rolled back), the rollback op that ended it
+        ("bob", "ok"),
+        ("bob", "ok"),
+        ("bob", "ok"),
+        ("bob", "error"),
+        ("bob", "ok"),
+        ("bob", "ok"),
+        ("bob", "ok"),
         ("carol", "refused"),
     ]
+    ops = [r.get("session", {}).get("op") for r in records]
+    assert ops[6:11] == ["begin", "run", "run", "end", "rollback"]
     assert "UNEXPECTED" not in out
     assert "every step went as the script says." in out
     assert "stopping 4 processes ... done" in out
@@ -255,10 +270,10 @@ def test_demo_serve_answers_the_printed_curl_command_until_ctrl_c(tmp_path: Path
     assert demo.process.returncode == 0, output
     assert "stopping 4 processes ... done" in output
     _assert_no_children(state)
-    # our two queries are in the audit chain after the story's six, and the chain verifies
+    # our two queries are in the audit chain after the story's 13, and the chain verifies
     result = verify_files([state / "audit.jsonl"])
     assert result.ok
-    assert result.records == 8 + 2 * LOADTEST_QUERIES
+    assert result.records == 15 + 2 * LOADTEST_QUERIES
 
 
 def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@
  * 2. `operate()` checks the session (sessions.js order), marks it busy and sends the operation on
  *    the session's own connection, with no admission wait. `run` answers as /query does (the
  *    connector's terminal record carries the session state); the other ops answer one JSON object.
- * 3. `transaction()` is begin, the statements, commit; the first failure rolls back. Its NDJSON
- *    answer starts (200) with the first line a statement streams; a failure before that is
- *    answered with its status, as /query does.
+ * 3. `transaction()` is begin, the statements, commit; the first failure rolls back. A refused
+ *    begin is answered with its status; once the session is open the answer is 200 NDJSON and a
+ *    failure is its terminal record (as relay/sessions.py).
  */
 
 import { ErrorCode, httpStatus, SESSION_CAP } from "./frames.js";
@@ -258,24 +258,13 @@ export class SessionOps {
     const begun = await this.open(call);
     if (!begun.ok) return begun.response;
     const { id, queryId } = begun;
-    /** @type {PromiseWithResolvers<Response>} */
-    const { promise, resolve } = Promise.withResolvers();
-    /** @type {WritableStreamDefaultWriter<Uint8Array> | null} */
-    let writer = null;
-    const write = async (/** @type {Uint8Array} */ bytes) => {
-      if (writer === null) {
-        /** @type {TransformStream<Uint8Array, Uint8Array>} */
-        const { readable, writable } = new TransformStream();
-        writer = writable.getWriter();
-        resolve(new Response(readable, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": queryId } }));
-      }
-      await writer.write(bytes);
-    };
-    const finish = async (/** @type {Uint8Array} */ line, /** @type {number} */ status) => {
-      if (writer === null) {
-        resolve(recordResponse(status, line));
-        return;
-      }
+    // The session is open: the answer is 200 from here on, a failure is its terminal record (as
+    // relay/sessions.py answers; SPEC 11.6).
+    /** @type {TransformStream<Uint8Array, Uint8Array>} */
+    const { readable, writable } = new TransformStream();
+    const writer = writable.getWriter();
+    const write = (/** @type {Uint8Array} */ bytes) => writer.write(bytes);
+    const finish = async (/** @type {Uint8Array} */ line) => {
       await writer.write(line).catch(() => {});
       await writer.close().catch(() => {});
     };
@@ -289,23 +278,23 @@ export class SessionOps {
           rows += failed;
           continue;
         }
-        await finish(await this.rolledBack(call, id, failed, index), httpStatus(failed.code));
+        await finish(await this.rolledBack(call, id, failed, index));
         return;
       }
-      const { status, record } = await this.commitOf(call, id);
+      const { record } = await this.commitOf(call, id);
       if (record.error) {
-        await finish(await this.rolledBack(call, id, record.error, null), status);
+        await finish(await this.rolledBack(call, id, record.error, null));
         return;
       }
       const done = { statements: call.statements.length, rows, elapsed_ms: Date.now() - started, query_id: queryId, session: record.done.session ?? { id, state: "ended", reason: "committed" } };
-      await finish(encoder.encode(`${JSON.stringify({ done })}\n`), 200);
+      await finish(encoder.encode(`${JSON.stringify({ done })}\n`));
     };
     run().catch(async (err) => {
       console.error(`transaction failed: ${err?.stack ?? err}`);
       const error = { code: ErrorCode.INTERNAL, message: `internal relay error; the transaction was not committed (the cause is in the relay's log under query_id ${queryId})`, query_id: queryId };
-      await finish(await this.rolledBack(call, id, error, null).catch(() => errorRecord(error.code, error.message, { queryId })), 500);
+      await finish(await this.rolledBack(call, id, error, null).catch(() => errorRecord(error.code, error.message, { queryId })));
     });
-    return promise;
+    return new Response(readable, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": queryId } });
   }
 
   /**
