@@ -556,6 +556,12 @@ def parse_statement(sql: str, words: tuple[str, ...]) -> exp.Expression:
         regenerated.append("TOP")  # written back as LIMIT: UPDATE/DELETE TOP (n) (see _TSQL)
     for keyword in _SIGNIFICANT:
         if words.count(keyword) > regenerated.count(keyword):
+            if keyword == "TOP" and "OFFSET" in words:  # sqlglot merges them into one FETCH
+                raise _errors.SqlError(
+                    10741,
+                    "A TOP can not be used in the same query or sub-query as a OFFSET.",
+                    severity=15,
+                )
             raise _errors.unsupported(keyword)
     assert isinstance(tree, exp.Expression)
     # T-SQL has TOP, not LIMIT (SQL Server reads `FROM t LIMIT 2` as an alias, then fails at 2)

@@ -148,6 +148,12 @@ def test_offset_fetch_top_limit_as_sql_server(session: Session) -> None:
     ) == [[(2,), (3,)], [(1,), (2,)]]
     assert error_of(session, "SELECT id FROM customers OFFSET 1 ROWS").number == 102
     assert error_of(session, "SELECT id FROM customers ORDER BY id LIMIT 2").number == 102
+    top_and_offset = "SELECT TOP 1 id FROM customers ORDER BY id OFFSET 1 ROWS"
+    assert error_of(session, top_and_offset).number == 10741
+    inner = (
+        "SELECT TOP 1 id FROM (SELECT id FROM customers ORDER BY id OFFSET 1 ROWS) c ORDER BY id"
+    )
+    assert run(session, inner) == [[(2,)]]
 
 
 def test_update_and_delete_top(session: Session) -> None:
