@@ -11,7 +11,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.support.conformance import Conformance
@@ -37,9 +36,6 @@ KYSELY_SQL = [
     " (1, N'Engines', 30.00), (2, N'C', 45.25)",
     "INSERT INTO stock (id, item, qty) VALUES (1, N'apples', 10), (2, N'pears', 0)",
 ]
-
-#: Sessions (SPEC.md 7.4, 11.5): the Worker relay serves them; the Python relay not yet.
-PYTHON_SESSIONS_MISSING = "the Python relay has no /v1/tunnels/{t}/sessions endpoints yet"
 
 
 def run_suite(conf: Conformance, suite: str) -> dict[str, int]:
@@ -78,11 +74,6 @@ async def test_kysely_queries(conf: Conformance) -> None:
     assert (summary["pass"], summary["skipped"]) == (17, 0), summary
 
 
-@pytest.mark.parametrize(
-    "conf",
-    [pytest.param("python", marks=pytest.mark.skip(reason=PYTHON_SESSIONS_MISSING)), "worker"],
-    indirect=True,
-)
 async def test_kysely_transactions(conf: Conformance) -> None:
     """db.transaction() commits / rolls back on throw, isolation, savepoints, controlled
     transactions, streaming in a transaction, a read-only role's write refused; and the client's
