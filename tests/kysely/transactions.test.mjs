@@ -94,6 +94,21 @@ test("stream() inside a transaction reads the transaction's own writes", async (
   assert.equal(count, 2);
 });
 
+test("leaving a stream early inside a transaction: the transaction goes on and commits", async () => {
+  const rows = await db.transaction().execute(async (trx) => {
+    await trx.insertInto("stock").values({ id: 85, item: "early", qty: 1 }).execute();
+    const big = trx.selectFrom("d as a").crossJoin("d as b").crossJoin("d as c").crossJoin("d as e").select("a.n").stream(10);
+    let seen = 0;
+    for await (const _row of big) {
+      if (++seen === 15) break;
+    }
+    // the session's next operation waits for the abandoned one (one operation at a time)
+    return trx.selectFrom("stock").select("item").where("id", "=", 85).execute();
+  });
+  assert.deepEqual(rows, [{ item: "early" }]);
+  assert.equal(await qty(85), 1);
+});
+
 test("a transaction of a read-only role is refused at its first write and rolled back", async () => {
   const reader = database({ reader: true });
   await assert.rejects(

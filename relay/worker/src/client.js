@@ -275,6 +275,8 @@ export class Session {
     /** @type {string|null} why it ended: "committed", "rolled_back", "idle_timeout", ... */
     this.endReason = null;
     this.token = token;
+    /** @type {Promise<void>} an abandoned operation still being read (see `events`) */
+    this.pending = Promise.resolve();
   }
 
   /**
@@ -305,18 +307,45 @@ export class Session {
     return this.events({ sql, params }, options);
   }
 
-  /** @returns {AsyncGenerator<StreamEvent>} */
+  /**
+   * A consumer that leaves early does not cancel the statement (outside a session it would): the
+   * rest of the answer is read and discarded before the session's next operation starts, since a
+   * session runs one operation at a time and a relay may end a session whose client went away.
+   * @returns {AsyncGenerator<StreamEvent>}
+   */
   async *events(body, options = {}) {
+    await this.pending;
     this.ensureOpen();
+    /** @type {AsyncGenerator<StreamEvent> | null} */
+    let events = null;
+    let finished = false;
     try {
       const response = await this.client.post(this.path("query"), queryBody(body, options), this.options(options), "application/x-ndjson");
-      for await (const event of queryEvents(response)) {
+      events = queryEvents(response);
+      for (;;) {
+        const { value, done } = await events.next();
+        if (done) break;
+        if (value.type === "done" && value.done.session) this.observe(value.done.session);
+        yield value;
+      }
+      finished = true;
+    } catch (err) {
+      finished = true;
+      if (err instanceof TunnelError && err.session) this.observe(err.session);
+      throw err;
+    } finally {
+      if (events && !finished) this.pending = this.drain(events);
+    }
+  }
+
+  /** Read an abandoned operation's answer to its end, keeping only the session state it reports. @param {AsyncGenerator<StreamEvent>} events */
+  async drain(events) {
+    try {
+      for await (const event of events) {
         if (event.type === "done" && event.done.session) this.observe(event.done.session);
-        yield event;
       }
     } catch (err) {
       if (err instanceof TunnelError && err.session) this.observe(err.session);
-      throw err;
     }
   }
 
@@ -346,6 +375,7 @@ export class Session {
    * @param {{token?: string, signal?: AbortSignal}} [options]
    */
   async rollback(options = {}) {
+    await this.pending;
     if (this.state === "ended") return;
     try {
       await this.operation("rollback", {}, options);
@@ -356,6 +386,7 @@ export class Session {
 
   /** @param {string} op @param {Record<string, any>} body @param {{token?: string, signal?: AbortSignal}} options */
   async operation(op, body, options) {
+    await this.pending;
     this.ensureOpen();
     try {
       const answer = await jsonAnswer(await this.client.post(this.path(op), body, this.options(options)), 200);

@@ -223,3 +223,41 @@ test("the client's default token (a function) serves sessions too", async () => 
   await tunnel.session();
   assert.deepEqual(requests, ["Bearer fresh-1", "Bearer fresh-2"]);
 });
+
+test("a session stream left early is read to its end, not cancelled; its terminal record still counts", async () => {
+  const ended = { id: ID, state: "ended", reason: "rolled_back_by_server" };
+  let cancelled = false;
+  const enc = new TextEncoder();
+  const { fetcher, requests } = standIn({ sessions: BEGIN });
+  const tunnel = new TunnelClient({
+    tunnel: "demo",
+    fetcher: {
+      async fetch(request) {
+        if (!request.url.endsWith("/query")) return fetcher.fetch(request);
+        requests.push({ path: "query" });
+        const lines = [{ columns: [{ name: "n" }] }, [1], [2], [3], { error: { code: "sql.error", message: "x", session: ended } }];
+        return new Response(
+          new ReadableStream({
+            pull(controller) {
+              const line = lines.shift();
+              if (line) controller.enqueue(enc.encode(JSON.stringify(line) + "\n"));
+              else controller.close();
+            },
+            cancel() {
+              cancelled = true;
+            },
+          }),
+          { status: 200 },
+        );
+      },
+    },
+  });
+  const s = await tunnel.session({ token: "T" });
+  for await (const event of s.stream("select n from big")) {
+    if (event.type === "row") break; // leave at the first row
+  }
+  await assert.rejects(s.query("select 1"), { code: "session.ended" }); // learnt from the drained answer
+  assert.equal(cancelled, false);
+  assert.equal(s.endReason, "rolled_back_by_server");
+  assert.deepEqual(requests.map((r) => r.path), ["sessions", "query"]);
+});
