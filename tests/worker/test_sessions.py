@@ -9,6 +9,7 @@ behaviour with the real connector and tdslite is in tests/conformance/ (both rel
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -418,3 +419,44 @@ def shard_of(text: str, k: int) -> int:
     for ch in text:
         h = ((h ^ ord(ch)) * 0x01000193) & 0xFFFFFFFF
     return h % k
+
+
+async def test_operations_bypass_admission_begin_does_not(
+    idp: DevIdP, client: httpx.AsyncClient, handler: SessionPeer, token: str
+) -> None:
+    release = trio.Event()
+    stalled = trio.Event()
+
+    async def serve(p: Peer, q: events.Query) -> None:
+        if q.session is None:  # a one-shot query: holds its admission slot until released
+            stalled.set()
+            await release.wait()
+            await p.done(q.stream_id, rows=0, query_id=q.query_id)
+            return
+        await handler(p, q)
+
+    settings = {"max_queries_per_identity": 1}
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, tunnel_settings=settings
+    ) as relay:
+        with trio.fail_after(30):
+            async with peer(relay, handler=serve, caps=("session",)), trio.open_nursery() as n:
+                sid = await begin(client, relay, token)
+                query = f"{relay.handle.http_url}/v1/tunnels/demo/query"
+                n.start_soon(partial(client.post, query, json={"sql": "x"}, headers=bearer(token)))
+                await stalled.wait()  # alice's one query in flight: her admission cap is full
+                second = await client.post(query, json={"sql": "y"}, headers=bearer(token))
+                assert second.status_code == 429
+                assert second.json()["error"]["limit"] == "identity"
+                refused = await client.post(sessions_url(relay), headers=bearer(token))
+                assert refused.status_code == 429  # a begin is admitted like a query
+                assert refused.json()["error"]["code"] == "limits.too_many_queries"
+                run = await client.post(
+                    sessions_url(relay, sid, "query"), json={"sql": "z"}, headers=bearer(token)
+                )
+                assert run.status_code == 200, run.text  # an operation takes no admission slot
+                commit = await client.post(
+                    sessions_url(relay, sid, "commit"), headers=bearer(token)
+                )
+                assert commit.status_code == 200, commit.text
+                release.set()
