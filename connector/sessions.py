@@ -470,7 +470,12 @@ class SessionManager:
     async def _close(self, session: Session, pc: PooledConnection) -> None:
         """Roll back (unless committed), restore the isolation level, give the connection back."""
         pc.used = True  # the next borrower's request resets it
-        if pc.broken or session.committed:
+        if pc.broken:
+            # cut it: closing a connection whose last statement was interrupted must not wait
+            # for SQL Server (the pool closes it on return; SQL Server rolls back on its end)
+            pc.shutdown()
+            return
+        if session.committed:
             return
         restore = "" if session.isolation == "read committed" else _ISOLATION_DEFAULT
         try:

@@ -420,10 +420,10 @@ async def _handle_session(
                                  ctx.started, ctx.limits, ctx.counters, first=True,
                                  connection=session.conn, exchange=exchange,
                                  session_member={"id": session.id, "op": "run"})  # fmt: skip
+            # no terminal record: the client went away (the stream was CANCELled) and the
+            # connector's verdict comes with the next op; a lost connection shows in `_refresh`
             if exchange.terminal is not None:
                 _learn(ctx.table, session, _record(exchange.terminal)[1])
-            else:
-                ctx.table.end(session, ErrorCode.TRANSPORT_LOST.value)
             return
         body = await _read_object(scope, receive, ctx.limits)
         member: dict[str, Any] = {"id": session.id, "op": op}

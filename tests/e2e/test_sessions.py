@@ -1,0 +1,215 @@
+"""Sessions end to end through the Python relay (SPEC.md 7.4, 11.5): the faults that need the
+relay's own pieces (its session table, a second tunnel, a restart, a connector too old for
+sessions). Real dev IdP tokens, the real relay and connector, tdslite's table as the truth."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from connector.config import load_config
+from connector.runtime import Connector, open_connector
+from edgetds.devidp import DevIdP, open_dev_idp
+from identity.keys import encode_public_key
+from relay.server import RunningRelay, open_relay
+from tdslite import TdsServer, open_server
+from tests.support.chaos import free_port
+from tests.support.connector_stack import write_connector_config
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
+from tests.support.protocol_peer import open_peer
+from tests.support.relays import relay_config
+from tests.support.sessions_http import SessionClient, make_stock, stock
+
+
+@dataclass
+class Rig:
+    idp: DevIdP
+    db: TdsServer
+    relay: RunningRelay
+    connector: Connector
+    http: httpx.AsyncClient
+
+    def client(self, sub: str = "bob", tunnel: str = "demo") -> SessionClient:
+        token = self.idp.mint(sub=sub, groups=["admins"])
+        return SessionClient(self.http, self.relay.http_url, tunnel, token)
+
+
+async def _database(stack: AsyncExitStack, tmp_path: Path) -> tuple[DevIdP, TdsServer]:
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    idp = await stack.enter_async_context(open_dev_idp(key_dir=tmp_path / "idp"))
+    db = await stack.enter_async_context(open_server(users=users, db=":memory:"))
+    await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+    await make_stock(db)
+    return idp, db
+
+
+def _relay_config(idp: DevIdP, port: int) -> tuple[Any, dict[str, Any]]:
+    """The tunnels ``demo`` and ``other`` (the same connector may serve both)."""
+    config, keys = relay_config(
+        tunnel="demo",
+        connector_ids=["conn-1"],
+        issuer=idp.issuer,
+        listen=f"127.0.0.1:{port}",
+        limits={"auth_failure_burst": 100_000, "query_burst": 100_000},
+    )
+    demo = config.tunnels["demo"]
+    tunnels = {"demo": demo, "other": dataclasses.replace(demo, name="other")}
+    return dataclasses.replace(config, tunnels=tunnels), keys
+
+
+async def _connector(
+    stack: AsyncExitStack, tmp_path: Path, idp: DevIdP, db: TdsServer, ws_url: str,
+    config: Any, keys: dict[str, Any],
+) -> Connector:  # fmt: skip
+    """A connector dialling ``ws_url`` (READY on return unless no relay listens there yet)."""
+    path = write_connector_config(
+        tmp_path / "connector",
+        relay_urls=[ws_url],
+        relay_public_keys=[encode_public_key(config.private_key)],
+        private_key_file=write_key(tmp_path / "conn-1.key", keys["conn-1"]),
+        issuer=idp.issuer,
+        db_host=db.host,
+        db_port=db.port,
+        database=db.engine.database,
+        ha_connections=1,
+    )
+    # a long idle timeout: the 10,000 begins take longer than the default 30 s
+    path.write_text(path.read_text() + "\n[sessions]\nidle_timeout_ms = 240000\n")
+    connector: Connector = await stack.enter_async_context(open_connector(load_config(path)))
+    return connector
+
+
+@asynccontextmanager
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    """IdP + tdslite (with the stock table) + a Python relay with the tunnels ``demo`` and
+    ``other`` + a connector serving ``demo``."""
+    async with AsyncExitStack() as stack:
+        idp, db = await _database(stack, tmp_path)
+        config, keys = _relay_config(idp, 0)
+        relay = await stack.enter_async_context(open_relay(config))
+        connector = await _connector(stack, tmp_path, idp, db, relay.ws_url, config, keys)
+        await connector.wait_ready()
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+        yield Rig(idp, db, relay, connector, http)
+
+
+async def test_ten_thousand_begins_hold_the_caps_and_leak_nothing(tmp_path: Path) -> None:
+    with trio.fail_after(240):
+        async with rig(tmp_path) as r:
+            client = r.client()
+            statuses: dict[int, int] = {}
+            opened: list[str] = []
+
+            async def worker(count: int) -> None:
+                for _ in range(count):
+                    answer = await client.begin()
+                    statuses[answer.status] = statuses.get(answer.status, 0) + 1
+                    if answer.status == 201:
+                        opened.append(answer.body["session"])
+                    else:
+                        assert answer.error["code"] == "limits.too_many_sessions"
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(worker, 200)
+            assert statuses == {201: 8, 429: 9_992}
+            table = r.relay.app.sessions
+            assert table.statistics() == {"open": 8, "remembered": 0}  # refusals left no trace
+            assert len(r.connector.service.sessions.open_sessions()) == 8
+            pools = {s.login: s for s in r.connector.service.pools.statistics()}
+            assert pools["writer"].in_use == 8
+            for sid in opened:
+                assert (await client.delete(sid)).status == 200
+            assert table.statistics() == {"open": 0, "remembered": 8}
+            assert r.connector.service.sessions.open_sessions() == []
+            pools = {s.login: s for s in r.connector.service.pools.statistics()}
+            assert pools["writer"].in_use == 0
+            assert (await client.begin()).status == 201
+
+
+async def test_another_tunnels_id_is_not_found_and_busy_is_refused(tmp_path: Path) -> None:
+    slow = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
+    with trio.fail_after(60):
+        async with rig(tmp_path) as r:
+            client = r.client()
+            sid = await client.open()
+            elsewhere = r.client(tunnel="other")
+            foreign = await elsewhere.query(sid, "SELECT 1")
+            assert (foreign.status, foreign.error["code"]) == (404, "session.not_found")
+            manager = r.connector.service.sessions
+            (session,) = manager.open_sessions()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.query, sid, slow)
+                while not session.busy:  # the slow statement runs at the connector
+                    await session.changed.wait()
+                busy = await client.op(sid, "commit")
+                assert (busy.status, busy.error["code"]) == (409, "session.busy")
+                nursery.cancel_scope.cancel()  # the client goes away: the relay CANCELs it
+            while session.busy:
+                await session.changed.wait()
+            # the interrupted statement cost the session (its connection was cut) or not; either
+            # way the session answers again, and nothing is left open after a DELETE
+            after = await client.delete(sid)
+            assert after.status in (200, 410), after.lines
+            while manager.open_sessions():
+                await manager.wait_changed()
+
+
+async def test_a_relay_restart_mid_transaction_rolls_back(tmp_path: Path) -> None:
+    port = free_port()
+    with trio.fail_after(90):
+        async with AsyncExitStack() as stack:
+            idp, db = await _database(stack, tmp_path)
+            config, keys = _relay_config(idp, port)
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            url = f"ws://127.0.0.1:{port}"
+            connector = await _connector(stack, tmp_path, idp, db, url, config, keys)
+            async with open_relay(config) as first:
+                await connector.wait_ready()
+                r = Rig(idp, db, first, connector, http)
+                client = r.client()
+                sid = await client.open()
+                await client.query(sid, "UPDATE stock SET qty = 0 WHERE id = 1")
+                manager = connector.service.sessions
+                assert len(manager.open_sessions()) == 1
+            # the relay is gone mid-transaction: the connector rolls the session back
+            while manager.open_sessions():
+                await manager.wait_changed()
+            assert await stock(db) == [(1, 10), (2, 0)]
+            async with open_relay(config) as second:  # the same address and keys
+                await connector.wait_ready()
+                r.relay = second
+                after = await r.client().op(sid, "commit")
+                # the new relay never saw this session (404); nothing was committed
+                assert (after.status, after.error["code"]) == (404, "session.not_found")
+                assert await stock(db) == [(1, 10), (2, 0)]
+                assert (await r.client().open()) != sid
+
+
+async def test_a_connector_without_the_session_capability_gets_503(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            idp, _db = await _database(stack, tmp_path)
+            config, keys = _relay_config(idp, 0)
+            relay = await stack.enter_async_context(open_relay(config))
+            public = encode_public_key(config.private_key)
+            await stack.enter_async_context(
+                open_peer(relay.ws_url, "demo", "conn-1", keys["conn-1"], public, caps=())
+            )
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            token = idp.mint(sub="bob", groups=["admins"])
+            client = SessionClient(http, relay.http_url, "demo", token)
+            answer = await client.begin()
+            while answer.error["code"] == "tunnel.no_connector" and "old" not in str(answer.error):
+                answer = await client.begin()  # the peer's READY may still be on its way
+            assert answer.status == 503
+            assert "too old for sessions" in answer.error["message"]
+            assert relay.app.sessions.statistics() == {"open": 0, "remembered": 0}
