@@ -8,7 +8,7 @@ export function ndjson(records) {
 }
 
 /**
- * @param {Record<string, (body: any) => [number, any]>} routes `"<path>": (body) => [status, body]`
+ * @param {Record<string, (body: any) => [number, any] | Promise<[number, any]>>} routes `"<path>": (body) => [status, body]`
  *   (a string body is sent as it is, anything else as JSON); an unknown path is a 404
  * @returns {{fetcher: {fetch: (request: Request) => Promise<Response>}, requests: {path: string, body: any, token: string|null, accept: string|null}[]}}
  */
@@ -21,7 +21,7 @@ export function relayAnswering(routes) {
       requests.push({ path, body, token: request.headers.get("authorization"), accept: request.headers.get("accept") });
       const route = routes[path];
       if (!route) return new Response(JSON.stringify({ error: { code: "request.invalid", message: `no route ${path}` } }), { status: 404 });
-      const [status, answer] = route(body);
+      const [status, answer] = await route(body);
       return new Response(typeof answer === "string" ? answer : JSON.stringify(answer), { status });
     },
   };
