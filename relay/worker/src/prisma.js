@@ -389,7 +389,8 @@ export function toParam(arg, argType) {
     case "float":
       return typed(dbType === "REAL" ? "real" : "float", arg === null ? null : Number(arg));
     case "decimal":
-      return decimalParam(arg);
+      // $queryRaw hands a JS number over as "decimal": bind it as float, as the mssql driver does
+      return typeof arg === "number" ? typed("float", arg) : decimalParam(arg);
     case "boolean":
       return typed("bit", arg === null ? null : arg === true || arg === 1 || arg === "true" || arg === "1");
     case "uuid":
