@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytds
@@ -25,7 +27,7 @@ from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import TdsServer, open_server
 from tests.support.e2e_stack import TDSLITE_USERS, Stack, admin_batch
-from tests.support.worker_relay import ROOT, open_worker_relay
+from tests.support.worker_relay import ROOT, WORKERD, _listener, open_worker_relay
 from tests.support.wrangler import NODE
 from tests.worker.helpers import connector_config
 
@@ -39,17 +41,39 @@ NEEDS_SESSIONS = 7
 NEEDS_QUALIFIED_INSERT = 5
 
 
+@asynccontextmanager
+async def open_workerd(config: Path) -> AsyncIterator[str]:
+    """Run ``workerd serve config`` on a socket bound here (127.0.0.1, port 0); yield its URL."""
+    sock = _listener()
+    command = [str(WORKERD), "serve", str(config), f"--socket-fd=http={sock.fileno()}"]
+    log = config.parent / "workerd.log"
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            command, pass_fds=[sock.fileno()], stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+            sock.close()
+
+
 def schema_batches() -> list[str]:
     text = (APP / "schema.sql").read_text()
     return [batch.strip() for batch in re.split(r"^GO$", text, flags=re.MULTILINE) if batch.strip()]
 
 
-@pytest.fixture(scope="module")
-def prisma_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``prisma generate`` of app/schema.prisma into a temp dir; yields the generated client.ts."""
-    work = tmp_path_factory.mktemp("prisma")
-    for name in ("schema.prisma", "prisma.config.ts"):
-        shutil.copy(APP / name, work / name)
+def generate(work: Path, runtime: str) -> Path:
+    """``prisma generate`` of app/schema.prisma (its generator's ``runtime`` set to ``runtime``)
+    into ``work``; returns the generated client.ts."""
+    work.mkdir(parents=True, exist_ok=True)
+    schema = (APP / "schema.prisma").read_text()
+    (work / "schema.prisma").write_text(
+        schema.replace('runtime  = "nodejs"', f'runtime  = "{runtime}"')
+    )
+    shutil.copy(APP / "prisma.config.ts", work / "prisma.config.ts")
     (work / "node_modules").symlink_to(ROOT / "node_modules")  # the generated code's imports
     env = {
         **os.environ,
@@ -71,6 +95,12 @@ def prisma_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     client = work / "generated" / "client.ts"
     assert client.exists(), result.stdout
     return client
+
+
+@pytest.fixture(scope="module")
+def prisma_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Prisma Client for Node (generator runtime "nodejs"): its client.ts."""
+    return generate(tmp_path_factory.mktemp("prisma"), "nodejs")
 
 
 def relay_serves_sessions(kind: str) -> bool:
@@ -181,3 +211,49 @@ async def test_prisma_client_through_the_worker_relay(tmp_path: Path, prisma_cli
                         sessions=relay_serves_sessions("worker"),
                         db=db,
                     )
+
+
+async def test_prisma_client_on_workerd(stack: Stack, tmp_path: Path) -> None:
+    """Prisma Client generated for Cloudflare Workers (runtime "workerd": the query compiler is a
+    WebAssembly module import) in a Worker under workerd, bundled with esbuild as wrangler does;
+    the Worker takes the user's token from the request and sends it with every query."""
+    await _create_schema(stack.db)
+    client = await trio.to_thread.run_sync(generate, tmp_path / "gen", "workerd")
+    out = tmp_path / "worker"
+    out.mkdir()
+    build = [str(NODE), str(APP / "build-worker.mjs"), "--client", str(client), "--out", str(out)]
+    build += ["--relay-url", stack.relay.http_url, "--tunnel", stack.relay.tunnel]
+    if relay_serves_sessions("python"):
+        build += ["--sessions"]
+    with trio.fail_after(120):
+        await trio.run_process(build, cwd=ROOT)
+        async with open_workerd(out / "config.capnp") as url:
+            token = stack.token(sub="ada", groups=["admins"])
+            response = await stack.http.get(
+                f"{url}/report", headers={"Authorization": f"Bearer {token}"}
+            )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report.pop("inserted") == 2
+    assert report.pop("users") == [
+        {
+            "name": "Grace",
+            "balance": "1.00",
+            "visits": "1",
+            "birthday": None,
+            "posts": ["Grace post"],
+        },
+        {
+            "name": "Ada",
+            "balance": "12.50",
+            "visits": "9007199254740993",
+            "birthday": "1815-12-10T00:00:00.000Z",
+            "posts": ["Ada post"],
+        },
+    ]
+    assert report.pop("updated") == 1
+    assert report.pop("raw") == "1"
+    assert report.pop("duplicate") == "P2002"
+    if relay_serves_sessions("python"):
+        assert report.pop("transaction") == "9007199254740994"
+    assert report == {}
