@@ -36,6 +36,7 @@ const ADAPTER_NAME = "edgetds";
  * @typedef {import("@prisma/driver-adapter-utils").SqlDriverAdapter} SqlDriverAdapter
  * @typedef {import("@prisma/driver-adapter-utils").SqlDriverAdapterFactory} SqlDriverAdapterFactory
  * @typedef {import("@prisma/driver-adapter-utils").Transaction} Transaction
+ * @typedef {import("./client.js").Session} Session
  * @typedef {string | (() => string | Promise<string>)} TokenSource
  * @typedef {{tunnel: TunnelClient | string, url?: string, fetcher?: {fetch: (r: Request) => Promise<Response>},
  *            token?: TokenSource, role?: string, timeoutMs?: number, sessionTimeoutMs?: number,
@@ -201,12 +202,8 @@ class EdgeTdsAdapter extends EdgeTdsQueryable {
     }
     const token = await resolveToken(this.settings.token);
     const { role, sessionTimeoutMs } = this.settings;
-    const tunnel = /** @type {any} */ (this.tunnel);
-    if (typeof tunnel.session !== "function") {
-      throw new TypeError("PrismaEdgeTds: this TunnelClient has no session() (transactions need the session API)");
-    }
     try {
-      const session = await tunnel.session({ token, isolation, timeoutMs: sessionTimeoutMs, role });
+      const session = await this.tunnel.session({ token, isolation: /** @type {any} */ (isolation), timeoutMs: sessionTimeoutMs, role });
       return new EdgeTdsTransaction(session, this.settings);
     } catch (error) {
       throw mapError(error);
@@ -231,7 +228,7 @@ class EdgeTdsTransaction extends EdgeTdsQueryable {
   /** Prisma sends no BEGIN/COMMIT SQL: commit() and rollback() are session operations. */
   options = { usePhantomQuery: true };
 
-  /** @param {any} session @param {PrismaEdgeTdsOptions} settings */
+  /** @param {Session} session @param {PrismaEdgeTdsOptions} settings */
   constructor(session, settings) {
     super(settings);
     this.session = session;
@@ -258,30 +255,31 @@ class EdgeTdsTransaction extends EdgeTdsQueryable {
   }
 
   async commit() {
-    await this.serialised(() => this.session.commit()).catch((error) => {
-      throw mapError(error);
-    });
+    await this.operation(() => this.session.commit());
   }
 
   async rollback() {
     // after the session ended (idle timeout, a doomed transaction) rollback resolves
-    await this.serialised(() => this.session.rollback()).catch((error) => {
-      throw mapError(error);
-    });
+    await this.operation(() => this.session.rollback());
   }
 
   /** @param {string} name */
   async createSavepoint(name) {
-    await this.serialised(() => this.session.savepoint(name)).catch((error) => {
-      throw mapError(error);
-    });
+    await this.operation(() => this.session.savepoint(name));
   }
 
   /** @param {string} name */
   async rollbackToSavepoint(name) {
-    await this.serialised(() => this.session.rollbackTo(name)).catch((error) => {
+    await this.operation(() => this.session.rollbackTo(name));
+  }
+
+  /** A session operation, in turn; its TunnelError as Prisma's error. @param {() => Promise<unknown>} operation */
+  async operation(operation) {
+    try {
+      await this.serialised(operation);
+    } catch (error) {
       throw mapError(error);
-    });
+    }
   }
 }
 
