@@ -103,14 +103,18 @@ def prisma_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("prisma"), "nodejs")
 
 
-def relay_serves_sessions(kind: str) -> bool:
-    """Whether the relay's source serves SPEC.md 11.5's ``/sessions`` endpoints."""
-    sources = (
-        (ROOT / "relay").glob("*.py")
+def sessions_served(kind: str) -> bool:
+    """Whether sessions (SPEC.md 7.4, 11.5) run end to end on this tree: the relay's source
+    serves ``/sessions`` and the connector's runs the session ops (``rollback_to``)."""
+    relay = (
+        list((ROOT / "relay").glob("*.py"))
         if kind == "python"
         else [ROOT / "relay" / "worker" / "src" / "index.js"]
     )
-    return any("/sessions" in path.read_text() for path in sources)
+    connector = (ROOT / "connector").glob("*.py")
+    return any("/sessions" in p.read_text() for p in relay) and any(
+        "rollback_to" in p.read_text() for p in connector
+    )
 
 
 #: Prisma's INSERT form (SQL Server takes it; tdslite answers error 102 while it does not)
@@ -141,6 +145,7 @@ async def run_suite(
     env = {
         "EDGETDS_SESSIONS": "1" if sessions else "0",
         "EDGETDS_QUALIFIED_INSERT": "1" if qualified else "0",
+        "TZ": "Pacific/Chatham",  # +13:45/+12:45: a value read as local time instead of UTC shows
         **os.environ,
         "PRISMA_CLIENT": str(client),
         "EDGETDS_URL": url,
@@ -181,7 +186,7 @@ async def test_prisma_client_through_the_python_relay(stack: Stack, prisma_clien
             stack.relay.http_url,
             stack.relay.tunnel,
             stack.idp,
-            sessions=relay_serves_sessions("python"),
+            sessions=sessions_served("python"),
             db=stack.db,
         )
     # the statements Prisma generated ran on tdslite, with @P1.. parameters
@@ -208,7 +213,7 @@ async def test_prisma_client_through_the_worker_relay(tmp_path: Path, prisma_cli
                         relay.handle.http_url,
                         relay.handle.tunnel,
                         idp,
-                        sessions=relay_serves_sessions("worker"),
+                        sessions=sessions_served("worker"),
                         db=db,
                     )
 
@@ -223,7 +228,7 @@ async def test_prisma_client_on_workerd(stack: Stack, tmp_path: Path) -> None:
     out.mkdir()
     build = [str(NODE), str(APP / "build-worker.mjs"), "--client", str(client), "--out", str(out)]
     build += ["--relay-url", stack.relay.http_url, "--tunnel", stack.relay.tunnel]
-    if relay_serves_sessions("python"):
+    if sessions_served("python"):
         build += ["--sessions"]
     with trio.fail_after(120):
         await trio.run_process(build, cwd=ROOT)
@@ -254,6 +259,6 @@ async def test_prisma_client_on_workerd(stack: Stack, tmp_path: Path) -> None:
     assert report.pop("updated") == 1
     assert report.pop("raw") == "1"
     assert report.pop("duplicate") == "P2002"
-    if relay_serves_sessions("python"):
+    if sessions_served("python"):
         assert report.pop("transaction") == "9007199254740994"
     assert report == {}
