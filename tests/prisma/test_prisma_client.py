@@ -34,11 +34,13 @@ from tests.worker.helpers import connector_config
 APP = Path(__file__).parent / "app"
 PRISMA = ROOT / "node_modules" / "prisma" / "build" / "index.js"
 #: every test of suite.mjs, so a run that silently lost some fails
-SUITE_TESTS = 15
+SUITE_TESTS = 17
 #: suite.mjs tests that need sessions (Prisma runs each single-row write in a transaction) ...
-NEEDS_SESSIONS = 7
-#: ... of which these also create rows with Prisma's INSERT (table-qualified column list)
-NEEDS_QUALIFIED_INSERT = 5
+NEEDS_SESSIONS = 6
+#: ... those that also create rows (sessions + INSERT ... OUTPUT ... INTO @table) ...
+NEEDS_OUTPUT_INTO = 2
+#: ... and createMany's (INSERT with a table-qualified column list)
+NEEDS_QUALIFIED_INSERT = 1
 
 
 @asynccontextmanager
@@ -117,22 +119,31 @@ def sessions_served(kind: str) -> bool:
     )
 
 
-#: Prisma's INSERT form (SQL Server takes it; tdslite answers error 102 while it does not)
+#: Prisma's create: the new row's key through OUTPUT ... INTO a table variable
+OUTPUT_INTO = (
+    "DECLARE @generated_keys table([id] BIGINT) INSERT INTO [dbo].[Profile] ([bio],[userId]) "
+    "OUTPUT [Inserted].[id] INTO @generated_keys VALUES (N'probe', -1) SELECT [t].[id] FROM "
+    "@generated_keys AS g INNER JOIN [dbo].[Profile] AS [t] ON [t].[id] = [g].[id] "
+    "WHERE @@ROWCOUNT > 0"
+)
+#: Prisma's createMany: a table-qualified column list
 QUALIFIED_INSERT = (
     "INSERT INTO [dbo].[Profile] ([dbo].[Profile].[bio], [dbo].[Profile].[userId]) "
     "VALUES (N'probe', -1)"
 )
 
 
-def takes_qualified_insert(db: TdsServer) -> bool:
-    """Whether tdslite runs Prisma's INSERT form, ``INSERT INTO [dbo].[T] ([dbo].[T].[c]) ...``."""
+def tdslite_runs(db: TdsServer, statement: str, refused_with: int) -> bool:
+    """Whether tdslite runs one of Prisma's statement forms (SQL Server does): False when it
+    answers ``refused_with``, the error it gives for a form it does not take yet."""
     try:
-        admin_batch(db, [QUALIFIED_INSERT])
-    except pytds.ProgrammingError as exc:
-        if exc.msg_no != 102:  # any other failure is a failure of this test
+        admin_batch(db, [statement])
+    except pytds.Error as exc:
+        if exc.msg_no != refused_with:  # any other failure is a failure of this test
             raise
         return False
-    admin_batch(db, ["DELETE FROM [dbo].[Profile] WHERE [userId] = -1"])
+    finally:
+        admin_batch(db, ["DELETE FROM [dbo].[Profile] WHERE [userId] = -1"])
     return True
 
 
@@ -141,9 +152,11 @@ async def run_suite(
 ) -> dict[str, int]:
     """Run app/suite.mjs (node:test) against the relay at ``url``; return its summary counts
     after checking that exactly the tests the stack cannot run yet were skipped."""
-    qualified = await trio.to_thread.run_sync(takes_qualified_insert, db)
+    output_into = await trio.to_thread.run_sync(tdslite_runs, db, OUTPUT_INTO, 40517)
+    qualified = await trio.to_thread.run_sync(tdslite_runs, db, QUALIFIED_INSERT, 102)
     env = {
         "EDGETDS_SESSIONS": "1" if sessions else "0",
+        "EDGETDS_OUTPUT_INTO": "1" if output_into else "0",
         "EDGETDS_QUALIFIED_INSERT": "1" if qualified else "0",
         "TZ": "Pacific/Chatham",  # +13:45/+12:45: a value read as local time instead of UTC shows
         **os.environ,
@@ -166,11 +179,13 @@ async def run_suite(
     assert result.returncode == 0, out[-6000:] + result.stderr.decode()[-3000:]
     assert summary.get("tests") == SUITE_TESTS, summary
     assert summary.get("fail") == 0, summary
-    skipped = NEEDS_SESSIONS if not sessions else 0 if qualified else NEEDS_QUALIFIED_INSERT
-    assert summary.get("skipped") == skipped, (
-        summary,
-        {"sessions": sessions, "qualified": qualified},
+    skipped = (
+        (0 if sessions else NEEDS_SESSIONS)
+        + (0 if sessions and output_into else NEEDS_OUTPUT_INTO)
+        + (0 if qualified else NEEDS_QUALIFIED_INSERT)
     )
+    found = {"sessions": sessions, "output_into": output_into, "qualified": qualified}
+    assert summary.get("skipped") == skipped, (summary, found)
     return summary
 
 
