@@ -14,8 +14,9 @@ statement of its own.
 Each statement's text is also rewritten at the token level (strings, [identifiers] and comments are
 never touched) so that sqlglot keeps apart what it would otherwise merge: special functions
 ``F(`` become ``TDSFN_F(`` (GETDATE and SYSDATETIME both parse to CURRENT_TIMESTAMP otherwise) and
-globals ``@@NAME`` become the bound parameter ``@__G_NAME``.  `parse_statement` then parses one
-statement into a sqlglot tree, refusing what sqlglot would drop.
+globals ``@@NAME`` become the bound parameter ``@__G_NAME``; an INSERT's column list loses the
+qualifiers that name its target (``([dbo].[t].[a])`` is ``([a])``).  `parse_statement` then
+parses one statement into a sqlglot tree, refusing what sqlglot would drop.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sqlglot
 from sqlglot import Token, TokenType, exp
 from sqlglot.dialects.tsql import TSQL
 from sqlglot.errors import ParseError, SqlglotError, TokenError
+from sqlglot.parsers.tsql import TSQLParser
 
 from . import _errors
 
@@ -332,12 +334,51 @@ class _Splitter:
         return self.groups
 
 
+def _insert_qualifiers(tokens: list[Token], indexes: list[int]) -> set[int]:
+    """``INSERT [INTO] [dbo].[t] ([dbo].[t].[a], t.b)`` (Prisma writes its column lists so, and
+    SQL Server accepts it): the tokens of the qualifiers that name the target table, with their
+    dots, which sqlglot cannot read; they are dropped."""
+    if word(tokens, indexes[0]) != "INSERT":
+        return set()
+    pos = 2 if word(tokens, indexes[1]) == "INTO" else 1
+    start = next(
+        (p for p in range(pos, len(indexes)) if tokens[indexes[p]].token_type == TokenType.L_PAREN),
+        None,
+    )
+    if start is None or start == pos or (start - pos) % 2 == 0:
+        return set()  # the parenthesis must follow the target's name: `a`, `a.b`, `a.b.c`
+    if any(tokens[indexes[p]].token_type != TokenType.DOT for p in range(pos + 1, start, 2)):
+        return set()
+    target = tokens[indexes[start - 1]].text.lower()
+    dropped: set[int] = set()
+    item: list[int] = []
+    for p in range(start + 1, len(indexes)):
+        token = tokens[indexes[p]]
+        if token.token_type not in (TokenType.COMMA, TokenType.R_PAREN):
+            item.append(indexes[p])
+            continue
+        names, dots = item[0::2], item[1::2]
+        if (
+            len(names) > 1
+            and all(tokens[i].token_type == TokenType.DOT for i in dots)
+            and all(tokens[i].token_type in (TokenType.VAR, TokenType.IDENTIFIER) for i in names)
+            and tokens[names[-2]].text.lower() == target
+        ):
+            dropped.update(item[:-1])
+        item = []
+        if token.token_type == TokenType.R_PAREN:
+            break
+    return dropped
+
+
 def _rewrite(sql: str, tokens: list[Token], indexes: list[int]) -> str:
-    """The statement's text with special functions and @@globals renamed (see module doc)."""
+    """The statement's text with special functions and @@globals renamed, and INSERT column
+    qualifiers dropped (see module doc)."""
     pieces: list[str] = []
     first = tokens[indexes[0]]
     position = first.start
     skip_until = -1
+    qualifiers = _insert_qualifiers(tokens, indexes) if len(indexes) > 2 else set()
     for pos, index in enumerate(indexes):
         if index <= skip_until:
             continue
@@ -346,7 +387,9 @@ def _rewrite(sql: str, tokens: list[Token], indexes: list[int]) -> str:
         following = tokens[indexes[pos + 1]] if pos + 1 < len(indexes) else None
         replacement: str | None = None
         end = token.end
-        if kw in _TYPE_RENAMES:
+        if index in qualifiers:
+            replacement = ""
+        elif kw in _TYPE_RENAMES:
             replacement = _TYPE_RENAMES[kw]
         elif (
             kw in SPECIAL_FUNCTIONS
@@ -427,6 +470,27 @@ def split_batch(sql: str) -> list[Statement]:
     return statements
 
 
+class _TSQL(TSQL):
+    """sqlglot's T-SQL dialect, reading ``DELETE FROM t OUTPUT ... WHERE ...`` too.
+
+    T-SQL puts the OUTPUT clause of a DELETE after its target (``DELETE [FROM] t OUTPUT
+    deleted.* [FROM ...] WHERE ...``, the form Kysely writes); sqlglot only reads it before a
+    FROM (``DELETE t OUTPUT ... FROM t``).
+    """
+
+    class Parser(TSQLParser):
+        def _parse_delete(self) -> exp.Delete:
+            start = self._index
+            if self._match(TokenType.FROM):
+                target = self._parse_table_parts()
+                if self._match(TokenType.RETURNING, advance=False):
+                    returning = self._parse_returning()
+                    node = exp.Delete(this=target, returning=returning, where=self._parse_where())
+                    return self.expression(node)
+                self._retreat(start)
+            return super()._parse_delete()
+
+
 #: Keywords that must survive sqlglot's parse: if the regenerated statement has fewer of one,
 #: sqlglot dropped part of the statement and we refuse it.
 _SIGNIFICANT = frozenset(
@@ -445,7 +509,7 @@ def parse_statement(sql: str, words: tuple[str, ...]) -> exp.Expression:
         SqlError: 102 syntax error; 40517 when sqlglot would drop part of the statement.
     """
     try:
-        trees = [t for t in sqlglot.parse(sql, read="tsql") if t is not None]
+        trees = [t for t in sqlglot.parse(sql, read=_TSQL) if t is not None]
     except ParseError as exc:
         near = (exc.errors[0].get("highlight") if exc.errors else None) or words[0]
         raise _errors.syntax_error(str(near)) from None
@@ -465,4 +529,13 @@ def parse_statement(sql: str, words: tuple[str, ...]) -> exp.Expression:
         if words.count(keyword) > regenerated.count(keyword):
             raise _errors.unsupported(keyword)
     assert isinstance(tree, exp.Expression)
+    # T-SQL has TOP, not LIMIT (SQL Server reads `FROM t LIMIT 2` as an alias, then fails at 2)
+    limits = [n for n in tree.find_all(exp.Limit) if not isinstance(n, exp.Fetch)]
+    if len(limits) > words.count("TOP"):
+        raise _errors.syntax_error("LIMIT")
+    # `@1` is a T-SQL variable name like any other (tedious names Kysely's parameters so);
+    # sqlglot reads it as a parameter holding the number 1: make it the name "1".
+    for parameter in tree.find_all(exp.Parameter):
+        if isinstance(parameter.this, exp.Literal) and not parameter.this.is_string:
+            parameter.set("this", exp.Var(this=parameter.this.name))
     return tree

@@ -62,6 +62,14 @@ _CONTROL_KEYWORDS = frozenset(
 )
 #: The catalog of master: no user tables.
 _NO_TABLES = Catalog()
+#: SET TRANSACTION ISOLATION LEVEL -> sys.dm_exec_sessions.transaction_isolation_level.
+_ISOLATION_CODES = {
+    "READ UNCOMMITTED": 1,
+    "READ COMMITTED": 2,
+    "REPEATABLE READ": 3,
+    "SERIALIZABLE": 4,
+    "SNAPSHOT": 5,
+}
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
 
@@ -469,6 +477,7 @@ class Session:
             if ddl:
                 self._conn.execute("SAVEPOINT tds_ddl")
             try:
+                before = self._preimage(plan, bindings)
                 for sql in plan.sql:
                     self._authorizer.constraint_reads = not ddl
                     try:
@@ -478,11 +487,15 @@ class Session:
                             cursor = self._conn.execute(
                                 sql, bindings if not ddl or plan.verb == "SELECT INTO" else ()
                             )
-                        if plan.output:
-                            returned = cursor.fetchall()  # the statement completes here
+                        rows = cursor.fetchall() if plan.returns is not None else []
+                        # (with RETURNING the statement completes in fetchall)
                     finally:
                         self._authorizer.constraint_reads = False
-                    count = cursor.rowcount
+                    if plan.verb == "INSERT":  # one INSERT per row with DEFAULT in VALUES
+                        returned.extend(rows)
+                        count += max(cursor.rowcount, 0)
+                    else:
+                        returned, count = rows, cursor.rowcount
                     if (
                         plan.verb == "INSERT"
                         and plan.table is not None
@@ -490,6 +503,12 @@ class Session:
                         and count > 0
                     ):
                         self._identity = cursor.lastrowid
+                if plan.returns is not None:
+                    returned = plan.returns.rows(returned, before)
+                    if plan.returns.insert is not None:  # OUTPUT ... INTO @t: stored, not sent
+                        with self._authorizer.internal():
+                            self._conn.executemany(plan.returns.insert, returned)
+                        returned = []
                 if plan.verb in ("CREATE TABLE", "SELECT INTO") and plan.table is not None:
                     _objects.created(self, plan.table)
                 for name in plan.dropped:
@@ -507,6 +526,13 @@ class Session:
             raise self._map(exc, plan.verb, plan.table) from None
         self._rowcount = max(count, 0)
         return self._rowcount, returned
+
+    def _preimage(self, plan: _statements.Plan, bindings: dict[str, Storage]) -> dict[int, Any]:
+        """The rows an UPDATE with OUTPUT DELETED.x will change, before it does: rowid -> row."""
+        if plan.returns is None or plan.returns.preimage is None:
+            return {}
+        rows = self._conn.execute(plan.returns.preimage, bindings).fetchall()
+        return {row[0]: row[1:] for row in rows}
 
     def _result(self, sql: str, columns: list[Column], variables: dict[str, Variable]) -> ResultSet:
         try:
@@ -620,7 +646,8 @@ class Session:
             may_see=lambda name: self.principal.may("SELECT", name),
             pragma=lambda sql: list(conn.execute(sql).fetchall()),
             session={**self.client, "session_id": self.spid, "login_name": self.user.login,
-                     "row_count": self._rowcount, "open_transaction_count": self._trancount},
+                     "row_count": self._rowcount, "open_transaction_count": self._trancount,
+                     "transaction_isolation_level": _ISOLATION_CODES.get(self.isolation, 2)},
             providers=self._engine.catalog_providers, started=self._engine.started,
         )  # fmt: skip
 

@@ -12,6 +12,7 @@ implicit conversion does, so the stored form is always the canonical one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlglot import exp
 
@@ -49,7 +50,14 @@ class Plan:
     sql: tuple[str, ...]
     table: TableInfo | None = None
     dropped: tuple[str, ...] = ()
-    output: tuple[Column, ...] = ()  # OUTPUT inserted.* columns (SQLite RETURNING)
+    returns: Output | None = None  # the OUTPUT clause (SQLite RETURNING)
+
+    @property
+    def output(self) -> tuple[Column, ...]:
+        """The columns of the result set OUTPUT sends the client (none with OUTPUT INTO)."""
+        if self.returns is None or self.returns.into is not None:
+            return ()
+        return self.returns.columns
 
 
 def affinity(sql_type: SqlType) -> str:
@@ -114,11 +122,19 @@ def create_table(node: exp.Create, tr: Translator, *, temp: bool = False) -> Pla
             if seed is not None:
                 identity = (info.name, seed)
             continue
-        if isinstance(item, exp.Constraint) and len(item.expressions) == 1:
-            inner = item.expressions[0]
-            if isinstance(inner, exp.PrimaryKey):
+        if isinstance(item, exp.Constraint):
+            # CONSTRAINT name PRIMARY KEY [CLUSTERED|NONCLUSTERED] (...) | UNIQUE ... | FOREIGN KEY
+            inner = item.expressions
+            if isinstance(inner[0], exp.PrimaryKeyColumnConstraint) and len(inner) == 2:
+                inner = [exp.PrimaryKey(expressions=_index_columns(inner[1]))]
+            if len(inner) == 1 and isinstance(inner[0], exp.PrimaryKey):
                 pk_name = item.name
-                item = inner
+            if len(inner) == 1 and isinstance(inner[0], exp.PrimaryKey | exp.ForeignKey):
+                item = inner[0]
+            elif len(inner) == 1 and isinstance(inner[0], exp.UniqueColumnConstraint):
+                item = exp.UniqueColumnConstraint(
+                    this=exp.Schema(expressions=_index_columns(inner[0].this))
+                )
         if isinstance(item, exp.PrimaryKey):
             primary.extend(
                 o.this.name if isinstance(o, exp.Ordered) else o.name for o in item.expressions
@@ -128,6 +144,7 @@ def create_table(node: exp.Create, tr: Translator, *, temp: bool = False) -> Pla
             table_constraints.append(f"UNIQUE ({names})")
         elif isinstance(item, exp.ForeignKey):
             if not local:  # SQL Server does not enforce foreign keys on temporary tables
+                _reference_by_name(item.args["reference"])
                 table_constraints.append(to_sqlite(item))
         else:
             raise _errors.unsupported(f"table constraint {item.sql('tsql')[:60]}")
@@ -166,6 +183,25 @@ def create_table(node: exp.Create, tr: Translator, *, temp: bool = False) -> Pla
             f"('{name.replace(chr(39), chr(39) * 2)}', {identity[1] - 1})"
         )
     return Plan("CREATE TABLE", tuple(sql), make_table(name, columns, pk_name if primary else None))
+
+
+def _index_columns(node: exp.Expression) -> list[exp.Expression]:
+    """The columns of ``PRIMARY KEY|UNIQUE [CLUSTERED|NONCLUSTERED] (a [ASC|DESC], ...)``."""
+    if isinstance(node, exp.Schema):
+        return list(node.expressions)
+    if isinstance(node, exp.ClusteredColumnConstraint | exp.NonClusteredColumnConstraint):
+        items = node.this if isinstance(node.this, list) else [node.this]
+        return [i.this if isinstance(i, exp.Ordered) else i for i in items]
+    raise _errors.unsupported(f"table constraint {node.sql('tsql')[:60]}")
+
+
+def _reference_by_name(reference: exp.Reference) -> None:
+    """``REFERENCES [dbo].[t] (id)``: name the referenced table as SQLite knows it (``t``;
+    ``sales.t`` for another schema)."""
+    target = reference.this
+    table = target.this if isinstance(target, exp.Schema) else target
+    if isinstance(table, exp.Table):
+        table.replace(exp.Table(this=exp.to_identifier(object_name(table), quoted=True)))
 
 
 def _column(
@@ -209,6 +245,7 @@ def _column(
             parts.append("UNIQUE")
         elif isinstance(kind, exp.Reference):
             if not local:  # not enforced on temporary tables (as SQL Server)
+                _reference_by_name(kind)
                 parts.append(to_sqlite(kind))
         else:
             raise _errors.unsupported(f"column constraint {constraint.sql('tsql')[:60]}")
@@ -289,22 +326,74 @@ def _convert_to(node: exp.Expression, source: SqlType | None, target: SqlType) -
     )
 
 
-def output(node: exp.Expression, info: TableInfo) -> tuple[Column, ...]:
-    """Translate ``OUTPUT inserted.col, inserted.*`` into SQLite's RETURNING; its columns.
+@dataclass(frozen=True)
+class Output:
+    """A DML statement's OUTPUT clause, planned.
 
-    Only INSERTED values: SQLite's RETURNING has no DELETED (old) row.
+    Attributes:
+        columns: the OUTPUT list's columns (a result set, or the rows stored by ``into``).
+        sources: per column, its index in the RETURNING row; ``-1 - j`` is column ``j`` of the
+            pre-image row (a DELETED value of an UPDATE, which SQLite's RETURNING cannot give).
+        preimage: for an UPDATE that outputs DELETED values: ``SELECT rowid, <columns>`` of the
+            rows it will change, run first; the RETURNING row then ends with the rowid.
+        into: ``OUTPUT ... INTO @t | #t``: the table the rows go to instead of the client.
+        insert: the SQLite INSERT (positional parameters) that stores one row in ``into``.
+    """
+
+    columns: tuple[Column, ...]
+    sources: tuple[int, ...]
+    preimage: str | None = None
+    into: TableInfo | None = None
+    insert: str | None = None
+
+    def rows(self, returned: list[Any], before: dict[int, Any]) -> list[tuple[Any, ...]]:
+        """The OUTPUT rows from SQLite's RETURNING rows (and the pre-image rows by rowid)."""
+        out = []
+        for row in returned:
+            old = before.get(row[-1]) if self.preimage is not None else None
+            out.append(
+                tuple(
+                    row[i] if i >= 0 else (old[-1 - i] if old is not None else None)
+                    for i in self.sources
+                )
+            )
+        return out
+
+
+def _unbound(target: exp.Column) -> _errors.SqlError:
+    return _errors.SqlError(
+        4104, f'The multi-part identifier "{target.table}.{target.name}" could not be bound.'
+    )
+
+
+def output(node: exp.Expression, info: TableInfo, tr: Translator, verb: str) -> Output | None:
+    """Translate ``OUTPUT inserted.col | deleted.col | inserted.* | deleted.* [INTO @t | #t]``
+    into SQLite's RETURNING (see `Output`).
+
+    As in SQL Server: INSERT has only INSERTED, DELETE only DELETED (else 4104), UPDATE both.
+    SQLite's RETURNING gives the new row of an INSERT/UPDATE and the removed row of a DELETE;
+    the old row of an UPDATE is read just before it (not for ``UPDATE ... FROM``).
     """
     returning = node.args.get("returning")
     if not returning:
-        return ()
-    check_args(returning, {"expressions"}, "OUTPUT")
+        return None
+    check_args(returning, {"expressions", "into"}, "OUTPUT")
     columns: list[Column] = []
+    sources: list[int] = []
     items: list[exp.Expression] = []
+    old_names = [c.name for c in info.columns]
+    uses_old = False
     for item in returning.expressions:
         alias = item.alias if isinstance(item, exp.Alias) else None
         target = item.this if isinstance(item, exp.Alias) else item
-        if not isinstance(target, exp.Column) or target.table.lower() != "inserted":
-            raise _errors.unsupported("OUTPUT of anything but INSERTED.column")
+        if not isinstance(target, exp.Column) or target.table.lower() not in (
+            "inserted",
+            "deleted",
+        ):
+            raise _errors.unsupported("OUTPUT of anything but INSERTED.column or DELETED.column")
+        old = target.table.lower() == "deleted"
+        if (old and verb == "INSERT") or (not old and verb == "DELETE"):
+            raise _unbound(target)
         if isinstance(target.this, exp.Star):
             chosen = list(info.columns)
         else:
@@ -314,9 +403,51 @@ def output(node: exp.Expression, info: TableInfo) -> tuple[Column, ...]:
             chosen = [found]
         for column in chosen:
             columns.append(Column(alias or column.name, column.type, column.nullable))
-            items.append(exp.column(column.name, quoted=True))
-    node.set("returning", exp.Returning(expressions=items))
-    return tuple(columns)
+            if old and verb == "UPDATE":
+                uses_old = True
+                sources.append(-1 - old_names.index(column.name))
+            else:
+                sources.append(len(items))
+                items.append(exp.column(column.name, quoted=True))
+    preimage = None
+    if uses_old:
+        if node.args.get("from_"):
+            raise _errors.unsupported("OUTPUT DELETED in UPDATE ... FROM")
+        items.append(exp.column("rowid"))
+        select = exp.select(
+            exp.column("rowid"), *(exp.column(n, quoted=True) for n in old_names)
+        ).from_(node.this.copy())
+        if node.args.get("where") is not None:
+            select.set("where", node.args["where"].copy())
+        preimage = to_sqlite(select)
+    node.set("returning", exp.Returning(expressions=items or [exp.column("rowid")]))
+    into = returning.args.get("into")
+    if not into:
+        return Output(tuple(columns), tuple(sources), preimage)
+    return _output_into(into, Output(tuple(columns), tuple(sources), preimage), tr)
+
+
+def _output_into(into: exp.Expression, planned: Output, tr: Translator) -> Output:
+    """``OUTPUT ... INTO @t | #t``: the INSERT storing each row, converted to the target's types
+    (the number of columns must match the target's, as SQL Server: else 213)."""
+    table = into if isinstance(into, exp.Table) else exp.Table(this=into.copy())
+    name = object_name(table)
+    if not name.startswith(("@", "#")) or name.startswith("##"):
+        raise _errors.unsupported("OUTPUT INTO a table other than a table variable or #table")
+    target = tr.table(table)
+    wanted = [c for c in target.columns if not c.identity]
+    if len(wanted) != len(planned.columns):
+        raise _errors.SqlError(
+            213,
+            "Column name or number of supplied values does not match table definition.",
+        )
+    names = ", ".join(_quote(c.name) for c in wanted)
+    values = ", ".join(
+        f"tds_cast(?, '{column.type}', '{source.type}')"
+        for column, source in zip(wanted, planned.columns, strict=True)
+    )
+    insert = f"INSERT INTO temp.{_quote(target.name)} ({names}) VALUES ({values})"
+    return Output(planned.columns, planned.sources, planned.preimage, target, insert)
 
 
 def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
@@ -351,6 +482,7 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
         expressions=[exp.to_identifier(c.name, quoted=True) for c in columns],
     )
     source = node.expression
+    defaults: list[list[int]] = []  # per VALUES row: the positions that say DEFAULT
     if node.args.get("default") or source is None:
         node.set("this", table_node.copy())
     else:
@@ -359,6 +491,9 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
             check_args(source, {"expressions"}, "VALUES")
             for row in source.expressions:
                 values = list(row.expressions)
+                defaults.append(
+                    [i for i, v in enumerate(values) if _is_default(v) and i < len(columns)]
+                )
                 if len(values) != len(columns):
                     more = len(values) > len(columns)
                     raise _errors.SqlError(
@@ -369,8 +504,8 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                         "specified in the INSERT statement.",
                     )
                 for index, (value, column) in enumerate(zip(values, columns, strict=True)):
-                    if isinstance(value, exp.Var) and value.name.upper() == "DEFAULT":
-                        raise _errors.unsupported("DEFAULT in VALUES")
+                    if index in defaults[-1]:
+                        continue
                     source_type = tr.expr(value, scope)
                     if column.type.name in SPECIAL_TYPES:
                         # tr.expr may have replaced the node (a CAST becomes tds_cast): an xml
@@ -402,8 +537,42 @@ def insert(node: exp.Insert, tr: Translator, identity_insert: bool) -> Plan:
                     _convert_to(
                         value, None if made.type.name == "__unknown" else made.type, column.type
                     )
-    returned = output(node, info)
-    return Plan("INSERT", (to_sqlite(node),), info, output=returned)
+    returned = output(node, info, tr, "INSERT")
+    if any(defaults):
+        return Plan("INSERT", _rows_with_defaults(node, defaults), info, returns=returned)
+    return Plan("INSERT", (to_sqlite(node),), info, returns=returned)
+
+
+def _is_default(value: exp.Expression) -> bool:
+    return isinstance(value, exp.Var) and value.name.upper() == "DEFAULT"
+
+
+def _rows_with_defaults(node: exp.Insert, defaults: list[list[int]]) -> tuple[str, ...]:
+    """``VALUES (1, DEFAULT), (DEFAULT, 2)`` (Kysely fills a multi-row INSERT's missing columns
+    so): SQLite has no DEFAULT in VALUES, so each row becomes an INSERT of its other columns
+    (``DEFAULT VALUES`` when none is left), which gives the rest their defaults."""
+    schema = node.this
+    statements = []
+    for row, skipped in zip(node.expression.expressions, defaults, strict=True):
+        keep = [i for i in range(len(row.expressions)) if i not in skipped]
+        one = node.copy()
+        if not keep:
+            one.set("this", schema.this.copy())
+            one.set("expression", None)
+            one.set("default", True)
+        else:
+            one.set(
+                "this",
+                exp.Schema(
+                    this=schema.this.copy(), expressions=[schema.expressions[i] for i in keep]
+                ),
+            )
+            one.set(
+                "expression",
+                exp.Values(expressions=[exp.Tuple(expressions=[row.expressions[i] for i in keep])]),
+            )
+        statements.append(to_sqlite(one))
+    return tuple(statements)
 
 
 def _update_from(node: exp.Update, tr: Translator, scope: Scope) -> TableInfo:
@@ -472,12 +641,12 @@ def update(node: exp.Update, tr: Translator) -> Plan:
         _convert_to(assignment.expression, tr.expr(assignment.expression, scope), column.type)
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
-    returned = output(node, info)
-    return Plan("UPDATE", (to_sqlite(node),), info, output=returned)
+    returned = output(node, info, tr, "UPDATE")
+    return Plan("UPDATE", (to_sqlite(node),), info, returns=returned)
 
 
 def delete(node: exp.Delete, tr: Translator) -> Plan:
-    check_args(node, {"this", "tables", "where", "with_"}, "DELETE")
+    check_args(node, {"this", "tables", "where", "with_", "returning"}, "DELETE")
     scope = Scope()
     tr._with(node, scope)
     tables = node.args.get("tables") or []
@@ -490,7 +659,8 @@ def delete(node: exp.Delete, tr: Translator) -> Plan:
     scope.add(node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
-    return Plan("DELETE", (to_sqlite(node),), info)
+    returned = output(node, info, tr, "DELETE")
+    return Plan("DELETE", (to_sqlite(node),), info, returns=returned)
 
 
 def truncate(node: exp.Expression, tr: Translator) -> Plan:

@@ -368,6 +368,11 @@ def default_constraints(viewer: Viewer) -> Iterator[Row]:
             yield _object_row(viewer, name, "D", object_id("dbo", table.name)) + (cid, text, True)
 
 
+def extended_properties(viewer: Viewer) -> Iterator[Row]:
+    """None: tdslite has no sp_addextendedproperty (Kysely's introspector joins this view)."""
+    return iter(())
+
+
 def databases(viewer: Viewer) -> Iterator[Row]:
     names = dict(SYSTEM_DATABASES)
     names[viewer.served] = 5
@@ -389,7 +394,8 @@ def dm_exec_sessions(viewer: Viewer) -> Iterator[Row]:
         s.get("session_id"), login_time, s.get("host_name"), s.get("program_name"),
         s.get("host_process_id"), s.get("client_version"), s.get("client_interface_name"),
         s.get("login_name"), "running", 0, 0, 0, login_time, login_time, 0, 0, 0, True,
-        2147483647, "us_english", "mdy", 7, True, True, True, False, True, True, True, True, 2,
+        2147483647, "us_english", "mdy", 7, True, True, True, False, True, True, True, True,
+        s.get("transaction_isolation_level", 2),
         -1, 0, s.get("row_count", 0), 0, s.get("login_name"), database_id(viewer),
         s.get("open_transaction_count", 0),
     )  # fmt: skip
@@ -496,6 +502,7 @@ BUILDERS: dict[str, Callable[[Viewer], Iterator[Row]]] = {
     "sys.index_columns": index_columns, "sys.key_constraints": key_constraints,
     "sys.foreign_keys": foreign_keys, "sys.foreign_key_columns": foreign_key_columns,
     "sys.default_constraints": default_constraints, "sys.databases": databases,
+    "sys.extended_properties": extended_properties,
     "sys.dm_exec_sessions": dm_exec_sessions, "sys.dm_exec_connections": dm_exec_connections,
     "information_schema.tables": is_tables, "information_schema.columns": is_columns,
     "information_schema.views": is_views, "information_schema.routines": is_routines,

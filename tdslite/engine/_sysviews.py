@@ -267,6 +267,10 @@ VIEWS: dict[str, tuple[Column, ...]] = {
     "sys.default_constraints": _cols(
         _OBJECT + ", parent_column_id int, definition nvarchar(max), is_system_named bit"
     ),
+    "sys.extended_properties": _cols(
+        "class tinyint, class_desc nvarchar(60), major_id int, minor_id int, name sysname,"
+        " value sql_variant"
+    ),
     "sys.databases": _cols(
         "name sysname, database_id int, source_database_id int, create_date datetime,"
         " compatibility_level tinyint, collation_name sysname, user_access tinyint,"

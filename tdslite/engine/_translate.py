@@ -181,6 +181,16 @@ class Translator(BuiltinsMixin):
                 check_args(item, {"this", "desc", "nulls_first"}, "ORDER BY")
                 self.expr(item.this, scope)
         limit = node.args.get("limit")
+        offset = node.args.get("offset")
+        # As SQL Server: OFFSET/FETCH belong to ORDER BY, and TOP does not go with OFFSET.
+        if (offset is not None or isinstance(limit, exp.Fetch)) and not node.args.get("order"):
+            raise _errors.syntax_error("OFFSET")
+        if offset is not None and limit is not None and not isinstance(limit, exp.Fetch):
+            raise _errors.SqlError(
+                10741,
+                "A TOP can not be used in the same query or sub-query as a OFFSET.",
+                severity=15,
+            )
         if limit is not None:
             options = limit.args.get("limit_options")
             if options is not None and (
@@ -194,8 +204,8 @@ class Translator(BuiltinsMixin):
             else:
                 check_args(limit, {"expression", "limit_options"}, "TOP")
                 self.expr(limit.expression, scope)
-        if node.args.get("offset") is not None:
-            self.expr(node.args["offset"].expression, scope)
+        if offset is not None:
+            self.expr(offset.expression, scope)
 
     def table(self, node: exp.Table) -> TableInfo:
         """The catalog table a Table node names (qualifiers checked and stripped)."""

@@ -30,6 +30,14 @@ TM_BEGIN_XACT = 5
 TM_COMMIT_XACT = 7
 TM_ROLLBACK_XACT = 8
 TM_SAVE_XACT = 9
+#: TM_BEGIN_XACT's isolation level byte (0: keep the session's) -> SET TRANSACTION ISOLATION LEVEL.
+TM_ISOLATION_LEVELS = {
+    1: "READ UNCOMMITTED",
+    2: "READ COMMITTED",
+    3: "REPEATABLE READ",
+    4: "SERIALIZABLE",
+    5: "SNAPSHOT",
+}
 
 
 @dataclass
@@ -82,7 +90,21 @@ class Dispatcher:
         reply = request.reply
         try:
             if kind == TM_BEGIN_XACT:
-                session.begin()
+                # ISOLATION_LEVEL (BYTE) and BEGIN_XACT_NAME (B_VARCHAR): a level other than 0
+                # is a session setting, as SET TRANSACTION ISOLATION LEVEL (it outlives the
+                # transaction); the name is BEGIN TRANSACTION's.
+                level = r.u8() if r.remaining() else 0
+                named = r.take(r.u8()).decode("utf-16-le", "replace") if r.remaining() else ""
+                if level and level not in TM_ISOLATION_LEVELS:
+                    raise SqlError(
+                        8522, f"transaction manager BEGIN with unknown isolation level {level}"
+                    )
+                if level:
+                    session.isolation = TM_ISOLATION_LEVELS[level]
+                if named:
+                    session.begin(named)
+                else:
+                    session.begin()
             elif kind in (TM_COMMIT_XACT, TM_ROLLBACK_XACT, TM_SAVE_XACT):
                 name = r.take(r.u8()).decode("utf-16-le", "replace") or None
                 flags = r.u8() if r.remaining() and kind != TM_SAVE_XACT else 0

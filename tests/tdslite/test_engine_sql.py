@@ -286,8 +286,10 @@ def test_statements_run_only_when_the_iterator_reaches_them(session: Session) ->
         "SELECT NEXT VALUE FOR seq",
         "SELECT TOP 10 PERCENT * FROM orders",
         "SELECT a FROM (SELECT 1) AS t(a)",
-        "UPDATE products SET price = 1 OUTPUT deleted.price WHERE id = 1",
-        "DELETE FROM products OUTPUT deleted.id WHERE id = 1",
+        "UPDATE p SET price = 1 OUTPUT deleted.price FROM products p JOIN orders o"
+        " ON o.product_id = p.id",
+        "DELETE FROM orders OUTPUT deleted.id INTO customers WHERE id = 1",
+        "DELETE FROM orders OUTPUT deleted.id + 1 WHERE id = 1",
         "SELECT FORMAT(amount, 'N2') FROM orders",
         "SET IMPLICIT_TRANSACTIONS ON",
         "EXEC ('DELETE FROM orders')",
