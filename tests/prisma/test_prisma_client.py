@@ -121,16 +121,13 @@ def sessions_served(kind: str) -> bool:
 
 #: Prisma's create: the new row's key through OUTPUT ... INTO a table variable
 OUTPUT_INTO = (
-    "DECLARE @generated_keys table([id] BIGINT) INSERT INTO [dbo].[Profile] ([bio],[userId]) "
-    "OUTPUT [Inserted].[id] INTO @generated_keys VALUES (N'probe', -1) SELECT [t].[id] FROM "
-    "@generated_keys AS g INNER JOIN [dbo].[Profile] AS [t] ON [t].[id] = [g].[id] "
+    "DECLARE @generated_keys table([id] BIGINT) INSERT INTO [dbo].[User] ([email]) "
+    "OUTPUT [Inserted].[id] INTO @generated_keys VALUES (N'probe@invalid') SELECT [t].[id] FROM "
+    "@generated_keys AS g INNER JOIN [dbo].[User] AS [t] ON [t].[id] = [g].[id] "
     "WHERE @@ROWCOUNT > 0"
 )
 #: Prisma's createMany: a table-qualified column list
-QUALIFIED_INSERT = (
-    "INSERT INTO [dbo].[Profile] ([dbo].[Profile].[bio], [dbo].[Profile].[userId]) "
-    "VALUES (N'probe', -1)"
-)
+QUALIFIED_INSERT = "INSERT INTO [dbo].[User] ([dbo].[User].[email]) VALUES (N'probe@invalid')"
 
 
 def tdslite_runs(db: TdsServer, statement: str, refused_with: int) -> bool:
@@ -143,7 +140,7 @@ def tdslite_runs(db: TdsServer, statement: str, refused_with: int) -> bool:
             raise
         return False
     finally:
-        admin_batch(db, ["DELETE FROM [dbo].[Profile] WHERE [userId] = -1"])
+        admin_batch(db, ["DELETE FROM [dbo].[User] WHERE [email] = N'probe@invalid'"])
     return True
 
 

@@ -1,13 +1,10 @@
--- The tables of schema.prisma. `prisma migrate diff --from-empty --to-schema schema.prisma
--- --script` writes the same tables with `PRIMARY KEY CLUSTERED` / `UNIQUE NONCLUSTERED` table
--- constraints and the foreign keys as `ALTER TABLE ... ADD CONSTRAINT`; tdslite takes neither
--- yet, nor a schema-qualified REFERENCES or two constraints on one column: here the keys are
--- written as it takes them (same names and columns; Profile.userId keeps its UNIQUE key and
--- goes without its foreign key).
--- Batches are separated by GO lines.
+-- The tables of schema.prisma as `prisma migrate diff --from-empty --to-schema schema.prisma
+-- --script` writes them for SQL Server, except that migrate adds the foreign keys afterwards
+-- with `ALTER TABLE ... ADD CONSTRAINT`, which tdslite does not run: here the same named
+-- constraints are part of CREATE TABLE. Batches are separated by GO lines.
 CREATE TABLE [dbo].[User] (
-    [id] INT NOT NULL IDENTITY(1,1) CONSTRAINT [User_pkey] PRIMARY KEY,
-    [email] NVARCHAR(1000) NOT NULL CONSTRAINT [User_email_key] UNIQUE,
+    [id] INT NOT NULL IDENTITY(1,1),
+    [email] NVARCHAR(1000) NOT NULL,
     [name] NVARCHAR(1000),
     [balance] DECIMAL(18,4) NOT NULL CONSTRAINT [User_balance_df] DEFAULT 0,
     [visits] BIGINT NOT NULL CONSTRAINT [User_visits_df] DEFAULT 0,
@@ -15,18 +12,25 @@ CREATE TABLE [dbo].[User] (
     [score] FLOAT(53),
     [birthday] DATE,
     [createdAt] DATETIME2 NOT NULL CONSTRAINT [User_createdAt_df] DEFAULT CURRENT_TIMESTAMP,
-    [avatar] VARBINARY(max)
+    [avatar] VARBINARY(max),
+    CONSTRAINT [User_pkey] PRIMARY KEY CLUSTERED ([id]),
+    CONSTRAINT [User_email_key] UNIQUE NONCLUSTERED ([email])
 );
 GO
 CREATE TABLE [dbo].[Post] (
-    [id] INT NOT NULL IDENTITY(1,1) CONSTRAINT [Post_pkey] PRIMARY KEY,
+    [id] INT NOT NULL IDENTITY(1,1),
     [title] NVARCHAR(1000) NOT NULL,
     [published] BIT NOT NULL CONSTRAINT [Post_published_df] DEFAULT 0,
-    [authorId] INT NOT NULL CONSTRAINT [Post_authorId_fkey] REFERENCES [User]([id])
+    [authorId] INT NOT NULL,
+    CONSTRAINT [Post_pkey] PRIMARY KEY CLUSTERED ([id]),
+    CONSTRAINT [Post_authorId_fkey] FOREIGN KEY ([authorId]) REFERENCES [dbo].[User]([id]) ON DELETE NO ACTION ON UPDATE CASCADE
 );
 GO
 CREATE TABLE [dbo].[Profile] (
-    [id] INT NOT NULL IDENTITY(1,1) CONSTRAINT [Profile_pkey] PRIMARY KEY,
+    [id] INT NOT NULL IDENTITY(1,1),
     [bio] NVARCHAR(1000) NOT NULL,
-    [userId] INT NOT NULL CONSTRAINT [Profile_userId_key] UNIQUE
+    [userId] INT NOT NULL,
+    CONSTRAINT [Profile_pkey] PRIMARY KEY CLUSTERED ([id]),
+    CONSTRAINT [Profile_userId_key] UNIQUE NONCLUSTERED ([userId]),
+    CONSTRAINT [Profile_userId_fkey] FOREIGN KEY ([userId]) REFERENCES [dbo].[User]([id]) ON DELETE NO ACTION ON UPDATE CASCADE
 );
