@@ -31,6 +31,10 @@ class Metrics(Protocol):
 
     def backpressure_stall(self) -> None: ...
 
+    def session_opened(self) -> None: ...
+
+    def session_ended(self, reason: str) -> None: ...
+
 
 class NoMetrics:
     """A `Metrics` that records nothing."""
@@ -56,6 +60,12 @@ class NoMetrics:
         pass
 
     def backpressure_stall(self) -> None:
+        pass
+
+    def session_opened(self) -> None:
+        pass
+
+    def session_ended(self, reason: str) -> None:
         pass
 
 

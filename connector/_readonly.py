@@ -518,6 +518,20 @@ def _check(sql: str) -> ReadOnlyVerdict:
     return _check_coverage(statements[0], items)
 
 
+def read_tokens(sql: str) -> list[Token] | ReadOnlyVerdict:
+    """Steps 1 and 2 alone, for any statement (not only reads): the tokens, when SQL Server and
+    sqlglot cut the text into the same lexemes, else the refusal (connector/_txcontrol.py)."""
+    if _AMBIGUOUS_ASCII.search(sql):
+        return _AMBIGUOUS_REFUSAL
+    tokens = _tokenize(sql)
+    if isinstance(tokens, ReadOnlyVerdict):
+        return tokens
+    if _ambiguous_char(sql, tokens):
+        return _AMBIGUOUS_REFUSAL
+    verdict = _check_lexemes(sql, tokens)
+    return tokens if verdict.allowed else verdict
+
+
 def _ambiguous_char(sql: str, tokens: list[Token]) -> bool:
     """A character SQL Server and sqlglot may read differently: any control character; other
     Unicode spaces, format, private-use or unassigned characters outside strings and quoted

@@ -123,11 +123,14 @@ def query_record(
     param_types: Mapping[str, str] | None = None,
     log_param_values: bool = False,
     statement_sql: str | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An audit record (without seq/time/prev/hash, which :meth:`AuditLog.write` adds).
 
     ``sql`` is the ad-hoc text or None; ``query`` the named query or None; ``statement_sql`` the
     SQL actually run for a named query (fingerprinted, not logged: the template lives in policy).
+    ``session``: for a session operation, ``{"id", "op", ...}`` (SPEC.md 7.4); the record has a
+    ``session`` member only then.
     """
     statement: dict[str, str] = {}
     if sql is not None:
@@ -143,7 +146,7 @@ def query_record(
         if log_param_values:
             item["value"] = _jsonable(params[name])
         plist.append(item)
-    return {
+    record: dict[str, Any] = {
         "query_id": _clean(query_id),
         "subject": subject,
         "issuer": issuer,
@@ -160,6 +163,9 @@ def query_record(
             "sql_error_number": outcome.sql_error_number,
         },
     }
+    if session is not None:
+        record["session"] = {key: _clean(str(value)) for key, value in session.items()}
+    return record
 
 
 class AuditLog:

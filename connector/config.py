@@ -30,6 +30,7 @@ __all__ = [
     "DatabaseConfig",
     "LoginConfig",
     "Problem",
+    "SessionsConfig",
     "TunnelConfig",
     "load_config",
     "parse_config",
@@ -115,6 +116,22 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    """[sessions]: transactions across requests (SPEC.md 7.4; connector/sessions.py)."""
+
+    #: a session with no operation for this long is rolled back (a client's shorter one wins)
+    idle_timeout_ms: int = 30_000
+    #: a session is rolled back this long after its begin, even mid-statement
+    max_lifetime_ms: int = 300_000
+    #: open sessions one identity (issuer + subject) may hold at this connector
+    max_per_identity: int = 8
+    #: open sessions at this connector, all roles together
+    max_open: int = 64
+    #: connections of each login's pool that sessions never take (kept for one-shot queries)
+    reserve_connections: int = 2
+
+
+@dataclass(frozen=True)
 class ConnectorConfig:
     path: Path
     tunnel: TunnelConfig
@@ -134,6 +151,8 @@ class ConnectorConfig:
     audit_checkpoint_interval_s: float = 60.0
     #: [ops] listen: host:port of /metrics, /healthz, /ready ("" = off); connector/ops.py
     ops_listen: str = ""
+    #: [sessions]: caps and timeouts of transactions across requests
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
 
 
 _CONNECTOR_KEYS = {
@@ -169,7 +188,17 @@ _DATABASE_KEYS = {
     "login_check_interval_s",
 }
 _LOGIN_KEYS = {"user", "password_file", "password_env", "pool_size", "password"}
-_TOP_KEYS = {"connector", "database", "logins", "issuers", "identity", "policy", "audit", "ops"}
+_TOP_KEYS = {
+    "connector",
+    "database",
+    "logins",
+    "issuers",
+    "identity",
+    "policy",
+    "audit",
+    "ops",
+    "sessions",
+}
 
 
 class _Reader:
@@ -513,6 +542,7 @@ def parse_config(
     every_records = r.integer(audit, "checkpoint_every_records", "audit", 100, minimum=1)
     interval_s = r.number(audit, "checkpoint_interval_s", "audit", 60.0, minimum=1.0)
     ops_listen = parse_ops_listen(r, doc)
+    sessions = _sessions(r, doc)
     log_level = "info"
     if isinstance(doc.get("connector"), dict):
         log_level = r.get(doc["connector"], "log_level", "connector", str, "info")
@@ -533,7 +563,25 @@ def parse_config(
         audit_checkpoint_every_records=every_records,
         audit_checkpoint_interval_s=interval_s,
         ops_listen=ops_listen,
+        sessions=sessions,
     )
+
+
+def _sessions(r: _Reader, doc: Mapping[str, Any]) -> SessionsConfig:
+    t = r.table(doc, "sessions", "", required=False)
+    default = SessionsConfig()
+    r.unknown(t, set(SessionsConfig.__dataclass_fields__), "sessions")
+    values = {
+        name: r.integer(t, name, "sessions", getattr(default, name), minimum=minimum)
+        for name, minimum in (
+            ("idle_timeout_ms", 1),
+            ("max_lifetime_ms", 1),
+            ("max_per_identity", 0),
+            ("max_open", 0),
+            ("reserve_connections", 1),
+        )
+    }
+    return SessionsConfig(**values)
 
 
 def load_config(

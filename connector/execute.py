@@ -48,6 +48,7 @@ __all__ = [
     "ExecRequest",
     "describe_sql_error",
     "execute",
+    "execute_pinned",
     "reset_connection_flag",
     "run_statement",
 ]
@@ -75,6 +76,9 @@ class ExecRequest:
     #: target size of one ROWS payload (the SPEC recommends 16-64 KiB)
     chunk_bytes: int = 32 * 1024
     fetch_rows: int = 500
+    #: reset the connection and set the session context first (False: a session's statement,
+    #: on the connection its begin set up)
+    setup: bool = True
 
 
 class _StaleConnection(Exception):
@@ -237,12 +241,15 @@ class _Reader:
             for i, key in enumerate(CONTEXT_KEYS)
         )
         try:
-            if reset:
+            if not self.req.setup:
+                pass
+            elif reset:
                 with reset_connection_flag(cursor._session):
                     run_statement(cursor, batch, ctx)
             else:
                 run_statement(cursor, batch, ctx)
-            _drain(cursor)
+            if self.req.setup:
+                _drain(cursor)
         except (OSError, TimeoutError, tds_base.InterfaceError) as exc:
             if reset:
                 raise _ResetFailed() from exc
@@ -337,6 +344,25 @@ async def execute(
             exc.message,
             outcome=outcome,
             detail=exc.detail,
+        ) from None
+    return outcome
+
+
+async def execute_pinned(
+    pool: LoginPool, pc: PooledConnection, req: ExecRequest, sink: Sink, cancel: CancelToken
+) -> ResultTotals:
+    """Run `req` on ``pc``, a connection a session holds (no borrow, no retry: a failed reused
+    connection is the session's end). Raises `QueryFailed` as `execute` does."""
+    deadline = trio.current_time() + req.timeout_s if req.timeout_s else math.inf
+    outcome = ResultTotals()
+    try:
+        await _execute_on(pool, pc, req, sink, cancel, deadline, outcome)
+    except _StaleConnection:
+        raise QueryFailed(
+            ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
+            "the connection to SQL Server failed during the query; retry it",
+            outcome=outcome,
+            detail=f"login {pool.name!r}: a session's connection failed",
         ) from None
     return outcome
 

@@ -230,6 +230,15 @@ class Ops:
             registry=r,
         )
         self.draining = Gauge(f"{p}_draining", "1 once draining started", registry=r)
+        self.sessions_open = Gauge(
+            f"{p}_sessions_open", "Sessions (transactions across requests) open now", registry=r
+        )
+        self.sessions_ended = Counter(
+            f"{p}_sessions_ended",
+            "Sessions ended, by reason (committed, rolled_back, idle_timeout, transport.lost, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.login_ok = Gauge(
             f"{p}_database_login_ok",
             "1 when the login's last check (log in + SELECT 1) worked, 0 when it failed",
@@ -324,6 +333,13 @@ class Ops:
 
     def backpressure_stall(self) -> None:
         self.stalls.inc()
+
+    def session_opened(self) -> None:
+        self.sessions_open.inc()
+
+    def session_ended(self, reason: str) -> None:
+        self.sessions_open.dec()
+        self.sessions_ended.labels(reason).inc()
 
     def set_draining(self) -> None:
         """From now on /ready answers 503 (and systemd hears STOPPING=1)."""

@@ -105,6 +105,7 @@ _ROLE_KEYS = {
     "timeout_ms",
     "max_statement_bytes",
     "max_concurrent_per_identity",
+    "max_sessions",
     "log_param_values",
     "queries",
 }
@@ -218,6 +219,9 @@ class Role:
     max_statement_bytes: int = _DEFAULT_CAPS["max_statement_bytes"]
     #: queries one identity (issuer + subject) may have running or waiting at this connector
     max_concurrent_per_identity: int = _DEFAULT_CAPS["max_concurrent_per_identity"]
+    #: sessions (transactions across requests) this role may hold open at once at this
+    #: connector; 0: the role opens no sessions; None: only the connector's [sessions] caps
+    max_sessions: int | None = None
     log_param_values: bool = False
     queries: Mapping[str, QueryTemplate] = field(default_factory=dict)
 
@@ -386,13 +390,31 @@ class Policy:
         sizes = [r.max_statement_bytes for r in self.roles if r.allow_sql]
         return max(sizes, default=DEFAULT_STATEMENT_BYTES)
 
-    def needs_read_only_check(self, identity: Identity, request: QueryRequest) -> bool:
+    def needs_read_only_check(
+        self, identity: Identity, request: QueryRequest, *, role: Role | None = None
+    ) -> bool:
         """Whether :meth:`authorize` would parse ``request.sql``: some role that matches the
-        identity is read-only, runs ad-hoc SQL and takes a statement of this size."""
+        identity (only ``role``, when given) is read-only, runs ad-hoc SQL and takes a statement
+        of this size."""
         roles = self._matching(identity, request)
         return not isinstance(roles, Decision) and any(
-            _needs_check(role, request) for role in roles
+            _needs_check(r, request) for r in roles if role is None or r is role
         )
+
+    def session_role(self, identity: Identity, name: str | None) -> Role | Decision:
+        """The role a session of ``identity`` runs as (SPEC.md 7.4 ``begin``): ``name`` if given
+        and it matches, else the first matching role in file order that allows sessions."""
+        roles = self._matching(identity, QueryRequest(sql=""))
+        if isinstance(roles, Decision):
+            return roles
+        for role in roles:
+            if (name is None or role.name == name) and role.max_sessions != 0:
+                return role
+        if name is not None and any(role.name == name for role in roles):
+            return _refuse(ErrorCode.POLICY_DENIED, f"role {name!r} opens no sessions")
+        if name is not None:
+            return _refuse(ErrorCode.POLICY_DENIED, f"role {name!r} does not match this identity")
+        return _refuse(ErrorCode.POLICY_DENIED, "no role of this identity opens sessions")
 
     def authorize(
         self,
@@ -400,6 +422,7 @@ class Policy:
         request: QueryRequest,
         *,
         read_only: ReadOnlyVerdict | None = None,
+        role: Role | None = None,
     ) -> Decision:
         """Pick the role for this identity and request, or refuse (see module docstring).
 
@@ -409,10 +432,19 @@ class Policy:
             read_only: ``check_read_only(request.sql)`` when the caller already has it (the
                 connector computes it off its event loop, in a worker process or thread); None
                 checks here, if a role needs it.
+            role: only this role may run it (a session's, fixed at its begin); it must still
+                match the identity and no deny rule may.
         """
         roles = self._matching(identity, request)
         if isinstance(roles, Decision):
             return roles
+        if role is not None:
+            if role not in roles:
+                return _refuse(
+                    ErrorCode.POLICY_DENIED,
+                    f"role {role.name!r} of the session no longer matches this identity",
+                )
+            roles = [role]
         first: Decision | None = None
         for role in roles:
             if read_only is None and _needs_check(role, request):
@@ -752,6 +784,12 @@ class _Loader:
                 self.problem(table, f"key {cap!r}: at most {most}")
                 number = cap_default
             caps[cap] = number
+        max_sessions = raw.get("max_sessions")
+        if max_sessions is not None and (
+            not isinstance(max_sessions, int) or isinstance(max_sessions, bool) or max_sessions < 0
+        ):
+            self.problem(table, "key 'max_sessions': an integer >= 0 (0: no sessions)")
+            max_sessions = None
         queries = self.queries(table, raw.get("queries", {}), read_only=flags["read_only"])
         if match is None or not isinstance(login, str) or not login:
             return None
@@ -769,6 +807,7 @@ class _Loader:
             timeout_ms=caps["timeout_ms"],
             max_statement_bytes=caps["max_statement_bytes"],
             max_concurrent_per_identity=caps["max_concurrent_per_identity"],
+            max_sessions=max_sessions,
         )
 
     def queries(self, table: str, raw: Any, *, read_only: bool) -> dict[str, QueryTemplate]:

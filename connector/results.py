@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -61,6 +61,8 @@ class ResultTotals:
     result_sets: int = 0
     bytes: int = 0
     rows_affected: int = -1
+    #: a session operation's state after it (``{"id", "state", ...}``, SPEC.md 7.4)
+    session: Mapping[str, Any] | None = None
 
 
 class QueryFailed(Exception):
@@ -81,6 +83,7 @@ class QueryFailed(Exception):
         outcome: ResultTotals | None = None,
         detail: str | None = None,
         limit: str | None = None,
+        session: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -90,10 +93,19 @@ class QueryFailed(Exception):
         self.detail = detail
         #: which limit a limits.too_many_queries refusal hit ("identity" or "connector")
         self.limit = limit
+        #: a session operation's state after it (SPEC.md 7.4), for the record
+        self.session = dict(session) if session else None
 
     def record(self, query_id: str) -> bytes:
         """The ERROR payload: the ``{"error": {...}}`` line the client gets."""
         message = self.message
         if self.detail:
             message += f" (the cause is in the connector's log under query_id {query_id})"
-        return error_record(self.code, message, query_id=query_id, sql=self.sql, limit=self.limit)
+        return error_record(
+            self.code,
+            message,
+            query_id=query_id,
+            sql=self.sql,
+            limit=self.limit,
+            session=self.session,
+        )

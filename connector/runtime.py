@@ -45,7 +45,7 @@ from connector.service import QueryService
 from connector.tunnel import DialFailed, LinkStats, RelayRejected, TunnelLink
 from identity.keys import key_id, parse_public_key
 from identity.oidc import TokenVerifier
-from protocol import CHECKPOINT_CAP, raw_public_key
+from protocol import CHECKPOINT_CAP, SESSION_CAP, SessionEnd, raw_public_key
 
 __all__ = [
     "Connector",
@@ -316,7 +316,9 @@ class Connector:
                 handler=self.service,
                 on_ready=functools.partial(self._on_link_ready, index == 0),
                 on_relay_drain=functools.partial(_set_event, replace),
-                caps=(CHECKPOINT_CAP,) if self.checkpoints is not None else (),
+                caps=(SESSION_CAP, CHECKPOINT_CAP)
+                if self.checkpoints is not None
+                else (SESSION_CAP,),
                 max_statement_bytes=self.service.policy.max_statement_bytes,
             )
             link.ops = self.ops
@@ -370,6 +372,7 @@ class Connector:
             log.error("%s", exc)
         finally:
             self._links.discard(link)
+            self.service.sessions.connection_ended(link)  # its sessions roll back
             self._notify()
             ended.set()
 
@@ -384,6 +387,7 @@ class Connector:
         self.draining = True
         self._notify()
         self.ops.set_draining()
+        self.service.sessions.draining = True  # begin is refused from now on
         links = list(self._links)
         for link in links:
             await link.drain()
@@ -392,6 +396,8 @@ class Connector:
                 await link.settle()
         if scope.cancelled_caught:
             log.warning("drain grace period over; closing with queries in flight")
+        # no session op can arrive after the DRAIN (the relay sends no QUERY): roll back the rest
+        await self.service.sessions.end_all(SessionEnd.CONNECTOR_DRAINING)
         if self.checkpoints is not None:  # the last word on the audit head, after the last query
             await self.checkpoints.send_now(self._send_checkpoint)
         for link in links:
@@ -505,12 +511,15 @@ async def open_connector(
         max_concurrent=config.tunnel.max_concurrent_queries,
         audit=audit,
         fetch_rows=config.database.fetch_rows,
+        sessions=config.sessions,
     )
     connector = Connector(config, service)
     connector.ops.observe_links(lambda: connector.statistics().links)
     connector.ops.observe_pools(pools.statistics)
+    service.sessions.ops = connector.ops
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(service.sessions.run)
             if config.ops_listen:  # /metrics, /healthz, /ready (connector/ops.py)
                 connector.ops_server = await nursery.start(
                     partial(connector.ops.serve_forever, ready_check=database_probe(pools)),

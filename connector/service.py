@@ -42,12 +42,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from connector._metrics import NO_METRICS, Metrics
 from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
+from connector._txcontrol import transaction_control
 from connector.audit import AuditLog, AuditOutcome, query_record
-from connector.encode import ParamError, decode_params
-from connector.execute import CONTEXT_KEYS, ExecRequest, execute
+from connector.config import SessionsConfig
+from connector.encode import BoundParam, ParamError, decode_params
+from connector.execute import CONTEXT_KEYS, ExecRequest, execute, execute_pinned
 from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
 from connector.results import CancelToken, QueryFailed, ResultTotals
+from connector.sessions import Session, SessionManager
 from connector.tunnel import StreamSink, TunnelLink
 from identity.oidc import Identity, TokenError, TokenVerifier
 from protocol import (
@@ -57,6 +60,8 @@ from protocol import (
     ErrorCode,
     FairAdmission,
     ReplayCache,
+    SessionEnd,
+    SessionOp,
     events,
     ndjson_line,
     verify_attestation,
@@ -96,6 +101,8 @@ class AuditEvent:
     result_sets: int = 0
     elapsed_ms: float = 0.0
     sql_error: Mapping[str, int] | None = None
+    #: a session operation: ``{"id", "op", ...}`` (role and isolation at begin, the end's reason)
+    session: dict[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
         """The connector/audit.py record (values only when the role allows it)."""
@@ -125,6 +132,7 @@ class AuditEvent:
                 error_code=None if self.outcome == "ok" else self.outcome,
                 sql_error_number=(self.sql_error or {}).get("number"),
             ),
+            session=self.session,
         )
 
 
@@ -136,6 +144,18 @@ def _typed_params(raw: Mapping[str, Any], types: Mapping[str, str]) -> dict[str,
             value = value.get("value")
         out[name] = {"type": types[name], "value": value}
     return out
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the policy allowed for one statement, with its caps and bound parameters."""
+
+    decision: Decision
+    bound: list[BoundParam]
+    max_rows: int
+    max_bytes: int
+    timeout_ms: int
+    check_ms: float
 
 
 @dataclass(eq=False)
@@ -160,6 +180,7 @@ class QueryService:
         audit: AuditLog | None = None,
         fetch_rows: int = 500,
         clock: Callable[[], float] = time.time,
+        sessions: SessionsConfig | None = None,
     ) -> None:
         self.relay_keys = relay_keys
         self.verifier = verifier
@@ -179,6 +200,10 @@ class QueryService:
         self.ops: Metrics = NO_METRICS
         #: parses statements for read-only roles off the event loop
         self.read_only = ReadOnlyChecker()
+        #: transactions across requests (SPEC.md 7.4); its `run` is started by the runtime
+        self.sessions = SessionManager(
+            sessions or SessionsConfig(), pools, audit_end=self._audit_session_end
+        )
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -201,7 +226,10 @@ class QueryService:
                 )
             except AuthError as exc:
                 raise QueryFailed(exc.error_code, str(exc)) from None
-            outcome = await self._run(query, sink, cancel, ev)
+            if query.session is not None:
+                outcome = await self._session_op(link, query, sink, cancel, ev)
+            else:
+                outcome = await self._run(query, sink, cancel, ev)
             ev.rows, ev.bytes, ev.result_sets = outcome.rows, outcome.bytes, outcome.result_sets
             done: dict[str, Any] = {
                 "rows": outcome.rows,
@@ -211,6 +239,8 @@ class QueryService:
             }
             if outcome.rows_affected >= 0:
                 done["rows_affected"] = outcome.rows_affected
+            if outcome.session is not None:
+                done["session"] = dict(outcome.session)
             await sink.finish(ndjson_line({"done": done}), error=False)
         except QueryFailed as exc:
             ev.outcome, ev.message, ev.sql_error = exc.code, exc.message, exc.sql
@@ -265,9 +295,8 @@ class QueryService:
                 except Exception:  # the audit log failing must be loud, never silent
                     log.exception("audit record could not be written")
 
-    async def _run(
-        self, query: events.Query, sink: StreamSink, cancel: CancelToken, ev: AuditEvent
-    ) -> ResultTotals:
+    async def _identity(self, query: events.Query, ev: AuditEvent) -> Identity:
+        """The end user, from the QUERY's token verified here (step 2)."""
         try:
             identity: Identity = await self.verifier.verify(query.token)
         except TokenError as exc:
@@ -282,12 +311,66 @@ class QueryService:
                 detail=exc.message,
             ) from None
         ev.subject, ev.issuer = identity.subject, identity.issuer
+        return identity
+
+    async def _run(
+        self, query: events.Query, sink: StreamSink, cancel: CancelToken, ev: AuditEvent
+    ) -> ResultTotals:
+        identity = await self._identity(query, ev)
+        prepared = await self._prepare(query, identity, ev)
+        decision, bound = prepared.decision, prepared.bound
+        assert decision.role is not None
+        assert decision.sql is not None
+        timeout_ms, check_ms = prepared.timeout_ms, prepared.check_ms
+        context = dict(
+            zip(CONTEXT_KEYS, (identity.subject, identity.issuer, query.query_id), strict=True)
+        )
+        try:
+            pool = self.pools[decision.role.login]
+        except KeyError as exc:
+            raise QueryFailed(
+                ErrorCode.INTERNAL,
+                "the connector's policy and its configuration disagree; its operator must fix "
+                "them (`edgetds connector check`)",
+                detail=str(exc.args[0]),
+            ) from None
+        left_ms = timeout_ms - check_ms
+        wait_s = min(ADMISSION_WAIT_S, left_ms / 1000) if timeout_ms else ADMISSION_WAIT_S
+        key = f"{identity.issuer}\n{identity.subject}"
+        async with self._slot(key, decision.role, wait_s=wait_s) as waited_s:
+            if timeout_ms:  # the check and the admission wait count against the query's timeout
+                timeout_ms = max(1, round(left_ms - waited_s * 1000))
+            req = ExecRequest(
+                query_id=query.query_id,
+                sql=decision.sql,
+                params=bound,
+                context=context,
+                max_rows=prepared.max_rows,
+                max_bytes=prepared.max_bytes,
+                timeout_s=timeout_ms / 1000 if timeout_ms else None,
+                chunk_bytes=min(32 * 1024, sink.link.max_payload),
+                fetch_rows=self.fetch_rows,
+            )
+            return await execute(pool, req, sink, cancel)
+
+    async def _prepare(
+        self,
+        query: events.Query,
+        identity: Identity,
+        ev: AuditEvent,
+        *,
+        role: Role | None = None,
+    ) -> _Prepared:
+        """Steps 3 and 4: the policy's decision (only ``role``, a session's, when given) and the
+        bound parameters; raises QueryFailed for a refusal."""
         request = QueryRequest(sql=query.sql, query=query.query, params=query.params)
         options = query.options
         asked_ms = _opt_int(options.get("timeout_ms"))
         checked = trio.current_time()
         verdict: ReadOnlyVerdict | None = None
-        if query.sql is not None and self.policy.needs_read_only_check(identity, request):
+        if query.sql is not None and self.policy.needs_read_only_check(
+            identity, request, role=role
+        ):
             budget_s = asked_ms / 1000 if asked_ms and asked_ms > 0 else math.inf
             try:
                 verdict = await self.read_only.check(query.sql, budget_s=budget_s)
@@ -298,7 +381,7 @@ class QueryService:
                     "role; send a shorter statement, raise timeout_ms, or use a named query",
                 ) from None
         check_ms = (trio.current_time() - checked) * 1000
-        decision: Decision = self.policy.authorize(identity, request, read_only=verdict)
+        decision: Decision = self.policy.authorize(identity, request, read_only=verdict, role=role)
         if decision.role is not None:
             ev.role = decision.role.name
         if not decision.allowed:
@@ -324,36 +407,125 @@ class QueryService:
                 ErrorCode.QUERY_TIMEOUT,
                 f"the read-only check took {check_ms:.0f} ms of the query's {timeout_ms} ms",
             )
-        context = dict(
-            zip(CONTEXT_KEYS, (identity.subject, identity.issuer, query.query_id), strict=True)
-        )
-        try:
-            pool = self.pools[decision.role.login]
-        except KeyError as exc:
-            raise QueryFailed(
-                ErrorCode.INTERNAL,
-                "the connector's policy and its configuration disagree; its operator must fix "
-                "them (`edgetds connector check`)",
-                detail=str(exc.args[0]),
-            ) from None
-        left_ms = timeout_ms - check_ms
-        wait_s = min(ADMISSION_WAIT_S, left_ms / 1000) if timeout_ms else ADMISSION_WAIT_S
-        key = f"{identity.issuer}\n{identity.subject}"
-        async with self._slot(key, decision.role, wait_s=wait_s) as waited_s:
-            if timeout_ms:  # the check and the admission wait count against the query's timeout
-                timeout_ms = max(1, round(left_ms - waited_s * 1000))
-            req = ExecRequest(
+        return _Prepared(decision, bound, max_rows, max_bytes, timeout_ms, check_ms)
+
+    # -- sessions (SPEC.md 7.4; connector/sessions.py) ------------------------------------------
+
+    async def _session_op(
+        self,
+        link: TunnelLink,
+        query: events.Query,
+        sink: StreamSink,
+        cancel: CancelToken,
+        ev: AuditEvent,
+    ) -> ResultTotals:
+        """One operation of a session: begin, run, commit, rollback, savepoint, rollback_to."""
+        assert query.session is not None
+        spec = query.session
+        op = SessionOp(spec["op"])
+        ev.session = {"id": spec["id"], "op": op.value}
+        identity = await self._identity(query, ev)
+        owner = (identity.issuer, identity.subject)
+        if op is SessionOp.BEGIN:
+            role = self.policy.session_role(identity, spec.get("role"))
+            if isinstance(role, Decision):
+                raise QueryFailed(role.code or ErrorCode.POLICY_DENIED, role.reason)
+            ev.role = role.name
+            ev.session["isolation"] = spec.get("isolation") or "read committed"
+            session = await self.sessions.begin(
+                link,
+                spec,
+                owner=owner,
+                role=role,
                 query_id=query.query_id,
-                sql=decision.sql,
-                params=bound,
-                context=context,
-                max_rows=max_rows,
-                max_bytes=max_bytes,
-                timeout_s=timeout_ms / 1000 if timeout_ms else None,
-                chunk_bytes=min(32 * 1024, sink.link.max_payload),
-                fetch_rows=self.fetch_rows,
+                now_ms=int(self.clock() * 1000),
             )
-            return await execute(pool, req, sink, cancel)
+            state = session.state()
+            state["expires_at"] = session.expires_at_ms
+            state["idle_timeout_ms"] = round(session.idle_timeout_s * 1000)
+            return ResultTotals(session=state)
+        session = self.sessions.find(link, spec["id"], owner)
+        ev.role = session.role.name
+        self.sessions.start_op(session, cancel)
+        failed: QueryFailed | None = None
+        outcome = ResultTotals()
+        try:
+            if op is SessionOp.RUN:
+                outcome = await self._session_statement(session, query, identity, sink, cancel, ev)
+            else:
+                await self.sessions.control(session, op, spec.get("name"))
+        except QueryFailed as exc:
+            failed = exc
+        finally:
+            if op is SessionOp.RUN and not (failed is not None and failed.code in REFUSALS):
+                with trio.CancelScope(shield=True):
+                    await self.sessions.after_statement(session, failed)
+            self.sessions.finish_op(session)
+        if session.reason is not None:
+            ev.session["reason"] = session.reason.value
+            with trio.CancelScope(shield=True):
+                await self.sessions.wait_ended(session)
+        if failed is not None:
+            if session.reason is SessionEnd.ROLLED_BACK_BY_SERVER:
+                failed.message += (
+                    "; SQL Server ended the transaction, so the session was rolled back"
+                )
+            failed.session = session.state()
+            raise failed
+        outcome.session = session.state()
+        return outcome
+
+    async def _session_statement(
+        self,
+        session: Session,
+        query: events.Query,
+        identity: Identity,
+        sink: StreamSink,
+        cancel: CancelToken,
+        ev: AuditEvent,
+    ) -> ResultTotals:
+        """A ``run``: refuse transaction control, then the policy of the session's role, then
+        the statement on the session's connection."""
+        text = query.sql
+        if text is not None:
+            lane = self.read_only.limiter_for(text)
+            why = await trio.to_thread.run_sync(transaction_control, text, limiter=lane)
+            if why is not None:
+                raise QueryFailed(
+                    ErrorCode.POLICY_DENIED,
+                    f"a statement in a session may not control the transaction ({why}); use the "
+                    "session's commit, rollback, savepoint and rollback_to operations",
+                )
+        prepared = await self._prepare(query, identity, ev, role=session.role)
+        assert prepared.decision.sql is not None
+        assert session.pc is not None
+        timeout_ms = prepared.timeout_ms - prepared.check_ms
+        req = ExecRequest(
+            query_id=query.query_id,
+            sql=prepared.decision.sql,
+            params=prepared.bound,
+            context={},
+            max_rows=prepared.max_rows,
+            max_bytes=prepared.max_bytes,
+            timeout_s=max(0.001, timeout_ms / 1000) if prepared.timeout_ms else None,
+            chunk_bytes=min(32 * 1024, sink.link.max_payload),
+            fetch_rows=self.fetch_rows,
+            setup=False,
+        )
+        return await execute_pinned(session.pool, session.pc, req, sink, cancel)
+
+    async def _audit_session_end(self, session: Session, reason: SessionEnd) -> None:
+        """The audit record of a session's end, whoever ended it (SPEC.md 7.4)."""
+        ev = AuditEvent(f"{session.id}/end", 0, None)
+        ev.issuer, ev.subject = session.owner
+        ev.role = session.role.name
+        ev.session = {"id": session.id, "op": "end", "reason": reason.value}
+        if self.audit is None:
+            return
+        try:
+            await self.audit.write(ev.record())
+        except Exception:  # the audit log failing must be loud, never silent
+            log.exception("audit record could not be written")
 
     # -- admission ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from websockets.trio.server import ServerConnection, serve
 
 from identity.keys import key_id
 from protocol import (
+    SESSION_CAP,
     SUBPROTOCOL,
     AuthError,
     Connection,
@@ -101,6 +102,7 @@ class RogueSession:
         key: Ed25519PrivateKey | None = None,
         now: float | None = None,
         session_id: str | None = None,
+        session: Mapping[str, Any] | None = None,
     ) -> StreamResult:
         """Open a stream with a QUERY; by default correctly attested with the relay key."""
         params = dict(params or {})
@@ -119,6 +121,7 @@ class RogueSession:
                 params=params,
                 options=options,
                 now=time.time() if now is None else now,
+                session=session,
             )
         q = events.Query(
             stream_id=self.conn.next_stream_id,
@@ -129,6 +132,7 @@ class RogueSession:
             params=params,
             options=options,
             attestation=dict(attestation),
+            session=dict(session) if session is not None else None,
         )
         if tamper:
             q = events.Query(**{**q.__dict__, **tamper})
@@ -150,6 +154,7 @@ class RogueSession:
             connector_id=self.relay.hello_connector_id or self.relay.connector_id,
             nonce=self.relay.hello_nonce or self.nonce,
             limits=limits,
+            caps=(SESSION_CAP,),
         )
         await self.send(events.Hello(fields=hello))
         try:

@@ -151,3 +151,40 @@ def test_hello_and_attestation_signatures_match_protocol() -> None:
         nonce="AAAAAAAAAAAAAAAAAAAAAA",
     )
     assert out["attestation"] == expected_att
+
+
+def test_session_attestations_match_protocol() -> None:
+    """A session op: `run` (a statement) and the ops without one (both null), each with its
+    session member attested as session_sha256."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    kid = key_id(public_key_text(key))
+    sid = "AAAAAAAAAAAAAAAAAAAAAA"
+    cases: list[tuple[str | None, dict[str, Any]]] = [
+        (None, {"id": sid, "op": "begin", "isolation": "snapshot", "idle_timeout_ms": 5000}),
+        ("SELECT 1", {"id": sid, "op": "run"}),
+        (None, {"id": sid, "op": "savepoint", "name": "sp_1"}),
+        (None, {"id": sid, "op": "commit"}),
+    ]
+    for sql, session in cases:
+        job = {"sessionId": "s-1", "queryId": "q-1", "token": "h.p.s", "sql": sql, "query": None}
+        job |= {"params": {}, "options": {"max_rows": None, "timeout_ms": 1000}}
+        job |= {"now": 1_800_000_000.0, "nonce": "AAAAAAAAAAAAAAAAAAAAAA", "session": session}
+        out = run_js({"values": [], "pem": pem, "attestation": job})
+        expected = make_attestation(
+            key,
+            relay_key_id=kid,
+            session_id="s-1",
+            query_id="q-1",
+            token="h.p.s",
+            sql=sql,
+            query=None,
+            params={},
+            options={"max_rows": None, "timeout_ms": 1000},
+            now=1_800_000_000.0,
+            nonce="AAAAAAAAAAAAAAAAAAAAAA",
+            session=session,
+        )
+        assert out["attestation"] == expected, session["op"]

@@ -9,6 +9,7 @@
  * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates;  |
  * |                    |        | or, with per-tunnel settings (the Python relay's [tunnels.NAME]),|
  * |                    |        | `{"demo": {"connectors": {...}, "max_queries_per_identity": 32}}`|
+ * |                    |        | (also max_sessions_per_identity 8, max_sessions 64: sessions)    |
  * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?,       |
  * |                    |        | "max_token_lifetime_s"? (default 86400), "jwks"? (static keys)}]`|
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
@@ -51,8 +52,17 @@ export const DEFAULT_LIMITS = Object.freeze({
   admission_wait_ms: 5_000,
 });
 
-/** Per-tunnel settings (relay/config.py TunnelConfig) and their defaults. */
-export const DEFAULT_TUNNEL_SETTINGS = Object.freeze({ max_queries_per_identity: 32 });
+/**
+ * Per-tunnel settings (relay/config.py TunnelConfig) and their defaults: queries one identity may
+ * have in flight or waiting; open sessions (SPEC 7.4) of one identity, and of the whole tunnel
+ * object (per shard with TUNNEL_SHARDS > 1).
+ */
+export const DEFAULT_TUNNEL_SETTINGS = Object.freeze({ max_queries_per_identity: 32, max_sessions_per_identity: 8, max_sessions: 64 });
+const SETTING_MEANS = Object.freeze({
+  max_queries_per_identity: "queries one identity may have in flight or waiting",
+  max_sessions_per_identity: "open sessions of one identity",
+  max_sessions: "open sessions of the tunnel",
+});
 
 export class ConfigError extends Error {
   constructor(message) {
@@ -149,7 +159,7 @@ function withSettings(name, value) {
       throw new ConfigError(`TUNNELS.${name}: unknown key ${JSON.stringify(key)}; allowed: connectors, ${Object.keys(DEFAULT_TUNNEL_SETTINGS).join(", ")}`);
     }
     if (!Number.isSafeInteger(setting) || setting < 1) {
-      throw new ConfigError(`TUNNELS.${name}.${key} must be a whole number >= 1 (queries one identity may have in flight or waiting)`);
+      throw new ConfigError(`TUNNELS.${name}.${key} must be a whole number >= 1 (${SETTING_MEANS[/** @type {keyof typeof SETTING_MEANS} */ (key)]})`);
     }
     out[key] = setting;
   }

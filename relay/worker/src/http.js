@@ -13,10 +13,13 @@ export class HttpError extends Error {
   /**
    * @param {string} code a registry error code
    * @param {string} message what failed and how to fix it (never tokens, SQL or values)
-   * @param {{status?: number, hint?: string, retryAfter?: string, queryId?: string, limit?: string}} [options]
-   *   `limit`: which limit a limits.too_many_queries refusal hit ("identity", "tunnel", "connector")
+   * @param {{status?: number, hint?: string, retryAfter?: string, queryId?: string, limit?: string,
+   *   session?: Record<string, string>, statement?: number | null}} [options]
+   *   `limit`: which limit a limits.too_many_* refusal hit ("identity", "tunnel", "connector");
+   *   `session`: the session the refusal is about (`{"id", "state"?, "reason"?}`, SPEC 11.5);
+   *   `statement`: the failing statement of a transaction (SPEC 11.6)
    */
-  constructor(code, message, { status, hint, retryAfter, queryId, limit } = {}) {
+  constructor(code, message, { status, hint, retryAfter, queryId, limit, session, statement } = {}) {
     super(`${code}: ${message}`);
     this.name = "HttpError";
     this.code = code;
@@ -26,20 +29,25 @@ export class HttpError extends Error {
     this.retryAfter = retryAfter;
     this.queryId = queryId;
     this.limit = limit;
+    this.session = session;
+    this.statement = statement;
   }
 }
 
 /**
  * One NDJSON `{"error": {...}}` line with its newline (the HTTP API's terminal record shape).
  * @param {string} code @param {string} message
- * @param {{queryId?: string, hint?: string, limit?: string}} [options]
+ * @param {{queryId?: string, hint?: string, limit?: string, session?: Record<string, string>, statement?: number | null}} [options]
  * @returns {Uint8Array}
  */
-export function errorRecord(code, message, { queryId, hint, limit } = {}) {
+export function errorRecord(code, message, { queryId, hint, limit, session, statement } = {}) {
+  /** @type {Record<string, any>} */
   const record = { code, message };
   if (queryId !== undefined && queryId !== null) record.query_id = queryId;
   if (hint) record.hint = hint;
   if (limit) record.limit = limit;
+  if (session) record.session = session;
+  if (statement !== undefined) record.statement = statement;
   return encoder.encode(`${JSON.stringify({ error: record })}\n`);
 }
 
@@ -57,5 +65,5 @@ export function errorResponse(error) {
   const headers = {};
   if (error.retryAfter !== undefined) headers["retry-after"] = error.retryAfter;
   if (error.status === 401) headers["www-authenticate"] = 'Bearer realm="edgetds"';
-  return jsonResponse(error.status, errorRecord(error.code, error.detail, { queryId: error.queryId, hint: error.hint, limit: error.limit }), headers);
+  return jsonResponse(error.status, errorRecord(error.code, error.detail, { queryId: error.queryId, hint: error.hint, limit: error.limit, session: error.session, statement: error.statement }), headers);
 }

@@ -6,6 +6,12 @@
  *   GET  /healthz                       liveness: 200 {"status":"ok"} (no config, no DO; as relay/app.py)
  *   GET  /v1/tunnels/{tunnel}/connect   connector WebSocket (token checked BEFORE the upgrade)
  *   POST /v1/tunnels/{tunnel}/query     client query, NDJSON response streamed from the DO
+ *   POST /v1/tunnels/{tunnel}/sessions  begin a session (a transaction across requests)
+ *   POST /v1/tunnels/{tunnel}/sessions/{id}/query|commit|rollback|savepoint|rollback_to
+ *   DELETE /v1/tunnels/{tunnel}/sessions/{id}
+ *                                       the session's operations, on the object that began it
+ *   POST /v1/tunnels/{tunnel}/transaction
+ *                                       statements in one transaction, one round trip
  *   GET  /v1/tunnels/{tunnel}/status    connectors/connections of the tunnel (client token)
  *   GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
  *                                       a connector's latest signed audit checkpoint (audit token)
@@ -23,12 +29,14 @@ import { ErrorCode } from "./frames.js";
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
 import { bearerToken, verifyClientToken } from "./oidc.js";
-import { parseQueryRequest, readBody } from "./request.js";
+import { parseBeginRequest, parseEmptyRequest, parseQueryRequest, parseSavepointRequest, parseTransactionRequest, readBody } from "./request.js";
+import { shardOf } from "./sessions.js";
 import { guardStream } from "./stream.js";
 
 export { Tunnel } from "./tunnel.js";
 
-const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|audit\/checkpoint)$/;
+const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|audit\/checkpoint|transaction|sessions(?:\/([^/]{1,64})(?:\/(query|commit|rollback|savepoint|rollback_to))?)?)$/;
+const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
 const NOT_FOUND = `{"error":{"code":"request.invalid","message":"unknown path; the API is under /v1/tunnels/{tunnel}/"}}\n`;
 const SUBPROTOCOL = "edgetds.v1";
 const HEALTHY = `{"status":"ok"}\n`;
@@ -55,13 +63,6 @@ function now() {
   return Date.now() / 1000;
 }
 
-/** A shard index in [0, k) from a string (FNV-1a). */
-function shardOf(text, k) {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h % k;
-}
-
 /** @returns {DurableObjectStub<import("./tunnel.js").Tunnel>} */
 export function stub(env, config, tunnel, shard) {
   const name = config.shards === 1 ? tunnel : `${tunnel}#${shard}`;
@@ -77,7 +78,8 @@ export default {
       counters.refuse("http.not_found");
       return new Response(NOT_FOUND, { status: 404, headers: { "content-type": "application/json" } });
     }
-    const [, tunnel, action] = match;
+    const [, tunnel, route, sessionId, sessionOp] = match;
+    const action = route.startsWith("sessions") ? "sessions" : route;
     let config;
     try {
       config = await loadConfig(env);
@@ -95,6 +97,8 @@ export default {
       }
       if (action === "connect") return await connect(request, env, config, tunnel, address);
       if (action === "query") return await query(request, env, ctx, config, tunnel, address);
+      if (action === "sessions") return await sessions(request, env, ctx, config, tunnel, address, sessionId, sessionOp);
+      if (action === "transaction") return await transaction(request, env, ctx, config, tunnel, address);
       if (action === "audit/checkpoint") return await checkpoint(request, env, config, tunnel, address);
       return await status(request, env, config, tunnel, address);
     } catch (err) {
@@ -231,6 +235,93 @@ async function query(request, env, ctx, config, tunnel, address) {
     await stub(env, config, tunnel, home).forget(req.query_id);
   }
   return guardStream(response, req.query_id, ctx);
+}
+
+/**
+ * The verified caller of a session request: identity, token, and the per-identity query rate
+ * (every session operation is a query to the connector).
+ */
+async function sessionCaller(request, config, tunnel, address) {
+  const identity = await verifiedIdentity(request, config, address);
+  knownTunnel(config, tunnel);
+  const wait = queryRate.spend(`${identity.issuer}\u0000${identity.subject}`, now());
+  if (wait > 0) throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many queries for this identity; slow down", { retryAfter: retryAfterHeader(wait) });
+  counters.count("session_ops");
+  const settings = config.tunnelSettings[tunnel];
+  return {
+    identity: { issuer: identity.issuer, subject: identity.subject },
+    token: /** @type {string} */ (bearerToken(request.headers.get("authorization"))), // verified above
+    deadlineMs: config.limits.query_timeout_ms + config.limits.deadline_grace_ms,
+    timeoutMs: config.limits.query_timeout_ms,
+    maxQueriesPerIdentity: settings.max_queries_per_identity,
+    maxSessions: settings.max_sessions,
+    maxSessionsPerIdentity: settings.max_sessions_per_identity,
+  };
+}
+
+/** Call a tunnel object; a reset before it answered is transport.lost (outcome unknown). */
+async function onObject(call, what) {
+  try {
+    return await call();
+  } catch (err) {
+    console.error(`tunnel DO failed before answering: ${err?.message ?? err}`);
+    throw new HttpError(ErrorCode.TRANSPORT_LOST, `the relay lost the tunnel before the ${what} answered; retry (a commit's outcome is then unknown: the connector's audit log has it)`);
+  }
+}
+
+/**
+ * `POST .../sessions` (begin: on the shards in turn, like /query, each making ids that map back
+ * to it), and the operations of a session, on the shard its id maps to (SPEC 11.5).
+ */
+async function sessions(request, env, ctx, config, tunnel, address, id, op) {
+  if (id === undefined) {
+    method(request, "POST");
+    const caller = await sessionCaller(request, config, tunnel, address);
+    const begin = parseBeginRequest(await readBody(request, config.limits.max_body_bytes));
+    return beginOnShards(env, config, tunnel, (shard) => (object) => object.sessionBegin({ ...caller, begin, shard, shards: config.shards }));
+  }
+  method(request, op === undefined ? "DELETE" : "POST");
+  const caller = await sessionCaller(request, config, tunnel, address);
+  const raw = await readBody(request, config.limits.max_body_bytes);
+  /** @type {import("./sessionops.js").OpCall} */
+  const call = { ...caller, id, op: op === undefined || op === "rollback" ? "rollback" : op === "query" ? "run" : op };
+  if (op === "query") {
+    call.request = parseQueryRequest(raw, { maxTimeoutMs: config.limits.query_timeout_ms, maxParamBytes: config.limits.max_param_bytes });
+    call.deadlineMs = call.request.timeout_ms + config.limits.deadline_grace_ms;
+  } else if (op === "savepoint" || op === "rollback_to") {
+    call.name = parseSavepointRequest(raw);
+  } else {
+    parseEmptyRequest(raw);
+  }
+  if (!SESSION_ID.test(id)) {
+    throw new HttpError(ErrorCode.SESSION_NOT_FOUND, "no such session on this tunnel (a session id is 22 characters of letters, digits, - and _); begin a session with POST .../sessions");
+  }
+  const object = stub(env, config, tunnel, shardOf(id, config.shards));
+  const response = await onObject(() => object.sessionOp(call), "session operation");
+  return call.request !== undefined ? guardStream(response, call.request.query_id, ctx) : response;
+}
+
+/** Try each shard in turn (a random one first) until one has a connector. */
+async function beginOnShards(env, config, tunnel, callFor) {
+  const first = Math.floor(Math.random() * config.shards);
+  let response;
+  for (let i = 0; i < config.shards; i++) {
+    const shard = (first + i) % config.shards;
+    const object = stub(env, config, tunnel, shard);
+    response = await onObject(() => callFor(shard)(object), "session begin");
+    if (response.status !== 503 || i === config.shards - 1) break;
+    await response.body?.cancel();
+  }
+  return response;
+}
+
+/** `POST .../transaction`: begin, statements, commit on one object (SPEC 11.6). */
+async function transaction(request, env, ctx, config, tunnel, address) {
+  method(request, "POST");
+  const caller = await sessionCaller(request, config, tunnel, address);
+  const parsed = parseTransactionRequest(await readBody(request, config.limits.max_body_bytes), { maxTimeoutMs: config.limits.query_timeout_ms, maxParamBytes: config.limits.max_param_bytes });
+  const response = await beginOnShards(env, config, tunnel, (shard) => (object) => object.transaction({ ...caller, begin: parsed.begin, statements: parsed.statements, shard, shards: config.shards }));
+  return guardStream(response, response.headers.get("x-edgetds-query-id") ?? "", ctx);
 }
 
 async function status(request, env, config, tunnel, address) {

@@ -32,19 +32,41 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
  *   identity: {issuer: string, subject: string}, maxQueriesPerIdentity: number}} QueryCall
  * @typedef {import("./session.js").ConnectorSession} ConnectorSession
  * @typedef {import("./registry.js").AdmissionSlot} AdmissionSlot
+ * A session operation (sessionops.js) adds: the QUERY member `session`; `pinned`, the connection
+ * the session lives on (never another one; no admission, no re-dispatch); `accept`, which
+ * connections a begin may go to; `onSent`, told the connection and stream the QUERY went out on.
+ * @typedef {{session?: Record<string, any>, pinned?: ConnectorSession,
+ *   accept?: (session: ConnectorSession) => boolean,
+ *   onSent?: (session: ConnectorSession, streamId: number) => void}} SessionParts
+ * @typedef {QueryCall & SessionParts} Call
  * @typedef {{token: string, req: Record<string, any>, options: Record<string, any>, deadlineMs: number,
- *   respond: (response: Response) => void, slot: AdmissionSlot}} Job
+ *   respond: (response: Response) => void, slot: AdmissionSlot} & SessionParts} Job
  * @typedef {{key: string, session: ConnectorSession, streamId: number, queryId: string, started: boolean,
  *   finished: boolean, cancelled: boolean, redispatching: boolean,
  *   writer: WritableStreamDefaultWriter<Uint8Array> | null, job: Job,
  *   timer: ReturnType<typeof setTimeout> | null, sentAt: number}} HttpStream
  */
 
+/** The slot of a session operation after begin: it never waits in the admission queue. */
+function unqueuedSlot() {
+  return { key: "", granted: true, reserved: false, released: true, gone: false, waitedMs: 0, resolve: () => {}, timer: null };
+}
+
 /** 413 request.too_large when the statement is longer than the connector accepts. @param {Record<string, any>} req @param {number} limit */
 function checkSize(req, limit) {
   if (req.sql_bytes > limit) {
     throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `'sql' is ${req.sql_bytes} bytes (UTF-8); the connector accepts statements up to ${limit}: send a shorter statement, pass values as parameters, or use a named query`);
   }
+}
+
+/**
+ * Why an operation cannot go to its session's connection now (nothing was sent).
+ * @param {ConnectorSession} session @param {string} queryId
+ */
+function pinnedRefusal(session, queryId) {
+  if (!session.open) return new HttpError(ErrorCode.TRANSPORT_LOST, "the connection between relay and connector that holds this session was lost; the session was rolled back: begin a new one", { queryId });
+  if (session.draining) return new HttpError(ErrorCode.SESSION_ENDED, "the session has ended (connector.draining): its connector is shutting down and rolls it back; begin a new one", { queryId });
+  return new HttpError(ErrorCode.LIMITS_TOO_MANY_QUERIES, "the connection that holds this session is at its max streams; retry after the Retry-After delay", { queryId, retryAfter: "1", limit: "connector" });
 }
 
 /** The queries of one Durable Object (see the module comment). */
@@ -70,9 +92,9 @@ export class Queries {
 
   /**
    * Run one query; resolves to its response (200 with a streamed body, or a typed error).
-   * @param {QueryCall} call @returns {Promise<Response>}
+   * @param {Call} call @returns {Promise<Response>}
    */
-  async handle({ token, request: req, deadlineMs, identity, maxQueriesPerIdentity }) {
+  async handle({ token, request: req, deadlineMs, identity, maxQueriesPerIdentity, session, pinned, accept, onSent }) {
     const config = await loadConfig(this.env);
     /** @type {PromiseWithResolvers<Response>} */
     const { promise, resolve } = Promise.withResolvers();
@@ -80,12 +102,12 @@ export class Queries {
     const largest = this.tunnel.maxStatementBytes();
     if (largest !== undefined) checkSize(req, largest);
     const key = `${identity.issuer}\u0000${identity.subject}`;
-    const slot = await this.tunnel.admit(key, maxQueriesPerIdentity, Math.min(config.limits.admission_wait_ms, req.timeout_ms), req.query_id);
+    const slot = pinned !== undefined ? unqueuedSlot() : await this.tunnel.admit(key, maxQueriesPerIdentity, Math.min(config.limits.admission_wait_ms, req.timeout_ms), req.query_id);
     // The admission wait counts against the query's deadline.
     const timeoutMs = Math.max(1, req.timeout_ms - slot.waitedMs);
     const options = { max_rows: req.max_rows ?? null, timeout_ms: timeoutMs };
     try {
-      await this.dispatch({ token, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot });
+      await this.dispatch({ token, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot, session, pinned, accept, onSent });
     } catch (err) {
       this.tunnel.giveBack(slot);
       throw err;
@@ -99,7 +121,8 @@ export class Queries {
    * @param {Job} job
    */
   async dispatch(job) {
-    const { token, req, options } = job;
+    const { token, req, options, pinned } = job;
+    const member = job.session ?? null;
     const config = await loadConfig(this.env);
     /** @type {ConnectorSession} */
     let session;
@@ -108,7 +131,8 @@ export class Queries {
     // Stream ids must increase in the order QUERY frames are sent: the attestation is awaited
     // first, then the session is checked again and the stream opened with no await between.
     for (let attempt = 0; ; attempt++) {
-      session = this.tunnel.pick();
+      session = pinned ?? this.tunnel.pick(job.accept);
+      if (pinned !== undefined && !pinned.accepting) throw pinnedRefusal(pinned, req.query_id);
       checkSize(req, session.conn.maxStatementBytes); // before any signing or encoding
       attestation = await makeAttestation(config.relayKey, {
         sessionId: session.sessionId,
@@ -119,11 +143,12 @@ export class Queries {
         paramsJson: req.params_json,
         options,
         now: Date.now() / 1000,
+        session: member,
       });
       if (session.accepting) break;
       if (attempt === 2) throw new HttpError(ErrorCode.RELAY_OVERLOADED, "connectors kept changing while placing the query; retry");
     }
-    const payload = queryPayload({ queryId: req.query_id, token, sql: req.sql, query: req.query, paramsJson: req.params_json, options, attestation });
+    const payload = queryPayload({ queryId: req.query_id, token, sql: req.sql, query: req.query, paramsJson: req.params_json, options, attestation, session: member });
     if (payload.byteLength > session.conn.maxFrame) {
       throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `the query is ${payload.byteLength} bytes framed; the connector accepts at most ${session.conn.maxFrame}`);
     }
@@ -152,6 +177,7 @@ export class Queries {
       sentAt,
     };
     this.streams.set(stream.key, stream);
+    job.onSent?.(session, streamId);
     this.tunnel.placed(job.slot);
     this.hooks.sent(session, sentAt, config.limits.ping_interval_s * 1000);
     // A backstop deadline while a request is in flight (never while idle: it would keep the object
@@ -189,7 +215,8 @@ export class Queries {
     if (!stream.started) {
       if (event.type === FrameType.ERROR) {
         // Nothing was streamed yet: the status can still say what happened.
-        stream.redispatching = event.code === ErrorCode.CONNECTOR_DRAINING; // keeps its slot
+        // (a session operation after begin stays on its connection: never placed elsewhere)
+        stream.redispatching = event.code === ErrorCode.CONNECTOR_DRAINING && stream.job.pinned === undefined; // keeps its slot
         this.settle(stream);
         if (stream.redispatching) {
           this.redispatch(stream, event.data);

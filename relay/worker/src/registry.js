@@ -166,13 +166,15 @@ export class Tunnel {
   }
 
   /**
-   * Least-loaded accepting connection (ties: round robin).
+   * Least-loaded accepting connection (ties: round robin), among those `accept` takes (a session
+   * begin: the connections that negotiated sessions and have room for one).
+   * @param {(session: ConnectorSession) => boolean} [accept]
    * @returns {ConnectorSession}
    * @throws {HttpError} 503 tunnel.no_connector / connector.draining, 429 when all are full
    */
-  pick() {
+  pick(accept = () => true) {
     const all = this.connectable();
-    const usable = preferAnswering(all.filter((s) => s.accepting));
+    const usable = preferAnswering(all.filter((s) => s.accepting && accept(s)));
     if (!usable.length) {
       if (all.some((s) => s.draining)) throw draining();
       throw this.full("every connection is at its max streams");

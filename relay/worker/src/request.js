@@ -7,7 +7,7 @@
  */
 
 import { canonicalJsonText, PyFloat } from "./auth.js";
-import { ErrorCode } from "./frames.js";
+import { ErrorCode, ISOLATION_LEVELS } from "./frames.js";
 import { HttpError } from "./http.js";
 import { scanJson } from "./strictjson.js";
 
@@ -61,14 +61,12 @@ function optionalInt(body, key, minimum) {
 }
 
 /**
- * Parse and check a query request body.
- * @param {Uint8Array} raw
- * @param {{maxTimeoutMs: number, maxParamBytes?: number}} options the relay's ceiling (and
- *   default) for timeout_ms; the most bytes the canonical JSON of `params` may take
- * @returns {{sql: string|null, query: string|null, params_json: string, max_rows: number|null,
- *            timeout_ms: number, query_id: string, client_query_id: boolean, sql_bytes: number}}
+ * A request body as JSON, read as strictly as a frame payload (SPEC 11.1): strict UTF-8, no
+ * duplicate member names, an object; float literals kept as PyFloat.
+ * @param {Uint8Array} raw @param {string} shape the body's shape, named in refusals
+ * @returns {Record<string, any>}
  */
-export function parseQueryRequest(raw, { maxTimeoutMs, maxParamBytes = 262_144 }) {
+export function parseJsonObject(raw, shape) {
   let body;
   let text;
   try {
@@ -79,22 +77,54 @@ export function parseQueryRequest(raw, { maxTimeoutMs, maxParamBytes = 262_144 }
       typeof value === "number" && /[.eE]/.test(context?.source ?? "") ? new PyFloat(value) : value,
     );
   } catch {
-    throw invalid('body is not JSON; send {"sql": "...", "params": {...}} with Content-Type: application/json');
+    throw invalid(`body is not JSON; send ${shape} with Content-Type: application/json`);
   }
   // JSON.parse keeps the last of two members with the same name; the Python relay refuses them,
   // and so does this one: a body means one thing to both.
   const problem = scanJson(text);
   if (problem !== null) {
-    throw invalid(`body ${problem}; send {"sql": "...", "params": {...}} with each member once`);
+    throw invalid(`body ${problem}; send ${shape} with each member once`);
   }
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw invalid('body must be a JSON object like {"sql": "...", "params": {...}}');
+  if (body === null || typeof body !== "object" || Array.isArray(body) || body instanceof PyFloat) {
+    throw invalid(`body must be a JSON object like ${shape}`);
   }
-  const unknown = Object.keys(body).filter((k) => !ALLOWED.has(k)).sort();
+  return body;
+}
+
+/** Refuse members outside `allowed`. @param {Record<string, any>} body @param {Set<string>} allowed @param {string} [where] */
+function onlyMembers(body, allowed, where = "") {
+  const unknown = Object.keys(body).filter((k) => !allowed.has(k)).sort();
   if (unknown.length) {
     const shown = unknown.slice(0, 5).map((k) => `'${k.slice(0, 40)}'`).join(", ");
-    throw invalid(`unknown member(s) ${shown}; allowed: ${[...ALLOWED].sort().join(", ")}`);
+    throw invalid(`unknown member(s) ${shown}${where}; allowed: ${[...allowed].sort().join(", ")}`);
   }
+}
+
+/**
+ * Parse and check a query request body.
+ * @param {Uint8Array} raw
+ * @param {{maxTimeoutMs: number, maxParamBytes?: number}} options the relay's ceiling (and
+ *   default) for timeout_ms; the most bytes the canonical JSON of `params` may take
+ * @returns {QueryRequest}
+ */
+export function parseQueryRequest(raw, options) {
+  const body = parseJsonObject(raw, '{"sql": "...", "params": {...}}');
+  onlyMembers(body, ALLOWED);
+  return checkQuery(body, options);
+}
+
+/**
+ * @typedef {{sql: string|null, query: string|null, params_json: string, max_rows: number|null,
+ *            timeout_ms: number, query_id: string, client_query_id: boolean, sql_bytes: number}} QueryRequest
+ */
+
+/**
+ * Check one query object (a /query body, or a statement of /transaction).
+ * @param {Record<string, any>} body
+ * @param {{maxTimeoutMs: number, maxParamBytes?: number}} options
+ * @returns {QueryRequest}
+ */
+function checkQuery(body, { maxTimeoutMs, maxParamBytes = 262_144 }) {
   const sql = body.sql ?? null;
   const query = body.query ?? null;
   if ((sql === null) === (query === null)) throw invalid("send exactly one of 'sql' (a statement) and 'query' (a named query)");
@@ -140,4 +170,100 @@ export function parseQueryRequest(raw, { maxTimeoutMs, maxParamBytes = 262_144 }
     client_query_id: queryId !== null,
     sql_bytes: sql === null ? 0 : encoder.encode(sql).byteLength,
   };
+}
+
+const BEGIN = new Set(["isolation", "timeout_ms", "role"]);
+const STATEMENT = new Set(["sql", "query", "params"]);
+const TRANSACTION = new Set(["statements", ...BEGIN]);
+/** Most statements in one POST .../transaction (SPEC 11.6). */
+export const MAX_STATEMENTS = 100;
+const SAVEPOINT = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
+const ROLE = /^[^\u0000-\u001f]{1,128}$/;
+
+/**
+ * The session options of a begin (`POST .../sessions`) or a transaction: `isolation`,
+ * `timeout_ms` (the idle timeout) and `role`, as the QUERY member `session` names them.
+ * @param {Record<string, any>} body
+ * @returns {{isolation?: string, idle_timeout_ms?: number, role?: string}}
+ */
+function beginOptions(body) {
+  /** @type {{isolation?: string, idle_timeout_ms?: number, role?: string}} */
+  const out = {};
+  if (body.isolation !== undefined && body.isolation !== null) {
+    if (!ISOLATION_LEVELS.includes(body.isolation)) throw invalid(`'isolation' must be one of: ${ISOLATION_LEVELS.join(", ")}`);
+    out.isolation = body.isolation;
+  }
+  if (body.timeout_ms !== undefined && body.timeout_ms !== null) {
+    if (!Number.isSafeInteger(body.timeout_ms) || body.timeout_ms < 1 || body.timeout_ms > 2 ** 31 - 1) {
+      throw invalid("'timeout_ms' (the session's idle timeout) must be an integer in 1..2147483647");
+    }
+    out.idle_timeout_ms = body.timeout_ms;
+  }
+  if (body.role !== undefined && body.role !== null) {
+    if (typeof body.role !== "string" || !ROLE.test(body.role)) throw invalid("'role' must be a policy role name (1-128 characters)");
+    out.role = body.role;
+  }
+  return out;
+}
+
+/**
+ * The body of `POST .../sessions` (empty, `{}`, or with isolation / timeout_ms / role).
+ * @param {Uint8Array} raw
+ */
+export function parseBeginRequest(raw) {
+  if (raw.byteLength === 0) return {};
+  const body = parseJsonObject(raw, '{"isolation": "read committed", "timeout_ms": 30000}');
+  onlyMembers(body, BEGIN);
+  return beginOptions(body);
+}
+
+/**
+ * The body of `POST .../sessions/{id}/savepoint` and `.../rollback_to`: `{"name"}`.
+ * @param {Uint8Array} raw @returns {string} the savepoint name
+ */
+export function parseSavepointRequest(raw) {
+  const body = parseJsonObject(raw, '{"name": "before_update"}');
+  onlyMembers(body, new Set(["name"]));
+  if (typeof body.name !== "string" || !SAVEPOINT.test(body.name)) {
+    throw invalid("'name' must be a savepoint name: 1-32 characters of letters, digits and _, not starting with a digit");
+  }
+  return body.name;
+}
+
+/**
+ * The body of commit and rollback: empty or `{}`.
+ * @param {Uint8Array} raw
+ */
+export function parseEmptyRequest(raw) {
+  if (raw.byteLength === 0) return;
+  onlyMembers(parseJsonObject(raw, "{}"), new Set());
+}
+
+/**
+ * The body of `POST .../transaction` (SPEC 11.6): 1..MAX_STATEMENTS statements, each a query
+ * object with `sql` or `query` and `params` under the size rules of /query, and the begin options.
+ * @param {Uint8Array} raw
+ * @param {{maxTimeoutMs: number, maxParamBytes?: number}} options
+ * @returns {{statements: QueryRequest[], begin: {isolation?: string, idle_timeout_ms?: number, role?: string}}}
+ */
+export function parseTransactionRequest(raw, options) {
+  const body = parseJsonObject(raw, '{"statements": [{"sql": "...", "params": {...}}, ...]}');
+  onlyMembers(body, TRANSACTION);
+  const list = body.statements;
+  if (!Array.isArray(list) || list.length < 1 || list.length > MAX_STATEMENTS) {
+    throw invalid(`'statements' must be a list of 1..${MAX_STATEMENTS} statements like {"sql": "...", "params": {...}}`);
+  }
+  const statements = list.map((item, i) => {
+    if (item === null || typeof item !== "object" || Array.isArray(item) || item instanceof PyFloat) {
+      throw invalid(`statements[${i}] must be an object like {"sql": "...", "params": {...}}`);
+    }
+    onlyMembers(item, STATEMENT, ` in statements[${i}]`);
+    try {
+      return checkQuery(item, options);
+    } catch (err) {
+      if (err instanceof HttpError) throw new HttpError(err.code, `statements[${i}]: ${err.detail}`);
+      throw err;
+    }
+  });
+  return { statements, begin: beginOptions(body) };
 }

@@ -21,19 +21,20 @@
  *
  * What the attachment holds (16 KiB at most): connector id, tunnel, connector key, session id,
  * handshake state ("hello" until READY, "open", "closed" once this side closed it), when it
- * connected, `probeAt` while a PING probe is unanswered (tunnel.js), and the connection snapshot.
+ * connected, `probeAt` while a PING probe is unanswered (tunnel.js), the connection snapshot, and
+ * `sessions`: the transactions across requests pinned to this connection (sessions.js).
  */
 
 import { canonicalJson } from "./auth.js";
 import { Connection } from "./connection.js";
-import { CHECKPOINT_CAP, DEFAULT_LIMITS, FrameType, LocalProtocolError, ProtocolError } from "./frames.js";
+import { CHECKPOINT_CAP, DEFAULT_LIMITS, FrameType, LocalProtocolError, ProtocolError, SESSION_CAP } from "./frames.js";
 
 /** The tag of every connector socket (and `conn:<connector id>`). */
 export const CONNECTOR_TAG = "conn";
 /** Relay-side limits announced in HELLO (SPEC defaults). */
 export const RELAY_LIMITS = DEFAULT_LIMITS;
 /** Capabilities announced in HELLO (SPEC 6.2). */
-export const RELAY_CAPS = Object.freeze([CHECKPOINT_CAP]);
+export const RELAY_CAPS = Object.freeze([CHECKPOINT_CAP, SESSION_CAP]);
 /** Each PING costs a PONG: a connector that floods them is cut off (relay/session.py, same numbers). */
 export const PING_BURST = 20;
 export const PING_RATE = 5;
@@ -42,7 +43,7 @@ export const PING_RATE = 5;
  * @typedef {{
  *   connectorId: string, tunnel: string, connectorKeyHex: string, sessionId: string,
  *   state: "hello" | "open" | "closed", connectedAt: number, probeAt?: number,
- *   conn?: import("./connection.js").Snapshot
+ *   conn?: import("./connection.js").Snapshot, sessions?: Record<string, import("./sessions.js").Entry>
  * }} Attachment
  * @typedef {{connectorId: string, tunnel: string, publicKeyHex: string}} ConnectorClaims
  */

@@ -27,6 +27,9 @@
  *   gives nothing away: the object hibernates only after seconds of silence, and a budget refills
  *   whole in 4 s.
  * - In memory only: the HTTP queries in flight (query.js says why nothing is lost there).
+ * - Sessions (transactions across requests, sessions.js): the open ones in the attachment of the
+ *   connector socket they are pinned to, ended ones as tombstones in DO storage (`send:<id>`,
+ *   `sexp:<at>:<id>`) for 10 minutes; the operation in flight per session in memory.
  *
  * Frames are routed by header: COLUMNS/ROWS/DONE/ERROR payload bytes go to the HTTP body as they
  * are (the one-line records are checked, ROWS bytes are not parsed).
@@ -42,6 +45,8 @@ import { RateLimiter } from "./limits.js";
 import { keepaliveDue, PROBE_TIMEOUT_MS, silentSinceQuery } from "./liveness.js";
 import { Queries } from "./query.js";
 import { Tunnel as Routes } from "./registry.js";
+import { SessionOps } from "./sessionops.js";
+import { SessionTable } from "./sessions.js";
 import { CONNECTOR_TAG, ConnectorSession, PING_BURST, PING_RATE, RELAY_CAPS, RELAY_LIMITS } from "./session.js";
 
 export { RELAY_CAPS, RELAY_LIMITS };
@@ -63,6 +68,9 @@ export class Tunnel extends DurableObject {
       idle: () => this.idle(),
       deadline: (stream) => this.probeSilent(stream),
     });
+    /** Transactions across requests: the table (sessions.js) and the endpoints (sessionops.js). */
+    this.sessionTable = new SessionTable(ctx.storage);
+    this.sessionOps = new SessionOps(this.routes, this.queries, this.sessionTable);
     /** sessionId -> PING token bucket (see the header: restarts full after hibernation). */
     this.pings = new RateLimiter({ rate: PING_RATE, burst: PING_BURST, maxKeys: 10_000 });
     /** @type {Map<string, number>} sessionId -> Date.now() of its last message (unknown after hibernation: long silent) */
@@ -86,6 +94,41 @@ export class Tunnel extends DurableObject {
     } catch (err) {
       if (err instanceof HttpError) return errorResponse(err);
       console.error(`tunnel DO query failed: ${/** @type {Error} */ (err)?.stack ?? err}`);
+      return errorResponse(new HttpError(ErrorCode.INTERNAL, "internal relay error (see the Worker logs)"));
+    }
+  }
+
+  /**
+   * Begin a session (`POST .../sessions`, SPEC 11.5); the Worker verified the token and the body.
+   * @param {import("./sessionops.js").BeginCall} call @returns {Promise<Response>}
+   */
+  async sessionBegin(call) {
+    return this.answer("session begin", () => this.sessionOps.begin(call));
+  }
+
+  /**
+   * An operation of an open session (`POST .../sessions/{id}/{op}`, `DELETE .../sessions/{id}`).
+   * @param {import("./sessionops.js").OpCall} call @returns {Promise<Response>}
+   */
+  async sessionOp(call) {
+    return this.answer("session operation", () => this.sessionOps.operate(call));
+  }
+
+  /**
+   * A whole transaction in one request (`POST .../transaction`, SPEC 11.6).
+   * @param {import("./sessionops.js").TransactionCall} call @returns {Promise<Response>}
+   */
+  async transaction(call) {
+    return this.answer("transaction", () => this.sessionOps.transaction(call));
+  }
+
+  /** A typed answer for a refusal, a logged 500 for anything else. @param {string} what @param {() => Promise<Response>} work */
+  async answer(what, work) {
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof HttpError) return errorResponse(err);
+      console.error(`tunnel DO ${what} failed: ${/** @type {Error} */ (err)?.stack ?? err}`);
       return errorResponse(new HttpError(ErrorCode.INTERNAL, "internal relay error (see the Worker logs)"));
     }
   }
@@ -379,6 +422,7 @@ export class Tunnel extends DurableObject {
       case FrameType.ROWS:
       case FrameType.DONE:
       case FrameType.ERROR:
+        if (event.type === FrameType.DONE || event.type === FrameType.ERROR) this.sessionTable.terminal(session, event.streamId, event.data, Date.now());
         this.queries.deliver(session, event);
         if (event.type === FrameType.DONE || event.type === FrameType.ERROR) this.routes.pump(); // a slot freed
         return;
@@ -430,7 +474,8 @@ export class Tunnel extends DurableObject {
    */
   closeSession(session, code, reason) {
     const open = session.att.state !== "closed";
-    session.close(code, reason); // first: nothing is placed on it while its streams end
+    this.sessionTable.lost(session, Date.now()); // its sessions end transport.lost (none is left in its attachment)
+    session.close(code, reason); // nothing is placed on it while its streams end
     this.pings.buckets.delete(session.sessionId);
     this.lastReceived.delete(session.sessionId);
     if (open || this.queries.busy().has(session.sessionId)) this.queries.endSession(session, session.end());
