@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -26,6 +27,7 @@ from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import TdsServer, open_server
 from tests.support.e2e_stack import TDSLITE_USERS, Stack, admin_batch
+from tests.support.relays import RelayHandle
 from tests.support.worker_relay import ROOT, WORKERD, _listener, open_worker_relay
 from tests.support.wrangler import NODE
 from tests.worker.helpers import connector_config
@@ -165,49 +167,57 @@ async def test_prisma_client_through_the_python_relay(stack: Stack, prisma_clien
     assert any("@P1" in s and "[dbo].[User]" in s for s in stack.statements())
 
 
-async def test_prisma_client_through_the_worker_relay(tmp_path: Path, prisma_client: Path) -> None:
+@asynccontextmanager
+async def worker_stack(tmp_path: Path) -> AsyncIterator[tuple[DevIdP, RelayHandle]]:
+    """The Worker relay under workerd -> a real connector -> tdslite with the tables of
+    app/schema.sql, and the dev IdP."""
     users = tmp_path / "users.toml"
     users.write_text(TDSLITE_USERS)
+    async with (
+        open_dev_idp(key_dir=tmp_path / "idp") as idp,
+        open_server(users=users, db=":memory:") as db,
+    ):
+        await _create_schema(db)
+        async with open_worker_relay(
+            tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer
+        ) as relay:
+            path = connector_config(tmp_path / "connector", relay, issuer=idp.issuer, db=db)
+            async with open_connector(load_config(path)) as connector:
+                await connector.wait_ready()
+                yield idp, relay.handle
+
+
+async def test_prisma_client_through_the_worker_relay(tmp_path: Path, prisma_client: Path) -> None:
+    with trio.fail_after(240):
+        async with worker_stack(tmp_path) as (idp, relay):
+            await run_suite(
+                prisma_client, relay.http_url, relay.tunnel, idp, sessions=sessions_served("worker")
+            )
+
+
+async def test_prisma_client_on_workerd(tmp_path: Path) -> None:
+    """Prisma Client generated for Cloudflare Workers (runtime "workerd": the query compiler is a
+    WebAssembly module import) in a Worker under workerd, bundled with esbuild as wrangler does,
+    querying through the Worker relay; the Worker takes the user's token from the request and
+    sends it with every query."""
+    client = await trio.to_thread.run_sync(generate, tmp_path / "gen", "workerd")
+    sessions = sessions_served("worker")
     with trio.fail_after(240):
         async with (
-            open_dev_idp(key_dir=tmp_path / "idp") as idp,
-            open_server(users=users, db=":memory:") as db,
+            worker_stack(tmp_path) as (idp, relay),
+            httpx.AsyncClient(timeout=60) as http,
         ):
-            await _create_schema(db)
-            async with open_worker_relay(
-                tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer
-            ) as relay:
-                path = connector_config(tmp_path / "connector", relay, issuer=idp.issuer, db=db)
-                async with open_connector(load_config(path)) as connector:
-                    await connector.wait_ready()
-                    await run_suite(
-                        prisma_client,
-                        relay.handle.http_url,
-                        relay.handle.tunnel,
-                        idp,
-                        sessions=sessions_served("worker"),
-                    )
-
-
-async def test_prisma_client_on_workerd(stack: Stack, tmp_path: Path) -> None:
-    """Prisma Client generated for Cloudflare Workers (runtime "workerd": the query compiler is a
-    WebAssembly module import) in a Worker under workerd, bundled with esbuild as wrangler does;
-    the Worker takes the user's token from the request and sends it with every query."""
-    await _create_schema(stack.db)
-    client = await trio.to_thread.run_sync(generate, tmp_path / "gen", "workerd")
-    out = tmp_path / "worker"
-    out.mkdir()
-    build = [str(NODE), str(APP / "build-worker.mjs"), "--client", str(client), "--out", str(out)]
-    build += ["--relay-url", stack.relay.http_url, "--tunnel", stack.relay.tunnel]
-    if sessions_served("python"):
-        build += ["--sessions"]
-    with trio.fail_after(120):
-        await trio.run_process(build, cwd=ROOT)
-        async with open_workerd(out / "config.capnp") as url:
-            token = stack.token(sub="ada", groups=["admins"])
-            response = await stack.http.get(
-                f"{url}/report", headers={"Authorization": f"Bearer {token}"}
-            )
+            out = tmp_path / "worker"
+            out.mkdir()
+            build = [str(NODE), str(APP / "build-worker.mjs"), "--client", str(client)]
+            build += ["--out", str(out), "--relay-url", relay.http_url, "--tunnel", relay.tunnel]
+            build += ["--sessions"] if sessions else []
+            await trio.run_process(build, cwd=ROOT)
+            async with open_workerd(out / "config.capnp") as url:
+                token = idp.mint(sub="ada", groups=["admins"])
+                response = await http.get(
+                    f"{url}/report", headers={"Authorization": f"Bearer {token}"}
+                )
     assert response.status_code == 200, response.text
     report = response.json()
     assert report.pop("inserted") == 2
@@ -230,6 +240,7 @@ async def test_prisma_client_on_workerd(stack: Stack, tmp_path: Path) -> None:
     assert report.pop("updated") == 1
     assert report.pop("raw") == "1"
     assert report.pop("duplicate") == "P2002"
-    if sessions_served("python"):
+    if sessions:
         assert report.pop("transaction") == "9007199254740994"
+        assert report.pop("created") == ["Alan", "On Computable Numbers"]
     assert report == {}

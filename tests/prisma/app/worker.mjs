@@ -50,6 +50,11 @@ export default {
           },
           { isolationLevel: Prisma.TransactionIsolationLevel.Serializable },
         );
+        const alan = await prisma.user.create({
+          data: { email: "alan@example.com", name: "Alan", posts: { create: [{ title: "On Computable Numbers" }] } },
+          include: { posts: true },
+        });
+        report.created = [alan.name, ...alan.posts.map((p) => p.title)];
       } catch (error) {
         report.transaction = `${error.code ?? error.name}: ${error.message}`;
       }
