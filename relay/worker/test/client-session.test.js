@@ -5,31 +5,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Session, TunnelClient, TunnelError } from "../src/client.js";
+import { ndjson, relayAnswering as standIn } from "./relay-standin.js";
 
 const ID = "AAAAAAAAAAAAAAAAAAAAAA";
 
-function ndjson(records) {
-  return records.map((r) => JSON.stringify(r) + "\n").join("");
-}
-
-/**
- * A relay stand-in answering each request from `routes` (`"<path suffix>": (body) => [status, body]`)
- * and recording what it received.
- */
+/** The client on a relay stand-in answering from `routes`. */
 function relayAnswering(routes) {
-  const requests = [];
-  const fetcher = {
-    async fetch(request) {
-      const path = new URL(request.url).pathname.replace("/v1/tunnels/demo/", "");
-      const body = await request.json();
-      requests.push({ path, body, token: request.headers.get("authorization"), accept: request.headers.get("accept") });
-      const route = routes[path];
-      if (!route) return new Response(JSON.stringify({ error: { code: "request.invalid", message: "no route" } }), { status: 404 });
-      const [status, answer] = route(body, requests.length);
-      const text = typeof answer === "string" ? answer : JSON.stringify(answer);
-      return new Response(text, { status });
-    },
-  };
+  const { fetcher, requests } = standIn(routes);
   return { tunnel: new TunnelClient({ tunnel: "demo", fetcher }), requests };
 }
 
