@@ -198,8 +198,8 @@ async def test_prisma_client_through_the_worker_relay(tmp_path: Path, prisma_cli
 async def test_prisma_client_on_workerd(tmp_path: Path) -> None:
     """Prisma Client generated for Cloudflare Workers (runtime "workerd": the query compiler is a
     WebAssembly module import) in a Worker under workerd, bundled with esbuild as wrangler does,
-    querying through the Worker relay; the Worker takes the user's token from the request and
-    sends it with every query."""
+    querying the Worker relay through a service binding (its only way out: no global outbound);
+    the Worker takes the user's token from the request and sends it with every query."""
     client = await trio.to_thread.run_sync(generate, tmp_path / "gen", "workerd")
     sessions = sessions_served("worker")
     with trio.fail_after(240):

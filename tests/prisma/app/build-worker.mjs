@@ -2,6 +2,7 @@
 // Bundle worker.mjs (Prisma Client generated with runtime = "workerd" + PrismaEdgeTds) for the
 // workerd binary from npm, as wrangler would for a deploy, and write its workerd config:
 //   node build-worker.mjs --client GENERATED/client.ts --out DIR --relay-url URL --tunnel NAME [--sessions]
+// The Worker reaches the relay through a service binding (RELAY), here to the relay at URL.
 // The generated client imports its query compiler as `./query_compiler_fast_bg.wasm?module`
 // (Cloudflare's WebAssembly module import): it becomes the config's wasm module "query_compiler.wasm".
 import { copyFileSync, writeFileSync } from "node:fs";
@@ -54,7 +55,7 @@ writeFileSync(
 const config :Workerd.Config = (
   services = [
     (name = "app", worker = .app),
-    (name = "internet", network = (allow = ["public", "private", "local"])),
+    (name = "relay", external = (address = ${text(new URL(values["relay-url"]).host)}, http = ())),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:0", http = (), service = "app") ],
 );
@@ -64,9 +65,8 @@ const app :Workerd.Worker = (
     (name = "query_compiler.wasm", wasm = embed "query_compiler.wasm"),
   ],
   compatibilityDate = ${text(COMPATIBILITY_DATE)},
-  globalOutbound = "internet",
   bindings = [
-    (name = "RELAY_URL", text = ${text(values["relay-url"])}),
+    (name = "RELAY", service = "relay"),
     (name = "TUNNEL_NAME", text = ${text(values.tunnel)}),
     (name = "SESSIONS", text = ${text(values.sessions ? "1" : "0")}),
   ],

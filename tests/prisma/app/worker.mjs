@@ -9,10 +9,10 @@ import { TunnelClient } from "../../../relay/worker/src/client.js";
 import { PrismaEdgeTds } from "../../../relay/worker/src/prisma.js";
 
 export default {
-  /** @param {Request} request @param {{RELAY_URL: string, TUNNEL_NAME: string}} env */
+  /** @param {Request} request @param {{RELAY: Fetcher, TUNNEL_NAME: string, SESSIONS: string}} env */
   async fetch(request, env) {
     const token = (request.headers.get("authorization") ?? "").replace(/^Bearer /, "");
-    const tunnel = new TunnelClient({ tunnel: env.TUNNEL_NAME, url: env.RELAY_URL });
+    const tunnel = new TunnelClient({ tunnel: env.TUNNEL_NAME, fetcher: env.RELAY }); // the service binding
     const prisma = new PrismaClient({ adapter: new PrismaEdgeTds({ tunnel, token }) });
     const report = {};
     report.inserted = await prisma.$executeRaw`INSERT INTO [dbo].[User] ([email], [name], [balance], [visits], [birthday])
