@@ -37,13 +37,14 @@ const ADAPTER_NAME = "edgetds";
  * @typedef {import("@prisma/driver-adapter-utils").SqlDriverAdapterFactory} SqlDriverAdapterFactory
  * @typedef {import("@prisma/driver-adapter-utils").Transaction} Transaction
  * @typedef {import("./client.js").Session} Session
+ * @typedef {import("./client.js").Isolation} Isolation
  * @typedef {string | (() => string | Promise<string>)} TokenSource
  * @typedef {{tunnel: TunnelClient | string, url?: string, fetcher?: {fetch: (r: Request) => Promise<Response>},
  *            token?: TokenSource, role?: string, timeoutMs?: number, sessionTimeoutMs?: number,
  *            maxRows?: number, schema?: string}} PrismaEdgeTdsOptions
  */
 
-/** Prisma's isolation levels -> the session's `isolation` (SPEC.md 7.4). */
+/** Prisma's isolation levels -> the session's `isolation` (SPEC.md 7.4). @type {Record<string, Isolation>} */
 const ISOLATION = {
   "READ UNCOMMITTED": "read uncommitted",
   "READ COMMITTED": "read committed",
@@ -154,11 +155,11 @@ class EdgeTdsQueryable {
   }
 
   /**
-   * @param {string} sql @param {Record<string, any>} params
-   * @returns {Promise<any>}
+   * Send one statement (the adapter: a one-shot /query; a transaction: its session's query).
+   * @abstract @param {string} sql @param {Record<string, any>} params @returns {Promise<any>}
    */
   async send(sql, params) {
-    throw new Error(`send(${sql.length}, ${Object.keys(params).length}) is abstract`);
+    throw new Error("EdgeTdsQueryable.send: implemented by EdgeTdsAdapter and EdgeTdsTransaction");
   }
 
   /** @returns {{maxRows?: number, timeoutMs?: number, arrays: true}} */
@@ -203,7 +204,7 @@ class EdgeTdsAdapter extends EdgeTdsQueryable {
     const token = await resolveToken(this.settings.token);
     const { role, sessionTimeoutMs } = this.settings;
     try {
-      const session = await this.tunnel.session({ token, isolation: /** @type {any} */ (isolation), timeoutMs: sessionTimeoutMs, role });
+      const session = await this.tunnel.session({ token, isolation, timeoutMs: sessionTimeoutMs, role });
       return new EdgeTdsTransaction(session, this.settings);
     } catch (error) {
       throw mapError(error);
