@@ -54,12 +54,14 @@ from relay.logs import log_event
 from relay.query import handle_query
 from relay.registry import Registry, RouteRefused
 from relay.session import ConnectorSession, HandshakeFailed, WebSocketIO
+from relay.sessions import OPS as SESSION_OPS
+from relay.sessions import SessionRequest, SessionTable, handle_session, handle_transaction
 
 __all__ = ["RelayApp"]
 
 Scope = MutableMapping[str, Any]
 
-_TUNNEL_ACTIONS = {"connect", "query", "status"}
+_TUNNEL_ACTIONS = {"connect", "query", "status", "sessions", "transaction"}
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -116,6 +118,8 @@ class RelayApp:
         self.shutting_down = False
         #: connectors' latest signed audit checkpoints (SPEC.md 5.2)
         self.checkpoints = CheckpointStore(config.checkpoint_file)
+        #: sessions: transactions across requests (SPEC.md 11.5, relay/sessions.py)
+        self.sessions = SessionTable()
 
     # -- ASGI entry ---------------------------------------------------------------------------
 
@@ -178,6 +182,8 @@ class RelayApp:
         return host
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await self._session_path(scope, receive, send):
+            return
         route, tunnel = self._route(scope["path"])
         method = scope["method"]
         allowed = {
@@ -186,6 +192,8 @@ class RelayApp:
             "status": "GET",
             "query": "POST",
             "checkpoint": "GET",
+            "sessions": "POST",
+            "transaction": "POST",
         }
         if route == "unknown":
             raise HttpError(
@@ -220,6 +228,9 @@ class RelayApp:
         elif route == "checkpoint":
             assert tunnel is not None
             await self._checkpoint(scope, send, tunnel)
+        elif route in ("sessions", "transaction"):
+            assert tunnel is not None
+            await self._session_request(scope, receive, send, tunnel, None, route)
         else:
             assert tunnel is not None
             started = trio.current_time()
@@ -237,6 +248,52 @@ class RelayApp:
                 counters=self.counters,
                 started=started,
             )
+
+    async def _session_path(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """``/v1/tunnels/{t}/sessions/{id}`` (DELETE) and ``.../sessions/{id}/{op}`` (POST);
+        False for any other path."""
+        parts = scope["path"].split("/")
+        if not (
+            len(parts) in (6, 7)
+            and parts[:3] == ["", "v1", "tunnels"]
+            and parts[4] == "sessions"
+            and 0 < len(parts[3]) <= 128
+            and 0 < len(parts[5]) <= 64
+        ):
+            return False
+        op = parts[6] if len(parts) == 7 else "rollback"
+        wanted = "POST" if len(parts) == 7 else "DELETE"
+        if op not in SESSION_OPS:
+            raise HttpError(
+                ErrorCode.REQUEST_INVALID,
+                "unknown session operation; use query, commit, rollback, savepoint or rollback_to",
+                status=404,
+                reason="http.not_found",
+            )
+        if scope["method"] != wanted:
+            raise HttpError(
+                ErrorCode.REQUEST_INVALID,
+                f"use {wanted} for this path, not {scope['method']}",
+                status=405,
+                headers=[(b"allow", wanted.encode("ascii"))],
+            )
+        await self._session_request(scope, receive, send, parts[3], parts[5], op)
+        return True
+
+    async def _session_request(
+        self, scope: Scope, receive: Receive, send: Send, tunnel: str, sid: str | None, op: str
+    ) -> None:
+        started = trio.current_time()
+        found = self.registry.get(tunnel)
+        identity, token = await self.authenticate(scope)
+        self.check_query_rate(identity)
+        ctx = SessionRequest(
+            self.sessions, found, identity, token, self.config.limits, self.counters, started
+        )
+        if op == "transaction":
+            await handle_transaction(scope, receive, send, ctx)
+        else:
+            await handle_session(scope, receive, send, ctx, sid=sid, op=op)
 
     # -- authentication and limits ------------------------------------------------------------
 

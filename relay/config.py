@@ -116,6 +116,10 @@ class Limits:
     admission_wait_ms: int = 5_000
     #: Most client addresses / identities tracked by the rate limiters (oldest dropped first).
     max_tracked_keys: int = 100_000
+    #: Open sessions (transactions across requests, SPEC.md 11.5) per identity and per tunnel;
+    #: more: 429 limits.too_many_sessions, "limit" "identity" or "tunnel".
+    max_sessions_per_identity: int = 8
+    max_sessions_per_tunnel: int = 1024
 
 
 @dataclass(frozen=True, kw_only=True)

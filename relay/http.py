@@ -47,6 +47,7 @@ class HttpError(Exception):
         reason: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
         limit: str | None = None,
+        session: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         #: What the refusal counters count it as (default: the error code).
@@ -61,10 +62,17 @@ class HttpError(Exception):
         self.query_id = query_id
         #: Which limit a limits.too_many_queries refusal hit: "identity", "tunnel", "connector".
         self.limit = limit
+        #: A session operation's session state (SPEC.md 11.5), when the session is known.
+        self.session = dict(session) if session else None
 
     def body(self) -> bytes:
         return error_record(
-            self.code, self.message, hint=self.hint, query_id=self.query_id, limit=self.limit
+            self.code,
+            self.message,
+            hint=self.hint,
+            query_id=self.query_id,
+            limit=self.limit,
+            session=self.session,
         )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, read_body, 
 from relay.logs import log_event
 from relay.registry import RouteRefused
 from relay.request import QueryRequest, parse_query_request
-from relay.session import RelayStream
+from relay.session import ConnectorSession, RelayStream
 
 if TYPE_CHECKING:
     from identity.oidc import Identity
@@ -100,15 +101,7 @@ async def handle_query(
     """Serve one query request from step 4 on (see the module docstring), for `identity` whose
     bearer `token` verified, on `tunnel`, since trio time `started`; refusals raise `HttpError`
     (or, from the registry, `RouteRefused`). Each answered query is counted in `counters`."""
-    body = b""
-    with trio.move_on_after(BODY_TIMEOUT_S) as body_wait:
-        body = await read_body(scope, receive, limit=limits.max_body_bytes)
-    if body_wait.cancelled_caught:
-        raise HttpError(
-            ErrorCode.REQUEST_INVALID,
-            f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
-            status=408,
-        )
+    body = await read_body_in_time(scope, receive, limits)
     req = parse_query_request(
         body, max_timeout_ms=limits.query_timeout_ms, max_param_bytes=limits.max_param_bytes
     )
@@ -142,6 +135,20 @@ async def handle_query(
                 return
 
 
+async def read_body_in_time(scope: Scope, receive: Receive, limits: Limits) -> bytes:
+    """The request body, at most ``max_body_bytes``, within `BODY_TIMEOUT_S` (else 408)."""
+    body = b""
+    with trio.move_on_after(BODY_TIMEOUT_S) as body_wait:
+        body = await read_body(scope, receive, limit=limits.max_body_bytes)
+    if body_wait.cancelled_caught:
+        raise HttpError(
+            ErrorCode.REQUEST_INVALID,
+            f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
+            status=408,
+        )
+    return body
+
+
 def _check_size(req: QueryRequest, limit: int | None) -> None:
     """413 request.too_large when ``req.sql`` is longer than ``limit`` (None: no limit known)."""
     if limit is not None and req.sql_bytes > limit:
@@ -154,7 +161,7 @@ def _check_size(req: QueryRequest, limit: int | None) -> None:
 
 async def _send_admitted(
     tunnel: TunnelState,
-    slot: AdmissionSlot,
+    slot: AdmissionSlot | None,
     receive: Receive,
     send: Send,
     req: QueryRequest,
@@ -165,11 +172,17 @@ async def _send_admitted(
     counters: RefusalCounters,
     *,
     first: bool,
+    connection: ConnectorSession | None = None,
+    session_member: Mapping[str, Any] | None = None,
+    exchange: _Exchange | None = None,
 ) -> bytes | None:
     """Place an admitted query on a connection and relay its answer (steps 5 and on); return
     the refusal record when the connector refused it unexecuted (ERROR connector.draining before
-    any result: nothing was sent to the client, and the connection now counts as draining)."""
-    session = tunnel.pick()
+    any result: nothing was sent to the client, and the connection now counts as draining).
+
+    A session's ``run`` (relay/sessions.py) passes its pinned ``connection``, the QUERY's
+    ``session_member`` and an ``exchange`` that receives the terminal record; no slot."""
+    session = connection or tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     attestation: dict[str, Any] = {}
 
@@ -183,6 +196,7 @@ async def _send_admitted(
             params=req.params,
             options=req.options,
             attestation=attestation,
+            session=dict(session_member) if session_member is not None else None,
         )
 
     try:
@@ -198,6 +212,7 @@ async def _send_admitted(
                 params=req.params,
                 options=req.options,
                 now=time.time(),
+                session=session_member,
             )
         )
         size = _query_size(req, token, attestation)
@@ -231,7 +246,8 @@ async def _send_admitted(
             f"the relay's log under query_id {req.query_id})",
             query_id=req.query_id,
         ) from None
-    tunnel.placed(slot)
+    if slot is not None:
+        tunnel.placed(slot)
     fields: dict[str, Any] = {
         "tunnel": tunnel.name,
         "connector": session.connector_id,
@@ -242,7 +258,7 @@ async def _send_admitted(
     }
     outcome = "cancelled"
     sent = 0
-    exchange = _Exchange()
+    exchange = exchange or _Exchange()
     try:
         grace_s = limits.deadline_grace_ms / 1000
         outcome, sent = await _relay_stream(stream, receive, send, req, exchange, grace_s=grace_s)
@@ -262,6 +278,8 @@ class _Exchange:
     gone: bool = False
     #: the connector's ERROR connector.draining record, when it refused the query unexecuted
     refusal: bytes | None = None
+    #: the terminal record (DONE or ERROR line) the connector sent, when one arrived
+    terminal: bytes | None = None
 
 
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange: _Exchange) -> None:
@@ -309,6 +327,7 @@ async def _relay_stream(
             nursery.cancel_scope.cancel()
             return "connector.draining", 0
         if isinstance(first, events.Done | events.Error):
+            exchange.terminal = first.data
             status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
             ctype = NDJSON_TYPE if status == 200 else b"application/json"
             headers = _qid(req)
@@ -321,6 +340,7 @@ async def _relay_stream(
         data, credit, terminal = _collect(stream, first)
         if terminal is not None:
             # The whole result came at once: one complete response, no chunked encoding.
+            exchange.terminal = terminal.data
             exchange.answered = True
             await send_json(send, 200, data, content_type=NDJSON_TYPE, extra_headers=_qid(req))
             stream.consumed(credit)
@@ -343,6 +363,7 @@ async def _relay_stream(
             sent += len(data)
             stream.consumed(credit)
             if terminal is not None:
+                exchange.terminal = terminal.data
                 outcome = _outcome(terminal)
                 break
             pending = await _next(stream, idle_s)

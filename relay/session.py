@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocol import (
     CHECKPOINT_CAP,
     HEADER_SIZE,
+    SESSION_CAP,
     CloseCode,
     Connection,
     ErrorCode,
@@ -218,7 +219,7 @@ class ConnectorSession:
             connector_id=self.connector_id,
             nonce=self._nonce,
             limits=self.conn.limits,
-            caps=(CHECKPOINT_CAP,),
+            caps=(CHECKPOINT_CAP, SESSION_CAP),
         )
         self.conn.send(events.Hello(fields=fields))
         await self.ws.send(self.conn.data_to_send())
