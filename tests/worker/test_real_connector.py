@@ -16,7 +16,7 @@ import trio
 from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
-from tdslite import open_server
+from tdslite import TdsServer, open_server
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
 from tests.support.worker_relay import WorkerRelay, open_worker_relay
 from tests.worker.helpers import bearer, connector_config, ndjson, query_url
@@ -28,6 +28,9 @@ class RealStack:
     relay: WorkerRelay
     connector: Connector
     http: httpx.AsyncClient
+    db: TdsServer
+    #: the connector's directory (connector.toml, audit.jsonl)
+    directory: Path
 
     async def count_notes(self) -> httpx.Response:
         token = self.idp.mint(sub="alice", groups=["analysts"])
@@ -50,13 +53,14 @@ async def real_stack(tmp_path: Path) -> AsyncIterator[RealStack]:
         async with open_worker_relay(
             tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer
         ) as relay:
-            path = connector_config(tmp_path / "connector", relay, issuer=idp.issuer, db=db)
+            directory = tmp_path / "connector"
+            path = connector_config(directory, relay, issuer=idp.issuer, db=db)
             async with (
                 open_connector(load_config(path)) as connector,
                 httpx.AsyncClient(timeout=20) as http,
             ):
                 await connector.wait_ready(connector.config.tunnel.ha_connections)
-                yield RealStack(idp, relay, connector, http)
+                yield RealStack(idp, relay, connector, http, db, directory)
 
 
 @pytest.mark.timeout(90)

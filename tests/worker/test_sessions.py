@@ -18,7 +18,7 @@ import trio
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer, line
-from tests.support.worker_relay import WorkerRelay, open_worker_relay
+from tests.support.worker_relay import TEST_LIMITS, WorkerRelay, open_worker_relay
 from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer
 
 #: workerd hibernates an idle object after ~10 s; give it a margin.
@@ -66,6 +66,17 @@ class SessionPeer:
         await p.send(events.Done(q.stream_id, line({"done": done})))
 
 
+@pytest.fixture
+def handler() -> SessionPeer:
+    return SessionPeer()
+
+
+@pytest.fixture
+def token(idp: DevIdP) -> str:
+    """alice's token."""
+    return idp.mint(sub="alice")
+
+
 async def begin(client: httpx.AsyncClient, relay: WorkerRelay, token: str, **body: Any) -> str:
     response = await client.post(sessions_url(relay), json=body, headers=bearer(token))
     assert response.status_code == 201, response.text
@@ -78,10 +89,8 @@ def session_peer(relay: WorkerRelay, handler: SessionPeer, connector_id: str = "
 
 
 async def test_a_session_stays_on_the_connection_that_began_it(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
-    token = idp.mint(sub="alice")
     with trio.fail_after(30):
         async with (
             session_peer(relay, handler, "conn-1") as p1,
@@ -123,9 +132,8 @@ async def test_a_session_stays_on_the_connection_that_began_it(
 
 
 async def test_checks_in_spec_order_before_anything_is_sent(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient, handler: SessionPeer
 ) -> None:
-    handler = SessionPeer()
     alice, mallory = idp.mint(sub="alice"), idp.mint(sub="mallory")
     with trio.fail_after(30):
         async with session_peer(relay, handler):
@@ -159,11 +167,9 @@ async def test_checks_in_spec_order_before_anything_is_sent(
 
 
 async def test_busy_session_is_refused_at_the_relay(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
     handler.hold = trio.Event()
-    token = idp.mint(sub="alice")
     with trio.fail_after(30):
         async with session_peer(relay, handler):
             sid = await begin(client, relay, token)
@@ -189,12 +195,11 @@ async def test_busy_session_is_refused_at_the_relay(
     assert [op for _, _, op in handler.ops] == ["begin", "run", "commit"]
 
 
-async def test_session_caps_per_identity_and_per_tunnel(idp: DevIdP) -> None:
-    handler = SessionPeer()
-    settings = {"max_sessions_per_identity": 2, "max_sessions": 3}
+async def test_session_caps_per_identity_and_per_tunnel(idp: DevIdP, handler: SessionPeer) -> None:
+    limits = {**TEST_LIMITS, "max_sessions_per_identity": 2, "max_sessions_per_tunnel": 3}
     async with (
         open_worker_relay(
-            tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, tunnel_settings=settings
+            tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, limits=limits
         ) as relay,
         httpx.AsyncClient(timeout=10) as client,
     ):
@@ -217,10 +222,8 @@ async def test_session_caps_per_identity_and_per_tunnel(idp: DevIdP) -> None:
 
 
 async def test_connection_loss_ends_its_sessions_transport_lost(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
-    token = idp.mint(sub="alice")
     with trio.fail_after(30):
         async with session_peer(relay, handler, "conn-2"):
             async with session_peer(relay, handler, "conn-1") as p1:
@@ -262,10 +265,8 @@ async def test_no_session_member_without_the_capability(
 
 @pytest.mark.timeout(60)
 async def test_a_session_survives_hibernation(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
-    token = idp.mint(sub="alice")
     with trio.fail_after(45):
         async with session_peer(relay, handler, "conn-2"), session_peer(relay, handler) as p1:
             sids = [await begin(client, relay, token, timeout_ms=60_000) for _ in range(2)]
@@ -290,10 +291,8 @@ async def test_a_session_survives_hibernation(
 
 
 async def test_reset_closes_the_connection_that_holds_the_session(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
-    token = idp.mint(sub="alice")
     with trio.fail_after(30):
         async with session_peer(relay, handler) as p:
             sid = await begin(client, relay, token)
@@ -310,10 +309,8 @@ async def test_reset_closes_the_connection_that_holds_the_session(
 
 
 async def test_transaction_runs_statements_and_commits(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
-    token = idp.mint(sub="alice")
     url = f"{relay.handle.http_url}/v1/tunnels/demo/transaction"
     body = {
         "statements": [{"sql": "a"}, {"sql": "b", "params": {"x": 1}}],
@@ -335,9 +332,8 @@ async def test_transaction_runs_statements_and_commits(
 
 
 async def test_transaction_failure_rolls_back_and_names_the_statement(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
 
     async def fails(p: Peer, q: events.Query) -> None:
         if q.session and q.session["op"] == "run" and q.sql == "bad":
@@ -350,7 +346,6 @@ async def test_transaction_failure_rolls_back_and_names_the_statement(
         await handler(p, q)
 
     url = f"{relay.handle.http_url}/v1/tunnels/demo/transaction"
-    token = idp.mint(sub="alice")
     with trio.fail_after(30):
         async with peer(relay, handler=fails, caps=("session",)):
             before = await client.post(
@@ -374,10 +369,8 @@ async def test_transaction_failure_rolls_back_and_names_the_statement(
 
 
 async def test_a_draining_connectors_sessions_have_ended(
-    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+    relay: WorkerRelay, client: httpx.AsyncClient, handler: SessionPeer, token: str
 ) -> None:
-    handler = SessionPeer()
-    token = idp.mint(sub="alice")
     with trio.fail_after(30):
         async with session_peer(relay, handler) as p:
             sid = await begin(client, relay, token)
@@ -392,3 +385,36 @@ async def test_a_draining_connectors_sessions_have_ended(
         "reason": "connector.draining",
     }
     assert [op for _, _, op in handler.ops] == ["begin"]  # no QUERY after the DRAIN
+
+
+async def test_every_operation_reaches_the_shard_that_made_the_id(
+    idp: DevIdP, client: httpx.AsyncClient, handler: SessionPeer, token: str
+) -> None:
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=CONNECTORS, issuer=idp.issuer, shards=4
+    ) as relay:
+        with trio.fail_after(40):
+            # one connection: on one of the 4 shards; a begin landing on another falls over
+            async with session_peer(relay, handler):
+                states = [await relay.do_state(client, shard=k) for k in range(4)]
+                home = next(k for k, s in enumerate(states) if s["connections"])
+                for _ in range(6):
+                    sid = await begin(client, relay, token)
+                    assert shard_of(sid, 4) == home
+                    response = await client.post(
+                        sessions_url(relay, sid, "query"), json={"sql": "x"}, headers=bearer(token)
+                    )
+                    assert response.status_code == 200, response.text
+                    done = await client.post(
+                        sessions_url(relay, sid, "commit"), headers=bearer(token)
+                    )
+                    assert done.json()["reason"] == "committed"
+    assert [op for _, _, op in handler.ops] == ["begin", "run", "commit"] * 6
+
+
+def shard_of(text: str, k: int) -> int:
+    """The Worker's shardOf (FNV-1a over UTF-16 code units; ids are ASCII)."""
+    h = 0x811C9DC5
+    for ch in text:
+        h = ((h ^ ord(ch)) * 0x01000193) & 0xFFFFFFFF
+    return h % k

@@ -9,7 +9,6 @@
  * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates;  |
  * |                    |        | or, with per-tunnel settings (the Python relay's [tunnels.NAME]),|
  * |                    |        | `{"demo": {"connectors": {...}, "max_queries_per_identity": 32}}`|
- * |                    |        | (also max_sessions_per_identity 8, max_sessions 64: sessions)    |
  * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?,       |
  * |                    |        | "max_token_lifetime_s"? (default 86400), "jwks"? (static keys)}]`|
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
@@ -50,19 +49,13 @@ export const DEFAULT_LIMITS = Object.freeze({
   deadline_grace_ms: 5_000,
   /** A full tunnel: how long a query may wait for a slot (counted against its timeout_ms). */
   admission_wait_ms: 5_000,
+  /** Open sessions (SPEC 11.5) per identity and per tunnel object (429 limits.too_many_sessions). */
+  max_sessions_per_identity: 8,
+  max_sessions_per_tunnel: 1024,
 });
 
-/**
- * Per-tunnel settings (relay/config.py TunnelConfig) and their defaults: queries one identity may
- * have in flight or waiting; open sessions (SPEC 7.4) of one identity, and of the whole tunnel
- * object (per shard with TUNNEL_SHARDS > 1).
- */
-export const DEFAULT_TUNNEL_SETTINGS = Object.freeze({ max_queries_per_identity: 32, max_sessions_per_identity: 8, max_sessions: 64 });
-const SETTING_MEANS = Object.freeze({
-  max_queries_per_identity: "queries one identity may have in flight or waiting",
-  max_sessions_per_identity: "open sessions of one identity",
-  max_sessions: "open sessions of the tunnel",
-});
+/** Per-tunnel settings (relay/config.py TunnelConfig) and their defaults. */
+export const DEFAULT_TUNNEL_SETTINGS = Object.freeze({ max_queries_per_identity: 32 });
 
 export class ConfigError extends Error {
   constructor(message) {
@@ -159,7 +152,7 @@ function withSettings(name, value) {
       throw new ConfigError(`TUNNELS.${name}: unknown key ${JSON.stringify(key)}; allowed: connectors, ${Object.keys(DEFAULT_TUNNEL_SETTINGS).join(", ")}`);
     }
     if (!Number.isSafeInteger(setting) || setting < 1) {
-      throw new ConfigError(`TUNNELS.${name}.${key} must be a whole number >= 1 (${SETTING_MEANS[/** @type {keyof typeof SETTING_MEANS} */ (key)]})`);
+      throw new ConfigError(`TUNNELS.${name}.${key} must be a whole number >= 1 (queries one identity may have in flight or waiting)`);
     }
     out[key] = setting;
   }
@@ -215,6 +208,9 @@ function parseLimits(env) {
   }
   if (!(limits.ping_interval_s > 0)) throw new ConfigError("LIMITS.ping_interval_s must be above 0 (seconds)");
   if (!(limits.max_param_bytes >= 1024)) throw new ConfigError("LIMITS.max_param_bytes must be at least 1024");
+  for (const key of ["max_sessions_per_identity", "max_sessions_per_tunnel"]) {
+    if (!Number.isSafeInteger(limits[key]) || limits[key] < 1) throw new ConfigError(`LIMITS.${key} must be a whole number >= 1 (open sessions)`);
+  }
   return Object.freeze(limits);
 }
 

@@ -247,15 +247,14 @@ async function sessionCaller(request, config, tunnel, address) {
   const wait = queryRate.spend(`${identity.issuer}\u0000${identity.subject}`, now());
   if (wait > 0) throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many queries for this identity; slow down", { retryAfter: retryAfterHeader(wait) });
   counters.count("session_ops");
-  const settings = config.tunnelSettings[tunnel];
   return {
     identity: { issuer: identity.issuer, subject: identity.subject },
     token: /** @type {string} */ (bearerToken(request.headers.get("authorization"))), // verified above
     deadlineMs: config.limits.query_timeout_ms + config.limits.deadline_grace_ms,
     timeoutMs: config.limits.query_timeout_ms,
-    maxQueriesPerIdentity: settings.max_queries_per_identity,
-    maxSessions: settings.max_sessions,
-    maxSessionsPerIdentity: settings.max_sessions_per_identity,
+    maxQueriesPerIdentity: config.tunnelSettings[tunnel].max_queries_per_identity,
+    maxSessions: config.limits.max_sessions_per_tunnel,
+    maxSessionsPerIdentity: config.limits.max_sessions_per_identity,
   };
 }
 

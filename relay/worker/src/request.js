@@ -241,7 +241,8 @@ export function parseEmptyRequest(raw) {
 
 /**
  * The body of `POST .../transaction` (SPEC 11.6): 1..MAX_STATEMENTS statements, each a query
- * object with `sql` or `query` and `params` under the size rules of /query, and the begin options.
+ * object with `sql` or `query` and `params` under the size rules of /query; `isolation` and
+ * `role` for the begin, and `timeout_ms` as each statement's timeout (as relay/sessions.py).
  * @param {Uint8Array} raw
  * @param {{maxTimeoutMs: number, maxParamBytes?: number}} options
  * @returns {{statements: QueryRequest[], begin: {isolation?: string, idle_timeout_ms?: number, role?: string}}}
@@ -259,11 +260,12 @@ export function parseTransactionRequest(raw, options) {
     }
     onlyMembers(item, STATEMENT, ` in statements[${i}]`);
     try {
-      return checkQuery(item, options);
+      return checkQuery({ ...item, timeout_ms: body.timeout_ms }, options);
     } catch (err) {
       if (err instanceof HttpError) throw new HttpError(err.code, `statements[${i}]: ${err.detail}`);
       throw err;
     }
   });
-  return { statements, begin: beginOptions(body) };
+  const { idle_timeout_ms: _statementTimeout, ...begin } = beginOptions(body);
+  return { statements, begin };
 }

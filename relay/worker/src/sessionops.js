@@ -133,10 +133,10 @@ export class SessionOps {
     const connections = this.routes.sessions();
     const cap = this.table.capped(connections, owner, { perIdentity: call.maxSessionsPerIdentity, perTunnel: call.maxSessions }, Date.now());
     if (cap === "identity") {
-      throw new HttpError(ErrorCode.LIMITS_TOO_MANY_SESSIONS, `this identity already has ${call.maxSessionsPerIdentity} open sessions on this tunnel (max_sessions_per_identity); commit or roll one back, then retry`, { retryAfter: "1", limit: "identity" });
+      throw new HttpError(ErrorCode.LIMITS_TOO_MANY_SESSIONS, `this identity already has ${call.maxSessionsPerIdentity} open sessions on this tunnel (LIMITS max_sessions_per_identity); commit or roll one back, then retry`, { retryAfter: "1", limit: "identity" });
     }
     if (cap === "tunnel") {
-      throw new HttpError(ErrorCode.LIMITS_TOO_MANY_SESSIONS, `this tunnel has ${call.maxSessions} open sessions (max_sessions); retry after the Retry-After delay`, { retryAfter: "1", limit: "tunnel" });
+      throw new HttpError(ErrorCode.LIMITS_TOO_MANY_SESSIONS, `this tunnel has ${call.maxSessions} open sessions (LIMITS max_sessions_per_tunnel); retry after the Retry-After delay`, { retryAfter: "1", limit: "tunnel" });
     }
     const open = connections.filter((c) => c.open);
     if (open.length && !open.some((c) => c.conn.caps.has(SESSION_CAP))) {
@@ -282,7 +282,9 @@ export class SessionOps {
     const run = async () => {
       let rows = 0;
       for (const [index, request] of call.statements.entries()) {
-        const failed = await this.statement({ ...call, id, op: "run", request }, index, write);
+        // the statement's own timeout, with the relay's grace (as /query)
+        const deadlineMs = request.timeout_ms + (call.deadlineMs - call.timeoutMs);
+        const failed = await this.statement({ ...call, id, op: "run", request, deadlineMs }, index, write);
         if (typeof failed === "number") {
           rows += failed;
           continue;
