@@ -471,24 +471,51 @@ def split_batch(sql: str) -> list[Statement]:
 
 
 class _TSQL(TSQL):
-    """sqlglot's T-SQL dialect, reading ``DELETE FROM t OUTPUT ... WHERE ...`` too.
+    """sqlglot's T-SQL dialect, reading ``DELETE FROM t OUTPUT ... WHERE ...`` and ``UPDATE |
+    DELETE TOP (n) ...`` too.
 
     T-SQL puts the OUTPUT clause of a DELETE after its target (``DELETE [FROM] t OUTPUT
     deleted.* [FROM ...] WHERE ...``, the form Kysely writes); sqlglot only reads it before a
-    FROM (``DELETE t OUTPUT ... FROM t``).
+    FROM (``DELETE t OUTPUT ... FROM t``). ``TOP (n)`` right after UPDATE or DELETE (Kysely's
+    ``top()``) becomes the statement's ``limit``.
     """
 
     class Parser(TSQLParser):
+        def _parse_dml_top(self) -> exp.Expression | None:
+            if not (self._curr and self._curr.token_type == TokenType.TOP):
+                return None
+            if not (self._next and self._next.token_type == TokenType.L_PAREN):
+                return None  # T-SQL needs the parentheses here: left to fail as a syntax error
+            self._advance(2)
+            count = self._parse_term()
+            self._match_r_paren()
+            return exp.Limit(expression=count)
+
         def _parse_delete(self) -> exp.Delete:
+            top = self._parse_dml_top()
             start = self._index
+            node: exp.Delete | None = None
             if self._match(TokenType.FROM):
                 target = self._parse_table_parts()
                 if self._match(TokenType.RETURNING, advance=False):
                     returning = self._parse_returning()
-                    node = exp.Delete(this=target, returning=returning, where=self._parse_where())
-                    return self.expression(node)
-                self._retreat(start)
-            return super()._parse_delete()
+                    node = self.expression(
+                        exp.Delete(this=target, returning=returning, where=self._parse_where())
+                    )
+                else:
+                    self._retreat(start)
+            if node is None:
+                node = super()._parse_delete()
+            if top is not None:
+                node.set("limit", top)
+            return node
+
+        def _parse_update(self) -> exp.Update:
+            top = self._parse_dml_top()
+            node = super()._parse_update()
+            if top is not None:
+                node.set("limit", top)
+            return node
 
 
 #: Keywords that must survive sqlglot's parse: if the regenerated statement has fewer of one,
@@ -525,6 +552,8 @@ def parse_statement(sql: str, words: tuple[str, ...]) -> exp.Expression:
     # part of the statement was lost, so we refuse it.
     tokens = tokenize(tree.sql("tsql"))
     regenerated = [word(tokens, i) for i in range(len(tokens))]
+    if isinstance(tree, exp.Update | exp.Delete) and tree.args.get("limit"):
+        regenerated.append("TOP")  # written back as LIMIT: UPDATE/DELETE TOP (n) (see _TSQL)
     for keyword in _SIGNIFICANT:
         if words.count(keyword) > regenerated.count(keyword):
             raise _errors.unsupported(keyword)

@@ -148,3 +148,28 @@ def test_offset_fetch_top_limit_as_sql_server(session: Session) -> None:
     ) == [[(2,), (3,)], [(1,), (2,)]]
     assert error_of(session, "SELECT id FROM customers OFFSET 1 ROWS").number == 102
     assert error_of(session, "SELECT id FROM customers ORDER BY id LIMIT 2").number == 102
+
+
+def test_update_and_delete_top(session: Session) -> None:
+    """``UPDATE | DELETE TOP (n)`` (Kysely's top() on updateTable/deleteFrom): n rows of those
+    the WHERE picks."""
+    params = (Param("@1", SqlType("int"), 2),)
+    results = run(
+        session,
+        'update top(@1) "orders" set "status" = N\'held\' output deleted.id, inserted.status'
+        ' where "customer_id" > 0; DELETE TOP (1) FROM orders OUTPUT deleted.status'
+        " WHERE status = N'held'; DELETE TOP (3) orders WHERE status <> N'held';"
+        "SELECT COUNT(*) FROM orders; SELECT COUNT(*) FROM orders WHERE status = N'held'",
+        params,
+    )
+    assert results == [
+        [(1, "held"), (2, "held")],
+        RowCount(2),
+        [("held",)],
+        RowCount(1),
+        RowCount(3),
+        [(56,)],
+        [(1,)],
+    ]
+    joined = "UPDATE TOP (1) o SET status = N'x' FROM orders o JOIN customers c ON c.id = o.id"
+    assert error_of(session, joined).number == 40517

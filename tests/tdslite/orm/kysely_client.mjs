@@ -138,6 +138,23 @@ await step("updateOutput", () =>
 await step("deleteOutput", () =>
   db.deleteFrom("pet").where("name", "=", "Kit").outputAll("deleted").execute(),
 );
+await step("updateDeleteTop", async () => {
+  const updated = await db
+    .updateTable("pet")
+    .top(1)
+    .set({ name: "Topped" })
+    .where("owner_id", "=", 1)
+    .output("inserted.name")
+    .execute();
+  const deleted = await db
+    .deleteFrom("pet")
+    .top(1)
+    .where("name", "=", "Topped")
+    .output("deleted.name")
+    .execute();
+  await db.insertInto("pet").values({ name: "Rex", owner_id: 1 }).execute();
+  return { updated, deleted };
+});
 await step("transactionCommit", async () => {
   const inside = await db.transaction().execute(async (trx) => {
     await trx.insertInto("pet").values({ name: "Committed", owner_id: 1 }).execute();

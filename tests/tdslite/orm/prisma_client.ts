@@ -175,6 +175,24 @@ await step("delete", async () => {
   await prisma.post.deleteMany({ where: { author: { email: "bo@example.com" } } });
   return prisma.author.delete({ where: { email: "bo@example.com" }, select: { name: true } });
 });
+// A $transaction inside an interactive one: Prisma makes it a savepoint (SAVE TRANSACTION
+// prisma_sp_0, then ROLLBACK TRANSACTION prisma_sp_0 when it throws).
+await step("nestedTransaction", () =>
+  prisma.$transaction(async (tx) => {
+    await tx.post.create({ data: { title: "outer", authorId: 1 } });
+    let error = null;
+    try {
+      // nested transactions are not in the generated type of `tx`
+      await (tx as unknown as PrismaClient).$transaction(async (inner) => {
+        await inner.post.create({ data: { title: "inner", authorId: 1 } });
+        throw new Error("inner rolled back on purpose");
+      });
+    } catch (e) {
+      error = (e as Error).message;
+    }
+    return { error, trancount: (await tx.$queryRaw<{ n: number }[]>`SELECT @@TRANCOUNT AS n`)[0].n };
+  }),
+);
 await step("final", () =>
   prisma.post.findMany({ select: { title: true, views: true }, orderBy: { id: "asc" } }),
 );

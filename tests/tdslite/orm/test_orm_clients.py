@@ -98,6 +98,10 @@ async def test_kysely_mssql_dialect(tds_server: TdsServer) -> None:
     }
     assert out["updateOutput"] == [{"old_name": "Cem", "new_name": "Cemil", "big": "42"}]
     assert out["deleteOutput"] == [{"id": 3, "name": "Kit", "owner_id": 2}]
+    assert out["updateDeleteTop"] == {
+        "updated": [{"name": "Topped"}],
+        "deleted": [{"name": "Topped"}],
+    }
     assert out["transactionCommit"] == {"trancount": 1, "rows": [{"name": "Committed"}]}
     assert out["transactionRollback"] == {"error": "rolled back on purpose", "rows": []}
     # TM_BEGIN_XACT carried SERIALIZABLE (4): the session's level, as SET TRANSACTION ISOLATION
@@ -199,7 +203,12 @@ async def test_prisma_client_with_adapter_mssql(tds_server: TdsServer, tmp_path:
     assert out["executeRaw"] == 3
     assert out["deleteMany"] == {"count": 1}
     assert out["delete"] == {"name": "Bö"}
-    assert out["final"] == [{"title": "first", "views": 10}, {"title": "second", "views": 15}]
+    assert out["nestedTransaction"] == {"error": "inner rolled back on purpose", "trancount": 1}
+    assert out["final"] == [
+        {"title": "first", "views": 10},
+        {"title": "second", "views": 15},
+        {"title": "outer", "views": 0},
+    ]
     # what Prisma's query compiler sent, as tdslite ran it: OUTPUT ... INTO a table variable,
     # a qualified INSERT column list, OFFSET/FETCH with parameters; only the duplicate failed
     sent = [e["statement"] for e in logged(tds_server)]
@@ -211,5 +220,7 @@ async def test_prisma_client_with_adapter_mssql(tds_server: TdsServer, tmp_path:
     ):
         assert any(shape in s for s in sent), shape
         assert any(shape in q for q in out["queries"]), shape
+    assert "SAVE TRANSACTION prisma_sp_0" in sent
+    assert "ROLLBACK TRANSACTION prisma_sp_0" in sent
     failed = [e["outcome"]["error"] for e in logged(tds_server) if "error" in e["outcome"]]
     assert failed == [2627]
