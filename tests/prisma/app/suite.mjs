@@ -5,6 +5,8 @@
 //   EDGETDS_URL, EDGETDS_TUNNEL   the relay and tunnel
 //   EDGETDS_TOKEN   a dev-IdP token of a user whose role writes (policy role "admin")
 //   EDGETDS_READER_TOKEN   a token of a user whose role is read-only (policy role "analyst")
+//   EDGETDS_SESSIONS_SKIP   why the tests that need sessions cannot run through this relay ("": they run)
+// The tests run in order and build on each other's rows.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { pathToFileURL } from "node:url";
