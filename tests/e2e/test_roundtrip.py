@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import shutil
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -24,6 +23,7 @@ from connector import _timetypes
 from tdslite import TdsServer
 from tests.e2e.test_worker_relay import worker_stack  # noqa: F401 - the Worker relay fixture
 from tests.support.e2e_stack import Stack, admin_connection
+from tests.support.node import NODE
 from tests.support.worker_relay import WORKERD
 
 BIG_BLOB = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # varbinary(max) of 5 MiB
@@ -298,7 +298,7 @@ async def test_every_type_at_its_extremes_through_the_tunnel_and_directly(stack:
 
 
 @pytest.mark.skipif(
-    not WORKERD.exists() or shutil.which("node") is None,
+    not WORKERD.exists() or not NODE.exists(),
     reason="workerd (npm) or node is not installed: run `make node-deps`",
 )
 async def test_every_type_at_its_extremes_through_the_worker_relay(

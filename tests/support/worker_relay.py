@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from identity.keys import encode_public_key
+from tests.support.node import NODE
 from tests.support.relays import RelayHandle
 
 __all__ = [
@@ -209,7 +210,7 @@ async def open_worker_relay(
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(env, f)
-    build = ["node", str(BUILD_SCRIPT), "build", "--out", str(out_dir), "--env", str(env_file)]
+    build = [str(NODE), str(BUILD_SCRIPT), "build", "--out", str(out_dir), "--env", str(env_file)]
     build += ["--cache", str(BUNDLE_CACHE)]
     if app:
         build += ["--app", "--app-tunnel", tunnel]

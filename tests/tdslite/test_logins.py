@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from tdslite import TdsServer, open_server
+from tests.support.node import NODE
 from tests.tdslite._tds_helpers import PASSWORDS, USERS_TOML, in_thread
 
 DRIVERS = sorted(glob.glob("/usr/lib/*/odbc/libtdsodbc.so"))
@@ -293,7 +294,7 @@ async def test_tds_versions_tsql(server: TdsServer, tmp_path: Path, version: str
 
 
 @pytest.mark.skipif(
-    shutil.which("node") is None
+    not NODE.exists()
     or not (Path(__file__).resolve().parents[2] / "node_modules" / "tedious").is_dir(),
     reason="node or node_modules/tedious missing: run `npm ci` at the repo root",
 )

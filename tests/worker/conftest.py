@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from edgetds.devidp import DevIdP, open_dev_idp
+from tests.support.node import NODE
 from tests.support.worker_relay import WORKERD, WorkerRelay, open_worker_relay
 from tests.worker.helpers import CONNECTORS, TUNNEL
 
-if not WORKERD.exists() or shutil.which("node") is None:  # pragma: no cover
+if not WORKERD.exists() or not NODE.exists():  # pragma: no cover
     pytest.fail(
         "workerd/node missing: run `npm ci` at the repo root (make node-deps)", pytrace=False
     )

