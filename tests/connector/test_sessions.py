@@ -342,3 +342,29 @@ async def test_a_second_op_while_one_runs_is_busy(
             await r.relay.cancel(running.stream_id)
             await running.done.wait()
             assert b"query.cancelled" in running.body
+
+
+async def test_the_lifetime_cancels_a_running_statement_and_rolls_back(
+    tmp_path: Path,
+    keys: Keys,
+    idp: DevIdP,
+    rogue: RogueRelay,
+    clock: trio.testing.MockClock,
+) -> None:
+    slow = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
+    with trio.fail_after(60 + 301):  # the clock jumps 301 s
+        async with rig(tmp_path, keys, idp, rogue, {"max_lifetime_ms": 300_000}) as r:
+            sid = await r.begin()
+            await r.op(sid, "run", sql="UPDATE stock SET qty = 1 WHERE id = 2")
+            (session,) = r.connector.service.sessions.open_sessions()
+            running = await r.relay.query(
+                token=r.token(), sql=slow, session={"id": sid, "op": "run"}
+            )
+            while not session.busy:
+                await session.changed.wait()
+            clock.jump(301)  # past the lifetime, mid-statement
+            await running.done.wait()
+            last = json.loads(running.body.splitlines()[-1])
+            assert last["error"]["code"] == "query.cancelled"
+            assert last["error"]["session"]["reason"] == "lifetime"
+            assert (await r.table()) == [(1, 10), (2, 0)]
