@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -280,6 +280,15 @@ class _Exchange:
     refusal: bytes | None = None
     #: the terminal record (DONE or ERROR line) the connector sent, when one arrived
     terminal: bytes | None = None
+    #: called with the terminal record as soon as it arrives, before the client can have it
+    #: (a session learns its state and stops being busy before its client can send the next op)
+    on_terminal: Callable[[bytes], None] | None = None
+
+    def finish(self, terminal: bytes) -> None:
+        """The connector's terminal record arrived (call before it is written to the client)."""
+        self.terminal = terminal
+        if self.on_terminal is not None:
+            self.on_terminal(terminal)
 
 
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange: _Exchange) -> None:
@@ -327,7 +336,7 @@ async def _relay_stream(
             nursery.cancel_scope.cancel()
             return "connector.draining", 0
         if isinstance(first, events.Done | events.Error):
-            exchange.terminal = first.data
+            exchange.finish(first.data)
             status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
             ctype = NDJSON_TYPE if status == 200 else b"application/json"
             headers = _qid(req)
@@ -340,7 +349,7 @@ async def _relay_stream(
         data, credit, terminal = _collect(stream, first)
         if terminal is not None:
             # The whole result came at once: one complete response, no chunked encoding.
-            exchange.terminal = terminal.data
+            exchange.finish(terminal.data)
             exchange.answered = True
             await send_json(send, 200, data, content_type=NDJSON_TYPE, extra_headers=_qid(req))
             stream.consumed(credit)
@@ -359,11 +368,12 @@ async def _relay_stream(
         )
         while True:
             exchange.answered = terminal is not None
+            if terminal is not None:
+                exchange.finish(terminal.data)
             await send({"type": "http.response.body", "body": data, "more_body": terminal is None})
             sent += len(data)
             stream.consumed(credit)
             if terminal is not None:
-                exchange.terminal = terminal.data
                 outcome = _outcome(terminal)
                 break
             pending = await _next(stream, idle_s)

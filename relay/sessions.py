@@ -419,15 +419,15 @@ async def _handle_session(
                 max_timeout_ms=ctx.limits.query_timeout_ms,
                 max_param_bytes=ctx.limits.max_param_bytes,
             )
-            exchange = _Exchange()
+            # The session learns its state and stops being busy when the terminal record
+            # arrives, before it is written: the client may send its next op the moment it has it.
+            exchange = _Exchange(on_terminal=lambda record: _settle(ctx.table, session, record))
             await _send_admitted(ctx.tunnel, None, receive, send, req, ctx.identity, ctx.token,
                                  ctx.started, ctx.limits, ctx.counters, first=True,
                                  connection=session.conn, exchange=exchange,
                                  session_member={"id": session.id, "op": "run"})  # fmt: skip
             # no terminal record: the client went away (the stream was CANCELled) and the
             # connector's verdict comes with the next op; a lost connection shows in `_refresh`
-            if exchange.terminal is not None:
-                _learn(ctx.table, session, _record(exchange.terminal)[1])
             return
         body = await _read_object(scope, receive, ctx.limits)
         member: dict[str, Any] = {"id": session.id, "op": op}
@@ -446,6 +446,12 @@ async def _handle_session(
         raise _Relayed(record)
     answer = {"session": session.id, **{k: v for k, v in session.state().items() if k != "id"}}
     await send_json(send, 200, ndjson_line(answer))
+
+
+def _settle(table: SessionTable, session: RelaySession, record: bytes) -> None:
+    """A session op's terminal record arrived: learn the state it carries; not busy any more."""
+    _learn(table, session, _record(record)[1])
+    session.busy = False
 
 
 async def _control(ctx: SessionRequest, session: RelaySession, member: Mapping[str, Any]) -> bytes:

@@ -4,6 +4,7 @@ what was committed."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import trio
 
@@ -201,3 +202,22 @@ async def test_idle_client_and_lost_connector_roll_back(
         else:
             assert (lost.status, lost.error["code"]) == (502, "transport.lost")
         assert await stock(conf.db) == [(1, 10), (2, 0)]
+
+
+async def test_the_next_op_may_follow_the_answer_at_once(
+    conf: Conformance, client: SessionClient
+) -> None:
+    """A session is not busy any more once its client has the whole answer: 60 statements sent
+    back to back, each the moment the previous answer ended and on another HTTP connection than
+    the last (a server answers one connection's requests in turn), never meet session.busy."""
+    await make_stock(conf.db)
+    with trio.fail_after(120):
+        sid = await client.open()
+        async with httpx.AsyncClient(timeout=60) as other_http:
+            other = SessionClient(other_http, conf.relay.http_url, "demo", client.token)
+            for i in range(60):
+                on = (client, other)[i % 2]
+                answer = await on.query(sid, "UPDATE stock SET qty = qty + 1 WHERE id = 2")
+                assert answer.status == 200, (i, answer.lines)
+        assert (await client.op(sid, "commit")).status == 200
+        assert await stock(conf.db) == [(1, 10), (2, 60)]

@@ -36,13 +36,6 @@ APP = Path(__file__).parent / "app"
 PRISMA = ROOT / "node_modules" / "prisma" / "build" / "index.js"
 #: every test of suite.mjs, so a run that silently lost some fails
 SUITE_TESTS = 18
-#: suite.mjs tests that need sessions (Prisma runs each single-row write in a transaction)
-NEEDS_SESSIONS = 9
-#: The Python relay answers ``session.busy`` to a session query sent right after the previous
-#: one's terminal record: relay/sessions.py clears the session's busy flag only after the whole
-#: response has been sent, so Prisma's back-to-back statements in a transaction fail now and then
-#: (about 1 run in 5 here). Until that is fixed the session tests run through the Worker relay.
-PYTHON_RELAY_BUSY_RACE = True
 
 
 @asynccontextmanager
@@ -107,36 +100,11 @@ def prisma_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("prisma"), "nodejs")
 
 
-def sessions_served(kind: str) -> bool:
-    """Whether sessions (SPEC.md 7.4, 11.5) run end to end on this tree: the relay's source
-    serves ``/sessions`` and the connector's runs the session ops (``rollback_to``)."""
-    relay = (
-        list((ROOT / "relay").glob("*.py"))
-        if kind == "python"
-        else [ROOT / "relay" / "worker" / "src" / "index.js"]
-    )
-    connector = (ROOT / "connector").glob("*.py")
-    return any("/sessions" in p.read_text() for p in relay) and any(
-        "rollback_to" in p.read_text() for p in connector
-    )
-
-
-def sessions_skip(kind: str) -> str:
-    """Why the suite's session tests skip through relay ``kind``, or "" when they run."""
-    if not sessions_served(kind):
-        return "the relay and connector do not serve sessions yet"
-    if kind == "python" and PYTHON_RELAY_BUSY_RACE:
-        return "the Python relay answers session.busy to back-to-back session queries"
-    return ""
-
-
 async def run_suite(client: Path, url: str, tunnel: str, idp: DevIdP, *, kind: str) -> None:
     """Run app/suite.mjs (node:test) against the relay (``kind``) at ``url``; check its summary,
-    and that exactly the tests the stack cannot run yet were skipped."""
-    skip = sessions_skip(kind)
+    and that no test was skipped."""
     env = {
         **os.environ,
-        "EDGETDS_SESSIONS_SKIP": skip,
         "TZ": "Pacific/Chatham",  # +13:45/+12:45: a value read as local time instead of UTC shows
         "PRISMA_CLIENT": str(client),
         "EDGETDS_URL": url,
@@ -157,7 +125,7 @@ async def run_suite(client: Path, url: str, tunnel: str, idp: DevIdP, *, kind: s
     assert result.returncode == 0, out[-6000:] + result.stderr.decode()[-3000:]
     assert summary.get("tests") == SUITE_TESTS, summary
     assert summary.get("fail") == 0, summary
-    assert summary.get("skipped") == (NEEDS_SESSIONS if skip else 0), (summary, skip)
+    assert summary.get("skipped") == 0, summary
 
 
 async def _create_schema(db: TdsServer) -> None:
@@ -210,7 +178,6 @@ async def test_prisma_client_on_workerd(tmp_path: Path) -> None:
     querying the Worker relay through a service binding (its only way out: no global outbound);
     the Worker takes the user's token from the request and sends it with every query."""
     client = await trio.to_thread.run_sync(generate, tmp_path / "gen", "workerd")
-    sessions = not sessions_skip("worker")
     with trio.fail_after(240):
         async with (
             worker_stack(tmp_path) as (idp, relay),
@@ -220,7 +187,7 @@ async def test_prisma_client_on_workerd(tmp_path: Path) -> None:
             out.mkdir()
             build = [str(NODE), str(APP / "build-worker.mjs"), "--client", str(client)]
             build += ["--out", str(out), "--relay-url", relay.http_url, "--tunnel", relay.tunnel]
-            build += ["--sessions"] if sessions else []
+            build += ["--sessions"]
             await trio.run_process(build, cwd=ROOT)
             async with open_workerd(out / "config.capnp") as url:
                 token = idp.mint(sub="ada", groups=["admins"])
@@ -249,7 +216,6 @@ async def test_prisma_client_on_workerd(tmp_path: Path) -> None:
     assert report.pop("updated") == 1
     assert report.pop("raw") == "1"
     assert report.pop("duplicate") == "P2002"
-    if sessions:
-        assert report.pop("transaction") == "9007199254740994"
-        assert report.pop("created") == ["Alan", "On Computable Numbers"]
+    assert report.pop("transaction") == "9007199254740994"
+    assert report.pop("created") == ["Alan", "On Computable Numbers"]
     assert report == {}

@@ -29,9 +29,6 @@
  * without its terminal record is a failure (TunnelError "transport.lost"), never a short result.
  */
 
-/** Waits before resending an operation refused `session.busy` while none of ours ran (see Session.send). */
-const BUSY_RETRY_MS = [5, 20, 50, 100];
-
 const TERMINAL_MISSING = "the response ended without a terminal record (truncated); the result is incomplete";
 
 /**
@@ -280,8 +277,6 @@ export class Session {
     this.token = token;
     /** @type {Promise<void>} an abandoned operation still being read (see `events`) */
     this.pending = Promise.resolve();
-    /** operations of this session this client runs now */
-    this.active = 0;
   }
 
   /**
@@ -324,7 +319,6 @@ export class Session {
     /** @type {AsyncGenerator<StreamEvent> | null} */
     let events = null;
     let finished = false;
-    this.active += 1;
     try {
       const response = await this.send("query", queryBody(body, options), options, "application/x-ndjson");
       events = queryEvents(response);
@@ -340,7 +334,6 @@ export class Session {
       if (err instanceof TunnelError && err.session) this.observe(err.session);
       throw err;
     } finally {
-      this.active -= 1;
       if (events && !finished) this.pending = this.drain(events);
     }
   }
@@ -395,35 +388,23 @@ export class Session {
   async operation(op, body, options) {
     await this.pending;
     this.ensureOpen();
-    this.active += 1;
     try {
       const answer = await jsonAnswer(await this.send(op, body, options, "application/json"), 200);
       this.observe({ id: answer.session, state: answer.state, reason: answer.reason });
     } catch (err) {
       if (err instanceof TunnelError && err.session) this.observe(err.session);
       throw err;
-    } finally {
-      this.active -= 1;
     }
   }
 
   /**
-   * POST one operation. A `session.busy` refusal while this client runs no other operation of
-   * the session is retried a few times: the relay's bookkeeping can lag behind the answer it
-   * just finished, and a refusal is made before anything reaches the connector (safe to resend).
-   * Operations the caller runs at the same time still get `session.busy`.
+   * POST one operation.
    * @param {string} op @param {Record<string, any>} body
    * @param {{token?: string, signal?: AbortSignal}} options @param {string} accept
    * @returns {Promise<Response>}
    */
   async send(op, body, options, accept) {
-    for (let attempt = 0; ; attempt++) {
-      const response = await this.client.post(this.path(op), body, this.options(options), accept);
-      if (response.status !== 409 || this.active > 1 || attempt >= BUSY_RETRY_MS.length) return response;
-      const err = await refusal(response);
-      if (err.code !== "session.busy") throw err;
-      await new Promise((resolve) => setTimeout(resolve, BUSY_RETRY_MS[attempt]));
-    }
+    return this.client.post(this.path(op), body, this.options(options), accept);
   }
 
   /** @param {string} op */

@@ -5,7 +5,6 @@
 //   EDGETDS_URL, EDGETDS_TUNNEL   the relay and tunnel
 //   EDGETDS_TOKEN   a dev-IdP token of a user whose role writes (policy role "admin")
 //   EDGETDS_READER_TOKEN   a token of a user whose role is read-only (policy role "analyst")
-//   EDGETDS_SESSIONS_SKIP   why the tests that need sessions cannot run through this relay ("": they run)
 // The tests run in order and build on each other's rows.
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -19,10 +18,6 @@ const tunnel = new TunnelClient({ tunnel: process.env.EDGETDS_TUNNEL, url: proce
 const token = process.env.EDGETDS_TOKEN;
 const prisma = new PrismaClient({ adapter: new PrismaEdgeTds({ tunnel, token }) });
 
-/** Prisma runs every single-row write (create, update, upsert, delete) and every $transaction in
- * a transaction: they need edgetds sessions (SPEC.md 7.4, 11.5) end to end; the harness says why
- * they cannot run through this relay yet, if so. */
-const NO_SESSIONS = process.env.EDGETDS_SESSIONS_SKIP || false;
 
 const AVATAR = new Uint8Array([0, 1, 2, 254, 255]);
 
@@ -168,7 +163,7 @@ test("every request carries the end user's token: a read-only user's write is re
   assert.ok(asked >= 2, `the token callback was asked ${asked} times`);
 });
 
-test("update and delete", { skip: NO_SESSIONS }, async () => {
+test("update and delete", async () => {
   const grace = await prisma.user.update({ where: { email: "grace@example.com" }, data: { name: "Grace Hopper", visits: { increment: 1 }, active: false } });
   assert.equal(grace.name, "Grace Hopper");
   assert.equal(grace.visits, 6n);
@@ -179,7 +174,7 @@ test("update and delete", { skip: NO_SESSIONS }, async () => {
   assert.equal(await prisma.post.findUnique({ where: { id: post.id } }), null);
 });
 
-test("$transaction([...]) commits every statement", { skip: NO_SESSIONS }, async () => {
+test("$transaction([...]) commits every statement", async () => {
   const [user, posts] = await prisma.$transaction([
     prisma.user.update({ where: { email: "edsger@example.com" }, data: { name: "Edsger W. Dijkstra" } }),
     prisma.post.updateMany({ where: { title: { startsWith: "Edsger" } }, data: { published: true } }),
@@ -189,7 +184,7 @@ test("$transaction([...]) commits every statement", { skip: NO_SESSIONS }, async
   assert.equal(await prisma.post.count({ where: { title: { startsWith: "Edsger" }, published: true } }), 2);
 });
 
-test("$transaction([...]) rolls every statement back when one fails", { skip: NO_SESSIONS }, async () => {
+test("$transaction([...]) rolls every statement back when one fails", async () => {
   await assert.rejects(
     prisma.$transaction([
       prisma.user.update({ where: { email: "barbara@example.com" }, data: { name: "lost" } }),
@@ -200,7 +195,7 @@ test("$transaction([...]) rolls every statement back when one fails", { skip: NO
   assert.equal((await prisma.user.findUnique({ where: { email: "barbara@example.com" } })).name, "Barbara");
 });
 
-test("interactive $transaction with an isolation level commits", { skip: NO_SESSIONS }, async () => {
+test("interactive $transaction with an isolation level commits", async () => {
   const total = await prisma.$transaction(
     async (tx) => {
       const from = await tx.user.update({ where: { email: "edsger@example.com" }, data: { balance: { decrement: 3 } } });
@@ -215,7 +210,7 @@ test("interactive $transaction with an isolation level commits", { skip: NO_SESS
   assert.equal((await prisma.user.findUnique({ where: { email: "barbara@example.com" } })).balance.toString(), "3");
 });
 
-test("interactive $transaction rolls back when the callback throws", { skip: NO_SESSIONS }, async () => {
+test("interactive $transaction rolls back when the callback throws", async () => {
   await assert.rejects(
     prisma.$transaction(async (tx) => {
       await tx.user.update({ where: { email: "donald@example.com" }, data: { name: "renamed" } });
@@ -227,7 +222,7 @@ test("interactive $transaction rolls back when the callback throws", { skip: NO_
   assert.equal((await prisma.user.findUnique({ where: { email: "donald@example.com" } })).name, "Donald");
 });
 
-test("interactive $transaction: $queryRaw inside sees the transaction's writes", { skip: NO_SESSIONS }, async () => {
+test("interactive $transaction: $queryRaw inside sees the transaction's writes", async () => {
   const seen = await prisma.$transaction(
     async (tx) => {
       await tx.user.updateMany({ where: { email: "frances@example.com" }, data: { name: "Frances Allen" } });
@@ -238,7 +233,7 @@ test("interactive $transaction: $queryRaw inside sees the transaction's writes",
   assert.deepEqual(seen, [{ name: "Frances Allen" }]);
 });
 
-test("a $transaction nested in an interactive one is a savepoint: its throw undoes only its writes", { skip: NO_SESSIONS }, async () => {
+test("a $transaction nested in an interactive one is a savepoint: its throw undoes only its writes", async () => {
   const inner = await prisma.$transaction(async (tx) => {
     await tx.user.update({ where: { email: "donald@example.com" }, data: { name: "Donald Knuth" } });
     let error = null;
@@ -261,7 +256,7 @@ test("a $transaction nested in an interactive one is a savepoint: its throw undo
   assert.deepEqual(names.map((u) => u.name), ["Barbara Liskov", "Donald Knuth", "Grace Hopper"]);
 });
 
-test("create with a nested create, read back with include", { skip: NO_SESSIONS }, async () => {
+test("create with a nested create, read back with include", async () => {
   const user = await prisma.user.create({
     data: {
       email: "alan@example.com",
@@ -287,7 +282,7 @@ test("create with a nested create, read back with include", { skip: NO_SESSIONS 
   assert.equal(user.profile.bio, "codebreaker");
 });
 
-test("upsert creates, then updates", { skip: NO_SESSIONS }, async () => {
+test("upsert creates, then updates", async () => {
   const created = await prisma.user.upsert({ where: { email: "kathleen@example.com" }, create: { email: "kathleen@example.com", name: "Kathleen" }, update: { name: "not used" } });
   assert.equal(created.name, "Kathleen");
   const updated = await prisma.user.upsert({ where: { email: "kathleen@example.com" }, create: { email: "kathleen@example.com", name: "not used" }, update: { name: "Kathleen Booth" } });
