@@ -427,7 +427,11 @@ def verify_hello(
 
 
 def _statement(sql: str | None, query: str | None) -> bytes:
-    return ("sql:" + sql if sql is not None else "query:" + str(query)).encode("utf-8")
+    if sql is not None:
+        return ("sql:" + sql).encode("utf-8")
+    if query is not None:
+        return ("query:" + query).encode("utf-8")
+    return b""  # a session op other than run: no statement
 
 
 def make_attestation(

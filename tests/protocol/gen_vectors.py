@@ -740,6 +740,9 @@ def attestation_vectors() -> list[dict[str, Any]]:
          SESSION_ID, 1),
         ("attestation-session-stripped", "session member removed after signing", plain, NOW,
          SESSION_ID, 1),
+        ("attestation-session-commit", "a statement-less session op (the empty statement)",
+         make_query(1, sql=None, params={}, nonce=b64url(b"c" * 16),
+                    session={"id": SID, "op": "commit"}), NOW, SESSION_ID, 1),
         ("attestation-session-added", "a session member added to a one-shot query's QUERY",
          dataclasses.replace(q, session={"id": SID, "op": "run"}), NOW, SESSION_ID, 1),
     ]  # fmt: skip

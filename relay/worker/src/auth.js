@@ -302,8 +302,8 @@ export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, lim
  *        as is when given); `session`: the QUERY's session member (attested as session_sha256)
  */
 export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, paramsJson, options, now, nonce, session = null }) {
-  // A session op other than `run` has neither: protocol/_auth.py hashes "query:None" (SPEC 8.4).
-  const statement = sql !== null && sql !== undefined ? `sql:${sql}` : `query:${query ?? "None"}`;
+  // A session op other than `run` has neither: the empty statement (SPEC 8.4).
+  const statement = sql !== null && sql !== undefined ? `sql:${sql}` : query !== null && query !== undefined ? `query:${query}` : "";
   const attestation = {
     relay_key_id: relayKey.keyId,
     session_id: sessionId,

@@ -172,7 +172,7 @@ async function attestationOutcome(v, replay) {
   const pinned = auth.keys[v.verify.relay_key];
   if (att.relay_key_id !== auth.keys.relay.key_id) return "auth.attestation_invalid";
   if (!(await verifySigned(unhex(pinned.public_hex), QUERY_CONTEXT, att))) return "auth.attestation_invalid";
-  const statement = q.sql !== null ? `sql:${q.sql}` : `query:${q.query}`;
+  const statement = q.sql !== null ? `sql:${q.sql}` : q.query !== null ? `query:${q.query}` : "";
   const expected = {
     session_id: v.verify.session_id,
     query_id: q.query_id,
