@@ -444,8 +444,12 @@ class QueryService:
             state["expires_at"] = session.expires_at_ms
             state["idle_timeout_ms"] = round(session.idle_timeout_s * 1000)
             return ResultTotals(session=state)
-        session = self.sessions.find(link, spec["id"], owner)
+        rollback = op is SessionOp.ROLLBACK
+        session = self.sessions.find(link, spec["id"], owner, busy_ok=rollback)
         ev.role = session.role.name
+        if rollback and session.busy:
+            await self.sessions.preempt(session)
+            session = self.sessions.find(link, spec["id"], owner)  # ended meanwhile: say so
         self.sessions.start_op(session, cancel)
         failed: QueryFailed | None = None
         outcome = ResultTotals()

@@ -187,8 +187,10 @@ class SessionManager:
         self._forget_old()
         return sid in self._ended or any(sid in table for table in self._links.values())
 
-    def find(self, link: object, sid: str, owner: Owner) -> Session:
+    def find(self, link: object, sid: str, owner: Owner, *, busy_ok: bool = False) -> Session:
         """The open session ``sid`` of ``link`` for an op of ``owner``.
+
+        ``busy_ok``: a session running an op is returned too (a rollback preempts it).
 
         Raises:
             QueryFailed: session.not_found, session.wrong_identity, session.ended, session.busy
@@ -217,7 +219,7 @@ class SessionManager:
                 f"the session has ended ({session.reason.value}); open a new one",
                 session=session.state(),
             )
-        if session.busy:
+        if session.busy and not busy_ok:
             raise QueryFailed(
                 ErrorCode.SESSION_BUSY,
                 "another operation of this session is still running; wait for it, then retry",
@@ -341,6 +343,14 @@ class SessionManager:
         return session
 
     # -- ops ------------------------------------------------------------------------------------
+
+    async def preempt(self, session: Session) -> None:
+        """Cancel the op the session runs, if any, and wait until it stopped (a rollback that
+        arrives while a statement runs: the client gave up on it)."""
+        while session.busy:
+            if session.op_cancel is not None:
+                session.op_cancel.cancel("rolled back")
+            await session.idle.wait()
 
     def start_op(self, session: Session, cancel: CancelToken) -> None:
         session.busy = True

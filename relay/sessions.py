@@ -41,7 +41,7 @@ from protocol import (
     new_session_id,
 )
 from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, send_json
-from relay.query import _Exchange, _send_admitted, read_body_in_time
+from relay.query import _Exchange, _send_admitted, _watch_disconnect, read_body_in_time
 from relay.request import QueryRequest, parse_query_request
 from relay.session import ConnectorSession, RelayStream
 
@@ -511,8 +511,14 @@ async def handle_transaction(
             "headers": [(b"content-type", NDJSON_TYPE), (b"cache-control", b"no-store")],
         }
     )
+    exchange = _Exchange()
     try:
-        await _run_transaction(ctx, session, requests, send)
+        async with trio.open_nursery() as nursery:
+            # A client that hangs up before the answer ends cancels the transaction: the
+            # running statement stops and everything is rolled back (the Worker does the same).
+            nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, exchange)
+            await _run_transaction(ctx, session, requests, send, exchange)
+            nursery.cancel_scope.cancel()
     finally:
         if session.reason is None:  # the client went away, or a failure: nothing may stay
             with trio.CancelScope(shield=True), trio.move_on_after(10):
@@ -520,7 +526,11 @@ async def handle_transaction(
 
 
 async def _run_transaction(
-    ctx: SessionRequest, session: RelaySession, requests: list[QueryRequest], send: Send
+    ctx: SessionRequest,
+    session: RelaySession,
+    requests: list[QueryRequest],
+    send: Send,
+    exchange: _Exchange,
 ) -> None:
     total = 0
     query_id = str(uuid.uuid4())
@@ -531,23 +541,25 @@ async def _run_transaction(
                 await _control(ctx, session, {"id": session.id, "op": "rollback"})
             failed["statement"] = index
             failed["session"] = session.state()
-            await _last(send, {"error": failed})
+            await _last(send, {"error": failed}, exchange)
             return
         total += rows
-    record = await _control(ctx, session, {"id": session.id, "op": "commit"})
+    with trio.CancelScope(shield=True):  # once COMMIT is sent, its answer is awaited
+        record = await _control(ctx, session, {"id": session.id, "op": "commit"})
     kind, obj = _record(record)
     elapsed = round((trio.current_time() - ctx.started) * 1000, 1)
     if kind == "error":
         obj["statement"] = None
         obj["session"] = session.state()
-        await _last(send, {"error": obj})
+        await _last(send, {"error": obj}, exchange)
         return
     done: dict[str, Any] = {"statements": len(requests), "rows": total, "elapsed_ms": elapsed}
     done |= {"query_id": query_id, "session": session.state()}
-    await _last(send, {"done": done})
+    await _last(send, {"done": done}, exchange)
 
 
-async def _last(send: Send, record: Mapping[str, Any]) -> None:
+async def _last(send: Send, record: Mapping[str, Any], exchange: _Exchange) -> None:
+    exchange.answered = True  # a disconnect from now on is the end of a complete answer
     await send({"type": "http.response.body", "body": ndjson_line(record), "more_body": False})
 
 

@@ -4,6 +4,9 @@ what was committed."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx
 import pytest
 import trio
@@ -221,3 +224,42 @@ async def test_the_next_op_may_follow_the_answer_at_once(
                 assert answer.status == 200, (i, answer.lines)
         assert (await client.op(sid, "commit")).status == 200
         assert await stock(conf.db) == [(1, 10), (2, 60)]
+
+
+async def test_a_client_that_hangs_up_mid_transaction_commits_nothing(
+    conf: Conformance, client: SessionClient
+) -> None:
+    """POST /transaction whose client goes away after the first statement's result: nothing is
+    committed, and the locks go with the rollback. The Python relay sees the hang-up at once,
+    cancels the running statement and rolls back (the connector lets a rollback preempt the
+    cancelled op: without that the session held its locks until its 30 s idle timeout); the
+    Worker sees the hang-up only at its next write, so there the statement's 5 s timeout ends
+    it, which ends the session (rolled back), never the 40 s WAITFOR and a COMMIT."""
+    await make_stock(conf.db)
+    body: dict[str, Any] = {} if conf.kind == "python" else {"timeout_ms": 5000}
+    body |= {
+        "statements": [
+            {"sql": "UPDATE stock SET qty = 0 WHERE id = 1", "params": {}},
+            {"sql": "WAITFOR DELAY '00:00:40'", "params": {}},
+            {"sql": "UPDATE stock SET qty = 99 WHERE id = 2", "params": {}},
+        ],
+    }
+    payload = json.dumps(body).encode()
+    host, port = conf.relay.http_url.removeprefix("http://").rsplit(":", 1)
+    head = [
+        "POST /v1/tunnels/demo/transaction HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        f"Authorization: Bearer {client.token}",
+    ]
+    with trio.fail_after(20):  # running on to the COMMIT takes 40 s; the idle timeout 30 s
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:  # closed (the client hangs up) once the first statement's line came
+            await stream.send_all("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+            received = b""
+            while b'{"statement"' not in received:
+                received += await stream.receive_some(65536)
+            assert b" 200 " in received.split(b"\r\n", 1)[0]
+        # a committed read waits for the transaction's locks: it answers once it rolled back
+        assert await stock(conf.db) == [(1, 10), (2, 0)]

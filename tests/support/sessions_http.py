@@ -92,7 +92,8 @@ async def make_stock(db: TdsServer) -> None:
 
 
 async def stock(db: TdsServer) -> list[tuple[int, int]]:
-    """The stock table as tdslite holds it (committed rows), by id."""
+    """The stock table as tdslite holds it (committed rows), by id. The read waits for a
+    writer's locks (READ COMMITTED); a cancelled caller does not wait with it."""
 
     def read() -> list[tuple[int, int]]:
         conn = admin_connection(db)
@@ -103,4 +104,4 @@ async def stock(db: TdsServer) -> list[tuple[int, int]]:
         finally:
             conn.close()
 
-    return await trio.to_thread.run_sync(read)
+    return await trio.to_thread.run_sync(read, abandon_on_cancel=True)
