@@ -1,0 +1,95 @@
+"""A tunnel's ``cors_origins`` (SPEC.md 11.7): only exact origins as browsers send them load, on
+both relays alike; every bad entry is named with its tunnel and its index."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.config import ConfigError, load_config
+from relay.cors import origin_problem
+from tests.relay.test_relay_config_cli import write_config
+from tests.support.worker_relay import ROOT
+
+ACCEPTED = [
+    "https://app.example.com",
+    "http://localhost:3000",
+    "http://127.0.0.1:8080",
+    "http://[::1]:5173",
+    "https://xn--bcher-kva.example",
+]
+#: entry -> a piece of the problem both relays name
+REFUSED: dict[Any, str] = {
+    "*": "is a wildcard",
+    "https://*.example.com": "is a wildcard",
+    "https://app.example.com/": "has a path",
+    "https://app.example.com/app": "has a path",
+    "https://app.example.com?x=1": "has a path",
+    "https://app.example.com#top": "has a path",
+    "https://user@app.example.com": "has a path",
+    "app.example.com": "is not an origin",
+    "null": "is not an origin",
+    "ftp://app.example.com": "is not an origin",
+    "https://": "is not an origin",
+    "https://app.example.com:99999": "is not an origin",
+    "HTTPS://App.Example.com": 'write "https://app.example.com"',
+    "https://app.example.com:443": 'write "https://app.example.com"',
+    "http://app.example.com:80": 'write "http://app.example.com"',
+    "https://app.example.com:": 'write "https://app.example.com"',
+    "https://bücher.example": "not ASCII",
+    7: "must be a string",
+}
+PARITY = ROOT / "relay" / "worker" / "scripts" / "parity.mjs"
+
+
+def test_exact_origins_are_accepted_and_others_refused_with_the_reason() -> None:
+    assert [origin_problem(o) for o in ACCEPTED] == [None] * len(ACCEPTED)
+    for entry, reason in REFUSED.items():
+        problem = origin_problem(entry)
+        assert problem is not None, entry
+        assert reason in problem, (entry, problem)
+
+
+def test_the_worker_checks_origins_exactly_as_the_python_relay() -> None:
+    entries = [*ACCEPTED, *REFUSED]
+    result = subprocess.run(
+        ["node", str(PARITY)],
+        input=json.dumps({"values": [], "origins": entries}, ensure_ascii=False),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(result.stdout)["origin_problems"] == [origin_problem(e) for e in entries]
+
+
+def test_every_bad_entry_is_named_with_its_tunnel(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text().replace(
+        "# cors_origins = [", 'cors_origins = ["https://ok.example", "*", "https://a.example/", '
+    )
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == [
+        'cors_origins[1] = "*" ' + str(origin_problem("*")),
+        'cors_origins[2] = "https://a.example/" ' + str(origin_problem("https://a.example/")),
+    ]
+    assert all("[tunnels.demo]" in p for p in info.value.problems)
+
+
+def test_a_list_of_origins_loads_and_is_kept(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("# cors_origins =", "cors_origins ="))
+    config = load_config(path)
+    assert config.tunnels["demo"].cors_origins == (
+        "https://app.example.com",
+        "http://localhost:5173",
+    )
+    path.write_text(path.read_text().replace("cors_origins = [", 'cors_origins = "x" #['))
+    with pytest.raises(ConfigError, match=r"\[tunnels.demo\]: cors_origins must be a list"):
+        load_config(path)
