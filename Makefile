@@ -16,7 +16,8 @@ test: deps lint typecheck unit
 
 deps: system-deps node-deps python-deps
 
-# Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite).
+# Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite;
+# chromium + chromium-driver are the real browser of the CORS tests).
 system-deps:
 	@scripts/install-system-deps
 
