@@ -3,16 +3,21 @@ both relays alike; every bad entry is named with its tunnel and its index."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import trio
 
+from edgetds.devidp import open_dev_idp
 from relay.config import ConfigError, load_config
 from relay.cors import origin_problem
 from tests.relay.test_relay_config_cli import write_config
+from tests.support.relays import open_python_relay
 from tests.support.worker_relay import ROOT
 
 ACCEPTED = [
@@ -93,3 +98,27 @@ def test_a_list_of_origins_loads_and_is_kept(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("cors_origins = [", 'cors_origins = "x" #['))
     with pytest.raises(ConfigError, match=r"\[tunnels.demo\]: cors_origins must be a list"):
         load_config(path)
+
+
+async def test_a_reload_applies_a_changed_list_at_once() -> None:
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    async with (
+        open_dev_idp() as idp,
+        open_python_relay(tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer) as (
+            handle,
+            running,
+        ),
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        url = f"{handle.http_url}/v1/tunnels/demo/query"
+        with trio.fail_after(20):
+            before = await client.options(url, headers=preflight)
+            app = running.app
+            demo = dataclasses.replace(
+                app.config.tunnels["demo"], cors_origins=("https://app.example.com",)
+            )
+            app.reload(dataclasses.replace(app.config, tunnels={"demo": demo}))
+            after = await client.options(url, headers=preflight)
+    assert before.status_code == 403
+    assert after.status_code == 204
+    assert after.headers["access-control-allow-origin"] == "https://app.example.com"
