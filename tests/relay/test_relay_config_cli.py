@@ -74,7 +74,7 @@ STARTUP_REFUSALS: list[tuple[tuple[str, str], str]] = [
             '# cors_origins = ["https://app.example.com", ',
             'cors_origins = ["https://app.example.com/", ',
         ),
-        'cors_origins[0] = "https://app.example.com/" has a path',
+        "has a path (a trailing / too)",
     ),
 ]
 
