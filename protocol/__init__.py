@@ -64,6 +64,14 @@ from ._records import (
     parse_error_record,
 )
 from ._registry import wire_registry
+from ._sessions import (
+    ISOLATION_LEVELS,
+    SESSION_CAP,
+    SessionEnd,
+    SessionOp,
+    check_session,
+    new_session_id,
+)
 from ._sqltypes import SQL_TYPE_TABLE, SQL_TYPES, SqlArgs, SqlFamily, SqlType
 from ._state import ConnectionState, Role, StreamState
 
@@ -85,11 +93,13 @@ __all__ = [
     "DEFAULT_STATEMENT_BYTES",
     "GENESIS",
     "HEADER_SIZE",
+    "ISOLATION_LEVELS",
     "MAX_CHECKPOINT",
     "MAX_FRAME_HARD",
     "MAX_WINDOW",
     "MIN_FRAME",
     "REFUSALS",
+    "SESSION_CAP",
     "SQL_TYPE_TABLE",
     "SQL_TYPES",
     "SUBPROTOCOL",
@@ -112,12 +122,15 @@ __all__ = [
     "RemoteProtocolError",
     "ReplayCache",
     "Role",
+    "SessionEnd",
+    "SessionOp",
     "SqlArgs",
     "SqlFamily",
     "SqlType",
     "StreamState",
     "canonical_json",
     "check_checkpoint",
+    "check_session",
     "done_record",
     "encode_frame",
     "error_record",
@@ -128,6 +141,7 @@ __all__ = [
     "key_id",
     "make_attestation",
     "make_connector_token",
+    "new_session_id",
     "raw_public_key",
     "ndjson_line",
     "param_type",

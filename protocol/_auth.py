@@ -443,15 +443,17 @@ def make_attestation(
     options: Mapping[str, Any],
     now: float,
     nonce: str | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The relay's attestation for a QUERY (its ``"attestation"`` member).
 
     Args:
         private_key, relay_key_id: the relay's signing key and its id.
-        session_id: the HELLO's session id.
+        session_id: the HELLO's session id (the connection's, not a database session's).
         query_id, token, sql, query, params, options: exactly the QUERY's members.
         now: unix seconds (``ts`` is ``round(now * 1000)``).
         nonce: default 128 random bits, base64url.
+        session: the QUERY's ``session`` member (its hash is attested), None for a one-shot query.
     """
     attestation = {
         "relay_key_id": relay_key_id,
@@ -464,6 +466,8 @@ def make_attestation(
         "options_sha256": _sha256(canonical_json(dict(options))),
         "query_id": query_id,
     }
+    if session is not None:
+        attestation["session_sha256"] = _sha256(canonical_json(dict(session)))
     return _sign(private_key, QUERY_CONTEXT, attestation)
 
 
@@ -513,8 +517,12 @@ def verify_attestation(
             "token_sha256": _sha256(query.token.encode("utf-8")),
             "options_sha256": _sha256(canonical_json(dict(query.options))),
         }
+        if query.session is not None:
+            expected["session_sha256"] = _sha256(canonical_json(dict(query.session)))
     except ValueError:
         raise _invalid("QUERY members cannot be canonically encoded") from None
+    if ("session_sha256" in att) != ("session_sha256" in expected):
+        raise _invalid('attestation "session_sha256" must be present exactly for a session QUERY')
     for name, value in expected.items():
         if att[name] != value:
             raise _invalid(f'attestation "{name}" does not match the QUERY')

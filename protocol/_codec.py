@@ -27,6 +27,7 @@ from ._flow import (
 )
 from ._frames import MAX_STREAM_ID, Frame, FrameType
 from ._json import canonical_json, loads_object
+from ._sessions import check_session
 
 __all__ = ["EVENT_TYPES", "decode", "encode"]
 
@@ -83,11 +84,20 @@ def _query(frame: Frame) -> ev.Query:
     if not query_id:
         raise ValueError('"query_id" must not be empty')
     sql, name = obj.get("sql"), obj.get("query")
-    if not (isinstance(sql, str) and name is None or isinstance(name, str) and sql is None):
+    session = obj.get("session")
+    if session is not None:
+        if not (sql is None or isinstance(sql, str)) or not (name is None or isinstance(name, str)):
+            raise ValueError('"sql" and "query" must be strings or null')
+        check_session(session, has_statement=sql is not None or name is not None)
+        if sql is not None and name is not None:
+            raise ValueError('exactly one of "sql" and "query" must be a string, the other null')
+    elif not (isinstance(sql, str) and name is None or isinstance(name, str) and sql is None):
         raise ValueError('exactly one of "sql" and "query" must be a string, the other null')
     params, options, attestation = obj.get("params"), obj.get("options"), obj.get("attestation")
     if not isinstance(params, dict):
         raise ValueError('"params" must be an object')
+    if session is not None and params and sql is None and name is None:
+        raise ValueError('"params" must be {} for a session op other than "run"')
     if not isinstance(options, dict):
         raise ValueError('"options" must be an object')
     for key in ("max_rows", "timeout_ms"):
@@ -104,6 +114,7 @@ def _query(frame: Frame) -> ev.Query:
         params=params,
         options=options,
         attestation=attestation,
+        session=session,
     )
 
 
@@ -244,6 +255,8 @@ def _payload(event: ev.Event) -> bytes:
             "options": dict(event.options),
             "attestation": dict(event.attestation),
         }
+        if event.session is not None:
+            obj["session"] = dict(event.session)
         return canonical_json(obj)
     if isinstance(event, ev.Cancel):
         return canonical_json({"reason": event.reason}) if event.reason else b""

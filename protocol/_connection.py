@@ -25,6 +25,7 @@ from ._flow import DEFAULT_STATEMENT_BYTES, MIN_FRAME, Limits, Window
 from ._frames import Frame, FrameReader, FrameType, encode_frame
 from ._json import loads_object
 from ._records import error_record
+from ._sessions import SESSION_CAP
 from ._state import (
     CONNECTION_TRANSITIONS,
     FRAME_CAPS,
@@ -433,6 +434,12 @@ class Connection:
 
     def _open(self, sid: int, event: ev.Event, local: bool) -> None:
         assert isinstance(event, ev.Query)
+        if event.session is not None and SESSION_CAP not in self.caps:
+            self._fail(
+                self._error_for(
+                    local, f"QUERY member 'session' needs the {SESSION_CAP!r} capability"
+                )
+            )
         if sid <= self._last_stream_id:
             self._fail(
                 self._error_for(

@@ -84,6 +84,16 @@ class ErrorCode(enum.StrEnum):
     LIMITS_RATE_LIMITED = "limits.rate_limited"
     #: The result exceeds max_rows or a single record exceeds the frame limit.
     LIMITS_RESULT_TOO_LARGE = "limits.result_too_large"
+    #: Too many open sessions (per identity, tunnel or connector).
+    LIMITS_TOO_MANY_SESSIONS = "limits.too_many_sessions"
+    #: No such session on this tunnel (never opened, or forgotten).
+    SESSION_NOT_FOUND = "session.not_found"
+    #: The session belongs to another identity.
+    SESSION_WRONG_IDENTITY = "session.wrong_identity"
+    #: The session has ended (committed, rolled back, expired, its connection lost, ...).
+    SESSION_ENDED = "session.ended"
+    #: Another operation of the session is still running.
+    SESSION_BUSY = "session.busy"
     #: The relay is out of capacity.
     RELAY_OVERLOADED = "relay.overloaded"
     #: The connector is draining and takes no new queries.
@@ -132,6 +142,10 @@ _HTTP_STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.QUERY_TIMEOUT: 504,
     ErrorCode.QUERY_CANCELLED: 409,
     ErrorCode.QUERY_DUPLICATE: 409,
+    ErrorCode.SESSION_NOT_FOUND: 404,
+    ErrorCode.SESSION_WRONG_IDENTITY: 403,
+    ErrorCode.SESSION_ENDED: 410,
+    ErrorCode.SESSION_BUSY: 409,
     ErrorCode.RELAY_OVERLOADED: 503,
     ErrorCode.CONNECTOR_DRAINING: 503,
     ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE: 503,
@@ -142,11 +156,16 @@ _HTTP_STATUS_BY_CODE: dict[ErrorCode, int] = {
 _HTTP_STATUS_BY_PREFIX = {"auth.": 401, "policy.": 403, "limits.": 429}
 
 #: The codes of a query refused before it reached the database: authentication, policy, a
-#: malformed or duplicate request, or too many queries in flight. Audit records and metrics
-#: count these as refusals; every other code is an error of a query that was let through.
+#: malformed or duplicate request, too many queries or sessions, or a session operation that
+#: cannot run (unknown, another identity's, ended, busy). Audit records and metrics count these
+#: as refusals; every other code is an error of a query that was let through.
 REFUSALS = frozenset(
-    [code for code in ErrorCode if code.startswith(("auth.", "policy.", "request."))]
-    + [ErrorCode.QUERY_DUPLICATE, ErrorCode.LIMITS_TOO_MANY_QUERIES]
+    [code for code in ErrorCode if code.startswith(("auth.", "policy.", "request.", "session."))]
+    + [
+        ErrorCode.QUERY_DUPLICATE,
+        ErrorCode.LIMITS_TOO_MANY_QUERIES,
+        ErrorCode.LIMITS_TOO_MANY_SESSIONS,
+    ]
 )
 
 

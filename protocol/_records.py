@@ -35,10 +35,23 @@ def ndjson_line(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def done_record(*, rows: int, result_sets: int, elapsed_ms: int, query_id: str | None) -> bytes:
-    """The terminal ``{"done": {...}}`` line of a successful query."""
-    done = {"rows": rows, "result_sets": result_sets, "elapsed_ms": elapsed_ms}
-    return ndjson_line({"done": {**done, "query_id": query_id}})
+def done_record(
+    *,
+    rows: int,
+    result_sets: int,
+    elapsed_ms: int,
+    query_id: str | None,
+    session: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The terminal ``{"done": {...}}`` line of a successful query.
+
+    ``session``: for a session operation, the session's state after it (SPEC.md 7.4).
+    """
+    done: dict[str, Any] = {"rows": rows, "result_sets": result_sets, "elapsed_ms": elapsed_ms}
+    done["query_id"] = query_id
+    if session is not None:
+        done["session"] = dict(session)
+    return ndjson_line({"done": done})
 
 
 def error_record(
@@ -49,6 +62,7 @@ def error_record(
     sql: Mapping[str, int] | None = None,
     hint: str | None = None,
     limit: str | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The ``{"error": {...}}`` line: an ERROR frame's payload and every HTTP error body.
 
@@ -58,7 +72,9 @@ def error_record(
         query_id: the query's id, if known (omitted when None).
         sql: for ``sql.error``: ``{"number": ..., "state": ..., "class": ...}`` from SQL Server.
         hint: how to fix it, when the message alone does not say.
-        limit: for ``limits.too_many_queries``: whose limit was hit (SPEC.md 11.4).
+        limit: for ``limits.too_many_queries`` and ``limits.too_many_sessions``: whose limit
+            was hit (SPEC.md 11.4).
+        session: for a session operation: ``{"id", "state", "reason"?}`` (SPEC.md 7.4).
     """
     error: dict[str, Any] = {"code": code.value, "message": message}
     optional = {
@@ -66,6 +82,7 @@ def error_record(
         "sql": dict(sql) if sql else None,
         "hint": hint,
         "limit": limit,
+        "session": dict(session) if session else None,
     }
     error.update((key, value) for key, value in optional.items() if value)
     return ndjson_line({"error": error})

@@ -98,8 +98,10 @@ class Ready(Event):
 class Query(Event):
     """QUERY: opens stream ``stream_id`` (relay -> connector).
 
-    Exactly one of ``sql`` and ``query`` (a named query) is set. ``options`` holds ``max_rows`` and
-    ``timeout_ms`` (int or None). ``attestation`` is the relay-signed binding of all of it
+    Exactly one of ``sql`` and ``query`` (a named query) is set, except in a session operation
+    other than ``run`` (both None). ``options`` holds ``max_rows`` and ``timeout_ms`` (int or
+    None). ``session`` is the session operation (``{"id", "op", ...}``, SPEC.md 7.4) or None for
+    a one-shot query. ``attestation`` is the relay-signed binding of all of it
     (:func:`make_attestation`, :func:`verify_attestation`).
     """
 
@@ -111,6 +113,7 @@ class Query(Event):
     params: Mapping[str, Any] = field(repr=False)
     options: Mapping[str, Any]
     attestation: Mapping[str, Any]
+    session: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from protocol import (
     CHECKPOINT_CAP,
     GENESIS,
+    SESSION_CAP,
     AuthError,
     Connection,
     FrameReader,
@@ -26,6 +27,7 @@ from protocol import (
     ReplayCache,
     Role,
     canonical_json,
+    done_record,
     encode_frame,
     events,
     make_connector_token,
@@ -118,6 +120,17 @@ ERROR = events.Error(
     b'"sql":{"number":208,"state":1,"class":16}}}\n',
 )
 
+SID = "c2Vzc2lvbi1pZC0xMjM0NQ"  # 22 base64url characters
+SESSION_BEGIN = {"id": SID, "op": "begin", "isolation": "serializable", "idle_timeout_ms": 30000}
+
+
+def session_raw(session: Any, *, sql: str | None = None, query: str | None = None) -> bytes:
+    """A QUERY frame on stream 1 with this ``session`` member (attestation not checked here)."""
+    return raw(0x10, 1, canonical_json({
+        "query_id": "q", "token": "t", "sql": sql, "query": query, "params": {}, "options": {},
+        "attestation": {}, "session": session}))  # fmt: skip
+
+
 HEAD = "9f" * 32
 CHECKPOINT_FIELDS = sign_checkpoint(
     CONNECTOR_KEY, connector_id=CONNECTOR_ID, tunnel=TUNNEL, seq=42, head=HEAD,
@@ -155,6 +168,22 @@ VALID_FRAMES: list[tuple[str, str, events.Event]] = [
             {"max_rows": 100, "timeout_ms": 5000},
             {"note": "attestation omitted in this vector"},
         ),
+    ),
+    (
+        "query-session-begin",
+        "QUERY opening a session (both statements null, isolation and idle timeout)",
+        make_query(5, sql=None, params={}, nonce=b64url(b"b" * 16), session=SESSION_BEGIN),
+    ),
+    (
+        "query-session-run",
+        "QUERY running a statement in a session",
+        make_query(6, nonce=b64url(b"r" * 16), session={"id": SID, "op": "run"}),
+    ),
+    (
+        "query-session-savepoint",
+        "QUERY setting a savepoint in a session",
+        make_query(7, sql=None, params={}, nonce=b64url(b"s" * 16),
+                   session={"id": SID, "op": "savepoint", "name": "before_debit"}),
     ),
     ("cancel-empty", "CANCEL with an empty payload", events.Cancel(1)),
     ("cancel-reason", "CANCEL with a reason", events.Cancel(2, "client disconnected")),
@@ -225,6 +254,45 @@ INVALID_FRAMES: list[tuple[str, str, bytes, int, str, int]] = [
     ("query-nan", "QUERY params with NaN", raw(0x10, 1,
         b'{"query_id":"a","token":"t","sql":"s","query":null,"params":{"x":NaN},'
         b'"options":{},"attestation":{}}'), MAX, PE, 1002),
+    ("session-not-object", "QUERY session is a string", session_raw("abc"), MAX, PE, 1002),
+    ("session-short-id", "QUERY session id of 21 characters",
+     session_raw({"id": SID[:21], "op": "begin"}), MAX, PE, 1002),
+    ("session-id-bad-char", "QUERY session id with a character outside base64url",
+     session_raw({"id": SID[:21] + "=", "op": "begin"}), MAX, PE, 1002),
+    ("session-unknown-op", "QUERY session op 'abort'", session_raw({"id": SID, "op": "abort"}),
+     MAX, PE, 1002),
+    ("session-op-array", "QUERY session op is an array",
+     session_raw({"id": SID, "op": ["begin"]}), MAX, PE, 1002),
+    ("session-begin-with-sql", "QUERY session begin carrying a statement",
+     session_raw(SESSION_BEGIN, sql="select 1"), MAX, PE, 1002),
+    ("session-run-without-sql", "QUERY session run with neither sql nor query",
+     session_raw({"id": SID, "op": "run"}), MAX, PE, 1002),
+    ("session-run-both", "QUERY session run with both sql and query",
+     session_raw({"id": SID, "op": "run"}, sql="select 1", query="n"), MAX, PE, 1002),
+    ("session-run-sql-not-string", "QUERY session run with sql a number",
+     raw(0x10, 1, canonical_json({"query_id": "q", "token": "t", "sql": 1, "query": None,
+         "params": {}, "options": {}, "attestation": {}, "session": {"id": SID, "op": "run"}})),
+     MAX, PE, 1002),
+    ("session-extra-member", "QUERY session commit with an isolation member",
+     session_raw({"id": SID, "op": "commit", "isolation": "serializable"}), MAX, PE, 1002),
+    ("session-savepoint-no-name", "QUERY session savepoint without a name",
+     session_raw({"id": SID, "op": "savepoint"}), MAX, PE, 1002),
+    ("session-savepoint-bad-name", "QUERY session savepoint name with a bracket",
+     session_raw({"id": SID, "op": "savepoint", "name": "a]b"}), MAX, PE, 1002),
+    ("session-savepoint-long-name", "QUERY session savepoint name of 33 characters",
+     session_raw({"id": SID, "op": "rollback_to", "name": "s" * 33}), MAX, PE, 1002),
+    ("session-bad-isolation", "QUERY session begin with isolation 'chaos'",
+     session_raw({"id": SID, "op": "begin", "isolation": "chaos"}), MAX, PE, 1002),
+    ("session-empty-role", "QUERY session begin with an empty role",
+     session_raw({"id": SID, "op": "begin", "role": ""}), MAX, PE, 1002),
+    ("session-idle-zero", "QUERY session begin with idle_timeout_ms 0",
+     session_raw({"id": SID, "op": "begin", "idle_timeout_ms": 0}), MAX, PE, 1002),
+    ("session-params-on-commit", "QUERY session commit with parameters",
+     raw(0x10, 1, canonical_json({"query_id": "q", "token": "t", "sql": None, "query": None,
+         "params": {"a": 1}, "options": {}, "attestation": {},
+         "session": {"id": SID, "op": "commit"}})), MAX, PE, 1002),
+    ("session-idle-bool", "QUERY session begin with idle_timeout_ms true",
+     session_raw({"id": SID, "op": "begin", "idle_timeout_ms": True}), MAX, PE, 1002),
     ("columns-two-lines", "COLUMNS with two lines", raw(0x20, 1, COLUMNS_LINE * 2), MAX, PE, 1002),
     ("columns-no-newline", "COLUMNS without its newline", raw(0x20, 1, COLUMNS_LINE[:-1]), MAX,
      PE, 1002),
@@ -313,6 +381,16 @@ def inn(data: events.Event | bytes) -> dict[str, str]:
 
 
 RELAY_OPEN = [out(HELLO), inn(READY)]
+HELLO_SESSION = events.Hello(hello_fields(caps=(SESSION_CAP,)))
+READY_SESSION = events.Ready(CONNECTOR_ID, 128, (SESSION_CAP,))
+Q_BEGIN = make_query(1, sql=None, params={}, nonce=b64url(b"1" * 16), session=SESSION_BEGIN)
+Q_RUN = make_query(2, nonce=b64url(b"2" * 16), session={"id": SID, "op": "run"})
+SESSION_DONE = events.Done(
+    1,
+    done_record(
+        rows=0, result_sets=0, elapsed_ms=1, query_id="q-1", session={"id": SID, "state": "open"}
+    ),
+)
 HELLO_CP = events.Hello(hello_fields(caps=(CHECKPOINT_CAP,)))
 READY_CP = events.Ready(CONNECTOR_ID, 128, (CHECKPOINT_CAP,))
 RELAY_OPEN_CP = [out(HELLO_CP), inn(READY_CP)]
@@ -348,7 +426,14 @@ SEQUENCES: list[tuple[str, str, str, Limits, list[dict[str, Any]]]] = [
      Limits(), [*RELAY_OPEN_CP, out(Q1), inn(CHECKPOINT), inn(DONE), inn(CHECKPOINT)]),
     ("connector-checkpoint", "the connector sends CHECKPOINT after the capability crossed",
      "connector", Limits(), [inn(HELLO_CP), out(READY_CP), out(CHECKPOINT)]),
+    ("relay-session", "a session's begin and run, once both sides announced session", "relay",
+     Limits(), [out(HELLO_SESSION), inn(READY_SESSION), out(Q_BEGIN), inn(SESSION_DONE),
+                out(Q_RUN), inn(events.Columns(2, COLUMNS_LINE)), inn(events.Done(2, DONE.data))]),
     # invalid
+    ("connector-session-without-cap", "a session QUERY when the connector did not announce "
+     "session", "connector", Limits(), [inn(HELLO_SESSION), out(READY), inn(Q_BEGIN)]),
+    ("relay-session-without-cap", "the relay sending a session QUERY the connector did not "
+     "announce", "relay", Limits(), [out(HELLO_SESSION), inn(READY), out(Q_BEGIN)]),
     ("relay-checkpoint-without-cap", "CHECKPOINT when the connector did not announce the "
      "capability", "relay", Limits(), [out(HELLO_CP), inn(READY), inn(CHECKPOINT)]),
     ("relay-checkpoint-relay-without-cap", "CHECKPOINT when the relay did not announce the "
@@ -615,7 +700,6 @@ def hello_vectors() -> list[dict[str, Any]]:
 
 def attestation_vectors() -> list[dict[str, Any]]:
     q = make_query(1, nonce=b64url(b"n" * 16), params={"id": 7, "name": "Zürich"})
-    unsigned = {k: v for k, v in q.attestation.items() if k != "sig"}
     cases = [
         ("attestation-good", "matches the QUERY, in session, on time", q, NOW + 1, SESSION_ID, 1),
         (
@@ -646,6 +730,19 @@ def attestation_vectors() -> list[dict[str, Any]]:
         ("attestation-stale", "61 s old", q, NOW + 61, SESSION_ID, 1),
         ("attestation-replayed", "the same QUERY twice (the second use)", q, NOW, SESSION_ID, 2),
     ]
+    s = make_query(1, nonce=b64url(b"m" * 16), session={"id": SID, "op": "run"})
+    plain = dataclasses.replace(s, session=None)
+    cases += [
+        ("attestation-session-good", "a session run, attested with its session member", s,
+         NOW, SESSION_ID, 1),
+        ("attestation-session-altered", "session op changed after signing",
+         dataclasses.replace(s, session={"id": SID, "op": "commit"}, sql=None, params={}), NOW,
+         SESSION_ID, 1),
+        ("attestation-session-stripped", "session member removed after signing", plain, NOW,
+         SESSION_ID, 1),
+        ("attestation-session-added", "a session member added to a one-shot query's QUERY",
+         dataclasses.replace(q, session={"id": SID, "op": "run"}), NOW, SESSION_ID, 1),
+    ]  # fmt: skip
     vectors = []
     for name, description, query, now, session, uses in cases:
         keys = {RELAY_KEY_ID: RELAY_KEY.public_key()}
@@ -654,7 +751,8 @@ def attestation_vectors() -> list[dict[str, Any]]:
         payload = json.loads(encode(query).payload)
         vectors.append({
             "name": name, "description": description, "query": payload,
-            "signing_input_hex": (QUERY_CONTEXT + canonical_json(unsigned)).hex(),
+            "signing_input_hex": (QUERY_CONTEXT + canonical_json(
+                {k: v for k, v in query.attestation.items() if k != "sig"})).hex(),
             "verify": {"session_id": session, "now": now, "uses": uses, "relay_key": "relay"},
             **outcome(verify, uses),
         })  # fmt: skip

@@ -55,6 +55,7 @@ def make_query(
     token: str = "user-token",
     now: float = NOW,
     nonce: str | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> events.Query:
     query_id = query_id if query_id is not None else f"q-{stream_id}"
     params = params if params is not None else {"id": 7}
@@ -70,8 +71,11 @@ def make_query(
         options=OPTIONS,
         now=now,
         nonce=nonce,
+        session=session,
     )
-    return events.Query(stream_id, query_id, token, sql, query, params, OPTIONS, attestation)
+    return events.Query(
+        stream_id, query_id, token, sql, query, params, OPTIONS, attestation, session
+    )
 
 
 class ProtocolPair:

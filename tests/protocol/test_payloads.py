@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import protocol
 from protocol import (
     DEFAULT_STATEMENT_BYTES,
     Connection,
@@ -328,3 +329,10 @@ any_event = st.one_of(
 @given(any_event)
 def test_event_round_trip(event: events.Event) -> None:
     assert decode(encode(event)) == event
+
+
+def test_new_session_ids_are_valid_and_distinct() -> None:
+    ids = {protocol.new_session_id() for _ in range(100)}
+    assert len(ids) == 100
+    for sid in ids:
+        assert protocol.check_session({"id": sid, "op": "commit"}, has_statement=False) == "commit"

@@ -185,10 +185,11 @@ export function canonicalJsonText(value) {
  * The QUERY payload in canonical JSON, with `params` spliced in as canonical text (so float
  * literals keep Python's form). Keys in code-point order.
  */
-export function queryPayload({ queryId, token, sql, query, paramsJson, options, attestation }) {
+export function queryPayload({ queryId, token, sql, query, paramsJson, options, attestation, session = null }) {
   const text =
     `{"attestation":${canonicalText(attestation)},"options":${canonicalText(options)},` +
     `"params":${paramsJson},"query":${canonicalText(query)},"query_id":${canonicalText(queryId)},` +
+    (session === null ? "" : `"session":${canonicalText(session)},`) +
     `"sql":${canonicalText(sql)},"token":${canonicalText(token)}}`;
   return encoder.encode(text);
 }
@@ -293,10 +294,11 @@ export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, lim
  * @param {{privateKey: CryptoKey, keyId: string}} relayKey
  * @param {{sessionId: string, queryId: string, token: string, sql: string|null, query: string|null,
  *          params?: Record<string, any>, paramsJson?: string, options: Record<string, any>,
- *          now: number, nonce?: string}} q  `now` in unix seconds (ts = round(now * 1000));
- *        `paramsJson`: the params already in canonical JSON (used as is when given)
+ *          now: number, nonce?: string, session?: Record<string, any>|null}} q  `now` in unix
+ *        seconds (ts = round(now * 1000)); `paramsJson`: the params already in canonical JSON (used
+ *        as is when given); `session`: the QUERY's session member (attested as session_sha256)
  */
-export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, paramsJson, options, now, nonce }) {
+export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, paramsJson, options, now, nonce, session = null }) {
   const statement = sql !== null && sql !== undefined ? `sql:${sql}` : `query:${query}`;
   const attestation = {
     relay_key_id: relayKey.keyId,
@@ -309,6 +311,7 @@ export async function makeAttestation(relayKey, { sessionId, queryId, token, sql
     options_sha256: await sha256Hex(canonicalJson(options)),
     query_id: queryId,
   };
+  if (session !== null) attestation.session_sha256 = await sha256Hex(canonicalJson(session));
   return sign(relayKey.privateKey, QUERY_CONTEXT, attestation);
 }
 

@@ -47,6 +47,7 @@ import {
   MAX_WINDOW,
   MIN_FRAME,
   ProtocolError,
+  SESSION_CAP,
 } from "./frames.js";
 
 /**
@@ -462,7 +463,7 @@ export class Connection {
         }
         break;
       case FrameType.QUERY:
-        this.open(streamId, event.queryId, local);
+        this.open(streamId, event.queryId, local, event.session !== null && event.session !== undefined);
         return true;
       default:
     }
@@ -481,8 +482,9 @@ export class Connection {
     return true;
   }
 
-  /** @param {number} streamId @param {string} queryId @param {boolean} local */
-  open(streamId, queryId, local) {
+  /** @param {number} streamId @param {string} queryId @param {boolean} local @param {boolean} [session] */
+  open(streamId, queryId, local, session = false) {
+    if (session && !this.caps.has(SESSION_CAP)) this.fail(this.errorFor(local, `QUERY member 'session' needs the "${SESSION_CAP}" capability`));
     if (streamId <= this.lastStreamId) this.fail(this.errorFor(local, `QUERY stream id ${streamId} is not above the last one (${this.lastStreamId})`));
     if ((this.drainSent && local) || this.drainReceived) this.fail(this.errorFor(local, "QUERY after DRAIN", ErrorCode.CONNECTOR_DRAINING));
     if (this.streams.size >= this.maxStreamsAllowed) {

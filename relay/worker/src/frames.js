@@ -40,6 +40,44 @@ export const FrameType = Object.freeze({
 export const FRAME_CAPS = Object.freeze({ [FrameType.CHECKPOINT]: "audit.checkpoint" });
 /** The capability that allows CHECKPOINT. */
 export const CHECKPOINT_CAP = FRAME_CAPS[FrameType.CHECKPOINT];
+
+/** The capability that allows the QUERY member `session` (SPEC.md 7.4; protocol/_sessions.py). */
+export const SESSION_CAP = "session";
+/** Session ops, isolation levels and end reasons (protocol SessionOp, ISOLATION_LEVELS, SessionEnd). */
+export const SESSION_OPS = Object.freeze(["begin", "run", "commit", "rollback", "savepoint", "rollback_to"]);
+export const ISOLATION_LEVELS = Object.freeze(["read uncommitted", "read committed", "repeatable read", "snapshot", "serializable"]);
+export const SESSION_END_REASONS = Object.freeze([
+  "committed", "rolled_back", "commit_failed", "rolled_back_by_server", "idle_timeout", "lifetime",
+  "transport.lost", "connector.draining", "connector.database_unavailable",
+]);
+const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
+const SAVEPOINT_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
+/** @type {Record<string, string[]>} */
+const SESSION_MEMBERS = { begin: ["isolation", "role", "idle_timeout_ms"], savepoint: ["name"], rollback_to: ["name"] };
+
+/**
+ * Check a QUERY's `session` member as protocol/_sessions.py check_session does.
+ * @param {any} session @param {boolean} hasStatement @returns {string} the op
+ */
+export function checkSession(session, hasStatement) {
+  if (session === null || typeof session !== "object" || Array.isArray(session)) throw new ProtocolError('"session" must be an object');
+  if (typeof session.id !== "string" || !SESSION_ID.test(session.id)) throw new ProtocolError('"session.id" must be 22 base64url characters');
+  const op = session.op;
+  if (typeof op !== "string" || !SESSION_OPS.includes(op)) throw new ProtocolError(`"session.op" must be one of ${SESSION_OPS.join(", ")}`);
+  const allowed = new Set(["id", "op", ...(SESSION_MEMBERS[op] ?? [])]);
+  for (const key of Object.keys(session)) {
+    if (!allowed.has(key)) throw new ProtocolError(`"session" member '${key}' is not allowed with op '${op}'`);
+  }
+  if ((op === "savepoint" || op === "rollback_to") && !Object.hasOwn(session, "name")) throw new ProtocolError(`"session" op '${op}' needs the member 'name'`);
+  if (Object.hasOwn(session, "name") && !(typeof session.name === "string" && SAVEPOINT_NAME.test(session.name))) {
+    throw new ProtocolError('"session.name" must be 1..32 characters of [A-Za-z_][A-Za-z0-9_]*');
+  }
+  if (Object.hasOwn(session, "isolation") && !ISOLATION_LEVELS.includes(session.isolation)) throw new ProtocolError('"session.isolation" is not an isolation level');
+  if (Object.hasOwn(session, "role") && !(typeof session.role === "string" && session.role)) throw new ProtocolError('"session.role" must be a non-empty string');
+  if (Object.hasOwn(session, "idle_timeout_ms")) int(session.idle_timeout_ms, "session.idle_timeout_ms", 1, 2 ** 31 - 1);
+  if (hasStatement !== (op === "run")) throw new ProtocolError('a session "run" needs exactly one of "sql" and "query"; other ops have neither');
+  return op;
+}
 /** The largest CHECKPOINT payload (protocol MAX_CHECKPOINT). */
 export const MAX_CHECKPOINT = 4096;
 /** The head of an empty audit chain. */
@@ -76,6 +114,11 @@ export const ErrorCode = Object.freeze({
   LIMITS_TOO_MANY_QUERIES: "limits.too_many_queries",
   LIMITS_RATE_LIMITED: "limits.rate_limited",
   LIMITS_RESULT_TOO_LARGE: "limits.result_too_large",
+  LIMITS_TOO_MANY_SESSIONS: "limits.too_many_sessions",
+  SESSION_NOT_FOUND: "session.not_found",
+  SESSION_WRONG_IDENTITY: "session.wrong_identity",
+  SESSION_ENDED: "session.ended",
+  SESSION_BUSY: "session.busy",
   RELAY_OVERLOADED: "relay.overloaded",
   CONNECTOR_DRAINING: "connector.draining",
   CONNECTOR_DATABASE_UNAVAILABLE: "connector.database_unavailable",
@@ -108,6 +151,10 @@ const HTTP_STATUS_BY_CODE = {
   "query.timeout": 504,
   "query.cancelled": 409,
   "query.duplicate": 409,
+  "session.not_found": 404,
+  "session.wrong_identity": 403,
+  "session.ended": 410,
+  "session.busy": 409,
   "relay.overloaded": 503,
   "connector.draining": 503,
   "connector.database_unavailable": 503,
@@ -476,17 +523,27 @@ export function decodePayload(frame) {
       if (!queryId) throw new ProtocolError('"query_id" must not be empty');
       const sql = obj.sql ?? null;
       const name = obj.query ?? null;
-      if (!((typeof sql === "string" && name === null) || (typeof name === "string" && sql === null))) {
+      const session = obj.session ?? null;
+      if (session !== null) {
+        if (!(sql === null || typeof sql === "string") || !(name === null || typeof name === "string")) {
+          throw new ProtocolError('"sql" and "query" must be strings or null');
+        }
+        checkSession(session, sql !== null || name !== null);
+      }
+      if (!((typeof sql === "string" && name === null) || (typeof name === "string" && sql === null) || (session !== null && sql === null && name === null))) {
         throw new ProtocolError('exactly one of "sql" and "query" must be a string, the other null');
       }
       for (const key of ["params", "options", "attestation"]) {
         const v = obj[key];
         if (v === null || typeof v !== "object" || Array.isArray(v)) throw new ProtocolError(`"${key}" must be an object`);
       }
+      if (session !== null && sql === null && name === null && Object.keys(obj.params).length) {
+        throw new ProtocolError('"params" must be {} for a session op other than "run"');
+      }
       for (const key of ["max_rows", "timeout_ms"]) {
         if (obj.options[key] !== undefined && obj.options[key] !== null) int(obj.options[key], key, 0, 2 ** 53 - 1);
       }
-      return { ...base, queryId, token: str(obj, "token"), sql, query: name, params: obj.params, options: obj.options, attestation: obj.attestation };
+      return { ...base, queryId, token: str(obj, "token"), sql, query: name, params: obj.params, options: obj.options, attestation: obj.attestation, session };
     }
     case FrameType.CANCEL:
       return { ...base, reason: payload.byteLength ? str(loadsObject(payload), "reason", { optional: true }) : "" };

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { CloseCode, ErrorCode, FrameType, httpStatus } from "../src/frames.js";
+import { CloseCode, ErrorCode, FrameType, httpStatus, ISOLATION_LEVELS, SESSION_CAP, SESSION_END_REASONS, SESSION_OPS } from "../src/frames.js";
 
 const REGISTRY = JSON.parse(readFileSync(new URL("../../../protocol/vectors/registry.json", import.meta.url), "utf8"));
 
@@ -23,4 +23,11 @@ test("httpStatus answers the registry's status for every code and prefix", () =>
 test("CloseCode and FrameType are the registry's", () => {
   assert.deepEqual({ ...CloseCode }, REGISTRY.close_codes);
   assert.deepEqual({ ...FrameType }, REGISTRY.frame_types);
+});
+
+test("the session vocabulary is the registry's", () => {
+  assert.equal(SESSION_CAP, REGISTRY.session.capability);
+  assert.deepEqual([...SESSION_OPS], REGISTRY.session.ops);
+  assert.deepEqual([...ISOLATION_LEVELS], REGISTRY.session.isolation_levels);
+  assert.deepEqual([...SESSION_END_REASONS], REGISTRY.session.end_reasons);
 });

@@ -23,7 +23,7 @@ function eventJson(event) {
     case FrameType.READY:
       return { event: "Ready", connector_id: event.connectorId, max_streams: event.maxStreams, caps: event.caps, max_frame: event.maxFrame, max_statement_bytes: event.maxStatementBytes };
     case FrameType.QUERY:
-      return { event: "Query", stream_id: event.streamId, query_id: event.queryId, token: event.token, sql: event.sql, query: event.query, params: event.params, options: event.options, attestation: event.attestation };
+      return { event: "Query", stream_id: event.streamId, query_id: event.queryId, token: event.token, sql: event.sql, query: event.query, params: event.params, options: event.options, attestation: event.attestation, session: event.session };
     case FrameType.CANCEL:
       return { event: "Cancel", stream_id: event.streamId, reason: event.reason };
     case FrameType.COLUMNS:
@@ -55,7 +55,7 @@ function encodeEvent(e) {
     case "Ready":
       return frame(FrameType.READY, 0, canonicalJson({ connector_id: e.connector_id, max_streams: e.max_streams, caps: e.caps, max_frame: e.max_frame, max_statement_bytes: e.max_statement_bytes }));
     case "Query":
-      return frame(FrameType.QUERY, e.stream_id, canonicalJson({ query_id: e.query_id, token: e.token, sql: e.sql, query: e.query, params: e.params, options: e.options, attestation: e.attestation }));
+      return frame(FrameType.QUERY, e.stream_id, canonicalJson({ query_id: e.query_id, token: e.token, sql: e.sql, query: e.query, params: e.params, options: e.options, attestation: e.attestation, ...(e.session === null ? {} : { session: e.session }) }));
     case "Cancel":
       return frame(FrameType.CANCEL, e.stream_id, e.reason ? canonicalJson({ reason: e.reason }) : new Uint8Array(0));
     case "Columns":
@@ -181,6 +181,8 @@ async function attestationOutcome(v, replay) {
     token_sha256: await sha256Hex(q.token),
     options_sha256: await sha256Hex(canonicalJson(q.options)),
   };
+  if (q.session) expected.session_sha256 = await sha256Hex(canonicalJson(q.session));
+  if (Object.hasOwn(att, "session_sha256") !== Object.hasOwn(expected, "session_sha256")) return "auth.attestation_invalid";
   for (const [name, value] of Object.entries(expected)) if (att[name] !== value) return "auth.attestation_invalid";
   if (Math.abs(v.verify.now * 1000 - att.ts) > 60_000) return "auth.attestation_invalid";
   if (replay.has(`nonce:${att.nonce}`)) return "auth.replay";
@@ -202,6 +204,7 @@ test("auth.json: attestations reproduce byte for byte and verify", async () => {
     const made = await makeAttestation(relayKey, {
       sessionId: q.attestation.session_id, queryId: q.query_id, token: q.token, sql: q.sql, query: q.query,
       params: q.params, options: q.options, now: q.attestation.ts / 1000, nonce: q.attestation.nonce,
+      session: q.session ?? null,
     });
     assert.deepEqual(made, q.attestation, `${v.name}: reproduced`);
   }
