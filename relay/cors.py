@@ -14,7 +14,8 @@ travels in ``Authorization``, not in cookies).
 
 from __future__ import annotations
 
-import urllib.parse
+import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,13 +37,27 @@ ALLOW_HEADERS = b"authorization, content-type, x-edgetds-query-id"
 MAX_AGE = b"600"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _EXAMPLE = '(e.g. "https://app.example.com" or "http://localhost:3000")'
+#: host[:port]: a DNS name (letters, digits, "_", "-", dot-separated labels) or a bracketed IPv6
+#: address, then an optional port
+_HOST_PORT = re.compile(
+    r"(?P<host>[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]*))?"
+)
+#: a last label that makes the browser read the host as an IPv4 address
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+)
 
 
 def origin_problem(entry: Any) -> str | None:
     """Why ``entry`` is not an origin as browsers send it (``scheme://host[:port]``), or None.
 
     Browsers compare origins as exact strings, so only the form a browser sends is accepted:
-    http or https, lower-case host, no default port, no path (not even ``/``), no wildcard.
+    http or https, lower-case host, no default port, no path (not even ``/``), no wildcard. The
+    host is a DNS name, a dotted-decimal IPv4 address or a bracketed IPv6 address (compressed),
+    the hosts whose serialization the browser leaves as written; relay/worker/src/cors.js makes
+    the same checks in the same order, with the same messages.
     """
     if not isinstance(entry, str):
         return f"must be a string: an origin {_EXAMPLE}"
@@ -58,17 +73,22 @@ def origin_problem(entry: Any) -> str | None:
         )
     if not rest.isascii():
         return "has a host that is not ASCII; write the host in its ASCII (punycode) form"
-    parts = urllib.parse.urlsplit(entry)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if not parts.hostname or port == -1:
+    match = _HOST_PORT.fullmatch(rest)
+    if match is None:
         return f"is not an origin: write scheme://host[:port] {_EXAMPLE}"
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    canonical = f"{parts.scheme}://{host}"
-    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
-        canonical += f":{port}"
+    host, port = match["host"], match["port"]
+    if host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            return f"is not an origin: {host} is not an IPv6 address"
+    elif _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]) and not _IPV4.fullmatch(host):
+        return "is not an origin: write an IPv4 address as four decimal numbers (a.b.c.d)"
+    if port and int(port) > 65535:
+        return f"is not an origin: port {port} is above 65535"
+    canonical = f"{scheme.lower()}://{host.lower()}"
+    if port and int(port) != _DEFAULT_PORTS[scheme.lower()]:
+        canonical += f":{int(port)}"
     if canonical != entry:
         return f'is not written as browsers send it; write "{canonical}"'
     return None

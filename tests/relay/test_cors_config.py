@@ -26,6 +26,9 @@ ACCEPTED = [
     "http://127.0.0.1:8080",
     "http://[::1]:5173",
     "https://xn--bcher-kva.example",
+    "http://10.0.0.7:8080",
+    "http://[fe80::1]",
+    "http://app_1.internal",
 ]
 #: entry -> a piece of the problem both relays name
 REFUSED: dict[Any, str] = {
@@ -47,6 +50,20 @@ REFUSED: dict[Any, str] = {
     "https://app.example.com:": 'write "https://app.example.com"',
     "https://bücher.example": "not ASCII",
     7: "must be a string",
+    "http://a b.example": "is not an origin",
+    "https://app..example.com": "is not an origin",
+    "https://app.example.com:8080:1": "is not an origin",
+    "http://[::1": "is not an origin",
+    "http://[fe80::1%25eth0]": "is not an origin",
+    "http://[1::2::3]": "is not an IPv6 address",
+    "http://[0:0::1]:8080": 'write "http://[::1]:8080"',
+    "http://[::FFFF:1.2.3.4]": 'write "http://[::ffff:102:304]"',
+    "http://0x7f.1": "four decimal numbers",
+    "http://127.1": "four decimal numbers",
+    "http://01.2.3.4": "four decimal numbers",
+    "http://256.1.1.1": "four decimal numbers",
+    "http://app.example.com:08080": 'write "http://app.example.com:8080"',
+    "http://app.example.com:99999999999999999999": "above 65535",
 }
 PARITY = ROOT / "relay" / "worker" / "scripts" / "parity.mjs"
 

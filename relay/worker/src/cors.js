@@ -24,10 +24,20 @@ const ALLOW_HEADERS = "authorization, content-type, x-edgetds-query-id";
 const MAX_AGE = "600";
 const EXAMPLE = '(e.g. "https://app.example.com" or "http://localhost:3000")';
 
+/** host[:port]: a DNS name (letters, digits, "_", "-", dot-separated labels) or a bracketed IPv6 address, then an optional port. */
+const HOST_PORT = /^(?<host>[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])(?::(?<port>[0-9]*))?$/;
+/** A last label that makes the browser read the host as an IPv4 address. */
+const NUMERIC_LABEL = /^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$/;
+const IPV4 = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$/;
+const DEFAULT_PORTS = { http: 80, https: 443 };
+
 /**
  * Why `entry` is not an origin as browsers send it (scheme://host[:port]), or null. Browsers
  * compare origins as exact strings, so only the form a browser sends is accepted: http or https,
- * lower-case host, no default port, no path (not even "/"), no wildcard.
+ * lower-case host, no default port, no path (not even "/"), no wildcard. The host is a DNS name, a
+ * dotted-decimal IPv4 address or a bracketed IPv6 address (compressed), the hosts whose
+ * serialization the browser leaves as written; relay/cors.py makes the same checks in the same
+ * order, with the same messages.
  * @param {unknown} entry @returns {string | null}
  */
 export function originProblem(entry) {
@@ -40,13 +50,23 @@ export function originProblem(entry) {
   if (/[/?#@]/.test(rest)) return `has a path (a trailing / too), query or user part; an origin is only scheme://host[:port] ${EXAMPLE}`;
   // eslint-disable-next-line no-control-regex
   if (!/^[\x00-\x7f]*$/.test(rest)) return "has a host that is not ASCII; write the host in its ASCII (punycode) form";
-  let url;
-  try {
-    url = new URL(entry);
-  } catch {
-    return `is not an origin: write scheme://host[:port] ${EXAMPLE}`;
+  const match = HOST_PORT.exec(rest);
+  if (match === null) return `is not an origin: write scheme://host[:port] ${EXAMPLE}`;
+  let host = /** @type {string} */ (match.groups?.host);
+  const port = match.groups?.port ?? "";
+  if (host.startsWith("[")) {
+    try {
+      host = new URL(`http://${host}`).hostname; // the WHATWG (RFC 5952) compressed form
+    } catch {
+      return `is not an origin: ${host} is not an IPv6 address`;
+    }
+  } else if (NUMERIC_LABEL.test(host.split(".").at(-1) ?? "") && !IPV4.test(host)) {
+    return "is not an origin: write an IPv4 address as four decimal numbers (a.b.c.d)";
   }
-  if (url.origin !== entry) return `is not written as browsers send it; write "${url.origin}"`;
+  if (port && Number(port) > 65535) return `is not an origin: port ${port} is above 65535`;
+  let canonical = `${scheme}://${host.toLowerCase()}`;
+  if (port && Number(port) !== DEFAULT_PORTS[scheme]) canonical += `:${Number(port)}`;
+  if (canonical !== entry) return `is not written as browsers send it; write "${canonical}"`;
   return null;
 }
 
