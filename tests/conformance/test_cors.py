@@ -89,6 +89,11 @@ async def test_listed_origin_gets_cors_headers_on_answers_and_errors(
             ),
             "wrong method": await http.get(url(conf, "query"), headers=token),
             "bad body": await http.post(url(conf, "query"), content=b"{", headers=token),
+            "policy": await http.post(
+                url(conf, "query"),
+                json={"sql": "DELETE FROM notes"},
+                headers=bearer(conf, ALLOWED, sub="bob"),  # a query bucket of its own
+            ),
         }
         limited = bearer(conf, ALLOWED, sub="limited")
         for _ in range(3):
@@ -101,6 +106,8 @@ async def test_listed_origin_gets_cors_headers_on_answers_and_errors(
     assert codes["no token"] == codes["bad token"] == 401
     assert codes["wrong method"] == 405
     assert codes["bad body"] == 400
+    assert codes["policy"] == 403  # the connector's refusal, relayed
+    assert refusals["policy"].json()["error"]["code"].startswith("policy.")
     assert codes["rate limited"] == 429
     assert refusals["rate limited"].headers["retry-after"]
     assert codes["other endpoint"] >= 400
