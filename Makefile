@@ -17,7 +17,8 @@ test: deps lint typecheck unit
 deps: system-deps node-deps python-deps
 
 # Debian packages the suite needs (FreeTDS's tsql is an independent TDS client used against tdslite;
-# libkrb5-dev to build the kerberos extra (gssapi, krb5); MIT's KDC for the Kerberos login tests).
+# libkrb5-dev to build the kerberos extra (gssapi, krb5); MIT's KDC for the Kerberos login tests;
+# chromium + chromium-driver are the real browser of the CORS tests).
 system-deps:
 	@scripts/install-system-deps
 

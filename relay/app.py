@@ -13,7 +13,9 @@ Routes (one port)::
 
 Anything else is answered 404 (`request.invalid`, counted as `http.not_found`) before any token
 is looked at, so scans cost nothing but a counter. Refusals of every kind are counted by error
-code (`RefusalCounters`), as the Worker relay does.
+code (`RefusalCounters`), as the Worker relay does. Browsers: every path under a tunnel except
+connect and audit/checkpoint answers CORS for the tunnel's `cors_origins`, and its preflights are
+answered here (relay/cors.py, SPEC.md 11.7).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from protocol import (
     events,
     verify_connector_token,
 )
+from relay import cors
 from relay.checkpoints import CheckpointStore
 from relay.config import RelayConfig
 from relay.http import HttpError, Receive, Send, header, send_error, send_json
@@ -128,8 +131,16 @@ class RelayApp:
         if kind == "lifespan":
             await answer_lifespan(receive, send)
             return
+        preflight = False
+        if kind == "http" and cors.client_endpoint(scope["path"]) is not None:
+            preflight = cors.is_preflight(scope)
+            origin = self.cors_origin(scope)
+            if origin is not None and not preflight:
+                send = cors.with_cors(send, origin)
         try:
-            if kind == "http":
+            if preflight:
+                await self._preflight(scope, send)
+            elif kind == "http":
                 await self._http(scope, receive, send)
             elif kind == "websocket":
                 await self._websocket(scope, receive, send)
@@ -294,6 +305,30 @@ class RelayApp:
             await handle_transaction(scope, receive, send, ctx)
         else:
             await handle_session(scope, receive, send, ctx, sid=sid, op=op)
+
+    # -- browsers (CORS, SPEC.md 11.7; relay/cors.py) ----------------------------------------
+
+    def cors_origin(self, scope: Scope) -> str | None:
+        """The request's Origin if it calls a client endpoint of a tunnel that lists it."""
+        name = cors.client_endpoint(scope["path"])
+        origin = header(scope, b"origin")
+        tunnel = self.config.tunnels.get(name) if name is not None else None
+        return origin if tunnel is not None and origin in tunnel.cors_origins else None
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        """Answer a browser's preflight here: no token, no connector (204, or 403 unlisted)."""
+        origin = self.cors_origin(scope)
+        if origin is None:
+            raise HttpError(
+                ErrorCode.REQUEST_INVALID,
+                "this origin may not call the tunnel from a browser: it is not in the tunnel's "
+                "cors_origins (add it there, exactly as scheme://host[:port], to allow it)",
+                status=403,
+                reason="cors.refused",
+            )
+        headers = cors.preflight_headers(origin)
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     # -- authentication and limits ------------------------------------------------------------
 

@@ -6,7 +6,9 @@ Shape (see examples/relay.toml, which documents every key)::
                        stats_token_sha256, audit_token_sha256, checkpoint_file
     [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }, or during a key rotation
                        connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] };
-                       max_queries_per_identity (optional, default 32)
+                       max_queries_per_identity (optional, default 32);
+                       cors_origins = ["https://app.example.com"] (optional: the web origins
+                       that may call the tunnel from a browser, SPEC.md 11.7)
     [[issuers]]        issuer, audience[, jwks_uri | jwks_file, algorithms]: handed as they are
                        to identity.oidc.TokenVerifier (which checks them)
     [identity]         optional verifier options (leeway_s, max_token_bytes, ...; identity.oidc)
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from identity import keys
 from identity.oidc import TokenVerifier
 from protocol import raw_public_key
+from relay.cors import origin_problem
 
 __all__ = [
     "ConfigError",
@@ -132,6 +135,9 @@ class TunnelConfig:
     #: Queries one identity (issuer + subject) may have in flight or waiting on this tunnel; more
     #: are refused at once with 429 limits.too_many_queries, limit "identity".
     max_queries_per_identity: int = DEFAULT_MAX_QUERIES_PER_IDENTITY
+    #: Web origins (exactly ``scheme://host[:port]``) whose pages may call the tunnel's client
+    #: endpoints from a browser (CORS, relay/cors.py); empty: none.
+    cors_origins: tuple[str, ...] = ()
 
     def registers(self, connector_id: str, public_key_hex: str) -> bool:
         """Whether ``public_key_hex`` (raw, hex) is a registered key of ``connector_id``."""
@@ -267,7 +273,14 @@ def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelCo
             problems.found.append(f"{here} must be a table")
             continue
         problems.check(
-            partial(_check_keys, body, {"connectors", "max_queries_per_identity"}, here), None
+            partial(
+                _check_keys, body, {"connectors", "max_queries_per_identity", "cors_origins"}, here
+            ),
+            None,
+        )
+        no_origins: tuple[str, ...] = ()
+        origins = problems.check(
+            partial(_cors_origins, body.get("cors_origins", []), here), no_origins
         )
         per_identity = body.get("max_queries_per_identity", DEFAULT_MAX_QUERIES_PER_IDENTITY)
         if isinstance(per_identity, bool) or not isinstance(per_identity, int) or per_identity < 1:
@@ -290,7 +303,10 @@ def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelCo
             for cid, value in conns.items()
         }
         tunnels[name] = TunnelConfig(
-            name=name, connectors=registered, max_queries_per_identity=per_identity
+            name=name,
+            connectors=registered,
+            max_queries_per_identity=per_identity,
+            cors_origins=origins,
         )
     if not table:
         problems.found.append(
@@ -298,6 +314,26 @@ def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelCo
         )
     problems.raise_any()
     return tunnels
+
+
+def _cors_origins(value: Any, where: str) -> tuple[str, ...]:
+    """A tunnel's ``cors_origins``: a list of exact origins (every bad entry reported)."""
+    if not isinstance(value, list):
+        raise ConfigError(
+            f'{where}: cors_origins must be a list of origins, like ["https://app.example.com"]'
+        )
+    problems = [
+        f"{where}: cors_origins[{i}] = {_shown(entry)} {problem}"
+        for i, entry in enumerate(value)
+        if (problem := origin_problem(entry)) is not None
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return tuple(value)
+
+
+def _shown(entry: Any) -> str:
+    return json.dumps(entry, default=str, ensure_ascii=False)
 
 
 def _connector_keys(value: Any, *, where: str) -> tuple[Ed25519PublicKey, ...]:

@@ -1,1 +1,39 @@
 """Shared pytest configuration: every test runs under trio (pytest-trio, trio_mode = true)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+from _pytest.outcomes import Skipped
+
+
+def _skip_reason(exc: BaseException | None) -> str | None:
+    """The message of the Skipped that pytest-trio re-raised without it: pytest-trio 0.8 unwraps
+    a test's lone Skipped from trio's exception group by calling ``pytest.skip()`` afresh, so the
+    original (with the test's reason) is the new one's ``__context__``."""
+    while exc is not None:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves = [e for e in exc.exceptions if isinstance(e, Skipped)]
+            exc = leaves[0] if leaves else None
+            continue
+        if isinstance(exc, Skipped) and exc.msg:
+            return exc.msg
+        exc = exc.__context__
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Report the reason of a trio test's ``pytest.skip(reason)`` (see `_skip_reason`)."""
+    report = yield
+    skipped = call.excinfo.value if call.excinfo else None
+    if report.skipped and isinstance(skipped, Skipped) and not skipped.msg:
+        reason = _skip_reason(skipped.__context__)
+        if reason and isinstance(report.longrepr, tuple):
+            path, line, _ = item.location
+            report.longrepr = (path, (line or 0) + 1, f"Skipped: {reason}")
+    return report

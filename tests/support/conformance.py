@@ -135,7 +135,11 @@ class Conformance:
 
 
 @asynccontextmanager
-async def open_conformance(kind: str, tmp_path: Path) -> AsyncIterator[Conformance]:
+async def open_conformance(
+    kind: str, tmp_path: Path, **relay_options: Any
+) -> AsyncIterator[Conformance]:
+    """The stack on the ``kind`` relay; ``relay_options`` go to both relays' starters (e.g.
+    ``cors_origins``)."""
     users = tmp_path / "users.toml"
     users.write_text(TDSLITE_USERS)
     async with AsyncExitStack() as contexts, trio.open_nursery() as nursery:
@@ -143,7 +147,9 @@ async def open_conformance(kind: str, tmp_path: Path) -> AsyncIterator[Conforman
         db = await contexts.enter_async_context(open_server(users=users, db=":memory:"))
         await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
         relay = await contexts.enter_async_context(
-            RELAYS[kind](tunnel="demo", connector_ids=list(CONNECTOR_IDS), issuer=idp.issuer)
+            RELAYS[kind](
+                tunnel="demo", connector_ids=list(CONNECTOR_IDS), issuer=idp.issuer, **relay_options
+            )
         )
         port = int(relay.ws_url.rsplit(":", 1)[1])
         proxy = CutProxy(port)

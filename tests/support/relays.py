@@ -70,6 +70,7 @@ def relay_config(
     audit_token_sha256: str = "",
     checkpoint_file: str = "",
     max_queries_per_identity: int | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> tuple[RelayConfig, dict[str, Ed25519PrivateKey]]:
     """A RelayConfig for one tunnel (fresh keys unless given) and the connectors' private keys."""
     keys = dict(connector_keys or {})
@@ -90,6 +91,7 @@ def relay_config(
             tunnel: TunnelConfig(
                 name=tunnel,
                 connectors={cid: (keys[cid].public_key(),) for cid in connector_ids},
+                cors_origins=tuple(cors_origins),
                 **per_identity,
             )
         },
@@ -146,7 +148,7 @@ async def start_python_relay(
         **options: `jwks_uri`, `jwks_file`, `limits` ([limits] keys, default `TEST_LIMITS`),
             `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`,
             `audit_token_sha256`, `checkpoint_file`,
-            `max_queries_per_identity` (the tunnel's).
+            `max_queries_per_identity` and `cors_origins` (the tunnel's).
     """
     async with open_python_relay(
         tunnel=tunnel, connector_ids=connector_ids, issuer=issuer, audience=audience, **options

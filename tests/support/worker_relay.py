@@ -125,7 +125,8 @@ def relay_bindings(
     extra_tunnels: Mapping[str, Sequence[str]] | None = None,
     rotation: Mapping[str, Sequence[str]] | None = None,
     audit_token_sha256: str = "",
-    tunnel_settings: Mapping[str, int] | None = None,
+    tunnel_settings: Mapping[str, Any] | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> Bindings:
     """Fresh relay and connector keys and the bindings that register them (see
     :func:`open_worker_relay` for the arguments)."""
@@ -138,8 +139,11 @@ def relay_bindings(
         tunnels[tunnel][cid] = [*newer, tunnels[tunnel][cid]]
     for name, ids in (extra_tunnels or {}).items():
         tunnels[name] = {cid: public_key_text(Ed25519PrivateKey.generate()) for cid in ids}
-    if tunnel_settings:
-        tunnels[tunnel] = {"connectors": tunnels[tunnel], **tunnel_settings}
+    settings = {**(tunnel_settings or {})}
+    if cors_origins:
+        settings["cors_origins"] = list(cors_origins)
+    if settings:
+        tunnels[tunnel] = {"connectors": tunnels[tunnel], **settings}
     issuer_entry: dict[str, Any] = {"issuer": issuer, "audience": audience}
     if jwks_uri is not None:
         issuer_entry["jwks_uri"] = jwks_uri
@@ -174,7 +178,8 @@ async def open_worker_relay(
     extra_tunnels: Mapping[str, Sequence[str]] | None = None,
     rotation: Mapping[str, Sequence[str]] | None = None,
     audit_token_sha256: str = "",
-    tunnel_settings: Mapping[str, int] | None = None,
+    tunnel_settings: Mapping[str, Any] | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> AsyncIterator[WorkerRelay]:
     """Run the relay Worker under workerd on 127.0.0.1 (random ports) until the block exits.
 
@@ -190,6 +195,7 @@ async def open_worker_relay(
             generated key, as during a key rotation (TUNNELS lists ``[*newer, generated]``).
         audit_token_sha256: AUDIT_TOKEN_SHA256 (who may read audit checkpoints; "" = nobody).
         tunnel_settings: per-tunnel settings of ``tunnel`` (e.g. max_queries_per_identity).
+        cors_origins: the web origins that may call ``tunnel`` from a browser (its setting).
     """
     bindings = relay_bindings(
         tunnel=tunnel,
@@ -203,6 +209,7 @@ async def open_worker_relay(
         rotation=rotation,
         audit_token_sha256=audit_token_sha256,
         tunnel_settings=tunnel_settings,
+        cors_origins=cors_origins,
     )
     env, relay_key, connector_keys = bindings.env, bindings.relay_key, bindings.connector_keys
     out_dir = Path(tempfile.mkdtemp(prefix="edgetds-workerd-"))

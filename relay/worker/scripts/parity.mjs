@@ -3,10 +3,12 @@
  * Cross-language check helper (used by tests/worker/test_js_parity.py): reads a JSON job on stdin,
  * computes the Worker's canonical JSON, HELLO and attestation for it, prints JSON on stdout.
  *
- *   {"values": [...], "pem": "...", "hello": {...}, "attestation": {...}}
- *     -> {"canonical": ["<text>", ...], "key_id": "...", "hello": {...}, "attestation": {...}}
+ *   {"values": [...], "pem": "...", "hello": {...}, "attestation": {...}, "origins": [...]}
+ *     -> {"canonical": ["<text>", ...], "key_id": "...", "hello": {...}, "attestation": {...},
+ *         "origin_problems": [<why a cors_origins entry is refused, or null>, ...]}
  */
 import { canonicalJsonText, loadRelayKey, makeAttestation, signHello } from "../src/auth.js";
+import { originProblem } from "../src/cors.js";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
@@ -19,4 +21,5 @@ if (job.pem) {
   if (job.hello) out.hello = await signHello(key, job.hello);
   if (job.attestation) out.attestation = await makeAttestation(key, job.attestation);
 }
+if (job.origins) out.origin_problems = job.origins.map((o) => originProblem(o));
 process.stdout.write(JSON.stringify(out));

@@ -9,6 +9,8 @@
  * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates;  |
  * |                    |        | or, with per-tunnel settings (the Python relay's [tunnels.NAME]),|
  * |                    |        | `{"demo": {"connectors": {...}, "max_queries_per_identity": 32}}`|
+ * |                    |        | and `"cors_origins": ["https://app.example.com"]` (browsers that  |
+ * |                    |        | may call the tunnel, SPEC.md 11.7; cors.js)                      |
  * | ISSUERS            | var    | JSON `[{"issuer", "audience", "jwks_uri"?, "algorithms"?,       |
  * |                    |        | "max_token_lifetime_s"? (default 86400), "jwks"? (static keys)}]`|
  * | TUNNEL_SHARDS      | var    | integer >= 1 (default 1): Durable Objects per tunnel             |
@@ -20,6 +22,7 @@
  */
 
 import { hex, loadRelayKey, parsePublicKey } from "./auth.js";
+import { originProblem } from "./cors.js";
 import { DEFAULT_MAX_TOKEN_LIFETIME_S } from "./idtoken.js";
 
 export const DEFAULT_ALGORITHMS = Object.freeze(["RS256", "ES256", "EdDSA"]);
@@ -55,7 +58,7 @@ export const DEFAULT_LIMITS = Object.freeze({
 });
 
 /** Per-tunnel settings (relay/config.py TunnelConfig) and their defaults. */
-export const DEFAULT_TUNNEL_SETTINGS = Object.freeze({ max_queries_per_identity: 32 });
+export const DEFAULT_TUNNEL_SETTINGS = Object.freeze({ max_queries_per_identity: 32, cors_origins: /** @type {readonly string[]} */ (Object.freeze([])) });
 
 export class ConfigError extends Error {
   constructor(message) {
@@ -151,12 +154,27 @@ function withSettings(name, value) {
     if (!Object.hasOwn(DEFAULT_TUNNEL_SETTINGS, key)) {
       throw new ConfigError(`TUNNELS.${name}: unknown key ${JSON.stringify(key)}; allowed: connectors, ${Object.keys(DEFAULT_TUNNEL_SETTINGS).join(", ")}`);
     }
+    if (key === "cors_origins") {
+      out[key] = parseCorsOrigins(name, setting);
+      continue;
+    }
     if (!Number.isSafeInteger(setting) || setting < 1) {
       throw new ConfigError(`TUNNELS.${name}.${key} must be a whole number >= 1 (queries one identity may have in flight or waiting)`);
     }
     out[key] = setting;
   }
   return { connectors: value.connectors, ...out };
+}
+
+/** A tunnel's cors_origins: a list of exact origins (relay/config.py's checks and messages). */
+function parseCorsOrigins(name, value) {
+  if (!Array.isArray(value)) throw new ConfigError(`TUNNELS.${name}: cors_origins must be a list of origins, like ["https://app.example.com"]`);
+  const problems = value.flatMap((entry, i) => {
+    const problem = originProblem(entry);
+    return problem === null ? [] : [`TUNNELS.${name}: cors_origins[${i}] = ${JSON.stringify(entry)} ${problem}`];
+  });
+  if (problems.length) throw new ConfigError(problems.join("\n"));
+  return Object.freeze([...value]);
 }
 
 function parseIssuers(env) {

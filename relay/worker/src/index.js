@@ -16,6 +16,10 @@
  *   GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
  *                                       a connector's latest signed audit checkpoint (audit token)
  *
+ * Browsers: every path under a tunnel except connect and audit/checkpoint answers CORS for the
+ * tunnel's cors_origins, and its preflights are answered here before any Durable Object (cors.js,
+ * SPEC.md 11.7).
+ *
  * The Worker verifies every credential itself, then calls the Durable Object with only verified
  * facts (connector claims, or the client token plus its verified identity): the connector upgrade
  * as a NEW request to its fetch(), everything else as RPC methods (tunnel.js); no client header is
@@ -25,6 +29,7 @@
 
 import { AuthError, sha256Hex, verifyConnectorToken } from "./auth.js";
 import { ConfigError, loadConfig } from "./config.js";
+import { clientEndpoint, isPreflight, preflightResponse, refusedPreflight, withCors } from "./cors.js";
 import { ErrorCode } from "./frames.js";
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
 import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
@@ -69,7 +74,8 @@ export function stub(env, config, tunnel, shard) {
   return env.TUNNEL.get(env.TUNNEL.idFromName(name));
 }
 
-export default {
+/** The routes (module header); anything else is 404. */
+const routes = {
   async fetch(request, env, ctx) {
     const url = new URL(request.url);
     if (url.pathname === "/healthz") return healthz(request);
@@ -112,6 +118,40 @@ export default {
     }
   },
 };
+
+export default {
+  /** CORS (cors.js) around the routes: preflights answered here, listed origins' headers added. */
+  async fetch(request, env, ctx) {
+    const url = new URL(request.url);
+    const tunnel = clientEndpoint(url.pathname);
+    if (tunnel === null || !request.headers.has("origin")) return routes.fetch(request, env, ctx);
+    const origin = await listedOrigin(request, env, tunnel);
+    if (isPreflight(request)) {
+      if (origin !== null) return preflightResponse(origin);
+      counters.refuse("cors.refused");
+      return refusedPreflight();
+    }
+    const response = await routes.fetch(request, env, ctx);
+    return origin === null ? response : withCors(response, origin);
+  },
+};
+
+/**
+ * The request's Origin if the tunnel lists it in cors_origins, else null (also when the
+ * configuration does not load: the route then says so).
+ */
+async function listedOrigin(request, env, tunnel) {
+  let config;
+  try {
+    config = await loadConfig(env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return null;
+  }
+  const origin = request.headers.get("origin");
+  const settings = Object.hasOwn(config.tunnelSettings, tunnel) ? config.tunnelSettings[tunnel] : null;
+  return settings !== null && settings.cors_origins.includes(origin) ? origin : null;
+}
 
 /** Liveness, answered by the Worker alone: the isolate runs and serves requests. */
 function healthz(request) {

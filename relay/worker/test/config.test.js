@@ -56,3 +56,13 @@ test("TUNNELS: per-tunnel settings beside the connectors (the Python relay's [tu
   await refused({ demo: { connectors: { "conn-1": NEW }, max_queries_per_identity: 0 } }, /^TUNNELS\.demo\.max_queries_per_identity must be a whole number >= 1/);
   await refused({ demo: { connectors: { "conn-1": NEW }, max_queries: 3 } }, /^TUNNELS\.demo: unknown key "max_queries"/);
 });
+
+test("TUNNELS: cors_origins lists exact origins; every bad entry is named with its tunnel", async () => {
+  const origins = ["https://app.example.com", "http://localhost:5173"];
+  const config = await load({ demo: { connectors: { "conn-1": NEW }, cors_origins: origins }, other: { "conn-2": OLD } });
+  assert.deepEqual(config.tunnelSettings.demo.cors_origins, origins);
+  assert.deepEqual(config.tunnelSettings.other.cors_origins, []);
+  const bad = { demo: { connectors: { "conn-1": NEW }, cors_origins: ["https://ok.example", "*", "https://a.example/"] } };
+  await refused(bad, /^TUNNELS\.demo: cors_origins\[1\] = "\*" is a wildcard.*\nTUNNELS\.demo: cors_origins\[2\] = "https:\/\/a\.example\/" has a path/s);
+  await refused({ demo: { connectors: { "conn-1": NEW }, cors_origins: "https://app.example.com" } }, /^TUNNELS\.demo: cors_origins must be a list/);
+});
