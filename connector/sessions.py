@@ -347,10 +347,10 @@ class SessionManager:
     async def preempt(self, session: Session) -> None:
         """Cancel the op the session runs, if any, and wait until it stopped (a rollback that
         arrives while a statement runs: the client gave up on it)."""
-        while session.busy:
+        while session.busy and session.reason is None:
             if session.op_cancel is not None:
                 session.op_cancel.cancel("rolled back")
-            await session.idle.wait()
+            await session.changed.wait()  # set by every change: the op's end, begin's, the end
 
     def start_op(self, session: Session, cancel: CancelToken) -> None:
         session.busy = True

@@ -368,3 +368,30 @@ async def test_the_lifetime_cancels_a_running_statement_and_rolls_back(
             assert last["error"]["code"] == "query.cancelled"
             assert last["error"]["session"]["reason"] == "lifetime"
             assert (await r.table()) == [(1, 10), (2, 0)]
+
+
+async def test_a_rollback_preempts_the_running_statement(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    """A rollback that arrives while a statement runs (the relay's client gave up) cancels the
+    statement and rolls back at once: no session.busy, no locks held until the idle timeout."""
+    slow = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
+    with trio.fail_after(60):
+        async with rig(tmp_path, keys, idp, rogue) as r:
+            sid = await r.begin()
+            await r.op(sid, "run", sql="UPDATE stock SET qty = 1 WHERE id = 2")
+            (session,) = r.connector.service.sessions.open_sessions()
+            running = await r.relay.query(
+                token=r.token(), sql=slow, session={"id": sid, "op": "run"}
+            )
+            while not session.busy:
+                await session.changed.wait()
+            rolled = await r.op(sid, "rollback")
+            await running.done.wait()
+            assert b"query.cancelled" in running.body
+            # the cancelled statement's connection is discarded, which already rolled back: the
+            # rollback says the session ended (never session.busy)
+            assert rolled["error"]["code"] == "session.ended", rolled
+            assert rolled["error"]["session"]["state"] == "ended"
+            assert session.reason is not None
+            assert (await r.table()) == [(1, 10), (2, 0)]
