@@ -20,6 +20,7 @@ import trio.testing
 from connector.config import load_config
 from connector.results import QueryFailed
 from connector.runtime import Connector, open_connector
+from connector.sessions import Session
 from edgetds.devidp import DevIdP
 from protocol import SessionEnd, new_session_id
 from tdslite import TdsServer, open_server
@@ -322,19 +323,26 @@ async def test_a_drain_rolls_back_open_sessions_and_refuses_new_ones(
             assert ends == [{"id": sid, "op": "end", "reason": "connector.draining"}]
 
 
+#: a statement that runs until it is cancelled (a cross join of ten 10-row tables)
+SLOW = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
+
+
+async def start_slow(r: Rig, sid: str) -> tuple[Session, StreamResult]:
+    """Start SLOW in the session (the only one open); (the session, its stream) once it runs."""
+    (session,) = r.connector.service.sessions.open_sessions()
+    running = await r.relay.query(token=r.token(), sql=SLOW, session={"id": sid, "op": "run"})
+    while not session.busy:
+        await session.changed.wait()
+    return session, running
+
+
 async def test_a_second_op_while_one_runs_is_busy(
     tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
 ) -> None:
-    slow = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
     with trio.fail_after(60):
         async with rig(tmp_path, keys, idp, rogue) as r:
             sid = await r.begin()
-            (session,) = r.connector.service.sessions.open_sessions()
-            running = await r.relay.query(
-                token=r.token(), sql=slow, session={"id": sid, "op": "run"}
-            )
-            while not session.busy:
-                await session.changed.wait()
+            session, running = await start_slow(r, sid)
             # this relay sends the second op anyway: the connector refuses it
             second = await r.op(sid, "commit")
             assert second["error"]["code"] == "session.busy"
@@ -351,17 +359,11 @@ async def test_the_lifetime_cancels_a_running_statement_and_rolls_back(
     rogue: RogueRelay,
     clock: trio.testing.MockClock,
 ) -> None:
-    slow = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
     with trio.fail_after(60 + 301):  # the clock jumps 301 s
         async with rig(tmp_path, keys, idp, rogue, {"max_lifetime_ms": 300_000}) as r:
             sid = await r.begin()
             await r.op(sid, "run", sql="UPDATE stock SET qty = 1 WHERE id = 2")
-            (session,) = r.connector.service.sessions.open_sessions()
-            running = await r.relay.query(
-                token=r.token(), sql=slow, session={"id": sid, "op": "run"}
-            )
-            while not session.busy:
-                await session.changed.wait()
+            session, running = await start_slow(r, sid)
             clock.jump(301)  # past the lifetime, mid-statement
             await running.done.wait()
             last = json.loads(running.body.splitlines()[-1])
@@ -375,17 +377,11 @@ async def test_a_rollback_preempts_the_running_statement(
 ) -> None:
     """A rollback that arrives while a statement runs (the relay's client gave up) cancels the
     statement and rolls back at once: no session.busy, no locks held until the idle timeout."""
-    slow = "SELECT COUNT(*) FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
     with trio.fail_after(60):
         async with rig(tmp_path, keys, idp, rogue) as r:
             sid = await r.begin()
             await r.op(sid, "run", sql="UPDATE stock SET qty = 1 WHERE id = 2")
-            (session,) = r.connector.service.sessions.open_sessions()
-            running = await r.relay.query(
-                token=r.token(), sql=slow, session={"id": sid, "op": "run"}
-            )
-            while not session.busy:
-                await session.changed.wait()
+            session, running = await start_slow(r, sid)
             rolled = await r.op(sid, "rollback")
             await running.done.wait()
             assert b"query.cancelled" in running.body
