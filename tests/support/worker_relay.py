@@ -35,6 +35,7 @@ from tests.support.node import NODE
 from tests.support.relays import RelayHandle
 
 __all__ = [
+    "idle_until_hibernated",
     "ROOT",
     "Bindings",
     "RelayHandle",
@@ -282,3 +283,14 @@ def workerd_log(relay: WorkerRelay) -> str:
     """workerd's combined output so far (for assertion messages)."""
     path = relay.out_dir / "workerd.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+#: workerd evicts an idle Durable Object (hibernation) after about 10 s of no events
+HIBERNATION_IDLE_S = 12
+
+
+async def idle_until_hibernated() -> None:
+    """Stay away from the Worker until workerd has evicted the idle Durable Object. There is no
+    event to wait for: any request or probe would wake the object, so this waits on workerd's
+    own idle timer (tests then check the object was rebuilt: its instance id changed)."""
+    await trio.sleep(HIBERNATION_IDLE_S)

@@ -18,11 +18,10 @@ import trio
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer
-from tests.support.worker_relay import WorkerRelay
+from tests.support.worker_relay import WorkerRelay, idle_until_hibernated
 from tests.worker.helpers import bearer, ndjson, peer, query_url
 
 #: workerd hibernates an idle object after ~10 s; give it a margin.
-HIBERNATION_IDLE_S = 12
 
 
 async def run_query(client: httpx.AsyncClient, relay: WorkerRelay, token: str) -> list[object]:
@@ -40,7 +39,7 @@ async def test_hibernation_between_queries_keeps_the_connector(
             lines = await run_query(client, relay, idp.mint(sub="h"))
             assert lines[-1]["done"]["rows"] == 3  # type: ignore[index]
             before = await relay.do_state(client)
-            await trio.sleep(HIBERNATION_IDLE_S)
+            await idle_until_hibernated()
             # A connector PING wakes the object first: answered from the attachment state.
             await p.send(events.Ping(b"12345678"))
             lines = await run_query(client, relay, idp.mint(sub="h"))

@@ -18,7 +18,7 @@ from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import TdsServer, open_server
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
-from tests.support.worker_relay import WorkerRelay, open_worker_relay
+from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
 from tests.worker.helpers import bearer, connector_config, ndjson, query_url
 
 
@@ -70,7 +70,7 @@ async def test_object_hibernates_while_the_real_connector_stays_connected(tmp_pa
             response = await stack.count_notes()
             assert ndjson(response.text)[1] == [2]
             before = await stack.relay.do_state(stack.http)
-            await trio.sleep(12)  # idle: workerd evicts the object after ~10 s
+            await idle_until_hibernated()
             response = await stack.count_notes()
             assert response.status_code == 200, response.text
             assert ndjson(response.text)[1] == [2]

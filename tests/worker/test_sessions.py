@@ -21,11 +21,16 @@ import trio.lowlevel
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer, line
-from tests.support.worker_relay import TEST_LIMITS, WorkerRelay, open_worker_relay
+from tests.support.waiting import eventually
+from tests.support.worker_relay import (
+    TEST_LIMITS,
+    WorkerRelay,
+    idle_until_hibernated,
+    open_worker_relay,
+)
 from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer
 
 #: workerd hibernates an idle object after ~10 s; give it a margin.
-HIBERNATION_IDLE_S = 12
 
 
 def sessions_url(relay: WorkerRelay, *parts: str) -> str:
@@ -236,13 +241,19 @@ async def test_connection_loss_ends_its_sessions_transport_lost(
                     sid = await begin(client, relay, token)
                 await p1.drop()
                 await p1.closed.wait()
-            for _ in range(100):  # the relay sees the close when workerd reports it
-                response = await client.post(
-                    sessions_url(relay, sid, "query"), json={"sql": "x"}, headers=bearer(token)
+            answers: list[httpx.Response] = []
+
+            async def past_the_close() -> bool:
+                # the relay sees the close when workerd reports it; until then: 502
+                answers.append(
+                    await client.post(
+                        sessions_url(relay, sid, "query"), json={"sql": "x"}, headers=bearer(token)
+                    )
                 )
-                if response.status_code != 502:
-                    break
-                await trio.sleep(0.05)
+                return answers[-1].status_code != 502
+
+            await eventually(past_the_close)
+            response = answers[-1]
             assert response.status_code == 410, response.text
             assert response.json()["error"]["session"]["reason"] == "transport.lost"
     assert all(c == "conn-1" for c, s, _ in handler.ops if s == sid)
@@ -274,7 +285,7 @@ async def test_a_session_survives_hibernation(
         async with session_peer(relay, handler, "conn-2"), session_peer(relay, handler) as p1:
             sids = [await begin(client, relay, token, timeout_ms=60_000) for _ in range(2)]
             before = await relay.do_state(client)
-            await trio.sleep(HIBERNATION_IDLE_S)
+            await idle_until_hibernated()
             await p1.send(events.Ping(b"12345678"))  # wakes the object: rebuilt from attachments
             for sid in sids:
                 response = await client.post(
@@ -378,8 +389,11 @@ async def test_a_draining_connectors_sessions_have_ended(
         async with session_peer(relay, handler) as p:
             sid = await begin(client, relay, token)
             await p.send(events.Drain("shutting down"))
-            while (await relay.do_state(client))["draining"] != 1:  # noqa: ASYNC110 - the DO's state
-                await trio.sleep(0.02)
+
+            async def drained() -> bool:
+                return bool((await relay.do_state(client))["draining"] == 1)
+
+            await eventually(drained)
             response = await client.post(sessions_url(relay, sid, "commit"), headers=bearer(token))
     assert response.status_code == 410, response.text
     assert response.json()["error"]["session"] == {
@@ -502,6 +516,6 @@ async def test_a_client_that_leaves_a_transaction_leaves_nothing(
                     received += await stream.receive_some(65536)
             assert b" 200 " in received.split(b"\r\n", 1)[0]
             await cancelled.wait()
-            while [op for _, _, op in handler.ops][-1:] != ["rollback"]:  # noqa: ASYNC110
-                await trio.sleep(0.02)  # the relay rolls back once the CANCELled statement ended
+            # the relay rolls back once the CANCELled statement ended
+            await eventually(lambda: [op for _, _, op in handler.ops][-1:] == ["rollback"])
     assert [op for _, _, op in handler.ops] == ["begin", "run", "rollback"]

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from tests.support.e2e_stack import admin_connection
+from tests.support.worker_relay import idle_until_hibernated
 from tests.worker.helpers import bearer, ndjson
 from tests.worker.test_real_connector import RealStack, real_stack
 
@@ -68,7 +69,7 @@ async def test_a_session_keeps_its_transaction_while_the_object_hibernates(
             response = await stack.post(sid, "query", body=insert)
             assert response.status_code == 200, response.text
             before = await stack.relay.do_state(stack.http)
-            await trio.sleep(12)  # idle: workerd evicts the object after ~10 s
+            await idle_until_hibernated()
             count = await stack.post(sid, "query", body={"sql": "SELECT COUNT(*) AS c FROM notes"})
             assert count.status_code == 200, count.text
             assert ndjson(count.text)[1] == [3]  # its own uncommitted row: the same transaction
