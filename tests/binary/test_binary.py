@@ -2,9 +2,9 @@
 real query through the BINARY connector (a subprocess) against the Python relay, tdslite and the
 dev IdP, and one whose read-only check runs in a worker process of the binary.
 
-The binary is built once (PyInstaller, ~1 min; longer on a loaded machine) unless dist/edgetds is
-newer than every source file it packages. A binary that starts but misses a module loaded by name
-(sqlglot dialects, websockets' lazy imports, ...) fails the end-to-end query, not --version.
+The binary is built once for the whole session (tests/binary/conftest.py). A binary that starts
+but misses a module loaded by name (sqlglot dialects, websockets' lazy imports, ...) fails the
+end-to-end query, not --version.
 """
 
 from __future__ import annotations
@@ -16,54 +16,15 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
+from tests.binary.conftest import BUILD_TIMEOUT_S
 from tests.support.ops_stack import open_stack, post_query
 from tests.support.processes import alive
-
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = ROOT / "dist" / "edgetds"
-SOURCES = ("edgetds", "connector", "relay", "tdslite", "protocol", "packaging")
-BUILD_TIMEOUT_S = 900
-
-
-def _newest_source() -> float:
-    newest = (ROOT / "pyproject.toml").stat().st_mtime
-    for package in SOURCES:
-        for path in (ROOT / package).rglob("*"):
-            if path.suffix in (".py", ".spec", ".json") and "__pycache__" not in path.parts:
-                newest = max(newest, path.stat().st_mtime)
-    return newest
-
-
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    if BINARY.exists() and BINARY.stat().st_mtime > _newest_source():
-        return BINARY
-    command = [
-        sys.executable,
-        "-m",
-        "PyInstaller",
-        "--noconfirm",
-        "--log-level",
-        "WARN",
-        "--distpath",
-        str(ROOT / "dist"),
-        "--workpath",
-        str(ROOT / "build" / "pyinstaller"),
-        str(ROOT / "packaging" / "edgetds.spec"),
-    ]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-    )
-    assert done.returncode == 0, f"PyInstaller failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    assert BINARY.exists()
-    return BINARY
 
 
 def _env() -> dict[str, str]:

@@ -51,8 +51,9 @@ async def test_example_config_checks_ok(tmp_path: Path) -> None:
     shutil.copy(REPO / "examples" / "policy.toml", etc / "policy.toml")
     generate_key_files(etc, "conn-1")  # edgetds keygen --out /etc/edgetds --name conn-1
     relay = generate_key_files(tmp_path, "relay")
-    (etc / "reader.password").write_text("pw\n")
-    (etc / "reader.password").chmod(0o600)
+    for login in ("reader", "writer"):
+        (etc / f"{login}.password").write_text("pw\n")
+        (etc / f"{login}.password").chmod(0o600)
     text = (REPO / "examples" / "connector.toml").read_text()
     assert '"/var/lib/edgetds/audit.jsonl"' in text
     text = text.replace("/var/lib/edgetds/", f"{state}/")
@@ -68,7 +69,6 @@ async def test_example_config_checks_ok(tmp_path: Path) -> None:
         "check",
         "--config",
         str(etc / "connector.toml"),
-        env={"EDGETDS_WRITER_PASSWORD": "pw"},
     )
     assert done.returncode == 0, done.stderr.decode()
     assert b"ok: connector 'conn-1' for tunnel 'sales'" in done.stdout

@@ -1,0 +1,415 @@
+"""README "Run it in production", followed top to bottom with the single binary.
+
+The section's shell blocks marked ``<!-- walkthrough: NAME -->`` (an HTML comment right before
+the block, invisible once rendered) run as written, with bash from the repository root, in the
+order of :data:`BLOCKS`. A marked block that disappears, a command that fails as written, and a
+step the test had to guess all fail the test.
+
+What the test changes, and nothing else:
+
+- The host's paths, in the commands and in the files they install (the config, the unit):
+  :data:`PATHS` maps each to a variable naming a temporary directory (``/etc/edgetds`` ->
+  ``$EDGETDS_ETC``, ...).
+- Your relay, IdP and SQL Server: a Python relay (``edgetds relay serve`` of the binary, with the
+  connector registered the way step 2 says), the dev IdP, and tdslite with the logins of
+  examples/sql/create-logins.sql. The config block's ``# edit`` comment names the keys a reader
+  edits; the test edits exactly those (:data:`EDITS`) to point at them. ``$TOKEN`` is a dev-IdP
+  token, the query's relay URL the Python relay's, and the fixed ops port a free one.
+- The commands a test cannot run on a shared machine (:data:`STAND_INS`): ``make binary`` (the
+  session's binary fixture runs the same build), ``useradd``/``chown`` (the test runs as itself),
+  ``systemctl enable --now`` (the installed unit's ExecStartPre and ExecStart, started as systemd
+  does: its StateDirectory, a clean environment, ``$NOTIFY_SOCKET``, started once READY=1
+  arrives) and ``journalctl -f`` (the connector's stderr, which the unit sends to the journal).
+  ``systemctl stop`` is SIGTERM: STOPPING=1 and exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+import tdslite
+from edgetds.devidp import DevIdP, open_dev_idp
+from tests.binary.conftest import BUILD_TIMEOUT_S, ROOT
+from tests.support.processes import first_line
+from tests.support.waiting import eventually
+
+README = ROOT / "README.md"
+SECTION = "## Run it in production"
+#: The marked blocks, in the order a reader meets them.
+BLOCKS = ("binary", "keys", "config", "check", "systemd", "query", "ready")
+_MARKED = re.compile(r"<!-- walkthrough: ([\w-]+) -->\n\n((?:(?:    .*)?\n)+)")
+
+#: The host paths of the section -> the variable naming the test's temporary directory.
+PATHS = {
+    "/etc/systemd/system": "EDGETDS_UNITS",
+    "/etc/edgetds": "EDGETDS_ETC",
+    "/var/lib/edgetds": "EDGETDS_STATE",
+    "/usr/local/bin": "EDGETDS_BIN",
+}
+#: Addresses of the reader's own systems -> the test's (variables set per run).
+ADDRESSES = {
+    "https://relay.example.com": "$EDGETDS_RELAY_URL",
+    "127.0.0.1:9464": "127.0.0.1:$EDGETDS_OPS_PORT",
+}
+
+#: Commands a test cannot run as written: regex of the command -> what runs instead ("" = the
+#: rest of the line as written; a name = the test's step of that name), and why.
+STAND_INS: dict[str, tuple[str, str]] = {
+    r"^make binary\b.*$": (":", "the session's binary fixture ran the same PyInstaller build"),
+    r"^useradd --system .* edgetds$": (":", "the test runs the service as its own user"),
+    r"^chown -R edgetds:edgetds \S+ && ": ("", "files stay the test user's; the chmod runs"),
+    r"^systemctl daemon-reload && systemctl enable --now edgetds-connector$": (
+        "start_unit",
+        "the installed unit's ExecStartPre and ExecStart, started as systemd does",
+    ),
+    r"^journalctl -u edgetds-connector -f\b.*$": (
+        "follow_journal",
+        "the connector's stderr, which the unit sends to the journal",
+    ),
+}
+
+#: The keys a reader edits in the installed connector.toml (the config block's `# edit` comment
+#: names every one): (table, key) -> what the test's systems need.
+EDITS: dict[tuple[str, str], str] = {
+    ("connector", "relay_urls"): "relay_urls",
+    ("connector", "relay_public_keys"): "relay_public_keys",
+    ("database", "host"): "db_host",
+    ("database", "port"): "db_port",
+    ("database", "database"): "database",
+    ("issuers", "issuer"): "issuer",
+    ("issuers", "audience"): "audience",
+}
+
+#: The logins of examples/sql/create-logins.sql, in tdslite (the passwords typed at the prompts).
+PASSWORDS = {"edgetds_reader": "reader-secret-pw", "edgetds_writer": "writer-secret-pw"}
+TDS_USERS = "".join(
+    f'[users.{user}]\npassword = "{pw}"\nrole = "{role}"\n'
+    for (user, pw), role in zip(PASSWORDS.items(), ("read-only", "read-write"), strict=True)
+)
+UNIT = "edgetds-connector.service"
+
+
+def production_section(text: str) -> str:
+    start = text.index(SECTION)
+    end = text.find("\n## ", start + len(SECTION))
+    return text[start : end if end != -1 else len(text)]
+
+
+def marked_blocks(text: str) -> dict[str, list[str]]:
+    """name -> the block's commands (indentation removed, `\\` continuations joined)."""
+    blocks: dict[str, list[str]] = {}
+    for name, body in _MARKED.findall(production_section(text)):
+        assert name not in blocks, f"two README blocks are marked {name!r}"
+        joined = re.sub(r"\\\n\s*", "", "\n".join(line[4:] for line in body.splitlines()))
+        blocks[name] = [line for line in joined.splitlines() if line.strip()]
+    return blocks
+
+
+def localise(text: str, env: dict[str, str]) -> str:
+    """The section's host paths and addresses -> the test's (values, for files and argv)."""
+    for path, variable in PATHS.items():
+        text = text.replace(path, env[variable])
+    for address, replacement in ADDRESSES.items():
+        text = text.replace(address, re.sub(r"\$(\w+)", lambda m: env[m[1]], replacement))
+    return text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def set_key(text: str, table: str, key: str, value: Any) -> str:
+    """``key = value`` (TOML) in the first ``[table]`` / ``[[table]]`` of ``text``."""
+    lines = text.splitlines(keepends=True)
+    current = None
+    for i, line in enumerate(lines):
+        bare = line.split("#", 1)[0].strip()
+        if bare.startswith("["):
+            current = bare.strip("[]")
+        elif current == table and re.match(rf"{re.escape(key)}\s*=", bare):
+            lines[i] = f"{key} = {json.dumps(value)}\n"
+            return "".join(lines)
+    raise AssertionError(f"[{table}] {key} is not in the installed connector.toml")
+
+
+@dataclass
+class Walk:
+    """One walk through the section: the temporary host, the stand-in systems, what ran."""
+
+    tmp: Path
+    binary: Path
+    env: dict[str, str] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+    outputs: dict[str, str] = field(default_factory=dict)
+    unit_process: trio.Process | None = None
+    notify: trio.socket.SocketType | None = None
+    journal_file: Path | None = None
+
+    async def run(self, name: str, commands: list[str], *, stdin: bytes = b"") -> str:
+        """Run one block's commands; a Python stand-in step runs where its command stood."""
+        script: list[str] = []
+        output = ""
+        for command in commands:
+            step = None
+            for pattern, (replacement, _why) in STAND_INS.items():
+                if re.search(pattern, command):
+                    self.used.add(pattern)
+                    if replacement in ("start_unit", "follow_journal"):
+                        step = replacement
+                    else:
+                        command = re.sub(pattern, replacement, command)
+            if step is None:
+                script.append(command)
+                continue
+            output += await self._shell(name, script, stdin)
+            script, stdin = [], b""
+            await getattr(self, step)()
+        output += await self._shell(name, script, stdin)
+        self.outputs[name] = output
+        return output
+
+    async def _shell(self, name: str, script: list[str], stdin: bytes) -> str:
+        if not script:
+            return ""
+        text = "\n".join(script)
+        for path, variable in PATHS.items():
+            text = text.replace(path, f"${variable}")
+        for address, replacement in ADDRESSES.items():
+            text = text.replace(address, replacement)
+        with trio.fail_after(120):
+            done = await trio.run_process(
+                ["bash", "-euo", "pipefail", "-c", text],
+                stdin=stdin,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=ROOT,
+                env=self.env,
+            )
+        out, err = done.stdout.decode(), done.stderr.decode()
+        assert done.returncode == 0, (
+            f"README block {name!r} failed (exit {done.returncode}) as written:\n{text}\n"
+            f"--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}"
+        )
+        return out
+
+    async def start_unit(self) -> None:
+        """`systemctl enable --now`: the installed unit, as systemd starts it."""
+        unit = (Path(self.env["EDGETDS_UNITS"]) / UNIT).read_text()
+        settings: dict[str, list[str]] = {}
+        for line in unit.splitlines():
+            if "=" in line and not line.startswith(("#", "[")):
+                key, value = line.split("=", 1)
+                settings.setdefault(key.strip(), []).append(value.strip())
+        assert settings["Type"] == ["notify"]
+        assert settings["StateDirectory"] == ["edgetds"]  # = /var/lib/edgetds
+        state = trio.Path(self.env["EDGETDS_STATE"])
+        await state.mkdir(mode=int(settings["StateDirectoryMode"][0], 8), exist_ok=True)
+        self.notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        await self.notify.bind(str(self.tmp / "notify"))
+        service_env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": str(self.tmp / "notify")}
+        (pre,) = settings["ExecStartPre"]
+        with trio.fail_after(60):
+            check = await trio.run_process(
+                shlex.split(localise(pre, self.env)),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=service_env,
+            )
+        assert check.returncode == 0, f"ExecStartPre failed:\n{check.stderr.decode()}"
+        (start,) = settings["ExecStart"]
+        self.journal_file = self.tmp / "journal.log"
+        with self.journal_file.open("wb") as log:
+            self.unit_process = await trio.lowlevel.open_process(
+                shlex.split(localise(start, self.env)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=service_env,
+            )
+        with trio.fail_after(60):
+            await self.notified("READY=1")
+
+    async def follow_journal(self) -> None:
+        """`journalctl -f`: the unit's output (checked once the walk ends)."""
+        assert self.journal_file is not None
+
+    async def notified(self, line: str) -> None:
+        """Until the service sends ``line`` on $NOTIFY_SOCKET (STATUS= updates may come first)."""
+        assert self.notify is not None
+        while line not in (await self.notify.recv(4096)).decode().splitlines():
+            pass
+
+    async def stop_unit(self) -> int:
+        """`systemctl stop`: SIGTERM, then STOPPING=1; returns the exit code."""
+        assert self.unit_process is not None
+        assert self.notify is not None
+        self.unit_process.send_signal(signal.SIGTERM)
+        with trio.fail_after(45):
+            await self.notified("STOPPING=1")
+            return await self.unit_process.wait()
+
+
+@asynccontextmanager
+async def python_relay(walk: Walk, idp: DevIdP, registration: str) -> AsyncIterator[str]:
+    """examples/relay.toml with the registration README step 2 gives (the connector's .pub line),
+    the dev IdP as its issuer, served by the binary; yields its HTTP URL."""
+    tunnel = re.match(r"\[tunnels\.(\w+)\]", registration)
+    assert tunnel is not None, registration
+    pub = (Path(walk.env["EDGETDS_ETC"]) / "conn-1.pub").read_text().strip()
+    relay_dir = walk.tmp / "relay"
+    keygen = [str(walk.binary), "keygen", "--out", str(relay_dir / "keys"), "--name", "relay"]
+    with trio.fail_after(60):
+        await trio.run_process(keygen, capture_stdout=True, env=walk.env)
+    table = registration.replace('"ed25519:..."', json.dumps(pub)).replace("] ", "]\n", 1)
+    text = (ROOT / "examples" / "relay.toml").read_text()
+    text = re.sub(r"(?m)^\[tunnels\.\w+\]\nconnectors = .*$", lambda _: table, text)
+    text = set_key(text, "relay", "listen", "127.0.0.1:0")
+    text = set_key(text, "issuers", "issuer", idp.issuer)
+    (relay_dir / "relay.toml").write_text(text)
+    with (walk.tmp / "relay.log").open("wb") as log:
+        process = await trio.lowlevel.open_process(
+            [str(walk.binary), "relay", "serve", "--config", str(relay_dir / "relay.toml")],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=walk.env,
+        )
+    try:
+        with trio.fail_after(60):
+            line = await first_line(process)
+        assert line.startswith("relay listening on http://127.0.0.1:"), line
+        walk.env["EDGETDS_RELAY_PUB"] = (relay_dir / "keys" / "relay.pub").read_text().strip()
+        yield line.split()[-1]
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
+def _ndjson(text: str) -> list[Any]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+async def walk_the_section(binary: Path, tmp_path: Path, readme: str) -> Walk:
+    """Every marked block of ``readme``'s production section, in order, against the stand-ins."""
+    blocks = marked_blocks(readme)
+    assert list(blocks) == list(BLOCKS), f"marked README blocks: {list(blocks)}"
+    section = production_section(readme)
+    registration = re.search(
+        r'`(\[tunnels\.\w+\] connectors = \{ "conn-1" = "ed25519:\.\.\." \})`', section
+    )
+    assert registration is not None, "step 2 no longer says how relay.toml registers conn-1"
+    walk = Walk(tmp_path, binary)
+    for path, variable in PATHS.items():
+        walk.env[variable] = str(tmp_path / path.strip("/").replace("/", "-"))
+    (tmp_path / "usr-local-bin").mkdir()
+    (tmp_path / "etc-systemd-system").mkdir()
+    walk.env |= {
+        "PATH": f"{walk.env['EDGETDS_BIN']}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "EDGETDS_OPS_PORT": str(_free_port()),
+    }
+    users = tmp_path / "tds-users.toml"
+    users.write_text(TDS_USERS)
+    async with (
+        open_dev_idp(key_dir=tmp_path / "idp") as idp,
+        tdslite.open_server(users=users) as tds,
+    ):
+        token = idp.mint(sub="alice", groups=["analysts"])
+        walk.env["TOKEN"] = token
+        version = await walk.run("binary", blocks["binary"])
+        assert version.strip() == "edgetds 0.1.0", version
+        await walk.run("keys", blocks["keys"])
+        async with python_relay(walk, idp, registration.group(1)) as relay_url:
+            walk.env["EDGETDS_RELAY_URL"] = relay_url
+            passwords = "".join(f"{pw}\n" for pw in PASSWORDS.values()).encode()
+            await walk.run("config", blocks["config"], stdin=passwords)
+            edit_comment = " ".join(c for c in blocks["config"] if c.lstrip().startswith("#"))
+            values = {
+                "relay_urls": [relay_url.replace("http://", "ws://")],
+                "relay_public_keys": [walk.env["EDGETDS_RELAY_PUB"]],
+                "db_host": "127.0.0.1",
+                "db_port": tds.port,
+                "database": tds.engine.database,
+                "issuer": idp.issuer,
+                "audience": "edgetds",
+            }
+            config = Path(walk.env["EDGETDS_ETC"]) / "connector.toml"
+            text = localise(config.read_text(), walk.env)
+            for (table, key), what in EDITS.items():
+                assert key in edit_comment, f"the config block does not say to edit [{table}] {key}"
+                text = set_key(text, table, key, values[what])
+            config.write_text(text)
+            checked = await walk.run("check", blocks["check"])
+            assert "ok: connector 'conn-1' for tunnel 'sales'" in checked, checked
+            assert "all checks passed" in checked, checked
+            await walk.run("systemd", blocks["systemd"])
+            assert walk.unit_process is not None
+            try:
+                with trio.fail_after(60):
+                    await eventually(lambda: _connected(relay_url, token))
+                answer = _ndjson(await walk.run("query", blocks["query"]))
+                ready = json.loads(await walk.run("ready", blocks["ready"]))
+                code = await walk.stop_unit()
+            finally:
+                if walk.unit_process.returncode is None:
+                    walk.unit_process.kill()
+                if walk.notify is not None:
+                    walk.notify.close()
+    assert set(STAND_INS) == walk.used, (
+        f"stand-ins for no README command: {set(STAND_INS) - walk.used}"
+    )
+    assert walk.journal_file is not None
+    journal = walk.journal_file.read_text()
+    assert answer[0]["columns"][0]["name"] == "one", answer
+    assert answer[1] == [1], answer
+    assert answer[-1]["done"]["rows"] == 1, answer
+    assert ready["ready"] is True, ready
+    assert code == 0, journal[-3000:]
+    assert token not in journal  # never a token in the journal
+    return walk
+
+
+async def _connected(relay_url: str, token: str) -> bool:
+    """The relay lists the connector's connection (READY=1 goes out as READY leaves)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(
+            f"{relay_url}/v1/tunnels/sales/status", headers={"Authorization": f"Bearer {token}"}
+        )
+    return response.status_code == 200 and bool(response.json().get("connections"))
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT_S + 240)
+async def test_the_production_section_runs_top_to_bottom(binary: Path, tmp_path: Path) -> None:
+    walk = await walk_the_section(binary, tmp_path, README.read_text())
+    audit = Path(walk.env["EDGETDS_STATE"]) / "audit.jsonl"
+    assert audit.exists(), "the audit line of the query is in /var/lib/edgetds"
+    assert (Path(walk.env["EDGETDS_ETC"]) / "conn-1.key").stat().st_mode & 0o077 == 0
+
+
+def test_every_marked_block_is_there() -> None:
+    readme = README.read_text()
+    assert list(marked_blocks(readme)) == list(BLOCKS)
+    # a block whose marker went (or whose indentation broke) is noticed
+    unmarked = readme.replace("<!-- walkthrough: systemd -->", "", 1)
+    assert "systemd" not in marked_blocks(unmarked)
+    # the commands, as the test runs them: continuations joined, no indentation
+    (query,) = marked_blocks(readme)["query"]
+    assert query.startswith('curl -s -H "Authorization: Bearer $TOKEN" -d ')
+    assert query.split("#")[0].rstrip().endswith("https://relay.example.com/v1/tunnels/sales/query")
