@@ -272,7 +272,9 @@ async def python_relay(walk: Walk, idp: DevIdP, registration: str) -> AsyncItera
     the dev IdP as its issuer, served by the binary; yields its HTTP URL."""
     tunnel = re.match(r"\[tunnels\.(\w+)\]", registration)
     assert tunnel is not None, registration
-    pub = (Path(walk.env["EDGETDS_ETC"]) / "conn-1.pub").read_text().strip()
+    pub_file = Path(walk.env["EDGETDS_ETC"]) / "conn-1.pub"
+    assert pub_file.exists(), "step 2 made no conn-1.pub in /etc/edgetds to register at the relay"
+    pub = pub_file.read_text().strip()
     relay_dir = walk.tmp / "relay"
     keygen = [str(walk.binary), "keygen", "--out", str(relay_dir / "keys"), "--name", "relay"]
     with trio.fail_after(60):
