@@ -3,7 +3,9 @@
 The section's shell blocks marked ``<!-- walkthrough: NAME -->`` (an HTML comment right before
 the block, invisible once rendered) run as written, with bash from the repository root, in the
 order of :data:`BLOCKS`. A marked block that disappears, a command that fails as written, and a
-step the test had to guess all fail the test.
+step the test had to guess all fail the test. The section installs and runs the shipped
+examples/connector.toml, examples/policy.toml and examples/systemd/edgetds-connector.service; the
+relay runs examples/relay.toml.
 
 What the test changes, and nothing else:
 
@@ -360,6 +362,7 @@ async def walk_the_section(binary: Path, tmp_path: Path, readme: str) -> Walk:
             config.write_text(text)
             checked = await walk.run("check", blocks["check"])
             assert "ok: connector 'conn-1' for tunnel 'sales'" in checked, checked
+            assert "role analyst: MATCH via groups" in checked, checked  # examples/policy.toml
             assert "all checks passed" in checked, checked
             await walk.run("systemd", blocks["systemd"])
             assert walk.unit_process is not None
