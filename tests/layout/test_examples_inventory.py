@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 WALKTHROUGH = "tests/binary/test_walkthrough.py::test_the_production_section_runs_top_to_bottom"
 CONFIG_CHECK = "tests/ops/test_examples.py::test_example_config_passes_connector_check"
+_APP = "tests/worker/test_example_app_readme.py::test_the_readme_runs_the_app_"
+APP_ON_WORKERD = _APP + "on_workerd_and_answers_rows"
+APP_ON_WRANGLER = _APP + "under_wrangler_dev_and_answers_rows"
 
 #: example (relative to examples/) -> (how it is exercised, the tests that do it)
 EXAMPLES_RUN_BY: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -62,21 +65,23 @@ EXAMPLES_RUN_BY: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "worker-app/README.md": (
-        "'Run it locally' followed as written; its curl commands answer rows",
-        (
-            "tests/worker/test_example_app_readme.py::test_the_readme_runs_the_app_locally_and_answers_rows",
-        ),
+        "'Run it locally' followed as written, on workerd and under wrangler dev; its curl "
+        "commands answer rows",
+        (APP_ON_WORKERD, APP_ON_WRANGLER),
     ),
     "worker-app/src": (
-        "served by workerd with the relay Worker, a real connector and tdslite",
+        "served with the relay Worker, a real connector and tdslite",
         (
-            "tests/worker/test_example_app_readme.py::test_the_readme_runs_the_app_locally_and_answers_rows",
+            APP_ON_WORKERD,
+            APP_ON_WRANGLER,
             "tests/worker/test_example_app_e2e.py::test_example_app_serves_the_signed_in_users_orders",
         ),
     ),
     "worker-app/wrangler.toml": (
-        "`wrangler deploy --dry-run` from it, no warning",
+        "`wrangler dev` from it (RELAY bound through the dev registry); `wrangler deploy "
+        "--dry-run` from it, no warning",
         (
+            APP_ON_WRANGLER,
             "tests/worker/test_deploy_bundle.py::test_wrangler_dry_run_bundles_without_warnings_under_the_size_limit",
         ),
     ),

@@ -30,7 +30,7 @@ from tests.support.node import NODE
 from tests.support.relays import RelayHandle
 from tests.support.worker_relay import ROOT, public_key_text, relay_bindings
 
-__all__ = ["NODE", "WRANGLER", "DryRun", "dry_run", "open_wrangler_dev"]
+__all__ = ["NODE", "WRANGLER", "DryRun", "dry_run", "open_wrangler_dev", "wrangler_env"]
 
 WRANGLER = ROOT / "node_modules" / "wrangler" / "bin" / "wrangler.js"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -55,14 +55,15 @@ class DryRun:
         return [ln for ln in self.output.splitlines() if "[WARNING]" in ln or "[ERROR]" in ln]
 
 
-def _wrangler_env(work: Path) -> dict[str, str]:
+def wrangler_env(work: Path, registry: Path | None = None) -> dict[str, str]:
     """The environment wrangler runs in: no telemetry, no colours, logs and the dev registry (the
-    local service-binding directory, shared by every ``wrangler dev`` of a user) under ``work``."""
+    local service-binding directory, shared by every ``wrangler dev`` of a user) under ``work``,
+    or ``registry`` where several ``wrangler dev`` processes bind to each other."""
     return {
         **os.environ,
         "WRANGLER_SEND_METRICS": "false",
         "WRANGLER_LOG_PATH": str(work / "wrangler-logs"),
-        "WRANGLER_REGISTRY_PATH": str(work / "wrangler-registry"),
+        "WRANGLER_REGISTRY_PATH": str(registry or work / "wrangler-registry"),
         "NO_COLOR": "1",
     }
 
@@ -73,7 +74,7 @@ def dry_run(worker_dir: Path, out_dir: Path, *, config: Path | None = None) -> D
     command = [str(NODE), str(WRANGLER), "deploy", "--dry-run", "--outdir", str(out_dir)]
     if config is not None:
         command += ["--config", str(config)]
-    env = _wrangler_env(out_dir.parent)
+    env = wrangler_env(out_dir.parent)
     result = subprocess.run(
         command,
         cwd=worker_dir,
@@ -111,12 +112,15 @@ async def open_wrangler_dev(
     connector_ids: Sequence[str],
     issuer: str,
     audience: str = "edgetds",
+    registry: Path | None = None,
     **options: Any,
 ) -> AsyncIterator[RelayHandle]:
     """``wrangler dev`` of relay/worker/wrangler.toml on 127.0.0.1 (a port wrangler picks) until
     the block exits; ``options`` are :func:`tests.support.worker_relay.relay_bindings`'s. The
     bindings come from an env file (mode 0600: it holds the relay key), which overrides the
     file's [vars] and supplies the RELAY_PRIVATE_KEY secret, as ``.dev.vars`` does for a developer.
+    ``registry``: the dev registry through which another ``wrangler dev`` (the example app) binds
+    to this relay (default: a private one).
     Durable Object storage persists under a private temp dir. wrangler and its workerd are killed
     at the end (their own process group)."""
     bindings = relay_bindings(
@@ -139,7 +143,7 @@ async def open_wrangler_dev(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=RELAY_DIR,
-        env=_wrangler_env(work),
+        env=wrangler_env(work, registry),
         start_new_session=True,
     )
 
