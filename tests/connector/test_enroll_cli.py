@@ -35,6 +35,7 @@ from protocol import (
     public_key_text,
     sign_enrolled,
 )
+from relay.http import read_body
 from relay.server import open_relay
 from tests.support.connector_keys import closed_port
 from tests.support.relays import relay_config
@@ -51,12 +52,7 @@ async def rogue_relay(pinned: Ed25519PrivateKey, forge: Forge) -> AsyncIterator[
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(scope, receive, limit=65536)
         answer = canonical_json(forge(body, pinned))
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
