@@ -249,6 +249,7 @@ async def open_worker_relay(
             tunnel=tunnel,
             relay_public_key=public_key_text(relay_key),
             connector_keys=connector_keys,
+            relay_key=relay_key,
         )
         yield WorkerRelay(handle=handle, app_url=app_url, out_dir=out_dir, process=process)
     finally:
