@@ -1,8 +1,11 @@
 """README "Run it in production", followed top to bottom with the single binary.
 
 The section's shell blocks marked ``<!-- walkthrough: NAME -->`` (an HTML comment right before
-the block, invisible once rendered) run as written, with bash from the repository root, in the
-order of :data:`BLOCKS`. A marked block that disappears, a command that fails as written, and a
+the block, invisible once rendered) run as written, with bash in a checkout of the repository on
+the connector's host (a temporary directory with the repository's dist/ and examples/), in the
+order of :data:`BLOCKS`; step 2 once by enrolment (``relay-enroll`` in the relay operator's
+directory, its token copied to the connector's host, ``enrol``), once by hand
+(``keys-by-hand``). A marked block that disappears, a command that fails as written, and a
 step the test had to guess all fail the test. The section installs and runs the shipped
 examples/connector.toml, examples/policy.toml and examples/systemd/edgetds-connector.service; the
 relay runs examples/relay.toml.
@@ -12,11 +15,12 @@ What the test changes, and nothing else:
 - The host's paths, in the commands and in the files they install (the config, the unit):
   :data:`PATHS` maps each to a variable naming a temporary directory (``/etc/edgetds`` ->
   ``$EDGETDS_ETC``, ...).
-- Your relay, IdP and SQL Server: a Python relay (``edgetds relay serve`` of the binary, with the
-  connector registered the way step 2 says), the dev IdP, and tdslite with the logins of
-  examples/sql/create-logins.sql. The config block's ``# edit`` comment names the keys a reader
-  edits; the test edits exactly those (:data:`EDITS`) to point at them. ``$TOKEN`` is a dev-IdP
-  token, the query's relay URL the Python relay's, and the fixed ops port a free one.
+- Your relay, IdP and SQL Server: a Python relay (``edgetds relay serve`` of the binary with
+  examples/relay.toml, enrolment on, or the connector registered by hand the way step 2 says),
+  the dev IdP, and tdslite with the logins of examples/sql/create-logins.sql. The config
+  block's ``# edit`` comment names the keys a reader edits; the test edits exactly those
+  (:data:`EDITS`) to point at them. ``$TOKEN`` is a dev-IdP token, the query's relay URL the
+  Python relay's, and the fixed ops port a free one.
 - The commands a test cannot run on a shared machine (:data:`STAND_INS`): ``make binary`` (the
   session's binary fixture runs the same build), ``useradd``/``chown`` (the test runs as itself),
   ``systemctl enable --now`` (the installed unit's ExecStartPre and ExecStart, started as systemd
@@ -52,7 +56,17 @@ from tests.support.waiting import eventually
 README = ROOT / "README.md"
 SECTION = "## Run it in production"
 #: The marked blocks, in the order a reader meets them.
-BLOCKS = ("binary", "keys", "config", "check", "systemd", "query", "ready")
+BLOCKS = (
+    "binary",
+    "relay-enroll",
+    "enrol",
+    "keys-by-hand",
+    "config",
+    "check",
+    "systemd",
+    "query",
+    "ready",
+)
 _MARKED = re.compile(r"<!-- walkthrough: ([\w-]+) -->\n\n((?:(?:    .*)?\n)+)")
 
 #: The host paths of the section -> the variable naming the test's temporary directory.
@@ -85,10 +99,9 @@ STAND_INS: dict[str, tuple[str, str]] = {
 }
 
 #: The keys a reader edits in the installed connector.toml (the config block's `# edit` comment
-#: names every one): (table, key) -> what the test's systems need.
+#: names every one): (table, key) -> what the test's systems need. Enrolment sets the relay's URL
+#: and key; registered by hand, step 2's text names them and the test sets them.
 EDITS: dict[tuple[str, str], str] = {
-    ("connector", "relay_urls"): "relay_urls",
-    ("connector", "relay_public_keys"): "relay_public_keys",
     ("database", "host"): "db_host",
     ("database", "port"): "db_port",
     ("database", "database"): "database",
@@ -156,6 +169,7 @@ class Walk:
 
     tmp: Path
     binary: Path
+    checkout: Path  # the connector host's checkout of the repository, where the blocks run
     env: dict[str, str] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -163,8 +177,11 @@ class Walk:
     notify: trio.socket.SocketType | None = None
     journal_file: Path | None = None
 
-    async def run(self, name: str, commands: list[str], *, stdin: bytes = b"") -> str:
-        """Run one block's commands; a Python stand-in step runs where its command stood."""
+    async def run(
+        self, name: str, commands: list[str], *, stdin: bytes = b"", cwd: Path | None = None
+    ) -> str:
+        """Run one block's commands (in the checkout, or ``cwd``); a Python stand-in step runs
+        where its command stood."""
         script: list[str] = []
         output = ""
         for command in commands:
@@ -179,14 +196,14 @@ class Walk:
             if step is None:
                 script.append(command)
                 continue
-            output += await self._shell(name, script, stdin)
+            output += await self._shell(name, script, stdin, cwd or self.checkout)
             script, stdin = [], b""
             await getattr(self, step)()
-        output += await self._shell(name, script, stdin)
+        output += await self._shell(name, script, stdin, cwd or self.checkout)
         self.outputs[name] = output
         return output
 
-    async def _shell(self, name: str, script: list[str], stdin: bytes) -> str:
+    async def _shell(self, name: str, script: list[str], stdin: bytes, cwd: Path) -> str:
         if not script:
             return ""
         text = "\n".join(script)
@@ -201,7 +218,7 @@ class Walk:
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
-                cwd=ROOT,
+                cwd=cwd,
                 env=self.env,
             )
         out, err = done.stdout.decode(), done.stderr.decode()
@@ -268,23 +285,29 @@ class Walk:
             return await self.unit_process.wait()
 
 
+@dataclass
+class Relay:
+    """The Python relay of the walk (the binary's ``relay serve``)."""
+
+    directory: Path  # where its operator works: relay.toml, keys/
+    url: str  # http://127.0.0.1:PORT
+    public_key: str  # keys/relay.pub
+
+
 @asynccontextmanager
-async def python_relay(walk: Walk, idp: DevIdP, registration: str) -> AsyncIterator[str]:
-    """examples/relay.toml with the registration README step 2 gives (the connector's .pub line),
-    the dev IdP as its issuer, served by the binary; yields its HTTP URL."""
-    tunnel = re.match(r"\[tunnels\.(\w+)\]", registration)
-    assert tunnel is not None, registration
-    pub_file = Path(walk.env["EDGETDS_ETC"]) / "conn-1.pub"
-    assert pub_file.exists(), "step 2 made no conn-1.pub in /etc/edgetds to register at the relay"
-    pub = pub_file.read_text().strip()
+async def python_relay(walk: Walk, idp: DevIdP, tunnel_table: str) -> AsyncIterator[Relay]:
+    """examples/relay.toml with ``tunnel_table`` for its tunnel, enrolment on (``enrollment_file``
+    and ``public_url``, as README step 2 says), the dev IdP as its issuer; the binary serves it."""
     relay_dir = walk.tmp / "relay"
     keygen = [str(walk.binary), "keygen", "--out", str(relay_dir / "keys"), "--name", "relay"]
     with trio.fail_after(60):
         await trio.run_process(keygen, capture_stdout=True, env=walk.env)
-    table = registration.replace('"ed25519:..."', json.dumps(pub)).replace("] ", "]\n", 1)
+    url = f"http://127.0.0.1:{_free_port()}"
     text = (ROOT / "examples" / "relay.toml").read_text()
-    text = re.sub(r"(?m)^\[tunnels\.\w+\]\nconnectors = .*$", lambda _: table, text)
-    text = set_key(text, "relay", "listen", "127.0.0.1:0")
+    text = re.sub(r"(?m)^\[tunnels\.\w+\]\nconnectors = .*$", lambda _: tunnel_table, text)
+    text = set_key(text, "relay", "listen", url.removeprefix("http://"))
+    text = set_key(text, "relay", "public_url", url)
+    text = set_key(text, "relay", "enrollment_file", "enrolled.json")
     text = set_key(text, "issuers", "issuer", idp.issuer)
     (relay_dir / "relay.toml").write_text(text)
     with (walk.tmp / "relay.log").open("wb") as log:
@@ -297,9 +320,9 @@ async def python_relay(walk: Walk, idp: DevIdP, registration: str) -> AsyncItera
     try:
         with trio.fail_after(60):
             line = await first_line(process)
-        assert line.startswith("relay listening on http://127.0.0.1:"), line
-        walk.env["EDGETDS_RELAY_PUB"] = (relay_dir / "keys" / "relay.pub").read_text().strip()
-        yield line.split()[-1]
+        assert line == f"relay listening on {url}", line
+        public_key = (relay_dir / "keys" / "relay.pub").read_text().strip()
+        yield Relay(relay_dir, url, public_key)
     finally:
         process.kill()
         with trio.CancelScope(shield=True):
@@ -310,16 +333,68 @@ def _ndjson(text: str) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-async def walk_the_section(binary: Path, tmp_path: Path, readme: str) -> Walk:
-    """Every marked block of ``readme``'s production section, in order, against the stand-ins."""
+def _prose(section: str, heading: str) -> str:
+    """The text of the ``####`` subsection ``heading`` of ``section``."""
+    start = section.index(f"#### {heading}\n")
+    end = re.search(r"\n###", section[start + 5 :])
+    assert end is not None, heading
+    return section[start : start + 5 + end.start()]
+
+
+@asynccontextmanager
+async def registered(
+    walk: Walk, idp: DevIdP, section: str, blocks: dict[str, list[str]], *, by_hand: bool
+) -> AsyncIterator[Relay]:
+    """Step 2 one way or the other, with the relay running; yields the relay."""
+    if by_hand:
+        await walk.run("keys-by-hand", blocks["keys-by-hand"])
+        prose = _prose(section, "Or register the keys by hand")
+        found = re.search(
+            r'`(\[tunnels\.\w+\] connectors = \{ "conn-1" = "ed25519:\.\.\." \})`', prose
+        )
+        assert found is not None, "step 2 no longer says how relay.toml registers conn-1"
+        pub = Path(walk.env["EDGETDS_ETC"]) / "conn-1.pub"
+        assert pub.exists(), "step 2 made no conn-1.pub in /etc/edgetds to register at the relay"
+        table = found[1].replace('"ed25519:..."', json.dumps(pub.read_text().strip()))
+        async with python_relay(walk, idp, table.replace("] ", "]\n", 1)) as relay:
+            # what the prose says to set in connector.toml by hand
+            edits = {"relay_public_keys": [relay.public_key], "relay_urls": [_ws(relay.url)]}
+            config = Path(walk.env["EDGETDS_ETC"]) / "connector.toml"
+            text = config.read_text()
+            for key, value in edits.items():
+                assert f"`{key}" in prose, f"step 2 by hand does not say to set {key}"
+                text = set_key(text, "connector", key, value)
+            config.write_text(text)
+            yield relay
+        return
+    tunnel = re.search(r"--tunnel (\w+)", " ".join(blocks["relay-enroll"]))
+    assert tunnel is not None, blocks["relay-enroll"]
+    async with python_relay(walk, idp, f"[tunnels.{tunnel[1]}]\nconnectors = {{}}") as relay:
+        # where the relay's key is: its operator's directory
+        await walk.run("relay-enroll", blocks["relay-enroll"], cwd=relay.directory)
+        tokens = list(relay.directory.glob("*.token"))
+        assert len(tokens) == 1, tokens
+        (walk.checkout / tokens[0].name).write_bytes(tokens[0].read_bytes())  # "copy it"
+        await walk.run("enrol", blocks["enrol"])
+        assert not (walk.checkout / tokens[0].name).exists(), "the used token stays behind"
+        yield relay
+
+
+def _ws(url: str) -> str:
+    return "ws://" + url.removeprefix("http://")
+
+
+async def walk_the_section(binary: Path, tmp_path: Path, readme: str, *, by_hand: bool) -> Walk:
+    """The marked blocks of ``readme``'s production section, in order, against the stand-ins;
+    step 2 by enrolment or ``by_hand``."""
     blocks = marked_blocks(readme)
     assert list(blocks) == list(BLOCKS), f"marked README blocks: {list(blocks)}"
     section = production_section(readme)
-    registration = re.search(
-        r'`(\[tunnels\.\w+\] connectors = \{ "conn-1" = "ed25519:\.\.\." \})`', section
-    )
-    assert registration is not None, "step 2 no longer says how relay.toml registers conn-1"
-    walk = Walk(tmp_path, binary)
+    walk = Walk(tmp_path, binary, tmp_path / "checkout")
+    # a checkout of the repository on the connector's host: its dist/ and examples/
+    walk.checkout.mkdir()
+    for name in ("dist", "examples"):
+        (walk.checkout / name).symlink_to(ROOT / name)
     for path, variable in PATHS.items():
         walk.env[variable] = str(tmp_path / path.strip("/").replace("/", "-"))
     (tmp_path / "usr-local-bin").mkdir()
@@ -339,15 +414,12 @@ async def walk_the_section(binary: Path, tmp_path: Path, readme: str) -> Walk:
         walk.env["TOKEN"] = token
         version = await walk.run("binary", blocks["binary"])
         assert version.strip() == "edgetds 0.1.0", version
-        await walk.run("keys", blocks["keys"])
-        async with python_relay(walk, idp, registration.group(1)) as relay_url:
-            walk.env["EDGETDS_RELAY_URL"] = relay_url
+        async with registered(walk, idp, section, blocks, by_hand=by_hand) as relay:
+            walk.env["EDGETDS_RELAY_URL"] = relay.url
             passwords = "".join(f"{pw}\n" for pw in PASSWORDS.values()).encode()
             await walk.run("config", blocks["config"], stdin=passwords)
             edit_comment = " ".join(c for c in blocks["config"] if c.lstrip().startswith("#"))
             values = {
-                "relay_urls": [relay_url.replace("http://", "ws://")],
-                "relay_public_keys": [walk.env["EDGETDS_RELAY_PUB"]],
                 "db_host": "127.0.0.1",
                 "db_port": tds.port,
                 "database": tds.engine.database,
@@ -368,7 +440,7 @@ async def walk_the_section(binary: Path, tmp_path: Path, readme: str) -> Walk:
             assert walk.unit_process is not None
             try:
                 with trio.fail_after(60):
-                    await eventually(lambda: _connected(relay_url, token))
+                    await eventually(lambda: _connected(relay.url, token))
                 answer = _ndjson(await walk.run("query", blocks["query"]))
                 ready = json.loads(await walk.run("ready", blocks["ready"]))
                 code = await walk.stop_unit()
@@ -401,11 +473,15 @@ async def _connected(relay_url: str, token: str) -> bool:
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 240)
-async def test_the_production_section_runs_top_to_bottom(binary: Path, tmp_path: Path) -> None:
-    walk = await walk_the_section(binary, tmp_path, README.read_text())
-    audit = Path(walk.env["EDGETDS_STATE"]) / "audit.jsonl"
-    assert audit.exists(), "the audit line of the query is in /var/lib/edgetds"
-    assert (Path(walk.env["EDGETDS_ETC"]) / "conn-1.key").stat().st_mode & 0o077 == 0
+@pytest.mark.parametrize("by_hand", [False, True], ids=["enrolment", "keys-by-hand"])
+async def test_the_production_section_runs_top_to_bottom(
+    binary: Path, tmp_path: Path, by_hand: bool
+) -> None:
+    walk = await walk_the_section(binary, tmp_path, README.read_text(), by_hand=by_hand)
+    etc, state = Path(walk.env["EDGETDS_ETC"]), Path(walk.env["EDGETDS_STATE"])
+    assert (state / "audit.jsonl").exists(), "the audit line of the query is in /var/lib/edgetds"
+    key = etc / ("conn-1.key" if by_hand else "connector.key")
+    assert key.stat().st_mode & 0o077 == 0
 
 
 def test_every_marked_block_is_there() -> None:
