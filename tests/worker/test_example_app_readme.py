@@ -282,3 +282,17 @@ async def test_the_readme_runs_the_app_under_wrangler_dev_and_answers_rows(tmp_p
                 issuer=idp.issuer,
             ):
                 await the_curls(app_url, idp, env)
+
+
+def test_every_npm_script_the_readmes_name_exists() -> None:
+    scripts = json.loads((ROOT / "package.json").read_text())["scripts"]
+    named = {
+        name
+        for readme in (APP / "README.md", ROOT / "README.md", ROOT / "relay/worker/README.md")
+        for name in re.findall(r"npm run ([\w:-]+)", readme.read_text())
+    }
+    assert {"serve:worker", "dev:app", "check:deploy", "deploy:app"} <= named
+    assert named <= set(scripts), (
+        f"npm scripts a README names but package.json lacks: {named - set(scripts)}"
+    )
+    assert scripts["dev:app"] == "cd examples/worker-app && wrangler dev"
