@@ -50,7 +50,7 @@ import trio
 import tdslite
 from edgetds.devidp import DevIdP, open_dev_idp
 from tests.binary.conftest import BUILD_TIMEOUT_S, ROOT
-from tests.support.processes import first_line
+from tests.support.processes import bash, first_line
 from tests.support.waiting import eventually
 
 README = ROOT / "README.md"
@@ -211,16 +211,7 @@ class Walk:
             text = text.replace(path, f"${variable}")
         for address, replacement in ADDRESSES.items():
             text = text.replace(address, replacement)
-        with trio.fail_after(120):
-            done = await trio.run_process(
-                ["bash", "-euo", "pipefail", "-c", text],
-                stdin=stdin,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                cwd=cwd,
-                env=self.env,
-            )
+        done = await bash(text, env=self.env, cwd=cwd, stdin=stdin)
         out, err = done.stdout.decode(), done.stderr.decode()
         assert done.returncode == 0, (
             f"README block {name!r} failed (exit {done.returncode}) as written:\n{text}\n"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 import trio
 
 from tests.support.node import NODE
+from tests.support.processes import kill_group
 from tests.support.relays import RelayHandle
 from tests.support.worker_relay import ROOT, public_key_text, relay_bindings
 
@@ -177,11 +177,6 @@ async def open_wrangler_dev(
             )
             nursery.cancel_scope.cancel()
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:  # pragma: no cover - already gone
-            pass
-        with trio.CancelScope(shield=True):
-            await process.wait()
+        await kill_group(process)
         if os.environ.get("EDGETDS_KEEP_WORKERD") != "1":
             shutil.rmtree(work, ignore_errors=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator
@@ -42,6 +41,7 @@ from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import open_server
 from tests.support.connector_stack import write_connector_config
 from tests.support.e2e_stack import TDSLITE_USERS, admin_batch, write_key
+from tests.support.processes import bash, kill_group
 from tests.support.waiting import eventually
 from tests.support.worker_relay import ROOT
 from tests.support.wrangler import open_wrangler_dev, wrangler_env
@@ -72,15 +72,7 @@ def _commands(block: str) -> list[str]:
 
 
 async def _shell(command: str, env: dict[str, str], cwd: Path = ROOT) -> str:
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            ["bash", "-euo", "pipefail", "-c", command],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=cwd,
-            env=env,
-        )
+    done = await bash(command, env=env, cwd=cwd)
     assert done.returncode == 0, f"{command}\n{done.stderr.decode()}"
     return str(done.stdout.decode())
 
@@ -101,12 +93,7 @@ async def foreground(command: str, env: dict[str, str], log: Path) -> AsyncItera
     try:
         yield process
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:  # pragma: no cover - already gone
-            pass
-        with trio.CancelScope(shield=True):
-            await process.wait()
+        await kill_group(process)
 
 
 async def _answers(url: str, process: trio.Process, log: Path) -> bool:
