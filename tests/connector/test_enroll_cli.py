@@ -152,6 +152,11 @@ async def test_what_can_be_checked_locally_is_refused_before_anything_is_sent(
         assert status == 1
         assert "exists" in stderr
         assert "--force" in stderr
+        plain = token_for("http://relay.example.com", key)
+        status, _, stderr = await run_cli("connector", "enroll", plain, "--out", str(out))
+        assert status == 1
+        assert "enroll.invalid_token" in stderr
+        assert "only loopback may use http://" in stderr
     assert (out / "connector.key").read_text() == "an existing key"
 
 
