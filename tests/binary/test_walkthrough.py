@@ -50,7 +50,7 @@ import trio
 import tdslite
 from edgetds.devidp import DevIdP, open_dev_idp
 from tests.binary.conftest import BUILD_TIMEOUT_S, ROOT
-from tests.support.processes import bash, first_line
+from tests.support.processes import bash, first_line, kill_group
 from tests.support.waiting import eventually
 
 README = ROOT / "README.md"
@@ -252,6 +252,7 @@ class Walk:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=service_env,
+                start_new_session=True,  # the unit's cgroup: launcher and child
             )
         with trio.fail_after(60):
             await self.notified("READY=1")
@@ -307,6 +308,7 @@ async def python_relay(walk: Walk, idp: DevIdP, tunnel_table: str) -> AsyncItera
             stdout=subprocess.PIPE,
             stderr=log,
             env=walk.env,
+            start_new_session=True,  # the onefile launcher and its child: killed together
         )
     try:
         with trio.fail_after(60):
@@ -315,9 +317,7 @@ async def python_relay(walk: Walk, idp: DevIdP, tunnel_table: str) -> AsyncItera
         public_key = (relay_dir / "keys" / "relay.pub").read_text().strip()
         yield Relay(relay_dir, url, public_key)
     finally:
-        process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
+        await kill_group(process)
 
 
 def _ndjson(text: str) -> list[Any]:
@@ -427,17 +427,16 @@ async def walk_the_section(binary: Path, tmp_path: Path, readme: str, *, by_hand
             assert "ok: connector 'conn-1' for tunnel 'sales'" in checked, checked
             assert "role analyst: MATCH via groups" in checked, checked  # examples/policy.toml
             assert "all checks passed" in checked, checked
-            await walk.run("systemd", blocks["systemd"])
-            assert walk.unit_process is not None
             try:
+                await walk.run("systemd", blocks["systemd"])
                 with trio.fail_after(60):
                     await eventually(lambda: _connected(relay.url, token))
                 answer = _ndjson(await walk.run("query", blocks["query"]))
                 ready = json.loads(await walk.run("ready", blocks["ready"]))
                 code = await walk.stop_unit()
             finally:
-                if walk.unit_process.returncode is None:
-                    walk.unit_process.kill()
+                if walk.unit_process is not None:  # what systemd's KillMode ends with
+                    await kill_group(walk.unit_process)
                 if walk.notify is not None:
                     walk.notify.close()
     assert set(STAND_INS) == walk.used, (
