@@ -126,6 +126,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         nonlocal reason
+        # the signal handler is in place before the address is printed: a parent that sends
+        # SIGTERM as soon as it read the address stops the server cleanly
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await serve(signals)
+
+    async def serve(signals: Any) -> None:
+        nonlocal reason
         async with open_server(
             db=args.db,
             users=args.users,
@@ -139,10 +146,9 @@ def run_serve(args: argparse.Namespace) -> int:
             statement_log=args.statement_log,
         ) as server:
             print(f"tdslite listening on {server.address}", flush=True)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    reason = signal.Signals(signum).name
-                    break
+            async for signum in signals:
+                reason = signal.Signals(signum).name
+                break
 
     try:
         trio.run(main)
