@@ -17,6 +17,7 @@ from logsetup._format import (
     TextFormatter,
     add_log_options,
     log_stopped,
+    record_fields,
     setup_logging,
 )
 from logsetup._summary import QuerySummary
@@ -29,5 +30,6 @@ __all__ = [
     "TextFormatter",
     "add_log_options",
     "log_stopped",
+    "record_fields",
     "setup_logging",
 ]

@@ -24,11 +24,19 @@ import pytest
 import trio
 import trio.testing
 
+from connector.config import load_config
+from connector.runtime import open_connector
 from identity.keys import generate_key_files
-from logsetup import JsonFormatter, QuerySummary, TextFormatter
+from logsetup import JsonFormatter, QuerySummary, TextFormatter, record_fields
 from tests.support.connector_keys import closed_port
 from tests.support.connector_stack import TDSLITE_USERS
-from tests.support.ops_stack import Stack, open_stack, write_relay_toml, write_stack_config
+from tests.support.ops_stack import (
+    Stack,
+    open_stack,
+    post_query,
+    write_relay_toml,
+    write_stack_config,
+)
 from tests.support.processes import OutputLines, first_line
 
 EDGETDS = [sys.executable, "-m", "edgetds"]
@@ -272,7 +280,25 @@ async def test_a_terminal_gets_text_lines(tmp_path: Path, tds_users_file: Path) 
     assert json.loads(forced[-1])["event"] == "stopped", forced
 
 
-# -- the formatters and the summary, in-process ------------------------------------------------
+# -- in-process: the per-query lines, the formatters, the summary ------------------------------
+
+
+async def test_per_query_lines_are_debug_at_the_relay_and_the_connector(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with open_stack(tmp_path) as stack:
+        with trio.fail_after(60):
+            async with open_connector(load_config(stack.config_path)) as connector:
+                await connector.wait_ready()
+                status, _ = await post_query(stack, sql="SELECT 1 AS n")
+    assert status == 200
+    per_query = [r for r in caplog.records if record_fields(r).get("event") == "query"]
+    assert sorted(r.name for r in per_query) == ["edgetds.connector.query", "edgetds.relay"]
+    assert {r.levelno for r in per_query} == {logging.DEBUG}  # not there at info
+
+
+# -- the formatters and the summary -------------------------------------------------------------
 
 
 def _record(msg: str) -> logging.LogRecord:

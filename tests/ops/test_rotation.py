@@ -265,7 +265,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
             write(relay_key=relay_new, connector_keys=[conn_new.public_key, conn_old.public_key])
             relay.process.send_signal(signal.SIGHUP)
             await _until(
-                "the relay took both connector keys", _logged(relay.log, "connector_keys=2")
+                "the relay took both connector keys", _logged(relay.log, '"connector_keys": 2')
             )
             assert await relay.sessions() == first
             connector_config(private_key_file=conn_new.private_path)
@@ -283,7 +283,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
             # 3. the old connector key goes: nothing to drain, the sessions stay
             write(relay_key=relay_new, connector_keys=[conn_new.public_key])
             relay.process.send_signal(signal.SIGHUP)
-            await _until("the relay dropped the old key", _logged(relay.log, "connector_keys=1"))
+            await _until("the relay dropped the old key", _logged(relay.log, '"connector_keys": 1'))
             served_before = ok
             await _until("queries flow", _more_than(lambda: ok, served_before + 20))
             assert await relay.sessions() == second
