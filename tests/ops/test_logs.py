@@ -197,7 +197,8 @@ async def test_relay_and_connector_logs_are_json_with_summaries_and_a_stopped_li
     assert len(ended) == 2, connector_text[-3000:]
     assert connector_lines[-1]["reason"] == "SIGTERM: drained"
     assert relay_lines[-1]["reason"] == "SIGTERM: drained"
-    assert {r["connector"] for r in relay_lines if r.get("event") == "connector.closed"}
+    closed = [r for r in relay_lines if r.get("event") == "connector.closed"]
+    assert [r["connector"] for r in closed] == ["conn-1", "conn-1"], closed
     # never a token or a parameter value, at debug either
     for secret in (token, token.split(".")[2], SECRET_PARAM):
         assert secret not in relay_text
