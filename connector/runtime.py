@@ -370,12 +370,13 @@ class Connector:
         except RelayRejected as exc:
             result["error"] = "relay_rejected"
             log.error("%s", exc)
+        except trio.Cancelled:  # the connector stops at once: still say the connection ended
+            log.info(
+                "connection ended",
+                extra={"relay": link.base_url, "reason": "cancelled", "served": link.served},
+            )
+            raise
         finally:
-            if not result:  # cancelled (the connector stops at once): still say it ended
-                log.info(
-                    "connection ended",
-                    extra={"relay": link.base_url, "reason": "cancelled", "served": link.served},
-                )
             self._links.discard(link)
             self.service.sessions.connection_ended(link)  # its sessions roll back
             self._notify()
