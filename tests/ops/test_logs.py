@@ -224,6 +224,20 @@ async def test_a_refused_dial_logs_connection_refused(tmp_path: Path) -> None:
     assert lines[-1]["reason"] == "SIGTERM: drained"
 
 
+async def test_a_failed_tls_handshake_logs_its_reason(tmp_path: Path) -> None:
+    """wss:// to the relay's plain-HTTP port: the TLS reason, and the connector keeps trying."""
+    async with open_stack(tmp_path) as stack, trio.open_nursery() as nursery:
+        assert stack.relay is not None
+        plain = stack.relay.ws_url.replace("ws://", "wss://")
+        config = write_stack_config(stack, "wss", relay_urls=[plain])
+        with trio.fail_after(60):
+            process, err = await nursery.start(_hold, ["connector", "run", "--config", str(config)])
+            await err.wait_for(lambda line: f"TLS with {plain} failed" in line, count=2)
+            lines = await stop(process, err)
+    failed = [r for r in lines if r["msg"].startswith(f"TLS with {plain} failed: ")]
+    assert failed[0]["msg"].endswith(": WRONG_VERSION_NUMBER"), failed[0]
+
+
 async def test_tdslite_and_dev_idp_log_json_and_a_stopped_line(
     tmp_path: Path, tds_users_file: Path
 ) -> None:
