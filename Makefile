@@ -51,10 +51,10 @@ lint: python-deps node-deps
 	$(BIN)/ruff check .
 	$(NODE_ENV_PATH) node_modules/.bin/tsc -p relay/worker/tsconfig.json
 
-# mypy --strict: protocol/ (required), and the identity, asgiapp, relay, connector, CLI and tdslite
-# packages.
+# mypy --strict: protocol/ (required), and the identity, asgiapp, logsetup, relay, connector, CLI
+# and tdslite packages.
 typecheck: python-deps
-	$(BIN)/mypy --strict protocol identity asgiapp relay connector edgetds tdslite
+	$(BIN)/mypy --strict protocol identity asgiapp logsetup relay connector edgetds tdslite
 
 # protocol/ must keep 100% branch coverage: its own tests are run alone under the gate, then the rest.
 unit: python-deps

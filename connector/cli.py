@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from logsetup import add_log_options, log_stopped, setup_logging
 
 __all__ = ["register"]
 
@@ -71,38 +71,6 @@ or into connector.toml (relay_public_keys = ["ed25519:..."]). Never copy the .ke
 """
 
 
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line; `extra` fields included. Callers never pass secrets."""
-
-    _SKIP = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in self._SKIP and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def setup_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # websockets/httpx debug logs could include headers (tokens): keep them at warning
-    for name in ("websockets", "httpx", "httpcore", "pytds"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def register(subparsers: Any) -> None:
     conn = subparsers.add_parser(
         "connector",
@@ -130,6 +98,8 @@ def register(subparsers: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         action.add_argument("--config", required=True, type=Path, help="connector TOML file")
+        if name == "run":
+            add_log_options(action, level_default=None, summary=True)
         if name == "explain":
             action.add_argument(
                 "--token", required=True, help="an end user's IdP token ('-' reads it from stdin)"
@@ -313,8 +283,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    setup_logging(config.log_level)
+    setup_logging(args.log_level or config.log_level, args.log_format)
     log = logging.getLogger("edgetds.connector")
+    reason = "stopped by itself"
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -329,12 +300,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 )
 
                 async def on_signals() -> None:
+                    nonlocal reason
                     async for signum in signals:
                         name = signal.Signals(signum).name
                         if signum == signal.SIGHUP:
                             _reload_keys(args.config, connector, log)
                             nursery.start_soon(connector.rotate_audit)
                         elif not connector.draining:
+                            reason = f"{name}: drained"
                             log.info(
                                 "%s: draining (send it again to exit at once)",
                                 name,
@@ -342,26 +315,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
                             )
                             connector.start_shutdown()
                         else:
+                            reason = f"{name} again: exited at once"
                             log.warning("%s again: exiting now", name)
                             connector.abort()
 
                 nursery.start_soon(on_signals)
+                nursery.start_soon(connector.service.summary.run, args.log_summary_s)
                 await connector.wait_stopped()
                 nursery.cancel_scope.cancel()
 
     try:
         trio.run(main)
     except (PolicyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log_stopped("edgetds.connector", f"error: {exc}")
         return 1
     except (OSError, BaseExceptionGroup) as exc:
         failures = _os_errors(exc)
         if failures is None:
+            log_stopped("edgetds.connector", f"failed: {type(exc).__name__} (traceback below)")
             raise
-        for failure in failures:  # a file or port the system refused: no traceback, the cause
-            log.error("connector stopped: %s", failure)
-            print(f"error: the connector stopped: {failure}", file=sys.stderr)
+        # a file or port the system refused: no traceback, the cause
+        log_stopped("edgetds.connector", "error: " + "; ".join(failures))
         return 1
+    log_stopped("edgetds.connector", reason)
     return 0
 
 

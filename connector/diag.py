@@ -44,6 +44,7 @@ from websockets.proxy import get_proxy, parse_proxy
 from websockets.trio.client import connect_http_proxy
 from websockets.uri import parse_uri
 
+from connector.causes import describe_os_error, describe_tls_error
 from connector.config import ConfigError, ConnectorConfig, load_config
 from protocol import ErrorCode, error_record
 
@@ -142,15 +143,6 @@ def _redact(proxy: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
-def _describe_os_error(exc: OSError) -> str:
-    """The errno text; trio's "all attempts to connect failed" keeps the per-address ones."""
-    cause = exc.__cause__
-    if exc.strerror is None and isinstance(cause, BaseExceptionGroup):
-        reasons = sorted({getattr(e, "strerror", None) or str(e) for e in cause.exceptions})
-        return "; ".join(reasons)
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
 async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) -> None:
     uri = parse_uri(url)
     names = ["dns", "tcp", "tls", "websocket", "auth", "relay_identity"]
@@ -195,7 +187,7 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
                 except OSError as exc:
                     raise _Failed(
                         f"cannot connect to SOCKS proxy {_redact(proxy)}: "
-                        + _describe_os_error(exc),
+                        + describe_os_error(exc),
                         "check [connector] proxy / the proxy environment variables",
                     ) from None
                 return f"connected to SOCKS proxy {_redact(proxy)} (the tunnel is tested below)"
@@ -212,7 +204,7 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
                 )
                 raise _Failed(f"proxy {_redact(proxy)} answered HTTP {status}", hint) from None
             except (OSError, ProxyError) as exc:
-                what = _describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+                what = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
                 raise _Failed(
                     f"cannot open a tunnel through proxy {_redact(proxy)}: {what}",
                     "check HTTPS_PROXY / the proxy config key, and NO_PROXY for hosts that must "
@@ -223,7 +215,7 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
             stream = await trio.open_tcp_stream(uri.host, uri.port)
         except OSError as exc:
             raise _Failed(
-                f"cannot connect to {uri.host}:{uri.port}: {_describe_os_error(exc)}",
+                f"cannot connect to {uri.host}:{uri.port}: {describe_os_error(exc)}",
                 "is the relay up and this port open in outbound firewall rules? Behind a "
                 "corporate proxy set HTTPS_PROXY (or [connector] proxy)",
             ) from None
@@ -239,9 +231,8 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
             await tls_stream.do_handshake()
         except (ssl.SSLError, trio.BrokenResourceError) as exc:
             await trio.aclose_forcefully(tls_stream)
-            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-            reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
-            if str(reason) in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"):
+            reason = describe_tls_error(exc)
+            if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"):
                 hint = (
                     f"port {uri.port} does not speak TLS (a plain HTTP server answered): use "
                     f"ws://{uri.host}:{uri.port} if the relay serves plain HTTP there, or the "
@@ -253,9 +244,7 @@ async def _check_relay(report: DiagReport, config: ConnectorConfig, url: str) ->
                     "is in the way: exempt the relay host, or give its CA in [connector] "
                     "relay_cafile"
                 )
-            raise _Failed(
-                f"TLS handshake with {uri.host} failed: {reason or cause}", hint
-            ) from None
+            raise _Failed(f"TLS handshake with {uri.host} failed: {reason}", hint) from None
         cert = tls_stream.getpeercert() or {}
         issuer = _name(cert.get("issuer", ()))
         subject = _name(cert.get("subject", ()))

@@ -402,6 +402,7 @@ class Ops:
         config = HypercornConfig()
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")  # our format, not its own handler
         config.include_server_header = False
         config.graceful_timeout = 0.5
         async with trio.open_nursery() as nursery:

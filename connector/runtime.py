@@ -370,6 +370,12 @@ class Connector:
         except RelayRejected as exc:
             result["error"] = "relay_rejected"
             log.error("%s", exc)
+        except trio.Cancelled:  # the connector stops at once: still say the connection ended
+            log.info(
+                "connection ended",
+                extra={"relay": link.base_url, "reason": "cancelled", "served": link.served},
+            )
+            raise
         finally:
             self._links.discard(link)
             self.service.sessions.connection_ended(link)  # its sessions roll back
@@ -402,6 +408,10 @@ class Connector:
             await self.checkpoints.send_now(self._send_checkpoint)
         for link in links:
             await link.close("connector shut down")
+        # each connection's task logs its end once its WebSocket closed: let them, then stop
+        with trio.move_on_after(self.config.tunnel.dead_peer_after_s):
+            while self._links.intersection(links):
+                await self.wait_changed()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 

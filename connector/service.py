@@ -53,6 +53,7 @@ from connector.results import CancelToken, QueryFailed, ResultTotals
 from connector.sessions import Session, SessionManager
 from connector.tunnel import StreamSink, TunnelLink
 from identity.oidc import Identity, TokenError, TokenVerifier
+from logsetup import QuerySummary
 from protocol import (
     ATTESTATION_MAX_SKEW,
     REFUSALS,
@@ -196,6 +197,9 @@ class QueryService:
         self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
         self._changed = trio.Event()
         self.counts: dict[str, int] = {}
+        #: every query, for the periodic info summary (`connector run --log-summary-s`); the
+        #: line per query is debug
+        self.summary = QuerySummary(log)
         #: metrics sink (connector/ops.py `Ops`), set by the runtime
         self.ops: Metrics = NO_METRICS
         #: parses statements for read-only roles off the event loop
@@ -272,10 +276,13 @@ class QueryService:
                 rows=ev.rows,
                 nbytes=ev.bytes,
             )
-            log.info(
+            self.summary.record(ev.elapsed_ms, error=None if ev.outcome == "ok" else ev.outcome)
+            log.debug(
                 "query %s",
                 ev.outcome,
                 extra={
+                    "event": "query",
+                    "outcome": ev.outcome,
                     "query_id": ev.query_id,
                     "subject": ev.subject,
                     "role": ev.role,

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.trio.client import ClientConnection, connect
 
 from connector._metrics import NO_METRICS, Metrics
+from connector.causes import describe_http_refusal, describe_os_error, describe_tls_error
 from connector.config import TunnelConfig
 from connector.results import CancelToken, QueryFailed, SinkClosed
 from protocol import (
@@ -381,17 +382,20 @@ class TunnelLink:
         """Name the step that failed: TCP, TLS, HTTP status (auth), WebSocket handshake."""
         if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
-            body = (exc.response.body or b"")[:300].decode("utf-8", "replace").strip()
+            refusal = describe_http_refusal(status, bytes(exc.response.body or b""))
             return DialFailed(
-                f"relay {self.base_url} refused the connection: HTTP {status} {body}",
+                f"relay {self.base_url} refused the connection: {refusal}",
                 auth=status in (401, 403),
             )
         if isinstance(exc, InvalidHandshake):
             return DialFailed(f"WebSocket handshake with {self.base_url} failed: {exc}")
-        if isinstance(exc, ssl.SSLError):
-            return DialFailed(f"TLS with {self.base_url} failed: {exc.reason}")
-        what = getattr(exc, "strerror", None) or type(exc).__name__
-        return DialFailed(f"cannot reach relay {self.base_url}: {what}")
+        if isinstance(exc, ssl.SSLError | trio.BrokenResourceError):
+            return DialFailed(f"TLS with {self.base_url} failed: {describe_tls_error(exc)}")
+        if isinstance(exc, OSError) and not (isinstance(exc, TimeoutError) and not exc.strerror):
+            return DialFailed(f"cannot reach relay {self.base_url}: {describe_os_error(exc)}")
+        return DialFailed(
+            f"cannot reach relay {self.base_url}: no answer within {self.cfg.open_timeout_s:g} s"
+        )
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -430,7 +434,14 @@ class TunnelLink:
                         trio.move_on_after(self.cfg.dead_peer_after_s),
                     ):
                         await ws.aclose()
-        except (InvalidHandshake, ssl.SSLError, OSError, trio.TooSlowError, TimeoutError) as exc:
+        except (
+            InvalidHandshake,
+            ssl.SSLError,
+            trio.BrokenResourceError,  # a TLS handshake that failed, from trio's SSLStream
+            OSError,
+            trio.TooSlowError,
+            TimeoutError,
+        ) as exc:
             if opened:
                 raise
             raise self._dial_failed(exc) from None

@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from asgiapp import answer_lifespan
+from logsetup import add_log_options, log_stopped, setup_logging
 
 __all__ = [
     "DEFAULT_KEY_DIR",
@@ -66,6 +67,8 @@ __all__ = [
     "sign_token",
 ]
 
+#: The logger of `dev-idp serve`.
+LOGGER = "edgetds.devidp"
 #: Where the demo and the CLI keep the dev IdP's keys (relative to the current directory).
 DEFAULT_KEY_DIR = Path(".demo/idp")
 ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
@@ -422,6 +425,8 @@ async def open_dev_idp(
 
     With ``certfile``/``keyfile`` (PEM) it serves https and the issuer is ``https://...``.
     """
+    import logging
+
     import trio
     from hypercorn.config import Config
     from hypercorn.trio import serve
@@ -429,7 +434,7 @@ async def open_dev_idp(
     idp = DevIdP.from_key_dir(Path(key_dir)) if key_dir is not None else DevIdP([])
     config = Config()
     config.bind = [f"{host}:{port}"]
-    config.errorlog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # our format, not its own handler
     config.accesslog = None
     config.graceful_timeout = 1.0
     if certfile is not None:
@@ -488,6 +493,7 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_KEY_DIR,
         help=f"key directory (default {DEFAULT_KEY_DIR})",
     )
+    add_log_options(serve_p)
     serve_p.set_defaults(func=_cmd_serve)
     token_p = sub.add_parser(
         "token",
@@ -571,21 +577,35 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
     import signal
 
     import trio
 
+    setup_logging(args.log_level, args.log_format)
+    reason = "KeyboardInterrupt"
+
     async def main() -> None:
+        nonlocal reason
         # SIGTERM (a service manager, a parent process) stops it like Ctrl-C: exit status 0
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with open_dev_idp(host=args.host, port=args.port, key_dir=args.key_dir) as idp:
                 print(f"dev IdP issuer: {idp.issuer}", flush=True)
                 print(f"keys in {args.key_dir} (jwks.json, keys.json); Ctrl-C to stop", flush=True)
-                async for _ in signals:
+                logging.getLogger(LOGGER).info(
+                    "dev IdP serving",
+                    extra={"event": "devidp.listening", "issuer": idp.issuer},
+                )
+                async for signum in signals:
+                    reason = signal.Signals(signum).name
                     break
 
     try:
         trio.run(main)
     except KeyboardInterrupt:
-        return 0
+        pass
+    except BaseException as exc:
+        log_stopped(LOGGER, f"failed: {exc!r} (traceback below)")
+        raise
+    log_stopped(LOGGER, reason)
     return 0

@@ -556,7 +556,9 @@ class TokenVerifier:
         except (OSError, ValueError, httpx.HTTPError) as exc:
             entry.last_error = _describe_error(exc)
             log.warning(
-                "jwks fetch failed issuer=%s error=%s", entry.config.issuer, entry.last_error
+                "jwks fetch failed: %s",
+                entry.last_error,
+                extra={"issuer": entry.config.issuer, "error": entry.last_error},
             )
             if entry.fetched_at is None:
                 raise TokenError(
@@ -567,7 +569,7 @@ class TokenVerifier:
         entry.keys = keys
         entry.fetched_at = now
         entry.last_error = None
-        log.info("jwks loaded issuer=%s keys=%d", entry.config.issuer, len(keys))
+        log.info("jwks loaded", extra={"issuer": entry.config.issuer, "keys": len(keys)})
 
     async def _load_keys(
         self, cfg: IssuerConfig

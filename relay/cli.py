@@ -2,13 +2,15 @@
 `edgetds relay enroll`: make a one-time enrolment token for a connector (SPEC.md 8.7).
 
 The first line on stdout is `relay listening on http://HOST:PORT` (flushed), so a parent process
-(the demo, a test) can read the port even with `listen = "127.0.0.1:0"`. Logs go to stderr as
-`key=value` lines. SIGTERM/SIGINT drain: connectors are told to stop sending queries here,
-in-flight queries get `--grace` seconds, then the relay exits; a second signal exits at once.
-SIGHUP re-reads the config and applies its keys and tunnels without dropping a session (key
-rotation, README "Rotate keys"). Start-up and SIGHUP validate the config the same way
-(`_load_config`): a config start-up would refuse is refused by a reload too, the running one is
-kept, and `relay.reload_failed` lists every problem.
+(the demo, a test) can read the port even with `listen = "127.0.0.1:0"`. Logs go to stderr in
+the format of logsetup (JSON lines, text on a terminal, --log-format), per-query lines at debug
+with a `queries.summary` line every --log-summary-s, and `stopped` (with the reason) last.
+SIGTERM/SIGINT drain: connectors are told to stop sending queries here, in-flight queries get
+`--grace` seconds, then the relay exits; a second signal exits at once. SIGHUP re-reads the config
+and applies its keys and tunnels without dropping a session (key rotation, README "Rotate keys").
+Start-up and SIGHUP validate the config the same way (`_load_config`): a config start-up would
+refuse is refused by a reload too, the running one is kept, and `relay.reload_failed` lists every
+problem.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import logging
 import signal
 import sys
 from typing import Any
+
+from logsetup import add_log_options, log_stopped, setup_logging
 
 __all__ = ["register"]
 
@@ -104,7 +108,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--grace", type=float, default=30.0, help="seconds in-flight queries get on shutdown"
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_options(serve, summary=True)
     serve.set_defaults(func=_serve)
     enroll = sub.add_parser(
         "enroll",
@@ -252,13 +256,11 @@ def _serve(args: argparse.Namespace) -> int:
         for line in exc.problems:
             print(f"edgetds relay: {line}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(args.log_level, args.log_format)
+    reason = "served"
 
     async def main() -> None:
+        nonlocal reason
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             stop = trio.Event()
             async with trio.open_nursery() as nursery:
@@ -269,6 +271,7 @@ def _serve(args: argparse.Namespace) -> int:
                             config,
                             shutdown_trigger=stop.wait,
                             grace_s=args.grace,
+                            summary_interval_s=args.log_summary_s,
                             task_status=task_status,
                         )
                     finally:
@@ -280,9 +283,12 @@ def _serve(args: argparse.Namespace) -> int:
                     if signum == signal.SIGHUP:
                         _reload(args, running)
                         continue
+                    name = signal.Signals(signum).name
                     if stop.is_set():
+                        reason = f"{name} again: exited at once"
                         nursery.cancel_scope.cancel()  # second signal: exit at once
                         return
+                    reason = f"{name}: drained"
                     stop.set()
 
     try:
@@ -290,12 +296,16 @@ def _serve(args: argparse.Namespace) -> int:
     except BaseException as exc:  # noqa: BLE001 - unwrap trio's exception groups for the user
         problem = _find(exc, (ConfigError, OSError))
         if isinstance(problem, ConfigError):
+            log_stopped("edgetds.relay", f"config refused: {problem}")
             print(f"edgetds relay: {problem}", file=sys.stderr)
             return 2
         if isinstance(problem, OSError):
+            log_stopped("edgetds.relay", f"cannot serve on {config.listen}: {problem}")
             print(f"edgetds relay: cannot serve on {config.listen}: {problem}", file=sys.stderr)
             return 1
+        log_stopped("edgetds.relay", f"failed: {type(exc).__name__}")
         raise
+    log_stopped("edgetds.relay", reason)
     return 0
 
 
@@ -313,11 +323,7 @@ def _reload(args: argparse.Namespace, running: Any) -> None:
             "relay.reload_failed",
             level=logging.ERROR,
             file=args.config,
-            problems=len(exc.problems),
-            **{
-                f"problem{i}": problem.removeprefix(prefix)
-                for i, problem in enumerate(exc.problems, 1)
-            },
+            problems=[problem.removeprefix(prefix) for problem in exc.problems],
             hint="fix the file and send SIGHUP again; the running config is unchanged",
         )
         return

@@ -1,33 +1,40 @@
-"""Structured logs for the relay: one `event key=value ...` line per thing that happened.
+"""Structured logs for the relay: one record per thing that happened, named by its event.
 
-Callers pass only safe fields (ids, codes, counts, durations, addresses). Tokens, SQL text and
-parameter values are never handed to this module; values are truncated and quoted so a hostile
-header cannot forge extra fields or lines.
+`log_event("connector.ready", tunnel=..., session=...)` logs a record whose message is the event
+and whose fields are top-level members of the JSON line (logsetup formats it). The line per
+query is debug; `query_summary` counts every query for the periodic info summary. Callers pass only
+safe fields (ids, codes, counts, durations, addresses). Tokens, SQL text and parameter values are
+never handed to this module; text values are truncated so a hostile header cannot flood a line.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 
-__all__ = ["log", "log_event"]
+from logsetup import QuerySummary
+
+__all__ = ["log", "log_event", "query_summary"]
 
 log = logging.getLogger("edgetds.relay")
 
-_PLAIN = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}")
+#: Every answered query of this process (per-query lines are debug): `relay serve` logs its
+#: summary every --log-summary-s seconds.
+query_summary = QuerySummary(log)
 
 
-def _value(value: object) -> str:
-    text = str(value)
-    if _PLAIN.fullmatch(text):
-        return text
-    text = text[:200].replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + "".join(ch if ch.isprintable() else "?" for ch in text) + '"'
+def _value(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_value(v) for v in value]
+    if isinstance(value, BaseException):
+        value = str(value) or type(value).__name__
+    return str(value)[:200]
 
 
 def log_event(event: str, *, level: int = logging.INFO, **fields: object) -> None:
-    """Log `event` with `fields` as `key=value` pairs (None values are left out)."""
+    """Log `event` with `fields` as structured fields (None values are left out)."""
     if not log.isEnabledFor(level):
         return
-    parts = [event] + [f"{k}={_value(v)}" for k, v in fields.items() if v is not None]
-    log.log(level, " ".join(parts))
+    values = {k: _value(v) for k, v in fields.items() if v is not None}
+    log.log(level, event, extra={"fields": {"event": event, **values}})

@@ -41,7 +41,7 @@ from protocol import (
     make_attestation,
 )
 from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, read_body, send_json
-from relay.logs import log_event
+from relay.logs import log_event, query_summary
 from relay.registry import RouteRefused
 from relay.request import QueryRequest, parse_query_request
 from relay.session import ConnectorSession, RelayStream
@@ -266,7 +266,10 @@ async def _send_admitted(
         stream.release("client went away" if outcome == "cancelled" else "done")
         elapsed = round((trio.current_time() - started) * 1000, 1)
         counters.count("queries")
-        log_event("query", **fields, outcome=outcome, bytes=sent, elapsed_ms=elapsed)
+        query_summary.record(elapsed, error=None if outcome == "done" else outcome)
+        log_event(
+            "query", level=logging.DEBUG, **fields, outcome=outcome, bytes=sent, elapsed_ms=elapsed
+        )
     return exchange.refusal
 
 

@@ -27,7 +27,7 @@ from hypercorn.trio import serve
 from protocol import HEADER_SIZE, Limits
 from relay.app import RelayApp
 from relay.config import RelayConfig
-from relay.logs import log_event
+from relay.logs import log_event, query_summary
 
 __all__ = ["RunningRelay", "open_relay", "serve_relay"]
 
@@ -78,9 +78,11 @@ async def serve_relay(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     grace_s: float = 30.0,
     protocol_limits: Limits | None = None,
+    summary_interval_s: float = 0.0,
     task_status: trio.TaskStatus[RunningRelay] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `shutdown_trigger` returns (or forever), then drain and stop.
+    """Serve until `shutdown_trigger` returns (or forever), then drain and stop; with
+    `summary_interval_s` > 0, log the queries' summary (`queries.summary`) at that interval.
 
     Raises:
         ConfigError: the client-token issuers are unusable.
@@ -100,12 +102,20 @@ async def serve_relay(
             http_url = str(binds[0])
             ws_url = "ws" + http_url.removeprefix("http")
             log_event("relay.listening", url=http_url, relay_key_id=app.relay_key_id)
+            summary = trio.CancelScope()
+
+            async def summarise() -> None:
+                with summary:
+                    await query_summary.run(summary_interval_s)
+
+            nursery.start_soon(summarise)
             task_status.started(RunningRelay(app=app, http_url=http_url, ws_url=ws_url))
             if shutdown_trigger is None:
                 await trio.sleep_forever()
             await shutdown_trigger()
             log_event("relay.shutdown", in_flight=sum(s.in_flight for s in app.registry.sessions()))
             await _drain(app, grace_s)
+            summary.cancel()
             stop.set()
 
 

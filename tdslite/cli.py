@@ -1,16 +1,21 @@
 """`edgetds tdslite serve`: run tdslite, the SQLite-backed TDS server, until SIGINT/SIGTERM.
 
 The first line on stdout is ``tdslite listening on HOST:PORT`` (flushed), so scripts and tests can
-start it with ``--port 0`` and read the port back.
+start it with ``--port 0`` and read the port back. Logs go to stderr in the format of logsetup
+(JSON lines, text on a terminal, --log-format), ``stopped`` (with the reason) last.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from typing import Any
+
+from logsetup import add_log_options, log_stopped, setup_logging
+
+#: The logger of `tdslite serve` (the server's own is "tdslite.server").
+LOGGER = "tdslite"
 
 EPILOG = """\
 examples:
@@ -78,7 +83,12 @@ def register(subparsers: Any) -> None:
         "--kerberos-keytab",
         help="keytab of the service principal (MSSQLSvc/HOST:PORT) for Kerberos logins",
     )
-    serve.add_argument("--verbose", action="store_true", help="log connections to stderr")
+    add_log_options(serve)
+    serve.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log every connection (the same as --log-level debug)",
+    )
     serve.set_defaults(func=run_serve)
 
 
@@ -87,11 +97,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from tdslite.server import FedAuthConfig, SspiConfig, open_server
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s tdslite %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
     fedauth_args = (args.fedauth_issuer, args.fedauth_jwks, args.fedauth_audience)
     fedauth = None
     if any(fedauth_args):
@@ -116,7 +121,18 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.ntlm_users or args.kerberos_keytab:
         sspi = SspiConfig(ntlm_users=args.ntlm_users, keytab=args.kerberos_keytab)
 
+    setup_logging("debug" if args.verbose else args.log_level, args.log_format)
+    reason = "served"
+
     async def main() -> None:
+        nonlocal reason
+        # the signal handler is in place before the address is printed: a parent that sends
+        # SIGTERM as soon as it read the address stops the server cleanly
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await serve(signals)
+
+    async def serve(signals: Any) -> None:
+        nonlocal reason
         async with open_server(
             db=args.db,
             users=args.users,
@@ -130,13 +146,14 @@ def run_serve(args: argparse.Namespace) -> int:
             statement_log=args.statement_log,
         ) as server:
             print(f"tdslite listening on {server.address}", flush=True)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
+            async for signum in signals:
+                reason = signal.Signals(signum).name
+                break
 
     try:
         trio.run(main)
     except (OSError, ValueError) as exc:
-        print(f"edgetds tdslite serve: {exc}", file=sys.stderr)
+        log_stopped(LOGGER, f"error: {exc}")
         return 1
+    log_stopped(LOGGER, reason)
     return 0

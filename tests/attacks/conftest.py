@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 
+from logsetup import JsonFormatter
 from tests.support.chaos import HYGIENE
 from tests.support.chaos_stack import RELAY_KINDS, chaos
 
 
 @pytest.fixture(autouse=True)
 def relay_log(tmp_path: Path) -> Iterator[Path]:
-    """Every log line of this process (the in-process relay, hypercorn) at INFO, to a file."""
+    """Every log line of this process (the in-process relay, hypercorn) at INFO, to a file, in
+    the format the processes write (logsetup's JSON lines: the fields included)."""
     path = tmp_path / "in-process.log"
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)

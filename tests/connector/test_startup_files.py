@@ -6,6 +6,7 @@ makes of /etc), in a private mount namespace."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -107,8 +108,10 @@ def test_an_ops_port_in_use_stops_run_with_one_line(tmp_path: Path) -> None:
         config.write_text(config.read_text() + f'\n[ops]\nlisten = "127.0.0.1:{port}"\n')
         done = _run("connector", "run", "--config", str(config))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "error: the connector stopped: " in done.stderr
-    assert "ddress already in use" in done.stderr
+    last = json.loads(done.stderr.splitlines()[-1])  # the one line that says why: the last
+    assert last["event"] == "stopped", done.stderr
+    assert last["reason"].startswith("error: "), last
+    assert "ddress already in use" in last["reason"], last
     assert "Traceback" not in done.stderr
 
 

@@ -146,6 +146,13 @@ def test_demo_tells_the_story_and_leaves_nothing_running(tmp_path: Path) -> None
     _assert_no_children(state)
     # the dev IdP's keys survive for `edgetds dev-idp token`; the rest is recreated next run
     assert (state / "idp" / "keys.json").exists()
+    # each part's log: JSON lines, `stopped` (the demo's SIGTERM) last
+    for name in ("tdslite", "idp", "relay", "connector"):
+        lines = [
+            json.loads(line) for line in (state / "logs" / f"{name}.log").read_text().splitlines()
+        ]
+        assert lines[-1]["event"] == "stopped", (name, lines[-3:])
+        assert lines[-1]["reason"].startswith("SIGTERM"), (name, lines[-1])
 
 
 class ServingDemo:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import socket
 import sys
@@ -34,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from connector.config import load_config
 from connector.runtime import open_connector
 from identity.keys import (
-    GeneratedKey,
     encode_public_key,
     generate_key_files,
     key_id,
@@ -42,7 +40,13 @@ from identity.keys import (
 )
 from relay.config import TunnelConfig
 from relay.server import RunningRelay
-from tests.support.ops_stack import Stack, open_stack, post_query, write_stack_config
+from tests.support.ops_stack import (
+    Stack,
+    open_stack,
+    post_query,
+    write_relay_toml,
+    write_stack_config,
+)
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import TEST_LIMITS, open_python_relay
 
@@ -137,28 +141,6 @@ async def test_connector_key_rotation_without_a_failed_query(tmp_path: Path) -> 
 PYTHON = [sys.executable, "-m", "edgetds"]
 
 
-def _relay_toml(
-    path: Path, *, relay_key: GeneratedKey, connector_keys: list[str], issuer: str
-) -> None:
-    registered = connector_keys[0] if len(connector_keys) == 1 else connector_keys
-    path.write_text(
-        "\n".join([
-            "[relay]",
-            'listen = "127.0.0.1:0"',
-            f"private_key_file = {json.dumps(str(relay_key.private_path))}",
-            "[tunnels.demo]",
-            f"connectors = {{ \"conn-1\" = {json.dumps(registered)} }}",
-            "[[issuers]]",
-            f"issuer = {json.dumps(issuer)}",
-            'audience = "edgetds"',
-            "[limits]",
-            "auth_failure_burst = 10000",
-            "query_burst = 10000",
-        ])
-        + "\n"
-    )  # fmt: skip
-
-
 class _Relay:
     """`edgetds relay serve` in a subprocess; its address, stats and a query client."""
 
@@ -216,7 +198,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
         conn_old = stack.key  # conn-1's first key
         conn_new = generate_key_files(keys_dir, "conn-1-new")
         relay_toml = tmp_path / "relay.toml"
-        write = partial(_relay_toml, relay_toml, issuer=stack.idp.issuer)
+        write = partial(write_relay_toml, relay_toml, issuer=stack.idp.issuer)
         write(relay_key=relay_old, connector_keys=[conn_old.public_key])
         token = stack.token()
         failures: list[tuple[int, str]] = []
@@ -283,7 +265,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
             write(relay_key=relay_new, connector_keys=[conn_new.public_key, conn_old.public_key])
             relay.process.send_signal(signal.SIGHUP)
             await _until(
-                "the relay took both connector keys", _logged(relay.log, "connector_keys=2")
+                "the relay took both connector keys", _logged(relay.log, '"connector_keys": 2')
             )
             assert await relay.sessions() == first
             connector_config(private_key_file=conn_new.private_path)
@@ -301,7 +283,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
             # 3. the old connector key goes: nothing to drain, the sessions stay
             write(relay_key=relay_new, connector_keys=[conn_new.public_key])
             relay.process.send_signal(signal.SIGHUP)
-            await _until("the relay dropped the old key", _logged(relay.log, "connector_keys=1"))
+            await _until("the relay dropped the old key", _logged(relay.log, '"connector_keys": 1'))
             served_before = ok
             await _until("queries flow", _more_than(lambda: ok, served_before + 20))
             assert await relay.sessions() == second

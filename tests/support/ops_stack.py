@@ -27,7 +27,7 @@ from identity.keys import GeneratedKey, generate_key_files, load_private_key
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
 from tests.support.relays import RelayHandle, start_python_relay
 
-__all__ = ["Stack", "open_stack", "post_query", "write_stack_config"]
+__all__ = ["Stack", "open_stack", "post_query", "write_relay_toml", "write_stack_config"]
 
 
 @dataclass
@@ -79,6 +79,30 @@ def write_stack_config(stack: Stack, name: str = "connector", **overrides: Any) 
         **overrides,
     }
     return write_connector_config(stack.directory / name, **options)
+
+
+def write_relay_toml(
+    path: Path, *, relay_key: GeneratedKey, connector_keys: list[str], issuer: str
+) -> None:
+    """A relay.toml for `edgetds relay serve`: tunnel "demo" served by conn-1 (one key, or
+    several during a rotation), client tokens from `issuer`, the per-address limits raised."""
+    registered = connector_keys[0] if len(connector_keys) == 1 else connector_keys
+    path.write_text(
+        "\n".join([
+            "[relay]",
+            'listen = "127.0.0.1:0"',
+            f"private_key_file = {json.dumps(str(relay_key.private_path))}",
+            "[tunnels.demo]",
+            f"connectors = {{ \"conn-1\" = {json.dumps(registered)} }}",
+            "[[issuers]]",
+            f"issuer = {json.dumps(issuer)}",
+            'audience = "edgetds"',
+            "[limits]",
+            "auth_failure_burst = 10000",
+            "query_burst = 10000",
+        ])
+        + "\n"
+    )  # fmt: skip
 
 
 def _prepare(directory: Path, connector_ids: Sequence[str]) -> tuple[dict[str, GeneratedKey], Path]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import trio
@@ -60,3 +60,55 @@ async def kill_group(process: trio.Process) -> None:
         pass
     with trio.CancelScope(shield=True):
         await process.wait()
+
+
+class OutputLines:
+    """A process's output stream, read line by line by a task of the caller's nursery, so a test
+    waits for a line (an event), never for time.
+
+        lines = OutputLines()
+        nursery.start_soon(lines.read_from, process.stderr)
+        await lines.wait_for(lambda line: "ready" in line)
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.ended = False
+        self._changed = trio.Event()
+
+    async def read_from(self, stream: trio.abc.ReceiveStream) -> None:
+        pending = b""
+        try:
+            while chunk := await stream.receive_some():
+                *complete, pending = (pending + chunk).split(b"\n")
+                self.lines += [line.decode(errors="replace") for line in complete]
+                self._notify()
+        finally:
+            if pending:
+                self.lines.append(pending.decode(errors="replace"))
+            self.ended = True
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, accept: Callable[[str], bool], count: int = 1) -> list[str]:
+        """The lines ``accept`` takes, once there are ``count`` of them.
+
+        Raises:
+            AssertionError: the stream ended first.
+        """
+        while True:
+            taken = [line for line in self.lines if accept(line)]
+            if len(taken) >= count:
+                return taken
+            if self.ended:
+                raise AssertionError("the output ended first:\n" + "\n".join(self.lines[-30:]))
+            await self._changed.wait()
+
+    async def wait_ended(self) -> list[str]:
+        """Every line, once the stream ended."""
+        while not self.ended:
+            await self._changed.wait()
+        return self.lines
