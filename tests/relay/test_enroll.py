@@ -6,6 +6,7 @@ serve` process), real keys; what both relays must do is in tests/conformance/tes
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -29,6 +30,7 @@ from protocol import (
 )
 from relay.config import ConfigError, load_config
 from relay.server import open_relay
+from tests.ops.test_reload import _events
 from tests.ops.test_rotation import _start_relay, _until
 from tests.relay.test_relay_config_cli import write_config
 
@@ -111,19 +113,20 @@ async def test_sighup_keeps_enrolled_keys_and_a_damaged_file_is_refused_by_path(
             ).status_code == 200
 
             async def reloaded(n: int) -> bool:
-                return log.read_text().count("relay.reload") >= n
+                events = _events(log, "relay.reloaded") + _events(log, "relay.reload_failed")
+                return len(events) >= n
 
             relay.process.send_signal(signal.SIGHUP)
             await _until("the relay reloads", lambda: reloaded(1))
-            assert "relay.reloaded" in log.read_text()
+            assert len(_events(log, "relay.reloaded")) == 1
             assert await upgrade(ws_url, key) == 101
             # a damaged file: the reload is refused naming the path, the enrolled key still works
             good = state.read_text()
             state.write_text(good[: len(good) // 2])
             relay.process.send_signal(signal.SIGHUP)
             await _until("the reload is refused", lambda: reloaded(2))
-            assert "relay.reload_failed" in log.read_text()
-            assert str(state) in log.read_text()
+            (failed,) = _events(log, "relay.reload_failed")
+            assert str(state) in json.dumps(failed)
             assert await upgrade(ws_url, key) == 101
             relay.process.send_signal(signal.SIGTERM)
             assert await relay.process.wait() == 0
