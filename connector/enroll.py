@@ -264,6 +264,9 @@ def report(done: Enrolled) -> str:
         if done.updated
         else "made from examples/connector.toml: fill in [database], [logins.*], [[issuers]], "
         "[policy] and [audit]"
+        if EXAMPLE.exists()
+        else "only its [connector] table: add [database], [logins.*], [[issuers]], [policy] and "
+        "[audit] as README's production section shows"
     )
     return "\n".join(
         [
