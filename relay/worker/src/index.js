@@ -236,6 +236,7 @@ async function query(request, env, ctx, config, tunnel, address) {
   const call = {
     identity: { issuer: identity.issuer, subject: identity.subject },
     token: /** @type {string} */ (bearerToken(request.headers.get("authorization"))), // verified above
+    tokenSha256: identity.tokenSha256,
     request: req,
     deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
     maxQueriesPerIdentity: config.tunnelSettings[tunnel].max_queries_per_identity,

@@ -28,7 +28,7 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
 
 /**
  * What the Worker sends for one query (verified facts only).
- * @typedef {{token: string, request: Record<string, any>, deadlineMs: number,
+ * @typedef {{token: string, tokenSha256?: string, request: Record<string, any>, deadlineMs: number,
  *   identity: {issuer: string, subject: string}, maxQueriesPerIdentity: number}} QueryCall
  * @typedef {import("./session.js").ConnectorSession} ConnectorSession
  * @typedef {import("./registry.js").AdmissionSlot} AdmissionSlot
@@ -39,7 +39,7 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
  *   accept?: (session: ConnectorSession) => boolean,
  *   onSent?: (session: ConnectorSession, streamId: number) => void}} SessionParts
  * @typedef {QueryCall & SessionParts} Call
- * @typedef {{token: string, req: Record<string, any>, options: Record<string, any>, deadlineMs: number,
+ * @typedef {{token: string, tokenSha256?: string, req: Record<string, any>, options: Record<string, any>, deadlineMs: number,
  *   respond: (response: Response) => void, slot: AdmissionSlot} & SessionParts} Job
  * @typedef {{key: string, session: ConnectorSession, streamId: number, queryId: string, started: boolean,
  *   finished: boolean, cancelled: boolean, redispatching: boolean,
@@ -94,7 +94,7 @@ export class Queries {
    * Run one query; resolves to its response (200 with a streamed body, or a typed error).
    * @param {Call} call @returns {Promise<Response>}
    */
-  async handle({ token, request: req, deadlineMs, identity, maxQueriesPerIdentity, session, pinned, accept, onSent }) {
+  async handle({ token, tokenSha256, request: req, deadlineMs, identity, maxQueriesPerIdentity, session, pinned, accept, onSent }) {
     const config = await loadConfig(this.env);
     /** @type {PromiseWithResolvers<Response>} */
     const { promise, resolve } = Promise.withResolvers();
@@ -107,7 +107,7 @@ export class Queries {
     const timeoutMs = Math.max(1, req.timeout_ms - slot.waitedMs);
     const options = { max_rows: req.max_rows ?? null, timeout_ms: timeoutMs };
     try {
-      await this.dispatch({ token, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot, session, pinned, accept, onSent });
+      await this.dispatch({ token, tokenSha256, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot, session, pinned, accept, onSent });
     } catch (err) {
       this.tunnel.giveBack(slot);
       throw err;
@@ -121,7 +121,7 @@ export class Queries {
    * @param {Job} job
    */
   async dispatch(job) {
-    const { token, req, options, pinned } = job;
+    const { token, tokenSha256, req, options, pinned } = job;
     const member = job.session ?? null;
     const config = await loadConfig(this.env);
     /** @type {ConnectorSession} */
@@ -144,6 +144,7 @@ export class Queries {
         options,
         now: Date.now() / 1000,
         session: member,
+        tokenSha256,
       });
       if (session.accepting) break;
       if (attempt === 2) throw new HttpError(ErrorCode.RELAY_OVERLOADED, "connectors kept changing while placing the query; retry");
