@@ -42,7 +42,7 @@ WITH_JSON = ("tunnel", "big_result", "worker")
 
 def _relay_cpu(figures: dict[str, Any]) -> float | None:
     runs = figures.get("latency_c1", {}).get("runs", {})
-    value = runs.get("tunnel", {}).get("context", {}).get("cpu_ms_per_query", {}).get("relay")
+    value = runs.get("tunnel", {}).get("cpu_ms_per_query", {}).get("relay")
     return float(value) if value else None
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import trio
 
 from bench.stack import open_demo_stack
-from bench.tunnel import scenario
-from edgetds.loadtest import Plan, TokenSource, run_loadtest
+from bench.tunnel import warm_tunnel_plan
+from edgetds.loadtest import run_loadtest
 
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
@@ -84,18 +84,7 @@ async def run(seconds: float, concurrency: int, idle: bool, out: Path) -> None:
             pool_size=max(16, concurrency),
         ) as stack:
             assert stack.connector_process is not None
-            sc = scenario(concurrency, seconds=seconds)
-            tokens = TokenSource.from_dev_idp(
-                stack.idp_key_dir, sc.identity, users=concurrency, expires_in=3600
-            )
-            plan = Plan(
-                scenario=sc,
-                target_url=stack.relay.http_url,
-                tunnel=stack.relay.tunnel,
-                tokens=tokens,
-                live=False,
-            )
-            await run_loadtest(Plan(**{**plan.__dict__, "scenario": sc.with_load(count=100)}))
+            plan = await warm_tunnel_plan(stack, concurrency, seconds)
             assert stack.relay_pid is not None
             targets = {
                 "connector": stack.connector_process.pid,

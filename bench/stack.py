@@ -64,10 +64,15 @@ class DemoStack:
     tds_pid: int | None = None
     #: the relay process id (relay_kind "python-process" or "worker"), else None
     relay_pid: int | None = None
+    #: every connector process (``replicas`` > 1: replica N is ``connector_processes[N - 1]``)
+    connector_processes: tuple[trio.Process, ...] = ()
 
 
-async def _wait_connected(relay: RelayHandle, idp: DevIdP, timeout_s: float = 20) -> None:
-    """Wait until the relay reports a connector for the tunnel (GET .../status)."""
+async def _wait_connected(
+    relay: RelayHandle, idp: DevIdP, timeout_s: float = 20, *, connections: int = 1
+) -> None:
+    """Wait until the relay reports ``connections`` connector connections for the tunnel (GET
+    .../status)."""
     import httpx
 
     token = idp.mint(sub="stack-probe", groups=["analysts"])
@@ -76,7 +81,7 @@ async def _wait_connected(relay: RelayHandle, idp: DevIdP, timeout_s: float = 20
         async with httpx.AsyncClient(trust_env=False) as client:
             while True:
                 resp = await client.get(url, headers={"authorization": f"Bearer {token}"})
-                if resp.status_code == 200 and resp.json().get("connectors", 0) > 0:
+                if resp.status_code == 200 and resp.json().get("connections", 0) >= connections:
                     return
                 await trio.sleep(0.05)
 
@@ -262,6 +267,7 @@ async def open_demo_stack(
     db: str = ":memory:",
     seed: str | None = None,
     tds_process: bool = False,
+    replicas: int = 1,
     **connector_options: Any,
 ) -> AsyncIterator[DemoStack]:
     """Run the stack until the block exits.
@@ -273,7 +279,9 @@ async def open_demo_stack(
         pool_size: the connector's python-tds pool per login.
         relay_limits: relay [limits] overrides (the Python relay's rate limiter is off).
         seed: tdslite seed ("sample" adds the demo schema; slow to load).
-        tds_process: run tdslite as its own process (benchmarks: the client's GIL is its own)."""
+        tds_process: run tdslite as its own process (benchmarks: the client's GIL is its own).
+        replicas: with connector="subprocess", run this many replicas of the connector
+            (``edgetds connector run --replica N``, one config and connector id)."""
     users = _prepare(workdir)
     idp_dir = workdir / "idp"
     async with (
@@ -303,36 +311,46 @@ async def open_demo_stack(
             _set_pool_size(config, pool_size)
         direct = DirectSpec(tds_host, tds_port, "reader", "reader-pw", database)
 
-        def stack(process: trio.Process | None) -> DemoStack:
-            return DemoStack(relay, idp, idp_dir, direct, config, process, tds_pid, relay_pid)
+        def stack(*processes: trio.Process) -> DemoStack:
+            first = processes[0] if processes else None
+            return DemoStack(
+                relay, idp, idp_dir, direct, config, first, tds_pid, relay_pid, processes
+            )
 
         if connector == "none":
-            yield stack(None)
+            yield stack()
         elif connector == "inprocess":
             async with open_connector(load_config(config)) as conn:
                 await conn.wait_ready()
                 await _wait_connected(relay, idp)
-                yield stack(None)
+                yield stack()
         else:
             async with trio.open_nursery() as nursery:
                 cmd = [sys.executable, "-m", "edgetds", "connector", "run", "--config", str(config)]
-                log = open(workdir / "connector.log", "wb")  # noqa: SIM115, ASYNC230
-                process: trio.Process = await nursery.start(
-                    partial(
-                        trio.run_process,
-                        cmd,
-                        check=False,
-                        stdout=subprocess.DEVNULL,
-                        stderr=log,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    )
-                )
+                processes: list[trio.Process] = []
+                logs = []
                 try:
-                    await _wait_connected(relay, idp, timeout_s=30)
-                    yield stack(process)
+                    for n in range(1, replicas + 1):
+                        name = "connector.log" if replicas == 1 else f"connector-{n}.log"
+                        logs.append(open(workdir / name, "wb"))  # noqa: SIM115, ASYNC230
+                        replica = ["--replica", str(n)] if replicas > 1 else []
+                        run = partial(trio.run_process, [*cmd, *replica], check=False)
+                        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                        processes.append(
+                            await nursery.start(
+                                partial(run, stdout=subprocess.DEVNULL, stderr=logs[-1], env=env)
+                            )
+                        )
+                    links = connector_options.get("ha_connections", 2) * replicas
+                    await _wait_connected(relay, idp, timeout_s=30, connections=links)
+                    yield stack(*processes)
                 finally:
-                    process.terminate()
+                    for process in processes:
+                        process.terminate()
                     with trio.move_on_after(10):
-                        await process.wait()
-                    process.kill()
-                    log.close()
+                        for process in processes:
+                            await process.wait()
+                    for process in processes:
+                        process.kill()
+                    for log in logs:
+                        log.close()

@@ -36,6 +36,7 @@ import json
 import os
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,8 @@ def cpu_seconds(stack: DemoStack, diy: tuple[str, int] | None = None) -> dict[st
     out = {here: times.user + times.system}
     if stack.relay_pid is not None:
         out["relay"] = _proc_cpu(stack.relay_pid)
-    if stack.connector_process is not None:
-        out["connector"] = _proc_cpu(stack.connector_process.pid)
+    if stack.connector_processes:
+        out["connector"] = sum(_proc_cpu(p.pid) for p in stack.connector_processes)
     if stack.tds_pid is not None:
         out["tdslite"] = _proc_cpu(stack.tds_pid)
     if diy is not None:
@@ -134,6 +135,18 @@ def line(label: str, run: RunResult) -> str:
 
 def checks(out: dict[str, Any]) -> list[Check]:
     """The targets this benchmark measures (see bench/checks.py), from its JSON figures."""
+    scaling = []
+    if "replicas" in out:
+        scaling.append(
+            Check(
+                f"{out['relay']}: throughput 2 connector replicas / 1 (c{REPLICA_CONCURRENCY})",
+                out["replicas"]["ratio"],
+                REPLICA_GOAL,
+                ">=",
+            )
+        )
+    if "latency_c1" not in out:
+        return scaling
     c1 = out["latency_c1"]["runs"]
     tput = out["throughput"]["runs"]
 
@@ -176,10 +189,72 @@ def checks(out: dict[str, Any]) -> list[Check]:
             ratio(cpu(c1, "tunnel", "tdslite"), cpu(c1, "direct", "tdslite")),
             1.2,
         ),
+        *scaling,
     ]
 
 
-async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> None:
+async def warm_tunnel_plan(stack: DemoStack, concurrency: int, seconds: float) -> Plan:
+    """The plan of ``SELECT @n`` through the tunnel only, closed loop at ``concurrency`` for
+    ``seconds``, after 100 unrecorded queries through it."""
+    sc = scenario(concurrency, seconds=seconds)
+    tokens = TokenSource.from_dev_idp(
+        stack.idp_key_dir, sc.identity, users=concurrency, expires_in=3600
+    )
+    plan = Plan(
+        scenario=sc,
+        target_url=stack.relay.http_url,
+        tunnel=stack.relay.tunnel,
+        tokens=tokens,
+        live=False,
+    )
+    await run_loadtest(replace(plan, scenario=sc.with_load(count=100)))
+    return plan
+
+
+#: the load of the replicas run: enough to keep two replicas' pools (16 each) busy
+REPLICA_CONCURRENCY = 32
+#: a second replica is worth running where it adds at least this much throughput
+REPLICA_GOAL = 1.3
+
+
+async def replica_scaling(relay: str, seconds: float, out: dict[str, Any]) -> None:
+    """Throughput through 1 and then 2 replicas of the connector (``connector run --replica N``,
+    one connector id), same load (concurrency 32), tunnel only."""
+    print(f"(3) throughput through 1 vs 2 connector replicas, concurrency {REPLICA_CONCURRENCY}")
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="edgetds-bench-") as tmp:
+        for replicas in (1, 2):
+            work = Path(tmp) / f"replicas{replicas}"
+            async with open_demo_stack(
+                work, connector="subprocess", tds_process=True, relay_kind=relay, replicas=replicas
+            ) as stack:
+                plan = await warm_tunnel_plan(stack, REPLICA_CONCURRENCY, seconds)
+                before = cpu_seconds(stack)
+                [result] = (await run_loadtest(plan)).values()
+                used = {k: v - before[k] for k, v in cpu_seconds(stack).items()}
+            per_query = {k: round(1000 * v / max(result.count, 1), 3) for k, v in used.items()}
+            name = f"{replicas} replica" + ("s" if replicas > 1 else "")
+            run = replace(result, target=name, context={"cpu_ms_per_query": per_query})
+            runs[name] = run.as_json() | {"timeline": None}
+            print(line(f"concurrency {REPLICA_CONCURRENCY}", run))
+    ratio_2_1 = ratio(runs["2 replicas"]["throughput_qps"], runs["1 replica"]["throughput_qps"])
+    print(f"  -> throughput 2 replicas / 1 replica: {ratio_2_1}x (on {os.cpu_count()} cores)")
+    out["replicas"] = {"runs": runs, "ratio": ratio_2_1, "cores": os.cpu_count()}
+
+
+async def run(
+    relay: str, count: int, seconds: float, out: dict[str, Any], *, only_replicas: bool = False
+) -> None:
+    if not only_replicas:
+        await run_latency_throughput(relay, count, seconds, out)
+    await replica_scaling(relay, seconds, out)
+    out["checks"] = [c.as_json() for c in checks(out)]
+    print_table(checks(out), f"tunnel ({relay} relay)")
+
+
+async def run_latency_throughput(
+    relay: str, count: int, seconds: float, out: dict[str, Any]
+) -> None:
     with tempfile.TemporaryDirectory(prefix="edgetds-bench-") as tmp:
         print(f"(1) latency added by {relay} relay + connector over direct python-tds")
         for concurrency, pool in ((1, 16), (64, 64)):
@@ -239,8 +314,6 @@ async def run(relay: str, count: int, seconds: float, out: dict[str, Any]) -> No
             "runs": {k: v.as_json() | {"timeline": None} for k, v in runs.items()},
             "ratios": ratios,
         }
-    out["checks"] = [c.as_json() for c in checks(out)]
-    print_table(checks(out), f"tunnel ({relay} relay)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,9 +332,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seconds", type=float, default=10, help="throughput run length")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--replicas", action="store_true", help="only (3): throughput of 1 vs 2 connector replicas"
+    )
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"relay": args.relay}
-    trio.run(run, args.relay, args.count, args.seconds, out)
+    trio.run(partial(run, only_replicas=args.replicas), args.relay, args.count, args.seconds, out)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

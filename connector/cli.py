@@ -98,6 +98,15 @@ def register(subparsers: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         action.add_argument("--config", required=True, type=Path, help="connector TOML file")
+        if name in ("check", "run"):
+            action.add_argument(
+                "--replica",
+                type=int,
+                metavar="N",
+                help="run as replica N (1..64) of this connector, one process per core with the "
+                "same config: audit file audit-N.jsonl, [ops] listen port + N - 1 "
+                "(examples/systemd/edgetds-connector@.service)",
+            )
         if name == "run":
             add_log_options(action, level_default=None, summary=True)
         if name == "explain":
@@ -179,14 +188,14 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(path: Path) -> Any:
-    """The validated config (`connector.runtime.check_config`), or None after printing every
-    problem."""
+def _load(path: Path, replica: int | None = None) -> Any:
+    """The validated config (`connector.runtime.check_config`; replica ``replica``'s), or None
+    after printing every problem."""
     from connector.config import ConfigError
     from connector.runtime import check_config
 
     try:
-        return check_config(path)
+        return check_config(path, replica=replica)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -197,7 +206,7 @@ def _load(path: Path) -> Any:
 def _cmd_check(args: argparse.Namespace) -> int:
     from connector.runtime import build_policy
 
-    config = _load(args.config)
+    config = _load(args.config, args.replica)
     if config is None:
         return 1
     roles = ", ".join(r.name for r in build_policy(config).roles) or "(none)"
@@ -241,7 +250,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reload_keys(path: str, connector: Any, log: logging.Logger) -> None:
+def _reload_keys(path: str, replica: int | None, connector: Any, log: logging.Logger) -> None:
     """SIGHUP: re-validate the config as start-up does; apply the connector key and relay pins,
     keep the rest. Any problem: the running config is kept and `connector.reload_failed` lists
     every problem."""
@@ -249,7 +258,7 @@ def _reload_keys(path: str, connector: Any, log: logging.Logger) -> None:
     from connector.runtime import check_config
 
     try:
-        config = check_config(path)
+        config = check_config(path, replica=replica)
     except ConfigError as exc:
         problems = [str(p) for p in exc.problems]
         log.error(
@@ -280,7 +289,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from connector.policy import PolicyError
     from connector.runtime import open_connector
 
-    config = _load(args.config)
+    config = _load(args.config, args.replica)
     if config is None:
         return 1
     setup_logging(args.log_level or config.log_level, args.log_format)
@@ -294,6 +303,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     "connector started",
                     extra={
                         "connector_id": config.tunnel.connector_id,
+                        "replica": args.replica,
                         "tunnel": config.tunnel.tunnel,
                         "relays": list(config.tunnel.relay_urls),
                     },
@@ -304,7 +314,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     async for signum in signals:
                         name = signal.Signals(signum).name
                         if signum == signal.SIGHUP:
-                            _reload_keys(args.config, connector, log)
+                            _reload_keys(args.config, args.replica, connector, log)
                             nursery.start_soon(connector.rotate_audit)
                         elif not connector.draining:
                             reason = f"{name}: drained"

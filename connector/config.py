@@ -27,6 +27,7 @@ from identity.keys import KeyFileError, load_private_key, parse_public_key
 
 __all__ = [
     "ConfigError",
+    "MAX_REPLICAS",
     "ConnectorConfig",
     "DatabaseConfig",
     "EntraConfig",
@@ -757,6 +758,35 @@ def _sessions(r: _Reader, doc: Mapping[str, Any]) -> SessionsConfig:
         )
     }
     return SessionsConfig(**values)
+
+
+#: most replicas of one connector on one host (one per core)
+MAX_REPLICAS = 64
+
+
+def for_replica(config: ConnectorConfig, replica: int) -> ConnectorConfig:
+    """The config of replica ``replica`` (1..`MAX_REPLICAS`) of a connector run as one process
+    per core with the same file (``connector run --replica N``; the systemd template unit
+    edgetds-connector@.service). Every replica has the same connector id and key: the relay
+    treats each one's connections like more HA connections and spreads queries over them. What
+    two processes cannot share is made per replica: the audit file (``audit.jsonl`` ->
+    ``audit-N.jsonl``, its own hash chain and signed checkpoints naming that file) and the
+    [ops] listen port (port + N - 1; port 0 stays 0).
+
+    Raises:
+        ValueError: ``replica`` outside 1..MAX_REPLICAS.
+    """
+    if not 1 <= replica <= MAX_REPLICAS:
+        raise ValueError(f"--replica must be 1..{MAX_REPLICAS} (one per core), got {replica}")
+    audit_file = config.audit_file
+    if audit_file is not None:
+        audit_file = audit_file.with_name(f"{audit_file.stem}-{replica}{audit_file.suffix}")
+    ops_listen = config.ops_listen
+    if ops_listen:
+        host, _, port = ops_listen.rpartition(":")
+        if int(port):
+            ops_listen = f"{host}:{int(port) + replica - 1}"
+    return replace(config, audit_file=audit_file, ops_listen=ops_listen)
 
 
 def load_config(

@@ -8,10 +8,12 @@ Strategy:
    RESETCONNECTION flag (the server resets the session first, as ``sp_reset_connection`` does:
    nothing of the last borrower remains), then run the statement with every parameter bound
    (``sp_executesql``; never interpolated) and fetch the first chunk of rows.
-2. A producer task fetches rows in chunks in worker threads, encodes them to NDJSON there (CPU off
-   the Trio thread), and hands each chunk over a bounded memory channel; the consumer passes it to
-   the `Sink` (the tunnel stream), which waits for send window (CREDIT). A slow client therefore
-   stalls the fetching: memory stays at a few chunks per query, whatever the result size.
+2. A result that ends within that first chunk (the common small result) goes to the `Sink` (the
+   tunnel stream) from there: no other task, no channel. A larger one: a producer task fetches
+   the next chunks in worker threads, encodes them to NDJSON there (CPU off the Trio thread), and
+   hands each over a bounded memory channel; the consumer passes it to the `Sink`, which waits for
+   send window (CREDIT). A slow client therefore stalls the fetching: memory stays at a few
+   chunks per query, whatever the result size.
 3. Caps: max_rows and max_bytes end the stream with ``limits.result_too_large``; the timeout and
    a cancel request stop the statement on the server: between chunks with a clean
    ``cursor.cancel()`` in the worker (the connection stays pooled), while a worker is blocked in
@@ -91,6 +93,10 @@ class ExecRequest:
     #: reset the connection and set the session context first (False: a session's statement,
     #: on the connection its begin set up)
     setup: bool = True
+
+
+#: what one fetch of the reader gives: (columns line or None, row lines, row count)
+_Chunk = tuple[bytes | None, bytes, int]
 
 
 class _StaleConnection(Exception):
@@ -429,8 +435,7 @@ async def _execute_on(
     reader = _Reader(req)
     reused = pc.used
     pc.used = True
-    send, receive = trio.open_memory_channel[tuple[bytes | None, bytes, int]](2)
-    done = trio.Event()
+    done = trio.Event()  # set once no database work is left (the watchdog stops interrupting)
     failure: list[BaseException] = []
     max_rows = req.max_rows if req.max_rows is not None else math.inf
 
@@ -441,102 +446,119 @@ async def _execute_on(
         )
         return QueryFailed(code, f"the query {what}", outcome=outcome)
 
-    async def produce() -> None:
-        async with send:
-            try:
-                if cancel.cancelled:
-                    raise stopped()
-                # fetch one row past max_rows so exceeding it is detected, not truncated
-                budget = int(min(max_rows + 1, 1 << 30))
-                try:
-                    # reset + session context + statement + first chunk: one thread hop
-                    chunk = await pool.call(pc, functools.partial(reader.begin, reused, budget))
-                except _ResetFailed:
-                    pc.broken = True
-                    if not cancel.cancelled:
-                        failure.append(_StaleConnection())
-                    return
-                except _SessionSetupFailed as exc:
-                    pc.broken = True
-                    if not cancel.cancelled:
-                        failure.append(
-                            QueryFailed(
-                                ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
-                                "SQL Server refused to set up the session for the query; retry it",
-                                outcome=outcome,
-                                detail=describe_sql_error(exc.__cause__ or exc),
-                            )
-                        )
-                    return
-                fetched = chunk[2]
-                await send.send(chunk)
-                while (
-                    not reader.finished or reader.pending_columns is not None
-                ) and fetched <= max_rows:
-                    if cancel.cancelled:
-                        break
-                    budget = int(min(max_rows + 1 - fetched, 1 << 30))
-                    chunk = await pool.call(pc, functools.partial(reader.next_chunk, budget))
-                    fetched += chunk[2]
-                    await send.send(chunk)
-            except (OSError, TimeoutError, tds_base.ClosedConnectionError, OpenSSLError) as exc:
-                # before tds_base.Error: python-tds reports a server gone mid-statement as
-                # ClosedConnectionError, which is no SQL error
-                pc.broken = True
-                if not cancel.cancelled:
-                    failure.append(
-                        QueryFailed(
-                            ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
-                            "the connection to SQL Server failed during the query; retry it",
-                            outcome=outcome,
-                            detail=describe_sql_error(exc),
-                        )
-                    )
-            except tds_base.Error as exc:
-                if not cancel.cancelled:
-                    failed = sql_error(exc, outcome, redact=pool.redact)
-                    pc.broken = pc.broken or failed.code != ErrorCode.SQL_ERROR
-                    failure.append(failed)
-            except QueryFailed as exc:
-                failure.append(exc)
-            except Exception:  # a bug (ours or python-tds's): fail this query, keep serving
-                log.exception("query failed unexpectedly", extra={"query_id": req.query_id})
-                pc.broken = True
+    async def fetch(call: Callable[[Any], _Chunk]) -> _Chunk | None:
+        """One worker-thread call of the reader; None when it failed (the failure is recorded
+        unless the query was cancelled, which says why itself)."""
+        try:
+            return await pool.call(pc, call)
+        except _ResetFailed:
+            pc.broken = True
+            if not cancel.cancelled:
+                failure.append(_StaleConnection())
+        except _SessionSetupFailed as exc:
+            pc.broken = True
+            if not cancel.cancelled:
                 failure.append(
                     QueryFailed(
-                        ErrorCode.INTERNAL,
-                        "the connector failed to run the query",
-                        detail="an unexpected error; its traceback is logged",
+                        ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
+                        "SQL Server refused to set up the session for the query; retry it",
+                        outcome=outcome,
+                        detail=describe_sql_error(exc.__cause__ or exc),
                     )
                 )
+        except (OSError, TimeoutError, tds_base.ClosedConnectionError, OpenSSLError) as exc:
+            # before tds_base.Error: python-tds reports a server gone mid-statement as
+            # ClosedConnectionError, which is no SQL error
+            pc.broken = True
+            if not cancel.cancelled:
+                failure.append(
+                    QueryFailed(
+                        ErrorCode.CONNECTOR_DATABASE_UNAVAILABLE,
+                        "the connection to SQL Server failed during the query; retry it",
+                        outcome=outcome,
+                        detail=describe_sql_error(exc),
+                    )
+                )
+        except tds_base.Error as exc:
+            if not cancel.cancelled:
+                failed = sql_error(exc, outcome, redact=pool.redact)
+                pc.broken = pc.broken or failed.code != ErrorCode.SQL_ERROR
+                failure.append(failed)
+        except Exception:  # a bug (ours or python-tds's): fail this query, keep serving
+            log.exception("query failed unexpectedly", extra={"query_id": req.query_id})
+            pc.broken = True
+            failure.append(
+                QueryFailed(
+                    ErrorCode.INTERNAL,
+                    "the connector failed to run the query",
+                    detail="an unexpected error; its traceback is logged",
+                )
+            )
+        return None
+
+    def more() -> bool:
+        """Whether the database has more of the result to fetch."""
+        return not reader.finished or reader.pending_columns is not None
+
+    async def produce(send: trio.MemorySendChannel[_Chunk], fetched: int) -> None:
+        """The rest of a result that did not end with its first chunk: fetch the next chunk
+        while the consumer delivers this one."""
+        async with send:
+            try:
+                while more() and fetched <= max_rows and not cancel.cancelled:
+                    budget = int(min(max_rows + 1 - fetched, 1 << 30))
+                    chunk = await fetch(functools.partial(reader.next_chunk, budget))
+                    if chunk is None:
+                        return
+                    fetched += chunk[2]
+                    await send.send(chunk)
             finally:
                 done.set()
 
     delivery: list[trio.CancelScope] = []  # the one in progress, for the watchdog
+    too_large: QueryFailed | None = None
+
+    async def consume(chunk: _Chunk) -> None:
+        nonlocal too_large
+        if too_large is not None or cancel.cancelled:
+            return  # drain; the producer stops at its next check
+        try:
+            with trio.CancelScope() as scope:
+                delivery[:] = [scope]
+                # the last chunk: no flush, DONE follows at once in the same message
+                # (finished only turns True once no database fetch is left to wait for)
+                await _deliver(sink, *chunk, req, outcome, max_rows, flush=more())
+            delivery.clear()
+        except QueryFailed as exc:
+            too_large = exc
+            cancel.cancel("result too large")
+        except SinkClosed:
+            cancel.cancel("stream closed")
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watchdog, pc, cancel, deadline, done, delivery)
-        nursery.start_soon(produce)
-        too_large: QueryFailed | None = None
-        async with receive:
-            async for columns, rows, count in receive:
-                if too_large is not None or cancel.cancelled:
-                    continue  # drain; the producer stops at its next check
-                try:
-                    with trio.CancelScope() as scope:
-                        delivery[:] = [scope]
-                        # the last chunk: no flush, DONE follows at once in the same message
-                        # (finished only turns True once no database fetch is left to wait for)
-                        last = reader.finished and reader.pending_columns is None
-                        await _deliver(
-                            sink, columns, rows, count, req, outcome, max_rows, flush=not last
-                        )
-                    delivery.clear()
-                except QueryFailed as exc:
-                    too_large = exc
-                    cancel.cancel("result too large")
-                except SinkClosed:
-                    cancel.cancel("stream closed")
-        # the producer is done: stop the watchdog, and stop a statement left mid-result cleanly
+        first: _Chunk | None = None
+        if cancel.cancelled:
+            failure.append(stopped())
+        else:
+            # reset + session context + statement + first chunk: one worker-thread hop; fetch
+            # one row past max_rows so exceeding it is detected, not truncated
+            budget = int(min(max_rows + 1, 1 << 30))
+            first = await fetch(functools.partial(reader.begin, reused, budget))
+        if first is None or not more():
+            done.set()  # a small result (the common case): no producer, no channel
+        if first is not None:
+            await consume(first)
+            if not done.is_set():
+                if too_large is not None or cancel.cancelled or first[2] > max_rows:
+                    done.set()
+                else:
+                    send, receive = trio.open_memory_channel[_Chunk](2)
+                    nursery.start_soon(produce, send, first[2])
+                    async with receive:
+                        async for chunk in receive:
+                            await consume(chunk)
+        # no database work left: stop the watchdog, and stop a statement left mid-result cleanly
         nursery.cancel_scope.cancel()
     if cancel.cancelled and not pc.broken and not reader.finished:
         try:

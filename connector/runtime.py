@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from connector.audit import AuditError, AuditLog
 from connector.backoff import Backoff
 from connector.checkpoints import AuditCheckpoints
-from connector.config import ConfigError, ConnectorConfig, Problem, load_config
+from connector.config import ConfigError, ConnectorConfig, Problem, for_replica, load_config
 from connector.ops import Ops, database_probe, watch_logins
 from connector.policy import Policy, PolicyError
 from connector.pool import Pools
@@ -92,9 +92,10 @@ def build_policy(config: ConnectorConfig) -> Policy:
     return policy
 
 
-def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
+def check_config(path: str | os.PathLike[str], *, replica: int | None = None) -> ConnectorConfig:
     """Read and validate a connector config as start-up uses it: the one check `connector run`,
     `connector check` and SIGHUP share, so a reload refuses exactly what start-up refuses.
+    With ``replica`` the config is that replica's (`connector.config.for_replica`).
 
     The file (connector/config.py), then what start-up builds from it: the policy and the logins
     it names, the token verifier (nothing is fetched: its HTTP client connects on the first key
@@ -106,6 +107,11 @@ def check_config(path: str | os.PathLike[str]) -> ConnectorConfig:
     config = load_config(path)
     problems: list[Problem] = []
     file = str(config.path)
+    if replica is not None:
+        try:
+            config = for_replica(config, replica)
+        except ValueError as exc:
+            raise ConfigError([Problem(file, "", str(exc))]) from None
     try:
         build_policy(config)
     except PolicyError as exc:

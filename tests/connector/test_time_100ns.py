@@ -13,34 +13,18 @@ from typing import Any
 import pytest
 import trio
 
-import tdslite
 from connector import _timetypes
-from connector.config import DatabaseConfig, LoginConfig
 from connector.encode import BoundParam, RowEncoder, decode_params, describe
 from connector.execute import ExecRequest, execute
 from connector.pool import LoginPool
 from connector.results import CancelToken
-from tests.connector.test_execute_reset import _Collect
-from tests.support.connector_stack import TDSLITE_USERS
+from tests.connector.test_execute_reset import _Collect, reader_pool
 
 
 @pytest.fixture
 async def pool(tmp_path: Path) -> AsyncIterator[LoginPool]:
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
-    async with tdslite.open_server(users=users) as server:
-        db = DatabaseConfig(
-            host=server.host,
-            port=server.port,
-            database=server.engine.database,
-            logins={"reader": LoginConfig("reader", "reader", "reader-pw", pool_size=1)},
-            validate_host=False,
-        )
-        login_pool = LoginPool(db, db.logins["reader"], query_timeout_s=30)
-        try:
-            yield login_pool
-        finally:
-            await login_pool.aclose()
+    async with reader_pool(tmp_path) as login_pool:
+        yield login_pool
 
 
 async def run_query(

@@ -79,6 +79,7 @@ def test_the_examples_we_promise_exist() -> None:
         "rls/rls.sql",
         "sql/create-logins.sql",
         "systemd/edgetds-connector.service",
+        "systemd/edgetds-connector@.service",
     ):
         assert (EXAMPLES / name).is_file(), name
     assert "SESSION_CONTEXT(N'edgetds.sub')" in (EXAMPLES / "rls" / "rls.sql").read_text()
@@ -87,15 +88,28 @@ def test_the_examples_we_promise_exist() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_unit_verifies(tmp_path: Path) -> None:
-    unit = (EXAMPLES / "systemd" / "edgetds-connector.service").read_text()
+@pytest.mark.parametrize(
+    ("name", "instance"),
+    [
+        ("edgetds-connector.service", ""),
+        ("edgetds-connector@.service", "edgetds-connector@2.service"),
+    ],
+)
+def test_systemd_unit_verifies(tmp_path: Path, name: str, instance: str) -> None:
+    unit = (EXAMPLES / "systemd" / name).read_text()
     assert "Type=notify" in unit
     assert "NotifyAccess=all" in unit  # the onefile launcher's child sends READY=1
+    if instance:  # the template: every replica runs the same config as replica %i
+        assert unit.count("--config /etc/edgetds/connector.toml --replica %i") == 2
     # verify needs the binary to exist: point ExecStart at one that does
-    copy = tmp_path / "edgetds-connector.service"
+    copy = tmp_path / name
     copy.write_text(unit.replace("/usr/local/bin/edgetds", shutil.which("true") or "/bin/true"))
+    # a template verifies as one of its instances (a link named like it, next to it)
+    target = tmp_path / instance if instance else copy
+    if instance:
+        target.symlink_to(copy)
     done = subprocess.run(
-        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+        ["systemd-analyze", "verify", str(target)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     assert "Unknown" not in done.stderr, done.stderr

@@ -284,6 +284,15 @@ def test_attestation_rejections(query: events.Query, message: str) -> None:
         attest(query)
 
 
+@pytest.mark.parametrize("cut", [slice(0, 63), slice(1, None)])
+def test_attestation_with_a_signature_of_another_length_is_refused(cut: slice) -> None:
+    """A valid signature cut by a byte (the verifier takes exactly 64 bytes, never a prefix of
+    signature + message)."""
+    sig = base64.urlsafe_b64decode(make_query(1).attestation["sig"] + "==")
+    with pytest.raises(AuthError, match="signature"):
+        attest(with_attestation(sig=b64url(sig[cut])))
+
+
 def test_attestation_other_session_and_wrong_key() -> None:
     with pytest.raises(AuthError, match="session_id"):
         verify_attestation(make_query(1), RELAY_KEYS, session_id="other", now=NOW)

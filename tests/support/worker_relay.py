@@ -233,6 +233,8 @@ async def open_worker_relay(
     command += [f"--socket-fd=http={http_sock.fileno()}"]
     if app_sock is not None:
         command += [f"--socket-fd=app={app_sock.fileno()}"]
+    if os.environ.get("EDGETDS_WORKERD_INSPECTOR"):  # host:port (bench/profile_worker.py)
+        command += [f"--inspector-addr={os.environ['EDGETDS_WORKERD_INSPECTOR']}"]
     log = open(out_dir / "workerd.log", "wb")  # noqa: ASYNC230, SIM115 - closed in finally
     process = await trio.lowlevel.open_process(
         command, pass_fds=fds, stdout=log, stderr=subprocess.STDOUT, cwd=out_dir

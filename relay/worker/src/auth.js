@@ -64,9 +64,14 @@ export function randomB64url() {
   return b64url(crypto.getRandomValues(new Uint8Array(16)));
 }
 
+/** The two lowercase hex digits of each byte value. */
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 /** Lowercase hex of bytes. @param {Uint8Array} bytes @returns {string} */
 export function hex(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  let out = "";
+  for (const b of bytes) out += HEX[b];
+  return out;
 }
 
 /** Lowercase hex SHA-256. @param {Uint8Array | string} data @returns {Promise<string>} */
@@ -297,22 +302,29 @@ export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, lim
  * @param {{privateKey: CryptoKey, keyId: string}} relayKey
  * @param {{sessionId: string, queryId: string, token: string, sql: string|null, query: string|null,
  *          params?: Record<string, any>, paramsJson?: string, options: Record<string, any>,
- *          now: number, nonce?: string, session?: Record<string, any>|null}} q  `now` in unix
- *        seconds (ts = round(now * 1000)); `paramsJson`: the params already in canonical JSON (used
- *        as is when given); `session`: the QUERY's session member (attested as session_sha256)
+ *          now: number, nonce?: string, session?: Record<string, any>|null, tokenSha256?: string}} q
+ *        `now` in unix seconds (ts = round(now * 1000)); `paramsJson`: the params already in
+ *        canonical JSON (used as is when given); `session`: the QUERY's session member (attested as
+ *        session_sha256); `tokenSha256`: sha256Hex(token) when the caller has it already
  */
-export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, paramsJson, options, now, nonce, session = null }) {
+export async function makeAttestation(relayKey, { sessionId, queryId, token, sql, query, params, paramsJson, options, now, nonce, session = null, tokenSha256 }) {
   // A session op other than `run` has neither: the empty statement (SPEC 8.4).
   const statement = sql !== null && sql !== undefined ? `sql:${sql}` : query !== null && query !== undefined ? `query:${query}` : "";
+  const [statementSha256, paramsSha256, tokenDigest, optionsSha256] = await Promise.all([
+    sha256Hex(statement),
+    sha256Hex(paramsJson ?? canonicalJson(params)),
+    tokenSha256 ?? sha256Hex(token),
+    sha256Hex(canonicalJson(options)),
+  ]);
   const attestation = {
     relay_key_id: relayKey.keyId,
     session_id: sessionId,
     ts: Math.round(now * 1000),
     nonce: nonce ?? randomB64url(),
-    statement_sha256: await sha256Hex(statement),
-    params_sha256: await sha256Hex(paramsJson ?? canonicalJson(params)),
-    token_sha256: await sha256Hex(token),
-    options_sha256: await sha256Hex(canonicalJson(options)),
+    statement_sha256: statementSha256,
+    params_sha256: paramsSha256,
+    token_sha256: tokenDigest,
+    options_sha256: optionsSha256,
     query_id: queryId,
   };
   if (session !== null) attestation.session_sha256 = await sha256Hex(canonicalJson(session));

@@ -71,8 +71,23 @@ function now() {
 /** @returns {DurableObjectStub<import("./tunnel.js").Tunnel>} */
 export function stub(env, config, tunnel, shard) {
   const name = config.shards === 1 ? tunnel : `${tunnel}#${shard}`;
-  return env.TUNNEL.get(env.TUNNEL.idFromName(name));
+  if (idsOf !== env.TUNNEL) {
+    idsOf = env.TUNNEL;
+    objectIds.clear();
+  }
+  let id = objectIds.get(name);
+  if (id === undefined) {
+    id = env.TUNNEL.idFromName(name);
+    objectIds.set(name, id);
+  }
+  return env.TUNNEL.get(id);
 }
+
+/** Durable Object ids by name (idFromName hashes the name; an id is a value, valid for every
+ * request), for the namespace binding `idsOf`. */
+const objectIds = new Map();
+/** @type {any} */
+let idsOf = null;
 
 /** The routes (module header); anything else is 404. */
 const routes = {
@@ -236,6 +251,7 @@ async function query(request, env, ctx, config, tunnel, address) {
   const call = {
     identity: { issuer: identity.issuer, subject: identity.subject },
     token: /** @type {string} */ (bearerToken(request.headers.get("authorization"))), // verified above
+    tokenSha256: identity.tokenSha256,
     request: req,
     deadlineMs: req.timeout_ms + config.limits.deadline_grace_ms,
     maxQueriesPerIdentity: config.tunnelSettings[tunnel].max_queries_per_identity,

@@ -16,13 +16,19 @@
  * 5. compactVerify checks the signature with the one alg; idtoken.js then checks the claims:
  *    exp/iss/aud/sub required with their JSON types, nbf/iat with leeway, and a lifetime of at most
  *    the issuer's max_token_lifetime_s (default 24 h).
+ * 6. A token that passed all of the above is remembered by its sha256 (at most
+ *    VERIFIED_CACHE_SIZE, module scope), as identity/oidc.py does: the same token again skips the
+ *    parse and the signature check while the issuer's configuration is the same, its key set
+ *    still gives the very key that verified it for the token's header (a JWKS refetched after its
+ *    cache age or an unknown kid gives new keys: verified from scratch), and it has not expired
+ *    (exp is checked at every use, with the leeway).
  *
  * Failures throw AuthError(code, message); the message never contains the token.
  */
 
 import { compactVerify, createLocalJWKSet, createRemoteJWKSet } from "jose";
 
-import { AuthError } from "./auth.js";
+import { AuthError, sha256Hex } from "./auth.js";
 import { ErrorCode } from "./frames.js";
 import { checkClaims, checkHeader, parseToken } from "./idtoken.js";
 
@@ -31,6 +37,11 @@ const encoder = new TextEncoder();
 // Module scope on purpose: these survive across requests for the isolate's lifetime.
 const keySets = new Map(); // jwks_uri -> jose remote key set
 const discovered = new Map(); // issuer -> Promise<jwks_uri>
+
+/** Most verified tokens remembered (identity/oidc.py's verified_cache_size default). */
+export const VERIFIED_CACHE_SIZE = 4096;
+/** @type {Map<string, {cfg: any, header: Record<string, any>, key: any, exp: number, identity: {issuer: string, subject: string, claims: Record<string, any>, tokenSha256: string}}>} */
+const verified = new Map(); // token sha256 (hex) -> what its verification established
 
 /**
  * The bearer token of an Authorization header, or null.
@@ -117,13 +128,20 @@ function keysUnavailable(cfg, err) {
  * @param {string | null} token
  * @param {{issuers: Map<string, any>, limits: {max_token_bytes: number, leeway_s: number}}} config
  * @param {number} [now] unix seconds (the clock exp/nbf/iat are compared with)
- * @returns {Promise<{issuer: string, subject: string, claims: Record<string, any>}>}
+ * @returns {Promise<{issuer: string, subject: string, claims: Record<string, any>, tokenSha256: string}>}
+ *   (`tokenSha256`: the token's hex sha256, the attestation's token_sha256)
  */
 export async function verifyClientToken(token, config, now = Date.now() / 1000) {
   if (!token || !token.trim()) throw new AuthError(ErrorCode.AUTH_MISSING_TOKEN, "no bearer token was sent");
   const size = encoder.encode(token).byteLength;
   if (size > config.limits.max_token_bytes) {
     throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `token is ${size} bytes, over the ${config.limits.max_token_bytes}-byte limit`);
+  }
+  const digest = await sha256Hex(token);
+  const hit = verified.get(digest);
+  if (hit !== undefined) {
+    const identity = await remembered(digest, hit, config, now);
+    if (identity !== null) return identity;
   }
   const { header, payload } = parseToken(token);
   const iss = payload.iss;
@@ -144,8 +162,9 @@ export async function verifyClientToken(token, config, now = Date.now() / 1000) 
   } catch (err) {
     throw keysUnavailable(cfg, err);
   }
+  let key;
   try {
-    await compactVerify(token, keySet, { algorithms: [alg] });
+    await compactVerify(token, async (protectedHeader) => (key = await keySet(protectedHeader)), { algorithms: [alg] });
   } catch (err) {
     throw mapJoseError(err, cfg);
   }
@@ -157,5 +176,44 @@ export async function verifyClientToken(token, config, now = Date.now() / 1000) 
     leewayS: config.limits.leeway_s,
     now,
   });
-  return { issuer: iss, subject: sub, claims: payload };
+  const identity = Object.freeze({ issuer: iss, subject: sub, claims: payload, tokenSha256: digest });
+  remember(digest, { cfg, header, key, exp: payload.exp, identity });
+  return identity;
+}
+
+/**
+ * The identity of an already verified token if that verification still holds now (step 6), else
+ * null (verify from scratch); an expired one is refused (auth.expired).
+ */
+async function remembered(digest, hit, config, now) {
+  let current = null;
+  if (config.issuers.get(hit.identity.issuer) === hit.cfg) {
+    try {
+      current = await (await keySetFor(hit.cfg))(hit.header);
+    } catch {
+      current = null; // keys unavailable now: the full path says so
+    }
+  }
+  if (current === null || current !== hit.key) {
+    verified.delete(digest);
+    return null;
+  }
+  if (hit.exp <= now - config.limits.leeway_s) {
+    verified.delete(digest);
+    throw new AuthError(ErrorCode.AUTH_EXPIRED, "token has expired; get a fresh one");
+  }
+  return hit.identity;
+}
+
+function remember(digest, entry) {
+  if (verified.size >= VERIFIED_CACHE_SIZE) {
+    for (const [known, { exp }] of verified) {
+      if (exp <= Date.now() / 1000) verified.delete(known);
+    }
+    for (const known of verified.keys()) {
+      if (verified.size < VERIFIED_CACHE_SIZE) break;
+      verified.delete(known); // the oldest first
+    }
+  }
+  verified.set(digest, entry);
 }

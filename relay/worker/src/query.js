@@ -11,6 +11,10 @@
  *    counts as draining, connection.js) has it placed again on another connection.
  * 3. COLUMNS/ROWS bytes are credited back (`consumed`) once the client's body took them, or were
  *    dropped (client gone, stream cancelled): the connection's credit policy does the rest.
+ *    A stream's first bytes are held until the end of the connector message that brought them
+ *    (`releaseHeld()`): a result that ends in that same message (the common small one: the
+ *    connector sends COLUMNS + ROWS + DONE as one message) is answered as one complete body,
+ *    credited at once, with no body stream (relay/query.py does the same).
  * 4. A client that goes away, or a deadline, CANCELs the stream; its later frames are discarded
  *    and credited. A lost connection ends every stream with the typed transport.lost record.
  *
@@ -21,14 +25,14 @@
 
 import { makeAttestation, queryPayload } from "./auth.js";
 import { loadConfig } from "./config.js";
-import { ErrorCode, FrameType, httpStatus, LocalProtocolError } from "./frames.js";
+import { concatBytes, ErrorCode, FrameType, httpStatus, LocalProtocolError } from "./frames.js";
 import { errorRecord, errorResponse, HttpError } from "./http.js";
 
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
 
 /**
  * What the Worker sends for one query (verified facts only).
- * @typedef {{token: string, request: Record<string, any>, deadlineMs: number,
+ * @typedef {{token: string, tokenSha256?: string, request: Record<string, any>, deadlineMs: number,
  *   identity: {issuer: string, subject: string}, maxQueriesPerIdentity: number}} QueryCall
  * @typedef {import("./session.js").ConnectorSession} ConnectorSession
  * @typedef {import("./registry.js").AdmissionSlot} AdmissionSlot
@@ -39,12 +43,13 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
  *   accept?: (session: ConnectorSession) => boolean,
  *   onSent?: (session: ConnectorSession, streamId: number) => void}} SessionParts
  * @typedef {QueryCall & SessionParts} Call
- * @typedef {{token: string, req: Record<string, any>, options: Record<string, any>, deadlineMs: number,
+ * @typedef {{token: string, tokenSha256?: string, req: Record<string, any>, options: Record<string, any>, deadlineMs: number,
  *   respond: (response: Response) => void, slot: AdmissionSlot} & SessionParts} Job
  * @typedef {{key: string, session: ConnectorSession, streamId: number, queryId: string, started: boolean,
  *   finished: boolean, cancelled: boolean, redispatching: boolean,
  *   writer: WritableStreamDefaultWriter<Uint8Array> | null, job: Job,
- *   timer: ReturnType<typeof setTimeout> | null, sentAt: number}} HttpStream
+ *   timer: ReturnType<typeof setTimeout> | null, sentAt: number,
+ *   held?: {data: Uint8Array, flowed: number}[]}} HttpStream
  */
 
 /** The slot of a session operation after begin: it never waits in the admission queue. */
@@ -83,6 +88,8 @@ export class Queries {
     this.hooks = hooks;
     /** @type {Map<string, HttpStream>} `${sessionId}:${streamId}` -> the HTTP request in flight */
     this.streams = new Map();
+    /** @type {Set<HttpStream>} streams whose first bytes wait for the end of the current message */
+    this.holding = new Set();
   }
 
   /** The sessions that carry a stream now. */
@@ -94,7 +101,7 @@ export class Queries {
    * Run one query; resolves to its response (200 with a streamed body, or a typed error).
    * @param {Call} call @returns {Promise<Response>}
    */
-  async handle({ token, request: req, deadlineMs, identity, maxQueriesPerIdentity, session, pinned, accept, onSent }) {
+  async handle({ token, tokenSha256, request: req, deadlineMs, identity, maxQueriesPerIdentity, session, pinned, accept, onSent }) {
     const config = await loadConfig(this.env);
     /** @type {PromiseWithResolvers<Response>} */
     const { promise, resolve } = Promise.withResolvers();
@@ -107,7 +114,7 @@ export class Queries {
     const timeoutMs = Math.max(1, req.timeout_ms - slot.waitedMs);
     const options = { max_rows: req.max_rows ?? null, timeout_ms: timeoutMs };
     try {
-      await this.dispatch({ token, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot, session, pinned, accept, onSent });
+      await this.dispatch({ token, tokenSha256, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot, session, pinned, accept, onSent });
     } catch (err) {
       this.tunnel.giveBack(slot);
       throw err;
@@ -121,7 +128,7 @@ export class Queries {
    * @param {Job} job
    */
   async dispatch(job) {
-    const { token, req, options, pinned } = job;
+    const { token, tokenSha256, req, options, pinned } = job;
     const member = job.session ?? null;
     const config = await loadConfig(this.env);
     /** @type {ConnectorSession} */
@@ -144,6 +151,7 @@ export class Queries {
         options,
         now: Date.now() / 1000,
         session: member,
+        tokenSha256,
       });
       if (session.accepting) break;
       if (attempt === 2) throw new HttpError(ErrorCode.RELAY_OVERLOADED, "connectors kept changing while placing the query; retry");
@@ -213,7 +221,7 @@ export class Queries {
     }
     if (terminal) stream.finished = true;
     if (!stream.started) {
-      if (event.type === FrameType.ERROR) {
+      if (event.type === FrameType.ERROR && stream.held === undefined) {
         // Nothing was streamed yet: the status can still say what happened.
         // (a session operation after begin stays on its connection: never placed elsewhere)
         stream.redispatching = event.code === ErrorCode.CONNECTOR_DRAINING && stream.job.pinned === undefined; // keeps its slot
@@ -230,12 +238,55 @@ export class Queries {
         stream.job.respond(new Response(event.data, { status, headers }));
         return;
       }
-      this.start(stream);
+      if (stream.held === undefined) {
+        stream.held = [];
+        this.holding.add(stream);
+      }
+      stream.held.push({ data: event.data, flowed });
+      if (terminal) this.answerWhole(stream);
+      return;
     }
+    this.write(stream, event.data, flowed, terminal);
+  }
+
+  /**
+   * The result ended in the message that started it: one complete 200 body, its bytes credited
+   * at once. @param {HttpStream} stream
+   */
+  answerWhole(stream) {
+    const held = /** @type {{data: Uint8Array, flowed: number}[]} */ (stream.held);
+    this.holding.delete(stream);
+    stream.held = undefined;
+    stream.started = true;
+    this.settle(stream);
+    const body = held.length === 1 ? held[0].data : concatBytes(held.map((h) => h.data));
+    stream.job.respond(new Response(body, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": stream.queryId } }));
+    for (const { flowed } of held) stream.session.consumed(stream.streamId, flowed);
+  }
+
+  /** The end of a connector message: streams whose result goes on start their body stream. */
+  releaseHeld() {
+    if (!this.holding.size) return;
+    const holding = [...this.holding];
+    this.holding.clear();
+    for (const stream of holding) {
+      const held = /** @type {{data: Uint8Array, flowed: number}[]} */ (stream.held);
+      stream.held = undefined;
+      this.start(stream);
+      for (const { data, flowed } of held) this.write(stream, data, flowed, false);
+    }
+  }
+
+  /**
+   * Write bytes to a started stream's body; a terminal record ends it.
+   * @param {HttpStream} stream @param {Uint8Array} data @param {number} flowed @param {boolean} terminal
+   */
+  write(stream, data, flowed, terminal) {
+    const { session } = stream;
     const writer = /** @type {WritableStreamDefaultWriter<Uint8Array>} */ (stream.writer);
     // Credit flows again once the client's body took the bytes (or they were dropped with it).
     const credit = () => session.consumed(stream.streamId, flowed);
-    writer.write(event.data).then(credit, () => {
+    writer.write(data).then(credit, () => {
       credit();
       this.clientGone(stream);
     });

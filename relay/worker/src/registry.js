@@ -33,6 +33,8 @@ export class Tunnel {
     this.ctx = ctx;
     /** @type {Map<string, ConnectorSession>} sessionId -> its session (rebuilt after hibernation) */
     this.cache = new Map();
+    /** @type {WeakMap<WebSocket, string>} socket -> its session id (from its attachment) */
+    this.sessionIds = new WeakMap();
     this.admission = new FairAdmission({ maxWaiting: MAX_WAITING });
     /** Slots granted whose QUERY is not sent yet (so a slot is never promised twice). */
     this.reserved = 0;
@@ -43,7 +45,12 @@ export class Tunnel {
 
   /** The session of a connector socket. @param {WebSocket} ws @returns {ConnectorSession} */
   session(ws) {
-    const { sessionId } = /** @type {{sessionId: string}} */ (ws.deserializeAttachment());
+    // a socket's session id never changes: its attachment is read once per socket object
+    let sessionId = this.sessionIds.get(ws);
+    if (sessionId === undefined) {
+      ({ sessionId } = /** @type {{sessionId: string}} */ (ws.deserializeAttachment()));
+      this.sessionIds.set(ws, sessionId);
+    }
     let session = this.cache.get(sessionId);
     if (session === undefined) {
       session = ConnectorSession.restore(ws);

@@ -356,6 +356,15 @@ export class Tunnel extends DurableObject {
 
   /** @param {WebSocket} ws @param {ArrayBuffer | string} message */
   webSocketMessage(ws, message) {
+    try {
+      return this.receive(ws, message);
+    } finally {
+      this.queries.releaseHeld(); // results that go on past this message start their body stream
+    }
+  }
+
+  /** One message of a connector (webSocketMessage). @param {WebSocket} ws @param {ArrayBuffer | string} message */
+  receive(ws, message) {
     const session = this.routes.session(ws);
     if (session.att.state === "closed") return undefined; // declared dead and closed here: a late frame changes nothing
     this.lastReceived.set(session.sessionId, Date.now());

@@ -64,3 +64,50 @@ test("Authorization header: the same token text as identity.oidc.bearer_token", 
   assert.equal(twoWords, `${good} ${good}`);
   await assert.rejects(verifyClientToken(twoWords, await loadConfig(env), DOC.now), (err) => err.code === "auth.invalid_token");
 });
+
+// The verified-token cache (oidc.js step 6, as tests/identity/test_verified_cache.py).
+const GOOD = DOC.vectors.find((v) => v.name === "good");
+
+test("verified tokens: the same token is remembered, a new one is verified", async () => {
+  const config = await loadConfig(env);
+  const first = await verifyClientToken(GOOD.token, config, DOC.now);
+  assert.equal(await verifyClientToken(GOOD.token, config, DOC.now), first);
+  const other = DOC.vectors.find((v) => v.name === "good-aud-list");
+  const second = await verifyClientToken(other.token, config, DOC.now);
+  assert.notEqual(second, first);
+  assert.equal(second.subject, other.subject);
+});
+
+test("verified tokens: exp is checked at every use, with the leeway", async () => {
+  const config = await loadConfig(env);
+  const token = DOC.vectors.find((v) => v.name === "good-no-typ");
+  const first = await verifyClientToken(token.token, config, DOC.now);
+  const exp = token.claims.exp;
+  assert.equal(await verifyClientToken(token.token, config, exp + DOC.leeway_s - 1), first);
+  await assert.rejects(verifyClientToken(token.token, config, exp + DOC.leeway_s), (err) => err.code === "auth.expired");
+  // forgotten: at a time it is valid again it is verified from scratch (a new identity)
+  const again = await verifyClientToken(token.token, config, DOC.now);
+  assert.notEqual(again, first);
+  assert.equal(again.subject, first.subject);
+});
+
+test("verified tokens: a key no longer configured is not trusted through the cache", async () => {
+  const config = await loadConfig(env);
+  const token = DOC.vectors.find((v) => v.name === "good-leeway");
+  await verifyClientToken(token.token, config, DOC.now);
+  const kid = JSON.parse(Buffer.from(token.token.split(".")[0], "base64url").toString()).kid;
+  const issuers = DOC.issuers.map((i) => ({ ...i, jwks: { keys: i.jwks.keys.filter((k) => k.kid !== kid) } }));
+  const rotated = await loadConfig({ ...env, ISSUERS: JSON.stringify(issuers) });
+  await assert.rejects(verifyClientToken(token.token, rotated, DOC.now), (err) => err.code === "auth.invalid_token");
+});
+
+test("verified tokens: refusals are not remembered", async () => {
+  const config = await loadConfig(env);
+  // a bad signature, and good signatures whose claims are refused
+  for (const name of ["tampered", "aud-other", "expired", "nbf-future"]) {
+    const bad = DOC.vectors.find((v) => v.name === name);
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(verifyClientToken(bad.token, config, DOC.now), (err) => err.code === bad.error, name);
+    }
+  }
+});

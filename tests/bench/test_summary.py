@@ -1,0 +1,29 @@
+"""`python -m bench`'s summary table reads what the benchmark modules write: the Worker relay's CPU
+per query against the Python relay's comes from the two bench.tunnel runs' JSON figures."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from bench.__main__ import summary
+from edgetds.loadtest.stats import RunResult
+
+
+def _figures(relay_cpu_ms: float) -> dict[str, Any]:
+    """The JSON bench.tunnel writes for its concurrency-1 run, from a real RunResult."""
+    run = RunResult(
+        target="tunnel", started_at=0.0, duration_s=1.0, count=10, ok=10, errors=0,
+        errors_by_code={}, error_samples={}, rows=10, bytes=100, throughput_qps=10.0,
+        rows_per_s=10.0, latency_ms={"p50": 1.0}, by_query={}, distribution=[], timeline=[],
+        context={},
+    )  # fmt: skip
+    measured = replace(run, context={"cpu_ms_per_query": {"relay": relay_cpu_ms}})
+    return {"latency_c1": {"runs": {"tunnel": measured.as_json() | {"timeline": None}}}}
+
+
+def test_the_worker_relay_cpu_is_compared_with_the_python_relay_cpu() -> None:
+    checks = summary({"tunnel": _figures(2.0), "worker": _figures(1.5)})
+    [ratio] = [c for c in checks if c.name.startswith("Worker relay CPU")]
+    assert ratio.value == 0.75
+    assert ratio.verdict == "MISSES"
