@@ -70,6 +70,17 @@ __all__ = ["RelayApp"]
 Scope = MutableMapping[str, Any]
 
 _TUNNEL_ACTIONS = {"connect", "query", "status", "sessions", "transaction", "enroll"}
+#: the method each HTTP route answers (GET routes answer HEAD too)
+_METHODS = {
+    "healthz": "GET",
+    "stats": "GET",
+    "status": "GET",
+    "query": "POST",
+    "checkpoint": "GET",
+    "sessions": "POST",
+    "transaction": "POST",
+    "enroll": "POST",
+}
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -147,8 +158,8 @@ class RelayApp:
         preflight = False
         if kind == "http" and cors.client_endpoint(scope["path"]) is not None:
             preflight = cors.is_preflight(scope)
-            origin = self.cors_origin(scope)
-            if origin is not None and not preflight:
+            origin = self.cors_origin(scope) if not preflight else None
+            if origin is not None:
                 send = cors.with_cors(send, origin)
         try:
             if preflight:
@@ -210,16 +221,7 @@ class RelayApp:
             return
         route, tunnel = self._route(scope["path"])
         method = scope["method"]
-        allowed = {
-            "healthz": "GET",
-            "stats": "GET",
-            "status": "GET",
-            "query": "POST",
-            "checkpoint": "GET",
-            "sessions": "POST",
-            "transaction": "POST",
-            "enroll": "POST",
-        }
+        allowed = _METHODS
         if route == "unknown":
             raise HttpError(
                 ErrorCode.REQUEST_INVALID,
@@ -328,9 +330,11 @@ class RelayApp:
     def cors_origin(self, scope: Scope) -> str | None:
         """The request's Origin if it calls a client endpoint of a tunnel that lists it."""
         name = cors.client_endpoint(scope["path"])
-        origin = header(scope, b"origin")
         tunnel = self.config.tunnels.get(name) if name is not None else None
-        return origin if tunnel is not None and origin in tunnel.cors_origins else None
+        if tunnel is None or not tunnel.cors_origins:  # no header scan for non-browser tunnels
+            return None
+        origin = header(scope, b"origin")
+        return origin if origin in tunnel.cors_origins else None
 
     async def _preflight(self, scope: Scope, send: Send) -> None:
         """Answer a browser's preflight here: no token, no connector (204, or 403 unlisted)."""

@@ -123,16 +123,10 @@ async def read_body(scope: Mapping[str, Any], receive: Receive, *, limit: int) -
         HttpError: request.too_large (413), or request.invalid if the client went away mid-body.
     """
     declared = header(scope, b"content-length")
+    message_text = f"request body is over this relay's limit of {limit} bytes"
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        too_large = HttpError(
-            ErrorCode.REQUEST_TOO_LARGE,
-            f"request body is {int(declared)} bytes; this relay accepts at most {limit}",
-        )
+        message_text = f"request body is {int(declared)} bytes; this relay accepts at most {limit}"
         limit = -1
-    else:
-        too_large = HttpError(
-            ErrorCode.REQUEST_TOO_LARGE, f"request body is over this relay's limit of {limit} bytes"
-        )
     body = bytearray()
     seen = 0
     while True:
@@ -144,10 +138,9 @@ async def read_body(scope: Mapping[str, Any], receive: Receive, *, limit: int) -
         chunk = message.get("body", b"")
         seen += len(chunk)
         if seen <= limit:
+            if not message.get("more_body", False):
+                # the common case, a body in one message: no copy
+                return bytes(chunk) if not body else bytes(body + chunk)
             body += chunk
-        elif seen > DISCARD_LIMIT:
-            raise too_large
-        if not message.get("more_body", False):
-            if seen > limit:
-                raise too_large
-            return bytes(body)
+        elif seen > DISCARD_LIMIT or not message.get("more_body", False):
+            raise HttpError(ErrorCode.REQUEST_TOO_LARGE, message_text)

@@ -114,8 +114,10 @@ class TunnelState:
     def pump(self) -> None:
         """Hand every free slot to a waiting query, fairest first."""
         self._notify()
-        free = self.free_slots()
-        if free > 0 and self.admission.waiting():
+        # (called at every admission, placement and stream end: count free streams only when a
+        # query waits for one)
+        free = self.free_slots() if self.admission.waiting() else 0
+        if free > 0:
             for _key, slot in self.admission.grant(free):
                 slot.granted = slot.reserved = True
                 self._reserved += 1

@@ -312,7 +312,7 @@ class ConnectorSession:
                 self.last_receive = trio.current_time()
                 self._receive(data)
                 received = self.conn.events()
-                self._check_pings(received)
+                pings = self._check_pings(received)
             except RemoteProtocolError as exc:
                 self._goaway(exc.error_code, str(exc))
                 log_event(
@@ -326,16 +326,26 @@ class ConnectorSession:
                 self._dispatch(received or self.conn.events())
                 return exc.close_code
             self._dispatch(received)
-            self.kick()
+            # Receiving queues a frame only for a PING (its PONG); what dispatching queues (CREDIT
+            # for discarded rows, a QUERY the tunnel's pump places) wakes the writer itself. A
+            # result message without a PING so costs no writer wake-up.
+            if pings:
+                self.kick()
 
-    def _check_pings(self, received: list[events.AnyEvent]) -> None:
-        """Each PING costs a queued PONG: a connector that floods them is cut off."""
+    def _check_pings(self, received: list[events.AnyEvent]) -> int:
+        """Each PING costs a queued PONG: a connector that floods them is cut off. Returns how
+        many PINGs `received` holds (each queued a PONG)."""
         now = trio.current_time()
+        pings = 0
         for event in received:
-            if isinstance(event, events.Ping) and self._pings.spend("ping", now) > 0:
-                raise RemoteProtocolError(
-                    f"PING flood: more than {PING_BURST} PINGs at once or {PING_RATE:g}/s sustained"
-                )
+            if isinstance(event, events.Ping):
+                pings += 1
+                if self._pings.spend("ping", now) > 0:
+                    raise RemoteProtocolError(
+                        f"PING flood: more than {PING_BURST} PINGs at once or {PING_RATE:g}/s "
+                        "sustained"
+                    )
+        return pings
 
     def _end_streams(self) -> None:
         if not self.conn.open_streams() and not self._streams:

@@ -57,6 +57,14 @@ EXAMPLES_RUN_BY: dict[str, tuple[str, tuple[str, ...]]] = {
         "its ExecStartPre and ExecStart run as systemd would; `systemd-analyze verify`",
         (WALKTHROUGH, "tests/ops/test_examples.py::test_systemd_unit_verifies"),
     ),
+    "systemd/edgetds-connector@.service": (
+        "`systemd-analyze verify` as an instance; two `connector run --replica` processes of one "
+        "connector id share the queries",
+        (
+            "tests/ops/test_examples.py::test_systemd_unit_verifies",
+            "tests/connector/test_replicas.py::test_two_replicas_of_one_connector_share_the_queries",
+        ),
+    ),
     "loadtest": (
         "both scenarios parsed, and run against the demo with no errors",
         (
