@@ -53,7 +53,7 @@ from protocol import (
     verify_connector_token,
 )
 from relay import cors
-from relay.checkpoints import CheckpointStore
+from relay.checkpoints import CheckpointStore, checkpoint_files_conflict
 from relay.config import ConfigError, RelayConfig
 from relay.enrollment import EnrollmentStore, with_enrolled
 from relay.http import HttpError, Receive, Send, header, read_body, send_error, send_json
@@ -453,7 +453,9 @@ class RelayApp:
                 "Bearer <secret>, whose sha256 is [relay] audit_token_sha256)",
             )
         tunnel = self.registry.get(tunnel_name)
-        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query = urllib.parse.parse_qs(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
         connector_id = (query.get("connector") or [""])[0]
         if not connector_id:
             raise HttpError(
@@ -461,7 +463,13 @@ class RelayApp:
                 "name the connector: ?connector=<connector id>",
                 status=400,
             )
-        held = self.checkpoints.get(tunnel.name, connector_id)
+        files = self.checkpoints.files(tunnel.name, connector_id)
+        file = query["file"][0] if "file" in query else (files[0] if len(files) == 1 else None)
+        if file is None and files:
+            body = checkpoint_files_conflict(connector_id, files)
+            await send_json(send, 409, _json(body))
+            return
+        held = self.checkpoints.get(tunnel.name, connector_id, file or "")
         body = {
             "tunnel": tunnel.name,
             "connector_id": connector_id,
@@ -565,7 +573,7 @@ class RelayApp:
         fields: dict[str, Any] = {"tunnel": session.tunnel, "connector": session.connector_id}
         if outcome == "stored":
             self.counters.count("audit_checkpoints")
-            log_event("audit.checkpoint", **fields, seq=event.seq)
+            log_event("audit.checkpoint", **fields, file=event.fields["file"], seq=event.seq)
             return
         self.counters.refuse(f"audit.checkpoint_{outcome}")
         log_event(f"audit.checkpoint_{outcome}", level=logging.WARNING, **fields, why=why)
