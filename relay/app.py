@@ -7,9 +7,10 @@ Routes (one port)::
     WS   /v1/tunnels/{tunnel}/connect      connector WebSocket (subprotocol edgetds.v1)
     POST /v1/tunnels/{tunnel}/query        client query (relay/query.py)
     GET  /v1/tunnels/{tunnel}/status       {"tunnel", "connectors", "connections"} (client token)
-    GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
-                                           a connector's latest signed audit checkpoint (audit
-                                           token; relay/checkpoints.py, SPEC.md 11.3)
+    GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID[&file=NAME]
+                                           a connector's latest signed audit checkpoint of an
+                                           audit file (audit token; relay/checkpoints.py,
+                                           SPEC.md 11.3)
     POST /v1/tunnels/{tunnel}/enroll       enrol a connector key with a one-time token (no
                                            Authorization; relay/enrollment.py, SPEC.md 8.7)
 
@@ -440,7 +441,8 @@ class RelayApp:
     # -- audit checkpoints ------------------------------------------------------------------
 
     async def _checkpoint(self, scope: Scope, send: Send, tunnel_name: str) -> None:
-        """GET .../audit/checkpoint?connector=ID with the audit token (SPEC.md 11.3)."""
+        """GET .../audit/checkpoint?connector=ID[&file=NAME] with the audit token (SPEC.md 11.3):
+        without ``file``, the connector's one file's, or 409 with the names of several."""
         self.check_auth_rate(scope)
         scheme, _, token = (header(scope, b"authorization") or "").partition(" ")
         digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
