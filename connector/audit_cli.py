@@ -29,8 +29,10 @@ A hash chain shows a line edited, removed, reordered or inserted, but lines remo
 leave a chain that still verifies. The connector therefore sends the relay a checkpoint (the seq
 and hash of its newest record, signed with the connector's key) every [audit]
 checkpoint_every_records records and every checkpoint_interval_s seconds; --checkpoint fetches the
-relay's latest one (or reads a saved copy), checks its signature with the connector's public key
-and that the files reach it with the same hash.
+relay's latest one of the verified file (it adds &file=NAME, the last FILE's name without a
+rotation suffix, unless the URL names one: replicas of one connector id write one file each, e.g.
+audit-2.jsonl) or reads a saved copy, checks its signature with the connector's public key and
+that the files reach it with the same hash.
 
 exit status:
   0  the chain is intact (and reaches the checkpoint with its hash)
@@ -67,8 +69,8 @@ def register(subparsers: Any) -> None:
     verify.add_argument(
         "--checkpoint",
         metavar="URL-or-FILE",
-        help="the relay's checkpoint endpoint (GET /v1/tunnels/T/audit/checkpoint?connector=ID) "
-        "or a saved checkpoint JSON file",
+        help="the relay's checkpoint endpoint (GET /v1/tunnels/T/audit/checkpoint?connector=ID; "
+        "&file=NAME of the verified file is added) or a saved checkpoint JSON file",
     )
     verify.add_argument(
         "--public-key",
@@ -107,7 +109,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         keys, connector_id = _checkpoint_keys(args)
         token = cp.token_from_env(args.token_env)
-        loaded = cp.load_checkpoint(args.checkpoint, token=token, cafile=args.cafile)
+        loaded = cp.load_checkpoint(
+            args.checkpoint,
+            token=token,
+            cafile=args.cafile,
+            file=cp.audit_file_name(args.files),
+        )
         for checkpoint in loaded:
             cp.verify_loaded(checkpoint, keys, connector_id=connector_id)
     except cp.CheckpointError as exc:

@@ -4,10 +4,12 @@ A hash chain catches a line edited, removed or reordered, but not lines cut from
 left still chains. So the connector signs its chain head (seq + hash of the last record) with its
 own key and sends it to the relay in a CHECKPOINT frame every ``[audit] checkpoint_every_records``
 records, at least every ``checkpoint_interval_s`` seconds, on every new connection and once more
-on shutdown. The relay keeps the highest one per connector and serves it
-(``GET /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID``). ``edgetds audit verify FILES
---checkpoint URL-or-file`` then checks the checkpoint's signature with the connector's public key
-and that the files reach it with the same hash (:func:`compare`).
+on shutdown. The relay keeps the highest one per connector and audit file (replicas of one
+connector each write their own file) and serves it
+(``GET /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID&file=NAME``). ``edgetds audit verify
+FILES --checkpoint URL-or-file`` then asks for the checkpoint of the file it verifies (by its
+name), checks its signature with the connector's public key and that the files reach it with the
+same hash (:func:`compare`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ __all__ = [
     "EXIT_TRUNCATED",
     "AuditCheckpoints",
     "CheckpointError",
+    "audit_file_name",
     "compare",
     "load_checkpoint",
     "verify_loaded",
@@ -128,19 +133,35 @@ class CheckpointError(Exception):
     """The checkpoint could not be read, or it does not verify (exit EXIT_CHECKPOINT_UNUSABLE)."""
 
 
+def audit_file_name(files: Sequence[str | Path]) -> str:
+    """The name of the audit file whose checkpoints cover ``files`` (oldest first): the last
+    one's, without the ``.<12 digits>`` a rotation appends (connector/audit.py)."""
+    return re.sub(r"\.[0-9]{12}$", "", Path(files[-1]).name)
+
+
 def load_checkpoint(
-    source: str, *, token: str | None = None, cafile: str | None = None, timeout_s: float = 10.0
+    source: str,
+    *,
+    token: str | None = None,
+    cafile: str | None = None,
+    timeout_s: float = 10.0,
+    file: str | None = None,
 ) -> list[dict[str, Any]]:
     """The checkpoint from the relay endpoint (an http(s) URL) or a JSON file, followed by the
     relay's ``conflict`` checkpoint when it holds one (the connector once went backwards).
 
     Both the endpoint's answer ``{"checkpoint": {...}, "conflict": ..., ...}`` (saved or fetched)
-    and a bare checkpoint object are accepted.
+    and a bare checkpoint object are accepted. ``file``: the audit file name asked of the relay
+    (``&file=``, SPEC.md 11.3) unless the URL names one.
 
     Raises:
         CheckpointError: unreachable, refused, not JSON, or the relay holds none.
     """
     if source.startswith(("https://", "http://")):
+        url = urllib.parse.urlsplit(source)
+        if file is not None and "file" not in urllib.parse.parse_qs(url.query):
+            query = "&".join(filter(None, [url.query, urllib.parse.urlencode({"file": file})]))
+            source = urllib.parse.urlunsplit(url._replace(query=query))
         doc = _fetch(source, token=token, cafile=cafile, timeout_s=timeout_s)
     else:
         try:
@@ -154,8 +175,10 @@ def load_checkpoint(
         found = [doc["checkpoint"]] + ([doc["conflict"]] if doc.get("conflict") else [])
         if doc["checkpoint"] is None:
             raise CheckpointError(
-                f"{source}: the relay holds no checkpoint for this connector (none received "
-                "yet: is the connector running with an [audit] file, and connected?)"
+                f"{source}: the relay holds no checkpoint for this connector's audit file (none "
+                "received yet: is the connector running with an [audit] file, and connected? "
+                "The file name asked is the verified file's; a copy under another name needs "
+                "&file=<its original name> in the URL)"
             )
     if not all(isinstance(item, dict) for item in found):
         raise CheckpointError(f"{source}: not a checkpoint object")

@@ -7,9 +7,10 @@ Routes (one port)::
     WS   /v1/tunnels/{tunnel}/connect      connector WebSocket (subprotocol edgetds.v1)
     POST /v1/tunnels/{tunnel}/query        client query (relay/query.py)
     GET  /v1/tunnels/{tunnel}/status       {"tunnel", "connectors", "connections"} (client token)
-    GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
-                                           a connector's latest signed audit checkpoint (audit
-                                           token; relay/checkpoints.py, SPEC.md 11.3)
+    GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID[&file=NAME]
+                                           a connector's latest signed audit checkpoint of an
+                                           audit file (audit token; relay/checkpoints.py,
+                                           SPEC.md 11.3)
     POST /v1/tunnels/{tunnel}/enroll       enrol a connector key with a one-time token (no
                                            Authorization; relay/enrollment.py, SPEC.md 8.7)
 
@@ -53,7 +54,7 @@ from protocol import (
     verify_connector_token,
 )
 from relay import cors
-from relay.checkpoints import CheckpointStore
+from relay.checkpoints import CheckpointStore, checkpoint_files_conflict
 from relay.config import ConfigError, RelayConfig
 from relay.enrollment import EnrollmentStore, with_enrolled
 from relay.http import HttpError, Receive, Send, header, read_body, send_error, send_json
@@ -444,7 +445,8 @@ class RelayApp:
     # -- audit checkpoints ------------------------------------------------------------------
 
     async def _checkpoint(self, scope: Scope, send: Send, tunnel_name: str) -> None:
-        """GET .../audit/checkpoint?connector=ID with the audit token (SPEC.md 11.3)."""
+        """GET .../audit/checkpoint?connector=ID[&file=NAME] with the audit token (SPEC.md 11.3):
+        without ``file``, the connector's one file's, or 409 with the names of several."""
         self.check_auth_rate(scope)
         scheme, _, token = (header(scope, b"authorization") or "").partition(" ")
         digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
@@ -457,7 +459,9 @@ class RelayApp:
                 "Bearer <secret>, whose sha256 is [relay] audit_token_sha256)",
             )
         tunnel = self.registry.get(tunnel_name)
-        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query = urllib.parse.parse_qs(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
         connector_id = (query.get("connector") or [""])[0]
         if not connector_id:
             raise HttpError(
@@ -465,7 +469,13 @@ class RelayApp:
                 "name the connector: ?connector=<connector id>",
                 status=400,
             )
-        held = self.checkpoints.get(tunnel.name, connector_id)
+        files = self.checkpoints.files(tunnel.name, connector_id)
+        file = query["file"][0] if "file" in query else (files[0] if len(files) == 1 else None)
+        if file is None and files:
+            body = checkpoint_files_conflict(connector_id, files)
+            await send_json(send, 409, _json(body))
+            return
+        held = self.checkpoints.get(tunnel.name, connector_id, file or "")
         body = {
             "tunnel": tunnel.name,
             "connector_id": connector_id,
@@ -569,7 +579,7 @@ class RelayApp:
         fields: dict[str, Any] = {"tunnel": session.tunnel, "connector": session.connector_id}
         if outcome == "stored":
             self.counters.count("audit_checkpoints")
-            log_event("audit.checkpoint", **fields, seq=event.seq)
+            log_event("audit.checkpoint", **fields, file=event.fields["file"], seq=event.seq)
             return
         self.counters.refuse(f"audit.checkpoint_{outcome}")
         log_event(f"audit.checkpoint_{outcome}", level=logging.WARNING, **fields, why=why)

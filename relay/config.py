@@ -44,6 +44,7 @@ from protocol import loads_object, raw_public_key
 from relay.cors import origin_problem
 
 __all__ = [
+    "CHECKPOINT_FILE_VERSION",
     "ConfigError",
     "Limits",
     "RelayConfig",
@@ -491,22 +492,42 @@ def _check_identity(identity: Mapping[str, Any], base_dir: Path, where: str) -> 
         raise ConfigError(f"{where} [[issuers]]/[identity]: {exc}") from None
 
 
-def read_checkpoint_file(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+#: The ``version`` of a ``[relay] checkpoint_file`` kept per (tunnel, connector id, file); a file
+#: without one was kept per (tunnel, connector id) and is read as described below.
+CHECKPOINT_FILE_VERSION = 2
+
+
+def read_checkpoint_file(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     """The items of a ``[relay] checkpoint_file`` (relay/checkpoints.py keeps them) by (tunnel,
-    connector id); empty when it does not exist yet. Checked when the config loads, read when
-    the relay starts.
+    connector id, audit file name); empty when it does not exist yet. Checked when the config
+    loads, read when the relay starts.
+
+    A file without ``version`` kept one item per (tunnel, connector id): its checkpoint is kept
+    for its own ``file``, and a ``conflict`` naming another file (two replicas' logs, which then
+    overwrote each other's checkpoints) becomes that file's checkpoint, as it is a valid signed
+    checkpoint of that file and no regression of it.
 
     Raises:
         ConfigError: the file is not a checkpoint file.
     """
-    items: dict[tuple[str, str], dict[str, Any]] = {}
+    items: dict[tuple[str, str, str], dict[str, Any]] = {}
     if not path.exists():
         return items
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
+        moved: list[dict[str, Any]] = []
         for item in doc["checkpoints"]:
             cp = item["checkpoint"]
-            items[(cp["tunnel"], cp["connector_id"])] = item
+            conflict = item.get("conflict")
+            if "version" not in doc and conflict and conflict["file"] != cp["file"]:
+                item = {**item, "conflict": None}
+                moved.append({"checkpoint": conflict, "received_at": item["received_at"]})
+            items[(cp["tunnel"], cp["connector_id"], cp["file"])] = item
+        for item in moved:
+            cp = item["checkpoint"]
+            items.setdefault(
+                (cp["tunnel"], cp["connector_id"], cp["file"]), {**item, "conflict": None}
+            )
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"[relay] checkpoint_file {path} is not a checkpoint file ({exc}); "

@@ -1,7 +1,8 @@
 """Audit checkpoints at both relays (the Python relay and the Worker under workerd), with a real
 connector, tdslite and dev-IdP tokens: the endpoint's authentication, a signed checkpoint that
 `edgetds audit verify --checkpoint URL` holds a truncated log against, and a connector restarted
-on a truncated log whose lower checkpoint is refused and kept as a conflict."""
+on a truncated log whose lower checkpoint is refused and kept as a conflict, and two replicas of
+one connector id (`connector run --replica N`) each with its own audit file and checkpoint."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +66,17 @@ class Setup:
             audit_options={"checkpoint_every_records": 1, "checkpoint_interval_s": 3600},
         )
 
-    async def held(self) -> dict[str, Any]:
-        response = await self.http.get(self.url, headers=AUTH)
+    async def held(self, file: str | None = None) -> dict[str, Any]:
+        url = self.url if file is None else f"{self.url}&file={file}"
+        response = await self.http.get(url, headers=AUTH)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    async def held_of(self, file: str) -> int | None:
+        """The seq of the relay's checkpoint of conn-1's audit file ``file`` (None: none)."""
+        checkpoint = (await self.held(file))["checkpoint"]
+        return None if checkpoint is None else int(checkpoint["seq"])
 
     async def holds(self, seq: int) -> bool:
         """Whether the relay's checkpoint for conn-1 is the one of record ``seq``."""
@@ -246,3 +254,73 @@ async def test_the_relay_stores_only_checkpoints_signed_by_the_connector(setup: 
             await peer.ws.send(encode_frame(Frame(FrameType.CHECKPOINT, 0, payload)))
             await peer.closed.wait()
         assert await setup.holds(8)
+
+
+def _records(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def test_replicas_of_one_connector_each_get_their_own_checkpoint(setup: Setup) -> None:
+    """Two real `edgetds connector run --replica N` processes of conn-1 write audit-1.jsonl and
+    audit-2.jsonl: the relay keeps a checkpoint of each (no regression, no conflict), and `audit
+    verify --checkpoint URL` of each replica's file checks it against that file's checkpoint."""
+    config = setup.config()
+    files = [config.parent / f"audit-{n}.jsonl" for n in (1, 2)]
+    queries = 6
+
+    async def checkpointed(expected: list[int]) -> bool:
+        seqs = [await setup.held_of(path.name) for path in files]
+        return seqs == expected and [_records(path) for path in files] == expected
+
+    async with trio.open_nursery() as nursery:
+        logs = [(setup.directory / f"replica-{n}.log").open("wb") for n in (1, 2)]
+        processes = []
+        for n, log in zip((1, 2), logs, strict=True):
+            command = [sys.executable, "-m", "edgetds", "connector", "run", "--config"]
+            run = partial(trio.run_process, [*command, str(config), "--replica", str(n)])
+            started = partial(run, check=False, stdout=subprocess.DEVNULL, stderr=log)
+            processes.append(await nursery.start(started))
+        try:
+            with trio.fail_after(90):
+                # each replica checkpoints its empty chain when it connects
+                await until("both replicas' first checkpoints", lambda: checkpointed([0, 0]))
+                several = await setup.http.get(setup.url, headers=AUTH)
+                assert several.status_code == 409, several.text
+                assert several.json()["files"] == ["audit-1.jsonl", "audit-2.jsonl"]
+                for n in range(queries):
+                    await setup.query(n)
+
+                async def all_checkpointed() -> bool:
+                    counts = [_records(path) for path in files]
+                    return sum(counts) == queries and await checkpointed(counts)
+
+                await until("each file's checkpoint of its last record", all_checkpointed)
+        finally:
+            for process in processes:
+                process.terminate()
+            with trio.move_on_after(20):
+                for process in processes:
+                    await process.wait()
+            for log in logs:
+                log.close()
+    counts = [_records(path) for path in files]
+    assert min(counts) >= 1, counts  # both replicas answered queries
+    for path in files:
+        held = await setup.held(path.name)
+        assert held["conflict"] is None  # no audit.checkpoint_regressed between the replicas
+        last = json.loads(path.read_text().splitlines()[-1])
+        assert (held["checkpoint"]["seq"], held["checkpoint"]["head"]) == (
+            last["seq"],
+            last["hash"],
+        )
+        # the URL names no file: audit verify asks for the verified file's checkpoint
+        result = await verify(str(path), "--checkpoint", setup.url, "--config", str(config))
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert f"checkpoint: matches record {last['seq']}" in result.stdout
+        assert f"file {path.name})" in result.stdout
+    # a replica's log cut at its end still fails against its own checkpoint
+    lines = files[0].read_text().splitlines(keepends=True)
+    files[0].write_text("".join(lines[:-1]))
+    cut = await verify(str(files[0]), "--checkpoint", setup.url, "--config", str(config))
+    assert cut.returncode == 3, (cut.stdout, cut.stderr)
+    assert f"the file ends at record {len(lines) - 1} but the relay's checkpoint" in cut.stderr

@@ -149,13 +149,98 @@ def test_the_store_keeps_the_highest_checkpoint_and_the_first_conflict(tmp_path:
     assert "seq 4" in why
     assert offer(signed(5, "dd" * 32), keys, tunnel="demo", connector_id="conn-1")[0] == "regressed"
     assert offer(signed(6, "ee" * 32), keys, tunnel="demo", connector_id="conn-1")[0] == "stored"
-    held = store.get("demo", "conn-1")
+    held = store.get("demo", "conn-1", "audit.jsonl")
     assert held is not None
     assert (held["checkpoint"]["seq"], held["conflict"]["head"]) == (6, "aa" * 32)
     # a restarted relay reads them back
-    again = CheckpointStore(tmp_path / "checkpoints.json").get("demo", "conn-1")
+    again = CheckpointStore(tmp_path / "checkpoints.json").get("demo", "conn-1", "audit.jsonl")
     assert again == held
-    assert CheckpointStore().get("demo", "conn-1") is None
+    assert CheckpointStore().get("demo", "conn-1", "audit.jsonl") is None
+
+
+def test_the_store_keeps_a_checkpoint_per_audit_file(tmp_path: Path) -> None:
+    """Replicas of one connector id write audit-1.jsonl and audit-2.jsonl: two chains, each with
+    its own checkpoint; a lower seq of one file is no regression of the other's."""
+    keys = [KEY.public_key()]
+    store = CheckpointStore(tmp_path / "checkpoints.json")
+
+    def offer(seq: int, head: str, file: str) -> str:
+        fields = signed(seq, head, file=file)
+        return store.offer(fields, keys, tunnel="demo", connector_id="conn-1")[0]
+
+    assert offer(9, "aa" * 32, "audit-1.jsonl") == "stored"
+    assert offer(3, "bb" * 32, "audit-2.jsonl") == "stored"  # lower, but another file
+    assert offer(10, "cc" * 32, "audit-1.jsonl") == "stored"
+    assert offer(4, "dd" * 32, "audit-2.jsonl") == "stored"
+    assert offer(3, "ee" * 32, "audit-2.jsonl") == "regressed"  # within its own file
+    assert store.files("demo", "conn-1") == ["audit-1.jsonl", "audit-2.jsonl"]
+    assert store.files("demo", "conn-2") == []
+    first = store.get("demo", "conn-1", "audit-1.jsonl")
+    second = store.get("demo", "conn-1", "audit-2.jsonl")
+    assert first is not None
+    assert second is not None
+    assert (first["checkpoint"]["seq"], first["conflict"]) == (10, None)
+    assert (second["checkpoint"]["seq"], second["conflict"]["seq"]) == (4, 4)
+    doc = json.loads((tmp_path / "checkpoints.json").read_text())
+    assert doc["version"] == 2
+    reread = CheckpointStore(tmp_path / "checkpoints.json")
+    assert reread.get("demo", "conn-1", "audit-2.jsonl") == second
+    assert reread.files("demo", "conn-1") == ["audit-1.jsonl", "audit-2.jsonl"]
+
+
+def test_a_checkpoint_file_kept_per_connector_is_read(tmp_path: Path) -> None:
+    """The shape before checkpoints were kept per audit file: one item per (tunnel, connector
+    id), no version. Its checkpoint is kept for its file; a conflict of the same file stays; a
+    conflict naming another file (replicas overwriting each other) is that file's checkpoint."""
+    path = tmp_path / "checkpoints.json"
+    single = signed(7, "aa" * 32)
+    cut, later = (
+        signed(5, "bb" * 32, connector_id="conn-2"),
+        signed(6, "cc" * 32, connector_id="conn-2"),
+    )
+    other = signed(9, "dd" * 32, connector_id="conn-3", file="audit-1.jsonl")
+    replica = signed(2, "ee" * 32, connector_id="conn-3", file="audit-2.jsonl")
+    path.write_text(
+        json.dumps(
+            {
+                "checkpoints": [
+                    {"checkpoint": single, "received_at": 1, "conflict": None},
+                    {"checkpoint": later, "received_at": 2, "conflict": cut},
+                    {"checkpoint": replica, "received_at": 3, "conflict": other},
+                ]
+            }
+        )
+    )
+    store = CheckpointStore(path)
+    assert store.get("demo", "conn-1", "audit.jsonl") == {
+        "checkpoint": single,
+        "received_at": 1,
+        "conflict": None,
+    }
+    assert store.get("demo", "conn-2", "audit.jsonl") == {
+        "checkpoint": later,
+        "received_at": 2,
+        "conflict": cut,
+    }
+    assert store.files("demo", "conn-3") == ["audit-1.jsonl", "audit-2.jsonl"]
+    assert store.get("demo", "conn-3", "audit-1.jsonl") == {
+        "checkpoint": other,
+        "received_at": 3,
+        "conflict": None,
+    }
+    assert store.get("demo", "conn-3", "audit-2.jsonl") == {
+        "checkpoint": replica,
+        "received_at": 3,
+        "conflict": None,
+    }
+    # it goes on from there: the next change writes the per-file shape, read back the same
+    keys = [KEY.public_key()]
+    assert store.offer(signed(8, "ff" * 32), keys, tunnel="demo", connector_id="conn-1")[0] == (
+        "stored"
+    )
+    again = CheckpointStore(path)
+    assert again.files("demo", "conn-3") == ["audit-1.jsonl", "audit-2.jsonl"]
+    assert again.get("demo", "conn-2", "audit.jsonl") == store.get("demo", "conn-2", "audit.jsonl")
 
 
 def test_cli_verify_against_a_saved_checkpoint(
@@ -193,6 +278,17 @@ def test_cli_verify_against_a_saved_checkpoint(
     saved.write_text(json.dumps({"checkpoint": None}))
     assert main(args) == 4
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_the_audit_file_name_of_the_verified_files() -> None:
+    """audit verify --checkpoint asks the relay for the checkpoint of the file it verifies."""
+    from connector.checkpoints import audit_file_name
+
+    assert audit_file_name([Path("/var/lib/edgetds/audit-2.jsonl")]) == "audit-2.jsonl"
+    rotated = ["audit-2.jsonl.000000000100", "audit-2.jsonl.000000000200"]
+    assert audit_file_name(rotated) == "audit-2.jsonl"  # rotated files only
+    assert audit_file_name([*rotated, "d/audit-2.jsonl"]) == "audit-2.jsonl"
+    assert audit_file_name(["audit.jsonl.backup"]) == "audit.jsonl.backup"
 
 
 def test_relay_config_keys_and_a_damaged_checkpoint_file(tmp_path: Path) -> None:

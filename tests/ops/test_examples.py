@@ -113,3 +113,21 @@ def test_systemd_unit_verifies(tmp_path: Path, name: str, instance: str) -> None
     )
     assert done.returncode == 0, done.stderr
     assert "Unknown" not in done.stderr, done.stderr
+
+
+def test_the_replica_template_and_readme_agree_on_audit_checkpoints() -> None:
+    """Replicas of one connector id each get a checkpoint of their own audit file (relay/
+    checkpoints.py): the template's comments and README section 10 say so, and neither tells
+    operators to give replicas separate connector ids for checkpoints."""
+    template = (EXAMPLES / "systemd" / "edgetds-connector@.service").read_text()
+    comments = " ".join(line.lstrip("# ") for line in template.splitlines() if line[:1] == "#")
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("### 10. The audit log") :]
+    section = " ".join(section[: section.index("\n### ", 1)].split())
+    verify = "edgetds audit verify audit-N.jsonl.* audit-N.jsonl --checkpoint"
+    assert "one per connector id and audit file" in comments
+    assert verify in " ".join(comments.split())
+    assert "each gets its own checkpoint" in section
+    assert verify in section
+    assert "checkpoints then conflict" not in section
+    assert "its own connector id" not in section

@@ -13,8 +13,9 @@
  *   POST /v1/tunnels/{tunnel}/transaction
  *                                       statements in one transaction, one round trip
  *   GET  /v1/tunnels/{tunnel}/status    connectors/connections of the tunnel (client token)
- *   GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
- *                                       a connector's latest signed audit checkpoint (audit token)
+ *   GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID[&file=NAME]
+ *                                       a connector's latest signed audit checkpoint of an audit
+ *                                       file (audit token)
  *
  * Browsers: every path under a tunnel except connect and audit/checkpoint answers CORS for the
  * tunnel's cors_origins, and its preflights are answered here before any Durable Object (cors.js,
@@ -399,7 +400,11 @@ function sameText(a, b) {
   return diff === 0;
 }
 
-/** A connector's latest signed audit checkpoint: the highest seq any shard holds (SPEC 11.3). */
+/**
+ * A connector's latest signed audit checkpoint of one audit file: the highest seq any shard holds
+ * (SPEC 11.3). `&file=NAME` picks the file; without it, the one file the connector's checkpoints
+ * are of, or 409 with their names when there are several (relay/checkpoints.py, the same answers).
+ */
 async function checkpoint(request, env, config, tunnel, address) {
   method(request, "GET");
   const [scheme, token] = (request.headers.get("authorization") ?? "").split(" ", 2);
@@ -408,12 +413,22 @@ async function checkpoint(request, env, config, tunnel, address) {
     throw authFailed(new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "audit checkpoints are served with the relay's audit token (Authorization: Bearer <secret>, whose sha256 is AUDIT_TOKEN_SHA256)"), address);
   }
   knownTunnel(config, tunnel);
-  const connectorId = new URL(request.url).searchParams.get("connector") ?? "";
+  const params = new URL(request.url).searchParams;
+  const connectorId = params.get("connector") ?? "";
   if (!connectorId) throw new HttpError(ErrorCode.REQUEST_INVALID, "name the connector: ?connector=<connector id>", { status: 400 });
-  const held = await Promise.all(
-    Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).checkpoint(connectorId)),
+  /** @type {import("./tunnel.js").CheckpointEntry[][]} */
+  const shards = await Promise.all(
+    // the stub's RPC type of a Record<string, any> result is too deep for tsc: the method's own type
+    Array.from({ length: config.shards }, (_, k) => /** @type {any} */ (stub(env, config, tunnel, k)).checkpoint(connectorId)),
   );
-  const entries = held.filter((h) => h !== null);
+  const held = shards.flat();
+  const files = [...new Set(held.map((h) => h.checkpoint.file))].sort();
+  const file = params.get("file") ?? (files.length === 1 ? files[0] : null);
+  if (file === null && files.length) {
+    const message = `connector ${connectorId} has checkpoints of ${files.length} audit files (${files.join(", ")}): name the one to verify with &file=<audit file name>`;
+    return jsonResponse(409, { error: { code: ErrorCode.REQUEST_INVALID, message }, files });
+  }
+  const entries = held.filter((h) => h.checkpoint.file === file);
   const best = entries.sort((a, b) => b.checkpoint.seq - a.checkpoint.seq)[0] ?? null;
   const conflict = entries.find((h) => h.conflict)?.conflict ?? null;
   return jsonResponse(200, { tunnel, connector_id: connectorId, checkpoint: best?.checkpoint ?? null, received_at: best?.received_at ?? null, conflict });

@@ -13,8 +13,11 @@
  *   handshake state, and the connection's snapshot (stream states, credit windows, DRAIN/GOAWAY).
  * - A connection under probe (see probe(): keepalive, dispatch, probeSiblings): `probeAt` in its
  *   attachment, so the alarm that closes it if it stays silent survives hibernation.
- * - Each connector's latest signed audit checkpoint (SPEC 5.2): `ckpt:<connector>` in DO storage,
- *   `{checkpoint, received_at}`, the highest seq this shard received (the Worker asks every shard).
+ * - Each connector's latest signed audit checkpoint per audit file (SPEC 5.2; replicas of one
+ *   connector write one file each): `ckptf:["<connector>","<file>"]` in DO storage,
+ *   `{checkpoint, received_at, conflict}`, the highest seq this shard received (the Worker asks
+ *   every shard). `ckpt:<connector>`, one per connector, is what a deployment from before kept:
+ *   still read (legacyCheckpoints), never written.
  * - Replayed connector tokens: `jti:<connector>:<jti>` keys in DO storage until exp + leeway
  *   (expired ones are dropped on the next connect). The one alarm closes connectors that never
  *   answered HELLO and probed ones that stayed silent; it is deleted once none is left, so that
@@ -55,6 +58,8 @@ export { RELAY_CAPS, RELAY_LIMITS };
  * @typedef {import("./query.js").QueryCall} QueryCall
  * @typedef {import("./query.js").HttpStream} HttpStream
  * @typedef {import("./connection.js").FrameEvent} FrameEvent
+ * @typedef {{checkpoint: Record<string, any>, received_at: number, conflict: Record<string, any> | null}} CheckpointEntry
+ *   a connector's latest checkpoint of one audit file, and the one held when it first went back
  */
 
 /** @extends {DurableObject<Record<string, any>>} */
@@ -168,12 +173,31 @@ export class Tunnel extends DurableObject {
   }
 
   /**
-   * A connector's latest checkpoint held here, or null.
+   * A connector's latest checkpoint of each audit file held here (none: an empty list).
    * @param {string} connectorId
-   * @returns {Promise<{checkpoint: {seq: number, head: string}, received_at: number, conflict: {seq: number, head: string} | null} | null>}
+   * @returns {Promise<CheckpointEntry[]>}
    */
   async checkpoint(connectorId) {
-    return (await this.ctx.storage.get(`ckpt:${connectorId}`)) ?? null;
+    const prefix = `ckptf:${JSON.stringify([connectorId]).slice(0, -1)},`;
+    const entries = [...(await this.ctx.storage.list({ prefix })).values()].map((e) => /** @type {CheckpointEntry} */ (e));
+    const legacy = (await this.legacyCheckpoints(connectorId)).filter((l) => !entries.some((e) => e.checkpoint.file === l.checkpoint.file));
+    return [...entries, ...legacy];
+  }
+
+  /**
+   * What `ckpt:<connector>` (one entry per connector, from before checkpoints were kept per file)
+   * holds, per file as relay/config.py read_checkpoint_file reads the same: a conflict that names
+   * another file (two replicas' logs) is that file's checkpoint, not a conflict.
+   * @param {string} connectorId
+   * @returns {Promise<CheckpointEntry[]>}
+   */
+  async legacyCheckpoints(connectorId) {
+    /** @type {CheckpointEntry | undefined} */
+    const entry = await this.ctx.storage.get(`ckpt:${connectorId}`);
+    if (entry === undefined) return [];
+    const { checkpoint, conflict, received_at } = entry;
+    if (!conflict || conflict.file === checkpoint.file) return [entry];
+    return [{ ...entry, conflict: null }, { checkpoint: conflict, received_at, conflict: null }];
   }
 
   // ---------------------------------------------------------------------- the WebSocket upgrade
@@ -461,12 +485,12 @@ export class Tunnel extends DurableObject {
         console.warn(`audit.checkpoint_invalid ${where}: it does not name this connection's connector and tunnel, or no registered key verifies it`);
         return;
       }
-      const key = `ckpt:${att.connectorId}`;
-      /** @type {{checkpoint: Record<string, any>, conflict: Record<string, any> | null} | undefined} */
-      const entry = await this.ctx.storage.get(key);
+      const key = `ckptf:${JSON.stringify([att.connectorId, fields.file])}`;
+      /** @type {CheckpointEntry | undefined} */
+      const entry = (await this.ctx.storage.get(key)) ?? (await this.legacyCheckpoints(att.connectorId)).find((l) => l.checkpoint.file === fields.file);
       const held = entry?.checkpoint;
       if (entry !== undefined && held !== undefined && (fields.seq < held.seq || (fields.seq === held.seq && fields.head !== held.head))) {
-        console.warn(`audit.checkpoint_regressed ${where}: seq ${fields.seq} after seq ${held.seq}; the connector's audit log lost its end or was replaced; the higher checkpoint is kept`);
+        console.warn(`audit.checkpoint_regressed ${where} file=${JSON.stringify(fields.file)}: seq ${fields.seq} after seq ${held.seq}; the connector's audit log lost its end or was replaced; the higher checkpoint is kept`);
         // the checkpoint held at the first regression stays as evidence (see relay/checkpoints.py)
         if (!entry.conflict) await this.ctx.storage.put(key, { ...entry, conflict: held });
         return;
