@@ -2,8 +2,8 @@
 
 Bytes in, events out, for either role; no sockets, no clock, no threads. The frame header codec,
 the event classes, the state machine, credit-based flow control, and the Ed25519 helpers for the
-connector token, the relay HELLO and query attestations. Also `FairAdmission`, the admission rule
-both relays and the connector apply to queries (SPEC.md 11.4).
+connector token, the relay HELLO, query attestations and one-token enrolment. Also
+`FairAdmission`, the admission rule both relays and the connector apply to queries (SPEC.md 11.4).
 """
 
 from __future__ import annotations
@@ -35,6 +35,23 @@ from ._checkpoint import (
     verify_checkpoint,
 )
 from ._connection import Connection
+from ._enroll import (
+    ENROLL_DEFAULT_LIFETIME,
+    ENROLL_LEEWAY,
+    ENROLL_MAX_LIFETIME,
+    ENROLL_TOKEN_PREFIX,
+    EnrollClaims,
+    EnrollRequest,
+    check_enroll_request,
+    check_enroll_time,
+    make_enroll_request,
+    make_enroll_token,
+    parse_enroll_token,
+    parse_public_key_text,
+    public_key_text,
+    sign_enrolled,
+    verify_enrolled,
+)
 from ._errors import (
     REFUSALS,
     AuthError,
@@ -91,6 +108,10 @@ __all__ = [
     "CHECKPOINT_CAP",
     "DEFAULT_FRAME",
     "DEFAULT_STATEMENT_BYTES",
+    "ENROLL_DEFAULT_LIFETIME",
+    "ENROLL_LEEWAY",
+    "ENROLL_MAX_LIFETIME",
+    "ENROLL_TOKEN_PREFIX",
     "GENESIS",
     "HEADER_SIZE",
     "ISOLATION_LEVELS",
@@ -111,6 +132,8 @@ __all__ = [
     "Connection",
     "ConnectionState",
     "ConnectorClaims",
+    "EnrollClaims",
+    "EnrollRequest",
     "ErrorCode",
     "ErrorRecord",
     "Frame",
@@ -130,6 +153,8 @@ __all__ = [
     "StreamState",
     "canonical_json",
     "check_checkpoint",
+    "check_enroll_request",
+    "check_enroll_time",
     "check_session",
     "done_record",
     "encode_frame",
@@ -141,6 +166,13 @@ __all__ = [
     "key_id",
     "make_attestation",
     "make_connector_token",
+    "make_enroll_request",
+    "make_enroll_token",
+    "parse_enroll_token",
+    "parse_public_key_text",
+    "public_key_text",
+    "sign_enrolled",
+    "verify_enrolled",
     "new_session_id",
     "raw_public_key",
     "ndjson_line",

@@ -10,7 +10,7 @@ Exception hierarchy::
     ├── ProtocolError            a frame sequence broke edgetds/1; the connection is unusable
     │   ├── LocalProtocolError   we misused the API (sent what the protocol forbids)
     │   └── RemoteProtocolError  the peer sent bytes that break the protocol
-    └── AuthError                a token, hello or attestation failed verification
+    └── AuthError                a token, hello, attestation or enrolment failed verification
 
 Every exception carries ``error_code`` (an :class:`ErrorCode`, what to report) and ``close_code``
 (a :class:`CloseCode`, how to close the WebSocket). Messages never contain SQL text, tokens or
@@ -58,6 +58,17 @@ class ErrorCode(enum.StrEnum):
     AUTH_CONNECTOR_REJECTED = "auth.connector_rejected"
     #: The connector refused the relay (bad HELLO signature, nonce, tunnel).
     AUTH_RELAY_REJECTED = "auth.relay_rejected"
+    #: An enrolment token is malformed, altered, for another tunnel, or not signed by this
+    #: relay's current key (SPEC.md 8.7).
+    ENROLL_INVALID_TOKEN = "enroll.invalid_token"
+    #: An enrolment token expired (or is not valid yet).
+    ENROLL_EXPIRED = "enroll.expired"
+    #: An enrolment request's proof does not verify with the public key it enrols.
+    ENROLL_INVALID_PROOF = "enroll.invalid_proof"
+    #: An enrolment token was already used (a replay).
+    ENROLL_USED = "enroll.used"
+    #: This relay keeps no enrolled keys (the Python relay: no ``[relay] enrollment_file``).
+    ENROLL_DISABLED = "enroll.disabled"
     #: Policy maps the identity to no role allowed to run this query.
     POLICY_DENIED = "policy.denied"
     #: The statement is not read-only and the role is read-only.
@@ -134,6 +145,11 @@ class CloseCode(enum.IntEnum):
 _HTTP_STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_INVALID: 400,
     ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.ENROLL_INVALID_TOKEN: 401,
+    ErrorCode.ENROLL_EXPIRED: 401,
+    ErrorCode.ENROLL_INVALID_PROOF: 400,
+    ErrorCode.ENROLL_USED: 409,
+    ErrorCode.ENROLL_DISABLED: 404,
     ErrorCode.POLICY_UNKNOWN_QUERY: 404,
     ErrorCode.POLICY_CHECK_TIMEOUT: 413,
     ErrorCode.TUNNEL_UNKNOWN: 404,
@@ -217,10 +233,11 @@ class RemoteProtocolError(ProtocolError):
 
 
 class AuthError(Exception):
-    """A connector token, relay HELLO or query attestation failed verification.
+    """A connector token, relay HELLO, query attestation or enrolment failed verification.
 
     Attributes:
-        error_code: the ``auth.*`` code to report.
+        error_code: the code to report (``auth.*``; for enrolment also ``enroll.*``,
+            ``request.invalid`` and ``tunnel.unknown``).
         close_code: :attr:`CloseCode.AUTH_FAILED` (meaningful for handshake failures).
     """
 

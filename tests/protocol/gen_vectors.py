@@ -41,6 +41,7 @@ from protocol import (
 from protocol._auth import HELLO_CONTEXT, QUERY_CONTEXT, b64url
 from protocol._checkpoint import CHECKPOINT_CONTEXT
 from protocol._codec import encode
+from tests.protocol.gen_enroll import enroll_document
 from tests.protocol.gen_id_tokens import id_token_document
 from tests.protocol.helpers import (
     CONNECTOR_ID,
@@ -845,6 +846,8 @@ def main() -> None:
     id_tokens = id_token_document()["vectors"]
     dump("id_tokens.json", id_token_document())
     dump("registry.json", wire_registry())
+    enroll = enroll_document()
+    dump("enroll.json", enroll)
     count = (
         len(frames)
         + len(sequences)
@@ -860,6 +863,9 @@ def main() -> None:
     )
     count += len(id_tokens)
     invalid += sum(not v["valid"] for v in id_tokens)
+    enroll_vectors = [v for k in ("tokens", "requests", "answers") for v in enroll[k]]
+    count += len(enroll_vectors)
+    invalid += sum(not v["valid"] for v in enroll_vectors)
     print(f"{count} vectors, {invalid} invalid, written to {OUT}")
 
 

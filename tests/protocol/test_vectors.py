@@ -19,9 +19,16 @@ from protocol import (
     ProtocolError,
     ReplayCache,
     canonical_json,
+    check_enroll_request,
+    check_enroll_time,
+    key_id,
+    parse_enroll_token,
+    public_key_text,
+    sign_enrolled,
     verify_attestation,
     verify_checkpoint,
     verify_connector_token,
+    verify_enrolled,
     verify_hello,
 )
 from protocol._codec import decode, encode
@@ -188,3 +195,81 @@ def test_checkpoint_vector(vector: dict[str, Any]) -> None:
 
     expected = {k: vector[k] for k in ("valid", "error") if k in vector}
     assert auth_outcome(verify, 1) == expected
+
+
+ENROLL = json.loads((VECTORS / "enroll.json").read_text(encoding="utf-8"))
+
+
+def enroll_key(name: str) -> Ed25519PublicKey:
+    return Ed25519PrivateKey.from_private_bytes(
+        bytes.fromhex(ENROLL["keys"][name]["seed_hex"])
+    ).public_key()
+
+
+def enroll_outcome(check: Any) -> dict[str, Any]:
+    try:
+        check()
+    except AuthError as exc:
+        return {"valid": False, "error": str(exc.error_code)}
+    return {"valid": True}
+
+
+def test_enroll_keys_match_their_seeds() -> None:
+    for name, entry in ENROLL["keys"].items():
+        assert public_key_text(enroll_key(name)) == entry["public_key"]
+        assert key_id(enroll_key(name)) == entry["key_id"]
+
+
+@pytest.mark.parametrize("vector", ENROLL["tokens"], ids=[v["name"] for v in ENROLL["tokens"]])
+def test_enroll_token_vector(vector: dict[str, Any]) -> None:
+    def check() -> None:
+        check_enroll_time(parse_enroll_token(vector["token"]), now=vector["now"])
+
+    expected = {k: vector[k] for k in ("valid", "error") if k in vector}
+    assert enroll_outcome(check) == expected
+    if vector["valid"]:
+        claims = parse_enroll_token(vector["token"])
+        assert claims.as_json() == vector["claims"]
+        signing_input = b"edgetds/1 enroll\n" + canonical_json(vector["claims"])
+        assert signing_input.hex() == vector["signing_input_hex"]
+
+
+REQUESTS = ENROLL["requests"]
+
+
+@pytest.mark.parametrize("vector", REQUESTS, ids=[v["name"] for v in REQUESTS])
+def test_enroll_request_vector(vector: dict[str, Any]) -> None:
+    check = vector["verify"]
+
+    def verify() -> Any:
+        return check_enroll_request(
+            vector["body_text"].encode(),
+            tunnel=check["tunnel"],
+            tunnels=check["tunnels"],
+            relay_keys=[enroll_key(name) for name in check["relay_keys"]],
+            now=check["now"],
+            consumed=check["consumed"],
+        )
+
+    expected = {k: vector[k] for k in ("valid", "error") if k in vector}
+    assert enroll_outcome(verify) == expected
+    if vector["valid"]:
+        relay = Ed25519PrivateKey.from_private_bytes(
+            bytes.fromhex(ENROLL["keys"]["relay"]["seed_hex"])
+        )
+        assert sign_enrolled(relay, verify()) == vector["answer"]
+
+
+ANSWERS = ENROLL["answers"]
+
+
+@pytest.mark.parametrize("vector", ANSWERS, ids=[v["name"] for v in ANSWERS])
+def test_enroll_answer_vector(vector: dict[str, Any]) -> None:
+    def verify() -> None:
+        verify_enrolled(vector["answer"], **vector["verify"])
+
+    expected = {k: vector[k] for k in ("valid", "error") if k in vector}
+    assert enroll_outcome(verify) == expected
+    if vector["valid"]:
+        signing_input = b"edgetds/1 enrolled\n" + canonical_json(vector["answer"]["enrolled"])
+        assert signing_input.hex() == vector["signing_input_hex"]
