@@ -186,7 +186,7 @@ function bodyInvalid(message) {
  * The relay's checks of `POST /v1/tunnels/{tunnel}/enroll`, in SPEC.md 8.7's order, all but the
  * last (the jti replay check, which the Durable Object makes atomically with recording the key).
  * @param {Uint8Array} body the request body
- * @param {{tunnel: string, relayKeys: string[], tunnels: Record<string, unknown>, now: number}} options
+ * @param {{tunnel: string, relayKeys: string[], tunnels: Iterable<string>, now: number}} options
  *   `tunnel`: the URL's; `relayKeys`: this relay's CURRENT signing keys ("ed25519:..."); `tunnels`:
  *   the tunnels this relay serves; `now`: unix seconds
  * @returns {Promise<EnrollRequest>}
@@ -221,7 +221,7 @@ export async function checkEnrollRequest(body, { tunnel, relayKeys, tunnels, now
     throw invalid("enrolment token was signed by a key that is not this relay's signing key (made for another relay, or before the relay's key changed); ask for a new one");
   }
   if (claims.tunnel !== tunnel) throw invalid(`enrolment token is for another tunnel than '${tunnel}'; post it to its own tunnel's URL`);
-  if (!Object.hasOwn(tunnels, tunnel)) throw new AuthError(ErrorCode.TUNNEL_UNKNOWN, `tunnel '${tunnel}' is not served here`);
+  if (![...tunnels].includes(tunnel)) throw new AuthError(ErrorCode.TUNNEL_UNKNOWN, `tunnel '${tunnel}' is not served here`);
   checkEnrollTime(claims, now);
   if (!(await signatureOk(newRaw, proofSig, proofInput(claims, publicKey)))) {
     throw new AuthError(ErrorCode.ENROLL_INVALID_PROOF, '"proof" does not verify with "public_key": the connector must sign the proof with the key it enrols');

@@ -17,7 +17,7 @@
  *   GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
  *                                       a connector's latest signed audit checkpoint (audit token)
  *
- * Browsers: every path under a tunnel except connect and audit/checkpoint answers CORS for the
+ * Browsers: every path under a tunnel except connect, enroll and audit/checkpoint answers CORS for the
  * tunnel's cors_origins, and its preflights are answered here before any Durable Object (cors.js,
  * SPEC.md 11.7).
  *
@@ -235,7 +235,7 @@ async function enroll(request, env, config, tunnel, address) {
     const body = await readBody(request, config.limits.max_body_bytes);
     let checked;
     try {
-      checked = await checkEnrollRequest(body, { tunnel, relayKeys: [config.relayKey.publicKey], tunnels: config.tunnels, now: now() });
+      checked = await checkEnrollRequest(body, { tunnel, relayKeys: [config.relayKey.publicKey], tunnels: Object.keys(config.tunnels), now: now() });
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       throw new HttpError(err.code, err.message);

@@ -1,0 +1,343 @@
+"""One-token enrolment on the Worker relay (SPEC.md 8.7), under the real workerd runtime.
+
+The enrolled keys live in Durable Object storage (relay/worker/src/tunnel.js): the tunnel's
+TUNNELS entry may have no connectors at all, an enrolled connector connects and serves, refusals
+register nothing, a new enrolment of the same id drains the old key's connections on every shard,
+and the keys survive the object's eviction and a workerd restart on the same storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.exceptions import InvalidStatus
+from websockets.trio.client import connect
+
+from connector.config import load_config
+from connector.runtime import open_connector
+from edgetds.devidp import DevIdP
+from protocol import (
+    canonical_json,
+    make_connector_token,
+    make_enroll_request,
+    make_enroll_token,
+    public_key_text,
+    verify_enrolled,
+)
+from tests.support.protocol_peer import Peer, open_peer
+from tests.support.waiting import eventually
+from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
+from tests.worker.helpers import (
+    bearer,
+    connect_url,
+    connector_config,
+    idp_and_db,
+    ndjson,
+    query_url,
+    shard_of,
+)
+
+TUNNEL = "demo"
+CONNECTOR_ID = "conn-e"
+
+
+def enroll_token(
+    relay: WorkerRelay,
+    connector_id: str = CONNECTOR_ID,
+    *,
+    tunnel: str = TUNNEL,
+    now: int | None = None,
+    relay_key: Ed25519PrivateKey | None = None,
+) -> str:
+    """A token as `edgetds relay enroll --key relay.key --relay-url ...` makes it, offline."""
+    return make_enroll_token(
+        relay_key or relay.relay_key,
+        relay_url=relay.handle.http_url,
+        tunnel=tunnel,
+        connector_id=connector_id,
+        now=int(time.time()) if now is None else now,
+    )
+
+
+async def post_enroll(
+    client: httpx.AsyncClient, relay: WorkerRelay, body: Any, *, tunnel: str = TUNNEL
+) -> httpx.Response:
+    return await client.post(f"{relay.handle.http_url}/v1/tunnels/{tunnel}/enroll", json=body)
+
+
+async def enrol(
+    client: httpx.AsyncClient, relay: WorkerRelay, key: Ed25519PrivateKey, token: str
+) -> dict[str, Any]:
+    """Enrol ``key`` with ``token``; the answer is checked as the connector checks it."""
+    response = await post_enroll(client, relay, make_enroll_request(token, key))
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    verify_enrolled(answer, token=token, public_key=public_key_text(key))
+    return answer
+
+
+def altered(token: str, **changes: Any) -> str:
+    """``token`` with claims changed and its signature kept, as a tamperer would send it."""
+    prefix, claims, sig = token.split(".")
+    doc = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    text = base64.urlsafe_b64encode(canonical_json({**doc, **changes})).rstrip(b"=").decode()
+    return f"{prefix}.{text}.{sig}"
+
+
+def refusal(response: httpx.Response) -> tuple[int, str]:
+    code: str = response.json()["error"]["code"]
+    return response.status_code, code
+
+
+async def connect_refusal(
+    relay: WorkerRelay, key: Ed25519PrivateKey, connector_id: str = CONNECTOR_ID
+) -> tuple[int, str]:
+    """The status and error code with which the Worker refuses this key's upgrade."""
+    token = make_connector_token(
+        key, connector_id=connector_id, tunnel=TUNNEL, now=int(time.time())
+    )
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(
+            connect_url(relay),
+            subprotocols=["edgetds.v1"],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {token}"},
+        ):
+            pass
+    code: str = json.loads(bytes(info.value.response.body or b"{}"))["error"]["code"]
+    return info.value.response.status_code, code
+
+
+@asynccontextmanager
+async def enrolled_peer(
+    relay: WorkerRelay, key: Ed25519PrivateKey, *, shard: int | None = None, shards: int = 1
+) -> AsyncIterator[Peer]:
+    """A protocol peer connected as the enrolled connector with ``key``; ``shard``: on that
+    shard (its token's jti is chosen so that the Worker's shardOf sends it there)."""
+    token = None
+    if shard is not None:
+        # (a fresh random jti each time: a jti is good for one connection)
+        jti = next(
+            j for j in iter(lambda: secrets.token_urlsafe(16), "") if shard_of(j, shards) == shard
+        )
+        token = make_connector_token(
+            key, connector_id=CONNECTOR_ID, tunnel=TUNNEL, now=int(time.time()), jti=jti
+        )
+    h = relay.handle
+    async with open_peer(h.ws_url, TUNNEL, CONNECTOR_ID, key, h.relay_public_key, token=token) as p:
+        yield p
+
+
+async def refused_counts(client: httpx.AsyncClient, relay: WorkerRelay, idp: DevIdP) -> Any:
+    status = await client.get(
+        f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/status", headers=bearer(idp.mint(sub="ops"))
+    )
+    assert status.status_code == 200, status.text
+    return status.json()["edge"]["refused"]
+
+
+async def test_refused_enrolments_name_their_check_and_register_nothing(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=[], issuer=idp.issuer, extra_tunnels={"other": ["conn-x"]}
+    ) as relay:
+        with trio.fail_after(40):
+            key = Ed25519PrivateKey.generate()
+            token = enroll_token(relay)
+            good = make_enroll_request(token, key)
+            cases: list[tuple[Any, str, tuple[int, str]]] = [
+                ({"token": token}, TUNNEL, (400, "request.invalid")),
+                (
+                    {**good, "token": altered(token, connector_id="conn-1")},
+                    TUNNEL,
+                    (401, "enroll.invalid_token"),
+                ),
+                (
+                    make_enroll_request(
+                        enroll_token(relay, relay_key=Ed25519PrivateKey.generate()), key
+                    ),
+                    TUNNEL,
+                    (401, "enroll.invalid_token"),
+                ),
+                (good, "other", (401, "enroll.invalid_token")),
+                (
+                    make_enroll_request(enroll_token(relay, tunnel="ghost"), key),
+                    "ghost",
+                    (404, "tunnel.unknown"),
+                ),
+                (
+                    make_enroll_request(enroll_token(relay, now=int(time.time()) - 3600), key),
+                    TUNNEL,
+                    (401, "enroll.expired"),
+                ),
+                (
+                    {
+                        **good,
+                        "proof": make_enroll_request(token, Ed25519PrivateKey.generate())["proof"],
+                    },
+                    TUNNEL,
+                    (400, "enroll.invalid_proof"),
+                ),
+            ]
+            for body, tunnel, expected in cases:
+                assert refusal(await post_enroll(client, relay, body, tunnel=tunnel)) == expected
+            # None of them registered the key: the Worker still does not know the connector id.
+            assert await connect_refusal(relay, key) == (401, "auth.unknown_issuer")
+            await enrol(client, relay, key, token)
+            # A replay of the token that worked, even with another key and its own good proof.
+            assert refusal(await post_enroll(client, relay, good)) == (409, "enroll.used")
+            thief = Ed25519PrivateKey.generate()
+            replayed = make_enroll_request(token, thief)
+            assert refusal(await post_enroll(client, relay, replayed)) == (409, "enroll.used")
+            assert await connect_refusal(relay, thief) == (401, "auth.invalid_token")
+            refused = await refused_counts(client, relay, idp)
+            assert refused["enroll.used"] == 2
+            assert refused["enroll.invalid_token"] == 3
+            assert (refused["enroll.expired"], refused["enroll.invalid_proof"]) == (1, 1)
+            assert (refused["request.invalid"], refused["tunnel.unknown"]) == (1, 1)
+            async with enrolled_peer(relay, key) as p:
+                assert p.session_id  # the enrolled key connects; HELLO verified
+
+
+async def test_enrolment_refusals_spend_the_failed_authentication_budget(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    limits = {"auth_failure_burst": 2, "auth_failures_per_second": 0.001}
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=[], issuer=idp.issuer, limits=limits
+    ) as relay:
+        with trio.fail_after(30):
+            key = Ed25519PrivateKey.generate()
+            token = enroll_token(relay)
+            bad = {**make_enroll_request(token, key), "proof": "AAAA"}
+            for _ in range(2):
+                assert refusal(await post_enroll(client, relay, bad)) == (
+                    400,
+                    "enroll.invalid_proof",
+                )
+            # Over the budget: even a good enrolment is refused before its body is read.
+            limited = await post_enroll(client, relay, make_enroll_request(token, key))
+            assert refusal(limited) == (429, "limits.rate_limited")
+            assert int(limited.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+async def test_a_new_enrolment_of_the_id_drains_the_old_keys_connections(
+    idp: DevIdP, client: httpx.AsyncClient, shards: int
+) -> None:
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=["conn-1"], issuer=idp.issuer, shards=shards
+    ) as relay:
+        with trio.fail_after(40):
+            old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+            await enrol(client, relay, old, enroll_token(relay))
+            async with (
+                enrolled_peer(relay, old, shard=0, shards=shards) as first,
+                enrolled_peer(relay, old, shard=shards - 1, shards=shards) as last,
+                open_peer(
+                    relay.handle.ws_url,
+                    TUNNEL,
+                    "conn-1",
+                    relay.handle.connector_keys["conn-1"],
+                    relay.handle.relay_public_key,
+                ) as static,
+            ):
+                await enrol(client, relay, new, enroll_token(relay))
+                # Both of the old key's connections (one per shard) are drained; the static
+                # connector's connection (its key is still registered) is not.
+                await first.drained.wait()
+                await last.drained.wait()
+                assert not static.drained.is_set()
+                assert await connect_refusal(relay, old) == (401, "auth.invalid_token")
+                async with enrolled_peer(relay, new) as p:
+                    assert p.session_id
+                # The static connector still serves (the drained ones take no new query).
+                response = await client.post(
+                    f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/query",
+                    json={"sql": "select 1"},
+                    headers=bearer(idp.mint(sub="alice")),
+                )
+                assert response.status_code == 200, response.text
+                assert (len(static.queries), len(first.queries), len(last.queries)) == (1, 0, 0)
+
+
+@pytest.mark.timeout(90)
+async def test_enrolled_keys_survive_eviction_and_a_workerd_restart(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async with open_worker_relay(tunnel=TUNNEL, connector_ids=[], issuer=idp.issuer) as relay:
+        key = Ed25519PrivateKey.generate()
+        token = enroll_token(relay)
+        with trio.fail_after(20):
+            await enrol(client, relay, key, token)
+            before = (await relay.do_state(client))["instance"]
+        await idle_until_hibernated()
+        with trio.fail_after(20):
+            async with enrolled_peer(relay, key) as p:
+                assert p.session_id
+            assert (await relay.do_state(client))["instance"] != before  # the object was rebuilt
+            await relay.restart()  # SIGKILL, then a new workerd on the same storage directory
+            async with enrolled_peer(relay, key) as p:
+                assert p.session_id
+            # The consumed token is still consumed.
+            replay = make_enroll_request(token, Ed25519PrivateKey.generate())
+            assert refusal(await post_enroll(client, relay, replay)) == (409, "enroll.used")
+
+
+AUDIT_TOKEN = "audit-reader-secret"
+
+
+@pytest.mark.timeout(90)
+async def test_an_enrolled_real_connector_serves_queries_and_its_checkpoints_are_kept(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(75):
+        async with idp_and_db(tmp_path) as (idp, db), httpx.AsyncClient(timeout=20) as http:
+            async with open_worker_relay(
+                tunnel=TUNNEL,
+                connector_ids=[],
+                issuer=idp.issuer,
+                audit_token_sha256=hashlib.sha256(AUDIT_TOKEN.encode()).hexdigest(),
+            ) as relay:
+                key = Ed25519PrivateKey.generate()
+                await enrol(http, relay, key, enroll_token(relay))
+                path = connector_config(
+                    tmp_path / "connector",
+                    relay,
+                    issuer=idp.issuer,
+                    db=db,
+                    key=key,
+                    connector_id=CONNECTOR_ID,
+                    audit_options={"checkpoint_every_records": 1, "checkpoint_interval_s": 3600},
+                )
+                async with open_connector(load_config(path)) as connector:
+                    await connector.wait_ready(connector.config.tunnel.ha_connections)
+                    response = await http.post(
+                        query_url(relay),
+                        json={"sql": "SELECT COUNT(*) AS c FROM notes"},
+                        headers=bearer(idp.mint(sub="alice", groups=["analysts"])),
+                    )
+                    assert response.status_code == 200, response.text
+                    assert ndjson(response.text)[1] == [2]
+                    # The connector's signed audit checkpoint verifies under its enrolled key.
+                    url = f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/audit/checkpoint"
+                    params = {"connector": CONNECTOR_ID}
+                    auth = bearer(AUDIT_TOKEN)
+
+                    async def held() -> bool:
+                        answer = await http.get(url, params=params, headers=auth)
+                        return answer.json()["checkpoint"] is not None
+
+                    await eventually(held)
