@@ -1,4 +1,4 @@
-"""`edgetds connector run|check|explain` and `edgetds keygen`."""
+"""`edgetds connector run|check|explain|enroll` and `edgetds keygen`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,29 @@ signals (connector run):
                     rotation: README, "Rotate keys". It also rotates the [audit] file: audit.jsonl
                     becomes audit.jsonl.<seq of its last record, 12 digits> and the chain continues
                     in a new audit.jsonl (edgetds audit verify audit.jsonl.* audit.jsonl).
+"""
+
+ENROLL_EPILOG = """\
+examples:
+  # on the relay's side, the operator makes a one-time token (15 minutes by default):
+  edgetds relay enroll --tunnel sales --connector conn-1 --config relay.toml > conn-1.token
+  # on the connector's machine:
+  edgetds connector enroll --token-file conn-1.token --out /etc/edgetds
+  ssh relay-host cat conn-1.token | edgetds connector enroll - --out /etc/edgetds
+  edgetds connector check --config /etc/edgetds/connector.toml
+  edgetds connector run --config /etc/edgetds/connector.toml
+
+What it does: checks the token (whole, unaltered, not expired), makes a new key, proves it to the
+relay named in the token, checks the relay's signed answer with the relay key the token carries,
+and only then writes DIR/connector.key (mode 0600), DIR/connector.pub and DIR/connector.toml.
+An existing connector.toml keeps everything but [connector] id, tunnel, relay_urls,
+private_key_file and relay_public_keys; a new one is examples/connector.toml with those filled in
+([database], [logins.*], [[issuers]], [policy] and [audit] are yours to set).
+
+A token is a credential that enrols whoever uses it first, once. A TOKEN argument is visible to
+other users in `ps` and lands in shell history: prefer --token-file or - (stdin). The token is
+never printed or logged. A refusal names its code (enroll.expired, enroll.used, ...) and what to
+do; nothing is written then.
 """
 
 KEYGEN_EPILOG = """\
@@ -112,6 +135,32 @@ def register(subparsers: Any) -> None:
                 "--token", required=True, help="an end user's IdP token ('-' reads it from stdin)"
             )
         action.set_defaults(func=func)
+    enroll = sub.add_parser(
+        "enroll",
+        help="register this connector at the relay with a one-time token and write its config",
+        description="Enrol with a token from `edgetds relay enroll`: make the connector key, "
+        "register it at the relay, pin the relay key, write connector.key/.pub/.toml into --out.",
+        epilog=ENROLL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    enroll.add_argument(
+        "token",
+        nargs="?",
+        metavar="TOKEN",
+        help="the enrolment token, or - to read it from stdin (visible in `ps`: prefer "
+        "--token-file or -)",
+    )
+    enroll.add_argument("--token-file", type=Path, help="read the token from this file")
+    enroll.add_argument(
+        "--out", required=True, type=Path, help="directory for connector.key/.pub/.toml"
+    )
+    enroll.add_argument(
+        "--force", action="store_true", help="replace an existing DIR/connector.key"
+    )
+    enroll.add_argument(
+        "--cafile", type=Path, help="PEM CA bundle for an https relay with a private CA"
+    )
+    enroll.set_defaults(func=_cmd_enroll)
     from connector.diag import register_diag  # `connector diag` lives in connector/diag.py
 
     register_diag(sub)
@@ -128,6 +177,21 @@ def register(subparsers: Any) -> None:
     keygen.add_argument("--name", required=True, help="file name stem, e.g. conn-1")
     keygen.add_argument("--force", action="store_true", help="overwrite existing files")
     keygen.set_defaults(func=_cmd_keygen)
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    from connector.enroll import EnrollFailed, enroll, read_token, report
+
+    try:
+        if args.token is not None and args.token_file is not None:
+            raise EnrollFailed("request.invalid", "give the token once: TOKEN, - or --token-file")
+        token = read_token(args.token, args.token_file, sys.stdin)
+        done = enroll(token, args.out, force=args.force, cafile=args.cafile)
+    except EnrollFailed as exc:
+        print(f"edgetds connector enroll: {exc}", file=sys.stderr)
+        return 1
+    print(report(done))
+    return 0
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:

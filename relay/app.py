@@ -10,12 +10,14 @@ Routes (one port)::
     GET  /v1/tunnels/{tunnel}/audit/checkpoint?connector=ID
                                            a connector's latest signed audit checkpoint (audit
                                            token; relay/checkpoints.py, SPEC.md 11.3)
+    POST /v1/tunnels/{tunnel}/enroll       enrol a connector key with a one-time token (no
+                                           Authorization; relay/enrollment.py, SPEC.md 8.7)
 
 Anything else is answered 404 (`request.invalid`, counted as `http.not_found`) before any token
 is looked at, so scans cost nothing but a counter. Refusals of every kind are counted by error
 code (`RefusalCounters`), as the Worker relay does. Browsers: every path under a tunnel except
-connect and audit/checkpoint answers CORS for the tunnel's `cors_origins`, and its preflights are
-answered here (relay/cors.py, SPEC.md 11.7).
+connect, enroll and audit/checkpoint answers CORS for the tunnel's `cors_origins`, and its
+preflights are answered here (relay/cors.py, SPEC.md 11.7).
 """
 
 from __future__ import annotations
@@ -45,13 +47,16 @@ from protocol import (
     ErrorCode,
     Limits,
     ReplayCache,
+    check_enroll_request,
     events,
+    sign_enrolled,
     verify_connector_token,
 )
 from relay import cors
 from relay.checkpoints import CheckpointStore
-from relay.config import RelayConfig
-from relay.http import HttpError, Receive, Send, header, send_error, send_json
+from relay.config import ConfigError, RelayConfig
+from relay.enrollment import EnrollmentStore, with_enrolled
+from relay.http import HttpError, Receive, Send, header, read_body, send_error, send_json
 from relay.limits import RateLimiter, RefusalCounters, retry_after_header
 from relay.logs import log_event
 from relay.query import handle_query
@@ -64,7 +69,7 @@ __all__ = ["RelayApp"]
 
 Scope = MutableMapping[str, Any]
 
-_TUNNEL_ACTIONS = {"connect", "query", "status", "sessions", "transaction"}
+_TUNNEL_ACTIONS = {"connect", "query", "status", "sessions", "transaction", "enroll"}
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -103,7 +108,15 @@ class RelayApp:
         self.relay_key_id = key_id(config.private_key)
         self.relay_public_key = encode_public_key(config.private_key)
         limits = config.limits
-        self.registry = Registry.from_config(config.tunnels, query_id_ttl_s=limits.query_id_ttl_s)
+        #: keys enrolled with one-time tokens (SPEC.md 8.7); None: enrolment is off
+        self.enrollments = (
+            EnrollmentStore(config.enrollment_file) if config.enrollment_file else None
+        )
+        #: one enrolment at a time: its token is checked and consumed under this lock
+        self.enroll_lock = trio.Lock()
+        self.registry = Registry.from_config(
+            with_enrolled(config.tunnels, self.enrollments), query_id_ttl_s=limits.query_id_ttl_s
+        )
         self.auth_failures = RateLimiter(
             rate=limits.auth_failures_per_second,
             burst=limits.auth_failure_burst,
@@ -205,6 +218,7 @@ class RelayApp:
             "checkpoint": "GET",
             "sessions": "POST",
             "transaction": "POST",
+            "enroll": "POST",
         }
         if route == "unknown":
             raise HttpError(
@@ -239,6 +253,9 @@ class RelayApp:
         elif route == "checkpoint":
             assert tunnel is not None
             await self._checkpoint(scope, send, tunnel)
+        elif route == "enroll":
+            assert tunnel is not None
+            await self._enroll(scope, receive, send, tunnel)
         elif route in ("sessions", "transaction"):
             assert tunnel is not None
             await self._session_request(scope, receive, send, tunnel, None, route)
@@ -416,6 +433,7 @@ class RelayApp:
                 "query_identities": len(self.query_rate),
             },
             "sessions": self.sessions.statistics(),
+            "enrolled_keys": self.enrollments.count() if self.enrollments is not None else None,
             "tunnels": {name: t.detail() for name, t in self.registry.tunnels.items()},
         }
 
@@ -452,6 +470,88 @@ class RelayApp:
             "conflict": held.get("conflict") if held else None,
         }
         await send_json(send, 200, _json(body))
+
+    # -- enrolment (SPEC.md 8.7) --------------------------------------------------------------
+
+    async def _enroll(self, scope: Scope, receive: Receive, send: Send, tunnel: str) -> None:
+        """POST .../enroll: check the one-time token and the proof, consume the token and record
+        the key (durably, before answering), drain connections of a key it replaces."""
+        store = self.enrollments
+        if store is None:
+            raise HttpError(
+                ErrorCode.ENROLL_DISABLED,
+                "this relay does not enrol connectors: its operator has to set [relay] "
+                "enrollment_file (or list the connector's public key in the tunnel's connectors)",
+            )
+        self.check_auth_rate(scope)
+        body = await read_body(scope, receive, limit=self.config.limits.max_body_bytes)
+        async with self.enroll_lock:
+            now = time.time()
+            try:
+                request = check_enroll_request(
+                    body,
+                    tunnel=tunnel,
+                    relay_keys=[self.config.private_key.public_key()],
+                    tunnels=self.registry.tunnels,
+                    now=now,
+                    consumed=store.consumed(tunnel, now=now),
+                )
+            except AuthError as exc:
+                raise self.auth_failed(scope, exc.error_code, str(exc)) from None
+            state, replaced = store.prepare(request, now=int(now))
+            try:
+                await trio.to_thread.run_sync(store.write, state)
+            except OSError as exc:
+                query_id = str(uuid.uuid4())
+                log_event(
+                    "enroll.write_failed",
+                    level=logging.ERROR,
+                    query_id=query_id,
+                    file=store.path,
+                    why=exc.strerror or exc,
+                )
+                raise HttpError(
+                    ErrorCode.INTERNAL,
+                    "the relay could not record the enrolment, nothing was enrolled and the "
+                    "token is still unused; retry later (the cause is in the relay's log under "
+                    f"query_id {query_id})",
+                    query_id=query_id,
+                ) from None
+            store.commit(state)
+            drained = self._apply_tunnels()
+        claims = request.claims
+        self.counters.count("enrollments")
+        log_event(
+            "connector.enrolled",
+            tunnel=claims.tunnel,
+            connector=claims.connector_id,
+            key_id=request.key_id,
+            replaced=replaced is not None,
+            drained=len(drained),
+            peer=self.client_host(scope),
+        )
+        await send_json(send, 200, _json(sign_enrolled(self.config.private_key, request)))
+
+    def _apply_tunnels(self) -> list[ConnectorSession]:
+        """Give the registry the static tunnels plus the enrolled keys; connections whose key is
+        in neither any more are drained (and closed once their queries had their time)."""
+        limits = self.config.limits
+        drained = self.registry.reconfigure(
+            with_enrolled(self.config.tunnels, self.enrollments),
+            query_id_ttl_s=limits.query_id_ttl_s,
+            # a revoked key's connection may finish what it runs, then it is closed
+            close_after_s=(limits.query_timeout_ms + limits.deadline_grace_ms) / 1000,
+        )
+        for session in drained:
+            log_event(
+                "connector.key_unregistered",
+                level=logging.WARNING,
+                tunnel=session.tunnel,
+                connector=session.connector_id,
+                session=session.session_id,
+                action="drained",
+            )
+        return drained
 
     def _on_checkpoint(self, session: ConnectorSession, event: events.Checkpoint) -> None:
         """A connector sent a CHECKPOINT: keep it if it verifies and does not go backwards."""
@@ -586,22 +686,31 @@ class RelayApp:
             if getattr(config, name) != getattr(self.config, name)
         ]
         old_key_id = self.relay_key_id
+        try:
+            # the enrolled keys as the file holds them now (config loading checked it)
+            enrollments = (
+                EnrollmentStore(config.enrollment_file) if config.enrollment_file else None
+            )
+        except ConfigError as exc:
+            log_event(
+                "relay.reload_failed",
+                level=logging.ERROR,
+                problem=str(exc),
+                hint="fix the file and send SIGHUP again; the running config is unchanged",
+            )
+            return {"failed": str(exc)}
+        self.enrollments = enrollments
         self.config = dataclasses.replace(
             self.config,
             private_key=config.private_key,
             tunnels=config.tunnels,
             public_url=config.public_url,
             stats_token_sha256=config.stats_token_sha256,
+            enrollment_file=config.enrollment_file,
         )
         self.relay_key_id = key_id(config.private_key)
         self.relay_public_key = encode_public_key(config.private_key)
-        limits = self.config.limits
-        drained = self.registry.reconfigure(
-            config.tunnels,
-            query_id_ttl_s=limits.query_id_ttl_s,
-            # a revoked key's connection may finish what it runs, then it is closed
-            close_after_s=(limits.query_timeout_ms + limits.deadline_grace_ms) / 1000,
-        )
+        drained = self._apply_tunnels()
         summary: dict[str, Any] = {
             "relay_key_id": self.relay_key_id,
             "previous_relay_key_id": old_key_id,
@@ -609,19 +718,11 @@ class RelayApp:
             "connector_keys": sum(
                 len(k) for t in config.tunnels.values() for k in t.connectors.values()
             ),
+            "enrolled_keys": enrollments.count() if enrollments is not None else 0,
             "drained": len(drained),
             "kept": sum(1 for s in self.registry.sessions() if not s.closed and not s.draining),
             "restart_needed": restart_needed,
         }
-        for session in drained:
-            log_event(
-                "connector.key_unregistered",
-                level=logging.WARNING,
-                tunnel=session.tunnel,
-                connector=session.connector_id,
-                session=session.session_id,
-                action="drained",
-            )
         log_event("relay.reloaded", **{k: v for k, v in summary.items() if k != "restart_needed"})
         if restart_needed:
             log_event(

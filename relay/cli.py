@@ -1,4 +1,5 @@
-"""`edgetds relay serve --config relay.toml`: run the self-hosted Python relay.
+"""`edgetds relay serve --config relay.toml`: run the self-hosted Python relay, and
+`edgetds relay enroll`: make a one-time enrolment token for a connector (SPEC.md 8.7).
 
 The first line on stdout is `relay listening on http://HOST:PORT` (flushed), so a parent process
 (the demo, a test) can read the port even with `listen = "127.0.0.1:0"`. Logs go to stderr as
@@ -26,6 +27,8 @@ examples:
                                                         # in every connector.toml)
   edgetds relay serve --config examples/relay.toml      # serve on [relay] listen
   edgetds relay serve --config relay.toml --listen 127.0.0.1:0   # any free port (printed)
+  edgetds relay enroll --tunnel demo --connector conn-1 --config relay.toml   # one-time token
+                                                        # for `edgetds connector enroll`
 
   curl -s http://127.0.0.1:8787/healthz
   curl -s http://127.0.0.1:8787/v1/relay/stats          # refusal counters (loopback only)
@@ -46,6 +49,38 @@ signals:
                     every problem) and the running one kept. listen, TLS, [[issuers]],
                     [identity] and [limits] need a restart.
 """
+
+
+ENROLL_EPILOG = """\
+examples:
+  # the Python relay: key and URL from its config ([relay] private_key_file, public_url)
+  edgetds relay enroll --tunnel sales --connector conn-1 --config relay.toml > conn-1.token
+  # the Cloudflare Worker relay (or any relay whose key file you hold): say where it is
+  edgetds relay enroll --tunnel sales --connector conn-1 --key keys/relay.key \\
+      --relay-url https://edgetds-relay.example.workers.dev --expires-in 1h
+  # then, on the connector's machine:
+  edgetds connector enroll --token-file conn-1.token --out /etc/edgetds
+
+The token is made here, offline, with the relay's signing key: nothing is sent anywhere. It is
+printed alone on stdout (the details go to stderr). It enrols ONE connector key, once, until it
+expires (--expires-in, default 15m, at most 7d): treat it as a secret, and move it to the
+connector's machine by file or pipe rather than on a command line (`ps` shows arguments).
+The relay must keep enrolled keys: the Python relay needs [relay] enrollment_file; a tunnel may
+then have connectors = {} and only enrolled connectors. Enrolling a connector id again replaces
+its enrolled key and drains the connections made with the old one.
+"""
+
+
+def _duration(text: str) -> int:
+    """``90s``, ``15m``, ``2h``, ``7d`` (or plain seconds) as seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration like 90s, 15m, 2h or 7d (at most 7d)"
+        )
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def register(subparsers: Any) -> None:
@@ -71,7 +106,105 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
+    enroll = sub.add_parser(
+        "enroll",
+        help="make a one-time token that enrols a connector (edgetds connector enroll TOKEN)",
+        description="Print a one-time enrolment token for connector --connector on tunnel "
+        "--tunnel, signed with the relay's key (SPEC.md 8.7).",
+        epilog=ENROLL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    enroll.add_argument("--tunnel", required=True, help="the tunnel the connector will serve")
+    enroll.add_argument("--connector", required=True, help="the connector id it will have")
+    enroll.add_argument(
+        "--expires-in",
+        type=_duration,
+        default=15 * 60,
+        metavar="DURATION",
+        help="token lifetime: 90s, 15m (default), 2h, 7d (the most)",
+    )
+    source = enroll.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="the Python relay's TOML (its key and public_url)")
+    source.add_argument(
+        "--key", help="the relay's private key file (PKCS#8 PEM), e.g. the Worker's"
+    )
+    enroll.add_argument(
+        "--relay-url",
+        help="the relay's http(s) base URL, https://host[:port] (required with --key; overrides "
+        "[relay] public_url)",
+    )
+    enroll.set_defaults(func=_enroll)
     parser.set_defaults(func=lambda args: _usage(parser))
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    import datetime
+    import time
+
+    from identity.keys import KeyFileError, load_private_key
+    from protocol import ENROLL_MAX_LIFETIME, key_id, make_enroll_token
+    from relay.config import ConfigError, load_config
+
+    def fail(message: str) -> int:
+        print(f"edgetds relay enroll: {message}", file=sys.stderr)
+        return 2
+
+    url = args.relay_url or ""
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            for line in exc.problems:
+                print(f"edgetds relay enroll: {line}", file=sys.stderr)
+            return 2
+        if args.tunnel not in config.tunnels:
+            return fail(
+                f"tunnel {args.tunnel!r} is not in {args.config}; add [tunnels.{args.tunnel}] "
+                "(connectors = {} is enough with enrollment_file) and reload the relay"
+            )
+        if not config.enrollment_file:
+            return fail(
+                f"{args.config} has no [relay] enrollment_file: the relay would refuse the token "
+                '(enroll.disabled); set it, e.g. enrollment_file = "enrolled.json", and restart '
+                "the relay"
+            )
+        key, url = config.private_key, url or config.public_url
+        if not url:
+            return fail(
+                f"{args.config} has no [relay] public_url: set it to the URL connectors reach "
+                "the relay at (https://host[:port]), or pass --relay-url"
+            )
+    else:
+        if not url:
+            return fail("--key needs --relay-url (the relay's https://host[:port])")
+        try:
+            key = load_private_key(args.key)
+        except KeyFileError as exc:
+            return fail(f"--key: {exc}")
+    if args.expires_in > ENROLL_MAX_LIFETIME:
+        return fail("--expires-in is at most 7d")
+    now = int(time.time())
+    try:
+        token = make_enroll_token(
+            key,
+            relay_url=url.rstrip("/"),
+            tunnel=args.tunnel,
+            connector_id=args.connector,
+            now=now,
+            lifetime=args.expires_in,
+        )
+    except ValueError as exc:
+        return fail(str(exc).replace("enrolment token", "the token's"))
+    expires = datetime.datetime.fromtimestamp(now + args.expires_in, datetime.UTC)
+    print(token, flush=True)
+    print(
+        f"enrolment token for connector {args.connector} on tunnel {args.tunnel} at "
+        f"{url.rstrip('/')} (relay key id {key_id(key)}), valid once until "
+        f"{expires:%Y-%m-%d %H:%M:%S} UTC.\n"
+        "On the connector's machine: edgetds connector enroll --token-file FILE --out DIR",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

@@ -3,9 +3,11 @@
 Shape (see examples/relay.toml, which documents every key)::
 
     [relay]            listen, public_url, private_key_file, tls_cert_file, tls_key_file,
-                       stats_token_sha256, audit_token_sha256, checkpoint_file
+                       stats_token_sha256, audit_token_sha256, checkpoint_file,
+                       enrollment_file (keys enrolled with one-time tokens, SPEC.md 8.7)
     [tunnels.NAME]     connectors = { "conn-1" = "ed25519:..." }, or during a key rotation
-                       connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] };
+                       connectors = { "conn-1" = ["ed25519:NEW", "ed25519:OLD"] }
+                       (may be {} or absent when enrollment_file is set: enrolled only);
                        max_queries_per_identity (optional, default 32);
                        cors_origins = ["https://app.example.com"] (optional: the web origins
                        that may call the tunnel from a browser, SPEC.md 11.7)
@@ -17,9 +19,9 @@ Shape (see examples/relay.toml, which documents every key)::
 `load_config` is THE validation: `edgetds relay serve` runs it at start-up and again on SIGHUP, so
 a reload refuses exactly what start-up refuses. Besides the file's own keys it builds the client
 token verifier from [[issuers]]/[identity] and loads the TLS certificate and key and the
-checkpoint file, the things serving would otherwise only find wrong later. It reports EVERY
-problem at once in one `ConfigError` (``.problems``), each naming the file, the key and how to fix
-it; unknown keys are errors too (a typo must not silently fall back to a default).
+checkpoint and enrolment files, the things serving would otherwise only find wrong later. It
+reports EVERY problem at once in one `ConfigError` (``.problems``), each naming the file, the key
+and how to fix it; unknown keys are errors too (a typo must not silently fall back to a default).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from identity import keys
 from identity.oidc import TokenVerifier
-from protocol import raw_public_key
+from protocol import loads_object, raw_public_key
 from relay.cors import origin_problem
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "load_config",
     "parse_public_key",
     "read_checkpoint_file",
+    "read_enrollment_file",
 ]
 
 
@@ -167,6 +170,9 @@ class RelayConfig:
     audit_token_sha256: str = ""
     #: where connectors' latest signed audit checkpoints are kept across restarts ("" = memory)
     checkpoint_file: str = ""
+    #: where keys enrolled with one-time tokens and consumed token ids are kept (SPEC.md 8.7;
+    #: relay/enrollment.py); "" = enrolment off (POST .../enroll answers 404 enroll.disabled)
+    enrollment_file: str = ""
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -264,7 +270,11 @@ def parse_limits(table: Mapping[str, Any], *, where: str = "[limits]") -> Limits
     return limits
 
 
-def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelConfig]:
+def parse_tunnels(
+    table: Mapping[str, Any], *, where: str, enrolment: bool = False
+) -> dict[str, TunnelConfig]:
+    """The [tunnels.NAME] tables; with ``enrolment`` (an enrollment_file is set) a tunnel may list
+    no connectors: its connectors enrol with one-time tokens."""
     problems = _Problems()
     tunnels: dict[str, TunnelConfig] = {}
     for name, body in table.items():
@@ -288,11 +298,12 @@ def parse_tunnels(table: Mapping[str, Any], *, where: str) -> dict[str, TunnelCo
                 f"{here}: max_queries_per_identity must be a whole number >= 1 (queries one "
                 "identity may have in flight or waiting)"
             )
-        conns = body.get("connectors")
-        if not isinstance(conns, Mapping) or not conns:
+        conns = body.get("connectors", {} if enrolment else None)
+        if not isinstance(conns, Mapping) or not (conns or enrolment):
             problems.found.append(
                 f'{here}: connectors = {{ "conn-1" = "ed25519:..." }} is required (connector id '
-                "-> public key)"
+                "-> public key), unless [relay] enrollment_file is set and connectors enrol "
+                "with one-time tokens (edgetds relay enroll)"
             )
             continue
         none: tuple[Ed25519PublicKey, ...] = ()
@@ -393,6 +404,7 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
                 "stats_token_sha256",
                 "audit_token_sha256",
                 "checkpoint_file",
+                "enrollment_file",
             },
             here,
         ),
@@ -429,9 +441,15 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
     checkpoint_file = text("checkpoint_file")
     if checkpoint_file:
         problems.check(lambda: read_checkpoint_file(base_dir / checkpoint_file), None)
+    enrollment_file = text("enrollment_file")
+    if enrollment_file:
+        problems.check(lambda: read_enrollment_file(base_dir / enrollment_file), None)
     no_tunnels: dict[str, TunnelConfig] = {}
     tunnels = problems.check(
-        lambda: parse_tunnels(_table(doc, "tunnels", where), where=where), no_tunnels
+        lambda: parse_tunnels(
+            _table(doc, "tunnels", where), where=where, enrolment=bool(enrollment_file)
+        ),
+        no_tunnels,
     )
     identity = problems.check(
         lambda: identity_table(doc.get("issuers"), _table(doc, "identity", where), where=where),
@@ -454,6 +472,7 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, where: str) -
         stats_token_sha256=stats_hash,
         audit_token_sha256=audit_hash,
         checkpoint_file=str(base_dir / checkpoint_file) if checkpoint_file else "",
+        enrollment_file=str(base_dir / enrollment_file) if enrollment_file else "",
         tunnels=tunnels,
         identity=identity,
         base_dir=base_dir,
@@ -494,6 +513,53 @@ def read_checkpoint_file(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
             "move it aside to start with no checkpoints"
         ) from None
     return items
+
+
+#: The members of one enrolled key in a ``[relay] enrollment_file``.
+ENROLLED_MEMBERS = frozenset({"public_key", "key_id", "jti", "enrolled_at"})
+
+
+def read_enrollment_file(path: Path) -> dict[str, Any]:
+    """The state of a ``[relay] enrollment_file`` (relay/enrollment.py keeps it): ``{"tunnels":
+    {NAME: {"connectors": {ID: {"public_key", "key_id", "jti", "enrolled_at"}}, "consumed":
+    {JTI: forget_after}}}}``; empty when the file does not exist yet (its directory must).
+    Checked when the config loads (start-up, SIGHUP), read again when the relay applies it.
+
+    Raises:
+        ConfigError: the file is not an enrolment state file, or cannot be read or created.
+    """
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"[relay] enrollment_file: its directory does not exist: {path.parent} (create it; "
+            "the relay writes the file at the first enrolment)"
+        )
+    if not path.exists():
+        return {"version": 1, "tunnels": {}}
+    try:
+        doc = loads_object(path.read_bytes())
+        if doc.get("version") != 1 or not isinstance(doc.get("tunnels"), dict):
+            raise ValueError('needs "version": 1 and a "tunnels" object')
+        for name, tunnel in doc["tunnels"].items():
+            if sorted(tunnel) != ["connectors", "consumed"]:
+                raise ValueError(f'tunnel {name!r} needs exactly "connectors" and "consumed"')
+            for cid, item in tunnel["connectors"].items():
+                if set(item) != ENROLLED_MEMBERS:
+                    raise ValueError(f"connector {cid!r} of tunnel {name!r} is incomplete")
+                keys.parse_public_key(item["public_key"])
+            for jti, until in tunnel["consumed"].items():
+                if type(until) is not int:
+                    raise ValueError(f"consumed token id {jti[:8]!r}... has no expiry time")
+    except OSError as exc:
+        raise ConfigError(
+            f"[relay] enrollment_file {path} cannot be read: {exc.strerror}"
+        ) from None
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(
+            f"[relay] enrollment_file {path} is not an enrolment state file ({exc}); restore it "
+            "from a backup, or move it aside and enrol its connectors again (edgetds relay "
+            "enroll); the relay does not start on a damaged one"
+        ) from None
+    return doc
 
 
 def _check_tls(cert: Path, key: Path, where: str) -> None:

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Paths under /v1/tunnels/{tunnel}/ that are not a browser's business.
-NOT_CLIENT_ENDPOINTS = frozenset({"connect", "audit/checkpoint"})
+NOT_CLIENT_ENDPOINTS = frozenset({"connect", "enroll", "audit/checkpoint"})
 EXPOSE_HEADERS = b"x-edgetds-query-id, retry-after"
 ALLOW_METHODS = b"GET, POST, DELETE"
 ALLOW_HEADERS = b"authorization, content-type, x-edgetds-query-id"

@@ -69,6 +69,8 @@ STARTUP_REFUSALS: list[tuple[tuple[str, str], str]] = [
     (("[limits]", "[identity]\nleeway_s = -1\n[limits]"), "leeway_s"),
     (('checkpoint_file = ""', 'checkpoint_file = "relay.toml"'), "is not a checkpoint file"),
     (('audit_token_sha256 = ""', 'audit_token_sha256 = "abc"'), "64 hex digits"),
+    (('enrollment_file = ""', 'enrollment_file = "relay.toml"'), "is not an enrolment state file"),
+    (('enrollment_file = ""', 'enrollment_file = "gone/enrolled.json"'), "does not exist"),
     (
         (
             '# cors_origins = ["https://app.example.com", ',

@@ -53,6 +53,8 @@ class RelayHandle:
     tunnel: str
     relay_public_key: str  # "ed25519:..."
     connector_keys: dict[str, Ed25519PrivateKey]  # registered connector id -> private key
+    #: the relay's signing key (enrolment tokens are made with it, SPEC.md 8.7)
+    relay_key: Ed25519PrivateKey | None = None
 
 
 def relay_config(
@@ -71,6 +73,7 @@ def relay_config(
     checkpoint_file: str = "",
     max_queries_per_identity: int | None = None,
     cors_origins: Sequence[str] = (),
+    enrollment_file: str = "",
 ) -> tuple[RelayConfig, dict[str, Ed25519PrivateKey]]:
     """A RelayConfig for one tunnel (fresh keys unless given) and the connectors' private keys."""
     keys = dict(connector_keys or {})
@@ -99,6 +102,7 @@ def relay_config(
         limits=parse_limits(dict(TEST_LIMITS if limits is None else limits)),
         audit_token_sha256=audit_token_sha256,
         checkpoint_file=checkpoint_file,
+        enrollment_file=enrollment_file,
     )
     return config, {cid: keys[cid] for cid in connector_ids}
 
@@ -125,6 +129,7 @@ async def open_python_relay(
             tunnel=tunnel,
             relay_public_key=encode_public_key(config.private_key),
             connector_keys=keys,
+            relay_key=config.private_key,
         )
         yield handle, running
 
@@ -147,7 +152,7 @@ async def start_python_relay(
         audience: the client-token audience.
         **options: `jwks_uri`, `jwks_file`, `limits` ([limits] keys, default `TEST_LIMITS`),
             `relay_key`, `connector_keys` (reuse keys), `protocol_limits`, `listen`,
-            `audit_token_sha256`, `checkpoint_file`,
+            `audit_token_sha256`, `checkpoint_file`, `enrollment_file`,
             `max_queries_per_identity` and `cors_origins` (the tunnel's).
     """
     async with open_python_relay(

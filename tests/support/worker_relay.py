@@ -268,6 +268,7 @@ async def open_worker_relay(
             tunnel=tunnel,
             relay_public_key=public_key_text(relay_key),
             connector_keys=connector_keys,
+            relay_key=relay_key,
         )
         relay = WorkerRelay(handle, app_url, out_dir, process, relay_key, start)
         yield relay

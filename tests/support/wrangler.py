@@ -169,6 +169,7 @@ async def open_wrangler_dev(
                 tunnel=tunnel,
                 relay_public_key=public_key_text(bindings.relay_key),
                 connector_keys=bindings.connector_keys,
+                relay_key=bindings.relay_key,
             )
             nursery.cancel_scope.cancel()
     finally:
