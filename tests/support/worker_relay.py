@@ -64,7 +64,6 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
 class WorkerRelay:
     """A running workerd with the relay Worker (and optionally the example app).
 
-    ``relay_key``: the relay's private key (RELAY_PRIVATE_KEY), e.g. to make enrolment tokens.
     ``process``: the workerd now serving (``restart()`` replaces it).
     """
 
@@ -72,7 +71,6 @@ class WorkerRelay:
     app_url: str | None
     out_dir: Path
     process: trio.Process
-    relay_key: Ed25519PrivateKey
     _start: Callable[[], Awaitable[trio.Process]]
 
     async def restart(self) -> None:
@@ -270,7 +268,7 @@ async def open_worker_relay(
             connector_keys=connector_keys,
             relay_key=relay_key,
         )
-        relay = WorkerRelay(handle, app_url, out_dir, process, relay_key, start)
+        relay = WorkerRelay(handle, app_url, out_dir, process, start)
         yield relay
     finally:
         if relay is not None:

@@ -62,8 +62,10 @@ def enroll_token(
     relay_key: Ed25519PrivateKey | None = None,
 ) -> str:
     """A token as `edgetds relay enroll --key relay.key --relay-url ...` makes it, offline."""
+    relay_key = relay_key or relay.handle.relay_key
+    assert relay_key is not None
     return make_enroll_token(
-        relay_key or relay.relay_key,
+        relay_key,
         relay_url=relay.handle.http_url,
         tunnel=tunnel,
         connector_id=connector_id,
@@ -260,6 +262,13 @@ async def test_a_new_enrolment_of_the_id_drains_the_old_keys_connections(
                 await first.drained.wait()
                 await last.drained.wait()
                 assert not static.drained.is_set()
+                status = await client.get(
+                    f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/status",
+                    headers=bearer(idp.mint(sub="ops")),
+                )
+                body = status.json()
+                assert (body["connections"], body["draining"]) == (3, 2), body
+                assert body["connector_ids"] == ["conn-1", CONNECTOR_ID]
                 assert await connect_refusal(relay, old) == (401, "auth.invalid_token")
                 async with enrolled_peer(relay, new) as p:
                     assert p.session_id

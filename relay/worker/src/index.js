@@ -420,9 +420,19 @@ async function status(request, env, config, tunnel, address) {
   const shards = await Promise.all(
     Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).status()),
   );
-  const connectors = new Set(shards.flatMap((s) => s.connector_ids));
-  const connections = shards.reduce((n, s) => n + s.connections, 0);
-  return jsonResponse(200, { tunnel, connectors: connectors.size, connections, shards: config.shards, edge: counters.snapshot() });
+  const ids = [...new Set(shards.flatMap((s) => s.connector_ids))].sort();
+  const total = (/** @type {"connections" | "draining" | "streams"} */ name) => shards.reduce((n, s) => n + s[name], 0);
+  // The Python relay's fields (relay/registry.py status), then the Worker's own.
+  return jsonResponse(200, {
+    tunnel,
+    connectors: ids.length,
+    connections: total("connections"),
+    connector_ids: ids,
+    draining: total("draining"),
+    streams: total("streams"),
+    shards: config.shards,
+    edge: counters.snapshot(),
+  });
 }
 
 /** Equal strings, compared in time independent of where they differ. */
