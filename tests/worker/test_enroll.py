@@ -12,9 +12,11 @@ import base64
 import hashlib
 import json
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.exceptions import InvalidStatus
 from websockets.trio.client import connect
 
-from connector.config import load_config
-from connector.runtime import open_connector
 from edgetds.devidp import DevIdP
 from protocol import (
     canonical_json,
@@ -36,13 +36,14 @@ from protocol import (
     public_key_text,
     verify_enrolled,
 )
+from tests.support.connector_stack import write_connector_config
+from tests.support.e2e_stack import write_key
 from tests.support.protocol_peer import Peer, open_peer
 from tests.support.waiting import eventually
 from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
 from tests.worker.helpers import (
     bearer,
     connect_url,
-    connector_config,
     idp_and_db,
     ndjson,
     query_url,
@@ -306,13 +307,18 @@ async def test_enrolled_keys_survive_eviction_and_a_workerd_restart(
 
 
 AUDIT_TOKEN = "audit-reader-secret"
+EDGETDS = [sys.executable, "-m", "edgetds"]
 
 
-@pytest.mark.timeout(90)
-async def test_an_enrolled_real_connector_serves_queries_and_its_checkpoints_are_kept(
+@pytest.mark.timeout(120)
+async def test_enrolled_with_both_clis_a_connector_run_serves_and_its_checkpoints_verify(
     tmp_path: Path,
 ) -> None:
-    with trio.fail_after(75):
+    """The operator makes the token offline (`relay enroll --key --relay-url`), the connector
+    host enrols with it on stdin (`connector enroll -`), then `connector run` with the written
+    config connects through the Worker and serves; its signed audit checkpoint verifies under
+    the enrolled key (the Worker keeps it)."""
+    with trio.fail_after(100):
         async with idp_and_db(tmp_path) as (idp, db), httpx.AsyncClient(timeout=20) as http:
             async with open_worker_relay(
                 tunnel=TUNNEL,
@@ -320,33 +326,66 @@ async def test_an_enrolled_real_connector_serves_queries_and_its_checkpoints_are
                 issuer=idp.issuer,
                 audit_token_sha256=hashlib.sha256(AUDIT_TOKEN.encode()).hexdigest(),
             ) as relay:
-                key = Ed25519PrivateKey.generate()
-                await enrol(http, relay, key, enroll_token(relay))
-                path = connector_config(
-                    tmp_path / "connector",
-                    relay,
+                assert relay.handle.relay_key is not None
+                relay_key = write_key(tmp_path / "relay.key", relay.handle.relay_key)
+                out = tmp_path / "connector"
+                # the host's connector.toml has its database, issuer and policy already; the
+                # [connector] link settings are placeholders that enrolment fills in
+                write_connector_config(
+                    out,
+                    relay_urls=["wss://placeholder.invalid"],
+                    relay_public_keys=[public_key_text(Ed25519PrivateKey.generate())],
+                    private_key_file=Path("placeholder.key"),
                     issuer=idp.issuer,
-                    db=db,
-                    key=key,
-                    connector_id=CONNECTOR_ID,
+                    db_host=db.host,
+                    db_port=db.port,
+                    database=db.engine.database,
+                    connector_id="placeholder",
                     audit_options={"checkpoint_every_records": 1, "checkpoint_interval_s": 3600},
                 )
-                async with open_connector(load_config(path)) as connector:
-                    await connector.wait_ready(connector.config.tunnel.ha_connections)
-                    response = await http.post(
+                made = await trio.run_process(
+                    [*EDGETDS, "relay", "enroll", "--tunnel", TUNNEL, "--connector", CONNECTOR_ID,
+                     "--key", str(relay_key), "--relay-url", relay.handle.http_url],
+                    capture_stdout=True, capture_stderr=True,
+                )  # fmt: skip
+                token = made.stdout.decode().strip()
+                done = await trio.run_process(
+                    [*EDGETDS, "connector", "enroll", "-", "--out", str(out)],
+                    stdin=token.encode() + b"\n", capture_stdout=True, capture_stderr=True,
+                    check=False,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr.decode()
+                assert token not in done.stdout.decode() + done.stderr.decode()
+                # the token is consumed: a second enrolment with it is refused
+                again = make_enroll_request(token, Ed25519PrivateKey.generate())
+                assert refusal(await post_enroll(http, relay, again)) == (409, "enroll.used")
+                url = f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/audit/checkpoint"
+                params = {"connector": CONNECTOR_ID}
+
+                async def count_notes() -> httpx.Response:
+                    return await http.post(
                         query_url(relay),
                         json={"sql": "SELECT COUNT(*) AS c FROM notes"},
                         headers=bearer(idp.mint(sub="alice", groups=["analysts"])),
                     )
-                    assert response.status_code == 200, response.text
-                    assert ndjson(response.text)[1] == [2]
-                    # The connector's signed audit checkpoint verifies under its enrolled key.
-                    url = f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/audit/checkpoint"
-                    params = {"connector": CONNECTOR_ID}
-                    auth = bearer(AUDIT_TOKEN)
 
-                    async def held() -> bool:
-                        answer = await http.get(url, params=params, headers=auth)
-                        return answer.json()["checkpoint"] is not None
+                async def serves() -> bool:
+                    return (await count_notes()).status_code == 200
 
-                    await eventually(held)
+                async def checkpoint_held() -> bool:
+                    answer = await http.get(url, params=params, headers=bearer(AUDIT_TOKEN))
+                    return answer.json()["checkpoint"] is not None
+
+                config = out / "connector.toml"
+                with (tmp_path / "connector.log").open("wb") as log:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(
+                            partial(trio.run_process, [*EDGETDS, "connector", "run", "--config",
+                                    str(config)], stderr=log, check=False)
+                        )  # fmt: skip
+                        await eventually(serves)
+                        response = await count_notes()
+                        assert response.status_code == 200, response.text
+                        assert ndjson(response.text)[1] == [2]
+                        await eventually(checkpoint_held)
+                        nursery.cancel_scope.cancel()
