@@ -34,7 +34,7 @@ from protocol import (
 )
 from tests.conformance.test_auth import connector_token, upgrade_status
 from tests.support.conformance import RELAYS, Conformance, open_conformance
-from tests.support.connector_stack import write_connector_config
+from tests.support.connector_stack import write_config_to_enrol
 from tests.support.e2e_stack import write_key
 
 EDGETDS = [sys.executable, "-m", "edgetds"]
@@ -107,19 +107,7 @@ async def test_enrol_with_both_clis_then_the_connector_serves_queries(
     assert relay_key is not None
     key_file = write_key(tmp_path / "relay.key", relay_key)
     out = tmp_path / "enrolled"
-    # the operator's connector.toml already has the database, logins, issuer and policy; the
-    # [connector] keys are placeholders enrolment fills in
-    write_connector_config(
-        out,
-        relay_urls=["ws://placeholder.invalid"],
-        relay_public_keys=[public_key_text(Ed25519PrivateKey.generate())],
-        private_key_file=Path("placeholder.key"),
-        issuer=conf.idp.issuer,
-        db_host=conf.db.host,
-        db_port=conf.db.port,
-        database=conf.db.engine.database,
-        connector_id="placeholder",
-    )
+    write_config_to_enrol(out, issuer=conf.idp.issuer, db=conf.db)
     with trio.fail_after(60):
         made = await trio.run_process(
             [*EDGETDS, "relay", "enroll", "--tunnel", "demo", "--connector", "conn-new",

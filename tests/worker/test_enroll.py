@@ -8,7 +8,6 @@ and the keys survive the object's eviction and a workerd restart on the same sto
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -29,14 +28,14 @@ from websockets.trio.client import connect
 
 from edgetds.devidp import DevIdP
 from protocol import (
-    canonical_json,
     make_connector_token,
     make_enroll_request,
     make_enroll_token,
     public_key_text,
     verify_enrolled,
 )
-from tests.support.connector_stack import write_connector_config
+from tests.conformance.test_enroll import altered
+from tests.support.connector_stack import write_config_to_enrol
 from tests.support.e2e_stack import write_key
 from tests.support.protocol_peer import Peer, open_peer
 from tests.support.waiting import eventually
@@ -89,14 +88,6 @@ async def enrol(
     answer: dict[str, Any] = response.json()
     verify_enrolled(answer, token=token, public_key=public_key_text(key))
     return answer
-
-
-def altered(token: str, **changes: Any) -> str:
-    """``token`` with claims changed and its signature kept, as a tamperer would send it."""
-    prefix, claims, sig = token.split(".")
-    doc = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
-    text = base64.urlsafe_b64encode(canonical_json({**doc, **changes})).rstrip(b"=").decode()
-    return f"{prefix}.{text}.{sig}"
 
 
 def refusal(response: httpx.Response) -> tuple[int, str]:
@@ -329,18 +320,10 @@ async def test_enrolled_with_both_clis_a_connector_run_serves_and_its_checkpoint
                 assert relay.handle.relay_key is not None
                 relay_key = write_key(tmp_path / "relay.key", relay.handle.relay_key)
                 out = tmp_path / "connector"
-                # the host's connector.toml has its database, issuer and policy already; the
-                # [connector] link settings are placeholders that enrolment fills in
-                write_connector_config(
+                write_config_to_enrol(
                     out,
-                    relay_urls=["wss://placeholder.invalid"],
-                    relay_public_keys=[public_key_text(Ed25519PrivateKey.generate())],
-                    private_key_file=Path("placeholder.key"),
                     issuer=idp.issuer,
-                    db_host=db.host,
-                    db_port=db.port,
-                    database=db.engine.database,
-                    connector_id="placeholder",
+                    db=db,
                     audit_options={"checkpoint_every_records": 1, "checkpoint_interval_s": 3600},
                 )
                 made = await trio.run_process(
