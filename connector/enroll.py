@@ -1,7 +1,8 @@
 """`edgetds connector enroll TOKEN --out DIR`: register this connector with one token (SPEC.md 8.7).
 
 1. Parse the token and verify it with the relay key it carries (a mistyped or cut-short token is
-   caught here, before anything is sent), and check it has not expired.
+   caught here, before anything is sent), check it has not expired, and refuse to send it over
+   plain http except to loopback.
 2. Generate the connector's Ed25519 key in memory and POST the token, the public key and the
    proof of the key to ``{relay_url}/v1/tunnels/{tunnel}/enroll``.
 3. Verify the relay's answer with the relay key the token carries: only the relay that made the
@@ -16,11 +17,13 @@ The token is a credential: it is never logged or printed back.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import tomlkit
@@ -102,6 +105,18 @@ def read_token(token: str | None, token_file: Path | None, stdin: Any) -> str:
             "request.invalid", "no token given: pass TOKEN, --token-file FILE or - (stdin)"
         )
     return text.strip()
+
+
+def _safe_transport(relay_url: str) -> bool:
+    """https://, or http:// to a loopback host (SPEC.md 8.7)."""
+    parts = urlsplit(relay_url)
+    if parts.scheme == "https":
+        return True
+    host = parts.hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_out(out: Path, *, force: bool) -> None:
@@ -204,6 +219,13 @@ def enroll(
         check_enroll_time(claims, now=time.time() if now is None else now)
     except AuthError as exc:
         raise EnrollFailed(exc.error_code, str(exc)) from None
+    if not _safe_transport(claims.relay_url):
+        raise EnrollFailed(
+            "enroll.invalid_token",
+            f"the token sends it to {claims.relay_url} over plain http, where anyone on the way "
+            "could read it and enrol their own key first; only loopback may use http:// "
+            "(make the token with --relay-url https://...)",
+        )
     _check_out(out, force=force)
     config_path = out / CONFIG_FILE
     current = config_path.read_text(encoding="utf-8") if config_path.exists() else None

@@ -32,6 +32,10 @@ Start here:
 
 Run it for real:
   edgetds keygen --out keys --name conn-1          an Ed25519 key pair for a connector
+  edgetds relay enroll --tunnel T --connector C --config relay.toml
+                                                   or: a one-time enrolment token, then
+  edgetds connector enroll --token-file F --out DIR
+                                                   makes the key, registers it, writes the config
   edgetds connector check --config connector.toml  validate a config, every problem listed
   edgetds connector diag --config connector.toml   DNS, TCP, TLS, relay, IdP, SQL: first failure
   edgetds connector run --config connector.toml    dial out to the relay and serve queries

@@ -67,6 +67,8 @@ _CLAIMS = ("v", "relay_url", "tunnel", "connector_id", "relay_key", "relay_key_i
            "jti")  # fmt: skip
 _BODY = ("token", "public_key", "proof")
 _MAX_INT = 2**53 - 1
+# a tunnel or connector id: what connector.toml accepts for them, and safe in a URL path
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # http(s) base of a relay: scheme, host (name, IPv4 or [IPv6]), optional port; no path, no user.
 _RELAY_URL = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
@@ -125,7 +127,7 @@ def _invalid(message: str) -> AuthError:
 
 
 def _name_ok(value: Any) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= 128
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
 
 
 def _check_claims(claims: Mapping[str, Any]) -> None:
@@ -136,7 +138,9 @@ def _check_claims(claims: Mapping[str, Any]) -> None:
         raise _invalid('enrolment token "relay_url" must be http(s)://host[:port] with no path')
     for name in ("tunnel", "connector_id"):
         if not _name_ok(claims[name]):
-            raise _invalid(f'enrolment token "{name}" must be a string of 1..128 characters')
+            raise _invalid(
+                f'enrolment token "{name}" must be 1..128 of the characters A-Z a-z 0-9 . _ -'
+            )
     iat, exp = claims["iat"], claims["exp"]
     if type(iat) is not int or type(exp) is not int or not 0 <= iat < exp <= _MAX_INT:
         raise _invalid('enrolment token needs integer "iat" < "exp" (unix seconds)')

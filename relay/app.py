@@ -500,7 +500,22 @@ class RelayApp:
                 raise self.auth_failed(scope, exc.error_code, str(exc)) from None
             state, replaced = store.prepare(request, now=int(now))
             try:
-                await trio.to_thread.run_sync(store.write, state)
+                # shielded: a client that leaves mid-write must not leave the file holding an
+                # enrolment this relay's memory does not (its token would be usable again)
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(store.write, state)
+                    store.commit(state)
+                    drained = self._apply_tunnels()
+                    self.counters.count("enrollments")
+                    log_event(
+                        "connector.enrolled",
+                        tunnel=request.claims.tunnel,
+                        connector=request.claims.connector_id,
+                        key_id=request.key_id,
+                        replaced=replaced is not None,
+                        drained=len(drained),
+                        peer=self.client_host(scope),
+                    )
             except OSError as exc:
                 query_id = str(uuid.uuid4())
                 log_event(
@@ -517,19 +532,6 @@ class RelayApp:
                     f"query_id {query_id})",
                     query_id=query_id,
                 ) from None
-            store.commit(state)
-            drained = self._apply_tunnels()
-        claims = request.claims
-        self.counters.count("enrollments")
-        log_event(
-            "connector.enrolled",
-            tunnel=claims.tunnel,
-            connector=claims.connector_id,
-            key_id=request.key_id,
-            replaced=replaced is not None,
-            drained=len(drained),
-            peer=self.client_host(scope),
-        )
         await send_json(send, 200, _json(sign_enrolled(self.config.private_key, request)))
 
     def _apply_tunnels(self) -> list[ConnectorSession]:

@@ -152,6 +152,11 @@ async def test_what_can_be_checked_locally_is_refused_before_anything_is_sent(
         assert status == 1
         assert "exists" in stderr
         assert "--force" in stderr
+        plain = token_for("http://relay.example.com", key)
+        status, _, stderr = await run_cli("connector", "enroll", plain, "--out", str(out))
+        assert status == 1
+        assert "enroll.invalid_token" in stderr
+        assert "only loopback may use http://" in stderr
     assert (out / "connector.key").read_text() == "an existing key"
 
 
@@ -205,3 +210,26 @@ def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["connector", "enroll", "--help"])
     assert "`ps`" in capsys.readouterr().out
+
+
+def test_without_the_example_a_new_config_holds_the_connector_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An install without examples/ (the single binary) still writes the enrolled keys."""
+    from connector import enroll
+    from protocol import parse_enroll_token
+
+    monkeypatch.setattr(enroll, "EXAMPLE", tmp_path / "missing.toml")
+    claims = parse_enroll_token(
+        token_for("https://relay.example.com", Ed25519PrivateKey.generate())
+    )
+    doc = tomllib.loads(enroll.connector_toml(None, claims))
+    assert doc == {
+        "connector": {
+            "id": "conn-9",
+            "tunnel": "sales",
+            "relay_urls": ["wss://relay.example.com"],
+            "private_key_file": "connector.key",
+            "relay_public_keys": [claims.relay_key],
+        }
+    }

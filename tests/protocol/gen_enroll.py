@@ -136,6 +136,10 @@ def token_vectors() -> list[dict[str, Any]]:
          signed_token(claims(jti=b64url(b"12345678"))), NOW + 1),
         ("enroll-token-jti-not-base64", "jti with characters outside base64url (signed)",
          signed_token(claims(jti="not base64url, at all!")), NOW + 1),
+        ("enroll-token-connector-space", "connector_id \"conn 1\" (signed)",
+         signed_token(claims(connector_id="conn 1")), NOW + 1),
+        ("enroll-token-tunnel-slash", "tunnel \"a/b\" (signed)",
+         signed_token(claims(tunnel="a/b")), NOW + 1),
         ("enroll-token-empty-tunnel", "tunnel \"\" (signed)", signed_token(claims(tunnel="")),
          NOW + 1),
     ]  # fmt: skip

@@ -56,6 +56,7 @@ def test_round_trip() -> None:
         ({"lifetime": 8 * 86400}, "over 7 days"),
         ({"relay_url": "https://relay.example.com/"}, "no path"),
         ({"tunnel": "t" * 129}, '"tunnel"'),
+        ({"connector_id": "conn\u00e9"}, '"connector_id"'),
     ],
 )
 def test_make_refuses_what_a_token_cannot_carry(changes: dict[str, object], problem: str) -> None:

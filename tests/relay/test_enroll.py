@@ -211,3 +211,21 @@ async def test_relay_enroll_with_the_config_uses_its_key_and_public_url(tmp_path
                                      check=False)  # fmt: skip
         assert off.returncode == 2
         assert "no [relay] enrollment_file" in off.stderr.decode()
+
+
+async def test_a_failed_write_answers_500_and_consumes_nothing(tmp_path: Path) -> None:
+    config = load_config(enrolling_config(tmp_path))
+    state = tmp_path / "state" / "enrolled.json"
+    key = Ed25519PrivateKey.generate()
+    with trio.fail_after(60):
+        async with open_relay(config) as running, httpx.AsyncClient() as client:
+            text = enrol_token(tmp_path / "relay.toml", running.http_url)
+            state.mkdir()  # the file cannot be renamed into place now
+            failed = await post(client, running.http_url, make_enroll_request(text, key))
+            assert (failed.status_code, failed.json()["error"]["code"]) == (500, "internal")
+            assert "query_id" in failed.json()["error"]
+            assert await upgrade(running.ws_url, key) == 401
+            state.rmdir()
+            done = await post(client, running.http_url, make_enroll_request(text, key))
+            assert done.status_code == 200, done.text
+            assert await upgrade(running.ws_url, key) == 101
