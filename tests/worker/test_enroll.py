@@ -133,12 +133,12 @@ async def enrolled_peer(
         yield p
 
 
-async def refused_counts(client: httpx.AsyncClient, relay: WorkerRelay, idp: DevIdP) -> Any:
+async def edge_counts(client: httpx.AsyncClient, relay: WorkerRelay, idp: DevIdP) -> Any:
     status = await client.get(
         f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/status", headers=bearer(idp.mint(sub="ops"))
     )
     assert status.status_code == 200, status.text
-    return status.json()["edge"]["refused"]
+    return status.json()["edge"]
 
 
 async def test_refused_enrolments_name_their_check_and_register_nothing(
@@ -196,7 +196,9 @@ async def test_refused_enrolments_name_their_check_and_register_nothing(
             replayed = make_enroll_request(token, thief)
             assert refusal(await post_enroll(client, relay, replayed)) == (409, "enroll.used")
             assert await connect_refusal(relay, thief) == (401, "auth.invalid_token")
-            refused = await refused_counts(client, relay, idp)
+            edge = await edge_counts(client, relay, idp)
+            assert edge["totals"]["enrollments"] == 1
+            refused = edge["refused"]
             assert refused["enroll.used"] == 2
             assert refused["enroll.invalid_token"] == 3
             assert (refused["enroll.expired"], refused["enroll.invalid_proof"]) == (1, 1)

@@ -56,8 +56,11 @@ function codePoints(text) {
   return n;
 }
 
+// a tunnel or connector id: what connector.toml accepts for them, and safe in a URL path
+const NAME = /^[A-Za-z0-9._-]{1,128}$/;
+
 function nameOk(value) {
-  return typeof value === "string" && value.length >= 1 && codePoints(value) <= 128;
+  return typeof value === "string" && NAME.test(value);
 }
 
 /** @param {Record<string, any>} claims */
@@ -70,7 +73,7 @@ function checkClaims(claims) {
     throw invalid('enrolment token "relay_url" must be http(s)://host[:port] with no path');
   }
   for (const name of ["tunnel", "connector_id"]) {
-    if (!nameOk(claims[name])) throw invalid(`enrolment token "${name}" must be a string of 1..128 characters`);
+    if (!nameOk(claims[name])) throw invalid(`enrolment token "${name}" must be 1..128 of the characters A-Z a-z 0-9 . _ -`);
   }
   const { iat, exp } = claims;
   if (!Number.isSafeInteger(iat) || !Number.isSafeInteger(exp) || !(iat >= 0 && iat < exp)) {

@@ -252,13 +252,19 @@ async function enroll(request, env, config, tunnel, address) {
     }
     if (outcome === "used") throw new HttpError(ErrorCode.ENROLL_USED, "enrolment token was already used; ask the relay operator for a new one");
     if (outcome === "expired") throw new HttpError(ErrorCode.ENROLL_EXPIRED, `enrolment token expired at ${claims.exp} (unix time); ask the relay operator for a new one: edgetds relay enroll --tunnel ${claims.tunnel} --connector ${claims.connector_id}`);
-    counters.count("enrolments");
+    counters.count("enrollments");
+    let drained = 0;
     if (replaced !== null && replaced !== publicKey) {
       // The replaced key's connections drain (a shard that cannot be reached is logged: its
       // connections on the old key are refused at their next connect all the same).
       const drains = await Promise.allSettled(Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).rekey(tunnel, claims.connector_id)));
-      for (const d of drains) if (d.status === "rejected") console.error(`enroll: draining the replaced key's connections failed: ${d.reason?.message ?? d.reason}`);
+      for (const d of drains) {
+        if (d.status === "fulfilled") drained += d.value;
+        else console.error(`enroll: draining the replaced key's connections failed: ${d.reason?.message ?? d.reason}`);
+      }
     }
+    // The Python relay's log event (never the token).
+    console.log(`connector.enrolled tunnel=${tunnel} connector=${claims.connector_id} key_id=${keyId} replaced=${replaced !== null} drained=${drained} peer=${address}`);
     return jsonResponse(200, await signEnrolled(config.relayKey, checked));
   } catch (err) {
     if (err instanceof HttpError && err.status !== 500) authFailures.spend(address, now());
