@@ -374,3 +374,30 @@ async def test_enrolled_with_both_clis_a_connector_run_serves_and_its_checkpoint
                         assert ndjson(response.text)[1] == [2]
                         await eventually(checkpoint_held)
                         nursery.cancel_scope.cancel()
+
+
+async def test_a_new_enrolment_closes_a_connection_of_the_old_key_still_in_its_handshake(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    async with open_worker_relay(tunnel=TUNNEL, connector_ids=[], issuer=idp.issuer) as relay:
+        with trio.fail_after(20):
+            old = Ed25519PrivateKey.generate()
+            await enrol(client, relay, old, enroll_token(relay))
+            token = make_connector_token(
+                old, connector_id=CONNECTOR_ID, tunnel=TUNNEL, now=int(time.time())
+            )
+            async with connect(
+                connect_url(relay),
+                subprotocols=["edgetds.v1"],  # type: ignore[list-item]
+                additional_headers={"Authorization": f"Bearer {token}"},
+                close_timeout=0.5,
+            ) as ws:
+                await ws.recv()  # HELLO; no READY: the connection stays in its handshake
+                await enrol(client, relay, Ed25519PrivateKey.generate(), enroll_token(relay))
+                # It cannot be drained (no DRAIN before READY): GOAWAY, then close 4001. (workerd
+                # delivers a close() made outside a request to the socket only when the object
+                # is next evicted, see test_shards.py; the GOAWAY is what ends it.)
+                goaway = await ws.recv()
+                assert isinstance(goaway, bytes)
+                assert goaway[1] == 0x34  # GOAWAY
+                assert b"auth.connector_rejected" in goaway
