@@ -28,7 +28,6 @@ from protocol import (
     canonical_json,
     key_id,
     make_enroll_request,
-    make_enroll_token,
     public_key_text,
     verify_enrolled,
 )
@@ -36,6 +35,7 @@ from tests.conformance.test_auth import connector_token, upgrade_status
 from tests.support.conformance import RELAYS, Conformance, open_conformance
 from tests.support.connector_stack import write_config_to_enrol
 from tests.support.e2e_stack import write_key
+from tests.support.relays import enroll_token
 
 EDGETDS = [sys.executable, "-m", "edgetds"]
 
@@ -62,15 +62,7 @@ def token(
     now: int | None = None,
     key: Ed25519PrivateKey | None = None,
 ) -> str:
-    relay_key = key or conf.relay.relay_key
-    assert relay_key is not None
-    return make_enroll_token(
-        relay_key,
-        relay_url=conf.relay.http_url,
-        tunnel=tunnel,
-        connector_id=connector_id,
-        now=int(time.time()) if now is None else now,
-    )
+    return enroll_token(conf.relay, tunnel=tunnel, connector_id=connector_id, now=now, key=key)
 
 
 def altered(text: str, **changes: Any) -> str:

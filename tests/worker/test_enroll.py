@@ -30,7 +30,6 @@ from edgetds.devidp import DevIdP
 from protocol import (
     make_connector_token,
     make_enroll_request,
-    make_enroll_token,
     public_key_text,
     verify_enrolled,
 )
@@ -38,6 +37,7 @@ from tests.conformance.test_enroll import altered
 from tests.support.connector_stack import write_config_to_enrol
 from tests.support.e2e_stack import write_key
 from tests.support.protocol_peer import Peer, open_peer
+from tests.support.relays import enroll_token
 from tests.support.waiting import eventually
 from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
 from tests.worker.helpers import (
@@ -53,7 +53,7 @@ TUNNEL = "demo"
 CONNECTOR_ID = "conn-e"
 
 
-def enroll_token(
+def token_for(
     relay: WorkerRelay,
     connector_id: str = CONNECTOR_ID,
     *,
@@ -61,16 +61,9 @@ def enroll_token(
     now: int | None = None,
     relay_key: Ed25519PrivateKey | None = None,
 ) -> str:
-    """A token as `edgetds relay enroll --key relay.key --relay-url ...` makes it, offline."""
-    relay_key = relay_key or relay.handle.relay_key
-    assert relay_key is not None
-    return make_enroll_token(
-        relay_key,
-        relay_url=relay.handle.http_url,
-        tunnel=tunnel,
-        connector_id=connector_id,
-        now=int(time.time()) if now is None else now,
-    )
+    """A token for ``relay`` (its key unless ``relay_key``), made offline."""
+    handle = relay.handle
+    return enroll_token(handle, tunnel=tunnel, connector_id=connector_id, now=now, key=relay_key)
 
 
 async def post_enroll(
@@ -149,7 +142,7 @@ async def test_refused_enrolments_name_their_check_and_register_nothing(
     ) as relay:
         with trio.fail_after(40):
             key = Ed25519PrivateKey.generate()
-            token = enroll_token(relay)
+            token = token_for(relay)
             good = make_enroll_request(token, key)
             cases: list[tuple[Any, str, tuple[int, str]]] = [
                 ({"token": token}, TUNNEL, (400, "request.invalid")),
@@ -160,19 +153,19 @@ async def test_refused_enrolments_name_their_check_and_register_nothing(
                 ),
                 (
                     make_enroll_request(
-                        enroll_token(relay, relay_key=Ed25519PrivateKey.generate()), key
+                        token_for(relay, relay_key=Ed25519PrivateKey.generate()), key
                     ),
                     TUNNEL,
                     (401, "enroll.invalid_token"),
                 ),
                 (good, "other", (401, "enroll.invalid_token")),
                 (
-                    make_enroll_request(enroll_token(relay, tunnel="ghost"), key),
+                    make_enroll_request(token_for(relay, tunnel="ghost"), key),
                     "ghost",
                     (404, "tunnel.unknown"),
                 ),
                 (
-                    make_enroll_request(enroll_token(relay, now=int(time.time()) - 3600), key),
+                    make_enroll_request(token_for(relay, now=int(time.time()) - 3600), key),
                     TUNNEL,
                     (401, "enroll.expired"),
                 ),
@@ -216,7 +209,7 @@ async def test_enrolment_refusals_spend_the_failed_authentication_budget(
     ) as relay:
         with trio.fail_after(30):
             key = Ed25519PrivateKey.generate()
-            token = enroll_token(relay)
+            token = token_for(relay)
             bad = {**make_enroll_request(token, key), "proof": "AAAA"}
             for _ in range(2):
                 assert refusal(await post_enroll(client, relay, bad)) == (
@@ -238,7 +231,7 @@ async def test_a_new_enrolment_of_the_id_drains_the_old_keys_connections(
     ) as relay:
         with trio.fail_after(40):
             old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-            await enrol(client, relay, old, enroll_token(relay))
+            await enrol(client, relay, old, token_for(relay))
             async with (
                 enrolled_peer(relay, old, shard=0, shards=shards) as first,
                 enrolled_peer(relay, old, shard=shards - 1, shards=shards) as last,
@@ -250,7 +243,7 @@ async def test_a_new_enrolment_of_the_id_drains_the_old_keys_connections(
                     relay.handle.relay_public_key,
                 ) as static,
             ):
-                await enrol(client, relay, new, enroll_token(relay))
+                await enrol(client, relay, new, token_for(relay))
                 # Both of the old key's connections (one per shard) are drained; the static
                 # connector's connection (its key is still registered) is not.
                 await first.drained.wait()
@@ -282,7 +275,7 @@ async def test_enrolled_keys_survive_eviction_and_a_workerd_restart(
 ) -> None:
     async with open_worker_relay(tunnel=TUNNEL, connector_ids=[], issuer=idp.issuer) as relay:
         key = Ed25519PrivateKey.generate()
-        token = enroll_token(relay)
+        token = token_for(relay)
         with trio.fail_after(20):
             await enrol(client, relay, key, token)
             before = (await relay.do_state(client))["instance"]
@@ -382,7 +375,7 @@ async def test_a_new_enrolment_closes_a_connection_of_the_old_key_still_in_its_h
     async with open_worker_relay(tunnel=TUNNEL, connector_ids=[], issuer=idp.issuer) as relay:
         with trio.fail_after(20):
             old = Ed25519PrivateKey.generate()
-            await enrol(client, relay, old, enroll_token(relay))
+            await enrol(client, relay, old, token_for(relay))
             token = make_connector_token(
                 old, connector_id=CONNECTOR_ID, tunnel=TUNNEL, now=int(time.time())
             )
@@ -393,7 +386,7 @@ async def test_a_new_enrolment_closes_a_connection_of_the_old_key_still_in_its_h
                 close_timeout=0.5,
             ) as ws:
                 await ws.recv()  # HELLO; no READY: the connection stays in its handshake
-                await enrol(client, relay, Ed25519PrivateKey.generate(), enroll_token(relay))
+                await enrol(client, relay, Ed25519PrivateKey.generate(), token_for(relay))
                 # It cannot be drained (no DRAIN before READY): GOAWAY, then close 4001. (workerd
                 # delivers a close() made outside a request to the socket only when the object
                 # is next evicted, see test_shards.py; the GOAWAY is what ends it.)
