@@ -226,50 +226,52 @@ async function connect(request, env, config, tunnel, address) {
 /**
  * `POST .../enroll` (SPEC 8.7): the checks in order (enroll.js) up to the proof, then the
  * enrolment object consumes the jti and records the key in one storage transaction, then every
- * shard drains the connections of a key this enrolment replaced. Every refusal spends a
- * failed-authentication token for the address (as a bad connector token does).
+ * shard drains the connections of a key this enrolment replaced. Every refusal of SPEC 8.7's
+ * checks (the body, the token, the proof, a replay) spends a failed-authentication token for the
+ * address, as a bad connector token does (the method and the body size do not, as in the Python
+ * relay).
  */
 async function enroll(request, env, config, tunnel, address) {
+  method(request, "POST");
+  const body = await readBody(request, config.limits.max_body_bytes);
+  /** A refusal of the token, the proof or a replay: it spends a failed-authentication token. */
+  const refused = (/** @type {string} */ code, /** @type {string} */ message) => {
+    authFailures.spend(address, now());
+    return new HttpError(code, message);
+  };
+  let checked;
   try {
-    method(request, "POST");
-    const body = await readBody(request, config.limits.max_body_bytes);
-    let checked;
-    try {
-      checked = await checkEnrollRequest(body, { tunnel, relayKeys: [config.relayKey.publicKey], tunnels: Object.keys(config.tunnels), now: now() });
-    } catch (err) {
-      if (!(err instanceof AuthError)) throw err;
-      throw new HttpError(err.code, err.message);
-    }
-    const { claims, publicKey, keyId } = checked;
-    const enrolment = { connectorId: claims.connector_id, publicKey, keyId, jti: claims.jti, exp: claims.exp };
-    let outcome;
-    let replaced;
-    try {
-      ({ outcome, replaced } = await enrolmentObject(env, tunnel).enroll(enrolment));
-    } catch (err) {
-      console.error(`tunnel DO failed before answering: ${err?.message ?? err}`);
-      throw new HttpError(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel's enrolment object before it answered; retry with the same token (if the enrolment was recorded, the retry answers enroll.used: then ask for a new token)");
-    }
-    if (outcome === "used") throw new HttpError(ErrorCode.ENROLL_USED, "enrolment token was already used; ask the relay operator for a new one");
-    if (outcome === "expired") throw new HttpError(ErrorCode.ENROLL_EXPIRED, `enrolment token expired at ${claims.exp} (unix time); ask the relay operator for a new one: edgetds relay enroll --tunnel ${claims.tunnel} --connector ${claims.connector_id}`);
-    counters.count("enrollments");
-    let drained = 0;
-    if (replaced !== null && replaced !== publicKey) {
-      // The replaced key's connections drain (a shard that cannot be reached is logged: its
-      // connections on the old key are refused at their next connect all the same).
-      const drains = await Promise.allSettled(Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).rekey(tunnel, claims.connector_id)));
-      for (const d of drains) {
-        if (d.status === "fulfilled") drained += d.value;
-        else console.error(`enroll: draining the replaced key's connections failed: ${d.reason?.message ?? d.reason}`);
-      }
-    }
-    // The Python relay's log event (never the token).
-    console.log(`connector.enrolled tunnel=${tunnel} connector=${claims.connector_id} key_id=${keyId} replaced=${replaced !== null} drained=${drained} peer=${address}`);
-    return jsonResponse(200, await signEnrolled(config.relayKey, checked));
+    checked = await checkEnrollRequest(body, { tunnel, relayKeys: [config.relayKey.publicKey], tunnels: Object.keys(config.tunnels), now: now() });
   } catch (err) {
-    if (err instanceof HttpError && err.status !== 500) authFailures.spend(address, now());
-    throw err;
+    if (!(err instanceof AuthError)) throw err;
+    throw refused(err.code, err.message);
   }
+  const { claims, publicKey, keyId } = checked;
+  const enrolment = { connectorId: claims.connector_id, publicKey, keyId, jti: claims.jti, exp: claims.exp };
+  let outcome;
+  let replaced;
+  try {
+    ({ outcome, replaced } = await enrolmentObject(env, tunnel).enroll(enrolment));
+  } catch (err) {
+    console.error(`tunnel DO failed before answering: ${err?.message ?? err}`);
+    throw new HttpError(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel's enrolment object before it answered; retry with the same token (if the enrolment was recorded, the retry answers enroll.used: then ask for a new token)");
+  }
+  if (outcome === "used") throw refused(ErrorCode.ENROLL_USED, "enrolment token was already used; ask the relay operator for a new one");
+  if (outcome === "expired") throw refused(ErrorCode.ENROLL_EXPIRED, `enrolment token expired at ${claims.exp} (unix time); ask the relay operator for a new one: edgetds relay enroll --tunnel ${claims.tunnel} --connector ${claims.connector_id}`);
+  counters.count("enrollments");
+  let drained = 0;
+  if (replaced !== null && replaced !== publicKey) {
+    // The replaced key's connections drain (a shard that cannot be reached is logged: its
+    // connections on the old key are refused at their next connect all the same).
+    const drains = await Promise.allSettled(Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).rekey(tunnel, claims.connector_id)));
+    for (const d of drains) {
+      if (d.status === "fulfilled") drained += d.value;
+      else console.error(`enroll: draining the replaced key's connections failed: ${d.reason?.message ?? d.reason}`);
+    }
+  }
+  // The Python relay's log event (never the token).
+  console.log(`connector.enrolled tunnel=${tunnel} connector=${claims.connector_id} key_id=${keyId} replaced=${replaced !== null} drained=${drained} peer=${address}`);
+  return jsonResponse(200, await signEnrolled(config.relayKey, checked));
 }
 
 async function verifiedIdentity(request, config, address) {
