@@ -39,7 +39,12 @@ from tests.support.e2e_stack import write_key
 from tests.support.protocol_peer import Peer, open_peer
 from tests.support.relays import enroll_token
 from tests.support.waiting import eventually
-from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
+from tests.support.worker_relay import (
+    TEST_LIMITS,
+    WorkerRelay,
+    idle_until_hibernated,
+    open_worker_relay,
+)
 from tests.worker.helpers import (
     bearer,
     connect_url,
@@ -394,3 +399,29 @@ async def test_a_new_enrolment_closes_a_connection_of_the_old_key_still_in_its_h
                 assert isinstance(goaway, bytes)
                 assert goaway[1] == 0x34  # GOAWAY
                 assert b"auth.connector_rejected" in goaway
+
+
+async def test_a_drained_connection_the_connector_keeps_is_closed_after_the_query_timeout(
+    idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    # it is closed query_timeout_ms + deadline_grace_ms (300) after the DRAIN: the time its
+    # in-flight queries may still take
+    limits = {**TEST_LIMITS, "query_timeout_ms": 3000}
+    async with open_worker_relay(
+        tunnel=TUNNEL, connector_ids=[], issuer=idp.issuer, limits=limits
+    ) as relay:
+        with trio.fail_after(20):
+            old = Ed25519PrivateKey.generate()
+            await enrol(client, relay, old, token_for(relay))
+            async with enrolled_peer(relay, old) as p:  # a peer that ignores DRAIN
+                await enrol(client, relay, Ed25519PrivateKey.generate(), token_for(relay))
+                await p.drained.wait()
+                status_url = f"{relay.handle.http_url}/v1/tunnels/{TUNNEL}/status"
+                headers = bearer(idp.mint(sub="ops"))
+
+                async def closed() -> bool:
+                    status = (await client.get(status_url, headers=headers)).json()
+                    return bool(status["connections"] == 0)
+
+                assert not await closed()  # drained, still there
+                await eventually(closed)  # the alarm closed it
