@@ -15,6 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from identity.keys import encode_public_key
+
 #: Policy used by the connector tests: analysts read (ad-hoc SELECT + a named query), admins
 #: write, contractors denied. Logins must match the tdslite users file of the test.
 TEST_POLICY = """
@@ -132,6 +136,26 @@ def write_connector_config(
     path = directory / "connector.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_config_to_enrol(directory: Path, *, issuer: str, db: Any, **options: Any) -> Path:
+    """connector.toml as a host has it before `edgetds connector enroll`: the database (the
+    tdslite server ``db``), logins, issuer and policy set, the [connector] link settings (id,
+    tunnel, relay_urls, private_key_file, relay_public_keys) placeholders that enrolment fills
+    in; ``options`` as for :func:`write_connector_config`."""
+    placeholder = Ed25519PrivateKey.generate()
+    return write_connector_config(
+        directory,
+        relay_urls=["wss://placeholder.invalid"],
+        relay_public_keys=[encode_public_key(placeholder)],
+        private_key_file=Path("placeholder.key"),
+        issuer=issuer,
+        db_host=db.host,
+        db_port=db.port,
+        database=db.engine.database,
+        connector_id="placeholder",
+        **options,
+    )
 
 
 #: tdslite users matching the default logins above.

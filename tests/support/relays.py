@@ -14,6 +14,7 @@ The relay listens on 127.0.0.1 port 0 with fresh Ed25519 keys (relay and one per
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from identity.keys import encode_public_key
 from protocol import Limits as ProtocolLimits
+from protocol import make_enroll_token
 from relay.config import RelayConfig, TunnelConfig, parse_limits
 from relay.server import RunningRelay, open_relay
 
 __all__ = [
     "TEST_LIMITS",
     "RelayHandle",
+    "enroll_token",
     "open_python_relay",
     "start_python_relay",
     "statement",
@@ -55,6 +58,27 @@ class RelayHandle:
     connector_keys: dict[str, Ed25519PrivateKey]  # registered connector id -> private key
     #: the relay's signing key (enrolment tokens are made with it, SPEC.md 8.7)
     relay_key: Ed25519PrivateKey | None = None
+
+
+def enroll_token(
+    relay: RelayHandle,
+    *,
+    tunnel: str,
+    connector_id: str,
+    now: int | None = None,
+    key: Ed25519PrivateKey | None = None,
+) -> str:
+    """An enrolment token for ``relay`` as `edgetds relay enroll --key ... --relay-url ...` makes
+    it, offline (SPEC.md 8.7); ``key``: sign with another key than the relay's."""
+    relay_key = key or relay.relay_key
+    assert relay_key is not None
+    return make_enroll_token(
+        relay_key,
+        relay_url=relay.http_url,
+        tunnel=tunnel,
+        connector_id=connector_id,
+        now=int(time.time()) if now is None else now,
+    )
 
 
 def relay_config(

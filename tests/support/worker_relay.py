@@ -19,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,14 +60,26 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
     return encode_public_key(key)
 
 
-@dataclass(frozen=True)
+@dataclass
 class WorkerRelay:
-    """A running workerd with the relay Worker (and optionally the example app)."""
+    """A running workerd with the relay Worker (and optionally the example app).
+
+    ``process``: the workerd now serving (``restart()`` replaces it).
+    """
 
     handle: RelayHandle
     app_url: str | None
     out_dir: Path
     process: trio.Process
+    _start: Callable[[], Awaitable[trio.Process]]
+
+    async def restart(self) -> None:
+        """Kill workerd (SIGKILL: no drain, as a crash) and start a new one with the same
+        configuration, listening socket (same URL) and Durable Object storage directory."""
+        self.process.kill()
+        await self.process.wait()
+        self.process = await self._start()
+        await _wait_ready(self.handle.http_url, self.process)
 
     def hook_url(self, action: str, *, shard: int = 0) -> str:
         """URL of a test hook (``_test/state`` or ``_test/abort``) of the tunnel's DO shard."""
@@ -236,12 +248,17 @@ async def open_worker_relay(
     if os.environ.get("EDGETDS_WORKERD_INSPECTOR"):  # host:port (bench/profile_worker.py)
         command += [f"--inspector-addr={os.environ['EDGETDS_WORKERD_INSPECTOR']}"]
     log = open(out_dir / "workerd.log", "wb")  # noqa: ASYNC230, SIM115 - closed in finally
-    process = await trio.lowlevel.open_process(
-        command, pass_fds=fds, stdout=log, stderr=subprocess.STDOUT, cwd=out_dir
-    )
+
+    async def start() -> trio.Process:
+        return await trio.lowlevel.open_process(
+            command, pass_fds=fds, stdout=log, stderr=subprocess.STDOUT, cwd=out_dir
+        )
+
+    process = await start()
     port = http_sock.getsockname()[1]
     http_url = f"http://127.0.0.1:{port}"
     app_url = f"http://127.0.0.1:{app_sock.getsockname()[1]}" if app_sock else None
+    relay: WorkerRelay | None = None
     try:
         await _wait_ready(http_url, process)
         handle = RelayHandle(
@@ -253,8 +270,11 @@ async def open_worker_relay(
             connector_keys=connector_keys,
             relay_key=relay_key,
         )
-        yield WorkerRelay(handle=handle, app_url=app_url, out_dir=out_dir, process=process)
+        relay = WorkerRelay(handle, app_url, out_dir, process, start)
+        yield relay
     finally:
+        if relay is not None:
+            process = relay.process  # restart() may have replaced it
         process.kill()
         with trio.CancelScope(shield=True):
             await process.wait()

@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edgetds.devidp import DevIdP, open_dev_idp
+from tdslite import TdsServer, open_server
 from tests.support.connector_stack import write_connector_config
-from tests.support.e2e_stack import write_key
+from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
 from tests.support.protocol_peer import open_peer
 from tests.support.worker_relay import WorkerRelay
 
 TUNNEL = "demo"
 CONNECTORS = ("conn-1", "conn-2")
+
+
+@asynccontextmanager
+async def idp_and_db(
+    tmp_path: Path, sql: Sequence[str] = SETUP_SQL
+) -> AsyncIterator[tuple[DevIdP, TdsServer]]:
+    """A dev IdP and a tdslite server (the test users, ``sql`` run as admin) for a real
+    connector behind the Worker."""
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    async with (
+        open_dev_idp(key_dir=tmp_path / "idp") as idp,
+        open_server(users=users, db=":memory:") as db,
+    ):
+        await trio.to_thread.run_sync(admin_batch, db, sql)
+        yield idp, db
 
 
 def query_url(relay: WorkerRelay, tunnel: str | None = None) -> str:
@@ -30,6 +51,14 @@ def peer(relay: WorkerRelay, connector_id: str = "conn-1", **options: Any) -> An
     h = relay.handle
     key = h.connector_keys[connector_id]
     return open_peer(h.ws_url, h.tunnel, connector_id, key, h.relay_public_key, **options)
+
+
+def shard_of(text: str, k: int) -> int:
+    """The Worker's shardOf (FNV-1a over UTF-16 code units; ids are ASCII)."""
+    h = 0x811C9DC5
+    for ch in text:
+        h = ((h ^ ord(ch)) * 0x01000193) & 0xFFFFFFFF
+    return h % k
 
 
 def bearer(token: str) -> dict[str, str]:

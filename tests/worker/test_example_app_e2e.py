@@ -16,11 +16,11 @@ import trio
 
 from connector.config import load_config
 from connector.runtime import open_connector
-from edgetds.devidp import DevIdP, open_dev_idp
-from tdslite import TdsServer, open_server
-from tests.support.e2e_stack import TDSLITE_USERS, admin_batch, admin_connection
+from edgetds.devidp import DevIdP
+from tdslite import TdsServer
+from tests.support.e2e_stack import admin_connection
 from tests.support.worker_relay import open_worker_relay
-from tests.worker.helpers import connector_config
+from tests.worker.helpers import connector_config, idp_and_db
 
 #: The tables of examples/worker-app/README.md.
 APP_SQL = [
@@ -68,13 +68,7 @@ def admin_rows(db: TdsServer, sql: str) -> list[tuple[Any, ...]]:
 @asynccontextmanager
 async def open_app(tmp_path: Path) -> AsyncIterator[App]:
     """dev IdP + tdslite (APP_SQL) + relay Worker and the example app under workerd + connector."""
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
-    async with (
-        open_dev_idp(key_dir=tmp_path / "idp") as idp,
-        open_server(users=users, db=":memory:") as db,
-    ):
-        await trio.to_thread.run_sync(admin_batch, db, APP_SQL)
+    async with idp_and_db(tmp_path, APP_SQL) as (idp, db):
         async with open_worker_relay(
             tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer, app=True
         ) as relay:

@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.config import load_config
 from connector.runtime import Connector, open_connector
-from edgetds.devidp import DevIdP, open_dev_idp
-from tdslite import TdsServer, open_server
-from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
+from edgetds.devidp import DevIdP
+from tdslite import TdsServer
 from tests.support.worker_relay import WorkerRelay, open_worker_relay, public_key_text
-from tests.worker.helpers import bearer, connector_config, ndjson, query_url
+from tests.worker.helpers import bearer, connector_config, idp_and_db, ndjson, query_url
 
 CONNECTOR_ID = "conn-1"
 
@@ -63,14 +62,8 @@ async def test_both_registered_keys_serve_and_a_third_key_is_refused(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="edgetds.connector")
     new_key, rogue_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
     with trio.fail_after(75):
-        async with (
-            open_dev_idp(key_dir=tmp_path / "idp") as idp,
-            open_server(users=users, db=":memory:") as db,
-        ):
-            await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+        async with idp_and_db(tmp_path) as (idp, db):
             async with (
                 open_worker_relay(
                     tunnel="demo",

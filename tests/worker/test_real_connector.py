@@ -15,11 +15,10 @@ import trio
 
 from connector.config import load_config
 from connector.runtime import Connector, open_connector
-from edgetds.devidp import DevIdP, open_dev_idp
-from tdslite import TdsServer, open_server
-from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
+from edgetds.devidp import DevIdP
+from tdslite import TdsServer
 from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
-from tests.worker.helpers import bearer, connector_config, ndjson, query_url
+from tests.worker.helpers import bearer, connector_config, idp_and_db, ndjson, query_url
 
 
 @dataclass
@@ -43,13 +42,7 @@ class RealStack:
 
 @asynccontextmanager
 async def real_stack(tmp_path: Path) -> AsyncIterator[RealStack]:
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
-    async with (
-        open_dev_idp(key_dir=tmp_path / "idp") as idp,
-        open_server(users=users, db=":memory:") as db,
-    ):
-        await trio.to_thread.run_sync(admin_batch, db, SETUP_SQL)
+    async with idp_and_db(tmp_path) as (idp, db):
         async with open_worker_relay(
             tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer
         ) as relay:

@@ -28,7 +28,7 @@ from tests.support.worker_relay import (
     idle_until_hibernated,
     open_worker_relay,
 )
-from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer
+from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer, shard_of
 
 #: workerd hibernates an idle object after ~10 s; give it a margin.
 
@@ -427,14 +427,6 @@ async def test_every_operation_reaches_the_shard_that_made_the_id(
                     )
                     assert done.json()["reason"] == "committed"
     assert [op for _, _, op in handler.ops] == ["begin", "run", "commit"] * 6
-
-
-def shard_of(text: str, k: int) -> int:
-    """The Worker's shardOf (FNV-1a over UTF-16 code units; ids are ASCII)."""
-    h = 0x811C9DC5
-    for ch in text:
-        h = ((h ^ ord(ch)) * 0x01000193) & 0xFFFFFFFF
-    return h % k
 
 
 async def test_operations_bypass_admission_begin_does_not(

@@ -368,8 +368,8 @@ async function connectorKey(publicKey) {
 
 /**
  * The first of the registered keys (in order) under which the token's signature verifies, as
- * "ed25519:..." text; AuthError auth.invalid_token when none does.
- * @param {string} token @param {string[]} keys
+ * "ed25519:..." text; null when none does.
+ * @param {string} token @param {string[]} keys @returns {Promise<string | null>}
  */
 async function verifyingKey(token, keys) {
   for (const publicKey of keys) {
@@ -380,8 +380,7 @@ async function verifyingKey(token, keys) {
       // not this key: a rotation registers several
     }
   }
-  const which = keys.length > 1 ? ` under any of its ${keys.length} registered keys` : "";
-  throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `connector token signature does not verify${which}`);
+  return null;
 }
 
 /**
@@ -390,12 +389,15 @@ async function verifyingKey(token, keys) {
  * @param {string} token
  * @param {Record<string, string | string[]>} connectorKeys connector id -> "ed25519:..." public
  *        key, or several while that connector's key rotates (any of them may have signed)
- * @param {{tunnel: string, now: number, leeway?: number}} options `now` in unix seconds
+ * @param {{tunnel: string, now: number, leeway?: number,
+ *          enrolled?: ((connectorId: string) => Promise<string[]>) | null}} options `now` in unix
+ *        seconds; `enrolled`: a connector id's enrolled keys (SPEC 8.7), asked only when no key
+ *        of `connectorKeys` verifies the token (so a connector of TUNNELS costs no lookup)
  * @returns {Promise<{connectorId: string, tunnel: string, jti: string, nonce: string, iat: number,
  *          exp: number, publicKeyHex: string}>} `publicKeyHex`: the raw 32-byte registered key
  *          that verified the token, lowercase hex
  */
-export async function verifyConnectorToken(token, connectorKeys, { tunnel, now, leeway = TOKEN_LEEWAY }) {
+export async function verifyConnectorToken(token, connectorKeys, { tunnel, now, leeway = TOKEN_LEEWAY, enrolled = null }) {
   const parts = typeof token === "string" ? token.split(".") : [];
   if (parts.length !== 3) throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, "connector token is not a JWT");
   const header = tokenPart(parts[0], "header");
@@ -403,11 +405,20 @@ export async function verifyConnectorToken(token, connectorKeys, { tunnel, now, 
     throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, 'connector token must have alg "EdDSA" and a "kid"');
   }
   const kid = header.kid;
-  if (!Object.hasOwn(connectorKeys, kid)) {
-    throw new AuthError(ErrorCode.AUTH_UNKNOWN_ISSUER, `connector ${JSON.stringify(kid.slice(0, 64))} is not registered at this relay`);
+  const fixed = Object.hasOwn(connectorKeys, kid) ? [connectorKeys[kid]].flat() : [];
+  let publicKey = await verifyingKey(token, fixed);
+  if (publicKey === null) {
+    const more = enrolled === null ? [] : await enrolled(kid);
+    if (!fixed.length && !more.length) {
+      throw new AuthError(ErrorCode.AUTH_UNKNOWN_ISSUER, `connector ${JSON.stringify(kid.slice(0, 64))} is not registered at this relay`);
+    }
+    publicKey = await verifyingKey(token, more);
+    if (publicKey === null) {
+      const count = fixed.length + more.length;
+      const which = count > 1 ? ` under any of its ${count} registered keys` : "";
+      throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `connector token signature does not verify${which}`);
+    }
   }
-  const registered = connectorKeys[kid];
-  const publicKey = await verifyingKey(token, Array.isArray(registered) ? registered : [registered]);
   const claims = tokenPart(parts[1], "claims");
   if (claims.iss !== kid || claims.sub !== kid) {
     throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, 'connector token "iss" and "sub" must equal its "kid"');

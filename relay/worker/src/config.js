@@ -7,6 +7,7 @@
  * | RELAY_PRIVATE_KEY  | secret | Ed25519 PKCS#8 PEM (`edgetds keygen` NAME.key) or an OKP JWK     |
  * | TUNNELS            | var    | JSON `{"demo": {"conn-1": "ed25519:..."}}`; a list of keys       |
  * |                    |        | `["ed25519:NEW", "ed25519:OLD"]` while a connector key rotates;  |
+ * |                    |        | `{"demo": {}}`: no static connector (enrolled ones only, SPEC 8.7)|
  * |                    |        | or, with per-tunnel settings (the Python relay's [tunnels.NAME]),|
  * |                    |        | `{"demo": {"connectors": {...}, "max_queries_per_identity": 32}}`|
  * |                    |        | and `"cors_origins": ["https://app.example.com"]` (browsers that  |

@@ -3,7 +3,7 @@
  * Browsers: CORS on a tunnel's client endpoints (SPEC.md 11.7); the twin of relay/cors.py.
  *
  * A tunnel lists the web origins that may call it from a browser (TUNNELS `cors_origins`). Every
- * path under /v1/tunnels/{tunnel}/ except `connect` and `audit/checkpoint` is a client endpoint
+ * path under /v1/tunnels/{tunnel}/ except `connect`, `enroll` and `audit/checkpoint` is a client endpoint
  * (query, status, sessions..., transaction and whatever comes next), so a new endpoint gets CORS
  * without more work. For a listed Origin every answer carries Access-Control-Allow-Origin: <origin>,
  * Vary: Origin and the exposed headers; a preflight (OPTIONS with Access-Control-Request-Method) is
@@ -16,7 +16,7 @@ import { ErrorCode } from "./frames.js";
 import { errorResponse, HttpError } from "./http.js";
 
 /** Paths under /v1/tunnels/{tunnel}/ that are not a browser's business. */
-const NOT_CLIENT_ENDPOINTS = new Set(["connect", "audit/checkpoint"]);
+const NOT_CLIENT_ENDPOINTS = new Set(["connect", "enroll", "audit/checkpoint"]);
 const CLIENT_PATH = /^\/v1\/tunnels\/([^/]+)\/(.+)$/;
 const EXPOSE_HEADERS = "x-edgetds-query-id, retry-after";
 const ALLOW_METHODS = "GET, POST, DELETE";

@@ -5,6 +5,7 @@
  * Routes (anything else is answered 404 from a constant, before any parsing or lookup):
  *   GET  /healthz                       liveness: 200 {"status":"ok"} (no config, no DO; as relay/app.py)
  *   GET  /v1/tunnels/{tunnel}/connect   connector WebSocket (token checked BEFORE the upgrade)
+ *   POST /v1/tunnels/{tunnel}/enroll    one-token enrolment of a connector key (SPEC.md 8.7)
  *   POST /v1/tunnels/{tunnel}/query     client query, NDJSON response streamed from the DO
  *   POST /v1/tunnels/{tunnel}/sessions  begin a session (a transaction across requests)
  *   POST /v1/tunnels/{tunnel}/sessions/{id}/query|commit|rollback|savepoint|rollback_to
@@ -17,7 +18,7 @@
  *                                       a connector's latest signed audit checkpoint of an audit
  *                                       file (audit token)
  *
- * Browsers: every path under a tunnel except connect and audit/checkpoint answers CORS for the
+ * Browsers: every path under a tunnel except connect, enroll and audit/checkpoint answers CORS for the
  * tunnel's cors_origins, and its preflights are answered here before any Durable Object (cors.js,
  * SPEC.md 11.7).
  *
@@ -30,6 +31,7 @@
 
 import { AuthError, sha256Hex, verifyConnectorToken } from "./auth.js";
 import { ConfigError, loadConfig } from "./config.js";
+import { checkEnrollRequest, signEnrolled } from "./enroll.js";
 import { clientEndpoint, isPreflight, preflightResponse, refusedPreflight, withCors } from "./cors.js";
 import { ErrorCode } from "./frames.js";
 import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
@@ -38,10 +40,11 @@ import { bearerToken, verifyClientToken } from "./oidc.js";
 import { parseBeginRequest, parseEmptyRequest, parseQueryRequest, parseSavepointRequest, parseTransactionRequest, readBody } from "./request.js";
 import { shardOf } from "./sessions.js";
 import { guardStream } from "./stream.js";
+import { enrolmentObject } from "./tunnel.js";
 
 export { Tunnel } from "./tunnel.js";
 
-const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|query|status|audit\/checkpoint|transaction|sessions(?:\/([^/]{1,64})(?:\/(query|commit|rollback|savepoint|rollback_to))?)?)$/;
+const ROUTE = /^\/v1\/tunnels\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\/(connect|enroll|query|status|audit\/checkpoint|transaction|sessions(?:\/([^/]{1,64})(?:\/(query|commit|rollback|savepoint|rollback_to))?)?)$/;
 const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
 const NOT_FOUND = `{"error":{"code":"request.invalid","message":"unknown path; the API is under /v1/tunnels/{tunnel}/"}}\n`;
 const SUBPROTOCOL = "edgetds.v1";
@@ -118,6 +121,7 @@ const routes = {
         throw new HttpError(ErrorCode.LIMITS_RATE_LIMITED, "too many failed authentications from this address; slow down", { retryAfter: retryAfterHeader(wait) });
       }
       if (action === "connect") return await connect(request, env, config, tunnel, address);
+      if (action === "enroll") return await enroll(request, env, config, tunnel, address);
       if (action === "query") return await query(request, env, ctx, config, tunnel, address);
       if (action === "sessions") return await sessions(request, env, ctx, config, tunnel, address, sessionId, sessionOp);
       if (action === "transaction") return await transaction(request, env, ctx, config, tunnel, address);
@@ -218,7 +222,10 @@ async function connect(request, env, config, tunnel, address) {
   if (token === null) throw authFailed(new AuthError(ErrorCode.AUTH_MISSING_TOKEN, "no connector token was sent (Authorization: Bearer)"), address);
   let claims;
   try {
-    claims = await verifyConnectorToken(token, connectors, { tunnel, now: now() });
+    // TUNNELS' keys first; a connector id's enrolled key is looked up only when none of them
+    // verifies the token (an enrolled connector costs one call to the enrolment object).
+    const enrolled = async (/** @type {string} */ connectorId) => [await enrolmentObject(env, tunnel).enrolledKey(connectorId)].filter((k) => k !== null);
+    claims = await verifyConnectorToken(token, connectors, { tunnel, now: now(), enrolled });
   } catch (err) {
     throw authFailed(err, address);
   }
@@ -230,6 +237,57 @@ async function connect(request, env, config, tunnel, address) {
   const response = await stub(env, config, tunnel, shard).fetch(forwarded);
   if (response.status === 401) authFailures.spend(address, now());
   return response;
+}
+
+/**
+ * `POST .../enroll` (SPEC 8.7): the checks in order (enroll.js) up to the proof, then the
+ * enrolment object consumes the jti and records the key in one storage transaction, then every
+ * shard drains the connections of a key this enrolment replaced. Every refusal of SPEC 8.7's
+ * checks (the body, the token, the proof, a replay) spends a failed-authentication token for the
+ * address, as a bad connector token does (the method and the body size do not, as in the Python
+ * relay).
+ */
+async function enroll(request, env, config, tunnel, address) {
+  method(request, "POST");
+  const body = await readBody(request, config.limits.max_body_bytes);
+  /** A refusal of the token, the proof or a replay: it spends a failed-authentication token. */
+  const refused = (/** @type {string} */ code, /** @type {string} */ message) => {
+    authFailures.spend(address, now());
+    return new HttpError(code, message);
+  };
+  let checked;
+  try {
+    checked = await checkEnrollRequest(body, { tunnel, relayKeys: [config.relayKey.publicKey], tunnels: Object.keys(config.tunnels), now: now() });
+  } catch (err) {
+    if (!(err instanceof AuthError)) throw err;
+    throw refused(err.code, err.message);
+  }
+  const { claims, publicKey, keyId } = checked;
+  const enrolment = { connectorId: claims.connector_id, publicKey, keyId, jti: claims.jti, exp: claims.exp };
+  let outcome;
+  let replaced;
+  try {
+    ({ outcome, replaced } = await enrolmentObject(env, tunnel).enroll(enrolment));
+  } catch (err) {
+    console.error(`tunnel DO failed before answering: ${err?.message ?? err}`);
+    throw new HttpError(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel's enrolment object before it answered; retry with the same token (if the enrolment was recorded, the retry answers enroll.used: then ask for a new token)");
+  }
+  if (outcome === "used") throw refused(ErrorCode.ENROLL_USED, "enrolment token was already used; ask the relay operator for a new one");
+  if (outcome === "expired") throw refused(ErrorCode.ENROLL_EXPIRED, `enrolment token expired at ${claims.exp} (unix time); ask the relay operator for a new one: edgetds relay enroll --tunnel ${claims.tunnel} --connector ${claims.connector_id}`);
+  counters.count("enrollments");
+  let drained = 0;
+  if (replaced !== null && replaced !== publicKey) {
+    // The replaced key's connections drain (a shard that cannot be reached is logged: its
+    // connections on the old key are refused at their next connect all the same).
+    const drains = await Promise.allSettled(Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).rekey(tunnel, claims.connector_id)));
+    for (const d of drains) {
+      if (d.status === "fulfilled") drained += d.value;
+      else console.error(`enroll: draining the replaced key's connections failed: ${d.reason?.message ?? d.reason}`);
+    }
+  }
+  // The Python relay's log event (never the token).
+  console.log(`connector.enrolled tunnel=${tunnel} connector=${claims.connector_id} key_id=${keyId} replaced=${replaced !== null} drained=${drained} peer=${address}`);
+  return jsonResponse(200, await signEnrolled(config.relayKey, checked));
 }
 
 async function verifiedIdentity(request, config, address) {
@@ -387,9 +445,19 @@ async function status(request, env, config, tunnel, address) {
   const shards = await Promise.all(
     Array.from({ length: config.shards }, (_, k) => stub(env, config, tunnel, k).status()),
   );
-  const connectors = new Set(shards.flatMap((s) => s.connector_ids));
-  const connections = shards.reduce((n, s) => n + s.connections, 0);
-  return jsonResponse(200, { tunnel, connectors: connectors.size, connections, shards: config.shards, edge: counters.snapshot() });
+  const ids = [...new Set(shards.flatMap((s) => s.connector_ids))].sort();
+  const total = (/** @type {"connections" | "draining" | "streams"} */ name) => shards.reduce((n, s) => n + s[name], 0);
+  // The Python relay's fields (relay/registry.py status), then the Worker's own.
+  return jsonResponse(200, {
+    tunnel,
+    connectors: ids.length,
+    connections: total("connections"),
+    connector_ids: ids,
+    draining: total("draining"),
+    streams: total("streams"),
+    shards: config.shards,
+    edge: counters.snapshot(),
+  });
 }
 
 /** Equal strings, compared in time independent of where they differ. */

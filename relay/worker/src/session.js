@@ -21,7 +21,8 @@
  *
  * What the attachment holds (16 KiB at most): connector id, tunnel, connector key, session id,
  * handshake state ("hello" until READY, "open", "closed" once this side closed it), when it
- * connected, `probeAt` while a PING probe is unanswered (tunnel.js), the connection snapshot, and
+ * connected, `probeAt` while a PING probe is unanswered (tunnel.js), `closeAt` once the relay
+ * drained it (tunnel.js rekey(): its key is no longer registered), the connection snapshot, and
  * `sessions`: the transactions across requests pinned to this connection (sessions.js).
  */
 
@@ -42,7 +43,7 @@ export const PING_RATE = 5;
 /**
  * @typedef {{
  *   connectorId: string, tunnel: string, connectorKeyHex: string, sessionId: string,
- *   state: "hello" | "open" | "closed", connectedAt: number, probeAt?: number,
+ *   state: "hello" | "open" | "closed", connectedAt: number, probeAt?: number, closeAt?: number,
  *   conn?: import("./connection.js").Snapshot, sessions?: Record<string, import("./sessions.js").Entry>
  * }} Attachment
  * @typedef {{connectorId: string, tunnel: string, publicKeyHex: string}} ConnectorClaims
@@ -197,6 +198,24 @@ export class ConnectorSession {
     }
   }
 
+  /**
+   * DRAIN from the relay's side (SPEC 6.4, 8.2): no new QUERY goes here, open streams finish, and
+   * the connector reconnects; the alarm closes the connection at `closeAt` if it is still open.
+   * @param {string} reason @param {number} closeAt Date.now() time
+   */
+  drain(reason, closeAt) {
+    if (this.att.state === "closed") return;
+    this.att.closeAt = Math.min(closeAt, this.att.closeAt ?? Infinity);
+    if (!(this.conn.drainSent || this.conn.goawaySent)) {
+      try {
+        this.conn.send({ type: FrameType.DRAIN, streamId: 0, payload: canonicalJson({ reason }) });
+      } catch (err) {
+        if (!(err instanceof LocalProtocolError)) throw err;
+      }
+    }
+    this.flush();
+  }
+
   /** Send an edgetds PING (a probe); false if the connection cannot send any more. */
   ping() {
     try {
@@ -226,6 +245,7 @@ export class ConnectorSession {
     // A socket whose peer is gone stays listed (CLOSING) until the runtime gives up on it.
     this.att.state = "closed";
     delete this.att.probeAt;
+    delete this.att.closeAt;
     this.save();
     try {
       this.ws.close(code, reason);

@@ -33,6 +33,14 @@
  * - Sessions (transactions across requests, sessions.js): the open ones in the attachment of the
  *   connector socket they are pinned to, ended ones as tombstones in DO storage (`send:<id>`,
  *   `sexp:<at>:<id>`) for 10 minutes; the operation in flight per session in memory.
+ * - Enrolled connector keys (SPEC 8.7), only in the tunnel's enrolment object: the object named
+ *   `<tunnel>` (enrolmentObject(); with TUNNEL_SHARDS = 1 that is the tunnel's one object, so its
+ *   connect-path lookups are local storage reads). `enr:<connector id>` holds the connector id's
+ *   enrolled key `{public_key, key_id, jti, enrolled_at}` (one per id: a new enrolment replaces
+ *   it), `ejti:<jti>` each consumed enrolment token until its exp + leeway (ms); both written in
+ *   one storage transaction (enroll()). A connector id's registered keys are TUNNELS' keys for it
+ *   plus its enrolled key (registeredKeys()); a key that stops being registered drains the
+ *   connections it opened (rekey()), which the alarm closes at `closeAt` if they stay.
  *
  * Frames are routed by header: COLUMNS/ROWS/DONE/ERROR payload bytes go to the HTTP body as they
  * are (the one-line records are checked, ROWS bytes are not parsed).
@@ -42,6 +50,7 @@ import { DurableObject } from "cloudflare:workers";
 
 import { CHECKPOINT_CONTEXT, hex, parsePublicKey, signHello, TOKEN_LEEWAY, verifySigned } from "./auth.js";
 import { loadConfig } from "./config.js";
+import { ENROLL_LEEWAY } from "./enroll.js";
 import { CloseCode, ErrorCode, FrameType, ProtocolError } from "./frames.js";
 import { errorResponse, HttpError } from "./http.js";
 import { RateLimiter } from "./limits.js";
@@ -60,6 +69,21 @@ export { RELAY_CAPS, RELAY_LIMITS };
  * @typedef {import("./connection.js").FrameEvent} FrameEvent
  * @typedef {{checkpoint: Record<string, any>, received_at: number, conflict: Record<string, any> | null}} CheckpointEntry
  *   a connector's latest checkpoint of one audit file, and the one held when it first went back
+ */
+
+/**
+ * The object that keeps a tunnel's enrolled keys: the one named `<tunnel>` whatever
+ * TUNNEL_SHARDS is (so changing it loses no enrolment).
+ * @param {Record<string, any>} env @param {string} tunnel
+ * @returns {DurableObjectStub<Tunnel>}
+ */
+export function enrolmentObject(env, tunnel) {
+  return env.TUNNEL.get(env.TUNNEL.idFromName(tunnel));
+}
+
+/**
+ * What enroll() is given: a request that passed every check but the jti's (enroll.js).
+ * @typedef {{connectorId: string, publicKey: string, keyId: string, jti: string, exp: number}} Enrolment
  */
 
 /** @extends {DurableObject<Record<string, any>>} */
@@ -84,6 +108,8 @@ export class Tunnel extends DurableObject {
     this.keepaliveTimer = null;
     /** @type {Promise<void>} Checkpoints are verified and stored one after the other, in the order they arrived. */
     this.checkpoints = Promise.resolve();
+    /** How many rekey() calls this instance took (acceptConnector re-checks a key if one came meanwhile). */
+    this.rekeys = 0;
   }
 
   // ---------------------------------------------------------------- what the Worker calls (RPC)
@@ -200,6 +226,91 @@ export class Tunnel extends DurableObject {
     return [{ ...entry, conflict: null }, { checkpoint: conflict, received_at, conflict: null }];
   }
 
+  // ------------------------------------------------ enrolment (on the tunnel's enrolment object)
+
+  /**
+   * The enrolled key of a connector id ("ed25519:..."), or null.
+   * @param {string} connectorId @returns {Promise<string | null>}
+   */
+  async enrolledKey(connectorId) {
+    /** @type {{public_key: string} | undefined} */
+    const entry = await this.ctx.storage.get(`enr:${connectorId}`);
+    return entry?.public_key ?? null;
+  }
+
+  /**
+   * Consume the token's jti and record the key, in one storage transaction (persisted before the
+   * answer leaves the object). "used": the jti was consumed before (a replay); "expired": the
+   * token ran out while on its way here (its jti may be forgotten already).
+   * @param {Enrolment} e
+   * @returns {Promise<{outcome: "enrolled" | "used" | "expired", replaced: string | null}>}
+   *   `replaced`: the connector id's earlier enrolled key
+   */
+  async enroll(e) {
+    const now = Date.now();
+    if (now > (e.exp + ENROLL_LEEWAY) * 1000) return { outcome: "expired", replaced: null };
+    const result = await this.ctx.storage.transaction(async (txn) => {
+      if ((await txn.get(`ejti:${e.jti}`)) !== undefined) return { outcome: /** @type {const} */ ("used"), replaced: null };
+      /** @type {{public_key: string} | undefined} */
+      const earlier = await txn.get(`enr:${e.connectorId}`);
+      await txn.put({
+        [`ejti:${e.jti}`]: (e.exp + ENROLL_LEEWAY) * 1000,
+        [`enr:${e.connectorId}`]: { public_key: e.publicKey, key_id: e.keyId, jti: e.jti, enrolled_at: Math.floor(now / 1000) },
+      });
+      return { outcome: /** @type {const} */ ("enrolled"), replaced: earlier?.public_key ?? null };
+    });
+    if (result.outcome === "enrolled") await this.forgetConsumedEnrolments(now);
+    return result;
+  }
+
+  /** Drop consumed enrolment jtis past their token's exp + leeway (done on enrolment: no timer). @param {number} now */
+  async forgetConsumedEnrolments(now) {
+    const expired = [];
+    for (const [key, forgetAt] of await this.ctx.storage.list({ prefix: "ejti:" })) if (/** @type {number} */ (forgetAt) < now) expired.push(key);
+    for (let i = 0; i < expired.length; i += 128) await this.ctx.storage.delete(expired.slice(i, i + 128));
+  }
+
+  /**
+   * A connector id's registered keys: TUNNELS' plus its enrolled one (SPEC 8.2, 8.7).
+   * @param {Awaited<ReturnType<typeof loadConfig>>} config @param {string} tunnel @param {string} connectorId
+   * @returns {Promise<string[]>}
+   */
+  async registeredKeys(config, tunnel, connectorId) {
+    const fixed = Object.hasOwn(config.tunnels, tunnel) && Object.hasOwn(config.tunnels[tunnel], connectorId) ? [config.tunnels[tunnel][connectorId]].flat() : [];
+    const home = this.env.TUNNEL.idFromName(tunnel);
+    const enrolled = this.ctx.id.equals(home) ? await this.enrolledKey(connectorId) : await enrolmentObject(this.env, tunnel).enrolledKey(connectorId);
+    return enrolled === null ? fixed : [...fixed, enrolled];
+  }
+
+  /**
+   * A connector id's registered keys changed (a new enrolment replaced its enrolled key): its
+   * connections on a key no longer registered get DRAIN and no new query, and the alarm closes
+   * them once their in-flight queries had their time (SPEC 8.2, as a key rotation drains them).
+   * One still in its handshake is closed at once (it carries nothing).
+   * @param {string} tunnel @param {string} connectorId @returns {Promise<number>} how many were drained
+   */
+  async rekey(tunnel, connectorId) {
+    this.rekeys += 1;
+    const config = await loadConfig(this.env);
+    const keys = new Set((await this.registeredKeys(config, tunnel, connectorId)).map((k) => hex(parsePublicKey(k))));
+    const closeAt = Date.now() + config.limits.query_timeout_ms + config.limits.deadline_grace_ms;
+    const reason = "connector key no longer registered at this relay";
+    let drained = 0;
+    for (const session of this.routes.sessions()) {
+      const { att } = session;
+      if (att.connectorId !== connectorId || att.state === "closed" || keys.has(att.connectorKeyHex)) continue;
+      drained += 1;
+      if (att.state === "hello") {
+        this.fail(session, new ProtocolError(reason, { errorCode: ErrorCode.AUTH_CONNECTOR_REJECTED, closeCode: CloseCode.AUTH_FAILED }));
+        continue;
+      }
+      session.drain(reason, closeAt);
+      this.routes.pump(); // its free slots are gone: waiters may have to go elsewhere
+    }
+    if (drained) await this.scheduleAlarm(closeAt);
+    return drained;
+  }
+
   // ---------------------------------------------------------------------- the WebSocket upgrade
 
   /** @param {Request} request */
@@ -219,9 +330,17 @@ export class Tunnel extends DurableObject {
     const claims = JSON.parse(request.headers.get("x-edgetds-connector") ?? "null");
     const config = await loadConfig(this.env);
     // During a gradual deploy an older Worker version (older TUNNELS) may have verified the
-    // token: accept only a key this object's own configuration still registers (SPEC 8.2).
-    const registered = [config.tunnels[claims.tunnel]?.[claims.connectorId] ?? []].flat();
-    if (!registered.some((k) => hex(parsePublicKey(k)) === claims.publicKeyHex)) {
+    // token, and an enrolment may have replaced the key since the Worker looked: accept only a
+    // key this object's configuration and the enrolled keys still register (SPEC 8.2). A
+    // rekey() that arrives while the enrolled key is looked up may be about this very key: then
+    // look again (after the lookup, nothing but storage is awaited until the socket is listed,
+    // so a later rekey() finds it).
+    let registered;
+    for (let seen = -1; seen !== this.rekeys; ) {
+      seen = this.rekeys;
+      registered = await this.registeredKeys(config, claims.tunnel, claims.connectorId);
+    }
+    if (!(registered ?? []).some((k) => hex(parsePublicKey(k)) === claims.publicKeyHex)) {
       return errorResponse(new HttpError(ErrorCode.AUTH_CONNECTOR_REJECTED, "this connector key is not registered for the tunnel (any more)", { status: 401 }));
     }
     const key = `jti:${claims.connectorId}:${claims.jti}`;
@@ -263,7 +382,7 @@ export class Tunnel extends DurableObject {
 
   /** No handshake or probe left to time: delete the alarm, so that an idle object can hibernate. */
   dropIdleAlarm() {
-    if (!this.routes.sessions().some((s) => s.att.state === "hello" || s.att.probeAt !== undefined)) this.ctx.storage.deleteAlarm();
+    if (!this.routes.sessions().some((s) => s.att.state === "hello" || s.att.probeAt !== undefined || s.att.closeAt !== undefined)) this.ctx.storage.deleteAlarm();
   }
 
   /** Arm the one alarm for `at` unless it is due earlier already (alarm() re-arms for the rest). @param {number} at */
@@ -272,7 +391,7 @@ export class Tunnel extends DurableObject {
     if ((current === null || at < current) && stillNeeded()) await this.ctx.storage.setAlarm(at);
   }
 
-  /** Close connectors that never answered HELLO with READY, and probed ones that stayed silent. */
+  /** Close connectors that never answered HELLO with READY, probed ones that stayed silent, and drained ones past their closeAt. */
   async alarm() {
     const config = await loadConfig(this.env);
     const now = Date.now();
@@ -283,7 +402,16 @@ export class Tunnel extends DurableObject {
         const deadline = att.connectedAt + config.limits.handshake_timeout_s * 1000;
         if (deadline <= now) this.fail(session, new ProtocolError(`no READY within ${config.limits.handshake_timeout_s} s of HELLO`));
         else next = Math.min(next, deadline);
-      } else if (att.probeAt !== undefined) {
+        continue;
+      }
+      if (att.closeAt !== undefined && att.state !== "closed") {
+        if (att.closeAt <= now) {
+          this.closeSession(session, CloseCode.GOING_AWAY, "drained: connector key no longer registered");
+          continue;
+        }
+        next = Math.min(next, att.closeAt);
+      }
+      if (att.probeAt !== undefined) {
         const deadline = att.probeAt + PROBE_TIMEOUT_MS;
         if (deadline <= now) this.closeSession(session, CloseCode.GOING_AWAY, "no answer to PING");
         else next = Math.min(next, deadline);
@@ -477,7 +605,7 @@ export class Tunnel extends DurableObject {
     const { att } = session;
     try {
       const config = await loadConfig(this.env);
-      const keys = [config.tunnels[att.tunnel]?.[att.connectorId] ?? []].flat();
+      const keys = await this.registeredKeys(config, att.tunnel, att.connectorId);
       let verified = fields.connector_id === att.connectorId && fields.tunnel === att.tunnel;
       if (verified) verified = (await Promise.all(keys.map((k) => verifySigned(parsePublicKey(k), CHECKPOINT_CONTEXT, fields)))).some(Boolean);
       const where = `tunnel=${att.tunnel} connector=${att.connectorId}`;

@@ -29,6 +29,11 @@ test("TUNNELS: one key or a rotation's list of keys per connector id", async () 
   assert.ok(Object.isFrozen(config.tunnels.demo["conn-1"]));
 });
 
+test("TUNNELS: a tunnel may register no static connector (its connectors are enrolled, SPEC 8.7)", async () => {
+  assert.deepEqual((await load({ demo: {} })).tunnels.demo, {});
+  assert.deepEqual((await load({ demo: { connectors: {}, max_queries_per_identity: 4 } })).tunnels.demo, {});
+});
+
 test("TUNNELS: an empty list, a bad entry or a duplicate names where it is", async () => {
   await refused({ demo: { "conn-1": [] } }, /^TUNNELS\.demo\.conn-1: the list of keys is empty/);
   await refused({ demo: { "conn-1": [NEW, "ed25519:AAAA"] } }, /^TUNNELS\.demo\.conn-1\[1\]: an Ed25519 public key is 32 bytes/);

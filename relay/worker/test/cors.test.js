@@ -5,12 +5,12 @@ import { test } from "node:test";
 
 import { clientEndpoint, isPreflight, preflightResponse, refusedPreflight, withCors } from "../src/cors.js";
 
-test("every path under a tunnel but connect and audit/checkpoint is a client endpoint", () => {
+test("every path under a tunnel but connect, enroll and audit/checkpoint is a client endpoint", () => {
   assert.equal(clientEndpoint("/v1/tunnels/demo/query"), "demo");
   assert.equal(clientEndpoint("/v1/tunnels/demo/status"), "demo");
   assert.equal(clientEndpoint("/v1/tunnels/demo/sessions/abc/commit"), "demo");
   assert.equal(clientEndpoint("/v1/tunnels/demo/transaction"), "demo");
-  for (const path of ["/v1/tunnels/demo/connect", "/v1/tunnels/demo/audit/checkpoint", "/v1/tunnels/demo/", "/v1/tunnels//query", "/healthz", "/v1/relay/stats"]) {
+  for (const path of ["/v1/tunnels/demo/connect", "/v1/tunnels/demo/enroll", "/v1/tunnels/demo/audit/checkpoint", "/v1/tunnels/demo/", "/v1/tunnels//query", "/healthz", "/v1/relay/stats"]) {
     assert.equal(clientEndpoint(path), null, path);
   }
 });
