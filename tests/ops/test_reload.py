@@ -22,10 +22,13 @@ from tests.support.ops_stack import Stack, open_stack, post_query, write_stack_c
 
 
 def _relay_config(stack: Stack, tmp_path: Path) -> Path:
-    """The example relay.toml for this stack: its connector key and dev IdP."""
+    """The example relay.toml for this stack: its connector key, tunnel and dev IdP."""
     path = write_config(tmp_path / "relay")
     conn = (tmp_path / "relay" / "keys" / "conn-1.pub").read_text().strip()
     text = path.read_text().replace(conn, stack.key.public_key)
+    text = text.replace(
+        "[tunnels.sales]", "[tunnels.demo]"
+    )  # the stack's tunnel (tests/support/ops_stack.py)
     path.write_text(text.replace("http://127.0.0.1:8080", stack.idp.issuer))
     return path
 

@@ -101,19 +101,19 @@ def test_every_bad_entry_is_named_with_its_tunnel(tmp_path: Path) -> None:
         'cors_origins[1] = "*" ' + str(origin_problem("*")),
         'cors_origins[2] = "https://a.example/" ' + str(origin_problem("https://a.example/")),
     ]
-    assert all("[tunnels.demo]" in p for p in info.value.problems)
+    assert all("[tunnels.sales]" in p for p in info.value.problems)
 
 
 def test_a_list_of_origins_loads_and_is_kept(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     path.write_text(path.read_text().replace("# cors_origins =", "cors_origins ="))
     config = load_config(path)
-    assert config.tunnels["demo"].cors_origins == (
+    assert config.tunnels["sales"].cors_origins == (
         "https://app.example.com",
         "http://localhost:5173",
     )
     path.write_text(path.read_text().replace("cors_origins = [", 'cors_origins = "x" #['))
-    with pytest.raises(ConfigError, match=r"\[tunnels.demo\]: cors_origins must be a list"):
+    with pytest.raises(ConfigError, match=r"\[tunnels.sales\]: cors_origins must be a list"):
         load_config(path)
 
 

@@ -7,6 +7,7 @@ serve` process), real keys; what both relays must do is in tests/conformance/tes
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -46,7 +47,11 @@ def enrolling_config(tmp_path: Path, *, extra_limits: str = "") -> Path:
         'enrollment_file = ""', 'enrollment_file = "state/enrolled.json"'
     )
     text = text.replace('public_url = ""', 'public_url = "http://127.0.0.1:8787"')
-    text = text.replace("[limits]", f"[tunnels.sales]\nconnectors = {{}}\n\n[limits]{extra_limits}")
+    text, found = re.subn(
+        r"(?m)^(\[tunnels\.sales\]\n)connectors = .*$", r"\1connectors = {}", text
+    )
+    assert found == 1, "examples/relay.toml no longer has [tunnels.sales] with its connectors"
+    text = text.replace("[limits]", f"[limits]{extra_limits}")
     path.write_text(text)
     return path
 
@@ -172,10 +177,10 @@ async def test_enrolment_is_off_without_an_enrollment_file(tmp_path: Path) -> No
         async with open_relay(config) as running, httpx.AsyncClient() as client:
             key = load_private_key(tmp_path / "keys" / "relay.key")
             text = make_enroll_token(
-                key, relay_url=running.http_url, tunnel="demo", connector_id="conn-9",
+                key, relay_url=running.http_url, tunnel="sales", connector_id="conn-9",
                 now=int(time.time()),
             )  # fmt: skip
-            url = f"{running.http_url}/v1/tunnels/demo/enroll"
+            url = f"{running.http_url}/v1/tunnels/sales/enroll"
             response = await client.post(url, json=make_enroll_request(text, key))
     assert (response.status_code, response.json()["error"]["code"]) == (404, "enroll.disabled")
     assert "enrollment_file" in response.json()["error"]["message"]

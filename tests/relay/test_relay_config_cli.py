@@ -35,14 +35,14 @@ def write_config(tmp_path: Path, *, listen: str = "127.0.0.1:0", extra: str = ""
 def test_the_example_config_loads(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path))
     assert config.listen == "127.0.0.1:0"
-    assert list(config.tunnels) == ["demo"]
+    assert list(config.tunnels) == ["sales"]
     key = (tmp_path / "keys" / "conn-1.pub").read_text().strip()
-    assert [encode_public_key(k) for k in config.tunnels["demo"].connectors["conn-1"]] == [key]
+    assert [encode_public_key(k) for k in config.tunnels["sales"].connectors["conn-1"]] == [key]
     assert config.identity["issuers"][0]["issuer"] == "http://127.0.0.1:8080"
     assert config.limits.max_body_bytes == 1048576
     assert config.limits.max_param_bytes == 262144
     assert config.limits.query_burst == 200
-    assert config.tunnels["demo"].max_queries_per_identity == 32
+    assert config.tunnels["sales"].max_queries_per_identity == 32
     assert config.limits.admission_wait_ms == 5000
 
 
@@ -98,7 +98,7 @@ def test_a_connector_id_may_list_several_keys_while_it_rotates(tmp_path: Path) -
     new = generate_key_files(tmp_path / "keys", "conn-1-new").public_key
     text = path.read_text()
     path.write_text(text.replace(f'"{old}"', f'["{new}", "{old}"]', 1))
-    keys = load_config(path).tunnels["demo"].connectors["conn-1"]
+    keys = load_config(path).tunnels["sales"].connectors["conn-1"]
     assert [encode_public_key(k) for k in keys] == [new, old]
     for listed, needle in [
         ("[]", "while rotating its key, a list"),
@@ -116,7 +116,7 @@ def test_bad_public_key_and_missing_parts(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     text = path.read_text()
     path.write_text(text.replace('"ed25519:', '"ed25519:!!', 1))
-    with pytest.raises(ConfigError, match=r"tunnels\.demo\] connectors\.conn-1"):
+    with pytest.raises(ConfigError, match=r"tunnels\.sales\] connectors\.conn-1"):
         load_config(path)
     path.write_text('[relay]\nprivate_key_file = "keys/relay.key"\n')
     with pytest.raises(ConfigError, match=r"no \[tunnels\.NAME\] table"):
