@@ -37,6 +37,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -110,11 +111,11 @@ EDITS: dict[tuple[str, str], str] = {
 }
 
 #: The logins of examples/sql/create-logins.sql, in tdslite (the passwords typed at the prompts).
-PASSWORDS = {"edgetds_reader": "reader-secret-pw", "edgetds_writer": "writer-secret-pw"}
-TDS_USERS = "".join(
-    f'[users.{user}]\npassword = "{pw}"\nrole = "{role}"\n'
-    for (user, pw), role in zip(PASSWORDS.items(), ("read-only", "read-write"), strict=True)
-)
+#: tdslite's users file beside create-logins.sql: the logins step 3 makes, with their passwords
+TDS_USERS = ROOT / "examples" / "sql" / "tdslite-users.toml"
+PASSWORDS = {
+    user: entry["password"] for user, entry in tomllib.loads(TDS_USERS.read_text())["users"].items()
+}
 UNIT = "edgetds-connector.service"
 
 
@@ -396,7 +397,7 @@ async def walk_the_section(binary: Path, tmp_path: Path, readme: str, *, by_hand
         "EDGETDS_OPS_PORT": str(_free_port()),
     }
     users = tmp_path / "tds-users.toml"
-    users.write_text(TDS_USERS)
+    users.write_bytes(TDS_USERS.read_bytes())
     async with (
         open_dev_idp(key_dir=tmp_path / "idp") as idp,
         tdslite.open_server(users=users) as tds,

@@ -53,6 +53,10 @@ EXAMPLES_RUN_BY: dict[str, tuple[str, tuple[str, ...]]] = {
         "SQL Server DDL (logins, grants): its presence is checked; no SQL Server runs here",
         ("tests/ops/test_examples.py::test_the_examples_we_promise_exist",),
     ),
+    "sql/tdslite-users.toml": (
+        "tdslite serves it to README's production walkthrough (the logins of create-logins.sql)",
+        (WALKTHROUGH,),
+    ),
     "systemd/edgetds-connector.service": (
         "its ExecStartPre and ExecStart run as systemd would; `systemd-analyze verify`",
         (WALKTHROUGH, "tests/ops/test_examples.py::test_systemd_unit_verifies"),
