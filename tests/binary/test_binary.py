@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from tests.support.ops_stack import open_stack, post_query
+from tests.support.ports import reserved_port
 from tests.support.processes import alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ async def test_check_and_a_real_query_through_the_binary_connector(
         assert json.loads(diag.stdout)["ok"] is True
 
         # run it as systemd would: Type=notify ($NOTIFY_SOCKET) and [ops] listen for /ready
-        ops_port = _free_port()
+        ops_port = reserved_port()
         config = stack.config_path
         config.write_text(config.read_text() + f'\n[ops]\nlisten = "127.0.0.1:{ops_port}"\n')
         notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -176,9 +177,3 @@ async def _wait_for_connector(client: httpx.AsyncClient, http_url: str, token: s
         if response.status_code == 200 and response.json().get("connections"):
             return
         await trio.sleep(0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

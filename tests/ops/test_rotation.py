@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -43,6 +42,7 @@ from identity.keys import (
 from relay.config import TunnelConfig
 from relay.server import RunningRelay
 from tests.support.ops_stack import Stack, open_stack, post_query, write_stack_config
+from tests.support.ports import reserved_port
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import TEST_LIMITS, open_python_relay
 
@@ -58,7 +58,7 @@ async def _query_ok(stack: Stack, failures: list[object] | None = None) -> bool:
 async def test_relay_key_rotation_with_both_keys_pinned(tmp_path: Path) -> None:
     old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     pins = [encode_public_key(old), encode_public_key(new)]
-    port = _free_port()
+    port = reserved_port()
     url = f"ws://127.0.0.1:{port}"
     async with open_stack(tmp_path, relay=False) as stack:
         both = write_stack_config(stack, "both", relay_urls=[url], relay_public_keys=pins)
@@ -85,12 +85,6 @@ async def test_relay_key_rotation_with_both_keys_pinned(tmp_path: Path) -> None:
     assert rotating.reconnects > reconnects
     assert stale_ready == 0  # pinned only the old key: serves nothing to the rotated relay
     assert stale_tries >= 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_connector_key_rotation_without_a_failed_query(tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -45,7 +44,6 @@ __all__ = [
     "Tally",
     "classify",
     "connections",
-    "free_port",
     "record_result",
     "rss_kib",
     "run_load",
@@ -161,13 +159,6 @@ class BlackHoleProxy:
             # nothing; the other pump keeps swallowing what it sends until the proxy stops
             await trio.sleep_forever()
         scope.cancel()
-
-
-def free_port() -> int:
-    """A loopback port free right now (for a process that must come back on the same port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- a slow client ----------------------------------------------------------------------------
