@@ -21,6 +21,7 @@ stand-in for a component of ours: the proxy is the network, the reader is a (slo
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -69,6 +70,8 @@ class _Link:
         self.client = client
         self.upstream: trio.SocketStream | None = None
         self.dead = False
+        #: chunks the relay's side sent that arrived late (while the proxy lagged)
+        self.late = 0
 
 
 class BlackHoleProxy:
@@ -86,11 +89,18 @@ class BlackHoleProxy:
         self.port = 0
         self.accepted = 0
         self.blackholed = False
+        #: a slow way back: every chunk from the target is held this long before it is
+        #: forwarded (0: none)
+        self.lag_s = 0.0
         self._links: set[_Link] = set()
 
     @property
     def live(self) -> int:
         return len(self._links)
+
+    @property
+    def links(self) -> list[_Link]:
+        return list(self._links)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -140,25 +150,50 @@ class BlackHoleProxy:
                 if link.upstream is not None:
                     await link.upstream.aclose()
 
-    @staticmethod
     async def _pump(
+        self,
         link: _Link,
         src: trio.SocketStream,
         dst: trio.SocketStream | None,
         scope: trio.CancelScope,
     ) -> None:
-        try:
-            while data := await src.receive_some(65536):
-                if link.dead or dst is None:
-                    continue  # swallowed by the network
-                await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        send, queued = trio.open_memory_channel[tuple[float, bytes]](math.inf)
+        async with trio.open_nursery() as delivery:
+            delivery.start_soon(self._deliver, link, queued, dst)
+            async with send:
+                try:
+                    while data := await src.receive_some(65536):
+                        if not (link.dead or dst is None):  # else swallowed by the network
+                            lag = self.lag_s if src is link.upstream else 0.0
+                            send.send_nowait((trio.current_time() + lag, data))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
         if link.dead:
             # the FIN (or RST) is swallowed too: the far end keeps its socket open and learns
             # nothing; the other pump keeps swallowing what it sends until the proxy stops
             await trio.sleep_forever()
         scope.cancel()
+
+    @staticmethod
+    async def _deliver(
+        link: _Link,
+        queued: trio.MemoryReceiveChannel[tuple[float, bytes]],
+        dst: trio.SocketStream | None,
+    ) -> None:
+        """Forward each chunk at its due time: with `lag_s`, every chunk from the target arrives
+        that much later (the network's latency; chunks do not queue up behind each other's
+        delay)."""
+        async with queued:
+            async for due, data in queued:
+                if due > trio.current_time():
+                    await trio.sleep_until(due)
+                    link.late += dst is link.client
+                if link.dead or dst is None:
+                    continue
+                try:
+                    await dst.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
 
 
 # -- a slow client ----------------------------------------------------------------------------

@@ -160,8 +160,13 @@ class Chaos:
         assert self.relay is not None
         return await wait_connections(self.http, self.relay.http_url, TUNNEL, self.token, count)
 
-    def connector_log(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+    def connector_log(self, mark: int = 0) -> str:
+        """The connectors' logs (their text after `mark`, a `connector_log_size()`)."""
+        text = "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+        return text[mark:]
+
+    def connector_log_size(self) -> int:
+        return len(self.connector_log())
 
 
 def pem_body(key: Ed25519PrivateKey) -> str:
