@@ -614,14 +614,7 @@ class RelayApp:
             "restart_needed": restart_needed,
         }
         for session in drained:
-            log_event(
-                "connector.key_unregistered",
-                level=logging.WARNING,
-                tunnel=session.tunnel,
-                connector=session.connector_id,
-                session=session.session_id,
-                action="drained",
-            )
+            session.log("connector.key_unregistered", level=logging.WARNING, action="drained")
         log_event("relay.reloaded", **{k: v for k, v in summary.items() if k != "restart_needed"})
         if restart_needed:
             log_event(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -101,17 +102,24 @@ class SignedQuery:
 
 def sign_query(
     connection: ConnectorSession,
-    *,
-    query_id: str,
     token: str,
-    sql: str | None,
-    query: str | None,
-    params: Mapping[str, Any],
-    options: Mapping[str, Any],
+    req: QueryRequest | None,
     session: Mapping[str, Any] | None = None,
+    *,
+    timeout_ms: int = 0,
 ) -> SignedQuery:
-    """Attest a QUERY with the key the connector verified in ``connection``'s HELLO (a session's
-    ``session`` member included). ValueError/TypeError: a member cannot be canonically encoded."""
+    """Attest ``req``'s QUERY with the key the connector verified in ``connection``'s HELLO (a
+    session's ``session`` member included). ``req`` None: a session operation without a
+    statement (begin, commit, ...), whose options are ``timeout_ms`` and no row limit.
+
+    Raises:
+        ValueError, TypeError: a member cannot be canonically encoded.
+    """
+    query_id, sql, query, params, options = (
+        (req.query_id, req.sql, req.query, req.params, req.options)
+        if req is not None
+        else (str(uuid.uuid4()), None, None, {}, {"max_rows": None, "timeout_ms": timeout_ms})
+    )
     members: dict[str, Any] = {
         "query_id": query_id,
         "token": token,
@@ -230,16 +238,7 @@ async def _send_admitted(
     session = connection or tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     try:
-        signed = sign_query(
-            session,
-            query_id=req.query_id,
-            token=token,
-            sql=req.sql,
-            query=req.query,
-            params=req.params,
-            options=req.options,
-            session=session_member,
-        )
+        signed = sign_query(session, token, req, session_member)
         size = signed.size()
     except (ValueError, TypeError):
         raise HttpError(

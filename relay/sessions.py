@@ -215,16 +215,7 @@ def _open(
 ) -> RelayStream:
     """Send one attested session QUERY: ``req``'s statement (a ``run``), or none (begin,
     commit, ...)."""
-    signed = sign_query(
-        conn,
-        query_id=req.query_id if req is not None else str(uuid.uuid4()),
-        token=token,
-        sql=req.sql if req is not None else None,
-        query=req.query if req is not None else None,
-        params=req.params if req is not None else {},
-        options=req.options if req is not None else {"max_rows": None, "timeout_ms": timeout_ms},
-        session=member,
-    )
+    signed = sign_query(conn, token, req, member, timeout_ms=timeout_ms)
     try:
         return conn.open_stream(signed.frame)
     except LocalProtocolError:

@@ -26,6 +26,7 @@ import trio
 from tests.support.ops_stack import open_stack, post_query
 from tests.support.ports import reserved_port
 from tests.support.processes import alive
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "dist" / "edgetds"
@@ -170,10 +171,11 @@ async def test_check_and_a_real_query_through_the_binary_connector(
 
 async def _wait_for_connector(client: httpx.AsyncClient, http_url: str, token: str) -> None:
     """Until the relay itself lists the connection (READY=1 is sent as READY leaves)."""
-    while True:
+
+    async def listed() -> bool:
         response = await client.get(
             f"{http_url}/v1/tunnels/demo/status", headers={"Authorization": f"Bearer {token}"}
         )
-        if response.status_code == 200 and response.json().get("connections"):
-            return
-        await trio.sleep(0.1)
+        return response.status_code == 200 and bool(response.json().get("connections"))
+
+    await eventually(listed, interval=0.1)

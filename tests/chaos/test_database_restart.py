@@ -10,6 +10,7 @@ from tests.chaos._common import check_and_record, under_load, wait_ok_after
 from tests.support.chaos import Tally, one_query, rss_kib
 from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.relays import start_python_relay
+from tests.support.waiting import eventually
 
 OUTAGE_S = 2.5
 
@@ -76,11 +77,12 @@ async def test_statement_cut_by_a_database_stop_is_database_unavailable(chaos: C
                     nursery.start_soon(slow)
                     # the connector's sp_set_session_context preamble ends right before the
                     # statement is sent on the same connection: then it is running in tdslite
-                    while not any(  # noqa: ASYNC110 - tdslite's log is written by its threads
-                        "sp_set_session_context" in e["statement"]
-                        for e in chaos.db.log.entries[before:]
-                    ):
-                        await trio.sleep(0.05)
+                    await eventually(
+                        lambda: any(
+                            "sp_set_session_context" in e["statement"]
+                            for e in chaos.db.log.entries[before:]
+                        )
+                    )
                     await trio.sleep(1.0)
                     await chaos.db.stop()
                 await chaos.db.start()

@@ -62,8 +62,10 @@ async def _connections(base: Base, http: httpx.AsyncClient, token: str) -> int:
 
 
 async def _wait_connected(base: Base, http: httpx.AsyncClient, token: str, n: int) -> None:
-    while await _connections(base, http, token) < n:  # noqa: ASYNC110 - polling the relay
-        await trio.sleep(0.1)
+    async def connected() -> bool:
+        return await _connections(base, http, token) >= n
+
+    await eventually(connected)
 
 
 async def test_200k_row_stream_keeps_connector_memory_bounded(base: Base) -> None:

@@ -45,6 +45,7 @@ from tests.support.ops_stack import Stack, open_stack, post_query, write_stack_c
 from tests.support.ports import reserved_port
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import TEST_LIMITS, open_python_relay
+from tests.support.waiting import eventually
 
 
 async def _query_ok(stack: Stack, failures: list[object] | None = None) -> bool:
@@ -196,8 +197,7 @@ async def _start_relay(config: Path, log: Path, nursery: trio.Nursery) -> _Relay
 
 async def _until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
     with trio.move_on_after(timeout_s):
-        while not await check():  # noqa: ASYNC110 - polls another process's state
-            await trio.sleep(0.05)
+        await eventually(check)
         return
     raise AssertionError(f"not within {timeout_s} s: {what}")
 
@@ -433,16 +433,16 @@ async def test_unpinning_a_relay_key_replaces_its_connections_without_a_failed_q
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(traffic)
-                    while len(results) < 3:  # noqa: ASYNC110 - traffic runs in its task
-                        await trio.sleep(0.02)
+                    await eventually(lambda: len(results) >= 3, interval=0.02)
                     summary = connector.reload_keys(load_config(new_only))
                     at_reload = len(results)
                     new_key = {key_id(relay_new)}
-                    while (  # noqa: ASYNC110 - links change in the connector's tasks
-                        {link.relay_key_id for link in connector._links} != new_key
-                        or connector.ready_links < 2
-                    ):
-                        await trio.sleep(0.05)
+                    await eventually(
+                        lambda: (
+                            {link.relay_key_id for link in connector._links} == new_key
+                            and connector.ready_links >= 2
+                        )
+                    )
                     await trio.sleep(1.0)  # and the new connections serve
                     stop.set()
     assert before == {key_id(relay_old)}

@@ -15,6 +15,7 @@ from relay.server import RunningRelay
 from tests.relay._relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 from tests.support.protocol_peer import Peer, line, rows_handler
 from tests.support.relays import RelayHandle
+from tests.support.waiting import eventually
 
 CHUNK_ROWS = 64
 ROW = ["x" * 1000]
@@ -138,8 +139,7 @@ async def test_client_disconnect_cancels_the_stream(
             stop.set()
             p.handler = None
             assert session.accepting
-            while "outcome=cancelled" not in caplog.text:  # noqa: ASYNC110 - logged on release
-                await trio.sleep(0.01)
+            await eventually(lambda: "outcome=cancelled" in caplog.text, interval=0.01)
 
 
 async def test_connector_drop_mid_stream_ends_with_transport_lost(

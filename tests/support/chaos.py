@@ -37,6 +37,8 @@ from typing import Any
 import httpx
 import trio
 
+from tests.support.waiting import eventually
+
 __all__ = [
     "HYGIENE",
     "RESULTS_DIR",
@@ -291,14 +293,17 @@ def read_log(path: Path, offset: int = 0) -> str:
 
 async def wait_for_line(log: Path, needle: str, process: trio.Process) -> str:
     """Wait until `needle` appears in a process's log; fail if the process exits first."""
-    while True:
+    found: list[str] = []
+
+    def logged() -> bool:
         text = read_log(log)
-        for line in text.splitlines():
-            if needle in line:
-                return line
-        if process.returncode is not None:
+        found.extend(line for line in text.splitlines() if needle in line)
+        if not found and process.returncode is not None:
             raise AssertionError(f"{process.args!r} exited {process.returncode}:\n{text[-2000:]}")
-        await trio.sleep(0.05)
+        return bool(found)
+
+    await eventually(logged)
+    return found[0]
 
 
 async def connections(http: httpx.AsyncClient, http_url: str, tunnel: str, token: str) -> int:
@@ -320,8 +325,11 @@ async def wait_connections(
 ) -> float:
     """Wait until the relay counts exactly `count` connections; returns the seconds it took."""
     started = trio.current_time()
-    while await connections(http, http_url, tunnel, token) != count:  # noqa: ASYNC110 - polling
-        await trio.sleep(0.05)
+
+    async def counted() -> bool:
+        return await connections(http, http_url, tunnel, token) == count
+
+    await eventually(counted)
     return trio.current_time() - started
 
 

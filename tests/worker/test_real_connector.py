@@ -18,6 +18,7 @@ from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from tdslite import TdsServer, open_server
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
+from tests.support.waiting import eventually
 from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
 from tests.worker.helpers import bearer, connector_config, ndjson, query_url
 
@@ -86,12 +87,16 @@ async def test_reset_and_the_real_connector_reconnects_by_itself(tmp_path: Path)
             assert (await stack.count_notes()).status_code == 200
             await stack.http.post(stack.relay.hook_url("abort"))
             started = trio.current_time()
-            while True:  # noqa: ASYNC110 - the connector's and the relay's state, not ours
-                response = await stack.count_notes()
-                if response.status_code == 200:
-                    break
-                assert response.json()["error"]["code"] == "tunnel.no_connector"
-                await trio.sleep(0.05)
+            answers: list[httpx.Response] = []
+
+            async def answered() -> bool:
+                answers.append(response := await stack.count_notes())
+                if response.status_code != 200:
+                    assert response.json()["error"]["code"] == "tunnel.no_connector"
+                return response.status_code == 200
+
+            await eventually(answered)
+            response = answers[-1]
             recovered_after = trio.current_time() - started
             assert ndjson(response.text)[1] == [2]
             assert stack.connector.reconnects >= 1
