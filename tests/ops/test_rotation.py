@@ -188,9 +188,13 @@ async def _start_relay(config: Path, log: Path, nursery: trio.Nursery) -> _Relay
             partial(trio.run_process, [*PYTHON, "relay", "serve", "--config", str(config)],
                     stdout=stdout, stderr=stderr, check=False)
         )  # fmt: skip
-    while "\n" not in (first := await trio.Path(out).read_text()):
+
+    async def listening() -> bool:
         assert process.poll() is None, await trio.Path(log).read_text()
-        await trio.sleep(0.05)
+        return "\n" in await trio.Path(out).read_text()
+
+    await eventually(listening)
+    first = await trio.Path(out).read_text()
     url = first.split("\n", 1)[0].removeprefix("relay listening on ").strip()
     return _Relay(process, url, log)
 
@@ -237,7 +241,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
                 return len(await relay.sessions()) == 2
 
             await _until("the connector's two connections are up", two_sessions)
-            stop = trio.Event()
+            stop, stopped = trio.Event(), trio.Event()
 
             async def traffic() -> None:
                 nonlocal ok
@@ -249,6 +253,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
                         else:
                             failures.append((status, last))
                         await trio.sleep(0.01)
+                stopped.set()
 
             nursery.start_soon(traffic)
             first = await relay.sessions()
@@ -300,7 +305,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
             await _until("queries flow", _more_than(lambda: ok, served_before + 20))
             assert await relay.sessions() == second
             stop.set()
-            await trio.sleep(0.1)
+            await stopped.wait()  # its last query answered
 
             # the old connector key is refused now, and the old relay key no longer signs
             stale = load_config(connector_config(private_key_file=conn_old.private_path))
