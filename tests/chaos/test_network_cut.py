@@ -15,7 +15,7 @@ import trio
 from tests.chaos._common import check_and_record, under_load, wait_ok_after
 from tests.support.chaos import BlackHoleProxy, Tally, one_query, rss_kib
 from tests.support.chaos_stack import TUNNEL, Chaos
-from tests.support.relays import TEST_LIMITS, start_python_relay
+from tests.support.relays import TEST_LIMITS, RelayHandle, start_python_relay
 from tests.support.waiting import eventually
 from tests.support.worker_relay import TEST_LIMITS as WORKER_TEST_LIMITS
 from tests.support.worker_relay import open_worker_relay
@@ -95,8 +95,10 @@ async def cut_under_load(
         cut.rss_peak = rss_kib(proc.pid, "VmHWM")
 
 
-async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos) -> None:
-    tally = Tally("network_cut")
+@asynccontextmanager
+async def python_relay(chaos: Chaos) -> AsyncIterator[tuple[RelayHandle, trio.Nursery]]:
+    """The Python relay in process with a fast keepalive (RELAY_LIMITS), registered with
+    `chaos`, and a nursery for the proxy and the load (cancel it when done)."""
     async with (
         start_python_relay(
             tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer, limits=RELAY_LIMITS
@@ -104,6 +106,12 @@ async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos
         trio.open_nursery() as nursery,
     ):
         chaos.use_relay(relay)
+        yield relay, nursery
+
+
+async def test_black_holed_network_ends_in_flight_queries_and_heals(chaos: Chaos) -> None:
+    tally = Tally("network_cut")
+    async with python_relay(chaos) as (relay, nursery):
         with trio.fail_after(120):
             async with cut_under_load(chaos, relay.ws_url, tally, nursery) as cut:
                 relay_gave_up_s = await chaos.wait_connections(0)
@@ -140,13 +148,7 @@ async def test_a_black_hole_after_a_slow_network_is_still_noticed(chaos: Chaos) 
     the connector its dead-peer check: when the network then goes dark, it still gives up on its
     connections and redials. (websockets' own keepalive, which the connector used, stopped for
     good after one late pong: its connections then never noticed a dead peer.)"""
-    async with (
-        start_python_relay(
-            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=chaos.idp.issuer, limits=RELAY_LIMITS
-        ) as relay,
-        trio.open_nursery() as nursery,
-    ):
-        chaos.use_relay(relay)
+    async with python_relay(chaos) as (relay, nursery):
         proxy = BlackHoleProxy(int(relay.ws_url.rsplit(":", 1)[1]))
         await nursery.start(proxy.serve)
         with trio.fail_after(60):
