@@ -88,7 +88,7 @@ async def cut_under_load(
                     long_running, tag=long_tag,
                 )
             )  # fmt: skip
-            await trio.sleep(1.5)
+            await eventually(lambda: chaos.db.log.is_running(long_tag))
             proxy.blackhole()
             cut = Cut(proxy, trio.current_time(), long_tag, rss_before)
             yield cut

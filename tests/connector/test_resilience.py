@@ -148,7 +148,7 @@ async def test_concurrency_cap_and_cancel_frame(
                 while connector.service.admission.waiting() < 1:
                     await connector.service.wait_changed()
                 assert not excess.done.is_set()
-                await trio.sleep(0.5)  # the slow statement is running in tdslite
+                await eventually(lambda: db.statement_log.is_running(SLOW))
                 await session.cancel(slow.stream_id)
                 await slow.done.wait()
                 assert json.loads(slow.body.splitlines()[-1])["error"]["code"] == (
