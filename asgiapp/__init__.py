@@ -3,10 +3,12 @@ IdP): a leaf package that imports nothing of ours.
 
 - `answer_lifespan`: answer the server's lifespan messages when the app has nothing to start or
   stop (hypercorn sends them to every app and logs a warning for an app that refuses them).
+- `read_body`: a request's whole body (for apps whose clients are our own).
 """
 
 from __future__ import annotations
 
+from asgiapp.body import read_body
 from asgiapp.lifespan import answer_lifespan
 
-__all__ = ["answer_lifespan"]
+__all__ = ["answer_lifespan", "read_body"]

@@ -28,6 +28,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from asgiapp import answer_lifespan, read_body
 from connector.encode import (
     BoundParam,
     ParamError,
@@ -99,33 +100,15 @@ class DiyApp:
         self.idle: list[Any] = []
 
     def _connect(self) -> Any:
-        import pytds
-
-        return pytds.connect(
-            dsn=self.spec.host,
-            port=self.spec.port,
-            user=self.spec.user,
-            password=self.spec.password,
-            database=self.spec.database or None,
-            autocommit=True,
-            timeout=60,
-            appname="edgetds-diy",
-        )
+        return self.spec.connect(timeout=60, appname="edgetds-diy")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if scope["method"] != "POST":
             await _answer(send, 405, error_record(ErrorCode.REQUEST_INVALID, "POST a query"))
             return

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
@@ -35,7 +34,8 @@ from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from edgetds.loadtest.targets import DirectSpec
 from identity.keys import encode_public_key
-from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
+from tests.support.connector_stack import TDSLITE_USERS
+from tests.support.e2e_stack import write_conn1_config, write_key
 from tests.support.relays import RelayHandle, start_python_relay
 
 __all__ = ["NO_RATE_LIMITS", "DemoStack", "open_demo_stack", "open_diy_service"]
@@ -91,18 +91,6 @@ def _prepare(workdir: Path) -> Path:
     users = workdir / "tdslite-users.toml"
     users.write_text(USERS)
     return users
-
-
-def _write_key(path: Path, key: Ed25519PrivateKey) -> Path:
-    """The relay's registered connector key as the PKCS#8 PEM file (0600) the connector reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    return path
 
 
 @asynccontextmanager
@@ -238,7 +226,8 @@ def _write_relay_config(
     relay_key: Ed25519PrivateKey,
     conn_key: Ed25519PrivateKey,
 ) -> Path:
-    key_file = _write_key(workdir / "keys" / "relay.key", relay_key)
+    (workdir / "keys").mkdir(parents=True, exist_ok=True)
+    key_file = write_key(workdir / "keys" / "relay.key", relay_key)
     lines = [
         "[relay]",
         'listen = "127.0.0.1:0"',
@@ -293,14 +282,11 @@ async def open_demo_stack(
         open_dev_idp(key_dir=idp_dir) as idp,
         _start_relay(relay_kind, idp.issuer, relay_limits, workdir) as (relay, relay_pid),
     ):
-        key_file = _write_key(workdir / "keys" / "conn-1.key", relay.connector_keys["conn-1"])
         database = await trio.to_thread.run_sync(_setup, tds_host, tds_port)
-        config = write_connector_config(
-            workdir / "connector",
-            relay_urls=[relay.ws_url],
-            relay_public_keys=[relay.relay_public_key],
-            private_key_file=key_file,
-            issuer=idp.issuer,
+        config = write_conn1_config(
+            workdir,
+            relay,
+            idp,
             db_host=tds_host,
             db_port=tds_port,
             database=database,

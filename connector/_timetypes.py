@@ -63,26 +63,11 @@ def _with_digit(value: Any, digit: int) -> Any:
     """`value` with the 100 ns digit; the plain stdlib value when that digit is 0."""
     if not digit:
         return value
+    clock = (value.hour, value.minute, value.second, value.microsecond, value.tzinfo)
     if isinstance(value, dt.datetime):
-        return PreciseDateTime(
-            value.year,
-            value.month,
-            value.day,
-            value.hour,
-            value.minute,
-            value.second,
-            value.microsecond,
-            value.tzinfo,
-            nanosecond_100=digit,
-        )
-    return PreciseTime(
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-        value.tzinfo,
-        nanosecond_100=digit,
-    )
+        date = (value.year, value.month, value.day)
+        return PreciseDateTime(*date, *clock, nanosecond_100=digit)
+    return PreciseTime(*clock, nanosecond_100=digit)
 
 
 def _session_tz(r: Any, value: Any) -> Any:

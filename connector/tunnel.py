@@ -14,6 +14,10 @@ One reader task per connection; every write happens under one lock (frames leave
 the sans-I/O `protocol.Connection` queued them). Liveness: WebSocket pings every
 ``ping_interval_s``; no pong within ``dead_peer_after_s - ping_interval_s`` fails the connection,
 and a closing handshake is bounded too, so a black-holed peer is declared dead in bounded time.
+The pings are this module's own (`TunnelLink._keepalive`), not websockets' keepalive: on trio,
+websockets 17.4's keepalive task ends for good (it logs "keepalive ping failed", ValueError) once
+one pong takes longer than the ping interval, and the connection would then never notice that
+its peer went silent.
 """
 
 from __future__ import annotations
@@ -363,7 +367,6 @@ class TunnelLink:
             now=int(self._clock()),
             nonce=nonce,
         )
-        ping = self.cfg.ping_interval_s
         return connect(
             self.url,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
@@ -371,8 +374,8 @@ class TunnelLink:
             ssl=_ssl_context(self.cfg),
             compression=None,
             open_timeout=self.cfg.open_timeout_s,
-            ping_interval=ping,
-            ping_timeout=max(0.05, self.cfg.dead_peer_after_s - ping),
+            ping_interval=None,  # _keepalive pings
+            ping_timeout=None,
             close_timeout=min(5.0, self.cfg.dead_peer_after_s),
             max_size=max(4 * self.limits.max_frame, 4 * 1024 * 1024),
             proxy=proxy_option(self.cfg.proxy),
@@ -420,8 +423,13 @@ class TunnelLink:
                     )
                 try:
                     async with trio.open_nursery() as nursery:
-                        await self._serve(nursery, nonce, task_status)
-                        # the reader finished; in-flight queries end (sinks fail fast if lost)
+                        keepalive = trio.CancelScope()
+                        nursery.start_soon(self._keepalive, ws, keepalive)
+                        try:
+                            await self._serve(nursery, nonce, task_status)
+                            # the reader finished; in-flight queries end (sinks fail fast if lost)
+                        finally:
+                            keepalive.cancel()
                 finally:
                     self.closed = True
                     for waiter in self._pongs.values():  # nothing more comes: stop waiting
@@ -453,6 +461,30 @@ class TunnelLink:
             served=self.served,
             relay_requested=self.relay_draining or self._goaway_received,
         )
+
+    async def _keepalive(self, ws: ClientConnection, scope: trio.CancelScope) -> None:
+        """A WebSocket ping ``ping_interval_s`` after the last pong; a pong that does not come
+        within ``dead_peer_after_s - ping_interval_s`` fails the connection (close 1011, its
+        closing handshake bounded by the close timeout), so the reader sees it closed."""
+        interval = self.cfg.ping_interval_s
+        timeout = max(0.05, self.cfg.dead_peer_after_s - interval)
+        with scope:
+            while True:
+                await trio.sleep(interval)
+                try:
+                    pong = await ws.ping(ack_on_close=True)
+                except ConnectionClosed:
+                    return
+                with trio.move_on_after(timeout):
+                    await pong.wait()
+                    continue
+                log.info(
+                    "no pong within %.1f s: the relay connection is dead",
+                    timeout,
+                    extra={"relay": self.base_url},
+                )
+                await ws.aclose(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                return
 
     async def _serve(
         self, nursery: trio.Nursery, nonce: str, task_status: trio.TaskStatus[None]

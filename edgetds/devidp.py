@@ -54,7 +54,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from asgiapp import answer_lifespan
+from asgiapp import answer_lifespan, read_body
 from logsetup import add_log_options, log_stopped, setup_logging
 
 __all__ = [
@@ -403,12 +403,7 @@ async def _read_form(receive: Any) -> dict[str, str]:
     """An application/x-www-form-urlencoded request body (first value of each field)."""
     from urllib.parse import parse_qs
 
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     return {k: v[0] for k, v in parse_qs(body.decode()).items()}
 
 

@@ -559,14 +559,7 @@ class RelayApp:
             close_after_s=(limits.query_timeout_ms + limits.deadline_grace_ms) / 1000,
         )
         for session in drained:
-            log_event(
-                "connector.key_unregistered",
-                level=logging.WARNING,
-                tunnel=session.tunnel,
-                connector=session.connector_id,
-                session=session.session_id,
-                action="drained",
-            )
+            session.log("connector.key_unregistered", level=logging.WARNING, action="drained")
         return drained
 
     def _on_checkpoint(self, session: ConnectorSession, event: events.Checkpoint) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -72,18 +73,70 @@ def _error_code(record: bytes) -> str:
     return code if isinstance(code, str) else ErrorCode.INTERNAL
 
 
-def _query_size(req: QueryRequest, token: str, attestation: dict[str, Any]) -> int:
-    """The QUERY payload size; ValueError if it cannot be canonically encoded (lone surrogates)."""
-    payload = {
-        "query_id": req.query_id,
+@dataclass(frozen=True)
+class SignedQuery:
+    """A QUERY's members and the relay's attestation over them, before its stream id is known
+    (a connection assigns it when the stream opens: ``session.open_stream(signed.frame)``)."""
+
+    #: query_id, token, sql, query, params, options: what the attestation covers
+    members: dict[str, Any]
+    attestation: dict[str, Any]
+    session: Mapping[str, Any] | None
+
+    def frame(self, stream_id: int, _session_id: str = "") -> events.Query:
+        return events.Query(
+            stream_id=stream_id,
+            attestation=self.attestation,
+            session=dict(self.session) if self.session is not None else None,
+            **self.members,
+        )
+
+    def size(self) -> int:
+        """The QUERY payload size; ValueError if it cannot be canonically encoded (lone
+        surrogates)."""
+        params = dict(self.members["params"])
+        return len(
+            canonical_json({**self.members, "params": params, "attestation": self.attestation})
+        )
+
+
+def sign_query(
+    connection: ConnectorSession,
+    token: str,
+    req: QueryRequest | None,
+    session: Mapping[str, Any] | None = None,
+    *,
+    timeout_ms: int = 0,
+) -> SignedQuery:
+    """Attest ``req``'s QUERY with the key the connector verified in ``connection``'s HELLO (a
+    session's ``session`` member included). ``req`` None: a session operation without a
+    statement (begin, commit, ...), whose options are ``timeout_ms`` and no row limit.
+
+    Raises:
+        ValueError, TypeError: a member cannot be canonically encoded.
+    """
+    query_id, sql, query, params, options = (
+        (req.query_id, req.sql, req.query, req.params, req.options)
+        if req is not None
+        else (str(uuid.uuid4()), None, None, {}, {"max_rows": None, "timeout_ms": timeout_ms})
+    )
+    members: dict[str, Any] = {
+        "query_id": query_id,
         "token": token,
-        "sql": req.sql,
-        "query": req.query,
-        "params": dict(req.params),
-        "options": req.options,
-        "attestation": attestation,
+        "sql": sql,
+        "query": query,
+        "params": params,
+        "options": options,
     }
-    return len(canonical_json(payload))
+    attestation = make_attestation(
+        connection.relay_key,
+        relay_key_id=connection.relay_key_id,
+        session_id=connection.session_id,
+        now=time.time(),
+        session=session,
+        **members,
+    )
+    return SignedQuery(members, attestation, session)
 
 
 async def handle_query(
@@ -184,38 +237,9 @@ async def _send_admitted(
     ``session_member`` and an ``exchange`` that receives the terminal record; no slot."""
     session = connection or tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
-    attestation: dict[str, Any] = {}
-
-    def make_query(stream_id: int, session_id: str) -> events.Query:
-        return events.Query(
-            stream_id=stream_id,
-            query_id=req.query_id,
-            token=token,
-            sql=req.sql,
-            query=req.query,
-            params=req.params,
-            options=req.options,
-            attestation=attestation,
-            session=dict(session_member) if session_member is not None else None,
-        )
-
     try:
-        attestation.update(
-            make_attestation(
-                session.relay_key,  # the key the connector verified in this session's HELLO
-                relay_key_id=session.relay_key_id,
-                session_id=session.session_id,
-                query_id=req.query_id,
-                token=token,
-                sql=req.sql,
-                query=req.query,
-                params=req.params,
-                options=req.options,
-                now=time.time(),
-                session=session_member,
-            )
-        )
-        size = _query_size(req, token, attestation)
+        signed = sign_query(session, token, req, session_member)
+        size = signed.size()
     except (ValueError, TypeError):
         raise HttpError(
             ErrorCode.REQUEST_INVALID, "the request holds text that is not valid Unicode"
@@ -237,7 +261,7 @@ async def _send_admitted(
             query_id=req.query_id,
         )
     try:
-        stream = session.open_stream(make_query)
+        stream = session.open_stream(signed.frame)
     except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
         log_event("query.not_sent", level=logging.ERROR, query_id=req.query_id, why=exc)
         raise HttpError(

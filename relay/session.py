@@ -315,11 +315,8 @@ class ConnectorSession:
                 pings = self._check_pings(received)
             except RemoteProtocolError as exc:
                 self._goaway(exc.error_code, str(exc))
-                log_event(
+                self.log(
                     "connector.protocol_error",
-                    tunnel=self.tunnel,
-                    connector=self.connector_id,
-                    session=self.session_id,
                     code=exc.error_code,
                     message=str(exc),
                 )
@@ -365,15 +362,23 @@ class ConnectorSession:
         self._route(received)
         if self.conn.peer_draining and not self.draining:  # DRAIN, or a draining refusal
             self._start_draining()
-            log_event(
+            self.log(
                 "connector.drain",
-                tunnel=self.tunnel,
-                connector=self.connector_id,
-                session=self.session_id,
                 in_flight=self.in_flight,
             )
         if any(isinstance(event, events.Done | events.Error) for event in received):
             self.on_capacity()
+
+    def log(self, event: str, *, level: int = logging.INFO, **fields: object) -> None:
+        """`log_event` with this connection's tunnel, connector id and session id."""
+        log_event(
+            event,
+            level=level,
+            tunnel=self.tunnel,
+            connector=self.connector_id,
+            session=self.session_id,
+            **fields,
+        )
 
     def _route(self, received: list[events.AnyEvent]) -> None:
         for event in received:
@@ -395,11 +400,8 @@ class ConnectorSession:
                         self.on_checkpoint(self, event)
                 case events.GoAway():
                     self._start_draining()
-                    log_event(
+                    self.log(
                         "connector.goaway",
-                        tunnel=self.tunnel,
-                        connector=self.connector_id,
-                        session=self.session_id,
                         code=event.code,
                         last_stream=event.last_stream,
                     )
@@ -522,22 +524,16 @@ class ConnectorSession:
             now = trio.current_time()
             silent = now - self.last_receive
             if silent >= dead_after:
-                log_event(
+                self.log(
                     "connector.dead",
-                    tunnel=self.tunnel,
-                    connector=self.connector_id,
-                    session=self.session_id,
                     silent_s=round(silent, 1),
                 )
                 self.abort()
                 return
             if now >= self._close_at:
-                log_event(
+                self.log(
                     "connector.drain_expired",
                     level=logging.WARNING,
-                    tunnel=self.tunnel,
-                    connector=self.connector_id,
-                    session=self.session_id,
                     in_flight=self.in_flight,
                 )
                 self._goaway(ErrorCode.AUTH_CONNECTOR_REJECTED, "drained and not closed in time")

@@ -15,7 +15,6 @@ other operations never wait in the admission queue. Ended sessions are forgotten
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -36,12 +35,17 @@ from protocol import (
     events,
     http_status,
     loads_object,
-    make_attestation,
     ndjson_line,
     new_session_id,
 )
 from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, send_json
-from relay.query import _Exchange, _send_admitted, _watch_disconnect, read_body_in_time
+from relay.query import (
+    _Exchange,
+    _send_admitted,
+    _watch_disconnect,
+    read_body_in_time,
+    sign_query,
+)
 from relay.request import QueryRequest, parse_query_request
 from relay.session import ConnectorSession, RelayStream
 
@@ -211,39 +215,9 @@ def _open(
 ) -> RelayStream:
     """Send one attested session QUERY: ``req``'s statement (a ``run``), or none (begin,
     commit, ...)."""
-    query_id = req.query_id if req is not None else str(uuid.uuid4())
-    sql, query = (req.sql, req.query) if req is not None else (None, None)
-    params = req.params if req is not None else {}
-    options = req.options if req is not None else {"max_rows": None, "timeout_ms": timeout_ms}
-    attestation = make_attestation(
-        conn.relay_key,
-        relay_key_id=conn.relay_key_id,
-        session_id=conn.session_id,
-        query_id=query_id,
-        token=token,
-        sql=sql,
-        query=query,
-        params=params,
-        options=options,
-        now=time.time(),
-        session=member,
-    )
-
-    def make(stream_id: int, _session_id: str) -> events.Query:
-        return events.Query(
-            stream_id=stream_id,
-            query_id=query_id,
-            token=token,
-            sql=sql,
-            query=query,
-            params=params,
-            options=options,
-            attestation=attestation,
-            session=dict(member),
-        )
-
+    signed = sign_query(conn, token, req, member, timeout_ms=timeout_ms)
     try:
-        return conn.open_stream(make)
+        return conn.open_stream(signed.frame)
     except LocalProtocolError:
         raise HttpError(
             ErrorCode.CONNECTOR_DRAINING,

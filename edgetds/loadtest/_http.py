@@ -78,53 +78,43 @@ class HttpConnection:
             ResponseTruncated: the connection closed before the end of the response.
             OSError, trio.BrokenResourceError: the connection failed.
         """
-        reused = self._stream is not None
-        try:
-            return await self._exchange(path, headers, body, on_body)
-        except _ClosedBeforeResponse:
-            await self.aclose()
-            if not reused:
-                raise ResponseTruncated(
-                    "the server closed the connection without a response"
-                ) from None
-        return await self._exchange(path, headers, body, on_body)
-
-    async def _exchange(
-        self,
-        path: str,
-        headers: Sequence[tuple[bytes, bytes]],
-        body: bytes,
-        on_body: Callable[[bytes], None],
-    ) -> tuple[int, bytes]:
-        if self._stream is None:
-            await self._connect()
-        stream, conn = self._stream, self._h11
-        assert stream is not None
-        assert conn is not None
-        finished = False
-        try:
-            head = [
-                (b"host", self.authority),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ]
-            out = conn.send(h11.Request(method=b"POST", target=path.encode(), headers=head))
-            out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
-            out += conn.send(h11.EndOfMessage()) or b""
+        head = [
+            (b"host", self.authority),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ]
+        while True:
+            reused = self._stream is not None
+            if self._stream is None:
+                await self._connect()
+            stream, conn = self._stream, self._h11
+            assert stream is not None
+            assert conn is not None
+            finished = False
             try:
-                await stream.send_all(out)
-            except trio.BrokenResourceError:
-                raise _ClosedBeforeResponse() from None
-            answer = await self._read_response(stream, conn, on_body)
-            finished = True
-            return answer
-        finally:
-            if not finished:
-                await self.aclose()
-            elif conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                await self.aclose()
-            else:
-                conn.start_next_cycle()
+                out = conn.send(h11.Request(method=b"POST", target=path.encode(), headers=head))
+                out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
+                out += conn.send(h11.EndOfMessage()) or b""
+                try:
+                    await stream.send_all(out)
+                except trio.BrokenResourceError:
+                    raise _ClosedBeforeResponse() from None
+                answer = await self._read_response(stream, conn, on_body)
+                finished = True
+                return answer
+            except _ClosedBeforeResponse:
+                if not reused:
+                    raise ResponseTruncated(
+                        "the server closed the connection without a response"
+                    ) from None
+                # a reused connection the server closed while idle: once more on a new one
+            finally:
+                if not finished:
+                    await self.aclose()
+                elif conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    await self.aclose()
+                else:
+                    conn.start_next_cycle()
 
     async def _read_response(
         self, stream: trio.abc.Stream, conn: h11.Connection, on_body: Callable[[bytes], None]

@@ -289,6 +289,23 @@ class DirectSpec:
     def __repr__(self) -> str:  # never show the password
         return f"DirectSpec({self.user}@{self.host}:{self.port}/{self.database})"
 
+    def connect(self, *, timeout: float, appname: str, **options: Any) -> Any:
+        """A python-tds connection (autocommit) to this database; ``options`` go to
+        ``pytds.connect`` as they are."""
+        import pytds
+
+        return pytds.connect(
+            dsn=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=self.database or None,
+            autocommit=True,
+            timeout=timeout,
+            appname=appname,
+            **options,
+        )
+
 
 def parse_direct(text: str) -> DirectSpec:
     """Parse ``host=..;port=..;user=..;password=..;database=..`` (password may be @FILE)."""
@@ -354,18 +371,10 @@ class DirectTarget:
         self._lock = threading.Lock()
 
     def _connect(self) -> Any:
-        import pytds
-
-        return pytds.connect(
-            dsn=self.spec.host,
-            port=self.spec.port,
-            user=self.spec.user,
-            password=self.spec.password,
-            database=self.spec.database or None,
-            autocommit=True,
-            login_timeout=10,
+        return self.spec.connect(
             timeout=self.timeout_s,
             appname="edgetds-loadtest",
+            login_timeout=10,
             disable_connect_retry=True,
         )
 

@@ -535,11 +535,18 @@ def update(node: exp.Update, tr: Translator) -> Plan:
             raise _errors.SqlError(8102, f"Cannot update identity column '{column.name}'.")
         assignment.this.set("table", None)
         _convert_to(assignment.expression, tr.expr(assignment.expression, scope), column.type)
+    return _filtered_plan("UPDATE", node, info, tr, scope)
+
+
+def _filtered_plan(
+    verb: str, node: exp.Update | exp.Delete, info: TableInfo, tr: Translator, scope: Scope
+) -> Plan:
+    """An UPDATE's or DELETE's WHERE, TOP and OUTPUT, then its plan."""
     if node.args.get("where"):
         tr.expr(node.args["where"].this, scope)
     _top(node, tr, scope)
-    returned = output(node, info, tr, "UPDATE")
-    return Plan("UPDATE", (to_sqlite(node),), info, returns=returned)
+    returned = output(node, info, tr, verb)
+    return Plan(verb, (to_sqlite(node),), info, returns=returned)
 
 
 def delete(node: exp.Delete, tr: Translator) -> Plan:
@@ -554,11 +561,7 @@ def delete(node: exp.Delete, tr: Translator) -> Plan:
         raise _errors.unsupported("DELETE ... FROM with several tables")
     info = tr.table(node.this)
     scope.add(node.this.alias_or_name, [Column(c.name, c.type, c.nullable) for c in info.columns])
-    if node.args.get("where"):
-        tr.expr(node.args["where"].this, scope)
-    _top(node, tr, scope)
-    returned = output(node, info, tr, "DELETE")
-    return Plan("DELETE", (to_sqlite(node),), info, returns=returned)
+    return _filtered_plan("DELETE", node, info, tr, scope)
 
 
 def truncate(node: exp.Expression, tr: Translator) -> Plan:

@@ -134,6 +134,8 @@ def run_statements(
         failed.append(exc.number)
 
     results = None
+    if state.statement_log is not None:
+        state.statement_log.started(state.connection_id, sql)
     try:
         results = state.session.execute(sql, params)
         for result in results:

@@ -4,6 +4,8 @@ Each entry names the connection, the login, the effective database user, the sta
 parameters' names and types (NEVER their values) and the outcome: ``{"rows": n, "affected": n}``,
 ``{"error": number}`` or ``{"cancelled": true}``. Tests read `StatementLog.entries` (in process) or
 the JSON-lines file (``--statement-log``), e.g. to prove a refused query never reached the database.
+An entry is written when its statement ends; `StatementLog.running` holds the statement each
+connection is running now (in process only), for a test that must act while one runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class StatementLog:
         on_entry: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.entries: list[dict[str, Any]] = []
+        #: connection id -> the statement it is running now (until its entry is recorded)
+        self.running: dict[int, str] = {}
         self._keep = keep
         self._on_entry = on_entry
         self._lock = threading.Lock()
@@ -61,6 +65,7 @@ class StatementLog:
             "outcome": outcome,
         }
         with self._lock:
+            self.running.pop(connection, None)
             self.entries.append(entry)
             if len(self.entries) > self._keep:
                 del self.entries[: len(self.entries) - self._keep]
@@ -70,6 +75,16 @@ class StatementLog:
         if self._on_entry is not None:
             self._on_entry(entry)
         return entry
+
+    def started(self, connection: int, statement: str) -> None:
+        """`connection` starts running `statement` (its entry is recorded when it ends)."""
+        with self._lock:
+            self.running[connection] = statement
+
+    def is_running(self, needle: str) -> bool:
+        """A statement containing `needle` is running now."""
+        with self._lock:
+            return any(needle in statement for statement in self.running.values())
 
     @property
     def in_memory_only(self) -> bool:

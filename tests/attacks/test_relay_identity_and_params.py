@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.chaos import HYGIENE
 from tests.support.chaos_stack import Chaos, open_relay, public_text
+from tests.support.waiting import eventually
 
 INJECTIONS = {
     "a": "'; DROP TABLE notes; --",
@@ -33,8 +34,7 @@ async def test_unpinned_relay_is_refused_and_injection_params_are_data(
             await chaos.wait_connections(2)
             async with chaos.connector("conn-2", relay_public_keys=[wrong_pin]) as refusing:
                 needle = f"refusing to serve relay {relay.ws_url}"
-                while chaos.connector_log().count(needle) < 2:  # noqa: ASYNC110 - its log
-                    await trio.sleep(0.1)
+                await eventually(lambda: chaos.connector_log().count(needle) >= 2)
                 assert await chaos.connections() == 2, "conn-2 must never register"
                 assert refusing.returncode is None  # it keeps trying, with backoff
             before = len(chaos.db.log.entries)

@@ -24,7 +24,9 @@ import trio
 
 from tests.binary.conftest import BUILD_TIMEOUT_S
 from tests.support.ops_stack import open_stack, post_query
+from tests.support.ports import reserved_port
 from tests.support.processes import alive
+from tests.support.waiting import eventually
 
 
 def _env() -> dict[str, str]:
@@ -70,7 +72,7 @@ async def test_check_and_a_real_query_through_the_binary_connector(
         assert json.loads(diag.stdout)["ok"] is True
 
         # run it as systemd would: Type=notify ($NOTIFY_SOCKET) and [ops] listen for /ready
-        ops_port = _free_port()
+        ops_port = reserved_port()
         config = stack.config_path
         config.write_text(config.read_text() + f'\n[ops]\nlisten = "127.0.0.1:{ops_port}"\n')
         notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -130,16 +132,11 @@ async def test_check_and_a_real_query_through_the_binary_connector(
 
 async def _wait_for_connector(client: httpx.AsyncClient, http_url: str, token: str) -> None:
     """Until the relay itself lists the connection (READY=1 is sent as READY leaves)."""
-    while True:
+
+    async def listed() -> bool:
         response = await client.get(
             f"{http_url}/v1/tunnels/demo/status", headers={"Authorization": f"Bearer {token}"}
         )
-        if response.status_code == 200 and response.json().get("connections"):
-            return
-        await trio.sleep(0.1)
+        return response.status_code == 200 and bool(response.json().get("connections"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    await eventually(listed, interval=0.1)

@@ -10,6 +10,7 @@ from typing import Any
 import trio
 
 from tests.support.chaos import Tally, one_query, record_result, run_load
+from tests.support.waiting import eventually
 
 #: Codes a query may end with when a fault hits it (SPEC.md sections 7.3 and 10).
 FAULT_CODES = frozenset(
@@ -100,6 +101,7 @@ async def under_load(
 
 async def wait_ok_after(tally: Tally, when: float) -> float:
     """Wait until a query succeeded after `when` (the load is running); returns the seconds."""
-    while (took := tally.first_ok_after(when)) is None:  # noqa: ASYNC110 - the load runs
-        await trio.sleep(0.05)
+    await eventually(lambda: tally.first_ok_after(when) is not None)
+    took = tally.first_ok_after(when)
+    assert took is not None
     return took

@@ -10,6 +10,7 @@ from tests.chaos._common import check_and_record, under_load, wait_ok_after
 from tests.support.chaos import Tally, one_query, rss_kib
 from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.relays import start_python_relay
+from tests.support.waiting import eventually
 
 OUTAGE_S = 2.5
 
@@ -72,16 +73,8 @@ async def test_statement_cut_by_a_database_stop_is_database_unavailable(chaos: C
                     )
 
                 async with trio.open_nursery() as nursery:
-                    before = len(chaos.db.log.entries)
                     nursery.start_soon(slow)
-                    # the connector's sp_set_session_context preamble ends right before the
-                    # statement is sent on the same connection: then it is running in tdslite
-                    while not any(  # noqa: ASYNC110 - tdslite's log is written by its threads
-                        "sp_set_session_context" in e["statement"]
-                        for e in chaos.db.log.entries[before:]
-                    ):
-                        await trio.sleep(0.05)
-                    await trio.sleep(1.0)
+                    await eventually(lambda: chaos.db.log.is_running(SLOW("").split("' AS")[1]))
                     await chaos.db.stop()
                 await chaos.db.start()
     assert answer == [("typed", "connector.database_unavailable")], tally.samples

@@ -11,6 +11,7 @@ from tests.chaos._common import check_and_record, counted, under_load
 from tests.support.chaos import Tally, rss_kib, slow_read
 from tests.support.chaos_stack import TUNNEL, Chaos
 from tests.support.relays import start_python_relay
+from tests.support.waiting import eventually
 
 SLOW_S = 8.0
 
@@ -49,8 +50,9 @@ async def test_one_byte_a_second_client_stalls_only_its_own_query(chaos: Chaos) 
                     rss_stalled = rss_kib(proc.pid)
                 rss_peak = rss_kib(proc.pid, "VmHWM")
                 # the abandoned query is cancelled: tdslite logs it as it ends
-                while not [e for e in chaos.db.log.entries if slow_tag in e["statement"]]:  # noqa: ASYNC110
-                    await trio.sleep(0.1)
+                await eventually(
+                    lambda: any(slow_tag in e["statement"] for e in chaos.db.log.entries)
+                )
                 stopped_s = trio.current_time() - hung_up_at
                 links_after = await chaos.connections()
     during = [e for e in tally.events if e[0] - e[3] > started]

@@ -13,6 +13,7 @@ import trio
 from tests.chaos._common import check_and_record, under_load
 from tests.support.chaos import HYGIENE, Tally, one_query, rss_kib
 from tests.support.chaos_stack import TUNNEL, Chaos
+from tests.support.waiting import eventually
 from tests.support.worker_relay import WorkerRelay, open_worker_relay, workerd_log
 
 
@@ -36,8 +37,7 @@ async def test_durable_object_reset_mid_stream(chaos: Chaos) -> None:
             async with under_load(chaos, tally):
                 await trio.sleep(2.0)
                 # reset while a query is in flight (the load has short gaps between queries)
-                while tally.sent == tally.accounted:  # noqa: ASYNC110 - the load runs in tasks
-                    await trio.sleep(0.001)
+                await eventually(lambda: tally.sent > tally.accounted, interval=0.001)
                 in_flight_before = tally.sent - tally.accounted
                 abort = await chaos.http.post(worker.hook_url("abort"))
                 reset_at = trio.current_time()

@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from tests.support.conformance import Conformance
+from tests.support.waiting import eventually
 from tests.worker.helpers import post_and_hang_up
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
@@ -77,12 +78,12 @@ async def test_timeout_is_504_and_the_server_stops(conf: Conformance) -> None:
 
 async def _cancelled_on_the_server(conf: Conformance, sql: str) -> None:
     """tdslite logged the statement as cancelled (the database stopped working on it)."""
-    while True:  # noqa: ASYNC110 - the state is tdslite's, not ours
-        outcomes = [e["outcome"] for e in conf.db.statement_log.entries if e["statement"] == sql]
-        if outcomes:
-            break
-        await trio.sleep(0.05)
-    assert outcomes[0].get("cancelled") is True, outcomes
+
+    def outcomes() -> list[dict[str, object]]:
+        return [e["outcome"] for e in conf.db.statement_log.entries if e["statement"] == sql]
+
+    await eventually(lambda: bool(outcomes()))
+    assert outcomes()[0].get("cancelled") is True, outcomes()
 
 
 async def test_client_disconnect_mid_stream_cancels_the_query_on_the_server(

@@ -24,6 +24,7 @@ from tests.support.connect_proxy import open_connect_proxy
 from tests.support.connector_keys import Keys, closed_port, config_for
 from tests.support.connector_stack import TEST_POLICY
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch
+from tests.support.waiting import eventually
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
@@ -147,7 +148,7 @@ async def test_concurrency_cap_and_cancel_frame(
                 while connector.service.admission.waiting() < 1:
                     await connector.service.wait_changed()
                 assert not excess.done.is_set()
-                await trio.sleep(0.5)  # the slow statement is running in tdslite
+                await eventually(lambda: db.statement_log.is_running(SLOW))
                 await session.cancel(slow.stream_id)
                 await slow.done.wait()
                 assert json.loads(slow.body.splitlines()[-1])["error"]["code"] == (
@@ -156,8 +157,9 @@ async def test_concurrency_cap_and_cancel_frame(
                 # the freed slot goes to the waiting query
                 await excess.done.wait()
                 assert excess.terminal == "done", excess.body
-                while not any(e["statement"] == SLOW for e in db.statement_log.entries):  # noqa: ASYNC110
-                    await trio.sleep(0.05)
+                await eventually(
+                    lambda: any(e["statement"] == SLOW for e in db.statement_log.entries)
+                )
                 (entry,) = [e for e in db.statement_log.entries if e["statement"] == SLOW]
                 assert entry["outcome"].get("cancelled") is True
                 # the slot is free again
@@ -195,8 +197,7 @@ async def test_cancel_ends_a_query_stalled_on_a_client_that_never_reads(
                 def sent() -> int:
                     return sum(len(data) for kind, data in stalled.chunks if kind != "error")
 
-                while sent() < window - 64 * 1024:  # noqa: ASYNC110 - observing the relay side
-                    await trio.sleep(0.05)
+                await eventually(lambda: sent() >= window - 64 * 1024)
                 await trio.sleep(0.5)  # stalled on credit now
                 assert sent() <= window  # it never overran the credit
                 started = trio.current_time()

@@ -14,11 +14,12 @@ SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
 async def _outcome_of(stack: Stack, sql: str) -> dict:
     """Wait until tdslite logged the statement's outcome."""
-    while True:
-        for entry in stack.db.statement_log.entries:
-            if entry["statement"] == sql:
-                return entry["outcome"]
-        await trio.sleep(0.05)
+
+    def entries() -> list[dict]:
+        return [e for e in stack.db.statement_log.entries if e["statement"] == sql]
+
+    await eventually(lambda: bool(entries()))
+    return entries()[0]["outcome"]
 
 
 async def test_client_disconnect_cancels_the_query_on_the_server(stack: Stack) -> None:

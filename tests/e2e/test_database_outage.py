@@ -14,8 +14,7 @@ from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
 from tdslite import open_server
 from tests.support.connector_keys import closed_port
-from tests.support.connector_stack import write_connector_config
-from tests.support.e2e_stack import TDSLITE_USERS, Stack, write_key
+from tests.support.e2e_stack import TDSLITE_USERS, Stack, write_conn1_config
 from tests.support.relays import start_python_relay
 
 
@@ -28,13 +27,10 @@ async def test_database_restart(tmp_path: Path) -> None:
             open_dev_idp(key_dir=tmp_path / "idp") as idp,
             start_python_relay(tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer) as relay,
         ):
-            key = write_key(tmp_path / "conn-1.key", relay.connector_keys["conn-1"])
-            path = write_connector_config(
-                tmp_path / "connector",
-                relay_urls=[relay.ws_url],
-                relay_public_keys=[relay.relay_public_key],
-                private_key_file=key,
-                issuer=idp.issuer,
+            path = write_conn1_config(
+                tmp_path,
+                relay,
+                idp,
                 db_host="127.0.0.1",
                 db_port=port,
                 database="tdslite",

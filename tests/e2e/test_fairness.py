@@ -10,8 +10,7 @@ import pytest
 import trio
 
 from tests.support import fairness
-from tests.support.connector_stack import write_connector_config
-from tests.support.e2e_stack import write_key
+from tests.support.e2e_stack import write_conn1_config
 from tests.support.relays import start_python_relay
 
 
@@ -34,13 +33,10 @@ async def test_a_flooding_identity_cannot_starve_another(tmp_path: Path) -> None
                 admission: dict[str, int] = stats["tunnels"]["demo"]["admission"]
                 return admission
 
-            key = write_key(tmp_path / "conn-1.key", relay.connector_keys["conn-1"])
-            path = write_connector_config(
-                tmp_path / "connector",
-                relay_urls=[relay.ws_url],
-                relay_public_keys=[relay.relay_public_key],
-                private_key_file=key,
-                issuer=idp.issuer,
+            path = write_conn1_config(
+                tmp_path,
+                relay,
+                idp,
                 db_host=db.host,
                 db_port=db.port,
                 database=db.engine.database,

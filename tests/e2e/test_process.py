@@ -62,8 +62,10 @@ async def _connections(base: Base, http: httpx.AsyncClient, token: str) -> int:
 
 
 async def _wait_connected(base: Base, http: httpx.AsyncClient, token: str, n: int) -> None:
-    while await _connections(base, http, token) < n:  # noqa: ASYNC110 - polling the relay
-        await trio.sleep(0.1)
+    async def connected() -> bool:
+        return await _connections(base, http, token) >= n
+
+    await eventually(connected)
 
 
 async def test_200k_row_stream_keeps_connector_memory_bounded(base: Base) -> None:
@@ -138,14 +140,7 @@ async def test_sigterm_drains_in_flight_then_exits(base: Base) -> None:
             assert secret in with_param.text  # it reached the database as data...
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(in_flight)
-                await eventually(
-                    lambda: (
-                        any(e["statement"] == medium for e in base.db.statement_log.entries)
-                        or False
-                    )
-                )
-                # wait until the statement is running (it is logged when it ends): give it a tick
-                await trio.sleep(0.2)
+                await eventually(lambda: base.db.statement_log.is_running(medium))
                 proc.send_signal(signal.SIGTERM)
             assert result["r"].status_code == 200, result["r"].text
             assert json.loads(result["r"].text.splitlines()[-1])["done"]["rows"] == 1
@@ -183,7 +178,7 @@ async def test_second_signal_exits_at_once(base: Base) -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(in_flight)
-                await trio.sleep(1.0)
+                await eventually(lambda: base.db.statement_log.is_running(slow))
                 proc.send_signal(signal.SIGTERM)
                 await trio.sleep(0.5)
                 assert proc.returncode is None  # draining: waits for the slow query

@@ -22,9 +22,9 @@ from edgetds.devidp import DevIdP, open_dev_idp
 from identity.keys import encode_public_key
 from relay.server import RunningRelay, open_relay
 from tdslite import TdsServer, open_server
-from tests.support.chaos import free_port
 from tests.support.connector_stack import write_connector_config
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
+from tests.support.ports import reserved_port
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import relay_config
 from tests.support.sessions_http import SessionClient, make_stock, stock
@@ -180,7 +180,7 @@ async def test_another_tunnels_id_is_not_found_and_busy_is_refused(tmp_path: Pat
 
 
 async def test_a_relay_restart_mid_transaction_rolls_back(tmp_path: Path) -> None:
-    port = free_port()
+    port = reserved_port()
     with trio.fail_after(90):
         async with AsyncExitStack() as stack:
             idp, db = await _database(stack, tmp_path)

@@ -24,8 +24,7 @@ import trio
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
-from tests.support.connector_stack import write_connector_config
-from tests.support.e2e_stack import Stack, write_key
+from tests.support.e2e_stack import Stack, write_conn1_config
 from tests.support.relays import start_python_relay
 
 DSN = os.environ.get("EDGETDS_TEST_MSSQL", "")
@@ -58,14 +57,11 @@ async def mssql_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         relay = await contexts.enter_async_context(
             start_python_relay(tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer)
         )
-        key = write_key(tmp_path / "conn-1.key", relay.connector_keys["conn-1"])
         login = (dsn["user"], dsn["password"])
-        path = write_connector_config(
-            tmp_path / "connector",
-            relay_urls=[relay.ws_url],
-            relay_public_keys=[relay.relay_public_key],
-            private_key_file=key,
-            issuer=idp.issuer,
+        path = write_conn1_config(
+            tmp_path,
+            relay,
+            idp,
             db_host=dsn["host"],
             db_port=int(dsn.get("port", "1433")),
             database=dsn.get("database", "master"),

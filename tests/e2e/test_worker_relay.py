@@ -17,8 +17,13 @@ from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
 from tdslite import open_server
-from tests.support.connector_stack import write_connector_config
-from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, Stack, admin_batch, write_key
+from tests.support.e2e_stack import (
+    SETUP_SQL,
+    TDSLITE_USERS,
+    Stack,
+    admin_batch,
+    write_conn1_config,
+)
 from tests.support.worker_relay import WORKERD, start_worker_relay
 
 pytestmark = pytest.mark.skipif(
@@ -39,13 +44,10 @@ async def worker_stack(tmp_path: Path) -> AsyncIterator[Stack]:
             relay = await contexts.enter_async_context(
                 start_worker_relay(tunnel="demo", connector_ids=["conn-1"], issuer=idp.issuer)
             )
-            key = write_key(tmp_path / "conn-1.key", relay.connector_keys["conn-1"])
-            path = write_connector_config(
-                tmp_path / "connector",
-                relay_urls=[relay.ws_url],
-                relay_public_keys=[relay.relay_public_key],
-                private_key_file=key,
-                issuer=idp.issuer,
+            path = write_conn1_config(
+                tmp_path,
+                relay,
+                idp,
                 db_host=db.host,
                 db_port=db.port,
                 database=db.engine.database,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import trustme
 
 from edgetds.devidp import DevIdP, open_dev_idp
 from identity.oidc import IssuerConfig, TokenError, TokenVerifier, bearer_token, claim_at
+from tests.support.ports import closed_port
 
 JWKS = "/jwks.json"
 DISCOVERY = "/.well-known/openid-configuration"
@@ -103,9 +103,7 @@ async def test_rotation_waits_for_rate_limit(idp: DevIdP) -> None:
 
 
 async def test_idp_down_is_internal_and_rate_limited() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     issuer = f"http://127.0.0.1:{port}"
     idp = DevIdP([], issuer=issuer)
     cfg = IssuerConfig(issuer=issuer, audiences=("edgetds",))
@@ -222,9 +220,7 @@ async def test_https_issuer_with_configured_ca(tmp_path: Path) -> None:
 
 
 async def test_warm_up_reports_each_issuer(idp: DevIdP) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     configs = [
         IssuerConfig(issuer=idp.issuer, audiences=("edgetds",)),
         IssuerConfig(issuer=dead, audiences=("edgetds",)),

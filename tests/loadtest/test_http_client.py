@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
+import pytest
 import trio
 
 from edgetds.loadtest import TokenSource, parse_scenario
@@ -114,14 +115,26 @@ async def test_a_new_connection_closed_without_an_answer_is_no_retry() -> None:
     with trio.fail_after(10):
         async with scripted_server(lambda c, r: (b"", True)) as (url, seen, accepted):
             conn = HttpConnection(url)
-            try:
+            with pytest.raises(ResponseTruncated, match="without a response"):
                 await conn.post("/q", [], b"{}", lambda chunk: None)
-            except ResponseTruncated:
-                pass
-            else:
-                raise AssertionError("no ResponseTruncated")
     assert accepted == [0]
     assert len(seen) == 1
+
+
+async def test_the_retry_closed_without_an_answer_is_a_truncated_response() -> None:
+    # the first connection answers once and closes while idle; the retry's new one answers nothing
+    def answer(connection: int, request: int) -> tuple[bytes, bool]:
+        return (chunked(BODY) if connection == 0 else b""), True
+
+    with trio.fail_after(10):
+        async with scripted_server(answer) as (url, seen, accepted):
+            conn = HttpConnection(url)
+            assert (await conn.post("/q", [], b"{}", lambda chunk: None))[0] == 200
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ResponseTruncated, match="without a response"):
+                await conn.post("/q", [], b"{}", lambda chunk: None)
+    assert accepted == [0, 1]  # one retry, no more
+    assert len(seen) == 2
 
 
 def target_for(url: str) -> tuple[HttpTarget, object]:

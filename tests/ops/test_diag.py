@@ -8,7 +8,6 @@ relay key pinned (relay_identity), an unregistered connector key (auth), a wrong
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from connector.config import load_config
 from connector.diag import DiagReport, Step, run_diag
 from identity.keys import encode_public_key, generate_key_files, key_id
 from tests.support.ops_stack import Stack, open_stack, write_stack_config
+from tests.support.ports import closed_port
 
 
 def _statuses(report: DiagReport) -> list[tuple[str, str]]:
@@ -61,9 +61,7 @@ async def test_healthy_setup_passes_every_step(tmp_path: Path) -> None:
 
 
 async def test_relay_down_fails_at_tcp(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again below: nothing listens there
+    port = closed_port()
     async with open_stack(tmp_path) as stack:
         path = write_stack_config(stack, "down", relay_urls=[f"ws://127.0.0.1:{port}"])
         report = await _diag(path)

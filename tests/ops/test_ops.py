@@ -22,6 +22,7 @@ from connector.service import AuditEvent
 from connector.tunnel import LinkStats
 from protocol import ErrorCode
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
+from tests.support.ports import reserved_port
 
 
 def _config(tmp_path: Path, port: int, database: str) -> Path:
@@ -144,16 +145,10 @@ async def test_ready_needs_a_relay_connection_and_flips_to_503_on_drain(tmp_path
     assert alive.status_code == 200  # alive while draining: only readiness changes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_ready_is_503_while_the_database_is_down(tmp_path: Path) -> None:
     users = tmp_path / "users.toml"
     users.write_text(TDSLITE_USERS)
-    port = _free_port()
+    port = reserved_port()
     db = tmp_path / "tdslite.db"
     config = load_config(_config(tmp_path, port, "tdslite"))
     pools = Pools(config.database)

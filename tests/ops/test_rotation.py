@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -47,8 +46,10 @@ from tests.support.ops_stack import (
     write_relay_toml,
     write_stack_config,
 )
+from tests.support.ports import reserved_port
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import TEST_LIMITS, open_python_relay
+from tests.support.waiting import eventually
 
 
 async def _query_ok(stack: Stack, failures: list[object] | None = None) -> bool:
@@ -62,7 +63,7 @@ async def _query_ok(stack: Stack, failures: list[object] | None = None) -> bool:
 async def test_relay_key_rotation_with_both_keys_pinned(tmp_path: Path) -> None:
     old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     pins = [encode_public_key(old), encode_public_key(new)]
-    port = _free_port()
+    port = reserved_port()
     url = f"ws://127.0.0.1:{port}"
     async with open_stack(tmp_path, relay=False) as stack:
         both = write_stack_config(stack, "both", relay_urls=[url], relay_public_keys=pins)
@@ -89,12 +90,6 @@ async def test_relay_key_rotation_with_both_keys_pinned(tmp_path: Path) -> None:
     assert rotating.reconnects > reconnects
     assert stale_ready == 0  # pinned only the old key: serves nothing to the rotated relay
     assert stale_tries >= 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_connector_key_rotation_without_a_failed_query(tmp_path: Path) -> None:
@@ -175,17 +170,20 @@ async def _start_relay(config: Path, log: Path, nursery: trio.Nursery) -> _Relay
             partial(trio.run_process, [*PYTHON, "relay", "serve", "--config", str(config)],
                     stdout=stdout, stderr=stderr, check=False)
         )  # fmt: skip
-    while "\n" not in (first := await trio.Path(out).read_text()):
+
+    async def listening() -> bool:
         assert process.poll() is None, await trio.Path(log).read_text()
-        await trio.sleep(0.05)
+        return "\n" in await trio.Path(out).read_text()
+
+    await eventually(listening)
+    first = await trio.Path(out).read_text()
     url = first.split("\n", 1)[0].removeprefix("relay listening on ").strip()
     return _Relay(process, url, log)
 
 
 async def _until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
     with trio.move_on_after(timeout_s):
-        while not await check():  # noqa: ASYNC110 - polls another process's state
-            await trio.sleep(0.05)
+        await eventually(check)
         return
     raise AssertionError(f"not within {timeout_s} s: {what}")
 
@@ -225,7 +223,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
                 return len(await relay.sessions()) == 2
 
             await _until("the connector's two connections are up", two_sessions)
-            stop = trio.Event()
+            stop, stopped = trio.Event(), trio.Event()
 
             async def traffic() -> None:
                 nonlocal ok
@@ -237,6 +235,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
                         else:
                             failures.append((status, last))
                         await trio.sleep(0.01)
+                stopped.set()
 
             nursery.start_soon(traffic)
             first = await relay.sessions()
@@ -288,7 +287,7 @@ async def test_live_rotation_of_both_keys_by_sighup_fails_no_query(tmp_path: Pat
             await _until("queries flow", _more_than(lambda: ok, served_before + 20))
             assert await relay.sessions() == second
             stop.set()
-            await trio.sleep(0.1)
+            await stopped.wait()  # its last query answered
 
             # the old connector key is refused now, and the old relay key no longer signs
             stale = load_config(connector_config(private_key_file=conn_old.private_path))
@@ -421,16 +420,16 @@ async def test_unpinning_a_relay_key_replaces_its_connections_without_a_failed_q
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(traffic)
-                    while len(results) < 3:  # noqa: ASYNC110 - traffic runs in its task
-                        await trio.sleep(0.02)
+                    await eventually(lambda: len(results) >= 3, interval=0.02)
                     summary = connector.reload_keys(load_config(new_only))
                     at_reload = len(results)
                     new_key = {key_id(relay_new)}
-                    while (  # noqa: ASYNC110 - links change in the connector's tasks
-                        {link.relay_key_id for link in connector._links} != new_key
-                        or connector.ready_links < 2
-                    ):
-                        await trio.sleep(0.05)
+                    await eventually(
+                        lambda: (
+                            {link.relay_key_id for link in connector._links} == new_key
+                            and connector.ready_links >= 2
+                        )
+                    )
                     await trio.sleep(1.0)  # and the new connections serve
                     stop.set()
     assert before == {key_id(relay_old)}

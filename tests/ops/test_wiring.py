@@ -24,6 +24,7 @@ from connector.config import ConfigError, load_config, parse_config
 from connector.runtime import open_connector
 from identity.keys import generate_key_files
 from tests.support.ops_stack import open_stack, post_query, write_stack_config
+from tests.support.ports import reserved_port
 from tests.support.waiting import eventually
 
 
@@ -78,12 +79,6 @@ async def test_ready_and_metrics_follow_the_real_connector(tmp_path: Path) -> No
     assert draining.json()["reason"] == "draining"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _datagram(sock: trio.socket.SocketType) -> str:
     return (await sock.recv(4096)).decode()
 
@@ -111,7 +106,7 @@ async def _run_under_systemd(
 
 
 async def test_connector_run_notifies_systemd_and_serves_ready(tmp_path: Path) -> None:
-    port = _free_port()
+    port = reserved_port()
     async with open_stack(tmp_path / "stack") as stack:
         path = _with_ops(stack.config_path, f"127.0.0.1:{port}")
         async with _run_under_systemd(tmp_path, path) as (process, sock):
@@ -156,7 +151,7 @@ def test_ops_listen_mistakes_are_located(tmp_path: Path) -> None:
 
 async def test_a_wrong_database_password_is_reported_at_start_up(tmp_path: Path) -> None:
     """Before any query: logged at once, in systemd's STATUS and in /ready (503)."""
-    port = _free_port()
+    port = reserved_port()
     async with open_stack(tmp_path / "stack") as stack:
         bad = {"reader": ("reader", "not-the-password"), "writer": ("writer", "writer-pw")}
         path = _with_ops(write_stack_config(stack, "badpw", logins=bad), f"127.0.0.1:{port}")

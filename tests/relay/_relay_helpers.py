@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import trio
 from websockets.trio.client import connect
 
 from protocol import SUBPROTOCOL, Connection, Role, events, make_connector_token
 from relay.server import RunningRelay
 from tests.support.protocol_peer import Peer, QueryHandler, open_peer, rows_handler
 from tests.support.relays import RelayHandle
+from tests.support.waiting import eventually
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -56,12 +56,13 @@ async def peer(
 async def wait_registered(relay: RelayHandle, session_id: str) -> None:
     """Poll the relay's stats (loopback) until the session serves its tunnel."""
     async with httpx.AsyncClient() as http:
-        while True:
+
+        async def listed() -> bool:
             stats = (await http.get(f"{relay.http_url}/v1/relay/stats")).json()
             sessions = stats["tunnels"][relay.tunnel]["sessions"]
-            if any(s["session_id"] == session_id for s in sessions):
-                return
-            await trio.sleep(0.01)
+            return any(s["session_id"] == session_id for s in sessions)
+
+        await eventually(listed, interval=0.01)
 
 
 async def wait_connections(running: RunningRelay, tunnel: str, count: int) -> None:

@@ -15,7 +15,8 @@ from protocol import events
 from relay.server import RunningRelay
 from tests.relay._relay_helpers import bearer, ndjson, peer, query_url, wait_connections
 from tests.support.protocol_peer import Peer, line, rows_handler
-from tests.support.relays import RelayHandle
+from tests.support.relays import RelayHandle, post_streamed
+from tests.support.waiting import eventually
 
 CHUNK_ROWS = 64
 ROW = ["x" * 1000]
@@ -136,28 +137,29 @@ async def test_client_disconnect_cancels_the_stream(
             stop.set()
             p.handler = None
             assert session.accepting
-
-            def cancelled() -> bool:
-                return any(record_fields(r).get("outcome") == "cancelled" for r in caplog.records)
-
-            while not cancelled():  # noqa: ASYNC110 - logged on release
-                await trio.sleep(0.01)
+            await eventually(
+                lambda: any(record_fields(r).get("outcome") == "cancelled" for r in caplog.records),
+                interval=0.01,
+            )
 
 
 async def test_connector_drop_mid_stream_ends_with_transport_lost(
     relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:
+    rows_received = trio.Event()
+
     async def crash(p: Peer, q: events.Query) -> None:
         await p.columns(q.stream_id)
         await p.rows(q.stream_id, [[1], [2]])
-        await trio.sleep(0.1)
+        await rows_received.wait()
         await p.drop()
 
     with trio.fail_after(10):
         async with peer(relay, handler=crash):
-            response = await client.post(
-                query_url(relay), json={"sql": "select n"}, headers=bearer(idp.mint(sub="e"))
-            )
+            response = await post_streamed(
+                client, query_url(relay), json={"sql": "select n"},
+                headers=bearer(idp.mint(sub="e")), lines=3, received=rows_received,
+            )  # fmt: skip
     assert response.status_code == 200  # bytes were already streamed
     records = ndjson(response.text)
     assert records[1:3] == [[1], [2]]

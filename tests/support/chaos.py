@@ -21,9 +21,9 @@ stand-in for a component of ours: the proxy is the network, the reader is a (slo
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -37,6 +37,8 @@ from typing import Any
 import httpx
 import trio
 
+from tests.support.waiting import eventually
+
 __all__ = [
     "HYGIENE",
     "RESULTS_DIR",
@@ -45,7 +47,6 @@ __all__ = [
     "Tally",
     "classify",
     "connections",
-    "free_port",
     "record_result",
     "rss_kib",
     "run_load",
@@ -71,6 +72,8 @@ class _Link:
         self.client = client
         self.upstream: trio.SocketStream | None = None
         self.dead = False
+        #: chunks the relay's side sent that arrived late (while the proxy lagged)
+        self.late = 0
 
 
 class BlackHoleProxy:
@@ -88,11 +91,18 @@ class BlackHoleProxy:
         self.port = 0
         self.accepted = 0
         self.blackholed = False
+        #: a slow way back: every chunk from the target is held this long before it is
+        #: forwarded (0: none)
+        self.lag_s = 0.0
         self._links: set[_Link] = set()
 
     @property
     def live(self) -> int:
         return len(self._links)
+
+    @property
+    def links(self) -> list[_Link]:
+        return list(self._links)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -142,32 +152,50 @@ class BlackHoleProxy:
                 if link.upstream is not None:
                     await link.upstream.aclose()
 
-    @staticmethod
     async def _pump(
+        self,
         link: _Link,
         src: trio.SocketStream,
         dst: trio.SocketStream | None,
         scope: trio.CancelScope,
     ) -> None:
-        try:
-            while data := await src.receive_some(65536):
-                if link.dead or dst is None:
-                    continue  # swallowed by the network
-                await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        send, queued = trio.open_memory_channel[tuple[float, bytes]](math.inf)
+        async with trio.open_nursery() as delivery:
+            delivery.start_soon(self._deliver, link, queued, dst)
+            async with send:
+                try:
+                    while data := await src.receive_some(65536):
+                        if not (link.dead or dst is None):  # else swallowed by the network
+                            lag = self.lag_s if src is link.upstream else 0.0
+                            send.send_nowait((trio.current_time() + lag, data))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
         if link.dead:
             # the FIN (or RST) is swallowed too: the far end keeps its socket open and learns
             # nothing; the other pump keeps swallowing what it sends until the proxy stops
             await trio.sleep_forever()
         scope.cancel()
 
-
-def free_port() -> int:
-    """A loopback port free right now (for a process that must come back on the same port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    @staticmethod
+    async def _deliver(
+        link: _Link,
+        queued: trio.MemoryReceiveChannel[tuple[float, bytes]],
+        dst: trio.SocketStream | None,
+    ) -> None:
+        """Forward each chunk at its due time: with `lag_s`, every chunk from the target arrives
+        that much later (the network's latency; chunks do not queue up behind each other's
+        delay)."""
+        async with queued:
+            async for due, data in queued:
+                if due > trio.current_time():
+                    await trio.sleep_until(due)
+                    link.late += dst is link.client
+                if link.dead or dst is None:
+                    continue
+                try:
+                    await dst.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
 
 
 # -- a slow client ----------------------------------------------------------------------------
@@ -265,14 +293,17 @@ def read_log(path: Path, offset: int = 0) -> str:
 
 async def wait_for_line(log: Path, needle: str, process: trio.Process) -> str:
     """Wait until `needle` appears in a process's log; fail if the process exits first."""
-    while True:
+    found: list[str] = []
+
+    def logged() -> bool:
         text = read_log(log)
-        for line in text.splitlines():
-            if needle in line:
-                return line
-        if process.returncode is not None:
+        found.extend(line for line in text.splitlines() if needle in line)
+        if not found and process.returncode is not None:
             raise AssertionError(f"{process.args!r} exited {process.returncode}:\n{text[-2000:]}")
-        await trio.sleep(0.05)
+        return bool(found)
+
+    await eventually(logged)
+    return found[0]
 
 
 async def connections(http: httpx.AsyncClient, http_url: str, tunnel: str, token: str) -> int:
@@ -294,8 +325,11 @@ async def wait_connections(
 ) -> float:
     """Wait until the relay counts exactly `count` connections; returns the seconds it took."""
     started = trio.current_time()
-    while await connections(http, http_url, tunnel, token) != count:  # noqa: ASYNC110 - polling
-        await trio.sleep(0.05)
+
+    async def counted() -> bool:
+        return await connections(http, http_url, tunnel, token) == count
+
+    await eventually(counted)
     return trio.current_time() - started
 
 

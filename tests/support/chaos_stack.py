@@ -32,7 +32,6 @@ from tests.support.chaos import (
     HYGIENE,
     connections,
     edgetds,
-    free_port,
     read_log,
     spawn,
     wait_connections,
@@ -40,6 +39,7 @@ from tests.support.chaos import (
 )
 from tests.support.connector_stack import write_connector_config
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, write_key
+from tests.support.ports import reserved_port
 from tests.support.relays import RelayHandle
 from tests.support.waiting import eventually
 from tests.support.worker_relay import open_worker_relay, workerd_log
@@ -51,7 +51,7 @@ class Database:
     """tdslite on a fixed port over a file database; `stop()`/`start()` restart it in place."""
 
     def __init__(self, workdir: Path, nursery: trio.Nursery) -> None:
-        self.port = free_port()
+        self.port = reserved_port()
         self.users = workdir / "users.toml"
         self.users.write_text(TDSLITE_USERS)
         self.file = workdir / "chaos.sqlite"
@@ -160,8 +160,13 @@ class Chaos:
         assert self.relay is not None
         return await wait_connections(self.http, self.relay.http_url, TUNNEL, self.token, count)
 
-    def connector_log(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+    def connector_log(self, mark: int = 0) -> str:
+        """The connectors' logs (their text after `mark`, a `connector_log_size()`)."""
+        text = "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+        return text[mark:]
+
+    def connector_log_size(self) -> int:
+        return len(self.connector_log())
 
 
 def pem_body(key: Ed25519PrivateKey) -> str:
@@ -190,7 +195,7 @@ class RelayProcess:
         connector_ids: Sequence[str],
         limits: Mapping[str, Any] | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = reserved_port()
         self.workdir = workdir
         self.log = workdir / "relay.log"
         relay_key = Ed25519PrivateKey.generate()

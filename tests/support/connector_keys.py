@@ -3,7 +3,6 @@ at one relay (`config_for`), and a loopback port nothing listens on (`closed_por
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgetds.devidp import DevIdP
 from identity.keys import GeneratedKey, encode_public_key
 from tests.support.connector_stack import write_connector_config
+from tests.support.ports import closed_port
 
 __all__ = ["Keys", "closed_port", "config_for"]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (a database that is down)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

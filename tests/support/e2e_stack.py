@@ -140,6 +140,32 @@ def write_key(path: Path, key: Any) -> Path:
     return path
 
 
+def write_conn1_config(
+    directory: Path,
+    relay: RelayHandle,
+    idp: DevIdP,
+    *,
+    db_host: str,
+    db_port: int,
+    database: str,
+    **options: Any,
+) -> Path:
+    """conn-1's key file (its key registered at `relay`) and its connector.toml in `directory`:
+    dials `relay`, pins its key, trusts `idp`'s tokens; `options` as write_connector_config."""
+    key = write_key(directory / "conn-1.key", relay.connector_keys["conn-1"])
+    return write_connector_config(
+        directory / "connector",
+        relay_urls=[relay.ws_url],
+        relay_public_keys=[relay.relay_public_key],
+        private_key_file=key,
+        issuer=idp.issuer,
+        db_host=db_host,
+        db_port=db_port,
+        database=database,
+        **options,
+    )
+
+
 @dataclass
 class Base:
     """IdP + tdslite + Python relay, no connector yet (tests start it in or out of process)."""
@@ -150,13 +176,10 @@ class Base:
     workdir: Path
 
     def write_config(self, **options: Any) -> Path:
-        key = write_key(self.workdir / "conn-1.key", self.relay.connector_keys["conn-1"])
-        return write_connector_config(
-            self.workdir / "connector",
-            relay_urls=[self.relay.ws_url],
-            relay_public_keys=[self.relay.relay_public_key],
-            private_key_file=key,
-            issuer=self.idp.issuer,
+        return write_conn1_config(
+            self.workdir,
+            self.relay,
+            self.idp,
             db_host=self.db.host,
             db_port=self.db.port,
             database=self.db.engine.database,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from tests.support.ports import reserved_port
 from tests.support.waiting import eventually
 
 REALM = "EDGETDS.TEST"
@@ -42,13 +42,6 @@ class Realm:
         return {"KRB5_CONFIG": str(self.krb5_conf), "KRB5CCNAME": "MEMORY:edgetds-test"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def _make_realm(directory: Path, service_ports: tuple[int, ...]) -> tuple[Realm, dict[str, str]]:
     """Write the configuration, create the database, principals and keytabs (blocking)."""
     missing = [tool for tool in _TOOLS if shutil.which(tool) is None]
@@ -58,7 +51,7 @@ def _make_realm(directory: Path, service_ports: tuple[int, ...]) -> tuple[Realm,
             "(scripts/install-system-deps does)"
         )
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = reserved_port()
     krb5_conf, kdc_conf, log = (
         directory / "krb5.conf",
         directory / "kdc.conf",

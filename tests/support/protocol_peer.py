@@ -142,7 +142,8 @@ async def rows_handler(peer: Peer, query: events.Query, *, count: int = 3) -> No
 async def _reader(peer: Peer, relay_keys: dict[str, Ed25519PublicKey], nursery: Any) -> None:
     replay = ReplayCache(ttl=120)
     try:
-        async for message in peer.ws:
+        while True:  # recv(), not `async for`: a cancelled generator warns when collected
+            message = await peer.ws.recv()  # a close (clean or not) raises: caught below
             peer.conn.receive_data(message)
             for event in peer.conn.events():
                 if isinstance(event, events.Query):

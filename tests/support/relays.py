@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from identity.keys import encode_public_key
@@ -34,6 +36,7 @@ __all__ = [
     "RelayHandle",
     "enroll_token",
     "open_python_relay",
+    "post_streamed",
     "start_python_relay",
     "statement",
 ]
@@ -190,3 +193,33 @@ def statement(size: int) -> str:
     head, tail = "select N'", "'"
     body = size - len(head) - len(tail)
     return head + "é" * (body // 2) + "x" * (body % 2) + tail
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A query answer read as it streamed: status, headers and the whole body."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+
+
+async def post_streamed(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    json: Mapping[str, Any],
+    headers: Mapping[str, str],
+    lines: int,
+    received: trio.Event,
+) -> Streamed:
+    """POST a query and read its answer as it streams; set `received` once `lines` lines have
+    arrived (so a fake connector can fail right after the client has them), then read to the
+    end."""
+    body = b""
+    async with client.stream("POST", url, json=dict(json), headers=dict(headers)) as response:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if body.count(b"\n") >= lines:
+                received.set()
+    return Streamed(response.status_code, response.headers, body.decode())

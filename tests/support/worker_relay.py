@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from identity.keys import encode_public_key
 from tests.support.node import NODE
 from tests.support.relays import RelayHandle
+from tests.support.waiting import eventually
 
 __all__ = [
     "idle_until_hibernated",
@@ -105,15 +106,18 @@ def _listener() -> socket.socket:
 
 async def _wait_ready(url: str, process: trio.Process) -> None:
     async with httpx.AsyncClient() as client:
+
+        async def answers() -> bool:
+            if process.returncode is not None:
+                raise RuntimeError(f"workerd exited with {process.returncode} while starting")
+            try:
+                await client.get(url + "/ready-probe")
+            except httpx.TransportError:
+                return False
+            return True
+
         with trio.fail_after(20):
-            while True:
-                if process.returncode is not None:
-                    raise RuntimeError(f"workerd exited with {process.returncode} while starting")
-                try:
-                    await client.get(url + "/ready-probe")
-                    return
-                except httpx.TransportError:
-                    await trio.sleep(0.05)
+            await eventually(answers)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import trio
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer
+from tests.support.relays import post_streamed
 from tests.support.worker_relay import TEST_LIMITS, WorkerRelay, open_worker_relay
 from tests.worker.helpers import bearer, ndjson, peer, post_and_hang_up, query_url
 
@@ -33,17 +34,20 @@ class StallAfterColumns:
 async def test_drop_mid_stream_ends_with_transport_lost(
     relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:
+    rows_received = trio.Event()
+
     async def half_then_vanish(p: Peer, q: events.Query) -> None:
         await p.columns(q.stream_id)
         await p.rows(q.stream_id, [[1], [2]])
-        await trio.sleep(0.2)
+        await rows_received.wait()
         await p.drop()
 
     with trio.fail_after(20):
         async with peer(relay, handler=half_then_vanish):
-            response = await client.post(
-                query_url(relay), json={"sql": "select n"}, headers=bearer(idp.mint(sub="a"))
-            )
+            response = await post_streamed(
+                client, query_url(relay), json={"sql": "select n"},
+                headers=bearer(idp.mint(sub="a")), lines=3, received=rows_received,
+            )  # fmt: skip
     assert response.status_code == 200  # the status went out with the first bytes
     lines = ndjson(response.text)
     assert lines[1:3] == [[1], [2]]

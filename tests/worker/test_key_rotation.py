@@ -22,6 +22,7 @@ from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP
 from tdslite import TdsServer
+from tests.support.waiting import eventually
 from tests.support.worker_relay import WorkerRelay, open_worker_relay, public_key_text
 from tests.worker.helpers import bearer, connector_config, idp_and_db, ndjson, query_url
 
@@ -98,8 +99,7 @@ async def test_both_registered_keys_serve_and_a_third_key_is_refused(
 
                         # 3. a third key for the same id is refused before the upgrade
                         async with connector_with(rogue_key, "rogue", **parts) as rogue:
-                            while len(refusals(caplog)) < 2:  # noqa: ASYNC110 - the connector's log
-                                await trio.sleep(0.05)
+                            await eventually(lambda: len(refusals(caplog)) >= 2)
                             await new.shutdown()
                             response = await count_notes(http, relay, idp)
                             assert response.status_code == 503, response.text

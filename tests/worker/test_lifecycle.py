@@ -18,6 +18,7 @@ import trio
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer
+from tests.support.relays import post_streamed
 from tests.support.worker_relay import WorkerRelay, idle_until_hibernated
 from tests.worker.helpers import bearer, ndjson, peer, query_url
 
@@ -55,27 +56,26 @@ async def test_hibernation_between_queries_keeps_the_connector(
 async def test_reset_mid_stream_gives_a_terminal_error_and_connector_reconnects(
     relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:
-    started = trio.Event()
+    row_received = trio.Event()
 
     async def stalls(p: Peer, q: events.Query) -> None:
         await p.columns(q.stream_id)
         await p.rows(q.stream_id, [[1]])
-        started.set()
         await trio.sleep_forever()
 
-    async def abort_when_started() -> None:
-        await started.wait()
-        await trio.sleep(0.2)
+    async def abort_when_received() -> None:
+        await row_received.wait()
         response = await client.post(relay.hook_url("abort"))
         assert response.status_code >= 500 or response.status_code == 200
 
     with trio.fail_after(30):
         async with peer(relay, handler=stalls) as p:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(abort_when_started)
-                response = await client.post(
-                    query_url(relay), json={"sql": "select n"}, headers=bearer(idp.mint(sub="r"))
-                )
+                nursery.start_soon(abort_when_received)
+                response = await post_streamed(
+                    client, query_url(relay), json={"sql": "select n"},
+                    headers=bearer(idp.mint(sub="r")), lines=2, received=row_received,
+                )  # fmt: skip
             assert response.status_code == 200
             lines = ndjson(response.text)
             assert lines[1] == [1]

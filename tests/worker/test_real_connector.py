@@ -17,6 +17,7 @@ from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP
 from tdslite import TdsServer
+from tests.support.waiting import eventually
 from tests.support.worker_relay import WorkerRelay, idle_until_hibernated, open_worker_relay
 from tests.worker.helpers import bearer, connector_config, idp_and_db, ndjson, query_url
 
@@ -79,12 +80,16 @@ async def test_reset_and_the_real_connector_reconnects_by_itself(tmp_path: Path)
             assert (await stack.count_notes()).status_code == 200
             await stack.http.post(stack.relay.hook_url("abort"))
             started = trio.current_time()
-            while True:  # noqa: ASYNC110 - the connector's and the relay's state, not ours
-                response = await stack.count_notes()
-                if response.status_code == 200:
-                    break
-                assert response.json()["error"]["code"] == "tunnel.no_connector"
-                await trio.sleep(0.05)
+            answers: list[httpx.Response] = []
+
+            async def answered() -> bool:
+                answers.append(response := await stack.count_notes())
+                if response.status_code != 200:
+                    assert response.json()["error"]["code"] == "tunnel.no_connector"
+                return response.status_code == 200
+
+            await eventually(answered)
+            response = answers[-1]
             recovered_after = trio.current_time() - started
             assert ndjson(response.text)[1] == [2]
             assert stack.connector.reconnects >= 1

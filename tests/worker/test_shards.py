@@ -9,6 +9,7 @@ import trio
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.support.protocol_peer import Peer
+from tests.support.waiting import eventually
 from tests.support.worker_relay import open_worker_relay
 from tests.worker.helpers import CONNECTORS, TUNNEL, bearer, ndjson, peer, query_url
 
@@ -75,7 +76,12 @@ async def test_drained_connector_gets_no_new_queries_and_refusals_are_replaced(
                 assert len(p1.queries) <= 1
                 assert len(p2.queries) == 4
                 await p2.send(events.Drain("maintenance"))
-                await trio.sleep(0.2)
+
+                async def conn_2_draining() -> bool:  # conn-1 too if it refused one
+                    state = await relay.do_state(client)
+                    return bool(state["draining"] == 1 + len(p1.queries))
+
+                await eventually(conn_2_draining)
                 response = await client.post(
                     query_url(relay), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="d"))
                 )

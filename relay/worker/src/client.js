@@ -80,22 +80,12 @@ export class TunnelError extends Error {
   }
 }
 
-export class TunnelClient {
-  /**
-   * @param {{tunnel: string, url?: string, fetcher?: Fetcher,
-   *          token?: string | (() => string | Promise<string>)}} [options]
-   *   `fetcher`: a service binding to the relay Worker (preferred inside Cloudflare);
-   *   `url`: the relay's base URL otherwise; `token`: a default token (or a function returning one).
-   */
-  constructor({ tunnel, url, fetcher, token } = /** @type {any} */ ({})) {
-    if (!tunnel) throw new TypeError("TunnelClient: `tunnel` (the tunnel name) is required");
-    if (!fetcher && !url) throw new TypeError("TunnelClient: pass `fetcher` (a service binding) or `url`");
-    this.tunnel = tunnel;
-    this.base = (url ?? "https://relay.internal").replace(/\/+$/, "");
-    this.fetcher = fetcher ?? { fetch: (request) => fetch(request) };
-    this.defaultToken = token;
-  }
-
+/**
+ * The query methods of `TunnelClient` and `Session` (in a session they run in its transaction, and
+ * a statement error leaves the session open unless SQL Server ended the transaction:
+ * `session.state` says which). Each subclass sends the request and reads its answer in `events`.
+ */
+class Queries {
   /**
    * Run `sql` and collect every row.
    * @param {string} sql T-SQL with @name parameters
@@ -111,6 +101,7 @@ export class TunnelClient {
   /**
    * Run a named query (defined in the connector's policy) and collect every row.
    * @param {string} name @param {Record<string, any>} [params] @param {QueryOptions} [options]
+   * @returns {Promise<Rows>}
    */
   async named(name, params = {}, options = {}) {
     return collect(this.events({ query: name, params }, options), options.arrays === true);
@@ -124,6 +115,33 @@ export class TunnelClient {
    */
   stream(sql, params = {}, options = {}) {
     return this.events({ sql, params }, options);
+  }
+
+  /**
+   * The records of one query request, as they arrive.
+   * @param {Record<string, any>} body {sql | query, params} @param {QueryOptions} [options]
+   * @returns {AsyncGenerator<StreamEvent>}
+   */
+  async *events(body, options) {
+    throw new TypeError("Queries.events: a subclass reads the answer");
+  }
+}
+
+export class TunnelClient extends Queries {
+  /**
+   * @param {{tunnel: string, url?: string, fetcher?: Fetcher,
+   *          token?: string | (() => string | Promise<string>)}} [options]
+   *   `fetcher`: a service binding to the relay Worker (preferred inside Cloudflare);
+   *   `url`: the relay's base URL otherwise; `token`: a default token (or a function returning one).
+   */
+  constructor({ tunnel, url, fetcher, token } = /** @type {any} */ ({})) {
+    super();
+    if (!tunnel) throw new TypeError("TunnelClient: `tunnel` (the tunnel name) is required");
+    if (!fetcher && !url) throw new TypeError("TunnelClient: pass `fetcher` (a service binding) or `url`");
+    this.tunnel = tunnel;
+    this.base = (url ?? "https://relay.internal").replace(/\/+$/, "");
+    this.fetcher = fetcher ?? { fetch: (request) => fetch(request) };
+    this.defaultToken = token;
   }
 
   /**
@@ -256,13 +274,14 @@ export class TunnelClient {
  * An interactive session (one transaction), made by `TunnelClient.session()`. One operation at a
  * time: a second one while the first runs is refused (`session.busy`).
  */
-export class Session {
+export class Session extends Queries {
   /**
    * @param {TunnelClient} client
    * @param {{session: string, expires_at: string, idle_timeout_ms?: number}} answer the relay's 201 body
    * @param {string} [token] the token the session was opened with (the client's default otherwise)
    */
   constructor(client, answer, token) {
+    super();
     this.client = client;
     /** @type {string} */
     this.id = answer.session;
@@ -277,34 +296,6 @@ export class Session {
     this.token = token;
     /** @type {Promise<void>} an abandoned operation still being read (see `events`) */
     this.pending = Promise.resolve();
-  }
-
-  /**
-   * Run `sql` in the session's transaction and collect every row (as `TunnelClient.query`).
-   * @param {string} sql @param {Record<string, any>} [params] @param {QueryOptions} [options]
-   * @returns {Promise<Rows>}
-   * @throws {TunnelError} a statement error leaves the session open unless SQL Server ended the
-   *   transaction (`session.state` says which)
-   */
-  async query(sql, params = {}, options = {}) {
-    return collect(this.stream(sql, params, options), options.arrays === true);
-  }
-
-  /**
-   * Run a named query in the session and collect every row.
-   * @param {string} name @param {Record<string, any>} [params] @param {QueryOptions} [options]
-   */
-  async named(name, params = {}, options = {}) {
-    return collect(this.events({ query: name, params }, options), options.arrays === true);
-  }
-
-  /**
-   * Run `sql` in the session and yield its records as they arrive (as `TunnelClient.stream`).
-   * @param {string} sql @param {Record<string, any>} [params] @param {QueryOptions} [options]
-   * @returns {AsyncGenerator<StreamEvent>}
-   */
-  stream(sql, params = {}, options = {}) {
-    return this.events({ sql, params }, options);
   }
 
   /**

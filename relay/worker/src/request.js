@@ -7,7 +7,7 @@
  */
 
 import { canonicalJsonText, PyFloat } from "./auth.js";
-import { ErrorCode, ISOLATION_LEVELS } from "./frames.js";
+import { concatBytes, ErrorCode, ISOLATION_LEVELS } from "./frames.js";
 import { HttpError } from "./http.js";
 import { scanJson } from "./strictjson.js";
 
@@ -44,13 +44,7 @@ export async function readBody(request, limit) {
     }
     chunks.push(value);
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return out;
+  return concatBytes(chunks);
 }
 
 function optionalInt(body, key, minimum) {

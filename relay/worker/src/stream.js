@@ -10,7 +10,7 @@
  * Bytes are not parsed; a client that hangs up cancels the object's stream (-> CANCEL frame).
  */
 
-import { ErrorCode } from "./frames.js";
+import { concatBytes, ErrorCode } from "./frames.js";
 import { errorRecord } from "./http.js";
 
 const NEWLINE = 0x0a;
@@ -44,7 +44,7 @@ export function guardStream(response, queryId, ctx) {
         await writer.close().catch(() => {});
         return;
       }
-      const bytes = concat(held, chunk.value);
+      const bytes = held.length === 0 ? chunk.value : concatBytes([held, chunk.value]);
       const end = bytes.lastIndexOf(NEWLINE) + 1;
       held = bytes.slice(end);
       if (end === 0) continue;
@@ -58,13 +58,4 @@ export function guardStream(response, queryId, ctx) {
   })();
   ctx?.waitUntil?.(pump);
   return new Response(readable, { status: 200, headers: response.headers });
-}
-
-/** @param {Uint8Array} a @param {Uint8Array} b */
-function concat(a, b) {
-  if (a.length === 0) return b;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
