@@ -79,6 +79,10 @@ async def test_relay_key_rotation_with_both_keys_pinned(tmp_path: Path) -> None:
                     await stale_connector.wait_ready()
                     before = await _query_ok(stack)
                     reconnects = rotating.reconnects
+                # the old relay is gone once the connector saw its links end (else a link it has
+                # not yet seen closed would count as ready at the new relay)
+                while rotating.ready_links:
+                    await rotating.wait_changed()
                 async with stack.run_relay(listen=f"127.0.0.1:{port}", relay_key=new):
                     await rotating.wait_ready()
                     after = await _query_ok(stack)
