@@ -36,6 +36,7 @@ from edgetds.loadtest.targets import DirectSpec
 from identity.keys import encode_public_key
 from tests.support.connector_stack import TDSLITE_USERS
 from tests.support.e2e_stack import write_conn1_config, write_key
+from tests.support.processes import stop_processes
 from tests.support.relays import RelayHandle, start_python_relay
 
 __all__ = ["NO_RATE_LIMITS", "DemoStack", "open_demo_stack", "open_diy_service"]
@@ -331,12 +332,4 @@ async def open_demo_stack(
                     await _wait_connected(relay, idp, timeout_s=30, connections=links)
                     yield stack(*processes)
                 finally:
-                    for process in processes:
-                        process.terminate()
-                    with trio.move_on_after(10):
-                        for process in processes:
-                            await process.wait()
-                    for process in processes:
-                        process.kill()
-                    for log in logs:
-                        log.close()
+                    await stop_processes(processes, logs, grace_s=10)

@@ -38,6 +38,7 @@ from protocol import (
 )
 from tdslite import TdsServer, open_server
 from tests.support.e2e_stack import TDSLITE_USERS, Base
+from tests.support.processes import stop_processes
 from tests.support.protocol_peer import open_peer
 from tests.support.relays import RelayHandle, start_python_relay
 from tests.support.waiting import eventually
@@ -296,13 +297,7 @@ async def test_replicas_of_one_connector_each_get_their_own_checkpoint(setup: Se
 
                 await until("each file's checkpoint of its last record", all_checkpointed)
         finally:
-            for process in processes:
-                process.terminate()
-            with trio.move_on_after(20):
-                for process in processes:
-                    await process.wait()
-            for log in logs:
-                log.close()
+            await stop_processes(processes, logs)
     counts = [_records(path) for path in files]
     assert min(counts) >= 1, counts  # both replicas answered queries
     for path in files:

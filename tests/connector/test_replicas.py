@@ -25,6 +25,7 @@ from connector.config import for_replica, load_config
 from identity.keys import encode_public_key, generate_key_files
 from tests.support.connector_stack import write_connector_config
 from tests.support.ops_stack import Stack, open_stack, post_query
+from tests.support.processes import stop_processes
 from tests.support.waiting import eventually
 
 EDGETDS = [sys.executable, "-m", "edgetds"]
@@ -86,13 +87,7 @@ async def test_two_replicas_of_one_connector_share_the_queries(tmp_path: Path) -
                 status = await _connections(stack)
                 answers = [await post_query(stack, sql=SQL["sql"]) for _ in range(queries)]
         finally:
-            for process in processes:
-                process.terminate()
-            with trio.move_on_after(20):
-                for process in processes:
-                    await process.wait()
-            for log in logs:
-                log.close()
+            await stop_processes(processes, logs)
     assert status["connector_ids"] == ["conn-1"]  # one connector id, two connections
     assert all(code == 200 and "done" in lines[-1] for code, lines in answers), answers
     directory = stack.config_path.parent

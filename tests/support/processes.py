@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import trio
 
@@ -112,3 +113,20 @@ class OutputLines:
         while not self.ended:
             await self._changed.wait()
         return self.lines
+
+
+async def stop_processes(
+    processes: Sequence[trio.Process], logs: Sequence[IO[bytes]] = (), *, grace_s: float = 20
+) -> None:
+    """SIGTERM every process, give them ``grace_s`` together to exit, SIGKILL what is left, and
+    close their log files."""
+    for process in processes:
+        process.terminate()
+    with trio.move_on_after(grace_s):
+        for process in processes:
+            await process.wait()
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+    for log in logs:
+        log.close()
