@@ -22,7 +22,7 @@ import httpx
 import pytest
 import trio
 
-from tests.binary.conftest import BUILD_TIMEOUT_S
+from tests.support.binary import BUILD_TIMEOUT_S
 from tests.support.ops_stack import open_stack, post_query
 from tests.support.ports import reserved_port
 from tests.support.processes import alive

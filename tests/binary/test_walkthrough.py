@@ -50,7 +50,7 @@ import trio
 
 import tdslite
 from edgetds.devidp import DevIdP, open_dev_idp
-from tests.binary.conftest import BUILD_TIMEOUT_S, ROOT
+from tests.support.binary import BUILD_TIMEOUT_S, ROOT
 from tests.support.processes import bash, first_line, kill_group
 from tests.support.waiting import eventually
 

@@ -43,7 +43,7 @@ async def test_database_stopped_and_restarted(chaos: Chaos) -> None:
     check_and_record(
         tally,
         chaos.db.log.entries,
-        allowed={"connector.database_unavailable"},  # also for statements the stop cut (F1)
+        allowed={"connector.database_unavailable"},  # also for statements the stop cut
         rss_kib=(rss_before, rss_peak),
         recover_s=round(recover_s, 2),
         slowest_refusal_s=round(slowest_refusal, 2),

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from connector.audit import verify_files
+from tests.support.waiting import eventually_blocking
 
 EDGETDS = [sys.executable, "-m", "edgetds"]
 DEMO = [*EDGETDS, "demo"]
@@ -295,13 +296,14 @@ def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
     finally:
         demo.stop(signal.SIGKILL)
     pids = _pids(state)  # the connector too, if the demo got to record it
-    deadline = time.monotonic() + 30
     # PR_SET_PDEATHSIG sends SIGTERM: each part stops in its own time, a part forked just before
     # the SIGKILL (not yet in STATE/pids) too
-    while time.monotonic() < deadline and (
-        any(_alive(pid) for pid in pids.values()) or _processes_mentioning(str(state))
-    ):
-        time.sleep(0.1)
+    eventually_blocking(
+        lambda: (
+            not any(_alive(pid) for pid in pids.values()) and not _processes_mentioning(str(state))
+        ),
+        timeout_s=30,
+    )
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert _processes_mentioning(str(state)) == []
 

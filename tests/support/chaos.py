@@ -337,7 +337,7 @@ async def wait_connections(
 
 
 #: A body whose last row line was cut mid-line and then got the terminal record glued to it: the
-#: client cannot parse the last line (resilience-findings.md F2, the Worker relay).
+#: client cannot parse the last line (the Worker relay once answered a reset so).
 PARTIAL_LINE = "a row line cut mid-line, then the terminal record on the same line"
 
 
@@ -452,19 +452,28 @@ async def one_query(
     params: Mapping[str, Any] | None = None,
     timeout_s: float = 30.0,
     tag: str | None = None,
+    first_bytes: Callable[[], None] | None = None,
 ) -> tuple[str, str]:
-    """Send one tagged query and file its outcome in `tally`."""
+    """Send one tagged query and file its outcome in `tally`; ``first_bytes`` is called once the
+    first bytes of the answer's body arrived (the answer is streaming)."""
     tag = tag or tally.new_tag()
     tally.sent += 1
     started = trio.current_time()
     body = {"sql": sql_for(tag), "params": dict(params or {})}
+    headers = {"Authorization": f"Bearer {token}"}
     try:
         with trio.fail_after(timeout_s):
-            response = await http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
-        outcome, detail = classify(response.status_code, response.content)
+            async with http.stream("POST", url, json=body, headers=headers) as response:
+                chunks: list[bytes] = []
+                async for chunk in response.aiter_bytes():
+                    if not chunks and first_bytes is not None:
+                        first_bytes()
+                    chunks.append(chunk)
+        content = b"".join(chunks)
+        outcome, detail = classify(response.status_code, content)
         key = detail if outcome == "typed" else outcome
         if outcome != "ok" and key not in tally.samples:
-            tally.samples[key] = response.content.decode(errors="replace")[-400:]
+            tally.samples[key] = content.decode(errors="replace")[-400:]
     except httpx.TransportError as exc:
         outcome, detail = "client_error", type(exc).__name__
     except trio.TooSlowError:
