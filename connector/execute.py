@@ -128,8 +128,10 @@ class _SessionSetupFailed(Exception):
 _RESETCONNECTION = 0x08
 
 
-#: MS-TDS 2.2.6.6 BatchFlag: separates the RPCs of one RPC request (0xFF from TDS 7.2 on)
+#: MS-TDS 2.2.6.6 BatchFlag: separates the RPCs of one RPC request (0xFF from TDS 7.2 on, 0x80
+#: before)
 _RPC_BATCH_FLAG = 0xFF
+_RPC_BATCH_FLAG_TDS71 = 0x80
 #: DONEPROC status DONE_RPCINBATCH (MS-TDS 2.2.7.8): this DONEPROC ends an RPC of a batch of RPCs
 #: other than the last one. It marks where the session context's answer ends.
 _DONE_RPCINBATCH = 0x80
@@ -257,11 +259,13 @@ def submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[Bound
     sess.res_info = None
     w = sess._writer
     collation = sess._tds.collation or raw_collation
+    tds72 = tds_base.IS_TDS72_PLUS(sess)
     with sess.querying_context(tds_base.PacketType.RPC):
-        sess._start_query()  # ALL_HEADERS (TDS 7.2+, which the pool requires)
+        if tds72:
+            sess._start_query()  # ALL_HEADERS
         for i, (sql, params) in enumerate(calls):
             if i:
-                w.put_byte(_RPC_BATCH_FLAG)
+                w.put_byte(_RPC_BATCH_FLAG if tds72 else _RPC_BATCH_FLAG_TDS71)
             w.put_smallint(-1)  # ProcIDSwitch, then the ProcID of sp_executesql
             w.put_smallint(tds_base.SP_EXECUTESQL.proc_id)
             w.put_usmallint(0)  # option flags
