@@ -7,7 +7,11 @@ Strategy:
    row-level security can rely on them, on a reused connection in a request that carries the TDS
    RESETCONNECTION flag (the server resets the session first, as ``sp_reset_connection`` does:
    nothing of the last borrower remains), then run the statement with every parameter bound
-   (``sp_executesql``; never interpolated) and fetch the first chunk of rows.
+   (``sp_executesql``; never interpolated) and fetch the first chunk of rows. A statement the
+   read-only check classified as one plain SELECT (``ExecRequest.one_request``) goes in the same
+   request as the context, as the second RPC of a batch of RPCs (one round trip instead of two);
+   if the context RPC fails, its answer is read no further, the statement's results are never
+   read and the connection is discarded. Any other statement is sent only once the context is set.
 2. A result that ends within that first chunk (the common small result) goes to the `Sink` (the
    tunnel stream) from there: no other task, no channel. A larger one: a producer task fetches
    the next chunks in worker threads, encodes them to NDJSON there (CPU off the Trio thread), and
@@ -38,6 +42,7 @@ import pytds
 import trio
 from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
+from pytds.collate import raw_collation
 
 from connector import _timetypes
 from connector.encode import BoundParam, RowEncoder, columns_line, describe
@@ -93,6 +98,12 @@ class ExecRequest:
     #: reset the connection and set the session context first (False: a session's statement,
     #: on the connection its begin set up)
     setup: bool = True
+    #: send the session context and the statement as two RPCs of ONE request (one round trip);
+    #: only for a statement the read-only check classified as one plain SELECT: SQL Server runs
+    #: the second RPC even when the first failed, and such a statement changes nothing then (its
+    #: results are never read: the connection is discarded). False: two requests, the statement
+    #: only once the context is set.
+    one_request: bool = False
 
 
 #: what one fetch of the reader gives: (columns line or None, row lines, row count)
@@ -115,6 +126,16 @@ class _SessionSetupFailed(Exception):
 #: TDS packet header status bit RESETCONNECTION (MS-TDS 2.2.3.1.2): the server resets the session
 #: (as sp_reset_connection does) before it runs the request; valid on a request's first packet.
 _RESETCONNECTION = 0x08
+
+
+#: MS-TDS 2.2.6.6 BatchFlag: separates the RPCs of one RPC request (0xFF from TDS 7.2 on, 0x80
+#: before)
+_RPC_BATCH_FLAG = 0xFF
+_RPC_BATCH_FLAG_TDS71 = 0x80
+#: DONEPROC status DONE_RPCINBATCH (MS-TDS 2.2.7.8): this DONEPROC ends an RPC of a batch of RPCs
+#: other than the last one. It marks where the session context's answer ends.
+_DONE_RPCINBATCH = 0x80
+_DONEPROC = tds_base.TDS_DONEPROC_TOKEN
 
 
 class _FirstRpcPacketFlag:
@@ -209,16 +230,83 @@ def run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
         cursor.execute(sql)
         return
     sess = cursor._session
-    # declared types come from our validated BoundParam.sql_type (see encode.PreciseText)
-    declaration = ",".join(f"{p.name} {p.sql_type}" for p in params)
-    sess.submit_rpc(
-        tds_base.SP_EXECUTESQL,
-        [sess.make_param("", sql), sess.make_param("", declaration)]
-        + [p.to_pytds() for p in params],
-        0,
-    )
+    sess.submit_rpc(tds_base.SP_EXECUTESQL, _executesql_params(sess, sql, params), 0)
     sess.begin_response()
     sess.find_result_or_done()
+
+
+def _executesql_params(sess: Any, sql: str, params: Sequence[BoundParam]) -> list[Any]:
+    """sp_executesql's parameters: the statement, the declaration (when there are parameters;
+    declared types come from our validated BoundParam.sql_type, see encode.PreciseText), the
+    values."""
+    head = [sess.make_param("", sql)]
+    if params:
+        declaration = ",".join(f"{p.name} {p.sql_type}" for p in params)
+        head.append(sess.make_param("", declaration))
+    return head + [p.to_pytds() for p in params]
+
+
+def submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[BoundParam]]]) -> None:
+    """Send each (statement, parameters) as an sp_executesql RPC, all in ONE RPC request message
+    (MS-TDS 2.2.6.6: RPCReqBatch, BatchFlag, RPCReqBatch, ...): one round trip.
+
+    python-tds 1.17.1 sends one RPC per message (``_TdsSession.submit_rpc``); this writes the same
+    bytes per call with the session's own writer and type serializers, the batch flag between.
+    """
+    sess.messages = []
+    sess.output_params = {}
+    sess.cancel_if_pending()
+    sess.res_info = None
+    w = sess._writer
+    collation = sess._tds.collation or raw_collation
+    tds72 = tds_base.IS_TDS72_PLUS(sess)
+    with sess.querying_context(tds_base.PacketType.RPC):
+        if tds72:
+            sess._start_query()  # ALL_HEADERS
+        for i, (sql, params) in enumerate(calls):
+            if i:
+                w.put_byte(_RPC_BATCH_FLAG if tds72 else _RPC_BATCH_FLAG_TDS71)
+            w.put_smallint(-1)  # ProcIDSwitch, then the ProcID of sp_executesql
+            w.put_smallint(tds_base.SP_EXECUTESQL.proc_id)
+            w.put_usmallint(0)  # option flags
+            for param in _executesql_params(sess, sql, params):
+                w.put_byte(len(param.name))
+                w.write_ucs2(param.name)
+                w.put_byte(param.flags)
+                serializer = sess._tds.type_factory.serializer_by_type(
+                    sql_type=param.type, collation=collation
+                )
+                w.put_byte(serializer.type)
+                serializer.write_info(w)
+                serializer.write(w, param.value)
+
+
+def _read_first_rpc(sess: Any) -> None:
+    """Read the answer of the first RPC of a batch of RPCs, up to its DONEPROC (the one with
+    DONE_RPCINBATCH): the next token is the second RPC's. Stops at an ERROR token, and at anything
+    that says this is not the answer of a batch of RPCs (a result set, the end of the response).
+
+    Raises:
+        tds_base.Error: the first RPC failed, or its answer was not what it must be; nothing of
+            the second RPC's answer has been read, and none may be: discard the connection.
+    """
+    while True:
+        marker = sess.get_token_id()
+        if marker == tds_base.TDS_ERROR_TOKEN:
+            sess.process_token(marker)  # the message, for the log
+            sess.raise_db_exception()
+        if marker == tds_base.TDS7_RESULT_TOKEN:
+            raise tds_base.Error("the session context request returned a result set")
+        if marker in (tds_base.TDS_DONE_TOKEN, tds_base.TDS_DONEINPROC_TOKEN, _DONEPROC):
+            sess.process_end(marker)  # raises on DONE_ERROR
+            flags = sess.done_flags
+            if not flags & tds_base.TDS_DONE_MORE_RESULTS:
+                raise tds_base.Error("the response ended with the session context request")
+            if marker == _DONEPROC and flags & _DONE_RPCINBATCH:
+                sess.messages = []  # the statement's answer starts clean, as a request of its own
+                return
+        else:
+            sess.process_token(marker)
 
 
 def _drain(cursor: Any) -> None:
@@ -244,8 +332,14 @@ class _Reader:
         (on a reused connection with RESETCONNECTION on that request: nothing of the last
         borrower remains), run the statement, fetch the first chunk (`next_chunk`).
 
+        With ``one_request`` the context and the statement are two RPCs of one request; the
+        context's answer is read up to its DONEPROC (`_read_first_rpc`) and, if it failed, not a
+        token further: the statement's results are never read.
+
         Raises:
-            _ResetFailed: the reused connection failed before the statement was sent.
+            _ResetFailed: the reused connection failed before the statement was sent (or, in one
+                request, before its results began).
+            _SessionSetupFailed: SQL Server refused the session context.
         """
         _timetypes.install(conn)  # time/datetime2/datetimeoffset at 100 ns, not microseconds
         cursor = conn.cursor()
@@ -254,16 +348,21 @@ class _Reader:
             BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, ""))
             for i, key in enumerate(CONTEXT_KEYS)
         ]
-        batch = _PREAMBLE
+        sess = cursor._session
+        flag = reset_connection_flag(sess) if reset else contextlib.nullcontext()
         try:
             if not self.req.setup:
                 pass
-            elif reset:
-                with reset_connection_flag(cursor._session):
-                    run_statement(cursor, batch, ctx)
+            elif self.req.one_request:
+                with flag:
+                    submit_executesql_batch(
+                        sess, [(_PREAMBLE, ctx), (self.req.sql, self.req.params)]
+                    )
+                sess.begin_response()
+                _read_first_rpc(sess)
             else:
-                run_statement(cursor, batch, ctx)
-            if self.req.setup:
+                with flag:
+                    run_statement(cursor, _PREAMBLE, ctx)
                 _drain(cursor)
         except (OSError, TimeoutError, tds_base.InterfaceError) as exc:
             if reset:
@@ -271,7 +370,10 @@ class _Reader:
             raise
         except tds_base.Error as exc:
             raise _SessionSetupFailed() from exc
-        run_statement(cursor, self.req.sql, self.req.params)
+        if self.req.setup and self.req.one_request:
+            sess.find_result_or_done()  # the statement's answer: the second RPC's tokens
+        else:
+            run_statement(cursor, self.req.sql, self.req.params)
         self._enter_result_set()
         return self.next_chunk(row_budget)
 
@@ -344,7 +446,10 @@ async def execute(
                 except _StaleConnection:
                     # a pooled connection died while idle (SQL Server restarted, network cut):
                     # its siblings are as old, drop them; retry once on a new connection. Safe:
-                    # the failure came from the reset, before the statement was sent.
+                    # the failure came from the reset, before the statement was sent; or, with
+                    # one_request, the statement went in the same request and may have run, but
+                    # it is one plain SELECT (the read-only check's verdict): running it again
+                    # changes nothing, and no result of the first attempt was delivered.
                     log.info("stale pooled connection replaced", extra={"login": pool.name})
                     pool.discard_idle()
                     if attempt == 2:

@@ -157,6 +157,8 @@ class _Prepared:
     max_bytes: int
     timeout_ms: int
     check_ms: float
+    #: the read-only check classified the statement as one plain SELECT (no INTO, no batch)
+    plain_select: bool = False
 
 
 @dataclass(eq=False)
@@ -357,6 +359,7 @@ class QueryService:
                 timeout_s=timeout_ms / 1000 if timeout_ms else None,
                 chunk_bytes=min(32 * 1024, sink.link.max_payload),
                 fetch_rows=self.fetch_rows,
+                one_request=prepared.plain_select,
             )
             return await execute(pool, req, sink, cancel)
 
@@ -414,7 +417,10 @@ class QueryService:
                 ErrorCode.QUERY_TIMEOUT,
                 f"the read-only check took {check_ms:.0f} ms of the query's {timeout_ms} ms",
             )
-        return _Prepared(decision, bound, max_rows, max_bytes, timeout_ms, check_ms)
+        # ad-hoc SQL the read-only check allowed: harmless to run even if the session context
+        # failed (execute.py sends both in one request then); a named query was not checked
+        plain_select = verdict is not None and verdict.allowed and decision.query is None
+        return _Prepared(decision, bound, max_rows, max_bytes, timeout_ms, check_ms, plain_select)
 
     # -- sessions (SPEC.md 7.4; connector/sessions.py) ------------------------------------------
 

@@ -182,7 +182,10 @@ class Dispatcher:
                 reply.write(token)
             status = Done.FINAL if ok else Done.ERROR
             if i < len(calls) - 1:
-                status |= Done.MORE
+                # as SQL Server: the next RPC of the batch runs even when this one failed (short
+                # of a fatal error or an ATTENTION); DONE_RPCINBATCH marks where this one's answer
+                # ends (MS-TDS 2.2.7.8)
+                status |= Done.MORE | Done.RPCINBATCH
             if self.state.session.in_transaction:
                 status |= Done.INXACT
             reply.write(tk.done(status, 0, token=tk.TOKEN_DONEPROC))

@@ -29,6 +29,7 @@ class Done(enum.IntFlag):
     INXACT = 0x04  #: a transaction is in progress
     COUNT = 0x10  #: DoneRowCount is valid
     ATTN = 0x20  #: acknowledges an ATTENTION
+    RPCINBATCH = 0x80  #: DONEPROC of an RPC of a batch of RPCs other than the last one
     SRVERROR = 0x100  #: the batch was aborted
 
 

@@ -110,12 +110,26 @@ async def test_two_rpcs_in_one_message(client: RawClient) -> None:
     second = rpc_by_id(10, nvarchar_param("@stmt", "COUNT 4"))
     with trio.fail_after(10):
         reply = await client.request(0x03, all_headers() + first + b"\xff" + second)
+    # DONE_RPCINBATCH (0x80) on the DONEPROC of every RPC but the last (MS-TDS 2.2.7.8)
     assert reply.dones == [
         (DONEINPROC, 0x11, 3),
-        (DONEPROC, 0x01, 0),
+        (DONEPROC, 0x81, 0),
         (DONEINPROC, 0x11, 4),
         (DONEPROC, 0x00, 0),
     ]
+
+
+async def test_the_rpc_after_a_failed_one_still_runs(client: RawClient) -> None:
+    """As SQL Server: a non-fatal error in one RPC of a batch ends that RPC (ERROR, DONEPROC with
+    DONE_ERROR), and the next RPC of the same message runs."""
+    first = rpc_by_id(10, nvarchar_param("@stmt", "FAIL 15664"))
+    second = rpc_by_id(10, nvarchar_param("@stmt", "COUNT 4"))
+    with trio.fail_after(10):
+        reply = await client.request(0x03, all_headers() + first + b"\xff" + second)
+    assert reply.errors == [15664]
+    assert reply.dones[-2:] == [(DONEINPROC, 0x11, 4), (DONEPROC, 0x00, 0)]
+    failed = [d for d in reply.dones[:-2] if d[0] == DONEPROC]
+    assert failed == [(DONEPROC, 0x83, 0)]  # MORE | ERROR | RPCINBATCH
 
 
 async def test_malformed_rpc_is_an_error_not_a_disconnect(client: RawClient) -> None:

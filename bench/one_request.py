@@ -1,0 +1,104 @@
+"""What does the second TDS request of a query cost? The connector's execute() on one pooled
+connection, the session context and ``SELECT @n AS n`` as two requests or as one (two RPCs of one
+request, ``ExecRequest.one_request``), against a tdslite process.
+
+Sequential queries on ONE connection (every one after the first carries RESETCONNECTION, as on a
+reused pooled connection), ``--rounds`` rounds of ``--count`` queries per form, the forms
+alternated so a busy machine slows both alike. Per query: wall time, this process's CPU (the
+connector's side: Trio, the worker thread, python-tds; ``time.process_time``) and tdslite's CPU
+(/proc). Medians over the rounds.
+
+Run: ``.venv/bin/python -m bench.one_request [--count 1000] [--rounds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from bench.tdslite_throughput import cpu_seconds, server_process
+from connector.config import DatabaseConfig, LoginConfig
+from connector.encode import BoundParam
+from connector.execute import ExecRequest, execute
+from connector.pool import LoginPool
+from connector.results import CancelToken
+
+USERS = '[users.reader]\npassword = "reader-pw"\nrole = "read-only"\n'
+FORMS = {"two requests": False, "one request": True}
+
+
+class _Discard:
+    async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
+        pass
+
+    async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
+        pass
+
+
+async def _round(pool: LoginPool, one: bool, count: int, pid: int) -> tuple[float, float, float]:
+    """(wall, this process's CPU, tdslite's CPU) in ms per query."""
+    sink = _Discard()
+    wall, cpu, tds = time.perf_counter(), time.process_time(), cpu_seconds(pid)
+    for i in range(count):
+        req = ExecRequest(
+            query_id=f"q{i}",
+            sql="SELECT @n AS n",
+            params=[BoundParam("@n", "int", i)],
+            context={"edgetds.sub": "bench", "edgetds.iss": "https://idp", "edgetds.query_id": "q"},
+            one_request=one,
+        )
+        await execute(pool, req, sink, CancelToken())
+    return (
+        (time.perf_counter() - wall) * 1000 / count,
+        (time.process_time() - cpu) * 1000 / count,
+        (cpu_seconds(pid) - tds) * 1000 / count,
+    )
+
+
+async def _run(port: int, pid: int, count: int, rounds: int) -> None:
+    db = DatabaseConfig(
+        host="127.0.0.1",
+        port=port,
+        database="bench",  # tdslite names the database after its file
+        logins={"reader": LoginConfig("reader", "reader", "reader-pw", pool_size=1)},
+        validate_host=False,
+    )
+    pool = LoginPool(db, db.logins["reader"], query_timeout_s=60)
+    figures: dict[str, list[tuple[float, float, float]]] = {form: [] for form in FORMS}
+    try:
+        for one in FORMS.values():  # warm up: connection, caches
+            await _round(pool, one, 50, pid)
+        for _ in range(rounds):
+            for form, one in FORMS.items():
+                figures[form].append(await _round(pool, one, count, pid))
+    finally:
+        await pool.aclose()
+    print(f"{count} queries x {rounds} rounds per form; medians, per query")
+    for form, runs in figures.items():
+        wall, cpu, tds = (statistics.median(r[i] for r in runs) for i in range(3))
+        print(f"  {form:13}  wall {wall:6.3f} ms  connector CPU {cpu:6.3f}  tdslite CPU {tds:6.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1000, help="queries per round and form")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        users = Path(tmp) / "users.toml"
+        users.write_text(USERS)
+        cmd = ["-m", "edgetds", "tdslite", "serve", "--port", "0",
+               "--db", str(Path(tmp) / "bench.sqlite"), "--users", str(users)]  # fmt: skip
+        with server_process(cmd) as (port, pid):
+            trio.run(_run, port, pid, args.count, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
