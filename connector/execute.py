@@ -59,6 +59,7 @@ __all__ = [
     "preamble_batch",
     "reset_connection_flag",
     "run_statement",
+    "send_context_with",
 ]
 
 log = logging.getLogger("edgetds.connector.execute")
@@ -309,6 +310,22 @@ def _read_first_rpc(sess: Any) -> None:
             sess.process_token(marker)
 
 
+def send_context_with(
+    sess: Any, ctx: Sequence[BoundParam], sql: str, params: Sequence[BoundParam]
+) -> None:
+    """The one-request form: the session context (`preamble_batch` with ``ctx`` as @c0, @c1, ...)
+    and ``sql`` as two RPCs of one request, then the context's answer read to its end
+    (`_read_first_rpc`); the statement's answer is next (``sess.find_result_or_done()``).
+
+    Raises:
+        tds_base.Error: the context failed; nothing of the statement's answer was read, and none
+            may be: discard the connection.
+    """
+    submit_executesql_batch(sess, [(_PREAMBLE, ctx), (sql, params)])
+    sess.begin_response()
+    _read_first_rpc(sess)
+
+
 def _drain(cursor: Any) -> None:
     while cursor.nextset():
         pass
@@ -355,11 +372,7 @@ class _Reader:
                 pass
             elif self.req.one_request:
                 with flag:
-                    submit_executesql_batch(
-                        sess, [(_PREAMBLE, ctx), (self.req.sql, self.req.params)]
-                    )
-                sess.begin_response()
-                _read_first_rpc(sess)
+                    send_context_with(sess, ctx, self.req.sql, self.req.params)
             else:
                 with flag:
                     run_statement(cursor, _PREAMBLE, ctx)

@@ -91,6 +91,7 @@ __all__ = [
     "QueryRequest",
     "QueryTemplate",
     "Role",
+    "check_read_only",
     "claim_values",
 ]
 

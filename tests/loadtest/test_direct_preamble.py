@@ -1,16 +1,23 @@
-"""The direct+preamble baseline (bench/tunnel.py) runs the connector's per-query preamble: the
-read-only session keys on a request that resets the session. Each slot reuses its connection, so
-without the reset the second query on a slot would fail (read-only keys cannot be set again)."""
+"""The direct+preamble baseline (bench/tunnel.py) does the connector's per-query database work: the
+read-only session keys on a request that resets the session, with a plain SELECT in that same
+request. Each slot reuses its connection, so without the reset the second query on a slot would
+fail (read-only keys cannot be set again)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
+import tdslite
 from bench.stack import open_demo_stack
+from connector.execute import preamble_batch
 from edgetds.loadtest import Plan, TokenSource, parse_scenario, run_loadtest
+from edgetds.loadtest.targets import DirectSpec
+from tests.support.connector_stack import TDSLITE_USERS
+from tests.support.wiretap import RPC, Message, WireTap
 
 
 async def test_direct_like_connector_resets_every_query(tmp_path: Path) -> None:
@@ -35,3 +42,59 @@ async def test_direct_like_connector_resets_every_query(tmp_path: Path) -> None:
     assert run.count == 20
     assert run.errors == 0, run.errors_by_code
     assert run.rows == 20
+
+
+async def _direct_run(tmp_path: Path, sql: str) -> tuple[Any, list[Message]]:
+    """Five queries of ``sql`` by the direct+preamble baseline against tdslite behind a wire tap:
+    the run and the request messages the baseline sent."""
+    scenario = parse_scenario(
+        {
+            "name": "shape",
+            "seed": 1,
+            "load": {"concurrency": 1, "count": 5},
+            "queries": [{"name": "q", "sql": sql, "params": {"n": {"int": [1, 9]}}}],
+        }
+    )
+    tmp_path.mkdir()
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS + '[users.owner]\npassword = "owner-pw"\nrole = "admin"\n')
+    with trio.fail_after(60):
+        async with tdslite.open_server(users=users) as server, trio.open_nursery() as nursery:
+            tap = WireTap(server.port)
+            await nursery.start(tap.serve)
+            direct = DirectSpec("127.0.0.1", tap.port, "owner", "owner-pw", server.engine.database)
+            await trio.to_thread.run_sync(_create_table, direct)
+            tap.messages.clear()
+            plan = Plan(scenario=scenario, direct=direct, live=False, direct_like_connector=True)
+            [run] = (await run_loadtest(plan)).values()
+            nursery.cancel_scope.cancel()
+    return run, tap.requests()
+
+
+def _create_table(direct: DirectSpec) -> None:
+    with direct.connect(timeout=10, appname="test") as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE t (n int)")
+
+
+async def test_direct_like_connector_sends_what_the_connector_sends(tmp_path: Path) -> None:
+    """The baseline does the connector's database work: a plain SELECT with its session context in
+    ONE request (two sp_executesql RPCs, the reset flag on it), any other statement in two."""
+    run, requests = await _direct_run(tmp_path / "select", "SELECT @n AS n")
+    assert run.errors == 0, run.errors_by_code
+    assert run.rows == 5
+    assert len(requests) == 5
+    for message in requests:
+        assert message.type == RPC
+        assert message.reset
+        assert [name for name, _ in message.calls] == ["sp_executesql", "sp_executesql"]
+        assert message.calls[0][1] == preamble_batch()
+        assert message.calls[1][1] == "SELECT @n AS n"
+
+    run, requests = await _direct_run(tmp_path / "insert", "INSERT INTO t VALUES (@n)")
+    assert run.errors == 0, run.errors_by_code
+    assert len(requests) == 10
+    for context, statement in zip(requests[::2], requests[1::2], strict=True):
+        assert context.reset
+        assert [value for _, value in context.calls] == [preamble_batch()]
+        assert not statement.reset
+        assert [value for _, value in statement.calls] == ["INSERT INTO t VALUES (@n)"]
