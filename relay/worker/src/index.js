@@ -39,6 +39,7 @@ import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
 import { bearerToken, verifyClientToken } from "./oidc.js";
 import { parseBeginRequest, parseEmptyRequest, parseQueryRequest, parseSavepointRequest, parseTransactionRequest, readBody } from "./request.js";
 import { shardOf } from "./sessions.js";
+import { wholeResponse } from "./query.js";
 import { guardStream } from "./stream.js";
 import { enrolmentObject } from "./tunnel.js";
 
@@ -322,7 +323,7 @@ async function query(request, env, ctx, config, tunnel, address) {
   }
   // Try a random shard first, then the others: a shard may have no connector yet.
   const first = Math.floor(Math.random() * config.shards);
-  /** @type {Response} */
+  /** @type {Response | import("./query.js").WholeAnswer} */
   let response = /** @type {any} */ (undefined); // set by the loop: config.shards >= 1
   let shard = first;
   // A client that hangs up before the answer starts is invisible to the object: tell it, so it
@@ -343,8 +344,10 @@ async function query(request, env, ctx, config, tunnel, address) {
       throw new HttpError(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel before the query answered; it may or may not have run; retry", { queryId: req.query_id });
     }
     if (response.status !== 503 || i === config.shards - 1) break;
-    await response.body?.cancel();
+    await /** @type {Response} */ (response).body?.cancel();
   }
+  // A complete result: its whole body is here, nothing to guard.
+  if (!(response instanceof Response)) return wholeResponse(response.body, response.queryId);
   if (req.client_query_id && (response.status === 503 || response.status === 429 || response.status === 413)) {
     // Never sent to a connector: the client may retry with the same query_id.
     await stub(env, config, tunnel, home).forget(req.query_id);
