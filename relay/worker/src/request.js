@@ -27,10 +27,17 @@ function invalid(message) {
  */
 export async function readBody(request, limit) {
   const declared = request.headers.get("content-length");
-  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > limit) {
+  const length = declared !== null && /^\d+$/.test(declared) ? Number(declared) : null;
+  if (length !== null && length > limit) {
     throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `request body is ${declared} bytes; this relay accepts at most ${limit}`);
   }
   if (request.body === null) return new Uint8Array(0);
+  if (length !== null) {
+    // A declared length within the limit: read in one go (and held to the limit all the same).
+    const body = new Uint8Array(await request.arrayBuffer());
+    if (body.byteLength > limit) throw new HttpError(ErrorCode.REQUEST_TOO_LARGE, `request body is over this relay's limit of ${limit} bytes`);
+    return body;
+  }
   const reader = request.body.getReader();
   const chunks = [];
   let size = 0;
