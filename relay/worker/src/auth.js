@@ -43,11 +43,23 @@ export class AuthError extends Error {
 
 // ------------------------------------------------------------------------------------ base64url
 
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 /** Unpadded base64url of bytes. @param {Uint8Array} bytes @returns {string} */
 export function b64url(bytes) {
-  let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  let out = "";
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63] + B64URL[(n >> 6) & 63] + B64URL[n & 63];
+  }
+  if (i + 1 === bytes.length) {
+    out += B64URL[bytes[i] >> 2] + B64URL[(bytes[i] & 3) << 4];
+  } else if (i + 2 === bytes.length) {
+    const n = (bytes[i] << 8) | bytes[i + 1];
+    out += B64URL[n >> 10] + B64URL[(n >> 4) & 63] + B64URL[(n & 15) << 2];
+  }
+  return out;
 }
 
 /** Strict unpadded base64url decode. @param {string} text @returns {Uint8Array} */

@@ -96,8 +96,8 @@ let idsOf = null;
 
 /** The routes (module header); anything else is 404. */
 const routes = {
-  async fetch(request, env, ctx) {
-    const url = new URL(request.url);
+  /** @param {Request} request @param {any} env @param {any} ctx @param {URL} url the request's, parsed once */
+  async fetch(request, env, ctx, url) {
     if (url.pathname === "/healthz") return healthz(request);
     const match = ROUTE.exec(url.pathname);
     if (match === null) {
@@ -145,14 +145,14 @@ export default {
   async fetch(request, env, ctx) {
     const url = new URL(request.url);
     const tunnel = clientEndpoint(url.pathname);
-    if (tunnel === null || !request.headers.has("origin")) return routes.fetch(request, env, ctx);
+    if (tunnel === null || !request.headers.has("origin")) return routes.fetch(request, env, ctx, url);
     const origin = await listedOrigin(request, env, tunnel);
     if (isPreflight(request)) {
       if (origin !== null) return preflightResponse(origin);
       counters.refuse("cors.refused");
       return refusedPreflight();
     }
-    const response = await routes.fetch(request, env, ctx);
+    const response = await routes.fetch(request, env, ctx, url);
     return origin === null ? response : withCors(response, origin);
   },
 };
