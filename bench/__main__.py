@@ -48,7 +48,8 @@ def _relay_cpu(figures: dict[str, Any]) -> float | None:
 
 def summary(figures: dict[str, dict[str, Any]]) -> list[Check]:
     """Every module's checks, plus the one across two runs: the Worker relay's CPU per query
-    against the Python relay's (each measured against the same load at concurrency 1)."""
+    against the Python relay's (each measured against the same load at concurrency 1), and the
+    Worker relay's against the workerd floor measured in its run (bench/worker_floor.py)."""
     out = [Check.from_json(c) for f in figures.values() for c in f.get("checks", [])]
     if "tunnel" in figures or "worker" in figures:
         worker = _relay_cpu(figures.get("worker", {}))
@@ -56,6 +57,10 @@ def summary(figures: dict[str, dict[str, Any]]) -> list[Check]:
         out.append(
             Check("Worker relay CPU / Python relay CPU per query (c1)", ratio(worker, python), 0.5)
         )
+    floor = figures.get("worker", {}).get("floor", {}).get("rpc")
+    if floor:
+        name = "Worker relay CPU / workerd floor (fetch + DO RPC) per query (c1)"
+        out.append(Check(name, ratio(_relay_cpu(figures["worker"]), floor), None))
     return out
 
 

@@ -17,11 +17,12 @@ __all__ = ["Check", "print_table", "ratio"]
 
 @dataclass(frozen=True)
 class Check:
-    """``value`` (a ratio) against ``goal``: at most (``op`` "<=") or at least (">=")."""
+    """``value`` (a ratio) against ``goal``: at most (``op`` "<=") or at least (">="); a
+    ``goal`` of None shows a figure without a target (verdict "info")."""
 
     name: str
     value: float | None
-    goal: float
+    goal: float | None
     op: str = "<="
     unit: str = "x"
 
@@ -29,6 +30,8 @@ class Check:
     def verdict(self) -> str:
         if self.value is None:
             return "n/a"
+        if self.goal is None:
+            return "info"
         ok = self.value <= self.goal if self.op == "<=" else self.value >= self.goal
         return "MEETS" if ok else "MISSES"
 
@@ -55,4 +58,5 @@ def print_table(checks: Iterable[Check], title: str = "summary") -> None:
     print(f"  {'target':<{width}}  {'measured':>9}  {'goal':>9}  verdict")
     for c in checks:
         value = "n/a" if c.value is None else f"{c.value:.3f}{c.unit}"
-        print(f"  {c.name:<{width}}  {value:>9}  {c.op} {c.goal:g}{c.unit:<4}  {c.verdict}")
+        goal = "" if c.goal is None else f"{c.op} {c.goal:g}{c.unit}"
+        print(f"  {c.name:<{width}}  {value:>9}  {goal:<9}  {c.verdict}")

@@ -295,6 +295,8 @@ async def run_latency_throughput(
                 "runs": {k: v.as_json() | {"timeline": None} for k, v in runs.items()},
                 "ratios": ratios,
             }
+        if relay == "worker":
+            await workerd_floor(count, out)
         print(f"(2) throughput through one connector vs direct, pool 16, {seconds:.0f} s each")
         work = Path(tmp) / "tput"
         async with (
@@ -314,6 +316,21 @@ async def run_latency_throughput(
             "runs": {k: v.as_json() | {"timeline": None} for k, v in runs.items()},
             "ratios": ratios,
         }
+
+
+async def workerd_floor(count: int, out: dict[str, Any]) -> None:
+    """The workerd floor (bench/worker_floor.py), by the same client, after the c1 stacks ended:
+    what the relay Worker's CPU per query is over it is the relay's own work."""
+    from bench.worker_floor import measure_floor  # imports this module: loaded here, not above
+
+    floor = await measure_floor(max(count, 1000))
+    relay = out["latency_c1"]["runs"]["tunnel"]["cpu_ms_per_query"].get("relay")
+    print(
+        f"  workerd floor, CPU ms per request: fetch {floor['plain']:.3f}, fetch + JSON.parse + "
+        f"DO RPC {floor['rpc']:.3f}; Worker relay CPU / workerd floor (fetch + DO RPC) per query "
+        f"(c1): {ratio(relay, floor['rpc'])}x"
+    )
+    out["floor"] = floor
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from bench.__main__ import summary
+from bench.checks import print_table
 from edgetds.loadtest.stats import RunResult
 
 
@@ -27,3 +28,16 @@ def test_the_worker_relay_cpu_is_compared_with_the_python_relay_cpu() -> None:
     [ratio] = [c for c in checks if c.name.startswith("Worker relay CPU")]
     assert ratio.value == 0.75
     assert ratio.verdict == "MISSES"
+
+
+def test_the_worker_relay_cpu_is_compared_with_the_workerd_floor_of_its_run(
+    capsys: Any,
+) -> None:
+    worker = _figures(1.5) | {"floor": {"plain": 0.25, "rpc": 0.375}}
+    checks = summary({"worker": worker})
+    [floor] = [c for c in checks if "workerd floor" in c.name]
+    assert floor.value == 4.0
+    assert floor.verdict == "info"  # a figure, no target
+    print_table(checks)
+    [line] = [t for t in capsys.readouterr().out.splitlines() if "workerd floor" in t]
+    assert line.split()[-2:] == ["4.000x", "info"]

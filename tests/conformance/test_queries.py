@@ -123,3 +123,25 @@ async def test_client_disconnect_before_the_first_byte_cancels_on_the_server(
         # Well before the query's own 8 s timeout:
         with trio.fail_after(4):
             await _cancelled_on_the_server(conf, SLOW)
+
+
+async def test_a_small_answer_is_one_complete_ndjson_body_with_its_headers(
+    conf: Conformance,
+) -> None:
+    # The Worker answers a result that ends in the connector message that started it from plain
+    # data (no body stream from its Durable Object): the same answer as a streamed one.
+    url = f"{conf.relay.http_url}/v1/tunnels/demo/query"
+    body = {"sql": "SELECT @n AS n", "params": {"n": 7}, "query_id": "small-answer-1"}
+    with trio.fail_after(20):
+        response = await conf.http.post(
+            url, json=body, headers={"Authorization": f"Bearer {conf.token()}"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-ndjson"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-edgetds-query-id"] == "small-answer-1"
+    assert response.content.endswith(b"\n")
+    columns, row, done = [json.loads(x) for x in response.content.decode().splitlines()]
+    assert [c["name"] for c in columns["columns"]] == ["n"]
+    assert [str(v) for v in row] == ["7"]
+    assert done["done"]["rows"] == 1

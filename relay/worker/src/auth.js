@@ -43,11 +43,23 @@ export class AuthError extends Error {
 
 // ------------------------------------------------------------------------------------ base64url
 
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 /** Unpadded base64url of bytes. @param {Uint8Array} bytes @returns {string} */
 export function b64url(bytes) {
-  let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  let out = "";
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63] + B64URL[(n >> 6) & 63] + B64URL[n & 63];
+  }
+  if (i + 1 === bytes.length) {
+    out += B64URL[bytes[i] >> 2] + B64URL[(bytes[i] & 3) << 4];
+  } else if (i + 2 === bytes.length) {
+    const n = (bytes[i] << 8) | bytes[i + 1];
+    out += B64URL[n >> 10] + B64URL[(n >> 4) & 63] + B64URL[(n & 15) << 2];
+  }
+  return out;
 }
 
 /** Strict unpadded base64url decode. @param {string} text @returns {Uint8Array} */
@@ -137,6 +149,14 @@ function compareCodePoints(a, b) {
   }
 }
 
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** An object's keys in code-point order: UTF-16 order, which is the same without surrogates. @param {Record<string, any>} value */
+function sortedKeys(value) {
+  const keys = Object.keys(value).sort();
+  return keys.some((k) => SURROGATE.test(k)) ? keys.sort(compareCodePoints) : keys;
+}
+
 const ESCAPES = { '"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f" };
 
 function quote(s) {
@@ -163,8 +183,7 @@ function canonicalText(value) {
     case "object":
       if (value instanceof PyFloat) return pythonFloatRepr(value.value);
       if (Array.isArray(value)) return `[${value.map(canonicalText).join(",")}]`;
-      return `{${Object.keys(value)
-        .sort(compareCodePoints)
+      return `{${sortedKeys(value)
         .map((k) => `${quote(k)}:${canonicalText(value[k])}`)
         .join(",")}}`;
     default:
@@ -297,6 +316,23 @@ export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, lim
   return sign(relayKey.privateKey, HELLO_CONTEXT, hello);
 }
 
+/** Digests of recent statements and options texts (a repeated statement is hashed once). */
+const digests = new Map();
+const DIGESTS_KEPT = 1024;
+const DIGEST_TEXT_MAX = 4096;
+
+/** sha256Hex of a text, remembered when it is short (statements repeat; options take few values). @param {string} text */
+async function rememberedSha256(text) {
+  if (text.length > DIGEST_TEXT_MAX) return sha256Hex(text);
+  let digest = digests.get(text);
+  if (digest === undefined) {
+    digest = await sha256Hex(text);
+    if (digests.size >= DIGESTS_KEPT) digests.clear();
+    digests.set(text, digest);
+  }
+  return digest;
+}
+
 /**
  * The relay's attestation for a QUERY (protocol make_attestation).
  * @param {{privateKey: CryptoKey, keyId: string}} relayKey
@@ -311,10 +347,10 @@ export async function makeAttestation(relayKey, { sessionId, queryId, token, sql
   // A session op other than `run` has neither: the empty statement (SPEC 8.4).
   const statement = sql !== null && sql !== undefined ? `sql:${sql}` : query !== null && query !== undefined ? `query:${query}` : "";
   const [statementSha256, paramsSha256, tokenDigest, optionsSha256] = await Promise.all([
-    sha256Hex(statement),
+    rememberedSha256(statement),
     sha256Hex(paramsJson ?? canonicalJson(params)),
     tokenSha256 ?? sha256Hex(token),
-    sha256Hex(canonicalJson(options)),
+    rememberedSha256(canonicalJsonText(options)),
   ]);
   const attestation = {
     relay_key_id: relayKey.keyId,

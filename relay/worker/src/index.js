@@ -39,6 +39,7 @@ import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
 import { bearerToken, verifyClientToken } from "./oidc.js";
 import { parseBeginRequest, parseEmptyRequest, parseQueryRequest, parseSavepointRequest, parseTransactionRequest, readBody } from "./request.js";
 import { shardOf } from "./sessions.js";
+import { wholeResponse } from "./query.js";
 import { guardStream } from "./stream.js";
 import { enrolmentObject } from "./tunnel.js";
 
@@ -95,8 +96,8 @@ let idsOf = null;
 
 /** The routes (module header); anything else is 404. */
 const routes = {
-  async fetch(request, env, ctx) {
-    const url = new URL(request.url);
+  /** @param {Request} request @param {any} env @param {any} ctx @param {URL} url the request's, parsed once */
+  async fetch(request, env, ctx, url) {
     if (url.pathname === "/healthz") return healthz(request);
     const match = ROUTE.exec(url.pathname);
     if (match === null) {
@@ -144,14 +145,14 @@ export default {
   async fetch(request, env, ctx) {
     const url = new URL(request.url);
     const tunnel = clientEndpoint(url.pathname);
-    if (tunnel === null || !request.headers.has("origin")) return routes.fetch(request, env, ctx);
+    if (tunnel === null || !request.headers.has("origin")) return routes.fetch(request, env, ctx, url);
     const origin = await listedOrigin(request, env, tunnel);
     if (isPreflight(request)) {
       if (origin !== null) return preflightResponse(origin);
       counters.refuse("cors.refused");
       return refusedPreflight();
     }
-    const response = await routes.fetch(request, env, ctx);
+    const response = await routes.fetch(request, env, ctx, url);
     return origin === null ? response : withCors(response, origin);
   },
 };
@@ -322,7 +323,7 @@ async function query(request, env, ctx, config, tunnel, address) {
   }
   // Try a random shard first, then the others: a shard may have no connector yet.
   const first = Math.floor(Math.random() * config.shards);
-  /** @type {Response} */
+  /** @type {Response | import("./query.js").WholeAnswer} */
   let response = /** @type {any} */ (undefined); // set by the loop: config.shards >= 1
   let shard = first;
   // A client that hangs up before the answer starts is invisible to the object: tell it, so it
@@ -343,8 +344,10 @@ async function query(request, env, ctx, config, tunnel, address) {
       throw new HttpError(ErrorCode.TRANSPORT_LOST, "the relay lost the tunnel before the query answered; it may or may not have run; retry", { queryId: req.query_id });
     }
     if (response.status !== 503 || i === config.shards - 1) break;
-    await response.body?.cancel();
+    await /** @type {Response} */ (response).body?.cancel();
   }
+  // A complete result: its whole body is here, nothing to guard.
+  if (!(response instanceof Response)) return wholeResponse(response.body, response.queryId);
   if (req.client_query_id && (response.status === 503 || response.status === 429 || response.status === 413)) {
     // Never sent to a connector: the client may retry with the same query_id.
     await stub(env, config, tunnel, home).forget(req.query_id);

@@ -30,6 +30,11 @@ import { errorRecord, errorResponse, HttpError } from "./http.js";
 
 const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control": "no-store" };
 
+/** The 200 response of a complete answer. @param {Uint8Array} body @param {string} queryId */
+export function wholeResponse(body, queryId) {
+  return new Response(body, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": queryId } });
+}
+
 /**
  * What the Worker sends for one query (verified facts only).
  * @typedef {{token: string, tokenSha256?: string, request: Record<string, any>, deadlineMs: number,
@@ -43,8 +48,12 @@ const NDJSON_HEADERS = { "content-type": "application/x-ndjson", "cache-control"
  *   accept?: (session: ConnectorSession) => boolean,
  *   onSent?: (session: ConnectorSession, streamId: number) => void}} SessionParts
  * @typedef {QueryCall & SessionParts} Call
+ * @typedef {{status: 200, queryId: string, body: Uint8Array}} WholeAnswer a complete 200 answer as plain
+ *   data: what the Tunnel's query() method returns for a result that ended in the connector message
+ *   that started it (the Worker makes the Response: no body stream crosses the RPC boundary)
  * @typedef {{token: string, tokenSha256?: string, req: Record<string, any>, options: Record<string, any>, deadlineMs: number,
- *   respond: (response: Response) => void, slot: AdmissionSlot} & SessionParts} Job
+ *   respond: (response: Response | WholeAnswer) => void, slot: AdmissionSlot, whole?: boolean} & SessionParts} Job
+ *   `whole`: answer a complete result as a WholeAnswer instead of a Response
  * @typedef {{key: string, session: ConnectorSession, streamId: number, queryId: string, started: boolean,
  *   finished: boolean, cancelled: boolean, redispatching: boolean,
  *   writer: WritableStreamDefaultWriter<Uint8Array> | null, job: Job,
@@ -101,9 +110,23 @@ export class Queries {
    * Run one query; resolves to its response (200 with a streamed body, or a typed error).
    * @param {Call} call @returns {Promise<Response>}
    */
-  async handle({ token, tokenSha256, request: req, deadlineMs, identity, maxQueriesPerIdentity, session, pinned, accept, onSent }) {
+  async handle(call) {
+    return /** @type {Response} */ (await this.run(call, false));
+  }
+
+  /**
+   * handle(), except that a result that ended in the message that started it resolves to a
+   * WholeAnswer (the Tunnel's query() method: the Worker makes its Response).
+   * @param {Call} call @returns {Promise<Response | WholeAnswer>}
+   */
+  async handleWhole(call) {
+    return this.run(call, true);
+  }
+
+  /** @param {Call} call @param {boolean} whole @returns {Promise<Response | WholeAnswer>} */
+  async run({ token, tokenSha256, request: req, deadlineMs, identity, maxQueriesPerIdentity, session, pinned, accept, onSent }, whole) {
     const config = await loadConfig(this.env);
-    /** @type {PromiseWithResolvers<Response>} */
+    /** @type {PromiseWithResolvers<Response | WholeAnswer>} */
     const { promise, resolve } = Promise.withResolvers();
     // before admission: a statement no connection accepts neither waits for nor takes a slot
     const largest = this.tunnel.maxStatementBytes();
@@ -114,7 +137,7 @@ export class Queries {
     const timeoutMs = Math.max(1, req.timeout_ms - slot.waitedMs);
     const options = { max_rows: req.max_rows ?? null, timeout_ms: timeoutMs };
     try {
-      await this.dispatch({ token, tokenSha256, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot, session, pinned, accept, onSent });
+      await this.dispatch({ token, tokenSha256, req, options, deadlineMs: deadlineMs - (req.timeout_ms - timeoutMs), respond: resolve, slot, whole, session, pinned, accept, onSent });
     } catch (err) {
       this.tunnel.giveBack(slot);
       throw err;
@@ -260,7 +283,7 @@ export class Queries {
     stream.started = true;
     this.settle(stream);
     const body = held.length === 1 ? held[0].data : concatBytes(held.map((h) => h.data));
-    stream.job.respond(new Response(body, { status: 200, headers: { ...NDJSON_HEADERS, "x-edgetds-query-id": stream.queryId } }));
+    stream.job.respond(stream.job.whole ? { status: 200, queryId: stream.queryId, body } : wholeResponse(body, stream.queryId));
     for (const { flowed } of held) stream.session.consumed(stream.streamId, flowed);
   }
 

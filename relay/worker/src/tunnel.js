@@ -116,12 +116,13 @@ export class Tunnel extends DurableObject {
 
   /**
    * Run one query (the Worker verified the client token and the request); resolves to the
-   * response: 200 with the NDJSON body streamed, or a typed error.
-   * @param {QueryCall} call @returns {Promise<Response>}
+   * response: 200 with the NDJSON body streamed, a typed error, or a complete result as plain data
+   * (a WholeAnswer: the Worker makes its Response, so no body stream crosses to the Worker).
+   * @param {QueryCall} call @returns {Promise<Response | import("./query.js").WholeAnswer>}
    */
   async query(call) {
     try {
-      return await this.queries.handle(call);
+      return await this.queries.handleWhole(call);
     } catch (err) {
       if (err instanceof HttpError) return errorResponse(err);
       console.error(`tunnel DO query failed: ${/** @type {Error} */ (err)?.stack ?? err}`);
