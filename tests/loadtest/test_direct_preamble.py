@@ -55,9 +55,7 @@ async def _direct_run(tmp_path: Path, sql: str) -> tuple[Any, list[Message]]:
             "queries": [{"name": "q", "sql": sql, "params": {"n": {"int": [1, 9]}}}],
         }
     )
-    tmp_path.mkdir()
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS + '[users.owner]\npassword = "owner-pw"\nrole = "admin"\n')
+    users = _users_file(tmp_path)
     with trio.fail_after(60):
         async with tdslite.open_server(users=users) as server, trio.open_nursery() as nursery:
             tap = WireTap(server.port)
@@ -69,6 +67,14 @@ async def _direct_run(tmp_path: Path, sql: str) -> tuple[Any, list[Message]]:
             [run] = (await run_loadtest(plan)).values()
             nursery.cancel_scope.cancel()
     return run, tap.requests()
+
+
+def _users_file(directory: Path) -> Path:
+    """tdslite's logins: the connector's reader and writer, and an owner that may create tables."""
+    directory.mkdir()
+    users = directory / "users.toml"
+    users.write_text(TDSLITE_USERS + '[users.owner]\npassword = "owner-pw"\nrole = "admin"\n')
+    return users
 
 
 def _create_table(direct: DirectSpec) -> None:
