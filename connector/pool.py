@@ -1,11 +1,11 @@
 """python-tds connection pools, one per SQL Server login, driven from Trio worker threads.
 
-Rules: a python-tds connection is not thread-safe, so a `PooledConnection` is used by one thread
-only, its own worker thread (`_ConnectionThread`, started with the connection, ended by its
+Rules: a python-tds connection is not thread-safe, so a `PooledConnection` runs its calls on one
+thread, its own worker thread (`_ConnectionThread`, started with the connection, ended by its
 close), and only while a query task holds it (`LoginPool.borrow`). Every blocking call on it goes
 to that thread (`LoginPool.call`): one thread per connection, so one busy login cannot starve
 another of threads, and a call costs a queue put and a Trio reschedule (no thread naming, context
-copy or limiter of `trio.to_thread.run_sync`, about 30-50 us of CPU less per call). Opening and
+copy or limiter of `trio.to_thread.run_sync`: 25-40 us of CPU less per call here). Opening and
 closing a connection go through `trio.to_thread.run_sync` with the pool's CapacityLimiter.
 
 Cancelling a call that is blocked inside python-tds is the one cross-thread operation, and it
