@@ -45,6 +45,7 @@ from pytds import tds_base
 from pytds.collate import raw_collation
 
 from connector import _timetypes
+from connector._watchdog import INTERRUPT_GRACE_S, Watch, watching
 from connector.encode import BoundParam, RowEncoder, columns_line, describe
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
 from connector.results import CancelToken, QueryFailed, ResultTotals, Sink, SinkClosed
@@ -78,9 +79,6 @@ _PREAMBLE = ";".join(
     f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
     for i, key in enumerate(CONTEXT_KEYS)
 )
-
-#: how long a worker blocked in python-tds gets after ATTENTION before its socket is cut
-_INTERRUPT_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -500,37 +498,11 @@ async def execute_pinned(
     return outcome
 
 
-async def _watchdog(
-    pc: PooledConnection,
-    cancel: CancelToken,
-    deadline: float,
-    done: trio.Event,
-    delivery: list[trio.CancelScope],
-) -> None:
-    """On cancel or deadline: stop a delivery stalled on a slow client's credit, and interrupt a
-    worker blocked in python-tds (see module docstring)."""
-    with trio.move_on_at(deadline):
-        await cancel.event.wait()
-    cancel.cancel("timeout")  # no-op if it was cancelled first
-    for scope in delivery:
-        scope.cancel()
-    while not done.is_set():
-        if pc.busy:
-            sent = pc.send_attention()
-            log.info("interrupting a running statement", extra={"attention_sent": sent})
-            with trio.move_on_after(_INTERRUPT_GRACE_S):
-                await done.wait()
-            if not done.is_set():
-                pc.shutdown()
-            return
-        await trio.sleep(0.02)
-
-
 async def _bounded_call(pool: LoginPool, pc: PooledConnection, fn: Any) -> None:
     """A worker-thread call that cannot outlive the interrupt grace: the socket is cut then."""
 
     async def guard() -> None:
-        await trio.sleep(_INTERRUPT_GRACE_S)
+        await trio.sleep(INTERRUPT_GRACE_S)
         pc.shutdown()
 
     async with trio.open_nursery() as nursery:
@@ -553,7 +525,9 @@ async def _execute_on(
     reader = _Reader(req)
     reused = pc.used
     pc.used = True
-    done = trio.Event()  # set once no database work is left (the watchdog stops interrupting)
+    # the run's watchdog stops the query on cancel or deadline (connector/_watchdog.py)
+    watch = Watch(pc, cancel, deadline)
+    done = watch.done  # set once no database work is left (the watchdog stops interrupting)
     failure: list[BaseException] = []
     max_rows = req.max_rows if req.max_rows is not None else math.inf
 
@@ -633,7 +607,7 @@ async def _execute_on(
             finally:
                 done.set()
 
-    delivery: list[trio.CancelScope] = []  # the one in progress, for the watchdog
+    delivery = watch.delivery  # the one in progress, for the watchdog
     too_large: QueryFailed | None = None
 
     async def consume(chunk: _Chunk) -> None:
@@ -653,8 +627,8 @@ async def _execute_on(
         except SinkClosed:
             cancel.cancel("stream closed")
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watchdog, pc, cancel, deadline, done, delivery)
+    dog = watching(watch)
+    try:
         first: _Chunk | None = None
         if cancel.cancelled:
             failure.append(stopped())
@@ -671,13 +645,17 @@ async def _execute_on(
                 if too_large is not None or cancel.cancelled or first[2] > max_rows:
                     done.set()
                 else:
-                    send, receive = trio.open_memory_channel[_Chunk](2)
-                    nursery.start_soon(produce, send, first[2])
-                    async with receive:
-                        async for chunk in receive:
-                            await consume(chunk)
-        # no database work left: stop the watchdog, and stop a statement left mid-result cleanly
-        nursery.cancel_scope.cancel()
+                    async with trio.open_nursery() as nursery:
+                        send, receive = trio.open_memory_channel[_Chunk](2)
+                        nursery.start_soon(produce, send, first[2])
+                        async with receive:
+                            async for chunk in receive:
+                                await consume(chunk)
+    finally:
+        # no database work left: the watchdog lets go of the connection (a statement left
+        # mid-result is stopped cleanly below)
+        done.set()
+        dog.remove(watch)
     if cancel.cancelled and not pc.broken and not reader.finished:
         try:
             with trio.CancelScope(shield=True):

@@ -247,9 +247,12 @@ class Ops:
         )
         self._scrape = _ScrapeCollector()
         r.register(self._scrape)
-        for direction in ("in", "out"):
-            self.frames.labels(direction)
-            self.frame_bytes.labels(direction)
+        # the labelled children of the per-query and per-frame metrics, looked up once (the
+        # label sets are few: directions, the policy's roles, outcome codes)
+        self._frames_in = (self.frames.labels("in"), self.frame_bytes.labels("in"))
+        self._frames_out = (self.frames.labels("out"), self.frame_bytes.labels("out"))
+        self._by_role: dict[str, tuple[Histogram, Counter, Counter]] = {}
+        self._by_outcome: dict[tuple[str, str], Counter] = {}
 
     # -- what the runtime reports --------------------------------------------------------------
 
@@ -314,22 +317,35 @@ class Ops:
         self._in_flight = max(0, self._in_flight - 1)
         self.in_flight.set(self._in_flight)
         role_label = role or "none"
-        self.queries.labels(role_label, outcome).inc()
-        self.duration.labels(role_label).observe(duration_s)
-        self.rows.labels(role_label).inc(rows)
-        self.result_bytes.labels(role_label).inc(nbytes)
+        counter = self._by_outcome.get((role_label, outcome))
+        if counter is None:
+            counter = self._by_outcome[role_label, outcome] = self.queries.labels(
+                role_label, outcome
+            )
+        counter.inc()
+        per_role = self._by_role.get(role_label)
+        if per_role is None:
+            per_role = self._by_role[role_label] = (
+                self.duration.labels(role_label),
+                self.rows.labels(role_label),
+                self.result_bytes.labels(role_label),
+            )
+        duration, rows_total, bytes_total = per_role
+        duration.observe(duration_s)
+        if rows:
+            rows_total.inc(rows)
+        if nbytes:
+            bytes_total.inc(nbytes)
         if outcome in REFUSALS:
             self.refusals.labels(outcome).inc()
         if outcome == "ok":
             self._last_db_ok = self._clock()
 
     def frame_sent(self, nbytes: int, frames: int = 1) -> None:
-        self.frames.labels("out").inc(frames)
-        self.frame_bytes.labels("out").inc(nbytes)
+        _count_frames(self._frames_out, nbytes, frames)
 
     def frame_received(self, nbytes: int, frames: int = 1) -> None:
-        self.frames.labels("in").inc(frames)
-        self.frame_bytes.labels("in").inc(nbytes)
+        _count_frames(self._frames_in, nbytes, frames)
 
     def backpressure_stall(self) -> None:
         self.stalls.inc()
@@ -550,3 +566,11 @@ def database_probe(pools: Any) -> ReadyCheck:
         raise RuntimeError("no [logins.NAME] configured")
 
     return check
+
+
+def _count_frames(children: tuple[Counter, Counter], nbytes: int, frames: int) -> None:
+    count, size = children
+    if frames:
+        count.inc(frames)
+    if nbytes:
+        size.inc(nbytes)

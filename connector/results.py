@@ -11,7 +11,7 @@ python-tds) meet here, so that neither imports the other:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,11 +42,15 @@ class CancelToken:
 
     reason: str = ""
     event: trio.Event = field(default_factory=trio.Event)
+    #: called once when it is cancelled (the query watchdog's wake-up, connector/_watchdog.py)
+    on_cancel: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def cancel(self, reason: str = "cancelled") -> None:
         if not self.event.is_set():
             self.reason = reason
             self.event.set()
+            if self.on_cancel is not None:
+                self.on_cancel()
 
     @property
     def cancelled(self) -> bool:

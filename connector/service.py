@@ -279,20 +279,21 @@ class QueryService:
                 nbytes=ev.bytes,
             )
             self.summary.record(ev.elapsed_ms, error=None if ev.outcome == "ok" else ev.outcome)
-            log.debug(
-                "query %s",
-                ev.outcome,
-                extra={
-                    "event": "query",
-                    "outcome": ev.outcome,
-                    "query_id": ev.query_id,
-                    "subject": ev.subject,
-                    "role": ev.role,
-                    "rows": ev.rows,
-                    "elapsed_ms": ev.elapsed_ms,
-                    "sql_number": (ev.sql_error or {}).get("number"),
-                },
-            )
+            if log.isEnabledFor(logging.DEBUG):  # the line per query; off unless asked for
+                log.debug(
+                    "query %s",
+                    ev.outcome,
+                    extra={
+                        "event": "query",
+                        "outcome": ev.outcome,
+                        "query_id": ev.query_id,
+                        "subject": ev.subject,
+                        "role": ev.role,
+                        "rows": ev.rows,
+                        "elapsed_ms": ev.elapsed_ms,
+                        "sql_number": (ev.sql_error or {}).get("number"),
+                    },
+                )
             if self.audit is not None:
                 try:
                     with trio.CancelScope(shield=True):
@@ -590,8 +591,9 @@ class QueryService:
         self._pump()
         started = trio.current_time()
         try:
-            with trio.move_on_after(wait_s):
-                await waiter.event.wait()
+            if not waiter.granted:  # a free slot (the common case) was granted by _pump
+                with trio.move_on_after(wait_s):
+                    await waiter.event.wait()
         except BaseException:  # cancelled while waiting (perhaps just granted): give it back
             self._give_back(key, waiter)
             raise

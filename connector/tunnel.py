@@ -311,9 +311,13 @@ class TunnelLink:
         """Queue the events and write everything queued, in order, under the write lock (the
         events of one call go out in one WebSocket message when they fit 256 KiB)."""
         async with self._send_lock:
-            for event in batch:
-                self.conn.send(event)
-                self.ops.frame_sent(0)
+            queued = 0
+            try:
+                for event in batch:
+                    self.conn.send(event)
+                    queued += 1
+            finally:
+                self.ops.frame_sent(0, frames=queued)
             await self._flush_locked()
 
     async def send_checkpoint(self, fields: Mapping[str, Any]) -> bool:
@@ -505,9 +509,9 @@ class TunnelLink:
                     await self.ws.aclose(exc.close_code, str(exc)[:120])
                     self._end_reason = "lost"
                     return
-                self.ops.frame_received(len(message), frames=0)
-                for event in self.conn.events():
-                    self.ops.frame_received(0)
+                received = self.conn.events()
+                self.ops.frame_received(len(message), frames=len(received))
+                for event in received:
                     if await self._handle(event, nursery, nonce, task_status):
                         return
                 await self.flush()

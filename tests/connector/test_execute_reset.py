@@ -6,7 +6,7 @@ context SQL Server refuses fails the query closed: the statement is never sent."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from connector.execute import ExecRequest, execute, execute_pinned
 from connector.pool import LoginPool
 from connector.results import CancelToken, QueryFailed
 from tdslite import StatementLog
-from tests.support.connector_stack import TDSLITE_USERS
+from tests.support.e2e_stack import TDSLITE_USERS, admin_batch
 
 
 class _Collect:
@@ -35,17 +35,24 @@ class _Collect:
 
 @asynccontextmanager
 async def reader_pool(
-    tmp_path: Path, statement_log: StatementLog | None = None
+    tmp_path: Path,
+    statement_log: StatementLog | None = None,
+    *,
+    size: int = 1,
+    setup: Sequence[str] = (),
 ) -> AsyncIterator[LoginPool]:
-    """A fresh tdslite (logins reader/writer) and a pool of ONE connection of its reader login."""
+    """A fresh tdslite (logins reader/writer/admin; ``setup`` run as admin first) and a pool of
+    ``size`` connections (ONE by default) of its reader login."""
     users = tmp_path / "users.toml"
     users.write_text(TDSLITE_USERS)
     async with tdslite.open_server(users=users, statement_log=statement_log) as server:
+        if setup:
+            await trio.to_thread.run_sync(admin_batch, server, setup)
         db = DatabaseConfig(
             host=server.host,
             port=server.port,
             database=server.engine.database,
-            logins={"reader": LoginConfig("reader", "reader", "reader-pw", pool_size=1)},
+            logins={"reader": LoginConfig("reader", "reader", "reader-pw", pool_size=size)},
             validate_host=False,
         )
         pool = LoginPool(db, db.logins["reader"], query_timeout_s=30)
