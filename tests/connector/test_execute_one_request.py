@@ -34,20 +34,10 @@ from tdslite import StatementLog
 from tests.connector.rogue_relay import RogueRelay
 from tests.support.connector_keys import Keys, config_for
 from tests.support.connector_stack import TDSLITE_USERS
+from tests.support.sinks import CollectSink
 from tests.support.wiretap import RPC, SQL_BATCH, WireTap
 
 ADMIN = '[users.owner]\npassword = "owner-pw"\nrole = "admin"\n'
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.data = b""
-
-    async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
-        self.data += data
-
-    async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
-        self.data += data
 
 
 @asynccontextmanager
@@ -87,7 +77,7 @@ def _req(sql: str, sub: str, *, one: bool, params: Sequence[BoundParam] = ()) ->
 
 
 async def _run(pool: LoginPool, req: ExecRequest) -> bytes:
-    sink = _Collect()
+    sink = CollectSink()
     await execute(pool, req, sink, CancelToken())
     return sink.data
 
@@ -157,7 +147,7 @@ async def test_a_refused_context_never_lets_the_select_answer_reach_the_client(
     with trio.fail_after(60):
         async with tapped_pool(tmp_path, log) as (pool, tap):
             assert _rows(await _run(pool, _req(SESSION_SQL, "alice", one=True))) == [["alice"]]
-            sink = _Collect()
+            sink = CollectSink()
             async with pool.borrow() as pc:
                 pc.used = False  # no RESETCONNECTION: alice's read-only keys are still set
                 with pytest.raises(QueryFailed) as failed:

@@ -20,17 +20,7 @@ from connector.pool import LoginPool
 from connector.results import CancelToken, QueryFailed
 from tdslite import StatementLog
 from tests.support.e2e_stack import TDSLITE_USERS, admin_batch
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.data = b""
-
-    async def send_columns(self, data: bytes, *, flush: bool = True) -> None:
-        self.data += data
-
-    async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
-        self.data += data
+from tests.support.sinks import CollectSink
 
 
 @asynccontextmanager
@@ -63,7 +53,7 @@ async def reader_pool(
 
 
 async def _run(pool: LoginPool, sql: str, sub: str) -> list[list[object]]:
-    sink = _Collect()
+    sink = CollectSink()
     req = ExecRequest(
         query_id=f"q-{sub}",
         sql=sql,
@@ -101,7 +91,7 @@ async def test_a_refused_session_context_never_runs_the_statement(tmp_path: Path
         async with reader_pool(tmp_path, log) as pool:
             sql = "SELECT CAST(SESSION_CONTEXT(N'edgetds.sub') AS nvarchar(100)) AS s"
             assert await _run(pool, sql, "alice") == [["alice"]]
-            sink = _Collect()
+            sink = CollectSink()
             req = ExecRequest(
                 query_id="q-bob",
                 sql=secret,

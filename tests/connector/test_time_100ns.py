@@ -18,7 +18,8 @@ from connector.encode import BoundParam, RowEncoder, decode_params, describe
 from connector.execute import ExecRequest, execute
 from connector.pool import LoginPool
 from connector.results import CancelToken
-from tests.connector.test_execute_reset import _Collect, reader_pool
+from tests.connector.test_execute_reset import reader_pool
+from tests.support.sinks import CollectSink
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ async def run_query(
     pool: LoginPool, sql: str, params: list[BoundParam] | None = None
 ) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     """Run `sql` through connector/execute.py: (column descriptions, JSON rows)."""
-    sink = _Collect()
+    sink = CollectSink()
     req = ExecRequest(
         query_id="q-values",
         sql=sql,

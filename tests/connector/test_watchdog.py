@@ -17,8 +17,9 @@ from connector.pool import LoginPool, PooledConnection
 from connector.results import CancelToken, QueryFailed
 from protocol import ErrorCode
 from tdslite import StatementLog
-from tests.connector.test_execute_reset import _Collect, reader_pool
+from tests.connector.test_execute_reset import reader_pool
 from tests.support.e2e_stack import SETUP_SQL
+from tests.support.sinks import CollectSink
 from tests.support.waiting import eventually
 
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
@@ -47,7 +48,7 @@ async def _stopped_by_the_watchdog(
 
     async def run() -> None:
         with pytest.raises(QueryFailed) as info:
-            await execute(pool, _request(SLOW, timeout_s=30), _Collect(), cancel)
+            await execute(pool, _request(SLOW, timeout_s=30), CollectSink(), cancel)
         failed.append(info.value)
 
     async with trio.open_nursery() as nursery:
@@ -71,7 +72,9 @@ async def test_a_blocked_statement_is_stopped(
     with trio.fail_after(120):
         async with reader_pool(tmp_path, log, setup=SETUP_SQL) as pool:
             # the pool's one connection opened and idle: the query below borrows it at once
-            await execute(pool, _request("SELECT 1 AS one", timeout_s=5), _Collect(), CancelToken())
+            await execute(
+                pool, _request("SELECT 1 AS one", timeout_s=5), CollectSink(), CancelToken()
+            )
             cancel = CancelToken()
             failed = await _stopped_by_the_watchdog(
                 pool, log, mock_clock, cancel, jump=31 if how == "deadline" else 0
@@ -89,7 +92,7 @@ async def test_an_ended_query_is_never_acted_on(
     with trio.fail_after(120):
         async with reader_pool(tmp_path, log, setup=SETUP_SQL) as pool:
             cancel = CancelToken()
-            await execute(pool, _request("SELECT 1 AS one", timeout_s=30), _Collect(), cancel)
+            await execute(pool, _request("SELECT 1 AS one", timeout_s=30), CollectSink(), cancel)
             async with pool.borrow() as pc:  # the same connection (pool of 1), a new borrower
                 ended: list[bool] = []
 
