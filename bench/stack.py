@@ -39,7 +39,20 @@ from tests.support.e2e_stack import write_conn1_config, write_key
 from tests.support.processes import stop_processes
 from tests.support.relays import RelayHandle, start_python_relay
 
-__all__ = ["NO_RATE_LIMITS", "DemoStack", "open_demo_stack", "open_diy_service"]
+__all__ = [
+    "NO_RATE_LIMITS",
+    "DemoStack",
+    "open_demo_stack",
+    "open_diy_service",
+    "process_cpu_seconds",
+]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 #: an admin login to create the benchmark tables (the connector only has reader and writer)
 USERS = TDSLITE_USERS + '\n[users.owner]\npassword = "owner-pw"\nrole = "admin"\n'

@@ -43,7 +43,7 @@ from typing import Any
 import trio
 
 from bench.checks import Check, print_table, ratio
-from bench.stack import DemoStack, open_demo_stack, open_diy_service
+from bench.stack import DemoStack, open_demo_stack, open_diy_service, process_cpu_seconds
 from edgetds.loadtest import Plan, RunResult, TokenSource, compare, parse_scenario, run_loadtest
 
 ECHO = {"name": "echo", "sql": "SELECT @n AS n", "params": {"n": {"int": [1, 1_000_000]}}}
@@ -102,24 +102,19 @@ async def measure(
     return runs
 
 
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(stack: DemoStack, diy: tuple[str, int] | None = None) -> dict[str, float]:
     """CPU seconds used so far by each process of the stack (user + system)."""
     times = os.times()
     here = "loadgen" if stack.relay_pid is not None else "relay+loadgen"
     out = {here: times.user + times.system}
     if stack.relay_pid is not None:
-        out["relay"] = _proc_cpu(stack.relay_pid)
+        out["relay"] = process_cpu_seconds(stack.relay_pid)
     if stack.connector_processes:
-        out["connector"] = sum(_proc_cpu(p.pid) for p in stack.connector_processes)
+        out["connector"] = sum(process_cpu_seconds(p.pid) for p in stack.connector_processes)
     if stack.tds_pid is not None:
-        out["tdslite"] = _proc_cpu(stack.tds_pid)
+        out["tdslite"] = process_cpu_seconds(stack.tds_pid)
     if diy is not None:
-        out["diy"] = _proc_cpu(diy[1])
+        out["diy"] = process_cpu_seconds(diy[1])
     return out
 
 
@@ -321,7 +316,7 @@ async def run_latency_throughput(
 async def workerd_floor(count: int, out: dict[str, Any]) -> None:
     """The workerd floor (bench/worker_floor.py), by the same client, after the c1 stacks ended:
     what the relay Worker's CPU per query is over it is the relay's own work."""
-    from bench.worker_floor import measure_floor  # imports this module: loaded here, not above
+    from bench.worker_floor import measure_floor  # workerd and its config: loaded when asked for
 
     floor = await measure_floor(max(count, 1000))
     relay = out["latency_c1"]["runs"]["tunnel"]["cpu_ms_per_query"].get("relay")

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import trio
 
-from bench.tunnel import _proc_cpu
-from edgetds.loadtest._http import HttpConnection
+from bench.stack import process_cpu_seconds
+from edgetds.loadtest import HttpConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERD = ROOT / "node_modules" / ".bin" / "workerd"
@@ -89,9 +89,11 @@ async def measure_floor(count: int, warmup: int = 200) -> dict[str, float]:
             result = {}
             for path in ("/plain", "/rpc"):
                 await _send(client, path, warmup)
-                before = _proc_cpu(process.pid)
+                before = process_cpu_seconds(process.pid)
                 await _send(client, path, count)
-                result[path.strip("/")] = round(1000 * (_proc_cpu(process.pid) - before) / count, 3)
+                result[path.strip("/")] = round(
+                    1000 * (process_cpu_seconds(process.pid) - before) / count, 3
+                )
             return result
         finally:
             await client.aclose()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import lazy_loader
 
 if TYPE_CHECKING:
+    from edgetds.loadtest._http import HttpConnection
     from edgetds.loadtest.report import compare, write_report
     from edgetds.loadtest.runner import Plan, drive, run_direct, run_loadtest, run_tunnel
     from edgetds.loadtest.scenario import (
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DirectSpec",
     "DirectTarget",
+    "HttpConnection",
     "HttpTarget",
     "QueryOutcome",
     "Plan",
@@ -62,6 +64,7 @@ __all__ = [
 __getattr__, __dir__, _ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "_http": ["HttpConnection"],
         "report": ["compare", "write_report"],
         "runner": ["Plan", "drive", "run_direct", "run_loadtest", "run_tunnel"],
         "scenario": [
