@@ -380,8 +380,11 @@ class PartGroup:
         return part
 
     def _write_pids(self) -> None:
+        """Replace the pids file whole (a reader never sees it truncated or half written)."""
         lines = [f"{p.name} {p.process.pid}" for p in self.parts]
-        self.layout.pids_file.write_text("\n".join(lines) + "\n")
+        pending = self.layout.pids_file.with_name("pids.new")
+        pending.write_text("\n".join(lines) + "\n")
+        os.replace(pending, self.layout.pids_file)
 
     def dead(self) -> list[Part]:
         """Parts whose process has exited."""

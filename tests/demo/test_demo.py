@@ -290,6 +290,10 @@ def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
     demo = ServingDemo(tmp_path, state)
     try:
         demo.wait_ready(until="starting the relay")  # three children run, a fourth may start
+        # the line comes before the relay's process: wait for the pids file to name it
+        eventually_blocking(
+            lambda: {"tdslite", "idp", "relay"} <= set(_pids(state)), timeout_s=RUN_TIMEOUT_S
+        )
         pids = _pids(state)
         assert {"tdslite", "idp", "relay"} <= set(pids)
         assert all(_alive(pid) for pid in pids.values())
