@@ -245,7 +245,7 @@ def _executesql_params(sess: Any, sql: str, params: Sequence[BoundParam]) -> lis
     return head + [p.to_pytds() for p in params]
 
 
-def submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[BoundParam]]]) -> None:
+def _submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[BoundParam]]]) -> None:
     """Send each (statement, parameters) as an sp_executesql RPC, all in ONE RPC request message
     (MS-TDS 2.2.6.6: RPCReqBatch, BatchFlag, RPCReqBatch, ...): one round trip.
 
@@ -319,7 +319,7 @@ def send_context_with(
         tds_base.Error: the context failed; nothing of the statement's answer was read, and none
             may be: discard the connection.
     """
-    submit_executesql_batch(sess, [(_PREAMBLE, ctx), (sql, params)])
+    _submit_executesql_batch(sess, [(_PREAMBLE, ctx), (sql, params)])
     sess.begin_response()
     _read_first_rpc(sess)
 
