@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.__main__ import summary
 from bench.checks import print_table
+from bench.tunnel import REPLICA_MIN_CORES, checks
 from edgetds.loadtest.stats import RunResult
 
 
@@ -41,3 +42,15 @@ def test_the_worker_relay_cpu_is_compared_with_the_workerd_floor_of_its_run(
     print_table(checks)
     [line] = [t for t in capsys.readouterr().out.splitlines() if "workerd floor" in t]
     assert line.split()[-2:] == ["4.000x", "info"]
+
+
+def test_the_replica_ratio_is_judged_only_on_a_host_with_a_core_per_process() -> None:
+    def verdict(cores: int, ratio: float) -> str:
+        out = {"relay": "python", "replicas": {"ratio": ratio, "cores": cores}}
+        [check] = checks(out)
+        return check.verdict
+
+    assert verdict(REPLICA_MIN_CORES, 1.1) == "MISSES"
+    assert verdict(REPLICA_MIN_CORES, 1.6) == "MEETS"
+    assert verdict(REPLICA_MIN_CORES - 1, 0.9) == "info"
+    assert verdict(2, 1.6) == "info"
