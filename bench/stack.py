@@ -45,6 +45,7 @@ __all__ = [
     "open_demo_stack",
     "open_diy_service",
     "process_cpu_seconds",
+    "wait_connected",
 ]
 
 
@@ -82,7 +83,7 @@ class DemoStack:
     connector_processes: tuple[trio.Process, ...] = ()
 
 
-async def _wait_connected(
+async def wait_connected(
     relay: RelayHandle, idp: DevIdP, timeout_s: float = 20, *, connections: int = 1
 ) -> None:
     """Wait until the relay reports ``connections`` connector connections for the tunnel (GET
@@ -322,7 +323,7 @@ async def open_demo_stack(
         elif connector == "inprocess":
             async with open_connector(load_config(config)) as conn:
                 await conn.wait_ready()
-                await _wait_connected(relay, idp)
+                await wait_connected(relay, idp)
                 yield stack()
         else:
             async with trio.open_nursery() as nursery:
@@ -342,7 +343,7 @@ async def open_demo_stack(
                             )
                         )
                     links = connector_options.get("ha_connections", 2) * replicas
-                    await _wait_connected(relay, idp, timeout_s=30, connections=links)
+                    await wait_connected(relay, idp, timeout_s=30, connections=links)
                     yield stack(*processes)
                 finally:
                     await stop_processes(processes, logs, grace_s=10)

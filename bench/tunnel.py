@@ -192,20 +192,26 @@ def checks(out: dict[str, Any]) -> list[Check]:
     ]
 
 
-async def warm_tunnel_plan(stack: DemoStack, concurrency: int, seconds: float) -> Plan:
-    """The plan of ``SELECT @n`` through the tunnel only, closed loop at ``concurrency`` for
-    ``seconds``, after 100 unrecorded queries through it."""
-    sc = scenario(concurrency, seconds=seconds)
+def tunnel_plan(stack: DemoStack, sc: Any) -> Plan:
+    """The plan of scenario ``sc`` through the stack's tunnel only (dev IdP tokens, one user per
+    unit of concurrency)."""
     tokens = TokenSource.from_dev_idp(
-        stack.idp_key_dir, sc.identity, users=concurrency, expires_in=3600
+        stack.idp_key_dir, sc.identity, users=sc.load.concurrency, expires_in=3600
     )
-    plan = Plan(
+    return Plan(
         scenario=sc,
         target_url=stack.relay.http_url,
         tunnel=stack.relay.tunnel,
         tokens=tokens,
         live=False,
     )
+
+
+async def warm_tunnel_plan(stack: DemoStack, concurrency: int, seconds: float) -> Plan:
+    """The plan of ``SELECT @n`` through the tunnel only, closed loop at ``concurrency`` for
+    ``seconds``, after 100 unrecorded queries through it."""
+    sc = scenario(concurrency, seconds=seconds)
+    plan = tunnel_plan(stack, sc)
     await run_loadtest(replace(plan, scenario=sc.with_load(count=100)))
     return plan
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import json
 import re
 import struct
@@ -47,6 +48,7 @@ __all__ = [
     "columns_line",
     "decode_params",
     "describe",
+    "result_shape",
 ]
 
 # TDS type ids as python-tds reports them in cursor.description (the serializer's get_typeid()).
@@ -258,6 +260,30 @@ class RowEncoder:
         encs = self._encoders
         out = [None if v is None else encs[i](v) for i, v in enumerate(row)]
         return (self._dumps(out) + "\n").encode("utf-8")
+
+
+def result_shape(description: Sequence[Sequence[Any]]) -> tuple[RowEncoder, bytes]:
+    """The row encoder and the COLUMNS line of a result set with python-tds's ``description``.
+
+    Both are pure functions of the description (and a RowEncoder keeps no state), so they are
+    remembered for the last 256 descriptions: an application runs the same statements again and
+    again, and a small result would otherwise build its column list, encoders and JSON each time.
+    """
+    try:
+        key = tuple(tuple(column) for column in description)
+        hash(key)
+    except TypeError:  # an unhashable member: never expected from python-tds; build it afresh
+        return _shape_of(description)
+    return _remembered_shape(key)
+
+
+def _shape_of(description: Sequence[Sequence[Any]]) -> tuple[RowEncoder, bytes]:
+    columns = describe(description)
+    return RowEncoder(columns), columns_line(columns)
+
+
+#: thread-safe (lru_cache): result sets are read in the connections' worker threads
+_remembered_shape = functools.lru_cache(maxsize=256)(_shape_of)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from pytds.collate import raw_collation
 
 from connector import _timetypes
 from connector._watchdog import INTERRUPT_GRACE_S, Watch, watching
-from connector.encode import BoundParam, RowEncoder, columns_line, describe
+from connector.encode import BoundParam, RowEncoder, result_shape
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
 from connector.results import CancelToken, QueryFailed, ResultTotals, Sink, SinkClosed
 from protocol import ErrorCode
@@ -393,9 +393,7 @@ class _Reader:
         while True:
             description = self.cursor.description
             if description:
-                cols = describe(description)
-                self.encoder = RowEncoder(cols)
-                self.pending_columns = columns_line(cols)
+                self.encoder, self.pending_columns = result_shape(description)
                 return
             if self.cursor.rowcount is not None and self.cursor.rowcount >= 0:
                 self.rows_affected = max(self.rows_affected, 0) + self.cursor.rowcount

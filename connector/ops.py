@@ -197,6 +197,8 @@ class Ops:
             registry=r,
         )
         self.in_flight = Gauge(f"{p}_queries_in_flight", "Queries running now", registry=r)
+        # read at scrape time: no locked gauge update at each query's start and end
+        self.in_flight.set_function(lambda: self._in_flight)
         self.duration = Histogram(
             f"{p}_query_duration_seconds",
             "Query time from QUERY to DONE/ERROR",
@@ -308,14 +310,12 @@ class Ops:
 
     def query_started(self) -> None:
         self._in_flight += 1
-        self.in_flight.set(self._in_flight)
 
     def query_finished(
         self, *, role: str | None, outcome: str, duration_s: float, rows: int, nbytes: int
     ) -> None:
         """A query ended. `outcome` is "ok" or its error code; refusals are counted from it."""
         self._in_flight = max(0, self._in_flight - 1)
-        self.in_flight.set(self._in_flight)
         role_label = role or "none"
         counter = self._by_outcome.get((role_label, outcome))
         if counter is None:

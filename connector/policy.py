@@ -354,13 +354,26 @@ def claim_values(identity: Identity, path: str, *, split: bool = False) -> froze
     return frozenset(items)
 
 
+#: identities whose matching roles a `Policy` remembers (the oldest is forgotten first)
+MATCH_CACHE_SIZE = 1024
+
+
 class Policy:
-    """Roles and deny rules loaded from TOML. Immutable after loading."""
+    """Roles and deny rules loaded from TOML. Immutable after loading.
+
+    Which deny rule or roles match an identity is remembered per `Identity` OBJECT (at most
+    `MATCH_CACHE_SIZE` of them): an Identity is immutable and its claims are the verified token's,
+    and the token verifier hands out the same object for the same token while its verification
+    holds (identity/oidc.py), so every query of a token after its first skips the claim matching.
+    The key is the object itself, never its subject or token hash: another object (another
+    token, other claims) is matched afresh. A reloaded policy is a new `Policy`, with no memory.
+    """
 
     def __init__(self, roles: list[Role], deny: list[DenyRule], *, source: str) -> None:
         self.roles = tuple(roles)
         self.deny = tuple(deny)
         self.source = source
+        self._matched: dict[Identity, Decision | tuple[Role, ...]] = {}
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -462,6 +475,17 @@ class Policy:
         """The roles that match ``identity`` in file order, or the refusal if there are none."""
         if (request.sql is None) == (request.query is None):
             return _refuse(ErrorCode.REQUEST_INVALID, "send exactly one of 'sql' or 'query'")
+        matched = self._matched.get(identity)
+        if matched is None:
+            matched = self._match(identity)
+            if len(self._matched) >= MATCH_CACHE_SIZE:
+                self._matched.pop(next(iter(self._matched)), None)
+            # Identity compares and hashes as an object (eq=False): the key is this very object
+            self._matched[identity] = matched
+        return matched
+
+    def _match(self, identity: Identity) -> Decision | tuple[Role, ...]:
+        """The deny rule's refusal, or the matching roles in file order, or the refusal if none."""
         try:
             for rule in self.deny:
                 hits = rule.hits(identity)
@@ -471,7 +495,7 @@ class Policy:
                         ErrorCode.POLICY_DENIED,
                         f"denied by deny rule #{rule.index} ({hits[0]}){why}",
                     )
-            matching = [role for role in self.roles if role.hits(identity)]
+            matching = tuple(role for role in self.roles if role.hits(identity))
         except ClaimShapeError as exc:
             return _refuse(ErrorCode.POLICY_DENIED, _unusable(exc))
         if not matching:

@@ -314,7 +314,11 @@ class LoginPool:
     @asynccontextmanager
     async def borrow(self) -> AsyncIterator[PooledConnection]:
         """Hold one connection exclusively; broken ones are discarded on return."""
-        async with self._slots:
+        try:  # a free slot is taken without a Trio schedule point
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        try:
             pc = self._idle.pop() if self._idle else await self._open()
             self._in_use.add(pc)
             try:
@@ -328,6 +332,8 @@ class LoginPool:
                         await trio.to_thread.run_sync(pc.close, abandon_on_cancel=True)
                 else:
                     self._idle.append(pc)
+        finally:
+            self._slots.release()
 
     async def call(self, pc: PooledConnection, fn: Callable[[pytds.Connection], T]) -> T:
         """Run fn(conn) on a borrowed connection in its worker thread.

@@ -197,7 +197,8 @@ class QueryService:
         #: queries admitted (running), across every tunnel link
         self.in_flight = 0
         self.admission: FairAdmission[_Waiter] = FairAdmission(max_waiting=MAX_WAITING)
-        self._changed = trio.Event()
+        #: woken at the next change (`wait_changed`); None while nobody waits
+        self._changed: trio.Event | None = None
         self.counts: dict[str, int] = {}
         #: every query, for the periodic info summary (`connector run --log-summary-s`); the
         #: line per query is debug
@@ -550,17 +551,22 @@ class QueryService:
     async def wait_changed(self) -> None:
         """Return at the next change of `in_flight` or of the admission queue (a query starts
         waiting, is admitted, stops waiting or ends). Re-read them after it returns."""
+        if self._changed is None:
+            self._changed = trio.Event()
         await self._changed.wait()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:  # an Event per change only while someone waits for one
+            self._changed.set()
+            self._changed = None
 
     def _pump(self) -> None:
         """Hand every free connector slot to a waiting query, fairest first."""
         self._notify()
+        if not self.admission.waiting():
+            return
         free = self.max_concurrent - self.admission.statistics().admitted
-        if free > 0 and self.admission.waiting():
+        if free > 0:
             for _key, waiter in self.admission.grant(free):
                 waiter.granted = True
                 waiter.event.set()

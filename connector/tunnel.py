@@ -221,6 +221,45 @@ class StreamSink:
             log.info("stream ended after its connection", extra={"stream": self.stream_id})
 
 
+class FreeLock:
+    """A `trio.Lock` whose acquire takes a FREE lock without a Trio schedule point.
+
+    Each schedule point is a round of the run loop and an epoll call; a small query's answer
+    took four of them under write locks (the link's and the WebSocket's), and the WebSocket's
+    reader one more after each message it read (websockets writes what its protocol queued,
+    under its lock, even when that is nothing). A taken lock is waited for as trio.Lock does
+    (first come, first served); a cancel reaches the caller at its next schedule point.
+    """
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def acquire(self) -> None:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _free_send_lock(ws: ClientConnection) -> None:
+    """Give the WebSocket a `FreeLock` for its writes (websockets 17.4 serialises them with
+    ``async with self.send_lock``, a trio.Lock, and touches it nowhere else)."""
+    if isinstance(ws.send_lock, trio.Lock) and not ws.send_lock.locked():
+        ws.send_lock = FreeLock()  # type: ignore[assignment]
+
+
 def proxy_option(setting: str) -> str | Literal[True] | None:
     """websockets' proxy argument: True = from the environment, None = direct, or a URL."""
     if setting == "auto":
@@ -271,7 +310,7 @@ class TunnelLink:
         self.max_statement_bytes = max_statement_bytes
         self.conn = Connection(Role.CONNECTOR, limits=self.limits)
         self.ws: ClientConnection | None = None
-        self._send_lock = trio.Lock()
+        self._send_lock = FreeLock()
         self._credit = trio.Event()
         self._tokens: dict[int, CancelToken] = {}
         self._idle = trio.Event()
@@ -419,6 +458,7 @@ class TunnelLink:
         try:
             async with self._connect(nonce) as ws:
                 opened = True
+                _free_send_lock(ws)
                 self.ws = ws
                 self._started = trio.current_time()
                 if ws.subprotocol != SUBPROTOCOL:

@@ -18,6 +18,7 @@ from connector.encode import (
     columns_line,
     decode_params,
     describe,
+    result_shape,
 )
 
 _FACTORY = tds_types.SerializerFactory(tds_base.TDS74)
@@ -236,3 +237,26 @@ def test_bad_params_are_refused_without_echoing_values(params: dict, fragment: s
         decode_params(params)
     assert fragment in str(info.value)
     assert "not base64!" not in str(info.value)
+
+
+def test_result_shape_is_remembered_per_exact_description() -> None:
+    description = [_description("n", "int"), _description("t", "nvarchar(20)")]
+    encoder, line = result_shape(description)
+    assert line == columns_line(describe(description))
+    assert encoder.encode((7, "x")) == RowEncoder(describe(description)).encode((7, "x"))
+    again = result_shape([tuple(column) for column in description])
+    assert again[0] is encoder  # remembered: the same encoder, nothing rebuilt
+    # any difference in the description is another shape: name, type, scale, nullability
+    others = [
+        [_description("m", "int"), _description("t", "nvarchar(20)")],
+        [_description("n", "bigint"), _description("t", "nvarchar(20)")],
+        [_description("n", "int"), _description("t", "nvarchar(20)", nullable=False)],
+        [_description("n", "int")],
+    ]
+    for other in others:
+        shape = result_shape(other)
+        assert shape[1] == columns_line(describe(other)) != line
+        assert shape[0] is not encoder
+    prices = [_description("p", "decimal(10,2)")], [_description("p", "decimal(10,4)")]
+    two, four = (result_shape(d)[0].encode((Decimal("1.5"),)) for d in prices)
+    assert (two, four) == (b'["1.50"]\n', b'["1.5000"]\n')

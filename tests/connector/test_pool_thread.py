@@ -84,3 +84,30 @@ async def test_what_the_call_raised_is_raised_to_the_caller(tmp_path: Path) -> N
                 await pool.call(pc, fails)
             assert not pc.broken  # not a connection failure: the connection stays usable
             assert await pool.call(pc, lambda conn: _select_one(conn)[1]) == 1
+
+
+async def test_a_free_slot_with_an_idle_connection_is_taken_without_a_schedule_point(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(30):
+        async with reader_pool(tmp_path, size=1) as pool:
+            async with pool.borrow() as first:
+                assert await pool.call(first, _select_one)
+            # the slot is free and the connection idle: borrowing and returning it are no
+            # round of the run loop (each would be an epoll call per query)
+            with trio.testing.assert_no_checkpoints():
+                async with pool.borrow() as again:
+                    assert again is first
+            # and the slot still bounds the pool: a second borrower waits for the first
+            order: list[str] = []
+            async with trio.open_nursery() as nursery:
+                async with pool.borrow():
+
+                    async def second() -> None:
+                        async with pool.borrow():
+                            order.append("second")
+
+                    nursery.start_soon(second)
+                    await trio.testing.wait_all_tasks_blocked()
+                    order.append("first done")
+            assert order == ["first done", "second"]

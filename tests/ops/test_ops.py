@@ -217,3 +217,20 @@ def test_metrics_and_audit_agree_on_refusals() -> None:
     assert counted == audited
     assert {"request.invalid", "query.duplicate", "policy.denied"} <= counted
     assert not counted & {"sql.error", "query.timeout", "internal", "transport.lost"}
+
+
+async def test_queries_in_flight_is_read_at_scrape_time() -> None:
+    ops = Ops(connector_id="conn-1", tunnel="demo")
+
+    def in_flight() -> float | None:
+        return ops.registry.get_sample_value("edgetds_connector_queries_in_flight")
+
+    assert in_flight() == 0.0
+    ops.query_started()
+    ops.query_started()
+    assert in_flight() == 2.0
+    ops.query_finished(role="analyst", outcome="ok", duration_s=0.01, rows=1, nbytes=10)
+    assert in_flight() == 1.0
+    ops.query_finished(role="analyst", outcome="ok", duration_s=0.01, rows=1, nbytes=10)
+    ops.query_finished(role="analyst", outcome="ok", duration_s=0.01, rows=1, nbytes=10)
+    assert in_flight() == 0.0  # never below zero

@@ -1,0 +1,167 @@
+"""The connector's CPU per small query at concurrency 1, and the same for another version of it.
+
+Opens one benchmark stack per connector version (tdslite and ``edgetds relay serve`` as their
+own processes, the connector as ``edgetds connector run`` under that version's interpreter and
+working tree; the load generator in this process), warms them up, then runs ``--rounds``
+rounds; each round sends ``--count`` queries ``SELECT @n AS n`` at concurrency 1 through each
+stack's tunnel in turn, then as many straight to tdslite with the connector's per-query
+preamble (direct+preamble: a bare python-tds client doing the same database work). Alternating
+in small rounds puts every version under the same load from the rest of the machine.
+
+Per round and version it prints, per query: the connector's CPU (all its threads, and its main
+thread, the Trio loop, from /proc/PID/task/*/schedstat in ns), its context switches, and the
+bare client's CPU (this process during the direct+preamble run, getrusage), and their ratio
+(bench.tunnel's goal: <= 1.25); at the end the median of each.
+
+Run: ``.venv/bin/python -m bench.connector_cpu [--rounds 8] [--count 400]
+[--compare OTHER_WORKTREE ...]`` (e.g. ``git worktree add --detach`` of the code before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from bench.stack import DemoStack, open_demo_stack, wait_connected
+from bench.tunnel import scenario, tunnel_plan
+from edgetds.loadtest import Plan, run_loadtest
+from tests.support.processes import stop_processes
+
+
+@dataclass(frozen=True)
+class Version:
+    label: str
+    python: str
+    tree: Path
+
+
+def thread_ns(pid: int) -> tuple[int, int, int]:
+    """(ns on CPU of all threads, of the main thread, context switches) of process ``pid``."""
+    total = main = switches = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        ns = int((task / "schedstat").read_text().split()[0])
+        total += ns
+        if task.name == str(pid):
+            main = ns
+        for text in (task / "status").read_text().splitlines():
+            if text.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                switches += int(text.split()[1])
+    return total, main, switches
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@asynccontextmanager
+async def open_stack(version: Version, workdir: Path) -> AsyncIterator[tuple[DemoStack, int]]:
+    """A stack whose connector runs ``version``'s code; yields it and the connector's pid."""
+    async with open_demo_stack(
+        workdir, connector="none", tds_process=True, relay_kind="python-process"
+    ) as stack:
+        cmd = [version.python, "-m", "edgetds", "connector", "run"]
+        cmd += ["--config", str(stack.connector_config)]
+        log = open(workdir / "connector.log", "wb")  # noqa: SIM115, ASYNC230
+        async with trio.open_nursery() as nursery:
+            run = partial(
+                trio.run_process,
+                cmd,
+                check=False,
+                cwd=version.tree,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            process = await nursery.start(run)
+            try:
+                await wait_connected(stack.relay, stack.idp, timeout_s=60, connections=2)
+                yield stack, process.pid
+            finally:
+                await stop_processes([process], [log], grace_s=10)
+
+
+def plans(stack: DemoStack, count: int) -> tuple[Plan, Plan]:
+    """(through the tunnel, direct+preamble) for ``count`` queries at concurrency 1."""
+    tunnel = tunnel_plan(stack, scenario(1, count=count))
+    bare = replace(tunnel, target_url=None, direct=stack.direct, direct_like_connector=True)
+    return tunnel, bare
+
+
+async def run(versions: list[Version], rounds: int, count: int) -> None:
+    figures: dict[str, list[tuple[float, float, float]]] = {v.label: [] for v in versions}
+    bare_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="edgetds-conncpu-") as tmp:
+        async with AsyncExitStack() as stacks:
+            opened = []
+            for n, version in enumerate(versions):
+                workdir = Path(tmp) / str(n)
+                workdir.mkdir()
+                stack, pid = await stacks.enter_async_context(open_stack(version, workdir))
+                tunnel, bare = plans(stack, count)
+                await run_loadtest(replace(tunnel, scenario=tunnel.scenario.with_load(count=300)))
+                opened.append((version, pid, tunnel, bare))
+            await run_loadtest(replace(bare, scenario=bare.scenario.with_load(count=300)))
+            print("per query, ms: connector all threads / main thread, switches; bare client")
+            for n in range(1, rounds + 1):
+                line = []
+                for version, pid, tunnel, _ in opened:
+                    before = thread_ns(pid)
+                    [done] = (await run_loadtest(tunnel)).values()
+                    after = thread_ns(pid)
+                    if done.errors:
+                        raise SystemExit(f"{version.label}: {done.errors} errors")
+                    total, main, switches = (
+                        (b - a) / done.count for a, b in zip(before, after, strict=True)
+                    )
+                    figures[version.label].append((total / 1e6, main / 1e6, switches))
+                    line.append(
+                        f"{version.label} {total / 1e6:.3f} / {main / 1e6:.3f}, {switches:.1f}"
+                    )
+                t0 = self_cpu()
+                [direct] = (await run_loadtest(opened[-1][3])).values()
+                bare_ms.append(1000 * (self_cpu() - t0) / direct.count)
+                load = os.getloadavg()[0]
+                print(f"round {n} (load {load:.1f}): {'; '.join(line)}; bare {bare_ms[-1]:.3f}")
+    bare_median = statistics.median(bare_ms)
+    print(f"median bare python-tds client: {bare_median:.3f} ms")
+    for label, rows in figures.items():
+        total = statistics.median(r[0] for r in rows)
+        main = statistics.median(r[1] for r in rows)
+        ratio = statistics.median(r[0] / b for r, b in zip(rows, bare_ms, strict=True))
+        print(f"median {label}: {total:.3f} ms (main thread {main:.3f}); ratio to bare {ratio:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--compare", nargs="*", default=[], help="other worktrees to run too")
+    args = parser.parse_args(argv)
+    here = Path(__file__).resolve().parent.parent
+    versions = [Version("this", sys.executable, here)]
+    for tree in map(Path, args.compare):
+        # ``python -m`` imports from its working directory first: a worktree without a .venv of
+        # its own runs under this one's interpreter and libraries
+        python = tree / ".venv" / "bin" / "python"
+        versions.append(
+            Version(tree.name, str(python if python.exists() else sys.executable), tree)
+        )
+    trio.run(run, versions, args.rounds, args.count)
+
+
+if __name__ == "__main__":
+    main()

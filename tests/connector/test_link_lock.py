@@ -1,0 +1,87 @@
+"""The write locks of a tunnel link and of its WebSocket: a free lock is taken without a Trio
+schedule point (the link's reader flushes after every message, websockets' reader writes after
+every message it read, and a query writes its answer under both), and they still serialise
+writers (tests/connector/test_coalesce.py sends 12 answers at once on one link)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import tdslite
+from connector.config import TunnelConfig, load_config
+from connector.results import CancelToken
+from connector.runtime import open_connector
+from connector.tunnel import FreeLock, StreamSink, TunnelLink
+from edgetds.devidp import DevIdP
+from protocol import events
+from tests.connector.rogue_relay import RogueRelay
+from tests.support.connector_keys import Keys, config_for
+from tests.support.connector_stack import TDSLITE_USERS
+
+
+async def _never_called(
+    link: TunnelLink, query: events.Query, sink: StreamSink, cancel: CancelToken
+) -> None:
+    raise AssertionError("no query is served here")
+
+
+def _link() -> TunnelLink:
+    cfg = TunnelConfig(
+        connector_id="c1",
+        tunnel="t",
+        relay_urls=("ws://127.0.0.1:9",),
+        private_key_pem=b"",
+        relay_public_keys=(),
+    )
+    return TunnelLink(
+        cfg,
+        "ws://127.0.0.1:9",
+        private_key=Ed25519PrivateKey.generate(),
+        relay_keys={},
+        handler=_never_called,
+    )
+
+
+async def test_a_free_write_lock_is_taken_without_a_schedule_point() -> None:
+    link = _link()
+    with trio.fail_after(5):
+        with trio.testing.assert_no_checkpoints():
+            await link.flush()  # nothing queued: no round of the run loop
+        # a writer holding the lock still makes the next one wait for it
+        await link._send_lock.acquire()
+        flushed: list[str] = []
+
+        async def flush() -> None:
+            await link.flush()
+            flushed.append("flushed")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flush)
+            await trio.testing.wait_all_tasks_blocked()
+            assert flushed == []
+            link._send_lock.release()
+        assert flushed == ["flushed"]
+        assert not link._send_lock.locked()
+
+
+async def test_the_websocket_takes_its_free_write_lock_without_a_schedule_point(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    with trio.fail_after(30):
+        async with tdslite.open_server(users=users) as db:
+            path = config_for(tmp_path, keys, idp, rogue.ws_url, db_port=db.port)
+            async with open_connector(load_config(path)) as connector:
+                await connector.wait_ready()
+                links = [link for link in connector._links if link.ready]
+                assert links
+                for link in links:
+                    assert link.ws is not None
+                    assert isinstance(link.ws.send_lock, FreeLock)
+                    with trio.testing.assert_no_checkpoints():
+                        await link.ws.send_data()  # what websockets' reader does per message
