@@ -120,8 +120,9 @@ async def _start_relay(
     if kind == "worker":
         from tests.support.worker_relay import open_worker_relay
 
+        # the production bundle (src/index.js), not the test build with its /_test/ routes
         async with open_worker_relay(
-            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=issuer, limits=limits
+            tunnel=TUNNEL, connector_ids=["conn-1"], issuer=issuer, limits=limits, test_hooks=False
         ) as worker:
             yield worker.handle, worker.process.pid
         return

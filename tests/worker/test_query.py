@@ -8,8 +8,8 @@ import httpx
 import trio
 
 from edgetds.devidp import DevIdP
-from protocol import events
-from tests.support.protocol_peer import Peer
+from protocol import Limits, events
+from tests.support.protocol_peer import COLUMNS, Peer, line
 from tests.support.worker_relay import WorkerRelay
 from tests.worker.helpers import bearer, ndjson, peer, query_url
 
@@ -117,3 +117,39 @@ async def test_number_literals_reach_the_connector_as_python_reads_them(
     params = dict(q.params)
     assert params == {"a": 2.0, "b": -1.7976931348623157e308, "c": 7, "d": 1e-7}
     assert [type(params[k]) for k in "abcd"] == [float, float, int, float]
+
+
+async def test_credit_for_whole_results_leaves_when_their_message_was_handled(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    # Each answer is one WebSocket message (COLUMNS, ROWS, DONE): the object answers it whole and
+    # credits its bytes at once, sending and saving once at the end of the message. The connection
+    # credit due once half the connection window was consumed (the 5th answer of ~0.9 MB) must
+    # leave then, not wait for the next frame the relay sends (no further query comes here).
+    rows = b"".join(line(["x" * 1000]) for _ in range(900))
+
+    async def whole(p: Peer, q: events.Query) -> None:
+        p.conn.send(events.Columns(q.stream_id, line({"columns": list(COLUMNS)})))
+        p.conn.send(events.Rows(q.stream_id, rows))
+        done = {"rows": 900, "result_sets": 1, "elapsed_ms": 1, "query_id": q.query_id}
+        p.conn.send(events.Done(q.stream_id, line({"done": done})))
+        await p.flush()
+
+    half = Limits().connection_window // 2
+    with trio.fail_after(30):
+        async with peer(relay, handler=whole) as p:
+            for n in range(5):
+                response = await client.post(
+                    query_url(relay),
+                    json={"sql": "select whole"},
+                    headers=bearer(idp.mint(sub="erin")),
+                )
+                assert response.status_code == 200, response.text
+                assert response.text.count("\n") == 902
+                assert n == 4 or [c for c in p.credits if c.stream_id == 0] == []
+            while not [c for c in p.credits if c.stream_id == 0]:
+                p.credit_changed = trio.Event()
+                await p.credit_changed.wait()
+            granted = [c.increment for c in p.credits if c.stream_id == 0]
+            assert granted == [5 * (len(rows) + len(line({"columns": list(COLUMNS)})))]
+            assert granted[0] >= half

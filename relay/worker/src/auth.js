@@ -157,12 +157,12 @@ function sortedKeys(value) {
   return keys.some((k) => SURROGATE.test(k)) ? keys.sort(compareCodePoints) : keys;
 }
 
-const ESCAPES = { '"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f" };
-
 function quote(s) {
   if (!s.isWellFormed()) throw new TypeError("string contains a lone surrogate (not encodable as UTF-8)");
-  // eslint-disable-next-line no-control-regex
-  return `"${s.replace(/["\\\u0000-\u001f]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)}"`;
+  // For a well-formed string JSON.stringify escapes exactly what Python's json.dumps(ensure_ascii=
+  // False) does: " and \ and the control characters below U+0020 (\b \f \n \r \t, the others
+  // as \u00xx in lowercase hex); nothing else (not U+007F, U+2028 or U+2029).
+  return JSON.stringify(s);
 }
 
 function canonicalText(value) {
@@ -270,7 +270,7 @@ export async function loadRelayKey(text) {
 // ------------------------------------------------------------------------------------- signing
 
 async function sign(privateKey, context, obj) {
-  const unsigned = Object.fromEntries(Object.entries(obj).filter(([k]) => k !== "sig"));
+  const unsigned = Object.hasOwn(obj, "sig") ? Object.fromEntries(Object.entries(obj).filter(([k]) => k !== "sig")) : obj;
   const message = encoder.encode(context + canonicalText(unsigned));
   const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, privateKey, message));
   return { ...unsigned, sig: b64url(sig) };
@@ -316,22 +316,41 @@ export function signHello(relayKey, { sessionId, tunnel, connectorId, nonce, lim
   return sign(relayKey.privateKey, HELLO_CONTEXT, hello);
 }
 
-/** Digests of recent statements and options texts (a repeated statement is hashed once). */
-const digests = new Map();
-const DIGESTS_KEPT = 1024;
-const DIGEST_TEXT_MAX = 4096;
-
-/** sha256Hex of a text, remembered when it is short (statements repeat; options take few values). @param {string} text */
-async function rememberedSha256(text) {
-  if (text.length > DIGEST_TEXT_MAX) return sha256Hex(text);
-  let digest = digests.get(text);
-  if (digest === undefined) {
-    digest = await sha256Hex(text);
-    if (digests.size >= DIGESTS_KEPT) digests.clear();
-    digests.set(text, digest);
+/**
+ * sha256Hex by exact text, remembered for texts of at most `maxChars` characters and at most
+ * `maxEntries` of them (when full it starts over), so that a text which repeats (a statement, an
+ * options object, a client's token) is hashed once. A digest never goes stale: it is a function of
+ * the text alone.
+ */
+export class DigestMemo {
+  /** @param {{maxEntries: number, maxChars: number}} bounds */
+  constructor({ maxEntries, maxChars }) {
+    this.maxEntries = maxEntries;
+    this.maxChars = maxChars;
+    /** @type {Map<string, string>} */
+    this.kept = new Map();
   }
-  return digest;
+
+  /** How many digests are kept. */
+  get size() {
+    return this.kept.size;
+  }
+
+  /** @param {string} text @returns {Promise<string>} */
+  async sha256Hex(text) {
+    if (text.length > this.maxChars) return sha256Hex(text);
+    let digest = this.kept.get(text);
+    if (digest === undefined) {
+      digest = await sha256Hex(text);
+      if (this.kept.size >= this.maxEntries) this.kept.clear();
+      this.kept.set(text, digest);
+    }
+    return digest;
+  }
 }
+
+/** Digests of recent statements and options texts (statements repeat; options take few values). */
+export const TEXT_DIGESTS = new DigestMemo({ maxEntries: 1024, maxChars: 4096 });
 
 /**
  * The relay's attestation for a QUERY (protocol make_attestation).
@@ -347,10 +366,10 @@ export async function makeAttestation(relayKey, { sessionId, queryId, token, sql
   // A session op other than `run` has neither: the empty statement (SPEC 8.4).
   const statement = sql !== null && sql !== undefined ? `sql:${sql}` : query !== null && query !== undefined ? `query:${query}` : "";
   const [statementSha256, paramsSha256, tokenDigest, optionsSha256] = await Promise.all([
-    rememberedSha256(statement),
+    TEXT_DIGESTS.sha256Hex(statement),
     sha256Hex(paramsJson ?? canonicalJson(params)),
     tokenSha256 ?? sha256Hex(token),
-    rememberedSha256(canonicalJsonText(options)),
+    TEXT_DIGESTS.sha256Hex(canonicalJsonText(options)),
   ]);
   const attestation = {
     relay_key_id: relayKey.keyId,

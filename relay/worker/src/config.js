@@ -246,15 +246,25 @@ function parseAuditToken(env) {
   return value;
 }
 
+/** The bindings the configuration is parsed from. */
+const BINDINGS = Object.freeze(["RELAY_PRIVATE_KEY", "TUNNELS", "ISSUERS", "TUNNEL_SHARDS", "LIMITS", "AUDIT_TOKEN_SHA256"]);
+
+/** @type {{inputs: string[], value: any} | null} */
 let cached = null;
+
+/** Whether `env`'s bindings are the ones `inputs` holds (compared one by one, nothing joined). @param {Record<string, any>} env @param {string[]} inputs */
+function sameBindings(env, inputs) {
+  for (let i = 0; i < BINDINGS.length; i++) if (String(env[BINDINGS[i]]) !== inputs[i]) return false;
+  return true;
+}
 
 /**
  * The parsed configuration (cached per isolate; re-parsed if a binding string changes).
  * @param {Record<string, any>} env
  */
 export async function loadConfig(env) {
-  const fingerprint = [env.RELAY_PRIVATE_KEY, env.TUNNELS, env.ISSUERS, env.TUNNEL_SHARDS, env.LIMITS, env.AUDIT_TOKEN_SHA256].map(String).join("\u0000");
-  if (cached && cached.fingerprint === fingerprint) return cached.value;
+  if (cached && sameBindings(env, cached.inputs)) return cached.value;
+  const inputs = BINDINGS.map((name) => String(env[name]));
   let relayKey;
   try {
     relayKey = await loadRelayKey(env.RELAY_PRIVATE_KEY);
@@ -271,6 +281,6 @@ export async function loadConfig(env) {
     limits: parseLimits(env),
     auditTokenSha256: parseAuditToken(env),
   });
-  cached = { fingerprint, value };
+  cached = { inputs, value };
   return value;
 }

@@ -448,8 +448,8 @@ export function checkLimits(limits) {
 }
 
 function oneLine(data, key) {
-  const newlines = data.reduce((n, b) => n + (b === 0x0a ? 1 : 0), 0);
-  if (data[data.byteLength - 1] !== 0x0a || newlines !== 1) {
+  // exactly one newline, the last byte: the first newline is the last byte
+  if (data.byteLength === 0 || data.indexOf(0x0a) !== data.byteLength - 1) {
     throw new ProtocolError(`a "${key}" record must be exactly one line ending in "\\n"`);
   }
   const obj = loadsObject(data);

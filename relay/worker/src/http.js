@@ -67,3 +67,25 @@ export function errorResponse(error) {
   if (error.status === 401) headers["www-authenticate"] = 'Bearer realm="edgetds"';
   return jsonResponse(error.status, errorRecord(error.code, error.detail, { queryId: error.queryId, hint: error.hint, limit: error.limit, session: error.session, statement: error.statement }), headers);
 }
+
+/**
+ * A plain request URL: "http(s)://", an authority without / ? # \ or whitespace, a path of
+ * letters, digits and / _ . ~ - (nothing a URL parser rewrites: no escapes, backslashes, tabs or
+ * non-ASCII), then the end, "?" or "#".
+ */
+const PLAIN_URL = /^https?:\/\/[^/?#\\\s]+(\/[A-Za-z0-9_.~/-]*)(?:[?#]|$)/;
+/** A "." or ".." path segment (a URL parser removes them). */
+const DOT_SEGMENT = /\/\.\.?(?:\/|$)/;
+
+/**
+ * `new URL(url).pathname` without building a URL object when the URL is plain (every route of
+ * the Worker is): its path is the text after the authority up to "?" or "#". Any other URL
+ * (dot segments, escapes, backslashes...) is parsed.
+ * @param {string} url an absolute URL (a request's)
+ * @returns {string}
+ */
+export function urlPath(url) {
+  const plain = PLAIN_URL.exec(url);
+  if (plain !== null && !DOT_SEGMENT.test(plain[1])) return plain[1];
+  return new URL(url).pathname;
+}

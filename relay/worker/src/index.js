@@ -34,7 +34,7 @@ import { ConfigError, loadConfig } from "./config.js";
 import { checkEnrollRequest, signEnrolled } from "./enroll.js";
 import { clientEndpoint, isPreflight, preflightResponse, refusedPreflight, withCors } from "./cors.js";
 import { ErrorCode } from "./frames.js";
-import { errorRecord, errorResponse, HttpError, jsonResponse } from "./http.js";
+import { errorRecord, errorResponse, HttpError, jsonResponse, urlPath } from "./http.js";
 import { RateLimiter, RefusalCounters, retryAfterHeader } from "./limits.js";
 import { bearerToken, verifyClientToken } from "./oidc.js";
 import { parseBeginRequest, parseEmptyRequest, parseQueryRequest, parseSavepointRequest, parseTransactionRequest, readBody } from "./request.js";
@@ -96,10 +96,10 @@ let idsOf = null;
 
 /** The routes (module header); anything else is 404. */
 const routes = {
-  /** @param {Request} request @param {any} env @param {any} ctx @param {URL} url the request's, parsed once */
-  async fetch(request, env, ctx, url) {
-    if (url.pathname === "/healthz") return healthz(request);
-    const match = ROUTE.exec(url.pathname);
+  /** @param {Request} request @param {any} env @param {any} ctx @param {string} path the request URL's path (urlPath), found once */
+  async fetch(request, env, ctx, path) {
+    if (path === "/healthz") return healthz(request);
+    const match = ROUTE.exec(path);
     if (match === null) {
       counters.refuse("http.not_found");
       return new Response(NOT_FOUND, { status: 404, headers: { "content-type": "application/json" } });
@@ -143,16 +143,16 @@ const routes = {
 export default {
   /** CORS (cors.js) around the routes: preflights answered here, listed origins' headers added. */
   async fetch(request, env, ctx) {
-    const url = new URL(request.url);
-    const tunnel = clientEndpoint(url.pathname);
-    if (tunnel === null || !request.headers.has("origin")) return routes.fetch(request, env, ctx, url);
+    const path = urlPath(request.url);
+    const tunnel = clientEndpoint(path);
+    if (tunnel === null || !request.headers.has("origin")) return routes.fetch(request, env, ctx, path);
     const origin = await listedOrigin(request, env, tunnel);
     if (isPreflight(request)) {
       if (origin !== null) return preflightResponse(origin);
       counters.refuse("cors.refused");
       return refusedPreflight();
     }
-    const response = await routes.fetch(request, env, ctx, url);
+    const response = await routes.fetch(request, env, ctx, path);
     return origin === null ? response : withCors(response, origin);
   },
 };

@@ -28,7 +28,7 @@
 
 import { compactVerify, createLocalJWKSet, createRemoteJWKSet } from "jose";
 
-import { AuthError, sha256Hex } from "./auth.js";
+import { AuthError, DigestMemo } from "./auth.js";
 import { ErrorCode } from "./frames.js";
 import { checkClaims, checkHeader, parseToken } from "./idtoken.js";
 
@@ -42,6 +42,8 @@ const discovered = new Map(); // issuer -> Promise<jwks_uri>
 export const VERIFIED_CACHE_SIZE = 4096;
 /** @type {Map<string, {cfg: any, header: Record<string, any>, key: any, exp: number, identity: {issuer: string, subject: string, claims: Record<string, any>, tokenSha256: string}}>} */
 const verified = new Map(); // token sha256 (hex) -> what its verification established
+/** The sha256 of recent tokens, by the exact token text (a client sends its token many times). */
+export const TOKEN_DIGESTS = new DigestMemo({ maxEntries: 512, maxChars: 4096 });
 
 /**
  * The bearer token of an Authorization header, or null.
@@ -137,7 +139,7 @@ export async function verifyClientToken(token, config, now = Date.now() / 1000) 
   if (size > config.limits.max_token_bytes) {
     throw new AuthError(ErrorCode.AUTH_INVALID_TOKEN, `token is ${size} bytes, over the ${config.limits.max_token_bytes}-byte limit`);
   }
-  const digest = await sha256Hex(token);
+  const digest = await TOKEN_DIGESTS.sha256Hex(token);
   const hit = verified.get(digest);
   if (hit !== undefined) {
     const identity = await remembered(digest, hit, config, now);

@@ -100,8 +100,9 @@ export class Tunnel {
 
   /** Hand every free slot to a waiting query, fairest first. */
   pump() {
+    if (!this.admission.waiting()) return; // (before freeSlots: it lists every socket)
     const free = this.freeSlots();
-    if (free <= 0 || !this.admission.waiting()) return;
+    if (free <= 0) return;
     for (const [, slot] of this.admission.grant(free)) {
       slot.granted = slot.reserved = true;
       this.reserved += 1;

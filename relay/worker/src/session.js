@@ -56,6 +56,8 @@ export class ConnectorSession {
     this.ws = ws;
     this.att = att;
     this.conn = conn;
+    /** While the Durable Object handles one of this socket's messages: flush() waits for its end (tunnel.js receive). */
+    this.deferFlush = false;
   }
 
   /**
@@ -116,8 +118,14 @@ export class ConnectorSession {
     }
   }
 
-  /** Send what the connection queued as one message, then store the attachment. */
+  /**
+   * Send what the connection queued as one message, then store the attachment. While a message of
+   * this socket is handled (`deferFlush`) it does nothing: the handler flushes once at the end
+   * (the object cannot hibernate in between), so credit for a whole small result is one
+   * attachment save and at most one message.
+   */
   flush() {
+    if (this.deferFlush) return;
     const data = this.conn.dataToSend();
     if (data.byteLength) {
       try {

@@ -541,10 +541,13 @@ export class Tunnel extends DurableObject {
       error = err;
       received ??= session.conn.events(); // the events parsed before a bad frame still count
     }
+    session.deferFlush = true; // one flush (send + attachment save) for the whole message, below
     try {
       for (const event of received) this.onEvent(session, /** @type {FrameEvent} */ (event));
     } catch (err) {
       error ??= err;
+    } finally {
+      session.deferFlush = false;
     }
     if (error === null) {
       session.flush();

@@ -20,6 +20,17 @@ test("objects sort by code point, strings escape like Python", () => {
   assert.equal(canonicalJsonText(value), '{"":0.5,"a":[true,null,"x\\"\\n\\u0001é😀\u2028"],"b":1,"\uffff":1,"😀":2}');
 });
 
+test("every ASCII character and U+007F..U+00A0, U+2028, U+2029, U+FFFF escape as Python's json.dumps does", () => {
+  // json.dumps(ensure_ascii=False): \" \\ \b \t \n \f \r, other characters below U+0020 as
+  // \u00xx in lowercase hex, everything else as it is
+  const named = { 0x08: "\\b", 0x09: "\\t", 0x0a: "\\n", 0x0c: "\\f", 0x0d: "\\r", 0x22: '\\"', 0x5c: "\\\\" };
+  const codes = [...Array.from({ length: 0xa1 }, (_, c) => c), 0x2028, 0x2029, 0xfeff, 0xffff];
+  const python = (/** @type {number} */ c) => named[c] ?? (c < 0x20 ? `\\u${c.toString(16).padStart(4, "0")}` : String.fromCharCode(c));
+  const text = String.fromCharCode(...codes);
+  assert.equal(canonicalJsonText(text), `"${codes.map(python).join("")}"`);
+  assert.equal(canonicalJsonText({ [text]: text }), `{"${codes.map(python).join("")}":"${codes.map(python).join("")}"}`);
+});
+
 test("values Python cannot agree on are refused", () => {
   assert.throws(() => canonicalJsonText({ n: 2 ** 53 + 2 }), /2\^53/);
   assert.throws(() => canonicalJsonText({ s: "\ud800" }), /lone surrogate/);

@@ -71,3 +71,15 @@ test("TUNNELS: cors_origins lists exact origins; every bad entry is named with i
   await refused(bad, /^TUNNELS\.demo: cors_origins\[1\] = "\*" is a wildcard.*\nTUNNELS\.demo: cors_origins\[2\] = "https:\/\/a\.example\/" has a path/s);
   await refused({ demo: { connectors: { "conn-1": NEW }, cors_origins: "https://app.example.com" } }, /^TUNNELS\.demo: cors_origins must be a list/);
 });
+
+test("the configuration is parsed once per set of bindings, again when one of them changes", async () => {
+  const tunnels = JSON.stringify({ demo: {} });
+  const env = { RELAY_PRIVATE_KEY, ISSUERS, TUNNELS: tunnels, LIMITS: JSON.stringify({ query_burst: 7 }) };
+  const first = await loadConfig(env);
+  assert.equal(await loadConfig({ ...env }), first, "the same bindings: the same parsed configuration");
+  for (const [name, value] of Object.entries({ LIMITS: JSON.stringify({ query_burst: 8 }), TUNNELS: JSON.stringify({ other: {} }), TUNNEL_SHARDS: "2", AUDIT_TOKEN_SHA256: "a".repeat(64) })) {
+    const changed = await loadConfig({ ...env, [name]: value });
+    assert.notEqual(changed, first, `${name} changed: parsed again`);
+  }
+  assert.equal((await loadConfig({ ...env, LIMITS: JSON.stringify({ query_burst: 8 }) })).limits.query_burst, 8);
+});

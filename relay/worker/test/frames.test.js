@@ -86,6 +86,9 @@ test("result payload checks: one-line records, ROWS lines, ERROR code", () => {
   const frame = (type, text) => ({ type, streamId: 1, payload: enc.encode(text) });
   assert.equal(decodePayload(frame(FrameType.ERROR, '{"error":{"code":"sql.error","message":"x"}}\n')).code, "sql.error");
   assert.throws(() => decodePayload(frame(FrameType.DONE, '{"done":{}}\n{"done":{}}\n')), /exactly one line/);
+  assert.throws(() => decodePayload(frame(FrameType.DONE, '{"done":{}}')), /exactly one line/);
+  assert.throws(() => decodePayload(frame(FrameType.DONE, '{"done":\n{}}')), /exactly one line/);
+  assert.throws(() => decodePayload(frame(FrameType.DONE, "")), /exactly one line/);
   assert.throws(() => decodePayload(frame(FrameType.COLUMNS, '{"columns":{}}\n')), /"columns" member/);
   assert.throws(() => decodePayload(frame(FrameType.ROWS, "[1]\n\n[2]\n")), /non-empty lines/);
   assert.throws(() => decodePayload(frame(FrameType.ROWS, "[1]")), /non-empty lines/);
