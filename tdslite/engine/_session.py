@@ -918,10 +918,15 @@ class Session:
     def reset(self) -> None:
         """RESETCONNECTION / sp_reset_connection: roll back, REVERT all, clear session state."""
         self._finish_rows()
+        rolled_back = self._trancount > 0 or self._conn.in_transaction
         self._abort_transaction()
         self.xact_abort = False
         self.set_options = SessionOptions()
-        self.flow = FlowState()
+        flow = self.flow
+        if flow.caught or flow.doomed or flow.last_error or flow.try_depth:
+            self.flow = FlowState()
+        else:  # as new already (a new one costs an Event): only a WAITFOR's wake-up to clear
+            flow.wake.clear()
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()
@@ -930,7 +935,7 @@ class Session:
         self.isolation = "READ COMMITTED"
         self._rowcount = 0
         self._identity = None
-        _objects.reset(self)
+        _objects.reset(self, rolled_back=rolled_back)
 
     def close(self) -> None:
         if self._closed:

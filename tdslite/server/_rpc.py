@@ -7,6 +7,7 @@ maps both to one spelling.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -100,11 +101,13 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
     return calls
 
 
-def declared_params(declaration: str) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=256)
+def declared_params(declaration: str) -> tuple[tuple[str, str], ...]:
     """(name, type text) of each parameter of an sp_executesql/sp_prepare declaration, in order.
 
-    ``"@P1 int, @P2 decimal(18, 4) OUTPUT"`` -> ``[("@P1", "int"), ("@P2", "decimal(18, 4)")]``
-    (commas inside parentheses are part of a type).
+    ``"@P1 int, @P2 decimal(18, 4) OUTPUT"`` -> ``(("@P1", "int"), ("@P2", "decimal(18, 4)"))``
+    (commas inside parentheses are part of a type). Cached by the exact text: a client sends the
+    same few declarations again and again.
     """
     params: list[tuple[str, str]] = []
     depth = 0
@@ -123,4 +126,4 @@ def declared_params(declaration: str) -> list[tuple[str, str]]:
             item = []
         else:
             item.append(ch)
-    return params
+    return tuple(params)
