@@ -275,7 +275,7 @@ class Session:
         try:
             for param in params:
                 name = param.name.lstrip("@").lower()
-                if not name or name.startswith("__g_") or param.type == _tvp.TABLE:
+                if not name or name.startswith("__g_") or param.type.name == _tvp.TABLE.name:
                     return None
                 if isinstance(param.value, str) and not _encodable(param.value):
                     return None
@@ -321,6 +321,7 @@ class Session:
             yield from self._general(sql, params)
             return
         nvarchar = SqlType("nvarchar", length=max(1, len(sql)))
+        flag = SqlType("int")
         for key, name, read_only in calls:
             self._finish_rows()
             self.started.append("EXEC")
@@ -331,7 +332,7 @@ class Session:
                 {
                     "key": (key, nvarchar),
                     "value": (decode(variable.type, variable.value), variable.type),
-                    "read_only": (int(read_only), SqlType("int")),
+                    "read_only": (int(read_only), flag),
                 },
             )
             self.flow.last_error = 0

@@ -85,14 +85,21 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             parts = tuple(p.strip().strip('[] "') for p in written.strip().split("."))
         r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
         params: list[RpcParam] = []
-        while r.remaining() and r.data[r.pos] not in _BATCH_FLAGS:
+        data = r.data
+        while r.pos < len(data) and data[r.pos] not in _BATCH_FLAGS:
+            # the name (B_VARCHAR) and the status byte, read in one step: every parameter of
+            # every RPC comes this way
+            pos = r.pos
+            end = pos + 1 + 2 * data[pos]
+            if end >= len(data):
+                raise ProtocolError(f"truncated TDS payload: RPC parameter at offset {pos}")
             try:
-                pname = r.b_varchar()
+                pname = data[pos + 1 : end].decode("utf-16-le")
             except UnicodeDecodeError:
                 raise ProtocolError("RPC parameter name is not UTF-16") from None
-            status = r.u8()
+            r.pos = end + 1
             wtype, value = read_param(r)
-            params.append(RpcParam(pname, wtype, value, bool(status & 0x01)))
+            params.append(RpcParam(pname, wtype, value, bool(data[end] & 0x01)))
         calls.append(RpcCall(name, tuple(params), parts))
         if r.remaining():
             r.u8()  # batch separator
