@@ -1,6 +1,9 @@
 """What does the second TDS request of a query cost? The connector's execute() on one pooled
 connection, the session context and ``SELECT @n AS n`` as two requests or as one (two RPCs of one
-request, ``ExecRequest.one_request``), against a tdslite process.
+request, ``ExecRequest.one_request``), against a tdslite process. The baseline, "direct", is the
+same statement from python-tds straight to the same tdslite (one sp_executesql RPC, as the
+connector binds it; no reset, no session context): tdslite's CPU per query of the one-request form
+over direct's is what the tunnel benchmark checks (``bench.tunnel``, at most 1.2x).
 
 Sequential queries on ONE connection (every one after the first carries RESETCONNECTION, as on a
 reused pooled connection), ``--rounds`` rounds of ``--count`` queries per form, the forms
@@ -19,17 +22,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytds
 import trio
 
 from bench.tdslite_throughput import cpu_seconds, server_process
 from connector.config import DatabaseConfig, LoginConfig
 from connector.encode import BoundParam
-from connector.execute import ExecRequest, execute
+from connector.execute import ExecRequest, execute, run_statement
 from connector.pool import LoginPool
 from connector.results import CancelToken
 
 USERS = '[users.reader]\npassword = "reader-pw"\nrole = "read-only"\n'
 FORMS = {"two requests": False, "one request": True}
+DIRECT = "direct"
 
 
 class _Discard:
@@ -60,6 +65,23 @@ async def _round(pool: LoginPool, one: bool, count: int, pid: int) -> tuple[floa
     )
 
 
+def _direct_round(conn: pytds.Connection, count: int, pid: int) -> tuple[float, float, float]:
+    """As `_round`, python-tds straight to tdslite: the statement alone, as the connector binds
+    it (blocking: nothing else runs meanwhile)."""
+    wall, cpu, tds = time.perf_counter(), time.process_time(), cpu_seconds(pid)
+    with conn.cursor() as cursor:
+        for i in range(count):
+            run_statement(cursor, "SELECT @n AS n", [BoundParam("@n", "int", i)])
+            assert cursor.fetchall() == [(i,)]
+            while cursor.nextset():
+                pass
+    return (
+        (time.perf_counter() - wall) * 1000 / count,
+        (time.process_time() - cpu) * 1000 / count,
+        (cpu_seconds(pid) - tds) * 1000 / count,
+    )
+
+
 async def _run(port: int, pid: int, count: int, rounds: int) -> None:
     db = DatabaseConfig(
         host="127.0.0.1",
@@ -69,19 +91,28 @@ async def _run(port: int, pid: int, count: int, rounds: int) -> None:
         validate_host=False,
     )
     pool = LoginPool(db, db.logins["reader"], query_timeout_s=60)
-    figures: dict[str, list[tuple[float, float, float]]] = {form: [] for form in FORMS}
+    direct = pytds.connect(
+        "127.0.0.1", port=port, user="reader", password="reader-pw", autocommit=True, timeout=60
+    )
+    figures: dict[str, list[tuple[float, float, float]]] = {DIRECT: []}
+    figures.update({form: [] for form in FORMS})
     try:
-        for one in FORMS.values():  # warm up: connection, caches
+        _direct_round(direct, 50, pid)  # warm up: connections, caches
+        for one in FORMS.values():
             await _round(pool, one, 50, pid)
         for _ in range(rounds):
+            figures[DIRECT].append(_direct_round(direct, count, pid))
             for form, one in FORMS.items():
                 figures[form].append(await _round(pool, one, count, pid))
     finally:
+        direct.close()
         await pool.aclose()
     print(f"{count} queries x {rounds} rounds per form; medians, per query")
     for form, runs in figures.items():
         wall, cpu, tds = (statistics.median(r[i] for r in runs) for i in range(3))
         print(f"  {form:13}  wall {wall:6.3f} ms  connector CPU {cpu:6.3f}  tdslite CPU {tds:6.3f}")
+    tds_of = {form: statistics.median(r[2] for r in runs) for form, runs in figures.items()}
+    print(f"tdslite CPU one request / direct: {tds_of['one request'] / tds_of[DIRECT]:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> None:

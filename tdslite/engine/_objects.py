@@ -497,10 +497,19 @@ def table_variables_survive(session: SessionView) -> Iterator[None]:
                 session._conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
 
-def reset(session: SessionView) -> None:
-    """RESETCONNECTION / sp_reset_connection: the session's #tables and #procedures go."""
+def reset(session: SessionView, *, rolled_back: bool = False) -> None:
+    """RESETCONNECTION / sp_reset_connection: the session's #tables and #procedures go.
+
+    ``rolled_back``: the reset rolled a transaction back just before. Without one and without
+    #tables there is nothing to drop and nothing the catalog as read misses (the next statement
+    re-reads it if the schema changed, as always), so the catalog is left as it is: re-reading
+    it costs more than the rest of the reset on a database with many tables, and a pooling
+    client resets before every query.
+    """
     session.objects.temp_procedures.clear()
     session._cancel_requested = False  # a reset is a request of its own
+    if not session._catalog.temp and not rolled_back:
+        return
     session._catalog.refresh(session._conn_internal())
     with session._authorizer.internal():
         for info in list(session._catalog.temp.values()):

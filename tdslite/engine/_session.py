@@ -275,7 +275,7 @@ class Session:
         try:
             for param in params:
                 name = param.name.lstrip("@").lower()
-                if not name or name.startswith("__g_") or param.type == _tvp.TABLE:
+                if not name or name.startswith("__g_") or param.type.name == _tvp.TABLE.name:
                     return None
                 if isinstance(param.value, str) and not _encodable(param.value):
                     return None
@@ -321,6 +321,7 @@ class Session:
             yield from self._general(sql, params)
             return
         nvarchar = SqlType("nvarchar", length=max(1, len(sql)))
+        flag = SqlType("int")
         for key, name, read_only in calls:
             self._finish_rows()
             self.started.append("EXEC")
@@ -331,7 +332,7 @@ class Session:
                 {
                     "key": (key, nvarchar),
                     "value": (decode(variable.type, variable.value), variable.type),
-                    "read_only": (int(read_only), SqlType("int")),
+                    "read_only": (int(read_only), flag),
                 },
             )
             self.flow.last_error = 0
@@ -918,10 +919,15 @@ class Session:
     def reset(self) -> None:
         """RESETCONNECTION / sp_reset_connection: roll back, REVERT all, clear session state."""
         self._finish_rows()
+        rolled_back = self._trancount > 0 or self._conn.in_transaction
         self._abort_transaction()
         self.xact_abort = False
         self.set_options = SessionOptions()
-        self.flow = FlowState()
+        flow = self.flow
+        if flow.caught or flow.doomed or flow.last_error or flow.try_depth:
+            self.flow = FlowState()
+        else:  # as new already (a new one costs an Event): only a WAITFOR's wake-up to clear
+            flow.wake.clear()
         del self._stack[1:]
         self._set_principal(self._stack[0])
         self._context.clear()
@@ -930,7 +936,7 @@ class Session:
         self.isolation = "READ COMMITTED"
         self._rowcount = 0
         self._identity = None
-        _objects.reset(self)
+        _objects.reset(self, rolled_back=rolled_back)
 
     def close(self) -> None:
         if self._closed:

@@ -6,6 +6,7 @@ connection: a handle maps to (statement, parameter declaration).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ TM_ISOLATION_LEVELS = {
 @dataclass
 class Prepared:
     statement: str
-    declared: list[tuple[str, str]]
+    declared: Sequence[tuple[str, str]]
 
 
 @dataclass
@@ -57,6 +58,9 @@ class Dispatcher:
     #: the INSERT BULK whose rows the next message (a BulkLoad) carries
     pending_bulk: BulkTarget | None = None
     _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: the RPC message `runs_inline` parsed last and its calls, for `rpc` to reuse: each request
+    #: is parsed once, whether or not it runs inline
+    _parsed: tuple[bytes, list[_rpc.RpcCall]] | None = None
 
     # --- SQL batch -------------------------------------------------------------------------------
 
@@ -153,8 +157,10 @@ class Dispatcher:
         check = getattr(self.state.session, "preamble_inline", None)
         if check is None:
             return False
+        self._parsed = None
         try:
             calls = _rpc.parse(msg.payload, skip_headers=tds_version >= TDS72)
+            self._parsed = (msg.payload, calls)
             if len(calls) != 1 or calls[0].name != "sp_executesql" or len(calls[0].params) < 2:
                 return False
             p = calls[0].params
@@ -168,8 +174,12 @@ class Dispatcher:
 
     def rpc(self, request: Request, payload: bytes) -> None:
         self.pending_bulk = None
+        parsed, self._parsed = self._parsed, None
         try:
-            calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
+            if parsed is not None and parsed[0] is payload:
+                calls = parsed[1]  # `runs_inline` parsed this very message
+            else:
+                calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
         except UnsupportedParameter as exc:
             write_error(request.reply, SqlError(8016, str(exc)), token=tk.TOKEN_DONEPROC)
             return
@@ -321,7 +331,9 @@ def _int_param(params: Sequence[_rpc.RpcParam], index: int, name: str) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=512)
 def _sql_type(wire: WireType) -> SqlType:
+    """The engine type of a wire type (both immutable: cached by the wire type's fields)."""
     return SqlType(wire.name, length=wire.length, precision=wire.precision, scale=wire.scale)
 
 
@@ -348,8 +360,10 @@ def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) 
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _declared_type(text: str) -> SqlType | None:
-    """The declared type, or None when absent or not one tdslite knows (the wire type is used)."""
+    """The declared type, or None when absent or not one tdslite knows (the wire type is used).
+    Cached by the exact text (SqlType is immutable)."""
     if not text:
         return None
     try:

@@ -8,6 +8,7 @@ parameters (_tvp.py). UDT parameters are refused with a clear error.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from . import _datatypes as d
@@ -33,6 +34,19 @@ _FIXED: dict[int, tuple[str, int]] = {
     T.MONEY: ("money", 8),
 }
 _INTN = {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}
+# the type codes `_read_param` tells apart, as plain ints (tested once per parameter of every RPC)
+_BYTELEN_CODES = frozenset(int(c) for c in (T.INTN, T.BITN, T.FLTN, T.MONEYN, T.DATETIMN, T.GUID))
+_DECIMAL_CODES = frozenset(int(c) for c in (T.DECIMALN, T.NUMERICN, T.DECIMAL, T.NUMERIC))
+_NUMERIC_CODES = frozenset(int(c) for c in (T.NUMERICN, T.NUMERIC))
+_TEMPORAL_CODES = frozenset(int(c) for c in (T.TIMEN, T.DATETIME2N, T.DATETIMEOFFSETN))
+_USHORT_CODES = frozenset(
+    int(c) for c in (T.BIGVARCHR, T.BIGCHAR, T.NVARCHAR, T.NCHAR, T.BIGVARBIN, T.BIGBINARY)
+)
+_LEGACY_SHORT_CODES = frozenset(int(c) for c in (T.VARCHAR, T.CHAR, T.VARBINARY, T.BINARY))
+_LONG_CODES = frozenset(int(c) for c in (T.TEXT, T.NTEXT, T.IMAGE))
+_NULL, _DATEN = int(T.NULL), int(T.DATEN)
+_TEXT_CODES = frozenset(int(c) for c in (T.BIGVARCHR, T.BIGCHAR, T.NVARCHAR, T.NCHAR))
+_WIDE_CODES = frozenset(int(c) for c in (T.NVARCHAR, T.NCHAR))
 
 
 def read_param(r: Reader) -> tuple[WireType, object]:
@@ -50,36 +64,36 @@ def read_param(r: Reader) -> tuple[WireType, object]:
 
 def _read_param(r: Reader) -> tuple[WireType, object]:
     code = r.u8()
+    if code in _USHORT_CODES:  # first: (n)varchar and varbinary are the most common
+        return _ushortlen(code, r)
     if code in _FIXED:
         name, size = _FIXED[code]
         return WireType(name), _fixed_value(name, r.take(size))
-    if code == T.NULL:
+    if code == _NULL:
         return WireType("int"), None
-    if code in (T.INTN, T.BITN, T.FLTN, T.MONEYN, T.DATETIMN, T.GUID):
+    if code in _BYTELEN_CODES:
         r.u8()  # max length
         data = _bytelen(r)
         return _bytelen_type(code, data), None if data is None else _bytelen_value(code, data)
-    if code in (T.DECIMALN, T.NUMERICN, T.DECIMAL, T.NUMERIC):
+    if code in _DECIMAL_CODES:
         r.u8()
         precision, scale = r.u8(), r.u8()
-        name = "numeric" if code in (T.NUMERICN, T.NUMERIC) else "decimal"
+        name = "numeric" if code in _NUMERIC_CODES else "decimal"
         data = _bytelen(r)
         value = None if data is None else d.decode_decimal(data, scale)
         return WireType(name, precision=precision, scale=scale), value
-    if code == T.DATEN:
+    if code == _DATEN:
         data = _bytelen(r)
         return WireType("date"), None if data is None else d.decode_date(data)
-    if code in (T.TIMEN, T.DATETIME2N, T.DATETIMEOFFSETN):
+    if code in _TEMPORAL_CODES:
         scale = r.u8()
         if scale > 7:
             raise ProtocolError(f"fractional-second scale {scale} is over 7")
         data = _bytelen(r)
         return _temporal(code, scale, data)
-    if code in (T.BIGVARCHR, T.BIGCHAR, T.NVARCHAR, T.NCHAR, T.BIGVARBIN, T.BIGBINARY):
-        return _ushortlen(code, r)
-    if code in (T.VARCHAR, T.CHAR, T.VARBINARY, T.BINARY):
+    if code in _LEGACY_SHORT_CODES:
         return _legacy_short(code, r)
-    if code in (T.TEXT, T.NTEXT, T.IMAGE):
+    if code in _LONG_CODES:
         return _long(code, r)
     if code in (T.SSVARIANT, T.XML):
         sql_type, special = read_variant(r) if code == T.SSVARIANT else read_xml(r)
@@ -176,17 +190,22 @@ def _decode_text(name: str, data: bytes) -> object:
     return bytes(data)
 
 
+@functools.lru_cache(maxsize=512)
+def _sized(name: str, length: int) -> WireType:
+    """The WireType of a sized type (immutable: one instance per name and length is shared)."""
+    return WireType(name, length=length)
+
+
 def _ushortlen(code: int, r: Reader) -> tuple[WireType, object]:
     name = _USHORT_NAMES[code]
     max_len = r.u16()
-    if name in ("varchar", "char", "nvarchar", "nchar"):
+    if code in _TEXT_CODES:
         r.take(5)  # collation: tdslite stores text as Unicode whatever the client's collation
-    width = 2 if name in ("nvarchar", "nchar") else 1
     if max_len == 0xFFFF:
         data = read_plp(r)
-        return WireType(name, length=-1), None if data is None else _decode_text(name, data)
+        return _sized(name, -1), None if data is None else _decode_text(name, data)
     n = r.u16()
-    wtype = WireType(name, length=max(1, max_len // width))
+    wtype = _sized(name, max(1, max_len // 2 if code in _WIDE_CODES else max_len))
     if n == 0xFFFF:
         return wtype, None
     return wtype, _decode_text(name, r.take(n))

@@ -7,6 +7,7 @@ maps both to one spelling.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -84,14 +85,21 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             parts = tuple(p.strip().strip('[] "') for p in written.strip().split("."))
         r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
         params: list[RpcParam] = []
-        while r.remaining() and r.data[r.pos] not in _BATCH_FLAGS:
+        data = r.data
+        while r.pos < len(data) and data[r.pos] not in _BATCH_FLAGS:
+            # the name (B_VARCHAR) and the status byte, read in one step: every parameter of
+            # every RPC comes this way
+            pos = r.pos
+            end = pos + 1 + 2 * data[pos]
+            if end >= len(data):
+                raise ProtocolError(f"truncated TDS payload: RPC parameter at offset {pos}")
             try:
-                pname = r.b_varchar()
+                pname = data[pos + 1 : end].decode("utf-16-le")
             except UnicodeDecodeError:
                 raise ProtocolError("RPC parameter name is not UTF-16") from None
-            status = r.u8()
+            r.pos = end + 1
             wtype, value = read_param(r)
-            params.append(RpcParam(pname, wtype, value, bool(status & 0x01)))
+            params.append(RpcParam(pname, wtype, value, bool(data[end] & 0x01)))
         calls.append(RpcCall(name, tuple(params), parts))
         if r.remaining():
             r.u8()  # batch separator
@@ -100,11 +108,13 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
     return calls
 
 
-def declared_params(declaration: str) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=256)
+def declared_params(declaration: str) -> tuple[tuple[str, str], ...]:
     """(name, type text) of each parameter of an sp_executesql/sp_prepare declaration, in order.
 
-    ``"@P1 int, @P2 decimal(18, 4) OUTPUT"`` -> ``[("@P1", "int"), ("@P2", "decimal(18, 4)")]``
-    (commas inside parentheses are part of a type).
+    ``"@P1 int, @P2 decimal(18, 4) OUTPUT"`` -> ``(("@P1", "int"), ("@P2", "decimal(18, 4)"))``
+    (commas inside parentheses are part of a type). Cached by the exact text: a client sends the
+    same few declarations again and again.
     """
     params: list[tuple[str, str]] = []
     depth = 0
@@ -123,4 +133,4 @@ def declared_params(declaration: str) -> list[tuple[str, str]]:
             item = []
         else:
             item.append(ch)
-    return params
+    return tuple(params)

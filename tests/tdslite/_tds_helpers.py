@@ -40,6 +40,20 @@ database_user = "analyst"
 """
 
 
+def pytds_connect(server: Any, login: str = "admin") -> Any:
+    """A python-tds connection (autocommit) to a running tdslite as one of `PASSWORDS`' logins."""
+    import pytds
+
+    return pytds.connect(
+        server.host,
+        port=server.port,
+        user=login,
+        password=PASSWORDS[login],
+        autocommit=True,
+        timeout=10,
+    )
+
+
 async def in_thread(fn: Callable[..., T], *args: Any, limit: float = 20, **kw: Any) -> T:
     """Run a blocking client call in a worker thread, failing after ``limit`` seconds."""
     with trio.fail_after(limit):

@@ -192,3 +192,32 @@ def test_after_a_failed_statement_error_is_cleared_alike(
     assert outcome(lambda: general.execute("SELECT 1/0"))[1] is not None
     both(fast, general, BATCH, params("a", "b", "c"))
     assert outcome(lambda: fast.execute("SELECT @@ERROR")) == ([[(0,)]], None)
+
+
+#: the connector's batch with ONE character changed: each leaves the fast path's shape, or (an
+#: undeclared value) makes the fast path decline
+ONE_OFF = {
+    "read-only-2": BATCH.replace("@read_only = 1", "@read_only = 2", 1),
+    "space-in-key": BATCH.replace("N'edgetds.sub'", "N'edgetds sub'"),
+    "undeclared-value": BATCH.replace("@value = @c0", "@value = @c9"),
+    "unknown-procedure": BATCH.replace("context @key", "contexx @key", 1),
+    "no-semicolon": BATCH.replace(";", " ", 1),
+    "lowercase-exec": BATCH.replace("EXEC", "EXEc", 1),
+    "varchar-key": BATCH.replace("N'edgetds.iss'", " 'edgetds.iss'"),
+    "trailing-space": BATCH + " ",
+    "leading-space": " " + BATCH,
+}
+
+
+@pytest.mark.parametrize("sql", ONE_OFF.values(), ids=ONE_OFF.keys())
+def test_one_character_off_takes_the_general_path_with_the_same_answer(
+    pair: Callable[[User], tuple[Session, Session]], sql: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert len(sql) == len(BATCH) + (1 if sql.strip() == BATCH else 0)
+    fast, general = pair(READER)
+
+    def refuse(*args: Any) -> Iterator[Any]:
+        raise AssertionError("the fast path ran")
+
+    monkeypatch.setattr(fast, "_run_contexts", refuse)
+    both(fast, general, sql, params("alice", "https://idp", "q-1"))

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pytds
 import pytest
 import trio
 from pytds import tds_base
@@ -19,7 +18,7 @@ from connector.encode import BoundParam
 from connector.execute import CONTEXT_KEYS, preamble_batch, reset_connection_flag, run_statement
 from tdslite import TdsServer, open_server
 from tdslite.server import _connection
-from tests.tdslite._tds_helpers import PASSWORDS, in_thread
+from tests.tdslite._tds_helpers import in_thread, pytds_connect
 
 
 @pytest.fixture
@@ -59,14 +58,7 @@ def session(server: TdsServer) -> tuple[list[Any], int | None]:
     after each, the error number of setting the keys again without a reset)."""
     seen: list[Any] = []
     with (
-        pytds.connect(
-            server.host,
-            port=server.port,
-            user="reader",
-            password=PASSWORDS["reader"],
-            autocommit=True,
-            timeout=10,
-        ) as conn,
+        pytds_connect(server, "reader") as conn,
         conn.cursor() as cur,
     ):
         for i in range(3):
@@ -111,14 +103,7 @@ async def test_other_requests_take_the_worker_thread(
 ) -> None:
     def run() -> Any:
         with (
-            pytds.connect(
-                tds_server.host,
-                port=tds_server.port,
-                user="admin",
-                password=PASSWORDS["admin"],
-                autocommit=True,
-                timeout=10,
-            ) as conn,
+            pytds_connect(tds_server, "admin") as conn,
             conn.cursor() as cur,
         ):
             cur.execute("CREATE TABLE #t (a int)")  # a #table: a reset has work to do
