@@ -224,10 +224,9 @@ class StreamSink:
 class FreeLock:
     """A `trio.Lock` whose acquire takes a FREE lock without a Trio schedule point.
 
-    Each schedule point is a round of the run loop and an epoll call; a small query's answer
-    took four of them under write locks (the link's and the WebSocket's), and the WebSocket's
-    reader one more after each message it read (websockets writes what its protocol queued,
-    under its lock, even when that is nothing). A taken lock is waited for as trio.Lock does
+    Each schedule point is a round of the run loop and an epoll call; the link's reader flushes
+    after every message it read and a query writes its answer under this lock, so taking it when
+    free without one saves a round each time. A taken lock is waited for as trio.Lock does
     (first come, first served); a cancel reaches the caller at its next schedule point.
     """
 
@@ -251,13 +250,6 @@ class FreeLock:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
-
-
-def _free_send_lock(ws: ClientConnection) -> None:
-    """Give the WebSocket a `FreeLock` for its writes (websockets 17.4 serialises them with
-    ``async with self.send_lock``, a trio.Lock, and touches it nowhere else)."""
-    if isinstance(ws.send_lock, trio.Lock) and not ws.send_lock.locked():
-        ws.send_lock = FreeLock()  # type: ignore[assignment]
 
 
 def proxy_option(setting: str) -> str | Literal[True] | None:
@@ -458,7 +450,6 @@ class TunnelLink:
         try:
             async with self._connect(nonce) as ws:
                 opened = True
-                _free_send_lock(ws)
                 self.ws = ws
                 self._started = trio.current_time()
                 if ws.subprotocol != SUBPROTOCOL:

@@ -1,26 +1,17 @@
-"""The write locks of a tunnel link and of its WebSocket: a free lock is taken without a Trio
-schedule point (the link's reader flushes after every message, websockets' reader writes after
-every message it read, and a query writes its answer under both), and they still serialise
-writers (tests/connector/test_coalesce.py sends 12 answers at once on one link)."""
+"""The write lock of a tunnel link: a free lock is taken without a Trio schedule point (the link's
+reader flushes after every message, and a query writes its answer under it), and it still
+serialises writers (tests/connector/test_coalesce.py sends 12 answers at once on one link)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import tdslite
-from connector.config import TunnelConfig, load_config
+from connector.config import TunnelConfig
 from connector.results import CancelToken
-from connector.runtime import open_connector
-from connector.tunnel import FreeLock, StreamSink, TunnelLink
-from edgetds.devidp import DevIdP
+from connector.tunnel import StreamSink, TunnelLink
 from protocol import events
-from tests.connector.rogue_relay import RogueRelay
-from tests.support.connector_keys import Keys, config_for
-from tests.support.connector_stack import TDSLITE_USERS
 
 
 async def _never_called(
@@ -66,22 +57,3 @@ async def test_a_free_write_lock_is_taken_without_a_schedule_point() -> None:
             link._send_lock.release()
         assert flushed == ["flushed"]
         assert not link._send_lock.locked()
-
-
-async def test_the_websocket_takes_its_free_write_lock_without_a_schedule_point(
-    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
-) -> None:
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
-    with trio.fail_after(30):
-        async with tdslite.open_server(users=users) as db:
-            path = config_for(tmp_path, keys, idp, rogue.ws_url, db_port=db.port)
-            async with open_connector(load_config(path)) as connector:
-                await connector.wait_ready()
-                links = [link for link in connector._links if link.ready]
-                assert links
-                for link in links:
-                    assert link.ws is not None
-                    assert isinstance(link.ws.send_lock, FreeLock)
-                    with trio.testing.assert_no_checkpoints():
-                        await link.ws.send_data()  # what websockets' reader does per message
