@@ -33,6 +33,7 @@ import trio
 from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
 
+from connector._free import Free
 from connector.config import DatabaseConfig, LoginConfig
 from connector.logins import LoginStepError, TokenSource, connect_arguments, step_hint
 
@@ -214,7 +215,8 @@ class LoginPool:
         self._db = db
         self._login = login
         self._idle: list[PooledConnection] = []
-        self._slots = trio.Semaphore(login.pool_size)
+        #: taken without a schedule point when a slot is free (connector/_free.py)
+        self._slots = Free(trio.Semaphore(login.pool_size))
         self.limiter = trio.CapacityLimiter(login.pool_size)
         self._query_timeout_s = query_timeout_s
         self._opened = 0
@@ -314,10 +316,7 @@ class LoginPool:
     @asynccontextmanager
     async def borrow(self) -> AsyncIterator[PooledConnection]:
         """Hold one connection exclusively; broken ones are discarded on return."""
-        try:  # a free slot is taken without a Trio schedule point
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
-            await self._slots.acquire()
+        await self._slots.acquire()
         try:
             pc = self._idle.pop() if self._idle else await self._open()
             self._in_use.add(pc)

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.trio.client import ClientConnection, connect
 
+from connector._free import Free
 from connector._metrics import NO_METRICS, Metrics
 from connector.causes import describe_http_refusal, describe_os_error, describe_tls_error
 from connector.config import TunnelConfig
@@ -221,37 +222,6 @@ class StreamSink:
             log.info("stream ended after its connection", extra={"stream": self.stream_id})
 
 
-class FreeLock:
-    """A `trio.Lock` whose acquire takes a FREE lock without a Trio schedule point.
-
-    Each schedule point is a round of the run loop and an epoll call; the link's reader flushes
-    after every message it read and a query writes its answer under this lock, so taking it when
-    free without one saves a round each time. A taken lock is waited for as trio.Lock does
-    (first come, first served); a cancel reaches the caller at its next schedule point.
-    """
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    async def acquire(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-
-    def release(self) -> None:
-        self._lock.release()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
-
-
 def proxy_option(setting: str) -> str | Literal[True] | None:
     """websockets' proxy argument: True = from the environment, None = direct, or a URL."""
     if setting == "auto":
@@ -302,7 +272,7 @@ class TunnelLink:
         self.max_statement_bytes = max_statement_bytes
         self.conn = Connection(Role.CONNECTOR, limits=self.limits)
         self.ws: ClientConnection | None = None
-        self._send_lock = FreeLock()
+        self._send_lock = Free(trio.Lock())
         self._credit = trio.Event()
         self._tokens: dict[int, CancelToken] = {}
         self._idle = trio.Event()
