@@ -25,11 +25,12 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from nacl.bindings import crypto_sign_open
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 from nacl.exceptions import BadSignatureError
 
 from . import events as ev
@@ -108,9 +109,22 @@ def _random_b64url() -> str:
     return b64url(secrets.token_bytes(16))
 
 
+@lru_cache(maxsize=16)
+def _sodium_secret(key: Ed25519PrivateKey) -> bytes:
+    """libsodium's 64-byte secret key of ``key``: seed and public key. Keyed by the key object
+    (it hashes by identity and the cache holds it), so each key is expanded once."""
+    return crypto_sign_seed_keypair(key.private_bytes_raw())[1]
+
+
+def _signature(key: Ed25519PrivateKey, data: bytes) -> bytes:
+    """``key``'s Ed25519 signature of ``data``. Ed25519 signatures are deterministic, so this is
+    byte for byte ``key.sign(data)``; libsodium's signing costs about half of OpenSSL's here."""
+    return crypto_sign(data, _sodium_secret(key))[:64]
+
+
 def _sign(key: Ed25519PrivateKey, context: bytes, obj: Mapping[str, Any]) -> dict[str, Any]:
     unsigned = {k: v for k, v in obj.items() if k != "sig"}
-    return {**unsigned, "sig": b64url(key.sign(context + canonical_json(unsigned)))}
+    return {**unsigned, "sig": b64url(_signature(key, context + canonical_json(unsigned)))}
 
 
 def _verifies(key: Ed25519PublicKey, sig: bytes, data: bytes) -> bool:

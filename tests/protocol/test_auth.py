@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import (
     AuthError,
@@ -25,6 +27,7 @@ from protocol import (
     verify_connector_token,
     verify_hello,
 )
+from protocol._auth import _signature
 from tests.protocol.helpers import (
     CONNECTOR_ID,
     CONNECTOR_KEY,
@@ -322,3 +325,28 @@ def test_key_id_is_16_chars_of_base64url_sha256_of_the_raw_public_key() -> None:
     assert len(raw) == 32
     digest = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).decode()
     assert key_id(key) == key_id(key.public_key()) == digest[:16] == "Vkdap1RjR0wChd9d"
+
+
+@given(data=st.binary(max_size=2048), seed=st.binary(min_size=32, max_size=32))
+@settings(max_examples=200, deadline=None)
+def test_libsodium_signatures_are_byte_for_byte_openssls(data: bytes, seed: bytes) -> None:
+    """Signing goes through libsodium with the key expanded once; Ed25519 is deterministic, so
+    the signature must equal OpenSSL's for every key and message, and verify under the key."""
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    signature = _signature(key, data)
+    assert signature == key.sign(data)
+    key.public_key().verify(signature, data)  # raises InvalidSignature otherwise
+    assert _signature(key, data) == signature  # the expanded key, now cached, signs the same
+
+
+def test_a_cached_expansion_never_signs_for_another_key() -> None:
+    """Two key objects with different seeds never share an expanded secret, even when the first
+    is gone and the second might reuse its memory."""
+    signatures = set()
+    for i in range(40):
+        key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(bytes([i])).digest())
+        signature = _signature(key, b"same message")
+        assert signature == key.sign(b"same message")
+        signatures.add(signature)
+        del key
+    assert len(signatures) == 40
