@@ -400,8 +400,12 @@ export function loadsObject(data) {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new ProtocolError("expected a JSON object");
   }
-  // JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere
-  if (scanJson(text) !== null) throw new ProtocolError("duplicate JSON key");
+  // JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere.
+  // Text that JSON.stringify gives back unchanged (but for a record's final newline) has none: a
+  // duplicate would be missing from it. Compact JSON from the other side, the common case, is
+  // not scanned.
+  const same = JSON.stringify(value);
+  if (text !== same && text !== `${same}\n` && scanJson(text) !== null) throw new ProtocolError("duplicate JSON key");
   return value;
 }
 

@@ -17,6 +17,7 @@ import {
 
 const MAX = 1024 * 1024;
 const enc = new TextEncoder();
+const dec = new TextDecoder();
 
 test("encodeFrame writes the 12-byte big-endian header", () => {
   const frame = encodeFrame(FrameType.ROWS, 0x01020304, enc.encode("[1]\n"));
@@ -95,6 +96,15 @@ test("result payload checks: one-line records, ROWS lines, ERROR code", () => {
   assert.throws(() => decodePayload(frame(FrameType.ERROR, '{"error":{"message":"x"}}\n')), /string "code"/);
   assert.throws(() => decodePayload({ type: FrameType.READY, streamId: 0, payload: enc.encode('{"connector_id":"a","max_streams":1,"caps":[],"max_streams":2}') }), /duplicate/);
   assert.throws(() => decodePayload({ type: FrameType.READY, streamId: 0, payload: new Uint8Array([0xff]) }), /UTF-8/);
+  // a duplicate member name is refused whatever the spelling: compact, spaced, escaped, nested
+  for (const text of ['{"done":{"a":1,"a":1}}\n', '{"done": {"a": 1, "a": 1}}\n', '{"done":{},"d\\u006fne":{}}\n', '{"done":{"x":[{"b":1,"b":2}]}}\n']) {
+    assert.throws(() => decodePayload(frame(FrameType.DONE, text)), /duplicate/, text);
+  }
+  // without one, compact or not, the record is accepted as it came
+  for (const text of ['{"done":{"rows":1}}\n', '{"done": {"rows": 1.0}}\n', '{"columns":[{"name":"n\\u00e9"}]}\n']) {
+    const type = text.startsWith('{"columns"') ? FrameType.COLUMNS : FrameType.DONE;
+    assert.equal(dec.decode(decodePayload(frame(type, text)).data), text);
+  }
   // a READY without max_statement_bytes (a connector that predates it) means the 256 KiB default
   const old = decodePayload({ type: FrameType.READY, streamId: 0, payload: enc.encode('{"connector_id":"a","max_streams":1,"caps":[]}') });
   assert.equal(old.maxStatementBytes, 256 * 1024);
