@@ -138,6 +138,17 @@ async def test_client_going_away_cancels_the_stream(
             assert p.cancels == [1]  # exactly one CANCEL
 
 
+async def post_with_timeout(
+    client: httpx.AsyncClient, relay: WorkerRelay, idp: DevIdP, sub: str, timeout_ms: int
+) -> httpx.Response:
+    """A query (for a connector that never answers) with the timeout `timeout_ms`."""
+    return await client.post(
+        query_url(relay),
+        json={"sql": "waitfor delay '01:00'", "timeout_ms": timeout_ms},
+        headers=bearer(idp.mint(sub=sub)),
+    )
+
+
 async def test_relay_deadline_cancels_a_silent_query(
     relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:
@@ -146,14 +157,37 @@ async def test_relay_deadline_cancels_a_silent_query(
 
     with trio.fail_after(20):
         async with peer(relay, handler=silent) as p:
-            response = await client.post(
-                query_url(relay),
-                json={"sql": "waitfor delay '01:00'", "timeout_ms": 100},
-                headers=bearer(idp.mint(sub="t")),
-            )
+            response = await post_with_timeout(client, relay, idp, "t", 100)
             assert response.status_code == 504
             assert response.json()["error"]["code"] == "query.timeout"
             await p.wait_cancel(1)
+
+
+async def test_a_short_deadline_sent_after_a_long_one_fires_on_time(
+    relay: WorkerRelay, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    """The object's one timer (keepalive and deadlines) is armed again for a new stream whose
+    deadline comes before it: the short query times out at its own deadline while the long one
+    sent before it stays open."""
+    sent: list[int] = []
+    long_sent = trio.Event()
+
+    async def silent(p: Peer, q: events.Query) -> None:
+        sent.append(q.stream_id)
+        long_sent.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):  # the keepalive alone would fire after ping_interval_s (15 s)
+        async with peer(relay, handler=silent) as p, trio.open_nursery() as nursery:
+            nursery.start_soon(post_with_timeout, client, relay, idp, "long", 60_000)
+            await long_sent.wait()
+            response = await post_with_timeout(client, relay, idp, "short", 200)
+            assert response.status_code == 504
+            assert response.json()["error"]["code"] == "query.timeout"
+            long_stream, short_stream = sent
+            await p.wait_cancel(short_stream)
+            assert long_stream not in p.cancels  # its deadline is a minute away
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_silent_connection_is_closed_once_its_connector_reconnects(

@@ -57,7 +57,7 @@ export function wholeResponse(body, queryId) {
  * @typedef {{key: string, session: ConnectorSession, streamId: number, queryId: string, started: boolean,
  *   finished: boolean, cancelled: boolean, redispatching: boolean,
  *   writer: WritableStreamDefaultWriter<Uint8Array> | null, job: Job,
- *   timer: ReturnType<typeof setTimeout> | null, sentAt: number,
+ *   deadlineAt: number, sentAt: number,
  *   held?: {data: Uint8Array, flowed: number}[]}} HttpStream
  */
 
@@ -88,8 +88,9 @@ export class Queries {
   /**
    * @param {import("./registry.js").Tunnel} tunnel
    * @param {Record<string, any>} env
-   * @param {{sent: (session: ConnectorSession, sentAt: number, intervalMs: number) => void, idle: () => void,
-   *   deadline: (stream: HttpStream) => void}} hooks keepalive and probes (tunnel.js)
+   * @param {{sent: (session: ConnectorSession, sentAt: number, intervalMs: number, deadlineAt: number) => void, idle: () => void,
+   *   deadline: (stream: HttpStream) => void}} hooks keepalive, probes and the one timer (tunnel.js): it
+   *   calls expire() at nextDeadline() at the latest while a stream is open
    */
   constructor(tunnel, env, hooks) {
     this.tunnel = tunnel;
@@ -204,16 +205,16 @@ export class Queries {
       redispatching: false,
       writer: null,
       job,
-      timer: null,
+      // A backstop deadline while a request is in flight, on the object's one timer (tunnel.js
+      // keepalive; never while idle: it would keep the object awake; alarms are used for
+      // everything that outlives a request).
+      deadlineAt: sentAt + job.deadlineMs,
       sentAt,
     };
     this.streams.set(stream.key, stream);
     job.onSent?.(session, streamId);
     this.tunnel.placed(job.slot);
-    this.hooks.sent(session, sentAt, config.limits.ping_interval_s * 1000);
-    // A backstop deadline while a request is in flight (never while idle: it would keep the object
-    // awake; alarms are used for everything that outlives a request).
-    stream.timer = setTimeout(() => this.deadline(stream), job.deadlineMs);
+    this.hooks.sent(session, sentAt, config.limits.ping_interval_s * 1000, stream.deadlineAt);
   }
 
   /**
@@ -337,9 +338,8 @@ export class Queries {
     stream.session.cancel(stream.streamId, "client went away");
   }
 
-  /** The stream no longer needs the object: stop its timer, give its slot back. @param {HttpStream} stream */
+  /** The stream no longer needs the object: its deadline ends, its slot goes back. @param {HttpStream} stream */
   settle(stream) {
-    if (stream.timer !== null) clearTimeout(stream.timer);
     if (!this.streams.delete(stream.key)) return;
     if (!this.streams.size) this.hooks.idle();
     if (!stream.redispatching) this.tunnel.giveBack(stream.job.slot);
@@ -368,6 +368,18 @@ export class Queries {
         stream.job.respond(errorResponse(new HttpError(ErrorCode.QUERY_CANCELLED, "the client went away", { queryId })));
       }
     }
+  }
+
+  /** When the earliest deadline of the open streams is (Infinity: none is open). */
+  nextDeadline() {
+    let at = Infinity;
+    for (const stream of this.streams.values()) at = Math.min(at, stream.deadlineAt);
+    return at;
+  }
+
+  /** Every open stream whose deadline is `now` or earlier gets it. @param {number} now */
+  expire(now) {
+    for (const stream of [...this.streams.values()]) if (stream.deadlineAt <= now) this.deadline(stream);
   }
 
   /** The backstop deadline of a stream. @param {HttpStream} stream */

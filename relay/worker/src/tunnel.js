@@ -23,8 +23,8 @@
  *   answered HELLO and probed ones that stayed silent; it is deleted once none is left, so that
  *   an idle object can hibernate.
  * - In memory only: when each connection last sent a frame (unknown after hibernation, which
- *   counts as long silent), and the keepalive timer, which exists only while queries are in
- *   flight (the object is awake for them anyway).
+ *   counts as long silent), and the one timer (keepalive and the streams' deadlines), which
+ *   exists only while queries are in flight (the object is awake for them anyway).
  * - In memory only: each connection's PING budget (the Python relay's: burst 20, 5/s; beyond it
  *   GOAWAY protocol.error + 1002). It restarts full when the object wakes from hibernation, which
  *   gives nothing away: the object hibernates only after seconds of silence, and a budget refills
@@ -93,7 +93,7 @@ export class Tunnel extends DurableObject {
     super(ctx, env);
     this.routes = new Routes(ctx);
     this.queries = new Queries(this.routes, env, {
-      sent: (session, sentAt, intervalMs) => this.sent(session, sentAt, intervalMs),
+      sent: (session, sentAt, intervalMs, deadlineAt) => this.sent(session, sentAt, intervalMs, deadlineAt),
       idle: () => this.idle(),
       deadline: (stream) => this.probeSilent(stream),
     });
@@ -104,8 +104,10 @@ export class Tunnel extends DurableObject {
     this.pings = new RateLimiter({ rate: PING_RATE, burst: PING_BURST, maxKeys: 10_000 });
     /** @type {Map<string, number>} sessionId -> Date.now() of its last message (unknown after hibernation: long silent) */
     this.lastReceived = new Map();
-    /** @type {ReturnType<typeof setTimeout> | null} The keepalive check: runs only while queries are in flight. */
+    /** @type {ReturnType<typeof setTimeout> | null} The keepalive check and the streams' deadlines: runs only while queries are in flight. */
     this.keepaliveTimer = null;
+    /** When keepaliveTimer fires (Date.now() time). */
+    this.keepaliveAt = Infinity;
     /** @type {Promise<void>} Checkpoints are verified and stored one after the other, in the order they arrived. */
     this.checkpoints = Promise.resolve();
     /** How many rekey() calls this instance took (acceptConnector re-checks a key if one came meanwhile). */
@@ -424,16 +426,18 @@ export class Tunnel extends DurableObject {
   /**
    * A QUERY went out on `session`: keepalive while queries are in flight; a connection silent for
    * ping_interval_s already (an idle tunnel: WebSocket pings never reach the object) is probed now.
-   * @param {ConnectorSession} session @param {number} sentAt @param {number} intervalMs
+   * The timer is armed again when the new stream's deadline comes before it.
+   * @param {ConnectorSession} session @param {number} sentAt @param {number} intervalMs @param {number} deadlineAt
    */
-  sent(session, sentAt, intervalMs) {
-    if (this.keepaliveTimer === null || (this.lastReceived.get(session.sessionId) ?? 0) + intervalMs <= sentAt) this.keepalive(intervalMs);
+  sent(session, sentAt, intervalMs, deadlineAt) {
+    if (this.keepaliveTimer === null || deadlineAt < this.keepaliveAt || (this.lastReceived.get(session.sessionId) ?? 0) + intervalMs <= sentAt) this.keepalive(intervalMs);
   }
 
   /** No query in flight: nothing may keep the object awake. */
   idle() {
     if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer);
     this.keepaliveTimer = null;
+    this.keepaliveAt = Infinity;
   }
 
   /**
@@ -443,6 +447,8 @@ export class Tunnel extends DurableObject {
    * when a query is placed on it, sent). A connection carrying a stream that has sent nothing
    * for ping_interval_s is probed; silent PROBE_TIMEOUT_MS more, the alarm closes it and its
    * streams end transport.lost, instead of waiting for their deadline on a link that died.
+   * The same timer fires at the earliest stream deadline: one timer per object, not one more
+   * armed and cleared per query.
    * @param {number} intervalMs
    */
   keepalive(intervalMs) {
@@ -451,7 +457,12 @@ export class Tunnel extends DurableObject {
     const now = Date.now();
     const { probe, next } = keepaliveDue({ connections: this.routes.sessions(), busy: this.queries.busy(), lastReceived: this.lastReceived, now, intervalMs });
     if (probe.map((session) => this.probe(session, now)).some(Boolean)) this.armProbeAlarm(now);
-    this.keepaliveTimer = setTimeout(() => this.keepalive(intervalMs), next - now);
+    this.keepaliveAt = Math.min(next, this.queries.nextDeadline());
+    this.keepaliveTimer = setTimeout(() => {
+      this.keepaliveTimer = null;
+      this.queries.expire(Date.now());
+      this.keepalive(intervalMs);
+    }, this.keepaliveAt - now);
   }
 
   /**
