@@ -9,6 +9,10 @@ process). The result is ``--rows`` rows of (int, nvarchar) made by cross joining
   while the connector process's RSS (VmRSS in /proc/PID/status) is sampled every 20 ms: the peak
   growth over its RSS before the query is what a large result costs the connector.
 
+Each part also reports the CPU seconds (/proc/PID/stat) each process spent on it: less swayed
+by other load on the machine than the rates are. The connector's against the direct client's
+(python-tds reading the same rows) is what the connector adds per row.
+
 Goals: tunnel >= 80 % of direct rows/s; connector RSS growth <= 32 MiB.
 Run: ``.venv/bin/python -m bench.big_result [--rows 1000000]``.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +32,8 @@ import httpx
 import trio
 
 from bench.checks import Check, print_table
-from bench.stack import DemoStack, open_demo_stack
+from bench.checks import ratio as cpu_ratio
+from bench.stack import DemoStack, open_demo_stack, process_cpu_seconds
 from edgetds.loadtest.targets import NdjsonCounter
 
 #: the analysts may stream big results for a long time in this benchmark
@@ -124,13 +130,22 @@ async def run(rows: int, out: dict[str, Any]) -> None:
             assert stack.connector_process is not None
             pid = stack.connector_process.pid
             await tunnel_rows(stack, big_sql(1000), pid)  # warm up pools, JWKS, imports
+            assert stack.relay_pid is not None
+            assert stack.tds_pid is not None
+            direct_pids = {"client": os.getpid(), "tdslite": stack.tds_pid}
+            tunnel_pids = {"connector": pid, "relay": stack.relay_pid, **direct_pids}
+            cpu = _cpu(direct_pids)
             d_rows, d_s = await trio.to_thread.run_sync(direct_rows, stack, sql)
+            d_cpu = _cpu(direct_pids, since=cpu)
+            cpu = _cpu(tunnel_pids)
             t_rows, t_s, before, peak = await tunnel_rows(stack, sql, pid)
+            t_cpu = _cpu(tunnel_pids, since=cpu)
     d_rate, t_rate = d_rows / d_s, t_rows / t_s
     growth_mib = (peak - before) / 1024
     print(f"(3) {rows:,}-row result through the tunnel vs direct")
     print(f"  direct  {d_rows:>10,} rows in {d_s:7.1f} s = {d_rate:10,.0f} rows/s")
     print(f"  tunnel  {t_rows:>10,} rows in {t_s:7.1f} s = {t_rate:10,.0f} rows/s")
+    print(f"  CPU s   direct: {_cpu_text(d_cpu)}; tunnel: {_cpu_text(t_cpu)}")
     ratio = t_rate / d_rate
     print(
         f"  -> rows/s ratio {ratio:.3f} ({'meets' if ratio >= 0.8 else 'MISSES'} goal >= 0.80); "
@@ -140,6 +155,11 @@ async def run(rows: int, out: dict[str, Any]) -> None:
     found = [
         Check(f"big result ({rows:,} rows): tunnel / direct rows/s", round(ratio, 3), 0.8, ">="),
         Check("big result: connector RSS growth", round(growth_mib, 1), 32, "<=", " MiB"),
+        Check(
+            "big result: connector CPU / direct client CPU",
+            cpu_ratio(t_cpu["connector"], d_cpu["client"]),
+            None,
+        ),
     ]
     print_table(found, "big result")
     out.update(
@@ -151,7 +171,21 @@ async def run(rows: int, out: dict[str, Any]) -> None:
         connector_rss_before_mib=round(before / 1024, 1),
         connector_rss_peak_mib=round(peak / 1024, 1),
         connector_rss_growth_mib=round(growth_mib, 1),
+        direct_cpu_s=d_cpu,
+        tunnel_cpu_s=t_cpu,
     )
+
+
+def _cpu(pids: dict[str, int], since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds of each process so far, or since ``since`` (rounded to 10 ms)."""
+    now = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+    if since is None:
+        return now
+    return {name: round(now[name] - since[name], 2) for name in pids}
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
 
 
 def main(argv: list[str] | None = None) -> None:

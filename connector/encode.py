@@ -25,7 +25,7 @@ import base64
 import binascii
 import datetime as dt
 import functools
-import json
+import math
 import re
 import struct
 import uuid
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, assert_never
 
+import msgspec
 from pytds import tds_base, tds_types
 
 from protocol import SQL_TYPE_TABLE, SqlArgs, SqlFamily, SqlType, ndjson_line
@@ -249,17 +250,91 @@ def _encoder(col: ColumnInfo) -> Encoder:
             assert_never(sql.family)
 
 
+#: the JSON text of the floats JSON has no number for, as json.dumps writes them
+_NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _json_float(v: float) -> msgspec.Raw:
+    """A float's JSON text exactly as json.dumps writes it: ``float.__repr__`` (msgspec would
+    write 1e16 and 0.00001 where json.dumps writes 1e+16 and 1e-05), NaN and Infinity as words."""
+    if math.isfinite(v):
+        return msgspec.Raw(float.__repr__(v))
+    return msgspec.Raw(_NONFINITE[repr(float(v))])
+
+
+def _json_variant(v: Any) -> Any:
+    """`_variant`, its result as msgspec writes it like json.dumps (only exact str, int, bool and
+    None go to msgspec as they are: it refuses subclasses)."""
+    out = _variant(v)
+    if out is None or type(out) in (str, int, bool):
+        return out
+    if isinstance(out, float):
+        return _json_float(out)
+    if isinstance(out, int):
+        return msgspec.Raw(int.__repr__(out))
+    return str.__str__(out)
+
+
+#: Per family: the value type python-tds produces that the encoding passes on unchanged (a column
+#: whose values all have it, or are NULL, needs no call per value).
+_PASSED_ON: dict[SqlFamily, frozenset[type]] = {
+    SqlFamily.BIT: frozenset({bool, type(None)}),
+    SqlFamily.INTEGER: frozenset({int, type(None)}),
+    SqlFamily.STRING: frozenset({str, type(None)}),
+}
+
+
+def _json_encoder(col: ColumnInfo) -> Encoder:
+    """`_encoder` with floats as msgspec.Raw JSON text (see `_json_float`) and text as an exact
+    str (msgspec refuses subclasses)."""
+    sql = SQL_TYPE_TABLE.get(col.type)
+    if sql is None:
+        return _json_variant
+    encode = _encoder(col)
+    if sql.family in (SqlFamily.REAL, SqlFamily.FLOAT):
+        return lambda v: _json_float(encode(v))
+    if sql.family is SqlFamily.STRING:
+        return lambda v: str.__str__(v) if isinstance(v, str) else encode(v)
+    return encode
+
+
 class RowEncoder:
-    """Encodes rows of one result set as NDJSON lines (JSON arrays in column order)."""
+    """Encodes rows of one result set as NDJSON lines (JSON arrays in column order).
+
+    Strategy: a batch of rows at a time (`encode_rows`), column by column. A column whose values
+    already are what the encoding writes (int, str, bool and NULL: `_PASSED_ON`) is checked by
+    type and left alone; any other column is converted value by value (`_encoder`). msgspec then
+    writes all lines in one call. The bytes are exactly those of ``json.dumps(row,
+    ensure_ascii=False, separators=(",", ":"))`` plus a newline per row: msgspec escapes strings
+    as json.dumps does (only ``"``, ``\\`` and control characters, the latter as ``\\n`` etc. or
+    ``\\u00XX``), and floats go as `_json_float` text.
+    """
 
     def __init__(self, columns: Sequence[ColumnInfo]) -> None:
-        self._encoders = [_encoder(c) for c in columns]
-        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        sql = [SQL_TYPE_TABLE.get(c.type) for c in columns]
+        self._columns = [
+            (_PASSED_ON.get(s.family) if s is not None else None, _json_encoder(c))
+            for s, c in zip(sql, columns, strict=True)
+        ]
+        self._lines = msgspec.json.Encoder().encode_lines
 
     def encode(self, row: Sequence[Any]) -> bytes:
-        encs = self._encoders
-        out = [None if v is None else encs[i](v) for i, v in enumerate(row)]
-        return (self._dumps(out) + "\n").encode("utf-8")
+        """One row's NDJSON line."""
+        return self.encode_rows((row,))
+
+    def encode_rows(self, rows: Sequence[Sequence[Any]]) -> bytes:
+        """The NDJSON lines of ``rows`` (python-tds rows of this result set), one per row."""
+        if not rows:
+            return b""
+        values: list[Sequence[Any]] = list(zip(*rows, strict=True))
+        converted = False
+        for i, (passed_on, encode) in enumerate(self._columns):
+            column = values[i]
+            if passed_on is not None and passed_on.issuperset(map(type, column)):
+                continue
+            values[i] = [None if v is None else encode(v) for v in column]
+            converted = True
+        return self._lines(zip(*values, strict=True) if converted else rows)
 
 
 def result_shape(description: Sequence[Sequence[Any]]) -> tuple[RowEncoder, bytes]:

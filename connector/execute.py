@@ -419,10 +419,9 @@ class _Reader:
                 else:
                     self.finished = True
                 break
-            for row in rows:
-                line = self.encoder.encode(row)
-                out.append(line)
-                size += len(line)
+            lines = self.encoder.encode_rows(rows)
+            out.append(lines)
+            size += len(lines)
             count += len(rows)
         return columns, b"".join(out), count
 
