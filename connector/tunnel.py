@@ -222,6 +222,28 @@ class StreamSink:
             log.info("stream ended after its connection", extra={"stream": self.stream_id})
 
 
+class _WebSocket(ClientConnection):
+    """websockets' trio client connection, with fewer Trio schedule points per message.
+
+    websockets 17.4 writes under ``async with self.send_lock`` (a trio.Lock: a schedule point
+    even when free), and its reader task does so after every message it read, even with nothing
+    to write. Here the lock is a `Free` one, set before any task of the connection runs (it is
+    created with the connection: ``connect(create_connection=...)``), and a write with nothing
+    queued returns at once: a small query's answer costs one round of the run loop less to send
+    and its QUERY one less to receive.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # recv_events, the only other user of the lock, is started by the constructor but has not
+        # run yet: nothing holds the lock being replaced
+        self.send_lock = Free(self.send_lock)  # type: ignore[assignment]
+
+    async def send_data(self) -> None:
+        if self.protocol.writes:  # what the sans-I/O protocol queued (data, or b"" for EOF)
+            await super().send_data()
+
+
 def proxy_option(setting: str) -> str | Literal[True] | None:
     """websockets' proxy argument: True = from the environment, None = direct, or a URL."""
     if setting == "auto":
@@ -384,6 +406,7 @@ class TunnelLink:
             close_timeout=min(5.0, self.cfg.dead_peer_after_s),
             max_size=max(4 * self.limits.max_frame, 4 * 1024 * 1024),
             proxy=proxy_option(self.cfg.proxy),
+            create_connection=_WebSocket,
         )
 
     def _dial_failed(self, exc: BaseException) -> DialFailed:
