@@ -106,3 +106,34 @@ async def test_the_websocket_writes_under_a_free_lock_and_skips_empty_writes(
                         ws.send_lock.release()
                     assert written == [b"written"]
                     assert not ws.protocol.writes
+
+
+async def test_messages_the_link_reader_must_handle_keep_their_order(
+    tmp_path: Path, keys: Keys, idp: DevIdP, rogue: RogueRelay
+) -> None:
+    """A message with more than QUERY/CANCEL/CREDIT/PONG in it (here a PING with a QUERY) goes
+    to the link's reader with what was parsed of it; the next message waits for it; a message
+    that breaks the protocol is answered by the reader (GOAWAY, close) as before."""
+    users = tmp_path / "users.toml"
+    users.write_text(TDSLITE_USERS)
+    token = idp.mint(sub="alice", groups=["analysts"])
+    with trio.fail_after(30):
+        async with tdslite.open_server(users=users) as db:
+            path = config_for(tmp_path, keys, idp, rogue.ws_url, db_port=db.port, ha_connections=1)
+            async with open_connector(load_config(path)):
+                session = await rogue.wait_session()
+                await session.ready.wait()
+                session.conn.send(events.Ping(b"12345678"))  # goes out with the next QUERY
+                first = await session.query(token=token, sql="SELECT 1 AS one")
+                second = await session.query(token=token, sql="SELECT 2 AS two")
+                await first.done.wait()
+                await second.done.wait()
+                assert (first.terminal, second.terminal) == ("done", "done")
+                assert b"[1]" in first.body
+                assert b"[2]" in second.body
+                assert events.Pong(b"12345678") in session.received
+                await session.ws.send(b"\x00not a frame of edgetds/1")
+                await session.closed.wait()
+    goaway = [e for e in session.received if isinstance(e, events.GoAway)]
+    assert goaway
+    assert goaway[0].code == "protocol.error"
