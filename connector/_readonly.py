@@ -88,7 +88,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import trio
 from sqlglot import exp
@@ -102,6 +102,7 @@ __all__ = [
     "ReadOnlyVerdict",
     "check_read_only",
     "normalize_sql",
+    "remembered_fingerprint",
     "sql_fingerprint",
 ]
 
@@ -276,26 +277,29 @@ _AMBIGUOUS_REFUSAL = ReadOnlyVerdict(
 )
 
 
-class _Verdicts:
-    """The last ``maxsize`` verdicts, keyed by the SHA-256 of the statement (a fixed 32 bytes
+_V = TypeVar("_V")
+
+
+class _Remembered(Generic[_V]):
+    """The last ``maxsize`` values, keyed by the SHA-256 of the statement (a fixed 32 bytes
     whatever the statement's size, so a megabyte statement costs no more to remember than
     ``SELECT 1``). Thread-safe: checks run in worker threads."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._lock = threading.Lock()
-        self._items: OrderedDict[bytes, ReadOnlyVerdict] = OrderedDict()
+        self._items: OrderedDict[bytes, _V] = OrderedDict()
 
-    def get(self, key: bytes) -> ReadOnlyVerdict | None:
+    def get(self, key: bytes) -> _V | None:
         with self._lock:
-            verdict = self._items.get(key)
-            if verdict is not None:
+            value = self._items.get(key)
+            if value is not None:
                 self._items.move_to_end(key)
-            return verdict
+            return value
 
-    def put(self, key: bytes, verdict: ReadOnlyVerdict) -> None:
+    def put(self, key: bytes, value: _V) -> None:
         with self._lock:
-            self._items[key] = verdict
+            self._items[key] = value
             self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
@@ -303,6 +307,10 @@ class _Verdicts:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+#: the read-only verdicts
+_Verdicts = _Remembered[ReadOnlyVerdict]
 
 
 #: The remembered verdicts (see check_read_only).
@@ -979,6 +987,25 @@ def normalize_sql(sql: str) -> str:
     return " ".join(out)
 
 
+#: The last fingerprints (see sql_fingerprint).
+_FINGERPRINTS = _Remembered[str](maxsize=1024)
+
+
 def sql_fingerprint(sql: str) -> str:
-    """Hex sha256 of :func:`normalize_sql`."""
-    return hashlib.sha256(normalize_sql(sql).encode("utf-8")).hexdigest()
+    """Hex sha256 of :func:`normalize_sql`.
+
+    A pure function of the text, so the last 1,024 are remembered by the SHA-256 of the text,
+    as the read-only verdicts are: an application sends the same statement again and again, and
+    the tokenizing is the costly part (`remembered_fingerprint` looks one up without it).
+    """
+    key = _key(sql)
+    fingerprint = _FINGERPRINTS.get(key)
+    if fingerprint is None:
+        fingerprint = hashlib.sha256(normalize_sql(sql).encode("utf-8")).hexdigest()
+        _FINGERPRINTS.put(key, fingerprint)
+    return fingerprint
+
+
+def remembered_fingerprint(sql: str) -> str | None:
+    """The remembered `sql_fingerprint` of exactly this text, or None. A hash, never a parse."""
+    return _FINGERPRINTS.get(_key(sql))

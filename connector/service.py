@@ -41,7 +41,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from connector._metrics import NO_METRICS, Metrics
-from connector._readonly import CheckTimeout, ReadOnlyChecker, ReadOnlyVerdict
+from connector._readonly import (
+    CheckTimeout,
+    ReadOnlyChecker,
+    ReadOnlyVerdict,
+    remembered_fingerprint,
+)
 from connector._txcontrol import transaction_control
 from connector.audit import AuditLog, AuditOutcome, query_record
 from connector.config import SessionsConfig
@@ -298,13 +303,24 @@ class QueryService:
             if self.audit is not None:
                 try:
                     with trio.CancelScope(shield=True):
-                        # the record's fingerprint tokenizes the SQL: off the event loop too
-                        text = ev.sql if ev.sql is not None else ev.statement_sql
-                        lane = self.read_only.limiter_for(text)
-                        record = await trio.to_thread.run_sync(ev.record, limiter=lane)
-                        await self.audit.write(record)
+                        await self.audit.write(await self._audit_record(ev))
                 except Exception:  # the audit log failing must be loud, never silent
                     log.exception("audit record could not be written")
+
+    async def _audit_record(self, ev: AuditEvent) -> dict[str, Any]:
+        """``ev.record()``, built in a worker thread unless that costs next to nothing: its
+        fingerprint tokenizes the statement, which the event loop never does (a fingerprint
+        already remembered is a hash), and a long statement or logged parameter values take
+        time to copy into the record."""
+        text = ev.sql if ev.sql is not None else ev.statement_sql
+        if text is None or (
+            len(text) <= self.read_only.inline_chars
+            and not ev.log_param_values
+            and remembered_fingerprint(text) is not None
+        ):
+            return ev.record()
+        lane = self.read_only.limiter_for(text)
+        return await trio.to_thread.run_sync(ev.record, limiter=lane)
 
     async def _identity(self, query: events.Query, ev: AuditEvent) -> Identity:
         """The end user, from the QUERY's token verified here (step 2)."""

@@ -13,6 +13,10 @@ from typing import Any
 __all__ = ["canonical_json", "loads_object"]
 
 
+#: json.dumps(obj, **these) builds an encoder per call; its encode() keeps no state between calls
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(obj: Any) -> bytes:
     """The canonical encoding that edgetds/1 signatures and hashes cover.
 
@@ -23,8 +27,7 @@ def canonical_json(obj: Any) -> bytes:
         TypeError: ``obj`` is not JSON-serializable.
         ValueError: ``obj`` has a lone surrogate (not encodable as UTF-8) or a cycle.
     """
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8")
+    return _CANONICAL.encode(obj).encode("utf-8")
 
 
 def _refuse_constant(name: str) -> Any:

@@ -54,10 +54,14 @@ def _record_key(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: the encoder of `ndjson_line` (json.dumps would build one per call)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def ndjson_line(obj: Mapping[str, Any]) -> RecordLine:
     """One NDJSON record: compact UTF-8 JSON plus ``\\n`` (see `RecordLine`)."""
     try:
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _COMPACT.encode(obj)
         key = _record_key(obj)
     except ValueError:  # NaN/Infinity: written as before, and checked when sent
         text, key = json.dumps(obj, separators=(",", ":"), ensure_ascii=False), None

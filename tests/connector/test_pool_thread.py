@@ -111,3 +111,42 @@ async def test_a_free_slot_with_an_idle_connection_is_taken_without_a_schedule_p
                     await trio.testing.wait_all_tasks_blocked()
                     order.append("first done")
             assert order == ["first done", "second"]
+
+
+class _RunLoop(trio.abc.Instrument):
+    """Counts the run loop's I/O waits and the tasks it stepped while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.io_waits = 0
+        self.stepped: list[trio.lowlevel.Task] = []
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.on:
+            self.io_waits += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.on:
+            self.stepped.append(task)
+
+
+async def test_the_call_wakes_its_caller_from_the_io_wait(tmp_path: Path) -> None:
+    """The worker's byte on the thread's socket pair wakes the waiting task itself: one I/O wait
+    of the run loop per call, and no other task steps (trio's run_sync_soon would wake its own
+    system task first, which then reschedules the caller: a second round of the run loop)."""
+    loop = _RunLoop()
+    with trio.fail_after(30):
+        async with reader_pool(tmp_path) as pool, pool.borrow() as pc:
+            assert await pool.call(pc, lambda conn: "warm") == "warm"
+            await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.add_instrument(loop)
+            try:
+                for n in range(5):
+                    loop.on = True
+                    assert await pool.call(pc, lambda conn, n=n: n) == n
+                    loop.on = False
+                    assert loop.io_waits == 1
+                    assert loop.stepped == [trio.lowlevel.current_task()]
+                    loop.io_waits, loop.stepped = 0, []
+            finally:
+                trio.lowlevel.remove_instrument(loop)

@@ -1,6 +1,7 @@
 """connector/_readonly.py remembers verdicts by the SHA-256 of the text, for statements of any
 size: the same statement gets the same verdict object, a refusal stays a refusal, a check that
-raised is not remembered, and the cache holds digests, never the text."""
+raised is not remembered, and the cache holds digests, never the text; the audit's fingerprints
+are remembered the same way."""
 
 from __future__ import annotations
 
@@ -74,3 +75,14 @@ def test_a_check_that_raised_is_refused_and_not_remembered(
     assert remembered_verdict(sql) is None
     monkeypatch.undo()
     assert check_read_only(sql).allowed  # checked afresh, not the remembered failure
+
+
+def test_fingerprints_are_remembered_by_digest() -> None:
+    sql = f"SELECT id FROM t WHERE tag = '{uuid.uuid4().hex}'"
+    assert _readonly.remembered_fingerprint(sql) is None
+    fingerprint = _readonly.sql_fingerprint(sql)
+    assert _readonly.remembered_fingerprint(sql) == fingerprint
+    # literals still group: another literal, same fingerprint (remembered under its own digest)
+    other = "SELECT id FROM t WHERE tag = 'x'"
+    assert _readonly.sql_fingerprint(other) == fingerprint
+    assert all(isinstance(k, bytes) and len(k) == 32 for k in _readonly._FINGERPRINTS._items)

@@ -26,6 +26,7 @@ from protocol import (
     error_record,
     events,
     http_status,
+    ndjson_line,
     param_type,
     parse_error_record,
 )
@@ -382,3 +383,27 @@ def test_encode_skips_reparsing_built_lines_only() -> None:
         encode(events.Done(1, ndjson_line({"done": {"x": float("nan")}})))
     rows = RecordLine(b"[1]\n")
     assert encode(events.Rows(1, rows)).payload == rows
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(), _JSON_VALUES, max_size=5))
+def test_the_shared_encoders_write_what_json_dumps_writes(obj: dict[str, Any]) -> None:
+    """canonical_json and ndjson_line keep one json encoder each (json.dumps builds one per
+    call): the bytes are json.dumps's, byte for byte."""
+    try:
+        expected = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        canonical = expected.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: refused either way
+        with pytest.raises(UnicodeEncodeError):
+            canonical_json(obj)
+        return
+    assert canonical_json(obj) == canonical
+    line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert ndjson_line(obj) == line.encode("utf-8") + b"\n"
