@@ -254,6 +254,14 @@ def set_session_context(
         )
     value, value_type = args.get("value", (None, None))
     read_only_value = args.get("read_only", (0, None))[0]
+    store_context(session, key, value, value_type, bool(read_only_value))
+
+
+def store_context(
+    session: SessionView, key: str, value: object, value_type: SqlType | None, read_only: bool
+) -> None:
+    """sp_set_session_context with its arguments checked: the value keeps its type, except that
+    a (max) string keeps its own length (up to 4000)."""
     sql_type = value_type or SqlType("int")
     if (
         sql_type.name in ("varchar", "nvarchar")
@@ -261,7 +269,7 @@ def set_session_context(
         and isinstance(value, str)
     ):
         sql_type = SqlType(sql_type.name, length=max(1, min(len(value), 4000)))
-    session.set_context(key, value, sql_type, bool(read_only_value))
+    session.set_context(key, value, sql_type, read_only)
 
 
 def assign(session: SessionView, tree: exp.Set, variables: dict[str, Variable]) -> None:

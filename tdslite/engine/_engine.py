@@ -16,7 +16,7 @@ from . import _errors
 from ._catalog import CATALOG_TABLE, CREATE_CATALOG
 from ._locks import TableLocks
 from ._lru import LruCache
-from ._objects import CREATE_OBJECTS
+from ._objects import CREATE_OBJECTS, OBJECTS_TABLE
 from ._perms import Principal, principals
 from ._results import StatementFailed
 from ._session import Session
@@ -72,6 +72,10 @@ class Engine:
         self.catalog_providers: dict[str, CatalogProvider] = {
             kind: registry_provider(kind) for kind in DEFAULT_PROVIDER_KINDS
         }
+        #: The names (lower case) of every procedure the database held since this engine opened
+        #: it: a name not in here is no user procedure, without asking SQLite (a superset: a
+        #: procedure dropped or rolled back stays in).
+        self.procedure_names: set[str] = set()
         #: create_date of tables in the catalog views (tdslite does not record creation times).
         self.started = dt.datetime.now().replace(microsecond=0)
         conn = self._connect()
@@ -80,6 +84,12 @@ class Engine:
             conn.execute(CREATE_CATALOG)
             conn.execute(CREATE_OBJECTS)
             empty = conn.execute(f"SELECT COUNT(*) FROM {CATALOG_TABLE}").fetchone()[0] == 0
+            self.procedure_names.update(
+                str(row[0]).lower()
+                for row in conn.execute(
+                    f"SELECT name FROM {OBJECTS_TABLE} WHERE type = 'PROCEDURE'"
+                )
+            )
         finally:
             conn.close()
         if seed is not None:

@@ -92,6 +92,8 @@ def schema_exists(session: SessionView, schema: str) -> bool:
 
 
 def record(session: SessionView, row: ObjectRow) -> None:
+    if row.type == "PROCEDURE":
+        session._engine.procedure_names.add(row.name.lower())  # before it can be seen
     with session._authorizer.internal():
         session._conn.execute(
             f"INSERT INTO {OBJECTS_TABLE} (schema, name, type, definition, parameters, body) "

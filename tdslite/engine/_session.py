@@ -259,7 +259,7 @@ class Session:
         variables = self._preamble_variables(calls, params, self._context)
         if variables is None:
             return None
-        return self._run_contexts(sql, calls, params, variables, _control.set_session_context)
+        return self._run_contexts(sql, calls, params, variables, _control.store_context)
 
     def _preamble_variables(
         self,
@@ -280,7 +280,10 @@ class Session:
                 if isinstance(param.value, str) and not _encodable(param.value):
                     return None
                 variables[name] = Variable(param.type, encode(param.type, param.value))
-            if _objects.lookup(self, "sp_set_session_context", "PROCEDURE") is not None:
+            if (
+                "sp_set_session_context" in self._engine.procedure_names
+                and _objects.lookup(self, "sp_set_session_context", "PROCEDURE") is not None
+            ):
                 return None  # a procedure of that name: the general path runs it
         except (SqlError, sqlite3.Error, ValueError, TypeError):
             return None  # a value the general path refuses: it raises the error
@@ -312,7 +315,7 @@ class Session:
         calls: tuple[_preamble.Call, ...],
         params: Sequence[Param],
         variables: dict[str, Variable],
-        set_session_context: Any,
+        store_context: Any,
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         # Strategy: the calls run in one step when the iterator is first advanced (the general
         # path runs them one per step, with nothing to yield between them), so a cancel can only
@@ -320,20 +323,12 @@ class Session:
         if self._cancel_requested:
             yield from self._general(sql, params)
             return
-        nvarchar = SqlType("nvarchar", length=max(1, len(sql)))
-        flag = SqlType("int")
         for key, name, read_only in calls:
             self._finish_rows()
             self.started.append("EXEC")
             variable = variables[name]
-            set_session_context(
-                self,
-                [],
-                {
-                    "key": (key, nvarchar),
-                    "value": (decode(variable.type, variable.value), variable.type),
-                    "read_only": (int(read_only), flag),
-                },
+            store_context(
+                self, key, decode(variable.type, variable.value), variable.type, read_only
             )
             self.flow.last_error = 0
         return

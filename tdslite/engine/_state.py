@@ -111,6 +111,7 @@ class SessionView(Protocol):
     _cancel_requested: bool
     _authorizer: Authorizer
     _stack: list[Principal]
+    _engine: EngineView
 
     @property
     def principal(self) -> Principal: ...
@@ -176,6 +177,7 @@ class EngineView(Protocol):
     locks: TableLocks
     catalog_providers: dict[str, CatalogProvider]
     started: dt.datetime
+    procedure_names: set[str]
 
     def principal(self, database_user: str) -> Principal: ...
 

@@ -12,6 +12,11 @@ _I32 = struct.Struct("<i")
 _U64 = struct.Struct("<Q")
 
 
+def truncated(wanted: int, pos: int) -> ProtocolError:
+    """The error for a payload that ends before the ``wanted`` bytes at offset ``pos``."""
+    return ProtocolError(f"truncated TDS payload: wanted {wanted} bytes at offset {pos}")
+
+
 class Reader:
     """Reads ``data`` from ``pos``; reading past the end raises ProtocolError, never IndexError."""
 
@@ -26,7 +31,7 @@ class Reader:
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise ProtocolError(f"truncated TDS payload: wanted {n} bytes at offset {self.pos}")
+            raise truncated(n, self.pos)
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out

@@ -12,7 +12,7 @@ import functools
 import uuid
 
 from . import _datatypes as d
-from ._buffer import Reader
+from ._buffer import Reader, truncated
 from ._datatypes import CODEPAGE, T
 from ._packets import ProtocolError
 from ._plp import read_plp
@@ -197,10 +197,40 @@ def _sized(name: str, length: int) -> WireType:
 
 
 def _ushortlen(code: int, r: Reader) -> tuple[WireType, object]:
+    # the most common parameters (every string and statement text): read off the buffer
+    # directly, bounds checked (a bulk load's reader is no plain Reader: see _colmetadata)
+    if type(r) is not Reader:
+        return _ushortlen_read(code, r)
+    name = _USHORT_NAMES[code]
+    data, pos = r.data, r.pos
+    # the maximum length, then a text type's collation: tdslite stores text as Unicode whatever
+    # the client's collation
+    after = pos + (7 if code in _TEXT_CODES else 2)
+    if after + 2 > len(data):
+        raise truncated(after + 2 - pos, pos)
+    max_len = data[pos] | data[pos + 1] << 8
+    if max_len == 0xFFFF:
+        r.pos = after
+        value = read_plp(r)
+        return _sized(name, -1), None if value is None else _decode_text(name, value)
+    n = data[after] | data[after + 1] << 8
+    wtype = _sized(name, max(1, max_len // 2 if code in _WIDE_CODES else max_len))
+    if n == 0xFFFF:
+        r.pos = after + 2
+        return wtype, None
+    stop = after + 2 + n
+    if stop > len(data):
+        raise truncated(n, after + 2)
+    r.pos = stop
+    return wtype, _decode_text(name, data[after + 2 : stop])
+
+
+def _ushortlen_read(code: int, r: Reader) -> tuple[WireType, object]:
+    """`_ushortlen` through the Reader's own methods."""
     name = _USHORT_NAMES[code]
     max_len = r.u16()
     if code in _TEXT_CODES:
-        r.take(5)  # collation: tdslite stores text as Unicode whatever the client's collation
+        r.take(5)  # collation
     if max_len == 0xFFFF:
         data = read_plp(r)
         return _sized(name, -1), None if data is None else _decode_text(name, data)

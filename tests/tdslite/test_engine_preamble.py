@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,3 +222,46 @@ def test_one_character_off_takes_the_general_path_with_the_same_answer(
 
     monkeypatch.setattr(fast, "_run_contexts", refuse)
     both(fast, general, sql, params("alice", "https://idp", "q-1"))
+
+
+PROCEDURE = (
+    "CREATE PROCEDURE {name} @key nvarchar(100), @value nvarchar(100), @read_only int "
+    "AS SELECT @key AS k, @value AS v"
+)
+
+
+def runs_the_procedure(engine: Engine) -> None:
+    """The connector's batch on a new session of ``engine`` calls the user's procedure, exactly
+    as the general path does."""
+    fast, general = engine.open_session(ADMIN), engine.open_session(ADMIN)
+    got = outcome(lambda: fast.execute(BATCH, params("a", "b", "c")))
+    assert got == outcome(lambda: general._general(BATCH, params("a", "b", "c")))
+    assert got[0][0] == [("edgetds.sub", "a")]
+    assert fast._context == {}
+
+
+@pytest.mark.parametrize("name", ["sp_set_session_context", "dbo.SP_Set_Session_Context"])
+def test_a_procedure_another_session_made_runs(name: str, tmp_path: Path) -> None:
+    """The fast path asks SQLite for a procedure of that name only when the engine ever held one
+    (`Engine.procedure_names`): one made by another session, whatever its case, runs, and so does
+    one found in the file when an engine opens it."""
+    db = tmp_path / "shared.db"
+    engine = Engine(db, {"sa": ADMIN})
+    try:
+        first = engine.open_session(ADMIN)
+        assert outcome(lambda: first.execute(BATCH, params("a", "b", "c"))) == ([], None)
+        assert "sp_set_session_context" not in engine.procedure_names
+        assert (
+            outcome(lambda: engine.open_session(ADMIN).execute(PROCEDURE.format(name=name)))[1]
+            is None
+        )
+        first.reset()
+        runs_the_procedure(engine)
+    finally:
+        engine.close()
+    reopened = Engine(db, {"sa": ADMIN})
+    try:
+        assert "sp_set_session_context" in reopened.procedure_names
+        runs_the_procedure(reopened)
+    finally:
+        reopened.close()
