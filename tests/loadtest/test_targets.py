@@ -100,3 +100,36 @@ def test_token_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
         TokenSource.from_file(path)
     with pytest.raises(TargetError, match="cannot read"):
         TokenSource.from_file(tmp_path / "absent")
+
+
+def test_request_body_is_the_compact_json_of_the_query() -> None:
+    import random
+
+    from edgetds.loadtest import parse_scenario
+    from edgetds.loadtest.targets import _encode
+
+    scenario = parse_scenario(
+        {
+            "name": "bodies",
+            "load": {"count": 1},
+            "queries": [
+                {
+                    "name": "q",
+                    "sql": "SELECT @n, @f, @s, @c",
+                    "max_rows": 5,
+                    "params": {
+                        "n": {"int": [-5, 1_000_000]},
+                        "f": {"float": [-1.5, 1e6]},
+                        "s": {"string": "??##**"},
+                        "c": {"choice": ["a", 'q"uo\\te', 3]},
+                    },
+                }
+            ],
+        }
+    )
+    [query] = scenario.queries
+    for seed in range(200):
+        body = query.http_body(random.Random(seed))
+        encoded = _encode(body)
+        assert json.loads(encoded) == body
+        assert encoded == json.dumps(body, separators=(",", ":")).encode()
