@@ -170,6 +170,19 @@ def _error_outcome(body: bytes, status: int) -> QueryOutcome:
     return QueryOutcome(code, 0, len(body), message)
 
 
+_decode = msgspec.json.Decoder().decode
+
+
+def _loads(line: bytes) -> Any:
+    """``json.loads(line)``, an order of magnitude faster for the valid JSON a relay sends:
+    msgspec first; what it refuses (NaN, 1e400, a lone surrogate, garbage) goes to json.loads,
+    so a line is accepted, refused, and decoded to the same value as json.loads does it."""
+    try:
+        return _decode(line)
+    except msgspec.DecodeError:
+        return json.loads(line)
+
+
 class NdjsonCounter:
     """Splits an NDJSON body by newline across chunks; counts rows, parses the `{...}` lines."""
 
@@ -206,7 +219,7 @@ class NdjsonCounter:
             if line.startswith(b'{"columns"'):
                 continue
             try:
-                record = json.loads(line)
+                record = _loads(line)
             except ValueError:
                 self.bad_line = True
                 continue

@@ -133,3 +133,36 @@ def test_request_body_is_the_compact_json_of_the_query() -> None:
         encoded = _encode(body)
         assert json.loads(encoded) == body
         assert encoded == json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"done":{"rows":1,"elapsed_ms":0.4}}',
+        b'{"error":{"code":"sql.error","message":"caf\\u00e9 \xc3\xa9"}}',
+        b'{"done":{"rows":123456789012345678901234567890}}',
+        b'{"done":{"rows":1e400}}',
+        b'{"done":NaN}',
+        b'{"done":"\\ud800"}',
+        b'{"done":1,"done":2}',
+    ],
+)
+def test_terminal_lines_decode_as_json_loads_does(line: bytes) -> None:
+    from edgetds.loadtest.targets import _loads
+
+    decoded, expected = _loads(line), json.loads(line)
+    assert json.dumps(decoded) == json.dumps(expected)
+    assert type(decoded["done" if "done" in decoded else "error"]) is type(
+        expected["done" if "done" in expected else "error"]
+    )
+
+
+@pytest.mark.parametrize("line", [b'{"done":1} x', b'{"done":', b"{'done':1}", b"\xff"])
+def test_lines_json_loads_refuses_are_refused(line: bytes) -> None:
+    from edgetds.loadtest.targets import _loads
+
+    refused = (json.JSONDecodeError, UnicodeDecodeError)  # json.loads's own errors
+    with pytest.raises(refused):
+        json.loads(line)
+    with pytest.raises(refused):
+        _loads(line)
