@@ -4,7 +4,8 @@ A load generator that spends more CPU per request than the service it measures m
 A general client (httpx) builds a request object, a response object, a pool lookup and several
 layers of async context per request; here a slot owns one `HttpConnection` (trio stream + h11
 state machine) for the whole run, and a request is one ``send_all`` of the head and body and a
-loop over ``receive_some``.
+loop over ``receive_some``. The request head (an `h11.Request`, validated by h11 when built) is
+built once per path, headers and body length and sent again as it is.
 
 Rules: a connection is used by one query at a time (its slot's). A request that does not reach
 the end of its response (cancelled by the caller's timeout, an error) closes the connection; the
