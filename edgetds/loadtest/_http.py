@@ -4,7 +4,8 @@ A load generator that spends more CPU per request than the service it measures m
 A general client (httpx) builds a request object, a response object, a pool lookup and several
 layers of async context per request; here a slot owns one `HttpConnection` (trio stream + h11
 state machine) for the whole run, and a request is one ``send_all`` of the head and body and a
-loop over ``receive_some``.
+loop over ``receive_some``. The request head (an `h11.Request`, validated by h11 when built) is
+built once per path, headers and body length and sent again as it is.
 
 Rules: a connection is used by one query at a time (its slot's). A request that does not reach
 the end of its response (cancelled by the caller's timeout, an error) closes the connection; the
@@ -25,6 +26,9 @@ import trio
 __all__ = ["HttpConnection", "ResponseTruncated"]
 
 _RECEIVE = 64 * 1024
+#: request heads kept per connection (one per distinct headers and body length)
+_HEADS_MAX = 256
+_END = h11.EndOfMessage()
 
 
 class ResponseTruncated(Exception):
@@ -47,6 +51,26 @@ class HttpConnection:
         self._tls = tls
         self._stream: trio.abc.Stream | None = None
         self._h11: h11.Connection | None = None
+        self._heads: dict[tuple[str, tuple[tuple[bytes, bytes], ...], int], h11.Request] = {}
+
+    def _head(
+        self, path: str, headers: tuple[tuple[bytes, bytes], ...], length: int
+    ) -> h11.Request:
+        """The request head for a body of ``length`` bytes, built (and validated by h11) once:
+        a load test sends the same path and headers again and again, only the body changes,
+        and h11 checks every header against its grammar each time it builds a `h11.Request`.
+        The event is immutable; h11 writes the same bytes for it on every send."""
+        key = (path, headers, length)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= _HEADS_MAX:
+                self._heads.clear()
+            head = self._heads[key] = h11.Request(
+                method=b"POST",
+                target=path.encode(),
+                headers=[(b"host", self.authority), (b"content-length", b"%d" % length), *headers],
+            )
+        return head
 
     async def _connect(self) -> None:
         stream: trio.abc.Stream = await trio.open_tcp_stream(self.host, self.port)
@@ -78,11 +102,7 @@ class HttpConnection:
             ResponseTruncated: the connection closed before the end of the response.
             OSError, trio.BrokenResourceError: the connection failed.
         """
-        head = [
-            (b"host", self.authority),
-            (b"content-length", str(len(body)).encode()),
-            *headers,
-        ]
+        head = self._head(path, tuple(headers), len(body))  # no copy of a tuple
         while True:
             reused = self._stream is not None
             if self._stream is None:
@@ -92,9 +112,8 @@ class HttpConnection:
             assert conn is not None
             finished = False
             try:
-                out = conn.send(h11.Request(method=b"POST", target=path.encode(), headers=head))
-                out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
-                out += conn.send(h11.EndOfMessage()) or b""
+                out = (conn.send(head) or b"") + (conn.send(h11.Data(data=body)) or b"")
+                out += conn.send(_END) or b""
                 try:
                     await stream.send_all(out)
                 except trio.BrokenResourceError:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import trio
 
 from edgetds.loadtest._http import HttpConnection, ResponseTruncated
@@ -169,6 +170,19 @@ def _error_outcome(body: bytes, status: int) -> QueryOutcome:
     return QueryOutcome(code, 0, len(body), message)
 
 
+_decode = msgspec.json.Decoder().decode
+
+
+def _loads(line: bytes) -> Any:
+    """``json.loads(line)``, an order of magnitude faster for the valid JSON a relay sends:
+    msgspec first; what it refuses (NaN, 1e400, a lone surrogate, garbage) goes to json.loads,
+    so a line is accepted, refused, and decoded to the same value as json.loads does it."""
+    try:
+        return _decode(line)
+    except msgspec.DecodeError:
+        return json.loads(line)
+
+
 class NdjsonCounter:
     """Splits an NDJSON body by newline across chunks; counts rows, parses the `{...}` lines."""
 
@@ -178,8 +192,11 @@ class NdjsonCounter:
         self.terminal: dict[str, Any] | None = None
         self.extra_after_terminal = False
         self.bad_line = False
+        #: bytes fed so far
+        self.nbytes = 0
 
     def feed(self, chunk: bytes) -> None:
+        self.nbytes += len(chunk)
         data = self.partial + chunk if self.partial else chunk
         end = data.rfind(b"\n")
         if end < 0:
@@ -202,7 +219,7 @@ class NdjsonCounter:
             if line.startswith(b'{"columns"'):
                 continue
             try:
-                record = json.loads(line)
+                record = _loads(line)
             except ValueError:
                 self.bad_line = True
                 continue
@@ -228,6 +245,10 @@ class NdjsonCounter:
         return QueryOutcome(None, self.rows, nbytes)
 
 
+#: the request body's JSON (compact, like ``json.dumps(separators=(",", ":"))``; text as UTF-8)
+_encode = msgspec.json.Encoder().encode
+
+
 class HttpTarget:
     """Sends scenario queries to the relay's HTTP API (see module docstring): one keep-alive
     connection per slot (edgetds/loadtest/_http.py), opened on the slot's first query."""
@@ -238,36 +259,31 @@ class HttpTarget:
         self.tokens = tokens
         self._conns: dict[int, HttpConnection] = {}
         self._headers = [
-            [(b"authorization", b"Bearer " + token.encode()), _JSON] for token in tokens.tokens
+            ((b"authorization", b"Bearer " + token.encode()), _JSON) for token in tokens.tokens
         ]
 
     async def __call__(
         self, slot: int, vu: int, query: QuerySpec, rng: random.Random
     ) -> QueryOutcome:
-        body = json.dumps(query.http_body(rng), separators=(",", ":")).encode()
+        body = _encode(query.http_body(rng))
         conn = self._conns.get(slot)
         if conn is None:
             conn = self._conns[slot] = HttpConnection(self.base_url)
         counter = NdjsonCounter()
-        nbytes = 0
-
-        def on_body(chunk: bytes) -> None:
-            nonlocal nbytes
-            nbytes += len(chunk)
-            counter.feed(chunk)
-
         try:
             status, other = await conn.post(
-                self.path, self._headers[vu % len(self._headers)], body, on_body
+                self.path, self._headers[vu % len(self._headers)], body, counter.feed
             )
         except ResponseTruncated:
-            return QueryOutcome("truncated", 0, nbytes, "the relay closed the response early")
+            return QueryOutcome(
+                "truncated", 0, counter.nbytes, "the relay closed the response early"
+            )
         except (OSError, trio.BrokenResourceError) as exc:
             kind = "ReadError" if isinstance(exc, trio.BrokenResourceError) else "ConnectError"
-            return QueryOutcome("client." + kind, 0, nbytes, str(exc) or None)
+            return QueryOutcome("client." + kind, 0, counter.nbytes, str(exc) or None)
         if status != 200:
             return _error_outcome(other, status)
-        return counter.outcome(nbytes)
+        return counter.outcome(counter.nbytes)
 
     async def aclose(self) -> None:
         conns, self._conns = list(self._conns.values()), {}

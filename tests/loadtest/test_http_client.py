@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
+import h11
 import pytest
 import trio
 
@@ -94,6 +95,41 @@ async def test_keep_alive_one_connection_many_requests() -> None:
     assert seen[0].startswith(b"POST /v1/q HTTP/1.1\r\n")
     assert b"authorization: Bearer t\r\n" in seen[0]
     assert seen[0].endswith(b'\r\n\r\n{"a":1}')
+
+
+def h11_request_bytes(
+    authority: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    """What a fresh h11 client connection writes for this POST (head built and validated anew)."""
+    conn = h11.Connection(h11.CLIENT)
+    head = [(b"host", authority), (b"content-length", str(len(body)).encode()), *headers]
+    out = conn.send(h11.Request(method=b"POST", target=path, headers=head)) or b""
+    out += conn.send(h11.Data(data=body)) or b""
+    return out + (conn.send(h11.EndOfMessage()) or b"")
+
+
+async def test_reused_request_heads_are_the_bytes_h11_writes() -> None:
+    # The client builds a request head once per (path, headers, body length) and sends it again:
+    # every request must still be byte for byte what h11 writes for a freshly built one.
+    bodies = [b'{"n":1}', b'{"n":22}', b'{"n":3}', b'{"n":444}', b'{"n":22}', b"{}"]
+    tokens = [
+        [(b"authorization", b"Bearer a"), (b"content-type", b"application/json")],
+        [(b"authorization", b"Bearer bb"), (b"content-type", b"application/json")],
+    ]
+    sent = []
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (chunked(BODY), False)) as (url, seen, accepted):
+            conn = HttpConnection(url)
+            for i, body in enumerate(bodies * 2):
+                headers = tokens[i % 2]
+                path = "/v1/q" if i < len(bodies) else "/v1/other"
+                assert (await conn.post(path, tuple(headers), body, lambda chunk: None))[0] == 200
+                sent.append(
+                    h11_request_bytes(url.split("//")[1].encode(), path.encode(), headers, body)
+                )
+            await conn.aclose()
+    assert accepted == [0]
+    assert seen == sent
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:

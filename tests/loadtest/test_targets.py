@@ -100,3 +100,69 @@ def test_token_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
         TokenSource.from_file(path)
     with pytest.raises(TargetError, match="cannot read"):
         TokenSource.from_file(tmp_path / "absent")
+
+
+def test_request_body_is_the_compact_json_of_the_query() -> None:
+    import random
+
+    from edgetds.loadtest import parse_scenario
+    from edgetds.loadtest.targets import _encode
+
+    scenario = parse_scenario(
+        {
+            "name": "bodies",
+            "load": {"count": 1},
+            "queries": [
+                {
+                    "name": "q",
+                    "sql": "SELECT @n, @f, @s, @c",
+                    "max_rows": 5,
+                    "params": {
+                        "n": {"int": [-5, 1_000_000]},
+                        "f": {"float": [-1.5, 1e6]},
+                        "s": {"string": "??##**"},
+                        "c": {"choice": ["a", 'q"uo\\te', 3]},
+                    },
+                }
+            ],
+        }
+    )
+    [query] = scenario.queries
+    for seed in range(200):
+        body = query.http_body(random.Random(seed))
+        encoded = _encode(body)
+        assert json.loads(encoded) == body
+        assert encoded == json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"done":{"rows":1,"elapsed_ms":0.4}}',
+        b'{"error":{"code":"sql.error","message":"caf\\u00e9 \xc3\xa9"}}',
+        b'{"done":{"rows":123456789012345678901234567890}}',
+        b'{"done":{"rows":1e400}}',
+        b'{"done":NaN}',
+        b'{"done":"\\ud800"}',
+        b'{"done":1,"done":2}',
+    ],
+)
+def test_terminal_lines_decode_as_json_loads_does(line: bytes) -> None:
+    from edgetds.loadtest.targets import _loads
+
+    decoded, expected = _loads(line), json.loads(line)
+    assert json.dumps(decoded) == json.dumps(expected)
+    assert type(decoded["done" if "done" in decoded else "error"]) is type(
+        expected["done" if "done" in expected else "error"]
+    )
+
+
+@pytest.mark.parametrize("line", [b'{"done":1} x', b'{"done":', b"{'done':1}", b"\xff"])
+def test_lines_json_loads_refuses_are_refused(line: bytes) -> None:
+    from edgetds.loadtest.targets import _loads
+
+    refused = (json.JSONDecodeError, UnicodeDecodeError)  # json.loads's own errors
+    with pytest.raises(refused):
+        json.loads(line)
+    with pytest.raises(refused):
+        _loads(line)
