@@ -261,7 +261,7 @@ async def _send_admitted(
             query_id=req.query_id,
         )
     try:
-        stream = session.open_stream(signed.frame)
+        stream = session.open_stream(signed.frame, wake_writer=False)
     except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
         log_event("query.not_sent", level=logging.ERROR, query_id=req.query_id, why=exc)
         raise HttpError(
@@ -284,6 +284,7 @@ async def _send_admitted(
     sent = 0
     exchange = exchange or _Exchange()
     try:
+        await session.send_queued()  # the QUERY, from this task when no write is in progress
         grace_s = limits.deadline_grace_ms / 1000
         outcome, sent = await _relay_stream(stream, receive, send, req, exchange, grace_s=grace_s)
     finally:
