@@ -113,6 +113,9 @@ class RelayStream:
     _send: trio.MemorySendChannel[events.Event]
     receive: trio.MemoryReceiveChannel[events.Event]
     ended: bool = False
+    #: Cancelled when an event arrives for the stream: the scope its HTTP handler waits in while
+    #: it waits for its client's next message and this stream's first event in one task.
+    waiter: trio.CancelScope | None = None
 
     def consumed(self, nbytes: int) -> None:
         """`nbytes` of COLUMNS/ROWS payload reached the HTTP client: let credit flow again."""
@@ -438,6 +441,8 @@ class ConnectorSession:
             stream.ended = True
             self._streams.pop(stream.stream_id, None)
             stream._send.close()
+        if stream.waiter is not None:
+            stream.waiter.cancel()
 
     # -- what HTTP handlers call --------------------------------------------------------------
 
