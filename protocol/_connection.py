@@ -162,6 +162,11 @@ class Connection:
         events, self._events = self._events, []
         return events
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether `data_to_send` would return bytes (a writer with nothing to send stays idle)."""
+        return bool(self._outbox)
+
     def data_to_send(self, max_bytes: int | None = None) -> bytes:
         """Return and forget the bytes to send, as whole frames for ONE WebSocket message.
 

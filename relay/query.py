@@ -261,7 +261,7 @@ async def _send_admitted(
             query_id=req.query_id,
         )
     try:
-        stream = session.open_stream(signed.frame)
+        stream = session.open_stream(signed.frame, wake_writer=False)
     except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
         log_event("query.not_sent", level=logging.ERROR, query_id=req.query_id, why=exc)
         raise HttpError(
@@ -284,6 +284,7 @@ async def _send_admitted(
     sent = 0
     exchange = exchange or _Exchange()
     try:
+        await session.send_queued()  # the QUERY, from this task when no write is in progress
         grace_s = limits.deadline_grace_ms / 1000
         outcome, sent = await _relay_stream(stream, receive, send, req, exchange, grace_s=grace_s)
     finally:
@@ -318,6 +319,39 @@ class _Exchange:
             self.on_terminal(terminal)
 
 
+class _ClientGone(Exception):
+    """The client disconnected before the stream's first event."""
+
+
+async def _first(stream: RelayStream, receive: Receive, idle_s: float) -> _Result | None:
+    """The stream's first event, or None after `idle_s` seconds of silence.
+
+    Waits in the client's ``receive()`` (the only message left to come is http.disconnect), in a
+    scope the session cancels when an event arrives for the stream (`RelayStream.waiter`): one
+    task watches both, with no watcher task per query.
+
+    Raises:
+        _ClientGone: the client disconnected first.
+    """
+    with trio.move_on_after(idle_s):
+        while True:
+            try:
+                return stream.receive.receive_nowait()  # type: ignore[return-value]
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:  # pragma: no cover - the session ends streams with ERROR
+                return events.Error(stream.stream_id, _LOST)
+            with trio.CancelScope() as arrived:
+                stream.waiter = arrived
+                try:
+                    message = await receive()
+                finally:
+                    stream.waiter = None
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+    return None
+
+
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange: _Exchange) -> None:
     while True:
         message = await receive()
@@ -345,43 +379,42 @@ async def _relay_stream(
     timeout_ms + grace_s (time spent writing to a slow client does not count) -> CANCEL.
     """
     idle_s = req.timeout_ms / 1000 + grace_s
+    try:
+        first = await _first(stream, receive, idle_s)
+    except _ClientGone:
+        exchange.gone = True
+        return "cancelled", 0
+    if first is None:
+        exchange.answered = True  # the timeout record ends the answer
+        await _timeout(stream, send, req, started=False, grace_s=grace_s)
+        return "timeout", 0
+    if isinstance(first, events.Error) and _error_code(first.data) == ErrorCode.CONNECTOR_DRAINING:
+        exchange.refusal = first.data  # refused unexecuted (SPEC 6.4): placed again
+        return "connector.draining", 0
+    if isinstance(first, events.Done | events.Error):
+        exchange.finish(first.data)
+        status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
+        ctype = NDJSON_TYPE if status == 200 else b"application/json"
+        headers = _qid(req)
+        if status == 429:  # a connector's limit: the client should come back later
+            headers.append((b"retry-after", b"1"))
+        exchange.answered = True
+        await send_json(send, status, first.data, content_type=ctype, extra_headers=headers)
+        return _outcome(first), len(first.data)
+    data, credit, terminal = _collect(stream, first)
+    if terminal is not None:
+        # The whole result came at once: one complete response, no chunked encoding.
+        exchange.finish(terminal.data)
+        exchange.answered = True
+        await send_json(send, 200, data, content_type=NDJSON_TYPE, extra_headers=_qid(req))
+        stream.consumed(credit)
+        return _outcome(terminal), len(data)
+    # A streamed answer: from here a watcher task looks out for the client (this task may wait
+    # long in a write to a slow client, and must not drain the stream into a closed response).
     sent = 0
     outcome = "cancelled"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, exchange)
-        first = await _next(stream, idle_s)
-        if first is None:
-            exchange.answered = True  # the timeout record ends the answer
-            await _timeout(stream, send, req, started=False, grace_s=grace_s)
-            nursery.cancel_scope.cancel()
-            return "timeout", 0
-        if (
-            isinstance(first, events.Error)
-            and _error_code(first.data) == ErrorCode.CONNECTOR_DRAINING
-        ):
-            exchange.refusal = first.data  # refused unexecuted (SPEC 6.4): placed again
-            nursery.cancel_scope.cancel()
-            return "connector.draining", 0
-        if isinstance(first, events.Done | events.Error):
-            exchange.finish(first.data)
-            status = 200 if isinstance(first, events.Done) else http_status(_error_code(first.data))
-            ctype = NDJSON_TYPE if status == 200 else b"application/json"
-            headers = _qid(req)
-            if status == 429:  # a connector's limit: the client should come back later
-                headers.append((b"retry-after", b"1"))
-            exchange.answered = True
-            await send_json(send, status, first.data, content_type=ctype, extra_headers=headers)
-            nursery.cancel_scope.cancel()
-            return _outcome(first), len(first.data)
-        data, credit, terminal = _collect(stream, first)
-        if terminal is not None:
-            # The whole result came at once: one complete response, no chunked encoding.
-            exchange.finish(terminal.data)
-            exchange.answered = True
-            await send_json(send, 200, data, content_type=NDJSON_TYPE, extra_headers=_qid(req))
-            stream.consumed(credit)
-            nursery.cancel_scope.cancel()
-            return _outcome(terminal), len(data)
         await send(
             {
                 "type": "http.response.start",

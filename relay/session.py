@@ -6,11 +6,13 @@ Strategy:
    `ConnectorSession.handshake()` sends the signed HELLO and waits (bounded) for READY.
 2. `run()` then runs three tasks until the socket ends: the *reader* (the only task that reads,
    feeding `protocol.Connection` and routing each stream event to that stream's channel), the
-   *writer* (the only task that writes: it sends `data_to_send()` whenever woken, so writes are
-   serialized and an HTTP handler never blocks on a stuck socket), and the *keepalive* (PING every
+   *writer* (it sends `data_to_send()` whenever woken, so an HTTP handler never waits for a
+   socket that is being written to), and the *keepalive* (PING every
    interval; a connection silent for longer than `dead_after_s` is declared dead).
 3. HTTP handlers open streams with `open_stream()` (synchronous: the capacity check and the QUERY
-   happen with no await in between) and read events from the returned `RelayStream`.
+   happen with no await in between) and read events from the returned `RelayStream`. A query's
+   handler sends its QUERY itself (`send_queued`) when no write is in progress: one write at a
+   time, whichever task makes it, keeps the frames in order without a task switch per query.
 4. When the socket ends for any reason, `Connection.receive_eof()` synthesizes a `transport.lost`
    ERROR for every open stream, so every HTTP response still ends with a terminal record.
 
@@ -111,6 +113,9 @@ class RelayStream:
     _send: trio.MemorySendChannel[events.Event]
     receive: trio.MemoryReceiveChannel[events.Event]
     ended: bool = False
+    #: Cancelled when an event arrives for the stream: the scope its HTTP handler waits in while
+    #: it waits for its client's next message and this stream's first event in one task.
+    waiter: trio.CancelScope | None = None
 
     def consumed(self, nbytes: int) -> None:
         """`nbytes` of COLUMNS/ROWS payload reached the HTTP client: let credit flow again."""
@@ -155,6 +160,10 @@ class ConnectorSession:
         self.connector_key_hex = connector_key_hex
         self._streams: dict[int, RelayStream] = {}
         self._wake = trio.Event()
+        #: a write to the socket is in progress (the writer's, or a `send_queued` caller's)
+        self._writing = False
+        #: the cancel scope of a `send_queued` caller's write in progress
+        self._direct_write: trio.CancelScope | None = None
         self._cancel_scope = trio.CancelScope()
         self.last_receive = trio.current_time()
         self.rtt_ms: float | None = None
@@ -288,11 +297,13 @@ class ConnectorSession:
                     nursery.cancel_scope.cancel()
         finally:
             self.closed = True
+            self._stop_direct_write()
             self._end_streams()
             with trio.move_on_after(1) as scope:
                 scope.shield = True
                 try:
-                    await self._flush_now()
+                    if not self._writing:  # else a cancelled `send_queued` is still unwinding
+                        await self._flush_now()
                     await self.ws.close(close_code)
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
@@ -300,6 +311,11 @@ class ConnectorSession:
     def abort(self) -> None:
         """Stop serving this connection now (dead peer, shutdown)."""
         self._cancel_scope.cancel()
+        self._stop_direct_write()
+
+    def _stop_direct_write(self) -> None:
+        if self._direct_write is not None:
+            self._direct_write.cancel()
 
     async def _reader(self) -> int:
         """Read until the socket ends; return the close code to use."""
@@ -425,11 +441,17 @@ class ConnectorSession:
             stream.ended = True
             self._streams.pop(stream.stream_id, None)
             stream._send.close()
+        if stream.waiter is not None:
+            stream.waiter.cancel()
 
     # -- what HTTP handlers call --------------------------------------------------------------
 
-    def open_stream(self, make_query: Callable[[int, str], events.Query]) -> RelayStream:
+    def open_stream(
+        self, make_query: Callable[[int, str], events.Query], *, wake_writer: bool = True
+    ) -> RelayStream:
         """Send a QUERY built by `make_query(stream_id, session_id)`; synchronous on purpose.
+
+        ``wake_writer`` False: the caller sends the queued QUERY itself with `send_queued`.
 
         Raises:
             LocalProtocolError: the QUERY could not be sent (caller checked `accepting` first).
@@ -441,7 +463,8 @@ class ConnectorSession:
         stream = RelayStream(self, stream_id, query.query_id, send, receive)
         self._streams[stream_id] = stream
         self.queries += 1
-        self.kick()
+        if wake_writer:
+            self.kick()
         return stream
 
     def consumed(self, stream_id: int, nbytes: int) -> None:
@@ -503,19 +526,49 @@ class ConnectorSession:
     # -- writer and keepalive -----------------------------------------------------------------
 
     def kick(self) -> None:
-        """Wake the writer: the connection may have bytes to send."""
-        self._wake.set()
+        """Wake the writer when the connection has bytes to send (else it stays asleep)."""
+        if self.conn.has_data_to_send:
+            self._wake.set()
 
     async def _flush_now(self) -> None:
         limit = self.conn.max_frame + HEADER_SIZE
         while data := self.conn.data_to_send(max_bytes=limit):
             await self.ws.send(data)
 
+    async def send_queued(self) -> None:
+        """Send what is queued from the calling task when no write is in progress, else leave it
+        to the write in progress (its loop takes what is queued meanwhile).
+
+        A QUERY so reaches the socket without waking the writer task (a task step and a round
+        of the run loop fewer per query). One write at a time keeps the frames in order. The
+        write is shielded from the caller's cancellation (a message cut half-way would break
+        the frame sequence); `abort` and the end of `run` cancel it, as they cancel the writer.
+        """
+        if self._writing or self.closed:
+            self.kick()
+            return
+        self._writing = True
+        try:
+            with trio.CancelScope(shield=True) as scope:
+                self._direct_write = scope
+                await self._flush_now()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.abort()  # as when the writer's write fails: the connection ends
+        finally:
+            self._direct_write = None
+            self._writing = False
+
     async def _writer(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            await self._flush_now()
+            if self._writing:
+                continue  # `send_queued`'s loop sends what woke us
+            self._writing = True
+            try:
+                await self._flush_now()
+            finally:
+                self._writing = False
 
     async def _keepalive(self) -> None:
         interval, dead_after = self.limits.ping_interval_s, self.limits.dead_after_s

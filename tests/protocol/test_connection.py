@@ -68,6 +68,17 @@ def test_buffered_counts_the_bytes_of_a_partial_frame() -> None:
     assert [type(e) for e in p.relay.events()] == [events.Ping]
 
 
+def test_has_data_to_send_tells_whether_data_to_send_has_bytes() -> None:
+    p = ProtocolPair()
+    p.handshake()
+    assert not p.relay.has_data_to_send
+    p.relay.send(events.Ping(b"12345678"))
+    assert p.relay.has_data_to_send
+    assert p.relay.data_to_send()
+    assert not p.relay.has_data_to_send
+    assert p.relay.data_to_send() == b""
+
+
 def test_negotiated_limits_and_caps() -> None:
     p = ProtocolPair(relay_limits=Limits(max_streams=10))
     [hello] = p.send(p.relay, events.Hello(hello_fields(p.relay.limits, ("a", "b"))))

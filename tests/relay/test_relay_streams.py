@@ -143,6 +143,74 @@ async def test_client_disconnect_cancels_the_stream(
             )
 
 
+async def test_client_that_hangs_up_before_any_answer_gets_its_query_cancelled(
+    relay: RelayHandle, running: RunningRelay, idp: DevIdP
+) -> None:
+    """Before the first event the handler itself watches for the client's disconnect."""
+    received = trio.Event()
+
+    async def silent(p: Peer, q: events.Query) -> None:
+        received.set()  # and no answer until the CANCEL
+
+    with trio.fail_after(10):
+        async with peer(relay, handler=silent) as p:
+            host, port = relay.http_url.removeprefix("http://").rsplit(":", 1)
+            body = b'{"sql": "select 1"}'
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all(
+                    f"POST /v1/tunnels/{relay.tunnel}/query HTTP/1.1\r\nHost: {host}\r\n"
+                    f"Authorization: Bearer {idp.mint(sub='h')}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    .encode() + body
+                )  # fmt: skip
+                await received.wait()
+            await p.wait_cancels(1)
+            (query,) = p.queries
+            assert p.cancels == [query.stream_id]
+            (session,) = running.app.registry.tunnels["demo"].sessions
+            assert session.accepting
+
+
+class SpawnedTasks(trio.abc.Instrument):
+    """The names of the tasks spawned while it is installed."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+async def test_a_small_answer_costs_the_relay_no_task_of_its_own(
+    relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient
+) -> None:
+    """No watcher task per query: a small answer's handler watches its client itself."""
+
+    async def one_message(p: Peer, q: events.Query) -> None:
+        # a small result in one WebSocket message, as the connector sends it
+        p.conn.send(events.Columns(q.stream_id, line({"columns": [{"name": "n", "type": "int"}]})))
+        p.conn.send(events.Rows(q.stream_id, line([1])))
+        p.conn.send(events.Done(q.stream_id, line({"done": {"rows": 1, "query_id": q.query_id}})))
+        await p.flush()
+
+    with trio.fail_after(10):
+        async with peer(relay, handler=one_message):
+            token = idp.mint(sub="s")
+            spawned = SpawnedTasks()
+            trio.lowlevel.add_instrument(spawned)
+            try:
+                for _ in range(3):
+                    response = await client.post(
+                        query_url(relay), json={"sql": "select"}, headers=bearer(token)
+                    )
+                    assert response.status_code == 200, response.text
+            finally:
+                trio.lowlevel.remove_instrument(spawned)
+    assert "done" in ndjson(response.text)[-1]
+    assert spawned.names  # hypercorn's tasks for the requests were seen
+    assert [name for name in spawned.names if name.startswith("relay.")] == []
+
+
 async def test_connector_drop_mid_stream_ends_with_transport_lost(
     relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient
 ) -> None:

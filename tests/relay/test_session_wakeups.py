@@ -1,6 +1,8 @@
 """What a result costs the relay's session in task wake-ups (relay/session.py): a connector
 message that queues nothing to send back (COLUMNS + ROWS + DONE of a small result) does not wake
-the writer task, while a PING still gets its PONG at once.
+the writer task, while a PING still gets its PONG at once; a query's handler sends its QUERY
+itself (`send_queued`) when no write is in progress, and leaves it to the write in progress
+otherwise, in frame order; releasing an ended stream wakes nobody.
 
 Runs the relay's `ConnectorSession` over the in-memory WebSocket of test_session_clock, with a
 real connector-role `protocol.Connection` as the far end; a trio Instrument counts the steps of
@@ -9,13 +11,16 @@ the session's writer task.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 import trio.abc
 import trio.testing
 
-from protocol import events
+from protocol import FrameType, events
 from relay.config import Limits
-from relay.session import ConnectorSession, RelayStream
+from relay.session import ConnectorSession, RelayStream, WebSocketIO
 from tests.relay.test_session_clock import FarEnd, session_over_memory
 
 COLUMNS = b'{"columns":[{"name":"n","type":"int","nullable":false}]}\n'
@@ -65,34 +70,125 @@ async def _answer(far: FarEnd, stream_id: int, *, ping: bool) -> None:
     await far.to_relay.send({"type": "websocket.receive", "bytes": far.conn.data_to_send()})
 
 
-async def test_a_result_message_does_not_wake_the_writer_and_a_ping_does() -> None:
+@asynccontextmanager
+async def counted_session() -> AsyncIterator[tuple[ConnectorSession, FarEnd, WriterSteps]]:
+    """A session over memory, its far end, and the count of its writer's steps."""
     counter = WriterSteps()
     trio.lowlevel.add_instrument(counter)
     try:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 async with session_over_memory(Limits(), nursery) as (session, far):
-                    stream = await _open(session, far)
-                    before = counter.steps
-                    await _answer(far, stream.stream_id, ping=False)
-                    received = [await stream.receive.receive() for _ in range(3)]
-                    await trio.testing.wait_all_tasks_blocked()
-                    assert counter.steps == before  # nothing to send: the writer slept on
-                    assert [type(e) for e in received] == [
-                        events.Columns,
-                        events.Rows,
-                        events.Done,
-                    ]
-                    stream.consumed(len(COLUMNS) + len(ROWS))
-                    stream.release("done")
-                    await trio.testing.wait_all_tasks_blocked()
-
-                    stream = await _open(session, far)
-                    before = counter.steps
-                    await _answer(far, stream.stream_id, ping=True)
-                    await trio.testing.wait_all_tasks_blocked()
-                    assert counter.steps > before
-                    assert session.conn.data_to_send() == b""  # the PONG went out
-                    session.abort()
+                    yield session, far, counter
     finally:
         trio.lowlevel.remove_instrument(counter)
+
+
+async def test_a_result_message_does_not_wake_the_writer_and_a_ping_does() -> None:
+    async with counted_session() as (session, far, counter):
+        stream = await _open(session, far)
+        before = counter.steps
+        await _answer(far, stream.stream_id, ping=False)
+        received = [await stream.receive.receive() for _ in range(3)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert counter.steps == before  # nothing to send: the writer slept on
+        assert [type(e) for e in received] == [
+            events.Columns,
+            events.Rows,
+            events.Done,
+        ]
+        stream.consumed(len(COLUMNS) + len(ROWS))
+        stream.release("done")
+        await trio.testing.wait_all_tasks_blocked()
+
+        stream = await _open(session, far)
+        before = counter.steps
+        await _answer(far, stream.stream_id, ping=True)
+        await trio.testing.wait_all_tasks_blocked()
+        assert counter.steps > before
+        assert session.conn.data_to_send() == b""  # the PONG went out
+        session.abort()
+
+
+class GatedSocket(WebSocketIO):
+    """The session's socket, with every send held until `gate` is set: a write in progress.
+    `sent` lists the messages that went out, in order."""
+
+    def __init__(self, inner: WebSocketIO) -> None:
+        self.inner = inner
+        self.closed = False
+        self.gate = trio.Event()
+        self.sent: list[bytes] = []
+
+    async def receive(self) -> bytes | None:
+        return await self.inner.receive()
+
+    async def send(self, data: bytes) -> None:
+        await self.gate.wait()
+        self.sent.append(data)
+        await self.inner.send(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self.inner.close(code, reason)
+
+
+async def test_a_query_sent_by_its_handler_does_not_wake_the_writer() -> None:
+    async with counted_session() as (session, far, counter):
+        await trio.testing.wait_all_tasks_blocked()
+        before = counter.steps
+        stream = session.open_stream(_query, wake_writer=False)
+        await session.send_queued()
+        assert session.conn.data_to_send() == b""  # the QUERY went out
+        await trio.testing.wait_all_tasks_blocked()
+        assert stream.stream_id in far.conn.open_streams()
+        await _answer(far, stream.stream_id, ping=False)
+        received = [await stream.receive.receive() for _ in range(3)]
+        assert isinstance(received[-1], events.Done)
+        stream.release("done")  # ended: no CANCEL, nothing to send
+        await trio.testing.wait_all_tasks_blocked()
+        assert counter.steps == before  # the writer slept throughout
+        session.abort()
+
+
+async def test_a_query_queued_during_a_write_follows_it_and_its_handler_does_not_wait() -> None:
+    async with counted_session() as (session, far, _counter):
+        socket = GatedSocket(session.ws)
+        session.ws = socket
+        session.conn.send(events.Ping(b"12345678"))
+        session.kick()
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits at the gate
+        stream = session.open_stream(_query, wake_writer=False)
+        await session.send_queued()  # returns while the write is in progress
+        assert socket.sent == []
+        socket.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [message[1] for message in socket.sent] == [
+            FrameType.PING,
+            FrameType.QUERY,
+        ]
+        assert stream.stream_id in far.conn.open_streams()
+        session.abort()
+
+
+async def test_a_handler_write_to_a_stuck_socket_ends_with_the_connection() -> None:
+    async with counted_session() as (session, _far, _counter):
+        socket = GatedSocket(session.ws)
+        session.ws = socket
+        stream = session.open_stream(_query, wake_writer=False)
+        sender_done = trio.Event()
+
+        async def handler() -> None:
+            with trio.CancelScope() as scope:
+                scope.cancel()  # the handler's own cancel does not cut the write
+                await session.send_queued()
+            sender_done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handler)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not sender_done.is_set()  # the write waits for the socket
+            session.abort()  # a dead connector: the connection ends, and the write with it
+        assert sender_done.is_set()
+        assert socket.sent == []
+        [event] = [e async for e in stream.receive]
+        assert isinstance(event, events.Error)  # transport.lost
