@@ -50,6 +50,7 @@ import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,28 +90,30 @@ def record_hash(record: Mapping[str, Any]) -> str:
 
 def _chained_line(record: Mapping[str, Any]) -> tuple[str, bytes]:
     """(:func:`record_hash`, the line: canonical_json(record with "hash") + newline), with
-    the record encoded once: its members before "hash" and after it (sorted keys, as
-    canonical_json sorts them) are two JSON objects whose inner text both forms share."""
-    head: dict[str, Any] = {}
-    tail: dict[str, Any] = {}
-    for key, value in record.items():
-        if type(key) is not str:  # canonical_json's own rules (or TypeError) for those
-            body = {k: v for k, v in record.items() if k != "hash"}
-            digest = hashlib.sha256(_DOMAIN + canonical_json(body)).hexdigest()
-            return digest, canonical_json({**body, "hash": digest}) + b"\n"
-        if key < "hash":
-            head[key] = value
-        elif key > "hash":
-            tail[key] = value
-    before = canonical_json(head)[1:-1]
-    after = canonical_json(tail)[1:-1]
-    if before and after:
-        digest = hashlib.sha256(_DOMAIN + b"{" + before + b"," + after + b"}").hexdigest()
-    else:
-        digest = hashlib.sha256(_DOMAIN + b"{" + before + after + b"}").hexdigest()
+    the record encoded once: canonical_json sorts the members, so the "hash" member goes right
+    after the encoding of those whose keys sort before it (in a record, just "fingerprint")."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    data = canonical_json(body)
+    digest = hashlib.sha256(_DOMAIN + data).hexdigest()
     member = b'"hash":"' + digest.encode("ascii") + b'"'
-    parts = [part for part in (before, member, after) if part]
-    return digest, b"{" + b",".join(parts) + b"}\n"
+    head = b",".join(
+        encode_basestring(key).encode("utf-8") + b":" + _member_value(body[key])
+        for key in sorted(k for k in body if k < "hash")
+    )
+    if not head:
+        return digest, b"{" + member + (b"," if len(data) > 2 else b"") + data[1:] + b"\n"
+    at = 1 + len(head)
+    if data[1:at] != head or data[at : at + 1] not in (b",", b"}"):  # pragma: no cover
+        raise AssertionError("canonical_json does not open with the members before 'hash'")
+    return digest, data[:at] + b"," + member + data[at:] + b"\n"
+
+
+def _member_value(value: Any) -> bytes:
+    if value is None:
+        return b"null"
+    if type(value) is str:
+        return encode_basestring(value).encode("utf-8")
+    return canonical_json(value)
 
 
 @dataclass(frozen=True, kw_only=True)
