@@ -13,7 +13,11 @@ thread, the Trio loop, from /proc/PID/task/*/schedstat in ns), its context switc
 bare client's CPU (this process during the direct+preamble run, getrusage), and their ratio
 (bench.tunnel's goal: <= 1.25); at the end the median of each.
 
-Run: ``.venv/bin/python -m bench.connector_cpu [--rounds 8] [--count 400]
+``--audit``: the connectors write their audit log (``[audit]`` with its defaults: fsync
+"always", one hash-chained record per query; the benchmark stacks run without one otherwise), as
+real deployments do.
+
+Run: ``.venv/bin/python -m bench.connector_cpu [--rounds 8] [--count 400] [--audit]
 [--compare OTHER_WORKTREE ...]`` (e.g. ``git worktree add --detach`` of the code before).
 """
 
@@ -67,11 +71,19 @@ def self_cpu() -> float:
 
 
 @asynccontextmanager
-async def open_stack(version: Version, workdir: Path) -> AsyncIterator[tuple[DemoStack, int]]:
-    """A stack whose connector runs ``version``'s code; yields it and the connector's pid."""
+async def open_stack(
+    version: Version, workdir: Path, *, audit: bool = False
+) -> AsyncIterator[tuple[DemoStack, int]]:
+    """A stack whose connector runs ``version``'s code; yields it and the connector's pid.
+
+    ``audit``: the connector writes ``workdir/audit.jsonl`` (the ``[audit]`` defaults).
+    """
     async with open_demo_stack(
         workdir, connector="none", tds_process=True, relay_kind="python-process"
     ) as stack:
+        if audit:
+            with stack.connector_config.open("a") as fh:  # noqa: ASYNC230
+                fh.write(f'\n[audit]\nfile = "{workdir / "audit.jsonl"}"\n')
         cmd = [version.python, "-m", "edgetds", "connector", "run"]
         cmd += ["--config", str(stack.connector_config)]
         log = open(workdir / "connector.log", "wb")  # noqa: SIM115, ASYNC230
@@ -99,7 +111,7 @@ def plans(stack: DemoStack, count: int) -> tuple[Plan, Plan]:
     return tunnel, bare
 
 
-async def run(versions: list[Version], rounds: int, count: int) -> None:
+async def run(versions: list[Version], rounds: int, count: int, *, audit: bool = False) -> None:
     figures: dict[str, list[tuple[float, float, float]]] = {v.label: [] for v in versions}
     bare_ms: list[float] = []
     with tempfile.TemporaryDirectory(prefix="edgetds-conncpu-") as tmp:
@@ -108,7 +120,9 @@ async def run(versions: list[Version], rounds: int, count: int) -> None:
             for n, version in enumerate(versions):
                 workdir = Path(tmp) / str(n)
                 workdir.mkdir()
-                stack, pid = await stacks.enter_async_context(open_stack(version, workdir))
+                stack, pid = await stacks.enter_async_context(
+                    open_stack(version, workdir, audit=audit)
+                )
                 tunnel, bare = plans(stack, count)
                 await run_loadtest(replace(tunnel, scenario=tunnel.scenario.with_load(count=300)))
                 opened.append((version, pid, tunnel, bare))
@@ -134,6 +148,10 @@ async def run(versions: list[Version], rounds: int, count: int) -> None:
                 bare_ms.append(1000 * (self_cpu() - t0) / direct.count)
                 load = os.getloadavg()[0]
                 print(f"round {n} (load {load:.1f}): {'; '.join(line)}; bare {bare_ms[-1]:.3f}")
+            if audit:
+                for n, (version, *_) in enumerate(opened):
+                    records = (Path(tmp) / str(n) / "audit.jsonl").read_bytes().count(b"\n")
+                    print(f"{version.label}: {records} audit records written")
     bare_median = statistics.median(bare_ms)
     print(f"median bare python-tds client: {bare_median:.3f} ms")
     for label, rows in figures.items():
@@ -150,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--compare", nargs="*", default=[], help="other worktrees to run too")
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help='run the connectors with their audit log on ([audit] defaults: fsync "always")',
+    )
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent.parent
     versions = [Version("this", sys.executable, here)]
@@ -160,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         versions.append(
             Version(tree.name, str(python if python.exists() else sys.executable), tree)
         )
-    trio.run(run, versions, args.rounds, args.count)
+    trio.run(partial(run, versions, args.rounds, args.count, audit=args.audit))
 
 
 if __name__ == "__main__":

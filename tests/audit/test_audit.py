@@ -313,3 +313,84 @@ async def test_group_commit_a_bad_record_fails_alone(tmp_path: Path) -> None:
     result = verify_files([path])
     assert result.ok
     assert result.records == 7
+
+
+def _two_pass(record: dict[object, object]) -> tuple[str, bytes]:
+    """The chain's definition: the hash over the record without "hash", the line with it."""
+    digest = record_hash(record)  # type: ignore[arg-type]
+    return digest, protocol.canonical_json({**record, "hash": digest}) + b"\n"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {},
+        {"a": 1},
+        {"z": 1},
+        {"hash": "ignored", "v": 1},
+        {"a": {"b": 1, "issuer": 2}, "issuer": {"x": [1, {"hash": "h"}]}, "v": 1},
+        {"fingerprint": None, "statement": {"sql": 'SELECT \'é"},"hash":\''}, "\u00e9": "ü"},
+        {"g": 1, "h": 2, "ha": 3, "hasg": 4, "hasi": 5, "hash0": 6, "H": 7},
+    ],
+)
+def test_line_and_hash_built_in_one_encoding_match_the_definition(
+    record: dict[object, object],
+) -> None:
+    from connector.audit import _chained_line
+
+    assert _chained_line(record) == _two_pass(record)  # type: ignore[arg-type]
+
+
+def test_line_and_hash_refuse_what_canonical_json_refuses() -> None:
+    from connector.audit import _chained_line
+
+    for keys in ({1: "int key"}, {1: "mixed", "a": "keys"}):  # a record has str keys too
+        with pytest.raises(TypeError):
+            _two_pass(keys)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            _chained_line(keys)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _chained_line({"a": object()})
+    with pytest.raises(ValueError, match="surrogate"):
+        _chained_line({"z": "\ud800"})
+
+
+async def test_group_writes_run_on_the_logs_own_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`write` hands its group writes to one writer thread of the log's own (no trio worker
+    thread round trip); records written that way verify, and the thread ends with the log."""
+    import gc
+    import threading
+
+    import connector.audit as audit_module
+
+    def no_trio_thread(*args: object, **kwargs: object) -> object:
+        raise AssertionError("trio.to_thread.run_sync called")
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", no_trio_thread)
+    writers: list[threading.Thread] = []
+    real_write = audit_module.os.write
+    monkeypatch.setattr(
+        audit_module.os,
+        "write",
+        lambda fd, data: writers.append(threading.current_thread()) or real_write(fd, data),
+    )
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path, fsync="always")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(log.write, rec(i))
+        await log.write(rec(10))
+    log.close()
+    assert verify_files([path]).records == 11
+    [writer] = set(writers)
+    assert writer.name == "edgetds audit a.jsonl"
+    assert writer is not threading.current_thread()
+    with pytest.raises(AuditError, match="closed"):  # loud after close, as before
+        await log.write(rec(11))
+    del log
+    gc.collect()
+    writer.join(timeout=20)
+    assert not writer.is_alive()
