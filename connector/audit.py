@@ -50,7 +50,6 @@ import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -58,7 +57,7 @@ from protocol import canonical_json
 from protocol import param_type as _protocol_param_type
 
 if TYPE_CHECKING:
-    from connector.pool import _ConnectionThread
+    from connector._thread import WorkerThread
 
 __all__ = [
     "GENESIS",
@@ -86,34 +85,6 @@ def record_hash(record: Mapping[str, Any]) -> str:
     """The chain hash of ``record`` (its "hash" key, if present, is not covered)."""
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(_DOMAIN + canonical_json(body)).hexdigest()
-
-
-def _chained_line(record: Mapping[str, Any]) -> tuple[str, bytes]:
-    """(:func:`record_hash`, the line: canonical_json(record with "hash") + newline), with
-    the record encoded once: canonical_json sorts the members, so the "hash" member goes right
-    after the encoding of those whose keys sort before it (in a record, just "fingerprint")."""
-    body = {k: v for k, v in record.items() if k != "hash"}
-    data = canonical_json(body)
-    digest = hashlib.sha256(_DOMAIN + data).hexdigest()
-    member = b'"hash":"' + digest.encode("ascii") + b'"'
-    head = b",".join(
-        encode_basestring(key).encode("utf-8") + b":" + _member_value(body[key])
-        for key in sorted(k for k in body if k < "hash")
-    )
-    if not head:
-        return digest, b"{" + member + (b"," if len(data) > 2 else b"") + data[1:] + b"\n"
-    at = 1 + len(head)
-    if data[1:at] != head or data[at : at + 1] not in (b",", b"}"):  # pragma: no cover
-        raise AssertionError("canonical_json does not open with the members before 'hash'")
-    return digest, data[:at] + b"," + member + data[at:] + b"\n"
-
-
-def _member_value(value: Any) -> bytes:
-    if value is None:
-        return b"null"
-    if type(value) is str:
-        return encode_basestring(value).encode("utf-8")
-    return canonical_json(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,7 +208,7 @@ class AuditLog:
         #: records waiting for the group commit leader (see `write`), and whether one leads
         self._queue: list[_Queued] = []
         self._leading = False
-        self._thread: _ConnectionThread | None = None
+        self._thread: WorkerThread | None = None
         #: writer-thread writes made by `write` so far (each one write + at most one fsync)
         self.group_commits = 0
         #: called by :meth:`write` (in trio) with each record written; connector/checkpoints.py
@@ -282,7 +253,8 @@ class AuditLog:
                 try:
                     full = dict(record)
                     full.update(v=1, seq=seq + 1, prev=head, time=_now())
-                    full["hash"], line = _chained_line(full)
+                    full["hash"] = record_hash(full)
+                    line = canonical_json(full) + b"\n"
                 except (ValueError, TypeError) as exc:
                     out.append(exc)
                     continue
@@ -367,15 +339,15 @@ class AuditLog:
                 if not isinstance(result, Exception):
                     self.on_write(result)
 
-    def _writer(self) -> _ConnectionThread:
+    def _writer(self) -> WorkerThread:
         """This log's writer thread, started on first use and stopped once the log is garbage
         (no leader can be waiting for it then; `close` may run while one is). The leader waits
         for its group write on the thread's own socket pair, which costs less CPU than a
         `trio.to_thread.run_sync` round trip."""
-        from connector.pool import _ConnectionThread
+        from connector._thread import WorkerThread
 
         if self._thread is None:
-            self._thread = _ConnectionThread(f"edgetds audit {self.path.name}")
+            self._thread = WorkerThread(f"edgetds audit {self.path.name}")
             weakref.finalize(self, self._thread.stop)
         return self._thread
 

@@ -1,14 +1,14 @@
 """python-tds connection pools, one per SQL Server login, driven from Trio worker threads.
 
 Rules: a python-tds connection is not thread-safe, so a `PooledConnection` runs its calls on one
-thread, its own worker thread (`_ConnectionThread`, started with the connection, ended by its
-close), and only while a query task holds it (`LoginPool.borrow`). Every blocking call on it goes
-to that thread (`LoginPool.call`): one thread per connection, so one busy login cannot starve
-another of threads, and a call costs a queue put and a byte on the thread's socket pair that wakes
-the waiting task straight from Trio's I/O wait (no thread naming, context copy or limiter of
+thread, its own worker thread (`WorkerThread`, started with the connection, ended by its close),
+and only while a query task holds it (`LoginPool.borrow`). Every blocking call on it goes to that
+thread (`LoginPool.call`): one thread per connection, so one busy login cannot starve another of
+threads, and a call costs a queue put and a byte on the thread's socket pair that wakes the
+waiting task straight from Trio's I/O wait (no thread naming, context copy or limiter of
 `trio.to_thread.run_sync`: 25-40 us of CPU less per call here, and no detour through
-``run_sync_soon``: one round of the run loop less). Opening and
-closing a connection go through `trio.to_thread.run_sync` with the pool's CapacityLimiter.
+``run_sync_soon``: one round of the run loop less). Opening and closing a connection go through
+`trio.to_thread.run_sync` with the pool's CapacityLimiter.
 
 Cancelling a call that is blocked inside python-tds is the one cross-thread operation, and it
 touches only the raw socket (`PooledConnection.interrupt`): on a plaintext connection it writes a
@@ -20,15 +20,13 @@ broken and discarded when returned, because its token stream is no longer in a k
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytds
 import trio
@@ -36,6 +34,7 @@ from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
 
 from connector._free import Free
+from connector._thread import WorkerThread
 from connector.config import DatabaseConfig, LoginConfig
 from connector.logins import LoginStepError, TokenSource, connect_arguments, step_hint
 
@@ -75,76 +74,6 @@ LOGIN_REFUSED = (
 )
 
 
-#: a call for a connection's thread: the function and where its outcome goes ((True, value) or
-#: (False, exception))
-_Job = tuple[Callable[[], Any], list[tuple[bool, Any]]]
-
-
-class _ConnectionThread:
-    """The one worker thread of one connection: runs its calls in order, one at a time.
-
-    The caller waits for a call's end on a socket pair of this thread's own: the worker writes a
-    byte, and the Trio run's I/O wait wakes the waiting task itself. Trio's ``run_sync_soon``
-    (what `trio.to_thread.run_sync` answers through) wakes a system task instead, which then
-    reschedules the caller: one round of the run loop (an epoll call) more per call.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._wake_in, self._wake_out = socket.socketpair()
-        self._wake_in.setblocking(False)
-        self.thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self.thread.start()
-
-    def _work(self) -> None:
-        try:
-            while (job := self._jobs.get()) is not None:
-                fn, result = job
-                try:
-                    result.append((True, fn()))
-                except BaseException as exc:  # handed to the caller, raised there
-                    result.append((False, exc))
-                del fn, job, result  # keep nothing of the call alive while the thread waits
-                self._wake_out.send(b"\0")
-        finally:
-            # no caller waits any more (stop() comes once the borrower left)
-            self._wake_out.close()
-            self._wake_in.close()
-
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn()`` in this thread; not cancellable: a call into python-tds is waited for,
-        never abandoned, as `trio.to_thread.run_sync` does by default (a cancel takes effect at
-        the caller's next checkpoint; interrupt the call with send_attention / shutdown)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        result: list[tuple[bool, Any]] = []
-        self._jobs.put((fn, result))
-        try:
-            await self._woken(result)
-        except trio.Cancelled:
-            # wait for the call all the same; the cancel stays pending (its scope is still
-            # cancelled) and is raised at the caller's next checkpoint. A shielding CancelScope
-            # around every wait would do the same at about 5 us per call.
-            with trio.CancelScope(shield=True):
-                await self._woken(result)
-        [(ok, value)] = result
-        if ok:
-            return value  # type: ignore[no-any-return]
-        raise value
-
-    async def _woken(self, result: list[tuple[bool, Any]]) -> None:
-        """Wait until the worker put the outcome of the call in ``result``."""
-        while not result:
-            await trio.lowlevel.wait_readable(self._wake_in)
-            try:
-                self._wake_in.recv(64)
-            except BlockingIOError:  # pragma: no cover - woken without a byte
-                pass
-
-    def stop(self) -> None:
-        """End the thread after the calls already queued (there are none once the borrower left)."""
-        self._jobs.put(None)
-
-
 class PooledConnection:
     """One python-tds connection, its worker thread, and what is needed to interrupt it from
     another thread."""
@@ -159,7 +88,7 @@ class PooledConnection:
         #: True while a worker thread is inside python-tds (read by the watchdog, in Trio; a
         #: plain attribute: a threading.Event's set and clear each take a lock)
         self._busy = False
-        self.worker = _ConnectionThread(f"edgetds {login} connection")
+        self.worker = WorkerThread(f"edgetds {login} connection")
 
     def _raw_socket(self) -> socket.socket | None:
         tds_socket = getattr(self.conn, "_tds_socket", None)

@@ -315,46 +315,6 @@ async def test_group_commit_a_bad_record_fails_alone(tmp_path: Path) -> None:
     assert result.records == 7
 
 
-def _two_pass(record: dict[object, object]) -> tuple[str, bytes]:
-    """The chain's definition: the hash over the record without "hash", the line with it."""
-    digest = record_hash(record)  # type: ignore[arg-type]
-    return digest, protocol.canonical_json({**record, "hash": digest}) + b"\n"
-
-
-@pytest.mark.parametrize(
-    "record",
-    [
-        {},
-        {"a": 1},
-        {"z": 1},
-        {"hash": "ignored", "v": 1},
-        {"a": {"b": 1, "issuer": 2}, "issuer": {"x": [1, {"hash": "h"}]}, "v": 1},
-        {"fingerprint": None, "statement": {"sql": 'SELECT \'é"},"hash":\''}, "\u00e9": "ü"},
-        {"g": 1, "h": 2, "ha": 3, "hasg": 4, "hasi": 5, "hash0": 6, "H": 7},
-    ],
-)
-def test_line_and_hash_built_in_one_encoding_match_the_definition(
-    record: dict[object, object],
-) -> None:
-    from connector.audit import _chained_line
-
-    assert _chained_line(record) == _two_pass(record)  # type: ignore[arg-type]
-
-
-def test_line_and_hash_refuse_what_canonical_json_refuses() -> None:
-    from connector.audit import _chained_line
-
-    for keys in ({1: "int key"}, {1: "mixed", "a": "keys"}):  # a record has str keys too
-        with pytest.raises(TypeError):
-            _two_pass(keys)  # type: ignore[arg-type]
-        with pytest.raises(TypeError):
-            _chained_line(keys)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        _chained_line({"a": object()})
-    with pytest.raises(ValueError, match="surrogate"):
-        _chained_line({"z": "\ud800"})
-
-
 async def test_group_writes_run_on_the_logs_own_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
