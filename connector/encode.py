@@ -383,14 +383,28 @@ class BoundParam:
 
     def to_pytds(self) -> tds_base.Param:
         """The python-tds parameter (its TDS type; the DECLARED type is `sql_type`)."""
-        declaration = "nvarchar(64)" if isinstance(self.value, PreciseText) else self.sql_type
-        if declaration.startswith("binary("):
+        return tds_base.Param(
+            name=self.name, type=wire_type(self.wire_declaration()), value=self.wire_value()
+        )
+
+    def wire_declaration(self) -> str:
+        """The type the value travels as (the DECLARED type is `sql_type`)."""
+        if isinstance(self.value, PreciseText):
+            return "nvarchar(64)"
+        if self.sql_type.startswith("binary("):
             # python-tds 1.17.1 cannot build a BINARY(n) parameter (its serializer lacks the
             # size): send VARBINARY(n); the declared binary(n) converts (and pads) server-side
-            declaration = "var" + declaration
-        typ = tds_types.sql_type_by_declaration(declaration)
-        value = str(self.value) if isinstance(self.value, PreciseText) else self.value
-        return tds_base.Param(name=self.name, type=typ, value=value)
+            return "var" + self.sql_type
+        return self.sql_type
+
+    def wire_value(self) -> Any:
+        """The value as python-tds sends it."""
+        return str(self.value) if isinstance(self.value, PreciseText) else self.value
+
+
+#: python-tds's type of a declaration (its parse is a regular expression match and a lookup);
+#: the type objects are never changed after they are made. Thread-safe (lru_cache).
+wire_type = functools.lru_cache(maxsize=256)(tds_types.sql_type_by_declaration)
 
 
 _NAME = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]{0,127}")

@@ -34,19 +34,22 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import struct
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytds
 import trio
 from OpenSSL.SSL import Error as OpenSSLError
 from pytds import tds_base
 from pytds.collate import raw_collation
+from pytds.tds_writer import _TdsWriter
 
 from connector import _timetypes
 from connector._watchdog import INTERRUPT_GRACE_S, Watch, watching
-from connector.encode import BoundParam, RowEncoder, result_shape
+from connector.encode import BoundParam, RowEncoder, result_shape, wire_type
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
 from connector.results import CancelToken, QueryFailed, ResultTotals, Sink, SinkClosed
 from protocol import ErrorCode
@@ -245,39 +248,168 @@ def _executesql_params(sess: Any, sql: str, params: Sequence[BoundParam]) -> lis
     return head + [p.to_pytds() for p in params]
 
 
+class _RequestBody(_TdsWriter):  # type: ignore[misc]
+    """python-tds's writer, into one bytearray instead of packets: the parts of a request are
+    serialized here by python-tds's own type serializers, and the whole goes to the session's
+    writer in one write (which cuts it into the same packets as the many small writes did)."""
+
+    def __init__(self, sess: Any) -> None:
+        # no transport and no packets: nothing is sent from here (``_tds``: the serializers of
+        # datetimes and of byte strings read the session's settings through it)
+        self._tds = sess
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def pack(self, struc: struct.Struct, *args: Any) -> None:
+        self.data += struc.pack(*args)
+
+    def write_string(self, s: str, codec: Any) -> None:
+        buf, consumed = codec.encode(s)
+        assert consumed == len(s)
+        self.data += buf
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Remembered(Generic[_K, _V]):
+    """The last ``size`` values put, by key; shared by the worker threads (a read is one dict
+    lookup, atomic; a put takes a lock)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._values: dict[_K, _V] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: _K) -> _V | None:
+        return self._values.get(key)
+
+    def put(self, key: _K, value: _V) -> None:
+        with self._lock:
+            if key not in self._values and len(self._values) >= self._size:
+                del self._values[next(iter(self._values))]  # the oldest
+            self._values[key] = value
+
+
+#: the serialized start of an sp_executesql RPC (ProcID, option flags, the statement and the
+#: declaration of its parameters), by (statement, declaration, collation, TDS version): the same
+#: statements run again and again. Statements up to `_HEAD_CHARS` characters (about 2 MiB in all).
+_HEADS: _Remembered[tuple[str, str | None, bytes, int], bytes] = _Remembered(256)
+_HEAD_CHARS = 4000
+#: a parameter's name and TYPE_INFO, serialized, and its value's serializer, by (name, wire
+#: declaration, collation, TDS version): python-tds's serializers keep no state of a write
+_PARAMS: _Remembered[tuple[str, str, bytes, int], tuple[bytes, Any]] = _Remembered(1024)
+
+
+def _param_head(
+    sess: Any, name: str, sql_type: Any, collation: Any, flags: int = 0
+) -> tuple[bytes, Any]:
+    """A parameter's name, status flags and TYPE_INFO, serialized as ``_TdsSession.submit_rpc``
+    writes them, and the serializer of its value."""
+    part = _RequestBody(sess)
+    part.put_byte(len(name))
+    part.write_ucs2(name)
+    part.put_byte(flags)
+    serializer = sess._tds.type_factory.serializer_by_type(sql_type=sql_type, collation=collation)
+    part.put_byte(serializer.type)
+    serializer.write_info(part)
+    return bytes(part.data), serializer
+
+
+def _write_param(body: _RequestBody, sess: Any, param: Any, collation: Any) -> None:
+    """One parameter of an RPC (a python-tds ``Param``)."""
+    head, serializer = _param_head(sess, param.name, param.type, collation, param.flags)
+    body.data += head
+    serializer.write(body, param.value)
+
+
+def _write_rpc_head(
+    body: _RequestBody,
+    sess: Any,
+    sql: str,
+    declaration: str | None,
+    collation: Any,
+    key_collation: bytes,
+) -> None:
+    """ProcID of sp_executesql, option flags, the statement and its declaration."""
+    key = (sql, declaration, key_collation, sess.tds_version)
+    head = _HEADS.get(key)
+    if head is None:
+        part = _RequestBody(sess)
+        part.put_smallint(-1)  # ProcIDSwitch, then the ProcID of sp_executesql
+        part.put_smallint(tds_base.SP_EXECUTESQL.proc_id)
+        part.put_usmallint(0)  # option flags
+        _write_param(part, sess, sess.make_param("", sql), collation)
+        if declaration is not None:
+            _write_param(part, sess, sess.make_param("", declaration), collation)
+        head = bytes(part.data)
+        if len(sql) <= _HEAD_CHARS:
+            _HEADS.put(key, head)
+    body.data += head
+
+
+def _write_bound(
+    body: _RequestBody, sess: Any, param: BoundParam, collation: Any, key_collation: bytes
+) -> None:
+    """A bound parameter: its remembered name and TYPE_INFO, then its value."""
+    wire = param.wire_declaration()
+    key = (param.name, wire, key_collation, sess.tds_version)
+    known = _PARAMS.get(key)
+    if known is None:
+        known = _param_head(sess, param.name, wire_type(wire), collation)
+        _PARAMS.put(key, known)
+    head, serializer = known
+    body.data += head
+    serializer.write(body, param.wire_value())
+
+
 def _submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[BoundParam]]]) -> None:
     """Send each (statement, parameters) as an sp_executesql RPC, all in ONE RPC request message
     (MS-TDS 2.2.6.6: RPCReqBatch, BatchFlag, RPCReqBatch, ...): one round trip.
 
     python-tds 1.17.1 sends one RPC per message (``_TdsSession.submit_rpc``); this writes the same
-    bytes per call with the session's own writer and type serializers, the batch flag between.
+    bytes per call with the session's type serializers, the batch flag between. What depends only
+    on the statement and on the parameters' names and types is serialized once and remembered
+    (`_HEADS`, `_PARAMS`); the values are serialized each time.
     """
     sess.messages = []
     sess.output_params = {}
     sess.cancel_if_pending()
     sess.res_info = None
-    w = sess._writer
     collation = sess._tds.collation or raw_collation
+    key_collation = collation.pack()
     tds72 = tds_base.IS_TDS72_PLUS(sess)
+    body = _RequestBody(sess)
+    for i, (sql, params) in enumerate(calls):
+        if i:
+            body.put_byte(_RPC_BATCH_FLAG if tds72 else _RPC_BATCH_FLAG_TDS71)
+        declaration = ",".join(f"{p.name} {p.sql_type}" for p in params) if params else None
+        _write_rpc_head(body, sess, sql, declaration, collation, key_collation)
+        for param in params:
+            _write_bound(body, sess, param, collation, key_collation)
     with sess.querying_context(tds_base.PacketType.RPC):
         if tds72:
             sess._start_query()  # ALL_HEADERS
-        for i, (sql, params) in enumerate(calls):
-            if i:
-                w.put_byte(_RPC_BATCH_FLAG if tds72 else _RPC_BATCH_FLAG_TDS71)
-            w.put_smallint(-1)  # ProcIDSwitch, then the ProcID of sp_executesql
-            w.put_smallint(tds_base.SP_EXECUTESQL.proc_id)
-            w.put_usmallint(0)  # option flags
-            for param in _executesql_params(sess, sql, params):
-                w.put_byte(len(param.name))
-                w.write_ucs2(param.name)
-                w.put_byte(param.flags)
-                serializer = sess._tds.type_factory.serializer_by_type(
-                    sql_type=param.type, collation=collation
-                )
-                w.put_byte(serializer.type)
-                serializer.write_info(w)
-                serializer.write(w, param.value)
+        sess._writer.write(body.data)
+
+
+#: ENVCHANGE type RESETCONNECTION acknowledgement (MS-TDS 2.2.7.9): no value, nothing to change
+_ENV_RESET_ACK = 18
+
+
+def _skip_reset_ack(reader: Any) -> bool:
+    """Read past an ENVCHANGE token (its marker read) when its type, in the packet at hand, is the
+    RESETCONNECTION acknowledgement: python-tds 1.17.1 would read past it too, but log it first
+    as an unknown type at warning level (a log record built, then dropped by `_ResetAckFilter`).
+    False: the token is left as it was, for python-tds."""
+    pos = reader._pos
+    if pos + 3 > reader._size or reader._buf[pos + 2] != _ENV_RESET_ACK:
+        return False
+    tds_base.skipall(reader, reader.get_smallint())  # the length, then the type and values
+    return True
 
 
 def _read_first_rpc(sess: Any) -> None:
@@ -291,6 +423,8 @@ def _read_first_rpc(sess: Any) -> None:
     """
     while True:
         marker = sess.get_token_id()
+        if marker == tds_base.TDS_ENVCHANGE_TOKEN and _skip_reset_ack(sess._reader):
+            continue
         if marker == tds_base.TDS_ERROR_TOKEN:
             sess.process_token(marker)  # the message, for the log
             sess.raise_db_exception()
@@ -322,6 +456,19 @@ def send_context_with(
     _submit_executesql_batch(sess, [(_PREAMBLE, ctx), (sql, params)])
     sess.begin_response()
     _read_first_rpc(sess)
+
+
+def connection_cursor(conn: Any) -> Any:
+    """A cursor of ``conn``, as ``conn.cursor()`` gives: python-tds 1.17.1's non-MARS connection
+    cancels the statement its last cursor left pending and closes that cursor, then makes a new
+    one over the same session. A cursor keeps nothing of its own (its session, its connection,
+    and ``arraysize``, which the connector never sets): the last one, still open, is taken
+    again after the same cancel."""
+    cursor = getattr(conn, "_active_cursor", None)
+    if cursor is None or cursor._session is None or not conn._tds_socket:
+        return conn.cursor()
+    cursor.cancel()
+    return cursor
 
 
 def _drain(cursor: Any) -> None:
@@ -357,7 +504,7 @@ class _Reader:
             _SessionSetupFailed: SQL Server refused the session context.
         """
         _timetypes.install(conn)  # time/datetime2/datetimeoffset at 100 ns, not microseconds
-        cursor = conn.cursor()
+        cursor = connection_cursor(conn)
         self.cursor = cursor
         ctx = [
             BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, ""))
