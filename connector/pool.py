@@ -23,8 +23,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -267,24 +266,31 @@ class LoginPool:
                 )
         return text
 
-    @asynccontextmanager
-    async def borrow(self) -> AsyncIterator[PooledConnection]:
-        """Hold one connection exclusively; broken ones are discarded on return."""
+    def borrow(self) -> _Borrow:
+        """``async with pool.borrow() as pc``: hold one connection exclusively; broken ones are
+        discarded on return."""
+        return _Borrow(self)
+
+    async def _take(self) -> PooledConnection:
         await self._slots.acquire()
         try:
             pc = self._idle.pop() if self._idle else await self._open()
-            self._in_use.add(pc)
-            try:
-                yield pc
-            finally:
-                self._in_use.discard(pc)
-                if pc.broken:
-                    self._discarded += 1
-                    # close in a thread: python-tds may block writing to a dead socket
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(pc.close, abandon_on_cancel=True)
-                else:
-                    self._idle.append(pc)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._in_use.add(pc)
+        return pc
+
+    async def _give_back(self, pc: PooledConnection) -> None:
+        try:
+            self._in_use.discard(pc)
+            if pc.broken:
+                self._discarded += 1
+                # close in a thread: python-tds may block writing to a dead socket
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(pc.close, abandon_on_cancel=True)
+            else:
+                self._idle.append(pc)
         finally:
             self._slots.release()
 
@@ -327,6 +333,26 @@ class LoginPool:
         for pc in idle:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(pc.close, abandon_on_cancel=True)
+
+
+class _Borrow:
+    """`LoginPool.borrow`'s context manager (a class: an ``asynccontextmanager`` costs an async
+    generator, its first-iteration hook and a weak reference per borrow)."""
+
+    __slots__ = ("_pc", "_pool")
+
+    def __init__(self, pool: LoginPool) -> None:
+        self._pool = pool
+        self._pc: PooledConnection | None = None
+
+    async def __aenter__(self) -> PooledConnection:
+        self._pc = await self._pool._take()
+        return self._pc
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pc, self._pc = self._pc, None
+        assert pc is not None
+        await self._pool._give_back(pc)
 
 
 class Pools:

@@ -32,8 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -364,7 +363,8 @@ class QueryService:
         left_ms = timeout_ms - check_ms
         wait_s = min(ADMISSION_WAIT_S, left_ms / 1000) if timeout_ms else ADMISSION_WAIT_S
         key = f"{identity.issuer}\n{identity.subject}"
-        async with self._slot(key, decision.role, wait_s=wait_s) as waited_s:
+        waiter, waited_s = await self._admit(key, decision.role, wait_s=wait_s)
+        try:
             if timeout_ms:  # the check and the admission wait count against the query's timeout
                 timeout_ms = max(1, round(left_ms - waited_s * 1000))
             req = ExecRequest(
@@ -380,6 +380,8 @@ class QueryService:
                 one_request=prepared.plain_select,
             )
             return await execute(pool, req, sink, cancel)
+        finally:
+            self._leave(key, waiter)
 
     async def _prepare(
         self,
@@ -595,9 +597,9 @@ class QueryService:
             self.admission.withdraw(key, waiter)
             self._notify()
 
-    @asynccontextmanager
-    async def _slot(self, key: str, role: Role, *, wait_s: float) -> AsyncIterator[float]:
-        """Admit one query of identity `key` (step 5); yields the seconds it waited."""
+    async def _admit(self, key: str, role: Role, *, wait_s: float) -> tuple[_Waiter, float]:
+        """Admit one query of identity `key` (step 5): its waiter (`_leave` with it once the
+        query ended) and the seconds it waited."""
         waiter = _Waiter()
         limit = role.max_concurrent_per_identity
         refusal = self.admission.offer(key, waiter, limit=limit)
@@ -624,12 +626,13 @@ class QueryService:
             raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
         self.in_flight += 1
         self._notify()
-        try:
-            yield trio.current_time() - started
-        finally:
-            self.in_flight -= 1
-            self._give_back(key, waiter)
-            self._notify()
+        return waiter, trio.current_time() - started
+
+    def _leave(self, key: str, waiter: _Waiter) -> None:
+        """The query `_admit` let in ended: its slot goes to the next waiting query."""
+        self.in_flight -= 1
+        self._give_back(key, waiter)
+        self._notify()
 
     def _full(self, why: str) -> QueryFailed:
         return QueryFailed(

@@ -78,7 +78,7 @@ def payload(packets: Sequence[bytes]) -> bytes:
 
 
 def python_tds_rpc(sess: Any, sql: str, params: Sequence[BoundParam]) -> bytes:
-    """What python-tds's own submit_rpc writes for ``sql`` via sp_executesql: ALL_HEADERS, the RPC."""
+    """What python-tds's own submit_rpc writes for ``sql`` (sp_executesql): ALL_HEADERS, the RPC."""
     with recording(sess) as rec:
         sess.submit_rpc(tds_base.SP_EXECUTESQL, _executesql_params(sess, sql, params), 0)
     return payload(rec.packets)
@@ -258,7 +258,8 @@ async def test_the_cursor_is_taken_again_only_while_open(session: Any) -> None:
             other.execute("SELECT 4 AS n")
             assert [tuple(r) for r in other.fetchall()] == [(4,)]
         fresh = connection_cursor(session)
-        assert fresh is not first and fresh is not other
+        assert fresh is not first
+        assert fresh is not other
         fresh.execute("SELECT 5 AS n")
         assert [tuple(r) for r in fresh.fetchall()] == [(5,)]
 
