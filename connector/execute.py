@@ -296,7 +296,7 @@ class _Remembered(Generic[_K, _V]):
 
 #: the serialized start of an sp_executesql RPC (ProcID, option flags, the statement and the
 #: declaration of its parameters), by (statement, declaration, collation, TDS version): the same
-#: statements run again and again. Statements up to `_HEAD_CHARS` characters (about 2 MiB in all).
+#: statements run again and again. Statements up to `_HEAD_CHARS` characters: a few MiB at most.
 _HEADS: _Remembered[tuple[str, str | None, bytes, int], bytes] = _Remembered(256)
 _HEAD_CHARS = 4000
 #: a parameter's name and TYPE_INFO, serialized, and its value's serializer, by (name, wire

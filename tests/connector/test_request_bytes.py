@@ -130,13 +130,13 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
 
 
 @pytest.fixture
-async def session(tmp_path: Path) -> AsyncIterator[Any]:
-    """The main session of a python-tds connection to a fresh tdslite (its TDS version, type
-    factory and collation are the ones the connector's connections get)."""
+async def conn(tmp_path: Path) -> AsyncIterator[Any]:
+    """A python-tds connection to a fresh tdslite (its TDS version, type factory and collation are
+    the ones the connector's connections get)."""
     users = tmp_path / "users.toml"
     users.write_text(TDSLITE_USERS)
     async with tdslite.open_server(users=users) as server:
-        conn = await trio.to_thread.run_sync(
+        connection = await trio.to_thread.run_sync(
             lambda: pytds.connect(
                 "127.0.0.1",
                 port=server.port,
@@ -148,16 +148,16 @@ async def session(tmp_path: Path) -> AsyncIterator[Any]:
             )
         )
         try:
-            yield conn
+            yield connection
         finally:
-            conn.close()
+            connection.close()
 
 
 @pytest.mark.parametrize(("name", "sql", "raw"), CASES, ids=[case[0] for case in CASES])
 async def test_the_request_is_python_tds_own_rpcs_in_one_message(
-    session: Any, name: str, sql: str, raw: dict[str, Any]
+    conn: Any, name: str, sql: str, raw: dict[str, Any]
 ) -> None:
-    sess = session._tds_socket.main_session
+    sess = conn._tds_socket.main_session
     params = decode_params(raw)
     for ctx in (
         context(["alice", "https://idp", "q-1"]),
@@ -170,14 +170,14 @@ async def test_the_request_is_python_tds_own_rpcs_in_one_message(
             assert one_request(sess, ctx, sql, params) == expected
 
 
-async def test_a_changed_collation_is_never_answered_from_memory(session: Any) -> None:
-    sess = session._tds_socket.main_session
+async def test_a_changed_collation_is_never_answered_from_memory(conn: Any) -> None:
+    sess = conn._tds_socket.main_session
     (param,) = decode_params({"s": {"type": "nvarchar(20)", "value": "x"}})
     ctx = context(["a", "b", "c"])
     before = one_request(sess, ctx, "SELECT @s AS s", [param])
-    original = session._tds_socket.collation
+    original = conn._tds_socket.collation
     assert original is not None
-    session._tds_socket.collation = Collation(
+    conn._tds_socket.collation = Collation(
         lcid=1031,
         sort_id=0,
         ignore_case=False,
@@ -198,7 +198,7 @@ async def test_a_changed_collation_is_never_answered_from_memory(session: Any) -
         assert changed == expected
         assert changed != before
     finally:
-        session._tds_socket.collation = original
+        conn._tds_socket.collation = original
     assert one_request(sess, ctx, "SELECT @s AS s", [param]) == before
 
 
@@ -212,7 +212,7 @@ class _Count(logging.Filter):
         return True
 
 
-async def test_the_reset_acknowledgement_is_read_past_unlogged(session: Any) -> None:
+async def test_the_reset_acknowledgement_is_read_past_unlogged(conn: Any) -> None:
     """Each reused-connection request is answered with ENVCHANGE 18 first: read past without a log
     record, and the statement's answer follows intact."""
     counted = _Count()
@@ -220,7 +220,7 @@ async def test_the_reset_acknowledgement_is_read_past_unlogged(session: Any) -> 
     pytds_log.filters.insert(0, counted)  # before the connector's own filter drops the record
 
     def run(n: int) -> list[Any]:
-        cursor = connection_cursor(session)
+        cursor = connection_cursor(conn)
         sess = cursor._session
         with reset_connection_flag(sess):
             send_context_with(
@@ -243,21 +243,21 @@ async def test_the_reset_acknowledgement_is_read_past_unlogged(session: Any) -> 
     assert not [m for m in counted.messages if "env type" in m]
 
 
-async def test_the_cursor_is_taken_again_only_while_open(session: Any) -> None:
+async def test_the_cursor_is_taken_again_only_while_open(conn: Any) -> None:
     def run() -> None:
-        first = connection_cursor(session)
+        first = connection_cursor(conn)
         # a statement left mid-result: taking the cursor again cancels it, as conn.cursor() does
         first.execute("SELECT a.n FROM (SELECT 1 AS n UNION ALL SELECT 2) AS a")
         assert first.fetchone() is not None
-        again = connection_cursor(session)
+        again = connection_cursor(conn)
         assert again is first
         again.execute("SELECT 3 AS n")
         assert [tuple(r) for r in again.fetchall()] == [(3,)]
         # a cursor closed by its user (ops' `with conn.cursor()`) is never taken again
-        with session.cursor() as other:
+        with conn.cursor() as other:
             other.execute("SELECT 4 AS n")
             assert [tuple(r) for r in other.fetchall()] == [(4,)]
-        fresh = connection_cursor(session)
+        fresh = connection_cursor(conn)
         assert fresh is not first
         assert fresh is not other
         fresh.execute("SELECT 5 AS n")
