@@ -14,16 +14,13 @@ on every accepted one, so small responses are not held back by Nagle + delayed A
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
+from asgiapp.server import ServerConfig, serve
 from protocol import HEADER_SIZE, Limits
 from relay.app import RelayApp
 from relay.config import RelayConfig
@@ -41,27 +38,24 @@ class RunningRelay:
     ws_url: str
 
 
-def hypercorn_config(config: RelayConfig, limits: Limits) -> HypercornConfig:
-    hc = HypercornConfig()
+def server_config(config: RelayConfig, limits: Limits) -> ServerConfig:
     host, port = config.host_port
-    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    if config.tls_cert_file:
-        hc.certfile = config.tls_cert_file
-        hc.keyfile = config.tls_key_file
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.graceful_timeout = 1.0
-    # Room for a 16 KiB bearer token in the headers (h11's default limit is exactly 16 KiB).
-    hc.h11_max_incomplete_size = 64 * 1024
-    # A message holds whole frames; the connector cannot send more than the connection window.
-    hc.websocket_max_message_size = max(
-        16 * 1024 * 1024, limits.connection_window + 2 * (limits.max_frame + HEADER_SIZE)
+    return ServerConfig(
+        host=host,
+        port=port,
+        certfile=config.tls_cert_file or None,
+        keyfile=config.tls_key_file or None,
+        # Room for a 16 KiB bearer token in the headers (h11's default limit is exactly 16 KiB).
+        max_head_bytes=64 * 1024,
+        # A message holds whole frames; the connector cannot send more than the connection window.
+        websocket_max_message_size=max(
+            16 * 1024 * 1024, limits.connection_window + 2 * (limits.max_frame + HEADER_SIZE)
+        ),
+        graceful_timeout_s=1.0,
+        # Bursts of hundreds of clients connecting at once (queries wait for admission, not for
+        # accept()); the kernel caps it at net.core.somaxconn.
+        backlog=1024,
     )
-    hc.include_server_header = False
-    # Bursts of hundreds of clients connecting at once (queries wait for admission, not for
-    # accept()); the kernel caps it at net.core.somaxconn.
-    hc.backlog = 1024
-    return hc
 
 
 async def _drain(app: RelayApp, grace_s: float) -> None:
@@ -93,10 +87,9 @@ async def serve_relay(
         app = RelayApp(config, verifier, protocol_limits=limits)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            asgi: Any = app  # hypercorn's ASGIFramework type is stricter than plain dicts
             binds = await nursery.start(
                 functools.partial(
-                    serve, asgi, hypercorn_config(config, limits), shutdown_trigger=stop.wait
+                    serve, app, server_config(config, limits), shutdown_trigger=stop.wait
                 )
             )
             http_url = str(binds[0])
