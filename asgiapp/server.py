@@ -293,11 +293,23 @@ class _Connection:
                 self.cut = True  # a response cut short (or cancelled mid-write)
 
     async def _refuse(self, status: int) -> None:
-        """A bare error response, then the connection closes."""
+        """A bare error response, then the connection closes (after reading what the client
+        still sends for a moment: closing with unread bytes would reset the connection, and the
+        client could lose the response)."""
         await self._write(
             b"HTTP/1.1 %d \r\ncontent-length: 0\r\nconnection: close\r\ndate: %s\r\n\r\n"
             % (status, _Date.now())
         )
+        if self.gone or not isinstance(self.stream, trio.SocketStream):
+            return
+        try:
+            await self.stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+        left = self.server.config.max_discard_bytes
+        with trio.move_on_after(1):
+            while left > 0 and (data := await self._recv()):
+                left -= len(data)
 
     async def run(self) -> None:
         while True:
@@ -315,7 +327,9 @@ class _Connection:
     async def _next_request(self) -> h11.Request | None:
         config = self.server.config
         deadline = trio.current_time() + config.keep_alive_timeout_s
-        received = False
+        #: bytes given to h11 for this request so far (a pipelined request's may be buffered)
+        fed = len(self.h11.trailing_data[0])
+        received = fed > 0
         while True:
             try:
                 event = self.h11.next_event()
@@ -341,8 +355,13 @@ class _Connection:
                 if not received:
                     received = True
                     deadline = trio.current_time() + config.head_timeout_s
+                fed += len(data)
                 self.h11.receive_data(data)
             elif isinstance(event, h11.Request):
+                # h11 limits an incomplete head only: one that arrived whole is measured here
+                if fed - len(self.h11.trailing_data[0]) > config.max_head_bytes:
+                    await self._refuse(431)
+                    return None
                 return event
             else:  # ConnectionClosed (or PAUSED after an error)
                 return None
@@ -380,7 +399,11 @@ class _Connection:
         try:
             await self.server.app(self._scope(request, "http"), self.receive, self.send)
         except Exception:
-            log.exception("ASGI app failed on %s %s", self.method.decode(), request.target[:200])
+            log.exception(
+                "ASGI app failed on %s %s",
+                self.method.decode("ascii", "replace"),
+                request.target.partition(b"?")[0][:200].decode("ascii", "replace"),
+            )
             if self.started:
                 return False
         if not self.done:
@@ -546,7 +569,7 @@ class _WebSocket:
         try:
             await conn.server.app(self.scope, self.receive, self.send)
         except Exception:
-            log.exception("ASGI app failed on WebSocket %s", self.request.target[:200])
+            log.exception("ASGI app failed on WebSocket %s", self.scope["path"][:200])
         if self.state in ("handshake", "response"):
             await conn._refuse(500)
             return
@@ -611,8 +634,10 @@ class _WebSocket:
                     if event.message_finished:
                         parts, self.message, self.message_size = self.message, [], 0
                         if isinstance(event, ws_events.TextMessage):
-                            return {"type": "websocket.receive", "text": "".join(parts)}  # type: ignore[arg-type]
-                        return {"type": "websocket.receive", "bytes": b"".join(parts)}  # type: ignore[arg-type]
+                            text = "".join(parts)  # type: ignore[arg-type]
+                            return {"type": "websocket.receive", "bytes": None, "text": text}
+                        data = b"".join(parts)  # type: ignore[arg-type]
+                        return {"type": "websocket.receive", "bytes": data, "text": None}
                 elif isinstance(event, ws_events.Ping):
                     await self._send_event(event.response())
                 elif isinstance(event, ws_events.CloseConnection):

@@ -1,14 +1,17 @@
-"""Run the relay: hypercorn (trio worker) serving `RelayApp` on one port, with a graceful drain.
+"""Run the relay: `asgiapp.server` (HTTP/1.1 + WebSocket on h11 and wsproto, trio) serving
+`RelayApp` on one port, with a graceful drain.
 
 `serve_relay(config)` is the long-running entry point (the CLI's); `open_relay(config)` is the
 `async with` form tests and the demo use. Both report the bound URL (port 0 picks a free one).
 
 Shutdown: every connector connection gets DRAIN (no new queries, reconnect elsewhere), in-flight
-queries get up to `grace_s` to finish, then the server stops.
+queries get up to `grace_s` to finish, then the server stops (it closes idle connections and gives
+requests still in progress its own 1 s grace).
 
-Latency note: hypercorn sets TCP_NODELAY on its listening sockets and trio's SocketStream sets it
-on every accepted one, so small responses are not held back by Nagle + delayed ACK
-(bench/relay_latency.py measures a sequence of small queries).
+The server runs each request in its connection's task (no task, channel or lock per request) and
+writes a response's head with its first body message: a small answer is one write. Latency note:
+the listening socket and every accepted one have TCP_NODELAY, so small responses are not held back
+by Nagle + delayed ACK (bench/relay_latency.py measures a sequence of small queries).
 """
 
 from __future__ import annotations
