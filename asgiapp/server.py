@@ -257,7 +257,8 @@ class _Connection:
         )
         #: set while waiting for a next request with nothing of it received
         self.idle_scope: trio.CancelScope | None = None
-        #: the client went away (EOF, a reset, a write failed): nothing more is written
+        #: the client went away (EOF, a reset, a write failed or was cancelled): nothing more is
+        #: written
         self.gone = False
         # the request in progress
         self.method = b""
@@ -265,7 +266,6 @@ class _Connection:
         self.head: tuple[int, list[tuple[bytes, bytes]]] | None = None
         self.started = False
         self.done = False
-        self.cut = False
         self.wait_scope: trio.CancelScope | None = None
 
     def close_if_idle(self) -> None:
@@ -282,15 +282,14 @@ class _Connection:
     async def _write(self, data: bytes) -> None:
         if self.gone:
             return
-        written = False
         try:
             await self.stream.send_all(data)
-            written = True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.gone = True
-        finally:
-            if not written:
-                self.cut = True  # a response cut short (or cancelled mid-write)
+        except BaseException:
+            # cancelled mid-write: the stream may end inside a message, nothing can follow
+            self.gone = True
+            raise
 
     async def _refuse(self, status: int) -> None:
         """A bare error response, then the connection closes (after reading what the client
@@ -394,7 +393,7 @@ class _Connection:
         self.method = request.method
         self.body_done = False
         self.head = None
-        self.started = self.done = self.cut = False
+        self.started = self.done = False
         self.wait_scope = None
         try:
             await self.server.app(self._scope(request, "http"), self.receive, self.send)
@@ -412,7 +411,7 @@ class _Connection:
             log.error("ASGI app returned without a response")
             await self._refuse(500)
             return False
-        if self.gone or self.cut or self.h11.our_state is not h11.DONE:
+        if self.gone or self.h11.our_state is not h11.DONE:
             return False
         if self.h11.their_state is h11.SEND_BODY:
             return await self._discard_body()
