@@ -1,10 +1,11 @@
 """A lean HTTP/1.1 + WebSocket server for one ASGI app on Trio, on h11 and wsproto.
 
 One task per connection, and the app runs in it: ``receive()`` reads the socket itself (no task
-and no channel between the socket and the app), ``send()`` writes to it. A response's head is
-held back until its first body message, so a head and a body sent back to back leave in one
-write. Requests on a connection are served one after the other (pipelined requests wait in h11's
-buffer, in order).
+and no channel between the socket and the app), ``send()`` writes to it. h11 parses requests (a
+new h11 connection per request); responses are written here (Content-Length as the app gives it,
+else chunked; HEAD, 1xx, 204 and 304 without a body), and a response's head is held back until its
+first body message, so a head and a body sent back to back leave in one write. Requests on a
+connection are served one after the other (pipelined requests wait in h11's buffer, in order).
 
 HTTP:
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import socket
 import ssl
 import time
@@ -67,6 +69,9 @@ _READ_SIZE = 65536
 #: accept() errors that mean "out of a resource for now": wait and accept again
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _DISCONNECT: Message = {"type": "http.disconnect"}
+#: a header name (RFC 9110 token), and what a header value must not hold
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
 
 @dataclass(frozen=True)
@@ -280,7 +285,7 @@ class _Connection:
         return data if isinstance(data, bytes) else bytes(data)
 
     async def _write(self, data: bytes) -> None:
-        if self.gone:
+        if self.gone or not data:
             return
         try:
             await self.stream.send_all(data)
@@ -321,7 +326,6 @@ class _Connection:
                 return
             if not await self._http(request):
                 return
-            self.h11.start_next_cycle()
 
     async def _next_request(self) -> h11.Request | None:
         config = self.server.config
@@ -391,9 +395,12 @@ class _Connection:
     async def _http(self, request: h11.Request) -> bool:
         """Serve one request; True if the connection may carry another."""
         self.method = request.method
+        self.http11 = request.http_version == b"1.1"
+        self.keep_alive = self.http11 and not _has_token(request.headers, b"connection", b"close")
         self.body_done = False
         self.head = None
-        self.started = self.done = False
+        self.started = self.done = self.chunked = self.bodyless = False
+        self.length: int | None = None
         self.wait_scope = None
         try:
             await self.server.app(self._scope(request, "http"), self.receive, self.send)
@@ -411,11 +418,23 @@ class _Connection:
             log.error("ASGI app returned without a response")
             await self._refuse(500)
             return False
-        if self.gone or self.h11.our_state is not h11.DONE:
+        if self.gone or not self.keep_alive:
             return False
-        if self.h11.their_state is h11.SEND_BODY:
-            return await self._discard_body()
-        return self.h11.their_state is h11.DONE
+        if self.h11.their_state is h11.SEND_BODY and not await self._discard_body():
+            return False
+        if self.h11.their_state is not h11.DONE:
+            return False
+        # h11 parses requests only (responses are written here): a new one for the next request,
+        # with what is buffered of it
+        data, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.server.config.max_head_bytes
+        )
+        if data:
+            self.h11.receive_data(data)
+        if closed:
+            self.h11.receive_data(b"")
+        return True
 
     async def _discard_body(self) -> bool:
         """Read and drop the rest of a request body the app did not read (within limits)."""
@@ -496,26 +515,79 @@ class _Connection:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an HTTP request")
         if self.head is None or self.done:
             raise RuntimeError("http.response.body before http.response.start or after the end")
-        out = []
+        out: list[bytes] = []
         if not self.started:
+            out.append(self._response_head())
             self.started = True
-            status, headers = self.head
-            headers.append((b"date", _Date.now()))
-            if self.server.closing:
-                headers.append((b"connection", b"close"))
-            out.append(self.h11.send(h11.Response(status_code=status, headers=headers)))
         body = message.get("body", b"")
-        if body and self.method != b"HEAD":
-            out.append(self.h11.send(h11.Data(data=body)))
         more = message.get("more_body", False)
+        if body and self.length is not None:
+            self.length -= len(body)
+            if self.length < 0:
+                self.keep_alive = False
+                raise RuntimeError("response body longer than its content-length")
+        if body and not self.bodyless:
+            out.append(b"%x\r\n%b\r\n" % (len(body), body) if self.chunked else bytes(body))
         if not more:
             self.done = True
-            out.append(self.h11.send(h11.EndOfMessage()))
-        data = b"".join(chunk for chunk in out if chunk)
-        if data:
-            await self._write(data)
+            if self.chunked:
+                out.append(b"0\r\n\r\n")
+            if self.length:
+                self.keep_alive = False  # shorter than announced: the client must not wait on
+                raise RuntimeError("response body shorter than its content-length")
+        await self._write(b"".join(out) if len(out) > 1 else out[0] if out else b"")
         if self.done and self.wait_scope is not None:
             self.wait_scope.cancel()
+
+    def _response_head(self) -> bytes:
+        """The status line and headers of the response `self.head`; sets the body's framing
+        (`length`, `chunked`) and whether the connection is kept (`keep_alive`).
+
+        Raises:
+            ValueError: a header name or value that could split the response (CR, LF, NUL, ...).
+        """
+        assert self.head is not None
+        status, headers = self.head
+        lines = [b"HTTP/1.1 %d \r\n" % status]
+        close = False
+        for name, value in headers:
+            name, value = bytes(name).lower(), bytes(value)
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise ValueError(f"invalid response header {name!r}")
+            if name == b"content-length":
+                self.length = int(value)
+            elif name == b"transfer-encoding":
+                continue  # the framing is this server's
+            elif name == b"connection" and b"close" in value.lower():
+                close = True
+            lines.append(b"%b: %b\r\n" % (name, value))
+        bodyless = status < 200 or status in (204, 304)
+        #: a body the app sends is dropped (a HEAD's, a 204's, ...)
+        self.bodyless = bodyless or self.method == b"HEAD"
+        if bodyless:
+            self.length = None
+        elif self.length is None:
+            if self.http11:
+                self.chunked = True
+                lines.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # an HTTP/1.0 body ends with the connection
+        if self.method == b"HEAD":
+            self.length = None
+        if close or self.server.closing:
+            self.keep_alive = False
+        if not self.keep_alive and not close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"date: %b\r\n\r\n" % _Date.now())
+        return b"".join(lines)
+
+
+def _has_token(headers: Any, name: bytes, token: bytes) -> bool:
+    """Whether a comma-separated header (e.g. Connection) lists `token` (lower-case)."""
+    for key, value in headers:
+        if key == name and token in (part.strip() for part in bytes(value).lower().split(b",")):
+            return True
+    return False
 
 
 def _get(headers: Any, name: bytes) -> bytes | None:

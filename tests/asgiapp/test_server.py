@@ -74,6 +74,17 @@ def make_app(rec: Recorder) -> Any:
             await send({"type": "http.response.body", "body": b"part", "more_body": True})
             await note(await receive())
             return
+        if path == "/chunks":
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for part in (b"a", b"", b"bc"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b"d"})
+            return
+        if path == "/badheader":
+            bad = [(b"x-injected", b"v\r\nset-cookie: a=b")]
+            await send({"type": "http.response.start", "status": 200, "headers": bad})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if path == "/fail-late":
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"part", "more_body": True})
@@ -370,6 +381,40 @@ async def test_connection_close_and_head() -> None:
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"content-length: 9" in head  # the GET's length, no body
     assert body == b""
+
+
+async def test_a_streamed_response_is_chunked_and_keeps_the_connection() -> None:
+    rec = Recorder()
+    async with running(rec) as (host, port, _):
+        stream = await tcp(host, port)
+        await stream.send_all(get("/chunks") + get("/after-chunks"))
+        [(head, body), (_, second)] = await responses(stream, 2)
+    assert dict(head.headers)[b"transfer-encoding"] == b"chunked"
+    assert body == b"abcd"
+    assert second == b"GET /after-chunks 0"
+
+
+async def test_http_10_gets_a_body_ended_by_the_close() -> None:
+    rec = Recorder()
+    async with running(rec) as (host, port, _):
+        stream = await tcp(host, port)
+        await stream.send_all(b"GET /chunks HTTP/1.0\r\n\r\n")
+        answer = await read_all(stream)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head
+    assert b"connection: close" in head
+    assert body == b"abcd"
+
+
+async def test_a_header_that_would_split_the_response_gives_500() -> None:
+    rec = Recorder()
+    async with running(rec) as (host, port, _):
+        stream = await tcp(host, port)
+        await stream.send_all(get("/badheader"))
+        answer = await read_all(stream)
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert b"set-cookie" not in answer
 
 
 async def test_a_client_that_leaves_mid_response_gives_http_disconnect() -> None:
