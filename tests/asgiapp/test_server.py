@@ -16,6 +16,7 @@ from typing import Any
 import h11
 import pytest
 import trio
+import trio.testing
 import trustme
 import wsproto
 import wsproto.events as ws_events
@@ -33,6 +34,8 @@ class Recorder:
     events: trio.MemorySendChannel[dict[str, Any]] | None = None
     #: released by the test: /wait answers once set
     release: trio.Event = field(default_factory=trio.Event)
+    #: /hold waits in receive() (for http.disconnect) until the test cancels this
+    hold: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 def make_app(rec: Recorder) -> Any:
@@ -67,6 +70,9 @@ def make_app(rec: Recorder) -> Any:
                 break
         if path == "/wait":
             await rec.release.wait()
+        if path == "/hold":  # as the relay does while its query runs
+            with rec.hold:
+                await note(await receive())
         headers = [(b"content-type", b"text/plain")]
         if path == "/stream":
             # a streamed response, then wait for the client to go away
@@ -240,16 +246,34 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
     ]
 
 
-async def test_a_pipelined_request_read_while_waiting_for_disconnect_is_kept() -> None:
-    """/after waits in receive() after its response: the next request's bytes arrive meanwhile."""
+async def test_a_complete_response_ends_the_wait_for_disconnect() -> None:
+    """/after waits in receive() after its response: http.disconnect at once, the connection
+    goes on."""
     rec = Recorder()
     async with running(rec) as (host, port, _):
         stream = await tcp(host, port)
         await stream.send_all(get("/after") + get("/next"))
         answers = await responses(stream, 2)
-        await stream.aclose()
     assert [body for _, body in answers] == [b"GET /after 0", b"GET /next 0"]
     assert rec.received[0][-1] == {"type": "http.disconnect"}
+
+
+async def test_a_request_pipelined_while_the_app_waits_for_disconnect_is_kept() -> None:
+    """/hold waits in receive() before answering (the server reads the socket for it): the next
+    request's bytes that arrive meanwhile are kept for their turn."""
+    rec = Recorder()
+    send, receive = trio.open_memory_channel[dict[str, Any]](10)
+    rec.events = send
+    async with running(rec) as (host, port, _):
+        stream = await tcp(host, port)
+        await stream.send_all(get("/hold"))
+        assert (await receive.receive())["type"] == "http.request"
+        await stream.send_all(get("/next"))
+        await trio.testing.wait_all_tasks_blocked()  # the server read /next while waiting
+        rec.hold.cancel()
+        with trio.fail_after(5):
+            answers = await responses(stream, 2)
+    assert [body for _, body in answers] == [b"GET /hold 0", b"GET /next 0"]
 
 
 async def test_chunked_body_arrives_in_parts_with_more_body() -> None:
