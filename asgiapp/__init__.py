@@ -4,6 +4,8 @@ IdP): a leaf package that imports nothing of ours.
 - `answer_lifespan`: answer the server's lifespan messages when the app has nothing to start or
   stop (hypercorn sends them to every app and logs a warning for an app that refuses them).
 - `read_body`: a request's whole body (for apps whose clients are our own).
+- `asgiapp.server` (imported by name, not from here: the connector does not load it): the relay's
+  HTTP/1.1 + WebSocket server on h11 and wsproto.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The do-it-yourself baseline: the small HTTP service a team would write instead of edgetds.
 
-What the tunnel is compared with: an ASGI app on hypercorn (Trio worker, as the relay runs) that
-takes the same ``POST .../query`` body (``{"sql", "params"}``), binds the parameters as the
+What the tunnel is compared with: an ASGI app on hypercorn (Trio worker)
+that takes the same ``POST .../query`` body (``{"sql", "params"}``), binds the parameters as the
 connector does (`connector.encode.decode_params`, sp_executesql through
 `connector.execute.run_statement`), runs the statement on ONE shared python-tds login (a pool of
 connections of that login, one per concurrent request), and streams the same NDJSON shape

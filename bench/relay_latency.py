@@ -1,11 +1,11 @@
 """How fast is the Python relay for small queries and large results? (latency, throughput)
 
-Everything runs in this process on 127.0.0.1 (port 0): the dev IdP, the Python relay under
-hypercorn, a minimal connector peer speaking protocol/ over websockets.trio (no compression, as the
-real connector), and httpx as the client with one keep-alive connection.
+Everything runs in this process on 127.0.0.1 (port 0): the dev IdP, the Python relay (on
+asgiapp.server), a minimal connector peer speaking protocol/ over websockets.trio (no
+compression, as the real connector), and httpx as the client with one keep-alive connection.
 
-1. baseline: `GET /healthz` round trips on the same relay and client (the HTTP floor: hypercorn +
-   httpx + trio, no token, no connector).
+1. baseline: `GET /healthz` round trips on the same relay and client (the HTTP floor: the relay's
+   HTTP server + httpx + trio, no token, no connector).
 2. small queries: N sequential `POST /query` (token verified, QUERY + attestation, COLUMNS/ROWS/
    DONE back) -> p50/p99, and the ratio to the baseline p50. A Nagle/delayed-ACK stall would show
    as ~40 ms; the relay sends each small response in one write.

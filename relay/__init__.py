@@ -7,7 +7,7 @@ Run it with ``edgetds relay serve --config relay.toml``, or in-process::
         running.http_url, running.app.registry, ...
 
 See relay/README.md. Names are imported lazily so that ``edgetds --help`` (which imports
-``relay.cli``) does not load hypercorn and the crypto stack.
+``relay.cli``) does not load the HTTP server and the crypto stack.
 """
 
 from __future__ import annotations

@@ -116,8 +116,8 @@ async def read_body(scope: Mapping[str, Any], receive: Receive, *, limit: int) -
     """Read the whole request body, refusing more than `limit` bytes.
 
     An oversized body is read on and discarded (up to `DISCARD_LIMIT`) before the refusal is
-    answered: hypercorn stops reading the socket when the app stops reading the body, and a
-    client that is still writing would never see the 413.
+    answered: the server reads a body only as the app asks for it (and drops at most 1 MiB the
+    app left unread), and a client that is still writing would never see the 413.
 
     Raises:
         HttpError: request.too_large (413), or request.invalid if the client went away mid-body.

@@ -1,29 +1,29 @@
-"""Run the relay: hypercorn (trio worker) serving `RelayApp` on one port, with a graceful drain.
+"""Run the relay: `asgiapp.server` (HTTP/1.1 + WebSocket on h11 and wsproto, trio) serving
+`RelayApp` on one port, with a graceful drain.
 
 `serve_relay(config)` is the long-running entry point (the CLI's); `open_relay(config)` is the
 `async with` form tests and the demo use. Both report the bound URL (port 0 picks a free one).
 
 Shutdown: every connector connection gets DRAIN (no new queries, reconnect elsewhere), in-flight
-queries get up to `grace_s` to finish, then the server stops.
+queries get up to `grace_s` to finish, then the server stops (it closes idle connections and gives
+requests still in progress its own 1 s grace).
 
-Latency note: hypercorn sets TCP_NODELAY on its listening sockets and trio's SocketStream sets it
-on every accepted one, so small responses are not held back by Nagle + delayed ACK
-(bench/relay_latency.py measures a sequence of small queries).
+The server runs each request in its connection's task (no task, channel or lock per request) and
+writes a response's head with its first body message: a small answer is one write. Latency note:
+the listening socket and every accepted one have TCP_NODELAY, so small responses are not held back
+by Nagle + delayed ACK (bench/relay_latency.py measures a sequence of small queries).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
+from asgiapp.server import ServerConfig, serve
 from protocol import HEADER_SIZE, Limits
 from relay.app import RelayApp
 from relay.config import RelayConfig
@@ -41,27 +41,24 @@ class RunningRelay:
     ws_url: str
 
 
-def hypercorn_config(config: RelayConfig, limits: Limits) -> HypercornConfig:
-    hc = HypercornConfig()
+def server_config(config: RelayConfig, limits: Limits) -> ServerConfig:
     host, port = config.host_port
-    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    if config.tls_cert_file:
-        hc.certfile = config.tls_cert_file
-        hc.keyfile = config.tls_key_file
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.graceful_timeout = 1.0
-    # Room for a 16 KiB bearer token in the headers (h11's default limit is exactly 16 KiB).
-    hc.h11_max_incomplete_size = 64 * 1024
-    # A message holds whole frames; the connector cannot send more than the connection window.
-    hc.websocket_max_message_size = max(
-        16 * 1024 * 1024, limits.connection_window + 2 * (limits.max_frame + HEADER_SIZE)
+    return ServerConfig(
+        host=host,
+        port=port,
+        certfile=config.tls_cert_file or None,
+        keyfile=config.tls_key_file or None,
+        # Room for a 16 KiB bearer token in the headers (h11's default limit is exactly 16 KiB).
+        max_head_bytes=64 * 1024,
+        # A message holds whole frames; the connector cannot send more than the connection window.
+        websocket_max_message_size=max(
+            16 * 1024 * 1024, limits.connection_window + 2 * (limits.max_frame + HEADER_SIZE)
+        ),
+        graceful_timeout_s=1.0,
+        # Bursts of hundreds of clients connecting at once (queries wait for admission, not for
+        # accept()); the kernel caps it at net.core.somaxconn.
+        backlog=1024,
     )
-    hc.include_server_header = False
-    # Bursts of hundreds of clients connecting at once (queries wait for admission, not for
-    # accept()); the kernel caps it at net.core.somaxconn.
-    hc.backlog = 1024
-    return hc
 
 
 async def _drain(app: RelayApp, grace_s: float) -> None:
@@ -93,10 +90,9 @@ async def serve_relay(
         app = RelayApp(config, verifier, protocol_limits=limits)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            asgi: Any = app  # hypercorn's ASGIFramework type is stricter than plain dicts
             binds = await nursery.start(
                 functools.partial(
-                    serve, asgi, hypercorn_config(config, limits), shutdown_trigger=stop.wait
+                    serve, app, server_config(config, limits), shutdown_trigger=stop.wait
                 )
             )
             http_url = str(binds[0])

@@ -241,8 +241,13 @@ async def test_the_relay_forgets_ended_sessions_after_ten_minutes(
     tmp_path: Path, clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(60 + 601):
-        async with rig(tmp_path) as r:
-            client = r.client()
+        async with (
+            rig(tmp_path) as r,
+            # a new connection per request: a jump of the clock expires the relay's keep-alive
+            # timeout (5 s) on an idle connection at the very moment the next request reuses it
+            httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http,
+        ):
+            client = dataclasses.replace(r, http=http).client()
             sid = await client.open()
             assert (await client.op(sid, "commit")).status == 200
             assert (await client.op(sid, "commit")).status == 410

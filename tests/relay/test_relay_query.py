@@ -1,6 +1,6 @@
 """The client HTTP API of the Python relay: POST /query and GET /status, success and refusals.
 
-Real sockets on 127.0.0.1: the relay in-process under hypercorn, a protocol peer as the connector
+Real sockets on 127.0.0.1: the relay in-process (asgiapp.server), a protocol peer as the connector
 (protocol/ over websockets.trio, checking the relay's HELLO and attestations), httpx as the client,
 tokens from the dev IdP.
 """

@@ -207,7 +207,9 @@ async def test_a_small_answer_costs_the_relay_no_task_of_its_own(
             finally:
                 trio.lowlevel.remove_instrument(spawned)
     assert "done" in ndjson(response.text)[-1]
-    assert spawned.names  # hypercorn's tasks for the requests were seen
+    assert (
+        spawned.names
+    )  # the instrument saw the tasks spawned meanwhile (the peer's, the server's)
     assert [name for name in spawned.names if name.startswith("relay.")] == []
 
 

@@ -10,8 +10,8 @@ known first (a config file names it, or a server comes back on the same port aft
 - the kernel never hands a bound port out again, neither to bind(0) nor to an outgoing
   connection's ephemeral port, and a bind without SO_REUSEADDR to it fails;
 - a server that sets SO_REUSEADDR may still bind and listen on it, since the reservation does
-  not listen: trio's open_tcp_listeners (tdslite, the ops server), hypercorn (the relay, the dev
-  IdP) and krb5kdc all set it, and every restart binds again the same way;
+  not listen: trio's open_tcp_listeners (tdslite, the ops server), asgiapp.server (the relay),
+  hypercorn (the dev IdP) and krb5kdc all set it, and every restart binds again the same way;
 - while no server listens there, a connection to it is refused (a relay or database that is down).
 
     port = reserved_port()

@@ -1,0 +1,800 @@
+"""A lean HTTP/1.1 + WebSocket server for one ASGI app on Trio, on h11 and wsproto.
+
+One task per connection, and the app runs in it: ``receive()`` reads the socket itself (no task
+and no channel between the socket and the app), ``send()`` writes to it. h11 parses requests (a
+new h11 connection per request); responses are written here (Content-Length as the app gives it,
+else chunked; HEAD, 1xx, 204 and 304 without a body), and a response's head is held back until its
+first body message, so a head and a body sent back to back leave in one write. Requests on a
+connection are served one after the other (pipelined requests wait in h11's buffer, in order).
+
+HTTP:
+
+- a request head must fit in `ServerConfig.max_head_bytes` (else 431) and be complete within
+  `head_timeout_s` of its first byte (else the connection closes); a keep-alive connection idle
+  for `keep_alive_timeout_s` closes; a malformed request is answered 400 and the connection closes;
+- the body arrives as ``http.request`` messages (Content-Length or chunked; ``Expect:
+  100-continue`` is answered when the app first reads the body);
+- once the body is read, ``receive()`` waits for the client to go away and returns
+  ``http.disconnect`` (at once after the response is complete); bytes of a next, pipelined request
+  read meanwhile stay buffered for it;
+- an app that fails (or returns) before starting its response gets a 500; one that fails after it
+  started has its connection closed; writes to a client that is gone are dropped.
+
+WebSocket (``GET`` with ``Upgrade: websocket``): ``websocket.connect``, accept (with a
+subprotocol the client offered), the denial response extension (``websocket.http.response.*``),
+binary and text messages up to `websocket_max_message_size` (a larger one is refused with close
+1009), pings answered, close handshakes in both directions. No extensions are negotiated.
+
+No lifespan messages are sent. Shutdown (`serve`'s ``shutdown_trigger``): the listener closes,
+idle connections close, requests in progress get `graceful_timeout_s` to finish, then every
+connection is cancelled.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+import trio
+import wsproto
+import wsproto.events as ws_events
+from wsproto.connection import ConnectionState
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
+from wsproto.utilities import generate_accept_token, split_comma_header
+
+__all__ = ["ASGIApp", "ServerConfig", "serve"]
+
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+
+log = logging.getLogger("asgiapp.server")
+
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_READ_SIZE = 65536
+#: accept() errors that mean "out of a resource for now": wait and accept again
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_DISCONNECT: Message = {"type": "http.disconnect"}
+#: a header name (RFC 9110 token), and what a header value must not hold
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how to serve (``port`` 0 picks a free port)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    certfile: str | None = None
+    keyfile: str | None = None
+    backlog: int = 1024
+    #: the most bytes of an incomplete request head (or chunk header) held (h11's limit)
+    max_head_bytes: int = 64 * 1024
+    keep_alive_timeout_s: float = 5.0
+    head_timeout_s: float = 10.0
+    websocket_max_message_size: int = 16 * 1024 * 1024
+    graceful_timeout_s: float = 1.0
+    #: bytes of a request body an app left unread that are read and dropped to keep the
+    #: connection (more, and it closes)
+    max_discard_bytes: int = 1024 * 1024
+
+
+class _Date:
+    """The Date header's value, formatted once a second."""
+
+    second = 0
+    value = b""
+
+    @classmethod
+    def now(cls) -> bytes:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second = second
+            cls.value = formatdate(second, usegmt=True).encode("ascii")
+        return cls.value
+
+
+def _listen_socket(config: ServerConfig) -> socket.socket:
+    host = config.host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, config.port))
+        sock.listen(config.backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_ciphers("ECDHE+AESGCM")
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(certfile=str(config.certfile), keyfile=config.keyfile)
+    return context
+
+
+def _address(sockname: Any) -> tuple[str, int] | None:
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[0]), int(sockname[1])
+    return None
+
+
+def _url(scheme: str, address: tuple[str, int]) -> str:
+    host, port = address
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+async def serve(
+    app: ASGIApp,
+    config: ServerConfig,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` until `shutdown_trigger` returns (or forever); ``task_status.started`` gets
+    the bound URLs (``http://host:port``, ``https://[::1]:port``).
+
+    Raises:
+        OSError: the address cannot be bound.
+        ssl.SSLError, OSError: the certificate or key cannot be loaded.
+    """
+    context = _ssl_context(config) if config.certfile else None
+    sock = _listen_socket(config)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    bound = _address(sock.getsockname())
+    assert bound is not None
+    server = _Server(app, config, context)
+    try:
+        async with trio.open_nursery() as nursery:
+            accepting = trio.CancelScope()
+
+            async def accept_loop() -> None:
+                with accepting:
+                    await server.accept(listener, nursery)
+
+            nursery.start_soon(accept_loop)
+            task_status.started([_url("https" if context else "http", bound)])
+            if shutdown_trigger is None:
+                await trio.sleep_forever()
+            else:
+                await shutdown_trigger()
+            accepting.cancel()
+            listener.socket.close()
+            await server.shut_down()
+            nursery.cancel_scope.cancel()
+    finally:
+        listener.socket.close()
+
+
+class _Server:
+    def __init__(self, app: ASGIApp, config: ServerConfig, context: ssl.SSLContext | None):
+        self.app = app
+        self.config = config
+        self.context = context
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self.all_closed = trio.Event()
+
+    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY:
+                    raise
+                log.error("accept() failed (%s); retrying in 0.1 s", exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self.connection, stream)
+
+    async def connection(self, tcp: trio.SocketStream) -> None:
+        client = server = None
+        try:
+            client = _address(tcp.socket.getpeername())
+            server = _address(tcp.socket.getsockname())
+        except OSError:
+            pass
+        stream: trio.abc.Stream = tcp
+        if self.context is not None:
+            stream = trio.SSLStream(tcp, self.context, server_side=True, https_compatible=True)
+        conn = _Connection(self, stream, client, server)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("connection from %s failed", client)
+        finally:
+            self.connections.discard(conn)
+            if self.closing and not self.connections:
+                self.all_closed.set()
+            await trio.aclose_forcefully(stream)
+
+    async def shut_down(self) -> None:
+        """Close idle connections, give the others the grace period, then return."""
+        self.closing = True
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        if self.connections:
+            with trio.move_on_after(self.config.graceful_timeout_s):
+                await self.all_closed.wait()
+
+
+class _Connection:
+    """One client connection: its requests one after the other, or one WebSocket."""
+
+    def __init__(
+        self,
+        server: _Server,
+        stream: trio.abc.Stream,
+        client: tuple[str, int] | None,
+        address: tuple[str, int] | None,
+    ) -> None:
+        self.server = server
+        self.stream = stream
+        self.client = client
+        self.address = address
+        self.tls = server.context is not None
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=server.config.max_head_bytes
+        )
+        #: set while waiting for a next request with nothing of it received
+        self.idle_scope: trio.CancelScope | None = None
+        #: the client went away (EOF, a reset, a write failed or was cancelled): nothing more is
+        #: written
+        self.gone = False
+        # the request in progress
+        self.method = b""
+        self.body_done = False
+        self.head: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self.started = False
+        self.done = False
+        self.wait_scope: trio.CancelScope | None = None
+
+    def close_if_idle(self) -> None:
+        if self.idle_scope is not None:
+            self.idle_scope.cancel()
+
+    async def _recv(self) -> bytes:
+        try:
+            data = await self.stream.receive_some(_READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+        return data if isinstance(data, bytes) else bytes(data)
+
+    async def _write(self, data: bytes) -> None:
+        if self.gone or not data:
+            return
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.gone = True
+        except BaseException:
+            # cancelled mid-write: the stream may end inside a message, nothing can follow
+            self.gone = True
+            raise
+
+    async def _refuse(self, status: int) -> None:
+        """A bare error response, then the connection closes (after reading what the client
+        still sends for a moment: closing with unread bytes would reset the connection, and the
+        client could lose the response)."""
+        await self._write(
+            b"HTTP/1.1 %d \r\ncontent-length: 0\r\nconnection: close\r\ndate: %s\r\n\r\n"
+            % (status, _Date.now())
+        )
+        if self.gone or not isinstance(self.stream, trio.SocketStream):
+            return
+        try:
+            await self.stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+        left = self.server.config.max_discard_bytes
+        with trio.move_on_after(1):
+            while left > 0 and (data := await self._recv()):
+                left -= len(data)
+
+    async def run(self) -> None:
+        while True:
+            request = await self._next_request()
+            if request is None:
+                return
+            upgrade = request.headers and _get(request.headers, b"upgrade")
+            if request.method == b"GET" and upgrade and upgrade.lower() == b"websocket":
+                await _WebSocket(self, request).run()
+                return
+            if not await self._http(request):
+                return
+
+    async def _next_request(self) -> h11.Request | None:
+        config = self.server.config
+        deadline = trio.current_time() + config.keep_alive_timeout_s
+        #: bytes given to h11 for this request so far (a pipelined request's may be buffered)
+        fed = len(self.h11.trailing_data[0])
+        received = fed > 0
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(exc.error_status_hint)
+                return None
+            if event is h11.NEED_DATA:
+                if self.server.closing and not received:
+                    return None
+                data = b""
+                with trio.move_on_at(deadline) as waited:
+                    if received:
+                        data = await self._recv()
+                    else:
+                        with trio.CancelScope() as idle:
+                            self.idle_scope = idle
+                            data = await self._recv()
+                        self.idle_scope = None
+                        if idle.cancelled_caught:
+                            return None
+                if waited.cancelled_caught or (not data and not received):
+                    return None
+                if not received:
+                    received = True
+                    deadline = trio.current_time() + config.head_timeout_s
+                fed += len(data)
+                self.h11.receive_data(data)
+            elif isinstance(event, h11.Request):
+                # h11 limits an incomplete head only: one that arrived whole is measured here
+                if fed - len(self.h11.trailing_data[0]) > config.max_head_bytes:
+                    await self._refuse(431)
+                    return None
+                return event
+            else:  # ConnectionClosed (or PAUSED after an error)
+                return None
+
+    def _scope(self, request: h11.Request, kind: str) -> Message:
+        path, _, query = request.target.partition(b"?")
+        secure = self.tls
+        return {
+            "type": kind,
+            "asgi": _ASGI,
+            "http_version": request.http_version.decode("ascii"),
+            "method": request.method.decode("ascii"),
+            "scheme": ("https" if secure else "http")
+            if kind == "http"
+            else ("wss" if secure else "ws"),
+            "path": unquote(path.decode("ascii")),
+            "raw_path": path,
+            "query_string": query,
+            "root_path": "",
+            "headers": list(request.headers),
+            "client": self.client,
+            "server": self.address,
+            "extensions": {},
+        }
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def _http(self, request: h11.Request) -> bool:
+        """Serve one request; True if the connection may carry another."""
+        self.method = request.method
+        self.http11 = request.http_version == b"1.1"
+        self.keep_alive = self.http11 and not _has_token(request.headers, b"connection", b"close")
+        self.body_done = False
+        self.head = None
+        self.started = self.done = self.chunked = self.bodyless = False
+        self.length: int | None = None
+        self.wait_scope = None
+        try:
+            await self.server.app(self._scope(request, "http"), self.receive, self.send)
+        except Exception:
+            log.exception(
+                "ASGI app failed on %s %s",
+                self.method.decode("ascii", "replace"),
+                request.target.partition(b"?")[0][:200].decode("ascii", "replace"),
+            )
+            if self.started:
+                return False
+        if not self.done:
+            if self.started:
+                return False
+            log.error("ASGI app returned without a response")
+            await self._refuse(500)
+            return False
+        if self.gone or not self.keep_alive:
+            return False
+        if self.h11.their_state is h11.SEND_BODY and not await self._discard_body():
+            return False
+        if self.h11.their_state is not h11.DONE:
+            return False
+        # h11 parses requests only (responses are written here): a new one for the next request,
+        # with what is buffered of it
+        data, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.server.config.max_head_bytes
+        )
+        if data:
+            self.h11.receive_data(data)
+        if closed:
+            self.h11.receive_data(b"")
+        return True
+
+    async def _discard_body(self) -> bool:
+        """Read and drop the rest of a request body the app did not read (within limits)."""
+        left = self.server.config.max_discard_bytes
+        with trio.move_on_after(self.server.config.keep_alive_timeout_s):
+            while left > 0:
+                try:
+                    event = self.h11.next_event()
+                except h11.RemoteProtocolError:
+                    return False
+                if isinstance(event, h11.EndOfMessage):
+                    return self.h11.their_state is h11.DONE
+                if isinstance(event, h11.Data):
+                    left -= len(event.data)
+                elif event is h11.NEED_DATA:
+                    data = await self._recv()
+                    if not data:
+                        return False
+                    self.h11.receive_data(data)
+                else:
+                    return False
+        return False
+
+    async def receive(self) -> Message:
+        if not self.body_done:
+            return await self._read_body()
+        if self.done or self.gone:
+            return _DISCONNECT
+        # The body was read: the only message left is http.disconnect.
+        with trio.CancelScope() as self.wait_scope:
+            while True:
+                if len(self.h11.trailing_data[0]) > self.server.config.max_head_bytes:
+                    await trio.sleep_forever()  # enough of a next request held: stop reading
+                data = await self._recv()
+                if not data:
+                    self.gone = True
+                    break
+                self.h11.receive_data(data)  # a pipelined request's bytes, kept for its turn
+        self.wait_scope = None
+        return _DISCONNECT
+
+    async def _read_body(self) -> Message:
+        chunks: list[bytes] = []
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError:
+                self.body_done = self.gone = True
+                return _DISCONNECT
+            if isinstance(event, h11.Data):
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.body_done = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            elif event is h11.NEED_DATA:
+                if chunks:
+                    return {"type": "http.request", "body": b"".join(chunks), "more_body": True}
+                if self.h11.they_are_waiting_for_100_continue and not self.started:
+                    info = h11.InformationalResponse(status_code=100, headers=[])
+                    await self._write(self.h11.send(info) or b"")
+                data = await self._recv()
+                if not data:
+                    self.body_done = self.gone = True
+                    return _DISCONNECT
+                self.h11.receive_data(data)
+            else:
+                self.body_done = self.gone = True
+                return _DISCONNECT
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.head is not None:
+                raise RuntimeError("http.response.start sent twice")
+            self.head = (int(message["status"]), list(message.get("headers", ())))
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for an HTTP request")
+        if self.head is None or self.done:
+            raise RuntimeError("http.response.body before http.response.start or after the end")
+        out: list[bytes] = []
+        if not self.started:
+            out.append(self._response_head())
+            self.started = True
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if body and self.length is not None:
+            self.length -= len(body)
+            if self.length < 0:
+                self.keep_alive = False
+                raise RuntimeError("response body longer than its content-length")
+        if body and not self.bodyless:
+            out.append(b"%x\r\n%b\r\n" % (len(body), body) if self.chunked else bytes(body))
+        if not more:
+            self.done = True
+            if self.chunked:
+                out.append(b"0\r\n\r\n")
+            if self.length:
+                self.keep_alive = False  # shorter than announced: the client must not wait on
+                raise RuntimeError("response body shorter than its content-length")
+        await self._write(b"".join(out) if len(out) > 1 else out[0] if out else b"")
+        if self.done and self.wait_scope is not None:
+            self.wait_scope.cancel()
+
+    def _response_head(self) -> bytes:
+        """The status line and headers of the response `self.head`; sets the body's framing
+        (`length`, `chunked`) and whether the connection is kept (`keep_alive`).
+
+        Raises:
+            ValueError: a header name or value that could split the response (CR, LF, NUL, ...).
+        """
+        assert self.head is not None
+        status, headers = self.head
+        lines = [b"HTTP/1.1 %d \r\n" % status]
+        close = False
+        for name, value in headers:
+            name, value = bytes(name).lower(), bytes(value)
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise ValueError(f"invalid response header {name!r}")
+            if name == b"content-length":
+                self.length = int(value)
+            elif name == b"transfer-encoding":
+                continue  # the framing is this server's
+            elif name == b"connection" and b"close" in value.lower():
+                close = True
+            lines.append(b"%b: %b\r\n" % (name, value))
+        bodyless = status < 200 or status in (204, 304)
+        #: a body the app sends is dropped (a HEAD's, a 204's, ...)
+        self.bodyless = bodyless or self.method == b"HEAD"
+        if bodyless:
+            self.length = None
+        elif self.length is None:
+            if self.http11:
+                self.chunked = True
+                lines.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # an HTTP/1.0 body ends with the connection
+        if self.method == b"HEAD":
+            self.length = None
+        if close or self.server.closing:
+            self.keep_alive = False
+        if not self.keep_alive and not close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"date: %b\r\n\r\n" % _Date.now())
+        return b"".join(lines)
+
+
+def _has_token(headers: Any, name: bytes, token: bytes) -> bool:
+    """Whether a comma-separated header (e.g. Connection) lists `token` (lower-case)."""
+    for key, value in headers:
+        if key == name and token in (part.strip() for part in bytes(value).lower().split(b",")):
+            return True
+    return False
+
+
+def _get(headers: Any, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class _WebSocket:
+    """One WebSocket connection: the upgrade request, then wsproto."""
+
+    def __init__(self, conn: _Connection, request: h11.Request) -> None:
+        self.conn = conn
+        self.request = request
+        self.scope = conn._scope(request, "websocket")
+        offered = _get(request.headers, b"sec-websocket-protocol")
+        self.scope["subprotocols"] = split_comma_header(offered) if offered else []
+        self.scope["extensions"] = {"websocket.http.response": {}}
+        self.ws: wsproto.connection.Connection | None = None
+        #: "handshake", "response" (denial started), "connected", "closed", "denied"
+        self.state = "handshake"
+        self.connect_sent = False
+        self.pending: deque[ws_events.Event] = deque()
+        self.message: list[bytes | str] = []
+        self.message_size = 0
+        self.lock = trio.Lock()
+        self.response: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self.disconnect_code: int | None = None
+
+    def _valid(self) -> bool:
+        headers = self.request.headers
+        tokens = split_comma_header(_get(headers, b"connection") or b"")
+        return (
+            self.request.http_version == b"1.1"
+            and _get(headers, b"sec-websocket-key") is not None
+            and any(token.lower() == "upgrade" for token in tokens)
+            and _get(headers, b"sec-websocket-version") == b"13"
+        )
+
+    async def run(self) -> None:
+        conn = self.conn
+        try:
+            end = conn.h11.next_event()  # a GET's body: none
+        except h11.RemoteProtocolError:
+            end = None
+        if not self._valid() or not isinstance(end, h11.EndOfMessage):
+            await conn._refuse(400)
+            return
+        try:
+            await conn.server.app(self.scope, self.receive, self.send)
+        except Exception:
+            log.exception("ASGI app failed on WebSocket %s", self.scope["path"][:200])
+        if self.state in ("handshake", "response"):
+            await conn._refuse(500)
+            return
+        if self.state == "connected":
+            await self._send_event(ws_events.CloseConnection(code=CloseReason.INTERNAL_ERROR))
+        if self.ws is not None:
+            # our close frame went out: wait (briefly) for the client's
+            with trio.move_on_after(1):
+                while self.ws.state is ConnectionState.LOCAL_CLOSING and not conn.gone:
+                    await self._next_message()
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            self.lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self.lock.acquire()
+        try:
+            await self.conn._write(data)
+        finally:
+            self.lock.release()
+
+    async def _send_event(self, event: ws_events.Event) -> None:
+        assert self.ws is not None
+        try:
+            data = self.ws.send(event)
+        except WSLocalProtocolError:
+            return
+        await self._write(data)
+
+    async def receive(self) -> Message:
+        if not self.connect_sent:
+            self.connect_sent = True
+            return {"type": "websocket.connect"}
+        if self.state != "connected" and self.disconnect_code is None:
+            self.disconnect_code = CloseReason.NORMAL_CLOSURE
+        if self.disconnect_code is not None:
+            return {"type": "websocket.disconnect", "code": self.disconnect_code}
+        message = await self._next_message()
+        if message is None:
+            return {"type": "websocket.disconnect", "code": self.disconnect_code}
+        return message
+
+    async def _next_message(self) -> Message | None:
+        """The next complete message, or None once the connection ended (`disconnect_code`)."""
+        assert self.ws is not None
+        conn = self.conn
+        limit = conn.server.config.websocket_max_message_size
+        while True:
+            while self.pending:
+                event = self.pending.popleft()
+                if isinstance(event, ws_events.Message):
+                    self.message_size += len(event.data)
+                    if self.message_size > limit:
+                        self.message, self.message_size = [], 0
+                        self.state = "closed"
+                        self.disconnect_code = CloseReason.MESSAGE_TOO_BIG
+                        await self._send_event(
+                            ws_events.CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
+                        )
+                        return None
+                    self.message.append(event.data)
+                    if event.message_finished:
+                        parts, self.message, self.message_size = self.message, [], 0
+                        if isinstance(event, ws_events.TextMessage):
+                            text = "".join(parts)  # type: ignore[arg-type]
+                            return {"type": "websocket.receive", "bytes": None, "text": text}
+                        data = b"".join(parts)  # type: ignore[arg-type]
+                        return {"type": "websocket.receive", "bytes": data, "text": None}
+                elif isinstance(event, ws_events.Ping):
+                    await self._send_event(event.response())
+                elif isinstance(event, ws_events.CloseConnection):
+                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                        await self._send_event(event.response())
+                    self.state = "closed"
+                    self.disconnect_code = event.code
+                    return None
+            if conn.gone:
+                self.disconnect_code = CloseReason.ABNORMAL_CLOSURE
+                self.state = "closed"
+                return None
+            data = await conn._recv()
+            if not data:
+                conn.gone = True
+                self.ws.receive_data(None)
+            else:
+                self.ws.receive_data(data)
+            self.pending.extend(self.ws.events())
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        conn = self.conn
+        if kind == "websocket.accept" and self.state == "handshake":
+            await self._accept(message.get("subprotocol"), message.get("headers", ()))
+        elif kind == "websocket.http.response.start" and self.state == "handshake":
+            self.response = (int(message["status"]), list(message.get("headers", ())))
+            self.state = "response"
+        elif kind == "websocket.http.response.body" and self.state == "response":
+            assert self.response is not None
+            status, headers = self.response
+            out = []
+            if self.response is not None and not self.conn.started:
+                conn.started = True
+                headers.append((b"date", _Date.now()))
+                headers.append((b"connection", b"close"))
+                out.append(conn.h11.send(h11.Response(status_code=status, headers=headers)))
+            body = message.get("body", b"")
+            if body:
+                out.append(conn.h11.send(h11.Data(data=body)))
+            if not message.get("more_body", False):
+                out.append(conn.h11.send(h11.EndOfMessage()))
+                self.state = "denied"
+            await conn._write(b"".join(chunk for chunk in out if chunk))
+        elif kind == "websocket.send" and self.state == "connected":
+            data = message.get("bytes")
+            if data is not None:
+                await self._send_event(ws_events.BytesMessage(data=bytes(data)))
+            else:
+                await self._send_event(ws_events.TextMessage(data=str(message["text"])))
+        elif kind == "websocket.close" and self.state == "handshake":
+            self.state = "denied"
+            await conn._refuse(403)
+        elif kind == "websocket.close":
+            if self.state == "connected":
+                self.state = "closed"
+                code = int(message.get("code") or CloseReason.NORMAL_CLOSURE)
+                await self._send_event(
+                    ws_events.CloseConnection(code=code, reason=message.get("reason") or None)
+                )
+        elif self.state in ("closed",) and kind == "websocket.send":
+            return
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in WebSocket state {self.state}")
+
+    async def _accept(self, subprotocol: str | None, extra: Any) -> None:
+        conn = self.conn
+        key = _get(self.request.headers, b"sec-websocket-key") or b""
+        headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(key)),
+        ]
+        if subprotocol is not None:
+            if subprotocol not in self.scope["subprotocols"]:
+                raise RuntimeError(f"subprotocol {subprotocol!r} was not offered")
+            headers.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
+        headers.extend((bytes(k), bytes(v)) for k, v in extra)
+        head = conn.h11.send(h11.InformationalResponse(status_code=101, headers=headers)) or b""
+        self.state = "connected"
+        self.ws = wsproto.connection.Connection(wsproto.ConnectionType.SERVER)
+        trailing, closed = conn.h11.trailing_data
+        if trailing:
+            self.ws.receive_data(trailing)
+            self.pending.extend(self.ws.events())
+        if closed:
+            self.ws.receive_data(None)
+            self.pending.extend(self.ws.events())
+        await self._write(head)
