@@ -13,7 +13,7 @@ import uuid
 
 from . import _datatypes as d
 from ._buffer import Reader, truncated
-from ._datatypes import CODEPAGE, T
+from ._datatypes import CODEPAGE, T, decode_utf16
 from ._packets import ProtocolError
 from ._plp import read_plp
 from ._tvp import read_tvp
@@ -57,9 +57,36 @@ def read_param(r: Reader) -> tuple[WireType, object]:
         UnsupportedParameter: a type tdslite does not take as a parameter.
     """
     try:
+        if type(r) is Reader:  # the RPC parameters' own buffer: the common types read off it
+            data, pos = r.data, r.pos
+            if pos < len(data):
+                code = data[pos]
+                if code in _USHORT_CODES:
+                    r.pos = pos + 1
+                    return _ushortlen(code, r)
+                if code == _INTN_CODE:
+                    return _intn(r, data, pos)
         return _read_param(r)
     except (ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError too
         raise ProtocolError(f"invalid parameter value: {exc}") from None
+
+
+_INTN_CODE = int(T.INTN)
+#: INTN's wire type by the value's length (0: NULL, sent as int)
+_INTN_TYPES = {n: WireType(_INTN.get(n, "int")) for n in (0, 1, 2, 4, 8)}
+
+
+def _intn(r: Reader, data: bytes, pos: int) -> tuple[WireType, object]:
+    """An INTN parameter (type code at ``pos``): the maximum length, then the value's."""
+    n = data[pos + 2] if pos + 3 <= len(data) else -1
+    stop = pos + 3 + n
+    wtype = _INTN_TYPES.get(n)
+    if wtype is None or stop > len(data):
+        return _read_param(r)  # cut short, or a length no integer has: the general reader's error
+    r.pos = stop
+    if n == 0:
+        return wtype, None
+    return wtype, int.from_bytes(data[pos + 3 : stop], "little", signed=n != 1)
 
 
 def _read_param(r: Reader) -> tuple[WireType, object]:
@@ -184,7 +211,7 @@ _USHORT_NAMES: dict[int, str] = {
 
 def _decode_text(name: str, data: bytes) -> object:
     if name in ("nvarchar", "nchar"):
-        return data.decode("utf-16-le")
+        return decode_utf16(data)
     if name in ("varchar", "char"):
         return data.decode(CODEPAGE, "replace")
     return bytes(data)

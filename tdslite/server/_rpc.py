@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._buffer import Reader
+from ._datatypes import decode_utf16
 from ._packets import ProtocolError
 from ._params import read_param
 from ._wiretype import WireType
@@ -81,7 +82,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             name = PROC_IDS[proc_id]
         else:
             try:
-                written = r.take(name_len * 2).decode("utf-16-le")
+                written = decode_utf16(r.take(name_len * 2))
             except UnicodeDecodeError:
                 raise ProtocolError("RPC procedure name is not UTF-16") from None
             name = canonical_name(written)
@@ -97,7 +98,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             if end >= len(data):
                 raise ProtocolError(f"truncated TDS payload: RPC parameter at offset {pos}")
             try:
-                pname = data[pos + 1 : end].decode("utf-16-le")
+                pname = decode_utf16(data[pos + 1 : end])
             except UnicodeDecodeError:
                 raise ProtocolError("RPC parameter name is not UTF-16") from None
             r.pos = end + 1
