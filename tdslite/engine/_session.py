@@ -662,7 +662,10 @@ class Session:
 
     def _result(self, sql: str, columns: list[Column], variables: dict[str, Variable]) -> ResultSet:
         try:
-            cursor = self._conn.execute(sql, self._bindings(variables))
+            if _binds_globals(sql):
+                cursor = self._conn.execute(sql, self._bindings(variables))
+            else:  # (SQLite binds only the names the statement has)
+                cursor = self._conn.execute(sql, {k: v.value for k, v in variables.items()})
             first = cursor.fetchone() if any(is_unknown(c.type) for c in columns) else None
         except sqlite3.Error as exc:
             raise self._map(exc, "SELECT", None) from None
@@ -1010,6 +1013,13 @@ def _internal(exc: Exception) -> SqlError:
 
 #: What `_values_only` allows as a selected value (under an alias or not).
 _VALUE_NODES = (exp.Literal, exp.National, exp.Null, exp.Boolean)
+
+
+@functools.lru_cache(maxsize=1024)
+def _binds_globals(sql: str) -> bool:
+    """Whether SQLite ``sql`` (a translation) may bind a session global (``@__g_name``: @@ROWCOUNT,
+    DB_NAME()...), which `Session._bindings` computes; else only the variables are bound."""
+    return "__g_" in sql.lower()
 
 
 @functools.lru_cache(maxsize=256)

@@ -375,14 +375,23 @@ def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) 
         name = param.name or (declared[i][0] if i < len(declared) else f"@P{i + 1}")
         if not name.startswith("@"):
             raise ProtocolError(f"RPC parameter name {name!r} does not start with @")
-        sql_type, value = _sql_type(param.type), param.value
-        target = _declared_type(types.get(name.lower(), ""))
-        if target is not None and target != sql_type:
+        value = param.value
+        sql_type, target = _bind_types(param.type, types.get(name.lower(), ""))
+        if target is not None:
             value, sql_type = convert(value, target, source=sql_type), target
         elif sql_type.name == "xml":  # an xml parameter is checked as SQL Server does (9400..)
             value = convert(value, sql_type, source=SqlType("nvarchar", length=-1))
         out.append(Param(name, sql_type, value, output=param.output))
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _bind_types(wire: WireType, declared: str) -> tuple[SqlType, SqlType | None]:
+    """(the engine type of a parameter sent as ``wire``, the type it is converted to: the one
+    ``declared`` when tdslite knows it and it differs, else None). Cached (both immutable)."""
+    sql_type = _sql_type(wire)
+    target = _declared_type(declared)
+    return sql_type, target if target is not None and target != sql_type else None
 
 
 @functools.lru_cache(maxsize=256)

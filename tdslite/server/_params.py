@@ -9,11 +9,12 @@ parameters (_tvp.py). UDT parameters are refused with a clear error.
 from __future__ import annotations
 
 import functools
+import struct
 import uuid
 
 from . import _datatypes as d
 from ._buffer import Reader, truncated
-from ._datatypes import CODEPAGE, T, decode_utf16
+from ._datatypes import CODEPAGE, PLP_UNKNOWN, T, decode_utf16
 from ._packets import ProtocolError
 from ._plp import read_plp
 from ._tvp import read_tvp
@@ -61,6 +62,10 @@ def read_param(r: Reader) -> tuple[WireType, object]:
             data, pos = r.data, r.pos
             if pos < len(data):
                 code = data[pos]
+                if code == _NVARCHAR_CODE:
+                    found = _nvarchar(r, data, pos)
+                    if found is not None:
+                        return found
                 if code in _USHORT_CODES:
                     r.pos = pos + 1
                     return _ushortlen(code, r)
@@ -69,6 +74,42 @@ def read_param(r: Reader) -> tuple[WireType, object]:
         return _read_param(r)
     except (ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError too
         raise ProtocolError(f"invalid parameter value: {exc}") from None
+
+
+_NVARCHAR_CODE = int(T.NVARCHAR)
+_NVARCHAR_MAX = WireType("nvarchar", length=-1)
+_U32_AT = struct.Struct("<I").unpack_from
+_U64_AT = struct.Struct("<Q").unpack_from
+
+
+def _nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] | None:
+    """An nvarchar parameter (type code at ``pos``) in its two common forms, read in one step:
+    up to 4000 characters, or (max) as ONE PLP chunk (every statement text and declaration);
+    None for any other form or anything cut short, which `_ushortlen` then reads (and reports)."""
+    end = len(data)
+    after = pos + 8  # the code, the maximum length and the collation
+    if after + 2 > end:
+        return None
+    max_len = data[pos + 1] | data[pos + 2] << 8
+    if max_len != 0xFFFF:
+        n = data[after] | data[after + 1] << 8
+        stop = after + 2 + n
+        if n == 0xFFFF or stop > end:
+            return None
+        r.pos = stop
+        return _sized("nvarchar", max(1, max_len // 2)), decode_utf16(data[after + 2 : stop])
+    first = after + 12  # the PLP total (8 bytes) and the first chunk's length (4)
+    if first > end:
+        return None
+    (total,) = _U64_AT(data, after)
+    (n,) = _U32_AT(data, after + 8)
+    stop = first + n
+    if n == 0 or stop + 4 > end or _U32_AT(data, stop)[0] != 0:
+        return None
+    if total != n and total != PLP_UNKNOWN:
+        return None
+    r.pos = stop + 4
+    return _NVARCHAR_MAX, decode_utf16(data[first:stop])
 
 
 _INTN_CODE = int(T.INTN)

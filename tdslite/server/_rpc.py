@@ -52,6 +52,10 @@ class RpcParam(NamedTuple):
         return f"RpcParam({self.name!r}, {self.type.name}, output={self.output})"
 
 
+#: ``RpcParam(*fields)`` without the Python-level ``__new__`` a NamedTuple has
+_new_param = tuple.__new__
+
+
 @dataclass(frozen=True)
 class RpcCall:
     name: str  #: canonical lowercase name, e.g. "sp_executesql"
@@ -103,7 +107,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
                 raise ProtocolError("RPC parameter name is not UTF-16") from None
             r.pos = end + 1
             wtype, value = read_param(r)
-            params.append(RpcParam(pname, wtype, value, bool(data[end] & 0x01)))
+            params.append(_new_param(RpcParam, (pname, wtype, value, bool(data[end] & 0x01))))
         calls.append(RpcCall(name, tuple(params), parts))
         if r.remaining():
             r.u8()  # batch separator
