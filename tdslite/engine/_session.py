@@ -291,7 +291,7 @@ class Session:
             existing = context.get(key)
             if name not in variables or (existing is not None and existing[2]):
                 return None
-            if len(key.encode("utf-16-le")) > 256:
+            if len(key) > 128:  # (256 bytes in UTF-16: `_preamble` keys are ASCII)
                 return None
         return variables
 
