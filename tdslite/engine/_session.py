@@ -902,8 +902,10 @@ class Session:
 
     def _wait_for_writers(self, tables: frozenset[str] | None) -> None:
         """READ COMMITTED: wait for other sessions' uncommitted writes (see _locks.py)."""
-        if self.isolation in ("READ UNCOMMITTED", "SNAPSHOT") and tables is not None:
-            return
+        if tables is not None and (
+            not tables or self.isolation in ("READ UNCOMMITTED", "SNAPSHOT")
+        ):
+            return  # (no table read: nothing to wait for)
         self._engine.locks.wait(
             self,
             tables,
