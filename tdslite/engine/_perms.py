@@ -16,8 +16,6 @@ Grants, when a user has any, restrict table access to the listed tables ("read" 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import _errors
@@ -111,6 +109,22 @@ def principals(users: dict[str, User]) -> dict[str, Principal]:
     }
 
 
+class _Internal:
+    """`Authorizer.internal`'s context manager: a class, not a generator (it wraps every catalog
+    check of every statement)."""
+
+    __slots__ = ("_authorizer",)
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self._authorizer = authorizer
+
+    def __enter__(self) -> None:
+        self._authorizer._internal += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._authorizer._internal -= 1
+
+
 class Authorizer:
     """sqlite3 authorizer for one session's connection (see the module docstring)."""
 
@@ -131,6 +145,7 @@ class Authorizer:
         self.principal = principal
         self.denied: tuple[str, str] | None = None  # (permission, object) of the last denial
         self._internal = 0
+        self._internal_scope = _Internal(self)
         #: While a DML statement that passed `Principal.check` runs, SQLite's own foreign-key
         #: enforcement reads parent/child tables; SQL Server needs no SELECT permission for that.
         self.constraint_reads = False
@@ -138,14 +153,10 @@ class Authorizer:
         #: and no user table shadows json_each.
         self.tvp_rows = False
 
-    @contextmanager
-    def internal(self) -> Iterator[None]:
-        """Run tdslite's own bookkeeping statements (catalog, PRAGMAs) unchecked."""
-        self._internal += 1
-        try:
-            yield
-        finally:
-            self._internal -= 1
+    def internal(self) -> _Internal:
+        """Run tdslite's own bookkeeping statements (catalog, PRAGMAs) unchecked (a context
+        manager; nests)."""
+        return self._internal_scope
 
     def __call__(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None

@@ -291,7 +291,7 @@ class Session:
             existing = context.get(key)
             if name not in variables or (existing is not None and existing[2]):
                 return None
-            if len(key.encode("utf-16-le")) > 256:
+            if len(key) > 128:  # (256 bytes in UTF-16: `_preamble` keys are ASCII)
                 return None
         return variables
 
@@ -301,13 +301,38 @@ class Session:
         table variable to drop, no open rows. The wire layer then runs such a request on its
         event loop instead of a worker thread (the answer is the same). No side effects."""
         calls = _preamble.match(sql)
-        if calls is None or self._closed or self._trancount or self._conn.in_transaction:
-            return False
-        if self._open_rows is not None or self.objects.temp_procedures or self._catalog.temp:
+        if calls is None or not self.reset_inline():
             return False
         if not reset and self.flow.doomed:
             return False
         return self._preamble_variables(calls, params, {} if reset else self._context) is not None
+
+    def reset_inline(self) -> bool:
+        """Whether a reset (`reset`) neither waits nor takes long: no transaction to roll back,
+        no #table, #procedure or table variable to drop, no open rows. No side effects."""
+        if self._closed or self._trancount or self._conn.in_transaction:
+            return False
+        return not (
+            self._open_rows is not None or self.objects.temp_procedures or self._catalog.temp
+        )
+
+    def select_inline(self, sql: str, params: Sequence[Param]) -> bool:
+        """Whether ``sql`` is one SELECT of values only (`_values_only`: ``SELECT 1``,
+        ``SELECT @n AS n``): no table, view, function or subquery, so running it reads no table,
+        waits for no lock and takes no longer than its values are long, whatever the session's
+        state. The wire layer then runs such a request on its event loop instead of a worker
+        thread (the answer is the same). No side effects (the parse is cached as when run)."""
+        if self._closed or self._open_rows is not None:
+            return False
+        if any(param.type.name == _tvp.TABLE.name for param in params):
+            return False
+        try:
+            statements = _split(sql)
+            if len(statements) != 1 or statements[0].keyword != "SELECT":
+                return False
+            return _selects_values(statements[0].sql, statements[0].words)
+        except SqlError:
+            return False
 
     def _run_contexts(
         self,
@@ -453,7 +478,10 @@ class Session:
         if _objects.handles(tree):
             _objects.run_tree(self, tree)
             return
-        self._catalog.refresh(self._conn_internal())
+        if self._table_params or not _selects_values(item.statement.sql, item.statement.words):
+            # (a SELECT of values only reads no table: neither its translation nor its run
+            # depends on the catalog; a stale fingerprint in its key only keys it apart)
+            self._catalog.refresh(self._conn_internal())
         self._authorizer.tvp_rows = bool(self._table_params) and (
             self._catalog.table("json_each") is None
         )
@@ -634,7 +662,10 @@ class Session:
 
     def _result(self, sql: str, columns: list[Column], variables: dict[str, Variable]) -> ResultSet:
         try:
-            cursor = self._conn.execute(sql, self._bindings(variables))
+            if _binds_globals(sql):
+                cursor = self._conn.execute(sql, self._bindings(variables))
+            else:  # (SQLite binds only the names the statement has)
+                cursor = self._conn.execute(sql, {k: v.value for k, v in variables.items()})
             first = cursor.fetchone() if any(is_unknown(c.type) for c in columns) else None
         except sqlite3.Error as exc:
             raise self._map(exc, "SELECT", None) from None
@@ -871,8 +902,10 @@ class Session:
 
     def _wait_for_writers(self, tables: frozenset[str] | None) -> None:
         """READ COMMITTED: wait for other sessions' uncommitted writes (see _locks.py)."""
-        if self.isolation in ("READ UNCOMMITTED", "SNAPSHOT") and tables is not None:
-            return
+        if tables is not None and (
+            not tables or self.isolation in ("READ UNCOMMITTED", "SNAPSHOT")
+        ):
+            return  # (no table read: nothing to wait for)
         self._engine.locks.wait(
             self,
             tables,
@@ -978,6 +1011,46 @@ def _internal(exc: Exception) -> SqlError:
         f"tdslite cannot run this statement (internal {type(exc).__name__}); "
         "see tdslite/README.md, 'Supported T-SQL'.",
     )
+
+
+#: What `_values_only` allows as a selected value (under an alias or not).
+_VALUE_NODES = (exp.Literal, exp.National, exp.Null, exp.Boolean)
+
+
+@functools.lru_cache(maxsize=1024)
+def _binds_globals(sql: str) -> bool:
+    """Whether SQLite ``sql`` (a translation) may bind a session global (``@__g_name``: @@ROWCOUNT,
+    DB_NAME()...), which `Session._bindings` computes; else only the variables are bound."""
+    return "__g_" in sql.lower()
+
+
+@functools.lru_cache(maxsize=256)
+def _selects_values(sql: str, words: tuple[str, ...]) -> bool:
+    """`_values_only` of a statement's (cached) parse; False when it does not parse."""
+    try:
+        return _values_only(parse_statement(sql, words))
+    except SqlError:
+        return False
+
+
+def _values_only(tree: exp.Expression) -> bool:
+    """``tree`` is a SELECT of literals and variables only (each may be aliased), with no other
+    clause: no FROM, WHERE, TOP, INTO, CTE..."""
+    if not isinstance(tree, exp.Select) or not tree.expressions:
+        return False
+    if any(value for key, value in tree.args.items() if key != "expressions"):
+        return False
+    for node in tree.expressions:
+        if isinstance(node, exp.Alias):
+            node = node.this
+        if isinstance(node, exp.Neg):
+            node = node.this
+        if isinstance(node, exp.Parameter):
+            if not isinstance(node.this, exp.Var):
+                return False
+        elif not isinstance(node, _VALUE_NODES):
+            return False
+    return True
 
 
 def _procedure_call(statement: Statement) -> bool:

@@ -8,6 +8,7 @@ bytes per wire form (0x00 for BYTELEN types, 0xFFFF for USHORTLEN, the PLP NULL 
 from __future__ import annotations
 
 import datetime
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from tdslite.engine import Column, SqlType
 
 from . import _datatypes as d
-from ._datatypes import CODEPAGE, COLLATION, PLP_NULL, T
+from ._datatypes import CODEPAGE, COLLATION, PLP_NULL, T, encode_utf16
 from ._variant import encode_variant, variant_type_info
 
 TOKEN_COLMETADATA = 0x81
@@ -86,7 +87,7 @@ def _str_codec(kind: str, length: int | None) -> ColumnCodec:
     if unicode:
 
         def raw(value: object) -> bytes:
-            return _text(value).encode("utf-16-le")
+            return encode_utf16(_text(value))
 
     else:
 
@@ -286,7 +287,7 @@ _KNOWN = frozenset(
 
 
 def _b_varchar(text: str) -> bytes:
-    raw = text[:128].encode("utf-16-le")
+    raw = encode_utf16(text[:128])
     return bytes([len(raw) // 2]) + raw
 
 
@@ -299,13 +300,17 @@ class RowEncoder:
         self._bitmap_len = (len(columns) + 7) // 8
         self._nbcrow = tds_version >= TDS73  # NBCROW came with TDS 7.3
         self._user_type = b"\x00" * (4 if tds_version >= TDS72 else 2)  # ULONG since TDS 7.2
+        self._colmetadata: bytes | None = None
 
     def colmetadata(self) -> bytes:
-        out = bytearray([TOKEN_COLMETADATA]) + _U16.pack(len(self.codecs))
-        for column, codec in zip(self._columns, self.codecs, strict=True):
-            flags = _FLAG_UPDATEABLE_UNKNOWN | (_FLAG_NULLABLE if column.nullable else 0)
-            out += self._user_type + _U16.pack(flags) + codec.type_info + _b_varchar(column.name)
-        return bytes(out)
+        if self._colmetadata is None:
+            out = bytearray([TOKEN_COLMETADATA]) + _U16.pack(len(self.codecs))
+            for column, codec in zip(self._columns, self.codecs, strict=True):
+                flags = _FLAG_UPDATEABLE_UNKNOWN | (_FLAG_NULLABLE if column.nullable else 0)
+                out += self._user_type + _U16.pack(flags) + codec.type_info
+                out += _b_varchar(column.name)
+            self._colmetadata = bytes(out)
+        return self._colmetadata
 
     def row(self, values: Sequence[object]) -> bytes:
         codecs = self.codecs
@@ -327,6 +332,21 @@ class RowEncoder:
             codec.null if value is None else codec.encode(value)
             for codec, value in zip(codecs, values, strict=True)
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_encoder(columns: tuple[Column, ...], tds_version: int) -> RowEncoder:
+    return RowEncoder(columns, tds_version=tds_version)
+
+
+def row_encoder(columns: Sequence[Column], tds_version: int = TDS74) -> RowEncoder:
+    """The `RowEncoder` of ``columns``, shared by every result of the same columns (an encoder
+    keeps no state of a result; its COLMETADATA is made once): a statement run again and again
+    describes its columns with the same bytes without building them again."""
+    try:
+        return _cached_encoder(tuple(columns), tds_version)
+    except TypeError:  # a column that cannot be a cache key
+        return RowEncoder(columns, tds_version=tds_version)
 
 
 NO_METADATA = bytes([TOKEN_COLMETADATA]) + b"\xff\xff"

@@ -349,14 +349,19 @@ class Connection:
                         continue
                     if self._running is not None:
                         await self._running.done.wait()
-                    request = Request(
-                        Reply(
-                            packet_size=self.transport.packet_size,
-                            spid=self.id,
-                            tds_version=self.tds_version,
-                        ),
-                        done=trio.Event(),
+                    reply = Reply(
+                        packet_size=self.transport.packet_size,
+                        spid=self.id,
+                        tds_version=self.tds_version,
                     )
+                    assert self.dispatcher is not None
+                    if self.dispatcher.runs_inline(msg, self.tds_version):
+                        # small and quick: answered here, the reply buffered and sent whole; an
+                        # ATTENTION sent meanwhile is read after it (and acknowledged alone)
+                        self._dispatch(self.dispatcher, Request(reply), msg)
+                        await self.transport.send_raw(reply.finish())
+                        continue
+                    request = Request(reply, done=trio.Event())
                     self._running = request
                     nursery.start_soon(self._handle, request, msg)
             except ConnectionClosed as exc:
@@ -410,13 +415,10 @@ class Connection:
                 request.reply.send = None
 
         try:
-            if dispatcher.runs_inline(msg, request.reply.tds_version):
-                self._dispatch(dispatcher, request, msg)  # small and quick (the reply buffers)
-            else:
-                request.reply.send = send
-                await trio.to_thread.run_sync(
-                    self._dispatch, dispatcher, request, msg, limiter=self.ctx.limiter
-                )
+            request.reply.send = send
+            await trio.to_thread.run_sync(
+                self._dispatch, dispatcher, request, msg, limiter=self.ctx.limiter
+            )
             # No checkpoint from here to `_running = None`: an ATTENTION read before this point
             # is acknowledged here, one read after it by `_attention` (queued behind this reply on
             # the send lock). Either way exactly one DONE(ATTN), and always in a message of its
@@ -439,7 +441,8 @@ class Connection:
 
     @staticmethod
     def _dispatch(dispatcher: Dispatcher, request: Request, msg: Message) -> None:
-        """Blocking: in a worker thread, or on the event loop when `Dispatcher.runs_inline`."""
+        """Blocking: in a worker thread, or on the event loop (in the reading task) when
+        `Dispatcher.runs_inline`."""
         reply = request.reply
         if msg.ignored:
             reply.write(tk.done(Done.FINAL, 0))

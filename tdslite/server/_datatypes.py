@@ -7,6 +7,7 @@ character/binary types and PLP for (max)), exactly as SQL Server describes a nul
 
 from __future__ import annotations
 
+import codecs
 import datetime
 import decimal
 import enum
@@ -74,6 +75,23 @@ CODEPAGE = "cp1252"
 
 PLP_NULL = 0xFFFFFFFFFFFFFFFF
 PLP_UNKNOWN = 0xFFFFFFFFFFFFFFFE
+
+_UTF16_DECODE = codecs.utf_16_le_decode
+_UTF16_ENCODE = codecs.utf_16_le_encode
+
+
+def decode_utf16(data: bytes | bytearray | memoryview, errors: str = "strict") -> str:
+    """``data.decode("utf-16-le", errors)``, the same result or UnicodeDecodeError, without
+    the codec registry lookup of ``bytes.decode`` (UTF-16 is every name and text on the wire)."""
+    text: str = _UTF16_DECODE(data, errors, True)[0]
+    return text
+
+
+def encode_utf16(text: str) -> bytes:
+    """``text.encode("utf-16-le")`` (the same bytes or error), without the codec lookup."""
+    data: bytes = _UTF16_ENCODE(text)[0]
+    return data
+
 
 _EPOCH_1900 = datetime.date(1900, 1, 1).toordinal()
 _TEN = decimal.Context(prec=80)

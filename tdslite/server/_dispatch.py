@@ -20,6 +20,7 @@ from . import _tokens as tk
 from ._buffer import Reader
 from ._bulkload import bulk_load, insert_bulk
 from ._columns import returnvalue
+from ._datatypes import decode_utf16
 from ._packets import Message, PacketType, ProtocolError
 from ._reply import TDS72, Reply
 from ._requests import Request, SessionState, env_changes, run_statements, write_error
@@ -28,6 +29,8 @@ from ._wiretype import UnsupportedParameter, WireType
 
 #: The largest request `Dispatcher.runs_inline` considers (the preamble is a few hundred bytes).
 _INLINE_MAX = 8192
+#: The most calls of one request `Dispatcher.runs_inline` considers (the preamble and a SELECT).
+_INLINE_CALLS = 2
 
 #: Transaction Manager request types (MS-TDS 2.2.6.9).
 TM_BEGIN_XACT = 5
@@ -58,9 +61,10 @@ class Dispatcher:
     #: the INSERT BULK whose rows the next message (a BulkLoad) carries
     pending_bulk: BulkTarget | None = None
     _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    #: the RPC message `runs_inline` parsed last and its calls, for `rpc` to reuse: each request
-    #: is parsed once, whether or not it runs inline
-    _parsed: tuple[bytes, list[_rpc.RpcCall]] | None = None
+    #: the RPC message `runs_inline` parsed last, its calls and the parameters it bound (of the
+    #: first calls, as far as it went), for `rpc` to reuse: each request is parsed and bound
+    #: once, whether or not it runs inline
+    _parsed: tuple[bytes, list[_rpc.RpcCall], list[list[Param]]] | None = None
 
     # --- SQL batch -------------------------------------------------------------------------------
 
@@ -73,7 +77,7 @@ class Dispatcher:
             and 4 <= int.from_bytes(payload[:4], "little") <= len(payload)
         ):
             r.skip_all_headers()
-        sql = r.take(r.remaining()).decode("utf-16-le", "replace")
+        sql = decode_utf16(r.take(r.remaining()), "replace")
         self.pending_bulk = None
         if is_insert_bulk(sql):
             self.pending_bulk = insert_bulk(self.state, request, sql)
@@ -143,48 +147,65 @@ class Dispatcher:
     # --- inline requests ---------------------------------------------------------------------
 
     def runs_inline(self, msg: Message, tds_version: int) -> bool:
-        """Whether ``msg`` may be answered on the event loop instead of a worker thread: ONE
-        sp_executesql call that sets session context keys (the per-query preamble of a pooling
-        client, engine/_preamble.py), with or without RESETCONNECTION, on a session whose engine
-        says it runs at once (`Session.preamble_inline`), with an in-memory statement log. The
-        answer is the same either way (`Connection._dispatch` runs in both); a thread hop costs
-        more than this request's own work."""
+        """Whether ``msg`` may be answered on the event loop instead of a worker thread: an RPC
+        request of at most `_INLINE_CALLS` sp_executesql calls, each of which the session says
+        neither waits nor takes long: the first may set session context keys
+        (`Session.preamble_inline`: the per-query preamble of a pooling client,
+        engine/_preamble.py), the others (and a first one that does not) may only select values
+        (`Session.select_inline`: ``SELECT @n AS n``, ``SELECT 1``); with RESETCONNECTION the
+        reset must be quick too (`Session.reset_inline`). Only with an in-memory statement log.
+        The answer is the same either way (`Connection._dispatch` runs in both); a thread hop
+        costs more than such a request's own work."""
         log = self.state.statement_log
         if msg.type != PacketType.RPC or msg.ignored or len(msg.payload) > _INLINE_MAX:
             return False
         if log is not None and not log.in_memory_only:
             return False
-        check = getattr(self.state.session, "preamble_inline", None)
-        if check is None:
+        session = self.state.session
+        preamble = getattr(session, "preamble_inline", None)
+        if preamble is None:
             return False
         self._parsed = None
+        reset = msg.reset_connection
         try:
             calls = _rpc.parse(msg.payload, skip_headers=tds_version >= TDS72)
-            self._parsed = (msg.payload, calls)
-            if len(calls) != 1 or calls[0].name != "sp_executesql" or len(calls[0].params) < 2:
+            bound: list[list[Param]] = []
+            self._parsed = (msg.payload, calls, bound)
+            if len(calls) > _INLINE_CALLS:
                 return False
-            p = calls[0].params
-            stmt, decl = _text_param(p, 0, "@stmt"), _text_param(p, 1, "@params")
-            params = _bind(p[2:], _rpc.declared_params(decl))
+            for i, call in enumerate(calls):
+                if call.name != "sp_executesql" or len(call.params) < 2:
+                    return False
+                p = call.params
+                stmt, decl = _text_param(p, 0, "@stmt"), _text_param(p, 1, "@params")
+                params = _bind(p[2:], _rpc.declared_params(decl))
+                bound.append(params)
+                if i == 0 and preamble(stmt, params, reset=reset):
+                    continue
+                if i == 0 and reset and not session.reset_inline():
+                    return False
+                if not session.select_inline(stmt, params):
+                    return False
         except Exception:  # noqa: BLE001 - whatever is wrong, the worker thread reports it
             return False
-        return bool(check(stmt, params, reset=msg.reset_connection))
+        return True
 
     # --- RPC -------------------------------------------------------------------------------------
 
     def rpc(self, request: Request, payload: bytes) -> None:
         self.pending_bulk = None
         parsed, self._parsed = self._parsed, None
+        bound: list[list[Param]] = []
         try:
             if parsed is not None and parsed[0] is payload:
-                calls = parsed[1]  # `runs_inline` parsed this very message
+                _, calls, bound = parsed  # `runs_inline` parsed this very message
             else:
                 calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
         except UnsupportedParameter as exc:
             write_error(request.reply, SqlError(8016, str(exc)), token=tk.TOKEN_DONEPROC)
             return
         for i, call in enumerate(calls):
-            ok, returns = self._call(request, call)
+            ok, returns = self._call(request, call, bound[i] if i < len(bound) else None)
             reply = request.reply
             if ok:
                 reply.write(tk.returnstatus(self._status))
@@ -202,16 +223,20 @@ class Dispatcher:
             if request.cancelled:
                 return
 
-    def _call(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
-        """Run one procedure call; returns (succeeded, RETURNVALUE tokens to send back)."""
+    def _call(
+        self, request: Request, call: _rpc.RpcCall, bound: list[Param] | None = None
+    ) -> tuple[bool, list[bytes]]:
+        """Run one procedure call; returns (succeeded, RETURNVALUE tokens to send back).
+        ``bound``: an sp_executesql call's parameters as `runs_inline` bound them."""
         p = call.params
         self._status = 0
         try:
             if call.name == "sp_executesql":
                 stmt = _text_param(p, 0, "@stmt")
-                decl = _text_param(p, 1, "@params") if len(p) > 1 else ""
-                params = _bind(p[2:], _rpc.declared_params(decl))
-                return self._run(request, stmt, params), []
+                if bound is None:
+                    decl = _text_param(p, 1, "@params") if len(p) > 1 else ""
+                    bound = _bind(p[2:], _rpc.declared_params(decl))
+                return self._run(request, stmt, bound), []
             if call.name == "sp_prepexec":
                 decl = _text_param(p, 1, "@params") if len(p) > 1 else ""
                 stmt = _text_param(p, 2, "@stmt")
@@ -350,14 +375,23 @@ def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) 
         name = param.name or (declared[i][0] if i < len(declared) else f"@P{i + 1}")
         if not name.startswith("@"):
             raise ProtocolError(f"RPC parameter name {name!r} does not start with @")
-        sql_type, value = _sql_type(param.type), param.value
-        target = _declared_type(types.get(name.lower(), ""))
-        if target is not None and target != sql_type:
+        value = param.value
+        sql_type, target = _bind_types(param.type, types.get(name.lower(), ""))
+        if target is not None:
             value, sql_type = convert(value, target, source=sql_type), target
         elif sql_type.name == "xml":  # an xml parameter is checked as SQL Server does (9400..)
             value = convert(value, sql_type, source=SqlType("nvarchar", length=-1))
         out.append(Param(name, sql_type, value, output=param.output))
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _bind_types(wire: WireType, declared: str) -> tuple[SqlType, SqlType | None]:
+    """(the engine type of a parameter sent as ``wire``, the type it is converted to: the one
+    ``declared`` when tdslite knows it and it differs, else None). Cached (both immutable)."""
+    sql_type = _sql_type(wire)
+    target = _declared_type(declared)
+    return sql_type, target if target is not None and target != sql_type else None
 
 
 @functools.lru_cache(maxsize=256)

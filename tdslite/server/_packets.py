@@ -41,6 +41,12 @@ class Status(enum.IntFlag):
     RESET_CONNECTION_SKIP_TRAN = 0x10  #: same, but keep the open transaction
 
 
+#: the status bits `Message` tests on every request, as plain ints (IntFlag arithmetic is slow)
+_IGNORE = int(Status.IGNORE)
+_RESETS = int(Status.RESET_CONNECTION | Status.RESET_CONNECTION_SKIP_TRAN)
+_EOM = int(Status.EOM)
+
+
 class ProtocolError(Exception):
     """The peer sent bytes that are not valid TDS; the connection is closed after this."""
 
@@ -55,11 +61,11 @@ class Message:
 
     @property
     def ignored(self) -> bool:
-        return bool(self.status & Status.IGNORE)
+        return bool(self.status & _IGNORE)
 
     @property
     def reset_connection(self) -> bool:
-        return bool(self.status & (Status.RESET_CONNECTION | Status.RESET_CONNECTION_SKIP_TRAN))
+        return bool(self.status & _RESETS)
 
 
 def parse_header(header: bytes) -> tuple[int, int, int]:
@@ -94,7 +100,7 @@ def encode_message(
         part = view[pos : pos + chunk]
         pos += len(part)
         last = pos >= total
-        flags = status | (Status.EOM if last and eom else 0)
+        flags = status | (_EOM if last and eom else 0)
         out += HEADER.pack(ptype, flags, len(part) + HEADER_SIZE, spid, packet_id & 0xFF, 0)
         out += part
         packet_id += 1

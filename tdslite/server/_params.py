@@ -9,11 +9,12 @@ parameters (_tvp.py). UDT parameters are refused with a clear error.
 from __future__ import annotations
 
 import functools
+import struct
 import uuid
 
 from . import _datatypes as d
 from ._buffer import Reader, truncated
-from ._datatypes import CODEPAGE, T
+from ._datatypes import CODEPAGE, PLP_UNKNOWN, T, decode_utf16
 from ._packets import ProtocolError
 from ._plp import read_plp
 from ._tvp import read_tvp
@@ -57,9 +58,76 @@ def read_param(r: Reader) -> tuple[WireType, object]:
         UnsupportedParameter: a type tdslite does not take as a parameter.
     """
     try:
+        if type(r) is Reader:  # the RPC parameters' own buffer: the common types read off it
+            data, pos = r.data, r.pos
+            if pos < len(data):
+                code = data[pos]
+                if code == _NVARCHAR_CODE:
+                    found = _nvarchar(r, data, pos)
+                    if found is not None:
+                        return found
+                if code in _USHORT_CODES:
+                    r.pos = pos + 1
+                    return _ushortlen(code, r)
+                if code == _INTN_CODE:
+                    return _intn(r, data, pos)
         return _read_param(r)
     except (ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError too
         raise ProtocolError(f"invalid parameter value: {exc}") from None
+
+
+_NVARCHAR_CODE = int(T.NVARCHAR)
+_NVARCHAR_MAX = WireType("nvarchar", length=-1)
+_U32_AT = struct.Struct("<I").unpack_from
+_U64_AT = struct.Struct("<Q").unpack_from
+
+
+def _nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] | None:
+    """An nvarchar parameter (type code at ``pos``) in its two common forms, read in one step:
+    up to 4000 characters, or (max) as ONE PLP chunk (every statement text and declaration);
+    None for any other form or anything cut short, which `_ushortlen` then reads (and reports)."""
+    end = len(data)
+    after = pos + 8  # the code, the maximum length and the collation
+    if after + 2 > end:
+        return None
+    max_len = data[pos + 1] | data[pos + 2] << 8
+    if max_len != 0xFFFF:
+        n = data[after] | data[after + 1] << 8
+        stop = after + 2 + n
+        if n == 0xFFFF or stop > end:
+            return None
+        r.pos = stop
+        return _sized("nvarchar", max(1, max_len // 2)), decode_utf16(data[after + 2 : stop])
+    first = after + 12  # the PLP total (8 bytes) and the first chunk's length (4)
+    if first > end:
+        return None
+    (total,) = _U64_AT(data, after)
+    (n,) = _U32_AT(data, after + 8)
+    stop = first + n
+    if n == 0 or stop + 4 > end or _U32_AT(data, stop)[0] != 0:
+        return None
+    if total != n and total != PLP_UNKNOWN:
+        return None
+    r.pos = stop + 4
+    return _NVARCHAR_MAX, decode_utf16(data[first:stop])
+
+
+_INTN_CODE = int(T.INTN)
+#: INTN's wire type by the value's length (0: NULL, sent as int)
+_INTN_TYPES = {n: WireType(_INTN.get(n, "int")) for n in (0, 1, 2, 4, 8)}
+
+
+def _intn(r: Reader, data: bytes, pos: int) -> tuple[WireType, object]:
+    """An INTN parameter (type code at ``pos``): the maximum length, then the value's."""
+    n = data[pos + 2] if pos + 3 <= len(data) else -1
+    stop = pos + 3 + n
+    wtype = _INTN_TYPES.get(n)
+    if wtype is None or stop > len(data):
+        return _read_param(r)  # cut short, or a length no integer has: the general reader's error
+    r.pos = stop
+    if n == 0:
+        return wtype, None
+    return wtype, int.from_bytes(data[pos + 3 : stop], "little", signed=n != 1)
 
 
 def _read_param(r: Reader) -> tuple[WireType, object]:
@@ -184,7 +252,7 @@ _USHORT_NAMES: dict[int, str] = {
 
 def _decode_text(name: str, data: bytes) -> object:
     if name in ("nvarchar", "nchar"):
-        return data.decode("utf-16-le")
+        return decode_utf16(data)
     if name in ("varchar", "char"):
         return data.decode(CODEPAGE, "replace")
     return bytes(data)

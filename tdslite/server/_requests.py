@@ -17,7 +17,7 @@ from typing import Any
 from tdslite.engine import Info, Param, ResultSet, Session, SqlError, StatementFailed
 
 from . import _tokens as tk
-from ._columns import RowEncoder
+from ._columns import row_encoder
 from ._reply import Reply
 from ._statementlog import StatementLog
 from ._tokens import Done, EnvChange
@@ -236,7 +236,7 @@ def log_statement(
 
 
 def _stream_rows(result: ResultSet, reply: Reply, request: Request) -> int:
-    encoder = RowEncoder(result.columns, tds_version=reply.tds_version)
+    encoder = row_encoder(result.columns, reply.tds_version)
     reply.write(encoder.colmetadata())
     n = 0
     rows = result.rows

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._buffer import Reader
+from ._datatypes import decode_utf16
 from ._packets import ProtocolError
 from ._params import read_param
 from ._wiretype import WireType
@@ -51,8 +51,13 @@ class RpcParam(NamedTuple):
         return f"RpcParam({self.name!r}, {self.type.name}, output={self.output})"
 
 
-@dataclass(frozen=True)
-class RpcCall:
+#: ``RpcParam(*fields)`` without the Python-level ``__new__`` a NamedTuple has
+_new_param = tuple.__new__
+
+
+class RpcCall(NamedTuple):
+    """One procedure call of an RPC request (a named tuple, as `RpcParam`)."""
+
     name: str  #: canonical lowercase name, e.g. "sp_executesql"
     params: tuple[RpcParam, ...]
     #: the name's parts as the client wrote them, brackets removed (``[sales].[p]`` ->
@@ -81,7 +86,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             name = PROC_IDS[proc_id]
         else:
             try:
-                written = r.take(name_len * 2).decode("utf-16-le")
+                written = decode_utf16(r.take(name_len * 2))
             except UnicodeDecodeError:
                 raise ProtocolError("RPC procedure name is not UTF-16") from None
             name = canonical_name(written)
@@ -89,20 +94,25 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
         r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
         params: list[RpcParam] = []
         data = r.data
-        while r.pos < len(data) and data[r.pos] not in _BATCH_FLAGS:
+        size = len(data)
+        pos = r.pos
+        while pos < size and data[pos] not in _BATCH_FLAGS:
             # the name (B_VARCHAR) and the status byte, read in one step: every parameter of
             # every RPC comes this way
-            pos = r.pos
             end = pos + 1 + 2 * data[pos]
-            if end >= len(data):
+            if end >= size:
                 raise ProtocolError(f"truncated TDS payload: RPC parameter at offset {pos}")
-            try:
-                pname = data[pos + 1 : end].decode("utf-16-le")
-            except UnicodeDecodeError:
-                raise ProtocolError("RPC parameter name is not UTF-16") from None
+            if end == pos + 1:
+                pname = ""  # positional (sp_executesql's statement and declaration)
+            else:
+                try:
+                    pname = decode_utf16(data[pos + 1 : end])
+                except UnicodeDecodeError:
+                    raise ProtocolError("RPC parameter name is not UTF-16") from None
             r.pos = end + 1
             wtype, value = read_param(r)
-            params.append(RpcParam(pname, wtype, value, bool(data[end] & 0x01)))
+            params.append(_new_param(RpcParam, (pname, wtype, value, bool(data[end] & 0x01))))
+            pos = r.pos
         calls.append(RpcCall(name, tuple(params), parts))
         if r.remaining():
             r.u8()  # batch separator

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -35,10 +36,10 @@ class StatementLog:
         keep: int = 10_000,
         on_entry: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.entries: list[dict[str, Any]] = []
+        #: the last `keep` entries (a deque: dropping the oldest costs nothing)
+        self._entries: deque[dict[str, Any]] = deque(maxlen=keep)
         #: connection id -> the statement it is running now (until its entry is recorded)
         self.running: dict[int, str] = {}
-        self._keep = keep
         self._on_entry = on_entry
         self._lock = threading.Lock()
         self._file: TextIO | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
@@ -66,15 +67,19 @@ class StatementLog:
         }
         with self._lock:
             self.running.pop(connection, None)
-            self.entries.append(entry)
-            if len(self.entries) > self._keep:
-                del self.entries[: len(self.entries) - self._keep]
+            self._entries.append(entry)
             if self._file is not None:
                 self._file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
                 self._file.flush()
         if self._on_entry is not None:
             self._on_entry(entry)
         return entry
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        """The entries kept (the last ``keep``), oldest first: a copy."""
+        with self._lock:
+            return list(self._entries)
 
     def started(self, connection: int, statement: str) -> None:
         """`connection` starts running `statement` (its entry is recorded when it ends)."""
@@ -94,7 +99,7 @@ class StatementLog:
     def statements(self) -> list[str]:
         """Statement texts recorded so far, oldest first."""
         with self._lock:
-            return [e["statement"] for e in self.entries]
+            return [e["statement"] for e in self._entries]
 
     def close(self) -> None:
         with self._lock:

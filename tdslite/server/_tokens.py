@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import struct
 
-from ._datatypes import COLLATION
+from ._datatypes import COLLATION, encode_utf16
 
 _U16 = struct.Struct("<H")
 _DONE = struct.Struct("<BHHQ")
@@ -20,8 +20,9 @@ SERVER_NAME = "tdslite"
 PROG_VERSION = bytes([16, 0, 0x03, 0xE8])
 
 
-class Done(enum.IntFlag):
-    """DONE/DONEPROC/DONEINPROC status bits."""
+class Done:
+    """DONE/DONEPROC/DONEINPROC status bits (plain ints: combined on every statement's DONE,
+    where IntFlag arithmetic costs more than the token)."""
 
     FINAL = 0x00
     MORE = 0x01  #: more results follow in this response
@@ -52,7 +53,7 @@ CURCMD_SELECT = 0xC1
 
 
 def _b_varchar(text: str) -> bytes:
-    raw = text.encode("utf-16-le")
+    raw = encode_utf16(text)
     return bytes([len(raw) // 2]) + raw
 
 
@@ -103,7 +104,7 @@ def message(
     proc: str = "",
 ) -> bytes:
     """An ERROR (0xAA) or, with ``info=True``, an INFO (0xAB) token."""
-    raw = text[:4000].encode("utf-16-le")
+    raw = encode_utf16(text[:4000])
     body = (
         _MSG_HEAD.pack(number, state & 0xFF, severity & 0xFF)
         + _U16.pack(len(raw) // 2)

@@ -28,6 +28,7 @@ from ._packets import (
 #: Largest client message we accept (a guard against unbounded memory use).
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
+_EOM, _IGNORE = int(Status.EOM), int(Status.IGNORE)
 
 
 class ConnectionClosed(Exception):
@@ -131,9 +132,11 @@ class PacketTransport:
             if size > MAX_MESSAGE_SIZE:
                 raise ProtocolError(f"message over {MAX_MESSAGE_SIZE} bytes")
             parts.append(payload)
-            if status & Status.EOM:
-                return Message(first_type, first_status, b"".join(parts))
-            if status & Status.IGNORE:
+            if status & _EOM:
+                return Message(
+                    first_type, first_status, parts[0] if len(parts) == 1 else b"".join(parts)
+                )
+            if status & _IGNORE:
                 # the client abandons the message: IGNORE and EOM come together on its last packet
                 continue
 
@@ -143,11 +146,18 @@ class PacketTransport:
         await self.send_raw(data)
 
     async def send_raw(self, data: bytes) -> None:
-        async with self._send_lock:
-            try:
-                await self._io.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ConnectionClosed(str(exc)) from None
+        lock = self._send_lock
+        try:
+            # uncontended (the usual case): no schedule point of its own, send_all has them
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self._io.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionClosed(str(exc)) from None
+        finally:
+            lock.release()
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
         """Run the TLS handshake inside PRELOGIN packets, then read/write through TLS."""

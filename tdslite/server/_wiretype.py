@@ -7,7 +7,7 @@ parameters (`_tvp`, through `_colmetadata`), so that none of them imports anothe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._buffer import Reader
 
@@ -16,8 +16,10 @@ class UnsupportedParameter(Exception):
     """A parameter type tdslite does not decode (reported to the client as a TDS error)."""
 
 
-@dataclass(frozen=True)
-class WireType:
+class WireType(NamedTuple):
+    """A parameter's type as sent (a named tuple: hashed and compared in C, it keys the type
+    caches of every bound parameter)."""
+
     name: str
     length: int | None = None
     precision: int | None = None

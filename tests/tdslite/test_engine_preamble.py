@@ -265,3 +265,32 @@ def test_a_procedure_another_session_made_runs(name: str, tmp_path: Path) -> Non
         runs_the_procedure(reopened)
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "inline"),
+    [
+        ("SELECT @c0 AS n", True),
+        ("SELECT 1", True),
+        ("SELECT @c0, -1 AS m, N'x' AS s, NULL AS z, @@SPID AS spid", True),
+        ("SELECT @c0 AS n FROM t", False),
+        ("SELECT 1 WHERE @c0 = 1", False),
+        ("SELECT TOP 1 @c0", False),
+        ("SELECT @c0 + 1", False),
+        ("SELECT LEN(@c0)", False),
+        ("SELECT (SELECT 1)", False),
+        ("SELECT @c0 AS n INTO #t", False),
+        ("SELECT 1 UNION SELECT 2", False),
+        ("SELECT 1; SELECT 2", False),
+        ("SELECT @c0 = 1", False),
+        ("UPDATE t SET a = 1", False),
+        ("SELEC 1", False),
+    ],
+)
+def test_select_inline_takes_selects_of_values_only(
+    pair: Callable[[User], tuple[Session, Session]], sql: str, inline: bool
+) -> None:
+    session, _ = pair(READER)
+    assert session.select_inline(sql, params("a")) is inline
+    if inline:  # and they run as they always do
+        assert outcome(lambda: session.execute(sql, params("a")))[1] is None

@@ -6,6 +6,7 @@ general path (in a worker thread) for whatever else."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ import trio
 from pytds import tds_base
 
 from connector.encode import BoundParam
-from connector.execute import CONTEXT_KEYS, preamble_batch, reset_connection_flag, run_statement
+from connector.execute import (
+    CONTEXT_KEYS,
+    preamble_batch,
+    reset_connection_flag,
+    run_statement,
+    send_context_with,
+)
 from tdslite import TdsServer, open_server
 from tdslite.server import _connection
 from tests.tdslite._tds_helpers import in_thread, pytds_connect
@@ -115,3 +122,57 @@ async def test_other_requests_take_the_worker_thread(
 
     assert await in_thread(run) == ("a", 0)
     assert dispatched.count("call") == dispatched.count("thread")
+
+
+# --- the one-request form and SELECTs of values only ---------------------------------------------
+
+
+def values_queries(server: TdsServer) -> list[Any]:
+    """What a pooling client sends per query, then a pool's probe and a SELECT that reads a table:
+    the connector's one-request form (reset, the session context and ``SELECT @n AS n`` as two
+    RPCs of one request), python-tds's ``SELECT @n AS n``, ``SELECT 1`` and a SELECT of a
+    table. Each answer's rows."""
+    seen: list[Any] = []
+    with (
+        pytds_connect(server, "reader") as conn,
+        conn.cursor() as cur,
+    ):
+        for i in range(3):
+            ctx = [BoundParam(f"@c{k}", "nvarchar(4000)", f"v{i}") for k in range(3)]
+            sql, n = (
+                "SELECT @n AS n, SESSION_CONTEXT(N'edgetds.sub') AS s",
+                [BoundParam("@n", "int", i)],
+            )
+            flag = reset_connection_flag(cur._session) if i else contextlib.nullcontext()
+            with flag:
+                send_context_with(cur._session, ctx, "SELECT @n AS n", n)
+            cur._session.find_result_or_done()
+            seen.append(cur.fetchall())
+            while cur.nextset():
+                pass
+            run_statement(cur, sql, n)
+            seen.append(cur.fetchall())
+        run_statement(cur, "SELECT @n AS n", [BoundParam("@n", "nvarchar(10)", "x")])
+        seen.append(cur.fetchall())
+        cur.execute("SELECT 1 AS one")  # a SQL batch: never inline
+        seen.append(cur.fetchall())
+        run_statement(
+            cur, "SELECT name FROM sys.tables WHERE name = @n", [BoundParam("@n", "int", 1)]
+        )
+        seen.append(cur.fetchall())
+    return seen
+
+
+async def test_select_of_values_answers_inline_as_the_worker_thread_does(
+    tds_server: TdsServer, logged_server: TdsServer, dispatched: list[str]
+) -> None:
+    inline = await in_thread(values_queries, tds_server)
+    inline_dispatch, dispatched[:] = list(dispatched), []
+    threaded = await in_thread(values_queries, logged_server)
+    assert inline == threaded
+    assert inline[:6:2] == [[(0,)], [(1,)], [(2,)]]
+    assert inline[6] == [("x",)]
+    # in memory: the three one-request queries and the nvarchar SELECT ran inline; the SELECTs
+    # with a function, the SQL batch and the SELECT of a catalog view in threads
+    assert inline_dispatch.count("call") - inline_dispatch.count("thread") == 4
+    assert dispatched.count("call") == dispatched.count("thread")  # statement log file: none
