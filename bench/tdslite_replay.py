@@ -41,6 +41,7 @@ import pytds
 import trio
 
 import tdslite
+from bench.stack import _setup as setup_database
 from bench.tdslite_throughput import cpu_seconds
 from connector.config import DatabaseConfig, LoginConfig
 from connector.encode import BoundParam
@@ -50,11 +51,6 @@ from connector.results import CancelToken
 from tests.support.connector_stack import TDSLITE_USERS
 
 USERS = TDSLITE_USERS + '\n[users.owner]\npassword = "owner-pw"\nrole = "admin"\n'
-#: what `bench.stack` creates in the benchmark database
-SETUP_SQL = (
-    "CREATE TABLE digits (d int PRIMARY KEY)",
-    "INSERT INTO digits (d) VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)",
-)
 #: the captured requests carry these; each replayed request has its own in their place
 N_MARK = 0x5EED5EED - 0x40000000  # an int value no other field of the request holds
 QID_MARK = "qid-97531"
@@ -130,17 +126,6 @@ class _Recorder:
         scope.cancel()
 
 
-def _setup(port: int) -> str:
-    with pytds.connect(
-        "127.0.0.1", port=port, user="owner", password="owner-pw", autocommit=True
-    ) as conn:
-        with conn.cursor() as cursor:
-            for sql in SETUP_SQL:
-                cursor.execute(sql)
-            cursor.execute("SELECT DB_NAME()")
-            return str(cursor.fetchone()[0])
-
-
 def _direct(port: int, database: str) -> None:
     with pytds.connect(
         "127.0.0.1", port=port, database=database, user="reader", password="reader-pw",
@@ -170,7 +155,7 @@ async def _capture() -> dict[str, Capture]:
             recorder = _Recorder(server.port)
             async with trio.open_nursery() as nursery:
                 await nursery.start(recorder.serve)
-                database = await trio.to_thread.run_sync(_setup, recorder.port)
+                database = await trio.to_thread.run_sync(setup_database, "127.0.0.1", recorder.port)
                 await trio.to_thread.run_sync(_direct, recorder.port, database)
                 db = DatabaseConfig(
                     host="127.0.0.1",
