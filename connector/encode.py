@@ -14,7 +14,7 @@ Two directions:
 Known python-tds (1.17.1) limits, documented rather than hidden: COLMETADATA's char/nchar/binary
 arrive as the var- types (python-tds keeps no fixed/var distinction), numeric arrives as decimal,
 and time/datetime2/datetimeoffset values carry microseconds: results get their 7th fractional digit
-back through the type handler in _timetypes.py (installed on each connection before a statement),
+back through the type handler in _tdstypes.py (installed on each connection before a statement),
 and a parameter with a non-zero 7th digit is bound as text that SQL Server converts to the declared
 type.
 """
@@ -31,7 +31,7 @@ import struct
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, assert_never
 
 import msgspec
@@ -39,7 +39,7 @@ from pytds import tds_base, tds_types
 
 from protocol import SQL_TYPE_TABLE, SqlArgs, SqlFamily, SqlType, ndjson_line
 
-from ._timetypes import nanosecond_100
+from ._tdstypes import nanosecond_100
 
 __all__ = [
     "BoundParam",
@@ -158,7 +158,7 @@ def columns_line(columns: Sequence[ColumnInfo]) -> bytes:
 def _fraction(t: dt.time | dt.datetime, scale: int) -> str:
     if scale <= 0:
         return ""
-    digits = f"{t.microsecond:06d}{nanosecond_100(t)}"  # 100 ns: see _timetypes
+    digits = f"{t.microsecond:06d}{nanosecond_100(t)}"  # 100 ns: see _tdstypes
     return "." + digits[:scale]
 
 
@@ -434,6 +434,15 @@ def _time_value(name: str, text: str, parse: Any) -> Any:
     return value if frac[6] == "0" else PreciseText(text)
 
 
+#: money and smallmoney are 64- and 32-bit signed counts of 1/10,000, written truncated toward
+#: zero (`_tdstypes.money_units`): the open interval of the values that fit, compared as decimals
+#: (an integer of 10**100000 units would take a noticeable time to build)
+_MONEY_RANGE = {
+    name: (Decimal(-(2**bits) - 1).scaleb(-4), Decimal(2**bits).scaleb(-4))
+    for name, bits in (("money", 63), ("smallmoney", 31))
+}
+
+
 def _typed_value(name: str, sql: SqlType, value: Any) -> Any:
     """Convert the JSON value of a typed param into the Python value python-tds binds."""
     if value is None:
@@ -459,6 +468,9 @@ def _typed_value(name: str, sql: SqlType, value: Any) -> Any:
                 d = Decimal(value)
                 if not d.is_finite():
                     raise ParamError(name, f"{base} must be finite")
+                bounds = _MONEY_RANGE.get(base)
+                if bounds is not None and not bounds[0] < d < bounds[1]:
+                    raise ParamError(name, f"value out of range for {base}")
                 return d
             case SqlFamily.REAL | SqlFamily.FLOAT:
                 if isinstance(value, bool) or not isinstance(value, int | float):
@@ -484,7 +496,7 @@ def _typed_value(name: str, sql: SqlType, value: Any) -> Any:
                 assert_never(sql.family)
     except ParamError:
         raise
-    except (ValueError, InvalidOperation, binascii.Error, TypeError):
+    except (ValueError, ArithmeticError, binascii.Error, TypeError):
         raise ParamError(name, f"not a valid {base} value") from None
 
 

@@ -47,7 +47,7 @@ from pytds import tds_base
 from pytds.collate import raw_collation
 from pytds.tds_writer import _TdsWriter
 
-from connector import _timetypes
+from connector import _tdstypes
 from connector._watchdog import INTERRUPT_GRACE_S, Watch, watching
 from connector.encode import BoundParam, RowEncoder, result_shape, wire_type
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
@@ -503,7 +503,7 @@ class _Reader:
                 request, before its results began).
             _SessionSetupFailed: SQL Server refused the session context.
         """
-        _timetypes.install(conn)  # time/datetime2/datetimeoffset at 100 ns, not microseconds
+        _tdstypes.install(conn)  # time types at 100 ns; negative money parameters
         cursor = connection_cursor(conn)
         self.cursor = cursor
         ctx = [

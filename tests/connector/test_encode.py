@@ -12,6 +12,7 @@ import pytest
 from pytds import tds_base, tds_types
 from pytds.tz import FixedOffsetTimezone
 
+from connector._tdstypes import money_units
 from connector.encode import (
     ParamError,
     RowEncoder,
@@ -224,6 +225,12 @@ def test_100ns_digits_travel_as_text_with_the_declared_type() -> None:
         ({"x": {"type": "geography", "value": "x"}}, "unsupported type"),
         ({"x": {"type": "int; drop table t", "value": 1}}, "is not a SQL Server type"),
         ({"x": {"type": "decimal(40,2)", "value": "1"}}, "out of range"),
+        ({"x": {"type": "money", "value": "922337203685477.5808"}}, "out of range for money"),
+        ({"x": {"type": "money", "value": "-922337203685477.5809"}}, "out of range for money"),
+        ({"x": {"type": "money", "value": "-1E+100000"}}, "out of range for money"),
+        ({"x": {"type": "money", "value": "1E+999999"}}, "out of range for money"),
+        ({"x": {"type": "smallmoney", "value": "214748.3648"}}, "out of range for smallmoney"),
+        ({"x": {"type": "smallmoney", "value": "-214748.3649"}}, "out of range for smallmoney"),
         ({"x": {"type": "nvarchar(5000)", "value": "a"}}, "length"),
         ({"x y": 1}, "names are"),
         ({"x": [1, 2]}, "arrays"),
@@ -260,3 +267,26 @@ def test_result_shape_is_remembered_per_exact_description() -> None:
     prices = [_description("p", "decimal(10,2)")], [_description("p", "decimal(10,4)")]
     two, four = (result_shape(d)[0].encode((Decimal("1.5"),)) for d in prices)
     assert (two, four) == (b'["1.50"]\n', b'["1.5000"]\n')
+
+
+@pytest.mark.parametrize(
+    ("declared", "value", "units"),
+    [
+        ("money", "922337203685477.5807", 2**63 - 1),
+        ("money", "922337203685477.58079", 2**63 - 1),  # truncated toward zero, as python-tds
+        ("money", "-922337203685477.5808", -(2**63)),
+        ("money", "-922337203685477.58089", -(2**63)),
+        ("money", "-1", -10_000),
+        ("money", "-0.0001", -1),
+        ("money", "-0.00009", 0),
+        ("money", "-4294967296.0001", -(2**32) * 10_000 - 1),
+        ("smallmoney", "214748.3647", 2**31 - 1),
+        ("smallmoney", "-214748.3648", -(2**31)),
+    ],
+)
+def test_money_at_its_limits_is_accepted(declared: str, value: str, units: int) -> None:
+    """The edges of money's range bind; what the connector then writes is tests/connector/
+    test_request_bytes.py's (python-tds reads it back)."""
+    (param,) = decode_params({"x": {"type": declared, "value": value}})
+    assert param.sql_type == declared
+    assert money_units(param.value) == units

@@ -6,6 +6,9 @@ batch flag between), for every parameter type, long and non-BMP text, a statemen
 remembered, and a change of the session's collation; and repeating a request (from the memory)
 writes the same bytes.
 
+A money parameter below zero, which python-tds 1.17.1 cannot write, is written as python-tds (an
+independent reader of MS-TDS's MONEY) reads it back.
+
 Also: the server's RESETCONNECTION acknowledgement (ENVCHANGE type 18) is read past without
 python-tds logging it, and a pooled connection's cursor is taken again only while it is open.
 """
@@ -13,6 +16,7 @@ python-tds logging it, and a pooled connection's cursor is taken again only whil
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +25,11 @@ from typing import Any
 import pytds
 import pytest
 import trio
-from pytds import tds_base
+from pytds import tds_base, tds_types
 from pytds.collate import Collation
 
 import tdslite
+from connector import _tdstypes
 from connector.encode import BoundParam, decode_params
 from connector.execute import (
     _executesql_params,
@@ -200,6 +205,37 @@ async def test_a_changed_collation_is_never_answered_from_memory(conn: Any) -> N
     finally:
         conn._tds_socket.collation = original
     assert one_request(sess, ctx, "SELECT @s AS s", [param]) == before
+
+
+class _Bytes:
+    """The reader side of a python-tds serializer, over bytes already received."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def unpack(self, struc: struct.Struct) -> tuple[Any, ...]:
+        value, self.data = struc.unpack(self.data[: struc.size]), self.data[struc.size :]
+        return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["-922337203685477.5808", "-4294967296.0001", "-1.0000", "-0.0001", "922337203685477.5807"],
+)
+async def test_a_money_parameter_below_zero_is_written_as_money_is_read(
+    conn: Any, value: str
+) -> None:
+    sess = conn._tds_socket.main_session
+    (param,) = decode_params({"negative_money": {"type": "money", "value": value}})
+    ctx = context(["a", "b", "c"])
+    _tdstypes.install(conn)
+    request = one_request(sess, ctx, "SELECT @negative_money AS m", [param])
+    # the request ends with the last parameter's value: MONEYN's length, then the 8 bytes
+    assert request[-9] == 8
+    assert tds_types.Money8Serializer().read(_Bytes(request[-8:])) == param.value
+    # python-tds's own submit_rpc (the two-request form) writes it with the same serializer
+    own = python_tds_rpc(sess, "SELECT @negative_money AS m", [param])
+    assert request.endswith(own[_ALL_HEADERS:])
 
 
 class _Count(logging.Filter):

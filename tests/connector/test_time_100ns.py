@@ -1,6 +1,6 @@
 """time, datetime2 and datetimeoffset keep their 7th fractional digit (100 ns) on the way from a
 real TDS server (tdslite) through python-tds and connector/execute.py into NDJSON, at every scale
-0-7 and at each type's extremes (connector/_timetypes.py)."""
+0-7 and at each type's extremes (connector/_tdstypes.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from connector import _timetypes
+from connector import _tdstypes
 from connector.encode import BoundParam, RowEncoder, decode_params, describe
 from connector.execute import ExecRequest, execute
 from connector.pool import LoginPool
@@ -113,13 +113,13 @@ async def test_a_7_digit_parameter_comes_back_whole(pool: LoginPool) -> None:
 
 
 def test_precise_values_are_stdlib_values_with_one_more_digit() -> None:
-    t = _timetypes.PreciseTime(1, 2, 3, 4, nanosecond_100=5)
-    d = _timetypes.PreciseDateTime(2024, 1, 2, 3, 4, 5, 6, nanosecond_100=9)
+    t = _tdstypes.PreciseTime(1, 2, 3, 4, nanosecond_100=5)
+    d = _tdstypes.PreciseDateTime(2024, 1, 2, 3, 4, 5, 6, nanosecond_100=9)
     assert isinstance(t, dt.time)
     assert isinstance(d, dt.datetime)
-    assert (_timetypes.nanosecond_100(t), _timetypes.nanosecond_100(d)) == (5, 9)
-    assert _timetypes.nanosecond_100(dt.time(1)) == 0
+    assert (_tdstypes.nanosecond_100(t), _tdstypes.nanosecond_100(d)) == (5, 9)
+    assert _tdstypes.nanosecond_100(dt.time(1)) == 0
     with pytest.raises(ValueError, match="0..9"):
-        _timetypes.PreciseTime(1, nanosecond_100=10)
+        _tdstypes.PreciseTime(1, nanosecond_100=10)
     enc = RowEncoder(describe([("t", 41, None, 5, 7, 0, 1)]))  # SYBMSTIME, time(7)
     assert json.loads(enc.encode([t])) == ["01:02:03.0000045"]

@@ -19,7 +19,7 @@ import pytds
 import pytest
 import trio
 
-from connector import _timetypes
+from connector import _tdstypes
 from tdslite import TdsServer
 from tests.e2e.test_worker_relay import worker_stack  # noqa: F401 - the Worker relay fixture
 from tests.support.e2e_stack import Stack, admin_connection
@@ -195,7 +195,7 @@ COLUMNS: list[tuple[str, str, tuple[Any, ...], tuple[Any, ...]]] = [
         (
             "'9999-12-31 23:59:59.9999999'",
             "9999-12-31T23:59:59.9999999",
-            _timetypes.PreciseDateTime(9999, 12, 31, 23, 59, 59, 999999, nanosecond_100=9),
+            _tdstypes.PreciseDateTime(9999, 12, 31, 23, 59, 59, 999999, nanosecond_100=9),
         ),
     ),
     (
@@ -221,7 +221,7 @@ COLUMNS: list[tuple[str, str, tuple[Any, ...], tuple[Any, ...]]] = [
         (
             "'23:59:59.9999999'",
             "23:59:59.9999999",
-            _timetypes.PreciseTime(23, 59, 59, 999999, nanosecond_100=9),
+            _tdstypes.PreciseTime(23, 59, 59, 999999, nanosecond_100=9),
         ),
     ),
     (
@@ -235,7 +235,7 @@ COLUMNS: list[tuple[str, str, tuple[Any, ...], tuple[Any, ...]]] = [
         (
             "'9999-12-31 23:59:59.9999999 +14:00'",
             "9999-12-31T23:59:59.9999999+14:00",
-            _timetypes.PreciseDateTime(
+            _tdstypes.PreciseDateTime(
                 9999, 12, 31, 23, 59, 59, 999999, _dto("9999-12-31", 840).tzinfo, nanosecond_100=9
             ),
         ),
@@ -278,7 +278,7 @@ def _fill(db: TdsServer) -> None:
 def _direct(db: TdsServer, sql: str) -> list[tuple[Any, ...]]:
     conn = admin_connection(db, timeout=60)
     try:
-        _timetypes.install(conn)
+        _tdstypes.install(conn)
         cur = conn.cursor()
         cur.execute(sql)
         return [tuple(r) for r in cur.fetchall()]
@@ -335,7 +335,7 @@ async def _check_extremes(stack: Stack) -> None:
             want = (lo if r == 1 else hi)[2]
             assert d_row[i] == want, f"{name} row {r} directly"
             assert type(d_row[i]) is type(want), f"{name} row {r} directly"
-            assert _timetypes.nanosecond_100(d_row[i]) == _timetypes.nanosecond_100(want)
+            assert _tdstypes.nanosecond_100(d_row[i]) == _tdstypes.nanosecond_100(want)
 
 
 async def test_uniqueidentifier_byte_order_and_every_offset(stack: Stack) -> None:

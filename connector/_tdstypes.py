@@ -1,4 +1,5 @@
-"""time, datetime2 and datetimeoffset results at 100 ns, around python-tds.
+"""python-tds's type handling where it loses or refuses values: time, datetime2 and
+datetimeoffset results at 100 ns, and negative money parameters.
 
 SQL Server keeps these types to 100 ns (scale 7); python-tds (1.17.1) decodes the wire value
 exactly (its ``Time`` holds nanoseconds) but then hands back a Python ``datetime``/``time``, which
@@ -12,6 +13,13 @@ classes plus the lost digit in ``nanosecond_100`` (1-9 hundreds of nanoseconds p
 ``datetime``/``time`` takes them; the JSON encoder (encode.py) prints the digit. Writing parameters
 is unchanged (python-tds sends microseconds; encode.py binds a 7-digit value as text instead).
 
+python-tds (1.17.1) cannot write a negative money parameter: it splits the scaled value with
+``Decimal`` ``//`` and ``%``, which truncate toward zero, so the low half comes out negative and
+``struct`` refuses it. `install` also swaps the money serializer for one that writes the two
+halves of the 64-bit two's complement value, as MS-TDS lays out MONEY (high 32 bits first, each
+half little-endian). Values are scaled by 10,000 and truncated toward zero, as python-tds does for
+a positive value; encode.py has already refused a value outside money's range.
+
 The type factory belongs to the connection's socket (python-tds builds a new one on every login),
 so `install` runs before each statement and is idempotent.
 """
@@ -19,11 +27,13 @@ so `install` runs before each statement and is idempotent.
 from __future__ import annotations
 
 import datetime as dt
+import struct
+from decimal import Decimal
 from typing import Any, Self
 
 from pytds import tds_base, tds_types
 
-__all__ = ["PreciseDateTime", "PreciseTime", "install", "nanosecond_100"]
+__all__ = ["PreciseDateTime", "PreciseTime", "install", "money_units", "nanosecond_100"]
 
 
 class _HundredNanoseconds:
@@ -98,15 +108,34 @@ class _DateTimeOffsetSerializer(tds_types.DateTimeOffsetSerializer):  # type: ig
         return _with_digit(value, _digit(time))
 
 
+def money_units(value: Decimal | int) -> int:
+    """A money value in the wire's units (1/10,000), truncated toward zero."""
+    return int(Decimal(value).scaleb(4))
+
+
+class _Money8Serializer(tds_types.Money8Serializer):  # type: ignore[misc]
+    _halves = struct.Struct("<lL")
+
+    def write(self, w: Any, val: Any) -> None:
+        units = money_units(val)
+        w.pack(self._halves, units >> 32, units & 0xFFFFFFFF)
+
+
+class _MoneyNSerializer(tds_types.MoneyNSerializer):  # type: ignore[misc]
+    subtypes = {**tds_types.MoneyNSerializer.subtypes, 8: _Money8Serializer()}
+
+
 _OVERRIDES: dict[int, type] = {
     tds_base.SYBMSTIME: _TimeSerializer,
     tds_base.SYBMSDATETIME2: _DateTime2Serializer,
     tds_base.SYBMSDATETIMEOFFSET: _DateTimeOffsetSerializer,
+    tds_base.SYBMONEYN: _MoneyNSerializer,
 }
 
 
 def install(conn: Any) -> None:
-    """Make `conn` (a ``pytds.Connection``) decode time/datetime2/datetimeoffset at 100 ns."""
+    """Make `conn` (a ``pytds.Connection``) decode time/datetime2/datetimeoffset at 100 ns and
+    write negative money parameters."""
     factory: Any = getattr(getattr(conn, "_tds_socket", None), "type_factory", None)
     type_map = getattr(factory, "_type_map", None)
     if type_map is None or type_map.get(tds_base.SYBMSTIME) is _TimeSerializer:
