@@ -443,8 +443,9 @@ _MONEY_RANGE = {
 }
 
 
-def _typed_value(name: str, sql: SqlType, value: Any) -> Any:
-    """Convert the JSON value of a typed param into the Python value python-tds binds."""
+def _typed_value(name: str, sql: SqlType, decl: str, value: Any) -> Any:
+    """Convert the JSON value of a typed param (declared ``decl``, `_normalize_type`'s) into the
+    Python value python-tds binds."""
     if value is None:
         return None
     base = sql.name
@@ -471,6 +472,12 @@ def _typed_value(name: str, sql: SqlType, value: Any) -> Any:
                 bounds = _MONEY_RANGE.get(base)
                 if bounds is not None and not bounds[0] < d < bounds[1]:
                     raise ParamError(name, f"value out of range for {base}")
+                if sql.args is SqlArgs.PRECISION_SCALE:
+                    p, s = map(int, decl[decl.index("(") + 1 : -1].split(","))
+                    if d.copy_abs() >= Decimal(1).scaleb(p - s):  # exact: no context rounding
+                        raise ParamError(
+                            name, f"{decl} holds at most {p - s} digits before the decimal point"
+                        )
                 return d
             case SqlFamily.REAL | SqlFamily.FLOAT:
                 if isinstance(value, bool) or not isinstance(value, int | float):
@@ -596,7 +603,7 @@ def decode_params(params: Mapping[str, Any]) -> list[BoundParam]:
             if set(raw) - {"type", "value"} or not isinstance(raw.get("type"), str):
                 raise ParamError(raw_name, 'a typed parameter is {"type": "...", "value": ...}')
             sql, decl = _normalize_type(raw_name, raw["type"])
-            out.append(BoundParam(name, decl, _typed_value(raw_name, sql, raw.get("value"))))
+            out.append(BoundParam(name, decl, _typed_value(raw_name, sql, decl, raw.get("value"))))
         elif isinstance(raw, list):
             raise ParamError(raw_name, "arrays are not SQL Server values")
         else:

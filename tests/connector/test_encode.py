@@ -231,6 +231,11 @@ def test_100ns_digits_travel_as_text_with_the_declared_type() -> None:
         ({"x": {"type": "money", "value": "1E+999999"}}, "out of range for money"),
         ({"x": {"type": "smallmoney", "value": "214748.3648"}}, "out of range for smallmoney"),
         ({"x": {"type": "smallmoney", "value": "-214748.3649"}}, "out of range for smallmoney"),
+        ({"x": {"type": "decimal(5,2)", "value": "1000"}}, "at most 3 digits before"),
+        ({"x": {"type": "numeric(5,2)", "value": "-1000.5"}}, "at most 3 digits before"),
+        ({"x": {"type": "decimal(38,0)", "value": "1" + "0" * 38}}, "at most 38 digits"),
+        ({"x": {"type": "decimal", "value": "1E+999999"}}, "at most 18 digits"),
+        ({"x": {"type": "decimal(4,4)", "value": "1"}}, "at most 0 digits"),
         ({"x": {"type": "nvarchar(5000)", "value": "a"}}, "length"),
         ({"x y": 1}, "names are"),
         ({"x": [1, 2]}, "arrays"),
@@ -290,3 +295,18 @@ def test_money_at_its_limits_is_accepted(declared: str, value: str, units: int) 
     (param,) = decode_params({"x": {"type": declared, "value": value}})
     assert param.sql_type == declared
     assert money_units(param.value) == units
+
+
+@pytest.mark.parametrize(
+    ("declared", "value"),
+    [
+        ("decimal(5,2)", "999.99"),
+        ("decimal(5,2)", "-999.999"),  # the digits past the scale are cut when written
+        ("decimal(38,0)", "9" * 38),
+        ("decimal(4,4)", "-0.9999"),
+        ("decimal(18,4)", "0"),
+    ],
+)
+def test_decimals_that_fit_their_precision_are_accepted(declared: str, value: str) -> None:
+    (param,) = decode_params({"x": {"type": declared, "value": value}})
+    assert param.value == Decimal(value)

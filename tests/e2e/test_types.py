@@ -116,3 +116,24 @@ async def test_bad_params_are_refused_before_the_database(
     assert resp.terminal["error"]["code"] == "request.invalid"
     assert fragment in resp.terminal["error"]["message"]
     assert len(stack.statements()) == before
+
+
+async def test_values_outside_their_type_are_refused_by_name(stack: Stack) -> None:
+    """A value the declared type cannot hold is a bad request naming the parameter and the type,
+    never a failure inside the connector, and the value is not echoed."""
+    with trio.fail_after(30):
+        for declared, value, says in [
+            ("money", "922337203685477.5808", "out of range for money"),
+            ("smallmoney", "-214748.3649", "out of range for smallmoney"),
+            ("decimal(5,2)", "1000.5", "decimal(5,2) holds at most 3 digits"),
+            ("decimal", "1E+999999", "decimal(18,0) holds at most 18 digits"),
+        ]:
+            resp = await stack.query(
+                "SELECT @v AS v", params={"v": {"type": declared, "value": value}}
+            )
+            assert resp.status == 400, (declared, resp.lines)
+            error = resp.terminal["error"]
+            assert error["code"] == "request.invalid", declared
+            assert "'v'" in error["message"], error
+            assert says in error["message"], error
+            assert value not in error["message"]
