@@ -1,20 +1,25 @@
 """Strict JSON for frame payloads and the canonical form that signatures cover.
 
-Parsing is strict on purpose: payloads must be UTF-8 JSON objects, duplicate keys and the
-non-standard constants NaN/Infinity are refused (a signed object must mean one thing to Python
-and to JavaScript), and nesting too deep for the parser is an error like any other.
+Parsing is strict on purpose: payloads must be UTF-8 JSON objects, duplicate keys, the
+non-standard constants NaN/Infinity and numbers beyond a double's range (``1e400``, which
+JavaScript reads as Infinity and Python's float as inf, and an integer that large, which Python
+reads exactly) are refused (a signed object must mean one thing to Python and to JavaScript), and
+nesting too deep for the parser is an error like any other.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 __all__ = ["canonical_json", "loads_object"]
 
 
 #: json.dumps(obj, **these) builds an encoder per call; its encode() keeps no state between calls
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -25,13 +30,35 @@ def canonical_json(obj: Any) -> bytes:
 
     Raises:
         TypeError: ``obj`` is not JSON-serializable.
-        ValueError: ``obj`` has a lone surrogate (not encodable as UTF-8) or a cycle.
+        ValueError: ``obj`` has a lone surrogate (not encodable as UTF-8), a cycle, or a float
+            that is NaN or infinite (which JSON cannot carry).
     """
     return _CANONICAL.encode(obj).encode("utf-8")
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"JSON constant {name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("JSON number beyond the range of a double")
+    return value
+
+
+#: an integer literal this long may be beyond a double's range (the largest double has 309 digits)
+_LONG_INT = 309
+
+
+def _double_range_int(text: str) -> int:
+    value = int(text)
+    if len(text) >= _LONG_INT:
+        try:
+            float(value)  # rounds as JavaScript's Number() does, and overflows where it is Infinity
+        except OverflowError:
+            raise ValueError("JSON number beyond the range of a double") from None
+    return value
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -47,12 +74,15 @@ def loads_object(data: bytes) -> dict[str, Any]:
     """Parse ``data`` as one UTF-8 JSON object.
 
     Raises:
-        ValueError: not UTF-8, not JSON, not an object, a duplicate key, NaN/Infinity, or too deep.
+        ValueError: not UTF-8, not JSON, not an object, a duplicate key, NaN/Infinity, a number
+            beyond a double's range, or too deep.
     """
     try:
         value = json.loads(
             data.decode("utf-8"),
             parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_double_range_int,
             object_pairs_hook=_unique_object,
         )
     except RecursionError:

@@ -2,9 +2,10 @@
 signed or sent to the connector. A statement longer than the connector's READY
 max_statement_bytes (UTF-8 bytes; 256 KiB when READY does not say) is 413 request.too_large;
 more than 2,100 parameters, or params over the relay's max_param_bytes of canonical JSON, is 400
-request.invalid. A body with a duplicate member name is 400 request.invalid at both relays too
-(JavaScript's JSON.parse and Python's json keep the last duplicate silently: the relays must not
-read one body two ways). The connector's side is a protocol peer (the real protocol/, checking
+request.invalid. A body with a duplicate member name, or a number beyond a double's range, is 400
+request.invalid at both relays too (JavaScript's JSON.parse and Python's json keep the last
+duplicate silently, and read 1e400 as Infinity or inf: the relays must not read one body two
+ways). The connector's side is a protocol peer (the real protocol/, checking
 HELLO and attestations), so each test also sees exactly what reached the connector: nothing
 refused."""
 
@@ -151,6 +152,41 @@ async def test_duplicate_member_names_are_refused_before_the_connector(
     assert error["code"] == "request.invalid"
     assert "duplicate" in error["message"]
     assert p.queries == []
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"1e400", b"-1E400", b"2" + b"0" * 399, b"1.7976931348623159e308"],
+    ids=["exponent", "negative", "integer", "rounds-up"],
+)
+async def test_numbers_beyond_a_double_are_refused_and_the_link_keeps_serving(
+    relay: RelayHandle, idp: DevIdP, number: bytes
+) -> None:
+    """JavaScript reads each as Infinity, Python as inf (or the integer exactly): a body the two
+    would read two ways is refused before anything is signed, bare or as a typed value, and the
+    connector's connection keeps serving (an infinite float in a QUERY would fail its encoding
+    inside the relay's protocol state)."""
+    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
+    headers = {
+        "Authorization": f"Bearer {idp.mint(sub='alice')}",
+        "Content-Type": "application/json",
+    }
+    bodies = [
+        b'{"sql": "select @x", "params": {"x": ' + number + b"}}",
+        b'{"sql": "select @x", "params": {"x": {"type": "float", "value": ' + number + b"}}}",
+    ]
+    with trio.fail_after(30):
+        async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
+            for body in bodies:
+                response = await client.post(url, content=body, headers=headers)
+                assert response.status_code == 400, response.text
+                assert response.json()["error"]["code"] == "request.invalid"
+            assert p.queries == []
+            after = await client.post(
+                url, json={"sql": "select @x", "params": {"x": 1.5e300}}, headers=headers
+            )
+            assert after.status_code == 200, after.text
+            assert len(p.queries) == 1
 
 
 @pytest.mark.parametrize("kind", sorted(RELAYS))

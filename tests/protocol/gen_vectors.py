@@ -255,6 +255,12 @@ INVALID_FRAMES: list[tuple[str, str, bytes, int, str, int]] = [
     ("query-nan", "QUERY params with NaN", raw(0x10, 1,
         b'{"query_id":"a","token":"t","sql":"s","query":null,"params":{"x":NaN},'
         b'"options":{},"attestation":{}}'), MAX, PE, 1002),
+    ("query-number-beyond-double", "QUERY params with 1e400 (Infinity to a double)", raw(0x10, 1,
+        b'{"query_id":"a","token":"t","sql":"s","query":null,"params":{"x":-1e400},'
+        b'"options":{},"attestation":{}}'), MAX, PE, 1002),
+    ("query-integer-beyond-double", "QUERY params with an integer of 309 digits over 2^1024",
+     raw(0x10, 1, b'{"query_id":"a","token":"t","sql":"s","query":null,"params":{"x":2'
+         + b"0" * 308 + b'},"options":{},"attestation":{}}'), MAX, PE, 1002),
     ("session-not-object", "QUERY session is a string", session_raw("abc"), MAX, PE, 1002),
     ("session-short-id", "QUERY session id of 21 characters",
      session_raw({"id": SID[:21], "op": "begin"}), MAX, PE, 1002),

@@ -111,6 +111,37 @@ def test_loads_object_is_strict() -> None:
             loads_object(bad)
 
 
+@pytest.mark.parametrize(
+    "number",
+    [b"1e400", b"-1E400", b"1.7976931348623159e308", b"2" + b"0" * 308, b"-2" + b"0" * 308],
+)
+def test_numbers_beyond_a_double_are_refused(number: bytes) -> None:
+    """JavaScript reads each as Infinity (Python: inf, or the integer exactly)."""
+    with pytest.raises(ValueError, match="beyond the range of a double"):
+        loads_object(b'{"params": {"x": [' + number + b"]}}")
+
+
+@pytest.mark.parametrize(
+    ("number", "value"),
+    [
+        (b"1e308", 1e308),
+        (b"1.7976931348623157e308", 1.7976931348623157e308),  # the largest double
+        (b"-1.7976931348623157E308", -1.7976931348623157e308),
+        (b"1" + b"0" * 308, 10**308),  # 309 digits, still a double to JavaScript
+        (b"9" * 308, int("9" * 308)),
+        (b"1e-400", 0.0),  # underflow is a double (0), in both languages
+    ],
+)
+def test_numbers_a_double_holds_are_read(number: bytes, value: float) -> None:
+    assert loads_object(b'{"x": ' + number + b"}") == {"x": value}
+
+
+def test_canonical_json_never_writes_nan_or_infinity() -> None:
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            protocol.canonical_json({"x": bad})
+
+
 def test_records_round_trip() -> None:
     done = done_record(rows=3, result_sets=1, elapsed_ms=12, query_id="q")
     assert json.loads(done) == {

@@ -378,9 +378,25 @@ export function parseFrame(data, { maxPayload }) {
 
 // ----------------------------------------------------------------------------- payload checks
 
+const MAYBE_HUGE_NUMBER = /[0-9][eE]|[0-9]{309}/;
+
+/** Whether parsed JSON holds an infinite number, at any depth. @param {unknown} value */
+function hasInfinity(value) {
+  const pending = [value];
+  while (pending.length) {
+    const item = pending.pop();
+    if (typeof item === "number") {
+      if (!Number.isFinite(item)) return true;
+    } else if (item !== null && typeof item === "object") {
+      for (const member of Object.values(item)) pending.push(member);
+    }
+  }
+  return false;
+}
+
 /**
  * Parse a payload as one UTF-8 JSON object, strictly (protocol/_json.py loads_object): invalid
- * UTF-8, duplicate keys and non-objects are refused.
+ * UTF-8, duplicate keys, numbers beyond a double's range and non-objects are refused.
  * @param {Uint8Array} data
  * @returns {Record<string, any>}
  */
@@ -399,6 +415,12 @@ export function loadsObject(data) {
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new ProtocolError("expected a JSON object");
+  }
+  // JSON.parse reads a number beyond a double's range as Infinity (Python reads 1e400 as inf and
+  // such an integer exactly): refused, as NaN is. Only a number with an exponent or of 309 digits
+  // and more can be one, so other payloads are not walked.
+  if (MAYBE_HUGE_NUMBER.test(text) && hasInfinity(value)) {
+    throw new ProtocolError("a JSON number beyond the range of a double");
   }
   // JSON.parse keeps the last duplicate silently; a signed object must mean one thing everywhere.
   // Text that JSON.stringify gives back unchanged (but for a record's final newline) has none: a
