@@ -39,6 +39,7 @@ import logging
 import re
 import socket
 import ssl
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -675,6 +676,21 @@ class _Connection:
         return b"".join(lines)
 
 
+#: the first byte of a whole binary message's frame: FIN, opcode 2 (RFC 6455 5.2)
+_FIN_BINARY = 0x82
+_LENGTH_16 = struct.Struct("!BBH")
+_LENGTH_64 = struct.Struct("!BBQ")
+
+
+def _binary_head(length: int) -> bytes:
+    """The header of an unmasked frame that carries a whole binary message of `length` bytes."""
+    if length < 126:
+        return bytes((_FIN_BINARY, length))
+    if length < 1 << 16:
+        return _LENGTH_16.pack(_FIN_BINARY, 126, length)
+    return _LENGTH_64.pack(_FIN_BINARY, 127, length)
+
+
 def _has_token(headers: Any, name: bytes, token: bytes) -> bool:
     """Whether a comma-separated header (e.g. Connection) lists `token` (lower-case)."""
     for key, value in headers:
@@ -765,6 +781,16 @@ class _WebSocket:
             return
         await self._write(data)
 
+    async def _send_binary(self, data: bytes) -> None:
+        """A binary message, as one frame built here: byte for byte what wsproto's `send` makes
+        of it on this connection (a server's frames are unmasked, no extension is negotiated, no
+        message is sent in fragments) at a fraction of its cost; dropped, as wsproto's refusal
+        is, unless the connection is open."""
+        assert self.ws is not None
+        if self.ws.state is not ConnectionState.OPEN:
+            return
+        await self._write(b"".join((_binary_head(len(data)), data)))
+
     async def receive(self) -> Message:
         if not self.connect_sent:
             self.connect_sent = True
@@ -851,7 +877,7 @@ class _WebSocket:
         elif kind == "websocket.send" and self.state == "connected":
             data = message.get("bytes")
             if data is not None:
-                await self._send_event(ws_events.BytesMessage(data=bytes(data)))
+                await self._send_binary(data if isinstance(data, bytes) else bytes(data))
             else:
                 await self._send_event(ws_events.TextMessage(data=str(message["text"])))
         elif kind == "websocket.close" and self.state == "handshake":
