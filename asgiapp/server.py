@@ -6,6 +6,8 @@ new h11 connection per request); responses are written here (Content-Length as t
 else chunked; HEAD, 1xx, 204 and 304 without a body), and a response's head is held back until its
 first body message, so a head and a body sent back to back leave in one write. Requests on a
 connection are served one after the other (pipelined requests wait in h11's buffer, in order).
+A plain TCP connection is read and written on its socket directly (`_TCP`): a read or write that
+can complete at once costs no round of the scheduler (TLS goes through `trio.SSLStream`).
 
 HTTP:
 
@@ -37,6 +39,7 @@ import logging
 import re
 import socket
 import ssl
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -68,6 +71,9 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _READ_SIZE = 65536
 #: accept() errors that mean "out of a resource for now": wait and accept again
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+#: accept() errors that concern only the connection being accepted (trio's SocketListener skips
+#: them too): accept the next one
+_ACCEPT_IGNORE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 _DISCONNECT: Message = {"type": "http.disconnect"}
 #: a header name (RFC 9110 token), and what a header value must not hold
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
@@ -161,7 +167,6 @@ async def serve(
     """
     context = _ssl_context(config) if config.certfile else None
     sock = _listen_socket(config)
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     bound = _address(sock.getsockname())
     assert bound is not None
     server = _Server(app, config, context)
@@ -171,7 +176,7 @@ async def serve(
 
             async def accept_loop() -> None:
                 with accepting:
-                    await server.accept(listener, nursery)
+                    await server.accept(sock, nursery)
 
             nursery.start_soon(accept_loop)
             task_status.started([_url("https" if context else "http", bound)])
@@ -180,11 +185,82 @@ async def serve(
             else:
                 await shutdown_trigger()
             accepting.cancel()
-            listener.socket.close()
+            _close(sock)
             await server.shut_down()
             nursery.cancel_scope.cancel()
     finally:
-        listener.socket.close()
+        _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    """Close a socket a task may be waiting on (trio must be told first)."""
+    if sock.fileno() != -1:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
+
+
+class _TCP:
+    """A plain TCP connection's stdlib socket, as much of a `trio.abc.Stream` as the server uses.
+
+    A read or write that can complete at once does, without a round of the scheduler (trio's
+    socket calls yield after every call that succeeded); one that cannot waits in
+    `trio.lowlevel.wait_readable` / `wait_writable`. So that a peer that keeps sending cannot hold
+    the loop, a read that succeeds at once right after another that did is a checkpoint too.
+    Errors are trio's: `trio.BrokenResourceError` (from the OSError), `trio.ClosedResourceError`.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        #: the last read succeeded without waiting
+        self._read_at_once = False
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        sock = self.socket
+        if self._read_at_once:
+            await trio.lowlevel.checkpoint()
+        self._read_at_once = True
+        while True:
+            try:
+                return sock.recv(max_bytes)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _stream_error(sock, exc) from exc
+            self._read_at_once = False
+            await trio.lowlevel.wait_readable(sock)
+
+    async def send_all(self, data: bytes) -> None:
+        sock = self.socket
+        view = memoryview(data)
+        while True:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise _stream_error(sock, exc) from exc
+            if sent == len(view):
+                return
+            view = view[sent:]
+            await trio.lowlevel.wait_writable(sock)
+
+    async def send_eof(self) -> None:
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise _stream_error(self.socket, exc) from exc
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        _close(self.socket)
+
+
+def _stream_error(
+    sock: socket.socket, exc: OSError
+) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    if sock.fileno() == -1:
+        return trio.ClosedResourceError("the socket was closed")
+    return trio.BrokenResourceError(f"socket error: {exc}")
 
 
 class _Server:
@@ -196,28 +272,44 @@ class _Server:
         self.closing = False
         self.all_closed = trio.Event()
 
-    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
         while True:
+            await trio.lowlevel.wait_readable(listener)
             try:
-                stream = await listener.accept()
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                continue
             except OSError as exc:
+                if exc.errno in _ACCEPT_IGNORE:  # that connection is gone already
+                    continue
                 if exc.errno not in _ACCEPT_RETRY:
                     raise
                 log.error("accept() failed (%s); retrying in 0.1 s", exc)
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(self.connection, stream)
+            nursery.start_soon(self.connection, sock)
 
-    async def connection(self, tcp: trio.SocketStream) -> None:
+    async def connection(self, sock: socket.socket) -> None:
         client = server = None
+        sock.setblocking(False)
         try:
-            client = _address(tcp.socket.getpeername())
-            server = _address(tcp.socket.getsockname())
+            # as trio.SocketStream does: no Nagle delay, and at most 16 KiB unsent in the kernel
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if hasattr(trio.socket, "TCP_NOTSENT_LOWAT"):
+                sock.setsockopt(socket.IPPROTO_TCP, trio.socket.TCP_NOTSENT_LOWAT, 2**14)
         except OSError:
             pass
-        stream: trio.abc.Stream = tcp
+        try:
+            client = _address(sock.getpeername())
+            server = _address(sock.getsockname())
+        except OSError:
+            pass
+        stream: trio.abc.Stream | _TCP
         if self.context is not None:
+            tcp = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             stream = trio.SSLStream(tcp, self.context, server_side=True, https_compatible=True)
+        else:
+            stream = _TCP(sock)
         conn = _Connection(self, stream, client, server)
         self.connections.add(conn)
         try:
@@ -230,7 +322,10 @@ class _Server:
             self.connections.discard(conn)
             if self.closing and not self.connections:
                 self.all_closed.set()
-            await trio.aclose_forcefully(stream)
+            if isinstance(stream, _TCP):
+                stream.close()
+            else:
+                await trio.aclose_forcefully(stream)
 
     async def shut_down(self) -> None:
         """Close idle connections, give the others the grace period, then return."""
@@ -248,7 +343,7 @@ class _Connection:
     def __init__(
         self,
         server: _Server,
-        stream: trio.abc.Stream,
+        stream: trio.abc.Stream | _TCP,
         client: tuple[str, int] | None,
         address: tuple[str, int] | None,
     ) -> None:
@@ -304,7 +399,7 @@ class _Connection:
             b"HTTP/1.1 %d \r\ncontent-length: 0\r\nconnection: close\r\ndate: %s\r\n\r\n"
             % (status, _Date.now())
         )
-        if self.gone or not isinstance(self.stream, trio.SocketStream):
+        if self.gone or not isinstance(self.stream, _TCP):
             return
         try:
             await self.stream.send_eof()
@@ -320,11 +415,12 @@ class _Connection:
             request = await self._next_request()
             if request is None:
                 return
-            upgrade = request.headers and _get(request.headers, b"upgrade")
+            headers = list(request.headers)  # (h11's Headers is a Sequence: read it once)
+            upgrade = _get(headers, b"upgrade")
             if request.method == b"GET" and upgrade and upgrade.lower() == b"websocket":
-                await _WebSocket(self, request).run()
+                await _WebSocket(self, request, headers).run()
                 return
-            if not await self._http(request):
+            if not await self._http(request, headers):
                 return
 
     async def _next_request(self) -> h11.Request | None:
@@ -344,15 +440,10 @@ class _Connection:
                     return None
                 data = b""
                 with trio.move_on_at(deadline) as waited:
-                    if received:
-                        data = await self._recv()
-                    else:
-                        with trio.CancelScope() as idle:
-                            self.idle_scope = idle
-                            data = await self._recv()
-                        self.idle_scope = None
-                        if idle.cancelled_caught:
-                            return None
+                    if not received:  # idle between requests: a shutdown may cancel the wait
+                        self.idle_scope = waited
+                    data = await self._recv()
+                self.idle_scope = None
                 if waited.cancelled_caught or (not data and not received):
                     return None
                 if not received:
@@ -369,7 +460,9 @@ class _Connection:
             else:  # ConnectionClosed (or PAUSED after an error)
                 return None
 
-    def _scope(self, request: h11.Request, kind: str) -> Message:
+    def _scope(
+        self, request: h11.Request, kind: str, headers: list[tuple[bytes, bytes]]
+    ) -> Message:
         path, _, query = request.target.partition(b"?")
         secure = self.tls
         return {
@@ -384,7 +477,7 @@ class _Connection:
             "raw_path": path,
             "query_string": query,
             "root_path": "",
-            "headers": list(request.headers),
+            "headers": headers,
             "client": self.client,
             "server": self.address,
             "extensions": {},
@@ -392,18 +485,19 @@ class _Connection:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    async def _http(self, request: h11.Request) -> bool:
-        """Serve one request; True if the connection may carry another."""
+    async def _http(self, request: h11.Request, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Serve one request (`headers`: its headers as a list); True if the connection may carry
+        another."""
         self.method = request.method
         self.http11 = request.http_version == b"1.1"
-        self.keep_alive = self.http11 and not _has_token(request.headers, b"connection", b"close")
+        self.keep_alive = self.http11 and not _has_token(headers, b"connection", b"close")
         self.body_done = False
         self.head = None
         self.started = self.done = self.chunked = self.bodyless = False
         self.length: int | None = None
         self.wait_scope = None
         try:
-            await self.server.app(self._scope(request, "http"), self.receive, self.send)
+            await self.server.app(self._scope(request, "http", headers), self.receive, self.send)
         except Exception:
             log.exception(
                 "ASGI app failed on %s %s",
@@ -582,6 +676,21 @@ class _Connection:
         return b"".join(lines)
 
 
+#: the first byte of a whole binary message's frame: FIN, opcode 2 (RFC 6455 5.2)
+_FIN_BINARY = 0x82
+_LENGTH_16 = struct.Struct("!BBH")
+_LENGTH_64 = struct.Struct("!BBQ")
+
+
+def _binary_head(length: int) -> bytes:
+    """The header of an unmasked frame that carries a whole binary message of `length` bytes."""
+    if length < 126:
+        return bytes((_FIN_BINARY, length))
+    if length < 1 << 16:
+        return _LENGTH_16.pack(_FIN_BINARY, 126, length)
+    return _LENGTH_64.pack(_FIN_BINARY, 127, length)
+
+
 def _has_token(headers: Any, name: bytes, token: bytes) -> bool:
     """Whether a comma-separated header (e.g. Connection) lists `token` (lower-case)."""
     for key, value in headers:
@@ -600,11 +709,13 @@ def _get(headers: Any, name: bytes) -> bytes | None:
 class _WebSocket:
     """One WebSocket connection: the upgrade request, then wsproto."""
 
-    def __init__(self, conn: _Connection, request: h11.Request) -> None:
+    def __init__(
+        self, conn: _Connection, request: h11.Request, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         self.conn = conn
         self.request = request
-        self.scope = conn._scope(request, "websocket")
-        offered = _get(request.headers, b"sec-websocket-protocol")
+        self.scope = conn._scope(request, "websocket", headers)
+        offered = _get(headers, b"sec-websocket-protocol")
         self.scope["subprotocols"] = split_comma_header(offered) if offered else []
         self.scope["extensions"] = {"websocket.http.response": {}}
         self.ws: wsproto.connection.Connection | None = None
@@ -669,6 +780,16 @@ class _WebSocket:
         except WSLocalProtocolError:
             return
         await self._write(data)
+
+    async def _send_binary(self, data: bytes) -> None:
+        """A binary message, as one frame built here: byte for byte what wsproto's `send` makes
+        of it on this connection (a server's frames are unmasked, no extension is negotiated, no
+        message is sent in fragments) at a fraction of its cost; dropped, as wsproto's refusal
+        is, unless the connection is open."""
+        assert self.ws is not None
+        if self.ws.state is not ConnectionState.OPEN:
+            return
+        await self._write(b"".join((_binary_head(len(data)), data)))
 
     async def receive(self) -> Message:
         if not self.connect_sent:
@@ -756,7 +877,7 @@ class _WebSocket:
         elif kind == "websocket.send" and self.state == "connected":
             data = message.get("bytes")
             if data is not None:
-                await self._send_event(ws_events.BytesMessage(data=bytes(data)))
+                await self._send_binary(data if isinstance(data, bytes) else bytes(data))
             else:
                 await self._send_event(ws_events.TextMessage(data=str(message["text"])))
         elif kind == "websocket.close" and self.state == "handshake":

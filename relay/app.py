@@ -209,6 +209,8 @@ class RelayApp:
         """The failed-auth rate-limit key: the client address, or its /64 for IPv6 (one host
         usually owns a whole /64, so rotating addresses inside it must not reset the limit)."""
         host = self.client_host(scope)
+        if ":" not in host:  # IPv4 (or not an address): the host itself
+            return host
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -92,12 +92,13 @@ class SignedQuery:
         )
 
     def size(self) -> int:
-        """The QUERY payload size; ValueError if it cannot be canonically encoded (lone
-        surrogates)."""
-        params = dict(self.members["params"])
-        return len(
-            canonical_json({**self.members, "params": params, "attestation": self.attestation})
-        )
+        """The QUERY payload size (what `Connection.send` encodes: every member, the session
+        member too). Signing encoded each member already, so this cannot fail."""
+        payload = {**self.members, "params": dict(self.members["params"])}
+        payload["attestation"] = self.attestation
+        if self.session is not None:
+            payload["session"] = dict(self.session)
+        return len(canonical_json(payload))
 
 
 def sign_query(
@@ -202,6 +203,21 @@ async def read_body_in_time(scope: Scope, receive: Receive, limits: Limits) -> b
     return body
 
 
+def _check_frame_size(signed: SignedQuery, session: ConnectorSession) -> None:
+    """413 request.too_large when the QUERY payload is over the connection's max_frame."""
+    size = signed.size()
+    if size > session.conn.max_frame:
+        raise _frame_too_large(size, session)
+
+
+def _frame_too_large(size: int, session: ConnectorSession) -> HttpError:
+    return HttpError(
+        ErrorCode.REQUEST_TOO_LARGE,
+        f"the query frame would be {size} bytes; the connector accepts at most "
+        f"{session.conn.max_frame}",
+    )
+
+
 def _check_size(req: QueryRequest, limit: int | None) -> None:
     """413 request.too_large when ``req.sql`` is longer than ``limit`` (None: no limit known)."""
     if limit is not None and req.sql_bytes > limit:
@@ -238,31 +254,30 @@ async def _send_admitted(
     session = connection or tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     try:
+        # Signing encodes every member (the statement and token as UTF-8, params, options and
+        # session as canonical JSON): a QUERY that signs also encodes.
         signed = sign_query(session, token, req, session_member)
-        size = signed.size()
     except (ValueError, TypeError):
         raise HttpError(
             ErrorCode.REQUEST_INVALID, "the request holds text that is not valid Unicode"
         ) from None
-    if size > session.conn.max_frame:
-        raise HttpError(
-            ErrorCode.REQUEST_TOO_LARGE,
-            f"the query frame would be {size} bytes; the connector accepts at most "
-            f"{session.conn.max_frame}",
-        )
-    if (
-        first
-        and req.client_query_id
-        and not tunnel.query_ids.remember(req.query_id, now=time.time())
-    ):
-        raise HttpError(
-            ErrorCode.QUERY_DUPLICATE,
-            "a query with this query_id was already sent; use a new query_id to run it again",
-            query_id=req.query_id,
-        )
+    if first and req.client_query_id:
+        # a QUERY that is not sent must not use up its query_id: the size first
+        _check_frame_size(signed, session)
+        if not tunnel.query_ids.remember(req.query_id, now=time.time()):
+            raise HttpError(
+                ErrorCode.QUERY_DUPLICATE,
+                "a query with this query_id was already sent; use a new query_id to run it again",
+                query_id=req.query_id,
+            )
     try:
+        # The QUERY is encoded once, here; a payload over max_frame is refused with nothing
+        # queued (the connection stays usable).
         stream = session.open_stream(signed.frame, wake_writer=False)
-    except LocalProtocolError as exc:  # pragma: no cover - pick() checked capacity
+    except LocalProtocolError as exc:
+        if exc.error_code == ErrorCode.REQUEST_TOO_LARGE:
+            raise _frame_too_large(signed.size(), session) from None
+        # (pick() checked capacity: not expected)
         log_event("query.not_sent", level=logging.ERROR, query_id=req.query_id, why=exc)
         raise HttpError(
             ErrorCode.INTERNAL,
@@ -327,29 +342,31 @@ async def _first(stream: RelayStream, receive: Receive, idle_s: float) -> _Resul
     """The stream's first event, or None after `idle_s` seconds of silence.
 
     Waits in the client's ``receive()`` (the only message left to come is http.disconnect), in a
-    scope the session cancels when an event arrives for the stream (`RelayStream.waiter`): one
-    task watches both, with no watcher task per query.
+    scope that ends at the deadline and that the session cancels when an event arrives for the
+    stream (`RelayStream.waiter`): one task and one scope watch all three, with no watcher task
+    per query.
 
     Raises:
         _ClientGone: the client disconnected first.
     """
-    with trio.move_on_after(idle_s):
-        while True:
+    deadline = trio.current_time() + idle_s
+    while True:
+        try:
+            return stream.receive.receive_nowait()  # type: ignore[return-value]
+        except trio.WouldBlock:
+            pass
+        except trio.EndOfChannel:  # pragma: no cover - the session ends streams with ERROR
+            return events.Error(stream.stream_id, _LOST)
+        if trio.current_time() >= deadline:
+            return None
+        with trio.move_on_at(deadline) as waiting:
+            stream.waiter = waiting
             try:
-                return stream.receive.receive_nowait()  # type: ignore[return-value]
-            except trio.WouldBlock:
-                pass
-            except trio.EndOfChannel:  # pragma: no cover - the session ends streams with ERROR
-                return events.Error(stream.stream_id, _LOST)
-            with trio.CancelScope() as arrived:
-                stream.waiter = arrived
-                try:
-                    message = await receive()
-                finally:
-                    stream.waiter = None
-                if message["type"] == "http.disconnect":
-                    raise _ClientGone
-    return None
+                message = await receive()
+            finally:
+                stream.waiter = None
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
 
 
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange: _Exchange) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -68,7 +68,8 @@ class AdmissionSlot:
     reserved: bool = False
     #: trio time spent waiting for the slot (counted against the query's timeout)
     waited_s: float = 0.0
-    event: trio.Event = field(default_factory=trio.Event)
+    #: set when the slot is granted; made only for a query that has to wait for one
+    event: trio.Event | None = None
 
 
 class TunnelState:
@@ -86,17 +87,21 @@ class TunnelState:
         self.admission: FairAdmission[AdmissionSlot] = FairAdmission(max_waiting=MAX_WAITING)
         #: granted slots whose QUERY is not sent yet
         self._reserved = 0
-        self._changed = trio.Event()
+        #: set at the next change; made only when someone waits for one (`wait_changed`)
+        self._changed: trio.Event | None = None
 
     async def wait_changed(self) -> None:
         """Return at the next change of this tunnel's connections or admission: a connection
         registers, ends or starts draining, a slot frees, a query starts or stops waiting.
         Re-read `status()` (or `admission`) after it returns."""
+        if self._changed is None:
+            self._changed = trio.Event()
         await self._changed.wait()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def add(self, session: ConnectorSession) -> None:
         self.sessions.append(session)
@@ -121,7 +126,8 @@ class TunnelState:
             for _key, slot in self.admission.grant(free):
                 slot.granted = slot.reserved = True
                 self._reserved += 1
-                slot.event.set()
+                if slot.event is not None:
+                    slot.event.set()
 
     @asynccontextmanager
     async def slot(
@@ -167,10 +173,11 @@ class TunnelState:
 
         try:
             if not slot.granted:  # a full tunnel: wait (the common case needs no task)
+                granted = slot.event = trio.Event()
                 with trio.move_on_after(wait_s):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(watch, nursery.cancel_scope)
-                        await slot.event.wait()
+                        await granted.wait()
                         nursery.cancel_scope.cancel()
         except BaseException:  # cancelled while waiting (perhaps just granted): give it back
             self._give_back(slot)

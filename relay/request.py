@@ -8,8 +8,8 @@ request) and at most `max_param_bytes` of canonical JSON.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from protocol import ErrorCode, canonical_json, loads_object
 from relay.http import HttpError
 
-__all__ = ["MAX_PARAMS", "QueryRequest", "parse_query_request"]
+__all__ = ["MAX_PARAMS", "QueryRequest", "new_query_id", "parse_query_request"]
 
 #: SQL Server accepts at most 2,100 parameters in one request.
 MAX_PARAMS = 2100
@@ -48,6 +48,15 @@ class QueryRequest:
     def sql_bytes(self) -> int:
         """The size of `sql` in UTF-8 bytes (what the connector's max_statement_bytes limits)."""
         return len(self.sql.encode("utf-8", "surrogatepass")) if self.sql is not None else 0
+
+
+def new_query_id() -> str:
+    """A random query id: ``str(uuid.uuid4())`` without building a `uuid.UUID` (half the time)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    x = raw.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _invalid(message: str) -> HttpError:
@@ -134,6 +143,6 @@ def parse_query_request(
         params=params,
         max_rows=max_rows,
         timeout_ms=timeout_ms,
-        query_id=query_id if query_id is not None else str(uuid.uuid4()),
+        query_id=query_id if query_id is not None else new_query_id(),
         client_query_id=query_id is not None,
     )

@@ -562,6 +562,32 @@ async def test_websocket_accept_echo_ping_and_clean_close() -> None:
     assert rec.received[0][-1] == {"type": "websocket.disconnect", "code": 1000}
 
 
+async def test_websocket_binary_messages_of_every_length_encoding() -> None:
+    # 7-bit, 16-bit and 64-bit payload lengths (RFC 6455 5.2), each at its edges; the echo's
+    # bytes on the wire are what wsproto makes of the same message as a server
+    sizes = [0, 1, 125, 126, 65535, 65536, 200_000]
+    rec = Recorder()
+    async with running(rec) as (host, port, _):
+        stream, client, _ = await ws_connect(host, port)
+        server = wsproto.connection.Connection(wsproto.ConnectionType.SERVER)
+        for size in sizes:
+            data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+            await stream.send_all(client.send(ws_events.BytesMessage(data=data)))
+            expected = server.send(ws_events.BytesMessage(data=data))
+            wire = b""
+            while len(wire) < len(expected):
+                wire += await stream.receive_some(len(expected) - len(wire))
+            assert wire == expected
+            client.receive_data(wire)
+            [echo] = client.events()
+            assert isinstance(echo, ws_events.BytesMessage)
+            assert (echo.data, echo.message_finished) == (data, True)
+        await stream.send_all(client.send(ws_events.CloseConnection(code=1000)))
+        closed = await ws_next(stream, client)
+        assert isinstance(closed, ws_events.CloseConnection)
+    assert rec.received[0][-1] == {"type": "websocket.disconnect", "code": 1000}
+
+
 async def test_websocket_closed_by_the_app() -> None:
     rec = Recorder()
     async with running(rec) as (host, port, _):

@@ -54,7 +54,12 @@ async def test_query_streams_payload_bytes_unchanged(
     assert q.sql == "select n from t where k = @k"
     assert dict(q.params) == {"k": 3, "f": 0.5}
     assert response.headers["x-edgetds-query-id"] == q.query_id
-    uuid.UUID(q.query_id)  # the relay generated one
+    generated = uuid.UUID(q.query_id)  # the relay generated one: a random (version 4) UUID
+    assert (str(generated), generated.version, generated.variant) == (
+        q.query_id,
+        4,
+        uuid.RFC_4122,
+    )
 
 
 async def test_client_query_id_and_options_reach_the_connector(
@@ -202,23 +207,35 @@ async def test_oversized_body_is_413(
     assert response.json()["error"]["code"] == "request.too_large"
 
 
+@pytest.mark.parametrize("query_id", [None, "big-1"])
 async def test_body_that_does_not_fit_a_frame_is_413(
-    relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient
+    relay: RelayHandle, idp: DevIdP, client: httpx.AsyncClient, query_id: str | None
 ) -> None:
     # Under max_body_bytes (1 MiB), but with token and attestation over the 1 MiB frame limit.
-    body = json.dumps({"sql": "select '" + "y" * (1024 * 1024 - 200) + "'"})
+    ids = {"query_id": query_id} if query_id else {}
+    body = json.dumps({"sql": "select '" + "y" * (1024 * 1024 - 200) + "'", **ids})
     with trio.fail_after(10):
         async with peer(relay, max_statement_bytes=16 * 1024 * 1024) as p:
             response = await client.post(
                 query_url(relay), content=body, headers=bearer(idp.mint(sub="a"))
             )
             assert response.status_code == 413
-            # ... and the connection still serves the next query.
+            # ... and the connection still serves the next query (a query_id refused with 413
+            # was not used up).
             ok = await client.post(
-                query_url(relay), json={"sql": "select 1"}, headers=bearer(idp.mint(sub="a"))
+                query_url(relay),
+                json={"sql": "select 1", **ids},
+                headers=bearer(idp.mint(sub="a")),
             )
     assert ok.status_code == 200
     assert len(p.queries) == 1
+    error = response.json()["error"]
+    size = int(error["message"].split(" bytes;")[0].rsplit(" ", 1)[1])
+    assert (error["code"], error["message"]) == (
+        "request.too_large",
+        f"the query frame would be {size} bytes; the connector accepts at most {1024 * 1024}",
+    )
+    assert size > 1024 * 1024
 
 
 @pytest.mark.parametrize(
