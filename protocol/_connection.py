@@ -241,11 +241,13 @@ class Connection:
         """Queue ``event`` as a frame (collect it with :meth:`data_to_send`).
 
         Raises:
-            LocalProtocolError: the event is invalid, not allowed for this role or in this state,
-                or exceeds the send window: the connection is then in ERROR. One exception: a
-                payload larger than :attr:`max_frame` is refused with ``error_code``
-                ``request.too_large`` (QUERY) or ``limits.result_too_large`` and the connection
-                stays usable (nothing was queued).
+            LocalProtocolError: the event is not allowed for this role or in this state, or
+                exceeds the send window: the connection is then in ERROR. Two exceptions, where
+                nothing was queued and the connection stays usable: an event whose fields do not
+                encode as the peer would accept them (a relay must not lose every stream of a
+                connection to one request it failed to check), and a payload larger than
+                :attr:`max_frame`, refused with ``error_code`` ``request.too_large`` (QUERY) or
+                ``limits.result_too_large``.
         """
         self._check_usable("send")
         if self._goaway_sent:
@@ -255,7 +257,8 @@ class Connection:
         try:
             frame = encode(event)
         except (ValueError, TypeError) as exc:
-            self._fail(LocalProtocolError(f"invalid {type(event).__name__} event: {exc}"))
+            # nothing was queued or routed: refused, and the connection stays as it was
+            raise LocalProtocolError(f"invalid {type(event).__name__} event: {exc}") from None
         if len(frame.payload) > self._send_max_frame:
             # Not a protocol violation yet: nothing was queued and the connection stays usable,
             # so a relay can answer 413 for one oversized request without losing the others.

@@ -277,7 +277,8 @@ async def _send_admitted(
     except LocalProtocolError as exc:
         if exc.error_code == ErrorCode.REQUEST_TOO_LARGE:
             raise _frame_too_large(signed.size(), session) from None
-        # (pick() checked capacity: not expected)
+        # Not expected: pick() checked capacity, and a request that signs also encodes. Were it
+        # to happen, only this query fails: nothing was queued and the connection carries on.
         log_event("query.not_sent", level=logging.ERROR, query_id=req.query_id, why=exc)
         raise HttpError(
             ErrorCode.INTERNAL,

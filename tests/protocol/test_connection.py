@@ -549,14 +549,22 @@ def test_eof_with_partial_frame_is_not_clean(pair: ProtocolPair) -> None:
 def test_unsendable_and_invalid_events(pair: ProtocolPair) -> None:
     with pytest.raises(LocalProtocolError, match="not a sendable event"):
         pair.relay.send(events.ConnectionLost(clean=True))
+    assert pair.relay.state is ConnectionState.ERROR
+    # an event whose fields do not encode is refused with nothing queued, and the connection
+    # carries on (one bad request must not end every stream of it)
     p = ProtocolPair()
     p.handshake()
     with pytest.raises(LocalProtocolError, match="invalid Ping event"):
         p.relay.send(events.Ping(b"short"))
-    p = ProtocolPair()
-    p.handshake()
-    with pytest.raises(LocalProtocolError, match="invalid Query event"):
-        p.relay.send(events.Query(1, "q", "t", "select 1", None, {"x": object()}, {}, {}))
+    for params in ({"x": object()}, {"x": float("inf")}, {"x": "\ud800"}):
+        with pytest.raises(LocalProtocolError, match="invalid Query event"):
+            p.relay.send(events.Query(1, "q", "t", "select 1", None, params, {}, {}))
+        assert p.relay.state is ConnectionState.OPEN
+        assert not p.relay.has_data_to_send
+    p.query(1)
+    p.connector.send(events.Columns(1, b'{"columns":[]}\n'))
+    p.relay.receive_data(p.connector.data_to_send())
+    assert [type(e) for e in p.relay.events()] == [events.Columns]
 
 
 def test_query_event_repr_hides_token_and_params() -> None:
