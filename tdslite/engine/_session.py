@@ -19,7 +19,18 @@ from typing import Any
 
 from sqlglot import exp
 
-from . import _errors, _flow, _objects, _preamble, _statements, _sysfuncs, _sysrows, _sysviews, _tvp
+from . import (
+    _control,
+    _errors,
+    _flow,
+    _objects,
+    _preamble,
+    _statements,
+    _sysfuncs,
+    _sysrows,
+    _sysviews,
+    _tvp,
+)
 from ._batch import STATEMENT_KEYWORDS, Statement, parse_statement, split_batch
 from ._catalog import Catalog, TableInfo, forget_table
 from ._errmap import map_sqlite_error
@@ -31,7 +42,7 @@ from ._results import Info, ResultSet, RowCount, StatementFailed
 from ._scope import Context
 from ._state import EngineView, FlowState, Prepared, SessionObjects, Variable
 from ._translate import UNKNOWN, Translator, is_unknown, to_sqlite
-from ._types import Column, Param, SqlType
+from ._types import STRING_TYPES, Column, Param, SqlType
 from ._typing import guess_type
 from ._users import User
 from ._values import Storage, decode, decoder, encode
@@ -72,6 +83,8 @@ _ISOLATION_CODES = {
 }
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
+#: a preamble batch's calls and its bound parameters (`Session.preamble_plan`)
+PreamblePlan = tuple[tuple[_preamble.Call, ...], dict[str, Variable]]
 
 
 @functools.lru_cache(maxsize=256)
@@ -205,8 +218,10 @@ class Session:
             raise SqlError(6005, "The session is closed.", severity=16)
         self._finish_rows()
         self._cancel_requested = False  # a new request: an earlier ATTENTION no longer applies
-        self.flow.wake.clear()
-        if not _encodable(sql):
+        wake = self.flow.wake
+        if wake.is_set():  # (clearing takes the Event's lock: most requests need not)
+            wake.clear()
+        if not sql.isascii() and not _encodable(sql):
             raise _errors.syntax_error("an unpaired UTF-16 surrogate in the batch")
         calls = _preamble.match(sql)
         if calls is not None:
@@ -233,18 +248,19 @@ class Session:
             name = param.name.lstrip("@").lower()
             if name.startswith("__g_") or not name:
                 raise _errors.SqlError(8145, f"{param.name} is not a valid parameter name.")
-            if param.type == _tvp.TABLE:
+            if param.type.name == _tvp.TABLE.name:  # (a name test: no dataclass __eq__)
                 columns, rows = _tvp.bind(self, param.name, param.value)
                 self._table_params[name] = columns
                 batch_params[name] = Variable(_tvp.TABLE, rows)
                 continue
-            if isinstance(param.value, str) and not _encodable(param.value):
+            value = param.value
+            if isinstance(value, str) and not value.isascii() and not _encodable(value):
                 raise _errors.SqlError(
                     8016,
                     f"The incoming RPC parameter {param.name} holds an unpaired UTF-16 surrogate; "
                     "tdslite cannot store it.",
                 )
-            batch_params[name] = Variable(param.type, encode(param.type, param.value))
+            batch_params[name] = Variable(param.type, encode(param.type, value))
         return self._batch(nodes, batch_params)
 
     def _set_contexts(
@@ -252,14 +268,12 @@ class Session:
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info] | None:
         """The fast path of `_preamble` (see there): the iterator that sets the keys, or None
         when the general path must run ``sql`` (it then raises the error the calls deserve)."""
-        from . import _control
-
         if self.flow.doomed:
             return None
         variables = self._preamble_variables(calls, params, self._context)
         if variables is None:
             return None
-        return self._run_contexts(sql, calls, params, variables, _control.store_context)
+        return self._run_contexts(sql, calls, params, variables)
 
     def _preamble_variables(
         self,
@@ -274,12 +288,15 @@ class Session:
         variables: dict[str, Variable] = {}
         try:
             for param in params:
-                name = param.name.lstrip("@").lower()
-                if not name or name.startswith("__g_") or param.type.name == _tvp.TABLE.name:
+                name = _variable_name(param.name)
+                if name is None or param.type.name == _tvp.TABLE.name:
                     return None
-                if isinstance(param.value, str) and not _encodable(param.value):
+                value = param.value
+                if isinstance(value, str) and not value.isascii() and not _encodable(value):
                     return None
-                variables[name] = Variable(param.type, encode(param.type, param.value))
+                if type(value) is not str or param.type.name not in STRING_TYPES:
+                    value = encode(param.type, value)  # (a string is its own storage form)
+                variables[name] = Variable(param.type, value)
             if (
                 "sp_set_session_context" in self._engine.procedure_names
                 and _objects.lookup(self, "sp_set_session_context", "PROCEDURE") is not None
@@ -295,17 +312,31 @@ class Session:
                 return None
         return variables
 
-    def preamble_inline(self, sql: str, params: Sequence[Param], *, reset: bool) -> bool:
-        """Whether (a reset, when ``reset``, then) running ``sql`` takes `_preamble`'s fast path
-        and neither waits nor takes long: no transaction to roll back, no #table, #procedure or
-        table variable to drop, no open rows. The wire layer then runs such a request on its
-        event loop instead of a worker thread (the answer is the same). No side effects."""
+    def preamble_plan(
+        self, sql: str, params: Sequence[Param], *, reset: bool
+    ) -> PreamblePlan | None:
+        """When (a reset, when ``reset``, then) running ``sql`` takes `_preamble`'s fast path and
+        neither waits nor takes long (no transaction to roll back, no #table, #procedure or table
+        variable to drop, no open rows): the calls and their bound values, for `run_preamble`.
+        The wire layer then runs such a request on its event loop instead of a worker thread
+        (the answer is the same). No side effects."""
         calls = _preamble.match(sql)
         if calls is None or not self.reset_inline():
-            return False
+            return None
         if not reset and self.flow.doomed:
-            return False
-        return self._preamble_variables(calls, params, {} if reset else self._context) is not None
+            return None
+        variables = self._preamble_variables(calls, params, {} if reset else self._context)
+        return None if variables is None else (calls, variables)
+
+    def run_preamble(self, plan: PreamblePlan) -> None:
+        """Run the batch `preamble_plan` planned, right after it (and the reset it was asked
+        about, if any): the same effects as `execute` of that batch and its iterator run out,
+        which yields nothing (the checks `execute` makes are `preamble_plan`'s)."""
+        self._cancel_requested = False
+        wake = self.flow.wake
+        if wake.is_set():
+            wake.clear()
+        self._store_contexts(plan[0], plan[1])  # (open rows first)
 
     def reset_inline(self) -> bool:
         """Whether a reset (`reset`) neither waits nor takes long: no transaction to roll back,
@@ -340,7 +371,6 @@ class Session:
         calls: tuple[_preamble.Call, ...],
         params: Sequence[Param],
         variables: dict[str, Variable],
-        store_context: Any,
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         # Strategy: the calls run in one step when the iterator is first advanced (the general
         # path runs them one per step, with nothing to yield between them), so a cancel can only
@@ -348,16 +378,27 @@ class Session:
         if self._cancel_requested:
             yield from self._general(sql, params)
             return
-        for key, name, read_only in calls:
-            self._finish_rows()
-            self.started.append("EXEC")
-            variable = variables[name]
-            store_context(
-                self, key, decode(variable.type, variable.value), variable.type, read_only
-            )
-            self.flow.last_error = 0
+        self._store_contexts(calls, variables)
         return
         yield  # a generator, as the general path's iterator
+
+    def _store_contexts(
+        self, calls: tuple[_preamble.Call, ...], variables: dict[str, Variable]
+    ) -> None:
+        """The ``sp_set_session_context`` calls of a preamble, as the general path runs them
+        (rows left open go first; the calls open none)."""
+        if self._open_rows is not None:
+            self._finish_rows()
+        store = _control.store_context
+        flow = self.flow
+        for key, name, read_only in calls:
+            self.started.append("EXEC")
+            variable = variables[name]
+            value: object = variable.value
+            if type(value) is not str or variable.type.name not in STRING_TYPES:
+                value = decode(variable.type, variable.value)  # (a string is its own storage)
+            store(self, key, value, variable.type, read_only)
+            flow.last_error = 0
 
     def _batch(
         self, nodes: list[_flow.Node], variables: dict[str, Variable]
@@ -458,8 +499,6 @@ class Session:
     def _statement(
         self, item: Prepared, variables: dict[str, Variable]
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
-        from . import _control
-
         keyword = item.statement.keyword
         tree = item.tree
         _objects.bind_table_variables(self, variables)  # FROM @t: this scope's tables
@@ -478,9 +517,13 @@ class Session:
         if _objects.handles(tree):
             _objects.run_tree(self, tree)
             return
-        if self._table_params or not _selects_values(item.statement.sql, item.statement.words):
-            # (a SELECT of values only reads no table: neither its translation nor its run
-            # depends on the catalog; a stale fingerprint in its key only keys it apart)
+        values_only = not self._table_params and _selects_values(
+            item.statement.sql, item.statement.words
+        )
+        if not values_only:
+            # (a SELECT of values only reads no table and calls no function: neither its
+            # translation nor its run depends on the catalog or on the session context; a stale
+            # fingerprint in its key only keys it apart)
             self._catalog.refresh(self._conn_internal())
         self._authorizer.tvp_rows = bool(self._table_params) and (
             self._catalog.table("json_each") is None
@@ -489,8 +532,8 @@ class Session:
             item.statement.sql,
             self.database,
             self._catalog.fingerprint,
-            tuple(sorted((k, str(v.type)) for k, v in variables.items())),
-            tuple(sorted((k, str(v[1])) for k, v in self._context.items())),
+            tuple(sorted((k, v.type.text) for k, v in variables.items())),
+            () if values_only else tuple(sorted((k, v[1].text) for k, v in self._context.items())),
             tuple(sorted(self._identity_insert)),
         )
         # a statement reading table-valued parameters depends on their types: not cached
@@ -537,8 +580,6 @@ class Session:
         self, tree: exp.Expression, keyword: str, variables: dict[str, Variable]
     ) -> tuple[str, Any, frozenset[str]] | None:
         """Translate a (copied) tree: ("select", (sql, columns), tables) or ("plan"|"ddl", ...)."""
-        from . import _control
-
         tr = Translator(self._context_for(variables))
         if isinstance(tree, exp.Select | exp.Union | exp.Except | exp.Intersect | exp.Subquery):
             if isinstance(tree, exp.Select) and tree.args.get("into"):
@@ -818,7 +859,7 @@ class Session:
         existing = self._context.get(key)
         if existing is not None and existing[2]:
             raise _errors.read_only_key(key)
-        if len(key.encode("utf-16-le")) > 256:
+        if len(key) > 64 and len(key.encode("utf-16-le")) > 256:  # (<= 4 bytes a character)
             raise SqlError(15665, "The key passed to sp_set_session_context is too long (max 128).")
         if value is None and not read_only:
             self._context.pop(key, None)  # "Setting a value of NULL frees the memory."
@@ -946,25 +987,32 @@ class Session:
 
     def reset(self) -> None:
         """RESETCONNECTION / sp_reset_connection: roll back, REVERT all, clear session state."""
-        self._finish_rows()
         rolled_back = self._trancount > 0 or self._conn.in_transaction
-        self._abort_transaction()
+        if rolled_back:
+            self._abort_transaction()  # (open rows first)
+        elif self._open_rows is not None:
+            self._finish_rows()
         self.xact_abort = False
         self.set_options = SessionOptions()
         flow = self.flow
         if flow.caught or flow.doomed or flow.last_error or flow.try_depth:
             self.flow = FlowState()
-        else:  # as new already (a new one costs an Event): only a WAITFOR's wake-up to clear
-            flow.wake.clear()
-        del self._stack[1:]
-        self._set_principal(self._stack[0])
+        elif flow.wake.is_set():  # as new already (a new one costs an Event): only a WAITFOR's
+            flow.wake.clear()  # wake-up to clear
+        stack = self._stack
+        if len(stack) > 1 or self._authorizer.principal is not stack[0]:
+            del stack[1:]
+            self._set_principal(stack[0])
         self._context.clear()
         self._identity_insert.clear()
         self.nocount = False
         self.isolation = "READ COMMITTED"
         self._rowcount = 0
         self._identity = None
-        _objects.reset(self, rolled_back=rolled_back)
+        if rolled_back or self._catalog.temp or self.objects.temp_procedures:
+            _objects.reset(self, rolled_back=rolled_back)
+        else:  # (what `_objects.reset` does when there is nothing to drop)
+            self._cancel_requested = False
 
     def close(self) -> None:
         if self._closed:
@@ -1057,6 +1105,15 @@ def _procedure_call(statement: Statement) -> bool:
     """The first statement of a batch names a procedure without EXEC (``sp_help 'orders'``)."""
     first = statement.text.split(None, 1)[0].lower().lstrip("[") if statement.text else ""
     return statement.keyword not in STATEMENT_KEYWORDS and first.startswith("sp_")
+
+
+@functools.lru_cache(maxsize=256)
+def _variable_name(param: str) -> str | None:
+    """The variable an RPC parameter named ``param`` binds (lower case, no "@"), or None for a
+    name no parameter may have (empty, or a session global's ``__g_`` prefix). Cached: clients
+    send the same few names."""
+    name = param.lstrip("@").lower()
+    return None if not name or name.startswith("__g_") else name
 
 
 def _encodable(text: str) -> bool:

@@ -21,6 +21,7 @@ datetime accepts them, and the engine returns them only when that digit is not z
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Self
@@ -116,6 +117,12 @@ class SqlType:
         if self.name in FRACTIONAL_TYPES:
             return f"{self.name}({self.scale})"
         return self.name
+
+    @functools.cached_property
+    def text(self) -> str:
+        """``str(self)``, made once per instance (the type is immutable; the parameters of
+        every request are typed by a few shared instances)."""
+        return str(self)
 
     @property
     def is_max(self) -> bool:

@@ -449,7 +449,7 @@ class Connection:
             return
         if msg.reset_connection:
             dispatcher.reset(reply)
-            reply.write(tk.envchange_bytes(EnvChange.RESET_ACK, b"", b""))
+            reply.write(tk.RESET_ACK)
         handlers: dict[int, Any] = {
             PacketType.SQL_BATCH: dispatcher.batch,
             PacketType.RPC: dispatcher.rpc,

@@ -76,7 +76,9 @@ CODEPAGE = "cp1252"
 PLP_NULL = 0xFFFFFFFFFFFFFFFF
 PLP_UNKNOWN = 0xFFFFFFFFFFFFFFFE
 
-_UTF16_DECODE = codecs.utf_16_le_decode
+#: ``codecs.utf_16_le_decode``: ``utf16_decoder(data, "strict", True)[0]`` is `decode_utf16`
+#: without a call of its own (for the few places that decode every parameter of every RPC)
+utf16_decoder = _UTF16_DECODE = codecs.utf_16_le_decode
 _UTF16_ENCODE = codecs.utf_16_le_encode
 
 

@@ -11,8 +11,9 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
-from tdslite.engine import Param, SqlError, SqlType, convert
+from tdslite.engine import Param, PreamblePlan, SqlError, SqlType, convert
 from tdslite.engine._bulk import BulkTarget, is_insert_bulk
 
 from . import _rpc
@@ -23,7 +24,14 @@ from ._columns import returnvalue
 from ._datatypes import decode_utf16
 from ._packets import Message, PacketType, ProtocolError
 from ._reply import TDS72, Reply
-from ._requests import Request, SessionState, env_changes, run_statements, write_error
+from ._requests import (
+    Request,
+    SessionState,
+    env_changes,
+    log_statement,
+    run_statements,
+    write_error,
+)
 from ._tokens import Done
 from ._wiretype import UnsupportedParameter, WireType
 
@@ -50,7 +58,7 @@ TM_ISOLATION_LEVELS = {
 @dataclass
 class Prepared:
     statement: str
-    declared: Sequence[tuple[str, str]]
+    declared: tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -61,10 +69,10 @@ class Dispatcher:
     #: the INSERT BULK whose rows the next message (a BulkLoad) carries
     pending_bulk: BulkTarget | None = None
     _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    #: the RPC message `runs_inline` parsed last, its calls and the parameters it bound (of the
-    #: first calls, as far as it went), for `rpc` to reuse: each request is parsed and bound
-    #: once, whether or not it runs inline
-    _parsed: tuple[bytes, list[_rpc.RpcCall], list[list[Param]]] | None = None
+    #: the RPC message `runs_inline` parsed last, its calls, the parameters it bound (of the
+    #: first calls, as far as it went) and the plan of a first call that is a preamble, for `rpc`
+    #: to reuse: each request is parsed and bound once, whether or not it runs inline
+    _parsed: tuple[bytes, list[_rpc.RpcCall], list[list[Param]], PreamblePlan | None] | None = None
 
     # --- SQL batch -------------------------------------------------------------------------------
 
@@ -150,7 +158,7 @@ class Dispatcher:
         """Whether ``msg`` may be answered on the event loop instead of a worker thread: an RPC
         request of at most `_INLINE_CALLS` sp_executesql calls, each of which the session says
         neither waits nor takes long: the first may set session context keys
-        (`Session.preamble_inline`: the per-query preamble of a pooling client,
+        (`Session.preamble_plan`: the per-query preamble of a pooling client,
         engine/_preamble.py), the others (and a first one that does not) may only select values
         (`Session.select_inline`: ``SELECT @n AS n``, ``SELECT 1``); with RESETCONNECTION the
         reset must be quick too (`Session.reset_inline`). Only with an in-memory statement log.
@@ -162,7 +170,7 @@ class Dispatcher:
         if log is not None and not log.in_memory_only:
             return False
         session = self.state.session
-        preamble = getattr(session, "preamble_inline", None)
+        preamble = getattr(session, "preamble_plan", None)
         if preamble is None:
             return False
         self._parsed = None
@@ -170,7 +178,7 @@ class Dispatcher:
         try:
             calls = _rpc.parse(msg.payload, skip_headers=tds_version >= TDS72)
             bound: list[list[Param]] = []
-            self._parsed = (msg.payload, calls, bound)
+            self._parsed = (msg.payload, calls, bound, None)
             if len(calls) > _INLINE_CALLS:
                 return False
             for i, call in enumerate(calls):
@@ -180,8 +188,11 @@ class Dispatcher:
                 stmt, decl = _text_param(p, 0, "@stmt"), _text_param(p, 1, "@params")
                 params = _bind(p[2:], _rpc.declared_params(decl))
                 bound.append(params)
-                if i == 0 and preamble(stmt, params, reset=reset):
-                    continue
+                if i == 0:
+                    plan = preamble(stmt, params, reset=reset)
+                    if plan is not None:
+                        self._parsed = (msg.payload, calls, bound, plan)
+                        continue
                 if i == 0 and reset and not session.reset_inline():
                     return False
                 if not session.select_inline(stmt, params):
@@ -196,19 +207,23 @@ class Dispatcher:
         self.pending_bulk = None
         parsed, self._parsed = self._parsed, None
         bound: list[list[Param]] = []
+        plan = None
         try:
             if parsed is not None and parsed[0] is payload:
-                _, calls, bound = parsed  # `runs_inline` parsed this very message
+                _, calls, bound, plan = parsed  # `runs_inline` parsed this very message
             else:
                 calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
         except UnsupportedParameter as exc:
             write_error(request.reply, SqlError(8016, str(exc)), token=tk.TOKEN_DONEPROC)
             return
         for i, call in enumerate(calls):
-            ok, returns = self._call(request, call, bound[i] if i < len(bound) else None)
+            if i == 0 and plan is not None:
+                ok, returns = self._preamble(request, call, bound[0], plan)
+            else:
+                ok, returns = self._call(request, call, bound[i] if i < len(bound) else None)
             reply = request.reply
             if ok:
-                reply.write(tk.returnstatus(self._status))
+                reply.write(tk.RETURN_0 if self._status == 0 else tk.returnstatus(self._status))
             for token in returns:
                 reply.write(token)
             status = Done.FINAL if ok else Done.ERROR
@@ -271,6 +286,23 @@ class Dispatcher:
             write_error(request.reply, exc, token=None)  # rpc() ends it with DONEPROC(ERROR)
             return False, []
 
+    def _preamble(
+        self, request: Request, call: _rpc.RpcCall, params: list[Param], plan: PreamblePlan
+    ) -> tuple[bool, list[bytes]]:
+        """The preamble call `runs_inline` planned, answered as `_call` and `run_statements`
+        answer it: the keys set, no token (no transaction, as `Session.preamble_plan` made sure,
+        and no database switched: nothing ENVCHANGE reports), one statement-log entry, success."""
+        state = self.state
+        stmt = cast(str, call.params[0].value)  # (`runs_inline` checked: a string)
+        self._status = 0
+        log = state.statement_log
+        if log is not None:
+            log.started(state.connection_id, stmt)
+        state.session.run_preamble(plan)
+        outcome = {"rows": 0, "affected": 0}
+        log_statement(state, stmt, outcome, "rpc", params=[(p.name, p.type.text) for p in params])
+        return True, []
+
     def _procedure(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
         """Any other procedure, by name: its return status and OUTPUT parameters."""
         # The engine records the call's outcome in `Session.objects` (an engine without
@@ -278,7 +310,7 @@ class Dispatcher:
         objects = getattr(self.state.session, "objects", None)
         if objects is not None:
             objects.outcome = None
-        ok = self._run(request, _exec_text(call), _bind(call.params, []))
+        ok = self._run(request, _exec_text(call), _bind(call.params, ()))
         outcome = None if objects is None else objects.outcome
         if outcome is None:
             return ok, []
@@ -362,14 +394,14 @@ def _sql_type(wire: WireType) -> SqlType:
     return SqlType(wire.name, length=wire.length, precision=wire.precision, scale=wire.scale)
 
 
-def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) -> list[Param]:
+def _bind(params: Sequence[_rpc.RpcParam], declared: tuple[tuple[str, str], ...]) -> list[Param]:
     """Engine Params: the client's names, or else the declaration's names by position.
 
     As sp_executesql does, a value is converted to its DECLARED type when the client sent it as
     another (e.g. a datetime2(7) with all 7 digits sent as nvarchar, which python-tds cannot
     carry as datetime2): the statement sees the declared type, not the wire type.
     """
-    types = {name.lower(): text for name, text in declared}
+    types = _declared_types(declared)
     out = []
     for i, param in enumerate(params):
         name = param.name or (declared[i][0] if i < len(declared) else f"@P{i + 1}")
@@ -381,8 +413,18 @@ def _bind(params: Sequence[_rpc.RpcParam], declared: Sequence[tuple[str, str]]) 
             value, sql_type = convert(value, target, source=sql_type), target
         elif sql_type.name == "xml":  # an xml parameter is checked as SQL Server does (9400..)
             value = convert(value, sql_type, source=SqlType("nvarchar", length=-1))
-        out.append(Param(name, sql_type, value, output=param.output))
+        out.append(_new_tuple(Param, (name, sql_type, value, param.output)))
     return out
+
+
+#: ``Param(*fields)`` without the Python-level ``__new__`` a NamedTuple has
+_new_tuple = tuple.__new__
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_types(declared: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Parameter name in lower case -> declared type text (cached: never change the dict)."""
+    return {name.lower(): text for name, text in declared}
 
 
 @functools.lru_cache(maxsize=512)

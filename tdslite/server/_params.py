@@ -14,7 +14,7 @@ import uuid
 
 from . import _datatypes as d
 from ._buffer import Reader, truncated
-from ._datatypes import CODEPAGE, PLP_UNKNOWN, T, decode_utf16
+from ._datatypes import CODEPAGE, PLP_UNKNOWN, T, decode_utf16, utf16_decoder
 from ._packets import ProtocolError
 from ._plp import read_plp
 from ._tvp import read_tvp
@@ -63,7 +63,7 @@ def read_param(r: Reader) -> tuple[WireType, object]:
             if pos < len(data):
                 code = data[pos]
                 if code == _NVARCHAR_CODE:
-                    found = _nvarchar(r, data, pos)
+                    found = read_nvarchar(r, data, pos)
                     if found is not None:
                         return found
                 if code in _USHORT_CODES:
@@ -82,7 +82,7 @@ _U32_AT = struct.Struct("<I").unpack_from
 _U64_AT = struct.Struct("<Q").unpack_from
 
 
-def _nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] | None:
+def read_nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] | None:
     """An nvarchar parameter (type code at ``pos``) in its two common forms, read in one step:
     up to 4000 characters, or (max) as ONE PLP chunk (every statement text and declaration);
     None for any other form or anything cut short, which `_ushortlen` then reads (and reports)."""
@@ -96,8 +96,9 @@ def _nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] | Non
         stop = after + 2 + n
         if n == 0xFFFF or stop > end:
             return None
+        value = utf16_decoder(data[after + 2 : stop], "strict", True)[0]
         r.pos = stop
-        return _sized("nvarchar", max(1, max_len // 2)), decode_utf16(data[after + 2 : stop])
+        return nvarchar_type(max_len), value
     first = after + 12  # the PLP total (8 bytes) and the first chunk's length (4)
     if first > end:
         return None
@@ -108,8 +109,15 @@ def _nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] | Non
         return None
     if total != n and total != PLP_UNKNOWN:
         return None
+    value = utf16_decoder(data[first:stop], "strict", True)[0]
     r.pos = stop + 4
-    return _NVARCHAR_MAX, decode_utf16(data[first:stop])
+    return _NVARCHAR_MAX, value
+
+
+@functools.lru_cache(maxsize=512)
+def nvarchar_type(max_len: int) -> WireType:
+    """The WireType of an nvarchar of at most ``max_len`` bytes (not (max))."""
+    return _sized("nvarchar", max(1, max_len // 2))
 
 
 _INTN_CODE = int(T.INTN)

@@ -210,7 +210,7 @@ def run_statements(
         reply.write(tk.done(_status(state, Done.FINAL), 0))
     else:
         flush_pending(False)
-    log_statement(state, sql, outcome, kind, params=[(p.name, str(p.type)) for p in params])
+    log_statement(state, sql, outcome, kind, params=[(p.name, p.type.text) for p in params])
     return ok
 
 

@@ -12,9 +12,10 @@ import re
 from typing import NamedTuple
 
 from ._buffer import Reader
-from ._datatypes import decode_utf16
+from ._datatypes import T, decode_utf16, utf16_decoder
 from ._packets import ProtocolError
-from ._params import read_param
+from ._params import nvarchar_type as _nvarchar_type
+from ._params import read_nvarchar, read_param
 from ._wiretype import WireType
 
 #: ProcIDs of the special system procedures (MS-TDS 2.2.6.6).
@@ -36,6 +37,7 @@ PROC_IDS = {
     15: "sp_unprepare",
 }
 _BATCH_FLAGS = (0xFF, 0x80)
+_NVARCHAR = int(T.NVARCHAR)
 
 
 class RpcParam(NamedTuple):
@@ -51,7 +53,7 @@ class RpcParam(NamedTuple):
         return f"RpcParam({self.name!r}, {self.type.name}, output={self.output})"
 
 
-#: ``RpcParam(*fields)`` without the Python-level ``__new__`` a NamedTuple has
+#: ``RpcParam(*fields)`` (or ``RpcCall``'s) without the Python-level ``__new__`` a NamedTuple has
 _new_param = tuple.__new__
 
 
@@ -76,26 +78,36 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
     if skip_headers:
         r.skip_all_headers()
     calls: list[RpcCall] = []
-    while r.remaining():
-        name_len = r.u16()
+    data = r.data
+    size = len(data)
+    pos = r.pos
+    while pos < size:
         parts: tuple[str, ...] = ()
-        if name_len == 0xFFFF:
-            proc_id = r.u16()
+        if pos + 6 <= size and data[pos] == 0xFF and data[pos + 1] == 0xFF:
+            # a ProcID and the option flags, read in one step (every sp_executesql this way)
+            proc_id = data[pos + 2] | data[pos + 3] << 8
             if proc_id not in PROC_IDS:
                 raise ProtocolError(f"unknown RPC ProcID {proc_id}")
             name = PROC_IDS[proc_id]
+            pos += 6
         else:
-            try:
-                written = decode_utf16(r.take(name_len * 2))
-            except UnicodeDecodeError:
-                raise ProtocolError("RPC procedure name is not UTF-16") from None
-            name = canonical_name(written)
-            parts = tuple(p.strip().strip('[] "') for p in written.strip().split("."))
-        r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
+            r.pos = pos
+            name_len = r.u16()
+            if name_len == 0xFFFF:
+                proc_id = r.u16()
+                if proc_id not in PROC_IDS:
+                    raise ProtocolError(f"unknown RPC ProcID {proc_id}")
+                name = PROC_IDS[proc_id]
+            else:
+                try:
+                    written = decode_utf16(r.take(name_len * 2))
+                except UnicodeDecodeError:
+                    raise ProtocolError("RPC procedure name is not UTF-16") from None
+                name = canonical_name(written)
+                parts = tuple(p.strip().strip('[] "') for p in written.strip().split("."))
+            r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
+            pos = r.pos
         params: list[RpcParam] = []
-        data = r.data
-        size = len(data)
-        pos = r.pos
         while pos < size and data[pos] not in _BATCH_FLAGS:
             # the name (B_VARCHAR) and the status byte, read in one step: every parameter of
             # every RPC comes this way
@@ -106,16 +118,44 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
                 pname = ""  # positional (sp_executesql's statement and declaration)
             else:
                 try:
-                    pname = decode_utf16(data[pos + 1 : end])
+                    pname = utf16_decoder(data[pos + 1 : end], "strict", True)[0]
                 except UnicodeDecodeError:
                     raise ProtocolError("RPC parameter name is not UTF-16") from None
-            r.pos = end + 1
+            output = bool(data[end] & 0x01)
+            pos = end + 1
+            # an nvarchar (statement texts, declarations, most values) read without the
+            # dispatch of `read_param`, as it reads it; any other type or form (or a bad value,
+            # which `read_param` then reports) by `read_param`
+            if pos + 10 <= size and data[pos] == _NVARCHAR:
+                # up to 4000 characters (values) here, as `read_nvarchar` reads them
+                max_len = data[pos + 1] | data[pos + 2] << 8
+                n = data[pos + 8] | data[pos + 9] << 8
+                stop = pos + 10 + n
+                if max_len != 0xFFFF and n != 0xFFFF and stop <= size:
+                    try:
+                        text = utf16_decoder(data[pos + 10 : stop], "strict", True)[0]
+                    except UnicodeDecodeError:
+                        pass  # `read_param` reports it
+                    else:
+                        wtype = _nvarchar_type(max_len)
+                        params.append(_new_param(RpcParam, (pname, wtype, text, output)))
+                        pos = stop
+                        continue
+                try:
+                    found = read_nvarchar(r, data, pos)
+                except ValueError:
+                    found = None
+                if found is not None:
+                    params.append(_new_param(RpcParam, (pname, found[0], found[1], output)))
+                    pos = r.pos
+                    continue
+            r.pos = pos
             wtype, value = read_param(r)
-            params.append(_new_param(RpcParam, (pname, wtype, value, bool(data[end] & 0x01))))
+            params.append(_new_param(RpcParam, (pname, wtype, value, output)))
             pos = r.pos
-        calls.append(RpcCall(name, tuple(params), parts))
-        if r.remaining():
-            r.u8()  # batch separator
+        calls.append(_new_param(RpcCall, (name, tuple(params), parts)))
+        if pos < size:
+            pos += 1  # batch separator
     if not calls:
         raise ProtocolError("empty RPC request")
     return calls

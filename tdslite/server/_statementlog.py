@@ -62,7 +62,7 @@ class StatementLog:
             "user": user,
             "kind": kind,
             "statement": statement,
-            "params": [{"name": n, "type": t} for n, t in params],
+            "params": [{"name": n, "type": t} for n, t in params] if params else [],
             "outcome": outcome,
         }
         with self._lock:

@@ -83,6 +83,10 @@ def envchange_bytes(kind: EnvChange, new: bytes, old: bytes) -> bytes:
     return _wrap(0xE3, bytes([kind, len(new)]) + new + bytes([len(old)]) + old)
 
 
+#: ENVCHANGE(RESET_ACK): the answer to every RESETCONNECTION
+RESET_ACK = envchange_bytes(EnvChange.RESET_ACK, b"", b"")
+
+
 def database_changed(new: str, old: str) -> bytes:
     """ENVCHANGE(database) and the INFO 5701 that SQL Server sends with it."""
     info = message(5701, f"Changed database context to '{new}'.", severity=0, state=2, info=True)
@@ -117,7 +121,12 @@ def message(
 
 
 def returnstatus(value: int) -> bytes:
-    return bytes([0x79]) + struct.pack("<i", value)
+    return _RETURNSTATUS.pack(0x79, value)
+
+
+_RETURNSTATUS = struct.Struct("<Bi")
+#: RETURNSTATUS 0: most procedure calls' (every sp_executesql's)
+RETURN_0 = returnstatus(0)
 
 
 def returnvalue_int(ordinal: int, name: str, value: int) -> bytes:

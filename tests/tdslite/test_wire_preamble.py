@@ -105,6 +105,44 @@ async def test_preamble_inline_answers_as_the_worker_thread_does(
     assert dispatched.count("call") == dispatched.count("thread")  # statement log file: none
 
 
+def logged(server: TdsServer) -> list[dict[str, Any]]:
+    """The server's statement-log entries without their time and connection id."""
+    drop = ("time", "connection")
+    return [{k: v for k, v in e.items() if k not in drop} for e in server.statement_log.entries]
+
+
+async def test_preamble_inline_logs_as_the_worker_thread_does(
+    tds_server: TdsServer, logged_server: TdsServer, dispatched: list[str]
+) -> None:
+    def one_request(server: TdsServer) -> None:
+        """The connector's one-request form, twice: the reset, the preamble and a SELECT."""
+        with (
+            pytds_connect(server, "reader") as conn,
+            conn.cursor() as cur,
+        ):
+            for i in range(2):
+                values = (f"user{i}", "https://idp", f"q{i}")
+                params = [BoundParam(f"@c{i}", "nvarchar(4000)", v) for i, v in enumerate(values)]
+                with reset_connection_flag(cur._session):
+                    send_context_with(
+                        cur._session, params, "SELECT @n AS n", [BoundParam("@n", "int", i)]
+                    )
+                cur._session.find_result_or_done()
+                assert cur.fetchall() == [(i,)]
+                while cur.nextset():
+                    pass
+
+    await in_thread(one_request, tds_server)
+    assert dispatched.count("call") > dispatched.count("thread")  # the requests ran inline
+    await in_thread(one_request, logged_server)
+    inline, threaded = logged(tds_server), logged(logged_server)
+    assert inline == threaded
+    kinds = [(e["kind"], e["statement"][:4]) for e in inline[-3:]]
+    assert kinds == [("reset", "RESE"), ("rpc", "EXEC"), ("rpc", "SELE")]
+    assert inline[-2]["params"] == [{"name": f"@c{i}", "type": "nvarchar(4000)"} for i in range(3)]
+    assert inline[-2]["outcome"] == {"rows": 0, "affected": 0}
+
+
 async def test_other_requests_take_the_worker_thread(
     tds_server: TdsServer, dispatched: list[str]
 ) -> None:
