@@ -52,6 +52,9 @@ async def worker_stack(tmp_path: Path) -> AsyncIterator[Stack]:
                 db_host=db.host,
                 db_port=db.port,
                 database=db.engine.database,
+                # leaving the block does not wait out a statement a test left running (it runs
+                # until the Worker's query timeout): drain for 1 s, then close the links
+                drain_grace_s=1,
             )
             connector = await contexts.enter_async_context(open_connector(load_config(path)))
             http = await contexts.enter_async_context(
