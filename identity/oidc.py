@@ -63,9 +63,11 @@ development with ``edgetds dev-idp``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -99,6 +101,7 @@ __all__ = [
     "TokenVerifier",
     "bearer_token",
     "claim_at",
+    "default_verify_context",
     "token_sha256",
 ]
 
@@ -220,6 +223,17 @@ class _IssuerKeys:
     lock: trio.Lock = field(default_factory=trio.Lock)
 
 
+@functools.cache
+def default_verify_context() -> ssl.SSLContext:
+    """httpx's default verifying TLS context (certifi's CA bundle), built once per process.
+
+    Loading the bundle takes tens of milliseconds of CPU per context, and every verifier, and
+    so every relay and connector start, made one. A context is safe to share between HTTP/1.1
+    clients. Not used when ``SSL_CERT_FILE``/``SSL_CERT_DIR`` is set: httpx reads those for each
+    client, as before."""
+    return httpx.create_ssl_context()
+
+
 class TokenVerifier:
     """Verifies bearer tokens against several configured issuers. Use as ``async with``."""
 
@@ -255,6 +269,8 @@ class TokenVerifier:
             verify: ssl.SSLContext | bool = True
             if ca_file is not None:
                 verify = ssl.create_default_context(cafile=str(ca_file))
+            elif not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
+                verify = default_verify_context()
             http_client = httpx.AsyncClient(
                 timeout=httpx.Timeout(http_timeout_s), verify=verify, follow_redirects=False
             )

@@ -20,6 +20,7 @@ from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
 from identity.keys import encode_public_key
+from identity.oidc import default_verify_context
 from relay.server import RunningRelay, open_relay
 from tdslite import TdsServer, open_server
 from tests.support.connector_stack import write_connector_config
@@ -99,7 +100,9 @@ async def rig(tmp_path: Path, **limits: int) -> AsyncIterator[Rig]:
         relay = await stack.enter_async_context(open_relay(config))
         connector = await _connector(stack, tmp_path, idp, db, relay.ws_url, config, keys)
         await connector.wait_ready()
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(verify=default_verify_context(), timeout=60)
+        )
         yield Rig(idp, db, relay, connector, http)
 
 
@@ -185,7 +188,9 @@ async def test_a_relay_restart_mid_transaction_rolls_back(tmp_path: Path) -> Non
         async with AsyncExitStack() as stack:
             idp, db = await _database(stack, tmp_path)
             config, keys = _relay_config(idp, port)
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(verify=default_verify_context(), timeout=60)
+            )
             url = f"ws://127.0.0.1:{port}"
             connector = await _connector(stack, tmp_path, idp, db, url, config, keys)
             async with open_relay(config) as first:
@@ -220,7 +225,9 @@ async def test_a_connector_without_the_session_capability_gets_503(tmp_path: Pat
             await stack.enter_async_context(
                 open_peer(relay.ws_url, "demo", "conn-1", keys["conn-1"], public, caps=())
             )
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(verify=default_verify_context(), timeout=60)
+            )
             token = idp.mint(sub="bob", groups=["admins"])
             client = SessionClient(http, relay.http_url, "demo", token)
             answer = await client.begin()
@@ -245,7 +252,11 @@ async def test_the_relay_forgets_ended_sessions_after_ten_minutes(
             rig(tmp_path) as r,
             # a new connection per request: a jump of the clock expires the relay's keep-alive
             # timeout (5 s) on an idle connection at the very moment the next request reuses it
-            httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http,
+            httpx.AsyncClient(
+                verify=default_verify_context(),
+                timeout=60,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            ) as http,
         ):
             client = dataclasses.replace(r, http=http).client()
             sid = await client.open()

@@ -16,6 +16,7 @@ import trio
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import open_dev_idp
+from identity.oidc import default_verify_context
 from tdslite import open_server
 from tests.support.e2e_stack import (
     SETUP_SQL,
@@ -51,9 +52,14 @@ async def worker_stack(tmp_path: Path) -> AsyncIterator[Stack]:
                 db_host=db.host,
                 db_port=db.port,
                 database=db.engine.database,
+                # leaving the block does not wait out a statement a test left running (it runs
+                # until the Worker's query timeout): drain for 1 s, then close the links
+                drain_grace_s=1,
             )
             connector = await contexts.enter_async_context(open_connector(load_config(path)))
-            http = await contexts.enter_async_context(httpx.AsyncClient(timeout=60))
+            http = await contexts.enter_async_context(
+                httpx.AsyncClient(verify=default_verify_context(), timeout=60)
+            )
             await connector.wait_ready(2)
             scope.deadline = trio.current_time() + 300
             yield Stack(idp, db, relay, connector, http, tmp_path)
@@ -115,7 +121,7 @@ async def test_client_disconnect_through_the_worker_cancels_in_tdslite(
     url = f"{stack.relay.http_url}/v1/tunnels/demo/query"
     headers = {"Authorization": f"Bearer {stack.token()}"}
     with trio.fail_after(10):
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(verify=default_verify_context(), timeout=30) as client:
             with trio.move_on_after(1.0):
                 await client.post(url, json={"sql": SLOW, "params": {}}, headers=headers)
         outcome = await _outcome_of(stack, SLOW)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from websockets.trio.client import connect
 
+from identity.oidc import default_verify_context
 from protocol import SUBPROTOCOL, Connection, Role, events, make_connector_token
 from relay.server import RunningRelay
 from tests.support.protocol_peer import Peer, QueryHandler, open_peer, rows_handler
@@ -55,7 +56,7 @@ async def peer(
 
 async def wait_registered(relay: RelayHandle, session_id: str) -> None:
     """Poll the relay's stats (loopback) until the session serves its tunnel."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(verify=default_verify_context()) as http:
 
         async def listed() -> bool:
             stats = (await http.get(f"{relay.http_url}/v1/relay/stats")).json()

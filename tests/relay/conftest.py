@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from edgetds.devidp import DevIdP, open_dev_idp
+from identity.oidc import default_verify_context
 from relay.server import RunningRelay
 from tests.support.relays import RelayHandle, open_python_relay
 
@@ -46,5 +47,5 @@ def running(relay_pair: tuple[RelayHandle, RunningRelay]) -> RunningRelay:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(verify=default_verify_context(), timeout=10) as client:
         yield client

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgetds.devidp import DevIdP, open_dev_idp
+from identity.oidc import default_verify_context
 from tdslite import StatementLog, TdsServer, open_server
 from tests.support.chaos import (
     HYGIENE,
@@ -270,7 +271,9 @@ async def chaos(tmp_path: Path) -> AsyncIterator[Chaos]:
             assert db.server is not None
             server = db.server
             await trio.to_thread.run_sync(admin_batch, server, SETUP_SQL)
-            http = await contexts.enter_async_context(httpx.AsyncClient(timeout=60))
+            http = await contexts.enter_async_context(
+                httpx.AsyncClient(verify=default_verify_context(), timeout=60)
+            )
             token = HYGIENE.secret(
                 idp.mint(sub="chaos", groups=["analysts"], expires_in=600), "a user token"
             )

@@ -23,6 +23,7 @@ import trio
 from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import open_dev_idp
+from identity.oidc import default_verify_context
 from tdslite import open_server
 from tests.support.connector_stack import write_connector_config
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, Stack, admin_batch, write_key
@@ -154,7 +155,9 @@ async def open_conformance(
         port = int(relay.ws_url.rsplit(":", 1)[1])
         proxy = CutProxy(port)
         await nursery.start(proxy.serve)
-        http = await contexts.enter_async_context(httpx.AsyncClient(timeout=60))
+        http = await contexts.enter_async_context(
+            httpx.AsyncClient(verify=default_verify_context(), timeout=60)
+        )
         partial = Stack(idp, db, relay, None, http, tmp_path)  # type: ignore[arg-type]
         conf = Conformance(partial, kind, proxy, tmp_path)
         conf.stack.connector = await contexts.enter_async_context(conf.open_connector("conn-1"))

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from connector.config import load_config
 from connector.runtime import Connector, open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
+from identity.oidc import default_verify_context
 from tdslite import TdsServer, open_server
 from tests.support.connector_stack import write_connector_config
 from tests.support.relays import RelayHandle, start_python_relay
@@ -225,7 +226,9 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
             b = await _enter_base(contexts, tmp_path)
             path = b.write_config(**options)
             connector = await contexts.enter_async_context(open_connector(load_config(path)))
-            http = await contexts.enter_async_context(httpx.AsyncClient(timeout=60))
+            http = await contexts.enter_async_context(
+                httpx.AsyncClient(verify=default_verify_context(), timeout=60)
+            )
             await connector.wait_ready(connector.config.tunnel.ha_connections)
             # each test sets its own deadline; this one only bounds a hung teardown
             scope.deadline = trio.current_time() + 300

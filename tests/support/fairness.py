@@ -39,6 +39,7 @@ import trio
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
+from identity.oidc import default_verify_context
 from protocol import events
 from tdslite import TdsServer, open_server
 from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, admin_connection
@@ -131,7 +132,9 @@ async def flood_and_victim(*, query_url: str, idp: DevIdP, db: TdsServer, state:
     # One query first, so that the relay and the connector hold the dev IdP's keys before the
     # flood: the dev IdP answers from this test's event loop, which the flood's requests keep
     # busy, and a key fetch that times out then fails the flood's first queries (auth internal).
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60)) as http:
+    async with httpx.AsyncClient(
+        verify=default_verify_context(), timeout=httpx.Timeout(60)
+    ) as http:
         headers = {"Authorization": f"Bearer {idp.mint(sub='warm-up', groups=['analysts'])}"}
         response = await http.post(query_url, json={"sql": "SELECT 1 AS n"}, headers=headers)
     assert response.status_code == 200, response.text
@@ -147,7 +150,9 @@ async def _flood_and_victim(
     out = Outcome()
     pool = httpx.Limits(max_connections=FLOOD + 10, max_keepalive_connections=FLOOD + 10)
     async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(300), limits=pool) as http,
+        httpx.AsyncClient(
+            verify=default_verify_context(), timeout=httpx.Timeout(300), limits=pool
+        ) as http,
         trio.open_nursery() as nursery,
     ):
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import tdslite
 from edgetds.devidp import DevIdP, open_dev_idp
 from identity.keys import GeneratedKey, generate_key_files, load_private_key
+from identity.oidc import default_verify_context
 from tests.support.connector_stack import TDSLITE_USERS, write_connector_config
 from tests.support.relays import RelayHandle, start_python_relay
 
@@ -148,7 +149,7 @@ async def post_query(
 ) -> tuple[int, list[dict[str, Any]]]:
     """POST a query to the relay's HTTP API; returns the status and the NDJSON lines."""
     assert stack.relay is not None, "no relay is running"
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with httpx.AsyncClient(verify=default_verify_context(), timeout=10.0) as client:
         response = await client.post(
             f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query",
             json={"sql": sql},

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from identity.keys import encode_public_key
+from identity.oidc import default_verify_context
 from tests.support.node import NODE
 from tests.support.relays import RelayHandle
 from tests.support.waiting import eventually
@@ -105,7 +106,7 @@ def _listener() -> socket.socket:
 
 
 async def _wait_ready(url: str, process: trio.Process) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=default_verify_context()) as client:
 
         async def answers() -> bool:
             if process.returncode is not None:

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from edgetds.devidp import DevIdP, open_dev_idp
+from identity.oidc import default_verify_context
 from tests.support.node import NODE
 from tests.support.worker_relay import WORKERD, WorkerRelay, open_worker_relay
 from tests.worker.helpers import CONNECTORS, TUNNEL
@@ -32,5 +33,5 @@ async def relay(idp: DevIdP) -> AsyncIterator[WorkerRelay]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(verify=default_verify_context(), timeout=10) as client:
         yield client
