@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,12 +29,15 @@ from ._requests import (
     Request,
     SessionState,
     env_changes,
+    internal_error,
     log_statement,
     run_statements,
     write_error,
 )
 from ._tokens import Done
 from ._wiretype import UnsupportedParameter, WireType
+
+_log = logging.getLogger("tdslite.server")
 
 #: The largest request `Dispatcher.runs_inline` considers (the preamble is a few hundred bytes).
 _INLINE_MAX = 8192
@@ -291,17 +295,27 @@ class Dispatcher:
     ) -> tuple[bool, list[bytes]]:
         """The preamble call `runs_inline` planned, answered as `_call` and `run_statements`
         answer it: the keys set, no token (no transaction, as `Session.preamble_plan` made sure,
-        and no database switched: nothing ENVCHANGE reports), one statement-log entry, success."""
+        and no database switched: nothing ENVCHANGE reports), one statement-log entry, success.
+        Should the engine refuse it after all, the error is answered as `run_statements` answers
+        a failed statement of an RPC (`rpc` ends the call with DONEPROC(ERROR))."""
         state = self.state
         stmt = cast(str, call.params[0].value)  # (`runs_inline` checked: a string)
         self._status = 0
         log = state.statement_log
         if log is not None:
             log.started(state.connection_id, stmt)
-        state.session.run_preamble(plan)
-        outcome = {"rows": 0, "affected": 0}
+        ok = True
+        outcome: dict[str, object] = {"rows": 0, "affected": 0}
+        try:
+            state.session.run_preamble(plan)
+        except Exception as exc:  # an engine bug must not kill the connection either
+            error = exc if isinstance(exc, SqlError) else internal_error(exc)
+            if not isinstance(exc, SqlError):
+                _log.exception("statement failed inside tdslite")
+            write_error(request.reply, error, token=None)
+            ok, outcome = False, {"error": error.number}
         log_statement(state, stmt, outcome, "rpc", params=[(p.name, p.type.text) for p in params])
-        return True, []
+        return ok, []
 
     def _procedure(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
         """Any other procedure, by name: its return status and OUTPUT parameters."""

@@ -49,22 +49,31 @@ class _RevokedEngine(Engine):
 
     def open_session(self, user: User, *, database: str | None = None) -> Any:
         session = super().open_session(user, database=database)
-        execute = session.execute
+        execute, run_preamble = session.execute, session.run_preamble
+
+        def no_access(name: str) -> SqlError:
+            return SqlError(
+                916,
+                f'The server principal "{user.login}" is not able to access the database '
+                f'"{name}" under the current security context.',
+                state=1,
+                severity=14,
+            )
 
         def refused(sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
             setup = "sp_set_session_context" in sql
             if (setup and self.session_refused) or (not setup and "sales." in sql):
-                raise SqlError(
-                    916,
-                    f'The server principal "{user.login}" is not able to access the database '
-                    f'"{"sales" if not setup else session.database}" under the current security '
-                    "context.",
-                    state=1,
-                    severity=14,
-                )
+                raise no_access("sales" if not setup else session.database)
             yield from execute(sql, params)
 
+        def refused_preamble(plan: Any) -> None:
+            # the session context as the wire layer runs it on its event loop
+            if self.session_refused:
+                raise no_access(session.database)
+            run_preamble(plan)
+
         session.execute = refused
+        session.run_preamble = refused_preamble
         return session
 
 
