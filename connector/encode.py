@@ -443,9 +443,9 @@ _MONEY_RANGE = {
 }
 
 
-def _typed_value(name: str, sql: SqlType, decl: str, value: Any) -> Any:
-    """Convert the JSON value of a typed param (declared ``decl``, `_normalize_type`'s) into the
-    Python value python-tds binds."""
+def _typed_value(name: str, sql: SqlType, decl: str, whole: int | None, value: Any) -> Any:
+    """Convert the JSON value of a typed param into the Python value python-tds binds (``decl``,
+    ``whole``: `_normalize_type`'s declaration and digits before a decimal's point)."""
     if value is None:
         return None
     base = sql.name
@@ -472,12 +472,10 @@ def _typed_value(name: str, sql: SqlType, decl: str, value: Any) -> Any:
                 bounds = _MONEY_RANGE.get(base)
                 if bounds is not None and not bounds[0] < d < bounds[1]:
                     raise ParamError(name, f"value out of range for {base}")
-                if sql.args is SqlArgs.PRECISION_SCALE:
-                    p, s = map(int, decl[decl.index("(") + 1 : -1].split(","))
-                    if d.copy_abs() >= Decimal(1).scaleb(p - s):  # exact: no context rounding
-                        raise ParamError(
-                            name, f"{decl} holds at most {p - s} digits before the decimal point"
-                        )
+                if whole is not None and d.copy_abs() >= Decimal(1).scaleb(whole):  # exact
+                    raise ParamError(
+                        name, f"{decl} holds at most {whole} digits before the decimal point"
+                    )
                 return d
             case SqlFamily.REAL | SqlFamily.FLOAT:
                 if isinstance(value, bool) or not isinstance(value, int | float):
@@ -538,8 +536,9 @@ def _bare(name: str, value: Any) -> tuple[str, Any]:
     raise ParamError(name, 'must be a string, number, boolean, null or {"type", "value"}')
 
 
-def _normalize_type(name: str, text: str) -> tuple[SqlType, str]:
-    """Validate a declared type; return (its table row, canonical declaration)."""
+def _normalize_type(name: str, text: str) -> tuple[SqlType, str, int | None]:
+    """Validate a declared type; return (its table row, canonical declaration, and for a
+    decimal the digits it holds before the point)."""
     m = _TYPE.fullmatch(text)
     if not m:
         raise ParamError(name, f"type {text[:40]!r} is not a SQL Server type such as decimal(18,4)")
@@ -552,7 +551,7 @@ def _normalize_type(name: str, text: str) -> tuple[SqlType, str]:
         case SqlArgs.NONE:
             if arg1 is not None:
                 raise ParamError(name, f"{base} takes no length/precision")
-            return sql, base
+            return sql, base, None
         case SqlArgs.PRECISION_SCALE:
             p = int(arg1) if arg1 and arg1 != "max" else 18
             s = int(arg2) if arg2 else 0
@@ -560,24 +559,24 @@ def _normalize_type(name: str, text: str) -> tuple[SqlType, str]:
                 raise ParamError(
                     name, f"{base}({p},{s}) is out of range (precision 1-38, scale <= p)"
                 )
-            return sql, f"decimal({p},{s})"
+            return sql, f"decimal({p},{s})", p - s
         case SqlArgs.SCALE:
             s = int(arg1) if arg1 and arg1 != "max" else 7
             if arg2 is not None or not 0 <= s <= 7:
                 raise ParamError(name, f"{base} takes a fractional precision 0-7")
-            return sql, f"{base}({s})"
+            return sql, f"{base}({s})", None
         case SqlArgs.LENGTH:
             if arg2 is not None:
                 raise ParamError(name, f"{base} takes one length")
             if arg1 is None:
-                return sql, f"{base}(max)" if sql.takes_max else f"{base}(1)"
+                return sql, f"{base}(max)" if sql.takes_max else f"{base}(1)", None
             if arg1 != "max":
                 limit = sql.max_length
                 if limit is None or not 1 <= int(arg1) <= limit:
                     raise ParamError(name, f"{base} length must be 1-{limit} or max")
             elif not sql.takes_max:
                 raise ParamError(name, f"{base}(max) does not exist; use var{base}(max)")
-            return sql, f"{base}({arg1})"
+            return sql, f"{base}({arg1})", None
         case _:
             assert_never(sql.args)
 
@@ -602,8 +601,9 @@ def decode_params(params: Mapping[str, Any]) -> list[BoundParam]:
         if isinstance(raw, dict):
             if set(raw) - {"type", "value"} or not isinstance(raw.get("type"), str):
                 raise ParamError(raw_name, 'a typed parameter is {"type": "...", "value": ...}')
-            sql, decl = _normalize_type(raw_name, raw["type"])
-            out.append(BoundParam(name, decl, _typed_value(raw_name, sql, decl, raw.get("value"))))
+            sql, decl, whole = _normalize_type(raw_name, raw["type"])
+            value = _typed_value(raw_name, sql, decl, whole, raw.get("value"))
+            out.append(BoundParam(name, decl, value))
         elif isinstance(raw, list):
             raise ParamError(raw_name, "arrays are not SQL Server values")
         else:
