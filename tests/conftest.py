@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from _pytest.outcomes import Skipped
 
+from tests.support import binary
+
 
 def _skip_reason(exc: BaseException | None) -> str | None:
     """The message of the Skipped that pytest-trio re-raised without it: pytest-trio 0.8 unwraps
@@ -37,3 +39,16 @@ def pytest_runtest_makereport(
             path, line, _ = item.location
             report.longrepr = (path, (line or 0) + 1, f"Skipped: {reason}")
     return report
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the single binary now if a collected test uses it, so that the build (about
+    a minute of one core) runs beside the tests before tests/binary instead of before them."""
+    if session.config.option.collectonly:
+        return
+    if any("binary" in getattr(item, "fixturenames", ()) for item in session.items):
+        binary.start_build()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    binary.stop_build()

@@ -44,6 +44,21 @@ async def test_relay_sighup_refuses_every_config_start_up_refuses(
         config = _relay_config(stack, tmp_path)
         good = config.read_text()
         token = stack.token()
+        refusals = [*STARTUP_REFUSALS, (("", ""), "cannot read relay config")]
+        # start-up refuses each (a file of its own each, side by side: each is a process start)
+        starts = trio.CapacityLimiter(3)
+
+        async def refused_at_start(number: int, old: str, new: str, needle: str) -> None:
+            path = config.with_name(f"start-{number}.toml")  # relative paths stay the same
+            if old:
+                assert old in good
+                path.write_text(good.replace(old, new, 1))
+            async with starts:
+                assert await _refused_at_start("relay", "serve", path, needle) == 2
+
+        async with trio.open_nursery() as nursery:
+            for number, ((old, new), needle) in enumerate(refusals, 1):
+                nursery.start_soon(refused_at_start, number, old, new, needle)
         async with trio.open_nursery() as nursery:
             relay = await _start_relay(config, tmp_path / "relay.log", nursery)
             connector_toml = write_stack_config(
@@ -60,16 +75,12 @@ async def test_relay_sighup_refuses_every_config_start_up_refuses(
                     return status == 200 and '"done"' in last
 
                 await _until("the relay serves queries through the connector", serves)
-                refusals = [*STARTUP_REFUSALS, (("", ""), "cannot read relay config")]
                 for number, ((old, new), needle) in enumerate(refusals, 1):
                     if old:
-                        assert old in good
                         config.write_text(good.replace(old, new, 1))
                     else:
                         config.unlink()  # a missing file
-                    # start-up refuses it ...
-                    assert await _refused_at_start("relay", "serve", config, needle) == 2
-                    # ... and so does a reload: logged, the running config kept and serving
+                    # a reload refuses it too: logged, the running config kept and serving
                     relay.process.send_signal(signal.SIGHUP)
                     await _until(
                         f"reload {number} is refused",
@@ -167,6 +178,28 @@ async def test_connector_sighup_refuses_every_config_start_up_refuses(
         policy = config.parent / "policy.toml"
         good = {config.name: config.read_text(), policy.name: policy.read_text()}
         log = tmp_path / "connector.log"
+        refusals = [*CONNECTOR_REFUSALS, (config.name, ("", ""), "cannot read config")]
+        # start-up refuses each (files of their own each, side by side: each is a process start)
+        starts = trio.CapacityLimiter(3)
+        policy_line = f'file = "{policy.name}"'
+
+        async def refused_at_start(number: int, name: str, old: str, new: str, needle: str) -> None:
+            path = config.with_name(f"start-{number}.toml")  # relative paths stay the same
+            if name == policy.name:
+                edited = policy.with_name(f"policy-start-{number}.toml")
+                edited.write_text(good[name].replace(old, new, 1))
+                assert policy_line in good[config.name]
+                text = good[config.name].replace(policy_line, f'file = "{edited.name}"')
+                path.write_text(text)
+            elif old:
+                path.write_text(good[name].replace(old, new, 1))
+            assert old in good[name], (name, old)
+            async with starts:
+                assert await _refused_at_start("connector", "run", path, needle) == 1
+
+        async with trio.open_nursery() as nursery:
+            for number, (name, (old, new), needle) in enumerate(refusals, 1):
+                nursery.start_soon(refused_at_start, number, name, old, new, needle)
         async with trio.open_nursery() as nursery:
             connector = await _run_connector(nursery, config, log)
 
@@ -175,17 +208,13 @@ async def test_connector_sighup_refuses_every_config_start_up_refuses(
                 return status == 200 and "done" in lines[-1]
 
             await _until("the connector serves", serves)
-            refusals = [*CONNECTOR_REFUSALS, (config.name, ("", ""), "cannot read config")]
             for number, (name, (old, new), needle) in enumerate(refusals, 1):
                 target = config.parent / name
                 if old:
-                    assert old in good[name], (name, old)
                     target.write_text(good[name].replace(old, new, 1))
                 else:
                     target.unlink()
-                # start-up refuses it ...
-                assert await _refused_at_start("connector", "run", config, needle) == 1
-                # ... and so does a reload: logged, the running config kept and serving
+                # a reload refuses it too: logged, the running config kept and serving
                 connector.send_signal(signal.SIGHUP)
                 await _until(
                     f"reload {number} is refused",
