@@ -34,6 +34,7 @@ import contextlib
 import functools
 import logging
 import math
+import re
 import struct
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -49,7 +50,7 @@ from pytds.tds_writer import _TdsWriter
 
 from connector import _tdstypes
 from connector._watchdog import INTERRUPT_GRACE_S, Watch, watching
-from connector.encode import BoundParam, RowEncoder, result_shape, wire_type
+from connector.encode import BoundParam, ParamError, RowEncoder, result_shape, wire_type
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
 from connector.results import CancelToken, QueryFailed, ResultTotals, Sink, SinkClosed
 from protocol import ErrorCode
@@ -221,6 +222,63 @@ def sql_error(
 # ------------------------------------------------------------------------------ worker side
 
 
+#: a text or binary declaration: (n, var, char|binary, length or max)
+_TEXT_OR_BINARY = re.compile(r"(n?)(var)?(char|binary)\((\d+|max)\)")
+
+
+@functools.lru_cache(maxsize=256)
+def _value_limit(declaration: str) -> tuple[str, int | None] | None:
+    """What a declared type's value is measured in ("code page", "utf-16" or "bytes") and its
+    limit in bytes (None: max); None for every other type."""
+    m = _TEXT_OR_BINARY.fullmatch(declaration)
+    if m is None:
+        return None
+    wide, kind, length = m.group(1), m.group(3), m.group(4)
+    unit = "bytes" if kind == "binary" else "utf-16" if wide else "code page"
+    limit = None if length == "max" else int(length) * (2 if unit == "utf-16" else 1)
+    return unit, limit
+
+
+def check_values_fit(params: Sequence[BoundParam], collation: Any) -> None:
+    """Refuse, before anything is sent, a text or binary value its declared type cannot carry:
+    longer than the declared length (SQL Server refuses such an RPC parameter as a malformed
+    request, error 8016), or, for char and varchar, with a character the database's code page
+    (its collation's) does not have, which python-tds cannot encode.
+
+    Raises:
+        ParamError: naming the parameter (as the client named it, without "@") and its type,
+            never the value.
+    """
+    for param in params:
+        value = param.value
+        measure = None if value is None else _value_limit(param.sql_type)
+        if measure is None:
+            continue
+        unit, limit = measure
+        if unit == "code page":
+            codec = collation.get_codec()
+            try:
+                size = len(codec.encode(value)[0])
+            except UnicodeError:
+                raise ParamError(
+                    param.name.removeprefix("@"),
+                    f"{param.sql_type} holds only the characters of the database's code page "
+                    f"({codec.name}); declare nvarchar for this value",
+                ) from None
+        elif limit is None:
+            continue
+        elif unit == "utf-16":
+            size = len(value.encode("utf-16-le", "surrogatepass"))
+        else:
+            size = len(value)
+        if limit is not None and size > limit:
+            extra = " (a character beyond U+FFFF takes two)" if unit == "utf-16" else ""
+            raise ParamError(
+                param.name.removeprefix("@"),
+                f"the value is longer than {param.sql_type} holds{extra}",
+            )
+
+
 def run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
     """Execute ``sql`` with bound parameters via sp_executesql.
 
@@ -232,6 +290,7 @@ def run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
         cursor.execute(sql)
         return
     sess = cursor._session
+    check_values_fit(params, sess._tds.collation or raw_collation)
     sess.submit_rpc(tds_base.SP_EXECUTESQL, _executesql_params(sess, sql, params), 0)
     sess.begin_response()
     sess.find_result_or_done()
@@ -382,6 +441,8 @@ def _submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[Boun
     collation = sess._tds.collation or raw_collation
     key_collation = collation.pack()
     tds72 = tds_base.IS_TDS72_PLUS(sess)
+    for _, params in calls:
+        check_values_fit(params, collation)
     body = _RequestBody(sess)
     for i, (sql, params) in enumerate(calls):
         if i:
@@ -715,6 +776,8 @@ async def _execute_on(
                         detail=describe_sql_error(exc),
                     )
                 )
+        except ParamError as exc:  # raised before anything of the request was sent
+            failure.append(QueryFailed(ErrorCode.REQUEST_INVALID, str(exc), outcome=outcome))
         except tds_base.Error as exc:
             if not cancel.cancelled:
                 failed = sql_error(exc, outcome, redact=pool.redact)

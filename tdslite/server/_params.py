@@ -19,7 +19,7 @@ from ._packets import ProtocolError
 from ._plp import read_plp
 from ._tvp import read_tvp
 from ._variant import read_variant, read_xml
-from ._wiretype import UnsupportedParameter, WireType
+from ._wiretype import BadDataLength, UnsupportedParameter, WireType
 
 _FIXED: dict[int, tuple[str, int]] = {
     T.INT1: ("tinyint", 1),
@@ -94,7 +94,7 @@ def read_nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] |
     if max_len != 0xFFFF:
         n = data[after] | data[after + 1] << 8
         stop = after + 2 + n
-        if n == 0xFFFF or stop > end:
+        if n == 0xFFFF or n > max_len or stop > end:
             return None
         value = utf16_decoder(data[after + 2 : stop], "strict", True)[0]
         r.pos = stop
@@ -294,6 +294,8 @@ def _ushortlen(code: int, r: Reader) -> tuple[WireType, object]:
     if n == 0xFFFF:
         r.pos = after + 2
         return wtype, None
+    if n > max_len:
+        raise BadDataLength(code)
     stop = after + 2 + n
     if stop > len(data):
         raise truncated(n, after + 2)

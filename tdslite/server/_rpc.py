@@ -16,7 +16,7 @@ from ._datatypes import T, decode_utf16, utf16_decoder
 from ._packets import ProtocolError
 from ._params import nvarchar_type as _nvarchar_type
 from ._params import read_nvarchar, read_param
-from ._wiretype import WireType
+from ._wiretype import BadDataLength, UnsupportedParameter, WireType
 
 #: ProcIDs of the special system procedures (MS-TDS 2.2.6.6).
 PROC_IDS = {
@@ -131,7 +131,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
                 max_len = data[pos + 1] | data[pos + 2] << 8
                 n = data[pos + 8] | data[pos + 9] << 8
                 stop = pos + 10 + n
-                if max_len != 0xFFFF and n != 0xFFFF and stop <= size:
+                if max_len != 0xFFFF and n <= max_len and stop <= size:
                     try:
                         text = utf16_decoder(data[pos + 10 : stop], "strict", True)[0]
                     except UnicodeDecodeError:
@@ -150,7 +150,13 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
                     pos = r.pos
                     continue
             r.pos = pos
-            wtype, value = read_param(r)
+            try:
+                wtype, value = read_param(r)
+            except BadDataLength as exc:
+                raise UnsupportedParameter(
+                    "The incoming tabular data stream (TDS) remote procedure call (RPC) protocol "
+                    f'stream is incorrect. Parameter {len(params) + 1} ("{pname}"): {exc}'
+                ) from None
             params.append(_new_param(RpcParam, (pname, wtype, value, output)))
             pos = r.pos
         calls.append(_new_param(RpcCall, (name, tuple(params), parts)))

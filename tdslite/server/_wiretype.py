@@ -16,6 +16,15 @@ class UnsupportedParameter(Exception):
     """A parameter type tdslite does not decode (reported to the client as a TDS error)."""
 
 
+class BadDataLength(UnsupportedParameter):
+    """A value longer than the maximum length its TYPE_INFO declares: SQL Server refuses the RPC
+    (error 8016, naming the parameter; `tdslite.server._rpc.parse` adds which)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"Data type 0x{code:02X} has an invalid data length or metadata length.")
+        self.code = code
+
+
 class WireType(NamedTuple):
     """A parameter's type as sent (a named tuple: hashed and compared in C, it keys the type
     caches of every bound parameter)."""

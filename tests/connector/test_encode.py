@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from pytds import tds_base, tds_types
+from pytds.collate import Collation, raw_collation
 from pytds.tz import FixedOffsetTimezone
 
 from connector._tdstypes import money_units
@@ -21,6 +22,7 @@ from connector.encode import (
     describe,
     result_shape,
 )
+from connector.execute import check_values_fit
 
 _FACTORY = tds_types.SerializerFactory(tds_base.TDS74)
 
@@ -310,3 +312,53 @@ def test_money_at_its_limits_is_accepted(declared: str, value: str, units: int) 
 def test_decimals_that_fit_their_precision_are_accepted(declared: str, value: str) -> None:
     (param,) = decode_params({"x": {"type": declared, "value": value}})
     assert param.value == Decimal(value)
+
+
+#: Japanese_CI_AS: code page 932, where a kana or kanji takes two bytes and a Latin letter one
+_CP932 = Collation(0x411, 0, True, False, True, True, False, False, 0)
+
+
+@pytest.mark.parametrize(
+    ("declared", "value", "collation", "fits"),
+    [
+        ("nvarchar(3)", "abc", raw_collation, True),
+        ("nvarchar(3)", "abcd", raw_collation, False),
+        ("nvarchar(2)", "\U0001f600", raw_collation, True),  # two UTF-16 code units
+        ("nvarchar(2)", "\U0001f600a", raw_collation, False),
+        ("nchar(1)", "ab", raw_collation, False),
+        ("varchar(3)", "\u20ac\u20ac\u20ac", raw_collation, True),  # cp1252: one byte each
+        ("varchar(2)", "\u3042", _CP932, True),  # two bytes in cp932
+        ("varchar(1)", "\u3042", _CP932, False),
+        ("char(3)", "a\u3042", _CP932, True),
+        ("varchar(max)", "\u3042" * 5000, _CP932, True),
+        ("varbinary(2)", "AAE=", raw_collation, True),
+        ("varbinary(2)", "AAEC", raw_collation, False),
+        ("binary(2)", "AAEC", raw_collation, False),
+        ("nvarchar(max)", "x" * 10_000, raw_collation, True),
+        ("int", 5, raw_collation, True),
+    ],
+)
+def test_values_are_measured_in_their_wire_unit(
+    declared: str, value: object, collation: Collation, fits: bool
+) -> None:
+    params = decode_params({"x": {"type": declared, "value": value}})
+    if fits:
+        check_values_fit(params, collation)
+        return
+    with pytest.raises(ParamError) as refused:
+        check_values_fit(params, collation)
+    assert str(refused.value) == f"parameter 'x': the value is longer than {declared} holds" + (
+        " (a character beyond U+FFFF takes two)" if declared.startswith("n") else ""
+    )
+
+
+@pytest.mark.parametrize("declared", ["varchar(10)", "char(5)", "varchar(max)"])
+def test_a_character_outside_the_code_page_is_refused_by_name(declared: str) -> None:
+    params = decode_params({"x": {"type": declared, "value": "ok \u2713"}})
+    check_values_fit(decode_params({"x": {"type": declared, "value": "caf\u00e9"}}), raw_collation)
+    with pytest.raises(ParamError) as refused:
+        check_values_fit(params, raw_collation)
+    message = str(refused.value)
+    assert message.startswith(f"parameter 'x': {declared} holds only the characters"), message
+    assert "(cp1252); declare nvarchar" in message
+    assert "\u2713" not in message

@@ -33,6 +33,8 @@ CASES = [
     ("float", -1.7976931348623157e308, "float", None),
     ("nvarchar(50)", "héllo ☃ 😀 ' ; DROP TABLE notes --", "nvarchar", None),
     ("nvarchar(max)", "x" * 5000, "nvarchar", None),
+    ("nvarchar(2)", "😀", "nvarchar", None),  # two UTF-16 code units: its whole length
+    ("varchar(3)", "€é£", "varchar", None),  # one byte each in the code page (cp1252)
     ("varchar(20)", "ascii", "varchar", None),
     ("nchar(5)", "ab   ", "nvarchar", None),  # python-tds reports nchar as nvarchar
     ("char(3)", "abc", "varchar", None),  # ... and char as varchar
@@ -120,17 +122,29 @@ async def test_bad_params_are_refused_before_the_database(
 
 async def test_values_outside_their_type_are_refused_by_name(stack: Stack) -> None:
     """A value the declared type cannot hold is a bad request naming the parameter and the type,
-    never a failure inside the connector, and the value is not echoed."""
+    never a failure inside the connector; the value is not echoed, and nothing of the query
+    reaches the database."""
     with trio.fail_after(30):
         for declared, value, says in [
             ("money", "922337203685477.5808", "out of range for money"),
             ("smallmoney", "-214748.3649", "out of range for smallmoney"),
             ("decimal(5,2)", "1000.5", "decimal(5,2) holds at most 3 digits"),
             ("decimal", "1E+999999", "decimal(18,0) holds at most 18 digits"),
+            # SQL Server refuses a value longer than its declared length (error 8016)
+            ("nvarchar(3)", "abcd", "the value is longer than nvarchar(3) holds"),
+            ("nvarchar(2)", "😀a", "the value is longer than nvarchar(2) holds"),
+            ("nchar(2)", "abc", "the value is longer than nchar(2) holds"),
+            ("varchar(3)", "abcd", "the value is longer than varchar(3) holds"),
+            ("varbinary(2)", "AAEC", "the value is longer than varbinary(2) holds"),
+            ("binary(2)", "AAEC", "the value is longer than binary(2) holds"),
+            # python-tds cannot write it in the database's code page
+            ("varchar(10)", "✓ ok", "varchar(10) holds only the characters of the database's"),
         ]:
+            before = len(stack.statements())
             resp = await stack.query(
                 "SELECT @v AS v", params={"v": {"type": declared, "value": value}}
             )
+            assert len(stack.statements()) == before, declared  # nothing reached the database
             assert resp.status == 400, (declared, resp.lines)
             error = resp.terminal["error"]
             assert error["code"] == "request.invalid", declared
