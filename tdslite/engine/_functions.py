@@ -21,6 +21,7 @@ from typing import Any
 
 from . import _errors, _variant
 from ._errors import SqlError
+from ._systypes import CODE_PAGE
 from ._types import DECIMAL_TYPES, MONEY_TYPES, SqlType
 from ._values import Storage, convert, convert_style, encode, utf16_len, utf16_slice
 
@@ -206,6 +207,10 @@ def _datalength(value: Storage, type_name: str) -> Storage:
     sql_type = parse_type(type_name)
     if isinstance(value, str) and sql_type is not None and sql_type.name in ("nvarchar", "nchar"):
         return 2 * utf16_len(value)
+    if isinstance(value, str) and sql_type is not None and sql_type.name in ("varchar", "char"):
+        # bytes in the code page of the database's collation (SQL_Latin1_General_CP1_CI_AS:
+        # cp1252); SQL Server keeps a character the code page lacks as "?", one byte
+        return len(value.encode(CODE_PAGE, errors="replace"))
     if isinstance(value, str):
         return len(value.encode("utf-8"))
     return 8 if isinstance(value, float) else 4

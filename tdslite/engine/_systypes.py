@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from ._types import SqlType
 
 COLLATION = "SQL_Latin1_General_CP1_CI_AS"
+#: the code page of COLLATION: what char and varchar values are measured in
+CODE_PAGE = "cp1252"
 
 
 @dataclass(frozen=True)

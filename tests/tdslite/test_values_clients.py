@@ -315,3 +315,12 @@ async def test_nocount_and_assignment_row_counts_in_two_clients(tds_server: TdsS
     by_odbc = await in_thread(_row_counts, _odbc_connect, tds_server, batch)
     # SELECT @v = 1 counts 1 row, the INSERT 2; after SET NOCOUNT ON no statement reports a count
     assert by_pytds == by_odbc == [1, 2]
+
+
+async def test_varchar_lengths_count_bytes_of_the_code_page(tds_server: TdsServer) -> None:
+    # SQL_Latin1_General_CP1_CI_AS: varchar holds cp1252, one byte a character (é and € too)
+    sql = (
+        "SELECT DATALENGTH('é€'), DATALENGTH(N'é€'), DATALENGTH(CAST(N'é€' AS varchar(10))),"
+        " LEN('é€')"
+    )
+    assert await both_clients(tds_server, sql) == [(2, 4, 2, 2)]
