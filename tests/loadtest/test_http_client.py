@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from edgetds.loadtest import TokenSource, parse_scenario
-from edgetds.loadtest._http import HttpConnection, ResponseTruncated
+from edgetds.loadtest._http import HttpConnection, ResponseInvalid, ResponseTruncated
 from edgetds.loadtest.targets import HttpTarget
 
 BODY = b'{"columns":[{"name":"n","type":"int"}]}\n[1]\n[2]\n{"done":{"rows":2}}\n'
@@ -205,3 +205,112 @@ async def test_target_counts_rows_and_maps_failures() -> None:
     assert truncated.code == "truncated"
     assert seen[0].startswith(b"POST /v1/tunnels/demo/query HTTP/1.1\r\n")
     assert b"authorization: Bearer tok\r\n" in seen[0]
+
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "response", "reuses"),
+    [
+        ("content-length", OK_HEAD + b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY), True),
+        ("chunked", chunked(BODY, pieces=7), True),
+        ("chunked, one byte a chunk", chunked(BODY, pieces=len(BODY)), True),
+        ("interim 100 first", b"HTTP/1.1 100 Continue\r\n\r\n" + chunked(BODY), True),
+        (
+            "connection: close",
+            OK_HEAD + b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(BODY), BODY),
+            False,
+        ),
+        (
+            "HTTP/1.0",
+            b"HTTP/1.0 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(BODY), BODY),
+            False,
+        ),
+        ("ended by the close", OK_HEAD + b"\r\n" + BODY, False),
+        ("bytes after the response", chunked(BODY) + b"HTTP/1.1 200 OK\r\n", False),
+        ("garbage after the response", chunked(BODY) + b"\x00\x01 nonsense\r\n\r\n", False),
+    ],
+)
+async def test_response_framings(name: str, response: bytes, reuses: bool) -> None:
+    # every way a 200's body can be framed gives the same body; a response after which the
+    # connection cannot carry another one closes it (the second request opens a new one), though
+    # the server keeps it open (it closes only where the close ends the body)
+    close = name == "ended by the close"
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (response, close)) as (url, seen, accepted):
+            conn = HttpConnection(url)
+            for _ in range(2):
+                chunks: list[bytes] = []
+                assert await conn.post("/q", [], b"{}", chunks.append) == (200, b""), name
+                assert b"".join(chunks) == BODY, name
+            await conn.aclose()
+    assert accepted == ([0] if reuses else [0, 1]), name
+    assert len(seen) == 2
+
+
+async def test_non_200_bodies_and_no_body() -> None:
+    script = {
+        0: b"HTTP/1.1 503 Busy\r\ncontent-length: 4\r\n\r\nbusy",
+        1: b"HTTP/1.1 401 No\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        2: b"HTTP/1.1 204 No Content\r\n\r\n",
+    }
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (script[r], False)) as (url, _, accepted):
+            conn = HttpConnection(url)
+            got = [await conn.post("/q", [], b"{}", lambda chunk: None) for _ in range(3)]
+            await conn.aclose()
+    assert got == [(503, b"busy"), (401, b"abcde"), (204, b"")]
+    assert accepted == [0]
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "match"),
+    [
+        (b"hello\r\n\r\n", ResponseInvalid, "malformed HTTP response"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", ResponseInvalid, "malformed HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", ResponseInvalid, "malformed HTTP response"),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            ResponseInvalid,
+            "malformed HTTP response",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+            ResponseInvalid,
+            "malformed HTTP response",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n",
+            ResponseInvalid,
+            "switched protocols",
+        ),
+        (b"HTTP/1.1 200 OK\r\nx: " + b"a" * 40_000, ResponseInvalid, "no end of the head"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + BODY, ResponseTruncated, "mid-"),
+        (chunked(BODY)[:-5], ResponseTruncated, "mid-response"),
+        (b"HTTP/1.1 200 OK\r\ncontent-", ResponseTruncated, "mid-response"),
+    ],
+)
+async def test_a_malformed_or_cut_response_is_an_error_not_a_hang(
+    response: bytes, error: type[Exception], match: str
+) -> None:
+    # the server sends these bytes and closes: a clear error, and the connection is not reused
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (response, True)) as (url, _, accepted):
+            conn = HttpConnection(url)
+            chunks: list[bytes] = []
+            with pytest.raises(error, match=match):
+                await conn.post("/q", [], b"{}", chunks.append)
+            assert conn._stream is None
+    assert accepted == [0]
+
+
+async def test_a_malformed_response_is_reported_as_such() -> None:
+    with trio.fail_after(10):
+        async with scripted_server(lambda c, r: (b"SSH-2.0-OpenSSH\r\n", True)) as (url, _, _):
+            target, query = target_for(url)
+            outcome = await target(0, 0, query, random.Random(1))  # type: ignore[arg-type]
+            await target.aclose()
+    assert outcome.code == "truncated"
+    assert outcome.message is not None
+    assert outcome.message.startswith("malformed HTTP response")
