@@ -3,10 +3,16 @@
 A load generator that spends more CPU per request than the service it measures measures itself.
 A general client (httpx) builds a request object, a response object, a pool lookup and several
 layers of async context per request; here a slot owns one `HttpConnection` (trio stream +
-httptools' response parser, llhttp in C) for the whole run, and a request is one ``send_all`` of
-the head and body and a loop over ``receive_some``. The request head is written by h11 (which
+httptools' response parser, llhttp in C) for the whole run, and a request is one ``send`` of
+the head and body and a loop over ``recv``. The request head is written by h11 (which
 validates every header against its grammar) once per path, headers and body length, and the
 same bytes are sent again.
+
+Plain HTTP uses the connected socket itself (trio connects it, then hands it over with
+``detach``): the request is sent at once (waiting only if the socket's buffer is full), and each
+read first waits for the socket to be readable, then reads. A trio `SocketStream` would try the
+read first (it fails: the answer is not there yet), raise and catch `BlockingIOError`, and
+yield to the scheduler once more after every send. HTTPS goes through a `trio.SSLStream`.
 
 Responses: Content-Length, chunked, or (no length, not chunked) ended by the connection's close,
 as RFC 9112 section 6.3 says; 1xx interim responses are skipped. A response the parser refuses
@@ -24,6 +30,7 @@ timeout) fails before any response byte: the request is sent again once on a new
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
@@ -132,6 +139,8 @@ class HttpConnection:
         self.port = parts.port or (443 if self.https else 80)
         self.authority = parts.netloc.encode()
         self._tls = tls
+        #: the connection: a socket (plain HTTP) or a TLS stream (HTTPS); None when closed
+        self._sock: socket.socket | None = None
         self._stream: trio.abc.Stream | None = None
         self._response: _Response | None = None
         self._heads: dict[tuple[str, tuple[tuple[bytes, bytes], ...], int], bytes] = {}
@@ -154,21 +163,71 @@ class HttpConnection:
             head = self._heads[key] = h11.Connection(h11.CLIENT).send(request) or b""
         return head
 
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None or self._stream is not None
+
     async def _connect(self) -> None:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(self.host, self.port)
+        stream = await trio.open_tcp_stream(self.host, self.port)  # non-blocking, TCP_NODELAY
         if self.https:
             context = self._tls or ssl.create_default_context()
             tls_stream = trio.SSLStream(stream, context, server_hostname=self.host)
-            await tls_stream.do_handshake()
-            stream = tls_stream
-        self._stream = stream
+            try:
+                await tls_stream.do_handshake()
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await tls_stream.aclose()
+                raise
+            self._stream = tls_stream
+        else:
+            self._sock = socket.socket(fileno=stream.socket.detach())
         self._response = _Response()
 
     async def aclose(self) -> None:
-        stream, self._stream, self._response = self._stream, None, None
+        sock, stream = self._sock, self._stream
+        self._sock = self._stream = self._response = None
+        if sock is not None:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
         if stream is not None:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+    async def _send(self, data: bytes) -> None:
+        """Send all of ``data``; `_ClosedBeforeResponse` when the connection is gone."""
+        sock = self._sock
+        try:
+            if sock is None:
+                assert self._stream is not None
+                await self._stream.send_all(data)
+                return
+            sent = 0
+            while True:
+                try:
+                    sent += sock.send(data[sent:] if sent else data)
+                except BlockingIOError:
+                    pass
+                if sent == len(data):
+                    return
+                await trio.lowlevel.wait_writable(sock)  # the socket's buffer is full
+        except (OSError, trio.BrokenResourceError):
+            raise _ClosedBeforeResponse() from None
+
+    async def _receive(self) -> bytes:
+        """The next bytes of the response; b"" at the end of the connection (or its failure)."""
+        sock = self._sock
+        try:
+            if sock is None:
+                assert self._stream is not None
+                return bytes(await self._stream.receive_some(_RECEIVE))
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    return sock.recv(_RECEIVE)
+                except BlockingIOError:
+                    pass
+        except (OSError, trio.BrokenResourceError):
+            return b""
 
     async def post(
         self,
@@ -187,19 +246,15 @@ class HttpConnection:
         """
         out = self._head(path, tuple(headers), len(body)) + body  # no copy of a tuple
         while True:
-            reused = self._stream is not None
-            if self._stream is None:
+            reused = self._response is not None
+            if self._response is None:
                 await self._connect()
-            stream, response = self._stream, self._response
-            assert stream is not None
+            response = self._response
             assert response is not None
             finished = False
             try:
-                try:
-                    await stream.send_all(out)
-                except trio.BrokenResourceError:
-                    raise _ClosedBeforeResponse() from None
-                answer = await self._read_response(stream, response, on_body)
+                await self._send(out)
+                answer = await self._read_response(response, on_body)
                 finished = True
                 return answer
             except _ClosedBeforeResponse:
@@ -213,16 +268,13 @@ class HttpConnection:
                     await self.aclose()
 
     async def _read_response(
-        self, stream: trio.abc.Stream, response: _Response, on_body: Callable[[bytes], None]
+        self, response: _Response, on_body: Callable[[bytes], None]
     ) -> tuple[int, bytes]:
         response.reset()
         feed = response.parser.feed_data
         received = 0
         while True:
-            try:
-                data = await stream.receive_some(_RECEIVE)
-            except trio.BrokenResourceError:
-                data = b""
+            data = await self._receive()
             if not data:
                 if received == 0:
                     raise _ClosedBeforeResponse()
