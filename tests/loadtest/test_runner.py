@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -74,6 +75,25 @@ async def test_per_query_timeout_is_counted(autojump_clock: trio.testing.MockClo
     with trio.fail_after(10):
         await drive(scenario(concurrency=2, count=4, timeout_s=0.05), SleepTarget(5), recorder)
     assert recorder.errors == {"client.timeout": 4}
+
+
+async def test_each_query_gets_its_own_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    """Every other query hangs: it times out 50 ms after its own start, and the next query
+    (a new cancel scope after a timeout, the same scope after a success) gets its full 50 ms."""
+    calls = 0
+
+    async def target(slot: int, vu: int, query: QuerySpec, rng: random.Random) -> QueryOutcome:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(5 if calls % 2 else 0.04)  # 40 ms: within its own 50 ms only
+        return QueryOutcome(None)
+
+    recorder = Recorder("t")
+    with trio.fail_after(10):
+        await drive(scenario(concurrency=1, count=6, timeout_s=0.05), target, recorder)
+    assert (recorder.ok, recorder.errors) == (3, {"client.timeout": 3})
+    latencies = sorted(p[1] for p in recorder.timeline)
+    assert latencies == pytest.approx([40.0] * 3 + [50.0] * 3, abs=0.01)
 
 
 async def test_open_loop_counts_lateness_as_latency(autojump_clock: trio.testing.MockClock) -> None:
