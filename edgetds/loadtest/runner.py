@@ -18,6 +18,7 @@ Strategy:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,61 @@ class Target(Protocol):
     ) -> QueryOutcome: ...
 
 
+_MASK = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment (2**64 / the golden ratio, odd)
+_2_POW_53 = 2.0**-53
+
+
+def _mix(z: int) -> int:
+    """splitmix64's output function (Steele, Lea and Flood 2014): 64 bits to 64 bits."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+class QueryRandom(random.Random):
+    """`random.Random` on splitmix64: the random source of one query.
+
+    A query draws a handful of numbers (which query, its parameters) from a source of its own.
+    The Mersenne Twister under `random.Random` fills 624 words of state when seeded and again at
+    its first draw (about 8 us, more than the draws); here the state is one 64-bit integer.
+    `random` and `getrandbits` are splitmix64's, and `random.Random` builds ``randint``,
+    ``uniform``, ``choice`` and the rest on those two."""
+
+    def __init__(self, state: int = 0) -> None:  # random.Random.__init__ would seed the Twister
+        self._state = state & _MASK
+        self.gauss_next = None
+
+    # random.Random's own signature (typeshed marks it as an override of _random.Random's too)
+    def seed(  # type: ignore[override]
+        self, a: int | float | str | bytes | bytearray | None = None, version: int = 2
+    ) -> None:
+        self._state = a & _MASK if isinstance(a, int) else random.Random(a).getrandbits(64)
+        self.gauss_next = None
+
+    def getstate(self) -> tuple[Any, ...]:
+        return (self._state, self.gauss_next)
+
+    def setstate(self, state: tuple[Any, ...]) -> None:
+        self._state, self.gauss_next = state
+
+    def random(self) -> float:
+        self._state = z = (self._state + _GAMMA) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return ((z ^ (z >> 31)) >> 11) * _2_POW_53
+
+    def getrandbits(self, k: int) -> int:
+        if k < 0:
+            raise ValueError("number of bits must be non-negative")
+        out = bits = 0
+        while bits < k:
+            self._state = (self._state + _GAMMA) & _MASK
+            out |= _mix(self._state) << bits
+            bits += 64
+        return out >> (bits - k)
+
+
 @dataclass
 class _Budget:
     """Shared stop conditions: a deadline (recorder clock) and/or a count of queries to start."""
@@ -59,9 +115,16 @@ class _Budget:
     clock: Callable[[], float]
     issued: int = 0
 
+    def __post_init__(self) -> None:
+        # the seed (any integer) to 64 bits, once per run
+        digest = hashlib.sha256(str(self.seed).encode()).digest()
+        self._key = int.from_bytes(digest[:8], "big")
+
     def take(self) -> random.Random | None:
         """The random source of the next query (None: stop). Query n always gets the same
-        source for a given seed, so a tunnel run and a direct run send the same queries."""
+        source for a given seed, so a tunnel run and a direct run send the same queries: a
+        splitmix64 whose state is splitmix64's mix of (the seed's 64-bit key + n x its
+        increment), so two queries' sources start at unrelated points of its period."""
         if self.deadline is not None and self.clock() >= self.deadline:
             return None
         if self.remaining is not None:
@@ -69,7 +132,7 @@ class _Budget:
                 return None
             self.remaining -= 1
         self.issued += 1
-        return random.Random(f"{self.seed}:{self.issued}")
+        return QueryRandom(_mix((self._key + self.issued * _GAMMA) & _MASK))
 
 
 @dataclass(frozen=True)
@@ -126,11 +189,25 @@ async def _closed_loop(run: _Run) -> None:
     load, target, recorder, picker = run.scenario.load, run.target, run.recorder, run.picker
 
     async def user(vu: int) -> None:
+        """Queries one after the other, each under ``timeout_s`` from its start: one cancel
+        scope serves them all, its deadline moved at each start (entering and leaving a scope
+        per query costs about 2.5x moving its deadline), and a new scope after a timeout."""
         if load.ramp_up_s:
             await trio.sleep(vu * load.ramp_up_s / load.concurrency)
-        while (rng := run.budget.take()) is not None:
-            query = picker.pick(rng)
-            await _one(target, recorder, vu, vu, query, rng, recorder.clock(), load.timeout_s)
+        take, clock, timeout_s = run.budget.take, recorder.clock, load.timeout_s
+        rng = take()
+        while rng is not None:
+            with trio.CancelScope() as scope:
+                while rng is not None:
+                    query = picker.pick(rng)
+                    start = clock()
+                    scope.deadline = start + timeout_s
+                    outcome = await target(vu, vu, query, rng)
+                    recorder.record(query.name, start, clock(), outcome)
+                    rng = take()
+            if scope.cancelled_caught:  # the query in flight timed out
+                recorder.record(query.name, start, clock(), QueryOutcome("client.timeout"))
+                rng = take()
 
     async with trio.open_nursery() as nursery:
         for vu in range(load.concurrency):

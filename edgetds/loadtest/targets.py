@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import msgspec
 import trio
 
-from edgetds.loadtest._http import HttpConnection, ResponseTruncated
+from edgetds.loadtest._http import HttpConnection, ResponseInvalid, ResponseTruncated
 from edgetds.loadtest.scenario import Identity, QuerySpec
 from edgetds.loadtest.stats import SAMPLE_MAX, QueryOutcome
 from protocol import ErrorCode
@@ -274,6 +274,8 @@ class HttpTarget:
             status, other = await conn.post(
                 self.path, self._headers[vu % len(self._headers)], body, counter.feed
             )
+        except ResponseInvalid as exc:
+            return QueryOutcome("truncated", 0, counter.nbytes, str(exc))
         except ResponseTruncated:
             return QueryOutcome(
                 "truncated", 0, counter.nbytes, "the relay closed the response early"

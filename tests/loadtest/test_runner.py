@@ -11,10 +11,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
-from edgetds.loadtest.runner import drive
+from edgetds.loadtest.runner import QueryRandom, _Budget, drive
 from edgetds.loadtest.scenario import QuerySpec, parse_scenario
 from edgetds.loadtest.stats import QueryOutcome, Recorder
 
@@ -76,6 +77,25 @@ async def test_per_query_timeout_is_counted(autojump_clock: trio.testing.MockClo
     assert recorder.errors == {"client.timeout": 4}
 
 
+async def test_each_query_gets_its_own_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    """Every other query hangs: it times out 50 ms after its own start, and the next query
+    (a new cancel scope after a timeout, the same scope after a success) gets its full 50 ms."""
+    calls = 0
+
+    async def target(slot: int, vu: int, query: QuerySpec, rng: random.Random) -> QueryOutcome:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(5 if calls % 2 else 0.04)  # 40 ms: within its own 50 ms only
+        return QueryOutcome(None)
+
+    recorder = Recorder("t")
+    with trio.fail_after(10):
+        await drive(scenario(concurrency=1, count=6, timeout_s=0.05), target, recorder)
+    assert (recorder.ok, recorder.errors) == (3, {"client.timeout": 3})
+    latencies = sorted(p[1] for p in recorder.timeline)
+    assert latencies == pytest.approx([40.0] * 3 + [50.0] * 3, abs=0.01)
+
+
 async def test_open_loop_counts_lateness_as_latency(autojump_clock: trio.testing.MockClock) -> None:
     # 100 queries/s due, but one slot and 30 ms each: they fall behind, latency grows.
     target = SleepTarget(0.03)
@@ -129,3 +149,37 @@ async def test_same_seed_same_queries_whatever_the_timing(
     assert len(sent[0]) == 40
     assert sent[0] == sent[1]
     assert len({c[0] for c in sent[0]}) == 2
+
+
+def test_query_sources_for_a_seed_are_fixed_and_apart() -> None:
+    """The sources of a given seed are fixed (these values are what `seed = 9` sends; a change
+    here changes every scenario's queries for its seed); other seeds, -9 included, differ."""
+
+    def draws(seed: int) -> list[int]:
+        budget = _Budget(None, 3, seed, lambda: 0.0)
+        return [rng.randint(1, 10**6) for rng in iter(budget.take, None)]
+
+    assert draws(9) == [350094, 593255, 954233]
+    assert len({tuple(draws(seed)) for seed in (9, -9, 10, 2**64 + 9)}) == 4
+
+
+def test_query_random_is_a_random_random() -> None:
+    """What the parameter generators call works on it and stays in range; state round-trips."""
+    rng = QueryRandom(7)
+    ints = [rng.randint(1, 6) for _ in range(6000)]
+    assert set(ints) == {1, 2, 3, 4, 5, 6}
+    assert all(800 < ints.count(i) < 1200 for i in range(1, 7))
+    floats = [rng.uniform(2.0, 3.0) for _ in range(1000)]
+    assert all(2.0 <= f <= 3.0 for f in floats)
+    assert 2.4 < sum(floats) / len(floats) < 2.6
+    assert {rng.choice("ab") for _ in range(100)} == {"a", "b"}
+    assert rng.getrandbits(0) == 0
+    assert max(rng.getrandbits(128) for _ in range(200)).bit_length() == 128
+    state = rng.getstate()
+    first = [rng.random() for _ in range(5)]
+    rng.setstate(state)
+    assert [rng.random() for _ in range(5)] == first
+    rng.seed("text")
+    again = QueryRandom()
+    again.seed("text")
+    assert rng.random() == again.random()

@@ -75,3 +75,32 @@ def test_result_and_snapshot_report_hdrh_figures() -> None:
         hist.get_value_at_percentile(50) / 1000,
         hist.get_value_at_percentile(99) / 1000,
     )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_recorded_histograms_are_what_hdrh_records(seed: int) -> None:
+    # the recorder computes a value's slot itself: the same counts, total, min and max as
+    # hdrh's record_value, including the first slots, bucket edges and values past the range
+    rng = random.Random(seed)
+    edges = [2**k + d for k in range(1, 33) for d in (-1, 0, 1)]
+    micros = [max(1, round(rng.lognormvariate(9, 3))) for _ in range(3000)] + edges
+    micros += [1, 2047, 2048, 3_600_000_000, 3_600_000_001, 2**36, 5 * 10**9]
+    rng.shuffle(micros)
+    recorder = Recorder("tunnel", clock=lambda: 0.0)
+    recorder.start()
+    expected = {"a": new_histogram(), "b": new_histogram()}
+    overall = new_histogram()
+    for i, value in enumerate(micros):
+        name = "ab"[i % 2]
+        recorder.record(name, 0.0, value / 1e6, QueryOutcome(None))
+        overall.record_value(value)
+        expected[name].record_value(value)
+    for got, want in [(recorder.hist, overall)] + [
+        (recorder.by_query[n].hist, expected[n]) for n in "ab"
+    ]:
+        assert list(got.counts) == list(want.counts)
+        assert (got.total_count, got.min_value, got.max_value) == (
+            want.total_count,
+            want.min_value,
+            want.max_value,
+        )
