@@ -28,24 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.trio.client import connect
 
 from bench.relay_latency import _serve_queries
-from bench.stack import NO_RATE_LIMITS, TUNNEL, _write_relay_config, wait_connected
+from bench.stack import NO_RATE_LIMITS, TUNNEL, _write_relay_config, relay_handle, wait_connected
+from bench.tdslite_replay import _callgrind, _instructions
 from edgetds.devidp import open_dev_idp
-from identity.keys import encode_public_key
 from protocol import SUBPROTOCOL, Connection, Role, events, make_connector_token
 from tests.support.relays import RelayHandle
-
-
-def _callgrind(pid: int, *args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
-
-
-def _instructions(out: Path) -> int:
-    """Instructions of the first dump callgrind_control asked for (``out``.1)."""
-    dump = out.with_name(out.name + ".1")
-    for line in dump.read_text().splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {dump}")
 
 
 async def measure(server_dir: Path, workdir: Path, count: int, warmup: int) -> float:
@@ -81,15 +68,7 @@ async def measure(server_dir: Path, workdir: Path, count: int, warmup: int) -> f
                         if not chunk:
                             raise RuntimeError("the relay exited before listening")
                         line += chunk
-                url = line.decode().split()[-1]
-                relay = RelayHandle(
-                    kind="python",
-                    http_url=url,
-                    ws_url="ws://" + url.split("://", 1)[1],
-                    tunnel=TUNNEL,
-                    relay_public_key=encode_public_key(relay_key),
-                    connector_keys={"conn-1": conn_key},
-                )
+                relay = relay_handle(line.decode().split()[-1], relay_key, conn_key)
                 return await _queries(relay, idp, conn_key, proc.pid, out, count, warmup)
             finally:
                 proc.terminate()
