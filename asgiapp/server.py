@@ -1,11 +1,12 @@
-"""A lean HTTP/1.1 + WebSocket server for one ASGI app on Trio, on h11 and wsproto.
+"""A lean HTTP/1.1 + WebSocket server for one ASGI app on Trio, on llhttp and wsproto.
 
 One task per connection, and the app runs in it: ``receive()`` reads the socket itself (no task
-and no channel between the socket and the app), ``send()`` writes to it. h11 parses requests (a
-new h11 connection per request); responses are written here (Content-Length as the app gives it,
-else chunked; HEAD, 1xx, 204 and 304 without a body), and a response's head is held back until its
-first body message, so a head and a body sent back to back leave in one write. Requests on a
-connection are served one after the other (pipelined requests wait in h11's buffer, in order).
+and no channel between the socket and the app), ``send()`` writes to it. `asgiapp.http1` reads
+requests (llhttp through httptools, within checks that keep what it accepts to what h11 accepts
+alike); responses are written here (Content-Length as the app gives it, else chunked; HEAD, 1xx,
+204 and 304 without a body), and a response's head is held back until its first body message, so
+a head and a body sent back to back leave in one write. Requests on a connection are served one
+after the other (pipelined requests wait in the reader's buffer, in order).
 A plain TCP connection is read and written on its socket directly (`_TCP`): a read or write that
 can complete at once costs no round of the scheduler (TLS goes through `trio.SSLStream`).
 
@@ -13,7 +14,9 @@ HTTP:
 
 - a request head must fit in `ServerConfig.max_head_bytes` (else 431) and be complete within
   `head_timeout_s` of its first byte (else the connection closes); a keep-alive connection idle
-  for `keep_alive_timeout_s` closes; a malformed request is answered 400 and the connection closes;
+  for `keep_alive_timeout_s` closes; a malformed request is answered 400 and the connection closes
+  (see `asgiapp.http1` for what is refused); a request that asks to upgrade to anything but a
+  WebSocket is served, and the connection closes after it;
 - the body arrives as ``http.request`` messages (Content-Length or chunked; ``Expect:
   100-continue`` is answered when the app first reads the body);
 - once the body is read, ``receive()`` waits for the client to go away and returns
@@ -22,7 +25,8 @@ HTTP:
 - an app that fails (or returns) before starting its response gets a 500; one that fails after it
   started has its connection closed; writes to a client that is gone are dropped.
 
-WebSocket (``GET`` with ``Upgrade: websocket``): ``websocket.connect``, accept (with a
+WebSocket (``GET`` with ``Upgrade: websocket``; h11 reads its head a second time and writes the
+101 or denial response): ``websocket.connect``, accept (with a
 subprotocol the client offered), the denial response extension (``websocket.http.response.*``),
 binary and text messages up to `websocket_max_message_size` (a larger one is refused with close
 1009), pings answered, close handshakes in both directions. No extensions are negotiated.
@@ -57,6 +61,8 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
 from wsproto.utilities import generate_accept_token, split_comma_header
 
+from asgiapp.http1 import END, NEED_DATA, ProtocolError, Request, RequestReader
+
 __all__ = ["ASGIApp", "ServerConfig", "serve"]
 
 Message = MutableMapping[str, Any]
@@ -89,7 +95,7 @@ class ServerConfig:
     certfile: str | None = None
     keyfile: str | None = None
     backlog: int = 1024
-    #: the most bytes of an incomplete request head (or chunk header) held (h11's limit)
+    #: the most bytes of a request head (or chunk line) held
     max_head_bytes: int = 64 * 1024
     keep_alive_timeout_s: float = 5.0
     head_timeout_s: float = 10.0
@@ -352,9 +358,7 @@ class _Connection:
         self.client = client
         self.address = address
         self.tls = server.context is not None
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.config.max_head_bytes
-        )
+        self.reader = RequestReader(server.config.max_head_bytes)
         #: set while waiting for a next request with nothing of it received
         self.idle_scope: trio.CancelScope | None = None
         #: the client went away (EOF, a reset, a write failed or was cancelled): nothing more is
@@ -362,6 +366,7 @@ class _Connection:
         self.gone = False
         # the request in progress
         self.method = b""
+        self.expect_continue = False
         self.body_done = False
         self.head: tuple[int, list[tuple[bytes, bytes]]] | None = None
         self.started = False
@@ -415,7 +420,7 @@ class _Connection:
             request = await self._next_request()
             if request is None:
                 return
-            headers = list(request.headers)  # (h11's Headers is a Sequence: read it once)
+            headers = request.headers
             upgrade = _get(headers, b"upgrade")
             if request.method == b"GET" and upgrade and upgrade.lower() == b"websocket":
                 await _WebSocket(self, request, headers).run()
@@ -423,19 +428,18 @@ class _Connection:
             if not await self._http(request, headers):
                 return
 
-    async def _next_request(self) -> h11.Request | None:
+    async def _next_request(self) -> Request | None:
         config = self.server.config
+        reader = self.reader
         deadline = trio.current_time() + config.keep_alive_timeout_s
-        #: bytes given to h11 for this request so far (a pipelined request's may be buffered)
-        fed = len(self.h11.trailing_data[0])
-        received = fed > 0
+        received = reader.buffered > 0  # a pipelined request's bytes may be buffered
         while True:
             try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._refuse(exc.error_status_hint)
+                event = reader.next_event()
+            except ProtocolError as exc:
+                await self._refuse(exc.status)
                 return None
-            if event is h11.NEED_DATA:
+            if event is NEED_DATA:
                 if self.server.closing and not received:
                     return None
                 data = b""
@@ -449,20 +453,13 @@ class _Connection:
                 if not received:
                     received = True
                     deadline = trio.current_time() + config.head_timeout_s
-                fed += len(data)
-                self.h11.receive_data(data)
-            elif isinstance(event, h11.Request):
-                # h11 limits an incomplete head only: one that arrived whole is measured here
-                if fed - len(self.h11.trailing_data[0]) > config.max_head_bytes:
-                    await self._refuse(431)
-                    return None
+                reader.receive_data(data)
+            elif isinstance(event, Request):
                 return event
-            else:  # ConnectionClosed (or PAUSED after an error)
+            else:  # the client closed between requests, or after an upgrade request
                 return None
 
-    def _scope(
-        self, request: h11.Request, kind: str, headers: list[tuple[bytes, bytes]]
-    ) -> Message:
+    def _scope(self, request: Request, kind: str, headers: list[tuple[bytes, bytes]]) -> Message:
         path, _, query = request.target.partition(b"?")
         secure = self.tls
         return {
@@ -485,12 +482,17 @@ class _Connection:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    async def _http(self, request: h11.Request, headers: list[tuple[bytes, bytes]]) -> bool:
+    async def _http(self, request: Request, headers: list[tuple[bytes, bytes]]) -> bool:
         """Serve one request (`headers`: its headers as a list); True if the connection may carry
         another."""
         self.method = request.method
         self.http11 = request.http_version == b"1.1"
-        self.keep_alive = self.http11 and not _has_token(headers, b"connection", b"close")
+        # after an upgrade request (not a WebSocket's), what follows is not HTTP: the connection
+        # closes after the response
+        self.keep_alive = (
+            self.http11 and not request.upgrade and not _has_token(headers, b"connection", b"close")
+        )
+        self.expect_continue = request.expect_continue
         self.body_done = False
         self.head = None
         self.started = self.done = self.chunked = self.bodyless = False
@@ -514,21 +516,7 @@ class _Connection:
             return False
         if self.gone or not self.keep_alive:
             return False
-        if self.h11.their_state is h11.SEND_BODY and not await self._discard_body():
-            return False
-        if self.h11.their_state is not h11.DONE:
-            return False
-        # h11 parses requests only (responses are written here): a new one for the next request,
-        # with what is buffered of it
-        data, closed = self.h11.trailing_data
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.server.config.max_head_bytes
-        )
-        if data:
-            self.h11.receive_data(data)
-        if closed:
-            self.h11.receive_data(b"")
-        return True
+        return not self.reader.in_body or await self._discard_body()
 
     async def _discard_body(self) -> bool:
         """Read and drop the rest of a request body the app did not read (within limits)."""
@@ -536,20 +524,18 @@ class _Connection:
         with trio.move_on_after(self.server.config.keep_alive_timeout_s):
             while left > 0:
                 try:
-                    event = self.h11.next_event()
-                except h11.RemoteProtocolError:
+                    event = self.reader.next_event()
+                except ProtocolError:
                     return False
-                if isinstance(event, h11.EndOfMessage):
-                    return self.h11.their_state is h11.DONE
-                if isinstance(event, h11.Data):
-                    left -= len(event.data)
-                elif event is h11.NEED_DATA:
+                if event is END:
+                    return True
+                if isinstance(event, bytes):
+                    left -= len(event)
+                else:  # NEED_DATA
                     data = await self._recv()
                     if not data:
                         return False
-                    self.h11.receive_data(data)
-                else:
-                    return False
+                    self.reader.receive_data(data)
         return False
 
     async def receive(self) -> Message:
@@ -560,40 +546,42 @@ class _Connection:
         # The body was read: the only message left is http.disconnect.
         with trio.CancelScope() as self.wait_scope:
             while True:
-                if len(self.h11.trailing_data[0]) > self.server.config.max_head_bytes:
+                if self.reader.buffered > self.server.config.max_head_bytes:
                     await trio.sleep_forever()  # enough of a next request held: stop reading
                 data = await self._recv()
                 if not data:
                     self.gone = True
                     break
-                self.h11.receive_data(data)  # a pipelined request's bytes, kept for its turn
+                self.reader.receive_data(data)  # a pipelined request's bytes, kept for its turn
         self.wait_scope = None
         return _DISCONNECT
 
     async def _read_body(self) -> Message:
         chunks: list[bytes] = []
+        reader = self.reader
         while True:
             try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError:
+                event = reader.next_event()
+            except ProtocolError:
                 self.body_done = self.gone = True
                 return _DISCONNECT
-            if isinstance(event, h11.Data):
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            if isinstance(event, bytes):
+                chunks.append(event)
+                self.expect_continue = False  # the client sent the body without waiting
+            elif event is END:
                 self.body_done = True
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            elif event is h11.NEED_DATA:
+            elif event is NEED_DATA:
                 if chunks:
                     return {"type": "http.request", "body": b"".join(chunks), "more_body": True}
-                if self.h11.they_are_waiting_for_100_continue and not self.started:
-                    info = h11.InformationalResponse(status_code=100, headers=[])
-                    await self._write(self.h11.send(info) or b"")
+                if self.expect_continue and not self.started:
+                    self.expect_continue = False
+                    await self._write(b"HTTP/1.1 100 \r\n\r\n")
                 data = await self._recv()
                 if not data:
                     self.body_done = self.gone = True
                     return _DISCONNECT
-                self.h11.receive_data(data)
+                reader.receive_data(data)
             else:
                 self.body_done = self.gone = True
                 return _DISCONNECT
@@ -710,10 +698,14 @@ class _WebSocket:
     """One WebSocket connection: the upgrade request, then wsproto."""
 
     def __init__(
-        self, conn: _Connection, request: h11.Request, headers: list[tuple[bytes, bytes]]
+        self, conn: _Connection, request: Request, headers: list[tuple[bytes, bytes]]
     ) -> None:
         self.conn = conn
         self.request = request
+        #: writes the 101 or denial response (it reads the request's head again)
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=conn.server.config.max_head_bytes
+        )
         self.scope = conn._scope(request, "websocket", headers)
         offered = _get(headers, b"sec-websocket-protocol")
         self.scope["subprotocols"] = split_comma_header(offered) if offered else []
@@ -741,11 +733,21 @@ class _WebSocket:
 
     async def run(self) -> None:
         conn = self.conn
+        # The reader refused a body: the request's bytes end with its head
+        self.h11.receive_data(conn.reader.last_fed)
+        request: object = None
+        end: object = None
         try:
-            end = conn.h11.next_event()  # a GET's body: none
+            request = self.h11.next_event()
+            end = self.h11.next_event()
         except h11.RemoteProtocolError:
-            end = None
-        if not self._valid() or not isinstance(end, h11.EndOfMessage):
+            pass
+        if (
+            not self.request.upgrade
+            or not self._valid()
+            or not isinstance(request, h11.Request)
+            or not isinstance(end, h11.EndOfMessage)
+        ):
             await conn._refuse(400)
             return
         try:
@@ -866,12 +868,12 @@ class _WebSocket:
                 conn.started = True
                 headers.append((b"date", _Date.now()))
                 headers.append((b"connection", b"close"))
-                out.append(conn.h11.send(h11.Response(status_code=status, headers=headers)))
+                out.append(self.h11.send(h11.Response(status_code=status, headers=headers)))
             body = message.get("body", b"")
             if body:
-                out.append(conn.h11.send(h11.Data(data=body)))
+                out.append(self.h11.send(h11.Data(data=body)))
             if not message.get("more_body", False):
-                out.append(conn.h11.send(h11.EndOfMessage()))
+                out.append(self.h11.send(h11.EndOfMessage()))
                 self.state = "denied"
             await conn._write(b"".join(chunk for chunk in out if chunk))
         elif kind == "websocket.send" and self.state == "connected":
@@ -908,10 +910,10 @@ class _WebSocket:
                 raise RuntimeError(f"subprotocol {subprotocol!r} was not offered")
             headers.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
         headers.extend((bytes(k), bytes(v)) for k, v in extra)
-        head = conn.h11.send(h11.InformationalResponse(status_code=101, headers=headers)) or b""
+        head = self.h11.send(h11.InformationalResponse(status_code=101, headers=headers)) or b""
         self.state = "connected"
         self.ws = wsproto.connection.Connection(wsproto.ConnectionType.SERVER)
-        trailing, closed = conn.h11.trailing_data
+        trailing, closed = conn.reader.trailing_data
         if trailing:
             self.ws.receive_data(trailing)
             self.pending.extend(self.ws.events())

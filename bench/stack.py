@@ -224,15 +224,21 @@ async def _relay_process(
     args = ["relay", "serve", "--config", str(config), "--log-level", "warning"]
     async with _edgetds_process(args) as (proc, url):
         # "relay listening on http://HOST:PORT"
-        handle = RelayHandle(
-            kind="python",
-            http_url=url,
-            ws_url="ws://" + url.split("://", 1)[1],
-            tunnel=TUNNEL,
-            relay_public_key=encode_public_key(relay_key),
-            connector_keys={"conn-1": conn_key},
-        )
-        yield handle, proc.pid
+        yield relay_handle(url, relay_key, conn_key), proc.pid
+
+
+def relay_handle(
+    url: str, relay_key: Ed25519PrivateKey, conn_key: Ed25519PrivateKey
+) -> RelayHandle:
+    """The handle of a relay process at ``url`` configured by `_write_relay_config`."""
+    return RelayHandle(
+        kind="python",
+        http_url=url,
+        ws_url="ws://" + url.split("://", 1)[1],
+        tunnel=TUNNEL,
+        relay_public_key=encode_public_key(relay_key),
+        connector_keys={"conn-1": conn_key},
+    )
 
 
 def _write_relay_config(

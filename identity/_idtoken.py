@@ -115,18 +115,22 @@ def _depth_ok(value: Any) -> bool:
     return True
 
 
+#: json.loads(text, **hooks) builds a decoder (and its scanner) per call; its decode() keeps no
+#: state between calls (a BOM, which json.loads refuses by name, is refused as not JSON here)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object,
+    parse_constant=_constant,
+    parse_int=lambda s: int(_number(s)),
+    parse_float=lambda s: float(_number(s)),
+)
+
+
 def _segment_json(segment: str, what: str) -> dict[str, Any]:
     if len(segment) % 4 == 1:
         raise _invalid(f"token {what} is not base64url JSON")
     try:
         text = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("utf-8")
-        value = json.loads(
-            text,
-            object_pairs_hook=_object,
-            parse_constant=_constant,
-            parse_int=lambda s: int(_number(s)),
-            parse_float=lambda s: float(_number(s)),
-        )
+        value = _DECODER.decode(text)
     except _Refused as exc:
         raise _invalid(f"token {what} {exc}") from None
     except RecursionError:

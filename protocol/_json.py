@@ -70,6 +70,16 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+#: json.loads(text, **hooks) builds a decoder (and its scanner) per call; its decode() keeps no
+#: state between calls
+_STRICT = json.JSONDecoder(
+    parse_constant=_refuse_constant,
+    parse_float=_finite_float,
+    parse_int=_double_range_int,
+    object_pairs_hook=_unique_object,
+)
+
+
 def loads_object(data: bytes) -> dict[str, Any]:
     """Parse ``data`` as one UTF-8 JSON object.
 
@@ -78,13 +88,10 @@ def loads_object(data: bytes) -> dict[str, Any]:
             beyond a double's range, or too deep.
     """
     try:
-        value = json.loads(
-            data.decode("utf-8"),
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-            parse_int=_double_range_int,
-            object_pairs_hook=_unique_object,
-        )
+        text = data.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _STRICT.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     if not isinstance(value, dict):

@@ -1,4 +1,4 @@
-"""Run the relay: `asgiapp.server` (HTTP/1.1 + WebSocket on h11 and wsproto, trio) serving
+"""Run the relay: `asgiapp.server` (HTTP/1.1 + WebSocket on llhttp and wsproto, trio) serving
 `RelayApp` on one port, with a graceful drain.
 
 `serve_relay(config)` is the long-running entry point (the CLI's); `open_relay(config)` is the

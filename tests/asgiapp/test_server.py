@@ -352,6 +352,19 @@ async def test_an_app_that_returns_without_a_response_gives_500() -> None:
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nhost: t\r\ncontent-length: x\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * (70 * 1024) + b"\r\n\r\n", 431),
+        # what a front end and this server could frame or read differently: refused
+        (b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\ncontent-length: 5\r\n\r\nabc", 400),
+        (
+            b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n"
+            b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked, identity\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nhost: t\r\nx: a\r\n content-length: 3\r\n\r\nabc", 400),
+        (b"GET / HTTP/1.1\nhost: t\n\n", 400),
+        (b"GET / HTTP/1.1\r\nhost: t\r\ncontent-length : 0\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nhost: t\r\nx: a\x00b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nx: y\r\n\r\n", 400),  # no Host
     ],
 )
 async def test_a_malformed_or_oversized_head_is_refused_and_closed(raw: bytes, status: int) -> None:
@@ -363,6 +376,34 @@ async def test_a_malformed_or_oversized_head_is_refused_and_closed(raw: bytes, s
     assert answer.startswith(b"HTTP/1.1 %d " % status)
     assert b"connection: close" in answer
     assert rec.scopes == []
+
+
+async def test_a_request_after_a_chunked_body_waits_for_its_turn() -> None:
+    rec = Recorder()
+    async with running(rec) as (host, port, _):
+        stream = await tcp(host, port)
+        chunked = (
+            b"POST /c HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"3;ext=1\r\nabc\r\n0\r\ntrailer: dropped\r\n\r\n"
+        )
+        await stream.send_all(chunked + get("/next"))
+        answers = await responses(stream, 2)
+    assert [body for _, body in answers] == [b"POST /c 3", b"GET /next 0"]
+    assert all(name != b"trailer" for name, _ in rec.scopes[0]["headers"])
+
+
+async def test_an_upgrade_to_another_protocol_is_served_then_closed() -> None:
+    """An h2c upgrade (curl --http2): answered over HTTP/1.1; what follows is not read as HTTP."""
+    rec = Recorder()
+    async with running(rec) as (host, port, _):
+        stream = await tcp(host, port)
+        upgrade = b"upgrade: h2c\r\nconnection: Upgrade, HTTP2-Settings\r\nhttp2-settings: AA\r\n"
+        await stream.send_all(get("/h2c", upgrade) + get("/never"))
+        answer = await read_all(stream)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in answer
+    assert answer.endswith(b"GET /h2c 0")
+    assert len(rec.scopes) == 1
 
 
 async def test_a_16_kib_bearer_token_fits() -> None:

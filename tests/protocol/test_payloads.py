@@ -20,6 +20,7 @@ from protocol import (
     Limits,
     RemoteProtocolError,
     Role,
+    _json,
     canonical_json,
     done_record,
     encode_frame,
@@ -109,6 +110,52 @@ def test_loads_object_is_strict() -> None:
     for bad in (b'{"a":1,"a":2}', b'{"a":Infinity}', b"\xff", b"1", b""):
         with pytest.raises(ValueError, match="duplicate|constant|utf-8|object|Expecting"):
             loads_object(bad)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": [1, 2.5, "x", null, true, {"b": -0}]}',
+        b"\xef\xbb\xbf{}",  # a UTF-8 BOM
+        b'{"a":1,"a":2}',
+        b'{"a":NaN}',
+        b'{"a":-Infinity}',
+        b'{"a":1e400}',
+        b'{"a":1',
+        b"[1]",
+        b"\xff",
+        b"",
+        b"[" * 100_000,
+    ],
+)
+def test_loads_object_answers_as_json_loads_with_its_hooks(data: bytes) -> None:
+    """The shared decoder refuses and reads exactly as json.loads given the same hooks did."""
+
+    def reference() -> Any:
+        value = json.loads(
+            data.decode("utf-8"),
+            parse_constant=_json._refuse_constant,
+            parse_float=_json._finite_float,
+            parse_int=_json._double_range_int,
+            object_pairs_hook=_json._unique_object,
+        )
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        return value
+
+    try:
+        expected: Any = reference()
+    except RecursionError:
+        expected = ValueError
+    except ValueError as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: Any = loads_object(data)
+    except ValueError as exc:
+        got = ValueError if "nested too deeply" in str(exc) else (type(exc), str(exc))
+        if "expected a JSON object" in str(exc):
+            got = (ValueError, "not an object")
+    assert got == expected
 
 
 @pytest.mark.parametrize(
