@@ -5,7 +5,8 @@ IdP): a leaf package that imports nothing of ours.
   stop (hypercorn sends them to every app and logs a warning for an app that refuses them).
 - `read_body`: a request's whole body (for apps whose clients are our own).
 - `asgiapp.server` (imported by name, not from here: the connector does not load it): the relay's
-  HTTP/1.1 + WebSocket server on h11 and wsproto.
+  HTTP/1.1 + WebSocket server: llhttp (httptools, `asgiapp.http1`) reads its requests, wsproto
+  its WebSockets.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def server_config(config: RelayConfig, limits: Limits) -> ServerConfig:
         port=port,
         certfile=config.tls_cert_file or None,
         keyfile=config.tls_key_file or None,
-        # Room for a 16 KiB bearer token in the headers (h11's default limit is exactly 16 KiB).
+        # Room for a 16 KiB bearer token in the headers, with the rest of a head beside it.
         max_head_bytes=64 * 1024,
         # A message holds whole frames; the connector cannot send more than the connection window.
         websocket_max_message_size=max(
