@@ -70,6 +70,16 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+#: what json.loads(text, **these hooks) builds per call (a decoder and its C scanner); its
+#: decode() keeps no state between calls (json.loads shares one decoder the same way)
+_STRICT = json.JSONDecoder(
+    parse_constant=_refuse_constant,
+    parse_float=_finite_float,
+    parse_int=_double_range_int,
+    object_pairs_hook=_unique_object,
+)
+
+
 def loads_object(data: bytes) -> dict[str, Any]:
     """Parse ``data`` as one UTF-8 JSON object.
 
@@ -77,14 +87,11 @@ def loads_object(data: bytes) -> dict[str, Any]:
         ValueError: not UTF-8, not JSON, not an object, a duplicate key, NaN/Infinity, a number
             beyond a double's range, or too deep.
     """
+    text = data.decode("utf-8")
+    if text.startswith("\ufeff"):  # as json.loads refuses it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     try:
-        value = json.loads(
-            data.decode("utf-8"),
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-            parse_int=_double_range_int,
-            object_pairs_hook=_unique_object,
-        )
+        value = _STRICT.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     if not isinstance(value, dict):
