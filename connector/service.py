@@ -615,12 +615,15 @@ class QueryService:
         if refusal == "tunnel":
             raise self._full(f"{MAX_WAITING} queries are already waiting")
         self._pump()
+        if waiter.granted:  # a free slot (the common case), granted by _pump: no wait
+            self.in_flight += 1
+            self._notify()
+            return waiter, 0.0
         started = trio.current_time()
         try:
-            if not waiter.granted:  # a free slot (the common case) was granted by _pump
-                waiter.event = trio.Event()
-                with trio.move_on_after(wait_s):
-                    await waiter.event.wait()
+            waiter.event = trio.Event()
+            with trio.move_on_after(wait_s):
+                await waiter.event.wait()
         except BaseException:  # cancelled while waiting (perhaps just granted): give it back
             self._give_back(key, waiter)
             raise

@@ -551,8 +551,9 @@ def verify_attestation(
             (nonce seen before), ``query.duplicate`` (query id seen before with a fresh nonce).
     """
     att = query.attestation
-    if any(not isinstance(att.get(name), str) for name in _ATTESTATION_STRINGS):
-        raise _invalid("attestation is missing a member")
+    for name in _ATTESTATION_STRINGS:
+        if not isinstance(att.get(name), str):
+            raise _invalid("attestation is missing a member")
     if type(att.get("ts")) is not int:
         raise _invalid('attestation "ts" must be an integer (unix ms)')
     key = relay_keys.get(att["relay_key_id"])

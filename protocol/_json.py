@@ -11,15 +11,55 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from typing import Any
 
-__all__ = ["canonical_json", "loads_object"]
+__all__ = ["canonical_json", "loads_object", "one_shot_encoder"]
 
 
 #: json.dumps(obj, **these) builds an encoder per call; its encode() keeps no state between calls
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
+
+
+def one_shot_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with the C encoder it makes per call made once.
+
+    ``JSONEncoder.encode`` builds a C encoder for every call (with a fresh dict of the containers
+    being encoded, to report a cycle). This one is built without that dict, so it keeps no state
+    and is shared by every thread; an encoding that recurses too deep (a cycle, or nesting too
+    deep) is done again by ``encoder.encode``, which reports it as before. A ``str`` goes to
+    ``encoder.encode`` too (its own shortcut)."""
+    if c_make_encoder is None or encoder.indent is not None:  # pragma: no cover - no _json
+        return encoder.encode
+    fast = c_make_encoder(
+        None,
+        encoder.default,
+        json.encoder.encode_basestring_ascii
+        if encoder.ensure_ascii
+        else json.encoder.encode_basestring,
+        None,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def encode(obj: Any) -> str:
+        if not isinstance(obj, str):
+            try:
+                return "".join(fast(obj, 0))
+            except RecursionError:
+                pass
+        return encoder.encode(obj)
+
+    return encode
+
+
+_canonical = one_shot_encoder(_CANONICAL)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -33,7 +73,7 @@ def canonical_json(obj: Any) -> bytes:
         ValueError: ``obj`` has a lone surrogate (not encodable as UTF-8), a cycle, or a float
             that is NaN or infinite (which JSON cannot carry).
     """
-    return _CANONICAL.encode(obj).encode("utf-8")
+    return _canonical(obj).encode("utf-8")
 
 
 def _refuse_constant(name: str) -> Any:
