@@ -23,21 +23,17 @@ Run: ``.venv/bin/python -m bench.connector_count --callgrind [--count 300] [--tr
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from bench.connector_cpu import plans
-from bench.stack import DemoStack, open_demo_stack, wait_connected
+from bench.connector_cpu import Version, open_stack, plans
+from bench.stack import DemoStack
 from edgetds.loadtest import run_loadtest
-from tests.support.processes import stop_processes
 
 #: run as ``python -c`` in the connector's tree: a cProfile profiler per thread, all written
 #: (merged) to the file named by EDGETDS_PROFILE_OUT when the process exits
@@ -71,35 +67,12 @@ runpy.run_module("edgetds", run_name="__main__", alter_sys=True)
 """
 
 
-@asynccontextmanager
-async def open_stack(
-    tree: Path, workdir: Path, prefix: list[str], launch: list[str], env: dict[str, str]
-) -> AsyncIterator[tuple[DemoStack, int]]:
-    async with open_demo_stack(
-        workdir, connector="none", tds_process=True, relay_kind="python-process"
-    ) as stack:
-        venv = tree / ".venv" / "bin" / "python"
-        python = str(venv if venv.exists() else sys.executable)
-        cmd = [*prefix, python, *launch, "connector", "run"]
-        cmd += ["--config", str(stack.connector_config)]
-        log = open(workdir / "connector.log", "wb")  # noqa: SIM115, ASYNC230
-        full_env = {**os.environ, "PYTHONHASHSEED": "0", **env}
-        async with trio.open_nursery() as nursery:
-            run = partial(
-                trio.run_process,
-                cmd,
-                check=False,
-                cwd=tree,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=full_env,
-            )
-            process = await nursery.start(run)
-            try:
-                await wait_connected(stack.relay, stack.idp, timeout_s=300, connections=2)
-                yield stack, process.pid
-            finally:
-                await stop_processes([process], [log], grace_s=60)
+def _stack(tree: Path, workdir: Path, **how: Any) -> Any:
+    """`bench.connector_cpu.open_stack` with ``tree``'s connector (its .venv when it has one)."""
+    venv = tree / ".venv" / "bin" / "python"
+    version = Version(tree.name, str(venv if venv.exists() else sys.executable), tree)
+    env = {"PYTHONHASHSEED": "0", **how.pop("env", {})}
+    return open_stack(version, workdir, env=env, slow=True, **how)
 
 
 async def _queries(stack: DemoStack, count: int) -> None:
@@ -119,7 +92,7 @@ async def callgrind(tree: Path, count: int, warm: int, out: Path) -> float:
     prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     prefix.append(f"--callgrind-out-file={result}")
     with tempfile.TemporaryDirectory(prefix="edgetds-conncount-") as tmp:
-        async with open_stack(tree, Path(tmp), prefix, ["-m", "edgetds"], {}) as (stack, pid):
+        async with _stack(tree, Path(tmp), prefix=prefix) as (stack, pid):
             await _queries(stack, warm)
             await trio.to_thread.run_sync(_control, pid, "-z")
             await trio.to_thread.run_sync(_control, pid, "-i", "on")
@@ -137,12 +110,12 @@ async def cprofile_calls(tree: Path, count: int, warm: int, out: Path) -> float:
     import pstats
 
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the stack starts
-    totals = []
+    totals: list[int] = []
     for n in (count, 3 * count):
         target = out / f"cprofile-{n}.pstats"
         env = {"EDGETDS_PROFILE_OUT": str(target)}
         with tempfile.TemporaryDirectory(prefix="edgetds-conncount-") as tmp:
-            async with open_stack(tree, Path(tmp), [], ["-c", _PROFILED], env) as (stack, _):
+            async with _stack(tree, Path(tmp), launch=["-c", _PROFILED], env=env) as (stack, _):
                 await _queries(stack, warm)
                 await _queries(stack, n)
         totals.append(pstats.Stats(str(target)).total_calls)  # type: ignore[attr-defined]
