@@ -134,7 +134,7 @@ class StreamSink:
         self._held_bytes = 0  # flow-controlled bytes among them (window not yet taken)
 
     def _open(self) -> bool:
-        return self.stream_id in self.link.conn.open_streams() and not self.link.closed
+        return self.link.conn.is_open(self.stream_id) and not self.link.closed
 
     def _hold(self, event: events.Columns | events.Rows) -> bool:
         """Keep ``event`` for `finish` if the window takes it on top of what is held."""
