@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -72,11 +72,21 @@ def self_cpu() -> float:
 
 @asynccontextmanager
 async def open_stack(
-    version: Version, workdir: Path, *, audit: bool = False
+    version: Version,
+    workdir: Path,
+    *,
+    audit: bool = False,
+    prefix: Sequence[str] = (),
+    launch: Sequence[str] = ("-m", "edgetds"),
+    env: Mapping[str, str] | None = None,
+    slow: bool = False,
 ) -> AsyncIterator[tuple[DemoStack, int]]:
     """A stack whose connector runs ``version``'s code; yields it and the connector's pid.
 
     ``audit``: the connector writes ``workdir/audit.jsonl`` (the ``[audit]`` defaults).
+    ``prefix`` (e.g. valgrind), ``launch`` (what follows the interpreter, before ``connector
+    run``) and ``env`` (added to this process's) change how it is started; ``slow``: it starts
+    and stops slowly (under valgrind), wait longer for both.
     """
     async with open_demo_stack(
         workdir, connector="none", tds_process=True, relay_kind="python-process"
@@ -84,7 +94,7 @@ async def open_stack(
         if audit:
             with stack.connector_config.open("a") as fh:  # noqa: ASYNC230
                 fh.write(f'\n[audit]\nfile = "{workdir / "audit.jsonl"}"\n')
-        cmd = [version.python, "-m", "edgetds", "connector", "run"]
+        cmd = [*prefix, version.python, *launch, "connector", "run"]
         cmd += ["--config", str(stack.connector_config)]
         log = open(workdir / "connector.log", "wb")  # noqa: SIM115, ASYNC230
         async with trio.open_nursery() as nursery:
@@ -95,13 +105,15 @@ async def open_stack(
                 cwd=version.tree,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                env={**os.environ, **env} if env is not None else None,
             )
             process = await nursery.start(run)
             try:
-                await wait_connected(stack.relay, stack.idp, timeout_s=60, connections=2)
+                timeout_s = 300 if slow else 60
+                await wait_connected(stack.relay, stack.idp, timeout_s=timeout_s, connections=2)
                 yield stack, process.pid
             finally:
-                await stop_processes([process], [log], grace_s=10)
+                await stop_processes([process], [log], grace_s=60 if slow else 10)
 
 
 def plans(stack: DemoStack, count: int) -> tuple[Plan, Plan]:

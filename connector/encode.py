@@ -587,7 +587,7 @@ def decode_params(params: Mapping[str, Any]) -> list[BoundParam]:
     Raises:
         ParamError: a name or value is malformed (the message never contains the value).
     """
-    if not isinstance(params, Mapping):
+    if type(params) is not dict and not isinstance(params, Mapping):  # dict: no ABC check
         raise ParamError("params", "must be a JSON object {name: value}")
     out: list[BoundParam] = []
     seen: set[str] = set()

@@ -37,7 +37,7 @@ import math
 import re
 import struct
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -158,17 +158,21 @@ class _FirstRpcPacketFlag:
         self.transport.sendall(data, flags)
 
 
-@contextlib.contextmanager
-def reset_connection_flag(session: Any) -> Iterator[None]:
+class reset_connection_flag:  # noqa: N801 - used as a context manager, like a function's
     """Send the next RPC with RESETCONNECTION: the reset rides on that request (one round trip
-    instead of an sp_reset_connection RPC of its own)."""
-    writer = session._writer
-    original = writer._transport
-    writer._transport = _FirstRpcPacketFlag(original)
-    try:
-        yield
-    finally:
-        writer._transport = original
+    instead of an sp_reset_connection RPC of its own). A class rather than a
+    ``contextlib.contextmanager``: it is entered once per query on a reused connection."""
+
+    def __init__(self, session: Any) -> None:
+        self._writer = session._writer
+
+    def __enter__(self) -> None:
+        writer = self._writer
+        self._original = writer._transport
+        writer._transport = _FirstRpcPacketFlag(self._original)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._writer._transport = self._original
 
 
 class _ResetAckFilter(logging.Filter):

@@ -170,7 +170,8 @@ class _Waiter:
     """A query waiting for a connector slot."""
 
     granted: bool = False
-    event: trio.Event = field(default_factory=trio.Event)
+    #: set when granted; made only once the query waits (a free slot is granted at its offer)
+    event: trio.Event | None = None
 
 
 class QueryService:
@@ -583,11 +584,12 @@ class QueryService:
         self._notify()
         if not self.admission.waiting():
             return
-        free = self.max_concurrent - self.admission.statistics().admitted
+        free = self.max_concurrent - self.admission.admitted_total()
         if free > 0:
             for _key, waiter in self.admission.grant(free):
                 waiter.granted = True
-                waiter.event.set()
+                if waiter.event is not None:
+                    waiter.event.set()
 
     def _give_back(self, key: str, waiter: _Waiter) -> None:
         if waiter.granted:
@@ -613,11 +615,15 @@ class QueryService:
         if refusal == "tunnel":
             raise self._full(f"{MAX_WAITING} queries are already waiting")
         self._pump()
+        if waiter.granted:  # a free slot (the common case), granted by _pump: no wait
+            self.in_flight += 1
+            self._notify()
+            return waiter, 0.0
         started = trio.current_time()
         try:
-            if not waiter.granted:  # a free slot (the common case) was granted by _pump
-                with trio.move_on_after(wait_s):
-                    await waiter.event.wait()
+            waiter.event = trio.Event()
+            with trio.move_on_after(wait_s):
+                await waiter.event.wait()
         except BaseException:  # cancelled while waiting (perhaps just granted): give it back
             self._give_back(key, waiter)
             raise

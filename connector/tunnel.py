@@ -134,7 +134,7 @@ class StreamSink:
         self._held_bytes = 0  # flow-controlled bytes among them (window not yet taken)
 
     def _open(self) -> bool:
-        return self.stream_id in self.link.conn.open_streams() and not self.link.closed
+        return self.link.conn.is_open(self.stream_id) and not self.link.closed
 
     def _hold(self, event: events.Columns | events.Rows) -> bool:
         """Keep ``event`` for `finish` if the window takes it on top of what is held."""
@@ -321,8 +321,8 @@ class TunnelLink:
         self._send_lock = Free(trio.Lock())
         self._credit = trio.Event()
         self._tokens: dict[int, CancelToken] = {}
-        self._idle = trio.Event()
-        self._idle.set()
+        #: set when the last open stream ends; made only while `settle` waits for that
+        self._idle: trio.Event | None = None
         self.closed = False
         self.ready = False
         self.draining = False
@@ -682,7 +682,6 @@ class TunnelLink:
             case events.Query():
                 token = CancelToken()
                 self._tokens[event.stream_id] = token
-                self._idle = trio.Event() if self._idle.is_set() else self._idle
                 assert self._nursery is not None
                 self._nursery.start_soon(self._serve_query, event, token)
             case events.Cancel():
@@ -741,7 +740,9 @@ class TunnelLink:
             self.served += 1
             del self._tokens[query.stream_id]
             if not self._tokens:
-                self._idle.set()
+                if self._idle is not None:
+                    self._idle.set()
+                    self._idle = None
                 if self.relay_draining and not self.closed:
                     with trio.CancelScope(shield=True):
                         await self.close("relay drained")
@@ -767,7 +768,12 @@ class TunnelLink:
         our DRAIN: every QUERY it sent before has arrived (SPEC 6.4). Then wait for idle.
         """
         await self._relay_caught_up()
-        await self._idle.wait()
+        if self._tokens:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def _relay_caught_up(self) -> None:
         if not self.ready or self.closed:

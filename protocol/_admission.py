@@ -59,6 +59,8 @@ class FairAdmission(Generic[T]):
         #: grant sequence number of each identity's last grant (the round robin among equals)
         self._last_grant: dict[str, int] = {}
         self._waiting = 0
+        #: the sum of ``_admitted``'s counts
+        self._admitted_total = 0
         self._seq = 0
 
     def admitted(self, key: str) -> int:
@@ -71,9 +73,13 @@ class FairAdmission(Generic[T]):
             return self._waiting
         return len(self._queues.get(key, ()))
 
+    def admitted_total(self) -> int:
+        """Queries admitted and not yet released, of every identity."""
+        return self._admitted_total
+
     def statistics(self) -> AdmissionStatistics:
         return AdmissionStatistics(
-            admitted=sum(self._admitted.values()),
+            admitted=self._admitted_total,
             waiting=self._waiting,
             waiting_identities=len(self._queues),
         )
@@ -100,6 +106,7 @@ class FairAdmission(Generic[T]):
                 del self._queues[key]
             self._waiting -= 1
             self._admitted[key] = self.admitted(key) + 1
+            self._admitted_total += 1
             self._seq += 1
             self._last_grant[key] = self._seq
             granted.append((key, ticket))
@@ -130,6 +137,7 @@ class FairAdmission(Generic[T]):
         count = self.admitted(key)
         if count <= 0:
             raise ValueError("release() without an admitted query for this identity")
+        self._admitted_total -= 1
         if count == 1:
             del self._admitted[key]
             self._forget(key)

@@ -127,12 +127,23 @@ def _sign(key: Ed25519PrivateKey, context: bytes, obj: Mapping[str, Any]) -> dic
     return {**unsigned, "sig": b64url(_signature(key, context + canonical_json(unsigned)))}
 
 
+#: each verifying key's raw bytes, by the key object (keys are immutable; the entry holds the
+#: object, so its id is not reused while it is here): the relay keys are a handful of objects
+#: for the life of the process, and each QUERY's attestation is verified with one of them
+_RAW_KEYS: dict[int, tuple[Ed25519PublicKey, bytes]] = {}
+
+
 def _verifies(key: Ed25519PublicKey, sig: bytes, data: bytes) -> bool:
     """Whether ``sig`` is ``key``'s Ed25519 signature of ``data`` (libsodium's verify)."""
     if len(sig) != 64:
         return False
+    entry = _RAW_KEYS.get(id(key))
+    if entry is None or entry[0] is not key:
+        if len(_RAW_KEYS) >= 64:
+            _RAW_KEYS.clear()
+        entry = _RAW_KEYS[id(key)] = (key, key.public_bytes_raw())
     try:
-        crypto_sign_open(sig + data, key.public_bytes_raw())
+        crypto_sign_open(sig + data, entry[1])
     except BadSignatureError:
         return False
     return True
@@ -149,6 +160,17 @@ def _signature_ok(key: Ed25519PublicKey, context: bytes, obj: Mapping[str, Any])
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+#: ``_sha256(canonical_json({}))``: the options (and params) of most queries are empty
+_EMPTY_OBJECT_SHA256 = _sha256(b"{}")
+
+
+def _object_sha256(obj: Mapping[str, Any]) -> str:
+    """``_sha256(canonical_json(dict(obj)))``, without encoding an empty object."""
+    if obj == {}:
+        return _EMPTY_OBJECT_SHA256
+    return _sha256(canonical_json(dict(obj)))
 
 
 # -- replay ---------------------------------------------------------------------------------------
@@ -491,9 +513,9 @@ def make_attestation(
         "ts": round(now * 1000),
         "nonce": nonce if nonce is not None else _random_b64url(),
         "statement_sha256": _sha256(_statement(sql, query)),
-        "params_sha256": _sha256(canonical_json(dict(params))),
+        "params_sha256": _object_sha256(params),
         "token_sha256": _sha256(token.encode("utf-8")),
-        "options_sha256": _sha256(canonical_json(dict(options))),
+        "options_sha256": _object_sha256(options),
         "query_id": query_id,
     }
     if session is not None:
@@ -529,8 +551,9 @@ def verify_attestation(
             (nonce seen before), ``query.duplicate`` (query id seen before with a fresh nonce).
     """
     att = query.attestation
-    if any(not isinstance(att.get(name), str) for name in _ATTESTATION_STRINGS):
-        raise _invalid("attestation is missing a member")
+    for name in _ATTESTATION_STRINGS:
+        if not isinstance(att.get(name), str):
+            raise _invalid("attestation is missing a member")
     if type(att.get("ts")) is not int:
         raise _invalid('attestation "ts" must be an integer (unix ms)')
     key = relay_keys.get(att["relay_key_id"])
@@ -543,9 +566,9 @@ def verify_attestation(
             "session_id": session_id,
             "query_id": query.query_id,
             "statement_sha256": _sha256(_statement(query.sql, query.query)),
-            "params_sha256": _sha256(canonical_json(dict(query.params))),
+            "params_sha256": _object_sha256(query.params),
             "token_sha256": _sha256(query.token.encode("utf-8")),
-            "options_sha256": _sha256(canonical_json(dict(query.options))),
+            "options_sha256": _object_sha256(query.options),
         }
         if query.session is not None:
             expected["session_sha256"] = _sha256(canonical_json(dict(query.session)))

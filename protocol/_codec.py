@@ -137,10 +137,13 @@ def _columns(frame: Frame) -> ev.Columns:
     return ev.Columns(frame.stream_id, frame.payload)
 
 
+_BAD_ROWS = 'ROWS must be one or more non-empty lines, each ending in "\\n"'
+
+
 def _rows(frame: Frame) -> ev.Rows:
     data = frame.payload
     if not data.endswith(b"\n") or data.startswith(b"\n") or b"\n\n" in data:
-        raise ValueError('ROWS must be one or more non-empty lines, each ending in "\\n"')
+        raise ValueError(_BAD_ROWS)
     return ev.Rows(frame.stream_id, data)
 
 
@@ -234,7 +237,13 @@ def decode(frame: Frame) -> ev.AnyEvent:
     return _DECODERS[frame.type](frame)
 
 
+#: the events whose payload is their data as it is (every result frame of a query)
+_DATA_EVENTS = (ev.Columns, ev.Rows, ev.Done, ev.Error, ev.Ping, ev.Pong)
+
+
 def _payload(event: ev.Event) -> bytes:
+    if isinstance(event, _DATA_EVENTS):  # first: most frames are these
+        return event.data
     if isinstance(event, ev.Hello | ev.Checkpoint):
         return canonical_json(dict(event.fields))
     if isinstance(event, ev.Ready):
@@ -261,8 +270,6 @@ def _payload(event: ev.Event) -> bytes:
         return canonical_json(obj)
     if isinstance(event, ev.Cancel):
         return canonical_json({"reason": event.reason}) if event.reason else b""
-    if isinstance(event, ev.Columns | ev.Rows | ev.Done | ev.Error | ev.Ping | ev.Pong):
-        return event.data
     if isinstance(event, ev.Credit):
         if not 0 <= event.increment <= MAX_STREAM_ID:
             raise ValueError(f"CREDIT increment {event.increment} does not fit in a u32")
@@ -289,7 +296,11 @@ def encode(event: ev.Event) -> Frame:
         TypeError: a JSON member is not serializable.
     """
     frame = Frame(EVENT_TYPES[type(event)], stream_of(event), _payload(event))
-    if not _built_valid(event):
+    if type(event) is ev.Rows:  # what decode(frame) checks of ROWS, without a second event
+        data = frame.payload
+        if not data.endswith(b"\n") or data.startswith(b"\n") or b"\n\n" in data:
+            raise ValueError(_BAD_ROWS)
+    elif not _built_valid(event):
         decode(frame)
     return frame
 

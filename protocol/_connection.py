@@ -132,6 +132,10 @@ class Connection:
         """The ids of the streams that are open (QUERY crossed, DONE/ERROR not yet)."""
         return frozenset(self._streams)
 
+    def is_open(self, stream_id: int) -> bool:
+        """Whether ``stream_id`` is one of `open_streams` (without making the set)."""
+        return stream_id in self._streams
+
     def can_open_stream(self) -> bool:
         """Relay: whether a QUERY may be sent now (handshake done, no DRAIN/GOAWAY, capacity)."""
         return (

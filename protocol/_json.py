@@ -11,15 +11,55 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from typing import Any
 
-__all__ = ["canonical_json", "loads_object"]
+__all__ = ["canonical_json", "loads_object", "one_shot_encoder"]
 
 
 #: json.dumps(obj, **these) builds an encoder per call; its encode() keeps no state between calls
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
+
+
+def one_shot_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with the C encoder it makes per call made once.
+
+    ``JSONEncoder.encode`` builds a C encoder for every call (with a fresh dict of the containers
+    being encoded, to report a cycle). This one is built without that dict, so it keeps no state
+    and is shared by every thread; an encoding that recurses too deep (a cycle, or nesting too
+    deep) is done again by ``encoder.encode``, which reports it as before. A ``str`` goes to
+    ``encoder.encode`` too (its own shortcut)."""
+    if c_make_encoder is None or encoder.indent is not None:  # pragma: no cover - no _json
+        return encoder.encode
+    fast = c_make_encoder(
+        None,
+        encoder.default,
+        json.encoder.encode_basestring_ascii
+        if encoder.ensure_ascii
+        else json.encoder.encode_basestring,
+        None,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def encode(obj: Any) -> str:
+        if not isinstance(obj, str):
+            try:
+                return "".join(fast(obj, 0))
+            except RecursionError:
+                pass
+        return encoder.encode(obj)
+
+    return encode
+
+
+_canonical = one_shot_encoder(_CANONICAL)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -33,7 +73,7 @@ def canonical_json(obj: Any) -> bytes:
         ValueError: ``obj`` has a lone surrogate (not encodable as UTF-8), a cycle, or a float
             that is NaN or infinite (which JSON cannot carry).
     """
-    return _CANONICAL.encode(obj).encode("utf-8")
+    return _canonical(obj).encode("utf-8")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -70,8 +110,8 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-#: json.loads(text, **hooks) builds a decoder (and its scanner) per call; its decode() keeps no
-#: state between calls
+#: what json.loads(text, **these hooks) builds per call (a decoder and its C scanner); its
+#: decode() keeps no state between calls (json.loads shares one decoder the same way)
 _STRICT = json.JSONDecoder(
     parse_constant=_refuse_constant,
     parse_float=_finite_float,
@@ -87,10 +127,10 @@ def loads_object(data: bytes) -> dict[str, Any]:
         ValueError: not UTF-8, not JSON, not an object, a duplicate key, NaN/Infinity, a number
             beyond a double's range, or too deep.
     """
+    text = data.decode("utf-8")
+    if text.startswith("\ufeff"):  # as json.loads refuses it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     try:
-        text = data.decode("utf-8")
-        if text.startswith("\ufeff"):  # as json.loads refuses it
-            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         value = _STRICT.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None

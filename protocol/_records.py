@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ErrorCode
-from ._json import loads_object
+from ._json import loads_object, one_shot_encoder
 from ._sqltypes import SQL_TYPES
 
 __all__ = [
@@ -56,12 +56,13 @@ def _record_key(obj: Mapping[str, Any]) -> str | None:
 
 #: the encoder of `ndjson_line` (json.dumps would build one per call)
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_compact = one_shot_encoder(_COMPACT)
 
 
 def ndjson_line(obj: Mapping[str, Any]) -> RecordLine:
     """One NDJSON record: compact UTF-8 JSON plus ``\\n`` (see `RecordLine`)."""
     try:
-        text = _COMPACT.encode(obj)
+        text = _compact(obj)
         key = _record_key(obj)
     except ValueError:  # NaN/Infinity: written as before, and checked when sent
         text, key = json.dumps(obj, separators=(",", ":"), ensure_ascii=False), None

@@ -40,6 +40,11 @@ __all__ = [
 class Role(enum.Enum):
     """Which end of the connection this :class:`Connection` is."""
 
+    #: a member is its only instance and equal only to itself (``Enum``'s ``__eq__`` is
+    #: identity): hashed by identity in C, where ``Enum.__hash__`` is a Python call; the frame
+    #: rules look these up several times per frame. Also in the three enums below.
+    __hash__ = object.__hash__
+
     #: The edge side: sends HELLO, QUERY, CANCEL, CREDIT.
     RELAY = "relay"
     #: The on-prem side: sends READY, COLUMNS, ROWS, DONE, ERROR.
@@ -48,6 +53,8 @@ class Role(enum.Enum):
 
 class Scope(enum.Enum):
     """Which stream ids a frame type may carry."""
+
+    __hash__ = object.__hash__
 
     #: Stream 0 only.
     CONNECTION = "connection"
@@ -59,6 +66,8 @@ class Scope(enum.Enum):
 
 class ConnectionState(enum.Enum):
     """The handshake progress of a connection, plus its two terminal states."""
+
+    __hash__ = object.__hash__
 
     #: Nothing sent yet: the relay's HELLO must come first.
     AWAIT_HELLO = "await_hello"
@@ -74,6 +83,8 @@ class ConnectionState(enum.Enum):
 
 class StreamState(enum.Enum):
     """The life of one stream (the relay's and the connector's views agree)."""
+
+    __hash__ = object.__hash__
 
     #: QUERY crossed; no result set yet.
     OPEN = "open"

@@ -105,6 +105,9 @@ def test_query_result_stream(pair: ProtocolPair) -> None:
     assert not conn.can_open_stream()
     pair.query(1)
     assert relay.open_streams() == conn.open_streams() == {1}
+    assert relay.is_open(1)
+    assert conn.is_open(1)
+    assert not conn.is_open(2)
     assert conn.send_window(1) == 1024 * 1024
     got = pair.send(
         conn,
@@ -125,6 +128,8 @@ def test_query_result_stream(pair: ProtocolPair) -> None:
     )
     assert [json.loads(line) for line in body.splitlines()][-1]["done"]["rows"] == 2
     assert relay.open_streams() == conn.open_streams() == frozenset()
+    assert not relay.is_open(1)
+    assert not conn.is_open(1)
     assert conn.send_window(1) == 0
 
 
