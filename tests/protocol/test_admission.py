@@ -45,6 +45,7 @@ def run_scenario(vector: dict[str, Any]) -> None:
             admission.release(step["release"])
         else:
             assert admission.statistics() == AdmissionStatistics(**step["statistics"]), step
+        assert admission.admitted_total() == admission.statistics().admitted, step
 
 
 @pytest.mark.parametrize("vector", SCENARIOS, ids=[v["name"] for v in SCENARIOS])

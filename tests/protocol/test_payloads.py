@@ -461,6 +461,23 @@ def test_encode_skips_reparsing_built_lines_only() -> None:
         encode(events.Done(1, ndjson_line({"done": {"x": float("nan")}})))
     rows = RecordLine(b"[1]\n")
     assert encode(events.Rows(1, rows)).payload == rows
+    for bad in (b"[1]", b"\n[1]\n", b"[1]\n\n[2]\n"):  # what decode refuses, encode does too
+        with pytest.raises(ValueError, match="ROWS must be"):
+            encode(events.Rows(1, bad))
+
+
+def test_canonical_json_refuses_a_cycle_and_reads_deep_nesting_as_before() -> None:
+    """The shared C encoder keeps no cycle markers: a cycle (or nesting past the recursion
+    limit) is encoded again by json's own encoder, which says what is wrong."""
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular reference"):
+        canonical_json(looped)
+    deep: list[Any] = []
+    for _ in range(100):
+        deep = [deep]
+    assert canonical_json(deep) == b"[" * 101 + b"]" * 101
+    assert canonical_json("h\u00e9\u2028") == '"h\u00e9\u2028"'.encode()  # a str: json's own path
 
 
 _JSON_VALUES = st.recursive(
