@@ -86,6 +86,10 @@ _HEAD = re.compile(
 #: where a head ends: its first empty line (a bare-LF one too, so such a head is refused as soon
 #: as it is complete, as h11 ends it there)
 _BLANK_LINE = re.compile(rb"\n\r?\n")
+#: a byte no head may hold (a control byte but CR, LF and tab): a head with one is refused as
+#: soon as the byte arrives, not at its blank line, which may never come (a TLS handshake sent
+#: to the plain port starts with 0x16 and then waits for an answer)
+_NOT_IN_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _DIGITS = re.compile(rb"[0-9]+")
 #: a chunk-size line: hex digits first, at most 20 as h11 reads them (llhttp checks the rest:
 #: extensions, CRLF)
@@ -213,6 +217,9 @@ class RequestReader:
             return None if self._closed else NEED_DATA
         found = _BLANK_LINE.search(buffer, self._searched)
         if found is None:
+            if _NOT_IN_HEAD.search(buffer, self._searched) is not None:
+                self._broken = True
+                raise ProtocolError("malformed request head")
             if len(buffer) > self.max_head_bytes:
                 self._broken = True
                 raise ProtocolError("request head too large", 431)

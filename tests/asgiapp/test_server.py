@@ -378,6 +378,27 @@ async def test_a_malformed_or_oversized_head_is_refused_and_closed(raw: bytes, s
     assert rec.scopes == []
 
 
+async def test_a_tls_handshake_at_the_plain_port_is_answered_400_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A TLS client dialling the plain port (wss:// to ws://) sends a ClientHello, which has no
+    blank line and waits for an answer: its first byte (0x16) is a control byte no head may hold,
+    so the 400 goes out at once (the client reports a TLS error), not after the head's limit."""
+    rec = Recorder()
+    config = ServerConfig(head_timeout_s=10, keep_alive_timeout_s=30)
+    async with running(rec, config) as (host, port, _):
+        stream = await tcp(host, port)
+        started = trio.current_time()
+        await stream.send_all(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32, 64))
+        )
+        with trio.fail_after(60):
+            answer = await read_all(stream)
+        assert trio.current_time() - started < 10
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert rec.scopes == []
+
+
 async def test_a_request_after_a_chunked_body_waits_for_its_turn() -> None:
     rec = Recorder()
     async with running(rec) as (host, port, _):

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
 from edgetds._demo_stack import STOP_SIGNALS, Layout, PartGroup
 
-#: When set, the at-fork hook below sends SIGINT to this process from inside the fork, which is
-#: where a real Ctrl-C was lost (Python runs at-fork hooks in the parent right after fork()).
+#: When set, the at-fork hook below sends SIGINT to this process's main thread from inside the
+#: fork, which is where a real Ctrl-C was lost (Python runs at-fork hooks in the parent right
+#: after fork()). To the main thread, not the process: the demo forks its parts from its only
+#: thread, where a Ctrl-C can land nowhere else, but a process-directed signal here may be taken
+#: by any thread of the test run that does not block it (threads left by earlier tests), and
+#: Python then raises KeyboardInterrupt in the main thread at once, whatever its mask.
 _interrupt_next_fork: list[bool] = []
 
 
 def _send_sigint_in_parent_after_fork() -> None:
     if _interrupt_next_fork:
         _interrupt_next_fork.clear()
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
 os.register_at_fork(after_in_parent=_send_sigint_in_parent_after_fork)
