@@ -76,6 +76,9 @@ class _Build:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+            # it may have been writing the binary: a cut file newer than the sources would be
+            # taken as up to date by the next run
+            BINARY.unlink(missing_ok=True)
 
 
 _build: _Build | None = None
