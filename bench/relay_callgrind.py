@@ -28,7 +28,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.trio.client import connect
 
 from bench.relay_latency import _serve_queries
-from bench.stack import NO_RATE_LIMITS, TUNNEL, _write_relay_config, relay_handle, wait_connected
+from bench.stack import (
+    NO_RATE_LIMITS,
+    TUNNEL,
+    _write_relay_config,
+    listening_address,
+    relay_handle,
+    wait_connected,
+)
 from bench.tdslite_replay import _callgrind, _instructions
 from edgetds.devidp import open_dev_idp
 from protocol import SUBPROTOCOL, Connection, Role, events, make_connector_token
@@ -60,15 +67,8 @@ async def measure(server_dir: Path, workdir: Path, count: int, warmup: int) -> f
                 )
             )
             try:
-                assert proc.stdout is not None
-                line = b""
-                with trio.fail_after(300):
-                    while not line.endswith(b"\n"):
-                        chunk = await proc.stdout.receive_some(1)
-                        if not chunk:
-                            raise RuntimeError("the relay exited before listening")
-                        line += chunk
-                relay = relay_handle(line.decode().split()[-1], relay_key, conn_key)
+                url = await listening_address(proc, "the relay", timeout_s=300)
+                relay = relay_handle(url, relay_key, conn_key)
                 return await _queries(relay, idp, conn_key, proc.pid, out, count, warmup)
             finally:
                 proc.terminate()

@@ -43,6 +43,7 @@ __all__ = [
     "NO_RATE_LIMITS",
     "DemoStack",
     "open_demo_stack",
+    "listening_address",
     "open_diy_service",
     "process_cpu_seconds",
     "wait_connected",
@@ -170,6 +171,20 @@ async def _open_tdslite(
         yield host, int(port), proc.pid
 
 
+async def listening_address(proc: trio.Process, what: str, *, timeout_s: float) -> str:
+    """The last word of ``proc``'s first stdout line ("... listening on http://HOST:PORT"), read
+    a byte at a time (nothing after it is taken from the pipe)."""
+    assert proc.stdout is not None
+    line = b""
+    with trio.fail_after(timeout_s):
+        while not line.endswith(b"\n"):
+            chunk = await proc.stdout.receive_some(1)
+            if not chunk:
+                raise RuntimeError(f"{what} exited before listening")
+            line += chunk
+    return line.decode().split()[-1]
+
+
 @asynccontextmanager
 async def _edgetds_process(
     args: list[str], stderr: Any = None, *, module: str = "edgetds"
@@ -181,16 +196,9 @@ async def _edgetds_process(
         proc: trio.Process = await nursery.start(
             partial(trio.run_process, cmd, check=False, stdout=subprocess.PIPE, stderr=stderr)
         )
-        assert proc.stdout is not None
-        line = b""
-        with trio.fail_after(60):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some(1)
-                if not chunk:
-                    raise RuntimeError(f"edgetds {args[0]} exited before listening")
-                line += chunk
+        address = await listening_address(proc, f"edgetds {args[0]}", timeout_s=60)
         try:
-            yield proc, line.decode().split()[-1]
+            yield proc, address
         finally:
             proc.kill()
             nursery.cancel_scope.cancel()
