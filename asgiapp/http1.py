@@ -18,8 +18,8 @@ A request is refused (`ProtocolError`, with the status to answer) unless:
 - llhttp accepts it with none of its lenient flags (it refuses duplicate Content-Length,
   Content-Length with Transfer-Encoding, a Transfer-Encoding that is not ``chunked``, methods it
   does not know, ...);
-- an HTTP/1.1 request has exactly one Host header; a Content-Length is digits only; a
-  Transfer-Encoding is exactly ``chunked`` (any case) and the only framing header;
+- a request has at most one Host header, an HTTP/1.1 request exactly one; a Content-Length is
+  digits only; a Transfer-Encoding is exactly ``chunked`` (any case) and the only framing header;
 - a request llhttp sees as an upgrade (``Connection: upgrade`` with ``Upgrade``, or CONNECT) has
   no body: its bytes after the head are the other protocol's (`trailing_data`), and no request
   is read after it (`next_event` returns None).
@@ -273,7 +273,7 @@ class RequestReader:
                 expect_continue = expect_continue or b"100-continue" in (
                     part.strip() for part in value.lower().split(b",")
                 )
-        if (version == b"1.1" and hosts != 1) or length + encoding > 1:
+        if hosts > 1 or (version == b"1.1" and hosts == 0) or length + encoding > 1:
             self._broken = True
             raise ProtocolError("missing, repeated or conflicting Host or framing headers")
         upgrade = self._upgrade_at is not None

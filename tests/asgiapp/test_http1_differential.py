@@ -185,6 +185,7 @@ REFUSED = [
     # Host
     head(b"Content-Length: 0"),
     head(b"Host: a", b"Host: b", b"Content-Length: 0"),
+    head(b"Host: a", b"Host: a", start=b"POST / HTTP/1.0"),  # h11 refuses two in any version
     # request line
     head(b"Host: a", start=b"GET  / HTTP/1.1"),
     head(b"Host: a", start=b"GET / HTTP/1.1 "),
