@@ -6,6 +6,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# make test runs the suite in this many processes (pytest-xdist; 0: in pytest's own process)
+TEST_PROCESSES ?= 2
 
 .PHONY: demo test lint typecheck unit deps python-deps system-deps node-deps bench clean binary
 
@@ -59,7 +61,7 @@ typecheck: python-deps
 # protocol/ must keep 100% branch coverage: its own tests are run alone under the gate, then the rest.
 unit: python-deps
 	$(BIN)/pytest tests/protocol --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100 -p no:cacheprovider
-	$(BIN)/pytest tests --ignore=tests/protocol -p no:cacheprovider
+	$(BIN)/pytest tests --ignore=tests/protocol -p no:cacheprovider -n $(TEST_PROCESSES) --dist loadfile
 
 # One self-contained executable, dist/edgetds (PyInstaller onefile; see packaging/edgetds.spec).
 binary: python-deps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from typing import Any
 
@@ -50,5 +51,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         binary.start_build()
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    binary.stop_build()
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """End a background build of the binary: a test process of a parallel run (pytest-xdist)
+    lets it finish, since another may be waiting for it, unless the run was interrupted."""
+    parallel = "PYTEST_XDIST_WORKER" in os.environ
+    binary.stop_build(finish=parallel and exitstatus != pytest.ExitCode.INTERRUPTED)

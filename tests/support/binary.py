@@ -4,10 +4,20 @@ it packages.
 
 A test run that will use the binary starts its build as soon as the tests are collected
 (`start_build`, from tests/conftest.py), so the build runs beside the tests that come before
-tests/binary; `build_binary` waits for that build (or builds, if none was started)."""
+tests/binary; `build_binary` waits for that build (or builds, if none was started).
+
+The suite runs in several processes (pytest-xdist), and each of them collects every test, so
+one build is shared between them through a lock file, ``build/edgetds-binary.lock``: the build
+process holds it (an flock on a file descriptor it inherits) until it exits, and a process that
+needs the binary while another builds it waits for the lock, then finds the binary up to date.
+The build writes the binary beside it and renames it into dist/, so a build killed halfway never
+leaves a cut file that would pass for up to date."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +28,8 @@ __all__ = ["BINARY", "BUILD_TIMEOUT_S", "ROOT", "build_binary", "start_build", "
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "dist" / "edgetds"
+LOCK = ROOT / "build" / "edgetds-binary.lock"
+WORKPATH = ROOT / "build" / "pyinstaller"
 SOURCES = (
     "edgetds",
     "connector",
@@ -30,6 +42,17 @@ SOURCES = (
 )
 BUILD_TIMEOUT_S = 900
 
+#: Run in the build process: `make binary`'s PyInstaller command with its output in a staging
+#: folder, then the binary renamed into dist/ (one rename: whole or not there).
+_BUILD = """
+import os, sys
+from PyInstaller.__main__ import run
+staging, dist, work, spec = sys.argv[1:]
+run(["--noconfirm", "--log-level", "WARN", "--distpath", staging, "--workpath", work, spec])
+os.makedirs(dist, exist_ok=True)
+os.replace(os.path.join(staging, "edgetds"), os.path.join(dist, "edgetds"))
+"""
+
 
 def _newest_source() -> float:
     newest = (ROOT / "pyproject.toml").stat().st_mtime
@@ -40,27 +63,64 @@ def _newest_source() -> float:
     return newest
 
 
-class _Build:
-    """One PyInstaller run in the background, its output in a temporary file."""
+def _up_to_date() -> bool:
+    return BINARY.exists() and BINARY.stat().st_mtime > _newest_source()
 
-    def __init__(self) -> None:
+
+def _try_lock() -> int | None:
+    """A descriptor holding the build lock, or None while another process holds it."""
+    fd = _open_lock()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _wait_lock() -> int:
+    """A descriptor holding the build lock, once its holder (a build process) has exited."""
+    fd = _open_lock()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_lock() -> int:
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+class _Build:
+    """One PyInstaller run in the background, its output in a temporary file. It takes over
+    ``lock``: the build process holds the lock until it exits."""
+
+    def __init__(self, lock: int) -> None:
         command = [
             sys.executable,
-            "-m",
-            "PyInstaller",
-            "--noconfirm",
-            "--log-level",
-            "WARN",
-            "--distpath",
-            str(ROOT / "dist"),
-            "--workpath",
-            str(ROOT / "build" / "pyinstaller"),
+            "-c",
+            _BUILD,
+            str(WORKPATH / "staging"),
+            str(BINARY.parent),
+            str(WORKPATH),
             str(ROOT / "packaging" / "edgetds.spec"),
         ]
         self.output: IO[str] = tempfile.TemporaryFile("w+")
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self.output, stderr=subprocess.STDOUT, text=True
-        )
+        try:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=self.output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                pass_fds=(lock,),
+                start_new_session=True,  # its own group: stop() ends PyInstaller's helpers too
+            )
+        finally:
+            os.close(lock)
 
     def wait(self) -> None:
         try:
@@ -74,35 +134,58 @@ class _Build:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            # it may have been writing the binary: a cut file newer than the sources would be
-            # taken as up to date by the next run
-            BINARY.unlink(missing_ok=True)
+            # PyInstaller's helper processes inherit the lock: it is free once the last is gone
+            os.close(_wait_lock())
 
 
 _build: _Build | None = None
 
 
 def start_build() -> None:
-    """Start building dist/edgetds in the background, unless it is up to date or a build of this
-    run already started."""
+    """Start building dist/edgetds in the background, unless it is up to date or a build (of
+    this process or another test process) already started."""
     global _build
-    if _build is None and not (BINARY.exists() and BINARY.stat().st_mtime > _newest_source()):
-        _build = _Build()
-
-
-def stop_build() -> None:
-    """Kill a background build nobody waited for (the run ended first)."""
     if _build is not None:
-        _build.stop()
+        return
+    lock = _try_lock()
+    if lock is None:
+        return  # another test process is building it
+    if _up_to_date():
+        os.close(lock)
+        return
+    _build = _Build(lock)
+
+
+def stop_build(*, finish: bool = False) -> None:
+    """At the end of the run: kill a background build nobody waited for, or with ``finish``
+    (another test process may be waiting for it) let it finish first."""
+    global _build
+    if _build is None:
+        return
+    build, _build = _build, None
+    if finish:
+        try:
+            build.process.wait(timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+    build.stop()
+    build.output.close()
 
 
 def build_binary() -> Path:
-    """dist/edgetds as `make binary` builds it (the same PyInstaller command), reused while it is
-    newer than every source file it packages; waits for the build `start_build` began."""
+    """dist/edgetds as `make binary` builds it (the same PyInstaller options), reused while it is
+    newer than every source file it packages; waits for the build `start_build` began, here or
+    in another test process."""
     global _build
     start_build()
+    if _build is None:
+        lock = _wait_lock()  # held by a build of another process until it ends
+        if _up_to_date():
+            os.close(lock)
+        else:
+            _build = _Build(lock)
     if _build is not None:
         build, _build = _build, None
         build.wait()
