@@ -83,8 +83,12 @@ _ISOLATION_CODES = {
 }
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
+#: a preamble's bound parameter: (its type, its value in storage form, a string as itself)
+Bound = tuple[SqlType, Storage]
 #: a preamble batch's calls and its bound parameters (`Session.preamble_plan`)
-PreamblePlan = tuple[tuple[_preamble.Call, ...], dict[str, Variable]]
+PreamblePlan = tuple[tuple[_preamble.Call, ...], dict[str, Bound]]
+#: the SET options of a new session (`Session.reset` keeps options that still are these)
+_NEW_OPTIONS = vars(SessionOptions())
 
 
 @functools.lru_cache(maxsize=256)
@@ -280,12 +284,12 @@ class Session:
         calls: tuple[_preamble.Call, ...],
         params: Sequence[Param],
         context: dict[str, tuple[object, SqlType, bool]],
-    ) -> dict[str, Variable] | None:
+    ) -> dict[str, Bound] | None:
         """The bound parameters if the fast path answers as the general path would with the
         session context ``context``, else None. No side effects."""
         if self.objects.table_variables or self._catalog.table_variables:
             return None
-        variables: dict[str, Variable] = {}
+        variables: dict[str, Bound] = {}
         try:
             for param in params:
                 name = _variable_name(param.name)
@@ -296,7 +300,7 @@ class Session:
                     return None
                 if type(value) is not str or param.type.name not in STRING_TYPES:
                     value = encode(param.type, value)  # (a string is its own storage form)
-                variables[name] = Variable(param.type, value)
+                variables[name] = (param.type, value)  # (a tuple: no Variable to make)
             if (
                 "sp_set_session_context" in self._engine.procedure_names
                 and _objects.lookup(self, "sp_set_session_context", "PROCEDURE") is not None
@@ -370,7 +374,7 @@ class Session:
         sql: str,
         calls: tuple[_preamble.Call, ...],
         params: Sequence[Param],
-        variables: dict[str, Variable],
+        variables: dict[str, Bound],
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         # Strategy: the calls run in one step when the iterator is first advanced (the general
         # path runs them one per step, with nothing to yield between them), so a cancel can only
@@ -383,21 +387,29 @@ class Session:
         yield  # a generator, as the general path's iterator
 
     def _store_contexts(
-        self, calls: tuple[_preamble.Call, ...], variables: dict[str, Variable]
+        self, calls: tuple[_preamble.Call, ...], variables: dict[str, Bound]
     ) -> None:
         """The ``sp_set_session_context`` calls of a preamble, as the general path runs them
-        (rows left open go first; the calls open none)."""
+        (rows left open go first; the calls open none). `_preamble_variables` checked them
+        against this session context: no key is read-only already, none is too long."""
         if self._open_rows is not None:
             self._finish_rows()
         store = _control.store_context
+        context = self._context
         flow = self.flow
+        started = self.started
         for key, name, read_only in calls:
-            self.started.append("EXEC")
-            variable = variables[name]
-            value: object = variable.value
-            if type(value) is not str or variable.type.name not in STRING_TYPES:
-                value = decode(variable.type, variable.value)  # (a string is its own storage)
-            store(self, key, value, variable.type, read_only)
+            started.append("EXEC")
+            sql_type, stored = variables[name]
+            value: object = stored
+            if type(value) is not str or sql_type.name not in STRING_TYPES:
+                value = decode(sql_type, stored)  # (a string is its own storage)
+            if sql_type.length == -1:
+                store(self, key, value, sql_type, read_only)  # (a (max) value's own length)
+            elif value is None and not read_only:  # what `set_context` does with the others
+                context.pop(key, None)
+            else:
+                context[key] = (value, sql_type, read_only)
             flow.last_error = 0
 
     def _batch(
@@ -924,7 +936,9 @@ class Session:
     def take_transaction_events(self) -> list[str]:
         """The transactions begun ("begin") and ended ("commit" / "rollback") since the last
         call, in order: what the wire layer reports as ENVCHANGE 8 / 9 / 10."""
-        events, self._tx_events = self._tx_events, []
+        events = self._tx_events
+        if events:  # (none: the same empty list, nothing made)
+            self._tx_events = []
         return events
 
     def _abort_transaction(self) -> None:
@@ -993,7 +1007,8 @@ class Session:
         elif self._open_rows is not None:
             self._finish_rows()
         self.xact_abort = False
-        self.set_options = SessionOptions()
+        if vars(self.set_options) != _NEW_OPTIONS:  # (options as new are kept: no new object)
+            self.set_options = SessionOptions()
         flow = self.flow
         if flow.caught or flow.doomed or flow.last_error or flow.try_depth:
             self.flow = FlowState()

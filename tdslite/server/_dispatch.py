@@ -12,7 +12,6 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from tdslite.engine import Param, PreamblePlan, SqlError, SqlType, convert
 from tdslite.engine._bulk import BulkTarget, is_insert_bulk
@@ -299,7 +298,7 @@ class Dispatcher:
         Should the engine refuse it after all, the error is answered as `run_statements` answers
         a failed statement of an RPC (`rpc` ends the call with DONEPROC(ERROR))."""
         state = self.state
-        stmt = cast(str, call.params[0].value)  # (`runs_inline` checked: a string)
+        stmt = str(call.params[0].value)  # (`runs_inline` checked: a string, returned as is)
         self._status = 0
         log = state.statement_log
         if log is not None:

@@ -77,7 +77,8 @@ def read_param(r: Reader) -> tuple[WireType, object]:
 
 
 _NVARCHAR_CODE = int(T.NVARCHAR)
-_NVARCHAR_MAX = WireType("nvarchar", length=-1)
+#: the WireType of nvarchar(max)
+NVARCHAR_MAX = WireType("nvarchar", length=-1)
 _U32_AT = struct.Struct("<I").unpack_from
 _U64_AT = struct.Struct("<Q").unpack_from
 
@@ -111,7 +112,7 @@ def read_nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] |
         return None
     value = utf16_decoder(data[first:stop], "strict", True)[0]
     r.pos = stop + 4
-    return _NVARCHAR_MAX, value
+    return NVARCHAR_MAX, value
 
 
 @functools.lru_cache(maxsize=512)
