@@ -544,16 +544,19 @@ class _Connection:
         if self.done or self.gone:
             return _DISCONNECT
         # The body was read: the only message left is http.disconnect.
-        with trio.CancelScope() as self.wait_scope:
-            while True:
-                if self.reader.buffered > self.server.config.max_head_bytes:
-                    await trio.sleep_forever()  # enough of a next request held: stop reading
-                data = await self._recv()
-                if not data:
-                    self.gone = True
-                    break
-                self.reader.receive_data(data)  # a pipelined request's bytes, kept for its turn
-        self.wait_scope = None
+        try:
+            with trio.CancelScope() as self.wait_scope:
+                while True:
+                    if self.reader.buffered > self.server.config.max_head_bytes:
+                        await trio.sleep_forever()  # enough of a next request held: stop reading
+                    data = await self._recv()
+                    if not data:
+                        self.gone = True
+                        break
+                    self.reader.receive_data(data)  # a pipelined request's bytes, for its turn
+        finally:
+            # also when the app's own scope ended the wait: `send` has no wait to cancel then
+            self.wait_scope = None
         return _DISCONNECT
 
     async def _read_body(self) -> Message:

@@ -81,6 +81,22 @@ def _ready(frame: Frame) -> ev.Ready:
 
 def _query(frame: Frame) -> ev.Query:
     obj = loads_object(frame.payload)
+    _check_query(obj)
+    return ev.Query(
+        stream_id=frame.stream_id,
+        query_id=obj["query_id"],
+        token=obj["token"],
+        sql=obj.get("sql"),
+        query=obj.get("query"),
+        params=obj["params"],
+        options=obj["options"],
+        attestation=obj["attestation"],
+        session=obj.get("session"),
+    )
+
+
+def _check_query(obj: dict[str, Any]) -> None:
+    """What a QUERY payload must hold (`_query` reads it; `encode` checks what it sends)."""
     query_id = _string(obj, "query_id")
     if not query_id:
         raise ValueError('"query_id" must not be empty')
@@ -106,17 +122,7 @@ def _query(frame: Frame) -> ev.Query:
             _int(options[key], key, 0, 2**53 - 1)
     if not isinstance(attestation, dict):
         raise ValueError('"attestation" must be an object')
-    return ev.Query(
-        stream_id=frame.stream_id,
-        query_id=query_id,
-        token=_string(obj, "token"),
-        sql=sql,
-        query=name,
-        params=params,
-        options=options,
-        attestation=attestation,
-        session=session,
-    )
+    _string(obj, "token")
 
 
 def _cancel(frame: Frame) -> ev.Cancel:
@@ -255,19 +261,6 @@ def _payload(event: ev.Event) -> bytes:
             "max_statement_bytes": event.max_statement_bytes,
         }
         return canonical_json(obj)
-    if isinstance(event, ev.Query):
-        obj = {
-            "query_id": event.query_id,
-            "token": event.token,
-            "sql": event.sql,
-            "query": event.query,
-            "params": dict(event.params),
-            "options": dict(event.options),
-            "attestation": dict(event.attestation),
-        }
-        if event.session is not None:
-            obj["session"] = dict(event.session)
-        return canonical_json(obj)
     if isinstance(event, ev.Cancel):
         return canonical_json({"reason": event.reason}) if event.reason else b""
     if isinstance(event, ev.Credit):
@@ -279,6 +272,42 @@ def _payload(event: ev.Event) -> bytes:
     assert isinstance(event, ev.GoAway)
     obj = {"code": event.code, "message": event.message, "last_stream": event.last_stream}
     return canonical_json(obj)
+
+
+def _query_object(event: ev.Query) -> dict[str, Any]:
+    obj = {
+        "query_id": event.query_id,
+        "token": event.token,
+        "sql": event.sql,
+        "query": event.query,
+        "params": dict(event.params),
+        "options": dict(event.options),
+        "attestation": dict(event.attestation),
+    }
+    if event.session is not None:
+        obj["session"] = dict(event.session)
+    return obj
+
+
+#: the value types JSON reads back as the same type and value (a float is finite once encoded)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+#: an integer this small has fewer digits than `loads_object` refuses as beyond a double's range
+_SMALL_INT = 10**300
+
+
+def _reads_back(obj: dict[str, Any], *, nested: bool = True) -> bool:
+    """Whether strict parsing of `obj`'s canonical JSON gives back `obj` itself: string keys,
+    values of `_SCALARS` (integers small), and (`nested`) objects of such values. Then what
+    decode would check of the parse can be checked of `obj`."""
+    for key, value in obj.items():
+        if type(key) is not str:
+            return False
+        if type(value) is dict:
+            if not nested or not _reads_back(value, nested=False):
+                return False
+        elif type(value) not in _SCALARS or type(value) is int and abs(value) >= _SMALL_INT:
+            return False
+    return True
 
 
 def stream_of(event: ev.Event) -> int:
@@ -295,6 +324,16 @@ def encode(event: ev.Event) -> Frame:
         ValueError: the event's fields are invalid.
         TypeError: a JSON member is not serializable.
     """
+    if type(event) is ev.Query:
+        # The QUERY's members as they will read back: checked as decode checks them, without
+        # parsing the payload again (else the payload is parsed, as for other frames).
+        obj = _query_object(event)
+        frame = Frame(FrameType.QUERY, event.stream_id, canonical_json(obj))
+        if _reads_back(obj):
+            _check_query(obj)
+        else:
+            decode(frame)
+        return frame
     frame = Frame(EVENT_TYPES[type(event)], stream_of(event), _payload(event))
     if type(event) is ev.Rows:  # what decode(frame) checks of ROWS, without a second event
         data = frame.payload

@@ -169,8 +169,8 @@ async def handle_query(
             pass
 
     async with tunnel.slot(key, wait_s=wait_s, client_gone=client_gone) as slot:
-        if slot.waited_s > 0:  # the admission wait counts against the query's deadline
-            waited_ms = round(slot.waited_s * 1000)
+        waited_ms = round(slot.waited_s * 1000)
+        if waited_ms > 0:  # the admission wait counts against the query's deadline
             req = replace(req, timeout_ms=max(1, req.timeout_ms - waited_ms))
         # A query refused unexecuted is placed on another connection (SPEC 6.4); when none is
         # left, the refusal is the answer.

@@ -19,8 +19,7 @@ and the HTTP side (relay/app.py) answers it with the status of that code.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +69,34 @@ class AdmissionSlot:
     waited_s: float = 0.0
     #: set when the slot is granted; made only for a query that has to wait for one
     event: trio.Event | None = None
+
+
+class _Admission:
+    """What `TunnelState.slot` returns: an async context manager of one admitted slot (a plain
+    class: no async generator and its hooks per query)."""
+
+    __slots__ = ("_client_gone", "_key", "_slot", "_tunnel", "_wait_s")
+
+    def __init__(
+        self,
+        tunnel: TunnelState,
+        key: str,
+        wait_s: float,
+        client_gone: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        self._tunnel = tunnel
+        self._key = key
+        self._wait_s = wait_s
+        self._client_gone = client_gone
+        self._slot: AdmissionSlot | None = None
+
+    async def __aenter__(self) -> AdmissionSlot:
+        self._slot = await self._tunnel._admit(self._key, self._wait_s, self._client_gone)
+        return self._slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._slot is not None
+        self._tunnel._give_back(self._slot)
 
 
 class TunnelState:
@@ -129,23 +156,29 @@ class TunnelState:
                 if slot.event is not None:
                     slot.event.set()
 
-    @asynccontextmanager
-    async def slot(
+    def slot(
         self,
         key: str,
         *,
         wait_s: float,
         client_gone: Callable[[], Awaitable[None]] | None = None,
-    ) -> AsyncIterator[AdmissionSlot]:
-        """Admit one query of identity `key`, waiting at most `wait_s` for a slot of a full
-        tunnel; the slot is released (and handed on) when the block exits. `client_gone`
-        returns when the client hangs up: a query whose client left stops waiting.
+    ) -> _Admission:
+        """``async with tunnel.slot(...) as slot``: admit one query of identity `key`, waiting at
+        most `wait_s` for a slot of a full tunnel; the slot is released (and handed on) when the
+        block exits. `client_gone` returns when the client hangs up: a query whose client left
+        stops waiting.
 
-        Raises:
+        Raises (on entering):
             RouteRefused: tunnel.no_connector / connector.draining (nothing to wait for),
                 limits.too_many_queries with ``limit`` "identity" or "tunnel" (and Retry-After),
                 or query.cancelled (the client left while it waited).
         """
+        return _Admission(self, key, wait_s, client_gone)
+
+    async def _admit(
+        self, key: str, wait_s: float, client_gone: Callable[[], Awaitable[None]] | None
+    ) -> AdmissionSlot:
+        """`slot`'s entry: the admitted slot, which the caller must `_give_back`."""
         self._connectable()
         slot = AdmissionSlot(key)
         limit = self.config.max_queries_per_identity
@@ -191,10 +224,7 @@ class TunnelState:
         if not slot.granted:
             self._give_back(slot)
             raise self._full(f"no slot freed within {round(wait_s * 1000)} ms")
-        try:
-            yield slot
-        finally:
-            self._give_back(slot)
+        return slot
 
     def _give_back(self, slot: AdmissionSlot) -> None:
         if not slot.granted:

@@ -28,8 +28,9 @@ import math
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 import trio
@@ -55,7 +56,7 @@ from relay.config import Limits as RelayLimits
 from relay.limits import RateLimiter
 from relay.logs import log_event
 
-__all__ = ["ConnectorSession", "HandshakeFailed", "RelayStream", "WebSocketIO"]
+__all__ = ["ConnectorSession", "HandshakeFailed", "RelayStream", "StreamEvents", "WebSocketIO"]
 
 #: PINGs a connector may send: a burst, then a sustained rate per second (keepalives need ~1/15 s).
 PING_BURST = 20
@@ -103,6 +104,90 @@ class WebSocketIO:
             await self._send({"type": "websocket.close", "code": int(code), "reason": reason[:120]})
 
 
+class StreamEvents:
+    """One stream's events in arrival order: the session puts them, its HTTP handler takes them.
+
+    What ``trio.open_memory_channel(math.inf)`` gave a stream (``receive_nowait``, ``receive``,
+    ``close``, ``async for``, with the same exceptions: `trio.WouldBlock`, `trio.EndOfChannel`
+    once the session ended the stream and everything was taken, `trio.ClosedResourceError` after
+    `close`), for one reader and one writer, at a fraction of a channel pair's making. Unbounded:
+    the connector's credit bounds what a stream holds (see the module docstring).
+    """
+
+    __slots__ = ("_closed", "_ended", "_events", "_waiter")
+
+    def __init__(self) -> None:
+        self._events: deque[events.Event] = deque()
+        #: the session will put no more events (the stream ended)
+        self._ended = False
+        #: the reader is done with the stream (`close`)
+        self._closed = False
+        #: the task waiting in `receive`
+        self._waiter: trio.lowlevel.Task | None = None
+
+    def put(self, event: events.Event) -> bool:
+        """Hand `event` to the reader; False (nothing kept) once the reader closed its side."""
+        if self._closed or self._ended:
+            return False
+        self._events.append(event)
+        self._wake()
+        return True
+
+    def end(self) -> None:
+        """No more events: the reader gets `trio.EndOfChannel` after the ones it has not taken."""
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            trio.lowlevel.reschedule(self._waiter)
+            self._waiter = None
+
+    def receive_nowait(self) -> events.Event:
+        if self._closed:
+            raise trio.ClosedResourceError
+        if self._events:
+            return self._events.popleft()
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> events.Event:
+        """The next event (a checkpoint, as a channel's `receive`)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            event = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return event
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is already waiting for this stream")
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        return self.receive_nowait()  # what woke it: an event, or the end
+
+    def close(self) -> None:
+        """The reader is done: what is buffered is dropped, and later puts are refused."""
+        self._closed = True
+        self._events.clear()
+
+    def __aiter__(self) -> StreamEvents:
+        return self
+
+    async def __anext__(self) -> events.Event:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
 @dataclass(eq=False)
 class RelayStream:
     """One open query stream: its events arrive on `receive`; report delivered bytes back."""
@@ -110,8 +195,7 @@ class RelayStream:
     session: ConnectorSession
     stream_id: int
     query_id: str
-    _send: trio.MemorySendChannel[events.Event]
-    receive: trio.MemoryReceiveChannel[events.Event]
+    receive: StreamEvents = field(default_factory=StreamEvents)
     ended: bool = False
     #: Cancelled when an event arrives for the stream: the scope its HTTP handler waits in while
     #: it waits for its client's next message and this stream's first event in one task.
@@ -432,17 +516,16 @@ class ConnectorSession:
 
     def _deliver(self, stream: RelayStream, event: events.Event) -> None:
         terminal = isinstance(event, events.Done | events.Error)
-        try:
-            stream._send.send_nowait(event)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            if isinstance(event, events.Columns | events.Rows):
-                self.consumed(stream.stream_id, len(event.data))
+        if not stream.receive.put(event) and isinstance(event, events.Columns | events.Rows):
+            self.consumed(stream.stream_id, len(event.data))
         if terminal:
             stream.ended = True
             self._streams.pop(stream.stream_id, None)
-            stream._send.close()
+            stream.receive.end()
         if stream.waiter is not None:
+            # once: the handler wakes for the first of the events a message brought
             stream.waiter.cancel()
+            stream.waiter = None
 
     # -- what HTTP handlers call --------------------------------------------------------------
 
@@ -459,8 +542,7 @@ class ConnectorSession:
         stream_id = self.conn.next_stream_id
         query = make_query(stream_id, self.session_id)
         self.conn.send(query)
-        send, receive = trio.open_memory_channel[events.Event](math.inf)
-        stream = RelayStream(self, stream_id, query.query_id, send, receive)
+        stream = RelayStream(self, stream_id, query.query_id)
         self._streams[stream_id] = stream
         self.queries += 1
         if wake_writer:
@@ -488,7 +570,7 @@ class ConnectorSession:
         stream.receive.close()
         if not stream.ended and self._streams.pop(stream.stream_id, None) is not None:
             stream.ended = True
-            stream._send.close()
+            stream.receive.end()
             if not self.closed:
                 try:
                     self.conn.send(events.Cancel(stream.stream_id, reason))

@@ -3,7 +3,9 @@ for whole connections: any bytes either parse or raise RemoteProtocolError, noth
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from typing import Any
 
 import pytest
@@ -464,6 +466,53 @@ def test_encode_skips_reparsing_built_lines_only() -> None:
     for bad in (b"[1]", b"\n[1]\n", b"[1]\n\n[2]\n"):  # what decode refuses, encode does too
         with pytest.raises(ValueError, match="ROWS must be"):
             encode(events.Rows(1, bad))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # flat: checked without a parse
+        {"params": {"a": {"b": 1}, "c": [1, "x"], "d": None, "e": 1.5, "f": True}},
+        {"params": {"a": {"b": {"c": 1}}}},  # two levels down: parsed
+        {"params": {"big": 10**300}},  # read back, but parsed: as long as a double allows
+        {"params": {"big": -(10**400)}},  # beyond a double: refused
+        {"params": {5: "x"}},  # a key JSON writes as a string
+        {"params": {"a": {5: "x"}}},
+        {"params": {"a": ErrorCode.SQL_ERROR}},  # a str subclass reads back as a str
+        {"options": {"max_rows": True, "timeout_ms": 1}},  # bool: no integer
+        {"options": {"max_rows": protocol.CloseCode.NORMAL, "timeout_ms": 1}},  # an IntEnum
+        {"query_id": ""},
+        {"query_id": ErrorCode.SQL_ERROR},
+        {"sql": None},
+        {"attestation": {"ts": 1.5, "sig": "x"}},
+        {"token": ""},
+        {"session": {"id": "s", "op": "begin", "isolation": "read committed"}},
+        {"session": {"id": "s", "op": "bogus"}},
+        {"session": {"id": "s", "op": "run"}, "sql": None, "query": None},
+    ],
+)
+def test_encode_refuses_a_query_as_decode_refuses_its_payload(changes: dict[str, Any]) -> None:
+    """A QUERY whose members read back as they are is checked without parsing its payload
+    again: encode accepts exactly what decode of the same payload accepts, also for members
+    that do not read back as they are (parsed then)."""
+    query = make_query(1)
+    fields = {f.name: getattr(query, f.name) for f in dataclasses.fields(query)} | changes
+    event = events.Query(**fields)
+    payload = canonical_json(
+        {k: v for k, v in fields.items() if k != "stream_id" and (k != "session" or v)}
+    )
+    try:
+        decoded: events.AnyEvent | None = decode(Frame(FrameType.QUERY, 1, payload))
+        why = ""
+    except ValueError as exc:
+        decoded, why = None, str(exc)
+    if decoded is None:
+        with pytest.raises(ValueError, match=f"^{re.escape(why)}$"):
+            encode(event)
+    else:
+        frame = encode(event)
+        assert frame.payload == payload
+        assert decode(frame) == decoded
 
 
 def test_canonical_json_refuses_a_cycle_and_reads_deep_nesting_as_before() -> None:
