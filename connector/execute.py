@@ -57,6 +57,7 @@ from protocol import ErrorCode
 
 __all__ = [
     "CONTEXT_KEYS",
+    "CONTEXT_VALUE_UNITS",
     "ExecRequest",
     "describe_sql_error",
     "execute",
@@ -65,6 +66,7 @@ __all__ = [
     "reset_connection_flag",
     "run_statement",
     "send_context_with",
+    "utf16_units",
 ]
 
 log = logging.getLogger("edgetds.connector.execute")
@@ -72,6 +74,14 @@ log = logging.getLogger("edgetds.connector.execute")
 #: sp_set_session_context keys set (read-only) before every query: read them in SQL Server with
 #: SESSION_CONTEXT(N'edgetds.sub') etc., e.g. in a row-level security predicate.
 CONTEXT_KEYS = ("edgetds.sub", "edgetds.iss", "edgetds.query_id")
+#: the longest session-context value, in UTF-16 code units: they are bound as nvarchar(4000)
+#: (sp_set_session_context's value is a sql_variant, which holds no (max) type)
+CONTEXT_VALUE_UNITS = 4000
+
+
+def utf16_units(text: str) -> int:
+    """``text``'s length as SQL Server counts nvarchar: a character beyond U+FFFF counts two."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def preamble_batch() -> str:
@@ -79,6 +89,7 @@ def preamble_batch() -> str:
     return _PREAMBLE
 
 
+_CONTEXT_TYPE = f"nvarchar({CONTEXT_VALUE_UNITS})"
 _PREAMBLE = ";".join(
     f"EXEC sp_set_session_context @key = N'{key}', @value = @c{i}, @read_only = 1"
     for i, key in enumerate(CONTEXT_KEYS)
@@ -572,7 +583,7 @@ class _Reader:
         cursor = connection_cursor(conn)
         self.cursor = cursor
         ctx = [
-            BoundParam(f"@c{i}", "nvarchar(4000)", self.req.context.get(key, ""))
+            BoundParam(f"@c{i}", _CONTEXT_TYPE, self.req.context.get(key, ""))
             for i, key in enumerate(CONTEXT_KEYS)
         ]
         sess = cursor._session

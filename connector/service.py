@@ -50,7 +50,14 @@ from connector._txcontrol import transaction_control
 from connector.audit import AuditLog, AuditOutcome, query_record
 from connector.config import SessionsConfig
 from connector.encode import BoundParam, ParamError, decode_params
-from connector.execute import CONTEXT_KEYS, ExecRequest, execute, execute_pinned
+from connector.execute import (
+    CONTEXT_KEYS,
+    CONTEXT_VALUE_UNITS,
+    ExecRequest,
+    execute,
+    execute_pinned,
+    utf16_units,
+)
 from connector.policy import Decision, Policy, QueryRequest, Role
 from connector.pool import Pools
 from connector.results import CancelToken, QueryFailed, ResultTotals
@@ -338,6 +345,17 @@ class QueryService:
                 detail=exc.message,
             ) from None
         ev.subject, ev.issuer = identity.subject, identity.issuer
+        for claim, key, value in (
+            ("sub", CONTEXT_KEYS[0], identity.subject),
+            ("iss", CONTEXT_KEYS[1], identity.issuer),
+        ):
+            if len(value) > CONTEXT_VALUE_UNITS and utf16_units(value) > CONTEXT_VALUE_UNITS:
+                raise QueryFailed(
+                    ErrorCode.AUTH_INVALID_TOKEN,
+                    f"the token's {claim} claim is longer than the {CONTEXT_VALUE_UNITS} "
+                    f"characters SQL Server's session context holds, where the connector sets "
+                    f"it ({key}) for every query; the identity provider must issue a shorter one",
+                )
         return identity
 
     async def _run(
