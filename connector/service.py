@@ -349,7 +349,8 @@ class QueryService:
             ("sub", CONTEXT_KEYS[0], identity.subject),
             ("iss", CONTEXT_KEYS[1], identity.issuer),
         ):
-            if len(value) > CONTEXT_VALUE_UNITS and utf16_units(value) > CONTEXT_VALUE_UNITS:
+            # (a character counts one or two units: only a long value needs counting)
+            if len(value) > CONTEXT_VALUE_UNITS // 2 and utf16_units(value) > CONTEXT_VALUE_UNITS:
                 raise QueryFailed(
                     ErrorCode.AUTH_INVALID_TOKEN,
                     f"the token's {claim} claim is longer than the {CONTEXT_VALUE_UNITS} "
