@@ -283,7 +283,7 @@ def check_values_fit(params: Sequence[BoundParam], collation: Any) -> None:
         elif limit is None:
             continue
         elif unit == "utf-16":
-            size = len(value.encode("utf-16-le", "surrogatepass"))
+            size = 2 * utf16_units(value)
         else:
             size = len(value)
         if limit is not None and size > limit:

@@ -395,7 +395,7 @@ class Session:
         if self._open_rows is not None:
             self._finish_rows()
         store = _control.store_context
-        context = self._context
+        put = self._put_context
         flow = self.flow
         started = self.started
         for key, name, read_only in calls:
@@ -406,10 +406,8 @@ class Session:
                 value = decode(sql_type, stored)  # (a string is its own storage)
             if sql_type.length == -1:
                 store(self, key, value, sql_type, read_only)  # (a (max) value's own length)
-            elif value is None and not read_only:  # what `set_context` does with the others
-                context.pop(key, None)
             else:
-                context[key] = (value, sql_type, read_only)
+                put(key, value, sql_type, read_only)
             flow.last_error = 0
 
     def _batch(
@@ -873,6 +871,10 @@ class Session:
             raise _errors.read_only_key(key)
         if len(key) > 64 and len(key.encode("utf-16-le")) > 256:  # (<= 4 bytes a character)
             raise SqlError(15665, "The key passed to sp_set_session_context is too long (max 128).")
+        self._put_context(key, value, sql_type, read_only)
+
+    def _put_context(self, key: str, value: object, sql_type: SqlType, read_only: bool) -> None:
+        """`set_context` once its checks passed."""
         if value is None and not read_only:
             self._context.pop(key, None)  # "Setting a value of NULL frees the memory."
             return

@@ -80,7 +80,11 @@ _NVARCHAR_CODE = int(T.NVARCHAR)
 #: the WireType of nvarchar(max)
 NVARCHAR_MAX = WireType("nvarchar", length=-1)
 _U32_AT = struct.Struct("<I").unpack_from
-_U64_AT = struct.Struct("<Q").unpack_from
+#: an nvarchar's maximum length and, for a non-(max) one, its length: the 9 bytes after the
+#: type code (the 5-byte collation between them skipped)
+_NVARCHAR_HEAD = struct.Struct("<H5xH").unpack_from
+#: a PLP value's total length and its first chunk's length
+_PLP_HEAD = struct.Struct("<QI").unpack_from
 
 
 def read_nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] | None:
@@ -88,23 +92,20 @@ def read_nvarchar(r: Reader, data: bytes, pos: int) -> tuple[WireType, object] |
     up to 4000 characters, or (max) as ONE PLP chunk (every statement text and declaration);
     None for any other form or anything cut short, which `_ushortlen` then reads (and reports)."""
     end = len(data)
-    after = pos + 8  # the code, the maximum length and the collation
-    if after + 2 > end:
+    if pos + 10 > end:  # the code, the maximum length, the collation, a length
         return None
-    max_len = data[pos + 1] | data[pos + 2] << 8
+    max_len, n = _NVARCHAR_HEAD(data, pos + 1)
     if max_len != 0xFFFF:
-        n = data[after] | data[after + 1] << 8
-        stop = after + 2 + n
+        stop = pos + 10 + n
         if n == 0xFFFF or n > max_len or stop > end:
             return None
-        value = utf16_decoder(data[after + 2 : stop], "strict", True)[0]
+        value = utf16_decoder(data[pos + 10 : stop], "strict", True)[0]
         r.pos = stop
         return nvarchar_type(max_len), value
-    first = after + 12  # the PLP total (8 bytes) and the first chunk's length (4)
+    first = pos + 20  # after the PLP total (8 bytes) and the first chunk's length (4)
     if first > end:
         return None
-    (total,) = _U64_AT(data, after)
-    (n,) = _U32_AT(data, after + 8)
+    total, n = _PLP_HEAD(data, pos + 8)
     stop = first + n
     if n == 0 or stop + 4 > end or _U32_AT(data, stop)[0] != 0:
         return None

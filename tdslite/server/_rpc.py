@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import functools
 import re
-import struct
 from typing import NamedTuple
 
 from ._buffer import Reader
-from ._datatypes import PLP_UNKNOWN, T, decode_utf16, utf16_decoder
+from ._datatypes import T, decode_utf16, utf16_decoder
 from ._packets import ProtocolError
-from ._params import NVARCHAR_MAX, read_param
-from ._params import nvarchar_type as _nvarchar_type
+from ._params import read_nvarchar, read_param
 from ._wiretype import BadDataLength, UnsupportedParameter, WireType
 
 #: ProcIDs of the special system procedures (MS-TDS 2.2.6.6).
@@ -39,12 +37,6 @@ PROC_IDS = {
 }
 _BATCH_FLAGS = (0xFF, 0x80)
 _NVARCHAR = int(T.NVARCHAR)
-#: an nvarchar's maximum length and, for a non-(max) one, its length: the 9 bytes after the
-#: type code (the 5-byte collation between them skipped)
-_NVARCHAR_HEAD = struct.Struct("<H5xH").unpack_from
-#: a PLP value's total length and its first chunk's length
-_PLP_HEAD = struct.Struct("<QI").unpack_from
-_U32_AT = struct.Struct("<I").unpack_from
 
 
 class RpcParam(NamedTuple):
@@ -131,42 +123,17 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             output = bool(data[end] & 0x01)
             pos = end + 1
             # an nvarchar (statement texts, declarations, most values) read without the
-            # dispatch of `read_param`, as it reads it; any other type or form (or a bad value,
-            # which `read_param` then reports) by `read_param`
-            if pos + 10 <= size and data[pos] == _NVARCHAR:
-                # both forms `read_nvarchar` reads, read as it reads them: up to 4000
-                # characters (values), or (max) as ONE PLP chunk (statement texts and
-                # declarations); what it would not read is left to `read_param`
-                max_len, n = _NVARCHAR_HEAD(data, pos + 1)  # (the collation between: skipped)
-                if max_len != 0xFFFF:
-                    stop = pos + 10 + n
-                    if n <= max_len and stop <= size:
-                        try:
-                            text = utf16_decoder(data[pos + 10 : stop], "strict", True)[0]
-                        except UnicodeDecodeError:
-                            pass  # `read_param` reports it
-                        else:
-                            wtype = _nvarchar_type(max_len)
-                            params.append(_new_param(RpcParam, (pname, wtype, text, output)))
-                            pos = stop
-                            continue
-                elif pos + 24 <= size:  # the PLP total, the chunk's length, ..., the terminator
-                    total, n = _PLP_HEAD(data, pos + 8)
-                    stop = pos + 20 + n
-                    if (
-                        n
-                        and stop + 4 <= size
-                        and (total == n or total == PLP_UNKNOWN)
-                        and _U32_AT(data, stop)[0] == 0
-                    ):
-                        try:
-                            text = utf16_decoder(data[pos + 20 : stop], "strict", True)[0]
-                        except UnicodeDecodeError:
-                            pass  # `read_param` reports it
-                        else:
-                            params.append(_new_param(RpcParam, (pname, NVARCHAR_MAX, text, output)))
-                            pos = stop + 4
-                            continue
+            # dispatch of `read_param`; any other type or form (or a bad value, which
+            # `read_param` then reports) by `read_param`
+            if pos < size and data[pos] == _NVARCHAR:
+                try:
+                    found = read_nvarchar(r, data, pos)
+                except ValueError:
+                    found = None  # `read_param` reports it
+                if found is not None:
+                    params.append(_new_param(RpcParam, (pname, *found, output)))
+                    pos = r.pos
+                    continue
             r.pos = pos
             try:
                 wtype, value = read_param(r)
