@@ -292,13 +292,17 @@ class TunnelState:
                 "for authentication errors)",
             )
         if all(s.draining for s in live):
-            raise RouteRefused(
-                ErrorCode.CONNECTOR_DRAINING,
-                f"every connector of tunnel {self.name!r} is draining",
-                hint="retry in a few seconds; connectors reconnect after a drain",
-                retry_after="1",
-            )
+            raise self._draining(f"every connector of tunnel {self.name!r} is draining")
         return live
+
+    @staticmethod
+    def _draining(why: str) -> RouteRefused:
+        return RouteRefused(
+            ErrorCode.CONNECTOR_DRAINING,
+            why,
+            hint="retry in a few seconds; connectors reconnect after a drain",
+            retry_after="1",
+        )
 
     def max_statement_bytes(self) -> int | None:
         """The longest statement (UTF-8 bytes) a live connection accepts; None: none is live."""
@@ -310,11 +314,16 @@ class TunnelState:
 
         Raises:
             RouteRefused: tunnel.no_connector (none connected), connector.draining (all
-                draining), or limits.too_many_queries (all at their max streams).
+                draining, or none has room and some drain: the slot was theirs), or
+                limits.too_many_queries (all at their max streams).
         """
         live = self._connectable()
         candidates = [s for s in live if s.accepting]
         if not candidates:
+            if any(s.draining for s in live):
+                raise self._draining(
+                    f"the connectors of tunnel {self.name!r} with room for a query are draining"
+                )
             raise self._full("every connection is at its max streams")
         least = min(s.in_flight for s in candidates)
         tied = [s for s in candidates if s.in_flight == least]

@@ -25,7 +25,7 @@ from edgetds.devidp import DevIdP, open_dev_idp
 from protocol import Limits, events
 from tests.conformance.test_sizes import BASE_LIMITS, peer, start
 from tests.support.conformance import RELAYS
-from tests.support.protocol_peer import Peer, QueryHandler, open_peer
+from tests.support.protocol_peer import Peer, QueryHandler, open_peer, rows_handler
 from tests.support.relays import RelayHandle
 
 WINDOW = Limits().connection_window
@@ -134,3 +134,51 @@ async def two_peers(relay: RelayHandle, first: QueryHandler) -> AsyncIterator[tu
         open_peer(relay.ws_url, options[0], "conn-2", keys["conn-2"], options[1]) as serving,
     ):
         yield refusing, serving
+
+
+@pytest.mark.parametrize("kind", ["python", "worker"])
+async def test_a_draining_refusal_is_the_answer_when_the_other_connector_is_full(
+    kind: str, idp: DevIdP
+) -> None:
+    """conn-2 takes one stream and holds it; conn-1 refuses unexecuted. A second query goes to
+    conn-1 (the only one with room), is refused, and no connection is left to place it on: the
+    refusal is its answer (503 connector.draining), not a full tunnel's 429."""
+    release = trio.Event()
+
+    async def hold(p: Peer, q: events.Query) -> None:
+        await release.wait()
+        await rows_handler(p, q)
+
+    with trio.fail_after(60):
+        async with (
+            RELAYS[kind](
+                tunnel="demo",
+                connector_ids=["conn-1", "conn-2"],
+                issuer=idp.issuer,
+                limits=BASE_LIMITS[kind],
+            ) as relay,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            keys = relay.connector_keys
+            held: list[httpx.Response] = []
+
+            async def first() -> None:
+                held.append(await run(client, relay, idp, "select 1"))
+
+            where = (relay.ws_url, relay.tunnel)
+            async with (
+                open_peer(*where, "conn-2", keys["conn-2"], relay.relay_public_key, handler=hold,
+                          max_streams=1) as serving,
+                trio.open_nursery() as nursery,
+            ):  # fmt: skip
+                nursery.start_soon(first)
+                await serving.wait_query(1)
+                conn_1 = (*where, "conn-1", keys["conn-1"], relay.relay_public_key)
+                async with open_peer(*conn_1, handler=refuse) as refusing:
+                    response = await run(client, relay, idp, "select 1")
+                    assert response.status_code == 503, response.text
+                    assert response.json()["error"]["code"] == "connector.draining"
+                    assert len(refusing.queries) == 1
+                    assert len(serving.queries) == 1
+                    release.set()
+            assert [r.status_code for r in held] == [200]
