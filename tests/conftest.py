@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 from _pytest.outcomes import Skipped
+from hypothesis import settings
 
 from tests.support import binary
+
+# With CI set (as CI services set it), every hypothesis test draws the same examples in every
+# run, so a run's result depends on the commit alone; other runs draw new examples each time and
+# keep what failed in .hypothesis/ to try first next time.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def _skip_reason(exc: BaseException | None) -> str | None:
