@@ -29,17 +29,20 @@ from tests.support.processes import alive
 from tests.support.waiting import eventually
 
 
-def _env() -> dict[str, str]:
-    # the binary must not need the venv: no PYTHONPATH, no VIRTUAL_ENV
+def _env(tmp: Path) -> dict[str, str]:
+    """The binary's environment: no venv (no PYTHONPATH, no VIRTUAL_ENV), and ``tmp/tmp`` as
+    its TMPDIR, where the onefile launcher unpacks itself (``_MEI*``; as systemd's PrivateTmp)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = "/usr/bin:/bin"
+    (tmp / "tmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(tmp / "tmp")
     return env
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 60)
-def test_version(binary: Path) -> None:
+def test_version(binary: Path, tmp_path: Path) -> None:
     done = subprocess.run(
-        [str(binary), "--version"], capture_output=True, text=True, timeout=60, env=_env()
+        [str(binary), "--version"], capture_output=True, text=True, timeout=60, env=_env(tmp_path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "edgetds 0.1.0"
@@ -56,7 +59,7 @@ async def test_check_and_a_real_query_through_the_binary_connector(
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
-                env=_env(),
+                env=_env(tmp_path),
             )
         assert check.returncode == 0, check.stderr.decode()
         assert "ok: connector 'conn-1' for tunnel 'demo'" in check.stdout.decode()
@@ -66,7 +69,7 @@ async def test_check_and_a_real_query_through_the_binary_connector(
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
-                env=_env(),
+                env=_env(tmp_path),
             )
         assert diag.returncode == 0, diag.stdout.decode() + diag.stderr.decode()
         assert json.loads(diag.stdout)["ok"] is True
@@ -77,7 +80,7 @@ async def test_check_and_a_real_query_through_the_binary_connector(
         config.write_text(config.read_text() + f'\n[ops]\nlisten = "127.0.0.1:{ops_port}"\n')
         notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         await notify.bind(str(tmp_path / "notify"))
-        env = {**_env(), "NOTIFY_SOCKET": str(tmp_path / "notify")}
+        env = {**_env(tmp_path), "NOTIFY_SOCKET": str(tmp_path / "notify")}
         stderr = tmp_path / "connector.log"
         async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=5) as client:
             with stderr.open("wb") as log, notify:
@@ -120,6 +123,8 @@ async def test_check_and_a_real_query_through_the_binary_connector(
     assert lines[-1]["done"]["rows"] == 1
     assert code == 0, logs[-3000:]
     assert "tunnel ready" in logs
+    # a clean stop removes what the launcher unpacked (a SIGKILL would leave ~90 MB behind)
+    assert list((tmp_path / "tmp").iterdir()) == []
     assert big_status == 200, (big_lines, logs[-3000:])
     assert big_lines[1] == [600], big_lines
     worker = re.search(r"read-only check: parse worker process (\d+) started", logs)

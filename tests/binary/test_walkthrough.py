@@ -234,7 +234,15 @@ class Walk:
         await state.mkdir(mode=int(settings["StateDirectoryMode"][0], 8), exist_ok=True)
         self.notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         await self.notify.bind(str(self.tmp / "notify"))
-        service_env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": str(self.tmp / "notify")}
+        # PrivateTmp=yes: the unit's own /tmp, where the onefile launcher unpacks itself
+        assert settings["PrivateTmp"] == ["yes"]
+        private_tmp = self.tmp / "unit-tmp"
+        private_tmp.mkdir()
+        service_env = {
+            "PATH": "/usr/bin:/bin",
+            "NOTIFY_SOCKET": str(self.tmp / "notify"),
+            "TMPDIR": str(private_tmp),
+        }
         (pre,) = settings["ExecStartPre"]
         with trio.fail_after(60):
             check = await trio.run_process(
@@ -391,9 +399,13 @@ async def walk_the_section(binary: Path, tmp_path: Path, readme: str, *, by_hand
         walk.env[variable] = str(tmp_path / path.strip("/").replace("/", "-"))
     (tmp_path / "usr-local-bin").mkdir()
     (tmp_path / "etc-systemd-system").mkdir()
+    (tmp_path / "tmp").mkdir()
     walk.env |= {
         "PATH": f"{walk.env['EDGETDS_BIN']}:/usr/bin:/bin",
         "HOME": str(tmp_path),
+        "TMPDIR": str(
+            tmp_path / "tmp"
+        ),  # the relay is killed at the end: its unpacked copy stays here
         "EDGETDS_OPS_PORT": str(_free_port()),
     }
     users = tmp_path / "tds-users.toml"
@@ -450,6 +462,8 @@ async def walk_the_section(binary: Path, tmp_path: Path, readme: str, *, by_hand
     assert answer[-1]["done"]["rows"] == 1, answer
     assert ready["ready"] is True, ready
     assert code == 0, journal[-3000:]
+    # a clean stop removes what the launcher unpacked (a SIGKILL would leave ~90 MB behind)
+    assert list((tmp_path / "unit-tmp").iterdir()) == []
     assert token not in journal  # never a token in the journal
     return walk
 
