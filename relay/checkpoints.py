@@ -1,7 +1,8 @@
 """The relay's store of connectors' signed audit checkpoints (SPEC.md 5.2, 11.3).
 
 Per (tunnel, connector id, audit file name) the relay keeps the checkpoint with the highest
-``seq`` (replicas of one connector id write one file each, so each file is its own chain): a
+``seq`` (replicas of one connector id write one file each, so each file is its own chain; at
+most `MAX_FILES` files per tunnel and connector id, a checkpoint of one more is not kept): a
 higher one replaces it, the same ``seq`` and ``head`` refreshes it, anything else (a lower
 ``seq``, or the same ``seq`` with another ``head``) is refused and reported: the connector's log
 lost its end, or was replaced. The checkpoint held when that first happens is kept from then on
@@ -27,10 +28,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from protocol import AuthError, verify_checkpoint
 from relay.config import CHECKPOINT_FILE_VERSION, read_checkpoint_file
 
-__all__ = ["CheckpointStore", "Offer", "checkpoint_files_conflict"]
+__all__ = ["MAX_FILES", "CheckpointStore", "Offer", "checkpoint_files_conflict"]
 
 #: What :meth:`CheckpointStore.offer` did with a checkpoint.
-Offer = Literal["stored", "invalid", "regressed"]
+Offer = Literal["stored", "invalid", "regressed", "too_many_files"]
+
+#: The audit files per tunnel and connector id whose checkpoints are kept (SPEC.md 5.2): each
+#: replica writes one file, so this is far above what a connector id writes; it bounds what a
+#: connector key can make the relay keep.
+MAX_FILES = 64
 
 
 class CheckpointStore:
@@ -70,6 +76,11 @@ class CheckpointStore:
             return "invalid", str(exc)
         key = (tunnel, connector_id, fields["file"])
         held = self._items.get(key)
+        if held is None and len(self.files(tunnel, connector_id)) >= MAX_FILES:
+            return "too_many_files", (
+                f"file {fields['file']!r}: checkpoints of {MAX_FILES} other audit files of this "
+                "connector are kept already, the most a relay keeps; this one is not"
+            )
         if held is not None:
             old = held["checkpoint"]
             if fields["seq"] < old["seq"] or (

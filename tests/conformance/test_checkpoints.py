@@ -117,3 +117,32 @@ async def test_checkpoints_are_kept_per_audit_file(ckpt_conf: Conformance) -> No
             )
             assert held(await answer(conf, first)) == expected(checkpoint(7, first))
             assert held(await answer(conf, "audit-3.jsonl")) == expected(None)
+
+
+async def test_checkpoints_of_at_most_64_files_are_kept(ckpt_conf: Conformance) -> None:
+    """A connector key can make a relay keep checkpoints of 64 audit files (SPEC.md 5.2): a
+    65th file's is not kept, while the 64 files' checkpoints still advance."""
+    conf = ckpt_conf
+    key = conf.relay.connector_keys["conn-2"]
+
+    def checkpoint(seq: int, file: str) -> dict[str, Any]:
+        fields = {"connector_id": "conn-2", "tunnel": "demo", "file": file}
+        return sign_checkpoint(key, seq=seq, head=f"{seq:064x}", now=1, **fields)
+
+    async def holds(file: str, seq: int) -> bool:
+        body = (await answer(conf, file)).json()
+        return body["checkpoint"] is not None and body["checkpoint"]["seq"] == seq
+
+    files = [f"audit-{n}.jsonl" for n in range(65)]
+    peer_args = (conf.relay.ws_url, "demo", "conn-2", key, conf.relay.relay_public_key)
+    with trio.fail_after(120):
+        async with open_peer(*peer_args, caps=(CHECKPOINT_CAP,)) as peer:
+            for file in files:
+                await peer.send(events.Checkpoint(checkpoint(1, file)))
+            await peer.send(events.Checkpoint(checkpoint(2, files[0])))
+            await eventually(lambda: holds(files[0], 2))  # frames are handled in order
+            assert held(await answer(conf, files[-1])) == expected(None)
+            assert held(await answer(conf, files[63])) == expected(checkpoint(1, files[63]))
+            several = await answer(conf)
+            assert several.status_code == 409, several.text
+            assert several.json()["files"] == sorted(files[:64])

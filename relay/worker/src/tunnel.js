@@ -63,6 +63,9 @@ import { CONNECTOR_TAG, ConnectorSession, PING_BURST, PING_RATE, RELAY_CAPS, REL
 
 export { RELAY_CAPS, RELAY_LIMITS };
 
+/** The audit files per connector id whose checkpoints one object keeps (relay/checkpoints.py MAX_FILES). */
+export const MAX_CHECKPOINT_FILES = 64;
+
 /**
  * @typedef {import("./query.js").QueryCall} QueryCall
  * @typedef {import("./query.js").HttpStream} HttpStream
@@ -631,6 +634,14 @@ export class Tunnel extends DurableObject {
       const key = `ckptf:${JSON.stringify([att.connectorId, fields.file])}`;
       /** @type {CheckpointEntry | undefined} */
       const entry = (await this.ctx.storage.get(key)) ?? (await this.legacyCheckpoints(att.connectorId)).find((l) => l.checkpoint.file === fields.file);
+      if (entry === undefined) {
+        const prefix = `ckptf:${JSON.stringify([att.connectorId]).slice(0, -1)},`;
+        const files = (await this.ctx.storage.list({ prefix, limit: MAX_CHECKPOINT_FILES })).size;
+        if (files >= MAX_CHECKPOINT_FILES) {
+          console.warn(`audit.checkpoint_too_many_files ${where} file=${JSON.stringify(fields.file)}: checkpoints of ${MAX_CHECKPOINT_FILES} other audit files of this connector are kept already, the most a relay keeps; this one is not`);
+          return;
+        }
+      }
       const held = entry?.checkpoint;
       if (entry !== undefined && held !== undefined && (fields.seq < held.seq || (fields.seq === held.seq && fields.head !== held.head))) {
         console.warn(`audit.checkpoint_regressed ${where} file=${JSON.stringify(fields.file)}: seq ${fields.seq} after seq ${held.seq}; the connector's audit log lost its end or was replaced; the higher checkpoint is kept`);
