@@ -174,6 +174,12 @@ _DENY_NODES: tuple[type, ...] = tuple(
     if isinstance(getattr(exp, name, None), type)
 )
 _READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+# Where a query may stand inside another: in parentheses (a Subquery; sqlglot keeps none under
+# EXISTS/ALL/SOME, which it parses only with them), a side of UNION/INTERSECT/EXCEPT, a CTE's
+# body. sqlglot also reads a bare SELECT as a table (FROM SELECT 1, JOIN/APPLY SELECT 2, a comma
+# then SELECT) or an argument (ABS(SELECT 1)), where SQL Server reads a syntax error or, after
+# a complete statement, a second one: never allowed.
+_QUERY_PLACES = (exp.Subquery, exp.SetOperation, exp.CTE, exp.Exists, exp.All, exp.Any)
 _ROWSET_FUNCS = frozenset({"OPENROWSET", "OPENQUERY", "OPENDATASOURCE", "OPENXML"})
 _TOKENIZER = TSQL.Tokenizer
 # The parser runs on the tokens the checks above saw (one tokenization, not two).
@@ -773,6 +779,17 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
         if isinstance(node, _DENY_NODES):
             kind = _spaced(type(node).__name__)
             return ReadOnlyVerdict(False, f"statement contains {kind}; {_REFUSE_HINT}")
+        if (
+            isinstance(node, exp.Query)
+            and node is not root
+            and not isinstance(node, exp.Subquery)
+            and not isinstance(node.parent, _QUERY_PLACES)
+        ):
+            return ReadOnlyVerdict(
+                False,
+                "a SELECT inside the statement without parentheses around it (SQL Server reads "
+                f"a new statement or a syntax error there); {_REFUSE_HINT}",
+            )
         if isinstance(node, exp.Fetch) and not _offset_fetch(node):
             return ReadOnlyVerdict(
                 False,

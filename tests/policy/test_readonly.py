@@ -196,10 +196,25 @@ REFUSED = [
     "SELECT [unterminated",
     "SELEKT * FROM t",
     "SELECT * FROM",
+    # sqlglot reads a SELECT without parentheses as a table or an argument; SQL Server reads a
+    # syntax error there, or a second statement (the differential test found the first one).
+    "SELECT id FROM customers,SELECT 2",
+    "SELECT * FROM SELECT 1",
+    "SELECT id FROM a JOIN SELECT 2",
+    "SELECT id FROM a LEFT JOIN SELECT 2 ON 1 = 1",
+    "SELECT id FROM a CROSS APPLY SELECT 2",
+    "SELECT id FROM a OUTER APPLY SELECT 2 x",
+    "SELECT id FROM a, SELECT 1 UNION SELECT 2",
+    "SELECT id FROM customers, WITH x AS (SELECT 1) SELECT * FROM x",  # sqlglot hoists the WITH
+    "SELECT ABS(SELECT 1)",
 ]
 
 ALLOWED = [
     "SELECT 1",
+    "SELECT 1 WHERE EXISTS (SELECT 1) AND 2 > ALL (SELECT 1) AND 3 > SOME (SELECT 1)",
+    "SELECT 1 WHERE NOT EXISTS (SELECT 1 UNION SELECT 2)",
+    "(SELECT 1) UNION (SELECT 2)",
+    "SELECT a FROM t ORDER BY (SELECT NULL)",
     "SELECT 1;",
     "select id, total from orders where id = @id",
     "SELECT [delete], [update] FROM [insert] WHERE [exec] = 'DELETE FROM orders; EXEC x'",

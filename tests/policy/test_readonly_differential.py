@@ -227,6 +227,7 @@ ALPHABET = "#@$\u20ac\\[]\"' \t\n\r\x0b\x85\u2028\xa0\u200b;-/*(),.0x1eNGOAS{}"
 )
 @example(first="SELECT 1", tail=" # ", second="DELETE FROM orders WHERE id = 1")
 @example(first="SELECT 1", tail=" @\n", second="SHUTDOWN")
+@example(first="SELECT id FROM customers", tail=",", second="SELECT 2")
 def test_character_soup_then_a_statement(
     session: Session, first: str, tail: str, second: str
 ) -> None:
