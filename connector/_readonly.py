@@ -546,6 +546,15 @@ def read_tokens(sql: str) -> list[Token] | ReadOnlyVerdict:
     return tokens if verdict.allowed else verdict
 
 
+def _dot_number(sql: str, dot: int, number: Token) -> bool:
+    """sqlglot cut a "." and then a number glued to it: does SQL Server read the same characters
+    as one number from the "." (.5)? Not so for .1.E5 (.1, then "." and the name E5) or .0x1."""
+    read = _NUMBER.match(sql, dot)
+    return (
+        number.token_type == TokenType.NUMBER and read is not None and read.end() == number.end + 1
+    )
+
+
 def _ambiguous_char(sql: str, tokens: list[Token]) -> bool:
     """A character SQL Server and sqlglot may read differently: any control character; other
     Unicode spaces, format, private-use or unassigned characters outside strings and quoted
@@ -650,16 +659,17 @@ def _check_lexemes(sql: str, tokens: list[Token]) -> ReadOnlyVerdict:
             (kind == TokenType.NUMBER and not _NUMBER.fullmatch(source))
             or (kind == TokenType.HEX_STRING and not _HEX.fullmatch(source))
             or (
-                kind == TokenType.HEX_STRING
+                kind in (TokenType.HEX_STRING, TokenType.NUMBER)
                 and i > 0
                 and tokens[i - 1].token_type == TokenType.DOT
                 and _glued(tokens[i - 1], tok)
+                and not _dot_number(sql, tokens[i - 1].start, tok)
             )
         ):
             return ReadOnlyVerdict(
                 False,
                 "a number or 0x literal that SQL Server reads as a shorter one and a name (such "
-                f"as 1e, .1e., .0x1 or 0x1_1); {_REFUSE_HINT}",
+                f"as 1e, .1e., .1.E5, .0x1 or 0x1_1); {_REFUSE_HINT}",
             )
         elif kind == TokenType.NATIONAL_STRING and source[1:2] != "'":
             return ReadOnlyVerdict(

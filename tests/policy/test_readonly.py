@@ -185,6 +185,7 @@ REFUSED = [
     "SELECT 1 .1e.",
     "SELECT 0x1_1",
     "SELECT 1 .0x1",
+    "SELECT 1 .1.E5",  # sqlglot: ".", then 1.E5; SQL Server: .1, ".", then the name E5
     'SELECT N"x"',
     "SELECT a < \u0661DELETE",
     "SELECT 1 \u136bSELECT",  # an Ethiopic digit: No today, Nd (no name start) in Unicode 3.2
@@ -214,6 +215,7 @@ ALLOWED = [
     "SELECT 1 WHERE EXISTS (SELECT 1) AND 2 > ALL (SELECT 1) AND 3 > SOME (SELECT 1)",
     "SELECT 1 WHERE NOT EXISTS (SELECT 1 UNION SELECT 2)",
     "(SELECT 1) UNION (SELECT 2)",
+    "SELECT x FROM t WHERE x > .5 OR x < .5e1",
     "SELECT a FROM t ORDER BY (SELECT NULL)",
     "SELECT 1;",
     "select id, total from orders where id = @id",

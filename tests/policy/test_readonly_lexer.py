@@ -142,6 +142,7 @@ PIECES = [
 @example(first="SELECT ", pieces=["N", '"', "x", '"'])
 @example(first="SELECT 1 ", pieces=["-|-", "-", "'", "\n", "DELETE", " ", "--", "'"])
 @example(first="SELECT 1 ", pieces=["/*", " ", "/*", " ", "*/*", " ", "*/", " ", "DELETE", '"'])
+@example(first="SELECT 1 ", pieces=[".", "1.", "E5"])
 def test_what_the_check_allows_lexes_the_same_for_sql_server(first: str, pieces: list[str]) -> None:
     sql = first + "".join(pieces)
     if not _check(sql).allowed:
