@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import re
 import socket
 import ssl
@@ -63,7 +64,7 @@ from wsproto.utilities import generate_accept_token, split_comma_header
 
 from asgiapp.http1 import END, NEED_DATA, ProtocolError, Request, RequestReader
 
-__all__ = ["ASGIApp", "ServerConfig", "serve"]
+__all__ = ["RECEIVE_UNTIL", "ASGIApp", "ServerConfig", "serve"]
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -81,6 +82,12 @@ _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 #: them too): accept the next one
 _ACCEPT_IGNORE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 _DISCONNECT: Message = {"type": "http.disconnect"}
+#: An HTTP scope's extension: ``await scope["extensions"][RECEIVE_UNTIL](deadline, on_wait)`` is
+#: ``await receive()``, or None once trio time ``deadline`` passed first (or once the app
+#: cancelled the cancel scope that ``on_wait``, when given, gets before each wait for the
+#: socket). One cancel scope, the server's own, and none while the message is already read: an
+#: app's timeout around ``receive()`` without a cancel scope of its own.
+RECEIVE_UNTIL = "asgiapp.receive_until"
 #: a header name (RFC 9110 token), and what a header value must not hold
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
@@ -477,7 +484,7 @@ class _Connection:
             "headers": headers,
             "client": self.client,
             "server": self.address,
-            "extensions": {},
+            "extensions": {RECEIVE_UNTIL: self.receive_until} if kind == "http" else {},
         }
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -540,12 +547,40 @@ class _Connection:
 
     async def receive(self) -> Message:
         if not self.body_done:
-            return await self._read_body()
+            message = await self._read_body(math.inf, None)
+            assert message is not None  # None only at a deadline
+            return message
         if self.done or self.gone:
             return _DISCONNECT
-        # The body was read: the only message left is http.disconnect.
+        await self._wait_disconnect(trio.CancelScope())
+        return _DISCONNECT
+
+    async def receive_until(
+        self, deadline: float, on_wait: Callable[[trio.CancelScope], object] | None = None
+    ) -> Message | None:
+        """`receive()`, or None when trio time `deadline` passes first (see `RECEIVE_UNTIL`).
+
+        The wait for the socket runs in one cancel scope with that deadline, and only when the
+        message is not there yet: ``on_wait`` gets that scope before the wait, and cancelling it
+        ends the wait with None too.
+        """
+        if not self.body_done:
+            return await self._read_body(deadline, on_wait)
+        if self.done or self.gone:
+            return _DISCONNECT
+        waited = trio.CancelScope(deadline=deadline)
+        if on_wait is not None:
+            on_wait(waited)
+        await self._wait_disconnect(waited)
+        # cancelled by `send` (the response is complete): the answer `receive()` gives
+        return _DISCONNECT if not waited.cancelled_caught or self.done else None
+
+    async def _wait_disconnect(self, waited: trio.CancelScope) -> None:
+        """The body was read: the only message left is http.disconnect; wait for it in
+        ``waited`` (`send` cancels it once the response is complete)."""
         try:
-            with trio.CancelScope() as self.wait_scope:
+            with waited:
+                self.wait_scope = waited
                 while True:
                     if self.reader.buffered > self.server.config.max_head_bytes:
                         await trio.sleep_forever()  # enough of a next request held: stop reading
@@ -557,9 +592,10 @@ class _Connection:
         finally:
             # also when the app's own scope ended the wait: `send` has no wait to cancel then
             self.wait_scope = None
-        return _DISCONNECT
 
-    async def _read_body(self) -> Message:
+    async def _read_body(
+        self, deadline: float, on_wait: Callable[[trio.CancelScope], object] | None
+    ) -> Message | None:
         chunks: list[bytes] = []
         reader = self.reader
         while True:
@@ -577,10 +613,16 @@ class _Connection:
             elif event is NEED_DATA:
                 if chunks:
                     return {"type": "http.request", "body": b"".join(chunks), "more_body": True}
-                if self.expect_continue and not self.started:
-                    self.expect_continue = False
-                    await self._write(b"HTTP/1.1 100 \r\n\r\n")
-                data = await self._recv()
+                if deadline == math.inf and on_wait is None:
+                    data = await self._body_data()
+                else:
+                    data = None
+                    with trio.CancelScope(deadline=deadline) as waited:
+                        if on_wait is not None:
+                            on_wait(waited)
+                        data = await self._body_data()
+                    if data is None:
+                        return None
                 if not data:
                     self.body_done = self.gone = True
                     return _DISCONNECT
@@ -588,6 +630,13 @@ class _Connection:
             else:
                 self.body_done = self.gone = True
                 return _DISCONNECT
+
+    async def _body_data(self) -> bytes:
+        """More of the request body from the socket (b"": the client is gone)."""
+        if self.expect_continue and not self.started:
+            self.expect_continue = False
+            await self._write(b"HTTP/1.1 100 \r\n\r\n")
+        return await self._recv()
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

@@ -132,6 +132,11 @@ class Connection:
         """The ids of the streams that are open (QUERY crossed, DONE/ERROR not yet)."""
         return frozenset(self._streams)
 
+    @property
+    def open_stream_count(self) -> int:
+        """How many streams are open: ``len(open_streams())`` without making the set."""
+        return len(self._streams)
+
     def is_open(self, stream_id: int) -> bool:
         """Whether ``stream_id`` is one of `open_streams` (without making the set)."""
         return stream_id in self._streams

@@ -9,14 +9,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+import trio
+
+from asgiapp.server import RECEIVE_UNTIL
 from protocol import ErrorCode, error_record, http_status
 
 __all__ = [
     "HttpError",
     "Receive",
+    "ReceiveUntil",
     "Send",
     "header",
     "read_body",
+    "receive_until",
     "send_error",
     "send_json",
 ]
@@ -25,6 +30,11 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+#: ``await until(deadline, on_wait)``: ``await receive()``, or None once trio time ``deadline``
+#: passed first or the cancel scope handed to ``on_wait`` was cancelled (`receive_until`)
+ReceiveUntil = Callable[
+    [float, Callable[[trio.CancelScope], object] | None], Awaitable[Message | None]
+]
 
 JSON_TYPE = b"application/json"
 #: Bytes of an oversized request body read and thrown away so the client can see the 413.
@@ -101,6 +111,27 @@ async def send_json(
     headers.extend(extra_headers or ())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def receive_until(receive: Receive, scope: Scope | None = None) -> ReceiveUntil:
+    """The server's `asgiapp.server.RECEIVE_UNTIL` extension of the HTTP ``scope`` (its one
+    cancel scope for the wait, none when the message is there); without it, the same made of
+    `receive` in a cancel scope with the deadline."""
+    extensions = (scope.get("extensions") if scope is not None else None) or {}
+    until: ReceiveUntil | None = extensions.get(RECEIVE_UNTIL)
+    if until is not None:
+        return until
+
+    async def in_scope(
+        deadline: float, on_wait: Callable[[trio.CancelScope], object] | None
+    ) -> Message | None:
+        with trio.move_on_at(deadline) as waited:
+            if on_wait is not None:
+                on_wait(waited)
+            return await receive()
+        return None
+
+    return in_scope
 
 
 async def send_error(send: Send, error: HttpError) -> None:

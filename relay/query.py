@@ -41,7 +41,18 @@ from protocol import (
     http_status,
     make_attestation,
 )
-from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, read_body, send_json
+from relay.http import (
+    NDJSON_TYPE,
+    HttpError,
+    Message,
+    Receive,
+    ReceiveUntil,
+    Scope,
+    Send,
+    read_body,
+    receive_until,
+    send_json,
+)
 from relay.logs import log_event, query_summary
 from relay.registry import RouteRefused
 from relay.request import QueryRequest, parse_query_request
@@ -155,7 +166,8 @@ async def handle_query(
     """Serve one query request from step 4 on (see the module docstring), for `identity` whose
     bearer `token` verified, on `tunnel`, since trio time `started`; refusals raise `HttpError`
     (or, from the registry, `RouteRefused`). Each answered query is counted in `counters`."""
-    body = await read_body_in_time(scope, receive, limits)
+    until = receive_until(receive, scope)
+    body = await read_body_in_time(scope, receive, limits, until=until)
     req = parse_query_request(
         body, max_timeout_ms=limits.query_timeout_ms, max_param_bytes=limits.max_param_bytes
     )
@@ -179,7 +191,7 @@ async def handle_query(
             try:
                 refusal = await _send_admitted(tunnel, slot, receive, send, req, identity, token,
                                                started, limits, counters,
-                                               first=refusal is None)  # fmt: skip
+                                               first=refusal is None, until=until)  # fmt: skip
             except (HttpError, RouteRefused) as exc:  # pick(): connector.draining
                 if refusal is None or exc.code != ErrorCode.CONNECTOR_DRAINING:
                     raise
@@ -189,18 +201,34 @@ async def handle_query(
                 return
 
 
-async def read_body_in_time(scope: Scope, receive: Receive, limits: Limits) -> bytes:
-    """The request body, at most ``max_body_bytes``, within `BODY_TIMEOUT_S` (else 408)."""
-    body = b""
-    with trio.move_on_after(BODY_TIMEOUT_S) as body_wait:
-        body = await read_body(scope, receive, limit=limits.max_body_bytes)
-    if body_wait.cancelled_caught:
+class _BodyLate(Exception):
+    """The request body's deadline passed."""
+
+
+async def read_body_in_time(
+    scope: Scope, receive: Receive, limits: Limits, *, until: ReceiveUntil | None = None
+) -> bytes:
+    """The request body, at most ``max_body_bytes``, within `BODY_TIMEOUT_S` (else 408).
+
+    One deadline for the whole body, kept by ``until`` (`receive_until` of the scope): a body
+    the server already read costs no cancel scope."""
+    deadline = trio.current_time() + BODY_TIMEOUT_S
+    receive_by = until or receive_until(receive, scope)
+
+    async def receive_in_time() -> Message:
+        message = await receive_by(deadline, None)
+        if message is None:
+            raise _BodyLate
+        return message
+
+    try:
+        return await read_body(scope, receive_in_time, limit=limits.max_body_bytes)
+    except _BodyLate:
         raise HttpError(
             ErrorCode.REQUEST_INVALID,
             f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
             status=408,
-        )
-    return body
+        ) from None
 
 
 def _check_frame_size(signed: SignedQuery, session: ConnectorSession) -> None:
@@ -244,13 +272,15 @@ async def _send_admitted(
     connection: ConnectorSession | None = None,
     session_member: Mapping[str, Any] | None = None,
     exchange: _Exchange | None = None,
+    until: ReceiveUntil | None = None,
 ) -> bytes | None:
     """Place an admitted query on a connection and relay its answer (steps 5 and on); return
     the refusal record when the connector refused it unexecuted (ERROR connector.draining before
     any result: nothing was sent to the client, and the connection now counts as draining).
 
     A session's ``run`` (relay/sessions.py) passes its pinned ``connection``, the QUERY's
-    ``session_member`` and an ``exchange`` that receives the terminal record; no slot."""
+    ``session_member`` and an ``exchange`` that receives the terminal record; no slot.
+    ``until``: `receive_until` of the request (made from ``receive`` when not given)."""
     session = connection or tunnel.pick()
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     try:
@@ -302,7 +332,9 @@ async def _send_admitted(
     try:
         await session.send_queued()  # the QUERY, from this task when no write is in progress
         grace_s = limits.deadline_grace_ms / 1000
-        outcome, sent = await _relay_stream(stream, receive, send, req, exchange, grace_s=grace_s)
+        outcome, sent = await _relay_stream(
+            stream, receive, until or receive_until(receive), send, req, exchange, grace_s=grace_s
+        )
     finally:
         stream.release("client went away" if outcome == "cancelled" else "done")
         elapsed = round((trio.current_time() - started) * 1000, 1)
@@ -339,13 +371,13 @@ class _ClientGone(Exception):
     """The client disconnected before the stream's first event."""
 
 
-async def _first(stream: RelayStream, receive: Receive, idle_s: float) -> _Result | None:
+async def _first(stream: RelayStream, until: ReceiveUntil, idle_s: float) -> _Result | None:
     """The stream's first event, or None after `idle_s` seconds of silence.
 
-    Waits in the client's ``receive()`` (the only message left to come is http.disconnect), in a
-    scope that ends at the deadline and that the session cancels when an event arrives for the
-    stream (`RelayStream.waiter`): one task and one scope watch all three, with no watcher task
-    per query.
+    Waits in the client's ``receive()`` (the only message left to come is http.disconnect), in
+    the scope ``until`` waits in (`receive_until`: the server's own): it ends at the deadline,
+    and the session cancels it when an event arrives for the stream (`RelayStream.waiter`): one
+    task and one scope watch all three, with no watcher task per query.
 
     Raises:
         _ClientGone: the client disconnected first.
@@ -360,14 +392,12 @@ async def _first(stream: RelayStream, receive: Receive, idle_s: float) -> _Resul
             return events.Error(stream.stream_id, _LOST)
         if trio.current_time() >= deadline:
             return None
-        with trio.move_on_at(deadline) as waiting:
-            stream.waiter = waiting
-            try:
-                message = await receive()
-            finally:
-                stream.waiter = None
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
+        try:
+            message = await until(deadline, stream.wait_in)
+        finally:
+            stream.waiter = None
+        if message is not None and message["type"] == "http.disconnect":
+            raise _ClientGone
 
 
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange: _Exchange) -> None:
@@ -385,6 +415,7 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, exchange:
 async def _relay_stream(
     stream: RelayStream,
     receive: Receive,
+    until: ReceiveUntil,
     send: Send,
     req: QueryRequest,
     exchange: _Exchange,
@@ -398,7 +429,7 @@ async def _relay_stream(
     """
     idle_s = req.timeout_ms / 1000 + grace_s
     try:
-        first = await _first(stream, receive, idle_s)
+        first = await _first(stream, until, idle_s)
     except _ClientGone:
         exchange.gone = True
         return "cancelled", 0

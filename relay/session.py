@@ -201,6 +201,10 @@ class RelayStream:
     #: it waits for its client's next message and this stream's first event in one task.
     waiter: trio.CancelScope | None = None
 
+    def wait_in(self, scope: trio.CancelScope) -> None:
+        """Its handler waits in `scope` (see `waiter`)."""
+        self.waiter = scope
+
     def consumed(self, nbytes: int) -> None:
         """`nbytes` of COLUMNS/ROWS payload reached the HTTP client: let credit flow again."""
         self.session.consumed(self.stream_id, nbytes)
@@ -283,7 +287,7 @@ class ConnectorSession:
         """How many more QUERYs this connection takes now (0 when closed, draining or full)."""
         if not self.accepting:
             return 0
-        return self.conn.max_streams - len(self.conn.open_streams())
+        return self.conn.max_streams - self.conn.open_stream_count
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -38,7 +38,7 @@ from protocol import (
     ndjson_line,
     new_session_id,
 )
-from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, send_json
+from relay.http import NDJSON_TYPE, HttpError, Receive, Scope, Send, receive_until, send_json
 from relay.query import (
     _Exchange,
     _send_admitted,
@@ -399,7 +399,8 @@ async def _handle_session(
             await _send_admitted(ctx.tunnel, None, receive, send, req, ctx.identity, ctx.token,
                                  ctx.started, ctx.limits, ctx.counters, first=True,
                                  connection=session.conn, exchange=exchange,
-                                 session_member={"id": session.id, "op": "run"})  # fmt: skip
+                                 session_member={"id": session.id, "op": "run"},
+                                 until=receive_until(receive, scope))  # fmt: skip
             # no terminal record: the client went away (the stream was CANCELled) and the
             # connector's verdict comes with the next op; a lost connection shows in `_refresh`
             return
