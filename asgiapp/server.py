@@ -64,7 +64,7 @@ from wsproto.utilities import generate_accept_token, split_comma_header
 
 from asgiapp.http1 import END, NEED_DATA, ProtocolError, Request, RequestReader
 
-__all__ = ["RECEIVE_UNTIL", "ASGIApp", "ServerConfig", "serve"]
+__all__ = ["RECEIVE_UNTIL", "SEND_NOW", "ASGIApp", "ServerConfig", "serve"]
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -88,6 +88,11 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 #: socket). One cancel scope, the server's own, and none while the message is already read: an
 #: app's timeout around ``receive()`` without a cancel scope of its own.
 RECEIVE_UNTIL = "asgiapp.receive_until"
+#: A WebSocket scope's extension: ``scope["extensions"][SEND_NOW](data)`` begins what
+#: ``await send({"type": "websocket.send", "bytes": data})`` does, at once: None when the message
+#: went out whole without waiting (or was dropped, as `send` drops it), else an awaitable that the
+#: caller must await (in the same task) to send it or what is left of it.
+SEND_NOW = "asgiapp.websocket_send_now"
 #: a header name (RFC 9110 token), and what a header value must not hold
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
@@ -256,6 +261,15 @@ class _TCP:
                 return
             view = view[sent:]
             await trio.lowlevel.wait_writable(sock)
+
+    def send_now(self, data: bytes) -> int:
+        """Write what the socket takes of `data` now, without waiting; how many bytes that was."""
+        try:
+            return self.socket.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise _stream_error(self.socket, exc) from exc
 
     async def send_eof(self) -> None:
         try:
@@ -761,7 +775,7 @@ class _WebSocket:
         self.scope = conn._scope(request, "websocket", headers)
         offered = _get(headers, b"sec-websocket-protocol")
         self.scope["subprotocols"] = split_comma_header(offered) if offered else []
-        self.scope["extensions"] = {"websocket.http.response": {}}
+        self.scope["extensions"] = {"websocket.http.response": {}, SEND_NOW: self.send_now}
         self.ws: wsproto.connection.Connection | None = None
         #: "handshake", "response" (denial started), "connected", "closed", "denied"
         self.state = "handshake"
@@ -844,6 +858,41 @@ class _WebSocket:
         if self.ws.state is not ConnectionState.OPEN:
             return
         await self._write(b"".join((_binary_head(len(data)), data)))
+
+    def send_now(self, data: bytes) -> Awaitable[None] | None:
+        """`SEND_NOW`: a binary message's frame written at once when the socket takes it whole;
+        else what to await: the rest of the frame (the write lock held until it is sent), or the
+        whole `send` (not connected, TLS, or a write in progress)."""
+        conn = self.conn
+        if self.state != "connected" or not isinstance(conn.stream, _TCP):
+            return self.send({"type": "websocket.send", "bytes": data})
+        assert self.ws is not None
+        if self.ws.state is not ConnectionState.OPEN or conn.gone:
+            return None  # dropped, as `_send_binary` and `_Connection._write` drop it
+        try:
+            self.lock.acquire_nowait()
+        except trio.WouldBlock:
+            return self._send_binary(data)
+        frame = b"".join((_binary_head(len(data)), data))
+        try:
+            sent = conn.stream.send_now(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.gone = True
+            sent = len(frame)
+        except BaseException:
+            self.lock.release()
+            raise
+        if sent == len(frame):
+            self.lock.release()
+            return None
+        return self._write_rest(frame[sent:])
+
+    async def _write_rest(self, rest: bytes) -> None:
+        """The rest of a frame `send_now` began, under the write lock it holds."""
+        try:
+            await self.conn._write(rest)
+        finally:
+            self.lock.release()
 
     async def receive(self) -> Message:
         if not self.connect_sent:

@@ -38,6 +38,7 @@ from typing import Any
 import trio
 
 from asgiapp import answer_lifespan
+from asgiapp.server import SEND_NOW
 from identity.keys import encode_public_key, key_id
 from identity.oidc import Identity, TokenError, TokenVerifier, bearer_token
 from protocol import (
@@ -641,7 +642,7 @@ class RelayApp:
             raise self.auth_failed(scope, exc.error_code, str(exc)) from None
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         session = ConnectorSession(
-            WebSocketIO(receive, send),
+            WebSocketIO(receive, send, (scope.get("extensions") or {}).get(SEND_NOW)),
             tunnel=tunnel.name,
             connector_id=claims.connector_id,
             nonce=claims.nonce,

@@ -29,7 +29,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
@@ -68,11 +68,22 @@ class HandshakeFailed(Exception):
 
 
 class WebSocketIO:
-    """The ASGI WebSocket calls the session needs, with ASGI's message dicts kept in one place."""
+    """The ASGI WebSocket calls the session needs, with ASGI's message dicts kept in one place.
 
-    def __init__(self, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+    ``send_now``: the server's `asgiapp.server.SEND_NOW` extension, when it has one."""
+
+    #: the server's SEND_NOW, or None
+    _send_now: Callable[[bytes], Awaitable[None] | None] | None = None
+
+    def __init__(
+        self,
+        receive: Callable[[], Any],
+        send: Callable[[Any], Any],
+        send_now: Callable[[bytes], Awaitable[None] | None] | None = None,
+    ) -> None:
         self._receive = receive
         self._send = send
+        self._send_now = send_now
         self.closed = False
 
     async def receive(self) -> bytes | None:
@@ -97,6 +108,13 @@ class WebSocketIO:
 
     async def send(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "bytes": data})
+
+    def send_now(self, data: bytes) -> Awaitable[None] | None:
+        """Begin `send` at once: None when the message went out whole without waiting (or was
+        dropped), else what to await (in this task) to send it or its rest."""
+        if self._send_now is None:
+            return self.send(data)
+        return self._send_now(data)
 
     async def close(self, code: int, reason: str = "") -> None:
         if not self.closed:
@@ -626,18 +644,27 @@ class ConnectorSession:
         to the write in progress (its loop takes what is queued meanwhile).
 
         A QUERY so reaches the socket without waking the writer task (a task step and a round
-        of the run loop fewer per query). One write at a time keeps the frames in order. The
-        write is shielded from the caller's cancellation (a message cut half-way would break
-        the frame sequence); `abort` and the end of `run` cancel it, as they cancel the writer.
+        of the run loop fewer per query). One write at a time keeps the frames in order. A
+        write that waits is shielded from the caller's cancellation (a message cut half-way
+        would break the frame sequence); `abort` and the end of `run` cancel it, as they cancel
+        the writer. A first message the socket takes whole at once (`WebSocketIO.send_now`) is
+        written without waiting, so with no scope.
         """
         if self._writing or self.closed:
             self.kick()
             return
+        data = self.conn.data_to_send(max_bytes=self.conn.max_frame + HEADER_SIZE)
+        if not data:
+            return
         self._writing = True
         try:
-            with trio.CancelScope(shield=True) as scope:
-                self._direct_write = scope
-                await self._flush_now()
+            rest = self.ws.send_now(data)
+            if rest is not None or self.conn.has_data_to_send:
+                with trio.CancelScope(shield=True) as scope:
+                    self._direct_write = scope
+                    if rest is not None:
+                        await rest
+                    await self._flush_now()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.abort()  # as when the writer's write fails: the connection ends
         finally:

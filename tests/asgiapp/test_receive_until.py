@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import trio
@@ -103,15 +103,13 @@ async def _cancel(scope: trio.CancelScope) -> None:
 
 
 @asynccontextmanager
-async def serving(seen: Seen) -> AsyncIterator[trio.SocketStream]:
-    """The app served on 127.0.0.1; yields a connection to it."""
+async def served(app: Any) -> AsyncIterator[trio.SocketStream]:
+    """`app` served on 127.0.0.1 (idle and head limits far off); yields a connection to it."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         config = ServerConfig(keep_alive_timeout_s=100, head_timeout_s=100)
         urls = await nursery.start(
-            functools.partial(
-                serve, functools.partial(app, seen), config, shutdown_trigger=stop.wait
-            )
+            functools.partial(serve, app, config, shutdown_trigger=stop.wait)
         )
         host, _, port = urls[0].removeprefix("http://").rpartition(":")
         stream = await trio.open_tcp_stream(host, int(port))
@@ -120,6 +118,10 @@ async def serving(seen: Seen) -> AsyncIterator[trio.SocketStream]:
         finally:
             await trio.aclose_forcefully(stream)
             stop.set()
+
+
+def serving(seen: Seen) -> AbstractAsyncContextManager[trio.SocketStream]:
+    return served(functools.partial(app, seen))
 
 
 def post(path: str, length: int) -> bytes:

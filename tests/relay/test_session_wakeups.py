@@ -192,3 +192,47 @@ async def test_a_handler_write_to_a_stuck_socket_ends_with_the_connection() -> N
         assert socket.sent == []
         [event] = [e async for e in stream.receive]
         assert isinstance(event, events.Error)  # transport.lost
+
+
+class TakesAtOnce(WebSocketIO):
+    """The session's socket with a server's SEND_NOW that always takes the message whole at
+    once: `now` lists what went that way (sent on through `inner`'s channel by the test)."""
+
+    def __init__(self, inner: WebSocketIO) -> None:
+        self.inner = inner
+        self.closed = False
+        self.now: list[bytes] = []
+
+    async def receive(self) -> bytes | None:
+        return await self.inner.receive()
+
+    async def send(self, data: bytes) -> None:
+        await self.inner.send(data)
+
+    def send_now(self, data: bytes) -> None:
+        self.now.append(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self.inner.close(code, reason)
+
+
+async def test_a_query_the_socket_takes_at_once_is_written_in_the_call() -> None:
+    """With SEND_NOW the handler's QUERY is written in its call, in one message, and the
+    handler's own cancelled scope does not stop it (nothing in it waits)."""
+    async with counted_session() as (session, far, counter):
+        socket = TakesAtOnce(session.ws)
+        session.ws = socket
+        await trio.testing.wait_all_tasks_blocked()
+        before = counter.steps
+        stream = session.open_stream(_query, wake_writer=False)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await session.send_queued()
+        assert not scope.cancelled_caught  # no checkpoint on the way
+        assert [message[1] for message in socket.now] == [FrameType.QUERY]
+        assert session.conn.data_to_send() == b""
+        await socket.inner.send(socket.now[0])
+        await trio.testing.wait_all_tasks_blocked()
+        assert stream.stream_id in far.conn.open_streams()
+        assert counter.steps == before  # the writer slept throughout
+        session.abort()
