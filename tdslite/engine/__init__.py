@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._engine import Engine
 from ._errors import SqlError
 from ._results import Info, ResultSet, RowCount, StatementFailed
-from ._session import PreamblePlan, Session
+from ._session import PreamblePlan, PreambleShape, Session
 from ._types import Column, Param, PreciseDateTime, PreciseTime, SqlType
 from ._users import User, UsersFileError, load_users, parse_users
 from ._values import convert
@@ -20,6 +20,7 @@ __all__ = [
     "Info",
     "Param",
     "PreamblePlan",
+    "PreambleShape",
     "PreciseDateTime",
     "PreciseTime",
     "ResultSet",

@@ -83,10 +83,19 @@ _ISOLATION_CODES = {
 }
 #: How many started statements a session keeps in `Session.started`.
 _STARTED_KEPT = 64
-#: a preamble's bound parameter: (its type, its value in storage form, a string as itself)
-Bound = tuple[SqlType, Storage]
-#: a preamble batch's calls and its bound parameters (`Session.preamble_plan`)
-PreamblePlan = tuple[tuple[_preamble.Call, ...], dict[str, Bound]]
+#: what a preamble batch's calls and its parameters' names and types make of it
+#: (`_preamble_shape`): the calls; whether each parameter's string value is its own storage
+#: form (a string type); each parameter's type; for each call its key, the index of the
+#: parameter its value is, read_only, and whether a string value is stored as it is (a string
+#: type other than (max))
+PreambleShape = tuple[
+    tuple[_preamble.Call, ...],
+    tuple[bool, ...],
+    tuple[SqlType, ...],
+    tuple[tuple[str, int, bool, bool], ...],
+]
+#: a preamble batch's shape and each parameter's value in storage form (`Session.preamble_plan`)
+PreamblePlan = tuple[PreambleShape, list[Storage]]
 #: the SET options of a new session (`Session.reset` keeps options that still are these)
 _NEW_OPTIONS = vars(SessionOptions())
 
@@ -274,33 +283,38 @@ class Session:
         when the general path must run ``sql`` (it then raises the error the calls deserve)."""
         if self.flow.doomed:
             return None
-        variables = self._preamble_variables(calls, params, self._context)
-        if variables is None:
+        shape = _preamble_shape(calls, params)
+        if shape is None:
             return None
-        return self._run_contexts(sql, calls, params, variables)
+        stored = self._preamble_values(shape, [p.value for p in params], self._context)
+        if stored is None:
+            return None
+        return self._run_contexts(sql, params, (shape, stored))
 
-    def _preamble_variables(
+    def _preamble_values(
         self,
-        calls: tuple[_preamble.Call, ...],
-        params: Sequence[Param],
-        context: dict[str, tuple[object, SqlType, bool]],
-    ) -> dict[str, Bound] | None:
-        """The bound parameters if the fast path answers as the general path would with the
-        session context ``context``, else None. No side effects."""
+        shape: PreambleShape,
+        values: Sequence[object],
+        context: dict[str, tuple[object, SqlType, bool]] | None,
+    ) -> list[Storage] | None:
+        """Each parameter's value in storage form (a string as itself) if the fast path answers
+        as the general path would with the session context ``context`` (None: empty, as after
+        a reset), else None. ``values``: the parameters' values, of the names and types
+        ``shape`` was made from. No side effects."""
         if self.objects.table_variables or self._catalog.table_variables:
             return None
-        variables: dict[str, Bound] = {}
+        stored: list[Storage] = []
         try:
-            for param in params:
-                name = _variable_name(param.name)
-                if name is None or param.type.name == _tvp.TABLE.name:
+            for value, as_is, sql_type in zip(values, shape[1], shape[2], strict=True):
+                if type(value) is str:
+                    if not value.isascii() and not _encodable(value):
+                        return None
+                    if as_is:  # (a string of a string type is its own storage form)
+                        stored.append(value)
+                        continue
+                elif isinstance(value, str) and not value.isascii() and not _encodable(value):
                     return None
-                value = param.value
-                if isinstance(value, str) and not value.isascii() and not _encodable(value):
-                    return None
-                if type(value) is not str or param.type.name not in STRING_TYPES:
-                    value = encode(param.type, value)  # (a string is its own storage form)
-                variables[name] = (param.type, value)  # (a tuple: no Variable to make)
+                stored.append(encode(sql_type, value))
             if (
                 "sp_set_session_context" in self._engine.procedure_names
                 and _objects.lookup(self, "sp_set_session_context", "PROCEDURE") is not None
@@ -308,29 +322,41 @@ class Session:
                 return None  # a procedure of that name: the general path runs it
         except (SqlError, sqlite3.Error, ValueError, TypeError):
             return None  # a value the general path refuses: it raises the error
-        for key, name, _ in calls:
-            existing = context.get(key)
-            if name not in variables or (existing is not None and existing[2]):
-                return None
-            if len(key) > 128:  # (256 bytes in UTF-16: `_preamble` keys are ASCII)
-                return None
-        return variables
+        if context is not None:
+            for key, _, _, _ in shape[3]:
+                existing = context.get(key)
+                if existing is not None and existing[2]:
+                    return None
+        return stored
 
     def preamble_plan(
         self, sql: str, params: Sequence[Param], *, reset: bool
     ) -> PreamblePlan | None:
         """When (a reset, when ``reset``, then) running ``sql`` takes `_preamble`'s fast path and
         neither waits nor takes long (no transaction to roll back, no #table, #procedure or table
-        variable to drop, no open rows): the calls and their bound values, for `run_preamble`.
-        The wire layer then runs such a request on its event loop instead of a worker thread
-        (the answer is the same). No side effects."""
+        variable to drop, no open rows): what `run_preamble` does. The wire layer then runs such
+        a request on its event loop instead of a worker thread (the answer is the same). No side
+        effects."""
         calls = _preamble.match(sql)
-        if calls is None or not self.reset_inline():
+        if calls is None:
+            return None
+        shape = _preamble_shape(calls, params)
+        if shape is None:
+            return None
+        return self.preamble_plan_values(shape, [p.value for p in params], reset=reset)
+
+    def preamble_plan_values(
+        self, shape: PreambleShape, values: Sequence[object], *, reset: bool
+    ) -> PreamblePlan | None:
+        """`preamble_plan` of the same batch with parameters of the same names and types as
+        one planned before, whose plan's shape (its first item: what depends on nothing else)
+        the caller kept, and these ``values``: the same answer. No side effects."""
+        if not self.reset_inline():
             return None
         if not reset and self.flow.doomed:
             return None
-        variables = self._preamble_variables(calls, params, {} if reset else self._context)
-        return None if variables is None else (calls, variables)
+        stored = self._preamble_values(shape, values, None if reset else self._context)
+        return None if stored is None else (shape, stored)
 
     def run_preamble(self, plan: PreamblePlan) -> None:
         """Run the batch `preamble_plan` planned, right after it (and the reset it was asked
@@ -340,7 +366,7 @@ class Session:
         wake = self.flow.wake
         if wake.is_set():
             wake.clear()
-        self._store_contexts(plan[0], plan[1])  # (open rows first)
+        self._store_contexts(plan)  # (open rows first)
 
     def reset_inline(self) -> bool:
         """Whether a reset (`reset`) neither waits nor takes long: no transaction to roll back,
@@ -370,11 +396,7 @@ class Session:
             return False
 
     def _run_contexts(
-        self,
-        sql: str,
-        calls: tuple[_preamble.Call, ...],
-        params: Sequence[Param],
-        variables: dict[str, Bound],
+        self, sql: str, params: Sequence[Param], plan: PreamblePlan
     ) -> Iterator[ResultSet | RowCount | StatementFailed | Info]:
         # Strategy: the calls run in one step when the iterator is first advanced (the general
         # path runs them one per step, with nothing to yield between them), so a cancel can only
@@ -382,32 +404,34 @@ class Session:
         if self._cancel_requested:
             yield from self._general(sql, params)
             return
-        self._store_contexts(calls, variables)
+        self._store_contexts(plan)
         return
         yield  # a generator, as the general path's iterator
 
-    def _store_contexts(
-        self, calls: tuple[_preamble.Call, ...], variables: dict[str, Bound]
-    ) -> None:
+    def _store_contexts(self, plan: PreamblePlan) -> None:
         """The ``sp_set_session_context`` calls of a preamble, as the general path runs them
-        (rows left open go first; the calls open none). `_preamble_variables` checked them
+        (rows left open go first; the calls open none). `_preamble_values` checked them
         against this session context: no key is read-only already, none is too long."""
         if self._open_rows is not None:
             self._finish_rows()
-        store = _control.store_context
-        put = self._put_context
+        shape, stored = plan
+        types = shape[2]
+        context = self._context
         flow = self.flow
         started = self.started
-        for key, name, read_only in calls:
+        for key, index, read_only, plain in shape[3]:
             started.append("EXEC")
-            sql_type, stored = variables[name]
-            value: object = stored
-            if type(value) is not str or sql_type.name not in STRING_TYPES:
-                value = decode(sql_type, stored)  # (a string is its own storage)
-            if sql_type.length == -1:
-                store(self, key, value, sql_type, read_only)  # (a (max) value's own length)
+            value: object = stored[index]
+            if plain and type(value) is str:  # (what `_put_context` does with a string)
+                context[key] = (value, types[index], read_only)
             else:
-                put(key, value, sql_type, read_only)
+                sql_type = types[index]
+                if type(value) is not str or sql_type.name not in STRING_TYPES:
+                    value = decode(sql_type, stored[index])  # (a string is its own storage)
+                if sql_type.length == -1:  # (a (max) value's own length)
+                    _control.store_context(self, key, value, sql_type, read_only)
+                else:
+                    self._put_context(key, value, sql_type, read_only)
             flow.last_error = 0
 
     def _batch(
@@ -1131,6 +1155,31 @@ def _variable_name(param: str) -> str | None:
     send the same few names."""
     name = param.lstrip("@").lower()
     return None if not name or name.startswith("__g_") else name
+
+
+def _preamble_shape(
+    calls: tuple[_preamble.Call, ...], params: Sequence[Param]
+) -> PreambleShape | None:
+    """The shape of a preamble batch of ``calls`` run with ``params`` (what depends only on the
+    calls and the parameters' names and types), or None when the general path must run it: a
+    parameter name no parameter may have, a table-valued parameter, a call whose value no
+    parameter gives, a key too long."""
+    index: dict[str, int] = {}
+    as_is: list[bool] = []
+    for i, param in enumerate(params):
+        name = _variable_name(param.name)
+        if name is None or param.type.name == _tvp.TABLE.name:
+            return None
+        index[name] = i  # (the last of a name binds it)
+        as_is.append(param.type.name in STRING_TYPES)
+    types = tuple(param.type for param in params)
+    slots: list[tuple[str, int, bool, bool]] = []
+    for key, name, read_only in calls:
+        if name not in index or len(key) > 128:  # (256 bytes in UTF-16: the keys are ASCII)
+            return None
+        i = index[name]
+        slots.append((key, i, read_only, as_is[i] and types[i].length != -1))
+    return calls, tuple(as_is), types, tuple(slots)
 
 
 def _encodable(text: str) -> bool:

@@ -20,6 +20,7 @@ from . import _rpc
 from . import _tokens as tk
 from ._buffer import Reader
 from ._bulkload import bulk_load, insert_bulk
+from ._callcache import CallCache
 from ._columns import returnvalue
 from ._datatypes import decode_utf16
 from ._packets import Message, PacketType, ProtocolError
@@ -42,6 +43,10 @@ _log = logging.getLogger("tdslite.server")
 _INLINE_MAX = 8192
 #: The most calls of one request `Dispatcher.runs_inline` considers (the preamble and a SELECT).
 _INLINE_CALLS = 2
+
+#: A request's first call planned as the session's preamble (`Dispatcher.runs_inline`): its
+#: statement, its bound parameters' names and types (for the statement log), the plan.
+_Preamble = tuple[str, tuple[tuple[str, str], ...], PreamblePlan]
 
 #: Transaction Manager request types (MS-TDS 2.2.6.9).
 TM_BEGIN_XACT = 5
@@ -72,10 +77,13 @@ class Dispatcher:
     #: the INSERT BULK whose rows the next message (a BulkLoad) carries
     pending_bulk: BulkTarget | None = None
     _handles: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    #: the RPC message `runs_inline` parsed last, its calls, the parameters it bound (of the
-    #: first calls, as far as it went) and the plan of a first call that is a preamble, for `rpc`
-    #: to reuse: each request is parsed and bound once, whether or not it runs inline
-    _parsed: tuple[bytes, list[_rpc.RpcCall], list[list[Param]], PreamblePlan | None] | None = None
+    #: the RPC message `runs_inline` parsed last, for `rpc` to reuse (each request is parsed
+    #: and bound once, whether or not it runs inline): the payload, its first call when the
+    #: session planned it as its preamble, the other calls and the parameters it bound of
+    #: those (as far as it went)
+    _parsed: tuple[bytes, _Preamble | None, list[_rpc.RpcCall], list[list[Param]]] | None = None
+    #: templates of the preamble calls this connection was sent (`_callcache`)
+    _calls: CallCache = field(default_factory=CallCache)
 
     # --- SQL batch -------------------------------------------------------------------------------
 
@@ -178,11 +186,29 @@ class Dispatcher:
             return False
         self._parsed = None
         reset = msg.reset_connection
+        payload = msg.payload
+        skip_headers = tds_version >= TDS72
         try:
-            calls = _rpc.parse(msg.payload, skip_headers=tds_version >= TDS72)
+            first: _Preamble | None = None
             bound: list[list[Param]] = []
-            self._parsed = (msg.payload, calls, bound, None)
-            if len(calls) > _INLINE_CALLS:
+            # a first call a template reads comes with its values, unparsed (see `_callcache`)
+            hit = (
+                self._calls.lookup(payload, skip_headers=skip_headers)
+                if self._calls.templates
+                else None
+            )
+            if hit is not None:
+                template, values, calls = hit
+                if len(calls) < _INLINE_CALLS:
+                    plan = session.preamble_plan_values(template.shape, values, reset=reset)
+                    if plan is not None:
+                        first = (template.statement, template.log_params, plan)
+                if first is None:  # the call as `_rpc.parse` reads it: as without a template
+                    calls = [template.call(values), *calls]
+            else:
+                calls = _rpc.parse(payload, skip_headers=skip_headers)
+            self._parsed = (payload, first, calls, bound)
+            if len(calls) + (first is not None) > _INLINE_CALLS:
                 return False
             for i, call in enumerate(calls):
                 if call.name != "sp_executesql" or len(call.params) < 2:
@@ -190,14 +216,20 @@ class Dispatcher:
                 p = call.params
                 stmt, decl = _text_param(p, 0, "@stmt"), _text_param(p, 1, "@params")
                 params = _bind(p[2:], _rpc.declared_params(decl))
-                bound.append(params)
-                if i == 0:
+                if i == 0 and first is None:
                     plan = preamble(stmt, params, reset=reset)
                     if plan is not None:
-                        self._parsed = (msg.payload, calls, bound, plan)
+                        first = (stmt, tuple((q.name, q.type.text) for q in params), plan)
+                        self._parsed = (payload, first, calls[1:], bound)
+                        if hit is None:
+                            self._calls.add(
+                                payload, call, params, plan[0], skip_headers=skip_headers
+                            )
                         continue
-                if i == 0 and reset and not session.reset_inline():
-                    return False
+                    if reset and not session.reset_inline():
+                        bound.append(params)
+                        return False
+                bound.append(params)
                 if not session.select_inline(stmt, params):
                     return False
         except Exception:  # noqa: BLE001 - whatever is wrong, the worker thread reports it
@@ -209,28 +241,33 @@ class Dispatcher:
     def rpc(self, request: Request, payload: bytes) -> None:
         self.pending_bulk = None
         parsed, self._parsed = self._parsed, None
+        first: _Preamble | None = None
         bound: list[list[Param]] = []
-        plan = None
         try:
             if parsed is not None and parsed[0] is payload:
-                _, calls, bound, plan = parsed  # `runs_inline` parsed this very message
+                _, first, calls, bound = parsed  # `runs_inline` parsed this very message
             else:
                 calls = _rpc.parse(payload, skip_headers=request.reply.tds_version >= TDS72)
         except UnsupportedParameter as exc:
             write_error(request.reply, SqlError(8016, str(exc)), token=tk.TOKEN_DONEPROC)
             return
-        for i, call in enumerate(calls):
-            if i == 0 and plan is not None:
-                ok, returns = self._preamble(request, call, bound[0], plan)
+        # the first call, when `runs_inline` planned it, then the others (`calls`)
+        offset = 0 if first is None else 1
+        answers = len(calls) + offset
+        returns: list[bytes]
+        for i in range(answers):
+            if first is not None and i == 0:
+                ok, returns = self._preamble(request, *first), []
             else:
-                ok, returns = self._call(request, call, bound[i] if i < len(bound) else None)
+                j = i - offset
+                ok, returns = self._call(request, calls[j], bound[j] if j < len(bound) else None)
             reply = request.reply
             if ok:
                 reply.write(tk.RETURN_0 if self._status == 0 else tk.returnstatus(self._status))
             for token in returns:
                 reply.write(token)
             status = Done.FINAL if ok else Done.ERROR
-            if i < len(calls) - 1:
+            if i < answers - 1:
                 # as SQL Server: the next RPC of the batch runs even when this one failed (short
                 # of a fatal error or an ATTENTION); DONE_RPCINBATCH marks where this one's answer
                 # ends (MS-TDS 2.2.7.8)
@@ -290,15 +327,15 @@ class Dispatcher:
             return False, []
 
     def _preamble(
-        self, request: Request, call: _rpc.RpcCall, params: list[Param], plan: PreamblePlan
-    ) -> tuple[bool, list[bytes]]:
-        """The preamble call `runs_inline` planned, answered as `_call` and `run_statements`
-        answer it: the keys set, no token (no transaction, as `Session.preamble_plan` made sure,
-        and no database switched: nothing ENVCHANGE reports), one statement-log entry, success.
-        Should the engine refuse it after all, the error is answered as `run_statements` answers
-        a failed statement of an RPC (`rpc` ends the call with DONEPROC(ERROR))."""
+        self, request: Request, stmt: str, log_params: Sequence[tuple[str, str]], plan: PreamblePlan
+    ) -> bool:
+        """The preamble call `runs_inline` planned (its statement, its parameters' names and
+        types, the plan), answered as `_call` and `run_statements` answer it: the keys set, no
+        token (no transaction, as `Session.preamble_plan` made sure, and no database switched:
+        nothing ENVCHANGE reports), one statement-log entry, success. Should the engine refuse
+        it after all, the error is answered as `run_statements` answers a failed statement of an
+        RPC (`rpc` ends the call with DONEPROC(ERROR)). Returns whether it succeeded."""
         state = self.state
-        stmt = str(call.params[0].value)  # (`runs_inline` checked: a string, returned as is)
         self._status = 0
         log = state.statement_log
         if log is not None:
@@ -313,8 +350,8 @@ class Dispatcher:
                 _log.exception("statement failed inside tdslite")
             write_error(request.reply, error, token=None)
             ok, outcome = False, {"error": error.number}
-        log_statement(state, stmt, outcome, "rpc", params=[(p.name, p.type.text) for p in params])
-        return ok, []
+        log_statement(state, stmt, outcome, "rpc", params=log_params)
+        return ok
 
     def _procedure(self, request: Request, call: _rpc.RpcCall) -> tuple[bool, list[bytes]]:
         """Any other procedure, by name: its return status and OUTPUT parameters."""

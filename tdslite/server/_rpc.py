@@ -35,7 +35,8 @@ PROC_IDS = {
     14: "sp_prepexecrpc",
     15: "sp_unprepare",
 }
-_BATCH_FLAGS = (0xFF, 0x80)
+#: the byte between two calls of one request (0x80 before TDS 7.2)
+BATCH_FLAGS = (0xFF, 0x80)
 _NVARCHAR = int(T.NVARCHAR)
 
 
@@ -72,9 +73,13 @@ def canonical_name(name: str) -> str:
     return last.strip('[] "').lower()
 
 
-def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
+def parse(payload: bytes, *, skip_headers: bool = True, start: int = -1) -> list[RpcCall]:
+    """The calls of an RPC request's payload (after ALL_HEADERS, when ``skip_headers``); with
+    ``start``, the calls from that offset on (no ALL_HEADERS there; none when it is the end)."""
     r = Reader(payload)
-    if skip_headers:
+    if start >= 0:
+        r.pos = start
+    elif skip_headers:
         r.skip_all_headers()
     calls: list[RpcCall] = []
     data = r.data
@@ -107,7 +112,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
             r.u16()  # option flags (WITH RECOMPILE, NO METADATA): nothing to do for us
             pos = r.pos
         params: list[RpcParam] = []
-        while pos < size and data[pos] not in _BATCH_FLAGS:
+        while pos < size and data[pos] not in BATCH_FLAGS:
             # the name (B_VARCHAR) and the status byte, read in one step: every parameter of
             # every RPC comes this way
             end = pos + 1 + 2 * data[pos]
@@ -147,7 +152,7 @@ def parse(payload: bytes, *, skip_headers: bool = True) -> list[RpcCall]:
         calls.append(_new_param(RpcCall, (name, tuple(params), parts)))
         if pos < size:
             pos += 1  # batch separator
-    if not calls:
+    if not calls and start < 0:
         raise ProtocolError("empty RPC request")
     return calls
 
