@@ -217,7 +217,8 @@ class CallCache:
                 values, end = found
                 if end == len(payload):
                     return template, values, []
-                return template, values, _rpc.parse(payload, start=end + 1)  # (after the flag)
+                # (the calls after the batch flag)
+                return template, values, _rpc.parse(payload, skip_headers=False, start=end + 1)
         return None
 
     def add(

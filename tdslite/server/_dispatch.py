@@ -192,11 +192,9 @@ class Dispatcher:
             first: _Preamble | None = None
             bound: list[list[Param]] = []
             # a first call a template reads comes with its values, unparsed (see `_callcache`)
-            hit = (
-                self._calls.lookup(payload, skip_headers=skip_headers)
-                if self._calls.templates
-                else None
-            )
+            hit = None
+            if self._calls.templates:
+                hit = self._calls.lookup(payload, skip_headers=skip_headers)
             if hit is not None:
                 template, values, calls = hit
                 if len(calls) < _INLINE_CALLS:
@@ -387,15 +385,16 @@ class Dispatcher:
         An open transaction is rolled back and the client told so (ENVCHANGE 10) before anything
         else: python-tds and tedious then drop the transaction descriptor they hold.
         """
-        self.state.session.reset()
-        env_changes(self.state, reply)
+        state = self.state
+        state.session.reset()
+        env_changes(state, reply)
         self.prepared.clear()
-        log = self.state.statement_log
+        log = state.statement_log
         if log is not None:
             log.record(
-                connection=self.state.connection_id,
-                login=self.state.login,
-                user=self.state.session.effective_user,
+                connection=state.connection_id,
+                login=state.login,
+                user=state.session.effective_user,
                 statement=how,
                 outcome={"reset": True},
                 kind="reset",

@@ -229,7 +229,7 @@ def log_statement(
             login=state.login,
             user=state.session.effective_user,
             statement=statement,
-            params=list(params),
+            params=params,
             outcome=outcome,
             kind=kind,
         )

@@ -73,13 +73,12 @@ def canonical_name(name: str) -> str:
     return last.strip('[] "').lower()
 
 
-def parse(payload: bytes, *, skip_headers: bool = True, start: int = -1) -> list[RpcCall]:
+def parse(payload: bytes, *, skip_headers: bool = True, start: int = 0) -> list[RpcCall]:
     """The calls of an RPC request's payload (after ALL_HEADERS, when ``skip_headers``); with
-    ``start``, the calls from that offset on (no ALL_HEADERS there; none when it is the end)."""
-    r = Reader(payload)
-    if start >= 0:
-        r.pos = start
-    elif skip_headers:
+    ``start`` (and not ``skip_headers``), the calls from that offset on, none when it is the
+    end (the calls after one that `_callcache` read)."""
+    r = Reader(payload, start)
+    if skip_headers:
         r.skip_all_headers()
     calls: list[RpcCall] = []
     data = r.data
@@ -152,7 +151,7 @@ def parse(payload: bytes, *, skip_headers: bool = True, start: int = -1) -> list
         calls.append(_new_param(RpcCall, (name, tuple(params), parts)))
         if pos < size:
             pos += 1  # batch separator
-    if not calls and start < 0:
+    if not calls and not start:
         raise ProtocolError("empty RPC request")
     return calls
 
