@@ -156,9 +156,13 @@ def make_template(
             head_end = r.pos
         else:
             value = bound[i - 2]
-            if param.type.length == -1 or value.value is not param.value:
-                return None  # a (max) value, or one `_bind` converted
-            if value.output != param.output:
+            if param.type.length == -1:
+                return None  # a (max) value
+            if value.type != SqlType("nvarchar", length=param.type.length):
+                # `_bind` converted it to its declared type (or checked it, as xml): it would
+                # convert (or refuse) another value otherwise
+                return None
+            if value.value is not param.value or value.output != param.output:
                 return None
             meta = data[start : at + _TYPE_INFO_SIZE]
             max_len = data[at + 1] | data[at + 2] << 8

@@ -65,6 +65,7 @@ def odd(params: bytes) -> bytes:
 
 
 DECL = "@c0 nvarchar(4000),@c1 nvarchar(4000),@c2 nvarchar(4000)"
+XML_DECL = "@c0 xml,@c1 nvarchar(4000),@c2 nvarchar(4000)"
 PROBE_SQL = (
     "SELECT CAST(SESSION_CONTEXT(N'edgetds.sub') AS nvarchar(100)) AS a, "
     "CAST(SESSION_CONTEXT(N'edgetds.sua') AS nvarchar(100)) AS b, "
@@ -183,6 +184,17 @@ def test_values_a_template_does_not_read_are_misses() -> None:
             assert got == outcome(parsed, payload[:end]), end
 
 
+def test_no_template_of_a_value_bound_to_another_declared_type() -> None:
+    for decl in (
+        "@c0 xml,@c1 nvarchar(4000),@c2 nvarchar(4000)",
+        "@c0 nvarchar(10),@c1 nvarchar(4000),@c2 nvarchar(4000)",
+        "@c0 int,@c1 nvarchar(4000),@c2 nvarchar(4000)",
+    ):
+        cache = CallCache()
+        add(cache, request(executesql(preamble_batch(), decl, values("7", "b", "c"))))
+        assert cache.templates == [], decl
+
+
 def test_a_full_cache_drops_its_oldest_template() -> None:
     cache = CallCache()
     batch = preamble_batch()
@@ -239,6 +251,10 @@ async def test_answers_with_templates_are_the_answers_without(tds_server: TdsSer
         "odd-length": (odd(with_c0(b"a\x00b")), shows()),
         "too-long": (odd(with_c0(b"a\x00" * 4001)), shows()),
         "undeclared": (odd(values("a", "b") + nvarchar("@c9", b"c\x00")), shows()),
+        "xml-declared": (
+            request(executesql(preamble_batch(), XML_DECL, values("<a>", "b", "c"))),
+            shows(),
+        ),
     }
     # a full cache: TEMPLATES_KEPT other calls after the template, and the template after them
     batch = preamble_batch()
@@ -246,9 +262,11 @@ async def test_answers_with_templates_are_the_answers_without(tds_server: TdsSer
         request(preamble("o", "p", f"q{i}", sql=batch.replace("edgetds.iss", f"edgetds.is{i}")))
         for i in range(TEMPLATES_KEPT)
     ]
+    xml = request(executesql(preamble_batch(), XML_DECL, values("<a/>", "b", "c")))
     with trio.fail_after(120):
         for name, (probe, seen) in probes.items():
-            warmed = await answers(tds_server, [template, template], probe)
+            warm = [xml, xml] if name.startswith("xml") else [template, template]
+            warmed = await answers(tds_server, warm, probe)
             assert warmed == await answers(tds_server, [], probe), name
             assert seen(warmed[1]), name
         probe = request(preamble("dave", "https://idp", "q-5"))
