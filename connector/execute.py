@@ -48,7 +48,7 @@ from pytds import tds_base
 from pytds.collate import raw_collation
 from pytds.tds_writer import _TdsWriter
 
-from connector import _tdstypes
+from connector import _tdsread, _tdstypes
 from connector._watchdog import INTERRUPT_GRACE_S, Watch, watching
 from connector.encode import BoundParam, ParamError, RowEncoder, result_shape, wire_type
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
@@ -587,6 +587,7 @@ class _Reader:
             for i, key in enumerate(CONTEXT_KEYS)
         ]
         sess = cursor._session
+        _tdsread.install(sess)  # fixed-size values of the answer read from the packet buffer
         flag = reset_connection_flag(sess) if reset else contextlib.nullcontext()
         try:
             if not self.req.setup:
