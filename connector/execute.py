@@ -280,8 +280,8 @@ def check_values_fit(params: Sequence[BoundParam], collation: Any) -> None:
                     f"{param.sql_type} holds only the characters of the database's code page "
                     f"({codec.name}); declare nvarchar for this value",
                 ) from None
-        elif limit is None:
-            continue
+        elif limit is None or (unit == "utf-16" and 4 * len(value) <= limit):
+            continue  # (a character is two or four bytes in UTF-16: a short value fits)
         elif unit == "utf-16":
             size = 2 * utf16_units(value)
         else:
@@ -357,9 +357,8 @@ class _Remembered(Generic[_K, _V]):
         self._size = size
         self._values: dict[_K, _V] = {}
         self._lock = threading.Lock()
-
-    def get(self, key: _K) -> _V | None:
-        return self._values.get(key)
+        #: the value put last under ``key``, or None (the dict's own ``get``: no call of ours)
+        self.get: Callable[[_K], _V | None] = self._values.get
 
     def put(self, key: _K, value: _V) -> None:
         with self._lock:
@@ -462,7 +461,7 @@ def _submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[Boun
     for i, (sql, params) in enumerate(calls):
         if i:
             body.put_byte(_RPC_BATCH_FLAG if tds72 else _RPC_BATCH_FLAG_TDS71)
-        declaration = ",".join(f"{p.name} {p.sql_type}" for p in params) if params else None
+        declaration = ",".join([f"{p.name} {p.sql_type}" for p in params]) if params else None
         _write_rpc_head(body, sess, sql, declaration, collation, key_collation)
         for param in params:
             _write_bound(body, sess, param, collation, key_collation)

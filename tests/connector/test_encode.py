@@ -326,6 +326,15 @@ _CP932 = Collation(0x411, 0, True, False, True, True, False, False, 0)
         ("nvarchar(2)", "\U0001f600", raw_collation, True),  # two UTF-16 code units
         ("nvarchar(2)", "\U0001f600a", raw_collation, False),
         ("nchar(1)", "ab", raw_collation, False),
+        # at most 4 bytes per character: up to a quarter of the limit fits uncounted; beyond, the
+        # code units are counted
+        ("nvarchar(4)", "\U0001f600\U0001f600", raw_collation, True),
+        ("nvarchar(3)", "\U0001f600\U0001f600", raw_collation, False),
+        ("nvarchar(4)", "\U0001f600\U0001f600a", raw_collation, False),
+        ("nvarchar(4000)", "\U0001f600" * 2000, raw_collation, True),
+        ("nvarchar(4000)", "\U0001f600" * 2000 + "a", raw_collation, False),
+        ("nvarchar(4000)", "a" * 4000, raw_collation, True),
+        ("nvarchar(4000)", "a" * 4001, raw_collation, False),
         ("varchar(3)", "\u20ac\u20ac\u20ac", raw_collation, True),  # cp1252: one byte each
         ("varchar(2)", "\u3042", _CP932, True),  # two bytes in cp932
         ("varchar(1)", "\u3042", _CP932, False),
