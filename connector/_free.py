@@ -38,8 +38,13 @@ class Free:
     def release(self) -> None:
         self._primitive.release()
 
+    # (acquire's and release's bodies again, one call less each: ``async with`` is how the
+    # link's write lock and websockets' send lock are taken, each once per query answered)
     async def __aenter__(self) -> None:
-        await self.acquire()
+        try:
+            self._primitive.acquire_nowait()
+        except trio.WouldBlock:
+            await self._primitive.acquire()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
+        self._primitive.release()
