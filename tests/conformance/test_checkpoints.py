@@ -63,17 +63,22 @@ def expected(checkpoint: dict[str, Any] | None, conflict: dict[str, Any] | None 
     }
 
 
+def checkpoint(conf: Conformance, seq: int, file: str) -> dict[str, Any]:
+    """conn-2's checkpoint of `file` at `seq`, signed with its registered key."""
+    fields = {"connector_id": "conn-2", "tunnel": "demo", "file": file}
+    key = conf.relay.connector_keys["conn-2"]
+    return sign_checkpoint(key, seq=seq, head=f"{seq:064x}", now=1, **fields)
+
+
+async def holds(conf: Conformance, file: str, seq: int) -> bool:
+    """The relay holds conn-2's checkpoint of `file` at `seq`."""
+    body = (await answer(conf, file)).json()
+    return body["checkpoint"] is not None and body["checkpoint"]["seq"] == seq
+
+
 async def test_checkpoints_are_kept_per_audit_file(ckpt_conf: Conformance) -> None:
     conf = ckpt_conf
     key = conf.relay.connector_keys["conn-2"]
-
-    def checkpoint(seq: int, file: str) -> dict[str, Any]:
-        fields = {"connector_id": "conn-2", "tunnel": "demo", "file": file}
-        return sign_checkpoint(key, seq=seq, head=f"{seq:064x}", now=1, **fields)
-
-    async def holds(file: str, seq: int) -> bool:
-        body = (await answer(conf, file)).json()
-        return body["checkpoint"] is not None and body["checkpoint"]["seq"] == seq
 
     first, second = "audit-1.jsonl", "audit-2.jsonl"
     peer_args = (conf.relay.ws_url, "demo", "conn-2", key, conf.relay.relay_public_key)
@@ -82,21 +87,21 @@ async def test_checkpoints_are_kept_per_audit_file(ckpt_conf: Conformance) -> No
         assert held(await answer(conf)) == expected(None)
         assert held(await answer(conf, first)) == expected(None)
         async with open_peer(*peer_args, caps=(CHECKPOINT_CAP,)) as peer:
-            await peer.send(events.Checkpoint(checkpoint(5, first)))
-            await eventually(lambda: holds(first, 5))
+            await peer.send(events.Checkpoint(checkpoint(conf, 5, first)))
+            await eventually(lambda: holds(conf, first, 5))
             # one file: without &file= the same answer as with it (as before files were kept)
             assert (
                 held(await answer(conf))
                 == held(await answer(conf, first))
-                == expected(checkpoint(5, first))
+                == expected(checkpoint(conf, 5, first))
             )
             assert held(await answer(conf, second)) == expected(None)
             # the other replica's file: a lower seq, but no regression of the first file's
-            await peer.send(events.Checkpoint(checkpoint(2, second)))
-            await peer.send(events.Checkpoint(checkpoint(6, first)))
-            await eventually(lambda: holds(first, 6))  # frames are handled in order
-            assert held(await answer(conf, first)) == expected(checkpoint(6, first))
-            assert held(await answer(conf, second)) == expected(checkpoint(2, second))
+            await peer.send(events.Checkpoint(checkpoint(conf, 2, second)))
+            await peer.send(events.Checkpoint(checkpoint(conf, 6, first)))
+            await eventually(lambda: holds(conf, first, 6))  # frames are handled in order
+            assert held(await answer(conf, first)) == expected(checkpoint(conf, 6, first))
+            assert held(await answer(conf, second)) == expected(checkpoint(conf, 2, second))
             # several files and none named: 409 with their names
             several = await answer(conf)
             assert several.status_code == 409, several.text
@@ -109,13 +114,13 @@ async def test_checkpoints_are_kept_per_audit_file(ckpt_conf: Conformance) -> No
                 "files": [first, second],
             }
             # a regression within one file is refused and its checkpoint kept as the conflict
-            await peer.send(events.Checkpoint(checkpoint(1, second)))
-            await peer.send(events.Checkpoint(checkpoint(7, first)))
-            await eventually(lambda: holds(first, 7))
+            await peer.send(events.Checkpoint(checkpoint(conf, 1, second)))
+            await peer.send(events.Checkpoint(checkpoint(conf, 7, first)))
+            await eventually(lambda: holds(conf, first, 7))
             assert held(await answer(conf, second)) == expected(
-                checkpoint(2, second), conflict=checkpoint(2, second)
+                checkpoint(conf, 2, second), conflict=checkpoint(conf, 2, second)
             )
-            assert held(await answer(conf, first)) == expected(checkpoint(7, first))
+            assert held(await answer(conf, first)) == expected(checkpoint(conf, 7, first))
             assert held(await answer(conf, "audit-3.jsonl")) == expected(None)
 
 
@@ -125,24 +130,16 @@ async def test_checkpoints_of_at_most_64_files_are_kept(ckpt_conf: Conformance) 
     conf = ckpt_conf
     key = conf.relay.connector_keys["conn-2"]
 
-    def checkpoint(seq: int, file: str) -> dict[str, Any]:
-        fields = {"connector_id": "conn-2", "tunnel": "demo", "file": file}
-        return sign_checkpoint(key, seq=seq, head=f"{seq:064x}", now=1, **fields)
-
-    async def holds(file: str, seq: int) -> bool:
-        body = (await answer(conf, file)).json()
-        return body["checkpoint"] is not None and body["checkpoint"]["seq"] == seq
-
     files = [f"audit-{n}.jsonl" for n in range(65)]
     peer_args = (conf.relay.ws_url, "demo", "conn-2", key, conf.relay.relay_public_key)
     with trio.fail_after(120):
         async with open_peer(*peer_args, caps=(CHECKPOINT_CAP,)) as peer:
             for file in files:
-                await peer.send(events.Checkpoint(checkpoint(1, file)))
-            await peer.send(events.Checkpoint(checkpoint(2, files[0])))
-            await eventually(lambda: holds(files[0], 2))  # frames are handled in order
+                await peer.send(events.Checkpoint(checkpoint(conf, 1, file)))
+            await peer.send(events.Checkpoint(checkpoint(conf, 2, files[0])))
+            await eventually(lambda: holds(conf, files[0], 2))  # frames are handled in order
             assert held(await answer(conf, files[-1])) == expected(None)
-            assert held(await answer(conf, files[63])) == expected(checkpoint(1, files[63]))
+            assert held(await answer(conf, files[63])) == expected(checkpoint(conf, 1, files[63]))
             several = await answer(conf)
             assert several.status_code == 409, several.text
             assert several.json()["files"] == sorted(files[:64])

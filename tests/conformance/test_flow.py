@@ -15,7 +15,7 @@ connector's side is a protocol peer that records every CREDIT and QUERY it recei
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 import pytest
@@ -107,12 +107,7 @@ async def test_a_draining_refusal_ends_queries_on_that_connection(kind: str, idp
 async def test_a_draining_refusal_is_placed_on_another_connector(kind: str, idp: DevIdP) -> None:
     with trio.fail_after(60):
         async with (
-            RELAYS[kind](
-                tunnel="demo",
-                connector_ids=["conn-1", "conn-2"],
-                issuer=idp.issuer,
-                limits=BASE_LIMITS[kind],
-            ) as relay,
+            two_connector_relay(kind, idp) as relay,
             two_peers(relay, refuse) as (refusing, serving),
             httpx.AsyncClient(timeout=30) as client,
         ):
@@ -122,6 +117,14 @@ async def test_a_draining_refusal_is_placed_on_another_connector(kind: str, idp:
             # conn-1 refused at most one (then it counts as draining); conn-2 ran the rest
             assert len(refusing.queries) <= 1
             assert len(serving.queries) == 4
+
+
+def two_connector_relay(kind: str, idp: DevIdP) -> AbstractAsyncContextManager[RelayHandle]:
+    """A relay of tunnel "demo" with the connectors conn-1 and conn-2 registered."""
+    return RELAYS[kind](
+        tunnel="demo", connector_ids=["conn-1", "conn-2"], issuer=idp.issuer,
+        limits=BASE_LIMITS[kind],
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -151,12 +154,7 @@ async def test_a_draining_refusal_is_the_answer_when_the_other_connector_is_full
 
     with trio.fail_after(60):
         async with (
-            RELAYS[kind](
-                tunnel="demo",
-                connector_ids=["conn-1", "conn-2"],
-                issuer=idp.issuer,
-                limits=BASE_LIMITS[kind],
-            ) as relay,
+            two_connector_relay(kind, idp) as relay,
             httpx.AsyncClient(timeout=30) as client,
         ):
             keys = relay.connector_keys
