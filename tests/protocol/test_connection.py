@@ -105,6 +105,7 @@ def test_query_result_stream(pair: ProtocolPair) -> None:
     assert not conn.can_open_stream()
     pair.query(1)
     assert relay.open_streams() == conn.open_streams() == {1}
+    assert relay.open_stream_count == conn.open_stream_count == 1
     assert relay.is_open(1)
     assert conn.is_open(1)
     assert not conn.is_open(2)
@@ -128,6 +129,7 @@ def test_query_result_stream(pair: ProtocolPair) -> None:
     )
     assert [json.loads(line) for line in body.splitlines()][-1]["done"]["rows"] == 2
     assert relay.open_streams() == conn.open_streams() == frozenset()
+    assert relay.open_stream_count == conn.open_stream_count == 0
     assert not relay.is_open(1)
     assert not conn.is_open(1)
     assert conn.send_window(1) == 0
