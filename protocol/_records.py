@@ -28,7 +28,7 @@ __all__ = [
     "parse_error_record",
 ]
 
-_TYPE = re.compile(r"([a-z0-9]+)(?:\((max|\d{1,4})(?:,(\d{1,2}))?\))?")
+_TYPE = re.compile(r"([a-z0-9]+)(?:\((max|[0-9]{1,4})(?:,([0-9]{1,2}))?\))?")
 
 
 class RecordLine(bytes):
@@ -158,7 +158,8 @@ def param_type(value: Any) -> str | None:
 
     Bare values: string -> ``nvarchar(max)``, integer -> ``bigint``, fractional number -> ``float``,
     true/false -> ``bit``, null -> None (untyped NULL). Typed values ``{"type": t, "value": v}``:
-    ``t`` lowercased, e.g. ``decimal(18,4)``; ``v`` a string, number, boolean or null.
+    ``t`` lowercased, e.g. ``decimal(18,4)``; ``v`` a string, number, boolean or null (or left
+    out: a typed NULL, as the connector reads it).
 
     Raises:
         ValueError: an array, an object that is not a typed value, or an unknown type.
@@ -173,9 +174,9 @@ def param_type(value: Any) -> str | None:
         return "float"
     if isinstance(value, str):
         return "nvarchar(max)"
-    if not isinstance(value, dict) or set(value) != {"type", "value"}:
+    if not isinstance(value, dict) or "type" not in value or not set(value) <= {"type", "value"}:
         raise ValueError('a parameter is a JSON scalar or {"type": ..., "value": ...}')
-    kind, inner = value["type"], value["value"]
+    kind, inner = value["type"], value.get("value")  # no "value": a typed NULL
     match = _TYPE.fullmatch(kind.replace(" ", "").lower()) if isinstance(kind, str) else None
     if match is None or match.group(1) not in SQL_TYPES:
         raise ValueError(f"unknown SQL Server parameter type {kind!r}")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import ErrorCode, canonical_json, loads_object
+from protocol import ErrorCode, canonical_json, loads_object, param_type
 from relay.http import HttpError
 
 __all__ = ["MAX_PARAMS", "QueryRequest", "new_query_id", "parse_query_request"]
@@ -59,6 +59,44 @@ def new_query_id() -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+#: what JavaScript's trim() removes (its WhiteSpace and LineTerminator), so that both relays call
+#: the same statements blank (Python's strip() also removes U+001C-U+001F and U+0085, not U+FEFF)
+_BLANK = (
+    "\t\n\v\f\r \u00a0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000\ufeff")
+)
+#: the largest integer every JSON reader holds exactly (a double's 53-bit significand)
+_EXACT = 2**53 - 1
+
+
+def _parameter_problem(value: Any) -> str | None:
+    """Why ``value`` is no parameter value (SPEC 12.2: a JSON scalar, or ``{"type", "value"}``
+    with a scalar value, as `protocol.param_type` checks), or holds an integer beyond
+    +-(2^53 - 1), which the Worker relay cannot read exactly; None when it is one."""
+    try:
+        param_type(value)
+    except ValueError as exc:
+        return str(exc)
+    inner = value.get("value") if isinstance(value, dict) else value
+    if isinstance(inner, int) and not -_EXACT <= inner <= _EXACT:
+        return (
+            "an integer beyond 2^53, which JSON readers such as JavaScript's cannot hold "
+            'exactly; send it as a string: {"type": "bigint", "value": "9007199254740993"}'
+        )
+    return None
+
+
+def _well_formed(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate from a JSON escape such as \\ud800):
+    the QUERY frame carries it as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _invalid(message: str) -> HttpError:
     return HttpError(ErrorCode.REQUEST_INVALID, message)
 
@@ -101,8 +139,10 @@ def parse_query_request(
     sql, query = body.get("sql"), body.get("query")
     if (sql is None) == (query is None):
         raise _invalid("send exactly one of 'sql' (a statement) and 'query' (a named query)")
-    if sql is not None and (not isinstance(sql, str) or not sql.strip()):
+    if sql is not None and (not isinstance(sql, str) or not sql.strip(_BLANK)):
         raise _invalid("'sql' must be a non-empty string")
+    if sql is not None and not _well_formed(sql):
+        raise _invalid("'sql' contains a lone surrogate (invalid Unicode)")
     if query is not None and (not isinstance(query, str) or not _NAME.fullmatch(query)):
         raise _invalid("'query' must be a query name (letters, digits, _ . : -; at most 128)")
     params = body.get("params", {})
@@ -115,6 +155,10 @@ def parse_query_request(
             f"{len(params)} parameters; SQL Server accepts at most {MAX_PARAMS} in one request: "
             "pass a list as one parameter (e.g. JSON text read with OPENJSON) or split the query"
         )
+    for name, value in params.items():
+        problem = _parameter_problem(value)
+        if problem is not None:
+            raise _invalid(f"parameter {name[:40]!r}: {problem}")
     try:
         params_bytes = len(canonical_json(params))
     except ValueError:  # a lone surrogate: not encodable as UTF-8

@@ -189,6 +189,49 @@ async def test_numbers_beyond_a_double_are_refused_and_the_link_keeps_serving(
             assert len(p.queries) == 1
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"[" * 2000 + b"]" * 2000,
+        b'{"b":' * 2000 + b"1" + b"}" * 2000,
+        b"[" * 400 + b"]" * 400,
+        b"[1, 2]",
+        b'{"type": "int", "value": [1]}',
+        b'{"type": "int", "value": 1, "x": 2}',
+        b'{"type": "no_such_type", "value": 1}',
+        b"9007199254740992",
+        b'{"type": "bigint", "value": -9007199254740992}',
+    ],
+    ids=["deep-list", "deep-object", "list-400", "list", "typed-list", "typed-extra",
+         "typed-unknown", "beyond-2^53", "typed-beyond-2^53"],
+)  # fmt: skip
+async def test_a_parameter_that_is_no_parameter_value_is_refused_before_the_connector(
+    relay: RelayHandle, idp: DevIdP, value: bytes
+) -> None:
+    """A parameter is a JSON scalar or {"type", "value"} with a scalar value (SPEC 12.2), an
+    integer within +-(2^53 - 1): anything else is refused with 400 before a QUERY is made, so a
+    QUERY never carries what the connector's parser cannot read (nesting deeper than it supports
+    would make the QUERY a protocol error and end the connection, and every query on it)."""
+    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
+    headers = {
+        "Authorization": f"Bearer {idp.mint(sub='alice')}",
+        "Content-Type": "application/json",
+    }
+    body = b'{"sql": "select @x", "params": {"x": ' + value + b"}}"
+    with trio.fail_after(30):
+        async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
+            response = await client.post(url, content=body, headers=headers)
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["code"] == "request.invalid"
+            assert "x" in error["message"] or "nested" in error["message"], error
+            assert p.queries == []
+            after = await client.post(url, json={"sql": "select @x", "params": {"x": 1}},
+                                      headers=headers)  # fmt: skip
+            assert after.status_code == 200, after.text
+            assert len(p.queries) == 1
+
+
 @pytest.mark.parametrize("kind", sorted(RELAYS))
 async def test_a_statement_over_the_limit_does_not_wait_for_a_slot(kind: str, idp: DevIdP) -> None:
     gate = trio.Event()

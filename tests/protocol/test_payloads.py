@@ -238,6 +238,7 @@ def test_parse_error_record_rejects(line: bytes) -> None:
         ({"type": "Decimal(18, 4)", "value": "1.5000"}, "decimal(18,4)"),
         ({"type": "varbinary(max)", "value": "AAE="}, "varbinary(max)"),
         ({"type": "uniqueidentifier", "value": None}, "uniqueidentifier"),
+        ({"type": "int"}, "int"),  # no value: a typed NULL
     ],
 )
 def test_param_type(value: Any, sql_type: str | None) -> None:
@@ -253,6 +254,10 @@ def test_param_type(value: Any, sql_type: str | None) -> None:
         {"type": 5, "value": "x"},
         {"type": "int", "value": [1]},
         {"type": "decimal(18,4", "value": "1"},
+        {
+            "type": "decimal(\u0661\u0668)",
+            "value": "1",
+        },  # digits are ASCII, as the Worker reads them
     ],
 )
 def test_param_type_rejects(value: Any) -> None:

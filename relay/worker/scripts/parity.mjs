@@ -6,9 +6,14 @@
  *   {"values": [...], "pem": "...", "hello": {...}, "attestation": {...}, "origins": [...]}
  *     -> {"canonical": ["<text>", ...], "key_id": "...", "hello": {...}, "attestation": {...},
  *         "origin_problems": [<why a cors_origins entry is refused, or null>, ...]}
+ *
+ *   {"values": [], "requests": ["<base64 /query body>", ...], "max_timeout_ms": N}
+ *     -> {"requests": [{"ok": true, "sql", "query", "params", "max_rows", "timeout_ms",
+ *         "query_id" (the client's, or null)} | {"ok": false, "code": "..."}, ...]}
  */
 import { canonicalJsonText, loadRelayKey, makeAttestation, signHello } from "../src/auth.js";
 import { originProblem } from "../src/cors.js";
+import { parseQueryRequest } from "../src/request.js";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
@@ -22,4 +27,15 @@ if (job.pem) {
   if (job.attestation) out.attestation = await makeAttestation(key, job.attestation);
 }
 if (job.origins) out.origin_problems = job.origins.map((o) => originProblem(o));
+if (job.requests) {
+  out.requests = job.requests.map((b64) => {
+    try {
+      const r = parseQueryRequest(new Uint8Array(Buffer.from(b64, "base64")), { maxTimeoutMs: job.max_timeout_ms });
+      const queryId = r.client_query_id ? r.query_id : null;
+      return { ok: true, sql: r.sql, query: r.query, params: r.params_json, max_rows: r.max_rows, timeout_ms: r.timeout_ms, query_id: queryId };
+    } catch (err) {
+      return { ok: false, code: err.code ?? String(err) };
+    }
+  });
+}
 process.stdout.write(JSON.stringify(out));

@@ -16,6 +16,33 @@ const QUERY_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/;
 /** SQL Server accepts at most 2,100 parameters in one request. */
 export const MAX_PARAMS = 2100;
+/** The SQL Server types a typed parameter may name (protocol/vectors/registry.json "sql_types"). */
+export const SQL_TYPES = new Set([
+  "bit", "tinyint", "smallint", "int", "bigint", "decimal", "numeric", "money", "smallmoney",
+  "real", "float", "char", "varchar", "nchar", "nvarchar", "text", "ntext", "xml", "binary",
+  "varbinary", "image", "date", "time", "datetime", "smalldatetime", "datetime2", "datetimeoffset",
+  "uniqueidentifier",
+]);
+/** A typed parameter's type, spaces removed and lower-cased: a name, then (n), (max) or (p,s). */
+const SQL_TYPE = /^([a-z0-9]+)(?:\((max|[0-9]{1,4})(?:,([0-9]{1,2}))?\))?$/;
+
+/**
+ * Why `value` is no parameter value, or null (SPEC 12.2; protocol.param_type checks the same): a
+ * JSON scalar, or `{"type", "value"}` naming a known SQL Server type, with a scalar value.
+ * @param {unknown} value @returns {string | null}
+ */
+export function paramProblem(value) {
+  if (value === null || typeof value !== "object" || value instanceof PyFloat) return null;
+  // ("value" may be left out: a typed NULL, as the connector reads it)
+  if (Array.isArray(value) || !Object.hasOwn(value, "type") || Object.keys(value).some((k) => k !== "type" && k !== "value")) {
+    return 'a parameter is a JSON scalar or {"type": ..., "value": ...}';
+  }
+  const { type: kind, value: inner = null } = /** @type {{type: unknown, value?: unknown}} */ (value);
+  const match = typeof kind === "string" ? SQL_TYPE.exec(kind.replaceAll(" ", "").toLowerCase()) : null;
+  if (match === null || !SQL_TYPES.has(match[1])) return `unknown SQL Server parameter type ${JSON.stringify(kind)}`;
+  if (inner !== null && typeof inner === "object" && !(inner instanceof PyFloat)) return "a typed parameter's value is a string, number, boolean or null";
+  return null;
+}
 
 function invalid(message) {
   return new HttpError(ErrorCode.REQUEST_INVALID, message);
@@ -61,13 +88,20 @@ function optionalInt(body, key, minimum) {
   return value;
 }
 
-const bodyDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+// ignoreBOM keeps a byte order mark in the text, where JSON.parse refuses it (as the Python relay does)
+const bodyDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const bodyEncoder = new TextEncoder();
-const FRACTION_OR_EXPONENT = /[0-9][.eE]/;
+const FRACTION_OR_EXPONENT = /[0-9][.eE]|-0/;
 
-/** JSON.parse's reviver that keeps a float literal a PyFloat. @param {string} key @param {any} value @param {{source?: string}} [context] */
+/**
+ * JSON.parse's reviver that keeps a float literal a PyFloat, and reads the literal -0 as the
+ * integer 0 (as Python does; -0.0 stays a float).
+ * @param {string} key @param {any} value @param {{source?: string}} [context]
+ */
 function floatReviver(key, value, context) {
-  return typeof value === "number" && /[.eE]/.test(context?.source ?? "") ? new PyFloat(value) : value;
+  if (typeof value !== "number") return value;
+  if (/[.eE]/.test(context?.source ?? "")) return new PyFloat(value);
+  return Object.is(value, -0) ? 0 : value;
 }
 
 /**
@@ -151,6 +185,10 @@ function checkQuery(body, { maxTimeoutMs, maxParamBytes = 262_144 }) {
   }
   for (const name of Object.keys(params)) {
     if (!NAME.test(name.startsWith("@") ? name.slice(1) : name)) throw invalid(`parameter name '${name.slice(0, 40)}' is not a valid name`);
+  }
+  for (const [name, value] of Object.entries(params)) {
+    const problem = paramProblem(value);
+    if (problem !== null) throw invalid(`parameter '${name.slice(0, 40)}': ${problem}`);
   }
   let paramsJson;
   try {

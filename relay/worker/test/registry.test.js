@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { CloseCode, ErrorCode, FrameType, httpStatus, ISOLATION_LEVELS, SESSION_CAP, SESSION_END_REASONS, SESSION_OPS } from "../src/frames.js";
+import { SQL_TYPES } from "../src/request.js";
 
 const REGISTRY = JSON.parse(readFileSync(new URL("../../../protocol/vectors/registry.json", import.meta.url), "utf8"));
 
@@ -30,4 +31,8 @@ test("the session vocabulary is the registry's", () => {
   assert.deepEqual([...SESSION_OPS], REGISTRY.session.ops);
   assert.deepEqual([...ISOLATION_LEVELS], REGISTRY.session.isolation_levels);
   assert.deepEqual([...SESSION_END_REASONS], REGISTRY.session.end_reasons);
+});
+
+test("SQL_TYPES, the types a typed parameter may name, are the registry's", () => {
+  assert.deepEqual([...SQL_TYPES].sort(), REGISTRY.sql_types.map(({ name }) => name).sort());
 });
