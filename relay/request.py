@@ -17,7 +17,13 @@ from typing import Any
 from protocol import ErrorCode, canonical_json, loads_object, param_type
 from relay.http import HttpError
 
-__all__ = ["MAX_PARAMS", "QueryRequest", "new_query_id", "parse_query_request"]
+__all__ = [
+    "MAX_PARAMS",
+    "QueryRequest",
+    "check_query_object",
+    "new_query_id",
+    "parse_query_request",
+]
 
 #: SQL Server accepts at most 2,100 parameters in one request.
 MAX_PARAMS = 2100
@@ -132,6 +138,14 @@ def parse_query_request(
             f"body is not a JSON object ({str(exc)[:80]}); send "
             '{"sql": "...", "params": {...}} with Content-Type: application/json'
         ) from None
+    return check_query_object(body, max_timeout_ms=max_timeout_ms, max_param_bytes=max_param_bytes)
+
+
+def check_query_object(
+    body: Mapping[str, Any], *, max_timeout_ms: int, max_param_bytes: int = 262_144
+) -> QueryRequest:
+    """`parse_query_request` of a body already read as JSON (a session's ``query`` op, a
+    statement of ``/transaction``): the same checks and refusals."""
     unknown = sorted(set(body) - _ALLOWED)
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])

@@ -29,7 +29,6 @@ from protocol import (
     SESSION_CAP,
     ErrorCode,
     LocalProtocolError,
-    canonical_json,
     check_session,
     error_record,
     events,
@@ -46,7 +45,7 @@ from relay.query import (
     read_body_in_time,
     sign_query,
 )
-from relay.request import QueryRequest, parse_query_request
+from relay.request import QueryRequest, check_query_object
 from relay.session import ConnectorSession, RelayStream
 
 if TYPE_CHECKING:
@@ -387,9 +386,8 @@ async def _handle_session(
     session.busy = True
     try:
         if op == "query":
-            body_bytes = canonical_json(await _read_object(scope, receive, ctx.limits))
-            req = parse_query_request(
-                body_bytes,
+            req = check_query_object(
+                await _read_object(scope, receive, ctx.limits),
                 max_timeout_ms=ctx.limits.query_timeout_ms,
                 max_param_bytes=ctx.limits.max_param_bytes,
             )
@@ -465,8 +463,8 @@ async def handle_transaction(
         if "timeout_ms" in body:
             with_timeout["timeout_ms"] = body["timeout_ms"]
         requests.append(
-            parse_query_request(
-                canonical_json(with_timeout),
+            check_query_object(
+                with_timeout,
                 max_timeout_ms=limits.query_timeout_ms,
                 max_param_bytes=limits.max_param_bytes,
             )

@@ -263,3 +263,33 @@ async def test_a_client_that_hangs_up_mid_transaction_commits_nothing(
             assert b" 200 " in received.split(b"\r\n", 1)[0]
         # a committed read waits for the transaction's locks: it answers once it rolled back
         assert await stock(conf.db) == [(1, 10), (2, 0)]
+
+
+async def test_bad_text_and_parameters_in_a_session_or_transaction_are_400(
+    conf: Conformance, client: SessionClient
+) -> None:
+    """A statement with a lone surrogate (the JSON escape \\ud800), or a parameter that is no
+    parameter value, is refused as /query refuses it (400 request.invalid), and the session
+    stays open."""
+
+    async def post(path: str, body: bytes) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {client.token}", "Content-Type": "application/json"}
+        return await conf.http.post(client.base + path, content=body, headers=headers)
+
+    surrogate = b'{"sql": "SELECT \\ud800"}'
+    not_a_value = b'{"sql": "SELECT @x", "params": {"x": [[1]]}}'
+    with trio.fail_after(60):
+        sid = await client.open()
+        for body in (surrogate, not_a_value):
+            bad = await post(f"/sessions/{sid}/query", body)
+            assert bad.status_code == 400, bad.text
+            assert bad.json()["error"]["code"] == "request.invalid"
+        still = await client.query(sid, "SELECT 1 AS one")
+        assert (still.status, still.rows) == (200, [[1]])
+        assert (await client.op(sid, "rollback")).status == 200
+        for body in (surrogate, not_a_value):
+            answer = await post(
+                "/transaction", b'{"statements": [{"sql": "SELECT 1"}, ' + body + b"]}"
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["code"] == "request.invalid"
