@@ -93,7 +93,7 @@ def _parameter_problem(value: Any) -> str | None:
     return None
 
 
-def _well_formed(text: str) -> bool:
+def well_formed(text: str) -> bool:
     """Whether ``text`` is valid Unicode (no lone surrogate from a JSON escape such as \\ud800):
     the QUERY frame carries it as UTF-8."""
     try:
@@ -155,7 +155,7 @@ def check_query_object(
         raise _invalid("send exactly one of 'sql' (a statement) and 'query' (a named query)")
     if sql is not None and (not isinstance(sql, str) or not sql.strip(_BLANK)):
         raise _invalid("'sql' must be a non-empty string")
-    if sql is not None and not _well_formed(sql):
+    if sql is not None and not well_formed(sql):
         raise _invalid("'sql' contains a lone surrogate (invalid Unicode)")
     if query is not None and (not isinstance(query, str) or not _NAME.fullmatch(query)):
         raise _invalid("'query' must be a query name (letters, digits, _ . : -; at most 128)")

@@ -15,6 +15,7 @@ other operations never wait in the admission queue. Ended sessions are forgotten
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ from relay.query import (
     read_body_in_time,
     sign_query,
 )
-from relay.request import QueryRequest, check_query_object
+from relay.request import QueryRequest, check_query_object, well_formed
 from relay.session import ConnectorSession, RelayStream
 
 if TYPE_CHECKING:
@@ -164,9 +165,18 @@ class SessionTable:
 # ---------------------------------------------------------------------------------- requests
 
 
+#: a begin's role: 1-128 characters, none of them a control character (the Worker's rule)
+_ROLE = re.compile(r"[^\x00-\x1f]{1,128}")
+
+
 async def _read_object(scope: Scope, receive: Receive, limits: Limits) -> dict[str, Any]:
-    body = await read_body_in_time(scope, receive, limits)
-    if not body.strip():
+    return parse_object(await read_body_in_time(scope, receive, limits))
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """A session request's body: {} when empty (white space alone is no JSON, as the Worker
+    reads it), else a JSON object read as strictly as a frame payload."""
+    if not body:
         return {}
     try:
         return loads_object(body)
@@ -198,8 +208,14 @@ def _begin_member(body: Mapping[str, Any], sid: str, allowed: frozenset[str]) ->
         member["idle_timeout_ms"] = timeout
     role = body.get("role")
     if role is not None:
-        if not isinstance(role, str) or not role or len(role) > 128:
-            raise HttpError(ErrorCode.REQUEST_INVALID, "'role' must be a role name")
+        if not isinstance(role, str) or not _ROLE.fullmatch(role) or not well_formed(role):
+            raise HttpError(
+                ErrorCode.REQUEST_INVALID,
+                "'role' must be a policy role name (1-128 characters, no control character)",
+            )
+        # 128 counted as the Worker counts them: UTF-16 code units
+        if len(role.encode("utf-16-le", "surrogatepass")) > 256:
+            raise HttpError(ErrorCode.REQUEST_INVALID, "'role' must be at most 128 characters")
         member["role"] = role
     return member
 

@@ -21,6 +21,7 @@ from typing import Any
 from protocol import canonical_json
 from relay.http import HttpError
 from relay.request import parse_query_request
+from relay.sessions import _begin_member, parse_object
 from tests.support.node import NODE
 from tests.support.worker_relay import ROOT
 
@@ -151,3 +152,44 @@ def test_both_relays_read_every_body_alike() -> None:
     accepted = sum(1 for js in worker if js["ok"])
     assert accepted >= 50  # the bodies try both sides
     assert len(bodies) - accepted >= 50
+
+
+BEGIN = frozenset({"isolation", "timeout_ms", "role"})
+
+
+def begin_bodies() -> list[bytes]:
+    values = [
+        '"read committed"', '"serializable"', '"READ COMMITTED"', "1", "0", "2147483647",
+        "2147483648", "1.0", "-0", "null", "true", '"r"', '""', '"a\\u0000b"', '"\\n"',
+        '"' + "x" * 128 + '"', '"' + "x" * 129 + '"', '"' + "\\ud83d\\ude00" * 64 + '"',
+        '"' + "\\ud83d\\ude00" * 65 + '"', '"\\ud800"', "[]", "{}",
+    ]  # fmt: skip
+    bodies = [b"", b" ", b"\n", b"{}", b"[]", b"null", b'{"x": 1}', b'{"role": "r", "role": "s"}']
+    for key in sorted(BEGIN):
+        bodies += [f'{{"{key}": {value}}}'.encode() for value in values]
+    return bodies
+
+
+def python_begins(raw: bytes) -> dict[str, Any]:
+    try:
+        member = _begin_member(parse_object(raw), "", BEGIN)
+    except HttpError as exc:
+        return {"ok": False, "code": str(exc.code)}
+    return {"ok": True, "session": {k: v for k, v in member.items() if k not in ("id", "op")}}
+
+
+def test_both_relays_read_every_session_begin_alike() -> None:
+    bodies = begin_bodies()
+    job = {"values": [], "begins": [base64.b64encode(b).decode() for b in bodies]}
+    done = subprocess.run(
+        [str(NODE), str(SCRIPT)], input=json.dumps(job), capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    worker = json.loads(done.stdout)["begins"]
+    differ = [
+        (raw, python, js)
+        for raw, js in zip(bodies, worker, strict=True)
+        if (python := python_begins(raw)) != js
+    ]
+    assert not differ, f"{len(differ)} of {len(bodies)} bodies read differently: {differ[:5]}"
+    assert sum(1 for js in worker if js["ok"]) >= 10

@@ -10,10 +10,13 @@
  *   {"values": [], "requests": ["<base64 /query body>", ...], "max_timeout_ms": N}
  *     -> {"requests": [{"ok": true, "sql", "query", "params", "max_rows", "timeout_ms",
  *         "query_id" (the client's, or null)} | {"ok": false, "code": "..."}, ...]}
+ *
+ *   {"values": [], "begins": ["<base64 POST .../sessions body>", ...]}
+ *     -> {"begins": [{"ok": true, "session": {isolation?, idle_timeout_ms?, role?}} | {"ok": false, "code": "..."}, ...]}
  */
 import { canonicalJsonText, loadRelayKey, makeAttestation, signHello } from "../src/auth.js";
 import { originProblem } from "../src/cors.js";
-import { parseQueryRequest } from "../src/request.js";
+import { parseBeginRequest, parseQueryRequest } from "../src/request.js";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
@@ -27,6 +30,15 @@ if (job.pem) {
   if (job.attestation) out.attestation = await makeAttestation(key, job.attestation);
 }
 if (job.origins) out.origin_problems = job.origins.map((o) => originProblem(o));
+if (job.begins) {
+  out.begins = job.begins.map((b64) => {
+    try {
+      return { ok: true, session: parseBeginRequest(new Uint8Array(Buffer.from(b64, "base64"))) };
+    } catch (err) {
+      return { ok: false, code: err.code ?? String(err) };
+    }
+  });
+}
 if (job.requests) {
   out.requests = job.requests.map((b64) => {
     try {

@@ -247,7 +247,7 @@ function beginOptions(body) {
     out.idle_timeout_ms = body.timeout_ms;
   }
   if (body.role !== undefined && body.role !== null) {
-    if (typeof body.role !== "string" || !ROLE.test(body.role)) throw invalid("'role' must be a policy role name (1-128 characters)");
+    if (typeof body.role !== "string" || !ROLE.test(body.role) || !body.role.isWellFormed()) throw invalid("'role' must be a policy role name (1-128 characters, no control character)");
     out.role = body.role;
   }
   return out;
