@@ -55,6 +55,16 @@ def peer(relay: RelayHandle, **options: Any) -> AbstractAsyncContextManager[Peer
     return open_peer(relay.ws_url, relay.tunnel, "conn-1", key, relay.relay_public_key, **options)
 
 
+def raw_post(relay: RelayHandle, idp: DevIdP) -> tuple[str, dict[str, str]]:
+    """The /query URL and the headers of a JSON body sent as bytes (alice's token)."""
+    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
+    headers = {
+        "Authorization": f"Bearer {idp.mint(sub='alice')}",
+        "Content-Type": "application/json",
+    }
+    return url, headers
+
+
 async def post(relay: RelayHandle, idp: DevIdP, body: dict[str, Any]) -> httpx.Response:
     url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
     headers = {"Authorization": f"Bearer {idp.mint(sub='alice')}"}
@@ -139,11 +149,7 @@ async def test_a_configured_max_param_bytes_applies(kind: str, idp: DevIdP) -> N
 async def test_duplicate_member_names_are_refused_before_the_connector(
     relay: RelayHandle, idp: DevIdP, body: bytes
 ) -> None:
-    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
-    headers = {
-        "Authorization": f"Bearer {idp.mint(sub='alice')}",
-        "Content-Type": "application/json",
-    }
+    url, headers = raw_post(relay, idp)
     with trio.fail_after(20):
         async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
             response = await client.post(url, content=body, headers=headers)
@@ -166,11 +172,7 @@ async def test_numbers_beyond_a_double_are_refused_and_the_link_keeps_serving(
     would read two ways is refused before anything is signed, bare or as a typed value, and the
     connector's connection keeps serving (an infinite float in a QUERY would fail its encoding
     inside the relay's protocol state)."""
-    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
-    headers = {
-        "Authorization": f"Bearer {idp.mint(sub='alice')}",
-        "Content-Type": "application/json",
-    }
+    url, headers = raw_post(relay, idp)
     bodies = [
         b'{"sql": "select @x", "params": {"x": ' + number + b"}}",
         b'{"sql": "select @x", "params": {"x": {"type": "float", "value": ' + number + b"}}}",
@@ -212,11 +214,7 @@ async def test_a_parameter_that_is_no_parameter_value_is_refused_before_the_conn
     integer within +-(2^53 - 1): anything else is refused with 400 before a QUERY is made, so a
     QUERY never carries what the connector's parser cannot read (nesting deeper than it supports
     would make the QUERY a protocol error and end the connection, and every query on it)."""
-    url = f"{relay.http_url}/v1/tunnels/{relay.tunnel}/query"
-    headers = {
-        "Authorization": f"Bearer {idp.mint(sub='alice')}",
-        "Content-Type": "application/json",
-    }
+    url, headers = raw_post(relay, idp)
     body = b'{"sql": "select @x", "params": {"x": ' + value + b"}}"
     with trio.fail_after(30):
         async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:

@@ -16,6 +16,7 @@ import base64
 import json
 import random
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 from protocol import canonical_json
@@ -115,6 +116,28 @@ def edge_bodies() -> list[bytes]:
     return cases
 
 
+def worker_reads(kind: str, bodies: list[bytes], **options: Any) -> list[dict[str, Any]]:
+    """What the Worker's reader makes of each body (relay/worker/scripts/parity.mjs, ``kind``)."""
+    job = {"values": [], kind: [base64.b64encode(b).decode() for b in bodies], **options}
+    done = subprocess.run(
+        [str(NODE), str(SCRIPT)], input=json.dumps(job), capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    answers: list[dict[str, Any]] = json.loads(done.stdout)[kind]
+    return answers
+
+
+def assert_alike(
+    bodies: list[bytes], worker: list[dict[str, Any]], python: Callable[[bytes], dict[str, Any]]
+) -> None:
+    differ = [
+        (raw[:120], mine, js)
+        for raw, js in zip(bodies, worker, strict=True)
+        if (mine := python(raw)) != js
+    ]
+    assert not differ, f"{len(differ)} of {len(bodies)} bodies read differently: {differ[:5]}"
+
+
 def python_reads(raw: bytes) -> dict[str, Any]:
     try:
         r = parse_query_request(raw, max_timeout_ms=MAX_TIMEOUT_MS)
@@ -133,22 +156,8 @@ def python_reads(raw: bytes) -> dict[str, Any]:
 
 def test_both_relays_read_every_body_alike() -> None:
     bodies = random_bodies(3000, seed=2026) + edge_bodies()
-    job = {
-        "values": [],
-        "requests": [base64.b64encode(b).decode() for b in bodies],
-        "max_timeout_ms": MAX_TIMEOUT_MS,
-    }
-    done = subprocess.run(
-        [str(NODE), str(SCRIPT)], input=json.dumps(job), capture_output=True, text=True,
-        timeout=120, check=True,
-    )  # fmt: skip
-    worker = json.loads(done.stdout)["requests"]
-    differ = [
-        (raw[:120], python, js)
-        for raw, js in zip(bodies, worker, strict=True)
-        if (python := python_reads(raw)) != js
-    ]
-    assert not differ, f"{len(differ)} of {len(bodies)} bodies read differently: {differ[:5]}"
+    worker = worker_reads("requests", bodies, max_timeout_ms=MAX_TIMEOUT_MS)
+    assert_alike(bodies, worker, python_reads)
     accepted = sum(1 for js in worker if js["ok"])
     assert accepted >= 50  # the bodies try both sides
     assert len(bodies) - accepted >= 50
@@ -180,16 +189,6 @@ def python_begins(raw: bytes) -> dict[str, Any]:
 
 def test_both_relays_read_every_session_begin_alike() -> None:
     bodies = begin_bodies()
-    job = {"values": [], "begins": [base64.b64encode(b).decode() for b in bodies]}
-    done = subprocess.run(
-        [str(NODE), str(SCRIPT)], input=json.dumps(job), capture_output=True, text=True,
-        timeout=120, check=True,
-    )  # fmt: skip
-    worker = json.loads(done.stdout)["begins"]
-    differ = [
-        (raw, python, js)
-        for raw, js in zip(bodies, worker, strict=True)
-        if (python := python_begins(raw)) != js
-    ]
-    assert not differ, f"{len(differ)} of {len(bodies)} bodies read differently: {differ[:5]}"
+    worker = worker_reads("begins", bodies)
+    assert_alike(bodies, worker, python_begins)
     assert sum(1 for js in worker if js["ok"]) >= 10
