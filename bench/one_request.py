@@ -44,6 +44,9 @@ class _Discard:
     async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
         pass
 
+    def hold(self, columns: bytes | None, rows: bytes) -> bool:
+        return True
+
 
 async def _round(pool: LoginPool, one: bool, count: int, pid: int) -> tuple[float, float, float]:
     """(wall, this process's CPU, tdslite's CPU) in ms per query."""

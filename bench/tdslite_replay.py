@@ -146,6 +146,9 @@ class _Discard:
     async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
         pass
 
+    def hold(self, columns: bytes | None, rows: bytes) -> bool:
+        return True
+
 
 async def _capture() -> dict[str, Capture]:
     with tempfile.TemporaryDirectory() as tmp:

@@ -836,12 +836,15 @@ async def _execute_on(
         nonlocal too_large
         if too_large is not None or cancel.cancelled:
             return  # drain; the producer stops at its next check
+        # the last chunk: no flush, DONE follows at once in the same message
+        # (finished only turns True once no database fetch is left to wait for)
+        flush = more()
+        if not flush and _hold(sink, chunk, req, outcome, max_rows):
+            return  # taken without waiting: no delivery for the watchdog to cancel
         try:
             with trio.CancelScope() as scope:
                 delivery[:] = [scope]
-                # the last chunk: no flush, DONE follows at once in the same message
-                # (finished only turns True once no database fetch is left to wait for)
-                await _deliver(sink, *chunk, req, outcome, max_rows, flush=more())
+                await _deliver(sink, *chunk, req, outcome, max_rows, flush=flush)
             delivery.clear()
         except QueryFailed as exc:
             too_large = exc
@@ -892,6 +895,26 @@ async def _execute_on(
         raise failure[0]  # QueryFailed, or _StaleConnection for execute() to retry
     if cancel.cancelled:
         raise stopped()
+
+
+def _hold(
+    sink: Sink, chunk: _Chunk, req: ExecRequest, outcome: ResultTotals, max_rows: float
+) -> bool:
+    """`_deliver` of a result's last chunk (``flush=False``) when it needs no waiting: no cap
+    is exceeded and the sink holds it all (`Sink.hold`). False: nothing was done."""
+    columns, rows, count = chunk
+    if count and (
+        outcome.rows + count > max_rows
+        or (req.max_bytes is not None and outcome.bytes + len(rows) > req.max_bytes)
+    ):
+        return False
+    if not sink.hold(columns, rows if count else b""):
+        return False
+    if columns is not None:
+        outcome.result_sets += 1
+    outcome.rows += count
+    outcome.bytes += len(rows) if count else 0
+    return True
 
 
 async def _deliver(

@@ -35,6 +35,13 @@ class Sink(Protocol):
 
     async def send_rows(self, data: bytes, *, flush: bool = True) -> None: ...
 
+    def hold(self, columns: bytes | None, rows: bytes) -> bool:
+        """A result's last chunk (the terminal line follows at once), taken without waiting:
+        what ``send_columns(columns, flush=False)`` (when not None) then ``send_rows(rows,
+        flush=False)`` (when not empty) do when neither needs to wait. False when that is not
+        so: nothing was taken, and the caller sends them."""
+        ...
+
 
 @dataclass
 class CancelToken:

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, assert_never
 
@@ -34,7 +35,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.frames import Frame, Opcode
-from websockets.protocol import Event
+from websockets.protocol import OPEN, Event
 from websockets.trio.client import ClientConnection, connect
 
 from connector._free import Free
@@ -148,6 +149,26 @@ class StreamSink:
         self.bytes_sent += size
         return True
 
+    def hold(self, columns: bytes | None, rows: bytes) -> bool:
+        """`connector.results.Sink.hold`: both are held (as `_hold` holds each) when both fit
+        the window and a frame, else neither."""
+        size = len(rows)
+        if size > self.link.max_payload or not self._open():
+            return False
+        if columns is not None:
+            if len(columns) > self.link.max_payload:
+                return False
+            size += len(columns)
+        if self.link.conn.send_window(self.stream_id) < self._held_bytes + size:
+            return False
+        if columns is not None:
+            self._held.append(events.Columns(self.stream_id, columns))
+        if rows:
+            self._held.append(events.Rows(self.stream_id, rows))
+        self._held_bytes += size
+        self.bytes_sent += size
+        return True
+
     async def _release(self) -> None:
         """Write what is held (before anything else of this stream)."""
         if self._held:
@@ -241,6 +262,11 @@ class _WebSocket(ClientConnection):
         # recv_events, the only other user of the lock, is started by the constructor but has not
         # run yet: nothing holds the lock being replaced
         self.send_lock = Free(self.send_lock)  # type: ignore[assignment]
+        #: the socket of a plain TCP connection, written at once by `send_now`
+        self._raw_socket: socket.socket | None = None
+        if isinstance(self.stream, trio.SocketStream):
+            raw = getattr(self.stream.socket, "_sock", None)
+            self._raw_socket = raw if isinstance(raw, socket.socket) else None
         #: takes a whole binary message in websockets' reader task, as it arrives; False: the
         #: message goes to `recv` as usual (see `TunnelLink._receive_now`)
         self.on_message: Callable[[bytes], bool] | None = None
@@ -251,6 +277,46 @@ class _WebSocket(ClientConnection):
     async def send_data(self) -> None:
         if self.protocol.writes:  # what the sans-I/O protocol queued (data, or b"" for EOF)
             await super().send_data()
+
+    def send_now(self, data: bytes) -> Awaitable[None] | None:
+        """Begin ``send(data)`` at once: None when its frame went out whole without waiting,
+        else what the caller must await (in this task, before anything else writes) to send it
+        or what is left of it.
+
+        On a plain TCP connection that is open, with no write in progress, the frame is queued
+        as `send` queues it and written with one non-blocking ``send`` on the socket: the
+        system call trio's ``send_all`` makes first, without its schedule point after the
+        write. What the socket did not take (all of it when the call failed) goes back to the
+        front of the protocol's queue, and the awaitable writes the queue as `send` does
+        (``send_context``: its waits, and its handling of a failed write, which closes the
+        connection). Anything else (TLS, not open, a write or fragmented message in progress)
+        is `send` itself.
+        """
+        raw = self._raw_socket
+        if (
+            raw is None
+            or self.protocol.state is not OPEN
+            or self.send_in_progress is not None
+            or self.send_lock.locked()
+        ):
+            return self.send(data)
+        protocol = self.protocol
+        protocol.send_binary(data)
+        writes = protocol.data_to_send()
+        frame = writes[0] if len(writes) == 1 else b"".join(writes)
+        try:
+            sent = raw.send(frame)
+        except OSError:  # BlockingIOError: the socket is full; else the write below fails too
+            sent = 0
+        if sent == len(frame):
+            return None
+        protocol.writes.insert(0, frame[sent:])
+        return self._send_queued()
+
+    async def _send_queued(self) -> None:
+        """Write what the protocol has queued, as `send` does after queueing its frame."""
+        async with self.send_context():
+            pass
 
     def process_event(self, event: Event) -> None:
         if isinstance(event, Frame):  # else the handshake's response
@@ -388,17 +454,21 @@ class TunnelLink:
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
-        if self.ws is None:
+        ws = self.ws
+        if ws is None:
             return
         while True:
             data = self.conn.data_to_send(256 * 1024)
             if not data:
                 return
             # never cancel half-way through a message (the frame sequence would be broken);
-            # a peer that stops reading is bounded by the dead-peer deadline instead
-            with trio.CancelScope(shield=True):
-                await self.ws.send(data)
-                self.ops.frame_sent(len(data), frames=0)
+            # a peer that stops reading is bounded by the dead-peer deadline instead. A message
+            # the socket takes whole at once is not waited for: nothing a cancel could cut.
+            rest = ws.send_now(data) if isinstance(ws, _WebSocket) else ws.send(data)
+            if rest is not None:
+                with trio.CancelScope(shield=True):
+                    await rest
+            self.ops.frame_sent(len(data), frames=0)
 
     def statistics(self) -> LinkStats:
         latency = self.ws.latency if self.ws is not None else None

@@ -11,46 +11,21 @@ from typing import Any
 
 import trio
 import trio.testing
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
 from connector._free import Free
-from connector.config import TunnelConfig, load_config
-from connector.results import CancelToken
+from connector.config import load_config
 from connector.runtime import open_connector
-from connector.tunnel import StreamSink, TunnelLink
 from edgetds.devidp import DevIdP
 from protocol import events
 from tests.connector.rogue_relay import RogueRelay
 from tests.support.connector_keys import Keys, config_for
 from tests.support.connector_stack import TDSLITE_USERS
-
-
-async def _never_called(
-    link: TunnelLink, query: events.Query, sink: StreamSink, cancel: CancelToken
-) -> None:
-    raise AssertionError("no query is served here")
-
-
-def _link() -> TunnelLink:
-    cfg = TunnelConfig(
-        connector_id="c1",
-        tunnel="t",
-        relay_urls=("ws://127.0.0.1:9",),
-        private_key_pem=b"",
-        relay_public_keys=(),
-    )
-    return TunnelLink(
-        cfg,
-        "ws://127.0.0.1:9",
-        private_key=Ed25519PrivateKey.generate(),
-        relay_keys={},
-        handler=_never_called,
-    )
+from tests.support.links import idle_link
 
 
 async def test_a_free_write_lock_is_taken_without_a_schedule_point() -> None:
-    link = _link()
+    link = idle_link()
     with trio.fail_after(5):
         with trio.testing.assert_no_checkpoints():
             await link.flush()  # nothing queued: no round of the run loop

@@ -16,3 +16,7 @@ class CollectSink:
 
     async def send_rows(self, data: bytes, *, flush: bool = True) -> None:
         self.data += data
+
+    def hold(self, columns: bytes | None, rows: bytes) -> bool:
+        self.data += (columns or b"") + rows
+        return True
