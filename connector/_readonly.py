@@ -38,7 +38,8 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
 4. Parse the same tokens with the T-SQL dialect: exactly one statement, positively an
    ``exp.Select`` or a UNION/INTERSECT/EXCEPT of them, with CTE bodies of the same kind; no
    DML/DDL/Command/INTO/NEXT VALUE FOR node, no OPEN* rowset function, FETCH only as ``ORDER BY
-   ... OFFSET ... FETCH ... ROWS ONLY`` (``SELECT 1 FETCH c`` is a cursor statement to SQL Server)
+   ... OFFSET ... ROWS FETCH ... ROWS ONLY`` (``SELECT 1 FETCH c`` is a cursor statement to SQL
+   Server, and so may be the FETCH of ``OFFSET @n FETCH ...``, paging to sqlglot)
    and TABLESAMPLE only after a table; no four-part table name ``server.db.schema.table``: it
    reads through a linked server as whatever remote login that server maps the caller to, which
    the role's own login (the real guarantee, below) does not bound. Three-part names
@@ -769,6 +770,12 @@ def _check_tokens(tokens: list[Token]) -> ReadOnlyVerdict:
     for i, tok in enumerate(tokens):
         if tok.token_type == TokenType.SEMICOLON and i != len(tokens) - 1:
             return ReadOnlyVerdict(False, f"';' separates statements; {_REFUSE_HINT}")
+        if tok.token_type == TokenType.FETCH and (
+            i == 0 or tokens[i - 1].token_type not in (TokenType.ROW, TokenType.ROWS)
+        ):
+            # T-SQL's OFFSET n needs ROW(S) before FETCH: sqlglot takes OFFSET @n FETCH ... as
+            # paging, SQL Server reads no paging there (a FETCH statement or a syntax error)
+            return ReadOnlyVerdict(False, f"FETCH not right after OFFSET ... ROWS; {_REFUSE_HINT}")
         if tok.token_type in _DATA_TOKENS:
             continue
         # A word glued to its sigil is a name to SQL Server (@delete, #t); after a sigil with
@@ -827,12 +834,19 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
 def _offset_fetch(node: exp.Fetch) -> bool:
     """Is ``node`` the FETCH of ORDER BY ... OFFSET n ROWS FETCH NEXT m ROWS ONLY?"""
     select = node.parent
+    offset = select.args.get("offset") if isinstance(select, exp.Select) else None
     return (
         isinstance(select, exp.Select)
         and select.args.get("limit") is node
-        and select.args.get("offset") is not None
+        and offset is not None
         and select.args.get("order") is not None
         and node.args.get("limit_options") is not None
+        # the ROW(S) before FETCH is the keyword, not a name the OFFSET expression took in
+        # (OFFSET 2 + ROWS FETCH ...)
+        and not any(
+            str(name.this).upper() in ("ROW", "ROWS") and not name.quoted
+            for name in offset.find_all(exp.Identifier)
+        )
     )
 
 

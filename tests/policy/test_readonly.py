@@ -208,6 +208,11 @@ REFUSED = [
     "SELECT id FROM a, SELECT 1 UNION SELECT 2",
     "SELECT id FROM customers, WITH x AS (SELECT 1) SELECT * FROM x",  # sqlglot hoists the WITH
     "SELECT ABS(SELECT 1)",
+    # OFFSET n without ROW(S): sqlglot reads paging, tdslite (as SQL Server) ends the SELECT there
+    # and starts a FETCH statement (the structured generator found it).
+    "SELECT 1 FROM t ORDER BY id OFFSET @p2ROWS FETCH FIRST 5 ROWS ONLY",
+    "SELECT 1 FROM t ORDER BY id OFFSET 2 FETCH NEXT 5 ROWS ONLY",
+    "SELECT 1 FROM t ORDER BY id OFFSET 2 + ROWS FETCH NEXT 5 ROWS ONLY",
 ]
 
 ALLOWED = [
