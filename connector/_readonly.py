@@ -807,6 +807,15 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
                 "a SELECT inside the statement without parentheses around it (SQL Server reads "
                 f"a new statement or a syntax error there); {_REFUSE_HINT}",
             )
+        if isinstance(node, exp.SetOperation) and not (
+            _is_query(node.this) and _is_query(node.expression)
+        ):
+            # sqlglot reads "x EXCEPT SELECT 1" with the column x as a side; SQL Server reads a
+            # name that starts a batch as a procedure to execute
+            return ReadOnlyVerdict(
+                False,
+                f"a side of UNION/INTERSECT/EXCEPT is not a SELECT; {_REFUSE_HINT}",
+            )
         if isinstance(node, exp.Fetch) and not _offset_fetch(node):
             return ReadOnlyVerdict(
                 False,
@@ -829,6 +838,13 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
             if str(name).upper() in _ROWSET_FUNCS:
                 return ReadOnlyVerdict(False, f"statement calls {name.upper()}; {_REFUSE_HINT}")
     return ReadOnlyVerdict(True, "")
+
+
+def _is_query(node: object) -> bool:
+    """A SELECT, a UNION/INTERSECT/EXCEPT, or one of them in parentheses."""
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    return isinstance(node, _READ_ROOTS)
 
 
 def _offset_fetch(node: exp.Fetch) -> bool:

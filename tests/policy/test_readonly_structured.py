@@ -333,6 +333,7 @@ def test_the_generator_makes_what_the_check_allows() -> None:
 # found by the generator against earlier versions of the check
 @example(sql="SELECT 1 FROM t ORDER BY id OFFSET @p2ROWS FETCH FIRST 5 ROWS ONLY")
 @example(sql="SELECT 1 FROM t ORDER BY id OFFSET 2 + ROWS FETCH NEXT 5 ROWS ONLY")
+@example(sql='-- banner\nSELECTt1 . "total" EXCEPT SELECT 1. + -- c\n1.e3')
 def test_what_the_check_allows_is_one_select_to_both_oracles(session: Session, sql: str) -> None:
     assert_both_oracles_agree(session, sql)
 
