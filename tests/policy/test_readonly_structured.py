@@ -57,6 +57,9 @@ STATEMENT_WORDS = [
     "DELETE FROM orders", "UPDATE orders SET total = 0", "EXEC sp_who", "SELECT 2",
     "WAITFOR DELAY '00:00:00'", "DROP TABLE orders", "CLOSE c", "FETCH c", "OPEN c",
     "INSERT orders DEFAULT VALUES", "TRUNCATE TABLE orders", "BEGIN TRAN", "COMMIT",
+    # clause words: a query cut or joined where one reader may end it and the other not
+    "UNION", "EXCEPT", "INTERSECT", "ORDER BY", "OFFSET", "ROWS", "TOP", "WITH", "AS", ",",
+    "(", ")", "x", "sp_who", "::", "ON", "FOR", "OPTION", "OVER", "COLLATE",
 ]  # fmt: skip
 
 Tokens = list[str]
@@ -98,6 +101,7 @@ def _expr(draw: Pick, depth: int) -> Tokens:
     kinds = ["literal", "column", "column", "literal"]
     if depth > 0:
         kinds += ["call", "arith", "case", "cast", "convert", "subquery", "paren", "count"]
+        kinds += ["window", "collate", "method"]
     kind = draw.choice(kinds)
     if kind == "literal":
         return [draw.choice(LITERALS if draw.integer(0, 63) else ODD_LITERALS)]
@@ -105,6 +109,23 @@ def _expr(draw: Pick, depth: int) -> Tokens:
         return _column(draw)
     if kind == "count":
         return ["COUNT", "(", "*", ")"]
+    if kind == "window":
+        out = [draw.choice(["ROW_NUMBER", "RANK"]), "(", ")", "OVER", "("]
+        if draw.boolean():
+            out += ["PARTITION", "BY", *_column(draw)]
+        out += ["ORDER", "BY", *_column(draw)]
+        if draw.boolean():
+            out += ["ROWS", "BETWEEN", "UNBOUNDED", "PRECEDING", "AND", "CURRENT", "ROW"]
+        return out + [")"]
+    if kind == "collate":
+        return _column(draw) + ["COLLATE", "Latin1_General_CI_AS"]
+    if kind == "method":
+        return draw.choice(
+            [
+                ["geometry", "::", "Point", "(", "1", ",", "2", ",", "0", ")"],
+                [*_column(draw), ".", "ToString", "(", ")"],
+            ]
+        )
     if kind == "call":
         args = draw.integer(1, 3)
         out = [draw.choice(FUNCS), "("]
@@ -162,7 +183,20 @@ def _table(draw: Pick, depth: int) -> Tokens:
     if depth > 0 and draw.integer(0, 3) == 0:
         out = ["(", *_query(draw, depth - 1), ")", draw.choice(ALIASES)]
     elif depth > 0 and draw.integer(0, 6) == 0:
-        out = ["OPENJSON", "(", "@j", ")"]
+        out = draw.choice(
+            [["OPENJSON", "(", "@j", ")"], ["STRING_SPLIT", "(", "'a,b'", ",", "','", ")"]]
+        )
+    elif draw.integer(0, 6) == 0:
+        out = ["(", "VALUES", "(", "1", ")", ",", "(", "2", ")", ")", "v", "(", "x", ")"]
+    elif draw.integer(0, 6) == 0:
+        out = [
+            draw.choice(["db.dbo.orders", "db..orders", "[db].[dbo].[orders]"]),
+            "TABLESAMPLE",
+            "(",
+            "10",
+            "PERCENT",
+            ")",
+        ]
     else:
         out = [draw.choice(TABLES)]
         if draw.boolean():
