@@ -32,7 +32,8 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    to SQL Server) and any operator T-SQL lacks (sqlglot knows other
    dialects': ``-|-`` swallows the first ``-`` of what SQL Server reads as ``--``, ``#>`` holds
    a lone ``#``) are refused.
-3. Tokens. Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
+3. Tokens. The first token must be SELECT, WITH or ``(`` (sqlglot skips a leading ``AS`` or
+   ``+``). Any keyword on the deny-list refuses the batch, as does a ``;`` that is not the last
    token. Strings, ``[quoted]``/``"quoted"`` names and comments are data, so ``'..DELETE..'`` and
    ``[delete]`` pass; a name glued to its sigil (``@delete``, ``#t``) is one name to SQL Server too.
 4. Parse the same tokens with the T-SQL dialect: exactly one statement, positively an
@@ -175,6 +176,8 @@ _DENY_NODES: tuple[type, ...] = tuple(
     if isinstance(getattr(exp, name, None), type)
 )
 _READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+# How a query statement starts (after comments).
+_QUERY_STARTS = frozenset({TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN})
 # Where a query may stand inside another: in parentheses (a Subquery; sqlglot keeps none under
 # EXISTS/ALL/SOME, which it parses only with them), a side of UNION/INTERSECT/EXCEPT, a CTE's
 # body. sqlglot also reads a bare SELECT as a table (FROM SELECT 1, JOIN/APPLY SELECT 2, a comma
@@ -785,6 +788,12 @@ def _check_tokens(tokens: list[Token]) -> ReadOnlyVerdict:
         for word in tok.text.upper().split():  # multi-word tokens such as "ORDER BY"
             if word in DENY_WORDS:
                 return ReadOnlyVerdict(False, f"statement contains {word}; {_REFUSE_HINT}")
+    if tokens and tokens[0].token_type not in _QUERY_STARTS:
+        # sqlglot skips some words before a query (AS SELECT 1 is SELECT 1 to it); SQL Server
+        # starts a statement with them (a name that starts a batch is a procedure to execute)
+        return ReadOnlyVerdict(
+            False, f"the statement starts with no SELECT, WITH or (; {_REFUSE_HINT}"
+        )
     return ReadOnlyVerdict(True, "")
 
 
