@@ -44,7 +44,8 @@ statements and takes a lone ``#`` as a name) runs ``SELECT 1 #`` and then the DE
    and TABLESAMPLE only after a table; no four-part table name ``server.db.schema.table``: it
    reads through a linked server as whatever remote login that server maps the caller to, which
    the role's own login (the real guarantee, below) does not bound. Three-part names
-   (``db.dbo.t``) stay on this server and are allowed.
+   (``db.dbo.t``) stay on this server and are allowed. A reserved keyword read as the name of a
+   call (``CLOSE (x)``, ``OPEN (1)``) is refused, bar the full-text functions.
 5. Coverage: the tree must account for the tokens. Every name in the tree is a word of the text
    (nothing merged, e.g. ``#`` and ``DELETE`` into ``#DELETE``); every string, number, quoted
    name, ``@``/``#`` name and reserved keyword used as a word is in the tree (nothing dropped);
@@ -185,6 +186,19 @@ _QUERY_STARTS = frozenset({TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN})
 # a complete statement, a second one: never allowed.
 _QUERY_PLACES = (exp.Subquery, exp.SetOperation, exp.CTE, exp.Exists, exp.All, exp.Any)
 _ROWSET_FUNCS = frozenset({"OPENROWSET", "OPENQUERY", "OPENDATASOURCE", "OPENXML"})
+# Reserved keywords that are also T-SQL functions sqlglot has no node of its own for (the full-text
+# predicates and table functions); any other reserved keyword read as a function name is refused.
+_RESERVED_FUNCTIONS = frozenset(
+    {
+        "CONTAINS",
+        "CONTAINSTABLE",
+        "FREETEXT",
+        "FREETEXTTABLE",
+        "SEMANTICKEYPHRASETABLE",
+        "SEMANTICSIMILARITYDETAILSTABLE",
+        "SEMANTICSIMILARITYTABLE",
+    }
+)
 _TOKENIZER = TSQL.Tokenizer
 # The parser runs on the tokens the checks above saw (one tokenization, not two).
 _DIALECT = TSQL()
@@ -846,6 +860,22 @@ def _check_tree(root: exp.Expr) -> ReadOnlyVerdict:
             name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
             if str(name).upper() in _ROWSET_FUNCS:
                 return ReadOnlyVerdict(False, f"statement calls {name.upper()}; {_REFUSE_HINT}")
+            if (
+                isinstance(node, exp.Anonymous)
+                and str(name).upper() in RESERVED_WORDS
+                and str(name).upper() not in _RESERVED_FUNCTIONS
+                # a table hint WITH (INDEX(ix)) is the keyword INDEX to SQL Server too
+                and not (
+                    str(name).upper() == "INDEX" and isinstance(node.parent, exp.WithTableHint)
+                )
+            ):
+                # sqlglot reads any word before "(" as a call; SQL Server reads a reserved
+                # keyword (CLOSE (x), OPEN (1)) as that keyword, which may start a statement
+                return ReadOnlyVerdict(
+                    False,
+                    f"the reserved keyword {str(name).upper()} is read as a function name; SQL "
+                    f"Server never does that; {_REFUSE_HINT}",
+                )
     return ReadOnlyVerdict(True, "")
 
 

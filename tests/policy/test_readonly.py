@@ -225,6 +225,15 @@ REFUSED = [
     "AS SELECT 1",
     "+ SELECT 1",
     "+ WITH x AS (SELECT 1) SELECT 1",
+    # A reserved keyword before "(": a call to sqlglot, a statement (CLOSE, OPEN) to tdslite as
+    # to SQL Server (the structured generator found the first two).
+    "/* v1 */ SELECT TOP( -- c\n10 ) PERCENT /* c */ COUNT  ( */**/), ( 2E+5 )/**/, CLOSE (\tc . "
+    "-- c\nid ) -- end",
+    '\nSELECT name AS t1 WHERE id IN/**/OPEN (\n1  , 2 ) ORDER\nBY\t"total" ASC/**/OFFSET/**/10 '
+    "ROWS FOR XML PATH",
+    "SELECT CLOSE(1)",
+    "SELECT 1 WHERE OPEN(1) = 1",
+    "SELECT UNION(1)",
 ]
 
 ALLOWED = [

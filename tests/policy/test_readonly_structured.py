@@ -369,6 +369,8 @@ def test_the_generator_makes_what_the_check_allows() -> None:
 @example(sql="SELECT 1 FROM t ORDER BY id OFFSET 2 + ROWS FETCH NEXT 5 ROWS ONLY")
 @example(sql='-- banner\nSELECTt1 . "total" EXCEPT SELECT 1. + -- c\n1.e3')
 @example(sql='/* v1 */ AS SELECT"total" AS t1 -- c\n, 0x0 OPTION ( MAXDOP 1 -- c\n)')
+@example(sql="SELECT 1 , CLOSE (\tc . -- c\nid ) -- end")
+@example(sql="\nSELECT name AS t1 WHERE id IN/**/OPEN (\n1  , 2 ) ORDER BY id")
 def test_what_the_check_allows_is_one_select_to_both_oracles(session: Session, sql: str) -> None:
     assert_both_oracles_agree(session, sql)
 
