@@ -23,6 +23,7 @@ __all__ = [
     "check_query_object",
     "new_query_id",
     "parse_query_request",
+    "well_formed",
 ]
 
 #: SQL Server accepts at most 2,100 parameters in one request.
