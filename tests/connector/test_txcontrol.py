@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from connector._txcontrol import transaction_control
-from tdslite.engine import Engine, Session, SqlError, User
+from tdslite.engine import Session, SqlError
+from tests.support.engine import admin_session
 
 CONTROL_KEYWORDS = {"BEGIN", "COMMIT", "ROLLBACK", "SAVE"}
 
@@ -69,14 +70,9 @@ EXAMPLES = settings(
 
 @pytest.fixture(scope="module")
 def session() -> Iterator[Session]:
-    admin = User(login="sa", password="pw", role="admin", database_user="dbo")
-    engine = Engine(":memory:", {"sa": admin}, seed="sample")
-    session = engine.open_session(admin)
-    list(session.execute("CREATE TABLE #t (n int)"))
-    try:
+    with admin_session() as session:
+        list(session.execute("CREATE TABLE #t (n int)"))
         yield session
-    finally:
-        engine.close()
 
 
 def touches_the_transaction(session: Session, sql: str) -> bool:

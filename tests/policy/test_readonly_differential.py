@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from connector._readonly import _check
-from tdslite.engine import Engine, Session, SqlError, User
+from tdslite.engine import Session, SqlError
 from tdslite.engine._batch import split_batch
+from tests.support.engine import admin_session
 
 #: What a plain read may start as, for tdslite.
 READ_KEYWORDS = frozenset({"SELECT", "WITH"})
@@ -125,13 +126,8 @@ EXAMPLES = settings(
 
 @pytest.fixture(scope="module")
 def session() -> Iterator[Session]:
-    admin = User(login="sa", password="pw", role="admin", database_user="dbo")
-    engine = Engine(":memory:", {"sa": admin}, seed="sample")
-    session = engine.open_session(admin)
-    try:
+    with admin_session() as session:
         yield session
-    finally:
-        engine.close()
 
 
 def ran(session: Session, sql: str) -> list[str]:

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from connector._readonly import _check
-from tdslite.engine import Engine, Session, User
+from tdslite.engine import Session
+from tests.support.engine import admin_session
 
 from .test_readonly_differential import assert_only_one_select
 from .test_readonly_lexer import check_words_and_strings, sql_server_lex
@@ -328,13 +329,8 @@ sql_texts = st.composite(lambda draw: generate(Pick(draw)))()
 
 @pytest.fixture(scope="module")
 def session() -> Iterator[Session]:
-    admin = User(login="sa", password="pw", role="admin", database_user="dbo")
-    engine = Engine(":memory:", {"sa": admin}, seed="sample")
-    session = engine.open_session(admin)
-    try:
+    with admin_session() as session:
         yield session
-    finally:
-        engine.close()
 
 
 def assert_both_oracles_agree(session: Session, sql: str) -> None:
@@ -392,27 +388,24 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     draw = Pick(rng=rng)
-    admin = User(login="sa", password="pw", role="admin", database_user="dbo")
-    engine = Engine(":memory:", {"sa": admin}, seed="sample")
-    session = engine.open_session(admin)
-    allowed = found = 0
-    start = time.monotonic()
-    for _ in range(args.count):
-        sql = generate(draw)
-        try:
-            if _check(sql).allowed:
-                allowed += 1
-            assert_both_oracles_agree(session, sql)
-        except Exception as exc:
-            found += 1
-            print(f"DISAGREE {type(exc).__name__}: {sql!r}", flush=True)
-    elapsed = time.monotonic() - start
-    print(
-        f"seed {args.seed}: {args.count} texts, {allowed} allowed, {found} disagreements, "
-        f"{elapsed:.0f} s",
-        flush=True,
-    )
-    engine.close()
+    with admin_session() as session:
+        allowed = found = 0
+        start = time.monotonic()
+        for _ in range(args.count):
+            sql = generate(draw)
+            try:
+                if _check(sql).allowed:
+                    allowed += 1
+                assert_both_oracles_agree(session, sql)
+            except Exception as exc:
+                found += 1
+                print(f"DISAGREE {type(exc).__name__}: {sql!r}", flush=True)
+        elapsed = time.monotonic() - start
+        print(
+            f"seed {args.seed}: {args.count} texts, {allowed} allowed, {found} disagreements, "
+            f"{elapsed:.0f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tdslite.engine import Engine, Session, SqlError, User
+from tdslite.engine import Session, SqlError
 from tdslite.engine._batch import split_batch
+from tests.support.engine import admin_session
 
 
 @pytest.mark.parametrize(
@@ -55,12 +56,8 @@ def test_a_character_no_name_may_hold_is_a_syntax_error() -> None:
 
 @pytest.fixture
 def session() -> Iterator[Session]:
-    admin = User(login="sa", password="pw", role="admin", database_user="dbo")
-    engine = Engine(":memory:", {"sa": admin}, seed="sample")
-    try:
-        yield engine.open_session(admin)
-    finally:
-        engine.close()
+    with admin_session() as session:
+        yield session
 
 
 def test_started_lists_what_the_batch_ran(session: Session) -> None:

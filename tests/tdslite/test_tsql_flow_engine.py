@@ -8,19 +8,16 @@ from typing import Any
 
 import pytest
 
-from tdslite.engine import Engine, Info, ResultSet, Session, SqlError, StatementFailed, User
+from tdslite.engine import Info, ResultSet, Session, SqlError, StatementFailed
 from tdslite.engine._batch import split_batch
 from tdslite.engine._printf import format_message
+from tests.support.engine import admin_session
 
 
 @pytest.fixture
 def session() -> Iterator[Session]:
-    admin = User(login="sa", password="pw", role="admin", database_user="dbo")
-    engine = Engine(":memory:", {"sa": admin}, seed="sample")
-    try:
-        yield engine.open_session(admin)
-    finally:
-        engine.close()
+    with admin_session() as session:
+        yield session
 
 
 def run(session: Session, sql: str) -> list[Any]:
