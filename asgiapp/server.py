@@ -224,6 +224,11 @@ class _TCP:
     socket calls yield after every call that succeeded); one that cannot waits in
     `trio.lowlevel.wait_readable` / `wait_writable`. So that a peer that keeps sending cannot hold
     the loop, a read that succeeds at once right after another that did is a checkpoint too.
+    A read that the caller expects to wait (``wait_first``: what comes next answers what this side
+    has yet to send, or comes at the peer's own pace) waits for the socket first when the last
+    read emptied it (fewer bytes than asked for), instead of trying a ``recv`` that finds nothing;
+    bytes that arrived meanwhile end that wait at once (trio arms its epoll registration with
+    the socket's state at that moment), so none is missed.
     Errors are trio's: `trio.BrokenResourceError` (from the OSError), `trio.ClosedResourceError`.
     """
 
@@ -231,19 +236,28 @@ class _TCP:
         self.socket = sock
         #: the last read succeeded without waiting
         self._read_at_once = False
+        #: the last read took everything the socket held (fewer bytes than it asked for)
+        self._emptied = False
 
-    async def receive_some(self, max_bytes: int) -> bytes:
+    async def receive_some(self, max_bytes: int, wait_first: bool = False) -> bytes:
         sock = self.socket
-        if self._read_at_once:
+        waited = wait_first and self._emptied
+        if waited:
+            await trio.lowlevel.wait_readable(sock)
+        elif self._read_at_once:
             await trio.lowlevel.checkpoint()
-        self._read_at_once = True
+        self._read_at_once = not waited
         while True:
             try:
-                return sock.recv(max_bytes)
+                data = sock.recv(max_bytes)
             except BlockingIOError:
                 pass
             except OSError as exc:
+                self._emptied = False
                 raise _stream_error(sock, exc) from exc
+            else:
+                self._emptied = 0 < len(data) < max_bytes
+                return data
             self._read_at_once = False
             await trio.lowlevel.wait_readable(sock)
 
@@ -398,9 +412,14 @@ class _Connection:
         if self.idle_scope is not None:
             self.idle_scope.cancel()
 
-    async def _recv(self) -> bytes:
+    async def _recv(self, wait_first: bool = False) -> bytes:
+        """The next bytes from the client (b"": it is gone). ``wait_first``: the caller expects
+        nothing to be there yet (see `_TCP`)."""
+        stream = self.stream
         try:
-            data = await self.stream.receive_some(_READ_SIZE)
+            if isinstance(stream, _TCP):
+                return await stream.receive_some(_READ_SIZE, wait_first)
+            data = await stream.receive_some(_READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
         return data if isinstance(data, bytes) else bytes(data)
@@ -467,7 +486,7 @@ class _Connection:
                 with trio.move_on_at(deadline) as waited:
                     if not received:  # idle between requests: a shutdown may cancel the wait
                         self.idle_scope = waited
-                    data = await self._recv()
+                    data = await self._recv(wait_first=not received)
                 self.idle_scope = None
                 if waited.cancelled_caught or (not data and not received):
                     return None
@@ -598,7 +617,7 @@ class _Connection:
                 while True:
                     if self.reader.buffered > self.server.config.max_head_bytes:
                         await trio.sleep_forever()  # enough of a next request held: stop reading
-                    data = await self._recv()
+                    data = await self._recv(wait_first=True)
                     if not data:
                         self.gone = True
                         break
@@ -945,7 +964,7 @@ class _WebSocket:
                 self.disconnect_code = CloseReason.ABNORMAL_CLOSURE
                 self.state = "closed"
                 return None
-            data = await conn._recv()
+            data = await conn._recv(wait_first=True)
             if not data:
                 conn.gone = True
                 self.ws.receive_data(None)
