@@ -496,6 +496,8 @@ def make_attestation(
     now: float,
     nonce: str | None = None,
     session: Mapping[str, Any] | None = None,
+    params_json: bytes | None = None,
+    token_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The relay's attestation for a QUERY (its ``"attestation"`` member).
 
@@ -506,6 +508,8 @@ def make_attestation(
         now: unix seconds (``ts`` is ``round(now * 1000)``).
         nonce: default 128 random bits, base64url.
         session: the QUERY's ``session`` member (its hash is attested), None for a one-shot query.
+        params_json, token_sha256: ``canonical_json(params)`` and the hex SHA-256 of ``token``
+            as UTF-8, when the caller has them already (else they are computed here).
     """
     attestation = {
         "relay_key_id": relay_key_id,
@@ -513,8 +517,8 @@ def make_attestation(
         "ts": round(now * 1000),
         "nonce": nonce if nonce is not None else _random_b64url(),
         "statement_sha256": _sha256(_statement(sql, query)),
-        "params_sha256": _object_sha256(params),
-        "token_sha256": _sha256(token.encode("utf-8")),
+        "params_sha256": _object_sha256(params) if params_json is None else _sha256(params_json),
+        "token_sha256": token_sha256 or _sha256(token.encode("utf-8")),
         "options_sha256": _object_sha256(options),
         "query_id": query_id,
     }

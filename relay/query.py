@@ -119,10 +119,13 @@ def sign_query(
     session: Mapping[str, Any] | None = None,
     *,
     timeout_ms: int = 0,
+    token_sha256: str | None = None,
 ) -> SignedQuery:
     """Attest ``req``'s QUERY with the key the connector verified in ``connection``'s HELLO (a
     session's ``session`` member included). ``req`` None: a session operation without a
     statement (begin, commit, ...), whose options are ``timeout_ms`` and no row limit.
+    ``token_sha256``: the hex SHA-256 of ``token`` when known (the verified identity's), and
+    ``req.params_json`` when set: what the attestation hashes, not encoded or hashed again.
 
     Raises:
         ValueError, TypeError: a member cannot be canonically encoded.
@@ -146,6 +149,8 @@ def sign_query(
         session_id=connection.session_id,
         now=time.time(),
         session=session,
+        params_json=req.params_json if req is not None else None,
+        token_sha256=token_sha256,
         **members,
     )
     return SignedQuery(members, attestation, session)
@@ -285,8 +290,9 @@ async def _send_admitted(
     _check_size(req, session.conn.max_statement_bytes)  # before any signing or encoding
     try:
         # Signing encodes every member (the statement and token as UTF-8, params, options and
-        # session as canonical JSON): a QUERY that signs also encodes.
-        signed = sign_query(session, token, req, session_member)
+        # session as canonical JSON; the params as the request's check encoded them, the token
+        # as the verifier hashed it): a QUERY that signs also encodes.
+        signed = sign_query(session, token, req, session_member, token_sha256=identity.token_sha256)
     except (ValueError, TypeError):
         raise HttpError(
             ErrorCode.REQUEST_INVALID, "the request holds text that is not valid Unicode"
@@ -384,12 +390,11 @@ async def _first(stream: RelayStream, until: ReceiveUntil, idle_s: float) -> _Re
     """
     deadline = trio.current_time() + idle_s
     while True:
-        try:
-            return stream.receive.receive_nowait()  # type: ignore[return-value]
-        except trio.WouldBlock:
-            pass
-        except trio.EndOfChannel:  # pragma: no cover - the session ends streams with ERROR
-            return events.Error(stream.stream_id, _LOST)
+        if stream.receive.ready():
+            try:
+                return stream.receive.receive_nowait()  # type: ignore[return-value]
+            except trio.EndOfChannel:  # pragma: no cover - the session ends streams with ERROR
+                return events.Error(stream.stream_id, _LOST)
         if trio.current_time() >= deadline:
             return None
         try:

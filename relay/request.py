@@ -46,6 +46,8 @@ class QueryRequest:
     timeout_ms: int
     query_id: str
     client_query_id: bool
+    #: ``canonical_json(params)``, as the size check encoded it (the attestation hashes it)
+    params_json: bytes | None = field(default=None, repr=False)
 
     @property
     def options(self) -> dict[str, int | None]:
@@ -175,9 +177,10 @@ def check_query_object(
         if problem is not None:
             raise _invalid(f"parameter {name[:40]!r}: {problem}")
     try:
-        params_bytes = len(canonical_json(params))
+        params_json = canonical_json(params)
     except ValueError:  # a lone surrogate: not encodable as UTF-8
         raise _invalid("'params' holds text that is not valid Unicode") from None
+    params_bytes = len(params_json)
     if params_bytes > max_param_bytes:
         raise _invalid(
             f"'params' is {params_bytes} bytes as JSON; this relay accepts at most "
@@ -204,4 +207,5 @@ def check_query_object(
         timeout_ms=timeout_ms,
         query_id=query_id if query_id is not None else new_query_id(),
         client_query_id=query_id is not None,
+        params_json=params_json,
     )

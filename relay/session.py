@@ -161,6 +161,19 @@ class StreamEvents:
             trio.lowlevel.reschedule(self._waiter)
             self._waiter = None
 
+    def ready(self) -> bool:
+        """Whether `receive_nowait` returns an event or raises what ends the stream (not
+        `trio.WouldBlock`): an exception fewer where no event is there yet."""
+        return bool(self._events) or self._ended or self._closed
+
+    def take_buffered(self) -> list[events.Event]:
+        """The events not taken yet, taken at once (none after `close`)."""
+        if self._closed:
+            return []
+        taken = list(self._events)
+        self._events.clear()
+        return taken
+
     def receive_nowait(self) -> events.Event:
         if self._closed:
             raise trio.ClosedResourceError
@@ -582,11 +595,7 @@ class ConnectorSession:
     def release(self, stream: RelayStream, reason: str) -> None:
         # Events still buffered for a stream nobody will read: give their credit back.
         leftover = 0
-        while True:
-            try:
-                event = stream.receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        for event in stream.receive.take_buffered():
             if isinstance(event, events.Columns | events.Rows):
                 leftover += len(event.data)
         stream.receive.close()

@@ -19,8 +19,10 @@ from protocol import (
     ErrorCode,
     ReplayCache,
     b64url,
+    canonical_json,
     events,
     key_id,
+    make_attestation,
     make_connector_token,
     raw_public_key,
     verify_attestation,
@@ -33,6 +35,7 @@ from tests.protocol.helpers import (
     CONNECTOR_KEY,
     NONCE,
     NOW,
+    OPTIONS,
     OTHER_KEY,
     RELAY_KEY,
     RELAY_KEY_ID,
@@ -264,6 +267,34 @@ def test_attestation_detects_altered_query(change: dict[str, Any], message: str)
     with pytest.raises(AuthError, match=message) as info:
         attest(replace(make_query(1), **change))
     assert info.value.error_code is ErrorCode.AUTH_ATTESTATION_INVALID
+
+
+def test_attestation_from_hashes_the_caller_has_is_the_same() -> None:
+    """``params_json`` and ``token_sha256`` given (a relay that encoded the params to check
+    their size, and whose verifier hashed the token) attest what computing them here does."""
+    params = {"b": [1, "\u00e9"], "a": None}
+    members: dict[str, Any] = dict(
+        relay_key_id=RELAY_KEY_ID,
+        session_id=SESSION_ID,
+        query_id="q-1",
+        token="user-token",
+        sql="select 1",
+        query=None,
+        params=params,
+        options=OPTIONS,
+        now=NOW,
+        nonce="n" * 22,
+    )
+    computed = make_attestation(RELAY_KEY, **members)
+    given = make_attestation(
+        RELAY_KEY,
+        **members,
+        params_json=canonical_json(params),
+        token_sha256=hashlib.sha256(b"user-token").hexdigest(),
+    )
+    assert given == computed
+    query = events.Query(1, "q-1", "user-token", "select 1", None, params, OPTIONS, given, None)
+    attest(query)
 
 
 def with_attestation(**change: Any) -> events.Query:
