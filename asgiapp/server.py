@@ -718,16 +718,21 @@ class _Connection:
         lines = [b"HTTP/1.1 %d \r\n" % status]
         close = False
         for name, value in headers:
-            name, value = bytes(name).lower(), bytes(value)
-            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-                raise ValueError(f"invalid response header {name!r}")
-            if name == b"content-length":
+            checked = (
+                _HEADER_LINES.get((name, value))
+                if type(name) is bytes and type(value) is bytes
+                else None
+            )
+            if checked is None:
+                checked = _header_line(name, value)
+            lower, line = checked
+            if lower == b"content-length":
                 self.length = int(value)
-            elif name == b"transfer-encoding":
+            elif lower == b"transfer-encoding":
                 continue  # the framing is this server's
-            elif name == b"connection" and b"close" in value.lower():
+            elif lower == b"connection" and b"close" in bytes(value).lower():
                 close = True
-            lines.append(b"%b: %b\r\n" % (name, value))
+            lines.append(line)
         bodyless = status < 200 or status in (204, 304)
         #: a body the app sends is dropped (a HEAD's, a 204's, ...)
         self.bodyless = bodyless or self.method == b"HEAD"
@@ -747,6 +752,31 @@ class _Connection:
             lines.append(b"connection: close\r\n")
         lines.append(b"date: %b\r\n\r\n" % _Date.now())
         return b"".join(lines)
+
+
+#: response header lines already checked, by (name, value) as an app gave them (bytes): (the
+#: lower-case name, the line); at most `_HEADER_LINES_MAX`, each value at most
+#: `_HEADER_LINE_VALUE_MAX` bytes (an app's constant headers are checked once)
+_HEADER_LINES: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+_HEADER_LINES_MAX = 1024
+_HEADER_LINE_VALUE_MAX = 256
+
+
+def _header_line(name: Any, value: Any) -> tuple[bytes, bytes]:
+    """A response header's lower-case name and its line (``name: value\\r\\n``), checked.
+
+    Raises:
+        ValueError: a header name or value that could split the response (CR, LF, NUL, ...).
+    """
+    lower, data = bytes(name).lower(), bytes(value)
+    if not _TOKEN.fullmatch(lower) or _BAD_VALUE.search(data):
+        raise ValueError(f"invalid response header {lower!r}")
+    checked = lower, b"%b: %b\r\n" % (lower, data)
+    if type(name) is bytes and type(value) is bytes and len(data) <= _HEADER_LINE_VALUE_MAX:
+        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
+            _HEADER_LINES.clear()
+        _HEADER_LINES[name, value] = checked
+    return checked
 
 
 #: the first byte of a whole binary message's frame: FIN, opcode 2 (RFC 6455 5.2)

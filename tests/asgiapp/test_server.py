@@ -86,6 +86,16 @@ def make_app(rec: Recorder) -> Any:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             await send({"type": "http.response.body", "body": b"d"})
             return
+        if path == "/headers":  # names in any case, values as bytes or bytearray
+            given = [
+                (b"Content-Type", b"text/plain"),
+                (bytearray(b"X-A"), bytearray(b"1")),
+                (b"x-b", b"two words"),
+                (b"content-length", b"2"),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": given})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
         if path == "/badheader":
             bad = [(b"x-injected", b"v\r\nset-cookie: a=b")]
             await send({"type": "http.response.start", "status": 200, "headers": bad})
@@ -509,6 +519,35 @@ async def test_a_header_that_would_split_the_response_gives_500() -> None:
         answer = await read_all(stream)
     assert answer.startswith(b"HTTP/1.1 500 ")
     assert b"set-cookie" not in answer
+
+
+async def test_response_header_lines_are_the_same_each_time() -> None:
+    """Header lines checked once are written the same on later responses; a header that would
+    split the response is refused every time."""
+    rec = Recorder()
+    async with running(rec) as (host, port, _):
+        stream = await tcp(host, port)
+        heads = []
+        for _ in range(3):
+            await stream.send_all(get("/headers"))
+            head = b""
+            while b"\r\n\r\nok" not in head:
+                head += await stream.receive_some(65536)
+            heads.append(head.partition(b"date: ")[0])
+        for _ in range(2):
+            bad = await tcp(host, port)
+            await bad.send_all(get("/badheader"))
+            answer = await read_all(bad)
+            assert answer.startswith(b"HTTP/1.1 500 ")
+            assert b"set-cookie" not in answer
+    assert (
+        heads
+        == [
+            b"HTTP/1.1 200 \r\ncontent-type: text/plain\r\nx-a: 1\r\nx-b: two words\r\n"
+            b"content-length: 2\r\n"
+        ]
+        * 3
+    )
 
 
 async def test_a_client_that_leaves_mid_response_gives_http_disconnect() -> None:
