@@ -291,9 +291,10 @@ class TunnelState:
                 hint="start one: edgetds connector run --config connector.toml (check its log "
                 "for authentication errors)",
             )
-        if all(s.draining for s in live):
-            raise self._draining(f"every connector of tunnel {self.name!r} is draining")
-        return live
+        for session in live:  # a loop: a generator that all() leaves is closed with an exception
+            if not session.draining:
+                return live
+        raise self._draining(f"every connector of tunnel {self.name!r} is draining")
 
     @staticmethod
     def _draining(why: str) -> RouteRefused:

@@ -501,8 +501,10 @@ class ConnectorSession:
                 "connector.drain",
                 in_flight=self.in_flight,
             )
-        if any(isinstance(event, events.Done | events.Error) for event in received):
-            self.on_capacity()
+        for event in received:  # a loop: a generator that any() leaves is closed with an exception
+            if isinstance(event, events.Done | events.Error):
+                self.on_capacity()
+                break
 
     def log(self, event: str, *, level: int = logging.INFO, **fields: object) -> None:
         """`log_event` with this connection's tunnel, connector id and session id."""
