@@ -239,6 +239,15 @@ class _TCP:
         #: the last read took everything the socket held (fewer bytes than it asked for)
         self._emptied = False
 
+    @property
+    def emptied(self) -> bool:
+        """The last read took everything the socket held (see ``wait_first``)."""
+        return self._emptied
+
+    def waited(self) -> None:
+        """The caller waited for the socket itself: the next read tries at once."""
+        self._emptied = self._read_at_once = False
+
     async def receive_some(self, max_bytes: int, wait_first: bool = False) -> bytes:
         sock = self.socket
         waited = wait_first and self._emptied
@@ -617,7 +626,15 @@ class _Connection:
                 while True:
                     if self.reader.buffered > self.server.config.max_head_bytes:
                         await trio.sleep_forever()  # enough of a next request held: stop reading
-                    data = await self._recv(wait_first=True)
+                    stream = self.stream
+                    if isinstance(stream, _TCP) and stream.emptied:
+                        # `_recv(wait_first=True)` with the wait in this frame: this wait usually
+                        # ends cancelled (by `send`, or by the app's scope when its answer is
+                        # there), and the cancellation so unwinds through two frames fewer (only
+                        # this task closes the socket, after this wait)
+                        await trio.lowlevel.wait_readable(stream.socket)
+                        stream.waited()
+                    data = await self._recv()
                     if not data:
                         self.gone = True
                         break
