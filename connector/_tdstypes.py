@@ -136,8 +136,13 @@ _OVERRIDES: dict[int, type] = {
 def install(conn: Any) -> None:
     """Make `conn` (a ``pytds.Connection``) decode time/datetime2/datetimeoffset at 100 ns and
     write negative money parameters."""
-    factory: Any = getattr(getattr(conn, "_tds_socket", None), "type_factory", None)
-    type_map = getattr(factory, "_type_map", None)
+    # (attribute reads, as getattr with a default of None reads them, without its calls: this
+    # runs once per query)
+    try:
+        factory: Any = conn._tds_socket.type_factory
+        type_map = factory._type_map
+    except AttributeError:
+        return
     if type_map is None or type_map.get(tds_base.SYBMSTIME) is _TimeSerializer:
         return
     factory._type_map = {**type_map, **_OVERRIDES}  # a copy: the module's map stays as it was

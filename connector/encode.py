@@ -383,23 +383,20 @@ class BoundParam:
 
     def to_pytds(self) -> tds_base.Param:
         """The python-tds parameter (its TDS type; the DECLARED type is `sql_type`)."""
-        return tds_base.Param(
-            name=self.name, type=wire_type(self.wire_declaration()), value=self.wire_value()
-        )
+        declaration, value = self.wire()
+        return tds_base.Param(name=self.name, type=wire_type(declaration), value=value)
 
-    def wire_declaration(self) -> str:
-        """The type the value travels as (the DECLARED type is `sql_type`)."""
-        if isinstance(self.value, PreciseText):
-            return "nvarchar(64)"
+    def wire(self) -> tuple[str, Any]:
+        """The type the value travels as (the DECLARED type is `sql_type`), and the value as
+        python-tds sends it."""
+        value = self.value
+        if isinstance(value, PreciseText):
+            return "nvarchar(64)", str(value)
         if self.sql_type.startswith("binary("):
             # python-tds 1.17.1 cannot build a BINARY(n) parameter (its serializer lacks the
             # size): send VARBINARY(n); the declared binary(n) converts (and pads) server-side
-            return "var" + self.sql_type
-        return self.sql_type
-
-    def wire_value(self) -> Any:
-        """The value as python-tds sends it."""
-        return str(self.value) if isinstance(self.value, PreciseText) else self.value
+            return "var" + self.sql_type, value
+        return self.sql_type, value
 
 
 #: python-tds's type of a declaration (its parse is a regular expression match and a lookup);

@@ -322,6 +322,10 @@ def _executesql_params(sess: Any, sql: str, params: Sequence[BoundParam]) -> lis
     return head + [p.to_pytds() for p in params]
 
 
+_BYTE, _USMALLINT = tds_base._byte, tds_base._usmallint_le
+_INT, _INT8 = tds_base._int_le, tds_base._int8_le
+
+
 class _RequestBody(_TdsWriter):  # type: ignore[misc]
     """python-tds's writer, into one bytearray instead of packets: the parts of a request are
     serialized here by python-tds's own type serializers, and the whole goes to the session's
@@ -338,6 +342,19 @@ class _RequestBody(_TdsWriter):  # type: ignore[misc]
 
     def pack(self, struc: struct.Struct, *args: Any) -> None:
         self.data += struc.pack(*args)
+
+    # the writes of python-tds's value serializers, straight to `pack`'s work
+    def put_byte(self, value: int) -> None:
+        self.data += _BYTE.pack(value)
+
+    def put_usmallint(self, value: int) -> None:
+        self.data += _USMALLINT.pack(value)
+
+    def put_int(self, value: int) -> None:
+        self.data += _INT.pack(value)
+
+    def put_int8(self, value: int) -> None:
+        self.data += _INT8.pack(value)
 
     def write_string(self, s: str, codec: Any) -> None:
         buf, consumed = codec.encode(s)
@@ -406,9 +423,11 @@ def _write_rpc_head(
     declaration: str | None,
     collation: Any,
     key_collation: bytes,
+    version: int,
 ) -> None:
-    """ProcID of sp_executesql, option flags, the statement and its declaration."""
-    key = (sql, declaration, key_collation, sess.tds_version)
+    """ProcID of sp_executesql, option flags, the statement and its declaration (``version``:
+    the session's TDS version)."""
+    key = (sql, declaration, key_collation, version)
     head = _HEADS.get(key)
     if head is None:
         part = _RequestBody(sess)
@@ -425,18 +444,24 @@ def _write_rpc_head(
 
 
 def _write_bound(
-    body: _RequestBody, sess: Any, param: BoundParam, collation: Any, key_collation: bytes
+    body: _RequestBody,
+    sess: Any,
+    param: BoundParam,
+    collation: Any,
+    key_collation: bytes,
+    version: int,
 ) -> None:
-    """A bound parameter: its remembered name and TYPE_INFO, then its value."""
-    wire = param.wire_declaration()
-    key = (param.name, wire, key_collation, sess.tds_version)
+    """A bound parameter: its remembered name and TYPE_INFO, then its value (``version``: the
+    session's TDS version)."""
+    wire, value = param.wire()
+    key = (param.name, wire, key_collation, version)
     known = _PARAMS.get(key)
     if known is None:
         known = _param_head(sess, param.name, wire_type(wire), collation)
         _PARAMS.put(key, known)
     head, serializer = known
     body.data += head
-    serializer.write(body, param.wire_value())
+    serializer.write(body, value)
 
 
 def _submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[BoundParam]]]) -> None:
@@ -454,7 +479,8 @@ def _submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[Boun
     sess.res_info = None
     collation = sess._tds.collation or raw_collation
     key_collation = collation.pack()
-    tds72 = tds_base.IS_TDS72_PLUS(sess)
+    version = sess.tds_version
+    tds72 = version >= tds_base.TDS72  # tds_base.IS_TDS72_PLUS, without reading it again
     for _, params in calls:
         check_values_fit(params, collation)
     body = _RequestBody(sess)
@@ -462,9 +488,9 @@ def _submit_executesql_batch(sess: Any, calls: Sequence[tuple[str, Sequence[Boun
         if i:
             body.put_byte(_RPC_BATCH_FLAG if tds72 else _RPC_BATCH_FLAG_TDS71)
         declaration = ",".join([f"{p.name} {p.sql_type}" for p in params]) if params else None
-        _write_rpc_head(body, sess, sql, declaration, collation, key_collation)
+        _write_rpc_head(body, sess, sql, declaration, collation, key_collation, version)
         for param in params:
-            _write_bound(body, sess, param, collation, key_collation)
+            _write_bound(body, sess, param, collation, key_collation, version)
     with sess.querying_context(tds_base.PacketType.RPC):
         if tds72:
             sess._start_query()  # ALL_HEADERS

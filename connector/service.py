@@ -635,8 +635,7 @@ class QueryService:
             raise self._full(f"{MAX_WAITING} queries are already waiting")
         self._pump()
         if waiter.granted:  # a free slot (the common case), granted by _pump: no wait
-            self.in_flight += 1
-            self._notify()
+            self.in_flight += 1  # (_pump has just notified: nobody can wait since)
             return waiter, 0.0
         started = trio.current_time()
         try:
@@ -656,8 +655,7 @@ class QueryService:
     def _leave(self, key: str, waiter: _Waiter) -> None:
         """The query `_admit` let in ended: its slot goes to the next waiting query."""
         self.in_flight -= 1
-        self._give_back(key, waiter)
-        self._notify()
+        self._give_back(key, waiter)  # (it notifies)
 
     def _full(self, why: str) -> QueryFailed:
         return QueryFailed(

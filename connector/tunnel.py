@@ -153,10 +153,11 @@ class StreamSink:
         """`connector.results.Sink.hold`: both are held (as `_hold` holds each) when both fit
         the window and a frame, else neither."""
         size = len(rows)
-        if size > self.link.max_payload or not self._open():
+        max_payload = self.link.max_payload
+        if size > max_payload or not self._open():
             return False
         if columns is not None:
-            if len(columns) > self.link.max_payload:
+            if len(columns) > max_payload:
                 return False
             size += len(columns)
         if self.link.conn.send_window(self.stream_id) < self._held_bytes + size:
