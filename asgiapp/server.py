@@ -735,21 +735,19 @@ class _Connection:
         lines = [b"HTTP/1.1 %d \r\n" % status]
         close = False
         for name, value in headers:
-            checked = (
-                _HEADER_LINES.get((name, value))
-                if type(name) is bytes and type(value) is bytes
-                else None
-            )
-            if checked is None:
-                checked = _header_line(name, value)
-            lower, line = checked
+            lower = _HEADER_NAMES.get(name) if type(name) is bytes else None
+            if lower is None:
+                lower = _header_name(name)
+            data = value if type(value) is bytes else bytes(value)
+            if _BAD_VALUE.search(data):
+                raise ValueError(f"invalid response header {lower!r}")
             if lower == b"content-length":
                 self.length = int(value)
             elif lower == b"transfer-encoding":
                 continue  # the framing is this server's
-            elif lower == b"connection" and b"close" in bytes(value).lower():
+            elif lower == b"connection" and b"close" in data.lower():
                 close = True
-            lines.append(line)
+            lines.append(b"%b: %b\r\n" % (lower, data))
         bodyless = status < 200 or status in (204, 304)
         #: a body the app sends is dropped (a HEAD's, a 204's, ...)
         self.bodyless = bodyless or self.method == b"HEAD"
@@ -771,29 +769,26 @@ class _Connection:
         return b"".join(lines)
 
 
-#: response header lines already checked, by (name, value) as an app gave them (bytes): (the
-#: lower-case name, the line); at most `_HEADER_LINES_MAX`, each value at most
-#: `_HEADER_LINE_VALUE_MAX` bytes (an app's constant headers are checked once)
-_HEADER_LINES: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
-_HEADER_LINES_MAX = 1024
-_HEADER_LINE_VALUE_MAX = 256
+#: response header names already checked, as an app gave them (bytes) -> lower case; at most
+#: `_HEADER_NAMES_MAX` (an app's names are few: each is checked once)
+_HEADER_NAMES: dict[bytes, bytes] = {}
+_HEADER_NAMES_MAX = 256
 
 
-def _header_line(name: Any, value: Any) -> tuple[bytes, bytes]:
-    """A response header's lower-case name and its line (``name: value\\r\\n``), checked.
+def _header_name(name: Any) -> bytes:
+    """A response header's name in lower case, checked.
 
     Raises:
-        ValueError: a header name or value that could split the response (CR, LF, NUL, ...).
+        ValueError: a name that is not an HTTP token (it could split the response).
     """
-    lower, data = bytes(name).lower(), bytes(value)
-    if not _TOKEN.fullmatch(lower) or _BAD_VALUE.search(data):
+    lower = bytes(name).lower()
+    if not _TOKEN.fullmatch(lower):
         raise ValueError(f"invalid response header {lower!r}")
-    checked = lower, b"%b: %b\r\n" % (lower, data)
-    if type(name) is bytes and type(value) is bytes and len(data) <= _HEADER_LINE_VALUE_MAX:
-        if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
-            _HEADER_LINES.clear()
-        _HEADER_LINES[name, value] = checked
-    return checked
+    if type(name) is bytes:
+        if len(_HEADER_NAMES) >= _HEADER_NAMES_MAX:
+            _HEADER_NAMES.clear()
+        _HEADER_NAMES[name] = lower
+    return lower
 
 
 #: the first byte of a whole binary message's frame: FIN, opcode 2 (RFC 6455 5.2)

@@ -52,17 +52,16 @@ class CancelToken:
     #: called once when it is cancelled (the query watchdog's wake-up, connector/_watchdog.py)
     on_cancel: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
-    #: whether it is cancelled: set with ``event`` (a plain attribute: the runner reads it
-    #: several times per query)
-    cancelled: bool = field(default=False, init=False, repr=False, compare=False)
-
     def cancel(self, reason: str = "cancelled") -> None:
-        if not self.cancelled:
+        if not self.event.is_set():
             self.reason = reason
-            self.cancelled = True
             self.event.set()
             if self.on_cancel is not None:
                 self.on_cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
 
 
 @dataclass

@@ -522,7 +522,7 @@ async def test_a_header_that_would_split_the_response_gives_500() -> None:
 
 
 async def test_response_header_lines_are_the_same_each_time() -> None:
-    """Header lines checked once are written the same on later responses; a header that would
+    """Header names checked once are written the same on later responses; a header that would
     split the response is refused every time."""
     rec = Recorder()
     async with running(rec) as (host, port, _):
