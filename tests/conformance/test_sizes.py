@@ -72,6 +72,24 @@ async def post(relay: RelayHandle, idp: DevIdP, body: dict[str, Any]) -> httpx.R
         return await client.post(url, json=body, headers=headers)
 
 
+async def refused_then_served(relay: RelayHandle, idp: DevIdP, body: bytes) -> dict[str, Any]:
+    """Post ``body``: it must get 400 request.invalid with no QUERY made, and the next query
+    on the same link must still be served. Returns the error object."""
+    url, headers = raw_post(relay, idp)
+    with trio.fail_after(30):
+        async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
+            response = await client.post(url, content=body, headers=headers)
+            assert response.status_code == 400, response.text
+            error: dict[str, Any] = response.json()["error"]
+            assert error["code"] == "request.invalid", error
+            assert p.queries == []
+            after = await client.post(url, json={"sql": "select @x", "params": {"x": 1}},
+                                      headers=headers)  # fmt: skip
+            assert after.status_code == 200, after.text
+            assert len(p.queries) == 1
+    return error
+
+
 async def test_statements_over_the_announced_limit_are_413(relay: RelayHandle, idp: DevIdP) -> None:
     with trio.fail_after(20):
         async with peer(relay, max_statement_bytes=1000) as p:
@@ -149,15 +167,8 @@ async def test_a_configured_max_param_bytes_applies(kind: str, idp: DevIdP) -> N
 async def test_duplicate_member_names_are_refused_before_the_connector(
     relay: RelayHandle, idp: DevIdP, body: bytes
 ) -> None:
-    url, headers = raw_post(relay, idp)
-    with trio.fail_after(20):
-        async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
-            response = await client.post(url, content=body, headers=headers)
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["code"] == "request.invalid"
+    error = await refused_then_served(relay, idp, body)
     assert "duplicate" in error["message"]
-    assert p.queries == []
 
 
 @pytest.mark.parametrize(
@@ -214,20 +225,9 @@ async def test_a_parameter_that_is_no_parameter_value_is_refused_before_the_conn
     integer within +-(2^53 - 1): anything else is refused with 400 before a QUERY is made, so a
     QUERY never carries what the connector's parser cannot read (nesting deeper than it supports
     would make the QUERY a protocol error and end the connection, and every query on it)."""
-    url, headers = raw_post(relay, idp)
     body = b'{"sql": "select @x", "params": {"x": ' + value + b"}}"
-    with trio.fail_after(30):
-        async with peer(relay) as p, httpx.AsyncClient(timeout=20) as client:
-            response = await client.post(url, content=body, headers=headers)
-            assert response.status_code == 400, response.text
-            error = response.json()["error"]
-            assert error["code"] == "request.invalid"
-            assert "x" in error["message"] or "nested" in error["message"], error
-            assert p.queries == []
-            after = await client.post(url, json={"sql": "select @x", "params": {"x": 1}},
-                                      headers=headers)  # fmt: skip
-            assert after.status_code == 200, after.text
-            assert len(p.queries) == 1
+    error = await refused_then_served(relay, idp, body)
+    assert "x" in error["message"] or "nested" in error["message"], error
 
 
 @pytest.mark.parametrize("kind", sorted(RELAYS))
