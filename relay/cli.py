@@ -16,6 +16,7 @@ problem.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -278,6 +279,7 @@ def _serve(args: argparse.Namespace) -> int:
                         nursery.cancel_scope.cancel()  # served and drained: stop listening
 
                 running: RunningRelay = await nursery.start(run_server)
+                _tune_gc()
                 print(f"relay listening on {running.http_url}", flush=True)
                 async for signum in signals:
                     if signum == signal.SIGHUP:
@@ -307,6 +309,22 @@ def _serve(args: argparse.Namespace) -> int:
         raise
     log_stopped("edgetds.relay", reason)
     return 0
+
+
+#: Container objects allocated and not freed since the last collection that start a young
+#: collection. Python's 700 is crossed over and over by the objects of 16 queries in flight, and
+#: each collection walks every young object alive (about 90 K instructions per query at
+#: concurrency 16, none at 1); the relay's requests leave next to no reference cycles to find.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _tune_gc() -> None:
+    """What is alive once the relay listens (modules, the app, its keys) lives as long as the
+    process: frozen, a full collection no longer walks it; young collections start later."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _reload(args: argparse.Namespace, running: Any) -> None:
