@@ -141,7 +141,7 @@ class _Strace:
     async def stop(self) -> float:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGINT)
-        await trio.to_thread.run_sync(self.proc.wait)
+        await trio.to_thread.run_sync(self.proc.communicate)  # its exit, and the pipe closed
         self.table = self.out.read_text()
         for line in self.table.splitlines():
             if line.rstrip().endswith(" total"):
