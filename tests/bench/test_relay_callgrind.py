@@ -11,7 +11,9 @@ import pytest
 
 from bench.relay_callgrind import Window, measure
 
-pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+pytestmark = pytest.mark.skipif(
+    shutil.which("strace") is None, reason="needs strace (make system-deps installs it)"
+)
 
 TREE = Path(__file__).resolve().parents[2]
 
