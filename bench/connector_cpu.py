@@ -80,16 +80,22 @@ async def open_stack(
     launch: Sequence[str] = ("-m", "edgetds"),
     env: Mapping[str, str] | None = None,
     slow: bool = False,
+    pool_size: int = 16,
 ) -> AsyncIterator[tuple[DemoStack, int]]:
     """A stack whose connector runs ``version``'s code; yields it and the connector's pid.
 
     ``audit``: the connector writes ``workdir/audit.jsonl`` (the ``[audit]`` defaults).
     ``prefix`` (e.g. valgrind), ``launch`` (what follows the interpreter, before ``connector
     run``) and ``env`` (added to this process's) change how it is started; ``slow``: it starts
-    and stops slowly (under valgrind), wait longer for both.
+    and stops slowly (under valgrind), wait longer for both. ``pool_size``: the connector's
+    python-tds pool per login.
     """
     async with open_demo_stack(
-        workdir, connector="none", tds_process=True, relay_kind="python-process"
+        workdir,
+        connector="none",
+        tds_process=True,
+        relay_kind="python-process",
+        pool_size=pool_size,
     ) as stack:
         if audit:
             with stack.connector_config.open("a") as fh:  # noqa: ASYNC230
