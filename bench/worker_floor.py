@@ -10,7 +10,11 @@ workerd's CPU time per request comes from ``/proc/PID/stat``, as bench/tunnel.py
 relay's. The relay's CPU per query over the ``/rpc`` floor is the relay's own work (auth, limits,
 attestation, the WebSocket to the connector, the protocol model).
 
-Run: ``.venv/bin/python -m bench.worker_floor [--count 2000]``.
+``--gap-ms G`` waits G ms after each answer (the recorded requests only): the floor at a
+tunnel's pace rather than closed loop (the Worker tunnel of ``bench.tunnel`` answers a query
+about every 4-6 ms at concurrency 1 here).
+
+Run: ``.venv/bin/python -m bench.worker_floor [--count 2000] [--gap-ms 5.5]``.
 """
 
 from __future__ import annotations
@@ -53,17 +57,20 @@ const w :Workerd.Worker = (
 """
 
 
-async def _send(client: HttpConnection, path: str, n: int) -> None:
+async def _send(client: HttpConnection, path: str, n: int, gap_s: float = 0.0) -> None:
     headers = [(b"content-type", b"application/json")]
     for _ in range(n):
         status, _body = await client.post(path, headers, BODY, lambda _chunk: None)
         if status != 200:
             raise RuntimeError(f"the floor Worker answered {status} on {path}")
+        if gap_s:
+            await trio.sleep(gap_s)  # idle time before the next request: the pace under study
 
 
-async def measure_floor(count: int, warmup: int = 200) -> dict[str, float]:
+async def measure_floor(count: int, warmup: int = 200, gap_s: float = 0.0) -> dict[str, float]:
     """workerd CPU ms per request of the floor Worker: ``plain`` (fetch) and ``rpc`` (fetch +
-    JSON.parse + one DO RPC call), each after ``warmup`` unrecorded requests."""
+    JSON.parse + one DO RPC call), each after ``warmup`` unrecorded requests; ``gap_s`` of idle
+    time after each answer (0: closed loop)."""
     if COMPAT is None:
         raise RuntimeError("no COMPATIBILITY_DATE in relay/worker/scripts/workerd.mjs")
     with tempfile.TemporaryDirectory(prefix="edgetds-floor-") as tmp:
@@ -90,7 +97,7 @@ async def measure_floor(count: int, warmup: int = 200) -> dict[str, float]:
             for path in ("/plain", "/rpc"):
                 await _send(client, path, warmup)
                 before = process_cpu_seconds(process.pid)
-                await _send(client, path, count)
+                await _send(client, path, count, gap_s)
                 result[path.strip("/")] = round(
                     1000 * (process_cpu_seconds(process.pid) - before) / count, 3
                 )
@@ -106,9 +113,18 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=2000, help="requests per route")
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="idle time after each answer, in ms (default 0: closed loop); a process's CPU per "
+        "request grows with it, so compare at the pace of the run the floor is set against",
+    )
     args = parser.parse_args(argv)
+    if args.gap_ms < 0:
+        parser.error("--gap-ms must be 0 or more")
     start = time.perf_counter()
-    floor = trio.run(measure_floor, args.count)
+    floor = trio.run(measure_floor, args.count, 200, args.gap_ms / 1000)
     print(
         f"workerd floor, CPU ms per request: fetch {floor['plain']:.3f}, fetch + JSON.parse + "
         f"DO RPC {floor['rpc']:.3f} ({time.perf_counter() - start:.0f} s)"
