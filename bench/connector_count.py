@@ -25,11 +25,14 @@ system: /proc/PID/stat, in clock ticks, so count a few thousand queries), and th
 ``strace -c -f`` attached to all its threads, ``--count`` more give its system calls per query
 (strace slows it down: the calls made, not their timing); ``--out`` keeps strace's summary.
 
+``--audit``: the connector writes its audit log (``[audit]`` with its defaults: fsync "always",
+as ``bench.connector_cpu --audit`` runs it), so each of the three counts it too.
+
 Callgrind and cProfile are deterministic up to hash seeds and timers (PYTHONHASHSEED=0 in the
 connector); at a concurrency above 1 the counts also depend on how the queries meet.
 
 Run: ``.venv/bin/python -m bench.connector_count --callgrind [--count 300] [--concurrency 16]
-[--tree OTHER] [--out DIR]``; ``--switches --count 3000 --concurrency 16``
+[--tree OTHER] [--out DIR] [--audit]``; ``--switches --count 3000 --concurrency 16``
 """
 
 from __future__ import annotations
@@ -88,8 +91,9 @@ POOL_SIZE = 16
 
 
 def _stack(tree: Path, workdir: Path, concurrency: int, **how: Any) -> Any:
-    """`bench.connector_cpu.open_stack` with ``tree``'s connector (its .venv when it has one)
-    and a pool of at least ``concurrency`` connections."""
+    """`bench.connector_cpu.open_stack` with ``tree``'s connector (its .venv when it has one),
+    a pool of at least ``concurrency`` connections and, when ``audit=True`` is among ``how``,
+    its audit log."""
     venv = tree / ".venv" / "bin" / "python"
     version = Version(tree.name, str(venv if venv.exists() else sys.executable), tree)
     env = {"PYTHONHASHSEED": "0", **how.pop("env", {})}
@@ -142,13 +146,16 @@ def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
-async def callgrind(tree: Path, count: int, warm: int, out: Path, concurrency: int = 1) -> float:
+async def callgrind(
+    tree: Path, count: int, warm: int, out: Path, concurrency: int = 1, audit: bool = False
+) -> float:
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the stack starts
     result = out / "callgrind.out"
     prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     prefix.append(f"--callgrind-out-file={result}")
     with tempfile.TemporaryDirectory(prefix="edgetds-conncount-") as tmp:
-        async with _stack(tree, Path(tmp), concurrency, prefix=prefix, slow=True) as (stack, pid):
+        how = {"prefix": prefix, "slow": True, "audit": audit}
+        async with _stack(tree, Path(tmp), concurrency, **how) as (stack, pid):
             await _queries(stack, warm, concurrency)
             await trio.to_thread.run_sync(_control, pid, "-z")
             await trio.to_thread.run_sync(_control, pid, "-i", "on")
@@ -163,7 +170,7 @@ async def callgrind(tree: Path, count: int, warm: int, out: Path, concurrency: i
 
 
 async def cprofile_calls(
-    tree: Path, count: int, warm: int, out: Path, concurrency: int = 1
+    tree: Path, count: int, warm: int, out: Path, concurrency: int = 1, audit: bool = False
 ) -> float:
     import pstats
 
@@ -173,7 +180,7 @@ async def cprofile_calls(
         target = out / f"cprofile-{n}.pstats"
         env = {"EDGETDS_PROFILE_OUT": str(target)}
         with tempfile.TemporaryDirectory(prefix="edgetds-conncount-") as tmp:
-            how = {"launch": ["-c", _PROFILED], "env": env, "slow": True}
+            how = {"launch": ["-c", _PROFILED], "env": env, "slow": True, "audit": audit}
             async with _stack(tree, Path(tmp), concurrency, **how) as (stack, _):
                 await _queries(stack, warm, concurrency)
                 await _queries(stack, n, concurrency)
@@ -182,14 +189,14 @@ async def cprofile_calls(
 
 
 async def switches(
-    tree: Path, count: int, warm: int, out: Path, concurrency: int
+    tree: Path, count: int, warm: int, out: Path, concurrency: int, audit: bool = False
 ) -> dict[str, float]:
     """Per query: context switches, CPU ms and (with strace on PATH) system calls; ``out``
     keeps strace's summary (strace.txt)."""
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the stack starts
     per: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgetds-conncount-") as tmp:
-        async with _stack(tree, Path(tmp), concurrency) as (stack, pid):
+        async with _stack(tree, Path(tmp), concurrency, audit=audit) as (stack, pid):
             await _queries(stack, warm, concurrency)
             switched, cpu, ns = context_switches(pid), user_system_s(pid), thread_ns(pid)[0]
             await _queries(stack, count, concurrency)
@@ -252,20 +259,26 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="queries in flight (default 1); the pool has at least as many connections",
     )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help='the connector writes its audit log ([audit] defaults: fsync "always")',
+    )
     args = parser.parse_args(argv)
     tree = args.tree.resolve()
     c = args.concurrency
-    at = f", concurrency {c}" if c != 1 else ""
+    at = (f", concurrency {c}" if c != 1 else "") + (", audit log on" if args.audit else "")
     if args.callgrind:
-        per = trio.run(callgrind, tree, args.count, args.warm, args.out, c)
+        per = trio.run(callgrind, tree, args.count, args.warm, args.out, c, args.audit)
         print(f"{tree}: {per:,.0f} instructions per query (callgrind, {args.count} queries{at})")
     if args.cprofile:
-        calls = trio.run(cprofile_calls, tree, args.count, args.warm, args.out, c)
+        calls = trio.run(cprofile_calls, tree, args.count, args.warm, args.out, c, args.audit)
         print(f"{tree}: {calls:,.1f} Python function calls per query (cProfile, all threads{at})")
     if args.switches:
-        f = trio.run(switches, tree, args.count, args.warm, args.out, c)
+        f = trio.run(switches, tree, args.count, args.warm, args.out, c, args.audit)
         print(
-            f"{tree}: per query ({args.count} queries, concurrency {c}): context switches "
+            f"{tree}: per query ({args.count} queries, concurrency {c}"
+            f"{', audit log on' if args.audit else ''}): context switches "
             f"{f['voluntary']:.2f} voluntary + {f['involuntary']:.2f} involuntary; CPU "
             f"{f['cpu_ms']:.3f} ms ({f['user_ms']:.3f} user + {f['system_ms']:.3f} system)"
             + (
