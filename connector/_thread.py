@@ -52,11 +52,15 @@ class WorkerThread:
             self._wake_out.close()
             self._wake_in.close()
 
-    async def call(self, fn: Callable[[], T]) -> T:
+    async def call(self, fn: Callable[[], T], *, checkpoint: bool = True) -> T:
         """Run ``fn()`` in this thread; not cancellable: a call into python-tds is waited for,
         never abandoned, as `trio.to_thread.run_sync` does by default (a cancel takes effect at
-        the caller's next checkpoint; interrupt the call with send_attention / shutdown)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        the caller's next checkpoint; interrupt the call with send_attention / shutdown).
+
+        ``checkpoint=False``: a caller already cancelled is not refused (Cancelled) before the
+        call either: ``fn`` runs all the same (an audit log's group write)."""
+        if checkpoint:
+            await trio.lowlevel.checkpoint_if_cancelled()
         result: list[tuple[bool, Any]] = []
         self._jobs.put((fn, result))
         try:

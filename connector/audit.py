@@ -131,13 +131,16 @@ def query_record(
     log_param_values: bool = False,
     statement_sql: str | None = None,
     session: Mapping[str, Any] | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """An audit record (without seq/time/prev/hash, which :meth:`AuditLog.write` adds).
 
     ``sql`` is the ad-hoc text or None; ``query`` the named query or None; ``statement_sql`` the
     SQL actually run for a named query (fingerprinted, not logged: the template lives in policy).
     ``session``: for a session operation, ``{"id", "op", ...}`` (SPEC.md 7.4); the record has a
-    ``session`` member only then.
+    ``session`` member only then. ``fingerprint``: the statement's fingerprint when the caller
+    already holds it (`connector._readonly.remembered_fingerprint` of that text), else it is
+    computed here.
     """
     statement: dict[str, str] = {}
     if sql is not None:
@@ -159,7 +162,7 @@ def query_record(
         "issuer": issuer,
         "role": role,
         "statement": statement,
-        "fingerprint": _fingerprint(text) if text is not None else None,
+        "fingerprint": None if text is None else fingerprint or _fingerprint(text),
         "params": plist,
         "outcome": {
             "status": outcome.status,
@@ -249,12 +252,10 @@ class AuditLog:
             out: list[dict[str, Any] | Exception] = []
             lines: list[bytes] = []
             seq, head, size = self.seq, self.head, self._size
+            now = _now()  # the group's records are written together
             for record in records:
                 try:
-                    full = dict(record)
-                    full.update(v=1, seq=seq + 1, prev=head, time=_now())
-                    full["hash"] = record_hash(full)
-                    line = canonical_json(full) + b"\n"
+                    full, line = _chained(record, seq + 1, head, now)
                 except (ValueError, TypeError) as exc:
                     out.append(exc)
                     continue
@@ -294,43 +295,46 @@ class AuditLog:
         the leader is done it wakes them and, if more records queued up, hands the lead to the
         first of them. Records are chained in the order `write` was called; each caller returns
         only once its own record is on disk (per the fsync policy), as without group commit.
-        Shielded from cancellation: a record once queued is written, and the lead is never lost.
+        Not cancellable, as if shielded: a record once queued is written, and the lead is never
+        lost; a cancel takes effect at the caller's next checkpoint after it returns.
 
         Raises:
             AuditError: the log is closed.
             OSError: the file could not be written.
             ValueError, TypeError: this record cannot be serialized (the others are written).
         """
-        import trio
-
-        entry = _Queued(record, trio.Event())
-        with trio.CancelScope(shield=True):
-            self._queue.append(entry)
-            if self._leading:
-                await entry.done.wait()  # written by a leader, or handed the lead
-            if not entry.finished:
-                await self._lead()
+        entry = _Queued(record)
+        self._queue.append(entry)
+        if self._leading:
+            # written by a leader, or handed the lead; woken only by `_lead`
+            entry.task = _lowlevel().current_task()
+            await _lowlevel().wait_task_rescheduled(_never_abort)
+            entry.task = None  # running again: if it leads, `_lead` must not wake it
+        if not entry.finished:
+            await self._lead()
         if isinstance(entry.result, BaseException):
             raise entry.result
         written: dict[str, Any] = entry.result
         return written
 
     async def _lead(self) -> None:
-
         self._leading = True
         batch, self._queue = self._queue, []
-        records = [e.record for e in batch]
         try:
             results: list[dict[str, Any] | Exception] = await self._writer().call(
-                partial(self.write_many_sync, records)
+                partial(self.write_many_sync, [e.record for e in batch]), checkpoint=False
             )
         except Exception as exc:  # the whole batch failed (closed, disk full): all of them
             results = [exc] * len(batch)
+        reschedule = _lowlevel().reschedule
         for queued, result in zip(batch, results, strict=True):
             queued.result, queued.finished = result, True
-            queued.done.set()
+            if queued.task is not None:
+                reschedule(queued.task)
         if self._queue:
-            self._queue[0].done.set()  # not finished: it leads the next batch
+            # not finished: it leads the next batch (every queued record's caller waits, as a
+            # leader is at work from the first record on)
+            reschedule(self._queue[0].task)
         else:
             self._leading = False
         self.group_commits += 1
@@ -419,14 +423,56 @@ class AuditLog:
         self.close()
 
 
-@dataclass(eq=False)
 class _Queued:
     """A record waiting in `AuditLog.write`'s group commit queue."""
 
-    record: Mapping[str, Any]
-    done: Any  # trio.Event (trio is imported lazily: `edgetds audit verify` needs none)
-    finished: bool = False
-    result: Any = None
+    __slots__ = ("finished", "record", "result", "task")
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self.record = record
+        #: the waiting caller's trio task (None: its caller leads and waits for the writer)
+        self.task: Any = None
+        self.finished = False
+        self.result: Any = None
+
+
+def _lowlevel() -> Any:
+    """``trio.lowlevel`` (imported when first used: `edgetds audit verify` needs no trio)."""
+    import trio.lowlevel
+
+    return trio.lowlevel
+
+
+def _never_abort(_raise_cancel: object) -> Any:
+    """An abort function that refuses: a queued record's caller waits for it whatever happens."""
+    return _lowlevel().Abort.FAILED
+
+
+def _chained(
+    record: Mapping[str, Any], seq: int, prev: str, now: str
+) -> tuple[dict[str, Any], bytes]:
+    """``record`` chained as record ``seq`` after ``prev``: (the record with its hash, its line).
+
+    The line is ``canonical_json(full) + b"\\n"`` and the hash covers ``canonical_json`` of the
+    same record without "hash" (`record_hash`). Both are cut from one encoding of the members
+    that sort before "hash" and one of those after it (canonical JSON sorts the keys), so the
+    record is serialized once, not once for its hash and again for its line.
+    """
+    full = dict(record)
+    full.update(v=1, seq=seq, prev=prev, time=now)
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key, value in full.items():
+        if key < "hash":
+            before[key] = value
+        elif key != "hash":
+            after[key] = value
+    left = canonical_json(before)
+    opening = left[:-1] + b"," if len(left) > 2 else b"{"
+    rest = canonical_json(after)[1:]  # never empty: v, seq, prev and time sort after "hash"
+    digest = hashlib.sha256(b"".join((_DOMAIN, opening, rest))).hexdigest()
+    full["hash"] = digest
+    return full, b"".join((opening, b'"hash":"', digest.encode("ascii"), b'",', rest, b"\n"))
 
 
 def rotated_files(path: str | Path) -> list[Path]:
@@ -602,6 +648,8 @@ def _now() -> str:
 
 def _clean(text: str) -> str:
     """Drop lone surrogates (not encodable as UTF-8) so one odd request cannot stop the log."""
+    if text.isascii():  # no surrogate: the text as it is
+        return text
     return text.encode("utf-8", "replace").decode("utf-8")
 
 

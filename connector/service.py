@@ -116,8 +116,9 @@ class AuditEvent:
     #: a session operation: ``{"id", "op", ...}`` (role and isolation at begin, the end's reason)
     session: dict[str, Any] | None = None
 
-    def record(self) -> dict[str, Any]:
-        """The connector/audit.py record (values only when the role allows it)."""
+    def record(self, fingerprint: str | None = None) -> dict[str, Any]:
+        """The connector/audit.py record (values only when the role allows it); ``fingerprint``:
+        the statement's, when already known (`query_record`)."""
         status: Literal["ok", "error", "refused"]
         if self.outcome == "ok":
             status = "ok"
@@ -145,6 +146,7 @@ class AuditEvent:
                 sql_error_number=(self.sql_error or {}).get("number"),
             ),
             session=self.session,
+            fingerprint=fingerprint,
         )
 
 
@@ -309,25 +311,35 @@ class QueryService:
                 )
             if self.audit is not None:
                 try:
-                    with trio.CancelScope(shield=True):
-                        await self.audit.write(await self._audit_record(ev))
+                    record = self._audit_record_inline(ev)
+                    if record is None:
+                        record = await self._audit_record_threaded(ev)
+                    # not cancellable (`AuditLog.write`): no shield needed around it
+                    await self.audit.write(record)
                 except Exception:  # the audit log failing must be loud, never silent
                     log.exception("audit record could not be written")
 
-    async def _audit_record(self, ev: AuditEvent) -> dict[str, Any]:
-        """``ev.record()``, built in a worker thread unless that costs next to nothing: its
-        fingerprint tokenizes the statement, which the event loop never does (a fingerprint
-        already remembered is a hash), and a long statement or logged parameter values take
-        time to copy into the record."""
+    def _audit_record_inline(self, ev: AuditEvent) -> dict[str, Any] | None:
+        """``ev.record()`` when building it on the event loop costs next to nothing, else None
+        (the caller builds it in a worker thread): its fingerprint tokenizes the statement,
+        which the event loop never does (a fingerprint already remembered is a hash), and a
+        long statement or logged parameter values take time to copy into the record."""
         text = ev.sql if ev.sql is not None else ev.statement_sql
-        if text is None or (
-            len(text) <= self.read_only.inline_chars
-            and not ev.log_param_values
-            and remembered_fingerprint(text) is not None
-        ):
+        if text is None:
             return ev.record()
+        if len(text) > self.read_only.inline_chars or ev.log_param_values:
+            return None
+        fingerprint = remembered_fingerprint(text)
+        return None if fingerprint is None else ev.record(fingerprint)
+
+    async def _audit_record_threaded(self, ev: AuditEvent) -> dict[str, Any]:
+        """``ev.record()`` built in a worker thread of the read-only checker's lane for its
+        statement; shielded: a cancelled query still gets its record."""
+        text = ev.sql if ev.sql is not None else ev.statement_sql
         lane = self.read_only.limiter_for(text)
-        return await trio.to_thread.run_sync(ev.record, limiter=lane)
+        with trio.CancelScope(shield=True):
+            record = await trio.to_thread.run_sync(ev.record, limiter=lane)
+        return record
 
     async def _identity(self, query: events.Query, ev: AuditEvent) -> Identity:
         """The end user, from the QUERY's token verified here (step 2)."""

@@ -354,3 +354,75 @@ async def test_group_writes_run_on_the_logs_own_thread(
     gc.collect()
     writer.join(timeout=20)
     assert not writer.is_alive()
+
+
+def test_each_line_is_the_canonical_json_of_its_record(tmp_path: Path) -> None:
+    """Whatever members a record has (none before "hash", a stale hash or seq of its own,
+    non-ASCII text, logged values, a session), its line is exactly canonical_json of the
+    record as written plus a newline, and its hash covers the same without "hash"."""
+    path = tmp_path / "a.jsonl"
+    records: list[dict[str, object]] = [
+        rec(1),
+        rec(
+            2, sql="SELECT N'Zürich — 東京' AS \"città\"", params={"é": "ß"}, log_param_values=True
+        ),
+        rec(3, session={"id": "s-1", "op": "begin", "role": "analyst"}),
+        {"zeta": [1, {"b": None, "a": "x"}], "seq": 99, "hash": "stale", "v": 7},
+        {"aaa": 1},
+        {},
+    ]
+    with AuditLog(path) as log:
+        written = [log.write_sync(record) for record in records]
+        grouped = log.write_many_sync(records)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2 * len(records)
+    for line, returned in zip(lines, written + grouped, strict=True):
+        parsed = json.loads(line)
+        assert line == protocol.canonical_json(parsed) + b"\n"
+        assert parsed == returned
+        assert parsed["hash"] == record_hash(parsed)
+    for i, record in enumerate(records):
+        parsed = json.loads(lines[i])
+        assert {
+            k: v for k, v in parsed.items() if k not in ("v", "seq", "prev", "time", "hash")
+        } == {k: v for k, v in record.items() if k not in ("v", "seq", "prev", "time", "hash")}
+        assert (parsed["v"], parsed["seq"]) == (1, i + 1)
+    assert verify_files([path]).records == 2 * len(records)
+
+
+async def test_a_cancelled_caller_still_writes_its_record(tmp_path: Path) -> None:
+    """`write` cannot be cancelled: callers whose scope is cancelled before or while they wait
+    (the leader and the ones queued behind it) each return their record, written; the cancel
+    takes effect at their next checkpoint."""
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path, fsync="always")
+    returned: list[int] = []
+    reached: list[int] = []
+    called: list[str] = []
+
+    async def one(i: int, scope: trio.CancelScope) -> None:
+        with scope:
+            called.append(f"q{i}")  # no checkpoint between this and the write: the call order
+            returned.append((await log.write(rec(i)))["seq"])
+            await trio.lowlevel.checkpoint()
+            reached.append(i)  # not reached: the cancel is raised at the checkpoint above
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            early = trio.CancelScope()
+            early.cancel()  # cancelled before it calls write: it leads all the same
+            nursery.start_soon(one, 0, early)
+            await trio.testing.wait_all_tasks_blocked()  # it leads: its write is under way
+            waiting = [trio.CancelScope() for _ in range(1, 6)]
+            for i, scope in enumerate(waiting, start=1):
+                nursery.start_soon(one, i, scope)
+            await trio.testing.wait_all_tasks_blocked()
+            assert log.seq < 6  # the five queued behind the first are still waiting
+            for scope in waiting:
+                scope.cancel()
+        await log.aclose()
+    assert sorted(returned) == list(range(1, 7))
+    assert reached == []
+    assert [json.loads(line)["query_id"] for line in path.read_bytes().splitlines()] == called
+    assert sorted(called) == [f"q{i}" for i in range(6)]
+    assert verify_files([path]).records == 6
