@@ -9,18 +9,19 @@ import trio
 from bench.worker_floor import main, measure_floor
 
 
-async def test_both_routes_are_measured_with_and_without_idle_time() -> None:
-    for gap_s in (0.0, 0.002):
-        floor = await measure_floor(30, warmup=5, gap_s=gap_s)
-        assert set(floor) == {"plain", "rpc"}
-        assert all(ms > 0 for ms in floor.values()), floor
+async def test_both_routes_are_measured() -> None:
+    # /proc counts CPU in clock ticks (10 ms): enough requests that each route spends several
+    floor = await measure_floor(300, warmup=5)
+    assert set(floor) == {"plain", "rpc"}
+    assert all(ms > 0 for ms in floor.values()), floor
 
 
 async def test_idle_time_is_spent_between_the_recorded_requests() -> None:
     start = trio.current_time()
-    await measure_floor(20, warmup=2, gap_s=0.01)
+    floor = await measure_floor(20, warmup=2, gap_s=0.01)
     # 20 recorded requests per route, each followed by 10 ms of idle time: 0.4 s at least
     assert trio.current_time() - start >= 2 * 20 * 0.01
+    assert set(floor) == {"plain", "rpc"}
 
 
 def test_a_negative_gap_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
