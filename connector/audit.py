@@ -275,7 +275,16 @@ class AuditLog:
         """Write the chained ``lines`` (the last one's seq and hash given), then fsync by policy."""
         assert self._fd is not None
         data = b"".join(lines)
-        os.write(self._fd, data)
+        done = 0
+        try:
+            while done < len(data):  # a write may take part of the bytes (a full disk, a quota)
+                done += os.write(self._fd, memoryview(data)[done:] if done else data)
+        except OSError:
+            if done:
+                # a part of a line would break the chain for every record after it: cut the
+                # file back to its last whole record (the chain's head stays where it was)
+                os.ftruncate(self._fd, self._size)
+            raise
         self._size += len(data)
         self.seq, self.head = seq, head
         self._dirty = True

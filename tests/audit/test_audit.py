@@ -426,3 +426,52 @@ async def test_a_cancelled_caller_still_writes_its_record(tmp_path: Path) -> Non
     assert [json.loads(line)["query_id"] for line in path.read_bytes().splitlines()] == called
     assert sorted(called) == [f"q{i}" for i in range(6)]
     assert verify_files([path]).records == 6
+
+
+#: run in a process of its own: the file size limit would otherwise hold for the test process
+_SHORT_WRITE = """
+import os, resource, signal, sys
+from connector.audit import AuditLog, verify_files
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write beyond the limit fails with EFBIG
+path = sys.argv[1]
+record = {"query_id": "q", "statement": {"sql": "x" * 200}}
+with AuditLog(path) as log:
+    log.write_sync(record)
+    size = os.path.getsize(path)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, resource.RLIM_INFINITY))
+    try:
+        log.write_sync(record)  # about 500 bytes: the first 100 fit
+    except OSError as exc:
+        print("failed", exc.errno)
+    print("seq", log.seq, "size", size, os.path.getsize(path))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    log.write_sync(record)
+print("verified", verify_files([path]).records)
+"""
+
+
+def test_a_write_that_takes_part_of_a_line_leaves_no_part_of_it(tmp_path: Path) -> None:
+    """A write of which the file takes only a part (the size limit here; a full disk or a quota
+    in production) fails with no part of a line left in the file and the chain's head where it
+    was: the record after it continues the chain, which verifies."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.jsonl"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _SHORT_WRITE, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split("\n")
+    assert out[0].startswith("failed 27"), out  # EFBIG
+    _, seq, _, size, after = out[1].split()
+    assert (seq, after) == ("1", size)
+    assert out[2] == "verified 2"
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2]
