@@ -40,6 +40,7 @@ Parameter values are written only when the role sets ``log_param_values = true``
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -278,7 +279,10 @@ class AuditLog:
         done = 0
         try:
             while done < len(data):  # a write may take part of the bytes (a full disk, a quota)
-                done += os.write(self._fd, memoryview(data)[done:] if done else data)
+                taken = os.write(self._fd, memoryview(data)[done:] if done else data)
+                if not taken:  # never for a file on Linux; no endless loop if it ever is
+                    raise OSError(errno.EIO, "the audit file took none of the bytes written")
+                done += taken
         except OSError:
             if done:
                 # a part of a line would break the chain for every record after it: cut the
