@@ -38,7 +38,6 @@ Run: ``.venv/bin/python -m bench.connector_count --callgrind [--count 300] [--co
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -50,7 +49,7 @@ from typing import Any
 import trio
 
 from bench.connector_cpu import Version, open_stack, thread_ns
-from bench.stack import DemoStack
+from bench.stack import DemoStack, context_switches, strace_counts, user_system_s
 from bench.tunnel import scenario, tunnel_plan
 from edgetds.loadtest import run_loadtest
 
@@ -108,38 +107,10 @@ async def _queries(stack: DemoStack, count: int, concurrency: int) -> None:
         raise SystemExit(f"{done.errors} errors, {done.count} of {count} queries")
 
 
-def context_switches(pid: int) -> tuple[int, int]:
-    """(voluntary, involuntary) context switches of process ``pid``, summed over its threads."""
-    voluntary = involuntary = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for text in (task / "status").read_text().splitlines():
-            if text.startswith("voluntary_ctxt_switches"):
-                voluntary += int(text.split()[1])
-            elif text.startswith("nonvoluntary_ctxt_switches"):
-                involuntary += int(text.split()[1])
-    return voluntary, involuntary
-
-
-def user_system_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process ``pid`` (all its threads, /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
 def strace_calls(summary: str) -> tuple[int, int]:
     """(all system calls, futex calls) in the summary that ``strace -c`` writes."""
-    total = futex = None
-    for text in summary.splitlines():
-        words = text.split()
-        if len(words) > 4 and words[-1] in ("total", "futex"):
-            if words[-1] == "total":
-                total = int(words[3])
-            else:
-                futex = int(words[3])
-    if total is None:
-        raise ValueError("no total line in the strace summary")
-    return total, futex or 0
+    counts = strace_counts(summary)
+    return counts["total"], counts.get("futex", 0)
 
 
 def _control(pid: int, *args: str) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import trio
 
-from bench.stack import DemoStack, open_demo_stack, wait_connected
+from bench.stack import DemoStack, context_switches, open_demo_stack, wait_connected
 from bench.tunnel import scenario, tunnel_plan
 from edgetds.loadtest import Plan, run_loadtest
 from tests.support.processes import stop_processes
@@ -53,16 +53,13 @@ class Version:
 
 def thread_ns(pid: int) -> tuple[int, int, int]:
     """(ns on CPU of all threads, of the main thread, context switches) of process ``pid``."""
-    total = main = switches = 0
+    total = main = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         ns = int((task / "schedstat").read_text().split()[0])
         total += ns
         if task.name == str(pid):
             main = ns
-        for text in (task / "status").read_text().splitlines():
-            if text.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                switches += int(text.split()[1])
-    return total, main, switches
+    return total, main, sum(context_switches(pid))
 
 
 def self_cpu() -> float:

@@ -46,6 +46,7 @@ from bench.stack import (
     _write_relay_config,
     listening_address,
     relay_handle,
+    strace_counts,
     wait_connected,
 )
 from bench.tdslite_replay import _callgrind, _instructions
@@ -128,7 +129,7 @@ class _Strace:
     def __init__(self, pid: int, out: Path) -> None:
         self.pid, self.out = pid, out
         self.proc: subprocess.Popen[bytes] | None = None
-        self.table = ""
+        self.counts: dict[str, int] = {}
 
     async def start(self) -> None:
         threads = [f"-p{tid}" for tid in os.listdir(f"/proc/{self.pid}/task")]
@@ -142,20 +143,14 @@ class _Strace:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGINT)
         await trio.to_thread.run_sync(self.proc.communicate)  # its exit, and the pipe closed
-        self.table = self.out.read_text()
-        for line in self.table.splitlines():
-            if line.rstrip().endswith(" total"):
-                return int(line.split()[3])
-        raise RuntimeError(f"no total in {self.out}")
+        self.counts = strace_counts(self.out.read_text())
+        return self.counts["total"]
 
     def top(self, count: int, queries: int) -> str:
         """The ``count`` most frequent system calls, per query."""
-        rows = []
-        for line in self.table.splitlines():
-            fields = line.split()
-            if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
-                rows.append((int(fields[3]), fields[-1]))
-        rows.sort(reverse=True)
+        rows = sorted(
+            ((n, name) for name, n in self.counts.items() if name != "total"), reverse=True
+        )
         return ", ".join(f"{name} {calls / queries:.1f}" for calls, name in rows[:count])
 
 

@@ -45,15 +45,49 @@ __all__ = [
     "open_demo_stack",
     "listening_address",
     "open_diy_service",
+    "context_switches",
     "process_cpu_seconds",
+    "strace_counts",
+    "user_system_s",
     "wait_connected",
 ]
 
 
 def process_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` used so far, from /proc."""
+    return sum(user_system_s(pid))
+
+
+def user_system_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` (all its threads, /proc/PID/stat; in clock
+    ticks, 10 ms here)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of process ``pid``, summed over its threads."""
+    voluntary = involuntary = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for text in (task / "status").read_text().splitlines():
+            if text.startswith("voluntary_ctxt_switches"):
+                voluntary += int(text.split()[1])
+            elif text.startswith("nonvoluntary_ctxt_switches"):
+                involuntary += int(text.split()[1])
+    return voluntary, involuntary
+
+
+def strace_counts(summary: str) -> dict[str, int]:
+    """Calls per system call name in the table ``strace -c`` writes, with its "total"."""
+    counts: dict[str, int] = {}
+    for text in summary.splitlines():
+        words = text.split()  # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(words) >= 5 and words[0][0].isdigit():
+            counts[words[-1]] = int(words[3])
+    if "total" not in counts:
+        raise ValueError("no total line in the strace summary")
+    return counts
 
 
 #: an admin login to create the benchmark tables (the connector only has reader and writer)

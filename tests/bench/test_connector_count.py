@@ -8,7 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench.connector_count import context_switches, strace_calls, user_system_s
+from bench.connector_count import strace_calls
+from bench.stack import context_switches, user_system_s
 
 #: what ``strace -c -f -o FILE -p PID`` wrote for a connector (an errors column left empty on
 #: some lines)
