@@ -1,27 +1,39 @@
 """The do-it-yourself baseline: the small HTTP service a team would write instead of edgetds.
 
-What the tunnel is compared with: an ASGI app on hypercorn (Trio worker)
-that takes the same ``POST .../query`` body (``{"sql", "params"}``), binds the parameters as the
-connector does (`connector.encode.decode_params`, sp_executesql through
-`connector.execute.run_statement`), runs the statement on ONE shared python-tds login (a pool of
-connections of that login, one per concurrent request), and streams the same NDJSON shape
-(``{"columns": ...}``, row arrays from `connector.encode.RowEncoder`, ``{"done": ...}``). No
-identity, no policy, no audit, no session context, no relay, no WebSocket: the floor of what any
-HTTP-to-SQL service costs on this machine.
+What the tunnel is compared with: a service that takes the same ``POST .../query`` body
+(``{"sql", "params"}``), binds the parameters as the connector does
+(`connector.encode.decode_params`, sp_executesql through `connector.execute.run_statement`),
+runs the statement on ONE shared python-tds login (a pool of connections of that login, one per
+concurrent request), and answers the same NDJSON shape (``{"columns": ...}``, row arrays from
+`connector.encode.RowEncoder`, ``{"done": ...}``). No identity, no policy, no audit, no session
+context, no relay, no WebSocket. Two ways a team would write it (``--server``):
+
+- ``hypercorn`` (default): an ASGI app on hypercorn (Trio worker), python-tds in worker threads
+  (``trio.to_thread``), the answer streamed a batch of rows at a time;
+- ``stdlib``: ``http.server.ThreadingHTTPServer`` (HTTP/1.1 keep-alive, a thread per client
+  connection), python-tds called in the request's own thread (no hand-off between threads), the
+  whole answer built in memory and sent with its Content-Length. The leaner of the two for small
+  results (no event loop, no thread hop), at the price of holding a result in memory: fine for
+  the benchmark's small queries, not for a service that streams large ones.
 
 Run alone: ``.venv/bin/python -m bench.diy_service --direct "host=127.0.0.1;port=1433;
-user=reader;password=...;database=..." [--port 0] [--pool 16]``; it prints
-``diy listening on http://HOST:PORT`` and serves until killed. bench/tunnel.py starts it as its
-own process (its own GIL, its CPU read from /proc like the other parts').
+user=reader;password=...;database=..." [--server hypercorn|stdlib] [--port 0] [--pool 16]``; it
+prints ``diy listening on http://HOST:PORT`` and serves until killed. bench/tunnel.py starts it
+as its own process (its own GIL, its CPU read from /proc like the other parts').
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import http.server
 import json
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -41,7 +53,7 @@ from connector.execute import run_statement
 from edgetds.loadtest.targets import DirectSpec, parse_direct
 from protocol import ErrorCode, done_record, error_record
 
-__all__ = ["DiyApp", "main"]
+__all__ = ["DiyApp", "StdlibDiy", "main"]
 
 _HEADERS = [(b"content-type", b"application/x-ndjson")]
 _FETCH_ROWS = 500
@@ -113,9 +125,7 @@ class DiyApp:
             await _answer(send, 405, error_record(ErrorCode.REQUEST_INVALID, "POST a query"))
             return
         try:
-            request = json.loads(body)
-            sql = request["sql"]
-            params = decode_params(request.get("params") or {})
+            sql, params = _request(body)
         except (ValueError, KeyError, TypeError, ParamError) as exc:
             await _answer(send, 400, error_record(ErrorCode.REQUEST_INVALID, str(exc)))
             return
@@ -134,9 +144,7 @@ class DiyApp:
                 try:
                     data = await trio.to_thread.run_sync(query.start, sql, params)
                 except tds_base.Error as exc:
-                    number = int(getattr(exc, "msg_no", 0) or 0)
-                    line = error_record(ErrorCode.SQL_ERROR, f"SQL Server error {number}: {exc}")
-                    await _answer(send, 200, line)
+                    await _answer(send, 200, _sql_error(exc))
                     return
                 await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
                 while not query.finished:
@@ -159,6 +167,94 @@ class DiyApp:
             finally:
                 if conn is not None:
                     self.idle.append(conn)
+
+
+class StdlibDiy(http.server.ThreadingHTTPServer):
+    """The ``stdlib`` service (see the module docstring): python-tds in each request's thread,
+    connections of the one login kept in a LIFO queue (at most ``pool``; a request that finds
+    none free waits for one)."""
+
+    daemon_threads = True
+    #: the listen backlog (socketserver's default, 5, drops the SYNs of a pool of clients that
+    #: connect at once: their retries come 1 s and 3 s later)
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], spec: DirectSpec, *, pool: int) -> None:
+        super().__init__(address, _StdlibHandler)
+        self.spec = spec
+        self.idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self.slots = threading.BoundedSemaphore(pool)
+
+    def answer(self, body: bytes) -> tuple[int, bytes]:
+        """(HTTP status, NDJSON body) for one request's body."""
+        from pytds import tds_base
+
+        started = time.monotonic()
+        try:
+            sql, params = _request(body)
+        except (ValueError, KeyError, TypeError, ParamError) as exc:
+            return 400, error_record(ErrorCode.REQUEST_INVALID, str(exc))
+        with self._connection() as conn:
+            query = _Query(conn)
+            try:
+                parts = [query.start(sql, params)]
+            except tds_base.Error as exc:
+                return 200, _sql_error(exc)
+            while not query.finished:
+                parts.append(query.more())
+        elapsed = int(1000 * (time.monotonic() - started))
+        done = done_record(
+            rows=query.rows, result_sets=query.result_sets, elapsed_ms=elapsed, query_id=None
+        )
+        return 200, b"".join(parts) + done
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A connection of the login: an idle one or a new one; back to the idle ones after the
+        block, closed when the block raised."""
+        with self.slots:
+            try:
+                conn = self.idle.get_nowait()
+            except queue.Empty:
+                conn = self.spec.connect(timeout=60, appname="edgetds-diy")
+            try:
+                yield conn
+            except BaseException:
+                conn.close()
+                raise
+            self.idle.put(conn)
+
+
+def _request(body: bytes) -> tuple[str, list[BoundParam]]:
+    """A request body's statement and bound parameters (ValueError, KeyError, TypeError or
+    ParamError: not a query)."""
+    request = json.loads(body)
+    return request["sql"], decode_params(request.get("params") or {})
+
+
+def _sql_error(exc: Exception) -> bytes:
+    number = int(getattr(exc, "msg_no", 0) or 0)
+    return error_record(ErrorCode.SQL_ERROR, f"SQL Server error {number}: {exc}")
+
+
+class _StdlibHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    #: TCP_NODELAY: the header block and the body go out as two writes, and with Nagle's
+    #: algorithm the second waits for the client's delayed ACK of the first (40 ms here)
+    disable_nagle_algorithm = True
+    server: StdlibDiy
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        status, answer = self.server.answer(body)
+        self.send_response(status)
+        self.send_header("content-type", "application/x-ndjson")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        """No access log (hypercorn's is off too)."""
 
 
 async def _answer(send: Any, status: int, line: bytes) -> None:
@@ -191,7 +287,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--direct", required=True, help="host=..;port=..;user=..;password=..")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--pool", type=int, default=16, help="connections of the one login")
+    parser.add_argument(
+        "--server",
+        choices=("hypercorn", "stdlib"),
+        default="hypercorn",
+        help="hypercorn: ASGI on Trio, python-tds in worker threads; stdlib: ThreadingHTTPServer, "
+        "python-tds in the request's thread (see above)",
+    )
     args = parser.parse_args(argv)
+    if args.server == "stdlib":
+        server = StdlibDiy(("127.0.0.1", args.port), parse_direct(args.direct), pool=args.pool)
+        port = server.server_address[1]
+        print(f"diy listening on http://127.0.0.1:{port}", flush=True)
+        server.serve_forever()
+        return
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:

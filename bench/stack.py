@@ -240,9 +240,10 @@ async def _edgetds_process(
 
 @asynccontextmanager
 async def open_diy_service(
-    direct: DirectSpec, workdir: Path, *, pool: int = 16
+    direct: DirectSpec, workdir: Path, *, pool: int = 16, server: str = "hypercorn"
 ) -> AsyncIterator[tuple[str, int]]:
-    """bench/diy_service.py on ``direct``'s login as its own process: (its URL, its pid)."""
+    """bench/diy_service.py (``--server``) on ``direct``'s login as its own process: (its URL,
+    its pid)."""
     secret = trio.Path(workdir) / "diy-password"
     await secret.parent.mkdir(parents=True, exist_ok=True)
     await secret.write_text(direct.password)
@@ -250,7 +251,7 @@ async def open_diy_service(
         f"host={direct.host};port={direct.port};user={direct.user};password=@{secret};"
         f"database={direct.database}"
     )
-    args = ["--direct", spec, "--pool", str(pool)]
+    args = ["--direct", spec, "--pool", str(pool), "--server", server]
     async with _edgetds_process(args, module="bench.diy_service") as (proc, url):
         # "diy listening on http://HOST:PORT"
         yield url, proc.pid

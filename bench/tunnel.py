@@ -13,9 +13,11 @@ python-tds straight to the database (`edgetds loadtest --direct`), same concurre
    over it is the cost of HTTP + relay + WebSocket + connector code.
 2. throughput: the same query, concurrency = connector pool size (16) on both sides: queries/s.
 
-A third baseline runs in the same stacks: "diy", bench/diy_service.py, the HTTP service a team
-would write instead (one shared python-tds login, no identity, no policy, same NDJSON), as its
-own process, driven by the same load generator.
+A third baseline runs in the same stacks: bench/diy_service.py, the HTTP service a team would
+write instead (one shared python-tds login, no identity, no policy, same NDJSON), as its own
+process, driven by the same load generator, written two ways: "diy" (hypercorn, python-tds in
+worker threads) and "diy stdlib" (the standard library's threading HTTP server, python-tds in the
+request's own thread: the leaner of the two for a small query).
 
 Each run also reports the CPU time used per query by each process (``/proc/PID/stat``): this
 process (the load generator), the relay, the connector, tdslite and the DIY service. On a busy
@@ -23,12 +25,13 @@ machine latency and throughput swing with the other load, CPU per query much les
 the cost is.
 
 Targets (printed as a table at the end, MEETS/MISSES; see `checks`): tunnel p50 <= 1.6x of
-direct+preamble and <= 1.5x of the DIY service at concurrency 1; connector CPU per query <= 1.25x
-of the load generator's in direct+preamble (a bare python-tds client doing the same database
-work); throughput at pool 16 >= 0.6x of direct+preamble; tdslite CPU per query <= 1.2x of direct.
-Beside the two CPU targets the table shows the same ratios against the direct runs repeated open
-loop at the tunnel's rate ("paced"): a process's CPU per query grows with the idle time between
-queries, and the closed-loop baselines run several times faster than the tunnel.
+direct+preamble and <= 1.5x of the DIY service (each of the two) at concurrency 1; connector CPU
+per query <= 1.25x of the load generator's in direct+preamble (a bare python-tds client doing the
+same database work); throughput at pool 16 >= 0.6x of direct+preamble; tdslite CPU per query
+<= 1.2x of direct. Beside the two CPU targets the table shows the same ratios against the
+direct runs repeated open loop at the tunnel's rate ("paced"): a process's CPU per query grows
+with the idle time between queries, and the closed-loop baselines run several times faster than
+the tunnel.
 Run: ``.venv/bin/python -m bench.tunnel [--relay python|worker] [--count N] [--seconds S]``.
 """
 
@@ -38,6 +41,7 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -64,12 +68,13 @@ async def measure(
     *,
     warmup: int,
     preamble: bool = False,
-    diy: tuple[str, int] | None = None,
+    diys: Mapping[str, tuple[str, int]] | None = None,
     paced: bool = False,
 ) -> dict[str, RunResult]:
     """Warm both paths up (unrecorded), then run tunnel and direct one after the other; with
     ``preamble`` also direct + the connector's per-query preamble (as "direct+preamble"); with
-    ``diy`` (URL, pid of bench/diy_service.py) also the do-it-yourself service (as "diy").
+    ``diys`` (name -> URL, pid of a bench/diy_service.py) also each do-it-yourself service (as
+    its name, which also names its process's CPU).
 
     With ``paced`` (a closed-loop ``sc``) the direct runs go once more, open loop at the rate
     the tunnel reached (as "direct paced" and "direct+preamble paced"): the same work at the
@@ -97,33 +102,36 @@ async def measure(
     }
     if preamble:
         variants["direct+preamble"] = replace(variants["direct"], direct_like_connector=True)
-    if diy is not None:
-        variants["diy"] = replace(plan(sc), direct=None, target_url=diy[0])
-        await run_loadtest(replace(variants["diy"], scenario=sc.with_load(count=warmup)))
+    diys = diys or {}
+    for name, (url, _) in diys.items():
+        variants[name] = replace(plan(sc), direct=None, target_url=url)
+        await run_loadtest(replace(variants[name], scenario=sc.with_load(count=warmup)))
     runs: dict[str, RunResult] = {}
     for name, variant in variants.items():
-        runs[name] = await _run_counted(stack, variant, name, diy)
+        runs[name] = await _run_counted(stack, variant, name, diys)
     if paced:
         rate = runs["tunnel"].throughput_qps
         for name in ("direct", "direct+preamble"):
             if name in variants:
                 variant = replace(variants[name], scenario=sc.with_load(rate=rate))
-                runs[f"{name} paced"] = await _run_counted(stack, variant, f"{name} paced", diy)
+                runs[f"{name} paced"] = await _run_counted(stack, variant, f"{name} paced", diys)
     return runs
 
 
 async def _run_counted(
-    stack: DemoStack, variant: Plan, name: str, diy: tuple[str, int] | None
+    stack: DemoStack, variant: Plan, name: str, diys: Mapping[str, tuple[str, int]]
 ) -> RunResult:
     """Run ``variant``; its result (as target ``name``) with every process's CPU ms per query."""
-    before = cpu_seconds(stack, diy)
+    before = cpu_seconds(stack, diys)
     [result] = (await run_loadtest(variant)).values()
-    used = {k: v - before[k] for k, v in cpu_seconds(stack, diy).items()}
+    used = {k: v - before[k] for k, v in cpu_seconds(stack, diys).items()}
     per_query = {k: round(1000 * v / max(result.count, 1), 3) for k, v in used.items()}
     return replace(result, target=name, context={**result.context, "cpu_ms_per_query": per_query})
 
 
-def cpu_seconds(stack: DemoStack, diy: tuple[str, int] | None = None) -> dict[str, float]:
+def cpu_seconds(
+    stack: DemoStack, diys: Mapping[str, tuple[str, int]] | None = None
+) -> dict[str, float]:
     """CPU seconds used so far by each process of the stack (user + system)."""
     times = os.times()
     here = "loadgen" if stack.relay_pid is not None else "relay+loadgen"
@@ -134,8 +142,8 @@ def cpu_seconds(stack: DemoStack, diy: tuple[str, int] | None = None) -> dict[st
         out["connector"] = sum(process_cpu_seconds(p.pid) for p in stack.connector_processes)
     if stack.tds_pid is not None:
         out["tdslite"] = process_cpu_seconds(stack.tds_pid)
-    if diy is not None:
-        out["diy"] = process_cpu_seconds(diy[1])
+    for name, (_, pid) in (diys or {}).items():
+        out[name] = process_cpu_seconds(pid)
     return out
 
 
@@ -205,8 +213,13 @@ def checks(out: dict[str, Any]) -> list[Check]:
             1.6,
         ),
         Check(
-            f"{relay}: tunnel p50 / DIY service p50 (c1)",
+            f"{relay}: tunnel p50 / DIY service p50 (c1; hypercorn, worker threads)",
             ratio(p50(c1, "tunnel"), p50(c1, "diy")),
+            1.5,
+        ),
+        Check(
+            f"{relay}: tunnel p50 / DIY service p50 (c1; stdlib, the request's thread)",
+            ratio(p50(c1, "tunnel"), p50(c1, "diy stdlib")),
             1.5,
         ),
         Check(
@@ -318,6 +331,7 @@ async def run_latency_throughput(
                     pool_size=pool,
                 ) as stack,
                 open_diy_service(stack.direct, work, pool=pool) as diy,
+                open_diy_service(stack.direct, work, pool=pool, server="stdlib") as diy_stdlib,
             ):
                 n = count if concurrency == 1 else count * 4
                 runs = await measure(
@@ -325,7 +339,7 @@ async def run_latency_throughput(
                     scenario(concurrency, count=n),
                     warmup=50 + concurrency,
                     preamble=concurrency == 1,
-                    diy=diy,
+                    diys={"diy": diy, "diy stdlib": diy_stdlib},
                     paced=concurrency == 1,
                 )
             ratios = compare(runs["tunnel"], runs["direct"])
@@ -355,9 +369,14 @@ async def run_latency_throughput(
                 work, connector="subprocess", tds_process=True, relay_kind=relay
             ) as stack,
             open_diy_service(stack.direct, work, pool=16) as diy,
+            open_diy_service(stack.direct, work, pool=16, server="stdlib") as diy_stdlib,
         ):
             runs = await measure(
-                stack, scenario(16, seconds=seconds), warmup=100, preamble=True, diy=diy
+                stack,
+                scenario(16, seconds=seconds),
+                warmup=100,
+                preamble=True,
+                diys={"diy": diy, "diy stdlib": diy_stdlib},
             )
         ratios = compare(runs["tunnel"], runs["direct"])
         for r in runs.values():
