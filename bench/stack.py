@@ -244,17 +244,33 @@ async def open_diy_service(
 ) -> AsyncIterator[tuple[str, int]]:
     """bench/diy_service.py (``--server``) on ``direct``'s login as its own process: (its URL,
     its pid)."""
-    secret = trio.Path(workdir) / "diy-password"
-    await secret.parent.mkdir(parents=True, exist_ok=True)
-    await secret.write_text(direct.password)
-    spec = (
-        f"host={direct.host};port={direct.port};user={direct.user};password=@{secret};"
-        f"database={direct.database}"
-    )
-    args = ["--direct", spec, "--pool", str(pool), "--server", server]
+    args = ["--direct", await _direct_dsn(direct, workdir), "--pool", str(pool), "--server", server]
     async with _edgetds_process(args, module="bench.diy_service") as (proc, url):
         # "diy listening on http://HOST:PORT"
         yield url, proc.pid
+
+
+async def run_bare_client(
+    direct: DirectSpec, workdir: Path, *, count: int, rate: float = 0
+) -> dict[str, float]:
+    """bench/bare_client.py on ``direct``'s login as its own process: ``count`` queries closed
+    loop (or ``rate`` per second); its figures (count, qps, cpu_ms_per_query)."""
+    args = ["--direct", await _direct_dsn(direct, workdir), "--count", str(count)]
+    cmd = [sys.executable, "-m", "bench.bare_client", *args, "--rate", str(rate)]
+    done = await trio.run_process(cmd, capture_stdout=True)
+    figures: dict[str, float] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return figures
+
+
+async def _direct_dsn(direct: DirectSpec, workdir: Path) -> str:
+    """``direct`` as a ``--direct`` DSN, its password in a file under ``workdir``."""
+    secret = trio.Path(workdir) / "direct-password"
+    await secret.parent.mkdir(parents=True, exist_ok=True)
+    await secret.write_text(direct.password)
+    return (
+        f"host={direct.host};port={direct.port};user={direct.user};password=@{secret};"
+        f"database={direct.database}"
+    )
 
 
 @asynccontextmanager

@@ -11,10 +11,11 @@ caches, which costs CPU per query by itself. This runs, on the same stack
 1. tunnel: ``SELECT @n AS n`` through relay + connector (RESETCONNECTION, the session context
    and the statement in one request), closed loop;
 2. direct: the same query by python-tds straight to tdslite, closed loop (the tdslite check's
-   baseline), and direct+preamble: with the connector's reset and session context (the load
-   generator here is the connector check's bare python-tds client);
+   baseline), and direct+preamble: with the connector's reset and session context;
 3. direct paced, direct+preamble paced: the same as 2, open loop at the rate 1 reached: same work
-   as 2, pace of 1.
+   as 2, pace of 1;
+4. the connector check's baseline, a bare python-tds client (bench/bare_client.py: one thread, a
+   plain loop, the connector's database work), closed loop and at the rate 1 reached.
 
 and prints, for tdslite and for the connector, the CPU ms per query and the ratios against the
 closed-loop and the paced baseline: the first is what the check judges, the second what the
@@ -34,7 +35,7 @@ from typing import Any
 import trio
 
 from bench.checks import ratio
-from bench.stack import open_demo_stack
+from bench.stack import open_demo_stack, run_bare_client
 from bench.tunnel import measure, scenario
 
 
@@ -54,10 +55,13 @@ async def run(count: int, rounds: int) -> list[dict[str, Any]]:
                     "direct": cpu["direct"]["tdslite"],
                     "direct_paced": cpu["direct paced"]["tdslite"],
                 }
+                rate = runs["tunnel"].throughput_qps
+                closed = await run_bare_client(stack.direct, Path(tmp), count=count)
+                paced = await run_bare_client(stack.direct, Path(tmp), count=count, rate=rate)
                 c: dict[str, float | None] = {
                     "tunnel": cpu["tunnel"]["connector"],
-                    "bare": cpu["direct+preamble"]["loadgen"],
-                    "bare_paced": cpu["direct+preamble paced"]["loadgen"],
+                    "bare": closed["cpu_ms_per_query"],
+                    "bare_paced": paced["cpu_ms_per_query"],
                 }
                 t["tunnel/direct"] = ratio(t["tunnel"], t["direct"])
                 t["tunnel/direct_paced"] = ratio(t["tunnel"], t["direct_paced"])

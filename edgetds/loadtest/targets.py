@@ -45,6 +45,7 @@ __all__ = [
     "TokenSource",
     "check_loopback",
     "parse_direct",
+    "run_like_connector",
 ]
 
 
@@ -360,7 +361,7 @@ def _drain(cursor: Any) -> None:
         pass
 
 
-def _run_like_connector(cursor: Any, sql: str, params: Any) -> None:
+def run_like_connector(cursor: Any, sql: str, params: Any) -> None:
     """What the connector sends for a one-shot query (connector/execute.py), with placeholder
     context values: the reset as the TDS RESETCONNECTION flag, the session context, and the
     statement; in one request for a statement the read-only check classifies as one plain
@@ -425,7 +426,7 @@ class DirectTarget:
             rows = 0
             with conn.cursor() as cursor:
                 if self.like_connector:
-                    _run_like_connector(cursor, sql, params)
+                    run_like_connector(cursor, sql, params)
                 else:
                     run_statement(cursor, sql, params)
                 while True:
