@@ -5,13 +5,15 @@ own processes, the connector as ``edgetds connector run`` under that version's i
 working tree; the load generator in this process), warms them up, then runs ``--rounds``
 rounds; each round sends ``--count`` queries ``SELECT @n AS n`` at concurrency 1 through each
 stack's tunnel in turn, then as many straight to tdslite with the connector's per-query
-preamble (direct+preamble: a bare python-tds client doing the same database work). Alternating
+preamble (direct+preamble: the load generator's python-tds client doing the same database
+work, a worker thread per query; bench/bare_client.py, the target's baseline, costs about half
+of it). Alternating
 in small rounds puts every version under the same load from the rest of the machine.
 
 Per round and version it prints, per query: the connector's CPU (all its threads, and its main
 thread, the Trio loop, from /proc/PID/task/*/schedstat in ns), its context switches, and the
-bare client's CPU (this process during the direct+preamble run, getrusage), and their ratio
-(bench.tunnel's goal: <= 1.25); at the end the median of each.
+load generator's CPU in direct+preamble (this process, getrusage), and their ratio; at the end
+the median of each.
 
 ``--audit``: the connectors write their audit log (``[audit]`` with its defaults: fsync
 "always", one hash-chained record per query; the benchmark stacks run without one otherwise), as
@@ -142,7 +144,7 @@ async def run(versions: list[Version], rounds: int, count: int, *, audit: bool =
                 await run_loadtest(replace(tunnel, scenario=tunnel.scenario.with_load(count=300)))
                 opened.append((version, pid, tunnel, bare))
             await run_loadtest(replace(bare, scenario=bare.scenario.with_load(count=300)))
-            print("per query, ms: connector all threads / main thread, switches; bare client")
+            print("per query, ms: connector all threads / main thread, switches; load generator")
             for n in range(1, rounds + 1):
                 line = []
                 for version, pid, tunnel, _ in opened:
@@ -162,18 +164,24 @@ async def run(versions: list[Version], rounds: int, count: int, *, audit: bool =
                 [direct] = (await run_loadtest(opened[-1][3])).values()
                 bare_ms.append(1000 * (self_cpu() - t0) / direct.count)
                 load = os.getloadavg()[0]
-                print(f"round {n} (load {load:.1f}): {'; '.join(line)}; bare {bare_ms[-1]:.3f}")
+                print(
+                    f"round {n} (load {load:.1f}): {'; '.join(line)}; "
+                    f"load generator {bare_ms[-1]:.3f}"
+                )
             if audit:
                 for n, (version, *_) in enumerate(opened):
                     records = (Path(tmp) / str(n) / "audit.jsonl").read_bytes().count(b"\n")
                     print(f"{version.label}: {records} audit records written")
     bare_median = statistics.median(bare_ms)
-    print(f"median bare python-tds client: {bare_median:.3f} ms")
+    print(f"median load generator's python-tds client: {bare_median:.3f} ms")
     for label, rows in figures.items():
         total = statistics.median(r[0] for r in rows)
         main = statistics.median(r[1] for r in rows)
         ratio = statistics.median(r[0] / b for r, b in zip(rows, bare_ms, strict=True))
-        print(f"median {label}: {total:.3f} ms (main thread {main:.3f}); ratio to bare {ratio:.2f}")
+        print(
+            f"median {label}: {total:.3f} ms (main thread {main:.3f}); "
+            f"ratio to the load generator {ratio:.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
