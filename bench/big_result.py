@@ -5,16 +5,18 @@ process). The result is ``--rows`` rows of (int, nvarchar) made by cross joining
 
 - direct: python-tds straight to tdslite, ``fetchmany`` until the end -> rows/s (the baseline,
   same run, same tdslite);
-- tunnel: one ``POST /query`` streamed by httpx, NDJSON split by newline and counted -> rows/s,
-  while the connector process's RSS (VmRSS in /proc/PID/status) is sampled every 20 ms: the peak
-  growth over its RSS before the query is what a large result costs the connector.
+- tunnel: one ``POST /query`` streamed by httpx, NDJSON split by newline, every row line decoded
+  (``json.loads``: the client holds each row as values, as python-tds's client does; with
+  ``--count-only`` the lines are only counted) -> rows/s, while the connector process's RSS
+  (VmRSS in /proc/PID/status) is sampled every 20 ms: the peak growth over its RSS before the
+  query is what a large result costs the connector.
 
 Each part also reports the CPU seconds (/proc/PID/stat) each process spent on it: less swayed
 by other load on the machine than the rates are. The connector's against the direct client's
 (python-tds reading the same rows) is what the connector adds per row.
 
 Goals: tunnel >= 80 % of direct rows/s; connector RSS growth <= 32 MiB.
-Run: ``.venv/bin/python -m bench.big_result [--rows 1000000]``.
+Run: ``.venv/bin/python -m bench.big_result [--rows 1000000] [--count-only]``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import math
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +83,12 @@ def direct_rows(stack: DemoStack, sql: str) -> tuple[int, float]:
         return rows, time.perf_counter() - start
 
 
-async def tunnel_rows(stack: DemoStack, sql: str, pid: int) -> tuple[int, float, int, int]:
-    """(rows, seconds, rss before KiB, peak rss KiB) for one streamed query."""
+async def tunnel_rows(
+    stack: DemoStack, sql: str, pid: int, *, decode: bool = True
+) -> tuple[int, float, int, int]:
+    """(rows, seconds, rss before KiB, peak rss KiB) for one streamed query; with ``decode``
+    each row line is also decoded (``json.loads``), so the client holds every row as values, as
+    python-tds's client does."""
     token = stack.idp.mint(sub="bench", groups=["analysts"], expires_in=3600)
     url = f"{stack.relay.http_url}/v1/tunnels/{stack.relay.tunnel}/query"
     before = rss_kib(pid)
@@ -105,9 +112,16 @@ async def tunnel_rows(stack: DemoStack, sql: str, pid: int) -> tuple[int, float,
         async with client.stream("POST", url, json=body, headers=headers) as resp:
             resp.raise_for_status()
             nbytes = 0
+            rest = b""
             async for chunk in resp.aiter_raw():
                 nbytes += len(chunk)
                 counter.feed(chunk)
+                if decode:
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        if line[:1] == b"[":
+                            json.loads(line)
         elapsed = time.perf_counter() - start
         nursery.cancel_scope.cancel()
     outcome = counter.outcome(nbytes)
@@ -116,7 +130,7 @@ async def tunnel_rows(stack: DemoStack, sql: str, pid: int) -> tuple[int, float,
     return outcome.rows, elapsed, before, peak
 
 
-async def run(rows: int, out: dict[str, Any]) -> None:
+async def run(rows: int, out: dict[str, Any], *, decode: bool = True) -> None:
     sql = big_sql(rows)
     with tempfile.TemporaryDirectory(prefix="edgetds-bench-") as tmp:
         async with open_demo_stack(
@@ -138,7 +152,7 @@ async def run(rows: int, out: dict[str, Any]) -> None:
             d_rows, d_s = await trio.to_thread.run_sync(direct_rows, stack, sql)
             d_cpu = _cpu(direct_pids, since=cpu)
             cpu = _cpu(tunnel_pids)
-            t_rows, t_s, before, peak = await tunnel_rows(stack, sql, pid)
+            t_rows, t_s, before, peak = await tunnel_rows(stack, sql, pid, decode=decode)
             t_cpu = _cpu(tunnel_pids, since=cpu)
     d_rate, t_rate = d_rows / d_s, t_rows / t_s
     growth_mib = (peak - before) / 1024
@@ -194,9 +208,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--count-only",
+        action="store_true",
+        help="the tunnel's client counts the rows without decoding them (the direct client's "
+        "python-tds decodes every row either way)",
+    )
     args = parser.parse_args(argv)
     out: dict[str, Any] = {}
-    trio.run(run, args.rows, out)
+    trio.run(partial(run, decode=not args.count_only), args.rows, out)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 
