@@ -248,8 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.switches:
         f = trio.run(switches, tree, args.count, args.warm, args.out, c, args.audit)
         print(
-            f"{tree}: per query ({args.count} queries, concurrency {c}"
-            f"{', audit log on' if args.audit else ''}): context switches "
+            f"{tree}: per query ({args.count} queries{at}): context switches "
             f"{f['voluntary']:.2f} voluntary + {f['involuntary']:.2f} involuntary; CPU "
             f"{f['cpu_ms']:.3f} ms ({f['user_ms']:.3f} user + {f['system_ms']:.3f} system)"
             + (

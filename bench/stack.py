@@ -47,6 +47,7 @@ __all__ = [
     "open_diy_service",
     "context_switches",
     "process_cpu_seconds",
+    "run_bare_client",
     "strace_counts",
     "user_system_s",
     "wait_connected",

@@ -12,8 +12,7 @@ caches, which costs CPU per query by itself. This runs, on the same stack
    and the statement in one request), closed loop;
 2. direct: the same query by python-tds straight to tdslite, closed loop (the tdslite check's
    baseline), and direct+preamble: with the connector's reset and session context;
-3. direct paced, direct+preamble paced: the same as 2, open loop at the rate 1 reached: same work
-   as 2, pace of 1;
+3. direct paced: direct once more, open loop at the rate 1 reached: same work as 2, pace of 1;
 4. the connector check's baseline, a bare python-tds client (bench/bare_client.py: one thread, a
    plain loop, the connector's database work), closed loop and at the rate 1 reached.
 

@@ -83,11 +83,12 @@ async def measure(
     ``diys`` (name -> URL, pid of a bench/diy_service.py) also each do-it-yourself service (as
     its name, which also names its process's CPU).
 
-    With ``paced`` (a closed-loop ``sc``) the direct runs go once more, open loop at the rate
-    the tunnel reached (as "direct paced" and "direct+preamble paced"): the same work at the
-    tunnel's pace. A process's CPU per query grows with the idle time between two queries
-    (colder caches), and a tunnelled query takes several times as long as a direct one, so the
-    closed-loop baselines do their work at a pace no tunnelled query has."""
+    With ``paced`` (a closed-loop ``sc``) the direct run goes once more, open loop at the rate
+    the tunnel reached (as "direct paced"): the same work at the tunnel's pace (the connector's
+    paced baseline is the bare client's, `run_bare_client`). A process's CPU per query grows
+    with the idle time between two queries (colder caches), and a tunnelled query takes several
+    times as long as a direct one, so the closed-loop baselines do their work at a pace no
+    tunnelled query has."""
     tokens = TokenSource.from_dev_idp(
         stack.idp_key_dir, sc.identity, users=sc.load.concurrency, expires_in=3600
     )
@@ -117,11 +118,10 @@ async def measure(
     for name, variant in variants.items():
         runs[name] = await _run_counted(stack, variant, name, diys)
     if paced:
-        rate = runs["tunnel"].throughput_qps
-        for name in ("direct", "direct+preamble"):
-            if name in variants:
-                variant = replace(variants[name], scenario=sc.with_load(rate=rate))
-                runs[f"{name} paced"] = await _run_counted(stack, variant, f"{name} paced", diys)
+        variant = replace(
+            variants["direct"], scenario=sc.with_load(rate=runs["tunnel"].throughput_qps)
+        )
+        runs["direct paced"] = await _run_counted(stack, variant, "direct paced", diys)
     return runs
 
 

@@ -116,6 +116,11 @@ class AuditEvent:
     #: a session operation: ``{"id", "op", ...}`` (role and isolation at begin, the end's reason)
     session: dict[str, Any] | None = None
 
+    @property
+    def text(self) -> str | None:
+        """The SQL the record fingerprints: the ad-hoc text, else a named query's statement."""
+        return self.sql if self.sql is not None else self.statement_sql
+
     def record(self, fingerprint: str | None = None) -> dict[str, Any]:
         """The connector/audit.py record (values only when the role allows it); ``fingerprint``:
         the statement's, when already known (`query_record`)."""
@@ -324,7 +329,7 @@ class QueryService:
         (the caller builds it in a worker thread): its fingerprint tokenizes the statement,
         which the event loop never does (a fingerprint already remembered is a hash), and a
         long statement or logged parameter values take time to copy into the record."""
-        text = ev.sql if ev.sql is not None else ev.statement_sql
+        text = ev.text
         if text is None:
             return ev.record()
         if len(text) > self.read_only.inline_chars or ev.log_param_values:
@@ -335,8 +340,7 @@ class QueryService:
     async def _audit_record_threaded(self, ev: AuditEvent) -> dict[str, Any]:
         """``ev.record()`` built in a worker thread of the read-only checker's lane for its
         statement; shielded: a cancelled query still gets its record."""
-        text = ev.sql if ev.sql is not None else ev.statement_sql
-        lane = self.read_only.limiter_for(text)
+        lane = self.read_only.limiter_for(ev.text)
         with trio.CancelScope(shield=True):
             record = await trio.to_thread.run_sync(ev.record, limiter=lane)
         return record

@@ -65,7 +65,6 @@ def test_the_cpu_ratios_are_also_shown_against_baselines_at_the_tunnels_pace() -
         "direct": _c1_run("direct", {"loadgen": 0.4, "tdslite": 0.3}),
         "direct+preamble": _c1_run("direct+preamble", {"loadgen": 0.5, "tdslite": 0.4}),
         "direct paced": _c1_run("direct paced", {"loadgen": 0.6, "tdslite": 0.5}),
-        "direct+preamble paced": _c1_run("direct+preamble paced", {"loadgen": 0.8}),
     }
     tput = {name: _c1_run(name, {}) for name in ("tunnel", "direct+preamble")}
     # bench/bare_client.py's figures, closed loop and at the tunnel's rate
