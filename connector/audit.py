@@ -43,6 +43,7 @@ import datetime as dt
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -71,6 +72,8 @@ __all__ = [
     "record_hash",
     "verify_files",
 ]
+
+log = logging.getLogger("edgetds.connector.audit")
 
 GENESIS = "0" * 64
 _DOMAIN = b"edgetds/1 audit\n"
@@ -209,6 +212,8 @@ class AuditLog:
         self._last_sync = time.monotonic()
         self._dirty = False
         self.rotate_bytes = rotate_bytes
+        #: the size at which the file rotates next (`rotate_bytes`, or more after a failure)
+        self._rotate_at = rotate_bytes
         #: records waiting for the group commit leader (see `write`), and whether one leads
         self._queue: list[_Queued] = []
         self._leading = False
@@ -240,12 +245,19 @@ class AuditLog:
         """Chain and append ``records`` in order (blocking): one ``write`` and at most one fsync
         for all of them (group commit), except that the file still rotates right after the
         record that reaches ``rotate_bytes``. Returns each record as written, or the exception
-        that kept that record (alone) out of the chain, e.g. a value JSON cannot carry.
+        that kept that record out of the chain: a value JSON cannot carry (that record alone),
+        or a write that failed after the group's records up to a rotation were written (the
+        records from there on, which are not in the chain; the ones before are).
+
+        A rotation that fails leaves the log open on its file when it can (the rename failed,
+        or the rotated name is taken): the records go on in that file, the failure is logged
+        (``audit.rotate_failed``) and rotation is tried again once another ``rotate_bytes`` have
+        been written. Records are never failed for a rotation alone.
 
         Raises:
             AuditError: the log is closed.
-            OSError: the file could not be written: none of the records since the last
-                successful write are in the chain (the chain's head is unchanged).
+            OSError: the file could not be written before any of the records was: none of
+                them is in the chain (the chain's head is unchanged).
         """
         with self._lock:
             if self._fd is None:
@@ -254,23 +266,49 @@ class AuditLog:
             lines: list[bytes] = []
             seq, head, size = self.seq, self.head, self._size
             now = _now()  # the group's records are written together
-            for record in records:
-                try:
-                    full, line = _chained(record, seq + 1, head, now)
-                except (ValueError, TypeError) as exc:
-                    out.append(exc)
-                    continue
-                lines.append(line)
-                out.append(full)
-                seq, head, size = full["seq"], full["hash"], size + len(line)
-                if self.rotate_bytes and size >= self.rotate_bytes:
+            written = 0  # out[:written] is final: on disk, or failed alone
+            try:
+                for record in records:
+                    try:
+                        full, line = _chained(record, seq + 1, head, now)
+                    except (ValueError, TypeError) as exc:
+                        out.append(exc)
+                        continue
+                    lines.append(line)
+                    out.append(full)
+                    seq, head, size = full["seq"], full["hash"], size + len(line)
+                    if self.rotate_bytes and size >= self._rotate_at:
+                        self._append_locked(lines, seq, head)
+                        lines, written = [], len(out)
+                        self._rotate_in_group_locked()
+                        size = self._size
+                if lines:
                     self._append_locked(lines, seq, head)
-                    lines = []
-                    self._rotate_locked()
-                    size = 0
-            if lines:
-                self._append_locked(lines, seq, head)
+            except (OSError, AuditError) as exc:
+                if not written:
+                    raise
+                # the records up to the rotation are in the chain; none of the rest is
+                rest = [r if isinstance(r, Exception) else exc for r in out[written:]]
+                return out[:written] + rest + [exc] * (len(records) - len(out))
             return out
+
+    def _rotate_in_group_locked(self) -> None:
+        """Rotate by size (`write_many_sync`). A failure that leaves the log open is logged
+        and retried after another ``rotate_bytes``; one that closes it raises."""
+        try:
+            self._rotate_locked()
+        except (OSError, AuditError) as exc:
+            if self._fd is None:
+                raise
+            self._rotate_at = self._size + self.rotate_bytes
+            log.error(
+                "audit.rotate_failed: %s was not rotated (%s); the records go on in it, and "
+                "rotation is tried again once it has grown by another %d bytes",
+                self.path,
+                exc,
+                self.rotate_bytes,
+                extra={"event": "audit.rotate_failed", "path": str(self.path)},
+            )
 
     def _append_locked(self, lines: list[bytes], seq: int, head: str) -> None:
         """Write the chained ``lines`` (the last one's seq and hash given), then fsync by policy."""
@@ -401,9 +439,14 @@ class AuditLog:
         if rotated.exists():
             raise AuditError(f"cannot rotate {self.path} to {rotated}: that file exists")
         self._close_locked()
-        os.rename(self.path, rotated)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._size = 0
+        try:
+            os.rename(self.path, rotated)
+        finally:
+            # renamed or not, the chain goes on in a file of this name (a new one, or the
+            # same one when the rename failed): the log stays open unless this open fails
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._size = os.fstat(self._fd).st_size
+        self._rotate_at = self.rotate_bytes
         return rotated
 
     async def rotate_async(self) -> Path | None:

@@ -450,17 +450,15 @@ print("verified", verify_files([path]).records)
 """
 
 
-def test_a_write_that_takes_part_of_a_line_leaves_no_part_of_it(tmp_path: Path) -> None:
-    """A write of which the file takes only a part (the size limit here; a full disk or a quota
-    in production) fails with no part of a line left in the file and the chain's head where it
-    was: the record after it continues the chain, which verifies."""
+def _run_alone(script: str, path: Path) -> list[str]:
+    """Run ``script`` (a file size limit's test) in a Python process of its own, with ``path``
+    as its argument; its output lines."""
     import subprocess
     import sys
 
-    path = tmp_path / "a.jsonl"
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-c", _SHORT_WRITE, str(path)],
+        [sys.executable, "-c", script, str(path)],
         capture_output=True,
         text=True,
         cwd=root,
@@ -468,10 +466,57 @@ def test_a_write_that_takes_part_of_a_line_leaves_no_part_of_it(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    out = done.stdout.split("\n")
+    return done.stdout.split("\n")
+
+
+def test_a_write_that_takes_part_of_a_line_leaves_no_part_of_it(tmp_path: Path) -> None:
+    """A write of which the file takes only a part (the size limit here; a full disk or a quota
+    in production) fails with no part of a line left in the file and the chain's head where it
+    was: the record after it continues the chain, which verifies."""
+    path = tmp_path / "a.jsonl"
+    out = _run_alone(_SHORT_WRITE, path)
     assert out[0].startswith("failed 27"), out  # EFBIG
     _, seq, _, size, after = out[1].split()
     assert (seq, after) == ("1", size)
     assert out[2] == "verified 2"
     lines = path.read_bytes().splitlines(keepends=True)
     assert [json.loads(line)["seq"] for line in lines] == [1, 2]
+
+
+_FAILS_AFTER_ROTATION = """
+import os, resource, signal, sys
+from connector.audit import AuditLog, rotated_files, verify_files
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write beyond the limit fails with EFBIG
+path = sys.argv[1]
+with AuditLog(path, rotate_bytes=400) as log:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (600, resource.RLIM_INFINITY))
+    # about 500 bytes (fits, reaches rotate_bytes: the file rotates), then about 700 (does not)
+    small = {"query_id": "a", "statement": {"sql": "x" * 200}}
+    big = {"query_id": "b", "statement": {"sql": "x" * 400}}
+    out = log.write_many_sync([small, big])
+    print("results", *(type(r).__name__ for r in out), getattr(out[1], "errno", None))
+    print("seq", log.seq)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    log.write_sync({"query_id": "c"})
+files = [*rotated_files(path), path]
+print("files", *(os.path.basename(f) for f in files))
+print("verified", verify_files(files).records)
+"""
+
+
+def test_a_write_that_fails_after_a_rotation_fails_only_what_it_did_not_write(
+    tmp_path: Path,
+) -> None:
+    """A group whose first record rotates the file and whose next record cannot be written
+    (a file size limit here; a full disk in production): the first is reported written (it is
+    in the rotated file and the chain), the second failed, and the chain goes on from the
+    first."""
+    path = tmp_path / "audit.jsonl"
+    assert _run_alone(_FAILS_AFTER_ROTATION, path) == [
+        "results dict OSError 27",  # EFBIG
+        "seq 1",
+        "files audit.jsonl.000000000001 audit.jsonl",
+        "verified 2",
+        "",
+    ]
+    assert [json.loads(line)["query_id"] for line in path.read_text().splitlines()] == ["c"]

@@ -55,6 +55,63 @@ def test_rotation_by_size_continues_the_chain_in_a_new_file(tmp_path: Path) -> N
     assert not verify_files([path]).ok or path.stat().st_size == 0
 
 
+def test_a_rotation_that_fails_fails_no_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rotated names are taken: every record of a group is written and chained in the file
+    it had, the failure is logged once per ``rotate_bytes`` grown (not once per record), and
+    the file rotates once a name is free."""
+    path = tmp_path / "audit.jsonl"
+    taken = [tmp_path / f"audit.jsonl.{seq:012d}" for seq in range(1, 31)]
+    with AuditLog(path, rotate_bytes=1000) as log:
+        for name in taken:  # after the open, which would continue from the newest of them
+            name.write_text("not ours\n")
+        written = log.write_many_sync([rec(i) for i in range(4)])
+        assert all(isinstance(r, dict) for r in written), written
+        for i in range(4, 12):
+            log.write_sync(rec(i))
+        size = path.stat().st_size
+        failed = [r for r in caplog.records if r.getMessage().startswith("audit.rotate_failed")]
+        assert 2 <= len(failed) <= size // 1000, (len(failed), size)
+        assert "that file exists" in failed[0].getMessage()
+        for name in taken:
+            name.unlink()
+        log.write_sync(rec(12))  # past the next threshold
+        assert log.position()[0] == 13
+    rotated = rotated_files(path)
+    assert [r.name for r in rotated] == ["audit.jsonl.000000000013"]
+    assert path.stat().st_size == 0
+    result = verify_files(rotated)
+    assert result.ok, result
+    assert (result.records, result.last_seq) == (13, 13)
+
+
+def test_a_rename_that_fails_leaves_the_log_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation's rename can fail (a read-only or full file system): the log goes on in the
+    same file (it used to be left closed, and every later record failed)."""
+    import errno
+    import os
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.write_sync(rec(1))
+
+        def no_rename(src: object, dst: object) -> None:
+            raise OSError(errno.EROFS, "read-only file system")
+
+        monkeypatch.setattr(os, "rename", no_rename)
+        with pytest.raises(OSError, match="read-only"):
+            log.rotate_now()
+        monkeypatch.undo()
+        log.write_sync(rec(2))
+    assert rotated_files(path) == []
+    result = verify_files([path])
+    assert result.ok, result
+    assert result.records == 2
+
+
 def test_a_restart_on_an_empty_file_continues_from_the_newest_rotated_file(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     with AuditLog(path) as log:
