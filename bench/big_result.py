@@ -11,9 +11,9 @@ process). The result is ``--rows`` rows of (int, nvarchar) made by cross joining
   (VmRSS in /proc/PID/status) is sampled every 20 ms: the peak growth over its RSS before the
   query is what a large result costs the connector.
 
-Each part also reports the CPU seconds (/proc/PID/stat) each process spent on it: less swayed
-by other load on the machine than the rates are. The connector's against the direct client's
-(python-tds reading the same rows) is what the connector adds per row.
+Each part also reports the CPU seconds each process spent on it (its CPU-time clock,
+bench/cputime.py): less swayed by other load on the machine than the rates are. The connector's
+against the direct client's (python-tds reading the same rows) is what the connector adds per row.
 
 Goals: tunnel >= 80 % of direct rows/s; connector RSS growth <= 32 MiB.
 Run: ``.venv/bin/python -m bench.big_result [--rows 1000000] [--count-only]``.

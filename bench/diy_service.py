@@ -19,7 +19,7 @@ context, no relay, no WebSocket. Two ways a team would write it (``--server``):
 Run alone: ``.venv/bin/python -m bench.diy_service --direct "host=127.0.0.1;port=1433;
 user=reader;password=...;database=..." [--server hypercorn|stdlib] [--port 0] [--pool 16]``; it
 prints ``diy listening on http://HOST:PORT`` and serves until killed. bench/tunnel.py starts it
-as its own process (its own GIL, its CPU read from /proc like the other parts').
+as its own process (its own GIL, its CPU read like the other parts': bench/cputime.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Sequential queries on ONE connection (every one after the first carries RESETCON
 reused pooled connection), ``--rounds`` rounds of ``--count`` queries per form, the forms
 alternated so a busy machine slows both alike. Per query: wall time, this process's CPU (the
 connector's side: Trio, the worker thread, python-tds; ``time.process_time``) and tdslite's CPU
-(/proc). Medians over the rounds.
+(its CPU-time clock, bench/cputime.py). Medians over the rounds.
 
 Run: ``.venv/bin/python -m bench.one_request [--count 1000] [--rounds 5]``
 """

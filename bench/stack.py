@@ -29,6 +29,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tdslite
+from bench.cputime import process_cpu_seconds, user_system_s
 from connector.config import load_config
 from connector.runtime import open_connector
 from edgetds.devidp import DevIdP, open_dev_idp
@@ -52,19 +53,6 @@ __all__ = [
     "user_system_s",
     "wait_connected",
 ]
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` used so far, from /proc."""
-    return sum(user_system_s(pid))
-
-
-def user_system_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process ``pid`` (all its threads, /proc/PID/stat; in clock
-    ticks, 10 ms here)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def context_switches(pid: int) -> tuple[int, int]:

@@ -13,9 +13,9 @@ The requests are captured from the real clients through a TCP relay (a tdslite i
 then each replayed request gets its own ``@n`` value and query id, patched into the captured bytes
 (same length). The server is ``edgetds tdslite serve`` from ``--server-dir`` (a worktree, with its
 own ``.venv``): the code before and after can be compared with the same requests. Per form:
-tdslite's CPU per request (/proc), or with ``--callgrind`` the instructions per request (callgrind
-switched on only around the measured requests, ``callgrind_control -i on|off``); and a SHA-256 of
-every reply byte of the measured requests, which must not change between versions.
+tdslite's CPU per request (bench/cputime.py), or with ``--callgrind`` the instructions per request
+(callgrind switched on only around the measured requests, ``callgrind_control -i on|off``); and a
+SHA-256 of every reply byte of the measured requests, which must not change between versions.
 
 ``--gap-ms``: the client waits that long after each measured reply, as tdslite waits between two
 tunnelled queries: the same requests at another pace. Here, 4 ms between requests made the

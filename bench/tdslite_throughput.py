@@ -8,7 +8,8 @@ Measured on one python-tds connection (sequential round trips), ``--rounds`` tim
 3. a parameterised point query (sp_executesql RPC, one row);
 4. ``SELECT 1`` from ``--clients`` client processes at once (aggregate queries/s).
 
-Also the server's own CPU time per query (from /proc), which a busy machine does not skew.
+Also the server's own CPU time per query (its CPU-time clock, bench/cputime.py), which a busy
+machine does not skew.
 
 Baseline, in the same run: the same client against the same TDS server code backed by a constant
 engine (precomputed results, no SQL translation, no SQLite): the ceiling of the wire layer +
@@ -38,6 +39,8 @@ from typing import Any
 
 import pytds
 
+from bench.cputime import process_cpu_seconds as cpu_seconds
+
 USERS = '[users.bench]\npassword = "bench-pw"\nrole = "admin"\n'
 ROWS_SQL = "SELECT id, name, amount, created FROM bench_rows ORDER BY id"
 POINT_SQL = "SELECT id, name, amount, created FROM bench_rows WHERE id = %s"
@@ -63,12 +66,6 @@ def server_process(args: Sequence[str]) -> Iterator[tuple[int, int]]:
         finally:
             proc.terminate()
             proc.wait(10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def connect(port: int) -> pytds.Connection:

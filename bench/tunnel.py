@@ -19,8 +19,9 @@ process, driven by the same load generator, written two ways: "diy" (hypercorn, 
 worker threads) and "diy stdlib" (the standard library's threading HTTP server, python-tds in the
 request's own thread: the leaner of the two for a small query).
 
-Each run also reports the CPU time used per query by each process (``/proc/PID/stat``): this
-process (the load generator), the relay, the connector, tdslite and the DIY service. On a busy
+Each run also reports the CPU time used per query by each process (its CPU-time clock, in
+nanoseconds: bench/cputime.py): this process (the load generator), the relay, the connector,
+tdslite and the DIY service. On a busy
 machine latency and throughput swing with the other load, CPU per query much less: it says where
 the cost is.
 
@@ -42,6 +43,7 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
@@ -140,9 +142,8 @@ def cpu_seconds(
     stack: DemoStack, diys: Mapping[str, tuple[str, int]] | None = None
 ) -> dict[str, float]:
     """CPU seconds used so far by each process of the stack (user + system)."""
-    times = os.times()
     here = "loadgen" if stack.relay_pid is not None else "relay+loadgen"
-    out = {here: times.user + times.system}
+    out = {here: time.process_time()}
     if stack.relay_pid is not None:
         out["relay"] = process_cpu_seconds(stack.relay_pid)
     if stack.connector_processes:

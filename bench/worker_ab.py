@@ -3,7 +3,7 @@
 Opens one stack per relay, each its own processes (tdslite, ``edgetds connector run``, the
 relay: workerd for a Worker tree, ``edgetds relay serve`` for ``--python``), then runs rounds of
 ``SELECT @n AS n`` through each tunnel in turn at concurrency 1 (the order reversed every other
-round), and prints the relay process's CPU time per query (``/proc``) for each round and the
+round), and prints the relay process's CPU time per query (bench/cputime.py) for each round and the
 median. While the machine is loaded, CPU per query swings between rounds; alternating the
 relays round by round puts them under the same load.
 

@@ -6,9 +6,9 @@ date as the relay Worker, with two routes: ``/plain`` reads the body and answers
 line (HTTP in and out); ``/rpc`` also parses the body as JSON and makes one Durable Object RPC call
 with a string (fetch + DO RPC). The same keep-alive HTTP/1.1 client as the load generator
 (edgetds.loadtest) sends the same ``SELECT @n`` body ``count`` times, one after the other, and
-workerd's CPU time per request comes from ``/proc/PID/stat``, as bench/tunnel.py measures the
-relay's. The relay's CPU per query over the ``/rpc`` floor is the relay's own work (auth, limits,
-attestation, the WebSocket to the connector, the protocol model).
+workerd's CPU time per request comes from its CPU-time clock (bench/cputime.py), as bench/tunnel.py
+measures the relay's. The relay's CPU per query over the ``/rpc`` floor is the relay's own work
+(auth, limits, attestation, the WebSocket to the connector, the protocol model).
 
 ``--gap-ms G`` waits G ms after each answer (the recorded requests only): the floor at a
 tunnel's pace rather than closed loop (the Worker tunnel of ``bench.tunnel`` answers a query
