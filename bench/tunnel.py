@@ -20,10 +20,9 @@ worker threads) and "diy stdlib" (the standard library's threading HTTP server, 
 request's own thread: the leaner of the two for a small query).
 
 Each run also reports the CPU time used per query by each process (its CPU-time clock, in
-nanoseconds: bench/cputime.py): this process (the load generator), the relay, the connector,
-tdslite and the DIY service. On a busy
-machine latency and throughput swing with the other load, CPU per query much less: it says where
-the cost is.
+nanoseconds: bench/cputime.py): this process (the load generator), the relay, the connector, tdslite
+and the DIY service. On a busy machine latency and throughput swing with the other load, CPU per
+query much less: it says where the cost is.
 
 Targets (printed as a table at the end, MEETS/MISSES; see `checks`): tunnel p50 <= 1.6x of
 direct+preamble and <= 1.5x of the DIY service (each of the two) at concurrency 1; connector CPU

@@ -409,17 +409,24 @@ async def test_a_cancelled_caller_still_writes_its_record(tmp_path: Path) -> Non
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            early = trio.CancelScope()
-            early.cancel()  # cancelled before it calls write: it leads all the same
-            nursery.start_soon(one, 0, early)
-            await trio.testing.wait_all_tasks_blocked()  # it leads: its write is under way
-            waiting = [trio.CancelScope() for _ in range(1, 6)]
-            for i, scope in enumerate(waiting, start=1):
-                nursery.start_soon(one, i, scope)
-            await trio.testing.wait_all_tasks_blocked()
-            assert log.seq < 6  # the five queued behind the first are still waiting
-            for scope in waiting:
-                scope.cancel()
+            # the leader's write (in the log's thread) waits for the log's lock until the other
+            # five are queued behind it and cancelled: however fast the disk, none is written yet
+            log._lock.acquire()
+            try:
+                early = trio.CancelScope()
+                early.cancel()  # cancelled before it calls write: it leads all the same
+                nursery.start_soon(one, 0, early)
+                await trio.testing.wait_all_tasks_blocked()  # it leads: its write is under way
+                waiting = [trio.CancelScope() for _ in range(1, 6)]
+                for i, scope in enumerate(waiting, start=1):
+                    nursery.start_soon(one, i, scope)
+                await trio.testing.wait_all_tasks_blocked()
+                assert log.seq == 0  # the first write waits; the five queued behind it
+                assert len(called) == 6
+                for scope in waiting:
+                    scope.cancel()
+            finally:
+                log._lock.release()
         await log.aclose()
     assert sorted(returned) == list(range(1, 7))
     assert reached == []
