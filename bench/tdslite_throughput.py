@@ -66,6 +66,8 @@ def server_process(args: Sequence[str]) -> Iterator[tuple[int, int]]:
         finally:
             proc.terminate()
             proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def connect(port: int) -> pytds.Connection:
@@ -190,6 +192,9 @@ def serve_constant() -> None:
                 yield ResultSet(cols, iter(rows[42:43]))
             else:
                 yield ResultSet(cols, iter(rows))
+
+        def take_transaction_events(self) -> list[str]:
+            return []  # no transaction begins or ends
 
         def cancel(self) -> None: ...
         def reset(self) -> None: ...
