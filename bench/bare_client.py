@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from connector.encode import decode_params
-from edgetds.loadtest.targets import parse_direct, run_like_connector
+from edgetds.loadtest.targets import parse_direct, read_all_rows, run_like_connector
 
 __all__ = ["main", "run"]
 
@@ -35,12 +35,7 @@ SQL = "SELECT @n AS n"
 def _one(conn: Any, n: int) -> None:
     with conn.cursor() as cursor:
         run_like_connector(cursor, SQL, decode_params({"n": n}))
-        while True:
-            if cursor.description:
-                while cursor.fetchmany(1000):
-                    pass
-            if not cursor.nextset():
-                break
+        read_all_rows(cursor)
 
 
 def run(conn: Any, *, count: int, warmup: int, rate: float = 0) -> dict[str, float]:

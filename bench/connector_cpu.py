@@ -124,13 +124,13 @@ async def open_stack(
 def plans(stack: DemoStack, count: int) -> tuple[Plan, Plan]:
     """(through the tunnel, direct+preamble) for ``count`` queries at concurrency 1."""
     tunnel = tunnel_plan(stack, scenario(1, count=count))
-    bare = replace(tunnel, target_url=None, direct=stack.direct, direct_like_connector=True)
-    return tunnel, bare
+    loadgen = replace(tunnel, target_url=None, direct=stack.direct, direct_like_connector=True)
+    return tunnel, loadgen
 
 
 async def run(versions: list[Version], rounds: int, count: int, *, audit: bool = False) -> None:
     figures: dict[str, list[tuple[float, float, float]]] = {v.label: [] for v in versions}
-    bare_ms: list[float] = []
+    loadgen_ms: list[float] = []
     with tempfile.TemporaryDirectory(prefix="edgetds-conncpu-") as tmp:
         async with AsyncExitStack() as stacks:
             opened = []
@@ -140,10 +140,10 @@ async def run(versions: list[Version], rounds: int, count: int, *, audit: bool =
                 stack, pid = await stacks.enter_async_context(
                     open_stack(version, workdir, audit=audit)
                 )
-                tunnel, bare = plans(stack, count)
+                tunnel, loadgen = plans(stack, count)
                 await run_loadtest(replace(tunnel, scenario=tunnel.scenario.with_load(count=300)))
-                opened.append((version, pid, tunnel, bare))
-            await run_loadtest(replace(bare, scenario=bare.scenario.with_load(count=300)))
+                opened.append((version, pid, tunnel, loadgen))
+            await run_loadtest(replace(loadgen, scenario=loadgen.scenario.with_load(count=300)))
             print("per query, ms: connector all threads / main thread, switches; load generator")
             for n in range(1, rounds + 1):
                 line = []
@@ -162,22 +162,22 @@ async def run(versions: list[Version], rounds: int, count: int, *, audit: bool =
                     )
                 t0 = self_cpu()
                 [direct] = (await run_loadtest(opened[-1][3])).values()
-                bare_ms.append(1000 * (self_cpu() - t0) / direct.count)
+                loadgen_ms.append(1000 * (self_cpu() - t0) / direct.count)
                 load = os.getloadavg()[0]
                 print(
                     f"round {n} (load {load:.1f}): {'; '.join(line)}; "
-                    f"load generator {bare_ms[-1]:.3f}"
+                    f"load generator {loadgen_ms[-1]:.3f}"
                 )
             if audit:
                 for n, (version, *_) in enumerate(opened):
                     records = (Path(tmp) / str(n) / "audit.jsonl").read_bytes().count(b"\n")
                     print(f"{version.label}: {records} audit records written")
-    bare_median = statistics.median(bare_ms)
-    print(f"median load generator's python-tds client: {bare_median:.3f} ms")
+    loadgen_median = statistics.median(loadgen_ms)
+    print(f"median load generator's python-tds client: {loadgen_median:.3f} ms")
     for label, rows in figures.items():
         total = statistics.median(r[0] for r in rows)
         main = statistics.median(r[1] for r in rows)
-        ratio = statistics.median(r[0] / b for r, b in zip(rows, bare_ms, strict=True))
+        ratio = statistics.median(r[0] / b for r, b in zip(rows, loadgen_ms, strict=True))
         print(
             f"median {label}: {total:.3f} ms (main thread {main:.3f}); "
             f"ratio to the load generator {ratio:.2f}"

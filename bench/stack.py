@@ -49,6 +49,7 @@ __all__ = [
     "context_switches",
     "process_cpu_seconds",
     "run_bare_client",
+    "run_bare_client_closed_and_paced",
     "strace_counts",
     "user_system_s",
     "wait_connected",
@@ -249,6 +250,16 @@ async def run_bare_client(
     done = await trio.run_process(cmd, capture_stdout=True)
     figures: dict[str, float] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return figures
+
+
+async def run_bare_client_closed_and_paced(
+    direct: DirectSpec, workdir: Path, *, count: int, rate: float
+) -> dict[str, dict[str, float]]:
+    """`run_bare_client` closed loop, then at ``rate`` per second (a tunnel's pace): its figures
+    as ``{"closed": ..., "paced": ...}``."""
+    closed = await run_bare_client(direct, workdir, count=count)
+    paced = await run_bare_client(direct, workdir, count=count, rate=rate)
+    return {"closed": closed, "paced": paced}
 
 
 async def _direct_dsn(direct: DirectSpec, workdir: Path) -> str:

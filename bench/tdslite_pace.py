@@ -34,7 +34,7 @@ from typing import Any
 import trio
 
 from bench.checks import ratio
-from bench.stack import open_demo_stack, run_bare_client
+from bench.stack import open_demo_stack, run_bare_client_closed_and_paced
 from bench.tunnel import measure, scenario
 
 
@@ -54,13 +54,13 @@ async def run(count: int, rounds: int) -> list[dict[str, Any]]:
                     "direct": cpu["direct"]["tdslite"],
                     "direct_paced": cpu["direct paced"]["tdslite"],
                 }
-                rate = runs["tunnel"].throughput_qps
-                closed = await run_bare_client(stack.direct, Path(tmp), count=count)
-                paced = await run_bare_client(stack.direct, Path(tmp), count=count, rate=rate)
+                bare = await run_bare_client_closed_and_paced(
+                    stack.direct, Path(tmp), count=count, rate=runs["tunnel"].throughput_qps
+                )
                 c: dict[str, float | None] = {
                     "tunnel": cpu["tunnel"]["connector"],
-                    "bare": closed["cpu_ms_per_query"],
-                    "bare_paced": paced["cpu_ms_per_query"],
+                    "bare": bare["closed"]["cpu_ms_per_query"],
+                    "bare_paced": bare["paced"]["cpu_ms_per_query"],
                 }
                 t["tunnel/direct"] = ratio(t["tunnel"], t["direct"])
                 t["tunnel/direct_paced"] = ratio(t["tunnel"], t["direct_paced"])

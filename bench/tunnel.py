@@ -57,7 +57,7 @@ from bench.stack import (
     open_demo_stack,
     open_diy_service,
     process_cpu_seconds,
-    run_bare_client,
+    run_bare_client_closed_and_paced,
 )
 from edgetds.loadtest import Plan, RunResult, TokenSource, compare, parse_scenario, run_loadtest
 
@@ -360,9 +360,9 @@ async def run_latency_throughput(
                 )
                 bare = {}
                 if concurrency == 1:
-                    rate = runs["tunnel"].throughput_qps
-                    bare["closed"] = await run_bare_client(stack.direct, work, count=n)
-                    bare["paced"] = await run_bare_client(stack.direct, work, count=n, rate=rate)
+                    bare = await run_bare_client_closed_and_paced(
+                        stack.direct, work, count=n, rate=runs["tunnel"].throughput_qps
+                    )
             ratios = compare(runs["tunnel"], runs["direct"])
             for r in runs.values():
                 print(line(f"concurrency {concurrency}", r))

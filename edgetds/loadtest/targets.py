@@ -45,6 +45,7 @@ __all__ = [
     "TokenSource",
     "check_loopback",
     "parse_direct",
+    "read_all_rows",
     "run_like_connector",
 ]
 
@@ -361,6 +362,17 @@ def _drain(cursor: Any) -> None:
         pass
 
 
+def read_all_rows(cursor: Any) -> int:
+    """Read every row of every result set of the statement ``cursor`` ran; how many there were."""
+    rows = 0
+    while True:
+        if cursor.description:
+            while batch := cursor.fetchmany(1000):
+                rows += len(batch)
+        if not cursor.nextset():
+            return rows
+
+
 def run_like_connector(cursor: Any, sql: str, params: Any) -> None:
     """What the connector sends for a one-shot query (connector/execute.py), with placeholder
     context values: the reset as the TDS RESETCONNECTION flag, the session context, and the
@@ -423,18 +435,12 @@ class DirectTarget:
         try:
             if conn is None:
                 conn = self._connect()
-            rows = 0
             with conn.cursor() as cursor:
                 if self.like_connector:
                     run_like_connector(cursor, sql, params)
                 else:
                     run_statement(cursor, sql, params)
-                while True:
-                    if cursor.description:
-                        while batch := cursor.fetchmany(1000):
-                            rows += len(batch)
-                    if not cursor.nextset():
-                        break
+                rows = read_all_rows(cursor)
         except tds_base.Error as exc:
             code = (
                 ErrorCode.SQL_ERROR if isinstance(exc, tds_base.DatabaseError) else "direct.error"
