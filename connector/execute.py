@@ -12,6 +12,9 @@ Strategy:
    request as the context, as the second RPC of a batch of RPCs (one round trip instead of two);
    if the context RPC fails, its answer is read no further, the statement's results are never
    read and the connection is discarded. Any other statement is sent only once the context is set.
+   The one-request form takes no worker-thread call when its answer is small (`_begin_here`:
+   python-tds writes and parses in the Trio thread, the socket is read with Trio's I/O waits;
+   connector/_tdsio.py).
 2. A result that ends within that first chunk (the common small result) goes to the `Sink` (the
    tunnel stream) from there: no other task, no channel. A larger one: a producer task fetches
    the next chunks in worker threads, encodes them to NDJSON there (CPU off the Trio thread), and
@@ -37,9 +40,9 @@ import math
 import re
 import struct
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import pytds
 import trio
@@ -48,7 +51,7 @@ from pytds import tds_base
 from pytds.collate import raw_collation
 from pytds.tds_writer import _TdsWriter
 
-from connector import _tdsread, _tdstypes
+from connector import _tdsio, _tdsread, _tdstypes
 from connector._watchdog import INTERRUPT_GRACE_S, Watch, watching
 from connector.encode import BoundParam, ParamError, RowEncoder, result_shape, wire_type
 from connector.pool import DatabaseUnavailable, LoginPool, PooledConnection
@@ -577,6 +580,21 @@ def _drain(cursor: Any) -> None:
         pass
 
 
+def _setup_failed(exc: BaseException, reset: bool) -> NoReturn:
+    """Raise what a failure of the session's setup (the reset and the session context) means.
+
+    Raises:
+        _ResetFailed: ``exc`` is a transport failure on a reused connection.
+        _SessionSetupFailed: SQL Server refused the session context.
+        BaseException: ``exc``, a transport failure on a new connection.
+    """
+    if isinstance(exc, (OSError, TimeoutError, tds_base.InterfaceError)):
+        if reset:
+            raise _ResetFailed() from exc
+        raise exc
+    raise _SessionSetupFailed() from exc
+
+
 class _Reader:
     """Worker-thread state of one query's cursor. Only ever touched by one thread at a time."""
 
@@ -604,36 +622,61 @@ class _Reader:
                 request, before its results began).
             _SessionSetupFailed: SQL Server refused the session context.
         """
-        _tdstypes.install(conn)  # time types at 100 ns; negative money parameters
-        cursor = connection_cursor(conn)
-        self.cursor = cursor
-        ctx = [
-            BoundParam(f"@c{i}", _CONTEXT_TYPE, self.req.context.get(key, ""))
-            for i, key in enumerate(CONTEXT_KEYS)
-        ]
-        sess = cursor._session
-        _tdsread.install(sess)  # fixed-size values of the answer read from the packet buffer
-        flag = reset_connection_flag(sess) if reset else contextlib.nullcontext()
+        sess = self.prepare(conn)
         try:
             if not self.req.setup:
                 pass
             elif self.req.one_request:
-                with flag:
-                    send_context_with(sess, ctx, self.req.sql, self.req.params)
+                self.write_one_request(sess, reset)
+                sess.begin_response()
+                _read_first_rpc(sess)
             else:
-                with flag:
-                    run_statement(cursor, _PREAMBLE, ctx)
-                _drain(cursor)
-        except (OSError, TimeoutError, tds_base.InterfaceError) as exc:
-            if reset:
-                raise _ResetFailed() from exc
-            raise
-        except tds_base.Error as exc:
-            raise _SessionSetupFailed() from exc
+                with reset_connection_flag(sess) if reset else contextlib.nullcontext():
+                    run_statement(self.cursor, _PREAMBLE, self._context())
+                _drain(self.cursor)
+        except (OSError, TimeoutError, tds_base.Error) as exc:
+            _setup_failed(exc, reset)
+        if not (self.req.setup and self.req.one_request):
+            run_statement(self.cursor, self.req.sql, self.req.params)
+        return self.first_chunk(sess, row_budget)
+
+    def prepare(self, conn: pytds.Connection) -> Any:
+        """The query's cursor, on ``conn``; returns its python-tds session. No I/O when the
+        session is idle."""
+        _tdstypes.install(conn)  # time types at 100 ns; negative money parameters
+        cursor = connection_cursor(conn)
+        self.cursor = cursor
+        sess = cursor._session
+        _tdsread.install(sess)  # fixed-size values of the answer read from the packet buffer
+        return sess
+
+    def _context(self) -> list[BoundParam]:
+        return [
+            BoundParam(f"@c{i}", _CONTEXT_TYPE, self.req.context.get(key, ""))
+            for i, key in enumerate(CONTEXT_KEYS)
+        ]
+
+    def write_one_request(self, sess: Any, reset: bool) -> None:
+        """Send the session context and the statement as two RPCs of one request."""
+        with reset_connection_flag(sess) if reset else contextlib.nullcontext():
+            _submit_executesql_batch(
+                sess, [(_PREAMBLE, self._context()), (self.req.sql, self.req.params)]
+            )
+
+    def read_one_request(self, sess: Any, reset: bool, row_budget: int) -> _Chunk:
+        """The answer of `write_one_request`, up to the first chunk (`begin`'s Raises)."""
+        try:
+            sess.begin_response()
+            _read_first_rpc(sess)
+        except (OSError, TimeoutError, tds_base.Error) as exc:
+            _setup_failed(exc, reset)
+        return self.first_chunk(sess, row_budget)
+
+    def first_chunk(self, sess: Any, row_budget: int) -> _Chunk:
+        """The statement's first chunk, its request sent (and, in one request, the context's
+        answer read)."""
         if self.req.setup and self.req.one_request:
             sess.find_result_or_done()  # the statement's answer: the second RPC's tokens
-        else:
-            run_statement(cursor, self.req.sql, self.req.params)
         self._enter_result_set()
         return self.next_chunk(row_budget)
 
@@ -744,6 +787,57 @@ async def execute_pinned(
     return outcome
 
 
+#: the longest answer `_begin_here` reads in the Trio thread; the rest of a longer one is read in
+#: the connection's worker thread
+_READ_AHEAD = 64 * 1024
+
+
+async def _begin_here(
+    pool: LoginPool, pc: PooledConnection, reader: _Reader, reset: bool, row_budget: int
+) -> _Chunk:
+    """`_Reader.begin` of a one-request statement without the worker thread: the request
+    serialized by python-tds into memory, sent and its answer read with Trio's I/O waits, the
+    answer parsed by python-tds from memory (connector/_tdsio.py). The same bytes go out, the
+    same answer is read by the same code, the same exceptions are raised (`begin`'s Raises);
+    only the thread differs. An answer longer than `_READ_AHEAD` is read on, and parsed, in the
+    worker thread; a connection `_tdsio.Link` cannot drive (MARS, one not idle, a broken one)
+    takes `begin` in the worker thread.
+
+    While the answer is awaited ``pc.busy`` is True: the watchdog stops the statement as it does
+    a worker blocked in python-tds (ATTENTION, then the socket cut). A Trio cancellation while
+    it is awaited leaves the connection broken (discarded when returned)."""
+    sess = getattr(getattr(pc.conn, "_tds_socket", None), "main_session", None)
+    link = None if pc.broken or sess is None else _tdsio.Link.of(sess)
+    if link is None:
+        return await pool.call(pc, functools.partial(reader.begin, reset, row_budget))
+    await trio.lowlevel.checkpoint_if_cancelled()
+    sess = reader.prepare(pc.conn)  # no I/O: the session is idle (`Link.of`)
+    request = link.collect(functools.partial(reader.write_one_request, sess, reset))
+    pc.busy = True
+    try:
+        complete = await link.exchange(request, _READ_AHEAD)
+    except BaseException as exc:
+        pc.broken = True
+        if isinstance(exc, (OSError, TimeoutError, tds_base.Error)):
+            _setup_failed(exc, reset)
+        raise
+    finally:
+        pc.busy = False
+    buffered = link.buffered
+    assert buffered is not None
+    if not complete:
+        buffered.release()
+        return await pool.call(pc, lambda conn: reader.read_one_request(sess, reset, row_budget))
+    buffered.strict = True  # the whole answer is here: a read past it raises, never blocks
+    try:
+        return reader.read_one_request(sess, reset, row_budget)
+    except (OSError, tds_base.InterfaceError):
+        pc.broken = True  # as `PooledConnection.run` does
+        raise
+    finally:
+        buffered.release()
+
+
 async def _bounded_call(pool: LoginPool, pc: PooledConnection, fn: Any) -> None:
     """A worker-thread call that cannot outlive the interrupt grace: the socket is cut then."""
 
@@ -784,11 +878,11 @@ async def _execute_on(
         )
         return QueryFailed(code, f"the query {what}", outcome=outcome)
 
-    async def fetch(call: Callable[[Any], _Chunk]) -> _Chunk | None:
-        """One worker-thread call of the reader; None when it failed (the failure is recorded
-        unless the query was cancelled, which says why itself)."""
+    async def fetch(call: Callable[[], Awaitable[_Chunk]]) -> _Chunk | None:
+        """One step of the reader (a worker-thread call, or `_begin_here`); None when it failed
+        (the failure is recorded unless the query was cancelled, which says why itself)."""
         try:
-            return await pool.call(pc, call)
+            return await call()
         except _ResetFailed:
             pc.broken = True
             if not cancel.cancelled:
@@ -847,7 +941,11 @@ async def _execute_on(
             try:
                 while more() and fetched <= max_rows and not cancel.cancelled:
                     budget = int(min(max_rows + 1 - fetched, 1 << 30))
-                    chunk = await fetch(functools.partial(reader.next_chunk, budget))
+                    chunk = await fetch(
+                        functools.partial(
+                            pool.call, pc, functools.partial(reader.next_chunk, budget)
+                        )
+                    )
                     if chunk is None:
                         return
                     fetched += chunk[2]
@@ -887,7 +985,16 @@ async def _execute_on(
             # reset + session context + statement + first chunk: one worker-thread hop; fetch
             # one row past max_rows so exceeding it is detected, not truncated
             budget = int(min(max_rows + 1, 1 << 30))
-            first = await fetch(functools.partial(reader.begin, reused, budget))
+            if req.setup and req.one_request:
+                first = await fetch(
+                    functools.partial(_begin_here, pool, pc, reader, reused, budget)
+                )
+            else:
+                first = await fetch(
+                    functools.partial(
+                        pool.call, pc, functools.partial(reader.begin, reused, budget)
+                    )
+                )
         if first is None or not more():
             done.set()  # a small result (the common case): no producer, no channel
         if first is not None:

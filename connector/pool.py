@@ -84,8 +84,9 @@ class PooledConnection:
         #: False until a query ran on it: a fresh connection needs no sp_reset_connection
         self.used = False
         self.created = time.monotonic()
-        #: True while a worker thread is inside python-tds (read by the watchdog, in Trio; a
-        #: plain attribute: a threading.Event's set and clear each take a lock)
+        #: True while a worker thread is inside python-tds, or the Trio thread waits for an
+        #: answer of SQL Server's (connector/_tdsio.py); read by the watchdog, in Trio (a plain
+        #: attribute: a threading.Event's set and clear each take a lock)
         self._busy = False
         self.worker = WorkerThread(f"edgetds {login} connection")
 
@@ -103,6 +104,10 @@ class PooledConnection:
     @property
     def busy(self) -> bool:
         return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        self._busy = value
 
     def run(self, fn: Callable[[pytds.Connection], T]) -> T:
         """Run fn(conn) in the CURRENT thread (call this from a worker thread)."""

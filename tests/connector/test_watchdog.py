@@ -25,13 +25,18 @@ from tests.support.waiting import eventually
 SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 
 
-def _request(sql: str, timeout_s: float) -> ExecRequest:
+def _request(sql: str, timeout_s: float, *, one: bool = False) -> ExecRequest:
+    """``one``: the context and the statement in one request, its answer awaited in the Trio
+    thread (connector/_tdsio.py); else two requests, in the connection's worker thread."""
     context = {"edgetds.sub": "alice", "edgetds.iss": "https://idp", "edgetds.query_id": "q"}
-    return ExecRequest(query_id="q", sql=sql, params=[], context=context, timeout_s=timeout_s)
+    return ExecRequest(
+        query_id="q", sql=sql, params=[], context=context, timeout_s=timeout_s, one_request=one
+    )
 
 
 async def _running(log: StatementLog, pc: PooledConnection) -> None:
-    """Wait until the statement runs in tdslite (a worker thread is blocked in python-tds)."""
+    """Wait until the statement runs in tdslite (a worker thread is blocked in python-tds, or
+    the Trio thread awaits its answer)."""
     await eventually(lambda: SLOW in log.running.values())
     assert pc.busy
 
@@ -43,12 +48,13 @@ async def _stopped_by_the_watchdog(
     cancel: CancelToken,
     *,
     jump: float,
+    one: bool,
 ) -> QueryFailed:
     failed: list[QueryFailed] = []
 
     async def run() -> None:
         with pytest.raises(QueryFailed) as info:
-            await execute(pool, _request(SLOW, timeout_s=30), CollectSink(), cancel)
+            await execute(pool, _request(SLOW, timeout_s=30, one=one), CollectSink(), cancel)
         failed.append(info.value)
 
     async with trio.open_nursery() as nursery:
@@ -63,9 +69,10 @@ async def _stopped_by_the_watchdog(
     return failed[0]
 
 
+@pytest.mark.parametrize("one", [False, True], ids=["worker thread", "trio thread"])
 @pytest.mark.parametrize("how", ["deadline", "cancel"])
 async def test_a_blocked_statement_is_stopped(
-    tmp_path: Path, mock_clock: trio.testing.MockClock, how: str
+    tmp_path: Path, mock_clock: trio.testing.MockClock, how: str, one: bool
 ) -> None:
     mock_clock.rate = 1  # real time, plus the jumps
     log = StatementLog()
@@ -77,7 +84,7 @@ async def test_a_blocked_statement_is_stopped(
             )
             cancel = CancelToken()
             failed = await _stopped_by_the_watchdog(
-                pool, log, mock_clock, cancel, jump=31 if how == "deadline" else 0
+                pool, log, mock_clock, cancel, jump=31 if how == "deadline" else 0, one=one
             )
             expected = ErrorCode.QUERY_TIMEOUT if how == "deadline" else ErrorCode.QUERY_CANCELLED
             assert failed.code == expected
