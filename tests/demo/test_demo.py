@@ -160,13 +160,24 @@ class ServingDemo:
     """`edgetds demo --serve` in a subprocess; its output lines are read by a thread."""
 
     def __init__(self, tmp_path: Path, state: Path) -> None:
-        self.process = subprocess.Popen(
-            [*DEMO, "--serve", "--state-dir", str(state)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=tmp_path,
-        )
+        # A process started with SIGINT ignored (a shell's `cmd &`, `nohup`) passes that on to
+        # its children, and Python keeps an ignored SIGINT ignored: the demo would never see the
+        # Ctrl-C these tests send. A handled SIGINT is reset to the default by exec: handle it
+        # here while the demo starts.
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.process = subprocess.Popen(
+                [*DEMO, "--serve", "--state-dir", str(state)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=tmp_path,
+            )
+        finally:
+            if ignored:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
