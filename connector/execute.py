@@ -811,7 +811,9 @@ async def _begin_here(
     if link is None:
         return await pool.call(pc, functools.partial(reader.begin, reset, row_budget))
     await trio.lowlevel.checkpoint_if_cancelled()
-    sess = reader.prepare(pc.conn)  # no I/O: the session is idle (`Link.of`)
+    if reader.prepare(pc.conn) is not sess:  # no I/O: the session is idle (`Link.of`)
+        # (a cursor of a session of its own: MARS, which the connector does not ask for)
+        return await pool.call(pc, functools.partial(reader.begin, reset, row_budget))
     request = link.collect(functools.partial(reader.write_one_request, sess, reset))
     pc.busy = True
     try:
