@@ -2,7 +2,7 @@
 
 Strategy:
 
-1. Borrow a connection of the role's login (connector/pool.py). In ONE worker-thread call: set
+1. Borrow a connection of the role's login (connector/pool.py). In one step (`_Reader.begin`): set
    the ``sp_set_session_context`` keys (subject, issuer, query id) with ``@read_only = 1`` so
    row-level security can rely on them, on a reused connection in a request that carries the TDS
    RESETCONNECTION flag (the server resets the session first, as ``sp_reset_connection`` does:
@@ -12,9 +12,9 @@ Strategy:
    request as the context, as the second RPC of a batch of RPCs (one round trip instead of two);
    if the context RPC fails, its answer is read no further, the statement's results are never
    read and the connection is discarded. Any other statement is sent only once the context is set.
-   The one-request form takes no worker-thread call when its answer is small (`_begin_here`:
-   python-tds writes and parses in the Trio thread, the socket is read with Trio's I/O waits;
-   connector/_tdsio.py).
+   Up to the first chunk, no worker-thread call when the answers are small (`_begin_here`:
+   python-tds writes each request and parses each answer in memory, in the Trio thread, and the
+   socket is read and written with Trio's I/O waits; connector/_tdsio.py).
 2. A result that ends within that first chunk (the common small result) goes to the `Sink` (the
    tunnel stream) from there: no other task, no channel. A larger one: a producer task fetches
    the next chunks in worker threads, encodes them to NDJSON there (CPU off the Trio thread), and
@@ -304,14 +304,21 @@ def run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
     @P1..; our statements use T-SQL @names, so build the sp_executesql RPC exactly as
     ``_TdsSession.execute`` does (python-tds is pinned ==1.17.1), with our names and declared types.
     """
-    if not params:
-        cursor.execute(sql)
-        return
     sess = cursor._session
-    check_values_fit(params, sess._tds.collation or raw_collation)
-    sess.submit_rpc(tds_base.SP_EXECUTESQL, _executesql_params(sess, sql, params), 0)
+    submit_statement(sess, sql, params)
     sess.begin_response()
     sess.find_result_or_done()
+
+
+def submit_statement(sess: Any, sql: str, params: Sequence[BoundParam]) -> None:
+    """`run_statement`'s request, sent; its answer not read (without parameters a SQL batch, as
+    python-tds's ``cursor.execute(sql)`` sends it)."""
+    if not params:
+        sess._ensure_transaction()  # python-tds's, as its execute() does (autocommit: nothing)
+        sess.submit_plain_query(sql)
+        return
+    check_values_fit(params, sess._tds.collation or raw_collation)
+    sess.submit_rpc(tds_base.SP_EXECUTESQL, _executesql_params(sess, sql, params), 0)
 
 
 def _executesql_params(sess: Any, sql: str, params: Sequence[BoundParam]) -> list[Any]:
@@ -365,6 +372,7 @@ class _RequestBody(_TdsWriter):  # type: ignore[misc]
         self.data += buf
 
 
+_T = TypeVar("_T")
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 
@@ -609,7 +617,8 @@ class _Reader:
     def begin(
         self, reset: bool, row_budget: int, conn: pytds.Connection
     ) -> tuple[bytes | None, bytes, int]:
-        """Everything up to the first chunk in ONE worker-thread call: set the session context
+        """Everything up to the first chunk in ONE worker-thread call (`_begin_here` does the
+        same from the Trio thread, where it can): set the session context
         (on a reused connection with RESETCONNECTION on that request: nothing of the last
         borrower remains), run the statement, fetch the first chunk (`next_chunk`).
 
@@ -623,22 +632,18 @@ class _Reader:
             _SessionSetupFailed: SQL Server refused the session context.
         """
         sess = self.prepare(conn)
+        if not self.req.setup:
+            return self.statement(sess, row_budget)
         try:
-            if not self.req.setup:
-                pass
-            elif self.req.one_request:
+            if self.req.one_request:
                 self.write_one_request(sess, reset)
-                sess.begin_response()
-                _read_first_rpc(sess)
             else:
-                with reset_connection_flag(sess) if reset else contextlib.nullcontext():
-                    run_statement(self.cursor, _PREAMBLE, self._context())
-                _drain(self.cursor)
+                self.write_context(sess, reset)
         except (OSError, TimeoutError, tds_base.Error) as exc:
             _setup_failed(exc, reset)
-        if not (self.req.setup and self.req.one_request):
-            run_statement(self.cursor, self.req.sql, self.req.params)
-        return self.first_chunk(sess, row_budget)
+        if self.req.one_request:
+            return self.read_one_request(sess, reset, row_budget)
+        return self.after_context(sess, reset, row_budget)
 
     def prepare(self, conn: pytds.Connection) -> Any:
         """The query's cursor, on ``conn``; returns its python-tds session. No I/O when the
@@ -670,13 +675,45 @@ class _Reader:
             _read_first_rpc(sess)
         except (OSError, TimeoutError, tds_base.Error) as exc:
             _setup_failed(exc, reset)
-        return self.first_chunk(sess, row_budget)
+        sess.find_result_or_done()  # the statement's answer: the second RPC's tokens
+        return self.first_chunk(row_budget)
 
-    def first_chunk(self, sess: Any, row_budget: int) -> _Chunk:
-        """The statement's first chunk, its request sent (and, in one request, the context's
-        answer read)."""
-        if self.req.setup and self.req.one_request:
-            sess.find_result_or_done()  # the statement's answer: the second RPC's tokens
+    def write_context(self, sess: Any, reset: bool) -> None:
+        """Send the session context, a request of its own (the statement follows once it is
+        set)."""
+        with reset_connection_flag(sess) if reset else contextlib.nullcontext():
+            submit_statement(sess, _PREAMBLE, self._context())
+
+    def read_context(self, sess: Any, reset: bool) -> None:
+        """The answer of `write_context`, read to its end (`begin`'s Raises)."""
+        try:
+            sess.begin_response()
+            sess.find_result_or_done()
+            _drain(self.cursor)
+        except (OSError, TimeoutError, tds_base.Error) as exc:
+            _setup_failed(exc, reset)
+
+    def after_context(self, sess: Any, reset: bool, row_budget: int) -> _Chunk:
+        """`read_context`, then `statement`."""
+        self.read_context(sess, reset)
+        return self.statement(sess, row_budget)
+
+    def statement(self, sess: Any, row_budget: int) -> _Chunk:
+        """Run the statement (`run_statement`), up to its first chunk."""
+        self.write_statement(sess)
+        return self.read_statement(sess, row_budget)
+
+    def write_statement(self, sess: Any) -> None:
+        submit_statement(sess, self.req.sql, self.req.params)
+
+    def read_statement(self, sess: Any, row_budget: int) -> _Chunk:
+        """The answer of `write_statement`, up to the first chunk."""
+        sess.begin_response()
+        sess.find_result_or_done()
+        return self.first_chunk(row_budget)
+
+    def first_chunk(self, row_budget: int) -> _Chunk:
+        """The statement's first chunk, the answer's first result found."""
         self._enter_result_set()
         return self.next_chunk(row_budget)
 
@@ -795,44 +832,83 @@ _READ_AHEAD = 64 * 1024
 async def _begin_here(
     pool: LoginPool, pc: PooledConnection, reader: _Reader, reset: bool, row_budget: int
 ) -> _Chunk:
-    """`_Reader.begin` of a one-request statement without the worker thread: the request
-    serialized by python-tds into memory, sent and its answer read with Trio's I/O waits, the
-    answer parsed by python-tds from memory (connector/_tdsio.py). The same bytes go out, the
-    same answer is read by the same code, the same exceptions are raised (`begin`'s Raises);
-    only the thread differs. An answer longer than `_READ_AHEAD` is read on, and parsed, in the
-    worker thread; a connection `_tdsio.Link` cannot drive (MARS, one not idle, a broken one)
-    takes `begin` in the worker thread.
+    """`_Reader.begin` without the worker thread: each request serialized by python-tds into
+    memory, sent and its answer read with Trio's I/O waits, the answer parsed by python-tds from
+    memory (connector/_tdsio.py). The same bytes go out, the same answers are read by the same
+    code, the same exceptions are raised (`begin`'s Raises); only the thread differs. An answer
+    longer than `_READ_AHEAD` is read on, and parsed, in the worker thread, and so is everything
+    after it; a connection `_tdsio.Link` cannot drive (MARS, one not idle, a broken one), or one
+    where python-tds would begin a transaction of its own (autocommit off, which the connector
+    never sets), takes `begin` in the worker thread.
 
-    While the answer is awaited ``pc.busy`` is True: the watchdog stops the statement as it does
+    While an answer is awaited ``pc.busy`` is True: the watchdog stops the statement as it does
     a worker blocked in python-tds (ATTENTION, then the socket cut). A Trio cancellation while
     it is awaited leaves the connection broken (discarded when returned)."""
-    sess = getattr(getattr(pc.conn, "_tds_socket", None), "main_session", None)
+    req = reader.req
+    sess: Any = getattr(getattr(pc.conn, "_tds_socket", None), "main_session", None)
     link = None if pc.broken or sess is None else _tdsio.Link.of(sess)
-    if link is None:
+    if link is None or not sess._env.autocommit:
         return await pool.call(pc, functools.partial(reader.begin, reset, row_budget))
     await trio.lowlevel.checkpoint_if_cancelled()
     if reader.prepare(pc.conn) is not sess:  # no I/O: the session is idle (`Link.of`)
         # (a cursor of a session of its own: MARS, which the connector does not ask for)
         return await pool.call(pc, functools.partial(reader.begin, reset, row_budget))
-    request = link.collect(functools.partial(reader.write_one_request, sess, reset))
+    if req.setup and req.one_request:
+        request = link.collect(functools.partial(reader.write_one_request, sess, reset))
+        complete = await _answer(pc, link, request, reset)
+        read = functools.partial(reader.read_one_request, sess, reset, row_budget)
+        return await _parse(pool, pc, link, complete, read)
+    if req.setup:
+        request = link.collect(functools.partial(reader.write_context, sess, reset))
+        complete = await _answer(pc, link, request, reset)
+        if not complete:
+            rest = functools.partial(reader.after_context, sess, reset, row_budget)
+            return await _parse(pool, pc, link, complete, rest)
+        await _parse(pool, pc, link, complete, functools.partial(reader.read_context, sess, reset))
+        link = _tdsio.Link.of(sess)
+        if link is None:  # the context's answer not read to its end: python-tds's to finish
+            return await pool.call(pc, lambda conn: reader.statement(sess, row_budget))
+    request = link.collect(functools.partial(reader.write_statement, sess))
+    complete = await _answer(pc, link, request, None)
+    read = functools.partial(reader.read_statement, sess, row_budget)
+    return await _parse(pool, pc, link, complete, read)
+
+
+async def _answer(
+    pc: PooledConnection, link: _tdsio.Link, request: bytes, reset: bool | None
+) -> bool:
+    """`Link.exchange` of ``request`` (True: its whole answer was read). ``reset``: the request
+    sets up the session, a failure is `_setup_failed`'s; None: it is the statement's, a failure
+    is raised as it is."""
     pc.busy = True
     try:
-        complete = await link.exchange(request, _READ_AHEAD)
+        return await link.exchange(request, _READ_AHEAD)
     except BaseException as exc:
         pc.broken = True
-        if isinstance(exc, (OSError, TimeoutError, tds_base.Error)):
+        if reset is not None and isinstance(exc, (OSError, TimeoutError, tds_base.Error)):
             _setup_failed(exc, reset)
         raise
     finally:
         pc.busy = False
+
+
+async def _parse(
+    pool: LoginPool,
+    pc: PooledConnection,
+    link: _tdsio.Link,
+    complete: bool,
+    parse: Callable[[], _T],
+) -> _T:
+    """``parse()``: python-tds reading the answer `_answer` read, here when it was read whole,
+    else in the worker thread (which reads the rest from the socket)."""
     buffered = link.buffered
     assert buffered is not None
     if not complete:
         buffered.release()
-        return await pool.call(pc, lambda conn: reader.read_one_request(sess, reset, row_budget))
+        return await pool.call(pc, lambda conn: parse())
     buffered.strict = True  # the whole answer is here: a read past it raises, never blocks
     try:
-        return reader.read_one_request(sess, reset, row_budget)
+        return parse()
     except (OSError, tds_base.InterfaceError):
         pc.broken = True  # as `PooledConnection.run` does
         raise
@@ -987,16 +1063,7 @@ async def _execute_on(
             # reset + session context + statement + first chunk: one worker-thread hop; fetch
             # one row past max_rows so exceeding it is detected, not truncated
             budget = int(min(max_rows + 1, 1 << 30))
-            if req.setup and req.one_request:
-                first = await fetch(
-                    functools.partial(_begin_here, pool, pc, reader, reused, budget)
-                )
-            else:
-                first = await fetch(
-                    functools.partial(
-                        pool.call, pc, functools.partial(reader.begin, reused, budget)
-                    )
-                )
+            first = await fetch(functools.partial(_begin_here, pool, pc, reader, reused, budget))
         if first is None or not more():
             done.set()  # a small result (the common case): no producer, no channel
         if first is not None:

@@ -1,13 +1,16 @@
-"""Fixtures for connector tests: real keys, a real dev IdP over HTTP, a scripted rogue relay."""
+"""Fixtures for connector tests: real keys, a real dev IdP over HTTP, a scripted rogue relay, a
+count of worker-thread calls."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from connector._thread import WorkerThread
 from edgetds.devidp import DevIdP, open_dev_idp
 from identity.keys import generate_key_files, load_private_key
 from tests.connector.rogue_relay import RogueRelay, open_rogue_relay
@@ -32,3 +35,17 @@ async def rogue(keys: Keys) -> AsyncIterator[RogueRelay]:
         tunnel="demo", connector_id="conn-1", connector_public_key=pub, relay_key=keys.relay
     ) as relay:
         yield relay
+
+
+@pytest.fixture
+def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A count of worker-thread calls (each goes on to the real `WorkerThread.call`)."""
+    calls: list[int] = []
+    real = WorkerThread.call
+
+    async def counted(self: WorkerThread, fn: Any, *, checkpoint: bool = True) -> Any:
+        calls.append(1)
+        return await real(self, fn, checkpoint=checkpoint)
+
+    monkeypatch.setattr(WorkerThread, "call", counted)
+    return calls

@@ -1,8 +1,9 @@
-"""A one-request statement's answer read from the Trio thread (connector/_tdsio.py,
-connector/execute.py `_begin_here`), against a real tdslite over plaintext TCP and over TLS:
+"""A query's answers read from the Trio thread (connector/_tdsio.py, connector/execute.py
+`_begin_here`), against a real tdslite over plaintext TCP and over TLS:
 
-- a small answer takes no worker-thread call, on a new and on a reused connection, and gives the
-  bytes the worker-thread path gives;
+- a small answer takes no worker-thread call, on a new and on a reused connection, the session
+  context and the statement in one request or in two, or a session's statement alone, and gives
+  the same bytes each way;
 - a long answer is read on, and parsed, in the worker thread, every row exact, and the
   connection's next small answer again takes no worker-thread call;
 - a Trio cancellation while the answer is awaited leaves the connection broken, never reused;
@@ -11,6 +12,7 @@ connector/execute.py `_begin_here`), against a real tdslite over plaintext TCP a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -27,9 +29,8 @@ from pytds import tds_base
 
 import tdslite
 from connector import _tdsio
-from connector._thread import WorkerThread
 from connector.config import DatabaseConfig, LoginConfig
-from connector.execute import ExecRequest, execute
+from connector.execute import ExecRequest, execute, execute_pinned
 from connector.pool import LoginPool
 from connector.results import CancelToken
 from tdslite import StatementLog
@@ -41,20 +42,6 @@ SLOW = "SELECT COUNT(*) AS c FROM d a, d b, d c, d e, d f, d g, d h, d i, d j"
 #: 10,000 rows of four ints: about 200 KB of TDS, past the 64 KiB read from the Trio thread
 LONG = "SELECT a.n AS a, b.n AS b, c.n AS c, e.n AS e FROM d a, d b, d c, d e ORDER BY a, b, c, e"
 SMALL = "SELECT n, n * 2 AS twice FROM d WHERE n < 3 ORDER BY n"
-
-
-@pytest.fixture
-def worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A count of worker-thread calls (each goes on to the real `WorkerThread.call`)."""
-    calls: list[int] = []
-    real = WorkerThread.call
-
-    async def counted(self: WorkerThread, fn: Any, *, checkpoint: bool = True) -> Any:
-        calls.append(1)
-        return await real(self, fn, checkpoint=checkpoint)
-
-    monkeypatch.setattr(WorkerThread, "call", counted)
-    return calls
 
 
 @pytest.fixture(params=["plaintext", "tls"])
@@ -116,16 +103,19 @@ async def test_a_small_answer_takes_no_worker_thread_call(
 ) -> None:
     with trio.fail_after(60):
         async with pool_of_one(tmp_path, tls) as pool:
-            by_thread = await _run(pool, SMALL, one=False)  # two requests: the worker thread
-            assert worker_calls
+            # the first on a new connection, the others reused (RESETCONNECTION); the session
+            # context and the statement in one request, and in two
+            one = [await _run(pool, SMALL) for _ in range(3)]
+            two = [await _run(pool, SMALL, one=False) for _ in range(3)]
             async with pool.borrow() as pc:
                 assert pc.encrypted == bool(tls)
-            worker_calls.clear()
-            here = [await _run(pool, SMALL) for _ in range(3)]  # reused: RESETCONNECTION
+                alone = CollectSink()  # as a session's statement: no reset, no context
+                req = dataclasses.replace(_req(SMALL), setup=False)
+                await execute_pinned(pool, pc, req, alone, CancelToken())
             assert worker_calls == []
             assert pool.statistics().opened == 1
-    assert here == [by_thread] * 3
-    rows = [json.loads(line) for line in by_thread.splitlines()[1:]]
+    assert one == two == [alone.data] * 3
+    rows = [json.loads(line) for line in one[0].splitlines()[1:]]
     assert rows == [[0, 0], [1, 2], [2, 4]]
 
 
@@ -138,7 +128,7 @@ async def test_a_long_answer_is_read_on_in_the_worker_thread(
             assert worker_calls  # the rest of the answer, and the chunks after the first
             worker_calls.clear()
             assert await _run(pool, SMALL) == await _run(pool, SMALL, one=False)
-            assert len(worker_calls) == 1  # the two-request run's; the one-request run: none
+            assert worker_calls == []
             assert pool.statistics().opened == 1
     rows = [json.loads(line) for line in data.splitlines()[1:]]
     expected = [
