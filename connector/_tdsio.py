@@ -52,7 +52,8 @@ class _Kept:
 
 class Buffered:
     """python-tds's reader transport for an answer read ahead: serves the bytes read, then gives
-    the reader its own transport back (`strict`: raises instead)."""
+    the reader its own transport back (`strict`: raises instead). python-tds's reader asks its
+    transport for ``recv_into`` only."""
 
     def __init__(self, reader: Any, data: bytearray, original: Any) -> None:
         self._reader = reader
@@ -62,11 +63,6 @@ class Buffered:
         #: True: a read past the bytes read ahead raises tds_base.InterfaceError (the Trio
         #: thread must never block on the socket); False: it goes to the socket
         self.strict = False
-
-    @property
-    def left(self) -> int:
-        """Bytes read ahead and not yet served."""
-        return len(self._data) - self._pos
 
     def recv_into(self, buffer: Any, size: int = 0, flags: int = 0) -> int:
         left = len(self._data) - self._pos
@@ -85,22 +81,6 @@ class Buffered:
         self.strict = False
         if self._pos == len(self._data) and self._reader._transport is self:
             self._reader._transport = self._original
-
-    # what python-tds asks of a transport besides reading
-    def gettimeout(self) -> float | None:
-        return self._original.gettimeout()  # type: ignore[no-any-return]
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._original.settimeout(timeout)
-
-    def sendall(self, data: bytes, flags: int = 0) -> None:
-        self._original.sendall(data, flags)
-
-    def close(self) -> None:
-        self._original.close()
-
-    def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
-        self._original.shutdown(how)
 
 
 class Link:

@@ -1060,8 +1060,9 @@ async def _execute_on(
         if cancel.cancelled:
             failure.append(stopped())
         else:
-            # reset + session context + statement + first chunk: one worker-thread hop; fetch
-            # one row past max_rows so exceeding it is detected, not truncated
+            # reset + session context + statement + first chunk: no worker-thread hop when the
+            # answers are small, else one; fetch one row past max_rows so exceeding it is
+            # detected, not truncated
             budget = int(min(max_rows + 1, 1 << 30))
             first = await fetch(functools.partial(_begin_here, pool, pc, reader, reused, budget))
         if first is None or not more():
