@@ -150,6 +150,7 @@ async def test_a_cancel_while_the_answer_is_awaited_discards_the_connection(
                     await eventually(lambda: SLOW in log.running.values())
                     [pc] = pool._in_use
                     assert pc.busy  # awaiting the answer, in the Trio thread
+                    assert worker_calls == []
                     scope.cancel()
             assert pc.broken
             assert await _run(pool, SMALL) == await _run(pool, SMALL, one=False)
