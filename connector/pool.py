@@ -8,7 +8,10 @@ threads, and a call costs a queue put and a byte on the thread's socket pair tha
 waiting task straight from Trio's I/O wait (no thread naming, context copy or limiter of
 `trio.to_thread.run_sync`: 25-40 us of CPU less per call here, and no detour through
 ``run_sync_soon``: one round of the run loop less). Opening and closing a connection go through
-`trio.to_thread.run_sync` with the pool's CapacityLimiter.
+`trio.to_thread.run_sync` with the pool's CapacityLimiter. A query's first requests and their
+small answers are the exception (connector/_tdsio.py): python-tds writes and parses them in
+memory, in the Trio thread, and nothing of it blocks; the query task does that only between its
+worker-thread calls, so the connection is still used by one thread at a time.
 
 Cancelling a call that is blocked inside python-tds is the one cross-thread operation, and it
 touches only the raw socket (`PooledConnection.interrupt`): on a plaintext connection it writes a
