@@ -31,7 +31,7 @@ from OpenSSL.SSL import WantReadError, ZeroReturnError
 from pytds import tds_base
 from pytds.tls import EncryptedSocket
 
-__all__ = ["Buffered", "Link"]
+__all__ = ["Buffered", "Kept", "Link"]
 
 #: TDS packet header: type, status, length (big-endian, the header included), SPID, packet, window
 _HEADER_SIZE = 8
@@ -40,8 +40,8 @@ _EOM = 0x01
 _RECV_SIZE = 65536
 
 
-class _Kept:
-    """python-tds's writer transport while a request is collected: keeps what is sent."""
+class Kept:
+    """python-tds's writer transport while a request is collected: keeps the packets sent."""
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
@@ -115,7 +115,7 @@ class Link:
         """Run ``write()``, python-tds writing one request, and return the request's bytes
         (plaintext) instead of sending them."""
         writer = self._sess._writer
-        kept = _Kept()
+        kept = Kept()
         writer._transport = kept
         try:
             write()

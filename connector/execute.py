@@ -305,12 +305,18 @@ def run_statement(cursor: Any, sql: str, params: Sequence[BoundParam]) -> None:
     ``_TdsSession.execute`` does (python-tds is pinned ==1.17.1), with our names and declared types.
     """
     sess = cursor._session
-    submit_statement(sess, sql, params)
+    _submit_statement(sess, sql, params)
+    _first_result(sess)
+
+
+def _first_result(sess: Any) -> None:
+    """Read a request's answer up to its first result (or its end), as python-tds's
+    ``execute`` does after sending."""
     sess.begin_response()
     sess.find_result_or_done()
 
 
-def submit_statement(sess: Any, sql: str, params: Sequence[BoundParam]) -> None:
+def _submit_statement(sess: Any, sql: str, params: Sequence[BoundParam]) -> None:
     """`run_statement`'s request, sent; its answer not read (without parameters a SQL batch, as
     python-tds's ``cursor.execute(sql)`` sends it)."""
     if not params:
@@ -565,7 +571,20 @@ def send_context_with(
         tds_base.Error: the context failed; nothing of the statement's answer was read, and none
             may be: discard the connection.
     """
+    _submit_context_with(sess, ctx, sql, params)
+    _read_context_answer(sess)
+
+
+def _submit_context_with(
+    sess: Any, ctx: Sequence[BoundParam], sql: str, params: Sequence[BoundParam]
+) -> None:
+    """`send_context_with`'s request, sent; its answer not read (`_read_context_answer`)."""
     _submit_executesql_batch(sess, [(_PREAMBLE, ctx), (sql, params)])
+
+
+def _read_context_answer(sess: Any) -> None:
+    """`send_context_with`'s reading: the answer of `_submit_context_with` up to the context's
+    end (its Raises)."""
     sess.begin_response()
     _read_first_rpc(sess)
 
@@ -664,15 +683,12 @@ class _Reader:
     def write_one_request(self, sess: Any, reset: bool) -> None:
         """Send the session context and the statement as two RPCs of one request."""
         with reset_connection_flag(sess) if reset else contextlib.nullcontext():
-            _submit_executesql_batch(
-                sess, [(_PREAMBLE, self._context()), (self.req.sql, self.req.params)]
-            )
+            _submit_context_with(sess, self._context(), self.req.sql, self.req.params)
 
     def read_one_request(self, sess: Any, reset: bool, row_budget: int) -> _Chunk:
         """The answer of `write_one_request`, up to the first chunk (`begin`'s Raises)."""
         try:
-            sess.begin_response()
-            _read_first_rpc(sess)
+            _read_context_answer(sess)
         except (OSError, TimeoutError, tds_base.Error) as exc:
             _setup_failed(exc, reset)
         sess.find_result_or_done()  # the statement's answer: the second RPC's tokens
@@ -682,13 +698,12 @@ class _Reader:
         """Send the session context, a request of its own (the statement follows once it is
         set)."""
         with reset_connection_flag(sess) if reset else contextlib.nullcontext():
-            submit_statement(sess, _PREAMBLE, self._context())
+            _submit_statement(sess, _PREAMBLE, self._context())
 
     def read_context(self, sess: Any, reset: bool) -> None:
         """The answer of `write_context`, read to its end (`begin`'s Raises)."""
         try:
-            sess.begin_response()
-            sess.find_result_or_done()
+            _first_result(sess)
             _drain(self.cursor)
         except (OSError, TimeoutError, tds_base.Error) as exc:
             _setup_failed(exc, reset)
@@ -700,16 +715,12 @@ class _Reader:
 
     def statement(self, sess: Any, row_budget: int) -> _Chunk:
         """Run the statement (`run_statement`), up to its first chunk."""
-        self.write_statement(sess)
+        _submit_statement(sess, self.req.sql, self.req.params)
         return self.read_statement(sess, row_budget)
 
-    def write_statement(self, sess: Any) -> None:
-        submit_statement(sess, self.req.sql, self.req.params)
-
     def read_statement(self, sess: Any, row_budget: int) -> _Chunk:
-        """The answer of `write_statement`, up to the first chunk."""
-        sess.begin_response()
-        sess.find_result_or_done()
+        """The answer of the statement's request (`_submit_statement`), up to the first chunk."""
+        _first_result(sess)
         return self.first_chunk(row_budget)
 
     def first_chunk(self, row_budget: int) -> _Chunk:
@@ -868,7 +879,7 @@ async def _begin_here(
         link = _tdsio.Link.of(sess)
         if link is None:  # the context's answer not read to its end: python-tds's to finish
             return await pool.call(pc, lambda conn: reader.statement(sess, row_budget))
-    request = link.collect(functools.partial(reader.write_statement, sess))
+    request = link.collect(functools.partial(_submit_statement, sess, req.sql, req.params))
     complete = await _answer(pc, link, request, None)
     read = functools.partial(reader.read_statement, sess, row_budget)
     return await _parse(pool, pc, link, complete, read)

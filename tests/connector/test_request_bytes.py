@@ -30,6 +30,7 @@ from pytds.collate import Collation
 
 import tdslite
 from connector import _tdstypes
+from connector._tdsio import Kept
 from connector.encode import BoundParam, decode_params
 from connector.execute import (
     _executesql_params,
@@ -47,21 +48,11 @@ _HEADER = 8
 _ALL_HEADERS = 22
 
 
-class _Recorder:
-    """Stands in for the session's transport: keeps what python-tds writes, sends nothing."""
-
-    def __init__(self) -> None:
-        self.packets: list[bytes] = []
-
-    def sendall(self, data: bytes, flags: int = 0) -> None:
-        self.packets.append(bytes(data))
-
-
 @contextmanager
-def recording(sess: Any) -> Iterator[_Recorder]:
+def recording(sess: Any) -> Iterator[Kept]:
     """Record the packets of one request instead of sending them; the session is left idle."""
     writer = sess._writer
-    original, recorder = writer._transport, _Recorder()
+    original, recorder = writer._transport, Kept()
     writer._transport = recorder
     writer._packet_no = 0
     try:
@@ -86,7 +77,7 @@ def python_tds_rpc(sess: Any, sql: str, params: Sequence[BoundParam]) -> bytes:
     """What python-tds's own submit_rpc writes for ``sql`` (sp_executesql): ALL_HEADERS, the RPC."""
     with recording(sess) as rec:
         sess.submit_rpc(tds_base.SP_EXECUTESQL, _executesql_params(sess, sql, params), 0)
-    return payload(rec.packets)
+    return payload(rec.parts)
 
 
 def one_request(
@@ -95,7 +86,7 @@ def one_request(
     """What send_context_with sends (it then reads the answer: not here, nothing is sent)."""
     with recording(sess) as rec:
         _submit_executesql_batch(sess, [(preamble_batch(), ctx), (sql, params)])
-    return payload(rec.packets)
+    return payload(rec.parts)
 
 
 def context(values: Sequence[str]) -> list[BoundParam]:
