@@ -1,4 +1,4 @@
-"""python-tds's response reader with a shorter path for the fixed-size reads of a token stream.
+"""python-tds's response reader, with shorter paths for a token stream's fixed-size reads and rows.
 
 python-tds (1.17.1) reads every byte, smallint, int and bigint of a response through
 ``_TdsReader.unpack``, which goes through ``tds_base.readall_fast`` and ``_TdsReader.read_fast``:
@@ -10,6 +10,17 @@ the position after them and the packets read are the same.
 
 `install(session)` turns a python-tds session's reader into a `FastReader` (its class only: the
 buffer, the position and the transport stay); it is idempotent.
+
+`fetch_rows(session, count)` is python-tds's ``cursor.fetchmany(count)`` with a shorter path for
+a ROW or NBCROW token that starts in the packet at hand: python-tds reads a row through about a
+dozen Python calls (``fetchone``, ``next_row``, the token dispatch, ``process_row``, and each
+column's serializer and the reader's methods beneath it); here one loop reads the row's values
+from the packet buffer for the common column types (the integers, bit, float and real, the
+non-MAX character types), each with the serializer's own rules. A value that reaches past the
+packet, a size python-tds would refuse and any other column type are read by the column's own
+serializer from the same position, as ``process_row`` does, and any other token (the end of the
+result, a message) by python-tds's ``fetchone``: the rows, the errors and the reader's state
+after them are python-tds's.
 """
 
 from __future__ import annotations
@@ -18,10 +29,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from pytds import tds_base
+from pytds import tds_base, tds_types
+from pytds.collate import ucs2_codec
 from pytds.tds_reader import _TdsReader
 
-__all__ = ["FastReader", "install"]
+__all__ = ["FastReader", "fetch_rows", "install"]
 
 _unpack = _TdsReader.unpack
 
@@ -76,9 +88,203 @@ class FastReader(_TdsReader):  # type: ignore[misc]
     get_uint8 = _fixed(tds_base._uint8_le)
     get_int8 = _fixed(tds_base._int8_le)
 
+    def read_str(self, size: int, codec: Any) -> str:
+        pos = self._pos
+        end = pos + size
+        if size and end <= self._size:
+            self._pos = end
+            return codec.decode(self._buf[pos:end])[0]  # type: ignore[no-any-return]
+        return _TdsReader.read_str(self, size, codec)  # type: ignore[no-any-return]
+
 
 def install(session: Any) -> None:
     """Make ``session``'s (a python-tds ``_TdsSession``) reader a `FastReader`."""
     reader = session._reader
     if type(reader) is _TdsReader:
         reader.__class__ = FastReader
+
+
+# ------------------------------------------------------------------------------ rows
+
+# How `_read_row` reads a column: the kinds below, else through the column's serializer.
+_GENERIC, _INTN, _BITN, _FLOATN, _FIXED, _NVARCHAR, _VARCHAR = range(7)
+
+#: IntN's value sizes and how each is read (python-tds: TinyInt unsigned, the others signed)
+_INTN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
+    1: struct.Struct("<B").unpack_from,
+    2: struct.Struct("<h").unpack_from,
+    4: struct.Struct("<i").unpack_from,
+    8: struct.Struct("<q").unpack_from,
+}
+_FLOATN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
+    4: struct.Struct("<f").unpack_from,
+    8: struct.Struct("<d").unpack_from,
+}
+#: the fixed-size primitive serializers: their value's size and how it is read
+_FIXED_TYPES: dict[type, tuple[int, Callable[..., tuple[Any, ...]]]] = {
+    tds_types.TinyIntSerializer: (1, struct.Struct("<B").unpack_from),
+    tds_types.SmallIntSerializer: (2, struct.Struct("<h").unpack_from),
+    tds_types.IntSerializer: (4, struct.Struct("<i").unpack_from),
+    tds_types.BigIntSerializer: (8, struct.Struct("<q").unpack_from),
+    tds_types.RealSerializer: (4, struct.Struct("<f").unpack_from),
+    tds_types.FloatSerializer: (8, struct.Struct("<d").unpack_from),
+}
+#: the non-MAX character serializers (their MAX subclasses read PLP chunks: not these)
+_NVARCHAR_TYPES = (
+    tds_types.NVarChar70Serializer,
+    tds_types.NVarChar71Serializer,
+    tds_types.NVarChar72Serializer,
+)
+_VARCHAR_TYPES = (
+    tds_types.VarChar70Serializer,
+    tds_types.VarChar71Serializer,
+    tds_types.VarChar72Serializer,
+)
+_ROW = tds_base.TDS_ROW_TOKEN
+_NBC_ROW = tds_base.TDS_NBC_ROW_TOKEN
+_READING = tds_base.TDS_READING
+_smallint = struct.Struct("<h").unpack_from
+_ucs2_decode = ucs2_codec.decode
+
+_Plan = list[tuple[int, Any, Any]]
+
+
+def _plan(session: Any) -> _Plan:
+    """How `_read_row` reads each column of ``session``'s current result: (kind, serializer,
+    argument). The kinds are chosen by the serializer's exact class, so a subclass (MAX types,
+    the connector's own time serializers) is read by its own ``read``."""
+    bytes_to_unicode = session._tds._login.bytes_to_unicode
+    plan: _Plan = []
+    for column in session.res_info.columns:
+        ser = column.serializer
+        cls = type(ser)
+        if cls is tds_types.IntNSerializer:
+            plan.append((_INTN, ser, None))
+        elif cls is tds_types.BitNSerializer:
+            plan.append((_BITN, ser, None))
+        elif cls is tds_types.FloatNSerializer:
+            plan.append((_FLOATN, ser, None))
+        elif cls is tds_types.BitSerializer:
+            plan.append((_FIXED, ser, (1, _bit)))
+        elif cls in _FIXED_TYPES:
+            plan.append((_FIXED, ser, _FIXED_TYPES[cls]))
+        elif cls in _NVARCHAR_TYPES:
+            plan.append((_NVARCHAR, ser, None))
+        elif cls in _VARCHAR_TYPES and bytes_to_unicode:
+            plan.append((_VARCHAR, ser, ser._codec.decode))
+        else:
+            plan.append((_GENERIC, ser, None))
+    return plan
+
+
+def _bit(buf: Any, pos: int) -> tuple[bool]:
+    return (bool(buf[pos]),)
+
+
+def _read_row(r: Any, plan: _Plan, nulls: bytes | None) -> list[Any]:
+    """One row's values, the reader after its token (and an NBCROW's null bitmap, ``nulls``).
+
+    Each value is read from the packet buffer when it lies wholly in it, else by its
+    serializer's ``read`` from the same position (which may read the next packet)."""
+    buf = r._buf
+    p = r._pos
+    size = r._size
+    values: list[Any] = []
+    append = values.append
+    for i, (kind, ser, arg) in enumerate(plan):
+        if nulls is not None and nulls[i >> 3] & (1 << (i & 7)):
+            append(None)
+            continue
+        if kind == _NVARCHAR:
+            if p + 2 <= size:
+                n = buf[p] | buf[p + 1] << 8
+                if n == 0xFFFF:
+                    append(None)
+                    p += 2
+                    continue
+                end = p + 2 + n
+                if end <= size:
+                    append(_ucs2_decode(buf[p + 2 : end])[0])
+                    p = end
+                    continue
+        elif kind == _INTN or kind == _FLOATN:
+            if p < size:
+                n = buf[p]
+                if n == 0:
+                    append(None)
+                    p += 1
+                    continue
+                unpack = (_INTN_SIZES if kind == _INTN else _FLOATN_SIZES).get(n)
+                if unpack is not None and p + 1 + n <= size:
+                    append(unpack(buf, p + 1)[0])
+                    p += 1 + n
+                    continue
+        elif kind == _FIXED:
+            n, unpack = arg
+            if p + n <= size:
+                append(unpack(buf, p)[0])
+                p += n
+                continue
+        elif kind == _BITN:
+            if p < size:
+                n = buf[p]
+                if n == 0:
+                    append(None)
+                    p += 1
+                    continue
+                if n == 1 and p + 2 <= size:
+                    append(bool(buf[p + 1]))
+                    p += 2
+                    continue
+        elif kind == _VARCHAR:
+            if p + 2 <= size:
+                n = _smallint(buf, p)[0]
+                if n < 0:
+                    append(None)
+                    p += 2
+                    continue
+                end = p + 2 + n
+                if end <= size:
+                    append(arg(buf[p + 2 : end])[0])
+                    p = end
+                    continue
+        # not in the packet at hand, a size the serializer refuses, or another type
+        r._pos = p
+        append(ser.read(r))
+        buf = r._buf
+        p = r._pos
+        size = r._size
+    r._pos = p
+    return values
+
+
+def fetch_rows(sess: Any, count: int) -> list[Any]:
+    """Up to ``count`` rows of ``sess``'s (a python-tds ``_TdsSession``) current result: what
+    python-tds's ``cursor.fetchmany(count)`` returns (``fetchone`` until a row is falsy), read as
+    the module docstring says."""
+    info = sess.res_info
+    plan = _plan(sess) if info is not None and not sess.skipped_to_status else []
+    r = sess._reader
+    nbc_size = (len(plan) + 7) // 8
+    convert = sess._row_convertor
+    rows: list[Any] = []
+    while len(rows) < count:
+        pos = r._pos
+        # python-tds's token read checks the session is reading (else raises): its path then;
+        # no plan (no result, no column): python-tds's path for every row
+        token = r._buf[pos] if plan and pos < r._size and sess.state == _READING else None
+        if token == _ROW and sess.more_rows:
+            r._pos = pos + 1
+            values = _read_row(r, plan, None)
+        elif token == _NBC_ROW and sess.more_rows and pos + 1 + nbc_size <= r._size:
+            r._pos = pos + 1 + nbc_size
+            values = _read_row(r, plan, bytes(r._buf[pos + 1 : pos + 1 + nbc_size]))
+        else:
+            row = sess.fetchone()  # another token, one in the next packet, or the end
+            if not row:
+                break
+            rows.append(row)
+            continue
+        info.row_count += 1
+        rows.append(convert(values))
+    return rows

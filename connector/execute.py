@@ -752,7 +752,7 @@ class _Reader:
         count = 0
         want = max(1, min(self.req.fetch_rows, row_budget))
         while size < self.req.chunk_bytes and count < row_budget:
-            rows = self.cursor.fetchmany(min(want, row_budget - count))
+            rows = _tdsread.fetch_rows(self.cursor._session, min(want, row_budget - count))
             if not rows:
                 if self.cursor.nextset():
                     self._enter_result_set()

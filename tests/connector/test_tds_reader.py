@@ -63,7 +63,7 @@ def _packets(payload: bytes, room: int) -> bytes:
     out = bytearray()
     for i, chunk in enumerate(chunks):
         last = i == len(chunks) - 1
-        out += _HEADER.pack(4, 1 if last else 0, _HEADER.size + len(chunk), 0, i + 1, 0)
+        out += _HEADER.pack(4, 1 if last else 0, _HEADER.size + len(chunk), 0, (i + 1) % 256, 0)
         out += chunk
     return bytes(out)
 
