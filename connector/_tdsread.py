@@ -107,7 +107,7 @@ def install(session: Any) -> None:
 # ------------------------------------------------------------------------------ rows
 
 # How `_read_row` reads a column: the kinds below, else through the column's serializer.
-_GENERIC, _INTN, _BITN, _FLOATN, _FIXED, _NVARCHAR, _VARCHAR = range(7)
+_GENERIC, _SIZED, _FIXED, _TEXT = range(4)
 
 #: IntN's value sizes and how each is read (python-tds: TinyInt unsigned, the others signed)
 _INTN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
@@ -116,6 +116,14 @@ _INTN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
     4: struct.Struct("<i").unpack_from,
     8: struct.Struct("<q").unpack_from,
 }
+
+
+def _bit(buf: Any, pos: int) -> tuple[bool]:
+    return (bool(buf[pos]),)
+
+
+#: BitN's one value size (python-tds: any byte but 0 is True)
+_BITN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {1: _bit}
 _FLOATN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
     4: struct.Struct("<f").unpack_from,
     8: struct.Struct("<d").unpack_from,
@@ -143,7 +151,6 @@ _VARCHAR_TYPES = (
 _ROW = tds_base.TDS_ROW_TOKEN
 _NBC_ROW = tds_base.TDS_NBC_ROW_TOKEN
 _READING = tds_base.TDS_READING
-_smallint = struct.Struct("<h").unpack_from
 _ucs2_decode = ucs2_codec.decode
 
 _Plan = list[tuple[int, Any, Any]]
@@ -159,26 +166,22 @@ def _plan(session: Any) -> _Plan:
         ser = column.serializer
         cls = type(ser)
         if cls is tds_types.IntNSerializer:
-            plan.append((_INTN, ser, None))
+            plan.append((_SIZED, ser, _INTN_SIZES))
         elif cls is tds_types.BitNSerializer:
-            plan.append((_BITN, ser, None))
+            plan.append((_SIZED, ser, _BITN_SIZES))
         elif cls is tds_types.FloatNSerializer:
-            plan.append((_FLOATN, ser, None))
+            plan.append((_SIZED, ser, _FLOATN_SIZES))
         elif cls is tds_types.BitSerializer:
             plan.append((_FIXED, ser, (1, _bit)))
         elif cls in _FIXED_TYPES:
             plan.append((_FIXED, ser, _FIXED_TYPES[cls]))
-        elif cls in _NVARCHAR_TYPES:
-            plan.append((_NVARCHAR, ser, None))
-        elif cls in _VARCHAR_TYPES and bytes_to_unicode:
-            plan.append((_VARCHAR, ser, ser._codec.decode))
+        elif cls in _NVARCHAR_TYPES:  # its length unsigned: 0xFFFF is NULL
+            plan.append((_TEXT, ser, (_ucs2_decode, 0xFFFF)))
+        elif cls in _VARCHAR_TYPES and bytes_to_unicode:  # its length signed: < 0 is NULL
+            plan.append((_TEXT, ser, (ser._codec.decode, 0x8000)))
         else:
             plan.append((_GENERIC, ser, None))
     return plan
-
-
-def _bit(buf: Any, pos: int) -> tuple[bool]:
-    return (bool(buf[pos]),)
 
 
 def _read_row(r: Any, plan: _Plan, nulls: bytes | None) -> list[Any]:
@@ -195,26 +198,14 @@ def _read_row(r: Any, plan: _Plan, nulls: bytes | None) -> list[Any]:
         if nulls is not None and nulls[i >> 3] & (1 << (i & 7)):
             append(None)
             continue
-        if kind == _NVARCHAR:
-            if p + 2 <= size:
-                n = buf[p] | buf[p + 1] << 8
-                if n == 0xFFFF:
-                    append(None)
-                    p += 2
-                    continue
-                end = p + 2 + n
-                if end <= size:
-                    append(_ucs2_decode(buf[p + 2 : end])[0])
-                    p = end
-                    continue
-        elif kind == _INTN or kind == _FLOATN:
+        if kind == _SIZED:  # a size byte (0: NULL), then the value
             if p < size:
                 n = buf[p]
                 if n == 0:
                     append(None)
                     p += 1
                     continue
-                unpack = (_INTN_SIZES if kind == _INTN else _FLOATN_SIZES).get(n)
+                unpack = arg.get(n)
                 if unpack is not None and p + 1 + n <= size:
                     append(unpack(buf, p + 1)[0])
                     p += 1 + n
@@ -225,27 +216,17 @@ def _read_row(r: Any, plan: _Plan, nulls: bytes | None) -> list[Any]:
                 append(unpack(buf, p)[0])
                 p += n
                 continue
-        elif kind == _BITN:
-            if p < size:
-                n = buf[p]
-                if n == 0:
-                    append(None)
-                    p += 1
-                    continue
-                if n == 1 and p + 2 <= size:
-                    append(bool(buf[p + 1]))
-                    p += 2
-                    continue
-        elif kind == _VARCHAR:
+        elif kind == _TEXT:  # a 2-byte length (from ``null``: NULL), then the encoded text
             if p + 2 <= size:
-                n = _smallint(buf, p)[0]
-                if n < 0:
+                decode, null = arg
+                n = buf[p] | buf[p + 1] << 8
+                if n >= null:
                     append(None)
                     p += 2
                     continue
                 end = p + 2 + n
                 if end <= size:
-                    append(arg(buf[p + 2 : end])[0])
+                    append(decode(buf[p + 2 : end])[0])
                     p = end
                     continue
         # not in the packet at hand, a size the serializer refuses, or another type

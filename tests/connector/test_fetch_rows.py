@@ -13,11 +13,8 @@ Two ways, both against python-tds 1.17.1 as it is:
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,11 +22,10 @@ from pytds import tds_base
 from pytds.cursor import NonMarsCursor
 from pytds.tds_session import _TdsSession
 
-import tdslite
 from connector import _tdsread, _tdstypes
 from connector.execute import connection_cursor
 from tests.connector.test_tds_reader import _packets, _Socket
-from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, admin_connection
+from tests.support.e2e_stack import admin_connection
 
 #: SQL_Latin1_General_CP1_CI_AS: python-tds decodes varchar in it as cp1252
 _COLLATION = bytes.fromhex("0904d00034")
@@ -177,15 +173,6 @@ def _read(conn: Any, data: bytes, room: int, piece: int, batch: int, fast: bool)
     except Exception as exc:  # python-tds's failure: the same one both ways
         out.append(("raised", type(exc).__name__, str(exc)))
         return out
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Any]:
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
-    async with tdslite.open_server(users=users, db=":memory:") as server:
-        await trio.to_thread.run_sync(admin_batch, server, SETUP_SQL)
-        yield server
 
 
 async def test_built_streams_read_as_python_tds_reads_them(server: Any) -> None:

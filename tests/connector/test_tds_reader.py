@@ -10,20 +10,16 @@ results that span many packets exactly as a connection without it.
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytds.tds_reader import _TdsReader
 
-import tdslite
 from connector import _tdsread
 from connector.execute import connection_cursor
-from tests.support.e2e_stack import SETUP_SQL, TDSLITE_USERS, admin_batch, admin_connection
+from tests.support.e2e_stack import admin_connection
 
 #: TDS packet header: type, status (1: the response's last packet), length (big-endian), SPID,
 #: packet id, window
@@ -124,15 +120,6 @@ def test_install_is_idempotent_and_keeps_the_reader_state() -> None:
         _tdsread.install(session)
         assert type(reader) is _tdsread.FastReader
     assert reader.get_int() == int.from_bytes(bytes(range(4, 8)), "little")
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Any]:
-    users = tmp_path / "users.toml"
-    users.write_text(TDSLITE_USERS)
-    async with tdslite.open_server(users=users, db=":memory:") as server:
-        await trio.to_thread.run_sync(admin_batch, server, SETUP_SQL)
-        yield server
 
 
 _QUERIES = (
