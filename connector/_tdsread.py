@@ -154,6 +154,7 @@ _READING = tds_base.TDS_READING
 _ucs2_decode = ucs2_codec.decode
 
 _Plan = list[tuple[int, Any, Any]]
+_UNSEEN = object()
 
 
 def _plan(session: Any) -> _Plan:
@@ -243,13 +244,15 @@ def fetch_rows(sess: Any, count: int) -> list[Any]:
     """Up to ``count`` rows of ``sess``'s (a python-tds ``_TdsSession``) current result: what
     python-tds's ``cursor.fetchmany(count)`` returns (``fetchone`` until a row is falsy), read as
     the module docstring says."""
-    info = sess.res_info
-    plan = _plan(sess) if info is not None and not sess.skipped_to_status else []
     r = sess._reader
-    nbc_size = (len(plan) + 7) // 8
-    convert = sess._row_convertor
+    info: Any = _UNSEEN
     rows: list[Any] = []
     while len(rows) < count:
+        if sess.res_info is not info:  # the first row, or python-tds read a new COLMETADATA
+            info = sess.res_info
+            plan = _plan(sess) if info is not None and not sess.skipped_to_status else []
+            nbc_size = (len(plan) + 7) // 8
+            convert = sess._row_convertor
         pos = r._pos
         # python-tds's token read checks the session is reading (else raises): its path then;
         # no plan (no result, no column): python-tds's path for every row

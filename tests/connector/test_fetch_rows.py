@@ -3,9 +3,10 @@
 Two ways, both against python-tds 1.17.1 as it is:
 
 - token streams built here (a COLMETADATA of any mix of column types, ROW and NBCROW tokens with
-  NULLs, sizes python-tds refuses, then DONE; some cut short), cut into TDS packets of any
-  size: read in batches by python-tds's cursor and by `fetch_rows`, the rows (values and their
-  types), the failure, the row count and the reader's position after each batch are the same;
+  NULLs, sizes python-tds refuses, now and then another COLMETADATA with no DONE before it, then
+  DONE; some cut short), cut into TDS packets of any size: read in batches by python-tds's
+  cursor and by `fetch_rows`, the rows (values and their types), the failure, the row count and
+  the reader's position after each batch are the same;
 - tdslite's answers for every column type it has, spanning many packets: the same rows, most of
   them read without python-tds's ``fetchone``.
 """
@@ -110,6 +111,9 @@ def _streams(draw: Any) -> bytes:
     types = draw(st.lists(st.sampled_from(sorted(_TYPES)), min_size=1, max_size=6))
     out = _colmetadata(types)
     for _ in range(draw(st.integers(0, 25))):
+        if draw(st.integers(0, 40)) == 0:  # another result's columns, no DONE between
+            types = draw(st.lists(st.sampled_from(sorted(_TYPES)), min_size=1, max_size=6))
+            out += _colmetadata(types)
         nbc = draw(st.booleans())
         values = []
         for name in types:
