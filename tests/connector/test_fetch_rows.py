@@ -33,11 +33,10 @@ _COLLATION = bytes.fromhex("0904d00034")
 
 
 def _intn(size: int) -> Any:
-    return (
-        st.integers(-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1)
-        if size > 1
-        else (st.integers(0, 255))
-    )
+    """The values of an integer of ``size`` bytes (one byte: tinyint, unsigned)."""
+    if size == 1:
+        return st.integers(0, 255)
+    return st.integers(-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1)
 
 
 #: name -> (TYPE_INFO, nullable, the values' strategy, how a value is written (not NULL))
@@ -118,7 +117,7 @@ def _streams(draw: Any) -> bytes:
         values = []
         for name in types:
             _, nullable, strategy, _ = _TYPES[name]
-            can_null = nbc or (nullable and name not in ("bit",))
+            can_null = nbc or nullable  # NBCROW's bitmap: any column; ROW: a nullable type's
             values.append(None if can_null and draw(st.booleans()) else draw(strategy))
         if nbc:
             bitmap = bytearray((len(types) + 7) // 8)
