@@ -8,6 +8,9 @@ packet at hand straight from the packet buffer, and leaves every other read (a v
 past the packet, or one at the end of the response) to python-tds's own code: the values read,
 the position after them and the packets read are the same.
 
+A string that lies wholly in the packet at hand is decoded from the packet buffer too
+(`FastReader.read_str`), without python-tds's generic ``readall``.
+
 `install(session)` turns a python-tds session's reader into a `FastReader` (its class only: the
 buffer, the position and the transport stay); it is idempotent.
 
@@ -109,12 +112,17 @@ def install(session: Any) -> None:
 # How `_read_row` reads a column: the kinds below, else through the column's serializer.
 _GENERIC, _SIZED, _FIXED, _TEXT = range(4)
 
-#: IntN's value sizes and how each is read (python-tds: TinyInt unsigned, the others signed)
+#: IntN's value sizes and how each is read: the structs python-tds's serializers read with
+#: (tinyint unsigned, the others signed; float and real in the machine's byte order, as python-tds)
 _INTN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
-    1: struct.Struct("<B").unpack_from,
-    2: struct.Struct("<h").unpack_from,
-    4: struct.Struct("<i").unpack_from,
-    8: struct.Struct("<q").unpack_from,
+    1: tds_base._byte.unpack_from,
+    2: tds_base._smallint_le.unpack_from,
+    4: tds_base._int_le.unpack_from,
+    8: tds_base._int8_le.unpack_from,
+}
+_FLOATN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
+    4: tds_types._flt4_struct.unpack_from,
+    8: tds_types._flt8_struct.unpack_from,
 }
 
 
@@ -124,18 +132,15 @@ def _bit(buf: Any, pos: int) -> tuple[bool]:
 
 #: BitN's one value size (python-tds: any byte but 0 is True)
 _BITN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {1: _bit}
-_FLOATN_SIZES: dict[int, Callable[..., tuple[Any, ...]]] = {
-    4: struct.Struct("<f").unpack_from,
-    8: struct.Struct("<d").unpack_from,
-}
 #: the fixed-size primitive serializers: their value's size and how it is read
 _FIXED_TYPES: dict[type, tuple[int, Callable[..., tuple[Any, ...]]]] = {
-    tds_types.TinyIntSerializer: (1, struct.Struct("<B").unpack_from),
-    tds_types.SmallIntSerializer: (2, struct.Struct("<h").unpack_from),
-    tds_types.IntSerializer: (4, struct.Struct("<i").unpack_from),
-    tds_types.BigIntSerializer: (8, struct.Struct("<q").unpack_from),
-    tds_types.RealSerializer: (4, struct.Struct("<f").unpack_from),
-    tds_types.FloatSerializer: (8, struct.Struct("<d").unpack_from),
+    tds_types.TinyIntSerializer: (1, _INTN_SIZES[1]),
+    tds_types.SmallIntSerializer: (2, _INTN_SIZES[2]),
+    tds_types.IntSerializer: (4, _INTN_SIZES[4]),
+    tds_types.BigIntSerializer: (8, _INTN_SIZES[8]),
+    tds_types.BitSerializer: (1, _bit),
+    tds_types.RealSerializer: (4, _FLOATN_SIZES[4]),
+    tds_types.FloatSerializer: (8, _FLOATN_SIZES[8]),
 }
 #: the non-MAX character serializers (their MAX subclasses read PLP chunks: not these)
 _NVARCHAR_TYPES = (
@@ -172,8 +177,6 @@ def _plan(session: Any) -> _Plan:
             plan.append((_SIZED, ser, _BITN_SIZES))
         elif cls is tds_types.FloatNSerializer:
             plan.append((_SIZED, ser, _FLOATN_SIZES))
-        elif cls is tds_types.BitSerializer:
-            plan.append((_FIXED, ser, (1, _bit)))
         elif cls in _FIXED_TYPES:
             plan.append((_FIXED, ser, _FIXED_TYPES[cls]))
         elif cls in _NVARCHAR_TYPES:  # its length unsigned: 0xFFFF is NULL
